@@ -1,0 +1,19 @@
+#include "cli/commands.h"
+
+namespace exq::cli {
+namespace {
+int g_exit_code = 0;
+}
+
+int exit_code() { return g_exit_code; }
+void set_exit_code(int code) { g_exit_code = code; }
+
+void register_commands(CLI::App& app) {
+  add_info(app);
+  add_import_gguf(app);
+  add_tokenize(app);
+  add_generate(app);
+  add_ppl(app);
+}
+
+}  // namespace exq::cli

@@ -1,0 +1,27 @@
+// exq command line: one binary, subcommands registered by cli/commands.h.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"exq: convert Hugging Face models to EXL2 and run them"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "exq 0.1.0");
+  exq::cli::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  } catch (const exq::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
+  return exq::cli::exit_code();
+}
