@@ -1,10 +1,233 @@
-// TEMPORARY placeholder until the info command lands.
+// `exq info MODEL [--json]`: what a model folder holds — architecture, sizes, parameter count,
+// tensor dtypes and bytes, rope settings and quantization — after validating config.json and,
+// for unquantized models, that every Llama tensor is present with the shape the config implies.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
 #include "cli/commands.h"
+#include "cli/run_util.h"
 #include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
 
 namespace exq::cli {
-void add_info(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "(not implemented yet)");
-  cmd->callback([] { throw Error("info is not implemented yet"); });
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct ExpectedTensor {
+  std::string name;
+  Shape shape;
+};
+
+// Every tensor of an unquantized Llama-family checkpoint, with its HF shape.
+std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c) {
+  const int64_t h = c.hidden_size, inter = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
+  std::vector<ExpectedTensor> t = {{"model.embed_tokens.weight", {c.vocab_size, h}},
+                                   {"model.norm.weight", {h}}};
+  if (!c.tie_word_embeddings) t.push_back({"lm_head.weight", {c.vocab_size, h}});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    t.push_back({p + "input_layernorm.weight", {h}});
+    t.push_back({p + "post_attention_layernorm.weight", {h}});
+    t.push_back({p + "self_attn.q_proj.weight", {q, h}});
+    t.push_back({p + "self_attn.k_proj.weight", {kv, h}});
+    t.push_back({p + "self_attn.v_proj.weight", {kv, h}});
+    t.push_back({p + "self_attn.o_proj.weight", {h, q}});
+    t.push_back({p + "mlp.gate_proj.weight", {inter, h}});
+    t.push_back({p + "mlp.up_proj.weight", {inter, h}});
+    t.push_back({p + "mlp.down_proj.weight", {h, inter}});
+    if (c.attention_qkv_bias) {
+      t.push_back({p + "self_attn.q_proj.bias", {q}});
+      t.push_back({p + "self_attn.k_proj.bias", {kv}});
+      t.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.attention_out_bias) t.push_back({p + "self_attn.o_proj.bias", {h}});
+    if (c.mlp_bias) {
+      t.push_back({p + "mlp.gate_proj.bias", {inter}});
+      t.push_back({p + "mlp.up_proj.bias", {inter}});
+      t.push_back({p + "mlp.down_proj.bias", {h}});
+    }
+  }
+  return t;
 }
+
+json rope_json(const io::ModelConfig& c) {
+  json r = {{"theta", c.rope_theta}};
+  switch (c.rope_scaling.type) {
+    case io::RopeScalingType::None: r["scaling"] = "none"; break;
+    case io::RopeScalingType::Linear:
+      r["scaling"] = {{"type", "linear"}, {"factor", c.rope_scaling.factor}};
+      break;
+    case io::RopeScalingType::Llama3:
+      r["scaling"] = {{"type", "llama3"},
+                      {"factor", c.rope_scaling.factor},
+                      {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                      {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                      {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+      break;
+  }
+  return r;
+}
+
+json quantization_json(const io::ModelConfig& c, const fs::path& config_path) {
+  const json& q = c.quantization_config;
+  if (q.is_null()) return {{"method", "none"}};
+  const std::string method = q.value("quant_method", std::string("unknown"));
+  json out = {{"method", method}};
+  if (method == "exl2") {
+    auto num = [&](const char* key) -> json {
+      auto it = q.find(key);
+      if (it == q.end() || it->is_null()) return nullptr;
+      if (!it->is_number())
+        throw Error(fmt::format("quantization_config.{}: expected a number, got {}", key, it->dump()),
+                    ErrorContext{.file = config_path.string()});
+      return *it;
+    };
+    out["bits"] = num("bits");
+    out["head_bits"] = num("head_bits");
+    if (auto v = q.find("version"); v != q.end() && v->is_string()) out["version"] = *v;
+  }
+  return out;
+}
+
+std::string quantization_text(const json& q) {
+  if (q["method"] == "none") return "none";
+  std::string s = q["method"].get<std::string>();
+  if (q.contains("bits") && !q["bits"].is_null()) s += fmt::format(", {} bits", q["bits"].get<double>());
+  if (q.contains("head_bits") && !q["head_bits"].is_null())
+    s += fmt::format(", head {} bits", q["head_bits"].get<double>());
+  return s;
+}
+
+json build_info(const fs::path& dir) {
+  require_model_dir(dir);
+  const io::ModelConfig c = io::load_model_config(dir);
+  const fs::path config_path = dir / "config.json";
+  json raw;
+  {
+    std::ifstream f(config_path, std::ios::binary);
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    raw = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  }
+  const io::SafetensorsModel st = io::SafetensorsModel::open(dir);
+  const json quant = quantization_json(c, config_path);
+  const bool quantized = quant["method"] != "none";
+
+  std::map<std::string, int64_t> dtype_counts;
+  int64_t tensor_elems = 0, bytes = 0, count = 0;
+  for (const auto& name : st.names()) {
+    const TensorView v = st.get(name);
+    dtype_counts[std::string(dtype_name(v.dtype()))]++;
+    tensor_elems += v.numel();
+    bytes += static_cast<int64_t>(v.nbytes());
+    ++count;
+  }
+
+  // Unquantized: the checkpoint must match the config; quantized tensors are packed, so
+  // their parameter count comes from the shapes the config implies.
+  int64_t params = 0;
+  for (const auto& t : llama_tensors(c)) {
+    params += shape_numel(t.shape);
+    if (quantized) continue;
+    if (!st.contains(t.name))
+      throw Error("missing tensor (required by config.json)",
+                  ErrorContext{.file = dir.string(), .tensor = t.name});
+    const TensorView v = st.get(t.name);
+    if (v.shape() != t.shape)
+      throw Error(fmt::format("shape {} does not match config.json (expected {})", shape_str(v.shape()),
+                              shape_str(t.shape)),
+                  ErrorContext{.file = st.file_of(t.name).string(), .tensor = t.name});
+  }
+  if (!quantized) params = tensor_elems;
+
+  json architectures = json::array();
+  if (raw.is_object() && raw.contains("architectures") && raw["architectures"].is_array())
+    architectures = raw["architectures"];
+  return {
+      {"path", dir.string()},
+      {"model_type", c.model_type},
+      {"architectures", architectures},
+      {"layers", c.num_hidden_layers},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"heads", c.num_attention_heads},
+      {"kv_heads", c.num_key_value_heads},
+      {"head_dim", c.head_dim},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"torch_dtype", c.torch_dtype ? json(std::string(dtype_name(*c.torch_dtype))) : json(nullptr)},
+      {"rope", rope_json(c)},
+      {"parameters", params},
+      {"tensors", count},
+      {"dtypes", dtype_counts},
+      {"bytes", bytes},
+      {"files", st.files().size()},
+      {"quantization", quant},
+  };
+}
+
+void print_info(const json& j) {
+  std::string arch = j["model_type"].get<std::string>();
+  if (!j["architectures"].empty()) arch += fmt::format(" ({})", j["architectures"][0].get<std::string>());
+  std::string dtypes;
+  for (const auto& [name, n] : j["dtypes"].items()) {
+    dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", name, n.get<int64_t>());
+  }
+  std::string rope = fmt::format("theta {}", j["rope"]["theta"].get<double>());
+  const json& sc = j["rope"]["scaling"];
+  rope += sc.is_string() ? ", no scaling"
+                         : fmt::format(", {} scaling x{}", sc["type"].get<std::string>(), sc["factor"].get<double>());
+  const int64_t params = j["parameters"].get<int64_t>();
+  const int64_t bytes = j["bytes"].get<int64_t>();
+  fmt::print("model:         {}\n", j["path"].get<std::string>());
+  fmt::print("architecture:  {}\n", arch);
+  fmt::print("layers:        {}\n", j["layers"].get<int64_t>());
+  fmt::print("hidden:        {} (intermediate {})\n", j["hidden_size"].get<int64_t>(),
+             j["intermediate_size"].get<int64_t>());
+  fmt::print("heads:         {} (kv heads {}, head dim {})\n", j["heads"].get<int64_t>(),
+             j["kv_heads"].get<int64_t>(), j["head_dim"].get<int64_t>());
+  fmt::print("vocab:         {}\n", j["vocab_size"].get<int64_t>());
+  fmt::print("context:       {}\n", j["max_position_embeddings"].get<int64_t>());
+  fmt::print("parameters:    {} ({:.1f}M)\n", group_digits(params), static_cast<double>(params) / 1e6);
+  fmt::print("tensors:       {} ({}) in {} file(s)\n", j["tensors"].get<int64_t>(), dtypes,
+             j["files"].get<int64_t>());
+  fmt::print("bytes:         {} ({:.1f} MiB)\n", group_digits(bytes), static_cast<double>(bytes) / (1 << 20));
+  fmt::print("tied head:     {}\n", j["tie_word_embeddings"].get<bool>() ? "yes" : "no");
+  fmt::print("rope:          {}\n", rope);
+  fmt::print("norm eps:      {}\n", j["rms_norm_eps"].get<double>());
+  fmt::print("quantization:  {}\n", quantization_text(j["quantization"]));
+}
+
+}  // namespace
+
+void add_info(CLI::App& app) {
+  struct Args {
+    std::string model;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("info", "Show a model folder's architecture, sizes, dtypes and quantization");
+  cmd->add_option("model", args->model, "model folder (config.json + *.safetensors), required");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([args] {
+    if (args->model.empty()) throw Error("info needs a model folder: exq info MODEL");
+    const json info = build_info(args->model);
+    if (args->json) {
+      fmt::print("{}\n", info.dump(2));
+    } else {
+      print_info(info);
+    }
+  });
+}
+
 }  // namespace exq::cli

@@ -1,0 +1,266 @@
+// CUDA EXL2 GEMV roofline: Llama-3-8B linear shapes for every bit width, batch 1 (and 8 at
+// 4 bits), timed with CUDA events around each launch after a warm-up; the median over the
+// iterations is reported. Weights rotate over enough copies (> 4x L2) that every launch reads
+// HBM. Achieved bandwidth counts the stored weight bytes (q_weight + q_scale + q_scale_max +
+// q_groups) and is given as a fraction of 3.0 TB/s (H100 HBM3, device-to-device copy).
+// Also the prefill path at 2048 tokens: dequantize to fp16 + cuBLAS.
+// Usage: exl2_gemv_bench [--json FILE] [--iters N]   (plain program, CUDA events)
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/exl2_gemv.h"
+#include "backend/cuda/matmul.h"
+#include "backend/cuda/stream.h"
+#include "core/half.h"
+
+namespace exq::cuda {
+namespace {
+
+constexpr double kPeakBytesPerSecond = 3.0e12;
+constexpr size_t kRotationBytes = size_t{256} << 20;  // > 4x the H100's 50 MB L2
+constexpr int kMaxCopies = 256;
+
+struct Part {
+  double share;
+  int bits;
+  int64_t group_size;
+};
+
+struct Option {
+  std::string name;
+  std::vector<Part> parts;
+};
+
+// Group table of an option on `in` rows, exllamav2's counting (docs exl2.md section 4).
+std::vector<Exl2HostGroup> option_groups(const Option& o, int64_t in) {
+  std::vector<Exl2HostGroup> groups;
+  int64_t remaining = in, row = 0, word = 0;
+  for (const Part& p : o.parts) {
+    const double want = std::min(static_cast<double>(in) * p.share, static_cast<double>(remaining));
+    const int64_t n = static_cast<int64_t>(std::ceil(want / static_cast<double>(p.group_size)));
+    for (int64_t k = 0; k < n && row < in; ++k) {
+      const int64_t rows = std::min(p.group_size, in - row);
+      groups.push_back({p.bits, row, rows, word});
+      row += rows;
+      word += (rows * p.bits + 31) / 32;
+    }
+    remaining -= n * p.group_size;
+  }
+  return groups;
+}
+
+// Random stored tensors: any bit pattern is a valid code, so q_weight and q_scale are random
+// words.
+struct RandomLayer {
+  std::vector<Exl2HostGroup> groups;
+  std::vector<uint32_t> q_weight, q_scale;
+  std::vector<uint16_t> q_scale_max;
+  std::vector<int32_t> perm;
+  Exl2HostLayer host;
+
+  RandomLayer(int64_t in, int64_t out, const Option& o, uint64_t seed) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    auto next = [&s] {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      return s;
+    };
+    groups = option_groups(o, in);
+    const int64_t out_pad = (out + 31) / 32 * 32;
+    const int64_t words = groups.back().word_begin + (groups.back().rows * groups.back().bits + 31) / 32;
+    q_weight.resize(static_cast<size_t>(words * out_pad));
+    for (auto& w : q_weight) w = static_cast<uint32_t>(next());
+    q_scale.resize(groups.size() * static_cast<size_t>(out_pad / 8));
+    for (auto& w : q_scale) w = static_cast<uint32_t>(next());
+    for (size_t g = 0; g < groups.size(); ++g)
+      q_scale_max.push_back(float_to_half(0.002f + 0.05f * static_cast<float>(next() % 1000) / 1000.0f));
+    perm.resize(static_cast<size_t>(in));
+    for (int64_t i = 0; i < in; ++i) perm[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    for (int64_t i = in - 1; i > 0; --i) std::swap(perm[static_cast<size_t>(i)], perm[next() % (i + 1)]);
+    host = {in, out, q_weight.data(), words, q_scale.data(), q_scale_max.data(), perm.data(),
+            groups.data(), static_cast<int64_t>(groups.size()), nullptr};
+  }
+};
+
+DeviceBuffer random_device(size_t bytes, bool half, cudaStream_t stream) {
+  std::vector<uint16_t> h(bytes / 2);
+  uint32_t s = 12345;
+  for (auto& v : h) {
+    s = s * 1664525u + 1013904223u;
+    const float f = static_cast<float>((s >> 8) & 0xffff) / 32768.0f - 1.0f;
+    v = float_to_half(f);
+  }
+  DeviceBuffer d(bytes);
+  if (half) {
+    CUDA_CHECK(cudaMemcpyAsync(d.data(), h.data(), bytes, cudaMemcpyHostToDevice, stream));
+  } else {
+    std::vector<float> f(bytes / 4);
+    for (size_t i = 0; i < f.size(); ++i) f[i] = half_to_float(h[i]);
+    CUDA_CHECK(cudaMemcpyAsync(d.data(), f.data(), bytes, cudaMemcpyHostToDevice, stream));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  return d;
+}
+
+// Median milliseconds of `iters` launches of fn(i), each between its own pair of events.
+template <typename Fn>
+double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
+  for (int i = 0; i < warmup; ++i) fn(i);
+  std::vector<Event> start, stop;
+  for (int i = 0; i < iters; ++i) {
+    start.emplace_back();
+    stop.emplace_back();
+  }
+  for (int i = 0; i < iters; ++i) {
+    start[static_cast<size_t>(i)].record(stream);
+    fn(warmup + i);
+    stop[static_cast<size_t>(i)].record(stream);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i)
+    ms.push_back(Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+int run(int argc, char** argv) {
+  std::string json_path;
+  int iters = 100;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::max(50, std::atoi(argv[++i]));
+  }
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  Stream stream;
+  nlohmann::json out;
+  out["device"] = prop.name;
+  out["sms"] = prop.multiProcessorCount;
+  out["l2_bytes"] = prop.l2CacheSize;
+  out["peak_bytes_per_s"] = kPeakBytesPerSecond;
+  out["iters"] = iters;
+
+  {  // the card's copy ceiling: 1 GiB device to device, bytes read + written
+    const size_t bytes = size_t{1} << 30;
+    DeviceBuffer a(bytes), b(bytes);
+    CUDA_CHECK(cudaMemsetAsync(a.data(), 1, bytes, stream));
+    const double ms = median_ms(20, 3, stream, [&](int) {
+      CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream));
+    });
+    out["copy_gb_per_s"] = 2.0 * bytes / (ms * 1e-3) / 1e9;
+    std::printf("device %s, d2d copy %.0f GB/s (read+write)\n", prop.name,
+                out["copy_gb_per_s"].get<double>());
+  }
+
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}};  // in x out
+  const std::vector<Option> options = {
+      {"1:2b_128g", {{1.0, 2, 128}}},   {"1:3b_128g", {{1.0, 3, 128}}},
+      {"1:4b_128g", {{1.0, 4, 128}}},   {"1:4b_32g", {{1.0, 4, 32}}},
+      {"1:5b_128g", {{1.0, 5, 128}}},   {"1:6b_128g", {{1.0, 6, 128}}},
+      {"1:8b_128g", {{1.0, 8, 128}}},
+      {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
+
+  std::printf("%-38s %13s %6s %9s %8s %7s\n", "option", "in x out", "batch", "time us", "GB/s",
+              "of 3TB/s");
+  nlohmann::json rows = nlohmann::json::array();
+  DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
+  for (const auto& [in, out_f] : shapes) {
+    for (const Option& o : options) {
+      const RandomLayer rl(in, out_f, o, static_cast<uint64_t>(in * 7 + out_f));
+      std::vector<Exl2Layer> copies;
+      copies.emplace_back(rl.host, stream.get(), o.name.c_str());
+      const size_t per = copies[0].device_bytes();
+      const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / per + 1));
+      for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream.get(), o.name.c_str());
+      Exl2Workspace ws;
+      ws.reserve(copies[0], stream);
+      DeviceBuffer y(size_t{8} * static_cast<size_t>(out_f) * 4);
+      const std::vector<int64_t> batches = o.name == "1:4b_128g" ? std::vector<int64_t>{1, 8}
+                                                                  : std::vector<int64_t>{1};
+      for (int64_t b : batches) {
+        const DeviceView xv(x32.data(), DType::F32, {b, in});
+        const DeviceView yv(y.data(), DType::F32, {b, out_f});
+        const double ms = median_ms(iters, 10, stream, [&](int i) {
+          exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
+        });
+        const double bytes = static_cast<double>(copies[0].weight_bytes());
+        const double bps = bytes / (ms * 1e-3);
+        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%%\n", o.name.c_str(),
+                    static_cast<long long>(in), static_cast<long long>(out_f),
+                    static_cast<long long>(b), ms * 1e3, bps / 1e9, 100.0 * bps / kPeakBytesPerSecond);
+        rows.push_back({{"kernel", "exl2_gemv"}, {"option", o.name}, {"in", in}, {"out", out_f},
+                        {"batch", b}, {"x", "f32"}, {"weight_bytes", bytes}, {"median_us", ms * 1e3},
+                        {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
+                        {"copies", n}, {"blocks_k", copies[0].split().blocks_k},
+                        {"steps_per_block", copies[0].split().steps_per_block}});
+      }
+    }
+  }
+  out["gemv"] = rows;
+
+  // Prefill: 2048 tokens, 4-bit 128g: dequantize to fp16 scratch, then cuBLAS.
+  constexpr int64_t kTokens = 2048;
+  nlohmann::json prefill = nlohmann::json::array();
+  CublasHandle cublas;
+  std::printf("\nprefill %lld tokens, 1:4b_128g: dequantize + cuBLAS (f16 x f16, f32 accumulate)\n",
+              static_cast<long long>(kTokens));
+  for (const auto& [in, out_f] : shapes) {
+    const RandomLayer rl(in, out_f, options[2], 99);
+    const Exl2Layer layer(rl.host, stream.get());
+    Exl2Workspace ws;
+    ws.reserve(layer, stream);
+    DeviceBuffer x = random_device(static_cast<size_t>(kTokens * in) * 4, false, stream);
+    DeviceBuffer y(static_cast<size_t>(kTokens * out_f) * 4);
+    DeviceBuffer w(static_cast<size_t>(in * out_f) * 2);
+    DeviceBuffer mm(matmul_workspace_bytes(kTokens, in));
+    const DeviceView xv(x.data(), DType::F32, {kTokens, in}), yv(y.data(), DType::F32, {kTokens, out_f});
+    const DeviceView wv(w.data(), DType::F16, {out_f, in});
+    const DeviceView mv(mm.data(), DType::U8, {static_cast<int64_t>(mm.size())});
+    const int it = 50;
+    const double dq = median_ms(it, 5, stream, [&](int) { exl2_dequantize(layer, wv, stream); });
+    const double gemm = median_ms(it, 5, stream, [&](int) { matmul(cublas, xv, wv, yv, mv, stream); });
+    const double total = median_ms(it, 5, stream, [&](int) {
+      exl2_matmul(cublas, layer, xv, yv, ws, wv, mv, stream);
+    });
+    const double flops = 2.0 * kTokens * in * out_f;
+    std::printf("%6lldx%-6lld dequant %8.1f us (%5.0f GB/s written)  gemm %8.1f us (%4.0f TFLOP/s)  "
+                "total %8.1f us\n",
+                static_cast<long long>(in), static_cast<long long>(out_f), dq * 1e3,
+                static_cast<double>(in * out_f * 2) / (dq * 1e-3) / 1e9, gemm * 1e3,
+                flops / (gemm * 1e-3) / 1e12, total * 1e3);
+    prefill.push_back({{"kernel", "exl2_dequantize+cublas"}, {"option", options[2].name},
+                       {"in", in}, {"out", out_f}, {"tokens", kTokens}, {"dequant_us", dq * 1e3},
+                       {"gemm_us", gemm * 1e3}, {"total_us", total * 1e3},
+                       {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}});
+  }
+  out["prefill"] = prefill;
+  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  else std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace exq::cuda
+
+int main(int argc, char** argv) {
+  try {
+    return exq::cuda::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "exl2_gemv_bench: %s\n", e.what());
+    return 1;
+  }
+}

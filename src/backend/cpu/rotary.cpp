@@ -1,0 +1,53 @@
+#include "backend/cpu/rotary.h"
+
+#include <cmath>
+
+#include "core/thread_pool.h"
+
+namespace exq::cpu {
+
+RopeTable make_rope_table(std::span<const float> inv_freq, int64_t positions) {
+  EXQ_CHECK(!inv_freq.empty() && positions >= 0, "make_rope_table: empty frequencies or negative length");
+  const int64_t half = static_cast<int64_t>(inv_freq.size());
+  RopeTable t{Tensor(DType::F32, {positions, half}), Tensor(DType::F32, {positions, half})};
+  float* c = t.cos.data<float>();
+  float* s = t.sin.data<float>();
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(p) * inv_freq[static_cast<size_t>(i)];
+      c[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      s[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+  return t;
+}
+
+void apply_rotary(const TensorView& x, const RopeTable& table, int64_t start) {
+  EXQ_CHECK(x.rank() == 3 && x.dtype() == DType::F32 && x.is_contiguous(),
+            "apply_rotary: x must be contiguous F32 [T, heads, D], got {} {}", dtype_name(x.dtype()),
+            shape_str(x.shape()));
+  const int64_t T = x.dim(0), heads = x.dim(1), D = x.dim(2), half = D / 2;
+  EXQ_CHECK(D == 2 * table.half_dim(), "apply_rotary: head dim {} does not match the table's {}", D,
+            2 * table.half_dim());
+  EXQ_CHECK(start >= 0 && start + T <= table.positions(),
+            "apply_rotary: positions [{}, {}) exceed the table's {}", start, start + T, table.positions());
+  float* xp = x.data<float>();
+  const float* cp = table.cos.data<float>();
+  const float* sp = table.sin.data<float>();
+  parallel_for(T, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* c = cp + (start + t) * half;
+      const float* s = sp + (start + t) * half;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = xp + (t * heads + h) * D;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b2 = v[i + half];
+          v[i] = a * c[i] - b2 * s[i];
+          v[i + half] = b2 * c[i] + a * s[i];
+        }
+      }
+    }
+  }, 16);
+}
+
+}  // namespace exq::cpu

@@ -1,0 +1,27 @@
+// Rotary position embedding in Hugging Face's "rotate_half" layout: within each head the
+// first and second halves of the dimensions form the rotated pairs (i, i + D/2).
+// The inverse frequencies (incl. linear / llama3 scaling) come from the model config;
+// this file only tabulates cos/sin and applies them.
+#pragma once
+
+#include <span>
+
+#include "core/tensor.h"
+
+namespace exq::cpu {
+
+// cos/sin of position * inv_freq[i], F32 [positions, D/2], computed like HF: the angle is a
+// float32 product, its cos/sin rounded to float32.
+struct RopeTable {
+  Tensor cos;  // [positions, D/2]
+  Tensor sin;  // [positions, D/2]
+  int64_t positions() const { return cos.empty() ? 0 : cos.dim(0); }
+  int64_t half_dim() const { return cos.empty() ? 0 : cos.dim(1); }
+};
+
+RopeTable make_rope_table(std::span<const float> inv_freq, int64_t positions);
+
+// Rotates x: F32 [T, heads, D] in place; row t is at position start + t.
+void apply_rotary(const TensorView& x, const RopeTable& table, int64_t start);
+
+}  // namespace exq::cpu

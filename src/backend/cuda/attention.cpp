@@ -1,0 +1,87 @@
+#include "backend/cuda/attention.h"
+
+#include "backend/cuda/validate.h"
+#include "core/error.h"
+
+namespace exq::cuda {
+namespace {
+
+struct AttentionDims {
+  int tokens, heads, kv_heads, head_dim, capacity;
+};
+
+// Shared checks of prefill and decode; returns the kernel dimensions.
+AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
+                              const DeviceView& v_cache, const DeviceView& out, int start_pos) {
+  check_dtype(q, DType::F32, op, "q");
+  check_rank(q, 3, op, "q");
+  check_dense(q, op, "q");
+  check_dtype(out, DType::F32, op, "out");
+  check_shape(out, q.shape(), op, "out");
+  check_dense(out, op, "out");
+  check_dtype_in(k_cache, {DType::F16, DType::F32}, op, "k_cache");
+  check_rank(k_cache, 3, op, "k_cache");
+  check_dense(k_cache, op, "k_cache");
+  check_dtype(v_cache, k_cache.dtype(), op, "v_cache");
+  check_shape(v_cache, k_cache.shape(), op, "v_cache");
+  check_dense(v_cache, op, "v_cache");
+  const int64_t heads = q.dim(1), kv_heads = k_cache.dim(0), head_dim = q.dim(2);
+  EXQ_CHECK(k_cache.dim(2) == head_dim, "cuda {}: cache head_dim {} differs from q's {}", op,
+            k_cache.dim(2), head_dim);
+  EXQ_CHECK(head_dim >= 1 && head_dim <= kAttentionMaxHeadDim,
+            "cuda {}: head_dim {} is not supported (1..{})", op, head_dim, kAttentionMaxHeadDim);
+  EXQ_CHECK(kv_heads >= 1 && heads % kv_heads == 0,
+            "cuda {}: {} query heads are not a multiple of {} kv heads", op, heads, kv_heads);
+  EXQ_CHECK(start_pos >= 0 && start_pos + q.dim(0) <= k_cache.dim(1),
+            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start_pos,
+            start_pos + q.dim(0), k_cache.dim(1));
+  return {checked_int(q.dim(0), op, "tokens"), checked_int(heads, op, "heads"),
+          checked_int(kv_heads, op, "kv_heads"), checked_int(head_dim, op, "head_dim"),
+          checked_int(k_cache.dim(1), op, "capacity")};
+}
+
+}  // namespace
+
+bool attention_supports(DType cache, int64_t head_dim) {
+  return (cache == DType::F16 || cache == DType::F32) && head_dim >= 1 &&
+         head_dim <= kAttentionMaxHeadDim;
+}
+
+void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
+                       const DeviceView& out, int start_pos, float scale, cudaStream_t stream) {
+  const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start_pos);
+  if (k_cache.dtype() == DType::F16)
+    attention_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
+                           static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
+                           d.heads, d.kv_heads, d.head_dim, d.capacity, start_pos, scale, stream);
+  else
+    attention_prefill_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                           out.data<float>(), d.tokens, d.heads, d.kv_heads, d.head_dim,
+                           d.capacity, start_pos, scale, stream);
+}
+
+void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
+                      const DeviceView& out, int start_pos, float scale,
+                      const DeviceView& workspace, cudaStream_t stream) {
+  constexpr const char* op = "attention_decode";
+  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
+  EXQ_CHECK(d.tokens == 1, "cuda attention_decode: q must hold one token, got shape {}",
+            shape_str(q.shape()));
+  check_dtype(workspace, DType::F32, op, "workspace");
+  check_dense(workspace, op, "workspace");
+  const size_t need = attention_decode_workspace_floats(d.heads, d.head_dim);
+  EXQ_CHECK(static_cast<size_t>(workspace.numel()) >= need,
+            "cuda attention_decode: workspace has {} floats, needs {}", workspace.numel(), need);
+  const int kv_len = start_pos + 1;
+  if (k_cache.dtype() == DType::F16)
+    attention_decode_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
+                          static_cast<const __half*>(v_cache.raw()), out.data<float>(),
+                          workspace.data<float>(), d.heads, d.kv_heads, d.head_dim, d.capacity,
+                          kv_len, scale, stream);
+  else
+    attention_decode_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                          out.data<float>(), workspace.data<float>(), d.heads, d.kv_heads,
+                          d.head_dim, d.capacity, kv_len, scale, stream);
+}
+
+}  // namespace exq::cuda

@@ -1,0 +1,29 @@
+// Causal grouped-query attention over the KV cache (kv_cache.h layout). Prefill processes a
+// chunk of tokens with tiled K/V in shared memory; decode handles one token and splits the KV
+// length over blocks (flash-decoding), then combines. Both use an online softmax in f32.
+// Launchers and attention_decode_workspace_floats(): launchers.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/launchers.h"
+
+namespace exq::cuda {
+
+// Cache F16 or F32, head_dim up to kAttentionMaxHeadDim.
+bool attention_supports(DType cache, int64_t head_dim);
+
+// q, out: [tokens, heads, head_dim] F32; token t sits at position start_pos + t and sees keys
+// [0, start_pos + t]. The caches [kv_heads, capacity, head_dim] already hold positions
+// [0, start_pos + tokens). heads must be a multiple of kv_heads. scale: usually 1/sqrt(hd).
+void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
+                       const DeviceView& out, int start_pos, float scale, cudaStream_t stream);
+
+// q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).
+// workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements.
+void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
+                      const DeviceView& out, int start_pos, float scale,
+                      const DeviceView& workspace, cudaStream_t stream);
+
+}  // namespace exq::cuda

@@ -1,0 +1,100 @@
+// EXL2 linear layers on the GPU: upload (one contiguous device allocation per layer), a
+// tensor-core GEMV on the packed weights for decode (1..8 rows), and a prefill path that
+// dequantizes to an fp16 scratch W[out, in] and multiplies with cuBLAS (matmul.h).
+// Weights are exactly exllamav2's fp16 reconstruction (io/exl2.h); accumulation is f32.
+// Host input is raw pointers, so the backend stays independent of io/ (build an
+// Exl2HostLayer from io::validate_exl2's group table, as the tests do).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/cublas.h"
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/exl2_launchers.h"
+#include "backend/cuda/memory.h"
+
+namespace exq::cuda {
+
+struct Exl2HostGroup {
+  int bits = 0;
+  int64_t row_begin = 0;   // first permuted input row
+  int64_t rows = 0;
+  int64_t word_begin = 0;  // first q_weight row
+};
+
+// One layer as stored (nothing owned; the pointers must stay valid during the upload).
+struct Exl2HostLayer {
+  int64_t in = 0;
+  int64_t out = 0;
+  const uint32_t* q_weight = nullptr;     // [q_weight_rows, out_pad], out_pad = out rounded to 32
+  int64_t q_weight_rows = 0;
+  const uint32_t* q_scale = nullptr;      // [num_groups, out_pad/8]
+  const uint16_t* q_scale_max = nullptr;  // [num_groups] fp16
+  const int32_t* q_perm = nullptr;        // [in]: permuted row i is input channel q_perm[i]
+  const Exl2HostGroup* groups = nullptr;  // [num_groups], contiguous from row 0
+  int64_t num_groups = 0;
+  const uint16_t* bias = nullptr;         // [out] fp16, or null
+};
+
+// A layer resident on the device. Move-only; owns one allocation.
+class Exl2Layer {
+ public:
+  Exl2Layer() = default;
+  // Validates `host` (throws exq::Error naming `name`, expected vs actual) and copies it in
+  // one transfer; returns once the copy is done.
+  Exl2Layer(const Exl2HostLayer& host, cudaStream_t stream, const char* name = "exl2 layer");
+
+  const Exl2Desc& desc() const { return desc_; }
+  const Exl2Split& split() const { return split_; }
+  int64_t in() const { return desc_.in; }
+  int64_t out() const { return desc_.out; }
+  bool has_bias() const { return desc_.bias != nullptr; }
+  bool empty() const { return buffer_.empty(); }
+  size_t device_bytes() const { return buffer_.size(); }
+  // Bytes of the stored format one GEMV must read: q_weight + q_scale + q_scale_max + q_groups.
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  DeviceBuffer buffer_;
+  Exl2Desc desc_;
+  Exl2Split split_;
+  size_t weight_bytes_ = 0;
+};
+
+// Scratch of the GEMV's cross-block reduction. One per stream; reserve() every layer it will
+// serve before capturing a CUDA graph (reserve may reallocate).
+class Exl2Workspace {
+ public:
+  Exl2Workspace() = default;
+  void reserve(const Exl2Layer& layer, cudaStream_t stream);
+  float* partials() const { return buffer_.as<float>(); }
+  int* counters() const;
+  size_t partial_floats() const { return partial_floats_; }
+  size_t counter_ints() const { return counter_ints_; }
+
+ private:
+  DeviceBuffer buffer_;
+  size_t partial_floats_ = 0;
+  size_t counter_ints_ = 0;
+};
+
+inline constexpr int64_t kExl2GemvMaxRows = kExl2MaxBatch;
+
+// x: [rows, in] F32|F16 with 1 <= rows <= 8; y: [rows, out] F32 (+ bias when add_bias and the
+// layer has one). `workspace` must have been reserved for `layer`.
+void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
+               Exl2Workspace& workspace, cudaStream_t stream, bool add_bias = true);
+
+// w: [out, in] F16, original channel order; bit-exact with io::dequantize_exl2.
+void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream);
+
+// Any row count: the GEMV for rows <= 8, else dequantize into w_scratch ([out, in] F16) and
+// cuBLAS (x must be F32 there; matmul_workspace as matmul_workspace_bytes(rows, in)), then bias.
+void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
+                 const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
+                 const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias = true);
+
+}  // namespace exq::cuda

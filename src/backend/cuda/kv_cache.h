@@ -1,0 +1,18 @@
+// KV cache append. Layout per layer: k_cache, v_cache [kv_heads, capacity, head_dim], head
+// major so one head's keys are contiguous for attention. F16 halves memory and bandwidth
+// (attention accumulates in f32); F32 is for exact comparisons. Launcher: kv_append_cuda.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/device_tensor.h"
+
+namespace exq::cuda {
+
+bool kv_cache_supports(DType cache);  // F16, F32
+
+// k, v: [tokens, kv_heads, head_dim] F32, written at positions [start_pos, start_pos + tokens).
+void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache,
+               const DeviceView& v_cache, int start_pos, cudaStream_t stream);
+
+}  // namespace exq::cuda

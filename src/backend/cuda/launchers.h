@@ -1,0 +1,84 @@
+// The raw tier of the CUDA backend: `*_cuda` launchers taking device pointers, sizes and an
+// explicit stream. They do no validation (the wrappers in norm.h, attention.h, ... do) and
+// throw exq::Error only for launch failures. Kept free of exq/fmt headers because nvcc's
+// front end cannot compile fmt's consteval format strings; .cu files include only this.
+//
+// Element types: float, __half, __nv_bfloat16; each launcher lists what it is instantiated for.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace exq::cuda {
+
+// ---- norm.cu ------------------------------------------------------------------------------
+// x, out: [rows, dim] (out may alias x); weight: [dim], W in {float, __half, __nv_bfloat16}.
+template <typename W>
+void rmsnorm_cuda(const float* x, const W* weight, float* out, int rows, int dim, float eps,
+                  cudaStream_t stream);
+
+// ---- embedding.cu -------------------------------------------------------------------------
+// ids: [tokens] int32; table: [vocab, dim], T in {float, __half, __nv_bfloat16}; out: [tokens,
+// dim] f32. An id outside [0, vocab) yields a row of NaN (kernels can't throw; NaN surfaces).
+template <typename T>
+void embedding_cuda(const int32_t* ids, const T* table, float* out, int tokens, int vocab,
+                    int dim, cudaStream_t stream);
+
+// ---- rotary.cu ----------------------------------------------------------------------------
+// In place on x: [tokens, heads, head_dim], HF rotate_half layout (pairs i, i + head_dim/2).
+// cos, sin: [positions, head_dim/2]; token t uses row start_pos + t.
+void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int heads,
+                 int head_dim, int start_pos, cudaStream_t stream);
+
+// ---- elementwise.cu -----------------------------------------------------------------------
+// out[i] = silu(gate[i]) * up[i]; out may alias gate or up.
+void swiglu_cuda(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// residual[i] += delta[i].
+void residual_add_cuda(float* residual, const float* delta, int64_t n, cudaStream_t stream);
+// dst[i] = float(src[i]), T in {float, __half, __nv_bfloat16} (logits and other outputs).
+template <typename T>
+void to_f32_cuda(const T* src, float* dst, int64_t n, cudaStream_t stream);
+
+// ---- kv_cache.cu --------------------------------------------------------------------------
+// k, v: [tokens, kv_heads, head_dim] f32 -> caches [kv_heads, capacity, head_dim] at positions
+// [start_pos, start_pos + tokens). C in {float, __half}.
+template <typename C>
+void kv_append_cuda(const float* k, const float* v, C* k_cache, C* v_cache, int tokens,
+                    int kv_heads, int head_dim, int capacity, int start_pos, cudaStream_t stream);
+
+// ---- attention.cu -------------------------------------------------------------------------
+// Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
+// __half}) that already holds positions [0, start_pos + tokens). q, out: [tokens, heads,
+// head_dim] f32; query t sits at position start_pos + t. head_dim <= kAttentionMaxHeadDim.
+inline constexpr int kAttentionMaxHeadDim = 256;
+template <typename C>
+void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
+                            int tokens, int heads, int kv_heads, int head_dim, int capacity,
+                            int start_pos, float scale, cudaStream_t stream);
+// One query token per head at position kv_len - 1 (q, out: [heads, head_dim]); the KV length is
+// split over blocks and the partial softmax states combined. `workspace` holds at least
+// attention_decode_workspace_floats(heads, head_dim) floats.
+size_t attention_decode_workspace_floats(int heads, int head_dim);
+template <typename C>
+void attention_decode_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
+                           float* workspace, int heads, int kv_heads, int head_dim, int capacity,
+                           int kv_len, float scale, cudaStream_t stream);
+
+// ---- matmul.cu ----------------------------------------------------------------------------
+// y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,
+// __nv_bfloat16}. x is scaled per row by a power of two and rounded to W (x_scratch: rows * k,
+// row_scale: rows), multiplied on tensor cores with f32 accumulation, and y rescaled.
+// `handle` is bound to `stream` here.
+template <typename W>
+void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W* x_scratch,
+                 float* row_scale, int rows, int n, int k, cudaStream_t stream);
+
+// ---- sampling.cu --------------------------------------------------------------------------
+// out[r] = index of the largest logits[r, :] (the first on ties; NaN ignored; 0 if none).
+void argmax_cuda(const float* logits, int32_t* out, int rows, int vocab, cudaStream_t stream);
+
+}  // namespace exq::cuda

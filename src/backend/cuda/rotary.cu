@@ -1,0 +1,39 @@
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/launchers.h"
+
+namespace exq::cuda {
+namespace {
+
+constexpr int kRotaryThreads = 256;
+
+// One thread per rotated pair (i, i + half) of one head of one token.
+__global__ void rotary_kernel(float* __restrict__ x, const float* __restrict__ cos_table,
+                              const float* __restrict__ sin_table, int64_t pairs, int heads,
+                              int head_dim, int start_pos) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= pairs) return;
+  const int half = head_dim / 2;
+  const int i = static_cast<int>(idx % half);
+  const int64_t token_head = idx / half;
+  const int64_t pos = start_pos + token_head / heads;
+  const float c = cos_table[pos * half + i];
+  const float s = sin_table[pos * half + i];
+  float* v = x + token_head * head_dim;
+  const float x1 = v[i], x2 = v[i + half];
+  v[i] = x1 * c - x2 * s;
+  v[i + half] = x2 * c + x1 * s;
+}
+
+}  // namespace
+
+void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int heads,
+                 int head_dim, int start_pos, cudaStream_t stream) {
+  const int64_t pairs = static_cast<int64_t>(tokens) * heads * (head_dim / 2);
+  if (pairs == 0) return;
+  rotary_kernel<<<ceil_div(pairs, kRotaryThreads), kRotaryThreads, 0, stream>>>(
+      x, cos, sin, pairs, heads, head_dim, start_pos);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace exq::cuda

@@ -1,0 +1,49 @@
+#include "backend/cuda/validate.h"
+
+#include <fmt/format.h>
+
+#include <climits>
+#include <string>
+
+#include "core/error.h"
+
+namespace exq::cuda {
+
+void check_dtype(const DeviceView& v, DType want, const char* op, const char* arg) {
+  EXQ_CHECK(v.dtype() == want, "cuda {}: {} must be {}, got {}", op, arg, dtype_name(want),
+            dtype_name(v.dtype()));
+}
+
+void check_dtype_in(const DeviceView& v, std::initializer_list<DType> allowed, const char* op,
+                    const char* arg) {
+  std::string names;
+  for (DType d : allowed) {
+    if (d == v.dtype()) return;
+    names += names.empty() ? "" : ", ";
+    names += dtype_name(d);
+  }
+  throw Error(fmt::format("cuda {}: {} dtype {} is not supported (supported: {})", op, arg,
+                          dtype_name(v.dtype()), names));
+}
+
+void check_shape(const DeviceView& v, const Shape& want, const char* op, const char* arg) {
+  EXQ_CHECK(v.shape() == want, "cuda {}: {} must have shape {}, got {}", op, arg,
+            shape_str(want), shape_str(v.shape()));
+}
+
+void check_rank(const DeviceView& v, int rank, const char* op, const char* arg) {
+  EXQ_CHECK(v.rank() == rank, "cuda {}: {} must have rank {}, got shape {}", op, arg, rank,
+            shape_str(v.shape()));
+}
+
+void check_dense(const DeviceView& v, const char* op, const char* arg) {
+  EXQ_CHECK(v.is_contiguous(), "cuda {}: {} must be contiguous", op, arg);
+  EXQ_CHECK(v.numel() == 0 || !v.empty(), "cuda {}: {} has no device memory", op, arg);
+}
+
+int checked_int(int64_t value, const char* op, const char* what) {
+  EXQ_CHECK(value >= 0 && value <= INT_MAX, "cuda {}: {} = {} is out of range", op, what, value);
+  return static_cast<int>(value);
+}
+
+}  // namespace exq::cuda

@@ -1,0 +1,21 @@
+// Shape / dtype checks shared by the op wrappers. Each throws exq::Error naming the op and the
+// argument, with expected vs actual, before anything is launched.
+#pragma once
+
+#include <initializer_list>
+
+#include "backend/cuda/device_tensor.h"
+
+namespace exq::cuda {
+
+void check_dtype(const DeviceView& v, DType want, const char* op, const char* arg);
+void check_dtype_in(const DeviceView& v, std::initializer_list<DType> allowed, const char* op,
+                    const char* arg);
+void check_shape(const DeviceView& v, const Shape& want, const char* op, const char* arg);
+void check_rank(const DeviceView& v, int rank, const char* op, const char* arg);
+// Contiguous and non-null (unless empty shape).
+void check_dense(const DeviceView& v, const char* op, const char* arg);
+// Dimensions are passed to kernels as int.
+int checked_int(int64_t value, const char* op, const char* what);
+
+}  // namespace exq::cuda

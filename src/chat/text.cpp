@@ -1,0 +1,350 @@
+#include "chat/text.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace exq::chat {
+
+namespace {
+
+// Invalid bytes decode to U+DC80..U+DCFF (Python's surrogateescape) and encode back unchanged.
+constexpr char32_t kEscapeBase = 0xDC00;
+
+bool is_escaped_byte(char32_t cp) { return cp >= 0xDC80 && cp <= 0xDCFF; }
+
+// Code points Python's repr() escapes besides ASCII controls: C1 controls, non-ASCII spaces,
+// line/paragraph separators, common format characters, private use and lone surrogates.
+bool is_unprintable(char32_t cp) {
+  if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0xa0) || cp == 0xad) return true;
+  if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f)) return true;
+  if ((cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0xfeff) return true;
+  if ((cp >= 0x600 && cp <= 0x605) || cp == 0x61c || cp == 0x6dd || cp == 0x70f || cp == 0x180e)
+    return true;
+  if ((cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0xe000 && cp <= 0xf8ff)) return true;
+  if ((cp >= 0xfff9 && cp <= 0xfffb) || cp >= 0xf0000 || (cp >= 0xe0000 && cp <= 0xe007f)) return true;
+  return false;
+}
+
+bool in_chars(char32_t cp, const std::vector<char32_t>& set) {
+  for (char32_t c : set)
+    if (c == cp) return true;
+  return false;
+}
+
+std::vector<char32_t> decode_all(std::string_view s) {
+  std::vector<char32_t> out;
+  for (size_t pos = 0; pos < s.size();) out.push_back(decode_utf8(s, pos));
+  return out;
+}
+
+}  // namespace
+
+char32_t decode_utf8(std::string_view s, size_t& pos) {
+  const auto b0 = static_cast<unsigned char>(s[pos]);
+  if (b0 < 0x80) {
+    ++pos;
+    return b0;
+  }
+  int n = 0;
+  char32_t cp = 0;
+  char32_t min = 0;
+  if ((b0 & 0xe0) == 0xc0) {
+    n = 1, cp = b0 & 0x1f, min = 0x80;
+  } else if ((b0 & 0xf0) == 0xe0) {
+    n = 2, cp = b0 & 0x0f, min = 0x800;
+  } else if ((b0 & 0xf8) == 0xf0) {
+    n = 3, cp = b0 & 0x07, min = 0x10000;
+  } else {
+    ++pos;
+    return kEscapeBase + b0;
+  }
+  if (pos + n >= s.size()) {
+    ++pos;
+    return kEscapeBase + b0;
+  }
+  for (int i = 1; i <= n; ++i) {
+    const auto b = static_cast<unsigned char>(s[pos + i]);
+    if ((b & 0xc0) != 0x80) {
+      ++pos;
+      return kEscapeBase + b0;
+    }
+    cp = (cp << 6) | (b & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+    ++pos;
+    return kEscapeBase + b0;
+  }
+  pos += n + 1;
+  return cp;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (is_escaped_byte(cp)) {
+    out.push_back(static_cast<char>(cp - kEscapeBase));
+  } else if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else {
+    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  }
+}
+
+std::vector<size_t> utf8_offsets(std::string_view s) {
+  std::vector<size_t> out;
+  out.reserve(s.size() + 1);
+  for (size_t pos = 0; pos < s.size();) {
+    out.push_back(pos);
+    decode_utf8(s, pos);
+  }
+  out.push_back(s.size());
+  return out;
+}
+
+size_t utf8_length(std::string_view s) {
+  size_t n = 0;
+  for (size_t pos = 0; pos < s.size(); ++n) decode_utf8(s, pos);
+  return n;
+}
+
+bool is_py_space(char32_t cp) {
+  if (cp == ' ' || (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x1f)) return true;
+  if (cp < 0x85) return false;
+  return cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
+         cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+std::string py_strip(std::string_view s, bool left, bool right,
+                     const std::optional<std::string>& chars) {
+  const std::vector<char32_t> set = chars ? decode_all(*chars) : std::vector<char32_t>{};
+  auto strippable = [&](char32_t cp) { return chars ? in_chars(cp, set) : is_py_space(cp); };
+  const std::vector<size_t> off = utf8_offsets(s);
+  size_t begin = 0;
+  size_t end = off.size() - 1;  // code point indices [begin, end)
+  auto cp_at = [&](size_t i) {
+    size_t p = off[i];
+    return decode_utf8(s, p);
+  };
+  if (left)
+    while (begin < end && strippable(cp_at(begin))) ++begin;
+  if (right)
+    while (end > begin && strippable(cp_at(end - 1))) --end;
+  return std::string(s.substr(off[begin], off[end] - off[begin]));
+}
+
+std::vector<std::string> py_split(std::string_view s, const std::optional<std::string>& sep,
+                                  int64_t maxsplit) {
+  std::vector<std::string> out;
+  if (sep) {
+    EXQ_CHECK(!sep->empty(), "split(): empty separator");
+    size_t start = 0;
+    while (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) {
+      const size_t hit = s.find(*sep, start);
+      if (hit == std::string_view::npos) break;
+      out.emplace_back(s.substr(start, hit - start));
+      start = hit + sep->size();
+    }
+    out.emplace_back(s.substr(start));
+    return out;
+  }
+  size_t pos = 0;
+  while (true) {
+    size_t word = pos;  // skip a whitespace run
+    while (word < s.size()) {
+      size_t next = word;
+      if (!is_py_space(decode_utf8(s, next))) break;
+      word = next;
+    }
+    if (word >= s.size()) break;
+    if (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit) {
+      out.emplace_back(py_strip(s.substr(word), false, true));
+      break;
+    }
+    size_t end = word;
+    while (end < s.size()) {
+      size_t next = end;
+      if (is_py_space(decode_utf8(s, next))) break;
+      end = next;
+    }
+    out.emplace_back(s.substr(word, end - word));
+    pos = end;
+  }
+  return out;
+}
+
+std::vector<std::string> py_rsplit(std::string_view s, const std::optional<std::string>& sep,
+                                   int64_t maxsplit) {
+  if (maxsplit < 0) return py_split(s, sep, maxsplit);
+  std::vector<std::string> out;
+  if (sep) {
+    EXQ_CHECK(!sep->empty(), "rsplit(): empty separator");
+    size_t end = s.size();
+    while (static_cast<int64_t>(out.size()) < maxsplit && end >= sep->size()) {
+      const size_t hit = s.rfind(*sep, end - sep->size());
+      if (hit == std::string_view::npos) break;
+      out.emplace_back(s.substr(hit + sep->size(), end - hit - sep->size()));
+      end = hit;
+    }
+    out.emplace_back(s.substr(0, end));
+  } else {
+    const std::vector<char32_t> cps = decode_all(s);
+    size_t end = cps.size();
+    auto slice = [&](size_t b, size_t e) {
+      std::string r;
+      for (size_t i = b; i < e; ++i) append_utf8(r, cps[i]);
+      return r;
+    };
+    while (true) {
+      while (end > 0 && is_py_space(cps[end - 1])) --end;
+      if (end == 0) break;
+      if (static_cast<int64_t>(out.size()) >= maxsplit) {
+        out.push_back(py_strip(slice(0, end), true, false));
+        break;
+      }
+      size_t b = end;
+      while (b > 0 && !is_py_space(cps[b - 1])) --b;
+      out.push_back(slice(b, end));
+      end = b;
+    }
+  }
+  return {out.rbegin(), out.rend()};
+}
+
+std::string py_replace(std::string_view s, std::string_view old, std::string_view repl,
+                       int64_t count, size_t max_bytes) {
+  std::string out;
+  auto add = [&](std::string_view piece) {
+    EXQ_CHECK(out.size() + piece.size() <= max_bytes,
+              "replace(): result exceeds the {} byte limit", max_bytes);
+    out.append(piece);
+  };
+  int64_t done = 0;
+  if (old.empty()) {  // Python inserts repl before every code point and at the end
+    size_t pos = 0;
+    while (pos < s.size()) {
+      const size_t start = pos;
+      decode_utf8(s, pos);
+      if (count < 0 || done < count) add(repl), ++done;
+      add(s.substr(start, pos - start));
+    }
+    if (count < 0 || done < count) add(repl);
+    return out;
+  }
+  size_t start = 0;
+  while (count < 0 || done < count) {
+    const size_t hit = s.find(old, start);
+    if (hit == std::string_view::npos) break;
+    add(s.substr(start, hit - start));
+    add(repl);
+    start = hit + old.size();
+    ++done;
+  }
+  add(s.substr(start));
+  return out;
+}
+
+std::string ascii_upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+  return out;
+}
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return out;
+}
+
+std::string py_capitalize(std::string_view s) {
+  std::string out = ascii_lower(s);
+  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
+  return out;
+}
+
+std::string jinja_title(std::string_view s) {
+  std::string out;
+  bool word_start = true;
+  for (size_t pos = 0; pos < s.size();) {
+    const size_t start = pos;
+    const char32_t cp = decode_utf8(s, pos);
+    const bool sep = is_py_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
+    std::string_view piece = s.substr(start, pos - start);
+    if (sep) {
+      out.append(piece);
+      word_start = true;
+    } else {
+      out += word_start ? ascii_upper(piece) : ascii_lower(piece);
+      word_start = false;
+    }
+  }
+  return out;
+}
+
+std::string py_float_repr(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);  // "-d.ddde+XX"
+  std::string sign;
+  if (sci[0] == '-') sign = "-", sci.erase(0, 1);
+  const size_t e = sci.find('e');
+  std::string digits = sci.substr(0, e);
+  if (digits.size() > 1) digits.erase(1, 1);  // drop the '.'
+  const int exp10 = std::stoi(sci.substr(e + 1));
+  const int decpt = exp10 + 1;  // digits are 0.DIGITS * 10^decpt
+  const int nd = static_cast<int>(digits.size());
+  if (decpt <= -4 || decpt > 16) {
+    std::string out = sign + digits.substr(0, 1);
+    if (nd > 1) out += "." + digits.substr(1);
+    return out + fmt::format("e{}{:02d}", exp10 < 0 ? '-' : '+', std::abs(exp10));
+  }
+  if (decpt <= 0) return sign + "0." + std::string(-decpt, '0') + digits;
+  if (decpt >= nd) return sign + digits + std::string(decpt - nd, '0') + ".0";
+  return sign + digits.substr(0, decpt) + "." + digits.substr(decpt);
+}
+
+std::string py_repr_string(std::string_view s) {
+  const bool has_single = s.find('\'') != std::string_view::npos;
+  const bool has_double = s.find('"') != std::string_view::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  std::string out(1, quote);
+  for (size_t pos = 0; pos < s.size();) {
+    const char32_t cp = decode_utf8(s, pos);
+    if (cp == static_cast<char32_t>(quote) || cp == '\\') {
+      out += '\\';
+      out += static_cast<char>(cp);
+    } else if (cp == '\n') {
+      out += "\\n";
+    } else if (cp == '\r') {
+      out += "\\r";
+    } else if (cp == '\t') {
+      out += "\\t";
+    } else if (is_unprintable(cp)) {
+      const auto v = static_cast<uint32_t>(cp);
+      if (v < 0x100) out += fmt::format("\\x{:02x}", v);
+      else if (v < 0x10000) out += fmt::format("\\u{:04x}", v);
+      else out += fmt::format("\\U{:08x}", v);
+    } else {
+      append_utf8(out, cp);
+    }
+  }
+  out += quote;
+  return out;
+}
+
+}  // namespace exq::chat

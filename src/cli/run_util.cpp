@@ -1,0 +1,47 @@
+#include "cli/run_util.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace exq::cli {
+namespace fs = std::filesystem;
+
+void require_model_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) throw Error("model folder does not exist", ErrorContext{.file = dir.string()});
+  if (!fs::is_directory(dir, ec)) throw Error("not a model folder", ErrorContext{.file = dir.string()});
+  if (!fs::exists(dir / "config.json", ec))
+    throw Error("missing config.json in the model folder", ErrorContext{.file = dir.string()});
+}
+
+std::string read_text_file(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error("file does not exist", ErrorContext{.file = path.string()});
+  if (fs::is_directory(path, ec)) throw Error("is a folder, expected a file", ErrorContext{.file = path.string()});
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open file", ErrorContext{.file = path.string()});
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error("read failed", ErrorContext{.file = path.string()});
+  return ss.str();
+}
+
+void apply_threads(int threads) {
+  EXQ_CHECK(threads >= 0, "--threads must be >= 0, got {}", threads);
+  if (threads > 0) set_num_threads(threads);
+}
+
+std::string group_digits(int64_t v) {
+  std::string digits = std::to_string(v < 0 ? -v : v);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return v < 0 ? "-" + out : out;
+}
+
+}  // namespace exq::cli

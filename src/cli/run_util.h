@@ -1,0 +1,20 @@
+// Small helpers shared by the model-running commands (info, generate, ppl): argument checks
+// that turn user mistakes into one precise exq::Error line, and number formatting.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace exq::cli {
+
+// Throws exq::Error when `dir` is not an existing folder with a config.json.
+void require_model_dir(const std::filesystem::path& dir);
+// Reads a whole text file; throws exq::Error naming it when it cannot be read.
+std::string read_text_file(const std::filesystem::path& path);
+// Applies --threads (0 keeps the default); throws exq::Error for a negative count.
+void apply_threads(int threads);
+// 134515008 -> "134,515,008".
+std::string group_digits(int64_t v);
+
+}  // namespace exq::cli

@@ -1,0 +1,201 @@
+#include "io/gguf_import.h"
+
+#include <cstring>
+#include <regex>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace exq::io {
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+namespace {
+
+Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& tensor = {}) {
+  return Error(msg, ErrorContext{.file = g.path().string(), .tensor = tensor});
+}
+
+std::string arch_of(const GgufFile& g) {
+  const std::string arch = g.get_string("general.architecture");
+  if (arch != "llama")
+    throw gguf_error(
+        g, fmt::format("unsupported architecture '{}' (import-gguf handles llama)", arch));
+  return arch;
+}
+
+// GGUF stores float32; HF configs carry the short decimal (1e-05, not 9.99999974738e-06).
+double short_decimal(double v) { return std::stod(fmt::format("{}", static_cast<float>(v))); }
+
+// Rows of q/k come interleaved per head ([H, D, 2] in GGUF); HF keeps the rotary halves
+// contiguous ([H, 2, D]).
+void unpermute_rows(Tensor& t, int64_t heads, const GgufFile& g, const std::string& name) {
+  if (t.shape().size() != 2)
+    throw gguf_error(g, fmt::format("expected 2 dimensions, got {}", shape_str(t.shape())), name);
+  const int64_t rows = t.dim(0);
+  if (rows == 0 || t.numel() == 0) return;
+  if (heads <= 0 || rows % (2 * heads) != 0)
+    throw gguf_error(
+        g, fmt::format("{} rows do not split into {} heads of rotary pairs", rows, heads), name);
+  const int64_t d = rows / heads / 2;
+  const int64_t cols = t.numel() / rows;
+  const size_t row_bytes = static_cast<size_t>(cols) * 2;
+  Tensor out(DType::F16, t.shape());
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t k = 0; k < d; ++k) {
+        const int64_t from = h * 2 * d + k * 2 + i;
+        const int64_t to = h * 2 * d + i * d + k;
+        std::memcpy(dst + to * row_bytes, src + from * row_bytes, row_bytes);
+      }
+  t = std::move(out);
+}
+
+// bos/eos/pad ids as HF names them (GGUF says padding_token_id).
+void add_token_ids(const GgufFile& g, ordered_json& c) {
+  for (const auto& [gguf_key, hf_key] :
+       {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"},
+        std::pair{"tokenizer.ggml.eos_token_id", "eos_token_id"},
+        std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}})
+    if (g.find(gguf_key)) c[hf_key] = g.get_int(gguf_key);
+}
+
+}  // namespace
+
+std::string gguf_to_hf_name(const std::string& n) {
+  static const std::vector<std::pair<std::string, std::string>> kTop = {
+      {"token_embd", "model.embed_tokens"}, {"output_norm", "model.norm"}, {"output", "lm_head"}};
+  static const std::vector<std::pair<std::string, std::string>> kLayer = {
+      {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"},
+      {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},   {"attn_output", "self_attn.o_proj"},
+      {"ffn_gate", "mlp.gate_proj"},    {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"}};
+  static const std::regex kBlk(R"(blk\.(\d{1,6})\.([a-z_]+)\.(weight|bias))");
+  static const std::regex kTopRe(R"(([a-z_]+)\.(weight|bias))");
+  std::smatch m;
+  if (std::regex_match(n, m, kBlk)) {
+    for (const auto& [from, to] : kLayer)
+      if (m[2] == from)
+        return fmt::format("model.layers.{}.{}.{}", std::stoi(m[1]), to, m[3].str());
+  } else if (std::regex_match(n, m, kTopRe)) {
+    for (const auto& [from, to] : kTop)
+      if (m[1] == from) return to + "." + m[2].str();
+  }
+  throw Error("tensor not supported by import-gguf", ErrorContext{.tensor = n});
+}
+
+std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
+  const std::string arch = arch_of(g);
+  const int64_t heads = g.get_int(arch + ".attention.head_count");
+  const int64_t kv_heads = g.get_int_or(arch + ".attention.head_count_kv", heads);
+  std::vector<HfTensor> out;
+  out.reserve(g.tensors().size());
+  for (const GgufTensorInfo& info : g.tensors()) {
+    std::string name;
+    try {
+      name = gguf_to_hf_name(info.name);
+    } catch (const Error& e) {
+      throw e.with_file(g.path().string());
+    }
+    Tensor t = g.dequantize_f16(info);
+    if (info.name.find(".attn_q.") != std::string::npos) unpermute_rows(t, heads, g, info.name);
+    if (info.name.find(".attn_k.") != std::string::npos) unpermute_rows(t, kv_heads, g, info.name);
+    out.push_back({std::move(name), std::move(t)});
+  }
+  return out;
+}
+
+ordered_json hf_config_from_gguf(const GgufFile& g) {
+  const std::string a = arch_of(g) + ".";
+  if (const GgufValue* s = g.find(a + "rope.scaling.type");
+      s && s->is_string() && s->as_string() != "none")
+    throw gguf_error(
+        g, fmt::format("rope scaling '{}' is not supported by import-gguf", s->as_string()));
+  const int64_t hidden = g.get_int(a + "embedding_length");
+  const int64_t heads = g.get_int(a + "attention.head_count");
+  if (heads <= 0 || hidden % heads != 0)
+    throw gguf_error(
+        g, fmt::format("embedding_length {} is not divisible by head_count {}", hidden, heads));
+  int64_t vocab = 0;
+  if (g.find(a + "vocab_size")) {
+    vocab = g.get_int(a + "vocab_size");
+  } else if (const GgufValue* toks = g.find("tokenizer.ggml.tokens")) {
+    vocab = static_cast<int64_t>(toks->size());
+  } else {
+    const GgufTensorInfo& emb = g.tensor("token_embd.weight");
+    vocab = emb.dims.size() == 2 ? emb.dims[1] : 0;
+  }
+  ordered_json c;
+  c["architectures"] = {"LlamaForCausalLM"};
+  c["model_type"] = "llama";
+  c["hidden_size"] = hidden;
+  c["intermediate_size"] = g.get_int(a + "feed_forward_length");
+  c["num_hidden_layers"] = g.get_int(a + "block_count");
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = g.get_int_or(a + "attention.head_count_kv", heads);
+  c["head_dim"] = g.get_int_or(a + "attention.key_length", hidden / heads);
+  c["hidden_act"] = "silu";
+  c["rms_norm_eps"] = short_decimal(g.get_double(a + "attention.layer_norm_rms_epsilon"));
+  c["rope_theta"] =
+      g.find(a + "rope.freq_base") ? short_decimal(g.get_double(a + "rope.freq_base")) : 10000.0;
+  c["rope_scaling"] = nullptr;
+  c["max_position_embeddings"] = g.get_int(a + "context_length");
+  c["vocab_size"] = vocab;
+  c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
+  c["attention_bias"] = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c["mlp_bias"] = false;
+  add_token_ids(g, c);
+  c["torch_dtype"] = "float16";
+  return c;
+}
+
+ordered_json hf_generation_config_from_gguf(const GgufFile& g) {
+  ordered_json c = ordered_json::object();
+  add_token_ids(g, c);
+  return c;
+}
+
+std::vector<fs::path> import_gguf(const fs::path& gguf_path, const fs::path& out_dir) {
+  const GgufFile g = GgufFile::open(gguf_path);
+  // Build every JSON first: an unsupported tokenizer or config fails before any large write.
+  const ordered_json config = hf_config_from_gguf(g);
+  const ordered_json gen = hf_generation_config_from_gguf(g);
+  const ordered_json tok = hf_tokenizer_from_gguf(g);
+  const ordered_json tok_config = hf_tokenizer_config_from_gguf(g);
+  const ordered_json special = hf_special_tokens_map_from_gguf(g);
+  const std::vector<HfTensor> tensors = gguf_to_hf_tensors(g);
+
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec || !fs::is_directory(out_dir))
+    throw Error(fmt::format("cannot create output folder: {}", ec ? ec.message() : "not a folder"),
+                ErrorContext{.file = out_dir.string()});
+  std::vector<NamedTensor> named;
+  named.reserve(tensors.size());
+  for (const HfTensor& t : tensors) named.push_back({t.name, t.tensor.view()});
+  std::vector<fs::path> written =
+      write_safetensors(out_dir / "model.safetensors", named, {{"format", "pt"}});
+  auto write_json = [&](const char* name, const ordered_json& j) {
+    std::string text;
+    try {
+      text = j.dump(2) + "\n";
+    } catch (const nlohmann::json::exception& e) {  // invalid UTF-8 in a GGUF string
+      throw Error(fmt::format("cannot write {}: {}", name, e.what()),
+                  ErrorContext{.file = gguf_path.string()});
+    }
+    write_file_atomic(out_dir / name, text);
+    written.push_back(out_dir / name);
+  };
+  write_json("config.json", config);
+  write_json("generation_config.json", gen);
+  write_json("tokenizer.json", tok);
+  write_json("tokenizer_config.json", tok_config);
+  write_json("special_tokens_map.json", special);
+  return written;
+}
+
+}  // namespace exq::io

@@ -1,0 +1,40 @@
+// GGUF (llama architecture, gpt2 byte-level BPE tokenizer) -> Hugging Face folder: fp16
+// model.safetensors with HF tensor names and layouts, config.json, generation_config.json,
+// tokenizer.json, tokenizer_config.json and special_tokens_map.json. What the import cannot
+// reproduce faithfully (other architectures, tokenizers, tensor types) is an exq::Error.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/gguf.h"
+
+namespace exq::io {
+
+// "blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight". Throws for names the
+// import does not know.
+std::string gguf_to_hf_name(const std::string& gguf_name);
+
+struct HfTensor {
+  std::string name;
+  Tensor tensor;  // float16, HF shape (GGUF dims reversed), q/k rows in HF rotary order
+};
+// Every tensor of the file, dequantized in parallel, in GGUF order.
+std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& gguf);
+
+nlohmann::ordered_json hf_config_from_gguf(const GgufFile& gguf);
+nlohmann::ordered_json hf_generation_config_from_gguf(const GgufFile& gguf);
+// tokenizer.ggml.model must be "gpt2" and tokenizer.ggml.pre one of smollm, llama-bpe,
+// qwen2, gpt2; the pre-tokenizer written is the one HF uses for that family.
+nlohmann::ordered_json hf_tokenizer_from_gguf(const GgufFile& gguf);
+nlohmann::ordered_json hf_tokenizer_config_from_gguf(const GgufFile& gguf);
+nlohmann::ordered_json hf_special_tokens_map_from_gguf(const GgufFile& gguf);
+
+// Writes the whole folder (created if needed), every file atomically. Returns the files.
+std::vector<std::filesystem::path> import_gguf(const std::filesystem::path& gguf_path,
+                                               const std::filesystem::path& out_dir);
+
+}  // namespace exq::io

@@ -1,0 +1,243 @@
+// tokenizer.json / tokenizer_config.json / special_tokens_map.json from GGUF tokenizer
+// metadata (gpt2-style byte-level BPE). The pre-tokenizer per tokenizer.ggml.pre is the one
+// the Hugging Face tokenizer of that model family uses.
+#include <unordered_set>
+
+#include "core/error.h"
+#include "io/gguf_import.h"
+
+namespace exq::io {
+using nlohmann::ordered_json;
+
+namespace {
+
+// llama.cpp token types (tokenizer.ggml.token_type).
+enum TokenType : int64_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
+
+constexpr const char* kLlama3Regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr const char* kQwen2Regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+Error tok_error(const GgufFile& g, const std::string& msg) {
+  return Error(msg, ErrorContext{.file = g.path().string()});
+}
+
+ordered_json byte_level(bool add_prefix_space, bool trim_offsets, bool use_regex) {
+  return {{"type", "ByteLevel"},
+          {"add_prefix_space", add_prefix_space},
+          {"trim_offsets", trim_offsets},
+          {"use_regex", use_regex}};
+}
+
+ordered_json split_regex(const char* pattern) {
+  return {{"type", "Split"},
+          {"pattern", {{"Regex", pattern}}},
+          {"behavior", "Isolated"},
+          {"invert", false}};
+}
+
+struct Pipeline {
+  ordered_json normalizer = nullptr;
+  ordered_json pre_tokenizer;
+  ordered_json post_processor;
+  ordered_json decoder;
+  bool ignore_merges = false;
+};
+
+Pipeline pipeline_for(const GgufFile& g, const std::string& pre) {
+  Pipeline p;
+  if (pre == "smollm") {
+    p.pre_tokenizer = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(false, true, true)}}};
+    p.post_processor = byte_level(true, false, true);
+    p.decoder = byte_level(true, true, true);
+  } else if (pre == "gpt2") {
+    p.pre_tokenizer = byte_level(false, true, true);
+    p.post_processor = byte_level(true, false, true);
+    p.decoder = byte_level(true, true, true);
+  } else if (pre == "llama-bpe") {
+    p.pre_tokenizer = {
+        {"type", "Sequence"},
+        {"pretokenizers", {split_regex(kLlama3Regex), byte_level(false, true, false)}}};
+    p.post_processor = byte_level(true, false, true);
+    p.decoder = byte_level(true, true, true);
+    p.ignore_merges = true;
+  } else if (pre == "qwen2") {
+    p.normalizer = {{"type", "NFC"}};
+    p.pre_tokenizer = {
+        {"type", "Sequence"},
+        {"pretokenizers", {split_regex(kQwen2Regex), byte_level(false, false, false)}}};
+    p.post_processor = byte_level(false, false, false);
+    p.decoder = byte_level(false, false, false);
+  } else {
+    throw tok_error(g,
+                    fmt::format("unsupported tokenizer.ggml.pre '{}' (import-gguf handles smollm, "
+                                "llama-bpe, qwen2, gpt2)",
+                                pre));
+  }
+  return p;
+}
+
+struct Vocab {
+  std::vector<std::string> tokens;
+  std::vector<int64_t> types;
+};
+
+Vocab read_vocab(const GgufFile& g) {
+  const std::string model = g.get_string("tokenizer.ggml.model");
+  if (model != "gpt2")
+    throw tok_error(g,
+                    fmt::format("unsupported tokenizer.ggml.model '{}' (import-gguf handles gpt2 "
+                                "byte-level BPE)",
+                                model));
+  Vocab v;
+  try {
+    v.tokens = g.at("tokenizer.ggml.tokens").as_strings();
+    if (const GgufValue* t = g.find("tokenizer.ggml.token_type")) v.types = t->as_ints();
+  } catch (const Error& e) {
+    throw e.with_file(g.path().string());
+  }
+  if (v.types.empty()) v.types.assign(v.tokens.size(), kNormal);
+  if (v.types.size() != v.tokens.size())
+    throw tok_error(g, fmt::format("tokenizer.ggml.token_type has {} entries for {} tokens",
+                                   v.types.size(), v.tokens.size()));
+  return v;
+}
+
+// Token text for an id key (bos/eos/...), or null when the key is absent.
+ordered_json token_text(const GgufFile& g, const Vocab& v, const char* which) {
+  const std::string key = fmt::format("tokenizer.ggml.{}_token_id", which);
+  if (!g.find(key)) return nullptr;
+  const int64_t id = g.get_int(key);
+  if (id < 0 || id >= static_cast<int64_t>(v.tokens.size()))
+    throw tok_error(
+        g, fmt::format("{} {} is outside the vocabulary of {} tokens", key, id, v.tokens.size()));
+  return v.tokens[static_cast<size_t>(id)];
+}
+
+// GGUF key stem for an HF special-token name.
+const char* gguf_token_key(const std::string& hf) {
+  return hf == "unk" ? "unknown" : hf == "pad" ? "padding" : hf == "bos" ? "bos" : "eos";
+}
+
+bool is_added(int64_t type) { return type == kControl || type == kUserDefined; }
+
+}  // namespace
+
+ordered_json hf_tokenizer_from_gguf(const GgufFile& g) {
+  const Vocab v = read_vocab(g);
+  const Pipeline p = pipeline_for(g, g.get_string_or("tokenizer.ggml.pre", "default"));
+  std::vector<std::string> merges;
+  try {
+    if (const GgufValue* m = g.find("tokenizer.ggml.merges")) merges = m->as_strings();
+  } catch (const Error& e) {
+    throw e.with_file(g.path().string());
+  }
+
+  ordered_json added = ordered_json::array();
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    if (!is_added(v.types[i])) continue;
+    added.push_back({{"id", i},
+                     {"content", v.tokens[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+  // ordered_json's operator[] searches linearly; append to the underlying vector instead
+  // (quadratic for 10^5 tokens otherwise), skipping repeated strings like HF's dict would.
+  ordered_json vocab = ordered_json::object();
+  auto& entries = vocab.get_ref<ordered_json::object_t&>();
+  entries.reserve(v.tokens.size());
+  std::unordered_set<std::string_view> seen;
+  for (size_t i = 0; i < v.tokens.size(); ++i)
+    if (seen.insert(v.tokens[i]).second) entries.emplace_back(v.tokens[i], i);
+
+  for (const std::string& m : merges)
+    if (m.find(' ') == std::string::npos || m.find(' ') != m.rfind(' '))
+      throw tok_error(g, fmt::format("merge '{}' is not two tokens separated by one space", m));
+
+  ordered_json model = {{"type", "BPE"},
+                        {"dropout", nullptr},
+                        {"unk_token", nullptr},
+                        {"continuing_subword_prefix", nullptr},
+                        {"end_of_word_suffix", nullptr},
+                        {"fuse_unk", false},
+                        {"byte_fallback", false},
+                        {"ignore_merges", p.ignore_merges}};
+  model["vocab"] = std::move(vocab);
+  model["merges"] = merges;
+
+  ordered_json post = p.post_processor;
+  if (g.get_bool_or("tokenizer.ggml.add_bos_token", false)) {
+    // HF adds BOS through a TemplateProcessing step after the byte-level one.
+    const ordered_json bos = token_text(g, v, "bos");
+    if (bos.is_null())
+      throw tok_error(g, "tokenizer.ggml.add_bos_token is set but there is no bos token");
+    const int64_t bos_id = g.get_int("tokenizer.ggml.bos_token_id");
+    auto special = [&](int type_id) {
+      return ordered_json{{"SpecialToken", {{"id", bos}, {"type_id", type_id}}}};
+    };
+    auto seq = [](const char* id, int type_id) {
+      return ordered_json{{"Sequence", {{"id", id}, {"type_id", type_id}}}};
+    };
+    ordered_json tp = {
+        {"type", "TemplateProcessing"},
+        {"single", {special(0), seq("A", 0)}},
+        {"pair", {special(0), seq("A", 0), special(1), seq("B", 1)}},
+        {"special_tokens",
+         {{bos.get<std::string>(), {{"id", bos}, {"ids", {bos_id}}, {"tokens", {bos}}}}}}};
+    post = {{"type", "Sequence"}, {"processors", {std::move(post), std::move(tp)}}};
+  }
+
+  ordered_json t;
+  t["version"] = "1.0";
+  t["truncation"] = nullptr;
+  t["padding"] = nullptr;
+  t["added_tokens"] = std::move(added);
+  t["normalizer"] = p.normalizer;
+  t["pre_tokenizer"] = p.pre_tokenizer;
+  t["post_processor"] = std::move(post);
+  t["decoder"] = p.decoder;
+  t["model"] = std::move(model);
+  return t;
+}
+
+ordered_json hf_tokenizer_config_from_gguf(const GgufFile& g) {
+  const Vocab v = read_vocab(g);
+  ordered_json c;
+  c["add_bos_token"] = g.get_bool_or("tokenizer.ggml.add_bos_token", false);
+  c["add_prefix_space"] = false;
+  for (const char* k : {"bos", "eos", "pad", "unk"})
+    if (ordered_json s = token_text(g, v, gguf_token_key(k)); !s.is_null())
+      c[fmt::format("{}_token", k)] = s;
+  c["clean_up_tokenization_spaces"] = false;
+  const std::string arch = g.get_string_or("general.architecture", "llama");
+  if (g.find(arch + ".context_length")) c["model_max_length"] = g.get_int(arch + ".context_length");
+  c["tokenizer_class"] = "GPT2Tokenizer";
+  if (g.find("tokenizer.chat_template"))
+    c["chat_template"] = g.get_string("tokenizer.chat_template");
+  return c;
+}
+
+ordered_json hf_special_tokens_map_from_gguf(const GgufFile& g) {
+  const Vocab v = read_vocab(g);
+  ordered_json c = ordered_json::object();
+  for (const char* k : {"bos", "eos", "pad", "unk"})
+    if (ordered_json s = token_text(g, v, gguf_token_key(k)); !s.is_null())
+      c[fmt::format("{}_token", k)] = s;
+  return c;
+}
+
+}  // namespace exq::io

@@ -1,0 +1,253 @@
+#include "io/hf_config.h"
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace exq::io {
+namespace {
+
+using nlohmann::json;
+
+// Upper bounds keep every later product (vocab x hidden, layers x ...) far from overflow and
+// reject garbage early; they are generous for any Llama-family model that exists.
+constexpr int64_t kMaxHidden = 1 << 16;
+constexpr int64_t kMaxIntermediate = 1 << 20;
+constexpr int64_t kMaxLayers = 1 << 10;
+constexpr int64_t kMaxHeads = 1 << 10;
+constexpr int64_t kMaxHeadDim = 1 << 10;
+constexpr int64_t kMaxVocab = 1 << 22;
+constexpr int64_t kMaxPositions = int64_t{1} << 24;
+
+class Reader {
+ public:
+  Reader(const json& root, std::string file) : root_(root), file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw Error(fmt::format("config field '{}': {}", field, what), ErrorContext{.file = file_});
+  }
+
+  // Null counts as absent, as in transformers' PretrainedConfig.
+  const json* find(const json& obj, const std::string& key) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  int64_t integer(const json& v, const std::string& field, int64_t lo, int64_t hi) const {
+    if (!v.is_number_integer()) fail(field, fmt::format("expected an integer, got {}", brief(v)));
+    int64_t x = 0;
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      if (u > static_cast<uint64_t>(hi)) fail(field, fmt::format("{} is out of range [{}, {}]", u, lo, hi));
+      x = static_cast<int64_t>(u);
+    } else {
+      x = v.get<int64_t>();
+    }
+    if (x < lo || x > hi) fail(field, fmt::format("{} is out of range [{}, {}]", x, lo, hi));
+    return x;
+  }
+
+  int64_t req_int(const std::string& key, int64_t lo, int64_t hi) const {
+    const json* v = find(root_, key);
+    if (!v) fail(key, "missing");
+    return integer(*v, key, lo, hi);
+  }
+
+  int64_t opt_int(const std::string& key, int64_t def, int64_t lo, int64_t hi) const {
+    const json* v = find(root_, key);
+    return v ? integer(*v, key, lo, hi) : def;
+  }
+
+  double number(const json& v, const std::string& field, double lo, double hi) const {
+    if (!v.is_number()) fail(field, fmt::format("expected a number, got {}", brief(v)));
+    const double x = v.get<double>();
+    if (!std::isfinite(x) || x < lo || x > hi)
+      fail(field, fmt::format("{} is out of range [{}, {}]", x, lo, hi));
+    return x;
+  }
+
+  double opt_num(const std::string& key, double def, double lo, double hi) const {
+    const json* v = find(root_, key);
+    return v ? number(*v, key, lo, hi) : def;
+  }
+
+  bool opt_bool(const std::string& key, bool def) const {
+    const json* v = find(root_, key);
+    if (!v) return def;
+    if (!v->is_boolean()) fail(key, fmt::format("expected true or false, got {}", brief(*v)));
+    return v->get<bool>();
+  }
+
+  std::string opt_str(const std::string& key, const std::string& def) const {
+    const json* v = find(root_, key);
+    if (!v) return def;
+    if (!v->is_string()) fail(key, fmt::format("expected a string, got {}", brief(*v)));
+    return v->get<std::string>();
+  }
+
+  const json& root() const { return root_; }
+
+  static std::string brief(const json& v) {
+    std::string s = v.dump(-1, ' ', true, json::error_handler_t::replace);
+    if (s.size() > 40) s = s.substr(0, 37) + "...";
+    return s;
+  }
+
+ private:
+  const json& root_;
+  std::string file_;
+};
+
+RopeScaling read_rope_scaling(const Reader& r) {
+  RopeScaling rs;
+  const json* v = r.find(r.root(), "rope_scaling");
+  if (!v) return rs;
+  if (!v->is_object()) r.fail("rope_scaling", fmt::format("expected an object or null, got {}", Reader::brief(*v)));
+  // transformers accepts both spellings; rope_type is the current one.
+  std::string key = "rope_scaling.rope_type";
+  const json* t = r.find(*v, "rope_type");
+  if (!t) {
+    t = r.find(*v, "type");
+    key = "rope_scaling.type";
+  }
+  if (!t) r.fail("rope_scaling.rope_type", "missing");
+  if (!t->is_string()) r.fail(key, fmt::format("expected a string, got {}", Reader::brief(*t)));
+  const std::string type = t->get<std::string>();
+  auto num = [&](const char* name, bool required, double def, double lo, double hi) {
+    const json* f = r.find(*v, name);
+    const std::string field = std::string("rope_scaling.") + name;
+    if (!f) {
+      if (required) r.fail(field, "missing");
+      return def;
+    }
+    return r.number(*f, field, lo, hi);
+  };
+  if (type == "default") return rs;
+  if (type == "linear") {
+    rs.type = RopeScalingType::Linear;
+    rs.factor = num("factor", true, 1.0, 1e-3, 1e6);
+    return rs;
+  }
+  if (type == "llama3") {
+    rs.type = RopeScalingType::Llama3;
+    rs.factor = num("factor", true, 1.0, 1e-3, 1e6);
+    rs.low_freq_factor = num("low_freq_factor", true, 1.0, 1e-6, 1e6);
+    rs.high_freq_factor = num("high_freq_factor", true, 4.0, 1e-6, 1e6);
+    if (!(rs.high_freq_factor > rs.low_freq_factor))
+      r.fail("rope_scaling.high_freq_factor",
+             fmt::format("{} must exceed low_freq_factor {}", rs.high_freq_factor, rs.low_freq_factor));
+    const json* o = r.find(*v, "original_max_position_embeddings");
+    if (!o) r.fail("rope_scaling.original_max_position_embeddings", "missing");
+    rs.original_max_position_embeddings =
+        r.integer(*o, "rope_scaling.original_max_position_embeddings", 1, kMaxPositions);
+    return rs;
+  }
+  r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3)", type));
+}
+
+std::optional<DType> read_torch_dtype(const Reader& r) {
+  const json* v = r.find(r.root(), "torch_dtype");
+  if (!v) return std::nullopt;
+  if (!v->is_string()) r.fail("torch_dtype", fmt::format("expected a string, got {}", Reader::brief(*v)));
+  const std::string s = v->get<std::string>();
+  if (s == "float16" || s == "half") return DType::F16;
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "float32" || s == "float") return DType::F32;
+  r.fail("torch_dtype", fmt::format("unsupported dtype '{}' (float16, bfloat16 or float32)", s));
+}
+
+ModelConfig read_config(const json& root, const std::string& file) {
+  Reader r(root, file);
+  if (!root.is_object()) r.fail("<root>", "expected a JSON object");
+  ModelConfig c;
+  const json* mt = r.find(root, "model_type");
+  if (!mt) r.fail("model_type", "missing");
+  if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
+  c.model_type = mt->get<std::string>();
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2")
+    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral or qwen2)", c.model_type));
+
+  const std::string act = r.opt_str("hidden_act", "silu");
+  if (act != "silu") r.fail("hidden_act", fmt::format("unsupported activation '{}' (only silu)", act));
+
+  c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
+  c.intermediate_size = r.req_int("intermediate_size", 1, kMaxIntermediate);
+  c.num_hidden_layers = r.req_int("num_hidden_layers", 1, kMaxLayers);
+  c.num_attention_heads = r.req_int("num_attention_heads", 1, kMaxHeads);
+  c.num_key_value_heads = r.opt_int("num_key_value_heads", c.num_attention_heads, 1, kMaxHeads);
+  c.vocab_size = r.req_int("vocab_size", 1, kMaxVocab);
+  if (c.hidden_size % c.num_attention_heads != 0)
+    r.fail("num_attention_heads", fmt::format("{} does not divide hidden_size {}",
+                                              c.num_attention_heads, c.hidden_size));
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    r.fail("num_key_value_heads", fmt::format("{} does not divide num_attention_heads {}",
+                                              c.num_key_value_heads, c.num_attention_heads));
+  c.head_dim = r.opt_int("head_dim", c.hidden_size / c.num_attention_heads, 2, kMaxHeadDim);
+  if (c.head_dim % 2 != 0) r.fail("head_dim", fmt::format("{} must be even for rotary embeddings", c.head_dim));
+
+  const int64_t default_positions = c.model_type == "llama" ? 2048 : c.model_type == "mistral" ? 131072 : 32768;
+  c.max_position_embeddings = r.opt_int("max_position_embeddings", default_positions, 1, kMaxPositions);
+  c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6, 1e-12, 0.5);
+  c.rope_theta = r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
+  c.rope_scaling = read_rope_scaling(r);
+
+  if (c.model_type == "qwen2") {
+    c.attention_qkv_bias = true;
+  } else if (c.model_type == "llama") {
+    c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
+    c.mlp_bias = r.opt_bool("mlp_bias", false);
+  }
+  c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
+
+  if (const json* b = r.find(root, "bos_token_id"))
+    c.bos_token_id = static_cast<int32_t>(r.integer(*b, "bos_token_id", 0, c.vocab_size - 1));
+  if (const json* e = r.find(root, "eos_token_id")) {
+    if (e->is_array()) {
+      for (size_t i = 0; i < e->size(); ++i)
+        c.eos_token_ids.push_back(static_cast<int32_t>(
+            r.integer((*e)[i], fmt::format("eos_token_id[{}]", i), 0, c.vocab_size - 1)));
+    } else {
+      c.eos_token_ids.push_back(static_cast<int32_t>(r.integer(*e, "eos_token_id", 0, c.vocab_size - 1)));
+    }
+  }
+  c.torch_dtype = read_torch_dtype(r);
+  if (const json* q = r.find(root, "quantization_config")) {
+    if (!q->is_object()) r.fail("quantization_config", fmt::format("expected an object, got {}", Reader::brief(*q)));
+    c.quantization_config = *q;
+  }
+  return c;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& file) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("invalid JSON: {}", e.what()), ErrorContext{.file = file});
+  }
+  try {
+    return read_config(root, file);
+  } catch (const json::exception& e) {  // defensive: every access above is type-checked
+    throw Error(fmt::format("invalid config: {}", e.what()), ErrorContext{.file = file});
+  }
+}
+
+ModelConfig load_model_config(const std::filesystem::path& dir_or_config_json) {
+  std::filesystem::path path = dir_or_config_json;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) path /= "config.json";
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open model config", ErrorContext{.file = path.string()});
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error("cannot read model config", ErrorContext{.file = path.string()});
+  return parse_model_config(ss.str(), path.string());
+}
+
+}  // namespace exq::io

@@ -1,0 +1,296 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <unordered_set>
+
+#include "core/error.h"
+
+namespace exq::io {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Headers nest at most object -> tensor object -> array (depth 3); deeper input is rejected
+// while parsing, before nlohmann builds it.
+constexpr int kMaxHeaderDepth = 3;
+
+Error file_error(const fs::path& path, const std::string& message, const std::string& tensor = {}) {
+  return Error(message, ErrorContext{.file = path.string(), .tensor = tensor});
+}
+
+uint64_t read_u64_le(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Parses the header JSON, rejecting duplicate top-level keys (which JSON parsers would
+// silently collapse) and recording the keys in file order.
+json parse_header(const fs::path& path, std::string_view text, std::vector<std::string>& order) {
+  std::unordered_set<std::string> seen;
+  auto cb = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxHeaderDepth)
+      throw file_error(path,
+                       fmt::format("header JSON nested deeper than {} levels", kMaxHeaderDepth));
+    if (event == json::parse_event_t::key && depth == 1) {
+      std::string key = parsed.get<std::string>();
+      if (!seen.insert(key).second) throw file_error(path, "duplicate entry in header", key);
+      order.push_back(std::move(key));
+    }
+    return true;
+  };
+  json header;
+  try {
+    header = json::parse(text.begin(), text.end(), cb);
+  } catch (const json::exception& e) {
+    throw file_error(path, fmt::format("header is not valid JSON: {}", e.what()));
+  }
+  if (!header.is_object()) throw file_error(path, "header is not a JSON object");
+  return header;
+}
+
+uint64_t json_uint(const json& v, const fs::path& path, const std::string& tensor,
+                   const char* what) {
+  if (!v.is_number_unsigned())
+    throw file_error(path, fmt::format("{} entry {} is not a non-negative integer", what, v.dump()),
+                     tensor);
+  return v.get<uint64_t>();
+}
+
+}  // namespace
+
+SafetensorsFile SafetensorsFile::open(const fs::path& path) {
+  return parse(MappedFile::open(path));
+}
+
+SafetensorsFile SafetensorsFile::parse(MappedFile file) {
+  const fs::path& path = file.path();
+  const size_t size = file.size();
+  if (size < 8)
+    throw file_error(path,
+                     fmt::format("file is {} bytes, shorter than the 8-byte header length", size));
+  const uint64_t n = read_u64_le(file.data());
+  if (n > kSafetensorsMaxHeader)
+    throw file_error(
+        path, fmt::format("header length {} exceeds the {} byte limit", n, kSafetensorsMaxHeader));
+  if (n > size - 8)
+    throw file_error(
+        path, fmt::format("header length {} runs past the end of the file ({} bytes)", n, size));
+  const size_t data_start = 8 + static_cast<size_t>(n);
+  const size_t data_size = size - data_start;
+
+  SafetensorsFile st;
+  std::vector<std::string> order;
+  const json header = parse_header(
+      path, std::string_view(reinterpret_cast<const char*>(file.data()) + 8, n), order);
+
+  struct Range {
+    size_t begin, end;
+    const std::string* name;
+  };
+  std::vector<Range> ranges;
+  for (const std::string& name : order) {
+    const json& v = header.at(name);
+    if (name == "__metadata__") {
+      if (!v.is_object()) throw file_error(path, "__metadata__ is not a JSON object");
+      for (const auto& [k, s] : v.items()) {
+        if (!s.is_string())
+          throw file_error(path, fmt::format("__metadata__ value of '{}' is not a string", k));
+        st.metadata_[k] = s.get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object()) throw file_error(path, "header entry is not a JSON object", name);
+    auto dt = v.find("dtype");
+    auto sh = v.find("shape");
+    auto off = v.find("data_offsets");
+    if (dt == v.end() || sh == v.end() || off == v.end())
+      throw file_error(path, "header entry lacks dtype, shape or data_offsets", name);
+    if (!dt->is_string()) throw file_error(path, "dtype is not a string", name);
+    const std::string dname = dt->get<std::string>();
+    const auto dtype = dtype_from_name(dname);
+    if (!dtype) throw file_error(path, fmt::format("unsupported dtype {}", dname), name);
+    if (!sh->is_array()) throw file_error(path, "shape is not an array", name);
+    Shape shape;
+    // The product of all dims (zeros counted as 1) must fit int64, so no later shape or
+    // stride arithmetic can overflow even for zero-size tensors.
+    int64_t bound = 1;
+    int64_t numel = 1;
+    for (const json& d : *sh) {
+      const uint64_t u = json_uint(d, path, name, "shape");
+      const int64_t dim = u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+                              ? -1
+                              : static_cast<int64_t>(u);
+      if (dim < 0 || __builtin_mul_overflow(bound, std::max<int64_t>(dim, 1), &bound))
+        throw file_error(path, fmt::format("shape {} overflows", sh->dump()), name);
+      numel *= dim;
+      shape.push_back(dim);
+    }
+    if (!off->is_array() || off->size() != 2)
+      throw file_error(path, "data_offsets is not a [begin, end] pair", name);
+    const uint64_t b = json_uint((*off)[0], path, name, "data_offsets");
+    const uint64_t e = json_uint((*off)[1], path, name, "data_offsets");
+    if (b > e || e > data_size)
+      throw file_error(
+          path,
+          fmt::format("data_offsets [{}, {}] outside the data region of {} bytes", b, e, data_size),
+          name);
+    uint64_t nbytes = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(numel), dtype_size(*dtype), &nbytes) ||
+        nbytes != e - b)
+      throw file_error(
+          path,
+          fmt::format("shape {} of {} needs {} bytes but data_offsets [{}, {}] span {}",
+                      shape_str(shape), dname, nbytes, b, e, e - b),
+          name);
+    Entry entry{*dtype, std::move(shape), data_start + b, data_start + e};
+    auto [it, inserted] = st.entries_.emplace(name, std::move(entry));
+    EXQ_ASSERT(inserted);
+    st.names_.push_back(name);
+    ranges.push_back({it->second.begin, it->second.end, &it->first});
+  }
+
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].begin < ranges[i - 1].end)
+      throw file_error(
+          path,
+          fmt::format("data overlaps tensor '{}' (bytes [{}, {}) vs [{}, {}))", *ranges[i - 1].name,
+                      ranges[i].begin - data_start, ranges[i].end - data_start,
+                      ranges[i - 1].begin - data_start, ranges[i - 1].end - data_start),
+          *ranges[i].name);
+  }
+  st.file_ = std::move(file);
+  return st;
+}
+
+TensorView SafetensorsFile::get(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw file_error(path(), "no such tensor", name);
+  const Entry& e = it->second;
+  // Read-only mapping: the const_cast only satisfies TensorView's untyped pointer.
+  auto* p = const_cast<uint8_t*>(file_.data()) + e.begin;
+  return TensorView(p, e.dtype, e.shape);
+}
+
+// ---------------------------------------------------------------------------------------
+// SafetensorsModel
+
+namespace {
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw file_error(path, "cannot open for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    throw file_error(path, fmt::format("not valid JSON: {}", e.what()));
+  }
+}
+
+}  // namespace
+
+SafetensorsModel SafetensorsModel::open(const fs::path& dir) {
+  SafetensorsModel m;
+  m.dir_ = dir;
+  auto add_file = [&](const fs::path& p) {
+    m.files_.push_back(SafetensorsFile::open(p));
+    const size_t idx = m.files_.size() - 1;
+    for (const std::string& name : m.files_.back().names()) {
+      auto [it, inserted] = m.where_.emplace(name, idx);
+      if (!inserted)
+        throw file_error(
+            p, fmt::format("tensor also present in {}", m.files_[it->second].path().string()),
+            name);
+    }
+  };
+
+  std::error_code ec;
+  if (fs::is_regular_file(dir, ec)) {
+    add_file(dir);
+    return m;
+  }
+  if (!fs::is_directory(dir, ec)) throw file_error(dir, "no such model folder or file");
+
+  const fs::path index_path = dir / "model.safetensors.index.json";
+  if (fs::exists(index_path, ec)) {
+    const json index = read_json_file(index_path);
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+      throw file_error(index_path, "no weight_map object");
+    // Shards in first-mention order; each named tensor must be in the shard it names.
+    std::vector<std::string> shard_order;
+    std::map<std::string, std::vector<std::string>> by_shard;
+    for (const auto& [tensor, file] : index["weight_map"].items()) {
+      if (!file.is_string())
+        throw file_error(index_path, "weight_map value is not a string", tensor);
+      const std::string f = file.get<std::string>();
+      const fs::path fp(f);
+      if (f.empty() || fp.is_absolute() || fp.has_parent_path())
+        throw file_error(index_path, fmt::format("shard name '{}' is not a plain file name", f),
+                         tensor);
+      if (!by_shard.count(f)) shard_order.push_back(f);
+      by_shard[f].push_back(tensor);
+    }
+    for (const std::string& f : shard_order) {
+      const fs::path shard = dir / f;
+      if (!fs::is_regular_file(shard, ec))
+        throw file_error(index_path, fmt::format("shard {} is missing", shard.string()),
+                         by_shard[f].front());
+      add_file(shard);
+      const SafetensorsFile& sf = m.files_.back();
+      for (const std::string& t : by_shard[f])
+        if (!sf.contains(t))
+          throw file_error(shard,
+                           fmt::format("tensor listed in {} is not in this shard",
+                                       index_path.filename().string()),
+                           t);
+    }
+    return m;
+  }
+  if (fs::is_regular_file(dir / "model.safetensors", ec)) {
+    add_file(dir / "model.safetensors");
+    return m;
+  }
+  std::vector<fs::path> found;
+  for (const auto& de : fs::directory_iterator(dir, ec))
+    if (de.path().extension() == ".safetensors" && de.is_regular_file(ec))
+      found.push_back(de.path());
+  if (ec) throw file_error(dir, fmt::format("cannot list folder: {}", ec.message()));
+  if (found.empty()) throw file_error(dir, "no .safetensors files in folder");
+  std::sort(found.begin(), found.end());
+  for (const fs::path& p : found) add_file(p);
+  return m;
+}
+
+TensorView SafetensorsModel::get(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw file_error(dir_, "no such tensor", name);
+  return files_[it->second].get(name);
+}
+
+std::vector<std::string> SafetensorsModel::names() const {
+  std::vector<std::string> out;
+  for (const SafetensorsFile& f : files_)
+    for (const std::string& n : f.names())
+      if (where_.at(n) == static_cast<size_t>(&f - files_.data())) out.push_back(n);
+  return out;
+}
+
+const fs::path& SafetensorsModel::file_of(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw file_error(dir_, "no such tensor", name);
+  return files_[it->second].path();
+}
+
+}  // namespace exq::io

@@ -1,0 +1,94 @@
+#include "model/llama.h"
+
+#include <algorithm>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/elementwise.h"
+#include "backend/cpu/norm.h"
+#include "model/rope.h"
+
+namespace exq::model {
+
+LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
+  io::ModelConfig config = io::load_model_config(dir);
+  LlamaWeights weights = load_llama_weights(config, dir);
+  return LlamaModel(std::move(config), std::move(weights));
+}
+
+LlamaModel::LlamaModel(io::ModelConfig config, LlamaWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)), inv_freq_(rope_inv_freq(config_)) {
+  EXQ_CHECK(static_cast<int64_t>(weights_.layers.size()) == config_.num_hidden_layers,
+            "model has {} layers, config says {}", weights_.layers.size(), config_.num_hidden_layers);
+  rope_ = cpu::make_rope_table(inv_freq_, std::min<int64_t>(config_.max_position_embeddings, 4096));
+}
+
+KvCache LlamaModel::make_cache(int64_t max_len) const {
+  return KvCache(config_.num_hidden_layers, max_len, config_.num_key_value_heads, config_.head_dim);
+}
+
+void LlamaModel::set_hidden_capture(std::function<void(int, const TensorView&)> cb) {
+  capture_ = std::move(cb);
+}
+
+Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits) {
+  const io::ModelConfig& c = config_;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t start = cache.length();
+  const int64_t hidden = c.hidden_size, H = c.num_attention_heads, KVH = c.num_key_value_heads;
+  const int64_t D = c.head_dim, inter = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  EXQ_CHECK(T > 0, "forward: no tokens");
+  EXQ_CHECK(cache.num_layers() == c.num_hidden_layers && cache.kv_heads() == KVH && cache.head_dim() == D,
+            "forward: cache of {} layers x {} kv heads x {} dims does not fit this model ({} x {} x {})",
+            cache.num_layers(), cache.kv_heads(), cache.head_dim(), c.num_hidden_layers, KVH, D);
+  EXQ_CHECK(start + T <= cache.max_len(), "forward: {} tokens after {} exceed the cache of {}", T, start,
+            cache.max_len());
+  if (rope_.positions() < start + T)
+    rope_ = cpu::make_rope_table(inv_freq_, std::max(start + T, 2 * rope_.positions()));
+
+  Tensor x(DType::F32, {T, hidden});        // residual stream
+  Tensor xn(DType::F32, {T, hidden});       // normed input of a sublayer
+  Tensor q(DType::F32, {T, H, D});          // queries
+  Tensor att(DType::F32, {T, H, D});        // attention output per head
+  Tensor proj(DType::F32, {T, hidden});     // sublayer output before the residual add
+  Tensor gate(DType::F32, {T, inter});      // gate_proj, then silu(gate) * up
+  Tensor up(DType::F32, {T, inter});        // up_proj
+  const TensorView q2 = q.view().reshape({T, H * D});
+  const TensorView att2 = att.view().reshape({T, H * D});
+
+  cpu::embedding(weights_.embed, tokens, x);  // x [T, hidden]
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    if (capture_) capture_(static_cast<int>(l), x);
+    // Attention: new keys/values go straight into the cache rows start..start+T-1.
+    const TensorView k_all = cache.keys(l), v_all = cache.values(l);      // [max_len, KVH, D]
+    const TensorView k_new = k_all.slice0(start, start + T);              // [T, KVH, D]
+    const TensorView v_new = v_all.slice0(start, start + T);              // [T, KVH, D]
+    cpu::rms_norm(x, w.attn_norm, eps, xn);                               // xn [T, hidden]
+    w.q->forward(xn, q2);                                                 // q [T, H*D]
+    w.k->forward(xn, k_new.reshape({T, KVH * D}));                        // k [T, KVH*D]
+    w.v->forward(xn, v_new.reshape({T, KVH * D}));                        // v [T, KVH*D]
+    cpu::apply_rotary(q, rope_, start);
+    cpu::apply_rotary(k_new, rope_, start);
+    cpu::attention(q, k_all, v_all, start, att);                          // att [T, H, D]
+    w.o->forward(att2, proj);                                             // proj [T, hidden]
+    cpu::add_inplace(x, proj);
+    // MLP: down(silu(gate(xn)) * up(xn)).
+    cpu::rms_norm(x, w.ffn_norm, eps, xn);
+    w.gate->forward(xn, gate);                                            // [T, inter]
+    w.up->forward(xn, up);                                                // [T, inter]
+    cpu::swiglu(gate, up, gate);
+    w.down->forward(gate, proj);                                          // [T, hidden]
+    cpu::add_inplace(x, proj);
+  }
+  cache.commit(start + T);
+  cpu::rms_norm(x, weights_.final_norm, eps, x);
+  if (capture_) capture_(static_cast<int>(c.num_hidden_layers), x);
+
+  const TensorView rows = all_logits ? x.view() : x.view().slice0(T - 1, T);
+  Tensor logits(DType::F32, {rows.dim(0), c.vocab_size});               // [T or 1, vocab]
+  weights_.head->forward(rows, logits);
+  return logits;
+}
+
+}  // namespace exq::model

@@ -1,0 +1,46 @@
+// The Llama-family decoder (llama / mistral / qwen2) on the CPU backend: loads a Hugging Face
+// folder and runs tokens through it with a KV cache. All activations and arithmetic are
+// float32 (SmolLM2's residual stream reaches ~25,000, beyond what half precision keeps).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <span>
+
+#include "backend/cpu/rotary.h"
+#include "io/hf_config.h"
+#include "model/kv_cache.h"
+#include "model/llama_weights.h"
+
+namespace exq::model {
+
+class LlamaModel {
+ public:
+  // Reads config.json and the safetensors weights of `dir`; see load_llama_weights for errors.
+  static LlamaModel load(const std::filesystem::path& dir);
+  LlamaModel(io::ModelConfig config, LlamaWeights weights);
+
+  const io::ModelConfig& config() const { return config_; }
+  const LlamaWeights& weights() const { return weights_; }
+  KvCache make_cache(int64_t max_len) const;
+
+  // Runs tokens at positions cache.length() .. +T-1 (one batched pass: prefill or decode) and
+  // appends their keys/values to the cache. Returns F32 logits [T, vocab] when all_logits,
+  // else [1, vocab] for the last token. Throws exq::Error for an empty input, a token id
+  // outside the vocabulary, a full cache or a cache of another shape; the cache is unchanged then.
+  Tensor forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits = false);
+
+  // For tests: called with the residual stream [T, hidden] entering layer l, and with
+  // l = num_layers for the final-norm output. An empty function turns it off.
+  void set_hidden_capture(std::function<void(int layer, const TensorView& hidden)> cb);
+
+ private:
+  io::ModelConfig config_;
+  LlamaWeights weights_;
+  std::vector<float> inv_freq_;  // [head_dim / 2]
+  cpu::RopeTable rope_;          // cos/sin [positions, head_dim / 2], grown on demand
+  std::function<void(int, const TensorView&)> capture_;
+};
+
+}  // namespace exq::model

@@ -1,0 +1,90 @@
+#include "model/llama_weights.h"
+
+#include <fmt/format.h>
+
+namespace exq::model {
+namespace {
+
+// Index of the first NaN/Inf or -1. 16-bit floats are tested on their bits (all-ones
+// exponent), which avoids converting the whole checkpoint to float32 at load.
+int64_t first_non_finite(const TensorView& t) {
+  if (t.dtype() == DType::F16 || t.dtype() == DType::BF16) {
+    const uint16_t mask = t.dtype() == DType::F16 ? 0x7c00 : 0x7f80;
+    const auto v = t.span<uint16_t>();
+    for (size_t i = 0; i < v.size(); ++i)
+      if ((v[i] & mask) == mask) return static_cast<int64_t>(i);
+    return -1;
+  }
+  int64_t index = -1;
+  return has_non_finite(t, &index) ? index : -1;
+}
+
+class Loader {
+ public:
+  Loader(const io::SafetensorsModel& files, std::filesystem::path dir)
+      : files_(files), dir_(std::move(dir)) {}
+
+  // The named tensor, checked for existence, shape, a float dtype and finite values.
+  TensorView get(const std::string& name, const Shape& shape) const {
+    if (!files_.contains(name)) fail(name, "missing tensor");
+    const TensorView t = files_.get(name);
+    if (t.shape() != shape)
+      fail(name, fmt::format("expected shape {}, got {}", shape_str(shape), shape_str(t.shape())));
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
+      fail(name, fmt::format("expected F32, F16 or BF16, got {}", dtype_name(t.dtype())));
+    if (const int64_t bad = first_non_finite(t); bad >= 0)
+      fail(name, fmt::format("non-finite value (NaN or Inf) at element {}", bad));
+    return t;
+  }
+
+  Tensor norm(const std::string& name, int64_t n) const { return to_f32(get(name, {n})); }
+
+  std::unique_ptr<Linear> linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const {
+    const TensorView w = get(prefix + ".weight", {out, in});
+    const TensorView b = bias ? get(prefix + ".bias", {out}) : TensorView();
+    return std::make_unique<DenseLinear>(w, b);
+  }
+
+  bool contains(const std::string& name) const { return files_.contains(name); }
+
+  [[noreturn]] void fail(const std::string& tensor, const std::string& message) const {
+    throw Error(message, ErrorContext{.file = dir_.string(), .tensor = tensor});
+  }
+
+ private:
+  const io::SafetensorsModel& files_;
+  std::filesystem::path dir_;
+};
+
+}  // namespace
+
+LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem::path& dir) {
+  LlamaWeights w;
+  w.files = io::SafetensorsModel::open(dir);
+  const Loader ld(w.files, dir);
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  w.embed = ld.get("model.embed_tokens.weight", {c.vocab_size, hidden});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    LayerWeights L;
+    L.attn_norm = ld.norm(p + "input_layernorm.weight", hidden);
+    L.q = ld.linear(p + "self_attn.q_proj", c.q_dim(), hidden, c.attention_qkv_bias);
+    L.k = ld.linear(p + "self_attn.k_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
+    L.v = ld.linear(p + "self_attn.v_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
+    L.o = ld.linear(p + "self_attn.o_proj", hidden, c.q_dim(), c.attention_out_bias);
+    L.ffn_norm = ld.norm(p + "post_attention_layernorm.weight", hidden);
+    L.gate = ld.linear(p + "mlp.gate_proj", inter, hidden, c.mlp_bias);
+    L.up = ld.linear(p + "mlp.up_proj", inter, hidden, c.mlp_bias);
+    L.down = ld.linear(p + "mlp.down_proj", hidden, inter, c.mlp_bias);
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = ld.norm("model.norm.weight", hidden);
+  // transformers ties the head to the embedding when the config says so; a checkpoint
+  // without lm_head.weight can only mean the same.
+  w.head_tied = c.tie_word_embeddings || !ld.contains("lm_head.weight");
+  if (w.head_tied) w.head = std::make_unique<DenseLinear>(w.embed);
+  else w.head = ld.linear("lm_head", c.vocab_size, hidden, false);
+  return w;
+}
+
+}  // namespace exq::model

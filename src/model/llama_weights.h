@@ -1,0 +1,42 @@
+// Weights of a Llama-family decoder (llama / mistral / qwen2) read from a Hugging Face
+// safetensors folder, with HF tensor names and shapes checked against the config. Linear
+// weights stay zero-copy views into the mmapped files (in their file dtype); norms are
+// copied to float32. Every tensor is checked for NaN/Inf at load.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "model/linear.h"
+
+namespace exq::model {
+
+struct LayerWeights {
+  Tensor attn_norm;               // input_layernorm [hidden] F32
+  std::unique_ptr<Linear> q;      // self_attn.q_proj [heads * head_dim, hidden] (+ bias)
+  std::unique_ptr<Linear> k;      // self_attn.k_proj [kv_heads * head_dim, hidden] (+ bias)
+  std::unique_ptr<Linear> v;      // self_attn.v_proj [kv_heads * head_dim, hidden] (+ bias)
+  std::unique_ptr<Linear> o;      // self_attn.o_proj [hidden, heads * head_dim]
+  Tensor ffn_norm;                // post_attention_layernorm [hidden] F32
+  std::unique_ptr<Linear> gate;   // mlp.gate_proj [intermediate, hidden]
+  std::unique_ptr<Linear> up;     // mlp.up_proj [intermediate, hidden]
+  std::unique_ptr<Linear> down;   // mlp.down_proj [hidden, intermediate]
+};
+
+struct LlamaWeights {
+  io::SafetensorsModel files;     // owns the mappings every view below points into
+  TensorView embed;               // model.embed_tokens [vocab, hidden], file dtype
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;              // model.norm [hidden] F32
+  std::unique_ptr<Linear> head;   // lm_head [vocab, hidden], or embed_tokens when tied
+  bool head_tied = false;
+};
+
+// Throws exq::Error naming the folder and tensor for a missing tensor, a wrong shape or
+// dtype, or a NaN/Inf value.
+LlamaWeights load_llama_weights(const io::ModelConfig& config, const std::filesystem::path& dir);
+
+}  // namespace exq::model

@@ -1,0 +1,40 @@
+// Calibration token rows for measurement and quantization, cut from text files in the layout
+// of exllamav2's standard set (wiki, c4, code, multilingual, technical, tiny .utf8) plus rows
+// of random tokens, as exllamav2 mixes them. exq ships no text: the caller names the folder.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace exq::quant {
+
+// Row i takes source kCalibrationMix[i % 7]; the j-th row of a source is its j-th window of
+// `length` tokens (after first_window), so rows never overlap and a later first_window gives
+// held-out text. "random" rows are uniform token ids from a fixed seed per window.
+inline constexpr std::array<std::string_view, 7> kCalibrationMix = {
+    "wiki", "c4", "code", "multilingual", "technical", "tiny", "random"};
+
+struct CalibrationRows {
+  int64_t rows = 0;
+  int64_t length = 0;
+  std::vector<int32_t> ids;          // [rows * length]
+  std::vector<std::string> sources;  // per row: the mix entry it came from
+
+  // "wiki:3 c4:2 ..." for logs and docs.
+  std::string describe() const;
+};
+
+// Reads <data_dir>/<source>.utf8 (wiki: <doc> tag lines dropped); tokenizes only as much of each
+// file as the rows need. random_vocab bounds the random ids (the model's vocabulary). Throws
+// exq::Error naming the file when it is missing or too short for the rows asked.
+CalibrationRows calibration_rows(const tokenizer::Tokenizer& tok,
+                                 const std::filesystem::path& data_dir, int64_t rows,
+                                 int64_t length, int32_t random_vocab, int64_t first_window = 0);
+
+}  // namespace exq::quant

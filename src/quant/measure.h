@@ -1,0 +1,90 @@
+// Measurement of one decoder module (docs exl2.md section 2, step 3), CPU: the reference
+// forward over every calibration row gives the target and the Hessians of the linears' inputs
+// (q/k/v share one, gate/up share one); each linear is GPTQ-quantized under every distinct
+// option of its column of the module's option table; then every table row is tested by running
+// the module with those dequantized weights on all rows. Result rows follow exllamav2's
+// measurement.json schema (accuracy = 1 - mean over rows of ||y_q - y||_F / ||y||_F).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/gptq.h"
+#include "quant/measurement.h"
+#include "quant/module_forward.h"
+#include "quant/options.h"
+
+namespace exq::quant {
+
+struct MeasureOptions {
+  float percdamp = 0.12f;  // GPTQ damping, fraction of mean(diag H)
+  // Rows to measure; empty = exllamav2's full table (attn_option_table / mlp_option_table).
+  std::vector<AttnOptions> attn_table;
+  std::vector<MlpOptions> mlp_table;
+};
+
+struct MeasureTiming {
+  double reference_s = 0;  // reference forward + Hessian accumulation
+  double hessian_s = 0;    // of which: Hessian accumulation
+  double prepare_s = 0;    // act-order, damping, Cholesky of H^-1
+  double gptq_s = 0;       // all options of all linears
+  double test_s = 0;       // forwards of every table row on every calibration row
+  int gptq_runs = 0;       // distinct (linear, option) pairs quantized
+};
+
+struct ModuleResult {
+  ModuleMeasurement measurement;  // key and one row per table row, in table order
+  std::vector<double> errors;     // per table row: mean relative Frobenius error (1 - accuracy)
+  Tensor target;                  // F32 [rows, T, hidden]: reference output (next module's input)
+  MeasureTiming timing;
+};
+
+// states: F32 [rows, T, hidden], the module's input on every calibration row (T <=
+// fwd.max_tokens()). `key` is the module's name in measurement.json, e.g.
+// "model.layers.3.self_attn" / "model.layers.3.mlp". Throws exq::Error (naming the key) for
+// NaN/Inf in the states or the outputs, or a Hessian that cannot be inverted.
+ModuleResult measure_attention(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
+                               const std::string& key, const MeasureOptions& options = {});
+ModuleResult measure_mlp(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
+                         const std::string& key, const MeasureOptions& options = {});
+
+// The quantization step for one module at one option per linear: the same reference pass and
+// Hessians as the measurement, then GPTQ of each linear (packable layer + dequantized weight).
+struct QuantizedLinear {
+  std::string name;  // "q_proj", ...
+  QuantOption option;
+  GptqResult result;
+};
+struct QuantizedModule {
+  std::vector<QuantizedLinear> linears;  // in table column order
+  Tensor target;                         // F32 [rows, T, hidden]: reference output
+  MeasureTiming timing;                  // test_s unused
+};
+QuantizedModule quantize_attention(ModuleForward& fwd, const LayerF32& layer,
+                                   const TensorView& states, const std::string& key,
+                                   const AttnOptions& options, float percdamp = 0.12f);
+QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
+                             const std::string& key, const MlpOptions& options,
+                             float percdamp = 0.12f);
+
+// Relative Frobenius error ||a - b||_F / ||b||_F of two F32 tensors of the same size
+// (accumulated in double); 0 when both are zero.
+double relative_error(const TensorView& a, const TensorView& b);
+
+// Agreement of a measurement with a reference (e.g. exllamav2's) for the same table rows.
+struct MeasureComparison {
+  double mean_error = 0;      // mean over rows of 1 - accuracy, ours
+  double ref_mean_error = 0;  // same for the reference
+  double ratio = 0;           // mean_error / ref_mean_error
+  double spearman = 0;        // rank correlation of the per-row errors
+};
+// Rows are matched by position; throws exq::Error when counts or options differ.
+MeasureComparison compare_measurements(const ModuleMeasurement& ours,
+                                       const ModuleMeasurement& ref);
+
+// Spearman rank correlation (average ranks for ties); a.size() == b.size() >= 2.
+double spearman(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace exq::quant

@@ -1,0 +1,170 @@
+#include "quant/module_forward.h"
+
+#include <fmt/format.h>
+
+#include "backend/cpu/attention_prefill.h"
+#include "backend/cpu/elementwise.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/norm.h"
+#include "core/error.h"
+#include "model/rope.h"
+
+namespace exq::quant {
+namespace {
+
+Tensor load_f32(const io::SafetensorsModel& files, const std::string& name, const Shape& shape,
+                int64_t layer) {
+  const TensorView t = files.get(name);
+  EXQ_CHECK(t.shape() == shape, "layer {}: tensor {} has shape {}, expected {}", layer, name,
+            shape_str(t.shape()), shape_str(shape));
+  return to_f32(t);
+}
+
+Tensor load_bias(const io::SafetensorsModel& files, const std::string& name, int64_t out,
+                 int64_t layer) {
+  if (!files.contains(name)) return {};
+  return load_f32(files, name, {out}, layer);
+}
+
+void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
+            const TensorView& y) {
+  cpu::matmul(x, w, y);
+  if (!bias.empty()) cpu::add_bias(y, bias);
+}
+
+}  // namespace
+
+LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig& c,
+                        int64_t layer) {
+  EXQ_CHECK(layer >= 0 && layer < c.num_hidden_layers, "layer {} out of range (model has {})",
+            layer, c.num_hidden_layers);
+  const std::string p = fmt::format("model.layers.{}.", layer);
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  LayerF32 w;
+  w.attn_norm = load_f32(files, p + "input_layernorm.weight", {hidden}, layer);
+  w.q = load_f32(files, p + "self_attn.q_proj.weight", {c.q_dim(), hidden}, layer);
+  w.k = load_f32(files, p + "self_attn.k_proj.weight", {c.kv_dim(), hidden}, layer);
+  w.v = load_f32(files, p + "self_attn.v_proj.weight", {c.kv_dim(), hidden}, layer);
+  w.o = load_f32(files, p + "self_attn.o_proj.weight", {hidden, c.q_dim()}, layer);
+  w.q_bias = load_bias(files, p + "self_attn.q_proj.bias", c.q_dim(), layer);
+  w.k_bias = load_bias(files, p + "self_attn.k_proj.bias", c.kv_dim(), layer);
+  w.v_bias = load_bias(files, p + "self_attn.v_proj.bias", c.kv_dim(), layer);
+  w.o_bias = load_bias(files, p + "self_attn.o_proj.bias", hidden, layer);
+  w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer);
+  w.gate = load_f32(files, p + "mlp.gate_proj.weight", {inter, hidden}, layer);
+  w.up = load_f32(files, p + "mlp.up_proj.weight", {inter, hidden}, layer);
+  w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer);
+  w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer);
+  w.up_bias = load_bias(files, p + "mlp.up_proj.bias", inter, layer);
+  w.down_bias = load_bias(files, p + "mlp.down_proj.bias", hidden, layer);
+  return w;
+}
+
+AttnWeights attn_weights(const LayerF32& l) {
+  return AttnWeights{l.attn_norm, l.q,      l.k,      l.v,      l.o,
+                     l.q_bias,    l.k_bias, l.v_bias, l.o_bias};
+}
+
+MlpWeights mlp_weights(const LayerF32& l) {
+  return MlpWeights{l.ffn_norm, l.gate, l.up, l.down, l.gate_bias, l.up_bias, l.down_bias};
+}
+
+ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
+    : config_(c), max_tokens_(max_tokens) {
+  EXQ_CHECK(max_tokens > 0, "module forward: max_tokens must be positive, got {}", max_tokens);
+  const int64_t H = c.num_attention_heads, KVH = c.num_key_value_heads, D = c.head_dim;
+  rope_ = cpu::make_rope_table(model::rope_inv_freq(c), max_tokens);
+  normed_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
+  q_ = Tensor(DType::F32, {max_tokens, H, D});
+  k_ = Tensor(DType::F32, {max_tokens, KVH, D});
+  v_ = Tensor(DType::F32, {max_tokens, KVH, D});
+  att_ = Tensor(DType::F32, {max_tokens, H, D});
+  gate_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
+  up_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
+}
+
+TensorView ModuleForward::normed() const { return normed_.view().slice0(0, tokens_); }
+TensorView ModuleForward::attn_out() const {
+  return att_.view().slice0(0, tokens_).reshape({tokens_, config_.q_dim()});
+}
+TensorView ModuleForward::act() const { return gate_.view().slice0(0, tokens_); }
+
+void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const TensorView& y) {
+  const int64_t T = x.rank() == 2 ? x.dim(0) : 0, hidden = config_.hidden_size;
+  EXQ_CHECK(T > 0 && T <= max_tokens_, "attention block: {} tokens, expected 1..{}", T,
+            max_tokens_);
+  x.expect(DType::F32, {T, hidden}, "attention block input");
+  y.expect(DType::F32, {T, hidden}, "attention block output");
+  tokens_ = T;
+  const int64_t H = config_.num_attention_heads, KVH = config_.num_key_value_heads;
+  const int64_t D = config_.head_dim;
+  const TensorView xn = normed();                           // [T, hidden]
+  const TensorView q = q_.view().slice0(0, T);              // [T, H, D]
+  const TensorView k = k_.view().slice0(0, T);              // [T, KVH, D]
+  const TensorView v = v_.view().slice0(0, T);              // [T, KVH, D]
+  const TensorView att = att_.view().slice0(0, T);          // [T, H, D]
+  cpu::rms_norm(x, w.norm, static_cast<float>(config_.rms_norm_eps), xn);
+  linear(xn, w.q, w.q_bias, q.reshape({T, H * D}));
+  linear(xn, w.k, w.k_bias, k.reshape({T, KVH * D}));
+  linear(xn, w.v, w.v_bias, v.reshape({T, KVH * D}));
+  cpu::apply_rotary(q, rope_, 0);
+  cpu::apply_rotary(k, rope_, 0);
+  cpu::attention_prefill(q, k, v, att);
+  linear(att.reshape({T, H * D}), w.o, w.o_bias, y);       // y [T, hidden]
+  cpu::add_inplace(y, x);
+}
+
+void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) {
+  const int64_t T = x.rank() == 2 ? x.dim(0) : 0, hidden = config_.hidden_size;
+  EXQ_CHECK(T > 0 && T <= max_tokens_, "MLP block: {} tokens, expected 1..{}", T, max_tokens_);
+  x.expect(DType::F32, {T, hidden}, "MLP block input");
+  y.expect(DType::F32, {T, hidden}, "MLP block output");
+  tokens_ = T;
+  const TensorView xn = normed();                           // [T, hidden]
+  const TensorView g = gate_.view().slice0(0, T);           // [T, intermediate]
+  const TensorView u = up_.view().slice0(0, T);             // [T, intermediate]
+  cpu::rms_norm(x, w.norm, static_cast<float>(config_.rms_norm_eps), xn);
+  linear(xn, w.gate, w.gate_bias, g);
+  linear(xn, w.up, w.up_bias, u);
+  cpu::swiglu(g, u, g);
+  linear(g, w.down, w.down_bias, y);                        // y [T, hidden]
+  cpu::add_inplace(y, x);
+}
+
+namespace {
+
+void check_rows(const TensorView& x, const TensorView& y, int64_t hidden, const char* what) {
+  EXQ_CHECK(x.rank() == 3 && x.dtype() == DType::F32 && x.is_contiguous() && x.dim(2) == hidden &&
+                y.shape() == x.shape() && y.dtype() == DType::F32 && y.is_contiguous(),
+            "{}: expected contiguous F32 [rows, T, {}] in and out, got {} and {}", what, hidden,
+            shape_str(x.shape()), shape_str(y.shape()));
+}
+
+}  // namespace
+
+void ModuleForward::attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y) {
+  check_rows(x, y, config_.hidden_size, "attention rows");
+  for (int64_t r = 0; r < x.dim(0); ++r)
+    attention(w, x.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}),
+              y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}));
+}
+
+void ModuleForward::mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y) {
+  check_rows(x, y, config_.hidden_size, "MLP rows");
+  for (int64_t r = 0; r < x.dim(0); ++r)
+    mlp(w, x.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}),
+        y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}));
+}
+
+Tensor embed_rows(const TensorView& table, std::span<const int32_t> ids, int64_t rows,
+                  int64_t tokens) {
+  EXQ_CHECK(table.rank() == 2 && rows > 0 && tokens > 0 &&
+                static_cast<int64_t>(ids.size()) == rows * tokens,
+            "embed_rows: {} ids for {} rows x {} tokens, table {}", ids.size(), rows, tokens,
+            shape_str(table.shape()));
+  Tensor out(DType::F32, {rows, tokens, table.dim(1)});
+  cpu::embedding(table, ids, out.view().reshape({rows * tokens, table.dim(1)}));
+  return out;
+}
+
+}  // namespace exq::quant

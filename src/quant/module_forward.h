@@ -1,0 +1,90 @@
+// The reference forward of one decoder module, as the converter measures and quantizes it:
+// attention block (RMSNorm, q/k/v, rotary, causal GQA attention, o, residual) and MLP block
+// (RMSNorm, gate/up SwiGLU, down, residual), float32, one calibration row (a whole sequence
+// from position 0) at a time. Weights are plain float32 [out, in] tensors so quantized
+// candidates (dequantized GPTQ results) drop in for the originals. Same arithmetic as
+// model::LlamaModel except the attention, which is GEMM-blocked (cpu::attention_prefill).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/cpu/rotary.h"
+#include "core/tensor.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+
+namespace exq::quant {
+
+// One decoder layer's weights widened to float32 (HF names and layouts). Biases are empty
+// tensors when the model has none.
+struct LayerF32 {
+  Tensor attn_norm;                       // input_layernorm [hidden]
+  Tensor q, k, v, o;                      // self_attn.*_proj [out, in]
+  Tensor q_bias, k_bias, v_bias, o_bias;  // [out] or empty
+  Tensor ffn_norm;                        // post_attention_layernorm [hidden]
+  Tensor gate, up, down;                  // mlp.*_proj [out, in]
+  Tensor gate_bias, up_bias, down_bias;   // [out] or empty
+};
+
+// Reads model.layers.<layer>.* from `files`; shapes are checked against the config and errors
+// name the tensor and layer.
+LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig& config,
+                        int64_t layer);
+
+// Views of the weights one module forward uses; swap a linear's view to test a candidate.
+struct AttnWeights {
+  TensorView norm;              // [hidden]
+  TensorView q, k, v, o;        // [out, in] F32
+  TensorView q_bias, k_bias, v_bias, o_bias;
+};
+struct MlpWeights {
+  TensorView norm;              // [hidden]
+  TensorView gate, up, down;    // [out, in] F32
+  TensorView gate_bias, up_bias, down_bias;
+};
+AttnWeights attn_weights(const LayerF32& layer);
+MlpWeights mlp_weights(const LayerF32& layer);
+
+// Runs modules of one model shape on rows of up to max_tokens tokens. Owns its scratch, so one
+// object serves one thread; the ops inside are parallel (exq::parallel_for).
+class ModuleForward {
+ public:
+  ModuleForward(const io::ModelConfig& config, int64_t max_tokens);
+
+  const io::ModelConfig& config() const { return config_; }
+  int64_t max_tokens() const { return max_tokens_; }
+
+  // x, y: F32 [T, hidden] contiguous, T <= max_tokens, y must not alias x. Positions 0..T-1.
+  void attention(const AttnWeights& w, const TensorView& x, const TensorView& y);
+  void mlp(const MlpWeights& w, const TensorView& x, const TensorView& y);
+
+  // Inputs of the linears in the last call, [T, n] views into the scratch (valid until the
+  // next call): attention: normed() feeds q/k/v, attn_out() feeds o; MLP: normed() feeds
+  // gate/up, act() (silu(gate) * up) feeds down.
+  TensorView normed() const;
+  TensorView attn_out() const;
+  TensorView act() const;
+
+  // Whole calibration sets: x, y F32 [rows, T, hidden].
+  void attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y);
+  void mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y);
+
+ private:
+  io::ModelConfig config_;
+  int64_t max_tokens_;
+  int64_t tokens_ = 0;      // T of the last call
+  cpu::RopeTable rope_;     // [max_tokens, head_dim / 2]
+  Tensor normed_;           // [max_tokens, hidden]
+  Tensor q_;                // [max_tokens, heads, head_dim]
+  Tensor k_, v_;            // [max_tokens, kv_heads, head_dim]
+  Tensor att_;              // [max_tokens, heads, head_dim]
+  Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as silu(gate) * up
+};
+
+// Embeddings of token rows: ids [rows * tokens] -> F32 [rows, tokens, hidden].
+Tensor embed_rows(const TensorView& embed_table, std::span<const int32_t> ids, int64_t rows,
+                  int64_t tokens);
+
+}  // namespace exq::quant

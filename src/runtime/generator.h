@@ -1,0 +1,84 @@
+// Token generation loop: prefill the prompt, then sample and decode one token at a time until
+// an end-of-sequence id, the token limit or a full context. The model and the detokenizer are
+// interfaces so the loop can be tested with a deterministic fake (see model_step.h for the
+// real LlamaModel + Tokenizer adapters).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/sampler.h"
+
+namespace exq::runtime {
+
+// The model behind a KV cache: forward() appends tokens to the context and returns the logits
+// of the last one ([vocab], valid until the next call).
+class StepFunction {
+ public:
+  virtual ~StepFunction() = default;
+  virtual std::span<const float> forward(std::span<const int32_t> tokens) = 0;
+  virtual int64_t position() const = 0;     // tokens already in the context
+  virtual int64_t max_context() const = 0;  // capacity of the context
+  virtual void reset() = 0;
+};
+
+// Incremental detokenizer: push() returns the text that became final with this id.
+class TextDecoder {
+ public:
+  virtual ~TextDecoder() = default;
+  virtual std::string push(int32_t id) = 0;
+  virtual std::string finish() = 0;  // whatever is still held back
+  virtual void reset() = 0;
+};
+
+// Holds back an incomplete UTF-8 sequence at the end of a byte stream, so every piece handed
+// on is whole characters. A sequence left incomplete at the end becomes U+FFFD.
+class Utf8Stream {
+ public:
+  std::string push(std::string_view bytes);
+  std::string finish();
+
+ private:
+  std::string pending_;
+};
+
+// Length of the longest prefix of `s` that does not end inside a multi-byte character.
+size_t utf8_complete_prefix(std::string_view s);
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  std::vector<int32_t> eos_token_ids;  // any of them stops generation (and is kept in ids)
+  SamplerConfig sampler;
+};
+
+enum class StopReason { Eos, MaxTokens, ContextFull, Callback };
+const char* stop_reason_name(StopReason r);  // "eos", "max_tokens", "context_full", "callback"
+
+struct GenerateResult {
+  std::vector<int32_t> ids;  // generated ids, including an eos id that stopped generation
+  std::string text;          // decoded text of the non-eos ids
+  StopReason stop = StopReason::MaxTokens;
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t decode_steps = 0;  // single-token forward calls after the prefill
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+  uint64_t seed = 0;
+
+  double prefill_tokens_per_s() const;
+  double decode_tokens_per_s() const;
+};
+
+// Receives text as it becomes final (whole UTF-8 characters); returning false stops.
+using TextCallback = std::function<bool(std::string_view)>;
+
+// Runs one generation from an empty or continued context. `decoder` may be null (no text).
+// Throws exq::Error for an empty prompt or one that does not fit the context.
+GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
+                        const GenerateOptions& options, const TextCallback& on_text = {});
+
+}  // namespace exq::runtime

@@ -1,0 +1,50 @@
+#include "runtime/model_step.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace exq::runtime {
+
+LlamaStep::LlamaStep(model::LlamaModel& model, int64_t max_context)
+    : model_(model), cache_(model.make_cache(max_context)) {}
+
+std::span<const float> LlamaStep::forward(std::span<const int32_t> tokens) {
+  logits_ = model_.forward(tokens, cache_, /*all_logits=*/false);
+  EXQ_ASSERT(logits_.dtype() == DType::F32 && logits_.numel() == model_.config().vocab_size);
+  return logits_.span<const float>();
+}
+
+std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::ModelConfig& config,
+                                    const tokenizer::Tokenizer& tok, const std::string& eos_token) {
+  std::vector<int32_t> ids;
+  auto add = [&](int32_t id) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  };
+  for (int32_t id : gen.eos_token_ids) add(id);
+  for (int32_t id : config.eos_token_ids) add(id);
+  if (!eos_token.empty()) {
+    if (auto id = tok.token_to_id(eos_token)) add(*id);
+  }
+  return ids;
+}
+
+GenerateResult generate_text(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
+                             std::span<const int32_t> prompt, const GenerateOptions& options,
+                             const TextCallback& on_text) {
+  const int64_t vocab = model.config().vocab_size;
+  for (int32_t id : prompt) {
+    EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
+              vocab);
+  }
+  const int64_t limit = model.config().max_position_embeddings;
+  const int64_t wanted = static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 0);
+  EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= limit,
+            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
+            prompt.size(), limit);
+  LlamaStep step(model, std::min(limit, std::max<int64_t>(wanted, 1)));
+  TokenizerTextDecoder decoder(tok);
+  return generate(step, &decoder, prompt, options, on_text);
+}
+
+}  // namespace exq::runtime

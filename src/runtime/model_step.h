@@ -1,0 +1,56 @@
+// Adapters that plug the real model and tokenizer into the generation loop (generator.h):
+// LlamaStep runs LlamaModel over its own KV cache, TokenizerTextDecoder streams text through
+// the tokenizer's IncrementalDecoder. Plus the stop-id rule and a one-call generate_text().
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/llama.h"
+#include "runtime/generation_config.h"
+#include "runtime/generator.h"
+#include "tokenizer/tokenizer.h"
+
+namespace exq::runtime {
+
+// LlamaModel + a KV cache of max_context positions. The model must outlive this object.
+class LlamaStep : public StepFunction {
+ public:
+  LlamaStep(model::LlamaModel& model, int64_t max_context);
+
+  std::span<const float> forward(std::span<const int32_t> tokens) override;
+  int64_t position() const override { return cache_.length(); }
+  int64_t max_context() const override { return cache_.max_len(); }
+  void reset() override { cache_.reset(); }
+
+ private:
+  model::LlamaModel& model_;
+  model::KvCache cache_;
+  Tensor logits_;  // [1, vocab] of the last forward
+};
+
+class TokenizerTextDecoder : public TextDecoder {
+ public:
+  explicit TokenizerTextDecoder(const tokenizer::Tokenizer& tok, bool skip_special_tokens = true)
+      : decoder_(tok, skip_special_tokens) {}
+  std::string push(int32_t id) override { return decoder_.step(id); }
+  std::string finish() override { return decoder_.flush(); }
+  void reset() override { decoder_.reset(); }
+
+ private:
+  tokenizer::IncrementalDecoder decoder_;
+};
+
+// Ids that end generation: generation_config.json's eos ids, config.json's, and the
+// tokenizer's eos_token (tokenizer_config.json), deduplicated in that order.
+std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::ModelConfig& config,
+                                    const tokenizer::Tokenizer& tok, const std::string& eos_token);
+
+// Generates from prompt ids with a fresh cache sized to prompt + max_new_tokens (capped at
+// the model's max_position_embeddings), streaming decoded text to on_text.
+GenerateResult generate_text(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
+                             std::span<const int32_t> prompt, const GenerateOptions& options,
+                             const TextCallback& on_text = {});
+
+}  // namespace exq::runtime

@@ -1,0 +1,164 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace exq::runtime {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Turns masked logits (-inf = removed) into probabilities in place, in double for the sum.
+void softmax_in_place(std::vector<float>& row) {
+  float max_v = kNegInf;
+  for (float v : row) max_v = std::max(max_v, v);
+  double sum = 0.0;
+  for (float& v : row) {
+    v = v == kNegInf ? 0.0f : static_cast<float>(std::exp(static_cast<double>(v - max_v)));
+    sum += v;
+  }
+  const double inv = 1.0 / sum;
+  for (float& v : row) v = static_cast<float>(v * inv);
+}
+
+// Rejects rows the model should never produce; -inf is fine (masked tokens).
+void check_logits(std::span<const float> logits) {
+  EXQ_CHECK(!logits.empty(), "cannot sample from an empty logits row");
+  bool any_finite = false;
+  for (float v : logits) {
+    EXQ_CHECK(!std::isnan(v) && v != std::numeric_limits<float>::infinity(),
+              "logits contain NaN or +Inf (the model produced non-finite values)");
+    any_finite = any_finite || v != kNegInf;
+  }
+  EXQ_CHECK(any_finite, "every logit is -inf: nothing to sample");
+}
+
+}  // namespace
+
+void SamplerConfig::validate() const {
+  EXQ_CHECK(std::isfinite(temperature) && temperature >= 0.0f,
+            "temperature must be >= 0, got {}", temperature);
+  EXQ_CHECK(top_k >= 0, "top-k must be >= 0, got {}", top_k);
+  EXQ_CHECK(std::isfinite(top_p) && top_p > 0.0f && top_p <= 1.0f,
+            "top-p must be in (0, 1], got {}", top_p);
+  EXQ_CHECK(std::isfinite(min_p) && min_p >= 0.0f && min_p <= 1.0f,
+            "min-p must be in [0, 1], got {}", min_p);
+  EXQ_CHECK(std::isfinite(repetition_penalty) && repetition_penalty > 0.0f,
+            "repetition penalty must be > 0, got {}", repetition_penalty);
+}
+
+int32_t argmax(std::span<const float> logits) {
+  EXQ_CHECK(!logits.empty(), "cannot sample from an empty logits row");
+  size_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[best] || (std::isnan(logits[best]) && !std::isnan(logits[i]))) best = i;
+  }
+  return static_cast<int32_t>(best);
+}
+
+void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> seen, float penalty) {
+  if (penalty == 1.0f || seen.empty()) return;
+  std::vector<int32_t> ids(seen.begin(), seen.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  for (int32_t id : ids) {
+    if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
+    float& v = logits[static_cast<size_t>(id)];
+    v = v < 0.0f ? v * penalty : v / penalty;
+  }
+}
+
+std::vector<float> sampling_probs(std::span<const float> logits, const SamplerConfig& config) {
+  check_logits(logits);
+  const size_t n = logits.size();
+  std::vector<float> row(n, 0.0f);
+  if (config.greedy()) {
+    row[static_cast<size_t>(argmax(logits))] = 1.0f;
+    return row;
+  }
+  for (size_t i = 0; i < n; ++i) row[i] = logits[i] / config.temperature;
+
+  // Top-k keeps every token whose logit reaches the k-th largest (ties included, as HF).
+  if (config.top_k > 0 && static_cast<size_t>(config.top_k) < n) {
+    std::vector<float> sorted(row);
+    std::nth_element(sorted.begin(), sorted.begin() + (config.top_k - 1), sorted.end(),
+                     std::greater<float>());
+    const float threshold = sorted[static_cast<size_t>(config.top_k - 1)];
+    for (float& v : row) {
+      if (v < threshold) v = kNegInf;
+    }
+  }
+  std::vector<float> masked(row);
+  softmax_in_place(row);
+
+  // Top-p as HF: sort ascending, drop tokens while the cumulative probability stays
+  // <= 1 - top_p; the most likely token always stays.
+  if (config.top_p < 1.0f) {
+    std::vector<int32_t> order;
+    for (size_t i = 0; i < n; ++i) {
+      if (row[i] > 0.0f) order.push_back(static_cast<int32_t>(i));
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return row[static_cast<size_t>(a)] < row[static_cast<size_t>(b)]; });
+    double cum = 0.0;
+    const double limit = 1.0 - static_cast<double>(config.top_p);
+    for (size_t j = 0; j + 1 < order.size(); ++j) {
+      cum += row[static_cast<size_t>(order[j])];
+      if (cum > limit) break;
+      masked[static_cast<size_t>(order[j])] = kNegInf;
+    }
+    row = masked;
+    softmax_in_place(row);
+  }
+
+  // Min-p: drop tokens less likely than min_p times the most likely one.
+  if (config.min_p > 0.0f) {
+    const float top = *std::max_element(row.begin(), row.end());
+    const float cut = config.min_p * top;
+    for (size_t i = 0; i < n; ++i) {
+      if (row[i] < cut) masked[i] = kNegInf;
+    }
+    row = masked;
+    softmax_in_place(row);
+  }
+  return row;
+}
+
+double uniform_from_bits(uint64_t bits) {
+  return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);  // 2^-53
+}
+
+Sampler::Sampler(SamplerConfig config)
+    : config_(config), seed_(config.seed ? *config.seed : std::random_device{}()), rng_(seed_) {
+  config_.validate();
+}
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  std::span<const float> row = logits;
+  if (config_.repetition_penalty != 1.0f && !history.empty()) {
+    scratch_.assign(logits.begin(), logits.end());
+    apply_repetition_penalty(scratch_, history, config_.repetition_penalty);
+    row = scratch_;
+  }
+  if (config_.greedy()) {
+    check_logits(row);
+    return argmax(row);
+  }
+  const std::vector<float> probs = sampling_probs(row, config_);
+  const double u = uniform_from_bits(rng_());
+  double cum = 0.0;
+  int32_t last = -1;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0.0f) continue;
+    cum += probs[i];
+    last = static_cast<int32_t>(i);
+    if (u < cum) return last;
+  }
+  return last;  // u fell past the rounded total: the last kept token
+}
+
+}  // namespace exq::runtime

@@ -1,0 +1,291 @@
+// CUDA EXL2 GEMV, dequantize and prefill matmul against the CPU exl2_matmul (backend/cpu) and
+// io::dequantize_exl2, on exllamav2's layer-0 fixtures and on random packed layers of every
+// bit width. Tolerances follow the precision design (exl2_gemv.cu): weights are bit-exact,
+// f16 activations enter the products exactly, f32 activations are rounded to f16 after an
+// exact power-of-two scaling, so |error| <= u * sum_k |w_k x_k| with u = 2^-11 (f32 x) plus
+// f32 accumulation (both sides); the test allows 2u for f32 x and 2e-5 for f16 x.
+#include "backend/cuda/exl2_gemv.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "backend/cpu/exl2_matmul.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/matmul.h"
+#include "core/half.h"
+#include "cuda_test_util.h"
+#include "io/exl2.h"
+#include "test_support.h"
+
+namespace exq::cuda {
+namespace {
+
+using test::CudaTest;
+
+// One layer described for both backends (pointers into `t`, which must outlive it).
+struct BothLayers {
+  std::vector<Exl2HostGroup> groups;
+  std::vector<cpu::Exl2MatmulGroup> cpu_groups;
+  std::vector<int32_t> perm;
+  Exl2HostLayer host;
+  cpu::Exl2MatmulWeight cpu;
+  Tensor wd;  // f32 [out, in], io's dequantization
+
+  BothLayers(const io::Exl2Tensors& t, int64_t in, int64_t out) {
+    for (const io::Exl2Group& g : io::validate_exl2(t, in, out, "layer")) {
+      groups.push_back({g.bits, g.row_begin, g.rows, g.word_begin});
+      cpu_groups.push_back({g.bits, g.row_begin, g.rows, g.word_begin});
+    }
+    perm.resize(static_cast<size_t>(in));
+    for (int64_t i = 0; i < in; ++i) perm[t.q_invperm.data<int32_t>()[i]] = static_cast<int32_t>(i);
+    host.in = cpu.in = in;
+    host.out = cpu.out = out;
+    cpu.out_pad = io::exl2_out_pad(out);
+    host.q_weight = cpu.q_weight = reinterpret_cast<const uint32_t*>(t.q_weight.raw());
+    host.q_weight_rows = t.q_weight.dim(0);
+    host.q_scale = cpu.q_scale = reinterpret_cast<const uint32_t*>(t.q_scale.raw());
+    host.q_scale_max = cpu.q_scale_max = t.q_scale_max.data<uint16_t>();
+    host.q_perm = cpu.q_perm = perm.data();
+    host.groups = groups.data();
+    host.num_groups = static_cast<int64_t>(groups.size());
+    cpu.groups = cpu_groups.data();
+    cpu.num_groups = host.num_groups;
+    host.bias = cpu.bias = t.bias.empty() ? nullptr : t.bias.data<uint16_t>();
+    wd = io::dequantize_exl2(t, in, out, "layer", DType::F32);
+  }
+};
+
+// A random layer from (bits, rows) groups, with random codes, scales and permutation.
+io::Exl2Linear random_linear(const std::vector<std::pair<int, int64_t>>& bits_rows, int64_t out,
+                             bool bias, uint32_t seed) {
+  std::mt19937 rng(seed);
+  io::Exl2Linear l;
+  l.groups = io::exl2_group_table(bits_rows);
+  l.in = l.groups.back().row_begin + l.groups.back().rows;
+  l.out = out;
+  l.q.resize(static_cast<size_t>(l.in * l.out));
+  for (const auto& g : l.groups)
+    for (int64_t i = g.row_begin * l.out; i < (g.row_begin + g.rows) * l.out; ++i)
+      l.q[static_cast<size_t>(i)] = static_cast<uint8_t>(rng() % (1u << g.bits));
+  for (size_t i = 0; i < l.groups.size() * static_cast<size_t>(l.out); ++i)
+    l.qs.push_back(static_cast<uint8_t>(1 + rng() % 16));
+  std::uniform_real_distribution<float> smax(0.002f, 0.08f);
+  for (size_t g = 0; g < l.groups.size(); ++g) l.scale_max.push_back(float_to_half(smax(rng)));
+  for (int64_t i = 0; i < l.in; ++i) l.perm.push_back(static_cast<int32_t>(i));
+  std::shuffle(l.perm.begin(), l.perm.end(), rng);
+  l.invperm.resize(static_cast<size_t>(l.in));
+  for (int64_t i = 0; i < l.in; ++i) l.invperm[static_cast<size_t>(l.perm[i])] = static_cast<int32_t>(i);
+  if (bias)
+    for (int64_t c = 0; c < l.out; ++c) l.bias.push_back(float_to_half(0.5f * std::sin(float(c))));
+  return l;
+}
+
+// Uniform groups of `gs` rows (the last one short when in % gs != 0).
+std::vector<std::pair<int, int64_t>> uniform_groups(int bits, int64_t gs, int64_t in) {
+  std::vector<std::pair<int, int64_t>> v;
+  for (int64_t r = 0; r < in; r += gs) v.push_back({bits, std::min(gs, in - r)});
+  return v;
+}
+
+class Exl2Gemv : public CudaTest {
+ protected:
+  // x [8, in] normal * x_range; returns the reference y [8, out] (CPU, f32 x as given) and
+  // sum |w x| per output.
+  struct Reference {
+    std::vector<double> y, mag;
+  };
+  static Reference reference(const BothLayers& l, const Tensor& x, int64_t rows) {
+    const int64_t in = l.host.in, out = l.host.out;
+    std::vector<float> y(static_cast<size_t>(rows * out));
+    cpu::exl2_matmul(l.cpu, x.data<float>(), rows, y.data());
+    Reference r{std::vector<double>(y.begin(), y.end()), std::vector<double>(y.size())};
+    const float* w = l.wd.data<float>();
+    for (int64_t t = 0; t < rows; ++t)
+      for (int64_t o = 0; o < out; ++o) {
+        double m = 0.0;
+        for (int64_t i = 0; i < in; ++i)
+          m += std::fabs(double(w[o * in + i]) * x.data<float>()[t * in + i]);
+        r.mag[static_cast<size_t>(t * out + o)] = m + 1e-30;
+      }
+    return r;
+  }
+
+  // got [rows, out] against the first rows of want; returns the worst error / bound.
+  static double check(const Reference& want, const Tensor& got, double unit,
+                      const std::string& what) {
+    const float* g = got.data<float>();
+    int bad = 0;
+    double worst = 0.0;
+    for (int64_t i = 0; i < got.numel(); ++i) {
+      const double err = std::fabs(double(g[i]) - want.y[static_cast<size_t>(i)]);
+      const double bound = unit * want.mag[static_cast<size_t>(i)] + 1e-6;
+      worst = std::max(worst, std::isnan(err) ? INFINITY : err / bound);
+      if (!(err <= bound) && bad++ < 5)
+        ADD_FAILURE() << what << ": y[" << i << "] = " << g[i] << ", want "
+                      << want.y[static_cast<size_t>(i)] << " (bound " << bound << ")";
+    }
+    EXPECT_EQ(bad, 0) << what << ": worst error / bound " << worst;
+    return worst;
+  }
+
+  Tensor poisoned_run(const Exl2Layer& layer, const Tensor& x, Exl2Workspace& ws) {
+    DeviceTensor dx = upload(x);
+    DeviceTensor dy = empty(DType::F32, {x.dim(0), layer.out()});
+    CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));  // NaN everywhere
+    exl2_gemv(layer, dx, dy, ws, stream());
+    return download(dy);
+  }
+
+  // GEMV for every batch 1..8 with f32 and f16 x, bit-exact dequantization, and (when
+  // `prefill_rows` > 8) the dequantize + cuBLAS path. Returns the worst error / bound.
+  double check_layer(const io::Exl2Tensors& t, int64_t in, int64_t out, uint32_t seed,
+                     const std::string& what, float x_range = 1.0f, int64_t prefill_rows = 0) {
+    BothLayers l(t, in, out);
+    Exl2Layer layer(l.host, stream(), what.c_str());
+    Exl2Workspace ws;
+    ws.reserve(layer, stream());
+    double worst = 0.0;
+
+    // Dequantization is bit-exact with io.
+    DeviceTensor dw = empty(DType::F16, {out, in});
+    exl2_dequantize(layer, dw, stream());
+    const Tensor w16 = download(dw);
+    const Tensor ref16 = io::dequantize_exl2(t, in, out, "layer", DType::F16);
+    int64_t diff = 0;
+    for (int64_t i = 0; i < ref16.numel(); ++i)
+      diff += w16.data<uint16_t>()[i] != ref16.data<uint16_t>()[i];
+    EXPECT_EQ(diff, 0) << what << ": dequantized values differing from io";
+
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, x_range);
+    Tensor x32(DType::F32, {kExl2MaxBatch, in});
+    for (float& v : x32.span<float>()) v = nd(rng);
+    Tensor x16(DType::F16, {kExl2MaxBatch, in});
+    Tensor x16f(DType::F32, {kExl2MaxBatch, in});  // the f16 values as f32, for the CPU
+    for (int64_t i = 0; i < x32.numel(); ++i) {
+      x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
+      x16f.data<float>()[i] = half_to_float(x16.data<uint16_t>()[i]);
+    }
+    const Reference r32 = reference(l, x32, kExl2MaxBatch);
+    const Reference r16 = reference(l, x16f, kExl2MaxBatch);
+    for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
+      const Tensor y32 = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
+      worst = std::max(worst, check(r32, y32, 2 * std::ldexp(1.0, -11),
+                                    what + " f32 x, batch " + std::to_string(b)));
+      const Tensor y16 = poisoned_run(layer, Tensor::copy_of(x16.view().slice0(0, b)), ws);
+      check(r16, y16, 2e-5, what + " f16 x, batch " + std::to_string(b));
+      if (b == kExl2MaxBatch) {  // repeatable: the cross-block reduction has a fixed order
+        const Tensor again = poisoned_run(layer, Tensor::copy_of(x16.view()), ws);
+        EXPECT_EQ(std::memcmp(again.raw(), y16.raw(), y16.nbytes()), 0) << what;
+      }
+    }
+
+    if (prefill_rows > kExl2MaxBatch) {
+      Tensor xp(DType::F32, {prefill_rows, in});
+      for (float& v : xp.span<float>()) v = nd(rng);
+      const Reference rp = reference(l, xp, prefill_rows);
+      CublasHandle cublas;
+      DeviceTensor dx = upload(xp);
+      DeviceTensor dy = empty(DType::F32, {prefill_rows, out});
+      DeviceTensor mm_ws = empty(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(prefill_rows, in))});
+      CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));
+      exl2_matmul(cublas, layer, dx, dy, ws, dw, mm_ws, stream());
+      check(rp, download(dy), 2 * std::ldexp(1.0, -11), what + " prefill");
+    }
+    return worst;
+  }
+};
+
+const std::map<std::string, std::pair<int64_t, int64_t>> kLinears = {
+    {"self_attn.q_proj", {576, 576}}, {"self_attn.k_proj", {576, 192}},
+    {"self_attn.v_proj", {576, 192}}, {"self_attn.o_proj", {576, 576}},
+    {"mlp.gate_proj", {576, 1536}},   {"mlp.up_proj", {576, 1536}},
+    {"mlp.down_proj", {1536, 576}}};
+
+TEST_F(Exl2Gemv, MatchesCpuOnFixtures) {
+  for (const char* bpw : {"4.0", "2.5"}) {
+    const std::string file = std::string("smollm2_layer0_") + bpw + "bpw.safetensors";
+    const auto f = io::SafetensorsFile::open(::exq::test::shared_dir() / "fixtures" / "exl2" / file);
+    double worst = 0.0;
+    for (const auto& [name, shape] : kLinears) {
+      const std::string key = "model.layers.0." + name;
+      const io::Exl2Tensors t = io::exl2_tensors(f, key);
+      worst = std::max(worst, check_layer(t, shape.first, shape.second, 17, key + " " + bpw,
+                                          1.0f, name == "mlp.down_proj" ? 37 : 0));
+      // The fixture's own exllamav2 dequantization, bit for bit.
+      BothLayers l(t, shape.first, shape.second);
+      Exl2Layer layer(l.host, stream());
+      DeviceTensor dw = empty(DType::F16, {shape.second, shape.first});
+      exl2_dequantize(layer, dw, stream());
+      const Tensor w = download(dw);
+      const TensorView ref = f.get(key + ".dequant");
+      ASSERT_EQ(ref.nbytes(), w.nbytes()) << key;
+      EXPECT_EQ(std::memcmp(ref.raw(), w.raw(), w.nbytes()), 0) << key << " vs .dequant";
+    }
+    std::printf("[%s bpw] largest GEMV error / bound (f32 x, 2^-10 * sum|wx|): %.3g\n", bpw,
+                worst);
+  }
+}
+
+TEST_F(Exl2Gemv, EveryBitWidthOddShapes) {
+  uint32_t seed = 100;
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (const auto& [in, out, gs] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {256, 40, 32}, {608, 333, 64}, {1024, 96, 128}}) {
+      const io::Exl2Packed p = io::pack_exl2(
+          random_linear(uniform_groups(bits, gs, in), out, (bits & 1) != 0, seed));
+      check_layer(p.view(), in, out, seed++,
+                  "bits " + std::to_string(bits) + " " + std::to_string(in) + "x" +
+                      std::to_string(out) + " g" + std::to_string(gs));
+    }
+}
+
+TEST_F(Exl2Gemv, MixedWidthsShortGroupsAndBias) {
+  // Widths change inside warp steps; 16-row and 4-row groups make partial units.
+  const std::vector<std::pair<int, int64_t>> mixed = {
+      {8, 32}, {6, 16}, {5, 32}, {4, 32}, {3, 32}, {2, 16}, {6, 64}, {4, 128}, {3, 96}, {2, 4}};
+  const io::Exl2Packed p = io::pack_exl2(random_linear(mixed, 77, true, 5));
+  const int64_t in = p.q_invperm.dim(0);
+  check_layer(p.view(), in, 77, 6, "mixed", 1.0f, 19);
+}
+
+TEST_F(Exl2Gemv, LongInputSplitsAcrossBlocks) {
+  // 8192 inputs over 64 outputs: several K blocks per tile (counters, partial sums), several
+  // steps per warp, and activations far beyond f16's range (row scaling).
+  std::vector<std::pair<int, int64_t>> groups = {{8, 256}, {5, 512}};
+  for (const auto& g : uniform_groups(4, 128, 8192 - 768)) groups.push_back(g);
+  const io::Exl2Packed p = io::pack_exl2(random_linear(groups, 64, true, 9));
+  check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12);
+}
+
+TEST(Exl2GemvArgs, RejectsBadLayersWithoutTouchingTheDevice) {
+  const io::Exl2Packed p = io::pack_exl2(random_linear(uniform_groups(4, 32, 64), 8, false, 1));
+  BothLayers l(p.view(), 64, 8);
+  auto expect = [&](Exl2HostLayer h, const std::string& needle) {
+    test::expect_error([&] { Exl2Layer layer(h, nullptr, "L"); }, needle);
+  };
+  Exl2HostLayer h = l.host;
+  h.q_weight_rows += 1;
+  expect(h, "q_weight has");
+  std::vector<Exl2HostGroup> bad = l.groups;
+  bad[1].bits = 7;
+  h = l.host;
+  h.groups = bad.data();
+  expect(h, "bit width 7");
+  std::vector<int32_t> perm = l.perm;
+  perm[3] = perm[4];
+  h = l.host;
+  h.q_perm = perm.data();
+  expect(h, "q_perm[");
+  h = l.host;
+  h.in = 96;
+  expect(h, "groups cover 64");
+}
+
+}  // namespace
+}  // namespace exq::cuda

@@ -1,0 +1,129 @@
+// f16/bf16-weight matmul through cuBLAS against a double-precision CPU loop. The tolerance
+// follows from the precision design (matmul.cu): x is rounded to the weight type after an exact
+// power-of-two row scaling, so |error| <= u * sum_k |x_k w_k| plus f32 accumulation, with
+// u = 2^-11 (f16) or 2^-8 (bf16); the test allows twice that.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "backend/cuda/matmul.h"
+#include "cuda_test_util.h"
+
+namespace exq::cuda {
+namespace {
+
+using test::CudaTest;
+
+class MatmulEdges : public CudaTest {};
+
+struct Result {
+  std::vector<double> y;
+  std::vector<double> abs_sum;  // sum_k |x_k w_k| per output, the error scale
+};
+
+Result matmul_ref(const Tensor& x, const Tensor& w) {
+  const int64_t rows = x.dim(0), k = x.dim(1), n = w.dim(0);
+  Result r{std::vector<double>(static_cast<size_t>(rows * n)), std::vector<double>(static_cast<size_t>(rows * n))};
+  std::vector<double> wf(static_cast<size_t>(w.numel()));
+  for (int64_t i = 0; i < w.numel(); ++i) wf[static_cast<size_t>(i)] = test::value_at(w, i);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0.0, mag = 0.0;
+      for (int64_t kk = 0; kk < k; ++kk) {
+        const double p = double(x.data<float>()[i * k + kk]) * wf[static_cast<size_t>(j * k + kk)];
+        acc += p;
+        mag += std::fabs(p);
+      }
+      r.y[static_cast<size_t>(i * n + j)] = acc;
+      r.abs_sum[static_cast<size_t>(i * n + j)] = mag;
+    }
+  return r;
+}
+
+void expect_within_bound(const Result& want, const Tensor& got, double unit, const std::string& what) {
+  const float* g = got.data<float>();
+  int bad = 0;
+  double worst = 0.0;
+  for (size_t i = 0; i < want.y.size(); ++i) {
+    const double err = std::fabs(g[i] - want.y[i]);
+    const double bound = 2.0 * unit * want.abs_sum[i] + 1e-6;
+    worst = std::max(worst, err / bound);
+    if (!(err <= bound) && bad++ < 5)
+      ADD_FAILURE() << what << ": y[" << i << "] = " << g[i] << ", want " << want.y[i]
+                    << " (bound " << bound << ")";
+  }
+  EXPECT_EQ(bad, 0) << what << ": worst error / bound = " << worst;
+}
+
+class Matmul : public CudaTest, public ::testing::WithParamInterface<DType> {};
+
+TEST_P(Matmul, MatchesCpu) {
+  const DType wdtype = GetParam();
+  const double unit = wdtype == DType::F16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+  struct Case {
+    int64_t rows, in, out;
+    float x_range;
+  };
+  // SmolLM2 projections (q/o 576x576, k/v 192x576, up 1536x576, down 576x1536, head 49152x576)
+  // at decode and prefill sizes, odd shapes, and activations far beyond f16's range.
+  const std::vector<Case> cases = {
+      {1, 576, 576, 4.0f},     {7, 576, 192, 4.0f},    {5, 576, 1536, 4.0f},
+      {3, 1536, 576, 30.0f},   {2, 576, 49152, 4.0f},  {3, 13, 7, 1.0f},
+      {65, 100, 37, 1.0f},     {1, 1, 1, 1.0f},        {130, 576, 576, 25000.0f},
+      {4, 777, 33, 3e5f}};
+  uint32_t seed = 91;
+  CublasHandle cublas;
+  for (const Case& c : cases) {
+    Tensor x = test::random_f32({c.rows, c.in}, seed++, -c.x_range, c.x_range);
+    if (c.rows > 1) x.data<float>()[c.in] = 1e-30f;  // tiny values must not poison the row
+    const Tensor w = test::random_half(wdtype, {c.out, c.in}, seed++, -0.2f, 0.2f);
+    DeviceTensor dx = upload(x), dw = upload(w), dy = empty(DType::F32, {c.rows, c.out});
+    DeviceTensor ws = empty(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(c.rows, c.in))});
+    matmul(cublas, dx, dw, dy, ws, stream());
+    expect_within_bound(matmul_ref(x, w), download(dy), unit,
+                        "matmul " + std::string(dtype_name(wdtype)) + " x" + shape_str(x.shape()) +
+                            " w" + shape_str(w.shape()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightDtypes, Matmul, ::testing::Values(DType::F16, DType::BF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST_F(MatmulEdges, ZeroRowAndHugeRowStayAccurate) {
+  CublasHandle cublas;
+  Tensor x = Tensor::zeros(DType::F32, {2, 64});
+  x.data<float>()[64] = 70000.0f;  // one row beyond f16 range, one all-zero row
+  const Tensor w = test::random_half(DType::F16, {8, 64}, 5);
+  DeviceTensor dx = upload(x), dw = upload(w), dy = empty(DType::F32, {2, 8});
+  DeviceTensor ws = empty(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(2, 64))});
+  matmul(cublas, dx, dw, dy, ws, stream());
+  const Tensor y = download(dy);
+  for (int j = 0; j < 8; ++j) {
+    EXPECT_EQ(y.data<float>()[j], 0.0f);
+    const double want = 70000.0 * half_to_float(w.data<uint16_t>()[j * 64]);
+    EXPECT_NEAR(y.data<float>()[8 + j], want, std::fabs(want) * 1e-3 + 1e-6);
+  }
+}
+
+TEST(MatmulArgs, RejectBadShapesAndWorkspace) {
+  using test::fake_view;
+  CublasHandle* no_handle = nullptr;  // never used: the checks throw first
+  const DeviceView x = fake_view(DType::F32, {4, 576}), w = fake_view(DType::F16, {192, 576});
+  const DeviceView y = fake_view(DType::F32, {4, 192});
+  const DeviceView ws = fake_view(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(4, 576))});
+  test::expect_error([&] { matmul(*no_handle, x, fake_view(DType::F16, {192, 575}), y, ws, nullptr); },
+                     "has 575 input features");
+  test::expect_error([&] { matmul(*no_handle, x, w, fake_view(DType::F32, {4, 191}), ws, nullptr); },
+                     "y must have shape [4, 192]");
+  test::expect_error([&] { matmul(*no_handle, x, fake_view(DType::F32, {192, 576}), y, ws, nullptr); },
+                     "w dtype F32 is not supported");
+  test::expect_error([&] { matmul(*no_handle, x, w, y, fake_view(DType::U8, {100}), nullptr); },
+                     "workspace has 100 bytes, needs");
+  EXPECT_EQ(matmul_workspace_bytes(4, 576), 4608u + 16u);
+  EXPECT_TRUE(matmul_supports(DType::BF16));
+  EXPECT_FALSE(matmul_supports(DType::F32));
+}
+
+}  // namespace
+}  // namespace exq::cuda

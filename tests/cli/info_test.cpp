@@ -1,0 +1,151 @@
+// `exq info`: reported numbers checked against sums over the tensors, and broken folders.
+#include <gtest/gtest.h>
+
+#include "cli_support.h"
+#include "io/safetensors.h"
+
+namespace exq::test {
+namespace {
+
+using nlohmann::json;
+
+TEST(CliInfo, TinyModelJson) {
+  const auto dir = temp_dir("info_tiny") / "m";
+  const json config = tiny_config();
+  auto tensors = tiny_tensors(config);
+  int64_t params = 0, bytes = 0;
+  for (const auto& [name, t] : tensors) {
+    params += t.numel();
+    bytes += static_cast<int64_t>(t.nbytes());
+  }
+  const size_t count = tensors.size();
+  write_model_dir(dir, config, tensors);
+
+  const RunResult r = run_exq({"info", dir.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["model_type"], "llama");
+  EXPECT_EQ(j["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(j["layers"], 2);
+  EXPECT_EQ(j["hidden_size"], 64);
+  EXPECT_EQ(j["heads"], 4);
+  EXPECT_EQ(j["kv_heads"], 2);
+  EXPECT_EQ(j["vocab_size"], 49152);
+  EXPECT_EQ(j["parameters"], params);
+  EXPECT_EQ(j["bytes"], bytes);
+  EXPECT_EQ(j["tensors"], count);
+  EXPECT_EQ(j["dtypes"]["F16"], count);
+  EXPECT_EQ(j["tie_word_embeddings"], true);
+  EXPECT_DOUBLE_EQ(j["rope"]["theta"].get<double>(), 100000.0);
+  EXPECT_EQ(j["rope"]["scaling"], "none");
+  EXPECT_EQ(j["quantization"]["method"], "none");
+
+  const RunResult text = run_exq({"info", dir.string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("layers:        2"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(fmt::format("F16 {}", count)), std::string::npos) << text.out;
+}
+
+TEST(CliInfo, ReportsExl2Quantization) {
+  const auto dir = temp_dir("info_exl2") / "m";
+  json config = tiny_config();
+  config["quantization_config"] = {{"quant_method", "exl2"}, {"version", "0.3.2"}, {"bits", 4.0}, {"head_bits", 6}};
+  // Packed tensors do not follow the HF shapes: the count comes from the config.
+  std::map<std::string, Tensor> tensors;
+  tensors.emplace("model.layers.0.self_attn.q_proj.q_weight", Tensor::zeros(DType::I32, {8, 64}));
+  write_model_dir(dir, config, tensors);
+  const RunResult r = run_exq({"info", dir.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["quantization"]["method"], "exl2");
+  EXPECT_DOUBLE_EQ(j["quantization"]["bits"].get<double>(), 4.0);
+  EXPECT_EQ(j["quantization"]["head_bits"], 6);
+  int64_t params = 0;
+  for (const auto& [name, t] : tiny_tensors(config)) params += t.numel();
+  EXPECT_EQ(j["parameters"], params);
+  EXPECT_EQ(j["dtypes"]["I32"], 1);
+}
+
+TEST(CliInfo, MissingFolder) {
+  const auto dir = temp_dir("info_missing") / "nope";
+  expect_user_error(run_exq({"info", dir.string()}), dir.string());
+}
+
+TEST(CliInfo, NoArgument) { expect_user_error(run_exq({"info"}), "exq info MODEL"); }
+
+TEST(CliInfo, FolderWithoutConfig) {
+  const auto dir = temp_dir("info_noconfig");
+  expect_user_error(run_exq({"info", dir.string()}), "config.json");
+}
+
+TEST(CliInfo, BadConfigJson) {
+  const auto dir = temp_dir("info_badjson") / "m";
+  write_model_dir(dir, tiny_config(), tiny_tensors(tiny_config()));
+  write_text(dir / "config.json", "{\"model_type\": \"llama\", \"hidden_size\": 64,,}");
+  expect_user_error(run_exq({"info", dir.string()}), "config.json");
+}
+
+TEST(CliInfo, UnsupportedArchitecture) {
+  const auto dir = temp_dir("info_arch") / "m";
+  json config = tiny_config();
+  config["model_type"] = "gpt2";
+  write_model_dir(dir, config, tiny_tensors(tiny_config()));
+  const RunResult r = run_exq({"info", dir.string()});
+  expect_user_error(r, "model_type");
+  EXPECT_NE(r.err.find("gpt2"), std::string::npos) << r.err;
+}
+
+TEST(CliInfo, MissingTensor) {
+  const auto dir = temp_dir("info_missing_tensor") / "m";
+  auto tensors = tiny_tensors(tiny_config());
+  tensors.erase("model.layers.1.mlp.up_proj.weight");
+  write_model_dir(dir, tiny_config(), std::move(tensors));
+  expect_user_error(run_exq({"info", dir.string()}), "model.layers.1.mlp.up_proj.weight");
+}
+
+TEST(CliInfo, ShapeMismatch) {
+  const auto dir = temp_dir("info_shape") / "m";
+  auto tensors = tiny_tensors(tiny_config());
+  tensors["model.layers.0.self_attn.k_proj.weight"] = Tensor::zeros(DType::F16, {16, 64});
+  write_model_dir(dir, tiny_config(), std::move(tensors));
+  const RunResult r = run_exq({"info", dir.string()});
+  expect_user_error(r, "model.layers.0.self_attn.k_proj.weight");
+  EXPECT_NE(r.err.find("[16, 64]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[32, 64]"), std::string::npos) << r.err;
+}
+
+TEST(CliInfo, TruncatedSafetensors) {
+  const auto dir = temp_dir("info_trunc") / "m";
+  write_model_dir(dir, tiny_config(), tiny_tensors(tiny_config()));
+  const auto st = dir / "model.safetensors";
+  std::filesystem::resize_file(st, std::filesystem::file_size(st) / 2);
+  expect_user_error(run_exq({"info", dir.string()}), "model.safetensors");
+}
+
+TEST(CliInfo, RealModel) {
+  EXQ_REQUIRE_MODEL();
+  const RunResult r = run_exq({"info", test_model().string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["layers"], 30);
+  EXPECT_EQ(j["parameters"], 134515008);
+  // Independent count: the sum of every tensor's element count.
+  const auto st = io::SafetensorsModel::open(test_model());
+  int64_t sum = 0, bytes = 0;
+  for (const auto& name : st.names()) {
+    sum += st.get(name).numel();
+    bytes += static_cast<int64_t>(st.get(name).nbytes());
+  }
+  EXPECT_EQ(sum, 134515008);
+  EXPECT_EQ(j["bytes"], bytes);
+  EXPECT_EQ(j["tensors"], 272);
+  EXPECT_EQ(j["dtypes"]["F16"], 272);
+  EXPECT_EQ(j["hidden_size"], 576);
+  EXPECT_EQ(j["heads"], 9);
+  EXPECT_EQ(j["kv_heads"], 3);
+  EXPECT_EQ(j["vocab_size"], 49152);
+  EXPECT_EQ(j["tie_word_embeddings"], true);
+}
+
+}  // namespace
+}  // namespace exq::test

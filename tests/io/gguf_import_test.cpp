@@ -1,0 +1,237 @@
+#include "io/gguf_import.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "gguf_builder.h"
+#include "io/safetensors.h"
+#include "sha256.h"
+#include "test_support.h"
+#include "tokenizer/tokenizer.h"
+
+namespace exq::io {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::GgufBuilder;
+
+namespace {
+
+GgufFile parse_str(const std::string& s) {
+  return GgufFile::parse(
+      MappedFile::from_bytes(std::vector<uint8_t>(s.begin(), s.end()), "mem.gguf"));
+}
+
+json read_json(const fs::path& p) { return json::parse(test::read_file(p)); }
+
+// The tiny llama with one metadata string replaced.
+std::string tiny_with(const std::string& key, const std::string& value) {
+  return test::tiny_llama_builder(1, {{key, value}}).build();
+}
+
+}  // namespace
+
+TEST(GgufImport, HfNames) {
+  EXPECT_EQ(gguf_to_hf_name("token_embd.weight"), "model.embed_tokens.weight");
+  EXPECT_EQ(gguf_to_hf_name("output_norm.weight"), "model.norm.weight");
+  EXPECT_EQ(gguf_to_hf_name("output.weight"), "lm_head.weight");
+  EXPECT_EQ(gguf_to_hf_name("blk.12.attn_k.weight"), "model.layers.12.self_attn.k_proj.weight");
+  EXPECT_EQ(gguf_to_hf_name("blk.0.ffn_norm.weight"),
+            "model.layers.0.post_attention_layernorm.weight");
+  EXPECT_EQ(gguf_to_hf_name("blk.3.ffn_down.weight"), "model.layers.3.mlp.down_proj.weight");
+  EXPECT_THROW(gguf_to_hf_name("rope_freqs.weight"), Error);
+  EXPECT_THROW(gguf_to_hf_name("blk.0.attn_qkv.weight"), Error);
+}
+
+TEST(GgufImport, TinyModelTensors) {
+  const GgufFile g = parse_str(test::tiny_llama_builder().build());
+  const std::vector<HfTensor> ts = gguf_to_hf_tensors(g);
+  ASSERT_EQ(ts.size(), 11u);
+  for (size_t i = 0; i < ts.size(); ++i) {
+    EXPECT_EQ(ts[i].name, gguf_to_hf_name(g.tensors()[i].name));
+    EXPECT_EQ(ts[i].tensor.shape(), g.tensors()[i].hf_shape());
+  }
+  // q: 2 heads of 16 rows; GGUF row h*16 + 2k + i is HF row h*16 + i*8 + k.
+  const Tensor q = g.dequantize_f16(g.tensor("blk.0.attn_q.weight"));
+  const Tensor& hq = ts[2].tensor;
+  ASSERT_EQ(ts[2].name, "model.layers.0.self_attn.q_proj.weight");
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 2; ++i)
+      for (int k = 0; k < 8; ++k)
+        for (int c = 0; c < 32; ++c)
+          ASSERT_EQ(hq.data<uint16_t>()[(h * 16 + i * 8 + k) * 32 + c],
+                    q.data<uint16_t>()[(h * 16 + 2 * k + i) * 32 + c]);
+  // k: 1 KV head of 16 rows.
+  const Tensor k = g.dequantize_f16(g.tensor("blk.0.attn_k.weight"));
+  for (int i = 0; i < 2; ++i)
+    for (int r = 0; r < 8; ++r)
+      for (int c = 0; c < 32; ++c)
+        ASSERT_EQ(ts[3].tensor.data<uint16_t>()[(i * 8 + r) * 32 + c],
+                  k.data<uint16_t>()[(2 * r + i) * 32 + c]);
+}
+
+TEST(GgufImport, TinyModelFolder) {
+  const fs::path dir = test::temp_dir("gguf_import_tiny");
+  const fs::path gguf = dir / "tiny.gguf";
+  std::ofstream(gguf, std::ios::binary) << test::tiny_llama_builder().build();
+  const fs::path out = dir / "out" / "nested";
+  const auto files = import_gguf(gguf, out);
+  EXPECT_EQ(files.size(), 6u);
+  const json config = read_json(out / "config.json");
+  EXPECT_EQ(config["model_type"], "llama");
+  EXPECT_EQ(config["architectures"], json::array({"LlamaForCausalLM"}));
+  EXPECT_EQ(config["hidden_size"], 32);
+  EXPECT_EQ(config["intermediate_size"], 64);
+  EXPECT_EQ(config["num_hidden_layers"], 1);
+  EXPECT_EQ(config["num_attention_heads"], 2);
+  EXPECT_EQ(config["num_key_value_heads"], 1);
+  EXPECT_EQ(config["head_dim"], 16);
+  EXPECT_EQ(config["rms_norm_eps"].get<double>(), 1e-5);
+  EXPECT_EQ(config["rope_theta"].get<double>(), 10000.0);
+  EXPECT_EQ(config["max_position_embeddings"], 128);
+  EXPECT_EQ(config["vocab_size"], 12);
+  EXPECT_EQ(config["tie_word_embeddings"], true);
+  EXPECT_EQ(config["bos_token_id"], 1);
+  EXPECT_EQ(config["eos_token_id"], 2);
+  EXPECT_EQ(config["torch_dtype"], "float16");
+  EXPECT_EQ(read_json(out / "generation_config.json"),
+            json::parse(R"({"bos_token_id":1,"eos_token_id":2,"pad_token_id":2})"));
+
+  const json tok = read_json(out / "tokenizer.json");
+  EXPECT_EQ(tok["model"]["type"], "BPE");
+  EXPECT_EQ(tok["model"]["vocab"].size(), 12u);
+  EXPECT_EQ(tok["model"]["vocab"]["Ġab"], 9);
+  EXPECT_EQ(tok["model"]["merges"], json::array({"a b", "Ġ a", "Ġa b"}));
+  ASSERT_EQ(tok["added_tokens"].size(), 4u);  // 3 control + 1 user-defined
+  EXPECT_EQ(tok["added_tokens"][3]["content"], "<tool>");
+  EXPECT_EQ(tok["added_tokens"][3]["id"], 11);
+  EXPECT_EQ(tok["added_tokens"][3]["special"], true);
+  EXPECT_EQ(tok["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
+  const json tc = read_json(out / "tokenizer_config.json");
+  EXPECT_EQ(tc["chat_template"], "{% for m in messages %}{{ m['content'] }}{% endfor %}");
+  EXPECT_EQ(tc["bos_token"], "<|im_start|>");
+  EXPECT_EQ(tc["eos_token"], "<|im_end|>");
+  EXPECT_EQ(tc["pad_token"], "<|im_end|>");
+  EXPECT_EQ(tc["unk_token"], "<|endoftext|>");
+  EXPECT_EQ(tc["add_bos_token"], false);
+
+  const SafetensorsModel m = SafetensorsModel::open(out);
+  EXPECT_EQ(m.names().size(), 11u);
+  EXPECT_EQ(m.get("model.embed_tokens.weight").shape(), (Shape{12, 32}));
+  EXPECT_EQ(m.get("model.embed_tokens.weight").dtype(), DType::F16);
+  for (const auto& e : fs::directory_iterator(out))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+TEST(GgufImport, UnsupportedInputsAreClearErrors) {
+  auto expect = [](const std::string& gguf, const std::string& needle) {
+    const GgufFile g = parse_str(gguf);
+    try {
+      (void)hf_config_from_gguf(g);
+      (void)hf_tokenizer_from_gguf(g);
+      ADD_FAILURE() << "expected Error: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(e.context().file, "mem.gguf");
+    }
+  };
+  expect(tiny_with("tokenizer.ggml.pre", "falcon"), "unsupported tokenizer.ggml.pre 'falcon'");
+  expect(tiny_with("tokenizer.ggml.model", "llama"), "unsupported tokenizer.ggml.model 'llama'");
+  expect(tiny_with("general.architecture", "gemma"), "unsupported architecture 'gemma'");
+  // Each supported pre type gives its own pre-tokenizer.
+  for (const char* pre : {"llama-bpe", "qwen2", "gpt2"}) {
+    const json t = hf_tokenizer_from_gguf(parse_str(tiny_with("tokenizer.ggml.pre", pre)));
+    if (std::string(pre) == "gpt2") {
+      EXPECT_EQ(t["pre_tokenizer"]["type"], "ByteLevel");
+    } else {
+      EXPECT_EQ(t["pre_tokenizer"]["pretokenizers"][0]["type"], "Split") << pre;
+      EXPECT_EQ(t["model"]["ignore_merges"], std::string(pre) == "llama-bpe") << pre;
+    }
+  }
+  EXPECT_THROW(import_gguf("/nonexistent/model.gguf", test::temp_dir("gguf_import_missing")),
+               Error);
+}
+
+// The real SmolLM2 GGUF: every tensor must hash to the reference fp16 bytes, and the
+// config/tokenizer files must match the shipped HF ones.
+TEST(GgufImport, SmolLM2MatchesReference) {
+  EXQ_REQUIRE_GGUF();
+  const fs::path ref = test::shared_dir() / "models/smollm2-135m-instruct";
+  const fs::path out = test::temp_dir("gguf_import_smollm2");
+  const auto t0 = std::chrono::steady_clock::now();
+  import_gguf(test::test_gguf(), out);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("import-gguf of %s: %.2f s\n", test::test_gguf().filename().c_str(), secs);
+
+  const SafetensorsFile st = SafetensorsFile::open(out / "model.safetensors");
+  std::istringstream lines(test::read_file(ref / "tensors.sha256"));
+  std::string line;
+  int matched = 0, total = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    ++total;
+    std::istringstream ls(line);
+    std::string hash, name;
+    ls >> hash >> name;
+    std::string shape;
+    std::getline(ls, shape);
+    shape.erase(0, shape.find_first_not_of(' '));
+    ASSERT_TRUE(st.contains(name)) << name;
+    const TensorView v = st.get(name);
+    EXPECT_EQ(shape_str(v.shape()), shape) << name;
+    EXPECT_EQ(v.dtype(), DType::F16) << name;
+    const std::string got = test::sha256_hex(v.raw(), v.nbytes());
+    EXPECT_EQ(got, hash) << name;
+    matched += got == hash;
+  }
+  EXPECT_EQ(total, 272);
+  EXPECT_EQ(matched, 272);
+  EXPECT_EQ(st.names().size(), 272u);
+  std::printf("tensors matching tensors.sha256: %d / %d\n", matched, total);
+
+  EXPECT_EQ(read_json(out / "config.json"), read_json(ref / "config.json"));
+  EXPECT_EQ(read_json(out / "generation_config.json"), read_json(ref / "generation_config.json"));
+  const json tok = read_json(out / "tokenizer.json"), ref_tok = read_json(ref / "tokenizer.json");
+  EXPECT_EQ(tok["model"], ref_tok["model"]);
+  EXPECT_EQ(tok["model"]["vocab"].size(), 49152u);
+  EXPECT_EQ(tok["model"]["merges"].size(), 48900u);
+  EXPECT_EQ(tok["added_tokens"], ref_tok["added_tokens"]);
+  for (const char* k :
+       {"normalizer", "pre_tokenizer", "post_processor", "decoder", "truncation", "padding"})
+    EXPECT_EQ(tok[k], ref_tok[k]) << k;
+  EXPECT_EQ(tok, ref_tok);
+  const json tc = read_json(out / "tokenizer_config.json"),
+             ref_tc = read_json(ref / "tokenizer_config.json");
+  for (const char* k :
+       {"chat_template", "bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token",
+        "add_prefix_space", "clean_up_tokenization_spaces", "model_max_length", "tokenizer_class"})
+    EXPECT_EQ(tc[k], ref_tc[k]) << k;
+  const json sm = read_json(out / "special_tokens_map.json"),
+             ref_sm = read_json(ref / "special_tokens_map.json");
+  for (const char* k : {"bos_token", "eos_token", "pad_token", "unk_token"})
+    EXPECT_EQ(sm[k], ref_sm[k]) << k;
+
+  // The written tokenizer.json encodes every fixture case like HF's tokenizer does.
+  const auto tk = tokenizer::Tokenizer::from_file(out / "tokenizer.json");
+  std::ifstream cases(test::shared_dir() / "fixtures/smollm2/tokenizer_cases.jsonl");
+  int n_cases = 0, n_same = 0;
+  while (std::getline(cases, line)) {
+    if (line.empty()) continue;
+    const json c = json::parse(line);
+    const auto ids = tk.encode(c["text"].get<std::string>());
+    ++n_cases;
+    n_same += ids == c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << c["text"];
+    EXPECT_EQ(tk.decode(ids), c["decoded"].get<std::string>());
+  }
+  EXPECT_EQ(n_cases, 21);
+  EXPECT_EQ(n_same, n_cases);
+  std::printf("tokenizer cases encoded exactly: %d / %d\n", n_same, n_cases);
+  fs::remove_all(out);
+}
+
+}  // namespace exq::io

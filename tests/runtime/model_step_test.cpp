@@ -1,0 +1,129 @@
+// The real adapters: streaming through SmolLM2's tokenizer (fixture ids replayed by a
+// scripted model), stop ids, and greedy generation on the real model against greedy.json.
+#include "runtime/model_step.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "test_support.h"
+
+namespace exq::runtime {
+namespace {
+
+using nlohmann::json;
+
+std::filesystem::path smollm2_dir() { return test::shared_dir() / "models" / "smollm2-135m-instruct"; }
+
+// Replays fixed ids as one-hot logits.
+class Replay : public StepFunction {
+ public:
+  Replay(std::vector<int32_t> ids, int64_t vocab) : ids_(std::move(ids)), logits_(static_cast<size_t>(vocab)) {}
+  std::span<const float> forward(std::span<const int32_t> t) override {
+    pos_ += static_cast<int64_t>(t.size());
+    std::fill(logits_.begin(), logits_.end(), 0.0f);
+    logits_[static_cast<size_t>(ids_[next_++])] = 1.0f;
+    return logits_;
+  }
+  int64_t position() const override { return pos_; }
+  int64_t max_context() const override { return 1 << 20; }
+  void reset() override { pos_ = 0; }
+
+ private:
+  std::vector<int32_t> ids_;
+  std::vector<float> logits_;
+  int64_t pos_ = 0;
+  size_t next_ = 0;
+};
+
+TEST(ModelStep, StreamsTokenizerTextInWholeCharacters) {
+  const auto tok = tokenizer::Tokenizer::from_file(smollm2_dir() / "tokenizer.json");
+  std::ifstream cases(test::shared_dir() / "fixtures" / "smollm2" / "tokenizer_cases.jsonl");
+  int tested = 0;
+  for (std::string line; std::getline(cases, line) && tested < 16;) {
+    const json c = json::parse(line);
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    if (ids.empty() || tok.decode(ids, true) != tok.decode(ids, false)) continue;  // no special tokens
+    ++tested;
+    Replay model(ids, tok.vocab_size());
+    TokenizerTextDecoder decoder(tok);
+    GenerateOptions o;
+    o.max_new_tokens = static_cast<int64_t>(ids.size());
+    o.sampler.temperature = 0.0f;
+    std::string joined;
+    const auto r = generate(model, &decoder, std::vector<int32_t>{0}, o, [&](std::string_view piece) {
+      // Each piece is whole characters: the UTF-8 guard would hold back anything else.
+      EXPECT_EQ(utf8_complete_prefix(piece), piece.size());
+      joined += piece;
+      return true;
+    });
+    EXPECT_EQ(r.ids, ids);
+    EXPECT_EQ(joined, c["decoded"].get<std::string>()) << c["text"];
+    EXPECT_EQ(r.text, joined);
+  }
+  EXPECT_GE(tested, 10);
+}
+
+TEST(ModelStep, StopIdsFromEveryConfig) {
+  const auto tok = tokenizer::Tokenizer::from_file(smollm2_dir() / "tokenizer.json");
+  const auto config = io::load_model_config(smollm2_dir());
+  GenerationConfig gen;
+  gen.eos_token_ids = {7, 2};
+  EXPECT_EQ(stop_token_ids(gen, config, tok, "<|endoftext|>"), (std::vector<int32_t>{7, 2, 0}));
+  EXPECT_EQ(stop_token_ids(load_generation_config(smollm2_dir()), config, tok, "<|im_end|>"),
+            std::vector<int32_t>{2});
+  EXPECT_EQ(stop_token_ids({}, config, tok, "not-a-token"), std::vector<int32_t>{2});
+}
+
+TEST(ModelStep, RealModelGreedyMatchesFixture) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const json cases = json::parse(test::read_file(test::shared_dir() / "fixtures" / "smollm2" / "greedy.json"));
+  for (const auto& c : cases) {
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = c["greedy_ids"].get<std::vector<int32_t>>();
+    GenerateOptions o;
+    o.max_new_tokens = static_cast<int64_t>(want.size()) + 4;
+    o.eos_token_ids = {2};
+    o.sampler.temperature = 0.0f;
+    std::string streamed;
+    const auto r = generate_text(model, tok, prompt, o, [&](std::string_view s) {
+      streamed += s;
+      return true;
+    });
+    EXPECT_EQ(r.ids, want);
+    EXPECT_EQ(r.stop, StopReason::Eos);
+    EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(prompt.size()));
+    EXPECT_EQ(r.decode_steps, static_cast<int64_t>(want.size()) - 1);
+    EXPECT_EQ(streamed, r.text);
+    EXPECT_EQ(r.text + "<|im_end|>", c["text"].get<std::string>());
+    EXPECT_GT(r.prefill_tokens_per_s(), 0.0);
+    EXPECT_GT(r.decode_tokens_per_s(), 0.0);
+  }
+}
+
+TEST(ModelStep, RealModelMaxTokensAndContext) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const std::vector<int32_t> prompt = {1, 4093, 198, 19161, 253};
+  // A step with room for 3 more tokens: 4 generated, the last from the full context.
+  LlamaStep step(model, static_cast<int64_t>(prompt.size()) + 3);
+  GenerateOptions o;
+  o.max_new_tokens = 100;
+  o.sampler.temperature = 0.0f;
+  const auto r = generate(step, nullptr, prompt, o);
+  EXPECT_EQ(r.stop, StopReason::ContextFull);
+  EXPECT_EQ(r.ids.size(), 4u);
+  EXPECT_EQ(step.position(), step.max_context());
+  // Out-of-vocabulary prompt ids are a user error, not a crash.
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  EXPECT_THROW(generate_text(model, tok, std::vector<int32_t>{1, 60000}, o), Error);
+}
+
+}  // namespace
+}  // namespace exq::runtime

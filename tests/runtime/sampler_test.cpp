@@ -1,0 +1,234 @@
+#include "runtime/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+
+namespace exq::runtime {
+namespace {
+
+// All filters off: plain softmax(logits / temperature).
+SamplerConfig plain(float temperature = 1.0f) {
+  SamplerConfig c;
+  c.temperature = temperature;
+  c.top_k = 0;
+  c.top_p = 1.0f;
+  c.min_p = 0.0f;
+  c.repetition_penalty = 1.0f;
+  return c;
+}
+
+std::vector<float> log_of(std::vector<double> p) {
+  std::vector<float> out;
+  for (double v : p) out.push_back(static_cast<float>(std::log(v)));
+  return out;
+}
+
+void expect_probs(const std::vector<float>& got, const std::vector<double>& want, double tol = 1e-6) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "index " << i;
+}
+
+TEST(Sampler, ArgmaxTakesFirstOfTies) {
+  EXPECT_EQ(argmax(std::vector<float>{1, 5, 5, 2}), 1);
+  EXPECT_EQ(argmax(std::vector<float>{-3, -1, -2}), 1);
+}
+
+TEST(Sampler, PlainSoftmax) {
+  // softmax([0, ln 2, ln 5]) = [1, 2, 5] / 8
+  const std::vector<float> logits = {0.0f, std::log(2.0f), std::log(5.0f)};
+  expect_probs(sampling_probs(logits, plain()), {0.125, 0.25, 0.625});
+}
+
+TEST(Sampler, TemperatureSharpensAndFlattens) {
+  const std::vector<float> logits = {0.0f, std::log(2.0f)};
+  // T = 0.5 doubles the logits: [1, 4] / 5. T = 2 halves them: [1, sqrt 2] / (1 + sqrt 2).
+  expect_probs(sampling_probs(logits, plain(0.5f)), {0.2, 0.8});
+  const double s = std::sqrt(2.0);
+  expect_probs(sampling_probs(logits, plain(2.0f)), {1 / (1 + s), s / (1 + s)});
+}
+
+TEST(Sampler, TemperatureZeroIsGreedy) {
+  const std::vector<float> logits = {0.1f, 3.0f, 2.9f, -1.0f};
+  SamplerConfig c = plain(0.0f);
+  expect_probs(sampling_probs(logits, c), {0, 1, 0, 0}, 0.0);
+  Sampler s(c);  // unseeded: greedy must not depend on the seed
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(s.sample(logits, {}), 1);
+}
+
+TEST(Sampler, TopKMask) {
+  const std::vector<float> logits = {1, 2, 3, 4, 5};
+  SamplerConfig c = plain();
+  c.top_k = 2;
+  const double e = std::exp(1.0);
+  expect_probs(sampling_probs(logits, c), {0, 0, 0, 1 / (1 + e), e / (1 + e)});
+  c.top_k = 5;  // k = vocab keeps everything
+  EXPECT_GT(sampling_probs(logits, c)[0], 0.0f);
+}
+
+TEST(Sampler, TopKKeepsTies) {
+  // As HF: every token whose logit reaches the k-th largest stays.
+  SamplerConfig c = plain();
+  c.top_k = 2;
+  expect_probs(sampling_probs(std::vector<float>{1, 3, 3, 3}, c), {0, 1.0 / 3, 1.0 / 3, 1.0 / 3});
+}
+
+TEST(Sampler, TopPMask) {
+  const auto logits = log_of({0.5, 0.3, 0.15, 0.05});
+  SamplerConfig c = plain();
+  // top_p 0.75: ascending cumulative 0.05, 0.20 <= 0.25 are removed; 0.5 > 0.25 stays.
+  c.top_p = 0.75f;
+  expect_probs(sampling_probs(logits, c), {0.625, 0.375, 0, 0});
+  // top_p 0.9: only 0.05 <= 0.1 is removed.
+  c.top_p = 0.9f;
+  expect_probs(sampling_probs(logits, c), {0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+  // A tiny top_p still keeps the most likely token.
+  c.top_p = 0.01f;
+  expect_probs(sampling_probs(logits, c), {1, 0, 0, 0});
+}
+
+TEST(Sampler, MinPMask) {
+  const auto logits = log_of({0.5, 0.3, 0.15, 0.05});
+  SamplerConfig c = plain();
+  c.min_p = 0.2f;  // cut at 0.1: only 0.05 goes
+  expect_probs(sampling_probs(logits, c), {0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+  c.min_p = 0.5f;  // cut at 0.25
+  expect_probs(sampling_probs(logits, c), {0.625, 0.375, 0, 0});
+}
+
+TEST(Sampler, FiltersApplyInHfOrder) {
+  // Temperature 0.5 squares the probabilities: [0.4, 0.3, 0.2, 0.1] -> [16, 9, 4, 1] / 30.
+  // top_k 3 drops 1/30 -> [16, 9, 4] / 29; top_p 0.8 drops 4/29 (<= 0.2) -> [16, 9] / 25;
+  // min_p 0.6 cuts at 0.6 * 16/25: 9/25 < 9.6/25 goes -> [1, 0, 0, 0].
+  const auto logits = log_of({0.4, 0.3, 0.2, 0.1});
+  SamplerConfig c = plain(0.5f);
+  c.top_k = 3;
+  expect_probs(sampling_probs(logits, c), {16.0 / 29, 9.0 / 29, 4.0 / 29, 0});
+  c.top_p = 0.8f;
+  expect_probs(sampling_probs(logits, c), {16.0 / 25, 9.0 / 25, 0, 0});
+  c.min_p = 0.6f;
+  expect_probs(sampling_probs(logits, c), {1, 0, 0, 0});
+}
+
+TEST(Sampler, MaskedInputLogitsStayMasked) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  expect_probs(sampling_probs(std::vector<float>{ninf, 0.0f, 0.0f}, plain()), {0, 0.5, 0.5});
+}
+
+TEST(Sampler, RepetitionPenaltyHfSemantics) {
+  std::vector<float> logits = {2.0f, -2.0f, 1.0f, 0.5f, 3.0f};
+  // Token 1 is seen twice but penalized once; ids out of range are ignored.
+  const std::vector<int32_t> seen = {0, 1, 1, 3, 99, -1};
+  apply_repetition_penalty(logits, seen, 2.0f);
+  EXPECT_FLOAT_EQ(logits[0], 1.0f);
+  EXPECT_FLOAT_EQ(logits[1], -4.0f);
+  EXPECT_FLOAT_EQ(logits[2], 1.0f);
+  EXPECT_FLOAT_EQ(logits[3], 0.25f);
+  EXPECT_FLOAT_EQ(logits[4], 3.0f);
+}
+
+TEST(Sampler, RepetitionPenaltyChangesGreedyChoice) {
+  const std::vector<float> logits = {3.0f, 2.0f};
+  SamplerConfig c = plain(0.0f);
+  c.repetition_penalty = 2.0f;
+  Sampler s(c);
+  EXPECT_EQ(s.sample(logits, {}), 0);
+  const std::vector<int32_t> seen = {0};
+  EXPECT_EQ(s.sample(logits, seen), 1);  // 3 / 2 = 1.5 < 2
+}
+
+TEST(Sampler, FrequenciesMatchProbabilities) {
+  // 20,000 draws; each frequency within 5 standard errors of its probability.
+  const std::vector<double> p = {0.5, 0.3, 0.15, 0.05};
+  const auto logits = log_of(p);
+  SamplerConfig c = plain();
+  c.seed = 1234;
+  Sampler s(c);
+  const int n = 20000;
+  std::vector<int> counts(p.size(), 0);
+  for (int i = 0; i < n; ++i) counts[static_cast<size_t>(s.sample(logits, {}))]++;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double se = std::sqrt(p[i] * (1 - p[i]) / n);
+    EXPECT_NEAR(counts[i] / static_cast<double>(n), p[i], 5 * se) << "token " << i;
+  }
+}
+
+TEST(Sampler, FrequenciesWithFilters) {
+  // top_k 3 + temperature 0.5 on [0.4, 0.3, 0.2, 0.1]: expected [16, 9, 4, 0] / 29.
+  const auto logits = log_of({0.4, 0.3, 0.2, 0.1});
+  SamplerConfig c = plain(0.5f);
+  c.top_k = 3;
+  c.seed = 99;
+  Sampler s(c);
+  const int n = 20000;
+  std::vector<int> counts(4, 0);
+  for (int i = 0; i < n; ++i) counts[static_cast<size_t>(s.sample(logits, {}))]++;
+  const std::vector<double> want = {16.0 / 29, 9.0 / 29, 4.0 / 29, 0};
+  EXPECT_EQ(counts[3], 0);
+  for (size_t i = 0; i < 3; ++i) {
+    const double se = std::sqrt(want[i] * (1 - want[i]) / n);
+    EXPECT_NEAR(counts[i] / static_cast<double>(n), want[i], 5 * se) << "token " << i;
+  }
+}
+
+TEST(Sampler, SameSeedSameSequence) {
+  std::vector<float> logits(100);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(static_cast<float>(i));
+  auto draw = [&](uint64_t seed) {
+    SamplerConfig c = plain();
+    c.seed = seed;
+    Sampler s(c);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 200; ++i) out.push_back(s.sample(logits, {}));
+    return out;
+  };
+  EXPECT_EQ(draw(7), draw(7));
+  EXPECT_NE(draw(7), draw(8));
+}
+
+TEST(Sampler, UniformIsPlatformIndependent) {
+  // std::mt19937_64's 10000th output is fixed by the C++ standard, so a seed reproduces
+  // the same uniforms on every platform.
+  std::mt19937_64 rng;
+  rng.discard(9999);
+  const uint64_t x = rng();
+  EXPECT_EQ(x, 9981545732273789042ull);
+  EXPECT_DOUBLE_EQ(uniform_from_bits(x), static_cast<double>(x >> 11) / 9007199254740992.0);
+  EXPECT_EQ(uniform_from_bits(0), 0.0);
+  EXPECT_LT(uniform_from_bits(~0ull), 1.0);
+}
+
+TEST(Sampler, RejectsNonFiniteLogits) {
+  Sampler s(plain());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(s.sample(std::vector<float>{0.0f, nan}, {}), Error);
+  EXPECT_THROW(s.sample(std::vector<float>{0.0f, std::numeric_limits<float>::infinity()}, {}), Error);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  EXPECT_THROW(s.sample(std::vector<float>{ninf, ninf}, {}), Error);
+  EXPECT_THROW(s.sample(std::vector<float>{}, {}), Error);
+  Sampler g(plain(0.0f));
+  EXPECT_THROW(g.sample(std::vector<float>{0.0f, nan}, {}), Error);
+}
+
+TEST(Sampler, ValidatesSettings) {
+  auto bad = [](auto edit) {
+    SamplerConfig c = plain();
+    edit(c);
+    return c;
+  };
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.temperature = -1; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.top_k = -2; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.top_p = 0.0f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.top_p = 1.5f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.min_p = 2.0f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.repetition_penalty = 0.0f; })), Error);
+  EXPECT_NO_THROW(Sampler(SamplerConfig{}));
+}
+
+}  // namespace
+}  // namespace exq::runtime
