@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -114,26 +117,53 @@ DeviceBuffer random_device(size_t bytes, bool half, cudaStream_t stream) {
   return d;
 }
 
-// Median milliseconds of `iters` launches of fn(i), each between its own pair of events.
+// Holds the stream until the host has queued every timed launch, so host-side launch cost
+// never shows as device time.
+struct Gate {
+  std::atomic<bool> open{false};
+};
+
+void CUDART_CB hold_stream(void* gate) {
+  while (!static_cast<Gate*>(gate)->open.load()) std::this_thread::yield();
+}
+
+struct Timing {
+  double median_ms = 0;  // per launch, between its own events
+  double mean_ms = 0;    // first start to last stop, over the launch count
+};
+
+// `iters` launches of fn(i), each between its own pair of events, after `warmup` launches.
 template <typename Fn>
-double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
+Timing time_launches(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
   for (int i = 0; i < warmup; ++i) fn(i);
+  CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<Event> start, stop;
   for (int i = 0; i < iters; ++i) {
     start.emplace_back();
     stop.emplace_back();
   }
+  Gate gate;
+  CUDA_CHECK(cudaLaunchHostFunc(stream, hold_stream, &gate));
   for (int i = 0; i < iters; ++i) {
     start[static_cast<size_t>(i)].record(stream);
     fn(warmup + i);
     stop[static_cast<size_t>(i)].record(stream);
   }
+  gate.open.store(true);
   CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<double> ms;
   for (int i = 0; i < iters; ++i)
     ms.push_back(Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
   std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  Timing t;
+  t.median_ms = ms[ms.size() / 2];
+  t.mean_ms = Event::elapsed_ms(start.front(), stop.back()) / iters;
+  return t;
+}
+
+template <typename Fn>
+double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
+  return time_launches(iters, warmup, stream, std::forward<Fn>(fn)).median_ms;
 }
 
 int run(int argc, char** argv) {
@@ -174,8 +204,8 @@ int run(int argc, char** argv) {
       {"1:8b_128g", {{1.0, 8, 128}}},
       {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
 
-  std::printf("%-38s %13s %6s %9s %8s %7s\n", "option", "in x out", "batch", "time us", "GB/s",
-              "of 3TB/s");
+  std::printf("%-38s %13s %6s %9s %8s %7s %9s\n", "option", "in x out", "batch", "median us",
+              "GB/s", "of 3TB/s", "mean us");
   nlohmann::json rows = nlohmann::json::array();
   DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
   for (const auto& [in, out_f] : shapes) {
@@ -194,23 +224,80 @@ int run(int argc, char** argv) {
       for (int64_t b : batches) {
         const DeviceView xv(x32.data(), DType::F32, {b, in});
         const DeviceView yv(y.data(), DType::F32, {b, out_f});
-        const double ms = median_ms(iters, 10, stream, [&](int i) {
+        const Timing tm = time_launches(iters, 10, stream, [&](int i) {
           exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
         });
+        const double ms = tm.median_ms;
         const double bytes = static_cast<double>(copies[0].weight_bytes());
         const double bps = bytes / (ms * 1e-3);
-        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%%\n", o.name.c_str(),
+        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%% %9.2f\n", o.name.c_str(),
                     static_cast<long long>(in), static_cast<long long>(out_f),
-                    static_cast<long long>(b), ms * 1e3, bps / 1e9, 100.0 * bps / kPeakBytesPerSecond);
+                    static_cast<long long>(b), ms * 1e3, bps / 1e9, 100.0 * bps / kPeakBytesPerSecond,
+                    tm.mean_ms * 1e3);
         rows.push_back({{"kernel", "exl2_gemv"}, {"option", o.name}, {"in", in}, {"out", out_f},
                         {"batch", b}, {"x", "f32"}, {"weight_bytes", bytes}, {"median_us", ms * 1e3},
                         {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
+                        {"back_to_back_mean_us", tm.mean_ms * 1e3},
                         {"copies", n}, {"blocks_k", copies[0].split().blocks_k},
-                        {"steps_per_block", copies[0].split().steps_per_block}});
+                        {"steps_per_block", copies[0].split().steps_per_block},
+                        {"tile_blocks", copies[0].split().tile_blocks}});
       }
     }
   }
   out["gemv"] = rows;
+
+  // Split sweep at 4 bits on the large shapes: which (blocks_k, steps_per_block, tile_blocks)
+  // the chooser should pick.
+  nlohmann::json sweep = nlohmann::json::array();
+  std::printf("\nsplit sweep, 1:4b_128g, batch 1 (chosen split marked *)\n");
+  for (const auto& [in, out_f] : shapes) {
+    const RandomLayer rl(in, out_f, options[2], 7);
+    std::vector<Exl2Layer> copies;
+    copies.emplace_back(rl.host, stream.get());
+    const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / copies[0].device_bytes() + 1));
+    for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream.get());
+    const Exl2Split chosen = copies[0].split();
+    const int tiles = static_cast<int>((out_f + 31) / 32), steps = copies[0].desc().num_steps;
+    const int groups = (tiles + 7) / 8;
+    std::vector<Exl2Split> cands;
+    for (int spb : {1, 2, 3, 4, 5, 6, 8, 11, 16, 32}) {
+      const int bk = (steps + spb - 1) / spb;
+      if (spb > steps) continue;
+      for (int div : {1, 2, 4}) cands.push_back({bk, (steps + bk - 1) / bk, (groups + div - 1) / div});
+    }
+    cands.push_back(chosen);
+    const DeviceView xv(x32.data(), DType::F32, {1, in});
+    DeviceBuffer y(static_cast<size_t>(out_f) * 4);
+    const DeviceView yv(y.data(), DType::F32, {1, out_f});
+    std::vector<std::pair<double, std::string>> lines;
+    for (const Exl2Split& c : cands) {
+      try {
+        for (auto& l : copies) l.set_split(c);
+      } catch (const std::exception&) {
+        continue;
+      }
+      Exl2Workspace ws;
+      ws.reserve(copies[0], stream);
+      const double ms = median_ms(iters, 10, stream, [&](int i) {
+        exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
+      });
+      const double bps = static_cast<double>(copies[0].weight_bytes()) / (ms * 1e-3);
+      const bool is_chosen = c.blocks_k == chosen.blocks_k && c.steps_per_block == chosen.steps_per_block &&
+                             c.tile_blocks == chosen.tile_blocks;
+      lines.push_back({is_chosen ? -1.0 : ms,
+                       fmt::format("{:6}x{:<6} bk {:3} spb {:2} gx {:3} {} {:8.2f} us {:5.1f}%", in, out_f,
+                                   c.blocks_k, c.steps_per_block, c.tile_blocks, is_chosen ? '*' : ' ',
+                                   ms * 1e3, 100.0 * bps / kPeakBytesPerSecond)});
+      sweep.push_back({{"in", in}, {"out", out_f}, {"blocks_k", c.blocks_k},
+                       {"steps_per_block", c.steps_per_block}, {"tile_blocks", c.tile_blocks},
+                       {"chosen", is_chosen}, {"median_us", ms * 1e3},
+                       {"fraction_of_3tb", bps / kPeakBytesPerSecond}});
+    }
+    // The chosen split, then the three fastest.
+    std::sort(lines.begin(), lines.end());
+    for (size_t i = 0; i < std::min<size_t>(4, lines.size()); ++i) std::printf("%s\n", lines[i].second.c_str());
+  }
+  out["split_sweep"] = sweep;
 
   // Prefill: 2048 tokens, 4-bit 128g: dequantize to fp16 scratch, then cuBLAS.
   constexpr int64_t kTokens = 2048;

@@ -3,7 +3,9 @@
 // Spearman correlation of the per-row errors. Prints one JSON object.
 //
 //   measure_quality_bench [--model DIR] [--data DIR] [--fixture FILE] [--rows 16] [--length 2048]
-//                         [--layers 0,15,29] [--out measurement.json]
+//                         [--layers 0,15,29] [--mix cycle|exllamav2] [--out measurement.json]
+// --mix cycle: rows cycle through wiki, c4, code, multilingual, technical, tiny, random
+// (calibration_rows); exllamav2: exllamav2's 19-row measurement layout (--rows ignored).
 // Defaults: --model $EXQ_TEST_MODEL, --data and --fixture under ../shared of the checkout.
 #include <fmt/format.h>
 
@@ -31,6 +33,7 @@ struct Args {
   fs::path model, data, fixture, out;
   int64_t rows = 16, length = 2048;
   std::vector<int64_t> layers = {0, 15, 29};
+  std::string mix = "cycle";
 };
 
 Args parse_args(int argc, char** argv) {
@@ -47,6 +50,7 @@ Args parse_args(int argc, char** argv) {
     else if (k == "--data") a.data = v;
     else if (k == "--fixture") a.fixture = v;
     else if (k == "--out") a.out = v;
+    else if (k == "--mix") a.mix = v;
     else if (k == "--rows") a.rows = std::stoll(v);
     else if (k == "--length") a.length = std::stoll(v);
     else if (k == "--layers") {
@@ -58,6 +62,7 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.model.empty()) throw exq::Error("no model: pass --model or set EXQ_TEST_MODEL");
+  if (a.mix != "cycle" && a.mix != "exllamav2") throw exq::Error("--mix: cycle or exllamav2");
   return a;
 }
 
@@ -74,8 +79,13 @@ int main(int argc, char** argv) {
     const double t_start = now_s();
     const auto tok = exq::tokenizer::Tokenizer::from_file(args.model / "tokenizer.json");
     const auto config = exq::io::load_model_config(args.model);
-    const auto cal = exq::quant::calibration_rows(tok, args.data, args.rows, args.length,
-                                                  static_cast<int32_t>(config.vocab_size));
+    const int32_t vocab = static_cast<int32_t>(config.vocab_size);
+    const auto cal =
+        args.mix == "cycle"
+            ? exq::quant::calibration_rows(tok, args.data, args.rows, args.length, vocab)
+            : exq::quant::exllamav2_measurement_rows(tok, args.data, args.length, vocab,
+                                                     config.bos_token_id.value_or(1),
+                                                     config.eos_token_ids.empty() ? 2 : config.eos_token_ids[0]);
     const double t_tok = now_s() - t_start;
     const auto result = exq::quant::measure_layers(
         args.model, cal, args.layers, {}, [&](const ModuleResult& r) {
@@ -92,7 +102,8 @@ int main(int argc, char** argv) {
     nlohmann::ordered_json j;
     j["model"] = args.model.string();
     j["threads"] = exq::num_threads();
-    j["calibration"] = {{"rows", args.rows}, {"length", args.length}, {"mix", cal.describe()},
+    j["calibration"] = {{"rows", cal.rows}, {"length", args.length}, {"mix", args.mix},
+                        {"sources", cal.describe()},
                         {"data", args.data.string()}};
     j["modules"] = nlohmann::ordered_json::array();
     bool pass = true;

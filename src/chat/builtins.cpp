@@ -21,16 +21,15 @@ std::string need_str(const std::optional<Value>& v, std::string_view fn) {
   return *s;
 }
 
-// Python str.title(): a letter after a letter is lower-cased, any other letter upper-cased.
+// Python str.title(): a cased letter after a cased letter is lower-cased, any other upper-cased.
 std::string py_title(std::string_view s) {
-  std::string out(s);
+  std::string out;
   bool prev_cased = false;
-  for (char& c : out) {
-    const bool lower = c >= 'a' && c <= 'z';
-    const bool upper = c >= 'A' && c <= 'Z';
-    if (lower && !prev_cased) c = static_cast<char>(c - 32);
-    else if (upper && prev_cased) c = static_cast<char>(c + 32);
-    prev_cased = lower || upper;
+  for (size_t pos = 0; pos < s.size();) {
+    const char32_t cp = decode_utf8(s, pos);
+    const bool cased = upper_cp(cp) != cp || lower_cp(cp) != cp;
+    append_utf8(out, !cased ? cp : prev_cased ? lower_cp(cp) : upper_cp(cp));
+    prev_cased = cased;
   }
   return out;
 }
@@ -79,8 +78,8 @@ Value str_method(const std::string& s, const std::string& name, CallArgs& a, Bud
   }
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     bind_args(a, name, {});
-    if (name == "upper") return Value(ascii_upper(s));
-    if (name == "lower") return Value(ascii_lower(s));
+    if (name == "upper") return Value(py_upper(s));
+    if (name == "lower") return Value(py_lower(s));
     if (name == "title") return Value(py_title(s));
     return Value(py_capitalize(s));
   }
@@ -138,6 +137,21 @@ Value dict_method(const Value& self, const std::string& name, CallArgs& a, Budge
     else out.push_back(Value::list({Value(k), v}, true));
   }
   return Value::list(std::move(out));
+}
+
+Value list_method(const Value& self, const std::string& name, CallArgs& a, Budget& budget) {
+  auto p = bind_args(a, name, {"value"});
+  if (!p[0]) throw Error(fmt::format("{}() takes exactly one argument (0 given)", name));
+  const auto& items = self.as_list().items;
+  budget.step(items.size() / 4);
+  int64_t n = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!equals(items[i], *p[0])) continue;
+    if (name == "index") return Value(static_cast<int64_t>(i));
+    ++n;
+  }
+  if (name == "index") throw Error(fmt::format("{} is not in list", repr(*p[0])));
+  return Value(n);
 }
 
 Value range_fn(CallArgs& a, Budget& budget) {
@@ -207,7 +221,8 @@ std::vector<std::optional<Value>> bind_args(const CallArgs& args, std::string_vi
 }
 
 int64_t int_arg(const std::optional<Value>& v, int64_t dflt, std::string_view fn) {
-  if (!v || v->is_none() || v->is_undefined()) return dflt;
+  if (!v || v->is_none()) return dflt;
+  if (v->is_undefined()) throw_undefined(*v);
   if (v->is_int() || v->is_bool()) return v->as_int();
   throw Error(fmt::format("{}(): expected an integer argument, got '{}'", fn, type_name(*v)));
 }
@@ -226,6 +241,11 @@ std::optional<Value> bound_method(const Value& obj, const std::string& name) {
                                               "startswith", "endswith", "upper", "lower", "title",
                                               "capitalize", "replace", "find", "count", "join"};
   static constexpr std::string_view kDict[] = {"items", "keys", "values", "get"};
+  if (obj.is_list() && !obj.is_generator() && (name == "count" || name == "index")) {
+    return Value::function(
+        name, [obj, name](CallArgs& a, Budget& b) { return list_method(obj, name, a, b); },
+        holds_namespace(obj));
+  }
   if (obj.is_string() && std::find(std::begin(kStr), std::end(kStr), name) != std::end(kStr)) {
     return Value::function(name, [obj, name](CallArgs& a, Budget& b) {
       return str_method(obj.as_string(), name, a, b);

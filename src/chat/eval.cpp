@@ -247,17 +247,21 @@ class Renderer {
       }
       items = std::move(kept);
     }
-    if (items.empty()) {
-      Scope inner{&scope, {}};
-      exec_body(s.else_body, inner);
-      return;
-    }
+    // Jinja runs the else block unless some iteration reached the end of its body: so after an
+    // empty loop, and also when every iteration ended in break or continue.
+    bool run_else = true;
     for (size_t i = 0; i < items.size(); ++i) {
       budget_.step();
       Scope iter{&scope, {}};
       assign(s.targets, items[i], iter);
       iter.set("loop", loop_object(i, items));
-      if (exec_body(s.body, iter) == Flow::Break) break;
+      const Flow f = exec_body(s.body, iter);
+      if (f == Flow::Break) break;
+      run_else = f == Flow::Continue && run_else;
+    }
+    if (run_else && !s.else_body.empty()) {
+      Scope inner{&scope, {}};
+      exec_body(s.else_body, inner);
     }
   }
 

@@ -24,7 +24,9 @@ constexpr std::string_view kFilters[] = {
 size_t py_len(const Value& v) {
   switch (v.type()) {
     case Value::Type::String: return utf8_length(v.as_string());
-    case Value::Type::List: return v.as_list().items.size();
+    case Value::Type::List:
+      if (v.is_generator()) throw Error("object of type 'generator' has no len()");
+      return v.as_list().items.size();
     case Value::Type::Dict:
     case Value::Type::Namespace: return v.as_dict().items.size();
     case Value::Type::Undefined: return 0;
@@ -62,6 +64,7 @@ Value to_int(const Value& v, CallArgs& a) {
   auto p = bind_args(a, "int", {"default", "base"});
   const Value dflt = p[0] ? *p[0] : Value(int64_t{0});
   const int64_t base = int_arg(p[1], 10, "int");
+  if (v.is_undefined()) throw_undefined(v);
   if (v.is_int() || v.is_bool()) return Value(v.as_int());
   if (v.is_float()) {
     const double d = std::trunc(v.as_double());
@@ -88,6 +91,7 @@ Value to_int(const Value& v, CallArgs& a) {
 Value to_float(const Value& v, CallArgs& a) {
   auto p = bind_args(a, "float", {"default"});
   const Value dflt = p[0] ? *p[0] : Value(0.0);
+  if (v.is_undefined()) throw_undefined(v);
   if (v.is_number()) return Value(v.as_double());
   if (!v.is_string()) return dflt;
   std::string s = py_strip(v.as_string(), true, true);
@@ -183,7 +187,7 @@ Value sort_filter(const Value& v, CallArgs& a, Budget& budget) {
   budget.step(items.size() * 8);
   auto key = [&](const Value& e) {
     Value k = attr ? get_path(e, *attr) : e;
-    return !case_sensitive && k.is_string() ? Value(ascii_lower(k.as_string())) : k;
+    return !case_sensitive && k.is_string() ? Value(py_lower(k.as_string())) : k;
   };
   std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
     return reverse ? less(key(y), key(x)) : less(key(x), key(y));
@@ -207,7 +211,7 @@ Value select_filter(std::string_view name, const Value& v, CallArgs& a, Budget& 
   if (!rest.pos.empty()) {
     test = to_str(rest.pos[0]);
     rest.pos.erase(rest.pos.begin());
-    if (!has_test(*test)) throw Error(fmt::format("no test named '{}'", *test));
+    if (!has_test(*test)) throw Error(fmt::format("unknown test '{}'", *test));
   }
   std::vector<Value> out;
   for (const Value& e : iterate(v, budget)) {
@@ -216,7 +220,7 @@ Value select_filter(std::string_view name, const Value& v, CallArgs& a, Budget& 
     const bool ok = test ? apply_test(*test, x, ta, budget) : x.truthy();
     if (ok == keep) out.push_back(e);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value map_filter(const Value& v, CallArgs& a, Budget& budget) {
@@ -234,18 +238,18 @@ Value map_filter(const Value& v, CallArgs& a, Budget& budget) {
       Value r = get_path(e, path);
       out.push_back(r.is_undefined() && dflt ? *dflt : r);
     }
-    return Value::list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (a.pos.empty()) throw Error("map() needs a filter name or attribute=");
   const std::string filter = to_str(a.pos[0]);
-  if (!has_filter(filter)) throw Error(fmt::format("no filter named '{}'", filter));
+  if (!has_filter(filter)) throw Error(fmt::format("unknown filter '{}'", filter));
   CallArgs rest;
   rest.pos.assign(a.pos.begin() + 1, a.pos.end());
   for (const Value& e : iterate(v, budget)) {
     CallArgs fa = rest;
     out.push_back(apply_filter(filter, e, fa, budget));
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value dictsort(const Value& v, CallArgs& a, Budget& budget) {
@@ -258,7 +262,7 @@ Value dictsort(const Value& v, CallArgs& a, Budget& budget) {
   budget.step(items.size() * 8);
   auto key = [&](const std::pair<std::string, Value>& kv) {
     Value k = by_value ? kv.second : Value(kv.first);
-    return !cs && k.is_string() ? Value(ascii_lower(k.as_string())) : k;
+    return !cs && k.is_string() ? Value(py_lower(k.as_string())) : k;
   };
   std::stable_sort(items.begin(), items.end(), [&](const auto& x, const auto& y) {
     return reverse ? less(key(y), key(x)) : less(key(x), key(y));
@@ -284,7 +288,7 @@ Value aggregate(std::string_view name, const Value& v, CallArgs& a, Budget& budg
   const std::optional<std::string> attr = str_arg(p[1], name);
   auto key = [&](const Value& e) {
     Value k = attr ? get_path(e, *attr) : e;
-    return !cs && k.is_string() ? Value(ascii_lower(k.as_string())) : k;
+    return !cs && k.is_string() ? Value(py_lower(k.as_string())) : k;
   };
   if (name == "unique") {
     std::vector<Value> out, seen;
@@ -295,7 +299,7 @@ Value aggregate(std::string_view name, const Value& v, CallArgs& a, Budget& budg
         out.push_back(e);
       }
     }
-    return Value::list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (items.empty()) return Value::undefined(fmt::format("No aggregated item, sequence was empty."));
   size_t best = 0;
@@ -317,7 +321,8 @@ Value reverse(const Value& v, Budget& budget) {
   }
   std::vector<Value> items = iterate(v, budget);
   std::reverse(items.begin(), items.end());
-  return Value::list(std::move(items));
+  // reversed() of a list or dict is an iterator; jinja2 falls back to a list for iterators.
+  return v.is_generator() ? Value::list(std::move(items)) : Value::generator(std::move(items));
 }
 
 }  // namespace
@@ -356,8 +361,8 @@ Value apply_filter(std::string_view name, const Value& v, CallArgs& a, Budget& b
     bind_args(a, name, {});
     const std::string s = to_str(v);
     budget.charge_bytes(s.size());
-    if (name == "upper") return Value(ascii_upper(s));
-    if (name == "lower") return Value(ascii_lower(s));
+    if (name == "upper") return Value(py_upper(s));
+    if (name == "lower") return Value(py_lower(s));
     if (name == "capitalize") return Value(py_capitalize(s));
     if (name == "title") return Value(jinja_title(s));
     if (name == "string") return Value(s);
@@ -374,6 +379,7 @@ Value apply_filter(std::string_view name, const Value& v, CallArgs& a, Budget& b
       const size_t i = name == "first" ? 0 : off.size() - 2;
       return Value(v.as_string().substr(off[i], off[i + 1] - off[i]));
     }
+    if (name == "last" && v.is_generator()) throw Error("'generator' object is not reversible");
     const std::vector<Value> items = iterate(v, budget);
     if (items.empty()) return Value::undefined(fmt::format("No {} item, sequence was empty.", name));
     return name == "first" ? items.front() : items.back();
@@ -394,11 +400,11 @@ Value apply_filter(std::string_view name, const Value& v, CallArgs& a, Budget& b
   if (name == "list") return bind_args(a, name, {}), Value::list(iterate(v, budget));
   if (name == "items") {
     bind_args(a, name, {});
-    if (v.is_undefined()) return Value::list({});
+    if (v.is_undefined()) return Value::generator({});
     if (!v.is_dict()) throw Error(fmt::format("items(): mapping expected, got '{}'", type_name(v)));
     std::vector<Value> out;
     for (const auto& [k, x] : v.as_dict().items) out.push_back(Value::list({Value(k), x}, true));
-    return Value::list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (name == "abs") {
     bind_args(a, name, {});
@@ -416,7 +422,7 @@ Value apply_filter(std::string_view name, const Value& v, CallArgs& a, Budget& b
   if (name == "indent") return Value(indent(to_str(v), a, budget));
   if (name == "unique" || name == "min" || name == "max" || name == "sum")
     return aggregate(name, v, a, budget);
-  throw Error(fmt::format("no filter named '{}'", name));
+  throw Error(fmt::format("unknown filter '{}'", name));
 }
 
 }  // namespace exq::chat

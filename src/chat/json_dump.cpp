@@ -25,7 +25,10 @@ class Dumper {
       case Value::Type::Int: out_ += std::to_string(v.as_int()); break;
       case Value::Type::Float: dump_float(v.as_double()); break;
       case Value::Type::String: dump_string(v.as_string()); break;
-      case Value::Type::List: dump_list(v.as_list(), level); break;
+      case Value::Type::List:
+        if (v.is_generator()) throw Error("Object of type generator is not JSON serializable");
+        dump_list(v.as_list(), level);
+        break;
       case Value::Type::Dict: dump_dict(v.as_dict(), level); break;
       default:
         throw Error(fmt::format("Object of type {} is not JSON serializable", type_name(v)));

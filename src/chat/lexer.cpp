@@ -152,6 +152,10 @@ class Lexer {
     if (kind == TagKind::Block && lex_raw(text_pos, text, tag, content, sign)) return;
     emit_text_before(text_pos, std::move(text), sign, kind);
     if (kind == TagKind::Comment) {
+      if (content >= src_.size()) {  // jinja2 quirk: "{#" closing the input is dropped silently
+        pos_ = src_.size();
+        return;
+      }
       const size_t end = src_.find("#}", content);
       if (end == std::string::npos) fail(tag, "missing end of comment tag");
       char end_sign = 0;
@@ -263,6 +267,12 @@ class Lexer {
         if (src_[i] != '_') digits += src_[i];
       if (digits.empty()) fail(pos, "invalid integer literal");
     } else {
+      if (!is_float && src_[pos] == '0') {  // like Python, a decimal integer has no leading 0
+        end = pos + 1;
+        while (end < src_.size() && (src_[end] == '0' || (src_[end] == '_' && end + 1 < src_.size() &&
+                                                          src_[end + 1] == '0')))
+          ++end;
+      }
       for (size_t i = pos; i < end; ++i)
         if (src_[i] != '_') digits += src_[i];
     }

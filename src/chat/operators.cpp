@@ -132,7 +132,8 @@ Value binary_op(std::string_view op, const Value& a, const Value& b, Budget& bud
       budget.charge_bytes(a.as_string().size() + b.as_string().size());
       return Value(a.as_string() + b.as_string());
     }
-    if (a.is_list() && b.is_list() && a.as_list().tuple == b.as_list().tuple) {
+    if (a.is_list() && b.is_list() && a.as_list().tuple == b.as_list().tuple && !a.is_generator() &&
+        !b.is_generator()) {
       const auto& x = a.as_list().items;
       const auto& y = b.as_list().items;
       budget.charge_bytes((x.size() + y.size()) * sizeof(Value));
@@ -154,8 +155,10 @@ Value binary_op(std::string_view op, const Value& a, const Value& b, Budget& bud
       return Value(r);
     }
     if (nums) return Value(a.as_double() * b.as_double());
-    if ((a.is_string() || a.is_list()) && int_like(b)) return repeat(a, b.as_int(), budget);
-    if (int_like(a) && (b.is_string() || b.is_list())) return repeat(b, a.as_int(), budget);
+    if ((a.is_string() || (a.is_list() && !a.is_generator())) && int_like(b))
+      return repeat(a, b.as_int(), budget);
+    if (int_like(a) && (b.is_string() || (b.is_list() && !b.is_generator())))
+      return repeat(b, a.as_int(), budget);
   } else if (op == "/") {
     if (nums) {
       if (b.as_double() == 0.0) throw Error("division by zero");
@@ -233,6 +236,8 @@ Value get_attr(const Value& obj, const std::string& name) {
 
 Value get_item(const Value& obj, const Value& key) {
   if (obj.is_undefined()) throw_undefined(obj);
+  if (obj.is_generator())
+    return Value::undefined("'generator' object is not subscriptable");
   if ((obj.is_list() || obj.is_string()) && int_like(key)) {
     if (obj.is_list()) {
       const auto& items = obj.as_list().items;
@@ -259,7 +264,8 @@ Value get_item(const Value& obj, const Value& key) {
 Value slice(const Value& obj, const Value& start_v, const Value& stop_v, const Value& step_v,
             Budget& budget) {
   if (obj.is_undefined()) throw_undefined(obj);
-  if (!obj.is_list() && !obj.is_string())
+  // jinja2 slices with Python's own [] (not its getitem), so failures are errors.
+  if ((!obj.is_list() && !obj.is_string()) || obj.is_generator())
     throw Error(fmt::format("'{}' object is not subscriptable", type_name(obj)));
   auto bound = [](const Value& v) -> std::optional<int64_t> {
     if (v.is_none()) return std::nullopt;

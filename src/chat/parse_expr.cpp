@@ -1,7 +1,6 @@
 // Expression half of the parser (see parser_impl.h): jinja2's grammar and operator precedence.
 #include <fmt/format.h>
 
-#include "chat/filters.h"
 #include "chat/parser_impl.h"
 #include "core/error.h"
 
@@ -329,7 +328,6 @@ ExprPtr Parser::parse_filters(ExprPtr operand, bool start_inline) {
     auto e = node(ExprKind::Filter, name);
     e->name = name.text;
     while (skip_op(".")) e->name += "." + expect_name().text;
-    if (!has_filter(e->name)) fail(name, fmt::format("unknown filter '{}'", e->name));
     e->args.push_back(std::move(operand));
     if (is_op("(")) parse_call_args(*e);
     operand = finish(std::move(e));
@@ -338,13 +336,13 @@ ExprPtr Parser::parse_filters(ExprPtr operand, bool start_inline) {
 }
 
 ExprPtr Parser::parse_test(ExprPtr operand) {
-  const Token& is = next();
-  auto e = node(ExprKind::Test, is);
+  auto e = node(ExprKind::Test, next());
   e->negated = skip_name("not");
   const Token& name = expect_name();
   e->name = name.text;
+  e->line = name.line;  // errors point at the test's name
+  e->col = name.col;
   while (skip_op(".")) e->name += "." + expect_name().text;
-  if (!has_test(e->name)) fail(name, fmt::format("unknown test '{}'", e->name));
   e->args.push_back(std::move(operand));
   const Token& t = cur();
   if (is_op("(")) {

@@ -328,10 +328,44 @@ StmtPtr Parser::parse_scope() {
   return s;
 }
 
+// Unknown filters and tests are syntax errors, except (as in jinja2) inside {% if %} blocks and
+// inline if-expressions, where they fail only if evaluated: a template may guard a filter that
+// an older renderer lacks behind a condition.
+void check_names(const Expr& e, bool soft) {
+  const bool is_filter = e.kind == ExprKind::Filter;
+  if ((is_filter || e.kind == ExprKind::Test) && !soft &&
+      !(is_filter ? has_filter(e.name) : has_test(e.name)))
+    throw Error(location(e.line, e.col) +
+                fmt::format(": unknown {} '{}'", is_filter ? "filter" : "test", e.name));
+  const bool inner_soft = soft || e.kind == ExprKind::Cond;
+  for (const auto& a : e.args)
+    if (a) check_names(*a, inner_soft);
+  for (const auto& k : e.kwargs) check_names(*k.value, inner_soft);
+}
+
+void check_names(const Body& body, bool soft) {
+  for (const auto& s : body) {
+    if (s->expr) check_names(*s->expr, soft && s->kind != StmtKind::SetBlock && s->kind != StmtKind::FilterBlock);
+    if (s->cond) check_names(*s->cond, false);
+    for (const auto& p : s->params)
+      if (p.value) check_names(*p.value, soft && s->kind == StmtKind::Scope);
+    for (const auto& br : s->branches) {
+      if (br.cond) check_names(*br.cond, true);
+      check_names(br.body, true);
+    }
+    check_names(s->body, false);
+    check_names(s->else_body, false);
+  }
+}
+
 }  // namespace exq::chat::detail
 
 namespace exq::chat {
 
-ast::Program parse_template(std::string_view source) { return detail::Parser(tokenize(source)).run(); }
+ast::Program parse_template(std::string_view source) {
+  ast::Program program = detail::Parser(tokenize(source)).run();
+  detail::check_names(program.body, false);
+  return program;
+}
 
 }  // namespace exq::chat

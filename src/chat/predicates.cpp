@@ -6,6 +6,7 @@
 #include "chat/builtins.h"
 #include "chat/filters.h"
 #include "chat/operators.h"
+#include "chat/text.h"
 
 namespace exq::chat {
 
@@ -29,12 +30,13 @@ int64_t need_int(const Value& v, std::string_view test) {
   return v.as_int();
 }
 
-// str.islower() / str.isupper() over ASCII letters: at least one cased letter, none of the other case.
+// str.islower() / str.isupper(): at least one cased letter and none of the other case.
 bool case_test(const std::string& s, bool want_lower) {
   bool cased = false;
-  for (char c : s) {
-    const bool lo = c >= 'a' && c <= 'z';
-    const bool up = c >= 'A' && c <= 'Z';
+  for (size_t pos = 0; pos < s.size();) {
+    const char32_t cp = decode_utf8(s, pos);
+    const bool lo = upper_cp(cp) != cp;
+    const bool up = lower_cp(cp) != cp;
     if ((want_lower && up) || (!want_lower && lo)) return false;
     cased = cased || lo || up;
   }
@@ -71,6 +73,8 @@ bool apply_test(std::string_view name, const Value& v, CallArgs& args, Budget& b
   }
   if (name == "even" || name == "odd") {
     bind_args(args, name, {});
+    if (v.is_float())  // jinja2: value % 2 == 0 (even), value % 2 == 1 (odd)
+      return binary_op("%", v, Value(int64_t{2}), budget).as_double() == (name == "even" ? 0.0 : 1.0);
     const int64_t i = need_int(v, name);
     return (i % 2 == 0) == (name == "even");
   }
@@ -99,7 +103,7 @@ bool apply_test(std::string_view name, const Value& v, CallArgs& args, Budget& b
     if (v.is_number() || v.is_string()) return equals(v, other);
     return v.same_object(other);
   }
-  throw Error(fmt::format("no test named '{}'", name));
+  throw Error(fmt::format("unknown test '{}'", name));
 }
 
 }  // namespace exq::chat

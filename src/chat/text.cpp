@@ -255,24 +255,95 @@ std::string py_replace(std::string_view s, std::string_view old, std::string_vie
   return out;
 }
 
-std::string ascii_upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+namespace {
+
+// Pairs laid out as (upper, lower) at (even, odd) or (odd, even) code points.
+bool in_pair_range(char32_t cp, char32_t lo, char32_t hi) { return cp >= lo && cp <= hi; }
+
+}  // namespace
+
+char32_t upper_cp(char32_t cp) {
+  if (cp < 0x80) return cp >= 'a' && cp <= 'z' ? cp - 32 : cp;
+  if ((cp >= 0xe0 && cp <= 0xfe && cp != 0xf7) || (cp >= 0x3b1 && cp <= 0x3c9 && cp != 0x3c2) ||
+      (cp >= 0x430 && cp <= 0x44f))
+    return cp - 32;
+  if (cp == 0xff) return 0x178;
+  if (cp == 0xb5) return 0x39c;
+  if (cp == 0x131) return 'I';
+  if (cp == 0x17f) return 'S';
+  if (cp == 0x3c2) return 0x3a3;
+  if (cp == 0x3ac) return 0x386;
+  if (cp >= 0x3ad && cp <= 0x3af) return cp - 37;
+  if (cp == 0x3cc) return 0x38c;
+  if (cp == 0x3cd || cp == 0x3ce) return cp - 63;
+  if (cp >= 0x450 && cp <= 0x45f) return cp - 80;
+  if (cp >= 0xff41 && cp <= 0xff5a) return cp - 32;
+  const bool even_upper = in_pair_range(cp, 0x100, 0x12f) || in_pair_range(cp, 0x132, 0x137) ||
+                          in_pair_range(cp, 0x14a, 0x177) || in_pair_range(cp, 0x460, 0x481) ||
+                          in_pair_range(cp, 0x48a, 0x4bf) || in_pair_range(cp, 0x4d0, 0x4ff);
+  if (even_upper) return cp & ~char32_t{1};
+  const bool odd_upper = in_pair_range(cp, 0x139, 0x148) || in_pair_range(cp, 0x179, 0x17e) ||
+                         in_pair_range(cp, 0x4c1, 0x4ce);
+  if (odd_upper && (cp & 1) == 0) return cp - 1;
+  return cp;
+}
+
+char32_t lower_cp(char32_t cp) {
+  if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+  if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) || (cp >= 0x391 && cp <= 0x3a9 && cp != 0x3a2) ||
+      (cp >= 0x410 && cp <= 0x42f))
+    return cp + 32;
+  if (cp == 0x178) return 0xff;
+  if (cp == 0x386) return 0x3ac;
+  if (cp >= 0x388 && cp <= 0x38a) return cp + 37;
+  if (cp == 0x38c) return 0x3cc;
+  if (cp == 0x38e || cp == 0x38f) return cp + 63;
+  if (cp >= 0x400 && cp <= 0x40f) return cp + 80;
+  if (cp >= 0xff21 && cp <= 0xff3a) return cp + 32;
+  const bool even_upper = in_pair_range(cp, 0x100, 0x12f) || in_pair_range(cp, 0x132, 0x137) ||
+                          in_pair_range(cp, 0x14a, 0x177) || in_pair_range(cp, 0x460, 0x481) ||
+                          in_pair_range(cp, 0x48a, 0x4bf) || in_pair_range(cp, 0x4d0, 0x4ff);
+  if (even_upper) return cp | 1;
+  const bool odd_upper = in_pair_range(cp, 0x139, 0x148) || in_pair_range(cp, 0x179, 0x17e) ||
+                         in_pair_range(cp, 0x4c1, 0x4ce);
+  if (odd_upper && (cp & 1) == 1) return cp + 1;
+  return cp;
+}
+
+std::string py_upper(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t pos = 0; pos < s.size();) {
+    const char32_t cp = decode_utf8(s, pos);
+    if (cp == 0xdf) out += "SS";
+    else append_utf8(out, upper_cp(cp));
+  }
   return out;
 }
 
-std::string ascii_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+std::string py_lower(std::string_view s) {
+  const std::vector<char32_t> cps = decode_all(s);
+  auto cased = [](char32_t cp) { return upper_cp(cp) != cp || lower_cp(cp) != cp; };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < cps.size(); ++i) {
+    // Final sigma: a capital sigma ending a word lowers to U+03C2.
+    if (cps[i] == 0x3a3 && i > 0 && cased(cps[i - 1]) && (i + 1 == cps.size() || !cased(cps[i + 1])))
+      append_utf8(out, 0x3c2);
+    else
+      append_utf8(out, lower_cp(cps[i]));
+  }
   return out;
 }
 
 std::string py_capitalize(std::string_view s) {
-  std::string out = ascii_lower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
-  return out;
+  if (s.empty()) return "";
+  size_t pos = 0;
+  const char32_t first = decode_utf8(s, pos);
+  std::string out;
+  if (first == 0xdf) out = "Ss";  // title case of 'ß'
+  else append_utf8(out, upper_cp(first));
+  return out + py_lower(s.substr(pos));
 }
 
 std::string jinja_title(std::string_view s) {
@@ -282,14 +353,9 @@ std::string jinja_title(std::string_view s) {
     const size_t start = pos;
     const char32_t cp = decode_utf8(s, pos);
     const bool sep = is_py_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-    std::string_view piece = s.substr(start, pos - start);
-    if (sep) {
-      out.append(piece);
-      word_start = true;
-    } else {
-      out += word_start ? ascii_upper(piece) : ascii_lower(piece);
-      word_start = false;
-    }
+    if (sep) out.append(s.substr(start, pos - start));
+    else out += word_start ? py_upper(s.substr(start, pos - start)) : py_lower(s.substr(start, pos - start));
+    word_start = sep;
   }
   return out;
 }

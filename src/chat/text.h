@@ -35,9 +35,12 @@ std::vector<std::string> py_rsplit(std::string_view s, const std::optional<std::
 std::string py_replace(std::string_view s, std::string_view old, std::string_view repl,
                        int64_t count, size_t max_bytes);
 
-// Case mapping is ASCII-only (other code points pass through unchanged).
-std::string ascii_upper(std::string_view s);
-std::string ascii_lower(std::string_view s);
+// Python's str.upper / str.lower / str.capitalize for ASCII, Latin-1, Latin Extended-A, Greek,
+// Cyrillic and fullwidth Latin (with 'ß' -> "SS"); other scripts pass through unchanged.
+char32_t upper_cp(char32_t cp);
+char32_t lower_cp(char32_t cp);
+std::string py_upper(std::string_view s);
+std::string py_lower(std::string_view s);
 std::string py_capitalize(std::string_view s);
 // Jinja's |title: upper-cases the first letter after whitespace, '-', '(', '{', '[' or '<'.
 std::string jinja_title(std::string_view s);

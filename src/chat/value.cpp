@@ -77,6 +77,10 @@ void append_repr(std::string& out, const Value& v, size_t max_bytes) {
     case Value::Type::String: out += py_repr_string(v.as_string()); break;
     case Value::Type::List: {
       const List& l = v.as_list();
+      if (l.generator) {
+        out += "<generator object>";
+        break;
+      }
       out += l.tuple ? "(" : "[";
       for (size_t i = 0; i < l.items.size(); ++i) {
         if (i) out += ", ";
@@ -157,6 +161,12 @@ Value Value::list(std::vector<Value> items, bool tuple) {
   return v;
 }
 
+Value Value::generator(std::vector<Value> items) {
+  Value v = list(std::move(items));
+  std::static_pointer_cast<List>(v.ptr_)->generator = true;
+  return v;
+}
+
 Value Value::dict(Dict d) {
   int depth = 0;
   bool has_ns = false;
@@ -223,7 +233,7 @@ bool Value::truthy() const {
     case Type::String:
       return !as_string().empty();
     case Type::List:
-      return !as_list().items.empty();
+      return as_list().generator || !as_list().items.empty();
     case Type::Dict:
       return !as_dict().items.empty();
     case Type::Namespace:
@@ -241,7 +251,7 @@ std::string type_name(const Value& v) {
     case Value::Type::Int: return "int";
     case Value::Type::Float: return "float";
     case Value::Type::String: return "str";
-    case Value::Type::List: return v.as_list().tuple ? "tuple" : "list";
+    case Value::Type::List: return v.as_list().generator ? "generator" : v.as_list().tuple ? "tuple" : "list";
     case Value::Type::Dict: return "dict";
     case Value::Type::Namespace: return "Namespace";
     case Value::Type::Function: return "function";
@@ -279,6 +289,7 @@ bool equals(const Value& a, const Value& b) {
     case Value::Type::List: {
       const List& x = a.as_list();
       const List& y = b.as_list();
+      if (x.generator || y.generator) return false;  // iterators compare by identity
       if (x.tuple != y.tuple || x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i)
         if (!equals(x.items[i], y.items[i])) return false;
@@ -305,7 +316,8 @@ bool less(const Value& a, const Value& b) {
     return a.as_double() < b.as_double();
   }
   if (a.is_string() && b.is_string()) return !a.same_object(b) && a.as_string() < b.as_string();
-  if (a.is_list() && b.is_list() && a.as_list().tuple == b.as_list().tuple) {
+  if (a.is_list() && b.is_list() && a.as_list().tuple == b.as_list().tuple && !a.is_generator() &&
+      !b.is_generator()) {
     const auto& x = a.as_list().items;
     const auto& y = b.as_list().items;
     for (size_t i = 0; i < x.size() && i < y.size(); ++i)

@@ -23,6 +23,9 @@ class Value;
 struct List {
   std::vector<Value> items;
   bool tuple = false;   // prints as (a, b) instead of [a, b]
+  // A lazy Python iterator, as jinja2's select/map/unique/items/reverse filters return: always
+  // true, no len(), no indexing, not JSON. Templates usually pass it through |list.
+  bool generator = false;
   int depth = 1;        // nesting depth of lists/dicts, bounded by kMaxValueDepth
   bool has_ns = false;  // some element holds a namespace
 };
@@ -67,6 +70,7 @@ class Value {
   static Value undefined(std::string hint);
   static Value none();
   static Value list(std::vector<Value> items, bool tuple = false);
+  static Value generator(std::vector<Value> items);
   static Value dict(Dict d);
   static Value make_namespace(Dict d);
   // holds_ns: fn captures a value that holds a namespace (see holds_namespace()).
@@ -81,6 +85,7 @@ class Value {
   bool is_number() const { return type_ == Type::Bool || type_ == Type::Int || type_ == Type::Float; }
   bool is_string() const { return type_ == Type::String; }
   bool is_list() const { return type_ == Type::List; }
+  bool is_generator() const { return type_ == Type::List && as_list().generator; }
   bool is_dict() const { return type_ == Type::Dict; }
   bool is_namespace() const { return type_ == Type::Namespace; }
   bool is_function() const { return type_ == Type::Function; }

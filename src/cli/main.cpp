@@ -11,6 +11,10 @@ int main(int argc, char** argv) {
   CLI::App app{"exq: convert Hugging Face models to EXL2 and run them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "exq 0.1.0");
+  // One line per usage error, like exq::Error below.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return fmt::format("error: {}\n", e.what());
+  });
   exq::cli::register_commands(app);
   try {
     app.parse(argc, argv);

@@ -22,7 +22,9 @@ class Pool {
     stop();
     size_ = std::max(1, n);
     stopping_ = false;
-    for (int i = 1; i < size_; ++i) workers_.emplace_back([this, i] { work(i); });
+    // New workers start from the current generation so they never replay a finished job.
+    for (int i = 1; i < size_; ++i)
+      workers_.emplace_back([this, i, g = generation_] { work(i, g); });
   }
 
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
@@ -61,8 +63,7 @@ class Pool {
     }
   }
 
-  void work(int index) {
-    uint64_t seen = 0;
+  void work(int index, uint64_t seen) {
     for (;;) {
       {
         std::unique_lock lock(mu_);

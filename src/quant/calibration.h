@@ -37,4 +37,14 @@ CalibrationRows calibration_rows(const tokenizer::Tokenizer& tok,
                                  const std::filesystem::path& data_dir, int64_t rows,
                                  int64_t length, int32_t random_vocab, int64_t first_window = 0);
 
+// exllamav2's standard measurement set, row for row (conversion/tokenize.py, measure=True):
+// c4 2, wiki 4, code 3, tiny 2, multilingual 3 + 1 of shuffled 128-token pieces, random 2,
+// technical 2 = 19 rows of `length`. Wiki articles and tiny stories are each wrapped in
+// bos/eos ids and concatenated (the first half of their rows drop the leading bos); c4 lines
+// are joined by blank lines. The random parts use exq's generator, not Python's.
+CalibrationRows exllamav2_measurement_rows(const tokenizer::Tokenizer& tok,
+                                           const std::filesystem::path& data_dir,
+                                           int64_t length, int32_t random_vocab, int32_t bos,
+                                           int32_t eos);
+
 }  // namespace exq::quant

@@ -98,11 +98,8 @@ std::vector<Span> covering_spans(std::string_view text, bool invert, MatchFn&& f
 
 class SequencePre final : public PreTokenizer {
  public:
-  explicit SequencePre(std::vector<std::unique_ptr<PreTokenizer>> items) : items_(std::move(items)) {
-    for (const auto& p : items_) byte_level_ = byte_level_ || p->byte_level();
-  }
+  explicit SequencePre(std::vector<std::unique_ptr<PreTokenizer>> items) : items_(std::move(items)) {}
   void split(std::string_view text, bool at_start, PieceSink sink) const override { run(0, text, at_start, sink); }
-  bool byte_level() const override { return byte_level_; }
 
  private:
   void run(size_t i, std::string_view text, bool at_start, PieceSink sink) const {
@@ -110,7 +107,6 @@ class SequencePre final : public PreTokenizer {
     items_[i]->split(text, at_start, [&](std::string_view t, bool a) { run(i + 1, t, a, sink); });
   }
   std::vector<std::unique_ptr<PreTokenizer>> items_;
-  bool byte_level_ = false;
 };
 
 class SplitPre final : public PreTokenizer {
@@ -156,7 +152,6 @@ class ByteLevelPre final : public PreTokenizer {
       mapped_[b] = {{u[0], u.size() > 1 ? u[1] : '\0'}, static_cast<uint8_t>(u.size())};
     }
   }
-  bool byte_level() const override { return true; }
   void split(std::string_view text, bool at_start, PieceSink sink) const override {
     std::string prefixed;
     if (add_prefix_space_ && !text.starts_with(' ')) {

@@ -44,8 +44,6 @@ class PreTokenizer {
   virtual ~PreTokenizer() = default;
   // Cuts `text` (valid UTF-8) and calls `sink` for each non-empty piece, in order.
   virtual void split(std::string_view text, bool at_start, PieceSink sink) const = 0;
-  // True when pieces come out in the GPT-2 byte-level alphabet.
-  virtual bool byte_level() const { return false; }
 };
 
 // Builds the pre-tokenizer described at `path`; an unknown "type" throws exq::Error naming it.

@@ -63,6 +63,7 @@ TEST(ChatErrors, OtherSyntaxErrors) {
   EXPECT_NE(parse_error("{{ (1 }}").find("line 1"), std::string::npos);
   EXPECT_NE(parse_error("{{ 1 + }}").find("expected"), std::string::npos);
   EXPECT_NE(parse_error("{# open").find("comment"), std::string::npos);
+  EXPECT_NE(parse_error("{{ 07 }}").find("expected end of print statement"), std::string::npos);
   EXPECT_NE(parse_error("{% break %}").find("outside of a loop"), std::string::npos);
   EXPECT_NE(parse_error("{% for x in y recursive %}{% endfor %}").find("recursive"), std::string::npos);
   EXPECT_NE(parse_error("{{ 99999999999999999999 }}").find("64 bits"), std::string::npos);
@@ -84,7 +85,20 @@ TEST(ChatErrors, RuntimeErrorsNameTheExpressionLine) {
   EXPECT_NE(render_error("{{ 9223372036854775807 + 1 }}").find("overflow"), std::string::npos);
   EXPECT_NE(render_error("{{ 'abc'[::0] }}").find("slice step cannot be zero"), std::string::npos);
   EXPECT_NE(render_error("{{ 'x'.nosuch() }}").find("has no attribute 'nosuch'"), std::string::npos);
+  EXPECT_NE(render_error("{{ [1]|tojson(indent=nope) }}").find("'nope' is undefined"), std::string::npos);
 
+}
+
+TEST(ChatErrors, UnknownFilterInsideIfFailsOnlyWhenEvaluated) {
+  // As in jinja2: {% if %} bodies and inline ifs may name filters the renderer lacks.
+  EXPECT_EQ(Template("{% if false %}{{ x|nosuch }}{% endif %}ok").render(nlohmann::json::object()), "ok");
+  EXPECT_EQ(Template("{{ 'a' if true else x|nosuch }}").render(nlohmann::json::object()), "a");
+  EXPECT_EQ(Template("{% if false %}{{ a is nosuch }}{% endif %}ok").render(nlohmann::json::object()), "ok");
+  const std::string msg = render_error("{% if true %}\n{{ x|nosuch }}{% endif %}");
+  EXPECT_NE(msg.find("line 2, column 6: unknown filter 'nosuch'"), std::string::npos) << msg;
+  // A loop body is not conditional, even inside an if.
+  EXPECT_NE(parse_error("{% if false %}{% for a in b %}{{ a|nosuch }}{% endfor %}{% endif %}").find("unknown filter"),
+            std::string::npos);
 }
 
 TEST(ChatErrors, RaiseExceptionPassesTheMessageThrough) {

@@ -25,6 +25,7 @@ inline constexpr RenderCase kLiteralCases[] = {
      "[1, 'a', None, True, 2.5, \"it's\"]"},
     {"DictRepr", R"({{ {'a': 1, 'b': [2]} }})", "{}", "{'a': 1, 'b': [2]}"},
     {"TupleRepr", R"({{ (1, 2) }} {{ (1,) }} {{ () }})", "{}", "(1, 2) (1,) ()"},
+    {"ZeroIntegers", R"({{ 00 }} {{ 0_0 }} {{ 0.5 }} {{ 00.5 }})", "{}", "0 0 0.5 0.5"},
     {"TrailingCommas", R"({{ [1, 2,] }} {{ {'a': 1,} }})", "{}", "[1, 2] {'a': 1}"},
 };
 
@@ -103,6 +104,9 @@ inline constexpr RenderCase kFilterCases[] = {
      R"({{ ms|selectattr('role', 'equalto', 'user')|map(attribute='content')|list }} {{ ms|rejectattr('role', 'equalto', 'user')|list|length }} {{ [1, 2, 3, 4]|select('even')|list }})",
      R"({"ms": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]})",
      "['a', 'c'] 1 [2, 4]"},
+    {"GeneratorsAreAlwaysTrue",
+     R"({{ 'yes' if []|select else 'no' }} {{ 'yes' if []|select|list else 'no' }} {{ [3, 4]|map('string')|first }} [{{ ([1]|map('string'))[0] }}])",
+     "{}", "yes no 3 []"},
     {"Indent", R"({{ 'a\nb\n\nc'|indent(2) }}|{{ 'x\ny'|indent(2, true) }})", "{}", "a\n  b\n\n  c|  x\n  y"},
     {"Misc", R"({{ -2.5|abs }} {{ 2.5|round }} {{ 3.14159|round(2) }} {{ [1, 2, 1]|unique|list }} {{ [3, 1]|min }} {{ [3, 1]|max }} {{ [1, 2]|sum }} {{ '<a>'|e }})",
      "{}", "2.5 2.0 3.14 [1, 2] 1 3 3 &lt;a&gt;"},
@@ -113,8 +117,8 @@ inline constexpr RenderCase kTestCases[] = {
      R"({{ none is none }} {{ 'a' is string }} {{ 1 is string }} {{ {} is mapping }} {{ [] is mapping }} {{ [] is iterable }} {{ 1 is iterable }} {{ 1 is number }} {{ 1.5 is number }} {{ 'a' is number }})",
      "{}", "True True False True False True False True True False"},
     {"ValueTests",
-     R"({{ 4 is even }} {{ 3 is odd }} {{ 9 is divisibleby 3 }} {{ 2 is equalto 2 }} {{ 'a' is in ['a'] }} {{ x is defined }} {{ x is not none }} {{ 1 is integer }} {{ true is boolean }})",
-     R"({"x": 0})", "True True True True True True True True True"},
+     R"({{ 4 is even }} {{ 3 is odd }} {{ 2.0 is even }} {{ 0.5 is not odd }} {{ 9 is divisibleby 3 }} {{ 2 is equalto 2 }} {{ 'a' is in ['a'] }} {{ x is defined }} {{ x is not none }} {{ 1 is integer }} {{ true is boolean }})",
+     R"({"x": 0})", "True True True True True True True True True True True"},
 };
 
 inline constexpr RenderCase kMethodCases[] = {
@@ -126,6 +130,7 @@ inline constexpr RenderCase kMethodCases[] = {
      "{}", "True True True HI hi Ab Ab a_b"},
     {"DictMethods", R"({% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.keys()|list }} {{ d.values()|list }} {{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 0) }})",
      R"({"d": {"a": 1, "b": 2}})", "a=1;b=2; ['a', 'b'] [1, 2] 1 None 0"},
+    {"ListMethods", R"({{ [1, 2, 1].count(1) }} {{ ['a', 'b'].index('b') }})", "{}", "2 1"},
     {"Range", R"({{ range(3)|list }} {{ range(1, 4)|list }} {{ range(5, 0, -2)|list }})", "{}",
      "[0, 1, 2] [1, 2, 3] [5, 3, 1]"},
     {"DictAndNamespaceRepr", R"({{ dict(a=1) }} {{ namespace(b=2).b }})", "{}", "{'a': 1} 2"},
@@ -139,6 +144,9 @@ inline constexpr RenderCase kStatementCases[] = {
     {"LoopPrevNext", R"({% for x in [1, 2, 3] %}{{ loop.previtem }}<{{ x }}>{{ loop.nextitem }} {% endfor %})", "{}",
      "<1>2 1<2>3 2<3> "},
     {"LoopCycle", R"({% for x in range(3) %}{{ loop.cycle('a', 'b') }}{% endfor %})", "{}", "aba"},
+    {"ForElseRunsWhenNoIterationCompleted",
+     R"({% for x in [1, 2] %}{{ x }}{% continue %}{% else %}!{% endfor %}|{% for x in [1] %}{% break %}{% else %}!{% endfor %}|{% for x in [1, 2] %}{{ x }}{% if x == 2 %}{% break %}{% endif %}{% else %}!{% endfor %})",
+     "{}", "12!|!|12"},
     {"ForIfFilter", R"({% for x in range(6) if x is even %}{{ x }}{{ ',' if not loop.last }}{% endfor %})", "{}",
      "0,2,4"},
     {"BreakContinue",
@@ -185,6 +193,7 @@ inline constexpr RenderCase kWhitespaceCases[] = {
     {"CommentTrim", "a\n  {# c #}\nb", "{}", "a\nb"},
     {"OnlyOneTrailingNewlineDropped", "a\n\n", "{}", "a\n"},
     {"LstripAfterTrimmedBlock", "{% if true %}\n  {% if true %}x{% endif %}\n{% endif %}", "{}", "x"},
+    {"CommentOpenAtEndIsDropped", "a {#", "{}", "a "},
     {"MinusCommentEatsNewlines", "a\n\n{#- c -#}\n\nb", "{}", "ab"},
 };
 

@@ -32,3 +32,23 @@ TEST(ThreadPool, PropagatesExceptions) {
 
 }  // namespace
 }  // namespace exq
+
+namespace exq {
+namespace {
+
+TEST(ThreadPool, ResizeAfterUseRunsOnlyNewWork) {
+  std::atomic<int64_t> sum = 0;
+  parallel_for(100, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) sum += i; });
+  const int before = num_threads();
+  for (int n : {3, 1, 4}) {
+    set_num_threads(n);
+    EXPECT_EQ(num_threads(), n);
+    sum = 0;
+    parallel_for(100, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) sum += i; });
+    EXPECT_EQ(sum.load(), 4950);
+  }
+  set_num_threads(before);
+}
+
+}  // namespace
+}  // namespace exq

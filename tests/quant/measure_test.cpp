@@ -4,11 +4,14 @@
 // attention against the reference op, Spearman, and the module forward against LlamaModel.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <random>
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/attention_prefill.h"
+#include "io/hf_config.h"
 #include "model/llama.h"
 #include "quant/calibration.h"
 #include "quant/measure.h"
@@ -88,7 +91,9 @@ TEST(Measure, AttentionRowsFollowSchemaAndErrorsFallWithBits) {
     }
     EXPECT_EQ(row.total_bits, bits);
     EXPECT_DOUBLE_EQ(row.accuracy, 1.0 - res.errors[i]);
-    if (i > 0) EXPECT_LT(res.errors[i], res.errors[i - 1]) << "row " << i;
+    if (i > 0) {
+      EXPECT_LT(res.errors[i], res.errors[i - 1]) << "row " << i;
+    }
   }
   EXPECT_LT(res.errors[3], 0.01);  // 8-bit
   EXPECT_GT(res.errors[0], 0.01);  // 2-bit
@@ -217,6 +222,33 @@ TEST(ModuleForward, MatchesLlamaModelOnSmolLM2) {
   }
 }
 
+// Chained over all 30 layers, the module forward reproduces Hugging Face's residual stream
+// (fixtures/smollm2/logits.safetensors, float32 transformers) entering layers 1, 15 and 29:
+// the states the measurement of deep layers starts from.
+TEST(ModuleForward, MatchesTransformersHiddenStatesOnSmolLM2) {
+  EXQ_REQUIRE_MODEL();
+  const auto ref = io::SafetensorsFile::open(test::shared_dir() / "fixtures" / "smollm2" /
+                                             "logits.safetensors");
+  const TensorView ids = ref.get("chat.ids");
+  const int64_t T = ids.numel();
+  const io::ModelConfig config = io::load_model_config(test::test_model());
+  const auto files = io::SafetensorsModel::open(test::test_model());
+  Tensor x = embed_rows(files.get("model.embed_tokens.weight"), ids.span<int32_t>(), 1, T);
+  Tensor mid(DType::F32, x.shape());
+  ModuleForward fwd(config, T);
+  for (int64_t l = 0; l < 30; ++l) {
+    if (l == 1 || l == 15 || l == 29) {
+      const double err =
+          relative_error(x.view().reshape({T, config.hidden_size}),
+                         ref.get(fmt::format("chat.hidden_in_layer{}", l)));
+      EXPECT_LT(err, 1e-4) << "layer " << l;
+    }
+    const LayerF32 w = load_layer_f32(files, config, l);
+    fwd.attention_rows(attn_weights(w), x, mid);
+    fwd.mlp_rows(mlp_weights(w), mid, x);
+  }
+}
+
 TEST(Calibration, RowsCycleSourcesAndHeldOutWindowsDiffer) {
   EXQ_REQUIRE_MODEL();
   const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
@@ -232,6 +264,25 @@ TEST(Calibration, RowsCycleSourcesAndHeldOutWindowsDiffer) {
   EXPECT_TRUE(std::equal(held.ids.begin(), held.ids.begin() + 128, a.ids.begin() + 7 * 128));
   EXPECT_FALSE(std::equal(held.ids.begin(), held.ids.begin() + 128, a.ids.begin()));
   EXPECT_THROW(calibration_rows(tok, data / "missing", 1, 16, 100), Error);
+}
+
+TEST(Calibration, Exllamav2MeasurementLayout) {
+  EXQ_REQUIRE_MODEL();
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const CalibrationRows r =
+      exllamav2_measurement_rows(tok, test::shared_dir() / "data", 256, 49152, 1, 2);
+  EXPECT_EQ(r.rows, 19);
+  ASSERT_EQ(r.ids.size(), 19u * 256u);
+  EXPECT_EQ(r.describe(), "wiki:4 c4:2 code:3 multilingual:4 technical:2 tiny:2 random:2");
+  const std::vector<std::string> order = {"c4", "c4", "wiki", "wiki", "wiki", "wiki", "code",
+                                          "code", "code", "tiny", "tiny", "multilingual"};
+  EXPECT_TRUE(std::equal(order.begin(), order.end(), r.sources.begin()));
+  // Wiki rows 0-1 drop the leading bos, rows 2-3 keep it (each row starts a new article).
+  EXPECT_NE(r.ids[2 * 256], 1);
+  EXPECT_EQ(r.ids[4 * 256], 1);
+  EXPECT_EQ(r.ids[5 * 256], 1);
+  EXPECT_NE(r.ids[9 * 256], 1);   // first tiny row drops it
+  EXPECT_EQ(r.ids[10 * 256], 1);  // second tiny row keeps its bos
 }
 
 }  // namespace

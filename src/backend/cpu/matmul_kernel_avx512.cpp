@@ -2,8 +2,10 @@
 // loads for the tail of k. Compiled with target attributes, called after the runtime check.
 // GCC 12's AVX-512 intrinsics use _mm512_undefined_*(), which it then reports as
 // uninitialized when inlined into target-attribute functions (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

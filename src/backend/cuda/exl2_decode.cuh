@@ -19,8 +19,8 @@ namespace exq::cuda::exl2 {
 constexpr uint32_t kMagic = 0x64006400u;  // half2(1024, 1024)
 constexpr int kPairs = 16;                // pairs per unit and column
 
-template <int B>
-__device__ __forceinline__ uint32_t extract_value(const uint32_t (&w)[8], int k) {
+template <int B, int N>
+__device__ __forceinline__ uint32_t extract_value(const uint32_t (&w)[N], int k) {
   constexpr uint32_t kMask = (1u << B) - 1u;
   const int bit = k * B;
   const int i = bit >> 5, sh = bit & 31;
@@ -30,8 +30,9 @@ __device__ __forceinline__ uint32_t extract_value(const uint32_t (&w)[8], int k)
 
 // half2(1024 + q[p], 1024 + q[p + 16]) as bits; p must be a compile-time constant after
 // unrolling so that w stays in registers.
-template <int B>
-__device__ __forceinline__ uint32_t extract_pair(const uint32_t (&w)[8], int p) {
+template <int B, int N>
+__device__ __forceinline__ uint32_t extract_pair(const uint32_t (&w)[N], int p) {
+  static_assert(N >= B, "a unit of b-bit values spans b words");
   if constexpr (B == 2 || B == 4 || B == 8) {
     // q[p + 16] sits B/2 words after q[p], at the same bit: one byte permute puts both 16-bit
     // halves side by side, then one shift and mask extract the pair.

@@ -16,7 +16,6 @@ namespace exq::cuda {
 namespace {
 
 constexpr size_t kSectionAlign = 256;
-constexpr int kBlocksPerSm = 2;  // the GEMV kernel's launch bounds
 
 size_t align_up(size_t v) { return (v + kSectionAlign - 1) / kSectionAlign * kSectionAlign; }
 
@@ -31,18 +30,33 @@ int multiprocessors() {
   return sms;
 }
 
-// Enough blocks for about one full wave, each warp doing at least one step, and the x pairs of
-// a block within shared memory.
-Exl2Split choose_split(int tiles, int steps) {
-  const int target = kBlocksPerSm * multiprocessors();
-  int bk = (target + tiles - 1) / tiles;
-  bk = std::min(bk, std::max(1, steps / 8));
-  bk = std::max(bk, (steps + kExl2MaxStepsPerBlock - 1) / kExl2MaxStepsPerBlock);
-  bk = std::max(bk, 1);
-  Exl2Split split;
-  split.steps_per_block = (steps + bk - 1) / bk;
-  split.blocks_k = (steps + split.steps_per_block - 1) / split.steps_per_block;
-  return split;
+// Every 8-tile column of the output gets its own blocks, and K is split as finely as one wave
+// of blocks allows, but into at least 4 steps per block (x is staged once per block and each
+// split adds a cross-block reduction). Fitted to a sweep on an H100 (docs/perf.md, "CUDA EXL2
+// GEMV"): it picks the fastest measured split, or one within 3 %, on the Llama-3-8B shapes.
+Exl2Split choose_split(const Exl2Desc& d) {
+  const int groups = (d.out_pad / kExl2TileColumns + 7) / 8, steps = d.num_steps;
+  const int sms = multiprocessors();
+  auto split_for = [&](int spb) {
+    Exl2Split sp;
+    sp.blocks_k = (steps + spb - 1) / spb;
+    sp.steps_per_block = (steps + sp.blocks_k - 1) / sp.blocks_k;
+    return sp;
+  };
+  for (int spb = std::min(4, steps); spb <= std::min(steps, kExl2MaxStepsPerBlock); ++spb) {
+    Exl2Split sp = split_for(spb);
+    const int64_t slots = static_cast<int64_t>(exl2_gemv_blocks_per_sm(d, sp.steps_per_block)) * sms;
+    if (static_cast<int64_t>(groups) * sp.blocks_k <= slots) {
+      sp.tile_blocks = groups;
+      return sp;
+    }
+  }
+  // Too wide for one wave even with the longest K range: block columns loop over tile groups.
+  Exl2Split sp = split_for(std::min(steps, kExl2MaxStepsPerBlock));
+  const int slots = exl2_gemv_blocks_per_sm(d, sp.steps_per_block) * sms;
+  EXQ_CHECK(slots > 0, "cuda exl2: the GEMV kernel does not fit a multiprocessor");
+  sp.tile_blocks = std::max(1, std::min(groups, slots / sp.blocks_k));
+  return sp;
 }
 
 void validate(const Exl2HostLayer& h, const char* name) {
@@ -95,6 +109,12 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
                            static_cast<uint32_t>(m) << 16});
     }
   }
+  // x_slot[q_perm[r]] = unit * 32 + row within the unit, for permuted row r.
+  std::vector<int32_t> x_slot(static_cast<size_t>(h.in));
+  for (size_t u = 0; u < units.size(); ++u)
+    for (uint32_t k = 0; k < ((units[u].info >> 8) & 0xff); ++k)
+      x_slot[static_cast<size_t>(h.q_perm[units[u].row_base + k])] =
+          static_cast<int32_t>(u * kExl2UnitRows + k);
   const int64_t steps = (static_cast<int64_t>(units.size()) + kExl2UnitsPerStep - 1) /
                         kExl2UnitsPerStep;
   std::vector<uint8_t> step_bits(static_cast<size_t>(steps));
@@ -114,7 +134,8 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   const size_t off_units = off_qs + align_up(qs_bytes);
   const size_t off_steps = off_units + align_up(units.size() * sizeof(Exl2Unit));
   const size_t off_perm = off_steps + align_up(step_bits.size());
-  const size_t off_bias = off_perm + align_up(static_cast<size_t>(h.in) * 4);
+  const size_t off_slot = off_perm + align_up(static_cast<size_t>(h.in) * 4);
+  const size_t off_bias = off_slot + align_up(static_cast<size_t>(h.in) * 4);
   const size_t total = off_bias + (h.bias ? static_cast<size_t>(h.out) * 2 : 0);
   std::vector<uint8_t> image(total, 0);
   std::memcpy(image.data(), h.q_weight, qw_bytes);
@@ -122,6 +143,7 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   std::memcpy(image.data() + off_units, units.data(), units.size() * sizeof(Exl2Unit));
   std::memcpy(image.data() + off_steps, step_bits.data(), step_bits.size());
   std::memcpy(image.data() + off_perm, h.q_perm, static_cast<size_t>(h.in) * 4);
+  std::memcpy(image.data() + off_slot, x_slot.data(), static_cast<size_t>(h.in) * 4);
   if (h.bias) std::memcpy(image.data() + off_bias, h.bias, static_cast<size_t>(h.out) * 2);
   buffer_ = DeviceBuffer(total);
   CUDA_CHECK(cudaMemcpyAsync(buffer_.data(), image.data(), total, cudaMemcpyHostToDevice, stream));
@@ -133,14 +155,31 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   desc_.units = reinterpret_cast<const Exl2Unit*>(base + off_units);
   desc_.step_bits = base + off_steps;
   desc_.q_perm = reinterpret_cast<const int32_t*>(base + off_perm);
+  desc_.x_slot = reinterpret_cast<const int32_t*>(base + off_slot);
   desc_.bias = h.bias ? reinterpret_cast<const __half*>(base + off_bias) : nullptr;
   desc_.in = static_cast<int>(h.in);
   desc_.out = static_cast<int>(h.out);
   desc_.out_pad = static_cast<int>(out_pad);
   desc_.num_units = static_cast<int>(units.size());
   desc_.num_steps = static_cast<int>(steps);
-  split_ = choose_split(static_cast<int>(out_pad / kExl2TileColumns), desc_.num_steps);
+  desc_.uniform_bits = h.groups[0].bits;
+  for (int64_t g = 1; g < h.num_groups; ++g)
+    if (h.groups[g].bits != desc_.uniform_bits) desc_.uniform_bits = 0;
+  split_ = choose_split(desc_);
   weight_bytes_ = qw_bytes + qs_bytes + static_cast<size_t>(h.num_groups) * (2 + 4);
+}
+
+void Exl2Layer::set_split(const Exl2Split& split) {
+  const int tiles = (desc_.out_pad / kExl2TileColumns + 7) / 8;  // tile groups
+  EXQ_CHECK(split.steps_per_block >= 1 && split.steps_per_block <= kExl2MaxStepsPerBlock &&
+                split.blocks_k >= 1 &&
+                split.blocks_k == (desc_.num_steps + split.steps_per_block - 1) /
+                                      split.steps_per_block &&
+                split.tile_blocks >= 1 && split.tile_blocks <= tiles,
+            "cuda exl2: split (blocks_k {}, steps_per_block {}, tile_blocks {}) does not fit {} "
+            "steps and {} groups of 8 tiles",
+            split.blocks_k, split.steps_per_block, split.tile_blocks, desc_.num_steps, tiles);
+  split_ = split;
 }
 
 int* Exl2Workspace::counters() const {

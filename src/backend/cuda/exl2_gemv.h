@@ -49,6 +49,8 @@ class Exl2Layer {
 
   const Exl2Desc& desc() const { return desc_; }
   const Exl2Split& split() const { return split_; }
+  // Overrides the launch split chosen at upload (for tuning; reserve workspaces again).
+  void set_split(const Exl2Split& split);
   int64_t in() const { return desc_.in; }
   int64_t out() const { return desc_.out; }
   bool has_bias() const { return desc_.bias != nullptr; }

@@ -34,20 +34,26 @@ struct Exl2Desc {
   const Exl2Unit* units = nullptr;     // [num_units]
   const uint8_t* step_bits = nullptr;  // [num_steps]: common bit width of a step's units, 0 if mixed
   const int32_t* q_perm = nullptr;     // [in]: permuted row i is input channel q_perm[i]
+  const int32_t* x_slot = nullptr;     // [in]: input channel i sits in unit s/32, row s%32
   const __half* bias = nullptr;        // [out] or null
   int in = 0;
   int out = 0;
   int out_pad = 0;
   int num_units = 0;
   int num_steps = 0;  // ceil(num_units / kExl2UnitsPerStep)
+  int uniform_bits = 0;  // the bit width of every group, 0 when widths differ
 };
 
 // Split of the K dimension over blocks for one GEMV launch (chosen by the wrapper).
 struct Exl2Split {
-  int blocks_k = 1;         // blocks per 32-column tile
-  int steps_per_block = 1;  // warp steps handled by one block
+  int blocks_k = 1;         // blocks along K (gridDim.y); partial sums are reduced across them
+  int steps_per_block = 1;  // warp steps of K per block (<= kExl2MaxStepsPerBlock)
+  int tile_blocks = 1;      // gridDim.x (<= ceil(tiles / 8)); warp w of block x takes the
+                            // 32-column tiles (x + i * gridDim.x) * 8 + w
 };
 
+// Resident GEMV blocks per multiprocessor for this layer and steps per block (occupancy).
+int exl2_gemv_blocks_per_sm(const Exl2Desc& d, int steps_per_block);
 // Bytes of dynamic shared memory a GEMV block needs, and the scratch the cross-block reduction
 // needs: floats for partial sums plus int counters that must be zero before the first launch
 // (the kernel leaves them zero again).

@@ -144,7 +144,8 @@ class Exl2Gemv : public CudaTest {
   // GEMV for every batch 1..8 with f32 and f16 x, bit-exact dequantization, and (when
   // `prefill_rows` > 8) the dequantize + cuBLAS path. Returns the worst error / bound.
   double check_layer(const io::Exl2Tensors& t, int64_t in, int64_t out, uint32_t seed,
-                     const std::string& what, float x_range = 1.0f, int64_t prefill_rows = 0) {
+                     const std::string& what, float x_range = 1.0f, int64_t prefill_rows = 0,
+                     const std::vector<Exl2Split>& splits = {}) {
     BothLayers l(t, in, out);
     Exl2Layer layer(l.host, stream(), what.c_str());
     Exl2Workspace ws;
@@ -167,8 +168,10 @@ class Exl2Gemv : public CudaTest {
     for (float& v : x32.span<float>()) v = nd(rng);
     Tensor x16(DType::F16, {kExl2MaxBatch, in});
     Tensor x16f(DType::F32, {kExl2MaxBatch, in});  // the f16 values as f32, for the CPU
+    // f16 x stays within f16's range (at most ~1000 sigma).
+    const float to16 = std::min(x_range, 1000.0f) / x_range;
     for (int64_t i = 0; i < x32.numel(); ++i) {
-      x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
+      x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i] * to16);
       x16f.data<float>()[i] = half_to_float(x16.data<uint16_t>()[i]);
     }
     const Reference r32 = reference(l, x32, kExl2MaxBatch);
@@ -183,6 +186,16 @@ class Exl2Gemv : public CudaTest {
         const Tensor again = poisoned_run(layer, Tensor::copy_of(x16.view()), ws);
         EXPECT_EQ(std::memcmp(again.raw(), y16.raw(), y16.nbytes()), 0) << what;
       }
+    }
+
+    // Forced launch splits: one block over many tiles, many blocks along K.
+    for (const Exl2Split& sp : splits) {
+      layer.set_split(sp);
+      ws.reserve(layer, stream());
+      const Tensor y = poisoned_run(layer, x32, ws);
+      check(r32, y, 2 * std::ldexp(1.0, -11),
+            what + " split " + std::to_string(sp.blocks_k) + "/" +
+                std::to_string(sp.steps_per_block) + "/" + std::to_string(sp.tile_blocks));
     }
 
     if (prefill_rows > kExl2MaxBatch) {
@@ -239,9 +252,15 @@ TEST_F(Exl2Gemv, EveryBitWidthOddShapes) {
              {256, 40, 32}, {608, 333, 64}, {1024, 96, 128}}) {
       const io::Exl2Packed p = io::pack_exl2(
           random_linear(uniform_groups(bits, gs, in), out, (bits & 1) != 0, seed));
+      // 608 rows = 5 steps and 333 outputs = 11 tiles: with one block column a warp owns
+      // two tiles; 1024 rows = 8 steps.
+      std::vector<Exl2Split> splits;
+      if (in == 608) splits = {{1, 5, 1}, {5, 1, 1}, {2, 3, 2}};
+      if (in == 1024) splits = {{1, 8, 1}, {8, 1, 1}, {3, 3, 1}};
       check_layer(p.view(), in, out, seed++,
                   "bits " + std::to_string(bits) + " " + std::to_string(in) + "x" +
-                      std::to_string(out) + " g" + std::to_string(gs));
+                      std::to_string(out) + " g" + std::to_string(gs),
+                  1.0f, 0, splits);
     }
 }
 
@@ -260,7 +279,7 @@ TEST_F(Exl2Gemv, LongInputSplitsAcrossBlocks) {
   std::vector<std::pair<int, int64_t>> groups = {{8, 256}, {5, 512}};
   for (const auto& g : uniform_groups(4, 128, 8192 - 768)) groups.push_back(g);
   const io::Exl2Packed p = io::pack_exl2(random_linear(groups, 64, true, 9));
-  check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12);
+  check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12, {{2, 32, 1}, {64, 1, 1}, {7, 10, 1}});
 }
 
 TEST(Exl2GemvArgs, RejectsBadLayersWithoutTouchingTheDevice) {
