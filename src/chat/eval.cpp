@@ -54,8 +54,7 @@ class Renderer {
   std::string run(const ast::Program& program, const Value& context) {
     Scope globals;
     globals.vars = global_functions();
-    Scope top{&globals, {}};
-    for (const auto& [k, v] : context.as_dict().items) top.set(k, v);
+    Scope top{&globals, context.as_dict().items};  // dict keys are unique already
     template_scope_ = &top;
     std::string out;
     out_ = &out;

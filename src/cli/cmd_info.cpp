@@ -1,6 +1,7 @@
 // `exq info MODEL [--json]`: what a model folder holds — architecture, sizes, parameter count,
-// tensor dtypes and bytes, rope settings and quantization — after validating config.json and,
-// for unquantized models, that every Llama tensor is present with the shape the config implies.
+// tensor dtypes and bytes, rope settings and quantization (for EXL2, bits per weight of every
+// linear) — after validating config.json and, for unquantized and EXL2 models, that every Llama
+// tensor is present with the shape the config implies (EXL2 layers: io::validate_exl2).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -14,6 +15,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/linear_bits.h"
 
 namespace exq::cli {
 namespace {
@@ -97,6 +99,32 @@ json quantization_json(const io::ModelConfig& c, const fs::path& config_path) {
   return out;
 }
 
+json bits_json(const model::Exl2Bits& b) {
+  return {{"bpw", b.bpw()}, {"weights", b.weights}, {"total_bits", b.total_bits}};
+}
+
+json linear_json(const model::LinearBits& l) {
+  json j = bits_json(l.bits);
+  j["format"] = l.format;
+  if (l.format == "exl2") j["groups"] = l.groups;
+  if (l.format == "tied") j = {{"format", "tied"}};
+  return j;
+}
+
+// Per-layer bits per weight of an EXL2 folder (validating every EXL2 layer on the way).
+void add_exl2_bits(json& quant, const io::ModelConfig& c, const io::SafetensorsModel& st, const fs::path& dir) {
+  const model::ModelBits m = model::linear_bits(c, st, dir);
+  json layers = json::array();
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    json linears = json::object();
+    for (const auto& lin : m.layers[l].linears) linears[lin.name] = linear_json(lin);
+    layers.push_back({{"layer", l}, {"bpw", m.layers[l].total.bpw()}, {"linears", linears}});
+  }
+  quant["decoder_bpw"] = m.decoder.bpw();
+  quant["layers"] = layers;
+  quant["head"] = linear_json(m.head);
+}
+
 std::string quantization_text(const json& q) {
   if (q["method"] == "none") return "none";
   std::string s = q["method"].get<std::string>();
@@ -133,10 +161,15 @@ json build_info(const fs::path& dir) {
 
   // Unquantized: the checkpoint must match the config; quantized tensors are packed, so
   // their parameter count comes from the shapes the config implies.
+  // EXL2: linear layers are checked by add_exl2_bits, everything else as for unquantized.
+  const bool exl2 = quant["method"] == "exl2";
+  json quant_out = quant;
+  if (exl2) add_exl2_bits(quant_out, c, st, dir);
   int64_t params = 0;
   for (const auto& t : llama_tensors(c)) {
     params += shape_numel(t.shape);
-    if (quantized) continue;
+    const bool linear = t.name.find("_proj.") != std::string::npos || t.name.rfind("lm_head.", 0) == 0;
+    if (quantized && (!exl2 || linear)) continue;
     if (!st.contains(t.name))
       throw Error("missing tensor (required by config.json)",
                   ErrorContext{.file = dir.string(), .tensor = t.name});
@@ -172,8 +205,28 @@ json build_info(const fs::path& dir) {
       {"dtypes", dtype_counts},
       {"bytes", bytes},
       {"files", st.files().size()},
-      {"quantization", quant},
+      {"quantization", quant_out},
   };
+}
+
+void print_layer_bits(const json& q) {
+  if (!q.contains("layers")) return;
+  const json& head = q["head"];
+  fmt::print("bits/weight:   {:.3f} decoder average; head {}\n", q["decoder_bpw"].get<double>(),
+             head["format"] == "tied" ? std::string("tied to the embedding")
+                                      : fmt::format("{:.3f} ({})", head["bpw"].get<double>(),
+                                                    head["format"].get<std::string>()));
+  static const char* const kOrder[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                       "mlp.down_proj"};
+  std::string header = "  layer";
+  for (const std::string name : kOrder) header += fmt::format(" {:>9}", name.substr(name.find('.') + 1));
+  fmt::print("{}   average\n", header);
+  for (const json& layer : q["layers"]) {
+    std::string row = fmt::format("  {:>5}", layer["layer"].get<int64_t>());
+    for (const char* name : kOrder) row += fmt::format(" {:>9.3f}", layer["linears"][name]["bpw"].get<double>());
+    fmt::print("{} {:>9.3f}\n", row, layer["bpw"].get<double>());
+  }
 }
 
 void print_info(const json& j) {
@@ -206,6 +259,7 @@ void print_info(const json& j) {
   fmt::print("rope:          {}\n", rope);
   fmt::print("norm eps:      {}\n", j["rms_norm_eps"].get<double>());
   fmt::print("quantization:  {}\n", quantization_text(j["quantization"]));
+  print_layer_bits(j["quantization"]);
 }
 
 }  // namespace

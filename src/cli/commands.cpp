@@ -14,6 +14,7 @@ void register_commands(CLI::App& app) {
   add_tokenize(app);
   add_generate(app);
   add_ppl(app);
+  add_quantize(app);
 }
 
 }  // namespace exq::cli

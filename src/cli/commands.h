@@ -15,5 +15,6 @@ void add_import_gguf(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_ppl(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace exq::cli

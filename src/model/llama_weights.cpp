@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "io/exl2.h"
+#include "model/exl2_linear.h"
+
 namespace exq::model {
 namespace {
 
@@ -39,13 +42,43 @@ class Loader {
 
   Tensor norm(const std::string& name, int64_t n) const { return to_f32(get(name, {n})); }
 
+  // KEY.q_weight makes an EXL2 layer, KEY.qweight is GPTQ (rejected), else KEY.weight.
   std::unique_ptr<Linear> linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const {
+    if (files_.contains(prefix + ".qweight"))
+      fail_in_file(prefix + ".qweight",
+                   "GPTQ format is not supported (exq runs EXL2 and unquantized layers)");
+    if (io::has_exl2(files_, prefix)) return exl2(prefix, out, in, bias);
     const TensorView w = get(prefix + ".weight", {out, in});
     const TensorView b = bias ? get(prefix + ".bias", {out}) : TensorView();
     return std::make_unique<DenseLinear>(w, b);
   }
 
   bool contains(const std::string& name) const { return files_.contains(name); }
+
+  // Packed tensors used in place; errors name the tensor and the file holding KEY.q_weight.
+  std::unique_ptr<Linear> exl2(const std::string& prefix, int64_t out, int64_t in, bool bias) const {
+    const std::string file = files_.file_of(prefix + ".q_weight").string();
+    for (const char* suffix : io::kExl2Suffixes)
+      if (!files_.contains(prefix + suffix))
+        fail_in_file(prefix + suffix, fmt::format("missing tensor of the EXL2 layer {} (its q_weight is in "
+                                                  "this file)", prefix));
+    if (bias && !files_.contains(prefix + ".bias")) fail(prefix + ".bias", "missing tensor");
+    try {
+      io::Exl2Tensors t = io::exl2_tensors(files_, prefix);
+      if (!bias) t.bias = TensorView();  // as for dense layers, a bias the config does not use is ignored
+      return std::make_unique<Exl2Linear>(t, in, out, prefix);
+    } catch (const Error& e) {
+      throw e.with_file(file);
+    }
+  }
+
+  [[noreturn]] void fail_in_file(const std::string& tensor, const std::string& message) const {
+    const std::string q = tensor.substr(0, tensor.rfind('.')) + ".q_weight";
+    const std::string file = files_.contains(tensor) ? files_.file_of(tensor).string()
+                             : files_.contains(q)    ? files_.file_of(q).string()
+                                                     : dir_.string();
+    throw Error(message, ErrorContext{.file = file, .tensor = tensor});
+  }
 
   [[noreturn]] void fail(const std::string& tensor, const std::string& message) const {
     throw Error(message, ErrorContext{.file = dir_.string(), .tensor = tensor});
@@ -56,10 +89,28 @@ class Loader {
   std::filesystem::path dir_;
 };
 
+// Unquantized or EXL2 (whose layers may also be plain); other methods need kernels exq lacks.
+void check_quantization(const io::ModelConfig& c, const std::filesystem::path& dir) {
+  const nlohmann::json& q = c.quantization_config;
+  if (q.is_null()) return;
+  const auto it = q.find("quant_method");
+  const std::string method = it != q.end() && it->is_string() ? it->get<std::string>() : "";
+  if (method == "exl2") return;
+  const std::string path = (dir / "config.json").string();
+  if (method == "gptq")
+    throw Error("quantization_config.quant_method \"gptq\": GPTQ format is not supported",
+                ErrorContext{.file = path});
+  throw Error(fmt::format("quantization_config.quant_method {}: not supported (exq runs EXL2 and "
+                          "unquantized models)",
+                          it == q.end() ? std::string("is missing") : it->dump()),
+              ErrorContext{.file = path});
+}
+
 }  // namespace
 
 LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem::path& dir) {
   LlamaWeights w;
+  check_quantization(c, dir);
   w.files = io::SafetensorsModel::open(dir);
   const Loader ld(w.files, dir);
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
@@ -81,7 +132,9 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
   w.final_norm = ld.norm("model.norm.weight", hidden);
   // transformers ties the head to the embedding when the config says so; a checkpoint
   // without lm_head.weight can only mean the same.
-  w.head_tied = c.tie_word_embeddings || !ld.contains("lm_head.weight");
+  // A quantized head is used even when the config ties it: the converter chose to store it.
+  w.head_tied = !ld.contains("lm_head.q_weight") && !ld.contains("lm_head.qweight") &&
+                (c.tie_word_embeddings || !ld.contains("lm_head.weight"));
   if (w.head_tied) w.head = std::make_unique<DenseLinear>(w.embed);
   else w.head = ld.linear("lm_head", c.vocab_size, hidden, false);
   return w;

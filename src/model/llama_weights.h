@@ -1,7 +1,8 @@
 // Weights of a Llama-family decoder (llama / mistral / qwen2) read from a Hugging Face
 // safetensors folder, with HF tensor names and shapes checked against the config. Linear
-// weights stay zero-copy views into the mmapped files (in their file dtype); norms are
-// copied to float32. Every tensor is checked for NaN/Inf at load.
+// weights stay zero-copy views into the mmapped files (in their file dtype); a layer stored as
+// EXL2 (KEY.q_weight ..., any layer and the head) becomes an Exl2Linear on its packed tensors.
+// Norms are copied to float32. Every tensor is checked for NaN/Inf at load.
 #pragma once
 
 #include <filesystem>
@@ -35,8 +36,9 @@ struct LlamaWeights {
   bool head_tied = false;
 };
 
-// Throws exq::Error naming the folder and tensor for a missing tensor, a wrong shape or
-// dtype, or a NaN/Inf value.
+// Throws exq::Error naming the folder (or file) and tensor for a missing tensor, a wrong shape
+// or dtype, a NaN/Inf value, an invalid EXL2 layer, a GPTQ layer (KEY.qweight) or a
+// quantization_config.quant_method other than "exl2".
 LlamaWeights load_llama_weights(const io::ModelConfig& config, const std::filesystem::path& dir);
 
 }  // namespace exq::model

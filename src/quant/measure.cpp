@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "quant/hessian.h"
 
 namespace exq::quant {
@@ -109,15 +110,18 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
       if (it == d.end()) d.push_back(spec.table[i][c]);
     }
   }
-  std::vector<std::vector<Tensor>> candidates(L);  // [linear][distinct option] F32 [out, in]
+  // [linear][distinct option] F16 [out, in]: dequantized EXL2 weights are fp16 values, so
+  // half the memory of F32 at no loss (cpu::matmul widens them tile by tile).
+  std::vector<std::vector<Tensor>> candidates(L);
   std::vector<std::vector<int64_t>> bits(L);
   for (size_t c = 0; c < L; ++c) {
     const LinearSpec& l = spec.linears[c];
     const int64_t out = l.weight->dim(0), in = l.weight->dim(1);
     for (const QuantOption& option : distinct[c]) {
       GptqResult q = gptq_quantize(l.weight->data<float>(), out, in, prepared[l.hessian], option);
-      Tensor w(DType::F32, {out, in});
-      std::copy(q.weight.begin(), q.weight.end(), w.data<float>());
+      Tensor w(DType::F16, {out, in});
+      uint16_t* wp = w.data<uint16_t>();
+      for (size_t i = 0; i < q.weight.size(); ++i) wp[i] = float_to_half(q.weight[i]);
       candidates[c].push_back(std::move(w));
       bits[c].push_back(total_bits(option, in, out, l.has_bias));
       ++res.timing.gptq_runs;

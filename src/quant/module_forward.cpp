@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "backend/cpu/attention_prefill.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/norm.h"
@@ -109,7 +109,7 @@ void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const T
   linear(xn, w.v, w.v_bias, v.reshape({T, KVH * D}));
   cpu::apply_rotary(q, rope_, 0);
   cpu::apply_rotary(k, rope_, 0);
-  cpu::attention_prefill(q, k, v, att);
+  cpu::attention(q, k, v, 0, att);                          // keys/values of rows 0..T-1
   linear(att.reshape({T, H * D}), w.o, w.o_bias, y);       // y [T, hidden]
   cpu::add_inplace(y, x);
 }

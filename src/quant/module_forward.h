@@ -2,8 +2,8 @@
 // attention block (RMSNorm, q/k/v, rotary, causal GQA attention, o, residual) and MLP block
 // (RMSNorm, gate/up SwiGLU, down, residual), float32, one calibration row (a whole sequence
 // from position 0) at a time. Weights are plain float32 [out, in] tensors so quantized
-// candidates (dequantized GPTQ results) drop in for the originals. Same arithmetic as
-// model::LlamaModel except the attention, which is GEMM-blocked (cpu::attention_prefill).
+// candidates (dequantized GPTQ results) drop in for the originals. Same ops and arithmetic as
+// model::LlamaModel's forward, so the states match it bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -36,12 +36,12 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
 // Views of the weights one module forward uses; swap a linear's view to test a candidate.
 struct AttnWeights {
   TensorView norm;              // [hidden]
-  TensorView q, k, v, o;        // [out, in] F32
+  TensorView q, k, v, o;        // [out, in] F32 (or F16/BF16)
   TensorView q_bias, k_bias, v_bias, o_bias;
 };
 struct MlpWeights {
   TensorView norm;              // [hidden]
-  TensorView gate, up, down;    // [out, in] F32
+  TensorView gate, up, down;    // [out, in] F32 (or F16/BF16)
   TensorView gate_bias, up_bias, down_bias;
 };
 AttnWeights attn_weights(const LayerF32& layer);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_support.h"
+#include "exl2_test_models.h"
 #include "io/safetensors.h"
 
 namespace exq::test {
@@ -51,8 +52,8 @@ TEST(CliInfo, ReportsExl2Quantization) {
   json config = tiny_config();
   config["quantization_config"] = {{"quant_method", "exl2"}, {"version", "0.3.2"}, {"bits", 4.0}, {"head_bits", 6}};
   // Packed tensors do not follow the HF shapes: the count comes from the config.
-  std::map<std::string, Tensor> tensors;
-  tensors.emplace("model.layers.0.self_attn.q_proj.q_weight", Tensor::zeros(DType::I32, {8, 64}));
+  std::map<std::string, Tensor> tensors = tiny_tensors(config), twin;
+  exl2ify(tensors, twin, "model.layers.0.self_attn.q_proj", {4}, 1);
   write_model_dir(dir, config, tensors);
   const RunResult r = run_exq({"info", dir.string(), "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -63,7 +64,7 @@ TEST(CliInfo, ReportsExl2Quantization) {
   int64_t params = 0;
   for (const auto& [name, t] : tiny_tensors(config)) params += t.numel();
   EXPECT_EQ(j["parameters"], params);
-  EXPECT_EQ(j["dtypes"]["I32"], 1);
+  EXPECT_EQ(j["dtypes"]["I32"], 3);  // q_weight, q_scale, q_invperm
 }
 
 TEST(CliInfo, MissingFolder) {

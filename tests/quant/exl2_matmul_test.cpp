@@ -9,34 +9,11 @@
 
 #include "core/half.h"
 #include "io/exl2.h"
+#include "model/exl2_linear.h"
 #include "test_support.h"
 
 namespace exq {
 namespace {
-
-// Pointers into validated tensors plus the derived group table and q_perm.
-struct MatmulWeight {
-  std::vector<cpu::Exl2MatmulGroup> groups;
-  std::vector<int32_t> perm;
-  cpu::Exl2MatmulWeight w;
-
-  MatmulWeight(const io::Exl2Tensors& t, int64_t in, int64_t out) {
-    for (const io::Exl2Group& g : io::validate_exl2(t, in, out, "w"))
-      groups.push_back({g.bits, g.row_begin, g.rows, g.word_begin});
-    perm.resize(in);
-    for (int64_t i = 0; i < in; ++i) perm[t.q_invperm.data<int32_t>()[i]] = static_cast<int32_t>(i);
-    w.q_weight = reinterpret_cast<const uint32_t*>(t.q_weight.data<int32_t>());
-    w.q_scale = reinterpret_cast<const uint32_t*>(t.q_scale.data<int32_t>());
-    w.q_scale_max = t.q_scale_max.data<uint16_t>();
-    w.q_perm = perm.data();
-    w.groups = groups.data();
-    w.num_groups = static_cast<int64_t>(groups.size());
-    w.bias = t.bias.empty() ? nullptr : t.bias.data<uint16_t>();
-    w.in = in;
-    w.out = out;
-    w.out_pad = io::exl2_out_pad(out);
-  }
-};
 
 // exl2_matmul against a float64 product with the dequantized weights: fails values beyond
 // rtol 1e-4 (plus an atol of 1e-6 * sum|w*x| for cancelling sums); returns the largest
@@ -48,8 +25,8 @@ double check_matmul(const io::Exl2Tensors& t, int64_t in, int64_t out, int64_t t
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> x(tokens * in), y(tokens * out);
   for (auto& v : x) v = nd(rng);
-  const MatmulWeight mw(t, in, out);
-  cpu::exl2_matmul(mw.w, x.data(), tokens, y.data());
+  const model::Exl2Linear layer(t, in, out, "w");  // validates and derives q_perm, groups
+  cpu::exl2_matmul(layer.matmul_weight(), x.data(), tokens, y.data());
   double worst = 0.0;
   int bad = 0;
   for (int64_t s = 0; s < tokens; ++s)

@@ -1,7 +1,9 @@
-// y[T, out] = x[T, in] @ W^T straight from packed EXL2 tensors, without materializing W:
-// x is gathered into the permuted channel order, each group's codes are decoded tile by tile
-// and turned into exactly the fp16 weights exllamav2 reconstructs, accumulation is float32.
-// Raw pointers keep the backend independent of io/; io::validate_exl2 gives the group table.
+// y[T, out] = x[T, in] @ W^T straight from packed EXL2 tensors, without keeping W: x is
+// gathered into the permuted channel order and the codes are turned into exactly the fp16
+// weights exllamav2 reconstructs; accumulation is float32. Two paths: few tokens decode and
+// multiply in registers (fused), more tokens dequantize a tile of output columns to float32
+// and run the dense matmul kernel on it. Raw pointers keep the backend independent of io/;
+// io::validate_exl2 gives the group table.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +31,24 @@ struct Exl2MatmulWeight {
   int64_t out_pad = 0;  // out rounded up to 32
 };
 
+enum class Exl2Path {
+  Auto,        // Fused below kExl2DequantMinTokens tokens, else Dequantize
+  Fused,       // decode each weight in registers and multiply it into every token
+  Dequantize   // float32 weight tiles + the dense matmul kernel
+};
+
+// From this many tokens on, Auto dequantizes tiles (bench/exl2_forward_bench BM_Exl2Layer).
+inline constexpr int64_t kExl2DequantMinTokens = 4;
+
 // x: f32 [T, in] contiguous; y: f32 [T, out] contiguous, overwritten. Parallel over output
-// column tiles. Throws exq::Error on inconsistent sizes.
-void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, float* y);
+// column tiles; uses the instruction set of cpu::matmul_isa(). Throws exq::Error on
+// inconsistent sizes.
+void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, float* y,
+                 Exl2Path path = Exl2Path::Auto);
+
+// The fp16 weight [out, in] in original channel order, as the matmul paths reconstruct it
+// (bit-identical to io::dequantize_exl2); for tests.
+void exl2_dequantize(const Exl2MatmulWeight& w, uint16_t* dst);
 
 // v rounded to the nearest fp16 value (ties to even), returned as float: what
 // half_to_float(float_to_half(v)) gives, in branch-light float/integer arithmetic.

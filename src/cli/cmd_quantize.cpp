@@ -1,0 +1,128 @@
+// `exq quantize`: converts a Hugging Face model to EXL2, with exllamav2 convert.py's options
+// (-i -o -cf -b -hb -c -r -l -mr -ml -om -m -ss -res -nr). CLI11 takes only one-letter short
+// names, so the arguments after the subcommand are parsed here; the work is quant/pipeline.
+#include <fmt/format.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/run_util.h"
+#include "core/error.h"
+#include "quant/pipeline.h"
+
+namespace exq::cli {
+namespace {
+
+constexpr const char* kUsage = R"(Usage: exq quantize -i MODEL -o WORKDIR -b BPW [options]
+  -i,  --in_dir DIR              Hugging Face model folder (required)
+  -o,  --out_dir DIR             work folder: job.json, calibration rows, state snapshots (required)
+  -cf, --compile_full DIR        output model folder (default WORKDIR/out)
+  -b,  --bits BPW                target bits per weight of the decoder layers (required unless -om)
+  -hb, --head_bits N             head bits: 2, 3, 4, 5, 6 or 8 (default 6; a tied head stays FP16)
+  -c,  --cal_dataset FILE...     calibration text: plain text or .jsonl ("text" field); several
+                                 files are mixed row by row, round-robin. Default: rows sampled
+                                 from the model itself plus 2 rows of random tokens
+  -r,  --dataset_rows N          quantization rows (default 100)
+  -l,  --length N                quantization row length in tokens (default 2048)
+  -mr, --measurement_rows N      measurement rows (default 16)
+  -ml, --measurement_length N    measurement row length (default 2048)
+  -om, --output_measurement FILE write measurement.json there and stop
+  -m,  --measurement FILE        reuse a measurement.json (exq's or exllamav2's), skip measuring
+  -ss, --shard_size MB           output shard cap (default 8192)
+  -res,--resume                  continue the job in WORKDIR (arguments must match)
+  -nr, --no_resume               start over, discarding the job in WORKDIR
+       --device cpu              compute device (only cpu for now)
+       --threads N               worker threads (default: all cores)
+       --status-json             one JSON object per line per event instead of text
+An existing job in WORKDIR is resumed unless -nr is given.)";
+
+struct Parser {
+  std::vector<std::string> args;
+  size_t i = 0;
+
+  std::string value(const std::string& opt) {
+    if (i + 1 >= args.size()) throw Error(fmt::format("quantize: {} needs a value", opt));
+    return args[++i];
+  }
+  int64_t integer(const std::string& opt) {
+    const std::string v = value(opt);
+    try {
+      size_t used = 0;
+      const long long n = std::stoll(v, &used);
+      if (used == v.size()) return n;
+    } catch (const std::exception&) {
+    }
+    throw Error(fmt::format("quantize: {} expects an integer, got '{}'", opt, v));
+  }
+  double number(const std::string& opt) {
+    const std::string v = value(opt);
+    try {
+      size_t used = 0;
+      const double d = std::stod(v, &used);
+      if (used == v.size()) return d;
+    } catch (const std::exception&) {
+    }
+    throw Error(fmt::format("quantize: {} expects a number, got '{}'", opt, v));
+  }
+};
+
+void run_quantize(std::vector<std::string> raw) {
+  quant::ConvertOptions o;
+  quant::JobArgs& a = o.args;
+  std::string compile_dir, device = "cpu";
+  int threads = 0;
+  bool bits_given = false, resume = false, restart = false;
+  Parser p{std::move(raw)};
+  for (p.i = 0; p.i < p.args.size(); ++p.i) {
+    const std::string& opt = p.args[p.i];
+    auto is = [&](const char* s, const char* l) { return opt == s || opt == l; };
+    if (is("-h", "--help")) {
+      fmt::print("{}\n", kUsage);
+      return;
+    } else if (is("-i", "--in_dir")) a.model_dir = p.value(opt);
+    else if (is("-o", "--out_dir")) o.work_dir = p.value(opt);
+    else if (is("-cf", "--compile_full")) compile_dir = p.value(opt);
+    else if (is("-b", "--bits")) a.bits = p.number(opt), bits_given = true;
+    else if (is("-hb", "--head_bits")) a.head_bits = static_cast<int>(p.integer(opt));
+    else if (is("-c", "--cal_dataset")) {
+      a.cal_files.push_back(p.value(opt));
+      while (p.i + 1 < p.args.size() && !p.args[p.i + 1].starts_with("-")) a.cal_files.push_back(p.args[++p.i]);
+    } else if (is("-r", "--dataset_rows")) a.rows = p.integer(opt);
+    else if (is("-l", "--length")) a.length = p.integer(opt);
+    else if (is("-mr", "--measurement_rows")) a.measure_rows = p.integer(opt);
+    else if (is("-ml", "--measurement_length")) a.measure_length = p.integer(opt);
+    else if (is("-om", "--output_measurement")) a.measurement_out = p.value(opt);
+    else if (is("-m", "--measurement")) a.measurement_in = p.value(opt);
+    else if (is("-ss", "--shard_size")) a.shard_mb = p.integer(opt);
+    else if (is("-res", "--resume")) resume = true;
+    else if (is("-nr", "--no_resume")) restart = true;
+    else if (opt == "--device") device = p.value(opt);
+    else if (opt == "--threads") threads = static_cast<int>(p.integer(opt));
+    else if (opt == "--status-json") o.status_json = true;
+    else throw Error(fmt::format("quantize: unknown argument '{}' (see exq quantize -h)", opt));
+  }
+  if (a.model_dir.empty()) throw Error("quantize needs a model folder: -i MODEL");
+  if (o.work_dir.empty()) throw Error("quantize needs a work folder: -o WORKDIR");
+  if (!bits_given && a.measurement_out.empty()) throw Error("quantize needs a target bitrate: -b BPW");
+  if (resume && restart) throw Error("quantize: -res and -nr exclude each other");
+  if (device != "cpu") throw Error(fmt::format("quantize: --device {} is not supported yet (cpu only)", device));
+  apply_threads(threads);
+  a.out_dir = compile_dir.empty() ? (std::filesystem::path(o.work_dir) / "out").string() : compile_dir;
+  o.resume = restart  ? quant::ConvertOptions::Resume::kRestart
+             : resume ? quant::ConvertOptions::Resume::kResume
+                      : quant::ConvertOptions::Resume::kAuto;
+  quant::run_conversion(o);
+}
+
+}  // namespace
+
+void add_quantize(CLI::App& app) {
+  auto* cmd = app.add_subcommand("quantize", "Convert a Hugging Face model to EXL2 (exllamav2 convert.py options; -h for all)");
+  cmd->prefix_command();
+  cmd->set_help_flag();
+  cmd->callback([cmd] { run_quantize(cmd->remaining()); });
+}
+
+}  // namespace exq::cli

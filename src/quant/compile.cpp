@@ -1,0 +1,120 @@
+#include "quant/compile.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/tensor.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace exq::quant {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw Error("compile: cannot read file", ErrorContext{.file = p.string()});
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Tensor to_f16(const TensorView& v) {
+  if (v.dtype() == DType::F16) return Tensor::copy_of(v);
+  const Tensor f = to_f32(v);
+  Tensor out(DType::F16, v.shape());
+  const float* src = f.data<float>();
+  uint16_t* dst = out.data<uint16_t>();
+  for (int64_t i = 0; i < f.numel(); ++i) dst[i] = float_to_half(src[i]);
+  return out;
+}
+
+// "model.layers.3.self_attn.q_proj.weight" -> "model.layers.3.self_attn.q_proj".
+std::string strip_last(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+bool is_output_file(const std::string& name) {
+  return name == "output.safetensors" || name == "output.safetensors.index.json" ||
+         (name.starts_with("output-") && name.ends_with(".safetensors"));
+}
+
+}  // namespace
+
+CompileResult compile_model(const CompileInput& in) {
+  std::error_code ec;
+  fs::create_directories(in.out_dir, ec);
+  if (ec || !fs::is_directory(in.out_dir))
+    throw Error(fmt::format("cannot create output folder {}: {}", in.out_dir.string(),
+                            ec ? ec.message() : "not a folder"));
+
+  std::vector<io::SafetensorsFile> packed;
+  std::vector<io::NamedTensor> tensors;
+  std::set<std::string> quantized;
+  for (const fs::path& p : in.module_files) {
+    packed.push_back(io::SafetensorsFile::open(p));
+    for (const std::string& name : packed.back().names()) {
+      tensors.push_back({name, packed.back().get(name)});
+      quantized.insert(strip_last(name));
+    }
+  }
+  const io::SafetensorsModel model = io::SafetensorsModel::open(in.model_dir);
+  std::vector<Tensor> converted;
+  for (const std::string& name : model.names()) {
+    if (quantized.count(strip_last(name)) || name.ends_with("rotary_emb.inv_freq")) continue;
+    converted.push_back(to_f16(model.get(name)));
+    tensors.push_back({name, converted.back()});
+  }
+  CompileResult result;
+  for (const io::NamedTensor& t : tensors) result.tensor_bytes += static_cast<int64_t>(t.tensor.nbytes());
+
+  const bool one_file = in.shard_bytes <= 0 || result.tensor_bytes <= in.shard_bytes;
+  std::set<std::string> before;
+  for (const auto& e : fs::directory_iterator(in.out_dir)) before.insert(e.path().filename().string());
+  result.files = io::write_safetensors(in.out_dir / "output.safetensors", tensors, {{"format", "pt"}},
+                                       one_file ? 0 : static_cast<size_t>(in.shard_bytes));
+  // Outputs of an earlier compile with another shard count would shadow the new tensors.
+  std::set<std::string> written;
+  for (const fs::path& p : result.files) written.insert(p.filename().string());
+  for (const std::string& name : before)
+    if (is_output_file(name) && !written.count(name)) fs::remove(in.out_dir / name, ec);
+
+  const fs::path config_path = in.model_dir / "config.json";
+  nlohmann::ordered_json config;
+  try {
+    config = nlohmann::ordered_json::parse(read_all(config_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("compile: config.json is not valid JSON: {}", e.what()),
+                ErrorContext{.file = config_path.string()});
+  }
+  config["quantization_config"] = {
+      {"quant_method", "exl2"},
+      {"version", kExqQuantVersion},
+      {"bits", in.bits},
+      {"head_bits", in.head_bits},
+      {"calibration", {{"rows", in.cal_rows}, {"length", in.cal_length}, {"dataset", in.dataset}}}};
+  config["torch_dtype"] = "float16";
+  io::write_file_atomic(in.out_dir / "config.json", config.dump(2) + "\n");
+
+  for (const auto& e : fs::directory_iterator(in.model_dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (name == "config.json" || name.ends_with(".safetensors") ||
+        name == "model.safetensors.index.json" || name.ends_with(".bin") || name.ends_with(".pt") ||
+        name.ends_with(".gguf"))
+      continue;
+    io::write_file_atomic(in.out_dir / name, read_all(e.path()));
+  }
+  return result;
+}
+
+}  // namespace exq::quant

@@ -1,0 +1,377 @@
+#include "quant/pipeline.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <optional>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "quant/calibration_input.h"
+#include "quant/compile.h"
+#include "quant/measure.h"
+#include "quant/measurement.h"
+#include "quant/module_forward.h"
+#include "quant/optimize.h"
+#include "quant/quantize.h"
+#include "tokenizer/tokenizer.h"
+
+namespace exq::quant {
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+std::vector<ModuleStep> module_steps(const io::ModelConfig& config) {
+  std::vector<ModuleStep> steps;
+  int64_t index = 1;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    steps.push_back({index++, ModuleKind::kAttention, l, fmt::format("model.layers.{}.self_attn", l)});
+    steps.push_back({index++, ModuleKind::kMlp, l, fmt::format("model.layers.{}.mlp", l)});
+  }
+  steps.push_back({index++, ModuleKind::kNorm, -1, "model.norm.norm"});
+  steps.push_back({index++, ModuleKind::kHead, -1, "lm_head.linear"});
+  return steps;
+}
+
+int64_t decoder_weight_count(const io::ModelConfig& c) {
+  const int64_t h = c.hidden_size;
+  const int64_t per_layer = h * c.q_dim() + 2 * h * c.kv_dim() + c.q_dim() * h +
+                            3 * h * c.intermediate_size;
+  return per_layer * c.num_hidden_layers;
+}
+
+int64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+namespace {
+
+std::string format_duration(double s) {
+  if (s < 60) return fmt::format("{:.1f} s", s);
+  const int64_t t = std::llround(s);
+  if (t < 3600) return fmt::format("{}m {:02}s", t / 60, t % 60);
+  return fmt::format("{}h {:02}m", t / 3600, (t % 3600) / 60);
+}
+
+}  // namespace
+
+void Progress::message(const std::string& event, const std::string& text, const ordered_json& fields) {
+  if (json_) {
+    ordered_json j{{"event", event}};
+    if (!text.empty()) j["message"] = text;
+    if (fields.is_object())
+      for (const auto& [k, v] : fields.items()) j[k] = v;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(" -- %s\n", text.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void Progress::module_done(Pass pass, const ModuleStep& step, int64_t n, int64_t total,
+                           double seconds, const ordered_json& fields) {
+  recent_.push_back(seconds);
+  if (recent_.size() > 10) recent_.erase(recent_.begin());
+  const double avg = std::accumulate(recent_.begin(), recent_.end(), 0.0) / static_cast<double>(recent_.size());
+  const double eta = avg * static_cast<double>(total - n);
+  const double rss_mb = static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0);
+  if (json_) {
+    ordered_json j{{"event", "module"},  {"pass", pass_name(pass)}, {"module", step.key},
+                   {"index", step.index}, {"step", n},              {"steps", total},
+                   {"duration_s", seconds}, {"avg_s", avg},         {"eta_s", eta},
+                   {"peak_rss_mb", std::round(rss_mb)}};
+    for (const auto& [k, v] : fields.items()) j[k] = v;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::string extra;
+    for (const auto& [k, v] : fields.items())
+      extra += v.is_number_float() ? fmt::format("  {}: {:.6f}", k, v.get<double>())
+                                   : fmt::format("  {}: {}", k, v.dump());
+    std::printf(" -- %s %s\n    step %lld/%lld  duration %s  avg %.2f s/step  ETA %s  peak RSS %.0f MB%s\n",
+                pass == Pass::kMeasure ? "Measured" : "Quantized", step.key.c_str(),
+                static_cast<long long>(n), static_cast<long long>(total), format_duration(seconds).c_str(),
+                avg, format_duration(eta).c_str(), rss_mb, extra.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void run_pass(Job& job, Pass pass, const std::vector<ModuleStep>& steps, Tensor states,
+              const StepWork& work, Progress& progress, int64_t step_offset) {
+  progress.reset_timing();
+  const int64_t total = static_cast<int64_t>(steps.size());
+  for (int64_t i = 0; i < total; ++i) {
+    const ModuleStep& step = steps[static_cast<size_t>(i)];
+    if (step.index <= job.last_module(pass)) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    StepOutcome out = work(step, states);
+    const bool changed = !out.states.empty();
+    if (changed) {
+      const int64_t clamped = check_states(out.states, step.key);
+      if (clamped > 0) out.fields["inf_clamped"] = clamped;
+      states = std::move(out.states);
+    }
+    job.commit(pass, step.index, changed ? states.view() : TensorView());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.module_done(pass, step, i + 1, total, s, out.fields);
+    maybe_test_abort(step_offset + i + 1);
+  }
+}
+
+namespace {
+
+// Calibration rows of one pass, made once and then read back from the job folder.
+Tensor calibration_ids(Job& job, const std::string& name, int64_t rows, int64_t length,
+                       const tokenizer::Tokenizer& tok, const fs::path& model_dir,
+                       Progress& progress) {
+  if (std::optional<Tensor> t = job.load_rows(name)) {
+    EXQ_CHECK(t->dtype() == DType::I32 && t->shape() == Shape({rows, length}),
+              "{}: calibration rows {} do not match {} x {}; start over with -nr",
+              (job.dir() / ("cal_" + name + ".safetensors")).string(), shape_str(t->shape()), rows,
+              length);
+    return std::move(*t);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const JobArgs& a = job.args();
+  CalibrationRows cal;
+  if (a.cal_files.empty()) {
+    model::LlamaModel model = model::LlamaModel::load(model_dir);
+    cal = self_sampled_rows(model, tok, rows, length);
+  } else {
+    cal = rows_from_files(tok, std::vector<fs::path>(a.cal_files.begin(), a.cal_files.end()), rows,
+                          length);
+  }
+  Tensor ids(DType::I32, {rows, length});
+  std::copy(cal.ids.begin(), cal.ids.end(), ids.data<int32_t>());
+  job.save_rows(name, ids);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  progress.message("calibration",
+                   fmt::format("Calibration rows for {}: {} x {} tokens ({}) in {:.1f} s", name,
+                               rows, length, calibration_dataset_name(a.cal_files), s),
+                   {{"pass", name}, {"rows", rows}, {"length", length}, {"seconds", s}});
+  return ids;
+}
+
+const QuantOption& require_option(const MeasuredRow& row, std::string_view linear,
+                                  const std::string& key) {
+  const QuantOption* o = row.find(linear);
+  if (o == nullptr) throw Error(fmt::format("measurement: {} has no option for {}", key, linear));
+  return *o;
+}
+
+const MeasuredRow& chosen_row(const Measurement& m, const std::vector<std::pair<std::string, int>>& choice,
+                              const std::string& key) {
+  for (const auto& [k, row] : choice) {
+    if (k != key) continue;
+    const ModuleMeasurement* mm = m.find(key);
+    EXQ_CHECK(mm != nullptr && mm->rows && row >= 0 && row < static_cast<int>(mm->rows->size()),
+              "job: the choice for {} (row {}) is not in the measurement", key, row);
+    return (*mm->rows)[static_cast<size_t>(row)];
+  }
+  throw Error(fmt::format("job: no optimizer choice for {}", key));
+}
+
+// Keeps the float32 weights of the layer in use (attention and MLP of a layer share them).
+class LayerCache {
+ public:
+  LayerCache(const io::SafetensorsModel& files, const io::ModelConfig& config)
+      : files_(files), config_(config) {}
+  const LayerF32& get(int64_t layer) {
+    if (index_ != layer) {
+      layer_ = load_layer_f32(files_, config_, layer);
+      index_ = layer;
+    }
+    return layer_;
+  }
+
+ private:
+  const io::SafetensorsModel& files_;
+  const io::ModelConfig& config_;
+  LayerF32 layer_;
+  int64_t index_ = -1;
+};
+
+ordered_json accuracy_fields(const ModuleResult& r) {
+  double best = 0, worst = 1;
+  for (double e : r.errors) {
+    best = std::max(best, 1 - e);
+    worst = std::min(worst, 1 - e);
+  }
+  return {{"accuracy_min", worst}, {"accuracy_max", best}};
+}
+
+}  // namespace
+
+void run_conversion(const ConvertOptions& options) {
+  const JobArgs& a = options.args;
+  EXQ_CHECK(a.bits >= 2.0 && a.bits <= 8.0, "-b: bits per weight must be within 2..8, got {}", a.bits);
+  EXQ_CHECK(is_exl2_bits(a.head_bits), "-hb: head bits must be one of 2, 3, 4, 5, 6, 8, got {}",
+            a.head_bits);
+  EXQ_CHECK(a.rows > 0 && a.length > 0 && a.measure_rows > 0 && a.measure_length > 0,
+            "rows and lengths must be positive (-r {} -l {} -mr {} -ml {})", a.rows, a.length,
+            a.measure_rows, a.measure_length);
+  EXQ_CHECK(a.measurement_in.empty() || a.measurement_out.empty(), "-m and -om exclude each other");
+  EXQ_CHECK(a.shard_mb > 0, "-ss: shard size must be positive, got {} MB", a.shard_mb);
+  const fs::path model_dir = a.model_dir;
+  const fs::path work_dir = options.work_dir;
+  if (!fs::is_regular_file(model_dir / "config.json"))
+    throw Error(fmt::format("{} is not a model folder (no config.json)", model_dir.string()));
+  const io::ModelConfig config = io::load_model_config(model_dir);
+  const io::SafetensorsModel files = io::SafetensorsModel::open(model_dir);
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(model_dir / "tokenizer.json");
+  const bool tied = config.tie_word_embeddings || !files.contains("lm_head.weight");
+  Progress progress(options.status_json);
+
+  const bool has_job = fs::exists(work_dir / "job.json");
+  if (options.resume == ConvertOptions::Resume::kResume && !has_job)
+    throw Error(fmt::format("-res: no job to resume in {} (job.json missing)", work_dir.string()));
+  const bool resume = has_job && options.resume != ConvertOptions::Resume::kRestart;
+  Job job = Job::open(work_dir, a, resume);
+  progress.message("job",
+                   job.resumed() ? fmt::format("Resuming job in {} (measured up to module {}, "
+                                               "quantized up to module {})",
+                                               work_dir.string(), job.last_module(Pass::kMeasure),
+                                               job.last_module(Pass::kQuantize))
+                                 : fmt::format("Starting job in {}", work_dir.string()),
+                   {{"work_dir", work_dir.string()}, {"resumed", job.resumed()}});
+
+  const std::vector<ModuleStep> steps = module_steps(config);
+  const int64_t last_index = steps.back().index;
+  LayerCache layers(files, config);
+  auto embed = [&](const Tensor& ids) {
+    return embed_rows(files.get("model.embed_tokens.weight"), ids.span<int32_t>(), ids.dim(0),
+                      ids.dim(1));
+  };
+
+  // ---- Measurement ----
+  Measurement measurement;
+  if (a.measurement_in.empty()) {
+    if (job.last_module(Pass::kMeasure) < last_index) {
+      const Tensor ids = calibration_ids(job, "measure", a.measure_rows, a.measure_length, tok,
+                                         model_dir, progress);
+      Tensor states = job.last_module(Pass::kMeasure) >= 0 ? job.load_states(Pass::kMeasure) : embed(ids);
+      ModuleForward fwd(config, a.measure_length);
+      auto work = [&](const ModuleStep& step, const TensorView& x) {
+        StepOutcome out;
+        job.measurement().last_module_idx = step.index;
+        if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp) {
+          const LayerF32& layer = layers.get(step.layer);
+          ModuleResult r = step.kind == ModuleKind::kAttention
+                               ? measure_attention(fwd, layer, x, step.key)
+                               : measure_mlp(fwd, layer, x, step.key);
+          job.measurement().modules.push_back(std::move(r.measurement));
+          out.fields = accuracy_fields(r);
+          out.states = std::move(r.target);
+        } else {
+          job.measurement().modules.push_back({step.key, std::nullopt});
+        }
+        return out;
+      };
+      run_pass(job, Pass::kMeasure, steps, std::move(states), work, progress, 0);
+    }
+    measurement = job.measurement();
+    write_measurement(work_dir / "measurement.json", measurement);
+    if (!a.measurement_out.empty()) {
+      write_measurement(a.measurement_out, measurement);
+      progress.message("measurement", fmt::format("Measurement written to {}", a.measurement_out),
+                       {{"path", a.measurement_out}});
+      return;
+    }
+  } else {
+    measurement = read_measurement(a.measurement_in);
+  }
+
+  // ---- Optimizer ----
+  if (job.choice().empty()) {
+    std::vector<ModuleCandidates> candidates;
+    for (const ModuleStep& step : steps) {
+      if (step.kind != ModuleKind::kAttention && step.kind != ModuleKind::kMlp) continue;
+      const ModuleMeasurement* mm = measurement.find(step.key);
+      if (mm == nullptr || !mm->rows || mm->rows->empty())
+        throw Error(fmt::format("measurement has no rows for {}", step.key),
+                    ErrorContext{.file = a.measurement_in});
+      ModuleCandidates c{step.key, {}};
+      for (const MeasuredRow& r : *mm->rows)
+        c.rows.push_back({r.total_bits, std::max(1.0 - r.accuracy, 1e-12)});
+      candidates.push_back(std::move(c));
+    }
+    const OptimizeResult r = optimize(candidates, {.target_bpw = a.bits,
+                                                   .decoder_weights = decoder_weight_count(config)});
+    for (size_t i = 0; i < candidates.size(); ++i)
+      job.choice().emplace_back(candidates[i].name, r.choice[i]);
+    job.save();
+    progress.message("optimize",
+                     fmt::format("Optimizer: {:.4f} bpw (target {:.4f}), sum log err {:.4f}, max err {:.6f}",
+                                 r.bpw, a.bits, r.sum_log_err, r.max_err),
+                     {{"bpw", r.bpw}, {"target_bpw", a.bits}, {"sum_log_err", r.sum_log_err},
+                      {"max_err", r.max_err}, {"total_bits", r.total_bits}});
+  }
+
+  // ---- Quantization ----
+  if (job.last_module(Pass::kQuantize) < last_index) {
+    const Tensor ids = calibration_ids(job, "quant", a.rows, a.length, tok, model_dir, progress);
+    Tensor states = job.last_module(Pass::kQuantize) >= 0 ? job.load_states(Pass::kQuantize) : embed(ids);
+    ModuleForward fwd(config, a.length);
+    auto work = [&](const ModuleStep& step, const TensorView& x) {
+      StepOutcome out;
+      std::optional<QuantStep> q;
+      if (step.kind == ModuleKind::kAttention) {
+        const MeasuredRow& row = chosen_row(measurement, job.choice(), step.key);
+        AttnOptions o;
+        for (size_t i = 0; i < 4; ++i) o[i] = require_option(row, kAttnLinears[i], step.key);
+        q = quantize_attention_step(fwd, layers.get(step.layer), step.layer, x, o);
+      } else if (step.kind == ModuleKind::kMlp) {
+        const MeasuredRow& row = chosen_row(measurement, job.choice(), step.key);
+        MlpOptions o;
+        for (size_t i = 0; i < 3; ++i) o[i] = require_option(row, kMlpLinears[i], step.key);
+        q = quantize_mlp_step(fwd, layers.get(step.layer), step.layer, x, o);
+      } else if (step.kind == ModuleKind::kHead) {
+        if (tied) {
+          out.fields["head"] = "tied to the embedding, kept as FP16";
+        } else {
+          q = quantize_head_step(x, files.get("model.norm.weight"), files.get("lm_head.weight"),
+                                 static_cast<float>(config.rms_norm_eps), a.head_bits);
+        }
+      }
+      if (q) {
+        std::vector<io::NamedTensor> named;
+        for (const auto& [key, packed] : q->packed) packed.append_to(named, key);
+        job.save_module_tensors(step.key, named);
+        out.fields["rfn"] = q->rfn;
+        out.states = std::move(q->output);
+      }
+      return out;
+    };
+    run_pass(job, Pass::kQuantize, steps, std::move(states), work, progress,
+             static_cast<int64_t>(steps.size()));
+  }
+
+  // ---- Compile ----
+  const auto t0 = std::chrono::steady_clock::now();
+  CompileInput ci;
+  ci.model_dir = model_dir;
+  ci.out_dir = a.out_dir;
+  for (const ModuleStep& step : steps)
+    if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp ||
+        (step.kind == ModuleKind::kHead && !tied))
+      ci.module_files.push_back(job.module_tensors_path(step.key));
+  ci.bits = a.bits;
+  ci.head_bits = a.head_bits;
+  ci.cal_rows = a.rows;
+  ci.cal_length = a.length;
+  ci.dataset = calibration_dataset_name(a.cal_files);
+  ci.shard_bytes = a.shard_mb * 1024 * 1024;
+  const CompileResult cr = compile_model(ci);
+  job.set_compiled();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  progress.message("compile",
+                   fmt::format("Compiled {} ({} file(s), {:.1f} MB of tensors) in {:.1f} s",
+                               a.out_dir, cr.files.size(), static_cast<double>(cr.tensor_bytes) / 1e6, s),
+                   {{"out_dir", a.out_dir}, {"files", cr.files.size()}, {"tensor_bytes", cr.tensor_bytes}});
+}
+
+}  // namespace exq::quant

@@ -1,0 +1,115 @@
+#include "quant/quantize.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/norm.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "quant/gptq.h"
+#include "quant/hessian.h"
+#include "quant/measure.h"
+
+namespace exq::quant {
+namespace {
+
+TensorView weight_view(const GptqResult& r) {
+  return TensorView(const_cast<float*>(r.weight.data()), DType::F32, {r.layer.out, r.layer.in});
+}
+
+io::Exl2Packed pack_with_bias(const GptqResult& r, const Tensor& bias) {
+  if (bias.empty()) return io::pack_exl2(r.layer);
+  io::Exl2Linear layer = r.layer;
+  layer.bias.resize(static_cast<size_t>(bias.numel()));
+  const float* b = bias.data<float>();
+  for (size_t i = 0; i < layer.bias.size(); ++i) layer.bias[i] = float_to_half(b[i]);
+  return io::pack_exl2(layer);
+}
+
+}  // namespace
+
+QuantStep quantize_attention_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                                  const TensorView& states, const AttnOptions& options) {
+  const std::string key = fmt::format("model.layers.{}.self_attn", index);
+  QuantizedModule qm = quantize_attention(fwd, layer, states, key, options);
+  EXQ_ASSERT(qm.linears.size() == 4);
+  AttnWeights w = attn_weights(layer);
+  TensorView* slots[4] = {&w.q, &w.k, &w.v, &w.o};
+  const Tensor* biases[4] = {&layer.q_bias, &layer.k_bias, &layer.v_bias, &layer.o_bias};
+  QuantStep out;
+  for (size_t i = 0; i < 4; ++i) {
+    *slots[i] = weight_view(qm.linears[i].result);
+    out.packed.emplace_back(key + "." + qm.linears[i].name,
+                            pack_with_bias(qm.linears[i].result, *biases[i]));
+  }
+  out.output = Tensor(DType::F32, states.shape());
+  fwd.attention_rows(w, states, out.output);
+  out.rfn = relative_error(out.output, qm.target);
+  return out;
+}
+
+QuantStep quantize_mlp_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                            const TensorView& states, const MlpOptions& options) {
+  const std::string key = fmt::format("model.layers.{}.mlp", index);
+  QuantizedModule qm = quantize_mlp(fwd, layer, states, key, options);
+  EXQ_ASSERT(qm.linears.size() == 3);
+  MlpWeights w = mlp_weights(layer);
+  TensorView* slots[3] = {&w.gate, &w.up, &w.down};
+  const Tensor* biases[3] = {&layer.gate_bias, &layer.up_bias, &layer.down_bias};
+  QuantStep out;
+  for (size_t i = 0; i < 3; ++i) {
+    *slots[i] = weight_view(qm.linears[i].result);
+    out.packed.emplace_back(key + "." + qm.linears[i].name,
+                            pack_with_bias(qm.linears[i].result, *biases[i]));
+  }
+  out.output = Tensor(DType::F32, states.shape());
+  fwd.mlp_rows(w, states, out.output);
+  out.rfn = relative_error(out.output, qm.target);
+  return out;
+}
+
+QuantStep quantize_head_step(const TensorView& states, const TensorView& final_norm,
+                             const TensorView& head_weight, float eps, int head_bits) {
+  const int64_t rows = states.dim(0), T = states.dim(1), hidden = states.dim(2);
+  const int64_t vocab = head_weight.dim(0);
+  EXQ_CHECK(head_weight.dim(1) == hidden, "lm_head: expected [{}, {}], got {}", vocab, hidden,
+            shape_str(head_weight.shape()));
+  const Tensor norm_w = to_f32(final_norm);
+  Tensor normed(DType::F32, {rows * T, hidden});
+  cpu::rms_norm(states.reshape({rows * T, hidden}), norm_w, eps, normed);
+  HessianAccumulator acc(hidden);
+  for (int64_t r = 0; r < rows; ++r) acc.add_batch(normed.data<float>() + r * T * hidden, T);
+  const PreparedHessian h = prepare_hessian(acc.hessian(), hidden);
+  const Tensor w = to_f32(head_weight);
+  const GptqResult q = gptq_quantize(w.data<float>(), vocab, hidden, h, head_option(head_bits));
+
+  QuantStep out;
+  out.packed.emplace_back("lm_head", io::pack_exl2(q.layer));
+  const TensorView row0 = normed.view().slice0(0, T);
+  Tensor ref(DType::F32, {T, vocab}), got(DType::F32, {T, vocab});
+  cpu::matmul(row0, w, ref);
+  cpu::matmul(row0, weight_view(q), got);
+  out.rfn = relative_error(got, ref);
+  return out;
+}
+
+int64_t check_states(const TensorView& states, const std::string& key) {
+  float* p = states.data<float>();
+  const int64_t n = states.numel();
+  int64_t inf = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(p[i]))
+      throw Error(fmt::format("{}: NaN in the hidden states (value {} of {})", key, i, n));
+    if (std::isinf(p[i])) ++inf;
+  }
+  if (inf == 0) return 0;
+  if (static_cast<double>(inf) >= 0.005 * static_cast<double>(n))
+    throw Error(fmt::format("{}: {} of {} hidden-state values are infinite (limit 0.5 %)", key, inf, n));
+  for (int64_t i = 0; i < n; ++i)
+    if (std::isinf(p[i])) p[i] = p[i] > 0 ? 65504.0f : -65504.0f;
+  return inf;
+}
+
+}  // namespace exq::quant
