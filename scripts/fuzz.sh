@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j"$(nproc)"
+cmake --build --preset fuzz -j"$(nproc)" --target fuzzers
 shared="${EXQ_SHARED:-$(cd .. && pwd)/shared}"
 for bin in build/fuzz/fuzz/*_fuzz; do
   [ -x "$bin" ] || continue

@@ -137,6 +137,18 @@ void fused_portable(const Exl2MatmulWeight& w, const float* m, const float* xp, 
 
 }  // namespace exl2
 
+int64_t exl2_dequantize_min_tokens() {
+  // Per-token CPU time of the fused path is flat (weights are decoded again for every 4
+  // tokens), the tile path's falls with T; they cross near 16 (AVX-512) and 10 (AVX2) tokens
+  // on the SmolLM2 fixture layers. The portable fused path is the tile path with a slower dot.
+  switch (kernel::active_isa()) {
+    case kernel::Isa::Avx512: return 16;
+    case kernel::Isa::Avx2: return 10;
+    case kernel::Isa::Portable: break;
+  }
+  return 1;
+}
+
 void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, float* y,
                  Exl2Path path) {
   validate(w);
@@ -157,14 +169,17 @@ void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, floa
       std::copy_n(src, n, dst);
   };
 
-  if (path == Exl2Path::Fused || (path == Exl2Path::Auto && tokens < kExl2DequantMinTokens)) {
-    const bool avx2 = use_avx2();
+  if (path == Exl2Path::Fused ||
+      (path == Exl2Path::Auto && tokens < exl2_dequantize_min_tokens())) {
+    const kernel::Isa isa = kernel::active_isa();
     const int64_t blocks = (w.out + exl2::kFusedColumns - 1) / exl2::kFusedColumns;
     parallel_for(blocks, [&](int64_t begin, int64_t end) {
       std::vector<float> acc(static_cast<size_t>(tokens * exl2::kFusedColumns));
       for (int64_t b = begin; b < end; ++b) {
         const int64_t c0 = b * exl2::kFusedColumns;
-        if (avx2)
+        if (isa == kernel::Isa::Avx512)
+          exl2::fused_avx512(w, m.data(), xp.data(), tokens, c0, acc.data());
+        else if (isa == kernel::Isa::Avx2)
           exl2::fused_avx2(w, m.data(), xp.data(), tokens, c0, acc.data());
         else
           exl2::fused_portable(w, m.data(), xp.data(), tokens, c0, acc.data());

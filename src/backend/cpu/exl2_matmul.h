@@ -32,13 +32,14 @@ struct Exl2MatmulWeight {
 };
 
 enum class Exl2Path {
-  Auto,        // Fused below kExl2DequantMinTokens tokens, else Dequantize
+  Auto,        // Fused below exl2_dequantize_min_tokens() tokens, else Dequantize
   Fused,       // decode each weight in registers and multiply it into every token
   Dequantize   // float32 weight tiles + the dense matmul kernel
 };
 
-// From this many tokens on, Auto dequantizes tiles (bench/exl2_forward_bench BM_Exl2Layer).
-inline constexpr int64_t kExl2DequantMinTokens = 4;
+// From this many tokens on, Auto dequantizes tiles: the crossover measured for the active
+// instruction set (bench/exl2_forward_bench BM_Exl2Layer; docs/perf.md).
+int64_t exl2_dequantize_min_tokens();
 
 // x: f32 [T, in] contiguous; y: f32 [T, out] contiguous, overwritten. Parallel over output
 // column tiles; uses the instruction set of cpu::matmul_isa(). Throws exq::Error on

@@ -200,11 +200,15 @@ EXQ_AVX2 void tile_group(const uint32_t* p, int64_t stride, int64_t rows, __m256
 EXQ_AVX2 void fused_avx2(const Exl2MatmulWeight& w, const float* m, const float* xp,
                          int64_t tokens, int64_t c0, float* acc) {
   // Up to 2 tokens: 4 column vectors (enough independent FMA chains for one token); 3 or 4
-  // tokens: 2 column vectors, so the accumulators stay within the 16 registers.
-  for (int64_t t = 0; t < tokens; t += 4) {
+  // tokens: 2 column vectors, so the accumulators stay within the 16 registers. More tokens
+  // go in even chunks of at most 4 (6 = 3 + 3, not 4 + 2).
+  const int64_t chunks = (tokens + 3) / 4;
+  for (int64_t i = 0, t = 0; i < chunks; ++i) {
+    const int64_t mt = (tokens - t) / (chunks - i) + ((tokens - t) % (chunks - i) != 0);
     const float* x = xp + t * w.in;
     float* a = acc + t * kFusedColumns;
-    switch (std::min<int64_t>(4, tokens - t)) {
+    t += mt;
+    switch (mt) {
       case 1: fused_block<1, 4>(w, m, x, c0, a); break;
       case 2: fused_block<2, 4>(w, m, x, c0, a); break;
       case 3:

@@ -19,9 +19,12 @@ void fused_portable(const Exl2MatmulWeight& w, const float* m, const float* xp, 
                     int64_t c0, float* acc);
 void fused_avx2(const Exl2MatmulWeight& w, const float* m, const float* xp, int64_t tokens,
                 int64_t c0, float* acc);
+void fused_avx512(const Exl2MatmulWeight& w, const float* m, const float* xp, int64_t tokens,
+                  int64_t c0, float* acc);
 
 // tile[j * in + i] = W[c0 + j, i] (float32, permuted row order) for j < n; c0 and n are
-// multiples of 8 and c0 + n <= out_pad.
+// multiples of 8 and c0 + n <= out_pad. (AVX2 serves AVX-512 CPUs too: the tile is a small
+// part of a prefill.)
 void tile_portable(const Exl2MatmulWeight& w, const float* m, int64_t c0, int64_t n, float* tile);
 void tile_avx2(const Exl2MatmulWeight& w, const float* m, int64_t c0, int64_t n, float* tile);
 
