@@ -115,13 +115,21 @@ void BM_Exl2Prefill(benchmark::State& state) {
   state.counters["threads"] = exq::num_threads();
 }
 
-// One fixture layer: range(0) 0 = mlp.gate_proj (576 -> 1536), 1 = mlp.down_proj (1536 -> 576);
-// range(1) tokens; range(2) 0 = fp16 cpu::matmul of the dequantized weight, 1 = fused,
-// 2 = dequantized tiles. Picks the Auto threshold exl2_dequantize_min_tokens().
+// One fixture layer: range(0) 0 = mlp.gate_proj (576 -> 1536), 1 = mlp.down_proj (1536 -> 576),
+// 2 = self_attn.q_proj (576 -> 576), 3 = self_attn.k_proj (576 -> 192); range(1) tokens;
+// range(2) 0 = fp16 cpu::matmul of the dequantized weight, 1 = fused, 2 = dequantized tiles.
+// Picks the Auto threshold exl2_dequantize_min_tokens().
 void BM_Exl2Layer(benchmark::State& state) {
-  const bool down = state.range(0) == 1;
-  const int64_t in = down ? 1536 : 576, out = down ? 576 : 1536, T = state.range(1);
-  const std::string key = down ? "model.layers.0.mlp.down_proj" : "model.layers.0.mlp.gate_proj";
+  static const struct {
+    const char* name;
+    int64_t in, out;
+  } kLayers[] = {{"mlp.gate_proj", 576, 1536},
+                 {"mlp.down_proj", 1536, 576},
+                 {"self_attn.q_proj", 576, 576},
+                 {"self_attn.k_proj", 576, 192}};
+  const auto& L = kLayers[state.range(0)];
+  const int64_t in = L.in, out = L.out, T = state.range(1);
+  const std::string key = std::string("model.layers.0.") + L.name;
   const exq::io::Exl2Tensors t = exq::io::exl2_tensors(fixture_4bpw(), key);
   const exq::model::Exl2Linear layer(t, in, out, key);
   const exq::Tensor w16 = exq::io::dequantize_exl2(t, in, out, key, exq::DType::F16);
@@ -129,7 +137,8 @@ void BM_Exl2Layer(benchmark::State& state) {
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   for (float& v : x.span<float>()) v = nd(rng);
-  const auto path = state.range(2) == 1 ? exq::cpu::Exl2Path::Fused : exq::cpu::Exl2Path::Dequantize;
+  const auto path =
+      state.range(2) == 1 ? exq::cpu::Exl2Path::Fused : exq::cpu::Exl2Path::Dequantize;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     if (state.range(2) == 0)
@@ -144,7 +153,7 @@ void BM_Exl2Layer(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Exl2Layer)
-    ->ArgsProduct({{0, 1}, {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 64, 256}, {0, 1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3}, {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 64, 256}, {0, 1, 2}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(0.3);

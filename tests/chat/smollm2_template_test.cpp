@@ -9,6 +9,7 @@
 #include <string>
 
 #include "chat/template.h"
+#include "tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace exq::chat {
@@ -32,6 +33,8 @@ TEST(SmolLM2Template, RendersEveryFixtureCaseByteIdentically) {
   EXPECT_EQ(bos, "<|im_start|>");
   EXPECT_EQ(eos, "<|im_end|>");
 
+  const auto tok =
+      tokenizer::Tokenizer::from_file(shared / "models/smollm2-135m-instruct/tokenizer.json");
   std::istringstream lines(test::read_file(shared / "fixtures/smollm2/chat_template_cases.jsonl"));
   std::string line;
   int cases = 0;
@@ -40,6 +43,8 @@ TEST(SmolLM2Template, RendersEveryFixtureCaseByteIdentically) {
     const auto c = nlohmann::json::parse(line);
     const std::string got = render_chat(tmpl, c["messages"], c["add_generation_prompt"].get<bool>(), bos, eos);
     EXPECT_EQ(got, c["rendered"].get<std::string>()) << "case " << cases;
+    // Rendered text through exq's tokenizer gives the fixture's ids (special tokens matched).
+    EXPECT_EQ(tok.encode(got), c["ids"].get<std::vector<int32_t>>()) << "case " << cases;
     ++cases;
   }
   EXPECT_GE(cases, 2);

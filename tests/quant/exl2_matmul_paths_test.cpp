@@ -34,7 +34,8 @@ std::vector<Isa> isas() {
 }
 
 const char* path_name(cpu::Exl2Path p) {
-  return p == cpu::Exl2Path::Fused ? "fused" : p == cpu::Exl2Path::Dequantize ? "dequantize" : "auto";
+  if (p == cpu::Exl2Path::Fused) return "fused";
+  return p == cpu::Exl2Path::Dequantize ? "dequantize" : "auto";
 }
 
 // Every fp16 weight bit of exl2_dequantize (all instruction sets) equals io::dequantize_exl2;

@@ -41,33 +41,42 @@ std::vector<float> group_multipliers(const Exl2MatmulWeight& w) {
 
 bool use_avx2() { return kernel::active_isa() >= kernel::Isa::Avx2; }
 
+// `n` floats from `buffer`, grown as needed, starting on a 64-byte line: unaligned 512-bit
+// loads of x or of a tile would straddle two lines each.
+float* aligned_floats(std::vector<float>& buffer, int64_t n) {
+  if (buffer.size() < static_cast<size_t>(n + 16)) buffer.resize(static_cast<size_t>(n + 16));
+  const auto addr = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - addr % 64) % 64) / sizeof(float);
+}
+
 // Output columns per dequantized tile: a multiple of 8 whose float32 tile stays around
 // 128 KiB (reread from L2 for every block of x rows, as in cpu::matmul), with at least four
 // tiles per thread so small layers still balance.
 int64_t tile_columns(int64_t out, int64_t in) {
-  const int64_t by_cache = std::max<int64_t>(8, (32768 / in) / 8 * 8);
+  const int64_t by_cache = std::max<int64_t>(8, (32768 / in + 4) / 8 * 8);
   const int64_t tasks = 4 * static_cast<int64_t>(num_threads());
   const int64_t by_balance = std::max<int64_t>(8, ((out + tasks - 1) / tasks + 7) / 8 * 8);
   return std::min(by_cache, by_balance);
 }
 
 // Runs fn(c0, tile, n) for the column tiles of the layer in parallel; tile holds the float32
-// weights of columns [c0, c0 + n) in permuted row order, n rounded up to 8 (within out_pad).
+// weights of the n output columns [c0, c0 + n) in permuted row order (decoded up to the next
+// multiple of 8, within out_pad), 64-byte aligned.
 template <typename Fn>
 void for_each_tile(const Exl2MatmulWeight& w, const float* m, Fn fn) {
   const int64_t cols = tile_columns(w.out, w.in);
   const int64_t tiles = (w.out + cols - 1) / cols;
   const bool avx2 = use_avx2();
   parallel_for(tiles, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> tile;
-    if (tile.size() < static_cast<size_t>(cols * w.in)) tile.resize(static_cast<size_t>(cols * w.in));
+    thread_local std::vector<float> buffer;
+    float* const tile = aligned_floats(buffer, cols * w.in);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c0 = i * cols, n = std::min(cols, (w.out - c0 + 7) / 8 * 8);
       if (avx2)
-        exl2::tile_avx2(w, m, c0, n, tile.data());
+        exl2::tile_avx2(w, m, c0, n, tile);
       else
-        exl2::tile_portable(w, m, c0, n, tile.data());
-      fn(c0, tile.data(), std::min(n, w.out - c0));
+        exl2::tile_portable(w, m, c0, n, tile);
+      fn(c0, tile, std::min(n, w.out - c0));
     }
   });
 }
@@ -139,11 +148,11 @@ void fused_portable(const Exl2MatmulWeight& w, const float* m, const float* xp, 
 
 int64_t exl2_dequantize_min_tokens() {
   // Per-token CPU time of the fused path is flat (weights are decoded again for every 4
-  // tokens), the tile path's falls with T; they cross near 16 (AVX-512) and 10 (AVX2) tokens
+  // tokens), the tile path's falls with T; they cross near 10 (AVX-512) and 8 (AVX2) tokens
   // on the SmolLM2 fixture layers. The portable fused path is the tile path with a slower dot.
   switch (kernel::active_isa()) {
-    case kernel::Isa::Avx512: return 16;
-    case kernel::Isa::Avx2: return 10;
+    case kernel::Isa::Avx512: return 10;
+    case kernel::Isa::Avx2: return 8;
     case kernel::Isa::Portable: break;
   }
   return 1;
@@ -156,10 +165,20 @@ void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, floa
   if (tokens == 0) return;
   const std::vector<float> m = group_multipliers(w);
 
-  // x in the permuted channel order, so each group reads a contiguous slice.
-  std::vector<float> xp(static_cast<size_t>(tokens * w.in));
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t i = 0; i < w.in; ++i) xp[t * w.in + i] = x[t * w.in + w.q_perm[i]];
+  // x in the permuted channel order, so each group reads a contiguous slice. Up to 16 MiB the
+  // buffer is kept per calling thread (a prefill's x is megabytes: no fresh pages per call);
+  // workers reach it through the pointer, never through the thread_local's name.
+  thread_local std::vector<float> xp_kept;
+  std::vector<float> xp_once;
+  float* const xp = aligned_floats(tokens * w.in <= (1 << 22) ? xp_kept : xp_once, tokens * w.in);
+  auto gather = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < w.in; ++i) xp[t * w.in + i] = x[t * w.in + w.q_perm[i]];
+  };
+  if (tokens * w.in >= (1 << 16))
+    parallel_for(tokens, gather);
+  else
+    gather(0, tokens);
 
   auto store = [&](int64_t t, int64_t c0, int64_t n, const float* src) {
     float* dst = y + t * w.out + c0;
@@ -178,11 +197,11 @@ void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, floa
       for (int64_t b = begin; b < end; ++b) {
         const int64_t c0 = b * exl2::kFusedColumns;
         if (isa == kernel::Isa::Avx512)
-          exl2::fused_avx512(w, m.data(), xp.data(), tokens, c0, acc.data());
+          exl2::fused_avx512(w, m.data(), xp, tokens, c0, acc.data());
         else if (isa == kernel::Isa::Avx2)
-          exl2::fused_avx2(w, m.data(), xp.data(), tokens, c0, acc.data());
+          exl2::fused_avx2(w, m.data(), xp, tokens, c0, acc.data());
         else
-          exl2::fused_portable(w, m.data(), xp.data(), tokens, c0, acc.data());
+          exl2::fused_portable(w, m.data(), xp, tokens, c0, acc.data());
         const int64_t n = std::min(exl2::kFusedColumns, w.out - c0);
         for (int64_t t = 0; t < tokens; ++t) store(t, c0, n, &acc[t * exl2::kFusedColumns]);
       }
@@ -191,7 +210,7 @@ void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, floa
   }
 
   for_each_tile(w, m.data(), [&](int64_t c0, const float* tile, int64_t n) {
-    kernel::gemm(xp.data(), w.in, tokens, tile, DType::F32, n, w.in, y + c0, w.out);
+    kernel::gemm(xp, w.in, tokens, tile, DType::F32, n, w.in, y + c0, w.out);
     if (w.bias)
       for (int64_t t = 0; t < tokens; ++t)
         for (int64_t j = 0; j < n; ++j) y[t * w.out + c0 + j] += half_to_float(w.bias[c0 + j]);

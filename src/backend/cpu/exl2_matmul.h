@@ -47,7 +47,7 @@ int64_t exl2_dequantize_min_tokens();
 void exl2_matmul(const Exl2MatmulWeight& w, const float* x, int64_t tokens, float* y,
                  Exl2Path path = Exl2Path::Auto);
 
-// The fp16 weight [out, in] in original channel order, as the matmul paths reconstruct it
+// The fp16 weight [out, in] in original channel order, as the Dequantize path decodes it
 // (bit-identical to io::dequantize_exl2); for tests.
 void exl2_dequantize(const Exl2MatmulWeight& w, uint16_t* dst);
 
