@@ -9,21 +9,14 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "exl2_test_models.h"
 #include "test_support.h"
 
 namespace exq::io {
 namespace {
 
-std::filesystem::path fixture(const std::string& bpw) {
-  return test::shared_dir() / "fixtures" / "exl2" / ("smollm2_layer0_" + bpw + "bpw.safetensors");
-}
-
-// Layer-0 linears of SmolLM2-135M: {in, out} (HF weight [out, in]).
-const std::map<std::string, std::pair<int64_t, int64_t>> kLinears = {
-    {"self_attn.q_proj", {576, 576}}, {"self_attn.k_proj", {576, 192}},
-    {"self_attn.v_proj", {576, 192}}, {"self_attn.o_proj", {576, 576}},
-    {"mlp.gate_proj", {576, 1536}},   {"mlp.up_proj", {576, 1536}},
-    {"mlp.down_proj", {1536, 576}}};
+std::filesystem::path fixture(const std::string& bpw) { return test::exl2_layer0_fixture(bpw); }
+const auto& kLinears = test::smollm2_layer0_linears();
 
 bool same_bytes(const TensorView& a, const TensorView& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() &&

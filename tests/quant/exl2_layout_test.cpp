@@ -6,20 +6,16 @@
 
 #include "io/exl2.h"
 #include "quant/options.h"
+#include "exl2_test_models.h"
 #include "test_support.h"
 
 namespace exq::quant {
 namespace {
 
 TEST(Exl2Layout, FixtureGroupsMatchATableOption) {
-  const std::map<std::string, std::pair<int64_t, int64_t>> linears = {
-      {"self_attn.q_proj", {576, 576}}, {"self_attn.k_proj", {576, 192}},
-      {"self_attn.v_proj", {576, 192}}, {"self_attn.o_proj", {576, 576}},
-      {"mlp.gate_proj", {576, 1536}},   {"mlp.up_proj", {576, 1536}},
-      {"mlp.down_proj", {1536, 576}}};
+  const auto& linears = test::smollm2_layer0_linears();
   for (const char* bpw : {"4.0", "2.5"}) {
-    const auto f = io::SafetensorsFile::open(test::shared_dir() / "fixtures" / "exl2" /
-                                             fmt::format("smollm2_layer0_{}bpw.safetensors", bpw));
+    const auto f = io::SafetensorsFile::open(test::exl2_layer0_fixture(bpw));
     for (const auto& [name, shape] : linears) {
       const std::string key = "model.layers.0." + name;
       const auto groups =

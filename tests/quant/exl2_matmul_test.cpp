@@ -10,6 +10,7 @@
 #include "core/half.h"
 #include "io/exl2.h"
 #include "model/exl2_linear.h"
+#include "exl2_test_models.h"
 #include "test_support.h"
 
 namespace exq {
@@ -68,14 +69,9 @@ TEST(Exl2Matmul, RoundToHalfMatchesFloatToHalf) {
 }
 
 TEST(Exl2Matmul, MatchesDequantizedMatmulOnFixtures) {
-  const std::map<std::string, std::pair<int64_t, int64_t>> linears = {
-      {"self_attn.q_proj", {576, 576}}, {"self_attn.k_proj", {576, 192}},
-      {"self_attn.v_proj", {576, 192}}, {"self_attn.o_proj", {576, 576}},
-      {"mlp.gate_proj", {576, 1536}},   {"mlp.up_proj", {576, 1536}},
-      {"mlp.down_proj", {1536, 576}}};
+  const auto& linears = test::smollm2_layer0_linears();
   for (const char* bpw : {"4.0", "2.5"}) {
-    const auto f = io::SafetensorsFile::open(test::shared_dir() / "fixtures" / "exl2" /
-                                             fmt::format("smollm2_layer0_{}bpw.safetensors", bpw));
+    const auto f = io::SafetensorsFile::open(test::exl2_layer0_fixture(bpw));
     double worst = 0.0;
     for (const auto& [name, shape] : linears) {
       const auto t = io::exl2_tensors(f, "model.layers.0." + name);

@@ -27,6 +27,21 @@ inline constexpr const char* kLlamaLinears[] = {"self_attn.q_proj", "self_attn.k
                                                 "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                                 "mlp.down_proj"};
 
+// Layer-0 linears of SmolLM2-135M in the exllamav2 fixtures: name -> {in, out} (HF weight [out, in]).
+inline const std::map<std::string, std::pair<int64_t, int64_t>>& smollm2_layer0_linears() {
+  static const std::map<std::string, std::pair<int64_t, int64_t>> linears = {
+      {"self_attn.q_proj", {576, 576}}, {"self_attn.k_proj", {576, 192}},
+      {"self_attn.v_proj", {576, 192}}, {"self_attn.o_proj", {576, 576}},
+      {"mlp.gate_proj", {576, 1536}},   {"mlp.up_proj", {576, 1536}},
+      {"mlp.down_proj", {1536, 576}}};
+  return linears;
+}
+
+// ../shared/fixtures/exl2/smollm2_layer0_<bpw>bpw.safetensors (bpw "4.0" or "2.5").
+inline std::filesystem::path exl2_layer0_fixture(const std::string& bpw) {
+  return shared_dir() / "fixtures" / "exl2" / ("smollm2_layer0_" + bpw + "bpw.safetensors");
+}
+
 // A random EXL2 layer [out, in]: groups of 32 rows whose widths cycle through `bits` (the last
 // group takes the rest), random codes and scales, q_scale_max near `scale`, a shuffled permutation.
 inline io::Exl2Packed random_exl2(int64_t in, int64_t out, const std::vector<int>& bits, uint32_t seed,
