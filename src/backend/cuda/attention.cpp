@@ -19,12 +19,7 @@ AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceV
   check_dtype(out, DType::F32, op, "out");
   check_shape(out, q.shape(), op, "out");
   check_dense(out, op, "out");
-  check_dtype_in(k_cache, {DType::F16, DType::F32}, op, "k_cache");
-  check_rank(k_cache, 3, op, "k_cache");
-  check_dense(k_cache, op, "k_cache");
-  check_dtype(v_cache, k_cache.dtype(), op, "v_cache");
-  check_shape(v_cache, k_cache.shape(), op, "v_cache");
-  check_dense(v_cache, op, "v_cache");
+  check_kv_cache_pair(k_cache, v_cache, op);
   const int64_t heads = q.dim(1), kv_heads = k_cache.dim(0), head_dim = q.dim(2);
   EXQ_CHECK(k_cache.dim(2) == head_dim, "cuda {}: cache head_dim {} differs from q's {}", op,
             k_cache.dim(2), head_dim);

@@ -17,12 +17,7 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
   check_dtype(v, DType::F32, op, "v");
   check_shape(v, k.shape(), op, "v");
   check_dense(v, op, "v");
-  check_dtype_in(k_cache, {DType::F16, DType::F32}, op, "k_cache");
-  check_rank(k_cache, 3, op, "k_cache");
-  check_dense(k_cache, op, "k_cache");
-  check_dtype(v_cache, k_cache.dtype(), op, "v_cache");
-  check_shape(v_cache, k_cache.shape(), op, "v_cache");
-  check_dense(v_cache, op, "v_cache");
+  check_kv_cache_pair(k_cache, v_cache, op);
   EXQ_CHECK(k_cache.dim(0) == k.dim(1) && k_cache.dim(2) == k.dim(2),
             "cuda kv_append: cache {} does not hold k {} ([kv_heads, capacity, head_dim] vs "
             "[tokens, kv_heads, head_dim])",

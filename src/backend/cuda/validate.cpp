@@ -46,4 +46,13 @@ int checked_int(int64_t value, const char* op, const char* what) {
   return static_cast<int>(value);
 }
 
+void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, const char* op) {
+  check_dtype_in(k_cache, {DType::F16, DType::F32}, op, "k_cache");
+  check_rank(k_cache, 3, op, "k_cache");
+  check_dense(k_cache, op, "k_cache");
+  check_dtype(v_cache, k_cache.dtype(), op, "v_cache");
+  check_shape(v_cache, k_cache.shape(), op, "v_cache");
+  check_dense(v_cache, op, "v_cache");
+}
+
 }  // namespace exq::cuda

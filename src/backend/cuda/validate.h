@@ -15,6 +15,8 @@ void check_shape(const DeviceView& v, const Shape& want, const char* op, const c
 void check_rank(const DeviceView& v, int rank, const char* op, const char* arg);
 // Contiguous and non-null (unless empty shape).
 void check_dense(const DeviceView& v, const char* op, const char* arg);
+// A K/V cache pair: dense [kv_heads, capacity, head_dim] tensors of one dtype (f16 or f32).
+void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, const char* op);
 // Dimensions are passed to kernels as int.
 int checked_int(int64_t value, const char* op, const char* what);
 
