@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <string>
 
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/norm.h"
@@ -28,22 +30,30 @@ io::Exl2Packed pack_with_bias(const GptqResult& r, const Tensor& bias) {
   return io::pack_exl2(layer);
 }
 
+// Points the module's weight slots at the quantized weights and packs each linear (with its
+// bias) under KEY.<name>, in the order of qm.linears.
+void take_quantized(const QuantizedModule& qm, const std::string& key,
+                    std::initializer_list<TensorView*> slots,
+                    std::initializer_list<const Tensor*> biases, QuantStep& out) {
+  EXQ_ASSERT(qm.linears.size() == slots.size() && slots.size() == biases.size());
+  auto slot = slots.begin();
+  auto bias = biases.begin();
+  for (const auto& linear : qm.linears) {
+    **slot++ = weight_view(linear.result);
+    out.packed.emplace_back(key + "." + linear.name, pack_with_bias(linear.result, **bias++));
+  }
+}
+
 }  // namespace
 
 QuantStep quantize_attention_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
                                   const TensorView& states, const AttnOptions& options) {
   const std::string key = fmt::format("model.layers.{}.self_attn", index);
   QuantizedModule qm = quantize_attention(fwd, layer, states, key, options);
-  EXQ_ASSERT(qm.linears.size() == 4);
   AttnWeights w = attn_weights(layer);
-  TensorView* slots[4] = {&w.q, &w.k, &w.v, &w.o};
-  const Tensor* biases[4] = {&layer.q_bias, &layer.k_bias, &layer.v_bias, &layer.o_bias};
   QuantStep out;
-  for (size_t i = 0; i < 4; ++i) {
-    *slots[i] = weight_view(qm.linears[i].result);
-    out.packed.emplace_back(key + "." + qm.linears[i].name,
-                            pack_with_bias(qm.linears[i].result, *biases[i]));
-  }
+  take_quantized(qm, key, {&w.q, &w.k, &w.v, &w.o},
+                 {&layer.q_bias, &layer.k_bias, &layer.v_bias, &layer.o_bias}, out);
   out.output = Tensor(DType::F32, states.shape());
   fwd.attention_rows(w, states, out.output);
   out.rfn = relative_error(out.output, qm.target);
@@ -54,16 +64,10 @@ QuantStep quantize_mlp_step(ModuleForward& fwd, const LayerF32& layer, int64_t i
                             const TensorView& states, const MlpOptions& options) {
   const std::string key = fmt::format("model.layers.{}.mlp", index);
   QuantizedModule qm = quantize_mlp(fwd, layer, states, key, options);
-  EXQ_ASSERT(qm.linears.size() == 3);
   MlpWeights w = mlp_weights(layer);
-  TensorView* slots[3] = {&w.gate, &w.up, &w.down};
-  const Tensor* biases[3] = {&layer.gate_bias, &layer.up_bias, &layer.down_bias};
   QuantStep out;
-  for (size_t i = 0; i < 3; ++i) {
-    *slots[i] = weight_view(qm.linears[i].result);
-    out.packed.emplace_back(key + "." + qm.linears[i].name,
-                            pack_with_bias(qm.linears[i].result, *biases[i]));
-  }
+  take_quantized(qm, key, {&w.gate, &w.up, &w.down},
+                 {&layer.gate_bias, &layer.up_bias, &layer.down_bias}, out);
   out.output = Tensor(DType::F32, states.shape());
   fwd.mlp_rows(w, states, out.output);
   out.rfn = relative_error(out.output, qm.target);
