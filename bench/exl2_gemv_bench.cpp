@@ -1,16 +1,25 @@
-// CUDA EXL2 GEMV roofline: Llama-3-8B linear shapes for every bit width, batch 1 (and 8 at
-// 4 bits), timed with CUDA events around each launch after a warm-up; the median over the
-// iterations is reported. Weights rotate over enough copies (> 4x L2) that every launch reads
-// HBM. Achieved bandwidth counts the stored weight bytes (q_weight + q_scale + q_scale_max +
-// q_groups) and is given as a fraction of 3.0 TB/s (H100 HBM3, device-to-device copy).
-// Also the prefill path at 2048 tokens: dequantize to fp16 + cuBLAS.
-// Usage: exl2_gemv_bench [--json FILE] [--iters N]   (plain program, CUDA events)
+// CUDA EXL2 GEMV roofline: Llama-3-8B linear shapes for every bit width, batch 1 (1, 2, 4, 8
+// at 4 bits), timed with CUDA events around each GEMV (x staging + GEMV launch) after a
+// warm-up; the median over the iterations is reported. Weights rotate over enough copies
+// (> 4x L2) that every launch reads HBM. Achieved bandwidth counts the stored weight bytes
+// (q_weight + q_scale + q_scale_max + q_groups) and is given as a fraction of 3.0 TB/s (H100
+// HBM3, device-to-device copy). Sections (--only, comma separated; default all):
+//   gemv    the table above
+//   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked
+//   prefill dequantize to fp16 + cuBLAS at 2048 tokens
+//   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
+//           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
+//           CUDA graph, against the bandwidth floor bytes / 3.0e12
+// Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST]   (plain program, CUDA events)
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
+
+#include <map>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -21,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/cublas.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_gemv.h"
 #include "backend/cuda/matmul.h"
@@ -161,66 +171,75 @@ Timing time_launches(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
   return t;
 }
 
+// Median ms of `reps` calls of fn, each between its own events, without holding the stream
+// (for long sequences: the host keeps queueing while the device runs).
+template <typename Fn>
+double median_ms_ungated(int reps, int warmup, cudaStream_t stream, Fn&& fn) {
+  for (int i = 0; i < warmup; ++i) fn(i);
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<Event> start(static_cast<size_t>(reps)), stop(static_cast<size_t>(reps));
+  for (int i = 0; i < reps; ++i) {
+    start[static_cast<size_t>(i)].record(stream);
+    fn(warmup + i);
+    stop[static_cast<size_t>(i)].record(stream);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i)
+    ms.push_back(Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 template <typename Fn>
 double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
   return time_launches(iters, warmup, stream, std::forward<Fn>(fn)).median_ms;
 }
 
-int run(int argc, char** argv) {
-  std::string json_path;
-  int iters = 100;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::max(50, std::atoi(argv[++i]));
-  }
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  Stream stream;
-  nlohmann::json out;
-  out["device"] = prop.name;
-  out["sms"] = prop.multiProcessorCount;
-  out["l2_bytes"] = prop.l2CacheSize;
-  out["peak_bytes_per_s"] = kPeakBytesPerSecond;
-  out["iters"] = iters;
+// Enough uploaded copies of one layer that rotating over them reads HBM every launch.
+std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, cudaStream_t stream) {
+  std::vector<Exl2Layer> copies;
+  copies.emplace_back(rl.host, stream, name);
+  const size_t per = copies[0].device_bytes();
+  const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / per + 1));
+  for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream, name);
+  return copies;
+}
 
-  {  // the card's copy ceiling: 1 GiB device to device, bytes read + written
-    const size_t bytes = size_t{1} << 30;
-    DeviceBuffer a(bytes), b(bytes);
-    CUDA_CHECK(cudaMemsetAsync(a.data(), 1, bytes, stream));
-    const double ms = median_ms(20, 3, stream, [&](int) {
-      CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream));
-    });
-    out["copy_gb_per_s"] = 2.0 * bytes / (ms * 1e-3) / 1e9;
-    std::printf("device %s, d2d copy %.0f GB/s (read+write)\n", prop.name,
-                out["copy_gb_per_s"].get<double>());
-  }
+nlohmann::json split_json(const Exl2Split& s) {
+  return {{"ksplit", s.ksplit}, {"ksub", s.ksub}, {"tiles_per_block", s.tiles_per_block},
+          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}};
+}
 
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}};  // in x out
-  const std::vector<Option> options = {
-      {"1:2b_128g", {{1.0, 2, 128}}},   {"1:3b_128g", {{1.0, 3, 128}}},
-      {"1:4b_128g", {{1.0, 4, 128}}},   {"1:4b_32g", {{1.0, 4, 32}}},
-      {"1:5b_128g", {{1.0, 5, 128}}},   {"1:6b_128g", {{1.0, 6, 128}}},
-      {"1:8b_128g", {{1.0, 8, 128}}},
-      {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
+std::string split_str(const Exl2Split& s) {
+  return fmt::format("ksplit {} ksub {:2} tpb {:2} spw {:2} {}", s.ksplit, s.ksub,
+                     s.tiles_per_block, s.steps_per_warp, s.cluster ? "cl" : "gm");
+}
 
-  std::printf("%-38s %13s %6s %9s %8s %7s %9s\n", "option", "in x out", "batch", "median us",
-              "GB/s", "of 3TB/s", "mean us");
+const std::vector<std::pair<int64_t, int64_t>> kShapes = {
+    {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}};  // in x out
+const std::vector<Option> kOptions = {
+    {"1:2b_128g", {{1.0, 2, 128}}},   {"1:3b_128g", {{1.0, 3, 128}}},
+    {"1:4b_128g", {{1.0, 4, 128}}},   {"1:4b_32g", {{1.0, 4, 32}}},
+    {"1:5b_128g", {{1.0, 5, 128}}},   {"1:6b_128g", {{1.0, 6, 128}}},
+    {"1:8b_128g", {{1.0, 8, 128}}},
+    {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
+
+nlohmann::json gemv_table(int iters, const DeviceBuffer& x32, Stream& stream) {
+  std::printf("%-38s %13s %6s %9s %8s %7s %9s  %s\n", "option", "in x out", "batch", "median us",
+              "GB/s", "of 3TB/s", "mean us", "launch shape");
   nlohmann::json rows = nlohmann::json::array();
-  DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
-  for (const auto& [in, out_f] : shapes) {
-    for (const Option& o : options) {
+  for (const auto& [in, out_f] : kShapes) {
+    for (const Option& o : kOptions) {
       const RandomLayer rl(in, out_f, o, static_cast<uint64_t>(in * 7 + out_f));
-      std::vector<Exl2Layer> copies;
-      copies.emplace_back(rl.host, stream.get(), o.name.c_str());
-      const size_t per = copies[0].device_bytes();
-      const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / per + 1));
-      for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream.get(), o.name.c_str());
+      std::vector<Exl2Layer> copies = rotation(rl, o.name.c_str(), stream);
+      const int n = static_cast<int>(copies.size());
       Exl2Workspace ws;
       ws.reserve(copies[0], stream);
       DeviceBuffer y(size_t{8} * static_cast<size_t>(out_f) * 4);
-      const std::vector<int64_t> batches = o.name == "1:4b_128g" ? std::vector<int64_t>{1, 8}
-                                                                  : std::vector<int64_t>{1};
+      std::vector<int64_t> batches = {1};
+      if (o.name == "1:4b_128g") batches = {1, 2, 4, 8};
+      if (o.name[0] == '0') batches = {1, 8};
       for (int64_t b : batches) {
         const DeviceView xv(x32.data(), DType::F32, {b, in});
         const DeviceView yv(y.data(), DType::F32, {b, out_f});
@@ -230,47 +249,51 @@ int run(int argc, char** argv) {
         const double ms = tm.median_ms;
         const double bytes = static_cast<double>(copies[0].weight_bytes());
         const double bps = bytes / (ms * 1e-3);
-        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%% %9.2f\n", o.name.c_str(),
+        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%% %9.2f  %s\n", o.name.c_str(),
                     static_cast<long long>(in), static_cast<long long>(out_f),
                     static_cast<long long>(b), ms * 1e3, bps / 1e9, 100.0 * bps / kPeakBytesPerSecond,
-                    tm.mean_ms * 1e3);
+                    tm.mean_ms * 1e3, split_str(copies[0].split()).c_str());
         rows.push_back({{"kernel", "exl2_gemv"}, {"option", o.name}, {"in", in}, {"out", out_f},
                         {"batch", b}, {"x", "f32"}, {"weight_bytes", bytes}, {"median_us", ms * 1e3},
                         {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
-                        {"back_to_back_mean_us", tm.mean_ms * 1e3},
-                        {"copies", n}, {"blocks_k", copies[0].split().blocks_k},
-                        {"steps_per_block", copies[0].split().steps_per_block},
-                        {"tile_blocks", copies[0].split().tile_blocks}});
+                        {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
+                        {"split", split_json(copies[0].split())}});
       }
     }
   }
-  out["gemv"] = rows;
+  return rows;
+}
 
-  // Split sweep at 4 bits on the large shapes: which (blocks_k, steps_per_block, tile_blocks)
-  // the chooser should pick.
+// Launch shapes at 4 bits, batch 1: which Exl2Split the chooser should pick.
+nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
   nlohmann::json sweep = nlohmann::json::array();
-  std::printf("\nsplit sweep, 1:4b_128g, batch 1 (chosen split marked *)\n");
-  for (const auto& [in, out_f] : shapes) {
-    const RandomLayer rl(in, out_f, options[2], 7);
-    std::vector<Exl2Layer> copies;
-    copies.emplace_back(rl.host, stream.get());
-    const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / copies[0].device_bytes() + 1));
-    for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream.get());
+  std::printf("\nsplit sweep, 1:4b_128g, batch 1 (chosen split marked *), fastest 6\n");
+  for (const auto& [in, out_f] : kShapes) {
+    const RandomLayer rl(in, out_f, kOptions[2], 7);
+    std::vector<Exl2Layer> copies = rotation(rl, "sweep", stream);
+    const int n = static_cast<int>(copies.size());
     const Exl2Split chosen = copies[0].split();
-    const int tiles = static_cast<int>((out_f + 31) / 32), steps = copies[0].desc().num_steps;
-    const int groups = (tiles + 7) / 8;
-    std::vector<Exl2Split> cands;
-    for (int spb : {1, 2, 3, 4, 5, 6, 8, 11, 16, 32}) {
-      const int bk = (steps + spb - 1) / spb;
-      if (spb > steps) continue;
-      for (int div : {1, 2, 4}) cands.push_back({bk, (steps + bk - 1) / bk, (groups + div - 1) / div});
+    const int steps = copies[0].desc().num_steps;
+    std::vector<Exl2Split> cands = {chosen};
+    if (chosen.ksplit > 1) {  // the other cross-block reduction
+      Exl2Split alt = chosen;
+      alt.cluster = !chosen.cluster;
+      cands.push_back(alt);
     }
-    cands.push_back(chosen);
+    for (int ksplit : {1, 2, 4, 8})
+      for (int ksub : {1, 2, 4, 8, 16})
+        for (int tpb : {1, 2, 4}) {
+          if (tpb * ksub > kExl2MaxWarps) continue;
+          const int spw = (steps + ksplit * ksub - 1) / (ksplit * ksub);
+          cands.push_back({ksplit, ksub, tpb, spw, true});
+          if (ksplit > 1) cands.push_back({ksplit, ksub, tpb, spw, false});
+        }
     const DeviceView xv(x32.data(), DType::F32, {1, in});
     DeviceBuffer y(static_cast<size_t>(out_f) * 4);
     const DeviceView yv(y.data(), DType::F32, {1, out_f});
     std::vector<std::pair<double, std::string>> lines;
-    for (const Exl2Split& c : cands) {
+    for (size_t ci = 0; ci < cands.size(); ++ci) {
+      const Exl2Split& c = cands[ci];
       try {
         for (auto& l : copies) l.set_split(c);
       } catch (const std::exception&) {
@@ -281,32 +304,28 @@ int run(int argc, char** argv) {
       const double ms = median_ms(iters, 10, stream, [&](int i) {
         exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
       });
-      const double bps = static_cast<double>(copies[0].weight_bytes()) / (ms * 1e-3);
-      const bool is_chosen = c.blocks_k == chosen.blocks_k && c.steps_per_block == chosen.steps_per_block &&
-                             c.tile_blocks == chosen.tile_blocks;
-      lines.push_back({is_chosen ? -1.0 : ms,
-                       fmt::format("{:6}x{:<6} bk {:3} spb {:2} gx {:3} {} {:8.2f} us {:5.1f}%", in, out_f,
-                                   c.blocks_k, c.steps_per_block, c.tile_blocks, is_chosen ? '*' : ' ',
-                                   ms * 1e3, 100.0 * bps / kPeakBytesPerSecond)});
-      sweep.push_back({{"in", in}, {"out", out_f}, {"blocks_k", c.blocks_k},
-                       {"steps_per_block", c.steps_per_block}, {"tile_blocks", c.tile_blocks},
-                       {"chosen", is_chosen}, {"median_us", ms * 1e3},
-                       {"fraction_of_3tb", bps / kPeakBytesPerSecond}});
+      const double frac = static_cast<double>(copies[0].weight_bytes()) / (ms * 1e-3) / kPeakBytesPerSecond;
+      lines.push_back({ms, fmt::format("{:6}x{:<6} {} {} {:8.2f} us {:5.1f}%", in, out_f, split_str(c),
+                                       ci == 0 ? '*' : ' ', ms * 1e3, 100.0 * frac)});
+      sweep.push_back({{"in", in}, {"out", out_f}, {"split", split_json(c)}, {"chosen", ci == 0},
+                       {"median_us", ms * 1e3}, {"fraction_of_3tb", frac}});
     }
-    // The chosen split, then the three fastest.
+    std::printf("%s\n", lines[0].second.c_str());
     std::sort(lines.begin(), lines.end());
-    for (size_t i = 0; i < std::min<size_t>(4, lines.size()); ++i) std::printf("%s\n", lines[i].second.c_str());
+    for (size_t i = 0; i < std::min<size_t>(6, lines.size()); ++i) std::printf("%s\n", lines[i].second.c_str());
   }
-  out["split_sweep"] = sweep;
+  return sweep;
+}
 
-  // Prefill: 2048 tokens, 4-bit 128g: dequantize to fp16 scratch, then cuBLAS.
+// Prefill: 2048 tokens, 4-bit 128g: dequantize to fp16 scratch, then cuBLAS.
+nlohmann::json prefill_table(Stream& stream) {
   constexpr int64_t kTokens = 2048;
   nlohmann::json prefill = nlohmann::json::array();
   CublasHandle cublas;
   std::printf("\nprefill %lld tokens, 1:4b_128g: dequantize + cuBLAS (f16 x f16, f32 accumulate)\n",
               static_cast<long long>(kTokens));
-  for (const auto& [in, out_f] : shapes) {
-    const RandomLayer rl(in, out_f, options[2], 99);
+  for (const auto& [in, out_f] : kShapes) {
+    const RandomLayer rl(in, out_f, kOptions[2], 99);
     const Exl2Layer layer(rl.host, stream.get());
     Exl2Workspace ws;
     ws.reserve(layer, stream);
@@ -329,12 +348,138 @@ int run(int argc, char** argv) {
                 static_cast<long long>(in), static_cast<long long>(out_f), dq * 1e3,
                 static_cast<double>(in * out_f * 2) / (dq * 1e-3) / 1e9, gemm * 1e3,
                 flops / (gemm * 1e-3) / 1e12, total * 1e3);
-    prefill.push_back({{"kernel", "exl2_dequantize+cublas"}, {"option", options[2].name},
+    prefill.push_back({{"kernel", "exl2_dequantize+cublas"}, {"option", kOptions[2].name},
                        {"in", in}, {"out", out_f}, {"tokens", kTokens}, {"dequant_us", dq * 1e3},
                        {"gemm_us", gemm * 1e3}, {"total_us", total * 1e3},
                        {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}});
   }
-  out["prefill"] = prefill;
+  return prefill;
+}
+
+// One decode token of Llama-3-8B: 32 x (q, k, v, o, gate, up, down) EXL2 GEMVs, batch 1, then
+// the fp16 head through cuBLAS; every layer is its own upload (3.5 GB, no L2 reuse).
+nlohmann::json decode_set(int iters, const Option& o, Stream& stream) {
+  constexpr int kLayers = 32;
+  constexpr int64_t kHidden = 4096, kKv = 1024, kFfn = 14336, kVocab = 128256;
+  const std::vector<std::pair<int64_t, int64_t>> linears = {
+      {kHidden, kHidden}, {kHidden, kKv}, {kHidden, kKv}, {kHidden, kHidden},
+      {kHidden, kFfn},    {kHidden, kFfn}, {kFfn, kHidden}};  // q k v o gate up down
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<RandomLayer>> host;
+  for (const auto& sh : linears)
+    if (!host.count(sh)) host[sh] = std::make_unique<RandomLayer>(sh.first, sh.second, o, 11);
+  std::vector<Exl2Layer> layers;
+  Exl2Workspace ws;
+  double bytes = 0;
+  for (int l = 0; l < kLayers; ++l)
+    for (const auto& sh : linears) {
+      layers.emplace_back(host[sh]->host, stream.get(), "decode");
+      ws.reserve(layers.back(), stream);
+      bytes += static_cast<double>(layers.back().weight_bytes());
+    }
+  DeviceBuffer head = random_device(static_cast<size_t>(kVocab * kHidden) * 2, true, stream);
+  bytes += static_cast<double>(kVocab * kHidden) * 2;
+  DeviceBuffer xh = random_device(kHidden * 4, false, stream), xf = random_device(kFfn * 4, false, stream);
+  DeviceBuffer y(static_cast<size_t>(kVocab) * 4);
+  DeviceBuffer mm(matmul_workspace_bytes(1, kHidden));
+  CublasHandle cublas;
+  auto token = [&] {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const Exl2Layer& L = layers[i];
+      const DeviceView xv(L.in() == kFfn ? xf.data() : xh.data(), DType::F32, {1, L.in()});
+      exl2_gemv(L, xv, DeviceView(y.data(), DType::F32, {1, L.out()}), ws, stream);
+    }
+    matmul(cublas, DeviceView(xh.data(), DType::F32, {1, kHidden}),
+           DeviceView(head.data(), DType::F16, {kVocab, kHidden}),
+           DeviceView(y.data(), DType::F32, {1, kVocab}),
+           DeviceView(mm.data(), DType::U8, {static_cast<int64_t>(mm.size())}), stream);
+  };
+  const int reps = std::max(10, iters / 5);
+  const double eager = median_ms_ungated(reps, 2, stream, [&](int) { token(); });
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  token();
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const double graphed =
+      median_ms_ungated(reps, 2, stream, [&](int) { CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+  // The head alone, for the split of the total.
+  const double head_ms = median_ms(reps, 2, stream, [&](int) {
+    matmul(cublas, DeviceView(xh.data(), DType::F32, {1, kHidden}),
+           DeviceView(head.data(), DType::F16, {kVocab, kHidden}),
+           DeviceView(y.data(), DType::F32, {1, kVocab}),
+           DeviceView(mm.data(), DType::U8, {static_cast<int64_t>(mm.size())}), stream);
+  });
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  const double floor_us = bytes / kPeakBytesPerSecond * 1e6;
+  std::printf("\ndecode token, Llama-3-8B, %s, %d layers + fp16 head: %.1f MB, floor %.1f us\n"
+              "  stream %.1f us (%.1f%% of floor speed), graph %.1f us (%.1f%%), head alone %.1f us\n",
+              o.name.c_str(), kLayers, bytes / 1e6, floor_us, eager * 1e3, 100.0 * floor_us / (eager * 1e3),
+              graphed * 1e3, 100.0 * floor_us / (graphed * 1e3), head_ms * 1e3);
+  return {{"option", o.name}, {"layers", kLayers}, {"gemvs", layers.size()}, {"bytes", bytes},
+          {"floor_us", floor_us}, {"stream_us", eager * 1e3}, {"graph_us", graphed * 1e3},
+          {"head_us", head_ms * 1e3}, {"graph_fraction_of_floor", floor_us / (graphed * 1e3)}};
+}
+
+// A few launches at 4 bits, batch 1, for a profiler (ncu -k regex:exl2), plus the floor of
+// the timing method: a 2 MB device copy and a 4-byte memset between events.
+void probe(const DeviceBuffer& x32, Stream& stream) {
+  DeviceBuffer a(size_t{2} << 20), b(size_t{2} << 20);
+  const double copy = median_ms(50, 5, stream, [&](int) {
+    CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), a.size(), cudaMemcpyDeviceToDevice, stream));
+  });
+  const double set = median_ms(50, 5, stream, [&](int) { CUDA_CHECK(cudaMemsetAsync(b.data(), 0, 4, stream)); });
+  std::printf("timing floor: 2 MB d2d copy %.2f us, 4-byte memset %.2f us\n", copy * 1e3, set * 1e3);
+  for (const auto& [in, out_f] : kShapes) {
+    const RandomLayer rl(in, out_f, kOptions[2], 3);
+    const Exl2Layer layer(rl.host, stream.get());
+    Exl2Workspace ws;
+    ws.reserve(layer, stream);
+    DeviceBuffer y(static_cast<size_t>(out_f) * 4);
+    for (int i = 0; i < 3; ++i)
+      exl2_gemv(layer, DeviceView(x32.data(), DType::F32, {1, in}), DeviceView(y.data(), DType::F32, {1, out_f}), ws, stream);
+    stream.synchronize();
+  }
+}
+
+int run(int argc, char** argv) {
+  std::string json_path, only = "gemv,sweep,prefill,decode";
+  int iters = 100;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::max(20, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+  }
+  auto want = [&](const char* s) { return ("," + only + ",").find(std::string(",") + s + ",") != std::string::npos; };
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  Stream stream;
+  nlohmann::json out;
+  out["device"] = prop.name;
+  out["sms"] = prop.multiProcessorCount;
+  out["l2_bytes"] = prop.l2CacheSize;
+  out["peak_bytes_per_s"] = kPeakBytesPerSecond;
+  out["iters"] = iters;
+  out["pdl"] = std::getenv("EXQ_EXL2_NO_PDL") == nullptr;
+
+  {  // the card's copy ceiling: 1 GiB device to device, bytes read + written
+    const size_t bytes = size_t{1} << 30;
+    DeviceBuffer a(bytes), b(bytes);
+    CUDA_CHECK(cudaMemsetAsync(a.data(), 1, bytes, stream));
+    const double ms = median_ms(20, 3, stream, [&](int) {
+      CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream));
+    });
+    out["copy_gb_per_s"] = 2.0 * bytes / (ms * 1e-3) / 1e9;
+    std::printf("device %s, d2d copy %.0f GB/s (read+write)\n", prop.name,
+                out["copy_gb_per_s"].get<double>());
+  }
+  DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
+  if (want("probe")) probe(x32, stream);
+  if (want("gemv")) out["gemv"] = gemv_table(iters, x32, stream);
+  if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
+  if (want("prefill")) out["prefill"] = prefill_table(stream);
+  if (want("decode")) out["decode"] = decode_set(iters, kOptions[2], stream);
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   else std::printf("%s\n", out.dump(2).c_str());
   return 0;

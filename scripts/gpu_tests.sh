@@ -1,38 +1,99 @@
 #!/usr/bin/env bash
-# Runs the CUDA test suite and GPU benchmarks on a GPU machine that lacks the dev packages.
-#   scripts/gpu_tests.sh pack   (here) builds backend_cuda_tests + exl2_gemv_bench for sm_90a and
-#                               stages them with their shared libraries and the fixtures in
-#                               build/gpu/stage
-#   scripts/gpu_tests.sh run    (there, carrying build/gpu/stage) runs them, JSON + logs to $OUT
+# GPU tests and benchmarks on a device machine that lacks the dev packages and the network.
+#   scripts/gpu_tests.sh pack      (here) build the CUDA test binaries, benches and exq for
+#                                  sm_90a and stage them with their shared libraries in
+#                                  build/gpu/stage (carry it); the model GGUF and the shared
+#                                  fixtures travel split in build/gpu/ma and build/gpu/mb
+#   scripts/gpu_tests.sh recv-a    (there, carrying build/gpu/ma) keep part 1 in /root/exq
+#   scripts/gpu_tests.sh recv-b    (there, carrying build/gpu/mb) part 2, GGUF check, shared/
+#   scripts/gpu_tests.sh run [what] (there, carrying build/gpu/ship) tests + benches -> $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build/gpu
 STAGE=$BUILD/stage
+KEEP=/root/exq
+GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+TESTS="backend_cuda_tests quant_cuda_tests runtime_cuda_tests memory_cuda_tests"
+BENCHES="exl2_gemv_bench gptq_cuda_bench measure_cuda_bench cuda_decode_bench make_random_model convert_bench"
+# timed LABEL CMD...: runs CMD and prints LABEL's wall time (no /usr/bin/time on the device).
+timed() { local label=$1; shift; local t0; t0=$(date +%s%N); "$@"; local rc=$?
+  echo "$label wall $(( ($(date +%s%N) - t0) / 1000000 )) ms rc=$rc"; return $rc; }
 case "${1:-run}" in
   pack)
     cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEXQ_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real -DEXQ_TESTS=ON -DEXQ_BENCH=ON >/dev/null
-    cmake --build "$BUILD" --target backend_cuda_tests exl2_gemv_bench -j"${JOBS:-2}"
-    rm -rf "$STAGE" && mkdir -p "$STAGE/lib" "$STAGE/shared/fixtures"
-    cp "$BUILD/tests/backend_cuda_tests" "$BUILD/bench/exl2_gemv_bench" "$STAGE/"
-    for bin in "$STAGE"/backend_cuda_tests "$STAGE"/exl2_gemv_bench; do
-      ldd "$bin" | awk '/=> \// {print $3}' | grep -vE 'libc\.|libm\.|libgcc|libstdc|ld-linux|libpthread|libdl|librt|libcuda|libcublas|libcudart|libnvidia' |
+    targets="exq quant_tests $TESTS $BENCHES"
+    cmake --build "$BUILD" --target $targets -j"${JOBS:-2}"
+    rm -rf "$STAGE" && mkdir -p "$STAGE/lib"
+    for t in $targets; do
+      for f in "$BUILD/$t" "$BUILD/tests/$t" "$BUILD/bench/$t"; do
+        [ -x "$f" ] && [ -f "$f" ] && cp "$f" "$STAGE/" && strip "$STAGE/$t" || true
+      done
+    done
+    for bin in "$STAGE"/*; do
+      [ -f "$bin" ] || continue
+      ldd "$bin" | awk '/=> \// {print $3}' | grep -vE 'libc\.|libm\.|libgcc|libstdc|ld-linux|libpthread|libdl|librt|libcuda|libcublas|libcudart|libcusolver|libnvidia|libnvJitLink|libcusparse' |
         xargs -r -I{} cp -Ln {} "$STAGE/lib/"
     done
-    cp -r ../shared/fixtures/exl2 ../shared/fixtures/smollm2 "$STAGE/shared/fixtures/"
-    du -sh "$STAGE"
+    rm -rf "$BUILD/ship" && mkdir -p "$BUILD/ship"
+    tar -C "$BUILD" -cf - stage | xz -T2 -6 > "$BUILD/ship/stage.tar.xz"
+    du -sh "$STAGE" "$BUILD/ship"; ls "$STAGE"
+    ;;
+  recv-a)
+    mkdir -p $KEEP/shared/fixtures && cp $BUILD/ma/gp_aa $KEEP/ && cp -r $BUILD/ma/fixtures/exl2 $KEEP/shared/fixtures/
+    ls -la $KEEP
+    ;;
+  recv-c)
+    cp $BUILD/mc/gp_ac $KEEP/ ;;
+  recv-b)
+    cat $KEEP/gp_aa $BUILD/mb/gp_ab $KEEP/gp_ac > $KEEP/smollm2.gguf && rm -f $KEEP/gp_aa $KEEP/gp_ac
+    echo "$GGUF_SHA  $KEEP/smollm2.gguf" | sha256sum -c
+    cp -r $BUILD/mb/fixtures/* $KEEP/shared/fixtures/ && cp -r $BUILD/mb/data $BUILD/mb/models $BUILD/mb/docs $KEEP/shared/
+    ls -la $KEEP $KEEP/shared
     ;;
   run)
     OUT=${OUT:-/tmp/gpu_out}
     mkdir -p "$OUT"
-    export LD_LIBRARY_PATH="$PWD/$STAGE/lib:${LD_LIBRARY_PATH:-}"
-    export EXQ_SHARED="$PWD/$STAGE/shared"
+    if [ -f "$BUILD/ship/stage.tar.xz" ]; then
+      rm -rf $KEEP/stage && xz -dc "$BUILD/ship/stage.tar.xz" | tar -C $KEEP -xf -
+      STAGE=$KEEP/stage
+    fi
+    export LD_LIBRARY_PATH="$STAGE/lib:${LD_LIBRARY_PATH:-}"
+    export EXQ_SHARED=$KEEP/shared EXQ_TEST_GGUF=$KEEP/smollm2.gguf EXQ_TEST_MODEL=$KEEP/smollm2
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    if [ ! -f $KEEP/smollm2/model.safetensors ] && [ -f $KEEP/smollm2.gguf ]; then
+      "$STAGE/exq" import-gguf $KEEP/smollm2.gguf $KEEP/smollm2 2>&1 | tail -n 3
+    fi
+    shift || true
+    [ $# -eq 0 ] && set -- tests
     set +e
-    "$STAGE/backend_cuda_tests" --gtest_output="json:$OUT/cuda_tests.json" 2>&1 | tail -n 60 | tee "$OUT/cuda_tests.log"
-    echo "cuda_tests rc=${PIPESTATUS[0]}" | tee -a "$OUT/cuda_tests.log"
-    "$STAGE/backend_cuda_tests" --gtest_also_run_disabled_tests --gtest_filter='Timing.*' 2>&1 | tail -n 30 | tee "$OUT/timing.log"
-    "$STAGE/exl2_gemv_bench" --json "$OUT/exl2_gemv_bench.json" --iters 100 2>&1 | tail -n 40 | tee "$OUT/bench.log"
+    for w in "$@"; do
+      case "$w" in
+        tests)
+          for t in $TESTS; do
+            [ -x "$STAGE/$t" ] || continue
+            timeout ${TEST_TIMEOUT:-240} "$STAGE/$t" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} 2>&1 | grep -E '^\[  (FAILED|PASSED|  OK) |^\[  SKIPPED|Failure|error|Expected|Which is|actual|^\[==' | tail -n 80
+          done ;;
+        convert)  # SmolLM2 with default rows at 4.0 bpw (measure + quantize), then 2.5 reusing the measurement
+          D=$KEEP/shared/data; CAL="-c $D/wiki.utf8 $D/c4.utf8 $D/code.utf8 $D/multilingual.utf8 $D/technical.utf8 $D/tiny.utf8"
+          rm -rf /tmp/q40 /tmp/q25 /tmp/m40 /tmp/m25
+          for spec in "4.0 /tmp/q40 /tmp/m40" "2.5 /tmp/q25 /tmp/m25"; do
+            set -- $spec
+            extra=""; [ "$1" = "2.5" ] && extra="-m /tmp/q40/measurement.json"
+            timed "quantize $1" timeout 300 "$STAGE/exq" quantize -i $EXQ_TEST_MODEL -o $2 -cf $3 -b $1 $CAL $extra --device cuda --status-json > $OUT/convert_$1.jsonl 2> /tmp/convert_$1.err
+            tail -n 4 /tmp/convert_$1.err
+            timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cuda --json
+            timeout 120 "$STAGE/exq" ppl -m $3 -f $D/c4.utf8 --window 512 --windows 16 --device cuda --json
+          done ;;
+        model8b)  # random Llama-3-8B-shaped model, $LAYERS layers, converted at 4.0 bpw under a 24 GB budget
+          L=${LAYERS:-8}
+          timed make_random_model "$STAGE/make_random_model" --out /tmp/r8b --hidden 4096 --inter 14336 --heads 32 --kv-heads 8 --head-dim 128 --layers $L --vocab 49152 --rope-theta 500000 --tied --tokenizer-from $KEEP/smollm2 2>&1 | tail -n 2
+          D=$KEEP/shared/data; CAL="-c $D/wiki.utf8 $D/c4.utf8 $D/code.utf8 $D/multilingual.utf8 $D/technical.utf8 $D/tiny.utf8"
+          timed "quantize 8b-shaped L=$L" timeout 420 "$STAGE/exq" quantize -i /tmp/r8b -o /tmp/w8b -cf /tmp/o8b -b 4.0 $CAL --device cuda --vram-budget 24 --status-json > $OUT/convert_8b.jsonl 2> /tmp/convert_8b.err
+          tail -n 4 /tmp/convert_8b.err ;;
+        *) eval "$w" ;;
+      esac
+    done
     ;;
-  *) echo "usage: $0 pack|run" >&2; exit 2 ;;
+  *) echo "usage: $0 pack|recv-a|recv-b|run [what]" >&2; exit 2 ;;
 esac

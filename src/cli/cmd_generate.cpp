@@ -1,4 +1,5 @@
-// `exq generate -m MODEL (-p TEXT | --chat TEXT) ...`: text generation on the CPU. Streams
+// `exq generate -m MODEL (-p TEXT | --chat TEXT) ...`: text generation on the CPU or a CUDA GPU
+// (--device; on the GPU the sampler runs there too). Streams
 // text to stdout as tokens come and prints prompt/generated counts and speeds on stderr, or
 // with --json prints one object at the end. Sampling defaults come from the model's
 // generation_config.json; flags override them.
@@ -18,6 +19,9 @@
 #include "runtime/model_step.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_config.h"
+#if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_generate.h"
+#endif
 
 namespace exq::cli {
 namespace {
@@ -38,6 +42,7 @@ struct GenerateArgs {
   float repetition_penalty = 1.0f;
   uint64_t seed = 0;
   int threads = 0;
+  std::string device = "auto";
   bool json = false;
   // Set after parsing: which sampling flags were given (they override generation_config).
   CLI::Option* prompt_opt = nullptr;
@@ -83,6 +88,7 @@ void run_generate(const GenerateArgs& a) {
   if (a.system_opt->count() > 0 && !has_chat) throw Error("--system only applies to --chat");
   if (a.max_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", a.max_tokens));
   apply_threads(a.threads);
+  const Device device = resolve_device(a.device);
 
   const fs::path dir = a.model;
   require_model_dir(dir);
@@ -110,7 +116,18 @@ void run_generate(const GenerateArgs& a) {
       return true;
     };
   }
-  const runtime::GenerateResult r = runtime::generate_text(model, tok, prompt, options, stream);
+  runtime::GenerateResult r;
+  std::string device_name = "cpu";
+#if EXQ_HAVE_CUDA
+  if (device == Device::Cuda) {
+    runtime::cuda::CudaOptions co;
+    co.max_context = runtime::cuda::generation_context(model.config(), prompt.size(), options.max_new_tokens);
+    runtime::cuda::CudaLlama gpu(model, co);
+    device_name = fmt::format("cuda:{} ({})", co.device, gpu.device().name);
+    r = runtime::cuda::generate_text_cuda(gpu, tok, prompt, options, stream);
+  }
+#endif
+  if (device == Device::Cpu) r = runtime::generate_text(model, tok, prompt, options, stream);
 
   if (a.json) {
     const json out = {
@@ -122,6 +139,7 @@ void run_generate(const GenerateArgs& a) {
         {"ids", r.ids},
         {"stop_reason", runtime::stop_reason_name(r.stop)},
         {"seed", r.seed},
+        {"device", device_name},
     };
     // Replace invalid UTF-8 instead of throwing: the text is the model's, not the user's.
     fmt::print("{}\n", out.dump(-1, ' ', false, json::error_handler_t::replace));
@@ -129,9 +147,11 @@ void run_generate(const GenerateArgs& a) {
   }
   if (r.text.empty() || r.text.back() != '\n') std::fputc('\n', stdout);
   std::fflush(stdout);
-  fmt::print(stderr, "prompt tokens: {}, generated tokens: {} (stop: {}), prefill: {:.1f} tok/s, decode: {:.1f} tok/s\n",
+  fmt::print(stderr,
+             "prompt tokens: {}, generated tokens: {} (stop: {}), prefill: {:.1f} tok/s, decode: {:.1f} tok/s, "
+             "device: {}\n",
              r.prompt_tokens, r.generated_tokens, runtime::stop_reason_name(r.stop), r.prefill_tokens_per_s(),
-             r.decode_tokens_per_s());
+             r.decode_tokens_per_s(), device_name);
 }
 
 }  // namespace
@@ -151,6 +171,8 @@ void add_generate(CLI::App& app) {
   a->penalty_opt = cmd->add_option("--repetition-penalty", a->repetition_penalty, "HF repetition penalty, 1 = off");
   a->seed_opt = cmd->add_option("--seed", a->seed, "random seed (default: random)");
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
+  cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");
   cmd->callback([a] { run_generate(*a); });
 }

@@ -1,7 +1,7 @@
 // `exq ppl -m MODEL -f TEXTFILE`: perplexity on non-overlapping token windows of a text file,
 // the method of the fixtures (whole file tokenized without special tokens, windows of
 // --window tokens each scored on tokens 1..W-1, ppl = exp(mean NLL)); the math lives in
-// runtime/perplexity.
+// runtime/perplexity. --device picks the CPU or a CUDA GPU.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +15,9 @@
 #include "model/llama.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
+#if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_generate.h"
+#endif
 
 namespace exq::cli {
 namespace {
@@ -29,6 +32,7 @@ struct PplArgs {
   int64_t windows = 0;
   int64_t skip_windows = 0;
   int threads = 0;
+  std::string device = "auto";
   bool json = false;
 };
 
@@ -39,6 +43,7 @@ void run_ppl(const PplArgs& a) {
   if (a.windows < 0) throw Error(fmt::format("--windows must be >= 0 (0 = all), got {}", a.windows));
   if (a.skip_windows < 0) throw Error(fmt::format("--skip-windows must be >= 0, got {}", a.skip_windows));
   apply_threads(a.threads);
+  const Device device = resolve_device(a.device);
 
   const fs::path dir = a.model;
   require_model_dir(dir);
@@ -62,11 +67,25 @@ void run_ppl(const PplArgs& a) {
                 ErrorContext{.file = a.file});
   windows.erase(windows.begin(), windows.begin() + a.skip_windows);
 
+  std::string device_name = "cpu";
+#if EXQ_HAVE_CUDA
+  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+  if (device == Device::Cuda) {
+    runtime::cuda::CudaOptions co;
+    co.max_context = a.window - 1;
+    gpu = std::make_unique<runtime::cuda::CudaLlama>(model, co);
+    device_name = fmt::format("cuda:{} ({})", co.device, gpu->device().name);
+  }
+#endif
   const auto t1 = std::chrono::steady_clock::now();
   auto progress = [&](int64_t w, double p) {
     if (!a.json) fmt::print(stderr, "window {}/{}: ppl {:.4f}\n", w + 1, windows.size(), p);
   };
-  const runtime::PerplexityResult r = runtime::perplexity(model, windows, progress);
+  runtime::PerplexityResult r;
+#if EXQ_HAVE_CUDA
+  if (device == Device::Cuda) r = runtime::cuda::perplexity_cuda(*gpu, windows, progress);
+#endif
+  if (device == Device::Cpu) r = runtime::perplexity(model, windows, progress);
   const auto t2 = std::chrono::steady_clock::now();
   const double eval_s = std::chrono::duration<double>(t2 - t1).count();
   const double total_s = std::chrono::duration<double>(t2 - t0).count();
@@ -85,10 +104,12 @@ void run_ppl(const PplArgs& a) {
         {"seconds", eval_s},
         {"total_seconds", total_s},
         {"tokens_per_s", tok_per_s},
+        {"device", device_name},
     };
     fmt::print("{}\n", out.dump());
     return;
   }
+  fmt::print("device: {}\n", device_name);
   fmt::print("perplexity: {:.4f}\n", r.ppl);
   fmt::print("mean nll: {:.6f}\n", r.nll);
   fmt::print("tokens scored: {} ({} windows of {} tokens, {} skipped; {} tokens in file)\n", r.tokens,
@@ -107,6 +128,8 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--windows", a->windows, "windows to score, 0 = all")->capture_default_str();
   cmd->add_option("--skip-windows", a->skip_windows, "windows to skip at the start")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
+  cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->callback([a] { run_ppl(*a); });
 }

@@ -1,8 +1,11 @@
 // `exq quantize`: converts a Hugging Face model to EXL2, with exllamav2 convert.py's options
-// (-i -o -cf -b -hb -c -r -l -mr -ml -om -m -ss -res -nr). CLI11 takes only one-letter short
-// names, so the arguments after the subcommand are parsed here; the work is quant/pipeline.
+// (-i -o -cf -b -hb -c -r -l -mr -ml -om -m -ss -res -nr) plus exq's device, memory and
+// snapshot flags, which never change the output (so they are not part of the resume check).
+// CLI11 takes only one-letter short names, so the arguments after the subcommand are parsed
+// here; the work is quant/pipeline.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +14,15 @@
 #include "cli/run_util.h"
 #include "core/error.h"
 #include "quant/pipeline.h"
+
+// The CUDA branch builds once the GPU engine exists (quant/cuda/cuda_engine.h, CUDA builds).
+#if defined(EXQ_HAVE_CUDA) && __has_include("quant/cuda/cuda_engine.h")
+#include "backend/cuda/device.h"
+#include "quant/cuda/cuda_engine.h"
+#define EXQ_QUANTIZE_CUDA 1
+#else
+#define EXQ_QUANTIZE_CUDA 0
+#endif
 
 namespace exq::cli {
 namespace {
@@ -33,10 +45,18 @@ constexpr const char* kUsage = R"(Usage: exq quantize -i MODEL -o WORKDIR -b BPW
   -ss, --shard_size MB           output shard cap (default 8192)
   -res,--resume                  continue the job in WORKDIR (arguments must match)
   -nr, --no_resume               start over, discarding the job in WORKDIR
-       --device cpu              compute device (only cpu for now)
+       --device D                cpu, cuda, cuda:N or auto (default: cuda when this build has
+                                 the CUDA quantizer and a usable GPU, else cpu)
+       --vram-budget GB          GPU memory the CUDA engine may use (default: most of the card)
+       --host-budget GB          RAM for the calibration states; beyond it they spill to files
+                                 in WORKDIR/spill (default: half of the machine's memory)
+       --snapshot-interval S     write a state snapshot when S seconds passed since the last
+                                 one (default 60; 0: after every module); a resume replays the
+                                 modules after the last snapshot
        --threads N               worker threads (default: all cores)
        --status-json             one JSON object per line per event instead of text
-An existing job in WORKDIR is resumed unless -nr is given.)";
+An existing job in WORKDIR is resumed unless -nr is given. --device, the budgets and the
+snapshot interval may differ on resume (GB = 10^9 bytes).)";
 
 struct Parser {
   std::vector<std::string> args;
@@ -68,11 +88,58 @@ struct Parser {
   }
 };
 
+int64_t gigabytes(double gb, const char* opt) {
+  EXQ_CHECK(gb >= 0 && gb < 1e6, "quantize: {} expects a size in GB >= 0, got {}", opt, gb);
+  return static_cast<int64_t>(std::llround(gb * 1e9));
+}
+
+// --device: "cpu", "cuda", "cuda:N" or "auto" -> the engine factory of the conversion.
+quant::EngineFactory pick_engine(const std::string& device, [[maybe_unused]] int64_t vram_budget) {
+  [[maybe_unused]] int index = 0;
+  const bool cuda = device == "cuda" || device.starts_with("cuda:");
+  if (device.starts_with("cuda:")) {
+    const std::string n = device.substr(5);
+    EXQ_CHECK(!n.empty() && n.size() < 4 && n.find_first_not_of("0123456789") == std::string::npos,
+              "quantize: --device {}: expected cuda:N with a device number", device);
+    index = std::stoi(n);
+  }
+  if (device == "cpu") return quant::make_cpu_engine;
+  EXQ_CHECK(cuda || device == "auto", "quantize: --device must be cpu, cuda, cuda:N or auto, got '{}'",
+            device);
+#if EXQ_QUANTIZE_CUDA
+  if (device == "auto") {
+    try {
+      if (exq::cuda::device_count() == 0) return quant::make_cpu_engine;
+      exq::cuda::require_device(0);
+    } catch (const Error&) {
+      return quant::make_cpu_engine;  // no usable GPU: auto means the CPU
+    }
+  } else {
+    exq::cuda::require_device(index);  // a clear error naming the device
+  }
+  return [index, vram_budget](const io::ModelConfig& config, int64_t max_tokens) {
+    quant::cuda::CudaEngineOptions eo;
+    using Budget = decltype(eo.vram_budget_bytes);
+    eo.vram_budget_bytes = vram_budget >= 0 ? static_cast<Budget>(vram_budget)
+                                            : static_cast<Budget>(quant::cuda::default_vram_budget(index));
+    eo.device = index;
+    std::unique_ptr<quant::Engine> engine = quant::cuda::make_cuda_engine(config, max_tokens, eo);
+    return engine;
+  };
+#else
+  if (!cuda) return quant::make_cpu_engine;
+  throw Error(fmt::format("quantize: --device {}: this exq is built without the CUDA quantizer "
+                          "(configure with -DEXQ_CUDA=ON), use --device cpu",
+                          device));
+#endif
+}
+
 void run_quantize(std::vector<std::string> raw) {
   quant::ConvertOptions o;
   quant::JobArgs& a = o.args;
-  std::string compile_dir, device = "cpu";
+  std::string compile_dir, device = "auto";
   int threads = 0;
+  int64_t vram_budget = -1;
   bool bits_given = false, resume = false, restart = false;
   Parser p{std::move(raw)};
   for (p.i = 0; p.i < p.args.size(); ++p.i) {
@@ -99,7 +166,13 @@ void run_quantize(std::vector<std::string> raw) {
     else if (is("-res", "--resume")) resume = true;
     else if (is("-nr", "--no_resume")) restart = true;
     else if (opt == "--device") device = p.value(opt);
-    else if (opt == "--threads") threads = static_cast<int>(p.integer(opt));
+    else if (opt == "--vram-budget") vram_budget = gigabytes(p.number(opt), "--vram-budget");
+    else if (opt == "--host-budget") o.host_budget_bytes = gigabytes(p.number(opt), "--host-budget");
+    else if (opt == "--snapshot-interval") {
+      o.snapshot_interval_s = p.number(opt);
+      EXQ_CHECK(o.snapshot_interval_s >= 0, "quantize: --snapshot-interval expects seconds >= 0, got {}",
+                o.snapshot_interval_s);
+    } else if (opt == "--threads") threads = static_cast<int>(p.integer(opt));
     else if (opt == "--status-json") o.status_json = true;
     else throw Error(fmt::format("quantize: unknown argument '{}' (see exq quantize -h)", opt));
   }
@@ -107,7 +180,7 @@ void run_quantize(std::vector<std::string> raw) {
   if (o.work_dir.empty()) throw Error("quantize needs a work folder: -o WORKDIR");
   if (!bits_given && a.measurement_out.empty()) throw Error("quantize needs a target bitrate: -b BPW");
   if (resume && restart) throw Error("quantize: -res and -nr exclude each other");
-  if (device != "cpu") throw Error(fmt::format("quantize: --device {} is not supported yet (cpu only)", device));
+  o.engine = pick_engine(device, vram_budget);
   apply_threads(threads);
   a.out_dir = compile_dir.empty() ? (std::filesystem::path(o.work_dir) / "out").string() : compile_dir;
   o.resume = restart  ? quant::ConvertOptions::Resume::kRestart

@@ -5,6 +5,9 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_llama.h"
+#endif
 
 namespace exq::cli {
 namespace fs = std::filesystem;
@@ -42,6 +45,21 @@ std::string group_digits(int64_t v) {
     out += digits[i];
   }
   return v < 0 ? "-" + out : out;
+}
+
+Device resolve_device(const std::string& flag) {
+  if (flag == "cpu") return Device::Cpu;
+  if (flag != "cuda" && flag != "auto")
+    throw Error("--device must be cpu, cuda or auto, got \"" + flag + "\"");
+#if EXQ_HAVE_CUDA
+  const std::string why = runtime::cuda::cuda_unavailable_reason(0);
+  if (why.empty()) return Device::Cuda;
+  if (flag == "cuda") throw Error("--device cuda: " + why);
+  return Device::Cpu;
+#else
+  if (flag == "cuda") throw Error("--device cuda: this exq was built without CUDA (use --device cpu)");
+  return Device::Cpu;
+#endif
 }
 
 }  // namespace exq::cli

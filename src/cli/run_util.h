@@ -17,4 +17,10 @@ void apply_threads(int threads);
 // 134515008 -> "134,515,008".
 std::string group_digits(int64_t v);
 
+// --device of generate / ppl: "cpu", "cuda", or "auto" (CUDA when this build has it and a usable
+// GPU is present, else the CPU). Throws exq::Error for another value, and for "cuda" without
+// CUDA built in or without a usable GPU (saying why).
+enum class Device { Cpu, Cuda };
+Device resolve_device(const std::string& flag);
+
 }  // namespace exq::cli

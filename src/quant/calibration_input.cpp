@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "quant/module_forward.h"
 
 namespace exq::quant {
 namespace fs = std::filesystem;
@@ -74,14 +75,21 @@ constexpr const char* kSeedPrompts[] = {
 }  // namespace
 
 CalibrationRows rows_from_files(const tokenizer::Tokenizer& tok, const std::vector<fs::path>& files,
-                                int64_t rows, int64_t length) {
+                                int64_t rows, int64_t length, const ProgressFn& progress) {
   EXQ_CHECK(!files.empty(), "calibration: no files given");
   EXQ_CHECK(rows > 0 && length > 0, "calibration: bad request of {} rows x {} tokens", rows, length);
   std::vector<std::vector<int32_t>> ids(files.size());
   std::vector<int64_t> next(files.size(), 0), available(files.size(), 0);
-  int64_t total = 0;
+  int64_t total = 0, bytes_done = 0, bytes_total = 0;
+  for (const fs::path& f : files) {
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    if (!ec) bytes_total += static_cast<int64_t>(size);
+  }
+  if (progress) progress(0, bytes_total);
   for (size_t f = 0; f < files.size(); ++f) {
     std::string text = read_file_text(files[f]);
+    bytes_done += static_cast<int64_t>(text.size());
     if (files[f].extension() == ".jsonl") text = jsonl_text(text, files[f]);
     try {
       ids[f] = tok.encode(text, /*add_special_tokens=*/false);
@@ -90,6 +98,7 @@ CalibrationRows rows_from_files(const tokenizer::Tokenizer& tok, const std::vect
     }
     available[f] = static_cast<int64_t>(ids[f].size()) / length;
     total += available[f];
+    if (progress) progress(bytes_done, std::max(bytes_done, bytes_total));
   }
   if (total < rows) {
     std::string detail;
@@ -116,7 +125,8 @@ CalibrationRows rows_from_files(const tokenizer::Tokenizer& tok, const std::vect
 }
 
 CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
-                                  int64_t rows, int64_t length, uint64_t seed) {
+                                  int64_t rows, int64_t length, uint64_t seed,
+                                  const ProgressFn& progress) {
   EXQ_CHECK(rows > 0 && length > 0, "calibration: bad request of {} rows x {} tokens", rows, length);
   const int64_t vocab = model.config().vocab_size;
   const int64_t n_random = rows >= 4 ? 2 : 0;
@@ -126,6 +136,8 @@ CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tok
   std::mt19937_64 rng(seed);
 
   std::vector<std::vector<int32_t>> pool;
+  const int64_t pool_tokens = pool_size * text_len;
+  if (progress) progress(0, pool_tokens);
   for (int64_t p = 0; p < pool_size; ++p) {
     std::vector<int32_t> seq;
     if (model.config().bos_token_id) seq.push_back(*model.config().bos_token_id);
@@ -136,11 +148,13 @@ CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tok
     while (static_cast<int64_t>(seq.size()) < text_len) {
       const int32_t next = sample_token(logits.data<float>(), vocab, 0.8, rng);
       seq.push_back(next);
+      if (progress) progress(p * text_len + static_cast<int64_t>(seq.size()), pool_tokens);
       if (static_cast<int64_t>(seq.size()) == text_len) break;
       const int32_t one[1] = {next};
       logits = model.forward(one, cache);
     }
     pool.push_back(std::move(seq));
+    if (progress) progress((p + 1) * text_len, pool_tokens);
   }
 
   CalibrationRows out;
@@ -160,6 +174,25 @@ CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tok
     for (int64_t t = 0; t < length; ++t)
       out.ids.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab)));
     out.sources.push_back("random");
+  }
+  return out;
+}
+
+Tensor embed_calibration_rows(const TensorView& embed_table, std::span<const int32_t> ids,
+                              int64_t rows, int64_t length, const ProgressFn& progress) {
+  EXQ_CHECK(embed_table.rank() == 2 && rows > 0 && length > 0 &&
+                static_cast<int64_t>(ids.size()) == rows * length,
+            "calibration: {} ids for {} rows x {} tokens", ids.size(), rows, length);
+  const int64_t hidden = embed_table.dim(1);
+  Tensor out(DType::F32, {rows, length, hidden});
+  if (progress) progress(0, rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const Tensor row = embed_rows(embed_table, ids.subspan(static_cast<size_t>(r * length),
+                                                           static_cast<size_t>(length)),
+                                  1, length);
+    std::copy(row.data<float>(), row.data<float>() + length * hidden,
+              out.data<float>() + r * length * hidden);
+    if (progress) progress(r + 1, rows);
   }
   return out;
 }

@@ -63,8 +63,13 @@ class Job {
   Tensor load_states(Pass pass) const;
   // Commits module `index` of `pass`: states (when non-empty) go to a new snapshot file, then
   // job.json (with the measurement and choice as they stand) is replaced, then the previous
-  // snapshot is removed.
+  // snapshot is removed. An empty view commits without a snapshot (unchanged states, or the
+  // snapshot policy skipped it: resume then replays the modules after the last snapshot).
   void commit(Pass pass, int64_t index, const TensorView& states);
+  // Module whose output the pass's snapshot holds; -1 when none (the pass starts from the
+  // embedding). Modules after it up to last_module(pass) are committed but not in a snapshot.
+  int64_t states_module(Pass pass) const { return states_idx_[static_cast<int>(pass)]; }
+  std::filesystem::path states_path(Pass pass, int64_t index) const;
 
   // Packed tensors of one quantized module (quant/<key>.safetensors), written before commit.
   void save_module_tensors(const std::string& key, const std::vector<io::NamedTensor>& tensors);
@@ -81,7 +86,6 @@ class Job {
 
  private:
   void write_job_json();
-  std::filesystem::path states_path(Pass pass, int64_t index) const;
 
   std::filesystem::path dir_;
   JobArgs args_;

@@ -6,11 +6,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "io/hf_config.h"
+#include "memory/host_store.h"
+#include "quant/engine.h"
 #include "quant/job.h"
 
 namespace exq::quant {
@@ -30,7 +33,9 @@ std::vector<ModuleStep> module_steps(const io::ModelConfig& config);
 int64_t decoder_weight_count(const io::ModelConfig& config);
 
 // Status output: per module a text block (module, duration, step n/N, rolling average per
-// step, ETA, peak host memory), or with json one JSON object per line per event.
+// step, ETA, peak host memory, the engine's module_stats() such as GPU time, hidden copies and
+// peak VRAM, snapshot and host-memory tiers), or with json one JSON object per line per event
+// (engine stats under "engine", host store use under "host").
 class Progress {
  public:
   explicit Progress(bool json) : json_(json) {}
@@ -58,17 +63,31 @@ struct StepOutcome {
 using StepWork = std::function<StepOutcome(const ModuleStep&, const TensorView& states)>;
 
 // The module loop: runs `work` on every step after job.last_module(pass), checks the new
-// states (NaN aborts, rare Inf is clamped), commits each module to the job, and reports it.
-// `states` is the input of the first step to run. step_offset numbers steps job-wide for the
-// EXQ_TEST_ABORT_AFTER hook.
-void run_pass(Job& job, Pass pass, const std::vector<ModuleStep>& steps, Tensor states,
-              const StepWork& work, Progress& progress, int64_t step_offset);
+// states (NaN aborts, rare Inf is clamped), moves them into `store`, commits each module to
+// the job, and reports it. `states` is the input of the first step to run. A module's commit
+// carries a state snapshot when snapshot_interval_s have passed since the last one (0: every
+// module) and always for the pass's last state-changing module (the final MLP: the norm and
+// head steps after it leave the states as they are), so the pass never ends without one.
+// step_offset numbers steps job-wide for the EXQ_TEST_ABORT_AFTER hook.
+void run_pass(Job& job, Pass pass, const std::vector<ModuleStep>& steps,
+              memory::HostBuffer states, const StepWork& work, Progress& progress,
+              int64_t step_offset, memory::HostStore& store, double snapshot_interval_s);
 
+// Makes the engine of one pass for rows of up to max_tokens tokens.
+using EngineFactory =
+    std::function<std::unique_ptr<Engine>(const io::ModelConfig& config, int64_t max_tokens)>;
+
+// Everything here but `args` may change between a run and its resume (same output bytes).
 struct ConvertOptions {
   JobArgs args;
   std::string work_dir;
   enum class Resume { kAuto, kResume, kRestart } resume = Resume::kAuto;
   bool status_json = false;
+  EngineFactory engine = make_cpu_engine;  // called once per pass
+  double snapshot_interval_s = 60;         // see run_pass
+  // RAM for the calibration states (memory::HostStore); beyond it they spill to mappings in
+  // WORKDIR/spill. < 0: memory::default_host_budget().
+  int64_t host_budget_bytes = -1;
 };
 
 // Runs the whole conversion (or, with measurement_out, the measurement only). Throws exq::Error.

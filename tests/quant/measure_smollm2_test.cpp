@@ -6,11 +6,12 @@
 // in docs/quality.md): 4 rows x 256 tokens (wiki, c4, code, multilingual), so it runs in well
 // under a minute on 2 cores. The smaller calibration does not need looser bounds: errors
 // measured in-sample on fewer tokens come out lower, not higher (layer 0 MLP: ratio 0.64 here,
-// 1.02 at 16 x 2048). One bound is looser for another reason: layer 0's attention block, where
-// exllamav2's recorded errors are ~1.4x lower than exq's float32 (HF-exact) forward gives for
-// exllamav2's own quantized weights of that layer (docs/quality.md), while exq's GPTQ weights
-// beat exllamav2's in that same forward (exl2_roundtrip_test). Its ratio is 1.14 here, 1.27 at
-// 16 x 2048; the bound is 1.35.
+// 1.02 at 16 x 2048). One bound is looser for another reason: layer 0's attention block.
+// exllamav2's numbers for SmolLM2 come from attention without the causal mask (its FP16 ppl and
+// all measured modules are reproduced by such a forward, docs/quality.md), which lowers layer-0
+// attention errors ~1.3x against exq's causal, HF-exact forward. Its ratio is 1.14 here, 1.27
+// at 16 x 2048; the bound is 1.35. Layer 15 passes because there the causal errors are the
+// lower ones (0.84 / 0.44 x at 16 x 2048).
 #include <gtest/gtest.h>
 
 #include "io/hf_config.h"

@@ -16,52 +16,13 @@
 #include "io/exl2.h"
 #include "io/safetensors.h"
 #include "test_support.h"
+#include "tiny_model.h"
 
 namespace exq::quant {
 namespace {
 namespace fs = std::filesystem;
 
-void write_tiny_model(const fs::path& dir) {
-  fs::create_directories(dir);
-  const int64_t hidden = 128, inter = 256, layers = 2, heads = 4, kv = 2, hd = 32, vocab = 49152;
-  std::ofstream(dir / "config.json") << nlohmann::json{
-      {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", hidden},
-      {"intermediate_size", inter}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
-      {"num_key_value_heads", kv}, {"head_dim", hd}, {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0}, {"max_position_embeddings", 2048}, {"vocab_size", vocab},
-      {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2},
-      {"torch_dtype", "float16"}}.dump(2);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    fs::copy_file(test::test_model() / f, dir / f);
-  std::mt19937 rng(1234);
-  std::vector<Tensor> store;
-  std::vector<io::NamedTensor> named;
-  auto add = [&](const std::string& name, Shape shape, float scale, bool ones = false) {
-    Tensor t(DType::F16, shape);
-    std::uniform_real_distribution<float> u(-scale, scale);
-    for (auto& v : t.span<uint16_t>()) v = float_to_half(ones ? 1.0f + u(rng) * 0.1f : u(rng));
-    store.push_back(std::move(t));
-    named.push_back({name, store.back()});
-  };
-  store.reserve(64);
-  add("model.embed_tokens.weight", {vocab, hidden}, 1.0f);
-  for (int64_t l = 0; l < layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l);
-    add(p + "input_layernorm.weight", {hidden}, 1.0f, true);
-    add(p + "post_attention_layernorm.weight", {hidden}, 1.0f, true);
-    const float s = 1.7f / std::sqrt(static_cast<float>(hidden));
-    add(p + "self_attn.q_proj.weight", {heads * hd, hidden}, s);
-    add(p + "self_attn.k_proj.weight", {kv * hd, hidden}, s);
-    add(p + "self_attn.v_proj.weight", {kv * hd, hidden}, s);
-    add(p + "self_attn.o_proj.weight", {hidden, heads * hd}, s);
-    add(p + "mlp.gate_proj.weight", {inter, hidden}, s);
-    add(p + "mlp.up_proj.weight", {inter, hidden}, s);
-    add(p + "mlp.down_proj.weight", {hidden, inter}, 1.7f / std::sqrt(static_cast<float>(inter)));
-  }
-  add("model.norm.weight", {hidden}, 1.0f, true);
-  add("lm_head.weight", {vocab, hidden}, 0.15f);
-  io::write_safetensors(dir / "model.safetensors", named);
-}
+using test_models::write_tiny_model;
 
 fs::path exq_binary() { return fs::path(EXQ_BINARY_DIR) / "exq"; }
 
@@ -119,22 +80,52 @@ TEST(QuantizeResume, KilledAndResumedRunsGiveIdenticalFiles) {
   EXPECT_FALSE(m.contains("lm_head.weight"));
   EXPECT_EQ(m.get("model.embed_tokens.weight").dtype(), DType::F16);
 
-  // Steps: measurement 1..6 (attn, mlp x2, norm, head), quantization 7..12.
-  const fs::path work = dir / "killed";
-  int runs = 0;
-  for (int abort_after : {2, 5, 6, 8, 11, 12}) {
-    const int rc = quantize(model, work, cal, runs++ ? "-res" : "", abort_after);
-    ASSERT_EQ(rc, 128 + SIGKILL) << "abort after step " << abort_after << "\n"
-                                 << test::read_file(dir / "killed.log");
-  }
-  ASSERT_EQ(quantize(model, work, cal, "-res"), 0) << test::read_file(dir / "killed.log");
-  const std::string log = test::read_file(dir / "killed.log");
-  EXPECT_NE(log.find("Resuming job"), std::string::npos);
+  // Steps: measurement 1..6 (attn, mlp x2, norm, head), quantization 7..12. With a snapshot
+  // after every module a resume starts from the last one; with a long interval only the last
+  // MLP of each pass is snapshotted, so resuming after steps 3 and 9 rebuilds the states by
+  // replaying three modules (reference forward, then forward with the committed EXL2 weights),
+  // with the states spilled to files on some resumes. Devices and budgets may change on resume.
+  struct Sequence {
+    std::string name, flags;
+    std::vector<int> kills;
+    std::vector<std::string> resume_flags;  // per resume run, cycled
+  };
+  const Sequence sequences[] = {
+      {"killed", "--snapshot-interval 0", {2, 5, 6, 8, 11, 12}, {"-res"}},
+      {"replayed", "--snapshot-interval 100000", {3, 5, 9, 11},
+       {"-res --host-budget 0", "-res --device cpu"}}};
+  for (const Sequence& seq : sequences) {
+    const fs::path work = dir / seq.name;
+    const fs::path log_path = dir / (seq.name + ".log");
+    size_t runs = 0;
+    auto flags = [&] {
+      const std::string f = runs == 0 ? "" : seq.resume_flags[(runs - 1) % seq.resume_flags.size()];
+      ++runs;
+      return seq.flags + " " + f;
+    };
+    for (int abort_after : seq.kills) {
+      const int rc = quantize(model, work, cal, flags(), abort_after);
+      ASSERT_EQ(rc, 128 + SIGKILL) << seq.name << ": abort after step " << abort_after << "\n"
+                                   << test::read_file(log_path);
+    }
+    ASSERT_EQ(quantize(model, work, cal, flags()), 0) << test::read_file(log_path);
+    const std::string log = test::read_file(log_path);
+    EXPECT_NE(log.find("Resuming job"), std::string::npos);
+    if (seq.name == "replayed") {
+      EXPECT_NE(log.find("Measurement states rebuilt from the embedding and 3 replayed module(s)"),
+                std::string::npos) << log;
+      EXPECT_NE(log.find("Quantization states rebuilt from the embedding and 3 replayed module(s)"),
+                std::string::npos) << log;
+      EXPECT_NE(log.find("states: RAM 0 B, file"), std::string::npos) << log;
+    }
 
-  const fs::path out = work / "out";
-  ASSERT_EQ(output_files(out), output_files(ref_out));
-  for (const std::string& name : output_files(ref_out))
-    EXPECT_TRUE(test::read_file(out / name) == test::read_file(ref_out / name)) << name << " differs";
+    const fs::path out = work / "out";
+    ASSERT_EQ(output_files(out), output_files(ref_out));
+    for (const std::string& name : output_files(ref_out))
+      EXPECT_TRUE(test::read_file(out / name) == test::read_file(ref_out / name))
+          << seq.name << ": " << name << " differs";
+  }
+  const fs::path work = dir / "killed";
 
   // Changed arguments on resume: refused, naming them.
   const fs::path refused_log = dir / "killed.log";

@@ -1,11 +1,10 @@
-// Device-side decoding of EXL2 q_weight runs into bit-exact fp16 weights, shared by the GEMV
-// and the dequantize kernels. Included only by .cu files.
+// Device-side decoding of the EXL2 device layout (exl2_layout.h) into bit-exact fp16 weights,
+// shared by the GEMV and the dequantize kernels. Included only by .cu files.
 //
-// A unit is 32 permuted input rows of one column: b q_weight words holding a little-endian
-// b-bit stream. Values are produced in pairs (row p, row p + 16), p = 0..15, packed as
-// half2(1024 + q[p], 1024 + q[p + 16]): the code sits in the low mantissa bits of 1024
-// (0x6400), so no integer-to-float conversion is needed. Subtracting half2(1024 + 2^(b-1))
-// is exact and gives q - z; one rounding multiply by the fp16 scale then gives exactly
+// pair_bits gives half2(1024 + q * 2^o) for a pair of rows (j, j + 16). One exact f16
+// operation turns it into q - z (z = 2^(b-1)): a subtraction of 1024 + z when o = 0, else
+// fma(p, 2^-o, -(2^(10-o) + z)) (the exact result q - z is representable, so the single
+// rounding changes nothing). One rounding multiply by the fp16 scale then gives exactly
 // exllamav2's w = fp16((q - z) * fp16(qs^2 * m)).
 #pragma once
 
@@ -13,38 +12,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
+
+#include "backend/cuda/exl2_layout.h"
 
 namespace exq::cuda::exl2 {
-
-constexpr uint32_t kMagic = 0x64006400u;  // half2(1024, 1024)
-constexpr int kPairs = 16;                // pairs per unit and column
-
-template <int B, int N>
-__device__ __forceinline__ uint32_t extract_value(const uint32_t (&w)[N], int k) {
-  constexpr uint32_t kMask = (1u << B) - 1u;
-  const int bit = k * B;
-  const int i = bit >> 5, sh = bit & 31;
-  if (sh + B <= 32) return (w[i] >> sh) & kMask;
-  return __funnelshift_r(w[i], w[i + 1], sh) & kMask;
-}
-
-// half2(1024 + q[p], 1024 + q[p + 16]) as bits; p must be a compile-time constant after
-// unrolling so that w stays in registers.
-template <int B, int N>
-__device__ __forceinline__ uint32_t extract_pair(const uint32_t (&w)[N], int p) {
-  static_assert(N >= B, "a unit of b-bit values spans b words");
-  if constexpr (B == 2 || B == 4 || B == 8) {
-    // q[p + 16] sits B/2 words after q[p], at the same bit: one byte permute puts both 16-bit
-    // halves side by side, then one shift and mask extract the pair.
-    constexpr uint32_t kMask = ((1u << B) - 1u) * 0x10001u;
-    const int bit = p * B;
-    const int i = bit >> 5;
-    const uint32_t r = __byte_perm(w[i], w[i + B / 2], (bit & 16) ? 0x7632 : 0x5410);
-    return ((r >> (bit & 15)) & kMask) | kMagic;
-  } else {
-    return extract_value<B>(w, p) | (extract_value<B>(w, p + 16) << 16) | kMagic;
-  }
-}
 
 __device__ __forceinline__ __half2 as_half2(uint32_t u) {
   __half2 h;
@@ -58,21 +30,50 @@ __device__ __forceinline__ uint32_t as_u32(__half2 h) {
   return u;
 }
 
-// half2(1024 + 2^(B-1)) as bits, the value subtracted from a magic pair.
-template <int B>
-__device__ __forceinline__ __half2 zero_pair() {
-  return as_half2((0x6400u + (1u << (B - 1))) * 0x10001u);
+// fp16 bits of an integer 1 <= v < 2048 (exact).
+constexpr uint32_t half_bits_of_int(uint32_t v) {
+  int e = 0;
+  while ((v >> (e + 1)) != 0) ++e;
+  return static_cast<uint32_t>(e + 15) << 10 | (((v << (10 - e)) - 1024u) & 0x3ffu);
 }
 
-// The two fp16 weights of one pair: fp16((q - z) * scale), single rounding.
-__device__ __forceinline__ uint32_t dequant_pair(uint32_t pair, __half2 zero, __half2 scale) {
-  return as_u32(__hmul2_rn(__hsub2_rn(as_half2(pair), zero), scale));
+// q - z for pair J, exact.
+template <int B, int J>
+__device__ __forceinline__ __half2 pair_qz(const uint32_t (&w)[B]) {
+  constexpr int o = pair_offset<B, J>();
+  constexpr uint32_t z = 1u << (B - 1);
+  const __half2 p = as_half2(pair_bits<B, J>(w));
+  if constexpr (o == 0) {
+    constexpr uint32_t zero = half_bits_of_int(1024u + z) * 0x10001u;
+    return __hsub2_rn(p, as_half2(zero));
+  } else {
+    constexpr uint32_t mul = (static_cast<uint32_t>(15 - o) << 10) * 0x10001u;
+    constexpr uint32_t sub = (0x8000u | half_bits_of_int((1024u >> o) + z)) * 0x10001u;
+    return __hfma2(p, as_half2(mul), as_half2(sub));
+  }
+}
+
+// The two fp16 weights of pair J: fp16((q - z) * scale), one rounding.
+template <int B, int J>
+__device__ __forceinline__ uint32_t pair_weights(const uint32_t (&w)[B], __half2 scale) {
+  return as_u32(__hmul2_rn(pair_qz<B, J>(w), scale));
 }
 
 // scale = fp16(qs^2 * m) for the 4-bit code `nibble` (qs = nibble + 1), one rounding.
 __device__ __forceinline__ __half2 scale_pair(uint32_t nibble, __half m) {
   const uint32_t qs = nibble + 1u;
   return __half2half2(__hmul_rn(__uint2half_rn(qs * qs), m));
+}
+
+// Calls f(std::integral_constant<int, I>) for I = 0 .. N-1 (compile-time indices, so register
+// arrays stay in registers).
+template <typename F, int... I>
+__device__ __forceinline__ void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
 }
 
 }  // namespace exq::cuda::exl2

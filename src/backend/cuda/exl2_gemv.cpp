@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/exl2_plan.h"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/validate.h"
 #include "core/error.h"
@@ -16,6 +17,7 @@ namespace exq::cuda {
 namespace {
 
 constexpr size_t kSectionAlign = 256;
+constexpr size_t kRepackScratch = size_t{32} << 20;
 
 size_t align_up(size_t v) { return (v + kSectionAlign - 1) / kSectionAlign * kSectionAlign; }
 
@@ -30,33 +32,29 @@ int multiprocessors() {
   return sms;
 }
 
-// Every 8-tile column of the output gets its own blocks, and K is split as finely as one wave
-// of blocks allows, but into at least 4 steps per block (x is staged once per block and each
-// split adds a cross-block reduction). Fitted to a sweep on an H100 (docs/perf.md, "CUDA EXL2
-// GEMV"): it picks the fastest measured split, or one within 3 %, on the Llama-3-8B shapes.
 Exl2Split choose_split(const Exl2Desc& d) {
-  const int groups = (d.out_pad / kExl2TileColumns + 7) / 8, steps = d.num_steps;
+  // Resident warps per multiprocessor of a 16-warp block (registers).
+  Exl2Split probe;
+  probe.tiles_per_block = 8;
+  probe.ksub = 2;
+  probe.steps_per_warp = 1;
   const int sms = multiprocessors();
-  auto split_for = [&](int spb) {
-    Exl2Split sp;
-    sp.blocks_k = (steps + spb - 1) / spb;
-    sp.steps_per_block = (steps + sp.blocks_k - 1) / sp.blocks_k;
-    return sp;
-  };
-  for (int spb = std::min(4, steps); spb <= std::min(steps, kExl2MaxStepsPerBlock); ++spb) {
-    Exl2Split sp = split_for(spb);
-    const int64_t slots = static_cast<int64_t>(exl2_gemv_blocks_per_sm(d, sp.steps_per_block)) * sms;
-    if (static_cast<int64_t>(groups) * sp.blocks_k <= slots) {
-      sp.tile_blocks = groups;
-      return sp;
-    }
+  const int warps = std::max(1, exl2_gemv_blocks_per_sm(d, probe)) * 16;
+  const int tiles = d.out_pad / kExl2TileColumns;
+  Exl2Split s = exl2_choose_split(tiles, d.num_steps, sms, warps, exl2_gemv_hopper());
+  // The fewest tiles per block whose grid is resident in one wave (registers and the shared
+  // memory of batch 8); the most when none is.
+  for (int tpb = 1; tpb * s.ksub <= kExl2MaxWarps; tpb *= 2) {
+    s.tiles_per_block = tpb;
+    const int64_t grid = int64_t{(tiles + tpb - 1) / tpb} * s.ksplit;
+    if (grid <= int64_t{sms} * exl2_gemv_blocks_per_sm(d, s)) break;
   }
-  // Too wide for one wave even with the longest K range: block columns loop over tile groups.
-  Exl2Split sp = split_for(std::min(steps, kExl2MaxStepsPerBlock));
-  const int slots = exl2_gemv_blocks_per_sm(d, sp.steps_per_block) * sms;
-  EXQ_CHECK(slots > 0, "cuda exl2: the GEMV kernel does not fit a multiprocessor");
-  sp.tile_blocks = std::max(1, std::min(groups, slots / sp.blocks_k));
-  return sp;
+  // Clusters that cannot all be resident at once would wait for each other: partial sums.
+  if (s.ksplit > 1 && s.cluster) {
+    const int64_t clusters = (tiles + s.tiles_per_block - 1) / s.tiles_per_block;
+    if (clusters > exl2_gemv_max_clusters(d, s)) s.cluster = false;
+  }
+  return s;
 }
 
 void validate(const Exl2HostLayer& h, const char* name) {
@@ -96,104 +94,105 @@ void validate(const Exl2HostLayer& h, const char* name) {
 
 Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* name) {
   validate(h, name);
+  const Exl2Plan plan = exl2_plan(h, name);
+  EXQ_CHECK(plan.tile_rows < (1 << 24), "{}: {} input rows are too many for the CUDA layout",
+            name, h.in);
   const int64_t out_pad = (h.out + 31) / 32 * 32;
-  std::vector<Exl2Unit> units;
-  for (int64_t g = 0; g < h.num_groups; ++g) {
-    const Exl2HostGroup& gr = h.groups[g];
-    const uint16_t m = float_to_half(half_to_float(h.q_scale_max[g]) / 256.0f);
-    for (int64_t r = 0; r < gr.rows; r += kExl2UnitRows) {
-      const int64_t rows = std::min<int64_t>(kExl2UnitRows, gr.rows - r);
-      units.push_back({static_cast<int32_t>(gr.word_begin + r / kExl2UnitRows * gr.bits),
-                       static_cast<int32_t>(gr.row_begin + r), static_cast<int32_t>(g),
-                       static_cast<uint32_t>(gr.bits) | static_cast<uint32_t>(rows) << 8 |
-                           static_cast<uint32_t>(m) << 16});
-    }
-  }
-  // x_slot[q_perm[r]] = unit * 32 + row within the unit, for permuted row r.
-  std::vector<int32_t> x_slot(static_cast<size_t>(h.in));
-  for (size_t u = 0; u < units.size(); ++u)
-    for (uint32_t k = 0; k < ((units[u].info >> 8) & 0xff); ++k)
-      x_slot[static_cast<size_t>(h.q_perm[units[u].row_base + k])] =
-          static_cast<int32_t>(u * kExl2UnitRows + k);
-  const int64_t steps = (static_cast<int64_t>(units.size()) + kExl2UnitsPerStep - 1) /
-                        kExl2UnitsPerStep;
-  std::vector<uint8_t> step_bits(static_cast<size_t>(steps));
-  for (int64_t s = 0; s < steps; ++s) {
-    const size_t u0 = static_cast<size_t>(s * kExl2UnitsPerStep);
-    const size_t u1 = std::min(units.size(), u0 + kExl2UnitsPerStep);
-    uint32_t bits = units[u0].info & 0xff;
-    for (size_t u = u0; u < u1; ++u)
-      if ((units[u].info & 0xff) != bits) bits = 0;
-    step_bits[static_cast<size_t>(s)] = static_cast<uint8_t>(bits);
-  }
 
-  // One host image of every section, one copy.
-  const size_t qw_bytes = static_cast<size_t>(h.q_weight_rows * out_pad) * 4;
+  // Sections: q_weight (device layout, written by the repack kernel), then one host image of
+  // the rest, one copy.
+  const size_t qw_bytes = static_cast<size_t>(out_pad / 32) * plan.tile_rows * 128;
   const size_t qs_bytes = static_cast<size_t>(h.num_groups * (out_pad / 8)) * 4;
   const size_t off_qs = align_up(qw_bytes);
-  const size_t off_units = off_qs + align_up(qs_bytes);
-  const size_t off_steps = off_units + align_up(units.size() * sizeof(Exl2Unit));
-  const size_t off_perm = off_steps + align_up(step_bits.size());
-  const size_t off_slot = off_perm + align_up(static_cast<size_t>(h.in) * 4);
-  const size_t off_bias = off_slot + align_up(static_cast<size_t>(h.in) * 4);
+  const size_t off_m = off_qs + align_up(qs_bytes);
+  const size_t off_units = off_m + align_up(plan.group_m.size() * 2);
+  const size_t off_map = off_units + align_up(plan.units.size() * sizeof(Exl2Unit));
+  const size_t off_bias = off_map + align_up(plan.x_map.size() * 4);
   const size_t total = off_bias + (h.bias ? static_cast<size_t>(h.out) * 2 : 0);
-  std::vector<uint8_t> image(total, 0);
-  std::memcpy(image.data(), h.q_weight, qw_bytes);
-  std::memcpy(image.data() + off_qs, h.q_scale, qs_bytes);
-  std::memcpy(image.data() + off_units, units.data(), units.size() * sizeof(Exl2Unit));
-  std::memcpy(image.data() + off_steps, step_bits.data(), step_bits.size());
-  std::memcpy(image.data() + off_perm, h.q_perm, static_cast<size_t>(h.in) * 4);
-  std::memcpy(image.data() + off_slot, x_slot.data(), static_cast<size_t>(h.in) * 4);
-  if (h.bias) std::memcpy(image.data() + off_bias, h.bias, static_cast<size_t>(h.out) * 2);
+  std::vector<uint8_t> image(total - off_qs, 0);
+  auto at = [&](size_t off) { return image.data() + (off - off_qs); };
+  std::memcpy(at(off_qs), h.q_scale, qs_bytes);
+  std::memcpy(at(off_m), plan.group_m.data(), plan.group_m.size() * 2);
+  std::memcpy(at(off_units), plan.units.data(), plan.units.size() * sizeof(Exl2Unit));
+  std::memcpy(at(off_map), plan.x_map.data(), plan.x_map.size() * 4);
+  if (h.bias) std::memcpy(at(off_bias), h.bias, static_cast<size_t>(h.out) * 2);
   buffer_ = DeviceBuffer(total);
-  CUDA_CHECK(cudaMemcpyAsync(buffer_.data(), image.data(), total, cudaMemcpyHostToDevice, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-
   auto* base = static_cast<uint8_t*>(buffer_.data());
-  desc_.q_weight = reinterpret_cast<const uint32_t*>(base);
+  CUDA_CHECK(cudaMemcpyAsync(base + off_qs, image.data(), image.size(), cudaMemcpyHostToDevice, stream));
+
+  desc_.q_weight = reinterpret_cast<const uint4*>(base);
   desc_.q_scale = reinterpret_cast<const uint32_t*>(base + off_qs);
+  desc_.group_m = reinterpret_cast<const __half*>(base + off_m);
   desc_.units = reinterpret_cast<const Exl2Unit*>(base + off_units);
-  desc_.step_bits = base + off_steps;
-  desc_.q_perm = reinterpret_cast<const int32_t*>(base + off_perm);
-  desc_.x_slot = reinterpret_cast<const int32_t*>(base + off_slot);
+  desc_.x_map = reinterpret_cast<const int32_t*>(base + off_map);
   desc_.bias = h.bias ? reinterpret_cast<const __half*>(base + off_bias) : nullptr;
   desc_.in = static_cast<int>(h.in);
   desc_.out = static_cast<int>(h.out);
   desc_.out_pad = static_cast<int>(out_pad);
-  desc_.num_units = static_cast<int>(units.size());
-  desc_.num_steps = static_cast<int>(steps);
-  desc_.uniform_bits = h.groups[0].bits;
-  for (int64_t g = 1; g < h.num_groups; ++g)
-    if (h.groups[g].bits != desc_.uniform_bits) desc_.uniform_bits = 0;
+  desc_.num_units = static_cast<int>(plan.units.size());
+  desc_.num_steps = plan.num_steps;
+  desc_.tile_rows = plan.tile_rows;
+  desc_.num_groups = static_cast<int>(h.num_groups);
+  desc_.uniform_bits = plan.uniform_bits;
+  desc_.num_segments = static_cast<int>(plan.segments.size());
+  std::copy(plan.segments.begin(), plan.segments.end(), desc_.segments);
+
+  // q_weight through a bounded scratch: consecutive units whose source rows fit it.
+  const size_t row_bytes = static_cast<size_t>(out_pad) * 4;
+  const size_t scratch_rows =
+      std::min<size_t>(static_cast<size_t>(h.q_weight_rows),
+                       std::max<size_t>(8, kRepackScratch / row_bytes));
+  DeviceBuffer scratch(scratch_rows * row_bytes);
+  auto words_of = [&](const Exl2Unit& u) {
+    return static_cast<int64_t>(((u.info >> 8 & 0xff) * (u.info & 0xff) + 31) / 32);
+  };
+  for (size_t u0 = 0; u0 < plan.units.size();) {
+    const int64_t row0 = plan.units[u0].src_word;
+    size_t u1 = u0;
+    while (u1 < plan.units.size() &&
+           plan.units[u1].src_word + words_of(plan.units[u1]) - row0 <=
+               static_cast<int64_t>(scratch_rows))
+      ++u1;
+    const int64_t rows = plan.units[u1 - 1].src_word + words_of(plan.units[u1 - 1]) - row0;
+    CUDA_CHECK(cudaMemcpyAsync(scratch.data(), h.q_weight + static_cast<size_t>(row0) * out_pad,
+                               static_cast<size_t>(rows) * row_bytes, cudaMemcpyHostToDevice, stream));
+    exl2_repack_cuda(desc_, scratch.as<uint32_t>(), static_cast<int>(row0), static_cast<int>(u0),
+                     static_cast<int>(u1), const_cast<uint4*>(desc_.q_weight), stream);
+    u0 = u1;
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+
   split_ = choose_split(desc_);
-  weight_bytes_ = qw_bytes + qs_bytes + static_cast<size_t>(h.num_groups) * (2 + 4);
+  weight_bytes_ = static_cast<size_t>(h.q_weight_rows * out_pad) * 4 + qs_bytes +
+                  static_cast<size_t>(h.num_groups) * (2 + 4);
 }
 
 void Exl2Layer::set_split(const Exl2Split& split) {
-  const int tiles = (desc_.out_pad / kExl2TileColumns + 7) / 8;  // tile groups
-  EXQ_CHECK(split.steps_per_block >= 1 && split.steps_per_block <= kExl2MaxStepsPerBlock &&
-                split.blocks_k >= 1 &&
-                split.blocks_k == (desc_.num_steps + split.steps_per_block - 1) /
-                                      split.steps_per_block &&
-                split.tile_blocks >= 1 && split.tile_blocks <= tiles,
-            "cuda exl2: split (blocks_k {}, steps_per_block {}, tile_blocks {}) does not fit {} "
-            "steps and {} groups of 8 tiles",
-            split.blocks_k, split.steps_per_block, split.tile_blocks, desc_.num_steps, tiles);
+  const char* problem = exl2_split_problem(split, desc_.out_pad / kExl2TileColumns,
+                                           desc_.num_steps, exl2_gemv_hopper());
+  EXQ_CHECK(*problem == 0,
+            "cuda exl2: split (ksplit {}, ksub {}, tiles_per_block {}, steps_per_warp {}) does "
+            "not fit {} steps: {}",
+            split.ksplit, split.ksub, split.tiles_per_block, split.steps_per_warp,
+            desc_.num_steps, problem);
   split_ = split;
 }
 
-int* Exl2Workspace::counters() const {
-  return reinterpret_cast<int*>(buffer_.as<float>() + partial_floats_);
+bool Exl2Workspace::fits(const Exl2Layer& layer) const {
+  return exl2_gemv_xq_words(layer.desc()) <= xq_words_ &&
+         exl2_gemv_xscale_floats(layer.desc()) <= xscale_floats_ &&
+         exl2_gemv_partial_floats(layer.desc(), layer.split()) <= partial_floats_;
 }
 
 void Exl2Workspace::reserve(const Exl2Layer& layer, cudaStream_t stream) {
-  const size_t floats = exl2_gemv_partial_floats(layer.desc(), layer.split());
-  const size_t ints = exl2_gemv_counter_ints(layer.desc());
-  if (floats <= partial_floats_ && ints <= counter_ints_) return;
-  partial_floats_ = std::max(floats, partial_floats_);
-  counter_ints_ = std::max(ints, counter_ints_);
-  buffer_ = DeviceBuffer((partial_floats_ + counter_ints_) * 4);
-  CUDA_CHECK(cudaMemsetAsync(counters(), 0, counter_ints_ * 4, stream));
+  (void)stream;
+  if (fits(layer)) return;
+  xq_words_ = std::max(xq_words_, exl2_gemv_xq_words(layer.desc()));
+  xscale_floats_ = std::max(xscale_floats_, exl2_gemv_xscale_floats(layer.desc()));
+  partial_floats_ = std::max(partial_floats_, exl2_gemv_partial_floats(layer.desc(), layer.split()));
+  // xq words first (16-byte vectors), then scales and partials.
+  xq_words_ = (xq_words_ + 3) / 4 * 4;
+  buffer_ = DeviceBuffer((xq_words_ + xscale_floats_ + partial_floats_) * 4);
 }
 
 void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
@@ -210,16 +209,14 @@ void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
   check_shape(y, {x.dim(0), layer.out()}, op, "y");
   check_dense(y, op, "y");
   const Exl2Desc& d = layer.desc();
-  EXQ_CHECK(workspace.partial_floats() >= exl2_gemv_partial_floats(d, layer.split()) &&
-                workspace.counter_ints() >= exl2_gemv_counter_ints(d),
-            "cuda exl2_gemv: workspace was not reserved for this layer");
+  EXQ_CHECK(workspace.fits(layer), "cuda exl2_gemv: workspace was not reserved for this layer");
   const int batch = static_cast<int>(x.dim(0));
   if (x.dtype() == DType::F32)
     exl2_gemv_cuda(d, x.data<float>(), y.data<float>(), batch, add_bias, layer.split(),
-                   workspace.partials(), workspace.counters(), stream);
+                   workspace.xq(), workspace.xscale(), workspace.partials(), stream);
   else
     exl2_gemv_cuda(d, static_cast<const __half*>(x.raw()), y.data<float>(), batch, add_bias,
-                   layer.split(), workspace.partials(), workspace.counters(), stream);
+                   layer.split(), workspace.xq(), workspace.xscale(), workspace.partials(), stream);
 }
 
 void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {

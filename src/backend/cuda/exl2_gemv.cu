@@ -1,30 +1,29 @@
-// EXL2 GEMV on tensor cores: y[b, out] = x[b, in] @ W^T for b <= 8, straight from q_weight.
+// EXL2 GEMV on tensor cores: y[b, out] = x[b, in] @ W^T for b <= 8, from the device layout
+// (exl2_launchers.h, exl2_layout.h). Two launches:
 //
-// Work split: a block owns a range of warp steps along the permuted input dimension
-// (blockIdx.y) and a set of 32-column tiles, one warp per tile at a time; a step is 4 units of
-// 32 rows. Lane (g, t) (g = lane / 4, t = lane % 4) loads the words of unit t for columns
-// 4g..4g+3 as 16-byte vectors (one 128-byte line per word row and 8 lanes), decodes them to
-// bit-exact fp16 weights (exl2_decode.cuh) and feeds mma.m16n8k16 directly as the A operand:
-// A row g is column 4g+2m, row g+8 is column 4g+2m+1 (m = 0, 1: two M tiles), and the k slots
-// of lane t are rows of unit t, so a k step sums 4 rows of each of the 4 units. The B operand
-// is x, put in act-order once per block into shared memory in the same pair order, padded to
-// 8 batch columns with zeros. Products are exact in the f32 accumulators.
-//
-// Precision: f32 x is rounded to fp16 after scaling each batch row by a power of two that
-// brings the row's max |x| into [2^13, 2^14) (exact, no overflow, as in matmul.cu); the scale
-// is undone on the f32 sums. So the only rounding beyond f32 accumulation is x's (relative
-// 2^-11), the same as the cuBLAS path; fp16 x enters exactly.
-//
-// Cross-block reduction is deterministic: each block writes its partial tile, and the last
-// one to finish a tile (atomic counter) sums the partials in blockIdx.y order and writes y.
-//
-// Measured on an H100 (docs/perf.md): latency-bound, 39 % of HBM bandwidth at 4 bits on
-// 4096x14336; each warp has only one step in flight ahead of the one it computes.
-#include <cmath>
+// 1. x staging (exl2_stage.cu): x permuted, scaled per step and rounded to f16 into the
+//    workspace, once for all blocks. (Staging inside each GEMV block was tried: the dependent
+//    gather chain in front of every block made it slower than this launch, which overlaps
+//    the GEMV's first weight loads through programmatic dependent launch.)
+// 2. exl2_gemv_kernel: warp (tile, K range) streams its steps through a ring of D register
+//    stages (no dependent loads: every address is arithmetic on the segment table, a kernel
+//    parameter). Lane (g, t) loads 16 bytes per word row of unit t (columns 4g..4g+3), decodes
+//    them to bit-exact fp16 weights and feeds mma.m16n8k16 as the A operand: A row g is column
+//    4g+2m, row g+8 column 4g+2m+1 (M tiles m = 0, 1), the k slots of lane t are pairs of
+//    unit t. B is x from shared memory, N = batch column g. Each step's products start from
+//    zero and are added to the f32 totals times the step's x scale (exact power of two).
+//    It is launched with programmatic dependent launch: the first weight loads are issued
+//    before griddepcontrol.wait, so they overlap the x pass and the previous kernel's tail.
+//    K is split over the warps of a block (ksub) and over the blocks of a thread-block
+//    cluster (ksplit); partial sums are added in a fixed order through shared / distributed
+//    shared memory, so results are identical run to run (no atomics). Without clusters
+//    (pre-Hopper or forced) the blocks write partials and a small kernel adds them in order.
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_decode.cuh"
+#include "backend/cuda/exl2_device.cuh"
 #include "backend/cuda/exl2_launchers.h"
 #include "backend/cuda/kernel_utils.cuh"
 
@@ -33,23 +32,37 @@ namespace {
 
 using namespace exl2;
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kTileOut = kExl2TileColumns * kExl2MaxBatch;  // 256 outputs per tile
-// x pairs of one unit in shared memory: [16 pairs][8 batch] half2, plus 8 words so the 4 units
-// a warp reads at once start on different banks.
-constexpr int kXsUnitWords = kPairs * kExl2MaxBatch + 8;
-constexpr int kRowMaxExponent = 14;
+constexpr int kRedStride = 33;  // floats per (warp, batch) row of the reduction buffer
+// Shared x slot: [16 pairs][8 batch columns] words plus 8, so the 4 slots a warp reads at once
+// start on different banks; pair offsets are immediates in the loads.
+constexpr int kSlotWords = kPairs * kExl2MaxBatch + 8;
+constexpr int kStepWords = kExl2UnitsPerStep * kSlotWords;
 
+// Block barrier that warps may reach from different call sites (non-aligned barrier).
+__device__ __forceinline__ void block_barrier() { asm volatile("barrier.sync 0;" ::: "memory"); }
 
-// The words, scale codes and layout of one unit as a lane sees them; W words per column (the
-// bit width in a uniform layer, 8 otherwise).
-template <int W>
-struct UnitData {
-  uint32_t w[4][W];  // [column 4g+c][word]
-  uint32_t scale_word;
-  uint32_t info;
-};
+template <int OFF>
+__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.b32 %0, [%1+%2];" : "=r"(v) : "r"(addr), "n"(OFF));
+  return v;
+}
+
+__device__ __forceinline__ float2 lds64f(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+
+// c = a * b (no accumulator input).
+__device__ __forceinline__ void mma_16816_zero(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+  const float z = 0.0f;
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%10,%10,%10,%10};\n"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
+}
 
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                           uint32_t b1) {
@@ -59,451 +72,498 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint4 load_stream(const uint32_t* p) {
-  return __ldcs(reinterpret_cast<const uint4*>(p));
+struct GemvArgs {
+  const uint32_t* xq;  // x staged by exl2_prep_cuda: [slot][pair][bs]
+  const float* xscale;
+  float* y;
+  float* partials;     // [ksplit][batch][out_pad] when K is split without clusters, else null
+  int batch;
+  int bs;
+  int add_bias;
+  int tpb;
+  int ksub;
+  int spw;
+};
+
+// Ring depth per bit width: stages held in registers (up to 16 warps per multiprocessor cover
+// the rest of the latency; an L2 bulk-prefetch window ahead of the ring was tried and
+// measured no faster on an H100). The mixed-width loops (MIXED) use depth 1.
+template <int B, bool MIXED>
+constexpr int ring_depth() {
+  return MIXED ? 1 : B <= 2 ? 4 : B == 3 ? 3 : B <= 6 ? 2 : 1;
 }
 
-template <int W>
-__device__ __forceinline__ void load_unit(const Exl2Desc& d, int u, int tile, int g,
-                                          UnitData<W>& ud) {
-  Exl2Unit unit{0, 0, 0, 2u};  // past the end: no rows, no words
-  if (u < d.num_units) unit = d.units[u];
-  ud.info = unit.info;
-  const int bits = unit.info & 0xff, rows = (unit.info >> 8) & 0xff;
-  const int words = (rows * bits + 31) >> 5;
-  const int col = tile * kExl2TileColumns + 4 * g;
-  const uint32_t* base = d.q_weight + static_cast<size_t>(unit.word_row) * d.out_pad + col;
+// What one warp needs in its step loop.
+struct WarpCtx {
+  const uint4* wbase;     // q_weight + tile * tile_rows * 8 + g (uint4 units)
+  const uint32_t* sbase;  // q_scale + tile * 4 + g / 2
+  const __half* group_m;
+  uint32_t xs;            // shared address of x: + t * kSlotWords + g words, or the zero slot
+  uint32_t xsc;           // shared address of the per-step scales [block step][8]
+  int scale_row;          // q_scale words per group
+  int scale_shift;        // 16 * (g & 1)
+  int t;
+  int k0;                 // the block's first step
+  int step_bytes;         // shared bytes per step for this lane (0 for the zero slot)
+};
+
+// Block-wide x staging into shared memory: the staging pass's slots of the block's steps as
+// [pair][8 columns] (columns past bs are never read: lanes past the batch read the zero slot),
+// step scales, then a barrier.
+struct XStage {
+  const GemvArgs* a;
+  uint32_t* xs;
+  float* xsc;
+  uint32_t* zero;  // kSlotWords zero words
+  int k0, k1;
+};
+
+__device__ __forceinline__ void stage_x(const XStage& s) {
+  const GemvArgs& a = *s.a;
+  for (int i = threadIdx.x; i < kSlotWords; i += blockDim.x) s.zero[i] = 0u;
+  pdl_wait();
+  const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
+  const uint32_t* src = a.xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
+  if (a.bs >= 4) {
+    // 16-byte chunks: bs / 4 per pair.
+    const int per_pair = a.bs >> 2, total = slots * kPairs * per_pair;
+    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
+      uint4 v[4];
 #pragma unroll
-  for (int i = 0; i < W; ++i) {
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (i < words) v = load_stream(base + static_cast<size_t>(i) * d.out_pad);
-    ud.w[0][i] = v.x;
-    ud.w[1][i] = v.y;
-    ud.w[2][i] = v.z;
-    ud.w[3][i] = v.w;
-  }
-  ud.scale_word = d.q_scale[static_cast<size_t>(unit.group) * (d.out_pad / 8) + col / 8];
-}
-
-// A fragments of k step ks for both M tiles from unit data of width B.
-template <int B, int W>
-__device__ __forceinline__ void dequant_kstep(const UnitData<W>& ud, const __half2 (&scale)[4],
-                                              int ks, uint32_t (&a)[2][4]) {
-  const __half2 zero = zero_pair<B>();
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) v[u] = __ldcg(reinterpret_cast<const uint4*>(src) + i);
+      }
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    a[m][0] = dequant_pair(extract_pair<B>(ud.w[2 * m], 2 * ks), zero, scale[2 * m]);
-    a[m][1] = dequant_pair(extract_pair<B>(ud.w[2 * m + 1], 2 * ks), zero, scale[2 * m + 1]);
-    a[m][2] = dequant_pair(extract_pair<B>(ud.w[2 * m], 2 * ks + 1), zero, scale[2 * m]);
-    a[m][3] =
-        dequant_pair(extract_pair<B>(ud.w[2 * m + 1], 2 * ks + 1), zero, scale[2 * m + 1]);
-  }
-}
-
-template <int W>
-__device__ __forceinline__ void unit_scales(const UnitData<W>& ud, int g, __half2 (&scale)[4]) {
-  const __half m = __ushort_as_half(static_cast<unsigned short>(ud.info >> 16));
-  const uint32_t codes = ud.scale_word >> (16 * (g & 1));
-#pragma unroll
-  for (int c = 0; c < 4; ++c) scale[c] = scale_pair((codes >> (4 * c)) & 15u, m);
-}
-
-// One warp step where all four units share the width B (warp-uniform branch).
-template <int B, int W>
-__device__ __forceinline__ void step_uniform(const UnitData<W>& ud, const uint32_t* xs, int g,
-                                             float (&acc)[2][4]) {
-  __half2 scale[4];
-  unit_scales(ud, g, scale);
-#pragma unroll
-  for (int ks = 0; ks < 8; ++ks) {
-    uint32_t a[2][4];
-    dequant_kstep<B, W>(ud, scale, ks, a);
-    const uint32_t b0 = xs[(2 * ks) * kExl2MaxBatch + g];
-    const uint32_t b1 = xs[(2 * ks + 1) * kExl2MaxBatch + g];
-    mma_16816(acc[0], a[0], b0, b1);
-    mma_16816(acc[1], a[1], b0, b1);
-  }
-}
-
-// A step across a bit-width boundary: each lane decodes its own unit's width, then the warp
-// reconverges for the mma.
-__device__ __forceinline__ void step_mixed(const UnitData<8>& ud, const uint32_t* xs, int g,
-                                           float (&acc)[2][4]) {
-  __half2 scale[4];
-  unit_scales(ud, g, scale);
-  const int bits = ud.info & 0xff;
-#pragma unroll
-  for (int ks = 0; ks < 8; ++ks) {
-    uint32_t a[2][4];
-    switch (bits) {
-      case 2: dequant_kstep<2, 8>(ud, scale, ks, a); break;
-      case 3: dequant_kstep<3, 8>(ud, scale, ks, a); break;
-      case 4: dequant_kstep<4, 8>(ud, scale, ks, a); break;
-      case 5: dequant_kstep<5, 8>(ud, scale, ks, a); break;
-      case 6: dequant_kstep<6, 8>(ud, scale, ks, a); break;
-      default: dequant_kstep<8, 8>(ud, scale, ks, a); break;
-    }
-    __syncwarp();
-    const uint32_t b0 = xs[(2 * ks) * kExl2MaxBatch + g];
-    const uint32_t b1 = xs[(2 * ks + 1) * kExl2MaxBatch + g];
-    mma_16816(acc[0], a[0], b0, b1);
-    mma_16816(acc[1], a[1], b0, b1);
-  }
-}
-
-// W = 0: any widths, dispatched per step; else every unit of the layer has W bits.
-template <int W>
-__device__ __forceinline__ void compute_step(const Exl2Desc& d, int s,
-                                             const UnitData<W == 0 ? 8 : W>& ud,
-                                             const uint32_t* xs, int g, float (&acc)[2][4]) {
-  if constexpr (W != 0) {
-    step_uniform<W, W>(ud, xs, g, acc);
-  } else {
-    switch (d.step_bits[s]) {
-      case 2: step_uniform<2, 8>(ud, xs, g, acc); break;
-      case 3: step_uniform<3, 8>(ud, xs, g, acc); break;
-      case 4: step_uniform<4, 8>(ud, xs, g, acc); break;
-      case 5: step_uniform<5, 8>(ud, xs, g, acc); break;
-      case 6: step_uniform<6, 8>(ud, xs, g, acc); break;
-      case 8: step_uniform<8, 8>(ud, xs, g, acc); break;
-      default: step_mixed(ud, xs, g, acc); break;
-    }
-  }
-}
-
-constexpr int kStageUnroll = 4;  // independent vector loads per thread in flight while staging
-
-// Four consecutive x values as float (16-byte or 8-byte load); scalar at the row's end or when
-// the rows are not aligned for vectors.
-__device__ __forceinline__ void load4(const float* p, bool vec, int left, float (&v)[4]) {
-  if (vec && left >= 4) {
-    const float4 q = *reinterpret_cast<const float4*>(p);
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = e < left ? p[e] : 0.0f;
-  }
-}
-
-__device__ __forceinline__ void load4(const __half* p, bool vec, int left, float (&v)[4]) {
-  if (vec && left >= 4) {
-    const uint2 q = *reinterpret_cast<const uint2*>(p);
-    const float2 a = __half22float2(as_half2(q.x)), b = __half22float2(as_half2(q.y));
-    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = e < left ? __half2float(p[e]) : 0.0f;
-  }
-}
-
-__device__ __forceinline__ void load4(const int32_t* p, bool vec, int left, int (&v)[4]) {
-  if (vec && left >= 4) {
-    const int4 q = *reinterpret_cast<const int4*>(p);
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = e < left ? p[e] : -1;
-  }
-}
-
-// Stages the block's x in shared memory as fp16 pairs [unit][pair][batch] (zeros past the
-// batch and past a unit's rows). Every block scans whole rows of x with coalesced vector loads
-// and keeps the channels whose slot (x_slot: unit * 32 + row in unit) falls in its units; this
-// costs far fewer cache-line visits than gathering through q_perm. Each thread has
-// kStageUnroll vector loads in flight, so staging costs a few memory latencies.
-// f32 x is scaled per batch row by a power of two taken from the whole row (so every block
-// agrees); xscale[n] gets the factor to multiply the sums by.
-template <typename X>
-__device__ void stage_x(const Exl2Desc& d, const X* __restrict__ x, int batch, int u0, int units,
-                        uint32_t* xs, float* xscale, float (*red)[kExl2MaxBatch]) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  constexpr int kChunk = 4 * kThreads;  // elements per unrolled load
-  const bool vec = d.in % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(X)) == 0;
-  for (int i = tid; i < units * kXsUnitWords; i += kThreads) xs[i] = 0u;
-  if constexpr (std::is_same_v<X, float>) {
-    for (int n = 0; n < batch; ++n) {
-      const float* xr = x + static_cast<size_t>(n) * d.in;
-      float m = 0.0f;
-      for (int i0 = 4 * tid; i0 < d.in; i0 += kStageUnroll * kChunk) {
-        float v[kStageUnroll][4];
-#pragma unroll
-        for (int u = 0; u < kStageUnroll; ++u) {
-          const int i = i0 + u * kChunk;
-          load4(xr + i, vec, d.in - i, v[u]);
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) {
+          const int pair = i / per_pair, slot = pair >> 4;
+          *reinterpret_cast<uint4*>(s.xs + slot * kSlotWords + (pair & 15) * kExl2MaxBatch +
+                                    (i - pair * per_pair) * 4) = v[u];
         }
-#pragma unroll
-        for (int u = 0; u < kStageUnroll; ++u)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) m = fmaxf(m, fabsf(v[u][e]));
       }
-      m = warp_max(m);
-      if (lane == 0) red[warp][n] = m;
-    }
-    __syncthreads();
-    if (tid < kExl2MaxBatch) {
-      float v = 0.0f;
-      if (tid < batch)
-        for (int w = 0; w < kWarps; ++w) v = fmaxf(v, red[w][tid]);
-      float scale = 1.0f;
-      if (v > 0.0f && isfinite(v)) {
-        int e = 0;
-        frexpf(v, &e);
-        scale = ldexpf(1.0f, e - kRowMaxExponent);
-      }
-      xscale[tid] = scale;
     }
   } else {
-    if (tid < kExl2MaxBatch) xscale[tid] = 1.0f;  // fp16 x enters the products exactly
-  }
-  __syncthreads();
-  __half* xh = reinterpret_cast<__half*>(xs);
-  for (int n = 0; n < batch; ++n) {
-    const X* xr = x + static_cast<size_t>(n) * d.in;
-    const float inv = 1.0f / xscale[n];  // exact: a power of two
-    for (int i0 = 4 * tid; i0 < d.in; i0 += kStageUnroll * kChunk) {
-      int slot[kStageUnroll][4];
-      float v[kStageUnroll][4];
+    const int total = slots * kPairs * a.bs, shift = a.bs >> 1;  // bs 1 or 2
+    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
+      uint32_t v[4];
 #pragma unroll
-      for (int u = 0; u < kStageUnroll; ++u) {
-        const int i = i0 + u * kChunk;
-        load4(d.x_slot + i, d.in % 4 == 0, d.in - i, slot[u]);
-        load4(xr + i, vec, d.in - i, v[u]);
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) v[u] = __ldcg(src + i);
       }
 #pragma unroll
-      for (int u = 0; u < kStageUnroll; ++u)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int lu = (slot[u][e] >> 5) - u0;
-          if (slot[u][e] < 0 || lu < 0 || lu >= units) continue;
-          const int k = slot[u][e] & 31;
-          xh[2 * (lu * kXsUnitWords + (k & 15) * kExl2MaxBatch + n) + (k >> 4)] =
-              __float2half_rn(v[u][e] * inv);
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) {
+          const int pair = i >> shift, slot = pair >> 4;
+          s.xs[slot * kSlotWords + (pair & 15) * kExl2MaxBatch + (i & shift)] = v[u];
         }
-    }
-  }
-  __syncthreads();
-}
-
-// Writes one warp's finished tile: y directly when K is not split, else the block's partial;
-// the warp of the last block to finish the tile (counter) adds the partials in blockIdx.y
-// order and writes y, so results do not depend on timing.
-__device__ __forceinline__ void finish_tile(const Exl2Desc& d, float* y, int batch,
-                                            int add_bias, int tile, float* partials,
-                                            int* counters, const float* xscale,
-                                            float (&acc)[2][4]) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  // acc[m][j]: column 4g + 2m + (j >> 1), batch 2t + (j & 1); partials indexed col * 8 + n.
-  if (gridDim.y > 1) {
-    float* tp = partials + (static_cast<size_t>(tile) * gridDim.y + blockIdx.y) * kTileOut;
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int n = 2 * t + (j & 1);
-        tp[(4 * g + 2 * m + (j >> 1)) * kExl2MaxBatch + n] = acc[m][j] * xscale[n];
       }
-    __threadfence();
-    __syncwarp();
-    int last = 0;
-    if (lane == 0) last = atomicAdd(&counters[tile], 1) == static_cast<int>(gridDim.y) - 1;
-    last = __shfl_sync(0xffffffffu, last, 0);
-    if (!last) {
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[m][j] = 0.0f;
-      return;
     }
-    __threadfence();
-    const float* all = partials + static_cast<size_t>(tile) * gridDim.y * kTileOut;
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[m][j] = 0.0f;
-    // Four partials per output in flight at a time, added in blockIdx.y order.
-    for (unsigned k0 = 0; k0 < gridDim.y; k0 += 4) {
-      float v[4][2][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int m = 0; m < 2; ++m)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int idx = (4 * g + 2 * m + (j >> 1)) * kExl2MaxBatch + 2 * t + (j & 1);
-            v[kk][m][j] = k0 + kk < gridDim.y ? __ldcg(&all[(k0 + kk) * kTileOut + idx]) : 0.0f;
-          }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int m = 0; m < 2; ++m)
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            if (k0 + kk < gridDim.y) acc[m][j] += v[kk][m][j];
-    }
-    if (lane == 0) counters[tile] = 0;
-  } else {
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[m][j] *= xscale[2 * t + (j & 1)];
   }
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int n = 2 * t + (j & 1), col = tile * kExl2TileColumns + 4 * g + 2 * m + (j >> 1);
-      if (n < batch && col < d.out)
-        y[static_cast<size_t>(n) * d.out + col] =
-            acc[m][j] + ((add_bias && d.bias) ? __half2float(d.bias[col]) : 0.0f);
-      acc[m][j] = 0.0f;
-    }
+  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
+    s.xsc[i] = __ldcg(a.xscale + s.k0 * kExl2MaxBatch + i);
+  block_barrier();
+  pdl_launch_dependents();
 }
 
-// Block (bx, kb) stages x for the steps [kb * steps_per_block, + steps_per_block) once; each
-// of its warps then owns whole 32-column tiles, (bx + i * gridDim.x) * 8 + warp, and runs all
-// the block's steps over each, so no reduction across warps is needed. A warp's (tile, step)
-// items form one sequence and the next item's words are in flight while one is computed.
-// W: the layer's common bit width (each kernel gets its own register allocation), 0 if mixed.
-template <typename X, int W>
-__global__ void __launch_bounds__(kThreads, 2)
-    exl2_gemv_kernel(Exl2Desc d, const X* __restrict__ x, float* __restrict__ y, int batch,
-                     int add_bias, int steps_per_block, float* __restrict__ partials,
-                     int* __restrict__ counters) {
-  extern __shared__ uint32_t xs[];  // [units of this block][kXsUnitWords]
-  __shared__ float red[kWarps][kExl2MaxBatch];
-  __shared__ float xscale[kExl2MaxBatch];
+template <int B>
+struct Stage {
+  uint4 w[B];     // word i of the lane's unit, columns 4g..4g+3
+  uint32_t code;  // scale codes of the 4 columns (low 16 bits)
+  uint32_t m;     // fp16 bits of the group's q_scale_max / 256
+};
 
-  const int tiles = d.out_pad / kExl2TileColumns;
-  const int step0 = blockIdx.y * steps_per_block;
-  const int nk = min(steps_per_block, d.num_steps - step0);
+// First 128-byte row of step s (all earlier steps of its run hold 4 units).
+__device__ __forceinline__ int step_row(const Exl2Segment& seg, int s) {
+  return seg.row + kExl2UnitsPerStep * (s - seg.first_step) * seg.bits;
+}
+
+// A run's loads: q_weight of step s at rows + (s - first_step) * 4 * B (32-bit offsets from
+// the warp's tile), scale codes of its group.
+template <int B>
+__device__ __forceinline__ void load_stage(const WarpCtx& c, const Exl2Segment& seg, int s,
+                                           Stage<B>& st) {
+  const int ls = s - seg.first_step;
+  const int n = min(kExl2UnitsPerStep, seg.units - kExl2UnitsPerStep * ls);
+  const uint4* p = c.wbase + (step_row(seg, s) + c.t) * 8;
+  if (n == kExl2UnitsPerStep) {  // all but a run's last step: immediate offsets
+#pragma unroll
+    for (int i = 0; i < B; ++i) st.w[i] = __ldcs(p + i * kExl2UnitsPerStep * 8);
+  } else {
+    const bool on = c.t < n;
+#pragma unroll
+    for (int i = 0; i < B; ++i) st.w[i] = on ? __ldcs(p + i * n * 8) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  const int u = min(kExl2UnitsPerStep * ls + c.t, seg.units - 1);
+  const int gi = seg.group_shift >= 0 ? u >> seg.group_shift : u / seg.units_per_group;
+  const int group = seg.first_group + min(gi, seg.groups - 1);
+  st.code = __ldg(c.sbase + group * c.scale_row) >> c.scale_shift;
+  st.m = __ldg(reinterpret_cast<const unsigned short*>(c.group_m) + group);
+}
+
+// Scales of columns (2k, 2k + 1) as half2(fp16(qs0^2 m), fp16(qs1^2 m)): qs^2 <= 256 is put
+// in a half exactly with the 1024 magic, then one rounding multiply.
+__device__ __forceinline__ __half2 scale_pair2(uint32_t codes, int k, __half2 m2) {
+  const uint32_t q0 = ((codes >> (8 * k)) & 15u) + 1u, q1 = ((codes >> (8 * k + 4)) & 15u) + 1u;
+  const __half2 sq = __hsub2_rn(as_half2((q0 * q0 | (q1 * q1) << 16) | kMagic), as_half2(kMagic));
+  return __hmul2_rn(sq, m2);
+}
+
+template <int B>
+__device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& st, int sl,
+                                              float (&acc)[2][4]) {
+  const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(st.m)));
+  const __half2 s01 = scale_pair2(st.code, 0, m2), s23 = scale_pair2(st.code, 1, m2);
+  const __half2 sc[4] = {__low2half2(s01), __high2half2(s01), __low2half2(s23), __high2half2(s23)};
+  uint32_t w[4][B];
+#pragma unroll
+  for (int i = 0; i < B; ++i) {
+    w[0][i] = st.w[i].x;
+    w[1][i] = st.w[i].y;
+    w[2][i] = st.w[i].z;
+    w[3][i] = st.w[i].w;
+  }
+  const uint32_t xr = c.xs + sl * c.step_bytes;
+  // Two accumulator chains per M tile (even / odd k steps) halve the mma dependency chain.
+  float part[2][2][4];
+  static_for<8>([&](auto ks_) {
+    constexpr int ks = decltype(ks_)::value;
+    uint32_t a[2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      a[mt][0] = pair_weights<B, 2 * ks>(w[2 * mt], sc[2 * mt]);
+      a[mt][1] = pair_weights<B, 2 * ks>(w[2 * mt + 1], sc[2 * mt + 1]);
+      a[mt][2] = pair_weights<B, 2 * ks + 1>(w[2 * mt], sc[2 * mt]);
+      a[mt][3] = pair_weights<B, 2 * ks + 1>(w[2 * mt + 1], sc[2 * mt + 1]);
+    }
+    const uint32_t b0 = lds32<(2 * ks) * kExl2MaxBatch * 4>(xr);
+    const uint32_t b1 = lds32<(2 * ks + 1) * kExl2MaxBatch * 4>(xr);
+    if constexpr (ks < 2) {
+      mma_16816_zero(part[ks & 1][0], a[0], b0, b1);
+      mma_16816_zero(part[ks & 1][1], a[1], b0, b1);
+    } else {
+      mma_16816(part[ks & 1][0], a[0], b0, b1);
+      mma_16816(part[ks & 1][1], a[1], b0, b1);
+    }
+  });
+  const float2 s = lds64f(c.xsc + (sl * kExl2MaxBatch + 2 * c.t) * 4);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      acc[mt][j] = fmaf(part[0][mt][j] + part[1][mt][j], (j & 1) ? s.y : s.x, acc[mt][j]);
+}
+
+// Steps [s_begin, s_end) of one run (bit width B). `first`: the warp's first run, which
+// stages x (a block barrier) after issuing its first loads.
+template <int B, bool MIXED>
+__device__ __forceinline__ void run_steps(WarpCtx& c, const Exl2Segment& seg, int s_begin,
+                                          int s_end, bool first, const XStage& xst,
+                                          float (&acc)[2][4]) {
+  constexpr int D = ring_depth<B, MIXED>();
+  Stage<B> st[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d)
+    if (s_begin + d < s_end) load_stage<B>(c, seg, s_begin + d, st[d]);
+  if (first) stage_x(xst);
+  for (int s = s_begin; s < s_end; s += D) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      const int sd = s + d;
+      if (sd < s_end) {
+        compute_stage<B>(c, st[d], sd - c.k0, acc);
+        if (sd + D < s_end) load_stage<B>(c, seg, sd + D, st[d]);
+      }
+    }
+  }
+}
+
+struct Acc {
+  float v[2][4];
+};
+
+// The mixed-width kernel runs each run through its width's own function (values by copy, the
+// totals returned), so every width gets a register allocation of its own instead of one that
+// holds all six loops at once.
+template <int B>
+__device__ __noinline__ Acc run_mixed(WarpCtx c, Exl2Segment seg, int s_begin, int s_end,
+                                      bool first, XStage xst, Acc acc) {
+  run_steps<B, true>(c, seg, s_begin, s_end, first, xst, acc.v);
+  return acc;
+}
+
+// The run holding step s (a run-time index into the __grid_constant__ parameter).
+__device__ __forceinline__ Exl2Segment segment_of(const Exl2Desc& d, int s) {
+  const Exl2Segment* segs = d.segments;
+  int k = 0;
+  while (k + 1 < d.num_segments && s >= segs[k + 1].first_step) ++k;
+  return segs[k];
+}
+
+__device__ __forceinline__ void cluster_sync_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+          : "memory");
+#endif
+}
+
+__device__ __forceinline__ float load_peer(const float* p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t remote;
+  asm("mapa.shared::cluster.u32 %0, %1, %2;"
+      : "=r"(remote) : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(p))), "r"(rank));
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  (void)rank;
+  return *p;
+#endif
+}
+
+// W: the layer's common bit width (the kernel carries only that decoder), 0 if mixed.
+template <int W>
+__global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
+    exl2_gemv_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
+  extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int tw = warp % a.tpb, sub = warp / a.tpb;
   const int g = lane >> 2, t = lane & 3;
-  const int stride = gridDim.x * kWarps;
-  const int first = blockIdx.x * kWarps + warp;
-  const int my_tiles = first < tiles ? (tiles - first + stride - 1) / stride : 0;
-  const int items = my_tiles * nk;
+  const int tile = blockIdx.y * a.tpb + tw;
+  const int rank = blockIdx.x;
+  const int k0 = min(d.num_steps, rank * a.ksub * a.spw);
+  const int k1 = min(d.num_steps, k0 + a.ksub * a.spw);
+  const int s0 = min(k1, k0 + sub * a.spw);
+  const int s1 = tile < d.out_pad / kExl2TileColumns ? min(k1, s0 + a.spw) : s0;
+  const int block_steps = a.ksub * a.spw;
+  XStage xst{&a, smem, reinterpret_cast<float*>(smem + block_steps * kStepWords + kSlotWords),
+             smem + block_steps * kStepWords, k0, k1};
+  WarpCtx c;
+  c.wbase = d.q_weight + static_cast<size_t>(tile) * d.tile_rows * 8 + g;
+  c.sbase = d.q_scale + tile * 4 + (g >> 1);
+  c.group_m = d.group_m;
+  c.xs = static_cast<uint32_t>(
+      __cvta_generic_to_shared((g < a.batch ? smem + t * kSlotWords : xst.zero) + g));
+  c.step_bytes = g < a.batch ? kStepWords * 4 : 0;
+  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc));
+  c.scale_row = d.out_pad / 8;
+  c.scale_shift = 16 * (g & 1);
+  c.t = t;
+  c.k0 = k0;
 
-  UnitData<W == 0 ? 8 : W> cur, nxt;
-  int pt = 0, pk = 0;  // (tile, step) of the next item to load
-  auto load_next = [&](UnitData<W == 0 ? 8 : W>& ud) {
-    load_unit(d, (step0 + pk) * kExl2UnitsPerStep + t, first + pt * stride, g, ud);
-    if (++pk == nk) {
-      pk = 0;
-      ++pt;
-    }
-  };
-  // Two items are requested before x is staged, so HBM is busy from the start.
-  if (items > 0) load_next(cur);
-  if (items > 1) load_next(nxt);
-  stage_x(d, x, batch, step0 * kExl2UnitsPerStep, nk * kExl2UnitsPerStep, xs, xscale, red);
   float acc[2][4] = {};
-  int j = 0;
-  for (int tt = 0; tt < my_tiles; ++tt) {
-    for (int k = 0; k < nk; ++k, ++j) {
-      compute_step<W>(d, step0 + k, cur, xs + (k * kExl2UnitsPerStep + t) * kXsUnitWords, g,
-                      acc);
-      cur = nxt;
-      if (j + 2 < items) load_next(nxt);
+  if (s0 >= s1) {
+    stage_x(xst);
+  } else {
+    for (int s = s0; s < s1;) {
+      const Exl2Segment seg = segment_of(d, s);
+      const int e = min(s1, seg.first_step + seg.steps);
+      if constexpr (W != 0) {
+        run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
+      } else {
+        Acc t;
+        for (int i = 0; i < 8; ++i) t.v[i / 4][i % 4] = acc[i / 4][i % 4];
+        switch (seg.bits) {
+          case 2: t = run_mixed<2>(c, seg, s, e, s == s0, xst, t); break;
+          case 3: t = run_mixed<3>(c, seg, s, e, s == s0, xst, t); break;
+          case 4: t = run_mixed<4>(c, seg, s, e, s == s0, xst, t); break;
+          case 5: t = run_mixed<5>(c, seg, s, e, s == s0, xst, t); break;
+          case 6: t = run_mixed<6>(c, seg, s, e, s == s0, xst, t); break;
+          default: t = run_mixed<8>(c, seg, s, e, s == s0, xst, t); break;
+        }
+        for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = t.v[i / 4][i % 4];
+      }
+      s = e;
     }
-    finish_tile(d, y, batch, add_bias, first + tt * stride, partials, counters, xscale, acc);
   }
+
+  // Partial sums: warp -> red[warp][batch][column] (aliases x, which every warp is done with).
+  block_barrier();
+  float* red = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      red[(warp * kExl2MaxBatch + 2 * t + (j & 1)) * kRedStride + 4 * g + 2 * mt + (j >> 1)] =
+          acc[mt][j];
+  const bool cluster = gridDim.x > 1 && a.partials == nullptr;
+  if (cluster) cluster_sync_all();
+  else block_barrier();
+  // Outputs of the block column: the cluster's blocks share them; each adds the partials of
+  // every block (rank order) and warp along K (sub order).
+  const int cols = a.tpb * kExl2TileColumns, outs = cols * a.batch;
+  const int ranks = cluster ? gridDim.x : 1;
+  const int first = cluster ? rank * blockDim.x + threadIdx.x : threadIdx.x;
+  for (int o = first; o < outs; o += ranks * blockDim.x) {
+    const int b = o / cols, cl = o - b * cols, twx = cl >> 5, cc = cl & 31;
+    const int col = (blockIdx.y * a.tpb + twx) * kExl2TileColumns + cc;
+    float v = 0.0f;
+    for (int r = 0; r < ranks; ++r)
+      for (int k = 0; k < a.ksub; ++k) {
+        const float* p = red + ((k * a.tpb + twx) * kExl2MaxBatch + b) * kRedStride + cc;
+        v += cluster ? load_peer(p, r) : *p;
+      }
+    if (col >= d.out) continue;
+    if (a.partials != nullptr && gridDim.x > 1) {
+      a.partials[(static_cast<size_t>(rank) * a.batch + b) * d.out_pad + col] = v;
+    } else {
+      if (a.add_bias && d.bias) v += __half2float(d.bias[col]);
+      a.y[static_cast<size_t>(b) * d.out + col] = v;
+    }
+  }
+  if (cluster) cluster_sync_all();
 }
 
-__global__ void add_bias_kernel(float* __restrict__ y, const __half* __restrict__ bias,
-                                int64_t total, int out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < total) y[i] += __half2float(bias[i % out]);
+int batch_stride(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : 8; }
+
+int max_shared_bytes() {
+  static const int bytes = [] {
+    int device = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return v;
+  }();
+  return bytes;
 }
 
-}  // namespace
-
-size_t exl2_gemv_shared_bytes(const Exl2Split& split) {
-  return static_cast<size_t>(split.steps_per_block) * kExl2UnitsPerStep * kXsUnitWords *
-         sizeof(uint32_t);
-}
-
-size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split) {
-  return static_cast<size_t>(d.out_pad / kExl2TileColumns) * split.blocks_k * kTileOut;
-}
-
-size_t exl2_gemv_counter_ints(const Exl2Desc& d) {
-  return static_cast<size_t>(d.out_pad / kExl2TileColumns);
-}
-
-namespace {
-
-template <typename X, int W>
+template <int W>
 void configure_gemv() {
   static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(exl2_gemv_kernel<X, W>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    kExl2MaxStepsPerBlock * kExl2UnitsPerStep * kXsUnitWords * 4));
+    CUDA_CHECK(cudaFuncSetAttribute(exl2_gemv_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    max_shared_bytes()));
     return true;
   }();
   (void)configured;
 }
 
 template <int W>
-int blocks_per_sm(int steps_per_block) {
-  configure_gemv<float, W>();
-  Exl2Split split;
-  split.steps_per_block = steps_per_block;
+int blocks_per_sm(const Exl2Split& split) {
+  configure_gemv<W>();
   int blocks = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, exl2_gemv_kernel<float, W>, kThreads, exl2_gemv_shared_bytes(split)));
+      &blocks, exl2_gemv_kernel<W>, 32 * split.tiles_per_block * split.ksub,
+      exl2_gemv_shared_bytes(split, kExl2MaxBatch)));
   return blocks;
 }
 
-template <typename X, int W>
-void launch_gemv(const Exl2Desc& d, const X* x, float* y, int batch, bool add_bias,
-                 const Exl2Split& split, float* partials, int* counters, cudaStream_t stream) {
-  configure_gemv<X, W>();
-  const dim3 grid(split.tile_blocks, split.blocks_k);
-  exl2_gemv_kernel<X, W><<<grid, kThreads, exl2_gemv_shared_bytes(split), stream>>>(
-      d, x, y, batch, add_bias ? 1 : 0, split.steps_per_block, partials, counters);
-  CUDA_CHECK_LAUNCH();
+template <int W>
+int max_clusters(const Exl2Split& split) {
+  configure_gemv<W>();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(split.ksplit, 1024);
+  cfg.blockDim = dim3(32 * split.tiles_per_block * split.ksub);
+  cfg.dynamicSmemBytes = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(split.ksplit);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, exl2_gemv_kernel<W>, &cfg));
+  return clusters;
+}
+
+template <int W>
+void launch_gemv(const Exl2Desc& d, const GemvArgs& a, const Exl2Split& split, cudaStream_t stream) {
+  configure_gemv<W>();
+  const int tiles = d.out_pad / kExl2TileColumns;
+  launch(exl2_gemv_kernel<W>,
+         dim3(split.ksplit, (tiles + split.tiles_per_block - 1) / split.tiles_per_block),
+         dim3(32 * split.tiles_per_block * split.ksub), exl2_gemv_shared_bytes(split, a.batch),
+         a.partials == nullptr ? split.ksplit : 1, stream, d, a);
 }
 
 }  // namespace
 
-int exl2_gemv_blocks_per_sm(const Exl2Desc& d, int steps_per_block) {
+bool exl2_gemv_hopper() {
+  static const bool hopper = [] {
+    int device = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9;
+  }();
+  return hopper;
+}
+
+size_t exl2_gemv_shared_bytes(const Exl2Split& split, int batch) {
+  (void)batch;
+  const size_t steps = static_cast<size_t>(split.ksub) * split.steps_per_warp;
+  const size_t x_bytes = (steps * kStepWords + kSlotWords + steps * kExl2MaxBatch) * 4;
+  const size_t red_bytes = static_cast<size_t>(split.tiles_per_block) * split.ksub *
+                           kExl2MaxBatch * kRedStride * 4;
+  return std::max(x_bytes, red_bytes);
+}
+
+size_t exl2_gemv_xq_words(const Exl2Desc& d) {
+  return static_cast<size_t>(d.num_steps) * kExl2UnitsPerStep * kPairs * kExl2MaxBatch;
+}
+
+size_t exl2_gemv_xscale_floats(const Exl2Desc& d) {
+  return static_cast<size_t>(d.num_steps) * kExl2MaxBatch;
+}
+
+size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split) {
+  if (split.ksplit <= 1 || split.cluster) return 0;
+  return static_cast<size_t>(split.ksplit) * kExl2MaxBatch * d.out_pad;
+}
+
+int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
   switch (d.uniform_bits) {
-    case 2: return blocks_per_sm<2>(steps_per_block);
-    case 3: return blocks_per_sm<3>(steps_per_block);
-    case 4: return blocks_per_sm<4>(steps_per_block);
-    case 5: return blocks_per_sm<5>(steps_per_block);
-    case 6: return blocks_per_sm<6>(steps_per_block);
-    case 8: return blocks_per_sm<8>(steps_per_block);
-    default: return blocks_per_sm<0>(steps_per_block);
+    case 2: return blocks_per_sm<2>(split);
+    case 3: return blocks_per_sm<3>(split);
+    case 4: return blocks_per_sm<4>(split);
+    case 5: return blocks_per_sm<5>(split);
+    case 6: return blocks_per_sm<6>(split);
+    case 8: return blocks_per_sm<8>(split);
+    default: return blocks_per_sm<0>(split);
+  }
+}
+
+int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
+  switch (d.uniform_bits) {
+    case 2: return max_clusters<2>(split);
+    case 3: return max_clusters<3>(split);
+    case 4: return max_clusters<4>(split);
+    case 5: return max_clusters<5>(split);
+    case 6: return max_clusters<6>(split);
+    case 8: return max_clusters<8>(split);
+    default: return max_clusters<0>(split);
   }
 }
 
 template <typename X>
 void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add_bias,
-                    const Exl2Split& split, float* partials, int* counters,
+                    const Exl2Split& split, uint32_t* xq, float* xscale, float* partials,
                     cudaStream_t stream) {
   if (batch <= 0 || d.out == 0) return;
+  const int bs = batch_stride(batch);
+  const bool f32 = std::is_same_v<X, float>;
+  exl2_prep_cuda(d, x, f32, batch, bs, xq, xscale, stream);
+  GemvArgs a{xq, xscale, y, split.ksplit > 1 && !split.cluster ? partials : nullptr, batch, bs,
+             add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
   switch (d.uniform_bits) {
-    case 2: launch_gemv<X, 2>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    case 3: launch_gemv<X, 3>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    case 4: launch_gemv<X, 4>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    case 5: launch_gemv<X, 5>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    case 6: launch_gemv<X, 6>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    case 8: launch_gemv<X, 8>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
-    default: launch_gemv<X, 0>(d, x, y, batch, add_bias, split, partials, counters, stream); break;
+    case 2: launch_gemv<2>(d, a, split, stream); break;
+    case 3: launch_gemv<3>(d, a, split, stream); break;
+    case 4: launch_gemv<4>(d, a, split, stream); break;
+    case 5: launch_gemv<5>(d, a, split, stream); break;
+    case 6: launch_gemv<6>(d, a, split, stream); break;
+    case 8: launch_gemv<8>(d, a, split, stream); break;
+    default: launch_gemv<0>(d, a, split, stream); break;
   }
+  if (a.partials != nullptr)
+    exl2_reduce_cuda(partials, split.ksplit, batch, d.out, d.out_pad, add_bias ? d.bias : nullptr,
+                     y, stream);
 }
 
 template void exl2_gemv_cuda<float>(const Exl2Desc&, const float*, float*, int, bool,
-                                    const Exl2Split&, float*, int*, cudaStream_t);
+                                    const Exl2Split&, uint32_t*, float*, float*, cudaStream_t);
 template void exl2_gemv_cuda<__half>(const Exl2Desc&, const __half*, float*, int, bool,
-                                     const Exl2Split&, float*, int*, cudaStream_t);
-
-void exl2_add_bias_cuda(float* y, const __half* bias, int rows, int out, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(rows) * out;
-  if (total == 0) return;
-  add_bias_kernel<<<ceil_div(total, 256), 256, 0, stream>>>(y, bias, total, out);
-  CUDA_CHECK_LAUNCH();
-}
+                                     const Exl2Split&, uint32_t*, float*, float*, cudaStream_t);
 
 }  // namespace exq::cuda

@@ -1,6 +1,7 @@
-// EXL2 linear layers on the GPU: upload (one contiguous device allocation per layer), a
-// tensor-core GEMV on the packed weights for decode (1..8 rows), and a prefill path that
-// dequantizes to an fp16 scratch W[out, in] and multiplies with cuBLAS (matmul.h).
+// EXL2 linear layers on the GPU: upload (one contiguous device allocation per layer, q_weight
+// re-laid out for the kernels, exl2_launchers.h), a tensor-core GEMV on the packed weights for
+// decode (1..8 rows), and a prefill path that dequantizes to an fp16 scratch W[out, in] and
+// multiplies with cuBLAS (matmul.h).
 // Weights are exactly exllamav2's fp16 reconstruction (io/exl2.h); accumulation is f32.
 // Host input is raw pointers, so the backend stays independent of io/ (build an
 // Exl2HostLayer from io::validate_exl2's group table, as the tests do).
@@ -43,8 +44,8 @@ struct Exl2HostLayer {
 class Exl2Layer {
  public:
   Exl2Layer() = default;
-  // Validates `host` (throws exq::Error naming `name`, expected vs actual) and copies it in
-  // one transfer; returns once the copy is done.
+  // Validates `host` (throws exq::Error naming `name`, expected vs actual), copies it and
+  // converts q_weight on the device (through a scratch of at most 32 MB); returns once done.
   Exl2Layer(const Exl2HostLayer& host, cudaStream_t stream, const char* name = "exl2 layer");
 
   const Exl2Desc& desc() const { return desc_; }
@@ -66,21 +67,23 @@ class Exl2Layer {
   size_t weight_bytes_ = 0;
 };
 
-// Scratch of the GEMV's cross-block reduction. One per stream; reserve() every layer it will
+// Scratch of the GEMV: x permuted and rounded to f16 by the staging pass, its per-step scales
+// and (K split without clusters) partial sums. One per stream; reserve() every layer it will
 // serve before capturing a CUDA graph (reserve may reallocate).
 class Exl2Workspace {
  public:
   Exl2Workspace() = default;
   void reserve(const Exl2Layer& layer, cudaStream_t stream);
-  float* partials() const { return buffer_.as<float>(); }
-  int* counters() const;
-  size_t partial_floats() const { return partial_floats_; }
-  size_t counter_ints() const { return counter_ints_; }
+  uint32_t* xq() const { return buffer_.as<uint32_t>(); }
+  float* xscale() const { return reinterpret_cast<float*>(xq() + xq_words_); }
+  float* partials() const { return xscale() + xscale_floats_; }
+  bool fits(const Exl2Layer& layer) const;
 
  private:
   DeviceBuffer buffer_;
+  size_t xq_words_ = 0;
+  size_t xscale_floats_ = 0;
   size_t partial_floats_ = 0;
-  size_t counter_ints_ = 0;
 };
 
 inline constexpr int64_t kExl2GemvMaxRows = kExl2MaxBatch;

@@ -1,71 +1,122 @@
 // Raw tier of the CUDA EXL2 matmul (see exl2_gemv.h): the device-side layer description and
 // the launchers, taking device pointers and an explicit stream. Free of exq/fmt headers so
-// exl2_gemv.cu can include it (nvcc cannot compile fmt's consteval format strings).
+// the .cu files can include it (nvcc cannot compile fmt's consteval format strings).
+//
+// Device layout (made at upload, exl2_layout.h): the permuted input dimension is cut into
+// units of 32 rows that never cross a group (a short group gives a short unit); 4 consecutive
+// units of one segment (a run of groups of one bit width and one group size) form a step.
+// q_weight is stored tile-major: for each 32-column tile, every unit's b words, and within a
+// step the words interleaved as [word i][unit t][32 columns], so one warp's 16-byte loads of a
+// step row are 512 contiguous bytes. Each unit-column's 32 values are re-arranged inside its b
+// words so that a pair (row j, row j + 16) comes out with one or two integer ops.
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace exq::cuda {
 
-// The permuted input dimension is cut into units of at most 32 rows that never cross a group
-// boundary: a full unit of a b-bit group is exactly b q_weight rows (32 values per column).
 inline constexpr int kExl2UnitRows = 32;
-// The GEMV kernel handles 4 consecutive units per warp step and 32 output columns per tile.
 inline constexpr int kExl2UnitsPerStep = 4;
 inline constexpr int kExl2TileColumns = 32;
 inline constexpr int kExl2MaxBatch = 8;
-// x of a block's rows is staged in shared memory: at most 32 steps (69.6 KB, two blocks per SM).
-inline constexpr int kExl2MaxStepsPerBlock = 32;
+inline constexpr int kExl2MaxSegments = 16;
+// Launch shape limits: warps per block and blocks per cluster along K.
+inline constexpr int kExl2MaxWarps = 16;
+inline constexpr int kExl2MaxCluster = 8;
 
+// A run of steps whose units share the bit width and the group size (the last group of the
+// run may be shorter).
+struct Exl2Segment {
+  int32_t first_step = 0;
+  int32_t steps = 0;
+  int32_t units = 0;        // the last step holds units - 4 * (steps - 1)
+  int32_t bits = 0;
+  int32_t row = 0;          // first 128-byte row (32 columns x one word) of the run in a tile
+  int32_t first_group = 0;  // q_scale row of the run's first unit
+  int32_t groups = 0;
+  int32_t units_per_group = 1;
+  int32_t group_shift = 0;  // log2(units_per_group), or -1 when it is not a power of two
+};
+
+// One unit (upload, dequantize): where its words come from and go to.
 struct Exl2Unit {
-  int32_t word_row;  // first q_weight row of the unit
-  int32_t row_base;  // first permuted input row of the unit
+  int32_t src_word;  // first q_weight row in exllamav2's layout
+  int32_t row;       // 128-byte row of word 0 within a tile; word i at row + i * stride
   int32_t group;     // q_scale row
-  uint32_t info;     // bits (8) | rows (8) << 8 | fp16 bits of m = q_scale_max/256 << 16
+  int32_t slot;      // step * 4 + t: x_map / x staging slot
+  uint32_t info;     // bits | rows << 8 | stride << 16 (stride = units of its step)
 };
 
 // A layer resident on the device (all pointers into one allocation; see Exl2Layer).
 struct Exl2Desc {
-  const uint32_t* q_weight = nullptr;  // [words, out_pad]
+  const uint4* q_weight = nullptr;     // [tiles][tile_rows][32 columns] words, as uint4
   const uint32_t* q_scale = nullptr;   // [groups, out_pad/8], 4-bit codes qs-1
+  const __half* group_m = nullptr;     // [groups]: fp16(q_scale_max / 256)
   const Exl2Unit* units = nullptr;     // [num_units]
-  const uint8_t* step_bits = nullptr;  // [num_steps]: common bit width of a step's units, 0 if mixed
-  const int32_t* q_perm = nullptr;     // [in]: permuted row i is input channel q_perm[i]
-  const int32_t* x_slot = nullptr;     // [in]: input channel i sits in unit s/32, row s%32
+  const int32_t* x_map = nullptr;      // [num_steps * 4 slots][16 pairs][2]: input channel, -1 none
   const __half* bias = nullptr;        // [out] or null
   int in = 0;
   int out = 0;
   int out_pad = 0;
   int num_units = 0;
-  int num_steps = 0;  // ceil(num_units / kExl2UnitsPerStep)
+  int num_steps = 0;
+  int tile_rows = 0;     // 128-byte rows per tile: sum of bits over units
+  int num_groups = 0;
   int uniform_bits = 0;  // the bit width of every group, 0 when widths differ
+  int num_segments = 0;
+  Exl2Segment segments[kExl2MaxSegments];
 };
 
-// Split of the K dimension over blocks for one GEMV launch (chosen by the wrapper).
+// Launch shape of one GEMV (chosen at upload, deterministic). Block (r, c) of the grid
+// (ksplit, tile groups) runs tiles_per_block x ksub warps; warp (tile w, sub k) takes the
+// 32-column tile c * tiles_per_block + w and steps [(r * ksub + k) * steps_per_warp, + spw).
+// The ksplit blocks of a column form a thread-block cluster and add their partial sums
+// through distributed shared memory in a fixed order (ksplit 1 without clusters).
 struct Exl2Split {
-  int blocks_k = 1;         // blocks along K (gridDim.y); partial sums are reduced across them
-  int steps_per_block = 1;  // warp steps of K per block (<= kExl2MaxStepsPerBlock)
-  int tile_blocks = 1;      // gridDim.x (<= ceil(tiles / 8)); warp w of block x takes the
-                            // 32-column tiles (x + i * gridDim.x) * 8 + w
+  int ksplit = 1;
+  int ksub = 1;
+  int tiles_per_block = 8;
+  int steps_per_warp = 1;
+  bool cluster = true;     // ksplit > 1: clusters (else partials in the workspace + a reduce)
 };
 
-// Resident GEMV blocks per multiprocessor for this layer and steps per block (occupancy).
-int exl2_gemv_blocks_per_sm(const Exl2Desc& d, int steps_per_block);
-// Bytes of dynamic shared memory a GEMV block needs, and the scratch the cross-block reduction
-// needs: floats for partial sums plus int counters that must be zero before the first launch
-// (the kernel leaves them zero again).
-size_t exl2_gemv_shared_bytes(const Exl2Split& split);
+// Shared memory bytes of a GEMV block for `batch` rows.
+size_t exl2_gemv_shared_bytes(const Exl2Split& split, int batch);
+// Workspace of the x staging pass: permuted f16 x ([slots][16][bs] half2) and per-step scales.
+size_t exl2_gemv_xq_words(const Exl2Desc& d);
+size_t exl2_gemv_xscale_floats(const Exl2Desc& d);
+// Partial sums of a K split without clusters.
 size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split);
-size_t exl2_gemv_counter_ints(const Exl2Desc& d);
+// Resident GEMV blocks per multiprocessor for a split (batch 8, the largest shared memory).
+int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split);
+// Clusters of this split that can be resident at once (batch 8 shared memory).
+int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split);
+// Whether this device runs clusters and programmatic dependent launch (compute capability 9+).
+bool exl2_gemv_hopper();
 
 // y[b, out] = x[b, in] @ W^T (+ bias) for 1 <= batch <= kExl2MaxBatch; X in {float, __half};
-// y f32. `partials` / `counters` as sized above (unused when split.blocks_k == 1).
+// y f32. Two launches: the x staging pass (permute, scale, round to f16 into xq / xscale) and
+// the GEMV (programmatic dependent launch: it loads weights while the first one runs).
 template <typename X>
 void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add_bias,
-                    const Exl2Split& split, float* partials, int* counters, cudaStream_t stream);
+                    const Exl2Split& split, uint32_t* xq, float* xscale, float* partials,
+                    cudaStream_t stream);
+
+// Re-lays q_weight rows [units[u0].src_word ...) of units [u0, u1) (exllamav2 layout, `src`
+// holding rows from src_row0 on) into the device layout `dst`.
+void exl2_repack_cuda(const Exl2Desc& d, const uint32_t* src, int src_row0, int u0, int u1,
+                      uint4* dst, cudaStream_t stream);
+
+// The GEMV's helper launches (exl2_stage.cu): x staging into xq [slot][pair][bs] and the
+// per-step scales, and the in-order sum of K-split partials [ksplit][batch][out_pad] (+ bias).
+void exl2_prep_cuda(const Exl2Desc& d, const void* x, bool x_f32, int batch, int bs, uint32_t* xq,
+                    float* xscale, cudaStream_t stream);
+void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,
+                      const __half* bias, float* y, cudaStream_t stream);
 
 // W[out, in] f16, original channel order, bit-exact with io::dequantize_exl2. A block keeps
 // whole rows of W in shared memory: in <= exl2_dequantize_max_in().

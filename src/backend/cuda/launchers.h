@@ -81,4 +81,25 @@ void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W*
 // out[r] = index of the largest logits[r, :] (the first on ties; NaN ignored; 0 if none).
 void argmax_cuda(const float* logits, int32_t* out, int rows, int vocab, cudaStream_t stream);
 
+// Sampling settings of one draw (sampling.h has the semantics: runtime::Sampler's, exactly).
+struct SampleParams {
+  float temperature = 1.0f;  // > 0 unless greedy
+  int top_k = 0;             // <= 0 or >= vocab: off
+  float top_p = 1.0f;        // >= 1: off
+  float min_p = 0.0f;        // <= 0: off
+  float penalty = 1.0f;      // repetition penalty on tokens flagged in `seen`; 1: off
+  int greedy = 0;            // 1: argmax of the penalized row, `uniform` unused
+  double uniform = 0.0;      // the draw in [0, 1)
+};
+// Written to *out instead of a token: NaN or +Inf among the penalized logits, or no finite one.
+inline constexpr int32_t kSampleNonFinite = -1;
+inline constexpr int32_t kSampleNothing = -2;
+// Scratch of sample_cuda (bytes, 256-aligned sections).
+size_t sample_workspace_bytes_for(int vocab);
+// One block: *out = the token drawn from logits[vocab] (seen: [vocab] flags or null).
+void sample_cuda(const float* logits, const uint8_t* seen, int vocab, const SampleParams& params,
+                 void* workspace, int32_t* out, cudaStream_t stream);
+// seen[ids[i]] = 1 for the ids inside [0, vocab).
+void mark_seen_cuda(const int32_t* ids, int n, uint8_t* seen, int vocab, cudaStream_t stream);
+
 }  // namespace exq::cuda

@@ -188,14 +188,19 @@ class Exl2Gemv : public CudaTest {
       }
     }
 
-    // Forced launch splits: one block over many tiles, many blocks along K.
+    // Forced launch shapes: clusters along K, warps along K, partial sums without clusters,
+    // several tiles per block; batch 1, 3 and 8 for each.
     for (const Exl2Split& sp : splits) {
       layer.set_split(sp);
       ws.reserve(layer, stream());
-      const Tensor y = poisoned_run(layer, x32, ws);
-      check(r32, y, 2 * std::ldexp(1.0, -11),
-            what + " split " + std::to_string(sp.blocks_k) + "/" +
-                std::to_string(sp.steps_per_block) + "/" + std::to_string(sp.tile_blocks));
+      const std::string name = what + " split ksplit " + std::to_string(sp.ksplit) + " ksub " +
+                               std::to_string(sp.ksub) + " tpb " + std::to_string(sp.tiles_per_block) +
+                               " spw " + std::to_string(sp.steps_per_warp) +
+                               (sp.cluster ? " cluster" : " partials");
+      for (int64_t b : {int64_t{1}, int64_t{3}, int64_t{8}}) {
+        const Tensor y = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
+        check(r32, y, 2 * std::ldexp(1.0, -11), name + " batch " + std::to_string(b));
+      }
     }
 
     if (prefill_rows > kExl2MaxBatch) {
@@ -252,11 +257,15 @@ TEST_F(Exl2Gemv, EveryBitWidthOddShapes) {
              {256, 40, 32}, {608, 333, 64}, {1024, 96, 128}}) {
       const io::Exl2Packed p = io::pack_exl2(
           random_linear(uniform_groups(bits, gs, in), out, (bits & 1) != 0, seed));
-      // 608 rows = 5 steps and 333 outputs = 11 tiles: with one block column a warp owns
-      // two tiles; 1024 rows = 8 steps.
+      // 608 rows = 19 units = 5 steps (the last one short), 333 outputs = 11 tiles (the last
+      // block column partly empty); 1024 rows = 8 steps. Fields: ksplit, ksub, tiles per
+      // block, steps per warp, cluster (else partial sums).
       std::vector<Exl2Split> splits;
-      if (in == 608) splits = {{1, 5, 1}, {5, 1, 1}, {2, 3, 2}};
-      if (in == 1024) splits = {{1, 8, 1}, {8, 1, 1}, {3, 3, 1}};
+      if (in == 608)
+        splits = {{1, 1, 1, 5, true}, {5, 1, 2, 1, true}, {2, 2, 4, 2, true},
+                  {3, 1, 8, 2, false}, {1, 5, 3, 1, true}, {4, 2, 1, 1, false}};
+      if (in == 1024)
+        splits = {{1, 8, 2, 1, true}, {8, 1, 1, 1, true}, {4, 2, 1, 1, false}, {2, 3, 3, 2, true}};
       check_layer(p.view(), in, out, seed++,
                   "bits " + std::to_string(bits) + " " + std::to_string(in) + "x" +
                       std::to_string(out) + " g" + std::to_string(gs),
@@ -279,7 +288,71 @@ TEST_F(Exl2Gemv, LongInputSplitsAcrossBlocks) {
   std::vector<std::pair<int, int64_t>> groups = {{8, 256}, {5, 512}};
   for (const auto& g : uniform_groups(4, 128, 8192 - 768)) groups.push_back(g);
   const io::Exl2Packed p = io::pack_exl2(random_linear(groups, 64, true, 9));
-  check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12, {{2, 32, 1}, {64, 1, 1}, {7, 10, 1}});
+  // 64 steps: 2 of 8 bits, 4 of 5 bits, 58 of 4 bits.
+  check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12,
+              {{1, 1, 2, 64, true}, {8, 2, 1, 4, true}, {8, 1, 2, 8, false}, {3, 5, 1, 5, true},
+               {1, 16, 1, 4, true}, {4, 16, 1, 1, true}});
+}
+
+// Llama-3-8B k_proj shape with the launch shape chosen at upload (clusters of 8 blocks along K
+// on an H100), uniform 4 bits and a three-width exllamav2 option.
+TEST_F(Exl2Gemv, RealShapeDefaultSplit) {
+  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 224);
+  for (const auto& g : uniform_groups(4, 128, 512)) mixed.push_back(g);
+  for (const auto& g : uniform_groups(3, 128, 4096 - 736)) mixed.push_back(g);
+  for (const auto& groups : {uniform_groups(4, 128, 4096), mixed}) {
+    const io::Exl2Packed p = io::pack_exl2(random_linear(groups, 1024, false, 21));
+    check_layer(p.view(), 4096, 1024, 22, groups.size() == 32 ? "4096x1024 4b" : "4096x1024 mixed");
+  }
+}
+
+// The two launches of a GEMV (x staging, then the programmatic dependent GEMV) replayed from
+// a CUDA graph, three layers back to back, give the same bits as direct launches.
+TEST_F(Exl2Gemv, GraphReplayMatchesDirectLaunches) {
+  std::vector<io::Exl2Packed> packed;
+  packed.push_back(io::pack_exl2(random_linear(uniform_groups(4, 128, 1024), 512, true, 31)));
+  packed.push_back(io::pack_exl2(random_linear(uniform_groups(3, 64, 512), 1024, false, 32)));
+  packed.push_back(io::pack_exl2(random_linear({{8, 32}, {4, 128}, {3, 864}}, 512, false, 33)));
+  const int64_t ins[] = {1024, 512, 1024}, outs[] = {512, 1024, 512};
+  std::vector<std::unique_ptr<BothLayers>> both;
+  std::vector<Exl2Layer> layers;
+  Exl2Workspace ws;
+  for (int i = 0; i < 3; ++i) {
+    both.push_back(std::make_unique<BothLayers>(packed[static_cast<size_t>(i)].view(), ins[i], outs[i]));
+    layers.emplace_back(both.back()->host, stream());
+    ws.reserve(layers.back(), stream());
+  }
+  Tensor x(DType::F32, {3, 1024});
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (float& v : x.span<float>()) v = nd(rng);
+  DeviceTensor dx = upload(x);
+  std::vector<DeviceTensor> ys;
+  for (int i = 0; i < 3; ++i) ys.push_back(empty(DType::F32, {3, outs[i]}));
+  auto run_all = [&] {
+    for (int i = 0; i < 3; ++i) {
+      const DeviceView xv(dx.raw(), DType::F32, {3, ins[i]});
+      exl2_gemv(layers[static_cast<size_t>(i)], xv, ys[static_cast<size_t>(i)], ws, stream());
+    }
+  };
+  run_all();
+  std::vector<Tensor> direct;
+  for (auto& y : ys) direct.push_back(download(y));
+  for (auto& y : ys) CUDA_CHECK(cudaMemsetAsync(y.raw(), 0xff, y.nbytes(), stream()));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+  run_all();
+  CUDA_CHECK(cudaStreamEndCapture(stream(), &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphLaunch(exec, stream()));
+  CUDA_CHECK(cudaGraphLaunch(exec, stream()));
+  for (int i = 0; i < 3; ++i) {
+    const Tensor y = download(ys[static_cast<size_t>(i)]);
+    EXPECT_EQ(std::memcmp(y.raw(), direct[static_cast<size_t>(i)].raw(), y.nbytes()), 0) << "layer " << i;
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
 }
 
 TEST(Exl2GemvArgs, RejectsBadLayersWithoutTouchingTheDevice) {

@@ -1,12 +1,18 @@
-// Greedy argmax on the GPU against std::max_element semantics (first maximum, NaN ignored).
+// Greedy argmax on the GPU against std::max_element semantics (first maximum, NaN ignored), and
+// the full sampler against runtime::Sampler: for the same logits, settings and uniform number
+// the same token, over many random rows (ties, -inf, penalties, every filter alone and together).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sampling.h"
 #include "cuda_test_util.h"
+#include "runtime/sampler.h"
 
 namespace exq::cuda {
 namespace {
@@ -75,6 +81,166 @@ TEST(ArgmaxArgs, RejectBadShapes) {
                      "logits must be F32, got F16");
   test::expect_error([] { argmax(fake_view(DType::F32, {2, 0}), fake_view(DType::I32, {2}), nullptr); },
                      "empty vocabulary");
+}
+
+// ---- the full sampler ----------------------------------------------------------------------
+
+struct SamplerCase {
+  float temperature, top_p, min_p, penalty;
+  int top_k;
+};
+
+runtime::SamplerConfig cpu_config(const SamplerCase& c) {
+  runtime::SamplerConfig s;
+  s.temperature = c.temperature;
+  s.top_k = c.top_k;
+  s.top_p = c.top_p;
+  s.min_p = c.min_p;
+  s.repetition_penalty = c.penalty;
+  return s;
+}
+
+// runtime::Sampler::sample with the random number given: penalty, then argmax or the draw.
+int32_t cpu_pick(std::vector<float> row, const std::vector<int32_t>& seen, const runtime::SamplerConfig& c,
+                 const std::vector<double>& uniforms, std::vector<int32_t>* picks) {
+  runtime::apply_repetition_penalty(row, seen, c.repetition_penalty);
+  if (c.greedy()) return runtime::argmax(row);
+  const std::vector<float> probs = runtime::sampling_probs(row, c);
+  for (double u : uniforms) {
+    double cum = 0.0;
+    int32_t last = -1, pick = -1;
+    for (size_t i = 0; i < probs.size() && pick < 0; ++i) {
+      if (probs[i] <= 0.0f) continue;
+      cum += probs[i];
+      last = static_cast<int32_t>(i);
+      if (u < cum) pick = last;
+    }
+    picks->push_back(pick >= 0 ? pick : last);
+  }
+  return 0;
+}
+
+class Sample : public CudaTest {
+ protected:
+  // The device's picks for each uniform number (or its argmax when greedy).
+  std::vector<int32_t> run(const std::vector<float>& logits, const std::vector<int32_t>& seen,
+                           const SamplerCase& c, const std::vector<double>& uniforms) {
+    const auto vocab = static_cast<int64_t>(logits.size());
+    Tensor host(DType::F32, {vocab});
+    std::copy(logits.begin(), logits.end(), host.data<float>());
+    DeviceTensor dl = upload(host), out = empty(DType::I32, {1});
+    DeviceTensor ws = empty(DType::U8, {static_cast<int64_t>(sample_workspace_bytes(vocab))});
+    DeviceTensor flags;
+    if (!seen.empty()) {
+      Tensor ids(DType::I32, {static_cast<int64_t>(seen.size())});
+      std::copy(seen.begin(), seen.end(), ids.data<int32_t>());
+      flags = empty(DType::U8, {vocab});
+      CUDA_CHECK(cudaMemsetAsync(flags.raw(), 0, flags.nbytes(), stream()));
+      DeviceTensor dids = upload(ids);
+      mark_seen(dids, flags, stream());
+    }
+    SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.repetition_penalty = c.penalty;
+    std::vector<int32_t> picks;
+    for (double u : uniforms) {
+      sample(dl, p, u, flags.empty() ? DeviceView() : flags.view(), ws, out, stream());
+      picks.push_back(sampled_token(download(out).data<int32_t>()[0]));
+      if (p.greedy()) break;
+    }
+    return picks;
+  }
+};
+
+TEST_F(Sample, MatchesCpuSamplerOnRandomLogits) {
+  const SamplerCase cases[] = {
+      {0.8f, 0.95f, 0.05f, 1.0f, 40},  // runtime defaults
+      {1.0f, 1.0f, 0.0f, 1.0f, 0},     // plain softmax
+      {0.7f, 0.9f, 0.0f, 1.0f, 0},     // top-p over the whole vocabulary
+      {1.3f, 1.0f, 0.1f, 1.0f, 0},     // min-p alone
+      {0.5f, 1.0f, 0.0f, 1.0f, 7},     // top-k alone
+      {1.1f, 0.3f, 0.0f, 1.2f, 0},     // small top-p, penalty
+      {0.9f, 0.6f, 0.2f, 0.7f, 100},   // all filters, penalty < 1
+      {1.0f, 1e-6f, 0.0f, 1.0f, 0},    // top-p keeps a single token
+      {0.0f, 0.95f, 0.05f, 1.4f, 40},  // greedy with a penalty
+      {2.0f, 0.95f, 1.0f, 1.0f, 0},    // min-p 1 keeps only the ties of the maximum
+  };
+  std::mt19937 rng(2024);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<double> ud(0.0, 1.0);
+  int rows = 0, draws = 0, mismatches = 0;
+  for (int64_t vocab : {2, 50, 1000, 49152, 128256}) {
+    for (int r = 0; r < 6; ++r) {
+      // Row kinds: wide normal, narrow normal (flat), quantized (ties), with -inf holes.
+      const float scale = r % 3 == 0 ? 4.0f : r % 3 == 1 ? 0.3f : 2.0f;
+      std::vector<float> logits(static_cast<size_t>(vocab));
+      for (float& v : logits) v = nd(rng) * scale;
+      if (r == 2 || r == 5)
+        for (float& v : logits) v = std::round(v * 2.0f) / 2.0f;
+      if (r >= 3)
+        for (size_t i = 0; i < logits.size(); i += 3) logits[i] = -INFINITY;
+      logits[static_cast<size_t>(rng() % vocab)] = 1.0f;  // at least one finite value
+      std::vector<int32_t> seen;
+      for (int i = 0; i < 20; ++i) seen.push_back(static_cast<int32_t>(rng() % vocab));
+      std::vector<double> uniforms = {0.0, 0.5, 0.999999};
+      for (int i = 0; i < 5; ++i) uniforms.push_back(ud(rng));
+      for (const SamplerCase& c : cases) {
+        const runtime::SamplerConfig cc = cpu_config(c);
+        std::vector<int32_t> want;
+        const int32_t greedy = cpu_pick(logits, seen, cc, uniforms, &want);
+        if (cc.greedy()) want = {greedy};
+        const std::vector<int32_t> got = run(logits, seen, c, uniforms);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          ++draws;
+          if (got[i] != want[i]) {
+            ++mismatches;
+            ADD_FAILURE() << "vocab " << vocab << " row " << r << " temperature " << c.temperature << " top-k "
+                          << c.top_k << " top-p " << c.top_p << " min-p " << c.min_p << " penalty " << c.penalty
+                          << " u " << uniforms[i] << ": got " << got[i] << ", CPU " << want[i];
+          }
+        }
+      }
+      ++rows;
+    }
+  }
+  std::printf("[sample] %d rows, %d draws, %d differ from the CPU sampler\n", rows, draws, mismatches);
+}
+
+TEST_F(Sample, BadRowsGiveTheCpuErrors) {
+  const SamplerCase c = {0.8f, 0.95f, 0.05f, 1.0f, 40};
+  std::vector<float> nan_row(100, 0.0f), inf_row(100, 0.0f), masked(100, -INFINITY);
+  nan_row[3] = std::numeric_limits<float>::quiet_NaN();
+  inf_row[99] = INFINITY;
+  test::expect_error([&] { run(nan_row, {}, c, {0.5}); }, "NaN or +Inf");
+  test::expect_error([&] { run(inf_row, {}, c, {0.5}); }, "NaN or +Inf");
+  test::expect_error([&] { run(masked, {}, c, {0.5}); }, "every logit is -inf");
+  // A penalty that overflows a finite logit to +inf is caught like the CPU's check.
+  std::vector<float> big(100, 1.0f);
+  big[5] = 3e38f;
+  test::expect_error([&] { run(big, {5}, {0.8f, 0.95f, 0.05f, 0.001f, 40}, {0.5}); }, "NaN or +Inf");
+}
+
+TEST(SampleArgs, RejectBadArguments) {
+  using test::fake_view;
+  const SamplingParams p;
+  const DeviceView ws = fake_view(DType::U8, {static_cast<int64_t>(sample_workspace_bytes(100))});
+  test::expect_error([&] { sample(fake_view(DType::F32, {2, 100}), p, 0.5, {}, ws, fake_view(DType::I32, {1}), nullptr); },
+                     "logits must be [vocab] or [1, vocab]");
+  test::expect_error([&] { sample(fake_view(DType::F32, {100}), p, 0.5, {}, fake_view(DType::U8, {16}),
+                                  fake_view(DType::I32, {1}), nullptr); },
+                     "workspace has 16 bytes");
+  test::expect_error([&] { sample(fake_view(DType::F32, {100}), p, 0.5, fake_view(DType::U8, {99}), ws,
+                                  fake_view(DType::I32, {1}), nullptr); },
+                     "seen must have shape [100]");
+  test::expect_error([&] { sample(fake_view(DType::F32, {100}), p, 1.0, {}, ws, fake_view(DType::I32, {1}), nullptr); },
+                     "uniform 1 is not in [0, 1)");
+  EXPECT_EQ(sampled_token(17), 17);
+  test::expect_error([] { sampled_token(kSampleNonFinite); }, "NaN or +Inf");
+  test::expect_error([] { sampled_token(kSampleNothing); }, "every logit is -inf");
 }
 
 }  // namespace

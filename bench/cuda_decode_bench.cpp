@@ -1,0 +1,290 @@
+// End-to-end CUDA runtime benchmark on a random Llama-3-8B-shaped EXL2 model built in memory
+// (32 layers, hidden 4096, intermediate 14336, 32 / 8 heads of 128, vocab 128256 or --vocab;
+// every linear 4-bit in groups of 128 with random codes, about 4.04 bits per weight with the
+// scales; fp16 embedding and head, f16 KV cache):
+//   - batch-1 decode ms/token near context 128 and 2048: graph replays timed with CUDA events
+//     (one pair per step, 8 warm-up steps, median of --iters), beside the bandwidth floor
+//     (weight bytes + KV bytes read per token) / 3.0e12 B/s; plus tokens/s of the real loop
+//     (GPU sampler, the id read back every step);
+//   - prefill of 2048 tokens (one chunk) in tokens/s, and 2047 tokens through 4 layers of that
+//     shape (vocab 256, so head and embedding cost nothing), exllamav2's bar being 11.8 ms.
+// With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
+// Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR]
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/stream.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "io/exl2.h"
+#include "model/exl2_linear.h"
+#include "model/llama.h"
+#include "runtime/cuda/cuda_generate.h"
+#include "runtime/cuda/cuda_llama.h"
+
+namespace exq {
+namespace {
+
+namespace gpu = exq::cuda;
+namespace rt = exq::runtime::cuda;
+using nlohmann::json;
+
+constexpr double kPeakBytesPerSecond = 3.0e12;  // H100 HBM3, device-to-device copy
+constexpr int kWarmup = 8;
+
+struct Args {
+  std::string json_path, model;
+  int iters = 64;
+  int64_t vocab = 128256;
+};
+
+// splitmix64: fast, deterministic random bits.
+struct Bits {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+};
+
+// A random EXL2 layer [out, in]: 4-bit codes in groups of 128 rows, as exllamav2 stores them.
+io::Exl2Packed random_exl2_4bit(int64_t in, int64_t out, uint64_t seed) {
+  Bits b{seed};
+  io::Exl2Linear l;
+  l.in = in;
+  l.out = out;
+  std::vector<std::pair<int, int64_t>> bits_rows;
+  for (int64_t r = 0; r < in; r += 128) bits_rows.push_back({4, std::min<int64_t>(128, in - r)});
+  l.groups = io::exl2_group_table(bits_rows);
+  l.q.resize(static_cast<size_t>(in * out));
+  for (size_t i = 0; i < l.q.size(); i += 16) {
+    const uint64_t r = b.next();
+    for (size_t k = 0; k < 16 && i + k < l.q.size(); ++k) l.q[i + k] = static_cast<uint8_t>((r >> (4 * k)) & 15);
+  }
+  for (size_t i = 0; i < l.groups.size() * static_cast<size_t>(out); ++i)
+    l.qs.push_back(static_cast<uint8_t>(1 + b.next() % 16));
+  for (size_t g = 0; g < l.groups.size(); ++g) l.scale_max.push_back(float_to_half(0.004f + 0.002f * (b.next() % 8) / 8.0f));
+  l.perm.resize(static_cast<size_t>(in));
+  std::iota(l.perm.begin(), l.perm.end(), 0);
+  std::shuffle(l.perm.begin(), l.perm.end(), std::mt19937_64(seed));
+  l.invperm.resize(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i) l.invperm[static_cast<size_t>(l.perm[static_cast<size_t>(i)])] = static_cast<int32_t>(i);
+  return io::pack_exl2(l);
+}
+
+// The model's host side: packed layers shared by every layer of one shape (each layer still
+// gets its own device copy), an fp16 table used as embedding and, untied, as head.
+struct HostModel {
+  io::ModelConfig config;
+  std::vector<std::unique_ptr<io::Exl2Packed>> packed;  // q, k, v, o, gate, up, down
+  Tensor table;                                         // [vocab, hidden] f16
+  model::LlamaWeights weights;
+};
+
+std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab) {
+  auto m = std::make_unique<HostModel>();
+  io::ModelConfig& c = m->config;
+  c.model_type = "llama";
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = 8192;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  const int64_t h = c.hidden_size, f = c.intermediate_size, kv = c.kv_dim();
+  const std::pair<int64_t, int64_t> shapes[] = {{h, h}, {h, kv}, {h, kv}, {h, h}, {h, f}, {h, f}, {f, h}};
+  uint64_t seed = 1;
+  for (const auto& [in, out] : shapes) m->packed.push_back(std::make_unique<io::Exl2Packed>(random_exl2_4bit(in, out, seed++)));
+  m->table = Tensor(DType::F16, {vocab, h});
+  Bits b{99};
+  for (uint16_t& v : m->table.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 2e-5f);
+  model::LlamaWeights& w = m->weights;
+  w.embed = m->table.view();
+  const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  for (int64_t l = 0; l < layers; ++l) {
+    model::LayerWeights L;
+    L.attn_norm = Tensor(DType::F32, {h});
+    L.ffn_norm = Tensor(DType::F32, {h});
+    std::fill(L.attn_norm.span<float>().begin(), L.attn_norm.span<float>().end(), 1.0f);
+    std::fill(L.ffn_norm.span<float>().begin(), L.ffn_norm.span<float>().end(), 1.0f);
+    std::unique_ptr<model::Linear>* slots[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    for (int i = 0; i < 7; ++i)
+      *slots[i] = std::make_unique<model::Exl2Linear>(m->packed[static_cast<size_t>(i)]->view(), shapes[i].first,
+                                                      shapes[i].second, fmt::format("model.layers.{}.{}", l, names[i]));
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = Tensor(DType::F32, {h});
+  std::fill(w.final_norm.span<float>().begin(), w.final_norm.span<float>().end(), 1.0f);
+  w.head = std::make_unique<model::DenseLinear>(m->table.view());
+  w.head_tied = false;
+  return m;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+std::vector<int32_t> prompt_ids(int64_t n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 1) % vocab);
+  return ids;
+}
+
+// Decode steps after a prompt of `context` tokens: per-step GPU time (events) and the real
+// loop's tokens/s (greedy GPU sampler, id read back each step).
+json time_decode(rt::CudaLlama& m, int64_t context, int iters) {
+  const cudaStream_t s = m.stream();
+  m.reset();
+  m.forward_last(prompt_ids(context, m.config().vocab_size));
+  std::vector<gpu::Event> start(static_cast<size_t>(iters)), stop(static_cast<size_t>(iters));
+  for (int i = 0; i < kWarmup; ++i) m.decode_slot();
+  for (int i = 0; i < iters; ++i) {
+    start[static_cast<size_t>(i)].record(s);
+    m.decode_slot();
+    stop[static_cast<size_t>(i)].record(s);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) ms.push_back(gpu::Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
+  const int64_t mid = context + kWarmup + iters / 2;
+  const rt::CudaLlama::Stats st = m.stats();
+  const double kv_bytes = static_cast<double>(st.kv_bytes_per_token) * static_cast<double>(mid);
+  const double floor_ms = (static_cast<double>(st.weight_bytes) + kv_bytes) / kPeakBytesPerSecond * 1e3;
+
+  // The generation loop: sample on the device, read the id back, next step.
+  runtime::SamplerConfig greedy;
+  greedy.temperature = 0.0f;
+  rt::CudaSampler sampler(greedy, m.config().vocab_size, m.allocator(), s);
+  m.reset();
+  gpu::DeviceView logits = m.forward_last(prompt_ids(context, m.config().vocab_size));
+  sampler.sample(logits, m.token_slot());
+  for (int i = 0; i < kWarmup; ++i) sampler.sample(m.decode_slot(), m.token_slot());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) sampler.sample(m.decode_slot(), m.token_slot());
+  const double loop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json r = {{"context", context},
+            {"context_range", {context + kWarmup, context + kWarmup + iters}},
+            {"ms_per_token", median(ms)},
+            {"ms_min", *std::min_element(ms.begin(), ms.end())},
+            {"weight_bytes", st.weight_bytes},
+            {"kv_bytes", kv_bytes},
+            {"floor_ms", floor_ms},
+            {"fraction_of_floor", floor_ms / median(ms)},
+            {"loop_tokens_per_s", iters / loop_s},
+            {"graph_replays", st.graph_replays}};
+  fmt::print("decode @ {:5d}: {:.3f} ms/token (floor {:.3f} ms, {:.0f} %), loop {:.1f} tok/s\n", context,
+             median(ms), floor_ms, 100.0 * floor_ms / median(ms), iters / loop_s);
+  return r;
+}
+
+// Prefill of `tokens` tokens in one chunk, timed with events; median of `runs`.
+json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
+  const cudaStream_t s = m.stream();
+  const std::vector<int32_t> ids = prompt_ids(tokens, m.config().vocab_size);
+  std::vector<double> ms;
+  for (int i = 0; i < runs + 2; ++i) {
+    m.reset();
+    gpu::Event a, b;
+    a.record(s);
+    m.forward_last(ids);
+    b.record(s);
+    b.synchronize();
+    if (i >= 2) ms.push_back(gpu::Event::elapsed_ms(a, b));
+  }
+  const double t = median(ms);
+  fmt::print("prefill {} tokens, {} layers: {:.2f} ms, {:.0f} tokens/s\n", tokens, m.config().num_hidden_layers, t,
+             static_cast<double>(tokens) / t * 1e3);
+  return {{"tokens", tokens}, {"layers", m.config().num_hidden_layers}, {"ms", t},
+          {"tokens_per_s", static_cast<double>(tokens) / t * 1e3}};
+}
+
+json run_synthetic(const Args& a) {
+  json out;
+  {
+    auto host = make_model(32, a.vocab);
+    rt::CudaOptions o;
+    o.max_context = 2048 + kWarmup + a.iters + 8;
+    o.prefill_chunk = 2048;
+    rt::CudaLlama m(host->config, host->weights, o);
+    host.reset();  // the device holds everything now
+    out["device"] = m.device().name;
+    out["model"] = {{"layers", 32}, {"hidden", 4096}, {"intermediate", 14336}, {"heads", 32}, {"kv_heads", 8},
+                    {"head_dim", 128}, {"vocab", a.vocab}, {"bits", "4-bit, groups of 128"}, {"kv_cache", "F16"}};
+    out["decode"] = json::array({time_decode(m, 128, a.iters), time_decode(m, 2048, a.iters)});
+    out["prefill_2048"] = time_prefill(m, 2048, 5);
+    out["vram"] = m.allocator().stats();
+  }
+  auto host = make_model(4, 256);
+  rt::CudaOptions o;
+  o.max_context = 2048;
+  o.prefill_chunk = 2048;
+  rt::CudaLlama m4(host->config, host->weights, o);
+  json p4 = time_prefill(m4, 2047, 5);
+  p4["exllamav2_ms"] = 11.8;
+  out["prefill_4_layers"] = p4;
+  return out;
+}
+
+json run_model(const Args& a) {
+  model::LlamaModel cpu = model::LlamaModel::load(a.model);
+  rt::CudaOptions o;
+  o.max_context = 32 + kWarmup + a.iters + 8;
+  rt::CudaLlama m(cpu, o);
+  json r = time_decode(m, 32, a.iters);
+  return {{"device", m.device().name}, {"model", a.model}, {"decode", r},
+          {"decode_tokens_per_s", 1e3 / r["ms_per_token"].get<double>()}};
+}
+
+int run(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error(fmt::format("{} needs a value", arg));
+      return argv[++i];
+    };
+    if (arg == "--json") a.json_path = value();
+    else if (arg == "--iters") a.iters = std::stoi(value());
+    else if (arg == "--vocab") a.vocab = std::stoll(value());
+    else if (arg == "--model") a.model = value();
+    else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
+                                 "[--vocab N] [--model DIR])", arg));
+  }
+  EXQ_CHECK(a.iters >= 1 && a.vocab >= 2, "--iters and --vocab must be positive");
+  const json out = a.model.empty() ? run_synthetic(a) : run_model(a);
+  fmt::print("{}\n", out.dump(1));
+  if (!a.json_path.empty()) std::ofstream(a.json_path) << out.dump(1) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace exq
+
+int main(int argc, char** argv) {
+  try {
+    return exq::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,142 @@
+// Small launches around the EXL2 GEMV (exl2_gemv.cu): the x staging pass, the in-order sum
+// of K-split partials when clusters are not used, and the bias add of the prefill path.
+//
+// Staging: one warp per step gathers x through the act-order permutation, scales each batch
+// row of the step by a power of two that brings its max |x| into [2^13, 2^14) (exact, f32 x
+// only; the GEMV multiplies the step's sums back) and rounds to f16 as half2 of the rows
+// (j, j + 16) of pair j: xq [slot][pair][bs], bs = batch rounded up to a power of two.
+#include <cmath>
+#include <cstdlib>
+
+#include "backend/cuda/exl2_decode.cuh"
+#include "backend/cuda/exl2_device.cuh"
+#include "backend/cuda/exl2_launchers.h"
+#include "backend/cuda/kernel_utils.cuh"
+
+namespace exq::cuda {
+namespace exl2 {
+
+bool use_pdl() {
+  static const bool pdl = exl2_gemv_hopper() && std::getenv("EXQ_EXL2_NO_PDL") == nullptr;
+  return pdl;
+}
+
+}  // namespace exl2
+
+namespace {
+
+using namespace exl2;
+
+constexpr int kRowMaxExponent = 14;
+constexpr int kPrepWarps = 4;
+
+__device__ __forceinline__ float load_x(const void* x, bool f32, size_t i) {
+  if (f32) return __ldcg(static_cast<const float*>(x) + i);
+  return __half2float(__ushort_as_half(__ldcg(static_cast<const unsigned short*>(x) + i)));
+}
+
+// Input channels of rows p0, p0 + 16, p0 + 1, p0 + 17 of the lane's slot (x_map [slot][pair][2]).
+__device__ __forceinline__ int4 step_channels(const int32_t* x_map, int step, int lane) {
+  const int slot = step * kExl2UnitsPerStep + (lane >> 3), p0 = 2 * (lane & 7);
+  return __ldg(reinterpret_cast<const int4*>(x_map + (slot * kPairs + p0) * 2));
+}
+
+// One warp stages one step: slot t of the step at dst + t * slot_words, pair p, batch column b
+// at + p * pair_words + b (b < bs; zeros past the batch); the step's 8 scales (1 past the
+// batch) at scale_dst.
+__device__ __forceinline__ void stage_step(int4 ch, const void* x, bool f32, int in, int batch,
+                                           int bs, uint32_t* dst, int slot_words, int pair_words,
+                                           float* scale_dst) {
+  const int lane = threadIdx.x & 31, p0 = 2 * (lane & 7);
+  const int c[4] = {ch.x, ch.y, ch.z, ch.w};
+  float v[kExl2MaxBatch][4];
+#pragma unroll
+  for (int b = 0; b < kExl2MaxBatch; ++b)
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      v[b][k] = b < batch && c[k] >= 0 ? load_x(x, f32, static_cast<size_t>(b) * in + c[k]) : 0.0f;
+  uint32_t* d = dst + (lane >> 3) * slot_words + p0 * pair_words;
+#pragma unroll
+  for (int b = 0; b < kExl2MaxBatch; ++b) {
+    if (b >= batch) {  // warp-uniform
+      if (b < bs) d[b] = d[pair_words + b] = 0u;
+      if (lane == 0) scale_dst[b] = 1.0f;
+      continue;
+    }
+    float mul = 1.0f, scale = 1.0f;
+    if (f32) {
+      float m = fmaxf(fmaxf(fabsf(v[b][0]), fabsf(v[b][1])), fmaxf(fabsf(v[b][2]), fabsf(v[b][3])));
+      m = warp_max(m);
+      if (m > 0.0f && isfinite(m)) {
+        int e = 0;
+        frexpf(m, &e);
+        e = max(e, -100);
+        mul = ldexpf(1.0f, kRowMaxExponent - e);
+        scale = ldexpf(1.0f, e - kRowMaxExponent);
+      }
+    }
+    d[b] = as_u32(__floats2half2_rn(v[b][0] * mul, v[b][1] * mul));
+    d[pair_words + b] = as_u32(__floats2half2_rn(v[b][2] * mul, v[b][3] * mul));
+    if (lane == 0) scale_dst[b] = scale;
+  }
+}
+
+__global__ void __launch_bounds__(kPrepWarps * 32)
+    exl2_prep_kernel(const int32_t* __restrict__ x_map, int num_steps, const void* __restrict__ x,
+                     int x_f32, int in, int batch, int bs, uint32_t* __restrict__ xq,
+                     float* __restrict__ xscale) {
+  pdl_launch_dependents();
+  const int step = blockIdx.x * kPrepWarps + (threadIdx.x >> 5);
+  if (step >= num_steps) return;
+  const int4 ch = step_channels(x_map, step, threadIdx.x & 31);
+  pdl_wait();  // x is written by the previous kernel
+  stage_step(ch, x, x_f32 != 0, in, batch, bs,
+             xq + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * bs, kPairs * bs, bs,
+             xscale + step * kExl2MaxBatch);
+}
+
+// Sum of the K-split partials in rank order (+ bias), when clusters are not used.
+__global__ void exl2_reduce_kernel(const float* __restrict__ partials, int ksplit, int batch,
+                                   int out, int out_pad, const __half* __restrict__ bias,
+                                   float* __restrict__ y) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= batch * out) return;
+  const int b = i / out, col = i - b * out;
+  float v = 0.0f;
+  for (int r = 0; r < ksplit; ++r) v += partials[(static_cast<size_t>(r) * batch + b) * out_pad + col];
+  if (bias) v += __half2float(bias[col]);
+  y[i] = v;
+}
+
+__global__ void add_bias_kernel(float* __restrict__ y, const __half* __restrict__ bias,
+                                int64_t total, int out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) y[i] += __half2float(bias[i % out]);
+}
+
+// Programmatic dependent launch on Hopper; EXQ_EXL2_NO_PDL=1 turns it off (A/B timing).
+}  // namespace
+
+void exl2_prep_cuda(const Exl2Desc& d, const void* x, bool x_f32, int batch, int bs, uint32_t* xq,
+                    float* xscale, cudaStream_t stream) {
+  launch(exl2_prep_kernel, dim3((d.num_steps + kPrepWarps - 1) / kPrepWarps), dim3(kPrepWarps * 32),
+         0, 1, stream, d.x_map, d.num_steps, x, x_f32 ? 1 : 0, d.in, batch, bs, xq, xscale);
+}
+
+void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,
+                      const __half* bias, float* y, cudaStream_t stream) {
+  const int total = batch * out;
+  launch(exl2_reduce_kernel, dim3(ceil_div(total, 256)), dim3(256), 0, 1, stream, partials, ksplit,
+         batch, out, out_pad, bias, y);
+}
+
+void exl2_add_bias_cuda(float* y, const __half* bias, int rows, int out, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(rows) * out;
+  if (total == 0) return;
+  add_bias_kernel<<<ceil_div(total, 256), 256, 0, stream>>>(y, bias, total, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace exq::cuda

@@ -1,0 +1,293 @@
+#include "quant/cuda/cuda_engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <future>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "memory/cuda/overlap.h"
+#include "quant/cuda/engine_context.h"
+#include "quant/cuda/module_run.h"
+
+namespace exq::quant::cuda {
+namespace {
+
+template <typename Row>
+std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
+                                                 const std::vector<Row>& full) {
+  std::vector<std::vector<QuantOption>> t;
+  for (const Row& r : given.empty() ? full : given) t.emplace_back(r.begin(), r.end());
+  return t;
+}
+
+// Runs f, prefixing any exq::Error with the module ("measure model.layers.0.mlp: ...").
+template <typename F>
+auto in_module(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", what, e.message()), e.context());
+  }
+}
+
+io::Exl2Packed pack_with_bias(io::Exl2Linear layer, const TensorView& bias) {
+  if (!bias.empty()) {
+    layer.bias.resize(static_cast<size_t>(bias.numel()));
+    const float* b = bias.data<float>();
+    for (size_t i = 0; i < layer.bias.size(); ++i) layer.bias[i] = float_to_half(b[i]);
+  }
+  return io::pack_exl2(layer);
+}
+
+// `v` as a contiguous F32 view: itself, or a widened copy kept in `keep` (F16/BF16 weights
+// widen exactly, as the layer loader widens them).
+TensorView as_f32(const TensorView& v, std::vector<Tensor>& keep) {
+  if (v.empty() || (v.dtype() == DType::F32 && v.is_contiguous())) return v;
+  keep.push_back(to_f32(v));  // moving a Tensor keeps its data where it is
+  return keep.back().view();
+}
+
+class CudaEngine final : public Engine {
+ public:
+  CudaEngine(const io::ModelConfig& config, int64_t max_tokens, const CudaEngineOptions& options)
+      : ctx_(config, max_tokens, options) {}
+
+  std::string name() const override { return "cuda"; }
+
+  ModuleResult measure_attention(const LayerF32& layer, const TensorView& states,
+                                 const std::string& key, const MeasureOptions& options) override {
+    return measure(attention_spec(layer), states, key,
+                   table_rows(options.attn_table, attn_option_table()), options.percdamp);
+  }
+  ModuleResult measure_mlp(const LayerF32& layer, const TensorView& states, const std::string& key,
+                           const MeasureOptions& options) override {
+    return measure(mlp_spec(layer), states, key, table_rows(options.mlp_table, mlp_option_table()),
+                   options.percdamp);
+  }
+  QuantStep quantize_attention(const LayerF32& layer, int64_t index, const TensorView& states,
+                               const AttnOptions& options) override {
+    return quantize(attention_spec(layer), states, fmt::format("model.layers.{}.self_attn", index),
+                    std::vector<QuantOption>(options.begin(), options.end()));
+  }
+  QuantStep quantize_mlp(const LayerF32& layer, int64_t index, const TensorView& states,
+                         const MlpOptions& options) override {
+    return quantize(mlp_spec(layer), states, fmt::format("model.layers.{}.mlp", index),
+                    std::vector<QuantOption>(options.begin(), options.end()));
+  }
+
+  void forward_attention(const AttnWeights& w, const TensorView& x, const TensorView& y) override {
+    std::vector<Tensor> keep;
+    const BlockSpec spec{BlockShape::of(ctx_.config, true),
+                         as_f32(w.norm, keep),
+                         {{kAttnLinears[0], as_f32(w.q, keep), as_f32(w.q_bias, keep), 0},
+                          {kAttnLinears[1], as_f32(w.k, keep), as_f32(w.k_bias, keep), 0},
+                          {kAttnLinears[2], as_f32(w.v, keep), as_f32(w.v_bias, keep), 0},
+                          {kAttnLinears[3], as_f32(w.o, keep), as_f32(w.o_bias, keep), 1}}};
+    forward("forward_attention", spec, x, y);
+  }
+  void forward_mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) override {
+    std::vector<Tensor> keep;
+    const BlockSpec spec{BlockShape::of(ctx_.config, false),
+                         as_f32(w.norm, keep),
+                         {{kMlpLinears[0], as_f32(w.gate, keep), as_f32(w.gate_bias, keep), 0},
+                          {kMlpLinears[1], as_f32(w.up, keep), as_f32(w.up_bias, keep), 0},
+                          {kMlpLinears[2], as_f32(w.down, keep), as_f32(w.down_bias, keep), 1}}};
+    forward("forward_mlp", spec, x, y);
+  }
+
+  nlohmann::ordered_json module_stats() override { return stats_; }
+
+ private:
+  BlockSpec attention_spec(const LayerF32& l) const {
+    return {BlockShape::of(ctx_.config, true),
+            l.attn_norm,
+            {{kAttnLinears[0], l.q, l.q_bias, 0},
+             {kAttnLinears[1], l.k, l.k_bias, 0},
+             {kAttnLinears[2], l.v, l.v_bias, 0},
+             {kAttnLinears[3], l.o, l.o_bias, 1}}};
+  }
+  BlockSpec mlp_spec(const LayerF32& l) const {
+    return {BlockShape::of(ctx_.config, false),
+            l.ffn_norm,
+            {{kMlpLinears[0], l.gate, l.gate_bias, 0},
+             {kMlpLinears[1], l.up, l.up_bias, 0},
+             {kMlpLinears[2], l.down, l.down_bias, 1}}};
+  }
+
+  void check_inputs(const BlockSpec& spec, const TensorView& states) const {
+    EXQ_CHECK(states.rank() == 3 && states.dtype() == DType::F32 && states.is_contiguous() &&
+                  states.dim(0) > 0 && states.dim(1) > 0,
+              "states must be contiguous F32 [rows, T, hidden], got {} {}",
+              dtype_name(states.dtype()), shape_str(states.shape()));
+    EXQ_CHECK(states.dim(1) <= ctx_.max_tokens && states.dim(2) == spec.shape.hidden,
+              "states {} do not fit [rows, <= {}, {}]", shape_str(states.shape()), ctx_.max_tokens,
+              spec.shape.hidden);
+    // Views of the caller's: contiguous F32 (the uploads copy them as flat arrays).
+    const auto expect = [](const TensorView& v, const Shape& shape, const std::string& what) {
+      EXQ_CHECK(!v.empty(), "{} is missing", what);
+      v.expect(DType::F32, shape, what);
+      EXQ_CHECK(v.is_contiguous(), "{} must be contiguous", what);
+    };
+    expect(spec.norm, {spec.shape.hidden}, "norm weight");
+    const auto dims = spec.shape.linear_dims();
+    for (size_t c = 0; c < spec.linears.size(); ++c) {
+      const LinearSpec& l = spec.linears[c];
+      expect(l.weight, {dims[c].first, dims[c].second}, std::string(l.name));
+      if (!l.bias.empty()) expect(l.bias, {dims[c].first}, std::string(l.name) + " bias");
+    }
+  }
+
+  void begin_module() {
+    CUDA_CHECK(cudaSetDevice(ctx_.options.device));
+    ctx_.ring.reset_stats();
+    ctx_.compute_spans.clear();
+    ctx_.alloc->reset_peaks();
+    ctx_.origin.record(ctx_.compute);
+    stats_ = nlohmann::ordered_json::object();
+  }
+
+  void end_module(const ModuleRun& run) {
+    ctx_.finish.record(ctx_.compute);
+    ctx_.compute.synchronize();
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.ring.stream()));
+    const auto copies = ctx_.ring.copy_spans().intervals(ctx_.origin);
+    const auto compute = ctx_.compute_spans.intervals(ctx_.origin);
+    stats_ = {
+        {"engine", "cuda"},
+        {"gpu_s", exq::cuda::Event::elapsed_ms(ctx_.origin, ctx_.finish) * 1e-3},
+        {"copy_s", ctx_.ring.copy_spans().total_seconds()},
+        {"copy_hidden", memory::cuda::hidden_fraction(copies, compute)},
+        {"bytes_h2d", ctx_.ring.bytes_h2d()},
+        {"bytes_d2h", ctx_.ring.bytes_d2h()},
+        {"host_staging_s", ctx_.ring.host_seconds()},
+        {"peak_vram_bytes", ctx_.alloc->peak_reserved()},
+        {"peak_vram_in_use_bytes", ctx_.alloc->peak_in_use()},
+        {"vram_budget_bytes", ctx_.alloc->budget()},
+        {"rows_per_chunk", run.plan().slots},
+        {"states_resident", run.plan().resident},
+        {"vram_plan_bytes", run.plan().estimate},
+    };
+  }
+
+  ModuleResult measure(const BlockSpec& spec, const TensorView& states, const std::string& key,
+                       const std::vector<std::vector<QuantOption>>& table, float percdamp) {
+    return in_module("measure " + key, [&] {
+      check_inputs(spec, states);
+      const size_t L = spec.linears.size();
+      EXQ_CHECK(!table.empty(), "empty option table");
+      // Distinct options of each linear's column, and each table row's pick among them.
+      std::vector<std::vector<QuantOption>> distinct(L);
+      std::vector<std::vector<size_t>> pick(table.size(), std::vector<size_t>(L));
+      for (size_t i = 0; i < table.size(); ++i) {
+        EXQ_CHECK(table[i].size() == L, "table row {} has {} options for {} linears", i,
+                  table[i].size(), L);
+        for (size_t c = 0; c < L; ++c) {
+          auto& d = distinct[c];
+          const auto it = std::find(d.begin(), d.end(), table[i][c]);
+          pick[i][c] = static_cast<size_t>(it - d.begin());
+          if (it == d.end()) d.push_back(table[i][c]);
+        }
+      }
+      std::vector<int64_t> counts;
+      for (const auto& d : distinct) counts.push_back(static_cast<int64_t>(d.size()));
+
+      begin_module();
+      ModuleResult res;
+      res.measurement.key = key;
+      res.target = Tensor(DType::F32, states.shape());
+      ModuleRun run(ctx_, spec, states, counts, static_cast<int64_t>(table.size()), false,
+                    percdamp);
+      run.reference(&res.target);
+      run.gptq(distinct, false);
+      res.errors = run.test_table(pick);
+      std::vector<MeasuredRow> rows;
+      for (size_t i = 0; i < table.size(); ++i) {
+        MeasuredRow row;
+        for (size_t c = 0; c < L; ++c) {
+          const LinearSpec& l = spec.linears[c];
+          row.total_bits +=
+              total_bits(table[i][c], l.weight.dim(1), l.weight.dim(0), !l.bias.empty());
+          row.linears.emplace_back(std::string(l.name), table[i][c]);
+        }
+        const double err = res.errors[i];
+        EXQ_CHECK(std::isfinite(err), "table row {} gives a non-finite error", i);
+        row.accuracy = std::max(1e-6, 1.0 - err);
+        rows.push_back(std::move(row));
+      }
+      res.measurement.rows = std::move(rows);
+      res.timing = run.timing;
+      end_module(run);
+      return res;
+    });
+  }
+
+  QuantStep quantize(const BlockSpec& spec, const TensorView& states, const std::string& key,
+                     const std::vector<QuantOption>& options) {
+    return in_module("quantize " + key, [&] {
+      check_inputs(spec, states);
+      const size_t L = spec.linears.size();
+      EXQ_CHECK(options.size() == L, "{} options for {} linears", options.size(), L);
+      begin_module();
+      ModuleRun run(ctx_, spec, states, std::vector<int64_t>(L, 1), 1, true, 0.12f);
+      run.reference(nullptr);
+      std::vector<std::vector<QuantOption>> one;
+      for (const QuantOption& o : options) one.push_back({o});
+      run.gptq(one, true);
+      // Packing is host work: it runs beside the quantized forward.
+      std::vector<std::future<io::Exl2Packed>> packs;
+      for (size_t c = 0; c < L; ++c)
+        packs.push_back(std::async(std::launch::async, pack_with_bias,
+                                   std::move(run.results(c).at(0).layer),
+                                   spec.linears[c].bias));
+      QuantStep out;
+      out.output = Tensor(DType::F32, states.shape());
+      out.rfn = run.forward_quantized(out.output);
+      for (size_t c = 0; c < L; ++c)
+        out.packed.emplace_back(key + "." + std::string(spec.linears[c].name), packs[c].get());
+      end_module(run);
+      return out;
+    });
+  }
+
+  // The reference pass's per-row forward with the given weights (ModuleRun::forward()).
+  void forward(const std::string& what, const BlockSpec& spec, const TensorView& x,
+               const TensorView& y) {
+    in_module(what, [&] {
+      check_inputs(spec, x);
+      EXQ_CHECK(y.dtype() == DType::F32 && y.shape() == x.shape() && y.is_contiguous(),
+                "output must be contiguous F32 {}, got {} {}", shape_str(x.shape()),
+                dtype_name(y.dtype()), shape_str(y.shape()));
+      EXQ_CHECK(y.raw() != x.raw(), "output must not alias the input states");
+      begin_module();
+      ModuleRun run(ctx_, spec, x, ForwardOnly{});
+      run.forward(y);
+      end_module(run);
+    });
+  }
+
+  EngineContext ctx_;
+  nlohmann::ordered_json stats_ = nlohmann::ordered_json::object();
+};
+
+}  // namespace
+
+size_t default_vram_budget(int device) {
+  const exq::cuda::DeviceInfo info = exq::cuda::require_device(device);
+  const size_t margin = std::max<size_t>(size_t{1} << 30, info.total_memory / 20);
+  return info.free_memory > margin ? info.free_memory - margin : 0;
+}
+
+std::unique_ptr<Engine> make_cuda_engine(const io::ModelConfig& config, int64_t max_tokens,
+                                         const CudaEngineOptions& options) {
+  return std::make_unique<CudaEngine>(config, max_tokens, options);
+}
+
+}  // namespace exq::quant::cuda

@@ -1,0 +1,68 @@
+#include "quant/cuda/engine_context.h"
+
+#include <algorithm>
+
+#include "backend/cpu/rotary.h"
+#include "backend/cuda/device.h"
+#include "core/error.h"
+#include "model/rope.h"
+
+namespace exq::quant::cuda {
+namespace {
+
+CudaEngineOptions resolved(CudaEngineOptions o) {
+  exq::cuda::require_device(o.device);
+  if (o.vram_budget_bytes == 0) o.vram_budget_bytes = default_vram_budget(o.device);
+  return o;
+}
+
+// Pinned slots for two rows in each direction and two more in flight: the host then never waits
+// for a copy queued behind the row being computed (at least the ring's default).
+int staging_slots(int64_t row_bytes) {
+  const auto slot = static_cast<int64_t>(memory::cuda::StagingRing::kDefaultSlotBytes);
+  const int64_t per_row = (std::max<int64_t>(row_bytes, 1) + slot - 1) / slot;
+  return static_cast<int>(
+      std::clamp<int64_t>(4 * per_row, memory::cuda::StagingRing::kDefaultSlots, 32));
+}
+
+}  // namespace
+
+CusolverHandle::CusolverHandle() {
+  const cusolverStatus_t status = cusolverDnCreate(&handle_);
+  EXQ_CHECK(status == CUSOLVER_STATUS_SUCCESS, "cusolverDnCreate failed ({})",
+            static_cast<int>(status));
+}
+
+CusolverHandle::~CusolverHandle() {
+  if (handle_) cusolverDnDestroy(handle_);
+}
+
+EngineContext::EngineContext(const io::ModelConfig& c, int64_t tokens, const CudaEngineOptions& o)
+    : config(c),
+      max_tokens(tokens),
+      options(resolved(o)),
+      alloc(std::make_unique<exq::cuda::CachingAllocator>(options.vram_budget_bytes)),
+      ring(memory::cuda::StagingRing::kDefaultSlotBytes,
+           staging_slots(tokens * c.hidden_size * static_cast<int64_t>(sizeof(float)))) {
+  EXQ_CHECK(max_tokens > 0, "cuda engine: max_tokens must be positive, got {}", max_tokens);
+  const cpu::RopeTable rope = cpu::make_rope_table(model::rope_inv_freq(c), max_tokens);
+  rope_cos = exq::cuda::to_device(rope.cos.view(), *alloc, compute);
+  rope_sin = exq::cuda::to_device(rope.sin.view(), *alloc, compute);
+  non_finite = exq::cuda::DeviceTensor(DType::U8, {16}, *alloc, compute);
+  compute.synchronize();
+}
+
+unsigned long long* EngineContext::output_counter() const {
+  return static_cast<unsigned long long*>(non_finite.raw());
+}
+
+unsigned long long* EngineContext::input_counter() const { return output_counter() + 1; }
+
+size_t EngineContext::persistent_bytes() const {
+  using exq::cuda::CachingAllocator;
+  return CachingAllocator::round_size(rope_cos.nbytes()) +
+         CachingAllocator::round_size(rope_sin.nbytes()) +
+         CachingAllocator::round_size(non_finite.nbytes());
+}
+
+}  // namespace exq::quant::cuda

@@ -1,0 +1,64 @@
+// What the CUDA engine keeps between modules: the budgeted allocator every device byte comes
+// from, the compute stream with its cuBLAS handle, the staging ring (pinned buffers + copy
+// stream), rotary tables, and the timing events of the module in progress.
+#pragma once
+
+#include <cusolverDn.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/cublas.h"
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/stream.h"
+#include "io/hf_config.h"
+#include "memory/cuda/span_recorder.h"
+#include "memory/cuda/staging.h"
+#include "quant/cuda/cuda_engine.h"
+
+namespace exq::quant::cuda {
+
+// RAII cuSOLVER handle, shared by every prepare_hessian call of the engine.
+class CusolverHandle {
+ public:
+  CusolverHandle();
+  ~CusolverHandle();
+  CusolverHandle(const CusolverHandle&) = delete;
+  CusolverHandle& operator=(const CusolverHandle&) = delete;
+  cusolverDnHandle_t get() const { return handle_; }
+
+ private:
+  cusolverDnHandle_t handle_ = nullptr;
+};
+
+struct EngineContext {
+  // options.vram_budget_bytes == 0: default_vram_budget(options.device).
+  EngineContext(const io::ModelConfig& config, int64_t max_tokens,
+                const CudaEngineOptions& options);
+  EngineContext(const EngineContext&) = delete;
+  EngineContext& operator=(const EngineContext&) = delete;
+
+  // Device bytes held for the engine's lifetime (rotary tables, counters).
+  size_t persistent_bytes() const;
+  unsigned long long* output_counter() const;
+  unsigned long long* input_counter() const;
+
+  io::ModelConfig config;
+  int64_t max_tokens;
+  CudaEngineOptions options;  // budget resolved
+  // Declared first so it is destroyed last: every DeviceTensor below returns memory to it.
+  std::unique_ptr<exq::cuda::CachingAllocator> alloc;
+  exq::cuda::Stream compute;
+  exq::cuda::CublasHandle cublas;
+  CusolverHandle cusolver;
+  memory::cuda::StagingRing ring;
+  exq::cuda::DeviceTensor rope_cos, rope_sin;  // F32 [max_tokens, head_dim / 2]
+  exq::cuda::DeviceTensor non_finite;          // U8 [16]: uint64 counts of non-finite
+                                               // reference outputs [0] and inputs [1]
+  // Timeline of the module in progress: origin/finish on the compute stream, compute spans.
+  memory::cuda::SpanRecorder compute_spans;
+  exq::cuda::Event origin{true}, finish{true};
+};
+
+}  // namespace exq::quant::cuda

@@ -1,0 +1,94 @@
+// GPTQ on the GPU (docs exl2.md section 3; CPU reference: quant/hessian.h, quant/gptq.h):
+// Hessian accumulation with tensor-core GEMMs (f32 accumulation), act-order, damping and the
+// Cholesky factor of H^-1 with cuSOLVER, and GPTQ of one linear under many options in one
+// batched pass (they share H^-1 and the permutation). Results match the CPU reference in
+// bits accounting exactly and in error closely (not bit for bit: summation order differs).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <cusolverDn.h>
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/cublas.h"
+#include "backend/cuda/device_tensor.h"
+#include "io/exl2.h"
+#include "quant/options.h"
+
+namespace exq::quant::cuda {
+
+using exq::cuda::CachingAllocator;
+using exq::cuda::DeviceTensor;
+using exq::cuda::DeviceView;
+
+// Handles and scratch the GPU quantizer shares across calls (one per stream/thread).
+struct GptqContext {
+  CachingAllocator* allocator = nullptr;  // every device byte comes from here (VRAM budget)
+  cudaStream_t stream = nullptr;
+  exq::cuda::CublasHandle* cublas = nullptr;
+  // Optional: prepare_hessian creates a handle per call when null. Bound to `stream` there.
+  cusolverDnHandle_t cusolver = nullptr;
+};
+
+// H = 2/B * sum_b X_b^T X_b over batches, like quant::HessianAccumulator (exllamav2 scaling).
+// Tensor cores at f32-level accuracy (3-pass TF32 split, f32 accumulation: hessian_cuda.cpp);
+// add_batch needs 2 * rows * in floats of scratch. Deterministic. in <= 65536.
+class DeviceHessian {
+ public:
+  DeviceHessian(int64_t in, GptqContext& ctx);
+  // x: F32 [rows, in] contiguous on the device: one calibration batch (a row of T tokens).
+  void add_batch(const DeviceView& x);
+  int64_t in() const { return in_; }
+  int64_t batches() const { return batches_; }
+  // Full symmetric F32 [in, in] on the device (valid until the next add_batch).
+  DeviceView hessian();
+
+ private:
+  GptqContext* ctx_;
+  int64_t in_;
+  int64_t batches_ = 0;
+  DeviceTensor sum_;  // F32 [in, in]
+  DeviceTensor h_;    // F32 [in, in], scaled
+};
+
+// Like quant::PreparedHessian, on the device.
+struct DevicePreparedHessian {
+  int64_t in = 0;
+  std::vector<int32_t> perm;  // host copy [in]: act-order, diag(H) descending, stable
+  DeviceTensor perm_d;        // I32 [in]
+  DeviceTensor u;             // F32 [in, in] upper U with U^T U = inv(H_perm + damping)
+  float damp = 0.0f;
+  int dampings = 0;
+};
+
+// h: F32 [in, in] on the device. Damping and retries as quant::prepare_hessian (throws
+// exq::Error after 10 failed steps): the same perm and damp, U equal up to f32 rounding
+// (cuSOLVER potrf, potri, potrf). Waits for the device (diagonal, then once per attempt).
+// Scratch: two [in, in] matrices.
+DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx);
+
+// One option's result. `weight` is always filled; `layer` only when want_packed.
+struct DeviceGptqResult {
+  QuantOption option;
+  DeviceTensor weight;  // F16 [out, in], HF layout, original channel order: the EXL2 kernel's
+                        // fp16 reconstruction (what io::dequantize_exl2 gives for `layer`)
+  io::Exl2Linear layer; // host, ready for io::pack_exl2 (bias left empty)
+};
+
+// GPTQ of w (device F32|F16|BF16 [out, in], HF layout) under every option at once.
+// Results are in the order of `options`. Options are validated (group_layout) before anything
+// is launched. Without want_packed nothing waits for the device: the weights are ready in
+// stream order on ctx.stream; with it, one wait at the end for the downloads. Deterministic
+// (same inputs, same bytes); for the first group bit-identical to quant::gptq_quantize, later
+// groups differ by f32 summation order (docs: gptq_cuda.cpp). Scratch besides the results:
+// 2 F32 + 1 F16 + 1 U8 [in, out] (+ 1 U8 per option while want_packed), 3 * 128 * (in + out)
+// + 226 * out floats.
+std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
+                                                  const DevicePreparedHessian& h,
+                                                  std::span<const QuantOption> options,
+                                                  bool want_packed, GptqContext& ctx);
+
+}  // namespace exq::quant::cuda

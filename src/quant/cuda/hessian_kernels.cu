@@ -1,0 +1,158 @@
+// Element and tile kernels around the Hessian: the TF32 hi/lo split that lets tensor cores
+// accumulate X^T X to about f32 precision, mirroring one triangle, the act-order permutation,
+// damping and the clean-up of the Cholesky factor.
+#include <cmath>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "quant/cuda/gptq_launchers.h"
+
+namespace exq::quant::cuda {
+namespace {
+
+using exq::cuda::ceil_div;
+
+constexpr int kThreads = 256;
+constexpr int kTile = 32;
+constexpr int kTileRows = 8;  // a 32x8 block walks a 32x32 tile in 4 steps
+
+// Round to the 10 mantissa bits of TF32, nearest even (finite inputs; inf/nan pass through).
+__device__ __forceinline__ float round_tf32(float x) {
+  const uint32_t u = __float_as_uint(x);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  return __uint_as_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
+}
+
+__global__ void split_tf32_kernel(const float* __restrict__ x, float* __restrict__ hi,
+                                  float* __restrict__ lo, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const float v = x[i];
+    const float h = round_tf32(v);
+    hi[i] = h;
+    lo[i] = isfinite(v) ? __fsub_rn(v, h) : 0.0f;
+  }
+}
+
+// dst [3 * rows, cols] = [hi; hi; lo] or, with lo_middle, [hi; lo; hi] of src [rows, cols] (ld).
+__global__ void split_tf32_stack_kernel(const float* __restrict__ src, int64_t ld, int64_t rows,
+                                        int64_t cols, float* __restrict__ dst, bool lo_middle) {
+  const int64_t r = blockIdx.y;  // gridDim.y >= rows is checked by the launcher
+  const int64_t plane = rows * cols;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = src[r * ld + c];
+    const float h = round_tf32(v);
+    const float l = isfinite(v) ? __fsub_rn(v, h) : 0.0f;
+    float* d = dst + r * cols + c;
+    d[0] = h;
+    d[plane] = lo_middle ? l : h;
+    d[2 * plane] = lo_middle ? h : l;
+  }
+}
+
+// Tile (blockIdx.y, blockIdx.x) of h; the source tile is read in whichever orientation lies in
+// the upper triangle (row <= column), through shared memory so both accesses are coalesced.
+__global__ void mirror_scale_kernel(const float* __restrict__ sum, float* __restrict__ h,
+                                    int64_t n, float scale) {
+  __shared__ float tile[kTile][kTile + 1];
+  const int64_t tr = blockIdx.y, tc = blockIdx.x;
+  const bool below = tr > tc;
+  const int64_t sr0 = (below ? tc : tr) * kTile, sc0 = (below ? tr : tc) * kTile;
+  const int x = threadIdx.x;
+  for (int y = threadIdx.y; y < kTile; y += kTileRows) {
+    const int64_t r = sr0 + y, c = sc0 + x;
+    if (r < n && c < n) tile[y][x] = sum[r * n + c];
+  }
+  __syncthreads();
+  for (int y = threadIdx.y; y < kTile; y += kTileRows) {
+    const int64_t r = tr * kTile + y, c = tc * kTile + x;
+    if (r >= n || c >= n) continue;
+    const bool transposed = below || (tr == tc && y > x);
+    h[r * n + c] = (transposed ? tile[x][y] : tile[y][x]) * scale;
+  }
+}
+
+__global__ void permute_symmetric_kernel(const float* __restrict__ src,
+                                         const int32_t* __restrict__ perm, float* __restrict__ dst,
+                                         int64_t n) {
+  const int64_t r = blockIdx.x;  // gridDim.x allows 2^31 - 1 rows, gridDim.y only 65535
+  const int64_t pr = perm[r];
+  for (int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; c < n;
+       c += static_cast<int64_t>(gridDim.y) * blockDim.x)
+    dst[r * n + c] = src[pr * n + perm[c]];
+}
+
+__global__ void add_diagonal_kernel(float* __restrict__ a, int64_t n, float value) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) a[i * (n + 1)] += value;
+}
+
+__global__ void clear_lower_kernel(float* __restrict__ u, int64_t n, int* __restrict__ flag) {
+  const int64_t total = n * n;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  bool bad = false;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const int64_t r = i / n, c = i - r * n;
+    if (r > c)
+      u[i] = 0.0f;
+    else if (!isfinite(u[i]))
+      bad = true;
+  }
+  if (bad) *flag = 1;  // every writer stores the same value
+}
+
+unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+}
+
+}  // namespace
+
+void split_tf32_cuda(const float* x, float* hi, float* lo, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  split_tf32_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, hi, lo, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void split_tf32_stack_cuda(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst,
+                           bool lo_middle, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return;
+  const int64_t col_blocks = (cols + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(col_blocks < 65535 ? col_blocks : 65535),
+                  static_cast<unsigned>(rows));
+  split_tf32_stack_kernel<<<grid, kThreads, 0, stream>>>(src, ld, rows, cols, dst, lo_middle);
+  CUDA_CHECK_LAUNCH();
+}
+
+void mirror_scale_cuda(const float* sum, float* h, int64_t n, float scale, cudaStream_t stream) {
+  if (n == 0) return;
+  const dim3 grid(ceil_div(n, kTile), ceil_div(n, kTile));
+  mirror_scale_kernel<<<grid, dim3(kTile, kTileRows), 0, stream>>>(sum, h, n, scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+void permute_symmetric_cuda(const float* src, const int32_t* perm, float* dst, int64_t n,
+                            cudaStream_t stream) {
+  if (n == 0) return;
+  const int64_t col_blocks = (n + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(col_blocks < 65535 ? col_blocks : 65535));
+  permute_symmetric_kernel<<<grid, kThreads, 0, stream>>>(src, perm, dst, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_diagonal_cuda(float* a, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0) return;
+  add_diagonal_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(a, n, value);
+  CUDA_CHECK_LAUNCH();
+}
+
+void clear_lower_check_finite_cuda(float* u, int64_t n, int* flag, cudaStream_t stream) {
+  if (n == 0) return;
+  clear_lower_kernel<<<grid_for(n * n), kThreads, 0, stream>>>(u, n, flag);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace exq::quant::cuda

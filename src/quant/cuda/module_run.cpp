@@ -1,0 +1,449 @@
+#include "quant/cuda/module_run.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "backend/cuda/cuda_check.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "quant/cuda/engine_kernels.h"
+
+namespace exq::quant::cuda {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using exq::cuda::Event;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+constexpr int64_t kPrefetchRows = 2;             // rows staged ahead of the one computing
+constexpr size_t kCheckChunk = size_t{1} << 20;  // bytes per thread-pool task while staging
+
+size_t rounded(size_t bytes) { return CachingAllocator::round_size(bytes); }
+
+// True when every value is exactly representable in fp16 (so an F16 copy loses nothing).
+bool f16_exact(const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t ax = float_to_bits(p[i]) & 0x7fffffffu;
+    const uint32_t exp = ax >> 23;
+    if (ax == 0) continue;
+    if (exp >= 113 && exp <= 142) {  // fp16 normal range [2^-14, 2^16)
+      if ((ax & 0x1fffu) != 0 || ax > 0x477fe000u) return false;
+    } else if (exp < 113) {  // fp16 subnormals: rare, exact round trip
+      if (half_to_float(float_to_half(p[i])) != p[i]) return false;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// ||a - b|| / ||b|| from the two sums, with quant::relative_error's conventions.
+double relative(double num, double den) {
+  if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
+  return std::sqrt(num / den);
+}
+
+std::vector<double> download_doubles(const DeviceTensor& t, cudaStream_t stream) {
+  std::vector<double> out(t.nbytes() / sizeof(double));
+  CUDA_CHECK(cudaMemcpyAsync(out.data(), t.raw(), out.size() * sizeof(double),
+                             cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  return out;
+}
+
+DeviceTensor doubles(int64_t n, EngineContext& ctx) {
+  return DeviceTensor(DType::U8, {n * static_cast<int64_t>(sizeof(double))}, *ctx.alloc,
+                      ctx.compute);
+}
+
+double* as_doubles(const DeviceTensor& t) { return static_cast<double*>(t.raw()); }
+
+}  // namespace
+
+ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView& states,
+                     const std::vector<int64_t>& results_per_linear, int64_t table_rows,
+                     bool with_output, float percdamp)
+    : ctx_(ctx),
+      spec_(spec),
+      states_(states),
+      tokens_(states.dim(1)),
+      hidden_(states.dim(2)),
+      percdamp_(percdamp),
+      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get()},
+      runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
+              ctx.cublas) {
+  upload_weights(/*keep_f32=*/true);
+  plan_ = make_plan(results_per_linear, table_rows, with_output);
+  rows_ = std::make_unique<RowStore>(ctx_, states_, plan_.slots);
+}
+
+ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView& states,
+                     ForwardOnly)
+    : ctx_(ctx),
+      spec_(spec),
+      states_(states),
+      tokens_(states.dim(1)),
+      hidden_(states.dim(2)),
+      percdamp_(0.0f),
+      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get()},
+      runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
+              ctx.cublas) {
+  upload_weights(/*keep_f32=*/false);
+  plan_ = plan_vram(footprint(), states_.dim(0), ctx_.alloc->budget(),
+                    ctx_.options.max_rows_on_device);
+  rows_ = std::make_unique<RowStore>(ctx_, states_, plan_.slots);
+}
+
+ModuleRun::~ModuleRun() {
+  try {
+    // After an error, pending downloads may point at host memory that is being unwound.
+    ctx_.ring.discard();
+  } catch (...) {  // the device failed; nothing more to order
+  }
+}
+
+DeviceTensor ModuleRun::upload_f32(const TensorView& host, bool* exact) {
+  DeviceTensor d(DType::F32, host.shape(), *ctx_.alloc, ctx_.compute);
+  Event after(false), ready(false);
+  after.record(ctx_.compute);  // a reused block's earlier users come first
+  std::atomic<bool> ok{true};
+  const char* src = static_cast<const char*>(host.raw());
+  ctx_.ring.upload(
+      d.raw(), host.nbytes(),
+      [&](void* dst, size_t offset, size_t bytes) {
+        const auto chunks = static_cast<int64_t>((bytes + kCheckChunk - 1) / kCheckChunk);
+        parallel_for(chunks, [&](int64_t begin, int64_t end) {
+          for (int64_t c = begin; c < end; ++c) {
+            const size_t b = static_cast<size_t>(c) * kCheckChunk;
+            const size_t n = std::min(kCheckChunk, bytes - b);
+            std::memcpy(static_cast<char*>(dst) + b, src + offset + b, n);
+            if (exact && ok.load(std::memory_order_relaxed) &&
+                !f16_exact(reinterpret_cast<const float*>(src + offset + b), n / sizeof(float)))
+              ok.store(false);
+          }
+        });
+      },
+      &after);
+  ctx_.ring.record(ready);
+  ready.wait_on(ctx_.compute);
+  if (exact) *exact = ok.load();
+  return d;
+}
+
+void ModuleRun::upload_weights(bool keep_f32) {
+  norm_ = upload_f32(spec_.norm, nullptr);
+  for (const LinearSpec& l : spec_.linears) {
+    DeviceLinear d;
+    bool exact = true;
+    DeviceTensor w32 = upload_f32(l.weight, keep_f32 ? &exact : nullptr);
+    d.w16 = DeviceTensor(DType::F16, l.weight.shape(), *ctx_.alloc, ctx_.compute);
+    f32_to_f16_cuda(w32.view().data<float>(), static_cast<__half*>(d.w16.raw()), w32.numel(),
+                    ctx_.compute);
+    if (!exact) d.w32 = std::move(w32);  // GPTQ must see the weights as they are
+    if (!l.bias.empty()) d.bias = upload_f32(l.bias, nullptr);
+    weights_.push_back(std::move(d));
+  }
+}
+
+ModuleFootprint ModuleRun::footprint() const {
+  ModuleFootprint f;
+  f.weights = ctx_.alloc->in_use();  // persistent buffers and the weights just uploaded
+  f.persistent = ctx_.persistent_bytes();
+  f.scratch = spec_.shape.scratch_bytes(tokens_);
+  f.row_bytes = rounded(static_cast<size_t>(tokens_ * hidden_) * sizeof(float));
+  return f;
+}
+
+VramPlan ModuleRun::make_plan(const std::vector<int64_t>& results_per_linear, int64_t table_rows,
+                              bool with_output) const {
+  EXQ_ASSERT(results_per_linear.size() == spec_.linears.size());
+  const int64_t R = states_.dim(0);
+  ModuleFootprint f = footprint();
+  const int64_t in0 = spec_.shape.hidden, in1 = spec_.shape.mid;
+  for (int64_t in : {in0, in1}) {
+    const size_t sq = static_cast<size_t>(in) * static_cast<size_t>(in) * 4;
+    f.hessians += 2 * rounded(sq);
+    f.prepared += rounded(sq) + rounded(static_cast<size_t>(in) * 4);
+  }
+  for (size_t c = 0; c < spec_.linears.size(); ++c) {
+    const int64_t out = spec_.linears[c].weight.dim(0), in = spec_.linears[c].weight.dim(1);
+    f.candidates += static_cast<size_t>(results_per_linear[c]) *
+                    rounded(static_cast<size_t>(out) * static_cast<size_t>(in) * 2);
+    f.gptq = std::max(f.gptq, gptq_scratch_estimate(out, in));
+  }
+  const auto blocks = static_cast<size_t>(error_blocks(tokens_ * hidden_));
+  const auto tables = static_cast<size_t>(std::max<int64_t>(table_rows, 1));
+  f.scratch += rounded(tables * blocks * 16) + rounded(tables * static_cast<size_t>(R) * 16);
+  if (with_output) f.outputs = 2 * f.row_bytes;
+  return plan_vram(f, R, ctx_.alloc->budget(), ctx_.options.max_rows_on_device);
+}
+
+template <typename Body, typename After>
+void ModuleRun::for_each_row(const Tensor* host_target, bool writes_target, Body&& body,
+                             After&& after) {
+  const int64_t R = rows_->rows();
+  const int64_t depth = std::min(rows_->slots() - 1, kPrefetchRows);
+  for (int64_t r = 0; r < R; ++r) {
+    rows_->stage(r, host_target);
+    rows_->acquire(r);
+    ctx_.compute_spans.begin(ctx_.compute);
+    body(r);
+    ctx_.compute_spans.end(ctx_.compute);
+    rows_->release_row(r, writes_target);
+    after(r);
+    for (int64_t j = r + 1; j <= std::min(r + depth, R - 1); ++j) rows_->stage(j, host_target);
+  }
+}
+
+void ModuleRun::weight_views(std::vector<DeviceView>& w, std::vector<DeviceView>& bias,
+                             DeviceView& w_last) const {
+  for (size_t c = 0; c + 1 < weights_.size(); ++c) {
+    w.push_back(weights_[c].w16.view());
+    bias.push_back(weights_[c].bias.view());
+  }
+  w_last = weights_.back().w16.view();
+}
+
+void ModuleRun::forward_row(const DeviceView& x, const DeviceView& t,
+                            std::span<const DeviceView> w, std::span<const DeviceView> bias,
+                            const DeviceView& w_last, unsigned long long* counter) {
+  runner_.norm(x, norm_.view());
+  runner_.prefix(w, bias, !ctx_.options.exact_attention, /*keep_mid=*/true);
+  runner_.last(w_last);
+  const DeviceView b = last_bias();
+  residual_out_cuda(runner_.y().data<float>(), runner_.y_scale(),
+                    b.empty() ? nullptr : b.data<float>(), x.data<float>(), t.data<float>(),
+                    tokens_ * hidden_, hidden_, counter, ctx_.compute);
+}
+
+void ModuleRun::forward(const TensorView& output) {
+  const auto t0 = Clock::now();
+  output.expect(DType::F32, states_.shape(), "module output");
+  EXQ_CHECK(output.is_contiguous(), "module output must be contiguous");
+  runner_.reserve(tokens_);
+  rows_->allocate();
+  CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
+  std::vector<DeviceView> w, bias;
+  DeviceView w_last;
+  weight_views(w, bias, w_last);
+  unsigned long long* counter = ctx_.output_counter();
+  for_each_row(
+      nullptr, true,
+      [&](int64_t r) { forward_row(rows_->x(r), rows_->target(r), w, bias, w_last, counter); },
+      [&](int64_t r) { rows_->download_target(r, output); });
+  unsigned long long bad[2] = {0, 0};  // outputs, inputs
+  CUDA_CHECK(cudaMemcpyAsync(bad, counter, sizeof(bad), cudaMemcpyDeviceToHost, ctx_.compute));
+  ctx_.ring.flush();
+  ctx_.compute.synchronize();
+  if (bad[1] != 0) rows_->throw_non_finite();
+  timing.reference_s = seconds_since(t0);
+}
+
+void ModuleRun::reference(Tensor* host_target) {
+  const auto t0 = Clock::now();
+  const Tensor* dst = host_target;
+  if (!dst && !plan_.resident) {
+    own_target_ = Tensor(DType::F32, states_.shape());
+    dst = &own_target_;
+  }
+  target_host_ = dst;
+  hessians_[0] = std::make_unique<DeviceHessian>(spec_.shape.hidden, gptq_ctx_);
+  hessians_[1] = std::make_unique<DeviceHessian>(spec_.shape.mid, gptq_ctx_);
+  runner_.reserve(tokens_);
+  rows_->allocate();
+  CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
+
+  std::vector<DeviceView> w, bias;
+  DeviceView w_last;
+  weight_views(w, bias, w_last);
+  unsigned long long* counter = ctx_.output_counter();
+  for_each_row(
+      nullptr, true,
+      [&](int64_t r) {
+        forward_row(rows_->x(r), rows_->target(r), w, bias, w_last, counter);
+        hessian_spans_.begin(ctx_.compute);
+        hessians_[0]->add_batch(runner_.xn());
+        hessians_[1]->add_batch(runner_.mid());
+        hessian_spans_.end(ctx_.compute);
+      },
+      [&](int64_t r) {
+        if (dst) rows_->download_target(r, *dst);
+      });
+  unsigned long long bad[2] = {0, 0};  // outputs, inputs
+  CUDA_CHECK(cudaMemcpyAsync(bad, counter, sizeof(bad), cudaMemcpyDeviceToHost, ctx_.compute));
+  ctx_.ring.flush();
+  ctx_.compute.synchronize();
+  if (bad[1] != 0) rows_->throw_non_finite();
+  EXQ_CHECK(bad[0] == 0, "reference output holds NaN/Inf ({} values)", bad[0]);
+  timing.reference_s = seconds_since(t0);
+  timing.hessian_s = hessian_spans_.total_seconds();
+  hessian_spans_.clear();
+}
+
+void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed) {
+  const size_t L = spec_.linears.size();
+  EXQ_ASSERT(options.size() == L && hessians_[0] && hessians_[1]);
+  if (!plan_.resident) rows_->release();  // streamed rows are copied again for the tests
+  runner_.release();
+  ctx_.compute_spans.begin(ctx_.compute);
+  results_.clear();
+  results_.resize(L);
+  // Timed with events, so the phase has one host wait of its own (at the end).
+  memory::cuda::SpanRecorder prepare_spans, gptq_spans;
+  for (int g = 0; g < 2; ++g) {
+    prepare_spans.begin(ctx_.compute);
+    const DevicePreparedHessian prepared =
+        prepare_hessian(hessians_[g]->hessian(), percdamp_, gptq_ctx_);
+    hessians_[g].reset();
+    prepare_spans.end(ctx_.compute);
+    for (size_t c = 0; c < L; ++c) {
+      if (spec_.linears[c].hessian != g) continue;
+      DeviceLinear& d = weights_[c];
+      const DeviceView input = d.w32.empty() ? d.w16.view() : d.w32.view();
+      gptq_spans.begin(ctx_.compute);
+      results_[c] = gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_);
+      gptq_spans.end(ctx_.compute);
+      EXQ_CHECK(results_[c].size() == options[c].size(),
+                "GPTQ of {} returned {} results for {} options", spec_.linears[c].name,
+                results_[c].size(), options[c].size());
+      for (const DeviceGptqResult& res : results_[c])
+        res.weight.view().expect(DType::F16, d.w16.shape(),
+                                 fmt::format("GPTQ result of {}", spec_.linears[c].name));
+      d.w16 = {};
+      d.w32 = {};
+      timing.gptq_runs += static_cast<int>(options[c].size());
+    }
+  }
+  ctx_.compute_spans.end(ctx_.compute);
+  ctx_.compute.synchronize();
+  timing.prepare_s = prepare_spans.total_seconds();
+  timing.gptq_s = gptq_spans.total_seconds();
+  runner_.reserve(tokens_);
+  rows_->allocate();
+}
+
+std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>& pick) {
+  const auto t0 = Clock::now();
+  const size_t L = spec_.linears.size(), n_table = pick.size();
+  const int64_t R = rows_->rows(), n = tokens_ * hidden_;
+  // Table rows grouped by the options of every linear but the last, first-seen order.
+  std::vector<std::vector<size_t>> groups;
+  std::map<std::vector<size_t>, size_t> group_of;
+  for (size_t i = 0; i < n_table; ++i) {
+    EXQ_ASSERT(pick[i].size() == L);
+    const std::vector<size_t> key(pick[i].begin(), pick[i].end() - 1);
+    const auto [it, added] = group_of.try_emplace(key, groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  const int blocks = error_blocks(n);
+  const DeviceTensor partials = doubles(static_cast<int64_t>(n_table) * blocks * 2, ctx_);
+  const DeviceTensor sums = doubles(static_cast<int64_t>(n_table) * R * 2, ctx_);
+  const DeviceView b = last_bias();
+  const float* bias_last = b.empty() ? nullptr : b.data<float>();
+  std::vector<DeviceView> w(L - 1), bias(L - 1);
+  for (size_t c = 0; c + 1 < L; ++c) bias[c] = weights_[c].bias.view();
+
+  for_each_row(
+      target_host_, false,
+      [&](int64_t r) {
+        const DeviceView x = rows_->x(r), t = rows_->target(r);
+        runner_.norm(x, norm_.view());
+        for (const std::vector<size_t>& group : groups) {
+          for (size_t c = 0; c + 1 < L; ++c) w[c] = results_[c][pick[group[0]][c]].weight.view();
+          runner_.prefix(w, bias, /*fast=*/true, /*keep_mid=*/false);
+          for (size_t i : group) {
+            runner_.last(results_[L - 1][pick[i][L - 1]].weight.view());
+            error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
+                                x.data<float>(), t.data<float>(), nullptr, n, hidden_,
+                                as_doubles(partials) + i * static_cast<size_t>(blocks) * 2,
+                                ctx_.compute);
+          }
+        }
+        error_finalize_cuda(as_doubles(partials), static_cast<int>(n_table), blocks,
+                            as_doubles(sums) + r * 2, R * 2, ctx_.compute);
+      },
+      [](int64_t) {});
+  const std::vector<double> s = download_doubles(sums, ctx_.compute);
+  std::vector<double> errors(n_table, 0.0);
+  for (size_t i = 0; i < n_table; ++i) {
+    double err = 0.0;
+    for (int64_t r = 0; r < R; ++r) {
+      const size_t at = (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2;
+      err += relative(s[at], s[at + 1]);
+    }
+    errors[i] = err / static_cast<double>(R);
+  }
+  timing.test_s = seconds_since(t0);
+  return errors;
+}
+
+double ModuleRun::forward_quantized(Tensor& output) {
+  const auto t0 = Clock::now();
+  const size_t L = spec_.linears.size();
+  const int64_t R = rows_->rows(), n = tokens_ * hidden_;
+  output.view().expect(DType::F32, states_.shape(), "quantized module output");
+  const int blocks = error_blocks(n);
+  const DeviceTensor partials = doubles(static_cast<int64_t>(blocks) * 2, ctx_);
+  const DeviceTensor sums = doubles(R * 2, ctx_);
+  DeviceTensor out[2] = {DeviceTensor(DType::F32, {tokens_, hidden_}, *ctx_.alloc, ctx_.compute),
+                         DeviceTensor(DType::F32, {tokens_, hidden_}, *ctx_.alloc, ctx_.compute)};
+  Event copied[2] = {Event(false), Event(false)};
+  for (Event& e : copied) ctx_.ring.record(e);
+  const DeviceView b = last_bias();
+  const float* bias_last = b.empty() ? nullptr : b.data<float>();
+  std::vector<DeviceView> w, bias;
+  for (size_t c = 0; c + 1 < L; ++c) {
+    EXQ_ASSERT(!results_[c].empty());
+    w.push_back(results_[c][0].weight.view());
+    bias.push_back(weights_[c].bias.view());
+  }
+  const DeviceView w_last = results_[L - 1].at(0).weight.view();
+  const size_t row_bytes = static_cast<size_t>(n) * sizeof(float);
+
+  for_each_row(
+      target_host_, false,
+      [&](int64_t r) {
+        const DeviceView x = rows_->x(r), t = rows_->target(r);
+        copied[r % 2].wait_on(ctx_.compute);  // the buffer's previous row has left
+        runner_.norm(x, norm_.view());
+        // keep_mid as in forward_row(): the MLP's stored and recomputed activations need not
+        // round alike, and forward() must reproduce this output bit for bit.
+        runner_.prefix(w, bias, !ctx_.options.exact_attention, /*keep_mid=*/true);
+        runner_.last(w_last);
+        error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
+                            x.data<float>(), t.data<float>(), out[r % 2].view().data<float>(), n,
+                            hidden_, as_doubles(partials), ctx_.compute);
+        error_finalize_cuda(as_doubles(partials), 1, blocks, as_doubles(sums) + r * 2, 2,
+                            ctx_.compute);
+      },
+      [&](int64_t r) {
+        Event written(false);
+        written.record(ctx_.compute);
+        ctx_.ring.download(out[r % 2].raw(),
+                           static_cast<char*>(output.raw()) + static_cast<size_t>(r) * row_bytes,
+                           row_bytes, &written);
+        ctx_.ring.record(copied[r % 2]);
+      });
+  ctx_.ring.flush();
+  const std::vector<double> s = download_doubles(sums, ctx_.compute);
+  double num = 0.0, den = 0.0;
+  for (int64_t r = 0; r < R; ++r) {
+    num += s[static_cast<size_t>(2 * r)];
+    den += s[static_cast<size_t>(2 * r + 1)];
+  }
+  timing.test_s = seconds_since(t0);
+  return relative(num, den);
+}
+
+}  // namespace exq::quant::cuda

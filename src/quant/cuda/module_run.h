@@ -1,0 +1,132 @@
+// One module's work for the CUDA engine (cuda_engine.cpp drives it; same semantics as
+// quant/measure.cpp and quant/quantize.cpp on the CPU):
+//  1. reference(): 16-bit device copies of the weights, the forward of every calibration row
+//     with the original weights (the target), and the Hessians of the linears' inputs
+//     (DeviceHessian: q/k/v or gate/up share one, o / down have their own).
+//  2. gptq(): act-order + Cholesky of each Hessian, then every linear GPTQ-quantized under all
+//     its options in one batched call; the results (fp16 weights on the device) replace the
+//     originals.
+//  3. test_table() (measure): every row of the option table on every calibration row. Table
+//     rows that share the options of all linears but the last (q/k/v, gate/up) share the
+//     attention output / activation, so the prefix runs once per distinct combination and only
+//     o / down per table row. Errors are reduced on the device in double in a fixed order and
+//     read back once. Or forward_quantized() (quantize): the module with the quantized weights
+//     on every row, its output downloaded and the rfn error.
+// Or, forward only (resume replay, ForwardOnly constructor): forward() runs the module with the
+// given weights through exactly the reference pass's kernels, so with the layer's own weights it
+// reproduces reference()'s target and with the dequantized GPTQ results (the same fp16 values)
+// forward_quantized()'s output, bit for bit.
+// The calibration states live in a RowStore sized by the VRAM plan (engine_plan.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/cuda/block_runner.h"
+#include "quant/cuda/engine_context.h"
+#include "quant/cuda/engine_plan.h"
+#include "quant/cuda/gptq_cuda.h"
+#include "quant/cuda/row_store.h"
+#include "quant/measure.h"
+#include "quant/options.h"
+
+namespace exq::quant::cuda {
+
+// Host views the caller keeps alive for the run (contiguous F32, checked by the caller).
+struct LinearSpec {
+  std::string_view name;  // "q_proj", ...
+  TensorView weight;      // host F32 [out, in]
+  TensorView bias;        // host F32 [out], or an empty view
+  int hessian;            // 0: reads RMSNorm(x); 1: reads the prefix output (o / down)
+};
+
+struct BlockSpec {
+  BlockShape shape;
+  TensorView norm;                  // host F32 [hidden]
+  std::vector<LinearSpec> linears;  // table order; the last one is o_proj / down_proj
+};
+
+struct ForwardOnly {};
+
+class ModuleRun {
+ public:
+  // states: host F32 [rows, T, hidden] (checked by the caller). For the VRAM plan:
+  // results_per_linear (GPTQ results each linear keeps), table_rows (rows test_table() gets),
+  // with_output (forward_quantized() will be used).
+  ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView& states,
+            const std::vector<int64_t>& results_per_linear, int64_t table_rows, bool with_output,
+            float percdamp);
+  // Forward only: weights and states, no Hessians or GPTQ in the VRAM plan.
+  ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView& states, ForwardOnly);
+  ~ModuleRun();
+  ModuleRun(const ModuleRun&) = delete;
+  ModuleRun& operator=(const ModuleRun&) = delete;
+
+  const VramPlan& plan() const { return plan_; }
+
+  // host_target: F32 [rows, T, hidden] that receives the reference output, or null (kept on
+  // the device when resident, else in an internal host copy). Throws exq::Error for NaN/Inf in
+  // the states or the reference output.
+  void reference(Tensor* host_target);
+  // options[c]: the distinct options of linear c.
+  void gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed);
+  std::vector<DeviceGptqResult>& results(size_t linear) { return results_[linear]; }
+  // pick[i][c]: index into options[c] for table row i. Per table row: mean over calibration
+  // rows of ||y_q - y||_F / ||y||_F.
+  std::vector<double> test_table(const std::vector<std::vector<size_t>>& pick);
+  // The module with results(c)[0] for every linear on every row: output F32 [rows, T, hidden]
+  // (allocated by the caller) and ||y_q - y||_F / ||y||_F over all rows.
+  double forward_quantized(Tensor& output);
+  // Forward-only runs: output = the module with the spec's weights on every row, F32
+  // [rows, T, hidden] (any host memory, not aliasing the states). Throws exq::Error for NaN/Inf
+  // in the states; non-finite outputs are the caller's to check.
+  void forward(const TensorView& output);
+
+  MeasureTiming timing;
+
+ private:
+  struct DeviceLinear {
+    DeviceTensor w16;   // F16 [out, in]: the matmul copy
+    DeviceTensor w32;   // F32 [out, in], only when the weight is not exact in F16 (GPTQ input)
+    DeviceTensor bias;  // F32 [out] or empty
+  };
+  DeviceTensor upload_f32(const TensorView& host, bool* f16_exact);
+  // keep_f32: keep an F32 copy of weights not exact in fp16 (GPTQ's input).
+  void upload_weights(bool keep_f32);
+  ModuleFootprint footprint() const;  // weights, scratch and rows; no GPTQ phases
+  VramPlan make_plan(const std::vector<int64_t>& results_per_linear, int64_t table_rows,
+                     bool with_output) const;
+  // The reference pass's per-row forward: t = module(x) with weights w (prefix) and w_last.
+  void forward_row(const DeviceView& x, const DeviceView& t, std::span<const DeviceView> w,
+                   std::span<const DeviceView> bias, const DeviceView& w_last,
+                   unsigned long long* counter);
+  void weight_views(std::vector<DeviceView>& w, std::vector<DeviceView>& bias,
+                    DeviceView& w_last) const;
+  // Stages, runs and releases every calibration row in order, prefetching the next ones.
+  template <typename Body, typename After>
+  void for_each_row(const Tensor* host_target, bool writes_target, Body&& body, After&& after);
+  DeviceView last_bias() const { return weights_.back().bias.view(); }
+
+  EngineContext& ctx_;
+  const BlockSpec& spec_;
+  TensorView states_;
+  int64_t tokens_, hidden_;
+  float percdamp_;
+  GptqContext gptq_ctx_;
+  BlockRunner runner_;
+  DeviceTensor norm_;
+  std::vector<DeviceLinear> weights_;
+  std::unique_ptr<DeviceHessian> hessians_[2];
+  std::vector<std::vector<DeviceGptqResult>> results_;
+  VramPlan plan_;
+  std::unique_ptr<RowStore> rows_;
+  Tensor own_target_;                    // reference output when neither resident nor the caller's
+  const Tensor* target_host_ = nullptr;  // where phase 3 re-reads targets from (non-resident)
+  memory::cuda::SpanRecorder hessian_spans_;
+};
+
+}  // namespace exq::quant::cuda

@@ -1,0 +1,201 @@
+#include "runtime/cuda/cuda_generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+#include "backend/cpu/elementwise.h"
+#include "backend/cuda/cuda_check.h"
+#include "core/error.h"
+#include "runtime/model_step.h"
+
+namespace exq::runtime::cuda {
+
+namespace gpu = exq::cuda;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::span<const float> CudaStep::forward(std::span<const int32_t> tokens) {
+  logits_ = model_.forward(tokens, /*all_logits=*/false);
+  return logits_.span<const float>();
+}
+
+gpu::SamplingParams sampling_params(const SamplerConfig& c) {
+  gpu::SamplingParams p;
+  p.temperature = c.temperature;
+  p.top_k = c.top_k;
+  p.top_p = c.top_p;
+  p.min_p = c.min_p;
+  p.repetition_penalty = c.repetition_penalty;
+  return p;
+}
+
+CudaSampler::CudaSampler(const SamplerConfig& config, int64_t vocab, gpu::CachingAllocator& alloc,
+                         cudaStream_t stream)
+    : config_(config),
+      params_(sampling_params(config)),
+      seed_(config.seed ? *config.seed : std::random_device{}()),
+      rng_(seed_),
+      alloc_(alloc),
+      stream_(stream),
+      host_(sizeof(int32_t)) {
+  config_.validate();
+  workspace_ = gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(gpu::sample_workspace_bytes(vocab))},
+                                 alloc, stream);
+  if (config_.repetition_penalty != 1.0f) {
+    seen_ = gpu::DeviceTensor(DType::U8, {vocab}, alloc, stream);
+    CUDA_CHECK(cudaMemsetAsync(seen_.raw(), 0, seen_.nbytes(), stream));
+  }
+}
+
+void CudaSampler::set_history(std::span<const int32_t> ids) {
+  if (seen_.empty()) return;
+  CUDA_CHECK(cudaMemsetAsync(seen_.raw(), 0, seen_.nbytes(), stream_));
+  if (ids.empty()) return;
+  const TensorView host(const_cast<int32_t*>(ids.data()), DType::I32, {static_cast<int64_t>(ids.size())});
+  const gpu::DeviceTensor dev = gpu::to_device(host, alloc_, stream_);
+  gpu::mark_seen(dev, seen_, stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `dev` returns to the allocator's cache
+}
+
+int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out) {
+  // As Sampler::sample: a random number only for a non-greedy draw.
+  const double u = config_.greedy() ? 0.0 : uniform_from_bits(rng_());
+  gpu::sample(logits, params_, u, seen_.empty() ? gpu::DeviceView() : seen_.view(), workspace_, out,
+              stream_);
+  if (!seen_.empty()) gpu::mark_seen(out, seen_, stream_);
+  CUDA_CHECK(cudaMemcpyAsync(host_.data(), out.raw(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return gpu::sampled_token(*host_.as<int32_t>());
+}
+
+GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
+                             const GenerateOptions& options, const TextCallback& on_text) {
+  EXQ_CHECK(!prompt.empty(), "the prompt is empty: nothing to generate from");
+  EXQ_CHECK(options.max_new_tokens >= 0, "max tokens must be >= 0, got {}", options.max_new_tokens);
+  const int64_t room = model.max_context() - model.position();
+  EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= room,
+            "the prompt has {} tokens but the context has room for {} (context length {})",
+            prompt.size(), room, model.max_context());
+
+  GenerateResult result;
+  CudaSampler sampler(options.sampler, model.config().vocab_size, model.allocator(), model.stream());
+  result.seed = sampler.seed();
+  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  if (options.max_new_tokens == 0) return result;
+  if (decoder) decoder->reset();
+  sampler.set_history(prompt);
+
+  Utf8Stream utf8;
+  bool stopped_by_callback = false;
+  auto emit = [&](std::string piece) {
+    piece = utf8.push(piece);
+    if (piece.empty()) return;
+    result.text += piece;
+    if (on_text && !on_text(piece)) stopped_by_callback = true;
+  };
+
+  auto t0 = Clock::now();
+  gpu::DeviceView logits = model.forward_last(prompt);
+  int32_t next = sampler.sample(logits, model.token_slot());
+  result.prefill_seconds = seconds_since(t0);
+
+  t0 = Clock::now();
+  for (;;) {
+    result.ids.push_back(next);
+    const bool is_eos = std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), next) !=
+                        options.eos_token_ids.end();
+    if (is_eos) {
+      result.stop = StopReason::Eos;
+      break;
+    }
+    if (decoder) emit(decoder->push(next));
+    if (stopped_by_callback) {
+      result.stop = StopReason::Callback;
+      break;
+    }
+    if (static_cast<int64_t>(result.ids.size()) >= options.max_new_tokens) {
+      result.stop = StopReason::MaxTokens;
+      break;
+    }
+    if (model.position() >= model.max_context()) {
+      result.stop = StopReason::ContextFull;
+      break;
+    }
+    logits = model.decode_slot();  // the sampler left `next` in the token slot
+    ++result.decode_steps;
+    next = sampler.sample(logits, model.token_slot());
+  }
+  result.decode_seconds = result.decode_steps > 0 ? seconds_since(t0) : 0.0;
+  if (decoder && !stopped_by_callback) emit(decoder->finish());
+  if (!stopped_by_callback) {
+    const std::string tail = utf8.finish();
+    if (!tail.empty()) {
+      result.text += tail;
+      if (on_text) on_text(tail);
+    }
+  }
+  result.generated_tokens = static_cast<int64_t>(result.ids.size());
+  return result;
+}
+
+int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens) {
+  const int64_t limit = config.max_position_embeddings;
+  EXQ_CHECK(static_cast<int64_t>(prompt_tokens) <= limit,
+            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
+            prompt_tokens, limit);
+  const int64_t wanted = static_cast<int64_t>(prompt_tokens) + std::max<int64_t>(max_new_tokens, 0);
+  return std::min(limit, std::max<int64_t>(wanted, 1));
+}
+
+GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
+                                  std::span<const int32_t> prompt, const GenerateOptions& options,
+                                  const TextCallback& on_text) {
+  const int64_t vocab = model.config().vocab_size;
+  for (int32_t id : prompt)
+    EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
+              vocab);
+  model.reset();
+  TokenizerTextDecoder decoder(tok);
+  return generate_cuda(model, &decoder, prompt, options, on_text);
+}
+
+PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,
+                                 const std::function<void(int64_t, double)>& on_window) {
+  EXQ_CHECK(!windows.empty(), "perplexity: no token windows");
+  PerplexityResult r;
+  double total = 0.0;
+  const int64_t V = model.config().vocab_size;
+  for (size_t w = 0; w < windows.size(); ++w) {
+    const std::vector<int32_t>& ids = windows[w];
+    const auto n = static_cast<int64_t>(ids.size());
+    EXQ_CHECK(n >= 2, "perplexity: window {} has {} tokens, need at least 2", w, n);
+    EXQ_CHECK(n - 1 <= model.max_context(), "perplexity: window {} of {} tokens exceeds the context of {}",
+              w, n, model.max_context() + 1);
+    model.reset();
+    // Logits of positions 0..n-2 predict tokens 1..n-1; the last position predicts nothing.
+    const Tensor logits = model.forward(std::span(ids).first(static_cast<size_t>(n - 1)), true);
+    const std::vector<double> lse = cpu::logsumexp_rows(logits);
+    double sum = 0.0;
+    for (int64_t t = 0; t + 1 < n; ++t)
+      sum += lse[static_cast<size_t>(t)] - logits.data<float>()[t * V + ids[static_cast<size_t>(t) + 1]];
+    total += sum;
+    r.tokens += n - 1;
+    r.window_ppl.push_back(std::exp(sum / static_cast<double>(n - 1)));
+    if (on_window) on_window(static_cast<int64_t>(w), r.window_ppl.back());
+  }
+  r.nll = total / static_cast<double>(r.tokens);
+  r.ppl = std::exp(r.nll);
+  return r;
+}
+
+}  // namespace exq::runtime::cuda

@@ -1,0 +1,88 @@
+// The CUDA runtime behind generation and perplexity: a StepFunction over CudaLlama (for
+// runtime::generate), the GPU sampler (runtime::Sampler's semantics and random stream, on
+// the device), generation that feeds each sampled token back on the device (only the id comes
+// to the host, for stop checks and text), and perplexity from CUDA logits.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/memory.h"
+#include "backend/cuda/sampling.h"
+#include "runtime/cuda/cuda_llama.h"
+#include "runtime/generator.h"
+#include "runtime/perplexity.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace exq::runtime::cuda {
+
+// CudaLlama as a runtime::StepFunction (host logits each step). The model must outlive it.
+class CudaStep : public StepFunction {
+ public:
+  explicit CudaStep(CudaLlama& model) : model_(model) {}
+  std::span<const float> forward(std::span<const int32_t> tokens) override;
+  int64_t position() const override { return model_.position(); }
+  int64_t max_context() const override { return model_.max_context(); }
+  void reset() override { model_.reset(); }
+
+ private:
+  CudaLlama& model_;
+  Tensor logits_;  // [1, vocab] of the last forward
+};
+
+// The settings the device sampler takes for a SamplerConfig.
+exq::cuda::SamplingParams sampling_params(const SamplerConfig& config);
+
+// runtime::Sampler on the device: the same config and seed pick the same tokens from the same
+// logits (and draw the same random numbers: one per non-greedy sample).
+class CudaSampler {
+ public:
+  // Throws exq::Error for an invalid config (SamplerConfig::validate).
+  CudaSampler(const SamplerConfig& config, int64_t vocab, exq::cuda::CachingAllocator& alloc,
+              cudaStream_t stream);
+  uint64_t seed() const { return seed_; }
+  // The tokens the repetition penalty applies to: exactly `ids` (prompt + generated so far).
+  void set_history(std::span<const int32_t> ids);
+  // Samples from logits [1, vocab] (device) into `out` ([1] I32 on the device, e.g.
+  // CudaLlama::token_slot()), adds it to the history and returns it (waits for the stream).
+  // Throws the CPU sampler's exq::Error for NaN / +Inf logits or nothing to sample.
+  int32_t sample(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out);
+
+ private:
+  SamplerConfig config_;
+  exq::cuda::SamplingParams params_;
+  uint64_t seed_;
+  std::mt19937_64 rng_;
+  exq::cuda::CachingAllocator& alloc_;
+  cudaStream_t stream_;
+  exq::cuda::DeviceTensor seen_;       // [vocab] U8, only with a repetition penalty
+  exq::cuda::DeviceTensor workspace_;  // sample_workspace_bytes(vocab)
+  exq::cuda::PinnedBuffer host_;       // the sampled id
+};
+
+// runtime::generate on the GPU: the same stop rules, stream and result, with GPU sampling.
+GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
+                             const GenerateOptions& options, const TextCallback& on_text = {});
+
+// KV cache positions runtime::generate_text would use: prompt + max_new_tokens, at least 1,
+// capped at max_position_embeddings. Throws exq::Error when the prompt alone exceeds that.
+int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens);
+
+// runtime::generate_text on a CudaLlama (its cache is reset first): checks the prompt ids and
+// streams text through the tokenizer.
+GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
+                                  std::span<const int32_t> prompt, const GenerateOptions& options,
+                                  const TextCallback& on_text = {});
+
+// runtime::perplexity with CUDA logits; every window (>= 2 tokens) must fit max_context() + 1.
+PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,
+                                 const std::function<void(int64_t, double)>& on_window = {});
+
+}  // namespace exq::runtime::cuda

@@ -1,0 +1,91 @@
+// CudaLlama: a Llama-family decoder (model::LlamaModel's weights: f16/bf16 and EXL2 linears)
+// run on one NVIDIA GPU. Weights are uploaded once; the residual stream, norms and
+// accumulators stay f32 as on the CPU (SmolLM2's residual reaches ~29,000); the KV cache is
+// f16 (or f32). Prompts run in chunks through cuBLAS / the EXL2 dequantize path; single-token
+// steps run the EXL2 GEMV and are replayed from a CUDA graph captured once: the token and the
+// position live in device memory (the graph itself advances the position).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/device_tensor.h"
+#include "io/hf_config.h"
+#include "model/llama.h"
+
+namespace exq::runtime::cuda {
+
+struct CudaOptions {
+  int device = 0;
+  int64_t max_context = 0;     // KV cache positions; 0: min(max_position_embeddings, 4096)
+  DType kv_cache = DType::F16;  // F16 or F32
+  int64_t prefill_chunk = 512;  // tokens per prefill pass (bounds the activation memory)
+  // Device bytes for everything exq allocates (weights, cache, scratch); unlimited: what the
+  // device has free.
+  size_t vram_budget = exq::cuda::CachingAllocator::kUnlimited;
+  bool cuda_graph = true;  // replay single-token steps from a captured graph
+};
+
+// "" when `device` exists and has compute capability >= 8.0, else why CUDA cannot be used.
+// Never throws.
+std::string cuda_unavailable_reason(int device = 0);
+
+class CudaLlama {
+ public:
+  // Uploads the weights (the model may be destroyed afterwards). Throws exq::Error without a
+  // usable GPU, for a configuration the kernels do not support, or when the model, the KV cache
+  // of max_context positions and the scratch do not fit the budget or the free memory.
+  CudaLlama(const model::LlamaModel& model, const CudaOptions& options = {});
+  CudaLlama(const io::ModelConfig& config, const model::LlamaWeights& weights,
+            const CudaOptions& options = {});
+  ~CudaLlama();
+  CudaLlama(CudaLlama&&) noexcept;
+  CudaLlama& operator=(CudaLlama&&) noexcept;
+  CudaLlama(const CudaLlama&) = delete;
+  CudaLlama& operator=(const CudaLlama&) = delete;
+
+  const io::ModelConfig& config() const;
+  const exq::cuda::DeviceInfo& device() const;
+  int64_t position() const;     // tokens in the KV cache
+  int64_t max_context() const;  // its capacity
+  void reset();                 // empties the cache
+  void truncate(int64_t n);     // keeps the first n <= position() positions
+
+  // LlamaModel::forward's contract: runs tokens at positions position() .. +T-1 and appends
+  // them to the cache; returns F32 host logits [T, vocab] when all_logits, else [1, vocab].
+  // Throws exq::Error for no tokens, an id outside the vocabulary or a full cache (the cache
+  // is unchanged then).
+  Tensor forward(std::span<const int32_t> tokens, bool all_logits = false);
+
+  // The same, leaving the last token's logits on the device: [1, vocab] F32, valid until the
+  // next call. Nothing is synchronized.
+  exq::cuda::DeviceView forward_last(std::span<const int32_t> tokens);
+  // One step whose input token is already in token_slot() (e.g. written by the GPU sampler).
+  exq::cuda::DeviceView decode_slot();
+  // [1] I32 on the device: the input token of decode_slot().
+  exq::cuda::DeviceView token_slot() const;
+
+  cudaStream_t stream() const;
+  exq::cuda::CachingAllocator& allocator();
+
+  struct Stats {
+    size_t weight_bytes = 0;        // device bytes one decode step reads from weights
+    size_t kv_bytes_per_token = 0;  // cache bytes per position (all layers, K and V)
+    bool graph_captured = false;
+    int64_t graph_replays = 0;
+  };
+  Stats stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace exq::runtime::cuda

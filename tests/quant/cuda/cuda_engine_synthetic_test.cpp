@@ -1,0 +1,437 @@
+// The CUDA engine against the CPU engine on a small random Llama-shaped layer with biases on
+// every linear (paths SmolLM2 lacks), attention weights exact in fp16 and MLP weights that are
+// not (GPTQ then reads an F32 copy), and T not a multiple of the kernels' tiles; and the
+// forward-only calls of resume replay against the measurement and quantization passes. Needs a
+// GPU, not the test model.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "engine_test_util.h"
+#include "io/exl2.h"
+#include "memory/host_store.h"
+#include "quant/cuda/cuda_engine.h"
+#include "quant/engine.h"
+#include "quant/module_forward.h"
+#include "test_support.h"
+
+namespace exq::quant::cuda {
+namespace {
+
+constexpr int64_t kRows = 3, kTokens = 77;
+
+io::ModelConfig tiny_config() {
+  io::ModelConfig c;
+  c.model_type = "llama";
+  c.hidden_size = 256;
+  c.intermediate_size = 640;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  c.vocab_size = 1000;
+  c.max_position_embeddings = 512;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  c.attention_qkv_bias = true;
+  c.attention_out_bias = true;
+  c.mlp_bias = true;
+  return c;
+}
+
+Tensor random(Shape shape, std::mt19937& rng, float scale, float offset, bool f16_exact) {
+  Tensor t(DType::F32, std::move(shape));
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : t.span<float>()) {
+    v = offset + scale * dist(rng);
+    if (f16_exact) v = half_to_float(float_to_half(v));
+  }
+  return t;
+}
+
+LayerF32 random_layer(const io::ModelConfig& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), in = c.intermediate_size;
+  LayerF32 l;
+  l.attn_norm = random({h}, rng, 0.1f, 1.0f, true);
+  l.q = random({q, h}, rng, 0.06f, 0.0f, true);
+  l.k = random({kv, h}, rng, 0.06f, 0.0f, true);
+  l.v = random({kv, h}, rng, 0.06f, 0.0f, true);
+  l.o = random({h, q}, rng, 0.06f, 0.0f, true);
+  l.q_bias = random({q}, rng, 0.1f, 0.0f, false);
+  l.k_bias = random({kv}, rng, 0.1f, 0.0f, false);
+  l.v_bias = random({kv}, rng, 0.1f, 0.0f, false);
+  l.o_bias = random({h}, rng, 0.1f, 0.0f, false);
+  l.ffn_norm = random({h}, rng, 0.1f, 1.0f, true);
+  l.gate = random({in, h}, rng, 0.06f, 0.0f, false);
+  l.up = random({in, h}, rng, 0.06f, 0.0f, false);
+  l.down = random({h, in}, rng, 0.04f, 0.0f, false);
+  l.gate_bias = random({in}, rng, 0.1f, 0.0f, false);
+  l.up_bias = random({in}, rng, 0.1f, 0.0f, false);
+  l.down_bias = random({h}, rng, 0.1f, 0.0f, false);
+  return l;
+}
+
+MeasureOptions some_rows() {
+  MeasureOptions o;
+  for (size_t i : {0, 2, 3, 9, 12, 18}) o.attn_table.push_back(attn_option_table()[i]);
+  for (size_t i : {0, 2, 3, 5, 6, 16}) o.mlp_table.push_back(mlp_option_table()[i]);
+  return o;
+}
+
+TEST(CudaEngineSynthetic, MeasurementWithBiasesMatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 11);
+  std::mt19937 rng(5);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const MeasureOptions opts = some_rows();
+  const auto cpu = make_cpu_engine(c, 128);
+  const auto gpu = make_cuda_engine(c, 128, {});
+  const ModuleResult ca = cpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  const ModuleResult ga = gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  std::printf("%s\n", gpu->module_stats().dump().c_str());
+  test::expect_measurements_close(ga, ca, 0.002, 1e-3);
+  const ModuleResult cm = cpu->measure_mlp(layer, ca.target, "model.layers.0.mlp", opts);
+  const ModuleResult gm = gpu->measure_mlp(layer, ca.target, "model.layers.0.mlp", opts);
+  std::printf("%s\n", gpu->module_stats().dump().c_str());
+  test::expect_measurements_close(gm, cm, 0.002, 1e-3);
+  for (double e : gm.errors) EXPECT_GT(e, 0.0);
+}
+
+TEST(CudaEngineSynthetic, QuantizeWithBiasesMatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 12);
+  std::mt19937 rng(6);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const auto cpu = make_cpu_engine(c, 128);
+  const auto gpu = make_cuda_engine(c, 128, {});
+  const AttnOptions ao = attn_option_table()[10];
+  const MlpOptions mo = mlp_option_table()[9];
+  const QuantStep ca = cpu->quantize_attention(layer, 0, x, ao);
+  const QuantStep ga = gpu->quantize_attention(layer, 0, x, ao);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), in = c.intermediate_size;
+  test::expect_packed_valid(ga, ca, {{q, h}, {kv, h}, {kv, h}, {h, q}});
+  test::expect_step_close(ga, ca);
+  for (size_t i = 0; i < ga.packed.size(); ++i)  // fp16 of the F32 bias, like the CPU
+    EXPECT_TRUE(test::same_bytes(ga.packed[i].second.bias, ca.packed[i].second.bias))
+        << ga.packed[i].first;
+  const QuantStep cm = cpu->quantize_mlp(layer, 0, ca.output, mo);
+  const QuantStep gm = gpu->quantize_mlp(layer, 0, ca.output, mo);
+  test::expect_packed_valid(gm, cm, {{in, h}, {in, h}, {h, in}});
+  test::expect_step_close(gm, cm);
+  // Streaming one row at a time changes nothing.
+  CudaEngineOptions o;
+  o.max_rows_on_device = 1;
+  const auto one = make_cuda_engine(c, 128, o);
+  test::expect_packed_identical(one->quantize_mlp(layer, 0, ca.output, mo), gm);
+  EXPECT_EQ(one->module_stats().at("rows_per_chunk").get<int64_t>(), 1);
+}
+
+TEST(CudaEngineSynthetic, StreamingAndBudgetsGiveIdenticalResults) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 14);
+  std::mt19937 rng(8);
+  const Tensor x = random({5, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const MeasureOptions opts = some_rows();
+  const auto ref = make_cuda_engine(c, 128, {});
+  const ModuleResult a0 = ref->measure_attention(layer, x, "a", opts);
+  const ModuleResult m0 = ref->measure_mlp(layer, a0.target, "m", opts);
+  const size_t peak = ref->module_stats().at("peak_vram_bytes").get<size_t>();
+  const QuantStep qa0 = ref->quantize_attention(layer, 0, x, attn_option_table()[3]);
+  const QuantStep qm0 = ref->quantize_mlp(layer, 0, qa0.output, mlp_option_table()[4]);
+  for (int64_t slots : {3, 2, 1}) {
+    SCOPED_TRACE(::testing::Message() << slots << " row slot(s)");
+    CudaEngineOptions o;
+    o.vram_budget_bytes = peak;
+    o.max_rows_on_device = slots;
+    const auto tight = make_cuda_engine(c, 128, o);
+    test::expect_measurements_identical(tight->measure_attention(layer, x, "a", opts), a0);
+    const auto stats = tight->module_stats();
+    EXPECT_EQ(stats.at("rows_per_chunk").get<int64_t>(), slots);
+    EXPECT_FALSE(stats.at("states_resident").get<bool>());
+    EXPECT_LE(stats.at("peak_vram_bytes").get<size_t>(), peak);
+    test::expect_measurements_identical(tight->measure_mlp(layer, a0.target, "m", opts), m0);
+    test::expect_packed_identical(tight->quantize_attention(layer, 0, x, attn_option_table()[3]),
+                                  qa0);
+    test::expect_packed_identical(tight->quantize_mlp(layer, 0, qa0.output, mlp_option_table()[4]),
+                                  qm0);
+  }
+  test::expect_measurements_identical(ref->measure_attention(layer, x, "a", opts), a0);
+}
+
+TEST(CudaEngineSynthetic, ErrorsMidStreamLeaveTheEngineUsable) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 15);
+  std::mt19937 rng(9);
+  const Tensor x = random({6, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  Tensor bad = Tensor::copy_of(x);
+  const int64_t at = 4 * kTokens * c.hidden_size + 100;  // row 4: found while streaming
+  bad.data<float>()[at] = NAN;
+  CudaEngineOptions o;
+  o.max_rows_on_device = 2;
+  const auto gpu = make_cuda_engine(c, 128, o);
+  const ModuleResult before =
+      gpu->measure_attention(layer, x, "model.layers.3.self_attn", some_rows());
+  for (int pass = 0; pass < 2; ++pass) {
+    try {
+      if (pass == 0)
+        gpu->measure_attention(layer, bad, "model.layers.3.self_attn", some_rows());
+      else
+        gpu->quantize_mlp(layer, 3, bad, mlp_option_table()[2]);
+      ADD_FAILURE() << "expected exq::Error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(pass == 0 ? "measure model.layers.3.self_attn: input states hold NaN/Inf"
+                                 : "quantize model.layers.3.mlp: input states hold NaN/Inf"),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find("(element " + std::to_string(at) + ")"), std::string::npos) << m;
+    }
+  }
+  test::expect_measurements_identical(
+      gpu->measure_attention(layer, x, "model.layers.3.self_attn", some_rows()), before);
+}
+
+// Page-locked states skip the staging buffers (copied directly, checked on the device).
+TEST(CudaEngineSynthetic, PinnedStatesGiveTheSameResults) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 17);
+  std::mt19937 rng(11);
+  const Tensor x = random({4, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  Tensor pinned = Tensor::copy_of(x);
+  ASSERT_EQ(cudaHostRegister(pinned.raw(), pinned.nbytes(), cudaHostRegisterDefault), cudaSuccess);
+  CudaEngineOptions o;
+  o.max_rows_on_device = 2;
+  const auto gpu = make_cuda_engine(c, 128, o);
+  const ModuleResult a = gpu->measure_attention(layer, x, "a", some_rows());
+  const ModuleResult b = gpu->measure_attention(layer, pinned, "a", some_rows());
+  test::expect_measurements_identical(b, a);
+  EXPECT_EQ(gpu->module_stats().at("bytes_h2d").get<size_t>() > 0, true);
+  const int64_t at = 3 * kTokens * c.hidden_size + 5;
+  pinned.data<float>()[at] = -INFINITY;
+  try {
+    gpu->measure_mlp(layer, pinned, "model.layers.1.mlp", some_rows());
+    ADD_FAILURE() << "expected exq::Error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("measure model.layers.1.mlp: input states hold NaN/Inf (element " +
+                     std::to_string(at) + ")"),
+              std::string::npos)
+        << m;
+  }
+  EXPECT_EQ(cudaHostUnregister(pinned.raw()), cudaSuccess);
+}
+
+// The step's linears dequantized from its packed tensors, F32 [out, in], as replay.cpp reads
+// them back from a committed module.
+std::vector<Tensor> dequantized(const QuantStep& step,
+                                const std::vector<std::pair<int64_t, int64_t>>& dims) {
+  std::vector<Tensor> w;
+  for (size_t i = 0; i < step.packed.size(); ++i)
+    w.push_back(io::dequantize_exl2(step.packed[i].second.view(), dims[i].second, dims[i].first,
+                                    step.packed[i].first, DType::F32));
+  return w;
+}
+
+// Engines replaying a module must reproduce the pass's states exactly, on any budget.
+std::vector<std::unique_ptr<Engine>> replay_engines(const io::ModelConfig& c) {
+  std::vector<std::unique_ptr<Engine>> e;
+  e.push_back(make_cuda_engine(c, 128, {}));
+  CudaEngineOptions one;
+  one.max_rows_on_device = 1;
+  e.push_back(make_cuda_engine(c, 128, one));
+  return e;
+}
+
+TEST(CudaEngineSynthetic, ForwardWithTheLayerWeightsIsTheMeasurementTarget) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 21);
+  std::mt19937 rng(21);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const auto gpu = make_cuda_engine(c, 128, {});
+  const ModuleResult a = gpu->measure_attention(layer, x, "a", some_rows());
+  const ModuleResult m = gpu->measure_mlp(layer, a.target, "m", some_rows());
+  for (const auto& e : replay_engines(c)) {
+    Tensor ya = Tensor::zeros(DType::F32, x.shape());
+    e->forward_attention(attn_weights(layer), x, ya);
+    EXPECT_TRUE(test::same_bytes(ya, a.target)) << "attention, " << test::stats_line(*e);
+    const auto stats = e->module_stats();
+    EXPECT_EQ(stats.at("engine").get<std::string>(), "cuda");
+    EXPECT_GT(stats.at("bytes_d2h").get<size_t>(), 0u);
+    EXPECT_LE(stats.at("peak_vram_bytes").get<size_t>(),
+              stats.at("vram_budget_bytes").get<size_t>());
+    Tensor ym = Tensor::zeros(DType::F32, x.shape());
+    e->forward_mlp(mlp_weights(layer), a.target, ym);
+    EXPECT_TRUE(test::same_bytes(ym, m.target)) << "MLP, " << test::stats_line(*e);
+  }
+  // The engine measures as before after a forward.
+  test::expect_measurements_identical(gpu->measure_attention(layer, x, "a", some_rows()), a);
+}
+
+TEST(CudaEngineSynthetic, ForwardWithDequantizedWeightsIsTheQuantizedOutput) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 22);
+  std::mt19937 rng(22);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), in = c.intermediate_size;
+  const auto gpu = make_cuda_engine(c, 128, {});
+  const QuantStep qa = gpu->quantize_attention(layer, 0, x, attn_option_table()[10]);
+  const QuantStep qm = gpu->quantize_mlp(layer, 0, qa.output, mlp_option_table()[9]);
+  const std::vector<Tensor> wa = dequantized(qa, {{q, h}, {kv, h}, {kv, h}, {h, q}});
+  const std::vector<Tensor> wm = dequantized(qm, {{in, h}, {in, h}, {h, in}});
+  AttnWeights aw = attn_weights(layer);
+  aw.q = wa[0];
+  aw.k = wa[1];
+  aw.v = wa[2];
+  aw.o = wa[3];
+  MlpWeights mw = mlp_weights(layer);
+  mw.gate = wm[0];
+  mw.up = wm[1];
+  mw.down = wm[2];
+  for (const auto& e : replay_engines(c)) {
+    Tensor ya = Tensor::zeros(DType::F32, x.shape());
+    e->forward_attention(aw, x, ya);
+    EXPECT_TRUE(test::same_bytes(ya, qa.output)) << "attention, " << test::stats_line(*e);
+    Tensor ym = Tensor::zeros(DType::F32, x.shape());
+    e->forward_mlp(mw, qa.output, ym);
+    EXPECT_TRUE(test::same_bytes(ym, qm.output)) << "MLP, " << test::stats_line(*e);
+  }
+  // F16 views of the same weights widen exactly: same output.
+  std::vector<Tensor> half;
+  for (const Tensor& t : wm) {
+    half.emplace_back(DType::F16, t.shape());
+    const float* src = t.data<float>();
+    uint16_t* dst = half.back().data<uint16_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = float_to_half(src[i]);
+  }
+  MlpWeights hw = mw;
+  hw.gate = half[0];
+  hw.up = half[1];
+  hw.down = half[2];
+  Tensor yh = Tensor::zeros(DType::F32, x.shape());
+  gpu->forward_mlp(hw, qa.output, yh);
+  EXPECT_TRUE(test::same_bytes(yh, qm.output));
+}
+
+// Replay reads snapshots from and writes states to file-backed shared mappings (HostStore's
+// spill tier), which the staging path handles like any host memory.
+TEST(CudaEngineSynthetic, ForwardOnFileBackedStates) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 23);
+  std::mt19937 rng(23);
+  const Tensor x = random({4, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const auto gpu = make_cuda_engine(c, 128, {});
+  const ModuleResult m = gpu->measure_mlp(layer, x, "m", some_rows());
+  memory::HostStore store({.ram_budget_bytes = 0, .spill_dir = exq::test::temp_dir("fwd_spill")});
+  const memory::HostBuffer xs = store.copy_of(x);
+  const memory::HostBuffer ys = store.allocate(DType::F32, x.shape());
+  ASSERT_EQ(xs.tier(), memory::Tier::kFile);
+  ASSERT_EQ(ys.tier(), memory::Tier::kFile);
+  CudaEngineOptions o;
+  o.max_rows_on_device = 2;
+  const auto e = make_cuda_engine(c, 128, o);
+  e->forward_mlp(mlp_weights(layer), xs, ys);
+  EXPECT_TRUE(std::memcmp(ys.view().raw(), m.target.raw(), m.target.nbytes()) == 0);
+  EXPECT_EQ(e->module_stats().at("rows_per_chunk").get<int64_t>(), 2);
+}
+
+TEST(CudaEngineSynthetic, ForwardBadInputsAreErrors) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 24);
+  std::mt19937 rng(24);
+  const auto gpu = make_cuda_engine(c, 64, {});
+  const Tensor x = random({2, 16, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const auto expect_error = [](const std::function<void()>& f, const std::string& want) {
+    try {
+      f();
+      ADD_FAILURE() << "expected exq::Error containing " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  Tensor y = Tensor::zeros(DType::F32, x.shape());
+  const Tensor short_y = Tensor::zeros(DType::F32, {2, 15, c.hidden_size});
+  expect_error([&] { gpu->forward_mlp(mlp_weights(layer), x, short_y); }, "forward_mlp: output");
+  expect_error([&] { gpu->forward_mlp(mlp_weights(layer), x, x); }, "forward_mlp: output");
+  AttnWeights bad = attn_weights(layer);
+  bad.o = layer.k;  // [kv_dim, hidden] for [hidden, q_dim]
+  expect_error([&] { gpu->forward_attention(bad, x, y); },
+               "tensor 'o_proj': forward_attention: expected F32");
+  const Tensor too_long = random({1, 65, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  Tensor y_long = Tensor::zeros(DType::F32, too_long.shape());
+  expect_error([&] { gpu->forward_attention(attn_weights(layer), too_long, y_long); },
+               "forward_attention: states");
+  Tensor inf = Tensor::copy_of(x);
+  inf.data<float>()[16 * c.hidden_size + 3] = INFINITY;
+  expect_error([&] { gpu->forward_mlp(mlp_weights(layer), inf, y); },
+               "forward_mlp: input states hold NaN/Inf (element " +
+                   std::to_string(16 * c.hidden_size + 3) + ")");
+  // Still usable.
+  gpu->forward_mlp(mlp_weights(layer), x, y);
+  const ModuleResult m = gpu->measure_mlp(layer, x, "m", some_rows());
+  EXPECT_TRUE(test::same_bytes(y, m.target));
+}
+
+TEST(CudaEngineSynthetic, BudgetBelowOneModuleIsAClearError) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 16);
+  std::mt19937 rng(10);
+  const Tensor x = random({2, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  // 64 KiB: not even the first weight; 3 MiB: the weights but not the Hessians and results.
+  for (size_t budget : {size_t{64} << 10, size_t{3} << 20}) {
+    CudaEngineOptions o;
+    o.vram_budget_bytes = budget;
+    const auto gpu = make_cuda_engine(c, 128, o);
+    try {
+      gpu->measure_mlp(layer, x, "model.layers.0.mlp", {});
+      ADD_FAILURE() << "expected exq::Error for a budget of " << budget;
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      std::printf("%s\n", m.c_str());
+      EXPECT_NE(m.find("measure model.layers.0.mlp: VRAM budget of"), std::string::npos) << m;
+    }
+  }
+}
+
+TEST(CudaEngineSynthetic, BadInputsAreErrorsNamingTheModule) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 13);
+  std::mt19937 rng(7);
+  const auto gpu = make_cuda_engine(c, 64, {});
+  const Tensor too_long = random({1, 65, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  Tensor inf = random({2, 16, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  inf.data<float>()[16 * c.hidden_size + 3] = INFINITY;
+  const Tensor wrong = random({2, 16, c.hidden_size + 32}, rng, 1.0f, 0.0f, false);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&too_long, &inf, &wrong}) {
+    try {
+      gpu->measure_mlp(layer, *t, "model.layers.7.mlp", some_rows());
+      ADD_FAILURE() << "expected exq::Error for states " << shape_str(t->shape());
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("measure model.layers.7.mlp: "), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_THROW(make_cuda_engine(c, 0, {}), Error);
+}
+
+}  // namespace
+}  // namespace exq::quant::cuda

@@ -1,0 +1,225 @@
+// GPU sampling in the loop: CudaSampler draws the same tokens as runtime::Sampler from the same
+// logits and seed (penalty history included); generate_cuda (token fed back on the device)
+// gives what runtime::generate over CudaStep (host logits, CPU sampler) gives, with the same
+// stop reasons; perplexity_cuda against the CPU on a tiny model.
+#include "runtime/cuda/cuda_generate.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+
+#include "backend/cuda/stream.h"
+#include "cuda_require.h"
+#include "model/llama.h"
+#include "runtime/perplexity.h"
+#include "tiny_models.h"
+
+namespace exq::runtime::cuda {
+namespace {
+
+namespace fs = std::filesystem;
+namespace gpu = exq::cuda;
+
+SamplerConfig config(float temperature, int top_k, float top_p, float min_p, float penalty, uint64_t seed) {
+  SamplerConfig c;
+  c.temperature = temperature;
+  c.top_k = top_k;
+  c.top_p = top_p;
+  c.min_p = min_p;
+  c.repetition_penalty = penalty;
+  c.seed = seed;
+  return c;
+}
+
+// Random logits; odd steps are rounded to quarters so ties occur (top-k and top-p tie rules).
+std::vector<float> random_logits(int64_t vocab, std::mt19937& rng, bool ties) {
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> v(static_cast<size_t>(vocab));
+  for (float& x : v) x = ties ? std::round(nd(rng) * 4.0f) / 4.0f : nd(rng);
+  return v;
+}
+
+TEST(CudaSampler, SameSeedPicksTheCpuSamplersTokens) {
+  EXQ_REQUIRE_CUDA();
+  gpu::require_device(0);
+  gpu::CachingAllocator alloc;
+  gpu::Stream stream;
+  const int64_t vocab = 32000;
+  const SamplerConfig configs[] = {
+      config(0.8f, 40, 0.95f, 0.05f, 1.0f, 11),  // the defaults
+      config(1.2f, 0, 0.9f, 0.0f, 1.3f, 12),     // top-p over the whole vocabulary, penalty
+      config(0.6f, 0, 1.0f, 0.1f, 1.0f, 13),     // min-p alone
+      config(1.0f, 0, 1.0f, 0.0f, 1.0f, 14),     // plain softmax draw
+      config(0.9f, 5, 0.5f, 0.2f, 0.8f, 15),     // everything at once, penalty < 1
+      config(1.5f, 1000, 0.99f, 0.0f, 1.0f, 16),
+      config(0.0f, 40, 0.95f, 0.05f, 1.5f, 17),  // greedy with a penalty
+      config(1.0f, 1, 1.0f, 0.0f, 1.0f, 18),     // top-k 1 is greedy (no random number drawn)
+  };
+  gpu::DeviceTensor d_logits(DType::F32, {1, vocab}, alloc, stream);
+  gpu::DeviceTensor out(DType::I32, {1}, alloc, stream);
+  int index = 0;
+  for (const SamplerConfig& c : configs) {
+    Sampler cpu(c);
+    CudaSampler dev(c, vocab, alloc, stream);
+    EXPECT_EQ(dev.seed(), cpu.seed());
+    std::vector<int32_t> history = {5, 9, 31999, 100, 9};
+    dev.set_history(history);
+    std::mt19937 rng(100 + index);
+    int same = 0;
+    for (int step = 0; step < 40; ++step) {
+      const std::vector<float> logits = random_logits(vocab, rng, step % 2 == 1);
+      gpu::copy_to_device(TensorView(const_cast<float*>(logits.data()), DType::F32, {1, vocab}), d_logits,
+                          stream);
+      const int32_t want = cpu.sample(logits, history);
+      const int32_t got = dev.sample(d_logits, out);
+      EXPECT_EQ(got, want) << "config " << index << " step " << step;
+      same += got == want;
+      history.push_back(want);
+    }
+    std::printf("[sampler config %d] %d of 40 draws identical\n", index, same);
+    ++index;
+  }
+}
+
+TEST(CudaSampler, BadLogitsGiveTheCpuSamplersErrors) {
+  EXQ_REQUIRE_CUDA();
+  gpu::require_device(0);
+  gpu::CachingAllocator alloc;
+  gpu::Stream stream;
+  const int64_t vocab = 1000;
+  gpu::DeviceTensor d_logits(DType::F32, {1, vocab}, alloc, stream);
+  gpu::DeviceTensor out(DType::I32, {1}, alloc, stream);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> logits(vocab, 0.5f);
+    logits[700] = bad;
+    gpu::copy_to_device(TensorView(logits.data(), DType::F32, {1, vocab}), d_logits, stream);
+    for (float t : {0.0f, 0.8f}) {
+      CudaSampler dev(config(t, 40, 0.95f, 0.05f, 1.0f, 1), vocab, alloc, stream);
+      try {
+        dev.sample(d_logits, out);
+        ADD_FAILURE() << "expected an error";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("NaN or +Inf"), std::string::npos) << e.what();
+      }
+    }
+  }
+  std::vector<float> logits(vocab, -std::numeric_limits<float>::infinity());
+  gpu::copy_to_device(TensorView(logits.data(), DType::F32, {1, vocab}), d_logits, stream);
+  CudaSampler dev(config(0.8f, 40, 0.95f, 0.05f, 1.0f, 1), vocab, alloc, stream);
+  try {
+    dev.sample(d_logits, out);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("every logit is -inf"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW({ CudaSampler bad(config(-1.0f, 40, 0.95f, 0.05f, 1.0f, 1), vocab, alloc, stream); }, Error);
+}
+
+// One character per id, so the callback can stop generation.
+class LetterDecoder : public TextDecoder {
+ public:
+  std::string push(int32_t id) override { return std::string(1, static_cast<char>('a' + id % 26)); }
+  std::string finish() override { return ""; }
+  void reset() override {}
+};
+
+class CudaGenerate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EXQ_REQUIRE_CUDA();
+    test::TinySpec s;
+    s.exl2 = true;
+    s.seed = 21;
+    dir_ = test::write_tiny_llama(test::temp_dir("cuda_generate_tiny"), s);
+    model_ = std::make_unique<model::LlamaModel>(model::LlamaModel::load(dir_));
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  fs::path dir_;
+  std::unique_ptr<model::LlamaModel> model_;
+};
+
+TEST_F(CudaGenerate, DeviceLoopMatchesHostLoopOverTheSameLogits) {
+  CudaOptions o;
+  o.max_context = 64;
+  CudaLlama m(*model_, o);
+  const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35};
+  const SamplerConfig configs[] = {config(0.0f, 40, 0.95f, 0.05f, 1.0f, 1), config(0.8f, 40, 0.95f, 0.05f, 1.0f, 2),
+                                   config(1.3f, 0, 0.9f, 0.0f, 1.2f, 3), config(1.0f, 0, 1.0f, 0.0f, 1.0f, 4)};
+  for (const SamplerConfig& c : configs) {
+    GenerateOptions g;
+    g.max_new_tokens = 30;
+    g.sampler = c;
+    LetterDecoder d1, d2;
+    m.reset();
+    const GenerateResult a = generate_cuda(m, &d1, prompt, g);
+    m.reset();
+    CudaStep step(m);
+    const GenerateResult b = generate(step, &d2, prompt, g);
+    EXPECT_EQ(a.ids, b.ids) << "temperature " << c.temperature;
+    EXPECT_EQ(a.text, b.text);
+    EXPECT_EQ(a.stop, StopReason::MaxTokens);
+    EXPECT_EQ(a.decode_steps, 29);
+    EXPECT_EQ(a.seed, b.seed);
+  }
+}
+
+TEST_F(CudaGenerate, StopReasons) {
+  const std::vector<int32_t> prompt = {7, 8, 9};
+  CudaOptions o;
+  o.max_context = static_cast<int64_t>(prompt.size()) + 3;
+  CudaLlama small(*model_, o);
+  GenerateOptions g;
+  g.max_new_tokens = 100;
+  g.sampler.temperature = 0.0f;
+  const GenerateResult full = generate_cuda(small, nullptr, prompt, g);
+  EXPECT_EQ(full.stop, StopReason::ContextFull);
+  EXPECT_EQ(full.ids.size(), 4u);
+  EXPECT_EQ(small.position(), small.max_context());
+
+  o.max_context = 64;
+  CudaLlama m(*model_, o);
+  g.eos_token_ids = {full.ids[1]};
+  const GenerateResult eos = generate_cuda(m, nullptr, prompt, g);
+  EXPECT_EQ(eos.stop, StopReason::Eos);
+  EXPECT_EQ(eos.ids, (std::vector<int32_t>{full.ids[0], full.ids[1]}));
+
+  m.reset();
+  g.eos_token_ids.clear();
+  LetterDecoder d;
+  int pieces = 0;
+  const GenerateResult cb = generate_cuda(m, &d, prompt, g, [&](std::string_view) { return ++pieces < 3; });
+  EXPECT_EQ(cb.stop, StopReason::Callback);
+  EXPECT_EQ(cb.ids.size(), 3u);
+  EXPECT_EQ(cb.text.size(), 3u);
+
+  m.reset();
+  g.max_new_tokens = 0;
+  EXPECT_TRUE(generate_cuda(m, nullptr, prompt, g).ids.empty());
+  EXPECT_THROW(generate_cuda(m, nullptr, std::vector<int32_t>{}, g), Error);
+}
+
+TEST_F(CudaGenerate, PerplexityMatchesCpu) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 3 * 20; ++i) ids.push_back((i * 7919 + 13) % 300);
+  const auto windows = split_windows(ids, 20);
+  const PerplexityResult want = perplexity(*model_, windows);
+  CudaOptions o;
+  o.max_context = 19;
+  o.prefill_chunk = 8;
+  CudaLlama m(*model_, o);
+  int calls = 0;
+  const PerplexityResult got = perplexity_cuda(m, windows, [&](int64_t, double) { ++calls; });
+  std::printf("[tiny exl2] ppl cpu %.6f cuda %.6f\n", want.ppl, got.ppl);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(calls, 3);
+  EXPECT_NEAR(got.ppl / want.ppl, 1.0, 2e-3);
+  EXPECT_THROW(perplexity_cuda(m, split_windows(ids, 21)), Error);  // 20 positions > 19
+}
+
+}  // namespace
+}  // namespace exq::runtime::cuda

@@ -1,0 +1,260 @@
+// CudaLlama on tiny random Llama folders (dense F16 / BF16 / F32, biases, tied head, EXL2 with
+// mixed widths and an EXL2 head) against the CPU LlamaModel: chunked prefill (cuBLAS and the
+// EXL2 dequantize path) and 20 decode steps, the last 19 replayed from the CUDA graph; graph
+// replay bit-identical to eager steps; the device-side entry points; errors. Host logic that
+// needs no GPU runs everywhere.
+#include "runtime/cuda/cuda_llama.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "cuda_require.h"
+#include "model/llama.h"
+#include "runtime/cuda/cuda_generate.h"
+#include "tiny_models.h"
+
+namespace exq::runtime::cuda {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Case {
+  const char* name;
+  test::TinySpec spec;
+  DType kv;
+  double tol;  // logits: max |gpu - cpu| / max |cpu|
+};
+
+std::vector<int32_t> prompt_ids(size_t n, int64_t vocab, uint32_t seed = 5) {
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((seed + 37 * i * i + 11 * i) % vocab));
+  return ids;
+}
+
+class CudaLlamaTiny : public ::testing::TestWithParam<Case> {};
+
+// Activations are rounded to the weights' 16-bit type inside each matmul (matmul.cu), so the
+// GPU differs from the f32 CPU by that rounding: ~1e-3 of the largest logit, more for bf16.
+TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
+  EXQ_REQUIRE_CUDA();
+  const Case& c = GetParam();
+  const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_tiny_") + c.name), c.spec);
+  model::LlamaModel cpu = model::LlamaModel::load(dir);
+  CudaOptions o;
+  o.max_context = 64;
+  o.kv_cache = c.kv;
+  o.prefill_chunk = 12;  // 17 tokens: a chunk of 12 (EXL2: dequantize + cuBLAS), then 5 (GEMV)
+  CudaLlama gpu(cpu, o);
+  EXPECT_EQ(gpu.max_context(), 64);
+
+  const std::vector<int32_t> prompt = prompt_ids(17, c.spec.shape.vocab);
+  model::KvCache cache = cpu.make_cache(64);
+  const Tensor want = cpu.forward(prompt, cache, /*all_logits=*/true);
+  const Tensor got = gpu.forward(prompt, /*all_logits=*/true);
+  double worst = test::rel_max_abs(got, want);
+  std::printf("[%s] prefill logits [17, %lld] rel max-abs diff %.3g\n", c.name,
+              static_cast<long long>(c.spec.shape.vocab), worst);
+  EXPECT_LE(worst, c.tol);
+  EXPECT_EQ(gpu.position(), 17);
+
+  int32_t token = test::argmax_row(want, 16);
+  for (int step = 0; step < 20; ++step) {
+    const Tensor w = cpu.forward(std::span(&token, 1), cache);
+    const Tensor g = gpu.forward(std::span(&token, 1));
+    ASSERT_EQ(g.shape(), (Shape{1, c.spec.shape.vocab}));
+    const double rel = test::rel_max_abs(g, w);
+    worst = std::max(worst, rel);
+    EXPECT_LE(rel, c.tol) << "decode step " << step;
+    token = test::argmax_row(w);
+  }
+  std::printf("[%s] after 20 decode steps: worst rel max-abs diff %.3g\n", c.name, worst);
+  EXPECT_EQ(gpu.position(), 37);
+  const CudaLlama::Stats st = gpu.stats();
+  EXPECT_TRUE(st.graph_captured);
+  EXPECT_EQ(st.graph_replays, 19);
+  EXPECT_GT(st.weight_bytes, 0u);
+  fs::remove_all(dir);
+}
+
+test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed) {
+  test::TinySpec s;
+  s.dtype = dtype;
+  s.exl2 = exl2;
+  s.bias = bias;
+  s.tied = tied;
+  s.seed = seed;
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaLlamaTiny,
+    ::testing::Values(Case{"f16_bias", spec(DType::F16, false, true, false, 1), DType::F16, 5e-3},
+                      Case{"f16_tied_kvf32", spec(DType::F16, false, false, true, 2), DType::F32, 5e-3},
+                      Case{"bf16_bias", spec(DType::BF16, false, true, false, 3), DType::F16, 3e-2},
+                      Case{"f32_weights", spec(DType::F32, false, false, true, 4), DType::F32, 5e-3},
+                      Case{"exl2", spec(DType::F16, true, false, false, 5), DType::F16, 5e-3},
+                      Case{"exl2_bias_kvf32", spec(DType::F16, true, true, false, 6), DType::F32, 5e-3}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+class CudaLlamaGraph : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EXQ_REQUIRE_CUDA();
+    dir_ = test::write_tiny_llama(test::temp_dir("cuda_tiny_graph"), spec(DType::F16, true, true, false, 9));
+    model_ = std::make_unique<model::LlamaModel>(model::LlamaModel::load(dir_));
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  CudaOptions options(bool graph) const {
+    CudaOptions o;
+    o.max_context = 48;
+    o.cuda_graph = graph;
+    return o;
+  }
+  // Logits of a prompt then 20 greedy steps.
+  std::vector<Tensor> run(CudaLlama& m, const std::vector<int32_t>& prompt) {
+    std::vector<Tensor> out;
+    out.push_back(m.forward(prompt));
+    for (int i = 0; i < 20; ++i) {
+      const int32_t t = test::argmax_row(out.back());
+      out.push_back(m.forward(std::span(&t, 1)));
+    }
+    return out;
+  }
+  fs::path dir_;
+  std::unique_ptr<model::LlamaModel> model_;
+};
+
+TEST_F(CudaLlamaGraph, ReplayIsBitIdenticalToEagerSteps) {
+  CudaLlama graph(*model_, options(true)), eager(*model_, options(false));
+  const std::vector<int32_t> prompt = prompt_ids(9, 300);
+  const auto a = run(graph, prompt), b = run(eager, prompt);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(test::bit_equal(a[i], b[i])) << "step " << i;
+  EXPECT_EQ(graph.stats().graph_replays, 19);
+  EXPECT_FALSE(eager.stats().graph_captured);
+  // After reset (and after truncating back to the prompt) the same steps repeat exactly, the
+  // graph reading the new position from device memory.
+  graph.reset();
+  const auto c = run(graph, prompt);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(test::bit_equal(a[i], c[i])) << "after reset, step " << i;
+  graph.truncate(static_cast<int64_t>(prompt.size()));
+  int32_t t = test::argmax_row(a[0]);
+  for (size_t i = 1; i < a.size(); ++i) {
+    EXPECT_TRUE(test::bit_equal(graph.forward(std::span(&t, 1)), a[i])) << "after truncate, step " << i;
+    t = test::argmax_row(a[i]);
+  }
+}
+
+TEST_F(CudaLlamaGraph, DeviceEntryPointsMatchForward) {
+  CudaLlama m(*model_, options(true));
+  const std::vector<int32_t> prompt = prompt_ids(11, 300);
+  const Tensor want = m.forward(prompt);
+  m.reset();
+  const Tensor last = exq::cuda::to_host(m.forward_last(prompt), m.stream());
+  EXPECT_TRUE(test::bit_equal(last, want));
+  // decode_slot() takes its token from token_slot(), as the GPU sampler leaves it.
+  int32_t t = test::argmax_row(want);
+  const Tensor via_forward = m.forward(std::span(&t, 1));
+  m.truncate(static_cast<int64_t>(prompt.size()));
+  CUDA_CHECK(cudaMemcpy(m.token_slot().raw(), &t, sizeof(t), cudaMemcpyHostToDevice));
+  const Tensor via_slot = exq::cuda::to_host(m.decode_slot(), m.stream());
+  EXPECT_TRUE(test::bit_equal(via_slot, via_forward));
+  EXPECT_EQ(m.position(), static_cast<int64_t>(prompt.size()) + 1);
+}
+
+TEST_F(CudaLlamaGraph, BadInputsThrowAndKeepTheCache) {
+  CudaLlama m(*model_, options(true));
+  const std::vector<int32_t> prompt = prompt_ids(8, 300);
+  const Tensor first = m.forward(prompt);
+  EXPECT_THROW(m.forward(std::vector<int32_t>{}), Error);
+  EXPECT_THROW(m.forward(std::vector<int32_t>{1, 300}), Error);
+  EXPECT_THROW(m.forward(std::vector<int32_t>{-1}), Error);
+  EXPECT_THROW(m.forward(std::vector<int32_t>(41, 1)), Error);  // 8 + 41 > 48
+  EXPECT_THROW(m.truncate(9), Error);
+  EXPECT_EQ(m.position(), 8);
+  int32_t t = test::argmax_row(first);
+  const Tensor next = m.forward(std::span(&t, 1));
+  CudaLlama fresh(*model_, options(false));
+  fresh.forward(prompt);
+  EXPECT_TRUE(test::bit_equal(fresh.forward(std::span(&t, 1)), next));
+  // A full cache: the 48th position is the last.
+  m.reset();
+  m.forward(std::vector<int32_t>(47, 3));
+  m.forward(std::vector<int32_t>{3});
+  EXPECT_THROW(m.forward(std::vector<int32_t>{3}), Error);
+  EXPECT_THROW(m.decode_slot(), Error);
+}
+
+TEST_F(CudaLlamaGraph, TooSmallBudgetIsAClearError) {
+  CudaOptions o = options(true);
+  o.vram_budget = size_t{1} << 20;
+  try {
+    CudaLlama m(*model_, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("budget"), std::string::npos) << e.what();
+  }
+  o.vram_budget = exq::cuda::CachingAllocator::kUnlimited;
+  o.max_context = int64_t{1} << 28;  // a KV cache far beyond any GPU
+  EXPECT_THROW({ CudaLlama m(*model_, o); }, Error);
+  o.max_context = 48;
+  o.kv_cache = DType::BF16;
+  EXPECT_THROW({ CudaLlama m(*model_, o); }, Error);
+}
+
+// ---- host logic: runs without a GPU ------------------------------------------------------
+
+TEST(CudaRuntimeHost, WithoutAUsableGpuConstructionSaysWhy) {
+  if (test::have_usable_device()) GTEST_SKIP() << "a usable GPU is present";
+  EXPECT_FALSE(cuda_unavailable_reason(0).empty());
+  const fs::path dir = test::write_tiny_llama(test::temp_dir("cuda_tiny_nogpu"), spec(DType::F16, false, false, true, 1));
+  const model::LlamaModel m = model::LlamaModel::load(dir);
+  try {
+    CudaLlama g(m);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("CUDA device") != std::string::npos) << what;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(CudaRuntimeHost, GenerationContextAsGenerateText) {
+  io::ModelConfig c;
+  c.max_position_embeddings = 100;
+  EXPECT_EQ(generation_context(c, 10, 20), 30);
+  EXPECT_EQ(generation_context(c, 90, 50), 100);
+  EXPECT_EQ(generation_context(c, 100, 0), 100);
+  EXPECT_EQ(generation_context(c, 1, -5), 1);
+  EXPECT_THROW(generation_context(c, 101, 1), Error);
+}
+
+TEST(CudaRuntimeHost, SamplingParamsFollowTheConfig) {
+  SamplerConfig s;
+  s.temperature = 0.7f;
+  s.top_k = 12;
+  s.top_p = 0.9f;
+  s.min_p = 0.02f;
+  s.repetition_penalty = 1.1f;
+  const exq::cuda::SamplingParams p = sampling_params(s);
+  EXPECT_EQ(p.temperature, 0.7f);
+  EXPECT_EQ(p.top_k, 12);
+  EXPECT_EQ(p.top_p, 0.9f);
+  EXPECT_EQ(p.min_p, 0.02f);
+  EXPECT_EQ(p.repetition_penalty, 1.1f);
+  EXPECT_FALSE(p.greedy());
+  s.top_k = 1;
+  EXPECT_TRUE(sampling_params(s).greedy());
+  s.top_k = 0;
+  s.temperature = 0.0f;
+  EXPECT_TRUE(sampling_params(s).greedy());
+}
+
+}  // namespace
+}  // namespace exq::runtime::cuda

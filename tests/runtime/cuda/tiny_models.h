@@ -1,0 +1,141 @@
+// Tiny random Llama folders for the CUDA runtime tests: dense (F16 / BF16 / F32 weights, with
+// or without biases, tied or untied head) or EXL2 (every linear and the head random packed
+// layers of mixed bit widths, as exllamav2 stores them), written to a temp folder and loaded
+// with model::LlamaModel::load. Plus comparison helpers shared by the tests.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "core/tensor.h"
+#include "exl2_test_models.h"
+#include "io/safetensors.h"
+#include "test_support.h"
+
+namespace exq::test {
+
+struct TinyShape {
+  int64_t hidden = 128, heads = 4, kv_heads = 2, head_dim = 32, inter = 256, vocab = 300, layers = 2;
+};
+
+struct TinySpec {
+  DType dtype = DType::F16;  // dense weights
+  bool exl2 = false;         // every linear and the head EXL2
+  bool bias = false;         // attention_bias + mlp_bias
+  bool tied = false;         // tie_word_embeddings (dense head only)
+  uint32_t seed = 1;
+  TinyShape shape;
+};
+
+inline nlohmann::json tiny_config(const TinySpec& s) {
+  const TinyShape& t = s.shape;
+  nlohmann::json c = {{"model_type", "llama"},
+                      {"hidden_size", t.hidden},
+                      {"intermediate_size", t.inter},
+                      {"num_hidden_layers", t.layers},
+                      {"num_attention_heads", t.heads},
+                      {"num_key_value_heads", t.kv_heads},
+                      {"head_dim", t.head_dim},
+                      {"vocab_size", t.vocab},
+                      {"rms_norm_eps", 1e-5},
+                      {"rope_theta", 10000.0},
+                      {"max_position_embeddings", 256},
+                      {"tie_word_embeddings", s.tied && !s.exl2},
+                      {"attention_bias", s.bias},
+                      {"mlp_bias", s.bias}};
+  if (s.exl2) c["quantization_config"] = {{"quant_method", "exl2"}, {"bits", 4.0}};
+  return c;
+}
+
+// Writes the folder and returns it.
+inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, const TinySpec& s) {
+  const TinyShape& t = s.shape;
+  std::mt19937 rng(s.seed);
+  std::map<std::string, Tensor> tensors, twin;
+  auto add = [&](const std::string& name, Shape shape, float mean, float sd, DType dtype) {
+    std::normal_distribution<float> nd(mean, sd);
+    Tensor x(dtype, shape);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const float v = nd(rng);
+      if (dtype == DType::F16) x.data<uint16_t>()[i] = float_to_half(v);
+      else if (dtype == DType::BF16) x.data<uint16_t>()[i] = float_to_bf16(v);
+      else x.data<float>()[i] = v;
+    }
+    tensors[name] = std::move(x);
+  };
+  const DType dt = s.exl2 ? DType::F16 : s.dtype;
+  add("model.embed_tokens.weight", {t.vocab, t.hidden}, 0.0f, 1.0f, dt);
+  add("model.norm.weight", {t.hidden}, 1.0f, 0.1f, dt);
+  if (!s.tied || s.exl2) add("lm_head.weight", {t.vocab, t.hidden}, 0.0f, 0.2f, dt);
+  const int64_t qd = t.heads * t.head_dim, kvd = t.kv_heads * t.head_dim;
+  const std::vector<std::vector<int>> widths = {{4}, {8, 4}, {6, 3}, {5, 2}, {4, 4, 3}};
+  uint32_t wseed = s.seed * 100;
+  for (int64_t l = 0; l < t.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    // Random EXL2 codes make large weights (RMS up to ~1 at 8 bits): small norm weights keep
+    // attention scores moderate, else softmax is near-argmax and rounding flips it.
+    const float norm = s.exl2 ? 0.15f : 1.0f;
+    add(p + "input_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
+    add(p + "post_attention_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
+    const std::pair<const char*, Shape> lin[] = {
+        {"self_attn.q_proj", {qd, t.hidden}}, {"self_attn.k_proj", {kvd, t.hidden}},
+        {"self_attn.v_proj", {kvd, t.hidden}}, {"self_attn.o_proj", {t.hidden, qd}},
+        {"mlp.gate_proj", {t.inter, t.hidden}}, {"mlp.up_proj", {t.inter, t.hidden}},
+        {"mlp.down_proj", {t.hidden, t.inter}}};
+    for (const auto& [name, shape] : lin) {
+      const float sd = 1.0f / std::sqrt(static_cast<float>(shape[1]));
+      add(p + name + ".weight", shape, 0.0f, sd, dt);
+      // EXL2 biases are f16, as exllamav2 writes them.
+      if (s.bias) add(p + name + ".bias", {shape[0]}, 0.0f, 0.1f, s.exl2 ? DType::F16 : dt);
+      if (s.exl2) {
+        exl2ify(tensors, twin, p + name, widths[wseed % widths.size()], wseed);
+        ++wseed;
+      }
+    }
+  }
+  if (s.exl2) exl2ify(tensors, twin, "lm_head", {6, 4}, wseed);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << tiny_config(s).dump(1);
+  std::vector<io::NamedTensor> list;
+  for (const auto& [name, x] : tensors) list.push_back({name, x.view()});
+  io::write_safetensors(dir / "model.safetensors", list);
+  return dir;
+}
+
+// max |a - b| over max |b| of two F32 tensors of one shape.
+inline double rel_max_abs(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  const auto x = a.span<const float>(), y = b.span<const float>();
+  double diff = 0.0, mag = 0.0;
+  for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
+    const double d = std::fabs(static_cast<double>(x[i]) - y[i]);
+    diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+    mag = std::max(mag, std::fabs(static_cast<double>(y[i])));
+  }
+  return mag > 0 ? diff / mag : diff;
+}
+
+inline int32_t argmax_row(const Tensor& logits, int64_t row = 0) {
+  const int64_t v = logits.dim(-1);
+  const float* p = logits.data<float>() + row * v;
+  return static_cast<int32_t>(std::max_element(p, p + v) - p);
+}
+
+inline bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.view().raw(), b.view().raw(), a.nbytes()) == 0;
+}
+
+}  // namespace exq::test
