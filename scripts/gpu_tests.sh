@@ -72,18 +72,20 @@ case "${1:-run}" in
         tests)
           for t in $TESTS; do
             [ -x "$STAGE/$t" ] || continue
-            timeout ${TEST_TIMEOUT:-240} "$STAGE/$t" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} 2>&1 | grep -E '^\[  (FAILED|PASSED|  OK) |^\[  SKIPPED|Failure|error|Expected|Which is|actual|^\[==' | tail -n 80
+            timeout ${TEST_TIMEOUT:-240} "$STAGE/$t" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} 2>&1 | grep -E '^\[ +(FAILED|PASSED|OK) |SKIPPED|Failure|error|Expected|Which is|actual|^\[==|cuda_engine_test|Segmentation|Aborted' | tail -n ${TEST_LINES:-80}
           done ;;
         convert)  # SmolLM2 with default rows at 4.0 bpw (measure + quantize), then 2.5 reusing the measurement
           D=$KEEP/shared/data; CAL="-c $D/wiki.utf8 $D/c4.utf8 $D/code.utf8 $D/multilingual.utf8 $D/technical.utf8 $D/tiny.utf8"
           rm -rf /tmp/q40 /tmp/q25 /tmp/m40 /tmp/m25
           for spec in "4.0 /tmp/q40 /tmp/m40" "2.5 /tmp/q25 /tmp/m25"; do
             set -- $spec
+            case " ${BPWS:-4.0 2.5} " in *" $1 "*) ;; *) continue ;; esac
             extra=""; [ "$1" = "2.5" ] && extra="-m /tmp/q40/measurement.json"
             timed "quantize $1" timeout 300 "$STAGE/exq" quantize -i $EXQ_TEST_MODEL -o $2 -cf $3 -b $1 $CAL $extra --device cuda --status-json > $OUT/convert_$1.jsonl 2> /tmp/convert_$1.err
             tail -n 4 /tmp/convert_$1.err
             timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cuda --json
             timeout 120 "$STAGE/exq" ppl -m $3 -f $D/c4.utf8 --window 512 --windows 16 --device cuda --json
+            [ -n "${CPU_PPL:-}" ] && timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cpu --json
           done ;;
         model8b)  # random Llama-3-8B-shaped model, $LAYERS layers, converted at 4.0 bpw under a 24 GB budget
           L=${LAYERS:-8}

@@ -5,8 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <numeric>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -89,7 +93,7 @@ Reference reference_pass(const ModuleSpec& spec, const TensorView& states,
 }
 
 ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
-                            const std::string& key, float percdamp) {
+                            const std::string& key, float percdamp, ErrorMetric metric) {
   ModuleResult res;
   res.measurement.key = key;
   Reference ref = reference_pass(spec, states, "measure " + key, percdamp, res.timing);
@@ -141,12 +145,14 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
       row.total_bits += bits[c][pick[i][c]];
       row.linears.emplace_back(std::string(spec.linears[c].name), spec.table[i][c]);
     }
-    double err = 0.0;
+    double all[3] = {0.0, 0.0, 0.0};
+    const ErrorMetric metrics[3] = {ErrorMetric::kRow, ErrorMetric::kSkip0, ErrorMetric::kToken};
     for (int64_t r = 0; r < R; ++r) {
       spec.forward(weights, row_of(states, r), yq);
-      err += relative_error(yq, row_of(res.target, r));
+      for (int m = 0; m < 3; ++m) all[m] += output_error(yq, row_of(res.target, r), metrics[m]);
     }
-    err /= static_cast<double>(R);
+    for (double& e : all) e /= static_cast<double>(R);
+    const double err = all[static_cast<int>(metric)];
     EXQ_CHECK(std::isfinite(err), "measure {}: table row {} gives a non-finite error", key, i);
     row.accuracy = std::max(1e-6, 1.0 - err);
     res.errors.push_back(err);
@@ -230,14 +236,14 @@ ModuleResult measure_attention(ModuleForward& fwd, const LayerF32& layer,
                                const MeasureOptions& options) {
   ModuleSpec spec = attention_spec(fwd, layer);
   spec.table = table_rows(options.attn_table, attn_option_table());
-  return measure_module(spec, states, key, options.percdamp);
+  return measure_module(spec, states, key, options.percdamp, options.metric);
 }
 
 ModuleResult measure_mlp(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
                          const std::string& key, const MeasureOptions& options) {
   ModuleSpec spec = mlp_spec(fwd, layer);
   spec.table = table_rows(options.mlp_table, mlp_option_table());
-  return measure_module(spec, states, key, options.percdamp);
+  return measure_module(spec, states, key, options.percdamp, options.metric);
 }
 
 QuantizedModule quantize_attention(ModuleForward& fwd, const LayerF32& layer,
@@ -251,6 +257,45 @@ QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const Te
                              const std::string& key, const MlpOptions& options, float percdamp) {
   return quantize_module(mlp_spec(fwd, layer), states, key,
                          std::vector<QuantOption>(options.begin(), options.end()), percdamp);
+}
+
+ErrorMetric default_error_metric() {
+  const char* env = std::getenv("EXQ_MEASURE_METRIC");
+  const std::string_view v = env == nullptr ? "" : env;
+  if (v.empty() || v == "row") return ErrorMetric::kRow;
+  if (v == "skip0") return ErrorMetric::kSkip0;
+  if (v == "token") return ErrorMetric::kToken;
+  throw Error(fmt::format("EXQ_MEASURE_METRIC: expected row, skip0 or token, got '{}'", v));
+}
+
+double output_error(const TensorView& a, const TensorView& b, ErrorMetric metric) {
+  if (metric == ErrorMetric::kRow) return relative_error(a, b);
+  EXQ_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.rank() == 2 &&
+                a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous(),
+            "output_error: expected contiguous F32 [T, hidden] of equal shape, got {} and {}",
+            shape_str(a.shape()), shape_str(b.shape()));
+  const int64_t T = a.dim(0), H = a.dim(1);
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  double num = 0.0, den = 0.0, token_sum = 0.0;
+  int64_t tokens = 0;
+  for (int64_t t = metric == ErrorMetric::kSkip0 ? 1 : 0; t < T; ++t) {
+    double n = 0.0, d = 0.0;
+    for (int64_t i = t * H; i < (t + 1) * H; ++i) {
+      const double diff = static_cast<double>(pa[i]) - pb[i];
+      n += diff * diff;
+      d += static_cast<double>(pb[i]) * pb[i];
+    }
+    num += n;
+    den += d;
+    if (d > 0.0) {
+      token_sum += std::sqrt(n / d);
+      ++tokens;
+    }
+  }
+  if (metric == ErrorMetric::kToken) return tokens == 0 ? 0.0 : token_sum / tokens;
+  if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
+  return std::sqrt(num / den);
 }
 
 double relative_error(const TensorView& a, const TensorView& b) {

@@ -18,8 +18,18 @@
 
 namespace exq::quant {
 
+// How a table row's output error is scored (per calibration row, then averaged over rows).
+// kRow: ||y_q - y||_F / ||y||_F over all tokens (exllamav2's). kSkip0: the same over tokens
+// 1..T-1 (a massive activation on token 0 holds most of ||y||^2 in e.g. SmolLM2). kToken: mean
+// over tokens of ||dy_t|| / ||y_t||.
+enum class ErrorMetric { kRow, kSkip0, kToken };
+
+// EXQ_MEASURE_METRIC=row|skip0|token (experimental); kRow when unset. Throws on other values.
+ErrorMetric default_error_metric();
+
 struct MeasureOptions {
   float percdamp = 0.12f;  // GPTQ damping, fraction of mean(diag H)
+  ErrorMetric metric = default_error_metric();
   // Rows to measure; empty = exllamav2's full table (attn_option_table / mlp_option_table).
   std::vector<AttnOptions> attn_table;
   std::vector<MlpOptions> mlp_table;
@@ -72,6 +82,9 @@ QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const Te
 // Relative Frobenius error ||a - b||_F / ||b||_F of two F32 tensors of the same size
 // (accumulated in double); 0 when both are zero.
 double relative_error(const TensorView& a, const TensorView& b);
+
+// Error of one calibration row's output a [T, hidden] against the reference b under `metric`.
+double output_error(const TensorView& a, const TensorView& b, ErrorMetric metric);
 
 // Agreement of a measurement with a reference (e.g. exllamav2's) for the same table rows.
 struct MeasureComparison {

@@ -2,28 +2,60 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "backend/cpu/attention.h"
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/norm.h"
 #include "core/error.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
 #include "model/rope.h"
 
 namespace exq::quant {
 namespace {
 
+// to_f32 with the element loop split over the pool (an 8B layer is ~220M weights); the same
+// per-element conversion, so the bytes match to_f32's.
+Tensor widen_f32(const TensorView& t, bool use_pool) {
+  const DType d = t.dtype();
+  if (!t.is_contiguous() || (d != DType::F16 && d != DType::BF16 && d != DType::F32))
+    return to_f32(t);
+  Tensor out(DType::F32, t.shape());
+  float* dst = out.data<float>();
+  const int64_t n = t.numel();
+  const auto run = [&](int64_t begin, int64_t end) {
+    if (d == DType::F32) {
+      std::memcpy(dst + begin, static_cast<const float*>(t.raw()) + begin,
+                  static_cast<size_t>(end - begin) * sizeof(float));
+      return;
+    }
+    const auto* s = static_cast<const uint16_t*>(t.raw());
+    if (d == DType::F16)
+      for (int64_t i = begin; i < end; ++i) dst[i] = half_to_float(s[i]);
+    else
+      for (int64_t i = begin; i < end; ++i) dst[i] = bf16_to_float(s[i]);
+  };
+  if (use_pool)
+    parallel_for(n, run, int64_t{1} << 16);
+  else if (n > 0)
+    run(0, n);
+  return out;
+}
+
 Tensor load_f32(const io::SafetensorsModel& files, const std::string& name, const Shape& shape,
-                int64_t layer) {
+                int64_t layer, bool use_pool) {
   const TensorView t = files.get(name);
   EXQ_CHECK(t.shape() == shape, "layer {}: tensor {} has shape {}, expected {}", layer, name,
             shape_str(t.shape()), shape_str(shape));
-  return to_f32(t);
+  return widen_f32(t, use_pool);
 }
 
 Tensor load_bias(const io::SafetensorsModel& files, const std::string& name, int64_t out,
-                 int64_t layer) {
+                 int64_t layer, bool use_pool) {
   if (!files.contains(name)) return {};
-  return load_f32(files, name, {out}, layer);
+  return load_f32(files, name, {out}, layer, use_pool);
 }
 
 void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
@@ -35,28 +67,28 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
 }  // namespace
 
 LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig& c,
-                        int64_t layer) {
+                        int64_t layer, bool use_pool) {
   EXQ_CHECK(layer >= 0 && layer < c.num_hidden_layers, "layer {} out of range (model has {})",
             layer, c.num_hidden_layers);
   const std::string p = fmt::format("model.layers.{}.", layer);
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
   LayerF32 w;
-  w.attn_norm = load_f32(files, p + "input_layernorm.weight", {hidden}, layer);
-  w.q = load_f32(files, p + "self_attn.q_proj.weight", {c.q_dim(), hidden}, layer);
-  w.k = load_f32(files, p + "self_attn.k_proj.weight", {c.kv_dim(), hidden}, layer);
-  w.v = load_f32(files, p + "self_attn.v_proj.weight", {c.kv_dim(), hidden}, layer);
-  w.o = load_f32(files, p + "self_attn.o_proj.weight", {hidden, c.q_dim()}, layer);
-  w.q_bias = load_bias(files, p + "self_attn.q_proj.bias", c.q_dim(), layer);
-  w.k_bias = load_bias(files, p + "self_attn.k_proj.bias", c.kv_dim(), layer);
-  w.v_bias = load_bias(files, p + "self_attn.v_proj.bias", c.kv_dim(), layer);
-  w.o_bias = load_bias(files, p + "self_attn.o_proj.bias", hidden, layer);
-  w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer);
-  w.gate = load_f32(files, p + "mlp.gate_proj.weight", {inter, hidden}, layer);
-  w.up = load_f32(files, p + "mlp.up_proj.weight", {inter, hidden}, layer);
-  w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer);
-  w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer);
-  w.up_bias = load_bias(files, p + "mlp.up_proj.bias", inter, layer);
-  w.down_bias = load_bias(files, p + "mlp.down_proj.bias", hidden, layer);
+  w.attn_norm = load_f32(files, p + "input_layernorm.weight", {hidden}, layer, use_pool);
+  w.q = load_f32(files, p + "self_attn.q_proj.weight", {c.q_dim(), hidden}, layer, use_pool);
+  w.k = load_f32(files, p + "self_attn.k_proj.weight", {c.kv_dim(), hidden}, layer, use_pool);
+  w.v = load_f32(files, p + "self_attn.v_proj.weight", {c.kv_dim(), hidden}, layer, use_pool);
+  w.o = load_f32(files, p + "self_attn.o_proj.weight", {hidden, c.q_dim()}, layer, use_pool);
+  w.q_bias = load_bias(files, p + "self_attn.q_proj.bias", c.q_dim(), layer, use_pool);
+  w.k_bias = load_bias(files, p + "self_attn.k_proj.bias", c.kv_dim(), layer, use_pool);
+  w.v_bias = load_bias(files, p + "self_attn.v_proj.bias", c.kv_dim(), layer, use_pool);
+  w.o_bias = load_bias(files, p + "self_attn.o_proj.bias", hidden, layer, use_pool);
+  w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer, use_pool);
+  w.gate = load_f32(files, p + "mlp.gate_proj.weight", {inter, hidden}, layer, use_pool);
+  w.up = load_f32(files, p + "mlp.up_proj.weight", {inter, hidden}, layer, use_pool);
+  w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer, use_pool);
+  w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer, use_pool);
+  w.up_bias = load_bias(files, p + "mlp.up_proj.bias", inter, layer, use_pool);
+  w.down_bias = load_bias(files, p + "mlp.down_proj.bias", hidden, layer, use_pool);
   return w;
 }
 

@@ -29,9 +29,10 @@ struct LayerF32 {
 };
 
 // Reads model.layers.<layer>.* from `files`; shapes are checked against the config and errors
-// name the tensor and layer.
+// name the tensor and layer. use_pool: widen on exq::parallel_for; false keeps it on the calling
+// thread (for a background prefetch beside other pool users: the pool serves one caller).
 LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig& config,
-                        int64_t layer);
+                        int64_t layer, bool use_pool = true);
 
 // Views of the weights one module forward uses; swap a linear's view to test a candidate.
 struct AttnWeights {

@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <numeric>
 #include <optional>
+#include <utility>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -81,6 +83,10 @@ std::string engine_text(const ordered_json& stats) {
     out += (out.empty() ? "" : ", ") + part;
   }
   return out;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 std::string format_duration(double s) {
@@ -161,24 +167,37 @@ void run_pass(Job& job, Pass pass, const std::vector<ModuleStep>& steps,
     if (step.index <= job.last_module(pass)) continue;
     const auto t0 = Clock::now();
     StepOutcome out = work(step, states.view());
+    // Host time around the engine, by piece (the work's own pieces come in fields["host"]).
+    ordered_json host = out.fields.contains("host") ? std::move(out.fields["host"]) : ordered_json::object();
+    out.fields.erase("host");
+    host["work_s"] = since(t0);
     const bool changed = !out.states.empty();
     bool snapshot = false;
     if (changed) {
+      auto h0 = Clock::now();
       const int64_t clamped = check_states(out.states, step.key);
       if (clamped > 0) out.fields["inf_clamped"] = clamped;
+      host["check_s"] = since(h0);
+      h0 = Clock::now();
       states.reset();  // the input is done with: its RAM goes to the output first
+      host["free_s"] = since(h0);
+      h0 = Clock::now();
       states = store.adopt(std::move(out.states));
+      host["adopt_s"] = since(h0);
       snapshot = since(last_snapshot) >= snapshot_interval_s || step.index == last_changing;
     }
     const auto c0 = Clock::now();
     job.commit(pass, step.index, snapshot ? states.view() : TensorView());
+    host["commit_s"] = since(c0);
     if (snapshot) {
       last_snapshot = Clock::now();
       out.fields["snapshot_bytes"] = states.nbytes();
       out.fields["snapshot_s"] = since(c0);
     }
     const memory::HostStoreStats hs = store.stats();
-    out.fields["host"] = {{"ram_bytes", hs.ram_bytes}, {"file_bytes", hs.file_bytes}};
+    host["ram_bytes"] = hs.ram_bytes;
+    host["file_bytes"] = hs.file_bytes;
+    out.fields["host"] = std::move(host);
     progress.module_done(pass, step, i + 1, total, since(t0), out.fields);
     maybe_test_abort(step_offset + i + 1);
   }
@@ -243,24 +262,58 @@ const MeasuredRow& chosen_row(const Measurement& m, const std::vector<std::pair<
   throw Error(fmt::format("job: no optimizer choice for {}", key));
 }
 
-// Keeps the float32 weights of the layer in use (attention and MLP of a layer share them).
+// Keeps the float32 weights of the layer in use (attention and MLP of a layer share them) and
+// widens the next layer on a background thread while the engine works on this one. The
+// prefetch runs off the pool (parallel_for serves one caller at a time); the bytes are the same.
 class LayerCache {
  public:
   LayerCache(const io::SafetensorsModel& files, const io::ModelConfig& config)
       : files_(files), config_(config) {}
+  ~LayerCache() {
+    if (next_.valid()) next_.wait();
+  }
+  LayerCache(const LayerCache&) = delete;
+  LayerCache& operator=(const LayerCache&) = delete;
+
   const LayerF32& get(int64_t layer) {
     if (index_ != layer) {
-      layer_ = load_layer_f32(files_, config_, layer);
+      const auto t0 = std::chrono::steady_clock::now();
+      if (next_.valid() && next_layer_ == layer) {
+        layer_ = next_.get();  // rethrows the prefetch's error at the point a direct load would
+      } else {
+        if (next_.valid()) next_.wait();
+        next_ = {};
+        layer_ = load_layer_f32(files_, config_, layer);
+      }
       index_ = layer;
+      wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      prefetch(layer + 1);
     }
     return layer_;
   }
+  // Starts widening `layer` in the background unless it is loaded or on its way.
+  void prefetch(int64_t layer) {
+    if (layer < 0 || layer >= config_.num_hidden_layers || layer == index_) return;
+    if (next_.valid()) {
+      if (next_layer_ == layer) return;
+      next_.wait();
+    }
+    next_layer_ = layer;
+    next_ = std::async(std::launch::async, [this, layer] {
+      return load_layer_f32(files_, config_, layer, /*use_pool=*/false);
+    });
+  }
+  // Seconds get() spent loading or waiting for a prefetch since the last call.
+  double take_wait_s() { return std::exchange(wait_s_, 0.0); }
 
  private:
   const io::SafetensorsModel& files_;
   const io::ModelConfig& config_;
   LayerF32 layer_;
   int64_t index_ = -1;
+  std::future<LayerF32> next_;
+  int64_t next_layer_ = -1;
+  double wait_s_ = 0;
 };
 
 ordered_json accuracy_fields(const ModuleResult& r) {
@@ -364,6 +417,7 @@ void run_conversion(const ConvertOptions& options) {
   Measurement measurement;
   if (a.measurement_in.empty()) {
     if (job.last_module(Pass::kMeasure) < last_index) {
+      if (job.last_module(Pass::kMeasure) < 0) layers.prefetch(0);
       const Tensor ids = calibration_ids(job, "measure", a.measure_rows, a.measure_length, tok,
                                          model_dir, progress);
       std::unique_ptr<Engine> engine = make_engine(Pass::kMeasure, a.measure_length);
@@ -373,12 +427,16 @@ void run_conversion(const ConvertOptions& options) {
         job.measurement().last_module_idx = step.index;
         if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp) {
           const LayerF32& l = layers.get(step.layer);
+          const double load_s = layers.take_wait_s();
+          const auto e0 = std::chrono::steady_clock::now();
           ModuleResult r = step.kind == ModuleKind::kAttention
                                ? engine->measure_attention(l, x, step.key, MeasureOptions{})
                                : engine->measure_mlp(l, x, step.key, MeasureOptions{});
+          const double engine_s = seconds_since(e0);
           job.measurement().modules.push_back(std::move(r.measurement));
           out.fields = accuracy_fields(r);
           engine_fields(*engine, out.fields);
+          out.fields["host"] = {{"load_s", load_s}, {"engine_s", engine_s}};
           out.states = std::move(r.target);
         } else {
           job.measurement().modules.push_back({step.key, std::nullopt});
@@ -428,22 +486,37 @@ void run_conversion(const ConvertOptions& options) {
 
   // ---- Quantization ----
   if (job.last_module(Pass::kQuantize) < last_index) {
+    // A fresh pass starts at layer 0: widen it beside the calibration rows and the embedding.
+    if (job.last_module(Pass::kQuantize) < 0) layers.prefetch(0);
     const Tensor ids = calibration_ids(job, "quant", a.rows, a.length, tok, model_dir, progress);
     std::unique_ptr<Engine> engine = make_engine(Pass::kQuantize, a.length);
     memory::HostBuffer states = start_states(Pass::kQuantize, ids, *engine);
     auto work = [&](const ModuleStep& step, const TensorView& x) {
       StepOutcome out;
       std::optional<QuantStep> q;
+      ordered_json host = ordered_json::object();
+      const auto layer_f32 = [&](int64_t l) -> const LayerF32& {
+        const LayerF32& w = layers.get(l);
+        host["load_s"] = layers.take_wait_s();
+        return w;
+      };
+      const auto e0 = std::chrono::steady_clock::now();
       if (step.kind == ModuleKind::kAttention) {
         const MeasuredRow& row = chosen_row(measurement, job.choice(), step.key);
         AttnOptions o;
         for (size_t i = 0; i < 4; ++i) o[i] = require_option(row, kAttnLinears[i], step.key);
-        q = engine->quantize_attention(layers.get(step.layer), step.layer, x, o);
+        const LayerF32& w = layer_f32(step.layer);
+        const auto t = std::chrono::steady_clock::now();
+        q = engine->quantize_attention(w, step.layer, x, o);
+        host["engine_s"] = seconds_since(t);
       } else if (step.kind == ModuleKind::kMlp) {
         const MeasuredRow& row = chosen_row(measurement, job.choice(), step.key);
         MlpOptions o;
         for (size_t i = 0; i < 3; ++i) o[i] = require_option(row, kMlpLinears[i], step.key);
-        q = engine->quantize_mlp(layers.get(step.layer), step.layer, x, o);
+        const LayerF32& w = layer_f32(step.layer);
+        const auto t = std::chrono::steady_clock::now();
+        q = engine->quantize_mlp(w, step.layer, x, o);
+        host["engine_s"] = seconds_since(t);
       } else if (step.kind == ModuleKind::kHead) {
         if (tied) {
           out.fields["head"] = "tied to the embedding, kept as FP16";
@@ -453,13 +526,17 @@ void run_conversion(const ConvertOptions& options) {
         }
       }
       if (q) {
+        if (step.kind == ModuleKind::kHead) host["engine_s"] = seconds_since(e0);
+        const auto s0 = std::chrono::steady_clock::now();
         std::vector<io::NamedTensor> named;
         for (const auto& [key, packed] : q->packed) packed.append_to(named, key);
         job.save_module_tensors(step.key, named);
+        host["save_s"] = seconds_since(s0);
         out.fields["rfn"] = q->rfn;
         if (step.kind != ModuleKind::kHead) engine_fields(*engine, out.fields);
         out.states = std::move(q->output);
       }
+      if (!host.empty()) out.fields["host"] = std::move(host);
       return out;
     };
     run_pass(job, Pass::kQuantize, steps, std::move(states), work, progress,

@@ -1,5 +1,7 @@
 #include "backend/cuda/attention.h"
 
+#include <cstdint>
+
 #include "backend/cuda/validate.h"
 #include "core/error.h"
 
@@ -53,6 +55,27 @@ void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const Dev
     attention_prefill_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                            out.data<float>(), d.tokens, d.heads, d.kv_heads, d.head_dim,
                            d.capacity, start_pos, scale, stream);
+}
+
+bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
+  return cache == DType::F16 && (head_dim == 64 || head_dim == 128);
+}
+
+void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
+                            const DeviceView& v_cache, const DeviceView& out, int start_pos,
+                            float scale, cudaStream_t stream) {
+  constexpr const char* op = "attention_prefill_fast";
+  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
+  EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
+            "cuda {}: needs an F16 cache and head_dim 64 or 128, got {} and {}", op,
+            dtype_name(k_cache.dtype()), d.head_dim);
+  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) &&
+                !misaligned(v_cache.raw()),
+            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  flash_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
+                     static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
+                     d.heads, d.kv_heads, d.head_dim, d.capacity, start_pos, scale, stream);
 }
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,

@@ -20,6 +20,14 @@ bool attention_supports(DType cache, int64_t head_dim);
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                        const DeviceView& out, int start_pos, float scale, cudaStream_t stream);
 
+// Tensor-core attention_prefill (flash_prefill.cu): q and k/v rounded to fp16, f32 accumulation
+// and softmax, about 1e-3 relative error against attention_prefill. F16 cache, head_dim 64 or
+// 128, q/out 16-byte aligned: attention_prefill_fast_supports(); same arguments otherwise.
+bool attention_prefill_fast_supports(DType cache, int64_t head_dim);
+void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
+                            const DeviceView& v_cache, const DeviceView& out, int start_pos,
+                            float scale, cudaStream_t stream);
+
 // q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).
 // workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements.
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,

@@ -68,6 +68,14 @@ void attention_decode_cuda(const float* q, const C* k_cache, const C* v_cache, f
                            float* workspace, int heads, int kv_heads, int head_dim, int capacity,
                            int kv_len, float scale, cudaStream_t stream);
 
+// ---- flash_prefill.cu ---------------------------------------------------------------------
+// attention_prefill_cuda<__half> on tensor cores (fp16 q/k/v, f32 accumulation and softmax):
+// same arguments and semantics, head_dim 64 or 128 only; q and out 16-byte aligned.
+bool flash_prefill_supports_head_dim(int head_dim);
+void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
+                        int tokens, int heads, int kv_heads, int head_dim, int capacity,
+                        int start_pos, float scale, cudaStream_t stream);
+
 // ---- matmul.cu ----------------------------------------------------------------------------
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,
 // __nv_bfloat16}. x is scaled per row by a power of two and rounded to W (x_scratch: rows * k,

@@ -62,13 +62,23 @@ class CudaEngine final : public Engine {
 
   std::string name() const override { return "cuda"; }
 
+  // The GPU error reduction implements exllamav2's per-row error only (EXQ_MEASURE_METRIC is a
+  // CPU experiment so far, docs/quality.md).
+  static void require_row_metric(const MeasureOptions& options, const std::string& key) {
+    if (options.metric != ErrorMetric::kRow)
+      throw Error(fmt::format("{}: the CUDA engine measures with the row error metric only; unset "
+                              "EXQ_MEASURE_METRIC or use --device cpu", key));
+  }
+
   ModuleResult measure_attention(const LayerF32& layer, const TensorView& states,
                                  const std::string& key, const MeasureOptions& options) override {
+    require_row_metric(options, key);
     return measure(attention_spec(layer), states, key,
                    table_rows(options.attn_table, attn_option_table()), options.percdamp);
   }
   ModuleResult measure_mlp(const LayerF32& layer, const TensorView& states, const std::string& key,
                            const MeasureOptions& options) override {
+    require_row_metric(options, key);
     return measure(mlp_spec(layer), states, key, table_rows(options.mlp_table, mlp_option_table()),
                    options.percdamp);
   }
@@ -174,6 +184,8 @@ class CudaEngine final : public Engine {
         {"rows_per_chunk", run.plan().slots},
         {"states_resident", run.plan().resident},
         {"vram_plan_bytes", run.plan().estimate},
+        {"host_candidates", run.plan().host_candidates},
+        {"candidate_cache_slots", run.plan().cache_slots},
     };
   }
 

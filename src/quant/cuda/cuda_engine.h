@@ -30,6 +30,9 @@ struct CudaEngineOptions {
   // tensor cores (several times slower; for comparisons). Candidate tests always use tensor
   // cores where the head size allows.
   bool exact_attention = false;
+  // Keep GPTQ results in pinned host memory even when they fit on the device (tests; the
+  // budget alone picks this mode otherwise: engine_plan.h).
+  bool host_candidates = false;
 };
 
 // Free memory of `device` now minus a margin of max(1 GiB, 5 % of its total) for the CUDA

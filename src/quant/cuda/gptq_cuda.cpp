@@ -81,7 +81,8 @@ struct PackedPending {
 std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
                                                   const DevicePreparedHessian& h,
                                                   std::span<const QuantOption> options,
-                                                  bool want_packed, GptqContext& ctx) {
+                                                  bool want_packed, GptqContext& ctx,
+                                                  const GptqResultHook& on_weight) {
   constexpr const char* op = "gptq_quantize_batch";
   EXQ_CHECK(ctx.allocator != nullptr && ctx.cublas != nullptr,
             "{}: GptqContext needs an allocator and a cuBLAS handle", op);
@@ -177,6 +178,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
     r.weight = DeviceTensor(DType::F16, {out, in}, alloc, stream);
     unpermute_transpose_cuda(ptr<__half>(wq), ptr<int32_t>(invperm_d), ptr<__half>(r.weight), in,
                              out, stream);
+    if (on_weight) on_weight(k, r);
     if (want_packed) pending.push_back(std::move(dev));
   }
 

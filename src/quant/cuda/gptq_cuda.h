@@ -9,6 +9,7 @@
 #include <cusolverDn.h>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -86,9 +87,14 @@ struct DeviceGptqResult {
 // groups differ by f32 summation order (docs: gptq_cuda.cpp). Scratch besides the results:
 // 2 F32 + 1 F16 + 1 U8 [in, out] (+ 1 U8 per option while want_packed), 3 * 128 * (in + out)
 // + 226 * out floats.
+// on_weight (optional) gets each result as soon as its weight is queued on ctx.stream (before
+// the next option starts), e.g. to move it to host memory and free the device copy; the
+// computation is the same with or without it.
+using GptqResultHook = std::function<void(size_t option, DeviceGptqResult& result)>;
 std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
                                                   const DevicePreparedHessian& h,
                                                   std::span<const QuantOption> options,
-                                                  bool want_packed, GptqContext& ctx);
+                                                  bool want_packed, GptqContext& ctx,
+                                                  const GptqResultHook& on_weight = {});
 
 }  // namespace exq::quant::cuda

@@ -6,8 +6,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
+#include <set>
+#include <utility>
 
 #include "backend/cuda/cuda_check.h"
 #include "core/error.h"
@@ -67,6 +70,20 @@ DeviceTensor doubles(int64_t n, EngineContext& ctx) {
 }
 
 double* as_doubles(const DeviceTensor& t) { return static_cast<double*>(t.raw()); }
+
+// Per table row: mean over calibration rows of the relative errors in sums [n_table, R, 2].
+std::vector<double> table_errors(const std::vector<double>& s, size_t n_table, int64_t R) {
+  std::vector<double> errors(n_table, 0.0);
+  for (size_t i = 0; i < n_table; ++i) {
+    double err = 0.0;
+    for (int64_t r = 0; r < R; ++r) {
+      const size_t at = (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2;
+      err += relative(s[at], s[at + 1]);
+    }
+    errors[i] = err / static_cast<double>(R);
+  }
+  return errors;
+}
 
 }  // namespace
 
@@ -177,15 +194,21 @@ VramPlan ModuleRun::make_plan(const std::vector<int64_t>& results_per_linear, in
   }
   for (size_t c = 0; c < spec_.linears.size(); ++c) {
     const int64_t out = spec_.linears[c].weight.dim(0), in = spec_.linears[c].weight.dim(1);
-    f.candidates += static_cast<size_t>(results_per_linear[c]) *
-                    rounded(static_cast<size_t>(out) * static_cast<size_t>(in) * 2);
+    const size_t one = rounded(static_cast<size_t>(out) * static_cast<size_t>(in) * 2);
+    f.candidates += static_cast<size_t>(results_per_linear[c]) * one;
+    f.candidate_max = std::max(f.candidate_max, one);
+    f.candidate_count += results_per_linear[c];
     f.gptq = std::max(f.gptq, gptq_scratch_estimate(out, in));
   }
+  f.linears = static_cast<int64_t>(spec_.linears.size());
+  f.kept = rounded(static_cast<size_t>(spec_.norm.nbytes()));
+  for (const DeviceLinear& d : weights_) f.kept += d.bias.empty() ? 0 : rounded(d.bias.nbytes());
   const auto blocks = static_cast<size_t>(error_blocks(tokens_ * hidden_));
   const auto tables = static_cast<size_t>(std::max<int64_t>(table_rows, 1));
   f.scratch += rounded(tables * blocks * 16) + rounded(tables * static_cast<size_t>(R) * 16);
   if (with_output) f.outputs = 2 * f.row_bytes;
-  return plan_vram(f, R, ctx_.alloc->budget(), ctx_.options.max_rows_on_device);
+  return plan_vram(f, R, ctx_.alloc->budget(), ctx_.options.max_rows_on_device,
+                   ctx_.options.host_candidates);
 }
 
 template <typename Body, typename After>
@@ -298,6 +321,8 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
   ctx_.compute_spans.begin(ctx_.compute);
   results_.clear();
   results_.resize(L);
+  host_results_.clear();
+  host_results_.resize(L);
   // Timed with events, so the phase has one host wait of its own (at the end).
   memory::cuda::SpanRecorder prepare_spans, gptq_spans;
   for (int g = 0; g < 2; ++g) {
@@ -310,15 +335,32 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
       if (spec_.linears[c].hessian != g) continue;
       DeviceLinear& d = weights_[c];
       const DeviceView input = d.w32.empty() ? d.w16.view() : d.w32.view();
+      const size_t bytes = static_cast<size_t>(d.w16.numel()) * sizeof(uint16_t);
+      std::vector<exq::cuda::PinnedBuffer>& host = host_results_[c];
+      GptqResultHook to_host;
+      if (plan_.host_candidates) {
+        host.resize(options[c].size());
+        // Queued on the stream that produced the weight; its block is reused only after it.
+        to_host = [&](size_t k, DeviceGptqResult& res) {
+          res.weight.view().expect(DType::F16, d.w16.shape(),
+                                   fmt::format("GPTQ result of {}", spec_.linears[c].name));
+          host[k] = exq::cuda::PinnedBuffer(bytes);
+          CUDA_CHECK(cudaMemcpyAsync(host[k].data(), res.weight.raw(), bytes,
+                                     cudaMemcpyDeviceToHost, ctx_.compute));
+          res.weight = {};
+        };
+      }
       gptq_spans.begin(ctx_.compute);
-      results_[c] = gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_);
+      results_[c] =
+          gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_, to_host);
       gptq_spans.end(ctx_.compute);
       EXQ_CHECK(results_[c].size() == options[c].size(),
                 "GPTQ of {} returned {} results for {} options", spec_.linears[c].name,
                 results_[c].size(), options[c].size());
-      for (const DeviceGptqResult& res : results_[c])
-        res.weight.view().expect(DType::F16, d.w16.shape(),
-                                 fmt::format("GPTQ result of {}", spec_.linears[c].name));
+      if (!plan_.host_candidates)
+        for (const DeviceGptqResult& res : results_[c])
+          res.weight.view().expect(DType::F16, d.w16.shape(),
+                                   fmt::format("GPTQ result of {}", spec_.linears[c].name));
       d.w16 = {};
       d.w32 = {};
       timing.gptq_runs += static_cast<int>(options[c].size());
@@ -333,6 +375,7 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
 }
 
 std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>& pick) {
+  if (plan_.host_candidates) return test_table_host(pick);
   const auto t0 = Clock::now();
   const size_t L = spec_.linears.size(), n_table = pick.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
@@ -374,16 +417,97 @@ std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>
                             as_doubles(sums) + r * 2, R * 2, ctx_.compute);
       },
       [](int64_t) {});
-  const std::vector<double> s = download_doubles(sums, ctx_.compute);
-  std::vector<double> errors(n_table, 0.0);
-  for (size_t i = 0; i < n_table; ++i) {
-    double err = 0.0;
-    for (int64_t r = 0; r < R; ++r) {
-      const size_t at = (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2;
-      err += relative(s[at], s[at + 1]);
-    }
-    errors[i] = err / static_cast<double>(R);
+  std::vector<double> errors = table_errors(download_doubles(sums, ctx_.compute), n_table, R);
+  timing.test_s = seconds_since(t0);
+  return errors;
+}
+
+DeviceView ModuleRun::result_view(size_t linear, const DeviceTensor& buffer) const {
+  return DeviceView(buffer.raw(), DType::F16, spec_.linears[linear].weight.shape());
+}
+
+std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<size_t>>& pick) {
+  const auto t0 = Clock::now();
+  const size_t L = spec_.linears.size(), n_table = pick.size();
+  const int64_t R = rows_->rows(), n = tokens_ * hidden_;
+  size_t total = 0, max_bytes = 0;
+  for (size_t c = 0; c < L; ++c) {
+    total += host_results_[c].size();
+    max_bytes = std::max(max_bytes, static_cast<size_t>(spec_.linears[c].weight.numel()) * 2);
   }
+  for (const std::vector<size_t>& p : pick) {
+    EXQ_ASSERT(p.size() == L);
+    for (size_t c = 0; c < L; ++c) EXQ_ASSERT(p[c] < host_results_[c].size());
+  }
+  using Key = std::pair<size_t, size_t>;  // (linear, option)
+  const auto slots = static_cast<size_t>(
+      std::min<int64_t>(plan_.cache_slots, static_cast<int64_t>(std::max(total, L))));
+  const std::vector<std::vector<size_t>> chunks =
+      table_chunks(pick, static_cast<int64_t>(slots));
+  const int blocks = error_blocks(n);
+  const DeviceTensor partials = doubles(static_cast<int64_t>(n_table) * blocks * 2, ctx_);
+  const DeviceTensor sums = doubles(static_cast<int64_t>(n_table) * R * 2, ctx_);
+  // Fixed-size buffers, so swapping candidates never fragments the budget.
+  std::vector<DeviceTensor> cache;
+  for (size_t s = 0; s < slots; ++s)
+    cache.emplace_back(DType::U8, Shape{static_cast<int64_t>(max_bytes)}, *ctx_.alloc,
+                       ctx_.compute);
+  std::vector<Key> holder(slots, Key{SIZE_MAX, SIZE_MAX});
+  std::map<Key, size_t> slot_of;
+  const DeviceView b = last_bias();
+  const float* bias_last = b.empty() ? nullptr : b.data<float>();
+  std::vector<DeviceView> w(L - 1), bias(L - 1);
+  for (size_t c = 0; c + 1 < L; ++c) bias[c] = weights_[c].bias.view();
+
+  for (const std::vector<size_t>& chunk : chunks) {
+    std::set<Key> need;
+    for (size_t i : chunk)
+      for (size_t c = 0; c < L; ++c) need.emplace(c, pick[i][c]);
+    for (size_t s = 0; s < slots; ++s)
+      if (holder[s].first != SIZE_MAX && !need.count(holder[s])) {
+        slot_of.erase(holder[s]);
+        holder[s] = Key{SIZE_MAX, SIZE_MAX};
+      }
+    size_t free_slot = 0;
+    for (const Key& key : need) {
+      if (slot_of.count(key)) continue;
+      while (holder[free_slot].first != SIZE_MAX) ++free_slot;  // need.size() <= slots
+      const exq::cuda::PinnedBuffer& src = host_results_[key.first][key.second];
+      // Stream order: earlier chunks' kernels reading this buffer come first.
+      CUDA_CHECK(cudaMemcpyAsync(cache[free_slot].raw(), src.data(),
+                                 static_cast<size_t>(spec_.linears[key.first].weight.numel()) * 2,
+                                 cudaMemcpyHostToDevice, ctx_.compute));
+      holder[free_slot] = key;
+      slot_of[key] = free_slot;
+    }
+    const auto view = [&](size_t c, size_t k) { return result_view(c, cache[slot_of.at({c, k})]); };
+    for_each_row(
+        target_host_, false,
+        [&](int64_t r) {
+          const DeviceView x = rows_->x(r), t = rows_->target(r);
+          runner_.norm(x, norm_.view());
+          // The chunk is sorted by picks: equal prefixes are neighbours and share one pass.
+          for (size_t j = 0; j < chunk.size(); ++j) {
+            const std::vector<size_t>& p = pick[chunk[j]];
+            if (j == 0 || !std::equal(p.begin(), p.end() - 1, pick[chunk[j - 1]].begin())) {
+              for (size_t c = 0; c + 1 < L; ++c) w[c] = view(c, p[c]);
+              runner_.prefix(w, bias, /*fast=*/true, /*keep_mid=*/false);
+            }
+            runner_.last(view(L - 1, p[L - 1]));
+            error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
+                                x.data<float>(), t.data<float>(), nullptr, n, hidden_,
+                                as_doubles(partials) + chunk[j] * static_cast<size_t>(blocks) * 2,
+                                ctx_.compute);
+          }
+          for (size_t i : chunk)
+            error_finalize_cuda(
+                as_doubles(partials) + i * static_cast<size_t>(blocks) * 2, 1, blocks,
+                as_doubles(sums) + (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2, 2,
+                ctx_.compute);
+        },
+        [](int64_t) {});
+  }
+  std::vector<double> errors = table_errors(download_doubles(sums, ctx_.compute), n_table, R);
   timing.test_s = seconds_since(t0);
   return errors;
 }
@@ -402,6 +526,14 @@ double ModuleRun::forward_quantized(Tensor& output) {
   for (Event& e : copied) ctx_.ring.record(e);
   const DeviceView b = last_bias();
   const float* bias_last = b.empty() ? nullptr : b.data<float>();
+  for (size_t c = 0; plan_.host_candidates && c < L; ++c) {  // bring back option 0
+    EXQ_ASSERT(!results_[c].empty() && !host_results_[c].empty());
+    DeviceTensor& wq = results_[c][0].weight;
+    if (!wq.empty()) continue;
+    wq = DeviceTensor(DType::F16, spec_.linears[c].weight.shape(), *ctx_.alloc, ctx_.compute);
+    CUDA_CHECK(cudaMemcpyAsync(wq.raw(), host_results_[c][0].data(), wq.nbytes(),
+                               cudaMemcpyHostToDevice, ctx_.compute));
+  }
   std::vector<DeviceView> w, bias;
   for (size_t c = 0; c + 1 < L; ++c) {
     EXQ_ASSERT(!results_[c].empty());

@@ -74,6 +74,8 @@ class ModuleRun {
   void reference(Tensor* host_target);
   // options[c]: the distinct options of linear c.
   void gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed);
+  // In host-candidate mode (plan().host_candidates) the results' weights are empty: they live
+  // in pinned host memory until test_table() / forward_quantized() bring them back.
   std::vector<DeviceGptqResult>& results(size_t linear) { return results_[linear]; }
   // pick[i][c]: index into options[c] for table row i. Per table row: mean over calibration
   // rows of ||y_q - y||_F / ||y||_F.
@@ -110,6 +112,10 @@ class ModuleRun {
   template <typename Body, typename After>
   void for_each_row(const Tensor* host_target, bool writes_target, Body&& body, After&& after);
   DeviceView last_bias() const { return weights_.back().bias.view(); }
+  // test_table() with the GPTQ results in host memory: chunks of table rows whose candidates
+  // fit the device cache, every calibration row per chunk; same kernels and sums per entry.
+  std::vector<double> test_table_host(const std::vector<std::vector<size_t>>& pick);
+  DeviceView result_view(size_t linear, const DeviceTensor& buffer) const;
 
   EngineContext& ctx_;
   const BlockSpec& spec_;
@@ -122,6 +128,7 @@ class ModuleRun {
   std::vector<DeviceLinear> weights_;
   std::unique_ptr<DeviceHessian> hessians_[2];
   std::vector<std::vector<DeviceGptqResult>> results_;
+  std::vector<std::vector<exq::cuda::PinnedBuffer>> host_results_;  // host-candidate mode
   VramPlan plan_;
   std::unique_ptr<RowStore> rows_;
   Tensor own_target_;                    // reference output when neither resident nor the caller's

@@ -309,6 +309,7 @@ void CudaLlama::Impl::check_tokens(std::span<const int32_t> tokens) const {
 void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
+  const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
   gpu::embedding(v.ids, embed, v.x, s);
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -319,7 +320,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
     gpu::rotary(v.q, cos, sin, start, s);
     gpu::rotary(v.k, cos, sin, start, s);
     gpu::kv_append(v.k, v.v, L.k_cache, L.v_cache, start, s);
-    gpu::attention_prefill(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
+    if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
+      gpu::attention_prefill_fast(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
+    else
+      gpu::attention_prefill(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);
     L.gate->forward(sc, v.xn, v.gate, s);

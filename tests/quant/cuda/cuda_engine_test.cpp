@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 
@@ -76,6 +77,13 @@ const Smol& smol() {
   return *s;
 }
 
+// Progress on stderr, flushed: a crash report then names the last step reached (stdout is
+// block-buffered when piped, so its last lines lag behind).
+void step(const std::string& what) {
+  std::fprintf(stderr, "[cuda_engine_test] %s\n", what.c_str());
+  std::fflush(stderr);
+}
+
 std::string attn_key(int64_t l) { return fmt::format("model.layers.{}.self_attn", l); }
 std::string mlp_key(int64_t l) { return fmt::format("model.layers.{}.mlp", l); }
 
@@ -91,13 +99,17 @@ TEST(CudaEngineSmolLM2, MeasurementMatchesTheCpuEngine) {
   const auto gpu = make_cuda_engine(s.config, kTokens, {});
   EXPECT_EQ(gpu->name(), "cuda");
   for (int64_t l : kLayers) {
+    step(fmt::format("Measurement: layer {} attention", l));
     const ModuleResult a = gpu->measure_attention(s.layer.at(l), s.attn_in.at(l), attn_key(l), {});
     std::printf("%s\n", gpu->module_stats().dump().c_str());
     expect_measurements_close(a, s.cpu_attn.at(l), 0.002, 1e-3);
     EXPECT_EQ(a.measurement.rows->size(), attn_option_table().size());
     // Same input as the CPU's MLP measurement: the CPU attention target.
+    step(fmt::format("Measurement: layer {} MLP", l));
     const ModuleResult m = gpu->measure_mlp(s.layer.at(l), s.cpu_attn.at(l).target, mlp_key(l), {});
     std::printf("%s\n", gpu->module_stats().dump().c_str());
+    std::fflush(stdout);
+    step(fmt::format("Measurement: layer {} MLP compare", l));
     expect_measurements_close(m, s.cpu_mlp.at(l), 0.002, 1e-3);
     EXPECT_EQ(m.measurement.rows->size(), mlp_option_table().size());
     const auto stats = gpu->module_stats();
@@ -107,7 +119,9 @@ TEST(CudaEngineSmolLM2, MeasurementMatchesTheCpuEngine) {
     EXPECT_GE(stats.at("bytes_h2d").get<size_t>(), static_cast<size_t>(kRows * kTokens * 576 * 4));
     EXPECT_LE(stats.at("peak_vram_bytes").get<size_t>(),
               stats.at("vram_budget_bytes").get<size_t>());
+    step(fmt::format("Measurement: layer {} done", l));
   }
+  step("Measurement: destroying the engine");
 }
 
 TEST(CudaEngineSmolLM2, QuantizeStepMatchesTheCpuEngine) {
@@ -127,13 +141,21 @@ TEST(CudaEngineSmolLM2, QuantizeStepMatchesTheCpuEngine) {
       {s.config.intermediate_size, s.config.hidden_size},
       {s.config.intermediate_size, s.config.hidden_size},
       {s.config.hidden_size, s.config.intermediate_size}};
+  step("Quantize: gpu attention");
   const QuantStep ga = gpu->quantize_attention(s.layer.at(l), l, s.attn_in.at(l), attn);
+  step("Quantize: cpu attention");
   const QuantStep ca = cpu->quantize_attention(s.layer.at(l), l, s.attn_in.at(l), attn);
+  step("Quantize: attention packed valid");
   test::expect_packed_valid(ga, ca, dims_a);
+  step("Quantize: attention step close");
   test::expect_step_close(ga, ca);
+  step("Quantize: gpu MLP");
   const QuantStep gm = gpu->quantize_mlp(s.layer.at(l), l, ca.output, mlp);
+  step("Quantize: cpu MLP");
   const QuantStep cm = cpu->quantize_mlp(s.layer.at(l), l, ca.output, mlp);
+  step("Quantize: MLP packed valid");
   test::expect_packed_valid(gm, cm, dims_m);
+  step("Quantize: MLP step close");
   test::expect_step_close(gm, cm);
   std::printf("%s\n", gpu->module_stats().dump().c_str());
 }
@@ -152,6 +174,7 @@ TEST(CudaEngineSmolLM2, StreamingUnderATightBudgetGivesIdenticalResults) {
   const AttnOptions qa = attn_option_table()[4];
   const MlpOptions qm = mlp_option_table()[4];
 
+  step("Streaming: reference engine");
   const auto ref = make_cuda_engine(s.config, kTokens, {});
   const ModuleResult a0 = ref->measure_attention(layer, x, attn_key(l), few);
   const ModuleResult m0 = ref->measure_mlp(layer, a0.target, mlp_key(l), few);
@@ -164,6 +187,7 @@ TEST(CudaEngineSmolLM2, StreamingUnderATightBudgetGivesIdenticalResults) {
     CudaEngineOptions o;
     o.vram_budget_bytes = peak;  // what the resident run held at most
     o.max_rows_on_device = slots;
+    step(fmt::format("Streaming: {} slot(s)", slots));
     const auto tight = make_cuda_engine(s.config, kTokens, o);
     const ModuleResult a1 = tight->measure_attention(layer, x, attn_key(l), few);
     auto stats = tight->module_stats();
@@ -172,8 +196,10 @@ TEST(CudaEngineSmolLM2, StreamingUnderATightBudgetGivesIdenticalResults) {
     EXPECT_FALSE(stats.at("states_resident").get<bool>());
     EXPECT_LE(stats.at("peak_vram_bytes").get<size_t>(), peak);
     expect_measurements_identical(a1, a0);
+    step(fmt::format("Streaming: {} slot(s) MLP", slots));
     const ModuleResult m1 = tight->measure_mlp(layer, a0.target, mlp_key(l), few);
     expect_measurements_identical(m1, m0);
+    step(fmt::format("Streaming: {} slot(s) quantize", slots));
     const QuantStep qa1 = tight->quantize_attention(layer, l, x, qa);
     expect_packed_identical(qa1, qa0);
     const QuantStep qm1 = tight->quantize_mlp(layer, l, qa0.output, qm);
@@ -189,6 +215,7 @@ TEST(CudaEngineSmolLM2, BudgetBelowOneModuleIsAClearError) {
   REQUIRE_GPU_AND_MODEL();
   const Smol& s = smol();
   for (size_t budget : {size_t{1} << 20, size_t{40} << 20}) {
+    step(fmt::format("Budget: {} bytes", budget));
     CudaEngineOptions o;
     o.vram_budget_bytes = budget;
     const auto gpu = make_cuda_engine(s.config, kTokens, o);
@@ -208,6 +235,7 @@ TEST(CudaEngineSmolLM2, NonFiniteStatesNameTheModule) {
   REQUIRE_GPU_AND_MODEL();
   const Smol& s = smol();
   const auto gpu = make_cuda_engine(s.config, kTokens, {});
+  step("NonFinite: measuring bad states");
   Tensor bad = Tensor::copy_of(s.attn_in.at(15));
   bad.data<float>()[3 * kTokens * 576 + 17] = NAN;
   try {
@@ -219,6 +247,7 @@ TEST(CudaEngineSmolLM2, NonFiniteStatesNameTheModule) {
     EXPECT_NE(m.find("NaN"), std::string::npos) << m;
     EXPECT_NE(m.find(std::to_string(3 * kTokens * 576 + 17)), std::string::npos) << m;
   }
+  step("NonFinite: measuring again");
   // The engine is still usable afterwards.
   const ModuleResult a = gpu->measure_attention(s.layer.at(15), s.attn_in.at(15), attn_key(15), {});
   expect_measurements_close(a, s.cpu_attn.at(15), 0.002, 1e-3);

@@ -1,0 +1,278 @@
+// Tensor-core causal prefill attention over the f16 KV cache; see flash_prefill.h. The scheme
+// of quant/cuda/flash_attention.cu (FlashAttention-2: 64 queries per block, 16 per warp, 64-key
+// tiles double-buffered with cp.async, online softmax in base 2, mma.sync m16n8k16 fp16 in /
+// f32 accumulate), generalised to a cache with a capacity stride, queries at start_pos + t and
+// f32 q rounded to fp16 (times scale * log2(e)) as it is staged into shared memory.
+// Fragment layouts are PTX's mma.m16n8k16 (.row.col): gid = lane / 4, tig = lane % 4; C holds
+// rows gid and gid + 8 at columns 2*tig, 2*tig + 1.
+#include <cstdint>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/launchers.h"
+
+namespace exq::cuda {
+namespace {
+
+constexpr int kBlockM = 64;  // queries per block (16 per warp)
+constexpr int kBlockN = 64;  // keys per tile
+constexpr int kFlashThreads = 128;
+constexpr unsigned kFull = 0xffffffffu;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Row pitch in halves: 8 extra halves put the 8 rows an ldmatrix phase reads in distinct banks
+// and keep rows 16-byte aligned for cp.async.
+template <int D>
+__host__ __device__ constexpr int pitch() {
+  return D + 8;
+}
+
+template <int D>
+constexpr size_t flash_smem_bytes() {
+  return static_cast<size_t>(kBlockM + 4 * kBlockN) * pitch<D>() * sizeof(__half);
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;  // 0: zero-fill (keys past the cached length)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __half* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Keys [key0, key0 + 64) of one cache head ([capacity, D], rows < kv_len valid) into shared
+// memory; rows past kv_len are zero-filled (and masked by causality for every real query).
+template <int D>
+__device__ __forceinline__ void load_kv_tile(__half* dst, const __half* src, int key0, int kv_len) {
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  for (int i = threadIdx.x; i < kBlockN * kChunks; i += kFlashThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int key = key0 + r;
+    const __half* g = src + static_cast<size_t>(key < kv_len ? key : kv_len - 1) * D + c * 8;
+    cp_async_16(dst + r * pitch<D>() + c * 8, g, key < kv_len);
+  }
+}
+
+// grid (ceil(T / 64), heads); the heavy (late) query blocks go first. q, out: [T, H, D] f32;
+// caches [KVH, capacity, D] f16 holding positions [0, start_pos + T).
+template <int D>
+__global__ void __launch_bounds__(kFlashThreads)
+    flash_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
+                         const __half* __restrict__ v_cache, float* __restrict__ out, int T,
+                         int H, int KVH, int capacity, int start_pos, float q_scale) {
+  constexpr int P = pitch<D>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* q_s = reinterpret_cast<__half*>(smem_raw);  // [64][P]
+  __half* k_s = q_s + kBlockM * P;                    // [2][64][P]
+  __half* v_s = k_s + 2 * kBlockN * P;                // [2][64][P]
+
+  const int m_block = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  const int h = blockIdx.y, kvh = h / (H / KVH);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int m0 = m_block * kBlockM;
+  const int q_pos0 = start_pos + m0;                      // position of the block's first query
+  const int kv_len = start_pos + min(m0 + kBlockM, T);    // keys its last real query sees
+  const int tiles = (kv_len + kBlockN - 1) / kBlockN;
+  const __half* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
+  const __half* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
+
+  load_kv_tile<D>(k_s, kh, 0, kv_len);
+  load_kv_tile<D>(v_s, vh, 0, kv_len);
+  cp_async_commit();
+
+  // q tile: f32 -> fp16 * q_scale while the first K/V tile is in flight; rows >= T are zeros.
+  {
+    constexpr int kVec = D / 4;  // float4 per row
+    for (int i = threadIdx.x; i < kBlockM * kVec; i += kFlashThreads) {
+      const int r = i / kVec, c = i % kVec;
+      const int t = m0 + r;
+      float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (t < T)
+        x = *reinterpret_cast<const float4*>(q + (static_cast<size_t>(t) * H + h) * D + c * 4);
+      uint2 packed;
+      packed.x = pack_half2(x.x * q_scale, x.y * q_scale);
+      packed.y = pack_half2(x.z * q_scale, x.w * q_scale);
+      *reinterpret_cast<uint2*>(q_s + r * P + c * 4) = packed;
+    }
+  }
+
+  uint32_t qf[D / 16][4];
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
+
+  for (int j = 0; j < tiles; ++j) {
+    if (j + 1 < tiles) {
+      load_kv_tile<D>(k_s + ((j + 1) & 1) * kBlockN * P, kh, (j + 1) * kBlockN, kv_len);
+      load_kv_tile<D>(v_s + ((j + 1) & 1) * kBlockN * P, vh, (j + 1) * kBlockN, kv_len);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
+    }
+    const __half* ks = k_s + (j & 1) * kBlockN * P;
+    const __half* vs = v_s + (j & 1) * kBlockN * P;
+
+    float s[kBlockN / 8][4];
+#pragma unroll
+    for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; nt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, ks + (nt * 8 + r8 + (sel >> 1) * 8) * P + kk * 16 + (sel & 1) * 8);
+        mma_16816(s[nt], qf[kk], b[0], b[1]);
+        mma_16816(s[nt + 1], qf[kk], b[2], b[3]);
+      }
+    }
+    // Tiles reaching past the first query's position: keys after a query's position are
+    // masked (this also masks the zero-filled keys >= kv_len for every real query). Key 0 is
+    // never masked, so each row's max is finite from the first tile on.
+    if ((j + 1) * kBlockN - 1 > q_pos0) {
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int pos = q_pos0 + warp * 16 + gid + (e >> 1) * 8;
+          const int key = j * kBlockN + nt * 8 + 2 * tig + (e & 1);
+          if (key > pos) s[nt][e] = -INFINITY;
+        }
+    }
+
+    // Online softmax (base 2: q carries log2(e)); each row lives in one quad of lanes.
+    float mx[2] = {row_max[0], row_max[1]};
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
+    }
+    const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
+    float sum[2] = {0.0f, 0.0f};
+    uint32_t pf[kBlockN / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+      sum[0] += p0 + p1;
+      sum[1] += p2 + p3;
+      pf[nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
+      pf[nt / 2][(nt & 1) * 2 + 1] = pack_half2(p2, p3);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      sum[r] += __shfl_xor_sync(kFull, sum[r], 1);
+      sum[r] += __shfl_xor_sync(kFull, sum[r], 2);
+      row_sum[r] = row_sum[r] * corr[r] + sum[r];
+      row_max[r] = mx[r];
+    }
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      o[dt][0] *= corr[0];
+      o[dt][1] *= corr[0];
+      o[dt][2] *= corr[1];
+      o[dt][3] *= corr[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vs + (kk * 16 + r8 + (sel & 1) * 8) * P + dt * 8 + (sel >> 1) * 8);
+        mma_16816(o[dt], pf[kk], b[0], b[1]);
+        mma_16816(o[dt + 1], pf[kk], b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this tile's buffers are refilled two iterations on
+  }
+
+  const float inv[2] = {1.0f / row_sum[0], 1.0f / row_sum[1]};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = m0 + warp * 16 + gid + r * 8;
+    if (t >= T) continue;
+    float* orow = out + (static_cast<size_t>(t) * H + h) * D;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<float2*>(orow + dt * 8 + 2 * tig) =
+          make_float2(o[dt][2 * r] * inv[r], o[dt][2 * r + 1] * inv[r]);
+  }
+}
+
+template <int D>
+void launch_flash(const float* q, const __half* k_cache, const __half* v_cache, float* out,
+                  int tokens, int heads, int kv_heads, int capacity, int start_pos, float scale,
+                  cudaStream_t stream) {
+  constexpr size_t smem = flash_smem_bytes<D>();
+  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(smem)));
+  const dim3 grid(ceil_div(tokens, kBlockM), heads);
+  flash_prefill_kernel<D><<<grid, kFlashThreads, smem, stream>>>(
+      q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos, scale * kLog2e);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool flash_prefill_supports_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
+
+void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
+                        int tokens, int heads, int kv_heads, int head_dim, int capacity,
+                        int start_pos, float scale, cudaStream_t stream) {
+  if (tokens == 0 || heads == 0) return;
+  if (head_dim == 64)
+    launch_flash<64>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos, scale,
+                     stream);
+  else
+    launch_flash<128>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos,
+                      scale, stream);
+}
+
+}  // namespace exq::cuda
