@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <numeric>
 #include <string_view>
 
@@ -145,14 +144,12 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
       row.total_bits += bits[c][pick[i][c]];
       row.linears.emplace_back(std::string(spec.linears[c].name), spec.table[i][c]);
     }
-    double all[3] = {0.0, 0.0, 0.0};
-    const ErrorMetric metrics[3] = {ErrorMetric::kRow, ErrorMetric::kSkip0, ErrorMetric::kToken};
+    double err = 0.0;
     for (int64_t r = 0; r < R; ++r) {
       spec.forward(weights, row_of(states, r), yq);
-      for (int m = 0; m < 3; ++m) all[m] += output_error(yq, row_of(res.target, r), metrics[m]);
+      err += output_error(yq, row_of(res.target, r), metric);
     }
-    for (double& e : all) e /= static_cast<double>(R);
-    const double err = all[static_cast<int>(metric)];
+    err /= static_cast<double>(R);
     EXQ_CHECK(std::isfinite(err), "measure {}: table row {} gives a non-finite error", key, i);
     row.accuracy = std::max(1e-6, 1.0 - err);
     res.errors.push_back(err);
