@@ -18,22 +18,21 @@ std::vector<std::vector<int32_t>> split_windows(std::span<const int32_t> ids, in
   return out;
 }
 
-PerplexityResult perplexity(model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
-                            const std::function<void(int64_t, double)>& on_window) {
+PerplexityResult score_windows(const std::vector<std::vector<int32_t>>& windows, int64_t vocab,
+                               const WindowLogits& logits_of,
+                               const std::function<void(int64_t, double)>& on_window) {
   EXQ_CHECK(!windows.empty(), "perplexity: no token windows");
   PerplexityResult r;
   double total = 0.0;
-  const int64_t V = model.config().vocab_size;
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& ids = windows[w];
     const int64_t n = static_cast<int64_t>(ids.size());
     EXQ_CHECK(n >= 2, "perplexity: window {} has {} tokens, need at least 2", w, n);
-    model::KvCache cache = model.make_cache(n);
     // Logits of positions 0..n-2 predict tokens 1..n-1; the last position predicts nothing.
-    const Tensor logits = model.forward(std::span(ids).first(static_cast<size_t>(n - 1)), cache, true);
+    const Tensor logits = logits_of(w, std::span(ids).first(static_cast<size_t>(n - 1)));
     const std::vector<double> lse = cpu::logsumexp_rows(logits);
     double sum = 0.0;
-    for (int64_t t = 0; t + 1 < n; ++t) sum += lse[static_cast<size_t>(t)] - logits.data<float>()[t * V + ids[t + 1]];
+    for (int64_t t = 0; t + 1 < n; ++t) sum += lse[static_cast<size_t>(t)] - logits.data<float>()[t * vocab + ids[t + 1]];
     total += sum;
     r.tokens += n - 1;
     r.window_ppl.push_back(std::exp(sum / static_cast<double>(n - 1)));
@@ -42,6 +41,17 @@ PerplexityResult perplexity(model::LlamaModel& model, const std::vector<std::vec
   r.nll = total / static_cast<double>(r.tokens);
   r.ppl = std::exp(r.nll);
   return r;
+}
+
+PerplexityResult perplexity(model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
+                            const std::function<void(int64_t, double)>& on_window) {
+  return score_windows(
+      windows, model.config().vocab_size,
+      [&](size_t, std::span<const int32_t> inputs) {
+        model::KvCache cache = model.make_cache(static_cast<int64_t>(inputs.size()) + 1);
+        return model.forward(inputs, cache, true);
+      },
+      on_window);
 }
 
 }  // namespace exq::runtime

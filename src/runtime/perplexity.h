@@ -29,4 +29,11 @@ std::vector<std::vector<int32_t>> split_windows(std::span<const int32_t> ids, in
 PerplexityResult perplexity(model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
                             const std::function<void(int64_t, double)>& on_window = {});
 
+// The scoring shared by every device: logits(w, inputs) runs tokens 0..n-2 of window w from a
+// fresh cache and returns their F32 logits [n - 1, vocab].
+using WindowLogits = std::function<Tensor(size_t window, std::span<const int32_t> inputs)>;
+PerplexityResult score_windows(const std::vector<std::vector<int32_t>>& windows, int64_t vocab,
+                               const WindowLogits& logits,
+                               const std::function<void(int64_t, double)>& on_window = {});
+
 }  // namespace exq::runtime

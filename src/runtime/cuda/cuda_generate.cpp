@@ -5,7 +5,6 @@
 #include <cmath>
 #include <string>
 
-#include "backend/cpu/elementwise.h"
 #include "backend/cuda/cuda_check.h"
 #include "core/error.h"
 #include "runtime/model_step.h"
@@ -171,31 +170,17 @@ GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& 
 
 PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,
                                  const std::function<void(int64_t, double)>& on_window) {
-  EXQ_CHECK(!windows.empty(), "perplexity: no token windows");
-  PerplexityResult r;
-  double total = 0.0;
-  const int64_t V = model.config().vocab_size;
-  for (size_t w = 0; w < windows.size(); ++w) {
-    const std::vector<int32_t>& ids = windows[w];
-    const auto n = static_cast<int64_t>(ids.size());
-    EXQ_CHECK(n >= 2, "perplexity: window {} has {} tokens, need at least 2", w, n);
-    EXQ_CHECK(n - 1 <= model.max_context(), "perplexity: window {} of {} tokens exceeds the context of {}",
-              w, n, model.max_context() + 1);
-    model.reset();
-    // Logits of positions 0..n-2 predict tokens 1..n-1; the last position predicts nothing.
-    const Tensor logits = model.forward(std::span(ids).first(static_cast<size_t>(n - 1)), true);
-    const std::vector<double> lse = cpu::logsumexp_rows(logits);
-    double sum = 0.0;
-    for (int64_t t = 0; t + 1 < n; ++t)
-      sum += lse[static_cast<size_t>(t)] - logits.data<float>()[t * V + ids[static_cast<size_t>(t) + 1]];
-    total += sum;
-    r.tokens += n - 1;
-    r.window_ppl.push_back(std::exp(sum / static_cast<double>(n - 1)));
-    if (on_window) on_window(static_cast<int64_t>(w), r.window_ppl.back());
-  }
-  r.nll = total / static_cast<double>(r.tokens);
-  r.ppl = std::exp(r.nll);
-  return r;
+  return score_windows(
+      windows, model.config().vocab_size,
+      [&](size_t w, std::span<const int32_t> inputs) {
+        const auto n = static_cast<int64_t>(inputs.size()) + 1;
+        EXQ_CHECK(n - 1 <= model.max_context(),
+                  "perplexity: window {} of {} tokens exceeds the context of {}", w, n,
+                  model.max_context() + 1);
+        model.reset();
+        return model.forward(inputs, true);
+      },
+      on_window);
 }
 
 }  // namespace exq::runtime::cuda
