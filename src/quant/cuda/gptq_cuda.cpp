@@ -1,4 +1,5 @@
-// gptq_quantize_batch: GPTQ of one linear under many options (quant/gptq.cpp is the reference).
+// gptq_quantize_batch v1: GPTQ of one linear under many options, one option after another
+// (quant/gptq.cpp is the reference; gptq_batch.cpp is v2), and the argument checks both share.
 //
 // Every option gets its own working copy W' = W^T[perm] ([in, out], f32, copied from one
 // permuted transpose made per call). Per group (gptq_plan.h): pending errors of the block's
@@ -16,10 +17,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/validate.h"
 #include "core/error.h"
+#include "quant/cuda/gptq_batch.h"
 #include "quant/cuda/gptq_cuda.h"
 #include "quant/cuda/gptq_launchers.h"
 #include "quant/cuda/gptq_plan.h"
@@ -29,8 +33,6 @@ namespace {
 
 constexpr int64_t kMaxOut = int64_t{1} << 21;  // tile grids put out/32 in gridDim.y (<= 65535)
 constexpr int64_t kMaxStackRows = 65535;       // split_tf32_stack_cuda: rows in gridDim.y
-
-int dtype_code(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }
 
 template <typename T>
 T* ptr(const DeviceTensor& t) {
@@ -78,18 +80,18 @@ struct PackedPending {
 
 }  // namespace
 
-std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
-                                                  const DevicePreparedHessian& h,
-                                                  std::span<const QuantOption> options,
-                                                  bool want_packed, GptqContext& ctx,
-                                                  const GptqResultHook& on_weight) {
+GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
+                             std::span<const QuantOption> options, const GptqContext& ctx) {
   constexpr const char* op = "gptq_quantize_batch";
   EXQ_CHECK(ctx.allocator != nullptr && ctx.cublas != nullptr,
             "{}: GptqContext needs an allocator and a cuBLAS handle", op);
   exq::cuda::check_dtype_in(w, {DType::F32, DType::F16, DType::BF16}, op, "w");
   exq::cuda::check_rank(w, 2, op, "w");
   exq::cuda::check_dense(w, op, "w");
-  const int64_t out = w.dim(0), in = w.dim(1);
+  GptqInputs r;
+  r.out = w.dim(0);
+  r.in = w.dim(1);
+  const int64_t out = r.out, in = r.in;
   EXQ_CHECK(out > 0 && out <= kMaxOut && in > 0 && in <= 65536,
             "{}: weight {} out of range (out 1 .. {}, in 1 .. 65536)", op, shape_str(w.shape()),
             kMaxOut);
@@ -97,15 +99,54 @@ std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
             "{}: Hessian prepared for {} inputs, layer has {}", op, h.in, in);
   h.u.view().expect(DType::F32, {in, in}, "gptq_quantize_batch: prepared Hessian u");
   h.perm_d.view().expect(DType::I32, {in}, "gptq_quantize_batch: prepared Hessian perm_d");
-  const std::vector<int32_t> invperm = inverse_permutation(h.perm);
+  r.invperm = inverse_permutation(h.perm);
+  for (const QuantOption& o : options) r.layouts.push_back(group_layout(o, in));
+  return r;
+}
 
+int gptq_dtype_code(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }
+
+GptqImpl gptq_impl_from_env() {
+  const char* v = std::getenv("EXQ_GPTQ_IMPL");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "v2") == 0) return GptqImpl::kV2;
+  if (std::strcmp(v, "v1") == 0) return GptqImpl::kV1;
+  throw Error(fmt::format("EXQ_GPTQ_IMPL='{}': expected v1 or v2", v));
+}
+
+const char* gptq_impl_name(GptqImpl impl) { return impl == GptqImpl::kV1 ? "v1" : "v2"; }
+
+std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
+                                                  const DevicePreparedHessian& h,
+                                                  std::span<const QuantOption> options,
+                                                  bool want_packed, GptqContext& ctx,
+                                                  const GptqResultHook& on_weight) {
+  return gptq_quantize_batch(w, h, options, want_packed, ctx, on_weight, gptq_impl_from_env());
+}
+
+std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
+                                                  const DevicePreparedHessian& h,
+                                                  std::span<const QuantOption> options,
+                                                  bool want_packed, GptqContext& ctx,
+                                                  const GptqResultHook& on_weight, GptqImpl impl) {
+  return impl == GptqImpl::kV1
+             ? gptq_quantize_batch_v1(w, h, options, want_packed, ctx, on_weight)
+             : gptq_quantize_batch_v2(w, h, options, want_packed, ctx, on_weight);
+}
+
+std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
+                                                     const DevicePreparedHessian& h,
+                                                     std::span<const QuantOption> options,
+                                                     bool want_packed, GptqContext& ctx,
+                                                     const GptqResultHook& on_weight) {
   // Everything that can fail on the host fails before the first launch.
-  std::vector<std::vector<GroupSpan>> layouts;
+  const GptqInputs inputs = check_gptq_inputs(w, h, options, ctx);
+  const int64_t out = inputs.out, in = inputs.in;
+  const std::vector<int32_t>& invperm = inputs.invperm;
+  const std::vector<std::vector<GroupSpan>>& layouts = inputs.layouts;
   std::vector<GptqPlan> plans;
   int64_t max_block_rows = 0;
-  for (const QuantOption& o : options) {
-    layouts.push_back(group_layout(o, in));
-    plans.push_back(plan_gptq(layouts.back(), in));
+  for (const auto& layout : layouts) {
+    plans.push_back(plan_gptq(layout, in));
     max_block_rows = std::max(max_block_rows, plans.back().max_block_rows);
   }
   std::vector<DeviceGptqResult> results(options.size());
@@ -122,8 +163,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
   CUDA_CHECK(cudaMemcpyAsync(invperm_d.raw(), invperm.data(), invperm_d.nbytes(),
                              cudaMemcpyHostToDevice, stream));
   DeviceTensor wp0(DType::F32, {in, out}, alloc, stream);
-  permute_transpose_cuda(w.raw(), dtype_code(w.dtype()), ptr<int32_t>(h.perm_d), ptr<float>(wp0),
-                         in, out, stream);
+  permute_transpose_cuda(w.raw(), gptq_dtype_code(w.dtype()), ptr<int32_t>(h.perm_d),
+                         ptr<float>(wp0), in, out, stream);
   DeviceTensor wp(DType::F32, {in, out}, alloc, stream);
   DeviceTensor e(DType::F32, {max_block_rows, out}, alloc, stream);
   DeviceTensor base(DType::F32, {out}, alloc, stream);

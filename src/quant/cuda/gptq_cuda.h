@@ -67,8 +67,9 @@ struct DevicePreparedHessian {
 
 // h: F32 [in, in] on the device. Damping and retries as quant::prepare_hessian (throws
 // exq::Error after 10 failed steps): the same perm and damp, U equal up to f32 rounding
-// (cuSOLVER potrf, potri, potrf). Waits for the device (diagonal, then once per attempt).
-// Scratch: two [in, in] matrices.
+// (cuSOLVER; EXQ_GPTQ_IMPL=v1: potrf, potri, potrf as the CPU; v2, the default: potrf of the
+// reversed matrix and trtri, gptq_batch.h). Waits for the device (diagonal, then once per
+// attempt). Scratch: two [in, in] matrices.
 DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx);
 
 // One option's result. `weight` is always filled; `layer` only when want_packed.
@@ -82,14 +83,18 @@ struct DeviceGptqResult {
 // GPTQ of w (device F32|F16|BF16 [out, in], HF layout) under every option at once.
 // Results are in the order of `options`. Options are validated (group_layout) before anything
 // is launched. Without want_packed nothing waits for the device: the weights are ready in
-// stream order on ctx.stream; with it, one wait at the end for the downloads. Deterministic
-// (same inputs, same bytes); for the first group bit-identical to quant::gptq_quantize, later
-// groups differ by f32 summation order (docs: gptq_cuda.cpp). Scratch besides the results:
+// stream order on ctx.stream; with it, one wait per batch of options for the downloads.
+// Deterministic (same inputs, same bytes, whatever the VRAM budget); for the first group
+// bit-identical to quant::gptq_quantize, later groups differ by f32 summation order (docs:
+// gptq_cuda.cpp, gptq_batch.cpp). EXQ_GPTQ_IMPL picks the implementation (gptq_batch.h): v2
+// (default) runs all options together in batches sized to the free VRAM (budget or device):
+// per option of a batch 4 + 2 (+ 1 packed) bytes per weight, (2 * 128 + 3 * 128 + 97) * out
+// floats, besides the results and 3 * 128 * in floats; v1 runs them one after another in
 // 2 F32 + 1 F16 + 1 U8 [in, out] (+ 1 U8 per option while want_packed), 3 * 128 * (in + out)
 // + 226 * out floats.
-// on_weight (optional) gets each result as soon as its weight is queued on ctx.stream (before
-// the next option starts), e.g. to move it to host memory and free the device copy; the
-// computation is the same with or without it.
+// on_weight (optional) gets each result as soon as its weight is queued on ctx.stream (v1:
+// before the next option starts; v2: before the next batch starts), e.g. to move it to host
+// memory and free the device copy; the computation is the same with or without it.
 using GptqResultHook = std::function<void(size_t option, DeviceGptqResult& result)>;
 std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
                                                   const DevicePreparedHessian& h,

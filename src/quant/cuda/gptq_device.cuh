@@ -1,4 +1,4 @@
-// Device helpers shared by the GPTQ kernels (gptq_kernels.cu, gptq_rows.cu): the CPU's rounding
+// Device helpers shared by the GPTQ kernels (gptq_*.cu, hessian_kernels.cu): the CPU's rounding
 // and quantization steps spelled with explicit __f*_rn intrinsics, so nvcc cannot contract them
 // into FMAs the CPU does not use. Internal to quant/cuda; included only by .cu files.
 #pragma once
@@ -38,6 +38,13 @@ __device__ __forceinline__ float grid_term(float w, float s, float inv, float lo
   const float qc = fminf(fmaxf(rintf(q), lo), hi);
   const float a = fabsf(__fsub_rn(w, __fmul_rn(qc, s)));
   return __fmul_rn(__fmul_rn(__fmul_rn(a, a), a), __fsqrt_rn(a));
+}
+
+// Round to the 10 mantissa bits of TF32, nearest even (finite inputs; inf/nan pass through).
+__device__ __forceinline__ float round_tf32(float x) {
+  const uint32_t u = __float_as_uint(x);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  return __uint_as_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
 }
 
 // Max of the positive partial maxima over one warp (exact in any order); every lane gets it.

@@ -28,6 +28,10 @@ void add_diagonal_cuda(float* a, int64_t n, float value, cudaStream_t stream);
 // Zeroes u[r, c] for r > c (row-major) and sets *flag to 1 when any kept value is not finite.
 void clear_lower_check_finite_cuda(float* u, int64_t n, int* flag, cudaStream_t stream);
 
+// u[r, c] = src[n - 1 - c, n - 1 - r] for r <= c, else 0 ([n, n] row-major): J L^-1 J read
+// row-major as the upper factor, from a column-major lower L^-1 (prepare_hessian v2).
+void reverse_upper_cuda(const float* src, float* u, int64_t n, cudaStream_t stream);
+
 // ---- gptq_kernels.cu, gptq_rows.cu ------------------------------------------------------------
 inline constexpr int kGptqGrid = 97;  // scale factors p = 0.70 .. 1.20 (quant/gptq.cpp)
 
@@ -70,5 +74,64 @@ void group_rows_cuda(float* wp, const float* u, float* e, uint8_t* codes, __half
                      const float* partials, int64_t partial_count, const GptqGrid& grid,
                      int64_t in, int64_t out, int64_t a, int64_t rows, int64_t block_begin,
                      int bits, cudaStream_t stream);
+
+// ---- gptq_batch_kernels.cu, gptq_batch_rows.cu: every option of a linear at once -------------
+// (gptq_plan.h describes the blocks and steps.) Option o's buffers start at base + o * stride.
+inline constexpr int kGptqMaxBatch = 32;  // options per batch (arrays passed by value)
+
+// One step of a block for every option of the batch.
+struct GptqBatchStep {
+  int32_t row_begin[kGptqMaxBatch];  // first row of the option's group; -1: none this step
+  int32_t rows[kGptqMaxBatch];
+  int32_t bits[kGptqMaxBatch];
+  int32_t group[kGptqMaxBatch];  // the group's row of qs / entry of scale_max (batch-local)
+};
+
+struct GptqBatchBuffers {
+  float* wp;               // W' [in, out] f32, permuted transposed weight (updated in place)
+  int64_t wp_stride;
+  float* ring;             // errors [2 B2, out]: row r in slot r & ring_mask
+  int64_t ring_stride;
+  __half* wq;              // fp16 reconstruction [in, out]
+  int64_t wq_stride;
+  uint8_t* codes;          // [in, out], or null (not packing)
+  int64_t codes_stride;
+  uint8_t* qs;             // [batch groups, out] scale codes
+  uint16_t* scale_max;     // [batch groups] fp16 bits
+  float* base;             // [count, out] per-column base scales of the current group
+  float* partials;         // [count, parts] block maxima of base
+  float* col_err;          // [count, 97, out] per-column grid errors
+  double* err;             // [count, 97] grid errors summed over columns
+  int64_t in, out, parts, ring_mask;
+  int32_t count;           // options in the batch (<= kGptqMaxBatch)
+};
+
+// W'_o = W^T[perm] for o < count (one read of w, count copies; wp option stride `stride`).
+void permute_transpose_copies_cuda(const void* w, int dtype, const int32_t* perm, float* wp,
+                                   int64_t stride, int count, int64_t in, int64_t out,
+                                   cudaStream_t stream);
+// The pending updates of one step: for every option with dst_rows > 0,
+// W'[dst_begin, dst_begin + dst_rows) -= U[src_begin:src_end, those rows]^T E[src_begin:src_end]
+// (ring rows; f32, ascending source order). max_rows: the largest dst_rows.
+struct GptqPendingStep {
+  int32_t dst_begin[kGptqMaxBatch];
+  int32_t dst_rows[kGptqMaxBatch];
+  int32_t src_begin[kGptqMaxBatch];
+  int32_t src_end[kGptqMaxBatch];
+};
+void batch_pending_cuda(const GptqBatchBuffers& b, const GptqPendingStep& step, const float* u,
+                        int max_rows, cudaStream_t stream);
+// Column maxima, the 97-point grid errors and their sums for every option's group of the step
+// (the arithmetic of group_colmax / group_grid_errors / grid_error_sums).
+void batch_scale_search_cuda(const GptqBatchBuffers& b, const GptqBatchStep& step,
+                             const GptqGrid& grid, cudaStream_t stream);
+// The row pass of every option's group (group_rows_cuda's arithmetic); errors into the ring.
+void batch_rows_cuda(const GptqBatchBuffers& b, const GptqBatchStep& step, const float* u,
+                     const GptqGrid& grid, int max_rows, int active, cudaStream_t stream);
+// Ring rows [row_begin, row_begin + rows) (one contiguous run of slots) of options
+// first .. first + count - 1 stacked for the 3-pass TF32 flush: dst [3 rows, out] =
+// [hi; hi; lo] per option, option stride dst_stride.
+void batch_split_errors_cuda(const GptqBatchBuffers& b, int first, int count, int64_t row_begin,
+                             int64_t rows, float* dst, int64_t dst_stride, cudaStream_t stream);
 
 }  // namespace exq::quant::cuda

@@ -19,13 +19,8 @@ std::vector<QuantOption> distinct_column(const Table& table, int linear, int col
   return out;
 }
 
-}  // namespace
-
-GptqPlan plan_gptq(const std::vector<GroupSpan>& layout, int64_t in, int64_t block_rows) {
-  EXQ_CHECK(block_rows >= 1, "GPTQ block of {} rows", block_rows);
+void check_layout(const std::vector<GroupSpan>& layout, int64_t in) {
   EXQ_CHECK(!layout.empty() && in > 0, "GPTQ plan: {} groups for {} rows", layout.size(), in);
-  GptqPlan plan;
-  plan.in = in;
   int64_t row = 0;
   for (const GroupSpan& g : layout) {
     EXQ_CHECK(g.row_begin == row && g.rows > 0 && g.rows <= in - row && is_exl2_bits(g.bits),
@@ -34,7 +29,15 @@ GptqPlan plan_gptq(const std::vector<GroupSpan>& layout, int64_t in, int64_t blo
     row += g.rows;
   }
   EXQ_CHECK(row == in, "GPTQ plan: groups cover {} of {} rows", row, in);
+}
 
+}  // namespace
+
+GptqPlan plan_gptq(const std::vector<GroupSpan>& layout, int64_t in, int64_t block_rows) {
+  EXQ_CHECK(block_rows >= 1, "GPTQ block of {} rows", block_rows);
+  check_layout(layout, in);
+  GptqPlan plan;
+  plan.in = in;
   size_t i = 0;
   while (i < layout.size()) {
     const int64_t begin = layout[i].row_begin;
@@ -47,6 +50,69 @@ GptqPlan plan_gptq(const std::vector<GroupSpan>& layout, int64_t in, int64_t blo
     i = j;
   }
   return plan;
+}
+
+bool batchable(const std::vector<GroupSpan>& layout, int64_t block_rows) {
+  for (const GroupSpan& g : layout)
+    if (g.rows > block_rows) return false;
+  return true;
+}
+
+GptqBatchPlan plan_gptq_batch(const std::vector<std::vector<GroupSpan>>& layouts, int64_t in,
+                              int64_t block_rows, int64_t super_rows) {
+  EXQ_CHECK(block_rows >= 1 && (block_rows & (block_rows - 1)) == 0 && block_rows <= (1 << 20),
+            "batched GPTQ: block of {} rows (a power of two up to 2^20)", block_rows);
+  EXQ_CHECK(super_rows >= block_rows && (super_rows & (super_rows - 1)) == 0 &&
+                super_rows <= (1 << 20),
+            "batched GPTQ: super-block of {} rows (a power of two, at least the block's {})",
+            super_rows, block_rows);
+  EXQ_CHECK(in > 0 && in < (int64_t{1} << 31), "batched GPTQ: {} rows", in);
+  for (const auto& layout : layouts) {
+    check_layout(layout, in);
+    EXQ_CHECK(batchable(layout, block_rows),
+              "batched GPTQ: a group is larger than the {}-row block", block_rows);
+  }
+  GptqBatchPlan plan;
+  plan.in = in;
+  plan.block_rows = block_rows;
+  plan.super_rows = super_rows;
+  const size_t n = layouts.size();
+  std::vector<size_t> next(n, 0);  // per option: the first group not yet scheduled
+  for (int64_t s = 0; s < in; s += block_rows) {
+    BatchBlock block;
+    block.begin = s;
+    block.end = std::min(s + block_rows, in);
+    block.super_begin = s / super_rows * super_rows;
+    block.super_end = std::min(block.super_begin + super_rows, in);
+    block.near_end = block.super_end;
+    block.far = block.end == block.super_end && block.end < in;
+    for (;;) {
+      std::vector<BatchGroup> step(n);
+      bool any = false;
+      for (size_t o = 0; o < n; ++o) {
+        const auto& layout = layouts[o];
+        if (next[o] >= layout.size() || layout[next[o]].row_begin >= block.end) continue;
+        const GroupSpan& g = layout[next[o]];
+        step[o] = {static_cast<int32_t>(g.row_begin), static_cast<int32_t>(g.rows), g.bits,
+                   static_cast<int32_t>(next[o])};
+        ++next[o];
+        any = true;
+      }
+      if (!any) break;
+      block.steps.push_back(std::move(step));
+    }
+    plan.blocks.push_back(std::move(block));
+  }
+  return plan;
+}
+
+int64_t gptq_batch_size(size_t avail, size_t fixed, size_t per_option, int64_t n,
+                        int64_t max_batch) {
+  const int64_t cap = std::max<int64_t>(1, std::min(n, max_batch));
+  if (avail <= fixed || per_option == 0) return per_option == 0 ? cap : 1;
+  const auto fit = static_cast<int64_t>(std::min<size_t>((avail - fixed) / per_option,
+                                                         static_cast<size_t>(cap)));
+  return std::max<int64_t>(1, fit);
 }
 
 GptqGrid gptq_grid() {

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/validate.h"
 #include "core/error.h"
+#include "quant/cuda/gptq_batch.h"
 #include "quant/cuda/gptq_cuda.h"
 #include "quant/cuda/gptq_launchers.h"
 
@@ -77,80 +78,11 @@ void syrk_tf32(cublasHandle_t handle, const float* a, const float* b, float* c, 
   }
 }
 
-}  // namespace
-
-DeviceHessian::DeviceHessian(int64_t in, GptqContext& ctx) : ctx_(&ctx), in_(in) {
-  check_context(ctx, "DeviceHessian");
-  EXQ_CHECK(in > 0 && in <= 65536, "DeviceHessian: {} inputs out of range (1 .. 65536)", in);
-  sum_ = DeviceTensor(DType::F32, {in, in}, *ctx.allocator, ctx.stream);
-  CUDA_CHECK(cudaMemsetAsync(sum_.raw(), 0, sum_.nbytes(), ctx.stream));
-}
-
-void DeviceHessian::add_batch(const DeviceView& x) {
-  constexpr const char* op = "DeviceHessian::add_batch";
-  exq::cuda::check_dtype(x, DType::F32, op, "x");
-  exq::cuda::check_rank(x, 2, op, "x");
-  exq::cuda::check_dense(x, op, "x");
-  EXQ_CHECK(x.dim(1) == in_, "{}: x {} has {} inputs, the Hessian {}", op, shape_str(x.shape()),
-            x.dim(1), in_);
-  const int64_t rows = x.dim(0);
-  EXQ_CHECK(rows > 0 && rows <= kMaxDim, "{}: batch of {} rows", op, rows);
-  cudaStream_t stream = ctx_->stream;
-  DeviceTensor hi(DType::F32, {rows, in_}, *ctx_->allocator, stream);
-  DeviceTensor lo(DType::F32, {rows, in_}, *ctx_->allocator, stream);
-  split_tf32_cuda(x.data<float>(), hi.view().data<float>(), lo.view().data<float>(), rows * in_,
-                  stream);
-  ctx_->cublas->set_stream(stream);
-  cublasHandle_t handle = ctx_->cublas->get();
-  float* sum = sum_.view().data<float>();
-  const float* h = hi.view().data<float>();
-  const float* l = lo.view().data<float>();
-  syrk_tf32(handle, h, h, sum, in_, rows);
-  syrk_tf32(handle, h, l, sum, in_, rows);
-  syrk_tf32(handle, l, h, sum, in_, rows);
-  ++batches_;
-}
-
-DeviceView DeviceHessian::hessian() {
-  EXQ_CHECK(batches_ > 0, "Hessian of {} inputs has no batches", in_);
-  if (h_.empty()) h_ = DeviceTensor(DType::F32, {in_, in_}, *ctx_->allocator, ctx_->stream);
-  mirror_scale_cuda(sum_.view().data<float>(), h_.view().data<float>(), in_,
-                    1.0f / static_cast<float>(batches_), ctx_->stream);
-  return h_.view();
-}
-
-DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx) {
-  constexpr const char* op = "prepare_hessian";
-  check_context(ctx, op);
-  exq::cuda::check_dtype(h, DType::F32, op, "h");
-  exq::cuda::check_rank(h, 2, op, "h");
-  exq::cuda::check_dense(h, op, "h");
-  const int64_t in = h.dim(0);
-  EXQ_CHECK(in > 0 && in <= 65536 && h.dim(1) == in, "{}: Hessian {} is not square (1 .. 65536)",
-            op, shape_str(h.shape()));
+// potrf, potri, potrf as quant/hessian.cpp: U = chol(inv(H_perm + damping)).
+DevicePreparedHessian factor_v1(const DeviceView& h, DevicePreparedHessian p, GptqContext& ctx) {
+  const int64_t in = p.in;
   cudaStream_t stream = ctx.stream;
   CachingAllocator& alloc = *ctx.allocator;
-
-  // Act-order on the host, from the diagonal alone (one small copy and the call's one sync
-  // before the factorization loop).
-  std::vector<float> diag(static_cast<size_t>(in));
-  CUDA_CHECK(cudaMemcpy2DAsync(diag.data(), sizeof(float), h.data<float>(),
-                               static_cast<size_t>(in + 1) * sizeof(float), sizeof(float),
-                               static_cast<size_t>(in), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  DevicePreparedHessian p;
-  p.in = in;
-  p.perm.resize(static_cast<size_t>(in));
-  std::iota(p.perm.begin(), p.perm.end(), 0);
-  std::stable_sort(p.perm.begin(), p.perm.end(),
-                   [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
-  double diag_sum = 0.0;
-  for (int64_t r = 0; r < in; ++r) diag_sum += diag[static_cast<size_t>(p.perm[r])];
-  p.damp = std::max(static_cast<float>(percdamp * diag_sum / static_cast<double>(in)), 1e-5f);
-
-  p.perm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
-  CUDA_CHECK(cudaMemcpyAsync(p.perm_d.raw(), p.perm.data(), p.perm_d.nbytes(),
-                             cudaMemcpyHostToDevice, stream));
   DeviceTensor base(DType::F32, {in, in}, alloc, stream);  // H[perm][perm] + damping so far
   float* hp = base.view().data<float>();
   permute_symmetric_cuda(h.data<float>(), p.perm_d.view().data<int32_t>(), hp, in, stream);
@@ -200,6 +132,155 @@ DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqC
   }
   throw Error(fmt::format("Hessian [{}x{}] is not invertible after {} damping steps of {}", in, in,
                           kMaxDampings, p.damp));
+}
+
+// The reversed matrix A = J H_perm J (J: the exchange matrix) factored once, A = L L^T, and
+// U = J L^-1 J: upper, with U^T U = J L^-T L^-1 J = J A^-1 J = inv(H_perm) -- the same factor as
+// v1's in exact arithmetic, with one Cholesky and one triangular inverse (potrf, trtri: about
+// n^3 / 3 flops each) instead of potrf, potri (2 n^3 / 3) and potrf.
+DevicePreparedHessian factor_v2(const DeviceView& h, DevicePreparedHessian p, GptqContext& ctx) {
+  const int64_t in = p.in;
+  cudaStream_t stream = ctx.stream;
+  CachingAllocator& alloc = *ctx.allocator;
+  std::vector<int32_t> reversed(p.perm.rbegin(), p.perm.rend());
+  DeviceTensor reversed_d(DType::I32, {in}, alloc, stream);
+  CUDA_CHECK(cudaMemcpyAsync(reversed_d.raw(), reversed.data(), reversed_d.nbytes(),
+                             cudaMemcpyHostToDevice, stream));
+  DeviceTensor base(DType::F32, {in, in}, alloc, stream);  // J H_perm J + damping so far
+  float* hp = base.view().data<float>();
+  permute_symmetric_cuda(h.data<float>(), reversed_d.view().data<int32_t>(), hp, in, stream);
+
+  DeviceTensor work_matrix(DType::F32, {in, in}, alloc, stream);
+  float* ld = work_matrix.view().data<float>();
+  const int n = static_cast<int>(in);
+  SolverHandle solver(ctx.cusolver, stream);
+  int lwork_potrf = 0;
+  cusolver_check(cusolverDnSpotrf_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ld, n,
+                                             &lwork_potrf),
+                 "cusolverDnSpotrf_bufferSize");
+  size_t trtri_device = 0, trtri_host = 0;
+  cusolver_check(cusolverDnXtrtri_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER,
+                                             CUBLAS_DIAG_NON_UNIT, in, CUDA_R_32F, ld, in,
+                                             &trtri_device, &trtri_host),
+                 "cusolverDnXtrtri_bufferSize");
+  const size_t work_bytes =
+      std::max({static_cast<size_t>(std::max(lwork_potrf, 1)) * sizeof(float), trtri_device,
+                sizeof(float)});
+  exq::cuda::DeviceBuffer work = alloc.allocate(work_bytes, stream);
+  std::vector<char> host_work(std::max<size_t>(trtri_host, 1));
+  exq::cuda::DeviceBuffer info = alloc.allocate(3 * sizeof(int), stream);
+  auto* infos = info.as<int>();
+  const int lwork = static_cast<int>(work_bytes / sizeof(float));
+
+  while (p.dampings < kMaxDampings) {
+    add_diagonal_cuda(hp, in, p.damp, stream);
+    ++p.dampings;
+    CUDA_CHECK(cudaMemcpyAsync(ld, hp, base.nbytes(), cudaMemcpyDeviceToDevice, stream));
+    CUDA_CHECK(cudaMemsetAsync(infos, 0, 3 * sizeof(int), stream));
+    cusolver_check(cusolverDnSpotrf(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ld, n,
+                                    work.as<float>(), lwork, infos),
+                   "cusolverDnSpotrf");
+    cusolver_check(cusolverDnXtrtri(solver.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT,
+                                    in, CUDA_R_32F, ld, in, work.data(), trtri_device,
+                                    host_work.data(), trtri_host, infos + 1),
+                   "cusolverDnXtrtri");
+    // The column-major lower L^-1 is the row-major upper triangle: clear the other, check it.
+    clear_lower_check_finite_cuda(ld, in, infos + 2, stream);
+    int host_info[3] = {};
+    CUDA_CHECK(cudaMemcpyAsync(host_info, infos, sizeof(host_info), cudaMemcpyDeviceToHost,
+                               stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (host_info[0] == 0 && host_info[1] == 0 && host_info[2] == 0) {
+      reverse_upper_cuda(ld, hp, in, stream);  // the damped matrix is no longer needed
+      p.u = std::move(base);
+      return p;
+    }
+  }
+  throw Error(fmt::format("Hessian [{}x{}] is not invertible after {} damping steps of {}", in, in,
+                          kMaxDampings, p.damp));
+}
+
+}  // namespace
+
+DeviceHessian::DeviceHessian(int64_t in, GptqContext& ctx) : ctx_(&ctx), in_(in) {
+  check_context(ctx, "DeviceHessian");
+  EXQ_CHECK(in > 0 && in <= 65536, "DeviceHessian: {} inputs out of range (1 .. 65536)", in);
+  sum_ = DeviceTensor(DType::F32, {in, in}, *ctx.allocator, ctx.stream);
+  CUDA_CHECK(cudaMemsetAsync(sum_.raw(), 0, sum_.nbytes(), ctx.stream));
+}
+
+void DeviceHessian::add_batch(const DeviceView& x) {
+  constexpr const char* op = "DeviceHessian::add_batch";
+  exq::cuda::check_dtype(x, DType::F32, op, "x");
+  exq::cuda::check_rank(x, 2, op, "x");
+  exq::cuda::check_dense(x, op, "x");
+  EXQ_CHECK(x.dim(1) == in_, "{}: x {} has {} inputs, the Hessian {}", op, shape_str(x.shape()),
+            x.dim(1), in_);
+  const int64_t rows = x.dim(0);
+  EXQ_CHECK(rows > 0 && rows <= kMaxDim, "{}: batch of {} rows", op, rows);
+  cudaStream_t stream = ctx_->stream;
+  DeviceTensor hi(DType::F32, {rows, in_}, *ctx_->allocator, stream);
+  DeviceTensor lo(DType::F32, {rows, in_}, *ctx_->allocator, stream);
+  split_tf32_cuda(x.data<float>(), hi.view().data<float>(), lo.view().data<float>(), rows * in_,
+                  stream);
+  ctx_->cublas->set_stream(stream);
+  cublasHandle_t handle = ctx_->cublas->get();
+  float* sum = sum_.view().data<float>();
+  const float* h = hi.view().data<float>();
+  const float* l = lo.view().data<float>();
+  syrk_tf32(handle, h, h, sum, in_, rows);
+  syrk_tf32(handle, h, l, sum, in_, rows);
+  syrk_tf32(handle, l, h, sum, in_, rows);
+  ++batches_;
+}
+
+DeviceView DeviceHessian::hessian() {
+  EXQ_CHECK(batches_ > 0, "Hessian of {} inputs has no batches", in_);
+  if (h_.empty()) h_ = DeviceTensor(DType::F32, {in_, in_}, *ctx_->allocator, ctx_->stream);
+  mirror_scale_cuda(sum_.view().data<float>(), h_.view().data<float>(), in_,
+                    1.0f / static_cast<float>(batches_), ctx_->stream);
+  return h_.view();
+}
+
+DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx) {
+  return prepare_hessian(h, percdamp, ctx, gptq_impl_from_env());
+}
+
+DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx,
+                                      GptqImpl impl) {
+  constexpr const char* op = "prepare_hessian";
+  check_context(ctx, op);
+  exq::cuda::check_dtype(h, DType::F32, op, "h");
+  exq::cuda::check_rank(h, 2, op, "h");
+  exq::cuda::check_dense(h, op, "h");
+  const int64_t in = h.dim(0);
+  EXQ_CHECK(in > 0 && in <= 65536 && h.dim(1) == in, "{}: Hessian {} is not square (1 .. 65536)",
+            op, shape_str(h.shape()));
+  cudaStream_t stream = ctx.stream;
+  CachingAllocator& alloc = *ctx.allocator;
+
+  // Act-order on the host, from the diagonal alone (one small copy and the call's one sync
+  // before the factorization loop).
+  std::vector<float> diag(static_cast<size_t>(in));
+  CUDA_CHECK(cudaMemcpy2DAsync(diag.data(), sizeof(float), h.data<float>(),
+                               static_cast<size_t>(in + 1) * sizeof(float), sizeof(float),
+                               static_cast<size_t>(in), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  DevicePreparedHessian p;
+  p.in = in;
+  p.perm.resize(static_cast<size_t>(in));
+  std::iota(p.perm.begin(), p.perm.end(), 0);
+  std::stable_sort(p.perm.begin(), p.perm.end(),
+                   [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
+  double diag_sum = 0.0;
+  for (int64_t r = 0; r < in; ++r) diag_sum += diag[static_cast<size_t>(p.perm[r])];
+  p.damp = std::max(static_cast<float>(percdamp * diag_sum / static_cast<double>(in)), 1e-5f);
+
+  p.perm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
+  CUDA_CHECK(cudaMemcpyAsync(p.perm_d.raw(), p.perm.data(), p.perm_d.nbytes(),
+                             cudaMemcpyHostToDevice, stream));
+  if (impl == GptqImpl::kV1) return factor_v1(h, std::move(p), ctx);
+  return factor_v2(h, std::move(p), ctx);
 }
 
 }  // namespace exq::quant::cuda

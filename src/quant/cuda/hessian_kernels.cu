@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "quant/cuda/gptq_device.cuh"
 #include "quant/cuda/gptq_launchers.h"
 
 namespace exq::quant::cuda {
@@ -16,12 +17,7 @@ constexpr int kThreads = 256;
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;  // a 32x8 block walks a 32x32 tile in 4 steps
 
-// Round to the 10 mantissa bits of TF32, nearest even (finite inputs; inf/nan pass through).
-__device__ __forceinline__ float round_tf32(float x) {
-  const uint32_t u = __float_as_uint(x);
-  if ((u & 0x7f800000u) == 0x7f800000u) return x;
-  return __uint_as_float((u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu);
-}
+using detail::round_tf32;
 
 __global__ void split_tf32_kernel(const float* __restrict__ x, float* __restrict__ hi,
                                   float* __restrict__ lo, int64_t n) {
@@ -104,6 +100,27 @@ __global__ void clear_lower_kernel(float* __restrict__ u, int64_t n, int* __rest
   if (bad) *flag = 1;  // every writer stores the same value
 }
 
+// u[r, c] = src[n - 1 - c, n - 1 - r] for r <= c, else 0 (row-major): tile (blockIdx.y,
+// blockIdx.x) of u from the mirrored tile of src, through shared memory so both sides coalesce.
+__global__ void reverse_upper_kernel(const float* __restrict__ src, float* __restrict__ u,
+                                     int64_t n) {
+  __shared__ float tile[kTile][kTile + 1];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int x = threadIdx.x;
+  const bool below = r0 > c0 + kTile - 1;  // every element of the tile has r > c
+  if (!below)
+    for (int y = threadIdx.y; y < kTile; y += kTileRows) {
+      const int64_t c = c0 + y, r = r0 + x;
+      if (r < n && c < n) tile[y][x] = src[(n - 1 - c) * n + (n - 1 - r)];
+    }
+  __syncthreads();
+  for (int y = threadIdx.y; y < kTile; y += kTileRows) {
+    const int64_t r = r0 + y, c = c0 + x;
+    if (r < n && c < n) u[r * n + c] = !below && r <= c ? tile[x][y] : 0.0f;
+  }
+}
+
 unsigned grid_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
@@ -152,6 +169,13 @@ void add_diagonal_cuda(float* a, int64_t n, float value, cudaStream_t stream) {
 void clear_lower_check_finite_cuda(float* u, int64_t n, int* flag, cudaStream_t stream) {
   if (n == 0) return;
   clear_lower_kernel<<<grid_for(n * n), kThreads, 0, stream>>>(u, n, flag);
+  CUDA_CHECK_LAUNCH();
+}
+
+void reverse_upper_cuda(const float* src, float* u, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  const dim3 grid(ceil_div(n, kTile), ceil_div(n, kTile));
+  reverse_upper_kernel<<<grid, dim3(kTile, kTileRows), 0, stream>>>(src, u, n);
   CUDA_CHECK_LAUNCH();
 }
 

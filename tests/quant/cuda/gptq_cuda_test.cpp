@@ -10,6 +10,7 @@
 #include "core/half.h"
 #include "gptq_cuda_test_util.h"
 #include "io/exl2.h"
+#include "quant/cuda/gptq_batch.h"
 #include "quant/cuda/gptq_plan.h"
 #include "quant/gptq.h"
 
@@ -68,8 +69,14 @@ Layer make_layer(int64_t out, int64_t in, uint32_t seed) {
   return l;
 }
 
-class GptqBatchTest : public GptqCudaTest {
+class GptqBatchTest : public GptqCudaTest, public ::testing::WithParamInterface<GptqImpl> {
  protected:
+  std::vector<DeviceGptqResult> run(const DeviceView& w, const DevicePreparedHessian& h,
+                                    std::span<const QuantOption> options, bool packed,
+                                    GptqContext& ctx, const GptqResultHook& hook = {}) {
+    return gptq_quantize_batch(w, h, options, packed, ctx, hook, GetParam());
+  }
+
   // GPU vs CPU for every option (default: every usable table option), both from the
   // CPU-prepared Hessian.
   void check_against_cpu(int64_t out, int64_t in, uint32_t seed,
@@ -79,7 +86,7 @@ class GptqBatchTest : public GptqCudaTest {
     ASSERT_FALSE(options.empty());
     const DevicePreparedHessian dh = upload_prepared(layer.prepared);
     const DeviceTensor wd = upload_vec(layer.w, DType::F32, {out, in});
-    const std::vector<DeviceGptqResult> res = gptq_quantize_batch(wd, dh, options, true, ctx_);
+    const std::vector<DeviceGptqResult> res = run(wd, dh, options, true, ctx_);
     ASSERT_EQ(res.size(), options.size());
     double worst_codes = 1.0, worst_proxy = 0.0;
     for (size_t k = 0; k < options.size(); ++k) {
@@ -122,31 +129,32 @@ class GptqBatchTest : public GptqCudaTest {
       const double e_gpu = proxy_error(layer.w, half_to_floats(wgpu), layer.h, out, in);
       const double e_cpu = proxy_error(layer.w, cpu.weight, layer.h, out, in);
       const double rel = std::fabs(e_gpu / e_cpu - 1.0);
-      std::cout << what << ": codes equal " << codes << ", proxy error gpu " << e_gpu
-                << " cpu " << e_cpu << " (" << rel * 100.0 << " %)\n";
+      std::cout << gptq_impl_name(GetParam()) << " " << what << ": codes equal " << codes
+                << ", proxy error gpu " << e_gpu << " cpu " << e_cpu << " (" << rel * 100.0
+                << " %)\n";
       EXPECT_GE(codes, 0.95) << what;
       EXPECT_LE(rel, 0.02) << what;
       worst_codes = std::min(worst_codes, codes);
       worst_proxy = std::max(worst_proxy, rel);
     }
-    std::cout << "[" << out << ", " << in << "] " << options.size()
+    std::cout << gptq_impl_name(GetParam()) << " [" << out << ", " << in << "] " << options.size()
               << " options: worst code agreement " << worst_codes << ", worst proxy deviation "
               << worst_proxy * 100.0 << " %\n";
   }
 };
 
-TEST_F(GptqBatchTest, MatchesCpuOddShape) { check_against_cpu(96, 160, 21); }
-TEST_F(GptqBatchTest, MatchesCpu576x1536) { check_against_cpu(576, 1536, 22); }
-TEST_F(GptqBatchTest, MatchesCpu1536x576) { check_against_cpu(1536, 576, 23); }
+TEST_P(GptqBatchTest, MatchesCpuOddShape) { check_against_cpu(96, 160, 21); }
+TEST_P(GptqBatchTest, MatchesCpu576x1536) { check_against_cpu(576, 1536, 22); }
+TEST_P(GptqBatchTest, MatchesCpu1536x576) { check_against_cpu(1536, 576, 23); }
 
 // Groups beyond the shared-memory sizes of the row pass (U block > 128 rows, weights > 1024).
-TEST_F(GptqBatchTest, LargeGroupsMatchCpu) {
+TEST_P(GptqBatchTest, LargeGroupsMatchCpu) {
   check_against_cpu(80, 1400, 24,
                     {parse_option("1:4b_256g"), parse_option("0.1:8b_160g/0.9:5b_1280g")});
 }
 
 // Hessian, factor and GPTQ all on the GPU: same quality as the CPU pipeline.
-TEST_F(GptqBatchTest, EndToEndOnTheGpu) {
+TEST_P(GptqBatchTest, EndToEndOnTheGpu) {
   const int64_t out = 576, in = 1536, batches = 4, rows = 512;
   const auto x = make_inputs(batches * rows, in, 31);
   const auto w = make_weights(out, in, 32);
@@ -157,13 +165,13 @@ TEST_F(GptqBatchTest, EndToEndOnTheGpu) {
     dh.add_batch(upload_vec(std::vector<float>(x.begin() + b * rows * in,
                                                x.begin() + (b + 1) * rows * in),
                             DType::F32, {rows, in}));
-  const DevicePreparedHessian dp = prepare_hessian(dh.hessian(), 0.12f, ctx_);
+  const DevicePreparedHessian dp = prepare_hessian(dh.hessian(), 0.12f, ctx_, GetParam());
   const std::vector<QuantOption> options = {parse_option("0.05:3b_64g/0.95:2b_64g"),
                                             parse_option("1:4b_128g"),
                                             parse_option("0.1:5b_32g/0.9:4b_32g"),
                                             parse_option("1:8b_128g")};
   const DeviceTensor wd = upload_vec(w, DType::F32, {out, in});
-  const auto res = gptq_quantize_batch(wd, dp, options, false, ctx_);
+  const auto res = run(wd, dp, options, false, ctx_);
   for (size_t k = 0; k < options.size(); ++k) {
     EXPECT_TRUE(res[k].layer.q.empty());  // not packed
     const GptqResult cpu = quant::gptq_quantize(w.data(), out, in, ph, options[k]);
@@ -175,15 +183,15 @@ TEST_F(GptqBatchTest, EndToEndOnTheGpu) {
   }
 }
 
-TEST_F(GptqBatchTest, RunsTwiceToTheSameBytes) {
+TEST_P(GptqBatchTest, RunsTwiceToTheSameBytes) {
   const Layer layer = make_layer(576, 1536, 41);
   const std::vector<QuantOption> options = {parse_option("0.1:4b_32g/0.9:3b_32g"),
                                             parse_option("0.05:8b_32g/0.95:4b_128g"),
                                             parse_option("1:6b_128g")};
   const DevicePreparedHessian dh = upload_prepared(layer.prepared);
   const DeviceTensor wd = upload_vec(layer.w, DType::F32, {576, 1536});
-  const auto a = gptq_quantize_batch(wd, dh, options, true, ctx_);
-  const auto b = gptq_quantize_batch(wd, dh, options, true, ctx_);
+  const auto a = run(wd, dh, options, true, ctx_);
+  const auto b = run(wd, dh, options, true, ctx_);
   for (size_t k = 0; k < options.size(); ++k) {
     EXPECT_EQ(download_u16(a[k].weight), download_u16(b[k].weight)) << options[k].desc();
     EXPECT_EQ(a[k].layer.q, b[k].layer.q) << options[k].desc();
@@ -193,7 +201,7 @@ TEST_F(GptqBatchTest, RunsTwiceToTheSameBytes) {
 }
 
 // f16 / bf16 weights give exactly what their values widened to f32 give.
-TEST_F(GptqBatchTest, HalfInputsMatchTheirF32Values) {
+TEST_P(GptqBatchTest, HalfInputsMatchTheirF32Values) {
   const Layer layer = make_layer(96, 160, 51);
   const DevicePreparedHessian dh = upload_prepared(layer.prepared);
   const std::vector<QuantOption> options = {parse_option("0.1:5b_32g/0.9:4b_32g")};
@@ -204,32 +212,91 @@ TEST_F(GptqBatchTest, HalfInputsMatchTheirF32Values) {
       w16[i] = dtype == DType::F16 ? float_to_half(layer.w[i]) : float_to_bf16(layer.w[i]);
       widened[i] = dtype == DType::F16 ? half_to_float(w16[i]) : bf16_to_float(w16[i]);
     }
-    const auto r16 =
-        gptq_quantize_batch(upload_vec(w16, dtype, {96, 160}), dh, options, false, ctx_);
-    const auto r32 =
-        gptq_quantize_batch(upload_vec(widened, DType::F32, {96, 160}), dh, options, false, ctx_);
+    const auto r16 = run(upload_vec(w16, dtype, {96, 160}), dh, options, false, ctx_);
+    const auto r32 = run(upload_vec(widened, DType::F32, {96, 160}), dh, options, false, ctx_);
     EXPECT_EQ(download_u16(r16[0].weight), download_u16(r32[0].weight));
   }
 }
 
-TEST_F(GptqBatchTest, ChecksItsArguments) {
+TEST_P(GptqBatchTest, ChecksItsArguments) {
   const Layer layer = make_layer(64, 96, 61);
   const DevicePreparedHessian dh = upload_prepared(layer.prepared);
   const std::vector<QuantOption> ok = {parse_option("1:4b_32g")};
-  EXPECT_TRUE(gptq_quantize_batch(upload_vec(layer.w, DType::F32, {64, 96}), dh, {}, true, ctx_)
+  EXPECT_TRUE(run(upload_vec(layer.w, DType::F32, {64, 96}), dh, {}, true, ctx_)
                   .empty());
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::F32, {64, 95}), dh, ok, false, ctx_), Error);
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::I32, {64, 96}), dh, ok, false, ctx_), Error);
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::F32, {64, 96, 1}), dh, ok, false, ctx_), Error);
+  EXPECT_THROW(run(empty(DType::F32, {64, 95}), dh, ok, false, ctx_), Error);
+  EXPECT_THROW(run(empty(DType::I32, {64, 96}), dh, ok, false, ctx_), Error);
+  EXPECT_THROW(run(empty(DType::F32, {64, 96, 1}), dh, ok, false, ctx_), Error);
   const std::vector<QuantOption> coarse = {parse_option("0.05:8b_32g/0.95:4b_128g")};
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::F32, {64, 16}), dh, coarse, false, ctx_), Error);
+  EXPECT_THROW(run(empty(DType::F32, {64, 16}), dh, coarse, false, ctx_), Error);
   DevicePreparedHessian no_u;
   no_u.in = 96;
   no_u.perm = layer.prepared.perm;
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::F32, {64, 96}), no_u, ok, false, ctx_), Error);
+  EXPECT_THROW(run(empty(DType::F32, {64, 96}), no_u, ok, false, ctx_), Error);
   GptqContext no_cublas{&alloc(), stream(), nullptr, nullptr};
-  EXPECT_THROW(gptq_quantize_batch(empty(DType::F32, {64, 96}), dh, ok, false, no_cublas), Error);
+  EXPECT_THROW(run(empty(DType::F32, {64, 96}), dh, ok, false, no_cublas), Error);
 }
+
+// v2 only: an option's results do not depend on the options batched with it (so neither on the
+// VRAM budget), and options with groups larger than the block (run by v1) mix with the others.
+TEST_P(GptqBatchTest, ResultsDoNotDependOnTheBatch) {
+  const Layer layer = make_layer(576, 1536, 71);
+  const std::vector<QuantOption> options = {parse_option("0.05:8b_32g/0.1:4b_128g/0.85:3b_128g"),
+                                            parse_option("1:4b_256g"),
+                                            parse_option("0.1:4b_32g/0.9:3b_32g"),
+                                            parse_option("1:8b_128g")};
+  const DevicePreparedHessian dh = upload_prepared(layer.prepared);
+  const DeviceTensor wd = upload_vec(layer.w, DType::F32, {576, 1536});
+  std::vector<size_t> hooked;
+  const auto all = run(wd, dh, options, true, ctx_,
+                       [&](size_t k, DeviceGptqResult& r) {
+                         EXPECT_EQ(r.option, options[k]);
+                         hooked.push_back(k);
+                       });
+  std::sort(hooked.begin(), hooked.end());
+  EXPECT_EQ(hooked, (std::vector<size_t>{0, 1, 2, 3}));
+  for (size_t k = 0; k < options.size(); ++k) {
+    const auto one = run(wd, dh, std::span<const QuantOption>(&options[k], 1), true, ctx_);
+    EXPECT_EQ(download_u16(all[k].weight), download_u16(one[0].weight)) << options[k].desc();
+    EXPECT_EQ(all[k].layer.q, one[0].layer.q) << options[k].desc();
+    EXPECT_EQ(all[k].layer.qs, one[0].layer.qs) << options[k].desc();
+    EXPECT_EQ(all[k].layer.scale_max, one[0].layer.scale_max) << options[k].desc();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Impl, GptqBatchTest, ::testing::Values(GptqImpl::kV1, GptqImpl::kV2),
+                         [](const ::testing::TestParamInfo<GptqImpl>& info) {
+                           return std::string(gptq_impl_name(info.param));
+                         });
+
+// v2 with other block and super-block sizes (EXQ_GPTQ_BLOCK, EXQ_GPTQ_SUPER): still the CPU's
+// results (B = 64: the 128-row groups go through v1).
+class GptqBlockTest : public GptqBatchTest {};
+
+TEST_P(GptqBlockTest, OtherBlockSizesMatchCpu) {
+  for (const auto& [block, super] : {std::pair{"256", "1024"}, std::pair{"128", "128"},
+                                     std::pair{"64", "256"}, std::pair{"128", "256"}}) {
+    struct Env {
+      Env(const char* b, const char* s) {
+        setenv("EXQ_GPTQ_BLOCK", b, 1);
+        setenv("EXQ_GPTQ_SUPER", s, 1);
+      }
+      ~Env() {
+        unsetenv("EXQ_GPTQ_BLOCK");
+        unsetenv("EXQ_GPTQ_SUPER");
+      }
+    } env(block, super);
+    std::cout << "EXQ_GPTQ_BLOCK=" << block << " EXQ_GPTQ_SUPER=" << super << "\n";
+    check_against_cpu(576, 1536, 22);
+    check_against_cpu(80, 1400, 24,
+                      {parse_option("1:4b_256g"), parse_option("0.1:8b_160g/0.9:5b_1280g")});
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Impl, GptqBlockTest, ::testing::Values(GptqImpl::kV2),
+                         [](const ::testing::TestParamInfo<GptqImpl>& info) {
+                           return std::string(gptq_impl_name(info.param));
+                         });
 
 }  // namespace
 }  // namespace exq::quant::cuda::test

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "gptq_cuda_test_util.h"
+#include "quant/cuda/gptq_batch.h"
 
 namespace exq::quant::cuda::test {
 namespace {
@@ -63,18 +64,23 @@ void expect_prepared_close(const DevicePreparedHessian& got, const PreparedHessi
   EXPECT_LT(err, tol) << what;
 }
 
+constexpr GptqImpl kImpls[] = {GptqImpl::kV1, GptqImpl::kV2};
+
 TEST_F(GptqCudaTest, PrepareHessianMatchesCpu) {
-  for (int64_t in : {160, 576, 1536}) {
-    const int64_t batches = 4, rows = 512;
-    const auto x = make_inputs(batches * rows, in, static_cast<uint32_t>(in + 7));
-    const auto h = cpu_hessian(x, batches, rows, in);
-    const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
-    const DevicePreparedHessian got =
-        prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_);
-    const auto u = download_f32(got.u);
-    expect_prepared_close(got, want, u, 1e-3, "in=" + std::to_string(in));
-    const Tensor perm_d = download(got.perm_d);
-    EXPECT_EQ(0, std::memcmp(perm_d.raw(), want.perm.data(), perm_d.nbytes()));
+  for (GptqImpl impl : kImpls) {
+    for (int64_t in : {100, 160, 576, 1536}) {
+      const int64_t batches = 4, rows = 512;
+      const auto x = make_inputs(batches * rows, in, static_cast<uint32_t>(in + 7));
+      const auto h = cpu_hessian(x, batches, rows, in);
+      const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
+      const DevicePreparedHessian got =
+          prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_, impl);
+      const auto u = download_f32(got.u);
+      expect_prepared_close(got, want, u, 1e-3,
+                            std::string(gptq_impl_name(impl)) + " in=" + std::to_string(in));
+      const Tensor perm_d = download(got.perm_d);
+      EXPECT_EQ(0, std::memcmp(perm_d.raw(), want.perm.data(), perm_d.nbytes()));
+    }
   }
 }
 
@@ -90,9 +96,12 @@ TEST_F(GptqCudaTest, PrepareHessianRetriesDampingLikeTheCpu) {
   for (int64_t i = 0; i < in; ++i) h[i * (in + 1)] = i == 17 ? -x : 1.0f + 0.01f * small(rng);
   const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
   ASSERT_EQ(want.dampings, 3);
-  const DevicePreparedHessian got =
-      prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_);
-  expect_prepared_close(got, want, download_f32(got.u), 1e-4, "retry");
+  for (GptqImpl impl : kImpls) {
+    const DevicePreparedHessian got =
+        prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_, impl);
+    expect_prepared_close(got, want, download_f32(got.u), 1e-4,
+                          std::string("retry ") + gptq_impl_name(impl));
+  }
 }
 
 TEST_F(GptqCudaTest, PrepareHessianGivesUpLikeTheCpu) {
@@ -100,24 +109,28 @@ TEST_F(GptqCudaTest, PrepareHessianGivesUpLikeTheCpu) {
   std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
   for (int64_t i = 0; i < in; ++i) h[i * (in + 1)] = -1.0f;
   EXPECT_THROW(quant::prepare_hessian(h, in, 0.12f), Error);
-  EXPECT_THROW(prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_), Error);
-  EXPECT_THROW(prepare_hessian(empty(DType::F32, {in, in + 1}), 0.12f, ctx_), Error);
-  EXPECT_THROW(prepare_hessian(empty(DType::F16, {in, in}), 0.12f, ctx_), Error);
+  for (GptqImpl impl : kImpls) {
+    EXPECT_THROW(prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_, impl), Error);
+    EXPECT_THROW(prepare_hessian(empty(DType::F32, {in, in + 1}), 0.12f, ctx_, impl), Error);
+    EXPECT_THROW(prepare_hessian(empty(DType::F16, {in, in}), 0.12f, ctx_, impl), Error);
+  }
 }
 
 TEST_F(GptqCudaTest, HessianAndPrepareAreDeterministic) {
   const int64_t in = 576, rows = 300;
   const auto x = make_inputs(2 * rows, in, 11);
-  std::vector<float> runs[2], us[2];
-  for (int k = 0; k < 2; ++k) {
-    DeviceHessian dh(in, ctx_);
-    dh.add_batch(upload_vec(slice_rows(x, 0, rows, in), DType::F32, {rows, in}));
-    dh.add_batch(upload_vec(slice_rows(x, rows, rows, in), DType::F32, {rows, in}));
-    runs[k] = download_f32(dh.hessian());
-    us[k] = download_f32(prepare_hessian(dh.hessian(), 0.12f, ctx_).u);
+  for (GptqImpl impl : kImpls) {
+    std::vector<float> runs[2], us[2];
+    for (int k = 0; k < 2; ++k) {
+      DeviceHessian dh(in, ctx_);
+      dh.add_batch(upload_vec(slice_rows(x, 0, rows, in), DType::F32, {rows, in}));
+      dh.add_batch(upload_vec(slice_rows(x, rows, rows, in), DType::F32, {rows, in}));
+      runs[k] = download_f32(dh.hessian());
+      us[k] = download_f32(prepare_hessian(dh.hessian(), 0.12f, ctx_, impl).u);
+    }
+    EXPECT_EQ(0, std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(us[0].data(), us[1].data(), us[0].size() * sizeof(float)));
   }
-  EXPECT_EQ(0, std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * sizeof(float)));
-  EXPECT_EQ(0, std::memcmp(us[0].data(), us[1].data(), us[0].size() * sizeof(float)));
 }
 
 }  // namespace

@@ -1,0 +1,70 @@
+// The GPU quantizer's two implementations behind gptq_cuda.h (internal to quant/cuda, tests and
+// benchmarks). v1 (gptq_cuda.cpp) runs the options of a linear one after another, each with its
+// own lazy-update blocks; prepare_hessian v1 is cuSOLVER potrf, potri, potrf. v2 runs all the
+// options in one pass over fixed blocks (gptq_batch.cpp, gptq_plan.h): one launch per step for
+// every option instead of one per option, U's TF32 split shared; prepare_hessian v2 factors the
+// reversed matrix once and inverts the factor (potrf, trtri: half the arithmetic). The public
+// calls take EXQ_GPTQ_IMPL=v1|v2 (default v2).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "quant/cuda/gptq_cuda.h"
+#include "quant/cuda/gptq_plan.h"
+
+namespace exq::quant::cuda {
+
+enum class GptqImpl { kV1, kV2 };
+
+// EXQ_GPTQ_IMPL: unset or "v2" -> kV2, "v1" -> kV1; anything else throws exq::Error.
+GptqImpl gptq_impl_from_env();
+const char* gptq_impl_name(GptqImpl impl);
+
+// Rows of v2's fixed blocks: EXQ_GPTQ_BLOCK (a power of two in [32, 1024]) or
+// kGptqBatchBlockRows.
+// Options with a larger group run through v1.
+int64_t gptq_batch_block_rows();
+// Rows of v2's super-blocks (far flushes): EXQ_GPTQ_SUPER (a power of two in [32, 8192], at
+// least the block) or kGptqBatchSuperRows.
+int64_t gptq_batch_super_rows();
+
+// Device bytes v2 allocates at least (a batch of one option, results not counted): what a VRAM
+// plan must leave for it beside everything else.
+size_t gptq_batch_min_bytes(int64_t out, int64_t in, bool want_packed);
+
+std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
+                                                  const DevicePreparedHessian& h,
+                                                  std::span<const QuantOption> options,
+                                                  bool want_packed, GptqContext& ctx,
+                                                  const GptqResultHook& on_weight, GptqImpl impl);
+DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx,
+                                      GptqImpl impl);
+
+// ---- shared by both implementations ----------------------------------------------------------
+
+// Checks every argument of gptq_quantize_batch (throws exq::Error) and gives the options'
+// group layouts and the inverse permutation.
+struct GptqInputs {
+  int64_t out = 0, in = 0;
+  std::vector<std::vector<GroupSpan>> layouts;
+  std::vector<int32_t> invperm;
+};
+GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
+                             std::span<const QuantOption> options, const GptqContext& ctx);
+
+// 0 f32, 1 f16, 2 bf16: the launchers' dtype code.
+int gptq_dtype_code(DType t);
+
+std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
+                                                     const DevicePreparedHessian& h,
+                                                     std::span<const QuantOption> options,
+                                                     bool want_packed, GptqContext& ctx,
+                                                     const GptqResultHook& on_weight);
+std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
+                                                     const DevicePreparedHessian& h,
+                                                     std::span<const QuantOption> options,
+                                                     bool want_packed, GptqContext& ctx,
+                                                     const GptqResultHook& on_weight);
+
+}  // namespace exq::quant::cuda
