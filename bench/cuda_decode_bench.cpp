@@ -5,7 +5,11 @@
 //   - batch-1 decode ms/token near context 128 and 2048: graph replays timed with CUDA events
 //     (one pair per step, 8 warm-up steps, median of --iters), beside the bandwidth floor
 //     (weight bytes + KV bytes read per token) / 3.0e12 B/s; plus tokens/s of the real loop
-//     (GPU sampler, the id read back every step);
+//     (GPU sampler, the id read back every step); and a per-op breakdown of eager steps with
+//     events between the op groups (CudaLlama::profile_decode_step: no overlap between groups,
+//     so its total exceeds the graph's time);
+//   - the decode attention alone (32 / 8 heads of 128, f16 cache) at several lengths: 20
+//     launches per CUDA graph, microseconds per launch and GB/s of K + V read;
 //   - prefill of 2048 tokens (one chunk) in tokens/s, and 2047 tokens through 4 layers of that
 //     shape (vocab 256, so head and embedding cost nothing), exllamav2's bar being 11.8 ms.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
@@ -25,7 +29,11 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/stream.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -182,6 +190,26 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) sampler.sample(m.decode_slot(), m.token_slot());
   const double loop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // Per-op breakdown: mean over a few eager steps with events between the op groups.
+  constexpr int kProfileSteps = 4;
+  std::vector<rt::CudaLlama::OpTime> ops;
+  for (int i = 0; i < kProfileSteps; ++i) {
+    const auto step = m.profile_decode_step();
+    for (const auto& t : step) {
+      auto it = std::find_if(ops.begin(), ops.end(), [&](const auto& o) { return o.op == t.op; });
+      if (it == ops.end()) ops.push_back({t.op, 0.0, t.count});
+      it = std::find_if(ops.begin(), ops.end(), [&](const auto& o) { return o.op == t.op; });
+      it->ms += t.ms / kProfileSteps;
+    }
+  }
+  json breakdown = json::array();
+  double eager_ms = 0.0;
+  for (const auto& o : ops) {
+    breakdown.push_back({{"op", o.op}, {"ms", o.ms}, {"per_step", o.count}, {"us_each", 1e3 * o.ms / o.count}});
+    eager_ms += o.ms;
+    fmt::print("  {:12s} {:7.3f} ms ({:3d} x {:6.1f} us)\n", o.op, o.ms, o.count, 1e3 * o.ms / o.count);
+  }
   json r = {{"context", context},
             {"context_range", {context + kWarmup, context + kWarmup + iters}},
             {"ms_per_token", median(ms)},
@@ -191,7 +219,10 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters) {
             {"floor_ms", floor_ms},
             {"fraction_of_floor", floor_ms / median(ms)},
             {"loop_tokens_per_s", iters / loop_s},
-            {"graph_replays", st.graph_replays}};
+            {"graph_replays", st.graph_replays},
+            {"pdl", gpu::decode_pdl_enabled()},
+            {"breakdown_eager", breakdown},
+            {"breakdown_eager_total_ms", eager_ms}};
   fmt::print("decode @ {:5d}: {:.3f} ms/token (floor {:.3f} ms, {:.0f} %), loop {:.1f} tok/s\n", context,
              median(ms), floor_ms, 100.0 * floor_ms / median(ms), iters / loop_s);
   return r;
@@ -218,8 +249,70 @@ json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
           {"tokens_per_s", static_cast<double>(tokens) / t * 1e3}};
 }
 
+// The decode attention alone at Llama-3-8B's heads: 20 launches per graph, replayed.
+json time_attention(int64_t kv_len, int iters) {
+  constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kPerGraph = 20;
+  gpu::Stream stream;
+  gpu::CachingAllocator alloc;
+  const cudaStream_t s = stream.get();
+  gpu::DeviceTensor q(DType::F32, {kHeads * kHeadDim}, alloc, s), out(DType::F32, {kHeads * kHeadDim}, alloc, s);
+  gpu::DeviceTensor k(DType::F16, {kKvHeads, kv_len, kHeadDim}, alloc, s), v(DType::F16, {kKvHeads, kv_len, kHeadDim}, alloc, s);
+  gpu::DeviceTensor ws(DType::F32, {static_cast<int64_t>(gpu::attention_decode_workspace_floats(kHeads, kHeadDim))}, alloc, s);
+  gpu::DeviceTensor pos(DType::I32, {1}, alloc, s);
+  for (const gpu::DeviceTensor* t : {&q, &k, &v}) CUDA_CHECK(cudaMemsetAsync(t->raw(), 0, t->nbytes(), s));
+  const int32_t p = static_cast<int32_t>(kv_len - 1);
+  CUDA_CHECK(cudaMemcpyAsync(pos.raw(), &p, sizeof(p), cudaMemcpyHostToDevice, s));
+  gpu::attention_decode_reset_cuda(ws.view().data<float>(), kHeads, kHeadDim, s);
+  gpu::DecodeAttention<__half> a;
+  a.q = q.view().data<float>();
+  a.k_cache = static_cast<__half*>(k.raw());
+  a.v_cache = static_cast<__half*>(v.raw());
+  a.out = out.view().data<float>();
+  a.workspace = ws.view().data<float>();
+  a.heads = kHeads;
+  a.kv_heads = kKvHeads;
+  a.head_dim = kHeadDim;
+  a.capacity = static_cast<int>(kv_len);
+  a.position_ptr = pos.view().data<int32_t>();
+  a.max_keys = static_cast<int>(kv_len);
+  a.scale = 0.0884f;
+  a.pdl = gpu::decode_pdl_enabled();
+  gpu::attention_decode_cuda(a, s);
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < kPerGraph; ++i) gpu::attention_decode_cuda(a, s);
+  CUDA_CHECK(cudaStreamEndCapture(s, &g));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  CUDA_CHECK(cudaGraphDestroy(g));
+  CUDA_CHECK(cudaGraphLaunch(exec, s));
+  std::vector<double> us;
+  for (int i = 0; i < iters; ++i) {
+    gpu::Event e0, e1;
+    e0.record(s);
+    CUDA_CHECK(cudaGraphLaunch(exec, s));
+    e1.record(s);
+    e1.synchronize();
+    us.push_back(1e3 * gpu::Event::elapsed_ms(e0, e1) / kPerGraph);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  const double t = median(us);
+  const double bytes = 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim * 2.0;
+  const int splits = gpu::attention_decode_splits(kHeads, kKvHeads, static_cast<int>(kv_len), 0);
+  fmt::print("attention decode 32/8 x 128, {:6d} keys: {:6.2f} us, {:6.0f} GB/s of K+V ({} splits)\n", kv_len, t,
+             bytes / (t * 1e-6) / 1e9, splits);
+  return {{"kv_len", kv_len}, {"us", t}, {"kv_bytes", bytes}, {"gb_per_s", bytes / (t * 1e-6) / 1e9},
+          {"fraction_of_peak", bytes / (t * 1e-6) / kPeakBytesPerSecond}, {"splits", splits}};
+}
+
 json run_synthetic(const Args& a) {
   json out;
+  {
+    json att = json::array();
+    for (int64_t len : {128, 512, 2048, 8192, 32768}) att.push_back(time_attention(len, a.iters));
+    out["attention_decode"] = att;
+  }
   {
     auto host = make_model(32, a.vocab);
     rt::CudaOptions o;

@@ -1,6 +1,7 @@
 #include "backend/cuda/attention.h"
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/validate.h"
 #include "core/error.h"
@@ -80,7 +81,7 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                       const DeviceView& out, int start_pos, float scale,
-                      const DeviceView& workspace, cudaStream_t stream) {
+                      const DeviceView& workspace, cudaStream_t stream, int splits) {
   constexpr const char* op = "attention_decode";
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
   EXQ_CHECK(d.tokens == 1, "cuda attention_decode: q must hold one token, got shape {}",
@@ -90,16 +91,30 @@ void attention_decode(const DeviceView& q, const DeviceView& k_cache, const Devi
   const size_t need = attention_decode_workspace_floats(d.heads, d.head_dim);
   EXQ_CHECK(static_cast<size_t>(workspace.numel()) >= need,
             "cuda attention_decode: workspace has {} floats, needs {}", workspace.numel(), need);
-  const int kv_len = start_pos + 1;
+  EXQ_CHECK(splits >= 0 && splits <= kDecodeMaxSplits,
+            "cuda attention_decode: splits {} outside [0, {}]", splits, kDecodeMaxSplits);
+  attention_decode_reset_cuda(workspace.data<float>(), d.heads, d.head_dim, stream);
+  auto run = [&](auto* k, auto* v) {
+    using C = std::remove_pointer_t<decltype(k)>;
+    DecodeAttention<C> a;
+    a.q = q.data<float>();
+    a.k_cache = k;
+    a.v_cache = v;
+    a.out = out.data<float>();
+    a.workspace = workspace.data<float>();
+    a.heads = d.heads;
+    a.kv_heads = d.kv_heads;
+    a.head_dim = d.head_dim;
+    a.capacity = d.capacity;
+    a.position = start_pos;
+    a.splits = splits;
+    a.scale = scale;
+    attention_decode_cuda(a, stream);
+  };
   if (k_cache.dtype() == DType::F16)
-    attention_decode_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
-                          static_cast<const __half*>(v_cache.raw()), out.data<float>(),
-                          workspace.data<float>(), d.heads, d.kv_heads, d.head_dim, d.capacity,
-                          kv_len, scale, stream);
+    run(static_cast<__half*>(k_cache.raw()), static_cast<__half*>(v_cache.raw()));
   else
-    attention_decode_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                          out.data<float>(), workspace.data<float>(), d.heads, d.kv_heads,
-                          d.head_dim, d.capacity, kv_len, scale, stream);
+    run(k_cache.data<float>(), v_cache.data<float>());
 }
 
 }  // namespace exq::cuda

@@ -1,6 +1,7 @@
-// Attention kernels. Both use one warp per query row at a time with lanes split over keys for
-// the scores and over head dims for the output, and an online softmax (running max m, running
-// sum l, unnormalized output o), so no score matrix is ever materialized.
+// Prefill attention (the exact f32 path; tensor cores: flash_prefill.cu; decode:
+// attention_decode.cu). One warp per query row at a time with lanes split over keys for the
+// scores and over head dims for the output, and an online softmax (running max m, running sum
+// l, unnormalized output o), so no score matrix is ever materialized.
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
@@ -18,10 +19,6 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr int kQPerWarp = 4;
 constexpr int kQTile = kWarps * kQPerWarp;
 constexpr int kKTile = 32;
-
-// Decode: blocks wanted per launch before splitting stops (about two waves on 132 SMs).
-constexpr int kDecodeTargetBlocks = 256;
-constexpr int kDecodeKeysPerStep = kWarps * 32;
 
 size_t prefill_smem_bytes(int head_dim) {
   // K tile padded by one float per row so lane-per-key reads hit distinct banks.
@@ -136,142 +133,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-struct DecodeSplit {
-  int splits;
-  int chunk;  // keys per split, a multiple of kDecodeKeysPerStep
-};
-
-int decode_max_splits(int heads) {
-  const int s = kDecodeTargetBlocks / heads;
-  return s < 1 ? 1 : s;
-}
-
-DecodeSplit decode_split(int kv_len, int heads) {
-  const int steps = (kv_len + kDecodeKeysPerStep - 1) / kDecodeKeysPerStep;
-  int splits = steps < decode_max_splits(heads) ? steps : decode_max_splits(heads);
-  const int steps_per_split = (steps + splits - 1) / splits;
-  const int chunk = steps_per_split * kDecodeKeysPerStep;
-  splits = (kv_len + chunk - 1) / chunk;
-  return {splits, chunk};
-}
-
-// grid (splits, heads). Each warp walks 32-key steps of this block's chunk; the 4 warp states
-// are merged in shared memory, then either written as the final output (one split) or as a
-// partial (m, l, o[hd]) to the workspace for attention_combine_kernel.
-// smem: q_s [hd], w_ml [kWarps][2], w_o [kWarps][hd].
-template <typename C, int DPL>
-__global__ void __launch_bounds__(kThreads)
-    attention_decode_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
-                            const C* __restrict__ v_cache, float* __restrict__ out,
-                            float* __restrict__ partial, int heads, int kv_heads, int head_dim,
-                            int capacity, int kv_len, int chunk, float scale) {
-  extern __shared__ float smem[];
-  float* q_s = smem;
-  float* w_ml = q_s + head_dim;
-  float* w_o = w_ml + 2 * kWarps;
-  const int head = blockIdx.y, split = blockIdx.x;
-  const int kv_head = head / (heads / kv_heads);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int key_begin = split * chunk;
-  const int key_end = min(key_begin + chunk, kv_len);
-
-  for (int d = threadIdx.x; d < head_dim; d += kThreads) q_s[d] = q[head * head_dim + d] * scale;
-  __syncthreads();
-
-  const C* k_head = k_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
-  const C* v_head = v_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
-  float m = -INFINITY, l = 0.0f, o[DPL];
-#pragma unroll
-  for (int i = 0; i < DPL; ++i) o[i] = 0.0f;
-
-  for (int k0 = key_begin + warp * 32; k0 < key_end; k0 += kDecodeKeysPerStep) {
-    const int key = k0 + lane;
-    float s = -INFINITY;
-    if (key < key_end) {
-      const C* kr = k_head + static_cast<size_t>(key) * head_dim;
-      float acc = 0.0f;
-      for (int d = 0; d < head_dim; ++d) acc = fmaf(q_s[d], to_float(kr[d]), acc);
-      s = acc;
-    }
-    float corr;
-    const float p = softmax_step(s, m, l, corr);
-#pragma unroll
-    for (int i = 0; i < DPL; ++i) o[i] *= corr;
-    const int valid = min(32, key_end - k0);
-    for (int j = 0; j < valid; ++j) {
-      const float pj = __shfl_sync(kFull, p, j);
-      const C* vr = v_head + static_cast<size_t>(k0 + j) * head_dim;
-#pragma unroll
-      for (int i = 0; i < DPL; ++i) {
-        const int d = lane + 32 * i;
-        if (d < head_dim) o[i] = fmaf(pj, to_float(vr[d]), o[i]);
-      }
-    }
-  }
-
-  if (lane == 0) {
-    w_ml[2 * warp] = m;
-    w_ml[2 * warp + 1] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < DPL; ++i) {
-    const int d = lane + 32 * i;
-    if (d < head_dim) w_o[warp * head_dim + d] = o[i];
-  }
-  __syncthreads();
-
-  float m_all = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, w_ml[2 * w]);
-  float weight[kWarps];
-  float l_all = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    // A warp that saw no key keeps m = -inf and contributes nothing.
-    weight[w] = w_ml[2 * w] == -INFINITY ? 0.0f : expf(w_ml[2 * w] - m_all);
-    l_all += w_ml[2 * w + 1] * weight[w];
-  }
-  const bool final_output = gridDim.x == 1;
-  float* dst = final_output ? out + static_cast<size_t>(head) * head_dim
-                            : partial + (static_cast<size_t>(head) * gridDim.x + split) * (head_dim + 2);
-  for (int d = threadIdx.x; d < head_dim; d += kThreads) {
-    float acc = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) acc += w_o[w * head_dim + d] * weight[w];
-    if (final_output)
-      dst[d] = acc / l_all;
-    else
-      dst[2 + d] = acc;
-  }
-  if (!final_output && threadIdx.x == 0) {
-    dst[0] = m_all;
-    dst[1] = l_all;
-  }
-}
-
-// grid heads: merges the per-split (m, l, o) into out[head] = sum o_s e_s / sum l_s e_s.
-__global__ void attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out,
-                                         int splits, int head_dim) {
-  const int head = blockIdx.x;
-  const float* p = partial + static_cast<size_t>(head) * splits * (head_dim + 2);
-  float m_all = -INFINITY;
-  for (int s = 0; s < splits; ++s) m_all = fmaxf(m_all, p[s * (head_dim + 2)]);
-  float l_all = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float* ps = p + s * (head_dim + 2);
-    l_all += ps[1] * expf(ps[0] - m_all);
-  }
-  const float inv = 1.0f / l_all;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float* ps = p + s * (head_dim + 2);
-      acc += ps[2 + d] * expf(ps[0] - m_all);
-    }
-    out[static_cast<size_t>(head) * head_dim + d] = acc * inv;
-  }
-}
-
 template <typename Kernel>
 void set_smem_limit(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -292,24 +153,6 @@ void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* o
   CUDA_CHECK_LAUNCH();
 }
 
-template <typename C, int DPL>
-void launch_decode(const float* q, const C* k_cache, const C* v_cache, float* out,
-                   float* workspace, int heads, int kv_heads, int head_dim, int capacity,
-                   int kv_len, float scale, cudaStream_t stream) {
-  const DecodeSplit split = decode_split(kv_len, heads);
-  const size_t smem = sizeof(float) * (head_dim + 2 * kWarps + kWarps * head_dim);
-  auto kernel = attention_decode_kernel<C, DPL>;
-  set_smem_limit(kernel, smem);
-  const dim3 grid(split.splits, heads);
-  kernel<<<grid, kThreads, smem, stream>>>(q, k_cache, v_cache, out, workspace, heads, kv_heads,
-                                           head_dim, capacity, kv_len, split.chunk, scale);
-  CUDA_CHECK_LAUNCH();
-  if (split.splits > 1) {
-    attention_combine_kernel<<<heads, kThreads, 0, stream>>>(workspace, out, split.splits, head_dim);
-    CUDA_CHECK_LAUNCH();
-  }
-}
-
 }  // namespace
 
 template <typename C>
@@ -328,33 +171,9 @@ void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, 
                          start_pos, scale, stream);
 }
 
-size_t attention_decode_workspace_floats(int heads, int head_dim) {
-  return static_cast<size_t>(heads) * decode_max_splits(heads) * (head_dim + 2);
-}
-
-template <typename C>
-void attention_decode_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
-                           float* workspace, int heads, int kv_heads, int head_dim, int capacity,
-                           int kv_len, float scale, cudaStream_t stream) {
-  if (heads == 0 || kv_len == 0) return;
-  if (head_dim <= 64)
-    launch_decode<C, 2>(q, k_cache, v_cache, out, workspace, heads, kv_heads, head_dim, capacity,
-                        kv_len, scale, stream);
-  else if (head_dim <= 128)
-    launch_decode<C, 4>(q, k_cache, v_cache, out, workspace, heads, kv_heads, head_dim, capacity,
-                        kv_len, scale, stream);
-  else
-    launch_decode<C, 8>(q, k_cache, v_cache, out, workspace, heads, kv_heads, head_dim, capacity,
-                        kv_len, scale, stream);
-}
-
 template void attention_prefill_cuda<float>(const float*, const float*, const float*, float*, int,
                                             int, int, int, int, int, float, cudaStream_t);
 template void attention_prefill_cuda<__half>(const float*, const __half*, const __half*, float*,
                                              int, int, int, int, int, int, float, cudaStream_t);
-template void attention_decode_cuda<float>(const float*, const float*, const float*, float*,
-                                           float*, int, int, int, int, int, float, cudaStream_t);
-template void attention_decode_cuda<__half>(const float*, const __half*, const __half*, float*,
-                                            float*, int, int, int, int, int, float, cudaStream_t);
 
 }  // namespace exq::cuda

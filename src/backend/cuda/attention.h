@@ -1,11 +1,12 @@
 // Causal grouped-query attention over the KV cache (kv_cache.h layout). Prefill processes a
 // chunk of tokens with tiled K/V in shared memory; decode handles one token and splits the KV
-// length over blocks (flash-decoding), then combines. Both use an online softmax in f32.
-// Launchers and attention_decode_workspace_floats(): launchers.h.
+// length over blocks (flash-decoding, attention_decode.h), then combines. Both use an online
+// softmax in f32. Launchers: launchers.h and attention_decode.h.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/attention_decode.h"
 #include "backend/cuda/device_tensor.h"
 #include "backend/cuda/launchers.h"
 
@@ -29,9 +30,10 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             float scale, cudaStream_t stream);
 
 // q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).
-// workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements.
+// workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements
+// (its counters are zeroed by each call). splits: KV splits per kv head, 0 for the default.
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                       const DeviceView& out, int start_pos, float scale,
-                      const DeviceView& workspace, cudaStream_t stream);
+                      const DeviceView& workspace, cudaStream_t stream, int splits = 0);
 
 }  // namespace exq::cuda

@@ -59,14 +59,7 @@ template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
                             int start_pos, float scale, cudaStream_t stream);
-// One query token per head at position kv_len - 1 (q, out: [heads, head_dim]); the KV length is
-// split over blocks and the partial softmax states combined. `workspace` holds at least
-// attention_decode_workspace_floats(heads, head_dim) floats.
-size_t attention_decode_workspace_floats(int heads, int head_dim);
-template <typename C>
-void attention_decode_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
-                           float* workspace, int heads, int kv_heads, int head_dim, int capacity,
-                           int kv_len, float scale, cudaStream_t stream);
+// Decode (one query token, split over the KV length): attention_decode.h.
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
 // attention_prefill_cuda<__half> on tensor cores (fp16 q/k/v, f32 accumulation and softmax):

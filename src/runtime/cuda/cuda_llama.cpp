@@ -16,6 +16,7 @@
 #include "backend/cuda/exl2_gemv.h"
 #include "backend/cuda/kv_cache.h"
 #include "backend/cuda/matmul.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/rotary.h"
 #include "backend/cuda/stream.h"
 #include "model/rope.h"
@@ -106,6 +107,7 @@ class CudaLlama::Impl {
   // (host [T, vocab]) when given, else the last row's into `logits`.
   void prefill(std::span<const int32_t> tokens, Tensor* all);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
+  void decode_body();        // the kernels of one step (captured into the graph)
   void set_position(int64_t n) {
     length = n;
     pos_dirty = true;
@@ -134,6 +136,19 @@ class CudaLlama::Impl {
   cudaGraphExec_t graph = nullptr;
   bool pos_dirty = true;
   int32_t host_pos = 0;  // source of the position copy
+  bool pdl = false;      // programmatic dependent launch of the step's small kernels
+  // profile_decode_step(): an event before each op group of an eager step.
+  std::vector<gpu::Event> events;
+  std::vector<const char*> marks;
+  bool profiling = false;
+
+  void sync_position();
+  void mark(const char* label) {
+    if (!profiling) return;
+    if (marks.size() == events.size()) events.emplace_back();
+    events[marks.size()].record(stream);
+    marks.push_back(label);
+  }
 
  private:
   LinearScratch scratch(const gpu::DeviceView& mm_ws) {
@@ -151,7 +166,8 @@ class CudaLlama::Impl {
   void upload(const model::LlamaWeights& w);
   void ensure_dequant(int64_t elems);
   void layers_prefill(const Views& v, int start);
-  void decode_body();
+  template <typename C>
+  void attend(const LayerGpu& L, const Views& v);
   void capture();
   int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
   float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }
@@ -269,15 +285,18 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
   sin = upload_f32(rope.sin);
   ensure_dequant(max_exl2);
 
+  pdl = gpu::decode_pdl_enabled();
   slot = gpu::DeviceTensor(DType::I32, {2}, a, s);
   CUDA_CHECK(cudaMemsetAsync(slot.raw(), 0, slot.nbytes(), s));
   dec = std::make_unique<Activations>(d, 1, a, s);
   logits = gpu::DeviceTensor(DType::F32, {1, d.vocab}, a, s);
   attn_ws = gpu::DeviceTensor(
       DType::F32,
-      {static_cast<int64_t>(attention_decode_at_workspace_floats(static_cast<int>(d.heads),
-                                                                 static_cast<int>(d.head_dim)))},
+      {static_cast<int64_t>(gpu::attention_decode_workspace_floats(static_cast<int>(d.heads),
+                                                                   static_cast<int>(d.head_dim)))},
       a, s);
+  gpu::attention_decode_reset_cuda(attn_ws.view().data<float>(), static_cast<int>(d.heads),
+                                   static_cast<int>(d.head_dim), s);
   for (const LayerGpu& L : layers)
     for (const GpuLinear* g : {L.q.get(), L.k.get(), L.v.get(), L.o.get(), L.gate.get(), L.up.get(), L.down.get()})
       g->reserve(exl2_ws, s);
@@ -365,48 +384,79 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all) {
   set_position(pos);
 }
 
+// Rotary, KV append and attention of one token in one kernel (attention_decode.h).
+template <typename C>
+void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
+  const gpu::DecodeAttention<C> a{
+      .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
+      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
+      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
+      .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
+      .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
+      .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
+      .position_ptr = pos_ptr(), .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
+  gpu::attention_decode_cuda(a, stream);
+}
+
+// Per layer: q, k, v GEMVs; attention (+ rotary, append); o GEMV; add + norm; gate, up GEMVs;
+// SwiGLU; down GEMV; add + norm (of the next layer, or the final one, which also advances the
+// position). Embedding and the first norm are one kernel.
 void CudaLlama::Impl::decode_body() {
   const cudaStream_t s = stream;
   const Views v(*dec, dims, 1);
   const LinearScratch sc = scratch(v.mm_ws);
-  const int H = static_cast<int>(dims.heads), KVH = static_cast<int>(dims.kv_heads);
-  const int D = static_cast<int>(dims.head_dim), cap = static_cast<int>(capacity);
-  gpu::embedding(slot.view().slice0(0, 1), embed, v.x, s);
-  norm(v.x, nullptr, layers[0].attn_norm, v.xn);
+  const int hidden = static_cast<int>(dims.hidden), vocab = static_cast<int>(dims.vocab);
+  const auto eps = static_cast<float>(config.rms_norm_eps);
+  const int32_t* id = slot.view().data<int32_t>();
+  const float* w0 = layers[0].attn_norm.view().data<float>();
+  // The first kernel waits for everything before it (no programmatic launch): the attention
+  // kernels read the position and old cache rows before their pdl_wait, so the previous step
+  // (the last norm advances the position) must be complete, whatever the kernels between
+  // release their dependents early.
+  constexpr bool kFirstPdl = false;
+  mark("embed+norm");
+  auto embed_norm = [&](const auto* table) {
+    decode_embed_rmsnorm_cuda(id, table, vocab, v.x.data<float>(), w0, v.xn.data<float>(), hidden,
+                              eps, kFirstPdl, s);
+  };
+  if (embed.dtype() == DType::F16)
+    embed_norm(static_cast<const __half*>(embed.raw()));
+  else if (embed.dtype() == DType::BF16)
+    embed_norm(static_cast<const __nv_bfloat16*>(embed.raw()));
+  else
+    embed_norm(embed.view().data<float>());
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
+    mark("qkv");
     L.q->forward(sc, v.xn, v.q2, s);
     L.k->forward(sc, v.xn, v.k2, s);
     L.v->forward(sc, v.xn, v.v2, s);
-    const float* cs = cos.view().data<float>();
-    const float* sn = sin.view().data<float>();
-    if (opts.kv_cache == DType::F16) {
-      auto* kc = static_cast<__half*>(L.k_cache.raw());
-      auto* vc = static_cast<__half*>(L.v_cache.raw());
-      rope_append_at_cuda(v.q.data<float>(), v.k.data<float>(), v.v.data<float>(), kc, vc, cs, sn, H,
-                          KVH, D, cap, pos_ptr(), s);
-      attention_decode_at_cuda<__half>(v.q.data<float>(), kc, vc, v.att.data<float>(),
-                                       attn_ws.view().data<float>(), H, KVH, D, cap, pos_ptr(),
-                                       scale(), s);
-    } else {
-      float* kc = L.k_cache.view().data<float>();
-      float* vc = L.v_cache.view().data<float>();
-      rope_append_at_cuda(v.q.data<float>(), v.k.data<float>(), v.v.data<float>(), kc, vc, cs, sn, H,
-                          KVH, D, cap, pos_ptr(), s);
-      attention_decode_at_cuda<float>(v.q.data<float>(), kc, vc, v.att.data<float>(),
-                                      attn_ws.view().data<float>(), H, KVH, D, cap, pos_ptr(),
-                                      scale(), s);
-    }
+    mark("attention");
+    if (opts.kv_cache == DType::F16)
+      attend<__half>(L, v);
+    else
+      attend<float>(L, v);
+    mark("o");
     L.o->forward(sc, v.att2, v.proj, s);
-    norm(v.x, &v.proj, L.ffn_norm, v.xn);
+    mark("norm");
+    decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), L.ffn_norm.view().data<float>(),
+                            v.xn.data<float>(), hidden, eps, nullptr, pdl, s);
+    mark("gate+up");
     L.gate->forward(sc, v.xn, v.gate, s);
     L.up->forward(sc, v.xn, v.up, s);
-    gpu::swiglu(v.gate, v.up, v.gate, s);
+    mark("swiglu");
+    decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
+                       static_cast<int>(dims.inter), pdl, s);
+    mark("down");
     L.down->forward(sc, v.gate, v.proj, s);
-    norm(v.x, &v.proj, next_norm(l), v.xn);
+    mark("norm");
+    const bool last = l + 1 == layers.size();
+    decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), next_norm(l).view().data<float>(),
+                            v.xn.data<float>(), hidden, eps, last ? pos_ptr() : nullptr, pdl, s);
   }
+  mark("head");
   head->forward(sc, v.xn, logits.view(), s);
-  increment_cuda(pos_ptr(), s);
+  mark(nullptr);
 }
 
 void CudaLlama::Impl::capture() {
@@ -432,15 +482,18 @@ void CudaLlama::Impl::capture() {
   graph = exec;
 }
 
+void CudaLlama::Impl::sync_position() {
+  if (!pos_dirty) return;
+  host_pos = static_cast<int32_t>(length);
+  // Pageable source: staged before the call returns, so host_pos may change afterwards.
+  CUDA_CHECK(cudaMemcpyAsync(pos_ptr(), &host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  pos_dirty = false;
+}
+
 gpu::DeviceView CudaLlama::Impl::decode() {
   EXQ_CHECK(length < capacity, "decode: the cache of {} positions is full", capacity);
   const cudaStream_t s = stream;
-  if (pos_dirty) {
-    host_pos = static_cast<int32_t>(length);
-    // Pageable source: staged before the call returns, so host_pos may change afterwards.
-    CUDA_CHECK(cudaMemcpyAsync(pos_ptr(), &host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, s));
-    pos_dirty = false;
-  }
+  sync_position();
   if (graph) {
     CUDA_CHECK(cudaGraphLaunch(graph, s));
     ++replays;
@@ -498,6 +551,35 @@ gpu::DeviceView CudaLlama::forward_last(std::span<const int32_t> tokens) {
 }
 
 gpu::DeviceView CudaLlama::decode_slot() { return impl_->decode(); }
+
+std::vector<CudaLlama::OpTime> CudaLlama::profile_decode_step() {
+  Impl& m = *impl_;
+  EXQ_CHECK(m.length < m.capacity, "decode: the cache of {} positions is full", m.capacity);
+  m.sync_position();
+  m.marks.clear();
+  m.profiling = true;
+  try {
+    m.decode_body();
+  } catch (...) {
+    m.profiling = false;
+    throw;
+  }
+  m.profiling = false;
+  ++m.length;
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  std::vector<OpTime> out;
+  for (size_t i = 0; i + 1 < m.marks.size(); ++i) {
+    const double ms = gpu::Event::elapsed_ms(m.events[i], m.events[i + 1]);
+    auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == m.marks[i]; });
+    if (it == out.end()) {
+      out.push_back({m.marks[i], 0.0, 0});
+      it = out.end() - 1;
+    }
+    it->ms += ms;
+    ++it->count;
+  }
+  return out;
+}
 gpu::DeviceView CudaLlama::token_slot() const { return impl_->slot.view().slice0(0, 1); }
 cudaStream_t CudaLlama::stream() const { return impl_->stream; }
 gpu::CachingAllocator& CudaLlama::allocator() { return *impl_->alloc; }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/allocator.h"
 #include "backend/cuda/device.h"
@@ -71,6 +72,17 @@ class CudaLlama {
   exq::cuda::DeviceView decode_slot();
   // [1] I32 on the device: the input token of decode_slot().
   exq::cuda::DeviceView token_slot() const;
+
+  // decode_slot() run eagerly with a CUDA event before each op group (embed+norm, qkv,
+  // attention, o, norm, gate+up, swiglu, down, head): GPU milliseconds per group summed over
+  // the layers. Events between the groups stop the kernels overlapping, so the total exceeds a
+  // graph replay; a breakdown, not a timing. The logits are left as decode_slot() leaves them.
+  struct OpTime {
+    std::string op;
+    double ms = 0.0;
+    int count = 0;  // occurrences of the group in the step
+  };
+  std::vector<OpTime> profile_decode_step();
 
   cudaStream_t stream() const;
   exq::cuda::CachingAllocator& allocator();

@@ -1,7 +1,9 @@
-// Raw launchers of the CUDA runtime's own kernels (decode_kernels.cu): the single-token
-// decode ops that read the position from device memory, so one captured CUDA graph serves
-// every step, plus the fused residual-add + RMSNorm and an f32 bias add. Free of exq/fmt
-// headers (nvcc cannot compile fmt's consteval format strings); no validation here.
+// Raw launchers of the CUDA runtime's own kernels (decode_kernels.cu): the fused residual add +
+// RMSNorm of prefill, an f32 bias add, and the single-token step's small kernels (one block or
+// one element per thread), which may be launched with programmatic dependent launch (`pdl`,
+// backend/cuda/pdl.h) inside the decode graph. The decode attention with its fused rotary and
+// KV append is the backend's (backend/cuda/attention_decode.h). Free of exq/fmt headers (nvcc
+// cannot compile fmt's consteval format strings); no validation here.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -13,23 +15,6 @@
 
 namespace exq::runtime::cuda {
 
-// One token at position *pos: q [heads, head_dim] rotated in place (HF rotate_half, cos/sin
-// rows of the position); k rotated and v [kv_heads, head_dim] written to the caches
-// [kv_heads, capacity, head_dim] at row *pos. C in {float, __half}.
-template <typename C>
-void rope_append_at_cuda(float* q, const float* k, const float* v, C* k_cache, C* v_cache,
-                         const float* cos, const float* sin, int heads, int kv_heads,
-                         int head_dim, int capacity, const int32_t* pos, cudaStream_t stream);
-
-// Attention of one query token at position *pos over cache rows [0, *pos]: q, out [heads,
-// head_dim] f32. The key range is split over blocks exactly as exq::cuda::attention_decode
-// splits it for that length; the grid is sized for the longest, idle blocks return at once.
-size_t attention_decode_at_workspace_floats(int heads, int head_dim);
-template <typename C>
-void attention_decode_at_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
-                              float* workspace, int heads, int kv_heads, int head_dim,
-                              int capacity, const int32_t* pos, float scale, cudaStream_t stream);
-
 // residual[rows, dim] += delta (when delta is not null), then out = RMSNorm(residual) * weight,
 // all f32 arithmetic as exq::cuda::rmsnorm. W in {float, __half, __nv_bfloat16}.
 template <typename W>
@@ -39,7 +24,21 @@ void add_rmsnorm_cuda(float* residual, const float* delta, const W* weight, floa
 // y[rows, n] += bias[n] (f32).
 void add_bias_f32_cuda(float* y, const float* bias, int rows, int n, cudaStream_t stream);
 
-// *value += 1 (the decode graph's last node advances the position).
-void increment_cuda(int32_t* value, cudaStream_t stream);
+// One token: x[dim] += delta (when not null), out = RMSNorm(x) * weight (f32 weight); then
+// *increment += 1 when `increment` is set (the step's last norm advances the position: every
+// kernel that reads it has finished by then).
+void decode_add_rmsnorm_cuda(float* x, const float* delta, const float* weight, float* out,
+                             int dim, float eps, int32_t* increment, bool pdl, cudaStream_t stream);
+
+// x[dim] = table[ids[0]] as f32 (NaN row for an id outside [0, vocab)), out = RMSNorm(x) * weight.
+// T in {float, __half, __nv_bfloat16}.
+template <typename T>
+void decode_embed_rmsnorm_cuda(const int32_t* ids, const T* table, int vocab, float* x,
+                               const float* weight, float* out, int dim, float eps, bool pdl,
+                               cudaStream_t stream);
+
+// out[n] = silu(gate) * up (out may alias gate or up).
+void decode_swiglu_cuda(const float* gate, const float* up, float* out, int n, bool pdl,
+                        cudaStream_t stream);
 
 }  // namespace exq::runtime::cuda

@@ -4,9 +4,12 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/attention.h"
+#include "backend/cuda/cuda_check.h"
 #include "cuda_test_util.h"
 
 namespace exq::cuda {
@@ -102,12 +105,16 @@ TEST_P(Attention, PrefillMatchesCpu) {
 
 TEST_P(Attention, DecodeMatchesCpu) {
   const DType dtype = GetParam();
-  // tokens is 1; start_pos + 1 keys. Lengths cross the 128-key step and the split sizes.
+  // tokens is 1; start_pos + 1 keys. Lengths cross the 32-key split granule and the tiles
+  // (128 keys at hd 64 f16, 64 at hd 128 f16, 32 at hd 128 f32, 16 at hd 256 f32); GQA groups
+  // of 1, 2, 3, 4, 8 and 12 (two blocks of q heads); odd head dims take the scalar path.
   const std::vector<Case> cases = {
-      {1, 9, 3, 64, 0, 1.0f},     {1, 9, 3, 64, 32, 1.0f},    {1, 9, 3, 64, 127, 1.0f},
-      {1, 9, 3, 64, 128, 4.0f},   {1, 9, 3, 64, 999, 1.0f},   {1, 9, 3, 64, 4096, 8.0f},
+      {1, 9, 3, 64, 0, 1.0f},      {1, 9, 3, 64, 32, 1.0f},    {1, 9, 3, 64, 127, 1.0f},
+      {1, 9, 3, 64, 128, 4.0f},    {1, 9, 3, 64, 999, 1.0f},   {1, 9, 3, 64, 4096, 8.0f},
       {1, 32, 8, 128, 1999, 1.0f}, {1, 64, 8, 128, 3000, 1.0f}, {1, 4, 2, 96, 700, 2.0f},
-      {1, 2, 1, 256, 300, 1.0f},  {1, 300, 300, 16, 50, 1.0f}, {1, 3, 1, 7, 12, 1.0f}};
+      {1, 2, 1, 256, 300, 1.0f},   {1, 300, 300, 16, 50, 1.0f}, {1, 3, 1, 7, 12, 1.0f},
+      {1, 32, 8, 128, 2047, 2.0f}, {1, 32, 8, 128, 64, 1.0f},  {1, 24, 2, 128, 513, 1.0f},
+      {1, 8, 1, 64, 257, 1.0f},    {1, 6, 3, 5, 90, 1.0f},     {1, 16, 16, 128, 100, 1.0f}};
   uint32_t seed = 171;
   for (const Case& c : cases) {
     const int64_t valid = c.start_pos + 1, capacity = valid + 33;
@@ -120,12 +127,129 @@ TEST_P(Attention, DecodeMatchesCpu) {
     const auto ws_floats =
         static_cast<int64_t>(attention_decode_workspace_floats(static_cast<int>(c.heads), static_cast<int>(c.hd)));
     DeviceTensor ws = empty(DType::F32, {ws_floats});
-    attention_decode(dq, dk, dv, dout, c.start_pos, scale, ws, stream());
     const auto want = attention_ref(q, cache, c.start_pos, scale);
-    test::expect_close(want, download(dout), 3e-5, 1e-4, case_name("decode", dtype, c));
+    // 0: the default split for this device; then forced splits (one block, uneven, the most).
+    for (int splits : {0, 1, 2, 3, 7, kDecodeMaxSplits}) {
+      attention_decode(dq, dk, dv, dout, c.start_pos, scale, ws, stream(), splits);
+      test::expect_close(want, download(dout), 3e-5, 1e-4,
+                         case_name("decode", dtype, c) + " splits=" + std::to_string(splits));
+    }
     // The prefill kernel on the same single token agrees too.
     attention_prefill(dq, dk, dv, dout, c.start_pos, scale, stream());
     test::expect_close(want, download(dout), 3e-5, 1e-4, case_name("prefill as decode", dtype, c));
+  }
+}
+
+// The runtime's form: position read from device memory, q and the new k rotated and k, v
+// appended by the kernel itself, launched with programmatic dependent launch, several steps in
+// a row on one workspace (its counters must come back to zero). Row `position` of the cache
+// holds NaN before each step: the kernel must use the new key, never the stale row.
+TEST_P(Attention, DecodeFusedRotaryAppend) {
+  const DType dtype = GetParam();
+  struct Fused {
+    int64_t heads, kv_heads, hd;
+    int start;
+    int splits;
+  };
+  const std::vector<Fused> cases = {{32, 8, 128, 0, 0},   {32, 8, 128, 190, 0}, {32, 8, 128, 1021, 5},
+                                    {9, 3, 64, 126, 0},   {9, 3, 64, 700, 64},  {24, 2, 128, 63, 3},
+                                    {4, 4, 64, 31, 1},    {6, 2, 6, 40, 2}};
+  constexpr int kSteps = 4;
+  uint32_t seed = 901;
+  for (const Fused& c : cases) {
+    const int64_t capacity = c.start + kSteps + 5, half = c.hd / 2;
+    Cache cache = random_cache(dtype, c.kv_heads, capacity, c.hd, c.start, seed++);
+    // cos / sin [capacity, hd / 2] as a rope table.
+    Tensor cos_t(DType::F32, {capacity, half}), sin_t(DType::F32, {capacity, half});
+    for (int64_t p = 0; p < capacity; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = static_cast<double>(p) * std::pow(10000.0, -2.0 * static_cast<double>(i) / c.hd);
+        cos_t.data<float>()[p * half + i] = static_cast<float>(std::cos(a));
+        sin_t.data<float>()[p * half + i] = static_cast<float>(std::sin(a));
+      }
+    DeviceTensor dk = upload(cache.k), dv = upload(cache.v), dcos = upload(cos_t), dsin = upload(sin_t);
+    DeviceTensor dpos = empty(DType::I32, {1});
+    DeviceTensor dout = empty(DType::F32, {1, c.heads, c.hd});
+    DeviceTensor ws = empty(DType::F32, {static_cast<int64_t>(attention_decode_workspace_floats(
+                                            static_cast<int>(c.heads), static_cast<int>(c.hd)))});
+    attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+    auto rotate = [&](const float* x, float* y, int64_t p) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float co = cos_t.data<float>()[p * half + i], si = sin_t.data<float>()[p * half + i];
+        y[i] = x[i] * co - x[i + half] * si;
+        y[i + half] = x[i + half] * co + x[i] * si;
+      }
+    };
+    for (int step = 0; step < kSteps; ++step) {
+      const int pos = c.start + step;
+      const Tensor q = test::random_f32({1, c.heads, c.hd}, seed++, -2.0f, 2.0f);
+      const Tensor k = test::random_f32({c.kv_heads, c.hd}, seed++);
+      const Tensor v = test::random_f32({c.kv_heads, c.hd}, seed++);
+      // Host expectation: rotated q; the cache with the rotated k and v at row pos.
+      Tensor qr(DType::F32, q.shape());
+      for (int64_t h = 0; h < c.heads; ++h) rotate(q.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
+      for (int64_t h = 0; h < c.kv_heads; ++h) {
+        std::vector<float> kr(static_cast<size_t>(c.hd));
+        rotate(k.data<float>() + h * c.hd, kr.data(), pos);
+        for (int64_t d = 0; d < c.hd; ++d) {
+          const int64_t at = (h * capacity + pos) * c.hd + d;
+          const float kv = kr[static_cast<size_t>(d)], vv = v.data<float>()[h * c.hd + d];
+          if (dtype == DType::F16) {
+            cache.k.data<uint16_t>()[at] = float_to_half(kv);
+            cache.v.data<uint16_t>()[at] = float_to_half(vv);
+          } else {
+            cache.k.data<float>()[at] = kv;
+            cache.v.data<float>()[at] = vv;
+          }
+        }
+      }
+      const auto want = attention_ref(qr, cache, pos, scale);
+      DeviceTensor dq = upload(q), dkn = upload(k), dvn = upload(v);
+      const int32_t pos32 = pos;
+      CUDA_CHECK(cudaMemcpyAsync(dpos.raw(), &pos32, sizeof(pos32), cudaMemcpyHostToDevice, stream()));
+      auto run = [&](auto* kc, auto* vc) {
+        using C = std::remove_pointer_t<decltype(kc)>;
+        DecodeAttention<C> a;
+        a.q = dq.view().data<float>();
+        a.k_new = dkn.view().data<float>();
+        a.v_new = dvn.view().data<float>();
+        a.cos = dcos.view().data<float>();
+        a.sin = dsin.view().data<float>();
+        a.k_cache = kc;
+        a.v_cache = vc;
+        a.out = dout.view().data<float>();
+        a.workspace = ws.view().data<float>();
+        a.heads = static_cast<int>(c.heads);
+        a.kv_heads = static_cast<int>(c.kv_heads);
+        a.head_dim = static_cast<int>(c.hd);
+        a.capacity = static_cast<int>(capacity);
+        a.position_ptr = dpos.view().data<int32_t>();
+        a.max_keys = static_cast<int>(capacity);
+        a.splits = c.splits;
+        a.scale = scale;
+        a.pdl = true;
+        attention_decode_cuda(a, stream());
+      };
+      if (dtype == DType::F16)
+        run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()));
+      else
+        run(dk.view().data<float>(), dv.view().data<float>());
+      const std::string what = "fused H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
+                               " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos) + " " +
+                               std::string(dtype_name(dtype));
+      test::expect_close(want, download(dout), 3e-5, 1e-4, what);
+      // The appended rows (f16 rounding of a 1-ulp f32 difference may differ by one f16 ulp).
+      const Tensor gk = download(dk), gv = download(dv);
+      for (int64_t h = 0; h < c.kv_heads; ++h)
+        for (int64_t d = 0; d < c.hd; ++d) {
+          const int64_t at = (h * capacity + pos) * c.hd + d;
+          ASSERT_NEAR(test::value_at(gk, at), test::value_at(cache.k, at), 2e-3) << what << " k row";
+          ASSERT_EQ(test::value_at(gv, at), test::value_at(cache.v, at)) << what << " v row";
+        }
+      // The next step reads this row from the cache as the device wrote it.
+      cache.k = Tensor::copy_of(gk.view());
+    }
   }
 }
 
@@ -151,12 +275,27 @@ TEST(AttentionArgs, RejectBadShapes) {
                      "q must hold one token");
   test::expect_error([&] { attention_decode(q1, kc, vc, out1, 3, 0.125f, fake_view(DType::F32, {10}), nullptr); },
                      "workspace has 10 floats, needs");
+  test::expect_error([&] { attention_decode(q1, kc, vc, out1, 3, 0.125f, fake_view(DType::F32, {1000000}), nullptr,
+                                            kDecodeMaxSplits + 1); },
+                     "splits 65 outside [0, 64]");
   const DeviceView big_kc = fake_view(DType::F16, {1, 64, 512}), big_vc = fake_view(DType::F16, {1, 64, 512});
   test::expect_error([&] { attention_prefill(fake_view(DType::F32, {1, 1, 512}), big_kc, big_vc,
                                              fake_view(DType::F32, {1, 1, 512}), 0, 0.1f, nullptr); },
                      "head_dim 512 is not supported");
   EXPECT_TRUE(attention_supports(DType::F16, 128));
   EXPECT_FALSE(attention_supports(DType::BF16, 128));
+}
+
+// The split count of a decode launch (requested > 0 needs no device): capped by
+// kDecodeMaxSplits and by the 32-key granules of the longest length.
+TEST(AttentionArgs, DecodeSplits) {
+  EXPECT_EQ(attention_decode_splits(32, 8, 2048, 33), 33);
+  EXPECT_EQ(attention_decode_splits(32, 8, 2048, 100), kDecodeMaxSplits);
+  EXPECT_EQ(attention_decode_splits(32, 8, 100, 33), 4);
+  EXPECT_EQ(attention_decode_splits(32, 8, 1, 33), 1);
+  EXPECT_EQ(attention_decode_splits(9, 3, 4096, 5), 5);
+  EXPECT_EQ(attention_decode_workspace_floats(32, 128), size_t{32} * kDecodeMaxSplits * 132 + 32);
+  EXPECT_EQ(attention_decode_workspace_floats(3, 7), size_t{3} * kDecodeMaxSplits * 12 + 3);
 }
 
 }  // namespace

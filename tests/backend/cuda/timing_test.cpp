@@ -39,9 +39,21 @@ TEST_F(Timing, DISABLED_AttentionDecode) {
     DeviceTensor out = empty(DType::F32, {1, c.heads, c.hd});
     DeviceTensor ws = empty(DType::F32, {static_cast<int64_t>(attention_decode_workspace_floats(
                                             static_cast<int>(c.heads), static_cast<int>(c.hd)))});
-    const float ms = time_ms([&] {
-      attention_decode(q, k, v, out, static_cast<int>(c.kv_len - 1), 0.125f, ws, stream());
-    });
+    // The raw launcher: the op wrapper also zeroes the workspace counters on every call.
+    attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
+    DecodeAttention<__half> a;
+    a.q = q.view().data<float>();
+    a.k_cache = static_cast<__half*>(k.raw());
+    a.v_cache = static_cast<__half*>(v.raw());
+    a.out = out.view().data<float>();
+    a.workspace = ws.view().data<float>();
+    a.heads = static_cast<int>(c.heads);
+    a.kv_heads = static_cast<int>(c.kv_heads);
+    a.head_dim = static_cast<int>(c.hd);
+    a.capacity = static_cast<int>(c.kv_len);
+    a.position = static_cast<int>(c.kv_len - 1);
+    a.scale = 0.125f;
+    const float ms = time_ms([&] { attention_decode_cuda(a, stream()); });
     const double bytes = 2.0 * static_cast<double>(c.kv_heads * c.kv_len * c.hd) * 2.0;
     std::printf("decode attention H=%ld/%ld hd=%ld kv=%ld: %.1f us, %.0f GB/s of K+V\n",
                 static_cast<long>(c.heads), static_cast<long>(c.kv_heads), static_cast<long>(c.hd),

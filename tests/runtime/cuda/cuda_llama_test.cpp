@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -165,6 +166,34 @@ TEST_F(CudaLlamaGraph, DeviceEntryPointsMatchForward) {
   const Tensor via_slot = exq::cuda::to_host(m.decode_slot(), m.stream());
   EXPECT_TRUE(test::bit_equal(via_slot, via_forward));
   EXPECT_EQ(m.position(), static_cast<int64_t>(prompt.size()) + 1);
+}
+
+// The per-op breakdown runs a real step: the cache and the position end as after decode_slot().
+TEST_F(CudaLlamaGraph, ProfiledStepIsARealStep) {
+  CudaLlama a(*model_, options(true)), b(*model_, options(true));
+  const std::vector<int32_t> prompt = prompt_ids(10, 300);
+  const int32_t t = test::argmax_row(a.forward(prompt));
+  b.forward(prompt);
+  CUDA_CHECK(cudaMemcpy(a.token_slot().raw(), &t, sizeof(t), cudaMemcpyHostToDevice));
+  const std::vector<CudaLlama::OpTime> ops = a.profile_decode_step();
+  b.forward(std::span(&t, 1));
+  EXPECT_EQ(a.position(), b.position());
+  const int32_t next = 7;
+  EXPECT_TRUE(test::bit_equal(a.forward(std::span(&next, 1)), b.forward(std::span(&next, 1))));
+  const int layers = static_cast<int>(model_->config().num_hidden_layers);
+  auto count = [&](const std::string& op) {
+    for (const auto& o : ops)
+      if (o.op == op) {
+        EXPECT_GE(o.ms, 0.0) << op;
+        return o.count;
+      }
+    return -1;
+  };
+  EXPECT_EQ(count("embed+norm"), 1);
+  EXPECT_EQ(count("qkv"), layers);
+  EXPECT_EQ(count("attention"), layers);
+  EXPECT_EQ(count("norm"), 2 * layers);
+  EXPECT_EQ(count("head"), 1);
 }
 
 TEST_F(CudaLlamaGraph, BadInputsThrowAndKeepTheCache) {

@@ -1,0 +1,537 @@
+// Split-K decode attention (attention_decode.h). Block (split, kv head, chunk of <= 8 q heads),
+// 256 threads; keys of the split go through shared memory in tiles of 16 KB of K and 16 KB of
+// V, two stages deep (16-byte cp.async.cg). Per tile:
+//   1. scores: thread (key, part) dots its part of the key row with every q head of the block
+//      (q in shared memory, broadcast reads); parts are summed in a fixed order;
+//   2. softmax: warp g keeps head g's running max and sum, writes p = exp(s - m) and the
+//      rescale factor of the old state;
+//   3. P.V: thread (16-byte column chunk, key stride) accumulates every head's output in
+//      registers, so each V vector is read once for the whole group.
+// Rows are padded by 16 bytes where needed so the 8 lanes of a quarter warp hit distinct banks.
+// Blocks of a kv head write (m, l, o) to the workspace; the last one (atomic counter, reset by
+// it) merges them in split order. With the fused rotary + append, the first two tiles of old
+// keys are requested before pdl_wait, overlapping the previous kernel's tail.
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cuda/attention_decode.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/pdl.cuh"
+
+namespace exq::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kGroup = kWarps;       // q heads per block: one softmax warp each
+constexpr int kSplitAlign = 32;      // keys per split: a multiple of this
+constexpr int kTileBytes = 16384;    // K bytes (and V bytes) of one tile
+constexpr int kMaxTileKeys = 128;
+constexpr int kMinTileKeys = 16;
+constexpr int kBlocksPerSm = 2;
+
+__host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr size_t align16(size_t v) { return (v + 15) / 16 * 16; }
+// Floats per partial state (o [head_dim], m, l): 16-byte rows when head_dim % 4 == 0.
+__host__ __device__ constexpr int partial_stride(int head_dim) { return (head_dim + 2 + 3) / 4 * 4; }
+
+// Shared memory layout, the same on host and device.
+struct Plan {
+  int tile_keys;   // keys per tile (power of two)
+  int row;         // elements between cache rows in a tile
+  int nv;          // vectors per row
+  int kp;          // key strides of the P.V phase (kThreads / nv)
+  int parts;       // dot-product parts of the score phase (kThreads / tile_keys)
+  size_t tile_bytes, q_off, red_off, p_off, new_off, stat_off, total;
+
+  __host__ __device__ Plan(int head_dim, int elem, int vec) {
+    const int by_bytes = kTileBytes / (head_dim * elem);
+    tile_keys = kMaxTileKeys;
+    while (tile_keys > kMinTileKeys && tile_keys > by_bytes) tile_keys /= 2;
+    size_t row_bytes = static_cast<size_t>(head_dim) * elem;
+    if (vec > 1) {
+      if ((row_bytes / 16) % 2 == 0) row_bytes += 16;  // odd number of 16-byte chunks
+    } else {
+      row_bytes = align16(row_bytes);
+    }
+    row = static_cast<int>(row_bytes / elem);
+    nv = head_dim / vec;
+    kp = kThreads / nv;
+    parts = kThreads / tile_keys;
+    const size_t tiles = 4 * static_cast<size_t>(tile_keys) * row_bytes;  // 2 stages x (K, V)
+    const size_t red_o = static_cast<size_t>(kp) * kGroup * head_dim * 4;
+    tile_bytes = align16(tiles > red_o ? tiles : red_o);
+    q_off = tile_bytes;
+    red_off = q_off + align16(static_cast<size_t>(kGroup) * head_dim * 4);
+    p_off = red_off + static_cast<size_t>(kThreads) * kGroup * 4;
+    new_off = p_off + static_cast<size_t>(kGroup) * kMaxTileKeys * 4;
+    stat_off = new_off + 2 * align16(static_cast<size_t>(head_dim) * elem);
+    // m, l, corr [kGroup]; merge weights [kGroup][kDecodeMaxSplits]; the "last block" flag.
+    total = stat_off + (3 * kGroup + kGroup * kDecodeMaxSplits + 4) * 4;
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// VEC consecutive elements of shared memory as floats (VEC * sizeof(C) == 16, or VEC == 1).
+template <typename C, int VEC>
+__device__ __forceinline__ void load_vec(const C* p, float (&f)[VEC]) {
+  if constexpr (VEC == 1) {
+    f[0] = to_float(p[0]);
+  } else if constexpr (sizeof(C) == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    f[0] = v.x;
+    f[1] = v.y;
+    f[2] = v.z;
+    f[3] = v.w;
+  } else {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 t = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      f[2 * i] = t.x;
+      f[2 * i + 1] = t.y;
+    }
+  }
+}
+
+// grid (splits, kv_heads, q-head chunks), kThreads threads.
+template <typename C, int VEC>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    attention_decode_kernel(const DecodeAttention<C> a, int splits) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  pdl_trigger();
+  const int D = a.head_dim;
+  const Plan plan(D, static_cast<int>(sizeof(C)), VEC);
+  const int TK = plan.tile_keys, NV = plan.nv;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int kvh = blockIdx.y, chunk = blockIdx.z, split = blockIdx.x;
+  const int group = a.heads / a.kv_heads;
+  const int h0 = kvh * group + chunk * kGroup;
+  const int gn = min(kGroup, group - chunk * kGroup);
+
+  // Fused: the position and the old keys are read before pdl_wait (attention_decode.h).
+  const bool early = a.k_new != nullptr || !a.pdl;
+  if (!early) pdl_wait();
+  const int pos = a.position_ptr ? *a.position_ptr : a.position;
+  const int kv_len = pos + 1;
+  const int per = div_up(div_up(kv_len, splits), kSplitAlign) * kSplitAlign;
+  const int used = div_up(kv_len, per);
+  if (split >= used) return;
+  const int k0 = split * per, k1 = min(k0 + per, kv_len);
+  const int tiles = div_up(k1 - k0, TK);
+  const bool fused = a.k_new != nullptr;
+  const bool owns_new = fused && k1 == kv_len;  // the last split holds the new key
+  const int new_tile = owns_new ? (pos - k0) / TK : -1;
+
+  C* tile_base = reinterpret_cast<C*>(smem);
+  const size_t stage_elems = 2 * static_cast<size_t>(TK) * plan.row;  // K then V
+  float* q_s = reinterpret_cast<float*>(smem + plan.q_off);
+  float* red_s = reinterpret_cast<float*>(smem + plan.red_off);
+  float* p_s = reinterpret_cast<float*>(smem + plan.p_off);
+  C* knew_s = reinterpret_cast<C*>(smem + plan.new_off);
+  C* vnew_s = reinterpret_cast<C*>(smem + plan.new_off + align16(static_cast<size_t>(D) * sizeof(C)));
+  float* m_s = reinterpret_cast<float*>(smem + plan.stat_off);
+  float* l_s = m_s + kGroup;
+  float* corr_s = l_s + kGroup;
+  float* merge_w = corr_s + kGroup;
+  int* last_s = reinterpret_cast<int*>(merge_w + kGroup * kDecodeMaxSplits);
+
+  const size_t head_off = static_cast<size_t>(kvh) * a.capacity * D;
+  const C* k_head = a.k_cache + head_off;
+  const C* v_head = a.v_cache + head_off;
+
+  auto k_tile = [&](int t) { return tile_base + (t & 1) * stage_elems; };
+  auto v_tile = [&](int t) { return tile_base + (t & 1) * stage_elems + static_cast<size_t>(TK) * plan.row; };
+  // Requests tile t into its stage (the fused new row is patched in separately).
+  auto issue = [&](int t) {
+    if (t < tiles) {
+      C* ks = k_tile(t);
+      C* vs = v_tile(t);
+      const int kb = k0 + t * TK;
+      const int rows = min(TK, k1 - kb);
+      if constexpr (VEC > 1) {
+        for (int i = tid; i < rows * NV; i += kThreads) {
+          const int r = i / NV, c = i - r * NV;
+          if (fused && kb + r == pos) continue;
+          const size_t src = static_cast<size_t>(kb + r) * D + c * VEC;
+          cp_async16(ks + r * plan.row + c * VEC, k_head + src);
+          cp_async16(vs + r * plan.row + c * VEC, v_head + src);
+        }
+      } else {
+        for (int i = tid; i < rows * D; i += kThreads) {
+          const int r = i / D, d = i - r * D;
+          if (fused && kb + r == pos) continue;
+          const size_t src = static_cast<size_t>(kb + r) * D + d;
+          ks[r * plan.row + d] = k_head[src];
+          vs[r * plan.row + d] = v_head[src];
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  auto patch = [&](int t) {  // the new key's row into tile t (its copy skipped that row)
+    const int r = pos - k0 - t * TK;
+    C* ks = k_tile(t) + r * plan.row;
+    C* vs = v_tile(t) + r * plan.row;
+    for (int d = tid; d < D; d += kThreads) {
+      ks[d] = knew_s[d];
+      vs[d] = vnew_s[d];
+    }
+  };
+
+  if (early) {
+    issue(0);
+    issue(1);
+  }
+  pdl_wait();
+  if (!early) {
+    issue(0);
+    issue(1);
+  }
+
+  const int half = D / 2;
+  for (int i = tid; i < gn * D; i += kThreads) {
+    const int g = i / D, d = i - g * D;
+    const float* qr = a.q + static_cast<size_t>(h0 + g) * D;
+    float v;
+    if (fused) {
+      const int j = d < half ? d : d - half;
+      const float c = a.cos[static_cast<size_t>(pos) * half + j];
+      const float s = a.sin[static_cast<size_t>(pos) * half + j];
+      const float x1 = qr[j], x2 = qr[j + half];
+      v = d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
+    } else {
+      v = qr[d];
+    }
+    q_s[i] = v * a.scale;
+  }
+  if (owns_new) {
+    const float* kr = a.k_new + static_cast<size_t>(kvh) * D;
+    const float* vr = a.v_new + static_cast<size_t>(kvh) * D;
+    const size_t row = head_off + static_cast<size_t>(pos) * D;
+    for (int d = tid; d < D; d += kThreads) {
+      const int j = d < half ? d : d - half;
+      const float c = a.cos[static_cast<size_t>(pos) * half + j];
+      const float s = a.sin[static_cast<size_t>(pos) * half + j];
+      const float x1 = kr[j], x2 = kr[j + half];
+      const C kc = from_float<C>(d < half ? x1 * c - x2 * s : x2 * c + x1 * s);
+      const C vc = from_float<C>(vr[d]);
+      knew_s[d] = kc;
+      vnew_s[d] = vc;
+      if (chunk == 0) {
+        a.k_cache[row + d] = kc;
+        a.v_cache[row + d] = vc;
+      }
+    }
+    __syncthreads();
+    if (new_tile == 0 || new_tile == 1) patch(new_tile);
+  }
+
+  float m_run = -INFINITY, l_run = 0.0f;  // warp g: head g's softmax state
+  float acc[kGroup][VEC];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[g][e] = 0.0f;
+  const int pv_c = tid % NV, pv_k = tid / NV;
+  const bool pv_on = pv_k < plan.kp;
+  const int sc_key = tid % TK, sc_part = tid / TK;
+
+  for (int t = 0; t < tiles; ++t) {
+    cp_async_wait<1>();
+    __syncthreads();
+    const C* ks = k_tile(t);
+    const C* vs = v_tile(t);
+    const int rows = min(TK, k1 - (k0 + t * TK));
+
+    // 1. Partial scores of (key, part) for every head.
+    float s[kGroup];
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) s[g] = 0.0f;
+    if (sc_key < rows) {
+      for (int v = sc_part; v < NV; v += plan.parts) {
+        float kf[VEC];
+        load_vec<C, VEC>(ks + sc_key * plan.row + v * VEC, kf);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) {
+          if (g < gn) {
+            const float* qg = q_s + g * D + v * VEC;
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) s[g] = fmaf(qg[e], kf[e], s[g]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+      if (g < gn) red_s[(sc_part * kGroup + g) * TK + sc_key] = s[g];
+    __syncthreads();
+
+    // 2. Online softmax, warp g for head g.
+    if (warp < gn) {
+      float sv[kMaxTileKeys / 32];
+      float tmax = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kMaxTileKeys / 32; ++i) {
+        const int j = lane + 32 * i;
+        float x = -INFINITY;
+        if (j < rows) {
+          x = 0.0f;
+          for (int p = 0; p < plan.parts; ++p) x += red_s[(p * kGroup + warp) * TK + j];
+        }
+        sv[i] = x;
+        tmax = fmaxf(tmax, x);
+      }
+      const float m_new = fmaxf(m_run, warp_max(tmax));  // finite: key 0 of the tile is valid
+      const float corr = expf(m_run - m_new);
+      float lsum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxTileKeys / 32; ++i) {
+        const int j = lane + 32 * i;
+        if (j < TK) {
+          const float p = j < rows ? expf(sv[i] - m_new) : 0.0f;
+          p_s[warp * TK + j] = p;
+          lsum += p;
+        }
+      }
+      l_run = l_run * corr + warp_sum(lsum);
+      m_run = m_new;
+      if (lane == 0) corr_s[warp] = corr;
+    }
+    __syncthreads();
+
+    // 3. o = o * corr + P.V; every V vector serves all heads.
+    if (pv_on) {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        if (g < gn) {
+          const float c = corr_s[g];
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) acc[g][e] *= c;
+        }
+      }
+      for (int j = pv_k; j < rows; j += plan.kp) {
+        float vf[VEC];
+        load_vec<C, VEC>(vs + j * plan.row + pv_c * VEC, vf);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g) {
+          if (g < gn) {
+            const float p = p_s[g * TK + j];
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    issue(t + 2);
+    if (new_tile >= 2 && new_tile == t + 2) patch(new_tile);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // The key strides' outputs through shared memory (the tile area is free now).
+  float* red_o = reinterpret_cast<float*>(smem);
+  if (pv_on) {
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+      if (g < gn)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) red_o[(pv_k * kGroup + g) * D + pv_c * VEC + e] = acc[g][e];
+  }
+  if (warp < gn && lane == 0) {
+    m_s[warp] = m_run;
+    l_s[warp] = l_run;
+  }
+  __syncthreads();
+
+  const bool single = used == 1;
+  const int stride = partial_stride(D);  // o [D], then m, l
+  for (int i = tid; i < gn * D; i += kThreads) {
+    const int g = i / D, d = i - g * D;
+    float o = 0.0f;
+    for (int k = 0; k < plan.kp; ++k) o += red_o[(k * kGroup + g) * D + d];
+    const int h = h0 + g;
+    if (single) {
+      a.out[static_cast<size_t>(h) * D + d] = o / l_s[g];
+    } else {
+      float* dst = a.workspace + (static_cast<size_t>(h) * kDecodeMaxSplits + split) * stride;
+      dst[d] = o;
+      if (d == 0) {
+        dst[D] = m_s[g];
+        dst[D + 1] = l_s[g];
+      }
+    }
+  }
+  if (single) return;
+
+  // The last block of this (kv head, chunk) merges the splits in order.
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = reinterpret_cast<unsigned*>(a.workspace + static_cast<size_t>(a.heads) *
+                                                                    kDecodeMaxSplits * stride) +
+                      blockIdx.y * gridDim.z + blockIdx.z;
+  if (tid == 0) *last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(used - 1);
+  __syncthreads();
+  if (!*last_s) return;
+  __threadfence();
+  if (warp < gn) {  // merge weights exp(m_s - m) / l of head `warp`
+    const float* ph = a.workspace + static_cast<size_t>(h0 + warp) * kDecodeMaxSplits * stride + D;
+    float ms[kDecodeMaxSplits / 32], ls[kDecodeMaxSplits / 32];
+    float m_all = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
+      const int sp = lane + 32 * i;
+      ms[i] = -INFINITY;
+      ls[i] = 0.0f;
+      if (sp < used) {
+        ms[i] = __ldcg(ph + sp * stride);
+        ls[i] = __ldcg(ph + sp * stride + 1);
+      }
+      m_all = fmaxf(m_all, ms[i]);
+    }
+    m_all = warp_max(m_all);
+    float w[kDecodeMaxSplits / 32], l_all = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
+      w[i] = lane + 32 * i < used ? expf(ms[i] - m_all) : 0.0f;
+      l_all += ls[i] * w[i];
+    }
+    l_all = warp_sum(l_all);
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i)
+      if (lane + 32 * i < used) merge_w[warp * kDecodeMaxSplits + lane + 32 * i] = w[i] / l_all;
+  }
+  __syncthreads();
+  // Thread (item of MW outputs, lane): splits lane, lane + lanes, ... with kBatch loads in
+  // flight; the lanes' sums are then added in lane order (deterministic).
+  constexpr int MW = VEC > 1 ? 4 : 1;
+  constexpr int kBatch = 8;
+  const int row_items = D / MW, items = gn * row_items;
+  const int lanes = items >= kThreads ? 1 : kThreads / items;
+  float* red_m = reinterpret_cast<float*>(smem);  // [lanes][items][MW], the tile area
+  for (int w = tid; w < items * lanes; w += kThreads) {
+    const int item = w % items, ln = w / items;
+    const int g = item / row_items, d = (item - g * row_items) * MW;
+    const float* ph = a.workspace + static_cast<size_t>(h0 + g) * kDecodeMaxSplits * stride + d;
+    const float* wg = merge_w + g * kDecodeMaxSplits;
+    float o[MW];
+#pragma unroll
+    for (int e = 0; e < MW; ++e) o[e] = 0.0f;
+    for (int sp0 = ln; sp0 < used; sp0 += kBatch * lanes) {
+      float v[kBatch][MW];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int sp = sp0 + u * lanes;
+        if (sp < used) {
+          if constexpr (MW == 4) {
+            const float4 t = __ldcg(reinterpret_cast<const float4*>(ph + sp * stride));
+            v[u][0] = t.x;
+            v[u][1] = t.y;
+            v[u][2] = t.z;
+            v[u][3] = t.w;
+          } else {
+            v[u][0] = __ldcg(ph + sp * stride);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int sp = sp0 + u * lanes;
+        if (sp < used) {
+#pragma unroll
+          for (int e = 0; e < MW; ++e) o[e] = fmaf(wg[sp], v[u][e], o[e]);
+        }
+      }
+    }
+    if (lanes == 1) {
+#pragma unroll
+      for (int e = 0; e < MW; ++e) a.out[static_cast<size_t>(h0 + g) * D + d + e] = o[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < MW; ++e) red_m[(static_cast<size_t>(ln) * items + item) * MW + e] = o[e];
+    }
+  }
+  if (lanes > 1) {
+    __syncthreads();
+    for (int i = tid; i < items * MW; i += kThreads) {
+      const int item = i / MW, e = i - item * MW;
+      const int g = item / row_items, d = (item - g * row_items) * MW + e;
+      float o = 0.0f;
+      for (int ln = 0; ln < lanes; ++ln) o += red_m[(static_cast<size_t>(ln) * items + item) * MW + e];
+      a.out[static_cast<size_t>(h0 + g) * D + d] = o;
+    }
+  }
+  if (tid == 0) *counter = 0u;  // ready for the next launch
+}
+
+int multiprocessors() {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
+template <typename C, int VEC>
+void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
+  const Plan plan(a.head_dim, static_cast<int>(sizeof(C)), VEC);
+  auto kernel = attention_decode_kernel<C, VEC>;
+  if (plan.total > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(plan.total)));
+  const int group = a.heads / a.kv_heads;
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads),
+                  static_cast<unsigned>(div_up(group, kGroup)));
+  launch_pdl(a.pdl, kernel, grid, dim3(kThreads), plan.total, stream, a, splits);
+}
+
+}  // namespace
+
+size_t attention_decode_workspace_floats(int heads, int head_dim) {
+  return static_cast<size_t>(heads) * kDecodeMaxSplits * partial_stride(head_dim) +
+         static_cast<size_t>(heads);
+}
+
+void attention_decode_reset_cuda(float* workspace, int heads, int head_dim, cudaStream_t stream) {
+  const size_t off = static_cast<size_t>(heads) * kDecodeMaxSplits * partial_stride(head_dim);
+  CUDA_CHECK(cudaMemsetAsync(workspace + off, 0, static_cast<size_t>(heads) * sizeof(float), stream));
+}
+
+int attention_decode_splits(int heads, int kv_heads, int max_keys, int requested) {
+  const int blocks_per_split = kv_heads * div_up(heads / kv_heads, kGroup);
+  int s = requested > 0 ? requested : div_up(kBlocksPerSm * multiprocessors(), blocks_per_split);
+  s = s < kDecodeMaxSplits ? s : kDecodeMaxSplits;
+  const int by_keys = div_up(max_keys > 0 ? max_keys : 1, kSplitAlign);
+  s = s < by_keys ? s : by_keys;
+  return s < 1 ? 1 : s;
+}
+
+template <typename C>
+void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
+  if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
+  const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
+  const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = (static_cast<size_t>(a.head_dim) * sizeof(C)) % 16 == 0 && aligned(a.k_cache) &&
+                   aligned(a.v_cache) && aligned(a.workspace);
+  if (vec)
+    launch<C, static_cast<int>(16 / sizeof(C))>(a, splits, stream);
+  else
+    launch<C, 1>(a, splits, stream);
+}
+
+template void attention_decode_cuda<float>(const DecodeAttention<float>&, cudaStream_t);
+template void attention_decode_cuda<__half>(const DecodeAttention<__half>&, cudaStream_t);
+
+}  // namespace exq::cuda

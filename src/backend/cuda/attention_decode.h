@@ -1,0 +1,63 @@
+// Raw tier of the split-K decode attention (attention_decode.cu): one query token, GQA over a
+// head-major cache [kv_heads, capacity, head_dim]. Block (split, kv head, q-head chunk) streams
+// its keys of one kv head through shared memory (16-byte cp.async, two stages) once for all
+// (up to 8) q heads of the group; the last block of a kv head to finish merges the splits'
+// softmax states in split order (deterministic). The position can live in device memory, so
+// a CUDA graph captured once serves every step, and the runtime's rotary + KV append can be
+// fused in front. Free of exq/fmt headers (nvcc cannot compile fmt); no validation here.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace exq::cuda {
+
+inline constexpr int kDecodeMaxSplits = 64;  // KV splits per kv head at most
+
+// Arguments of one launch. C in {float, __half}.
+template <typename C>
+struct DecodeAttention {
+  const float* q = nullptr;  // [heads, head_dim] f32 (rotated unless k_new is set)
+  // Fused rotary + append (the runtime's step): q and k_new [kv_heads, head_dim] are rotated
+  // with the rows of `position` in cos/sin [positions, head_dim / 2] (HF rotate_half; even
+  // head_dim), and k_new, v_new (f32, [kv_heads, head_dim]) are written to cache row
+  // `position`. With pdl, *position_ptr and the rows [0, position) are then read before
+  // pdl_wait (pdl.h): no kernel that may still run may write them (the runtime launches the
+  // first kernel of each step without pdl). Null k_new: q is rotated and the caches already
+  // hold the row; everything is read after pdl_wait.
+  const float* k_new = nullptr;
+  const float* v_new = nullptr;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  C* k_cache = nullptr;
+  C* v_cache = nullptr;
+  float* out = nullptr;        // [heads, head_dim] f32
+  float* workspace = nullptr;  // attention_decode_workspace_floats(heads, head_dim) floats
+  int heads = 0, kv_heads = 0, head_dim = 0, capacity = 0;
+  // The query position (keys [0, position] are attended): *position_ptr when set, read on the
+  // device, else `position`.
+  const int32_t* position_ptr = nullptr;
+  int position = 0;
+  int max_keys = 0;  // the most keys any launch of a graph sees (sizes the grid); 0: position + 1
+  int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor
+  float scale = 1.0f;
+  bool pdl = false;  // programmatic dependent launch (pdl.h)
+};
+
+// Workspace: partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a
+// multiple of 4 floats], then one counter per
+// (kv head, q-head chunk) that must be zero before the first launch (every launch leaves it
+// zero): attention_decode_reset_cuda zeroes them.
+size_t attention_decode_workspace_floats(int heads, int head_dim);
+void attention_decode_reset_cuda(float* workspace, int heads, int head_dim, cudaStream_t stream);
+
+// Splits per kv head the launch will use (for tests and the bench).
+int attention_decode_splits(int heads, int kv_heads, int max_keys, int requested);
+
+template <typename C>
+void attention_decode_cuda(const DecodeAttention<C>& args, cudaStream_t stream);
+
+}  // namespace exq::cuda
