@@ -3,14 +3,17 @@
 // warm-up; the median over the iterations is reported. Weights rotate over enough copies
 // (> 4x L2) that every launch reads HBM. Achieved bandwidth counts the stored weight bytes
 // (q_weight + q_scale + q_scale_max + q_groups) and is given as a fraction of 3.0 TB/s (H100
-// HBM3, device-to-device copy). Sections (--only, comma separated; default all):
+// HBM3, device-to-device copy). Every GEMV figure is given for each kernel of --kernels
+// (default 1,2: session 2's exl2_gemv.cu and exl2_gemv_v2.cu, side by side; a layer kernel 2
+// cannot run is skipped for it). Sections (--only, comma separated; default all):
 //   gemv    the table above
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked
 //   prefill dequantize to fp16 + cuBLAS at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
 //           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
 //           CUDA graph, against the bandwidth floor bytes / 3.0e12
-// Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST]   (plain program, CUDA events)
+// Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST] [--kernels 1,2]
+// (plain program, CUDA events)
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -208,12 +211,20 @@ std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, cudaStr
 
 nlohmann::json split_json(const Exl2Split& s) {
   return {{"ksplit", s.ksplit}, {"ksub", s.ksub}, {"tiles_per_block", s.tiles_per_block},
-          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}};
+          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}, {"kernel", s.kernel}};
 }
 
 std::string split_str(const Exl2Split& s) {
-  return fmt::format("ksplit {} ksub {:2} tpb {:2} spw {:2} {}", s.ksplit, s.ksub,
+  return fmt::format("k{} ksplit {} ksub {:2} tpb {:2} spw {:2} {}", s.kernel, s.ksplit, s.ksub,
                      s.tiles_per_block, s.steps_per_warp, s.cluster ? "cl" : "gm");
+}
+
+// Switches every copy to `kernel`; false when the layer cannot run it.
+bool use_kernel(std::vector<Exl2Layer>& layers, int kernel) {
+  for (const Exl2Layer& l : layers)
+    if (kernel == 2 && !l.kernel2_ok()) return false;
+  for (Exl2Layer& l : layers) l.set_kernel(kernel);
+  return true;
 }
 
 const std::vector<std::pair<int64_t, int64_t>> kShapes = {
@@ -225,40 +236,45 @@ const std::vector<Option> kOptions = {
     {"1:8b_128g", {{1.0, 8, 128}}},
     {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
 
-nlohmann::json gemv_table(int iters, const DeviceBuffer& x32, Stream& stream) {
-  std::printf("%-38s %13s %6s %9s %8s %7s %9s  %s\n", "option", "in x out", "batch", "median us",
-              "GB/s", "of 3TB/s", "mean us", "launch shape");
+nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const DeviceBuffer& x32,
+                          Stream& stream) {
+  std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s  %s\n", "option", "in x out", "batch", "kernel",
+              "median us", "GB/s", "of 3TB/s", "mean us", "launch shape");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& [in, out_f] : kShapes) {
     for (const Option& o : kOptions) {
       const RandomLayer rl(in, out_f, o, static_cast<uint64_t>(in * 7 + out_f));
       std::vector<Exl2Layer> copies = rotation(rl, o.name.c_str(), stream);
       const int n = static_cast<int>(copies.size());
-      Exl2Workspace ws;
-      ws.reserve(copies[0], stream);
       DeviceBuffer y(size_t{8} * static_cast<size_t>(out_f) * 4);
       std::vector<int64_t> batches = {1};
       if (o.name == "1:4b_128g") batches = {1, 2, 4, 8};
       if (o.name[0] == '0') batches = {1, 8};
-      for (int64_t b : batches) {
-        const DeviceView xv(x32.data(), DType::F32, {b, in});
-        const DeviceView yv(y.data(), DType::F32, {b, out_f});
-        const Timing tm = time_launches(iters, 10, stream, [&](int i) {
-          exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
-        });
-        const double ms = tm.median_ms;
-        const double bytes = static_cast<double>(copies[0].weight_bytes());
-        const double bps = bytes / (ms * 1e-3);
-        std::printf("%-38s %6lldx%-6lld %6lld %9.2f %8.0f %6.1f%% %9.2f  %s\n", o.name.c_str(),
-                    static_cast<long long>(in), static_cast<long long>(out_f),
-                    static_cast<long long>(b), ms * 1e3, bps / 1e9, 100.0 * bps / kPeakBytesPerSecond,
-                    tm.mean_ms * 1e3, split_str(copies[0].split()).c_str());
-        rows.push_back({{"kernel", "exl2_gemv"}, {"option", o.name}, {"in", in}, {"out", out_f},
-                        {"batch", b}, {"x", "f32"}, {"weight_bytes", bytes}, {"median_us", ms * 1e3},
-                        {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
-                        {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
-                        {"split", split_json(copies[0].split())}});
-      }
+      for (int64_t b : batches)
+        for (int kernel : kernels) {
+          if (!use_kernel(copies, kernel)) continue;
+          Exl2Workspace ws;
+          ws.reserve(copies[0], stream);
+          const DeviceView xv(x32.data(), DType::F32, {b, in});
+          const DeviceView yv(y.data(), DType::F32, {b, out_f});
+          const Timing tm = time_launches(iters, 10, stream, [&](int i) {
+            exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
+          });
+          const double ms = tm.median_ms;
+          const double bytes = static_cast<double>(copies[0].weight_bytes());
+          const double bps = bytes / (ms * 1e-3);
+          std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f  %s\n", o.name.c_str(),
+                      static_cast<long long>(in), static_cast<long long>(out_f),
+                      static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
+                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3,
+                      split_str(copies[0].split()).c_str());
+          rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
+                          {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
+                          {"weight_bytes", bytes}, {"median_us", ms * 1e3},
+                          {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
+                          {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
+                          {"split", split_json(copies[0].split())}});
+        }
     }
   }
   return rows;
@@ -285,8 +301,8 @@ nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
         for (int tpb : {1, 2, 4}) {
           if (tpb * ksub > kExl2MaxWarps) continue;
           const int spw = (steps + ksplit * ksub - 1) / (ksplit * ksub);
-          cands.push_back({ksplit, ksub, tpb, spw, true});
-          if (ksplit > 1) cands.push_back({ksplit, ksub, tpb, spw, false});
+          cands.push_back({ksplit, ksub, tpb, spw, true, chosen.kernel});
+          if (ksplit > 1) cands.push_back({ksplit, ksub, tpb, spw, false, chosen.kernel});
         }
     const DeviceView xv(x32.data(), DType::F32, {1, in});
     DeviceBuffer y(static_cast<size_t>(out_f) * 4);
@@ -358,7 +374,7 @@ nlohmann::json prefill_table(Stream& stream) {
 
 // One decode token of Llama-3-8B: 32 x (q, k, v, o, gate, up, down) EXL2 GEMVs, batch 1, then
 // the fp16 head through cuBLAS; every layer is its own upload (3.5 GB, no L2 reuse).
-nlohmann::json decode_set(int iters, const Option& o, Stream& stream) {
+nlohmann::json decode_set(int iters, const Option& o, int kernel, Stream& stream) {
   constexpr int kLayers = 32;
   constexpr int64_t kHidden = 4096, kKv = 1024, kFfn = 14336, kVocab = 128256;
   const std::vector<std::pair<int64_t, int64_t>> linears = {
@@ -373,6 +389,7 @@ nlohmann::json decode_set(int iters, const Option& o, Stream& stream) {
   for (int l = 0; l < kLayers; ++l)
     for (const auto& sh : linears) {
       layers.emplace_back(host[sh]->host, stream.get(), "decode");
+      if (kernel == 1 || layers.back().kernel2_ok()) layers.back().set_kernel(kernel);
       ws.reserve(layers.back(), stream);
       bytes += static_cast<double>(layers.back().weight_bytes());
     }
@@ -413,18 +430,20 @@ nlohmann::json decode_set(int iters, const Option& o, Stream& stream) {
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaGraphDestroy(graph));
   const double floor_us = bytes / kPeakBytesPerSecond * 1e6;
-  std::printf("\ndecode token, Llama-3-8B, %s, %d layers + fp16 head: %.1f MB, floor %.1f us\n"
+  std::printf("\ndecode token, Llama-3-8B, %s, GEMV kernel %d, %d layers + fp16 head: %.1f MB, "
+              "floor %.1f us\n"
               "  stream %.1f us (%.1f%% of floor speed), graph %.1f us (%.1f%%), head alone %.1f us\n",
-              o.name.c_str(), kLayers, bytes / 1e6, floor_us, eager * 1e3, 100.0 * floor_us / (eager * 1e3),
-              graphed * 1e3, 100.0 * floor_us / (graphed * 1e3), head_ms * 1e3);
-  return {{"option", o.name}, {"layers", kLayers}, {"gemvs", layers.size()}, {"bytes", bytes},
+              o.name.c_str(), kernel, kLayers, bytes / 1e6, floor_us, eager * 1e3,
+              100.0 * floor_us / (eager * 1e3), graphed * 1e3, 100.0 * floor_us / (graphed * 1e3),
+              head_ms * 1e3);
+  return {{"option", o.name}, {"kernel", kernel}, {"layers", kLayers}, {"gemvs", layers.size()}, {"bytes", bytes},
           {"floor_us", floor_us}, {"stream_us", eager * 1e3}, {"graph_us", graphed * 1e3},
           {"head_us", head_ms * 1e3}, {"graph_fraction_of_floor", floor_us / (graphed * 1e3)}};
 }
 
 // A few launches at 4 bits, batch 1, for a profiler (ncu -k regex:exl2), plus the floor of
 // the timing method: a 2 MB device copy and a 4-byte memset between events.
-void probe(const DeviceBuffer& x32, Stream& stream) {
+void probe(const std::vector<int>& kernels, const DeviceBuffer& x32, Stream& stream) {
   DeviceBuffer a(size_t{2} << 20), b(size_t{2} << 20);
   const double copy = median_ms(50, 5, stream, [&](int) {
     CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), a.size(), cudaMemcpyDeviceToDevice, stream));
@@ -433,23 +452,33 @@ void probe(const DeviceBuffer& x32, Stream& stream) {
   std::printf("timing floor: 2 MB d2d copy %.2f us, 4-byte memset %.2f us\n", copy * 1e3, set * 1e3);
   for (const auto& [in, out_f] : kShapes) {
     const RandomLayer rl(in, out_f, kOptions[2], 3);
-    const Exl2Layer layer(rl.host, stream.get());
-    Exl2Workspace ws;
-    ws.reserve(layer, stream);
+    Exl2Layer layer(rl.host, stream.get());
     DeviceBuffer y(static_cast<size_t>(out_f) * 4);
-    for (int i = 0; i < 3; ++i)
-      exl2_gemv(layer, DeviceView(x32.data(), DType::F32, {1, in}), DeviceView(y.data(), DType::F32, {1, out_f}), ws, stream);
-    stream.synchronize();
+    for (int kernel : kernels) {
+      layer.set_kernel(kernel);
+      Exl2Workspace ws;
+      ws.reserve(layer, stream);
+      for (int i = 0; i < 3; ++i)
+        exl2_gemv(layer, DeviceView(x32.data(), DType::F32, {1, in}),
+                  DeviceView(y.data(), DType::F32, {1, out_f}), ws, stream);
+      stream.synchronize();
+    }
   }
 }
 
 int run(int argc, char** argv) {
   std::string json_path, only = "gemv,sweep,prefill,decode";
+  std::vector<int> kernels = {1, 2};
   int iters = 100;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::max(20, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else if (!std::strcmp(argv[i], "--kernels") && i + 1 < argc) {
+      kernels.clear();
+      for (const char* p = argv[++i]; *p; ++p)
+        if (*p == '1' || *p == '2') kernels.push_back(*p - '0');
+    }
   }
   auto want = [&](const char* s) { return ("," + only + ",").find(std::string(",") + s + ",") != std::string::npos; };
   cudaDeviceProp prop{};
@@ -475,11 +504,14 @@ int run(int argc, char** argv) {
                 out["copy_gb_per_s"].get<double>());
   }
   DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
-  if (want("probe")) probe(x32, stream);
-  if (want("gemv")) out["gemv"] = gemv_table(iters, x32, stream);
+  if (want("probe")) probe(kernels, x32, stream);
+  if (want("gemv")) out["gemv"] = gemv_table(iters, kernels, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
   if (want("prefill")) out["prefill"] = prefill_table(stream);
-  if (want("decode")) out["decode"] = decode_set(iters, kOptions[2], stream);
+  if (want("decode")) {
+    out["decode"] = nlohmann::json::array();
+    for (int kernel : kernels) out["decode"].push_back(decode_set(iters, kOptions[2], kernel, stream));
+  }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   else std::printf("%s\n", out.dump(2).c_str());
   return 0;

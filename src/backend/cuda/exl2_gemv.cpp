@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -32,16 +33,18 @@ int multiprocessors() {
   return sms;
 }
 
-Exl2Split choose_split(const Exl2Desc& d) {
+Exl2Split choose_split(const Exl2Desc& d, int kernel) {
   // Resident warps per multiprocessor of a 16-warp block (registers).
   Exl2Split probe;
   probe.tiles_per_block = 8;
   probe.ksub = 2;
   probe.steps_per_warp = 1;
+  probe.kernel = kernel;
   const int sms = multiprocessors();
   const int warps = std::max(1, exl2_gemv_blocks_per_sm(d, probe)) * 16;
   const int tiles = d.out_pad / kExl2TileColumns;
   Exl2Split s = exl2_choose_split(tiles, d.num_steps, sms, warps, exl2_gemv_hopper());
+  s.kernel = kernel;
   // The fewest tiles per block whose grid is resident in one wave (registers and the shared
   // memory of batch 8); the most when none is.
   for (int tpb = 1; tpb * s.ksub <= kExl2MaxWarps; tpb *= 2) {
@@ -55,6 +58,17 @@ Exl2Split choose_split(const Exl2Desc& d) {
     if (clusters > exl2_gemv_max_clusters(d, s)) s.cluster = false;
   }
   return s;
+}
+
+// Kernel 2 for layers of one bit width, where it was faster on the GPU (docs/perf.md: 52.5 %
+// vs 46.9 % of 3 TB/s at 4 bits, 4096x14336, H200); kernel 1 for mixed widths, where kernel 2
+// was 2-15 % slower, when the layer needs it, or when EXQ_EXL2_GEMV=v1 (or 1) asks for it.
+// EXQ_EXL2_GEMV=v2 picks kernel 2 wherever it can run.
+int default_kernel(bool kernel2_ok, bool uniform) {
+  const char* env = std::getenv("EXQ_EXL2_GEMV");
+  const bool v1 = env != nullptr && (std::strcmp(env, "v1") == 0 || std::strcmp(env, "1") == 0);
+  const bool v2 = env != nullptr && (std::strcmp(env, "v2") == 0 || std::strcmp(env, "2") == 0);
+  return !v1 && kernel2_ok && (uniform || v2) ? 2 : 1;
 }
 
 void validate(const Exl2HostLayer& h, const char* name) {
@@ -162,12 +176,25 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   }
   CUDA_CHECK(cudaStreamSynchronize(stream));
 
-  split_ = choose_split(desc_);
+  // Kernel 2's decode needs finite scales (exl2_layout.h, fma_mant).
+  kernel2_ok_ = exl2_gemv2_supports(desc_);
+  for (const uint16_t m : plan.group_m) kernel2_ok_ = kernel2_ok_ && (m & 0x7c00u) != 0x7c00u;
+  split_ = choose_split(desc_, default_kernel(kernel2_ok_, desc_.uniform_bits != 0));
   weight_bytes_ = static_cast<size_t>(h.q_weight_rows * out_pad) * 4 + qs_bytes +
                   static_cast<size_t>(h.num_groups) * (2 + 4);
 }
 
+void Exl2Layer::set_kernel(int kernel) {
+  EXQ_CHECK(kernel == 1 || (kernel == 2 && kernel2_ok_),
+            "cuda exl2: GEMV kernel {} cannot run this layer (kernel 2 needs groups of a "
+            "power-of-two number of 32-row units and finite scales)",
+            kernel);
+  split_ = choose_split(desc_, kernel);
+}
+
 void Exl2Layer::set_split(const Exl2Split& split) {
+  EXQ_CHECK(split.kernel == 1 || (split.kernel == 2 && kernel2_ok_),
+            "cuda exl2: GEMV kernel {} cannot run this layer", split.kernel);
   const char* problem = exl2_split_problem(split, desc_.out_pad / kExl2TileColumns,
                                            desc_.num_steps, exl2_gemv_hopper());
   EXQ_CHECK(*problem == 0,

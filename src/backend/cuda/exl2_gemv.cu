@@ -493,6 +493,7 @@ bool exl2_gemv_hopper() {
 
 size_t exl2_gemv_shared_bytes(const Exl2Split& split, int batch) {
   (void)batch;
+  if (split.kernel == 2) return exl2_gemv2_shared_bytes(split);
   const size_t steps = static_cast<size_t>(split.ksub) * split.steps_per_warp;
   const size_t x_bytes = (steps * kStepWords + kSlotWords + steps * kExl2MaxBatch) * 4;
   const size_t red_bytes = static_cast<size_t>(split.tiles_per_block) * split.ksub *
@@ -514,6 +515,7 @@ size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split) {
 }
 
 int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
+  if (split.kernel == 2) return exl2_gemv2_blocks_per_sm(d, split);
   switch (d.uniform_bits) {
     case 2: return blocks_per_sm<2>(split);
     case 3: return blocks_per_sm<3>(split);
@@ -526,6 +528,7 @@ int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
 }
 
 int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
+  if (split.kernel == 2) return exl2_gemv2_max_clusters(d, split);
   switch (d.uniform_bits) {
     case 2: return max_clusters<2>(split);
     case 3: return max_clusters<3>(split);
@@ -547,14 +550,18 @@ void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add
   exl2_prep_cuda(d, x, f32, batch, bs, xq, xscale, stream);
   GemvArgs a{xq, xscale, y, split.ksplit > 1 && !split.cluster ? partials : nullptr, batch, bs,
              add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
-  switch (d.uniform_bits) {
-    case 2: launch_gemv<2>(d, a, split, stream); break;
-    case 3: launch_gemv<3>(d, a, split, stream); break;
-    case 4: launch_gemv<4>(d, a, split, stream); break;
-    case 5: launch_gemv<5>(d, a, split, stream); break;
-    case 6: launch_gemv<6>(d, a, split, stream); break;
-    case 8: launch_gemv<8>(d, a, split, stream); break;
-    default: launch_gemv<0>(d, a, split, stream); break;
+  if (split.kernel == 2) {
+    exl2_gemv2_launch(d, xq, xscale, y, a.partials, batch, bs, add_bias, split, stream);
+  } else {
+    switch (d.uniform_bits) {
+      case 2: launch_gemv<2>(d, a, split, stream); break;
+      case 3: launch_gemv<3>(d, a, split, stream); break;
+      case 4: launch_gemv<4>(d, a, split, stream); break;
+      case 5: launch_gemv<5>(d, a, split, stream); break;
+      case 6: launch_gemv<6>(d, a, split, stream); break;
+      case 8: launch_gemv<8>(d, a, split, stream); break;
+      default: launch_gemv<0>(d, a, split, stream); break;
+    }
   }
   if (a.partials != nullptr)
     exl2_reduce_cuda(partials, split.ksplit, batch, d.out, d.out_pad, add_bias ? d.bias : nullptr,

@@ -52,6 +52,12 @@ class Exl2Layer {
   const Exl2Split& split() const { return split_; }
   // Overrides the launch split chosen at upload (for tuning; reserve workspaces again).
   void set_split(const Exl2Split& split);
+  // GEMV kernel: 2 (exl2_gemv_v2.cu, the default where exl2_gemv2_supports) or 1 (the
+  // session-2 kernel, also chosen at upload by EXQ_EXL2_GEMV=v1); picks the split for it
+  // (reserve workspaces again). Throws if the layer cannot run kernel 2.
+  void set_kernel(int kernel);
+  int kernel() const { return split_.kernel; }
+  bool kernel2_ok() const { return kernel2_ok_; }
   int64_t in() const { return desc_.in; }
   int64_t out() const { return desc_.out; }
   bool has_bias() const { return desc_.bias != nullptr; }
@@ -65,6 +71,7 @@ class Exl2Layer {
   Exl2Desc desc_;
   Exl2Split split_;
   size_t weight_bytes_ = 0;
+  bool kernel2_ok_ = false;
 };
 
 // Scratch of the GEMV: x permuted and rounded to f16 by the staging pass, its per-step scales

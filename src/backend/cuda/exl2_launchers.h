@@ -82,7 +82,16 @@ struct Exl2Split {
   int tiles_per_block = 8;
   int steps_per_warp = 1;
   bool cluster = true;     // ksplit > 1: clusters (else partials in the workspace + a reduce)
+  int kernel = 2;          // 1: exl2_gemv.cu (session 2), 2: exl2_gemv_v2.cu
 };
+
+// Whether kernel 2 runs this layer: every run's groups hold a power-of-two number of units
+// (the group of a unit is a shift). Kernel 1 runs any layer.
+inline bool exl2_gemv2_supports(const Exl2Desc& d) {
+  for (int i = 0; i < d.num_segments; ++i)
+    if (d.segments[i].group_shift < 0) return false;
+  return d.num_segments > 0;
+}
 
 // Shared memory bytes of a GEMV block for `batch` rows.
 size_t exl2_gemv_shared_bytes(const Exl2Split& split, int batch);
@@ -97,6 +106,14 @@ int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split);
 int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split);
 // Whether this device runs clusters and programmatic dependent launch (compute capability 9+).
 bool exl2_gemv_hopper();
+
+// Kernel 2 (exl2_gemv_v2.cu); the exl2_gemv_* functions above dispatch on split.kernel.
+size_t exl2_gemv2_shared_bytes(const Exl2Split& split);
+int exl2_gemv2_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split);
+int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split);
+void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscale, float* y,
+                       float* partials, int batch, int bs, bool add_bias, const Exl2Split& split,
+                       cudaStream_t stream);
 
 // y[b, out] = x[b, in] @ W^T (+ bias) for 1 <= batch <= kExl2MaxBatch; X in {float, __half};
 // y f32. Two launches: the x staging pass (permute, scale, round to f16 into xq / xscale) and

@@ -49,40 +49,41 @@ EXQ_EXL2_HD uint32_t and_or(uint32_t x, uint32_t c) {
 #endif
 }
 
-template <int B, int SH, int O>
+template <int B, int SH, int O, uint32_t M = kMagic>
 EXQ_EXL2_HD uint32_t field(uint32_t w) {
-  return and_or<(((1u << B) - 1u) << O) * 0x10001u>(w >> SH, kMagic);
+  return and_or<(((1u << B) - 1u) << O) * 0x10001u>(w >> SH, M);
 }
 
 // Pair J of a unit-column as magic bits half2(1024 + q[J] * 2^o, 1024 + q[J + 16] * 2^o), with
-// o = pair_offset<B, J>().
-template <int B, int J>
+// o = pair_offset<B, J>(). With M = 0 the bits are the bare fields q * 2^o (fp16 subnormals
+// q * 2^(o - 24), exact: kernel 2's one-FMA decode).
+template <int B, int J, uint32_t M = kMagic>
 EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
   static_assert(J >= 0 && J < kPairs);
   if constexpr (B == 2) {
     constexpr int i = J / 8, f = J % 8;
-    if constexpr (f <= 4) return field<2, 0, 2 * f>(w[i]);
-    else return field<2, 10, 2 * (f - 5)>(w[i]);
+    if constexpr (f <= 4) return field<2, 0, 2 * f, M>(w[i]);
+    else return field<2, 10, 2 * (f - 5), M>(w[i]);
   } else if constexpr (B == 3) {
     if constexpr (J < 15) {
       constexpr int i = J / 5, f = J % 5;
-      if constexpr (f <= 2) return field<3, 0, 3 * f>(w[i]);
-      else return field<3, 9, 3 * (f - 3)>(w[i]);
+      if constexpr (f <= 2) return field<3, 0, 3 * f, M>(w[i]);
+      else return field<3, 9, 3 * (f - 3), M>(w[i]);
     } else {
-      const uint32_t p = and_or<0x00020002u>(w[1] >> 14, and_or<0x00010001u>(w[0] >> 15, kMagic));
+      const uint32_t p = and_or<0x00020002u>(w[1] >> 14, and_or<0x00010001u>(w[0] >> 15, M));
       return and_or<0x00040004u>(w[2] >> 13, p);
     }
   } else if constexpr (B == 4) {
     constexpr int i = J / 4, f = J % 4;
-    if constexpr (f <= 1) return field<4, 0, 4 * f>(w[i]);
-    else return field<4, 8, 4 * (f - 2)>(w[i]);
+    if constexpr (f <= 1) return field<4, 0, 4 * f, M>(w[i]);
+    else return field<4, 8, 4 * (f - 2), M>(w[i]);
   } else if constexpr (B == 5) {
     if constexpr (J < 15) {
       constexpr int i = J / 3, f = J % 3;
-      if constexpr (f <= 1) return field<5, 0, 5 * f>(w[i]);
-      else return field<5, 10, 0>(w[i]);
+      if constexpr (f <= 1) return field<5, 0, 5 * f, M>(w[i]);
+      else return field<5, 10, 0, M>(w[i]);
     } else {
-      uint32_t p = and_or<0x00010001u>(w[0] >> 15, kMagic);
+      uint32_t p = and_or<0x00010001u>(w[0] >> 15, M);
       p = and_or<0x00020002u>(w[1] >> 14, p);
       p = and_or<0x00040004u>(w[2] >> 13, p);
       p = and_or<0x00080008u>(w[3] >> 12, p);
@@ -91,16 +92,16 @@ EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
   } else if constexpr (B == 6) {
     if constexpr (J < 12) {
       constexpr int i = J / 2;
-      if constexpr (J % 2 == 0) return field<6, 0, 0>(w[i]);
-      else return field<6, 10, 0>(w[i]);
+      if constexpr (J % 2 == 0) return field<6, 0, 0, M>(w[i]);
+      else return field<6, 10, 0, M>(w[i]);
     } else {
       constexpr int e = J - 12;
-      const uint32_t lo = and_or<0x000f000fu>(w[e] >> 6, kMagic);
+      const uint32_t lo = and_or<0x000f000fu>(w[e] >> 6, M);
       return and_or<0x00300030u>(w[4 + e / 2] >> (e % 2 ? 4 : 2), lo);
     }
   } else {
     static_assert(B == 8);
-    return byte_perm(w[J / 2], 0x64646464u, J % 2 ? 0x4341u : 0x4240u);
+    return byte_perm(w[J / 2], M == 0 ? 0u : 0x64646464u, J % 2 ? 0x4341u : 0x4240u);
   }
 }
 
@@ -111,6 +112,21 @@ constexpr int pair_offset() {
   else if constexpr (B == 4) return J % 4 <= 1 ? 4 * (J % 4) : 4 * (J % 4 - 2);
   else if constexpr (B == 5) return J < 15 && J % 3 == 1 ? 5 : 0;
   else return 0;
+}
+
+// Kernel 2's one-FMA decode (exl2_gemv_v2.cu). A column scale s (fp16, > 0) read as the f32
+// bits `b` of its exact value is 1.mant * 2^e with e = (b >> 23) - 127, also for a subnormal
+// s. With k = e + 9, A_o = 1.mant * 2^(15 - o) and C = -1.mant * 2^(bits - 10):
+// fma(q * 2^(o - 24), A_o, C) = (q - z) * s * 2^-k before its one rounding, a normal result,
+// so it is fp16((q - z) * s) * 2^-k exactly. f_bits: the f32 bits of 2^k, with the sign of s
+// (A_o and C use |s|). s must be finite (Exl2Layer checks q_scale_max).
+EXQ_EXL2_HD constexpr uint32_t fma_mant(uint32_t b) { return (b >> 13) & 0x3ffu; }
+EXQ_EXL2_HD constexpr uint32_t fma_f_bits(uint32_t b) { return (b & 0xff800000u) + (9u << 23); }
+EXQ_EXL2_HD constexpr uint32_t fma_a_bits(uint32_t mant, int o) {
+  return static_cast<uint32_t>(30 - o) << 10 | mant;
+}
+EXQ_EXL2_HD constexpr uint32_t fma_c_bits(uint32_t mant, int bits) {
+  return 0x8000u | static_cast<uint32_t>(bits + 5) << 10 | mant;
 }
 
 // The 32 values v (v[r] < 2^bits) of one unit-column into `bits` words w (inverse of

@@ -87,6 +87,7 @@ Exl2Plan exl2_plan(const Exl2HostLayer& h, const char* name) {
 const char* exl2_split_problem(const Exl2Split& s, int tiles, int steps, bool hopper) {
   if (s.tiles_per_block < 1 || s.ksub < 1 || s.ksplit < 1 || s.steps_per_warp < 1)
     return "every count must be at least 1";
+  if (s.kernel != 1 && s.kernel != 2) return "kernel must be 1 or 2";
   if (s.tiles_per_block * s.ksub > kExl2MaxWarps) return "more than 16 warps per block";
   if (s.ksplit > kExl2MaxCluster) return "ksplit above 8";
   if (s.ksplit > 1 && s.cluster && !hopper) return "clusters need compute capability 9.0";

@@ -176,30 +176,39 @@ class Exl2Gemv : public CudaTest {
     }
     const Reference r32 = reference(l, x32, kExl2MaxBatch);
     const Reference r16 = reference(l, x16f, kExl2MaxBatch);
-    for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
-      const Tensor y32 = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
-      worst = std::max(worst, check(r32, y32, 2 * std::ldexp(1.0, -11),
-                                    what + " f32 x, batch " + std::to_string(b)));
-      const Tensor y16 = poisoned_run(layer, Tensor::copy_of(x16.view().slice0(0, b)), ws);
-      check(r16, y16, 2e-5, what + " f16 x, batch " + std::to_string(b));
-      if (b == kExl2MaxBatch) {  // repeatable: the cross-block reduction has a fixed order
-        const Tensor again = poisoned_run(layer, Tensor::copy_of(x16.view()), ws);
-        EXPECT_EQ(std::memcmp(again.raw(), y16.raw(), y16.nbytes()), 0) << what;
-      }
-    }
-
-    // Forced launch shapes: clusters along K, warps along K, partial sums without clusters,
-    // several tiles per block; batch 1, 3 and 8 for each.
-    for (const Exl2Split& sp : splits) {
-      layer.set_split(sp);
+    // Both GEMV kernels (2: exl2_gemv_v2.cu, where the layer allows it; 1: session 2's).
+    for (int kernel : {2, 1}) {
+      if (kernel == 2 && !layer.kernel2_ok()) continue;
+      layer.set_kernel(kernel);
       ws.reserve(layer, stream());
-      const std::string name = what + " split ksplit " + std::to_string(sp.ksplit) + " ksub " +
-                               std::to_string(sp.ksub) + " tpb " + std::to_string(sp.tiles_per_block) +
-                               " spw " + std::to_string(sp.steps_per_warp) +
-                               (sp.cluster ? " cluster" : " partials");
-      for (int64_t b : {int64_t{1}, int64_t{3}, int64_t{8}}) {
-        const Tensor y = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
-        check(r32, y, 2 * std::ldexp(1.0, -11), name + " batch " + std::to_string(b));
+      const std::string kw = what + " kernel " + std::to_string(kernel);
+      for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
+        const Tensor y32 = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
+        worst = std::max(worst, check(r32, y32, 2 * std::ldexp(1.0, -11),
+                                      kw + " f32 x, batch " + std::to_string(b)));
+        const Tensor y16 = poisoned_run(layer, Tensor::copy_of(x16.view().slice0(0, b)), ws);
+        check(r16, y16, 2e-5, kw + " f16 x, batch " + std::to_string(b));
+        if (b == kExl2MaxBatch) {  // repeatable: the cross-block reduction has a fixed order
+          const Tensor again = poisoned_run(layer, Tensor::copy_of(x16.view()), ws);
+          EXPECT_EQ(std::memcmp(again.raw(), y16.raw(), y16.nbytes()), 0) << kw;
+        }
+      }
+
+      // Forced launch shapes: clusters along K, warps along K, partial sums without clusters,
+      // several tiles per block; batch 1, 3 and 8 for each.
+      for (Exl2Split sp : splits) {
+        sp.kernel = kernel;
+        layer.set_split(sp);
+        ws.reserve(layer, stream());
+        const std::string name = kw + " split ksplit " + std::to_string(sp.ksplit) + " ksub " +
+                                 std::to_string(sp.ksub) + " tpb " +
+                                 std::to_string(sp.tiles_per_block) + " spw " +
+                                 std::to_string(sp.steps_per_warp) +
+                                 (sp.cluster ? " cluster" : " partials");
+        for (int64_t b : {int64_t{1}, int64_t{3}, int64_t{8}}) {
+          const Tensor y = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
+          check(r32, y, 2 * std::ldexp(1.0, -11), name + " batch " + std::to_string(b));
+        }
       }
     }
 
@@ -292,6 +301,27 @@ TEST_F(Exl2Gemv, LongInputSplitsAcrossBlocks) {
   check_layer(p.view(), 8192, 64, 10, "long", 3e5f, 12,
               {{1, 1, 2, 64, true}, {8, 2, 1, 4, true}, {8, 1, 2, 8, false}, {3, 5, 1, 5, true},
                {1, 16, 1, 4, true}, {4, 16, 1, 1, true}});
+}
+
+// Kernel 2's one-FMA decode across the scale range: groups whose q_scale_max makes every
+// scale subnormal, large scales (k up to 18), negative scales and a zero one, in 128-row
+// groups (the one-FMA path) and 64-row groups (kernel 1's decode).
+TEST_F(Exl2Gemv, Kernel2ExtremeScales) {
+  // fp16 bits: 2^-24, 2^-15, 2^-14, 2^-11, 0.1, 1, 128 (512 up to 6 bits: |w| <= 16384),
+  // -2^-6, -2^-24, 0.
+  const uint16_t smax[] = {0x0001, 0x0200, 0x0400, 0x1000, 0x2e66, 0x3c00, 0x5800, 0x6000,
+                           0xa400, 0x8001, 0x0000};
+  for (int64_t gs : {int64_t{128}, int64_t{64}})
+    for (int bits : {2, 3, 4, 5, 6, 8}) {
+      io::Exl2Linear lin = random_linear(uniform_groups(bits, gs, 1536), 96, false, 40 + bits);
+      for (size_t g = 0; g < lin.scale_max.size(); ++g) {
+        lin.scale_max[g] = smax[g % std::size(smax)];
+        if (bits == 8 && lin.scale_max[g] == 0x6000) lin.scale_max[g] = 0x5800;
+      }
+      const io::Exl2Packed p = io::pack_exl2(lin);
+      check_layer(p.view(), 1536, 96, 50 + bits,
+                  "extreme scales, bits " + std::to_string(bits) + " g" + std::to_string(gs));
+    }
 }
 
 // Llama-3-8B k_proj shape with the launch shape chosen at upload (clusters of 8 blocks along K

@@ -4,6 +4,7 @@
 // addresses the kernel computes, and the chosen launch shapes are valid and fit one wave.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <set>
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "backend/cuda/exl2_layout.h"
 #include "backend/cuda/exl2_plan.h"
+#include "core/half.h"
 #include "cuda_test_util.h"
 
 namespace exq::cuda {
@@ -33,6 +35,20 @@ void check_pairs(const uint32_t* v, const uint32_t* w, std::integer_sequence<int
   (one(std::integral_constant<int, J>{}), ...);
 }
 
+// Kernel 2 takes the bare fields (M = 0): q * 2^o in each half, nothing else.
+template <int B, int... J>
+void check_bare_pairs(const uint32_t* v, const uint32_t* w, std::integer_sequence<int, J...>) {
+  auto one = [&](auto jc) {
+    constexpr int j = decltype(jc)::value;
+    const uint32_t p = exl2::pair_bits<B, j, 0u>(w);
+    constexpr int o = exl2::pair_offset<B, j>();
+    ASSERT_LE(o + B, 10) << "bits " << B << " pair " << j;  // inside an fp16 subnormal
+    for (int h = 0; h < 2; ++h)
+      ASSERT_EQ(p >> (16 * h) & 0xffffu, v[j + 16 * h] << o) << "bits " << B << " pair " << j;
+  };
+  (one(std::integral_constant<int, J>{}), ...);
+}
+
 template <int B>
 void round_trip(std::mt19937& rng) {
   for (int rep = 0; rep < 200; ++rep) {
@@ -42,6 +58,7 @@ void round_trip(std::mt19937& rng) {
       for (uint32_t& x : v) x = (1u << B) - 1u;  // all ones: no field may spill into another
     exl2::encode_unit(B, v, w);
     check_pairs<B>(v, w, std::make_integer_sequence<int, exl2::kPairs>{});
+    check_bare_pairs<B>(v, w, std::make_integer_sequence<int, exl2::kPairs>{});
   }
 }
 
@@ -53,6 +70,43 @@ TEST(Exl2Layout, EveryWidthRoundTripsThroughThePairExtraction) {
   round_trip<5>(rng);
   round_trip<6>(rng);
   round_trip<8>(rng);
+}
+
+// Kernel 2's one-FMA decode, emulated exactly: for every positive and negative finite fp16
+// scale s, every code q and every field offset o of each width, fp16(fma(q * 2^(o-24), A_o, C))
+// times 2^k (f_bits) is exllamav2's fp16((q - z) * s), bit for bit (where that is finite).
+TEST(Exl2Layout, OneFmaDecodeIsExllamasWeightTimesAPowerOfTwo) {
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    const int z = 1 << (bits - 1);
+    const int max_o = 10 - bits;
+    int64_t checked = 0;
+    for (uint32_t sb = 1; sb < 0x10000u; ++sb) {
+      if ((sb & 0x7c00u) == 0x7c00u || sb == 0x8000u) continue;  // Inf / NaN / -0
+      const float s = half_to_float(static_cast<uint16_t>(sb));
+      const uint32_t fb = float_to_bits(s);
+      const uint32_t mant = exl2::fma_mant(fb);
+      const double f = bits_to_float(exl2::fma_f_bits(fb));
+      const double c = half_to_float(static_cast<uint16_t>(exl2::fma_c_bits(mant, bits)));
+      for (int o = 0; o <= max_o; ++o) {
+        const double a = half_to_float(static_cast<uint16_t>(exl2::fma_a_bits(mant, o)));
+        for (int q = 0; q < (1 << bits); ++q) {
+          // fma: exact in double (<= 20 significant bits), then one fp16 rounding.
+          const double exact = std::ldexp(double(q), o - 24) * a + c;
+          const uint16_t r = float_to_half(static_cast<float>(exact));
+          const float want = half_to_float(float_to_half(static_cast<float>(q - z) * s));
+          if (!std::isfinite(want)) continue;  // fp16 overflow: no weight to reproduce
+          const double got = double(half_to_float(r)) * f;
+          if (got != double(want)) {
+            ADD_FAILURE() << "bits " << bits << " s 0x" << std::hex << sb << std::dec << " o " << o
+                          << " q " << q << ": " << got << " vs " << want;
+            return;
+          }
+          ++checked;
+        }
+      }
+    }
+    EXPECT_GT(checked, 0);
+  }
 }
 
 TEST(Exl2Layout, StreamValuesReadExllamaPacking) {
@@ -125,6 +179,14 @@ void check_plan(const std::vector<std::pair<int, int64_t>>& bits_rows, size_t wa
     const int k = (step - seg->first_step) * 4 + t;
     const int gi = seg->group_shift >= 0 ? k >> seg->group_shift : k / seg->units_per_group;
     EXPECT_EQ(seg->first_group + std::min(gi, seg->groups - 1), u.group);
+    if (k < seg->units - seg->units % 4 && seg->group_shift >= 0) {
+      // Kernel 2 (full steps): the group without a clamp, and with >= 4 units per group the
+      // 4 units of a step share it (its quad lanes exchange the column scales).
+      EXPECT_EQ(seg->first_group + (k >> seg->group_shift), u.group);
+      if (seg->group_shift >= 2) {
+        EXPECT_EQ(seg->first_group + ((k & ~3) >> seg->group_shift), u.group);
+      }
+    }
     const Exl2HostGroup& g = l.groups[static_cast<size_t>(u.group)];
     EXPECT_EQ(bits, g.bits);
     for (int i = 0; i < bits; ++i) {
@@ -164,6 +226,25 @@ TEST(Exl2Layout, PlanCoversEveryWordAndRowOnce) {
   for (const auto& g : uniform(3, 128, 4096 - 736)) ex.push_back(g);
   check_plan(ex, 3);
   check_plan({{4, 48}, {4, 48}, {4, 48}, {5, 100}, {5, 28}}, 2);
+}
+
+TEST(Exl2Layout, Kernel2RunsPowerOfTwoUnitGroups) {
+  auto supports = [](const std::vector<std::pair<int, int64_t>>& g) {
+    const HostLayer l(g);
+    const Exl2Plan p = exl2_plan(l.h, "layer");
+    Exl2Desc d;
+    d.num_segments = static_cast<int>(p.segments.size());
+    std::copy(p.segments.begin(), p.segments.end(), d.segments);
+    return exl2_gemv2_supports(d);
+  };
+  EXPECT_TRUE(supports(uniform(4, 128, 4096)));
+  EXPECT_TRUE(supports(uniform(3, 32, 608)));
+  EXPECT_TRUE(supports(uniform(6, 64, 4096)));
+  EXPECT_TRUE(supports(uniform(4, 256, 4096)));
+  EXPECT_FALSE(supports({{4, 96}, {4, 96}}));  // 3 units per group: a division
+  Exl2Split s;
+  s.kernel = 3;
+  EXPECT_STREQ(exl2_split_problem(s, 4, 4, true), "kernel must be 1 or 2");
 }
 
 TEST(Exl2Layout, TooManyRunsIsAnError) {

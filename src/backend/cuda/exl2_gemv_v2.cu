@@ -1,0 +1,573 @@
+// EXL2 GEMV, kernel 2 (Exl2Split::kernel == 2): the same device layout, decode, launch split
+// and deterministic K reduction as kernel 1 (exl2_gemv.cu), with a leaner step loop:
+// - a warp walks a run's full steps with pointers that advance by constants (q_weight by
+//   4 * B * 512 bytes, the lane's unit index by 4); a run's short last step goes through a
+//   separate masked path after the ring, so the loop has no per-step branches on the unit count,
+//   no clamps and no run-time division (the group of unit u is u >> group_shift: layers whose
+//   groups are not a power-of-two number of units use kernel 1, exl2_gemv2_supports);
+// - x sits in shared memory as [slot][batch column][16 pairs] (+4 words of padding per slot),
+//   so a lane's B operands of a whole step are four 16-byte loads instead of sixteen 4-byte ones
+//   (the staging copy transposes the workspace's [slot][pair][bs]);
+// - one mma accumulator chain per M tile (8 registers fewer than kernel 1's two);
+// - runs whose groups span whole steps (>= 4 units, group_shift >= 2: all of exllamav2's
+//   128-row groups) decode each pair with ONE fma instead of a subtraction and a multiply
+//   (scaled_decode below): the weights come out as exllamav2's fp16 weights times 2^-k, exact,
+//   and the column's sums are multiplied by 2^k. Other runs use kernel 1's decode.
+// Weights stay bit-exact, products are exact, sums are f32 as in kernel 1.
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/exl2_decode.cuh"
+#include "backend/cuda/exl2_device.cuh"
+#include "backend/cuda/exl2_launchers.h"
+
+namespace exq::cuda {
+namespace {
+
+using namespace exl2;
+
+constexpr int kRedStride = 33;  // floats per (warp, batch) row of the reduction buffer
+// Shared x slot: [8 batch columns][16 pairs] words + 4: the 8 lanes of a 16-byte load phase
+// (t = 0..3, two columns g) start on 8 different 4-bank groups.
+constexpr int kSlotWords = kPairs * kExl2MaxBatch + 4;
+constexpr int kStepWords = kExl2UnitsPerStep * kSlotWords;
+constexpr uint32_t kStepBytes = kStepWords * 4;
+
+__device__ __forceinline__ void block_barrier() { asm volatile("barrier.sync 0;" ::: "memory"); }
+
+template <int OFF>
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4+%5];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr), "n"(OFF));
+  return v;
+}
+
+__device__ __forceinline__ float2 lds64f(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1, bool zero) {
+  if (zero) {
+    const float z = 0.0f;
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%10,%10,%10,%10};\n"
+        : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+struct GemvArgs {
+  const uint32_t* xq;  // x staged by exl2_prep_cuda: [slot][pair][bs]
+  const float* xscale;
+  float* y;
+  float* partials;  // [ksplit][batch][out_pad] when K is split without clusters, else null
+  int batch;
+  int bs;
+  int bs_shift;  // log2(bs)
+  int add_bias;
+  int tpb;
+  int ksub;
+  int spw;
+};
+
+// Ring depth per bit width (as kernel 1).
+template <int B, bool MIXED>
+constexpr int ring_depth() {
+  return MIXED ? 1 : B <= 2 ? 4 : B == 3 ? 3 : B <= 6 ? 2 : 1;
+}
+
+struct WarpCtx {
+  const uint4* wbase;             // q_weight + tile * tile_rows * 8 + g (uint4 units)
+  const unsigned short* sbase;    // q_scale as 16-bit codes of 4 columns: + tile * 8 + g
+  const unsigned short* mbase;    // group_m
+  uint32_t xs;                    // shared x of the first block step: slot t, batch column g
+  uint32_t xsc;                   // shared step scales + 2t
+  int scale_row;                  // 16-bit codes per q_scale row
+  int t;
+  int quad;                       // lane & ~3: the lanes t = 0..3 of this lane's columns
+  int k0;
+};
+
+struct XStage {
+  const GemvArgs* a;
+  uint32_t* xs;
+  float* xsc;
+  int k0, k1;
+};
+
+// Block-wide copy of the block's steps of x into shared memory ([slot][column][pair], columns
+// below bs) and the step scales, then a barrier.
+__device__ __forceinline__ void stage_x(const XStage& s) {
+  const GemvArgs& a = *s.a;
+  pdl_wait();
+  const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
+  const uint32_t* src = a.xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
+  if (a.bs == 1) {  // a slot is 16 contiguous words on both sides
+    const int total = slots * (kPairs / 4);
+    for (int i = threadIdx.x; i < total; i += blockDim.x) {
+      const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src) + i);
+      *reinterpret_cast<uint4*>(s.xs + (i >> 2) * kSlotWords + (i & 3) * 4) = v;
+    }
+  } else {
+    const int total = slots * kPairs * a.bs, sh = a.bs_shift;
+    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
+      uint32_t v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) v[u] = __ldcg(src + i);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * blockDim.x;
+        if (i < total) {
+          const int b = i & (a.bs - 1), pair = (i >> sh) & (kPairs - 1), slot = i >> (sh + 4);
+          s.xs[slot * kSlotWords + b * kPairs + pair] = v[u];
+        }
+      }
+    }
+  }
+  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
+    s.xsc[i] = __ldcg(a.xscale + s.k0 * kExl2MaxBatch + i);
+  block_barrier();
+  pdl_launch_dependents();
+}
+
+template <int B>
+struct Stage {
+  uint4 w[B];
+  uint32_t code;
+  uint32_t m;
+};
+
+// Scales of columns (2k, 2k + 1) as half2(fp16(qs0^2 m), fp16(qs1^2 m)) (kernel 1's).
+__device__ __forceinline__ __half2 scale_pair2(uint32_t codes, int k, __half2 m2) {
+  const uint32_t q0 = ((codes >> (8 * k)) & 15u) + 1u, q1 = ((codes >> (8 * k + 4)) & 15u) + 1u;
+  const __half2 sq = __hsub2_rn(as_half2((q0 * q0 | (q1 * q1) << 16) | kMagic), as_half2(kMagic));
+  return __hmul2_rn(sq, m2);
+}
+
+__device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t& code,
+                                           uint32_t& m) {
+  code = __ldg(c.sbase + group * c.scale_row);
+  m = __ldg(c.mbase + group);
+}
+
+// One-FMA decode (the math: fma_mant in exl2_layout.h): the weights come out as exllamav2's
+// times 2^-k, k per column, and the column's f32 sums are multiplied by 2^k. (s = 0, i.e.
+// q_scale_max < 2^-17: the weights are 0 but the products get the factor 2^-118, not 0.)
+// Lane t of a column quad computes column 4g + t; the quad exchanges them by shuffles.
+struct ColScale {
+  uint32_t v;  // mant | mant << 16
+  float f;     // 2^k
+};
+
+__device__ __forceinline__ ColScale own_scale(uint32_t code16, int t, uint32_t m_bits) {
+  const uint32_t qs = ((code16 >> (4 * t)) & 15u) + 1u;
+  const __half s = __hmul_rn(__uint2half_rn(qs * qs), __ushort_as_half(static_cast<unsigned short>(m_bits)));
+  const uint32_t b = __float_as_uint(__half2float(s));
+  return {fma_mant(b) * 0x10001u, __uint_as_float(fma_f_bits(b))};
+}
+
+// Distinct field offsets o of a width (pair_offset): o = oi * kOStep, oi < kOffsets.
+template <int B>
+constexpr int kOffsets = B == 2 ? 5 : B == 3 ? 3 : B <= 5 ? 2 : 1;
+template <int B>
+constexpr int kOStep = B == 2 ? 2 : B;
+
+template <int B, int OI>
+constexpr uint32_t a_const() {
+  return fma_a_bits(0u, OI * kOStep<B>) * 0x10001u;
+}
+
+// One step: decode the lane's 4 columns x 32 rows, 16 mma (2 M tiles x 8 k steps), then
+// acc += sums * the step's x scale (* 2^k per column when SCALED).
+template <int B, bool SCALED>
+__device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& st, uint32_t xr,
+                                              uint32_t xsr, float (&acc)[2][4]) {
+  uint32_t w[4][B];
+#pragma unroll
+  for (int i = 0; i < B; ++i) {
+    w[0][i] = st.w[i].x;
+    w[1][i] = st.w[i].y;
+    w[2][i] = st.w[i].z;
+    w[3][i] = st.w[i].w;
+  }
+  // Per column: kernel 1's scale (sc) or the one-FMA constants (ao, cc) and 2^k (own.f).
+  __half2 sc[4];
+  uint32_t ao[4][kOffsets<B>], cc[4];
+  ColScale own{};
+  if constexpr (SCALED) {
+    own = own_scale(st.code, c.t, st.m);
+    constexpr uint32_t kC = fma_c_bits(0u, B) * 0x10001u;
+#pragma unroll
+    for (int col = 0; col < 4; ++col) {
+      const uint32_t v = __shfl_sync(0xffffffffu, own.v, c.quad | col);
+      cc[col] = v | kC;
+      static_for<kOffsets<B>>([&](auto oi_) {
+        constexpr int oi = decltype(oi_)::value;
+        ao[col][oi] = v | a_const<B, oi>();
+      });
+    }
+  } else {
+    const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(st.m)));
+    const __half2 s01 = scale_pair2(st.code, 0, m2), s23 = scale_pair2(st.code, 1, m2);
+    sc[0] = __low2half2(s01);
+    sc[1] = __high2half2(s01);
+    sc[2] = __low2half2(s23);
+    sc[3] = __high2half2(s23);
+  }
+  auto weights = [&](auto j_, int col) {
+    constexpr int J = decltype(j_)::value;
+    if constexpr (SCALED) {
+      constexpr int oi = pair_offset<B, J>() / kOStep<B>;
+      return as_u32(__hfma2(as_half2(pair_bits<B, J, 0u>(w[col])), as_half2(ao[col][oi]),
+                            as_half2(cc[col])));
+    } else {
+      return pair_weights<B, J>(w[col], sc[col]);
+    }
+  };
+  float part[2][4];
+  static_for<4>([&](auto q_) {
+    constexpr int q = decltype(q_)::value;
+    const uint4 xv = lds128<16 * q>(xr);  // pairs 4q .. 4q + 3 of the lane's slot and column
+    static_for<2>([&](auto h_) {
+      constexpr int ks = 2 * q + decltype(h_)::value;
+      const std::integral_constant<int, 2 * ks> j0;
+      const std::integral_constant<int, 2 * ks + 1> j1;
+      uint32_t a[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        a[mt][0] = weights(j0, 2 * mt);
+        a[mt][1] = weights(j0, 2 * mt + 1);
+        a[mt][2] = weights(j1, 2 * mt);
+        a[mt][3] = weights(j1, 2 * mt + 1);
+      }
+      const uint32_t b0 = ks % 2 ? xv.z : xv.x, b1 = ks % 2 ? xv.w : xv.y;
+      mma_16816(part[0], a[0], b0, b1, ks == 0);
+      mma_16816(part[1], a[1], b0, b1, ks == 0);
+    });
+  });
+  const float2 s = lds64f(xsr);
+  if constexpr (SCALED) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {  // column 2 mt + h: accumulator elements 2h, 2h + 1
+        const float f = __shfl_sync(0xffffffffu, own.f, c.quad | (2 * mt + h));
+        acc[mt][2 * h] = fmaf(part[mt][2 * h], s.x * f, acc[mt][2 * h]);
+        acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1], s.y * f, acc[mt][2 * h + 1]);
+      }
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[mt][j] = fmaf(part[mt][j], (j & 1) ? s.y : s.x, acc[mt][j]);
+  }
+}
+
+// Steps [s_begin, s_end) of one run (bit width B); full steps through a ring of D register
+// stages with constant pointer increments, then the run's short last step (if in range).
+template <int B, bool MIXED, bool SCALED>
+__device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment& seg, int s_begin,
+                                          int s_end, bool first, const XStage& xst,
+                                          float (&acc)[2][4]) {
+  constexpr int D = ring_depth<B, MIXED>();
+  constexpr int kStepVecs = kExl2UnitsPerStep * B * 8;  // uint4 per full step
+  const int full_end = min(s_end, seg.first_step + seg.units / kExl2UnitsPerStep);
+  const int ls0 = s_begin - seg.first_step;
+  const uint4* p = c.wbase + (seg.row + kExl2UnitsPerStep * ls0 * B + c.t) * 8;
+  int u = kExl2UnitsPerStep * ls0 + c.t;  // the lane's unit in the run
+  const int gshift = seg.group_shift, g0 = seg.first_group;
+  auto load = [&](Stage<B>& st) {
+#pragma unroll
+    for (int i = 0; i < B; ++i) st.w[i] = __ldcs(p + i * kExl2UnitsPerStep * 8);
+    load_scale(c, g0 + (u >> gshift), st.code, st.m);
+    p += kStepVecs;
+    u += kExl2UnitsPerStep;
+  };
+  // Shared addresses of the step's x and scales, advanced per step (loop-carried).
+  uint32_t xr = c.xs + (s_begin - c.k0) * kStepBytes;
+  uint32_t xsr = c.xsc + (s_begin - c.k0) * kExl2MaxBatch * 4;
+  Stage<B> st[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d)
+    if (s_begin + d < full_end) load(st[d]);
+  if (first) stage_x(xst);
+  for (int s = s_begin; s < full_end; s += D) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      if (s + d < full_end) {
+        compute_stage<B, SCALED>(c, st[d], xr, xsr, acc);
+        xr += kStepBytes;
+        xsr += kExl2MaxBatch * 4;
+        if (s + d + D < full_end) load(st[d]);
+      }
+    }
+  }
+  if (full_end < s_end) {  // the run's last step holds n < 4 units (stride n)
+    const int ls = full_end - seg.first_step;
+    const int n = seg.units - kExl2UnitsPerStep * ls;
+    const uint4* q = c.wbase + (seg.row + kExl2UnitsPerStep * ls * B + c.t) * 8;
+    Stage<B> tail;
+#pragma unroll
+    for (int i = 0; i < B; ++i)
+      tail.w[i] = c.t < n ? __ldcs(q + i * n * 8) : make_uint4(0u, 0u, 0u, 0u);
+    const int ut = min(kExl2UnitsPerStep * ls + c.t, seg.units - 1);
+    load_scale(c, g0 + (ut >> gshift), tail.code, tail.m);
+    compute_stage<B, SCALED>(c, tail, c.xs + (full_end - c.k0) * kStepBytes,
+                             c.xsc + (full_end - c.k0) * kExl2MaxBatch * 4, acc);
+  }
+}
+
+// Runs whose groups span whole steps take the one-FMA decode.
+template <int B, bool MIXED>
+__device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& seg, int s_begin,
+                                          int s_end, bool first, const XStage& xst,
+                                          float (&acc)[2][4]) {
+  if (seg.group_shift >= 2) run_steps_as<B, MIXED, true>(c, seg, s_begin, s_end, first, xst, acc);
+  else run_steps_as<B, MIXED, false>(c, seg, s_begin, s_end, first, xst, acc);
+}
+
+struct Acc {
+  float v[2][4];
+};
+
+template <int B>
+__device__ __noinline__ Acc run_mixed(WarpCtx c, Exl2Segment seg, int s_begin, int s_end,
+                                      bool first, XStage xst, Acc acc) {
+  run_steps<B, true>(c, seg, s_begin, s_end, first, xst, acc.v);
+  return acc;
+}
+
+__device__ __forceinline__ Exl2Segment segment_of(const Exl2Desc& d, int s) {
+  const Exl2Segment* segs = d.segments;
+  int k = 0;
+  while (k + 1 < d.num_segments && s >= segs[k + 1].first_step) ++k;
+  return segs[k];
+}
+
+__device__ __forceinline__ void cluster_sync_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+          : "memory");
+#endif
+}
+
+__device__ __forceinline__ float load_peer(const float* p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t remote;
+  asm("mapa.shared::cluster.u32 %0, %1, %2;"
+      : "=r"(remote) : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(p))), "r"(rank));
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  (void)rank;
+  return *p;
+#endif
+}
+
+// W: the layer's common bit width, 0 if mixed (each run through its width's function).
+template <int W>
+__global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
+    exl2_gemv2_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
+  extern __shared__ __align__(16) uint32_t smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int tw = warp % a.tpb, sub = warp / a.tpb;
+  const int g = lane >> 2, t = lane & 3;
+  const int tile = blockIdx.y * a.tpb + tw;
+  const int rank = blockIdx.x;
+  const int k0 = min(d.num_steps, rank * a.ksub * a.spw);
+  const int k1 = min(d.num_steps, k0 + a.ksub * a.spw);
+  const int s0 = min(k1, k0 + sub * a.spw);
+  const int s1 = tile < d.out_pad / kExl2TileColumns ? min(k1, s0 + a.spw) : s0;
+  const int block_steps = a.ksub * a.spw;
+  XStage xst{&a, smem, reinterpret_cast<float*>(smem + block_steps * kStepWords), k0, k1};
+  WarpCtx c;
+  c.wbase = d.q_weight + static_cast<size_t>(tile) * d.tile_rows * 8 + g;
+  c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + tile * 8 + g;
+  c.mbase = reinterpret_cast<const unsigned short*>(d.group_m);
+  // Columns g >= batch read whatever is there: they only feed mma output columns that are
+  // never stored (columns of an mma do not mix).
+  c.xs = static_cast<uint32_t>(__cvta_generic_to_shared(smem + t * kSlotWords + g * kPairs));
+  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 2 * t));
+  c.scale_row = d.out_pad / 4;
+  c.t = t;
+  c.quad = lane & ~3;
+  c.k0 = k0;
+
+  float acc[2][4] = {};
+  if (s0 >= s1) {
+    stage_x(xst);
+  } else {
+    for (int s = s0; s < s1;) {
+      const Exl2Segment seg = segment_of(d, s);
+      const int e = min(s1, seg.first_step + seg.steps);
+      if constexpr (W != 0) {
+        run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
+      } else {
+        Acc r;
+        for (int i = 0; i < 8; ++i) r.v[i / 4][i % 4] = acc[i / 4][i % 4];
+        switch (seg.bits) {
+          case 2: r = run_mixed<2>(c, seg, s, e, s == s0, xst, r); break;
+          case 3: r = run_mixed<3>(c, seg, s, e, s == s0, xst, r); break;
+          case 4: r = run_mixed<4>(c, seg, s, e, s == s0, xst, r); break;
+          case 5: r = run_mixed<5>(c, seg, s, e, s == s0, xst, r); break;
+          case 6: r = run_mixed<6>(c, seg, s, e, s == s0, xst, r); break;
+          default: r = run_mixed<8>(c, seg, s, e, s == s0, xst, r); break;
+        }
+        for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = r.v[i / 4][i % 4];
+      }
+      s = e;
+    }
+  }
+
+  // Partial sums: warp -> red[warp][batch][column] (aliases x), then the block column's
+  // outputs summed in a fixed order (cluster ranks, then warps along K), as in kernel 1.
+  block_barrier();
+  float* red = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      red[(warp * kExl2MaxBatch + 2 * t + (j & 1)) * kRedStride + 4 * g + 2 * mt + (j >> 1)] =
+          acc[mt][j];
+  const bool cluster = gridDim.x > 1 && a.partials == nullptr;
+  if (cluster) cluster_sync_all();
+  else block_barrier();
+  const int cols = a.tpb * kExl2TileColumns, outs = cols * a.batch;
+  const int ranks = cluster ? gridDim.x : 1;
+  const int first = cluster ? rank * blockDim.x + threadIdx.x : threadIdx.x;
+  for (int o = first; o < outs; o += ranks * blockDim.x) {
+    const int b = o / cols, cl = o - b * cols, twx = cl >> 5, cc = cl & 31;
+    const int col = (blockIdx.y * a.tpb + twx) * kExl2TileColumns + cc;
+    float v = 0.0f;
+    for (int r = 0; r < ranks; ++r)
+      for (int k = 0; k < a.ksub; ++k) {
+        const float* p = red + ((k * a.tpb + twx) * kExl2MaxBatch + b) * kRedStride + cc;
+        v += cluster ? load_peer(p, r) : *p;
+      }
+    if (col >= d.out) continue;
+    if (a.partials != nullptr && gridDim.x > 1) {
+      a.partials[(static_cast<size_t>(rank) * a.batch + b) * d.out_pad + col] = v;
+    } else {
+      if (a.add_bias && d.bias) v += __half2float(d.bias[col]);
+      a.y[static_cast<size_t>(b) * d.out + col] = v;
+    }
+  }
+  if (cluster) cluster_sync_all();
+}
+
+int max_shared_bytes() {
+  static const int bytes = [] {
+    int device = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return v;
+  }();
+  return bytes;
+}
+
+template <int W>
+void configure() {
+  static const bool configured = [] {
+    CUDA_CHECK(cudaFuncSetAttribute(exl2_gemv2_kernel<W>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    max_shared_bytes()));
+    return true;
+  }();
+  (void)configured;
+}
+
+template <int W>
+int blocks_per_sm(const Exl2Split& split) {
+  configure<W>();
+  int blocks = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, exl2_gemv2_kernel<W>, 32 * split.tiles_per_block * split.ksub,
+      exl2_gemv2_shared_bytes(split)));
+  return blocks;
+}
+
+template <int W>
+int max_clusters(const Exl2Split& split) {
+  configure<W>();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(split.ksplit, 1024);
+  cfg.blockDim = dim3(32 * split.tiles_per_block * split.ksub);
+  cfg.dynamicSmemBytes = exl2_gemv2_shared_bytes(split);
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(split.ksplit);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, exl2_gemv2_kernel<W>, &cfg));
+  return clusters;
+}
+
+template <int W>
+void launch_gemv(const Exl2Desc& d, const GemvArgs& a, const Exl2Split& split, cudaStream_t stream) {
+  configure<W>();
+  const int tiles = d.out_pad / kExl2TileColumns;
+  launch(exl2_gemv2_kernel<W>,
+         dim3(split.ksplit, (tiles + split.tiles_per_block - 1) / split.tiles_per_block),
+         dim3(32 * split.tiles_per_block * split.ksub), exl2_gemv2_shared_bytes(split),
+         a.partials == nullptr ? split.ksplit : 1, stream, d, a);
+}
+
+// Calls f.template operator()<W>() for the layer's kernel instance.
+template <typename F>
+auto by_width(const Exl2Desc& d, F&& f) {
+  switch (d.uniform_bits) {
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    case 6: return f.template operator()<6>();
+    case 8: return f.template operator()<8>();
+    default: return f.template operator()<0>();
+  }
+}
+
+}  // namespace
+
+size_t exl2_gemv2_shared_bytes(const Exl2Split& split) {
+  const size_t steps = static_cast<size_t>(split.ksub) * split.steps_per_warp;
+  const size_t x_bytes = (steps * kStepWords + steps * kExl2MaxBatch) * 4;
+  const size_t red_bytes = static_cast<size_t>(split.tiles_per_block) * split.ksub *
+                           kExl2MaxBatch * kRedStride * 4;
+  return std::max(x_bytes, red_bytes);
+}
+
+int exl2_gemv2_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
+  return by_width(d, [&]<int W>() { return blocks_per_sm<W>(split); });
+}
+
+int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
+  return by_width(d, [&]<int W>() { return max_clusters<W>(split); });
+}
+
+void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscale, float* y,
+                       float* partials, int batch, int bs, bool add_bias, const Exl2Split& split,
+                       cudaStream_t stream) {
+  const GemvArgs a{xq, xscale, y, partials, batch, bs, __builtin_ctz(static_cast<unsigned>(bs)),
+                   add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
+  by_width(d, [&]<int W>() { launch_gemv<W>(d, a, split, stream); });
+}
+
+}  // namespace exq::cuda
