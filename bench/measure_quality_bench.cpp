@@ -3,9 +3,12 @@
 // Spearman correlation of the per-row errors. Prints one JSON object.
 //
 //   measure_quality_bench [--model DIR] [--data DIR] [--fixture FILE] [--rows 16] [--length 2048]
-//                         [--layers 0,15,29] [--mix cycle|exllamav2] [--out measurement.json]
+//                         [--layers 0,15,29] [--mix cycle|exllamav2] [--noncausal]
+//                         [--out measurement.json]
 // --mix cycle: rows cycle through wiki, c4, code, multilingual, technical, tiny, random
 // (calibration_rows); exllamav2: exllamav2's 19-row measurement layout (--rows ignored).
+// --noncausal: MeasureOptions::causal = false, the forward exllamav2 0.3.2 recorded the fixture
+// with (attention without the mask, docs/quality.md); carried layers run it too.
 // Defaults: --model $EXQ_TEST_MODEL, --data and --fixture under ../shared of the checkout.
 #include <fmt/format.h>
 
@@ -34,6 +37,7 @@ struct Args {
   int64_t rows = 16, length = 2048;
   std::vector<int64_t> layers = {0, 15, 29};
   std::string mix = "cycle";
+  bool causal = true;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -44,6 +48,10 @@ Args parse_args(int argc, char** argv) {
   a.fixture = shared / "fixtures" / "exl2" / "smollm2_measurement.json";
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
+    if (k == "--noncausal") {
+      a.causal = false;
+      continue;
+    }
     if (i + 1 >= argc) throw exq::Error(fmt::format("missing value for {}", k));
     const std::string v = argv[++i];
     if (k == "--model") a.model = v;
@@ -87,8 +95,10 @@ int main(int argc, char** argv) {
                                                      config.bos_token_id.value_or(1),
                                                      config.eos_token_ids.empty() ? 2 : config.eos_token_ids[0]);
     const double t_tok = now_s() - t_start;
+    exq::quant::MeasureOptions options;
+    options.causal = args.causal;
     const auto result = exq::quant::measure_layers(
-        args.model, cal, args.layers, {}, [&](const ModuleResult& r) {
+        args.model, cal, args.layers, options, [&](const ModuleResult& r) {
           std::fprintf(stderr, "%s: mean error %.5f (%.0f s)\n", r.measurement.key.c_str(),
                        [&] {
                          double s = 0;
@@ -105,6 +115,7 @@ int main(int argc, char** argv) {
     j["calibration"] = {{"rows", cal.rows}, {"length", args.length}, {"mix", args.mix},
                         {"sources", cal.describe()},
                         {"data", args.data.string()}};
+    j["causal"] = args.causal;
     j["modules"] = nlohmann::ordered_json::array();
     bool pass = true;
     for (const ModuleResult& r : result.modules) {

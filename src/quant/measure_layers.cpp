@@ -40,7 +40,7 @@ LayerMeasureResult measure_layers(const std::filesystem::path& model_dir,
     const LayerF32 layer = load_layer_f32(files, config, l);
     if (!std::binary_search(selected.begin(), selected.end(), l)) {
       const auto t0 = std::chrono::steady_clock::now();
-      fwd.attention_rows(attn_weights(layer), states, mid);
+      fwd.attention_rows(attn_weights(layer), states, mid, options.causal);
       fwd.mlp_rows(mlp_weights(layer), mid, states);
       out.carry_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       continue;

@@ -21,7 +21,8 @@ struct LayerMeasureResult {
 };
 
 // layers: indices to measure (ascending); empty = all. Layers after the last selected one are
-// not run. progress (optional) is called after each measured module.
+// not run. progress (optional) is called after each measured module. options.causal applies to
+// the carried layers too (a non-causal measurement needs non-causal input states).
 LayerMeasureResult measure_layers(const std::filesystem::path& model_dir,
                                   const CalibrationRows& calibration,
                                   const std::vector<int64_t>& layers,

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/attention.h"
@@ -64,6 +66,61 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
   if (!bias.empty()) cpu::add_bias(y, bias);
 }
 
+// Built for three instruction sets and picked at load time, as in backend/cpu/attention.cpp.
+#define EXQ_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+EXQ_MULTIVERSION void softmax_row(float* r, int64_t n, float scale) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, r[j] *= scale);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) sum += (r[j] = std::exp(r[j] - mx));
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) r[j] *= inv;
+}
+
+// Query rows per score block of the unmasked attention.
+constexpr int64_t kBlock = 64;
+
+// Unmasked GQA attention of q [T, H, D] on k, v [T, KVH, D] into out [T, H, D]: every row
+// sees all T keys (cpu::attention's blocked GEMMs without the mask). kc [>= T, D],
+// vt [D, >= T], s [kBlock, >= T] are scratch.
+void attention_unmasked(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, Tensor& kc, Tensor& vt, Tensor& s) {
+  const int64_t T = q.dim(0), H = q.dim(1), D = q.dim(2), KVH = k.dim(1), group = H / KVH;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float* qp = q.data<float>();
+  const float* kp = k.data<float>();
+  const float* vp = v.data<float>();
+  float* op = out.data<float>();
+  float* kcp = kc.data<float>();
+  float* vtp = vt.data<float>();
+  const TensorView keys(kcp, DType::F32, {T, D});
+  const TensorView values(vtp, DType::F32, {D, T});  // V^T of one kv head
+  for (int64_t g = 0; g < KVH; ++g) {
+    parallel_for(T, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        std::copy_n(kp + (j * KVH + g) * D, D, kcp + j * D);
+        for (int64_t d = 0; d < D; ++d) vtp[d * T + j] = vp[(j * KVH + g) * D + d];
+      }
+    }, 256);
+    for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+      const int64_t rows = std::min(T, t0 + kBlock) - t0;
+      const TensorView sv(s.data<float>(), DType::F32, {rows, T});
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        const TensorView qv(const_cast<float*>(qp) + (t0 * H + h) * D, DType::F32, {rows, D},
+                            {H * D, 1});
+        cpu::matmul(qv, keys, sv);  // S = Q K^T
+        parallel_for(rows, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) softmax_row(sv.data<float>() + i * T, T, scale);
+        }, 8);
+        const TensorView ov(op + (t0 * H + h) * D, DType::F32, {rows, D}, {H * D, 1});
+        cpu::matmul(sv, values, ov);  // O = P V
+      }
+    }
+  }
+}
+
 }  // namespace
 
 LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig& c,
@@ -121,7 +178,8 @@ TensorView ModuleForward::attn_out() const {
 }
 TensorView ModuleForward::act() const { return gate_.view().slice0(0, tokens_); }
 
-void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const TensorView& y) {
+void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const TensorView& y,
+                              bool causal) {
   const int64_t T = x.rank() == 2 ? x.dim(0) : 0, hidden = config_.hidden_size;
   EXQ_CHECK(T > 0 && T <= max_tokens_, "attention block: {} tokens, expected 1..{}", T,
             max_tokens_);
@@ -141,7 +199,16 @@ void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const T
   linear(xn, w.v, w.v_bias, v.reshape({T, KVH * D}));
   cpu::apply_rotary(q, rope_, 0);
   cpu::apply_rotary(k, rope_, 0);
-  cpu::attention(q, k, v, 0, att);                          // keys/values of rows 0..T-1
+  if (causal) {
+    cpu::attention(q, k, v, 0, att);                        // keys/values of rows 0..T-1
+  } else {
+    if (kc_.empty()) {
+      kc_ = Tensor(DType::F32, {max_tokens_, D});
+      vt_ = Tensor(DType::F32, {D, max_tokens_});
+      scores_ = Tensor(DType::F32, {std::min(kBlock, max_tokens_), max_tokens_});
+    }
+    attention_unmasked(q, k, v, att, kc_, vt_, scores_);
+  }
   linear(att.reshape({T, H * D}), w.o, w.o_bias, y);       // y [T, hidden]
   cpu::add_inplace(y, x);
 }
@@ -174,11 +241,12 @@ void check_rows(const TensorView& x, const TensorView& y, int64_t hidden, const 
 
 }  // namespace
 
-void ModuleForward::attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y) {
+void ModuleForward::attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y,
+                                   bool causal) {
   check_rows(x, y, config_.hidden_size, "attention rows");
   for (int64_t r = 0; r < x.dim(0); ++r)
     attention(w, x.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}),
-              y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}));
+              y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}), causal);
 }
 
 void ModuleForward::mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y) {

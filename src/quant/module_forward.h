@@ -58,7 +58,11 @@ class ModuleForward {
   int64_t max_tokens() const { return max_tokens_; }
 
   // x, y: F32 [T, hidden] contiguous, T <= max_tokens, y must not alias x. Positions 0..T-1.
-  void attention(const AttnWeights& w, const TensorView& x, const TensorView& y);
+  // causal = false: every token attends to all T tokens of its row (no mask). Not the model's
+  // function; it exists only so MeasureOptions::causal can reproduce exllamav2 0.3.2's recorded
+  // SmolLM2 measurement (docs/quality.md).
+  void attention(const AttnWeights& w, const TensorView& x, const TensorView& y,
+                 bool causal = true);
   void mlp(const MlpWeights& w, const TensorView& x, const TensorView& y);
 
   // Inputs of the linears in the last call, [T, n] views into the scratch (valid until the
@@ -69,7 +73,8 @@ class ModuleForward {
   TensorView act() const;
 
   // Whole calibration sets: x, y F32 [rows, T, hidden].
-  void attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y);
+  void attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y,
+                      bool causal = true);
   void mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y);
 
  private:
@@ -81,6 +86,7 @@ class ModuleForward {
   Tensor q_;                // [max_tokens, heads, head_dim]
   Tensor k_, v_;            // [max_tokens, kv_heads, head_dim]
   Tensor att_;              // [max_tokens, heads, head_dim]
+  Tensor kc_, vt_, scores_; // non-causal attention: one kv head's K, V^T, a block of scores
   Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as silu(gate) * up
 };
 
