@@ -8,7 +8,8 @@
 // an 8B attention measurement, 15.0 s for an MLP; exq's goal is a tenth of that.
 // Usage: measure_cuda_bench [--rows 16] [--length 2048] [--quant-rows 100] [--hidden 4096]
 //   [--inter 14336] [--heads 32] [--kv-heads 8] [--head-dim 128] [--vram-budget GB]
-//   [--no-quantize] [--pin-states] [--json FILE]          (plain program, needs a GPU)
+//   [--no-quantize] [--pin-states] [--metric token|row|skip0] [--json FILE]
+//   (plain program, needs a GPU; --metric as exq quantize's --error-metric, default token)
 // --pin-states page-locks the input states before timing, as a pinned host store would hand
 // them over: the engine then copies them without staging.
 #include <cuda_runtime_api.h>
@@ -43,6 +44,7 @@ struct Args {
   bool quantize = true;
   bool pin = false;  // page-lock the states first (as a pinned host store would hand them over)
   std::string json;
+  std::string metric = "token";  // as exq quantize's default
 };
 
 Args parse(int argc, char** argv) {
@@ -77,6 +79,8 @@ Args parse(int argc, char** argv) {
       a.pin = true;
     else if (k == "--json")
       a.json = next();
+    else if (k == "--metric")
+      a.metric = next();
     else
       throw Error(fmt::format("unknown argument {}", k));
   }
@@ -194,11 +198,10 @@ int run(int argc, char** argv) {
   if (a.budget_gb > 0) o.vram_budget_bytes = static_cast<size_t>(a.budget_gb * (1ull << 30));
   const auto engine = cuda::make_cuda_engine(c, a.length, o);
 
-  // Warm-up: one table row on one calibration row loads every kernel and library handle.
+  // Warm-up: the full tables on one calibration row load every kernel and library handle and
+  // fill the engine's pinned pool (host-candidate mode), which a conversion fills once.
   {
     MeasureOptions w;
-    w.attn_table = {attn_option_table()[6]};
-    w.mlp_table = {mlp_option_table()[7]};
     const TensorView one = states.view().slice0(0, 1);
     const ModuleResult r = engine->measure_attention(layer, one, "warmup.self_attn", w);
     engine->measure_mlp(layer, r.target, "warmup.mlp", w);
@@ -217,12 +220,15 @@ int run(int argc, char** argv) {
                                 {"results", nlohmann::ordered_json::array()}};
   const bool is_8b = a.hidden == 4096 && a.inter == 14336;
   auto t0 = std::chrono::steady_clock::now();
-  ModuleResult attn = engine->measure_attention(layer, states, "model.layers.0.self_attn", {});
+  MeasureOptions measure;
+  measure.metric = parse_error_metric(a.metric, "--metric");
+  out["config"]["metric"] = a.metric;
+  ModuleResult attn = engine->measure_attention(layer, states, "model.layers.0.self_attn", measure);
   double s = seconds(t0);
   out["results"].push_back(
       report("measure attention", s, *engine, &attn.timing, is_8b ? kExllamav2AttnS : 0));
   t0 = std::chrono::steady_clock::now();
-  const ModuleResult mlp = engine->measure_mlp(layer, attn.target, "model.layers.0.mlp", {});
+  const ModuleResult mlp = engine->measure_mlp(layer, attn.target, "model.layers.0.mlp", measure);
   s = seconds(t0);
   out["results"].push_back(
       report("measure MLP", s, *engine, &mlp.timing, is_8b ? kExllamav2MlpS : 0));

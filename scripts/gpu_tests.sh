@@ -27,7 +27,11 @@ case "${1:-run}" in
     rm -rf "$STAGE" && mkdir -p "$STAGE/lib"
     for t in $targets; do
       for f in "$BUILD/$t" "$BUILD/tests/$t" "$BUILD/bench/$t"; do
-        [ -x "$f" ] && [ -f "$f" ] && cp "$f" "$STAGE/" && strip "$STAGE/$t" || true
+        # NOSTRIP: binaries that keep their symbols (for a cuda-gdb backtrace there)
+        if [ -x "$f" ] && [ -f "$f" ]; then
+          cp "$f" "$STAGE/"
+          case " ${NOSTRIP:-} " in *" $t "*) ;; *) strip "$STAGE/$t" ;; esac
+        fi
       done
     done
     for bin in "$STAGE"/*; do
@@ -72,7 +76,7 @@ case "${1:-run}" in
         tests)
           for t in $TESTS; do
             [ -x "$STAGE/$t" ] || continue
-            timeout ${TEST_TIMEOUT:-240} "$STAGE/$t" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} 2>&1 | grep -E '^\[ +(FAILED|PASSED|OK) |SKIPPED|Failure|error|Expected|Which is|actual|^\[==|cuda_engine_test|Segmentation|Aborted' | tail -n ${TEST_LINES:-80}
+            timeout ${TEST_TIMEOUT:-240} "$STAGE/$t" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} 2>&1 | tee "$OUT/$t.log" | grep -E '^\[ +(FAILED|PASSED|OK) |SKIPPED|Failure|error|Expected|Which is|actual|^\[==|cuda_engine_test|Segmentation|Aborted' | tail -n ${TEST_LINES:-80}
           done ;;
         convert)  # SmolLM2 with default rows at 4.0 bpw (measure + quantize), then 2.5 reusing the measurement
           D=$KEEP/shared/data; CAL="-c $D/wiki.utf8 $D/c4.utf8 $D/code.utf8 $D/multilingual.utf8 $D/technical.utf8 $D/tiny.utf8"
@@ -87,9 +91,9 @@ case "${1:-run}" in
             timeout 120 "$STAGE/exq" ppl -m $3 -f $D/c4.utf8 --window 512 --windows 16 --device cuda --json
             [ -n "${CPU_PPL:-}" ] && timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cpu --json
           done ;;
-        model8b)  # random Llama-3-8B-shaped model, $LAYERS layers, converted at 4.0 bpw under a 24 GB budget
+        model8b)  # random Llama-3-8B-shaped model, $LAYERS layers, converted at 4.0 bpw under a 24 GB budget (TIED= : untied head)
           L=${LAYERS:-8}
-          timed make_random_model "$STAGE/make_random_model" --out /tmp/r8b --hidden 4096 --inter 14336 --heads 32 --kv-heads 8 --head-dim 128 --layers $L --vocab 49152 --rope-theta 500000 --tied --tokenizer-from $KEEP/smollm2 2>&1 | tail -n 2
+          timed make_random_model "$STAGE/make_random_model" --out /tmp/r8b --hidden 4096 --inter 14336 --heads 32 --kv-heads 8 --head-dim 128 --layers $L --vocab 49152 --rope-theta 500000 ${TIED---tied} --tokenizer-from $KEEP/smollm2 2>&1 | tail -n 2
           D=$KEEP/shared/data; CAL="-c $D/wiki.utf8 $D/c4.utf8 $D/code.utf8 $D/multilingual.utf8 $D/technical.utf8 $D/tiny.utf8"
           timed "quantize 8b-shaped L=$L" timeout 420 "$STAGE/exq" quantize -i /tmp/r8b -o /tmp/w8b -cf /tmp/o8b -b 4.0 $CAL --device cuda --vram-budget 24 --status-json > $OUT/convert_8b.jsonl 2> /tmp/convert_8b.err
           tail -n 4 /tmp/convert_8b.err ;;

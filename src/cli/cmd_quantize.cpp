@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/run_util.h"
 #include "core/error.h"
+#include "quant/measure.h"
 #include "quant/pipeline.h"
 
 // The CUDA branch builds once the GPU engine exists (quant/cuda/cuda_engine.h, CUDA builds).
@@ -43,6 +44,10 @@ constexpr const char* kUsage = R"(Usage: exq quantize -i MODEL -o WORKDIR -b BPW
   -om, --output_measurement FILE write measurement.json there and stop
   -m,  --measurement FILE        reuse a measurement.json (exq's or exllamav2's), skip measuring
   -ss, --shard_size MB           output shard cap (default 8192)
+       --error-metric M          how the measurement scores an option's output error: token
+                                 (default: mean over tokens of |dy_t| / |y_t|), row (exllamav2's
+                                 |dY| / |Y| per row, which one outlier token can dominate) or
+                                 skip0 (row without token 0)
   -res,--resume                  continue the job in WORKDIR (arguments must match)
   -nr, --no_resume               start over, discarding the job in WORKDIR
        --device D                cpu, cuda, cuda:N or auto (default: cuda when this build has
@@ -163,6 +168,10 @@ void run_quantize(std::vector<std::string> raw) {
     else if (is("-om", "--output_measurement")) a.measurement_out = p.value(opt);
     else if (is("-m", "--measurement")) a.measurement_in = p.value(opt);
     else if (is("-ss", "--shard_size")) a.shard_mb = p.integer(opt);
+    else if (opt == "--error-metric") {
+      a.error_metric = p.value(opt);
+      quant::parse_error_metric(a.error_metric, "quantize: --error-metric");
+    }
     else if (is("-res", "--resume")) resume = true;
     else if (is("-nr", "--no_resume")) restart = true;
     else if (opt == "--device") device = p.value(opt);

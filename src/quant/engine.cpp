@@ -42,6 +42,11 @@ class CpuEngine final : public Engine {
 
 }  // namespace
 
+QuantStep Engine::quantize_head(const TensorView& states, const TensorView& final_norm,
+                                const TensorView& head_weight, float eps, int head_bits) {
+  return quantize_head_step(states, final_norm, head_weight, eps, head_bits);
+}
+
 void Engine::forward_attention(const AttnWeights&, const TensorView&, const TensorView&) {
   throw Error(fmt::format("engine {} cannot replay an attention block (forward_attention); "
                           "resume with --device cpu or run with --snapshot-interval 0", name()));

@@ -36,6 +36,12 @@ class Engine {
   virtual QuantStep quantize_mlp(const LayerF32& layer, int64_t index, const TensorView& states,
                                  const MlpOptions& options) = 0;
 
+  // Quantization of the output head (untied models) at head_bits: packed "lm_head" and the rfn
+  // of the first row's logits; no output states (quantize.h quantize_head_step). states F32
+  // [rows, T, hidden] enter the final norm. Default: the CPU step.
+  virtual QuantStep quantize_head(const TensorView& states, const TensorView& final_norm,
+                                  const TensorView& head_weight, float eps, int head_bits);
+
   // Forward only, for rebuilding states on resume: the pipeline replays the modules committed
   // after the last state snapshot. y = module(x) on every row, x and y host F32
   // [rows, T, hidden] (either may be a file-backed mapping, memory/host_store.h), with the

@@ -54,7 +54,8 @@ ordered_json JobArgs::to_json() const {
                       {"measure_length", measure_length},
                       {"measurement_in", measurement_in},
                       {"measurement_out", measurement_out},
-                      {"shard_mb", shard_mb}};
+                      {"shard_mb", shard_mb},
+                      {"error_metric", error_metric}};
 }
 
 JobArgs JobArgs::from_json(const ordered_json& j, const std::string& source) {
@@ -72,6 +73,8 @@ JobArgs JobArgs::from_json(const ordered_json& j, const std::string& source) {
     a.measurement_in = j.at("measurement_in").get<std::string>();
     a.measurement_out = j.at("measurement_out").get<std::string>();
     a.shard_mb = j.at("shard_mb").get<int64_t>();
+    // Jobs written before the switch existed measured with exllamav2's per-row error.
+    a.error_metric = j.value("error_metric", std::string("row"));
     return a;
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("job arguments: {}", e.what()), ErrorContext{.file = source});

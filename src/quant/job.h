@@ -30,6 +30,7 @@ struct JobArgs {
   std::string measurement_in;   // -m: reuse this measurement, skip the measurement pass
   std::string measurement_out;  // -om: write the measurement there and stop
   int64_t shard_mb = 8192;
+  std::string error_metric = "token";  // measurement error metric (measure.h: row|skip0|token)
 
   nlohmann::ordered_json to_json() const;
   static JobArgs from_json(const nlohmann::ordered_json& j, const std::string& source);

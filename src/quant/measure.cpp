@@ -168,21 +168,22 @@ std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
   return t;
 }
 
-ModuleSpec attention_spec(ModuleForward& fwd, const LayerF32& layer) {
+ModuleSpec attention_spec(ModuleForward& fwd, const LayerF32& layer, bool causal = true) {
   ModuleSpec spec;
   spec.linears = {{kAttnLinears[0], &layer.q, !layer.q_bias.empty(), 0},
                   {kAttnLinears[1], &layer.k, !layer.k_bias.empty(), 0},
                   {kAttnLinears[2], &layer.v, !layer.v_bias.empty(), 0},
                   {kAttnLinears[3], &layer.o, !layer.o_bias.empty(), 1}};
   spec.hessian_in = {fwd.config().hidden_size, fwd.config().q_dim()};
-  spec.forward = [&fwd, base = attn_weights(layer)](const std::vector<TensorView>& w,
-                                                    const TensorView& x, const TensorView& y) {
+  spec.forward = [&fwd, base = attn_weights(layer), causal](const std::vector<TensorView>& w,
+                                                            const TensorView& x,
+                                                            const TensorView& y) {
     AttnWeights a = base;
     a.q = w[0];
     a.k = w[1];
     a.v = w[2];
     a.o = w[3];
-    fwd.attention(a, x, y);
+    fwd.attention(a, x, y, causal);
   };
   spec.linear_inputs = [&fwd] { return std::vector<TensorView>{fwd.normed(), fwd.attn_out()}; };
   return spec;
@@ -231,7 +232,7 @@ QuantizedModule quantize_module(const ModuleSpec& spec, const TensorView& states
 ModuleResult measure_attention(ModuleForward& fwd, const LayerF32& layer,
                                const TensorView& states, const std::string& key,
                                const MeasureOptions& options) {
-  ModuleSpec spec = attention_spec(fwd, layer);
+  ModuleSpec spec = attention_spec(fwd, layer, options.causal);
   spec.table = table_rows(options.attn_table, attn_option_table());
   return measure_module(spec, states, key, options.percdamp, options.metric);
 }
@@ -256,13 +257,20 @@ QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const Te
                          std::vector<QuantOption>(options.begin(), options.end()), percdamp);
 }
 
-ErrorMetric default_error_metric() {
-  const char* env = std::getenv("EXQ_MEASURE_METRIC");
-  const std::string_view v = env == nullptr ? "" : env;
-  if (v.empty() || v == "row") return ErrorMetric::kRow;
-  if (v == "skip0") return ErrorMetric::kSkip0;
-  if (v == "token") return ErrorMetric::kToken;
-  throw Error(fmt::format("EXQ_MEASURE_METRIC: expected row, skip0 or token, got '{}'", v));
+ErrorMetric parse_error_metric(std::string_view name, std::string_view what) {
+  if (name == "row") return ErrorMetric::kRow;
+  if (name == "skip0") return ErrorMetric::kSkip0;
+  if (name == "token") return ErrorMetric::kToken;
+  throw Error(fmt::format("{}: expected row, skip0 or token, got '{}'", what, name));
+}
+
+const char* error_metric_name(ErrorMetric metric) {
+  switch (metric) {
+    case ErrorMetric::kRow: return "row";
+    case ErrorMetric::kSkip0: return "skip0";
+    case ErrorMetric::kToken: return "token";
+  }
+  return "row";
 }
 
 double output_error(const TensorView& a, const TensorView& b, ErrorMetric metric) {

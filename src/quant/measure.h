@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
@@ -21,18 +22,24 @@ namespace exq::quant {
 // How a table row's output error is scored (per calibration row, then averaged over rows).
 // kRow: ||y_q - y||_F / ||y||_F over all tokens (exllamav2's). kSkip0: the same over tokens
 // 1..T-1 (a massive activation on token 0 holds most of ||y||^2 in e.g. SmolLM2). kToken: mean
-// over tokens of ||dy_t|| / ||y_t||.
+// over tokens of ||dy_t|| / ||y_t|| (exq quantize's default: every token counts alike, so one
+// outlier token cannot hide the error of the others; docs/quality.md).
 enum class ErrorMetric { kRow, kSkip0, kToken };
 
-// EXQ_MEASURE_METRIC=row|skip0|token (experimental); kRow when unset. Throws on other values.
-ErrorMetric default_error_metric();
+// "row", "skip0", "token" <-> ErrorMetric; parse throws exq::Error naming `what` otherwise.
+ErrorMetric parse_error_metric(std::string_view name, std::string_view what = "error metric");
+const char* error_metric_name(ErrorMetric metric);
 
 struct MeasureOptions {
   float percdamp = 0.12f;  // GPTQ damping, fraction of mean(diag H)
-  ErrorMetric metric = default_error_metric();
+  ErrorMetric metric = ErrorMetric::kRow;
   // Rows to measure; empty = exllamav2's full table (attn_option_table / mlp_option_table).
   std::vector<AttnOptions> attn_table;
   std::vector<MlpOptions> mlp_table;
+  // false: attention without the causal mask (ModuleForward::attention). Exists only to
+  // reproduce exllamav2 0.3.2's recorded SmolLM2 measurement (fixtures/exl2), which was made
+  // by such a forward (docs/quality.md); never for real conversions. CPU only.
+  bool causal = true;
 };
 
 struct MeasureTiming {

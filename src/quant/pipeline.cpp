@@ -337,6 +337,7 @@ void run_conversion(const ConvertOptions& options) {
             a.measure_rows, a.measure_length);
   EXQ_CHECK(a.measurement_in.empty() || a.measurement_out.empty(), "-m and -om exclude each other");
   EXQ_CHECK(a.shard_mb > 0, "-ss: shard size must be positive, got {} MB", a.shard_mb);
+  parse_error_metric(a.error_metric, "--error-metric");
   const fs::path model_dir = a.model_dir;
   const fs::path work_dir = options.work_dir;
   if (!fs::is_regular_file(model_dir / "config.json"))
@@ -422,6 +423,8 @@ void run_conversion(const ConvertOptions& options) {
                                          model_dir, progress);
       std::unique_ptr<Engine> engine = make_engine(Pass::kMeasure, a.measure_length);
       memory::HostBuffer states = start_states(Pass::kMeasure, ids, *engine);
+      MeasureOptions measure_options;
+      measure_options.metric = parse_error_metric(a.error_metric, "job error_metric");
       auto work = [&](const ModuleStep& step, const TensorView& x) {
         StepOutcome out;
         job.measurement().last_module_idx = step.index;
@@ -430,8 +433,8 @@ void run_conversion(const ConvertOptions& options) {
           const double load_s = layers.take_wait_s();
           const auto e0 = std::chrono::steady_clock::now();
           ModuleResult r = step.kind == ModuleKind::kAttention
-                               ? engine->measure_attention(l, x, step.key, MeasureOptions{})
-                               : engine->measure_mlp(l, x, step.key, MeasureOptions{});
+                               ? engine->measure_attention(l, x, step.key, measure_options)
+                               : engine->measure_mlp(l, x, step.key, measure_options);
           const double engine_s = seconds_since(e0);
           job.measurement().modules.push_back(std::move(r.measurement));
           out.fields = accuracy_fields(r);
@@ -521,8 +524,9 @@ void run_conversion(const ConvertOptions& options) {
         if (tied) {
           out.fields["head"] = "tied to the embedding, kept as FP16";
         } else {
-          q = quantize_head_step(x, files.get("model.norm.weight"), files.get("lm_head.weight"),
-                                 static_cast<float>(config.rms_norm_eps), a.head_bits);
+          q = engine->quantize_head(x, files.get("model.norm.weight"),
+                                    files.get("lm_head.weight"),
+                                    static_cast<float>(config.rms_norm_eps), a.head_bits);
         }
       }
       if (q) {
@@ -533,7 +537,7 @@ void run_conversion(const ConvertOptions& options) {
         job.save_module_tensors(step.key, named);
         host["save_s"] = seconds_since(s0);
         out.fields["rfn"] = q->rfn;
-        if (step.kind != ModuleKind::kHead) engine_fields(*engine, out.fields);
+        engine_fields(*engine, out.fields);
         out.states = std::move(q->output);
       }
       if (!host.empty()) out.fields["host"] = std::move(host);

@@ -1,10 +1,10 @@
 // The measurement's error metrics (quant::output_error) on hand-computed [T, hidden] outputs:
 // row = relative Frobenius error over all tokens, skip0 = the same without token 0, token =
-// mean of per-token relative errors; and EXQ_MEASURE_METRIC parsing.
+// mean of per-token relative errors; and the metric names.
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 #include "quant/measure.h"
@@ -38,17 +38,17 @@ TEST(MeasureMetric, HandComputedErrors) {
   EXPECT_THROW(output_error(q.view(), ref0.view(), ErrorMetric::kSkip0), Error);
 }
 
-TEST(MeasureMetric, EnvironmentSwitch) {
-  unsetenv("EXQ_MEASURE_METRIC");
-  EXPECT_EQ(default_error_metric(), ErrorMetric::kRow);
-  EXPECT_EQ(MeasureOptions{}.metric, ErrorMetric::kRow);
-  setenv("EXQ_MEASURE_METRIC", "skip0", 1);
-  EXPECT_EQ(default_error_metric(), ErrorMetric::kSkip0);
-  setenv("EXQ_MEASURE_METRIC", "token", 1);
-  EXPECT_EQ(MeasureOptions{}.metric, ErrorMetric::kToken);
-  setenv("EXQ_MEASURE_METRIC", "bogus", 1);
-  EXPECT_THROW(default_error_metric(), Error);
-  unsetenv("EXQ_MEASURE_METRIC");
+TEST(MeasureMetric, NamesRoundTripAndBadNamesAreRefused) {
+  for (ErrorMetric m : {ErrorMetric::kRow, ErrorMetric::kSkip0, ErrorMetric::kToken})
+    EXPECT_EQ(parse_error_metric(error_metric_name(m)), m);
+  EXPECT_EQ(MeasureOptions{}.metric, ErrorMetric::kRow);  // the library keeps exllamav2's
+  try {
+    parse_error_metric("bogus", "--error-metric");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("--error-metric"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("bogus"), std::string::npos) << e.message();
+  }
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ TEST(PipelineEngine, FactoryStatsAndSpilledStatesGiveTheSameModel) {
       EXPECT_EQ(j.at("device"), "stats");
     }
   }
-  EXPECT_EQ(with_stats, 8);  // attention and MLP of 2 layers, both passes
+  EXPECT_EQ(with_stats, 9);  // attention and MLP of 2 layers, both passes, and the head
 
   // 2: no RAM for states: every state buffer is a spill file; text status.
   ConvertOptions b = tiny_options(model, dir / "spill", cal);

@@ -15,6 +15,7 @@
 #include "core/half.h"
 #include "memory/cuda/overlap.h"
 #include "quant/cuda/engine_context.h"
+#include "quant/cuda/head_step.h"
 #include "quant/cuda/module_run.h"
 
 namespace exq::quant::cuda {
@@ -62,25 +63,18 @@ class CudaEngine final : public Engine {
 
   std::string name() const override { return "cuda"; }
 
-  // The GPU error reduction implements exllamav2's per-row error only (EXQ_MEASURE_METRIC is a
-  // CPU experiment so far, docs/quality.md).
-  static void require_row_metric(const MeasureOptions& options, const std::string& key) {
-    if (options.metric != ErrorMetric::kRow)
-      throw Error(fmt::format("{}: the CUDA engine measures with the row error metric only; unset "
-                              "EXQ_MEASURE_METRIC or use --device cpu", key));
-  }
-
   ModuleResult measure_attention(const LayerF32& layer, const TensorView& states,
                                  const std::string& key, const MeasureOptions& options) override {
-    require_row_metric(options, key);
+    if (!options.causal)  // MeasureOptions::causal = false is a CPU-only exllamav2 reproduction
+      throw Error(fmt::format("{}: the CUDA engine measures causal attention only; "
+                              "MeasureOptions::causal = false needs the CPU engine", key));
     return measure(attention_spec(layer), states, key,
-                   table_rows(options.attn_table, attn_option_table()), options.percdamp);
+                   table_rows(options.attn_table, attn_option_table()), options);
   }
   ModuleResult measure_mlp(const LayerF32& layer, const TensorView& states, const std::string& key,
                            const MeasureOptions& options) override {
-    require_row_metric(options, key);
     return measure(mlp_spec(layer), states, key, table_rows(options.mlp_table, mlp_option_table()),
-                   options.percdamp);
+                   options);
   }
   QuantStep quantize_attention(const LayerF32& layer, int64_t index, const TensorView& states,
                                const AttnOptions& options) override {
@@ -91,6 +85,24 @@ class CudaEngine final : public Engine {
                          const MlpOptions& options) override {
     return quantize(mlp_spec(layer), states, fmt::format("model.layers.{}.mlp", index),
                     std::vector<QuantOption>(options.begin(), options.end()));
+  }
+
+  QuantStep quantize_head(const TensorView& states, const TensorView& final_norm,
+                          const TensorView& head_weight, float eps, int head_bits) override {
+    // A head too large for what the budget leaves runs on the CPU, as an engine without a
+    // head step would (slow for big vocabularies, but within the budget).
+    if (head_weight.rank() == 2 && states.rank() == 3 &&
+        ctx_.alloc->in_use() + head_step_bytes(head_weight.dim(0), head_weight.dim(1),
+                                               states.dim(1)) > ctx_.alloc->budget()) {
+      stats_ = {{"engine", "cpu"}, {"reason", "head step exceeds the VRAM budget"}};
+      return Engine::quantize_head(states, final_norm, head_weight, eps, head_bits);
+    }
+    return in_module("quantize lm_head", [&] {
+      begin_module();
+      QuantStep out = quantize_head_cuda(ctx_, states, final_norm, head_weight, eps, head_bits);
+      end_module(nullptr);
+      return out;
+    });
   }
 
   void forward_attention(const AttnWeights& w, const TensorView& x, const TensorView& y) override {
@@ -164,7 +176,8 @@ class CudaEngine final : public Engine {
     stats_ = nlohmann::ordered_json::object();
   }
 
-  void end_module(const ModuleRun& run) {
+  // run: the module's plan for the stats (null for the head step, which has none).
+  void end_module(const ModuleRun* run) {
     ctx_.finish.record(ctx_.compute);
     ctx_.compute.synchronize();
     CUDA_CHECK(cudaStreamSynchronize(ctx_.ring.stream()));
@@ -181,16 +194,18 @@ class CudaEngine final : public Engine {
         {"peak_vram_bytes", ctx_.alloc->peak_reserved()},
         {"peak_vram_in_use_bytes", ctx_.alloc->peak_in_use()},
         {"vram_budget_bytes", ctx_.alloc->budget()},
-        {"rows_per_chunk", run.plan().slots},
-        {"states_resident", run.plan().resident},
-        {"vram_plan_bytes", run.plan().estimate},
-        {"host_candidates", run.plan().host_candidates},
-        {"candidate_cache_slots", run.plan().cache_slots},
     };
+    if (!run) return;
+    stats_["rows_per_chunk"] = run->plan().slots;
+    stats_["states_resident"] = run->plan().resident;
+    stats_["vram_plan_bytes"] = run->plan().estimate;
+    stats_["host_candidates"] = run->plan().host_candidates;
+    stats_["candidate_cache_slots"] = run->plan().cache_slots;
   }
 
   ModuleResult measure(const BlockSpec& spec, const TensorView& states, const std::string& key,
-                       const std::vector<std::vector<QuantOption>>& table, float percdamp) {
+                       const std::vector<std::vector<QuantOption>>& table,
+                       const MeasureOptions& options) {
     return in_module("measure " + key, [&] {
       check_inputs(spec, states);
       const size_t L = spec.linears.size();
@@ -216,10 +231,10 @@ class CudaEngine final : public Engine {
       res.measurement.key = key;
       res.target = Tensor(DType::F32, states.shape());
       ModuleRun run(ctx_, spec, states, counts, static_cast<int64_t>(table.size()), false,
-                    percdamp);
+                    options.percdamp);
       run.reference(&res.target);
       run.gptq(distinct, false);
-      res.errors = run.test_table(pick);
+      res.errors = run.test_table(pick, options.metric);
       std::vector<MeasuredRow> rows;
       for (size_t i = 0; i < table.size(); ++i) {
         MeasuredRow row;
@@ -236,7 +251,7 @@ class CudaEngine final : public Engine {
       }
       res.measurement.rows = std::move(rows);
       res.timing = run.timing;
-      end_module(run);
+      end_module(&run);
       return res;
     });
   }
@@ -264,7 +279,7 @@ class CudaEngine final : public Engine {
       out.rfn = run.forward_quantized(out.output);
       for (size_t c = 0; c < L; ++c)
         out.packed.emplace_back(key + "." + std::string(spec.linears[c].name), packs[c].get());
-      end_module(run);
+      end_module(&run);
       return out;
     });
   }
@@ -281,7 +296,7 @@ class CudaEngine final : public Engine {
       begin_module();
       ModuleRun run(ctx_, spec, x, ForwardOnly{});
       run.forward(y);
-      end_module(run);
+      end_module(&run);
     });
   }
 

@@ -52,6 +52,21 @@ EngineContext::EngineContext(const io::ModelConfig& c, int64_t tokens, const Cud
   compute.synchronize();
 }
 
+void* PinnedPool::get(size_t i, size_t bytes) {
+  if (buffers_.size() <= i) buffers_.resize(i + 1);
+  if (buffers_[i].size() < bytes) {
+    buffers_[i].reset();  // first: the old and the new buffer need not be pinned at once
+    buffers_[i] = exq::cuda::PinnedBuffer(bytes);
+  }
+  return buffers_[i].data();
+}
+
+size_t PinnedPool::bytes() const {
+  size_t total = 0;
+  for (const exq::cuda::PinnedBuffer& b : buffers_) total += b.size();
+  return total;
+}
+
 unsigned long long* EngineContext::output_counter() const {
   return static_cast<unsigned long long*>(non_finite.raw());
 }

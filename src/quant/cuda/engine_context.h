@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "backend/cuda/allocator.h"
 #include "backend/cuda/cublas.h"
 #include "backend/cuda/device_tensor.h"
+#include "backend/cuda/memory.h"
 #include "backend/cuda/stream.h"
 #include "io/hf_config.h"
 #include "memory/cuda/span_recorder.h"
@@ -30,6 +32,19 @@ class CusolverHandle {
 
  private:
   cusolverDnHandle_t handle_ = nullptr;
+};
+
+// Pinned host buffers kept across modules for GPTQ results in host-candidate mode: pinning
+// memory runs at a few GB/s, so a 70B MLP's 40 results (19 GB) would cost seconds per module.
+class PinnedPool {
+ public:
+  // Buffer i, at least `bytes` long (reallocated when shorter). The caller keeps its work on
+  // buffer i ordered before the next get(i).
+  void* get(size_t i, size_t bytes);
+  size_t bytes() const;  // pinned in total
+
+ private:
+  std::vector<exq::cuda::PinnedBuffer> buffers_;
 };
 
 struct EngineContext {
@@ -53,6 +68,8 @@ struct EngineContext {
   exq::cuda::CublasHandle cublas;
   CusolverHandle cusolver;
   memory::cuda::StagingRing ring;
+  exq::cuda::Stream side;     // GPTQ result downloads beside the compute (host-candidate mode)
+  PinnedPool pinned;          // their destinations
   exq::cuda::DeviceTensor rope_cos, rope_sin;  // F32 [max_tokens, head_dim / 2]
   exq::cuda::DeviceTensor non_finite;          // U8 [16]: uint64 counts of non-finite
                                                // reference outputs [0] and inputs [1]

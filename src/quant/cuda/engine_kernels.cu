@@ -154,7 +154,7 @@ __global__ void error_partials_kernel(const float* __restrict__ y,
     int count = 4;
     if constexpr (kVector) {
       const float4 a = reinterpret_cast<const float4*>(y)[q];
-      const float4 b = reinterpret_cast<const float4*>(x)[q];
+      const float4 b = x ? reinterpret_cast<const float4*>(x)[q] : make_float4(0.f, 0.f, 0.f, 0.f);
       const float4 c = reinterpret_cast<const float4*>(target)[q];
       yv[0] = a.x;
       yv[1] = a.y;
@@ -179,7 +179,7 @@ __global__ void error_partials_kernel(const float* __restrict__ y,
       count = static_cast<int>(n - i0 < 4 ? n - i0 : 4);
       for (int k = 0; k < count; ++k) {
         yv[k] = y[i0 + k];
-        xv[k] = x[i0 + k];
+        xv[k] = x ? x[i0 + k] : 0.0f;
         tv[k] = target[i0 + k];
         if (bias) bv[k] = bias[(i0 + k) % width];
       }
@@ -209,6 +209,63 @@ __global__ void error_partials_kernel(const float* __restrict__ y,
       a += scratch[0][w];
       b += scratch[1][w];
     }
+    partials[2 * blockIdx.x] = a;
+    partials[2 * blockIdx.x + 1] = b;
+  }
+}
+
+// One token (a run of `width` elements) per step, all threads of the block on it; thread 0
+// keeps the block's running sums in token order, so the result depends only on n and the grid.
+__global__ void error_token_kernel(const float* __restrict__ y, const float* __restrict__ y_scale,
+                                   const float* __restrict__ bias, const float* __restrict__ x,
+                                   const float* __restrict__ target, float* out, int64_t tokens,
+                                   int64_t width, int reduce, double* __restrict__ partials) {
+  __shared__ double scratch[2][kThreads / 32];
+  const int64_t per_block = (tokens + gridDim.x - 1) / gridDim.x;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * per_block;
+  const int64_t t1 = t0 + per_block < tokens ? t0 + per_block : tokens;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  double a = 0.0, b = 0.0;  // meaningful in thread 0
+  for (int64_t t = t0; t < t1; ++t) {
+    const float s = y_scale ? y_scale[t] : 1.0f;
+    double num = 0.0, den = 0.0;
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      const int64_t i = t * width + j;
+      float v = y[i];
+      if (y_scale) v = __fmul_rn(v, s);
+      if (bias) v += bias[j];
+      if (x) v += x[i];
+      if (out) out[i] = v;
+      const double d = static_cast<double>(v) - static_cast<double>(target[i]);
+      num = fma(d, d, num);
+      den = fma(static_cast<double>(target[i]), static_cast<double>(target[i]), den);
+    }
+    num = warp_sum_d(num);
+    den = warp_sum_d(den);
+    if (lane == 0) {
+      scratch[0][warp] = num;
+      scratch[1][warp] = den;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double n_t = 0.0, d_t = 0.0;
+      for (int w = 0; w < kThreads / 32; ++w) {
+        n_t += scratch[0][w];
+        d_t += scratch[1][w];
+      }
+      if (reduce == static_cast<int>(ErrorReduce::kToken)) {
+        if (d_t > 0.0) {
+          a += sqrt(n_t / d_t);
+          b += 1.0;
+        }
+      } else if (t != 0) {  // kSkip0
+        a += n_t;
+        b += d_t;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
     partials[2 * blockIdx.x] = a;
     partials[2 * blockIdx.x + 1] = b;
   }
@@ -299,8 +356,15 @@ int error_blocks(int64_t n) {
 
 void error_partials_cuda(const float* y, const float* y_scale, const float* bias, const float* x,
                          const float* target, float* out, int64_t n, int64_t width,
-                         double* partials, cudaStream_t stream) {
+                         double* partials, cudaStream_t stream, ErrorReduce reduce) {
   const int blocks = error_blocks(n);
+  if (reduce != ErrorReduce::kRow) {
+    error_token_kernel<<<blocks, kThreads, 0, stream>>>(y, y_scale, bias, x, target, out,
+                                                        n / width, width,
+                                                        static_cast<int>(reduce), partials);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   // Same quads and order either way; the vector path only changes how they are loaded.
   const bool vector = n % 4 == 0 && width % 4 == 0 && aligned16(y) && aligned16(x) &&
                       aligned16(target) && (!bias || aligned16(bias));

@@ -49,12 +49,21 @@ void residual_out_cuda(const float* y, const float* y_scale, const float* bias, 
 // Blocks of error_partials_cuda for n elements (the partials buffer holds 2 doubles per block).
 int error_blocks(int64_t n);
 
+// How error_partials_cuda scores one calibration row (quant::ErrorMetric without its header:
+// .cu files stay free of core/error.h).
+enum class ErrorReduce { kRow = 0, kSkip0 = 1, kToken = 2 };
+
 // One module output against its reference: yq as residual_out_cuda computes it, d = yq - target
-// in double; partials[2b], partials[2b+1] = block b's sum of d^2 and of target^2. When out is
-// not null it receives yq. y_scale and bias may be null.
+// in double; error_blocks(n) blocks write partials[2b], partials[2b+1]:
+//   kRow:   block b's sum of d^2 and of target^2;
+//   kSkip0: the same without the first token (row of `width` elements);
+//   kToken: block b's sum over its tokens of ||d_t|| / ||target_t|| and its count of tokens
+//           with a non-zero target (tokens are split into contiguous runs, one per block).
+// When out is not null it receives yq. y_scale, bias and x may be null. Deterministic.
 void error_partials_cuda(const float* y, const float* y_scale, const float* bias, const float* x,
                          const float* target, float* out, int64_t n, int64_t width,
-                         double* partials, cudaStream_t stream);
+                         double* partials, cudaStream_t stream,
+                         ErrorReduce reduce = ErrorReduce::kRow);
 
 // For s in [0, slots): sums[s * stride + 0/1] = sum over b of partials[(s * blocks + b) * 2 + 0/1],
 // in block order.

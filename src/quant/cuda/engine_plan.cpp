@@ -9,6 +9,7 @@
 
 #include "backend/cuda/allocator.h"
 #include "core/error.h"
+#include "quant/cuda/gptq_batch.h"
 
 namespace exq::quant::cuda {
 
@@ -19,8 +20,10 @@ std::string format_gb(size_t bytes) {
 size_t gptq_scratch_estimate(int64_t out, int64_t in) {
   const auto o = static_cast<size_t>(out), i = static_cast<size_t>(in);
   const auto r = [](size_t bytes) { return exq::cuda::CachingAllocator::round_size(bytes); };
-  return 2 * r(i * o * 4) + r(i * o * 2) + r(i * o) + r(97 * o * 4) + r(128 * o * 4) +
-         r(128 * 3 * o * 4) + r(128 * 3 * i * 4) + r(i * i * 4) + (size_t{64} << 20);
+  const size_t v1 = 2 * r(i * o * 4) + r(i * o * 2) + r(i * o) + r(97 * o * 4) +
+                    r(128 * o * 4) + r(128 * 3 * o * 4) + r(128 * 3 * i * 4) + r(i * i * 4);
+  // v2 (the default) needs a super-block stack and one option's buffers at least.
+  return std::max(v1, gptq_batch_min_bytes(out, in, true)) + (size_t{64} << 20);
 }
 
 namespace {

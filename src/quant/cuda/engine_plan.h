@@ -39,10 +39,13 @@ struct ModuleFootprint {
   size_t phase_gptq_min() const { return weights + hessians + prepared + candidates; }
   size_t phase_test() const { return persistent + candidates + scratch + outputs; }
   size_t slot_bytes() const { return 2 * row_bytes; }  // x and target of one row
-  // Host-candidate mode: one result on the device at a time during GPTQ, and a cache of at
-  // least one candidate per linear during the tests.
+  // Host-candidate mode: two results on the device at a time during GPTQ (one being computed,
+  // the previous one being downloaded), and a cache of at least one candidate per linear
+  // during the tests.
   size_t cache_min() const { return static_cast<size_t>(linears) * candidate_max; }
-  size_t phase_gptq_host() const { return weights + hessians + prepared + gptq + candidate_max; }
+  size_t phase_gptq_host() const {
+    return weights + hessians + prepared + gptq + 2 * candidate_max;
+  }
   size_t phase_test_host() const {
     return persistent + kept + cache_min() + scratch + outputs;
   }

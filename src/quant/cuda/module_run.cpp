@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -71,14 +72,30 @@ DeviceTensor doubles(int64_t n, EngineContext& ctx) {
 
 double* as_doubles(const DeviceTensor& t) { return static_cast<double*>(t.raw()); }
 
-// Per table row: mean over calibration rows of the relative errors in sums [n_table, R, 2].
-std::vector<double> table_errors(const std::vector<double>& s, size_t n_table, int64_t R) {
+ErrorReduce reduce_of(ErrorMetric metric) {
+  switch (metric) {
+    case ErrorMetric::kRow: return ErrorReduce::kRow;
+    case ErrorMetric::kSkip0: return ErrorReduce::kSkip0;
+    case ErrorMetric::kToken: return ErrorReduce::kToken;
+  }
+  return ErrorReduce::kRow;
+}
+
+// One calibration row's error from its two sums (error_partials_cuda's pair for `metric`).
+double row_error(double a, double b, ErrorMetric metric) {
+  if (metric == ErrorMetric::kToken) return b == 0.0 ? 0.0 : a / b;
+  return relative(a, b);
+}
+
+// Per table row: mean over calibration rows of the row errors in sums [n_table, R, 2].
+std::vector<double> table_errors(const std::vector<double>& s, size_t n_table, int64_t R,
+                                 ErrorMetric metric) {
   std::vector<double> errors(n_table, 0.0);
   for (size_t i = 0; i < n_table; ++i) {
     double err = 0.0;
     for (int64_t r = 0; r < R; ++r) {
       const size_t at = (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2;
-      err += relative(s[at], s[at + 1]);
+      err += row_error(s[at], s[at + 1], metric);
     }
     errors[i] = err / static_cast<double>(R);
   }
@@ -323,6 +340,7 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
   results_.resize(L);
   host_results_.clear();
   host_results_.resize(L);
+  size_t pinned_index = 0;
   // Timed with events, so the phase has one host wait of its own (at the end).
   memory::cuda::SpanRecorder prepare_spans, gptq_spans;
   for (int g = 0; g < 2; ++g) {
@@ -336,23 +354,38 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
       DeviceLinear& d = weights_[c];
       const DeviceView input = d.w32.empty() ? d.w16.view() : d.w32.view();
       const size_t bytes = static_cast<size_t>(d.w16.numel()) * sizeof(uint16_t);
-      std::vector<exq::cuda::PinnedBuffer>& host = host_results_[c];
+      std::vector<void*>& host = host_results_[c];
       GptqResultHook to_host;
+      // The download of result k runs on the side stream while GPTQ computes result k + 1;
+      // result k's device block is freed (compute-stream order) once its copy is done.
+      std::optional<DeviceTensor> copying;
+      Event copied(false);
+      const auto retire = [&] {
+        if (!copying) return;
+        copied.wait_on(ctx_.compute);
+        copying.reset();
+      };
       if (plan_.host_candidates) {
         host.resize(options[c].size());
-        // Queued on the stream that produced the weight; its block is reused only after it.
         to_host = [&](size_t k, DeviceGptqResult& res) {
           res.weight.view().expect(DType::F16, d.w16.shape(),
                                    fmt::format("GPTQ result of {}", spec_.linears[c].name));
-          host[k] = exq::cuda::PinnedBuffer(bytes);
-          CUDA_CHECK(cudaMemcpyAsync(host[k].data(), res.weight.raw(), bytes,
-                                     cudaMemcpyDeviceToHost, ctx_.compute));
+          host[k] = ctx_.pinned.get(pinned_index++, bytes);
+          Event ready(false);
+          ready.record(ctx_.compute);
+          ready.wait_on(ctx_.side);
+          CUDA_CHECK(cudaMemcpyAsync(host[k], res.weight.raw(), bytes, cudaMemcpyDeviceToHost,
+                                     ctx_.side));
+          retire();
+          copying = std::move(res.weight);
           res.weight = {};
+          copied.record(ctx_.side);
         };
       }
       gptq_spans.begin(ctx_.compute);
       results_[c] =
           gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_, to_host);
+      retire();
       gptq_spans.end(ctx_.compute);
       EXQ_CHECK(results_[c].size() == options[c].size(),
                 "GPTQ of {} returned {} results for {} options", spec_.linears[c].name,
@@ -374,8 +407,10 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
   rows_->allocate();
 }
 
-std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>& pick) {
-  if (plan_.host_candidates) return test_table_host(pick);
+std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>& pick,
+                                          ErrorMetric metric) {
+  if (plan_.host_candidates) return test_table_host(pick, metric);
+  const ErrorReduce reduce = reduce_of(metric);
   const auto t0 = Clock::now();
   const size_t L = spec_.linears.size(), n_table = pick.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
@@ -410,14 +445,15 @@ std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>
             error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
                                 x.data<float>(), t.data<float>(), nullptr, n, hidden_,
                                 as_doubles(partials) + i * static_cast<size_t>(blocks) * 2,
-                                ctx_.compute);
+                                ctx_.compute, reduce);
           }
         }
         error_finalize_cuda(as_doubles(partials), static_cast<int>(n_table), blocks,
                             as_doubles(sums) + r * 2, R * 2, ctx_.compute);
       },
       [](int64_t) {});
-  std::vector<double> errors = table_errors(download_doubles(sums, ctx_.compute), n_table, R);
+  std::vector<double> errors =
+      table_errors(download_doubles(sums, ctx_.compute), n_table, R, metric);
   timing.test_s = seconds_since(t0);
   return errors;
 }
@@ -426,7 +462,9 @@ DeviceView ModuleRun::result_view(size_t linear, const DeviceTensor& buffer) con
   return DeviceView(buffer.raw(), DType::F16, spec_.linears[linear].weight.shape());
 }
 
-std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<size_t>>& pick) {
+std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<size_t>>& pick,
+                                               ErrorMetric metric) {
+  const ErrorReduce reduce = reduce_of(metric);
   const auto t0 = Clock::now();
   const size_t L = spec_.linears.size(), n_table = pick.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
@@ -472,9 +510,9 @@ std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<siz
     for (const Key& key : need) {
       if (slot_of.count(key)) continue;
       while (holder[free_slot].first != SIZE_MAX) ++free_slot;  // need.size() <= slots
-      const exq::cuda::PinnedBuffer& src = host_results_[key.first][key.second];
+      const void* src = host_results_[key.first][key.second];
       // Stream order: earlier chunks' kernels reading this buffer come first.
-      CUDA_CHECK(cudaMemcpyAsync(cache[free_slot].raw(), src.data(),
+      CUDA_CHECK(cudaMemcpyAsync(cache[free_slot].raw(), src,
                                  static_cast<size_t>(spec_.linears[key.first].weight.numel()) * 2,
                                  cudaMemcpyHostToDevice, ctx_.compute));
       holder[free_slot] = key;
@@ -497,7 +535,7 @@ std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<siz
             error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
                                 x.data<float>(), t.data<float>(), nullptr, n, hidden_,
                                 as_doubles(partials) + chunk[j] * static_cast<size_t>(blocks) * 2,
-                                ctx_.compute);
+                                ctx_.compute, reduce);
           }
           for (size_t i : chunk)
             error_finalize_cuda(
@@ -507,7 +545,8 @@ std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<siz
         },
         [](int64_t) {});
   }
-  std::vector<double> errors = table_errors(download_doubles(sums, ctx_.compute), n_table, R);
+  std::vector<double> errors =
+      table_errors(download_doubles(sums, ctx_.compute), n_table, R, metric);
   timing.test_s = seconds_since(t0);
   return errors;
 }
@@ -531,7 +570,7 @@ double ModuleRun::forward_quantized(Tensor& output) {
     DeviceTensor& wq = results_[c][0].weight;
     if (!wq.empty()) continue;
     wq = DeviceTensor(DType::F16, spec_.linears[c].weight.shape(), *ctx_.alloc, ctx_.compute);
-    CUDA_CHECK(cudaMemcpyAsync(wq.raw(), host_results_[c][0].data(), wq.nbytes(),
+    CUDA_CHECK(cudaMemcpyAsync(wq.raw(), host_results_[c][0], wq.nbytes(),
                                cudaMemcpyHostToDevice, ctx_.compute));
   }
   std::vector<DeviceView> w, bias;

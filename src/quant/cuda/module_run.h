@@ -78,8 +78,9 @@ class ModuleRun {
   // in pinned host memory until test_table() / forward_quantized() bring them back.
   std::vector<DeviceGptqResult>& results(size_t linear) { return results_[linear]; }
   // pick[i][c]: index into options[c] for table row i. Per table row: mean over calibration
-  // rows of ||y_q - y||_F / ||y||_F.
-  std::vector<double> test_table(const std::vector<std::vector<size_t>>& pick);
+  // rows of the row's error under `metric` (measure.h; kRow: ||y_q - y||_F / ||y||_F).
+  std::vector<double> test_table(const std::vector<std::vector<size_t>>& pick,
+                                 ErrorMetric metric = ErrorMetric::kRow);
   // The module with results(c)[0] for every linear on every row: output F32 [rows, T, hidden]
   // (allocated by the caller) and ||y_q - y||_F / ||y||_F over all rows.
   double forward_quantized(Tensor& output);
@@ -114,7 +115,8 @@ class ModuleRun {
   DeviceView last_bias() const { return weights_.back().bias.view(); }
   // test_table() with the GPTQ results in host memory: chunks of table rows whose candidates
   // fit the device cache, every calibration row per chunk; same kernels and sums per entry.
-  std::vector<double> test_table_host(const std::vector<std::vector<size_t>>& pick);
+  std::vector<double> test_table_host(const std::vector<std::vector<size_t>>& pick,
+                                      ErrorMetric metric);
   DeviceView result_view(size_t linear, const DeviceTensor& buffer) const;
 
   EngineContext& ctx_;
@@ -128,7 +130,7 @@ class ModuleRun {
   std::vector<DeviceLinear> weights_;
   std::unique_ptr<DeviceHessian> hessians_[2];
   std::vector<std::vector<DeviceGptqResult>> results_;
-  std::vector<std::vector<exq::cuda::PinnedBuffer>> host_results_;  // host-candidate mode
+  std::vector<std::vector<void*>> host_results_;  // host-candidate mode: in ctx_.pinned
   VramPlan plan_;
   std::unique_ptr<RowStore> rows_;
   Tensor own_target_;                    // reference output when neither resident nor the caller's

@@ -124,6 +124,40 @@ TEST(CudaEngineSmolLM2, MeasurementMatchesTheCpuEngine) {
   step("Measurement: destroying the engine");
 }
 
+TEST(CudaEngineSmolLM2, TokenAndSkip0MetricsMatchTheCpuEngine) {
+  REQUIRE_GPU_AND_MODEL();
+  const Smol& s = smol();
+  const auto gpu = make_cuda_engine(s.config, kTokens, {});
+  const auto cpu = make_cpu_engine(s.config, kTokens);
+  const int64_t l = 15;
+  for (ErrorMetric metric : {ErrorMetric::kToken, ErrorMetric::kSkip0}) {
+    SCOPED_TRACE(error_metric_name(metric));
+    MeasureOptions o;  // every third row of each table: the CPU side is the slow one
+    o.metric = metric;
+    for (size_t i = 0; i < attn_option_table().size(); i += 3)
+      o.attn_table.push_back(attn_option_table()[i]);
+    for (size_t i = 0; i < mlp_option_table().size(); i += 3)
+      o.mlp_table.push_back(mlp_option_table()[i]);
+    step(fmt::format("Metric {}: attention", error_metric_name(metric)));
+    const ModuleResult ga = gpu->measure_attention(s.layer.at(l), s.attn_in.at(l), attn_key(l), o);
+    const ModuleResult ca = cpu->measure_attention(s.layer.at(l), s.attn_in.at(l), attn_key(l), o);
+    expect_measurements_close(ga, ca, 0.002, 1e-3);
+    step(fmt::format("Metric {}: MLP", error_metric_name(metric)));
+    const ModuleResult gm = gpu->measure_mlp(s.layer.at(l), ca.target, mlp_key(l), o);
+    const ModuleResult cm = cpu->measure_mlp(s.layer.at(l), ca.target, mlp_key(l), o);
+    expect_measurements_close(gm, cm, 0.002, 1e-3);
+    // The metric is really applied: it moves some accuracy away from the row metric's.
+    double moved = 0.0;
+    const auto& row_rows = *s.cpu_attn.at(l).measurement.rows;
+    const auto& got_rows = *ga.measurement.rows;
+    for (size_t i = 0; i < got_rows.size(); ++i)
+      moved = std::max(moved, std::fabs(got_rows[i].accuracy - row_rows[3 * i].accuracy));
+    std::printf("metric %s: largest accuracy change vs row metric %.5f\n",
+                error_metric_name(metric), moved);
+    EXPECT_GT(moved, 0.002);
+  }
+}
+
 TEST(CudaEngineSmolLM2, QuantizeStepMatchesTheCpuEngine) {
   REQUIRE_GPU_AND_MODEL();
   const Smol& s = smol();
@@ -158,6 +192,51 @@ TEST(CudaEngineSmolLM2, QuantizeStepMatchesTheCpuEngine) {
   step("Quantize: MLP step close");
   test::expect_step_close(gm, cm);
   std::printf("%s\n", gpu->module_stats().dump().c_str());
+}
+
+// SmolLM2's head is tied; its embedding stands in for an untied head of the same shape.
+TEST(CudaEngineSmolLM2, HeadStepMatchesTheCpuStep) {
+  REQUIRE_GPU_AND_MODEL();
+  const Smol& s = smol();
+  const io::SafetensorsModel files = io::SafetensorsModel::open(exq::test::test_model());
+  const TensorView head = files.get("model.embed_tokens.weight");
+  const TensorView norm = files.get("model.norm.weight");
+  const TensorView x = s.attn_in.at(15);
+  const auto eps = static_cast<float>(s.config.rms_norm_eps);
+  const auto gpu = make_cuda_engine(s.config, kTokens, {});
+  const auto cpu = make_cpu_engine(s.config, kTokens);
+  step("Head: gpu");
+  const QuantStep g = gpu->quantize_head(x, norm, head, eps, 6);
+  const auto stats = gpu->module_stats();
+  std::printf("%s\n", stats.dump().c_str());
+  EXPECT_LE(stats.at("peak_vram_bytes").get<size_t>(), stats.at("vram_budget_bytes").get<size_t>());
+  step("Head: cpu");
+  const QuantStep c = cpu->quantize_head(x, norm, head, eps, 6);
+  test::expect_packed_valid(g, c, {{head.dim(0), head.dim(1)}});
+  EXPECT_NEAR(g.rfn, c.rfn, 0.1 * c.rfn + 1e-4);
+  EXPECT_TRUE(g.output.empty());
+  const Tensor& qg = g.packed.at(0).second.q_weight;
+  const Tensor& qc = c.packed.at(0).second.q_weight;
+  ASSERT_EQ(qg.nbytes(), qc.nbytes());
+  const auto* a = static_cast<const uint32_t*>(qg.raw());
+  const auto* b = static_cast<const uint32_t*>(qc.raw());
+  int64_t same = 0;
+  const int64_t words = static_cast<int64_t>(qg.nbytes() / 4);
+  for (int64_t i = 0; i < words; ++i) same += a[i] == b[i];
+  std::printf("head: rfn %.6f (cpu %.6f), q_weight words equal %.4f %%\n", g.rfn, c.rfn,
+              100.0 * static_cast<double>(same) / static_cast<double>(words));
+  EXPECT_GE(static_cast<double>(same), 0.98 * static_cast<double>(words));
+  // NaN in the states is an error.
+  Tensor bad = Tensor::copy_of(x);
+  bad.data<float>()[5] = NAN;
+  EXPECT_THROW(gpu->quantize_head(bad, norm, head, eps, 6), Error);
+  // A budget too small for the head step: the CPU step runs instead, with its exact bytes.
+  CudaEngineOptions small;
+  small.vram_budget_bytes = size_t{64} << 20;
+  const auto tight = make_cuda_engine(s.config, kTokens, small);
+  step("Head: over budget");
+  test::expect_packed_identical(tight->quantize_head(x, norm, head, eps, 6), c);
+  EXPECT_EQ(tight->module_stats().at("engine"), "cpu");
 }
 
 TEST(CudaEngineSmolLM2, StreamingUnderATightBudgetGivesIdenticalResults) {
