@@ -40,7 +40,7 @@ constexpr double kExllamav2AttnS = 6.8, kExllamav2MlpS = 15.0;  // H100, 8B laye
 struct Args {
   int64_t rows = 16, length = 2048, quant_rows = 100;
   int64_t hidden = 4096, inter = 14336, heads = 32, kv_heads = 8, head_dim = 128;
-  double budget_gb = 0;  // 0: the engine's default
+  double budget_gb = 0;  // GB = 1e9 bytes, as exq quantize --vram-budget; 0: the engine's default
   bool quantize = true;
   bool pin = false;  // page-lock the states first (as a pinned host store would hand them over)
   std::string json;
@@ -195,7 +195,7 @@ int run(int argc, char** argv) {
   };
   pin(states);
   cuda::CudaEngineOptions o;
-  if (a.budget_gb > 0) o.vram_budget_bytes = static_cast<size_t>(a.budget_gb * (1ull << 30));
+  if (a.budget_gb > 0) o.vram_budget_bytes = static_cast<size_t>(a.budget_gb * 1e9);
   const auto engine = cuda::make_cuda_engine(c, a.length, o);
 
   // Warm-up: the full tables on one calibration row load every kernel and library handle and

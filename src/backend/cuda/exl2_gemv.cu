@@ -23,7 +23,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_decode.cuh"
-#include "backend/cuda/exl2_device.cuh"
+#include "backend/cuda/exl2_gemv_common.cuh"
 #include "backend/cuda/exl2_launchers.h"
 #include "backend/cuda/kernel_utils.cuh"
 
@@ -32,44 +32,16 @@ namespace {
 
 using namespace exl2;
 
-constexpr int kRedStride = 33;  // floats per (warp, batch) row of the reduction buffer
 // Shared x slot: [16 pairs][8 batch columns] words plus 8, so the 4 slots a warp reads at once
 // start on different banks; pair offsets are immediates in the loads.
 constexpr int kSlotWords = kPairs * kExl2MaxBatch + 8;
 constexpr int kStepWords = kExl2UnitsPerStep * kSlotWords;
-
-// Block barrier that warps may reach from different call sites (non-aligned barrier).
-__device__ __forceinline__ void block_barrier() { asm volatile("barrier.sync 0;" ::: "memory"); }
 
 template <int OFF>
 __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.b32 %0, [%1+%2];" : "=r"(v) : "r"(addr), "n"(OFF));
   return v;
-}
-
-__device__ __forceinline__ float2 lds64f(uint32_t addr) {
-  float2 v;
-  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(addr));
-  return v;
-}
-
-// c = a * b (no accumulator input).
-__device__ __forceinline__ void mma_16816_zero(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-  const float z = 0.0f;
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%10,%10,%10,%10};\n"
-      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
-}
-
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 struct GemvArgs {
@@ -84,14 +56,6 @@ struct GemvArgs {
   int ksub;
   int spw;
 };
-
-// Ring depth per bit width: stages held in registers (up to 16 warps per multiprocessor cover
-// the rest of the latency; an L2 bulk-prefetch window ahead of the ring was tried and
-// measured no faster on an H100). The mixed-width loops (MIXED) use depth 1.
-template <int B, bool MIXED>
-constexpr int ring_depth() {
-  return MIXED ? 1 : B <= 2 ? 4 : B == 3 ? 3 : B <= 6 ? 2 : 1;
-}
 
 // What one warp needs in its step loop.
 struct WarpCtx {
@@ -126,55 +90,24 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
   const uint32_t* src = a.xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
   if (a.bs >= 4) {
     // 16-byte chunks: bs / 4 per pair.
-    const int per_pair = a.bs >> 2, total = slots * kPairs * per_pair;
-    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
-      uint4 v[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) v[u] = __ldcg(reinterpret_cast<const uint4*>(src) + i);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) {
-          const int pair = i / per_pair, slot = pair >> 4;
-          *reinterpret_cast<uint4*>(s.xs + slot * kSlotWords + (pair & 15) * kExl2MaxBatch +
-                                    (i - pair * per_pair) * 4) = v[u];
-        }
-      }
-    }
+    const int per_pair = a.bs >> 2;
+    stage_elements(reinterpret_cast<const uint4*>(src), slots * kPairs * per_pair,
+                   [&](int i, uint4 v) __attribute__((always_inline)) {
+                     const int pair = i / per_pair, slot = pair >> 4;
+                     *reinterpret_cast<uint4*>(s.xs + slot * kSlotWords +
+                                               (pair & 15) * kExl2MaxBatch +
+                                               (i - pair * per_pair) * 4) = v;
+                   });
   } else {
-    const int total = slots * kPairs * a.bs, shift = a.bs >> 1;  // bs 1 or 2
-    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
-      uint32_t v[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) v[u] = __ldcg(src + i);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) {
-          const int pair = i >> shift, slot = pair >> 4;
-          s.xs[slot * kSlotWords + (pair & 15) * kExl2MaxBatch + (i & shift)] = v[u];
-        }
-      }
-    }
+    const int shift = a.bs >> 1;  // bs 1 or 2
+    stage_elements(src, slots * kPairs * a.bs,
+                   [&](int i, uint32_t v) __attribute__((always_inline)) {
+                     const int pair = i >> shift, slot = pair >> 4;
+                     s.xs[slot * kSlotWords + (pair & 15) * kExl2MaxBatch + (i & shift)] = v;
+                   });
   }
-  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
-    s.xsc[i] = __ldcg(a.xscale + s.k0 * kExl2MaxBatch + i);
-  block_barrier();
-  pdl_launch_dependents();
+  stage_scales(s);
 }
-
-template <int B>
-struct Stage {
-  uint4 w[B];     // word i of the lane's unit, columns 4g..4g+3
-  uint32_t code;  // scale codes of the 4 columns (low 16 bits)
-  uint32_t m;     // fp16 bits of the group's q_scale_max / 256
-};
 
 // First 128-byte row of step s (all earlier steps of its run hold 4 units).
 __device__ __forceinline__ int step_row(const Exl2Segment& seg, int s) {
@@ -202,14 +135,6 @@ __device__ __forceinline__ void load_stage(const WarpCtx& c, const Exl2Segment& 
   const int group = seg.first_group + min(gi, seg.groups - 1);
   st.code = __ldg(c.sbase + group * c.scale_row) >> c.scale_shift;
   st.m = __ldg(reinterpret_cast<const unsigned short*>(c.group_m) + group);
-}
-
-// Scales of columns (2k, 2k + 1) as half2(fp16(qs0^2 m), fp16(qs1^2 m)): qs^2 <= 256 is put
-// in a half exactly with the 1024 magic, then one rounding multiply.
-__device__ __forceinline__ __half2 scale_pair2(uint32_t codes, int k, __half2 m2) {
-  const uint32_t q0 = ((codes >> (8 * k)) & 15u) + 1u, q1 = ((codes >> (8 * k + 4)) & 15u) + 1u;
-  const __half2 sq = __hsub2_rn(as_half2((q0 * q0 | (q1 * q1) << 16) | kMagic), as_half2(kMagic));
-  return __hmul2_rn(sq, m2);
 }
 
 template <int B>
@@ -281,70 +206,18 @@ __device__ __forceinline__ void run_steps(WarpCtx& c, const Exl2Segment& seg, in
   }
 }
 
-struct Acc {
-  float v[2][4];
-};
-
-// The mixed-width kernel runs each run through its width's own function (values by copy, the
-// totals returned), so every width gets a register allocation of its own instead of one that
-// holds all six loops at once.
-template <int B>
-__device__ __noinline__ Acc run_mixed(WarpCtx c, Exl2Segment seg, int s_begin, int s_end,
-                                      bool first, XStage xst, Acc acc) {
-  run_steps<B, true>(c, seg, s_begin, s_end, first, xst, acc.v);
-  return acc;
-}
-
-// The run holding step s (a run-time index into the __grid_constant__ parameter).
-__device__ __forceinline__ Exl2Segment segment_of(const Exl2Desc& d, int s) {
-  const Exl2Segment* segs = d.segments;
-  int k = 0;
-  while (k + 1 < d.num_segments && s >= segs[k + 1].first_step) ++k;
-  return segs[k];
-}
-
-__device__ __forceinline__ void cluster_sync_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
-          : "memory");
-#endif
-}
-
-__device__ __forceinline__ float load_peer(const float* p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t remote;
-  asm("mapa.shared::cluster.u32 %0, %1, %2;"
-      : "=r"(remote) : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(p))), "r"(rank));
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-  return v;
-#else
-  (void)rank;
-  return *p;
-#endif
-}
-
 // W: the layer's common bit width (the kernel carries only that decoder), 0 if mixed.
 template <int W>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
     exl2_gemv_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
   extern __shared__ __align__(16) uint32_t smem[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int tw = warp % a.tpb, sub = warp / a.tpb;
-  const int g = lane >> 2, t = lane & 3;
-  const int tile = blockIdx.y * a.tpb + tw;
-  const int rank = blockIdx.x;
-  const int k0 = min(d.num_steps, rank * a.ksub * a.spw);
-  const int k1 = min(d.num_steps, k0 + a.ksub * a.spw);
-  const int s0 = min(k1, k0 + sub * a.spw);
-  const int s1 = tile < d.out_pad / kExl2TileColumns ? min(k1, s0 + a.spw) : s0;
-  const int block_steps = a.ksub * a.spw;
-  XStage xst{&a, smem, reinterpret_cast<float*>(smem + block_steps * kStepWords + kSlotWords),
-             smem + block_steps * kStepWords, k0, k1};
+  const WarpRange w = warp_range(d, a);
+  const int g = w.g, t = w.t;
+  XStage xst{&a, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords + kSlotWords),
+             smem + w.block_steps * kStepWords, w.k0, w.k1};
   WarpCtx c;
-  c.wbase = d.q_weight + static_cast<size_t>(tile) * d.tile_rows * 8 + g;
-  c.sbase = d.q_scale + tile * 4 + (g >> 1);
+  c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
+  c.sbase = d.q_scale + w.tile * 4 + (g >> 1);
   c.group_m = d.group_m;
   c.xs = static_cast<uint32_t>(
       __cvta_generic_to_shared((g < a.batch ? smem + t * kSlotWords : xst.zero) + g));
@@ -353,131 +226,14 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   c.scale_row = d.out_pad / 8;
   c.scale_shift = 16 * (g & 1);
   c.t = t;
-  c.k0 = k0;
+  c.k0 = w.k0;
 
   float acc[2][4] = {};
-  if (s0 >= s1) {
-    stage_x(xst);
-  } else {
-    for (int s = s0; s < s1;) {
-      const Exl2Segment seg = segment_of(d, s);
-      const int e = min(s1, seg.first_step + seg.steps);
-      if constexpr (W != 0) {
-        run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
-      } else {
-        Acc t;
-        for (int i = 0; i < 8; ++i) t.v[i / 4][i % 4] = acc[i / 4][i % 4];
-        switch (seg.bits) {
-          case 2: t = run_mixed<2>(c, seg, s, e, s == s0, xst, t); break;
-          case 3: t = run_mixed<3>(c, seg, s, e, s == s0, xst, t); break;
-          case 4: t = run_mixed<4>(c, seg, s, e, s == s0, xst, t); break;
-          case 5: t = run_mixed<5>(c, seg, s, e, s == s0, xst, t); break;
-          case 6: t = run_mixed<6>(c, seg, s, e, s == s0, xst, t); break;
-          default: t = run_mixed<8>(c, seg, s, e, s == s0, xst, t); break;
-        }
-        for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = t.v[i / 4][i % 4];
-      }
-      s = e;
-    }
-  }
-
-  // Partial sums: warp -> red[warp][batch][column] (aliases x, which every warp is done with).
-  block_barrier();
-  float* red = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      red[(warp * kExl2MaxBatch + 2 * t + (j & 1)) * kRedStride + 4 * g + 2 * mt + (j >> 1)] =
-          acc[mt][j];
-  const bool cluster = gridDim.x > 1 && a.partials == nullptr;
-  if (cluster) cluster_sync_all();
-  else block_barrier();
-  // Outputs of the block column: the cluster's blocks share them; each adds the partials of
-  // every block (rank order) and warp along K (sub order).
-  const int cols = a.tpb * kExl2TileColumns, outs = cols * a.batch;
-  const int ranks = cluster ? gridDim.x : 1;
-  const int first = cluster ? rank * blockDim.x + threadIdx.x : threadIdx.x;
-  for (int o = first; o < outs; o += ranks * blockDim.x) {
-    const int b = o / cols, cl = o - b * cols, twx = cl >> 5, cc = cl & 31;
-    const int col = (blockIdx.y * a.tpb + twx) * kExl2TileColumns + cc;
-    float v = 0.0f;
-    for (int r = 0; r < ranks; ++r)
-      for (int k = 0; k < a.ksub; ++k) {
-        const float* p = red + ((k * a.tpb + twx) * kExl2MaxBatch + b) * kRedStride + cc;
-        v += cluster ? load_peer(p, r) : *p;
-      }
-    if (col >= d.out) continue;
-    if (a.partials != nullptr && gridDim.x > 1) {
-      a.partials[(static_cast<size_t>(rank) * a.batch + b) * d.out_pad + col] = v;
-    } else {
-      if (a.add_bias && d.bias) v += __half2float(d.bias[col]);
-      a.y[static_cast<size_t>(b) * d.out + col] = v;
-    }
-  }
-  if (cluster) cluster_sync_all();
+  warp_steps<W>(d, w, c, xst, acc);
+  reduce_store(d, a, smem, w, acc);
 }
 
 int batch_stride(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : 8; }
-
-int max_shared_bytes() {
-  static const int bytes = [] {
-    int device = 0, v = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return v;
-  }();
-  return bytes;
-}
-
-template <int W>
-void configure_gemv() {
-  static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(exl2_gemv_kernel<W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    max_shared_bytes()));
-    return true;
-  }();
-  (void)configured;
-}
-
-template <int W>
-int blocks_per_sm(const Exl2Split& split) {
-  configure_gemv<W>();
-  int blocks = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, exl2_gemv_kernel<W>, 32 * split.tiles_per_block * split.ksub,
-      exl2_gemv_shared_bytes(split, kExl2MaxBatch)));
-  return blocks;
-}
-
-template <int W>
-int max_clusters(const Exl2Split& split) {
-  configure_gemv<W>();
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(split.ksplit, 1024);
-  cfg.blockDim = dim3(32 * split.tiles_per_block * split.ksub);
-  cfg.dynamicSmemBytes = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(split.ksplit);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, exl2_gemv_kernel<W>, &cfg));
-  return clusters;
-}
-
-template <int W>
-void launch_gemv(const Exl2Desc& d, const GemvArgs& a, const Exl2Split& split, cudaStream_t stream) {
-  configure_gemv<W>();
-  const int tiles = d.out_pad / kExl2TileColumns;
-  launch(exl2_gemv_kernel<W>,
-         dim3(split.ksplit, (tiles + split.tiles_per_block - 1) / split.tiles_per_block),
-         dim3(32 * split.tiles_per_block * split.ksub), exl2_gemv_shared_bytes(split, a.batch),
-         a.partials == nullptr ? split.ksplit : 1, stream, d, a);
-}
 
 }  // namespace
 
@@ -516,28 +272,14 @@ size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split) {
 
 int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
   if (split.kernel == 2) return exl2_gemv2_blocks_per_sm(d, split);
-  switch (d.uniform_bits) {
-    case 2: return blocks_per_sm<2>(split);
-    case 3: return blocks_per_sm<3>(split);
-    case 4: return blocks_per_sm<4>(split);
-    case 5: return blocks_per_sm<5>(split);
-    case 6: return blocks_per_sm<6>(split);
-    case 8: return blocks_per_sm<8>(split);
-    default: return blocks_per_sm<0>(split);
-  }
+  const size_t smem = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
+  return by_width(d, [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv_kernel<W>>(split, smem); });
 }
 
 int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
   if (split.kernel == 2) return exl2_gemv2_max_clusters(d, split);
-  switch (d.uniform_bits) {
-    case 2: return max_clusters<2>(split);
-    case 3: return max_clusters<3>(split);
-    case 4: return max_clusters<4>(split);
-    case 5: return max_clusters<5>(split);
-    case 6: return max_clusters<6>(split);
-    case 8: return max_clusters<8>(split);
-    default: return max_clusters<0>(split);
-  }
+  const size_t smem = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
+  return by_width(d, [&]<int W>() { return gemv_max_clusters<exl2_gemv_kernel<W>>(split, smem); });
 }
 
 template <typename X>
@@ -553,15 +295,8 @@ void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add
   if (split.kernel == 2) {
     exl2_gemv2_launch(d, xq, xscale, y, a.partials, batch, bs, add_bias, split, stream);
   } else {
-    switch (d.uniform_bits) {
-      case 2: launch_gemv<2>(d, a, split, stream); break;
-      case 3: launch_gemv<3>(d, a, split, stream); break;
-      case 4: launch_gemv<4>(d, a, split, stream); break;
-      case 5: launch_gemv<5>(d, a, split, stream); break;
-      case 6: launch_gemv<6>(d, a, split, stream); break;
-      case 8: launch_gemv<8>(d, a, split, stream); break;
-      default: launch_gemv<0>(d, a, split, stream); break;
-    }
+    const size_t smem = exl2_gemv_shared_bytes(split, a.batch);
+    by_width(d, [&]<int W>() { launch_gemv<exl2_gemv_kernel<W>>(d, a, split, smem, stream); });
   }
   if (a.partials != nullptr)
     exl2_reduce_cuda(partials, split.ksplit, batch, d.out, d.out_pad, add_bias ? d.bias : nullptr,

@@ -18,7 +18,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_decode.cuh"
-#include "backend/cuda/exl2_device.cuh"
+#include "backend/cuda/exl2_gemv_common.cuh"
 #include "backend/cuda/exl2_launchers.h"
 
 namespace exq::cuda {
@@ -26,14 +26,11 @@ namespace {
 
 using namespace exl2;
 
-constexpr int kRedStride = 33;  // floats per (warp, batch) row of the reduction buffer
 // Shared x slot: [8 batch columns][16 pairs] words + 4: the 8 lanes of a 16-byte load phase
 // (t = 0..3, two columns g) start on 8 different 4-bank groups.
 constexpr int kSlotWords = kPairs * kExl2MaxBatch + 4;
 constexpr int kStepWords = kExl2UnitsPerStep * kSlotWords;
 constexpr uint32_t kStepBytes = kStepWords * 4;
-
-__device__ __forceinline__ void block_barrier() { asm volatile("barrier.sync 0;" ::: "memory"); }
 
 template <int OFF>
 __device__ __forceinline__ uint4 lds128(uint32_t addr) {
@@ -42,28 +39,6 @@ __device__ __forceinline__ uint4 lds128(uint32_t addr) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "r"(addr), "n"(OFF));
   return v;
-}
-
-__device__ __forceinline__ float2 lds64f(uint32_t addr) {
-  float2 v;
-  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(addr));
-  return v;
-}
-
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1, bool zero) {
-  if (zero) {
-    const float z = 0.0f;
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%10,%10,%10,%10};\n"
-        : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
-  } else {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 }
 
 struct GemvArgs {
@@ -79,12 +54,6 @@ struct GemvArgs {
   int ksub;
   int spw;
 };
-
-// Ring depth per bit width (as kernel 1).
-template <int B, bool MIXED>
-constexpr int ring_depth() {
-  return MIXED ? 1 : B <= 2 ? 4 : B == 3 ? 3 : B <= 6 ? 2 : 1;
-}
 
 struct WarpCtx {
   const uint4* wbase;             // q_weight + tile * tile_rows * 8 + g (uint4 units)
@@ -119,42 +88,15 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
       *reinterpret_cast<uint4*>(s.xs + (i >> 2) * kSlotWords + (i & 3) * 4) = v;
     }
   } else {
-    const int total = slots * kPairs * a.bs, sh = a.bs_shift;
-    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
-      uint32_t v[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) v[u] = __ldcg(src + i);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * blockDim.x;
-        if (i < total) {
-          const int b = i & (a.bs - 1), pair = (i >> sh) & (kPairs - 1), slot = i >> (sh + 4);
-          s.xs[slot * kSlotWords + b * kPairs + pair] = v[u];
-        }
-      }
-    }
+    const int sh = a.bs_shift;
+    stage_elements(src, slots * kPairs * a.bs,
+                   [&](int i, uint32_t v) __attribute__((always_inline)) {
+                     const int b = i & (a.bs - 1), pair = (i >> sh) & (kPairs - 1);
+                     const int slot = i >> (sh + 4);
+                     s.xs[slot * kSlotWords + b * kPairs + pair] = v;
+                   });
   }
-  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
-    s.xsc[i] = __ldcg(a.xscale + s.k0 * kExl2MaxBatch + i);
-  block_barrier();
-  pdl_launch_dependents();
-}
-
-template <int B>
-struct Stage {
-  uint4 w[B];
-  uint32_t code;
-  uint32_t m;
-};
-
-// Scales of columns (2k, 2k + 1) as half2(fp16(qs0^2 m), fp16(qs1^2 m)) (kernel 1's).
-__device__ __forceinline__ __half2 scale_pair2(uint32_t codes, int k, __half2 m2) {
-  const uint32_t q0 = ((codes >> (8 * k)) & 15u) + 1u, q1 = ((codes >> (8 * k + 4)) & 15u) + 1u;
-  const __half2 sq = __hsub2_rn(as_half2((q0 * q0 | (q1 * q1) << 16) | kMagic), as_half2(kMagic));
-  return __hmul2_rn(sq, m2);
+  stage_scales(s);
 }
 
 __device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t& code,
@@ -254,8 +196,13 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
         a[mt][3] = weights(j1, 2 * mt + 1);
       }
       const uint32_t b0 = ks % 2 ? xv.z : xv.x, b1 = ks % 2 ? xv.w : xv.y;
-      mma_16816(part[0], a[0], b0, b1, ks == 0);
-      mma_16816(part[1], a[1], b0, b1, ks == 0);
+      if constexpr (ks == 0) {
+        mma_16816_zero(part[0], a[0], b0, b1);
+        mma_16816_zero(part[1], a[1], b0, b1);
+      } else {
+        mma_16816(part[0], a[0], b0, b1);
+        mma_16816(part[1], a[1], b0, b1);
+      }
     });
   });
   const float2 s = lds64f(xsr);
@@ -339,65 +286,17 @@ __device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& s
   else run_steps_as<B, MIXED, false>(c, seg, s_begin, s_end, first, xst, acc);
 }
 
-struct Acc {
-  float v[2][4];
-};
-
-template <int B>
-__device__ __noinline__ Acc run_mixed(WarpCtx c, Exl2Segment seg, int s_begin, int s_end,
-                                      bool first, XStage xst, Acc acc) {
-  run_steps<B, true>(c, seg, s_begin, s_end, first, xst, acc.v);
-  return acc;
-}
-
-__device__ __forceinline__ Exl2Segment segment_of(const Exl2Desc& d, int s) {
-  const Exl2Segment* segs = d.segments;
-  int k = 0;
-  while (k + 1 < d.num_segments && s >= segs[k + 1].first_step) ++k;
-  return segs[k];
-}
-
-__device__ __forceinline__ void cluster_sync_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
-          : "memory");
-#endif
-}
-
-__device__ __forceinline__ float load_peer(const float* p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t remote;
-  asm("mapa.shared::cluster.u32 %0, %1, %2;"
-      : "=r"(remote) : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(p))), "r"(rank));
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-  return v;
-#else
-  (void)rank;
-  return *p;
-#endif
-}
-
 // W: the layer's common bit width, 0 if mixed (each run through its width's function).
 template <int W>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
     exl2_gemv2_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
   extern __shared__ __align__(16) uint32_t smem[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int tw = warp % a.tpb, sub = warp / a.tpb;
-  const int g = lane >> 2, t = lane & 3;
-  const int tile = blockIdx.y * a.tpb + tw;
-  const int rank = blockIdx.x;
-  const int k0 = min(d.num_steps, rank * a.ksub * a.spw);
-  const int k1 = min(d.num_steps, k0 + a.ksub * a.spw);
-  const int s0 = min(k1, k0 + sub * a.spw);
-  const int s1 = tile < d.out_pad / kExl2TileColumns ? min(k1, s0 + a.spw) : s0;
-  const int block_steps = a.ksub * a.spw;
-  XStage xst{&a, smem, reinterpret_cast<float*>(smem + block_steps * kStepWords), k0, k1};
+  const WarpRange w = warp_range(d, a);
+  const int g = w.g, t = w.t;
+  XStage xst{&a, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords), w.k0, w.k1};
   WarpCtx c;
-  c.wbase = d.q_weight + static_cast<size_t>(tile) * d.tile_rows * 8 + g;
-  c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + tile * 8 + g;
+  c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
+  c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + w.tile * 8 + g;
   c.mbase = reinterpret_cast<const unsigned short*>(d.group_m);
   // Columns g >= batch read whatever is there: they only feed mma output columns that are
   // never stored (columns of an mma do not mix).
@@ -405,143 +304,13 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 2 * t));
   c.scale_row = d.out_pad / 4;
   c.t = t;
-  c.quad = lane & ~3;
-  c.k0 = k0;
+  c.quad = w.lane & ~3;
+  c.k0 = w.k0;
 
   float acc[2][4] = {};
-  if (s0 >= s1) {
-    stage_x(xst);
-  } else {
-    for (int s = s0; s < s1;) {
-      const Exl2Segment seg = segment_of(d, s);
-      const int e = min(s1, seg.first_step + seg.steps);
-      if constexpr (W != 0) {
-        run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
-      } else {
-        Acc r;
-        for (int i = 0; i < 8; ++i) r.v[i / 4][i % 4] = acc[i / 4][i % 4];
-        switch (seg.bits) {
-          case 2: r = run_mixed<2>(c, seg, s, e, s == s0, xst, r); break;
-          case 3: r = run_mixed<3>(c, seg, s, e, s == s0, xst, r); break;
-          case 4: r = run_mixed<4>(c, seg, s, e, s == s0, xst, r); break;
-          case 5: r = run_mixed<5>(c, seg, s, e, s == s0, xst, r); break;
-          case 6: r = run_mixed<6>(c, seg, s, e, s == s0, xst, r); break;
-          default: r = run_mixed<8>(c, seg, s, e, s == s0, xst, r); break;
-        }
-        for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = r.v[i / 4][i % 4];
-      }
-      s = e;
-    }
-  }
-
-  // Partial sums: warp -> red[warp][batch][column] (aliases x), then the block column's
-  // outputs summed in a fixed order (cluster ranks, then warps along K), as in kernel 1.
-  block_barrier();
-  float* red = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      red[(warp * kExl2MaxBatch + 2 * t + (j & 1)) * kRedStride + 4 * g + 2 * mt + (j >> 1)] =
-          acc[mt][j];
-  const bool cluster = gridDim.x > 1 && a.partials == nullptr;
-  if (cluster) cluster_sync_all();
-  else block_barrier();
-  const int cols = a.tpb * kExl2TileColumns, outs = cols * a.batch;
-  const int ranks = cluster ? gridDim.x : 1;
-  const int first = cluster ? rank * blockDim.x + threadIdx.x : threadIdx.x;
-  for (int o = first; o < outs; o += ranks * blockDim.x) {
-    const int b = o / cols, cl = o - b * cols, twx = cl >> 5, cc = cl & 31;
-    const int col = (blockIdx.y * a.tpb + twx) * kExl2TileColumns + cc;
-    float v = 0.0f;
-    for (int r = 0; r < ranks; ++r)
-      for (int k = 0; k < a.ksub; ++k) {
-        const float* p = red + ((k * a.tpb + twx) * kExl2MaxBatch + b) * kRedStride + cc;
-        v += cluster ? load_peer(p, r) : *p;
-      }
-    if (col >= d.out) continue;
-    if (a.partials != nullptr && gridDim.x > 1) {
-      a.partials[(static_cast<size_t>(rank) * a.batch + b) * d.out_pad + col] = v;
-    } else {
-      if (a.add_bias && d.bias) v += __half2float(d.bias[col]);
-      a.y[static_cast<size_t>(b) * d.out + col] = v;
-    }
-  }
-  if (cluster) cluster_sync_all();
-}
-
-int max_shared_bytes() {
-  static const int bytes = [] {
-    int device = 0, v = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return v;
-  }();
-  return bytes;
-}
-
-template <int W>
-void configure() {
-  static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(exl2_gemv2_kernel<W>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    max_shared_bytes()));
-    return true;
-  }();
-  (void)configured;
-}
-
-template <int W>
-int blocks_per_sm(const Exl2Split& split) {
-  configure<W>();
-  int blocks = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &blocks, exl2_gemv2_kernel<W>, 32 * split.tiles_per_block * split.ksub,
-      exl2_gemv2_shared_bytes(split)));
-  return blocks;
-}
-
-template <int W>
-int max_clusters(const Exl2Split& split) {
-  configure<W>();
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(split.ksplit, 1024);
-  cfg.blockDim = dim3(32 * split.tiles_per_block * split.ksub);
-  cfg.dynamicSmemBytes = exl2_gemv2_shared_bytes(split);
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = static_cast<unsigned>(split.ksplit);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, exl2_gemv2_kernel<W>, &cfg));
-  return clusters;
-}
-
-template <int W>
-void launch_gemv(const Exl2Desc& d, const GemvArgs& a, const Exl2Split& split, cudaStream_t stream) {
-  configure<W>();
-  const int tiles = d.out_pad / kExl2TileColumns;
-  launch(exl2_gemv2_kernel<W>,
-         dim3(split.ksplit, (tiles + split.tiles_per_block - 1) / split.tiles_per_block),
-         dim3(32 * split.tiles_per_block * split.ksub), exl2_gemv2_shared_bytes(split),
-         a.partials == nullptr ? split.ksplit : 1, stream, d, a);
-}
-
-// Calls f.template operator()<W>() for the layer's kernel instance.
-template <typename F>
-auto by_width(const Exl2Desc& d, F&& f) {
-  switch (d.uniform_bits) {
-    case 2: return f.template operator()<2>();
-    case 3: return f.template operator()<3>();
-    case 4: return f.template operator()<4>();
-    case 5: return f.template operator()<5>();
-    case 6: return f.template operator()<6>();
-    case 8: return f.template operator()<8>();
-    default: return f.template operator()<0>();
-  }
+  warp_steps<W>(d, w, c, xst, acc);
+  // As kernel 1: the block column's outputs summed in a fixed order.
+  reduce_store(d, a, smem, w, acc);
 }
 
 }  // namespace
@@ -555,11 +324,15 @@ size_t exl2_gemv2_shared_bytes(const Exl2Split& split) {
 }
 
 int exl2_gemv2_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
-  return by_width(d, [&]<int W>() { return blocks_per_sm<W>(split); });
+  const size_t smem = exl2_gemv2_shared_bytes(split);
+  return by_width(d,
+                  [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv2_kernel<W>>(split, smem); });
 }
 
 int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
-  return by_width(d, [&]<int W>() { return max_clusters<W>(split); });
+  const size_t smem = exl2_gemv2_shared_bytes(split);
+  return by_width(d,
+                  [&]<int W>() { return gemv_max_clusters<exl2_gemv2_kernel<W>>(split, smem); });
 }
 
 void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscale, float* y,
@@ -567,7 +340,8 @@ void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscal
                        cudaStream_t stream) {
   const GemvArgs a{xq, xscale, y, partials, batch, bs, __builtin_ctz(static_cast<unsigned>(bs)),
                    add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
-  by_width(d, [&]<int W>() { launch_gemv<W>(d, a, split, stream); });
+  const size_t smem = exl2_gemv2_shared_bytes(split);
+  by_width(d, [&]<int W>() { launch_gemv<exl2_gemv2_kernel<W>>(d, a, split, smem, stream); });
 }
 
 }  // namespace exq::cuda

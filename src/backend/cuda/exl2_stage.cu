@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
     exl2_prep_kernel(const int32_t* __restrict__ x_map, int num_steps, const void* __restrict__ x,
                      int x_f32, int in, int batch, int bs, uint32_t* __restrict__ xq,
                      float* __restrict__ xscale) {
-  pdl_launch_dependents();
+  pdl_trigger();
   const int step = blockIdx.x * kPrepWarps + (threadIdx.x >> 5);
   if (step >= num_steps) return;
   const int4 ch = step_channels(x_map, step, threadIdx.x & 31);
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
 __global__ void exl2_reduce_kernel(const float* __restrict__ partials, int ksplit, int batch,
                                    int out, int out_pad, const __half* __restrict__ bias,
                                    float* __restrict__ y) {
-  pdl_launch_dependents();
+  pdl_trigger();
   pdl_wait();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= batch * out) return;
@@ -115,8 +115,6 @@ __global__ void add_bias_kernel(float* __restrict__ y, const __half* __restrict_
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < total) y[i] += __half2float(bias[i % out]);
 }
-
-// Programmatic dependent launch on Hopper; EXQ_EXL2_NO_PDL=1 turns it off (A/B timing).
 }  // namespace
 
 void exl2_prep_cuda(const Exl2Desc& d, const void* x, bool x_f32, int batch, int bs, uint32_t* xq,
