@@ -175,12 +175,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
   }
   if (batched.empty()) return results;
 
-  cudaStream_t stream = ctx.stream;
-  CachingAllocator& alloc = *ctx.allocator;
-  ctx.cublas->set_stream(stream);
-  cublasHandle_t handle = ctx.cublas->get();
-  const GptqGrid grid = gptq_grid();
-  const int64_t parts = gptq_colmax_blocks(out);
+  const auto [stream, alloc, handle, grid, parts] = gptq_launch(ctx, out);
   const Strides st(in, out, block_rows, super_rows);
   int64_t max_groups = 0;
   for (size_t k : batched)

@@ -56,6 +56,17 @@ GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h
 // 0 f32, 1 f16, 2 bf16: the launchers' dtype code.
 int gptq_dtype_code(DType t);
 
+// What both implementations launch with: ctx's stream, allocator and cuBLAS handle (bound to
+// the stream here), the scale grid and the column-maxima blocks of `out` columns.
+struct GptqLaunch {
+  cudaStream_t stream;
+  CachingAllocator& alloc;
+  cublasHandle_t handle;
+  GptqGrid grid;
+  int64_t parts;
+};
+GptqLaunch gptq_launch(GptqContext& ctx, int64_t out);
+
 std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
                                                      const DevicePreparedHessian& h,
                                                      std::span<const QuantOption> options,

@@ -2,29 +2,18 @@
 // or .y picking the option; per column the arithmetic of gptq_kernels.cu exactly (the scale
 // search is bit-identical to the CPU's given the same W'), so results do not depend on how
 // many options share a launch. The row pass is in gptq_batch_rows.cu.
-#include <cuda_pipeline.h>
-
 #include <cmath>
 
-#include "backend/cuda/cuda_check.h"
-#include "backend/cuda/kernel_utils.cuh"
-#include "quant/cuda/gptq_device.cuh"
-#include "quant/cuda/gptq_launchers.h"
+#include "quant/cuda/gptq_common.cuh"
 
 namespace exq::quant::cuda {
 namespace {
 
 using exq::cuda::ceil_div;
-using exq::cuda::to_float;
 using namespace detail;
 
-constexpr int kTile = 32;
-constexpr int kTileRows = 8;
-constexpr int kCols = 32;       // colmax / grid errors: 32 columns x 8 threads a block
-constexpr int kColSplit = 8;
 constexpr int kPoints = 12;     // grid points per thread: 8 x 12 = 96, warp 0 also takes point 96
 constexpr int kErrChunk = 128;  // group rows staged in shared memory at a time (16 KB)
-constexpr int kReduceThreads = 256;
 constexpr int kPendCols = 64;   // pending update: 64 columns x 32 rows a block, 32 sources a pass
 constexpr int kPendRows = 32;
 constexpr int kPendK = 32;
@@ -40,14 +29,8 @@ __global__ void permute_copies_kernel(const T* __restrict__ w, const int32_t* __
   __shared__ float tile[kTile][kTile + 1];
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  load_permuted_tile(tile, w, perm, in, out, i0, c0);
   const int x = threadIdx.x;
-  const int64_t i = i0 + x;
-  const int64_t src = i < in ? perm[i] : 0;
-  for (int y = threadIdx.y; y < kTile; y += kTileRows) {
-    const int64_t c = c0 + y;
-    if (i < in && c < out) tile[y][x] = to_float(w[c * in + src]);
-  }
-  __syncthreads();
   for (int y = threadIdx.y; y < kTile; y += kTileRows) {
     const int64_t r = i0 + y, c = c0 + x;
     if (r >= in || c >= out) continue;
@@ -118,24 +101,8 @@ __global__ void batch_colmax_kernel(const GptqBatchBuffers b,
   if (a < 0) return;
   const int64_t rows = step.rows[o];
   const float half_maxq = static_cast<float>((1 << step.bits[o]) - 1) / 2.0f;
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + tx;
-  float m = 0.0f;
-  if (c < b.out) {
-    const float* col = b.wp + o * b.wp_stride + a * b.out + c;
-    for (int64_t r = ty; r < rows; r += kColSplit) m = fmaxf(m, fabsf(col[r * b.out]));
-  }
-  s_max[ty][tx] = m;
-  __syncthreads();
-  if (ty != 0) return;
-  for (int k = 1; k < kColSplit; ++k) m = fmaxf(m, s_max[k][tx]);
-  float base = 0.0f;
-  if (c < b.out) {
-    base = __fdiv_rn(__fadd_rn(m, 1e-12f), half_maxq);
-    b.base[o * b.out + c] = base;
-  }
-  base = warp_max(base);
-  if (tx == 0) b.partials[o * b.parts + blockIdx.x] = base;
+  group_colmax(s_max, b.wp + o * b.wp_stride, b.base + o * b.out, b.partials + o * b.parts, b.out,
+               a, rows, half_maxq);
 }
 
 // group_grid_errors_kernel for option blockIdx.y with all 97 points in one block: warp ty takes
@@ -161,14 +128,10 @@ __global__ void __launch_bounds__(kCols* kColSplit)
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + tx;
   const bool valid = c < b.out;
   const float smax = s_smax;
-  const float q = fminf(
-      fmaxf(rintf(__fmul_rn(
-                __fsqrt_rn(__fdiv_rn(valid ? b.base[o * b.out + c] : smax, smax)), 16.0f)),
-            1.0f),
-      16.0f);
+  const float q = column_q(valid ? b.base[o * b.out + c] : smax, smax);
   if (valid && ty == 0) b.qs[static_cast<int64_t>(step.group[o]) * b.out + c] =
       static_cast<uint8_t>(q);
-  const float sw = __fmul_rn(__fdiv_rn(__fmul_rn(q, q), 256.0f), smax);
+  const float sw = column_scale(q, smax);
   float s[kPoints], inv[kPoints], acc[kPoints];
 #pragma unroll
   for (int k = 0; k < kPoints; ++k) {

@@ -113,6 +113,11 @@ GptqImpl gptq_impl_from_env() {
   throw Error(fmt::format("EXQ_GPTQ_IMPL='{}': expected v1 or v2", v));
 }
 
+GptqLaunch gptq_launch(GptqContext& ctx, int64_t out) {
+  ctx.cublas->set_stream(ctx.stream);
+  return {ctx.stream, *ctx.allocator, ctx.cublas->get(), gptq_grid(), gptq_colmax_blocks(out)};
+}
+
 const char* gptq_impl_name(GptqImpl impl) { return impl == GptqImpl::kV1 ? "v1" : "v2"; }
 
 std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
@@ -152,12 +157,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
   std::vector<DeviceGptqResult> results(options.size());
   if (options.empty()) return results;
 
-  cudaStream_t stream = ctx.stream;
-  CachingAllocator& alloc = *ctx.allocator;
-  ctx.cublas->set_stream(stream);
-  cublasHandle_t handle = ctx.cublas->get();
-  const GptqGrid grid = gptq_grid();
-  const int64_t parts = gptq_colmax_blocks(out);
+  const auto [stream, alloc, handle, grid, parts] = gptq_launch(ctx, out);
 
   DeviceTensor invperm_d(DType::I32, {in}, alloc, stream);
   CUDA_CHECK(cudaMemcpyAsync(invperm_d.raw(), invperm.data(), invperm_d.nbytes(),

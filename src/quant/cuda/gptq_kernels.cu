@@ -3,30 +3,19 @@
 // sum (the row pass is in gptq_rows.cu). The arithmetic mirrors quant/gptq.cpp operation for
 // operation (gptq_device.cuh): given the same inputs the per-column grid errors are
 // bit-identical to the CPU's.
-#include <cuda_pipeline.h>
-
 #include <cmath>
 
-#include "backend/cuda/cuda_check.h"
-#include "backend/cuda/kernel_utils.cuh"
-#include "quant/cuda/gptq_device.cuh"
-#include "quant/cuda/gptq_launchers.h"
+#include "quant/cuda/gptq_common.cuh"
 
 namespace exq::quant::cuda {
 namespace {
 
 using exq::cuda::ceil_div;
-using exq::cuda::to_float;
 using namespace detail;
 
-constexpr int kTile = 32;
-constexpr int kTileRows = 8;
-constexpr int kCols = 32;      // group_colmax / group_grid_errors: 32 columns x 8 threads a block
-constexpr int kColSplit = 8;
 constexpr int kErrPerThread = 4;  // grid points per thread (independent chains: ILP)
 constexpr int kErrPointsPerBlock = kColSplit * kErrPerThread;
 constexpr int kErrChunk = 256;    // group rows staged in shared memory at a time (32 KB)
-constexpr int kReduceThreads = 256;  // grid_error_sums: one block per grid point
 
 template <typename T>
 __global__ void permute_transpose_kernel(const T* __restrict__ w,
@@ -35,14 +24,8 @@ __global__ void permute_transpose_kernel(const T* __restrict__ w,
   __shared__ float tile[kTile][kTile + 1];
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  load_permuted_tile(tile, w, perm, in, out, i0, c0);
   const int x = threadIdx.x;
-  const int64_t i = i0 + x;
-  const int64_t src = i < in ? perm[i] : 0;
-  for (int y = threadIdx.y; y < kTile; y += kTileRows) {
-    const int64_t c = c0 + y;
-    if (i < in && c < out) tile[y][x] = to_float(w[c * in + src]);  // W'[i0 + x, c0 + y]
-  }
-  __syncthreads();
   for (int y = threadIdx.y; y < kTile; y += kTileRows) {
     const int64_t r = i0 + y, c = c0 + x;
     if (r < in && c < out) wp[r * out + c] = tile[x][y];
@@ -67,29 +50,11 @@ __global__ void unpermute_transpose_kernel(const __half* __restrict__ wq,
   }
 }
 
-// Block (32 columns, 8 row phases): each thread scans every 8th row, then row phase 0 combines.
 __global__ void group_colmax_kernel(const float* __restrict__ wp, float* __restrict__ base,
                                     float* __restrict__ partials, int64_t out, int64_t a,
                                     int64_t rows, float half_maxq) {
   __shared__ float s_max[kColSplit][kCols + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + tx;
-  float m = 0.0f;
-  if (c < out) {
-    const float* col = wp + a * out + c;
-    for (int64_t r = ty; r < rows; r += kColSplit) m = fmaxf(m, fabsf(col[r * out]));
-  }
-  s_max[ty][tx] = m;
-  __syncthreads();
-  if (ty != 0) return;
-  for (int k = 1; k < kColSplit; ++k) m = fmaxf(m, s_max[k][tx]);
-  float b = 0.0f;  // neutral: every base is > 0
-  if (c < out) {
-    b = __fdiv_rn(__fadd_rn(m, 1e-12f), half_maxq);
-    base[c] = b;
-  }
-  b = warp_max(b);
-  if (tx == 0) partials[blockIdx.x] = b;
+  group_colmax(s_max, wp, base, partials, out, a, rows, half_maxq);
 }
 
 // Block (32 columns, 8 threads) x kErrPerThread grid points each: 32 of the 97 points per
@@ -113,11 +78,9 @@ __global__ void group_grid_errors_kernel(const float* __restrict__ wp,
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kCols + tx;
   const bool valid = c < out;
   const float smax = s_smax;
-  const float q = fminf(
-      fmaxf(rintf(__fmul_rn(__fsqrt_rn(__fdiv_rn(valid ? base[c] : smax, smax)), 16.0f)), 1.0f),
-      16.0f);
+  const float q = column_q(valid ? base[c] : smax, smax);
   if (valid && blockIdx.y == 0 && ty == 0) qs[c] = static_cast<uint8_t>(q);
-  const float sw = __fmul_rn(__fdiv_rn(__fmul_rn(q, q), 256.0f), smax);
+  const float sw = column_scale(q, smax);
   float s[kErrPerThread], inv[kErrPerThread], acc[kErrPerThread];
 #pragma unroll
   for (int k = 0; k < kErrPerThread; ++k) {
