@@ -3,10 +3,12 @@
 // Spearman correlation of the per-row errors. Prints one JSON object.
 //
 //   measure_quality_bench [--model DIR] [--data DIR] [--fixture FILE] [--rows 16] [--length 2048]
-//                         [--layers 0,15,29] [--mix cycle|exllamav2] [--noncausal]
+//                         [--layers 0,15,29] [--mix cycle|exllamav2|exllamav2-16] [--noncausal]
 //                         [--out measurement.json]
 // --mix cycle: rows cycle through wiki, c4, code, multilingual, technical, tiny, random
-// (calibration_rows); exllamav2: exllamav2's 19-row measurement layout (--rows ignored).
+// (calibration_rows); exllamav2: exllamav2's 19-row measurement layout (--rows ignored);
+// exllamav2-16: that layout without the last wiki, code and multilingual row (16 rows, the
+// issue's count, with every source of exllamav2's mix).
 // --noncausal: MeasureOptions::causal = false, the forward exllamav2 0.3.2 recorded the fixture
 // with (attention without the mask, docs/quality.md); carried layers run it too.
 // Defaults: --model $EXQ_TEST_MODEL, --data and --fixture under ../shared of the checkout.
@@ -70,7 +72,8 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.model.empty()) throw exq::Error("no model: pass --model or set EXQ_TEST_MODEL");
-  if (a.mix != "cycle" && a.mix != "exllamav2") throw exq::Error("--mix: cycle or exllamav2");
+  if (a.mix != "cycle" && a.mix != "exllamav2" && a.mix != "exllamav2-16")
+    throw exq::Error("--mix: cycle, exllamav2 or exllamav2-16");
   return a;
 }
 
@@ -88,12 +91,23 @@ int main(int argc, char** argv) {
     const auto tok = exq::tokenizer::Tokenizer::from_file(args.model / "tokenizer.json");
     const auto config = exq::io::load_model_config(args.model);
     const int32_t vocab = static_cast<int32_t>(config.vocab_size);
-    const auto cal =
+    auto cal =
         args.mix == "cycle"
             ? exq::quant::calibration_rows(tok, args.data, args.rows, args.length, vocab)
             : exq::quant::exllamav2_measurement_rows(tok, args.data, args.length, vocab,
                                                      config.bos_token_id.value_or(1),
                                                      config.eos_token_ids.empty() ? 2 : config.eos_token_ids[0]);
+    if (args.mix == "exllamav2-16") {
+      for (const char* source : {"wiki", "code", "multilingual"}) {
+        int64_t last = -1;
+        for (int64_t r = 0; r < cal.rows; ++r)
+          if (cal.sources[static_cast<size_t>(r)].starts_with(source)) last = r;
+        if (last < 0) throw exq::Error(fmt::format("exllamav2-16: no {} row", source));
+        cal.sources.erase(cal.sources.begin() + last);
+        cal.ids.erase(cal.ids.begin() + last * cal.length, cal.ids.begin() + (last + 1) * cal.length);
+        --cal.rows;
+      }
+    }
     const double t_tok = now_s() - t_start;
     exq::quant::MeasureOptions options;
     options.causal = args.causal;

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -23,47 +22,28 @@
 #include "quant/measure.h"
 #include "quant/measure_layers.h"
 #include "test_support.h"
+#include "tiny_llama.h"
 #include "tokenizer/tokenizer.h"
 
 namespace exq::quant {
 namespace {
 
-io::ModelConfig tiny_config() {
-  io::ModelConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
-  c.vocab_size = 1000;
-  c.max_position_embeddings = 1024;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  return c;
-}
+io::ModelConfig tiny_config() { return test::tiny_llama_config(128, 256, 4, 2, 32); }
 
-Tensor random_tensor(Shape shape, float sd, uint32_t seed, float offset = 0.0f) {
-  Tensor t(DType::F32, std::move(shape));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, sd);
-  for (float& v : t.span<float>()) v = offset + nd(rng);
-  return t;
-}
+using test::random_normal;
 
 LayerF32 random_layer(const io::ModelConfig& c) {
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
   LayerF32 l;
-  l.attn_norm = random_tensor({h}, 0.1f, 1, 1.0f);
-  l.ffn_norm = random_tensor({h}, 0.1f, 2, 1.0f);
-  l.q = random_tensor({q, h}, 0.2f, 3);  // large q/k: peaked scores, so the mask matters
-  l.k = random_tensor({kv, h}, 0.2f, 4);
-  l.v = random_tensor({kv, h}, 0.08f, 5);
-  l.o = random_tensor({h, q}, 0.08f, 6);
-  l.gate = random_tensor({f, h}, 0.08f, 7);
-  l.up = random_tensor({f, h}, 0.08f, 8);
-  l.down = random_tensor({h, f}, 0.06f, 9);
+  l.attn_norm = random_normal({h}, 0.1f, 1, 1.0f);
+  l.ffn_norm = random_normal({h}, 0.1f, 2, 1.0f);
+  l.q = random_normal({q, h}, 0.2f, 3);  // large q/k: peaked scores, so the mask matters
+  l.k = random_normal({kv, h}, 0.2f, 4);
+  l.v = random_normal({kv, h}, 0.08f, 5);
+  l.o = random_normal({h, q}, 0.08f, 6);
+  l.gate = random_normal({f, h}, 0.08f, 7);
+  l.up = random_normal({f, h}, 0.08f, 8);
+  l.down = random_normal({h, f}, 0.06f, 9);
   return l;
 }
 
@@ -126,7 +106,7 @@ TEST(MeasureNonCausal, UnmaskedAttentionBlockMatchesReference) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c);
   const int64_t T = 150;  // two full score blocks of 64 and a partial one
-  const Tensor x = random_tensor({T, c.hidden_size}, 1.0f, 11);
+  const Tensor x = random_normal({T, c.hidden_size}, 1.0f, 11);
   ModuleForward fwd(c, 200);
   Tensor full(DType::F32, {T, c.hidden_size}), causal(DType::F32, {T, c.hidden_size});
   fwd.attention(attn_weights(layer), x, full, false);
@@ -145,7 +125,7 @@ TEST(MeasureNonCausal, UnmaskedAttentionBlockMatchesReference) {
 TEST(MeasureNonCausal, SwitchChangesAttentionOnly) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c);
-  const Tensor states = random_tensor({2, 80, c.hidden_size}, 1.0f, 12);
+  const Tensor states = random_normal({2, 80, c.hidden_size}, 1.0f, 12);
   ModuleForward fwd(c, 80);
   MeasureOptions causal, open;
   open.causal = false;

@@ -7,56 +7,36 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <random>
 
 #include "io/hf_config.h"
 #include "model/llama.h"
 #include "quant/calibration.h"
 #include "quant/measure.h"
 #include "test_support.h"
+#include "tiny_llama.h"
 #include "tokenizer/tokenizer.h"
 
 namespace exq::quant {
 namespace {
 
-io::ModelConfig tiny_config() {
-  io::ModelConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
-  c.vocab_size = 1000;
-  c.max_position_embeddings = 1024;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  return c;
-}
+io::ModelConfig tiny_config() { return test::tiny_llama_config(256, 512, 4, 2, 64); }
 
-Tensor random_tensor(Shape shape, float sd, uint32_t seed) {
-  Tensor t(DType::F32, std::move(shape));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, sd);
-  for (float& v : t.span<float>()) v = nd(rng);
-  return t;
-}
+using test::random_normal;
 
 LayerF32 random_layer(const io::ModelConfig& c) {
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
   LayerF32 l;
-  l.attn_norm = random_tensor({h}, 0.1f, 1);
-  l.ffn_norm = random_tensor({h}, 0.1f, 2);
+  l.attn_norm = random_normal({h}, 0.1f, 1);
+  l.ffn_norm = random_normal({h}, 0.1f, 2);
   for (float& v : l.attn_norm.span<float>()) v += 1.0f;
   for (float& v : l.ffn_norm.span<float>()) v += 1.0f;
-  l.q = random_tensor({q, h}, 0.06f, 3);
-  l.k = random_tensor({kv, h}, 0.06f, 4);
-  l.v = random_tensor({kv, h}, 0.06f, 5);
-  l.o = random_tensor({h, q}, 0.06f, 6);
-  l.gate = random_tensor({f, h}, 0.06f, 7);
-  l.up = random_tensor({f, h}, 0.06f, 8);
-  l.down = random_tensor({h, f}, 0.04f, 9);
+  l.q = random_normal({q, h}, 0.06f, 3);
+  l.k = random_normal({kv, h}, 0.06f, 4);
+  l.v = random_normal({kv, h}, 0.06f, 5);
+  l.o = random_normal({h, q}, 0.06f, 6);
+  l.gate = random_normal({f, h}, 0.06f, 7);
+  l.up = random_normal({f, h}, 0.06f, 8);
+  l.down = random_normal({h, f}, 0.04f, 9);
   return l;
 }
 
@@ -68,7 +48,7 @@ bool same_bits(const TensorView& a, const TensorView& b) {
 TEST(Measure, AttentionRowsFollowSchemaAndErrorsFallWithBits) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c);
-  const Tensor states = random_tensor({3, 96, c.hidden_size}, 1.0f, 10);
+  const Tensor states = random_normal({3, 96, c.hidden_size}, 1.0f, 10);
   ModuleForward fwd(c, 96);
   MeasureOptions opt;
   for (size_t r : {0, 6, 9, 18}) opt.attn_table.push_back(attn_option_table()[r]);  // 2..8 bit
@@ -113,7 +93,7 @@ TEST(Measure, AttentionRowsFollowSchemaAndErrorsFallWithBits) {
 TEST(Measure, MlpMeasurementAndQuantizeStepAgree) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c);
-  const Tensor states = random_tensor({2, 64, c.hidden_size}, 1.0f, 11);
+  const Tensor states = random_normal({2, 64, c.hidden_size}, 1.0f, 11);
   ModuleForward fwd(c, 64);
   MeasureOptions opt;
   opt.mlp_table = {mlp_option_table()[4], mlp_option_table()[16]};
@@ -146,7 +126,7 @@ TEST(Measure, MlpMeasurementAndQuantizeStepAgree) {
 TEST(Measure, RejectsNonFiniteStates) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c);
-  Tensor states = random_tensor({1, 8, c.hidden_size}, 1.0f, 12);
+  Tensor states = random_normal({1, 8, c.hidden_size}, 1.0f, 12);
   states.data<float>()[77] = NAN;
   ModuleForward fwd(c, 8);
   try {
