@@ -22,6 +22,7 @@
 #include "quant/measure.h"
 #include "quant/measure_layers.h"
 #include "test_support.h"
+#include "random_layer.h"
 #include "tiny_llama.h"
 #include "tokenizer/tokenizer.h"
 
@@ -32,19 +33,9 @@ io::ModelConfig tiny_config() { return test::tiny_llama_config(128, 256, 4, 2, 3
 
 using test::random_normal;
 
+// Large q/k: peaked attention scores, so the mask matters.
 LayerF32 random_layer(const io::ModelConfig& c) {
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
-  LayerF32 l;
-  l.attn_norm = random_normal({h}, 0.1f, 1, 1.0f);
-  l.ffn_norm = random_normal({h}, 0.1f, 2, 1.0f);
-  l.q = random_normal({q, h}, 0.2f, 3);  // large q/k: peaked scores, so the mask matters
-  l.k = random_normal({kv, h}, 0.2f, 4);
-  l.v = random_normal({kv, h}, 0.08f, 5);
-  l.o = random_normal({h, q}, 0.08f, 6);
-  l.gate = random_normal({f, h}, 0.08f, 7);
-  l.up = random_normal({f, h}, 0.08f, 8);
-  l.down = random_normal({h, f}, 0.06f, 9);
-  return l;
+  return test::random_layer(c, {.qk = 0.2f, .vo = 0.08f, .gate_up = 0.08f, .down = 0.06f});
 }
 
 // ||a - b|| / ||b|| over rows [t0, t1) of two [T, n] F32 tensors.

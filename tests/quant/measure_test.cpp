@@ -13,6 +13,7 @@
 #include "quant/calibration.h"
 #include "quant/measure.h"
 #include "test_support.h"
+#include "random_layer.h"
 #include "tiny_llama.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,22 +24,7 @@ io::ModelConfig tiny_config() { return test::tiny_llama_config(256, 512, 4, 2, 6
 
 using test::random_normal;
 
-LayerF32 random_layer(const io::ModelConfig& c) {
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
-  LayerF32 l;
-  l.attn_norm = random_normal({h}, 0.1f, 1);
-  l.ffn_norm = random_normal({h}, 0.1f, 2);
-  for (float& v : l.attn_norm.span<float>()) v += 1.0f;
-  for (float& v : l.ffn_norm.span<float>()) v += 1.0f;
-  l.q = random_normal({q, h}, 0.06f, 3);
-  l.k = random_normal({kv, h}, 0.06f, 4);
-  l.v = random_normal({kv, h}, 0.06f, 5);
-  l.o = random_normal({h, q}, 0.06f, 6);
-  l.gate = random_normal({f, h}, 0.06f, 7);
-  l.up = random_normal({f, h}, 0.06f, 8);
-  l.down = random_normal({h, f}, 0.04f, 9);
-  return l;
-}
+LayerF32 random_layer(const io::ModelConfig& c) { return test::random_layer(c); }
 
 bool same_bits(const TensorView& a, const TensorView& b) {
   return a.numel() == b.numel() &&
