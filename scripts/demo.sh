@@ -20,7 +20,8 @@ cal=()
 [ -f "$shared/data/wiki.utf8" ] && cal=(-c "$shared/data/wiki.utf8")
 work="$cache/smollm2-135m-instruct-exl2-4.0-work"
 echo "== exq quantize -b 4.0 (small settings) -> $work/out"
-"$exq" quantize -i "$model" -o "$work" -b 4.0 -mr 4 -ml 256 -r 8 -l 256 "${cal[@]}"
+# -nr: a demo starts over (a work folder left by an older exq or other arguments would be refused)
+"$exq" quantize -i "$model" -o "$work" -b 4.0 -mr 4 -ml 256 -r 8 -l 256 -nr "${cal[@]}"
 "$exq" info "$work/out"
 question="${1:-What is the capital of France? Answer in one sentence.}"
 echo "== exq generate --chat \"$question\" (EXL2 4.0 bpw)"
