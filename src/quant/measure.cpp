@@ -160,14 +160,6 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
   return res;
 }
 
-template <typename Row>
-std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
-                                                 const std::vector<Row>& full) {
-  std::vector<std::vector<QuantOption>> t;
-  for (const Row& r : given.empty() ? full : given) t.emplace_back(r.begin(), r.end());
-  return t;
-}
-
 ModuleSpec attention_spec(ModuleForward& fwd, const LayerF32& layer, bool causal = true) {
   ModuleSpec spec;
   spec.linears = {{kAttnLinears[0], &layer.q, !layer.q_bias.empty(), 0},

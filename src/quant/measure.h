@@ -42,6 +42,16 @@ struct MeasureOptions {
   bool causal = true;
 };
 
+// The rows to measure as option lists: `given` (MeasureOptions::attn_table / mlp_table), or
+// the full table when it is empty.
+template <typename Row>
+std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
+                                                 const std::vector<Row>& full) {
+  std::vector<std::vector<QuantOption>> t;
+  for (const Row& r : given.empty() ? full : given) t.emplace_back(r.begin(), r.end());
+  return t;
+}
+
 struct MeasureTiming {
   double reference_s = 0;  // reference forward + Hessian accumulation
   double hessian_s = 0;    // of which: Hessian accumulation

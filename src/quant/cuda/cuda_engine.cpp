@@ -21,14 +21,6 @@
 namespace exq::quant::cuda {
 namespace {
 
-template <typename Row>
-std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
-                                                 const std::vector<Row>& full) {
-  std::vector<std::vector<QuantOption>> t;
-  for (const Row& r : given.empty() ? full : given) t.emplace_back(r.begin(), r.end());
-  return t;
-}
-
 // Runs f, prefixing any exq::Error with the module ("measure model.layers.0.mlp: ...").
 template <typename F>
 auto in_module(const std::string& what, F&& f) {

@@ -18,6 +18,7 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "quant/cuda/engine_kernels.h"
+#include "quant/cuda/table_errors.h"
 
 namespace exq::quant::cuda {
 namespace {
@@ -51,12 +52,6 @@ bool f16_exact(const float* p, size_t n) {
   return true;
 }
 
-// ||a - b|| / ||b|| from the two sums, with quant::relative_error's conventions.
-double relative(double num, double den) {
-  if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
-  return std::sqrt(num / den);
-}
-
 std::vector<double> download_doubles(const DeviceTensor& t, cudaStream_t stream) {
   std::vector<double> out(t.nbytes() / sizeof(double));
   CUDA_CHECK(cudaMemcpyAsync(out.data(), t.raw(), out.size() * sizeof(double),
@@ -79,27 +74,6 @@ ErrorReduce reduce_of(ErrorMetric metric) {
     case ErrorMetric::kToken: return ErrorReduce::kToken;
   }
   return ErrorReduce::kRow;
-}
-
-// One calibration row's error from its two sums (error_partials_cuda's pair for `metric`).
-double row_error(double a, double b, ErrorMetric metric) {
-  if (metric == ErrorMetric::kToken) return b == 0.0 ? 0.0 : a / b;
-  return relative(a, b);
-}
-
-// Per table row: mean over calibration rows of the row errors in sums [n_table, R, 2].
-std::vector<double> table_errors(const std::vector<double>& s, size_t n_table, int64_t R,
-                                 ErrorMetric metric) {
-  std::vector<double> errors(n_table, 0.0);
-  for (size_t i = 0; i < n_table; ++i) {
-    double err = 0.0;
-    for (int64_t r = 0; r < R; ++r) {
-      const size_t at = (i * static_cast<size_t>(R) + static_cast<size_t>(r)) * 2;
-      err += row_error(s[at], s[at + 1], metric);
-    }
-    errors[i] = err / static_cast<double>(R);
-  }
-  return errors;
 }
 
 }  // namespace
@@ -266,13 +240,27 @@ void ModuleRun::forward_row(const DeviceView& x, const DeviceView& t,
                     tokens_ * hidden_, hidden_, counter, ctx_.compute);
 }
 
+void ModuleRun::begin_rows() {
+  runner_.reserve(tokens_);
+  rows_->allocate();
+  CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
+}
+
+unsigned long long ModuleRun::finish_rows() {
+  unsigned long long bad[2] = {0, 0};  // outputs, inputs
+  CUDA_CHECK(cudaMemcpyAsync(bad, ctx_.output_counter(), sizeof(bad), cudaMemcpyDeviceToHost,
+                             ctx_.compute));
+  ctx_.ring.flush();
+  ctx_.compute.synchronize();
+  if (bad[1] != 0) rows_->throw_non_finite();
+  return bad[0];
+}
+
 void ModuleRun::forward(const TensorView& output) {
   const auto t0 = Clock::now();
   output.expect(DType::F32, states_.shape(), "module output");
   EXQ_CHECK(output.is_contiguous(), "module output must be contiguous");
-  runner_.reserve(tokens_);
-  rows_->allocate();
-  CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
+  begin_rows();
   std::vector<DeviceView> w, bias;
   DeviceView w_last;
   weight_views(w, bias, w_last);
@@ -281,11 +269,7 @@ void ModuleRun::forward(const TensorView& output) {
       nullptr, true,
       [&](int64_t r) { forward_row(rows_->x(r), rows_->target(r), w, bias, w_last, counter); },
       [&](int64_t r) { rows_->download_target(r, output); });
-  unsigned long long bad[2] = {0, 0};  // outputs, inputs
-  CUDA_CHECK(cudaMemcpyAsync(bad, counter, sizeof(bad), cudaMemcpyDeviceToHost, ctx_.compute));
-  ctx_.ring.flush();
-  ctx_.compute.synchronize();
-  if (bad[1] != 0) rows_->throw_non_finite();
+  finish_rows();
   timing.reference_s = seconds_since(t0);
 }
 
@@ -299,10 +283,7 @@ void ModuleRun::reference(Tensor* host_target) {
   target_host_ = dst;
   hessians_[0] = std::make_unique<DeviceHessian>(spec_.shape.hidden, gptq_ctx_);
   hessians_[1] = std::make_unique<DeviceHessian>(spec_.shape.mid, gptq_ctx_);
-  runner_.reserve(tokens_);
-  rows_->allocate();
-  CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
-
+  begin_rows();
   std::vector<DeviceView> w, bias;
   DeviceView w_last;
   weight_views(w, bias, w_last);
@@ -319,12 +300,8 @@ void ModuleRun::reference(Tensor* host_target) {
       [&](int64_t r) {
         if (dst) rows_->download_target(r, *dst);
       });
-  unsigned long long bad[2] = {0, 0};  // outputs, inputs
-  CUDA_CHECK(cudaMemcpyAsync(bad, counter, sizeof(bad), cudaMemcpyDeviceToHost, ctx_.compute));
-  ctx_.ring.flush();
-  ctx_.compute.synchronize();
-  if (bad[1] != 0) rows_->throw_non_finite();
-  EXQ_CHECK(bad[0] == 0, "reference output holds NaN/Inf ({} values)", bad[0]);
+  const unsigned long long bad_outputs = finish_rows();
+  EXQ_CHECK(bad_outputs == 0, "reference output holds NaN/Inf ({} values)", bad_outputs);
   timing.reference_s = seconds_since(t0);
   timing.hessian_s = hessian_spans_.total_seconds();
   hessian_spans_.clear();

@@ -103,6 +103,11 @@ class ModuleRun {
   ModuleFootprint footprint() const;  // weights, scratch and rows; no GPTQ phases
   VramPlan make_plan(const std::vector<int64_t>& results_per_linear, int64_t table_rows,
                      bool with_output) const;
+  // Around a forward pass over the rows: buffers ready and NaN/Inf counters zeroed before;
+  // after, waits for the pass and its downloads, throws exq::Error for NaN/Inf in the inputs
+  // and returns the count of non-finite outputs.
+  void begin_rows();
+  unsigned long long finish_rows();
   // The reference pass's per-row forward: t = module(x) with weights w (prefix) and w_last.
   void forward_row(const DeviceView& x, const DeviceView& t, std::span<const DeviceView> w,
                    std::span<const DeviceView> bias, const DeviceView& w_last,

@@ -21,6 +21,7 @@
 #include "quant/cuda/cuda_engine.h"
 #include "quant/engine.h"
 #include "quant/module_forward.h"
+#include "synthetic_layer.h"
 #include "test_support.h"
 
 namespace exq::quant::cuda {
@@ -28,56 +29,14 @@ namespace {
 
 constexpr int64_t kRows = 3, kTokens = 77;
 
-io::ModelConfig tiny_config() {
-  io::ModelConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 256;
-  c.intermediate_size = 640;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
-  c.vocab_size = 1000;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.attention_qkv_bias = true;
-  c.attention_out_bias = true;
-  c.mlp_bias = true;
-  return c;
-}
+io::ModelConfig tiny_config() { return test::tiny_config(/*out_bias=*/true); }
 
 Tensor random(Shape shape, std::mt19937& rng, float scale, float offset, bool f16_exact) {
-  Tensor t(DType::F32, std::move(shape));
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (float& v : t.span<float>()) {
-    v = offset + scale * dist(rng);
-    if (f16_exact) v = half_to_float(float_to_half(v));
-  }
-  return t;
+  return test::random_tensor(std::move(shape), rng, scale, offset, f16_exact);
 }
 
 LayerF32 random_layer(const io::ModelConfig& c, uint32_t seed) {
-  std::mt19937 rng(seed);
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), in = c.intermediate_size;
-  LayerF32 l;
-  l.attn_norm = random({h}, rng, 0.1f, 1.0f, true);
-  l.q = random({q, h}, rng, 0.06f, 0.0f, true);
-  l.k = random({kv, h}, rng, 0.06f, 0.0f, true);
-  l.v = random({kv, h}, rng, 0.06f, 0.0f, true);
-  l.o = random({h, q}, rng, 0.06f, 0.0f, true);
-  l.q_bias = random({q}, rng, 0.1f, 0.0f, false);
-  l.k_bias = random({kv}, rng, 0.1f, 0.0f, false);
-  l.v_bias = random({kv}, rng, 0.1f, 0.0f, false);
-  l.o_bias = random({h}, rng, 0.1f, 0.0f, false);
-  l.ffn_norm = random({h}, rng, 0.1f, 1.0f, true);
-  l.gate = random({in, h}, rng, 0.06f, 0.0f, false);
-  l.up = random({in, h}, rng, 0.06f, 0.0f, false);
-  l.down = random({h, in}, rng, 0.04f, 0.0f, false);
-  l.gate_bias = random({in}, rng, 0.1f, 0.0f, false);
-  l.up_bias = random({in}, rng, 0.1f, 0.0f, false);
-  l.down_bias = random({h}, rng, 0.1f, 0.0f, false);
-  return l;
+  return test::random_layer(c, seed, /*all_f16=*/false);
 }
 
 MeasureOptions some_rows() {
