@@ -136,7 +136,8 @@ double seconds(std::chrono::steady_clock::time_point t0) {
 
 nlohmann::ordered_json timing_json(const MeasureTiming& t) {
   return {{"reference_s", t.reference_s}, {"hessian_s", t.hessian_s}, {"prepare_s", t.prepare_s},
-          {"gptq_s", t.gptq_s},           {"test_s", t.test_s},       {"gptq_runs", t.gptq_runs}};
+          {"gptq_s", t.gptq_s},           {"test_s", t.test_s},       {"gptq_runs", t.gptq_runs},
+          {"host_syncs", t.host_syncs},   {"staging_waits", t.staging_waits}};
 }
 
 nlohmann::ordered_json report(const char* what, double wall, Engine& engine,
@@ -156,9 +157,9 @@ nlohmann::ordered_json report(const char* what, double wall, Engine& engine,
   if (timing)
     std::printf(
         "    reference %.3f s (Hessians %.3f)  prepare %.3f s  gptq %.3f s (%d runs)  "
-        "test %.3f s\n",
+        "test %.3f s  host syncs %d (staging %d)\n",
         timing->reference_s, timing->hessian_s, timing->prepare_s, timing->gptq_s,
-        timing->gptq_runs, timing->test_s);
+        timing->gptq_runs, timing->test_s, timing->host_syncs, timing->staging_waits);
   std::fflush(stdout);
   return j;
 }

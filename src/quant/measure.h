@@ -59,6 +59,11 @@ struct MeasureTiming {
   double gptq_s = 0;       // all options of all linears
   double test_s = 0;       // forwards of every table row on every calibration row
   int gptq_runs = 0;       // distinct (linear, option) pairs quantized
+  // CUDA engine: the host's waits for the device in the module (1 in the normal path), and
+  // waits for a pinned staging buffer of the copy ring (engine stats: host_syncs,
+  // staging_waits). 0 on the CPU.
+  int host_syncs = 0;
+  int staging_waits = 0;
 };
 
 struct ModuleResult {

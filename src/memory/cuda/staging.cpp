@@ -45,12 +45,18 @@ StagingRing::~StagingRing() {
   if (stream_.get()) cudaStreamSynchronize(stream_.get());  // no throw from a destructor
 }
 
+void StagingRing::wait(const exq::cuda::Event& done) {
+  if (done.done()) return;
+  ++waits_;
+  done.synchronize();
+}
+
 StagingRing::Slot& StagingRing::acquire() {
   Slot& slot = slots_[next_];
   next_ = (next_ + 1) % slots_.size();
   if (slot.busy) {
     const auto t0 = Clock::now();
-    slot.done.synchronize();
+    wait(slot.done);
     if (slot.drain) slot.drain(slot.buffer.data(), slot.offset, slot.bytes);
     host_s_ += seconds_since(t0);
     release(slot);
@@ -161,7 +167,7 @@ void StagingRing::record(exq::cuda::Event& event) { event.record(stream()); }
 void StagingRing::flush() {
   if (direct_pending_) {
     const auto t0 = Clock::now();
-    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    wait_stream();
     host_s_ += seconds_since(t0);
     direct_pending_ = false;
   }
@@ -170,15 +176,23 @@ void StagingRing::flush() {
     Slot& slot = slots_[(next_ + i) % slots_.size()];
     if (!slot.busy) continue;
     const auto t0 = Clock::now();
-    slot.done.synchronize();
+    wait(slot.done);
     if (slot.drain) slot.drain(slot.buffer.data(), slot.offset, slot.bytes);
     host_s_ += seconds_since(t0);
     release(slot);
   }
 }
 
-void StagingRing::discard() {
+void StagingRing::wait_stream() {
+  const cudaError_t state = cudaStreamQuery(stream());
+  if (state == cudaSuccess) return;
+  if (state != cudaErrorNotReady) CUDA_CHECK(state);
+  ++waits_;
   CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+void StagingRing::discard() {
+  wait_stream();
   direct_pending_ = false;
   for (Slot& slot : slots_) release(slot);
 }
@@ -187,6 +201,7 @@ void StagingRing::reset_stats() {
   spans_.clear();
   bytes_h2d_ = bytes_d2h_ = 0;
   host_s_ = 0;
+  waits_ = 0;
 }
 
 }  // namespace exq::memory::cuda

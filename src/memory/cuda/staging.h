@@ -63,7 +63,8 @@ class StagingRing {
 
   // `event` completes once every copy queued so far is done.
   void record(exq::cuda::Event& event);
-  // Waits for every queued download and runs the pending drains in order.
+  // Waits for every queued download and runs the pending drains in order (no wait when the
+  // copies are already done, e.g. after the caller waited for an event recorded after them).
   void flush();
   // Waits for the copy stream and drops pending drains (their destinations may be gone, e.g.
   // while unwinding after an error).
@@ -74,6 +75,9 @@ class StagingRing {
   size_t bytes_h2d() const { return bytes_h2d_; }
   size_t bytes_d2h() const { return bytes_d2h_; }
   double host_seconds() const { return host_s_; }
+  // Times the host blocked on the copy stream: a slot still in use (the ring's few pinned
+  // buffers are recycled), or flush()/discard() before the copies were done.
+  int waits() const { return waits_; }
   const SpanRecorder& copy_spans() const { return spans_; }
   void reset_stats();
 
@@ -89,6 +93,8 @@ class StagingRing {
   Slot& acquire();  // next slot in ring order, free (its pending drain has run)
   void release(Slot& slot);
   void direct(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+  void wait(const exq::cuda::Event& done);  // blocks (and counts) unless done
+  void wait_stream();                       // the same for the whole copy stream
 
   size_t slot_bytes_;
   exq::cuda::Stream stream_;
@@ -99,6 +105,7 @@ class StagingRing {
   size_t bytes_h2d_ = 0;
   size_t bytes_d2h_ = 0;
   double host_s_ = 0;
+  int waits_ = 0;
 };
 
 // memcpy split over the thread pool for large sizes (host-to-pinned staging is memory bound).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <future>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -162,17 +163,17 @@ class CudaEngine final : public Engine {
   void begin_module() {
     CUDA_CHECK(cudaSetDevice(ctx_.options.device));
     ctx_.ring.reset_stats();
+    ctx_.reset_syncs();
     ctx_.compute_spans.clear();
     ctx_.alloc->reset_peaks();
     ctx_.origin.record(ctx_.compute);
     stats_ = nlohmann::ordered_json::object();
   }
 
-  // run: the module's plan for the stats (null for the head step, which has none).
+  // run: the module's plan for the stats; its last call waited for the module
+  // (EngineContext::finish_module). Null for the head step, which has no plan: waited for here.
   void end_module(const ModuleRun* run) {
-    ctx_.finish.record(ctx_.compute);
-    ctx_.compute.synchronize();
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.ring.stream()));
+    if (!run) ctx_.finish_module("head step: module end");
     const auto copies = ctx_.ring.copy_spans().intervals(ctx_.origin);
     const auto compute = ctx_.compute_spans.intervals(ctx_.origin);
     stats_ = {
@@ -186,6 +187,8 @@ class CudaEngine final : public Engine {
         {"peak_vram_bytes", ctx_.alloc->peak_reserved()},
         {"peak_vram_in_use_bytes", ctx_.alloc->peak_in_use()},
         {"vram_budget_bytes", ctx_.alloc->budget()},
+        {"host_syncs", ctx_.host_syncs},
+        {"staging_waits", ctx_.ring.waits()},
     };
     if (!run) return;
     stats_["rows_per_chunk"] = run->plan().slots;
@@ -222,11 +225,29 @@ class CudaEngine final : public Engine {
       ModuleResult res;
       res.measurement.key = key;
       res.target = Tensor(DType::F32, states.shape());
-      ModuleRun run(ctx_, spec, states, counts, static_cast<int64_t>(table.size()), false,
+      ModuleRun::Damping damping;
+      damping.steps.fill(1 + ctx_.options.extra_damping_steps);
+      damping.fail_first = ctx_.options.fail_first_factorization;
+      int retries = 0;
+      // Optimistic: the factorizations are checked with the module's one download. A failed
+      // one (rare) runs the module again, checked, from the next damping step: the same
+      // result as checking each attempt before GPTQ, at the cost of a second pass.
+      std::optional<ModuleRun> run;
+      for (;;) {
+        run.reset();
+        run.emplace(ctx_, spec, states, counts, static_cast<int64_t>(table.size()), false,
                     options.percdamp);
-      run.reference(&res.target);
-      run.gptq(distinct, false);
-      res.errors = run.test_table(pick, options.metric);
+        run->set_damping(damping);
+        run->reference(&res.target);
+        run->gptq(distinct, false);
+        res.errors = run->test_table(pick, options.metric);
+        const unsigned failed = run->failed_factorizations();
+        if (failed == 0) break;
+        EXQ_ASSERT(!damping.checked);
+        damping.checked = true;
+        for (unsigned g = 0; g < 2; ++g) damping.steps[g] += (failed >> g) & 1u;
+        ++retries;
+      }
       std::vector<MeasuredRow> rows;
       for (size_t i = 0; i < table.size(); ++i) {
         MeasuredRow row;
@@ -242,8 +263,11 @@ class CudaEngine final : public Engine {
         rows.push_back(std::move(row));
       }
       res.measurement.rows = std::move(rows);
-      res.timing = run.timing;
-      end_module(&run);
+      res.timing = run->timing;
+      end_module(&*run);
+      if (retries > 0) stats_["damping_retries"] = retries;
+      res.timing.host_syncs = ctx_.host_syncs;
+      res.timing.staging_waits = ctx_.ring.waits();
       return res;
     });
   }

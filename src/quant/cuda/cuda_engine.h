@@ -8,7 +8,9 @@
 // given weights: bit for bit measure_*().target with the layer's weights and quantize_*().output
 // with the dequantized EXL2 weights.
 // module_stats() reports gpu_s, copy_s, copy_hidden, bytes_h2d, bytes_d2h, peak_vram_bytes,
-// vram_budget_bytes and how the states were held. One thread drives an engine.
+// vram_budget_bytes, how the states were held, host_syncs (the host's waits for the device:
+// 1 per measured module in the normal path, module_run.h) and staging_waits (waits for a
+// pinned staging buffer of the copy ring). One thread drives an engine.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +35,12 @@ struct CudaEngineOptions {
   // Keep GPTQ results in pinned host memory even when they fit on the device (tests; the
   // budget alone picks this mode otherwise: engine_plan.h).
   bool host_candidates = false;
+  // Tests of the measurement's damping retry. fail_first_factorization: bit g (0: the
+  // linears' input Hessian, 1: o_proj / down_proj's) makes the first factorization of every
+  // measured module count as failed, so the module runs again with one damping step more.
+  // extra_damping_steps: every measured Hessian's first attempt has this many steps more.
+  unsigned fail_first_factorization = 0;
+  int extra_damping_steps = 0;
 };
 
 // Free memory of `device` now minus a margin of max(1 GiB, 5 % of its total) for the CUDA

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cpu/rotary.h"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
 #include "core/error.h"
 #include "model/rope.h"
@@ -72,6 +73,40 @@ unsigned long long* EngineContext::output_counter() const {
 }
 
 unsigned long long* EngineContext::input_counter() const { return output_counter() + 1; }
+
+void EngineContext::host_sync(cudaStream_t stream, const char* why) {
+  ++host_syncs;
+  sync_reasons.push_back(why);
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void EngineContext::host_sync(const exq::cuda::Event& event, const char* why) {
+  ++host_syncs;
+  sync_reasons.push_back(why);
+  event.synchronize();
+}
+
+void EngineContext::reset_syncs() {
+  host_syncs = 0;
+  sync_reasons.clear();
+}
+
+void EngineContext::finish_module(const char* why) {
+  exq::cuda::Event copies(false);
+  ring.record(copies);
+  copies.wait_on(compute);
+  finish.record(compute);
+  host_sync(finish, why);
+  ring.flush();
+}
+
+void* EngineContext::readback(size_t bytes) {
+  if (readback_.size() < bytes) {
+    readback_.reset();
+    readback_ = exq::cuda::PinnedBuffer(std::max<size_t>(bytes, size_t{1} << 16));
+  }
+  return readback_.data();
+}
 
 size_t EngineContext::persistent_bytes() const {
   using exq::cuda::CachingAllocator;

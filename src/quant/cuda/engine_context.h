@@ -56,6 +56,19 @@ struct EngineContext {
 
   // Device bytes held for the engine's lifetime (rotary tables, counters).
   size_t persistent_bytes() const;
+
+  // Every wait of the engine's host for the device goes through these (the staging ring's
+  // slot recycling aside: ring.waits()), counted since reset_syncs() with the reasons.
+  void host_sync(cudaStream_t stream, const char* why);
+  void host_sync(const exq::cuda::Event& event, const char* why);
+  void reset_syncs();
+  // The module's end, its one wait in the normal path: the compute stream joins the ring's
+  // copies, `finish` is recorded and waited for; then the ring's downloads are drained (done
+  // by then, so without another wait).
+  void finish_module(const char* why);
+  // Pinned host memory of at least `bytes` for a module's one download (kept between modules;
+  // the previous contents must no longer be needed).
+  void* readback(size_t bytes);
   unsigned long long* output_counter() const;
   unsigned long long* input_counter() const;
 
@@ -76,6 +89,11 @@ struct EngineContext {
   // Timeline of the module in progress: origin/finish on the compute stream, compute spans.
   memory::cuda::SpanRecorder compute_spans;
   exq::cuda::Event origin{true}, finish{true};
+  int host_syncs = 0;                     // since reset_syncs()
+  std::vector<const char*> sync_reasons;  // string literals, one per host_sync()
+
+ private:
+  exq::cuda::PinnedBuffer readback_;
 };
 
 }  // namespace exq::quant::cuda

@@ -155,7 +155,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
                                                      bool want_packed, GptqContext& ctx,
                                                      const GptqResultHook& on_weight) {
   // Everything that can fail on the host fails before the first launch.
-  const GptqInputs inputs = check_gptq_inputs(w, h, options, ctx);
+  const GptqInputs inputs = check_gptq_inputs(w, h, options, want_packed, ctx);
   const int64_t out = inputs.out, in = inputs.in;
   const int64_t block_rows = gptq_batch_block_rows();
   const int64_t super_rows = gptq_batch_super_rows();
@@ -199,9 +199,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
     plans.push_back(plan_gptq_batch(layouts, in, block_rows, super_rows));
   }
 
-  DeviceTensor invperm_d(DType::I32, {in}, alloc, stream);
-  CUDA_CHECK(cudaMemcpyAsync(invperm_d.raw(), inputs.invperm.data(), invperm_d.nbytes(),
-                             cudaMemcpyHostToDevice, stream));
+  DeviceTensor invperm_scratch;
+  const int32_t* invperm_d = invperm_device(h, inputs, invperm_scratch, ctx);
   const auto bytes = [](int64_t elems, size_t size) { return static_cast<size_t>(elems) * size; };
   exq::cuda::DeviceBuffer wp = alloc.allocate(bytes(batch * st.wp, 4), stream);
   exq::cuda::DeviceBuffer ring = alloc.allocate(bytes(batch * st.ring, 4), stream);
@@ -293,7 +292,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
       DeviceGptqResult& r = results[k];
       r.option = options[k];
       r.weight = DeviceTensor(DType::F16, {out, in}, alloc, stream);
-      unpermute_transpose_cuda(b.wq + o * st.wq, invperm_d.view().data<int32_t>(),
+      unpermute_transpose_cuda(b.wq + o * st.wq, invperm_d,
                                static_cast<__half*>(r.weight.raw()), in, out, stream);
       if (want_packed) {
         io::Exl2Linear& l = r.layer;

@@ -38,8 +38,23 @@ std::vector<DeviceGptqResult> gptq_quantize_batch(const DeviceView& w,
                                                   std::span<const QuantOption> options,
                                                   bool want_packed, GptqContext& ctx,
                                                   const GptqResultHook& on_weight, GptqImpl impl);
+// skip_dampings: damping steps already known to fail (a retry after prepare_hessian_async): the
+// first attempt adds skip_dampings + 1 steps, and the result equals a call without it.
 DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx,
-                                      GptqImpl impl);
+                                      GptqImpl impl, int skip_dampings = 0);
+
+// Ints of device status prepare_hessian_async writes.
+inline constexpr int kPrepareStatusInts = 4;
+// prepare_hessian without a host wait: act-order, damping and one factorization attempt with
+// `steps` damping steps, all queued on ctx.stream. status (device, kPrepareStatusInts ints) is
+// all zero once the attempt succeeded; otherwise U is not valid and the caller redoes the work
+// with prepare_hessian(..., skip_dampings = steps). perm (host) stays empty and damp 0:
+// gptq_quantize_batch then uses perm_d / invperm_d and cannot pack.
+DevicePreparedHessian prepare_hessian_async(const DeviceView& h, float percdamp, GptqContext& ctx,
+                                            GptqImpl impl, int* status, int steps = 1);
+
+// ctx.wait, or a plain stream synchronize.
+void host_wait(const GptqContext& ctx, const char* why);
 
 // ---- shared by both implementations ----------------------------------------------------------
 
@@ -50,8 +65,13 @@ struct GptqInputs {
   std::vector<std::vector<GroupSpan>> layouts;
   std::vector<int32_t> invperm;
 };
+// invperm is empty when h has no host perm (prepare_hessian_async); want_packed then throws.
 GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
-                             std::span<const QuantOption> options, const GptqContext& ctx);
+                             std::span<const QuantOption> options, bool want_packed,
+                             const GptqContext& ctx);
+// h.invperm_d, or `scratch` filled from the host invperm.
+const int32_t* invperm_device(const DevicePreparedHessian& h, const GptqInputs& inputs,
+                              DeviceTensor& scratch, GptqContext& ctx);
 
 // 0 f32, 1 f16, 2 bf16: the launchers' dtype code.
 int gptq_dtype_code(DType t);

@@ -81,7 +81,8 @@ struct PackedPending {
 }  // namespace
 
 GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
-                             std::span<const QuantOption> options, const GptqContext& ctx) {
+                             std::span<const QuantOption> options, bool want_packed,
+                             const GptqContext& ctx) {
   constexpr const char* op = "gptq_quantize_batch";
   EXQ_CHECK(ctx.allocator != nullptr && ctx.cublas != nullptr,
             "{}: GptqContext needs an allocator and a cuBLAS handle", op);
@@ -95,13 +96,34 @@ GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h
   EXQ_CHECK(out > 0 && out <= kMaxOut && in > 0 && in <= 65536,
             "{}: weight {} out of range (out 1 .. {}, in 1 .. 65536)", op, shape_str(w.shape()),
             kMaxOut);
-  EXQ_CHECK(h.in == in && h.perm.size() == static_cast<size_t>(in),
+  const bool host_perm = h.perm.size() == static_cast<size_t>(in);
+  EXQ_CHECK(h.in == in && (host_perm || (h.perm.empty() && !h.invperm_d.empty())),
             "{}: Hessian prepared for {} inputs, layer has {}", op, h.in, in);
+  EXQ_CHECK(host_perm || !want_packed,
+            "{}: packed results need the host permutation (prepare_hessian, not _async)", op);
   h.u.view().expect(DType::F32, {in, in}, "gptq_quantize_batch: prepared Hessian u");
   h.perm_d.view().expect(DType::I32, {in}, "gptq_quantize_batch: prepared Hessian perm_d");
-  r.invperm = inverse_permutation(h.perm);
+  if (!h.invperm_d.empty())
+    h.invperm_d.view().expect(DType::I32, {in}, "gptq_quantize_batch: prepared Hessian invperm_d");
+  if (host_perm) r.invperm = inverse_permutation(h.perm);
   for (const QuantOption& o : options) r.layouts.push_back(group_layout(o, in));
   return r;
+}
+
+const int32_t* invperm_device(const DevicePreparedHessian& h, const GptqInputs& inputs,
+                              DeviceTensor& scratch, GptqContext& ctx) {
+  if (!h.invperm_d.empty()) return h.invperm_d.view().data<int32_t>();
+  scratch = DeviceTensor(DType::I32, {inputs.in}, *ctx.allocator, ctx.stream);
+  CUDA_CHECK(cudaMemcpyAsync(scratch.raw(), inputs.invperm.data(), scratch.nbytes(),
+                             cudaMemcpyHostToDevice, ctx.stream));
+  return scratch.view().data<int32_t>();
+}
+
+void host_wait(const GptqContext& ctx, const char* why) {
+  if (ctx.wait)
+    ctx.wait(ctx.stream, why);
+  else
+    CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
 
 int gptq_dtype_code(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }
@@ -144,7 +166,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
                                                      bool want_packed, GptqContext& ctx,
                                                      const GptqResultHook& on_weight) {
   // Everything that can fail on the host fails before the first launch.
-  const GptqInputs inputs = check_gptq_inputs(w, h, options, ctx);
+  const GptqInputs inputs = check_gptq_inputs(w, h, options, want_packed, ctx);
   const int64_t out = inputs.out, in = inputs.in;
   const std::vector<int32_t>& invperm = inputs.invperm;
   const std::vector<std::vector<GroupSpan>>& layouts = inputs.layouts;
@@ -159,9 +181,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
 
   const auto [stream, alloc, handle, grid, parts] = gptq_launch(ctx, out);
 
-  DeviceTensor invperm_d(DType::I32, {in}, alloc, stream);
-  CUDA_CHECK(cudaMemcpyAsync(invperm_d.raw(), invperm.data(), invperm_d.nbytes(),
-                             cudaMemcpyHostToDevice, stream));
+  DeviceTensor invperm_scratch;
+  const int32_t* invperm_d = invperm_device(h, inputs, invperm_scratch, ctx);
   DeviceTensor wp0(DType::F32, {in, out}, alloc, stream);
   permute_transpose_cuda(w.raw(), gptq_dtype_code(w.dtype()), ptr<int32_t>(h.perm_d),
                          ptr<float>(wp0), in, out, stream);
@@ -217,8 +238,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
     DeviceGptqResult& r = results[k];
     r.option = options[k];
     r.weight = DeviceTensor(DType::F16, {out, in}, alloc, stream);
-    unpermute_transpose_cuda(ptr<__half>(wq), ptr<int32_t>(invperm_d), ptr<__half>(r.weight), in,
-                             out, stream);
+    unpermute_transpose_cuda(ptr<__half>(wq), invperm_d, ptr<__half>(r.weight), in, out,
+                             stream);
     if (on_weight) on_weight(k, r);
     if (want_packed) pending.push_back(std::move(dev));
   }
@@ -243,7 +264,7 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
       CUDA_CHECK(cudaMemcpyAsync(l.scale_max.data(), dev.scale_max.raw(), dev.scale_max.nbytes(),
                                  cudaMemcpyDeviceToHost, stream));
     }
-    CUDA_CHECK(cudaStreamSynchronize(stream));
+    host_wait(ctx, "GPTQ v1 packed results");
   }
   return results;
 }

@@ -32,6 +32,9 @@ struct GptqContext {
   exq::cuda::CublasHandle* cublas = nullptr;
   // Optional: prepare_hessian creates a handle per call when null. Bound to `stream` there.
   cusolverDnHandle_t cusolver = nullptr;
+  // Optional: every host wait of prepare_hessian / gptq_quantize_batch goes through it (the
+  // engine counts them: EngineContext::host_sync); null: cudaStreamSynchronize(stream).
+  std::function<void(cudaStream_t stream, const char* why)> wait;
 };
 
 // H = 2/B * sum_b X_b^T X_b over batches, like quant::HessianAccumulator (exllamav2 scaling).
@@ -56,10 +59,13 @@ class DeviceHessian {
 };
 
 // Like quant::PreparedHessian, on the device.
+// The act-order is computed on the device; a preparation without waits (gptq_batch.h:
+// prepare_hessian_async) leaves the host copies `perm` empty and `damp` 0.
 struct DevicePreparedHessian {
   int64_t in = 0;
   std::vector<int32_t> perm;  // host copy [in]: act-order, diag(H) descending, stable
   DeviceTensor perm_d;        // I32 [in]
+  DeviceTensor invperm_d;     // I32 [in], invperm_d[perm[i]] = i; may be empty (then from perm)
   DeviceTensor u;             // F32 [in, in] upper U with U^T U = inv(H_perm + damping)
   float damp = 0.0f;
   int dampings = 0;
@@ -68,8 +74,8 @@ struct DevicePreparedHessian {
 // h: F32 [in, in] on the device. Damping and retries as quant::prepare_hessian (throws
 // exq::Error after 10 failed steps): the same perm and damp, U equal up to f32 rounding
 // (cuSOLVER; EXQ_GPTQ_IMPL=v1: potrf, potri, potrf as the CPU; v2, the default: potrf of the
-// reversed matrix and trtri, gptq_batch.h). Waits for the device (diagonal, then once per
-// attempt). Scratch: two [in, in] matrices.
+// reversed matrix and trtri, gptq_batch.h). Waits for the device once per attempt (the first
+// wait also brings perm and damp). Scratch: two [in, in] matrices.
 DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx);
 
 // One option's result. `weight` is always filled; `layer` only when want_packed.

@@ -25,6 +25,16 @@ void permute_symmetric_cuda(const float* src, const int32_t* perm, float* dst, i
                             cudaStream_t stream);
 // a[i, i] += value.
 void add_diagonal_cuda(float* a, int64_t n, float value, cudaStream_t stream);
+// a[i, i] += *value, `times` times over (each sum rounded to f32, as a retry loop adds it).
+void add_diagonal_device_cuda(float* a, int64_t n, const float* value, int times,
+                              cudaStream_t stream);
+// Act-order and damping from diag(h) ([n, n] row-major) without the host: perm = the indices
+// by descending diagonal, ties in index order (std::stable_sort's order; NaN last),
+// invperm[perm[i]] = i, reversed[i] = perm[n - 1 - i]; *damp = max(float(percdamp * sum / n),
+// 1e-5f) with the sum of diag[perm[i]] in double in perm order, one thread: quant/hessian.cpp's
+// arithmetic, bit for bit. scratch: 2 n floats. n <= 65536.
+void act_order_cuda(const float* h, int64_t n, float percdamp, int32_t* perm, int32_t* invperm,
+                    int32_t* reversed, float* scratch, float* damp, cudaStream_t stream);
 // Zeroes u[r, c] for r > c (row-major) and sets *flag to 1 when any kept value is not finite.
 void clear_lower_check_finite_cuda(float* u, int64_t n, int* flag, cudaStream_t stream);
 

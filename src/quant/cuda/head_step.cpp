@@ -31,7 +31,7 @@ DeviceTensor upload(const TensorView& host, bool f32, EngineContext& ctx) {
   DeviceTensor d(src.dtype(), src.shape(), *ctx.alloc, ctx.compute);
   CUDA_CHECK(cudaMemcpyAsync(d.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice,
                              ctx.compute));
-  CUDA_CHECK(cudaStreamSynchronize(ctx.compute));  // `keep` may go
+  ctx.host_sync(ctx.compute, "head step: upload");  // `keep` may go
   return d;
 }
 
@@ -63,7 +63,8 @@ QuantStep quantize_head_cuda(EngineContext& ctx, const TensorView& states,
   EXQ_CHECK(final_norm.numel() == hidden, "model.norm.weight: expected [{}], got {}", hidden,
             shape_str(final_norm.shape()));
   const int64_t vocab = head_weight.dim(0);
-  GptqContext g{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get()};
+  GptqContext g{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get(),
+                [&ctx](cudaStream_t s, const char* why) { ctx.host_sync(s, why); }};
   const DeviceTensor norm_w = upload(final_norm, true, ctx);
   // GPTQ reads F32|F16|BF16; the reference logits need F16|BF16.
   const bool half = head_weight.dtype() == DType::F16 || head_weight.dtype() == DType::BF16;
@@ -94,7 +95,7 @@ QuantStep quantize_head_cuda(EngineContext& ctx, const TensorView& states,
     }
     unsigned long long n_bad = 0;
     CUDA_CHECK(cudaMemcpyAsync(&n_bad, bad, sizeof(n_bad), cudaMemcpyDeviceToHost, ctx.compute));
-    CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    ctx.host_sync(ctx.compute, "head step: NaN/Inf count");
     EXQ_CHECK(n_bad == 0, "lm_head: the input states hold {} NaN/Inf values", n_bad);
     prepared = prepare_hessian(hessian.hessian(), 0.12f, g);
   }
@@ -127,7 +128,7 @@ QuantStep quantize_head_cuda(EngineContext& ctx, const TensorView& states,
     std::vector<double> p(static_cast<size_t>(blocks) * 2);
     CUDA_CHECK(cudaMemcpyAsync(p.data(), partials.raw(), p.size() * sizeof(double),
                                cudaMemcpyDeviceToHost, ctx.compute));
-    CUDA_CHECK(cudaStreamSynchronize(ctx.compute));
+    ctx.host_sync(ctx.compute, "head step: rfn");
     double num = 0.0, den = 0.0;
     for (int b = 0; b < blocks; ++b) {
       num += p[2 * static_cast<size_t>(b)];

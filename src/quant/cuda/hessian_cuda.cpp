@@ -7,10 +7,12 @@
 // and the TF32 rounding of lo are ~2^-21 relative per product: f32-level accuracy (the CPU's
 // SYRK is f32 too) at about 3/8 of the tensor-core TF32 rate, far above f32 SIMT GEMMs.
 // The symmetric result is mirrored from one triangle, as the CPU does.
+// Act-order and damping are computed on the device (hessian_kernels.cu), so the measurement's
+// prepare_hessian_async queues the whole preparation without a host wait.
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <numeric>
+#include <iterator>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/validate.h"
@@ -78,126 +80,135 @@ void syrk_tf32(cublasHandle_t handle, const float* a, const float* b, float* c, 
   }
 }
 
-// potrf, potri, potrf as quant/hessian.cpp: U = chol(inv(H_perm + damping)).
-DevicePreparedHessian factor_v1(const DeviceView& h, DevicePreparedHessian p, GptqContext& ctx) {
-  const int64_t in = p.in;
-  cudaStream_t stream = ctx.stream;
-  CachingAllocator& alloc = *ctx.allocator;
-  DeviceTensor base(DType::F32, {in, in}, alloc, stream);  // H[perm][perm] + damping so far
-  float* hp = base.view().data<float>();
-  permute_symmetric_cuda(h.data<float>(), p.perm_d.view().data<int32_t>(), hp, in, stream);
-
-  // Column-major LAPACK on a symmetric matrix: "lower" is the row-major upper triangle, so the
-  // final lower factor L (inv(H) = L L^T) read row-major is U = L^T, as on the CPU.
-  DeviceTensor u(DType::F32, {in, in}, alloc, stream);
-  float* ud = u.view().data<float>();
-  const int n = static_cast<int>(in);
-  SolverHandle solver(ctx.cusolver, stream);
-  int lwork_potrf = 0, lwork_potri = 0;
-  cusolver_check(cusolverDnSpotrf_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ud, n,
-                                             &lwork_potrf),
-                 "cusolverDnSpotrf_bufferSize");
-  cusolver_check(cusolverDnSpotri_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ud, n,
-                                             &lwork_potri),
-                 "cusolverDnSpotri_bufferSize");
-  const int lwork = std::max({lwork_potrf, lwork_potri, 1});
-  exq::cuda::DeviceBuffer work = alloc.allocate(static_cast<size_t>(lwork) * sizeof(float), stream);
-  exq::cuda::DeviceBuffer info = alloc.allocate(4 * sizeof(int), stream);
-  auto* w = work.as<float>();
-  auto* infos = info.as<int>();
-
-  while (p.dampings < kMaxDampings) {
-    add_diagonal_cuda(hp, in, p.damp, stream);
-    ++p.dampings;
-    CUDA_CHECK(cudaMemcpyAsync(ud, hp, u.nbytes(), cudaMemcpyDeviceToDevice, stream));
-    CUDA_CHECK(cudaMemsetAsync(infos, 0, 4 * sizeof(int), stream));
-    cusolver_check(cusolverDnSpotrf(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ud, n, w, lwork,
-                                    infos),
-                   "cusolverDnSpotrf");
-    cusolver_check(cusolverDnSpotri(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ud, n, w, lwork,
-                                    infos + 1),
-                   "cusolverDnSpotri");
-    cusolver_check(cusolverDnSpotrf(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ud, n, w, lwork,
-                                    infos + 2),
-                   "cusolverDnSpotrf");
-    clear_lower_check_finite_cuda(ud, in, infos + 3, stream);
-    int host_info[4] = {};
-    CUDA_CHECK(cudaMemcpyAsync(host_info, infos, sizeof(host_info), cudaMemcpyDeviceToHost,
-                               stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (host_info[0] == 0 && host_info[1] == 0 && host_info[2] == 0 && host_info[3] == 0) {
-      p.u = std::move(u);
-      return p;
-    }
-  }
-  throw Error(fmt::format("Hessian [{}x{}] is not invertible after {} damping steps of {}", in, in,
-                          kMaxDampings, p.damp));
-}
-
-// The reversed matrix A = J H_perm J (J: the exchange matrix) factored once, A = L L^T, and
+// The permuted matrix of one implementation and its factorization scratch. attempt() adds the
+// damping (device scalar) `steps` more times and queues one factorization with its status in
+// infos[0, kPrepareStatusInts) (all zero on success); take() gives U of the last attempt.
+// v1: potrf, potri, potrf as quant/hessian.cpp: U = chol(inv(H_perm + damping)).
+// v2: the reversed matrix A = J H_perm J (J: the exchange matrix) factored once, A = L L^T, and
 // U = J L^-1 J: upper, with U^T U = J L^-T L^-1 J = J A^-1 J = inv(H_perm) -- the same factor as
 // v1's in exact arithmetic, with one Cholesky and one triangular inverse (potrf, trtri: about
 // n^3 / 3 flops each) instead of potrf, potri (2 n^3 / 3) and potrf.
-DevicePreparedHessian factor_v2(const DeviceView& h, DevicePreparedHessian p, GptqContext& ctx) {
-  const int64_t in = p.in;
-  cudaStream_t stream = ctx.stream;
-  CachingAllocator& alloc = *ctx.allocator;
-  std::vector<int32_t> reversed(p.perm.rbegin(), p.perm.rend());
-  DeviceTensor reversed_d(DType::I32, {in}, alloc, stream);
-  CUDA_CHECK(cudaMemcpyAsync(reversed_d.raw(), reversed.data(), reversed_d.nbytes(),
-                             cudaMemcpyHostToDevice, stream));
-  DeviceTensor base(DType::F32, {in, in}, alloc, stream);  // J H_perm J + damping so far
-  float* hp = base.view().data<float>();
-  permute_symmetric_cuda(h.data<float>(), reversed_d.view().data<int32_t>(), hp, in, stream);
+// Column-major LAPACK on a symmetric matrix: "lower" is the row-major upper triangle, so v1's
+// final lower factor L (inv(H) = L L^T) read row-major is U = L^T, as on the CPU, and v2's
+// column-major lower L^-1 is the row-major upper triangle.
+class Factorizer {
+ public:
+  Factorizer(const DeviceView& h, const DevicePreparedHessian& p, const int32_t* reversed,
+             const float* damp, GptqContext& ctx, GptqImpl impl)
+      : v1_(impl == GptqImpl::kV1),
+        in_(p.in),
+        n_(static_cast<int>(p.in)),
+        damp_(damp),
+        stream_(ctx.stream),
+        solver_(ctx.cusolver, ctx.stream) {
+    CachingAllocator& alloc = *ctx.allocator;
+    base_ = DeviceTensor(DType::F32, {in_, in_}, alloc, stream_);  // H_perm + damping so far
+    permute_symmetric_cuda(h.data<float>(), v1_ ? p.perm_d.view().data<int32_t>() : reversed,
+                           hp(), in_, stream_);
+    work_matrix_ = DeviceTensor(DType::F32, {in_, in_}, alloc, stream_);
+    int lwork_potrf = 0, lwork_potri = 0;
+    cusolver_check(cusolverDnSpotrf_bufferSize(solver_.get(), CUBLAS_FILL_MODE_LOWER, n_, wm(),
+                                               n_, &lwork_potrf),
+                   "cusolverDnSpotrf_bufferSize");
+    size_t work_bytes = static_cast<size_t>(std::max(lwork_potrf, 1)) * sizeof(float);
+    if (v1_) {
+      cusolver_check(cusolverDnSpotri_bufferSize(solver_.get(), CUBLAS_FILL_MODE_LOWER, n_, wm(),
+                                                 n_, &lwork_potri),
+                     "cusolverDnSpotri_bufferSize");
+      work_bytes = std::max(work_bytes, static_cast<size_t>(lwork_potri) * sizeof(float));
+    } else {
+      cusolver_check(cusolverDnXtrtri_bufferSize(solver_.get(), CUBLAS_FILL_MODE_LOWER,
+                                                 CUBLAS_DIAG_NON_UNIT, in_, CUDA_R_32F, wm(),
+                                                 in_, &trtri_device_, &trtri_host_),
+                     "cusolverDnXtrtri_bufferSize");
+      work_bytes = std::max(work_bytes, trtri_device_);
+    }
+    work_ = alloc.allocate(work_bytes, stream_);
+    lwork_ = static_cast<int>(work_bytes / sizeof(float));
+    host_work_.resize(std::max<size_t>(trtri_host_, 1));
+  }
 
-  DeviceTensor work_matrix(DType::F32, {in, in}, alloc, stream);
-  float* ld = work_matrix.view().data<float>();
-  const int n = static_cast<int>(in);
-  SolverHandle solver(ctx.cusolver, stream);
-  int lwork_potrf = 0;
-  cusolver_check(cusolverDnSpotrf_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ld, n,
-                                             &lwork_potrf),
-                 "cusolverDnSpotrf_bufferSize");
-  size_t trtri_device = 0, trtri_host = 0;
-  cusolver_check(cusolverDnXtrtri_bufferSize(solver.get(), CUBLAS_FILL_MODE_LOWER,
-                                             CUBLAS_DIAG_NON_UNIT, in, CUDA_R_32F, ld, in,
-                                             &trtri_device, &trtri_host),
-                 "cusolverDnXtrtri_bufferSize");
-  const size_t work_bytes =
-      std::max({static_cast<size_t>(std::max(lwork_potrf, 1)) * sizeof(float), trtri_device,
-                sizeof(float)});
-  exq::cuda::DeviceBuffer work = alloc.allocate(work_bytes, stream);
-  std::vector<char> host_work(std::max<size_t>(trtri_host, 1));
-  exq::cuda::DeviceBuffer info = alloc.allocate(3 * sizeof(int), stream);
-  auto* infos = info.as<int>();
-  const int lwork = static_cast<int>(work_bytes / sizeof(float));
+  // True when cuSOLVER uses host workspace: it must outlive the queued attempt (a wait).
+  bool uses_host_workspace() const { return trtri_host_ > 0; }
 
-  while (p.dampings < kMaxDampings) {
-    add_diagonal_cuda(hp, in, p.damp, stream);
-    ++p.dampings;
-    CUDA_CHECK(cudaMemcpyAsync(ld, hp, base.nbytes(), cudaMemcpyDeviceToDevice, stream));
-    CUDA_CHECK(cudaMemsetAsync(infos, 0, 3 * sizeof(int), stream));
-    cusolver_check(cusolverDnSpotrf(solver.get(), CUBLAS_FILL_MODE_LOWER, n, ld, n,
-                                    work.as<float>(), lwork, infos),
+  void attempt(int steps, int* infos) {
+    add_diagonal_device_cuda(hp(), in_, damp_, steps, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(wm(), hp(), base_.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    CUDA_CHECK(cudaMemsetAsync(infos, 0, kPrepareStatusInts * sizeof(int), stream_));
+    float* w = work_.as<float>();
+    cusolver_check(cusolverDnSpotrf(solver_.get(), CUBLAS_FILL_MODE_LOWER, n_, wm(), n_, w,
+                                    lwork_, infos),
                    "cusolverDnSpotrf");
-    cusolver_check(cusolverDnXtrtri(solver.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT,
-                                    in, CUDA_R_32F, ld, in, work.data(), trtri_device,
-                                    host_work.data(), trtri_host, infos + 1),
-                   "cusolverDnXtrtri");
-    // The column-major lower L^-1 is the row-major upper triangle: clear the other, check it.
-    clear_lower_check_finite_cuda(ld, in, infos + 2, stream);
-    int host_info[3] = {};
-    CUDA_CHECK(cudaMemcpyAsync(host_info, infos, sizeof(host_info), cudaMemcpyDeviceToHost,
-                               stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (host_info[0] == 0 && host_info[1] == 0 && host_info[2] == 0) {
-      reverse_upper_cuda(ld, hp, in, stream);  // the damped matrix is no longer needed
-      p.u = std::move(base);
-      return p;
+    if (v1_) {
+      cusolver_check(cusolverDnSpotri(solver_.get(), CUBLAS_FILL_MODE_LOWER, n_, wm(), n_, w,
+                                      lwork_, infos + 1),
+                     "cusolverDnSpotri");
+      cusolver_check(cusolverDnSpotrf(solver_.get(), CUBLAS_FILL_MODE_LOWER, n_, wm(), n_, w,
+                                      lwork_, infos + 2),
+                     "cusolverDnSpotrf");
+      clear_lower_check_finite_cuda(wm(), in_, infos + 3, stream_);
+    } else {
+      cusolver_check(cusolverDnXtrtri(solver_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT,
+                                      in_, CUDA_R_32F, wm(), in_, work_.data(), trtri_device_,
+                                      host_work_.data(), trtri_host_, infos + 1),
+                     "cusolverDnXtrtri");
+      // Clear the column-major upper part of L^-1, check the rest.
+      clear_lower_check_finite_cuda(wm(), in_, infos + 2, stream_);
     }
   }
-  throw Error(fmt::format("Hessian [{}x{}] is not invertible after {} damping steps of {}", in, in,
-                          kMaxDampings, p.damp));
+
+  DeviceTensor take() {
+    if (v1_) return std::move(work_matrix_);
+    reverse_upper_cuda(wm(), hp(), in_, stream_);  // the damped matrix is no longer needed
+    return std::move(base_);
+  }
+
+ private:
+  float* hp() const { return base_.view().data<float>(); }
+  float* wm() const { return work_matrix_.view().data<float>(); }
+
+  bool v1_;
+  int64_t in_;
+  int n_;
+  const float* damp_;
+  cudaStream_t stream_;
+  SolverHandle solver_;
+  DeviceTensor base_, work_matrix_;
+  exq::cuda::DeviceBuffer work_;
+  int lwork_ = 0;
+  size_t trtri_device_ = 0, trtri_host_ = 0;
+  std::vector<char> host_work_;
+};
+
+// Act-order and damping on the device (hessian_kernels.cu): p.perm_d, p.invperm_d, and the
+// reversed permutation and damping for the Factorizer.
+struct ActOrder {
+  DeviceTensor reversed;  // I32 [in]
+  DeviceTensor damp;      // F32 [1]
+};
+
+ActOrder act_order(const DeviceView& h, float percdamp, DevicePreparedHessian& p,
+                   GptqContext& ctx) {
+  constexpr const char* op = "prepare_hessian";
+  check_context(ctx, op);
+  exq::cuda::check_dtype(h, DType::F32, op, "h");
+  exq::cuda::check_rank(h, 2, op, "h");
+  exq::cuda::check_dense(h, op, "h");
+  const int64_t in = h.dim(0);
+  EXQ_CHECK(in > 0 && in <= 65536 && h.dim(1) == in, "{}: Hessian {} is not square (1 .. 65536)",
+            op, shape_str(h.shape()));
+  cudaStream_t stream = ctx.stream;
+  CachingAllocator& alloc = *ctx.allocator;
+  p.in = in;
+  p.perm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
+  p.invperm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
+  ActOrder a{DeviceTensor(DType::I32, {in}, alloc, stream),
+             DeviceTensor(DType::F32, {1}, alloc, stream)};
+  DeviceTensor scratch(DType::F32, {2 * in}, alloc, stream);
+  act_order_cuda(h.data<float>(), in, percdamp, p.perm_d.view().data<int32_t>(),
+                 p.invperm_d.view().data<int32_t>(), a.reversed.view().data<int32_t>(),
+                 scratch.view().data<float>(), a.damp.view().data<float>(), stream);
+  return a;
 }
 
 }  // namespace
@@ -247,40 +258,50 @@ DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqC
 }
 
 DevicePreparedHessian prepare_hessian(const DeviceView& h, float percdamp, GptqContext& ctx,
-                                      GptqImpl impl) {
-  constexpr const char* op = "prepare_hessian";
-  check_context(ctx, op);
-  exq::cuda::check_dtype(h, DType::F32, op, "h");
-  exq::cuda::check_rank(h, 2, op, "h");
-  exq::cuda::check_dense(h, op, "h");
-  const int64_t in = h.dim(0);
-  EXQ_CHECK(in > 0 && in <= 65536 && h.dim(1) == in, "{}: Hessian {} is not square (1 .. 65536)",
-            op, shape_str(h.shape()));
-  cudaStream_t stream = ctx.stream;
-  CachingAllocator& alloc = *ctx.allocator;
-
-  // Act-order on the host, from the diagonal alone (one small copy and the call's one sync
-  // before the factorization loop).
-  std::vector<float> diag(static_cast<size_t>(in));
-  CUDA_CHECK(cudaMemcpy2DAsync(diag.data(), sizeof(float), h.data<float>(),
-                               static_cast<size_t>(in + 1) * sizeof(float), sizeof(float),
-                               static_cast<size_t>(in), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
+                                      GptqImpl impl, int skip_dampings) {
+  EXQ_ASSERT(skip_dampings >= 0 && skip_dampings < kMaxDampings);
   DevicePreparedHessian p;
-  p.in = in;
-  p.perm.resize(static_cast<size_t>(in));
-  std::iota(p.perm.begin(), p.perm.end(), 0);
-  std::stable_sort(p.perm.begin(), p.perm.end(),
-                   [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
-  double diag_sum = 0.0;
-  for (int64_t r = 0; r < in; ++r) diag_sum += diag[static_cast<size_t>(p.perm[r])];
-  p.damp = std::max(static_cast<float>(percdamp * diag_sum / static_cast<double>(in)), 1e-5f);
+  const ActOrder a = act_order(h, percdamp, p, ctx);
+  Factorizer f(h, p, a.reversed.view().data<int32_t>(), a.damp.view().data<float>(), ctx, impl);
+  exq::cuda::DeviceBuffer info = ctx.allocator->allocate(kPrepareStatusInts * sizeof(int),
+                                                         ctx.stream);
+  p.perm.resize(static_cast<size_t>(p.in));
+  p.dampings = skip_dampings;
+  while (p.dampings < kMaxDampings) {
+    const bool first = p.dampings == skip_dampings;
+    f.attempt(first ? skip_dampings + 1 : 1, info.as<int>());
+    ++p.dampings;
+    // The first wait also brings the act-order and the damping to the host.
+    if (first) {
+      CUDA_CHECK(cudaMemcpyAsync(p.perm.data(), p.perm_d.raw(), p.perm_d.nbytes(),
+                                 cudaMemcpyDeviceToHost, ctx.stream));
+      CUDA_CHECK(cudaMemcpyAsync(&p.damp, a.damp.raw(), sizeof(float), cudaMemcpyDeviceToHost,
+                                 ctx.stream));
+    }
+    int host_info[kPrepareStatusInts] = {};
+    CUDA_CHECK(cudaMemcpyAsync(host_info, info.data(), sizeof(host_info),
+                               cudaMemcpyDeviceToHost, ctx.stream));
+    host_wait(ctx, "Cholesky status");
+    if (std::all_of(std::begin(host_info), std::end(host_info), [](int v) { return v == 0; })) {
+      p.u = f.take();
+      return p;
+    }
+  }
+  throw Error(fmt::format("Hessian [{}x{}] is not invertible after {} damping steps of {}", p.in,
+                          p.in, kMaxDampings, p.damp));
+}
 
-  p.perm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
-  CUDA_CHECK(cudaMemcpyAsync(p.perm_d.raw(), p.perm.data(), p.perm_d.nbytes(),
-                             cudaMemcpyHostToDevice, stream));
-  if (impl == GptqImpl::kV1) return factor_v1(h, std::move(p), ctx);
-  return factor_v2(h, std::move(p), ctx);
+DevicePreparedHessian prepare_hessian_async(const DeviceView& h, float percdamp, GptqContext& ctx,
+                                            GptqImpl impl, int* status, int steps) {
+  EXQ_ASSERT(steps >= 1 && steps <= kMaxDampings);
+  DevicePreparedHessian p;
+  const ActOrder a = act_order(h, percdamp, p, ctx);
+  Factorizer f(h, p, a.reversed.view().data<int32_t>(), a.damp.view().data<float>(), ctx, impl);
+  f.attempt(steps, status);
+  p.dampings = steps;
+  p.u = f.take();
+  if (f.uses_host_workspace()) host_wait(ctx, "cuSOLVER host workspace");
+  return p;
 }
 
 }  // namespace exq::quant::cuda

@@ -16,6 +16,7 @@ using exq::cuda::ceil_div;
 constexpr int kThreads = 256;
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;  // a 32x8 block walks a 32x32 tile in 4 steps
+constexpr int kRankTile = 2048;  // diagonal keys per shared-memory tile of the rank kernel
 
 using detail::round_tf32;
 
@@ -83,6 +84,68 @@ __global__ void permute_symmetric_kernel(const float* __restrict__ src,
 __global__ void add_diagonal_kernel(float* __restrict__ a, int64_t n, float value) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) a[i * (n + 1)] += value;
+}
+
+__global__ void add_diagonal_device_kernel(float* __restrict__ a, int64_t n,
+                                           const float* __restrict__ value, int times) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float d = *value;
+  float v = a[i * (n + 1)];
+  for (int k = 0; k < times; ++k) v = __fadd_rn(v, d);
+  a[i * (n + 1)] = v;
+}
+
+// A total order on floats that agrees with `>` on numbers (-0 == +0) and puts NaN below
+// everything, so ranks always form a permutation.
+__device__ __forceinline__ uint32_t order_key(float v) {
+  if (isnan(v)) return 0u;
+  uint32_t u = __float_as_uint(v);
+  if (u == 0x80000000u) u = 0u;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void take_diagonal_kernel(const float* __restrict__ h, int64_t n,
+                                     float* __restrict__ diag) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) diag[i] = h[i * (n + 1)];
+}
+
+// Rank of i in a stable descending sort: entries greater, plus equal ones before i. O(n^2)
+// comparisons from shared-memory tiles: well under a millisecond for n = 65536.
+__global__ void act_order_rank_kernel(const float* __restrict__ diag, int n,
+                                      int32_t* __restrict__ perm, int32_t* __restrict__ invperm,
+                                      int32_t* __restrict__ reversed, float* __restrict__ sorted) {
+  __shared__ uint32_t tile[kRankTile];
+  const int i = static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const float di = i < n ? diag[i] : 0.0f;
+  const uint32_t ki = order_key(di);
+  int rank = 0;
+  for (int j0 = 0; j0 < n; j0 += kRankTile) {
+    const int m = min(kRankTile, n - j0);
+    __syncthreads();
+    for (int t = threadIdx.x; t < m; t += blockDim.x) tile[t] = order_key(diag[j0 + t]);
+    __syncthreads();
+    for (int t = 0; t < m; ++t) {
+      const uint32_t kj = tile[t];
+      rank += (kj > ki || (kj == ki && j0 + t < i)) ? 1 : 0;
+    }
+  }
+  if (i >= n) return;
+  perm[rank] = i;
+  invperm[i] = rank;
+  reversed[n - 1 - rank] = i;
+  sorted[rank] = di;
+}
+
+// quant::prepare_hessian's damping: the double sum in perm order, one thread for its order.
+__global__ void act_order_damp_kernel(const float* __restrict__ sorted, int64_t n, float percdamp,
+                                      float* __restrict__ damp) {
+  double sum = 0.0;
+  for (int64_t r = 0; r < n; ++r) sum = __dadd_rn(sum, static_cast<double>(sorted[r]));
+  const float d = __double2float_rn(
+      __ddiv_rn(__dmul_rn(static_cast<double>(percdamp), sum), static_cast<double>(n)));
+  *damp = d < 1e-5f ? 1e-5f : d;  // std::max(d, 1e-5f), NaN included
 }
 
 __global__ void clear_lower_kernel(float* __restrict__ u, int64_t n, int* __restrict__ flag) {
@@ -163,6 +226,27 @@ void permute_symmetric_cuda(const float* src, const int32_t* perm, float* dst, i
 void add_diagonal_cuda(float* a, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
   add_diagonal_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(a, n, value);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_diagonal_device_cuda(float* a, int64_t n, const float* value, int times,
+                              cudaStream_t stream) {
+  if (n == 0 || times <= 0) return;
+  add_diagonal_device_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(a, n, value, times);
+  CUDA_CHECK_LAUNCH();
+}
+
+void act_order_cuda(const float* h, int64_t n, float percdamp, int32_t* perm, int32_t* invperm,
+                    int32_t* reversed, float* scratch, float* damp, cudaStream_t stream) {
+  if (n == 0) return;
+  float* diag = scratch;
+  float* sorted = scratch + n;
+  take_diagonal_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(h, n, diag);
+  CUDA_CHECK_LAUNCH();
+  act_order_rank_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(
+      diag, static_cast<int>(n), perm, invperm, reversed, sorted);
+  CUDA_CHECK_LAUNCH();
+  act_order_damp_kernel<<<1, 1, 0, stream>>>(sorted, n, percdamp, damp);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
-#include <optional>
 #include <set>
 #include <utility>
 
@@ -18,17 +17,13 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "quant/cuda/engine_kernels.h"
+#include "quant/cuda/gptq_batch.h"
 #include "quant/cuda/table_errors.h"
 
 namespace exq::quant::cuda {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using exq::cuda::Event;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 constexpr int64_t kPrefetchRows = 2;             // rows staged ahead of the one computing
 constexpr size_t kCheckChunk = size_t{1} << 20;  // bytes per thread-pool task while staging
@@ -52,13 +47,10 @@ bool f16_exact(const float* p, size_t n) {
   return true;
 }
 
-std::vector<double> download_doubles(const DeviceTensor& t, cudaStream_t stream) {
-  std::vector<double> out(t.nbytes() / sizeof(double));
-  CUDA_CHECK(cudaMemcpyAsync(out.data(), t.raw(), out.size() * sizeof(double),
-                             cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  return out;
-}
+constexpr size_t kCounterBytes = 2 * sizeof(unsigned long long);  // outputs, inputs
+constexpr size_t kStatusBytes = kCounterBytes + 2 * kPrepareStatusInts * sizeof(int);
+
+double seconds_between(const Event& a, const Event& b) { return Event::elapsed_ms(a, b) * 1e-3; }
 
 DeviceTensor doubles(int64_t n, EngineContext& ctx) {
   return DeviceTensor(DType::U8, {n * static_cast<int64_t>(sizeof(double))}, *ctx.alloc,
@@ -87,9 +79,12 @@ ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView
       tokens_(states.dim(1)),
       hidden_(states.dim(2)),
       percdamp_(percdamp),
-      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get()},
+      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get(),
+                [&ctx](cudaStream_t s, const char* why) { ctx.host_sync(s, why); }},
       runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
-              ctx.cublas) {
+              ctx.cublas),
+      status_(DType::U8, {static_cast<int64_t>(kStatusBytes)}, *ctx.alloc, ctx.compute) {
+  CUDA_CHECK(cudaMemsetAsync(status_.raw(), 0, status_.nbytes(), ctx_.compute));
   upload_weights(/*keep_f32=*/true);
   plan_ = make_plan(results_per_linear, table_rows, with_output);
   rows_ = std::make_unique<RowStore>(ctx_, states_, plan_.slots);
@@ -103,9 +98,12 @@ ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView
       tokens_(states.dim(1)),
       hidden_(states.dim(2)),
       percdamp_(0.0f),
-      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get()},
+      gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get(),
+                [&ctx](cudaStream_t s, const char* why) { ctx.host_sync(s, why); }},
       runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
-              ctx.cublas) {
+              ctx.cublas),
+      status_(DType::U8, {static_cast<int64_t>(kStatusBytes)}, *ctx.alloc, ctx.compute) {
+  CUDA_CHECK(cudaMemsetAsync(status_.raw(), 0, status_.nbytes(), ctx_.compute));
   upload_weights(/*keep_f32=*/false);
   plan_ = plan_vram(footprint(), states_.dim(0), ctx_.alloc->budget(),
                     ctx_.options.max_rows_on_device);
@@ -181,7 +179,7 @@ VramPlan ModuleRun::make_plan(const std::vector<int64_t>& results_per_linear, in
   for (int64_t in : {in0, in1}) {
     const size_t sq = static_cast<size_t>(in) * static_cast<size_t>(in) * 4;
     f.hessians += 2 * rounded(sq);
-    f.prepared += rounded(sq) + rounded(static_cast<size_t>(in) * 4);
+    f.prepared += rounded(sq) + 2 * rounded(static_cast<size_t>(in) * 4);  // U, perm, invperm
   }
   for (size_t c = 0; c < spec_.linears.size(); ++c) {
     const int64_t out = spec_.linears[c].weight.dim(0), in = spec_.linears[c].weight.dim(1);
@@ -246,21 +244,57 @@ void ModuleRun::begin_rows() {
   CUDA_CHECK(cudaMemsetAsync(ctx_.non_finite.raw(), 0, ctx_.non_finite.nbytes(), ctx_.compute));
 }
 
-unsigned long long ModuleRun::finish_rows() {
-  unsigned long long bad[2] = {0, 0};  // outputs, inputs
-  CUDA_CHECK(cudaMemcpyAsync(bad, ctx_.output_counter(), sizeof(bad), cudaMemcpyDeviceToHost,
-                             ctx_.compute));
-  ctx_.ring.flush();
-  ctx_.compute.synchronize();
+void ModuleRun::finish_rows() {
+  CUDA_CHECK(cudaMemcpyAsync(status_.raw(), ctx_.output_counter(), kCounterBytes,
+                             cudaMemcpyDeviceToDevice, ctx_.compute));
+}
+
+int* ModuleRun::factor_status(int g) const {
+  return reinterpret_cast<int*>(static_cast<char*>(status_.raw()) + kCounterBytes) +
+         g * kPrepareStatusInts;
+}
+
+void ModuleRun::check_status(const char* status, bool check_outputs) {
+  unsigned long long bad[2];  // outputs, inputs
+  std::memcpy(bad, status, sizeof(bad));
   if (bad[1] != 0) rows_->throw_non_finite();
-  return bad[0];
+  EXQ_CHECK(!check_outputs || bad[0] == 0, "reference output holds NaN/Inf ({} values)", bad[0]);
+  int infos[2][kPrepareStatusInts];
+  std::memcpy(infos, status + kCounterBytes, sizeof(infos));
+  failed_ = 0;
+  for (unsigned g = 0; g < 2; ++g)
+    if (std::any_of(std::begin(infos[g]), std::end(infos[g]), [](int v) { return v != 0; }))
+      failed_ |= 1u << g;
+}
+
+std::vector<double> ModuleRun::finish(const DeviceTensor* sums, const char* why,
+                                      bool check_outputs) {
+  const size_t sum_bytes = sums ? sums->nbytes() : 0;
+  char* host = static_cast<char*>(ctx_.readback(sum_bytes + status_.nbytes()));
+  if (sum_bytes > 0)
+    CUDA_CHECK(cudaMemcpyAsync(host, sums->raw(), sum_bytes, cudaMemcpyDeviceToHost,
+                               ctx_.compute));
+  CUDA_CHECK(cudaMemcpyAsync(host + sum_bytes, status_.raw(), status_.nbytes(),
+                             cudaMemcpyDeviceToHost, ctx_.compute));
+  ctx_.finish_module(why);
+  if (referenced_) {
+    timing.reference_s = seconds_between(reference_begin_, reference_end_);
+    timing.hessian_s = hessian_spans_.total_seconds();
+  }
+  timing.prepare_s = prepare_spans_.total_seconds();
+  timing.gptq_s = gptq_spans_.total_seconds();
+  if (tested_) timing.test_s = seconds_between(test_begin_, test_end_);
+  std::vector<double> out(sum_bytes / sizeof(double));
+  std::memcpy(out.data(), host, sum_bytes);
+  check_status(host + sum_bytes, check_outputs);
+  return out;
 }
 
 void ModuleRun::forward(const TensorView& output) {
-  const auto t0 = Clock::now();
   output.expect(DType::F32, states_.shape(), "module output");
   EXQ_CHECK(output.is_contiguous(), "module output must be contiguous");
   begin_rows();
+  reference_begin_.record(ctx_.compute);
   std::vector<DeviceView> w, bias;
   DeviceView w_last;
   weight_views(w, bias, w_last);
@@ -270,11 +304,12 @@ void ModuleRun::forward(const TensorView& output) {
       [&](int64_t r) { forward_row(rows_->x(r), rows_->target(r), w, bias, w_last, counter); },
       [&](int64_t r) { rows_->download_target(r, output); });
   finish_rows();
-  timing.reference_s = seconds_since(t0);
+  reference_end_.record(ctx_.compute);
+  referenced_ = true;
+  finish(nullptr, "forward: module end", /*check_outputs=*/false);
 }
 
 void ModuleRun::reference(Tensor* host_target) {
-  const auto t0 = Clock::now();
   const Tensor* dst = host_target;
   if (!dst && !plan_.resident) {
     own_target_ = Tensor(DType::F32, states_.shape());
@@ -284,6 +319,7 @@ void ModuleRun::reference(Tensor* host_target) {
   hessians_[0] = std::make_unique<DeviceHessian>(spec_.shape.hidden, gptq_ctx_);
   hessians_[1] = std::make_unique<DeviceHessian>(spec_.shape.mid, gptq_ctx_);
   begin_rows();
+  reference_begin_.record(ctx_.compute);
   std::vector<DeviceView> w, bias;
   DeviceView w_last;
   weight_views(w, bias, w_last);
@@ -300,95 +336,24 @@ void ModuleRun::reference(Tensor* host_target) {
       [&](int64_t r) {
         if (dst) rows_->download_target(r, *dst);
       });
-  const unsigned long long bad_outputs = finish_rows();
-  EXQ_CHECK(bad_outputs == 0, "reference output holds NaN/Inf ({} values)", bad_outputs);
-  timing.reference_s = seconds_since(t0);
-  timing.hessian_s = hessian_spans_.total_seconds();
-  hessian_spans_.clear();
-}
-
-void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed) {
-  const size_t L = spec_.linears.size();
-  EXQ_ASSERT(options.size() == L && hessians_[0] && hessians_[1]);
-  if (!plan_.resident) rows_->release();  // streamed rows are copied again for the tests
-  runner_.release();
-  ctx_.compute_spans.begin(ctx_.compute);
-  results_.clear();
-  results_.resize(L);
-  host_results_.clear();
-  host_results_.resize(L);
-  size_t pinned_index = 0;
-  // Timed with events, so the phase has one host wait of its own (at the end).
-  memory::cuda::SpanRecorder prepare_spans, gptq_spans;
-  for (int g = 0; g < 2; ++g) {
-    prepare_spans.begin(ctx_.compute);
-    const DevicePreparedHessian prepared =
-        prepare_hessian(hessians_[g]->hessian(), percdamp_, gptq_ctx_);
-    hessians_[g].reset();
-    prepare_spans.end(ctx_.compute);
-    for (size_t c = 0; c < L; ++c) {
-      if (spec_.linears[c].hessian != g) continue;
-      DeviceLinear& d = weights_[c];
-      const DeviceView input = d.w32.empty() ? d.w16.view() : d.w32.view();
-      const size_t bytes = static_cast<size_t>(d.w16.numel()) * sizeof(uint16_t);
-      std::vector<void*>& host = host_results_[c];
-      GptqResultHook to_host;
-      // The download of result k runs on the side stream while GPTQ computes result k + 1;
-      // result k's device block is freed (compute-stream order) once its copy is done.
-      std::optional<DeviceTensor> copying;
-      Event copied(false);
-      const auto retire = [&] {
-        if (!copying) return;
-        copied.wait_on(ctx_.compute);
-        copying.reset();
-      };
-      if (plan_.host_candidates) {
-        host.resize(options[c].size());
-        to_host = [&](size_t k, DeviceGptqResult& res) {
-          res.weight.view().expect(DType::F16, d.w16.shape(),
-                                   fmt::format("GPTQ result of {}", spec_.linears[c].name));
-          host[k] = ctx_.pinned.get(pinned_index++, bytes);
-          Event ready(false);
-          ready.record(ctx_.compute);
-          ready.wait_on(ctx_.side);
-          CUDA_CHECK(cudaMemcpyAsync(host[k], res.weight.raw(), bytes, cudaMemcpyDeviceToHost,
-                                     ctx_.side));
-          retire();
-          copying = std::move(res.weight);
-          res.weight = {};
-          copied.record(ctx_.side);
-        };
-      }
-      gptq_spans.begin(ctx_.compute);
-      results_[c] =
-          gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_, to_host);
-      retire();
-      gptq_spans.end(ctx_.compute);
-      EXQ_CHECK(results_[c].size() == options[c].size(),
-                "GPTQ of {} returned {} results for {} options", spec_.linears[c].name,
-                results_[c].size(), options[c].size());
-      if (!plan_.host_candidates)
-        for (const DeviceGptqResult& res : results_[c])
-          res.weight.view().expect(DType::F16, d.w16.shape(),
-                                   fmt::format("GPTQ result of {}", spec_.linears[c].name));
-      d.w16 = {};
-      d.w32 = {};
-      timing.gptq_runs += static_cast<int>(options[c].size());
-    }
+  finish_rows();
+  reference_end_.record(ctx_.compute);
+  referenced_ = true;
+  if (!plan_.resident && dst) {
+    // Streamed states: later passes stage the targets from the host copy, so every download
+    // must have landed there first (a wait the resident path does not need).
+    Event copies(false);
+    ctx_.ring.record(copies);
+    ctx_.host_sync(copies, "streamed states: reference targets back on the host");
+    ctx_.ring.flush();
   }
-  ctx_.compute_spans.end(ctx_.compute);
-  ctx_.compute.synchronize();
-  timing.prepare_s = prepare_spans.total_seconds();
-  timing.gptq_s = gptq_spans.total_seconds();
-  runner_.reserve(tokens_);
-  rows_->allocate();
 }
 
 std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>& pick,
                                           ErrorMetric metric) {
   if (plan_.host_candidates) return test_table_host(pick, metric);
   const ErrorReduce reduce = reduce_of(metric);
-  const auto t0 = Clock::now();
+  test_begin_.record(ctx_.compute);
   const size_t L = spec_.linears.size(), n_table = pick.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
   // Table rows grouped by the options of every linear but the last, first-seen order.
@@ -429,10 +394,10 @@ std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>
                             as_doubles(sums) + r * 2, R * 2, ctx_.compute);
       },
       [](int64_t) {});
-  std::vector<double> errors =
-      table_errors(download_doubles(sums, ctx_.compute), n_table, R, metric);
-  timing.test_s = seconds_since(t0);
-  return errors;
+  test_end_.record(ctx_.compute);
+  tested_ = true;
+  return table_errors(finish(&sums, "module end: table errors and status", true), n_table, R,
+                      metric);
 }
 
 DeviceView ModuleRun::result_view(size_t linear, const DeviceTensor& buffer) const {
@@ -442,7 +407,7 @@ DeviceView ModuleRun::result_view(size_t linear, const DeviceTensor& buffer) con
 std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<size_t>>& pick,
                                                ErrorMetric metric) {
   const ErrorReduce reduce = reduce_of(metric);
-  const auto t0 = Clock::now();
+  test_begin_.record(ctx_.compute);
   const size_t L = spec_.linears.size(), n_table = pick.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
   size_t total = 0, max_bytes = 0;
@@ -522,14 +487,14 @@ std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<siz
         },
         [](int64_t) {});
   }
-  std::vector<double> errors =
-      table_errors(download_doubles(sums, ctx_.compute), n_table, R, metric);
-  timing.test_s = seconds_since(t0);
-  return errors;
+  test_end_.record(ctx_.compute);
+  tested_ = true;
+  return table_errors(finish(&sums, "module end: table errors and status", true), n_table, R,
+                      metric);
 }
 
 double ModuleRun::forward_quantized(Tensor& output) {
-  const auto t0 = Clock::now();
+  test_begin_.record(ctx_.compute);
   const size_t L = spec_.linears.size();
   const int64_t R = rows_->rows(), n = tokens_ * hidden_;
   output.view().expect(DType::F32, states_.shape(), "quantized module output");
@@ -583,14 +548,14 @@ double ModuleRun::forward_quantized(Tensor& output) {
                            row_bytes, &written);
         ctx_.ring.record(copied[r % 2]);
       });
-  ctx_.ring.flush();
-  const std::vector<double> s = download_doubles(sums, ctx_.compute);
+  test_end_.record(ctx_.compute);
+  tested_ = true;
+  const std::vector<double> s = finish(&sums, "quantize: module end", true);
   double num = 0.0, den = 0.0;
   for (int64_t r = 0; r < R; ++r) {
     num += s[static_cast<size_t>(2 * r)];
     den += s[static_cast<size_t>(2 * r + 1)];
   }
-  timing.test_s = seconds_since(t0);
   return relative(num, den);
 }
 

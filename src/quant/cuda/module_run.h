@@ -5,13 +5,19 @@
 //     (DeviceHessian: q/k/v or gate/up share one, o / down have their own).
 //  2. gptq(): act-order + Cholesky of each Hessian, then every linear GPTQ-quantized under all
 //     its options in one batched call; the results (fp16 weights on the device) replace the
-//     originals.
+//     originals. For the measurement nothing waits: the factorizations are not checked
+//     (prepare_hessian_async) and their status comes back with the table errors.
 //  3. test_table() (measure): every row of the option table on every calibration row. Table
 //     rows that share the options of all linears but the last (q/k/v, gate/up) share the
 //     attention output / activation, so the prefix runs once per distinct combination and only
 //     o / down per table row. Errors are reduced on the device in double in a fixed order and
 //     read back once. Or forward_quantized() (quantize): the module with the quantized weights
 //     on every row, its output downloaded and the rfn error.
+// Host waits: one per module, at its end (the one download of errors and status: NaN/Inf
+// counters, factorization status), in the normal measurement path. More where states stream
+// (!plan().resident: the reference targets are read back from the host before the tests) and
+// in the quantization pass (reference status before the checked factorizations, their
+// retries, the packed codes). EngineContext::host_syncs counts them.
 // Or, forward only (resume replay, ForwardOnly constructor): forward() runs the module with the
 // given weights through exactly the reference pass's kernels, so with the layer's own weights it
 // reproduces reference()'s target and with the dequantized GPTQ results (the same fp16 values)
@@ -19,6 +25,7 @@
 // The calibration states live in a RowStore sized by the VRAM plan (engine_plan.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -68,9 +75,25 @@ class ModuleRun {
 
   const VramPlan& plan() const { return plan_; }
 
+  // How gptq() prepares Hessian g (0: the linears' input, 1: o_proj / down_proj's): steps[g]
+  // damping steps in the first attempt (1 normally); checked: prepare_hessian, which waits
+  // after every attempt and retries with more damping, else one attempt without a wait whose
+  // status test_table() reads (failed_factorizations()). fail_first (tests): bit g marks
+  // Hessian g's unchecked attempt as failed. want_packed (quantize) always checks.
+  struct Damping {
+    bool checked = false;
+    std::array<int, 2> steps = {1, 1};
+    unsigned fail_first = 0;
+  };
+  void set_damping(const Damping& d) { damping_ = d; }
+  // After test_table(): bit g set when Hessian g's unchecked factorization failed. The results
+  // are then not valid: run the module again with checked damping, one step more there.
+  unsigned failed_factorizations() const { return failed_; }
+
   // host_target: F32 [rows, T, hidden] that receives the reference output, or null (kept on
   // the device when resident, else in an internal host copy). Throws exq::Error for NaN/Inf in
-  // the states or the reference output.
+  // the states or the reference output: from test_table() in the measurement (the counts come
+  // with its download), from gptq() in the quantization pass.
   void reference(Tensor* host_target);
   // options[c]: the distinct options of linear c.
   void gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed);
@@ -104,10 +127,15 @@ class ModuleRun {
   VramPlan make_plan(const std::vector<int64_t>& results_per_linear, int64_t table_rows,
                      bool with_output) const;
   // Around a forward pass over the rows: buffers ready and NaN/Inf counters zeroed before;
-  // after, waits for the pass and its downloads, throws exq::Error for NaN/Inf in the inputs
-  // and returns the count of non-finite outputs.
+  // after, the counters are copied into status_ (no wait).
   void begin_rows();
-  unsigned long long finish_rows();
+  void finish_rows();
+  // The module's one download and wait (EngineContext::finish_module): `sums` (optional) and
+  // status_; throws exq::Error for NaN/Inf inputs (and outputs with check_outputs), sets
+  // failed_ and the timings. Returns the sums.
+  std::vector<double> finish(const DeviceTensor* sums, const char* why, bool check_outputs);
+  void check_status(const char* status, bool check_outputs);
+  int* factor_status(int g) const;
   // The reference pass's per-row forward: t = module(x) with weights w (prefix) and w_last.
   void forward_row(const DeviceView& x, const DeviceView& t, std::span<const DeviceView> w,
                    std::span<const DeviceView> bias, const DeviceView& w_last,
@@ -141,6 +169,16 @@ class ModuleRun {
   Tensor own_target_;                    // reference output when neither resident nor the caller's
   const Tensor* target_host_ = nullptr;  // where phase 3 re-reads targets from (non-resident)
   memory::cuda::SpanRecorder hessian_spans_;
+  // U8 [16 + 2 * 4 * kPrepareStatusInts]: the reference pass's uint64 counts of non-finite
+  // outputs and inputs, then each Hessian's factorization status (int32, 0 = valid).
+  DeviceTensor status_;
+  Damping damping_;
+  unsigned failed_ = 0;
+  // Phase timings from events, read after the module's wait.
+  exq::cuda::Event reference_begin_{true}, reference_end_{true}, test_begin_{true},
+      test_end_{true};
+  bool referenced_ = false, tested_ = false;
+  memory::cuda::SpanRecorder prepare_spans_, gptq_spans_;
 };
 
 }  // namespace exq::quant::cuda

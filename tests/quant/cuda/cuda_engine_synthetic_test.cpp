@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/half.h"
@@ -192,6 +193,86 @@ TEST(CudaEngineSynthetic, PinnedStatesGiveTheSameResults) {
         << m;
   }
   EXPECT_EQ(cudaHostUnregister(pinned.raw()), cudaSuccess);
+}
+
+// A measured module waits for the device once (its one download: table errors, NaN/Inf
+// counts, factorization status), resident or with host candidates; streamed states add one
+// (the reference targets back on the host before the tests). Results stay the same.
+TEST(CudaEngineSynthetic, MeasurementWaitsOnceForTheHostPerModule) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 19);
+  std::mt19937 rng(13);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const MeasureOptions opts = some_rows();
+  CudaEngineOptions host_candidates, streamed;
+  host_candidates.host_candidates = true;
+  streamed.max_rows_on_device = 1;
+  struct Case {
+    const char* name;
+    CudaEngineOptions options;
+    int syncs;
+  };
+  std::vector<ModuleResult> first;
+  for (const Case& k : {Case{"resident", {}, 1}, Case{"host candidates", host_candidates, 1},
+                        Case{"streamed", streamed, 2}}) {
+    SCOPED_TRACE(k.name);
+    const auto gpu = make_cuda_engine(c, 128, k.options);
+    ModuleResult a = gpu->measure_attention(layer, x, "a", opts);
+    const auto sa = gpu->module_stats();
+    std::printf("%s attention: %s\n", k.name, sa.dump().c_str());
+    EXPECT_EQ(sa.at("host_syncs").get<int>(), k.syncs);
+    EXPECT_EQ(a.timing.host_syncs, k.syncs);
+    EXPECT_EQ(a.timing.staging_waits, sa.at("staging_waits").get<int>());
+    EXPECT_GT(a.timing.gptq_s, 0.0);
+    ModuleResult m = gpu->measure_mlp(layer, a.target, "m", opts);
+    const auto sm = gpu->module_stats();
+    std::printf("%s mlp: %s\n", k.name, sm.dump().c_str());
+    EXPECT_EQ(sm.at("host_syncs").get<int>(), k.syncs);
+    EXPECT_EQ(m.timing.host_syncs, k.syncs);
+    if (first.empty()) {
+      first.push_back(std::move(a));
+      first.push_back(std::move(m));
+    } else {
+      test::expect_measurements_identical(a, first[0]);
+      test::expect_measurements_identical(m, first[1]);
+    }
+  }
+}
+
+// The optimistic factorization's slow path: a first attempt that fails (forced here) runs the
+// module again, checked, one damping step further: the result of measuring with that damping
+// from the start, not the normal one.
+TEST(CudaEngineSynthetic, FailedFactorizationRetriesWithMoreDamping) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 21);
+  std::mt19937 rng(15);
+  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const MeasureOptions opts = some_rows();
+  CudaEngineOptions fail, more;
+  fail.fail_first_factorization = 3;  // both Hessians
+  more.extra_damping_steps = 1;
+  const auto plain = make_cuda_engine(c, 128, {});
+  const auto retried = make_cuda_engine(c, 128, fail);
+  const auto direct = make_cuda_engine(c, 128, more);
+  for (const bool attention : {true, false}) {
+    SCOPED_TRACE(attention ? "attention" : "mlp");
+    const auto measure = [&](Engine& e) {
+      return attention ? e.measure_attention(layer, x, "a", opts)
+                       : e.measure_mlp(layer, x, "m", opts);
+    };
+    const ModuleResult r = measure(*retried);
+    const auto stats = retried->module_stats();
+    EXPECT_EQ(stats.value("damping_retries", 0), 1);
+    // The failed pass's download, one wait per checked factorization, the retry's download.
+    EXPECT_EQ(stats.at("host_syncs").get<int>(), 4);
+    const ModuleResult d = measure(*direct);
+    EXPECT_EQ(direct->module_stats().at("host_syncs").get<int>(), 1);
+    EXPECT_FALSE(direct->module_stats().contains("damping_retries"));
+    test::expect_measurements_identical(r, d);
+    EXPECT_NE(measure(*plain).errors, r.errors);
+  }
 }
 
 // The step's linears dequantized from its packed tensors, F32 [out, in], as replay.cpp reads

@@ -3,6 +3,9 @@
 
 #include <cstring>
 #include <iostream>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "gptq_cuda_test_util.h"
@@ -113,6 +116,102 @@ TEST_F(GptqCudaTest, PrepareHessianGivesUpLikeTheCpu) {
     EXPECT_THROW(prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_, impl), Error);
     EXPECT_THROW(prepare_hessian(empty(DType::F32, {in, in + 1}), 0.12f, ctx_, impl), Error);
     EXPECT_THROW(prepare_hessian(empty(DType::F16, {in, in}), 0.12f, ctx_, impl), Error);
+  }
+}
+
+std::vector<int32_t> download_i32(const Tensor& t) {
+  const int32_t* p = t.data<int32_t>();
+  return std::vector<int32_t>(p, p + t.numel());
+}
+
+// Act-order with many ties (stable order), values spanning several rank-kernel tiles, and the
+// damping's double sum: the device's act-order and damp are the CPU's, bit for bit.
+TEST_F(GptqCudaTest, DeviceActOrderMatchesTheCpuWithTies) {
+  for (int64_t in : {5, 300, 2100}) {
+    std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
+    std::mt19937 rng(static_cast<uint32_t>(in));
+    std::uniform_int_distribution<int> level(0, 6);
+    std::uniform_real_distribution<float> value(0.5f, 3.0f);
+    for (int64_t i = 0; i < in; ++i)  // diagonal only: always positive definite
+      h[i * (in + 1)] = level(rng) == 0 ? value(rng) : 0.25f * static_cast<float>(level(rng));
+    h[0] = 0.0f;  // a zero diagonal entry sorts last among ties
+    const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
+    for (GptqImpl impl : kImpls) {
+      const std::string what = std::string(gptq_impl_name(impl)) + " in=" + std::to_string(in);
+      const DevicePreparedHessian got =
+          prepare_hessian(upload_vec(h, DType::F32, {in, in}), 0.12f, ctx_, impl);
+      EXPECT_EQ(got.perm, want.perm) << what;
+      EXPECT_EQ(got.damp, want.damp) << what;
+      EXPECT_EQ(got.dampings, 1) << what;
+      const std::vector<int32_t> invperm = download_i32(download(got.invperm_d));
+      for (int64_t i = 0; i < in; ++i)
+        ASSERT_EQ(invperm[static_cast<size_t>(want.perm[static_cast<size_t>(i)])], i) << what;
+    }
+  }
+}
+
+// Without a wait: the same perm, damping steps and U (bit for bit) as the checked call; the
+// status says it succeeded.
+TEST_F(GptqCudaTest, PrepareHessianAsyncEqualsTheCheckedCall) {
+  for (GptqImpl impl : kImpls) {
+    for (int64_t in : {100, 576}) {
+      const auto x = make_inputs(4 * 256, in, static_cast<uint32_t>(in + 3));
+      const auto h = cpu_hessian(x, 4, 256, in);
+      const DeviceTensor hd = upload_vec(h, DType::F32, {in, in});
+      const std::string what = std::string(gptq_impl_name(impl)) + " in=" + std::to_string(in);
+      const DevicePreparedHessian checked = prepare_hessian(hd, 0.12f, ctx_, impl);
+      DeviceTensor status = upload_vec(std::vector<int32_t>(kPrepareStatusInts, 7), DType::I32,
+                                       {kPrepareStatusInts});
+      const DevicePreparedHessian got = prepare_hessian_async(
+          hd, 0.12f, ctx_, impl, static_cast<int*>(status.raw()));
+      EXPECT_TRUE(got.perm.empty()) << what;
+      EXPECT_EQ(got.dampings, 1) << what;
+      EXPECT_EQ(download_i32(download(status)), std::vector<int32_t>(kPrepareStatusInts, 0))
+          << what;
+      EXPECT_EQ(download_i32(download(got.perm_d)), checked.perm) << what;
+      const auto u = download_f32(got.u), want_u = download_f32(checked.u);
+      EXPECT_EQ(0, std::memcmp(u.data(), want_u.data(), u.size() * sizeof(float))) << what;
+    }
+  }
+}
+
+// The measurement's slow path: a failed attempt without a wait shows in the status; the checked
+// call that skips the failed step, and one attempt with the larger damping without a wait, give
+// what the checked call gives from the start, bit for bit.
+TEST_F(GptqCudaTest, FailedAsyncAttemptAndItsRetryMatchTheCheckedCall) {
+  const int64_t in = 64;
+  const float x = 18.9f / 64.3f;  // as PrepareHessianRetriesDampingLikeTheCpu: 3 steps
+  std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> small(-1e-3f, 1e-3f);
+  for (int64_t r = 0; r < in; ++r)
+    for (int64_t c = 0; c < r; ++c) h[r * in + c] = h[c * in + r] = small(rng);
+  for (int64_t i = 0; i < in; ++i) h[i * (in + 1)] = i == 17 ? -x : 1.0f + 0.01f * small(rng);
+  const DeviceTensor hd = upload_vec(h, DType::F32, {in, in});
+  for (GptqImpl impl : kImpls) {
+    const std::string what = gptq_impl_name(impl);
+    const DevicePreparedHessian direct = prepare_hessian(hd, 0.12f, ctx_, impl);
+    ASSERT_EQ(direct.dampings, 3) << what;
+    const auto want_u = download_f32(direct.u);
+    DeviceTensor status = upload_vec(std::vector<int32_t>(kPrepareStatusInts, 0), DType::I32,
+                                     {kPrepareStatusInts});
+    prepare_hessian_async(hd, 0.12f, ctx_, impl, static_cast<int*>(status.raw()));
+    EXPECT_NE(download_i32(download(status)), std::vector<int32_t>(kPrepareStatusInts, 0))
+        << what;
+    for (int skip : {1, 2}) {
+      const DevicePreparedHessian retry = prepare_hessian(hd, 0.12f, ctx_, impl, skip);
+      EXPECT_EQ(retry.dampings, 3) << what << " skip " << skip;
+      EXPECT_EQ(retry.perm, direct.perm) << what;
+      EXPECT_EQ(retry.damp, direct.damp) << what;
+      const auto u = download_f32(retry.u);
+      EXPECT_EQ(0, std::memcmp(u.data(), want_u.data(), u.size() * sizeof(float))) << what;
+    }
+    const DevicePreparedHessian larger =
+        prepare_hessian_async(hd, 0.12f, ctx_, impl, static_cast<int*>(status.raw()), 3);
+    EXPECT_EQ(download_i32(download(status)), std::vector<int32_t>(kPrepareStatusInts, 0))
+        << what;
+    const auto u = download_f32(larger.u);
+    EXPECT_EQ(0, std::memcmp(u.data(), want_u.data(), u.size() * sizeof(float))) << what;
   }
 }
 
