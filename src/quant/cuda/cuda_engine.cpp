@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <future>
 #include <optional>
@@ -21,6 +22,12 @@
 
 namespace exq::quant::cuda {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // Runs f, prefixing any exq::Error with the module ("measure model.layers.0.mlp: ...").
 template <typename F>
@@ -278,24 +285,73 @@ class CudaEngine final : public Engine {
       check_inputs(spec, states);
       const size_t L = spec.linears.size();
       EXQ_CHECK(options.size() == L, "{} options for {} linears", options.size(), L);
+      // Host phases (steady clock; the device phases come from events, ModuleRun::timing).
+      const auto t0 = Clock::now();
+      const size_t reserved_before = ctx_.alloc->reserved();
       begin_module();
       ModuleRun run(ctx_, spec, states, std::vector<int64_t>(L, 1), 1, true, 0.12f);
+      const double setup_s = seconds_since(t0);
+      auto t = Clock::now();
       run.reference(nullptr);
+      const double reference_host_s = seconds_since(t);
       std::vector<std::vector<QuantOption>> one;
       for (const QuantOption& o : options) one.push_back({o});
+      t = Clock::now();
       run.gptq(one, true);
+      const double gptq_host_s = seconds_since(t);
       // Packing is host work: it runs beside the quantized forward.
+      std::vector<double> pack_s(L, 0.0);
       std::vector<std::future<io::Exl2Packed>> packs;
       for (size_t c = 0; c < L; ++c)
-        packs.push_back(std::async(std::launch::async, pack_with_bias,
-                                   std::move(run.results(c).at(0).layer),
-                                   spec.linears[c].bias));
+        packs.push_back(std::async(
+            std::launch::async,
+            [&pack_s, c](io::Exl2Linear layer, TensorView bias) {
+              const auto p0 = Clock::now();
+              io::Exl2Packed p = pack_with_bias(std::move(layer), bias);
+              pack_s[c] = seconds_since(p0);
+              return p;
+            },
+            std::move(run.results(c).at(0).layer), spec.linears[c].bias));
       QuantStep out;
+      t = Clock::now();
       out.output = Tensor(DType::F32, states.shape());
       out.rfn = run.forward_quantized(out.output);
+      const double forward_host_s = seconds_since(t);
+      t = Clock::now();
       for (size_t c = 0; c < L; ++c)
         out.packed.emplace_back(key + "." + std::string(spec.linears[c].name), packs[c].get());
+      const double pack_wait_s = seconds_since(t);
       end_module(&run);
+      double pack_total = 0.0;
+      for (double p : pack_s) pack_total += p;
+      // Device phases (events): reference (Hessians included), prepare (act-order and the
+      // checked factorizations), gptq (packed downloads included: their host part in
+      // packed_download_s), forward (the quantized module on every row, output downloads, rfn).
+      // Host phases: the wall time of each call on the engine's thread; pack_s is the packing
+      // threads' total, pack_wait_s what the engine still waited for them after the forward.
+      stats_["timing"] = {
+          {"reference_s", run.timing.reference_s},
+          {"hessian_s", run.timing.hessian_s},
+          {"prepare_s", run.timing.prepare_s},
+          {"gptq_s", run.timing.gptq_s},
+          {"packed_download_s", run.packed_download_s},
+          {"forward_s", run.timing.test_s},
+          {"gptq_runs", run.timing.gptq_runs},
+          {"host_setup_s", setup_s},
+          {"host_reference_s", reference_host_s},
+          {"host_gptq_s", gptq_host_s},
+          {"host_forward_s", forward_host_s},
+          {"pack_s", pack_total},
+          {"pack_wait_s", pack_wait_s},
+          {"wall_s", seconds_since(t0)},
+          // Device memory the allocator had to obtain (cudaMalloc) during the step, net of any
+          // cache it emptied: nonzero means the step did not run from the cached blocks alone.
+          {"reserved_growth_bytes", static_cast<double>(ctx_.alloc->reserved()) -
+                                        static_cast<double>(reserved_before)},
+      };
+      nlohmann::ordered_json reasons = nlohmann::ordered_json::object();
+      for (const char* why : ctx_.sync_reasons) reasons[why] = reasons.value(why, 0) + 1;
+      stats_["sync_reasons"] = std::move(reasons);
       return out;
     });
   }

@@ -10,7 +10,10 @@
 // module_stats() reports gpu_s, copy_s, copy_hidden, bytes_h2d, bytes_d2h, peak_vram_bytes,
 // vram_budget_bytes, how the states were held, host_syncs (the host's waits for the device:
 // 1 per measured module in the normal path, module_run.h) and staging_waits (waits for a
-// pinned staging buffer of the copy ring). One thread drives an engine.
+// pinned staging buffer of the copy ring); after a quantization step also "timing" (device
+// phases from events: reference_s, hessian_s, prepare_s, gptq_s, packed_download_s,
+// forward_s; host phases: host_setup_s, host_reference_s, host_gptq_s, host_forward_s, pack_s,
+// pack_wait_s, wall_s) and "sync_reasons" (host waits by reason). One thread drives an engine.
 #pragma once
 
 #include <cstddef>

@@ -56,6 +56,12 @@ DevicePreparedHessian prepare_hessian_async(const DeviceView& h, float percdamp,
 // ctx.wait, or a plain stream synchronize.
 void host_wait(const GptqContext& ctx, const char* why);
 
+// One result's packed tensors (codes [in * out], qs [groups * out], scale_max [groups]) into
+// l's vectors, sized already. Call after a host_wait for the work that wrote them: the copies to
+// pageable memory return once done; their host seconds go to ctx.packed_download_s.
+void download_packed(const GptqContext& ctx, io::Exl2Linear& l, const void* codes,
+                     const void* qs, const void* scale_max);
+
 // ---- shared by both implementations ----------------------------------------------------------
 
 // Checks every argument of gptq_quantize_batch (throws exq::Error) and gives the options'

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -124,6 +125,20 @@ void host_wait(const GptqContext& ctx, const char* why) {
     ctx.wait(ctx.stream, why);
   else
     CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+void download_packed(const GptqContext& ctx, io::Exl2Linear& l, const void* codes,
+                     const void* qs, const void* scale_max) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Pageable destinations: each copy returns once done.
+  CUDA_CHECK(cudaMemcpyAsync(l.q.data(), codes, l.q.size(), cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(cudaMemcpyAsync(l.qs.data(), qs, l.qs.size(), cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(cudaMemcpyAsync(l.scale_max.data(), scale_max,
+                             l.scale_max.size() * sizeof(l.scale_max[0]), cudaMemcpyDeviceToHost,
+                             ctx.stream));
+  if (ctx.packed_download_s)
+    *ctx.packed_download_s +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 int gptq_dtype_code(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }
@@ -245,6 +260,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
   }
 
   if (want_packed) {
+    // The host vectors first (their pages are touched while the device still works), then one
+    // wait, then the copies alone.
     for (size_t k = 0; k < options.size(); ++k) {
       io::Exl2Linear& l = results[k].layer;
       const PackedPending& dev = pending[k];
@@ -256,15 +273,13 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v1(const DeviceView& w,
       l.q.resize(static_cast<size_t>(in * out));
       l.qs.resize(static_cast<size_t>(dev.qs.numel()));
       l.scale_max.resize(static_cast<size_t>(dev.scale_max.numel()));
-      // Pageable destinations: each copy returns once done, so the first one is the wait.
-      CUDA_CHECK(cudaMemcpyAsync(l.q.data(), dev.codes.raw(), dev.codes.nbytes(),
-                                 cudaMemcpyDeviceToHost, stream));
-      CUDA_CHECK(cudaMemcpyAsync(l.qs.data(), dev.qs.raw(), dev.qs.nbytes(),
-                                 cudaMemcpyDeviceToHost, stream));
-      CUDA_CHECK(cudaMemcpyAsync(l.scale_max.data(), dev.scale_max.raw(), dev.scale_max.nbytes(),
-                                 cudaMemcpyDeviceToHost, stream));
+      EXQ_ASSERT(dev.codes.nbytes() == l.q.size() && dev.qs.nbytes() == l.qs.size() &&
+                 dev.scale_max.nbytes() == l.scale_max.size() * sizeof(l.scale_max[0]));
     }
     host_wait(ctx, "GPTQ v1 packed results");
+    for (size_t k = 0; k < options.size(); ++k)
+      download_packed(ctx, results[k].layer, pending[k].codes.raw(), pending[k].qs.raw(),
+                      pending[k].scale_max.raw());
   }
   return results;
 }

@@ -35,6 +35,9 @@ struct GptqContext {
   // Optional: every host wait of prepare_hessian / gptq_quantize_batch goes through it (the
   // engine counts them: EngineContext::host_sync); null: cudaStreamSynchronize(stream).
   std::function<void(cudaStream_t stream, const char* why)> wait;
+  // Optional: gptq_quantize_batch with want_packed adds the host seconds of the packed results'
+  // copies to pageable host memory here (after a wait for the device, so the copies alone).
+  double* packed_download_s = nullptr;
 };
 
 // H = 2/B * sum_b X_b^T X_b over batches, like quant::HessianAccumulator (exllamav2 scaling).

@@ -32,7 +32,9 @@ void add_diagonal_device_cuda(float* a, int64_t n, const float* value, int times
 // by descending diagonal, ties in index order (std::stable_sort's order; NaN last),
 // invperm[perm[i]] = i, reversed[i] = perm[n - 1 - i]; *damp = max(float(percdamp * sum / n),
 // 1e-5f) with the sum of diag[perm[i]] in double in perm order, one thread: quant/hessian.cpp's
-// arithmetic, bit for bit. scratch: 2 n floats. n <= 65536.
+// arithmetic, bit for bit. Three launches: the diagonal, the ranks (O(n^2) integer comparisons
+// over a 2-D grid that fills the GPU), the permutations and the sum (one block).
+// scratch: 3 n floats. n <= 65536.
 void act_order_cuda(const float* h, int64_t n, float percdamp, int32_t* perm, int32_t* invperm,
                     int32_t* reversed, float* scratch, float* damp, cudaStream_t stream);
 // Zeroes u[r, c] for r > c (row-major) and sets *flag to 1 when any kept value is not finite.

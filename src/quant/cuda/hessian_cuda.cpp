@@ -204,7 +204,7 @@ ActOrder act_order(const DeviceView& h, float percdamp, DevicePreparedHessian& p
   p.invperm_d = DeviceTensor(DType::I32, {in}, alloc, stream);
   ActOrder a{DeviceTensor(DType::I32, {in}, alloc, stream),
              DeviceTensor(DType::F32, {1}, alloc, stream)};
-  DeviceTensor scratch(DType::F32, {2 * in}, alloc, stream);
+  DeviceTensor scratch(DType::F32, {3 * in}, alloc, stream);  // act_order_cuda's
   act_order_cuda(h.data<float>(), in, percdamp, p.perm_d.view().data<int32_t>(),
                  p.invperm_d.view().data<int32_t>(), a.reversed.view().data<int32_t>(),
                  scratch.view().data<float>(), a.damp.view().data<float>(), stream);

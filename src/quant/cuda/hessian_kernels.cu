@@ -16,7 +16,12 @@ using exq::cuda::ceil_div;
 constexpr int kThreads = 256;
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;  // a 32x8 block walks a 32x32 tile in 4 steps
-constexpr int kRankTile = 2048;  // diagonal keys per shared-memory tile of the rank kernel
+// Act-order: each rank block compares kThreads entries with one kRankChunk slice of the keys,
+// so n = 14336 runs 56 x 14 blocks (every SM busy) instead of 56 blocks of 14336 comparisons a
+// thread; the sorted diagonal is summed from shared memory in kSumChunk pieces.
+constexpr int kRankChunk = 1024;
+constexpr int kFinishThreads = 1024;
+constexpr int kSumChunk = 8192;  // floats, 32 KiB of shared memory
 
 using detail::round_tf32;
 
@@ -105,44 +110,73 @@ __device__ __forceinline__ uint32_t order_key(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// diag[i] = h[i, i]; rank[i] = 0 (the rank kernel adds to it).
 __global__ void take_diagonal_kernel(const float* __restrict__ h, int64_t n,
-                                     float* __restrict__ diag) {
+                                     float* __restrict__ diag, int32_t* __restrict__ rank) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) diag[i] = h[i * (n + 1)];
+  if (i < n) {
+    diag[i] = h[i * (n + 1)];
+    rank[i] = 0;
+  }
 }
 
-// Rank of i in a stable descending sort: entries greater, plus equal ones before i. O(n^2)
-// comparisons from shared-memory tiles: well under a millisecond for n = 65536.
+// Rank of i in a stable descending sort: entries greater, plus equal ones before i. Block
+// (x, y) counts, for its kThreads entries i, the keys j of slice y ([y kRankChunk, ...)) that
+// come before i, and adds the count to rank[i]: integer sums, so the order of the adds does not
+// matter. O(n^2) comparisons in all (2.1e8 at n = 14336), spread over ceil(n / 256) x
+// ceil(n / 1024) blocks.
 __global__ void act_order_rank_kernel(const float* __restrict__ diag, int n,
-                                      int32_t* __restrict__ perm, int32_t* __restrict__ invperm,
-                                      int32_t* __restrict__ reversed, float* __restrict__ sorted) {
-  __shared__ uint32_t tile[kRankTile];
+                                      int32_t* __restrict__ rank) {
+  __shared__ uint32_t tile[kRankChunk];
+  const int j0 = static_cast<int>(blockIdx.y) * kRankChunk;
+  const int m = min(kRankChunk, n - j0);
+  for (int t = threadIdx.x; t < m; t += blockDim.x) tile[t] = order_key(diag[j0 + t]);
+  __syncthreads();
   const int i = static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const float di = i < n ? diag[i] : 0.0f;
-  const uint32_t ki = order_key(di);
-  int rank = 0;
-  for (int j0 = 0; j0 < n; j0 += kRankTile) {
-    const int m = min(kRankTile, n - j0);
-    __syncthreads();
-    for (int t = threadIdx.x; t < m; t += blockDim.x) tile[t] = order_key(diag[j0 + t]);
-    __syncthreads();
+  if (i >= n) return;
+  const uint32_t ki = order_key(diag[i]);
+  int count = 0;
+  if (j0 + m <= i) {  // every j of the slice is before i: ties count
+#pragma unroll 8
+    for (int t = 0; t < m; ++t) count += tile[t] >= ki ? 1 : 0;
+  } else if (j0 > i) {  // every j is after i: ties do not
+#pragma unroll 8
+    for (int t = 0; t < m; ++t) count += tile[t] > ki ? 1 : 0;
+  } else {
     for (int t = 0; t < m; ++t) {
       const uint32_t kj = tile[t];
-      rank += (kj > ki || (kj == ki && j0 + t < i)) ? 1 : 0;
+      count += (kj > ki || (kj == ki && j0 + t < i)) ? 1 : 0;
     }
   }
-  if (i >= n) return;
-  perm[rank] = i;
-  invperm[i] = rank;
-  reversed[n - 1 - rank] = i;
-  sorted[rank] = di;
+  if (count != 0) atomicAdd(&rank[i], count);
 }
 
-// quant::prepare_hessian's damping: the double sum in perm order, one thread for its order.
-__global__ void act_order_damp_kernel(const float* __restrict__ sorted, int64_t n, float percdamp,
-                                      float* __restrict__ damp) {
+// One block: the permutations from the ranks, then quant::prepare_hessian's damping from the
+// sorted diagonal: the double sum in perm order by one thread (the order is the result), read
+// from shared memory rather than from global memory one element at a time.
+__global__ void act_order_finish_kernel(const float* __restrict__ diag,
+                                        const int32_t* __restrict__ rank, int n, float percdamp,
+                                        int32_t* __restrict__ perm, int32_t* __restrict__ invperm,
+                                        int32_t* __restrict__ reversed, float* sorted,
+                                        float* __restrict__ damp) {
+  __shared__ float chunk[kSumChunk];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int r = rank[i];
+    perm[r] = i;
+    invperm[i] = r;
+    reversed[n - 1 - r] = i;
+    sorted[r] = diag[i];
+  }
   double sum = 0.0;
-  for (int64_t r = 0; r < n; ++r) sum = __dadd_rn(sum, static_cast<double>(sorted[r]));
+  for (int c0 = 0; c0 < n; c0 += kSumChunk) {
+    const int m = min(kSumChunk, n - c0);
+    __syncthreads();  // the scatter above is visible; the previous chunk has been summed
+    for (int t = threadIdx.x; t < m; t += blockDim.x) chunk[t] = sorted[c0 + t];
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int t = 0; t < m; ++t) sum = __dadd_rn(sum, static_cast<double>(chunk[t]));
+  }
+  if (threadIdx.x != 0) return;
   const float d = __double2float_rn(
       __ddiv_rn(__dmul_rn(static_cast<double>(percdamp), sum), static_cast<double>(n)));
   *damp = d < 1e-5f ? 1e-5f : d;  // std::max(d, 1e-5f), NaN included
@@ -241,12 +275,15 @@ void act_order_cuda(const float* h, int64_t n, float percdamp, int32_t* perm, in
   if (n == 0) return;
   float* diag = scratch;
   float* sorted = scratch + n;
-  take_diagonal_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(h, n, diag);
+  auto* rank = reinterpret_cast<int32_t*>(scratch + 2 * n);
+  take_diagonal_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(h, n, diag, rank);
   CUDA_CHECK_LAUNCH();
-  act_order_rank_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(
-      diag, static_cast<int>(n), perm, invperm, reversed, sorted);
+  const dim3 grid(static_cast<unsigned>(ceil_div(n, kThreads)),
+                  static_cast<unsigned>(ceil_div(n, kRankChunk)));
+  act_order_rank_kernel<<<grid, kThreads, 0, stream>>>(diag, static_cast<int>(n), rank);
   CUDA_CHECK_LAUNCH();
-  act_order_damp_kernel<<<1, 1, 0, stream>>>(sorted, n, percdamp, damp);
+  act_order_finish_kernel<<<1, kFinishThreads, 0, stream>>>(
+      diag, rank, static_cast<int>(n), percdamp, perm, invperm, reversed, sorted, damp);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -112,7 +112,12 @@ class ModuleRun {
   // in the states; non-finite outputs are the caller's to check.
   void forward(const TensorView& output);
 
+  // Phase times from events, read at the module's wait (finish()): reference_s, hessian_s,
+  // prepare_s, gptq_s, test_s (test_table() or forward_quantized()), gptq_runs.
   MeasureTiming timing;
+  // gptq(want_packed): host seconds of the packed results' copies to host memory (after the
+  // wait for the device: GptqContext::packed_download_s), part of timing.gptq_s.
+  double packed_download_s = 0;
 
  private:
   struct DeviceLinear {

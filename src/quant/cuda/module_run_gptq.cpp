@@ -27,6 +27,8 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
   size_t pinned_index = 0;
   const GptqImpl impl = gptq_impl_from_env();
   const bool checked = damping_.checked || want_packed;
+  packed_download_s = 0;
+  gptq_ctx_.packed_download_s = want_packed ? &packed_download_s : nullptr;
   if (want_packed) {  // the quantization pass: NaN/Inf errors before the checked factorizations
     char* host = static_cast<char*>(ctx_.readback(status_.nbytes()));
     CUDA_CHECK(cudaMemcpyAsync(host, status_.raw(), status_.nbytes(), cudaMemcpyDeviceToHost,
@@ -96,6 +98,7 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
       timing.gptq_runs += static_cast<int>(options[c].size());
     }
   }
+  gptq_ctx_.packed_download_s = nullptr;
   // No wait here: host-candidate results are only read by later copies on the compute stream
   // (retire() ordered it after every side-stream download).
   ctx_.compute_spans.end(ctx_.compute);

@@ -1,8 +1,10 @@
 // DeviceHessian and the GPU prepare_hessian against quant/hessian.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <iostream>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -124,10 +126,11 @@ std::vector<int32_t> download_i32(const Tensor& t) {
   return std::vector<int32_t>(p, p + t.numel());
 }
 
-// Act-order with many ties (stable order), values spanning several rank-kernel tiles, and the
-// damping's double sum: the device's act-order and damp are the CPU's, bit for bit.
+// Act-order with many ties (stable order, -0 == +0), values spanning several rank-kernel
+// slices (1024 keys) and sum chunks (8192), and the damping's double sum: the device's
+// act-order and damp are the CPU's, bit for bit.
 TEST_F(GptqCudaTest, DeviceActOrderMatchesTheCpuWithTies) {
-  for (int64_t in : {5, 300, 2100}) {
+  for (int64_t in : {5, 300, 2100, 9000}) {
     std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
     std::mt19937 rng(static_cast<uint32_t>(in));
     std::uniform_int_distribution<int> level(0, 6);
@@ -135,7 +138,23 @@ TEST_F(GptqCudaTest, DeviceActOrderMatchesTheCpuWithTies) {
     for (int64_t i = 0; i < in; ++i)  // diagonal only: always positive definite
       h[i * (in + 1)] = level(rng) == 0 ? value(rng) : 0.25f * static_cast<float>(level(rng));
     h[0] = 0.0f;  // a zero diagonal entry sorts last among ties
-    const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
+    for (int64_t i = 7; i < in; i += 97) h[i * (in + 1)] = -0.0f;  // ties with +0
+    // quant::prepare_hessian up to 2100 inputs; beyond, its act-order and damping arithmetic
+    // alone (its f32 factorization of a 9000 x 9000 matrix would take long).
+    PreparedHessian want;
+    if (in <= 2100) {
+      want = quant::prepare_hessian(h, in, 0.12f);
+    } else {
+      want.perm.resize(static_cast<size_t>(in));
+      std::iota(want.perm.begin(), want.perm.end(), 0);
+      std::stable_sort(want.perm.begin(), want.perm.end(), [&](int32_t a, int32_t b) {
+        return h[static_cast<size_t>(a * (in + 1))] > h[static_cast<size_t>(b * (in + 1))];
+      });
+      double diag_sum = 0.0;
+      for (const int32_t r : want.perm) diag_sum += h[static_cast<size_t>(r * (in + 1))];
+      want.damp =
+          std::max(static_cast<float>(0.12f * diag_sum / static_cast<double>(in)), 1e-5f);
+    }
     for (GptqImpl impl : kImpls) {
       const std::string what = std::string(gptq_impl_name(impl)) + " in=" + std::to_string(in);
       const DevicePreparedHessian got =
