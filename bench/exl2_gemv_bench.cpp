@@ -7,11 +7,13 @@
 // (default 1,2: session 2's exl2_gemv.cu and exl2_gemv_v2.cu, side by side; a layer kernel 2
 // cannot run is skipped for it). Sections (--only, comma separated; default all):
 //   gemv    the table above
+//   group   q, k, v and gate, up as one group launch each vs one launch per layer
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked
 //   prefill dequantize to fp16 + cuBLAS at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
 //           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
-//           CUDA graph, against the bandwidth floor bytes / 3.0e12
+//           CUDA graph, against the bandwidth floor bytes / 3.0e12; also with q, k, v and
+//           gate, up as group launches
 // Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST] [--kernels 1,2]
 // (plain program, CUDA events)
 #include <cuda_runtime_api.h>
@@ -281,6 +283,69 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
 }
 
 // Launch shapes at 4 bits, batch 1: which Exl2Split the chooser should pick.
+// Group launches: q, k, v (4096 -> 4096, 1024, 1024) and gate, up (4096 -> 14336 x 2) as one
+// staging and one GEMV launch, against the same layers launched one by one (rotating copies).
+nlohmann::json group_table(int iters, const DeviceBuffer& x32, Stream& stream) {
+  std::printf("\ngroup launches, batch 1: one launch for the group vs one per layer\n");
+  nlohmann::json rows = nlohmann::json::array();
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> sets = {
+      {"qkv", {4096, 1024, 1024}}, {"gate+up", {14336, 14336}}};
+  for (const Option& o : {kOptions[2], kOptions[7]})
+    for (const auto& [name, outs] : sets) {
+      std::vector<std::unique_ptr<RandomLayer>> host;
+      for (size_t i = 0; i < outs.size(); ++i)
+        host.push_back(std::make_unique<RandomLayer>(4096, outs[i], o, 50 + i));
+      // Copies of the whole group, enough to read HBM every launch.
+      std::vector<std::vector<Exl2Layer>> copies;
+      size_t per = 0;
+      do {
+        copies.emplace_back();
+        for (auto& h : host) copies.back().emplace_back(h->host, stream.get(), "group");
+        if (per == 0)
+          for (const Exl2Layer& l : copies.back()) per += l.device_bytes();
+      } while (copies.size() < static_cast<size_t>(kMaxCopies) && copies.size() * per < kRotationBytes);
+      std::vector<Exl2LayerGroup> groups;
+      for (auto& c : copies) {
+        std::vector<const Exl2Layer*> ptrs;
+        for (const Exl2Layer& l : c) ptrs.push_back(&l);
+        groups.emplace_back(ptrs);
+      }
+      Exl2Workspace ws;
+      for (auto& c : copies)
+        for (const Exl2Layer& l : c) ws.reserve(l, stream);
+      ws.reserve(groups[0], stream);
+      std::vector<DeviceBuffer> ys;
+      std::vector<DeviceView> yv;
+      for (int64_t out : outs) {
+        ys.emplace_back(static_cast<size_t>(out) * 4);
+        yv.emplace_back(ys.back().data(), DType::F32, std::vector<int64_t>{1, out});
+      }
+      const DeviceView xv(x32.data(), DType::F32, {1, 4096});
+      const size_t n = copies.size();
+      const Timing grouped = time_launches(iters, 10, stream, [&](int i) {
+        exl2_gemv_group(groups[static_cast<size_t>(i) % n], xv, yv, ws, stream);
+      });
+      const Timing separate = time_launches(iters, 10, stream, [&](int i) {
+        const auto& c = copies[static_cast<size_t>(i) % n];
+        for (size_t k = 0; k < c.size(); ++k) exl2_gemv(c[k], xv, yv[k], ws, stream);
+      });
+      double bytes = 0;
+      for (const Exl2Layer& l : copies[0]) bytes += static_cast<double>(l.weight_bytes());
+      auto frac = [&](double ms) { return bytes / (ms * 1e-3) / kPeakBytesPerSecond; };
+      std::printf("%-38s %-8s group %8.2f us (%5.1f%%)  one by one %8.2f us (%5.1f%%)  %s\n",
+                  o.name.c_str(), name.c_str(), grouped.median_ms * 1e3,
+                  100 * frac(grouped.median_ms), separate.median_ms * 1e3,
+                  100 * frac(separate.median_ms), split_str(groups[0].split()).c_str());
+      rows.push_back({{"option", o.name}, {"group", name}, {"outs", outs}, {"weight_bytes", bytes},
+                      {"group_median_us", grouped.median_ms * 1e3},
+                      {"group_fraction_of_3tb", frac(grouped.median_ms)},
+                      {"separate_median_us", separate.median_ms * 1e3},
+                      {"separate_fraction_of_3tb", frac(separate.median_ms)},
+                      {"split", split_json(groups[0].split())}});
+    }
+  return rows;
+}
+
 nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
   nlohmann::json sweep = nlohmann::json::array();
   std::printf("\nsplit sweep, 1:4b_128g, batch 1 (chosen split marked *), fastest 6\n");
@@ -374,7 +439,7 @@ nlohmann::json prefill_table(Stream& stream) {
 
 // One decode token of Llama-3-8B: 32 x (q, k, v, o, gate, up, down) EXL2 GEMVs, batch 1, then
 // the fp16 head through cuBLAS; every layer is its own upload (3.5 GB, no L2 reuse).
-nlohmann::json decode_set(int iters, const Option& o, int kernel, Stream& stream) {
+nlohmann::json decode_set(int iters, const Option& o, int kernel, bool grouped, Stream& stream) {
   constexpr int kLayers = 32;
   constexpr int64_t kHidden = 4096, kKv = 1024, kFfn = 14336, kVocab = 128256;
   const std::vector<std::pair<int64_t, int64_t>> linears = {
@@ -393,17 +458,38 @@ nlohmann::json decode_set(int iters, const Option& o, int kernel, Stream& stream
       ws.reserve(layers.back(), stream);
       bytes += static_cast<double>(layers.back().weight_bytes());
     }
+  // q, k, v and gate, up of each layer as group launches (when `grouped`).
+  std::vector<Exl2LayerGroup> groups;
+  if (grouped)
+    for (int l = 0; l < kLayers; ++l) {
+      const size_t b = static_cast<size_t>(l) * linears.size();
+      for (Exl2LayerGroup g : {Exl2LayerGroup({&layers[b], &layers[b + 1], &layers[b + 2]}),
+                               Exl2LayerGroup({&layers[b + 4], &layers[b + 5]})}) {
+        if (kernel == 1 || g.split().kernel != kernel) g.set_kernel(kernel);
+        ws.reserve(g, stream);
+        groups.push_back(std::move(g));
+      }
+    }
   DeviceBuffer head = random_device(static_cast<size_t>(kVocab * kHidden) * 2, true, stream);
   bytes += static_cast<double>(kVocab * kHidden) * 2;
   DeviceBuffer xh = random_device(kHidden * 4, false, stream), xf = random_device(kFfn * 4, false, stream);
   DeviceBuffer y(static_cast<size_t>(kVocab) * 4);
   DeviceBuffer mm(matmul_workspace_bytes(1, kHidden));
   CublasHandle cublas;
+  auto out_view = [&](int64_t out) { return DeviceView(y.data(), DType::F32, {1, out}); };
   auto token = [&] {
     for (size_t i = 0; i < layers.size(); ++i) {
       const Exl2Layer& L = layers[i];
+      const size_t pos = i % linears.size(), l = i / linears.size();
+      if (grouped && (pos == 0 || pos == 4)) {  // q, k, v / gate, up as one launch
+        const Exl2LayerGroup& g = groups[2 * l + (pos == 4 ? 1 : 0)];
+        std::vector<DeviceView> ys;
+        for (const Exl2Layer* m : g.layers()) ys.push_back(out_view(m->out()));
+        exl2_gemv_group(g, DeviceView(xh.data(), DType::F32, {1, kHidden}), ys, ws, stream);
+      }
+      if (grouped && pos != 3 && pos != 6) continue;
       const DeviceView xv(L.in() == kFfn ? xf.data() : xh.data(), DType::F32, {1, L.in()});
-      exl2_gemv(L, xv, DeviceView(y.data(), DType::F32, {1, L.out()}), ws, stream);
+      exl2_gemv(L, xv, out_view(L.out()), ws, stream);
     }
     matmul(cublas, DeviceView(xh.data(), DType::F32, {1, kHidden}),
            DeviceView(head.data(), DType::F16, {kVocab, kHidden}),
@@ -430,13 +516,14 @@ nlohmann::json decode_set(int iters, const Option& o, int kernel, Stream& stream
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaGraphDestroy(graph));
   const double floor_us = bytes / kPeakBytesPerSecond * 1e6;
-  std::printf("\ndecode token, Llama-3-8B, %s, GEMV kernel %d, %d layers + fp16 head: %.1f MB, "
+  std::printf("\ndecode token, Llama-3-8B, %s, GEMV kernel %d%s, %d layers + fp16 head: %.1f MB, "
               "floor %.1f us\n"
               "  stream %.1f us (%.1f%% of floor speed), graph %.1f us (%.1f%%), head alone %.1f us\n",
-              o.name.c_str(), kernel, kLayers, bytes / 1e6, floor_us, eager * 1e3,
+              o.name.c_str(), kernel, grouped ? ", q/k/v and gate/up grouped" : "", kLayers,
+              bytes / 1e6, floor_us, eager * 1e3,
               100.0 * floor_us / (eager * 1e3), graphed * 1e3, 100.0 * floor_us / (graphed * 1e3),
               head_ms * 1e3);
-  return {{"option", o.name}, {"kernel", kernel}, {"layers", kLayers}, {"gemvs", layers.size()}, {"bytes", bytes},
+  return {{"option", o.name}, {"kernel", kernel}, {"grouped", grouped}, {"layers", kLayers}, {"gemvs", layers.size()}, {"bytes", bytes},
           {"floor_us", floor_us}, {"stream_us", eager * 1e3}, {"graph_us", graphed * 1e3},
           {"head_us", head_ms * 1e3}, {"graph_fraction_of_floor", floor_us / (graphed * 1e3)}};
 }
@@ -467,7 +554,7 @@ void probe(const std::vector<int>& kernels, const DeviceBuffer& x32, Stream& str
 }
 
 int run(int argc, char** argv) {
-  std::string json_path, only = "gemv,sweep,prefill,decode";
+  std::string json_path, only = "gemv,group,sweep,prefill,decode";
   std::vector<int> kernels = {1, 2};
   int iters = 100;
   for (int i = 1; i < argc; ++i) {
@@ -506,11 +593,14 @@ int run(int argc, char** argv) {
   DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
   if (want("probe")) probe(kernels, x32, stream);
   if (want("gemv")) out["gemv"] = gemv_table(iters, kernels, x32, stream);
+  if (want("group")) out["group"] = group_table(iters, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
   if (want("prefill")) out["prefill"] = prefill_table(stream);
   if (want("decode")) {
     out["decode"] = nlohmann::json::array();
-    for (int kernel : kernels) out["decode"].push_back(decode_set(iters, kOptions[2], kernel, stream));
+    for (int kernel : kernels)
+      for (bool grouped : {false, true})
+        out["decode"].push_back(decode_set(iters, kOptions[2], kernel, grouped, stream));
   }
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   else std::printf("%s\n", out.dump(2).c_str());

@@ -33,7 +33,21 @@ int multiprocessors() {
   return sms;
 }
 
-Exl2Split choose_split(const Exl2Desc& d, int kernel) {
+// The split of one launch over layers `ds` (one `in`) for `kernel`; `width`: their common bit
+// width (the kernel instance whose occupancy counts), 0 if mixed.
+Exl2Split choose_split(const std::vector<const Exl2Desc*>& ds, int width, int kernel) {
+  Exl2Desc probe_desc = *ds[0];
+  probe_desc.uniform_bits = width;
+  int tiles = 0, steps = 0;
+  for (const Exl2Desc* d : ds) {
+    tiles += d->out_pad / kExl2TileColumns;
+    steps = std::max(steps, d->num_steps);
+  }
+  auto rows = [&](int tpb) {
+    int64_t r = 0;
+    for (const Exl2Desc* d : ds) r += (d->out_pad / kExl2TileColumns + tpb - 1) / tpb;
+    return r;
+  };
   // Resident warps per multiprocessor of a 16-warp block (registers).
   Exl2Split probe;
   probe.tiles_per_block = 8;
@@ -41,24 +55,22 @@ Exl2Split choose_split(const Exl2Desc& d, int kernel) {
   probe.steps_per_warp = 1;
   probe.kernel = kernel;
   const int sms = multiprocessors();
-  const int warps = std::max(1, exl2_gemv_blocks_per_sm(d, probe)) * 16;
-  const int tiles = d.out_pad / kExl2TileColumns;
-  Exl2Split s = exl2_choose_split(tiles, d.num_steps, sms, warps, exl2_gemv_hopper());
+  const int warps = std::max(1, exl2_gemv_blocks_per_sm(probe_desc, probe)) * 16;
+  Exl2Split s = exl2_choose_split(tiles, steps, sms, warps, exl2_gemv_hopper());
   s.kernel = kernel;
   // The fewest tiles per block whose grid is resident in one wave (registers and the shared
   // memory of batch 8); the most when none is.
   for (int tpb = 1; tpb * s.ksub <= kExl2MaxWarps; tpb *= 2) {
     s.tiles_per_block = tpb;
-    const int64_t grid = int64_t{(tiles + tpb - 1) / tpb} * s.ksplit;
-    if (grid <= int64_t{sms} * exl2_gemv_blocks_per_sm(d, s)) break;
+    if (rows(tpb) * s.ksplit <= int64_t{sms} * exl2_gemv_blocks_per_sm(probe_desc, s)) break;
   }
   // Clusters that cannot all be resident at once would wait for each other: partial sums.
-  if (s.ksplit > 1 && s.cluster) {
-    const int64_t clusters = (tiles + s.tiles_per_block - 1) / s.tiles_per_block;
-    if (clusters > exl2_gemv_max_clusters(d, s)) s.cluster = false;
-  }
+  if (s.ksplit > 1 && s.cluster && rows(s.tiles_per_block) > exl2_gemv_max_clusters(probe_desc, s))
+    s.cluster = false;
   return s;
 }
+
+Exl2Split choose_split(const Exl2Desc& d, int kernel) { return choose_split({&d}, d.uniform_bits, kernel); }
 
 // Kernel 2 for layers of one bit width, where it was faster on the GPU (docs/perf.md: 52.5 %
 // vs 46.9 % of 3 TB/s at 4 bits, 4096x14336, H200); kernel 1 for mixed widths, where kernel 2
@@ -205,45 +217,183 @@ void Exl2Layer::set_split(const Exl2Split& split) {
   split_ = split;
 }
 
-bool Exl2Workspace::fits(const Exl2Layer& layer) const {
-  return exl2_gemv_xq_words(layer.desc()) <= xq_words_ &&
-         exl2_gemv_xscale_floats(layer.desc()) <= xscale_floats_ &&
-         exl2_gemv_partial_floats(layer.desc(), layer.split()) <= partial_floats_;
+Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char* name)
+    : layers_(std::move(layers)) {
+  EXQ_CHECK(!layers_.empty() && layers_.size() <= static_cast<size_t>(kExl2MaxGroup),
+            "{}: a group holds 1 to {} layers, got {}", name, kExl2MaxGroup, layers_.size());
+  for (const Exl2Layer* l : layers_) {
+    EXQ_CHECK(l != nullptr && !l->empty(), "{}: a layer is not uploaded", name);
+    EXQ_CHECK(l->in() == layers_[0]->in(), "{}: layers take {} and {} inputs, expected one size",
+              name, layers_[0]->in(), l->in());
+  }
+  width_ = layers_[0]->desc().uniform_bits;
+  bool kernel2 = true;
+  for (const Exl2Layer* l : layers_) {
+    if (l->desc().uniform_bits != width_) width_ = 0;
+    kernel2 = kernel2 && l->kernel2_ok();
+  }
+  set_kernel(default_kernel(kernel2, width_ != 0));
+}
+
+void Exl2LayerGroup::set_kernel(int kernel) {
+  std::vector<const Exl2Desc*> ds;
+  for (const Exl2Layer* l : layers_) {
+    EXQ_CHECK(kernel == 1 || (kernel == 2 && l->kernel2_ok()),
+              "cuda exl2: GEMV kernel {} cannot run every layer of this group", kernel);
+    ds.push_back(&l->desc());
+  }
+  split_ = choose_split(ds, width_, kernel);
+}
+
+void Exl2LayerGroup::set_split(const Exl2Split& split) {
+  int steps = 0, tiles = 0;
+  for (const Exl2Layer* l : layers_) {
+    EXQ_CHECK(split.kernel == 1 || (split.kernel == 2 && l->kernel2_ok()),
+              "cuda exl2: GEMV kernel {} cannot run every layer of this group", split.kernel);
+    steps = std::max(steps, l->desc().num_steps);
+    tiles += l->desc().out_pad / kExl2TileColumns;
+  }
+  const char* problem = exl2_split_problem(split, tiles, steps, exl2_gemv_hopper());
+  EXQ_CHECK(*problem == 0, "cuda exl2: split (ksplit {}, ksub {}, tiles_per_block {}, "
+            "steps_per_warp {}) does not fit {} steps: {}", split.ksplit, split.ksub,
+            split.tiles_per_block, split.steps_per_warp, steps, problem);
+  split_ = split;
+}
+
+bool Exl2Workspace::fits(const Exl2Desc& d, const Exl2Split& split) const {
+  return exl2_gemv_xq_words(d) <= xq_words_ && exl2_gemv_xscale_floats(d) <= xscale_floats_ &&
+         exl2_gemv_partial_floats(d, split) <= partial_floats_;
+}
+
+bool Exl2Workspace::fits(const Exl2Layer& layer) const { return fits(layer.desc(), layer.split()); }
+
+bool Exl2Workspace::fits(const Exl2LayerGroup& group) const {
+  for (const Exl2Layer* l : group.layers())
+    if (!fits(l->desc(), group.split())) return false;
+  return true;
+}
+
+void Exl2Workspace::grow(const Exl2Desc& d, const Exl2Split& split) {
+  xq_words_ = std::max(xq_words_, exl2_gemv_xq_words(d));
+  xscale_floats_ = std::max(xscale_floats_, exl2_gemv_xscale_floats(d));
+  partial_floats_ = std::max(partial_floats_, exl2_gemv_partial_floats(d, split));
+}
+
+void Exl2Workspace::allocate() {
+  // Per region: xq words first (16-byte vectors), then scales and partials.
+  xq_words_ = (xq_words_ + 3) / 4 * 4;
+  xscale_floats_ = (xscale_floats_ + 3) / 4 * 4;
+  buffer_ = DeviceBuffer((xq_words_ + xscale_floats_ + partial_floats_) * 4 * kExl2MaxGroup);
 }
 
 void Exl2Workspace::reserve(const Exl2Layer& layer, cudaStream_t stream) {
   (void)stream;
   if (fits(layer)) return;
-  xq_words_ = std::max(xq_words_, exl2_gemv_xq_words(layer.desc()));
-  xscale_floats_ = std::max(xscale_floats_, exl2_gemv_xscale_floats(layer.desc()));
-  partial_floats_ = std::max(partial_floats_, exl2_gemv_partial_floats(layer.desc(), layer.split()));
-  // xq words first (16-byte vectors), then scales and partials.
-  xq_words_ = (xq_words_ + 3) / 4 * 4;
-  buffer_ = DeviceBuffer((xq_words_ + xscale_floats_ + partial_floats_) * 4);
+  grow(layer.desc(), layer.split());
+  allocate();
 }
+
+void Exl2Workspace::reserve(const Exl2LayerGroup& group, cudaStream_t stream) {
+  (void)stream;
+  if (fits(group)) return;
+  for (const Exl2Layer* l : group.layers()) grow(l->desc(), group.split());
+  allocate();
+}
+
+Exl2Scratch Exl2Workspace::scratch(int i) const {
+  auto* base = buffer_.as<uint32_t>() +
+               static_cast<size_t>(i) * (xq_words_ + xscale_floats_ + partial_floats_);
+  Exl2Scratch sc;
+  sc.xq = base;
+  sc.xscale = reinterpret_cast<float*>(base + xq_words_);
+  sc.partials = sc.xscale + xscale_floats_;
+  return sc;
+}
+
+namespace {
+
+void check_gemv_io(int64_t in, const DeviceView& x, const char* op) {
+  check_rank(x, 2, op, "x");
+  check_dense(x, op, "x");
+  EXQ_CHECK(x.dim(1) == in && x.dim(0) >= 1 && x.dim(0) <= kExl2GemvMaxRows,
+            "cuda {}: x {} must be [1..{}, {}]", op, shape_str(x.shape()), kExl2GemvMaxRows, in);
+}
+
+void check_y(const Exl2Layer& layer, int64_t rows, const DeviceView& y, const char* op) {
+  check_dtype(y, DType::F32, op, "y");
+  check_shape(y, {rows, layer.out()}, op, "y");
+  check_dense(y, op, "y");
+}
+
+// One layer: a group of one with the layer's own split.
+void run_layer(const Exl2Layer& layer, const Exl2Input& in, const DeviceView& y,
+               Exl2Workspace& workspace, cudaStream_t stream, bool add_bias, const char* op) {
+  EXQ_CHECK(workspace.fits(layer), "cuda {}: workspace was not reserved for this layer", op);
+  const Exl2Scratch sc = workspace.scratch(0);
+  float* yp = y.data<float>();
+  const Exl2Desc& d = layer.desc();
+  exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
+}
+
+}  // namespace
 
 void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
                Exl2Workspace& workspace, cudaStream_t stream, bool add_bias) {
   constexpr const char* op = "exl2_gemv";
   EXQ_CHECK(!layer.empty(), "cuda exl2_gemv: layer is not uploaded");
   check_dtype_in(x, {DType::F32, DType::F16}, op, "x");
-  check_rank(x, 2, op, "x");
-  check_dense(x, op, "x");
-  EXQ_CHECK(x.dim(1) == layer.in() && x.dim(0) >= 1 && x.dim(0) <= kExl2GemvMaxRows,
-            "cuda exl2_gemv: x {} must be [1..{}, {}]", shape_str(x.shape()), kExl2GemvMaxRows,
-            layer.in());
-  check_dtype(y, DType::F32, op, "y");
-  check_shape(y, {x.dim(0), layer.out()}, op, "y");
-  check_dense(y, op, "y");
-  const Exl2Desc& d = layer.desc();
-  EXQ_CHECK(workspace.fits(layer), "cuda exl2_gemv: workspace was not reserved for this layer");
-  const int batch = static_cast<int>(x.dim(0));
-  if (x.dtype() == DType::F32)
-    exl2_gemv_cuda(d, x.data<float>(), y.data<float>(), batch, add_bias, layer.split(),
-                   workspace.xq(), workspace.xscale(), workspace.partials(), stream);
-  else
-    exl2_gemv_cuda(d, static_cast<const __half*>(x.raw()), y.data<float>(), batch, add_bias,
-                   layer.split(), workspace.xq(), workspace.xscale(), workspace.partials(), stream);
+  check_gemv_io(layer.in(), x, op);
+  check_y(layer, x.dim(0), y, op);
+  Exl2Input in;
+  in.x = x.raw();
+  in.f32 = x.dtype() == DType::F32;
+  in.batch = static_cast<int>(x.dim(0));
+  run_layer(layer, in, y, workspace, stream, add_bias, op);
+}
+
+void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
+                      const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
+                      bool add_bias) {
+  constexpr const char* op = "exl2_gemv_swiglu";
+  EXQ_CHECK(!layer.empty(), "cuda exl2_gemv_swiglu: layer is not uploaded");
+  check_dtype(gate, DType::F32, op, "gate");
+  check_dtype(up, DType::F32, op, "up");
+  check_gemv_io(layer.in(), gate, op);
+  check_shape(up, gate.shape(), op, "up");
+  check_dense(up, op, "up");
+  check_y(layer, gate.dim(0), y, op);
+  Exl2Input in;
+  in.x = gate.raw();
+  in.up = up.data<float>();
+  in.batch = static_cast<int>(gate.dim(0));
+  run_layer(layer, in, y, workspace, stream, add_bias, op);
+}
+
+void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
+                     const std::vector<DeviceView>& ys, Exl2Workspace& workspace,
+                     cudaStream_t stream, bool add_bias) {
+  constexpr const char* op = "exl2_gemv_group";
+  EXQ_CHECK(!group.empty(), "cuda exl2_gemv_group: empty group");
+  check_dtype_in(x, {DType::F32, DType::F16}, op, "x");
+  check_gemv_io(group.in(), x, op);
+  const auto n = static_cast<int>(group.layers().size());
+  EXQ_CHECK(static_cast<int>(ys.size()) == n, "cuda {}: {} outputs for {} layers", op, ys.size(), n);
+  EXQ_CHECK(workspace.fits(group), "cuda {}: workspace was not reserved for this group", op);
+  Exl2Desc d[kExl2MaxGroup];
+  float* y[kExl2MaxGroup];
+  Exl2Scratch sc[kExl2MaxGroup];
+  for (int i = 0; i < n; ++i) {
+    const Exl2Layer& layer = *group.layers()[static_cast<size_t>(i)];
+    check_y(layer, x.dim(0), ys[static_cast<size_t>(i)], op);
+    d[i] = layer.desc();
+    y[i] = ys[static_cast<size_t>(i)].data<float>();
+    sc[i] = workspace.scratch(i);
+  }
+  Exl2Input in;
+  in.x = x.raw();
+  in.f32 = x.dtype() == DType::F32;
+  in.batch = static_cast<int>(x.dim(0));
+  exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
 }
 
 void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {

@@ -2,7 +2,8 @@
 // (exl2_launchers.h, exl2_layout.h). Two launches:
 //
 // 1. x staging (exl2_stage.cu): x permuted, scaled per step and rounded to f16 into the
-//    workspace, once for all blocks. (Staging inside each GEMV block was tried: the dependent
+//    workspace, once for all blocks (for every layer of a group launch: q, k, v or gate, up
+//    share x and run as one staging launch and one GEMV launch, blocks of layer after layer). (Staging inside each GEMV block was tried: the dependent
 //    gather chain in front of every block made it slower than this launch, which overlaps
 //    the GEMV's first weight loads through programmatic dependent launch.)
 // 2. exl2_gemv_kernel: warp (tile, K range) streams its steps through a ring of D register
@@ -45,10 +46,6 @@ __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
 }
 
 struct GemvArgs {
-  const uint32_t* xq;  // x staged by exl2_prep_cuda: [slot][pair][bs]
-  const float* xscale;
-  float* y;
-  float* partials;     // [ksplit][batch][out_pad] when K is split without clusters, else null
   int batch;
   int bs;
   int add_bias;
@@ -76,6 +73,7 @@ struct WarpCtx {
 // step scales, then a barrier.
 struct XStage {
   const GemvArgs* a;
+  const Exl2LayerIo* io;
   uint32_t* xs;
   float* xsc;
   uint32_t* zero;  // kSlotWords zero words
@@ -87,7 +85,7 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
   for (int i = threadIdx.x; i < kSlotWords; i += blockDim.x) s.zero[i] = 0u;
   pdl_wait();
   const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
-  const uint32_t* src = a.xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
+  const uint32_t* src = s.io->xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
   if (a.bs >= 4) {
     // 16-byte chunks: bs / 4 per pair.
     const int per_pair = a.bs >> 2;
@@ -207,13 +205,17 @@ __device__ __forceinline__ void run_steps(WarpCtx& c, const Exl2Segment& seg, in
 }
 
 // W: the layer's common bit width (the kernel carries only that decoder), 0 if mixed.
-template <int W>
+// N: layers the kernel parameter has room for (1, or kExl2MaxGroup for group launches).
+template <int W, int N>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
-    exl2_gemv_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
+    exl2_gemv_kernel(const __grid_constant__ GroupParam<N> grp, const __grid_constant__ GemvArgs a) {
   extern __shared__ __align__(16) uint32_t smem[];
-  const WarpRange w = warp_range(d, a);
+  const GroupPlace place = group_place(grp);
+  const Exl2Desc& d = grp.d[place.layer];
+  const Exl2LayerIo& io = grp.io[place.layer];
+  const WarpRange w = warp_range(d, a, place.row);
   const int g = w.g, t = w.t;
-  XStage xst{&a, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords + kSlotWords),
+  XStage xst{&a, &io, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords + kSlotWords),
              smem + w.block_steps * kStepWords, w.k0, w.k1};
   WarpCtx c;
   c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
@@ -230,7 +232,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
 
   float acc[2][4] = {};
   warp_steps<W>(d, w, c, xst, acc);
-  reduce_store(d, a, smem, w, acc);
+  reduce_store(d, a, io, place.row, smem, w, acc);
 }
 
 int batch_stride(int batch) { return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : 8; }
@@ -273,39 +275,43 @@ size_t exl2_gemv_partial_floats(const Exl2Desc& d, const Exl2Split& split) {
 int exl2_gemv_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
   if (split.kernel == 2) return exl2_gemv2_blocks_per_sm(d, split);
   const size_t smem = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
-  return by_width(d, [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv_kernel<W>>(split, smem); });
+  return by_width(d.uniform_bits,
+                  [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv_kernel<W, 1>>(split, smem); });
 }
 
 int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
   if (split.kernel == 2) return exl2_gemv2_max_clusters(d, split);
   const size_t smem = exl2_gemv_shared_bytes(split, kExl2MaxBatch);
-  return by_width(d, [&]<int W>() { return gemv_max_clusters<exl2_gemv_kernel<W>>(split, smem); });
+  return by_width(d.uniform_bits,
+                  [&]<int W>() { return gemv_max_clusters<exl2_gemv_kernel<W, 1>>(split, smem); });
 }
 
-template <typename X>
-void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add_bias,
-                    const Exl2Split& split, uint32_t* xq, float* xscale, float* partials,
+void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, float* const* y,
+                    bool add_bias, const Exl2Split& split, const Exl2Scratch* scratch,
                     cudaStream_t stream) {
-  if (batch <= 0 || d.out == 0) return;
-  const int bs = batch_stride(batch);
-  const bool f32 = std::is_same_v<X, float>;
-  exl2_prep_cuda(d, x, f32, batch, bs, xq, xscale, stream);
-  GemvArgs a{xq, xscale, y, split.ksplit > 1 && !split.cluster ? partials : nullptr, batch, bs,
-             add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
-  if (split.kernel == 2) {
-    exl2_gemv2_launch(d, xq, xscale, y, a.partials, batch, bs, add_bias, split, stream);
-  } else {
-    const size_t smem = exl2_gemv_shared_bytes(split, a.batch);
-    by_width(d, [&]<int W>() { launch_gemv<exl2_gemv_kernel<W>>(d, a, split, smem, stream); });
+  if (x.batch <= 0 || n <= 0) return;
+  const int bs = batch_stride(x.batch);
+  exl2_prep_cuda(d, n, x, bs, scratch, stream);
+  const bool partials = split.ksplit > 1 && !split.cluster;
+  Exl2Group g;
+  g.count = n;
+  for (int i = 0; i < n; ++i) {
+    g.d[i] = d[i];
+    g.io[i] = {scratch[i].xq, scratch[i].xscale, y[i], partials ? scratch[i].partials : nullptr};
   }
-  if (a.partials != nullptr)
-    exl2_reduce_cuda(partials, split.ksplit, batch, d.out, d.out_pad, add_bias ? d.bias : nullptr,
-                     y, stream);
+  group_rows(g, split);
+  if (split.kernel == 2) {
+    exl2_gemv2_launch(g, width, x.batch, bs, add_bias, split, stream);
+  } else {
+    const GemvArgs a{x.batch, bs, add_bias ? 1 : 0, split.tiles_per_block, split.ksub,
+                     split.steps_per_warp};
+    const size_t smem = exl2_gemv_shared_bytes(split, a.batch);
+    by_width(width, [&]<int W>() { launch_gemv<exl2_gemv_kernel<W, 1>, exl2_gemv_kernel<W, kExl2MaxGroup>>(g, a, split, smem, stream); });
+  }
+  if (partials)
+    for (int i = 0; i < n; ++i)
+      exl2_reduce_cuda(scratch[i].partials, split.ksplit, x.batch, d[i].out, d[i].out_pad,
+                       add_bias ? d[i].bias : nullptr, y[i], stream);
 }
-
-template void exl2_gemv_cuda<float>(const Exl2Desc&, const float*, float*, int, bool,
-                                    const Exl2Split&, uint32_t*, float*, float*, cudaStream_t);
-template void exl2_gemv_cuda<__half>(const Exl2Desc&, const __half*, float*, int, bool,
-                                     const Exl2Split&, uint32_t*, float*, float*, cudaStream_t);
 
 }  // namespace exq::cuda

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda/cublas.h"
 #include "backend/cuda/device_tensor.h"
@@ -74,19 +75,50 @@ class Exl2Layer {
   bool kernel2_ok_ = false;
 };
 
-// Scratch of the GEMV: x permuted and rounded to f16 by the staging pass, its per-step scales
-// and (K split without clusters) partial sums. One per stream; reserve() every layer it will
-// serve before capturing a CUDA graph (reserve may reallocate).
+// Layers that share their input (q, k, v; gate, up), multiplied by one staging launch and one
+// GEMV launch: the fixed cost of a launch (ramp-up, tail) is paid once for all of them. The
+// kernel and launch split are chosen for the group; nothing is owned (the layers must outlive
+// it).
+class Exl2LayerGroup {
+ public:
+  Exl2LayerGroup() = default;
+  // 1 .. kExl2MaxGroup uploaded layers with the same `in` (throws exq::Error naming `name`).
+  Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char* name = "exl2 group");
+  const std::vector<const Exl2Layer*>& layers() const { return layers_; }
+  const Exl2Split& split() const { return split_; }
+  int width() const { return width_; }  // the common bit width, 0 if the layers' differ
+  int64_t in() const { return layers_.empty() ? 0 : layers_[0]->in(); }
+  bool empty() const { return layers_.empty(); }
+  // Picks the split for `kernel` (throws if a layer cannot run it). The default: kernel 2 when
+  // every layer can run it and all have one width (as Exl2Layer's), else 1.
+  void set_kernel(int kernel);
+  // Overrides the split (for tuning and tests; reserve workspaces again).
+  void set_split(const Exl2Split& split);
+
+ private:
+  std::vector<const Exl2Layer*> layers_;
+  Exl2Split split_;
+  int width_ = 0;
+};
+
+// Scratch of the GEMV, one region per layer of a group launch: x permuted and rounded to f16 by
+// the staging pass, its per-step scales and (K split without clusters) partial sums. One per
+// stream; reserve() every layer and group it will serve before capturing a CUDA graph (reserve
+// may reallocate).
 class Exl2Workspace {
  public:
   Exl2Workspace() = default;
   void reserve(const Exl2Layer& layer, cudaStream_t stream);
-  uint32_t* xq() const { return buffer_.as<uint32_t>(); }
-  float* xscale() const { return reinterpret_cast<float*>(xq() + xq_words_); }
-  float* partials() const { return xscale() + xscale_floats_; }
+  void reserve(const Exl2LayerGroup& group, cudaStream_t stream);
+  // Region i (< kExl2MaxGroup).
+  Exl2Scratch scratch(int i) const;
   bool fits(const Exl2Layer& layer) const;
+  bool fits(const Exl2LayerGroup& group) const;
 
  private:
+  bool fits(const Exl2Desc& d, const Exl2Split& split) const;
+  void grow(const Exl2Desc& d, const Exl2Split& split);
+  void allocate();
   DeviceBuffer buffer_;
   size_t xq_words_ = 0;
   size_t xscale_floats_ = 0;
@@ -99,6 +131,19 @@ inline constexpr int64_t kExl2GemvMaxRows = kExl2MaxBatch;
 // layer has one). `workspace` must have been reserved for `layer`.
 void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
                Exl2Workspace& workspace, cudaStream_t stream, bool add_bias = true);
+
+// y = (silu(gate) * up) @ W^T (+ bias), gate and up [1..8, in] F32, the product formed as
+// decode_swiglu_cuda does: the MLP's SwiGLU and down projection in one GEMV.
+void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
+                      const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
+                      bool add_bias = true);
+
+// ys[i] = x @ W_i^T (+ bias_i) for the layers of `group` in one staging and one GEMV launch:
+// x [1..8, in] F32|F16, ys[i] [rows, out_i] F32. Bit-identical to exl2_gemv of each layer with
+// the group's split.
+void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
+                     const std::vector<DeviceView>& ys, Exl2Workspace& workspace,
+                     cudaStream_t stream, bool add_bias = true);
 
 // w: [out, in] F16, original channel order; bit-exact with io::dequantize_exl2.
 void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream);

@@ -82,15 +82,54 @@ struct WarpRange {
   int lane, warp, g, t, tile, rank, k0, k1, s0, s1, block_steps;
 };
 
+// The layer of a group launch this block works on, and the block's row within the layer.
+struct GroupPlace {
+  int layer, row;
+};
+
+// A group launch's kernel parameter with room for N layers: one-layer launches (N = 1) pass a
+// third of the bytes and index their layer at compile time.
+template <int N>
+struct GroupParam {
+  int count;
+  int block_start[N + 1];
+  Exl2Desc d[N];
+  Exl2LayerIo io[N];
+};
+
+template <int N>
+GroupParam<N> group_param(const Exl2Group& g) {
+  GroupParam<N> p{};
+  p.count = g.count;
+  for (int i = 0; i <= N; ++i) p.block_start[i] = g.block_start[i];
+  for (int i = 0; i < N; ++i) {
+    p.d[i] = g.d[i];
+    p.io[i] = g.io[i];
+  }
+  return p;
+}
+
+template <int N>
+__device__ __forceinline__ GroupPlace group_place(const GroupParam<N>& g) {
+  if constexpr (N == 1) {
+    return {0, static_cast<int>(blockIdx.y)};
+  } else {
+    int l = 0;
+    while (l + 1 < g.count && static_cast<int>(blockIdx.y) >= g.block_start[l + 1]) ++l;
+    return {l, static_cast<int>(blockIdx.y) - g.block_start[l]};
+  }
+}
+
+// `row`: the block's row among its layer's blocks (group_place).
 template <typename Args>
-__device__ __forceinline__ WarpRange warp_range(const Exl2Desc& d, const Args& a) {
+__device__ __forceinline__ WarpRange warp_range(const Exl2Desc& d, const Args& a, int row) {
   WarpRange r;
   r.lane = threadIdx.x & 31;
   r.warp = threadIdx.x >> 5;
   const int tw = r.warp % a.tpb, sub = r.warp / a.tpb;
   r.g = r.lane >> 2;
   r.t = r.lane & 3;
-  r.tile = blockIdx.y * a.tpb + tw;
+  r.tile = row * a.tpb + tw;
   r.rank = blockIdx.x;
   r.k0 = min(d.num_steps, r.rank * a.ksub * a.spw);
   r.k1 = min(d.num_steps, r.k0 + a.ksub * a.spw);
@@ -124,7 +163,7 @@ __device__ __forceinline__ void stage_elements(const T* src, int total, Store&& 
 template <typename XSt>
 __device__ __forceinline__ void stage_scales(const XSt& s) {
   for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
-    s.xsc[i] = __ldcg(s.a->xscale + s.k0 * kExl2MaxBatch + i);
+    s.xsc[i] = __ldcg(s.io->xscale + s.k0 * kExl2MaxBatch + i);
   block_barrier();
   pdl_trigger();
 }
@@ -211,9 +250,11 @@ __device__ __forceinline__ float load_peer(const float* p, int rank) {
 // which every warp is done with). Outputs of the block column: the cluster's blocks share
 // them; each adds the partials of every block (rank order) and warp along K (sub order), so
 // results are identical run to run. Without a cluster but with a K split, the block's sums go
-// to a.partials (added by exl2_reduce_cuda), else to y (+ bias).
+// to io.partials (added by exl2_reduce_cuda), else to io.y (+ bias). `row`: the block's row
+// among its layer's blocks.
 template <typename Args>
-__device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a, uint32_t* smem,
+__device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
+                                             const Exl2LayerIo& io, int row, uint32_t* smem,
                                              const WarpRange& w, const float (&acc)[2][4]) {
   block_barrier();
   float* red = reinterpret_cast<float*>(smem);
@@ -223,7 +264,7 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a, u
     for (int j = 0; j < 4; ++j)
       red[(w.warp * kExl2MaxBatch + 2 * w.t + (j & 1)) * kRedStride + 4 * w.g + 2 * mt +
           (j >> 1)] = acc[mt][j];
-  const bool cluster = gridDim.x > 1 && a.partials == nullptr;
+  const bool cluster = gridDim.x > 1 && io.partials == nullptr;
   if (cluster) cluster_sync_all();
   else block_barrier();
   const int cols = a.tpb * kExl2TileColumns, outs = cols * a.batch;
@@ -231,7 +272,7 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a, u
   const int first = cluster ? w.rank * blockDim.x + threadIdx.x : threadIdx.x;
   for (int o = first; o < outs; o += ranks * blockDim.x) {
     const int b = o / cols, cl = o - b * cols, twx = cl >> 5, cc = cl & 31;
-    const int col = (blockIdx.y * a.tpb + twx) * kExl2TileColumns + cc;
+    const int col = (row * a.tpb + twx) * kExl2TileColumns + cc;
     float v = 0.0f;
     for (int r = 0; r < ranks; ++r)
       for (int k = 0; k < a.ksub; ++k) {
@@ -239,11 +280,11 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a, u
         v += cluster ? load_peer(p, r) : *p;
       }
     if (col >= d.out) continue;
-    if (a.partials != nullptr && gridDim.x > 1) {
-      a.partials[(static_cast<size_t>(w.rank) * a.batch + b) * d.out_pad + col] = v;
+    if (io.partials != nullptr && gridDim.x > 1) {
+      io.partials[(static_cast<size_t>(w.rank) * a.batch + b) * d.out_pad + col] = v;
     } else {
       if (a.add_bias && d.bias) v += __half2float(d.bias[col]);
-      a.y[static_cast<size_t>(b) * d.out + col] = v;
+      io.y[static_cast<size_t>(b) * d.out + col] = v;
     }
   }
   if (cluster) cluster_sync_all();
@@ -300,22 +341,36 @@ int gemv_max_clusters(const Exl2Split& split, size_t smem) {
   return clusters;
 }
 
-// Grid (ksplit, tile blocks), a cluster along K unless the partials go through memory.
-template <auto Kernel, typename Args>
-void launch_gemv(const Exl2Desc& d, const Args& a, const Exl2Split& split, size_t smem,
-                 cudaStream_t stream) {
-  configure_gemv<Kernel>();
-  const int tiles = d.out_pad / kExl2TileColumns;
-  launch(Kernel, dim3(split.ksplit, (tiles + split.tiles_per_block - 1) / split.tiles_per_block),
-         dim3(32 * split.tiles_per_block * split.ksub), smem,
-         a.partials == nullptr ? split.ksplit : 1, stream, d, a);
+// Rows of blocks per layer of a group launch (block_start), from the split.
+inline void group_rows(Exl2Group& g, const Exl2Split& split) {
+  for (int i = 0; i < g.count; ++i) {
+    const int tiles = g.d[i].out_pad / kExl2TileColumns;
+    g.block_start[i + 1] = g.block_start[i] + (tiles + split.tiles_per_block - 1) / split.tiles_per_block;
+  }
 }
 
-// Calls f.template operator()<W>() for the layer's kernel instance (W = its common width, 0 if
-// mixed).
+// Grid (ksplit, the group's rows), a cluster along K unless the partials go through memory.
+// K1 / KN: the kernel instances taking GroupParam<1> (one layer) and GroupParam<kExl2MaxGroup>.
+template <auto K1, auto KN, typename Args>
+void launch_gemv(const Exl2Group& g, const Args& a, const Exl2Split& split, size_t smem,
+                 cudaStream_t stream) {
+  const dim3 grid(split.ksplit, g.block_start[g.count]);
+  const dim3 block(32 * split.tiles_per_block * split.ksub);
+  const int cluster = g.io[0].partials == nullptr ? split.ksplit : 1;
+  if (g.count == 1) {
+    configure_gemv<K1>();
+    launch(K1, grid, block, smem, cluster, stream, group_param<1>(g), a);
+  } else {
+    configure_gemv<KN>();
+    launch(KN, grid, block, smem, cluster, stream, group_param<kExl2MaxGroup>(g), a);
+  }
+}
+
+// Calls f.template operator()<W>() for the kernel instance of width W (a layer's or group's
+// common width, 0 if mixed).
 template <typename F>
-auto by_width(const Exl2Desc& d, F&& f) {
-  switch (d.uniform_bits) {
+auto by_width(int width, F&& f) {
+  switch (width) {
     case 2: return f.template operator()<2>();
     case 3: return f.template operator()<3>();
     case 4: return f.template operator()<4>();

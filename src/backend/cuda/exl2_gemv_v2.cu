@@ -42,10 +42,6 @@ __device__ __forceinline__ uint4 lds128(uint32_t addr) {
 }
 
 struct GemvArgs {
-  const uint32_t* xq;  // x staged by exl2_prep_cuda: [slot][pair][bs]
-  const float* xscale;
-  float* y;
-  float* partials;  // [ksplit][batch][out_pad] when K is split without clusters, else null
   int batch;
   int bs;
   int bs_shift;  // log2(bs)
@@ -69,6 +65,7 @@ struct WarpCtx {
 
 struct XStage {
   const GemvArgs* a;
+  const Exl2LayerIo* io;
   uint32_t* xs;
   float* xsc;
   int k0, k1;
@@ -80,7 +77,7 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
   const GemvArgs& a = *s.a;
   pdl_wait();
   const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
-  const uint32_t* src = a.xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
+  const uint32_t* src = s.io->xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
   if (a.bs == 1) {  // a slot is 16 contiguous words on both sides
     const int total = slots * (kPairs / 4);
     for (int i = threadIdx.x; i < total; i += blockDim.x) {
@@ -287,13 +284,18 @@ __device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& s
 }
 
 // W: the layer's common bit width, 0 if mixed (each run through its width's function).
-template <int W>
+// N: layers the kernel parameter has room for (1, or kExl2MaxGroup for group launches).
+template <int W, int N>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
-    exl2_gemv2_kernel(const __grid_constant__ Exl2Desc d, const __grid_constant__ GemvArgs a) {
+    exl2_gemv2_kernel(const __grid_constant__ GroupParam<N> grp, const __grid_constant__ GemvArgs a) {
   extern __shared__ __align__(16) uint32_t smem[];
-  const WarpRange w = warp_range(d, a);
+  const GroupPlace place = group_place(grp);
+  const Exl2Desc& d = grp.d[place.layer];
+  const Exl2LayerIo& io = grp.io[place.layer];
+  const WarpRange w = warp_range(d, a, place.row);
   const int g = w.g, t = w.t;
-  XStage xst{&a, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords), w.k0, w.k1};
+  XStage xst{&a, &io, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords), w.k0,
+             w.k1};
   WarpCtx c;
   c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
   c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + w.tile * 8 + g;
@@ -310,7 +312,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   float acc[2][4] = {};
   warp_steps<W>(d, w, c, xst, acc);
   // As kernel 1: the block column's outputs summed in a fixed order.
-  reduce_store(d, a, smem, w, acc);
+  reduce_store(d, a, io, place.row, smem, w, acc);
 }
 
 }  // namespace
@@ -325,23 +327,22 @@ size_t exl2_gemv2_shared_bytes(const Exl2Split& split) {
 
 int exl2_gemv2_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split) {
   const size_t smem = exl2_gemv2_shared_bytes(split);
-  return by_width(d,
-                  [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv2_kernel<W>>(split, smem); });
+  return by_width(d.uniform_bits,
+                  [&]<int W>() { return gemv_blocks_per_sm<exl2_gemv2_kernel<W, 1>>(split, smem); });
 }
 
 int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
   const size_t smem = exl2_gemv2_shared_bytes(split);
-  return by_width(d,
-                  [&]<int W>() { return gemv_max_clusters<exl2_gemv2_kernel<W>>(split, smem); });
+  return by_width(d.uniform_bits,
+                  [&]<int W>() { return gemv_max_clusters<exl2_gemv2_kernel<W, 1>>(split, smem); });
 }
 
-void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscale, float* y,
-                       float* partials, int batch, int bs, bool add_bias, const Exl2Split& split,
-                       cudaStream_t stream) {
-  const GemvArgs a{xq, xscale, y, partials, batch, bs, __builtin_ctz(static_cast<unsigned>(bs)),
-                   add_bias ? 1 : 0, split.tiles_per_block, split.ksub, split.steps_per_warp};
+void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool add_bias,
+                       const Exl2Split& split, cudaStream_t stream) {
+  const GemvArgs a{batch, bs, __builtin_ctz(static_cast<unsigned>(bs)), add_bias ? 1 : 0,
+                   split.tiles_per_block, split.ksub, split.steps_per_warp};
   const size_t smem = exl2_gemv2_shared_bytes(split);
-  by_width(d, [&]<int W>() { launch_gemv<exl2_gemv2_kernel<W>>(d, a, split, smem, stream); });
+  by_width(width, [&]<int W>() { launch_gemv<exl2_gemv2_kernel<W, 1>, exl2_gemv2_kernel<W, kExl2MaxGroup>>(g, a, split, smem, stream); });
 }
 
 }  // namespace exq::cuda

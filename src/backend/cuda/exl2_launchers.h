@@ -85,6 +85,22 @@ struct Exl2Split {
   int kernel = 2;          // 1: exl2_gemv.cu (session 2), 2: exl2_gemv_v2.cu
 };
 
+// Layers multiplied by one launch (they share x: q, k, v, or gate, up), blocks one after the
+// other along the grid's y: layer i's blocks are rows [block_start[i], block_start[i + 1]).
+inline constexpr int kExl2MaxGroup = 3;
+struct Exl2LayerIo {
+  const uint32_t* xq = nullptr;  // its x staged: [slot][pair][bs]
+  const float* xscale = nullptr;
+  float* y = nullptr;
+  float* partials = nullptr;  // [ksplit][batch][out_pad] when K is split without clusters
+};
+struct Exl2Group {
+  int count = 0;
+  int block_start[kExl2MaxGroup + 1] = {};
+  Exl2Desc d[kExl2MaxGroup];
+  Exl2LayerIo io[kExl2MaxGroup];
+};
+
 // Whether kernel 2 runs this layer: every run's groups hold a power-of-two number of units
 // (the group of a unit is a shift). Kernel 1 runs any layer.
 inline bool exl2_gemv2_supports(const Exl2Desc& d) {
@@ -111,16 +127,34 @@ bool exl2_gemv_hopper();
 size_t exl2_gemv2_shared_bytes(const Exl2Split& split);
 int exl2_gemv2_blocks_per_sm(const Exl2Desc& d, const Exl2Split& split);
 int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split);
-void exl2_gemv2_launch(const Exl2Desc& d, const uint32_t* xq, const float* xscale, float* y,
-                       float* partials, int batch, int bs, bool add_bias, const Exl2Split& split,
-                       cudaStream_t stream);
+// `width`: the group's common bit width (its kernel instance), 0 if widths differ.
+void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool add_bias,
+                       const Exl2Split& split, cudaStream_t stream);
 
-// y[b, out] = x[b, in] @ W^T (+ bias) for 1 <= batch <= kExl2MaxBatch; X in {float, __half};
-// y f32. Two launches: the x staging pass (permute, scale, round to f16 into xq / xscale) and
-// the GEMV (programmatic dependent launch: it loads weights while the first one runs).
-template <typename X>
-void exl2_gemv_cuda(const Exl2Desc& d, const X* x, float* y, int batch, bool add_bias,
-                    const Exl2Split& split, uint32_t* xq, float* xscale, float* partials,
+// Where a GEMV's x comes from: [batch, in] f32 or f16; with `up` (f32 only) the input is
+// silu(x) * up, the MLP's SwiGLU (decode_swiglu_kernel's arithmetic), staged straight into
+// the down projection.
+struct Exl2Input {
+  const void* x = nullptr;
+  const float* up = nullptr;
+  bool f32 = true;
+  int batch = 1;
+};
+
+// Scratch of one layer of a group launch: staged x, step scales, K-split partials.
+struct Exl2Scratch {
+  uint32_t* xq = nullptr;
+  float* xscale = nullptr;
+  float* partials = nullptr;
+};
+
+// y_i[b, out_i] = x[b, in] @ W_i^T (+ bias_i) for the layers d[0..n) (1 <= n <= kExl2MaxGroup,
+// one `in`), 1 <= batch <= kExl2MaxBatch, y f32. Launches: one x staging pass for every layer
+// (permute, scale, round to f16), one GEMV for every layer (programmatic dependent launch: it
+// loads weights while the staging runs), and for a K split without clusters one reduce per
+// layer. `width`: the layers' common bit width, 0 if they differ; `split` fits every layer.
+void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, float* const* y,
+                    bool add_bias, const Exl2Split& split, const Exl2Scratch* scratch,
                     cudaStream_t stream);
 
 // Re-lays q_weight rows [units[u0].src_word ...) of units [u0, u1) (exllamav2 layout, `src`
@@ -130,8 +164,8 @@ void exl2_repack_cuda(const Exl2Desc& d, const uint32_t* src, int src_row0, int 
 
 // The GEMV's helper launches (exl2_stage.cu): x staging into xq [slot][pair][bs] and the
 // per-step scales, and the in-order sum of K-split partials [ksplit][batch][out_pad] (+ bias).
-void exl2_prep_cuda(const Exl2Desc& d, const void* x, bool x_f32, int batch, int bs, uint32_t* xq,
-                    float* xscale, cudaStream_t stream);
+void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
+                    const Exl2Scratch* scratch, cudaStream_t stream);
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,
                       const __half* bias, float* y, cudaStream_t stream);
 

@@ -1,10 +1,11 @@
 // Small launches around the EXL2 GEMV (exl2_gemv.cu): the x staging pass, the in-order sum
 // of K-split partials when clusters are not used, and the bias add of the prefill path.
 //
-// Staging: one warp per step gathers x through the act-order permutation, scales each batch
-// row of the step by a power of two that brings its max |x| into [2^13, 2^14) (exact, f32 x
-// only; the GEMV multiplies the step's sums back) and rounds to f16 as half2 of the rows
-// (j, j + 16) of pair j: xq [slot][pair][bs], bs = batch rounded up to a power of two.
+// Staging: one warp per step (of any layer of a group launch) gathers x through the act-order
+// permutation, scales each batch row of the step by a power of two that brings its max |x|
+// into [2^13, 2^14) (exact, f32 x only; the GEMV multiplies the step's sums back) and rounds
+// to f16 as half2 of the rows (j, j + 16) of pair j: xq [slot][pair][bs], bs = batch rounded
+// up to a power of two.
 #include <cmath>
 #include <cstdlib>
 
@@ -44,9 +45,13 @@ __device__ __forceinline__ int4 step_channels(const int32_t* x_map, int step, in
 // One warp stages one step: slot t of the step at dst + t * slot_words, pair p, batch column b
 // at + p * pair_words + b (b < bs; zeros past the batch); the step's 8 scales (1 past the
 // batch) at scale_dst.
-__device__ __forceinline__ void stage_step(int4 ch, const void* x, bool f32, int in, int batch,
-                                           int bs, uint32_t* dst, int slot_words, int pair_words,
-                                           float* scale_dst) {
+// SWIGLU: x is f32 gate, the values staged are silu(gate) * up (decode_swiglu_kernel's
+// arithmetic), the MLP's SwiGLU staged straight into the down projection. Every load of a
+// pass is issued before its first use.
+template <bool SWIGLU>
+__device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* up, bool f32,
+                                           int in, int batch, int bs, uint32_t* dst,
+                                           int slot_words, int pair_words, float* scale_dst) {
   const int lane = threadIdx.x & 31, p0 = 2 * (lane & 7);
   const int c[4] = {ch.x, ch.y, ch.z, ch.w};
   float v[kExl2MaxBatch][4];
@@ -55,6 +60,21 @@ __device__ __forceinline__ void stage_step(int4 ch, const void* x, bool f32, int
 #pragma unroll
     for (int k = 0; k < 4; ++k)
       v[b][k] = b < batch && c[k] >= 0 ? load_x(x, f32, static_cast<size_t>(b) * in + c[k]) : 0.0f;
+  if constexpr (SWIGLU) {
+    float u[kExl2MaxBatch][4];
+#pragma unroll
+    for (int b = 0; b < kExl2MaxBatch; ++b)
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        u[b][k] = b < batch && c[k] >= 0 ? __ldcg(up + static_cast<size_t>(b) * in + c[k]) : 0.0f;
+#pragma unroll
+    for (int b = 0; b < kExl2MaxBatch; ++b)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float g = v[b][k];
+        v[b][k] = g / (1.0f + expf(-g)) * u[b][k];
+      }
+  }
   uint32_t* d = dst + (lane >> 3) * slot_words + p0 * pair_words;
 #pragma unroll
   for (int b = 0; b < kExl2MaxBatch; ++b) {
@@ -81,18 +101,61 @@ __device__ __forceinline__ void stage_step(int4 ch, const void* x, bool f32, int
   }
 }
 
+// The staging of a group launch with room for N layers: x, and per layer its map and
+// destination; layer i's steps are the group's steps [step_start[i], step_start[i + 1]).
+// One-layer launches (N = 1) index their layer at compile time: the dependent reads of a
+// run-time index into the parameter sit on the critical path of every GEMV.
+template <int N>
+struct PrepGroup {
+  const void* x;
+  const float* up;
+  int x_f32, in, batch, bs, count;
+  int step_start[N + 1];
+  const int32_t* x_map[N];
+  uint32_t* xq[N];
+  float* xscale[N];
+};
+
+template <int N, bool SWIGLU>
 __global__ void __launch_bounds__(kPrepWarps * 32)
-    exl2_prep_kernel(const int32_t* __restrict__ x_map, int num_steps, const void* __restrict__ x,
-                     int x_f32, int in, int batch, int bs, uint32_t* __restrict__ xq,
-                     float* __restrict__ xscale) {
+    exl2_prep_kernel(const __grid_constant__ PrepGroup<N> p) {
   pdl_trigger();
-  const int step = blockIdx.x * kPrepWarps + (threadIdx.x >> 5);
-  if (step >= num_steps) return;
-  const int4 ch = step_channels(x_map, step, threadIdx.x & 31);
+  int step = blockIdx.x * kPrepWarps + (threadIdx.x >> 5);
+  int l = 0;
+  if constexpr (N > 1) {
+    if (step >= p.step_start[p.count]) return;
+    while (step >= p.step_start[l + 1]) ++l;
+    step -= p.step_start[l];
+  } else {
+    if (step >= p.step_start[1]) return;
+  }
+  const int4 ch = step_channels(p.x_map[l], step, threadIdx.x & 31);
   pdl_wait();  // x is written by the previous kernel
-  stage_step(ch, x, x_f32 != 0, in, batch, bs,
-             xq + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * bs, kPairs * bs, bs,
-             xscale + step * kExl2MaxBatch);
+  stage_step<SWIGLU>(ch, p.x, p.up, p.x_f32 != 0, p.in, p.batch, p.bs,
+             p.xq[l] + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * p.bs,
+             kPairs * p.bs, p.bs, p.xscale[l] + step * kExl2MaxBatch);
+}
+
+template <int N>
+void prep_launch(const Exl2Desc* d, int n, const Exl2Input& x, int bs, const Exl2Scratch* scratch,
+                 cudaStream_t stream) {
+  PrepGroup<N> p{};
+  p.x = x.x;
+  p.up = x.up;
+  p.x_f32 = x.f32 ? 1 : 0;
+  p.in = d[0].in;
+  p.batch = x.batch;
+  p.bs = bs;
+  p.count = n;
+  for (int i = 0; i < n; ++i) {
+    p.step_start[i + 1] = p.step_start[i] + d[i].num_steps;
+    p.x_map[i] = d[i].x_map;
+    p.xq[i] = scratch[i].xq;
+    p.xscale[i] = scratch[i].xscale;
+  }
+  const dim3 grid((p.step_start[n] + kPrepWarps - 1) / kPrepWarps), block(kPrepWarps * 32);
+  if (x.up != nullptr) launch(exl2_prep_kernel<N, true>, grid, block, 0, 1, stream, p);
+  else launch(exl2_prep_kernel<N, false>, grid, block, 0, 1, stream, p);
 }
 
 // Sum of the K-split partials in rank order (+ bias), when clusters are not used.
@@ -117,10 +180,10 @@ __global__ void add_bias_kernel(float* __restrict__ y, const __half* __restrict_
 }
 }  // namespace
 
-void exl2_prep_cuda(const Exl2Desc& d, const void* x, bool x_f32, int batch, int bs, uint32_t* xq,
-                    float* xscale, cudaStream_t stream) {
-  launch(exl2_prep_kernel, dim3((d.num_steps + kPrepWarps - 1) / kPrepWarps), dim3(kPrepWarps * 32),
-         0, 1, stream, d.x_map, d.num_steps, x, x_f32 ? 1 : 0, d.in, batch, bs, xq, xscale);
+void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
+                    const Exl2Scratch* scratch, cudaStream_t stream) {
+  if (n == 1) prep_launch<1>(d, n, x, bs, scratch, stream);
+  else prep_launch<kExl2MaxGroup>(d, n, x, bs, scratch, stream);
 }
 
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,

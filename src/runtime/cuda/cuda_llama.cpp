@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <initializer_list>
 #include <vector>
 
 #include "backend/cpu/rotary.h"
@@ -40,7 +42,21 @@ struct LayerGpu {
   gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
   gpu::DeviceTensor k_cache, v_cache;  // [kv_heads, capacity, head_dim]
+  // Decode: q, k, v and gate, up as one launch each when all are EXL2 (empty otherwise).
+  gpu::Exl2LayerGroup qkv, gate_up;
 };
+
+// The EXL2 group of `linears` (one launch for all), or an empty group when one is dense or
+// EXQ_DECODE_NO_GROUP is set (A/B timing).
+gpu::Exl2LayerGroup decode_group(std::initializer_list<const GpuLinear*> linears) {
+  static const bool off = std::getenv("EXQ_DECODE_NO_GROUP") != nullptr;
+  std::vector<const gpu::Exl2Layer*> layers;
+  for (const GpuLinear* l : linears) {
+    if (off || l->exl2_layer() == nullptr) return {};
+    layers.push_back(l->exl2_layer());
+  }
+  return gpu::Exl2LayerGroup(layers);
+}
 
 struct Dims {
   int64_t hidden, heads, kv_heads, head_dim, inter, vocab, q_dim, kv_dim, max_in;
@@ -297,9 +313,14 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
       a, s);
   gpu::attention_decode_reset_cuda(attn_ws.view().data<float>(), static_cast<int>(d.heads),
                                    static_cast<int>(d.head_dim), s);
-  for (const LayerGpu& L : layers)
+  for (LayerGpu& L : layers) {
     for (const GpuLinear* g : {L.q.get(), L.k.get(), L.v.get(), L.o.get(), L.gate.get(), L.up.get(), L.down.get()})
       g->reserve(exl2_ws, s);
+    L.qkv = decode_group({L.q.get(), L.k.get(), L.v.get()});
+    L.gate_up = decode_group({L.gate.get(), L.up.get()});
+    if (!L.qkv.empty()) exl2_ws.reserve(L.qkv, s);
+    if (!L.gate_up.empty()) exl2_ws.reserve(L.gate_up, s);
+  }
   head->reserve(exl2_ws, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -398,8 +419,9 @@ void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
   gpu::attention_decode_cuda(a, stream);
 }
 
-// Per layer: q, k, v GEMVs; attention (+ rotary, append); o GEMV; add + norm; gate, up GEMVs;
-// SwiGLU; down GEMV; add + norm (of the next layer, or the final one, which also advances the
+// Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ rotary, append); o GEMV;
+// add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2);
+// add + norm (of the next layer, or the final one, which also advances the
 // position). Embedding and the first norm are one kernel.
 void CudaLlama::Impl::decode_body() {
   const cudaStream_t s = stream;
@@ -428,9 +450,13 @@ void CudaLlama::Impl::decode_body() {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
     mark("qkv");
-    L.q->forward(sc, v.xn, v.q2, s);
-    L.k->forward(sc, v.xn, v.k2, s);
-    L.v->forward(sc, v.xn, v.v2, s);
+    if (!L.qkv.empty()) {
+      gpu::exl2_gemv_group(L.qkv, v.xn, {v.q2, v.k2, v.v2}, exl2_ws, s);
+    } else {
+      L.q->forward(sc, v.xn, v.q2, s);
+      L.k->forward(sc, v.xn, v.k2, s);
+      L.v->forward(sc, v.xn, v.v2, s);
+    }
     mark("attention");
     if (opts.kv_cache == DType::F16)
       attend<__half>(L, v);
@@ -442,13 +468,18 @@ void CudaLlama::Impl::decode_body() {
     decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), L.ffn_norm.view().data<float>(),
                             v.xn.data<float>(), hidden, eps, nullptr, pdl, s);
     mark("gate+up");
-    L.gate->forward(sc, v.xn, v.gate, s);
-    L.up->forward(sc, v.xn, v.up, s);
-    mark("swiglu");
-    decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
-                       static_cast<int>(dims.inter), pdl, s);
-    mark("down");
-    L.down->forward(sc, v.gate, v.proj, s);
+    if (!L.gate_up.empty()) {
+      gpu::exl2_gemv_group(L.gate_up, v.xn, {v.gate, v.up}, exl2_ws, s);
+    } else {
+      L.gate->forward(sc, v.xn, v.gate, s);
+      L.up->forward(sc, v.xn, v.up, s);
+    }
+    mark("swiglu+down");
+    if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
+      decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
+                         static_cast<int>(dims.inter), pdl, s);
+      L.down->forward(sc, v.gate, v.proj, s);
+    }
     mark("norm");
     const bool last = l + 1 == layers.size();
     decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), next_norm(l).view().data<float>(),

@@ -139,4 +139,13 @@ void GpuLinear::forward(const LinearScratch& s, const gpu::DeviceView& x, const 
                       static_cast<int>(out_), stream);
 }
 
+bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& gate,
+                               const gpu::DeviceView& up, const gpu::DeviceView& y,
+                               cudaStream_t stream) const {
+  const int64_t rows = gate.dim(0);
+  if (!is_exl2() || rows < 1 || rows > gpu::kExl2GemvMaxRows) return false;
+  gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream);
+  return true;
+}
+
 }  // namespace exq::runtime::cuda

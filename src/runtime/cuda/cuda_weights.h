@@ -39,6 +39,8 @@ class GpuLinear {
   int64_t in() const { return in_; }
   int64_t out() const { return out_; }
   bool is_exl2() const { return !exl2_.empty(); }
+  // The uploaded EXL2 layer, or null for a dense one.
+  const exq::cuda::Exl2Layer* exl2_layer() const { return is_exl2() ? &exl2_ : nullptr; }
   // Device bytes one multiply reads (weights, bias): for the bandwidth floor.
   size_t weight_bytes() const;
   // Elements of the f16 dequantization scratch a multiply of more than 8 rows needs.
@@ -48,6 +50,11 @@ class GpuLinear {
   // y[rows, out] = x[rows, in] . W^T (+ bias); x, y F32 dense.
   void forward(const LinearScratch& s, const exq::cuda::DeviceView& x,
                const exq::cuda::DeviceView& y, cudaStream_t stream) const;
+  // y = (silu(gate) * up) . W^T in one EXL2 GEMV (exq::cuda::exl2_gemv_swiglu) when this is an
+  // EXL2 layer and rows <= 8; false (nothing launched) otherwise.
+  bool forward_swiglu(const LinearScratch& s, const exq::cuda::DeviceView& gate,
+                      const exq::cuda::DeviceView& up, const exq::cuda::DeviceView& y,
+                      cudaStream_t stream) const;
 
  private:
   int64_t in_ = 0, out_ = 0;

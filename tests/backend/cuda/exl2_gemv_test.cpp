@@ -16,6 +16,7 @@
 
 #include "backend/cpu/exl2_matmul.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elementwise.h"
 #include "backend/cuda/matmul.h"
 #include "core/half.h"
 #include "cuda_test_util.h"
@@ -337,7 +338,8 @@ TEST_F(Exl2Gemv, RealShapeDefaultSplit) {
 }
 
 // The two launches of a GEMV (x staging, then the programmatic dependent GEMV) replayed from
-// a CUDA graph, three layers back to back, give the same bits as direct launches.
+// a CUDA graph, three layers back to back and a group launch of two, give the same bits as
+// direct launches.
 TEST_F(Exl2Gemv, GraphReplayMatchesDirectLaunches) {
   std::vector<io::Exl2Packed> packed;
   packed.push_back(io::pack_exl2(random_linear(uniform_groups(4, 128, 1024), 512, true, 31)));
@@ -357,13 +359,19 @@ TEST_F(Exl2Gemv, GraphReplayMatchesDirectLaunches) {
   std::normal_distribution<float> nd;
   for (float& v : x.span<float>()) v = nd(rng);
   DeviceTensor dx = upload(x);
+  // Layers 0 and 2 (both 1024 inputs) also as one group launch, outputs ys[3], ys[4].
+  const Exl2LayerGroup group({&layers[0], &layers[2]});
+  ws.reserve(group, stream());
   std::vector<DeviceTensor> ys;
   for (int i = 0; i < 3; ++i) ys.push_back(empty(DType::F32, {3, outs[i]}));
+  ys.push_back(empty(DType::F32, {3, outs[0]}));
+  ys.push_back(empty(DType::F32, {3, outs[2]}));
   auto run_all = [&] {
     for (int i = 0; i < 3; ++i) {
       const DeviceView xv(dx.raw(), DType::F32, {3, ins[i]});
       exl2_gemv(layers[static_cast<size_t>(i)], xv, ys[static_cast<size_t>(i)], ws, stream());
     }
+    exl2_gemv_group(group, dx, {ys[3], ys[4]}, ws, stream());
   };
   run_all();
   std::vector<Tensor> direct;
@@ -377,12 +385,124 @@ TEST_F(Exl2Gemv, GraphReplayMatchesDirectLaunches) {
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   CUDA_CHECK(cudaGraphLaunch(exec, stream()));
   CUDA_CHECK(cudaGraphLaunch(exec, stream()));
-  for (int i = 0; i < 3; ++i) {
-    const Tensor y = download(ys[static_cast<size_t>(i)]);
-    EXPECT_EQ(std::memcmp(y.raw(), direct[static_cast<size_t>(i)].raw(), y.nbytes()), 0) << "layer " << i;
+  for (size_t i = 0; i < ys.size(); ++i) {
+    const Tensor y = download(ys[i]);
+    EXPECT_EQ(std::memcmp(y.raw(), direct[i].raw(), y.nbytes()), 0) << "output " << i;
   }
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaGraphDestroy(graph));
+}
+
+// The down projection's fused SwiGLU input gives the bits of the swiglu op followed by the
+// GEMV, for uniform and mixed widths, batch 1..8, K split with clusters and partial sums.
+TEST_F(Exl2Gemv, SwigluInputMatchesSwigluThenGemv) {
+  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 256);
+  for (const auto& g : uniform_groups(4, 128, 1024)) mixed.push_back(g);
+  for (const auto& g : uniform_groups(3, 128, 1536)) mixed.push_back(g);
+  for (const auto& [name, groups] :
+       std::vector<std::pair<std::string, std::vector<std::pair<int, int64_t>>>>{
+           {"4b", uniform_groups(4, 128, 2816)}, {"mixed", mixed}}) {
+    const int64_t in = 2816, out = 320;  // 22 steps
+    const io::Exl2Packed p = io::pack_exl2(random_linear(groups, out, true, 61));
+    BothLayers l(p.view(), in, out);
+    Exl2Layer layer(l.host, stream());
+    std::mt19937 rng(62);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    Tensor gate(DType::F32, {kExl2MaxBatch, in}), up(DType::F32, {kExl2MaxBatch, in});
+    for (float& v : gate.span<float>()) v = nd(rng);
+    for (float& v : up.span<float>()) v = nd(rng);
+    const int kernel = layer.split().kernel;
+    for (Exl2Split sp : {layer.split(), Exl2Split{4, 2, 2, 3, false}, Exl2Split{2, 4, 1, 3, true}}) {
+      sp.kernel = kernel;
+      layer.set_split(sp);
+      Exl2Workspace ws;
+      ws.reserve(layer, stream());
+      for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
+        const std::string what = name + " split " + std::to_string(sp.ksplit) + "/" +
+                                 std::to_string(sp.ksub) + " batch " + std::to_string(b);
+        DeviceTensor dg = upload(Tensor::copy_of(gate.view().slice0(0, b)));
+        DeviceTensor du = upload(Tensor::copy_of(up.view().slice0(0, b)));
+        DeviceTensor act = empty(DType::F32, {b, in});
+        swiglu(dg, du, act, stream());
+        DeviceTensor want = empty(DType::F32, {b, out}), got = empty(DType::F32, {b, out});
+        CUDA_CHECK(cudaMemsetAsync(got.raw(), 0xff, got.nbytes(), stream()));
+        exl2_gemv(layer, act, want, ws, stream());
+        exl2_gemv_swiglu(layer, dg, du, got, ws, stream());
+        const Tensor w = download(want), g = download(got);
+        EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << what;
+      }
+    }
+  }
+}
+
+// A group launch (one staging and one GEMV launch for layers sharing x) gives, per layer, the
+// bits of that layer's own GEMV with the group's split; one width (kernel 2's width instance)
+// and mixed widths (the mixed instance), batch 1..8, f32 and f16 x, the chosen split and forced
+// ones (partial sums and a reduce per layer, clusters).
+TEST_F(Exl2Gemv, GroupLaunchMatchesEachLayer) {
+  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(6, 32, 128);
+  for (const auto& g : uniform_groups(3, 128, 1024 - 128)) mixed.push_back(g);
+  const std::vector<std::vector<std::vector<std::pair<int, int64_t>>>> sets = {
+      {uniform_groups(4, 128, 1024), uniform_groups(4, 128, 1024), uniform_groups(4, 128, 1024)},
+      {uniform_groups(4, 128, 1024), uniform_groups(5, 128, 1024), mixed},
+      {uniform_groups(3, 64, 1024), uniform_groups(3, 64, 1024)}};
+  const int64_t outs[] = {512, 160, 96};
+  uint32_t seed = 70;
+  for (size_t set = 0; set < sets.size(); ++set) {
+    std::vector<io::Exl2Packed> packed;
+    std::vector<std::unique_ptr<BothLayers>> both;
+    std::vector<Exl2Layer> layers;
+    const size_t n = sets[set].size();
+    for (size_t i = 0; i < n; ++i)
+      packed.push_back(io::pack_exl2(random_linear(sets[set][i], outs[i], i == 1, seed++)));
+    for (size_t i = 0; i < n; ++i) {
+      both.push_back(std::make_unique<BothLayers>(packed[i].view(), 1024, outs[i]));
+      layers.emplace_back(both.back()->host, stream());
+    }
+    std::vector<const Exl2Layer*> ptrs;
+    for (const Exl2Layer& l : layers) ptrs.push_back(&l);
+    Exl2LayerGroup group(ptrs);
+    EXPECT_EQ(group.width(), set == 0 ? 4 : set == 1 ? 0 : 3) << "set " << set;
+    Tensor x32(DType::F32, {kExl2MaxBatch, 1024});
+    std::mt19937 rng(seed++);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    for (float& v : x32.span<float>()) v = nd(rng);
+    Tensor x16(DType::F16, {kExl2MaxBatch, 1024});
+    for (int64_t i = 0; i < x32.numel(); ++i) x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
+    for (int kernel : {2, 1}) {
+      group.set_kernel(kernel);
+      for (Exl2Split sp : {group.split(), Exl2Split{4, 2, 1, 1, false}, Exl2Split{2, 2, 2, 2, true}}) {
+        sp.kernel = kernel;
+        group.set_split(sp);
+        for (Exl2Layer& l : layers) l.set_split(sp);
+        Exl2Workspace ws;
+        ws.reserve(group, stream());
+        for (const Exl2Layer& l : layers) ws.reserve(l, stream());
+        for (const Tensor* xs : {&x32, &x16})
+          for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
+            const std::string what = "set " + std::to_string(set) + " kernel " +
+                                     std::to_string(kernel) + " ksplit " +
+                                     std::to_string(sp.ksplit) + (xs == &x32 ? " f32" : " f16") +
+                                     " batch " + std::to_string(b);
+            DeviceTensor dx = upload(Tensor::copy_of(xs->view().slice0(0, b)));
+            std::vector<DeviceTensor> gy;
+            std::vector<DeviceView> views;
+            for (size_t i = 0; i < n; ++i) {
+              gy.push_back(empty(DType::F32, {b, outs[i]}));
+              CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
+              views.push_back(gy.back());
+            }
+            exl2_gemv_group(group, dx, views, ws, stream());
+            for (size_t i = 0; i < n; ++i) {
+              DeviceTensor ly = empty(DType::F32, {b, outs[i]});
+              exl2_gemv(layers[i], dx, ly, ws, stream());
+              const Tensor got = download(gy[i]), want = download(ly);
+              EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what << " layer " << i;
+            }
+          }
+      }
+    }
+  }
 }
 
 TEST(Exl2GemvArgs, RejectsBadLayersWithoutTouchingTheDevice) {
