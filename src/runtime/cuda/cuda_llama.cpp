@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/rotary.h"
@@ -436,6 +437,20 @@ void CudaLlama::Impl::decode_body() {
   // (the last norm advances the position) must be complete, whatever the kernels between
   // release their dependents early.
   constexpr bool kFirstPdl = false;
+  // EXQ_DECODE_SKIP=op,op: leaves those op groups out of the step (timing only: the cost of a
+  // group inside the chain is the step's time with and without it; the tokens are wrong).
+  static const std::string skip = [] {
+    std::string list;
+    if (const char* e = std::getenv("EXQ_DECODE_SKIP")) list.append(",").append(e).append(",");
+    return list;
+  }();
+  auto on = [&](const char* op) {
+    std::string key(",");
+    key.append(op).append(",");
+    if (skip.find(key) != std::string::npos) return false;
+    mark(op);
+    return true;
+  };
   mark("embed+norm");
   auto embed_norm = [&](const auto* table) {
     decode_embed_rmsnorm_cuda(id, table, vocab, v.x.data<float>(), w0, v.xn.data<float>(), hidden,
@@ -449,44 +464,46 @@ void CudaLlama::Impl::decode_body() {
     embed_norm(embed.view().data<float>());
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
-    mark("qkv");
-    if (!L.qkv.empty()) {
-      gpu::exl2_gemv_group(L.qkv, v.xn, {v.q2, v.k2, v.v2}, exl2_ws, s);
-    } else {
-      L.q->forward(sc, v.xn, v.q2, s);
-      L.k->forward(sc, v.xn, v.k2, s);
-      L.v->forward(sc, v.xn, v.v2, s);
+    if (on("qkv")) {
+      if (!L.qkv.empty()) {
+        gpu::exl2_gemv_group(L.qkv, v.xn, {v.q2, v.k2, v.v2}, exl2_ws, s);
+      } else {
+        L.q->forward(sc, v.xn, v.q2, s);
+        L.k->forward(sc, v.xn, v.k2, s);
+        L.v->forward(sc, v.xn, v.v2, s);
+      }
     }
-    mark("attention");
-    if (opts.kv_cache == DType::F16)
-      attend<__half>(L, v);
-    else
-      attend<float>(L, v);
-    mark("o");
-    L.o->forward(sc, v.att2, v.proj, s);
-    mark("norm");
-    decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), L.ffn_norm.view().data<float>(),
-                            v.xn.data<float>(), hidden, eps, nullptr, pdl, s);
-    mark("gate+up");
-    if (!L.gate_up.empty()) {
-      gpu::exl2_gemv_group(L.gate_up, v.xn, {v.gate, v.up}, exl2_ws, s);
-    } else {
-      L.gate->forward(sc, v.xn, v.gate, s);
-      L.up->forward(sc, v.xn, v.up, s);
+    if (on("attention")) {
+      if (opts.kv_cache == DType::F16)
+        attend<__half>(L, v);
+      else
+        attend<float>(L, v);
     }
-    mark("swiglu+down");
-    if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
+    if (on("o")) L.o->forward(sc, v.att2, v.proj, s);
+    if (on("norm"))
+      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
+                              L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
+                              nullptr, pdl, s);
+    if (on("gate+up")) {
+      if (!L.gate_up.empty()) {
+        gpu::exl2_gemv_group(L.gate_up, v.xn, {v.gate, v.up}, exl2_ws, s);
+      } else {
+        L.gate->forward(sc, v.xn, v.gate, s);
+        L.up->forward(sc, v.xn, v.up, s);
+      }
+    }
+    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
       decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
                          static_cast<int>(dims.inter), pdl, s);
       L.down->forward(sc, v.gate, v.proj, s);
     }
-    mark("norm");
     const bool last = l + 1 == layers.size();
-    decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(), next_norm(l).view().data<float>(),
-                            v.xn.data<float>(), hidden, eps, last ? pos_ptr() : nullptr, pdl, s);
+    if (on("norm") || last)  // the last norm also advances the position
+      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
+                              next_norm(l).view().data<float>(), v.xn.data<float>(), hidden, eps,
+                              last ? pos_ptr() : nullptr, pdl, s);
   }
-  mark("head");
-  head->forward(sc, v.xn, logits.view(), s);
+  if (on("head")) head->forward(sc, v.xn, logits.view(), s);
   mark(nullptr);
 }
 

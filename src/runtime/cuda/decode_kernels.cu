@@ -4,6 +4,7 @@
 // (attention_decode.cu).
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
@@ -20,45 +21,60 @@ using exq::cuda::pdl_trigger;
 using exq::cuda::pdl_wait;
 using exq::cuda::to_float;
 
-constexpr int kNormThreads = 256;
+constexpr int kNormThreads = 1024;
+constexpr int kNormVec = 4;  // float4s a thread holds in registers: rows up to 16384
 
-// One block per row.
-template <typename W>
-__global__ void add_rmsnorm_kernel(float* __restrict__ residual, const float* __restrict__ delta,
-                                   const W* __restrict__ weight, float* __restrict__ out, int dim,
-                                   float eps) {
-  __shared__ float scratch[32];
-  const size_t row = blockIdx.x;
-  float* xr = residual + row * dim;
-  float ss = 0.0f;
-  if (delta) {
-    const float* dr = delta + row * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-      const float v = xr[i] + dr[i];
-      xr[i] = v;
-      ss += v * v;
-    }
-  } else {
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-  }
-  ss = block_sum(ss, scratch);
-  const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
-  float* orow = out + row * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = xr[i] * inv * to_float(weight[i]);
-}
-
-__global__ void add_bias_f32_kernel(float* __restrict__ y, const float* __restrict__ bias,
-                                    int64_t total, int n) {
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx < total) y[idx] += bias[idx % n];
-}
+__device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
 // One block of kNormThreads: one token's residual row. x += delta (when given), out =
-// RMSNorm(x) * weight, add_rmsnorm_kernel's arithmetic and summation order (prefill and decode
-// agree bit for bit).
+// RMSNorm(x) * weight. Rows of a multiple of 4 up to 4 * kNormVec * kNormThreads take one pass:
+// each thread's float4s (the weights loaded before `wait`: pdl_wait, so they overlap the
+// previous kernel) stay in registers, so every load is one round trip. Prefill and decode both
+// use this, so they agree bit for bit.
+template <typename W>
 __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __restrict__ delta,
-                                         const float* __restrict__ weight, float* __restrict__ out,
-                                         int dim, float eps, float* scratch) {
+                                         const W* __restrict__ weight, float* __restrict__ out,
+                                         int dim, float eps, float* scratch, bool wait) {
+  if constexpr (std::is_same_v<W, float>) {
+    if (dim % 4 == 0 && dim <= 4 * kNormVec * static_cast<int>(blockDim.x)) {
+      float4 w[kNormVec], v[kNormVec];
+#pragma unroll
+      for (int k = 0; k < kNormVec; ++k) {
+        const int i = 4 * (threadIdx.x + k * blockDim.x);
+        if (i < dim) w[k] = ld4(weight + i);
+      }
+      if (wait) exq::cuda::pdl_wait();
+      float ss = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kNormVec; ++k) {
+        const int i = 4 * (threadIdx.x + k * blockDim.x);
+        if (i < dim) {
+          v[k] = ld4(x + i);
+          if (delta) {
+            const float4 d = ld4(delta + i);
+            v[k] = make_float4(v[k].x + d.x, v[k].y + d.y, v[k].z + d.z, v[k].w + d.w);
+            st4(x + i, v[k]);
+          }
+          ss += v[k].x * v[k].x;
+          ss += v[k].y * v[k].y;
+          ss += v[k].z * v[k].z;
+          ss += v[k].w * v[k].w;
+        }
+      }
+      ss = block_sum(ss, scratch);
+      const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+#pragma unroll
+      for (int k = 0; k < kNormVec; ++k) {
+        const int i = 4 * (threadIdx.x + k * blockDim.x);
+        if (i < dim)
+          st4(out + i, make_float4(v[k].x * inv * w[k].x, v[k].y * inv * w[k].y,
+                                   v[k].z * inv * w[k].z, v[k].w * inv * w[k].w));
+      }
+      return;
+    }
+  }
+  if (wait) exq::cuda::pdl_wait();
   float ss = 0.0f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = x[i];
@@ -70,17 +86,33 @@ __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __r
   }
   ss = block_sum(ss, scratch);
   const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = x[i] * inv * weight[i];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = x[i] * inv * to_float(weight[i]);
 }
 
-__global__ void decode_add_rmsnorm_kernel(float* __restrict__ x, const float* __restrict__ delta,
+// One block per row.
+template <typename W>
+__global__ void __launch_bounds__(kNormThreads)
+    add_rmsnorm_kernel(float* __restrict__ residual, const float* __restrict__ delta,
+                       const W* __restrict__ weight, float* __restrict__ out, int dim, float eps) {
+  __shared__ float scratch[32];
+  const size_t row = blockIdx.x;
+  norm_row(residual + row * dim, delta ? delta + row * dim : nullptr, weight, out + row * dim, dim,
+           eps, scratch, false);
+}
+
+__global__ void add_bias_f32_kernel(float* __restrict__ y, const float* __restrict__ bias,
+                                    int64_t total, int n) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx < total) y[idx] += bias[idx % n];
+}
+
+__global__ void __launch_bounds__(kNormThreads) decode_add_rmsnorm_kernel(float* __restrict__ x, const float* __restrict__ delta,
                                           const float* __restrict__ weight, float* __restrict__ out,
                                           int dim, float eps, int32_t* __restrict__ increment) {
   __shared__ float scratch[32];
   pdl_trigger();
-  pdl_wait();
-  norm_row(x, delta, weight, out, dim, eps, scratch);
-  // Every kernel reading the position finished before pdl_wait returned.
+  norm_row(x, delta, weight, out, dim, eps, scratch, true);
+  // Every kernel reading the position finished before pdl_wait (in norm_row) returned.
   if (increment && threadIdx.x == 0) *increment += 1;
 }
 
@@ -101,8 +133,8 @@ __global__ void decode_embed_rmsnorm_kernel(const int32_t* __restrict__ ids, con
     const T* row = table + static_cast<size_t>(id) * dim;
     for (int d = threadIdx.x; d < dim; d += blockDim.x) x[d] = to_float(row[d]);
   }
-  // Each thread reads back only the elements it wrote.
-  norm_row(x, nullptr, weight, out, dim, eps, scratch);
+  __syncthreads();  // the norm reads x in its own order
+  norm_row(x, static_cast<const float*>(nullptr), weight, out, dim, eps, scratch, false);
 }
 
 // out = silu(gate) * up, swiglu_kernel's arithmetic.
