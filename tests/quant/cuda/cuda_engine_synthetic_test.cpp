@@ -40,6 +40,12 @@ LayerF32 random_layer(const io::ModelConfig& c, uint32_t seed) {
   return test::random_layer(c, seed, /*all_f16=*/false);
 }
 
+// Calibration states [kRows, kTokens, hidden] ~ N(0, 1) from `seed`.
+Tensor random_states(const io::ModelConfig& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  return random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+}
+
 MeasureOptions some_rows() {
   MeasureOptions o;
   for (size_t i : {0, 2, 3, 9, 12, 18}) o.attn_table.push_back(attn_option_table()[i]);
@@ -51,8 +57,7 @@ TEST(CudaEngineSynthetic, MeasurementWithBiasesMatchesTheCpuEngine) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 11);
-  std::mt19937 rng(5);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 5);
   const MeasureOptions opts = some_rows();
   const auto cpu = make_cpu_engine(c, 128);
   const auto gpu = make_cuda_engine(c, 128, {});
@@ -71,8 +76,7 @@ TEST(CudaEngineSynthetic, QuantizeWithBiasesMatchesTheCpuEngine) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 12);
-  std::mt19937 rng(6);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 6);
   const auto cpu = make_cpu_engine(c, 128);
   const auto gpu = make_cuda_engine(c, 128, {});
   const AttnOptions ao = attn_option_table()[10];
@@ -202,8 +206,7 @@ TEST(CudaEngineSynthetic, MeasurementWaitsOnceForTheHostPerModule) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 19);
-  std::mt19937 rng(13);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 13);
   const MeasureOptions opts = some_rows();
   CudaEngineOptions host_candidates, streamed;
   host_candidates.host_candidates = true;
@@ -247,8 +250,7 @@ TEST(CudaEngineSynthetic, FailedFactorizationRetriesWithMoreDamping) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 21);
-  std::mt19937 rng(15);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 15);
   const MeasureOptions opts = some_rows();
   CudaEngineOptions fail, more;
   fail.fail_first_factorization = 3;  // both Hessians
@@ -300,8 +302,7 @@ TEST(CudaEngineSynthetic, ForwardWithTheLayerWeightsIsTheMeasurementTarget) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 21);
-  std::mt19937 rng(21);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 21);
   const auto gpu = make_cuda_engine(c, 128, {});
   const ModuleResult a = gpu->measure_attention(layer, x, "a", some_rows());
   const ModuleResult m = gpu->measure_mlp(layer, a.target, "m", some_rows());
@@ -326,8 +327,7 @@ TEST(CudaEngineSynthetic, ForwardWithDequantizedWeightsIsTheQuantizedOutput) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 22);
-  std::mt19937 rng(22);
-  const Tensor x = random({kRows, kTokens, c.hidden_size}, rng, 1.0f, 0.0f, false);
+  const Tensor x = random_states(c, 22);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), in = c.intermediate_size;
   const auto gpu = make_cuda_engine(c, 128, {});
   const QuantStep qa = gpu->quantize_attention(layer, 0, x, attn_option_table()[10]);

@@ -89,9 +89,9 @@ TEST_F(GptqCudaTest, PrepareHessianMatchesCpu) {
   }
 }
 
-TEST_F(GptqCudaTest, PrepareHessianRetriesDampingLikeTheCpu) {
-  // Diagonal 1 except one entry -x, x = 2.5 damping steps: Cholesky fails twice, then succeeds.
-  const int64_t in = 64;
+// A 64 x 64 Hessian whose Cholesky fails at the first two damping steps of 0.12 (diagonal 1
+// except one entry -x, x = 2.5 damping steps) and succeeds at the third.
+std::vector<float> three_damping_hessian(int64_t in) {
   const float x = 18.9f / 64.3f;  // x = 0.3 * (63 - x) / 64
   std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
   std::mt19937 rng(5);
@@ -99,6 +99,12 @@ TEST_F(GptqCudaTest, PrepareHessianRetriesDampingLikeTheCpu) {
   for (int64_t r = 0; r < in; ++r)
     for (int64_t c = 0; c < r; ++c) h[r * in + c] = h[c * in + r] = small(rng);
   for (int64_t i = 0; i < in; ++i) h[i * (in + 1)] = i == 17 ? -x : 1.0f + 0.01f * small(rng);
+  return h;
+}
+
+TEST_F(GptqCudaTest, PrepareHessianRetriesDampingLikeTheCpu) {
+  const int64_t in = 64;
+  const std::vector<float> h = three_damping_hessian(in);
   const PreparedHessian want = quant::prepare_hessian(h, in, 0.12f);
   ASSERT_EQ(want.dampings, 3);
   for (GptqImpl impl : kImpls) {
@@ -199,13 +205,7 @@ TEST_F(GptqCudaTest, PrepareHessianAsyncEqualsTheCheckedCall) {
 // what the checked call gives from the start, bit for bit.
 TEST_F(GptqCudaTest, FailedAsyncAttemptAndItsRetryMatchTheCheckedCall) {
   const int64_t in = 64;
-  const float x = 18.9f / 64.3f;  // as PrepareHessianRetriesDampingLikeTheCpu: 3 steps
-  std::vector<float> h(static_cast<size_t>(in * in), 0.0f);
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> small(-1e-3f, 1e-3f);
-  for (int64_t r = 0; r < in; ++r)
-    for (int64_t c = 0; c < r; ++c) h[r * in + c] = h[c * in + r] = small(rng);
-  for (int64_t i = 0; i < in; ++i) h[i * (in + 1)] = i == 17 ? -x : 1.0f + 0.01f * small(rng);
+  const std::vector<float> h = three_damping_hessian(in);
   const DeviceTensor hd = upload_vec(h, DType::F32, {in, in});
   for (GptqImpl impl : kImpls) {
     const std::string what = gptq_impl_name(impl);
