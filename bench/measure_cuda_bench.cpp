@@ -169,15 +169,15 @@ nlohmann::ordered_json report(const char* what, double wall, Engine& engine,
     q["host_staging_s"] = s.value("host_staging_s", 0.0);
     const auto v = [&q](const char* k) { return q.value(k, 0.0); };
     std::printf(
-        "    device: reference %.3f s (Hessians %.3f)  prepare %.3f s  gptq %.3f s (%d runs; "
-        "packed downloads %.3f s)  forward %.3f s  host syncs %d (staging %d)\n"
+        "    device: reference %.3f s (Hessians %.3f)  prepare %.3f s  gptq %.3f s (%d runs)  "
+        "forward %.3f s  host syncs %d (staging %d)\n"
         "    host: setup %.3f s  reference %.3f s  gptq %.3f s  forward %.3f s  staging %.3f s  "
-        "packing %.3f s (threads), %.3f s waited after the forward; cudaMalloc'd %.2f GB\n",
+        "packing %.3f s (threads; packed copies %.3f s), %.3f s waited for it; cudaMalloc'd "
+        "%.2f GB\n",
         v("reference_s"), v("hessian_s"), v("prepare_s"), v("gptq_s"), q.value("gptq_runs", 0),
-        v("packed_download_s"), v("forward_s"), q.value("host_syncs", 0),
-        q.value("staging_waits", 0), v("host_setup_s"), v("host_reference_s"), v("host_gptq_s"),
-        v("host_forward_s"), v("host_staging_s"), v("pack_s"), v("pack_wait_s"),
-        v("reserved_growth_bytes") / 1e9);
+        v("forward_s"), q.value("host_syncs", 0), q.value("staging_waits", 0), v("host_setup_s"),
+        v("host_reference_s"), v("host_gptq_s"), v("host_forward_s"), v("host_staging_s"),
+        v("pack_s"), v("packed_download_s"), v("pack_wait_s"), v("reserved_growth_bytes") / 1e9);
     if (s.contains("sync_reasons")) {
       std::printf("    waits:");
       for (const auto& [why, n] : s["sync_reasons"].items())

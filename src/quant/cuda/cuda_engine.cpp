@@ -17,6 +17,7 @@
 #include "core/half.h"
 #include "memory/cuda/overlap.h"
 #include "quant/cuda/engine_context.h"
+#include "quant/cuda/gptq_cuda.h"
 #include "quant/cuda/head_step.h"
 #include "quant/cuda/module_run.h"
 
@@ -167,6 +168,14 @@ class CudaEngine final : public Engine {
     }
   }
 
+  // A module's first pass: optimistic, with the test options' extra steps and failures.
+  ModuleRun::Damping first_damping() const {
+    ModuleRun::Damping d;
+    d.steps.fill(1 + ctx_.options.extra_damping_steps);
+    d.fail_first = ctx_.options.fail_first_factorization;
+    return d;
+  }
+
   void begin_module() {
     CUDA_CHECK(cudaSetDevice(ctx_.options.device));
     ctx_.ring.reset_stats();
@@ -232,9 +241,7 @@ class CudaEngine final : public Engine {
       ModuleResult res;
       res.measurement.key = key;
       res.target = Tensor(DType::F32, states.shape());
-      ModuleRun::Damping damping;
-      damping.steps.fill(1 + ctx_.options.extra_damping_steps);
-      damping.fail_first = ctx_.options.fail_first_factorization;
+      ModuleRun::Damping damping = first_damping();
       int retries = 0;
       // Optimistic: the factorizations are checked with the module's one download. A failed
       // one (rare) runs the module again, checked, from the next damping step: the same
@@ -285,58 +292,83 @@ class CudaEngine final : public Engine {
       check_inputs(spec, states);
       const size_t L = spec.linears.size();
       EXQ_CHECK(options.size() == L, "{} options for {} linears", options.size(), L);
-      // Host phases (steady clock; the device phases come from events, ModuleRun::timing).
+      // Host phases (steady clock; the device phases come from events, ModuleRun::timing),
+      // summed over the passes of a damping retry.
       const auto t0 = Clock::now();
       const size_t reserved_before = ctx_.alloc->reserved();
       begin_module();
-      ModuleRun run(ctx_, spec, states, std::vector<int64_t>(L, 1), 1, true, 0.12f);
-      const double setup_s = seconds_since(t0);
-      auto t = Clock::now();
-      run.reference(nullptr);
-      const double reference_host_s = seconds_since(t);
       std::vector<std::vector<QuantOption>> one;
       for (const QuantOption& o : options) one.push_back({o});
-      t = Clock::now();
-      run.gptq(one, true);
-      const double gptq_host_s = seconds_since(t);
-      // Packing is host work: it runs beside the quantized forward.
-      std::vector<double> pack_s(L, 0.0);
+      QuantStep out;
+      out.output = Tensor(DType::F32, states.shape());
+      double setup_s = 0, reference_host_s = 0, gptq_host_s = 0, forward_host_s = 0;
+      ModuleRun::Damping damping = first_damping();
+      int retries = 0;
+      // As the measurement: one wait, at the end of forward_quantized(), which also reads the
+      // factorizations' status; a failed one reruns the module checked (measure()).
+      std::optional<ModuleRun> run;
+      for (auto t = t0;; t = Clock::now()) {
+        run.reset();
+        run.emplace(ctx_, spec, states, std::vector<int64_t>(L, 1), 1, true, 0.12f);
+        run->set_damping(damping);
+        run->reserve_packed(one);  // before any queued work: growing it waits for the device
+        setup_s += seconds_since(t);
+        t = Clock::now();
+        run->reference(nullptr);
+        reference_host_s += seconds_since(t);
+        t = Clock::now();
+        run->gptq(one, true);
+        gptq_host_s += seconds_since(t);
+        t = Clock::now();
+        out.rfn = run->forward_quantized(out.output);
+        forward_host_s += seconds_since(t);
+        const unsigned failed = run->failed_factorizations();
+        if (failed == 0) break;
+        EXQ_ASSERT(!damping.checked);
+        damping.checked = true;
+        for (unsigned g = 0; g < 2; ++g) damping.steps[g] += (failed >> g) & 1u;
+        ++retries;
+      }
+      // Packing is host work on the packed results, in pinned memory until take_packed(): only
+      // after the module's wait (in forward_quantized()), one thread per linear.
+      std::vector<double> pack_s(L, 0.0), take_s(L, 0.0);
       std::vector<std::future<io::Exl2Packed>> packs;
-      for (size_t c = 0; c < L; ++c)
+      auto t = Clock::now();
+      for (size_t c = 0; c < L; ++c) {
+        DeviceGptqResult& res = run->results(c).at(0);
         packs.push_back(std::async(
             std::launch::async,
-            [&pack_s, c](io::Exl2Linear layer, TensorView bias) {
+            [&pack_s, &take_s, c](io::Exl2Linear layer, PackedHost packed, TensorView bias) {
               const auto p0 = Clock::now();
+              take_s[c] = take_packed(layer, packed);
               io::Exl2Packed p = pack_with_bias(std::move(layer), bias);
               pack_s[c] = seconds_since(p0);
               return p;
             },
-            std::move(run.results(c).at(0).layer), spec.linears[c].bias));
-      QuantStep out;
-      t = Clock::now();
-      out.output = Tensor(DType::F32, states.shape());
-      out.rfn = run.forward_quantized(out.output);
-      const double forward_host_s = seconds_since(t);
-      t = Clock::now();
+            std::move(res.layer), res.packed, spec.linears[c].bias));
+      }
       for (size_t c = 0; c < L; ++c)
         out.packed.emplace_back(key + "." + std::string(spec.linears[c].name), packs[c].get());
       const double pack_wait_s = seconds_since(t);
-      end_module(&run);
-      double pack_total = 0.0;
+      end_module(&*run);
+      if (retries > 0) stats_["damping_retries"] = retries;
+      double pack_total = 0.0, take_total = 0.0;
       for (double p : pack_s) pack_total += p;
+      for (double p : take_s) take_total += p;
       // Device phases (events): reference (Hessians included), prepare (act-order and the
-      // checked factorizations), gptq (packed downloads included: their host part in
-      // packed_download_s), forward (the quantized module on every row, output downloads, rfn).
-      // Host phases: the wall time of each call on the engine's thread; pack_s is the packing
-      // threads' total, pack_wait_s what the engine still waited for them after the forward.
+      // factorizations), gptq (packed copies included), forward (the quantized module on every
+      // row, output downloads, rfn). Host phases: the wall time of each call on the engine's
+      // thread; packed_download_s: the host copies of the packed results (in the packing
+      // threads, part of pack_s, or after a wait in gptq()'s checked path); pack_s the packing
+      // threads' total, pack_wait_s the engine's wait for them (after the module's wait).
       stats_["timing"] = {
-          {"reference_s", run.timing.reference_s},
-          {"hessian_s", run.timing.hessian_s},
-          {"prepare_s", run.timing.prepare_s},
-          {"gptq_s", run.timing.gptq_s},
-          {"packed_download_s", run.packed_download_s},
-          {"forward_s", run.timing.test_s},
-          {"gptq_runs", run.timing.gptq_runs},
+          {"reference_s", run->timing.reference_s},
+          {"hessian_s", run->timing.hessian_s},
+          {"prepare_s", run->timing.prepare_s},
+          {"gptq_s", run->timing.gptq_s},
+          {"packed_download_s", run->packed_download_s + take_total},
+          {"forward_s", run->timing.test_s},
+          {"gptq_runs", run->timing.gptq_runs},
           {"host_setup_s", setup_s},
           {"host_reference_s", reference_host_s},
           {"host_gptq_s", gptq_host_s},

@@ -9,11 +9,12 @@
 // with the dequantized EXL2 weights.
 // module_stats() reports gpu_s, copy_s, copy_hidden, bytes_h2d, bytes_d2h, peak_vram_bytes,
 // vram_budget_bytes, how the states were held, host_syncs (the host's waits for the device:
-// 1 per measured module in the normal path, module_run.h) and staging_waits (waits for a
-// pinned staging buffer of the copy ring); after a quantization step also "timing" (device
-// phases from events: reference_s, hessian_s, prepare_s, gptq_s, packed_download_s,
-// forward_s; host phases: host_setup_s, host_reference_s, host_gptq_s, host_forward_s, pack_s,
-// pack_wait_s, wall_s) and "sync_reasons" (host waits by reason). One thread drives an engine.
+// 1 per measured or quantized module in the normal path, module_run.h; the head step waits
+// more) and staging_waits (waits for a pinned staging buffer of the copy ring); after a
+// quantization step also "timing" (device phases from events: reference_s, hessian_s,
+// prepare_s, gptq_s, forward_s; host phases: host_setup_s, host_reference_s, host_gptq_s,
+// host_forward_s, packed_download_s, pack_s, pack_wait_s, wall_s), "sync_reasons" (host waits
+// by reason) and, after a failed factorization, damping_retries. One thread drives an engine.
 #pragma once
 
 #include <cstddef>
@@ -38,10 +39,10 @@ struct CudaEngineOptions {
   // Keep GPTQ results in pinned host memory even when they fit on the device (tests; the
   // budget alone picks this mode otherwise: engine_plan.h).
   bool host_candidates = false;
-  // Tests of the measurement's damping retry. fail_first_factorization: bit g (0: the
-  // linears' input Hessian, 1: o_proj / down_proj's) makes the first factorization of every
-  // measured module count as failed, so the module runs again with one damping step more.
-  // extra_damping_steps: every measured Hessian's first attempt has this many steps more.
+  // Tests of the damping retry. fail_first_factorization: bit g (0: the linears' input
+  // Hessian, 1: o_proj / down_proj's) makes the first factorization of every measured or
+  // quantized module count as failed, so the module runs again with one damping step more.
+  // extra_damping_steps: every such Hessian's first attempt has this many steps more.
   unsigned fail_first_factorization = 0;
   int extra_damping_steps = 0;
 };

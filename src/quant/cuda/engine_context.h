@@ -83,6 +83,9 @@ struct EngineContext {
   memory::cuda::StagingRing ring;
   exq::cuda::Stream side;     // GPTQ result downloads beside the compute (host-candidate mode)
   PinnedPool pinned;          // their destinations
+  // The quantization pass's packed GPTQ results, one buffer per result (ModuleRun::gptq),
+  // copied on the compute stream and read by the packing threads after the module's wait.
+  PinnedPool packed;
   exq::cuda::DeviceTensor rope_cos, rope_sin;  // F32 [max_tokens, head_dim / 2]
   exq::cuda::DeviceTensor non_finite;          // U8 [16]: uint64 counts of non-finite
                                                // reference outputs [0] and inputs [1]

@@ -155,7 +155,8 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
                                                      bool want_packed, GptqContext& ctx,
                                                      const GptqResultHook& on_weight) {
   // Everything that can fail on the host fails before the first launch.
-  const GptqInputs inputs = check_gptq_inputs(w, h, options, want_packed, ctx);
+  const bool deferred = want_packed && static_cast<bool>(ctx.packed_to);
+  const GptqInputs inputs = check_gptq_inputs(w, h, options, want_packed, ctx, deferred);
   const int64_t out = inputs.out, in = inputs.in;
   const int64_t block_rows = gptq_batch_block_rows();
   const int64_t super_rows = gptq_batch_super_rows();
@@ -164,6 +165,10 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
   for (size_t k = 0; k < options.size(); ++k)
     (batchable(inputs.layouts[k], block_rows) ? batched : single).push_back(k);
   if (!single.empty()) {
+    // v1 downloads into the layer itself, with the host perm.
+    EXQ_CHECK(!want_packed || !h.perm.empty(),
+              "gptq_quantize_batch: packed results of groups over {} rows need the host "
+              "permutation (prepare_hessian)", block_rows);
     std::vector<QuantOption> subset;
     for (size_t k : single) subset.push_back(options[k]);
     GptqResultHook hook;
@@ -301,16 +306,23 @@ std::vector<DeviceGptqResult> gptq_quantize_batch_v2(const DeviceView& w,
         l.in = in;
         l.out = out;
         l.groups = io::exl2_group_table(group_bits_rows(layout));
-        l.perm = h.perm;
-        l.invperm = inputs.invperm;
-        l.q.resize(static_cast<size_t>(in * out));
-        l.qs.resize(static_cast<size_t>(groups * out));
-        l.scale_max.resize(static_cast<size_t>(groups));
-        // The copies to pageable memory wait for the device anyway: the wait made explicit
-        // (counted), then the copies alone (timed); both before the buffers are reused.
-        if (o == 0) host_wait(ctx, "GPTQ v2 packed results");
-        download_packed(ctx, l, b.codes + o * st.codes, b.qs + group_offset[o] * out,
-                        b.scale_max + group_offset[o]);
+        if (deferred) {  // to pinned memory, read after the caller's wait
+          r.packed = download_packed_async(ctx, k, in, out, groups, b.codes + o * st.codes,
+                                           b.qs + group_offset[o] * out,
+                                           b.scale_max + group_offset[o],
+                                           h.perm_d.view().data<int32_t>());
+        } else {
+          l.perm = h.perm;
+          l.invperm = inputs.invperm;
+          l.q.resize(static_cast<size_t>(in * out));
+          l.qs.resize(static_cast<size_t>(groups * out));
+          l.scale_max.resize(static_cast<size_t>(groups));
+          // The copies to pageable memory wait for the device anyway: the wait made explicit
+          // (counted), then the copies alone (timed); both before the buffers are reused.
+          if (o == 0) host_wait(ctx, "GPTQ v2 packed results");
+          download_packed(ctx, l, b.codes + o * st.codes, b.qs + group_offset[o] * out,
+                          b.scale_max + group_offset[o]);
+        }
       }
       if (on_weight) on_weight(k, r);
     }

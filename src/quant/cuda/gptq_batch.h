@@ -61,6 +61,11 @@ void host_wait(const GptqContext& ctx, const char* why);
 // pageable memory return once done; their host seconds go to ctx.packed_download_s.
 void download_packed(const GptqContext& ctx, io::Exl2Linear& l, const void* codes,
                      const void* qs, const void* scale_max);
+// The same tensors and the act-order perm_d (device [in]) copied on ctx.stream to
+// ctx.packed_to(option, packed_host_layout(...).bytes), without a wait (take_packed reads them).
+PackedHost download_packed_async(const GptqContext& ctx, size_t option, int64_t in, int64_t out,
+                                 int64_t groups, const void* codes, const void* qs,
+                                 const void* scale_max, const int32_t* perm_d);
 
 // ---- shared by both implementations ----------------------------------------------------------
 
@@ -71,10 +76,11 @@ struct GptqInputs {
   std::vector<std::vector<GroupSpan>> layouts;
   std::vector<int32_t> invperm;
 };
-// invperm is empty when h has no host perm (prepare_hessian_async); want_packed then throws.
+// invperm is empty when h has no host perm (prepare_hessian_async); want_packed then throws,
+// unless deferred_packed (packed results through ctx.packed_to, which bring perm_d along).
 GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
                              std::span<const QuantOption> options, bool want_packed,
-                             const GptqContext& ctx);
+                             const GptqContext& ctx, bool deferred_packed = false);
 // h.invperm_d, or `scratch` filled from the host invperm.
 const int32_t* invperm_device(const DevicePreparedHessian& h, const GptqInputs& inputs,
                               DeviceTensor& scratch, GptqContext& ctx);

@@ -83,7 +83,7 @@ struct PackedPending {
 
 GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h,
                              std::span<const QuantOption> options, bool want_packed,
-                             const GptqContext& ctx) {
+                             const GptqContext& ctx, bool deferred_packed) {
   constexpr const char* op = "gptq_quantize_batch";
   EXQ_CHECK(ctx.allocator != nullptr && ctx.cublas != nullptr,
             "{}: GptqContext needs an allocator and a cuBLAS handle", op);
@@ -100,7 +100,7 @@ GptqInputs check_gptq_inputs(const DeviceView& w, const DevicePreparedHessian& h
   const bool host_perm = h.perm.size() == static_cast<size_t>(in);
   EXQ_CHECK(h.in == in && (host_perm || (h.perm.empty() && !h.invperm_d.empty())),
             "{}: Hessian prepared for {} inputs, layer has {}", op, h.in, in);
-  EXQ_CHECK(host_perm || !want_packed,
+  EXQ_CHECK(host_perm || !want_packed || deferred_packed,
             "{}: packed results need the host permutation (prepare_hessian, not _async)", op);
   h.u.view().expect(DType::F32, {in, in}, "gptq_quantize_batch: prepared Hessian u");
   h.perm_d.view().expect(DType::I32, {in}, "gptq_quantize_batch: prepared Hessian perm_d");
@@ -139,6 +139,48 @@ void download_packed(const GptqContext& ctx, io::Exl2Linear& l, const void* code
   if (ctx.packed_download_s)
     *ctx.packed_download_s +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+PackedHostLayout packed_host_layout(int64_t in, int64_t out, int64_t groups) {
+  const auto align = [](size_t n) { return (n + 15) / 16 * 16; };
+  PackedHostLayout l;
+  l.qs = align(static_cast<size_t>(in * out));
+  l.scale_max = l.qs + align(static_cast<size_t>(groups * out));
+  l.perm = l.scale_max + align(static_cast<size_t>(groups) * sizeof(uint16_t));
+  l.bytes = l.perm + static_cast<size_t>(in) * sizeof(int32_t);
+  return l;
+}
+
+PackedHost download_packed_async(const GptqContext& ctx, size_t option, int64_t in, int64_t out,
+                                 int64_t groups, const void* codes, const void* qs,
+                                 const void* scale_max, const int32_t* perm_d) {
+  const PackedHostLayout at = packed_host_layout(in, out, groups);
+  char* dst = static_cast<char*>(ctx.packed_to(option, at.bytes));
+  const auto copy = [&](size_t offset, const void* src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dst + offset, src, bytes, cudaMemcpyDeviceToHost, ctx.stream));
+  };
+  copy(0, codes, static_cast<size_t>(in * out));
+  copy(at.qs, qs, static_cast<size_t>(groups * out));
+  copy(at.scale_max, scale_max, static_cast<size_t>(groups) * sizeof(uint16_t));
+  copy(at.perm, perm_d, static_cast<size_t>(in) * sizeof(int32_t));
+  return {dst, in, out, groups};
+}
+
+double take_packed(io::Exl2Linear& l, const PackedHost& p) {
+  if (p.data == nullptr) return 0.0;
+  const auto t0 = std::chrono::steady_clock::now();
+  const PackedHostLayout at = packed_host_layout(p.in, p.out, p.groups);
+  const char* src = static_cast<const char*>(p.data);
+  const auto fill = [src](auto& v, size_t offset, size_t n) {
+    v.resize(n);
+    std::memcpy(v.data(), src + offset, n * sizeof(v[0]));
+  };
+  fill(l.q, 0, static_cast<size_t>(p.in * p.out));
+  fill(l.qs, at.qs, static_cast<size_t>(p.groups * p.out));
+  fill(l.scale_max, at.scale_max, static_cast<size_t>(p.groups));
+  fill(l.perm, at.perm, static_cast<size_t>(p.in));
+  l.invperm = inverse_permutation(l.perm);  // as check_gptq_inputs computes it
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 int gptq_dtype_code(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }

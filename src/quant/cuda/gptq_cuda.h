@@ -38,6 +38,18 @@ struct GptqContext {
   // Optional: gptq_quantize_batch with want_packed adds the host seconds of the packed results'
   // copies to pageable host memory here (after a wait for the device, so the copies alone).
   double* packed_download_s = nullptr;
+  // Optional, v2 with want_packed: option k's packed tensors and the act-order are copied on
+  // `stream` to the pinned host memory packed_to(k, bytes) returns (packed_host_bytes), without
+  // a wait, and DeviceGptqResult::packed says where; take_packed() fills `layer` from there
+  // after the caller's own wait. The host perm is then not needed (prepare_hessian_async).
+  std::function<void*(size_t option, size_t bytes)> packed_to;
+};
+
+// Where a result's packed tensors wait in pinned host memory (GptqContext::packed_to): codes
+// [in * out], qs [groups * out], scale_max [groups] and perm [in] at packed_host_layout().
+struct PackedHost {
+  const void* data = nullptr;  // null: `layer` is complete already
+  int64_t in = 0, out = 0, groups = 0;
 };
 
 // H = 2/B * sum_b X_b^T X_b over batches, like quant::HessianAccumulator (exllamav2 scaling).
@@ -87,12 +99,24 @@ struct DeviceGptqResult {
   DeviceTensor weight;  // F16 [out, in], HF layout, original channel order: the EXL2 kernel's
                         // fp16 reconstruction (what io::dequantize_exl2 gives for `layer`)
   io::Exl2Linear layer; // host, ready for io::pack_exl2 (bias left empty)
+  PackedHost packed;    // with GptqContext::packed_to: layer's tensors, until take_packed()
 };
+
+// Byte offsets of PackedHost's tensors (16-byte aligned) and the bytes in all.
+struct PackedHostLayout {
+  size_t qs = 0, scale_max = 0, perm = 0, bytes = 0;
+};
+PackedHostLayout packed_host_layout(int64_t in, int64_t out, int64_t groups);
+// Completes `layer` (q, qs, scale_max, perm, invperm) from `packed` once the copies there are
+// done (after a wait for their stream); nothing when packed.data is null. Returns the host
+// seconds it took. Bytes as gptq_quantize_batch's own downloads.
+double take_packed(io::Exl2Linear& layer, const PackedHost& packed);
 
 // GPTQ of w (device F32|F16|BF16 [out, in], HF layout) under every option at once.
 // Results are in the order of `options`. Options are validated (group_layout) before anything
 // is launched. Without want_packed nothing waits for the device: the weights are ready in
-// stream order on ctx.stream; with it, one wait per batch of options for the downloads.
+// stream order on ctx.stream; with it, one wait per batch of options for the downloads (none
+// with ctx.packed_to, v2).
 // Deterministic (same inputs, same bytes, whatever the VRAM budget); for the first group
 // bit-identical to quant::gptq_quantize, later groups differ by f32 summation order (docs:
 // gptq_cuda.cpp, gptq_batch.cpp). EXQ_GPTQ_IMPL picks the implementation (gptq_batch.h): v2

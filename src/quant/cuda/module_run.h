@@ -5,19 +5,22 @@
 //     (DeviceHessian: q/k/v or gate/up share one, o / down have their own).
 //  2. gptq(): act-order + Cholesky of each Hessian, then every linear GPTQ-quantized under all
 //     its options in one batched call; the results (fp16 weights on the device) replace the
-//     originals. For the measurement nothing waits: the factorizations are not checked
-//     (prepare_hessian_async) and their status comes back with the table errors.
+//     originals. Nothing waits: the factorizations are not checked (prepare_hessian_async) and
+//     their status comes back with the module's one download; the quantization pass's packed
+//     results are copied to pinned memory (ctx.packed) and read after that wait (take_packed).
+//     Not with EXQ_GPTQ_IMPL=v1 or groups over v2's block in the quantization pass: those wait
+//     as before (reference status, each factorization, the packed codes).
 //  3. test_table() (measure): every row of the option table on every calibration row. Table
 //     rows that share the options of all linears but the last (q/k/v, gate/up) share the
 //     attention output / activation, so the prefix runs once per distinct combination and only
 //     o / down per table row. Errors are reduced on the device in double in a fixed order and
 //     read back once. Or forward_quantized() (quantize): the module with the quantized weights
 //     on every row, its output downloaded and the rfn error.
-// Host waits: one per module, at its end (the one download of errors and status: NaN/Inf
-// counters, factorization status), in the normal measurement path. More where states stream
-// (!plan().resident: the reference targets are read back from the host before the tests) and
-// in the quantization pass (reference status before the checked factorizations, their
-// retries, the packed codes). EngineContext::host_syncs counts them.
+// Host waits: one per module, at its end (the one download of errors or rfn sums and status:
+// NaN/Inf counters, factorization status), in the normal measurement and quantization paths.
+// More where states stream (!plan().resident: the reference targets are read back from the
+// host before the tests), after a failed factorization (the checked rerun) and in the
+// quantization pass's checked path above. EngineContext::host_syncs counts them.
 // Or, forward only (resume replay, ForwardOnly constructor): forward() runs the module with the
 // given weights through exactly the reference pass's kernels, so with the layer's own weights it
 // reproduces reference()'s target and with the dequantized GPTQ results (the same fp16 values)
@@ -78,27 +81,36 @@ class ModuleRun {
   // How gptq() prepares Hessian g (0: the linears' input, 1: o_proj / down_proj's): steps[g]
   // damping steps in the first attempt (1 normally); checked: prepare_hessian, which waits
   // after every attempt and retries with more damping, else one attempt without a wait whose
-  // status test_table() reads (failed_factorizations()). fail_first (tests): bit g marks
-  // Hessian g's unchecked attempt as failed. want_packed (quantize) always checks.
+  // status test_table() / forward_quantized() read (failed_factorizations()). fail_first
+  // (tests): bit g marks Hessian g's unchecked attempt as failed. want_packed checks when
+  // reserve_packed() gives false.
   struct Damping {
     bool checked = false;
     std::array<int, 2> steps = {1, 1};
     unsigned fail_first = 0;
   };
   void set_damping(const Damping& d) { damping_ = d; }
-  // After test_table(): bit g set when Hessian g's unchecked factorization failed. The results
-  // are then not valid: run the module again with checked damping, one step more there.
+  // After test_table() / forward_quantized(): bit g set when Hessian g's unchecked
+  // factorization failed. The results (packed ones too) are then not valid: run the module
+  // again with checked damping, one step more there.
   unsigned failed_factorizations() const { return failed_; }
+
+  // The quantization pass: whether gptq(options, true) defers the packed results (GPTQ v2
+  // batches every option), reserving their pinned buffers then. Call it before reference():
+  // a buffer that must grow is freed first, which waits for the device (not counted).
+  bool reserve_packed(const std::vector<std::vector<QuantOption>>& options);
 
   // host_target: F32 [rows, T, hidden] that receives the reference output, or null (kept on
   // the device when resident, else in an internal host copy). Throws exq::Error for NaN/Inf in
-  // the states or the reference output: from test_table() in the measurement (the counts come
-  // with its download), from gptq() in the quantization pass.
+  // the states or the reference output: from test_table() / forward_quantized() (the counts
+  // come with their download), from gptq() in the quantization pass's checked path.
   void reference(Tensor* host_target);
   // options[c]: the distinct options of linear c.
   void gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed);
   // In host-candidate mode (plan().host_candidates) the results' weights are empty: they live
-  // in pinned host memory until test_table() / forward_quantized() bring them back.
+  // in pinned host memory until test_table() / forward_quantized() bring them back. Deferred
+  // packed results: `layer` is complete after take_packed(layer, packed), once the module's
+  // wait is over and no factorization failed.
   std::vector<DeviceGptqResult>& results(size_t linear) { return results_[linear]; }
   // pick[i][c]: index into options[c] for table row i. Per table row: mean over calibration
   // rows of the row's error under `metric` (measure.h; kRow: ||y_q - y||_F / ||y||_F).
@@ -115,8 +127,8 @@ class ModuleRun {
   // Phase times from events, read at the module's wait (finish()): reference_s, hessian_s,
   // prepare_s, gptq_s, test_s (test_table() or forward_quantized()), gptq_runs.
   MeasureTiming timing;
-  // gptq(want_packed): host seconds of the packed results' copies to host memory (after the
-  // wait for the device: GptqContext::packed_download_s), part of timing.gptq_s.
+  // gptq(want_packed), checked path: host seconds of the packed results' copies to host memory
+  // (after the wait for the device: GptqContext::packed_download_s), part of timing.gptq_s.
   double packed_download_s = 0;
 
  private:
@@ -169,6 +181,7 @@ class ModuleRun {
   std::unique_ptr<DeviceHessian> hessians_[2];
   std::vector<std::vector<DeviceGptqResult>> results_;
   std::vector<std::vector<void*>> host_results_;  // host-candidate mode: in ctx_.pinned
+  std::vector<size_t> packed_base_;  // reserve_packed(): linear c's first ctx_.packed buffer
   VramPlan plan_;
   std::unique_ptr<RowStore> rows_;
   Tensor own_target_;                    // reference output when neither resident nor the caller's

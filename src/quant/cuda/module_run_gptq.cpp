@@ -1,6 +1,7 @@
 // ModuleRun::gptq(), phase 2 of module_run.h: the Hessians' act-order and factorization, then
 // GPTQ of every linear under all its options; in host-candidate mode each result moves to
-// pinned host memory on the side stream while the next one is computed.
+// pinned host memory on the side stream while the next one is computed; in the quantization
+// pass the packed results go to pinned memory on the compute stream (ctx.packed).
 #include <fmt/format.h>
 
 #include <optional>
@@ -8,11 +9,35 @@
 #include "backend/cuda/cuda_check.h"
 #include "core/error.h"
 #include "quant/cuda/gptq_batch.h"
+#include "quant/cuda/gptq_plan.h"
 #include "quant/cuda/module_run.h"
 
 namespace exq::quant::cuda {
 
 using exq::cuda::Event;
+
+bool ModuleRun::reserve_packed(const std::vector<std::vector<QuantOption>>& options) {
+  EXQ_ASSERT(options.size() == spec_.linears.size());
+  packed_base_.clear();
+  if (gptq_impl_from_env() != GptqImpl::kV2) return false;
+  const int64_t block_rows = gptq_batch_block_rows();
+  std::vector<std::vector<size_t>> bytes(options.size());
+  for (size_t c = 0; c < options.size(); ++c) {
+    const int64_t out = spec_.linears[c].weight.dim(0), in = spec_.linears[c].weight.dim(1);
+    for (const QuantOption& o : options[c]) {
+      const std::vector<GroupSpan> layout = group_layout(o, in);
+      if (!batchable(layout, block_rows)) return false;  // v1 packs with the host perm
+      bytes[c].push_back(
+          packed_host_layout(in, out, static_cast<int64_t>(layout.size())).bytes);
+    }
+  }
+  size_t index = 0;
+  for (size_t c = 0; c < options.size(); ++c) {
+    packed_base_.push_back(index);
+    for (size_t b : bytes[c]) ctx_.packed.get(index++, b);
+  }
+  return true;
+}
 
 void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool want_packed) {
   const size_t L = spec_.linears.size();
@@ -26,10 +51,13 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
   host_results_.resize(L);
   size_t pinned_index = 0;
   const GptqImpl impl = gptq_impl_from_env();
-  const bool checked = damping_.checked || want_packed;
+  // The quantization pass as the measurement when v2 batches every option (packed results to
+  // pinned memory, read after the module's wait); else checked, waiting for each step.
+  const bool defer = want_packed && reserve_packed(options);
+  const bool checked = damping_.checked || (want_packed && !defer);
   packed_download_s = 0;
   gptq_ctx_.packed_download_s = want_packed ? &packed_download_s : nullptr;
-  if (want_packed) {  // the quantization pass: NaN/Inf errors before the checked factorizations
+  if (want_packed && !defer) {  // NaN/Inf errors before the checked factorizations
     char* host = static_cast<char*>(ctx_.readback(status_.nbytes()));
     CUDA_CHECK(cudaMemcpyAsync(host, status_.raw(), status_.nbytes(), cudaMemcpyDeviceToHost,
                                ctx_.compute));
@@ -81,6 +109,11 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
           copied.record(ctx_.side);
         };
       }
+      gptq_ctx_.packed_to = nullptr;
+      if (defer)
+        gptq_ctx_.packed_to = [this, c](size_t k, size_t bytes) {
+          return ctx_.packed.get(packed_base_[c] + k, bytes);
+        };
       gptq_spans_.begin(ctx_.compute);
       results_[c] =
           gptq_quantize_batch(input, prepared, options[c], want_packed, gptq_ctx_, to_host);
@@ -99,6 +132,7 @@ void ModuleRun::gptq(const std::vector<std::vector<QuantOption>>& options, bool 
     }
   }
   gptq_ctx_.packed_download_s = nullptr;
+  gptq_ctx_.packed_to = nullptr;
   // No wait here: host-candidate results are only read by later copies on the compute stream
   // (retire() ordered it after every side-stream download).
   ctx_.compute_spans.end(ctx_.compute);

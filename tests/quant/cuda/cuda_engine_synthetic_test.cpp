@@ -243,9 +243,67 @@ TEST(CudaEngineSynthetic, MeasurementWaitsOnceForTheHostPerModule) {
   }
 }
 
+// The quantization pass waits like the measurement: once per module, at its end (rfn sums,
+// NaN/Inf counts, factorization status; the packed results are copied to pinned memory before
+// it and packed after it), resident or with host candidates. Streamed states add one wait: the
+// quantized forward stages the reference targets from their host copy, so their downloads must
+// have landed first. Results stay the same in every mode.
+TEST(CudaEngineSynthetic, QuantizationWaitsOnceForTheHostPerModule) {
+  EXQ_REQUIRE_GPU();
+  const io::ModelConfig c = tiny_config();
+  const LayerF32 layer = random_layer(c, 23);
+  const Tensor x = random_states(c, 17);
+  CudaEngineOptions host_candidates, streamed;
+  host_candidates.host_candidates = true;
+  streamed.max_rows_on_device = 1;
+  struct Case {
+    const char* name;
+    CudaEngineOptions options;
+    int syncs;
+  };
+  const auto cpu = make_cpu_engine(c, 128);
+  const QuantStep ca = cpu->quantize_attention(layer, 0, x, attn_option_table()[10]);
+  std::vector<QuantStep> first;
+  for (const Case& k : {Case{"resident", {}, 1}, Case{"host candidates", host_candidates, 1},
+                        Case{"streamed", streamed, 2}}) {
+    SCOPED_TRACE(k.name);
+    const auto gpu = make_cuda_engine(c, 128, k.options);
+    const auto check = [&](const char* module) {
+      const auto s = gpu->module_stats();
+      std::printf("%s %s: %s\n", k.name, module, s.dump().c_str());
+      EXPECT_EQ(s.at("host_syncs").get<int>(), k.syncs) << module;
+      const auto& reasons = s.at("sync_reasons");
+      EXPECT_EQ(reasons.value("quantize: module end", 0), 1) << module;
+      EXPECT_EQ(reasons.value("streamed states: reference targets back on the host", 0),
+                k.syncs - 1)
+          << module;
+      EXPECT_EQ(reasons.size(), static_cast<size_t>(k.syncs)) << module;
+      EXPECT_FALSE(s.contains("damping_retries")) << module;
+      EXPECT_EQ(s.at("states_resident").get<bool>(), k.syncs == 1) << module;
+      EXPECT_EQ(s.at("host_candidates").get<bool>(), k.options.host_candidates) << module;
+    };
+    QuantStep a = gpu->quantize_attention(layer, 0, x, attn_option_table()[10]);
+    check("attention");
+    // The packed tensors as the CPU's, and what the quantized forward used.
+    test::expect_packed_valid(a, ca, {{c.q_dim(), c.hidden_size},
+                                      {c.kv_dim(), c.hidden_size},
+                                      {c.kv_dim(), c.hidden_size},
+                                      {c.hidden_size, c.q_dim()}});
+    QuantStep m = gpu->quantize_mlp(layer, 0, a.output, mlp_option_table()[9]);
+    check("mlp");
+    if (first.empty()) {
+      first.push_back(std::move(a));
+      first.push_back(std::move(m));
+    } else {
+      test::expect_packed_identical(a, first[0]);
+      test::expect_packed_identical(m, first[1]);
+    }
+  }
+}
+
 // The optimistic factorization's slow path: a first attempt that fails (forced here) runs the
-// module again, checked, one damping step further: the result of measuring with that damping
-// from the start, not the normal one.
+// module again, checked, one damping step further: the result of measuring (quantizing) with
+// that damping from the start, not the normal one.
 TEST(CudaEngineSynthetic, FailedFactorizationRetriesWithMoreDamping) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();
@@ -274,6 +332,21 @@ TEST(CudaEngineSynthetic, FailedFactorizationRetriesWithMoreDamping) {
     EXPECT_FALSE(direct->module_stats().contains("damping_retries"));
     test::expect_measurements_identical(r, d);
     EXPECT_NE(measure(*plain).errors, r.errors);
+    // The quantization pass the same way: the packed results of the optimistic pass are
+    // dropped, the checked rerun gives what quantizing with that damping gives.
+    const auto quantize = [&](Engine& e) {
+      return attention ? e.quantize_attention(layer, 0, x, attn_option_table()[10])
+                       : e.quantize_mlp(layer, 0, x, mlp_option_table()[9]);
+    };
+    const QuantStep qr = quantize(*retried);
+    const auto qstats = retried->module_stats();
+    EXPECT_EQ(qstats.value("damping_retries", 0), 1);
+    EXPECT_EQ(qstats.at("host_syncs").get<int>(), 4);
+    EXPECT_EQ(qstats.at("sync_reasons").value("Cholesky status", 0), 2);
+    const QuantStep qd = quantize(*direct);
+    EXPECT_EQ(direct->module_stats().at("host_syncs").get<int>(), 1);
+    test::expect_packed_identical(qr, qd);
+    EXPECT_NE(quantize(*plain).rfn, qr.rfn);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "backend/cuda/memory.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "gptq_cuda_test_util.h"
@@ -197,6 +198,58 @@ TEST_P(GptqBatchTest, RunsTwiceToTheSameBytes) {
     EXPECT_EQ(a[k].layer.q, b[k].layer.q) << options[k].desc();
     EXPECT_EQ(a[k].layer.qs, b[k].layer.qs) << options[k].desc();
     EXPECT_EQ(a[k].layer.scale_max, b[k].layer.scale_max) << options[k].desc();
+  }
+}
+
+// GptqContext::packed_to (the quantization pass): v2 copies the packed tensors and the
+// act-order to pinned memory without a wait, also without a host perm (prepare_hessian_async's
+// result), and take_packed() completes the same layers; v1 downloads into the layer as before.
+TEST_P(GptqBatchTest, PackedToPinnedMemoryGivesTheSameLayers) {
+  const Layer layer = make_layer(576, 1536, 43);
+  const std::vector<QuantOption> options = {parse_option("0.1:4b_32g/0.9:3b_32g"),
+                                            parse_option("0.05:8b_32g/0.95:4b_128g"),
+                                            parse_option("1:6b_128g")};
+  const DevicePreparedHessian dh = upload_prepared(layer.prepared);
+  const DeviceTensor wd = upload_vec(layer.w, DType::F32, {576, 1536});
+  const auto want = run(wd, dh, options, true, ctx_);
+  DevicePreparedHessian device_perm = upload_prepared(layer.prepared);
+  device_perm.perm.clear();
+  device_perm.invperm_d =
+      upload_vec(inverse_permutation(layer.prepared.perm), DType::I32, {1536});
+  const bool v2 = GetParam() == GptqImpl::kV2;
+  std::vector<exq::cuda::PinnedBuffer> pinned(options.size());
+  int waits = 0;
+  GptqContext deferred = ctx_;
+  deferred.wait = [&waits](cudaStream_t s, const char*) {
+    ++waits;
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  };
+  deferred.packed_to = [&pinned](size_t k, size_t bytes) {
+    pinned.at(k) = exq::cuda::PinnedBuffer(bytes);
+    return pinned[k].data();
+  };
+  const DevicePreparedHessian* const prepared[] = {&dh, &device_perm};
+  for (const DevicePreparedHessian* h : prepared) {
+    if (!v2 && h == &device_perm) continue;  // v1 packs with the host perm only
+    SCOPED_TRACE(h == &dh ? "host perm" : "device perm only");
+    waits = 0;
+    std::vector<DeviceGptqResult> got = run(wd, *h, options, true, deferred);
+    EXPECT_EQ(waits, v2 ? 0 : 1);
+    ASSERT_EQ(cudaStreamSynchronize(stream()), cudaSuccess);
+    for (size_t k = 0; k < options.size(); ++k) {
+      EXPECT_EQ(got[k].packed.data != nullptr, v2) << options[k].desc();
+      take_packed(got[k].layer, got[k].packed);
+      const io::Exl2Linear &a = got[k].layer, &b = want[k].layer;
+      EXPECT_EQ(download_u16(got[k].weight), download_u16(want[k].weight)) << options[k].desc();
+      EXPECT_EQ(a.in, b.in);
+      EXPECT_EQ(a.out, b.out);
+      EXPECT_EQ(a.groups.size(), b.groups.size()) << options[k].desc();
+      EXPECT_EQ(a.q, b.q) << options[k].desc();
+      EXPECT_EQ(a.qs, b.qs) << options[k].desc();
+      EXPECT_EQ(a.scale_max, b.scale_max) << options[k].desc();
+      EXPECT_EQ(a.perm, b.perm) << options[k].desc();
+      EXPECT_EQ(a.invperm, b.invperm) << options[k].desc();
+    }
   }
 }
 
