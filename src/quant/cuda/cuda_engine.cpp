@@ -57,6 +57,18 @@ TensorView as_f32(const TensorView& v, std::vector<Tensor>& keep) {
   return keep.back().view();
 }
 
+// After a module's pass: false when every factorization held; else true, with `damping` the
+// checked rerun's (one step further for each Hessian whose factorization failed).
+bool retry_damping(const ModuleRun& run, ModuleRun::Damping& damping, int& retries) {
+  const unsigned failed = run.failed_factorizations();
+  if (failed == 0) return false;
+  EXQ_ASSERT(!damping.checked);
+  damping.checked = true;
+  for (unsigned g = 0; g < 2; ++g) damping.steps[g] += (failed >> g) & 1u;
+  ++retries;
+  return true;
+}
+
 class CudaEngine final : public Engine {
  public:
   CudaEngine(const io::ModelConfig& config, int64_t max_tokens, const CudaEngineOptions& options)
@@ -255,12 +267,7 @@ class CudaEngine final : public Engine {
         run->reference(&res.target);
         run->gptq(distinct, false);
         res.errors = run->test_table(pick, options.metric);
-        const unsigned failed = run->failed_factorizations();
-        if (failed == 0) break;
-        EXQ_ASSERT(!damping.checked);
-        damping.checked = true;
-        for (unsigned g = 0; g < 2; ++g) damping.steps[g] += (failed >> g) & 1u;
-        ++retries;
+        if (!retry_damping(*run, damping, retries)) break;
       }
       std::vector<MeasuredRow> rows;
       for (size_t i = 0; i < table.size(); ++i) {
@@ -322,12 +329,7 @@ class CudaEngine final : public Engine {
         t = Clock::now();
         out.rfn = run->forward_quantized(out.output);
         forward_host_s += seconds_since(t);
-        const unsigned failed = run->failed_factorizations();
-        if (failed == 0) break;
-        EXQ_ASSERT(!damping.checked);
-        damping.checked = true;
-        for (unsigned g = 0; g < 2; ++g) damping.steps[g] += (failed >> g) & 1u;
-        ++retries;
+        if (!retry_damping(*run, damping, retries)) break;
       }
       // Packing is host work on the packed results, in pinned memory until take_packed(): only
       // after the module's wait (in forward_quantized()), one thread per linear.

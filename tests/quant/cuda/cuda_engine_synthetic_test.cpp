@@ -199,6 +199,22 @@ TEST(CudaEngineSynthetic, PinnedStatesGiveTheSameResults) {
   EXPECT_EQ(cudaHostUnregister(pinned.raw()), cudaSuccess);
 }
 
+// Engines with resident states, with host candidates and with streamed states, and the host
+// waits a module makes in each: one, and for streamed states one more (the reference targets
+// back on the host before they are staged again).
+struct SyncCase {
+  const char* name;
+  CudaEngineOptions options;
+  int syncs;
+};
+
+std::vector<SyncCase> sync_cases() {
+  CudaEngineOptions host_candidates, streamed;
+  host_candidates.host_candidates = true;
+  streamed.max_rows_on_device = 1;
+  return {{"resident", {}, 1}, {"host candidates", host_candidates, 1}, {"streamed", streamed, 2}};
+}
+
 // A measured module waits for the device once (its one download: table errors, NaN/Inf
 // counts, factorization status), resident or with host candidates; streamed states add one
 // (the reference targets back on the host before the tests). Results stay the same.
@@ -208,17 +224,8 @@ TEST(CudaEngineSynthetic, MeasurementWaitsOnceForTheHostPerModule) {
   const LayerF32 layer = random_layer(c, 19);
   const Tensor x = random_states(c, 13);
   const MeasureOptions opts = some_rows();
-  CudaEngineOptions host_candidates, streamed;
-  host_candidates.host_candidates = true;
-  streamed.max_rows_on_device = 1;
-  struct Case {
-    const char* name;
-    CudaEngineOptions options;
-    int syncs;
-  };
   std::vector<ModuleResult> first;
-  for (const Case& k : {Case{"resident", {}, 1}, Case{"host candidates", host_candidates, 1},
-                        Case{"streamed", streamed, 2}}) {
+  for (const SyncCase& k : sync_cases()) {
     SCOPED_TRACE(k.name);
     const auto gpu = make_cuda_engine(c, 128, k.options);
     ModuleResult a = gpu->measure_attention(layer, x, "a", opts);
@@ -253,19 +260,10 @@ TEST(CudaEngineSynthetic, QuantizationWaitsOnceForTheHostPerModule) {
   const io::ModelConfig c = tiny_config();
   const LayerF32 layer = random_layer(c, 23);
   const Tensor x = random_states(c, 17);
-  CudaEngineOptions host_candidates, streamed;
-  host_candidates.host_candidates = true;
-  streamed.max_rows_on_device = 1;
-  struct Case {
-    const char* name;
-    CudaEngineOptions options;
-    int syncs;
-  };
   const auto cpu = make_cpu_engine(c, 128);
   const QuantStep ca = cpu->quantize_attention(layer, 0, x, attn_option_table()[10]);
   std::vector<QuantStep> first;
-  for (const Case& k : {Case{"resident", {}, 1}, Case{"host candidates", host_candidates, 1},
-                        Case{"streamed", streamed, 2}}) {
+  for (const SyncCase& k : sync_cases()) {
     SCOPED_TRACE(k.name);
     const auto gpu = make_cuda_engine(c, 128, k.options);
     const auto check = [&](const char* module) {

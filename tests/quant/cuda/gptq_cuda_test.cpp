@@ -72,6 +72,24 @@ Layer make_layer(int64_t out, int64_t in, uint32_t seed) {
 
 class GptqBatchTest : public GptqCudaTest, public ::testing::WithParamInterface<GptqImpl> {
  protected:
+  // A 576 x 1536 layer on the device with two mixed options and a uniform one.
+  struct ThreeOptions {
+    Layer layer;
+    std::vector<QuantOption> options;
+    DevicePreparedHessian dh;
+    DeviceTensor wd;
+  };
+  ThreeOptions three_options(uint32_t seed) {
+    ThreeOptions t{make_layer(576, 1536, seed),
+                   {parse_option("0.1:4b_32g/0.9:3b_32g"),
+                    parse_option("0.05:8b_32g/0.95:4b_128g"), parse_option("1:6b_128g")},
+                   {},
+                   {}};
+    t.dh = upload_prepared(t.layer.prepared);
+    t.wd = upload_vec(t.layer.w, DType::F32, {576, 1536});
+    return t;
+  }
+
   std::vector<DeviceGptqResult> run(const DeviceView& w, const DevicePreparedHessian& h,
                                     std::span<const QuantOption> options, bool packed,
                                     GptqContext& ctx, const GptqResultHook& hook = {}) {
@@ -185,12 +203,8 @@ TEST_P(GptqBatchTest, EndToEndOnTheGpu) {
 }
 
 TEST_P(GptqBatchTest, RunsTwiceToTheSameBytes) {
-  const Layer layer = make_layer(576, 1536, 41);
-  const std::vector<QuantOption> options = {parse_option("0.1:4b_32g/0.9:3b_32g"),
-                                            parse_option("0.05:8b_32g/0.95:4b_128g"),
-                                            parse_option("1:6b_128g")};
-  const DevicePreparedHessian dh = upload_prepared(layer.prepared);
-  const DeviceTensor wd = upload_vec(layer.w, DType::F32, {576, 1536});
+  const ThreeOptions t = three_options(41);
+  const auto& [layer, options, dh, wd] = t;
   const auto a = run(wd, dh, options, true, ctx_);
   const auto b = run(wd, dh, options, true, ctx_);
   for (size_t k = 0; k < options.size(); ++k) {
@@ -205,12 +219,8 @@ TEST_P(GptqBatchTest, RunsTwiceToTheSameBytes) {
 // act-order to pinned memory without a wait, also without a host perm (prepare_hessian_async's
 // result), and take_packed() completes the same layers; v1 downloads into the layer as before.
 TEST_P(GptqBatchTest, PackedToPinnedMemoryGivesTheSameLayers) {
-  const Layer layer = make_layer(576, 1536, 43);
-  const std::vector<QuantOption> options = {parse_option("0.1:4b_32g/0.9:3b_32g"),
-                                            parse_option("0.05:8b_32g/0.95:4b_128g"),
-                                            parse_option("1:6b_128g")};
-  const DevicePreparedHessian dh = upload_prepared(layer.prepared);
-  const DeviceTensor wd = upload_vec(layer.w, DType::F32, {576, 1536});
+  const ThreeOptions t = three_options(43);
+  const auto& [layer, options, dh, wd] = t;
   const auto want = run(wd, dh, options, true, ctx_);
   DevicePreparedHessian device_perm = upload_prepared(layer.prepared);
   device_perm.perm.clear();
