@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -23,12 +21,11 @@
 #include "backend/cuda/rotary.h"
 #include "backend/cuda/stream.h"
 #include "model/rope.h"
+#include "runtime/cuda/cuda_llama_impl.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/decode_launchers.h"
 
 namespace exq::runtime::cuda {
-
-namespace gpu = exq::cuda;
 
 namespace {
 
@@ -36,68 +33,7 @@ constexpr size_t kCublasWorkspace = size_t{32} << 20;  // cuBLAS's advice for Ho
 constexpr size_t kDeviceReserve = size_t{512} << 20;   // context, cuBLAS, driver
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(bytes); }
 double gib(size_t bytes) { return static_cast<double>(bytes) / kGiB; }
-
-struct LayerGpu {
-  gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
-  std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
-  gpu::DeviceTensor k_cache, v_cache;  // [kv_heads, capacity, head_dim]
-  // Decode: q, k, v and gate, up as one launch each when all are EXL2 (empty otherwise).
-  gpu::Exl2LayerGroup qkv, gate_up;
-};
-
-// The EXL2 group of `linears` (one launch for all), or an empty group when one is dense or
-// EXQ_DECODE_NO_GROUP is set (A/B timing).
-gpu::Exl2LayerGroup decode_group(std::initializer_list<const GpuLinear*> linears) {
-  static const bool off = std::getenv("EXQ_DECODE_NO_GROUP") != nullptr;
-  std::vector<const gpu::Exl2Layer*> layers;
-  for (const GpuLinear* l : linears) {
-    if (off || l->exl2_layer() == nullptr) return {};
-    layers.push_back(l->exl2_layer());
-  }
-  return gpu::Exl2LayerGroup(layers);
-}
-
-struct Dims {
-  int64_t hidden, heads, kv_heads, head_dim, inter, vocab, q_dim, kv_dim, max_in;
-  explicit Dims(const io::ModelConfig& c)
-      : hidden(c.hidden_size), heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
-        head_dim(c.head_dim), inter(c.intermediate_size), vocab(c.vocab_size), q_dim(c.q_dim()),
-        kv_dim(c.kv_dim()), max_in(std::max({c.hidden_size, c.q_dim(), c.intermediate_size})) {}
-};
-
-// Activations of one pass over up to `rows` tokens.
-struct Activations {
-  gpu::DeviceTensor ids, x, xn, q, k, v, att, proj, gate, up, mm_ws;
-  Activations(const Dims& d, int64_t rows, gpu::CachingAllocator& a, cudaStream_t s)
-      : ids(DType::I32, {rows}, a, s), x(DType::F32, {rows, d.hidden}, a, s),
-        xn(DType::F32, {rows, d.hidden}, a, s), q(DType::F32, {rows, d.heads, d.head_dim}, a, s),
-        k(DType::F32, {rows, d.kv_heads, d.head_dim}, a, s),
-        v(DType::F32, {rows, d.kv_heads, d.head_dim}, a, s),
-        att(DType::F32, {rows, d.heads, d.head_dim}, a, s), proj(DType::F32, {rows, d.hidden}, a, s),
-        gate(DType::F32, {rows, d.inter}, a, s), up(DType::F32, {rows, d.inter}, a, s),
-        mm_ws(DType::U8, {static_cast<int64_t>(gpu::matmul_workspace_bytes(rows, d.max_in))}, a, s) {}
-
-  static size_t bytes(const Dims& d, int64_t rows) {
-    const auto r = static_cast<size_t>(rows);
-    return rounded(r * 4) + 3 * rounded(r * d.hidden * 4) + 2 * rounded(r * d.q_dim * 4) +
-           2 * rounded(r * d.kv_dim * 4) + 2 * rounded(r * d.inter * 4) +
-           rounded(gpu::matmul_workspace_bytes(rows, d.max_in));
-  }
-};
-
-// The first n rows of every activation.
-struct Views {
-  gpu::DeviceView ids, x, xn, q, k, v, att, proj, gate, up, mm_ws, q2, k2, v2, att2;
-  Views(const Activations& a, const Dims& d, int64_t n)
-      : ids(a.ids.view().slice0(0, n)), x(a.x.view().slice0(0, n)), xn(a.xn.view().slice0(0, n)),
-        q(a.q.view().slice0(0, n)), k(a.k.view().slice0(0, n)), v(a.v.view().slice0(0, n)),
-        att(a.att.view().slice0(0, n)), proj(a.proj.view().slice0(0, n)),
-        gate(a.gate.view().slice0(0, n)), up(a.up.view().slice0(0, n)), mm_ws(a.mm_ws.view()),
-        q2(q.reshape({n, d.q_dim})), k2(k.reshape({n, d.kv_dim})), v2(v.reshape({n, d.kv_dim})),
-        att2(att.reshape({n, d.q_dim})) {}
-};
 
 bool has_bias(const io::ModelConfig& c, int which) {  // 0 qkv, 1 o, 2 mlp
   return which == 0 ? c.attention_qkv_bias : which == 1 ? c.attention_out_bias : c.mlp_bias;
@@ -113,82 +49,6 @@ std::string cuda_unavailable_reason(int device) {
     return e.what();
   }
 }
-
-class CudaLlama::Impl {
- public:
-  Impl(const io::ModelConfig& config, const model::LlamaWeights& w, const CudaOptions& options);
-  ~Impl();
-
-  void check_tokens(std::span<const int32_t> tokens) const;
-  // Runs tokens through every layer from position `length`; logits of all rows into `all`
-  // (host [T, vocab]) when given, else the last row's into `logits`.
-  void prefill(std::span<const int32_t> tokens, Tensor* all);
-  gpu::DeviceView decode();  // the token in the slot, at position `length`
-  void decode_body();        // the kernels of one step (captured into the graph)
-  void set_position(int64_t n) {
-    length = n;
-    pos_dirty = true;
-  }
-
-  io::ModelConfig config;
-  Dims dims;
-  CudaOptions opts;
-  gpu::DeviceInfo info;
-  int64_t capacity = 0, length = 0, chunk = 0;
-  size_t weight_bytes = 0;  // read by one decode step
-  size_t exl2_bytes = 0;    // estimate of the EXL2 layers (outside the allocator's budget)
-  int64_t replays = 0;
-
-  std::unique_ptr<gpu::CachingAllocator> alloc;  // before every tensor: they return to it
-  gpu::Stream stream;
-  gpu::CublasHandle cublas;
-  gpu::Exl2Workspace exl2_ws;
-  gpu::DeviceTensor cublas_ws, embed, final_norm, cos, sin, dequant;
-  std::unique_ptr<GpuLinear> head;
-  std::vector<LayerGpu> layers;
-  // Single-token step: persistent buffers, which the captured graph refers to.
-  gpu::DeviceTensor slot;  // I32 [2]: input token, position
-  std::unique_ptr<Activations> dec;
-  gpu::DeviceTensor logits, attn_ws;
-  cudaGraphExec_t graph = nullptr;
-  bool pos_dirty = true;
-  int32_t host_pos = 0;  // source of the position copy
-  bool pdl = false;      // programmatic dependent launch of the step's small kernels
-  // profile_decode_step(): an event before each op group of an eager step.
-  std::vector<gpu::Event> events;
-  std::vector<const char*> marks;
-  bool profiling = false;
-
-  void sync_position();
-  void mark(const char* label) {
-    if (!profiling) return;
-    if (marks.size() == events.size()) events.emplace_back();
-    events[marks.size()].record(stream);
-    marks.push_back(label);
-  }
-
- private:
-  LinearScratch scratch(const gpu::DeviceView& mm_ws) {
-    return LinearScratch{&cublas, &exl2_ws, mm_ws, dequant.empty() ? gpu::DeviceView() : dequant.view()};
-  }
-  void norm(const gpu::DeviceView& x, const gpu::DeviceView* delta, const gpu::DeviceTensor& w,
-            const gpu::DeviceView& out) {
-    add_rmsnorm_cuda(x.data<float>(), delta ? delta->data<float>() : nullptr,
-                     w.view().data<float>(), out.data<float>(), static_cast<int>(x.dim(0)),
-                     static_cast<int>(dims.hidden), static_cast<float>(config.rms_norm_eps), stream);
-  }
-  const gpu::DeviceTensor& next_norm(size_t l) const {
-    return l + 1 < layers.size() ? layers[l + 1].attn_norm : final_norm;
-  }
-  void upload(const model::LlamaWeights& w);
-  void ensure_dequant(int64_t elems);
-  void layers_prefill(const Views& v, int start);
-  template <typename C>
-  void attend(const LayerGpu& L, const Views& v);
-  void capture();
-  int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
-  float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }
-};
 
 CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, const CudaOptions& o)
     : config(c), dims(c), opts(o), info(gpu::require_device(o.device)) {
@@ -315,12 +175,11 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
   gpu::attention_decode_reset_cuda(attn_ws.view().data<float>(), static_cast<int>(d.heads),
                                    static_cast<int>(d.head_dim), s);
   for (LayerGpu& L : layers) {
-    for (const GpuLinear* g : {L.q.get(), L.k.get(), L.v.get(), L.o.get(), L.gate.get(), L.up.get(), L.down.get()})
-      g->reserve(exl2_ws, s);
-    L.qkv = decode_group({L.q.get(), L.k.get(), L.v.get()});
-    L.gate_up = decode_group({L.gate.get(), L.up.get()});
-    if (!L.qkv.empty()) exl2_ws.reserve(L.qkv, s);
-    if (!L.gate_up.empty()) exl2_ws.reserve(L.gate_up, s);
+    L.qkv = GpuLinearGroup({L.q.get(), L.k.get(), L.v.get()});
+    L.gate_up = GpuLinearGroup({L.gate.get(), L.up.get()});
+    for (const GpuLinear* g : {L.o.get(), L.down.get()}) g->reserve(exl2_ws, s);
+    L.qkv.reserve(exl2_ws, s);
+    L.gate_up.reserve(exl2_ws, s);
   }
   head->reserve(exl2_ws, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
@@ -355,9 +214,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
-    L.q->forward(sc, v.xn, v.q2, s);
-    L.k->forward(sc, v.xn, v.k2, s);
-    L.v->forward(sc, v.xn, v.v2, s);
+    L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
     gpu::rotary(v.q, cos, sin, start, s);
     gpu::rotary(v.k, cos, sin, start, s);
     gpu::kv_append(v.k, v.v, L.k_cache, L.v_cache, start, s);
@@ -367,8 +224,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
       gpu::attention_prefill(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);
-    L.gate->forward(sc, v.xn, v.gate, s);
-    L.up->forward(sc, v.xn, v.up, s);
+    L.gate_up.forward_each(sc, v.xn, {v.gate, v.up}, s);
     gpu::swiglu(v.gate, v.up, v.gate, s);
     L.down->forward(sc, v.gate, v.proj, s);
     norm(v.x, &v.proj, next_norm(l), v.xn);
@@ -404,153 +260,6 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all) {
   }
   if (all) CUDA_CHECK(cudaStreamSynchronize(s));
   set_position(pos);
-}
-
-// Rotary, KV append and attention of one token in one kernel (attention_decode.h).
-template <typename C>
-void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
-  const gpu::DecodeAttention<C> a{
-      .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
-      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
-      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
-      .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
-      .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
-      .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
-      .position_ptr = pos_ptr(), .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
-  gpu::attention_decode_cuda(a, stream);
-}
-
-// Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ rotary, append); o GEMV;
-// add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2);
-// add + norm (of the next layer, or the final one, which also advances the
-// position). Embedding and the first norm are one kernel.
-void CudaLlama::Impl::decode_body() {
-  const cudaStream_t s = stream;
-  const Views v(*dec, dims, 1);
-  const LinearScratch sc = scratch(v.mm_ws);
-  const int hidden = static_cast<int>(dims.hidden), vocab = static_cast<int>(dims.vocab);
-  const auto eps = static_cast<float>(config.rms_norm_eps);
-  const int32_t* id = slot.view().data<int32_t>();
-  const float* w0 = layers[0].attn_norm.view().data<float>();
-  // The first kernel waits for everything before it (no programmatic launch): the attention
-  // kernels read the position and old cache rows before their pdl_wait, so the previous step
-  // (the last norm advances the position) must be complete, whatever the kernels between
-  // release their dependents early.
-  constexpr bool kFirstPdl = false;
-  // EXQ_DECODE_SKIP=op,op: leaves those op groups out of the step (timing only: the cost of a
-  // group inside the chain is the step's time with and without it; the tokens are wrong).
-  static const std::string skip = [] {
-    std::string list;
-    if (const char* e = std::getenv("EXQ_DECODE_SKIP")) list.append(",").append(e).append(",");
-    return list;
-  }();
-  auto on = [&](const char* op) {
-    std::string key(",");
-    key.append(op).append(",");
-    if (skip.find(key) != std::string::npos) return false;
-    mark(op);
-    return true;
-  };
-  mark("embed+norm");
-  auto embed_norm = [&](const auto* table) {
-    decode_embed_rmsnorm_cuda(id, table, vocab, v.x.data<float>(), w0, v.xn.data<float>(), hidden,
-                              eps, kFirstPdl, s);
-  };
-  if (embed.dtype() == DType::F16)
-    embed_norm(static_cast<const __half*>(embed.raw()));
-  else if (embed.dtype() == DType::BF16)
-    embed_norm(static_cast<const __nv_bfloat16*>(embed.raw()));
-  else
-    embed_norm(embed.view().data<float>());
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const LayerGpu& L = layers[l];
-    if (on("qkv")) {
-      if (!L.qkv.empty()) {
-        gpu::exl2_gemv_group(L.qkv, v.xn, {v.q2, v.k2, v.v2}, exl2_ws, s);
-      } else {
-        L.q->forward(sc, v.xn, v.q2, s);
-        L.k->forward(sc, v.xn, v.k2, s);
-        L.v->forward(sc, v.xn, v.v2, s);
-      }
-    }
-    if (on("attention")) {
-      if (opts.kv_cache == DType::F16)
-        attend<__half>(L, v);
-      else
-        attend<float>(L, v);
-    }
-    if (on("o")) L.o->forward(sc, v.att2, v.proj, s);
-    if (on("norm"))
-      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
-                              L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              nullptr, pdl, s);
-    if (on("gate+up")) {
-      if (!L.gate_up.empty()) {
-        gpu::exl2_gemv_group(L.gate_up, v.xn, {v.gate, v.up}, exl2_ws, s);
-      } else {
-        L.gate->forward(sc, v.xn, v.gate, s);
-        L.up->forward(sc, v.xn, v.up, s);
-      }
-    }
-    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
-      decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
-                         static_cast<int>(dims.inter), pdl, s);
-      L.down->forward(sc, v.gate, v.proj, s);
-    }
-    const bool last = l + 1 == layers.size();
-    if (on("norm") || last)  // the last norm also advances the position
-      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
-                              next_norm(l).view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              last ? pos_ptr() : nullptr, pdl, s);
-  }
-  if (on("head")) head->forward(sc, v.xn, logits.view(), s);
-  mark(nullptr);
-}
-
-void CudaLlama::Impl::capture() {
-  cudaGraph_t g = nullptr;
-  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    decode_body();
-  } catch (...) {
-    cudaStreamEndCapture(stream, &g);
-    if (g) cudaGraphDestroy(g);
-    cudaGetLastError();
-    throw;
-  }
-  const cudaError_t end = cudaStreamEndCapture(stream, &g);
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t inst = end == cudaSuccess ? cudaGraphInstantiate(&exec, g, 0) : end;
-  if (g) cudaGraphDestroy(g);
-  if (inst != cudaSuccess) {
-    cudaGetLastError();
-    throw Error(fmt::format("capturing the decode step into a CUDA graph failed: {} ({})",
-                            cudaGetErrorName(inst), cudaGetErrorString(inst)));
-  }
-  graph = exec;
-}
-
-void CudaLlama::Impl::sync_position() {
-  if (!pos_dirty) return;
-  host_pos = static_cast<int32_t>(length);
-  // Pageable source: staged before the call returns, so host_pos may change afterwards.
-  CUDA_CHECK(cudaMemcpyAsync(pos_ptr(), &host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-  pos_dirty = false;
-}
-
-gpu::DeviceView CudaLlama::Impl::decode() {
-  EXQ_CHECK(length < capacity, "decode: the cache of {} positions is full", capacity);
-  const cudaStream_t s = stream;
-  sync_position();
-  if (graph) {
-    CUDA_CHECK(cudaGraphLaunch(graph, s));
-    ++replays;
-  } else {
-    decode_body();
-    if (opts.cuda_graph) capture();  // the first step runs eagerly, the next ones replay
-  }
-  ++length;
-  return logits.view();
 }
 
 // ---- CudaLlama ----------------------------------------------------------------------------
@@ -600,34 +309,6 @@ gpu::DeviceView CudaLlama::forward_last(std::span<const int32_t> tokens) {
 
 gpu::DeviceView CudaLlama::decode_slot() { return impl_->decode(); }
 
-std::vector<CudaLlama::OpTime> CudaLlama::profile_decode_step() {
-  Impl& m = *impl_;
-  EXQ_CHECK(m.length < m.capacity, "decode: the cache of {} positions is full", m.capacity);
-  m.sync_position();
-  m.marks.clear();
-  m.profiling = true;
-  try {
-    m.decode_body();
-  } catch (...) {
-    m.profiling = false;
-    throw;
-  }
-  m.profiling = false;
-  ++m.length;
-  CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  std::vector<OpTime> out;
-  for (size_t i = 0; i + 1 < m.marks.size(); ++i) {
-    const double ms = gpu::Event::elapsed_ms(m.events[i], m.events[i + 1]);
-    auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == m.marks[i]; });
-    if (it == out.end()) {
-      out.push_back({m.marks[i], 0.0, 0});
-      it = out.end() - 1;
-    }
-    it->ms += ms;
-    ++it->count;
-  }
-  return out;
-}
 gpu::DeviceView CudaLlama::token_slot() const { return impl_->slot.view().slice0(0, 1); }
 cudaStream_t CudaLlama::stream() const { return impl_->stream; }
 gpu::CachingAllocator& CudaLlama::allocator() { return *impl_->alloc; }

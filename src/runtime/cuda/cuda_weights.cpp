@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -146,6 +147,39 @@ bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& ga
   if (!is_exl2() || rows < 1 || rows > gpu::kExl2GemvMaxRows) return false;
   gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream);
   return true;
+}
+
+GpuLinearGroup::GpuLinearGroup(std::vector<const GpuLinear*> linears)
+    : linears_(std::move(linears)) {
+  if (std::getenv("EXQ_DECODE_NO_GROUP") != nullptr) return;
+  std::vector<const gpu::Exl2Layer*> layers;
+  for (const GpuLinear* l : linears_) {
+    if (l->exl2_layer() == nullptr) return;
+    layers.push_back(l->exl2_layer());
+  }
+  exl2_ = gpu::Exl2LayerGroup(layers);
+}
+
+void GpuLinearGroup::reserve(gpu::Exl2Workspace& ws, cudaStream_t stream) const {
+  for (const GpuLinear* l : linears_) l->reserve(ws, stream);
+  if (!exl2_.empty()) ws.reserve(exl2_, stream);
+}
+
+void GpuLinearGroup::forward(const LinearScratch& s, const gpu::DeviceView& x,
+                             const std::vector<gpu::DeviceView>& ys, cudaStream_t stream) const {
+  if (exl2_.empty() || x.dim(0) > gpu::kExl2GemvMaxRows) {
+    forward_each(s, x, ys, stream);
+    return;
+  }
+  gpu::exl2_gemv_group(exl2_, x, ys, *s.exl2, stream);
+}
+
+void GpuLinearGroup::forward_each(const LinearScratch& s, const gpu::DeviceView& x,
+                                  const std::vector<gpu::DeviceView>& ys,
+                                  cudaStream_t stream) const {
+  EXQ_CHECK(ys.size() == linears_.size(), "cuda runtime: {} outputs for {} linears", ys.size(),
+            linears_.size());
+  for (size_t i = 0; i < linears_.size(); ++i) linears_[i]->forward(s, x, ys[i], stream);
 }
 
 }  // namespace exq::runtime::cuda

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/allocator.h"
 #include "backend/cuda/cublas.h"
@@ -62,6 +63,27 @@ class GpuLinear {
   exq::cuda::DeviceView weight_;      // dense_ or the shared copy
   exq::cuda::DeviceTensor bias_;      // [out] F32, empty without bias
   exq::cuda::Exl2Layer exl2_;
+};
+
+// Linears that read the same input (q, k, v; gate, up). When all are EXL2 they also form one
+// exq::cuda::Exl2LayerGroup (unless EXQ_DECODE_NO_GROUP is set, for A/B timing), and forward()
+// of up to 8 rows is one group launch; otherwise, and in forward_each(), each linear runs on
+// its own. The linears must outlive the group.
+class GpuLinearGroup {
+ public:
+  GpuLinearGroup() = default;
+  explicit GpuLinearGroup(std::vector<const GpuLinear*> linears);
+  // Reserves `ws` for every linear and the group launch.
+  void reserve(exq::cuda::Exl2Workspace& ws, cudaStream_t stream) const;
+  // ys[i] = x . W_i^T (+ bias_i).
+  void forward(const LinearScratch& s, const exq::cuda::DeviceView& x,
+               const std::vector<exq::cuda::DeviceView>& ys, cudaStream_t stream) const;
+  void forward_each(const LinearScratch& s, const exq::cuda::DeviceView& x,
+                    const std::vector<exq::cuda::DeviceView>& ys, cudaStream_t stream) const;
+
+ private:
+  std::vector<const GpuLinear*> linears_;
+  exq::cuda::Exl2LayerGroup exl2_;  // empty unless every linear is EXL2
 };
 
 // Bytes GpuLinear will take on the device for `linear` (an estimate, before uploading).

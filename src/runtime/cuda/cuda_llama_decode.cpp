@@ -1,0 +1,176 @@
+// The single-token step of CudaLlama (cuda_llama_impl.h): its kernels, captured once into a
+// CUDA graph and replayed, and the per-op profile of an eager step.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/cuda_check.h"
+#include "runtime/cuda/cuda_llama_impl.h"
+
+namespace exq::runtime::cuda {
+
+// Rotary, KV append and attention of one token in one kernel (attention_decode.h).
+template <typename C>
+void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
+  const gpu::DecodeAttention<C> a{
+      .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
+      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
+      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
+      .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
+      .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
+      .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
+      .position_ptr = pos_ptr(), .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
+  gpu::attention_decode_cuda(a, stream);
+}
+
+// Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ rotary, append); o GEMV;
+// add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2);
+// add + norm (of the next layer, or the final one, which also advances the
+// position). Embedding and the first norm are one kernel.
+void CudaLlama::Impl::decode_body() {
+  const cudaStream_t s = stream;
+  const Views v(*dec, dims, 1);
+  const LinearScratch sc = scratch(v.mm_ws);
+  const int hidden = static_cast<int>(dims.hidden), vocab = static_cast<int>(dims.vocab);
+  const auto eps = static_cast<float>(config.rms_norm_eps);
+  const int32_t* id = slot.view().data<int32_t>();
+  const float* w0 = layers[0].attn_norm.view().data<float>();
+  // The first kernel waits for everything before it (no programmatic launch): the attention
+  // kernels read the position and old cache rows before their pdl_wait, so the previous step
+  // (the last norm advances the position) must be complete, whatever the kernels between
+  // release their dependents early.
+  constexpr bool kFirstPdl = false;
+  // EXQ_DECODE_SKIP=op,op: leaves those op groups out of the step (timing only: the cost of a
+  // group inside the chain is the step's time with and without it; the tokens are wrong).
+  static const std::string skip = [] {
+    std::string list;
+    if (const char* e = std::getenv("EXQ_DECODE_SKIP")) list.append(",").append(e).append(",");
+    return list;
+  }();
+  auto on = [&](const char* op) {
+    std::string key(",");
+    key.append(op).append(",");
+    if (skip.find(key) != std::string::npos) return false;
+    mark(op);
+    return true;
+  };
+  mark("embed+norm");
+  auto embed_norm = [&](const auto* table) {
+    decode_embed_rmsnorm_cuda(id, table, vocab, v.x.data<float>(), w0, v.xn.data<float>(), hidden,
+                              eps, kFirstPdl, s);
+  };
+  if (embed.dtype() == DType::F16)
+    embed_norm(static_cast<const __half*>(embed.raw()));
+  else if (embed.dtype() == DType::BF16)
+    embed_norm(static_cast<const __nv_bfloat16*>(embed.raw()));
+  else
+    embed_norm(embed.view().data<float>());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerGpu& L = layers[l];
+    if (on("qkv")) L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
+    if (on("attention")) {
+      if (opts.kv_cache == DType::F16)
+        attend<__half>(L, v);
+      else
+        attend<float>(L, v);
+    }
+    if (on("o")) L.o->forward(sc, v.att2, v.proj, s);
+    if (on("norm"))
+      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
+                              L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
+                              nullptr, pdl, s);
+    if (on("gate+up")) L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
+    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
+      decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
+                         static_cast<int>(dims.inter), pdl, s);
+      L.down->forward(sc, v.gate, v.proj, s);
+    }
+    const bool last = l + 1 == layers.size();
+    if (on("norm") || last)  // the last norm also advances the position
+      decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
+                              next_norm(l).view().data<float>(), v.xn.data<float>(), hidden, eps,
+                              last ? pos_ptr() : nullptr, pdl, s);
+  }
+  if (on("head")) head->forward(sc, v.xn, logits.view(), s);
+  mark(nullptr);
+}
+
+void CudaLlama::Impl::capture() {
+  cudaGraph_t g = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    decode_body();
+  } catch (...) {
+    cudaStreamEndCapture(stream, &g);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    throw;
+  }
+  const cudaError_t end = cudaStreamEndCapture(stream, &g);
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = end == cudaSuccess ? cudaGraphInstantiate(&exec, g, 0) : end;
+  if (g) cudaGraphDestroy(g);
+  if (inst != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(fmt::format("capturing the decode step into a CUDA graph failed: {} ({})",
+                            cudaGetErrorName(inst), cudaGetErrorString(inst)));
+  }
+  graph = exec;
+}
+
+void CudaLlama::Impl::sync_position() {
+  if (!pos_dirty) return;
+  host_pos = static_cast<int32_t>(length);
+  // Pageable source: staged before the call returns, so host_pos may change afterwards.
+  CUDA_CHECK(cudaMemcpyAsync(pos_ptr(), &host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  pos_dirty = false;
+}
+
+gpu::DeviceView CudaLlama::Impl::decode() {
+  EXQ_CHECK(length < capacity, "decode: the cache of {} positions is full", capacity);
+  const cudaStream_t s = stream;
+  sync_position();
+  if (graph) {
+    CUDA_CHECK(cudaGraphLaunch(graph, s));
+    ++replays;
+  } else {
+    decode_body();
+    if (opts.cuda_graph) capture();  // the first step runs eagerly, the next ones replay
+  }
+  ++length;
+  return logits.view();
+}
+
+std::vector<CudaLlama::OpTime> CudaLlama::profile_decode_step() {
+  Impl& m = *impl_;
+  EXQ_CHECK(m.length < m.capacity, "decode: the cache of {} positions is full", m.capacity);
+  m.sync_position();
+  m.marks.clear();
+  m.profiling = true;
+  try {
+    m.decode_body();
+  } catch (...) {
+    m.profiling = false;
+    throw;
+  }
+  m.profiling = false;
+  ++m.length;
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  std::vector<OpTime> out;
+  for (size_t i = 0; i + 1 < m.marks.size(); ++i) {
+    const double ms = gpu::Event::elapsed_ms(m.events[i], m.events[i + 1]);
+    auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == m.marks[i]; });
+    if (it == out.end()) {
+      out.push_back({m.marks[i], 0.0, 0});
+      it = out.end() - 1;
+    }
+    it->ms += ms;
+    ++it->count;
+  }
+  return out;
+}
+}  // namespace exq::runtime::cuda

@@ -1,0 +1,153 @@
+// The CUDA runtime's model state (CudaLlama::Impl), shared by cuda_llama.cpp (upload, prefill,
+// the public API) and cuda_llama_decode.cpp (the single-token step, its CUDA graph and its
+// per-op profile). Private to those two files.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/cublas.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/exl2_gemv.h"
+#include "backend/cuda/matmul.h"
+#include "backend/cuda/stream.h"
+#include "runtime/cuda/cuda_llama.h"
+#include "runtime/cuda/cuda_weights.h"
+#include "runtime/cuda/decode_launchers.h"
+
+namespace exq::runtime::cuda {
+
+namespace gpu = exq::cuda;
+
+inline size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(bytes); }
+
+struct LayerGpu {
+  gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
+  std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
+  gpu::DeviceTensor k_cache, v_cache;  // [kv_heads, capacity, head_dim]
+  // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
+  GpuLinearGroup qkv, gate_up;
+};
+
+struct Dims {
+  int64_t hidden, heads, kv_heads, head_dim, inter, vocab, q_dim, kv_dim, max_in;
+  explicit Dims(const io::ModelConfig& c)
+      : hidden(c.hidden_size), heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
+        head_dim(c.head_dim), inter(c.intermediate_size), vocab(c.vocab_size), q_dim(c.q_dim()),
+        kv_dim(c.kv_dim()), max_in(std::max({c.hidden_size, c.q_dim(), c.intermediate_size})) {}
+};
+
+// Activations of one pass over up to `rows` tokens.
+struct Activations {
+  gpu::DeviceTensor ids, x, xn, q, k, v, att, proj, gate, up, mm_ws;
+  Activations(const Dims& d, int64_t rows, gpu::CachingAllocator& a, cudaStream_t s)
+      : ids(DType::I32, {rows}, a, s), x(DType::F32, {rows, d.hidden}, a, s),
+        xn(DType::F32, {rows, d.hidden}, a, s), q(DType::F32, {rows, d.heads, d.head_dim}, a, s),
+        k(DType::F32, {rows, d.kv_heads, d.head_dim}, a, s),
+        v(DType::F32, {rows, d.kv_heads, d.head_dim}, a, s),
+        att(DType::F32, {rows, d.heads, d.head_dim}, a, s), proj(DType::F32, {rows, d.hidden}, a, s),
+        gate(DType::F32, {rows, d.inter}, a, s), up(DType::F32, {rows, d.inter}, a, s),
+        mm_ws(DType::U8, {static_cast<int64_t>(gpu::matmul_workspace_bytes(rows, d.max_in))}, a, s) {}
+
+  static size_t bytes(const Dims& d, int64_t rows) {
+    const auto r = static_cast<size_t>(rows);
+    return rounded(r * 4) + 3 * rounded(r * d.hidden * 4) + 2 * rounded(r * d.q_dim * 4) +
+           2 * rounded(r * d.kv_dim * 4) + 2 * rounded(r * d.inter * 4) +
+           rounded(gpu::matmul_workspace_bytes(rows, d.max_in));
+  }
+};
+
+// The first n rows of every activation.
+struct Views {
+  gpu::DeviceView ids, x, xn, q, k, v, att, proj, gate, up, mm_ws, q2, k2, v2, att2;
+  Views(const Activations& a, const Dims& d, int64_t n)
+      : ids(a.ids.view().slice0(0, n)), x(a.x.view().slice0(0, n)), xn(a.xn.view().slice0(0, n)),
+        q(a.q.view().slice0(0, n)), k(a.k.view().slice0(0, n)), v(a.v.view().slice0(0, n)),
+        att(a.att.view().slice0(0, n)), proj(a.proj.view().slice0(0, n)),
+        gate(a.gate.view().slice0(0, n)), up(a.up.view().slice0(0, n)), mm_ws(a.mm_ws.view()),
+        q2(q.reshape({n, d.q_dim})), k2(k.reshape({n, d.kv_dim})), v2(v.reshape({n, d.kv_dim})),
+        att2(att.reshape({n, d.q_dim})) {}
+};
+
+class CudaLlama::Impl {
+ public:
+  Impl(const io::ModelConfig& config, const model::LlamaWeights& w, const CudaOptions& options);
+  ~Impl();
+
+  void check_tokens(std::span<const int32_t> tokens) const;
+  // Runs tokens through every layer from position `length`; logits of all rows into `all`
+  // (host [T, vocab]) when given, else the last row's into `logits`.
+  void prefill(std::span<const int32_t> tokens, Tensor* all);
+  gpu::DeviceView decode();  // the token in the slot, at position `length`
+  void decode_body();        // the kernels of one step (captured into the graph)
+  void set_position(int64_t n) {
+    length = n;
+    pos_dirty = true;
+  }
+
+  io::ModelConfig config;
+  Dims dims;
+  CudaOptions opts;
+  gpu::DeviceInfo info;
+  int64_t capacity = 0, length = 0, chunk = 0;
+  size_t weight_bytes = 0;  // read by one decode step
+  size_t exl2_bytes = 0;    // estimate of the EXL2 layers (outside the allocator's budget)
+  int64_t replays = 0;
+
+  std::unique_ptr<gpu::CachingAllocator> alloc;  // before every tensor: they return to it
+  gpu::Stream stream;
+  gpu::CublasHandle cublas;
+  gpu::Exl2Workspace exl2_ws;
+  gpu::DeviceTensor cublas_ws, embed, final_norm, cos, sin, dequant;
+  std::unique_ptr<GpuLinear> head;
+  std::vector<LayerGpu> layers;
+  // Single-token step: persistent buffers, which the captured graph refers to.
+  gpu::DeviceTensor slot;  // I32 [2]: input token, position
+  std::unique_ptr<Activations> dec;
+  gpu::DeviceTensor logits, attn_ws;
+  cudaGraphExec_t graph = nullptr;
+  bool pos_dirty = true;
+  int32_t host_pos = 0;  // source of the position copy
+  bool pdl = false;      // programmatic dependent launch of the step's small kernels
+  // profile_decode_step(): an event before each op group of an eager step.
+  std::vector<gpu::Event> events;
+  std::vector<const char*> marks;
+  bool profiling = false;
+
+  void sync_position();
+  void mark(const char* label) {
+    if (!profiling) return;
+    if (marks.size() == events.size()) events.emplace_back();
+    events[marks.size()].record(stream);
+    marks.push_back(label);
+  }
+
+ private:
+  LinearScratch scratch(const gpu::DeviceView& mm_ws) {
+    return LinearScratch{&cublas, &exl2_ws, mm_ws, dequant.empty() ? gpu::DeviceView() : dequant.view()};
+  }
+  void norm(const gpu::DeviceView& x, const gpu::DeviceView* delta, const gpu::DeviceTensor& w,
+            const gpu::DeviceView& out) {
+    add_rmsnorm_cuda(x.data<float>(), delta ? delta->data<float>() : nullptr,
+                     w.view().data<float>(), out.data<float>(), static_cast<int>(x.dim(0)),
+                     static_cast<int>(dims.hidden), static_cast<float>(config.rms_norm_eps), stream);
+  }
+  const gpu::DeviceTensor& next_norm(size_t l) const {
+    return l + 1 < layers.size() ? layers[l + 1].attn_norm : final_norm;
+  }
+  void upload(const model::LlamaWeights& w);
+  void ensure_dequant(int64_t elems);
+  void layers_prefill(const Views& v, int start);
+  template <typename C>
+  void attend(const LayerGpu& L, const Views& v);
+  void capture();
+  int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
+  float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }
+};
+
+}  // namespace exq::runtime::cuda
