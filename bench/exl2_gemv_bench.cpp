@@ -22,7 +22,6 @@
 #include <map>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -31,7 +30,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -41,175 +39,12 @@
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/stream.h"
 #include "core/half.h"
+#include "exl2_bench_util.h"
 
 namespace exq::cuda {
 namespace {
 
-constexpr double kPeakBytesPerSecond = 3.0e12;
-constexpr size_t kRotationBytes = size_t{256} << 20;  // > 4x the H100's 50 MB L2
-constexpr int kMaxCopies = 256;
-
-struct Part {
-  double share;
-  int bits;
-  int64_t group_size;
-};
-
-struct Option {
-  std::string name;
-  std::vector<Part> parts;
-};
-
-// Group table of an option on `in` rows, exllamav2's counting (docs exl2.md section 4).
-std::vector<Exl2HostGroup> option_groups(const Option& o, int64_t in) {
-  std::vector<Exl2HostGroup> groups;
-  int64_t remaining = in, row = 0, word = 0;
-  for (const Part& p : o.parts) {
-    const double want = std::min(static_cast<double>(in) * p.share, static_cast<double>(remaining));
-    const int64_t n = static_cast<int64_t>(std::ceil(want / static_cast<double>(p.group_size)));
-    for (int64_t k = 0; k < n && row < in; ++k) {
-      const int64_t rows = std::min(p.group_size, in - row);
-      groups.push_back({p.bits, row, rows, word});
-      row += rows;
-      word += (rows * p.bits + 31) / 32;
-    }
-    remaining -= n * p.group_size;
-  }
-  return groups;
-}
-
-// Random stored tensors: any bit pattern is a valid code, so q_weight and q_scale are random
-// words.
-struct RandomLayer {
-  std::vector<Exl2HostGroup> groups;
-  std::vector<uint32_t> q_weight, q_scale;
-  std::vector<uint16_t> q_scale_max;
-  std::vector<int32_t> perm;
-  Exl2HostLayer host;
-
-  RandomLayer(int64_t in, int64_t out, const Option& o, uint64_t seed) {
-    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-    auto next = [&s] {
-      s ^= s << 13;
-      s ^= s >> 7;
-      s ^= s << 17;
-      return s;
-    };
-    groups = option_groups(o, in);
-    const int64_t out_pad = (out + 31) / 32 * 32;
-    const int64_t words = groups.back().word_begin + (groups.back().rows * groups.back().bits + 31) / 32;
-    q_weight.resize(static_cast<size_t>(words * out_pad));
-    for (auto& w : q_weight) w = static_cast<uint32_t>(next());
-    q_scale.resize(groups.size() * static_cast<size_t>(out_pad / 8));
-    for (auto& w : q_scale) w = static_cast<uint32_t>(next());
-    for (size_t g = 0; g < groups.size(); ++g)
-      q_scale_max.push_back(float_to_half(0.002f + 0.05f * static_cast<float>(next() % 1000) / 1000.0f));
-    perm.resize(static_cast<size_t>(in));
-    for (int64_t i = 0; i < in; ++i) perm[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    for (int64_t i = in - 1; i > 0; --i) std::swap(perm[static_cast<size_t>(i)], perm[next() % (i + 1)]);
-    host = {in, out, q_weight.data(), words, q_scale.data(), q_scale_max.data(), perm.data(),
-            groups.data(), static_cast<int64_t>(groups.size()), nullptr};
-  }
-};
-
-DeviceBuffer random_device(size_t bytes, bool half, cudaStream_t stream) {
-  std::vector<uint16_t> h(bytes / 2);
-  uint32_t s = 12345;
-  for (auto& v : h) {
-    s = s * 1664525u + 1013904223u;
-    const float f = static_cast<float>((s >> 8) & 0xffff) / 32768.0f - 1.0f;
-    v = float_to_half(f);
-  }
-  DeviceBuffer d(bytes);
-  if (half) {
-    CUDA_CHECK(cudaMemcpyAsync(d.data(), h.data(), bytes, cudaMemcpyHostToDevice, stream));
-  } else {
-    std::vector<float> f(bytes / 4);
-    for (size_t i = 0; i < f.size(); ++i) f[i] = half_to_float(h[i]);
-    CUDA_CHECK(cudaMemcpyAsync(d.data(), f.data(), bytes, cudaMemcpyHostToDevice, stream));
-  }
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  return d;
-}
-
-// Holds the stream until the host has queued every timed launch, so host-side launch cost
-// never shows as device time.
-struct Gate {
-  std::atomic<bool> open{false};
-};
-
-void CUDART_CB hold_stream(void* gate) {
-  while (!static_cast<Gate*>(gate)->open.load()) std::this_thread::yield();
-}
-
-struct Timing {
-  double median_ms = 0;  // per launch, between its own events
-  double mean_ms = 0;    // first start to last stop, over the launch count
-};
-
-// `iters` launches of fn(i), each between its own pair of events, after `warmup` launches.
-template <typename Fn>
-Timing time_launches(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
-  for (int i = 0; i < warmup; ++i) fn(i);
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<Event> start, stop;
-  for (int i = 0; i < iters; ++i) {
-    start.emplace_back();
-    stop.emplace_back();
-  }
-  Gate gate;
-  CUDA_CHECK(cudaLaunchHostFunc(stream, hold_stream, &gate));
-  for (int i = 0; i < iters; ++i) {
-    start[static_cast<size_t>(i)].record(stream);
-    fn(warmup + i);
-    stop[static_cast<size_t>(i)].record(stream);
-  }
-  gate.open.store(true);
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < iters; ++i)
-    ms.push_back(Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
-  std::sort(ms.begin(), ms.end());
-  Timing t;
-  t.median_ms = ms[ms.size() / 2];
-  t.mean_ms = Event::elapsed_ms(start.front(), stop.back()) / iters;
-  return t;
-}
-
-// Median ms of `reps` calls of fn, each between its own events, without holding the stream
-// (for long sequences: the host keeps queueing while the device runs).
-template <typename Fn>
-double median_ms_ungated(int reps, int warmup, cudaStream_t stream, Fn&& fn) {
-  for (int i = 0; i < warmup; ++i) fn(i);
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<Event> start(static_cast<size_t>(reps)), stop(static_cast<size_t>(reps));
-  for (int i = 0; i < reps; ++i) {
-    start[static_cast<size_t>(i)].record(stream);
-    fn(warmup + i);
-    stop[static_cast<size_t>(i)].record(stream);
-  }
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i)
-    ms.push_back(Event::elapsed_ms(start[static_cast<size_t>(i)], stop[static_cast<size_t>(i)]));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-template <typename Fn>
-double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
-  return time_launches(iters, warmup, stream, std::forward<Fn>(fn)).median_ms;
-}
-
-// Enough uploaded copies of one layer that rotating over them reads HBM every launch.
-std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, cudaStream_t stream) {
-  std::vector<Exl2Layer> copies;
-  copies.emplace_back(rl.host, stream, name);
-  const size_t per = copies[0].device_bytes();
-  const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / per + 1));
-  for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream, name);
-  return copies;
-}
+using namespace bench;
 
 nlohmann::json split_json(const Exl2Split& s) {
   return {{"ksplit", s.ksplit}, {"ksub", s.ksub}, {"tiles_per_block", s.tiles_per_block},
@@ -295,24 +130,21 @@ nlohmann::json group_table(int iters, const DeviceBuffer& x32, Stream& stream) {
       std::vector<std::unique_ptr<RandomLayer>> host;
       for (size_t i = 0; i < outs.size(); ++i)
         host.push_back(std::make_unique<RandomLayer>(4096, outs[i], o, 50 + i));
-      // Copies of the whole group, enough to read HBM every launch.
-      std::vector<std::vector<Exl2Layer>> copies;
-      size_t per = 0;
-      do {
-        copies.emplace_back();
-        for (auto& h : host) copies.back().emplace_back(h->host, stream.get(), "group");
-        if (per == 0)
-          for (const Exl2Layer& l : copies.back()) per += l.device_bytes();
-      } while (copies.size() < static_cast<size_t>(kMaxCopies) && copies.size() * per < kRotationBytes);
+      // Each layer's rotation; copy k of the group is copy k of every layer.
+      std::vector<std::vector<Exl2Layer>> copies;  // [layer][copy]
+      size_t n = kMaxCopies;
+      for (auto& h : host) {
+        copies.push_back(rotation(*h, "group", stream));
+        n = std::min(n, copies.back().size());
+      }
       std::vector<Exl2LayerGroup> groups;
-      for (auto& c : copies) {
+      for (size_t k = 0; k < n; ++k) {
         std::vector<const Exl2Layer*> ptrs;
-        for (const Exl2Layer& l : c) ptrs.push_back(&l);
+        for (const auto& c : copies) ptrs.push_back(&c[k]);
         groups.emplace_back(ptrs);
       }
       Exl2Workspace ws;
-      for (auto& c : copies)
-        for (const Exl2Layer& l : c) ws.reserve(l, stream);
+      for (const auto& c : copies) ws.reserve(c[0], stream);
       ws.reserve(groups[0], stream);
       std::vector<DeviceBuffer> ys;
       std::vector<DeviceView> yv;
@@ -321,16 +153,15 @@ nlohmann::json group_table(int iters, const DeviceBuffer& x32, Stream& stream) {
         yv.emplace_back(ys.back().data(), DType::F32, std::vector<int64_t>{1, out});
       }
       const DeviceView xv(x32.data(), DType::F32, {1, 4096});
-      const size_t n = copies.size();
       const Timing grouped = time_launches(iters, 10, stream, [&](int i) {
         exl2_gemv_group(groups[static_cast<size_t>(i) % n], xv, yv, ws, stream);
       });
       const Timing separate = time_launches(iters, 10, stream, [&](int i) {
-        const auto& c = copies[static_cast<size_t>(i) % n];
-        for (size_t k = 0; k < c.size(); ++k) exl2_gemv(c[k], xv, yv[k], ws, stream);
+        for (size_t k = 0; k < copies.size(); ++k)
+          exl2_gemv(copies[k][static_cast<size_t>(i) % n], xv, yv[k], ws, stream);
       });
       double bytes = 0;
-      for (const Exl2Layer& l : copies[0]) bytes += static_cast<double>(l.weight_bytes());
+      for (const auto& c : copies) bytes += static_cast<double>(c[0].weight_bytes());
       auto frac = [&](double ms) { return bytes / (ms * 1e-3) / kPeakBytesPerSecond; };
       std::printf("%-38s %-8s group %8.2f us (%5.1f%%)  one by one %8.2f us (%5.1f%%)  %s\n",
                   o.name.c_str(), name.c_str(), grouped.median_ms * 1e3,
