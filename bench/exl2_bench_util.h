@@ -177,6 +177,34 @@ inline double median_ms(int iters, int warmup, cudaStream_t stream, Fn&& fn) {
   return time_launches(iters, warmup, stream, std::forward<Fn>(fn)).median_ms;
 }
 
+// Microseconds per launch of `count` back-to-back calls fn(0..count) captured in one CUDA
+// graph (median of `reps` replays after one warm-up), so consecutive launches overlap their
+// ramp and tail as in the decode graph. With fn rotating over n copies, count >= n keeps
+// every replay reading HBM.
+template <typename Fn>
+inline double graph_us(int count, int reps, cudaStream_t stream, Fn&& fn) {
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < count; ++i) fn(i);
+  CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  CUDA_CHECK(cudaGraphDestroy(g));
+  CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<double> us;
+  for (int r = 0; r < reps; ++r) {
+    Event e0, e1;
+    e0.record(stream);
+    CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    e1.record(stream);
+    e1.synchronize();
+    us.push_back(1e3 * Event::elapsed_ms(e0, e1) / count);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
 // Enough uploaded copies of one layer that rotating over them reads HBM every launch.
 inline std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, cudaStream_t stream) {
   std::vector<Exl2Layer> copies;

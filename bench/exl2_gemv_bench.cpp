@@ -9,6 +9,7 @@
 //   gemv    the table above
 //   group   q, k, v and gate, up as one group launch each vs one launch per layer
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked
+//   ceiling a plain streaming read of a 4-bit layer's bytes, timed the same way (not default)
 //   prefill dequantize to fp16 + cuBLAS at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
 //           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
@@ -40,6 +41,7 @@
 #include "backend/cuda/stream.h"
 #include "core/half.h"
 #include "exl2_bench_util.h"
+#include "read_probe.h"
 
 namespace exq::cuda {
 namespace {
@@ -75,8 +77,8 @@ const std::vector<Option> kOptions = {
 
 nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const DeviceBuffer& x32,
                           Stream& stream) {
-  std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s  %s\n", "option", "in x out", "batch", "kernel",
-              "median us", "GB/s", "of 3TB/s", "mean us", "launch shape");
+  std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s %9s %7s  %s\n", "option", "in x out", "batch", "kernel",
+              "median us", "GB/s", "of 3TB/s", "mean us", "graph us", "of 3TB/s", "launch shape");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& [in, out_f] : kShapes) {
     for (const Option& o : kOptions) {
@@ -100,16 +102,21 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
           const double ms = tm.median_ms;
           const double bytes = static_cast<double>(copies[0].weight_bytes());
           const double bps = bytes / (ms * 1e-3);
-          std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f  %s\n", o.name.c_str(),
+          const double gus = graph_us(std::max(20, n), 20, stream, [&](int i) {
+            exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
+          });
+          std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f %9.2f %6.1f%%  %s\n", o.name.c_str(),
                       static_cast<long long>(in), static_cast<long long>(out_f),
                       static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
-                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3,
+                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus,
+                      100.0 * bytes / (gus * 1e-6) / kPeakBytesPerSecond,
                       split_str(copies[0].split()).c_str());
           rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
                           {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
                           {"weight_bytes", bytes}, {"median_us", ms * 1e3},
                           {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
                           {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
+                          {"graph_us", gus}, {"graph_fraction_of_3tb", bytes / (gus * 1e-6) / kPeakBytesPerSecond},
                           {"split", split_json(copies[0].split())}});
         }
     }
@@ -359,6 +366,45 @@ nlohmann::json decode_set(int iters, const Option& o, int kernel, bool grouped, 
           {"head_us", head_ms * 1e3}, {"graph_fraction_of_floor", floor_us / (graphed * 1e3)}};
 }
 
+// The read ceiling of the timing method: a plain streaming read of the bytes of a 4-bit
+// 4096x14336 and 4096x4096 layer (rotating over > 256 MB, like the GEMV table) per launch.
+nlohmann::json read_ceiling(int iters, Stream& stream) {
+  nlohmann::json rows = nlohmann::json::array();
+  int sms = 0, device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DeviceBuffer sink(4);
+  std::printf("\nread ceiling: streaming read between events, rotating copies\n");
+  for (const size_t bytes : {size_t{29360128} + 14336 * 32 * 2, size_t{8388608} + 4096 * 32 * 2}) {
+    const size_t n = std::max<size_t>(2, (size_t{256} << 20) / bytes + 1);
+    DeviceBuffer pool(n * bytes);
+    CUDA_CHECK(cudaMemsetAsync(pool.data(), 1, pool.size(), stream));
+    struct Shape { int blocks_per_sm, threads, unroll; };
+    for (const Shape sh : {Shape{1, 1024, 4}, Shape{2, 1024, 4}, Shape{2, 1024, 8}, Shape{4, 512, 8},
+                           Shape{8, 256, 8}}) {
+      const double ms = median_ms(iters, 10, stream, [&](int i) {
+        read_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % n) * bytes, bytes,
+                   sh.blocks_per_sm * sms, sh.threads, sh.unroll,
+                   static_cast<uint32_t*>(sink.data()), stream.get());
+      });
+      const double frac = static_cast<double>(bytes) / (ms * 1e-3) / kPeakBytesPerSecond;
+      const int count = std::max<int>(20, static_cast<int>(n));
+      const double gus = graph_us(count, 20, stream, [&](int i) {
+        read_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % static_cast<int>(n)) * bytes,
+                   bytes, sh.blocks_per_sm * sms, sh.threads, sh.unroll,
+                   static_cast<uint32_t*>(sink.data()), stream.get());
+      });
+      const double gfrac = static_cast<double>(bytes) / (gus * 1e-6) / kPeakBytesPerSecond;
+      std::printf("%9zu bytes  %d x %4d threads per SM, %d loads in flight: %7.2f us %5.1f%%, in a graph %7.2f us %5.1f%%\n",
+                  bytes, sh.blocks_per_sm, sh.threads, sh.unroll, ms * 1e3, 100 * frac, gus, 100 * gfrac);
+      rows.push_back({{"bytes", bytes}, {"blocks_per_sm", sh.blocks_per_sm}, {"threads", sh.threads},
+                      {"unroll", sh.unroll}, {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
+                      {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}});
+    }
+  }
+  return rows;
+}
+
 // A few launches at 4 bits, batch 1, for a profiler (ncu -k regex:exl2), plus the floor of
 // the timing method: a 2 MB device copy and a 4-byte memset between events.
 void probe(const std::vector<int>& kernels, const DeviceBuffer& x32, Stream& stream) {
@@ -423,6 +469,7 @@ int run(int argc, char** argv) {
   }
   DeviceBuffer x32 = random_device(size_t{8} * 14336 * 4, false, stream);
   if (want("probe")) probe(kernels, x32, stream);
+  if (want("ceiling")) out["read_ceiling"] = read_ceiling(iters, stream);
   if (want("gemv")) out["gemv"] = gemv_table(iters, kernels, x32, stream);
   if (want("group")) out["group"] = group_table(iters, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
