@@ -402,6 +402,34 @@ nlohmann::json read_ceiling(int iters, Stream& stream) {
                       {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}});
     }
   }
+  // The GEMV's pattern: 4096x14336 at 4 bits is 448 tiles of 64 KB in 2 KB steps, 4 warps
+  // per tile (the chosen split: ksub 4, tpb 1).
+  {
+    constexpr int kTiles = 448;
+    constexpr size_t kTile = 65536;
+    const size_t bytes = kTiles * kTile;
+    const size_t n = (size_t{256} << 20) / bytes + 1;
+    DeviceBuffer pool(n * bytes);
+    CUDA_CHECK(cudaMemsetAsync(pool.data(), 1, pool.size(), stream));
+    struct Pat { int warps, depth; bool interleave; };
+    for (const Pat pt : {Pat{4, 2, false}, Pat{4, 2, true}, Pat{4, 4, false}, Pat{4, 4, true},
+                         Pat{8, 2, false}, Pat{8, 2, true}, Pat{4, 1, false}}) {
+      auto fn = [&](int i) {
+        pattern_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % static_cast<int>(n)) * bytes,
+                      kTiles, kTile, 2048, pt.warps, pt.depth, pt.interleave,
+                      static_cast<uint32_t*>(sink.data()), stream.get());
+      };
+      const double ms = median_ms(iters, 10, stream, fn);
+      const double gus = graph_us(std::max<int>(20, static_cast<int>(n)), 20, stream, fn);
+      const double frac = static_cast<double>(bytes) / (ms * 1e-3) / kPeakBytesPerSecond;
+      const double gfrac = static_cast<double>(bytes) / (gus * 1e-6) / kPeakBytesPerSecond;
+      std::printf("GEMV pattern, 448 tiles x 64 KB, %d warps per tile, %d steps in flight, %s: %7.2f us %5.1f%%, in a graph %7.2f us %5.1f%%\n",
+                  pt.warps, pt.depth, pt.interleave ? "interleaved" : "contiguous", ms * 1e3, 100 * frac, gus, 100 * gfrac);
+      rows.push_back({{"pattern", "gemv"}, {"bytes", bytes}, {"warps_per_tile", pt.warps}, {"depth", pt.depth},
+                      {"interleave", pt.interleave}, {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
+                      {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}});
+    }
+  }
   return rows;
 }
 

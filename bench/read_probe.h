@@ -13,4 +13,10 @@ namespace exq::cuda::bench {
 void read_probe(const void* data, size_t bytes, int blocks, int threads, int unroll,
                 uint32_t* sink, cudaStream_t stream);
 
+// The GEMV's access pattern (2 KB steps of 4-bit weights) without its arithmetic: one block
+// of `warps` warps per tile, the tile's steps split contiguously or interleaved over the warps,
+// `depth` (1, 2 or 4) steps in flight per warp.
+void pattern_probe(const void* data, int tiles, size_t tile_bytes, int step_bytes, int warps,
+                   int depth, bool interleave, uint32_t* sink, cudaStream_t stream);
+
 }  // namespace exq::cuda::bench
