@@ -37,6 +37,7 @@
 #include "backend/cuda/stream.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "exl2_bench_util.h"
 #include "io/exl2.h"
 #include "model/exl2_linear.h"
 #include "model/llama.h"
@@ -279,25 +280,7 @@ json time_attention(int64_t kv_len, int iters) {
   a.pdl = gpu::decode_pdl_enabled();
   gpu::attention_decode_cuda(a, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
-  cudaGraph_t g = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kPerGraph; ++i) gpu::attention_decode_cuda(a, s);
-  CUDA_CHECK(cudaStreamEndCapture(s, &g));
-  CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-  CUDA_CHECK(cudaGraphDestroy(g));
-  CUDA_CHECK(cudaGraphLaunch(exec, s));
-  std::vector<double> us;
-  for (int i = 0; i < iters; ++i) {
-    gpu::Event e0, e1;
-    e0.record(s);
-    CUDA_CHECK(cudaGraphLaunch(exec, s));
-    e1.record(s);
-    e1.synchronize();
-    us.push_back(1e3 * gpu::Event::elapsed_ms(e0, e1) / kPerGraph);
-  }
-  CUDA_CHECK(cudaGraphExecDestroy(exec));
-  const double t = median(us);
+  const double t = gpu::bench::graph_us(kPerGraph, iters, s, [&](int) { gpu::attention_decode_cuda(a, s); });
   const double bytes = 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim * 2.0;
   const int splits = gpu::attention_decode_splits(kHeads, kKvHeads, static_cast<int>(kv_len), 0);
   fmt::print("attention decode 32/8 x 128, {:6d} keys: {:6.2f} us, {:6.0f} GB/s of K+V ({} splits)\n", kv_len, t,
