@@ -1,5 +1,6 @@
 // The read ceiling of the GEMV benchmark's timing method: a plain streaming read of n bytes
-// (16-byte loads, `unroll` in flight per thread), launched like a GEMV between CUDA events.
+// (16-byte loads, `unroll` in flight per thread), and the GEMV's access pattern without its
+// arithmetic, launched like a GEMV.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -26,22 +27,6 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, uint32_t* sin
   }
   if (acc == 0x9e3779b9u) sink[0] = acc;  // keeps the loads; practically never taken
 }
-
-}  // namespace
-
-void read_probe(const void* data, size_t bytes, int blocks, int threads, int unroll,
-                uint32_t* sink, cudaStream_t stream) {
-  const auto* p = static_cast<const uint4*>(data);
-  const size_t n = bytes / 16;
-  if (unroll >= 8) read_kernel<8><<<blocks, threads, 0, stream>>>(p, n, sink);
-  else if (unroll >= 4) read_kernel<4><<<blocks, threads, 0, stream>>>(p, n, sink);
-  else read_kernel<1><<<blocks, threads, 0, stream>>>(p, n, sink);
-}
-
-}  // namespace exq::cuda::bench
-
-namespace exq::cuda::bench {
-namespace {
 
 // The GEMV's access pattern without its arithmetic: block b reads tile b (tile_bytes
 // contiguous), its warps split the tile's steps (step_bytes each) contiguously (warp k: steps
@@ -81,13 +66,22 @@ __global__ void pattern_kernel(const uint4* __restrict__ p, size_t tile_vecs, in
 
 }  // namespace
 
+void read_probe(const void* data, size_t bytes, int blocks, int threads, int unroll,
+                uint32_t* sink, cudaStream_t stream) {
+  const auto* p = static_cast<const uint4*>(data);
+  const size_t n = bytes / 16;
+  if (unroll >= 8) read_kernel<8><<<blocks, threads, 0, stream>>>(p, n, sink);
+  else if (unroll >= 4) read_kernel<4><<<blocks, threads, 0, stream>>>(p, n, sink);
+  else read_kernel<1><<<blocks, threads, 0, stream>>>(p, n, sink);
+}
+
 void pattern_probe(const void* data, int tiles, size_t tile_bytes, int step_bytes, int warps,
                    int depth, bool interleave, uint32_t* sink, cudaStream_t stream) {
   const auto* p = static_cast<const uint4*>(data);
   const size_t tile_vecs = tile_bytes / 16;
   const int steps = static_cast<int>(tile_bytes / static_cast<size_t>(step_bytes));
-  // step_bytes 2048 (4-bit) only: 4 vectors per lane.
-  (void)step_bytes;
+  // 4 vectors of 16 bytes per lane: 2 KB steps (4-bit weights) only.
+  if (step_bytes != 2048) return;
   if (depth >= 4) pattern_kernel<4, 4><<<tiles, 32 * warps, 0, stream>>>(p, tile_vecs, steps, interleave, sink);
   else if (depth == 2) pattern_kernel<2, 4><<<tiles, 32 * warps, 0, stream>>>(p, tile_vecs, steps, interleave, sink);
   else pattern_kernel<1, 4><<<tiles, 32 * warps, 0, stream>>>(p, tile_vecs, steps, interleave, sink);
