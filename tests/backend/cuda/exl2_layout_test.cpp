@@ -256,7 +256,8 @@ TEST(Exl2Layout, TooManyRunsIsAnError) {
 
 TEST(Exl2Layout, ChosenSplitsAreValidAndFitOneWave) {
   for (const auto& [in, out] : std::vector<std::pair<int, int>>{
-           {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}, {576, 192}, {8192, 64}, {4096, 128256}})
+           {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}, {576, 192}, {8192, 64}, {4096, 128256},
+           {4096, 6144}, {4096, 28672}, {2048, 3072}, {576, 960}})
     for (bool hopper : {true, false}) {
       const int tiles = (out + 31) / 32, steps = in / 128;
       const Exl2Split s = exl2_choose_split(tiles, steps, 132, 16, hopper);
