@@ -122,12 +122,14 @@ Exl2Split exl2_choose_split(int tiles, int steps, int sms, int warps_per_sm, boo
     s.ksub = next;
   }
   s.ksplit = std::min(kExl2MaxCluster, (kpar + s.ksub - 1) / s.ksub);
-  // Warps along K in a power of two, so blocks pack the multiprocessor's warps: 11 warps
-  // (q/k/v of Llama-3-8B, 192 tiles) left 5 warp slots empty and the grid took two waves.
-  s.ksub = std::bit_floor(static_cast<unsigned>(s.ksub));
+  // When blocks of ksub warps would not all be resident at once, warps along K in a power of
+  // two so that blocks pack the multiprocessor: 11 warps (q/k/v of Llama-3-8B, 192 tiles) left
+  // 5 warp slots empty and the grid took two waves. Small grids keep their ksub.
+  if (int64_t{tiles} * s.ksplit > int64_t{sms} * std::max(1, warps_per_sm / s.ksub))
+    s.ksub = static_cast<int>(std::bit_floor(static_cast<unsigned>(s.ksub)));
   s.steps_per_warp = (steps + s.ksplit * s.ksub - 1) / (s.ksplit * s.ksub);
   while (s.ksub * s.steps_per_warp > kMaxBlockSteps && s.ksub < kExl2MaxWarps) {
-    s.ksub *= 2;  // very long K: more warps along K
+    ++s.ksub;  // very long K: more warps along K
     s.steps_per_warp = (steps + s.ksplit * s.ksub - 1) / (s.ksplit * s.ksub);
   }
   s.cluster = hopper && s.ksplit <= 2;
