@@ -205,12 +205,14 @@ inline double graph_us(int count, int reps, cudaStream_t stream, Fn&& fn) {
   return us[us.size() / 2];
 }
 
+// Copies of `bytes` each that rotating over reads HBM every launch.
+inline size_t rotation_copies(size_t bytes) { return std::min<size_t>(kMaxCopies, kRotationBytes / bytes + 1); }
+
 // Enough uploaded copies of one layer that rotating over them reads HBM every launch.
 inline std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, cudaStream_t stream) {
   std::vector<Exl2Layer> copies;
   copies.emplace_back(rl.host, stream, name);
-  const size_t per = copies[0].device_bytes();
-  const int n = static_cast<int>(std::min<size_t>(kMaxCopies, kRotationBytes / per + 1));
+  const int n = static_cast<int>(rotation_copies(copies[0].device_bytes()));
   for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream, name);
   return copies;
 }

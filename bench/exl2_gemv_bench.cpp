@@ -105,18 +105,18 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
           const double gus = graph_us(std::max(20, n), 20, stream, [&](int i) {
             exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
           });
+          const double gfrac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
           std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f %9.2f %6.1f%%  %s\n", o.name.c_str(),
                       static_cast<long long>(in), static_cast<long long>(out_f),
                       static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
-                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus,
-                      100.0 * bytes / (gus * 1e-6) / kPeakBytesPerSecond,
+                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus, 100.0 * gfrac,
                       split_str(copies[0].split()).c_str());
           rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
                           {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
                           {"weight_bytes", bytes}, {"median_us", ms * 1e3},
                           {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
                           {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
-                          {"graph_us", gus}, {"graph_fraction_of_3tb", bytes / (gus * 1e-6) / kPeakBytesPerSecond},
+                          {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac},
                           {"split", split_json(copies[0].split())}});
         }
     }
@@ -366,69 +366,69 @@ nlohmann::json decode_set(int iters, const Option& o, int kernel, bool grouped, 
           {"head_us", head_ms * 1e3}, {"graph_fraction_of_floor", floor_us / (graphed * 1e3)}};
 }
 
+// A probe launch fn(i) timed like a GEMV: between its own events (median of `iters`) and back to
+// back in a graph of `count` launches; JSON row fields and a printed summary.
+template <typename Fn>
+nlohmann::json time_probe(double bytes, int iters, int count, Stream& stream, Fn&& fn) {
+  const double us = median_ms(iters, 10, stream, fn) * 1e3;
+  const double gus = graph_us(count, 20, stream, fn);
+  const double frac = bytes / (us * 1e-6) / kPeakBytesPerSecond;
+  const double gfrac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
+  std::printf("%7.2f us %5.1f%%, in a graph %7.2f us %5.1f%%\n", us, 100 * frac, gus, 100 * gfrac);
+  return {{"bytes", bytes}, {"median_us", us}, {"fraction_of_3tb", frac},
+          {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}};
+}
+
 // The read ceiling of the timing method: a plain streaming read of the bytes of a 4-bit
-// 4096x14336 and 4096x4096 layer (rotating over > 256 MB, like the GEMV table) per launch.
+// 4096x14336 and 4096x4096 layer (rotating over > 256 MB, like the GEMV table) per launch, and
+// the GEMV's access pattern without its arithmetic.
 nlohmann::json read_ceiling(int iters, Stream& stream) {
   nlohmann::json rows = nlohmann::json::array();
   int sms = 0, device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   DeviceBuffer sink(4);
+  auto* out = static_cast<uint32_t*>(sink.data());
   std::printf("\nread ceiling: streaming read between events, rotating copies\n");
   for (const size_t bytes : {size_t{29360128} + 14336 * 32 * 2, size_t{8388608} + 4096 * 32 * 2}) {
-    const size_t n = std::max<size_t>(2, (size_t{256} << 20) / bytes + 1);
+    const size_t n = rotation_copies(bytes);
     DeviceBuffer pool(n * bytes);
     CUDA_CHECK(cudaMemsetAsync(pool.data(), 1, pool.size(), stream));
     struct Shape { int blocks_per_sm, threads, unroll; };
     for (const Shape sh : {Shape{1, 1024, 4}, Shape{2, 1024, 4}, Shape{2, 1024, 8}, Shape{4, 512, 8},
                            Shape{8, 256, 8}}) {
-      const double ms = median_ms(iters, 10, stream, [&](int i) {
-        read_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % n) * bytes, bytes,
-                   sh.blocks_per_sm * sms, sh.threads, sh.unroll,
-                   static_cast<uint32_t*>(sink.data()), stream.get());
+      std::printf("%9zu bytes  %d x %4d threads per SM, %d loads in flight: ", bytes, sh.blocks_per_sm,
+                  sh.threads, sh.unroll);
+      nlohmann::json row = time_probe(static_cast<double>(bytes), iters, std::max<int>(20, static_cast<int>(n)),
+                                      stream, [&](int i) {
+        read_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i) % n * bytes, bytes,
+                   sh.blocks_per_sm * sms, sh.threads, sh.unroll, out, stream.get());
       });
-      const double frac = static_cast<double>(bytes) / (ms * 1e-3) / kPeakBytesPerSecond;
-      const int count = std::max<int>(20, static_cast<int>(n));
-      const double gus = graph_us(count, 20, stream, [&](int i) {
-        read_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % static_cast<int>(n)) * bytes,
-                   bytes, sh.blocks_per_sm * sms, sh.threads, sh.unroll,
-                   static_cast<uint32_t*>(sink.data()), stream.get());
-      });
-      const double gfrac = static_cast<double>(bytes) / (gus * 1e-6) / kPeakBytesPerSecond;
-      std::printf("%9zu bytes  %d x %4d threads per SM, %d loads in flight: %7.2f us %5.1f%%, in a graph %7.2f us %5.1f%%\n",
-                  bytes, sh.blocks_per_sm, sh.threads, sh.unroll, ms * 1e3, 100 * frac, gus, 100 * gfrac);
-      rows.push_back({{"bytes", bytes}, {"blocks_per_sm", sh.blocks_per_sm}, {"threads", sh.threads},
-                      {"unroll", sh.unroll}, {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
-                      {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}});
+      row.update({{"blocks_per_sm", sh.blocks_per_sm}, {"threads", sh.threads}, {"unroll", sh.unroll}});
+      rows.push_back(row);
     }
   }
   // The GEMV's pattern: 4096x14336 at 4 bits is 448 tiles of 64 KB in 2 KB steps, 4 warps
   // per tile (the chosen split: ksub 4, tpb 1).
-  {
-    constexpr int kTiles = 448;
-    constexpr size_t kTile = 65536;
-    const size_t bytes = kTiles * kTile;
-    const size_t n = (size_t{256} << 20) / bytes + 1;
-    DeviceBuffer pool(n * bytes);
-    CUDA_CHECK(cudaMemsetAsync(pool.data(), 1, pool.size(), stream));
-    struct Pat { int warps, depth; bool interleave; };
-    for (const Pat pt : {Pat{4, 2, false}, Pat{4, 2, true}, Pat{4, 4, false}, Pat{4, 4, true},
-                         Pat{8, 2, false}, Pat{8, 2, true}, Pat{4, 1, false}}) {
-      auto fn = [&](int i) {
-        pattern_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i % static_cast<int>(n)) * bytes,
-                      kTiles, kTile, 2048, pt.warps, pt.depth, pt.interleave,
-                      static_cast<uint32_t*>(sink.data()), stream.get());
-      };
-      const double ms = median_ms(iters, 10, stream, fn);
-      const double gus = graph_us(std::max<int>(20, static_cast<int>(n)), 20, stream, fn);
-      const double frac = static_cast<double>(bytes) / (ms * 1e-3) / kPeakBytesPerSecond;
-      const double gfrac = static_cast<double>(bytes) / (gus * 1e-6) / kPeakBytesPerSecond;
-      std::printf("GEMV pattern, 448 tiles x 64 KB, %d warps per tile, %d steps in flight, %s: %7.2f us %5.1f%%, in a graph %7.2f us %5.1f%%\n",
-                  pt.warps, pt.depth, pt.interleave ? "interleaved" : "contiguous", ms * 1e3, 100 * frac, gus, 100 * gfrac);
-      rows.push_back({{"pattern", "gemv"}, {"bytes", bytes}, {"warps_per_tile", pt.warps}, {"depth", pt.depth},
-                      {"interleave", pt.interleave}, {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
-                      {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac}});
-    }
+  constexpr int kTiles = 448;
+  constexpr size_t kTile = 65536;
+  const size_t bytes = kTiles * kTile;
+  const size_t n = rotation_copies(bytes);
+  DeviceBuffer pool(n * bytes);
+  CUDA_CHECK(cudaMemsetAsync(pool.data(), 1, pool.size(), stream));
+  struct Pat { int warps, depth; bool interleave; };
+  for (const Pat pt : {Pat{4, 2, false}, Pat{4, 2, true}, Pat{4, 4, false}, Pat{4, 4, true},
+                       Pat{8, 2, false}, Pat{8, 2, true}, Pat{4, 1, false}}) {
+    std::printf("GEMV pattern, 448 tiles x 64 KB, %d warps per tile, %d steps in flight, %s: ", pt.warps,
+                pt.depth, pt.interleave ? "interleaved" : "contiguous");
+    nlohmann::json row = time_probe(static_cast<double>(bytes), iters, std::max<int>(20, static_cast<int>(n)),
+                                    stream, [&](int i) {
+      pattern_probe(static_cast<const char*>(pool.data()) + static_cast<size_t>(i) % n * bytes, kTiles, kTile,
+                    2048, pt.warps, pt.depth, pt.interleave, out, stream.get());
+    });
+    row.update({{"pattern", "gemv"}, {"warps_per_tile", pt.warps}, {"depth", pt.depth},
+                {"interleave", pt.interleave}});
+    rows.push_back(row);
   }
   return rows;
 }

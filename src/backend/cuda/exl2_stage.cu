@@ -67,8 +67,8 @@ __device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* 
 #pragma unroll
       for (int k = 0; k < 4; ++k)
         u[b][k] = b < batch && c[k] >= 0 ? __ldcg(up + static_cast<size_t>(b) * in + c[k]) : 0.0f;
-    // Rows past the batch stay 0 (their SwiGLU would be 0 too): the division and expf of
-    // all 8 rows made this staging 5x the instructions of the others at batch 1 (ncu, session 5).
+    // Rows past the batch stay 0 (so would their SwiGLU): a division and an expf for all 8
+    // rows made this staging five times the instructions of the others at batch 1.
 #pragma unroll
     for (int b = 0; b < kExl2MaxBatch; ++b) {
       if (b >= batch) break;  // warp-uniform

@@ -215,6 +215,18 @@ std::vector<SyncCase> sync_cases() {
   return {{"resident", {}, 1}, {"host candidates", host_candidates, 1}, {"streamed", streamed, 2}};
 }
 
+// Keeps the first sync case's attention and MLP results; every later case must match them.
+template <typename T, typename Same>
+void expect_same_as_first_case(std::vector<T>& first, T attention, T mlp, Same&& same) {
+  if (first.empty()) {
+    first.push_back(std::move(attention));
+    first.push_back(std::move(mlp));
+    return;
+  }
+  same(attention, first[0]);
+  same(mlp, first[1]);
+}
+
 // A measured module waits for the device once (its one download: table errors, NaN/Inf
 // counts, factorization status), resident or with host candidates; streamed states add one
 // (the reference targets back on the host before the tests). Results stay the same.
@@ -228,25 +240,23 @@ TEST(CudaEngineSynthetic, MeasurementWaitsOnceForTheHostPerModule) {
   for (const SyncCase& k : sync_cases()) {
     SCOPED_TRACE(k.name);
     const auto gpu = make_cuda_engine(c, 128, k.options);
+    const auto check = [&](const char* module, const ModuleResult& r) {
+      const auto st = gpu->module_stats();
+      std::printf("%s %s: %s\n", k.name, module, st.dump().c_str());
+      EXPECT_EQ(st.at("host_syncs").get<int>(), k.syncs) << module;
+      EXPECT_EQ(r.timing.host_syncs, k.syncs) << module;
+      return st;
+    };
     ModuleResult a = gpu->measure_attention(layer, x, "a", opts);
-    const auto sa = gpu->module_stats();
-    std::printf("%s attention: %s\n", k.name, sa.dump().c_str());
-    EXPECT_EQ(sa.at("host_syncs").get<int>(), k.syncs);
-    EXPECT_EQ(a.timing.host_syncs, k.syncs);
+    const auto sa = check("attention", a);
     EXPECT_EQ(a.timing.staging_waits, sa.at("staging_waits").get<int>());
     EXPECT_GT(a.timing.gptq_s, 0.0);
     ModuleResult m = gpu->measure_mlp(layer, a.target, "m", opts);
-    const auto sm = gpu->module_stats();
-    std::printf("%s mlp: %s\n", k.name, sm.dump().c_str());
-    EXPECT_EQ(sm.at("host_syncs").get<int>(), k.syncs);
-    EXPECT_EQ(m.timing.host_syncs, k.syncs);
-    if (first.empty()) {
-      first.push_back(std::move(a));
-      first.push_back(std::move(m));
-    } else {
-      test::expect_measurements_identical(a, first[0]);
-      test::expect_measurements_identical(m, first[1]);
-    }
+    check("mlp", m);
+    expect_same_as_first_case(first, std::move(a), std::move(m),
+                              [](const ModuleResult& got, const ModuleResult& want) {
+                                test::expect_measurements_identical(got, want);
+                              });
   }
 }
 
@@ -289,13 +299,10 @@ TEST(CudaEngineSynthetic, QuantizationWaitsOnceForTheHostPerModule) {
                                       {c.hidden_size, c.q_dim()}});
     QuantStep m = gpu->quantize_mlp(layer, 0, a.output, mlp_option_table()[9]);
     check("mlp");
-    if (first.empty()) {
-      first.push_back(std::move(a));
-      first.push_back(std::move(m));
-    } else {
-      test::expect_packed_identical(a, first[0]);
-      test::expect_packed_identical(m, first[1]);
-    }
+    expect_same_as_first_case(first, std::move(a), std::move(m),
+                              [](const QuantStep& got, const QuantStep& want) {
+                                test::expect_packed_identical(got, want);
+                              });
   }
 }
 
