@@ -1,4 +1,5 @@
-// Split-K decode attention (attention_decode.h). Block (split, kv head, chunk of <= 8 q heads),
+// Split-K decode attention (attention_decode.h), SIMT kernel: the f32 cache and the shapes the
+// tensor-core kernel (attention_decode_mma.cu, taken where it applies) does not serve. Block (split, kv head, chunk of <= 8 q heads),
 // 256 threads; keys of the split go through shared memory in tiles of 16 KB of K and 16 KB of
 // V, two stages deep (16-byte cp.async.cg). Per tile:
 //   1. scores: thread (key, part) dots its part of the key row with every q head of the block
@@ -13,10 +14,15 @@
 // keys are requested before pdl_wait, overlapping the previous kernel's tail.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "backend/cuda/attention_decode.h"
+#include "backend/cuda/attention_decode_mma.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/mma_utils.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace exq::cuda {
@@ -33,8 +39,6 @@ constexpr int kBlocksPerSm = 2;
 
 __host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr size_t align16(size_t v) { return (v + 15) / 16 * 16; }
-// Floats per partial state (o [head_dim], m, l): 16-byte rows when head_dim % 4 == 0.
-__host__ __device__ constexpr int partial_stride(int head_dim) { return (head_dim + 2 + 3) / 4 * 4; }
 
 // Shared memory layout, the same on host and device.
 struct Plan {
@@ -71,16 +75,6 @@ struct Plan {
     total = stat_off + (3 * kGroup + kGroup * kDecodeMaxSplits + 4) * 4;
   }
 };
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // VEC consecutive elements of shared memory as floats (VEC * sizeof(C) == 16, or VEC == 1).
 template <typename C, int VEC>
@@ -165,8 +159,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
           const int r = i / NV, c = i - r * NV;
           if (fused && kb + r == pos) continue;
           const size_t src = static_cast<size_t>(kb + r) * D + c * VEC;
-          cp_async16(ks + r * plan.row + c * VEC, k_head + src);
-          cp_async16(vs + r * plan.row + c * VEC, v_head + src);
+          cp_async_16(ks + r * plan.row + c * VEC, k_head + src, true);
+          cp_async_16(vs + r * plan.row + c * VEC, v_head + src, true);
         }
       } else {
         for (int i = tid; i < rows * D; i += kThreads) {
@@ -357,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   __syncthreads();
 
   const bool single = used == 1;
-  const int stride = partial_stride(D);  // o [D], then m, l
+  const int stride = attention_decode_partial_stride(D);  // o [D], then m, l
   for (int i = tid; i < gn * D; i += kThreads) {
     const int g = i / D, d = i - g * D;
     float o = 0.0f;
@@ -499,12 +493,12 @@ void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
 }  // namespace
 
 size_t attention_decode_workspace_floats(int heads, int head_dim) {
-  return static_cast<size_t>(heads) * kDecodeMaxSplits * partial_stride(head_dim) +
+  return static_cast<size_t>(heads) * kDecodeMaxSplits * attention_decode_partial_stride(head_dim) +
          static_cast<size_t>(heads);
 }
 
 void attention_decode_reset_cuda(float* workspace, int heads, int head_dim, cudaStream_t stream) {
-  const size_t off = static_cast<size_t>(heads) * kDecodeMaxSplits * partial_stride(head_dim);
+  const size_t off = static_cast<size_t>(heads) * kDecodeMaxSplits * attention_decode_partial_stride(head_dim);
   CUDA_CHECK(cudaMemsetAsync(workspace + off, 0, static_cast<size_t>(heads) * sizeof(float), stream));
 }
 
@@ -522,6 +516,19 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
   const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
   const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
+  if constexpr (std::is_same_v<C, __half>) {
+    // EXQ_ATTN_DECODE=simt: this kernel everywhere (A/B timing).
+    static const bool env_simt = [] {
+      const char* e = std::getenv("EXQ_ATTN_DECODE");
+      return e != nullptr && std::strcmp(e, "simt") == 0;
+    }();
+    if (!a.simt && !env_simt &&
+        attention_decode_mma_supports(a.heads, a.kv_heads, a.head_dim, a.k_cache, a.v_cache, a.out,
+                                      a.workspace)) {
+      attention_decode_mma_cuda(a, splits, stream);
+      return;
+    }
+  }
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec = (static_cast<size_t>(a.head_dim) * sizeof(C)) % 16 == 0 && aligned(a.k_cache) &&
                    aligned(a.v_cache) && aligned(a.workspace);

@@ -17,6 +17,11 @@ namespace exq::cuda {
 
 inline constexpr int kDecodeMaxSplits = 64;  // KV splits per kv head at most
 
+// Floats per partial state in the workspace: o [head_dim], m, l, rounded up to a multiple of 4.
+__host__ __device__ constexpr int attention_decode_partial_stride(int head_dim) {
+  return (head_dim + 2 + 3) / 4 * 4;
+}
+
 // Arguments of one launch. C in {float, __half}.
 template <typename C>
 struct DecodeAttention {
@@ -45,6 +50,9 @@ struct DecodeAttention {
   int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor
   float scale = 1.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
+  // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim
+  // 64 or 128, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
+  bool simt = false;
 };
 
 // Workspace: partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a

@@ -14,6 +14,7 @@
 #include "backend/cuda/exl2_decode.cuh"
 #include "backend/cuda/exl2_device.cuh"
 #include "backend/cuda/exl2_launchers.h"
+#include "backend/cuda/mma_utils.cuh"
 
 namespace exq::cuda::exl2 {
 
@@ -36,15 +37,6 @@ __device__ __forceinline__ void mma_16816_zero(float (&c)[4], const uint32_t (&a
       "{%8,%9}, {%10,%10,%10,%10};\n"
       : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(z));
-}
-
-// c += a * b.
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Ring depth per bit width: stages held in registers (up to 16 warps per multiprocessor cover

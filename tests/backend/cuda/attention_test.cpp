@@ -208,7 +208,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
       DeviceTensor dq = upload(q), dkn = upload(k), dvn = upload(v);
       const int32_t pos32 = pos;
       CUDA_CHECK(cudaMemcpyAsync(dpos.raw(), &pos32, sizeof(pos32), cudaMemcpyHostToDevice, stream()));
-      auto run = [&](auto* kc, auto* vc) {
+      auto run = [&](auto* kc, auto* vc, bool simt) {
         using C = std::remove_pointer_t<decltype(kc)>;
         DecodeAttention<C> a;
         a.q = dq.view().data<float>();
@@ -229,16 +229,23 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         a.splits = c.splits;
         a.scale = scale;
         a.pdl = true;
+        a.simt = simt;
         attention_decode_cuda(a, stream());
       };
-      if (dtype == DType::F16)
-        run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()));
-      else
-        run(dk.view().data<float>(), dv.view().data<float>());
       const std::string what = "fused H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
                                " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos) + " " +
                                std::string(dtype_name(dtype));
-      test::expect_close(want, download(dout), 3e-5, 1e-4, what);
+      if (dtype == DType::F16) {
+        // Both kernels on the same step (the tensor-core one where it applies, then the SIMT
+        // one): each rewrites row pos with the same values.
+        for (bool simt : {false, true}) {
+          run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()), simt);
+          test::expect_close(want, download(dout), 3e-5, 1e-4, what + (simt ? " simt" : " default"));
+        }
+      } else {
+        run(dk.view().data<float>(), dv.view().data<float>(), true);
+        test::expect_close(want, download(dout), 3e-5, 1e-4, what);
+      }
       // The appended rows (f16 rounding of a 1-ulp f32 difference may differ by one f16 ulp).
       const Tensor gk = download(dk), gv = download(dv);
       for (int64_t h = 0; h < c.kv_heads; ++h)

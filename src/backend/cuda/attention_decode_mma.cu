@@ -1,0 +1,416 @@
+// Tensor-core decode attention for an f16 cache, head_dim 64 or 128 and up to 16 q heads per kv
+// head (attention_decode_mma.h). Block (split, kv head), 4 warps; a split holds a multiple of
+// 128 keys, warp w takes the split's 32-key chunks w, w + 4, ... Per chunk, in one warp and
+// without block barriers:
+//   S = Q K^T  (mma m16n8k16: the group's q heads are the 16 rows, zero-padded),
+//   online softmax in base 2 over the chunk (rows live in quads of lanes),
+//   O += P V   (P straight from the S fragments; V through ldmatrix.trans).
+// f16 operands hold q and p as hi + lo pairs (two mma each), so scores and outputs keep f32
+// accuracy: the cache values are exact in f16 and the mma accumulates in f32. The warps'
+// states are combined in warp order through shared memory; splits are merged in split order by
+// the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
+// this kernel shares. At 128 keys or fewer a kv head is one block and needs no merge.
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cuda/attention_decode_mma.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/mma_utils.cuh"
+#include "backend/cuda/pdl.cuh"
+
+namespace exq::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kChunk = 32;                      // keys per warp chunk
+constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
+constexpr int kRows = 16;                       // mma rows: q heads of the kv head
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr unsigned kFull = 0xffffffffu;
+
+__host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
+
+// Shared memory: per warp a K and a V chunk [kChunk][P]; q hi and lo [kRows][P] (f16); the new
+// key and value rows (f16); per warp m and l [kRows]; merge weights [kRows][kDecodeMaxSplits];
+// the "last block" flag. The warps' outputs [kWarps][kRows][D] f32 reuse the chunk area.
+template <int D>
+struct Smem {
+  static constexpr int P = D + 8;  // row pitch in halves: ldmatrix rows in distinct banks
+  static constexpr size_t chunk_halves = 2 * static_cast<size_t>(kChunk) * P;
+  static constexpr size_t kv = 0;
+  static constexpr size_t q = kv + kWarps * chunk_halves * 2;
+  static constexpr size_t knew = q + 2 * static_cast<size_t>(kRows) * P * 2;
+  static constexpr size_t stats = knew + 2 * static_cast<size_t>(D) * 2;
+  static constexpr size_t merge = stats + 2 * kWarps * kRows * 4;
+  static constexpr size_t flag = merge + static_cast<size_t>(kRows) * kDecodeMaxSplits * 4;
+  static constexpr size_t total = flag + 16;
+  static_assert(static_cast<size_t>(kWarps) * kRows * D * 4 <= q - kv, "outputs fit the chunk area");
+};
+
+__device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
+  hi = __float2half_rn(x);
+  lo = __float2half_rn(x - __half2float(hi));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    attention_decode_mma_kernel(const DecodeAttention<__half> a, int splits) {
+  using L = Smem<D>;
+  constexpr int P = L::P;
+  constexpr int kPieces = D / 8;  // 16-byte pieces per cache row
+  extern __shared__ __align__(16) unsigned char smem[];
+  pdl_trigger();
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int kvh = blockIdx.y, split = blockIdx.x;
+  const int group = a.heads / a.kv_heads;
+  const int h0 = kvh * group;
+
+  // Fused: the position and the old keys are read before pdl_wait (attention_decode.h).
+  const bool fused = a.k_new != nullptr;
+  const bool early = fused || !a.pdl;
+  if (!early) pdl_wait();
+  const int pos = a.position_ptr ? *a.position_ptr : a.position;
+  const int kv_len = pos + 1;
+  const int per = div_up(div_up(kv_len, splits), kKeysPerRound) * kKeysPerRound;
+  const int used = div_up(kv_len, per);
+  if (split >= used) return;
+  const int k0 = split * per, k1 = min(k0 + per, kv_len);
+  const int chunks = div_up(k1 - k0, kChunk);
+  const bool owns_new = fused && k1 == kv_len;
+
+  __half* ks = reinterpret_cast<__half*>(smem + L::kv) + warp * L::chunk_halves;
+  __half* vs = ks + kChunk * P;
+  __half* q_hi = reinterpret_cast<__half*>(smem + L::q);
+  __half* q_lo = q_hi + kRows * P;
+  __half* knew_s = reinterpret_cast<__half*>(smem + L::knew);
+  __half* vnew_s = knew_s + D;
+  float* m_w = reinterpret_cast<float*>(smem + L::stats);
+  float* l_w = m_w + kWarps * kRows;
+  float* merge_w = reinterpret_cast<float*>(smem + L::merge);
+  int* last_s = reinterpret_cast<int*>(smem + L::flag);
+
+  const size_t head_off = static_cast<size_t>(kvh) * a.capacity * D;
+  const __half* k_head = a.k_cache + head_off;
+  const __half* v_head = a.v_cache + head_off;
+
+  // Chunk c of this warp into its buffers; rows past the split are zeros (p = 0 must not meet
+  // stale values), the new key's row is written separately.
+  auto issue = [&](int c) {
+    const int kb = k0 + c * kChunk;
+    for (int i = lane; i < kChunk * kPieces; i += 32) {
+      const int r = i / kPieces, col = i % kPieces;
+      const int key = kb + r;
+      const bool valid = key < k1 && !(fused && key == pos);
+      const size_t src = static_cast<size_t>(valid ? key : k0) * D + col * 8;
+      cp_async_16(ks + r * P + col * 8, k_head + src, valid);
+      cp_async_16(vs + r * P + col * 8, v_head + src, valid);
+    }
+    cp_async_commit();
+  };
+
+  if (early && warp < chunks) issue(warp);
+
+  // q of the group, rotated when fused, times scale * log2(e), as f16 hi + lo; rows past the
+  // group are zeros. Thread t holds dim t % D of rows t / D, t / D + kThreads / D, ...: one
+  // cos / sin pair (read before pdl_wait when fused), and every load is issued before the first
+  // use, so q costs one round trip after the wait.
+  static_assert(kThreads % D == 0, "a thread's elements share one dim");
+  constexpr int kPer = kRows * D / kThreads, kRowStep = kThreads / D;
+  const int half = D / 2, qd = tid % D, j = qd < half ? qd : qd - half, r0 = tid / D;
+  float cs = 1.0f, sn = 0.0f;
+  if (fused) {
+    cs = a.cos[static_cast<size_t>(pos) * half + j];
+    sn = a.sin[static_cast<size_t>(pos) * half + j];
+  }
+  pdl_wait();
+  if (!early && warp < chunks) issue(warp);
+  float x1[kPer], x2[kPer], kn1 = 0.0f, kn2 = 0.0f, vn = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int r = r0 + k * kRowStep;
+    x1[k] = x2[k] = 0.0f;
+    if (r < group) {
+      const float* qr = a.q + static_cast<size_t>(h0 + r) * D;
+      x1[k] = qr[fused ? j : qd];
+      if (fused) x2[k] = qr[j + half];
+    }
+  }
+  const bool new_row = owns_new && r0 == 0;  // threads [0, D) write the new key and value
+  if (new_row) {
+    kn1 = a.k_new[static_cast<size_t>(kvh) * D + j];
+    kn2 = a.k_new[static_cast<size_t>(kvh) * D + j + half];
+    vn = a.v_new[static_cast<size_t>(kvh) * D + qd];
+  }
+  auto rotate = [&](float u1, float u2) { return qd < half ? u1 * cs - u2 * sn : u2 * cs + u1 * sn; };
+  const float qscale = a.scale * kLog2e;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int r = r0 + k * kRowStep;
+    const float v = r < group ? (fused ? rotate(x1[k], x2[k]) : x1[k]) * qscale : 0.0f;
+    split_half(v, q_hi[r * P + qd], q_lo[r * P + qd]);
+  }
+  if (new_row) {
+    const __half kc = __float2half_rn(rotate(kn1, kn2));
+    const __half vc = __float2half_rn(vn);
+    knew_s[qd] = kc;
+    vnew_s[qd] = vc;
+    const size_t row = head_off + static_cast<size_t>(pos) * D;
+    a.k_cache[row + qd] = kc;
+    a.v_cache[row + qd] = vc;
+  }
+  __syncthreads();
+
+  const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
+  uint32_t qh[D / 16][4], ql[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int at = (r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8;
+    ldmatrix_x4(qh[kk], q_hi + at);
+    ldmatrix_x4(ql[kk], q_lo + at);
+  }
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+
+  for (int c = warp; c < chunks; c += kWarps) {
+    if (c != warp) issue(c);
+    cp_async_wait<0>();
+    const int kb = k0 + c * kChunk;
+    if (owns_new && pos - kb < kChunk) {  // the new key's row (its copy was skipped)
+      const int r = pos - kb;
+      for (int d = lane; d < D; d += 32) {
+        ks[r * P + d] = knew_s[d];
+        vs[r * P + d] = vnew_s[d];
+      }
+    }
+    __syncwarp();
+
+    float s[kChunk / 8][4];
+#pragma unroll
+    for (int i = 0; i < kChunk / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int nt = 0; nt < kChunk / 8; nt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, ks + (nt * 8 + r8 + (sel >> 1) * 8) * P + kk * 16 + (sel & 1) * 8);
+        mma_16816(s[nt], qh[kk], b[0], b[1]);
+        mma_16816(s[nt + 1], qh[kk], b[2], b[3]);
+        mma_16816(s[nt], ql[kk], b[0], b[1]);
+        mma_16816(s[nt + 1], ql[kk], b[2], b[3]);
+      }
+    }
+    if (kb + kChunk > k1) {  // keys past the split
+#pragma unroll
+      for (int nt = 0; nt < kChunk / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (kb + nt * 8 + 2 * tig + (e & 1) >= k1) s[nt][e] = -INFINITY;
+    }
+
+    // Online softmax; key kb is valid, so each row's max is finite from the first chunk on.
+    float mx[2] = {row_max[0], row_max[1]};
+#pragma unroll
+    for (int nt = 0; nt < kChunk / 8; ++nt) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
+    }
+    const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
+    float sum[2] = {0.0f, 0.0f};
+    uint32_t ph[kChunk / 16][4], pl[kChunk / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kChunk / 8; ++nt) {
+      float p[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) p[e] = exp2f(s[nt][e] - mx[e >> 1]);
+      sum[0] += p[0] + p[1];
+      sum[1] += p[2] + p[3];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        __half h0v, l0v, h1v, l1v;
+        split_half(p[2 * r], h0v, l0v);
+        split_half(p[2 * r + 1], h1v, l1v);
+        const __half2 hh = __halves2half2(h0v, h1v), ll = __halves2half2(l0v, l1v);
+        ph[nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&hh);
+        pl[nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      sum[r] += __shfl_xor_sync(kFull, sum[r], 1);
+      sum[r] += __shfl_xor_sync(kFull, sum[r], 2);
+      row_sum[r] = row_sum[r] * corr[r] + sum[r];
+      row_max[r] = mx[r];
+    }
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      o[dt][0] *= corr[0];
+      o[dt][1] *= corr[0];
+      o[dt][2] *= corr[1];
+      o[dt][3] *= corr[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < kChunk / 16; ++kk) {
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vs + (kk * 16 + r8 + (sel & 1) * 8) * P + dt * 8 + (sel >> 1) * 8);
+        mma_16816(o[dt], ph[kk], b[0], b[1]);
+        mma_16816(o[dt + 1], ph[kk], b[2], b[3]);
+        mma_16816(o[dt], pl[kk], b[0], b[1]);
+        mma_16816(o[dt + 1], pl[kk], b[2], b[3]);
+      }
+    }
+    __syncwarp();  // the buffers are refilled by the next chunk
+  }
+
+  // The warps' states through shared memory (the chunk area is free once every warp is done).
+  __syncthreads();
+  float* o_w = reinterpret_cast<float*>(smem + L::kv);  // [kWarps][kRows][D]
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = gid + 8 * r;
+    if (row >= group) continue;
+    float* dst = o_w + (warp * kRows + row) * D;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<float2*>(dst + dt * 8 + 2 * tig) = make_float2(o[dt][2 * r], o[dt][2 * r + 1]);
+    if (tig == 0) {
+      m_w[warp * kRows + row] = row_max[r];
+      l_w[warp * kRows + row] = row_sum[r];
+    }
+  }
+  __syncthreads();
+
+  const bool single = used == 1;
+  const int stride = attention_decode_partial_stride(D);
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, m_w[w * kRows + r]);
+    float ov = 0.0f, l = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = exp2f(m_w[w * kRows + r] - m);  // 0 for a warp without keys
+      ov += f * o_w[(w * kRows + r) * D + d];
+      l += f * l_w[w * kRows + r];
+    }
+    const int h = h0 + r;
+    if (single) {
+      a.out[static_cast<size_t>(h) * D + d] = ov / l;
+    } else {
+      float* dst = a.workspace + (static_cast<size_t>(h) * kDecodeMaxSplits + split) * stride;
+      dst[d] = ov;
+      if (d == 0) {
+        dst[D] = m;
+        dst[D + 1] = l;
+      }
+    }
+  }
+  if (single) return;
+
+  // The last block of this kv head merges the splits in order.
+  __threadfence();
+  __syncthreads();
+  unsigned* counter =
+      reinterpret_cast<unsigned*>(a.workspace + static_cast<size_t>(a.heads) * kDecodeMaxSplits * stride) +
+      kvh;
+  if (tid == 0) *last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(used - 1);
+  __syncthreads();
+  if (!*last_s) return;
+  __threadfence();
+  for (int r = warp; r < group; r += kWarps) {  // merge weights 2^(m_s - m) / l of head r
+    const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + D;
+    float ms[kDecodeMaxSplits / 32], ls[kDecodeMaxSplits / 32];
+    float m_all = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
+      const int sp = lane + 32 * i;
+      ms[i] = -INFINITY;
+      ls[i] = 0.0f;
+      if (sp < used) {
+        ms[i] = __ldcg(ph + sp * stride);
+        ls[i] = __ldcg(ph + sp * stride + 1);
+      }
+      m_all = fmaxf(m_all, ms[i]);
+    }
+    m_all = warp_max(m_all);
+    float w[kDecodeMaxSplits / 32], l_all = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
+      w[i] = lane + 32 * i < used ? exp2f(ms[i] - m_all) : 0.0f;
+      l_all += ls[i] * w[i];
+    }
+    l_all = warp_sum(l_all);
+#pragma unroll
+    for (int i = 0; i < kDecodeMaxSplits / 32; ++i)
+      if (lane + 32 * i < used) merge_w[r * kDecodeMaxSplits + lane + 32 * i] = w[i] / l_all;
+  }
+  __syncthreads();
+  // Thread per 4 outputs: splits in order, 8 loads in flight.
+  constexpr int kBatch = 8;
+  for (int item = tid; item < group * (D / 4); item += kThreads) {
+    const int r = item / (D / 4), d = (item % (D / 4)) * 4;
+    const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + d;
+    const float* wr = merge_w + r * kDecodeMaxSplits;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int sp0 = 0; sp0 < used; sp0 += kBatch) {
+      float4 v[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (sp0 + u < used) v[u] = __ldcg(reinterpret_cast<const float4*>(ph + (sp0 + u) * stride));
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        if (sp0 + u < used) {
+          const float f = wr[sp0 + u];
+          acc.x = fmaf(f, v[u].x, acc.x);
+          acc.y = fmaf(f, v[u].y, acc.y);
+          acc.z = fmaf(f, v[u].z, acc.z);
+          acc.w = fmaf(f, v[u].w, acc.w);
+        }
+      }
+    }
+    *reinterpret_cast<float4*>(a.out + static_cast<size_t>(h0 + r) * D + d) = acc;
+  }
+  if (tid == 0) *counter = 0u;  // ready for the next launch
+}
+
+template <int D>
+void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
+  constexpr size_t smem = Smem<D>::total;
+  auto kernel = attention_decode_mma_kernel<D>;
+  if constexpr (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
+  launch_pdl(a.pdl, kernel, grid, dim3(kThreads), smem, stream, a, splits);
+}
+
+}  // namespace
+
+bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
+                                   const void* v_cache, const void* out, const void* workspace) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (head_dim == 64 || head_dim == 128) && kv_heads > 0 && heads % kv_heads == 0 &&
+         heads / kv_heads <= kRows && aligned(k_cache) && aligned(v_cache) && aligned(out) &&
+         aligned(workspace);
+}
+
+void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
+  if (a.head_dim == 64)
+    launch<64>(a, splits, stream);
+  else
+    launch<128>(a, splits, stream);
+}
+
+}  // namespace exq::cuda

@@ -1,0 +1,19 @@
+// Tensor-core variant of the split-K decode attention (attention_decode_mma.cu) for the f16
+// cache: same arguments, workspace and results (within f32 rounding) as the SIMT kernel, which
+// attention_decode_cuda falls back to where this one does not apply.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/attention_decode.h"
+
+namespace exq::cuda {
+
+// head_dim 64 or 128, at most 16 q heads per kv head, 16-byte aligned caches, out and workspace.
+bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
+                                   const void* v_cache, const void* out, const void* workspace);
+
+// `splits`: the grid's blocks per kv head (attention_decode_splits).
+void attention_decode_mma_cuda(const DecodeAttention<__half>& args, int splits, cudaStream_t stream);
+
+}  // namespace exq::cuda
