@@ -20,6 +20,7 @@
 
 #include "backend/cuda/attention_decode.h"
 #include "backend/cuda/attention_decode_mma.h"
+#include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/mma_utils.cuh"
@@ -371,42 +372,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (single) return;
 
   // The last block of this (kv head, chunk) merges the splits in order.
-  __threadfence();
-  __syncthreads();
   unsigned* counter = reinterpret_cast<unsigned*>(a.workspace + static_cast<size_t>(a.heads) *
                                                                     kDecodeMaxSplits * stride) +
                       blockIdx.y * gridDim.z + blockIdx.z;
-  if (tid == 0) *last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(used - 1);
-  __syncthreads();
-  if (!*last_s) return;
-  __threadfence();
-  if (warp < gn) {  // merge weights exp(m_s - m) / l of head `warp`
-    const float* ph = a.workspace + static_cast<size_t>(h0 + warp) * kDecodeMaxSplits * stride + D;
-    float ms[kDecodeMaxSplits / 32], ls[kDecodeMaxSplits / 32];
-    float m_all = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
-      const int sp = lane + 32 * i;
-      ms[i] = -INFINITY;
-      ls[i] = 0.0f;
-      if (sp < used) {
-        ms[i] = __ldcg(ph + sp * stride);
-        ls[i] = __ldcg(ph + sp * stride + 1);
-      }
-      m_all = fmaxf(m_all, ms[i]);
-    }
-    m_all = warp_max(m_all);
-    float w[kDecodeMaxSplits / 32], l_all = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
-      w[i] = lane + 32 * i < used ? expf(ms[i] - m_all) : 0.0f;
-      l_all += ls[i] * w[i];
-    }
-    l_all = warp_sum(l_all);
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i)
-      if (lane + 32 * i < used) merge_w[warp * kDecodeMaxSplits + lane + 32 * i] = w[i] / l_all;
-  }
+  if (!last_of_splits(counter, static_cast<unsigned>(used), last_s)) return;
+  if (warp < gn)  // merge weights exp(m_s - m) / l of head `warp`
+    split_merge_weights<false>(a.workspace + static_cast<size_t>(h0 + warp) * kDecodeMaxSplits * stride + D,
+                               stride, used, merge_w + warp * kDecodeMaxSplits);
   __syncthreads();
   // Thread (item of MW outputs, lane): splits lane, lane + lanes, ... with kBatch loads in
   // flight; the lanes' sums are then added in lane order (deterministic).

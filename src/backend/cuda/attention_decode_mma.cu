@@ -14,9 +14,10 @@
 #include <cstdint>
 
 #include "backend/cuda/attention_decode_mma.h"
+#include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
-#include "backend/cuda/mma_utils.cuh"
+#include "backend/cuda/softmax_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace exq::cuda {
@@ -28,7 +29,6 @@ constexpr int kChunk = 32;                      // keys per warp chunk
 constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
 constexpr int kRows = 16;                       // mma rows: q heads of the kv head
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr unsigned kFull = 0xffffffffu;
 
 __host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
 
@@ -164,12 +164,12 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
-  uint32_t qh[D / 16][4], ql[D / 16][4];
+  uint32_t qf[2][D / 16][4];  // hi, lo
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const int at = (r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8;
-    ldmatrix_x4(qh[kk], q_hi + at);
-    ldmatrix_x4(ql[kk], q_lo + at);
+    ldmatrix_x4(qf[0][kk], q_hi + at);
+    ldmatrix_x4(qf[1][kk], q_lo + at);
   }
   float o[D / 8][4];
 #pragma unroll
@@ -192,18 +192,7 @@ __global__ void __launch_bounds__(kThreads)
     float s[kChunk / 8][4];
 #pragma unroll
     for (int i = 0; i < kChunk / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int nt = 0; nt < kChunk / 8; nt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4(b, ks + (nt * 8 + r8 + (sel >> 1) * 8) * P + kk * 16 + (sel & 1) * 8);
-        mma_16816(s[nt], qh[kk], b[0], b[1]);
-        mma_16816(s[nt + 1], qh[kk], b[2], b[3]);
-        mma_16816(s[nt], ql[kk], b[0], b[1]);
-        mma_16816(s[nt + 1], ql[kk], b[2], b[3]);
-      }
-    }
+    mma_qk(s, qf, ks, P);
     if (kb + kChunk > k1) {  // keys past the split
 #pragma unroll
       for (int nt = 0; nt < kChunk / 8; ++nt)
@@ -213,20 +202,11 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // Online softmax; key kb is valid, so each row's max is finite from the first chunk on.
-    float mx[2] = {row_max[0], row_max[1]};
-#pragma unroll
-    for (int nt = 0; nt < kChunk / 8; ++nt) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
-    }
+    float mx[2];
+    quad_row_max(s, row_max, mx);
     const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
     float sum[2] = {0.0f, 0.0f};
-    uint32_t ph[kChunk / 16][4], pl[kChunk / 16][4];
+    uint32_t pf[2][kChunk / 16][4];  // hi, lo
 #pragma unroll
     for (int nt = 0; nt < kChunk / 8; ++nt) {
       float p[4];
@@ -240,36 +220,12 @@ __global__ void __launch_bounds__(kThreads)
         split_half(p[2 * r], h0v, l0v);
         split_half(p[2 * r + 1], h1v, l1v);
         const __half2 hh = __halves2half2(h0v, h1v), ll = __halves2half2(l0v, l1v);
-        ph[nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&hh);
-        pl[nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
+        pf[0][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&hh);
+        pf[1][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 1);
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 2);
-      row_sum[r] = row_sum[r] * corr[r] + sum[r];
-      row_max[r] = mx[r];
-    }
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      o[dt][0] *= corr[0];
-      o[dt][1] *= corr[0];
-      o[dt][2] *= corr[1];
-      o[dt][3] *= corr[1];
-    }
-#pragma unroll
-    for (int kk = 0; kk < kChunk / 16; ++kk) {
-#pragma unroll
-      for (int dt = 0; dt < D / 8; dt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, vs + (kk * 16 + r8 + (sel & 1) * 8) * P + dt * 8 + (sel >> 1) * 8);
-        mma_16816(o[dt], ph[kk], b[0], b[1]);
-        mma_16816(o[dt + 1], ph[kk], b[2], b[3]);
-        mma_16816(o[dt], pl[kk], b[0], b[1]);
-        mma_16816(o[dt + 1], pl[kk], b[2], b[3]);
-      }
-    }
+    softmax_advance(o, row_sum, row_max, sum, mx, corr);
+    mma_pv(o, pf, vs, P);
     __syncwarp();  // the buffers are refilled by the next chunk
   }
 
@@ -320,42 +276,13 @@ __global__ void __launch_bounds__(kThreads)
   if (single) return;
 
   // The last block of this kv head merges the splits in order.
-  __threadfence();
-  __syncthreads();
   unsigned* counter =
       reinterpret_cast<unsigned*>(a.workspace + static_cast<size_t>(a.heads) * kDecodeMaxSplits * stride) +
       kvh;
-  if (tid == 0) *last_s = atomicAdd(counter, 1u) == static_cast<unsigned>(used - 1);
-  __syncthreads();
-  if (!*last_s) return;
-  __threadfence();
-  for (int r = warp; r < group; r += kWarps) {  // merge weights 2^(m_s - m) / l of head r
-    const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + D;
-    float ms[kDecodeMaxSplits / 32], ls[kDecodeMaxSplits / 32];
-    float m_all = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
-      const int sp = lane + 32 * i;
-      ms[i] = -INFINITY;
-      ls[i] = 0.0f;
-      if (sp < used) {
-        ms[i] = __ldcg(ph + sp * stride);
-        ls[i] = __ldcg(ph + sp * stride + 1);
-      }
-      m_all = fmaxf(m_all, ms[i]);
-    }
-    m_all = warp_max(m_all);
-    float w[kDecodeMaxSplits / 32], l_all = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i) {
-      w[i] = lane + 32 * i < used ? exp2f(ms[i] - m_all) : 0.0f;
-      l_all += ls[i] * w[i];
-    }
-    l_all = warp_sum(l_all);
-#pragma unroll
-    for (int i = 0; i < kDecodeMaxSplits / 32; ++i)
-      if (lane + 32 * i < used) merge_w[r * kDecodeMaxSplits + lane + 32 * i] = w[i] / l_all;
-  }
+  if (!last_of_splits(counter, static_cast<unsigned>(used), last_s)) return;
+  for (int r = warp; r < group; r += kWarps)  // merge weights 2^(m_s - m) / l of head r
+    split_merge_weights<true>(a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + D,
+                              stride, used, merge_w + r * kDecodeMaxSplits);
   __syncthreads();
   // Thread per 4 outputs: splits in order, 8 loads in flight.
   constexpr int kBatch = 8;

@@ -10,7 +10,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/launchers.h"
-#include "backend/cuda/mma_utils.cuh"
+#include "backend/cuda/softmax_mma.cuh"
 
 namespace exq::cuda {
 namespace {
@@ -18,7 +18,6 @@ namespace {
 constexpr int kBlockM = 64;  // queries per block (16 per warp)
 constexpr int kBlockN = 64;  // keys per tile
 constexpr int kFlashThreads = 128;
-constexpr unsigned kFull = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Row pitch in halves: 8 extra halves put the 8 rows an ldmatrix phase reads in distinct banks
@@ -90,7 +89,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
   }
 
-  uint32_t qf[D / 16][4];
+  uint32_t qf[1][D / 16][4];
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -110,7 +109,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(qf[kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
+        ldmatrix_x4(qf[0][kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
     }
     const __half* ks = k_s + (j & 1) * kBlockN * P;
     const __half* vs = v_s + (j & 1) * kBlockN * P;
@@ -118,16 +117,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; nt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4(b, ks + (nt * 8 + r8 + (sel >> 1) * 8) * P + kk * 16 + (sel & 1) * 8);
-        mma_16816(s[nt], qf[kk], b[0], b[1]);
-        mma_16816(s[nt + 1], qf[kk], b[2], b[3]);
-      }
-    }
+    mma_qk(s, qf, ks, P);
     // Tiles reaching past the first query's position: keys after a query's position are
     // masked (this also masks the zero-filled keys >= kv_len for every real query). Key 0 is
     // never masked, so each row's max is finite from the first tile on.
@@ -143,53 +133,22 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
 
     // Online softmax (base 2: q carries log2(e)); each row lives in one quad of lanes.
-    float mx[2] = {row_max[0], row_max[1]};
-#pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
-    }
+    float mx[2];
+    quad_row_max(s, row_max, mx);
     const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
     float sum[2] = {0.0f, 0.0f};
-    uint32_t pf[kBlockN / 16][4];
+    uint32_t pf[1][kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
       const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
       const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
       sum[0] += p0 + p1;
       sum[1] += p2 + p3;
-      pf[nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
-      pf[nt / 2][(nt & 1) * 2 + 1] = pack_half2(p2, p3);
+      pf[0][nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
+      pf[0][nt / 2][(nt & 1) * 2 + 1] = pack_half2(p2, p3);
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 1);
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 2);
-      row_sum[r] = row_sum[r] * corr[r] + sum[r];
-      row_max[r] = mx[r];
-    }
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      o[dt][0] *= corr[0];
-      o[dt][1] *= corr[0];
-      o[dt][2] *= corr[1];
-      o[dt][3] *= corr[1];
-    }
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-#pragma unroll
-      for (int dt = 0; dt < D / 8; dt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, vs + (kk * 16 + r8 + (sel & 1) * 8) * P + dt * 8 + (sel >> 1) * 8);
-        mma_16816(o[dt], pf[kk], b[0], b[1]);
-        mma_16816(o[dt + 1], pf[kk], b[2], b[3]);
-      }
-    }
+    softmax_advance(o, row_sum, row_max, sum, mx, corr);
+    mma_pv(o, pf, vs, P);
     __syncthreads();  // this tile's buffers are refilled two iterations on
   }
 

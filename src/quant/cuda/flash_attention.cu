@@ -6,7 +6,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
-#include "backend/cuda/mma_utils.cuh"
+#include "backend/cuda/softmax_mma.cuh"
 #include "quant/cuda/flash_attention.h"
 
 namespace exq::quant::cuda {
@@ -15,7 +15,6 @@ namespace {
 constexpr int kBlockM = 64;  // queries per block (16 per warp)
 constexpr int kBlockN = 64;  // keys per tile
 constexpr int kThreads = 128;
-constexpr unsigned kFull = 0xffffffffu;
 
 // Shared row pitch in halves: 8 extra halves move consecutive rows 4 banks apart, so the 8 rows
 // an ldmatrix phase reads hit distinct banks; rows stay 16-byte aligned for cp.async.
@@ -34,8 +33,11 @@ using exq::cuda::cp_async_commit;
 using exq::cuda::cp_async_wait;
 using exq::cuda::ldmatrix_x4;
 using exq::cuda::ldmatrix_x4_trans;
-using exq::cuda::mma_16816;
+using exq::cuda::mma_pv;
+using exq::cuda::mma_qk;
 using exq::cuda::pack_half2;
+using exq::cuda::quad_row_max;
+using exq::cuda::softmax_advance;
 
 // A 64-row tile of a [T, D] head into shared memory; rows >= T are zeros.
 template <int D>
@@ -76,7 +78,7 @@ __global__ void __launch_bounds__(kThreads)
   load_tile<D>(v_s, vh, 0, T);
   cp_async_commit();
 
-  uint32_t qf[D / 16][4];
+  uint32_t qf[1][D / 16][4];
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(kThreads)
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(qf[kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
+        ldmatrix_x4(qf[0][kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
     }
     const __half* ks = k_s + (j & 1) * kBlockN * P;
     const __half* vs = v_s + (j & 1) * kBlockN * P;
@@ -104,16 +106,7 @@ __global__ void __launch_bounds__(kThreads)
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; nt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4(b, ks + (nt * 8 + r8 + (sel >> 1) * 8) * P + kk * 16 + (sel & 1) * 8);
-        mma_16816(s[nt], qf[kk], b[0], b[1]);
-        mma_16816(s[nt + 1], qf[kk], b[2], b[3]);
-      }
-    }
+    mma_qk(s, qf, ks, P);
     if (j == m_block) {  // the diagonal tile: keys after the query are masked
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt)
@@ -126,53 +119,22 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // Online softmax (base 2: q carries log2(e)); each row lives in one quad of lanes.
-    float mx[2] = {row_max[0], row_max[1]};
-#pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFull, mx[r], 2));
-    }
+    float mx[2];
+    quad_row_max(s, row_max, mx);
     const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
     float sum[2] = {0.0f, 0.0f};
-    uint32_t pf[kBlockN / 16][4];
+    uint32_t pf[1][kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
       const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
       const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
       sum[0] += p0 + p1;
       sum[1] += p2 + p3;
-      pf[nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
-      pf[nt / 2][(nt & 1) * 2 + 1] = pack_half2(p2, p3);
+      pf[0][nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
+      pf[0][nt / 2][(nt & 1) * 2 + 1] = pack_half2(p2, p3);
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 1);
-      sum[r] += __shfl_xor_sync(kFull, sum[r], 2);
-      row_sum[r] = row_sum[r] * corr[r] + sum[r];
-      row_max[r] = mx[r];
-    }
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      o[dt][0] *= corr[0];
-      o[dt][1] *= corr[0];
-      o[dt][2] *= corr[1];
-      o[dt][3] *= corr[1];
-    }
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-#pragma unroll
-      for (int dt = 0; dt < D / 8; dt += 2) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, vs + (kk * 16 + r8 + (sel & 1) * 8) * P + dt * 8 + (sel >> 1) * 8);
-        mma_16816(o[dt], pf[kk], b[0], b[1]);
-        mma_16816(o[dt + 1], pf[kk], b[2], b[3]);
-      }
-    }
+    softmax_advance(o, row_sum, row_max, sum, mx, corr);
+    mma_pv(o, pf, vs, P);
     __syncthreads();  // this tile's buffers are refilled two iterations on
   }
 
