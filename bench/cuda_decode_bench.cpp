@@ -221,6 +221,7 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters) {
             {"fraction_of_floor", floor_ms / median(ms)},
             {"loop_tokens_per_s", iters / loop_s},
             {"graph_replays", st.graph_replays},
+            {"o_staged_layers", st.o_staged_layers},
             {"pdl", gpu::decode_pdl_enabled()},
             {"breakdown_eager", breakdown},
             {"breakdown_eager_total_ms", eager_ms}};

@@ -483,20 +483,24 @@ int attention_decode_splits(int heads, int kv_heads, int max_keys, int requested
   return s < 1 ? 1 : s;
 }
 
+bool attention_decode_uses_mma(const DecodeAttention<__half>& a) {
+  // EXQ_ATTN_DECODE=simt: the SIMT kernel everywhere (A/B timing).
+  static const bool env_simt = [] {
+    const char* e = std::getenv("EXQ_ATTN_DECODE");
+    return e != nullptr && std::strcmp(e, "simt") == 0;
+  }();
+  return !a.simt && !env_simt &&
+         attention_decode_mma_supports(a.heads, a.kv_heads, a.head_dim, a.k_cache, a.v_cache, a.out,
+                                       a.workspace);
+}
+
 template <typename C>
 void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
   const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
   const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
   if constexpr (std::is_same_v<C, __half>) {
-    // EXQ_ATTN_DECODE=simt: this kernel everywhere (A/B timing).
-    static const bool env_simt = [] {
-      const char* e = std::getenv("EXQ_ATTN_DECODE");
-      return e != nullptr && std::strcmp(e, "simt") == 0;
-    }();
-    if (!a.simt && !env_simt &&
-        attention_decode_mma_supports(a.heads, a.kv_heads, a.head_dim, a.k_cache, a.v_cache, a.out,
-                                      a.workspace)) {
+    if (attention_decode_uses_mma(a)) {
       attention_decode_mma_cuda(a, splits, stream);
       return;
     }

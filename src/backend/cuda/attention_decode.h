@@ -50,6 +50,13 @@ struct DecodeAttention {
   int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor
   float scale = 1.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
+  // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
+  // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], and 1.0 in
+  // xscale[0, xscale_n). Exact without a scale: |out| <= max |v| and the f16 cache holds v.
+  __half* xq16 = nullptr;
+  const int32_t* x_pos = nullptr;
+  float* xscale = nullptr;
+  int xscale_n = 0;
   // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim
   // 64 or 128, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
   bool simt = false;
@@ -67,5 +74,8 @@ int attention_decode_splits(int heads, int kv_heads, int max_keys, int requested
 
 template <typename C>
 void attention_decode_cuda(const DecodeAttention<C>& args, cudaStream_t stream);
+
+// Whether attention_decode_cuda takes the tensor-core kernel for these arguments.
+bool attention_decode_uses_mma(const DecodeAttention<__half>& args);
 
 }  // namespace exq::cuda

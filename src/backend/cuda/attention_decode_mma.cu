@@ -120,6 +120,13 @@ __global__ void __launch_bounds__(kThreads)
   static_assert(kThreads % D == 0, "a thread's elements share one dim");
   constexpr int kPer = kRows * D / kThreads, kRowStep = kThreads / D;
   const int half = D / 2, qd = tid % D, j = qd < half ? qd : qd - half, r0 = tid / D;
+  // The staged-x positions of the thread's outputs (combine loop below), read before the wait.
+  int32_t xpos[kPer];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = tid + k * kThreads;
+    xpos[k] = a.xq16 && i < group * D ? a.x_pos[h0 * D + i] : 0;
+  }
   float cs = 1.0f, sn = 0.0f;
   if (fused) {
     cs = a.cos[static_cast<size_t>(pos) * half + j];
@@ -127,6 +134,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   pdl_wait();
   if (!early && warp < chunks) issue(warp);
+  if (a.xscale && split == 0 && kvh == 0)  // after the wait: the previous GEMV read the scratch
+    for (int i = tid; i < a.xscale_n; i += kThreads) a.xscale[i] = 1.0f;
   float x1[kPer], x2[kPer], kn1 = 0.0f, kn2 = 0.0f, vn = 0.0f;
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
@@ -249,7 +258,10 @@ __global__ void __launch_bounds__(kThreads)
 
   const bool single = used == 1;
   const int stride = attention_decode_partial_stride(D);
-  for (int i = tid; i < group * D; i += kThreads) {
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = tid + k * kThreads;
+    if (i >= group * D) break;
     const int r = i / D, d = i % D;
     float m = -INFINITY;
 #pragma unroll
@@ -263,7 +275,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     const int h = h0 + r;
     if (single) {
-      a.out[static_cast<size_t>(h) * D + d] = ov / l;
+      const float y = ov / l;
+      a.out[static_cast<size_t>(h) * D + d] = y;
+      if (a.xq16) a.xq16[xpos[k]] = __float2half_rn(y);
     } else {
       float* dst = a.workspace + (static_cast<size_t>(h) * kDecodeMaxSplits + split) * stride;
       dst[d] = ov;
@@ -308,6 +322,13 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     *reinterpret_cast<float4*>(a.out + static_cast<size_t>(h0 + r) * D + d) = acc;
+    if (a.xq16) {
+      const int32_t* pos4 = a.x_pos + (h0 + r) * D + d;
+      a.xq16[pos4[0]] = __float2half_rn(acc.x);
+      a.xq16[pos4[1]] = __float2half_rn(acc.y);
+      a.xq16[pos4[2]] = __float2half_rn(acc.z);
+      a.xq16[pos4[3]] = __float2half_rn(acc.w);
+    }
   }
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }

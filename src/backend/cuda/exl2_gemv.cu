@@ -291,7 +291,7 @@ void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, flo
                     cudaStream_t stream) {
   if (x.batch <= 0 || n <= 0) return;
   const int bs = batch_stride(x.batch);
-  exl2_prep_cuda(d, n, x, bs, scratch, stream);
+  if (!x.staged) exl2_prep_cuda(d, n, x, bs, scratch, stream);
   const bool partials = split.ksplit > 1 && !split.cluster;
   Exl2Group g;
   g.count = n;

@@ -139,6 +139,7 @@ struct Exl2Input {
   const float* up = nullptr;
   bool f32 = true;
   int batch = 1;
+  bool staged = false;  // x is already in the scratch (batch 1, exl2_gemv_staged): no staging
 };
 
 // Scratch of one layer of a group launch: staged x, step scales, K-split partials.

@@ -322,6 +322,7 @@ CudaLlama::Stats CudaLlama::stats() const {
                           dtype_size(m.opts.kv_cache);
   st.graph_captured = m.graph != nullptr;
   st.graph_replays = m.replays;
+  st.o_staged_layers = m.o_staged_layers;
   return st;
 }
 

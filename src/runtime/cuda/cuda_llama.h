@@ -92,6 +92,7 @@ class CudaLlama {
     size_t kv_bytes_per_token = 0;  // cache bytes per position (all layers, K and V)
     bool graph_captured = false;
     int64_t graph_replays = 0;
+    int o_staged_layers = 0;  // layers whose decode attention stages the o projection's input
   };
   Stats stats() const;
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/attention.h"
@@ -13,10 +14,12 @@
 
 namespace exq::runtime::cuda {
 
-// Rotary, KV append and attention of one token in one kernel (attention_decode.h).
+// Rotary, KV append and attention of one token in one kernel (attention_decode.h). With the
+// tensor-core kernel and an EXL2 o projection it also writes o's staged input (no staging
+// launch; EXQ_DECODE_O_STAGE=launch keeps the launch, for timing).
 template <typename C>
-void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
-  const gpu::DecodeAttention<C> a{
+bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
+  gpu::DecodeAttention<C> a{
       .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
       .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
       .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
@@ -24,7 +27,24 @@ void CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
       .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
       .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
       .position_ptr = pos_ptr(), .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
+  bool staged = false;
+  if constexpr (std::is_same_v<C, __half>) {
+    static const bool launch = [] {
+      const char* e = std::getenv("EXQ_DECODE_O_STAGE");
+      return e != nullptr && std::string(e) == "launch";
+    }();
+    const gpu::Exl2Layer* o = L.o->exl2_layer();
+    if (!launch && o != nullptr && o->x_pos() != nullptr && gpu::attention_decode_uses_mma(a)) {
+      const gpu::Exl2Scratch sc = exl2_ws.scratch(0);
+      a.xq16 = reinterpret_cast<__half*>(sc.xq);
+      a.x_pos = o->x_pos();
+      a.xscale = sc.xscale;
+      a.xscale_n = o->desc().num_steps * gpu::kExl2MaxBatch;
+      staged = true;
+    }
+  }
   gpu::attention_decode_cuda(a, stream);
+  return staged;
 }
 
 // Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ rotary, append); o GEMV;
@@ -69,16 +89,20 @@ void CudaLlama::Impl::decode_body() {
     embed_norm(static_cast<const __nv_bfloat16*>(embed.raw()));
   else
     embed_norm(embed.view().data<float>());
+  o_staged_layers = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
     if (on("qkv")) L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
-    if (on("attention")) {
-      if (opts.kv_cache == DType::F16)
-        attend<__half>(L, v);
+    bool o_staged = false;
+    if (on("attention"))
+      o_staged = opts.kv_cache == DType::F16 ? attend<__half>(L, v) : attend<float>(L, v);
+    if (on("o")) {
+      o_staged_layers += o_staged ? 1 : 0;
+      if (o_staged)
+        L.o->forward_staged(sc, v.proj, s);
       else
-        attend<float>(L, v);
+        L.o->forward(sc, v.att2, v.proj, s);
     }
-    if (on("o")) L.o->forward(sc, v.att2, v.proj, s);
     if (on("norm"))
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,

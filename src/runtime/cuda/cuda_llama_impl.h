@@ -98,6 +98,7 @@ class CudaLlama::Impl {
   size_t weight_bytes = 0;  // read by one decode step
   size_t exl2_bytes = 0;    // estimate of the EXL2 layers (outside the allocator's budget)
   int64_t replays = 0;
+  int o_staged_layers = 0;  // in the last decode_body
 
   std::unique_ptr<gpu::CachingAllocator> alloc;  // before every tensor: they return to it
   gpu::Stream stream;
@@ -143,8 +144,9 @@ class CudaLlama::Impl {
   void upload(const model::LlamaWeights& w);
   void ensure_dequant(int64_t elems);
   void layers_prefill(const Views& v, int start);
+  // Returns true when the attention also staged its output for L.o (forward_staged).
   template <typename C>
-  void attend(const LayerGpu& L, const Views& v);
+  bool attend(const LayerGpu& L, const Views& v);
   void capture();
   int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
   float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }

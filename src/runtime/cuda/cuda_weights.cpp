@@ -140,6 +140,12 @@ void GpuLinear::forward(const LinearScratch& s, const gpu::DeviceView& x, const 
                       static_cast<int>(out_), stream);
 }
 
+void GpuLinear::forward_staged(const LinearScratch& s, const gpu::DeviceView& y,
+                               cudaStream_t stream) const {
+  EXQ_CHECK(is_exl2(), "cuda runtime: forward_staged needs an EXL2 layer");
+  gpu::exl2_gemv_staged(exl2_, y, *s.exl2, stream);
+}
+
 bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& gate,
                                const gpu::DeviceView& up, const gpu::DeviceView& y,
                                cudaStream_t stream) const {

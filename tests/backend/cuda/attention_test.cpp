@@ -2,6 +2,7 @@
 // Cache slots past the valid length hold NaN, so any read beyond it shows up in the output.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -169,6 +170,15 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
       }
     DeviceTensor dk = upload(cache.k), dv = upload(cache.v), dcos = upload(cos_t), dsin = upload(sin_t);
     DeviceTensor dpos = empty(DType::I32, {1});
+    // The tensor-core kernel's staged copy of the output: a permutation of [heads * hd] as the
+    // positions, 16 scales.
+    const int64_t n_out = c.heads * c.hd;
+    Tensor xpos(DType::I32, {n_out});
+    for (int64_t i = 0; i < n_out; ++i) xpos.data<int32_t>()[i] = static_cast<int32_t>((i * 7919) % n_out);
+    std::vector<bool> seen(static_cast<size_t>(n_out));
+    for (int64_t i = 0; i < n_out; ++i) seen[static_cast<size_t>(xpos.data<int32_t>()[i])] = true;
+    const bool is_perm = std::find(seen.begin(), seen.end(), false) == seen.end();
+    DeviceTensor dxpos = upload(xpos), dxq = empty(DType::F16, {n_out}), dxs = empty(DType::F32, {16});
     DeviceTensor dout = empty(DType::F32, {1, c.heads, c.hd});
     DeviceTensor ws = empty(DType::F32, {static_cast<int64_t>(attention_decode_workspace_floats(
                                             static_cast<int>(c.heads), static_cast<int>(c.hd)))});
@@ -230,7 +240,18 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         a.scale = scale;
         a.pdl = true;
         a.simt = simt;
+        if constexpr (std::is_same_v<C, __half>) {
+          if (is_perm && attention_decode_uses_mma(a)) {
+            a.xq16 = static_cast<__half*>(dxq.raw());
+            a.x_pos = dxpos.view().data<int32_t>();
+            a.xscale = dxs.view().data<float>();
+            a.xscale_n = 16;
+            CUDA_CHECK(cudaMemsetAsync(dxq.raw(), 0xff, dxq.nbytes(), stream()));
+            CUDA_CHECK(cudaMemsetAsync(dxs.raw(), 0, dxs.nbytes(), stream()));
+          }
+        }
         attention_decode_cuda(a, stream());
+        return a.xq16 != nullptr;
       };
       const std::string what = "fused H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
                                " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos) + " " +
@@ -239,8 +260,16 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         // Both kernels on the same step (the tensor-core one where it applies, then the SIMT
         // one): each rewrites row pos with the same values.
         for (bool simt : {false, true}) {
-          run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()), simt);
-          test::expect_close(want, download(dout), 3e-5, 1e-4, what + (simt ? " simt" : " default"));
+          const bool staged = run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()), simt);
+          const Tensor out = download(dout);
+          test::expect_close(want, out, 3e-5, 1e-4, what + (simt ? " simt" : " default"));
+          if (staged) {  // f16 of each output at its position, scales 1
+            const Tensor xq = download(dxq), xs = download(dxs);
+            for (int64_t i = 0; i < n_out; ++i)
+              ASSERT_EQ(xq.data<uint16_t>()[xpos.data<int32_t>()[i]], float_to_half(out.data<float>()[i]))
+                  << what << " staged output " << i;
+            for (int i = 0; i < 16; ++i) ASSERT_EQ(xs.data<float>()[i], 1.0f) << what << " scale " << i;
+          }
         }
       } else {
         run(dk.view().data<float>(), dv.view().data<float>(), true);

@@ -77,11 +77,14 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   EXPECT_TRUE(st.graph_captured);
   EXPECT_EQ(st.graph_replays, 19);
   EXPECT_GT(st.weight_bytes, 0u);
+  // Layer 1's o projection (uniform 4 bits) takes its input staged by the tensor-core attention.
+  EXPECT_EQ(st.o_staged_layers, std::string(c.name) == "exl2_hd64" ? 1 : 0);
   fs::remove_all(dir);
 }
 
-test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed) {
+test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed, int64_t head_dim = 32) {
   test::TinySpec s;
+  s.shape.head_dim = head_dim;
   s.dtype = dtype;
   s.exl2 = exl2;
   s.bias = bias;
@@ -97,7 +100,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"bf16_bias", spec(DType::BF16, false, true, false, 3), DType::F16, 3e-2},
                       Case{"f32_weights", spec(DType::F32, false, false, true, 4), DType::F32, 5e-3},
                       Case{"exl2", spec(DType::F16, true, false, false, 5), DType::F16, 5e-3},
-                      Case{"exl2_bias_kvf32", spec(DType::F16, true, true, false, 6), DType::F32, 5e-3}),
+                      Case{"exl2_bias_kvf32", spec(DType::F16, true, true, false, 6), DType::F32, 5e-3},
+                      // head_dim 64: the tensor-core decode attention, which stages layer 1's
+                      // o projection input itself (uniform 4-bit, no padding rows).
+                      Case{"exl2_hd64", spec(DType::F16, true, false, false, 7, 64), DType::F16, 5e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {
