@@ -51,10 +51,13 @@ struct DecodeAttention {
   float scale = 1.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
-  // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], and 1.0 in
-  // xscale[0, xscale_n). Exact without a scale: |out| <= max |v| and the f16 cache holds v.
+  // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], 0 at
+  // xq16[x_pad[0, x_pad_n)], and 1.0 in xscale[0, xscale_n). Exact without a scale:
+  // |out| <= max |v| and the f16 cache holds v.
   __half* xq16 = nullptr;
   const int32_t* x_pos = nullptr;
+  const int32_t* x_pad = nullptr;
+  int x_pad_n = 0;
   float* xscale = nullptr;
   int xscale_n = 0;
   // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim

@@ -134,8 +134,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   pdl_wait();
   if (!early && warp < chunks) issue(warp);
-  if (a.xscale && split == 0 && kvh == 0)  // after the wait: the previous GEMV read the scratch
+  if (a.xq16 && split == 0 && kvh == 0) {  // after the wait: the previous GEMV read the scratch
     for (int i = tid; i < a.xscale_n; i += kThreads) a.xscale[i] = 1.0f;
+    for (int i = tid; i < a.x_pad_n; i += kThreads) a.xq16[a.x_pad[i]] = __float2half_rn(0.0f);
+  }
   float x1[kPer], x2[kPer], kn1 = 0.0f, kn2 = 0.0f, vn = 0.0f;
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {

@@ -134,10 +134,13 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   const size_t off_units = off_m + align_up(plan.group_m.size() * 2);
   const size_t off_map = off_units + align_up(plan.units.size() * sizeof(Exl2Unit));
   const size_t off_bias = off_map + align_up(plan.x_map.size() * 4);
-  // x_pos: the inverse of x_map when every staged row is an input channel.
-  const bool dense = std::find(plan.x_map.begin(), plan.x_map.end(), -1) == plan.x_map.end();
+  // x_pos: the inverse of x_map; x_pad: the staged rows that are no input channel.
+  std::vector<int32_t> pad;
+  for (size_t i = 0; i < plan.x_map.size(); ++i)
+    if (plan.x_map[i] < 0) pad.push_back(static_cast<int32_t>(i));
   const size_t off_pos = off_bias + align_up(h.bias ? static_cast<size_t>(h.out) * 2 : 0);
-  const size_t total = off_pos + (dense ? static_cast<size_t>(h.in) * 4 : 0);
+  const size_t off_pad = off_pos + align_up(static_cast<size_t>(h.in) * 4);
+  const size_t total = off_pad + pad.size() * 4;
   std::vector<uint8_t> image(total - off_qs, 0);
   auto at = [&](size_t off) { return image.data() + (off - off_qs); };
   std::memcpy(at(off_qs), h.q_scale, qs_bytes);
@@ -145,10 +148,10 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   std::memcpy(at(off_units), plan.units.data(), plan.units.size() * sizeof(Exl2Unit));
   std::memcpy(at(off_map), plan.x_map.data(), plan.x_map.size() * 4);
   if (h.bias) std::memcpy(at(off_bias), h.bias, static_cast<size_t>(h.out) * 2);
-  if (dense) {
-    auto* pos = reinterpret_cast<int32_t*>(at(off_pos));
-    for (size_t i = 0; i < plan.x_map.size(); ++i) pos[plan.x_map[i]] = static_cast<int32_t>(i);
-  }
+  auto* pos = reinterpret_cast<int32_t*>(at(off_pos));
+  for (size_t i = 0; i < plan.x_map.size(); ++i)
+    if (plan.x_map[i] >= 0) pos[plan.x_map[i]] = static_cast<int32_t>(i);
+  if (!pad.empty()) std::memcpy(at(off_pad), pad.data(), pad.size() * 4);
   buffer_ = DeviceBuffer(total);
   auto* base = static_cast<uint8_t*>(buffer_.data());
   CUDA_CHECK(cudaMemcpyAsync(base + off_qs, image.data(), image.size(), cudaMemcpyHostToDevice, stream));
@@ -159,7 +162,9 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   desc_.units = reinterpret_cast<const Exl2Unit*>(base + off_units);
   desc_.x_map = reinterpret_cast<const int32_t*>(base + off_map);
   desc_.bias = h.bias ? reinterpret_cast<const __half*>(base + off_bias) : nullptr;
-  x_pos_ = dense ? reinterpret_cast<const int32_t*>(base + off_pos) : nullptr;
+  x_pos_ = reinterpret_cast<const int32_t*>(base + off_pos);
+  x_pad_ = reinterpret_cast<const int32_t*>(base + off_pad);
+  x_pad_count_ = static_cast<int>(pad.size());
   desc_.in = static_cast<int>(h.in);
   desc_.out = static_cast<int>(h.out);
   desc_.out_pad = static_cast<int>(out_pad);
@@ -363,8 +368,6 @@ void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace
                       cudaStream_t stream, bool add_bias) {
   constexpr const char* op = "exl2_gemv_staged";
   EXQ_CHECK(!layer.empty(), "cuda exl2_gemv_staged: layer is not uploaded");
-  EXQ_CHECK(layer.x_pos() != nullptr,
-            "cuda exl2_gemv_staged: the layer's staged x has padding rows ({} inputs)", layer.in());
   check_y(layer, 1, y, op);
   Exl2Input in;
   in.staged = true;

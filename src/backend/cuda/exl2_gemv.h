@@ -67,9 +67,11 @@ class Exl2Layer {
   // Bytes of the stored format one GEMV must read: q_weight + q_scale + q_scale_max + q_groups.
   size_t weight_bytes() const { return weight_bytes_; }
   // Where input channel c goes in the batch-1 staged x (f16 element x_pos()[c] of the region's
-  // xq, exl2_gemv_staged), for a producer that writes it directly; null when the layout has
-  // padding rows (in not a multiple of the 128-row step), which such a producer would not zero.
+  // xq, exl2_gemv_staged), for a producer that writes it directly; that producer also writes 0
+  // to the elements x_pad()[0, x_pad_count()), the layout's padding rows.
   const int32_t* x_pos() const { return x_pos_; }
+  const int32_t* x_pad() const { return x_pad_; }
+  int x_pad_count() const { return x_pad_count_; }
 
  private:
   DeviceBuffer buffer_;
@@ -78,6 +80,8 @@ class Exl2Layer {
   size_t weight_bytes_ = 0;
   bool kernel2_ok_ = false;
   const int32_t* x_pos_ = nullptr;
+  const int32_t* x_pad_ = nullptr;
+  int x_pad_count_ = 0;
 };
 
 // Layers that share their input (q, k, v; gate, up), multiplied by one staging launch and one
@@ -138,9 +142,9 @@ void exl2_gemv(const Exl2Layer& layer, const DeviceView& x, const DeviceView& y,
                Exl2Workspace& workspace, cudaStream_t stream, bool add_bias = true);
 
 // y [1, out] = x @ W^T (+ bias) with x already staged for batch 1 in workspace.scratch(0) by
-// the previous kernel: f16 x[c] at element layer.x_pos()[c] of its xq, 1.0 in its xscale for
-// every step (num_steps x 8 floats). No staging launch; the GEMV's f16 products are those of
-// exl2_gemv with that f16 x.
+// the previous kernel: f16 x[c] at element layer.x_pos()[c] of its xq, 0 at the x_pad()
+// elements, 1.0 in its xscale for every step (num_steps x 8 floats). No staging launch; the
+// GEMV's f16 products are those of exl2_gemv with that f16 x.
 void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace& workspace,
                       cudaStream_t stream, bool add_bias = true);
 

@@ -34,10 +34,12 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
       return e != nullptr && std::string(e) == "launch";
     }();
     const gpu::Exl2Layer* o = L.o->exl2_layer();
-    if (!launch && o != nullptr && o->x_pos() != nullptr && gpu::attention_decode_uses_mma(a)) {
+    if (!launch && o != nullptr && gpu::attention_decode_uses_mma(a)) {
       const gpu::Exl2Scratch sc = exl2_ws.scratch(0);
       a.xq16 = reinterpret_cast<__half*>(sc.xq);
       a.x_pos = o->x_pos();
+      a.x_pad = o->x_pad();
+      a.x_pad_n = o->x_pad_count();
       a.xscale = sc.xscale;
       a.xscale_n = o->desc().num_steps * gpu::kExl2MaxBatch;
       staged = true;

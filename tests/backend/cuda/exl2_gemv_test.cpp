@@ -337,21 +337,32 @@ TEST_F(Exl2Gemv, RealShapeDefaultSplit) {
   }
 }
 
-// A producer that writes the batch-1 staged x itself (f16 x[c] at x_pos[c], step scales 1, as
-// the decode attention does for the o projection) gets the bits of exl2_gemv with that f16 x;
-// layers whose staged rows include padding have no x_pos.
+// A producer that writes the batch-1 staged x itself (f16 x[c] at x_pos[c], 0 at the padding
+// rows x_pad, step scales 1, as the decode attention does for the o projection) gets the bits of
+// exl2_gemv with that f16 x: uniform and mixed widths, 32-row groups, and 1000 / 576 inputs
+// (last steps with padding rows).
 TEST_F(Exl2Gemv, StagedInputMatchesF16Gemv) {
   std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 128);
   for (const auto& g : uniform_groups(4, 128, 512)) mixed.push_back(g);
   for (const auto& g : uniform_groups(3, 128, 384)) mixed.push_back(g);
-  for (const auto& [name, groups] :
-       std::vector<std::pair<std::string, std::vector<std::pair<int, int64_t>>>>{
-           {"4b", uniform_groups(4, 128, 1024)}, {"mixed", mixed}, {"6b_32g", uniform_groups(6, 32, 1024)}}) {
-    const int64_t in = 1024, out = 288;
-    const io::Exl2Packed p = io::pack_exl2(random_linear(groups, out, true, 71));
+  std::vector<std::pair<int, int64_t>> tail = uniform_groups(4, 128, 512);  // 576: 4.5 steps
+  for (const auto& g : uniform_groups(3, 32, 64)) tail.push_back(g);
+  struct StagedCase {
+    std::string name;
+    std::vector<std::pair<int, int64_t>> groups;
+    int64_t in;
+    bool padded;
+  };
+  for (const StagedCase& sh : std::vector<StagedCase>{{"4b", uniform_groups(4, 128, 1024), 1024, false},
+                                            {"mixed", mixed, 1024, false},
+                                            {"6b_32g", uniform_groups(6, 32, 1024), 1024, false},
+                                            {"4b in 1000", uniform_groups(4, 128, 1000), 1000, true},
+                                            {"4b + 3b_32g in 576", tail, 576, true}}) {
+    const int64_t in = sh.in, out = 288;
+    const io::Exl2Packed p = io::pack_exl2(random_linear(sh.groups, out, true, 71));
     BothLayers l(p.view(), in, out);
     Exl2Layer layer(l.host, stream());
-    ASSERT_NE(layer.x_pos(), nullptr) << name;
+    EXPECT_EQ(layer.x_pad_count() > 0, sh.padded) << sh.name;
     Exl2Workspace ws;
     ws.reserve(layer, stream());
     std::mt19937 rng(72);
@@ -361,30 +372,24 @@ TEST_F(Exl2Gemv, StagedInputMatchesF16Gemv) {
     DeviceTensor dx = upload(x16), want = empty(DType::F32, {1, out}), got = empty(DType::F32, {1, out});
     exl2_gemv(layer, dx, want, ws, stream());
     // Stage by hand: scratch 0's xq as f16 elements, every step's 8 scales 1.
-    std::vector<int32_t> pos(static_cast<size_t>(in));
+    std::vector<int32_t> pos(static_cast<size_t>(in)), pad(static_cast<size_t>(layer.x_pad_count()));
     CUDA_CHECK(cudaMemcpyAsync(pos.data(), layer.x_pos(), pos.size() * 4, cudaMemcpyDeviceToHost, stream()));
+    if (!pad.empty())
+      CUDA_CHECK(cudaMemcpyAsync(pad.data(), layer.x_pad(), pad.size() * 4, cudaMemcpyDeviceToHost, stream()));
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     const int steps = layer.desc().num_steps;
     std::vector<uint16_t> xq(static_cast<size_t>(steps) * 128, 0xffff);  // NaN where nothing lands
     for (int64_t c = 0; c < in; ++c) xq[static_cast<size_t>(pos[static_cast<size_t>(c)])] = x16.data<uint16_t>()[c];
-    for (uint16_t v : xq) ASSERT_NE(v, 0xffff) << name << ": x_pos leaves a staged row unwritten";
+    for (int32_t i : pad) xq[static_cast<size_t>(i)] = 0;
+    for (uint16_t v : xq) ASSERT_NE(v, 0xffff) << sh.name << ": x_pos and x_pad leave a staged row unwritten";
     const std::vector<float> ones(static_cast<size_t>(steps) * kExl2MaxBatch, 1.0f);
     const Exl2Scratch sc = ws.scratch(0);
     CUDA_CHECK(cudaMemcpyAsync(sc.xq, xq.data(), xq.size() * 2, cudaMemcpyHostToDevice, stream()));
     CUDA_CHECK(cudaMemcpyAsync(sc.xscale, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, stream()));
     exl2_gemv_staged(layer, got, ws, stream());
     const Tensor w = download(want), g = download(got);
-    EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << name;
+    EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << sh.name;
   }
-  // 1000 inputs: the last step holds padding rows.
-  const io::Exl2Packed p = io::pack_exl2(random_linear(uniform_groups(4, 128, 1000), 64, false, 73));
-  BothLayers l(p.view(), 1000, 64);
-  const Exl2Layer layer(l.host, stream());
-  EXPECT_EQ(layer.x_pos(), nullptr);
-  Exl2Workspace ws;
-  ws.reserve(layer, stream());
-  DeviceTensor y = empty(DType::F32, {1, 64});
-  EXPECT_THROW(exl2_gemv_staged(layer, y, ws, stream()), Error);
 }
 
 // The two launches of a GEMV (x staging, then the programmatic dependent GEMV) replayed from
