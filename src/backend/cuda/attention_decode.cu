@@ -1,6 +1,6 @@
 // Split-K decode attention (attention_decode.h), SIMT kernel: the f32 cache and the shapes the
-// tensor-core kernel (attention_decode_mma.cu, taken where it applies) does not serve. Block (split, kv head, chunk of <= 8 q heads),
-// 256 threads; keys of the split go through shared memory in tiles of 16 KB of K and 16 KB of
+// tensor-core kernel (attention_decode_mma.cu, taken where it applies) does not serve. Block
+// (split, kv head, chunk of <= 8 q heads), 256 threads; keys of the split go through shared memory in tiles of 16 KB of K and 16 KB of
 // V, two stages deep (16-byte cp.async.cg). Per tile:
 //   1. scores: thread (key, part) dots its part of the key row with every q head of the block
 //      (q in shared memory, broadcast reads); parts are summed in a fixed order;
@@ -120,10 +120,9 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const int per = div_up(div_up(kv_len, splits), kSplitAlign) * kSplitAlign;
-  const int used = div_up(kv_len, per);
-  if (split >= used) return;
-  const int k0 = split * per, k1 = min(k0 + per, kv_len);
+  const SplitKeys sk = split_keys(kv_len, splits, kSplitAlign, split);
+  if (split >= sk.used) return;
+  const int k0 = sk.k0, k1 = sk.k1, used = sk.used;
   const int tiles = div_up(k1 - k0, TK);
   const bool fused = a.k_new != nullptr;
   const bool owns_new = fused && k1 == kv_len;  // the last split holds the new key

@@ -17,8 +17,8 @@
 #include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
-#include "backend/cuda/softmax_mma.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/softmax_mma.cuh"
 
 namespace exq::cuda {
 namespace {
@@ -28,7 +28,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kChunk = 32;                      // keys per warp chunk
 constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
 constexpr int kRows = 16;                       // mma rows: q heads of the kv head
-constexpr float kLog2e = 1.4426950408889634f;
 
 __host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
 
@@ -74,10 +73,9 @@ __global__ void __launch_bounds__(kThreads)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const int per = div_up(div_up(kv_len, splits), kKeysPerRound) * kKeysPerRound;
-  const int used = div_up(kv_len, per);
-  if (split >= used) return;
-  const int k0 = split * per, k1 = min(k0 + per, kv_len);
+  const SplitKeys sk = split_keys(kv_len, splits, kKeysPerRound, split);
+  if (split >= sk.used) return;
+  const int k0 = sk.k0, k1 = sk.k1, used = sk.used;
   const int chunks = div_up(k1 - k0, kChunk);
   const bool owns_new = fused && k1 == kv_len;
 

@@ -11,6 +11,17 @@
 
 namespace exq::cuda {
 
+// The keys [k0, k1) of split `split` when kv_len keys are cut into `splits` parts of a multiple
+// of `granule` keys each; the first `used` splits hold keys (split >= used: none).
+struct SplitKeys {
+  int k0, k1, used;
+};
+__device__ __forceinline__ SplitKeys split_keys(int kv_len, int splits, int granule, int split) {
+  const int per = ((kv_len + splits - 1) / splits + granule - 1) / granule * granule;
+  const int k0 = split * per;
+  return {k0, min(k0 + per, kv_len), (kv_len + per - 1) / per};
+}
+
 // Called by the whole block after it wrote its split states: true in the last of `count`
 // blocks counting on `counter` (which then sees the others' states); `flag` is shared memory.
 __device__ __forceinline__ bool last_of_splits(unsigned* counter, unsigned count, int* flag) {

@@ -18,7 +18,6 @@ namespace {
 constexpr int kBlockM = 64;  // queries per block (16 per warp)
 constexpr int kBlockN = 64;  // keys per tile
 constexpr int kFlashThreads = 128;
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Row pitch in halves: 8 extra halves put the 8 rows an ldmatrix phase reads in distinct banks
 // and keep rows 16-byte aligned for cp.async.

@@ -14,6 +14,8 @@
 
 namespace exq::cuda {
 
+constexpr float kLog2e = 1.4426950408889634f;  // q's factor for the base-2 softmax
+
 // s[NT][4] += Q K^T over KS k-steps of 16 dims: q[NQ][KS][4] A fragments, K rows (keys) at `ks`
 // with `pitch` halves per row; NT n-tiles of 8 keys (NT even).
 template <int NQ, int KS, int NT>

@@ -51,8 +51,8 @@ class GpuLinear {
   // y[rows, out] = x[rows, in] . W^T (+ bias); x, y F32 dense.
   void forward(const LinearScratch& s, const exq::cuda::DeviceView& x,
                const exq::cuda::DeviceView& y, cudaStream_t stream) const;
-  // y [1, out] from x staged in the EXL2 workspace by the previous kernel
-  // (exq::cuda::exl2_gemv_staged; exl2_layer()->x_pos() must be set).
+  // y [1, out] from x staged in the EXL2 workspace by the previous kernel (the decode attention:
+  // exq::cuda::exl2_gemv_staged).
   void forward_staged(const LinearScratch& s, const exq::cuda::DeviceView& y,
                       cudaStream_t stream) const;
   // y = (silu(gate) * up) . W^T in one EXL2 GEMV (exq::cuda::exl2_gemv_swiglu) when this is an
