@@ -9,7 +9,7 @@
 // accuracy: the cache values are exact in f16 and the mma accumulates in f32. The warps'
 // states are combined in warp order through shared memory; splits are merged in split order by
 // the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
-// this kernel shares. At 128 keys or fewer a kv head is one block and needs no merge.
+// this kernel shares. At 256 keys or fewer a kv head is one block and needs no merge.
 #include <cmath>
 #include <cstdint>
 
@@ -28,6 +28,7 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kChunk = 32;                      // keys per warp chunk
 constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
 constexpr int kRows = 16;                       // mma rows: q heads of the kv head
+constexpr int kSingleSplitKeys = 2 * kKeysPerRound;  // contexts this short take one split
 
 __host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
 
@@ -73,7 +74,11 @@ __global__ void __launch_bounds__(kThreads)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const SplitKeys sk = split_keys(kv_len, splits, kKeysPerRound, split);
+  // Up to kSingleSplitKeys keys stay in one block per kv head: a second round of chunks costs
+  // less than the split merge (an atomic and a second read of the states after the last block
+  // is known), which sits on the decode chain (docs/perf.md, session 7).
+  const int granule = kv_len <= kSingleSplitKeys ? kSingleSplitKeys : kKeysPerRound;
+  const SplitKeys sk = split_keys(kv_len, splits, granule, split);
   if (split >= sk.used) return;
   const int k0 = sk.k0, k1 = sk.k1, used = sk.used;
   const int chunks = div_up(k1 - k0, kChunk);
