@@ -6,7 +6,9 @@
 // HBM3, device-to-device copy). Every GEMV figure is given for each kernel of --kernels
 // (default 1,2: session 2's exl2_gemv.cu and exl2_gemv_v2.cu, side by side; a layer kernel 2
 // cannot run is skipped for it). Sections (--only, comma separated; default all):
-//   gemv    the table above
+//   gemv    the table above; "graph" columns: back-to-back GEMVs (staging + GEMV launch each)
+//           as one CUDA graph; "kernel" columns (batch 1): the GEMV kernel alone in a graph, x
+//           already staged (exl2_gemv_staged, as the decode's o projection runs)
 //   group   q, k, v and gate, up as one group launch each vs one launch per layer
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked
 //   ceiling a plain streaming read of a 4-bit layer's bytes, timed the same way (not default)
@@ -77,8 +79,9 @@ const std::vector<Option> kOptions = {
 
 nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const DeviceBuffer& x32,
                           Stream& stream) {
-  std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s %9s %7s  %s\n", "option", "in x out", "batch", "kernel",
-              "median us", "GB/s", "of 3TB/s", "mean us", "graph us", "of 3TB/s", "launch shape");
+  std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s %9s %7s %9s %7s  %s\n", "option", "in x out", "batch",
+              "kernel", "median us", "GB/s", "of 3TB/s", "mean us", "graph us", "of 3TB/s", "kernel us",
+              "of 3TB/s", "launch shape");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& [in, out_f] : kShapes) {
     for (const Option& o : kOptions) {
@@ -106,17 +109,29 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
             exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
           });
           const double gfrac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
-          std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f %9.2f %6.1f%%  %s\n", o.name.c_str(),
-                      static_cast<long long>(in), static_cast<long long>(out_f),
+          // The GEMV kernel alone (batch 1): x left staged by the last exl2_gemv (every copy has
+          // the same permutation), one exl2_gemv_staged launch per layer, no staging launch.
+          double kus = 0.0, kfrac = 0.0;
+          if (b == 1) {
+            exl2_gemv(copies[0], xv, yv, ws, stream);
+            kus = graph_us(std::max(20, n), 20, stream, [&](int i) {
+              exl2_gemv_staged(copies[static_cast<size_t>(i % n)], yv, ws, stream);
+            });
+            kfrac = bytes / (kus * 1e-6) / kPeakBytesPerSecond;
+          }
+          std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f %9.2f %6.1f%% %9.2f %6.1f%%  %s\n",
+                      o.name.c_str(), static_cast<long long>(in), static_cast<long long>(out_f),
                       static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
-                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus, 100.0 * gfrac,
-                      split_str(copies[0].split()).c_str());
+                      100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus, 100.0 * gfrac, kus,
+                      100.0 * kfrac, split_str(copies[0].split()).c_str());
           rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
                           {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
                           {"weight_bytes", bytes}, {"median_us", ms * 1e3},
                           {"gb_per_s", bps / 1e9}, {"fraction_of_3tb", bps / kPeakBytesPerSecond},
                           {"back_to_back_mean_us", tm.mean_ms * 1e3}, {"copies", n},
                           {"graph_us", gus}, {"graph_fraction_of_3tb", gfrac},
+                          {"kernel_graph_us", b == 1 ? nlohmann::json(kus) : nlohmann::json()},
+                          {"kernel_graph_fraction_of_3tb", b == 1 ? nlohmann::json(kfrac) : nlohmann::json()},
                           {"split", split_json(copies[0].split())}});
         }
     }
