@@ -222,7 +222,9 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
 
 // Steps [s_begin, s_end) of one run (bit width B); full steps through a ring of D register
 // stages with constant pointer increments, then the run's short last step (if in range).
-template <int B, bool MIXED, bool SCALED>
+// STEP_GROUPS: the run's groups are one step each (group_shift 2, exllamav2's 128-row groups):
+// the scale pointers advance by a constant per step instead of being formed from the unit.
+template <int B, bool MIXED, bool SCALED, bool STEP_GROUPS = false>
 __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment& seg, int s_begin,
                                           int s_end, bool first, const XStage& xst,
                                           float (&acc)[2][4]) {
@@ -233,12 +235,21 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
   const uint4* p = c.wbase + (seg.row + kExl2UnitsPerStep * ls0 * B + c.t) * 8;
   int u = kExl2UnitsPerStep * ls0 + c.t;  // the lane's unit in the run
   const int gshift = seg.group_shift, g0 = seg.first_group;
+  const unsigned short* sp = c.sbase + (g0 + ls0) * c.scale_row;  // STEP_GROUPS: group g0 + step
+  const unsigned short* mp = c.mbase + g0 + ls0;
   auto load = [&](Stage<B>& st) {
 #pragma unroll
     for (int i = 0; i < B; ++i) st.w[i] = __ldcs(p + i * kExl2UnitsPerStep * 8);
-    load_scale(c, g0 + (u >> gshift), st.code, st.m);
+    if constexpr (STEP_GROUPS) {
+      st.code = __ldg(sp);
+      st.m = __ldg(mp);
+      sp += c.scale_row;
+      ++mp;
+    } else {
+      load_scale(c, g0 + (u >> gshift), st.code, st.m);
+      u += kExl2UnitsPerStep;
+    }
     p += kStepVecs;
-    u += kExl2UnitsPerStep;
   };
   // Shared addresses of the step's x and scales, advanced per step (loop-carried).
   uint32_t xr = c.xs + (s_begin - c.k0) * kStepBytes;
@@ -274,13 +285,18 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
   }
 }
 
-// Runs whose groups span whole steps take the one-FMA decode.
+// Runs whose groups span whole steps take the one-FMA decode; groups of exactly one step (the
+// common 128-row groups) also the constant scale-pointer increments.
 template <int B, bool MIXED>
 __device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& seg, int s_begin,
                                           int s_end, bool first, const XStage& xst,
                                           float (&acc)[2][4]) {
-  if (seg.group_shift >= 2) run_steps_as<B, MIXED, true>(c, seg, s_begin, s_end, first, xst, acc);
-  else run_steps_as<B, MIXED, false>(c, seg, s_begin, s_end, first, xst, acc);
+  if (seg.group_shift == 2)
+    run_steps_as<B, MIXED, true, true>(c, seg, s_begin, s_end, first, xst, acc);
+  else if (seg.group_shift > 2)
+    run_steps_as<B, MIXED, true>(c, seg, s_begin, s_end, first, xst, acc);
+  else
+    run_steps_as<B, MIXED, false>(c, seg, s_begin, s_end, first, xst, acc);
 }
 
 // W: the layer's common bit width, 0 if mixed (each run through its width's function).
