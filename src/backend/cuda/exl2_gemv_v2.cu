@@ -61,6 +61,7 @@ struct WarpCtx {
   int t;
   int quad;                       // lane & ~3: the lanes t = 0..3 of this lane's columns
   int k0;
+  bool one;                       // batch 1
 };
 
 struct XStage {
@@ -210,7 +211,8 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
       for (int h = 0; h < 2; ++h) {  // column 2 mt + h: accumulator elements 2h, 2h + 1
         const float f = __shfl_sync(0xffffffffu, own.f, c.quad | (2 * mt + h));
         acc[mt][2 * h] = fmaf(part[mt][2 * h], s.x * f, acc[mt][2 * h]);
-        acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1], s.y * f, acc[mt][2 * h + 1]);
+        // Batch 1: the odd elements (batch columns 2t + 1) are never stored.
+        if (!c.one) acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1], s.y * f, acc[mt][2 * h + 1]);
       }
   } else {
 #pragma unroll
@@ -324,6 +326,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   c.t = t;
   c.quad = w.lane & ~3;
   c.k0 = w.k0;
+  c.one = a.batch == 1;
 
   float acc[2][4] = {};
   warp_steps<W>(d, w, c, xst, acc);
