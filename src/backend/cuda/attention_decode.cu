@@ -1,7 +1,7 @@
 // Split-K decode attention (attention_decode.h), SIMT kernel: the f32 cache and the shapes the
 // tensor-core kernel (attention_decode_mma.cu, taken where it applies) does not serve. Block
-// (split, kv head, chunk of <= 8 q heads), 256 threads; keys of the split go through shared memory in tiles of 16 KB of K and 16 KB of
-// V, two stages deep (16-byte cp.async.cg). Per tile:
+// (split, kv head, chunk of <= 8 q heads), 256 threads; keys of the split go through shared
+// memory in tiles of 16 KB of K and 16 KB of V, two stages deep (16-byte cp.async.cg). Per tile:
 //   1. scores: thread (key, part) dots its part of the key row with every q head of the block
 //      (q in shared memory, broadcast reads); parts are summed in a fixed order;
 //   2. softmax: warp g keeps head g's running max and sum, writes p = exp(s - m) and the
@@ -38,7 +38,6 @@ constexpr int kMaxTileKeys = 128;
 constexpr int kMinTileKeys = 16;
 constexpr int kBlocksPerSm = 2;
 
-__host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr size_t align16(size_t v) { return (v + 15) / 16 * 16; }
 
 // Shared memory layout, the same on host and device.

@@ -30,8 +30,6 @@ constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of 
 constexpr int kRows = 16;                       // mma rows: q heads of the kv head
 constexpr int kSingleSplitKeys = 2 * kKeysPerRound;  // contexts this short take one split
 
-__host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
-
 // Shared memory: per warp a K and a V chunk [kChunk][P]; q hi and lo [kRows][P] (f16); the new
 // key and value rows (f16); per warp m and l [kRows]; merge weights [kRows][kDecodeMaxSplits];
 // the "last block" flag. The warps' outputs [kWarps][kRows][D] f32 reuse the chunk area.

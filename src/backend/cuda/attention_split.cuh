@@ -11,15 +11,17 @@
 
 namespace exq::cuda {
 
+__host__ __device__ constexpr int div_up(int a, int b) { return (a + b - 1) / b; }
+
 // The keys [k0, k1) of split `split` when kv_len keys are cut into `splits` parts of a multiple
 // of `granule` keys each; the first `used` splits hold keys (split >= used: none).
 struct SplitKeys {
   int k0, k1, used;
 };
 __device__ __forceinline__ SplitKeys split_keys(int kv_len, int splits, int granule, int split) {
-  const int per = ((kv_len + splits - 1) / splits + granule - 1) / granule * granule;
+  const int per = div_up(div_up(kv_len, splits), granule) * granule;
   const int k0 = split * per;
-  return {k0, min(k0 + per, kv_len), (kv_len + per - 1) / per};
+  return {k0, min(k0 + per, kv_len), div_up(kv_len, per)};
 }
 
 // Called by the whole block after it wrote its split states: true in the last of `count`
