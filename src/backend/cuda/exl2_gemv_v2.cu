@@ -203,6 +203,7 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
       }
     });
   });
+  // Odd accumulator elements hold batch columns 2t + 1, which a batch-1 launch never stores.
   const float2 s = lds64f(xsr);
   if constexpr (SCALED) {
 #pragma unroll
@@ -211,14 +212,14 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
       for (int h = 0; h < 2; ++h) {  // column 2 mt + h: accumulator elements 2h, 2h + 1
         const float f = __shfl_sync(0xffffffffu, own.f, c.quad | (2 * mt + h));
         acc[mt][2 * h] = fmaf(part[mt][2 * h], s.x * f, acc[mt][2 * h]);
-        // Batch 1: the odd elements (batch columns 2t + 1) are never stored.
         if (!c.one) acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1], s.y * f, acc[mt][2 * h + 1]);
       }
   } else {
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) acc[mt][j] = fmaf(part[mt][j], (j & 1) ? s.y : s.x, acc[mt][j]);
+      for (int j = 0; j < 4; ++j)
+        if (!(j & 1) || !c.one) acc[mt][j] = fmaf(part[mt][j], (j & 1) ? s.y : s.x, acc[mt][j]);
   }
 }
 
