@@ -10,10 +10,14 @@
 //   (the staging copy transposes the workspace's [slot][pair][bs]);
 // - one mma accumulator chain per M tile (8 registers fewer than kernel 1's two);
 // - runs whose groups span whole steps (>= 4 units, group_shift >= 2: all of exllamav2's
-//   128-row groups) decode each pair with ONE fma instead of a subtraction and a multiply
-//   (scaled_decode below): the weights come out as exllamav2's fp16 weights times 2^-k, exact,
-//   and the column's sums are multiplied by 2^k. Other runs use kernel 1's decode.
-// Weights stay bit-exact, products are exact, sums are f32 as in kernel 1.
+//   128-row groups) take the offset decode: one LOP3 per pair gives half2(2^(10-o) + q)
+//   (offset_magic, exl2_layout.h), no floating-point operation per weight; the mma sums those
+//   times x, the block's per-step offset sums (stage_offsets) are taken off in f32 and the
+//   column's fp16 scale (exllamav2's) multiplies the step's sum. The weights are thus exact
+//   (q - z) * scale, not exllamav2's fp16 rounding of it: results differ from a GEMV with its fp16
+//   weights by at most 2^-11 * sum |w x| (plus f32 sums). Other runs use kernel 1's decode, with
+//   bit-exact fp16 weights.
+// Products are exact, sums are f32 as in kernel 1.
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
@@ -31,6 +35,10 @@ using namespace exl2;
 constexpr int kSlotWords = kPairs * kExl2MaxBatch + 4;
 constexpr int kStepWords = kExl2UnitsPerStep * kSlotWords;
 constexpr uint32_t kStepBytes = kStepWords * 4;
+// Per block step in shared memory after x: for each pair of batch columns (2t, 2t + 1) their x
+// scales, then their offset sums (stage_offsets): one 16-byte load per lane and step.
+constexpr int kScaleStride = 2 * kExl2MaxBatch;
+constexpr uint32_t kScaleBytes = kScaleStride * 4;
 
 template <int OFF>
 __device__ __forceinline__ uint4 lds128(uint32_t addr) {
@@ -56,10 +64,9 @@ struct WarpCtx {
   const unsigned short* sbase;    // q_scale as 16-bit codes of 4 columns: + tile * 8 + g
   const unsigned short* mbase;    // group_m
   uint32_t xs;                    // shared x of the first block step: slot t, batch column g
-  uint32_t xsc;                   // shared step scales + 2t
+  uint32_t xsc;                   // shared step scales and offset sums of columns 2t, 2t + 1
   int scale_row;                  // 16-bit codes per q_scale row
   int t;
-  int quad;                       // lane & ~3: the lanes t = 0..3 of this lane's columns
   int k0;
   bool one;                       // batch 1
 };
@@ -67,10 +74,48 @@ struct WarpCtx {
 struct XStage {
   const GemvArgs* a;
   const Exl2LayerIo* io;
+  const Exl2Desc* d;
   uint32_t* xs;
-  float* xsc;
+  float* xsc;  // [block step][kScaleStride]
   int k0, k1;
+  int width;   // the kernel's W: the layer's common width, 0 if mixed
 };
+
+// The block's offset sums: for each step and batch column, sum_k (2^(10-o_k) + z) x_k over the
+// step's 128 rows (x as staged), what the offset decode's mma sums carry besides
+// sum_k (q_k - z) x_k. 16 threads per (step, column), 4 pairs of one slot each, summed in a
+// fixed order (results repeat bit for bit).
+__device__ __forceinline__ void stage_offsets(const XStage& s) {
+  const GemvArgs& a = *s.a;
+  const int items = (s.k1 - s.k0) * a.bs * 16;
+  const int lane = threadIdx.x & 31, qtr = threadIdx.x & 3, slot = (threadIdx.x >> 2) & 3;
+  float cz[4];
+  auto consts = [&](int bits) {
+#pragma unroll
+    for (int p = 0; p < 4; ++p) cz[p] = offset_const(bits, 4 * qtr + p);
+  };
+  if (s.width != 0) consts(s.width);
+  for (int base = threadIdx.x & ~31; base < items; base += blockDim.x) {
+    const int i = base + lane, sc = i >> 4;
+    const int step = sc >> a.bs_shift, col = sc & (a.bs - 1);
+    float f = 0.0f;
+    if (i < items) {
+      if (s.width == 0) consts(segment_of(*s.d, s.k0 + step).bits);
+      const uint4 v = *reinterpret_cast<const uint4*>(
+          s.xs + (step * kExl2UnitsPerStep + slot) * kSlotWords + col * kPairs + 4 * qtr);
+      const uint32_t wv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const float2 h = __half22float2(as_half2(wv[p]));
+        f = fmaf(cz[p], h.x + h.y, f);
+      }
+    }
+#pragma unroll
+    for (int m = 8; m >= 1; m >>= 1) f += __shfl_xor_sync(0xffffffffu, f, m);
+    if (i < items && (lane & 15) == 0)
+      s.xsc[step * kScaleStride + 4 * (col >> 1) + 2 + (col & 1)] = f;
+  }
+}
 
 // Block-wide copy of the block's steps of x into shared memory ([slot][column][pair], columns
 // below bs) and the step scales, then a barrier.
@@ -94,7 +139,14 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
                      s.xs[slot * kSlotWords + b * kPairs + pair] = v;
                    });
   }
-  stage_scales(s);
+  // The step scales, then the offset sums (which read the x just staged).
+  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
+    s.xsc[(i >> 3) * kScaleStride + 4 * ((i & 7) >> 1) + (i & 1)] =
+        __ldcg(s.io->xscale + s.k0 * kExl2MaxBatch + i);
+  block_barrier();
+  pdl_trigger();
+  stage_offsets(s);
+  block_barrier();
 }
 
 __device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t& code,
@@ -103,35 +155,9 @@ __device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t
   m = __ldg(c.mbase + group);
 }
 
-// One-FMA decode (the math: fma_mant in exl2_layout.h): the weights come out as exllamav2's
-// times 2^-k, k per column, and the column's f32 sums are multiplied by 2^k. (s = 0, i.e.
-// q_scale_max < 2^-17: the weights are 0 but the products get the factor 2^-118, not 0.)
-// Lane t of a column quad computes column 4g + t; the quad exchanges them by shuffles.
-struct ColScale {
-  uint32_t v;  // mant | mant << 16
-  float f;     // 2^k
-};
-
-__device__ __forceinline__ ColScale own_scale(uint32_t code16, int t, uint32_t m_bits) {
-  const uint32_t qs = ((code16 >> (4 * t)) & 15u) + 1u;
-  const __half s = __hmul_rn(__uint2half_rn(qs * qs), __ushort_as_half(static_cast<unsigned short>(m_bits)));
-  const uint32_t b = __float_as_uint(__half2float(s));
-  return {fma_mant(b) * 0x10001u, __uint_as_float(fma_f_bits(b))};
-}
-
-// Distinct field offsets o of a width (pair_offset): o = oi * kOStep, oi < kOffsets.
-template <int B>
-constexpr int kOffsets = B == 2 ? 5 : B == 3 ? 3 : B <= 5 ? 2 : 1;
-template <int B>
-constexpr int kOStep = B == 2 ? 2 : B;
-
-template <int B, int OI>
-constexpr uint32_t a_const() {
-  return fma_a_bits(0u, OI * kOStep<B>) * 0x10001u;
-}
-
 // One step: decode the lane's 4 columns x 32 rows, 16 mma (2 M tiles x 8 k steps), then
-// acc += sums * the step's x scale (* 2^k per column when SCALED).
+// acc += sums * the step's x scale; SCALED: the offset decode, acc += (sums - the step's offset
+// sum) * the column's scale * the step's x scale.
 template <int B, bool SCALED>
 __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& st, uint32_t xr,
                                               uint32_t xsr, float (&acc)[2][4]) {
@@ -143,23 +169,8 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
     w[2][i] = st.w[i].z;
     w[3][i] = st.w[i].w;
   }
-  // Per column: kernel 1's scale (sc) or the one-FMA constants (ao, cc) and 2^k (own.f).
-  __half2 sc[4];
-  uint32_t ao[4][kOffsets<B>], cc[4];
-  ColScale own{};
-  if constexpr (SCALED) {
-    own = own_scale(st.code, c.t, st.m);
-    constexpr uint32_t kC = fma_c_bits(0u, B) * 0x10001u;
-#pragma unroll
-    for (int col = 0; col < 4; ++col) {
-      const uint32_t v = __shfl_sync(0xffffffffu, own.v, c.quad | col);
-      cc[col] = v | kC;
-      static_for<kOffsets<B>>([&](auto oi_) {
-        constexpr int oi = decltype(oi_)::value;
-        ao[col][oi] = v | a_const<B, oi>();
-      });
-    }
-  } else {
+  __half2 sc[4];  // not SCALED: kernel 1's column scales
+  if constexpr (!SCALED) {
     const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(st.m)));
     const __half2 s01 = scale_pair2(st.code, 0, m2), s23 = scale_pair2(st.code, 1, m2);
     sc[0] = __low2half2(s01);
@@ -170,9 +181,7 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
   auto weights = [&](auto j_, int col) {
     constexpr int J = decltype(j_)::value;
     if constexpr (SCALED) {
-      constexpr int oi = pair_offset<B, J>() / kOStep<B>;
-      return as_u32(__hfma2(as_half2(pair_bits<B, J, 0u>(w[col])), as_half2(ao[col][oi]),
-                            as_half2(cc[col])));
+      return pair_bits<B, J, offset_magic(pair_offset<B, J>())>(w[col]);
     } else {
       return pair_weights<B, J>(w[col], sc[col]);
     }
@@ -204,17 +213,25 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
     });
   });
   // Odd accumulator elements hold batch columns 2t + 1, which a batch-1 launch never stores.
-  const float2 s = lds64f(xsr);
   if constexpr (SCALED) {
+    const uint4 sv = lds128<0>(xsr);  // x scales, then offset sums, of columns 2t, 2t + 1
+    const float sx = __uint_as_float(sv.x), sy = __uint_as_float(sv.y);
+    const float ox = __uint_as_float(sv.z), oy = __uint_as_float(sv.w);
+    // The lane's 4 column scales, exllamav2's fp16 values (scale_pair2), as f32.
+    const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(st.m)));
+    const float2 s01 = __half22float2(scale_pair2(st.code, 0, m2));
+    const float2 s23 = __half22float2(scale_pair2(st.code, 1, m2));
+    const float cs[4] = {s01.x, s01.y, s23.x, s23.y};
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {  // column 2 mt + h: accumulator elements 2h, 2h + 1
-        const float f = __shfl_sync(0xffffffffu, own.f, c.quad | (2 * mt + h));
-        acc[mt][2 * h] = fmaf(part[mt][2 * h], s.x * f, acc[mt][2 * h]);
-        if (!c.one) acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1], s.y * f, acc[mt][2 * h + 1]);
+        const float f = cs[2 * mt + h];
+        acc[mt][2 * h] = fmaf(part[mt][2 * h] - ox, f * sx, acc[mt][2 * h]);
+        if (!c.one) acc[mt][2 * h + 1] = fmaf(part[mt][2 * h + 1] - oy, f * sy, acc[mt][2 * h + 1]);
       }
   } else {
+    const float2 s = lds64f(xsr);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -256,7 +273,7 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
   };
   // Shared addresses of the step's x and scales, advanced per step (loop-carried).
   uint32_t xr = c.xs + (s_begin - c.k0) * kStepBytes;
-  uint32_t xsr = c.xsc + (s_begin - c.k0) * kExl2MaxBatch * 4;
+  uint32_t xsr = c.xsc + (s_begin - c.k0) * kScaleBytes;
   Stage<B> st[D];
 #pragma unroll
   for (int d = 0; d < D; ++d)
@@ -268,7 +285,7 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
       if (s + d < full_end) {
         compute_stage<B, SCALED>(c, st[d], xr, xsr, acc);
         xr += kStepBytes;
-        xsr += kExl2MaxBatch * 4;
+        xsr += kScaleBytes;
         if (s + d + D < full_end) load(st[d]);
       }
     }
@@ -284,7 +301,7 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
     const int ut = min(kExl2UnitsPerStep * ls + c.t, seg.units - 1);
     load_scale(c, g0 + (ut >> gshift), tail.code, tail.m);
     compute_stage<B, SCALED>(c, tail, c.xs + (full_end - c.k0) * kStepBytes,
-                             c.xsc + (full_end - c.k0) * kExl2MaxBatch * 4, acc);
+                             c.xsc + (full_end - c.k0) * kScaleBytes, acc);
   }
 }
 
@@ -313,8 +330,8 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   const Exl2LayerIo& io = grp.io[place.layer];
   const WarpRange w = warp_range(d, a, place.row);
   const int g = w.g, t = w.t;
-  XStage xst{&a, &io, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords), w.k0,
-             w.k1};
+  XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
+             w.k0, w.k1, W};
   WarpCtx c;
   c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
   c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + w.tile * 8 + g;
@@ -322,10 +339,9 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   // Columns g >= batch read whatever is there: they only feed mma output columns that are
   // never stored (columns of an mma do not mix).
   c.xs = static_cast<uint32_t>(__cvta_generic_to_shared(smem + t * kSlotWords + g * kPairs));
-  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 2 * t));
+  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 4 * t));
   c.scale_row = d.out_pad / 4;
   c.t = t;
-  c.quad = w.lane & ~3;
   c.k0 = w.k0;
   c.one = a.batch == 1;
 
@@ -339,7 +355,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
 
 size_t exl2_gemv2_shared_bytes(const Exl2Split& split) {
   const size_t steps = static_cast<size_t>(split.ksub) * split.steps_per_warp;
-  const size_t x_bytes = (steps * kStepWords + steps * kExl2MaxBatch) * 4;
+  const size_t x_bytes = (steps * kStepWords + steps * kScaleStride) * 4;
   const size_t red_bytes = static_cast<size_t>(split.tiles_per_block) * split.ksub *
                            kExl2MaxBatch * kRedStride * 4;
   return std::max(x_bytes, red_bytes);

@@ -55,8 +55,8 @@ EXQ_EXL2_HD uint32_t field(uint32_t w) {
 }
 
 // Pair J of a unit-column as magic bits half2(1024 + q[J] * 2^o, 1024 + q[J + 16] * 2^o), with
-// o = pair_offset<B, J>(). With M = 0 the bits are the bare fields q * 2^o (fp16 subnormals
-// q * 2^(o - 24), exact: kernel 2's one-FMA decode).
+// o = pair_offset<B, J>(). Another M puts other exponent bits around the same fields
+// (offset_magic below; for 8 bits M only selects the 1024 magic or none).
 template <int B, int J, uint32_t M = kMagic>
 EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
   static_assert(J >= 0 && J < kPairs);
@@ -105,28 +105,29 @@ EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
   }
 }
 
-template <int B, int J>
-constexpr int pair_offset() {
-  if constexpr (B == 2) return J % 8 <= 4 ? 2 * (J % 8) : 2 * (J % 8 - 5);
-  else if constexpr (B == 3) return J < 15 ? (J % 5 <= 2 ? 3 * (J % 5) : 3 * (J % 5 - 3)) : 0;
-  else if constexpr (B == 4) return J % 4 <= 1 ? 4 * (J % 4) : 4 * (J % 4 - 2);
-  else if constexpr (B == 5) return J < 15 && J % 3 == 1 ? 5 : 0;
-  else return 0;
+// The bit offset o of pair J's field in each half (the lowest bit of q sits at bit o).
+EXQ_EXL2_HD constexpr int pair_offset_of(int B, int J) {
+  if (B == 2) return J % 8 <= 4 ? 2 * (J % 8) : 2 * (J % 8 - 5);
+  if (B == 3) return J < 15 ? (J % 5 <= 2 ? 3 * (J % 5) : 3 * (J % 5 - 3)) : 0;
+  if (B == 4) return J % 4 <= 1 ? 4 * (J % 4) : 4 * (J % 4 - 2);
+  if (B == 5) return J < 15 && J % 3 == 1 ? 5 : 0;
+  return 0;
 }
 
-// Kernel 2's one-FMA decode (exl2_gemv_v2.cu). A column scale s (fp16, > 0) read as the f32
-// bits `b` of its exact value is 1.mant * 2^e with e = (b >> 23) - 127, also for a subnormal
-// s. With k = e + 9, A_o = 1.mant * 2^(15 - o) and C = -1.mant * 2^(bits - 10):
-// fma(q * 2^(o - 24), A_o, C) = (q - z) * s * 2^-k before its one rounding, a normal result,
-// so it is fp16((q - z) * s) * 2^-k exactly. f_bits: the f32 bits of 2^k, with the sign of s
-// (A_o and C use |s|). s must be finite (Exl2Layer checks q_scale_max).
-EXQ_EXL2_HD constexpr uint32_t fma_mant(uint32_t b) { return (b >> 13) & 0x3ffu; }
-EXQ_EXL2_HD constexpr uint32_t fma_f_bits(uint32_t b) { return (b & 0xff800000u) + (9u << 23); }
-EXQ_EXL2_HD constexpr uint32_t fma_a_bits(uint32_t mant, int o) {
-  return static_cast<uint32_t>(30 - o) << 10 | mant;
+template <int B, int J>
+constexpr int pair_offset() {
+  return pair_offset_of(B, J);
 }
-EXQ_EXL2_HD constexpr uint32_t fma_c_bits(uint32_t mant, int bits) {
-  return 0x8000u | static_cast<uint32_t>(bits + 5) << 10 | mant;
+
+// Kernel 2's offset decode (exl2_gemv_v2.cu): with M = offset_magic(o) a half whose field sits
+// at bit o reads as 2^(10 - o) + q exactly (exponent 25 - o: the field's lowest bit is worth 1),
+// one LOP3 per pair and no floating-point operation. The constant 2^(10 - o) + z of a row
+// (z = 2^(B-1), the zero point) is offset_const.
+EXQ_EXL2_HD constexpr uint32_t offset_magic(int o) {
+  return (static_cast<uint32_t>(25 - o) << 10) * 0x10001u;
+}
+EXQ_EXL2_HD constexpr float offset_const(int B, int J) {
+  return static_cast<float>((1 << (10 - pair_offset_of(B, J))) + (1 << (B - 1)));
 }
 
 // The 32 values v (v[r] < 2^bits) of one unit-column into `bits` words w (inverse of
