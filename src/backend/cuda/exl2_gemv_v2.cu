@@ -83,52 +83,85 @@ struct XStage {
 
 // The block's offset sums: for each step and batch column, sum_k (2^(10-o_k) + z) x_k over the
 // step's 128 rows (x as staged), what the offset decode's mma sums carry besides
-// sum_k (q_k - z) x_k. 16 threads per (step, column), 4 pairs of one slot each, summed in a
-// fixed order (results repeat bit for bit).
+// sum_k (q_k - z) x_k. 16 threads per (step, column), each 4 pairs (a 16-byte load) of one slot,
+// summed in a fixed order (results repeat bit for bit). A thread's pairs 4 qtr .. 4 qtr + 3 are
+// fixed (qtr = threadIdx.x & 3); so are their constants when the layer has one width.
+struct OffsetSums {
+  float cz[4];
+  int qtr;
+  __device__ __forceinline__ void set(int bits) {
+#pragma unroll
+    for (int p = 0; p < 4; ++p) cz[p] = offset_const(bits, 4 * qtr + p);
+  }
+  __device__ __forceinline__ float sum(const uint4& v) const {
+    const uint32_t wv[4] = {v.x, v.y, v.z, v.w};
+    float f = 0.0f;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const float2 h = __half22float2(as_half2(wv[p]));
+      f = fmaf(cz[p], h.x + h.y, f);
+    }
+    return f;
+  }
+};
+
+// The 16 threads' parts of a (step, column) sum added (all lanes of the warp take part).
+__device__ __forceinline__ float sum16(float f) {
+#pragma unroll
+  for (int m = 8; m >= 1; m >>= 1) f += __shfl_xor_sync(0xffffffffu, f, m);
+  return f;
+}
+
+__device__ __forceinline__ float* offset_slot(const XStage& s, int step, int col) {
+  return s.xsc + step * kScaleStride + 4 * (col >> 1) + 2 + (col & 1);
+}
+
+// Batch > 1: the sums from the x in shared memory, after it is staged.
 __device__ __forceinline__ void stage_offsets(const XStage& s) {
   const GemvArgs& a = *s.a;
   const int items = (s.k1 - s.k0) * a.bs * 16;
-  const int lane = threadIdx.x & 31, qtr = threadIdx.x & 3, slot = (threadIdx.x >> 2) & 3;
-  float cz[4];
-  auto consts = [&](int bits) {
-#pragma unroll
-    for (int p = 0; p < 4; ++p) cz[p] = offset_const(bits, 4 * qtr + p);
-  };
-  if (s.width != 0) consts(s.width);
+  const int lane = threadIdx.x & 31, slot = (threadIdx.x >> 2) & 3;
+  OffsetSums os;
+  os.qtr = threadIdx.x & 3;
+  if (s.width != 0) os.set(s.width);
   for (int base = threadIdx.x & ~31; base < items; base += blockDim.x) {
     const int i = base + lane, sc = i >> 4;
     const int step = sc >> a.bs_shift, col = sc & (a.bs - 1);
     float f = 0.0f;
     if (i < items) {
-      if (s.width == 0) consts(segment_of(*s.d, s.k0 + step).bits);
-      const uint4 v = *reinterpret_cast<const uint4*>(
-          s.xs + (step * kExl2UnitsPerStep + slot) * kSlotWords + col * kPairs + 4 * qtr);
-      const uint32_t wv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const float2 h = __half22float2(as_half2(wv[p]));
-        f = fmaf(cz[p], h.x + h.y, f);
-      }
+      if (s.width == 0) os.set(segment_of(*s.d, s.k0 + step).bits);
+      f = os.sum(*reinterpret_cast<const uint4*>(
+          s.xs + (step * kExl2UnitsPerStep + slot) * kSlotWords + col * kPairs + 4 * os.qtr));
     }
-#pragma unroll
-    for (int m = 8; m >= 1; m >>= 1) f += __shfl_xor_sync(0xffffffffu, f, m);
-    if (i < items && (lane & 15) == 0)
-      s.xsc[step * kScaleStride + 4 * (col >> 1) + 2 + (col & 1)] = f;
+    f = sum16(f);
+    if (i < items && (lane & 15) == 0) *offset_slot(s, step, col) = f;
   }
 }
 
 // Block-wide copy of the block's steps of x into shared memory ([slot][column][pair], columns
-// below bs) and the step scales, then a barrier.
+// below bs), the step scales and the offset sums (at batch 1 from the copy's own loads), then
+// a barrier.
 __device__ __forceinline__ void stage_x(const XStage& s) {
   const GemvArgs& a = *s.a;
   pdl_wait();
   const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
   const uint32_t* src = s.io->xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
-  if (a.bs == 1) {  // a slot is 16 contiguous words on both sides
-    const int total = slots * (kPairs / 4);
-    for (int i = threadIdx.x; i < total; i += blockDim.x) {
-      const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src) + i);
-      *reinterpret_cast<uint4*>(s.xs + (i >> 2) * kSlotWords + (i & 3) * 4) = v;
+  if (a.bs == 1) {  // a slot is 16 contiguous words on both sides; 16 loads per step
+    const int total = slots * (kPairs / 4), lane = threadIdx.x & 31;
+    OffsetSums os;
+    os.qtr = threadIdx.x & 3;
+    if (s.width != 0) os.set(s.width);
+    for (int base = threadIdx.x & ~31; base < total; base += blockDim.x) {
+      const int i = base + lane;
+      float f = 0.0f;
+      if (i < total) {
+        const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src) + i);
+        *reinterpret_cast<uint4*>(s.xs + (i >> 2) * kSlotWords + (i & 3) * 4) = v;
+        if (s.width == 0) os.set(segment_of(*s.d, s.k0 + (i >> 4)).bits);
+        f = os.sum(v);
+      }
+      f = sum16(f);
+      if (i < total && (lane & 15) == 0) *offset_slot(s, i >> 4, 0) = f;
     }
   } else {
     const int sh = a.bs_shift;
@@ -139,20 +172,40 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
                      s.xs[slot * kSlotWords + b * kPairs + pair] = v;
                    });
   }
-  // The step scales, then the offset sums (which read the x just staged).
   for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
     s.xsc[(i >> 3) * kScaleStride + 4 * ((i & 7) >> 1) + (i & 1)] =
         __ldcg(s.io->xscale + s.k0 * kExl2MaxBatch + i);
   block_barrier();
   pdl_trigger();
-  stage_offsets(s);
-  block_barrier();
+  if (a.bs != 1) {  // the offset sums read the x just staged
+    stage_offsets(s);
+    block_barrier();
+  }
 }
 
 __device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t& code,
                                            uint32_t& m) {
   code = __ldg(c.sbase + group * c.scale_row);
   m = __ldg(c.mbase + group);
+}
+
+// The scales of a lane's 4 columns, fp16(qs^2 * m) with qs = code nibble + 1 (exllamav2's, as
+// scale_pair2 forms them), as f32, with one integer operation per column pair: the 16-bit code
+// twice in a word, then nibbles 0 / 1 (2 / 3 after >> 8) masked under the exponents that read
+// them as 1024 + n and 64 + n.
+__device__ __forceinline__ void column_scales(uint32_t code, uint32_t m_bits, float (&cs)[4]) {
+  constexpr uint32_t kMask = 0x00f0000fu, kExp = 0x54006400u;  // half2(1024 + n, 64 + n)
+  const uint32_t u = code * 0x10001u;
+  const __half2 bias = as_half2(0xd3e0e3feu);  // half2(-1023, -63): qs = n + 1
+  const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(m_bits)));
+  const __half2 q01 = __hadd2(as_half2(and_or<kMask>(u, kExp)), bias);
+  const __half2 q23 = __hadd2(as_half2(and_or<kMask>(u >> 8, kExp)), bias);
+  const float2 s01 = __half22float2(__hmul2_rn(__hmul2_rn(q01, q01), m2));
+  const float2 s23 = __half22float2(__hmul2_rn(__hmul2_rn(q23, q23), m2));
+  cs[0] = s01.x;
+  cs[1] = s01.y;
+  cs[2] = s23.x;
+  cs[3] = s23.y;
 }
 
 // One step: decode the lane's 4 columns x 32 rows, 16 mma (2 M tiles x 8 k steps), then
@@ -217,11 +270,9 @@ __device__ __forceinline__ void compute_stage(const WarpCtx& c, const Stage<B>& 
     const uint4 sv = lds128<0>(xsr);  // x scales, then offset sums, of columns 2t, 2t + 1
     const float sx = __uint_as_float(sv.x), sy = __uint_as_float(sv.y);
     const float ox = __uint_as_float(sv.z), oy = __uint_as_float(sv.w);
-    // The lane's 4 column scales, exllamav2's fp16 values (scale_pair2), as f32.
-    const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(st.m)));
-    const float2 s01 = __half22float2(scale_pair2(st.code, 0, m2));
-    const float2 s23 = __half22float2(scale_pair2(st.code, 1, m2));
-    const float cs[4] = {s01.x, s01.y, s23.x, s23.y};
+    // The lane's 4 column scales, exllamav2's fp16 values, as f32 (column_scales).
+    float cs[4];
+    column_scales(st.code, st.m, cs);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
