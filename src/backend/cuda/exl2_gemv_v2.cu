@@ -144,6 +144,10 @@ __device__ __forceinline__ void stage_offsets(const XStage& s) {
 __device__ __forceinline__ void stage_x(const XStage& s) {
   const GemvArgs& a = *s.a;
   pdl_wait();
+  // The first step scale of each thread is loaded before x: its L2 round trip overlaps x's.
+  const int nsc = (s.k1 - s.k0) * kExl2MaxBatch;
+  const float* scale_src = s.io->xscale + s.k0 * kExl2MaxBatch;
+  const float sc0 = static_cast<int>(threadIdx.x) < nsc ? __ldcg(scale_src + threadIdx.x) : 0.0f;
   const int slots = (s.k1 - s.k0) * kExl2UnitsPerStep;
   const uint32_t* src = s.io->xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
   if (a.bs == 1) {  // a slot is 16 contiguous words on both sides; 16 loads per step
@@ -172,9 +176,11 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
                      s.xs[slot * kSlotWords + b * kPairs + pair] = v;
                    });
   }
-  for (int i = threadIdx.x; i < (s.k1 - s.k0) * kExl2MaxBatch; i += blockDim.x)
-    s.xsc[(i >> 3) * kScaleStride + 4 * ((i & 7) >> 1) + (i & 1)] =
-        __ldcg(s.io->xscale + s.k0 * kExl2MaxBatch + i);
+  auto put_scale = [&](int i, float v) {
+    s.xsc[(i >> 3) * kScaleStride + 4 * ((i & 7) >> 1) + (i & 1)] = v;
+  };
+  if (static_cast<int>(threadIdx.x) < nsc) put_scale(threadIdx.x, sc0);
+  for (int i = threadIdx.x + blockDim.x; i < nsc; i += blockDim.x) put_scale(i, __ldcg(scale_src + i));
   block_barrier();
   pdl_trigger();
   if (a.bs != 1) {  // the offset sums read the x just staged
