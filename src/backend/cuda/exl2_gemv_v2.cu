@@ -362,7 +362,7 @@ __device__ __forceinline__ void run_steps_as(const WarpCtx& c, const Exl2Segment
   }
 }
 
-// Runs whose groups span whole steps take the one-FMA decode; groups of exactly one step (the
+// Runs whose groups span whole steps take the offset decode; groups of exactly one step (the
 // common 128-row groups) also the constant scale-pointer increments.
 template <int B, bool MIXED>
 __device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& seg, int s_begin,
