@@ -78,6 +78,17 @@ const std::vector<Option> kOptions = {
     {"1:8b_128g", {{1.0, 8, 128}}},
     {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
 
+// The GEMV kernel alone (batch 1), us per launch: x staged once by exl2_gemv (every copy has
+// the same permutation), then one exl2_gemv_staged launch per layer as a CUDA graph.
+double kernel_alone_us(const std::vector<Exl2Layer>& copies, const DeviceView& xv, const DeviceView& yv,
+                       Exl2Workspace& ws, Stream& stream) {
+  const int n = static_cast<int>(copies.size());
+  exl2_gemv(copies[0], xv, yv, ws, stream);
+  return graph_us(std::max(20, n), 20, stream, [&](int i) {
+    exl2_gemv_staged(copies[static_cast<size_t>(i % n)], yv, ws, stream);
+  });
+}
+
 nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const DeviceBuffer& x32,
                           Stream& stream) {
   std::printf("%-38s %13s %6s %6s %9s %8s %7s %9s %9s %7s %9s %7s  %s\n", "option", "in x out", "batch",
@@ -110,14 +121,9 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
             exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
           });
           const double gfrac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
-          // The GEMV kernel alone (batch 1): x left staged by the last exl2_gemv (every copy has
-          // the same permutation), one exl2_gemv_staged launch per layer, no staging launch.
           double kus = 0.0, kfrac = 0.0;
           if (b == 1) {
-            exl2_gemv(copies[0], xv, yv, ws, stream);
-            kus = graph_us(std::max(20, n), 20, stream, [&](int i) {
-              exl2_gemv_staged(copies[static_cast<size_t>(i % n)], yv, ws, stream);
-            });
+            kus = kernel_alone_us(copies, xv, yv, ws, stream);
             kfrac = bytes / (kus * 1e-6) / kPeakBytesPerSecond;
           }
           std::printf("%-38s %6lldx%-6lld %6lld %6d %9.2f %8.0f %6.1f%% %9.2f %9.2f %6.1f%% %9.2f %6.1f%%  %s\n",
@@ -242,10 +248,7 @@ nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
       });
       const double bytes = static_cast<double>(copies[0].weight_bytes());
       const double frac = bytes / (ms * 1e-3) / kPeakBytesPerSecond;
-      exl2_gemv(copies[0], xv, yv, ws, stream);  // x staged for the kernel-alone graph
-      const double kus = graph_us(std::max(20, n), 20, stream, [&](int i) {
-        exl2_gemv_staged(copies[static_cast<size_t>(i % n)], yv, ws, stream);
-      });
+      const double kus = kernel_alone_us(copies, xv, yv, ws, stream);
       const double kfrac = bytes / (kus * 1e-6) / kPeakBytesPerSecond;
       lines.push_back({kus, fmt::format("{:6}x{:<6} {} {} {:8.2f} us {:5.1f}%  kernel {:7.2f} us {:5.1f}%",
                                         in, out_f, split_str(c), ci == 0 ? '*' : ' ', ms * 1e3,

@@ -55,12 +55,16 @@ struct Stage {
   uint32_t m;     // fp16 bits of the group's q_scale_max / 256
 };
 
-// Scales of columns (2k, 2k + 1) as half2(fp16(qs0^2 m), fp16(qs1^2 m)): qs^2 <= 256 is put
-// in a half exactly with the 1024 magic, then one rounding multiply.
+// Scales of columns (2k, 2k + 1) (code nibbles 2k, 2k + 1, qs = nibble + 1) as
+// half2(fp16(qs0^2 m), fp16(qs1^2 m)), exllamav2's: byte k of `codes` in both halves, its
+// nibbles masked under the exponents that read them as half2(1024 + n0, 64 + n1), then exact
+// fp16 arithmetic for qs and qs^2 and one rounding multiply by m.
 __device__ __forceinline__ __half2 scale_pair2(uint32_t codes, int k, __half2 m2) {
-  const uint32_t q0 = ((codes >> (8 * k)) & 15u) + 1u, q1 = ((codes >> (8 * k + 4)) & 15u) + 1u;
-  const __half2 sq = __hsub2_rn(as_half2((q0 * q0 | (q1 * q1) << 16) | kMagic), as_half2(kMagic));
-  return __hmul2_rn(sq, m2);
+  constexpr uint32_t kMask = 0x00f0000fu, kExp = 0x54006400u;
+  const __half2 bias = as_half2(0xd3e0e3feu);  // half2(-1023, -63): qs = n + 1
+  const uint32_t u = __byte_perm(codes, 0u, k == 0 ? 0x1010u : 0x0101u);
+  const __half2 qs = __hadd2(as_half2(and_or<kMask>(u, kExp)), bias);
+  return __hmul2_rn(__hmul2_rn(qs, qs), m2);
 }
 
 // A warp's totals, passed by value to and from the mixed-width run functions.

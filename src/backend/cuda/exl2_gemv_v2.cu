@@ -89,9 +89,16 @@ struct XStage {
 struct OffsetSums {
   float cz[4];
   int qtr;
+  __device__ __forceinline__ explicit OffsetSums(const XStage& s) : qtr(threadIdx.x & 3) {
+    if (s.width != 0) set(s.width);
+  }
   __device__ __forceinline__ void set(int bits) {
 #pragma unroll
     for (int p = 0; p < 4; ++p) cz[p] = offset_const(bits, 4 * qtr + p);
+  }
+  // Mixed widths: the constants of block step `step`'s run.
+  __device__ __forceinline__ void at_step(const XStage& s, int step) {
+    if (s.width == 0) set(segment_of(*s.d, s.k0 + step).bits);
   }
   __device__ __forceinline__ float sum(const uint4& v) const {
     const uint32_t wv[4] = {v.x, v.y, v.z, v.w};
@@ -121,15 +128,13 @@ __device__ __forceinline__ void stage_offsets(const XStage& s) {
   const GemvArgs& a = *s.a;
   const int items = (s.k1 - s.k0) * a.bs * 16;
   const int lane = threadIdx.x & 31, slot = (threadIdx.x >> 2) & 3;
-  OffsetSums os;
-  os.qtr = threadIdx.x & 3;
-  if (s.width != 0) os.set(s.width);
+  OffsetSums os(s);
   for (int base = threadIdx.x & ~31; base < items; base += blockDim.x) {
     const int i = base + lane, sc = i >> 4;
     const int step = sc >> a.bs_shift, col = sc & (a.bs - 1);
     float f = 0.0f;
     if (i < items) {
-      if (s.width == 0) os.set(segment_of(*s.d, s.k0 + step).bits);
+      os.at_step(s, step);
       f = os.sum(*reinterpret_cast<const uint4*>(
           s.xs + (step * kExl2UnitsPerStep + slot) * kSlotWords + col * kPairs + 4 * os.qtr));
     }
@@ -152,16 +157,14 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
   const uint32_t* src = s.io->xq + static_cast<size_t>(s.k0) * kExl2UnitsPerStep * kPairs * a.bs;
   if (a.bs == 1) {  // a slot is 16 contiguous words on both sides; 16 loads per step
     const int total = slots * (kPairs / 4), lane = threadIdx.x & 31;
-    OffsetSums os;
-    os.qtr = threadIdx.x & 3;
-    if (s.width != 0) os.set(s.width);
+    OffsetSums os(s);
     for (int base = threadIdx.x & ~31; base < total; base += blockDim.x) {
       const int i = base + lane;
       float f = 0.0f;
       if (i < total) {
         const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src) + i);
         *reinterpret_cast<uint4*>(s.xs + (i >> 2) * kSlotWords + (i & 3) * 4) = v;
-        if (s.width == 0) os.set(segment_of(*s.d, s.k0 + (i >> 4)).bits);
+        os.at_step(s, i >> 4);
         f = os.sum(v);
       }
       f = sum16(f);
@@ -195,19 +198,11 @@ __device__ __forceinline__ void load_scale(const WarpCtx& c, int group, uint32_t
   m = __ldg(c.mbase + group);
 }
 
-// The scales of a lane's 4 columns, fp16(qs^2 * m) with qs = code nibble + 1 (exllamav2's, as
-// scale_pair2 forms them), as f32, with one integer operation per column pair: the 16-bit code
-// twice in a word, then nibbles 0 / 1 (2 / 3 after >> 8) masked under the exponents that read
-// them as 1024 + n and 64 + n.
+// The scales of a lane's 4 columns (scale_pair2, exllamav2's fp16 values) as f32.
 __device__ __forceinline__ void column_scales(uint32_t code, uint32_t m_bits, float (&cs)[4]) {
-  constexpr uint32_t kMask = 0x00f0000fu, kExp = 0x54006400u;  // half2(1024 + n, 64 + n)
-  const uint32_t u = code * 0x10001u;
-  const __half2 bias = as_half2(0xd3e0e3feu);  // half2(-1023, -63): qs = n + 1
   const __half2 m2 = __half2half2(__ushort_as_half(static_cast<unsigned short>(m_bits)));
-  const __half2 q01 = __hadd2(as_half2(and_or<kMask>(u, kExp)), bias);
-  const __half2 q23 = __hadd2(as_half2(and_or<kMask>(u >> 8, kExp)), bias);
-  const float2 s01 = __half22float2(__hmul2_rn(__hmul2_rn(q01, q01), m2));
-  const float2 s23 = __half22float2(__hmul2_rn(__hmul2_rn(q23, q23), m2));
+  const float2 s01 = __half22float2(scale_pair2(code, 0, m2));
+  const float2 s23 = __half22float2(scale_pair2(code, 1, m2));
   cs[0] = s01.x;
   cs[1] = s01.y;
   cs[2] = s23.x;

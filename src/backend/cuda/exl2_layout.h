@@ -56,7 +56,7 @@ EXQ_EXL2_HD uint32_t field(uint32_t w) {
 
 // Pair J of a unit-column as magic bits half2(1024 + q[J] * 2^o, 1024 + q[J + 16] * 2^o), with
 // o = pair_offset<B, J>(). Another M puts other exponent bits around the same fields
-// (offset_magic below; for 8 bits M only selects the 1024 magic or none).
+// (offset_magic below; 8-bit fields sit at o = 0, where that is the 1024 magic).
 template <int B, int J, uint32_t M = kMagic>
 EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
   static_assert(J >= 0 && J < kPairs);
@@ -100,8 +100,8 @@ EXQ_EXL2_HD uint32_t pair_bits(const uint32_t* w) {
       return and_or<0x00300030u>(w[4 + e / 2] >> (e % 2 ? 4 : 2), lo);
     }
   } else {
-    static_assert(B == 8);
-    return byte_perm(w[J / 2], M == 0 ? 0u : 0x64646464u, J % 2 ? 0x4341u : 0x4240u);
+    static_assert(B == 8 && M == kMagic);
+    return byte_perm(w[J / 2], 0x64646464u, J % 2 ? 0x4341u : 0x4240u);
   }
 }
 
