@@ -1,14 +1,14 @@
 // CUDA EXL2 GEMV, dequantize and prefill matmul against the CPU exl2_matmul (backend/cpu) and
 // io::dequantize_exl2, on exllamav2's layer-0 fixtures and on random packed layers of every
-// bit width. Tolerances follow the precision design (exl2_gemv.cu): weights are exllamav2's fp16
-// values bit for bit (kernel 1, the prefill path, kernel 2's runs of groups under 128 rows) or
-// the exact (q - z) * scale (kernel 2's offset decode, checked against a double reference with
-// those weights), f16 activations enter the products exactly, f32 activations are rounded to
-// f16 after an exact power-of-two scaling, so |error| <= u * sum_k |w_k x_k| with u = 2^-11
-// (f32 x) plus f32 accumulation (both sides); the test allows 2u for f32 x and 2e-5 for f16 x,
-// 1e-4 for kernel 2 (its offset decode's mma sums carry 2^(10-o) x_k per row, up to 512 times
-// the weight's own term at 2 bits, and the tensor cores' f32 sums truncate relative to the
-// largest term: 3.7e-5 measured at 2 bits on an H200).
+// bit width (the launch variants: exl2_gemv_launch_test.cpp). Tolerances follow the precision
+// design (exl2_gemv.cu): weights are exllamav2's fp16 values bit for bit (kernel 1, the prefill
+// path, kernel 2's runs of groups under 128 rows) or the exact (q - z) * scale (kernel 2's offset
+// decode, checked against a double reference with those weights), f16 activations enter the
+// products exactly, f32 activations are rounded to f16 after an exact power-of-two scaling, so
+// |error| <= u * sum_k |w_k x_k| with u = 2^-11 (f32 x) plus f32 accumulation (both sides); the
+// test allows 2u for f32 x and 2e-5 for f16 x, 1e-4 for kernel 2 (its offset decode's mma sums
+// carry 2^(10-o) x_k per row, up to 512 times the weight's own term at 2 bits, and the tensor
+// cores' f32 sums truncate relative to the largest term: 3.7e-5 measured at 2 bits on an H200).
 #include "backend/cuda/exl2_gemv.h"
 
 #include <gtest/gtest.h>
@@ -16,16 +16,14 @@
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <random>
 
 #include "backend/cpu/exl2_matmul.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/elementwise.h"
-#include "backend/cuda/exl2_plan.h"
 #include "backend/cuda/matmul.h"
 #include "core/half.h"
 #include "cuda_test_util.h"
+#include "exl2_test_layers.h"
 #include "io/exl2.h"
 #include "test_support.h"
 
@@ -33,93 +31,7 @@ namespace exq::cuda {
 namespace {
 
 using test::CudaTest;
-
-// One layer described for both backends (pointers into `t`, which must outlive it).
-struct BothLayers {
-  std::vector<Exl2HostGroup> groups;
-  std::vector<cpu::Exl2MatmulGroup> cpu_groups;
-  std::vector<int32_t> perm;
-  Exl2HostLayer host;
-  cpu::Exl2MatmulWeight cpu;
-  Tensor wd;  // f32 [out, in], io's dequantization
-  Tensor w2;  // f32 [out, in], kernel 2's weights: exact (q - z) * scale in runs of groups of
-              // >= 4 units (its offset decode), io's fp16 values in the others
-
-  BothLayers(const io::Exl2Tensors& t, int64_t in, int64_t out) {
-    for (const io::Exl2Group& g : io::validate_exl2(t, in, out, "layer")) {
-      groups.push_back({g.bits, g.row_begin, g.rows, g.word_begin});
-      cpu_groups.push_back({g.bits, g.row_begin, g.rows, g.word_begin});
-    }
-    perm.resize(static_cast<size_t>(in));
-    for (int64_t i = 0; i < in; ++i) perm[t.q_invperm.data<int32_t>()[i]] = static_cast<int32_t>(i);
-    host.in = cpu.in = in;
-    host.out = cpu.out = out;
-    cpu.out_pad = io::exl2_out_pad(out);
-    host.q_weight = cpu.q_weight = reinterpret_cast<const uint32_t*>(t.q_weight.raw());
-    host.q_weight_rows = t.q_weight.dim(0);
-    host.q_scale = cpu.q_scale = reinterpret_cast<const uint32_t*>(t.q_scale.raw());
-    host.q_scale_max = cpu.q_scale_max = t.q_scale_max.data<uint16_t>();
-    host.q_perm = cpu.q_perm = perm.data();
-    host.groups = groups.data();
-    host.num_groups = static_cast<int64_t>(groups.size());
-    cpu.groups = cpu_groups.data();
-    cpu.num_groups = host.num_groups;
-    host.bias = cpu.bias = t.bias.empty() ? nullptr : t.bias.data<uint16_t>();
-    wd = io::dequantize_exl2(t, in, out, "layer", DType::F32);
-    w2 = Tensor::copy_of(wd.view());
-    const io::Exl2Linear lin = io::unpack_exl2(t, in, out, "layer");
-    std::vector<bool> offset_decode(lin.groups.size(), false);
-    for (const Exl2Segment& seg : exl2_plan(host, "layer").segments)
-      if (seg.group_shift >= 2)
-        for (int g = seg.first_group; g < seg.first_group + seg.groups; ++g)
-          offset_decode[static_cast<size_t>(g)] = true;
-    for (size_t g = 0; g < lin.groups.size(); ++g) {
-      if (!offset_decode[g]) continue;
-      const io::Exl2Group& grp = lin.groups[g];
-      const float m = half_to_float(float_to_half(half_to_float(lin.scale_max[g]) / 256.0f));
-      const int zero = 1 << (grp.bits - 1);
-      for (int64_t r = grp.row_begin; r < grp.row_begin + grp.rows; ++r)
-        for (int64_t c = 0; c < out; ++c) {
-          const float qs = lin.qs[g * static_cast<size_t>(out) + static_cast<size_t>(c)];
-          const float scale = half_to_float(float_to_half(qs * qs * m));
-          w2.data<float>()[c * in + lin.perm[static_cast<size_t>(r)]] =
-              static_cast<float>(lin.q[static_cast<size_t>(r * out + c)] - zero) * scale;
-        }
-    }
-  }
-};
-
-// A random layer from (bits, rows) groups, with random codes, scales and permutation.
-io::Exl2Linear random_linear(const std::vector<std::pair<int, int64_t>>& bits_rows, int64_t out,
-                             bool bias, uint32_t seed) {
-  std::mt19937 rng(seed);
-  io::Exl2Linear l;
-  l.groups = io::exl2_group_table(bits_rows);
-  l.in = l.groups.back().row_begin + l.groups.back().rows;
-  l.out = out;
-  l.q.resize(static_cast<size_t>(l.in * l.out));
-  for (const auto& g : l.groups)
-    for (int64_t i = g.row_begin * l.out; i < (g.row_begin + g.rows) * l.out; ++i)
-      l.q[static_cast<size_t>(i)] = static_cast<uint8_t>(rng() % (1u << g.bits));
-  for (size_t i = 0; i < l.groups.size() * static_cast<size_t>(l.out); ++i)
-    l.qs.push_back(static_cast<uint8_t>(1 + rng() % 16));
-  std::uniform_real_distribution<float> smax(0.002f, 0.08f);
-  for (size_t g = 0; g < l.groups.size(); ++g) l.scale_max.push_back(float_to_half(smax(rng)));
-  for (int64_t i = 0; i < l.in; ++i) l.perm.push_back(static_cast<int32_t>(i));
-  std::shuffle(l.perm.begin(), l.perm.end(), rng);
-  l.invperm.resize(static_cast<size_t>(l.in));
-  for (int64_t i = 0; i < l.in; ++i) l.invperm[static_cast<size_t>(l.perm[i])] = static_cast<int32_t>(i);
-  if (bias)
-    for (int64_t c = 0; c < l.out; ++c) l.bias.push_back(float_to_half(0.5f * std::sin(float(c))));
-  return l;
-}
-
-// Uniform groups of `gs` rows (the last one short when in % gs != 0).
-std::vector<std::pair<int, int64_t>> uniform_groups(int bits, int64_t gs, int64_t in) {
-  std::vector<std::pair<int, int64_t>> v;
-  for (int64_t r = 0; r < in; r += gs) v.push_back({bits, std::min(gs, in - r)});
-  return v;
-}
+using namespace exl2_test;
 
 class Exl2Gemv : public CudaTest {
  protected:
@@ -377,229 +289,6 @@ TEST_F(Exl2Gemv, RealShapeDefaultSplit) {
   for (const auto& groups : {uniform_groups(4, 128, 4096), mixed}) {
     const io::Exl2Packed p = io::pack_exl2(random_linear(groups, 1024, false, 21));
     check_layer(p.view(), 4096, 1024, 22, groups.size() == 32 ? "4096x1024 4b" : "4096x1024 mixed");
-  }
-}
-
-// A producer that writes the batch-1 staged x itself (f16 x[c] at x_pos[c], 0 at the padding
-// rows x_pad, step scales 1, as the decode attention does for the o projection) gets the bits of
-// exl2_gemv with that f16 x: uniform and mixed widths, 32-row groups, and 1000 / 576 inputs
-// (last steps with padding rows).
-TEST_F(Exl2Gemv, StagedInputMatchesF16Gemv) {
-  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 128);
-  for (const auto& g : uniform_groups(4, 128, 512)) mixed.push_back(g);
-  for (const auto& g : uniform_groups(3, 128, 384)) mixed.push_back(g);
-  std::vector<std::pair<int, int64_t>> tail = uniform_groups(4, 128, 512);  // 576: 4.5 steps
-  for (const auto& g : uniform_groups(3, 32, 64)) tail.push_back(g);
-  struct StagedCase {
-    std::string name;
-    std::vector<std::pair<int, int64_t>> groups;
-    int64_t in;
-    bool padded;
-  };
-  for (const StagedCase& sh : std::vector<StagedCase>{{"4b", uniform_groups(4, 128, 1024), 1024, false},
-                                            {"mixed", mixed, 1024, false},
-                                            {"6b_32g", uniform_groups(6, 32, 1024), 1024, false},
-                                            {"4b in 1000", uniform_groups(4, 128, 1000), 1000, true},
-                                            {"4b + 3b_32g in 576", tail, 576, true}}) {
-    const int64_t in = sh.in, out = 288;
-    const io::Exl2Packed p = io::pack_exl2(random_linear(sh.groups, out, true, 71));
-    BothLayers l(p.view(), in, out);
-    Exl2Layer layer(l.host, stream());
-    EXPECT_EQ(layer.x_pad_count() > 0, sh.padded) << sh.name;
-    Exl2Workspace ws;
-    ws.reserve(layer, stream());
-    std::mt19937 rng(72);
-    std::normal_distribution<float> nd(0.0f, 2.0f);
-    Tensor x16(DType::F16, {1, in});
-    for (int64_t c = 0; c < in; ++c) x16.data<uint16_t>()[c] = float_to_half(nd(rng));
-    DeviceTensor dx = upload(x16), want = empty(DType::F32, {1, out}), got = empty(DType::F32, {1, out});
-    exl2_gemv(layer, dx, want, ws, stream());
-    // Stage by hand: scratch 0's xq as f16 elements, every step's 8 scales 1.
-    std::vector<int32_t> pos(static_cast<size_t>(in)), pad(static_cast<size_t>(layer.x_pad_count()));
-    CUDA_CHECK(cudaMemcpyAsync(pos.data(), layer.x_pos(), pos.size() * 4, cudaMemcpyDeviceToHost, stream()));
-    if (!pad.empty())
-      CUDA_CHECK(cudaMemcpyAsync(pad.data(), layer.x_pad(), pad.size() * 4, cudaMemcpyDeviceToHost, stream()));
-    CUDA_CHECK(cudaStreamSynchronize(stream()));
-    const int steps = layer.desc().num_steps;
-    std::vector<uint16_t> xq(static_cast<size_t>(steps) * 128, 0xffff);  // NaN where nothing lands
-    for (int64_t c = 0; c < in; ++c) xq[static_cast<size_t>(pos[static_cast<size_t>(c)])] = x16.data<uint16_t>()[c];
-    for (int32_t i : pad) xq[static_cast<size_t>(i)] = 0;
-    for (uint16_t v : xq) ASSERT_NE(v, 0xffff) << sh.name << ": x_pos and x_pad leave a staged row unwritten";
-    const std::vector<float> ones(static_cast<size_t>(steps) * kExl2MaxBatch, 1.0f);
-    const Exl2Scratch sc = ws.scratch(0);
-    CUDA_CHECK(cudaMemcpyAsync(sc.xq, xq.data(), xq.size() * 2, cudaMemcpyHostToDevice, stream()));
-    CUDA_CHECK(cudaMemcpyAsync(sc.xscale, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, stream()));
-    exl2_gemv_staged(layer, got, ws, stream());
-    const Tensor w = download(want), g = download(got);
-    EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << sh.name;
-  }
-}
-
-// The two launches of a GEMV (x staging, then the programmatic dependent GEMV) replayed from
-// a CUDA graph, three layers back to back and a group launch of two, give the same bits as
-// direct launches.
-TEST_F(Exl2Gemv, GraphReplayMatchesDirectLaunches) {
-  std::vector<io::Exl2Packed> packed;
-  packed.push_back(io::pack_exl2(random_linear(uniform_groups(4, 128, 1024), 512, true, 31)));
-  packed.push_back(io::pack_exl2(random_linear(uniform_groups(3, 64, 512), 1024, false, 32)));
-  packed.push_back(io::pack_exl2(random_linear({{8, 32}, {4, 128}, {3, 864}}, 512, false, 33)));
-  const int64_t ins[] = {1024, 512, 1024}, outs[] = {512, 1024, 512};
-  std::vector<std::unique_ptr<BothLayers>> both;
-  std::vector<Exl2Layer> layers;
-  Exl2Workspace ws;
-  for (int i = 0; i < 3; ++i) {
-    both.push_back(std::make_unique<BothLayers>(packed[static_cast<size_t>(i)].view(), ins[i], outs[i]));
-    layers.emplace_back(both.back()->host, stream());
-    ws.reserve(layers.back(), stream());
-  }
-  Tensor x(DType::F32, {3, 1024});
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd;
-  for (float& v : x.span<float>()) v = nd(rng);
-  DeviceTensor dx = upload(x);
-  // Layers 0 and 2 (both 1024 inputs) also as one group launch, outputs ys[3], ys[4].
-  const Exl2LayerGroup group({&layers[0], &layers[2]});
-  ws.reserve(group, stream());
-  std::vector<DeviceTensor> ys;
-  for (int i = 0; i < 3; ++i) ys.push_back(empty(DType::F32, {3, outs[i]}));
-  ys.push_back(empty(DType::F32, {3, outs[0]}));
-  ys.push_back(empty(DType::F32, {3, outs[2]}));
-  auto run_all = [&] {
-    for (int i = 0; i < 3; ++i) {
-      const DeviceView xv(dx.raw(), DType::F32, {3, ins[i]});
-      exl2_gemv(layers[static_cast<size_t>(i)], xv, ys[static_cast<size_t>(i)], ws, stream());
-    }
-    exl2_gemv_group(group, dx, {ys[3], ys[4]}, ws, stream());
-  };
-  run_all();
-  std::vector<Tensor> direct;
-  for (auto& y : ys) direct.push_back(download(y));
-  for (auto& y : ys) CUDA_CHECK(cudaMemsetAsync(y.raw(), 0xff, y.nbytes(), stream()));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
-  run_all();
-  CUDA_CHECK(cudaStreamEndCapture(stream(), &graph));
-  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  CUDA_CHECK(cudaGraphLaunch(exec, stream()));
-  CUDA_CHECK(cudaGraphLaunch(exec, stream()));
-  for (size_t i = 0; i < ys.size(); ++i) {
-    const Tensor y = download(ys[i]);
-    EXPECT_EQ(std::memcmp(y.raw(), direct[i].raw(), y.nbytes()), 0) << "output " << i;
-  }
-  CUDA_CHECK(cudaGraphExecDestroy(exec));
-  CUDA_CHECK(cudaGraphDestroy(graph));
-}
-
-// The down projection's fused SwiGLU input gives the bits of the swiglu op followed by the
-// GEMV, for uniform and mixed widths, batch 1..8, K split with clusters and partial sums.
-TEST_F(Exl2Gemv, SwigluInputMatchesSwigluThenGemv) {
-  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 256);
-  for (const auto& g : uniform_groups(4, 128, 1024)) mixed.push_back(g);
-  for (const auto& g : uniform_groups(3, 128, 1536)) mixed.push_back(g);
-  for (const auto& [name, groups] :
-       std::vector<std::pair<std::string, std::vector<std::pair<int, int64_t>>>>{
-           {"4b", uniform_groups(4, 128, 2816)}, {"mixed", mixed}}) {
-    const int64_t in = 2816, out = 320;  // 22 steps
-    const io::Exl2Packed p = io::pack_exl2(random_linear(groups, out, true, 61));
-    BothLayers l(p.view(), in, out);
-    Exl2Layer layer(l.host, stream());
-    std::mt19937 rng(62);
-    std::normal_distribution<float> nd(0.0f, 3.0f);
-    Tensor gate(DType::F32, {kExl2MaxBatch, in}), up(DType::F32, {kExl2MaxBatch, in});
-    for (float& v : gate.span<float>()) v = nd(rng);
-    for (float& v : up.span<float>()) v = nd(rng);
-    const int kernel = layer.split().kernel;
-    for (Exl2Split sp : {layer.split(), Exl2Split{4, 2, 2, 3, false}, Exl2Split{2, 4, 1, 3, true}}) {
-      sp.kernel = kernel;
-      layer.set_split(sp);
-      Exl2Workspace ws;
-      ws.reserve(layer, stream());
-      for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
-        const std::string what = name + " split " + std::to_string(sp.ksplit) + "/" +
-                                 std::to_string(sp.ksub) + " batch " + std::to_string(b);
-        DeviceTensor dg = upload(Tensor::copy_of(gate.view().slice0(0, b)));
-        DeviceTensor du = upload(Tensor::copy_of(up.view().slice0(0, b)));
-        DeviceTensor act = empty(DType::F32, {b, in});
-        swiglu(dg, du, act, stream());
-        DeviceTensor want = empty(DType::F32, {b, out}), got = empty(DType::F32, {b, out});
-        CUDA_CHECK(cudaMemsetAsync(got.raw(), 0xff, got.nbytes(), stream()));
-        exl2_gemv(layer, act, want, ws, stream());
-        exl2_gemv_swiglu(layer, dg, du, got, ws, stream());
-        const Tensor w = download(want), g = download(got);
-        EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << what;
-      }
-    }
-  }
-}
-
-// A group launch (one staging and one GEMV launch for layers sharing x) gives, per layer, the
-// bits of that layer's own GEMV with the group's split; one width (kernel 2's width instance)
-// and mixed widths (the mixed instance), batch 1..8, f32 and f16 x, the chosen split and forced
-// ones (partial sums and a reduce per layer, clusters).
-TEST_F(Exl2Gemv, GroupLaunchMatchesEachLayer) {
-  std::vector<std::pair<int, int64_t>> mixed = uniform_groups(6, 32, 128);
-  for (const auto& g : uniform_groups(3, 128, 1024 - 128)) mixed.push_back(g);
-  const std::vector<std::vector<std::vector<std::pair<int, int64_t>>>> sets = {
-      {uniform_groups(4, 128, 1024), uniform_groups(4, 128, 1024), uniform_groups(4, 128, 1024)},
-      {uniform_groups(4, 128, 1024), uniform_groups(5, 128, 1024), mixed},
-      {uniform_groups(3, 64, 1024), uniform_groups(3, 64, 1024)}};
-  const int64_t outs[] = {512, 160, 96};
-  uint32_t seed = 70;
-  for (size_t set = 0; set < sets.size(); ++set) {
-    std::vector<io::Exl2Packed> packed;
-    std::vector<std::unique_ptr<BothLayers>> both;
-    std::vector<Exl2Layer> layers;
-    const size_t n = sets[set].size();
-    for (size_t i = 0; i < n; ++i)
-      packed.push_back(io::pack_exl2(random_linear(sets[set][i], outs[i], i == 1, seed++)));
-    for (size_t i = 0; i < n; ++i) {
-      both.push_back(std::make_unique<BothLayers>(packed[i].view(), 1024, outs[i]));
-      layers.emplace_back(both.back()->host, stream());
-    }
-    std::vector<const Exl2Layer*> ptrs;
-    for (const Exl2Layer& l : layers) ptrs.push_back(&l);
-    Exl2LayerGroup group(ptrs);
-    EXPECT_EQ(group.width(), set == 0 ? 4 : set == 1 ? 0 : 3) << "set " << set;
-    Tensor x32(DType::F32, {kExl2MaxBatch, 1024});
-    std::mt19937 rng(seed++);
-    std::normal_distribution<float> nd(0.0f, 2.0f);
-    for (float& v : x32.span<float>()) v = nd(rng);
-    Tensor x16(DType::F16, {kExl2MaxBatch, 1024});
-    for (int64_t i = 0; i < x32.numel(); ++i) x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
-    for (int kernel : {2, 1}) {
-      group.set_kernel(kernel);
-      for (Exl2Split sp : {group.split(), Exl2Split{4, 2, 1, 1, false}, Exl2Split{2, 2, 2, 2, true}}) {
-        sp.kernel = kernel;
-        group.set_split(sp);
-        for (Exl2Layer& l : layers) l.set_split(sp);
-        Exl2Workspace ws;
-        ws.reserve(group, stream());
-        for (const Exl2Layer& l : layers) ws.reserve(l, stream());
-        for (const Tensor* xs : {&x32, &x16})
-          for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
-            const std::string what = "set " + std::to_string(set) + " kernel " +
-                                     std::to_string(kernel) + " ksplit " +
-                                     std::to_string(sp.ksplit) + (xs == &x32 ? " f32" : " f16") +
-                                     " batch " + std::to_string(b);
-            DeviceTensor dx = upload(Tensor::copy_of(xs->view().slice0(0, b)));
-            std::vector<DeviceTensor> gy;
-            std::vector<DeviceView> views;
-            for (size_t i = 0; i < n; ++i) {
-              gy.push_back(empty(DType::F32, {b, outs[i]}));
-              CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
-              views.push_back(gy.back());
-            }
-            exl2_gemv_group(group, dx, views, ws, stream());
-            for (size_t i = 0; i < n; ++i) {
-              DeviceTensor ly = empty(DType::F32, {b, outs[i]});
-              exl2_gemv(layers[i], dx, ly, ws, stream());
-              const Tensor got = download(gy[i]), want = download(ly);
-              EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what << " layer " << i;
-            }
-          }
-      }
-    }
   }
 }
 
