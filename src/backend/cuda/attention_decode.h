@@ -47,7 +47,8 @@ struct DecodeAttention {
   const int32_t* position_ptr = nullptr;
   int position = 0;
   int max_keys = 0;  // the most keys any launch of a graph sees (sizes the grid); 0: position + 1
-  int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor
+  int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor (the
+                     // tensor-core kernel takes at most one wave of its blocks)
   float scale = 1.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged

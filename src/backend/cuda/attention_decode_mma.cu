@@ -1,7 +1,7 @@
 // Tensor-core decode attention for an f16 cache, head_dim 64 or 128 and up to 16 q heads per kv
-// head (attention_decode_mma.h). Block (split, kv head), 4 warps; a split holds a multiple of
-// 128 keys, warp w takes the split's 32-key chunks w, w + 4, ... Per chunk, in one warp and
-// without block barriers:
+// head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 with EXQ_ATTN_WARPS=4); a
+// split holds a multiple of 32 x warps keys, warp w takes the split's 32-key chunks w, w + 8,
+// ... Per chunk, in one warp and without block barriers:
 //   S = Q K^T  (mma m16n8k16: the group's q heads are the 16 rows, zero-padded),
 //   online softmax in base 2 over the chunk (rows live in quads of lanes),
 //   O += P V   (P straight from the S fragments; V through ldmatrix.trans).
@@ -9,9 +9,14 @@
 // accuracy: the cache values are exact in f16 and the mma accumulates in f32. The warps'
 // states are combined in warp order through shared memory; splits are merged in split order by
 // the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
-// this kernel shares. At 256 keys or fewer a kv head is one block and needs no merge.
+// this kernel shares. At 256 keys or fewer a kv head is one block and needs no merge: with 8
+// warps one round of chunks (docs/perf.md, session 10).
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/attention_decode_mma.h"
 #include "backend/cuda/attention_split.cuh"
@@ -23,17 +28,15 @@
 namespace exq::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kChunk = 32;                      // keys per warp chunk
-constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
-constexpr int kRows = 16;                       // mma rows: q heads of the kv head
-constexpr int kSingleSplitKeys = 2 * kKeysPerRound;  // contexts this short take one split
+constexpr int kChunk = 32;             // keys per warp chunk
+constexpr int kRows = 16;              // mma rows: q heads of the kv head
+constexpr int kSingleSplitKeys = 256;  // contexts this short take one split per kv head
+constexpr int kMaxDevices = 64;        // devices whose resident block count is cached
 
 // Shared memory: per warp a K and a V chunk [kChunk][P]; q hi and lo [kRows][P] (f16); the new
 // key and value rows (f16); per warp m and l [kRows]; merge weights [kRows][kDecodeMaxSplits];
 // the "last block" flag. The warps' outputs [kWarps][kRows][D] f32 reuse the chunk area.
-template <int D>
+template <int D, int kWarps>
 struct Smem {
   static constexpr int P = D + 8;  // row pitch in halves: ldmatrix rows in distinct banks
   static constexpr size_t chunk_halves = 2 * static_cast<size_t>(kChunk) * P;
@@ -52,10 +55,12 @@ __device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
   lo = __float2half_rn(x - __half2float(hi));
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads)
+template <int D, int kWarps>
+__global__ void __launch_bounds__(32 * kWarps)
     attention_decode_mma_kernel(const DecodeAttention<__half> a, int splits) {
-  using L = Smem<D>;
+  constexpr int kThreads = 32 * kWarps;
+  constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
+  using L = Smem<D, kWarps>;
   constexpr int P = L::P;
   constexpr int kPieces = D / 8;  // 16-byte pieces per cache row
   extern __shared__ __align__(16) unsigned char smem[];
@@ -72,9 +77,9 @@ __global__ void __launch_bounds__(kThreads)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  // Up to kSingleSplitKeys keys stay in one block per kv head: a second round of chunks costs
-  // less than the split merge (an atomic and a second read of the states after the last block
-  // is known), which sits on the decode chain (docs/perf.md, session 7).
+  // Up to kSingleSplitKeys keys stay in one block per kv head: the split merge (an atomic and a
+  // second read of the states after the last block is known) sits on the decode chain and
+  // costs more than a second round of chunks (docs/perf.md, session 7).
   const int granule = kv_len <= kSingleSplitKeys ? kSingleSplitKeys : kKeysPerRound;
   const SplitKeys sk = split_keys(kv_len, splits, granule, split);
   if (split >= sk.used) return;
@@ -336,15 +341,47 @@ __global__ void __launch_bounds__(kThreads)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-template <int D>
+template <int D, int W>
 void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
-  constexpr size_t smem = Smem<D>::total;
-  auto kernel = attention_decode_mma_kernel<D>;
+  constexpr size_t smem = Smem<D, W>::total;
+  auto kernel = attention_decode_mma_kernel<D, W>;
   if constexpr (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
+  // One wave: more splits than resident blocks would run a second wave of whole blocks (8 warps
+  // fit one block per multiprocessor); fewer, longer splits take more rounds instead. The
+  // resident blocks per device are computed once (eager steps launch this every layer).
+  static std::atomic<int> resident[kMaxDevices] = {};
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  int blocks = device < kMaxDevices ? resident[device].load(std::memory_order_relaxed) : 0;
+  if (blocks == 0) {
+    int sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * W, smem));
+    blocks = std::max(1, per_sm * sms);
+    if (device < kMaxDevices) resident[device].store(blocks, std::memory_order_relaxed);
+  }
+  splits = std::max(1, std::min(splits, blocks / a.kv_heads));
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
-  launch_pdl(a.pdl, kernel, grid, dim3(kThreads), smem, stream, a, splits);
+  launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits);
+}
+
+// 8 warps where their shared memory fits a block (150 KB at head_dim 128: Hopper and A100, not
+// the 99 KB of sm_86 / sm_89), else 4. EXQ_ATTN_WARPS=4: 4 everywhere (A/B timing).
+template <int D>
+void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
+  static const bool four = [] {
+    const char* e = std::getenv("EXQ_ATTN_WARPS");
+    return e != nullptr && std::strcmp(e, "4") == 0;
+  }();
+  int device = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (four || static_cast<size_t>(optin) < Smem<D, 8>::total)
+    launch<D, 4>(a, splits, stream);
+  else
+    launch<D, 8>(a, splits, stream);
 }
 
 }  // namespace
