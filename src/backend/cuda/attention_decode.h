@@ -64,6 +64,9 @@ struct DecodeAttention {
   // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim
   // 64 or 128, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
   bool simt = false;
+  // Tensor-core kernel: warps per block, 4 or 8; 0: 8 where a block may hold their 150 KB of
+  // shared memory (head_dim 128; Hopper, A100), else 4 (EXQ_ATTN_WARPS=4: 4 everywhere).
+  int mma_warps = 0;
 };
 
 // Workspace: partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a

@@ -367,8 +367,8 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits);
 }
 
-// 8 warps where their shared memory fits a block (150 KB at head_dim 128: Hopper and A100, not
-// the 99 KB of sm_86 / sm_89), else 4. EXQ_ATTN_WARPS=4: 4 everywhere (A/B timing).
+// a.mma_warps, or 8 where their shared memory fits a block (150 KB at head_dim 128: Hopper and
+// A100, not the 99 KB of sm_86 / sm_89), else 4. EXQ_ATTN_WARPS=4: 4 by default (A/B timing).
 template <int D>
 void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   static const bool four = [] {
@@ -378,10 +378,12 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   int device = 0, optin = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (four || static_cast<size_t>(optin) < Smem<D, 8>::total)
-    launch<D, 4>(a, splits, stream);
-  else
+  const bool fits = static_cast<size_t>(optin) >= Smem<D, 8>::total;
+  const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
+  if (warps == 8 && fits)
     launch<D, 8>(a, splits, stream);
+  else
+    launch<D, 4>(a, splits, stream);
 }
 
 }  // namespace

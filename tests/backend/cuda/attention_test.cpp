@@ -218,7 +218,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
       DeviceTensor dq = upload(q), dkn = upload(k), dvn = upload(v);
       const int32_t pos32 = pos;
       CUDA_CHECK(cudaMemcpyAsync(dpos.raw(), &pos32, sizeof(pos32), cudaMemcpyHostToDevice, stream()));
-      auto run = [&](auto* kc, auto* vc, bool simt) {
+      auto run = [&](auto* kc, auto* vc, bool simt, int mma_warps) {
         using C = std::remove_pointer_t<decltype(kc)>;
         DecodeAttention<C> a;
         a.q = dq.view().data<float>();
@@ -240,6 +240,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         a.scale = scale;
         a.pdl = true;
         a.simt = simt;
+        a.mma_warps = mma_warps;
         if constexpr (std::is_same_v<C, __half>) {
           if (is_perm && attention_decode_uses_mma(a)) {
             a.xq16 = static_cast<__half*>(dxq.raw());
@@ -257,12 +258,16 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
                                " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos) + " " +
                                std::string(dtype_name(dtype));
       if (dtype == DType::F16) {
-        // Both kernels on the same step (the tensor-core one where it applies, then the SIMT
-        // one): each rewrites row pos with the same values.
-        for (bool simt : {false, true}) {
-          const bool staged = run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()), simt);
+        // Every kernel on the same step (the tensor-core one where it applies, with the
+        // device's warp count and with 4, then the SIMT one): each rewrites row pos with the
+        // same values.
+        for (int variant = 0; variant < 3; ++variant) {
+          const bool simt = variant == 2;
+          const bool staged = run(static_cast<__half*>(dk.raw()), static_cast<__half*>(dv.raw()),
+                                  simt, variant == 1 ? 4 : 0);
           const Tensor out = download(dout);
-          test::expect_close(want, out, 3e-5, 1e-4, what + (simt ? " simt" : " default"));
+          test::expect_close(want, out, 3e-5, 1e-4,
+                             what + (simt ? " simt" : variant == 1 ? " 4 warps" : " default"));
           if (staged) {  // f16 of each output at its position, scales 1
             const Tensor xq = download(dxq), xs = download(dxs);
             for (int64_t i = 0; i < n_out; ++i)
@@ -272,7 +277,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
           }
         }
       } else {
-        run(dk.view().data<float>(), dv.view().data<float>(), true);
+        run(dk.view().data<float>(), dv.view().data<float>(), true, 0);
         test::expect_close(want, download(dout), 3e-5, 1e-4, what);
       }
       // The appended rows (f16 rounding of a 1-ulp f32 difference may differ by one f16 ulp).
