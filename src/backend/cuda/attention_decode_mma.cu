@@ -1,7 +1,8 @@
 // Tensor-core decode attention for an f16 cache, head_dim 64 or 128 and up to 16 q heads per kv
-// head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 with EXQ_ATTN_WARPS=4); a
-// split holds a multiple of 32 x warps keys, warp w takes the split's 32-key chunks w, w + 8,
-// ... Per chunk, in one warp and without block barriers:
+// head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 where a block cannot hold
+// their shared memory, or as DecodeAttention::mma_warps asks); a split holds a multiple of
+// 32 x warps keys, warp w takes the split's 32-key chunks w, w + warps, ... Per chunk, in one
+// warp and without block barriers:
 //   S = Q K^T  (mma m16n8k16: the group's q heads are the 16 rows, zero-padded),
 //   online softmax in base 2 over the chunk (rows live in quads of lanes),
 //   O += P V   (P straight from the S fragments; V through ldmatrix.trans).

@@ -13,7 +13,8 @@ namespace exq::cuda {
 bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
                                    const void* v_cache, const void* out, const void* workspace);
 
-// `splits`: the grid's blocks per kv head (attention_decode_splits).
+// `splits`: blocks per kv head asked for (attention_decode_splits); at most as many as are
+// resident at once are launched.
 void attention_decode_mma_cuda(const DecodeAttention<__half>& args, int splits, cudaStream_t stream);
 
 }  // namespace exq::cuda
