@@ -307,8 +307,9 @@ __global__ void __launch_bounds__(32 * kWarps)
     split_merge_weights<true>(a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + D,
                               stride, used, merge_w + r * kDecodeMaxSplits);
   __syncthreads();
-  // Thread per 4 outputs: splits in order, 8 loads in flight.
-  constexpr int kBatch = 8;
+  // Thread per 4 outputs: splits in order, 16 loads in flight (one round trip for the splits of
+  // one wave of 8-warp blocks at 8 kv heads).
+  constexpr int kBatch = 16;
   for (int item = tid; item < group * (D / 4); item += kThreads) {
     const int r = item / (D / 4), d = (item % (D / 4)) * 4;
     const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + d;
