@@ -22,6 +22,7 @@
 #include "backend/cuda/attention_decode_mma.h"
 #include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/mma_utils.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -440,13 +441,6 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-int multiprocessors() {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
 template <typename C, int VEC>
 void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   const Plan plan(a.head_dim, static_cast<int>(sizeof(C)), VEC);
@@ -474,7 +468,7 @@ void attention_decode_reset_cuda(float* workspace, int heads, int head_dim, cuda
 
 int attention_decode_splits(int heads, int kv_heads, int max_keys, int requested) {
   const int blocks_per_split = kv_heads * div_up(heads / kv_heads, kGroup);
-  int s = requested > 0 ? requested : div_up(kBlocksPerSm * multiprocessors(), blocks_per_split);
+  int s = requested > 0 ? requested : div_up(kBlocksPerSm * current_multiprocessors(), blocks_per_split);
   s = s < kDecodeMaxSplits ? s : kDecodeMaxSplits;
   const int by_keys = div_up(max_keys > 0 ? max_keys : 1, kSplitAlign);
   s = s < by_keys ? s : by_keys;

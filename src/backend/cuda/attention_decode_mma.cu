@@ -22,6 +22,7 @@
 #include "backend/cuda/attention_decode_mma.h"
 #include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/softmax_mma.cuh"
@@ -344,7 +345,7 @@ __global__ void __launch_bounds__(32 * kWarps)
 }
 
 template <int D, int W>
-void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
+void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream_t stream) {
   constexpr size_t smem = Smem<D, W>::total;
   auto kernel = attention_decode_mma_kernel<D, W>;
   if constexpr (smem > 48 * 1024)
@@ -354,14 +355,11 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   // fit one block per multiprocessor); fewer, longer splits take more rounds instead. The
   // resident blocks per device are computed once (eager steps launch this every layer).
   static std::atomic<int> resident[kMaxDevices] = {};
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
   int blocks = device < kMaxDevices ? resident[device].load(std::memory_order_relaxed) : 0;
   if (blocks == 0) {
-    int sms = 0, per_sm = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * W, smem));
-    blocks = std::max(1, per_sm * sms);
+    blocks = std::max(1, per_sm * current_multiprocessors());
     if (device < kMaxDevices) resident[device].store(blocks, std::memory_order_relaxed);
   }
   splits = std::max(1, std::min(splits, blocks / a.kv_heads));
@@ -377,15 +375,14 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
     const char* e = std::getenv("EXQ_ATTN_WARPS");
     return e != nullptr && std::strcmp(e, "4") == 0;
   }();
-  int device = 0, optin = 0;
+  int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const bool fits = static_cast<size_t>(optin) >= Smem<D, 8>::total;
+  const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
   const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
   if (warps == 8 && fits)
-    launch<D, 8>(a, splits, stream);
+    launch<D, 8>(a, splits, device, stream);
   else
-    launch<D, 4>(a, splits, stream);
+    launch<D, 4>(a, splits, device, stream);
 }
 
 }  // namespace

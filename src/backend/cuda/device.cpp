@@ -104,4 +104,19 @@ std::string describe_devices() {
   return out;
 }
 
+namespace {
+int current_attribute(cudaDeviceAttr attr) {
+  int device = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, device));
+  return v;
+}
+}  // namespace
+
+int current_multiprocessors() { return current_attribute(cudaDevAttrMultiProcessorCount); }
+
+int current_shared_per_block_optin() {
+  return current_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+}
+
 }  // namespace exq::cuda

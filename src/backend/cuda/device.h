@@ -32,4 +32,9 @@ DeviceInfo require_device(int device = 0);
 // Human-readable list of devices (or why there are none), for `exq info --devices`. Never throws.
 std::string describe_devices();
 
+// The current device's multiprocessors, and the shared memory one block may opt in to (bytes):
+// one attribute query each, cheap enough for launch-time decisions (device_info is not).
+int current_multiprocessors();
+int current_shared_per_block_optin();
+
 }  // namespace exq::cuda

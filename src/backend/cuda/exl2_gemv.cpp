@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/exl2_plan.h"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/validate.h"
@@ -24,13 +25,6 @@ size_t align_up(size_t v) { return (v + kSectionAlign - 1) / kSectionAlign * kSe
 
 bool valid_bits(int bits) {
   return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
-}
-
-int multiprocessors() {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
 }
 
 // The split of one launch over layers `ds` (one `in`) for `kernel`; `width`: their common bit
@@ -54,7 +48,7 @@ Exl2Split choose_split(const std::vector<const Exl2Desc*>& ds, int width, int ke
   probe.ksub = 2;
   probe.steps_per_warp = 1;
   probe.kernel = kernel;
-  const int sms = multiprocessors();
+  const int sms = current_multiprocessors();
   const int warps = std::max(1, exl2_gemv_blocks_per_sm(probe_desc, probe)) * 16;
   Exl2Split s = exl2_choose_split(tiles, steps, sms, warps, exl2_gemv_hopper());
   s.kernel = kernel;

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/exl2_decode.cuh"
 #include "backend/cuda/exl2_device.cuh"
 #include "backend/cuda/exl2_launchers.h"
@@ -289,12 +290,7 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
 // Host side.
 
 inline int max_shared_bytes() {
-  static const int bytes = [] {
-    int device = 0, v = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return v;
-  }();
+  static const int bytes = current_shared_per_block_optin();
   return bytes;
 }
 
