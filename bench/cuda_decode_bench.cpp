@@ -12,8 +12,13 @@
 //     launches per CUDA graph, microseconds per launch and GB/s of K + V read;
 //   - prefill of 2048 tokens (one chunk) in tokens/s, and 2047 tokens through 4 layers of that
 //     shape (vocab 256, so head and embedding cost nothing), exllamav2's bar being 11.8 ms.
+// With --tables A,M the linears take exllamav2's options of attention table row A and MLP table
+// row M instead (quant/options.h; most rows mix two or three bit widths in one layer, as real
+// conversions do), e.g. --tables 10,9: 0.1:5b_128g/0.9:4b_128g for q, k, v, o, about 4.3 bits.
+// --decode-only skips the attention and prefill timings.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
-// Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR]
+// Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
+//                          [--decode-only]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -37,6 +42,7 @@
 #include "backend/cuda/stream.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "quant/options.h"
 #include "exl2_bench_util.h"
 #include "io/exl2.h"
 #include "model/exl2_linear.h"
@@ -56,6 +62,8 @@ constexpr int kWarmup = 8;
 
 struct Args {
   std::string json_path, model;
+  int attn_row = -1, mlp_row = -1;  // exllamav2 option table rows (--tables), -1: 4-bit
+  bool decode_only = false;
   int iters = 64;
   int64_t vocab = 128256;
 };
@@ -71,19 +79,27 @@ struct Bits {
   }
 };
 
-// A random EXL2 layer [out, in]: 4-bit codes in groups of 128 rows, as exllamav2 stores them.
-io::Exl2Packed random_exl2_4bit(int64_t in, int64_t out, uint64_t seed) {
+// A random EXL2 layer [out, in] with the groups of `option` (random codes), as exllamav2 stores
+// them.
+io::Exl2Packed random_exl2(int64_t in, int64_t out, const quant::QuantOption& option,
+                          uint64_t seed) {
   Bits b{seed};
   io::Exl2Linear l;
   l.in = in;
   l.out = out;
+  const std::vector<quant::GroupSpan> spans = quant::group_layout(option, in);
   std::vector<std::pair<int, int64_t>> bits_rows;
-  for (int64_t r = 0; r < in; r += 128) bits_rows.push_back({4, std::min<int64_t>(128, in - r)});
+  for (const quant::GroupSpan& g : spans) bits_rows.push_back({g.bits, g.rows});
   l.groups = io::exl2_group_table(bits_rows);
   l.q.resize(static_cast<size_t>(in * out));
-  for (size_t i = 0; i < l.q.size(); i += 16) {
-    const uint64_t r = b.next();
-    for (size_t k = 0; k < 16 && i + k < l.q.size(); ++k) l.q[i + k] = static_cast<uint8_t>((r >> (4 * k)) & 15);
+  for (const quant::GroupSpan& g : spans) {  // codes of the group's width, rows [begin, +rows)
+    const uint64_t mask = (uint64_t{1} << g.bits) - 1;
+    const auto end = static_cast<size_t>((g.row_begin + g.rows) * out);
+    for (auto i = static_cast<size_t>(g.row_begin * out); i < end; i += 8) {
+      const uint64_t r = b.next();
+      for (size_t k = 0; k < 8 && i + k < end; ++k)
+        l.q[i + k] = static_cast<uint8_t>((r >> (8 * k)) & mask);
+    }
   }
   for (size_t i = 0; i < l.groups.size() * static_cast<size_t>(out); ++i)
     l.qs.push_back(static_cast<uint8_t>(1 + b.next() % 16));
@@ -101,11 +117,14 @@ io::Exl2Packed random_exl2_4bit(int64_t in, int64_t out, uint64_t seed) {
 struct HostModel {
   io::ModelConfig config;
   std::vector<std::unique_ptr<io::Exl2Packed>> packed;  // q, k, v, o, gate, up, down
+  std::vector<std::string> options;                     // their options' descriptions
   Tensor table;                                         // [vocab, hidden] f16
   model::LlamaWeights weights;
 };
 
-std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab) {
+// attn_row / mlp_row: exllamav2 option table rows, -1 for 1:4b_128g everywhere.
+std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_row = -1,
+                                      int mlp_row = -1) {
   auto m = std::make_unique<HostModel>();
   io::ModelConfig& c = m->config;
   c.model_type = "llama";
@@ -121,8 +140,21 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab) {
   c.rope_theta = 500000.0;
   const int64_t h = c.hidden_size, f = c.intermediate_size, kv = c.kv_dim();
   const std::pair<int64_t, int64_t> shapes[] = {{h, h}, {h, kv}, {h, kv}, {h, h}, {h, f}, {h, f}, {f, h}};
+  const quant::QuantOption four = quant::parse_option("1:4b_128g");
+  std::vector<quant::QuantOption> options(7, four);
+  if (attn_row >= 0) {
+    const quant::AttnOptions& row = quant::attn_option_table().at(static_cast<size_t>(attn_row));
+    std::copy(row.begin(), row.end(), options.begin());
+  }
+  if (mlp_row >= 0) {
+    const quant::MlpOptions& row = quant::mlp_option_table().at(static_cast<size_t>(mlp_row));
+    std::copy(row.begin(), row.end(), options.begin() + 4);
+  }
+  for (const quant::QuantOption& o : options) m->options.push_back(o.desc());
   uint64_t seed = 1;
-  for (const auto& [in, out] : shapes) m->packed.push_back(std::make_unique<io::Exl2Packed>(random_exl2_4bit(in, out, seed++)));
+  for (size_t i = 0; i < 7; ++i)
+    m->packed.push_back(std::make_unique<io::Exl2Packed>(
+        random_exl2(shapes[i].first, shapes[i].second, options[i], seed++)));
   m->table = Tensor(DType::F16, {vocab, h});
   Bits b{99};
   for (uint16_t& v : m->table.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 2e-5f);
@@ -292,13 +324,14 @@ json time_attention(int64_t kv_len, int iters) {
 
 json run_synthetic(const Args& a) {
   json out;
-  {
+  if (!a.decode_only) {
     json att = json::array();
     for (int64_t len : {128, 512, 2048, 8192, 32768}) att.push_back(time_attention(len, a.iters));
     out["attention_decode"] = att;
   }
   {
-    auto host = make_model(32, a.vocab);
+    auto host = make_model(32, a.vocab, a.attn_row, a.mlp_row);
+    const std::vector<std::string> options = host->options;
     rt::CudaOptions o;
     o.max_context = 2048 + kWarmup + a.iters + 8;
     o.prefill_chunk = 2048;
@@ -306,11 +339,12 @@ json run_synthetic(const Args& a) {
     host.reset();  // the device holds everything now
     out["device"] = m.device().name;
     out["model"] = {{"layers", 32}, {"hidden", 4096}, {"intermediate", 14336}, {"heads", 32}, {"kv_heads", 8},
-                    {"head_dim", 128}, {"vocab", a.vocab}, {"bits", "4-bit, groups of 128"}, {"kv_cache", "F16"}};
+                    {"head_dim", 128}, {"vocab", a.vocab}, {"options", options}, {"kv_cache", "F16"}};
     out["decode"] = json::array({time_decode(m, 128, a.iters), time_decode(m, 2048, a.iters)});
-    out["prefill_2048"] = time_prefill(m, 2048, 5);
+    if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
   }
+  if (a.decode_only) return out;
   auto host = make_model(4, 256);
   rt::CudaOptions o;
   o.max_context = 2048;
@@ -344,8 +378,19 @@ int run(int argc, char** argv) {
     else if (arg == "--iters") a.iters = std::stoi(value());
     else if (arg == "--vocab") a.vocab = std::stoll(value());
     else if (arg == "--model") a.model = value();
-    else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
-                                 "[--vocab N] [--model DIR])", arg));
+    else if (arg == "--decode-only") a.decode_only = true;
+    else if (arg == "--tables") {
+      const std::string v = value();
+      const size_t comma = v.find(',');
+      EXQ_CHECK(comma != std::string::npos, "--tables needs A,M (attention and MLP table rows), got {}", v);
+      a.attn_row = std::stoi(v.substr(0, comma));
+      a.mlp_row = std::stoi(v.substr(comma + 1));
+      EXQ_CHECK(a.attn_row >= 0 && a.attn_row < static_cast<int>(quant::attn_option_table().size()) &&
+                    a.mlp_row >= 0 && a.mlp_row < static_cast<int>(quant::mlp_option_table().size()),
+                "--tables {}: rows are 0..{} (attention) and 0..{} (MLP)", v,
+                quant::attn_option_table().size() - 1, quant::mlp_option_table().size() - 1);
+    } else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
+                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only])", arg));
   }
   EXQ_CHECK(a.iters >= 1 && a.vocab >= 2, "--iters and --vocab must be positive");
   const json out = a.model.empty() ? run_synthetic(a) : run_model(a);

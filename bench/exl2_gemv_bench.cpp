@@ -5,7 +5,8 @@
 // (q_weight + q_scale + q_scale_max + q_groups) and is given as a fraction of 3.0 TB/s (H100
 // HBM3, device-to-device copy). Every GEMV figure is given for each kernel of --kernels
 // (default 1,2: session 2's exl2_gemv.cu and exl2_gemv_v2.cu, side by side; a layer kernel 2
-// cannot run is skipped for it). Sections (--only, comma separated; default all):
+// cannot run is skipped for it; 3: kernel 2 with one launch per bit width, mixed-width layers
+// only, their default). Sections (--only, comma separated; default all):
 //   gemv    the table above; "graph" columns: back-to-back GEMVs (staging + GEMV launch each)
 //           as one CUDA graph; "kernel" columns (batch 1): the GEMV kernel alone in a graph, x
 //           already staged (exl2_gemv_staged, as the decode's o projection runs)
@@ -18,7 +19,7 @@
 //           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
 //           CUDA graph, against the bandwidth floor bytes / 3.0e12; also with q, k, v and
 //           gate, up as group launches
-// Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST] [--kernels 1,2]
+// Usage: exl2_gemv_bench [--json FILE] [--iters N] [--only LIST] [--kernels 1,2,3]
 // (plain program, CUDA events)
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -62,10 +63,16 @@ std::string split_str(const Exl2Split& s) {
 }
 
 // Switches every copy to `kernel`; false when the layer cannot run it.
+// Kernel 3: kernel 2 with one launch per bit width (mixed-width layers only).
 bool use_kernel(std::vector<Exl2Layer>& layers, int kernel) {
-  for (const Exl2Layer& l : layers)
-    if (kernel == 2 && !l.kernel2_ok()) return false;
-  for (Exl2Layer& l : layers) l.set_kernel(kernel);
+  for (const Exl2Layer& l : layers) {
+    if (kernel >= 2 && !l.kernel2_ok()) return false;
+    if (kernel == 3 && l.desc().uniform_bits != 0) return false;
+  }
+  for (Exl2Layer& l : layers) {
+    if (kernel == 3) l.set_width_launches();
+    else l.set_kernel(kernel);
+  }
   return true;
 }
 
@@ -76,7 +83,9 @@ const std::vector<Option> kOptions = {
     {"1:4b_128g", {{1.0, 4, 128}}},   {"1:4b_32g", {{1.0, 4, 32}}},
     {"1:5b_128g", {{1.0, 5, 128}}},   {"1:6b_128g", {{1.0, 6, 128}}},
     {"1:8b_128g", {{1.0, 8, 128}}},
-    {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}}};
+    {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}},
+    {"0.1:5b_128g/0.9:4b_128g", {{0.1, 5, 128}, {0.9, 4, 128}}},
+    {"0.05:8b_32g/0.1:5b_128g/0.85:4b_128g", {{0.05, 8, 32}, {0.1, 5, 128}, {0.85, 4, 128}}}};
 
 // The GEMV kernel alone (batch 1), us per launch: x staged once by exl2_gemv (every copy has
 // the same permutation), then one exl2_gemv_staged launch per layer as a CUDA graph.
@@ -130,7 +139,10 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
                       o.name.c_str(), static_cast<long long>(in), static_cast<long long>(out_f),
                       static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
                       100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus, 100.0 * gfrac, kus,
-                      100.0 * kfrac, split_str(copies[0].split()).c_str());
+                      100.0 * kfrac,
+                      kernel == 3
+                          ? fmt::format("{} width launches", copies[0].widths().launches.size()).c_str()
+                          : split_str(copies[0].split()).c_str());
           rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
                           {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
                           {"weight_bytes", bytes}, {"median_us", ms * 1e3},
@@ -497,7 +509,7 @@ int run(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--kernels") && i + 1 < argc) {
       kernels.clear();
       for (const char* p = argv[++i]; *p; ++p)
-        if (*p == '1' || *p == '2') kernels.push_back(*p - '0');
+        if (*p >= '1' && *p <= '3') kernels.push_back(*p - '0');
     }
   }
   auto want = [&](const char* s) { return ("," + only + ",").find(std::string(",") + s + ",") != std::string::npos; };

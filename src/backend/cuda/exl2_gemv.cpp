@@ -66,6 +66,61 @@ Exl2Split choose_split(const std::vector<const Exl2Desc*>& ds, int width, int ke
 
 Exl2Split choose_split(const Exl2Desc& d, int kernel) { return choose_split({&d}, d.uniform_bits, kernel); }
 
+// One kernel-2 launch per bit width over the runs of layers `ds` (up to kExl2MaxGroup runs a
+// launch), each with the split of its runs and partial sums (no clusters): the width's own
+// kernel instance, where the mixed-width instance spills (exl2_gemv_common.cuh, run_mixed).
+Exl2WidthPlan plan_widths(const std::vector<const Exl2Desc*>& ds) {
+  Exl2WidthPlan plan;
+  plan.ranks.assign(ds.size(), 0);
+  for (int width : {8, 6, 5, 4, 3, 2}) {
+    std::vector<std::pair<int, Exl2Desc>> runs;
+    for (size_t i = 0; i < ds.size(); ++i)
+      for (int k = 0; k < ds[i]->num_segments; ++k) {
+        const Exl2Segment& seg = ds[i]->segments[k];
+        if (seg.bits != width) continue;
+        Exl2Desc r = *ds[i];
+        r.num_segments = 1;
+        r.segments[0] = seg;
+        r.step_begin = seg.first_step;
+        r.num_steps = seg.steps;
+        r.uniform_bits = width;
+        r.bias = nullptr;
+        runs.emplace_back(static_cast<int>(i), r);
+      }
+    for (size_t first = 0; first < runs.size(); first += kExl2MaxGroup) {
+      Exl2WidthLaunch l;
+      l.width = width;
+      l.count = static_cast<int>(std::min<size_t>(kExl2MaxGroup, runs.size() - first));
+      std::vector<const Exl2Desc*> rd;
+      for (int j = 0; j < l.count; ++j) {
+        l.layer[j] = runs[first + static_cast<size_t>(j)].first;
+        l.d[j] = runs[first + static_cast<size_t>(j)].second;
+        rd.push_back(&l.d[j]);
+      }
+      l.split = choose_split(rd, width, 2);
+      l.split.cluster = false;
+      for (int j = 0; j < l.count; ++j) {
+        int& ranks = plan.ranks[static_cast<size_t>(l.layer[j])];
+        l.rank_base[j] = ranks;
+        ranks += l.split.ksplit;
+      }
+      plan.launches.push_back(l);
+    }
+  }
+  return plan;
+}
+
+// Width launches for mixed-width layers (or groups) that kernel 2 runs and that read at least
+// 4 MB, unless EXQ_EXL2_GEMV picks a kernel. Each extra launch and the reduce cost ~2-3 us
+// alone: on the H100 the 8B-shaped decode gained with them on every GEMV (o: ~9 MB), only on
+// gate/up and down less, and SmolLM2's (< 1 MB) lost (826 -> 689 tok/s): docs/perf.md.
+constexpr size_t kWidthLaunchBytes = size_t{4} << 20;
+
+bool width_launches_by_default(size_t weight_bytes) {
+  const char* env = std::getenv("EXQ_EXL2_GEMV");
+  return (env == nullptr || *env == 0) && weight_bytes >= kWidthLaunchBytes;
+}
+
 // Kernel 2 for layers of one bit width, where it was faster on the GPU (docs/perf.md: 52.5 %
 // vs 46.9 % of 3 TB/s at 4 bits, 4096x14336, H200); kernel 1 for mixed widths, where kernel 2
 // was 2-15 % slower, when the layer needs it, or when EXQ_EXL2_GEMV=v1 (or 1) asks for it.
@@ -201,6 +256,8 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   split_ = choose_split(desc_, default_kernel(kernel2_ok_, desc_.uniform_bits != 0));
   weight_bytes_ = static_cast<size_t>(h.q_weight_rows * out_pad) * 4 + qs_bytes +
                   static_cast<size_t>(h.num_groups) * (2 + 4);
+  if (kernel2_ok_ && desc_.uniform_bits == 0 && width_launches_by_default(weight_bytes_))
+    set_width_launches();
 }
 
 void Exl2Layer::set_kernel(int kernel) {
@@ -209,6 +266,14 @@ void Exl2Layer::set_kernel(int kernel) {
             "power-of-two number of 32-row units and finite scales)",
             kernel);
   split_ = choose_split(desc_, kernel);
+  width_launches_ = false;
+}
+
+void Exl2Layer::set_width_launches() {
+  EXQ_CHECK(kernel2_ok_ && desc_.uniform_bits == 0,
+            "cuda exl2: width launches are for mixed-width layers that GEMV kernel 2 runs");
+  widths_ = plan_widths({&desc_});
+  width_launches_ = true;
 }
 
 void Exl2Layer::set_split(const Exl2Split& split) {
@@ -222,6 +287,7 @@ void Exl2Layer::set_split(const Exl2Split& split) {
             split.ksplit, split.ksub, split.tiles_per_block, split.steps_per_warp,
             desc_.num_steps, problem);
   split_ = split;
+  width_launches_ = false;
 }
 
 Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char* name)
@@ -240,6 +306,9 @@ Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char*
     kernel2 = kernel2 && l->kernel2_ok();
   }
   set_kernel(default_kernel(kernel2, width_ != 0));
+  size_t bytes = 0;
+  for (const Exl2Layer* l : layers_) bytes += l->weight_bytes();
+  if (kernel2 && width_ == 0 && width_launches_by_default(bytes)) set_width_launches();
 }
 
 void Exl2LayerGroup::set_kernel(int kernel) {
@@ -250,6 +319,18 @@ void Exl2LayerGroup::set_kernel(int kernel) {
     ds.push_back(&l->desc());
   }
   split_ = choose_split(ds, width_, kernel);
+  width_launches_ = false;
+}
+
+void Exl2LayerGroup::set_width_launches() {
+  std::vector<const Exl2Desc*> ds;
+  for (const Exl2Layer* l : layers_) {
+    EXQ_CHECK(l->kernel2_ok(), "cuda exl2: width launches need GEMV kernel 2 for every layer");
+    ds.push_back(&l->desc());
+  }
+  EXQ_CHECK(width_ == 0, "cuda exl2: width launches are for groups of mixed widths");
+  widths_ = plan_widths(ds);
+  width_launches_ = true;
 }
 
 void Exl2LayerGroup::set_split(const Exl2Split& split) {
@@ -265,6 +346,7 @@ void Exl2LayerGroup::set_split(const Exl2Split& split) {
             "steps_per_warp {}) does not fit {} steps: {}", split.ksplit, split.ksub,
             split.tiles_per_block, split.steps_per_warp, steps, problem);
   split_ = split;
+  width_launches_ = false;
 }
 
 bool Exl2Workspace::fits(const Exl2Desc& d, const Exl2Split& split) const {
@@ -272,18 +354,35 @@ bool Exl2Workspace::fits(const Exl2Desc& d, const Exl2Split& split) const {
          exl2_gemv_partial_floats(d, split) <= partial_floats_;
 }
 
-bool Exl2Workspace::fits(const Exl2Layer& layer) const { return fits(layer.desc(), layer.split()); }
+namespace {
+
+// Partial sums of layer i of a width plan.
+size_t width_partials(const Exl2Desc& d, const Exl2WidthPlan& plan, size_t i) {
+  return static_cast<size_t>(plan.ranks[i]) * kExl2MaxBatch * d.out_pad;
+}
+
+}  // namespace
+
+bool Exl2Workspace::fits(const Exl2Layer& layer) const {
+  return fits(layer.desc(), layer.split()) &&
+         (!layer.width_launches() ||
+          width_partials(layer.desc(), layer.widths(), 0) <= partial_floats_);
+}
 
 bool Exl2Workspace::fits(const Exl2LayerGroup& group) const {
-  for (const Exl2Layer* l : group.layers())
-    if (!fits(l->desc(), group.split())) return false;
+  for (size_t i = 0; i < group.layers().size(); ++i) {
+    const Exl2Desc& d = group.layers()[i]->desc();
+    if (!fits(d, group.split())) return false;
+    if (group.width_launches() && width_partials(d, group.widths(), i) > partial_floats_)
+      return false;
+  }
   return true;
 }
 
-void Exl2Workspace::grow(const Exl2Desc& d, const Exl2Split& split) {
+void Exl2Workspace::grow(const Exl2Desc& d, const Exl2Split& split, size_t partials) {
   xq_words_ = std::max(xq_words_, exl2_gemv_xq_words(d));
   xscale_floats_ = std::max(xscale_floats_, exl2_gemv_xscale_floats(d));
-  partial_floats_ = std::max(partial_floats_, exl2_gemv_partial_floats(d, split));
+  partial_floats_ = std::max({partial_floats_, exl2_gemv_partial_floats(d, split), partials});
 }
 
 void Exl2Workspace::allocate() {
@@ -296,14 +395,18 @@ void Exl2Workspace::allocate() {
 void Exl2Workspace::reserve(const Exl2Layer& layer, cudaStream_t stream) {
   (void)stream;
   if (fits(layer)) return;
-  grow(layer.desc(), layer.split());
+  grow(layer.desc(), layer.split(),
+       layer.width_launches() ? width_partials(layer.desc(), layer.widths(), 0) : 0);
   allocate();
 }
 
 void Exl2Workspace::reserve(const Exl2LayerGroup& group, cudaStream_t stream) {
   (void)stream;
   if (fits(group)) return;
-  for (const Exl2Layer* l : group.layers()) grow(l->desc(), group.split());
+  for (size_t i = 0; i < group.layers().size(); ++i) {
+    const Exl2Desc& d = group.layers()[i]->desc();
+    grow(d, group.split(), group.width_launches() ? width_partials(d, group.widths(), i) : 0);
+  }
   allocate();
 }
 
@@ -339,7 +442,10 @@ void run_layer(const Exl2Layer& layer, const Exl2Input& in, const DeviceView& y,
   const Exl2Scratch sc = workspace.scratch(0);
   float* yp = y.data<float>();
   const Exl2Desc& d = layer.desc();
-  exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
+  if (layer.width_launches())
+    exl2_gemv_widths_cuda(&d, 1, layer.widths(), in, &yp, add_bias, &sc, stream);
+  else
+    exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
 }
 
 }  // namespace
@@ -410,7 +516,10 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
   in.x = x.raw();
   in.f32 = x.dtype() == DType::F32;
   in.batch = static_cast<int>(x.dim(0));
-  exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
+  if (group.width_launches())
+    exl2_gemv_widths_cuda(d, n, group.widths(), in, y, add_bias, sc, stream);
+  else
+    exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
 }
 
 void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {

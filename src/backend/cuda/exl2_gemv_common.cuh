@@ -128,8 +128,9 @@ __device__ __forceinline__ WarpRange warp_range(const Exl2Desc& d, const Args& a
   r.t = r.lane & 3;
   r.tile = row * a.tpb + tw;
   r.rank = blockIdx.x;
-  r.k0 = min(d.num_steps, r.rank * a.ksub * a.spw);
-  r.k1 = min(d.num_steps, r.k0 + a.ksub * a.spw);
+  const int end = d.step_begin + d.num_steps;
+  r.k0 = d.step_begin + min(d.num_steps, r.rank * a.ksub * a.spw);
+  r.k1 = min(end, r.k0 + a.ksub * a.spw);
   r.s0 = min(r.k1, r.k0 + sub * a.spw);
   r.s1 = r.tile < d.out_pad / kExl2TileColumns ? min(r.k1, r.s0 + a.spw) : r.s0;
   r.block_steps = a.ksub * a.spw;
@@ -247,7 +248,8 @@ __device__ __forceinline__ float load_peer(const float* p, int rank) {
 // which every warp is done with). Outputs of the block column: the cluster's blocks share
 // them; each adds the partials of every block (rank order) and warp along K (sub order), so
 // results are identical run to run. Without a cluster but with a K split, the block's sums go
-// to io.partials (added by exl2_reduce_cuda), else to io.y (+ bias). `row`: the block's row
+// to io.partials (added by exl2_reduce_cuda; also every block of a width launch,
+// Exl2WidthPlan), else to io.y (+ bias). `row`: the block's row
 // among its layer's blocks.
 template <typename Args>
 __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
@@ -277,7 +279,7 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
         v += cluster ? load_peer(p, r) : *p;
       }
     if (col >= d.out) continue;
-    if (io.partials != nullptr && gridDim.x > 1) {
+    if (io.partials != nullptr) {
       io.partials[(static_cast<size_t>(w.rank) * a.batch + b) * d.out_pad + col] = v;
     } else {
       if (a.add_bias && d.bias) v += __half2float(d.bias[col]);

@@ -4,6 +4,7 @@
 // against the CPU; these four were Exl2Gemv.* there until session 9.)
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -241,6 +242,41 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
               EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what << " layer " << i;
             }
           }
+      }
+    }
+    // Layers of several widths: one launch per width over the runs of every layer, against
+    // each layer through kernel 2 alone (other launch shapes: the same sums in another order).
+    if (group.width() == 0) {
+      group.set_width_launches();
+      for (Exl2Layer& l : layers) l.set_kernel(2);
+      Exl2Workspace ws;
+      ws.reserve(group, stream());
+      for (const Exl2Layer& l : layers) ws.reserve(l, stream());
+      for (int64_t b : {int64_t{1}, int64_t{5}}) {
+        DeviceTensor dx = upload(Tensor::copy_of(x32.view().slice0(0, b)));
+        std::vector<DeviceTensor> gy;
+        std::vector<DeviceView> views;
+        for (size_t i = 0; i < n; ++i) {
+          gy.push_back(empty(DType::F32, {b, outs[i]}));
+          CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
+          views.push_back(gy.back());
+        }
+        exl2_gemv_group(group, dx, views, ws, stream());
+        for (size_t i = 0; i < n; ++i) {
+          DeviceTensor ly = empty(DType::F32, {b, outs[i]});
+          exl2_gemv(layers[i], dx, ly, ws, stream());
+          const Tensor got = download(gy[i]), want = download(ly);
+          float scale = 0.0f;
+          for (int64_t k = 0; k < want.numel(); ++k)
+            scale = std::max(scale, std::fabs(want.data<float>()[k]));
+          int bad = 0;
+          for (int64_t k = 0; k < want.numel(); ++k) {
+            const float g = got.data<float>()[k], w = want.data<float>()[k];
+            if (!(std::fabs(g - w) <= 2e-5f * scale + 1e-6f) && bad++ < 3)
+              ADD_FAILURE() << "set " << set << " width launches batch " << b << " layer " << i
+                            << " y[" << k << "] " << g << " vs " << w;
+          }
+        }
       }
     }
   }
