@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -211,6 +212,25 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
     for (float& v : x32.span<float>()) v = nd(rng);
     Tensor x16(DType::F16, {kExl2MaxBatch, 1024});
     for (int64_t i = 0; i < x32.numel(); ++i) x16.data<uint16_t>()[i] = float_to_half(x32.data<float>()[i]);
+    // The group launch and each layer's own GEMV on the first b rows of xs: {group, layer}.
+    auto run_both = [&](const Tensor& xs, int64_t b, Exl2Workspace& ws) {
+      DeviceTensor dx = upload(Tensor::copy_of(xs.view().slice0(0, b)));
+      std::vector<DeviceTensor> gy;
+      std::vector<DeviceView> views;
+      for (size_t i = 0; i < n; ++i) {
+        gy.push_back(empty(DType::F32, {b, outs[i]}));
+        CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
+        views.push_back(gy.back());
+      }
+      exl2_gemv_group(group, dx, views, ws, stream());
+      std::vector<std::pair<Tensor, Tensor>> got_want;
+      for (size_t i = 0; i < n; ++i) {
+        DeviceTensor ly = empty(DType::F32, {b, outs[i]});
+        exl2_gemv(layers[i], dx, ly, ws, stream());
+        got_want.emplace_back(download(gy[i]), download(ly));
+      }
+      return got_want;
+    };
     for (int kernel : {2, 1}) {
       group.set_kernel(kernel);
       for (Exl2Split sp : {group.split(), Exl2Split{4, 2, 1, 1, false}, Exl2Split{2, 2, 2, 2, true}}) {
@@ -226,19 +246,9 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
                                      std::to_string(kernel) + " ksplit " +
                                      std::to_string(sp.ksplit) + (xs == &x32 ? " f32" : " f16") +
                                      " batch " + std::to_string(b);
-            DeviceTensor dx = upload(Tensor::copy_of(xs->view().slice0(0, b)));
-            std::vector<DeviceTensor> gy;
-            std::vector<DeviceView> views;
+            const auto got_want = run_both(*xs, b, ws);
             for (size_t i = 0; i < n; ++i) {
-              gy.push_back(empty(DType::F32, {b, outs[i]}));
-              CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
-              views.push_back(gy.back());
-            }
-            exl2_gemv_group(group, dx, views, ws, stream());
-            for (size_t i = 0; i < n; ++i) {
-              DeviceTensor ly = empty(DType::F32, {b, outs[i]});
-              exl2_gemv(layers[i], dx, ly, ws, stream());
-              const Tensor got = download(gy[i]), want = download(ly);
+              const auto& [got, want] = got_want[i];
               EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what << " layer " << i;
             }
           }
@@ -253,19 +263,9 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
       ws.reserve(group, stream());
       for (const Exl2Layer& l : layers) ws.reserve(l, stream());
       for (int64_t b : {int64_t{1}, int64_t{5}}) {
-        DeviceTensor dx = upload(Tensor::copy_of(x32.view().slice0(0, b)));
-        std::vector<DeviceTensor> gy;
-        std::vector<DeviceView> views;
+        const auto got_want = run_both(x32, b, ws);
         for (size_t i = 0; i < n; ++i) {
-          gy.push_back(empty(DType::F32, {b, outs[i]}));
-          CUDA_CHECK(cudaMemsetAsync(gy.back().raw(), 0xff, gy.back().nbytes(), stream()));
-          views.push_back(gy.back());
-        }
-        exl2_gemv_group(group, dx, views, ws, stream());
-        for (size_t i = 0; i < n; ++i) {
-          DeviceTensor ly = empty(DType::F32, {b, outs[i]});
-          exl2_gemv(layers[i], dx, ly, ws, stream());
-          const Tensor got = download(gy[i]), want = download(ly);
+          const auto& [got, want] = got_want[i];
           float scale = 0.0f;
           for (int64_t k = 0; k < want.numel(); ++k)
             scale = std::max(scale, std::fabs(want.data<float>()[k]));
