@@ -15,10 +15,11 @@
 // With --tables A,M the linears take exllamav2's options of attention table row A and MLP table
 // row M instead (quant/options.h; most rows mix two or three bit widths in one layer, as real
 // conversions do), e.g. --tables 10,9: 0.1:5b_128g/0.9:4b_128g for q, k, v, o, about 4.3 bits.
-// --decode-only skips the attention and prefill timings.
+// --decode-only skips the attention and prefill timings; --shape smollm2 builds SmolLM2-135M's
+// shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
-//                          [--decode-only]
+//                          [--decode-only] [--shape llama3-8b|smollm2]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -64,6 +65,7 @@ struct Args {
   std::string json_path, model;
   int attn_row = -1, mlp_row = -1;  // exllamav2 option table rows (--tables), -1: 4-bit
   bool decode_only = false;
+  bool smol = false;  // --shape smollm2
   int iters = 64;
   int64_t vocab = 128256;
 };
@@ -123,17 +125,18 @@ struct HostModel {
 };
 
 // attn_row / mlp_row: exllamav2 option table rows, -1 for 1:4b_128g everywhere.
+// smol: SmolLM2-135M's shape (hidden 576, intermediate 1536, 9 / 3 heads of 64) instead.
 std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_row = -1,
-                                      int mlp_row = -1) {
+                                      int mlp_row = -1, bool smol = false) {
   auto m = std::make_unique<HostModel>();
   io::ModelConfig& c = m->config;
   c.model_type = "llama";
-  c.hidden_size = 4096;
-  c.intermediate_size = 14336;
+  c.hidden_size = smol ? 576 : 4096;
+  c.intermediate_size = smol ? 1536 : 14336;
   c.num_hidden_layers = layers;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
+  c.num_attention_heads = smol ? 9 : 32;
+  c.num_key_value_heads = smol ? 3 : 8;
+  c.head_dim = smol ? 64 : 128;
   c.vocab_size = vocab;
   c.max_position_embeddings = 8192;
   c.rms_norm_eps = 1e-5;
@@ -330,16 +333,19 @@ json run_synthetic(const Args& a) {
     out["attention_decode"] = att;
   }
   {
-    auto host = make_model(32, a.vocab, a.attn_row, a.mlp_row);
+    auto host = make_model(a.smol ? 30 : 32, a.vocab, a.attn_row, a.mlp_row, a.smol);
     const std::vector<std::string> options = host->options;
+    const io::ModelConfig cfg = host->config;
     rt::CudaOptions o;
     o.max_context = 2048 + kWarmup + a.iters + 8;
     o.prefill_chunk = 2048;
     rt::CudaLlama m(host->config, host->weights, o);
     host.reset();  // the device holds everything now
     out["device"] = m.device().name;
-    out["model"] = {{"layers", 32}, {"hidden", 4096}, {"intermediate", 14336}, {"heads", 32}, {"kv_heads", 8},
-                    {"head_dim", 128}, {"vocab", a.vocab}, {"options", options}, {"kv_cache", "F16"}};
+    out["model"] = {{"layers", cfg.num_hidden_layers}, {"hidden", cfg.hidden_size},
+                    {"intermediate", cfg.intermediate_size}, {"heads", cfg.num_attention_heads},
+                    {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
+                    {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
     out["decode"] = json::array({time_decode(m, 128, a.iters), time_decode(m, 2048, a.iters)});
     if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
@@ -368,6 +374,7 @@ json run_model(const Args& a) {
 
 int run(int argc, char** argv) {
   Args a;
+  bool vocab_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -376,9 +383,18 @@ int run(int argc, char** argv) {
     };
     if (arg == "--json") a.json_path = value();
     else if (arg == "--iters") a.iters = std::stoi(value());
-    else if (arg == "--vocab") a.vocab = std::stoll(value());
+    else if (arg == "--vocab") {
+      a.vocab = std::stoll(value());
+      vocab_given = true;
+    }
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
+    else if (arg == "--shape") {
+      const std::string v = value();
+      EXQ_CHECK(v == "llama3-8b" || v == "smollm2", "--shape is llama3-8b or smollm2, got {}", v);
+      a.smol = v == "smollm2";
+      if (a.smol && !vocab_given) a.vocab = 49152;
+    }
     else if (arg == "--tables") {
       const std::string v = value();
       const size_t comma = v.find(',');
@@ -390,7 +406,7 @@ int run(int argc, char** argv) {
                 "--tables {}: rows are 0..{} (attention) and 0..{} (MLP)", v,
                 quant::attn_option_table().size() - 1, quant::mlp_option_table().size() - 1);
     } else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
-                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only])", arg));
+                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only] [--shape S])", arg));
   }
   EXQ_CHECK(a.iters >= 1 && a.vocab >= 2, "--iters and --vocab must be positive");
   const json out = a.model.empty() ? run_synthetic(a) : run_model(a);

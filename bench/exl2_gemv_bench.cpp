@@ -5,8 +5,7 @@
 // (q_weight + q_scale + q_scale_max + q_groups) and is given as a fraction of 3.0 TB/s (H100
 // HBM3, device-to-device copy). Every GEMV figure is given for each kernel of --kernels
 // (default 1,2: session 2's exl2_gemv.cu and exl2_gemv_v2.cu, side by side; a layer kernel 2
-// cannot run is skipped for it; 3: kernel 2 with one launch per bit width, mixed-width layers
-// only, their default). Sections (--only, comma separated; default all):
+// cannot run is skipped for it; 3: kernel 2 with a run per warp, mixed-width layers only). Sections (--only, comma separated; default all):
 //   gemv    the table above; "graph" columns: back-to-back GEMVs (staging + GEMV launch each)
 //           as one CUDA graph; "kernel" columns (batch 1): the GEMV kernel alone in a graph, x
 //           already staged (exl2_gemv_staged, as the decode's o projection runs)
@@ -54,23 +53,25 @@ using namespace bench;
 
 nlohmann::json split_json(const Exl2Split& s) {
   return {{"ksplit", s.ksplit}, {"ksub", s.ksub}, {"tiles_per_block", s.tiles_per_block},
-          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}, {"kernel", s.kernel}};
+          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}, {"kernel", s.kernel},
+          {"runs", s.runs}};
 }
 
 std::string split_str(const Exl2Split& s) {
-  return fmt::format("k{} ksplit {} ksub {:2} tpb {:2} spw {:2} {}", s.kernel, s.ksplit, s.ksub,
-                     s.tiles_per_block, s.steps_per_warp, s.cluster ? "cl" : "gm");
+  return fmt::format("k{} ksplit {} ksub {:2} tpb {:2} spw {:2} {}{}", s.kernel, s.ksplit, s.ksub,
+                     s.tiles_per_block, s.steps_per_warp, s.cluster ? "cl" : "gm",
+                     s.runs ? " runs" : "");
 }
 
 // Switches every copy to `kernel`; false when the layer cannot run it.
-// Kernel 3: kernel 2 with one launch per bit width (mixed-width layers only).
+// Kernel 3: kernel 2 with a run per warp (mixed-width layers only; their default from 4 MB).
 bool use_kernel(std::vector<Exl2Layer>& layers, int kernel) {
   for (const Exl2Layer& l : layers) {
     if (kernel >= 2 && !l.kernel2_ok()) return false;
     if (kernel == 3 && l.desc().uniform_bits != 0) return false;
   }
   for (Exl2Layer& l : layers) {
-    if (kernel == 3) l.set_width_launches();
+    if (kernel == 3) l.set_runs();
     else l.set_kernel(kernel);
   }
   return true;
@@ -139,10 +140,7 @@ nlohmann::json gemv_table(int iters, const std::vector<int>& kernels, const Devi
                       o.name.c_str(), static_cast<long long>(in), static_cast<long long>(out_f),
                       static_cast<long long>(b), kernel, ms * 1e3, bps / 1e9,
                       100.0 * bps / kPeakBytesPerSecond, tm.mean_ms * 1e3, gus, 100.0 * gfrac, kus,
-                      100.0 * kfrac,
-                      kernel == 3
-                          ? fmt::format("{} width launches", copies[0].widths().launches.size()).c_str()
-                          : split_str(copies[0].split()).c_str());
+                      100.0 * kfrac, split_str(copies[0].split()).c_str());
           rows.push_back({{"kernel", fmt::format("exl2_gemv_k{}", kernel)}, {"option", o.name},
                           {"in", in}, {"out", out_f}, {"batch", b}, {"x", "f32"},
                           {"weight_bytes", bytes}, {"median_us", ms * 1e3},

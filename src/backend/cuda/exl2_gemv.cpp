@@ -66,59 +66,45 @@ Exl2Split choose_split(const std::vector<const Exl2Desc*>& ds, int width, int ke
 
 Exl2Split choose_split(const Exl2Desc& d, int kernel) { return choose_split({&d}, d.uniform_bits, kernel); }
 
-// One kernel-2 launch per bit width over the runs of layers `ds` (up to kExl2MaxGroup runs a
-// launch), each with the split of its runs and partial sums (no clusters): the width's own
-// kernel instance, where the mixed-width instance spills (exl2_gemv_common.cuh, run_mixed).
-Exl2WidthPlan plan_widths(const std::vector<const Exl2Desc*>& ds) {
-  Exl2WidthPlan plan;
-  plan.ranks.assign(ds.size(), 0);
-  for (int width : {8, 6, 5, 4, 3, 2}) {
-    std::vector<std::pair<int, Exl2Desc>> runs;
-    for (size_t i = 0; i < ds.size(); ++i)
-      for (int k = 0; k < ds[i]->num_segments; ++k) {
-        const Exl2Segment& seg = ds[i]->segments[k];
-        if (seg.bits != width) continue;
-        Exl2Desc r = *ds[i];
-        r.num_segments = 1;
-        r.segments[0] = seg;
-        r.step_begin = seg.first_step;
-        r.num_steps = seg.steps;
-        r.uniform_bits = width;
-        r.bias = nullptr;
-        runs.emplace_back(static_cast<int>(i), r);
-      }
-    for (size_t first = 0; first < runs.size(); first += kExl2MaxGroup) {
-      Exl2WidthLaunch l;
-      l.width = width;
-      l.count = static_cast<int>(std::min<size_t>(kExl2MaxGroup, runs.size() - first));
-      std::vector<const Exl2Desc*> rd;
-      for (int j = 0; j < l.count; ++j) {
-        l.layer[j] = runs[first + static_cast<size_t>(j)].first;
-        l.d[j] = runs[first + static_cast<size_t>(j)].second;
-        rd.push_back(&l.d[j]);
-      }
-      l.split = choose_split(rd, width, 2);
-      l.split.cluster = false;
-      for (int j = 0; j < l.count; ++j) {
-        int& ranks = plan.ranks[static_cast<size_t>(l.layer[j])];
-        l.rank_base[j] = ranks;
-        ranks += l.split.ksplit;
-      }
-      plan.launches.push_back(l);
-    }
+// Kernel 2's split for mixed widths with a run per warp (Exl2Split::runs): the chooser's split,
+// then warps along K (else blocks, else steps per warp) added until it covers every layer's
+// runs padded to whole warp slices; partial sums when K is split (no cluster check was made).
+Exl2Split choose_runs_split(const std::vector<const Exl2Desc*>& ds) {
+  Exl2Split s = choose_split(ds, 0, 2);
+  s.runs = true;
+  auto padded = [&] {
+    int v = 0;
+    for (const Exl2Desc* d : ds) v = std::max(v, exl2_run_steps(*d, s.steps_per_warp));
+    return v;
+  };
+  constexpr int kBlockSteps = 80;  // exl2_plan.cpp's cap (batch 8's shared memory)
+  while (s.ksplit * s.ksub * s.steps_per_warp < padded()) {
+    if ((s.ksub + 1) * s.tiles_per_block <= kExl2MaxWarps &&
+        (s.ksub + 1) * s.steps_per_warp <= kBlockSteps)
+      ++s.ksub;
+    else if (s.ksplit < kExl2MaxCluster)
+      ++s.ksplit;
+    else
+      ++s.steps_per_warp;
   }
-  return plan;
+  if (s.ksplit > 1) s.cluster = false;
+  return s;
 }
 
-// Width launches for mixed-width layers (or groups) that kernel 2 runs and that read at least
-// 4 MB, unless EXQ_EXL2_GEMV picks a kernel. Each extra launch and the reduce cost ~2-3 us
-// alone: on the H100 the 8B-shaped decode gained with them on every GEMV (o: ~9 MB), only on
-// gate/up and down less, and SmolLM2's (< 1 MB) lost (826 -> 689 tok/s): docs/perf.md.
-constexpr size_t kWidthLaunchBytes = size_t{4} << 20;
+// Mixed-width layers (or groups) that kernel 2 runs take a run per warp when they read >= 4 MB
+// (the 8B-shaped decode with exllamav2's options 4.46 -> 3.05 ms per token on the H100; the
+// SmolLM2-shaped one, layers < 1 MB, 1.20 -> 1.28 ms with one option row: docs/perf.md), unless
+// EXQ_EXL2_GEMV picks a kernel; EXQ_EXL2_MIXED=runs or k1 picks a run per warp or kernel 1
+// whatever the size.
+constexpr size_t kRunsBytes = size_t{4} << 20;
 
-bool width_launches_by_default(size_t weight_bytes) {
-  const char* env = std::getenv("EXQ_EXL2_GEMV");
-  return (env == nullptr || *env == 0) && weight_bytes >= kWidthLaunchBytes;
+bool runs_by_default(size_t weight_bytes) {
+  const char* gemv = std::getenv("EXQ_EXL2_GEMV");
+  if (gemv != nullptr && *gemv != 0) return false;
+  const char* mixed = std::getenv("EXQ_EXL2_MIXED");
+  if (mixed != nullptr && std::strcmp(mixed, "runs") == 0) return true;
+  if (mixed != nullptr && std::strcmp(mixed, "k1") == 0) return false;
+  return weight_bytes >= kRunsBytes;
 }
 
 // Kernel 2 for layers of one bit width, where it was faster on the GPU (docs/perf.md: 52.5 %
@@ -256,8 +242,13 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   split_ = choose_split(desc_, default_kernel(kernel2_ok_, desc_.uniform_bits != 0));
   weight_bytes_ = static_cast<size_t>(h.q_weight_rows * out_pad) * 4 + qs_bytes +
                   static_cast<size_t>(h.num_groups) * (2 + 4);
-  if (kernel2_ok_ && desc_.uniform_bits == 0 && width_launches_by_default(weight_bytes_))
-    set_width_launches();
+  if (kernel2_ok_ && desc_.uniform_bits == 0 && runs_by_default(weight_bytes_)) set_runs();
+}
+
+void Exl2Layer::set_runs() {
+  EXQ_CHECK(kernel2_ok_ && desc_.uniform_bits == 0,
+            "cuda exl2: a run per warp is for mixed-width layers that GEMV kernel 2 runs");
+  split_ = choose_runs_split({&desc_});
 }
 
 void Exl2Layer::set_kernel(int kernel) {
@@ -266,28 +257,22 @@ void Exl2Layer::set_kernel(int kernel) {
             "power-of-two number of 32-row units and finite scales)",
             kernel);
   split_ = choose_split(desc_, kernel);
-  width_launches_ = false;
-}
-
-void Exl2Layer::set_width_launches() {
-  EXQ_CHECK(kernel2_ok_ && desc_.uniform_bits == 0,
-            "cuda exl2: width launches are for mixed-width layers that GEMV kernel 2 runs");
-  widths_ = plan_widths({&desc_});
-  width_launches_ = true;
 }
 
 void Exl2Layer::set_split(const Exl2Split& split) {
   EXQ_CHECK(split.kernel == 1 || (split.kernel == 2 && kernel2_ok_),
             "cuda exl2: GEMV kernel {} cannot run this layer", split.kernel);
-  const char* problem = exl2_split_problem(split, desc_.out_pad / kExl2TileColumns,
-                                           desc_.num_steps, exl2_gemv_hopper());
+  EXQ_CHECK(!split.runs || (split.kernel == 2 && desc_.uniform_bits == 0),
+            "cuda exl2: a split with a run per warp is for mixed widths on GEMV kernel 2");
+  const int steps = split.runs ? exl2_run_steps(desc_, split.steps_per_warp) : desc_.num_steps;
+  const char* problem = exl2_split_problem(split, desc_.out_pad / kExl2TileColumns, steps,
+                                           exl2_gemv_hopper());
   EXQ_CHECK(*problem == 0,
             "cuda exl2: split (ksplit {}, ksub {}, tiles_per_block {}, steps_per_warp {}) does "
             "not fit {} steps: {}",
             split.ksplit, split.ksub, split.tiles_per_block, split.steps_per_warp,
             desc_.num_steps, problem);
   split_ = split;
-  width_launches_ = false;
 }
 
 Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char* name)
@@ -308,7 +293,17 @@ Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char*
   set_kernel(default_kernel(kernel2, width_ != 0));
   size_t bytes = 0;
   for (const Exl2Layer* l : layers_) bytes += l->weight_bytes();
-  if (kernel2 && width_ == 0 && width_launches_by_default(bytes)) set_width_launches();
+  if (kernel2 && width_ == 0 && runs_by_default(bytes)) set_runs();
+}
+
+void Exl2LayerGroup::set_runs() {
+  std::vector<const Exl2Desc*> ds;
+  for (const Exl2Layer* l : layers_) {
+    EXQ_CHECK(l->kernel2_ok(), "cuda exl2: a run per warp needs GEMV kernel 2 for every layer");
+    ds.push_back(&l->desc());
+  }
+  EXQ_CHECK(width_ == 0, "cuda exl2: a run per warp is for groups of mixed widths");
+  split_ = choose_runs_split(ds);
 }
 
 void Exl2LayerGroup::set_kernel(int kernel) {
@@ -319,18 +314,6 @@ void Exl2LayerGroup::set_kernel(int kernel) {
     ds.push_back(&l->desc());
   }
   split_ = choose_split(ds, width_, kernel);
-  width_launches_ = false;
-}
-
-void Exl2LayerGroup::set_width_launches() {
-  std::vector<const Exl2Desc*> ds;
-  for (const Exl2Layer* l : layers_) {
-    EXQ_CHECK(l->kernel2_ok(), "cuda exl2: width launches need GEMV kernel 2 for every layer");
-    ds.push_back(&l->desc());
-  }
-  EXQ_CHECK(width_ == 0, "cuda exl2: width launches are for groups of mixed widths");
-  widths_ = plan_widths(ds);
-  width_launches_ = true;
 }
 
 void Exl2LayerGroup::set_split(const Exl2Split& split) {
@@ -338,15 +321,17 @@ void Exl2LayerGroup::set_split(const Exl2Split& split) {
   for (const Exl2Layer* l : layers_) {
     EXQ_CHECK(split.kernel == 1 || (split.kernel == 2 && l->kernel2_ok()),
               "cuda exl2: GEMV kernel {} cannot run every layer of this group", split.kernel);
-    steps = std::max(steps, l->desc().num_steps);
+    steps = std::max(steps, split.runs ? exl2_run_steps(l->desc(), split.steps_per_warp)
+                                       : l->desc().num_steps);
     tiles += l->desc().out_pad / kExl2TileColumns;
   }
+  EXQ_CHECK(!split.runs || (split.kernel == 2 && width_ == 0),
+            "cuda exl2: a split with a run per warp is for mixed widths on GEMV kernel 2");
   const char* problem = exl2_split_problem(split, tiles, steps, exl2_gemv_hopper());
   EXQ_CHECK(*problem == 0, "cuda exl2: split (ksplit {}, ksub {}, tiles_per_block {}, "
             "steps_per_warp {}) does not fit {} steps: {}", split.ksplit, split.ksub,
             split.tiles_per_block, split.steps_per_warp, steps, problem);
   split_ = split;
-  width_launches_ = false;
 }
 
 bool Exl2Workspace::fits(const Exl2Desc& d, const Exl2Split& split) const {
@@ -354,35 +339,18 @@ bool Exl2Workspace::fits(const Exl2Desc& d, const Exl2Split& split) const {
          exl2_gemv_partial_floats(d, split) <= partial_floats_;
 }
 
-namespace {
-
-// Partial sums of layer i of a width plan.
-size_t width_partials(const Exl2Desc& d, const Exl2WidthPlan& plan, size_t i) {
-  return static_cast<size_t>(plan.ranks[i]) * kExl2MaxBatch * d.out_pad;
-}
-
-}  // namespace
-
-bool Exl2Workspace::fits(const Exl2Layer& layer) const {
-  return fits(layer.desc(), layer.split()) &&
-         (!layer.width_launches() ||
-          width_partials(layer.desc(), layer.widths(), 0) <= partial_floats_);
-}
+bool Exl2Workspace::fits(const Exl2Layer& layer) const { return fits(layer.desc(), layer.split()); }
 
 bool Exl2Workspace::fits(const Exl2LayerGroup& group) const {
-  for (size_t i = 0; i < group.layers().size(); ++i) {
-    const Exl2Desc& d = group.layers()[i]->desc();
-    if (!fits(d, group.split())) return false;
-    if (group.width_launches() && width_partials(d, group.widths(), i) > partial_floats_)
-      return false;
-  }
+  for (const Exl2Layer* l : group.layers())
+    if (!fits(l->desc(), group.split())) return false;
   return true;
 }
 
-void Exl2Workspace::grow(const Exl2Desc& d, const Exl2Split& split, size_t partials) {
+void Exl2Workspace::grow(const Exl2Desc& d, const Exl2Split& split) {
   xq_words_ = std::max(xq_words_, exl2_gemv_xq_words(d));
   xscale_floats_ = std::max(xscale_floats_, exl2_gemv_xscale_floats(d));
-  partial_floats_ = std::max({partial_floats_, exl2_gemv_partial_floats(d, split), partials});
+  partial_floats_ = std::max(partial_floats_, exl2_gemv_partial_floats(d, split));
 }
 
 void Exl2Workspace::allocate() {
@@ -395,18 +363,14 @@ void Exl2Workspace::allocate() {
 void Exl2Workspace::reserve(const Exl2Layer& layer, cudaStream_t stream) {
   (void)stream;
   if (fits(layer)) return;
-  grow(layer.desc(), layer.split(),
-       layer.width_launches() ? width_partials(layer.desc(), layer.widths(), 0) : 0);
+  grow(layer.desc(), layer.split());
   allocate();
 }
 
 void Exl2Workspace::reserve(const Exl2LayerGroup& group, cudaStream_t stream) {
   (void)stream;
   if (fits(group)) return;
-  for (size_t i = 0; i < group.layers().size(); ++i) {
-    const Exl2Desc& d = group.layers()[i]->desc();
-    grow(d, group.split(), group.width_launches() ? width_partials(d, group.widths(), i) : 0);
-  }
+  for (const Exl2Layer* l : group.layers()) grow(l->desc(), group.split());
   allocate();
 }
 
@@ -442,10 +406,7 @@ void run_layer(const Exl2Layer& layer, const Exl2Input& in, const DeviceView& y,
   const Exl2Scratch sc = workspace.scratch(0);
   float* yp = y.data<float>();
   const Exl2Desc& d = layer.desc();
-  if (layer.width_launches())
-    exl2_gemv_widths_cuda(&d, 1, layer.widths(), in, &yp, add_bias, &sc, stream);
-  else
-    exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
+  exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
 }
 
 }  // namespace
@@ -516,10 +477,7 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
   in.x = x.raw();
   in.f32 = x.dtype() == DType::F32;
   in.batch = static_cast<int>(x.dim(0));
-  if (group.width_launches())
-    exl2_gemv_widths_cuda(d, n, group.widths(), in, y, add_bias, sc, stream);
-  else
-    exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
+  exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
 }
 
 void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {

@@ -314,28 +314,4 @@ void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, flo
                        add_bias ? d[i].bias : nullptr, y[i], stream);
 }
 
-void exl2_gemv_widths_cuda(const Exl2Desc* d, int n, const Exl2WidthPlan& plan,
-                           const Exl2Input& x, float* const* y, bool add_bias,
-                           const Exl2Scratch* scratch, cudaStream_t stream) {
-  if (x.batch <= 0 || n <= 0) return;
-  const int bs = batch_stride(x.batch);
-  if (!x.staged) exl2_prep_cuda(d, n, x, bs, scratch, stream);
-  for (const Exl2WidthLaunch& l : plan.launches) {
-    Exl2Group g;
-    g.count = l.count;
-    for (int i = 0; i < l.count; ++i) {
-      const int k = l.layer[i];
-      g.d[i] = l.d[i];
-      g.io[i] = {scratch[k].xq, scratch[k].xscale, y[k],
-                 scratch[k].partials +
-                     static_cast<size_t>(l.rank_base[i]) * x.batch * d[k].out_pad};
-    }
-    group_rows(g, l.split);
-    exl2_gemv2_launch(g, l.width, x.batch, bs, false, l.split, stream);
-  }
-  for (int i = 0; i < n; ++i)
-    exl2_reduce_cuda(scratch[i].partials, plan.ranks[static_cast<size_t>(i)], x.batch, d[i].out,
-                     d[i].out_pad, add_bias ? d[i].bias : nullptr, y[i], stream);
-}
-
 }  // namespace exq::cuda

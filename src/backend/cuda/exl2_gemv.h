@@ -59,13 +59,10 @@ class Exl2Layer {
   void set_kernel(int kernel);
   int kernel() const { return split_.kernel; }
   bool kernel2_ok() const { return kernel2_ok_; }
-  // Mixed-width layers that kernel 2 runs: one launch per bit width over its runs with that
-  // width's kernel instance, partial sums added in order by a reduce (exl2_gemv_widths_cuda;
-  // the default for those of >= 4 MB unless EXQ_EXL2_GEMV is set; set_kernel and set_split
-  // turn it off).
-  void set_width_launches();
-  bool width_launches() const { return width_launches_; }
-  const Exl2WidthPlan& widths() const { return widths_; }
+  // Mixed widths on kernel 2 with a launch split that puts every warp's steps in one run
+  // (Exl2Split::runs): the default at upload for layers of >= 4 MB (EXQ_EXL2_MIXED=runs|k1
+  // forces it on or off; EXQ_EXL2_GEMV off). Throws if the layer is not such a layer.
+  void set_runs();
   int64_t in() const { return desc_.in; }
   int64_t out() const { return desc_.out; }
   bool has_bias() const { return desc_.bias != nullptr; }
@@ -84,8 +81,6 @@ class Exl2Layer {
   DeviceBuffer buffer_;
   Exl2Desc desc_;
   Exl2Split split_;
-  Exl2WidthPlan widths_;
-  bool width_launches_ = false;
   size_t weight_bytes_ = 0;
   bool kernel2_ok_ = false;
   const int32_t* x_pos_ = nullptr;
@@ -112,17 +107,12 @@ class Exl2LayerGroup {
   void set_kernel(int kernel);
   // Overrides the split (for tuning and tests; reserve workspaces again).
   void set_split(const Exl2Split& split);
-  // As Exl2Layer's, over the runs of every layer (the default for a group of >= 4 MB of
-  // mixed widths that kernel 2 runs).
-  void set_width_launches();
-  bool width_launches() const { return width_launches_; }
-  const Exl2WidthPlan& widths() const { return widths_; }
+  // As Exl2Layer's (the default for groups of mixed widths that read >= 4 MB in all).
+  void set_runs();
 
  private:
   std::vector<const Exl2Layer*> layers_;
   Exl2Split split_;
-  Exl2WidthPlan widths_;
-  bool width_launches_ = false;
   int width_ = 0;
 };
 
@@ -142,7 +132,7 @@ class Exl2Workspace {
 
  private:
   bool fits(const Exl2Desc& d, const Exl2Split& split) const;
-  void grow(const Exl2Desc& d, const Exl2Split& split, size_t partials);
+  void grow(const Exl2Desc& d, const Exl2Split& split);
   void allocate();
   DeviceBuffer buffer_;
   size_t xq_words_ = 0;

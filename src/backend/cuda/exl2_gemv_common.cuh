@@ -128,9 +128,8 @@ __device__ __forceinline__ WarpRange warp_range(const Exl2Desc& d, const Args& a
   r.t = r.lane & 3;
   r.tile = row * a.tpb + tw;
   r.rank = blockIdx.x;
-  const int end = d.step_begin + d.num_steps;
-  r.k0 = d.step_begin + min(d.num_steps, r.rank * a.ksub * a.spw);
-  r.k1 = min(end, r.k0 + a.ksub * a.spw);
+  r.k0 = min(d.num_steps, r.rank * a.ksub * a.spw);
+  r.k1 = min(d.num_steps, r.k0 + a.ksub * a.spw);
   r.s0 = min(r.k1, r.k0 + sub * a.spw);
   r.s1 = r.tile < d.out_pad / kExl2TileColumns ? min(r.k1, r.s0 + a.spw) : r.s0;
   r.block_steps = a.ksub * a.spw;
@@ -192,7 +191,10 @@ __device__ __noinline__ Acc run_mixed(Ctx c, Exl2Segment seg, int s_begin, int s
 // A warp's steps [s0, s1), run by run (W: the layer's common width, 0 if mixed); the warp's
 // first run stages x after issuing its first loads (every warp stages x, also one without
 // steps).
-template <int W, typename Ctx, typename XSt>
+// RUNS (W = 0): the launch split puts every warp's steps inside one run, so the warp takes one
+// width's loop, inlined (all six compile without spilling when no loop runs them one after
+// the other).
+template <int W, bool RUNS = false, typename Ctx, typename XSt>
 __device__ __forceinline__ void warp_steps(const Exl2Desc& d, const WarpRange& w, Ctx& c,
                                            const XSt& xst, float (&acc)[2][4]) {
   const int s0 = w.s0, s1 = w.s1;
@@ -200,25 +202,37 @@ __device__ __forceinline__ void warp_steps(const Exl2Desc& d, const WarpRange& w
     stage_x(xst);
     return;
   }
-  for (int s = s0; s < s1;) {
-    const Exl2Segment seg = segment_of(d, s);
-    const int e = min(s1, seg.first_step + seg.steps);
-    if constexpr (W != 0) {
-      run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
-    } else {
-      Acc t;
-      for (int i = 0; i < 8; ++i) t.v[i / 4][i % 4] = acc[i / 4][i % 4];
-      switch (seg.bits) {
-        case 2: t = run_mixed<2>(c, seg, s, e, s == s0, xst, t); break;
-        case 3: t = run_mixed<3>(c, seg, s, e, s == s0, xst, t); break;
-        case 4: t = run_mixed<4>(c, seg, s, e, s == s0, xst, t); break;
-        case 5: t = run_mixed<5>(c, seg, s, e, s == s0, xst, t); break;
-        case 6: t = run_mixed<6>(c, seg, s, e, s == s0, xst, t); break;
-        default: t = run_mixed<8>(c, seg, s, e, s == s0, xst, t); break;
-      }
-      for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = t.v[i / 4][i % 4];
+  if constexpr (W == 0 && RUNS) {
+    const Exl2Segment seg = segment_of(d, s0);
+    switch (seg.bits) {
+      case 2: run_steps<2, false>(c, seg, s0, s1, true, xst, acc); break;
+      case 3: run_steps<3, false>(c, seg, s0, s1, true, xst, acc); break;
+      case 4: run_steps<4, false>(c, seg, s0, s1, true, xst, acc); break;
+      case 5: run_steps<5, false>(c, seg, s0, s1, true, xst, acc); break;
+      case 6: run_steps<6, false>(c, seg, s0, s1, true, xst, acc); break;
+      default: run_steps<8, false>(c, seg, s0, s1, true, xst, acc); break;
     }
-    s = e;
+  } else {
+    for (int s = s0; s < s1;) {
+      const Exl2Segment seg = segment_of(d, s);
+      const int e = min(s1, seg.first_step + seg.steps);
+      if constexpr (W != 0) {
+        run_steps<W, false>(c, seg, s, e, s == s0, xst, acc);
+      } else {
+        Acc t;
+        for (int i = 0; i < 8; ++i) t.v[i / 4][i % 4] = acc[i / 4][i % 4];
+        switch (seg.bits) {
+          case 2: t = run_mixed<2>(c, seg, s, e, s == s0, xst, t); break;
+          case 3: t = run_mixed<3>(c, seg, s, e, s == s0, xst, t); break;
+          case 4: t = run_mixed<4>(c, seg, s, e, s == s0, xst, t); break;
+          case 5: t = run_mixed<5>(c, seg, s, e, s == s0, xst, t); break;
+          case 6: t = run_mixed<6>(c, seg, s, e, s == s0, xst, t); break;
+          default: t = run_mixed<8>(c, seg, s, e, s == s0, xst, t); break;
+        }
+        for (int i = 0; i < 8; ++i) acc[i / 4][i % 4] = t.v[i / 4][i % 4];
+      }
+      s = e;
+    }
   }
 }
 
@@ -248,8 +262,7 @@ __device__ __forceinline__ float load_peer(const float* p, int rank) {
 // which every warp is done with). Outputs of the block column: the cluster's blocks share
 // them; each adds the partials of every block (rank order) and warp along K (sub order), so
 // results are identical run to run. Without a cluster but with a K split, the block's sums go
-// to io.partials (added by exl2_reduce_cuda; also every block of a width launch,
-// Exl2WidthPlan), else to io.y (+ bias). `row`: the block's row
+// to io.partials (added by exl2_reduce_cuda), else to io.y (+ bias). `row`: the block's row
 // among its layer's blocks.
 template <typename Args>
 __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
@@ -279,7 +292,7 @@ __device__ __forceinline__ void reduce_store(const Exl2Desc& d, const Args& a,
         v += cluster ? load_peer(p, r) : *p;
       }
     if (col >= d.out) continue;
-    if (io.partials != nullptr) {
+    if (io.partials != nullptr && gridDim.x > 1) {
       io.partials[(static_cast<size_t>(w.rank) * a.batch + b) * d.out_pad + col] = v;
     } else {
       if (a.add_bias && d.bias) v += __half2float(d.bias[col]);

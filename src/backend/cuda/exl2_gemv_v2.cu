@@ -371,16 +371,44 @@ __device__ __forceinline__ void run_steps(const WarpCtx& c, const Exl2Segment& s
     run_steps_as<B, MIXED, false>(c, seg, s_begin, s_end, first, xst, acc);
 }
 
-// W: the layer's common bit width, 0 if mixed (each run through its width's function).
-// N: layers the kernel parameter has room for (1, or kExl2MaxGroup for group launches).
-template <int W, int N>
+// Split.runs (mixed widths): each run's steps padded to whole warp slices of a.spw steps in a
+// virtual step space that the launch split covers, so that every warp's steps lie in one run;
+// the block's steps [k0, k1) are the real steps its warps cover (runs are contiguous).
+__device__ __forceinline__ WarpRange warp_range_runs(const Exl2Desc& d, const GemvArgs& a,
+                                                     int row) {
+  WarpRange r = warp_range(d, a, row);
+  const int sub = r.warp / a.tpb;
+  const int vk0 = r.rank * a.ksub * a.spw, vk1 = vk0 + a.ksub * a.spw, vs0 = vk0 + sub * a.spw;
+  int k0 = d.num_steps, k1 = d.num_steps, s0 = d.num_steps, s1 = d.num_steps;
+  for (int i = 0, v = 0; i < d.num_segments; ++i) {
+    const Exl2Segment& sg = d.segments[i];
+    const int pad = (sg.steps + a.spw - 1) / a.spw * a.spw;
+    if (vk0 >= v && vk0 < v + pad) k0 = sg.first_step + min(vk0 - v, sg.steps);
+    if (vk1 > v && vk1 <= v + pad) k1 = sg.first_step + min(vk1 - v, sg.steps);
+    if (vs0 >= v && vs0 < v + pad) {
+      s0 = sg.first_step + min(vs0 - v, sg.steps);
+      s1 = sg.first_step + min(vs0 + a.spw - v, sg.steps);
+    }
+    v += pad;
+  }
+  r.k0 = k0;
+  r.k1 = k1;
+  r.s0 = s0;
+  r.s1 = r.tile < d.out_pad / kExl2TileColumns ? s1 : s0;
+  return r;
+}
+
+// W: the layer's common bit width, 0 if mixed (each run through its width's function; with
+// RUNS, split.runs, one run per warp). N: layers the kernel parameter has room for (1, or
+// kExl2MaxGroup for group launches).
+template <int W, int N, bool RUNS = false>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
     exl2_gemv2_kernel(const __grid_constant__ GroupParam<N> grp, const __grid_constant__ GemvArgs a) {
   extern __shared__ __align__(16) uint32_t smem[];
   const GroupPlace place = group_place(grp);
   const Exl2Desc& d = grp.d[place.layer];
   const Exl2LayerIo& io = grp.io[place.layer];
-  const WarpRange w = warp_range(d, a, place.row);
+  const WarpRange w = RUNS ? warp_range_runs(d, a, place.row) : warp_range(d, a, place.row);
   const int g = w.g, t = w.t;
   XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
              w.k0, w.k1, W};
@@ -398,7 +426,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   c.one = a.batch == 1;
 
   float acc[2][4] = {};
-  warp_steps<W>(d, w, c, xst, acc);
+  warp_steps<W, RUNS>(d, w, c, xst, acc);
   // As kernel 1: the block column's outputs summed in a fixed order.
   reduce_store(d, a, io, place.row, smem, w, acc);
 }
@@ -430,6 +458,11 @@ void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool ad
   const GemvArgs a{batch, bs, __builtin_ctz(static_cast<unsigned>(bs)), add_bias ? 1 : 0,
                    split.tiles_per_block, split.ksub, split.steps_per_warp};
   const size_t smem = exl2_gemv2_shared_bytes(split);
+  if (width == 0 && split.runs) {
+    launch_gemv<exl2_gemv2_kernel<0, 1, true>, exl2_gemv2_kernel<0, kExl2MaxGroup, true>>(
+        g, a, split, smem, stream);
+    return;
+  }
   by_width(width, [&]<int W>() { launch_gemv<exl2_gemv2_kernel<W, 1>, exl2_gemv2_kernel<W, kExl2MaxGroup>>(g, a, split, smem, stream); });
 }
 

@@ -16,7 +16,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 namespace exq::cuda {
 
@@ -70,7 +69,6 @@ struct Exl2Desc {
   int uniform_bits = 0;  // the bit width of every group, 0 when widths differ
   int num_segments = 0;
   Exl2Segment segments[kExl2MaxSegments];
-  int step_begin = 0;  // the first step the launch covers: a run's own desc (Exl2WidthPlan), else 0
 };
 
 // Launch shape of one GEMV (chosen at upload, deterministic). Block (r, c) of the grid
@@ -85,7 +83,17 @@ struct Exl2Split {
   int steps_per_warp = 1;
   bool cluster = true;     // ksplit > 1: clusters (else partials in the workspace + a reduce)
   int kernel = 2;          // 1: exl2_gemv.cu (session 2), 2: exl2_gemv_v2.cu
+  // Kernel 2, mixed widths: the steps counted with each run padded to whole warp slices
+  // (exl2_run_steps), so that every warp's steps lie in one run (one width's loop, inlined).
+  bool runs = false;
 };
+
+// Steps of `d` with each run padded to a multiple of `spw` steps (an Exl2Split with runs).
+inline int exl2_run_steps(const Exl2Desc& d, int spw) {
+  int v = 0;
+  for (int i = 0; i < d.num_segments; ++i) v += (d.segments[i].steps + spw - 1) / spw * spw;
+  return v;
+}
 
 // Layers multiplied by one launch (they share x: q, k, v, or gate, up), blocks one after the
 // other along the grid's y: layer i's blocks are rows [block_start[i], block_start[i + 1]).
@@ -159,29 +167,6 @@ struct Exl2Scratch {
 void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, float* const* y,
                     bool add_bias, const Exl2Split& split, const Exl2Scratch* scratch,
                     cudaStream_t stream);
-
-// Mixed-width layers on kernel 2, one launch per bit width: each launch runs the runs of that
-// width (descs of one segment, step_begin at the run) of one or more layers with the width's
-// own kernel instance and writes K-split partial sums; one reduce per layer then adds its
-// partials in rank order (+ bias). ranks[i]: layer i's partial rows.
-struct Exl2WidthLaunch {
-  int width = 0;
-  int count = 0;
-  Exl2Desc d[kExl2MaxGroup];
-  int layer[kExl2MaxGroup] = {};
-  int rank_base[kExl2MaxGroup] = {};
-  Exl2Split split;
-};
-struct Exl2WidthPlan {
-  std::vector<Exl2WidthLaunch> launches;
-  std::vector<int> ranks;
-};
-
-// exl2_gemv_cuda's work for layers d[0..n) through `plan` (the staging pass over the whole
-// layers, then the plan's launches and reduces).
-void exl2_gemv_widths_cuda(const Exl2Desc* d, int n, const Exl2WidthPlan& plan,
-                           const Exl2Input& x, float* const* y, bool add_bias,
-                           const Exl2Scratch* scratch, cudaStream_t stream);
 
 // Re-lays q_weight rows [units[u0].src_word ...) of units [u0, u1) (exllamav2 layout, `src`
 // holding rows from src_row0 on) into the device layout `dst`.

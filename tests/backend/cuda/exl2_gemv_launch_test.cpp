@@ -254,10 +254,10 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
           }
       }
     }
-    // Layers of several widths: one launch per width over the runs of every layer, against
-    // each layer through kernel 2 alone (other launch shapes: the same sums in another order).
+    // Layers of several widths with a run per warp, against each layer through kernel 2 alone
+    // (another launch shape: the same sums in another order).
     if (group.width() == 0) {
-      group.set_width_launches();
+      group.set_runs();
       for (Exl2Layer& l : layers) l.set_kernel(2);
       Exl2Workspace ws;
       ws.reserve(group, stream());
@@ -273,7 +273,7 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
           for (int64_t k = 0; k < want.numel(); ++k) {
             const float g = got.data<float>()[k], w = want.data<float>()[k];
             if (!(std::fabs(g - w) <= 2e-5f * scale + 1e-6f) && bad++ < 3)
-              ADD_FAILURE() << "set " << set << " width launches batch " << b << " layer " << i
+              ADD_FAILURE() << "set " << set << " a run per warp, batch " << b << " layer " << i
                             << " y[" << k << "] " << g << " vs " << w;
           }
         }

@@ -103,10 +103,10 @@ class Exl2Gemv : public CudaTest {
                      const std::vector<Exl2Split>& splits = {}) {
     BothLayers l(t, in, out);
     Exl2Layer layer(l.host, stream(), what.c_str());
-    if (std::getenv("EXQ_EXL2_GEMV") == nullptr) {  // mixed widths on kernel 2, >= 4 MB only
-      EXPECT_EQ(layer.width_launches(), layer.kernel2_ok() && layer.desc().uniform_bits == 0 &&
-                                            layer.weight_bytes() >= (size_t{4} << 20))
-          << what;
+    const bool mixed2 = layer.kernel2_ok() && layer.desc().uniform_bits == 0;
+    if (std::getenv("EXQ_EXL2_GEMV") == nullptr && std::getenv("EXQ_EXL2_MIXED") == nullptr) {
+      EXPECT_EQ(layer.split().runs, mixed2 && layer.weight_bytes() >= (size_t{4} << 20))
+          << what << ": mixed widths of >= 4 MB on kernel 2, a run per warp";
     }
     Exl2Workspace ws;
     ws.reserve(layer, stream());
@@ -174,15 +174,15 @@ class Exl2Gemv : public CudaTest {
       }
     }
 
-    // Mixed-width layers that kernel 2 runs: one launch per width by default (the widths'
-    // own kernel instances, partial sums added in order), same bounds as kernel 2.
-    if (layer.kernel2_ok() && layer.desc().uniform_bits == 0) {
-      layer.set_width_launches();
+    // Mixed widths on kernel 2 with a run per warp (the default for large layers), same
+    // bounds as kernel 2, repeatable.
+    if (mixed2) {
+      layer.set_runs();
       ws.reserve(layer, stream());
       const Reference r32 = with_weights(l.w2, l.host.bias, x32, kExl2MaxBatch);
       const Reference r16 = with_weights(l.w2, l.host.bias, x16f, kExl2MaxBatch);
       for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
-        const std::string kw = what + " width launches, batch " + std::to_string(b);
+        const std::string kw = what + " a run per warp, batch " + std::to_string(b);
         const Tensor y32 = poisoned_run(layer, Tensor::copy_of(x32.view().slice0(0, b)), ws);
         worst = std::max(worst, check(r32, y32, 2 * std::ldexp(1.0, -11), kw + " f32 x"));
         const Tensor y16 = poisoned_run(layer, Tensor::copy_of(x16.view().slice0(0, b)), ws);
@@ -190,7 +190,7 @@ class Exl2Gemv : public CudaTest {
       }
       const Tensor a = poisoned_run(layer, Tensor::copy_of(x32.view()), ws);
       const Tensor again = poisoned_run(layer, Tensor::copy_of(x32.view()), ws);
-      EXPECT_EQ(std::memcmp(again.raw(), a.raw(), a.nbytes()), 0) << what << " width launches";
+      EXPECT_EQ(std::memcmp(again.raw(), a.raw(), a.nbytes()), 0) << what << " a run per warp";
     }
 
     if (prefill_rows > kExl2MaxBatch) {
