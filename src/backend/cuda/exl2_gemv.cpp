@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -69,16 +70,20 @@ Exl2Split choose_split(const Exl2Desc& d, int kernel) { return choose_split({&d}
 // Kernel 2's split for mixed widths with a run per warp (Exl2Split::runs): the chooser's split,
 // then warps along K (else blocks, else steps per warp) added until it covers every layer's
 // runs padded to whole warp slices; partial sums when K is split (no cluster check was made).
-Exl2Split choose_runs_split(const std::vector<const Exl2Desc*>& ds) {
+// Empty when no such split fits (the caller keeps its split).
+std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& ds) {
   Exl2Split s = choose_split(ds, 0, 2);
   s.runs = true;
+  int tiles = 0;
+  for (const Exl2Desc* d : ds) tiles += d->out_pad / kExl2TileColumns;
   auto padded = [&] {
     int v = 0;
     for (const Exl2Desc* d : ds) v = std::max(v, exl2_run_steps(*d, s.steps_per_warp));
     return v;
   };
   constexpr int kBlockSteps = 80;  // exl2_plan.cpp's cap (batch 8's shared memory)
-  while (s.ksplit * s.ksub * s.steps_per_warp < padded()) {
+  for (int n = 0; s.ksplit * s.ksub * s.steps_per_warp < padded(); ++n) {
+    if (n == 64) return std::nullopt;
     if ((s.ksub + 1) * s.tiles_per_block <= kExl2MaxWarps &&
         (s.ksub + 1) * s.steps_per_warp <= kBlockSteps)
       ++s.ksub;
@@ -88,12 +93,13 @@ Exl2Split choose_runs_split(const std::vector<const Exl2Desc*>& ds) {
       ++s.steps_per_warp;
   }
   if (s.ksplit > 1) s.cluster = false;
+  if (*exl2_split_problem(s, tiles, padded(), exl2_gemv_hopper()) != 0) return std::nullopt;
   return s;
 }
 
 // Mixed-width layers (or groups) that kernel 2 runs take a run per warp when they read >= 4 MB
 // (the 8B-shaped decode with exllamav2's options 4.46 -> 3.05 ms per token on the H100; the
-// SmolLM2-shaped one, layers < 1 MB, 1.20 -> 1.28 ms with one option row: docs/perf.md), unless
+// SmolLM2-shaped one, layers < 1 MB, 1.19 -> 1.26 ms with one option row: docs/perf.md), unless
 // EXQ_EXL2_GEMV picks a kernel; EXQ_EXL2_MIXED=runs or k1 picks a run per warp or kernel 1
 // whatever the size.
 constexpr size_t kRunsBytes = size_t{4} << 20;
@@ -245,10 +251,12 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   if (kernel2_ok_ && desc_.uniform_bits == 0 && runs_by_default(weight_bytes_)) set_runs();
 }
 
-void Exl2Layer::set_runs() {
+bool Exl2Layer::set_runs() {
   EXQ_CHECK(kernel2_ok_ && desc_.uniform_bits == 0,
             "cuda exl2: a run per warp is for mixed-width layers that GEMV kernel 2 runs");
-  split_ = choose_runs_split({&desc_});
+  const std::optional<Exl2Split> s = choose_runs_split({&desc_});
+  if (s) split_ = *s;
+  return s.has_value();
 }
 
 void Exl2Layer::set_kernel(int kernel) {
@@ -296,14 +304,16 @@ Exl2LayerGroup::Exl2LayerGroup(std::vector<const Exl2Layer*> layers, const char*
   if (kernel2 && width_ == 0 && runs_by_default(bytes)) set_runs();
 }
 
-void Exl2LayerGroup::set_runs() {
+bool Exl2LayerGroup::set_runs() {
   std::vector<const Exl2Desc*> ds;
   for (const Exl2Layer* l : layers_) {
     EXQ_CHECK(l->kernel2_ok(), "cuda exl2: a run per warp needs GEMV kernel 2 for every layer");
     ds.push_back(&l->desc());
   }
   EXQ_CHECK(width_ == 0, "cuda exl2: a run per warp is for groups of mixed widths");
-  split_ = choose_runs_split(ds);
+  const std::optional<Exl2Split> s = choose_runs_split(ds);
+  if (s) split_ = *s;
+  return s.has_value();
 }
 
 void Exl2LayerGroup::set_kernel(int kernel) {

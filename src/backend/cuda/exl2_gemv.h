@@ -61,8 +61,9 @@ class Exl2Layer {
   bool kernel2_ok() const { return kernel2_ok_; }
   // Mixed widths on kernel 2 with a launch split that puts every warp's steps in one run
   // (Exl2Split::runs): the default at upload for layers of >= 4 MB (EXQ_EXL2_MIXED=runs|k1
-  // forces it on or off; EXQ_EXL2_GEMV off). Throws if the layer is not such a layer.
-  void set_runs();
+  // forces it on or off; EXQ_EXL2_GEMV off). False (split unchanged) when no such split fits;
+  // throws if the layer does not mix widths or kernel 2 cannot run it.
+  bool set_runs();
   int64_t in() const { return desc_.in; }
   int64_t out() const { return desc_.out; }
   bool has_bias() const { return desc_.bias != nullptr; }
@@ -108,7 +109,7 @@ class Exl2LayerGroup {
   // Overrides the split (for tuning and tests; reserve workspaces again).
   void set_split(const Exl2Split& split);
   // As Exl2Layer's (the default for groups of mixed widths that read >= 4 MB in all).
-  void set_runs();
+  bool set_runs();
 
  private:
   std::vector<const Exl2Layer*> layers_;

@@ -257,7 +257,7 @@ TEST_F(Exl2GemvLaunch, GroupLaunchMatchesEachLayer) {
     // Layers of several widths with a run per warp, against each layer through kernel 2 alone
     // (another launch shape: the same sums in another order).
     if (group.width() == 0) {
-      group.set_runs();
+      ASSERT_TRUE(group.set_runs()) << "set " << set;
       for (Exl2Layer& l : layers) l.set_kernel(2);
       Exl2Workspace ws;
       ws.reserve(group, stream());

@@ -177,7 +177,7 @@ class Exl2Gemv : public CudaTest {
     // Mixed widths on kernel 2 with a run per warp (the default for large layers), same
     // bounds as kernel 2, repeatable.
     if (mixed2) {
-      layer.set_runs();
+      EXPECT_TRUE(layer.set_runs()) << what;
       ws.reserve(layer, stream());
       const Reference r32 = with_weights(l.w2, l.host.bias, x32, kExl2MaxBatch);
       const Reference r16 = with_weights(l.w2, l.host.bias, x16f, kExl2MaxBatch);

@@ -194,6 +194,25 @@ TEST(Exl2Layout, PlanCoversEveryWordAndRowOnce) {
   check_plan({{4, 48}, {4, 48}, {4, 48}, {5, 100}, {5, 28}}, 2);
 }
 
+// A run per warp (Exl2Split::runs) counts each run padded to whole warp slices.
+TEST(Exl2Layout, RunStepsPadEachRunToWarpSlices) {
+  std::vector<std::pair<int, int64_t>> g = uniform(8, 32, 224);  // 0.05:8b_32g/0.1:4b_128g/0.85:3b_128g
+  for (const auto& x : uniform(4, 128, 512)) g.push_back(x);
+  for (const auto& x : uniform(3, 128, 4096 - 736)) g.push_back(x);
+  const HostLayer l(g);
+  const Exl2Plan p = exl2_plan(l.h, "layer");
+  Exl2Desc d;
+  d.num_segments = static_cast<int>(p.segments.size());
+  std::copy(p.segments.begin(), p.segments.end(), d.segments);
+  // Runs of 7 units (2 steps), 16 units (4 steps) and 105 units (27 steps, the last short).
+  ASSERT_EQ(d.num_segments, 3);
+  EXPECT_EQ(d.segments[0].steps + d.segments[1].steps + d.segments[2].steps, 33);
+  EXPECT_EQ(exl2_run_steps(d, 1), 33);
+  EXPECT_EQ(exl2_run_steps(d, 4), 4 + 4 + 28);
+  EXPECT_EQ(exl2_run_steps(d, 9), 9 + 9 + 27);
+  EXPECT_EQ(exl2_run_steps(d, 32), 96);
+}
+
 TEST(Exl2Layout, Kernel2RunsPowerOfTwoUnitGroups) {
   auto supports = [](const std::vector<std::pair<int, int64_t>>& g) {
     const HostLayer l(g);
