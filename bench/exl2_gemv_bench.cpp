@@ -12,6 +12,7 @@
 //   group   q, k, v and gate, up as one group launch each vs one launch per layer
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked: per launch
 //           and the kernel alone in a graph (sorted by the latter)
+//   runsweep the same for the mixed options with a run per warp (not default)
 //   ceiling a plain streaming read of a 4-bit layer's bytes, timed the same way (not default)
 //   prefill dequantize to fp16 + cuBLAS at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
@@ -216,6 +217,47 @@ nlohmann::json group_table(int iters, const DeviceBuffer& x32, Stream& stream) {
   return rows;
 }
 
+// Times each launch shape of `cands` (the first: the upload's choice, marked *) on `copies`,
+// per launch and the kernel alone, appends them to `sweep` and prints the first and the
+// fastest 6 by the kernel alone.
+void time_splits(std::vector<Exl2Layer>& copies, const std::vector<Exl2Split>& cands,
+                 const std::string& label, int iters, const DeviceBuffer& x32, Stream& stream,
+                 nlohmann::json& sweep) {
+  const int64_t in = copies[0].in(), out_f = copies[0].out();
+  const int n = static_cast<int>(copies.size());
+  const DeviceView xv(x32.data(), DType::F32, {1, in});
+  DeviceBuffer y(static_cast<size_t>(out_f) * 4);
+  const DeviceView yv(y.data(), DType::F32, {1, out_f});
+  std::vector<std::pair<double, std::string>> lines;
+  for (size_t ci = 0; ci < cands.size(); ++ci) {
+    const Exl2Split& c = cands[ci];
+    try {
+      for (auto& l : copies) l.set_split(c);
+    } catch (const std::exception&) {
+      continue;
+    }
+    Exl2Workspace ws;
+    ws.reserve(copies[0], stream);
+    const double ms = median_ms(iters, 10, stream, [&](int i) {
+      exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
+    });
+    const double bytes = static_cast<double>(copies[0].weight_bytes());
+    const double frac = bytes / (ms * 1e-3) / kPeakBytesPerSecond;
+    const double kus = kernel_alone_us(copies, xv, yv, ws, stream);
+    const double kfrac = bytes / (kus * 1e-6) / kPeakBytesPerSecond;
+    lines.push_back({kus, fmt::format("{} {:6}x{:<6} {} {} {:8.2f} us {:5.1f}%  kernel {:7.2f} us {:5.1f}%",
+                                      label, in, out_f, split_str(c), ci == 0 ? '*' : ' ',
+                                      ms * 1e3, 100.0 * frac, kus, 100.0 * kfrac)});
+    sweep.push_back({{"option", label}, {"in", in}, {"out", out_f}, {"split", split_json(c)},
+                     {"chosen", ci == 0}, {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
+                     {"kernel_graph_us", kus}, {"kernel_graph_fraction_of_3tb", kfrac}});
+  }
+  if (lines.empty()) return;
+  std::printf("%s\n", lines[0].second.c_str());
+  std::sort(lines.begin(), lines.end());
+  for (size_t i = 0; i < std::min<size_t>(6, lines.size()); ++i) std::printf("%s\n", lines[i].second.c_str());
+}
+
 nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
   nlohmann::json sweep = nlohmann::json::array();
   std::printf("\nsplit sweep, 1:4b_128g, batch 1 (chosen split marked *): per launch (staging + GEMV)"
@@ -223,7 +265,6 @@ nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
   for (const auto& [in, out_f] : kShapes) {
     const RandomLayer rl(in, out_f, kOptions[2], 7);
     std::vector<Exl2Layer> copies = rotation(rl, "sweep", stream);
-    const int n = static_cast<int>(copies.size());
     const Exl2Split chosen = copies[0].split();
     const int steps = copies[0].desc().num_steps;
     std::vector<Exl2Split> cands = {chosen};
@@ -240,36 +281,35 @@ nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
           cands.push_back({ksplit, ksub, tpb, spw, true, chosen.kernel});
           if (ksplit > 1) cands.push_back({ksplit, ksub, tpb, spw, false, chosen.kernel});
         }
-    const DeviceView xv(x32.data(), DType::F32, {1, in});
-    DeviceBuffer y(static_cast<size_t>(out_f) * 4);
-    const DeviceView yv(y.data(), DType::F32, {1, out_f});
-    std::vector<std::pair<double, std::string>> lines;
-    for (size_t ci = 0; ci < cands.size(); ++ci) {
-      const Exl2Split& c = cands[ci];
-      try {
-        for (auto& l : copies) l.set_split(c);
-      } catch (const std::exception&) {
-        continue;
-      }
-      Exl2Workspace ws;
-      ws.reserve(copies[0], stream);
-      const double ms = median_ms(iters, 10, stream, [&](int i) {
-        exl2_gemv(copies[static_cast<size_t>(i % n)], xv, yv, ws, stream);
-      });
-      const double bytes = static_cast<double>(copies[0].weight_bytes());
-      const double frac = bytes / (ms * 1e-3) / kPeakBytesPerSecond;
-      const double kus = kernel_alone_us(copies, xv, yv, ws, stream);
-      const double kfrac = bytes / (kus * 1e-6) / kPeakBytesPerSecond;
-      lines.push_back({kus, fmt::format("{:6}x{:<6} {} {} {:8.2f} us {:5.1f}%  kernel {:7.2f} us {:5.1f}%",
-                                        in, out_f, split_str(c), ci == 0 ? '*' : ' ', ms * 1e3,
-                                        100.0 * frac, kus, 100.0 * kfrac)});
-      sweep.push_back({{"in", in}, {"out", out_f}, {"split", split_json(c)}, {"chosen", ci == 0},
-                       {"median_us", ms * 1e3}, {"fraction_of_3tb", frac},
-                       {"kernel_graph_us", kus}, {"kernel_graph_fraction_of_3tb", kfrac}});
+    time_splits(copies, cands, "1:4b_128g", iters, x32, stream, sweep);
+  }
+  return sweep;
+}
+
+// Mixed-width options with a run per warp: warp slices of spw steps (each run padded to them),
+// ksplit 1, 2 or 4 blocks along K, 1 or 2 tiles a block.
+nlohmann::json runs_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
+  nlohmann::json sweep = nlohmann::json::array();
+  std::printf("\nrun-per-warp sweep, mixed options, batch 1 (chosen split marked *); fastest 6 by the"
+              " kernel alone\n");
+  for (const Option& o : kOptions) {
+    if (o.parts.size() < 2) continue;
+    for (const auto& [in, out_f] : kShapes) {
+      if (out_f == 1024) continue;
+      const RandomLayer rl(in, out_f, o, 11);
+      std::vector<Exl2Layer> copies = rotation(rl, "runs", stream);
+      if (!copies[0].set_runs()) continue;
+      std::vector<Exl2Split> cands = {copies[0].split()};
+      for (int spw : {2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32})
+        for (int ksplit : {1, 2, 4})
+          for (int tpb : {1, 2}) {
+            const int slices = (exl2_run_steps(copies[0].desc(), spw) + spw - 1) / spw;
+            const int ksub = (slices + ksplit - 1) / ksplit;
+            if (ksub * tpb > kExl2MaxWarps || (ksplit > 1 && ksub * ksplit - slices >= ksub)) continue;
+            cands.push_back({ksplit, ksub, tpb, spw, false, 2, true});
+          }
+      time_splits(copies, cands, o.name, iters, x32, stream, sweep);
     }
-    std::printf("%s\n", lines[0].second.c_str());
-    std::sort(lines.begin(), lines.end());
-    for (size_t i = 0; i < std::min<size_t>(6, lines.size()); ++i) std::printf("%s\n", lines[i].second.c_str());
   }
   return sweep;
 }
@@ -539,6 +579,7 @@ int run(int argc, char** argv) {
   if (want("gemv")) out["gemv"] = gemv_table(iters, kernels, x32, stream);
   if (want("group")) out["group"] = group_table(iters, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
+  if (want("runsweep")) out["runs_sweep"] = runs_sweep(iters, x32, stream);
   if (want("prefill")) out["prefill"] = prefill_table(stream);
   if (want("decode")) {
     out["decode"] = nlohmann::json::array();
