@@ -68,11 +68,11 @@ Exl2Split choose_split(const std::vector<const Exl2Desc*>& ds, int width, int ke
 Exl2Split choose_split(const Exl2Desc& d, int kernel) { return choose_split({&d}, d.uniform_bits, kernel); }
 
 // Kernel 2's split for mixed widths with a run per warp (Exl2Split::runs), from the chooser's
-// split: the same warp slices made up to 1.5x longer until every layer's runs padded to them
-// fit (on the H100 0.1:5b_128g/0.9:4b_128g at 4096x14336 took 12.9 us this way, 16.8 us with a
-// fifth warp: exl2_gemv_bench --only runsweep), else warps along K (else blocks, else steps per
-// warp) added until they do; partial sums when K is split (no cluster check was made). Empty
-// when no such split fits (the caller keeps its split).
+// split (at least 4 warp slices): the same slices made up to 1.5x longer until every layer's
+// runs padded to them fit (on the H100 0.1:5b_128g/0.9:4b_128g at 4096x14336 took 12.9 us this
+// way, 16.8 us with a fifth warp: exl2_gemv_bench --only runsweep), else warps along K (else
+// blocks, else steps per warp) added until they do; partial sums when K is split (no cluster
+// check was made). Empty when no such split fits (the caller keeps its split).
 std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& ds) {
   Exl2Split s = choose_split(ds, 0, 2);
   s.runs = true;
@@ -84,6 +84,16 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
     return v;
   };
   constexpr int kBlockSteps = 80;  // exl2_plan.cpp's cap (batch 8's shared memory)
+  // Wide launches get at least 4 warp slices per tile column, as many warps a block: Llama-3-8B's
+  // gate + up group with exllamav2's MLP row 9 took 28.3 us as 4 slices of 10 steps, 30.8 us as
+  // 3 of 16 (the chooser's 2 plus one).
+  if (s.ksplit == 1 && s.ksub < 4) {
+    int steps = 0;
+    for (const Exl2Desc* d : ds) steps = std::max(steps, d->num_steps);
+    s.tiles_per_block = std::max(1, s.ksub * s.tiles_per_block / 4);
+    s.ksub = 4;
+    s.steps_per_warp = (steps + 3) / 4;
+  }
   const int spw0 = s.steps_per_warp;
   for (int spw = spw0; 2 * spw <= 3 * spw0 && s.ksub * spw <= kBlockSteps; ++spw) {
     s.steps_per_warp = spw;
