@@ -116,7 +116,7 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
 }
 
 // Mixed-width layers (or groups) that kernel 2 runs take a run per warp when they read >= 4 MB
-// (the 8B-shaped decode with exllamav2's options 4.46 -> 3.05 ms per token on the H100; the
+// (the 8B-shaped decode with exllamav2's options 4.46 -> 2.97 ms per token on the H100; the
 // SmolLM2-shaped one, layers < 1 MB, 1.19 -> 1.26 ms with one option row: docs/perf.md), unless
 // EXQ_EXL2_GEMV picks a kernel; EXQ_EXL2_MIXED=runs or k1 picks a run per warp or kernel 1
 // whatever the size.
