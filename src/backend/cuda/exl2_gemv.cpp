@@ -83,7 +83,6 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
     for (const Exl2Desc* d : ds) v = std::max(v, exl2_run_steps(*d, s.steps_per_warp));
     return v;
   };
-  constexpr int kBlockSteps = 80;  // exl2_plan.cpp's cap (batch 8's shared memory)
   // Wide launches get at least 4 warp slices per tile column, as many warps a block: Llama-3-8B's
   // gate + up group with exllamav2's MLP row 9 took 28.3 us as 4 slices of 10 steps, 30.8 us as
   // 3 of 16 (the chooser's 2 plus one).
@@ -95,7 +94,7 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
     s.steps_per_warp = (steps + 3) / 4;
   }
   const int spw0 = s.steps_per_warp;
-  for (int spw = spw0; 2 * spw <= 3 * spw0 && s.ksub * spw <= kBlockSteps; ++spw) {
+  for (int spw = spw0; 2 * spw <= 3 * spw0 && s.ksub * spw <= kExl2MaxBlockSteps; ++spw) {
     s.steps_per_warp = spw;
     if (s.ksplit * s.ksub * spw >= padded()) break;
   }
@@ -103,7 +102,7 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
   for (int n = 0; s.ksplit * s.ksub * s.steps_per_warp < padded(); ++n) {
     if (n == 64) return std::nullopt;
     if ((s.ksub + 1) * s.tiles_per_block <= kExl2MaxWarps &&
-        (s.ksub + 1) * s.steps_per_warp <= kBlockSteps)
+        (s.ksub + 1) * s.steps_per_warp <= kExl2MaxBlockSteps)
       ++s.ksub;
     else if (s.ksplit < kExl2MaxCluster)
       ++s.ksplit;

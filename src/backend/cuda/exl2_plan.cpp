@@ -9,9 +9,6 @@
 namespace exq::cuda {
 namespace {
 
-// Most steps one block stages in shared memory (batch 8: 2208 bytes a step).
-constexpr int kMaxBlockSteps = 80;
-
 int units_of(int64_t rows) { return static_cast<int>((rows + kExl2UnitRows - 1) / kExl2UnitRows); }
 
 }  // namespace
@@ -94,7 +91,7 @@ const char* exl2_split_problem(const Exl2Split& s, int tiles, int steps, bool ho
   if (s.ksplit > 1 && s.cluster && !hopper) return "clusters need compute capability 9.0";
   if (static_cast<int64_t>(s.ksplit) * s.ksub * s.steps_per_warp < steps)
     return "ksplit * ksub * steps_per_warp does not cover the steps";
-  if (s.ksub * s.steps_per_warp > kMaxBlockSteps) return "more than 80 steps per block";
+  if (s.ksub * s.steps_per_warp > kExl2MaxBlockSteps) return "more than 80 steps per block";
   (void)tiles;
   return "";
 }
@@ -128,7 +125,7 @@ Exl2Split exl2_choose_split(int tiles, int steps, int sms, int warps_per_sm, boo
   if (int64_t{tiles} * s.ksplit > int64_t{sms} * std::max(1, warps_per_sm / s.ksub))
     s.ksub = static_cast<int>(std::bit_floor(static_cast<unsigned>(s.ksub)));
   s.steps_per_warp = (steps + s.ksplit * s.ksub - 1) / (s.ksplit * s.ksub);
-  while (s.ksub * s.steps_per_warp > kMaxBlockSteps && s.ksub < kExl2MaxWarps) {
+  while (s.ksub * s.steps_per_warp > kExl2MaxBlockSteps && s.ksub < kExl2MaxWarps) {
     ++s.ksub;  // very long K: more warps along K
     s.steps_per_warp = (steps + s.ksplit * s.ksub - 1) / (s.ksplit * s.ksub);
   }

@@ -11,6 +11,9 @@
 
 namespace exq::cuda {
 
+// Most steps one block stages in shared memory (batch 8: 2208 bytes a step).
+inline constexpr int kExl2MaxBlockSteps = 80;
+
 struct Exl2Plan {
   std::vector<Exl2Segment> segments;
   std::vector<Exl2Unit> units;
