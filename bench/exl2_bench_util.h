@@ -1,14 +1,17 @@
 // What the EXL2 GEMV benchmark (exl2_gemv_bench.cpp) times with: exllamav2-style options on
 // random packed layers, enough uploaded copies that every launch reads HBM, and CUDA-event
-// timing of launches queued behind a gate. Included by that one program.
+// timing of launches queued behind a gate; the shapes and options it times. Included by that one
+// program (exl2_gemv_bench.cpp and its split sweeps, exl2_gemv_sweep.cpp).
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <utility>
@@ -215,6 +218,42 @@ inline std::vector<Exl2Layer> rotation(const RandomLayer& rl, const char* name, 
   const int n = static_cast<int>(rotation_copies(copies[0].device_bytes()));
   for (int i = 1; i < n; ++i) copies.emplace_back(rl.host, stream, name);
   return copies;
+}
+
+// Llama-3-8B linear shapes and the options the benchmark times.
+inline const std::vector<std::pair<int64_t, int64_t>> kShapes = {
+    {4096, 4096}, {4096, 1024}, {4096, 14336}, {14336, 4096}};  // in x out
+inline const std::vector<Option> kOptions = {
+    {"1:2b_128g", {{1.0, 2, 128}}},   {"1:3b_128g", {{1.0, 3, 128}}},
+    {"1:4b_128g", {{1.0, 4, 128}}},   {"1:4b_32g", {{1.0, 4, 32}}},
+    {"1:5b_128g", {{1.0, 5, 128}}},   {"1:6b_128g", {{1.0, 6, 128}}},
+    {"1:8b_128g", {{1.0, 8, 128}}},
+    {"0.05:8b_32g/0.1:4b_128g/0.85:3b_128g", {{0.05, 8, 32}, {0.1, 4, 128}, {0.85, 3, 128}}},
+    {"0.1:5b_128g/0.9:4b_128g", {{0.1, 5, 128}, {0.9, 4, 128}}},
+    {"0.05:8b_32g/0.1:5b_128g/0.85:4b_128g", {{0.05, 8, 32}, {0.1, 5, 128}, {0.85, 4, 128}}}};
+
+// A launch shape, as JSON and as one line.
+inline nlohmann::json split_json(const Exl2Split& s) {
+  return {{"ksplit", s.ksplit}, {"ksub", s.ksub}, {"tiles_per_block", s.tiles_per_block},
+          {"steps_per_warp", s.steps_per_warp}, {"cluster", s.cluster}, {"kernel", s.kernel},
+          {"runs", s.runs}};
+}
+
+inline std::string split_str(const Exl2Split& s) {
+  return fmt::format("k{} ksplit {} ksub {:2} tpb {:2} spw {:2} {}{}", s.kernel, s.ksplit, s.ksub,
+                     s.tiles_per_block, s.steps_per_warp, s.cluster ? "cl" : "gm",
+                     s.runs ? " runs" : "");
+}
+
+// The GEMV kernel alone (batch 1), us per launch: x staged once by exl2_gemv (every copy has
+// the same permutation), then one exl2_gemv_staged launch per layer as a CUDA graph.
+inline double kernel_alone_us(const std::vector<Exl2Layer>& copies, const DeviceView& xv,
+                              const DeviceView& yv, Exl2Workspace& ws, Stream& stream) {
+  const int n = static_cast<int>(copies.size());
+  exl2_gemv(copies[0], xv, yv, ws, stream);
+  return graph_us(std::max(20, n), 20, stream, [&](int i) {
+    exl2_gemv_staged(copies[static_cast<size_t>(i % n)], yv, ws, stream);
+  });
 }
 
 }  // namespace exq::cuda::bench
