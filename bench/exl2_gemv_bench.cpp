@@ -13,6 +13,7 @@
 //   sweep   launch shapes (Exl2Split) at 4 bits, batch 1, the chosen one marked: per launch
 //           and the kernel alone in a graph (sorted by the latter)
 //   runsweep the same for the mixed options with a run per warp (not default)
+//   groupsweep only its group launches (gate + up, q, k, v with exllamav2's options; not default)
 //   ceiling a plain streaming read of a 4-bit layer's bytes, timed the same way (not default)
 //   prefill dequantize to fp16 + cuBLAS at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
@@ -450,6 +451,7 @@ int run(int argc, char** argv) {
   if (want("group")) out["group"] = group_table(iters, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
   if (want("runsweep")) out["runs_sweep"] = runs_sweep(iters, x32, stream);
+  if (want("groupsweep")) out["group_sweep"] = group_sweep(iters, x32, stream);
   if (want("prefill")) out["prefill"] = prefill_table(stream);
   if (want("decode")) {
     out["decode"] = nlohmann::json::array();

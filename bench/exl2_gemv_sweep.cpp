@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,7 +62,105 @@ void time_splits(std::vector<Exl2Layer>& copies, const std::vector<Exl2Split>& c
   print_fastest(std::move(lines), 6);
 }
 
+// Group launches of Llama-3-8B's shapes with exllamav2's options and a run per warp: gate + up
+// of MLP row 9 (0.1:5b_128g/0.9:4b_128g, 0.25:5b_128g/0.75:4b_128g) and q, k, v of attention row
+// 10 (each 0.1:5b_128g/0.9:4b_128g), staging + GEMV in a graph; warp slices of spw steps (runs
+// padded to them), 1 to 4 blocks along K (clusters or partial sums), 1, 2 or 4 tiles a block.
+void group_sweeps(int iters, const DeviceBuffer& x32, Stream& stream, nlohmann::json& sweep) {
+  (void)iters;
+  const Option o54{"0.1:5b_128g/0.9:4b_128g", {{0.1, 5, 128}, {0.9, 4, 128}}};
+  const Option o54b{"0.25:5b_128g/0.75:4b_128g", {{0.25, 5, 128}, {0.75, 4, 128}}};
+  struct Set {
+    std::string name;
+    std::vector<std::pair<int64_t, const Option*>> layers;  // out, option
+    int64_t in = 4096;
+  };
+  const Option& o4 = kOptions[2];
+  const std::vector<Set> sets = {{"gate+up row 9", {{14336, &o54}, {14336, &o54b}}},
+                                 {"q,k,v row 10", {{4096, &o54}, {1024, &o54}, {1024, &o54}}},
+                                 {"gate+up 4b", {{14336, &o4}, {14336, &o4}}},
+                                 {"q,k,v 4b", {{4096, &o4}, {1024, &o4}, {1024, &o4}}},
+                                 {"down 4b", {{4096, &o4}}, 14336}};
+  for (const Set& set : sets) {
+    std::vector<std::unique_ptr<RandomLayer>> host;
+    std::vector<std::vector<Exl2Layer>> rot;
+    for (size_t i = 0; i < set.layers.size(); ++i) {
+      host.push_back(std::make_unique<RandomLayer>(set.in, set.layers[i].first, *set.layers[i].second,
+                                                   12 + i));
+      rot.push_back(rotation(*host.back(), "group", stream));
+    }
+    size_t n = rot[0].size();
+    for (auto& r : rot) n = std::min(n, r.size());
+    std::vector<Exl2LayerGroup> groups;
+    for (size_t c = 0; c < n; ++c) {
+      std::vector<const Exl2Layer*> ls;
+      for (auto& r : rot) ls.push_back(&r[c]);
+      groups.emplace_back(ls);
+    }
+    std::vector<Exl2Split> cands = {groups[0].split()};
+    if (groups[0].width() != 0) {  // one width: any tiles per block (not only powers of two)
+      const int steps = rot[0][0].desc().num_steps;
+      for (int ksplit : {1, 2, 4})
+        for (int ksub : {1, 2, 4, 8})
+          for (int tpb = 1; tpb * ksub <= kExl2MaxWarps; ++tpb)
+            for (bool cluster : {false, true}) {
+              if (cluster && ksplit == 1) continue;
+              const int spw = (steps + ksplit * ksub - 1) / (ksplit * ksub);
+              cands.push_back({ksplit, ksub, tpb, spw, cluster, 2, false});
+            }
+    }
+    for (int spw : {2, 3, 4, 5, 6, 8, 10, 12, 16}) {
+      if (groups[0].width() != 0) break;
+      for (int ksplit : {1, 2, 3, 4})
+        for (int tpb : {1, 2, 4})
+          for (bool cluster : {false, true}) {
+            if (cluster && ksplit == 1) continue;
+            int v = 0;
+            for (auto& r : rot) v = std::max(v, exl2_run_steps(r[0].desc(), spw));
+            const int ksub = ((v + spw - 1) / spw + ksplit - 1) / ksplit;
+            if (ksub * tpb <= kExl2MaxWarps) cands.push_back({ksplit, ksub, tpb, spw, cluster, 2, true});
+          }
+    }
+    const DeviceView xv(x32.data(), DType::F32, {1, set.in});
+    std::vector<DeviceBuffer> ybuf;
+    std::vector<DeviceView> ys;
+    double bytes = 0.0;
+    for (auto& r : rot) {
+      ybuf.emplace_back(static_cast<size_t>(r[0].out()) * 4);
+      bytes += static_cast<double>(r[0].weight_bytes());
+    }
+    for (size_t i = 0; i < rot.size(); ++i)
+      ys.emplace_back(ybuf[i].data(), DType::F32, std::vector<int64_t>{1, rot[i][0].out()});
+    std::vector<std::pair<double, std::string>> lines;
+    for (size_t ci = 0; ci < cands.size(); ++ci) {
+      try {
+        for (auto& g : groups) g.set_split(cands[ci]);
+      } catch (const std::exception&) {
+        continue;
+      }
+      Exl2Workspace ws;
+      ws.reserve(groups[0], stream);
+      const double gus = graph_us(std::max<int>(20, static_cast<int>(n)), 20, stream, [&](int i) {
+        exl2_gemv_group(groups[static_cast<size_t>(i) % n], xv, ys, ws, stream);
+      });
+      const double frac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
+      lines.push_back({gus, fmt::format("{} {} {} graph {:7.2f} us {:5.1f}%", set.name, split_str(cands[ci]),
+                                        ci == 0 ? '*' : ' ', gus, 100.0 * frac)});
+      sweep.push_back({{"option", set.name}, {"split", split_json(cands[ci])}, {"chosen", ci == 0},
+                       {"graph_us", gus}, {"graph_fraction_of_3tb", frac}});
+    }
+    print_fastest(std::move(lines), 10);
+  }
+}
+
 }  // namespace
+
+nlohmann::json group_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
+  nlohmann::json sweep = nlohmann::json::array();
+  std::printf("\ngroup run-per-warp sweep, batch 1 (chosen split marked *); fastest 8 in a graph\n");
+  group_sweeps(iters, x32, stream, sweep);
+  return sweep;
+}
 
 nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
   nlohmann::json sweep = nlohmann::json::array();
@@ -116,47 +215,7 @@ nlohmann::json runs_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
       time_splits(copies, cands, o.name, iters, x32, stream, sweep);
     }
   }
-  // Llama-3-8B's gate and up of exllamav2's MLP row 9 (0.1:5b_128g/0.9:4b_128g and
-  // 0.25:5b_128g/0.75:4b_128g) as one group launch (staging + GEMV, in a graph).
-  const Option gate{"0.1:5b_128g/0.9:4b_128g", {{0.1, 5, 128}, {0.9, 4, 128}}};
-  const Option up{"0.25:5b_128g/0.75:4b_128g", {{0.25, 5, 128}, {0.75, 4, 128}}};
-  const RandomLayer rg(4096, 14336, gate, 12), ru(4096, 14336, up, 13);
-  std::vector<Exl2Layer> gs = rotation(rg, "gate", stream), us = rotation(ru, "up", stream);
-  std::vector<Exl2LayerGroup> groups;
-  for (size_t i = 0; i < gs.size(); ++i) groups.emplace_back(std::vector<const Exl2Layer*>{&gs[i], &us[i]});
-  const int n = static_cast<int>(groups.size());
-  std::vector<Exl2Split> cands = {groups[0].split()};
-  for (int spw : {4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32})
-    for (int ksplit : {1, 2})
-      for (int tpb : {1, 2, 4}) {
-        const int v = std::max(exl2_run_steps(gs[0].desc(), spw), exl2_run_steps(us[0].desc(), spw));
-        const int ksub = ((v + spw - 1) / spw + ksplit - 1) / ksplit;
-        if (ksub * tpb <= kExl2MaxWarps) cands.push_back({ksplit, ksub, tpb, spw, false, 2, true});
-      }
-  const DeviceView xv(x32.data(), DType::F32, {1, 4096});
-  DeviceBuffer y0(14336 * 4), y1(14336 * 4);
-  const std::vector<DeviceView> ys = {DeviceView(y0.data(), DType::F32, {1, 14336}),
-                                      DeviceView(y1.data(), DType::F32, {1, 14336})};
-  const double bytes = static_cast<double>(gs[0].weight_bytes() + us[0].weight_bytes());
-  std::vector<std::pair<double, std::string>> lines;
-  for (size_t ci = 0; ci < cands.size(); ++ci) {
-    try {
-      for (auto& g : groups) g.set_split(cands[ci]);
-    } catch (const std::exception&) {
-      continue;
-    }
-    Exl2Workspace ws;
-    ws.reserve(groups[0], stream);
-    const double gus = graph_us(std::max(20, n), 20, stream, [&](int i) {
-      exl2_gemv_group(groups[static_cast<size_t>(i % n)], xv, ys, ws, stream);
-    });
-    const double frac = bytes / (gus * 1e-6) / kPeakBytesPerSecond;
-    lines.push_back({gus, fmt::format("gate+up row 9 {} {} graph {:7.2f} us {:5.1f}%", split_str(cands[ci]),
-                                      ci == 0 ? '*' : ' ', gus, 100.0 * frac)});
-    sweep.push_back({{"option", "gate+up row 9"}, {"split", split_json(cands[ci])}, {"chosen", ci == 0},
-                     {"graph_us", gus}, {"graph_fraction_of_3tb", frac}});
-  }
-  print_fastest(std::move(lines), 8);
+  group_sweeps(iters, x32, stream, sweep);
   return sweep;
 }
 
