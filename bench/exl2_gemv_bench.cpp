@@ -15,7 +15,7 @@
 //   runsweep the same for the mixed options with a run per warp (not default)
 //   groupsweep only its group launches (gate + up, q, k, v with exllamav2's options; not default)
 //   ceiling a plain streaming read of a 4-bit layer's bytes, timed the same way (not default)
-//   prefill dequantize to fp16 + cuBLAS at 2048 tokens
+//   prefill dequantize to fp16 (q_perm order) + cuBLAS (x gathered to match) at 2048 tokens
 //   decode  one token of Llama-3-8B: q,k,v,o,gate,up,down x 32 layers at 1:4b_128g plus the
 //           fp16 head 128256x4096 through cuBLAS, launched back to back (stream) and as one
 //           CUDA graph, against the bandwidth floor bytes / 3.0e12; also with q, k, v and
@@ -205,19 +205,24 @@ nlohmann::json prefill_table(Stream& stream) {
     const DeviceView wv(w.data(), DType::F16, {out_f, in});
     const DeviceView mv(mm.data(), DType::U8, {static_cast<int64_t>(mm.size())});
     const int it = 50;
-    const double dq = median_ms(it, 5, stream, [&](int) { exl2_dequantize(layer, wv, stream); });
-    const double gemm = median_ms(it, 5, stream, [&](int) { matmul(cublas, xv, wv, yv, mv, stream); });
+    // exl2_matmul's path: the permuted dequantization and matmul gathering x in q_perm order.
+    const double dq = median_ms(it, 5, stream, [&](int) { exl2_dequantize_permuted(layer, wv, stream); });
+    const double gemm = median_ms(it, 5, stream, [&](int) {
+      matmul(cublas, xv, wv, yv, mv, stream, layer.q_perm());
+    });
     const double total = median_ms(it, 5, stream, [&](int) {
       exl2_matmul(cublas, layer, xv, yv, ws, wv, mv, stream);
     });
     const double flops = 2.0 * kTokens * in * out_f;
-    std::printf("%6lldx%-6lld dequant %8.1f us (%5.0f GB/s written)  gemm %8.1f us (%4.0f TFLOP/s)  "
+    // Bytes the dequantization moves: the layer's weights read, fp16 W written.
+    const double dq_bytes = static_cast<double>(layer.weight_bytes() + in * out_f * 2);
+    std::printf("%6lldx%-6lld dequant %8.1f us (%5.0f GB/s moved)  gemm %8.1f us (%4.0f TFLOP/s)  "
                 "total %8.1f us\n",
                 static_cast<long long>(in), static_cast<long long>(out_f), dq * 1e3,
-                static_cast<double>(in * out_f * 2) / (dq * 1e-3) / 1e9, gemm * 1e3,
-                flops / (gemm * 1e-3) / 1e12, total * 1e3);
-    prefill.push_back({{"kernel", "exl2_dequantize+cublas"}, {"option", kOptions[2].name},
+                dq_bytes / (dq * 1e-3) / 1e9, gemm * 1e3, flops / (gemm * 1e-3) / 1e12, total * 1e3);
+    prefill.push_back({{"kernel", "exl2_dequantize_permuted+cublas"}, {"option", kOptions[2].name},
                        {"in", in}, {"out", out_f}, {"tokens", kTokens}, {"dequant_us", dq * 1e3},
+                       {"dequant_bytes_per_s", dq_bytes / (dq * 1e-3)},
                        {"gemm_us", gemm * 1e3}, {"total_us", total * 1e3},
                        {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}});
   }

@@ -1,8 +1,7 @@
 // EXL2 layout conversion at upload (exllamav2's q_weight -> the device layout of
-// exl2_launchers.h) and the dequantization W[out, in] f16 in original channel order that the
-// prefill path feeds to cuBLAS. A dequantize block owns a few output columns and keeps their
-// whole rows in shared memory, so the act-order scatter (x_map) lands in shared memory and W
-// is written with coalesced 16-byte stores.
+// exl2_launchers.h) and the dequantization W[out, in] f16 that the prefill path feeds to
+// cuBLAS, its input channels in q_perm order (matmul gathers x to match), so that no act-order
+// scatter is needed and W is written in 512-byte row segments.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_decode.cuh"
 #include "backend/cuda/exl2_launchers.h"
@@ -14,7 +13,6 @@ namespace {
 using namespace exl2;
 
 constexpr int kThreads = 256;
-constexpr size_t kSharedBudget = 96 * 1024;  // two blocks per SM on Hopper and Ampere
 
 // Thread per (unit, column): reads the unit's words from exllamav2's bit stream, pads a short
 // unit with the zero code and writes the re-arranged words.
@@ -36,71 +34,80 @@ __global__ void exl2_repack_kernel(const Exl2Desc d, const uint32_t* __restrict_
   for (int i = 0; i < bits; ++i) dst[base + static_cast<size_t>(i) * stride * 32] = w[i];
 }
 
+// A block: one 32-column tile x kPermUnits consecutive units (a warp per unit, a thread per
+// unit-column: each load is a 128-byte row). The block's values go through shared memory, so
+// that W is written a row segment per warp store: kPermUnits * 64 contiguous bytes when the
+// units are whole (32 rows, 16-byte aligned) and adjacent in q_perm order.
+constexpr int kPermUnits = kThreads / 32;
+constexpr int kPermStride = kPermUnits * 32 + 8;  // halves per tile row (+16 bytes: banks)
+
 template <int B>
-__device__ __forceinline__ void dequant_unit(const uint32_t* wv, __half2 scale,
-                                             const int32_t* __restrict__ map, __half* row) {
+__device__ __forceinline__ void dequant_unit_perm(const uint32_t* wv, __half2 scale, uint4* dst) {
   uint32_t w[B];
 #pragma unroll
   for (int i = 0; i < B; ++i) w[i] = wv[i];
+  uint32_t v[kPairs];
   static_for<kPairs>([&](auto j_) {
     constexpr int J = decltype(j_)::value;
-    const __half2 v = as_half2(pair_weights<B, J>(w, scale));
-    const int2 ch = *reinterpret_cast<const int2*>(map + 2 * J);
-    if (ch.x >= 0) row[ch.x] = __low2half(v);
-    if (ch.y >= 0) row[ch.y] = __high2half(v);
+    v[J] = pair_weights<B, J>(w, scale);
   });
+  // Pair J holds rows (J, J + 16): rows 0-15 from the low halves, 16-31 from the high.
+  uint32_t lo[8], hi[8];
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    lo[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x5410);
+    hi[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x7632);
+  }
+  dst[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  dst[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
+  dst[2] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  dst[3] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
 }
 
 __global__ void __launch_bounds__(kThreads)
-    exl2_dequant_kernel(const __grid_constant__ Exl2Desc d, __half* __restrict__ w, int cols) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __half* buf = reinterpret_cast<__half*>(smem);  // [cols][in]
-  const int col0 = blockIdx.x * cols;
-  const uint32_t* q = reinterpret_cast<const uint32_t*>(d.q_weight);
-  for (int idx = threadIdx.x; idx < d.num_units * cols; idx += kThreads) {
-    const int u = idx / cols, c = idx % cols, col = col0 + c;
-    const Exl2Unit un = d.units[u];
+    exl2_dequant_perm_kernel(const __grid_constant__ Exl2Desc d, __half* __restrict__ w) {
+  __shared__ __align__(16) __half tile[32 * kPermStride];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int col0 = blockIdx.x * 32, u0 = blockIdx.y * kPermUnits;
+  const int nu = min(kPermUnits, d.num_units - u0);
+  if (warp < nu) {
+    const int col = col0 + lane;
+    const Exl2Unit un = d.units[u0 + warp];
     const int bits = un.info & 0xff, stride = (un.info >> 16) & 0xff;
-    const uint32_t* base =
-        q + (static_cast<size_t>(col >> 5) * d.tile_rows + un.row) * 32 + (col & 31);
+    const uint32_t* base = reinterpret_cast<const uint32_t*>(d.q_weight) +
+                           (static_cast<size_t>(blockIdx.x) * d.tile_rows + un.row) * 32 + lane;
     uint32_t wv[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) wv[i] = i < bits ? base[static_cast<size_t>(i) * stride * 32] : 0u;
+    for (int i = 0; i < 8; ++i) wv[i] = i < bits ? __ldcs(base + static_cast<size_t>(i) * stride * 32) : 0u;
     const uint32_t code =
         (d.q_scale[static_cast<size_t>(un.group) * (d.out_pad / 8) + col / 8] >> (4 * (col % 8))) & 15u;
     const __half2 scale = scale_pair(code, d.group_m[un.group]);
-    __half* row = buf + static_cast<size_t>(c) * d.in;
-    const int32_t* map = d.x_map + static_cast<size_t>(un.slot) * kPairs * 2;
+    uint4* dst = reinterpret_cast<uint4*>(tile + lane * kPermStride + warp * 32);
     switch (bits) {
-      case 2: dequant_unit<2>(wv, scale, map, row); break;
-      case 3: dequant_unit<3>(wv, scale, map, row); break;
-      case 4: dequant_unit<4>(wv, scale, map, row); break;
-      case 5: dequant_unit<5>(wv, scale, map, row); break;
-      case 6: dequant_unit<6>(wv, scale, map, row); break;
-      default: dequant_unit<8>(wv, scale, map, row); break;
+      case 2: dequant_unit_perm<2>(wv, scale, dst); break;
+      case 3: dequant_unit_perm<3>(wv, scale, dst); break;
+      case 4: dequant_unit_perm<4>(wv, scale, dst); break;
+      case 5: dequant_unit_perm<5>(wv, scale, dst); break;
+      case 6: dequant_unit_perm<6>(wv, scale, dst); break;
+      default: dequant_unit_perm<8>(wv, scale, dst); break;
     }
   }
   __syncthreads();
-  const int ncols = min(cols, d.out - col0);
-  if (ncols <= 0) return;
-  __half* dst = w + static_cast<size_t>(col0) * d.in;
-  if (d.in % 8 == 0) {
-    // Rows are contiguous in both buffers: one flat 16-byte copy.
-    const int64_t vecs = static_cast<int64_t>(ncols) * d.in / 8;
-    const uint4* src4 = reinterpret_cast<const uint4*>(buf);
-    uint4* dst4 = reinterpret_cast<uint4*>(dst);
-    for (int64_t i = threadIdx.x; i < vecs; i += kThreads) dst4[i] = src4[i];
-  } else {
-    const int64_t total = static_cast<int64_t>(ncols) * d.in;
-    for (int64_t i = threadIdx.x; i < total; i += kThreads) dst[i] = buf[i];
+  // Lane l of a warp: unit l / 4, rows 8 (l % 4) .. + 8 of one column; warps take columns.
+  const int ul = lane >> 2, part = lane & 3;
+  if (ul >= nu) return;
+  const Exl2Unit un = d.units[u0 + ul];
+  const int rows = (un.info >> 8) & 0xff;
+  const bool vec = rows == kExl2UnitRows && d.in % 8 == 0 && un.krow % 8 == 0;
+  for (int c = warp; c < 32 && col0 + c < d.out; c += kPermUnits) {
+    const __half* src = tile + c * kPermStride + ul * 32 + part * 8;
+    __half* out = w + static_cast<size_t>(col0 + c) * d.in + un.krow + part * 8;
+    if (vec) {
+      *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int r = 0; r < 8 && part * 8 + r < rows; ++r) out[r] = src[r];
+    }
   }
-}
-
-// Columns per block: the most (a power of two up to 32, so it divides out_pad) whose rows fit.
-int dequant_columns(int in) {
-  int cols = 32;
-  while (cols > 1 && static_cast<size_t>(cols) * in * sizeof(__half) > kSharedBudget) cols /= 2;
-  return cols;
 }
 
 }  // namespace
@@ -114,20 +121,10 @@ void exl2_repack_cuda(const Exl2Desc& d, const uint32_t* src, int src_row0, int 
   CUDA_CHECK_LAUNCH();
 }
 
-size_t exl2_dequantize_max_in() { return kSharedBudget / sizeof(__half); }
-
-void exl2_dequantize_cuda(const Exl2Desc& d, __half* w, cudaStream_t stream) {
-  static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(exl2_dequant_kernel,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(kSharedBudget)));
-    return true;
-  }();
-  (void)configured;
+void exl2_dequantize_permuted_cuda(const Exl2Desc& d, __half* w, cudaStream_t stream) {
   if (d.out == 0 || d.in == 0) return;
-  const int cols = dequant_columns(d.in);
-  const size_t shared = static_cast<size_t>(cols) * d.in * sizeof(__half);
-  exl2_dequant_kernel<<<d.out_pad / cols, kThreads, shared, stream>>>(d, w, cols);
+  exl2_dequant_perm_kernel<<<dim3(ceil_div(d.out, 32), ceil_div(d.num_units, kPermUnits)), kThreads, 0,
+                             stream>>>(d, w);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -198,7 +198,8 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
     if (plan.x_map[i] < 0) pad.push_back(static_cast<int32_t>(i));
   const size_t off_pos = off_bias + align_up(h.bias ? static_cast<size_t>(h.out) * 2 : 0);
   const size_t off_pad = off_pos + align_up(static_cast<size_t>(h.in) * 4);
-  const size_t total = off_pad + pad.size() * 4;
+  const size_t off_perm = off_pad + align_up(pad.size() * 4);
+  const size_t total = off_perm + static_cast<size_t>(h.in) * 4;
   std::vector<uint8_t> image(total - off_qs, 0);
   auto at = [&](size_t off) { return image.data() + (off - off_qs); };
   std::memcpy(at(off_qs), h.q_scale, qs_bytes);
@@ -210,6 +211,7 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   for (size_t i = 0; i < plan.x_map.size(); ++i)
     if (plan.x_map[i] >= 0) pos[plan.x_map[i]] = static_cast<int32_t>(i);
   if (!pad.empty()) std::memcpy(at(off_pad), pad.data(), pad.size() * 4);
+  std::memcpy(at(off_perm), h.q_perm, static_cast<size_t>(h.in) * 4);
   buffer_ = DeviceBuffer(total);
   auto* base = static_cast<uint8_t*>(buffer_.data());
   CUDA_CHECK(cudaMemcpyAsync(base + off_qs, image.data(), image.size(), cudaMemcpyHostToDevice, stream));
@@ -223,6 +225,7 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   x_pos_ = reinterpret_cast<const int32_t*>(base + off_pos);
   x_pad_ = reinterpret_cast<const int32_t*>(base + off_pad);
   x_pad_count_ = static_cast<int>(pad.size());
+  q_perm_ = reinterpret_cast<const int32_t*>(base + off_perm);
   desc_.in = static_cast<int>(h.in);
   desc_.out = static_cast<int>(h.out);
   desc_.out_pad = static_cast<int>(out_pad);
@@ -507,16 +510,13 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
   exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
 }
 
-void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {
-  constexpr const char* op = "exl2_dequantize";
-  EXQ_CHECK(!layer.empty(), "cuda exl2_dequantize: layer is not uploaded");
+void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {
+  constexpr const char* op = "exl2_dequantize_permuted";
+  EXQ_CHECK(!layer.empty(), "cuda exl2_dequantize_permuted: layer is not uploaded");
   check_dtype(w, DType::F16, op, "w");
   check_shape(w, {layer.out(), layer.in()}, op, "w");
   check_dense(w, op, "w");
-  EXQ_CHECK(static_cast<size_t>(layer.in()) <= exl2_dequantize_max_in(),
-            "cuda exl2_dequantize: in {} exceeds the supported {}", layer.in(),
-            exl2_dequantize_max_in());
-  exl2_dequantize_cuda(layer.desc(), static_cast<__half*>(w.raw()), stream);
+  exl2_dequantize_permuted_cuda(layer.desc(), static_cast<__half*>(w.raw()), stream);
 }
 
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
@@ -527,8 +527,8 @@ void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView&
     exl2_gemv(layer, x, y, workspace, stream, add_bias);
     return;
   }
-  exl2_dequantize(layer, w_scratch, stream);
-  matmul(cublas, x, w_scratch, y, matmul_workspace, stream);
+  exl2_dequantize_permuted(layer, w_scratch, stream);
+  matmul(cublas, x, w_scratch, y, matmul_workspace, stream, layer.q_perm());
   if (add_bias && layer.has_bias())
     exl2_add_bias_cuda(y.data<float>(), layer.desc().bias, static_cast<int>(y.dim(0)),
                        static_cast<int>(layer.out()), stream);

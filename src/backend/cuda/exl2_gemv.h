@@ -77,6 +77,8 @@ class Exl2Layer {
   const int32_t* x_pos() const { return x_pos_; }
   const int32_t* x_pad() const { return x_pad_; }
   int x_pad_count() const { return x_pad_count_; }
+  // q_perm on the device ([in]): column k of exl2_dequantize_permuted's W is channel q_perm[k].
+  const int32_t* q_perm() const { return q_perm_; }
 
  private:
   DeviceBuffer buffer_;
@@ -87,6 +89,7 @@ class Exl2Layer {
   const int32_t* x_pos_ = nullptr;
   const int32_t* x_pad_ = nullptr;
   int x_pad_count_ = 0;
+  const int32_t* q_perm_ = nullptr;
 };
 
 // Layers that share their input (q, k, v; gate, up), multiplied by one staging launch and one
@@ -168,11 +171,13 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
                      const std::vector<DeviceView>& ys, Exl2Workspace& workspace,
                      cudaStream_t stream, bool add_bias = true);
 
-// w: [out, in] F16, original channel order; bit-exact with io::dequantize_exl2.
-void exl2_dequantize(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream);
+// w: [out, in] F16 with its input channels in q_perm order (column k is channel
+// layer.q_perm()[k]); bit-exact with io::dequantize_exl2's values.
+void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream);
 
-// Any row count: the GEMV for rows <= 8, else dequantize into w_scratch ([out, in] F16) and
-// cuBLAS (x must be F32 there; matmul_workspace as matmul_workspace_bytes(rows, in)), then bias.
+// Any row count: the GEMV for rows <= 8, else dequantize into w_scratch ([out, in] F16, q_perm
+// order) and cuBLAS with x gathered to match (x must be F32 there; matmul_workspace as
+// matmul_workspace_bytes(rows, in)), then bias.
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
                  const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
                  const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias = true);

@@ -71,8 +71,9 @@ Exl2Plan exl2_plan(const Exl2HostLayer& h, const char* name) {
       un.slot = (s.first_step + ls) * kExl2UnitsPerStep + t;
       un.info = static_cast<uint32_t>(s.bits) | static_cast<uint32_t>(rows) << 8 |
                 static_cast<uint32_t>(n) << 16;
-      p.units.push_back(un);
       const int64_t r0 = gr.row_begin + int64_t{kExl2UnitRows} * kg;
+      un.krow = static_cast<int32_t>(r0);
+      p.units.push_back(un);
       for (int r = 0; r < rows; ++r)
         p.x_map[static_cast<size_t>(un.slot) * 32 + (r % 16) * 2 + r / 16] = h.q_perm[r0 + r];
     }

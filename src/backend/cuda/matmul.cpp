@@ -23,7 +23,7 @@ size_t matmul_workspace_bytes(int64_t rows, int64_t in_features) {
 }
 
 void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, const DeviceView& y,
-            const DeviceView& workspace, cudaStream_t stream) {
+            const DeviceView& workspace, cudaStream_t stream, const int32_t* x_perm) {
   constexpr const char* op = "matmul";
   check_dtype(x, DType::F32, op, "x");
   check_rank(x, 2, op, "x");
@@ -37,6 +37,10 @@ void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, cons
   check_shape(y, {x.dim(0), w.dim(0)}, op, "y");
   check_dense(y, op, "y");
   check_dense(workspace, op, "workspace");
+  EXQ_CHECK(x_perm == nullptr || static_cast<size_t>(x.dim(1)) <= matmul_max_permuted_in(),
+            "cuda matmul: a permuted input of {} features exceeds the {} a block's shared memory "
+            "holds",
+            x.dim(1), matmul_max_permuted_in());
   const size_t need = matmul_workspace_bytes(x.dim(0), x.dim(1));
   EXQ_CHECK(workspace.nbytes() >= need, "cuda matmul: workspace has {} bytes, needs {}",
             workspace.nbytes(), need);
@@ -48,11 +52,12 @@ void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, cons
   cublas.set_stream(stream);
   if (w.dtype() == DType::F16)
     matmul_cuda(cublas.get(), x.data<float>(), static_cast<const __half*>(w.raw()),
-                y.data<float>(), reinterpret_cast<__half*>(base), row_scale, rows, n, k, stream);
+                y.data<float>(), reinterpret_cast<__half*>(base), row_scale, rows, n, k, stream,
+                x_perm);
   else
     matmul_cuda(cublas.get(), x.data<float>(), static_cast<const __nv_bfloat16*>(w.raw()),
                 y.data<float>(), reinterpret_cast<__nv_bfloat16*>(base), row_scale, rows, n, k,
-                stream);
+                stream, x_perm);
 }
 
 }  // namespace exq::cuda

@@ -19,7 +19,9 @@ bool matmul_supports(DType weight);  // F16, BF16
 size_t matmul_workspace_bytes(int64_t rows, int64_t in_features);
 
 // x: [rows, in] F32; w: [out, in] F16|BF16 (HF Linear layout); y: [rows, out] F32.
+// x_perm (device, `in` entries, or null): w's input channels are permuted, column c multiplies
+// x[:, x_perm[c]].
 void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, const DeviceView& y,
-            const DeviceView& workspace, cudaStream_t stream);
+            const DeviceView& workspace, cudaStream_t stream, const int32_t* x_perm = nullptr);
 
 }  // namespace exq::cuda

@@ -112,14 +112,16 @@ class Exl2Gemv : public CudaTest {
     ws.reserve(layer, stream());
     double worst = 0.0;
 
-    // Dequantization is bit-exact with io.
+    // The prefill's dequantization is bit-exact with io's, column k holding channel q_perm[k].
     DeviceTensor dw = empty(DType::F16, {out, in});
-    exl2_dequantize(layer, dw, stream());
-    const Tensor w16 = download(dw);
+    CUDA_CHECK(cudaMemsetAsync(dw.raw(), 0xff, dw.nbytes(), stream()));  // NaN everywhere
+    exl2_dequantize_permuted(layer, dw, stream());
+    const Tensor wp = download(dw);
     const Tensor ref16 = io::dequantize_exl2(t, in, out, "layer", DType::F16);
     int64_t diff = 0;
-    for (int64_t i = 0; i < ref16.numel(); ++i)
-      diff += w16.data<uint16_t>()[i] != ref16.data<uint16_t>()[i];
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t k = 0; k < in; ++k)
+        diff += wp.data<uint16_t>()[o * in + k] != ref16.data<uint16_t>()[o * in + l.host.q_perm[k]];
     EXPECT_EQ(diff, 0) << what << ": dequantized values differing from io";
 
     std::mt19937 rng(seed);
@@ -229,8 +231,12 @@ TEST_F(Exl2Gemv, MatchesCpuOnFixtures) {
       BothLayers l(t, shape.first, shape.second);
       Exl2Layer layer(l.host, stream());
       DeviceTensor dw = empty(DType::F16, {shape.second, shape.first});
-      exl2_dequantize(layer, dw, stream());
-      const Tensor w = download(dw);
+      exl2_dequantize_permuted(layer, dw, stream());
+      const Tensor wp = download(dw);
+      Tensor w(DType::F16, {shape.second, shape.first});  // back in channel order
+      for (int64_t o = 0; o < shape.second; ++o)
+        for (int64_t k = 0; k < shape.first; ++k)
+          w.data<uint16_t>()[o * shape.first + l.host.q_perm[k]] = wp.data<uint16_t>()[o * shape.first + k];
       const TensorView ref = f.get(key + ".dequant");
       ASSERT_EQ(ref.nbytes(), w.nbytes()) << key;
       EXPECT_EQ(std::memcmp(ref.raw(), w.raw(), w.nbytes()), 0) << key << " vs .dequant";

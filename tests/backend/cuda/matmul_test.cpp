@@ -71,7 +71,7 @@ TEST_P(Matmul, MatchesCpu) {
       {1, 576, 576, 4.0f},     {7, 576, 192, 4.0f},    {5, 576, 1536, 4.0f},
       {3, 1536, 576, 30.0f},   {2, 576, 49152, 4.0f},  {3, 13, 7, 1.0f},
       {65, 100, 37, 1.0f},     {1, 1, 1, 1.0f},        {130, 576, 576, 25000.0f},
-      {4, 777, 33, 3e5f}};
+      {4, 777, 33, 3e5f},      {9, 576, 64, 0.01f},    {6, 300, 20, 1e-6f}};
   uint32_t seed = 91;
   CublasHandle cublas;
   for (const Case& c : cases) {
@@ -89,6 +89,31 @@ TEST_P(Matmul, MatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(WeightDtypes, Matmul, ::testing::Values(DType::F16, DType::BF16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// x_perm: column c of w multiplies x[:, x_perm[c]] (the EXL2 prefill's q_perm order); rows
+// inside and outside the unscaled range [2^-4, 2^14).
+TEST_F(MatmulEdges, GathersPermutedInput) {
+  CublasHandle cublas;
+  const int64_t rows = 11, in = 200, out = 48;
+  Tensor x = test::random_f32({rows, in}, 7, -3.0f, 3.0f);
+  for (int64_t k = 0; k < in; ++k) {
+    x.data<float>()[in + k] *= 1e-4f;  // scaled up
+    x.data<float>()[2 * in + k] *= 3e4f;  // scaled down
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(in));
+  for (int64_t k = 0; k < in; ++k) perm[static_cast<size_t>(k)] = static_cast<int32_t>((k * 73 + 5) % in);
+  Tensor p(DType::I32, {in});
+  std::copy(perm.begin(), perm.end(), p.data<int32_t>());
+  Tensor xg(DType::F32, {rows, in});  // x in w's column order, for the reference
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < in; ++k)
+      xg.data<float>()[r * in + k] = x.data<float>()[r * in + perm[static_cast<size_t>(k)]];
+  const Tensor w = test::random_half(DType::F16, {out, in}, 8, -0.2f, 0.2f);
+  DeviceTensor dx = upload(x), dw = upload(w), dp = upload(p), dy = empty(DType::F32, {rows, out});
+  DeviceTensor ws = empty(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(rows, in))});
+  matmul(cublas, dx, dw, dy, ws, stream(), static_cast<const int32_t*>(dp.raw()));
+  expect_within_bound(matmul_ref(xg, w), download(dy), std::ldexp(1.0, -11), "permuted matmul");
+}
 
 TEST_F(MatmulEdges, ZeroRowAndHugeRowStayAccurate) {
   CublasHandle cublas;
