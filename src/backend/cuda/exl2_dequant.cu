@@ -65,7 +65,8 @@ __device__ __forceinline__ void dequant_unit_perm(const uint32_t* wv, __half2 sc
 }
 
 __global__ void __launch_bounds__(kThreads)
-    exl2_dequant_perm_kernel(const __grid_constant__ Exl2Desc d, __half* __restrict__ w) {
+    exl2_dequant_perm_kernel(const __grid_constant__ Exl2Desc d, const int32_t* __restrict__ krow,
+                             __half* __restrict__ w) {
   __shared__ __align__(16) __half tile[32 * kPermStride];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int col0 = blockIdx.x * 32, u0 = blockIdx.y * kPermUnits;
@@ -96,12 +97,11 @@ __global__ void __launch_bounds__(kThreads)
   // Lane l of a warp: unit l / 4, rows 8 (l % 4) .. + 8 of one column; warps take columns.
   const int ul = lane >> 2, part = lane & 3;
   if (ul >= nu) return;
-  const Exl2Unit un = d.units[u0 + ul];
-  const int rows = (un.info >> 8) & 0xff;
-  const bool vec = rows == kExl2UnitRows && d.in % 8 == 0 && un.krow % 8 == 0;
+  const int rows = (d.units[u0 + ul].info >> 8) & 0xff, k0 = krow[u0 + ul];
+  const bool vec = rows == kExl2UnitRows && d.in % 8 == 0 && k0 % 8 == 0;
   for (int c = warp; c < 32 && col0 + c < d.out; c += kPermUnits) {
     const __half* src = tile + c * kPermStride + ul * 32 + part * 8;
-    __half* out = w + static_cast<size_t>(col0 + c) * d.in + un.krow + part * 8;
+    __half* out = w + static_cast<size_t>(col0 + c) * d.in + k0 + part * 8;
     if (vec) {
       *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(src);
     } else {
@@ -121,10 +121,11 @@ void exl2_repack_cuda(const Exl2Desc& d, const uint32_t* src, int src_row0, int 
   CUDA_CHECK_LAUNCH();
 }
 
-void exl2_dequantize_permuted_cuda(const Exl2Desc& d, __half* w, cudaStream_t stream) {
+void exl2_dequantize_permuted_cuda(const Exl2Desc& d, const int32_t* krow, __half* w,
+                                   cudaStream_t stream) {
   if (d.out == 0 || d.in == 0) return;
   exl2_dequant_perm_kernel<<<dim3(ceil_div(d.out, 32), ceil_div(d.num_units, kPermUnits)), kThreads, 0,
-                             stream>>>(d, w);
+                             stream>>>(d, krow, w);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -198,8 +198,7 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
     if (plan.x_map[i] < 0) pad.push_back(static_cast<int32_t>(i));
   const size_t off_pos = off_bias + align_up(h.bias ? static_cast<size_t>(h.out) * 2 : 0);
   const size_t off_pad = off_pos + align_up(static_cast<size_t>(h.in) * 4);
-  const size_t off_perm = off_pad + align_up(pad.size() * 4);
-  const size_t total = off_perm + static_cast<size_t>(h.in) * 4;
+  const size_t total = off_pad + pad.size() * 4;
   std::vector<uint8_t> image(total - off_qs, 0);
   auto at = [&](size_t off) { return image.data() + (off - off_qs); };
   std::memcpy(at(off_qs), h.q_scale, qs_bytes);
@@ -211,7 +210,6 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   for (size_t i = 0; i < plan.x_map.size(); ++i)
     if (plan.x_map[i] >= 0) pos[plan.x_map[i]] = static_cast<int32_t>(i);
   if (!pad.empty()) std::memcpy(at(off_pad), pad.data(), pad.size() * 4);
-  std::memcpy(at(off_perm), h.q_perm, static_cast<size_t>(h.in) * 4);
   buffer_ = DeviceBuffer(total);
   auto* base = static_cast<uint8_t*>(buffer_.data());
   CUDA_CHECK(cudaMemcpyAsync(base + off_qs, image.data(), image.size(), cudaMemcpyHostToDevice, stream));
@@ -225,7 +223,16 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   x_pos_ = reinterpret_cast<const int32_t*>(base + off_pos);
   x_pad_ = reinterpret_cast<const int32_t*>(base + off_pad);
   x_pad_count_ = static_cast<int>(pad.size());
-  q_perm_ = reinterpret_cast<const int32_t*>(base + off_perm);
+  // The prefill's dequantization in q_perm order: q_perm and each unit's first row in that
+  // order, in an allocation of their own (the decode never reads them).
+  std::vector<int32_t> prefill(static_cast<size_t>(h.in) + plan.unit_krow.size());
+  std::copy(h.q_perm, h.q_perm + h.in, prefill.begin());
+  std::copy(plan.unit_krow.begin(), plan.unit_krow.end(), prefill.begin() + h.in);
+  prefill_buffer_ = DeviceBuffer(prefill.size() * 4);
+  CUDA_CHECK(cudaMemcpyAsync(prefill_buffer_.data(), prefill.data(), prefill.size() * 4,
+                             cudaMemcpyHostToDevice, stream));
+  q_perm_ = static_cast<const int32_t*>(prefill_buffer_.data());
+  unit_krow_ = q_perm_ + h.in;
   desc_.in = static_cast<int>(h.in);
   desc_.out = static_cast<int>(h.out);
   desc_.out_pad = static_cast<int>(out_pad);
@@ -516,19 +523,22 @@ void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaS
   check_dtype(w, DType::F16, op, "w");
   check_shape(w, {layer.out(), layer.in()}, op, "w");
   check_dense(w, op, "w");
-  exl2_dequantize_permuted_cuda(layer.desc(), static_cast<__half*>(w.raw()), stream);
+  exl2_dequantize_permuted_cuda(layer.desc(), layer.unit_krow(), static_cast<__half*>(w.raw()),
+                                stream);
 }
 
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
                  const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
-                 const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias) {
+                 const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias,
+                 const DeviceView* up) {
   check_rank(x, 2, "exl2_matmul", "x");
   if (x.dim(0) <= kExl2GemvMaxRows && x.dim(0) >= 1) {
-    exl2_gemv(layer, x, y, workspace, stream, add_bias);
+    if (up != nullptr) exl2_gemv_swiglu(layer, x, *up, y, workspace, stream, add_bias);
+    else exl2_gemv(layer, x, y, workspace, stream, add_bias);
     return;
   }
   exl2_dequantize_permuted(layer, w_scratch, stream);
-  matmul(cublas, x, w_scratch, y, matmul_workspace, stream, layer.q_perm());
+  matmul(cublas, x, w_scratch, y, matmul_workspace, stream, layer.q_perm(), up);
   if (add_bias && layer.has_bias())
     exl2_add_bias_cuda(y.data<float>(), layer.desc().bias, static_cast<int>(y.dim(0)),
                        static_cast<int>(layer.out()), stream);

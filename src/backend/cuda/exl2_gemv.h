@@ -79,6 +79,8 @@ class Exl2Layer {
   int x_pad_count() const { return x_pad_count_; }
   // q_perm on the device ([in]): column k of exl2_dequantize_permuted's W is channel q_perm[k].
   const int32_t* q_perm() const { return q_perm_; }
+  // Each unit's first row in q_perm order ([num_units], device).
+  const int32_t* unit_krow() const { return unit_krow_; }
 
  private:
   DeviceBuffer buffer_;
@@ -89,7 +91,9 @@ class Exl2Layer {
   const int32_t* x_pos_ = nullptr;
   const int32_t* x_pad_ = nullptr;
   int x_pad_count_ = 0;
+  DeviceBuffer prefill_buffer_;  // q_perm, unit_krow
   const int32_t* q_perm_ = nullptr;
+  const int32_t* unit_krow_ = nullptr;
 };
 
 // Layers that share their input (q, k, v; gate, up), multiplied by one staging launch and one
@@ -178,8 +182,11 @@ void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaS
 // Any row count: the GEMV for rows <= 8, else dequantize into w_scratch ([out, in] F16, q_perm
 // order) and cuBLAS with x gathered to match (x must be F32 there; matmul_workspace as
 // matmul_workspace_bytes(rows, in)), then bias.
+// up ([rows, in] F32, or null): y = (silu(x) * up) @ W^T, the MLP's down projection with its
+// SwiGLU (exl2_gemv_swiglu for rows <= 8; needs matmul_copies_fit(in) above).
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
                  const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
-                 const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias = true);
+                 const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias = true,
+                 const DeviceView* up = nullptr);
 
 }  // namespace exq::cuda

@@ -49,7 +49,6 @@ struct Exl2Unit {
   int32_t group;     // q_scale row
   int32_t slot;      // step * 4 + t: x_map / x staging slot
   uint32_t info;     // bits | rows << 8 | stride << 16 (stride = units of its step)
-  int32_t krow;      // its first row in q_perm order (exl2_dequantize_permuted's column)
 };
 
 // A layer resident on the device (all pointers into one allocation; see Exl2Layer).
@@ -181,9 +180,10 @@ void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,
                       const __half* bias, float* y, cudaStream_t stream);
 
-// W[out, in] f16 with its columns in q_perm order (column Exl2Unit::krow + r holds row r of a
-// unit), bit-exact with io::dequantize_exl2's values.
-void exl2_dequantize_permuted_cuda(const Exl2Desc& d, __half* w, cudaStream_t stream);
+// W[out, in] f16 with its columns in q_perm order (column krow[u] + r holds row r of unit u:
+// its first row in q_perm order), bit-exact with io::dequantize_exl2's values.
+void exl2_dequantize_permuted_cuda(const Exl2Desc& d, const int32_t* krow, __half* w,
+                                   cudaStream_t stream);
 
 // y[rows, out] += bias (f16), for the dequantize + cuBLAS path.
 void exl2_add_bias_cuda(float* y, const __half* bias, int rows, int out, cudaStream_t stream);

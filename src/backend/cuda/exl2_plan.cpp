@@ -72,8 +72,8 @@ Exl2Plan exl2_plan(const Exl2HostLayer& h, const char* name) {
       un.info = static_cast<uint32_t>(s.bits) | static_cast<uint32_t>(rows) << 8 |
                 static_cast<uint32_t>(n) << 16;
       const int64_t r0 = gr.row_begin + int64_t{kExl2UnitRows} * kg;
-      un.krow = static_cast<int32_t>(r0);
       p.units.push_back(un);
+      p.unit_krow.push_back(static_cast<int32_t>(r0));
       for (int r = 0; r < rows; ++r)
         p.x_map[static_cast<size_t>(un.slot) * 32 + (r % 16) * 2 + r / 16] = h.q_perm[r0 + r];
     }

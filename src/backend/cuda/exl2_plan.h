@@ -17,6 +17,7 @@ inline constexpr int kExl2MaxBlockSteps = 80;
 struct Exl2Plan {
   std::vector<Exl2Segment> segments;
   std::vector<Exl2Unit> units;
+  std::vector<int32_t> unit_krow;  // [units]: the unit's first row in q_perm order
   std::vector<int32_t> x_map;     // [steps * 4][16][2]
   std::vector<uint16_t> group_m;  // [groups] fp16(q_scale_max / 256)
   int num_steps = 0;

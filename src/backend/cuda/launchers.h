@@ -73,14 +73,15 @@ void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_c
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,
 // __nv_bfloat16}. x is scaled per row by a power of two and rounded to W (x_scratch: rows * k,
 // row_scale: rows), multiplied on tensor cores with f32 accumulation, and y rescaled.
-// x_perm (device, k entries, or null): column c of w multiplies x[:, x_perm[c]] (x is gathered
-// while it is rounded). `handle` is bound to `stream` here.
-// The most input features matmul_cuda gathers through x_perm (a row of x in shared memory).
-size_t matmul_max_permuted_in();
+// x_up (device, rows * k, or null): the rows multiplied are silu(x) * x_up (swiglu_cuda's
+// arithmetic). x_perm (device, k entries, or null): column c of w multiplies row[:, x_perm[c]]
+// (gathered while it is rounded). `handle` is bound to `stream` here.
+// The most input features matmul_cuda takes with x_perm or x_up (a row in shared memory).
+size_t matmul_max_copied_in();
 template <typename W>
 void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W* x_scratch,
                  float* row_scale, int rows, int n, int k, cudaStream_t stream,
-                 const int32_t* x_perm = nullptr);
+                 const int32_t* x_perm = nullptr, const float* x_up = nullptr);
 
 // ---- sampling.cu --------------------------------------------------------------------------
 // out[r] = index of the largest logits[r, :] (the first on ties; NaN ignored; 0 if none).

@@ -41,29 +41,36 @@ struct CudaType<__nv_bfloat16> {
 };
 
 // One block per row: max |x|, power-of-two scale, scaled copy in W.
-// x_perm: element i of the copy is x[x_perm[i]] (the same max: a permutation); the row is
-// first copied into shared memory (dynamic, k floats) so that the gather does not wait on a
-// global round trip per element.
-template <typename W>
+// The row multiplied is x, or with x_up silu(x) * x_up (swiglu_kernel's arithmetic: the
+// MLP's SwiGLU formed here, not in a pass of its own); x_perm: element i of the copy is
+// row[x_perm[i]] (the same max: a permutation). With either, the row is first formed in shared
+// memory (dynamic, k floats), so that the gather does not wait on a global round trip per
+// element. COPY (x_perm or x_up given) is its own instance, so that the plain one (the decode's
+// head) keeps the default shared-memory configuration.
+template <typename W, bool COPY>
 __global__ void scale_round_rows_kernel(const float* __restrict__ x, W* __restrict__ xq,
                                         float* __restrict__ row_scale, int k,
-                                        const int32_t* __restrict__ x_perm) {
+                                        const int32_t* __restrict__ x_perm,
+                                        const float* __restrict__ x_up) {
   __shared__ float scratch[32];
   extern __shared__ float row_copy[];
   const float* xr = x + static_cast<size_t>(blockIdx.x) * k;
+  const float* ur = x_up != nullptr ? x_up + static_cast<size_t>(blockIdx.x) * k : nullptr;
   float amax = 0.0f;
   constexpr int kBatch = 8;  // loads in flight per thread
-  if (x_perm != nullptr) {
+  if constexpr (COPY) {
     for (int i0 = threadIdx.x; i0 < k; i0 += kBatch * blockDim.x) {
-      float v[kBatch];
+      float v[kBatch], u2[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * blockDim.x;
         v[u] = i < k ? xr[i] : 0.0f;
+        u2[u] = x_up != nullptr && i < k ? ur[i] : 0.0f;
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * blockDim.x;
+        if (x_up != nullptr) v[u] = v[u] / (1.0f + expf(-v[u])) * u2[u];
         if (i < k) row_copy[i] = v[u];
         amax = fmaxf(amax, fabsf(v[u]));
       }
@@ -80,13 +87,13 @@ __global__ void scale_round_rows_kernel(const float* __restrict__ x, W* __restri
   }
   const float inv = 1.0f / scale;  // exact: a power of two
   W* qr = xq + static_cast<size_t>(blockIdx.x) * k;
-  if (x_perm != nullptr) {  // block_max's barrier made row_copy visible
+  if constexpr (COPY) {  // block_max's barrier made row_copy visible
     for (int i0 = threadIdx.x; i0 < k; i0 += kBatch * blockDim.x) {
       int src[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * blockDim.x;
-        src[u] = i < k ? x_perm[i] : 0;
+        src[u] = i >= k ? 0 : x_perm != nullptr ? x_perm[i] : i;
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
@@ -115,11 +122,11 @@ __global__ void scale_rows_kernel(float* __restrict__ y, const float* __restrict
 
 }  // namespace
 
-size_t matmul_max_permuted_in() {
+size_t matmul_max_copied_in() {
   // The row copy shares the block's opt-in shared memory with the kernel's static scratch.
   static const size_t floats = [] {
     cudaFuncAttributes attr{};
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, scale_round_rows_kernel<__half>));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, scale_round_rows_kernel<__half, true>));
     return (static_cast<size_t>(current_shared_per_block_optin()) - attr.sharedSizeBytes) /
            sizeof(float);
   }();
@@ -129,7 +136,7 @@ size_t matmul_max_permuted_in() {
 template <typename W>
 void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W* x_scratch,
                  float* row_scale, int rows, int n, int k, cudaStream_t stream,
-                 const int32_t* x_perm) {
+                 const int32_t* x_perm, const float* x_up) {
   if (rows == 0 || n == 0) return;
   if (k == 0) {
     CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * rows * static_cast<size_t>(n), stream));
@@ -140,18 +147,22 @@ void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W*
   if (bound != stream) CUBLAS_CHECK(cublasSetStream(handle, stream));
 
   size_t smem = 0;
-  if (x_perm != nullptr) {
+  if (x_perm != nullptr || x_up != nullptr) {
     smem = sizeof(float) * static_cast<size_t>(k);
     static const bool configured = [] {
-      CUDA_CHECK(cudaFuncSetAttribute(scale_round_rows_kernel<W>,
+      CUDA_CHECK(cudaFuncSetAttribute(scale_round_rows_kernel<W, true>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(sizeof(float) * matmul_max_permuted_in())));
+                                      static_cast<int>(sizeof(float) * matmul_max_copied_in())));
       return true;
     }();
     (void)configured;
   }
-  scale_round_rows_kernel<W><<<rows, kQuantizeThreads, smem, stream>>>(x, x_scratch, row_scale, k,
-                                                                        x_perm);
+  if (smem > 0)
+    scale_round_rows_kernel<W, true><<<rows, kQuantizeThreads, smem, stream>>>(
+        x, x_scratch, row_scale, k, x_perm, x_up);
+  else
+    scale_round_rows_kernel<W, false><<<rows, kQuantizeThreads, 0, stream>>>(
+        x, x_scratch, row_scale, k, nullptr, nullptr);
   CUDA_CHECK_LAUNCH();
   // Row-major y[rows, n] = x[rows, k] w[n, k]^T is column-major y^T[n, rows] = w^T x^T, with w
   // read as a column-major [k, n] matrix (op T) and x as column-major [k, rows] (op N).
@@ -166,9 +177,10 @@ void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W*
 }
 
 template void matmul_cuda<__half>(cublasHandle_t, const float*, const __half*, float*, __half*,
-                                  float*, int, int, int, cudaStream_t, const int32_t*);
+                                  float*, int, int, int, cudaStream_t, const int32_t*,
+                                  const float*);
 template void matmul_cuda<__nv_bfloat16>(cublasHandle_t, const float*, const __nv_bfloat16*,
                                          float*, __nv_bfloat16*, float*, int, int, int,
-                                         cudaStream_t, const int32_t*);
+                                         cudaStream_t, const int32_t*, const float*);
 
 }  // namespace exq::cuda

@@ -225,8 +225,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);
     L.gate_up.forward_each(sc, v.xn, {v.gate, v.up}, s);
-    gpu::swiglu(v.gate, v.up, v.gate, s);
-    L.down->forward(sc, v.gate, v.proj, s);
+    if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
+      gpu::swiglu(v.gate, v.up, v.gate, s);
+      L.down->forward(sc, v.gate, v.proj, s);
+    }
     norm(v.x, &v.proj, next_norm(l), v.xn);
   }
 }

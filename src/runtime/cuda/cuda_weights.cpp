@@ -150,8 +150,23 @@ bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& ga
                                const gpu::DeviceView& up, const gpu::DeviceView& y,
                                cudaStream_t stream) const {
   const int64_t rows = gate.dim(0);
-  if (!is_exl2() || rows < 1 || rows > gpu::kExl2GemvMaxRows) return false;
-  gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream);
+  if (rows < 1) return false;
+  if (is_exl2() && rows <= gpu::kExl2GemvMaxRows) {
+    gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream);
+    return true;
+  }
+  if (rows <= gpu::kExl2GemvMaxRows || !gpu::matmul_copies_fit(in_)) return false;
+  if (is_exl2()) {
+    EXQ_CHECK(!s.dequant.empty() && s.dequant.numel() >= in_ * out_,
+              "cuda runtime: no dequantization scratch for an EXL2 layer [{}, {}]", out_, in_);
+    const gpu::DeviceView w = s.dequant.slice0(0, in_ * out_).reshape({out_, in_});
+    gpu::exl2_matmul(*s.cublas, exl2_, gate, y, *s.exl2, w, s.matmul_ws, stream, true, &up);
+    return true;
+  }
+  gpu::matmul(*s.cublas, gate, weight_, y, s.matmul_ws, stream, nullptr, &up);
+  if (!bias_.empty())
+    add_bias_f32_cuda(y.data<float>(), bias_.view().data<float>(), static_cast<int>(rows),
+                      static_cast<int>(out_), stream);
   return true;
 }
 

@@ -55,8 +55,10 @@ class GpuLinear {
   // exq::cuda::exl2_gemv_staged).
   void forward_staged(const LinearScratch& s, const exq::cuda::DeviceView& y,
                       cudaStream_t stream) const;
-  // y = (silu(gate) * up) . W^T in one EXL2 GEMV (exq::cuda::exl2_gemv_swiglu) when this is an
-  // EXL2 layer and rows <= 8; false (nothing launched) otherwise.
+  // y = (silu(gate) * up) . W^T without a SwiGLU pass of its own: one EXL2 GEMV
+  // (exq::cuda::exl2_gemv_swiglu) for rows <= 8, and for more rows (EXL2 or dense) the SwiGLU
+  // formed while matmul rounds its input. False (nothing launched) for dense layers at rows
+  // <= 8 and inputs too wide for matmul_copies_fit.
   bool forward_swiglu(const LinearScratch& s, const exq::cuda::DeviceView& gate,
                       const exq::cuda::DeviceView& up, const exq::cuda::DeviceView& y,
                       cudaStream_t stream) const;

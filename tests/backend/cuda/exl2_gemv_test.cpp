@@ -206,6 +206,19 @@ class Exl2Gemv : public CudaTest {
       CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));
       exl2_matmul(cublas, layer, dx, dy, ws, dw, mm_ws, stream());
       check(rp, download(dy), 2 * std::ldexp(1.0, -11), what + " prefill");
+      // With `up`: (silu(x) * up) @ W^T, the SwiGLU formed as swiglu_kernel does (f32).
+      Tensor up(DType::F32, {prefill_rows, in}), h(DType::F32, {prefill_rows, in});
+      for (float& v : up.span<float>()) v = nd(rng);
+      for (int64_t i = 0; i < h.numel(); ++i) {
+        const float g = xp.data<float>()[i];
+        h.data<float>()[i] = g / (1.0f + std::exp(-g)) * up.data<float>()[i];
+      }
+      const Reference rh = reference(l, h, prefill_rows);
+      DeviceTensor dup = upload(up);
+      const DeviceView upv = dup;
+      CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));
+      exl2_matmul(cublas, layer, dx, dy, ws, dw, mm_ws, stream(), true, &upv);
+      check(rh, download(dy), 2 * std::ldexp(1.0, -11) + 1e-6, what + " prefill with SwiGLU");
     }
     return worst;
   }

@@ -115,6 +115,36 @@ TEST_F(MatmulEdges, GathersPermutedInput) {
   expect_within_bound(matmul_ref(xg, w), download(dy), std::ldexp(1.0, -11), "permuted matmul");
 }
 
+// up: the rows multiplied are silu(x) * up (the MLP's SwiGLU), also with a permutation.
+TEST_F(MatmulEdges, FormsSwigluInput) {
+  CublasHandle cublas;
+  const int64_t rows = 13, in = 320, out = 40;
+  const Tensor x = test::random_f32({rows, in}, 11, -6.0f, 6.0f);
+  const Tensor up = test::random_f32({rows, in}, 12, -2.0f, 2.0f);
+  std::vector<int32_t> perm(static_cast<size_t>(in));
+  for (int64_t k = 0; k < in; ++k) perm[static_cast<size_t>(k)] = static_cast<int32_t>((k * 37 + 11) % in);
+  Tensor p(DType::I32, {in});
+  std::copy(perm.begin(), perm.end(), p.data<int32_t>());
+  const Tensor w = test::random_half(DType::F16, {out, in}, 13, -0.2f, 0.2f);
+  DeviceTensor dx = upload(x), du = upload(up), dw = upload(w), dp = upload(p);
+  DeviceTensor dy = empty(DType::F32, {rows, out});
+  DeviceTensor ws = empty(DType::U8, {static_cast<int64_t>(matmul_workspace_bytes(rows, in))});
+  const DeviceView uv = du;
+  for (bool permuted : {false, true}) {
+    Tensor h(DType::F32, {rows, in});  // silu(x) * up in w's column order (float, as the kernel)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < in; ++k) {
+        const int64_t c = r * in + (permuted ? perm[static_cast<size_t>(k)] : k);
+        const float g = x.data<float>()[c];
+        h.data<float>()[r * in + k] = g / (1.0f + std::exp(-g)) * up.data<float>()[c];
+      }
+    matmul(cublas, dx, dw, dy, ws, stream(), permuted ? static_cast<const int32_t*>(dp.raw()) : nullptr,
+           &uv);
+    expect_within_bound(matmul_ref(h, w), download(dy), std::ldexp(1.0, -11),
+                        permuted ? "SwiGLU matmul, permuted" : "SwiGLU matmul");
+  }
+}
+
 TEST_F(MatmulEdges, ZeroRowAndHugeRowStayAccurate) {
   CublasHandle cublas;
   Tensor x = Tensor::zeros(DType::F32, {2, 64});
