@@ -123,20 +123,25 @@ void GpuLinear::reserve(gpu::Exl2Workspace& ws, cudaStream_t stream) const {
 void GpuLinear::forward(const LinearScratch& s, const gpu::DeviceView& x, const gpu::DeviceView& y,
                         cudaStream_t stream) const {
   const int64_t rows = x.dim(0);
+  if (is_exl2() && rows >= 1 && rows <= gpu::kExl2GemvMaxRows) {
+    gpu::exl2_gemv(exl2_, x, y, *s.exl2, stream);
+    return;
+  }
+  matmul(s, x, nullptr, y, stream);
+}
+
+void GpuLinear::matmul(const LinearScratch& s, const gpu::DeviceView& x, const gpu::DeviceView* up,
+                       const gpu::DeviceView& y, cudaStream_t stream) const {
   if (is_exl2()) {
-    if (rows >= 1 && rows <= gpu::kExl2GemvMaxRows) {
-      gpu::exl2_gemv(exl2_, x, y, *s.exl2, stream);
-      return;
-    }
     EXQ_CHECK(!s.dequant.empty() && s.dequant.numel() >= in_ * out_,
               "cuda runtime: no dequantization scratch for an EXL2 layer [{}, {}]", out_, in_);
     const gpu::DeviceView w = s.dequant.slice0(0, in_ * out_).reshape({out_, in_});
-    gpu::exl2_matmul(*s.cublas, exl2_, x, y, *s.exl2, w, s.matmul_ws, stream);
+    gpu::exl2_matmul(*s.cublas, exl2_, x, y, *s.exl2, w, s.matmul_ws, stream, true, up);
     return;
   }
-  gpu::matmul(*s.cublas, x, weight_, y, s.matmul_ws, stream);
+  gpu::matmul(*s.cublas, x, weight_, y, s.matmul_ws, stream, nullptr, up);
   if (!bias_.empty())
-    add_bias_f32_cuda(y.data<float>(), bias_.view().data<float>(), static_cast<int>(rows),
+    add_bias_f32_cuda(y.data<float>(), bias_.view().data<float>(), static_cast<int>(x.dim(0)),
                       static_cast<int>(out_), stream);
 }
 
@@ -156,17 +161,7 @@ bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& ga
     return true;
   }
   if (rows <= gpu::kExl2GemvMaxRows || !gpu::matmul_copies_fit(in_)) return false;
-  if (is_exl2()) {
-    EXQ_CHECK(!s.dequant.empty() && s.dequant.numel() >= in_ * out_,
-              "cuda runtime: no dequantization scratch for an EXL2 layer [{}, {}]", out_, in_);
-    const gpu::DeviceView w = s.dequant.slice0(0, in_ * out_).reshape({out_, in_});
-    gpu::exl2_matmul(*s.cublas, exl2_, gate, y, *s.exl2, w, s.matmul_ws, stream, true, &up);
-    return true;
-  }
-  gpu::matmul(*s.cublas, gate, weight_, y, s.matmul_ws, stream, nullptr, &up);
-  if (!bias_.empty())
-    add_bias_f32_cuda(y.data<float>(), bias_.view().data<float>(), static_cast<int>(rows),
-                      static_cast<int>(out_), stream);
+  matmul(s, gate, &up, y, stream);
   return true;
 }
 

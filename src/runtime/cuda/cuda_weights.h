@@ -64,6 +64,12 @@ class GpuLinear {
                       cudaStream_t stream) const;
 
  private:
+  // Any row count through cuBLAS (EXL2: dequantized into s.dequant first), with up: the rows
+  // multiplied are silu(x) * up.
+  void matmul(const LinearScratch& s, const exq::cuda::DeviceView& x,
+              const exq::cuda::DeviceView* up, const exq::cuda::DeviceView& y,
+              cudaStream_t stream) const;
+
   int64_t in_ = 0, out_ = 0;
   exq::cuda::DeviceTensor dense_;     // [out, in] F16|BF16 when owned
   exq::cuda::DeviceView weight_;      // dense_ or the shared copy
