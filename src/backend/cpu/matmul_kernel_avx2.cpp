@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "backend/cpu/matmul_kernel.h"
 #include "core/half.h"
@@ -65,7 +66,10 @@ EXQ_AVX2 void block(const float* x, int64_t ldx, const void* w, int64_t k, float
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
       float s = hsum(acc[i][j]);
-      for (int64_t q = p; q < k; ++q) s += x[i * ldx + q] * load1<W>(w, j * k + q);
+      // Fused explicitly: left to the compiler, the contraction of this tail differed between
+      // instances (f16 weights in registers vs converted to f32), so a row's result depended
+      // on the batch it came in (Matmul.RowByRowEqualsBatched on an AVX2-only CPU).
+      for (int64_t q = p; q < k; ++q) s = std::fma(x[i * ldx + q], load1<W>(w, j * k + q), s);
       y[i * ldy + j] = s;
     }
   }
