@@ -299,7 +299,7 @@ void Exl2Layer::set_split(const Exl2Split& split) {
             "cuda exl2: GEMV kernel {} cannot run this layer", split.kernel);
   EXQ_CHECK(!split.runs || (split.kernel == 2 && desc_.uniform_bits == 0),
             "cuda exl2: a split with a run per warp is for mixed widths on GEMV kernel 2");
-  const int steps = split.runs ? exl2_run_steps(desc_, split.steps_per_warp) : desc_.num_steps;
+  const int steps = exl2_split_steps(desc_, split);
   const char* problem = exl2_split_problem(split, desc_.out_pad / kExl2TileColumns, steps,
                                            exl2_gemv_hopper());
   EXQ_CHECK(*problem == 0,
@@ -358,8 +358,7 @@ void Exl2LayerGroup::set_split(const Exl2Split& split) {
   for (const Exl2Layer* l : layers_) {
     EXQ_CHECK(split.kernel == 1 || (split.kernel == 2 && l->kernel2_ok()),
               "cuda exl2: GEMV kernel {} cannot run every layer of this group", split.kernel);
-    steps = std::max(steps, split.runs ? exl2_run_steps(l->desc(), split.steps_per_warp)
-                                       : l->desc().num_steps);
+    steps = std::max(steps, exl2_split_steps(l->desc(), split));
     tiles += l->desc().out_pad / kExl2TileColumns;
   }
   EXQ_CHECK(!split.runs || (split.kernel == 2 && width_ == 0),

@@ -95,6 +95,11 @@ inline int exl2_run_steps(const Exl2Desc& d, int spw) {
   return v;
 }
 
+// Steps a split must cover in `d`: its own, or with runs padded to whole warp slices.
+inline int exl2_split_steps(const Exl2Desc& d, const Exl2Split& s) {
+  return s.runs ? exl2_run_steps(d, s.steps_per_warp) : d.num_steps;
+}
+
 // Layers multiplied by one launch (they share x: q, k, v, or gate, up), blocks one after the
 // other along the grid's y: layer i's blocks are rows [block_start[i], block_start[i + 1]).
 inline constexpr int kExl2MaxGroup = 3;

@@ -74,8 +74,7 @@ __device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* 
       if (b >= batch) break;  // warp-uniform
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const float g = v[b][k];
-        v[b][k] = g / (1.0f + expf(-g)) * u[b][k];
+        v[b][k] = swiglu_value(v[b][k], u[b][k]);
       }
     }
   }

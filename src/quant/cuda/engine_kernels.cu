@@ -9,6 +9,7 @@ namespace exq::quant::cuda {
 namespace {
 
 using exq::cuda::ceil_div;
+using exq::cuda::swiglu_value;
 
 constexpr int kThreads = 256;
 constexpr int kMaxErrorBlocks = 1024;
@@ -60,7 +61,7 @@ __device__ __forceinline__ float swiglu_at(const float* g_raw, const float* u_ra
   if (gb) g += gb[i];
   float u = __fmul_rn(u_raw[j], s);
   if (ub) u += ub[i];
-  return g / (1.0f + expf(-g)) * u;
+  return swiglu_value(g, u);
 }
 
 // One block per row: a pass for the values and their max, a second for the fp16 copy.

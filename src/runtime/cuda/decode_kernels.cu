@@ -19,6 +19,7 @@ using exq::cuda::ceil_div;
 using exq::cuda::launch_pdl;
 using exq::cuda::pdl_trigger;
 using exq::cuda::pdl_wait;
+using exq::cuda::swiglu_value;
 using exq::cuda::to_float;
 
 constexpr int kNormThreads = 1024;
@@ -143,8 +144,7 @@ __global__ void decode_swiglu_kernel(const float* gate, const float* up, float* 
   pdl_wait();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    out[i] = swiglu_value(gate[i], up[i]);
   }
 }
 

@@ -90,6 +90,13 @@ TEST_P(Matmul, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(WeightDtypes, Matmul, ::testing::Values(DType::F16, DType::BF16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
+// k -> (k * mul + add) % n, a permutation when mul and n are coprime.
+std::vector<int32_t> permutation(int64_t n, int64_t mul, int64_t add) {
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) p[static_cast<size_t>(k)] = static_cast<int32_t>((k * mul + add) % n);
+  return p;
+}
+
 // x_perm: column c of w multiplies x[:, x_perm[c]] (the EXL2 prefill's q_perm order); rows
 // inside and outside the unscaled range [2^-4, 2^14).
 TEST_F(MatmulEdges, GathersPermutedInput) {
@@ -100,8 +107,7 @@ TEST_F(MatmulEdges, GathersPermutedInput) {
     x.data<float>()[in + k] *= 1e-4f;  // scaled up
     x.data<float>()[2 * in + k] *= 3e4f;  // scaled down
   }
-  std::vector<int32_t> perm(static_cast<size_t>(in));
-  for (int64_t k = 0; k < in; ++k) perm[static_cast<size_t>(k)] = static_cast<int32_t>((k * 73 + 5) % in);
+  const std::vector<int32_t> perm = permutation(in, 73, 5);
   Tensor p(DType::I32, {in});
   std::copy(perm.begin(), perm.end(), p.data<int32_t>());
   Tensor xg(DType::F32, {rows, in});  // x in w's column order, for the reference
@@ -121,8 +127,7 @@ TEST_F(MatmulEdges, FormsSwigluInput) {
   const int64_t rows = 13, in = 320, out = 40;
   const Tensor x = test::random_f32({rows, in}, 11, -6.0f, 6.0f);
   const Tensor up = test::random_f32({rows, in}, 12, -2.0f, 2.0f);
-  std::vector<int32_t> perm(static_cast<size_t>(in));
-  for (int64_t k = 0; k < in; ++k) perm[static_cast<size_t>(k)] = static_cast<int32_t>((k * 37 + 11) % in);
+  const std::vector<int32_t> perm = permutation(in, 37, 11);
   Tensor p(DType::I32, {in});
   std::copy(perm.begin(), perm.end(), p.data<int32_t>());
   const Tensor w = test::random_half(DType::F16, {out, in}, 13, -0.2f, 0.2f);
