@@ -456,7 +456,7 @@ int run(int argc, char** argv) {
   if (want("group")) out["group"] = group_table(iters, x32, stream);
   if (want("sweep")) out["split_sweep"] = split_sweep(iters, x32, stream);
   if (want("runsweep")) out["runs_sweep"] = runs_sweep(iters, x32, stream);
-  if (want("groupsweep")) out["group_sweep"] = group_sweep(iters, x32, stream);
+  if (want("groupsweep")) out["group_sweep"] = group_sweep(x32, stream);
   if (want("prefill")) out["prefill"] = prefill_table(stream);
   if (want("decode")) {
     out["decode"] = nlohmann::json::array();

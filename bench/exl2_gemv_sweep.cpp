@@ -66,8 +66,8 @@ void time_splits(std::vector<Exl2Layer>& copies, const std::vector<Exl2Split>& c
 // of MLP row 9 (0.1:5b_128g/0.9:4b_128g, 0.25:5b_128g/0.75:4b_128g) and q, k, v of attention row
 // 10 (each 0.1:5b_128g/0.9:4b_128g), staging + GEMV in a graph; warp slices of spw steps (runs
 // padded to them), 1 to 4 blocks along K (clusters or partial sums), 1, 2 or 4 tiles a block.
-void group_sweeps(int iters, const DeviceBuffer& x32, Stream& stream, nlohmann::json& sweep) {
-  (void)iters;
+// Also uniform 1:4b_128g q, k, v, gate + up and down with any tiles per block.
+void group_sweeps(const DeviceBuffer& x32, Stream& stream, nlohmann::json& sweep) {
   const Option o54{"0.1:5b_128g/0.9:4b_128g", {{0.1, 5, 128}, {0.9, 4, 128}}};
   const Option o54b{"0.25:5b_128g/0.75:4b_128g", {{0.25, 5, 128}, {0.75, 4, 128}}};
   struct Set {
@@ -155,10 +155,10 @@ void group_sweeps(int iters, const DeviceBuffer& x32, Stream& stream, nlohmann::
 
 }  // namespace
 
-nlohmann::json group_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
+nlohmann::json group_sweep(const DeviceBuffer& x32, Stream& stream) {
   nlohmann::json sweep = nlohmann::json::array();
   std::printf("\ngroup run-per-warp sweep, batch 1 (chosen split marked *); fastest 8 in a graph\n");
-  group_sweeps(iters, x32, stream, sweep);
+  group_sweeps(x32, stream, sweep);
   return sweep;
 }
 
@@ -215,7 +215,7 @@ nlohmann::json runs_sweep(int iters, const DeviceBuffer& x32, Stream& stream) {
       time_splits(copies, cands, o.name, iters, x32, stream, sweep);
     }
   }
-  group_sweeps(iters, x32, stream, sweep);
+  group_sweeps(x32, stream, sweep);
   return sweep;
 }
 

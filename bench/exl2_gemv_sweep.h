@@ -15,6 +15,6 @@ nlohmann::json split_sweep(int iters, const DeviceBuffer& x32, Stream& stream);
 // exllamav2's MLP row 9 at Llama-3-8B's shape.
 nlohmann::json runs_sweep(int iters, const DeviceBuffer& x32, Stream& stream);
 // Only the group launches of runs_sweep (gate + up of MLP row 9, q, k, v of attention row 10).
-nlohmann::json group_sweep(int iters, const DeviceBuffer& x32, Stream& stream);
+nlohmann::json group_sweep(const DeviceBuffer& x32, Stream& stream);
 
 }  // namespace exq::cuda::bench
