@@ -18,8 +18,10 @@
 // --decode-only skips the attention and prefill timings; --shape smollm2 builds SmolLM2-135M's
 // shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
+// --settle-ms N: a pause of N ms after each prompt's prefill, before the decode steps (so that
+// the clocks after a long prefill do not carry into the decode timing).
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
-//                          [--decode-only] [--shape llama3-8b|smollm2]
+//                          [--decode-only] [--shape llama3-8b|smollm2] [--settle-ms N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -67,6 +70,7 @@ struct Args {
   bool decode_only = false;
   bool smol = false;  // --shape smollm2
   int iters = 64;
+  int settle_ms = 0;
   int64_t vocab = 128256;
 };
 
@@ -196,10 +200,14 @@ std::vector<int32_t> prompt_ids(int64_t n, int64_t vocab) {
 
 // Decode steps after a prompt of `context` tokens: per-step GPU time (events) and the real
 // loop's tokens/s (greedy GPU sampler, id read back each step).
-json time_decode(rt::CudaLlama& m, int64_t context, int iters) {
+json time_decode(rt::CudaLlama& m, int64_t context, int iters, int settle_ms) {
   const cudaStream_t s = m.stream();
   m.reset();
   m.forward_last(prompt_ids(context, m.config().vocab_size));
+  if (settle_ms > 0) {
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+  }
   std::vector<gpu::Event> start(static_cast<size_t>(iters)), stop(static_cast<size_t>(iters));
   for (int i = 0; i < kWarmup; ++i) m.decode_slot();
   for (int i = 0; i < iters; ++i) {
@@ -346,7 +354,7 @@ json run_synthetic(const Args& a) {
                     {"intermediate", cfg.intermediate_size}, {"heads", cfg.num_attention_heads},
                     {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
                     {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
-    out["decode"] = json::array({time_decode(m, 128, a.iters), time_decode(m, 2048, a.iters)});
+    out["decode"] = json::array({time_decode(m, 128, a.iters, a.settle_ms), time_decode(m, 2048, a.iters, a.settle_ms)});
     if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
   }
@@ -367,7 +375,7 @@ json run_model(const Args& a) {
   rt::CudaOptions o;
   o.max_context = 32 + kWarmup + a.iters + 8;
   rt::CudaLlama m(cpu, o);
-  json r = time_decode(m, 32, a.iters);
+  json r = time_decode(m, 32, a.iters, a.settle_ms);
   return {{"device", m.device().name}, {"model", a.model}, {"decode", r},
           {"decode_tokens_per_s", 1e3 / r["ms_per_token"].get<double>()}};
 }
@@ -389,6 +397,7 @@ int run(int argc, char** argv) {
     }
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
+    else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--shape") {
       const std::string v = value();
       EXQ_CHECK(v == "llama3-8b" || v == "smollm2", "--shape is llama3-8b or smollm2, got {}", v);

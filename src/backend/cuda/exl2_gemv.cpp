@@ -121,13 +121,32 @@ std::optional<Exl2Split> choose_runs_split(const std::vector<const Exl2Desc*>& d
 // whatever the size.
 constexpr size_t kRunsBytes = size_t{4} << 20;
 
+// The kernel choice's environment, read once: EXQ_EXL2_GEMV (set: v1/1, v2/2 or anything else)
+// and EXQ_EXL2_MIXED (runs, k1).
+struct GemvEnv {
+  bool gemv_set = false, v1 = false, v2 = false, mixed_runs = false, mixed_k1 = false;
+};
+
+const GemvEnv& gemv_env() {
+  static const GemvEnv e = [] {
+    GemvEnv r;
+    const auto is = [](const char* v, const char* a) { return v != nullptr && std::strcmp(v, a) == 0; };
+    const char* gemv = std::getenv("EXQ_EXL2_GEMV");
+    r.gemv_set = gemv != nullptr && *gemv != 0;
+    r.v1 = is(gemv, "v1") || is(gemv, "1");
+    r.v2 = is(gemv, "v2") || is(gemv, "2");
+    const char* mixed = std::getenv("EXQ_EXL2_MIXED");
+    r.mixed_runs = is(mixed, "runs");
+    r.mixed_k1 = is(mixed, "k1");
+    return r;
+  }();
+  return e;
+}
+
 bool runs_by_default(size_t weight_bytes) {
-  const char* gemv = std::getenv("EXQ_EXL2_GEMV");
-  if (gemv != nullptr && *gemv != 0) return false;
-  const char* mixed = std::getenv("EXQ_EXL2_MIXED");
-  if (mixed != nullptr && std::strcmp(mixed, "runs") == 0) return true;
-  if (mixed != nullptr && std::strcmp(mixed, "k1") == 0) return false;
-  return weight_bytes >= kRunsBytes;
+  const GemvEnv& e = gemv_env();
+  if (e.gemv_set || e.mixed_k1) return false;
+  return e.mixed_runs || weight_bytes >= kRunsBytes;
 }
 
 // Kernel 2 for layers of one bit width, where it was faster on the GPU (docs/perf.md: 52.5 %
@@ -135,10 +154,8 @@ bool runs_by_default(size_t weight_bytes) {
 // was 2-15 % slower, when the layer needs it, or when EXQ_EXL2_GEMV=v1 (or 1) asks for it.
 // EXQ_EXL2_GEMV=v2 picks kernel 2 wherever it can run.
 int default_kernel(bool kernel2_ok, bool uniform) {
-  const char* env = std::getenv("EXQ_EXL2_GEMV");
-  const bool v1 = env != nullptr && (std::strcmp(env, "v1") == 0 || std::strcmp(env, "1") == 0);
-  const bool v2 = env != nullptr && (std::strcmp(env, "v2") == 0 || std::strcmp(env, "2") == 0);
-  return !v1 && kernel2_ok && (uniform || v2) ? 2 : 1;
+  const GemvEnv& e = gemv_env();
+  return !e.v1 && kernel2_ok && (uniform || e.v2) ? 2 : 1;
 }
 
 void validate(const Exl2HostLayer& h, const char* name) {

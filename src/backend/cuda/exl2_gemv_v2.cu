@@ -119,8 +119,11 @@ __device__ __forceinline__ float sum16(float f) {
   return f;
 }
 
-__device__ __forceinline__ float* offset_slot(const XStage& s, int step, int col) {
-  return s.xsc + step * kScaleStride + 4 * (col >> 1) + 2 + (col & 1);
+// Where block step `step`'s x scale (OFFSET false) or offset sum (true) of batch column `col`
+// goes: [column pair][x scales of 2t, 2t + 1, offset sums of 2t, 2t + 1].
+template <bool OFFSET>
+__device__ __forceinline__ float* scale_slot(const XStage& s, int step, int col) {
+  return s.xsc + step * kScaleStride + 4 * (col >> 1) + (OFFSET ? 2 : 0) + (col & 1);
 }
 
 // Batch > 1: the sums from the x in shared memory, after it is staged.
@@ -139,7 +142,7 @@ __device__ __forceinline__ void stage_offsets(const XStage& s) {
           s.xs + (step * kExl2UnitsPerStep + slot) * kSlotWords + col * kPairs + 4 * os.qtr));
     }
     f = sum16(f);
-    if (i < items && (lane & 15) == 0) *offset_slot(s, step, col) = f;
+    if (i < items && (lane & 15) == 0) *scale_slot<true>(s, step, col) = f;
   }
 }
 
@@ -168,7 +171,7 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
         f = os.sum(v);
       }
       f = sum16(f);
-      if (i < total && (lane & 15) == 0) *offset_slot(s, i >> 4, 0) = f;
+      if (i < total && (lane & 15) == 0) *scale_slot<true>(s, i >> 4, 0) = f;
     }
   } else {
     const int sh = a.bs_shift;
@@ -179,9 +182,7 @@ __device__ __forceinline__ void stage_x(const XStage& s) {
                      s.xs[slot * kSlotWords + b * kPairs + pair] = v;
                    });
   }
-  auto put_scale = [&](int i, float v) {
-    s.xsc[(i >> 3) * kScaleStride + 4 * ((i & 7) >> 1) + (i & 1)] = v;
-  };
+  auto put_scale = [&](int i, float v) { *scale_slot<false>(s, i >> 3, i & 7) = v; };
   if (static_cast<int>(threadIdx.x) < nsc) put_scale(threadIdx.x, sc0);
   for (int i = threadIdx.x + blockDim.x; i < nsc; i += blockDim.x) put_scale(i, __ldcg(scale_src + i));
   block_barrier();
