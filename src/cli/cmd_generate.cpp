@@ -91,16 +91,14 @@ void run_generate(const GenerateArgs& a) {
   const Device device = resolve_device(a.device);
 
   const fs::path dir = a.model;
-  require_model_dir(dir);
-  const runtime::GenerationConfig gen = runtime::load_generation_config(dir);
+  GenerationModel m = load_generation_model(dir);
+  model::LlamaModel& model = m.model;
+  const tokenizer::Tokenizer& tok = m.tok;
+  const tokenizer::TokenizerConfig& tc = m.tc;
   runtime::GenerateOptions options;
-  options.sampler = sampler_settings(gen, a);
+  options.sampler = sampler_settings(m.gen, a);
   options.max_new_tokens = a.max_tokens;
-
-  model::LlamaModel model = model::LlamaModel::load(dir);
-  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
-  const tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
-  options.eos_token_ids = runtime::stop_token_ids(gen, model.config(), tok, tc.eos_token);
+  options.eos_token_ids = m.eos_ids;
 
   // Chat: the rendered template already spells out its special tokens. Plain: the
   // tokenizer's post-processor adds what the model expects (e.g. Llama's BOS).

@@ -15,6 +15,7 @@ void register_commands(CLI::App& app) {
   add_generate(app);
   add_ppl(app);
   add_quantize(app);
+  add_serve(app);
 }
 
 }  // namespace exq::cli

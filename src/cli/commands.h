@@ -16,5 +16,6 @@ void add_tokenize(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_quantize(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace exq::cli

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
 #include "runtime/cuda/cuda_llama.h"
 #endif
@@ -18,6 +19,16 @@ void require_model_dir(const fs::path& dir) {
   if (!fs::is_directory(dir, ec)) throw Error("not a model folder", ErrorContext{.file = dir.string()});
   if (!fs::exists(dir / "config.json", ec))
     throw Error("missing config.json in the model folder", ErrorContext{.file = dir.string()});
+}
+
+GenerationModel load_generation_model(const fs::path& dir) {
+  require_model_dir(dir);
+  runtime::GenerationConfig gen = runtime::load_generation_config(dir);
+  model::LlamaModel model = model::LlamaModel::load(dir);
+  tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
+  std::vector<int32_t> eos = runtime::stop_token_ids(gen, model.config(), tok, tc.eos_token);
+  return {std::move(model), std::move(tok), std::move(tc), std::move(gen), std::move(eos)};
 }
 
 std::string read_text_file(const fs::path& path) {

@@ -5,6 +5,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "model/llama.h"
+#include "runtime/generation_config.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_config.h"
 
 namespace exq::cli {
 
@@ -14,6 +20,17 @@ void require_model_dir(const std::filesystem::path& dir);
 std::string read_text_file(const std::filesystem::path& path);
 // Applies --threads (0 keeps the default); throws exq::Error for a negative count.
 void apply_threads(int threads);
+// A model folder ready to generate from (generate, serve): weights, tokenizer, tokenizer config,
+// generation_config.json and the stop ids (runtime::stop_token_ids). Checks the folder first.
+struct GenerationModel {
+  model::LlamaModel model;
+  tokenizer::Tokenizer tok;
+  tokenizer::TokenizerConfig tc;
+  runtime::GenerationConfig gen;
+  std::vector<int32_t> eos_ids;
+};
+GenerationModel load_generation_model(const std::filesystem::path& dir);
+
 // 134515008 -> "134,515,008".
 std::string group_digits(int64_t v);
 

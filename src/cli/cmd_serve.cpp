@@ -1,0 +1,129 @@
+// `exq serve -m MODEL [--host H] [--port P] ...`: the model behind an OpenAI-compatible HTTP API
+// (server/server.h) on the CPU or a CUDA GPU (--device). Runs until SIGINT / SIGTERM.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <csignal>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/run_util.h"
+#include "core/error.h"
+#include "model/llama.h"
+#include "runtime/generation_config.h"
+#include "runtime/model_step.h"
+#include "server/server.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_config.h"
+#if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_generate.h"
+#endif
+
+namespace exq::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeArgs {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string alias;
+  int64_t ctx_size = 4096;
+  int64_t max_tokens = 512;
+  int threads = 0;
+  std::string device = "auto";
+};
+
+std::atomic<server::Server*> g_server{nullptr};
+
+extern "C" void on_signal(int) {
+  if (server::Server* s = g_server.load()) s->stop();
+}
+
+void run_serve(const ServeArgs& a) {
+  if (a.model.empty()) throw Error("serve needs a model folder: -m MODEL");
+  if (a.port < 0 || a.port > 65535) throw Error(fmt::format("--port must be 0..65535, got {}", a.port));
+  if (a.ctx_size < 2) throw Error(fmt::format("--ctx-size must be >= 2, got {}", a.ctx_size));
+  if (a.max_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", a.max_tokens));
+  apply_threads(a.threads);
+  const Device device = resolve_device(a.device);
+  const fs::path dir = a.model;
+  GenerationModel gm = load_generation_model(dir);
+  auto model = std::make_unique<model::LlamaModel>(std::move(gm.model));
+  const tokenizer::Tokenizer& tok = gm.tok;
+  const tokenizer::TokenizerConfig& tc = gm.tc;
+
+  server::ServerModel sm;
+  sm.id = a.alias.empty() ? fs::absolute(dir).lexically_normal().filename().string() : a.alias;
+  if (sm.id.empty()) sm.id = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+  sm.tokenizer = &tok;
+  sm.chat_template = tc.chat_template;
+  sm.bos_token = tc.bos_token;
+  sm.eos_token = tc.eos_token;
+  sm.sampler = runtime::sampler_defaults(gm.gen);
+  sm.sampler.validate();
+  sm.eos_ids = gm.eos_ids;
+  sm.max_context = std::min<int64_t>(a.ctx_size, model->config().max_position_embeddings);
+  sm.default_max_tokens = a.max_tokens;
+  sm.device = "cpu";
+
+#if EXQ_HAVE_CUDA
+  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+  if (device == Device::Cuda) {
+    runtime::cuda::CudaOptions co;
+    co.max_context = sm.max_context;
+    gpu = std::make_unique<runtime::cuda::CudaLlama>(*model, co);
+    model.reset();  // the weights live on the GPU now
+    sm.device = fmt::format("cuda:{} ({})", co.device, gpu->device().name);
+    sm.generate = [&gpu, &tok](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
+                               const runtime::TextCallback& cb) {
+      return runtime::cuda::generate_text_cuda(*gpu, tok, prompt, o, cb);
+    };
+  }
+#endif
+  if (device == Device::Cpu) {
+    sm.generate = [&model, &tok](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
+                                 const runtime::TextCallback& cb) {
+      return runtime::generate_text(*model, tok, prompt, o, cb);
+    };
+  }
+
+  const std::string id = sm.id, dev = sm.device;
+  const int64_t ctx = sm.max_context;
+  server::Server srv(std::move(sm));
+  const int port = srv.bind(a.host, a.port);
+  g_server.store(&srv);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  fmt::print(stderr,
+             "exq serve: {} on {}, context {} tokens; listening on http://{}:{} "
+             "(/v1/chat/completions, /v1/completions, /v1/models, /health)\n",
+             id, dev, ctx, a.host, port);
+  std::fflush(stderr);
+  srv.run();
+  g_server.store(nullptr);
+  fmt::print(stderr, "exq serve: stopped\n");
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
+  cmd->add_option("-m,--model", a->model, "model folder (required)");
+  cmd->add_option("--host", a->host, "address to listen on")->capture_default_str();
+  cmd->add_option("--port", a->port, "port to listen on (0: any free port)")->capture_default_str();
+  cmd->add_option("--alias", a->alias, "model name in the API (default: the folder's name)");
+  cmd->add_option("--ctx-size", a->ctx_size, "tokens of context per request (prompt + generated), "
+                                             "capped at the model's max_position_embeddings")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens", a->max_tokens, "tokens to generate when a request gives no max_tokens")
+      ->capture_default_str();
+  cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
+  cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
+      ->capture_default_str();
+  cmd->callback([a] { run_serve(*a); });
+}
+
+}  // namespace exq::cli

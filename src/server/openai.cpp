@@ -1,0 +1,303 @@
+#include "server/openai.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace exq::server {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& param, const std::string& message) {
+  throw ApiError(400, message, param);
+}
+
+// The field, or null when absent (null counts as absent, as in OpenAI's API).
+const json* field(const json& body, const char* key) {
+  const auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::optional<double> number(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad(key, fmt::format("'{}' must be a number", key));
+  return v->get<double>();
+}
+
+std::optional<int64_t> integer(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (v->is_number_integer()) return v->get<int64_t>();
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) return static_cast<int64_t>(d);
+  }
+  bad(key, fmt::format("'{}' must be an integer", key));
+}
+
+std::optional<bool> boolean(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad(key, fmt::format("'{}' must be true or false", key));
+  return v->get<bool>();
+}
+
+std::optional<float> as_float(const std::optional<double>& d) {
+  if (!d) return std::nullopt;
+  return static_cast<float>(*d);
+}
+
+// Features exq does not have: refused rather than ignored, so no answer is silently different.
+void refuse_unsupported(const json& body, Endpoint endpoint) {
+  if (auto n = integer(body, "n"); n && *n != 1) bad("n", "only n = 1 is supported");
+  if (auto b = integer(body, "best_of"); b && *b != 1) bad("best_of", "only best_of = 1 is supported");
+  for (const char* key : {"presence_penalty", "frequency_penalty"})
+    if (auto p = number(body, key); p && *p != 0.0)
+      bad(key, fmt::format("'{}' is not supported; use repetition_penalty", key));
+  if (const json* l = field(body, "logprobs"); l && !(l->is_boolean() && !l->get<bool>()) &&
+                                               !(l->is_number_integer() && l->get<int64_t>() == 0))
+    bad("logprobs", "logprobs are not supported");
+  if (field(body, "top_logprobs")) bad("top_logprobs", "logprobs are not supported");
+  if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
+    bad("logit_bias", "logit_bias is not supported");
+  for (const char* key : {"tools", "functions"})
+    if (const json* t = field(body, key); t && !(t->is_array() && t->empty()))
+      bad(key, "tool and function calls are not supported");
+  if (const json* f = field(body, "response_format");
+      f && !(f->is_object() && f->value("type", "") == "text"))
+    bad("response_format", "only response_format {\"type\": \"text\"} is supported");
+  if (endpoint == Endpoint::Completions) {
+    if (auto e = boolean(body, "echo"); e && *e) bad("echo", "echo is not supported");
+    if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
+      bad("suffix", "suffix is not supported");
+  }
+}
+
+std::string message_content(const json& m, size_t i) {
+  const std::string param = fmt::format("messages[{}].content", i);
+  const json* c = field(m, "content");
+  if (!c) bad(param, "every message needs a content");
+  if (c->is_string()) return c->get<std::string>();
+  if (!c->is_array()) bad(param, "content must be a string or an array of text parts");
+  std::string text;
+  for (const json& part : *c) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      bad(param, "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+    if (!text.empty()) text += '\n';
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+json parse_messages(const json& body) {
+  const json* ms = field(body, "messages");
+  if (!ms) bad("messages", "'messages' is required");
+  if (!ms->is_array() || ms->empty()) bad("messages", "'messages' must be a non-empty array");
+  json out = json::array();
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const json& m = (*ms)[i];
+    if (!m.is_object()) bad(fmt::format("messages[{}]", i), "every message must be an object");
+    const json* r = field(m, "role");
+    if (!r || !r->is_string()) bad(fmt::format("messages[{}].role", i), "every message needs a role");
+    std::string role = r->get<std::string>();
+    if (role == "developer") role = "system";  // OpenAI's newer name for the system turn
+    if (role != "system" && role != "user" && role != "assistant")
+      bad(fmt::format("messages[{}].role", i),
+          fmt::format("role '{}' is not supported (system, user, assistant)", role));
+    out.push_back({{"role", role}, {"content", message_content(m, i)}});
+  }
+  return out;
+}
+
+std::string parse_prompt(const json& body) {
+  const json* p = field(body, "prompt");
+  if (!p) bad("prompt", "'prompt' is required");
+  if (p->is_string()) return p->get<std::string>();
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) return (*p)[0].get<std::string>();
+  if (p->is_array() && !p->empty() && ((*p)[0].is_number_integer() || (*p)[0].is_array()))
+    bad("prompt", "prompts of token ids are not supported: send text");
+  bad("prompt", "'prompt' must be a string (or an array holding one string)");
+}
+
+std::vector<std::string> parse_stop(const json& body) {
+  const json* s = field(body, "stop");
+  if (!s) return {};
+  std::vector<std::string> out;
+  if (s->is_string()) {
+    out.push_back(s->get<std::string>());
+  } else if (s->is_array()) {
+    for (const json& v : *s) {
+      if (!v.is_string()) bad("stop", "'stop' must be a string or an array of strings");
+      out.push_back(v.get<std::string>());
+    }
+  } else {
+    bad("stop", "'stop' must be a string or an array of strings");
+  }
+  if (out.size() > 16) bad("stop", "at most 16 stop strings");
+  for (const std::string& v : out)
+    if (v.empty()) bad("stop", "stop strings must not be empty");
+  return out;
+}
+
+}  // namespace
+
+CompletionRequest parse_request(const json& body, Endpoint endpoint) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  refuse_unsupported(body, endpoint);
+  CompletionRequest r;
+  r.endpoint = endpoint;
+  if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "'model' must be a string");
+  if (endpoint == Endpoint::ChatCompletions)
+    r.messages = parse_messages(body);
+  else
+    r.prompt = parse_prompt(body);
+  r.max_tokens = integer(body, "max_tokens");
+  if (endpoint == Endpoint::ChatCompletions)
+    if (auto m = integer(body, "max_completion_tokens")) r.max_tokens = m;
+  if (r.max_tokens && *r.max_tokens < 0) bad("max_tokens", "'max_tokens' must be >= 0");
+  r.temperature = as_float(number(body, "temperature"));
+  r.top_p = as_float(number(body, "top_p"));
+  r.min_p = as_float(number(body, "min_p"));
+  r.repetition_penalty = as_float(number(body, "repetition_penalty"));
+  if (auto k = integer(body, "top_k")) {
+    if (*k < 0 || *k > std::numeric_limits<int>::max()) bad("top_k", "'top_k' must be >= 0");
+    r.top_k = static_cast<int>(*k);
+  }
+  if (auto s = integer(body, "seed")) r.seed = static_cast<uint64_t>(*s);
+  r.stop = parse_stop(body);
+  r.stream = boolean(body, "stream").value_or(false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = boolean(*so, "include_usage").value_or(false);
+  }
+  return r;
+}
+
+runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, const CompletionRequest& r) {
+  runtime::SamplerConfig s = defaults;
+  if (r.temperature) s.temperature = *r.temperature;
+  if (r.top_p) s.top_p = *r.top_p;
+  if (r.top_k) s.top_k = *r.top_k;
+  if (r.min_p) s.min_p = *r.min_p;
+  if (r.repetition_penalty) s.repetition_penalty = *r.repetition_penalty;
+  if (r.seed) s.seed = *r.seed;
+  try {
+    s.validate();
+  } catch (const Error& e) {
+    throw ApiError(400, e.message());
+  }
+  return s;
+}
+
+json error_body(const std::string& message, const std::string& type, const std::string& param) {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", nullptr}}}};
+}
+
+namespace {
+
+json usage(int64_t prompt_tokens, int64_t completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+json reason(const char* finish_reason) { return finish_reason ? json(finish_reason) : json(nullptr); }
+
+}  // namespace
+
+json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
+                     const char* finish_reason, int64_t prompt_tokens, int64_t completion_tokens) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(finish_reason)}};
+  const bool chat = endpoint == Endpoint::ChatCompletions;
+  if (chat)
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else
+    choice["text"] = text;
+  return {{"id", meta.id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"choices", json::array({choice})},
+          {"usage", usage(prompt_tokens, completion_tokens)}};
+}
+
+json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
+                const char* finish_reason, bool first) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(finish_reason)}};
+  const bool chat = endpoint == Endpoint::ChatCompletions;
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || first) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  return {{"id", meta.id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"choices", json::array({choice})}};
+}
+
+json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, int64_t prompt_tokens,
+                 int64_t completion_tokens) {
+  return {{"id", meta.id},
+          {"object", endpoint == Endpoint::ChatCompletions ? "chat.completion.chunk" : "text_completion"},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"choices", json::array()},
+          {"usage", usage(prompt_tokens, completion_tokens)}};
+}
+
+std::string sse_event(const json& body) {
+  return "data: " + body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
+  std::erase_if(stops_, [](const std::string& s) { return s.empty(); });
+}
+
+std::string StopMatcher::push(std::string_view piece) {
+  if (stopped_) return {};
+  held_.append(piece);
+  size_t first = std::string::npos;
+  for (const std::string& s : stops_) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    std::string out = held_.substr(0, first);
+    held_.clear();
+    return out;
+  }
+  // Keep the longest tail that is the start of a stop string: a match can only begin there.
+  size_t keep = 0;
+  for (const std::string& s : stops_)
+    for (size_t k = std::min(s.size() - 1, held_.size()); k > keep; --k)
+      if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+        keep = k;
+        break;
+      }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string StopMatcher::finish() {
+  std::string out;
+  if (!stopped_) out.swap(held_);
+  held_.clear();
+  return out;
+}
+
+}  // namespace exq::server

@@ -1,0 +1,101 @@
+// The OpenAI API's request and response bodies for `exq serve`, without sockets: a
+// /v1/completions or /v1/chat/completions body parsed into one CompletionRequest (or an ApiError
+// naming the field), the sampler settings it asks for, response and stream-chunk bodies, error
+// bodies, and StopMatcher, which ends streamed text at a stop string without ever sending a
+// piece of it.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/sampler.h"
+
+namespace exq::server {
+
+// A request the server refuses: HTTP status, OpenAI error type and the parameter at fault.
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string param = {},
+           std::string type = "invalid_request_error")
+      : std::runtime_error(message), status_(status), type_(std::move(type)), param_(std::move(param)) {}
+  int status() const { return status_; }
+  const std::string& type() const { return type_; }
+  const std::string& param() const { return param_; }
+
+ private:
+  int status_;
+  std::string type_, param_;
+};
+
+enum class Endpoint { Completions, ChatCompletions };
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::Completions;
+  std::string prompt;                         // completions
+  nlohmann::json messages = nlohmann::json::array();  // chat: [{role, content (string)}]
+  std::optional<int64_t> max_tokens;
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Parses a request body; throws ApiError (400) for a missing or mistyped field and for
+// features exq does not have (n > 1, logprobs, tools, penalties other than repetition_penalty).
+// Fields the server does not use (user, metadata, ...) are ignored.
+CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint);
+
+// The model's defaults with the request's fields over them; ApiError for values out of range.
+runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults,
+                                       const CompletionRequest& request);
+
+// {"error": {"message", "type", "param", "code"}}
+nlohmann::json error_body(const std::string& message, const std::string& type = "invalid_request_error",
+                          const std::string& param = {});
+
+// What a response names besides its text.
+struct ResponseMeta {
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // unix seconds
+  std::string model;
+};
+
+// The whole response: finish_reason "stop" (end of sequence or a stop string) or "length".
+nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
+                               const char* finish_reason, int64_t prompt_tokens,
+                               int64_t completion_tokens);
+// One streamed chunk: `text` as the delta (chat: the first chunk also carries the role), and
+// finish_reason on the last one (null before).
+nlohmann::json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
+                          const char* finish_reason, bool first);
+// The usage chunk of stream_options.include_usage (no choices).
+nlohmann::json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, int64_t prompt_tokens,
+                           int64_t completion_tokens);
+// "data: <json>\n\n" (invalid UTF-8 replaced: the text is the model's).
+std::string sse_event(const nlohmann::json& body);
+
+// Ends a text stream at the first stop string: push() returns what may be sent now, holding
+// back a tail that could still grow into a stop string; once one appears, the text before it
+// has been returned and stopped() is true (the stop string itself is never returned).
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops);
+  std::string push(std::string_view piece);
+  std::string finish();  // the held-back tail, at the end of generation
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+  bool stopped_ = false;
+};
+
+}  // namespace exq::server

@@ -1,0 +1,247 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+
+#include "chat/template.h"
+#include "core/error.h"
+#include "server/openai.h"
+
+namespace exq::server {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kJson = "application/json";
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  send_json(res, e.status(), error_body(e.what(), e.type(), e.param()));
+}
+
+const char* finish_reason(const runtime::GenerateResult& r, bool stopped) {
+  if (stopped || r.stop == runtime::StopReason::Eos) return "stop";
+  return "length";
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerModel model;
+  std::optional<chat::Template> chat_template;
+  httplib::Server http;
+  std::mutex generate_mutex;  // one generation at a time on the model
+  std::atomic<uint64_t> next_id{1};
+
+  // A request ready to run: its prompt ids and generation options.
+  struct Job {
+    CompletionRequest request;
+    std::vector<int32_t> prompt;
+    runtime::GenerateOptions options;
+    ResponseMeta meta;
+  };
+
+  Job prepare(const httplib::Request& req, Endpoint endpoint) {
+    json body;
+    try {
+      body = json::parse(req.body);
+    } catch (const json::exception& e) {
+      throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
+    }
+    Job job;
+    job.request = parse_request(body, endpoint);
+    const CompletionRequest& r = job.request;
+    if (endpoint == Endpoint::ChatCompletions) {
+      if (!chat_template)
+        throw ApiError(400, fmt::format("model '{}' has no chat template: use /v1/completions", model.id),
+                       "messages");
+      std::string text;
+      try {
+        text = chat::render_chat(*chat_template, r.messages, /*add_generation_prompt=*/true,
+                                 model.bos_token, model.eos_token);
+      } catch (const Error& e) {
+        throw ApiError(400, fmt::format("the chat template refused the messages: {}", e.message()),
+                       "messages");
+      }
+      job.prompt = model.tokenizer->encode(text, /*add_special_tokens=*/false);
+    } else {
+      job.prompt = model.tokenizer->encode(r.prompt, /*add_special_tokens=*/true);
+    }
+    const auto prompt_tokens = static_cast<int64_t>(job.prompt.size());
+    if (prompt_tokens == 0) throw ApiError(400, "the prompt is empty", "prompt");
+    if (prompt_tokens >= model.max_context)
+      throw ApiError(400,
+                     fmt::format("the prompt has {} tokens; this server's context holds {} (prompt + "
+                                 "generated tokens)",
+                                 prompt_tokens, model.max_context));
+    const int64_t room = model.max_context - prompt_tokens;
+    if (r.max_tokens && *r.max_tokens > room)
+      throw ApiError(400,
+                     fmt::format("max_tokens {} + the prompt's {} tokens exceed this server's context "
+                                 "of {} tokens",
+                                 *r.max_tokens, prompt_tokens, model.max_context),
+                     "max_tokens");
+    job.options.max_new_tokens = r.max_tokens ? *r.max_tokens : std::min(model.default_max_tokens, room);
+    job.options.eos_token_ids = model.eos_ids;
+    job.options.sampler = request_sampler(model.sampler, r);
+    const bool chat = endpoint == Endpoint::ChatCompletions;
+    job.meta.id = fmt::format("{}-{:x}{:06x}", chat ? "chatcmpl" : "cmpl",
+                              static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch() /
+                                                    std::chrono::milliseconds(1)),
+                              next_id.fetch_add(1) & 0xffffff);
+    job.meta.created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    job.meta.model = model.id;
+    return job;
+  }
+
+  void complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+    Job job;
+    try {
+      job = prepare(req, endpoint);
+    } catch (const ApiError& e) {
+      send_error(res, e);
+      return;
+    }
+    if (job.request.stream) {
+      stream(std::move(job), res);
+      return;
+    }
+    StopMatcher stops(job.request.stop);
+    std::string text;
+    runtime::GenerateResult result;
+    try {
+      std::lock_guard<std::mutex> lock(generate_mutex);
+      result = model.generate(job.prompt, job.options, [&](std::string_view piece) {
+        text += stops.push(piece);
+        return !stops.stopped();
+      });
+    } catch (const Error& e) {
+      send_json(res, 500, error_body(e.message(), "server_error"));
+      return;
+    }
+    text += stops.finish();
+    send_json(res, 200,
+              completion_body(endpoint, job.meta, text, finish_reason(result, stops.stopped()),
+                              static_cast<int64_t>(job.prompt.size()), result.generated_tokens));
+  }
+
+  void stream(Job job, httplib::Response& res) {
+    auto shared = std::make_shared<Job>(std::move(job));
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider("text/event-stream", [this, shared](size_t, httplib::DataSink& sink) {
+      const Job& j = *shared;
+      const Endpoint e = j.request.endpoint;
+      StopMatcher stops(j.request.stop);
+      bool first = true, open = true;
+      auto send = [&](const json& body) {
+        const std::string ev = sse_event(body);
+        open = open && sink.write(ev.data(), ev.size());
+        return open;
+      };
+      auto send_text = [&](const std::string& text) {
+        if (text.empty() && !first) return open;
+        const bool ok = send(chunk_body(e, j.meta, text, nullptr, first));
+        first = false;
+        return ok;
+      };
+      try {
+        std::lock_guard<std::mutex> lock(generate_mutex);
+        const runtime::GenerateResult r = model.generate(j.prompt, j.options, [&](std::string_view piece) {
+          return send_text(stops.push(piece)) && !stops.stopped();
+        });
+        if (open) send_text(stops.finish());
+        if (open) send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false));
+        if (open && j.request.include_usage)
+          send(usage_chunk(e, j.meta, static_cast<int64_t>(j.prompt.size()), r.generated_tokens));
+      } catch (const Error& err) {
+        send(error_body(err.message(), "server_error"));
+      }
+      if (open) {
+        static constexpr std::string_view kDone = "data: [DONE]\n\n";
+        sink.write(kDone.data(), kDone.size());
+      }
+      sink.done();
+      return true;
+    });
+  }
+};
+
+Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
+  EXQ_CHECK(model.tokenizer != nullptr && model.generate, "serve: a tokenizer and a model are required");
+  EXQ_CHECK(model.max_context >= 2, "serve: the context must hold at least 2 tokens, got {}", model.max_context);
+  EXQ_CHECK(model.default_max_tokens >= 0, "serve: the default max tokens must be >= 0, got {}",
+            model.default_max_tokens);
+  Impl& m = *impl_;
+  m.model = std::move(model);
+  if (!m.model.chat_template.empty()) m.chat_template.emplace(m.model.chat_template);
+
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a second server
+  // bind a port already in use and split its connections instead of failing.
+  m.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&yes), sizeof(yes));
+  });
+  m.http.Get("/health", [&m](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"status", "ok"}, {"model", m.model.id}, {"device", m.model.device}});
+  });
+  m.http.Get("/v1/models", [&m](const httplib::Request&, httplib::Response& res) {
+    const json entry = {{"id", m.model.id},
+                        {"object", "model"},
+                        {"created", 0},
+                        {"owned_by", "exq"},
+                        {"max_context", m.model.max_context}};
+    send_json(res, 200, {{"object", "list"}, {"data", json::array({entry})}});
+  });
+  m.http.Post("/v1/completions", [&m](const httplib::Request& req, httplib::Response& res) {
+    m.complete(req, res, Endpoint::Completions);
+  });
+  m.http.Post("/v1/chat/completions", [&m](const httplib::Request& req, httplib::Response& res) {
+    m.complete(req, res, Endpoint::ChatCompletions);
+  });
+  // Unknown routes and methods: an OpenAI-style JSON error instead of an empty page.
+  m.http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const std::string msg = res.status == 404
+                                ? fmt::format("no route {} {} (see /v1/models, /v1/completions, "
+                                              "/v1/chat/completions)",
+                                              req.method, req.path)
+                                : fmt::format("HTTP {}", res.status);
+    res.set_content(error_body(msg, "invalid_request_error").dump(), kJson);
+  });
+  m.http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string msg = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    } catch (...) {
+    }
+    send_json(res, 500, error_body(msg, "server_error"));
+  });
+}
+
+Server::~Server() { stop(); }
+
+int Server::bind(const std::string& host, int port) {
+  const int bound = port == 0 ? impl_->http.bind_to_any_port(host) : impl_->http.bind_to_port(host, port) ? port : -1;
+  if (bound <= 0) throw Error(fmt::format("serve: cannot listen on {}:{} (in use, or not an address of this machine)", host, port));
+  return bound;
+}
+
+void Server::run() { impl_->http.listen_after_bind(); }
+
+void Server::stop() { impl_->http.stop(); }
+
+}  // namespace exq::server

@@ -1,0 +1,59 @@
+// `exq serve`: an HTTP server with OpenAI's API over one loaded model (cpp-httplib).
+// Routes: GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions (both
+// with "stream": true as server-sent events). Requests are checked and tokenized on the
+// server's worker threads; generations run one at a time on the model (later ones wait).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/generator.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace exq::server {
+
+// Runs one generation from prompt ids on the model (its cache reset first), text through
+// on_text as runtime::generate does.
+using GenerateFn = std::function<runtime::GenerateResult(
+    std::span<const int32_t> prompt, const runtime::GenerateOptions& options,
+    const runtime::TextCallback& on_text)>;
+
+struct ServerModel {
+  std::string id;  // the model name /v1/models lists and responses carry
+  const tokenizer::Tokenizer* tokenizer = nullptr;
+  std::string chat_template;  // empty: /v1/chat/completions answers 400
+  std::string bos_token, eos_token;
+  runtime::SamplerConfig sampler;  // defaults (generation_config.json), requests override
+  std::vector<int32_t> eos_ids;
+  int64_t max_context = 2048;        // prompt + generated tokens
+  int64_t default_max_tokens = 512;  // when a request gives no max_tokens (capped by the context)
+  std::string device;                // reported by /health
+  GenerateFn generate;
+};
+
+class Server {
+ public:
+  // Throws exq::Error for a bad chat template (named) or a missing tokenizer / generate.
+  explicit Server(ServerModel model);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port (port 0: any free port) and returns the port; throws exq::Error when the
+  // address cannot be bound.
+  int bind(const std::string& host, int port);
+  // Serves until stop() (from another thread or a signal handler).
+  void run();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace exq::server

@@ -1,0 +1,184 @@
+#include "server/openai.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace exq::server {
+namespace {
+
+using nlohmann::json;
+
+// The ApiError a body gives, as "param: message" (empty when it parses).
+std::string refusal(const json& body, Endpoint e) {
+  try {
+    parse_request(body, e);
+  } catch (const ApiError& err) {
+    EXPECT_EQ(err.status(), 400);
+    return err.param() + ": " + err.what();
+  }
+  return "";
+}
+
+TEST(ParseRequest, ChatFields) {
+  const json body = {
+      {"model", "x"},
+      {"messages",
+       {{{"role", "developer"}, {"content", "be brief"}},
+        {{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}})}}}},
+      {"max_completion_tokens", 7},
+      {"temperature", 0.5},
+      {"top_p", 0.9},
+      {"top_k", 20},
+      {"min_p", 0.1},
+      {"repetition_penalty", 1.1},
+      {"seed", 42},
+      {"stop", "###"},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}}},
+      {"n", 1},
+      {"presence_penalty", 0},
+      {"logprobs", false},
+      {"user", "ignored"}};
+  const CompletionRequest r = parse_request(body, Endpoint::ChatCompletions);
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[0]["role"], "system");  // developer is OpenAI's newer name for it
+  EXPECT_EQ(r.messages[1]["content"], "a\nb");
+  EXPECT_EQ(r.max_tokens, 7);
+  EXPECT_FLOAT_EQ(*r.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(*r.top_p, 0.9f);
+  EXPECT_EQ(r.top_k, 20);
+  EXPECT_FLOAT_EQ(*r.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(*r.repetition_penalty, 1.1f);
+  EXPECT_EQ(r.seed, 42u);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"###"});
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+}
+
+TEST(ParseRequest, CompletionPromptForms) {
+  EXPECT_EQ(parse_request({{"prompt", "hi"}}, Endpoint::Completions).prompt, "hi");
+  EXPECT_EQ(parse_request({{"prompt", {"hi"}}}, Endpoint::Completions).prompt, "hi");
+  const CompletionRequest r = parse_request({{"prompt", "x"}, {"max_tokens", 3.0}, {"stop", {"a", "b"}}, {"temperature", nullptr}},
+                                            Endpoint::Completions);
+  EXPECT_EQ(r.max_tokens, 3);  // 3.0 is an integer
+  EXPECT_EQ(r.stop, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(r.temperature.has_value());  // null means absent
+  EXPECT_FALSE(r.stream);
+}
+
+TEST(ParseRequest, RefusalsNameTheField) {
+  const auto C = Endpoint::Completions, H = Endpoint::ChatCompletions;
+  EXPECT_EQ(refusal({{"model", "m"}}, C), "prompt: 'prompt' is required");
+  EXPECT_EQ(refusal({{"prompt", {1, 2, 3}}}, C), "prompt: prompts of token ids are not supported: send text");
+  EXPECT_EQ(refusal({{"prompt", {"a", "b"}}}, C), "prompt: 'prompt' must be a string (or an array holding one string)");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"max_tokens", -1}}, C), "max_tokens: 'max_tokens' must be >= 0");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"max_tokens", 1.5}}, C), "max_tokens: 'max_tokens' must be an integer");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"temperature", "hot"}}, C), "temperature: 'temperature' must be a number");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"stream", 1}}, C), "stream: 'stream' must be true or false");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", {"a", 1}}}, C), "stop: 'stop' must be a string or an array of strings");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", ""}}, C), "stop: stop strings must not be empty");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"n", 2}}, C), "n: only n = 1 is supported");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", 5}}, C), "logprobs: logprobs are not supported");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"echo", true}}, C), "echo: echo is not supported");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"frequency_penalty", 0.5}}, C),
+            "frequency_penalty: 'frequency_penalty' is not supported; use repetition_penalty");
+  EXPECT_EQ(refusal({{"messages", json::array()}}, H), "messages: 'messages' must be a non-empty array");
+  EXPECT_EQ(refusal({{"prompt", "a"}}, H), "messages: 'messages' is required");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, H),
+            "messages[0].role: role 'tool' is not supported (system, user, assistant)");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}}}}}, H), "messages[0].content: every message needs a content");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, H),
+            "messages[0].content: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", {{{"type", "function"}}}}}, H),
+            "tools: tool and function calls are not supported");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"response_format", {{"type", "json_object"}}}}, H),
+            "response_format: only response_format {\"type\": \"text\"} is supported");
+  EXPECT_EQ(refusal(json::array(), C), ": the request body must be a JSON object");
+}
+
+TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
+  runtime::SamplerConfig d;
+  d.temperature = 0.7f;
+  d.top_k = 50;
+  CompletionRequest r;
+  r.top_k = 5;
+  r.seed = 9;
+  const runtime::SamplerConfig s = request_sampler(d, r);
+  EXPECT_FLOAT_EQ(s.temperature, 0.7f);
+  EXPECT_EQ(s.top_k, 5);
+  EXPECT_EQ(s.seed, 9u);
+  r.top_p = 1.5f;
+  EXPECT_THROW(request_sampler(d, r), ApiError);
+}
+
+TEST(Bodies, CompletionAndChunks) {
+  const ResponseMeta meta{"chatcmpl-1", 1700000000, "m"};
+  const json c = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", 5, 2);
+  EXPECT_EQ(c["object"], "chat.completion");
+  EXPECT_EQ(c["choices"][0]["message"]["content"], "hello");
+  EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(c["usage"]["total_tokens"], 7);
+  const json t = completion_body(Endpoint::Completions, meta, "x", "length", 1, 1);
+  EXPECT_EQ(t["object"], "text_completion");
+  EXPECT_EQ(t["choices"][0]["text"], "x");
+
+  const json first = chunk_body(Endpoint::ChatCompletions, meta, "He", nullptr, true);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", "He"}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  const json last = chunk_body(Endpoint::ChatCompletions, meta, "", "length", false);
+  EXPECT_EQ(last["choices"][0]["delta"], json::object());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  const json u = usage_chunk(Endpoint::ChatCompletions, meta, 3, 4);
+  EXPECT_TRUE(u["choices"].empty());
+  EXPECT_EQ(u["usage"]["completion_tokens"], 4);
+
+  EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");
+  EXPECT_EQ(sse_event(json{{"t", std::string("\xff")}}), "data: {\"t\":\"\xEF\xBF\xBD\"}\n\n");
+  const json e = error_body("bad", "invalid_request_error", "stop");
+  EXPECT_EQ(e["error"]["message"], "bad");
+  EXPECT_EQ(e["error"]["param"], "stop");
+  EXPECT_TRUE(error_body("x")["error"]["param"].is_null());
+}
+
+// Pushes pieces one by one; returns everything emitted (plus finish() when not stopped).
+std::string run(StopMatcher& m, const std::vector<std::string>& pieces, std::vector<std::string>* emitted = nullptr) {
+  std::string out;
+  for (const std::string& p : pieces) {
+    const std::string e = m.push(p);
+    if (emitted) emitted->push_back(e);
+    out += e;
+  }
+  return out + m.finish();
+}
+
+TEST(StopMatcher, StopsAtTheFirstStopStringAcrossPieces) {
+  StopMatcher m({"</s>", "END"});
+  std::vector<std::string> emitted;
+  EXPECT_EQ(run(m, {"Hello <", "/", "s> more"}, &emitted), "Hello ");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(emitted, (std::vector<std::string>{"Hello ", "", ""}));  // "<" and "</" held back
+
+  StopMatcher two({"xyz", "b"});
+  EXPECT_EQ(run(two, {"axy", "zb"}), "a");  // both in the text: the earlier one wins
+  EXPECT_TRUE(two.stopped());
+}
+
+TEST(StopMatcher, ReleasesHeldTextThatDoesNotMatch) {
+  StopMatcher m({"STOP"});
+  std::vector<std::string> emitted;
+  EXPECT_EQ(run(m, {"a S", "T", "x", "ST"}, &emitted), "a STxST");
+  EXPECT_FALSE(m.stopped());
+  EXPECT_EQ(emitted, (std::vector<std::string>{"a ", "", "STx", ""}));  // the last "ST" comes from finish()
+
+  StopMatcher none({});
+  EXPECT_EQ(run(none, {"a", "b"}), "ab");
+  StopMatcher repeated({"aab"});
+  EXPECT_EQ(run(repeated, {"a", "a", "a", "b", "c"}), "a");  // "aaab": the match starts at 1
+}
+
+}  // namespace
+}  // namespace exq::server

@@ -1,0 +1,333 @@
+#include "server/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chat/template.h"
+#include "core/error.h"
+#include "model/llama.h"
+#include "runtime/generation_config.h"
+#include "runtime/model_step.h"
+#include "test_support.h"
+#include "tokenizer/tokenizer_config.h"
+
+namespace exq::server {
+namespace {
+
+using nlohmann::json;
+
+std::filesystem::path tokenizer_dir() { return test::shared_dir() / "models" / "smollm2-135m-instruct"; }
+
+// What the fake model saw and does: it "generates" `pieces` one token each.
+struct Fake {
+  std::mutex mu;
+  std::vector<int32_t> prompt;
+  runtime::GenerateOptions options;
+  std::vector<std::string> pieces = {"Hello", " wor", "ld", "###", " tail"};
+  bool fail = false;
+
+  runtime::GenerateResult generate(std::span<const int32_t> p, const runtime::GenerateOptions& o,
+                                   const runtime::TextCallback& cb) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      prompt.assign(p.begin(), p.end());
+      options = o;
+    }
+    if (fail) throw Error("logits hold NaN at step 3");
+    runtime::GenerateResult r;
+    r.prompt_tokens = static_cast<int64_t>(p.size());
+    r.stop = runtime::StopReason::Eos;
+    for (const std::string& s : pieces) {
+      if (r.generated_tokens == o.max_new_tokens) {
+        r.stop = runtime::StopReason::MaxTokens;
+        break;
+      }
+      ++r.generated_tokens;
+      r.text += s;
+      if (cb && !cb(s)) {
+        r.stop = runtime::StopReason::Callback;
+        break;
+      }
+    }
+    return r;
+  }
+};
+
+// A server on a free port of 127.0.0.1, serving from a thread until destroyed.
+class Running {
+ public:
+  explicit Running(ServerModel m) : server_(std::move(m)) {
+    port_ = server_.bind("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_.run(); });
+  }
+  ~Running() {
+    server_.stop();
+    thread_.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+
+ private:
+  Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+};
+
+Reply post(const Running& s, const std::string& path, const std::string& body) {
+  auto res = s.client().Post(path, body, "application/json");
+  Reply r;
+  if (!res) return r;
+  r.status = res->status;
+  r.raw = res->body;
+  if (res->get_header_value("Content-Type").rfind("application/json", 0) == 0) r.body = json::parse(res->body);
+  return r;
+}
+
+// The JSON payloads of an event stream ("[DONE]" as a string).
+std::vector<json> events(const std::string& raw) {
+  std::vector<json> out;
+  size_t at = 0;
+  while (at < raw.size()) {
+    const size_t end = raw.find("\n\n", at);
+    EXPECT_NE(end, std::string::npos) << "unterminated event in: " << raw;
+    if (end == std::string::npos) break;
+    const std::string ev = raw.substr(at, end - at);
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    const std::string data = ev.substr(6);
+    out.push_back(data == "[DONE]" ? json("[DONE]") : json::parse(data));
+    at = end + 2;
+  }
+  return out;
+}
+
+class ServerFake : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tok_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(tokenizer_dir() / "tokenizer.json"));
+    tc_ = tokenizer::load_tokenizer_config(tokenizer_dir());
+  }
+  ServerModel model(int64_t max_context = 256) {
+    ServerModel m;
+    m.id = "smol";
+    m.tokenizer = tok_.get();
+    m.chat_template = tc_.chat_template;
+    m.bos_token = tc_.bos_token;
+    m.eos_token = tc_.eos_token;
+    m.sampler.temperature = 0.6f;
+    m.eos_ids = {2};
+    m.max_context = max_context;
+    m.default_max_tokens = 100;
+    m.device = "fake";
+    m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, const runtime::TextCallback& cb) {
+      return fake_.generate(p, o, cb);
+    };
+    return m;
+  }
+  std::vector<int32_t> chat_ids(const json& messages) const {
+    const chat::Template t(tc_.chat_template);
+    return tok_->encode(chat::render_chat(t, messages, true, tc_.bos_token, tc_.eos_token), false);
+  }
+
+  std::unique_ptr<tokenizer::Tokenizer> tok_;
+  tokenizer::TokenizerConfig tc_;
+  Fake fake_;
+};
+
+TEST_F(ServerFake, ModelsAndHealth) {
+  Running s(model());
+  auto res = s.client().Get("/v1/models");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  const json m = json::parse(res->body);
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "smol");
+  EXPECT_EQ(m["data"][0]["max_context"], 256);
+  res = s.client().Get("/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["device"], "fake");
+}
+
+TEST_F(ServerFake, ChatCompletionUsesTheTemplateAndStopsAtAStopString) {
+  Running s(model());
+  const json messages = {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}};
+  const Reply r = post(s, "/v1/chat/completions",
+                       json{{"model", "smol"}, {"messages", messages}, {"stop", "###"}, {"top_k", 3}, {"seed", 11}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["object"], "chat.completion");
+  EXPECT_EQ(r.body["model"], "smol");
+  EXPECT_EQ(r.body["choices"][0]["message"]["content"], "Hello world");
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], 4);  // "###" was generated, not returned
+  const std::vector<int32_t> ids = chat_ids(messages);
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], static_cast<int64_t>(ids.size()));
+  EXPECT_EQ(fake_.prompt, ids);
+  EXPECT_EQ(fake_.options.max_new_tokens, 100);  // the server's default
+  EXPECT_EQ(fake_.options.eos_token_ids, std::vector<int32_t>{2});
+  EXPECT_FLOAT_EQ(fake_.options.sampler.temperature, 0.6f);  // the model's default
+  EXPECT_EQ(fake_.options.sampler.top_k, 3);
+  EXPECT_EQ(fake_.options.sampler.seed, 11u);
+}
+
+TEST_F(ServerFake, CompletionLengthAndPrompt) {
+  Running s(model());
+  const Reply r = post(s, "/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 2}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["object"], "text_completion");
+  EXPECT_EQ(r.body["choices"][0]["text"], "Hello wor");
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(fake_.prompt, tok_->encode("Once upon a time", true));
+  EXPECT_EQ(fake_.options.max_new_tokens, 2);
+}
+
+TEST_F(ServerFake, DefaultMaxTokensFitTheContext) {
+  Running s(model(24));
+  const Reply r = post(s, "/v1/completions", json{{"prompt", "one two three four"}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const auto n = static_cast<int64_t>(tok_->encode("one two three four", true).size());
+  EXPECT_EQ(fake_.options.max_new_tokens, 24 - n);
+}
+
+TEST_F(ServerFake, StreamedChunksAddUpToTheText) {
+  Running s(model());
+  const json req = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"stream", true},
+                    {"stop", {"###"}}, {"stream_options", {{"include_usage", true}}}};
+  auto res = s.client().Post("/v1/chat/completions", req.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+  const std::vector<json> ev = events(res->body);
+  ASSERT_GE(ev.size(), 4u);
+  EXPECT_EQ(ev.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 2 < ev.size(); ++i) {
+    EXPECT_EQ(ev[i]["object"], "chat.completion.chunk");
+    EXPECT_EQ(ev[i]["id"], ev[0]["id"]);
+    text += ev[i]["choices"][0]["delta"].value("content", "");
+  }
+  EXPECT_EQ(ev[0]["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(text, "Hello world");
+  EXPECT_EQ(ev[ev.size() - 3]["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(ev[ev.size() - 2]["choices"].empty());
+  EXPECT_EQ(ev[ev.size() - 2]["usage"]["completion_tokens"], 4);
+
+  // The completions stream: text chunks, then the finish.
+  res = s.client().Post("/v1/completions", json{{"prompt", "x"}, {"stream", true}, {"max_tokens", 3}}.dump(),
+                        "application/json");
+  ASSERT_TRUE(res);
+  const std::vector<json> ev2 = events(res->body);
+  std::string t2;
+  for (size_t i = 0; i + 1 < ev2.size(); ++i) t2 += ev2[i]["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(t2, "Hello world");
+  EXPECT_EQ(ev2[ev2.size() - 2]["choices"][0]["finish_reason"], "length");
+}
+
+TEST_F(ServerFake, BadRequestsGetJsonErrors) {
+  Running s(model(32));
+  Reply r = post(s, "/v1/chat/completions", "{not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("not valid JSON"), std::string::npos);
+  r = post(s, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 100}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body["error"]["param"], "max_tokens");
+  r = post(s, "/v1/completions", json{{"prompt", std::string(400, 'a') + " b c d e f g h i j k l m n o p"}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("context holds 32"), std::string::npos) << r.raw;
+  r = post(s, "/v1/completions", json{{"prompt", "x"}, {"temperature", -1}}.dump());
+  EXPECT_EQ(r.status, 400);
+  r = post(s, "/v1/nothing", "{}");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("no route POST /v1/nothing"), std::string::npos);
+  fake_.fail = true;
+  r = post(s, "/v1/completions", json{{"prompt", "x"}}.dump());
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.body["error"]["type"], "server_error");
+  EXPECT_EQ(r.body["error"]["message"], "logits hold NaN at step 3");
+}
+
+TEST_F(ServerFake, NoChatTemplateIsAClearError) {
+  ServerModel m = model();
+  m.chat_template.clear();
+  Running s(std::move(m));
+  const Reply r = post(s, "/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "Hi"}}}}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body["error"]["message"], "model 'smol' has no chat template: use /v1/completions");
+}
+
+TEST_F(ServerFake, PortInUseIsAClearError) {
+  Running s(model());
+  Server other(model());
+  const int port = other.bind("127.0.0.1", 0);
+  Server third(model());
+  EXPECT_THROW(third.bind("127.0.0.1", port), Error);
+}
+
+// The real model: greedy answers over HTTP equal runtime::generate_text's, streamed or not.
+TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
+  EXQ_REQUIRE_MODEL();
+  const std::filesystem::path dir = test::test_model();
+  model::LlamaModel llama = model::LlamaModel::load(dir);
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  const tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
+  const runtime::GenerationConfig gen = runtime::load_generation_config(dir);
+  ServerModel m;
+  m.id = "smollm2";
+  m.tokenizer = &tok;
+  m.chat_template = tc.chat_template;
+  m.bos_token = tc.bos_token;
+  m.eos_token = tc.eos_token;
+  m.sampler = runtime::sampler_defaults(gen);
+  m.eos_ids = runtime::stop_token_ids(gen, llama.config(), tok, tc.eos_token);
+  m.max_context = 512;
+  m.generate = [&](std::span<const int32_t> p, const runtime::GenerateOptions& o, const runtime::TextCallback& cb) {
+    return runtime::generate_text(llama, tok, p, o, cb);
+  };
+  const std::vector<int32_t> eos = m.eos_ids;
+  Running s(std::move(m));
+
+  const json messages = {{{"role", "user"}, {"content", "What is the capital of France?"}}};
+  const chat::Template t(tc.chat_template);
+  const std::vector<int32_t> prompt =
+      tok.encode(chat::render_chat(t, messages, true, tc.bos_token, tc.eos_token), false);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 24;
+  o.eos_token_ids = eos;
+  o.sampler.temperature = 0.0f;
+  const runtime::GenerateResult want = runtime::generate_text(llama, tok, prompt, o);
+  ASSERT_FALSE(want.text.empty());
+
+  const json req = {{"messages", messages}, {"max_tokens", 24}, {"temperature", 0}};
+  const Reply r = post(s, "/v1/chat/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], want.stop == runtime::StopReason::Eos ? "stop" : "length");
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want.generated_tokens);
+
+  json sreq = req;
+  sreq["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string text;
+  for (const json& e : events(res->body))
+    if (e.is_object() && !e["choices"].empty()) text += e["choices"][0]["delta"].value("content", "");
+  EXPECT_EQ(text, want.text);
+}
+
+}  // namespace
+}  // namespace exq::server
