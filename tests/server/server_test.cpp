@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +33,8 @@ struct Fake {
   runtime::GenerateOptions options;
   std::vector<std::string> pieces = {"Hello", " wor", "ld", "###", " tail"};
   bool fail = false;
+  runtime::StopReason last_stop = runtime::StopReason::MaxTokens;
+  int64_t last_generated = 0;
 
   runtime::GenerateResult generate(std::span<const int32_t> p, const runtime::GenerateOptions& o,
                                    const runtime::TextCallback& cb) {
@@ -56,6 +59,9 @@ struct Fake {
         break;
       }
     }
+    std::lock_guard<std::mutex> lock(mu);
+    last_stop = r.stop;
+    last_generated = r.generated_tokens;
     return r;
   }
 };
@@ -235,6 +241,34 @@ TEST_F(ServerFake, StreamedChunksAddUpToTheText) {
   for (size_t i = 0; i + 1 < ev2.size(); ++i) t2 += ev2[i]["choices"][0]["text"].get<std::string>();
   EXPECT_EQ(t2, "Hello world");
   EXPECT_EQ(ev2[ev2.size() - 2]["choices"][0]["finish_reason"], "length");
+}
+
+TEST_F(ServerFake, ADroppedStreamStopsItsGeneration) {
+  fake_.pieces.assign(2000000, "x");
+  Running s(model(1 << 22));
+  httplib::Client c = s.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body = json{{"prompt", "x"}, {"stream", true}, {"max_tokens", 2000000}}.dump();
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+  httplib::Response res;
+  httplib::Error err = httplib::Error::Success;
+  c.send(req, res, err);  // the receiver's false closes the connection
+  EXPECT_EQ(chunks, 3);
+  // The server notices the closed connection at a later write and stops the generation.
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(fake_.mu);
+      if (fake_.last_stop == runtime::StopReason::Callback) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::lock_guard<std::mutex> lock(fake_.mu);
+  EXPECT_EQ(fake_.last_stop, runtime::StopReason::Callback);
+  EXPECT_LT(fake_.last_generated, 2000000);
 }
 
 TEST_F(ServerFake, BadRequestsGetJsonErrors) {
