@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <memory>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/run_util.h"
@@ -35,10 +40,13 @@ struct ServeArgs {
   std::string device = "auto";
 };
 
-std::atomic<server::Server*> g_server{nullptr};
+int g_stop_pipe[2] = {-1, -1};
 
-extern "C" void on_signal(int) {
-  if (server::Server* s = g_server.load()) s->stop();
+extern "C" void on_stop_signal(int) {
+  const int saved = errno;
+  const char c = 1;
+  [[maybe_unused]] const ssize_t n = write(g_stop_pipe[1], &c, 1);
+  errno = saved;
 }
 
 void run_serve(const ServeArgs& a) {
@@ -93,16 +101,32 @@ void run_serve(const ServeArgs& a) {
   const int64_t ctx = sm.max_context;
   server::Server srv(std::move(sm));
   const int port = srv.bind(a.host, a.port);
-  g_server.store(&srv);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
+  // SIGINT / SIGTERM write a byte to a pipe (all a handler may safely do); a thread reading it
+  // stops the server.
+  if (pipe(g_stop_pipe) != 0) throw Error("serve: cannot create the signal pipe");
+  std::thread waiter([&srv] {
+    char c = 0;
+    while (read(g_stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    srv.stop();
+  });
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   fmt::print(stderr,
              "exq serve: {} on {}, context {} tokens; listening on http://{}:{} "
              "(/v1/chat/completions, /v1/completions, /v1/models, /health)\n",
              id, dev, ctx, a.host, port);
   std::fflush(stderr);
   srv.run();
-  g_server.store(nullptr);
+  on_stop_signal(0);  // releases the waiter when run() ended without a signal
+  waiter.join();
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  close(g_stop_pipe[0]);
+  close(g_stop_pipe[1]);
   fmt::print(stderr, "exq serve: stopped\n");
 }
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "chat/template.h"
 #include "core/error.h"
@@ -42,6 +43,9 @@ struct Server::Impl {
   httplib::Server http;
   std::mutex generate_mutex;  // one generation at a time on the model
   std::atomic<uint64_t> next_id{1};
+  // stop() may come before run() has started listening (httplib's stop() is then a no-op):
+  // run() checks for it, and stop() waits for a run() it sees entered to be listening.
+  std::atomic<bool> stop_requested{false}, run_entered{false}, run_returned{false};
 
   // A request ready to run: its prompt ids and generation options.
   struct Job {
@@ -240,8 +244,19 @@ int Server::bind(const std::string& host, int port) {
   return bound;
 }
 
-void Server::run() { impl_->http.listen_after_bind(); }
+void Server::run() {
+  Impl& m = *impl_;
+  m.run_entered = true;
+  if (!m.stop_requested) m.http.listen_after_bind();
+  m.run_returned = true;
+}
 
-void Server::stop() { impl_->http.stop(); }
+void Server::stop() {
+  Impl& m = *impl_;
+  m.stop_requested = true;
+  if (m.run_entered)
+    while (!m.http.is_running() && !m.run_returned) std::this_thread::yield();
+  m.http.stop();
+}
 
 }  // namespace exq::server

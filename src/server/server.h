@@ -47,7 +47,8 @@ class Server {
   // Binds host:port (port 0: any free port) and returns the port; throws exq::Error when the
   // address cannot be bound.
   int bind(const std::string& host, int port);
-  // Serves until stop() (from another thread or a signal handler).
+  // Serves until stop(), which another thread calls (also before run(): run() then returns at
+  // once). Not for a signal handler: stop() may wait for run() to start listening.
   void run();
   void stop();
 
