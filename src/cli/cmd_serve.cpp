@@ -2,12 +2,10 @@
 // (server/server.h) on the CPU or a CUDA GPU (--device). Runs until SIGINT / SIGTERM.
 #include <fmt/format.h>
 
-#include <atomic>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <csignal>
 #include <memory>
 #include <thread>
 

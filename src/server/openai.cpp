@@ -214,6 +214,19 @@ json usage(int64_t prompt_tokens, int64_t completion_tokens) {
 
 json reason(const char* finish_reason) { return finish_reason ? json(finish_reason) : json(nullptr); }
 
+// What every response and chunk starts with; `object`: chat.completion, .chunk or text_completion.
+json envelope(const char* object, const ResponseMeta& meta, json choices) {
+  return {{"id", meta.id},
+          {"object", object},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"choices", std::move(choices)}};
+}
+
+const char* chunk_object(Endpoint endpoint) {
+  return endpoint == Endpoint::ChatCompletions ? "chat.completion.chunk" : "text_completion";
+}
+
 }  // namespace
 
 json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
@@ -224,12 +237,9 @@ json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::str
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   else
     choice["text"] = text;
-  return {{"id", meta.id},
-          {"object", chat ? "chat.completion" : "text_completion"},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"choices", json::array({choice})},
-          {"usage", usage(prompt_tokens, completion_tokens)}};
+  json body = envelope(chat ? "chat.completion" : "text_completion", meta, json::array({choice}));
+  body["usage"] = usage(prompt_tokens, completion_tokens);
+  return body;
 }
 
 json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
@@ -244,21 +254,14 @@ json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& 
   } else {
     choice["text"] = text;
   }
-  return {{"id", meta.id},
-          {"object", chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"choices", json::array({choice})}};
+  return envelope(chunk_object(endpoint), meta, json::array({choice}));
 }
 
 json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, int64_t prompt_tokens,
                  int64_t completion_tokens) {
-  return {{"id", meta.id},
-          {"object", endpoint == Endpoint::ChatCompletions ? "chat.completion.chunk" : "text_completion"},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"choices", json::array()},
-          {"usage", usage(prompt_tokens, completion_tokens)}};
+  json body = envelope(chunk_object(endpoint), meta, json::array());
+  body["usage"] = usage(prompt_tokens, completion_tokens);
+  return body;
 }
 
 std::string sse_event(const json& body) {

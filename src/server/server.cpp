@@ -99,13 +99,11 @@ struct Server::Impl {
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
     const bool chat = endpoint == Endpoint::ChatCompletions;
+    const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
     job.meta.id = fmt::format("{}-{:x}{:06x}", chat ? "chatcmpl" : "cmpl",
-                              static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch() /
-                                                    std::chrono::milliseconds(1)),
+                              static_cast<uint64_t>(since_epoch / std::chrono::milliseconds(1)),
                               next_id.fetch_add(1) & 0xffffff);
-    job.meta.created = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
+    job.meta.created = std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count();
     job.meta.model = model.id;
     return job;
   }
