@@ -87,9 +87,10 @@ case "${1:-run}" in
             extra=""; [ "$1" = "2.5" ] && extra="-m /tmp/q40/measurement.json"
             timed "quantize $1" timeout 300 "$STAGE/exq" quantize -i $EXQ_TEST_MODEL -o $2 -cf $3 -b $1 $CAL $extra --device cuda --status-json > $OUT/convert_$1.jsonl 2> /tmp/convert_$1.err
             tail -n 4 /tmp/convert_$1.err
-            timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cuda --json
-            timeout 120 "$STAGE/exq" ppl -m $3 -f $D/c4.utf8 --window 512 --windows 16 --device cuda --json
-            [ -n "${CPU_PPL:-}" ] && timeout 120 "$STAGE/exq" ppl -m $3 -f $D/wiki.utf8 --window 512 --windows 16 --device cpu --json
+            # --kl-base: also the KL divergence to the FP16 model on the same windows
+            timeout 120 "$STAGE/exq" ppl -m $3 --kl-base $EXQ_TEST_MODEL -f $D/wiki.utf8 --window 512 --windows 16 --device cuda --json
+            timeout 120 "$STAGE/exq" ppl -m $3 --kl-base $EXQ_TEST_MODEL -f $D/c4.utf8 --window 512 --windows 16 --device cuda --json
+            [ -n "${CPU_PPL:-}" ] && timeout 180 "$STAGE/exq" ppl -m $3 --kl-base $EXQ_TEST_MODEL -f $D/wiki.utf8 --window 512 --windows 16 --device cpu --json
           done ;;
         model8b)  # random Llama-3-8B-shaped model, $LAYERS layers, converted at 4.0 bpw under a 24 GB budget (TIED= : untied head)
           L=${LAYERS:-8}

@@ -43,15 +43,16 @@ PerplexityResult score_windows(const std::vector<std::vector<int32_t>>& windows,
   return r;
 }
 
+WindowLogits window_logits(model::LlamaModel& model) {
+  return [&model](size_t, std::span<const int32_t> inputs) {
+    model::KvCache cache = model.make_cache(static_cast<int64_t>(inputs.size()) + 1);
+    return model.forward(inputs, cache, true);
+  };
+}
+
 PerplexityResult perplexity(model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
                             const std::function<void(int64_t, double)>& on_window) {
-  return score_windows(
-      windows, model.config().vocab_size,
-      [&](size_t, std::span<const int32_t> inputs) {
-        model::KvCache cache = model.make_cache(static_cast<int64_t>(inputs.size()) + 1);
-        return model.forward(inputs, cache, true);
-      },
-      on_window);
+  return score_windows(windows, model.config().vocab_size, window_logits(model), on_window);
 }
 
 }  // namespace exq::runtime

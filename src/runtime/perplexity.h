@@ -36,4 +36,7 @@ PerplexityResult score_windows(const std::vector<std::vector<int32_t>>& windows,
                                const WindowLogits& logits,
                                const std::function<void(int64_t, double)>& on_window = {});
 
+// A CPU model's WindowLogits (the model must outlive it).
+WindowLogits window_logits(model::LlamaModel& model);
+
 }  // namespace exq::runtime

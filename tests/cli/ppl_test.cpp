@@ -6,6 +6,7 @@
 
 #include "cli_support.h"
 #include "model/llama.h"
+#include "runtime/kl_divergence.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
 
@@ -92,6 +93,97 @@ TEST(CliPpl, MissingTensor) {
   const auto text = dir.parent_path() / "t.txt";
   write_text(text, sample_text());
   expect_user_error(run_exq({"ppl", "-m", dir.string(), "-f", text.string()}), "model.norm.weight");
+}
+
+// --kl-base on tiny random models: a model against itself is 0 everywhere, against another
+// the figures agree with each model's plain ppl run and with the library.
+TEST(CliPpl, KlBase) {
+  const auto dir = tiny_model_dir("kl");
+  const auto other = dir.parent_path() / "other";
+  write_model_dir(other, tiny_config(), tiny_tensors(tiny_config(), 2));
+  const auto text = dir.parent_path() / "text.txt";
+  write_text(text, sample_text());
+  const std::vector<std::string> common = {"-f", text.string(), "--window", "64", "--windows", "2", "--threads", "2"};
+  auto args = [&](std::vector<std::string> a) {
+    a.insert(a.end(), common.begin(), common.end());
+    return a;
+  };
+
+  const RunResult self = run_exq(args({"ppl", "-m", dir.string(), "--kl-base", dir.string(), "--json"}));
+  ASSERT_EQ(self.exit_code, 0) << self.err;
+  const json s = json::parse(self.out);
+  EXPECT_EQ(s["kl"]["mean"].get<double>(), 0.0);
+  EXPECT_EQ(s["kl"]["max"].get<double>(), 0.0);
+  EXPECT_EQ(s["kl"]["same_top"].get<double>(), 1.0);
+  EXPECT_EQ(s["kl"]["delta_p_rms"].get<double>(), 0.0);
+  EXPECT_EQ(s["kl"]["base_ppl"].get<double>(), s["ppl"].get<double>());
+
+  const RunResult cmp = run_exq(args({"ppl", "-m", dir.string(), "--kl-base", other.string(), "--json"}));
+  ASSERT_EQ(cmp.exit_code, 0) << cmp.err;
+  const json c = json::parse(cmp.out);
+  const RunResult plain_test = run_exq(args({"ppl", "-m", dir.string(), "--json"}));
+  const RunResult plain_base = run_exq(args({"ppl", "-m", other.string(), "--json"}));
+  ASSERT_EQ(plain_test.exit_code, 0) << plain_test.err;
+  ASSERT_EQ(plain_base.exit_code, 0) << plain_base.err;
+  const double ppl_t = json::parse(plain_test.out)["ppl"].get<double>();
+  const double ppl_b = json::parse(plain_base.out)["ppl"].get<double>();
+  EXPECT_NEAR(c["ppl"].get<double>(), ppl_t, 1e-9 * ppl_t);
+  EXPECT_NEAR(c["kl"]["base_ppl"].get<double>(), ppl_b, 1e-9 * ppl_b);
+  EXPECT_NEAR(c["kl"]["ln_ppl_ratio"].get<double>(), std::log(ppl_t / ppl_b), 1e-9);
+  EXPECT_EQ(c["kl"]["window_kl"].size(), 2u);
+  // Two random models: near-uniform distributions over 49152 tokens, slightly apart.
+  const double kl = c["kl"]["mean"].get<double>();
+  EXPECT_GT(kl, 0.0);
+  EXPECT_LT(kl, 1.0);
+  EXPECT_LE(c["kl"]["median"].get<double>(), c["kl"]["p90"].get<double>());
+  EXPECT_LE(c["kl"]["p99_9"].get<double>(), c["kl"]["max"].get<double>());
+
+  // The library on the same windows gives the same mean.
+  auto test_model = model::LlamaModel::load(dir), base_model = model::LlamaModel::load(other);
+  const auto tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  const auto windows = runtime::split_windows(tok.encode(read_file(text), false), 64, 2);
+  const runtime::KlResult lib = runtime::kl_divergence(base_model, test_model, windows);
+  EXPECT_NEAR(kl, lib.kl_mean, 1e-9 * lib.kl_mean);
+
+  const RunResult txt = run_exq(args({"ppl", "-m", dir.string(), "--kl-base", other.string()}));
+  ASSERT_EQ(txt.exit_code, 0) << txt.err;
+  for (const char* line : {"base perplexity:", "KL divergence from base: mean", "same top token as base:",
+                           "ln(ppl / base ppl):"})
+    EXPECT_NE(txt.out.find(line), std::string::npos) << line << " not in " << txt.out;
+  EXPECT_NE(txt.err.find("KL "), std::string::npos) << txt.err;  // per-window progress
+}
+
+TEST(CliPpl, KlBaseMismatches) {
+  const auto dir = tiny_model_dir("klbad");
+  const auto text = dir.parent_path() / "text.txt";
+  write_text(text, sample_text());
+  const std::vector<std::string> tail = {"-f", text.string(), "--window", "64", "--windows", "1"};
+  auto run = [&](const std::filesystem::path& base) {
+    std::vector<std::string> a = {"ppl", "-m", dir.string(), "--kl-base", base.string()};
+    a.insert(a.end(), tail.begin(), tail.end());
+    return run_exq(a);
+  };
+  const auto absent = dir.parent_path() / "absent";
+  expect_user_error(run(absent), absent.string());
+
+  // One token more in the vocabulary.
+  auto config = tiny_config();
+  config["vocab_size"] = config["vocab_size"].get<int64_t>() + 1;
+  const auto wide = dir.parent_path() / "wide";
+  write_model_dir(wide, config, tiny_tensors(config));
+  const RunResult v = run(wide);
+  expect_user_error(v, "vocabulary");
+
+  // Same vocabulary size, but two tokens' ids swapped: the text encodes differently.
+  const auto swapped = dir.parent_path() / "swapped";
+  write_model_dir(swapped, tiny_config(), tiny_tensors(tiny_config()));
+  json tj = json::parse(read_file(swapped / "tokenizer.json"));
+  auto& vocab = tj["model"]["vocab"];
+  const json the = vocab.at("\u0120the"), comma = vocab.at(",");
+  vocab["\u0120the"] = comma;
+  vocab[","] = the;
+  write_text(swapped / "tokenizer.json", tj.dump());
+  expect_user_error(run(swapped), "encode");
 }
 
 TEST(CliPpl, RealModelMatchesLibraryAndFixture) {

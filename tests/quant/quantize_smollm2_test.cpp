@@ -3,8 +3,10 @@
 // docs/perf.md "CPU conversion" has the measurements), then
 // the output folder: every decoder linear validates as EXL2 through io::exl2, the decoder's
 // bits per weight (exllamav2's accounting, from the stored group tables) is within 0.02 of the
-// target, and `exq ppl` on the first 16 x 512 windows of wiki.utf8 stays under 1.5 x the FP16
-// model's 14.606 (fixtures/smollm2/ppl.json).
+// target, and `exq ppl --kl-base` on the first 16 x 512 windows of wiki.utf8 against the FP16
+// model: perplexity under 1.5 x the FP16 model's 14.606 (fixtures/smollm2/ppl.json), mean KL
+// divergence to FP16 below exllamav2's 4.0 bpw conversion's 0.239 on the same windows
+// (fixtures/README.md).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 
 #include "io/exl2.h"
@@ -84,16 +87,29 @@ TEST(QuantizeSmolLM2, Converts4BpwLoadsAndKeepsPerplexity) {
   EXPECT_NEAR(bpw, 4.0, 0.02);
   EXPECT_LE(bpw, 4.0);
 
-  const int prc = run(fmt::format("{} ppl -m {} -f {} --window 512 --windows 16 --threads 2 --json > {} 2> {}",
-                                  exq.string(), out.string(), wiki.string(),
+  const int prc = run(fmt::format("{} ppl -m {} --kl-base {} -f {} --window 512 --windows 16 --threads 2 --json > {} 2> {}",
+                                  exq.string(), out.string(), test::test_model().string(), wiki.string(),
                                   (dir / "ppl.json").string(), (dir / "ppl.log").string()));
   ASSERT_EQ(prc, 0) << test::read_file(dir / "ppl.log");
-  const auto ppl = nlohmann::json::parse(test::read_file(dir / "ppl.json")).at("ppl").get<double>();
+  const auto result = nlohmann::json::parse(test::read_file(dir / "ppl.json"));
+  const double ppl = result.at("ppl").get<double>();
   const auto fixture = nlohmann::json::parse(test::read_file(test::shared_dir() / "fixtures" / "smollm2" / "ppl.json"));
   const double ref = fixture.at("windows").at("wiki.utf8").at("ppl").get<double>();
   std::printf("perplexity %.4f (fp16 %.4f, ratio %.3f)\n", ppl, ref, ppl / ref);
   EXPECT_LT(ppl, 1.5 * ref);
   EXPECT_GT(ppl, 0.9 * ref);
+
+  const auto& kl = result.at("kl");
+  const double base_ppl = kl.at("base_ppl").get<double>(), mean = kl.at("mean").get<double>();
+  std::printf("KL divergence to fp16: mean %.4f +/- %.4f, p99 %.3f; same top token %.2f %%; fp16 ppl %.4f\n", mean,
+              kl.at("stderr").get<double>(), kl.at("p99").get<double>(), 100 * kl.at("same_top").get<double>(),
+              base_ppl);
+  EXPECT_NEAR(base_ppl, ref, 2e-3 * ref);  // the reference run is the FP16 model of the fixture
+  constexpr double kExllamaKl = 0.239;     // exllamav2 0.3.2, 4.0 bpw, same windows (fixtures/README.md)
+  EXPECT_GT(mean, 0.01);
+  EXPECT_LT(mean, kExllamaKl);
+  EXPECT_GT(kl.at("same_top").get<double>(), 0.7);
+  EXPECT_NEAR(kl.at("ln_ppl_ratio").get<double>(), std::log(ppl / base_ppl), 1e-9);
 }
 
 // exllamav2's own measurement.json drives a conversion (-m): no measurement pass.

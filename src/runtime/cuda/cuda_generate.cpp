@@ -168,19 +168,27 @@ GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& 
   return generate_cuda(model, &decoder, prompt, options, on_text);
 }
 
+WindowLogits window_logits_cuda(CudaLlama& model) {
+  return [&model](size_t w, std::span<const int32_t> inputs) {
+    const auto n = static_cast<int64_t>(inputs.size()) + 1;
+    EXQ_CHECK(n - 1 <= model.max_context(), "perplexity: window {} of {} tokens exceeds the context of {}", w, n,
+              model.max_context() + 1);
+    model.reset();
+    return model.forward(inputs, true);
+  };
+}
+
 PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,
                                  const std::function<void(int64_t, double)>& on_window) {
-  return score_windows(
-      windows, model.config().vocab_size,
-      [&](size_t w, std::span<const int32_t> inputs) {
-        const auto n = static_cast<int64_t>(inputs.size()) + 1;
-        EXQ_CHECK(n - 1 <= model.max_context(),
-                  "perplexity: window {} of {} tokens exceeds the context of {}", w, n,
-                  model.max_context() + 1);
-        model.reset();
-        return model.forward(inputs, true);
-      },
-      on_window);
+  return score_windows(windows, model.config().vocab_size, window_logits_cuda(model), on_window);
+}
+
+KlResult kl_divergence_cuda(CudaLlama& base, CudaLlama& test, const std::vector<std::vector<int32_t>>& windows,
+                            const KlProgress& on_window) {
+  const int64_t vocab = base.config().vocab_size;
+  EXQ_CHECK(test.config().vocab_size == vocab, "KL divergence: the models' vocabularies differ ({} and {} tokens)", vocab,
+            test.config().vocab_size);
+  return compare_windows(windows, vocab, window_logits_cuda(base), window_logits_cuda(test), on_window);
 }
 
 }  // namespace exq::runtime::cuda

@@ -1,7 +1,7 @@
 // The CUDA runtime behind generation and perplexity: a StepFunction over CudaLlama (for
 // runtime::generate), the GPU sampler (runtime::Sampler's semantics and random stream, on
 // the device), generation that feeds each sampled token back on the device (only the id comes
-// to the host, for stop checks and text), and perplexity from CUDA logits.
+// to the host, for stop checks and text), and perplexity and KL divergence from CUDA logits.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,6 +17,7 @@
 #include "backend/cuda/sampling.h"
 #include "runtime/cuda/cuda_llama.h"
 #include "runtime/generator.h"
+#include "runtime/kl_divergence.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -84,5 +85,12 @@ GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& 
 // runtime::perplexity with CUDA logits; every window (>= 2 tokens) must fit max_context() + 1.
 PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,
                                  const std::function<void(int64_t, double)>& on_window = {});
+
+// CudaLlama's WindowLogits (the model must outlive it).
+WindowLogits window_logits_cuda(CudaLlama& model);
+
+// runtime::kl_divergence with both models on the GPU (same window limits as perplexity_cuda).
+KlResult kl_divergence_cuda(CudaLlama& base, CudaLlama& test, const std::vector<std::vector<int32_t>>& windows,
+                            const KlProgress& on_window = {});
 
 }  // namespace exq::runtime::cuda

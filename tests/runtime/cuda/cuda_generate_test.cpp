@@ -1,7 +1,7 @@
 // GPU sampling in the loop: CudaSampler draws the same tokens as runtime::Sampler from the same
 // logits and seed (penalty history included); generate_cuda (token fed back on the device)
 // gives what runtime::generate over CudaStep (host logits, CPU sampler) gives, with the same
-// stop reasons; perplexity_cuda against the CPU on a tiny model.
+// stop reasons; perplexity_cuda and kl_divergence_cuda against the CPU on tiny models.
 #include "runtime/cuda/cuda_generate.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include "backend/cuda/stream.h"
 #include "cuda_require.h"
 #include "model/llama.h"
+#include "runtime/kl_divergence.h"
 #include "runtime/perplexity.h"
 #include "tiny_models.h"
 
@@ -219,6 +220,37 @@ TEST_F(CudaGenerate, PerplexityMatchesCpu) {
   EXPECT_EQ(calls, 3);
   EXPECT_NEAR(got.ppl / want.ppl, 1.0, 2e-3);
   EXPECT_THROW(perplexity_cuda(m, split_windows(ids, 21)), Error);  // 20 positions > 19
+}
+
+// The tiny EXL2 model against a dense one of another seed, on both devices; and against itself.
+TEST_F(CudaGenerate, KlDivergenceMatchesCpu) {
+  test::TinySpec s;
+  s.seed = 5;
+  const fs::path dense_dir = test::write_tiny_llama(test::temp_dir("cuda_kl_dense"), s);
+  model::LlamaModel dense = model::LlamaModel::load(dense_dir);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 3 * 20; ++i) ids.push_back((i * 7919 + 13) % 300);
+  const auto windows = split_windows(ids, 20);
+  const KlResult want = kl_divergence(dense, *model_, windows);
+  CudaOptions o;
+  o.max_context = 19;
+  CudaLlama base(dense, o), test(*model_, o), test2(*model_, o);
+  int calls = 0;
+  const KlResult got = kl_divergence_cuda(base, test, windows, [&](int64_t, const KlResult&) { ++calls; });
+  std::printf("[tiny] KL cpu %.6f cuda %.6f, same top %.4f / %.4f\n", want.kl_mean, got.kl_mean, want.same_top,
+              got.same_top);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_GT(want.kl_mean, 1e-3);
+  EXPECT_NEAR(got.kl_mean / want.kl_mean, 1.0, 1e-2);
+  EXPECT_NEAR(got.base.ppl / want.base.ppl, 1.0, 2e-3);
+  EXPECT_NEAR(got.test.ppl / want.test.ppl, 1.0, 2e-3);
+  EXPECT_NEAR(got.same_top, want.same_top, 0.05);
+
+  const KlResult self = kl_divergence_cuda(test, test2, windows);
+  EXPECT_EQ(self.kl_max, 0.0);
+  EXPECT_EQ(self.same_top, 1.0);
+  fs::remove_all(dense_dir);
 }
 
 }  // namespace
