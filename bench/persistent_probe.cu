@@ -100,19 +100,65 @@ __device__ __forceinline__ bool stage_of(const ProbePhase& ph, uint64_t k, uint6
   return off < stop;
 }
 
-__device__ __forceinline__ float block_sum(float v, float* red) {
+// The n threads (0..n-1) that run the phases meet at barrier `id` (0: the whole block).
+struct PhaseSync {
+  int id, n;
+  __device__ __forceinline__ void operator()() const {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+  }
+};
+
+// Before phase p: wait for every block to finish phase p - 1 (grid barrier at `target`
+// arrivals), then read its outputs from L2 into acc (as a GEMV would read its input vector).
+__device__ __forceinline__ void phase_begin(const ProbePhase& ph, int p, int first, bool barrier,
+                                            const unsigned* counter, unsigned target, const float* act,
+                                            int act_floats, PhaseSync sync, float& acc) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (p > first && barrier) {
+    if (t == 0)
+      while (load_acquire(counter) < target) {
+      }
+    sync();
+  }
+  if (p > 0) {
+    const float* in = act + ((p - 1) & 1) * act_floats;
+    float sum = 0.0f;
+    for (int i = t; i < ph.in_floats; i += sync.n) sum += __ldcg(in + i);
+    acc += sum * 1e-30f;
+  }
+}
+
+// After phase p: a sum over the phase threads stands in for the GEMV's reduction across warps,
+// the block writes its share of the outputs and arrives at the grid barrier.
+__device__ __forceinline__ void phase_end(const ProbePhase& ph, int p, bool barrier, unsigned* counter,
+                                          unsigned& target, float* act, int act_floats, PhaseSync sync, float v,
+                                          float* red) {
+  const int t = static_cast<int>(threadIdx.x);
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) s += red[w];
-  __syncthreads();
-  return s;
+  if ((t & 31) == 0) red[t >> 5] = v;
+  sync();
+  float total = 0.0f;
+  for (int w = 0; w < sync.n / 32; ++w) total += red[w];
+  sync();
+  const int share = (ph.out_floats + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  float* out = act + (p & 1) * act_floats;
+  for (int i = t; i < share; i += sync.n) {
+    const int idx = static_cast<int>(blockIdx.x) * share + i;
+    if (idx < ph.out_floats) __stcg(out + idx, total + static_cast<float>(i));
+  }
+  if (barrier) {
+    sync();
+    if (t == 0) {
+      __threadfence();
+      atomicAdd(counter, 1u);
+    }
+    target += gridDim.x;
+  }
 }
 
 // MODE 2: no ring, each thread loads its (at most 4) 16-byte pieces of a stage straight into
-// registers (nothing crosses a phase boundary). MODE 0: every thread copies its own 16-byte pieces of each stage (cp.async) and consumes
-// them; MODE 1: each warp owns a 1/warps slice of every stage, copied by one bulk (TMA) copy
+// registers (nothing crosses a phase boundary). MODE 0: every thread copies its own 16-byte
+// pieces of each stage (cp.async) and consumes them; MODE 1: each warp owns a 1/warps slice of every stage, copied by one bulk (TMA) copy
 // that completes on the warp's mbarrier for that ring slot.
 template <int R, int WORK, int MODE>
 __global__ void __launch_bounds__(1024, 1)
@@ -176,20 +222,10 @@ __global__ void __launch_bounds__(1024, 1)
   int cslot = 0;
   uint64_t consumed = 0;
   unsigned target = 0;
+  const PhaseSync sync{0, T};
   for (int p = first; p < last; ++p) {
     const ProbePhase ph = phases[p];
-    if (p > first && barrier) {
-      if (t == 0)
-        while (load_acquire(counter) < target) {
-        }
-      __syncthreads();
-    }
-    if (p > 0) {
-      const float* in = act + ((p - 1) & 1) * act_floats;
-      float s = 0.0f;
-      for (int i = t; i < ph.in_floats; i += T) s += __ldcg(in + i);
-      acc += s * 1e-30f;
-    }
+    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, acc);
     uint64_t off = 0, end = 0;
     const uint64_t chunk = chunk_of(ph, A);
     for (uint64_t k = 0; stage_of(ph, k, S, chunk, interleave, off, end); ++k) {
@@ -226,30 +262,13 @@ __global__ void __launch_bounds__(1024, 1)
       ++consumed;
       cslot = cslot + 1 == R ? 0 : cslot + 1;
     }
-    // The phase's outputs: a block sum stands in for the GEMV's reduction across warps.
-    const float total = block_sum(acc + static_cast<float>(bits & 1u) + __low2float(hacc), red);
-    const int share = (ph.out_floats + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
-    float* out = act + (p & 1) * act_floats;
-    for (int i = t; i < share; i += T) {
-      const int idx = static_cast<int>(blockIdx.x) * share + i;
-      if (idx < ph.out_floats) __stcg(out + idx, total + static_cast<float>(i));
-    }
-    if (barrier) {
-      __syncthreads();
-      if (t == 0) {
-        __threadfence();
-        atomicAdd(counter, 1u);
-      }
-      target += gridDim.x;
-    }
+    phase_end(ph, p, barrier, counter, target, act, act_floats, sync,
+              acc + static_cast<float>(bits & 1u) + __low2float(hacc), red);
   }
   if constexpr (MODE == 0) cp_wait<0>();
   sink[blockIdx.x * blockDim.x + threadIdx.x] = acc + static_cast<float>(bits) + __low2float(hacc);
 }
 
-__device__ __forceinline__ void consumer_sync(int threads) {
-  asm volatile("bar.sync 1, %0;\n" ::"r"(threads) : "memory");
-}
 __device__ __forceinline__ void mbar_init_count(uint64_t* bar, unsigned count) {
   EXQ_SM90_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
@@ -263,7 +282,7 @@ __global__ void __launch_bounds__(1024, 1)
   extern __shared__ __align__(128) uint8_t ring[];
   __shared__ float red[32];
   __shared__ uint64_t full[8], empty[8];
-  const int t = static_cast<int>(threadIdx.x), warp = t >> 5, lane = t & 31;
+  const int t = static_cast<int>(threadIdx.x), lane = t & 31;
   const int nc = static_cast<int>(blockDim.x) - 32;  // consumer threads
   const auto S = static_cast<uint64_t>(stage_bytes), A = static_cast<uint64_t>(align);
   if (t == 0) {
@@ -298,20 +317,10 @@ __global__ void __launch_bounds__(1024, 1)
   float acc = 0.0f;
   uint64_t g = 0;
   unsigned target = 0;
+  const PhaseSync sync{1, nc};  // the consumer warps only
   for (int p = first; p < last; ++p) {
     const ProbePhase ph = phases[p];
-    if (p > first && barrier) {
-      if (t == 0)
-        while (load_acquire(counter) < target) {
-        }
-      consumer_sync(nc);
-    }
-    if (p > 0) {
-      const float* in = act + ((p - 1) & 1) * act_floats;
-      float sum = 0.0f;
-      for (int i = t; i < ph.in_floats; i += nc) sum += __ldcg(in + i);
-      acc += sum * 1e-30f;
-    }
+    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, acc);
     uint64_t off = 0, end = 0;
     const uint64_t chunk = chunk_of(ph, A);
     for (uint64_t k = 0; stage_of(ph, k, S, chunk, interleave, off, end); ++k, ++g) {
@@ -324,28 +333,8 @@ __global__ void __launch_bounds__(1024, 1)
       __syncwarp();
       if (lane == 0) EXQ_SM90_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(&empty[slot])) : "memory");
     }
-    // Block sum over the consumer warps.
-    float v = acc + static_cast<float>(bits & 1u) + __low2float(hacc);
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) red[warp] = v;
-    consumer_sync(nc);
-    float total = 0.0f;
-    for (int w = 0; w < nc / 32; ++w) total += red[w];
-    consumer_sync(nc);
-    const int share = (ph.out_floats + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
-    float* out = act + (p & 1) * act_floats;
-    for (int i = t; i < share; i += nc) {
-      const int idx = static_cast<int>(blockIdx.x) * share + i;
-      if (idx < ph.out_floats) __stcg(out + idx, total + static_cast<float>(i));
-    }
-    if (barrier) {
-      consumer_sync(nc);
-      if (t == 0) {
-        __threadfence();
-        atomicAdd(counter, 1u);
-      }
-      target += gridDim.x;
-    }
+    phase_end(ph, p, barrier, counter, target, act, act_floats, sync,
+              acc + static_cast<float>(bits & 1u) + __low2float(hacc), red);
   }
   sink[blockIdx.x * blockDim.x + threadIdx.x] = acc + static_cast<float>(bits) + __low2float(hacc);
 }
