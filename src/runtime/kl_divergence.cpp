@@ -66,7 +66,7 @@ KlResult compare_windows(const std::vector<std::vector<int32_t>>& windows, int64
   EXQ_CHECK(!windows.empty(), "KL divergence: no token windows");
   KlResult r;
   std::vector<double> kls;
-  double nll_b = 0, nll_t = 0, kl_sq = 0, same = 0, dp = 0, dp_sq = 0, dn = 0, dn_sq = 0;
+  double nll_b = 0, nll_t = 0, kl_sum = 0, kl_sq = 0, same = 0, dp = 0, dp_sq = 0, dn = 0, dn_sq = 0;
   for (size_t w = 0; w < windows.size(); ++w) {
     const std::vector<int32_t>& ids = windows[w];
     const int64_t n = static_cast<int64_t>(ids.size());
@@ -105,6 +105,7 @@ KlResult compare_windows(const std::vector<std::vector<int32_t>>& windows, int64
     const auto m = static_cast<double>(n - 1);
     nll_b += win_b;
     nll_t += win_t;
+    kl_sum += win_kl;
     r.base.window_ppl.push_back(std::exp(win_b / m));
     r.test.window_ppl.push_back(std::exp(win_t / m));
     r.window_kl.push_back(win_kl / m);
@@ -118,8 +119,6 @@ KlResult compare_windows(const std::vector<std::vector<int32_t>>& windows, int64
   r.base.ppl = std::exp(r.base.nll);
   r.test.ppl = std::exp(r.test.nll);
 
-  double kl_sum = 0;
-  for (double k : kls) kl_sum += k;
   r.kl_mean = kl_sum / count;
   r.kl_stderr = stderr_of_mean(kl_sum, kl_sq, r.tokens);
   std::sort(kls.begin(), kls.end());
@@ -137,12 +136,16 @@ KlResult compare_windows(const std::vector<std::vector<int32_t>>& windows, int64
   return r;
 }
 
+int64_t common_vocab(const io::ModelConfig& base, const io::ModelConfig& test) {
+  EXQ_CHECK(test.vocab_size == base.vocab_size, "KL divergence: the models' vocabularies differ ({} and {} tokens)",
+            base.vocab_size, test.vocab_size);
+  return base.vocab_size;
+}
+
 KlResult kl_divergence(model::LlamaModel& base, model::LlamaModel& test, const std::vector<std::vector<int32_t>>& windows,
                        const KlProgress& on_window) {
-  const int64_t vocab = base.config().vocab_size;
-  EXQ_CHECK(test.config().vocab_size == vocab, "KL divergence: the models' vocabularies differ ({} and {} tokens)", vocab,
-            test.config().vocab_size);
-  return compare_windows(windows, vocab, window_logits(base), window_logits(test), on_window);
+  return compare_windows(windows, common_vocab(base.config(), test.config()), window_logits(base),
+                         window_logits(test), on_window);
 }
 
 }  // namespace exq::runtime

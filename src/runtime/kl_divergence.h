@@ -49,6 +49,9 @@ using KlProgress = std::function<void(int64_t window, const KlResult& so_far)>;
 KlResult compare_windows(const std::vector<std::vector<int32_t>>& windows, int64_t vocab, const WindowLogits& base,
                          const WindowLogits& test, const KlProgress& on_window = {});
 
+// The vocabulary size both models share; throws exq::Error when they differ.
+int64_t common_vocab(const io::ModelConfig& base, const io::ModelConfig& test);
+
 // Both models on the CPU; their vocabularies must match.
 KlResult kl_divergence(model::LlamaModel& base, model::LlamaModel& test,
                        const std::vector<std::vector<int32_t>>& windows,

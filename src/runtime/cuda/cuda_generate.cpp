@@ -185,10 +185,8 @@ PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector
 
 KlResult kl_divergence_cuda(CudaLlama& base, CudaLlama& test, const std::vector<std::vector<int32_t>>& windows,
                             const KlProgress& on_window) {
-  const int64_t vocab = base.config().vocab_size;
-  EXQ_CHECK(test.config().vocab_size == vocab, "KL divergence: the models' vocabularies differ ({} and {} tokens)", vocab,
-            test.config().vocab_size);
-  return compare_windows(windows, vocab, window_logits_cuda(base), window_logits_cuda(test), on_window);
+  return compare_windows(windows, common_vocab(base.config(), test.config()), window_logits_cuda(base),
+                         window_logits_cuda(test), on_window);
 }
 
 }  // namespace exq::runtime::cuda
