@@ -60,22 +60,34 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
   } while (!done);
 }
 
-// 16 bytes of weights: one XOR per word, or a 4-bit decode and an HFMA2 per weight pair.
+// The stand-in for a GEMV thread's work and state: consume() takes 16 bytes of weights (one
+// XOR per word, or a 4-bit decode and an HFMA2 per weight pair); acc also takes the phase inputs.
 template <int WORK>
-__device__ __forceinline__ void consume16(const uint4 v, uint32_t& bits, __half2& hacc, __half2 xv) {
-  if constexpr (WORK == 0) {
-    bits ^= v.x ^ v.y ^ v.z ^ v.w;
-  } else {
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+struct StandIn {
+  __half2 xv, hacc;
+  uint32_t bits = 0;
+  float acc = 0.0f;
+  __device__ StandIn() : xv(__float2half2_rn(0.001f)), hacc(__float2half2_rn(0.0f)) {}
+  __device__ __forceinline__ void consume(const uint4 v) {
+    if constexpr (WORK == 0) {
+      bits ^= v.x ^ v.y ^ v.z ^ v.w;
+    } else {
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int q4 = 0; q4 < 4; ++q4)
+      for (int q4 = 0; q4 < 4; ++q4)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t q = ((w[q4] >> (4 * i)) & 0x000f000fu) | 0x64006400u;
-        hacc = __hfma2(*reinterpret_cast<const __half2*>(&q), xv, hacc);
-      }
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t q = ((w[q4] >> (4 * i)) & 0x000f000fu) | 0x64006400u;
+          hacc = __hfma2(*reinterpret_cast<const __half2*>(&q), xv, hacc);
+        }
+    }
   }
-}
+  // What a phase's outputs are made of, and the sink at the end (keeps all of the work live).
+  __device__ __forceinline__ float value() const {
+    return acc + static_cast<float>(bits & 1u) + __low2float(hacc);
+  }
+  __device__ __forceinline__ float final_value() const { return acc + static_cast<float>(bits) + __low2float(hacc); }
+};
 
 // A block's contiguous share of a phase's bytes, rounded up to `align`: computed once per phase
 // (a 64-bit division per stage costs more issue slots than the stage's arithmetic).
@@ -215,17 +227,14 @@ __global__ void __launch_bounds__(1024, 1)
   if constexpr (MODE != 2)
     for (int i = 0; i < (MODE == 0 ? R - 1 : R); ++i) issue();
 
-  const __half2 xv = __float2half2_rn(0.001f);
-  __half2 hacc = __float2half2_rn(0.0f);
-  uint32_t bits = 0;
-  float acc = 0.0f;
+  StandIn<WORK> work;
   int cslot = 0;
   uint64_t consumed = 0;
   unsigned target = 0;
   const PhaseSync sync{0, T};
   for (int p = first; p < last; ++p) {
     const ProbePhase ph = phases[p];
-    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, acc);
+    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, work.acc);
     uint64_t off = 0, end = 0;
     const uint64_t chunk = chunk_of(ph, A);
     for (uint64_t k = 0; stage_of(ph, k, S, chunk, interleave, off, end); ++k) {
@@ -240,21 +249,21 @@ __global__ void __launch_bounds__(1024, 1)
           else v[j] = make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) consume16<WORK>(v[j], bits, hacc, xv);
+        for (int j = 0; j < 4; ++j) work.consume(v[j]);
       } else if constexpr (MODE == 0) {
         cp_wait<R - 2>();  // this thread's copies of the stage have landed
         issue();
         for (int j = 0; j < per_thread; ++j) {
           const uint64_t o = static_cast<uint64_t>(t + j * T) * 16;
           if (off + o >= end) break;
-          consume16<WORK>(*reinterpret_cast<const uint4*>(s + o), bits, hacc, xv);
+          work.consume(*reinterpret_cast<const uint4*>(s + o));
         }
       } else {
         mbar_wait(&bars[warp * 8 + cslot], static_cast<unsigned>((consumed / R) & 1));
         const uint64_t lo = off + static_cast<uint64_t>(warp) * wbytes;
         for (int o = lane * 16; o < wbytes; o += 32 * 16) {
           if (lo + static_cast<uint64_t>(o) >= end) break;
-          consume16<WORK>(*reinterpret_cast<const uint4*>(s + warp * wbytes + o), bits, hacc, xv);
+          work.consume(*reinterpret_cast<const uint4*>(s + warp * wbytes + o));
         }
         __syncwarp();  // the slot is read: its next copy may land
         issue();
@@ -262,11 +271,10 @@ __global__ void __launch_bounds__(1024, 1)
       ++consumed;
       cslot = cslot + 1 == R ? 0 : cslot + 1;
     }
-    phase_end(ph, p, barrier, counter, target, act, act_floats, sync,
-              acc + static_cast<float>(bits & 1u) + __low2float(hacc), red);
+    phase_end(ph, p, barrier, counter, target, act, act_floats, sync, work.value(), red);
   }
   if constexpr (MODE == 0) cp_wait<0>();
-  sink[blockIdx.x * blockDim.x + threadIdx.x] = acc + static_cast<float>(bits) + __low2float(hacc);
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = work.final_value();
 }
 
 __device__ __forceinline__ void mbar_init_count(uint64_t* bar, unsigned count) {
@@ -311,16 +319,13 @@ __global__ void __launch_bounds__(1024, 1)
     return;
   }
 
-  const __half2 xv = __float2half2_rn(0.001f);
-  __half2 hacc = __float2half2_rn(0.0f);
-  uint32_t bits = 0;
-  float acc = 0.0f;
+  StandIn<WORK> work;
   uint64_t g = 0;
   unsigned target = 0;
   const PhaseSync sync{1, nc};  // the consumer warps only
   for (int p = first; p < last; ++p) {
     const ProbePhase ph = phases[p];
-    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, acc);
+    phase_begin(ph, p, first, barrier, counter, target, act, act_floats, sync, work.acc);
     uint64_t off = 0, end = 0;
     const uint64_t chunk = chunk_of(ph, A);
     for (uint64_t k = 0; stage_of(ph, k, S, chunk, interleave, off, end); ++k, ++g) {
@@ -329,14 +334,13 @@ __global__ void __launch_bounds__(1024, 1)
       const uint8_t* st = ring + static_cast<size_t>(slot) * stage_bytes;
       const int bytes = static_cast<int>(end - off);
       for (int o = t * 16; o < bytes; o += nc * 16)
-        consume16<WORK>(*reinterpret_cast<const uint4*>(st + o), bits, hacc, xv);
+        work.consume(*reinterpret_cast<const uint4*>(st + o));
       __syncwarp();
       if (lane == 0) EXQ_SM90_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(&empty[slot])) : "memory");
     }
-    phase_end(ph, p, barrier, counter, target, act, act_floats, sync,
-              acc + static_cast<float>(bits & 1u) + __low2float(hacc), red);
+    phase_end(ph, p, barrier, counter, target, act, act_floats, sync, work.value(), red);
   }
-  sink[blockIdx.x * blockDim.x + threadIdx.x] = acc + static_cast<float>(bits) + __low2float(hacc);
+  sink[blockIdx.x * blockDim.x + threadIdx.x] = work.final_value();
 }
 
 template <int R>
