@@ -1,7 +1,8 @@
 // GGUF (v2/v3) reader over a read-only mmap: header, typed key/value metadata (scalars,
-// strings, nested arrays), tensor infos and data, plus dequantization of F32/F16/BF16/Q8_0/
-// Q4_0/Q4_1 tensors to float16. Every count, length and offset is checked against the bytes
-// left in the file before it is used to read or allocate, so corrupt input gives exq::Error.
+// strings, nested arrays), tensor infos and data, plus dequantization to float16 of F32, F16,
+// BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, the K-quants Q2_K-Q6_K and IQ4_NL/IQ4_XS tensors. Every
+// count, length and offset is checked against the bytes left in the file before it is used to
+// read or allocate, so corrupt input gives exq::Error.
 #pragma once
 
 #include <cstddef>
@@ -85,6 +86,8 @@ enum class GgmlType : uint32_t {
   Q5_K = 13,
   Q6_K = 14,
   Q8_K = 15,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 };
 // Name of a ggml type id ("Q4_1"), or "type <id>" when unknown.
@@ -131,7 +134,8 @@ class GgufFile {
   const GgufTensorInfo& tensor(const std::string& name) const;  // Error naming it if absent
 
   // Dequantizes to a new float16 tensor in HF shape (GGUF dims reversed), in parallel.
-  // Unsupported types throw "unsupported tensor type <name>" naming the tensor.
+  // Unsupported types throw "unsupported tensor type <name>" naming the tensor; so does a
+  // value that is not finite in float16 (a scale out of range, or inf/NaN in the file).
   Tensor dequantize_f16(const GgufTensorInfo& info) const;
 
  private:

@@ -2,9 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -169,10 +173,86 @@ TEST(Gguf, Q4_1RoundsMultiplyBeforeAdd) {
 
 TEST(Gguf, UnsupportedTypeNamesTensor) {
   GgufBuilder b;
-  b.tensor("blk.0.ffn_down.weight", {256}, 14, std::string(210, '\0'));  // Q6_K
+  b.tensor("blk.0.ffn_down.weight", {256}, 16, std::string(66, '\0'));  // IQ2_XXS
   const GgufFile g = parse_str(b.build());
   expect_error([&] { g.dequantize_f16(g.tensor("blk.0.ffn_down.weight")); },
-               "unsupported tensor type Q6_K", "blk.0.ffn_down.weight");
+               "unsupported tensor type IQ2_XXS", "blk.0.ffn_down.weight");
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+// tests/io/data/gguf_goldens.json (scripts/gguf_goldens.py): random blocks of each quantized
+// type and their float32 values from gguf-py, llama.cpp's Python package. Every value must
+// round to the same float16, through the block function and through a 2-row tensor.
+TEST(Gguf, DequantizationMatchesGgufPy) {
+  std::ifstream in(fs::path(EXQ_SOURCE_DIR) / "tests/io/data/gguf_goldens.json");
+  ASSERT_TRUE(in) << "tests/io/data/gguf_goldens.json";
+  const nlohmann::json goldens = nlohmann::json::parse(in);
+  std::vector<std::string> names;
+  for (const auto& t : goldens.at("types")) {
+    const uint32_t type = t.at("type").get<uint32_t>();
+    const std::string name = t.at("name").get<std::string>();
+    names.push_back(name);
+    EXPECT_EQ(ggml_type_name(type), name);
+    ASSERT_TRUE(gguf_dequant_supported(type)) << name;
+    const std::string blocks = from_hex(t.at("blocks").get<std::string>());
+    const std::string bits = from_hex(t.at("values_f32_bits").get<std::string>());
+    const int64_t n = static_cast<int64_t>(bits.size() / 4), block = t.at("block_size").get<int64_t>();
+    int64_t block_size = 0, type_size = 0;
+    ASSERT_TRUE(ggml_type_block(type, &block_size, &type_size));
+    ASSERT_EQ(block_size, block);
+    ASSERT_EQ(static_cast<int64_t>(blocks.size()), n / block * type_size) << name;
+    std::vector<uint16_t> want(n);
+    for (int64_t i = 0; i < n; ++i) {
+      float f;
+      std::memcpy(&f, bits.data() + 4 * i, 4);
+      want[i] = float_to_half(f);
+    }
+    std::vector<uint16_t> got(n);
+    dequantize_to_f16(type, reinterpret_cast<const uint8_t*>(blocks.data()), got.data(), n);
+    int mismatches = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (got[i] != want[i] && ++mismatches <= 3)
+        ADD_FAILURE() << name << " value " << i << ": " << half_to_float(got[i]) << " vs "
+                      << half_to_float(want[i]);
+    EXPECT_EQ(mismatches, 0) << name;
+
+    GgufBuilder b;
+    b.tensor("t", {static_cast<uint64_t>(n / 2), 2}, type, blocks);
+    const GgufFile g = parse_str(b.build());
+    const Tensor t2 = g.dequantize_f16(g.tensor("t"));
+    EXPECT_EQ(t2.shape(), (Shape{2, n / 2}));
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), t2.span<uint16_t>().begin())) << name;
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                                             "Q6_K", "IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1",
+                                             "Q8_0"}));
+}
+
+// A value outside float16's range (here a Q8_0 scale of 65504 times 127), or inf / NaN stored
+// in the file, must not reach an imported model: the error names the tensor and the value.
+TEST(Gguf, NonFiniteValuesNameTensor) {
+  GgufBuilder b;
+  std::string q8;
+  for (int blk = 0; blk < 2; ++blk) {
+    GgufBuilder::put<uint16_t>(q8, float_to_half(blk == 0 ? 0.5f : 65504.0f));
+    for (int i = 0; i < 32; ++i) q8.push_back(static_cast<char>(i == 5 ? 127 : 1));
+  }
+  std::string f16(64, '\0');
+  const uint16_t nan = 0x7e00;
+  std::memcpy(f16.data() + 2 * 21, &nan, 2);
+  b.tensor("blk.0.ffn_up.weight", {32, 2}, 8, q8);
+  b.tensor("blk.0.ffn_gate.weight", {16, 2}, 1, f16);
+  const GgufFile g = parse_str(b.build());
+  expect_error([&] { g.dequantize_f16(g.tensor("blk.0.ffn_up.weight")); },
+               "value [1, 5] (Q8_0) is infinite in float16", "blk.0.ffn_up.weight");
+  expect_error([&] { g.dequantize_f16(g.tensor("blk.0.ffn_gate.weight")); },
+               "value [1, 5] (F16) is NaN in float16", "blk.0.ffn_gate.weight");
 }
 
 TEST(Gguf, TinyLlamaHasAlignedTensors) {
