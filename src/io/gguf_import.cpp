@@ -19,20 +19,23 @@ Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& t
 
 std::string arch_of(const GgufFile& g) {
   const std::string arch = g.get_string("general.architecture");
-  if (arch != "llama")
-    throw gguf_error(
-        g, fmt::format("unsupported architecture '{}' (import-gguf handles llama)", arch));
+  if (arch != "llama" && arch != "qwen2")
+    throw gguf_error(g, fmt::format(
+                            "unsupported architecture '{}' (import-gguf handles llama and qwen2)",
+                            arch));
   return arch;
 }
 
 // GGUF stores float32; HF configs carry the short decimal (1e-05, not 9.99999974738e-06).
 double short_decimal(double v) { return std::stod(fmt::format("{}", static_cast<float>(v))); }
 
-// Rows of q/k come interleaved per head ([H, D, 2] in GGUF); HF keeps the rotary halves
-// contiguous ([H, 2, D]).
+// llama's q/k rows (and biases) come interleaved per head ([H, D, 2] in GGUF: llama.cpp's
+// converter permutes them for its rotary kernel); HF keeps the rotary halves contiguous
+// ([H, 2, D]). qwen2 files keep HF's order.
 void unpermute_rows(Tensor& t, int64_t heads, const GgufFile& g, const std::string& name) {
-  if (t.shape().size() != 2)
-    throw gguf_error(g, fmt::format("expected 2 dimensions, got {}", shape_str(t.shape())), name);
+  if (t.shape().size() != 2 && t.shape().size() != 1)
+    throw gguf_error(g, fmt::format("expected 1 or 2 dimensions, got {}", shape_str(t.shape())),
+                     name);
   const int64_t rows = t.dim(0);
   if (rows == 0 || t.numel() == 0) return;
   if (heads <= 0 || rows % (2 * heads) != 0)
@@ -102,8 +105,10 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
       throw e.with_file(g.path().string());
     }
     Tensor t = g.dequantize_f16(info);
-    if (info.name.find(".attn_q.") != std::string::npos) unpermute_rows(t, heads, g, info.name);
-    if (info.name.find(".attn_k.") != std::string::npos) unpermute_rows(t, kv_heads, g, info.name);
+    if (arch == "llama" && info.name.find(".attn_q.") != std::string::npos)
+      unpermute_rows(t, heads, g, info.name);
+    if (arch == "llama" && info.name.find(".attn_k.") != std::string::npos)
+      unpermute_rows(t, kv_heads, g, info.name);
     out.push_back({std::move(name), std::move(t)});
   }
   return out;
@@ -129,9 +134,13 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
     const GgufTensorInfo& emb = g.tensor("token_embd.weight");
     vocab = emb.dims.size() == 2 ? emb.dims[1] : 0;
   }
+  const bool qwen2 = a == "qwen2.";
+  const bool qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  if (qwen2 && !qkv_bias)
+    throw gguf_error(g, "qwen2 needs q/k/v biases (blk.0.attn_q.bias is missing)");
   ordered_json c;
-  c["architectures"] = {"LlamaForCausalLM"};
-  c["model_type"] = "llama";
+  c["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  c["model_type"] = qwen2 ? "qwen2" : "llama";
   c["hidden_size"] = hidden;
   c["intermediate_size"] = g.get_int(a + "feed_forward_length");
   c["num_hidden_layers"] = g.get_int(a + "block_count");
@@ -146,8 +155,12 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   c["max_position_embeddings"] = g.get_int(a + "context_length");
   c["vocab_size"] = vocab;
   c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
-  c["attention_bias"] = g.find_tensor("blk.0.attn_q.bias") != nullptr;
-  c["mlp_bias"] = false;
+  if (qwen2) {
+    c["use_sliding_window"] = false;  // llama.cpp runs qwen2 with full attention too
+  } else {
+    c["attention_bias"] = qkv_bias;
+    c["mlp_bias"] = false;
+  }
   add_token_ids(g, c);
   c["torch_dtype"] = "float16";
   return c;

@@ -150,28 +150,45 @@ inline std::string random_blocks(uint32_t type, size_t n, std::mt19937& rng) {
   return out;
 }
 
+// GGUF rows [H, D, 2] (llama.cpp's q/k order for llama) -> HF rows [H, 2, D], rows of
+// `row_bytes` bytes (whole blocks).
+inline std::string hf_row_order(const std::string& data, int64_t heads, size_t row_bytes) {
+  const int64_t rows = static_cast<int64_t>(data.size() / row_bytes), d = rows / heads / 2;
+  std::string out(data.size(), '\0');
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t k = 0; k < d; ++k)
+        out.replace(static_cast<size_t>(h * 2 * d + i * d + k) * row_bytes, row_bytes, data,
+                    static_cast<size_t>(h * 2 * d + k * 2 + i) * row_bytes, row_bytes);
+  return out;
+}
+
 // A complete tiny llama GGUF (1 layer, hidden 32, 2 heads of 16, 1 KV head, vocab 12) with a
 // gpt2/smollm tokenizer and every dequantizable tensor type.
-// `strings` overrides string metadata values by key.
+// `strings` overrides string metadata values by key. With `arch` "qwen2" the same weights are
+// written as llama.cpp writes a qwen2 model: q/k rows in HF order, plus F32 q/k/v biases
+// (unless `qwen2_biases` is false).
 inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
-                                      const std::map<std::string, std::string>& strings = {}) {
+                                      const std::map<std::string, std::string>& strings = {},
+                                      const std::string& arch = "llama", bool qwen2_biases = true) {
   std::mt19937 rng(seed);
   GgufBuilder b;
   auto str = [&](const std::string& key, const std::string& value) {
     auto it = strings.find(key);
     b.kv_str(key, it == strings.end() ? value : it->second);
   };
-  str("general.architecture", "llama");
+  const std::string a = arch + ".";
+  str("general.architecture", arch);
   str("general.name", "tiny");
-  b.kv<uint32_t>("llama.block_count", GgufBuilder::U32, 1);
-  b.kv<uint32_t>("llama.context_length", GgufBuilder::U32, 128);
-  b.kv<uint32_t>("llama.embedding_length", GgufBuilder::U32, 32);
-  b.kv<uint32_t>("llama.feed_forward_length", GgufBuilder::U32, 64);
-  b.kv<uint32_t>("llama.attention.head_count", GgufBuilder::U32, 2);
-  b.kv<uint32_t>("llama.attention.head_count_kv", GgufBuilder::U32, 1);
-  b.kv<float>("llama.rope.freq_base", GgufBuilder::F32, 10000.0f);
-  b.kv<float>("llama.attention.layer_norm_rms_epsilon", GgufBuilder::F32, 1e-5f);
-  b.kv<uint32_t>("llama.vocab_size", GgufBuilder::U32, 12);
+  b.kv<uint32_t>(a + "block_count", GgufBuilder::U32, 1);
+  b.kv<uint32_t>(a + "context_length", GgufBuilder::U32, 128);
+  b.kv<uint32_t>(a + "embedding_length", GgufBuilder::U32, 32);
+  b.kv<uint32_t>(a + "feed_forward_length", GgufBuilder::U32, 64);
+  b.kv<uint32_t>(a + "attention.head_count", GgufBuilder::U32, 2);
+  b.kv<uint32_t>(a + "attention.head_count_kv", GgufBuilder::U32, 1);
+  b.kv<float>(a + "rope.freq_base", GgufBuilder::F32, 10000.0f);
+  b.kv<float>(a + "attention.layer_norm_rms_epsilon", GgufBuilder::F32, 1e-5f);
+  b.kv<uint32_t>(a + "vocab_size", GgufBuilder::U32, 12);
   str("tokenizer.ggml.model", "gpt2");
   str("tokenizer.ggml.pre", "smollm");
   b.kv_strs("tokenizer.ggml.tokens", {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "c",
@@ -184,10 +201,12 @@ inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
   b.kv<uint32_t>("tokenizer.ggml.padding_token_id", GgufBuilder::U32, 2);
   b.kv<uint8_t>("tokenizer.ggml.add_bos_token", GgufBuilder::BOOL, 0);
   b.kv_str("tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}");
+  const bool qwen2 = arch == "qwen2";
   b.tensor("token_embd.weight", {32, 12}, 8, random_blocks(8, 32 * 12, rng));
   b.tensor("blk.0.attn_norm.weight", {32}, 0, random_blocks(0, 32, rng));
-  b.tensor("blk.0.attn_q.weight", {32, 32}, 3, random_blocks(3, 32 * 32, rng));
-  b.tensor("blk.0.attn_k.weight", {32, 16}, 2, random_blocks(2, 32 * 16, rng));
+  const std::string q = random_blocks(3, 32 * 32, rng), k = random_blocks(2, 32 * 16, rng);
+  b.tensor("blk.0.attn_q.weight", {32, 32}, 3, qwen2 ? hf_row_order(q, 2, 20) : q);
+  b.tensor("blk.0.attn_k.weight", {32, 16}, 2, qwen2 ? hf_row_order(k, 1, 18) : k);
   b.tensor("blk.0.attn_v.weight", {32, 16}, 1, random_blocks(1, 32 * 16, rng));
   b.tensor("blk.0.attn_output.weight", {32, 32}, 30, random_blocks(30, 32 * 32, rng));
   b.tensor("blk.0.ffn_gate.weight", {32, 64}, 3, random_blocks(3, 32 * 64, rng));
@@ -195,6 +214,11 @@ inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
   b.tensor("blk.0.ffn_down.weight", {64, 32}, 0, random_blocks(0, 64 * 32, rng));
   b.tensor("blk.0.ffn_norm.weight", {32}, 0, random_blocks(0, 32, rng));
   b.tensor("output_norm.weight", {32}, 0, random_blocks(0, 32, rng));
+  if (qwen2 && qwen2_biases) {
+    b.tensor("blk.0.attn_q.bias", {32}, 0, random_blocks(0, 32, rng));
+    b.tensor("blk.0.attn_k.bias", {16}, 0, random_blocks(0, 16, rng));
+    b.tensor("blk.0.attn_v.bias", {16}, 0, random_blocks(0, 16, rng));
+  }
   return b;
 }
 

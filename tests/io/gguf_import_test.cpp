@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/half.h"
 #include "gguf_builder.h"
+#include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "sha256.h"
 #include "test_support.h"
@@ -125,6 +127,57 @@ TEST(GgufImport, TinyModelFolder) {
   EXPECT_EQ(m.get("model.embed_tokens.weight").dtype(), DType::F16);
   for (const auto& e : fs::directory_iterator(out))
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+// The same weights as llama.cpp writes them for llama (q/k rows interleaved per head) and for
+// qwen2 (HF order, plus q/k/v biases) must import to the same HF tensors; the qwen2 folder adds
+// the biases and a qwen2 config.
+TEST(GgufImport, Qwen2KeepsRowOrderAndBiases) {
+  const fs::path dir = test::temp_dir("gguf_import_qwen2");
+  std::ofstream(dir / "llama.gguf", std::ios::binary) << test::tiny_llama_builder(3).build();
+  std::ofstream(dir / "qwen2.gguf", std::ios::binary)
+      << test::tiny_llama_builder(3, {}, "qwen2").build();
+  import_gguf(dir / "llama.gguf", dir / "llama");
+  import_gguf(dir / "qwen2.gguf", dir / "qwen2");
+
+  const json config = read_json(dir / "qwen2" / "config.json");
+  EXPECT_EQ(config["model_type"], "qwen2");
+  EXPECT_EQ(config["architectures"], json::array({"Qwen2ForCausalLM"}));
+  EXPECT_EQ(config["use_sliding_window"], false);
+  EXPECT_FALSE(config.contains("attention_bias"));
+  EXPECT_EQ(config["num_key_value_heads"], 1);
+  const ModelConfig c = parse_model_config(config.dump(), "config.json");
+  EXPECT_TRUE(c.attention_qkv_bias);
+  EXPECT_TRUE(c.tie_word_embeddings);
+
+  const SafetensorsModel llama = SafetensorsModel::open(dir / "llama");
+  const SafetensorsModel qwen2 = SafetensorsModel::open(dir / "qwen2");
+  EXPECT_EQ(qwen2.names().size(), llama.names().size() + 3);
+  for (const std::string& name : llama.names()) {
+    const TensorView a = llama.get(name), b = qwen2.get(name);
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
+  }
+  const GgufFile g = GgufFile::open(dir / "qwen2.gguf");
+  for (const char* p : {"q", "k", "v"}) {
+    const TensorView bias = qwen2.get(fmt::format("model.layers.0.self_attn.{}_proj.bias", p));
+    const Tensor want = g.dequantize_f16(g.tensor(fmt::format("blk.0.attn_{}.bias", p)));
+    EXPECT_EQ(bias.shape(), (Shape{*p == 'q' ? 32 : 16})) << p;
+    EXPECT_EQ(bias.dtype(), DType::F16);
+    EXPECT_EQ(std::memcmp(bias.raw(), want.raw(), want.nbytes()), 0) << p;
+  }
+
+  // qwen2 without its biases is refused before anything is written.
+  std::ofstream(dir / "nobias.gguf", std::ios::binary)
+      << test::tiny_llama_builder(3, {}, "qwen2", false).build();
+  try {
+    import_gguf(dir / "nobias.gguf", dir / "nobias");
+    ADD_FAILURE() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qwen2 needs q/k/v biases"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "nobias"));
 }
 
 TEST(GgufImport, UnsupportedInputsAreClearErrors) {

@@ -171,7 +171,7 @@ GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& 
 WindowLogits window_logits_cuda(CudaLlama& model) {
   return [&model](size_t w, std::span<const int32_t> inputs) {
     const auto n = static_cast<int64_t>(inputs.size()) + 1;
-    EXQ_CHECK(n - 1 <= model.max_context(), "perplexity: window {} of {} tokens exceeds the context of {}", w, n,
+    EXQ_CHECK(n - 1 <= model.max_context(), "window {} of {} tokens exceeds the context of {}", w, n,
               model.max_context() + 1);
     model.reset();
     return model.forward(inputs, true);

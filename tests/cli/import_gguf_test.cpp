@@ -1,0 +1,56 @@
+// `exq import-gguf`: a tiny qwen2 GGUF imported and run by `generate`, and unsupported input as
+// one-line errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "../io/gguf_builder.h"
+#include "cli_support.h"
+
+namespace exq::test {
+namespace {
+
+using nlohmann::json;
+
+TEST(CliImportGguf, Qwen2ImportsAndGenerates) {
+  const auto dir = temp_dir("cli_import_qwen2");
+  std::ofstream(dir / "tiny.gguf", std::ios::binary)
+      << tiny_llama_builder(5, {}, "qwen2").build();
+  const RunResult r = run_exq({"import-gguf", (dir / "tiny.gguf").string(), (dir / "m").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("imported"), std::string::npos) << r.out;
+  EXPECT_EQ(json::parse(read_file(dir / "m" / "config.json"))["model_type"], "qwen2");
+
+  const RunResult g = run_exq({"generate", "-m", (dir / "m").string(), "-p", "ab a", "--max-tokens",
+                               "4", "--temperature", "0", "--json", "--threads", "1"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const json out = json::parse(g.out);
+  EXPECT_EQ(out["prompt_tokens"], 2);  // "ab", " a"
+  const auto ids = out["ids"].get<std::vector<int32_t>>();
+  ASSERT_GE(ids.size(), 1u);
+  EXPECT_LE(ids.size(), 4u);
+  for (int32_t id : ids) EXPECT_TRUE(id >= 0 && id < 12) << id;
+}
+
+TEST(CliImportGguf, UnsupportedTensorTypeIsOneLine) {
+  const auto dir = temp_dir("cli_import_iq2");
+  GgufBuilder b = tiny_llama_builder(5);
+  b.tensor("blk.0.attn_output.bias", {256}, 16, std::string(66, '\0'));  // IQ2_XXS
+  std::ofstream(dir / "iq2.gguf", std::ios::binary) << b.build();
+  const RunResult r = run_exq({"import-gguf", (dir / "iq2.gguf").string(), (dir / "m").string()});
+  expect_user_error(r, "unsupported tensor type IQ2_XXS");
+  EXPECT_NE(r.err.find("blk.0.attn_output.bias"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "m" / "model.safetensors"));
+}
+
+TEST(CliImportGguf, UnsupportedArchitectureIsOneLine) {
+  const auto dir = temp_dir("cli_import_arch");
+  std::ofstream(dir / "gemma.gguf", std::ios::binary)
+      << tiny_llama_builder(5, {{"general.architecture", "gemma"}}).build();
+  expect_user_error(
+      run_exq({"import-gguf", (dir / "gemma.gguf").string(), (dir / "m").string()}),
+      "unsupported architecture 'gemma' (import-gguf handles llama and qwen2)");
+}
+
+}  // namespace
+}  // namespace exq::test
