@@ -244,67 +244,42 @@ void dequant_iq4_xs(const uint8_t* src, uint16_t* dst, int64_t n) {
   }
 }
 
-}  // namespace
+void copy_f16(const uint8_t* src, uint16_t* dst, int64_t n) {
+  std::memcpy(dst, src, static_cast<size_t>(n) * 2);
+}
 
-bool gguf_dequant_supported(uint32_t type) {
+using DequantFn = void (*)(const uint8_t*, uint16_t*, int64_t);
+
+// The block function of a ggml type, or nullptr when exq does not dequantize it.
+DequantFn dequant_fn(uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32:
-    case GgmlType::F16:
-    case GgmlType::BF16:
-    case GgmlType::Q8_0:
-    case GgmlType::Q4_0:
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_0:
-    case GgmlType::Q5_1:
-    case GgmlType::Q2_K:
-    case GgmlType::Q3_K:
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
-    case GgmlType::IQ4_NL:
-    case GgmlType::IQ4_XS:
-      return true;
-    default:
-      return false;
+    case GgmlType::F32: return dequant_f32;
+    case GgmlType::F16: return copy_f16;
+    case GgmlType::BF16: return dequant_bf16;
+    case GgmlType::Q8_0: return dequant_q8_0;
+    case GgmlType::Q4_0: return dequant_q4_0;
+    case GgmlType::Q4_1: return dequant_q4_1;
+    case GgmlType::Q5_0: return dequant_q5_0;
+    case GgmlType::Q5_1: return dequant_q5_1;
+    case GgmlType::Q2_K: return dequant_q2_k;
+    case GgmlType::Q3_K: return dequant_q3_k;
+    case GgmlType::Q4_K: return dequant_q45_k<false>;
+    case GgmlType::Q5_K: return dequant_q45_k<true>;
+    case GgmlType::Q6_K: return dequant_q6_k;
+    case GgmlType::IQ4_NL: return dequant_iq4_nl;
+    case GgmlType::IQ4_XS: return dequant_iq4_xs;
+    default: return nullptr;
   }
 }
 
+}  // namespace
+
+bool gguf_dequant_supported(uint32_t type) { return dequant_fn(type) != nullptr; }
+
 void dequantize_to_f16(uint32_t type, const uint8_t* src, uint16_t* dst, int64_t n) {
-  switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32:
-      return dequant_f32(src, dst, n);
-    case GgmlType::F16:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 2);
-      return;
-    case GgmlType::BF16:
-      return dequant_bf16(src, dst, n);
-    case GgmlType::Q8_0:
-      return dequant_q8_0(src, dst, n);
-    case GgmlType::Q4_0:
-      return dequant_q4_0(src, dst, n);
-    case GgmlType::Q4_1:
-      return dequant_q4_1(src, dst, n);
-    case GgmlType::Q5_0:
-      return dequant_q5_0(src, dst, n);
-    case GgmlType::Q5_1:
-      return dequant_q5_1(src, dst, n);
-    case GgmlType::Q2_K:
-      return dequant_q2_k(src, dst, n);
-    case GgmlType::Q3_K:
-      return dequant_q3_k(src, dst, n);
-    case GgmlType::Q4_K:
-      return dequant_q45_k<false>(src, dst, n);
-    case GgmlType::Q5_K:
-      return dequant_q45_k<true>(src, dst, n);
-    case GgmlType::Q6_K:
-      return dequant_q6_k(src, dst, n);
-    case GgmlType::IQ4_NL:
-      return dequant_iq4_nl(src, dst, n);
-    case GgmlType::IQ4_XS:
-      return dequant_iq4_xs(src, dst, n);
-    default:
-      throw Error(fmt::format("unsupported tensor type {}", ggml_type_name(type)));
-  }
+  const DequantFn fn = dequant_fn(type);
+  if (fn == nullptr) throw Error(fmt::format("unsupported tensor type {}", ggml_type_name(type)));
+  fn(src, dst, n);
 }
 
 Tensor GgufFile::dequantize_f16(const GgufTensorInfo& info) const {
