@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -178,6 +180,35 @@ TEST(GgufImport, Qwen2KeepsRowOrderAndBiases) {
         << e.what();
   }
   EXPECT_FALSE(fs::exists(dir / "nobias"));
+}
+
+// llama with attention biases: the q/k biases are interleaved like their rows and come back in
+// HF order (config attention_bias true).
+TEST(GgufImport, LlamaBiasesFollowTheirRows) {
+  std::mt19937 rng(9);
+  GgufBuilder b = test::tiny_llama_builder(3);
+  const std::string qb = test::random_blocks(0, 32, rng), kb = test::random_blocks(0, 16, rng);
+  b.tensor("blk.0.attn_q.bias", {32}, 0, qb);
+  b.tensor("blk.0.attn_k.bias", {16}, 0, kb);
+  const GgufFile g = parse_str(b.build());
+  EXPECT_EQ(hf_config_from_gguf(g)["attention_bias"], true);
+  const std::vector<HfTensor> tensors = gguf_to_hf_tensors(g);
+  for (const auto& [name, gguf_bytes, heads] :
+       {std::tuple{"model.layers.0.self_attn.q_proj.bias", qb, 2},
+        std::tuple{"model.layers.0.self_attn.k_proj.bias", kb, 1}}) {
+    const auto it = std::find_if(tensors.begin(), tensors.end(),
+                                 [&](const HfTensor& t) { return t.name == name; });
+    ASSERT_NE(it, tensors.end()) << name;
+    std::string f16;  // the file's values as fp16, then into HF order
+    for (size_t i = 0; i < gguf_bytes.size() / 4; ++i) {
+      float v;
+      std::memcpy(&v, gguf_bytes.data() + 4 * i, 4);
+      GgufBuilder::put<uint16_t>(f16, float_to_half(v));
+    }
+    const std::string want = test::hf_row_order(f16, heads, 2);
+    ASSERT_EQ(it->tensor.nbytes(), want.size()) << name;
+    EXPECT_EQ(std::memcmp(it->tensor.raw(), want.data(), want.size()), 0) << name;
+  }
 }
 
 TEST(GgufImport, UnsupportedInputsAreClearErrors) {
