@@ -2,6 +2,7 @@
 // tensor dtypes and bytes, rope settings and quantization (for EXL2, bits per weight of every
 // linear) — after validating config.json and, for unquantized and EXL2 models, that every Llama
 // tensor is present with the shape the config implies (EXL2 layers: io::validate_exl2).
+// MODEL may also be a .gguf file: its sizes, tensor types and whether import-gguf takes it.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,7 @@
 #include "cli/commands.h"
 #include "cli/run_util.h"
 #include "core/error.h"
+#include "io/gguf_import.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/linear_bits.h"
@@ -262,6 +264,39 @@ void print_info(const json& j) {
   print_layer_bits(j["quantization"]);
 }
 
+void print_gguf_info(const nlohmann::ordered_json& j) {
+  std::string types;
+  for (const auto& [name, n] : j["types"].items())
+    types += fmt::format("{}{} {}", types.empty() ? "" : ", ", name, n.get<int64_t>());
+  const int64_t bytes = j["bytes"].get<int64_t>();
+  std::string arch = j["architecture"].get<std::string>();
+  if (!j["name"].get<std::string>().empty()) arch += fmt::format(" ({})", j["name"].get<std::string>());
+  fmt::print("model:         {}\n", j["path"].get<std::string>());
+  fmt::print("format:        {}\n", j["format"].get<std::string>());
+  fmt::print("architecture:  {}\n", arch);
+  if (j.contains("config")) {
+    const auto& c = j["config"];
+    fmt::print("layers:        {}\n", c["num_hidden_layers"].get<int64_t>());
+    fmt::print("hidden:        {} (intermediate {})\n", c["hidden_size"].get<int64_t>(),
+               c["intermediate_size"].get<int64_t>());
+    fmt::print("heads:         {} (kv heads {}, head dim {})\n", c["num_attention_heads"].get<int64_t>(),
+               c["num_key_value_heads"].get<int64_t>(), c["head_dim"].get<int64_t>());
+    fmt::print("vocab:         {}\n", c["vocab_size"].get<int64_t>());
+    fmt::print("context:       {}\n", c["max_position_embeddings"].get<int64_t>());
+  }
+  fmt::print("tensors:       {} ({})\n", j["tensors"].get<int64_t>(), types);
+  fmt::print("bytes:         {} ({:.1f} MiB, {:.2f} bits per value)\n", group_digits(bytes),
+             static_cast<double>(bytes) / (1 << 20), j["bits_per_value"].get<double>());
+  fmt::print("tokenizer:     {} / {}\n", j["tokenizer"]["model"].get<std::string>(),
+             j["tokenizer"]["pre"].get<std::string>());
+  if (j["importable"].get<bool>()) {
+    fmt::print("import-gguf:   yes\n");
+  } else {
+    fmt::print("import-gguf:   no\n");
+    for (const auto& p : j["problems"]) fmt::print("  - {}\n", p.get<std::string>());
+  }
+}
+
 }  // namespace
 
 void add_info(CLI::App& app) {
@@ -270,11 +305,22 @@ void add_info(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("info", "Show a model folder's architecture, sizes, dtypes and quantization");
-  cmd->add_option("model", args->model, "model folder (config.json + *.safetensors), required");
+  auto* cmd = app.add_subcommand(
+      "info", "Show a model folder's architecture, sizes, dtypes and quantization, or what a GGUF holds");
+  cmd->add_option("model", args->model,
+                  "model folder (config.json + *.safetensors) or .gguf file, required");
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->callback([args] {
     if (args->model.empty()) throw Error("info needs a model folder: exq info MODEL");
+    if (fs::is_regular_file(args->model)) {
+      const nlohmann::ordered_json info = io::gguf_summary(io::GgufFile::open(args->model));
+      if (args->json) {
+        fmt::print("{}\n", info.dump(2));
+      } else {
+        print_gguf_info(info);
+      }
+      return;
+    }
     const json info = build_info(args->model);
     if (args->json) {
       fmt::print("{}\n", info.dump(2));

@@ -1,6 +1,7 @@
 #include "io/gguf_import.h"
 
 #include <cstring>
+#include <map>
 #include <regex>
 
 #include "core/error.h"
@@ -170,6 +171,59 @@ ordered_json hf_generation_config_from_gguf(const GgufFile& g) {
   ordered_json c = ordered_json::object();
   add_token_ids(g, c);
   return c;
+}
+
+ordered_json gguf_summary(const GgufFile& g) {
+  ordered_json s;
+  s["path"] = g.path().string();
+  s["format"] = fmt::format("GGUF v{}", g.version());
+  s["architecture"] = g.get_string_or("general.architecture", "");
+  s["name"] = g.get_string_or("general.name", "");
+  ordered_json problems = ordered_json::array();
+  try {
+    const ordered_json c = hf_config_from_gguf(g);
+    for (const char* key : {"model_type", "num_hidden_layers", "hidden_size", "intermediate_size",
+                            "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+                            "max_position_embeddings", "tie_word_embeddings"})
+      s["config"][key] = c[key];
+  } catch (const Error& e) {
+    problems.push_back(e.message());
+  }
+  s["tokenizer"] = {{"model", g.get_string_or("tokenizer.ggml.model", "")},
+                    {"pre", g.get_string_or("tokenizer.ggml.pre", "")}};
+  try {
+    (void)hf_tokenizer_from_gguf(g);
+  } catch (const Error& e) {
+    problems.push_back(e.message());
+  }
+  std::map<std::string, int64_t> types, unsupported;
+  int64_t values = 0, bytes = 0, unknown_names = 0;
+  std::string first_unknown;
+  for (const GgufTensorInfo& t : g.tensors()) {
+    const std::string type = ggml_type_name(t.type);
+    ++types[type];
+    if (!gguf_dequant_supported(t.type)) ++unsupported[type];
+    values += t.numel();
+    bytes += static_cast<int64_t>(t.nbytes);
+    try {
+      (void)gguf_to_hf_name(t.name);
+    } catch (const Error&) {
+      if (unknown_names++ == 0) first_unknown = t.name;
+    }
+  }
+  for (const auto& [type, n] : unsupported)
+    problems.push_back(fmt::format("{} tensor(s) of type {}, which import-gguf does not read", n, type));
+  if (unknown_names > 0)
+    problems.push_back(fmt::format("{} tensor(s) import-gguf does not know, first '{}'",
+                                   unknown_names, first_unknown));
+  s["tensors"] = g.tensors().size();
+  s["types"] = types;
+  s["values"] = values;
+  s["bytes"] = bytes;
+  s["bits_per_value"] = values > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(values) : 0.0;
+  s["importable"] = problems.empty();
+  s["problems"] = problems;
+  return s;
 }
 
 std::vector<fs::path> import_gguf(const fs::path& gguf_path, const fs::path& out_dir) {

@@ -33,6 +33,13 @@ nlohmann::ordered_json hf_tokenizer_from_gguf(const GgufFile& gguf);
 nlohmann::ordered_json hf_tokenizer_config_from_gguf(const GgufFile& gguf);
 nlohmann::ordered_json hf_special_tokens_map_from_gguf(const GgufFile& gguf);
 
+// What a GGUF file holds and whether import_gguf can take it, without dequantizing: format
+// version, architecture and sizes (as the config would have them), tensor count per ggml type,
+// data bytes and bits per value, the tokenizer's model and pre type, and "problems": every
+// reason the import would stop (architecture, tokenizer, unsupported tensor types with their
+// counts, unknown tensor names), empty when it would succeed.
+nlohmann::ordered_json gguf_summary(const GgufFile& gguf);
+
 // Writes the whole folder (created if needed), every file atomically. Returns the files.
 std::vector<std::filesystem::path> import_gguf(const std::filesystem::path& gguf_path,
                                                const std::filesystem::path& out_dir);
