@@ -231,13 +231,32 @@ void print_layer_bits(const json& q) {
   }
 }
 
+// "F16 3, F32 2" from a {name: count} object.
+template <typename Json>
+std::string joined_counts(const Json& counts) {
+  std::string out;
+  for (const auto& [name, n] : counts.items())
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", name, n.template get<int64_t>());
+  return out;
+}
+
+// The model's sizes, one layout for folders and GGUF files.
+struct Sizes {
+  int64_t layers, hidden, intermediate, heads, kv_heads, head_dim, vocab, context;
+};
+
+void print_sizes(const Sizes& z) {
+  fmt::print("layers:        {}\n", z.layers);
+  fmt::print("hidden:        {} (intermediate {})\n", z.hidden, z.intermediate);
+  fmt::print("heads:         {} (kv heads {}, head dim {})\n", z.heads, z.kv_heads, z.head_dim);
+  fmt::print("vocab:         {}\n", z.vocab);
+  fmt::print("context:       {}\n", z.context);
+}
+
 void print_info(const json& j) {
   std::string arch = j["model_type"].get<std::string>();
   if (!j["architectures"].empty()) arch += fmt::format(" ({})", j["architectures"][0].get<std::string>());
-  std::string dtypes;
-  for (const auto& [name, n] : j["dtypes"].items()) {
-    dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", name, n.get<int64_t>());
-  }
+  const std::string dtypes = joined_counts(j["dtypes"]);
   std::string rope = fmt::format("theta {}", j["rope"]["theta"].get<double>());
   const json& sc = j["rope"]["scaling"];
   rope += sc.is_string() ? ", no scaling"
@@ -246,13 +265,10 @@ void print_info(const json& j) {
   const int64_t bytes = j["bytes"].get<int64_t>();
   fmt::print("model:         {}\n", j["path"].get<std::string>());
   fmt::print("architecture:  {}\n", arch);
-  fmt::print("layers:        {}\n", j["layers"].get<int64_t>());
-  fmt::print("hidden:        {} (intermediate {})\n", j["hidden_size"].get<int64_t>(),
-             j["intermediate_size"].get<int64_t>());
-  fmt::print("heads:         {} (kv heads {}, head dim {})\n", j["heads"].get<int64_t>(),
-             j["kv_heads"].get<int64_t>(), j["head_dim"].get<int64_t>());
-  fmt::print("vocab:         {}\n", j["vocab_size"].get<int64_t>());
-  fmt::print("context:       {}\n", j["max_position_embeddings"].get<int64_t>());
+  print_sizes({j["layers"].get<int64_t>(), j["hidden_size"].get<int64_t>(),
+               j["intermediate_size"].get<int64_t>(), j["heads"].get<int64_t>(),
+               j["kv_heads"].get<int64_t>(), j["head_dim"].get<int64_t>(),
+               j["vocab_size"].get<int64_t>(), j["max_position_embeddings"].get<int64_t>()});
   fmt::print("parameters:    {} ({:.1f}M)\n", group_digits(params), static_cast<double>(params) / 1e6);
   fmt::print("tensors:       {} ({}) in {} file(s)\n", j["tensors"].get<int64_t>(), dtypes,
              j["files"].get<int64_t>());
@@ -265,9 +281,7 @@ void print_info(const json& j) {
 }
 
 void print_gguf_info(const nlohmann::ordered_json& j) {
-  std::string types;
-  for (const auto& [name, n] : j["types"].items())
-    types += fmt::format("{}{} {}", types.empty() ? "" : ", ", name, n.get<int64_t>());
+  const std::string types = joined_counts(j["types"]);
   const int64_t bytes = j["bytes"].get<int64_t>();
   std::string arch = j["architecture"].get<std::string>();
   if (!j["name"].get<std::string>().empty()) arch += fmt::format(" ({})", j["name"].get<std::string>());
@@ -276,13 +290,10 @@ void print_gguf_info(const nlohmann::ordered_json& j) {
   fmt::print("architecture:  {}\n", arch);
   if (j.contains("config")) {
     const auto& c = j["config"];
-    fmt::print("layers:        {}\n", c["num_hidden_layers"].get<int64_t>());
-    fmt::print("hidden:        {} (intermediate {})\n", c["hidden_size"].get<int64_t>(),
-               c["intermediate_size"].get<int64_t>());
-    fmt::print("heads:         {} (kv heads {}, head dim {})\n", c["num_attention_heads"].get<int64_t>(),
-               c["num_key_value_heads"].get<int64_t>(), c["head_dim"].get<int64_t>());
-    fmt::print("vocab:         {}\n", c["vocab_size"].get<int64_t>());
-    fmt::print("context:       {}\n", c["max_position_embeddings"].get<int64_t>());
+    print_sizes({c["num_hidden_layers"].get<int64_t>(), c["hidden_size"].get<int64_t>(),
+                 c["intermediate_size"].get<int64_t>(), c["num_attention_heads"].get<int64_t>(),
+                 c["num_key_value_heads"].get<int64_t>(), c["head_dim"].get<int64_t>(),
+                 c["vocab_size"].get<int64_t>(), c["max_position_embeddings"].get<int64_t>()});
   }
   fmt::print("tensors:       {} ({})\n", j["tensors"].get<int64_t>(), types);
   fmt::print("bytes:         {} ({:.1f} MiB, {:.2f} bits per value)\n", group_digits(bytes),
