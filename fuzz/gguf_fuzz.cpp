@@ -1,5 +1,5 @@
-// libFuzzer target: GGUF parsing, dequantization and the HF import builders on arbitrary
-// bytes must only ever succeed or throw exq::Error.
+// libFuzzer target: GGUF parsing, dequantization, the summary and the HF import builders on
+// arbitrary bytes must only ever succeed or throw exq::Error.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -26,6 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)fn(g).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
       } catch (const exq::Error&) {
       }
+    }
+    try {
+      (void)gguf_summary(g).dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    } catch (const exq::Error&) {
     }
     try {
       (void)gguf_to_hf_tensors(g);
