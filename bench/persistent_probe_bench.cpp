@@ -140,7 +140,6 @@ int run(const Args& a) {
 
     const size_t limit = gpu::bench::persistent_probe_smem_limit();
     std::vector<ProbeConfig> configs;
-    // stages x KB, threads, work, barrier, align, interleave, bulk
     auto add = [&](int stages, int kb, int threads, int work, bool barrier, int align, bool interleave, bool bulk) {
       ProbeConfig c;
       c.blocks = sms;
@@ -154,7 +153,6 @@ int run(const Args& a) {
       c.bulk = bulk;
       if (gpu::bench::persistent_probe_smem(c) <= limit) configs.push_back(c);
     };
-    configs.clear();
     // stages, KB, threads, work, barrier, align, interleave, bulk
     add(7, 32, 1024, 1, true, 16, true, false);     // cp.async ring, interleaved stages
     add(7, 32, 1024, 1, true, 16, false, false);    // contiguous shares
