@@ -36,6 +36,7 @@ struct ServeArgs {
   int64_t max_tokens = 512;
   int threads = 0;
   std::string device = "auto";
+  bool no_prompt_cache = false;
 };
 
 int g_stop_pipe[2] = {-1, -1};
@@ -73,25 +74,30 @@ void run_serve(const ServeArgs& a) {
   sm.max_context = std::min<int64_t>(a.ctx_size, model->config().max_position_embeddings);
   sm.default_max_tokens = a.max_tokens;
   sm.device = "cpu";
+  const bool cache = !a.no_prompt_cache;
 
 #if EXQ_HAVE_CUDA
   std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+  std::unique_ptr<runtime::cuda::CudaSession> gpu_session;
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
     co.max_context = sm.max_context;
     gpu = std::make_unique<runtime::cuda::CudaLlama>(*model, co);
     model.reset();  // the weights live on the GPU now
     sm.device = fmt::format("cuda:{} ({})", co.device, gpu->device().name);
-    sm.generate = [&gpu, &tok](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
-                               const runtime::TextCallback& cb) {
-      return runtime::cuda::generate_text_cuda(*gpu, tok, prompt, o, cb);
+    gpu_session = std::make_unique<runtime::cuda::CudaSession>(*gpu, tok);
+    sm.generate = [&gpu_session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
+                                        bool reuse, const runtime::TextCallback& cb) {
+      return gpu_session->generate(prompt, o, cache && reuse, cb);
     };
   }
 #endif
+  std::unique_ptr<runtime::LlamaSession> cpu_session;
   if (device == Device::Cpu) {
-    sm.generate = [&model, &tok](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
-                                 const runtime::TextCallback& cb) {
-      return runtime::generate_text(*model, tok, prompt, o, cb);
+    cpu_session = std::make_unique<runtime::LlamaSession>(*model, tok, sm.max_context);
+    sm.generate = [&cpu_session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
+                                        bool reuse, const runtime::TextCallback& cb) {
+      return cpu_session->generate(prompt, o, cache && reuse, cb);
     };
   }
 
@@ -145,6 +151,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
+  cmd->add_flag("--no-prompt-cache", a->no_prompt_cache,
+                "run every prompt whole (by default a prompt that begins with the last request's "
+                "prompt and answer, as a chat's next turn does, runs only its new tokens)");
   cmd->callback([a] { run_serve(*a); });
 }
 

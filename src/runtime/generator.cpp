@@ -63,26 +63,40 @@ const char* stop_reason_name(StopReason r) {
 }
 
 double GenerateResult::prefill_tokens_per_s() const {
-  return prefill_seconds > 0.0 ? static_cast<double>(prompt_tokens) / prefill_seconds : 0.0;
+  return prefill_seconds > 0.0 ? static_cast<double>(prompt_tokens - cached_tokens) / prefill_seconds : 0.0;
 }
 
 double GenerateResult::decode_tokens_per_s() const {
   return decode_seconds > 0.0 ? static_cast<double>(decode_steps) / decode_seconds : 0.0;
 }
 
-GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
-                        const GenerateOptions& options, const TextCallback& on_text) {
+std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const GenerateOptions& options,
+                                       int64_t position, int64_t max_context) {
   EXQ_CHECK(!prompt.empty(), "the prompt is empty: nothing to generate from");
   EXQ_CHECK(options.max_new_tokens >= 0, "max tokens must be >= 0, got {}", options.max_new_tokens);
-  const int64_t room = model.max_context() - model.position();
-  EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= room,
-            "the prompt has {} tokens but the context has room for {} (context length {})",
-            prompt.size(), room, model.max_context());
+  const int64_t cached = options.cached_prompt_tokens;
+  EXQ_CHECK(cached >= 0 && cached < static_cast<int64_t>(prompt.size()),
+            "{} cached prompt tokens for a prompt of {}: at most the prompt's size - 1", cached,
+            prompt.size());
+  EXQ_CHECK(cached == 0 || position == cached,
+            "{} cached prompt tokens, but the model's context holds {} tokens", cached, position);
+  const std::span<const int32_t> rest = prompt.subspan(static_cast<size_t>(cached));
+  const int64_t room = max_context - position;
+  EXQ_CHECK(static_cast<int64_t>(rest.size()) <= room,
+            "the prompt has {} tokens to run but the context has room for {} (context length {})",
+            rest.size(), room, max_context);
+  return rest;
+}
+
+GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
+                        const GenerateOptions& options, const TextCallback& on_text) {
+  const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
 
   GenerateResult result;
   Sampler sampler(options.sampler);
   result.seed = sampler.seed();
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  result.cached_tokens = options.cached_prompt_tokens;
   if (options.max_new_tokens == 0) return result;
   if (decoder) decoder->reset();
 
@@ -97,7 +111,7 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
   };
 
   auto t0 = Clock::now();
-  std::span<const float> logits = model.forward(prompt);
+  std::span<const float> logits = model.forward(rest);
   int32_t next = sampler.sample(logits, history);
   result.prefill_seconds = seconds_since(t0);
 

@@ -24,6 +24,7 @@ class StepFunction {
   virtual int64_t position() const = 0;     // tokens already in the context
   virtual int64_t max_context() const = 0;  // capacity of the context
   virtual void reset() = 0;
+  virtual void truncate(int64_t n) = 0;  // keeps the first n <= position() tokens
 };
 
 // Incremental detokenizer: push() returns the text that became final with this id.
@@ -53,6 +54,10 @@ struct GenerateOptions {
   int64_t max_new_tokens = 256;
   std::vector<int32_t> eos_token_ids;  // any of them stops generation (and is kept in ids)
   SamplerConfig sampler;
+  // The prompt's first n tokens are already the model's context (position() == n, left by an
+  // earlier generation: PromptCache); only the rest runs. At most prompt size - 1: the last
+  // prompt token runs for its logits.
+  int64_t cached_prompt_tokens = 0;
 };
 
 enum class StopReason { Eos, MaxTokens, ContextFull, Callback };
@@ -63,21 +68,28 @@ struct GenerateResult {
   std::string text;          // decoded text of the non-eos ids
   StopReason stop = StopReason::MaxTokens;
   int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // of prompt_tokens, already in the context (not run again)
   int64_t generated_tokens = 0;
   int64_t decode_steps = 0;  // single-token forward calls after the prefill
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
   uint64_t seed = 0;
 
-  double prefill_tokens_per_s() const;
+  double prefill_tokens_per_s() const;  // prompt tokens that ran (cached ones excluded)
   double decode_tokens_per_s() const;
 };
 
 // Receives text as it becomes final (whole UTF-8 characters); returning false stops.
 using TextCallback = std::function<bool(std::string_view)>;
 
-// Runs one generation from an empty or continued context. `decoder` may be null (no text).
-// Throws exq::Error for an empty prompt or one that does not fit the context.
+// The part of `prompt` a generation runs: all of it but options.cached_prompt_tokens, checked
+// against a context at `position` of `max_context` (the checks of generate(), which throws).
+std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const GenerateOptions& options,
+                                       int64_t position, int64_t max_context);
+
+// Runs one generation from an empty or continued context (or one holding the prompt's first
+// options.cached_prompt_tokens). `decoder` may be null (no text). Throws exq::Error for an
+// empty prompt, one that does not fit the context, or a cached count the context does not hold.
 GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                         const GenerateOptions& options, const TextCallback& on_text = {});
 

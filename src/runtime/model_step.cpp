@@ -15,6 +15,24 @@ std::span<const float> LlamaStep::forward(std::span<const int32_t> tokens) {
   return logits_.span<const float>();
 }
 
+void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab) {
+  for (int32_t id : prompt)
+    EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
+              vocab);
+}
+
+LlamaSession::LlamaSession(model::LlamaModel& model, const tokenizer::Tokenizer& tok, int64_t max_context)
+    : step_(model, max_context), decoder_(tok), vocab_(model.config().vocab_size) {}
+
+GenerateResult LlamaSession::generate(std::span<const int32_t> prompt, const GenerateOptions& options,
+                                      bool reuse, const TextCallback& on_text) {
+  check_prompt_ids(prompt, vocab_);
+  return cache_.generate(step_, prompt, options, reuse,
+                         [&](std::span<const int32_t> p, const GenerateOptions& o) {
+                           return runtime::generate(step_, &decoder_, p, o, on_text);
+                         });
+}
+
 std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::ModelConfig& config,
                                     const tokenizer::Tokenizer& tok, const std::string& eos_token) {
   std::vector<int32_t> ids;
@@ -32,11 +50,7 @@ std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::Model
 GenerateResult generate_text(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
                              std::span<const int32_t> prompt, const GenerateOptions& options,
                              const TextCallback& on_text) {
-  const int64_t vocab = model.config().vocab_size;
-  for (int32_t id : prompt) {
-    EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
-              vocab);
-  }
+  check_prompt_ids(prompt, model.config().vocab_size);
   const int64_t limit = model.config().max_position_embeddings;
   const int64_t wanted = static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 0);
   EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= limit,

@@ -10,6 +10,7 @@
 #include "model/llama.h"
 #include "runtime/generation_config.h"
 #include "runtime/generator.h"
+#include "runtime/prompt_cache.h"
 #include "tokenizer/tokenizer.h"
 
 namespace exq::runtime {
@@ -23,6 +24,7 @@ class LlamaStep : public StepFunction {
   int64_t position() const override { return cache_.length(); }
   int64_t max_context() const override { return cache_.max_len(); }
   void reset() override { cache_.reset(); }
+  void truncate(int64_t n) override { cache_.truncate(n); }
 
  private:
   model::LlamaModel& model_;
@@ -46,6 +48,26 @@ class TokenizerTextDecoder : public TextDecoder {
 // tokenizer's eos_token (tokenizer_config.json), deduplicated in that order.
 std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::ModelConfig& config,
                                     const tokenizer::Tokenizer& tok, const std::string& eos_token);
+
+// Throws exq::Error naming the first id of `prompt` outside [0, vocab).
+void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab);
+
+// Generations on one LlamaModel over one KV cache of max_context positions kept between calls
+// (exq serve): with `reuse`, a prompt that begins with what the cache holds runs only from
+// where the two differ (PromptCache). The model and tokenizer must outlive it.
+class LlamaSession {
+ public:
+  LlamaSession(model::LlamaModel& model, const tokenizer::Tokenizer& tok, int64_t max_context);
+  GenerateResult generate(std::span<const int32_t> prompt, const GenerateOptions& options, bool reuse,
+                          const TextCallback& on_text = {});
+  std::span<const int32_t> context_tokens() const { return cache_.tokens(); }
+
+ private:
+  LlamaStep step_;
+  TokenizerTextDecoder decoder_;
+  PromptCache cache_;
+  int64_t vocab_;
+};
 
 // Generates from prompt ids with a fresh cache sized to prompt + max_new_tokens (capped at
 // the model's max_position_embeddings), streaming decoded text to on_text.

@@ -177,6 +177,7 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
     r.include_usage = boolean(*so, "include_usage").value_or(false);
   }
+  r.cache_prompt = boolean(body, "cache_prompt").value_or(true);
   return r;
 }
 
@@ -206,10 +207,11 @@ json error_body(const std::string& message, const std::string& type, const std::
 
 namespace {
 
-json usage(int64_t prompt_tokens, int64_t completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json reason(const char* finish_reason) { return finish_reason ? json(finish_reason) : json(nullptr); }
@@ -230,7 +232,7 @@ const char* chunk_object(Endpoint endpoint) {
 }  // namespace
 
 json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                     const char* finish_reason, int64_t prompt_tokens, int64_t completion_tokens) {
+                     const char* finish_reason, const Usage& usage) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(finish_reason)}};
   const bool chat = endpoint == Endpoint::ChatCompletions;
   if (chat)
@@ -238,7 +240,7 @@ json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::str
   else
     choice["text"] = text;
   json body = envelope(chat ? "chat.completion" : "text_completion", meta, json::array({choice}));
-  body["usage"] = usage(prompt_tokens, completion_tokens);
+  body["usage"] = usage_json(usage);
   return body;
 }
 
@@ -257,10 +259,9 @@ json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& 
   return envelope(chunk_object(endpoint), meta, json::array({choice}));
 }
 
-json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, int64_t prompt_tokens,
-                 int64_t completion_tokens) {
+json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage) {
   json body = envelope(chunk_object(endpoint), meta, json::array());
-  body["usage"] = usage(prompt_tokens, completion_tokens);
+  body["usage"] = usage_json(usage);
   return body;
 }
 

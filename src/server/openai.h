@@ -46,6 +46,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool cache_prompt = true;    // llama.cpp's field: may reuse the context the last request left
 };
 
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
@@ -68,17 +69,23 @@ struct ResponseMeta {
   std::string model;
 };
 
+// A response's token counts: "usage", with prompt_tokens_details.cached_tokens (OpenAI's name
+// for prompt tokens that did not run again).
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
 // The whole response: finish_reason "stop" (end of sequence or a stop string) or "length".
 nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                               const char* finish_reason, int64_t prompt_tokens,
-                               int64_t completion_tokens);
+                               const char* finish_reason, const Usage& usage);
 // One streamed chunk: `text` as the delta (chat: the first chunk also carries the role), and
 // finish_reason on the last one (null before).
 nlohmann::json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
                           const char* finish_reason, bool first);
 // The usage chunk of stream_options.include_usage (no choices).
-nlohmann::json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, int64_t prompt_tokens,
-                           int64_t completion_tokens);
+nlohmann::json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
 // "data: <json>\n\n" (invalid UTF-8 replaced: the text is the model's).
 std::string sse_event(const nlohmann::json& body);
 

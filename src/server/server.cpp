@@ -35,6 +35,10 @@ const char* finish_reason(const runtime::GenerateResult& r, bool stopped) {
   return "length";
 }
 
+Usage usage_of(const runtime::GenerateResult& r, size_t prompt_tokens) {
+  return {static_cast<int64_t>(prompt_tokens), r.cached_tokens, r.generated_tokens};
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -125,7 +129,7 @@ struct Server::Impl {
     runtime::GenerateResult result;
     try {
       std::lock_guard<std::mutex> lock(generate_mutex);
-      result = model.generate(job.prompt, job.options, [&](std::string_view piece) {
+      result = model.generate(job.prompt, job.options, job.request.cache_prompt, [&](std::string_view piece) {
         text += stops.push(piece);
         return !stops.stopped();
       });
@@ -136,7 +140,7 @@ struct Server::Impl {
     text += stops.finish();
     send_json(res, 200,
               completion_body(endpoint, job.meta, text, finish_reason(result, stops.stopped()),
-                              static_cast<int64_t>(job.prompt.size()), result.generated_tokens));
+                              usage_of(result, job.prompt.size())));
   }
 
   void stream(Job job, httplib::Response& res) {
@@ -160,13 +164,14 @@ struct Server::Impl {
       };
       try {
         std::lock_guard<std::mutex> lock(generate_mutex);
-        const runtime::GenerateResult r = model.generate(j.prompt, j.options, [&](std::string_view piece) {
+        const runtime::GenerateResult r =
+            model.generate(j.prompt, j.options, j.request.cache_prompt, [&](std::string_view piece) {
           return send_text(stops.push(piece)) && !stops.stopped();
         });
         if (open) send_text(stops.finish());
         if (open) send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false));
         if (open && j.request.include_usage)
-          send(usage_chunk(e, j.meta, static_cast<int64_t>(j.prompt.size()), r.generated_tokens));
+          send(usage_chunk(e, j.meta, usage_of(r, j.prompt.size())));
       } catch (const Error& err) {
         send(error_body(err.message(), "server_error"));
       }

@@ -17,10 +17,12 @@
 
 namespace exq::server {
 
-// Runs one generation from prompt ids on the model (its cache reset first), text through
-// on_text as runtime::generate does.
+// Runs one generation from prompt ids on the model, text through on_text as runtime::generate
+// does. With `reuse` (the request's cache_prompt) the model may keep the part of its context
+// that the prompt begins with and run only the rest (runtime::PromptCache); the result's
+// cached_tokens says how many it kept.
 using GenerateFn = std::function<runtime::GenerateResult(
-    std::span<const int32_t> prompt, const runtime::GenerateOptions& options,
+    std::span<const int32_t> prompt, const runtime::GenerateOptions& options, bool reuse,
     const runtime::TextCallback& on_text)>;
 
 struct ServerModel {

@@ -5,7 +5,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "cli_support.h"
 
@@ -21,48 +23,92 @@ std::filesystem::path tiny_model(const std::string& name) {
   return dir;
 }
 
-TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
-  const auto dir = tiny_model("ok");
-  const auto err = dir.parent_path() / "err";
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
+// `exq serve -m dir --port 0 --device cpu ARGS...` in a child process whose stderr goes to
+// `err`; the port comes from its "listening on http://127.0.0.1:PORT" line (0 on failure).
+struct Child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+Child start_serve(const std::filesystem::path& dir, const std::filesystem::path& err,
+                  std::vector<std::string> args) {
+  Child c;
+  c.pid = fork();
+  if (c.pid < 0) return c;
+  if (c.pid == 0) {
     const std::string exq = std::string(EXQ_BINARY_DIR) + "/exq";
     FILE* f = std::freopen(err.c_str(), "w", stderr);
     if (f == nullptr) _exit(127);
-    execl(exq.c_str(), exq.c_str(), "serve", "-m", dir.c_str(), "--port", "0", "--device", "cpu",
-          "--alias", "tiny", "--max-tokens", "5", static_cast<char*>(nullptr));
+    std::vector<std::string> all = {exq, "serve", "-m", dir.string(), "--port", "0", "--device", "cpu"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exq.c_str(), argv.data());
     _exit(127);
   }
-  // The port comes from the "listening on http://127.0.0.1:PORT" line.
-  int port = 0;
-  for (int i = 0; i < 600 && port == 0; ++i) {
+  for (int i = 0; i < 600 && c.port == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     const std::string text = read_file(err);
     const size_t at = text.find("http://127.0.0.1:");
-    if (at != std::string::npos) port = std::atoi(text.c_str() + at + 17);
-    if (waitpid(pid, nullptr, WNOHANG) == pid) FAIL() << "exq serve exited: " << text;
+    if (at != std::string::npos) c.port = std::atoi(text.c_str() + at + 17);
+    if (waitpid(c.pid, nullptr, WNOHANG) == c.pid) break;
   }
-  ASSERT_GT(port, 0) << read_file(err);
-  httplib::Client c("127.0.0.1", port);
+  return c;
+}
+
+// SIGTERM, then the exit status (-1 when it did not exit normally).
+int stop_serve(const Child& c) {
+  if (kill(c.pid, SIGTERM) != 0) return -1;
+  int status = 0;
+  if (waitpid(c.pid, &status, 0) != c.pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+json post_json(httplib::Client& c, const json& body) {
+  auto res = c.Post("/v1/completions", body.dump(), "application/json");
+  if (!res || res->status != 200) return json();
+  return json::parse(res->body);
+}
+
+TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
+  const auto dir = tiny_model("ok");
+  const auto err = dir.parent_path() / "err";
+  const Child child = start_serve(dir, err, {"--alias", "tiny", "--max-tokens", "5"});
+  ASSERT_GT(child.port, 0) << read_file(err);
+  httplib::Client c("127.0.0.1", child.port);
   c.set_read_timeout(60, 0);
   auto res = c.Get("/v1/models");
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body)["data"][0]["id"], "tiny");
-  res = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"temperature", 0}}.dump(), "application/json");
-  ASSERT_TRUE(res);
-  EXPECT_EQ(res->status, 200) << res->body;
-  const json body = json::parse(res->body);
+  const json req = {{"prompt", "Hello there, how are you"}, {"temperature", 0}};
+  const json body = post_json(c, req);
+  ASSERT_TRUE(body.is_object());
   // The server's --max-tokens default; a random model rarely stops early.
   EXPECT_LE(body["usage"]["completion_tokens"].get<int>(), 5);
-  EXPECT_GT(body["usage"]["prompt_tokens"].get<int>(), 0);
+  const int prompt_tokens = body["usage"]["prompt_tokens"].get<int>();
+  EXPECT_GT(prompt_tokens, 1);
+  EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  // The same prompt again: all but its last token are still in the context.
+  const json again = post_json(c, req);
+  ASSERT_TRUE(again.is_object());
+  EXPECT_EQ(again["usage"]["prompt_tokens_details"]["cached_tokens"], prompt_tokens - 1);
+  EXPECT_EQ(again["choices"][0]["text"], body["choices"][0]["text"]);
 
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status)) << read_file(err);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << read_file(err);
+  EXPECT_EQ(stop_serve(child), 0) << read_file(err);
   EXPECT_NE(read_file(err).find("exq serve: stopped"), std::string::npos);
+
+  // --no-prompt-cache runs every prompt whole, with the same answer.
+  const Child plain = start_serve(dir, err, {"--max-tokens", "5", "--no-prompt-cache"});
+  ASSERT_GT(plain.port, 0) << read_file(err);
+  httplib::Client c2("127.0.0.1", plain.port);
+  c2.set_read_timeout(60, 0);
+  post_json(c2, req);
+  const json whole = post_json(c2, req);
+  ASSERT_TRUE(whole.is_object());
+  EXPECT_EQ(whole["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(whole["choices"][0]["text"], body["choices"][0]["text"]);
+  EXPECT_EQ(stop_serve(plain), 0) << read_file(err);
 }
 
 TEST(CliServe, MissingModelFlag) { expect_user_error(run_exq({"serve"}), "-m MODEL"); }

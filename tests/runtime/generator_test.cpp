@@ -37,6 +37,7 @@ class FakeModel : public StepFunction {
     position_ = 0;
     step_ = 0;
   }
+  void truncate(int64_t n) override { position_ = n; }
 
   std::vector<std::vector<int32_t>> calls;
 
@@ -206,6 +207,7 @@ TEST(Generator, SeededSamplingIsReproducible) {
     int64_t position() const override { return pos_; }
     int64_t max_context() const override { return 1000; }
     void reset() override { pos_ = 0; }
+    void truncate(int64_t n) override { pos_ = n; }
 
    private:
     int64_t pos_ = 0;

@@ -32,6 +32,7 @@ class Replay : public StepFunction {
   int64_t position() const override { return pos_; }
   int64_t max_context() const override { return 1 << 20; }
   void reset() override { pos_ = 0; }
+  void truncate(int64_t n) override { pos_ = n; }
 
  private:
   std::vector<int32_t> ids_;
@@ -123,6 +124,41 @@ TEST(ModelStep, RealModelMaxTokensAndContext) {
   // Out-of-vocabulary prompt ids are a user error, not a crash.
   const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
   EXPECT_THROW(generate_text(model, tok, std::vector<int32_t>{1, 60000}, o), Error);
+}
+
+// A session's next turn keeps the prefix its context holds and runs the rest: the same tokens
+// as a fresh context (greedy, and with a repetition penalty, which must see the cached prompt).
+TEST(ModelStep, RealModelSessionReusesThePromptPrefix) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  for (const float penalty : {1.0f, 1.3f}) {
+    LlamaSession session(model, tok, 256);
+    GenerateOptions o;
+    o.max_new_tokens = 12;
+    o.sampler.temperature = 0.0f;
+    o.sampler.repetition_penalty = penalty;
+    const std::vector<int32_t> p1 = tok.encode("The three primary colours are", true);
+    const GenerateResult r1 = session.generate(p1, o, true);
+    ASSERT_EQ(r1.ids.size(), 12u);
+    EXPECT_EQ(r1.cached_tokens, 0);
+    EXPECT_EQ(r1.ids, generate_text(model, tok, p1, o).ids);
+
+    std::vector<int32_t> p2 = p1;
+    p2.insert(p2.end(), r1.ids.begin(), r1.ids.end());
+    const std::vector<int32_t> more = tok.encode(" In painting, they", false);
+    p2.insert(p2.end(), more.begin(), more.end());
+    const GenerateResult r2 = session.generate(p2, o, true);
+    EXPECT_EQ(r2.cached_tokens, static_cast<int64_t>(p1.size() + r1.ids.size()) - 1) << "penalty " << penalty;
+    const GenerateResult want = generate_text(model, tok, p2, o);
+    EXPECT_EQ(r2.ids, want.ids) << "penalty " << penalty;
+    EXPECT_EQ(r2.text, want.text);
+    EXPECT_EQ(session.context_tokens().size(), p2.size() + r2.ids.size() - 1);
+
+    const GenerateResult r3 = session.generate(p2, o, false);  // no reuse: all of it runs again
+    EXPECT_EQ(r3.cached_tokens, 0);
+    EXPECT_EQ(r3.ids, want.ids);
+  }
 }
 
 }  // namespace

@@ -115,13 +115,14 @@ TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
 
 TEST(Bodies, CompletionAndChunks) {
   const ResponseMeta meta{"chatcmpl-1", 1700000000, "m"};
-  const json c = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", 5, 2);
+  const json c = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", {5, 4, 2});
   EXPECT_EQ(c["object"], "chat.completion");
   EXPECT_EQ(c["choices"][0]["message"]["content"], "hello");
   EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(c["usage"]["total_tokens"], 7);
-  const json t = completion_body(Endpoint::Completions, meta, "x", "length", 1, 1);
+  EXPECT_EQ(c["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+  const json t = completion_body(Endpoint::Completions, meta, "x", "length", {1, 0, 1});
   EXPECT_EQ(t["object"], "text_completion");
   EXPECT_EQ(t["choices"][0]["text"], "x");
 
@@ -132,7 +133,7 @@ TEST(Bodies, CompletionAndChunks) {
   const json last = chunk_body(Endpoint::ChatCompletions, meta, "", "length", false);
   EXPECT_EQ(last["choices"][0]["delta"], json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
-  const json u = usage_chunk(Endpoint::ChatCompletions, meta, 3, 4);
+  const json u = usage_chunk(Endpoint::ChatCompletions, meta, {3, 0, 4});
   EXPECT_TRUE(u["choices"].empty());
   EXPECT_EQ(u["usage"]["completion_tokens"], 4);
 

@@ -36,16 +36,21 @@ struct Fake {
   runtime::StopReason last_stop = runtime::StopReason::MaxTokens;
   int64_t last_generated = 0;
 
-  runtime::GenerateResult generate(std::span<const int32_t> p, const runtime::GenerateOptions& o,
+  bool reuse = false;
+
+  // With `reuse` it claims the prompt's first 3 tokens were cached.
+  runtime::GenerateResult generate(std::span<const int32_t> p, const runtime::GenerateOptions& o, bool re,
                                    const runtime::TextCallback& cb) {
     {
       std::lock_guard<std::mutex> lock(mu);
       prompt.assign(p.begin(), p.end());
       options = o;
+      reuse = re;
     }
     if (fail) throw Error("logits hold NaN at step 3");
     runtime::GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(p.size());
+    r.cached_tokens = re ? 3 : 0;
     r.stop = runtime::StopReason::Eos;
     for (const std::string& s : pieces) {
       if (r.generated_tokens == o.max_new_tokens) {
@@ -140,9 +145,8 @@ class ServerFake : public ::testing::Test {
     m.max_context = max_context;
     m.default_max_tokens = 100;
     m.device = "fake";
-    m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, const runtime::TextCallback& cb) {
-      return fake_.generate(p, o, cb);
-    };
+    m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                        const runtime::TextCallback& cb) { return fake_.generate(p, o, reuse, cb); };
     return m;
   }
   std::vector<int32_t> chat_ids(const json& messages) const {
@@ -182,6 +186,8 @@ TEST_F(ServerFake, ChatCompletionUsesTheTemplateAndStopsAtAStopString) {
   EXPECT_EQ(r.body["usage"]["completion_tokens"], 4);  // "###" was generated, not returned
   const std::vector<int32_t> ids = chat_ids(messages);
   EXPECT_EQ(r.body["usage"]["prompt_tokens"], static_cast<int64_t>(ids.size()));
+  EXPECT_EQ(r.body["usage"]["prompt_tokens_details"]["cached_tokens"], 3);  // cache_prompt defaults to true
+  EXPECT_TRUE(fake_.reuse);
   EXPECT_EQ(fake_.prompt, ids);
   EXPECT_EQ(fake_.options.max_new_tokens, 100);  // the server's default
   EXPECT_EQ(fake_.options.eos_token_ids, std::vector<int32_t>{2});
@@ -199,6 +205,14 @@ TEST_F(ServerFake, CompletionLengthAndPrompt) {
   EXPECT_EQ(r.body["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(fake_.prompt, tok_->encode("Once upon a time", true));
   EXPECT_EQ(fake_.options.max_new_tokens, 2);
+
+  // llama.cpp's cache_prompt: false runs the whole prompt.
+  const Reply r2 = post(s, "/v1/completions",
+                        json{{"prompt", "Once upon a time"}, {"max_tokens", 2}, {"cache_prompt", false}}.dump());
+  ASSERT_EQ(r2.status, 200) << r2.raw;
+  EXPECT_FALSE(fake_.reuse);
+  EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", "x"}, {"cache_prompt", 1}}.dump()).status, 400);
 }
 
 TEST_F(ServerFake, DefaultMaxTokensFitTheContext) {
@@ -231,6 +245,7 @@ TEST_F(ServerFake, StreamedChunksAddUpToTheText) {
   EXPECT_EQ(ev[ev.size() - 3]["choices"][0]["finish_reason"], "stop");
   EXPECT_TRUE(ev[ev.size() - 2]["choices"].empty());
   EXPECT_EQ(ev[ev.size() - 2]["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(ev[ev.size() - 2]["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
 
   // The completions stream: text chunks, then the finish.
   res = s.client().Post("/v1/completions", json{{"prompt", "x"}, {"stream", true}, {"max_tokens", 3}}.dump(),
@@ -328,9 +343,9 @@ TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
   m.sampler = runtime::sampler_defaults(gen);
   m.eos_ids = runtime::stop_token_ids(gen, llama.config(), tok, tc.eos_token);
   m.max_context = 512;
-  m.generate = [&](std::span<const int32_t> p, const runtime::GenerateOptions& o, const runtime::TextCallback& cb) {
-    return runtime::generate_text(llama, tok, p, o, cb);
-  };
+  runtime::LlamaSession session(llama, tok, m.max_context);  // as exq serve runs it
+  m.generate = [&](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                   const runtime::TextCallback& cb) { return session.generate(p, o, reuse, cb); };
   const std::vector<int32_t> eos = m.eos_ids;
   Running s(std::move(m));
 
@@ -361,6 +376,23 @@ TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
   for (const json& e : events(res->body))
     if (e.is_object() && !e["choices"].empty()) text += e["choices"][0]["delta"].value("content", "");
   EXPECT_EQ(text, want.text);
+
+  // The next turn re-sends the conversation: only what follows the context's common prefix
+  // with it runs, and the answer is the one a fresh context gives.
+  const std::vector<int32_t> held(session.context_tokens().begin(), session.context_tokens().end());
+  json turn2 = messages;
+  turn2.push_back({{"role", "assistant"}, {"content", want.text}});
+  turn2.push_back({{"role", "user"}, {"content", "And of Germany?"}});
+  const std::vector<int32_t> prompt2 =
+      tok.encode(chat::render_chat(t, turn2, true, tc.bos_token, tc.eos_token), false);
+  const int64_t common = runtime::common_prefix(held, prompt2);
+  ASSERT_GT(common, static_cast<int64_t>(prompt.size()));  // the first prompt and some of its answer
+  const runtime::GenerateResult want2 = runtime::generate_text(llama, tok, prompt2, o);
+  const Reply r2 = post(s, "/v1/chat/completions", json{{"messages", turn2}, {"max_tokens", 24}, {"temperature", 0}}.dump());
+  ASSERT_EQ(r2.status, 200) << r2.raw;
+  EXPECT_EQ(r2.body["usage"]["prompt_tokens"], static_cast<int64_t>(prompt2.size()));
+  EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], common);
+  EXPECT_EQ(r2.body["choices"][0]["message"]["content"], want2.text);
 }
 
 }  // namespace

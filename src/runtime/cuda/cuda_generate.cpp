@@ -79,17 +79,13 @@ int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView
 
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text) {
-  EXQ_CHECK(!prompt.empty(), "the prompt is empty: nothing to generate from");
-  EXQ_CHECK(options.max_new_tokens >= 0, "max tokens must be >= 0, got {}", options.max_new_tokens);
-  const int64_t room = model.max_context() - model.position();
-  EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= room,
-            "the prompt has {} tokens but the context has room for {} (context length {})",
-            prompt.size(), room, model.max_context());
+  const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
 
   GenerateResult result;
   CudaSampler sampler(options.sampler, model.config().vocab_size, model.allocator(), model.stream());
   result.seed = sampler.seed();
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  result.cached_tokens = options.cached_prompt_tokens;
   if (options.max_new_tokens == 0) return result;
   if (decoder) decoder->reset();
   sampler.set_history(prompt);
@@ -104,7 +100,7 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
   };
 
   auto t0 = Clock::now();
-  gpu::DeviceView logits = model.forward_last(prompt);
+  gpu::DeviceView logits = model.forward_last(rest);
   int32_t next = sampler.sample(logits, model.token_slot());
   result.prefill_seconds = seconds_since(t0);
 
@@ -159,13 +155,22 @@ int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, 
 GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
                                   std::span<const int32_t> prompt, const GenerateOptions& options,
                                   const TextCallback& on_text) {
-  const int64_t vocab = model.config().vocab_size;
-  for (int32_t id : prompt)
-    EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
-              vocab);
+  check_prompt_ids(prompt, model.config().vocab_size);
   model.reset();
   TokenizerTextDecoder decoder(tok);
   return generate_cuda(model, &decoder, prompt, options, on_text);
+}
+
+CudaSession::CudaSession(CudaLlama& model, const tokenizer::Tokenizer& tok)
+    : model_(model), step_(model), decoder_(tok) {}
+
+GenerateResult CudaSession::generate(std::span<const int32_t> prompt, const GenerateOptions& options,
+                                     bool reuse, const TextCallback& on_text) {
+  check_prompt_ids(prompt, model_.config().vocab_size);
+  return cache_.generate(step_, prompt, options, reuse,
+                         [&](std::span<const int32_t> p, const GenerateOptions& o) {
+                           return generate_cuda(model_, &decoder_, p, o, on_text);
+                         });
 }
 
 WindowLogits window_logits_cuda(CudaLlama& model) {

@@ -18,7 +18,9 @@
 #include "runtime/cuda/cuda_llama.h"
 #include "runtime/generator.h"
 #include "runtime/kl_divergence.h"
+#include "runtime/model_step.h"
 #include "runtime/perplexity.h"
+#include "runtime/prompt_cache.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -32,6 +34,7 @@ class CudaStep : public StepFunction {
   int64_t position() const override { return model_.position(); }
   int64_t max_context() const override { return model_.max_context(); }
   void reset() override { model_.reset(); }
+  void truncate(int64_t n) override { model_.truncate(n); }
 
  private:
   CudaLlama& model_;
@@ -81,6 +84,23 @@ int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, 
 GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
                                   std::span<const int32_t> prompt, const GenerateOptions& options,
                                   const TextCallback& on_text = {});
+
+// runtime::LlamaSession on a CudaLlama: generations over its KV cache kept between calls, a
+// prompt that begins with what the cache holds running only from where the two differ (with
+// `reuse`). The model and tokenizer must outlive it.
+class CudaSession {
+ public:
+  CudaSession(CudaLlama& model, const tokenizer::Tokenizer& tok);
+  GenerateResult generate(std::span<const int32_t> prompt, const GenerateOptions& options, bool reuse,
+                          const TextCallback& on_text = {});
+  std::span<const int32_t> context_tokens() const { return cache_.tokens(); }
+
+ private:
+  CudaLlama& model_;
+  CudaStep step_;
+  TokenizerTextDecoder decoder_;
+  PromptCache cache_;
+};
 
 // runtime::perplexity with CUDA logits; every window (>= 2 tokens) must fit max_context() + 1.
 PerplexityResult perplexity_cuda(CudaLlama& model, const std::vector<std::vector<int32_t>>& windows,

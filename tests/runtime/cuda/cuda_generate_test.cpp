@@ -14,6 +14,8 @@
 #include "backend/cuda/stream.h"
 #include "cuda_require.h"
 #include "model/llama.h"
+#include "test_support.h"
+#include "tokenizer/tokenizer.h"
 #include "runtime/kl_divergence.h"
 #include "runtime/perplexity.h"
 #include "tiny_models.h"
@@ -202,6 +204,38 @@ TEST_F(CudaGenerate, StopReasons) {
   g.max_new_tokens = 0;
   EXPECT_TRUE(generate_cuda(m, nullptr, prompt, g).ids.empty());
   EXPECT_THROW(generate_cuda(m, nullptr, std::vector<int32_t>{}, g), Error);
+}
+
+// CudaSession's next turn keeps the prefix the GPU cache holds (prefill at a position past it)
+// and gives what a fresh cache gives, greedy and with a repetition penalty.
+TEST_F(CudaGenerate, SessionReusesThePromptPrefix) {
+  const auto tok = tokenizer::Tokenizer::from_file(test::shared_dir() / "models" / "smollm2-135m-instruct" /
+                                                   "tokenizer.json");
+  CudaOptions co;
+  co.max_context = 96;
+  CudaLlama m(*model_, co);
+  const std::vector<int32_t> p1 = {3, 14, 15, 92, 65, 35, 89, 79};
+  for (const float penalty : {1.0f, 1.3f}) {
+    CudaSession session(m, tok);
+    GenerateOptions g;
+    g.max_new_tokens = 10;
+    g.sampler = config(0.0f, 40, 0.95f, 0.05f, penalty, 1);
+    const GenerateResult r1 = session.generate(p1, g, true);
+    ASSERT_EQ(r1.ids.size(), 10u);
+    std::vector<int32_t> p2 = p1;
+    p2.insert(p2.end(), r1.ids.begin(), r1.ids.end());
+    for (int32_t t : {26, 53, 58, 97}) p2.push_back(t);
+    const GenerateResult r2 = session.generate(p2, g, true);
+    EXPECT_EQ(r2.cached_tokens, static_cast<int64_t>(p1.size() + r1.ids.size()) - 1);
+    m.reset();
+    const GenerateResult want = generate_cuda(m, nullptr, p2, g);
+    EXPECT_EQ(r2.ids, want.ids) << "penalty " << penalty;
+    // A context emptied elsewhere: the session keeps nothing.
+    m.reset();
+    const GenerateResult r3 = session.generate(p2, g, true);
+    EXPECT_EQ(r3.cached_tokens, 0);
+    EXPECT_EQ(r3.ids, want.ids);
+  }
 }
 
 TEST_F(CudaGenerate, PerplexityMatchesCpu) {
