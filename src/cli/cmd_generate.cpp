@@ -13,6 +13,7 @@
 #include "chat/template.h"
 #include "cli/commands.h"
 #include "cli/run_util.h"
+#include "cli/session.h"
 #include "core/error.h"
 #include "model/llama.h"
 #include "runtime/generation_config.h"
@@ -35,25 +36,14 @@ struct GenerateArgs {
   std::string chat;
   std::string system;
   int64_t max_tokens = 256;
-  float temperature = 0.0f;
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  uint64_t seed = 0;
+  SamplingFlags sampling;
   int threads = 0;
   std::string device = "auto";
   bool json = false;
-  // Set after parsing: which sampling flags were given (they override generation_config).
+  // Set after parsing: which prompt flags were given.
   CLI::Option* prompt_opt = nullptr;
   CLI::Option* chat_opt = nullptr;
   CLI::Option* system_opt = nullptr;
-  CLI::Option* temperature_opt = nullptr;
-  CLI::Option* top_k_opt = nullptr;
-  CLI::Option* top_p_opt = nullptr;
-  CLI::Option* min_p_opt = nullptr;
-  CLI::Option* penalty_opt = nullptr;
-  CLI::Option* seed_opt = nullptr;
 };
 
 // Renders the model's chat template around one user turn (plus an optional system turn).
@@ -66,18 +56,6 @@ std::string render_chat_prompt(const tokenizer::TokenizerConfig& tc, const fs::p
   if (a.system_opt->count() > 0) messages.push_back({{"role", "system"}, {"content", a.system}});
   messages.push_back({{"role", "user"}, {"content", a.chat}});
   return chat::render_chat(tmpl, messages, /*add_generation_prompt=*/true, tc.bos_token, tc.eos_token);
-}
-
-runtime::SamplerConfig sampler_settings(const runtime::GenerationConfig& gen, const GenerateArgs& a) {
-  runtime::SamplerConfig s = runtime::sampler_defaults(gen);
-  if (a.temperature_opt->count() > 0) s.temperature = a.temperature;
-  if (a.top_k_opt->count() > 0) s.top_k = a.top_k;
-  if (a.top_p_opt->count() > 0) s.top_p = a.top_p;
-  if (a.min_p_opt->count() > 0) s.min_p = a.min_p;
-  if (a.penalty_opt->count() > 0) s.repetition_penalty = a.repetition_penalty;
-  if (a.seed_opt->count() > 0) s.seed = a.seed;
-  s.validate();
-  return s;
 }
 
 void run_generate(const GenerateArgs& a) {
@@ -96,7 +74,7 @@ void run_generate(const GenerateArgs& a) {
   const tokenizer::Tokenizer& tok = m.tok;
   const tokenizer::TokenizerConfig& tc = m.tc;
   runtime::GenerateOptions options;
-  options.sampler = sampler_settings(m.gen, a);
+  options.sampler = a.sampling.settings(m.gen);
   options.max_new_tokens = a.max_tokens;
   options.eos_token_ids = m.eos_ids;
 
@@ -162,12 +140,7 @@ void add_generate(CLI::App& app) {
   a->chat_opt = cmd->add_option("--chat", a->chat, "user message, wrapped in the model's chat template");
   a->system_opt = cmd->add_option("--system", a->system, "system message for --chat");
   cmd->add_option("--max-tokens", a->max_tokens, "most tokens to generate")->capture_default_str();
-  a->temperature_opt = cmd->add_option("--temperature", a->temperature, "0 = greedy (default 0.8)");
-  a->top_k_opt = cmd->add_option("--top-k", a->top_k, "keep the k most likely tokens, 0 = off (default 40)");
-  a->top_p_opt = cmd->add_option("--top-p", a->top_p, "nucleus sampling, 1 = off (default 0.95)");
-  a->min_p_opt = cmd->add_option("--min-p", a->min_p, "drop tokens below min-p x the top probability (default 0.05)");
-  a->penalty_opt = cmd->add_option("--repetition-penalty", a->repetition_penalty, "HF repetition penalty, 1 = off");
-  a->seed_opt = cmd->add_option("--seed", a->seed, "random seed (default: random)");
+  a->sampling.add(*cmd);
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/run_util.h"
+#include "cli/session.h"
 #include "core/error.h"
 #include "model/llama.h"
 #include "runtime/generation_config.h"
@@ -18,9 +19,6 @@
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_config.h"
-#if EXQ_HAVE_CUDA
-#include "runtime/cuda/cuda_generate.h"
-#endif
 
 namespace exq::cli {
 namespace {
@@ -57,7 +55,6 @@ void run_serve(const ServeArgs& a) {
   const Device device = resolve_device(a.device);
   const fs::path dir = a.model;
   GenerationModel gm = load_generation_model(dir);
-  auto model = std::make_unique<model::LlamaModel>(std::move(gm.model));
   const tokenizer::Tokenizer& tok = gm.tok;
   const tokenizer::TokenizerConfig& tc = gm.tc;
 
@@ -71,35 +68,15 @@ void run_serve(const ServeArgs& a) {
   sm.sampler = runtime::sampler_defaults(gm.gen);
   sm.sampler.validate();
   sm.eos_ids = gm.eos_ids;
-  sm.max_context = std::min<int64_t>(a.ctx_size, model->config().max_position_embeddings);
   sm.default_max_tokens = a.max_tokens;
-  sm.device = "cpu";
+  ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
+  sm.max_context = session.max_context();
+  sm.device = session.device_name();
   const bool cache = !a.no_prompt_cache;
-
-#if EXQ_HAVE_CUDA
-  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
-  std::unique_ptr<runtime::cuda::CudaSession> gpu_session;
-  if (device == Device::Cuda) {
-    runtime::cuda::CudaOptions co;
-    co.max_context = sm.max_context;
-    gpu = std::make_unique<runtime::cuda::CudaLlama>(*model, co);
-    model.reset();  // the weights live on the GPU now
-    sm.device = fmt::format("cuda:{} ({})", co.device, gpu->device().name);
-    gpu_session = std::make_unique<runtime::cuda::CudaSession>(*gpu, tok);
-    sm.generate = [&gpu_session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
-                                        bool reuse, const runtime::TextCallback& cb) {
-      return gpu_session->generate(prompt, o, cache && reuse, cb);
-    };
-  }
-#endif
-  std::unique_ptr<runtime::LlamaSession> cpu_session;
-  if (device == Device::Cpu) {
-    cpu_session = std::make_unique<runtime::LlamaSession>(*model, tok, sm.max_context);
-    sm.generate = [&cpu_session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o,
-                                        bool reuse, const runtime::TextCallback& cb) {
-      return cpu_session->generate(prompt, o, cache && reuse, cb);
-    };
-  }
+  sm.generate = [&session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o, bool reuse,
+                                  const runtime::TextCallback& cb) {
+    return session.generate(prompt, o, cache && reuse, cb);
+  };
 
   const std::string id = sm.id, dev = sm.device;
   const int64_t ctx = sm.max_context;

@@ -13,6 +13,7 @@ void register_commands(CLI::App& app) {
   add_import_gguf(app);
   add_tokenize(app);
   add_generate(app);
+  add_chat(app);
   add_ppl(app);
   add_quantize(app);
   add_serve(app);

@@ -14,6 +14,7 @@ void add_info(CLI::App& app);
 void add_import_gguf(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_generate(CLI::App& app);
+void add_chat(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_serve(CLI::App& app);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <optional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -47,8 +48,9 @@ inline void write_text(const std::filesystem::path& path, const std::string& tex
 }
 
 // Runs EXQ_BINARY_DIR/exq with the arguments (each shell-quoted) and `env` prefix
-// assignments; stdout and stderr are captured separately.
-inline RunResult run_exq(const std::vector<std::string>& args, const std::string& env = "") {
+// assignments, `input` on stdin (else /dev/null); stdout and stderr are captured separately.
+inline RunResult run_exq(const std::vector<std::string>& args, const std::string& env = "",
+                         const std::optional<std::string>& input = std::nullopt) {
   static int counter = 0;
   const auto dir = std::filesystem::temp_directory_path() /
                    fmt::format("exq_cli_run_{}_{}", ::getpid(), counter++);
@@ -56,8 +58,10 @@ inline RunResult run_exq(const std::vector<std::string>& args, const std::string
   // Built with fmt and append(): GCC 12 warns (-Wrestrict, falsely) on `" " + std::string`.
   std::string cmd = fmt::format("{} {}", env, shell_quote(std::string(EXQ_BINARY_DIR) + "/exq"));
   for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
-  cmd.append(fmt::format(" >{} 2>{} </dev/null", shell_quote((dir / "out").string()),
-                         shell_quote((dir / "err").string())));
+  if (input) write_text(dir / "in", *input);
+  cmd.append(fmt::format(" >{} 2>{} <{}", shell_quote((dir / "out").string()),
+                         shell_quote((dir / "err").string()),
+                         input ? shell_quote((dir / "in").string()) : std::string("/dev/null")));
   const int status = std::system(cmd.c_str());
   RunResult r;
   if (WIFEXITED(status)) {

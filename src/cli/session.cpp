@@ -1,0 +1,74 @@
+#include "cli/session.h"
+
+#include <fmt/format.h>
+
+#include "runtime/model_step.h"
+#if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_generate.h"
+#endif
+
+namespace exq::cli {
+
+void SamplingFlags::add(CLI::App& cmd) {
+  temperature_opt_ = cmd.add_option("--temperature", temperature_, "0 = greedy (default 0.8)");
+  top_k_opt_ = cmd.add_option("--top-k", top_k_, "keep the k most likely tokens, 0 = off (default 40)");
+  top_p_opt_ = cmd.add_option("--top-p", top_p_, "nucleus sampling, 1 = off (default 0.95)");
+  min_p_opt_ = cmd.add_option("--min-p", min_p_, "drop tokens below min-p x the top probability (default 0.05)");
+  penalty_opt_ = cmd.add_option("--repetition-penalty", penalty_, "HF repetition penalty, 1 = off");
+  seed_opt_ = cmd.add_option("--seed", seed_, "random seed (default: random)");
+}
+
+runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& gen) const {
+  runtime::SamplerConfig s = runtime::sampler_defaults(gen);
+  if (temperature_opt_->count() > 0) s.temperature = temperature_;
+  if (top_k_opt_->count() > 0) s.top_k = top_k_;
+  if (top_p_opt_->count() > 0) s.top_p = top_p_;
+  if (min_p_opt_->count() > 0) s.min_p = min_p_;
+  if (penalty_opt_->count() > 0) s.repetition_penalty = penalty_;
+  if (seed_opt_->count() > 0) s.seed = seed_;
+  s.validate();
+  return s;
+}
+
+struct ModelSession::Impl {
+  std::unique_ptr<model::LlamaModel> model;
+  std::unique_ptr<runtime::LlamaSession> cpu;
+#if EXQ_HAVE_CUDA
+  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+  std::unique_ptr<runtime::cuda::CudaSession> gpu_session;
+#endif
+};
+
+ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device,
+                           int64_t max_context)
+    : impl_(std::make_unique<Impl>()), device_name_("cpu") {
+  Impl& m = *impl_;
+  m.model = std::make_unique<model::LlamaModel>(std::move(model));
+  max_context_ = std::min<int64_t>(max_context, m.model->config().max_position_embeddings);
+#if EXQ_HAVE_CUDA
+  if (device == Device::Cuda) {
+    runtime::cuda::CudaOptions co;
+    co.max_context = max_context_;
+    m.gpu = std::make_unique<runtime::cuda::CudaLlama>(*m.model, co);
+    m.model.reset();  // the weights live on the GPU now
+    m.gpu_session = std::make_unique<runtime::cuda::CudaSession>(*m.gpu, tok);
+    device_name_ = fmt::format("cuda:{} ({})", co.device, m.gpu->device().name);
+    return;
+  }
+#endif
+  (void)device;
+  m.cpu = std::make_unique<runtime::LlamaSession>(*m.model, tok, max_context_);
+}
+
+ModelSession::~ModelSession() = default;
+
+runtime::GenerateResult ModelSession::generate(std::span<const int32_t> prompt,
+                                               const runtime::GenerateOptions& options, bool reuse,
+                                               const runtime::TextCallback& on_text) {
+#if EXQ_HAVE_CUDA
+  if (impl_->gpu_session) return impl_->gpu_session->generate(prompt, options, reuse, on_text);
+#endif
+  return impl_->cpu->generate(prompt, options, reuse, on_text);
+}
+
+}  // namespace exq::cli
