@@ -1,4 +1,4 @@
-// exq import-gguf FILE.gguf OUTDIR: a llama or qwen2 GGUF to an fp16 Hugging Face folder.
+// exq import-gguf FILE.gguf OUTDIR: a llama, qwen2 or qwen3 GGUF to an fp16 Hugging Face folder.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -12,7 +12,7 @@ namespace exq::cli {
 void add_import_gguf(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "import-gguf",
-      "Convert a llama or qwen2 GGUF (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q2_K-Q6_K, "
+      "Convert a llama, qwen2 or qwen3 GGUF (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q2_K-Q6_K, "
       "IQ4_NL/IQ4_XS) to an fp16 Hugging Face folder");
   auto gguf = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();

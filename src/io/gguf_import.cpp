@@ -20,9 +20,9 @@ Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& t
 
 std::string arch_of(const GgufFile& g) {
   const std::string arch = g.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2")
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
     throw gguf_error(g, fmt::format(
-                            "unsupported architecture '{}' (import-gguf handles llama and qwen2)",
+                            "unsupported architecture '{}' (import-gguf handles llama, qwen2 and qwen3)",
                             arch));
   return arch;
 }
@@ -77,7 +77,8 @@ std::string gguf_to_hf_name(const std::string& n) {
       {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
       {"attn_v", "self_attn.v_proj"},   {"attn_output", "self_attn.o_proj"},
       {"ffn_gate", "mlp.gate_proj"},    {"ffn_up", "mlp.up_proj"},
-      {"ffn_down", "mlp.down_proj"}};
+      {"ffn_down", "mlp.down_proj"},    {"attn_q_norm", "self_attn.q_norm"},
+      {"attn_k_norm", "self_attn.k_norm"}};
   static const std::regex kBlk(R"(blk\.(\d{1,6})\.([a-z_]+)\.(weight|bias))");
   static const std::regex kTopRe(R"(([a-z_]+)\.(weight|bias))");
   std::smatch m;
@@ -135,13 +136,15 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
     const GgufTensorInfo& emb = g.tensor("token_embd.weight");
     vocab = emb.dims.size() == 2 ? emb.dims[1] : 0;
   }
-  const bool qwen2 = a == "qwen2.";
+  const bool qwen2 = a == "qwen2.", qwen3 = a == "qwen3.";
   const bool qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   if (qwen2 && !qkv_bias)
     throw gguf_error(g, "qwen2 needs q/k/v biases (blk.0.attn_q.bias is missing)");
+  if (qwen3 && g.find_tensor("blk.0.attn_q_norm.weight") == nullptr)
+    throw gguf_error(g, "qwen3 needs q/k norms (blk.0.attn_q_norm.weight is missing)");
   ordered_json c;
-  c["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
-  c["model_type"] = qwen2 ? "qwen2" : "llama";
+  c["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
+  c["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : "llama";
   c["hidden_size"] = hidden;
   c["intermediate_size"] = g.get_int(a + "feed_forward_length");
   c["num_hidden_layers"] = g.get_int(a + "block_count");
@@ -158,6 +161,9 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
   if (qwen2) {
     c["use_sliding_window"] = false;  // llama.cpp runs qwen2 with full attention too
+  } else if (qwen3) {
+    c["attention_bias"] = qkv_bias;
+    c["use_sliding_window"] = false;
   } else {
     c["attention_bias"] = qkv_bias;
     c["mlp_bias"] = false;

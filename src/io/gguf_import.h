@@ -1,4 +1,4 @@
-// GGUF (llama or qwen2 architecture, gpt2 byte-level BPE tokenizer) -> Hugging Face folder: fp16
+// GGUF (llama, qwen2 or qwen3 architecture, gpt2 byte-level BPE tokenizer) -> Hugging Face folder: fp16
 // model.safetensors with HF tensor names and layouts, config.json, generation_config.json,
 // tokenizer.json, tokenizer_config.json and special_tokens_map.json. What the import cannot
 // reproduce faithfully (other architectures, tokenizers, tensor types) is an exq::Error.

@@ -102,24 +102,27 @@ class Reader {
   std::string file_;
 };
 
-RopeScaling read_rope_scaling(const Reader& r) {
+// `obj`: "rope_scaling", or transformers 5's "rope_parameters" (which also holds rope_theta and
+// says rope_type "default" when there is no scaling).
+RopeScaling read_rope_scaling(const Reader& r, const std::string& obj = "rope_scaling") {
   RopeScaling rs;
-  const json* v = r.find(r.root(), "rope_scaling");
+  const json* v = r.find(r.root(), obj);
   if (!v) return rs;
-  if (!v->is_object()) r.fail("rope_scaling", fmt::format("expected an object or null, got {}", Reader::brief(*v)));
+  if (!v->is_object()) r.fail(obj, fmt::format("expected an object or null, got {}", Reader::brief(*v)));
   // transformers accepts both spellings; rope_type is the current one.
-  std::string key = "rope_scaling.rope_type";
+  std::string key = obj + ".rope_type";
   const json* t = r.find(*v, "rope_type");
   if (!t) {
     t = r.find(*v, "type");
-    key = "rope_scaling.type";
+    if (t) key = obj + ".type";
   }
-  if (!t) r.fail("rope_scaling.rope_type", "missing");
+  if (!t && obj == "rope_parameters") return rs;
+  if (!t) r.fail(obj + ".rope_type", "missing");
   if (!t->is_string()) r.fail(key, fmt::format("expected a string, got {}", Reader::brief(*t)));
   const std::string type = t->get<std::string>();
   auto num = [&](const char* name, bool required, double def, double lo, double hi) {
     const json* f = r.find(*v, name);
-    const std::string field = std::string("rope_scaling.") + name;
+    const std::string field = obj + "." + name;
     if (!f) {
       if (required) r.fail(field, "missing");
       return def;
@@ -138,26 +141,28 @@ RopeScaling read_rope_scaling(const Reader& r) {
     rs.low_freq_factor = num("low_freq_factor", true, 1.0, 1e-6, 1e6);
     rs.high_freq_factor = num("high_freq_factor", true, 4.0, 1e-6, 1e6);
     if (!(rs.high_freq_factor > rs.low_freq_factor))
-      r.fail("rope_scaling.high_freq_factor",
+      r.fail(obj + ".high_freq_factor",
              fmt::format("{} must exceed low_freq_factor {}", rs.high_freq_factor, rs.low_freq_factor));
     const json* o = r.find(*v, "original_max_position_embeddings");
-    if (!o) r.fail("rope_scaling.original_max_position_embeddings", "missing");
+    if (!o) r.fail(obj + ".original_max_position_embeddings", "missing");
     rs.original_max_position_embeddings =
-        r.integer(*o, "rope_scaling.original_max_position_embeddings", 1, kMaxPositions);
+        r.integer(*o, obj + ".original_max_position_embeddings", 1, kMaxPositions);
     return rs;
   }
   r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3)", type));
 }
 
 std::optional<DType> read_torch_dtype(const Reader& r) {
-  const json* v = r.find(r.root(), "torch_dtype");
+  // transformers 5 writes "dtype".
+  const char* key = r.find(r.root(), "torch_dtype") ? "torch_dtype" : "dtype";
+  const json* v = r.find(r.root(), key);
   if (!v) return std::nullopt;
-  if (!v->is_string()) r.fail("torch_dtype", fmt::format("expected a string, got {}", Reader::brief(*v)));
+  if (!v->is_string()) r.fail(key, fmt::format("expected a string, got {}", Reader::brief(*v)));
   const std::string s = v->get<std::string>();
   if (s == "float16" || s == "half") return DType::F16;
   if (s == "bfloat16") return DType::BF16;
   if (s == "float32" || s == "float") return DType::F32;
-  r.fail("torch_dtype", fmt::format("unsupported dtype '{}' (float16, bfloat16 or float32)", s));
+  r.fail(key, fmt::format("unsupported dtype '{}' (float16, bfloat16 or float32)", s));
 }
 
 ModelConfig read_config(const json& root, const std::string& file) {
@@ -168,8 +173,10 @@ ModelConfig read_config(const json& root, const std::string& file) {
   if (!mt) r.fail("model_type", "missing");
   if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
   c.model_type = mt->get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2")
-    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral or qwen2)", c.model_type));
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
+      c.model_type != "qwen3")
+    r.fail("model_type",
+           fmt::format("unsupported model type '{}' (llama, mistral, qwen2 or qwen3)", c.model_type));
 
   const std::string act = r.opt_str("hidden_act", "silu");
   if (act != "silu") r.fail("hidden_act", fmt::format("unsupported activation '{}' (only silu)", act));
@@ -189,14 +196,27 @@ ModelConfig read_config(const json& root, const std::string& file) {
   c.head_dim = r.opt_int("head_dim", c.hidden_size / c.num_attention_heads, 2, kMaxHeadDim);
   if (c.head_dim % 2 != 0) r.fail("head_dim", fmt::format("{} must be even for rotary embeddings", c.head_dim));
 
-  const int64_t default_positions = c.model_type == "llama" ? 2048 : c.model_type == "mistral" ? 131072 : 32768;
+  const int64_t default_positions = c.model_type == "llama"     ? 2048
+                                    : c.model_type == "mistral" ? 131072
+                                    : c.model_type == "qwen3"   ? 40960
+                                                                : 32768;
   c.max_position_embeddings = r.opt_int("max_position_embeddings", default_positions, 1, kMaxPositions);
   c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6, 1e-12, 0.5);
-  c.rope_theta = r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
-  c.rope_scaling = read_rope_scaling(r);
+  if (const json* rp = r.find(root, "rope_parameters"); rp && !r.find(root, "rope_scaling")) {
+    const json* t = r.find(*rp, "rope_theta");
+    c.rope_theta = t ? r.number(*t, "rope_parameters.rope_theta", 1.0, 1e12)
+                     : r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
+    c.rope_scaling = read_rope_scaling(r, "rope_parameters");
+  } else {
+    c.rope_theta = r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
+    c.rope_scaling = read_rope_scaling(r);
+  }
 
   if (c.model_type == "qwen2") {
     c.attention_qkv_bias = true;
+  } else if (c.model_type == "qwen3") {
+    c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
+    c.qk_norm = true;
   } else if (c.model_type == "llama") {
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.mlp_bias = r.opt_bool("mlp_bias", false);

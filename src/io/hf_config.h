@@ -1,4 +1,4 @@
-// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2), validated into
+// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3), validated into
 // the plain numbers the model and the converter need. Anything exq cannot run faithfully
 // (another model_type, activation or rope scaling) is rejected with an exq::Error naming
 // the file and the field, rather than silently producing wrong logits.
@@ -27,7 +27,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string model_type;  // "llama", "mistral" or "qwen2"
+  std::string model_type;  // "llama", "mistral", "qwen2" or "qwen3"
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -39,8 +39,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  bool attention_qkv_bias = false;  // qwen2 always; llama when attention_bias
-  bool attention_out_bias = false;  // llama attention_bias
+  bool attention_qkv_bias = false;  // qwen2 always; llama and qwen3 when attention_bias
+  bool attention_out_bias = false;  // llama and qwen3 attention_bias
+  bool qk_norm = false;             // qwen3: RMSNorm of each head of q and k before rotary
   bool mlp_bias = false;            // llama mlp_bias
   bool tie_word_embeddings = false;
   std::optional<int32_t> bos_token_id;

@@ -68,6 +68,10 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool
     w.q->forward(xn, q2);                                                 // q [T, H*D]
     w.k->forward(xn, k_new.reshape({T, KVH * D}));                        // k [T, KVH*D]
     w.v->forward(xn, v_new.reshape({T, KVH * D}));                        // v [T, KVH*D]
+    if (c.qk_norm) {  // qwen3: each head of q and k RMS-normed before rotary
+      cpu::rms_norm(q2.reshape({T * H, D}), w.q_norm, eps, q2.reshape({T * H, D}));
+      cpu::rms_norm(k_new.reshape({T * KVH, D}), w.k_norm, eps, k_new.reshape({T * KVH, D}));
+    }
     cpu::apply_rotary(q, rope_, start);
     cpu::apply_rotary(k_new, rope_, start);
     cpu::attention(q, k_all, v_all, start, att);                          // att [T, H, D]

@@ -1,4 +1,4 @@
-// The Llama-family decoder (llama / mistral / qwen2) on the CPU backend: loads a Hugging Face
+// The Llama-family decoder (llama / mistral / qwen2 / qwen3) on the CPU backend: loads a Hugging Face
 // folder and runs tokens through it with a KV cache. All activations and arithmetic are
 // float32 (SmolLM2's residual stream reaches ~25,000, beyond what half precision keeps).
 #pragma once

@@ -123,6 +123,10 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
     L.k = ld.linear(p + "self_attn.k_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
     L.v = ld.linear(p + "self_attn.v_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
     L.o = ld.linear(p + "self_attn.o_proj", hidden, c.q_dim(), c.attention_out_bias);
+    if (c.qk_norm) {
+      L.q_norm = ld.norm(p + "self_attn.q_norm.weight", c.head_dim);
+      L.k_norm = ld.norm(p + "self_attn.k_norm.weight", c.head_dim);
+    }
     L.ffn_norm = ld.norm(p + "post_attention_layernorm.weight", hidden);
     L.gate = ld.linear(p + "mlp.gate_proj", inter, hidden, c.mlp_bias);
     L.up = ld.linear(p + "mlp.up_proj", inter, hidden, c.mlp_bias);

@@ -1,4 +1,4 @@
-// Weights of a Llama-family decoder (llama / mistral / qwen2) read from a Hugging Face
+// Weights of a Llama-family decoder (llama / mistral / qwen2 / qwen3) read from a Hugging Face
 // safetensors folder, with HF tensor names and shapes checked against the config. Linear
 // weights stay zero-copy views into the mmapped files (in their file dtype); a layer stored as
 // EXL2 (KEY.q_weight ..., any layer and the head) becomes an Exl2Linear on its packed tensors.
@@ -21,6 +21,7 @@ struct LayerWeights {
   std::unique_ptr<Linear> k;      // self_attn.k_proj [kv_heads * head_dim, hidden] (+ bias)
   std::unique_ptr<Linear> v;      // self_attn.v_proj [kv_heads * head_dim, hidden] (+ bias)
   std::unique_ptr<Linear> o;      // self_attn.o_proj [hidden, heads * head_dim]
+  Tensor q_norm, k_norm;          // qwen3: self_attn.q_norm / k_norm [head_dim] F32, else empty
   Tensor ffn_norm;                // post_attention_layernorm [hidden] F32
   std::unique_ptr<Linear> gate;   // mlp.gate_proj [intermediate, hidden]
   std::unique_ptr<Linear> up;     // mlp.up_proj [intermediate, hidden]

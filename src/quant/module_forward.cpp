@@ -139,6 +139,10 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
   w.k_bias = load_bias(files, p + "self_attn.k_proj.bias", c.kv_dim(), layer, use_pool);
   w.v_bias = load_bias(files, p + "self_attn.v_proj.bias", c.kv_dim(), layer, use_pool);
   w.o_bias = load_bias(files, p + "self_attn.o_proj.bias", hidden, layer, use_pool);
+  if (c.qk_norm) {
+    w.q_norm = load_f32(files, p + "self_attn.q_norm.weight", {c.head_dim}, layer, use_pool);
+    w.k_norm = load_f32(files, p + "self_attn.k_norm.weight", {c.head_dim}, layer, use_pool);
+  }
   w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer, use_pool);
   w.gate = load_f32(files, p + "mlp.gate_proj.weight", {inter, hidden}, layer, use_pool);
   w.up = load_f32(files, p + "mlp.up_proj.weight", {inter, hidden}, layer, use_pool);
@@ -151,7 +155,7 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
 
 AttnWeights attn_weights(const LayerF32& l) {
   return AttnWeights{l.attn_norm, l.q,      l.k,      l.v,      l.o,
-                     l.q_bias,    l.k_bias, l.v_bias, l.o_bias};
+                     l.q_bias,    l.k_bias, l.v_bias, l.o_bias, l.q_norm, l.k_norm};
 }
 
 MlpWeights mlp_weights(const LayerF32& l) {
@@ -197,6 +201,11 @@ void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const T
   linear(xn, w.q, w.q_bias, q.reshape({T, H * D}));
   linear(xn, w.k, w.k_bias, k.reshape({T, KVH * D}));
   linear(xn, w.v, w.v_bias, v.reshape({T, KVH * D}));
+  if (!w.q_norm.empty()) {  // qwen3: each head RMS-normed before rotary
+    const float eps = static_cast<float>(config_.rms_norm_eps);
+    cpu::rms_norm(q.reshape({T * H, D}), w.q_norm, eps, q.reshape({T * H, D}));
+    cpu::rms_norm(k.reshape({T * KVH, D}), w.k_norm, eps, k.reshape({T * KVH, D}));
+  }
   cpu::apply_rotary(q, rope_, 0);
   cpu::apply_rotary(k, rope_, 0);
   if (causal) {

@@ -23,6 +23,7 @@ struct LayerF32 {
   Tensor attn_norm;                       // input_layernorm [hidden]
   Tensor q, k, v, o;                      // self_attn.*_proj [out, in]
   Tensor q_bias, k_bias, v_bias, o_bias;  // [out] or empty
+  Tensor q_norm, k_norm;                  // qwen3: self_attn.q_norm / k_norm [head_dim], else empty
   Tensor ffn_norm;                        // post_attention_layernorm [hidden]
   Tensor gate, up, down;                  // mlp.*_proj [out, in]
   Tensor gate_bias, up_bias, down_bias;   // [out] or empty
@@ -39,6 +40,7 @@ struct AttnWeights {
   TensorView norm;              // [hidden]
   TensorView q, k, v, o;        // [out, in] F32 (or F16/BF16)
   TensorView q_bias, k_bias, v_bias, o_bias;
+  TensorView q_norm, k_norm;    // qwen3: [head_dim] each head of q / k is RMS-normed by; else empty
 };
 struct MlpWeights {
   TensorView norm;              // [hidden]

@@ -167,7 +167,8 @@ inline std::string hf_row_order(const std::string& data, int64_t heads, size_t r
 // gpt2/smollm tokenizer and every dequantizable tensor type.
 // `strings` overrides string metadata values by key. With `arch` "qwen2" the same weights are
 // written as llama.cpp writes a qwen2 model: q/k rows in HF order, plus F32 q/k/v biases
-// (unless `qwen2_biases` is false).
+// (unless `qwen2_biases` is false); "qwen3": HF row order and F32 q/k norms [16] (unless
+// `qwen2_biases`, here the norms, is false).
 inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
                                       const std::map<std::string, std::string>& strings = {},
                                       const std::string& arch = "llama", bool qwen2_biases = true) {
@@ -201,7 +202,7 @@ inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
   b.kv<uint32_t>("tokenizer.ggml.padding_token_id", GgufBuilder::U32, 2);
   b.kv<uint8_t>("tokenizer.ggml.add_bos_token", GgufBuilder::BOOL, 0);
   b.kv_str("tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}");
-  const bool qwen2 = arch == "qwen2";
+  const bool qwen2 = arch == "qwen2" || arch == "qwen3";  // both keep HF's q/k row order
   b.tensor("token_embd.weight", {32, 12}, 8, random_blocks(8, 32 * 12, rng));
   b.tensor("blk.0.attn_norm.weight", {32}, 0, random_blocks(0, 32, rng));
   const std::string q = random_blocks(3, 32 * 32, rng), k = random_blocks(2, 32 * 16, rng);
@@ -214,7 +215,10 @@ inline GgufBuilder tiny_llama_builder(uint32_t seed = 1,
   b.tensor("blk.0.ffn_down.weight", {64, 32}, 0, random_blocks(0, 64 * 32, rng));
   b.tensor("blk.0.ffn_norm.weight", {32}, 0, random_blocks(0, 32, rng));
   b.tensor("output_norm.weight", {32}, 0, random_blocks(0, 32, rng));
-  if (qwen2 && qwen2_biases) {
+  if (arch == "qwen3" && qwen2_biases) {
+    b.tensor("blk.0.attn_q_norm.weight", {16}, 0, random_blocks(0, 16, rng));
+    b.tensor("blk.0.attn_k_norm.weight", {16}, 0, random_blocks(0, 16, rng));
+  } else if (qwen2 && qwen2_biases) {
     b.tensor("blk.0.attn_q.bias", {32}, 0, random_blocks(0, 32, rng));
     b.tensor("blk.0.attn_k.bias", {16}, 0, random_blocks(0, 16, rng));
     b.tensor("blk.0.attn_v.bias", {16}, 0, random_blocks(0, 16, rng));

@@ -134,6 +134,51 @@ TEST(GgufImport, TinyModelFolder) {
 // The same weights as llama.cpp writes them for llama (q/k rows interleaved per head) and for
 // qwen2 (HF order, plus q/k/v biases) must import to the same HF tensors; the qwen2 folder adds
 // the biases and a qwen2 config.
+// qwen3: HF row order like qwen2, no biases, and the per-head q/k norms under HF's names; the
+// result loads as a qwen3 model.
+TEST(GgufImport, Qwen3KeepsRowOrderAndImportsQkNorms) {
+  const fs::path dir = test::temp_dir("gguf_import_qwen3");
+  std::ofstream(dir / "llama.gguf", std::ios::binary) << test::tiny_llama_builder(4).build();
+  std::ofstream(dir / "qwen3.gguf", std::ios::binary) << test::tiny_llama_builder(4, {}, "qwen3").build();
+  import_gguf(dir / "llama.gguf", dir / "llama");
+  import_gguf(dir / "qwen3.gguf", dir / "qwen3");
+  const json config = read_json(dir / "qwen3" / "config.json");
+  EXPECT_EQ(config["model_type"], "qwen3");
+  EXPECT_EQ(config["architectures"], json::array({"Qwen3ForCausalLM"}));
+  EXPECT_EQ(config["attention_bias"], false);
+  const ModelConfig c = parse_model_config(config.dump(), "config.json");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.attention_qkv_bias);
+
+  const SafetensorsModel llama = SafetensorsModel::open(dir / "llama");
+  const SafetensorsModel qwen3 = SafetensorsModel::open(dir / "qwen3");
+  EXPECT_EQ(qwen3.names().size(), llama.names().size() + 2);
+  for (const std::string& name : llama.names()) {  // q/k rows as the llama import unpermutes them
+    const TensorView a = llama.get(name), b = qwen3.get(name);
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
+  }
+  const GgufFile g = GgufFile::open(dir / "qwen3.gguf");
+  for (const char* p : {"q", "k"}) {
+    const TensorView norm = qwen3.get(fmt::format("model.layers.0.self_attn.{}_norm.weight", p));
+    const Tensor want = g.dequantize_f16(g.tensor(fmt::format("blk.0.attn_{}_norm.weight", p)));
+    EXPECT_EQ(norm.shape(), (Shape{16})) << p;
+    EXPECT_EQ(std::memcmp(norm.raw(), want.raw(), want.nbytes()), 0) << p;
+  }
+
+  // qwen3 without its norms is refused before anything is written.
+  std::ofstream(dir / "nonorm.gguf", std::ios::binary)
+      << test::tiny_llama_builder(4, {}, "qwen3", false).build();
+  try {
+    import_gguf(dir / "nonorm.gguf", dir / "nonorm");
+    ADD_FAILURE() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qwen3 needs q/k norms"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "nonorm"));
+  fs::remove_all(dir);
+}
+
 TEST(GgufImport, Qwen2KeepsRowOrderAndBiases) {
   const fs::path dir = test::temp_dir("gguf_import_qwen2");
   std::ofstream(dir / "llama.gguf", std::ios::binary) << test::tiny_llama_builder(3).build();

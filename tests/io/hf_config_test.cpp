@@ -110,6 +110,43 @@ TEST(HfConfig, RopeScaling) {
   EXPECT_EQ(parse(j).rope_scaling.type, RopeScalingType::None);
 }
 
+// qwen3, and transformers 5's spelling: rope_parameters (theta and scaling) and dtype.
+TEST(HfConfig, Qwen3AndTransformers5Fields) {
+  json j = base_config();
+  j["model_type"] = "qwen3";
+  j.erase("rope_theta");
+  j.erase("torch_dtype");
+  j.erase("max_position_embeddings");
+  j["rope_parameters"] = {{"rope_theta", 1000000.0}, {"rope_type", "default"}};
+  j["dtype"] = "bfloat16";
+  ModelConfig c = parse(j);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.attention_qkv_bias);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::None);
+  EXPECT_EQ(c.torch_dtype, DType::BF16);
+  EXPECT_EQ(c.max_position_embeddings, 40960);
+  j["attention_bias"] = true;
+  c = parse(j);
+  EXPECT_TRUE(c.attention_qkv_bias && c.attention_out_bias);
+  // A scaling inside rope_parameters; rope_theta missing there falls back to the top level.
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}};
+  j["rope_theta"] = 5e5;
+  c = parse(j);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Linear);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 5e5);
+  expect_error(with(j, {{"rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}}}),
+               {"rope_parameters.rope_type", "yarn"});
+  expect_error(with(j, {{"rope_parameters", {{"rope_theta", "big"}}}}), {"rope_parameters.rope_theta"});
+  expect_error(with(j, {{"dtype", "int4"}}), {"dtype", "int4"});
+  // A rope_scaling beside rope_parameters (older files carry both): rope_scaling wins.
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  EXPECT_DOUBLE_EQ(parse(j).rope_scaling.factor, 2.0);
+  // The llama family stays without q/k norms.
+  EXPECT_FALSE(parse(with(base_config(), {{"model_type", "qwen2"}})).qk_norm);
+}
+
 TEST(HfConfig, RejectsUnsupported) {
   json j = base_config();
   expect_error(with(j, {{"model_type", "gemma"}}), {"model_type", "gemma"});

@@ -21,11 +21,13 @@
 namespace exq::quant::test_models {
 namespace fs = std::filesystem;
 
-inline void write_tiny_model(const fs::path& dir) {
+// qwen3: model_type qwen3 with per-head q/k norm weights.
+inline void write_tiny_model(const fs::path& dir, bool qwen3 = false) {
   fs::create_directories(dir);
   const int64_t hidden = 128, inter = 256, layers = 2, heads = 4, kv = 2, hd = 32, vocab = 49152;
   std::ofstream(dir / "config.json") << nlohmann::json{
-      {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", hidden},
+      {"architectures", {qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", qwen3 ? "qwen3" : "llama"}, {"hidden_size", hidden},
       {"intermediate_size", inter}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
       {"num_key_value_heads", kv}, {"head_dim", hd}, {"rms_norm_eps", 1e-5},
       {"rope_theta", 10000.0}, {"max_position_embeddings", 2048}, {"vocab_size", vocab},
@@ -54,6 +56,10 @@ inline void write_tiny_model(const fs::path& dir) {
     add(p + "self_attn.k_proj.weight", {kv * hd, hidden}, s);
     add(p + "self_attn.v_proj.weight", {kv * hd, hidden}, s);
     add(p + "self_attn.o_proj.weight", {hidden, heads * hd}, s);
+    if (qwen3) {
+      add(p + "self_attn.q_norm.weight", {hd}, 1.0f, true);
+      add(p + "self_attn.k_norm.weight", {hd}, 1.0f, true);
+    }
     add(p + "mlp.gate_proj.weight", {inter, hidden}, s);
     add(p + "mlp.up_proj.weight", {inter, hidden}, s);
     add(p + "mlp.down_proj.weight", {hidden, inter}, 1.7f / std::sqrt(static_cast<float>(inter)));

@@ -67,6 +67,9 @@ class BlockRunner {
               bool keep_mid);
   // y() = mid() . w^T, before y_scale(): w F16 [hidden, mid].
   void last(const DeviceView& w);
+  // qwen3: each head of q and k is RMS-normed by these F32 [head_dim] weights before rotary
+  // (the views must outlive the runs; empty views turn it off).
+  void set_qk_norm(DeviceView q_norm, DeviceView k_norm);
 
   DeviceView xn() const;         // F32 [T, hidden]
   DeviceView mid() const;        // F32 [T, mid] (when kept)
@@ -82,6 +85,7 @@ class BlockRunner {
 
   BlockShape shape_;
   DeviceView cos_, sin_;
+  DeviceView q_norm_, k_norm_;
   CachingAllocator* alloc_;
   cudaStream_t stream_;
   exq::cuda::CublasHandle* cublas_;

@@ -125,7 +125,9 @@ class CudaEngine final : public Engine {
                          {{kAttnLinears[0], as_f32(w.q, keep), as_f32(w.q_bias, keep), 0},
                           {kAttnLinears[1], as_f32(w.k, keep), as_f32(w.k_bias, keep), 0},
                           {kAttnLinears[2], as_f32(w.v, keep), as_f32(w.v_bias, keep), 0},
-                          {kAttnLinears[3], as_f32(w.o, keep), as_f32(w.o_bias, keep), 1}}};
+                          {kAttnLinears[3], as_f32(w.o, keep), as_f32(w.o_bias, keep), 1}},
+                         as_f32(w.q_norm, keep),
+                         as_f32(w.k_norm, keep)};
     forward("forward_attention", spec, x, y);
   }
   void forward_mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) override {
@@ -147,7 +149,9 @@ class CudaEngine final : public Engine {
             {{kAttnLinears[0], l.q, l.q_bias, 0},
              {kAttnLinears[1], l.k, l.k_bias, 0},
              {kAttnLinears[2], l.v, l.v_bias, 0},
-             {kAttnLinears[3], l.o, l.o_bias, 1}}};
+             {kAttnLinears[3], l.o, l.o_bias, 1}},
+            l.q_norm,
+            l.k_norm};
   }
   BlockSpec mlp_spec(const LayerF32& l) const {
     return {BlockShape::of(ctx_.config, false),

@@ -100,7 +100,7 @@ __global__ void heads_f16_kernel(const float* __restrict__ raw, const float* __r
   const int64_t th = idx / half;
   const int h = static_cast<int>(th % H), t = static_cast<int>(th / H);
   const float* src = raw + static_cast<size_t>(t) * H * D + static_cast<size_t>(h) * D;
-  const float s = row_scale[t];
+  const float s = row_scale ? row_scale[t] : 1.0f;
   float x1 = __fmul_rn(src[i], s), x2 = __fmul_rn(src[i + half], s);
   if (bias) {
     x1 += bias[h * D + i];

@@ -33,7 +33,8 @@ void swiglu_round_cuda(const float* gate_raw, const float* up_raw, const float* 
                        const float* gate_bias, const float* up_bias, float* act32, __half* act16,
                        float* act_scale, int rows, int n, cudaStream_t stream);
 
-// Raw q or k or v GEMM output [T, heads * D] -> head-major fp16 [heads, T, D]: row scale, bias,
+// Raw q or k or v GEMM output [T, heads * D] -> head-major fp16 [heads, T, D]: row scale (1 when
+// null), bias,
 // rotary (cos/sin [>= T, D/2], when not null) in f32, then times out_scale and rounded.
 void heads_f16_cuda(const float* raw, const float* row_scale, const float* bias, const float* cos,
                     const float* sin, __half* out, int tokens, int heads, int head_dim,

@@ -148,6 +148,11 @@ DeviceTensor ModuleRun::upload_f32(const TensorView& host, bool* exact) {
 
 void ModuleRun::upload_weights(bool keep_f32) {
   norm_ = upload_f32(spec_.norm, nullptr);
+  if (!spec_.q_norm.empty()) {
+    q_norm_ = upload_f32(spec_.q_norm, nullptr);
+    k_norm_ = upload_f32(spec_.k_norm, nullptr);
+    runner_.set_qk_norm(q_norm_.view(), k_norm_.view());
+  }
   for (const LinearSpec& l : spec_.linears) {
     DeviceLinear d;
     bool exact = true;

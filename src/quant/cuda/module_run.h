@@ -58,6 +58,7 @@ struct BlockSpec {
   BlockShape shape;
   TensorView norm;                  // host F32 [hidden]
   std::vector<LinearSpec> linears;  // table order; the last one is o_proj / down_proj
+  TensorView q_norm, k_norm;        // qwen3 attention: host F32 [head_dim], else empty
 };
 
 struct ForwardOnly {};
@@ -177,6 +178,7 @@ class ModuleRun {
   GptqContext gptq_ctx_;
   BlockRunner runner_;
   DeviceTensor norm_;
+  DeviceTensor q_norm_, k_norm_;  // qwen3 attention, else empty
   std::vector<DeviceLinear> weights_;
   std::unique_ptr<DeviceHessian> hessians_[2];
   std::vector<std::vector<DeviceGptqResult>> results_;

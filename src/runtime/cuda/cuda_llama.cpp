@@ -18,6 +18,7 @@
 #include "backend/cuda/kv_cache.h"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/pdl.h"
+#include "backend/cuda/norm.h"
 #include "backend/cuda/rotary.h"
 #include "backend/cuda/stream.h"
 #include "model/rope.h"
@@ -132,6 +133,10 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     LayerGpu G;
     G.attn_norm = upload_f32(L.attn_norm);
     G.ffn_norm = upload_f32(L.ffn_norm);
+    if (config.qk_norm) {
+      G.q_norm = upload_f32(L.q_norm);
+      G.k_norm = upload_f32(L.k_norm);
+    }
     G.q = lin(*L.q, 0, "self_attn.q_proj");
     G.k = lin(*L.k, 0, "self_attn.k_proj");
     G.v = lin(*L.v, 0, "self_attn.v_proj");
@@ -206,6 +211,15 @@ void CudaLlama::Impl::check_tokens(std::span<const int32_t> tokens) const {
             capacity);
 }
 
+void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const gpu::DeviceView& k) const {
+  if (L.q_norm.empty()) return;
+  const auto eps = static_cast<float>(config.rms_norm_eps);
+  const gpu::DeviceView qh = q.reshape({q.dim(0) * dims.heads, dims.head_dim});
+  const gpu::DeviceView kh = k.reshape({k.dim(0) * dims.kv_heads, dims.head_dim});
+  gpu::rmsnorm(qh, L.q_norm.view(), qh, eps, stream);
+  gpu::rmsnorm(kh, L.k_norm.view(), kh, eps, stream);
+}
+
 void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
@@ -215,6 +229,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
     L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
+    qk_norm(L, v.q, v.k);
     gpu::rotary(v.q, cos, sin, start, s);
     gpu::rotary(v.k, cos, sin, start, s);
     gpu::kv_append(v.k, v.v, L.k_cache, L.v_cache, start, s);

@@ -95,6 +95,7 @@ void CudaLlama::Impl::decode_body() {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
     if (on("qkv")) L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
+    qk_norm(L, v.q, v.k);  // qwen3 only
     bool o_staged = false;
     if (on("attention"))
       o_staged = opts.kv_cache == DType::F16 ? attend<__half>(L, v) : attend<float>(L, v);

@@ -28,6 +28,7 @@ inline size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(b
 
 struct LayerGpu {
   gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
+  gpu::DeviceTensor q_norm, k_norm;       // qwen3: [head_dim] F32 (each head of q, k), else empty
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
   gpu::DeviceTensor k_cache, v_cache;  // [kv_heads, capacity, head_dim]
   // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
@@ -85,6 +86,8 @@ class CudaLlama::Impl {
   void prefill(std::span<const int32_t> tokens, Tensor* all);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
   void decode_body();        // the kernels of one step (captured into the graph)
+  // qwen3: RMSNorm of each head of q [T, heads, head_dim] and k [T, kv_heads, head_dim], in place.
+  void qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const gpu::DeviceView& k) const;
   void set_position(int64_t n) {
     length = n;
     pos_dirty = true;

@@ -101,6 +101,49 @@ TEST(CudaEngineSynthetic, QuantizeWithBiasesMatchesTheCpuEngine) {
   EXPECT_EQ(one->module_stats().at("rows_per_chunk").get<int64_t>(), 1);
 }
 
+// qwen3: each head of q and k RMS-normed before rotary, in the tensor-core attention path and
+// in the exact f32 one; measurement, quantization and the forward match the CPU engine.
+TEST(CudaEngineSynthetic, Qwen3QkNormMatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  io::ModelConfig c = test::tiny_config(/*out_bias=*/false);
+  c.model_type = "qwen3";
+  c.qk_norm = true;
+  c.attention_qkv_bias = false;
+  auto no_qkv_bias = [](LayerF32 l) {
+    l.q_bias = Tensor();
+    l.k_bias = Tensor();
+    l.v_bias = Tensor();
+    return l;
+  };
+  LayerF32 layer = no_qkv_bias(random_layer(c, 13));
+  std::mt19937 rng(77);
+  layer.q_norm = random({c.head_dim}, rng, 0.2f, 1.0f, true);
+  layer.k_norm = random({c.head_dim}, rng, 0.2f, 1.0f, true);
+  const Tensor x = random_states(c, 7);
+  const MeasureOptions opts = some_rows();
+  const auto cpu = make_cpu_engine(c, 128);
+  const ModuleResult ca = cpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  // Without the norms the target differs: the test sees them.
+  const LayerF32 plain = no_qkv_bias(random_layer(c, 13));
+  io::ModelConfig pc = c;
+  pc.qk_norm = false;
+  const ModuleResult pa =
+      make_cpu_engine(pc, 128)->measure_attention(plain, x, "model.layers.0.self_attn", opts);
+  EXPECT_GT(relative_error(pa.target, ca.target), 1e-2);
+  for (const bool exact : {false, true}) {
+    SCOPED_TRACE(exact ? "exact f32 attention" : "tensor-core attention");
+    CudaEngineOptions o;
+    o.exact_attention = exact;
+    const auto gpu = make_cuda_engine(c, 128, o);
+    const ModuleResult ga = gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+    test::expect_measurements_close(ga, ca, 0.002, 1e-3);
+    const AttnOptions ao = attn_option_table()[10];
+    const QuantStep cq = cpu->quantize_attention(layer, 0, x, ao);
+    const QuantStep gq = gpu->quantize_attention(layer, 0, x, ao);
+    test::expect_step_close(gq, cq);
+  }
+}
+
 TEST(CudaEngineSynthetic, StreamingAndBudgetsGiveIdenticalResults) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();

@@ -79,12 +79,14 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   EXPECT_GT(st.weight_bytes, 0u);
   // Both o projections (layer 0 with padding rows) take their input staged by the tensor-core
   // attention.
-  EXPECT_EQ(st.o_staged_layers, std::string(c.name) == "exl2_hd64" ? 2 : 0);
+  EXPECT_EQ(st.o_staged_layers, c.spec.exl2 && c.spec.shape.head_dim == 64 ? 2 : 0);
   fs::remove_all(dir);
 }
 
-test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed, int64_t head_dim = 32) {
+test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed, int64_t head_dim = 32,
+                    bool qwen3 = false) {
   test::TinySpec s;
+  s.qwen3 = qwen3;
   s.shape.head_dim = head_dim;
   s.dtype = dtype;
   s.exl2 = exl2;
@@ -104,7 +106,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"exl2_bias_kvf32", spec(DType::F16, true, true, false, 6), DType::F32, 5e-3},
                       // head_dim 64: the tensor-core decode attention, which stages the o
                       // projections' input itself.
-                      Case{"exl2_hd64", spec(DType::F16, true, false, false, 7, 64), DType::F16, 5e-3}),
+                      Case{"exl2_hd64", spec(DType::F16, true, false, false, 7, 64), DType::F16, 5e-3},
+                      // qwen3: each head of q and k RMS-normed before rotary (prefill and decode).
+                      Case{"qwen3_f16_bias", spec(DType::F16, false, true, true, 8, 32, true), DType::F16,
+                           5e-3},
+                      Case{"qwen3_exl2_hd64", spec(DType::F16, true, false, false, 10, 64, true), DType::F16,
+                           5e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {

@@ -35,6 +35,7 @@ struct TinySpec {
   bool exl2 = false;         // every linear and the head EXL2
   bool bias = false;         // attention_bias + mlp_bias
   bool tied = false;         // tie_word_embeddings (dense head only)
+  bool qwen3 = false;        // model_type qwen3: q/k norms per head (attention_bias for bias)
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -56,6 +57,10 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
                       {"attention_bias", s.bias},
                       {"mlp_bias", s.bias}};
   if (s.exl2) c["quantization_config"] = {{"quant_method", "exl2"}, {"bits", 4.0}};
+  if (s.qwen3) {
+    c["model_type"] = "qwen3";
+    c.erase("mlp_bias");
+  }
   return c;
 }
 
@@ -89,6 +94,10 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
     const float norm = s.exl2 ? 0.15f : 1.0f;
     add(p + "input_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
     add(p + "post_attention_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
+    if (s.qwen3) {
+      add(p + "self_attn.q_norm.weight", {t.head_dim}, 1.0f, 0.2f, dt);
+      add(p + "self_attn.k_norm.weight", {t.head_dim}, 1.0f, 0.2f, dt);
+    }
     const std::pair<const char*, Shape> lin[] = {
         {"self_attn.q_proj", {qd, t.hidden}}, {"self_attn.k_proj", {kvd, t.hidden}},
         {"self_attn.v_proj", {kvd, t.hidden}}, {"self_attn.o_proj", {t.hidden, qd}},
@@ -98,7 +107,8 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
       const float sd = 1.0f / std::sqrt(static_cast<float>(shape[1]));
       add(p + name + ".weight", shape, 0.0f, sd, dt);
       // EXL2 biases are f16, as exllamav2 writes them.
-      if (s.bias) add(p + name + ".bias", {shape[0]}, 0.0f, 0.1f, s.exl2 ? DType::F16 : dt);
+      if (s.bias && !(s.qwen3 && std::string(name).starts_with("mlp")))
+        add(p + name + ".bias", {shape[0]}, 0.0f, 0.1f, s.exl2 ? DType::F16 : dt);
       if (s.exl2) {
         exl2ify(tensors, twin, p + name, widths[wseed % widths.size()], wseed);
         ++wseed;
