@@ -126,17 +126,9 @@ void run_chat(const ChatArgs& a) {
     }
     if (dropped > 0) fmt::print(stderr, "(dropped the oldest {} turn(s) to fit the context)\n", dropped);
     options.max_new_tokens = std::min(a.max_tokens, ctx - static_cast<int64_t>(prompt.size()));
-    runtime::TextCallback stream;
-    if (!a.json) {
-      stream = [](std::string_view piece) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-        return true;
-      };
-    }
     runtime::GenerateResult r;
     try {
-      r = session.generate(prompt, options, !a.no_prompt_cache, stream);
+      r = session.generate(prompt, options, !a.no_prompt_cache, stdout_stream(!a.json));
     } catch (const Error& e) {
       fmt::print(stderr, "\nexq chat: {}\n", e.message());
       messages.erase(messages.end() - 1);

@@ -84,14 +84,7 @@ void run_generate(const GenerateArgs& a) {
       has_chat ? tok.encode(render_chat_prompt(tc, dir, a), /*add_special_tokens=*/false)
                : tok.encode(a.prompt, /*add_special_tokens=*/true);
 
-  runtime::TextCallback stream;
-  if (!a.json) {
-    stream = [](std::string_view piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-      return true;
-    };
-  }
+  const runtime::TextCallback stream = stdout_stream(!a.json);
   runtime::GenerateResult r;
   std::string device_name = "cpu";
 #if EXQ_HAVE_CUDA

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
 #include "runtime/cuda/cuda_generate.h"
@@ -28,6 +30,15 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   if (seed_opt_->count() > 0) s.seed = seed_;
   s.validate();
   return s;
+}
+
+runtime::TextCallback stdout_stream(bool on) {
+  if (!on) return {};
+  return [](std::string_view piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
 }
 
 struct ModelSession::Impl {

@@ -34,6 +34,9 @@ class SamplingFlags {
               *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr;
 };
 
+// on_text for streaming answers: writes each piece to stdout and flushes; empty when !on.
+runtime::TextCallback stdout_stream(bool on);
+
 // A model kept loaded for many generations over one KV cache of max_context positions.
 class ModelSession {
  public:

@@ -10,12 +10,7 @@ namespace {
 
 using nlohmann::json;
 
-std::filesystem::path tiny_model(const std::string& name) {
-  const auto dir = temp_dir("chat_" + name) / "model";
-  const json config = tiny_config();
-  write_model_dir(dir, config, tiny_tensors(config));
-  return dir;
-}
+std::filesystem::path tiny_model(const std::string& name) { return tiny_model_dir("chat_" + name); }
 
 std::vector<json> answers(const RunResult& r) {
   std::vector<json> out;

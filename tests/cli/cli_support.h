@@ -145,6 +145,14 @@ inline void write_model_dir(const std::filesystem::path& dir, const nlohmann::js
   io::write_safetensors(dir / "model.safetensors", named);
 }
 
+// A fresh tiny random model folder (tiny_config, tiny_tensors) under a temp dir named `name`.
+inline std::filesystem::path tiny_model_dir(const std::string& name) {
+  const auto dir = temp_dir(name) / "model";
+  const nlohmann::json config = tiny_config();
+  write_model_dir(dir, config, tiny_tensors(config));
+  return dir;
+}
+
 // The shape of every user-error exit: code 2, exactly one "error: ..." line naming `what`.
 inline void expect_user_error(const RunResult& r, const std::string& what) {
   EXPECT_EQ(r.signal, 0) << r.err;

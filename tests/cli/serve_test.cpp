@@ -16,12 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-std::filesystem::path tiny_model(const std::string& name) {
-  const auto dir = temp_dir("serve_" + name) / "model";
-  const json config = tiny_config();
-  write_model_dir(dir, config, tiny_tensors(config));
-  return dir;
-}
+std::filesystem::path tiny_model(const std::string& name) { return tiny_model_dir("serve_" + name); }
 
 // `exq serve -m dir --port 0 --device cpu ARGS...` in a child process whose stderr goes to
 // `err`; the port comes from its "listening on http://127.0.0.1:PORT" line (0 on failure).

@@ -134,6 +134,18 @@ TEST(GgufImport, TinyModelFolder) {
 // The same weights as llama.cpp writes them for llama (q/k rows interleaved per head) and for
 // qwen2 (HF order, plus q/k/v biases) must import to the same HF tensors; the qwen2 folder adds
 // the biases and a qwen2 config.
+// Every tensor of the llama import in `llama_dir` (q/k rows unpermuted) is in `other`, byte for
+// byte, and `other` has `extra` tensors more (its biases or norms).
+void expect_llama_tensors_equal(const fs::path& llama_dir, const SafetensorsModel& other, size_t extra) {
+  const SafetensorsModel llama = SafetensorsModel::open(llama_dir);
+  EXPECT_EQ(other.names().size(), llama.names().size() + extra);
+  for (const std::string& name : llama.names()) {
+    const TensorView a = llama.get(name), b = other.get(name);
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
+  }
+}
+
 // qwen3: HF row order like qwen2, no biases, and the per-head q/k norms under HF's names; the
 // result loads as a qwen3 model.
 TEST(GgufImport, Qwen3KeepsRowOrderAndImportsQkNorms) {
@@ -150,14 +162,8 @@ TEST(GgufImport, Qwen3KeepsRowOrderAndImportsQkNorms) {
   EXPECT_TRUE(c.qk_norm);
   EXPECT_FALSE(c.attention_qkv_bias);
 
-  const SafetensorsModel llama = SafetensorsModel::open(dir / "llama");
   const SafetensorsModel qwen3 = SafetensorsModel::open(dir / "qwen3");
-  EXPECT_EQ(qwen3.names().size(), llama.names().size() + 2);
-  for (const std::string& name : llama.names()) {  // q/k rows as the llama import unpermutes them
-    const TensorView a = llama.get(name), b = qwen3.get(name);
-    ASSERT_EQ(a.shape(), b.shape()) << name;
-    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
-  }
+  expect_llama_tensors_equal(dir / "llama", qwen3, 2);
   const GgufFile g = GgufFile::open(dir / "qwen3.gguf");
   for (const char* p : {"q", "k"}) {
     const TensorView norm = qwen3.get(fmt::format("model.layers.0.self_attn.{}_norm.weight", p));
@@ -197,14 +203,8 @@ TEST(GgufImport, Qwen2KeepsRowOrderAndBiases) {
   EXPECT_TRUE(c.attention_qkv_bias);
   EXPECT_TRUE(c.tie_word_embeddings);
 
-  const SafetensorsModel llama = SafetensorsModel::open(dir / "llama");
   const SafetensorsModel qwen2 = SafetensorsModel::open(dir / "qwen2");
-  EXPECT_EQ(qwen2.names().size(), llama.names().size() + 3);
-  for (const std::string& name : llama.names()) {
-    const TensorView a = llama.get(name), b = qwen2.get(name);
-    ASSERT_EQ(a.shape(), b.shape()) << name;
-    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
-  }
+  expect_llama_tensors_equal(dir / "llama", qwen2, 3);
   const GgufFile g = GgufFile::open(dir / "qwen2.gguf");
   for (const char* p : {"q", "k", "v"}) {
     const TensorView bias = qwen2.get(fmt::format("model.layers.0.self_attn.{}_proj.bias", p));
