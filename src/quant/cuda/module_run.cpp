@@ -196,6 +196,8 @@ VramPlan ModuleRun::make_plan(const std::vector<int64_t>& results_per_linear, in
   }
   f.linears = static_cast<int64_t>(spec_.linears.size());
   f.kept = rounded(static_cast<size_t>(spec_.norm.nbytes()));
+  for (const TensorView* n : {&spec_.q_norm, &spec_.k_norm})  // qwen3
+    f.kept += n->empty() ? 0 : rounded(static_cast<size_t>(n->nbytes()));
   for (const DeviceLinear& d : weights_) f.kept += d.bias.empty() ? 0 : rounded(d.bias.nbytes());
   const auto blocks = static_cast<size_t>(error_blocks(tokens_ * hidden_));
   const auto tables = static_cast<size_t>(std::max<int64_t>(table_rows, 1));
