@@ -164,10 +164,10 @@ struct Server::Impl {
       };
       try {
         std::lock_guard<std::mutex> lock(generate_mutex);
-        const runtime::GenerateResult r =
-            model.generate(j.prompt, j.options, j.request.cache_prompt, [&](std::string_view piece) {
+        const auto on_piece = [&](std::string_view piece) {
           return send_text(stops.push(piece)) && !stops.stopped();
-        });
+        };
+        const runtime::GenerateResult r = model.generate(j.prompt, j.options, j.request.cache_prompt, on_piece);
         if (open) send_text(stops.finish());
         if (open) send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false));
         if (open && j.request.include_usage)

@@ -169,32 +169,34 @@ void BlockRunner::attention_prefix(std::span<const DeviceView> w, std::span<cons
   gemm(xn16_, w[2], v_);
   const float* s = f32(xn_scale_);
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  // qwen3: q and k scaled and biased, then each head RMS-normed, before rotary.
+  const bool flash_path = fast && flash();
+  // q and k take their row scale and bias in f32 here when something reads them before rotary
+  // (qwen3's per-head RMSNorm) or when the exact path rotates them in f32; else the flash path's
+  // heads kernel applies both.
   const bool qk_norm = !q_norm_.empty();
-  if (qk_norm) {
+  const bool qk_scaled = qk_norm || !flash_path;
+  if (qk_scaled) {
     scale_bias_cuda(f32(q_), s, or_null(bias[0]), f32(q_), T, H * D, stream_);
     scale_bias_cuda(f32(k_), s, or_null(bias[1]), f32(k_), T, KVH * D, stream_);
+  }
+  if (qk_norm) {
     const DeviceView qh = q_.view().reshape({int64_t{T} * H, D});
     const DeviceView kh = k_.view().reshape({int64_t{T} * KVH, D});
     exq::cuda::rmsnorm(qh, q_norm_, qh, shape_.eps, stream_);
     exq::cuda::rmsnorm(kh, k_norm_, kh, shape_.eps, stream_);
   }
-  const float* qk_scale = qk_norm ? nullptr : s;
-  const float* q_bias = qk_norm ? nullptr : or_null(bias[0]);
-  const float* k_bias = qk_norm ? nullptr : or_null(bias[1]);
-  if (fast && flash()) {
+  if (flash_path) {
     const float* c = cos_.data<float>();
     const float* sn = sin_.data<float>();
-    heads_f16_cuda(f32(q_), qk_scale, q_bias, c, sn, f16(q16_), T, H, D, scale * kLog2e, stream_);
-    heads_f16_cuda(f32(k_), qk_scale, k_bias, c, sn, f16(k16_), T, KVH, D, 1.0f, stream_);
+    const float* qk_scale = qk_scaled ? nullptr : s;
+    heads_f16_cuda(f32(q_), qk_scale, qk_scaled ? nullptr : or_null(bias[0]), c, sn, f16(q16_), T, H, D,
+                   scale * kLog2e, stream_);
+    heads_f16_cuda(f32(k_), qk_scale, qk_scaled ? nullptr : or_null(bias[1]), c, sn, f16(k16_), T, KVH, D,
+                   1.0f, stream_);
     heads_f16_cuda(f32(v_), s, or_null(bias[2]), nullptr, nullptr, f16(v16_), T, KVH, D, 1.0f,
                    stream_);
     flash_attention_cuda(f16(q16_), f16(k16_), f16(v16_), f32(mid_), T, H, KVH, D, stream_);
   } else {
-    if (!qk_norm) {
-      scale_bias_cuda(f32(q_), s, or_null(bias[0]), f32(q_), T, H * D, stream_);
-      scale_bias_cuda(f32(k_), s, or_null(bias[1]), f32(k_), T, KVH * D, stream_);
-    }
     scale_bias_cuda(f32(v_), s, or_null(bias[2]), f32(v_), T, KVH * D, stream_);
     exq::cuda::rotary(q_.view(), cos_, sin_, 0, stream_);
     exq::cuda::rotary(k_.view(), cos_, sin_, 0, stream_);
