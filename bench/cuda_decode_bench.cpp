@@ -20,8 +20,11 @@
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
 // --settle-ms N: a pause of N ms after each prompt's prefill, before the decode steps (so that
 // the clocks after a long prefill do not carry into the decode timing).
+// --passes: also what one pass of T = 1..8 tokens costs after 128 tokens of context (the check
+// of T - 1 speculative drafts, CudaLlama::forward_rows; T = 1 is the decode graph's step),
+// timed with events, median of --iters.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
-//                          [--decode-only] [--shape llama3-8b|smollm2] [--settle-ms N]
+//                          [--decode-only] [--passes] [--shape llama3-8b|smollm2] [--settle-ms N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -68,6 +71,7 @@ struct Args {
   std::string json_path, model;
   int attn_row = -1, mlp_row = -1;  // exllamav2 option table rows (--tables), -1: 4-bit
   bool decode_only = false;
+  bool passes = false;
   bool smol = false;  // --shape smollm2
   int iters = 64;
   int settle_ms = 0;
@@ -273,6 +277,38 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters, int settle_ms) {
   return r;
 }
 
+// A pass of T = 1..8 tokens after `context` tokens: the decode graph's step for T = 1,
+// forward_rows (a speculative draft's check) beyond. Events around each pass; median of iters.
+json time_passes(rt::CudaLlama& m, int64_t context, int iters) {
+  const cudaStream_t s = m.stream();
+  const std::vector<int32_t> ids = prompt_ids(context + 8, m.config().vocab_size);
+  m.reset();
+  m.forward_last(std::span<const int32_t>(ids).first(static_cast<size_t>(context)));
+  json rows = json::array();
+  double single = 0.0;
+  for (int T = 1; T <= 8; ++T) {
+    const std::span<const int32_t> toks = std::span<const int32_t>(ids).subspan(static_cast<size_t>(context), T);
+    std::vector<double> ms;
+    for (int i = 0; i < iters + kWarmup; ++i) {
+      m.truncate(context);
+      gpu::Event a, b;
+      a.record(s);
+      if (T == 1)
+        m.forward_last(toks);
+      else
+        m.forward_rows(toks);
+      b.record(s);
+      b.synchronize();
+      if (i >= kWarmup) ms.push_back(gpu::Event::elapsed_ms(a, b));
+    }
+    const double t = median(ms);
+    if (T == 1) single = t;
+    fmt::print("pass of {} tokens @ {}: {:.3f} ms ({:.2f}x the single step)\n", T, context, t, t / single);
+    rows.push_back({{"tokens", T}, {"ms", t}, {"x_single_step", t / single}});
+  }
+  return rows;
+}
+
 // Prefill of `tokens` tokens in one chunk, timed with events; median of `runs`.
 json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
   const cudaStream_t s = m.stream();
@@ -355,6 +391,7 @@ json run_synthetic(const Args& a) {
                     {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
                     {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
     out["decode"] = json::array({time_decode(m, 128, a.iters, a.settle_ms), time_decode(m, 2048, a.iters, a.settle_ms)});
+    if (a.passes) out["passes_128"] = time_passes(m, 128, a.iters);
     if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
   }
@@ -397,6 +434,7 @@ int run(int argc, char** argv) {
     }
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
+    else if (arg == "--passes") a.passes = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--shape") {
       const std::string v = value();
@@ -415,7 +453,7 @@ int run(int argc, char** argv) {
                 "--tables {}: rows are 0..{} (attention) and 0..{} (MLP)", v,
                 quant::attn_option_table().size() - 1, quant::mlp_option_table().size() - 1);
     } else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
-                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only] [--shape S])", arg));
+                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only] [--passes] [--shape S])", arg));
   }
   EXQ_CHECK(a.iters >= 1 && a.vocab >= 2, "--iters and --vocab must be positive");
   const json out = a.model.empty() ? run_synthetic(a) : run_model(a);

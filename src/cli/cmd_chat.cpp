@@ -31,6 +31,7 @@ struct ChatArgs {
   int64_t max_tokens = 512;
   int64_t ctx_size = 4096;
   SamplingFlags sampling;
+  DraftFlags draft;
   int threads = 0;
   std::string device = "auto";
   bool no_prompt_cache = false;
@@ -79,6 +80,7 @@ void run_chat(const ChatArgs& a) {
   runtime::GenerateOptions options;
   options.sampler = a.sampling.settings(gm.gen);
   options.eos_token_ids = gm.eos_ids;
+  options.draft = a.draft.settings();
   const tokenizer::Tokenizer& tok = gm.tok;
   ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
   const int64_t ctx = session.max_context();
@@ -143,13 +145,15 @@ void run_chat(const ChatArgs& a) {
                         {"dropped_turns", dropped},
                         {"stop_reason", runtime::stop_reason_name(r.stop)},
                         {"prefill_tokens_per_s", r.prefill_tokens_per_s()},
-                        {"decode_tokens_per_s", r.decode_tokens_per_s()}};
+                        {"decode_tokens_per_s", r.decode_tokens_per_s()},
+                        {"draft_tokens", r.draft_tokens},
+                        {"accepted_draft_tokens", r.accepted_draft_tokens}};
       fmt::print("{}\n", out.dump(-1, ' ', false, json::error_handler_t::replace));
     } else {
       if (r.text.empty() || r.text.back() != '\n') std::fputc('\n', stdout);
-      fmt::print(stderr, "[{} prompt tokens, {} cached; {} generated (stop: {}); prefill {:.1f} tok/s, decode {:.1f} tok/s]\n",
+      fmt::print(stderr, "[{} prompt tokens, {} cached; {} generated (stop: {}); prefill {:.1f} tok/s, decode {:.1f} tok/s{}]\n",
                  r.prompt_tokens, r.cached_tokens, r.generated_tokens, runtime::stop_reason_name(r.stop),
-                 r.prefill_tokens_per_s(), r.decode_tokens_per_s());
+                 r.prefill_tokens_per_s(), r.decode_tokens_per_s(), draft_summary(r));
     }
     std::fflush(stdout);
   }
@@ -168,6 +172,7 @@ void add_chat(CLI::App& app) {
                   "max_position_embeddings; older turns are dropped to stay within it")
       ->capture_default_str();
   a->sampling.add(*cmd);
+  a->draft.add(*cmd);
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

@@ -37,6 +37,8 @@ struct GenerateArgs {
   std::string system;
   int64_t max_tokens = 256;
   SamplingFlags sampling;
+  DraftFlags draft;
+  std::string prediction_file;
   int threads = 0;
   std::string device = "auto";
   bool json = false;
@@ -77,6 +79,11 @@ void run_generate(const GenerateArgs& a) {
   options.sampler = a.sampling.settings(m.gen);
   options.max_new_tokens = a.max_tokens;
   options.eos_token_ids = m.eos_ids;
+  options.draft = a.draft.settings();
+  if (!a.prediction_file.empty()) {
+    if (!options.draft.enabled()) throw Error("--prediction-file needs drafts: give --draft-max N");
+    options.prediction = tok.encode(read_text_file(a.prediction_file), /*add_special_tokens=*/false);
+  }
 
   // Chat: the rendered template already spells out its special tokens. Plain: the
   // tokenizer's post-processor adds what the model expects (e.g. Llama's BOS).
@@ -105,6 +112,9 @@ void run_generate(const GenerateArgs& a) {
         {"generated_tokens", r.generated_tokens},
         {"prefill_tokens_per_s", r.prefill_tokens_per_s()},
         {"decode_tokens_per_s", r.decode_tokens_per_s()},
+        {"decode_steps", r.decode_steps},
+        {"draft_tokens", r.draft_tokens},
+        {"accepted_draft_tokens", r.accepted_draft_tokens},
         {"ids", r.ids},
         {"stop_reason", runtime::stop_reason_name(r.stop)},
         {"seed", r.seed},
@@ -117,10 +127,10 @@ void run_generate(const GenerateArgs& a) {
   if (r.text.empty() || r.text.back() != '\n') std::fputc('\n', stdout);
   std::fflush(stdout);
   fmt::print(stderr,
-             "prompt tokens: {}, generated tokens: {} (stop: {}), prefill: {:.1f} tok/s, decode: {:.1f} tok/s, "
+             "prompt tokens: {}, generated tokens: {} (stop: {}), prefill: {:.1f} tok/s, decode: {:.1f} tok/s{}, "
              "device: {}\n",
              r.prompt_tokens, r.generated_tokens, runtime::stop_reason_name(r.stop), r.prefill_tokens_per_s(),
-             r.decode_tokens_per_s(), device_name);
+             r.decode_tokens_per_s(), draft_summary(r), device_name);
 }
 
 }  // namespace
@@ -134,6 +144,10 @@ void add_generate(CLI::App& app) {
   a->system_opt = cmd->add_option("--system", a->system, "system message for --chat");
   cmd->add_option("--max-tokens", a->max_tokens, "most tokens to generate")->capture_default_str();
   a->sampling.add(*cmd);
+  a->draft.add(*cmd);
+  cmd->add_option("--prediction-file", a->prediction_file,
+                  "text the answer is expected to repeat (e.g. a file being edited): guesses are looked up "
+                  "in it first (needs --draft-max)");
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

@@ -35,6 +35,7 @@ struct ServeArgs {
   int threads = 0;
   std::string device = "auto";
   bool no_prompt_cache = false;
+  DraftFlags draft;
 };
 
 int g_stop_pipe[2] = {-1, -1};
@@ -69,6 +70,7 @@ void run_serve(const ServeArgs& a) {
   sm.sampler.validate();
   sm.eos_ids = gm.eos_ids;
   sm.default_max_tokens = a.max_tokens;
+  sm.draft = a.draft.settings();
   ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
   sm.max_context = session.max_context();
   sm.device = session.device_name();
@@ -128,6 +130,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
+  a->draft.add(*cmd);
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache,
                 "run every prompt whole (by default a prompt that begins with the last request's "
                 "prompt and answer, as a chat's next turn does, runs only its new tokens)");

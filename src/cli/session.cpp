@@ -32,6 +32,27 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   return s;
 }
 
+void DraftFlags::add(CLI::App& cmd) {
+  cmd.add_option("--draft-max", options_.max_tokens,
+                 "speculative decoding: up to N tokens guessed from earlier text (prompt lookup) and "
+                 "checked in one pass; the tokens do not change (0 = off)")
+      ->capture_default_str();
+  cmd.add_option("--draft-ngram-min", options_.ngram_min, "shortest n-gram the guesses are looked up by")
+      ->capture_default_str();
+  cmd.add_option("--draft-ngram-max", options_.ngram_max, "longest n-gram the guesses are looked up by")
+      ->capture_default_str();
+}
+
+runtime::DraftOptions DraftFlags::settings() const {
+  options_.validate();
+  return options_;
+}
+
+std::string draft_summary(const runtime::GenerateResult& r) {
+  if (r.draft_tokens == 0) return {};
+  return fmt::format(", drafts: {} of {} kept in {} passes", r.accepted_draft_tokens, r.draft_tokens, r.decode_steps);
+}
+
 runtime::TextCallback stdout_stream(bool on) {
   if (!on) return {};
   return [](std::string_view piece) {

@@ -12,6 +12,7 @@
 
 #include "cli/run_util.h"
 #include "model/llama.h"
+#include "runtime/draft.h"
 #include "runtime/generation_config.h"
 #include "runtime/generator.h"
 #include "runtime/sampler.h"
@@ -33,6 +34,20 @@ class SamplingFlags {
   CLI::Option *temperature_opt_ = nullptr, *top_k_opt_ = nullptr, *top_p_opt_ = nullptr,
               *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr;
 };
+
+// --draft-max, --draft-ngram-min, --draft-ngram-max: speculative decoding by prompt lookup.
+class DraftFlags {
+ public:
+  void add(CLI::App& cmd);
+  // Throws exq::Error for bad values.
+  runtime::DraftOptions settings() const;
+
+ private:
+  runtime::DraftOptions options_;
+};
+
+// ", drafts: K of N kept in P passes" for a stderr summary; empty when no draft was checked.
+std::string draft_summary(const runtime::GenerateResult& r);
 
 // on_text for streaming answers: writes each piece to stdout and flushes; empty when !on.
 runtime::TextCallback stdout_stream(bool on);

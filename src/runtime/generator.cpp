@@ -67,7 +67,90 @@ double GenerateResult::prefill_tokens_per_s() const {
 }
 
 double GenerateResult::decode_tokens_per_s() const {
-  return decode_seconds > 0.0 ? static_cast<double>(decode_steps) / decode_seconds : 0.0;
+  return decode_seconds > 0.0 && generated_tokens > 1 ? static_cast<double>(generated_tokens - 1) / decode_seconds
+                                                      : 0.0;
+}
+
+std::span<const float> StepFunction::forward_all(std::span<const int32_t> tokens) {
+  all_logits_.clear();
+  for (const int32_t& t : tokens) {
+    const std::span<const float> row = forward(std::span<const int32_t>(&t, 1));
+    all_logits_.insert(all_logits_.end(), row.begin(), row.end());
+  }
+  return all_logits_;
+}
+
+GenerationOutput::GenerationOutput(GenerateResult& result, TextDecoder* decoder, const GenerateOptions& options,
+                                   const TextCallback& on_text)
+    : result_(result), decoder_(decoder), options_(options), on_text_(on_text) {
+  if (decoder_) decoder_->reset();
+}
+
+void GenerationOutput::emit(std::string piece) {
+  piece = utf8_.push(piece);
+  if (piece.empty()) return;
+  result_.text += piece;
+  if (on_text_ && !on_text_(piece)) stopped_by_callback_ = true;
+}
+
+bool GenerationOutput::add(int32_t id) {
+  result_.ids.push_back(id);
+  const auto& eos = options_.eos_token_ids;
+  if (std::find(eos.begin(), eos.end(), id) != eos.end()) {
+    result_.stop = StopReason::Eos;
+    return true;
+  }
+  if (decoder_) emit(decoder_->push(id));
+  if (stopped_by_callback_) {
+    result_.stop = StopReason::Callback;
+    return true;
+  }
+  if (static_cast<int64_t>(result_.ids.size()) >= options_.max_new_tokens) {
+    result_.stop = StopReason::MaxTokens;
+    return true;
+  }
+  return false;
+}
+
+int GenerationOutput::draft_room(int64_t position, int64_t max_context) const {
+  // A pass runs the next token and k guesses, and may give k + 1 new tokens.
+  const int64_t tokens_left = options_.max_new_tokens - static_cast<int64_t>(result_.ids.size()) - 1;
+  const int64_t context_left = max_context - position - 1;
+  return static_cast<int>(std::clamp<int64_t>(std::min(tokens_left, context_left), 0, options_.draft.max_tokens));
+}
+
+void GenerationOutput::finish() {
+  if (!stopped_by_callback_) {
+    if (decoder_) emit(decoder_->finish());
+    if (!stopped_by_callback_) {
+      const std::string tail = utf8_.finish();
+      if (!tail.empty()) {
+        result_.text += tail;
+        if (on_text_) on_text_(tail);
+      }
+    }
+  }
+  result_.generated_tokens = static_cast<int64_t>(result_.ids.size());
+}
+
+DraftCheck check_draft(std::span<const int32_t> draft, GenerationOutput& out, std::vector<int32_t>& history,
+                       const std::function<int32_t(size_t)>& sample_row) {
+  DraftCheck c;
+  for (size_t i = 0;; ++i) {
+    const int32_t t = sample_row(i);
+    if (i == draft.size() || t != draft[i]) {  // the context keeps the rows that led here
+      c.next = t;
+      c.keep = static_cast<int64_t>(i) + 1;
+      return c;
+    }
+    ++c.accepted;
+    history.push_back(t);
+    if (out.add(t)) {  // all but the last token generated stay, as after a single step
+      c.keep = static_cast<int64_t>(i) + 1;
+      c.stopped = true;
+      return c;
+    }
+  }
 }
 
 std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const GenerateOptions& options,
@@ -91,6 +174,7 @@ std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const Ge
 GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                         const GenerateOptions& options, const TextCallback& on_text) {
   const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
+  Drafter drafter(options.draft, options.prediction);
 
   GenerateResult result;
   Sampler sampler(options.sampler);
@@ -98,17 +182,8 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   result.cached_tokens = options.cached_prompt_tokens;
   if (options.max_new_tokens == 0) return result;
-  if (decoder) decoder->reset();
-
-  std::vector<int32_t> history(prompt.begin(), prompt.end());  // for the repetition penalty
-  Utf8Stream utf8;
-  bool stopped_by_callback = false;
-  auto emit = [&](std::string piece) {
-    piece = utf8.push(piece);
-    if (piece.empty()) return;
-    result.text += piece;
-    if (on_text && !on_text(piece)) stopped_by_callback = true;
-  };
+  GenerationOutput out(result, decoder, options, on_text);
+  std::vector<int32_t> history(prompt.begin(), prompt.end());  // the repetition penalty's and the drafts'
 
   auto t0 = Clock::now();
   std::span<const float> logits = model.forward(rest);
@@ -117,41 +192,38 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
 
   t0 = Clock::now();
   for (;;) {
-    result.ids.push_back(next);
     history.push_back(next);
-    const bool is_eos = std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), next) !=
-                        options.eos_token_ids.end();
-    if (is_eos) {
-      result.stop = StopReason::Eos;
-      break;
-    }
-    if (decoder) emit(decoder->push(next));
-    if (stopped_by_callback) {
-      result.stop = StopReason::Callback;
-      break;
-    }
-    if (static_cast<int64_t>(result.ids.size()) >= options.max_new_tokens) {
-      result.stop = StopReason::MaxTokens;
-      break;
-    }
+    if (out.add(next)) break;
     if (model.position() >= model.max_context()) {
       result.stop = StopReason::ContextFull;
       break;
     }
-    logits = model.forward(std::span<const int32_t>(&next, 1));
+    const std::vector<int32_t> draft =
+        drafter.enabled() ? drafter.propose(history, out.draft_room(model.position(), model.max_context()))
+                          : std::vector<int32_t>();
     ++result.decode_steps;
-    next = sampler.sample(logits, history);
+    if (draft.empty()) {
+      logits = model.forward(std::span<const int32_t>(&next, 1));
+      next = sampler.sample(logits, history);
+      continue;
+    }
+    std::vector<int32_t> pass{next};
+    pass.insert(pass.end(), draft.begin(), draft.end());
+    const int64_t base = model.position();
+    const std::span<const float> rows = model.forward_all(pass);
+    const size_t vocab = rows.size() / pass.size();
+    const DraftCheck c = check_draft(draft, out, history, [&](size_t i) {
+      return sampler.sample(rows.subspan(i * vocab, vocab), history);
+    });
+    result.draft_tokens += static_cast<int64_t>(draft.size());
+    result.accepted_draft_tokens += c.accepted;
+    drafter.feedback(static_cast<int64_t>(draft.size()), c.accepted);
+    model.truncate(base + c.keep);
+    if (c.stopped) break;
+    next = c.next;
   }
   result.decode_seconds = result.decode_steps > 0 ? seconds_since(t0) : 0.0;
-  if (decoder && !stopped_by_callback) emit(decoder->finish());
-  if (!stopped_by_callback) {
-    const std::string tail = utf8.finish();
-    if (!tail.empty()) {
-      result.text += tail;
-      if (on_text) on_text(tail);
-    }
-  }
-  result.generated_tokens = static_cast<int64_t>(result.ids.size());
+  out.finish();
   return result;
 }
 

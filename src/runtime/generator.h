@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "runtime/draft.h"
 #include "runtime/sampler.h"
 
 namespace exq::runtime {
@@ -25,6 +27,12 @@ class StepFunction {
   virtual int64_t max_context() const = 0;  // capacity of the context
   virtual void reset() = 0;
   virtual void truncate(int64_t n) = 0;  // keeps the first n <= position() tokens
+  // forward() that returns the logits of every token: [T * vocab], row t after token t (valid
+  // until the next call). The default runs the tokens one at a time.
+  virtual std::span<const float> forward_all(std::span<const int32_t> tokens);
+
+ private:
+  std::vector<float> all_logits_;  // the default forward_all's rows
 };
 
 // Incremental detokenizer: push() returns the text that became final with this id.
@@ -58,6 +66,15 @@ struct GenerateOptions {
   // earlier generation: PromptCache); only the rest runs. At most prompt size - 1: the last
   // prompt token runs for its logits.
   int64_t cached_prompt_tokens = 0;
+  // Speculative decoding by prompt lookup (draft.h): with draft.max_tokens > 0, a step whose
+  // context ends in an n-gram seen earlier runs the sampled token and the guessed ones in one
+  // pass and keeps the guesses the sampler confirms. Every token is still drawn from the model's
+  // own distribution with one random number, in order, so the tokens are those a generation
+  // without drafts gives (up to the rounding of a several-token pass).
+  DraftOptions draft;
+  // Tokens the answer is expected to repeat (OpenAI's predicted outputs: a file being edited);
+  // with drafts on, they are looked up first.
+  std::vector<int32_t> prediction;
 };
 
 enum class StopReason { Eos, MaxTokens, ContextFull, Callback };
@@ -70,13 +87,15 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0;  // of prompt_tokens, already in the context (not run again)
   int64_t generated_tokens = 0;
-  int64_t decode_steps = 0;  // single-token forward calls after the prefill
+  int64_t decode_steps = 0;  // forward calls after the prefill (single tokens or a draft's check)
+  int64_t draft_tokens = 0;           // guesses checked (speculative decoding)
+  int64_t accepted_draft_tokens = 0;  // of them, the tokens the model produced (kept)
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
   uint64_t seed = 0;
 
   double prefill_tokens_per_s() const;  // prompt tokens that ran (cached ones excluded)
-  double decode_tokens_per_s() const;
+  double decode_tokens_per_s() const;  // tokens sampled after the first, per decode second
 };
 
 // Receives text as it becomes final (whole UTF-8 characters); returning false stops.
@@ -86,6 +105,44 @@ using TextCallback = std::function<bool(std::string_view)>;
 // against a context at `position` of `max_context` (the checks of generate(), which throws).
 std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const GenerateOptions& options,
                                        int64_t position, int64_t max_context);
+
+// What both generation loops (generate, generate_cuda) do with each sampled token: keep it in
+// result.ids, stream its text, and tell whether generation ends with it.
+class GenerationOutput {
+ public:
+  GenerationOutput(GenerateResult& result, TextDecoder* decoder, const GenerateOptions& options,
+                   const TextCallback& on_text);
+  // Records a sampled id; true when generation stops with it (eos, callback or max tokens,
+  // result.stop set).
+  bool add(int32_t id);
+  // Guesses a pass may check after the next token, given the context's state: what
+  // max_new_tokens and the context leave after the pass's sampled token.
+  int draft_room(int64_t position, int64_t max_context) const;
+  // The text still held back (not after a callback stop); sets result.generated_tokens.
+  void finish();
+
+ private:
+  void emit(std::string piece);
+
+  GenerateResult& result_;
+  TextDecoder* decoder_;
+  const GenerateOptions& options_;
+  const TextCallback& on_text_;
+  Utf8Stream utf8_;
+  bool stopped_by_callback_ = false;
+};
+
+// One speculative pass ran the sampled token and `draft` after it (1 + draft.size() tokens);
+// sample_row(i) draws the token that follows row i of its logits. check_draft draws row after
+// row while the token drawn equals the draft's, adding each to `out` and `history`.
+struct DraftCheck {
+  int32_t next = -1;     // the last token drawn, to run next (unless stopped)
+  int64_t keep = 0;      // of the pass's tokens, how many the context keeps (truncate the rest)
+  int64_t accepted = 0;  // draft tokens confirmed
+  bool stopped = false;  // `out` ended generation
+};
+DraftCheck check_draft(std::span<const int32_t> draft, GenerationOutput& out, std::vector<int32_t>& history,
+                       const std::function<int32_t(size_t)>& sample_row);
 
 // Runs one generation from an empty or continued context (or one holding the prompt's first
 // options.cached_prompt_tokens). `decoder` may be null (no text). Throws exq::Error for an

@@ -15,6 +15,13 @@ std::span<const float> LlamaStep::forward(std::span<const int32_t> tokens) {
   return logits_.span<const float>();
 }
 
+std::span<const float> LlamaStep::forward_all(std::span<const int32_t> tokens) {
+  logits_ = model_.forward(tokens, cache_, /*all_logits=*/true);
+  EXQ_ASSERT(logits_.dtype() == DType::F32 &&
+             logits_.numel() == static_cast<int64_t>(tokens.size()) * model_.config().vocab_size);
+  return logits_.span<const float>();
+}
+
 void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab) {
   for (int32_t id : prompt)
     EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,

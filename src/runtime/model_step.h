@@ -21,6 +21,7 @@ class LlamaStep : public StepFunction {
   LlamaStep(model::LlamaModel& model, int64_t max_context);
 
   std::span<const float> forward(std::span<const int32_t> tokens) override;
+  std::span<const float> forward_all(std::span<const int32_t> tokens) override;  // one pass
   int64_t position() const override { return cache_.length(); }
   int64_t max_context() const override { return cache_.max_len(); }
   void reset() override { cache_.reset(); }
@@ -29,7 +30,7 @@ class LlamaStep : public StepFunction {
  private:
   model::LlamaModel& model_;
   model::KvCache cache_;
-  Tensor logits_;  // [1, vocab] of the last forward
+  Tensor logits_;  // [1, vocab] or [T, vocab] of the last forward
 };
 
 class TokenizerTextDecoder : public TextDecoder {

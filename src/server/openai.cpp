@@ -79,10 +79,9 @@ void refuse_unsupported(const json& body, Endpoint endpoint) {
   }
 }
 
-std::string message_content(const json& m, size_t i) {
-  const std::string param = fmt::format("messages[{}].content", i);
-  const json* c = field(m, "content");
-  if (!c) bad(param, "every message needs a content");
+// A string, or an array of text parts joined by newlines (message content, a prediction).
+std::string text_content(const json* c, const std::string& param) {
+  if (!c) bad(param, fmt::format("'{}' is required", param));
   if (c->is_string()) return c->get<std::string>();
   if (!c->is_array()) bad(param, "content must be a string or an array of text parts");
   std::string text;
@@ -94,6 +93,20 @@ std::string message_content(const json& m, size_t i) {
     text += part["text"].get<std::string>();
   }
   return text;
+}
+
+std::string message_content(const json& m, size_t i) {
+  const std::string param = fmt::format("messages[{}].content", i);
+  if (!field(m, "content")) bad(param, "every message needs a content");
+  return text_content(field(m, "content"), param);
+}
+
+std::optional<std::string> parse_prediction(const json& body) {
+  const json* p = field(body, "prediction");
+  if (!p) return std::nullopt;
+  if (!p->is_object() || p->value("type", "") != "content")
+    bad("prediction", "'prediction' must be {\"type\": \"content\", \"content\": ...}");
+  return text_content(field(*p, "content"), "prediction.content");
 }
 
 json parse_messages(const json& body) {
@@ -178,6 +191,7 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
     r.include_usage = boolean(*so, "include_usage").value_or(false);
   }
   r.cache_prompt = boolean(body, "cache_prompt").value_or(true);
+  r.prediction = parse_prediction(body);
   return r;
 }
 
@@ -211,7 +225,10 @@ json usage_json(const Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
+          {"completion_tokens_details",
+           {{"accepted_prediction_tokens", u.accepted_draft_tokens},
+            {"rejected_prediction_tokens", u.rejected_draft_tokens}}}};
 }
 
 json reason(const char* finish_reason) { return finish_reason ? json(finish_reason) : json(nullptr); }

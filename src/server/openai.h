@@ -47,6 +47,9 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool cache_prompt = true;    // llama.cpp's field: may reuse the context the last request left
+  // OpenAI's predicted outputs ({"type": "content", "content": text or text parts}): text the
+  // answer is expected to repeat, used for speculative drafts.
+  std::optional<std::string> prediction;
 };
 
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
@@ -71,10 +74,14 @@ struct ResponseMeta {
 
 // A response's token counts: "usage", with prompt_tokens_details.cached_tokens (OpenAI's name
 // for prompt tokens that did not run again).
+// With completion_tokens_details: speculative drafts the model confirmed (accepted_prediction_
+// tokens) and those it did not (rejected_prediction_tokens), OpenAI's predicted-output counts.
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t accepted_draft_tokens = 0;
+  int64_t rejected_draft_tokens = 0;
 };
 
 // The whole response: finish_reason "stop" (end of sequence or a stop string) or "length".

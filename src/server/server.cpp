@@ -36,7 +36,8 @@ const char* finish_reason(const runtime::GenerateResult& r, bool stopped) {
 }
 
 Usage usage_of(const runtime::GenerateResult& r, size_t prompt_tokens) {
-  return {static_cast<int64_t>(prompt_tokens), r.cached_tokens, r.generated_tokens};
+  return {static_cast<int64_t>(prompt_tokens), r.cached_tokens, r.generated_tokens, r.accepted_draft_tokens,
+          r.draft_tokens - r.accepted_draft_tokens};
 }
 
 }  // namespace
@@ -102,6 +103,11 @@ struct Server::Impl {
     job.options.max_new_tokens = r.max_tokens ? *r.max_tokens : std::min(model.default_max_tokens, room);
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
+    job.options.draft = model.draft;
+    if (r.prediction) {
+      job.options.prediction = model.tokenizer->encode(*r.prediction, /*add_special_tokens=*/false);
+      if (!job.options.draft.enabled()) job.options.draft.max_tokens = runtime::kDefaultDraftTokens;
+    }
     const bool chat = endpoint == Endpoint::ChatCompletions;
     const auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
     job.meta.id = fmt::format("{}-{:x}{:06x}", chat ? "chatcmpl" : "cmpl",

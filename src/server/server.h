@@ -35,6 +35,9 @@ struct ServerModel {
   int64_t max_context = 2048;        // prompt + generated tokens
   int64_t default_max_tokens = 512;  // when a request gives no max_tokens (capped by the context)
   std::string device;                // reported by /health
+  // Speculative drafts for every request (off by default); a request with a prediction gets
+  // kDefaultDraftTokens when these are off.
+  runtime::DraftOptions draft;
   GenerateFn generate;
 };
 

@@ -61,6 +61,18 @@ TEST(CliChat, TurnsReuseTheContextAndGiveTheSameAnswers) {
     EXPECT_EQ(u[i]["text"], t[i]["text"]) << "turn " << i;
     EXPECT_EQ(u[i]["prompt_tokens"], t[i]["prompt_tokens"]);
   }
+
+  // With drafts (unigram lookup, so a tiny model's answers give some), the same answers.
+  const RunResult d = run_exq(chat_args(dir, {"--draft-max", "4", "--draft-ngram-min", "1"}), "", input);
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  const std::vector<json> w = answers(d);
+  ASSERT_EQ(w.size(), 3u) << d.out;
+  int64_t drafted = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(w[i]["text"], t[i]["text"]) << "turn " << i;
+    drafted += w[i]["draft_tokens"].get<int64_t>();
+  }
+  EXPECT_GT(drafted, 0);
 }
 
 TEST(CliChat, ALongConversationDropsItsOldestTurns) {

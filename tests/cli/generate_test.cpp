@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <limits>
 
 #include "cli_support.h"
@@ -74,6 +75,45 @@ TEST(CliGenerate, TinyModelSeedReproducible) {
   const auto a = ids("42");
   EXPECT_EQ(a, ids("42"));
   EXPECT_NE(a, ids("43"));  // near-uniform random logits: 12 equal draws would be a bug
+}
+
+// --draft-max: the same tokens, counted drafts; a prediction file is drafted from (here the
+// answer itself, so nearly every token comes from a checked draft).
+TEST(CliGenerate, DraftsKeepTheTokensAndArePrintedWithTheirCounts) {
+  const auto dir = tiny_model("draft");
+  const std::vector<std::string> base = {"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "16",
+                                         "--temperature", "0", "--json", "--threads", "1"};
+  const RunResult plain = run_exq(base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const json p = json::parse(plain.out);
+  EXPECT_EQ(p["draft_tokens"], 0);
+  const auto pred = temp_dir("gen_draft_pred") / "prediction.txt";
+  std::ofstream(pred) << p["text"].get<std::string>();
+  std::vector<std::string> args = base;
+  for (const char* a : {"--draft-max", "5", "--draft-ngram-min", "1"}) args.push_back(a);
+  args.push_back("--prediction-file");
+  args.push_back(pred.string());
+  const RunResult spec = run_exq(args);
+  ASSERT_EQ(spec.exit_code, 0) << spec.err;
+  const json s = json::parse(spec.out);
+  EXPECT_EQ(s["ids"], p["ids"]);
+  EXPECT_EQ(s["text"], p["text"]);
+  EXPECT_GT(s["accepted_draft_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(s["decode_steps"].get<int64_t>() + s["accepted_draft_tokens"].get<int64_t>(), p["decode_steps"]);
+
+  args.erase(std::find(args.begin(), args.end(), std::string("--json")));
+  const RunResult text = run_exq(args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.err.find(fmt::format("drafts: {} of", s["accepted_draft_tokens"].get<int64_t>())), std::string::npos)
+      << text.err;
+
+  const RunResult bad = run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--draft-max", "3", "--draft-ngram-min",
+                                 "4", "--draft-ngram-max", "2"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("n-gram maximum (2) is below its minimum (4)"), std::string::npos) << bad.err;
+  const RunResult no_draft = run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--prediction-file", pred.string()});
+  EXPECT_EQ(no_draft.exit_code, 2);
+  EXPECT_NE(no_draft.err.find("--prediction-file needs drafts"), std::string::npos) << no_draft.err;
 }
 
 // ---------------------------------------------------------------- user errors

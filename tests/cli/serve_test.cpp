@@ -93,8 +93,10 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   EXPECT_EQ(stop_serve(child), 0) << read_file(err);
   EXPECT_NE(read_file(err).find("exq serve: stopped"), std::string::npos);
 
-  // --no-prompt-cache runs every prompt whole, with the same answer.
-  const Child plain = start_serve(dir, err, {"--max-tokens", "5", "--no-prompt-cache"});
+  // --no-prompt-cache runs every prompt whole, with the same answer; so do drafts (--draft-max),
+  // which a request's prediction feeds.
+  const Child plain =
+      start_serve(dir, err, {"--max-tokens", "5", "--no-prompt-cache", "--draft-max", "4", "--draft-ngram-min", "1"});
   ASSERT_GT(plain.port, 0) << read_file(err);
   httplib::Client c2("127.0.0.1", plain.port);
   c2.set_read_timeout(60, 0);
@@ -103,6 +105,14 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   ASSERT_TRUE(whole.is_object());
   EXPECT_EQ(whole["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   EXPECT_EQ(whole["choices"][0]["text"], body["choices"][0]["text"]);
+  json predicted = req;
+  predicted["prediction"] = {{"type", "content"}, {"content", body["choices"][0]["text"]}};
+  const json p = post_json(c2, predicted);
+  ASSERT_TRUE(p.is_object());
+  EXPECT_EQ(p["choices"][0]["text"], body["choices"][0]["text"]);
+  const json& details = p["usage"]["completion_tokens_details"];
+  EXPECT_GT(details["accepted_prediction_tokens"].get<int>() + details["rejected_prediction_tokens"].get<int>(), 0)
+      << p;
   EXPECT_EQ(stop_serve(plain), 0) << read_file(err);
 }
 

@@ -105,6 +105,13 @@ TEST(ModelStep, RealModelGreedyMatchesFixture) {
     EXPECT_EQ(r.text + "<|im_end|>", c["text"].get<std::string>());
     EXPECT_GT(r.prefill_tokens_per_s(), 0.0);
     EXPECT_GT(r.decode_tokens_per_s(), 0.0);
+    // With the answer itself as a prediction, most tokens come from checked drafts and the
+    // greedy tokens stay transformers'.
+    o.draft.max_tokens = 7;
+    o.prediction = want;
+    const auto p = generate_text(model, tok, prompt, o);
+    EXPECT_EQ(p.ids, want);
+    EXPECT_GE(p.accepted_draft_tokens, static_cast<int64_t>(want.size()) / 2);
   }
 }
 
@@ -158,6 +165,33 @@ TEST(ModelStep, RealModelSessionReusesThePromptPrefix) {
     const GenerateResult r3 = session.generate(p2, o, false);  // no reuse: all of it runs again
     EXPECT_EQ(r3.cached_tokens, 0);
     EXPECT_EQ(r3.ids, want.ids);
+  }
+}
+
+// Prompt-lookup drafts on the real model: a text that repeats what the prompt holds keeps most
+// drafts, and the greedy tokens are those of single-token steps (a several-token pass rounds
+// differently, but not enough to change an argmax here). With a fixed seed the sampled tokens
+// match as well: each is one draw from the same stream.
+TEST(ModelStep, RealModelDraftsGiveTheSameTokens) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const std::vector<int32_t> prompt = tok.encode(
+      "Copy the list.\nList: red apple, yellow banana, dark cherry, sweet date, wild elderberry, green fig.\n"
+      "Copy: red apple, yellow banana,",
+      true);
+  for (const float temperature : {0.0f, 0.6f}) {
+    GenerateOptions o;
+    o.max_new_tokens = 24;
+    o.sampler.temperature = temperature;
+    o.sampler.seed = 7;
+    const GenerateResult plain = generate_text(model, tok, prompt, o);
+    o.draft.max_tokens = 6;
+    const GenerateResult spec = generate_text(model, tok, prompt, o);
+    EXPECT_EQ(spec.ids, plain.ids) << "temperature " << temperature;
+    EXPECT_EQ(spec.text, plain.text);
+    EXPECT_GE(spec.accepted_draft_tokens, 5) << spec.text;
+    EXPECT_EQ(spec.decode_steps + spec.accepted_draft_tokens, plain.decode_steps);
   }
 }
 

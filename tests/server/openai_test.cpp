@@ -98,6 +98,22 @@ TEST(ParseRequest, RefusalsNameTheField) {
   EXPECT_EQ(refusal(json::array(), C), ": the request body must be a JSON object");
 }
 
+TEST(ParseRequest, PredictionAsOpenAiSendsIt) {
+  const auto C = Endpoint::Completions;
+  EXPECT_FALSE(parse_request({{"prompt", "a"}}, C).prediction.has_value());
+  EXPECT_EQ(parse_request({{"prompt", "a"}, {"prediction", {{"type", "content"}, {"content", "def f():"}}}}, C).prediction,
+            "def f():");
+  const json parts = json::array({{{"type", "text"}, {"text", "x = 1"}}, {{"type", "text"}, {"text", "y = 2"}}});
+  EXPECT_EQ(parse_request({{"prompt", "a"}, {"prediction", {{"type", "content"}, {"content", parts}}}}, C).prediction,
+            "x = 1\ny = 2");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"prediction", "text"}}, C),
+            "prediction: 'prediction' must be {\"type\": \"content\", \"content\": ...}");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"prediction", {{"type", "content"}}}}, C),
+            "prediction.content: 'prediction.content' is required");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"prediction", {{"type", "content"}, {"content", 3}}}}, C),
+            "prediction.content: content must be a string or an array of text parts");
+}
+
 TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
   runtime::SamplerConfig d;
   d.temperature = 0.7f;
@@ -122,6 +138,10 @@ TEST(Bodies, CompletionAndChunks) {
   EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(c["usage"]["total_tokens"], 7);
   EXPECT_EQ(c["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+  EXPECT_EQ(c["usage"]["completion_tokens_details"]["accepted_prediction_tokens"], 0);
+  const json d = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", {5, 0, 9, 6, 2});
+  EXPECT_EQ(d["usage"]["completion_tokens_details"],
+            (json{{"accepted_prediction_tokens", 6}, {"rejected_prediction_tokens", 2}}));
   const json t = completion_body(Endpoint::Completions, meta, "x", "length", {1, 0, 1});
   EXPECT_EQ(t["object"], "text_completion");
   EXPECT_EQ(t["choices"][0]["text"], "x");

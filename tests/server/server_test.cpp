@@ -51,6 +51,10 @@ struct Fake {
     runtime::GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(p.size());
     r.cached_tokens = re ? 3 : 0;
+    if (o.draft.enabled()) {  // as if drafts ran: 5 guesses, 3 kept
+      r.draft_tokens = 5;
+      r.accepted_draft_tokens = 3;
+    }
     r.stop = runtime::StopReason::Eos;
     for (const std::string& s : pieces) {
       if (r.generated_tokens == o.max_new_tokens) {
@@ -213,6 +217,34 @@ TEST_F(ServerFake, CompletionLengthAndPrompt) {
   EXPECT_FALSE(fake_.reuse);
   EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", "x"}, {"cache_prompt", 1}}.dump()).status, 400);
+}
+
+TEST_F(ServerFake, PredictionTurnsDraftsOnAndUsageCountsThem) {
+  Running s(model());
+  const Reply plain = post(s, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 3}}.dump());
+  ASSERT_EQ(plain.status, 200) << plain.raw;
+  EXPECT_FALSE(fake_.options.draft.enabled());
+  EXPECT_TRUE(fake_.options.prediction.empty());
+  EXPECT_EQ(plain.body["usage"]["completion_tokens_details"]["accepted_prediction_tokens"], 0);
+  const std::string pred = "int main() { return 0; }";
+  const Reply r = post(s, "/v1/completions",
+                       json{{"prompt", "x"}, {"max_tokens", 3}, {"prediction", {{"type", "content"}, {"content", pred}}}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(fake_.options.draft.max_tokens, runtime::kDefaultDraftTokens);
+  EXPECT_EQ(fake_.options.prediction, tok_->encode(pred, false));
+  EXPECT_EQ(r.body["usage"]["completion_tokens_details"]["accepted_prediction_tokens"], 3);
+  EXPECT_EQ(r.body["usage"]["completion_tokens_details"]["rejected_prediction_tokens"], 2);
+  // The server's own draft settings hold for every request (exq serve --draft-max).
+  ServerModel m = model();
+  m.draft.max_tokens = 4;
+  m.draft.ngram_min = 1;
+  Running s2(std::move(m));
+  ASSERT_EQ(post(s2, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 3}}.dump()).status, 200);
+  EXPECT_EQ(fake_.options.draft.max_tokens, 4);
+  EXPECT_EQ(fake_.options.draft.ngram_min, 1);
+  EXPECT_EQ(post(s2, "/v1/completions", json{{"prompt", "x"}, {"prediction", {{"type", "content"}, {"content", pred}}}}.dump()).status,
+            200);
+  EXPECT_EQ(fake_.options.draft.max_tokens, 4);
 }
 
 TEST_F(ServerFake, DefaultMaxTokensFitTheContext) {
@@ -393,6 +425,20 @@ TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
   EXPECT_EQ(r2.body["usage"]["prompt_tokens"], static_cast<int64_t>(prompt2.size()));
   EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], common);
   EXPECT_EQ(r2.body["choices"][0]["message"]["content"], want2.text);
+
+  // A prediction of the answer (OpenAI's predicted outputs): the same text, most of it from
+  // drafts the model confirmed.
+  const json turn3 = {{{"role", "user"}, {"content", "Repeat after me: the quick brown fox jumps over the lazy dog."}}};
+  const std::vector<int32_t> prompt3 = tok.encode(chat::render_chat(t, turn3, true, tc.bos_token, tc.eos_token), false);
+  const runtime::GenerateResult want3 = runtime::generate_text(llama, tok, prompt3, o);
+  const Reply r3 = post(s, "/v1/chat/completions",
+                        json{{"messages", turn3}, {"max_tokens", 24}, {"temperature", 0},
+                             {"prediction", {{"type", "content"}, {"content", want3.text}}}}
+                            .dump());
+  ASSERT_EQ(r3.status, 200) << r3.raw;
+  EXPECT_EQ(r3.body["choices"][0]["message"]["content"], want3.text);
+  const int64_t accepted = r3.body["usage"]["completion_tokens_details"]["accepted_prediction_tokens"];
+  EXPECT_GE(accepted, want3.generated_tokens / 2) << r3.raw;
 }
 
 }  // namespace

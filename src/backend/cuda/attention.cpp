@@ -46,16 +46,16 @@ bool attention_supports(DType cache, int64_t head_dim) {
 }
 
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
-                       const DeviceView& out, int start_pos, float scale, cudaStream_t stream) {
-  const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start_pos);
+                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream) {
+  const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start.host);
   if (k_cache.dtype() == DType::F16)
     attention_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                            static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                           d.heads, d.kv_heads, d.head_dim, d.capacity, start_pos, scale, stream);
+                           d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream);
   else
     attention_prefill_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                            out.data<float>(), d.tokens, d.heads, d.kv_heads, d.head_dim,
-                           d.capacity, start_pos, scale, stream);
+                           d.capacity, start, scale, stream);
 }
 
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
@@ -63,10 +63,10 @@ bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
 }
 
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
-                            const DeviceView& v_cache, const DeviceView& out, int start_pos,
+                            const DeviceView& v_cache, const DeviceView& out, StartPos start,
                             float scale, cudaStream_t stream) {
   constexpr const char* op = "attention_prefill_fast";
-  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
+  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host);
   EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
             "cuda {}: needs an F16 cache and head_dim 64 or 128, got {} and {}", op,
             dtype_name(k_cache.dtype()), d.head_dim);
@@ -76,7 +76,7 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
             "cuda {}: q, out and the caches must be 16-byte aligned", op);
   flash_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                      static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                     d.heads, d.kv_heads, d.head_dim, d.capacity, start_pos, scale, stream);
+                     d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream);
 }
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,

@@ -44,8 +44,9 @@ __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                              const C* __restrict__ v_cache, float* __restrict__ out, int tokens,
                              int heads, int kv_heads, int head_dim, int capacity, int start_pos,
-                             float scale) {
+                             const int32_t* start_dev, float scale) {
   extern __shared__ float smem[];
+  if (start_dev != nullptr) start_pos = *start_dev;
   const int ldk = head_dim + 1;
   float* k_s = smem;
   float* v_s = k_s + kKTile * ldk;
@@ -142,14 +143,14 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
 
 template <typename C, int DPL>
 void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* out, int tokens,
-                    int heads, int kv_heads, int head_dim, int capacity, int start_pos,
+                    int heads, int kv_heads, int head_dim, int capacity, StartPos start,
                     float scale, cudaStream_t stream) {
   const size_t smem = prefill_smem_bytes(head_dim);
   auto kernel = attention_prefill_kernel<C, DPL>;
   set_smem_limit(kernel, smem);
   const dim3 grid(ceil_div(tokens, kQTile), heads);
   kernel<<<grid, kThreads, smem, stream>>>(q, k_cache, v_cache, out, tokens, heads, kv_heads,
-                                           head_dim, capacity, start_pos, scale);
+                                           head_dim, capacity, start.host, start.device, scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -158,22 +159,22 @@ void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* o
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            int start_pos, float scale, cudaStream_t stream) {
+                            StartPos start, float scale, cudaStream_t stream) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim <= 64)
     launch_prefill<C, 2>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start_pos, scale, stream);
+                         start, scale, stream);
   else if (head_dim <= 128)
     launch_prefill<C, 4>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start_pos, scale, stream);
+                         start, scale, stream);
   else
     launch_prefill<C, 8>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start_pos, scale, stream);
+                         start, scale, stream);
 }
 
 template void attention_prefill_cuda<float>(const float*, const float*, const float*, float*, int,
-                                            int, int, int, int, int, float, cudaStream_t);
+                                            int, int, int, int, StartPos, float, cudaStream_t);
 template void attention_prefill_cuda<__half>(const float*, const __half*, const __half*, float*,
-                                             int, int, int, int, int, int, float, cudaStream_t);
+                                             int, int, int, int, int, StartPos, float, cudaStream_t);
 
 }  // namespace exq::cuda

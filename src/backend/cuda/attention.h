@@ -15,18 +15,19 @@ namespace exq::cuda {
 // Cache F16 or F32, head_dim up to kAttentionMaxHeadDim.
 bool attention_supports(DType cache, int64_t head_dim);
 
-// q, out: [tokens, heads, head_dim] F32; token t sits at position start_pos + t and sees keys
-// [0, start_pos + t]. The caches [kv_heads, capacity, head_dim] already hold positions
-// [0, start_pos + tokens). heads must be a multiple of kv_heads. scale: usually 1/sqrt(hd).
+// q, out: [tokens, heads, head_dim] F32; token t sits at position start + t and sees keys
+// [0, start + t]. The caches [kv_heads, capacity, head_dim] already hold positions
+// [0, start + tokens). heads must be a multiple of kv_heads. scale: usually 1/sqrt(hd).
+// start may live in device memory (StartPos, launchers.h), as for rotary and kv_append.
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
-                       const DeviceView& out, int start_pos, float scale, cudaStream_t stream);
+                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream);
 
 // Tensor-core attention_prefill (flash_prefill.cu): q and k/v rounded to fp16, f32 accumulation
 // and softmax, about 1e-3 relative error against attention_prefill. F16 cache, head_dim 64 or
 // 128, q/out 16-byte aligned: attention_prefill_fast_supports(); same arguments otherwise.
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim);
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
-                            const DeviceView& v_cache, const DeviceView& out, int start_pos,
+                            const DeviceView& v_cache, const DeviceView& out, StartPos start,
                             float scale, cudaStream_t stream);
 
 // q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).

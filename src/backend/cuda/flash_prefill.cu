@@ -50,7 +50,9 @@ template <int D>
 __global__ void __launch_bounds__(kFlashThreads)
     flash_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
                          const __half* __restrict__ v_cache, float* __restrict__ out, int T,
-                         int H, int KVH, int capacity, int start_pos, float q_scale) {
+                         int H, int KVH, int capacity, int start_pos, const int32_t* start_dev,
+                         float q_scale) {
+  if (start_dev != nullptr) start_pos = *start_dev;
   constexpr int P = pitch<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* q_s = reinterpret_cast<__half*>(smem_raw);  // [64][P]
@@ -166,7 +168,7 @@ __global__ void __launch_bounds__(kFlashThreads)
 
 template <int D>
 void launch_flash(const float* q, const __half* k_cache, const __half* v_cache, float* out,
-                  int tokens, int heads, int kv_heads, int capacity, int start_pos, float scale,
+                  int tokens, int heads, int kv_heads, int capacity, StartPos start, float scale,
                   cudaStream_t stream) {
   constexpr size_t smem = flash_smem_bytes<D>();
   CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D>,
@@ -174,7 +176,8 @@ void launch_flash(const float* q, const __half* k_cache, const __half* v_cache, 
                                   static_cast<int>(smem)));
   const dim3 grid(ceil_div(tokens, kBlockM), heads);
   flash_prefill_kernel<D><<<grid, kFlashThreads, smem, stream>>>(
-      q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos, scale * kLog2e);
+      q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start.host, start.device,
+      scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -184,14 +187,12 @@ bool flash_prefill_supports_head_dim(int head_dim) { return head_dim == 64 || he
 
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        int start_pos, float scale, cudaStream_t stream) {
+                        StartPos start, float scale, cudaStream_t stream) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim == 64)
-    launch_flash<64>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos, scale,
-                     stream);
+    launch_flash<64>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start, scale, stream);
   else
-    launch_flash<128>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start_pos,
-                      scale, stream);
+    launch_flash<128>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start, scale, stream);
 }
 
 }  // namespace exq::cuda

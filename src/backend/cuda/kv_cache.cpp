@@ -9,8 +9,9 @@ namespace exq::cuda {
 bool kv_cache_supports(DType cache) { return cache == DType::F16 || cache == DType::F32; }
 
 void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache,
-               const DeviceView& v_cache, int start_pos, cudaStream_t stream) {
+               const DeviceView& v_cache, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append";
+  const int start_pos = start.host;
   check_dtype(k, DType::F32, op, "k");
   check_rank(k, 3, op, "k");
   check_dense(k, op, "k");
@@ -32,10 +33,10 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
   if (k_cache.dtype() == DType::F16)
     kv_append_cuda(k.data<float>(), v.data<float>(), static_cast<__half*>(k_cache.raw()),
                    static_cast<__half*>(v_cache.raw()), tokens, kv_heads, head_dim, capacity,
-                   start_pos, stream);
+                   start, stream);
   else
     kv_append_cuda(k.data<float>(), v.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                   tokens, kv_heads, head_dim, capacity, start_pos, stream);
+                   tokens, kv_heads, head_dim, capacity, start, stream);
 }
 
 }  // namespace exq::cuda

@@ -6,13 +6,15 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/device_tensor.h"
+#include "backend/cuda/launchers.h"
 
 namespace exq::cuda {
 
 bool kv_cache_supports(DType cache);  // F16, F32
 
-// k, v: [tokens, kv_heads, head_dim] F32, written at positions [start_pos, start_pos + tokens).
+// k, v: [tokens, kv_heads, head_dim] F32, written at positions [start, start + tokens); start
+// may live in device memory (StartPos, launchers.h).
 void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache,
-               const DeviceView& v_cache, int start_pos, cudaStream_t stream);
+               const DeviceView& v_cache, StartPos start, cudaStream_t stream);
 
 }  // namespace exq::cuda

@@ -28,11 +28,21 @@ template <typename T>
 void embedding_cuda(const int32_t* ids, const T* table, float* out, int tokens, int vocab,
                     int dim, cudaStream_t stream);
 
+// The first position of a chunk of tokens. Kernels read it from `device` when that is set (a
+// CUDA graph replayed at other positions: CudaLlama's draft checks); `host` is then the value
+// at capture, which the host-side checks see.
+struct StartPos {
+  int host = 0;
+  const int32_t* device = nullptr;
+  StartPos(int h) : host(h) {}  // NOLINT: a plain position converts implicitly
+  StartPos(int h, const int32_t* d) : host(h), device(d) {}
+};
+
 // ---- rotary.cu ----------------------------------------------------------------------------
 // In place on x: [tokens, heads, head_dim], HF rotate_half layout (pairs i, i + head_dim/2).
 // cos, sin: [positions, head_dim/2]; token t uses row start_pos + t.
 void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int heads,
-                 int head_dim, int start_pos, cudaStream_t stream);
+                 int head_dim, StartPos start, cudaStream_t stream);
 
 // ---- elementwise.cu -----------------------------------------------------------------------
 // out[i] = silu(gate[i]) * up[i]; out may alias gate or up.
@@ -48,7 +58,7 @@ void to_f32_cuda(const T* src, float* dst, int64_t n, cudaStream_t stream);
 // [start_pos, start_pos + tokens). C in {float, __half}.
 template <typename C>
 void kv_append_cuda(const float* k, const float* v, C* k_cache, C* v_cache, int tokens,
-                    int kv_heads, int head_dim, int capacity, int start_pos, cudaStream_t stream);
+                    int kv_heads, int head_dim, int capacity, StartPos start, cudaStream_t stream);
 
 // ---- attention.cu -------------------------------------------------------------------------
 // Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
@@ -58,7 +68,7 @@ inline constexpr int kAttentionMaxHeadDim = 256;
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            int start_pos, float scale, cudaStream_t stream);
+                            StartPos start, float scale, cudaStream_t stream);
 // Decode (one query token, split over the KV length): attention_decode.h.
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
@@ -67,7 +77,7 @@ void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, 
 bool flash_prefill_supports_head_dim(int head_dim);
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        int start_pos, float scale, cudaStream_t stream);
+                        StartPos start, float scale, cudaStream_t stream);
 
 // ---- matmul.cu ----------------------------------------------------------------------------
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,

@@ -36,9 +36,10 @@ RotaryTable make_rotary_table(std::span<const double> inv_freq, int positions) {
   return t;
 }
 
-void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, int start_pos,
+void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, StartPos start,
             cudaStream_t stream) {
   constexpr const char* op = "rotary";
+  const int start_pos = start.host;
   check_dtype(x, DType::F32, op, "x");
   check_rank(x, 3, op, "x");
   check_dense(x, op, "x");
@@ -57,7 +58,7 @@ void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, i
             start_pos + x.dim(0), cos.dim(0));
   rotary_cuda(x.data<float>(), cos.data<float>(), sin.data<float>(),
               checked_int(x.dim(0), op, "tokens"), checked_int(x.dim(1), op, "heads"),
-              checked_int(head_dim, op, "head_dim"), start_pos, stream);
+              checked_int(head_dim, op, "head_dim"), start, stream);
 }
 
 }  // namespace exq::cuda

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "backend/cuda/device_tensor.h"
+#include "backend/cuda/launchers.h"
 #include "core/tensor.h"
 
 namespace exq::cuda {
@@ -23,9 +24,10 @@ RotaryTable make_rotary_table(int head_dim, int positions, double theta);
 // Any frequencies (e.g. Llama-3 rope scaling computed by the model loader): [head_dim / 2].
 RotaryTable make_rotary_table(std::span<const double> inv_freq, int positions);
 
-// In place. x: [tokens, heads, head_dim] F32, token t at position start_pos + t;
-// cos, sin: device copies of a RotaryTable with at least start_pos + tokens rows.
-void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, int start_pos,
+// In place. x: [tokens, heads, head_dim] F32, token t at position start + t (start may live
+// in device memory: StartPos, launchers.h); cos, sin: device copies of a RotaryTable with at
+// least start + tokens rows.
+void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, StartPos start,
             cudaStream_t stream);
 
 }  // namespace exq::cuda

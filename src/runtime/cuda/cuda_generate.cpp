@@ -28,6 +28,11 @@ std::span<const float> CudaStep::forward(std::span<const int32_t> tokens) {
   return logits_.span<const float>();
 }
 
+std::span<const float> CudaStep::forward_all(std::span<const int32_t> tokens) {
+  logits_ = model_.forward(tokens, /*all_logits=*/true);
+  return logits_.span<const float>();
+}
+
 gpu::SamplingParams sampling_params(const SamplerConfig& c) {
   gpu::SamplingParams p;
   p.temperature = c.temperature;
@@ -80,6 +85,9 @@ int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text) {
   const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
+  Drafter drafter(options.draft, options.prediction);
+  EXQ_CHECK(options.draft.max_tokens < CudaLlama::kMaxRowsOnDevice, "at most {} draft tokens on the GPU, got {}",
+            CudaLlama::kMaxRowsOnDevice - 1, options.draft.max_tokens);
 
   GenerateResult result;
   CudaSampler sampler(options.sampler, model.config().vocab_size, model.allocator(), model.stream());
@@ -87,17 +95,9 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   result.cached_tokens = options.cached_prompt_tokens;
   if (options.max_new_tokens == 0) return result;
-  if (decoder) decoder->reset();
+  GenerationOutput out(result, decoder, options, on_text);
   sampler.set_history(prompt);
-
-  Utf8Stream utf8;
-  bool stopped_by_callback = false;
-  auto emit = [&](std::string piece) {
-    piece = utf8.push(piece);
-    if (piece.empty()) return;
-    result.text += piece;
-    if (on_text && !on_text(piece)) stopped_by_callback = true;
-  };
+  std::vector<int32_t> history(prompt.begin(), prompt.end());  // the drafts' (the sampler keeps its own)
 
   auto t0 = Clock::now();
   gpu::DeviceView logits = model.forward_last(rest);
@@ -106,40 +106,38 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
 
   t0 = Clock::now();
   for (;;) {
-    result.ids.push_back(next);
-    const bool is_eos = std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), next) !=
-                        options.eos_token_ids.end();
-    if (is_eos) {
-      result.stop = StopReason::Eos;
-      break;
-    }
-    if (decoder) emit(decoder->push(next));
-    if (stopped_by_callback) {
-      result.stop = StopReason::Callback;
-      break;
-    }
-    if (static_cast<int64_t>(result.ids.size()) >= options.max_new_tokens) {
-      result.stop = StopReason::MaxTokens;
-      break;
-    }
+    history.push_back(next);
+    if (out.add(next)) break;
     if (model.position() >= model.max_context()) {
       result.stop = StopReason::ContextFull;
       break;
     }
-    logits = model.decode_slot();  // the sampler left `next` in the token slot
+    const std::vector<int32_t> draft =
+        drafter.enabled() ? drafter.propose(history, out.draft_room(model.position(), model.max_context()))
+                          : std::vector<int32_t>();
     ++result.decode_steps;
-    next = sampler.sample(logits, model.token_slot());
+    if (draft.empty()) {
+      logits = model.decode_slot();  // the sampler left `next` in the token slot
+      next = sampler.sample(logits, model.token_slot());
+      continue;
+    }
+    std::vector<int32_t> pass{next};
+    pass.insert(pass.end(), draft.begin(), draft.end());
+    const int64_t base = model.position();
+    const gpu::DeviceView rows = model.forward_rows(pass);
+    const DraftCheck c = check_draft(draft, out, history, [&](size_t i) {
+      const auto r = static_cast<int64_t>(i);
+      return sampler.sample(rows.slice0(r, r + 1), model.token_slot());
+    });
+    result.draft_tokens += static_cast<int64_t>(draft.size());
+    result.accepted_draft_tokens += c.accepted;
+    drafter.feedback(static_cast<int64_t>(draft.size()), c.accepted);
+    model.truncate(base + c.keep);
+    if (c.stopped) break;
+    next = c.next;  // also in the token slot: the last token sampled
   }
   result.decode_seconds = result.decode_steps > 0 ? seconds_since(t0) : 0.0;
-  if (decoder && !stopped_by_callback) emit(decoder->finish());
-  if (!stopped_by_callback) {
-    const std::string tail = utf8.finish();
-    if (!tail.empty()) {
-      result.text += tail;
-      if (on_text) on_text(tail);
-    }
-  }
-  result.generated_tokens = static_cast<int64_t>(result.ids.size());
+  out.finish();
   return result;
 }
 

@@ -31,6 +31,7 @@ class CudaStep : public StepFunction {
  public:
   explicit CudaStep(CudaLlama& model) : model_(model) {}
   std::span<const float> forward(std::span<const int32_t> tokens) override;
+  std::span<const float> forward_all(std::span<const int32_t> tokens) override;  // one pass
   int64_t position() const override { return model_.position(); }
   int64_t max_context() const override { return model_.max_context(); }
   void reset() override { model_.reset(); }
@@ -38,7 +39,7 @@ class CudaStep : public StepFunction {
 
  private:
   CudaLlama& model_;
-  Tensor logits_;  // [1, vocab] of the last forward
+  Tensor logits_;  // [1, vocab] or [T, vocab] of the last forward
 };
 
 // The settings the device sampler takes for a SamplerConfig.
@@ -71,7 +72,8 @@ class CudaSampler {
   exq::cuda::PinnedBuffer host_;       // the sampled id
 };
 
-// runtime::generate on the GPU: the same stop rules, stream and result, with GPU sampling.
+// runtime::generate on the GPU: the same stop rules, stream, drafts and result, with GPU
+// sampling (a draft's rows are sampled on the device one after another).
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text = {});
 

@@ -193,6 +193,8 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
 CudaLlama::Impl::~Impl() {
   cudaStreamSynchronize(stream);  // kernels may still read buffers; errors are moot here
   if (graph) cudaGraphExecDestroy(graph);
+  for (cudaGraphExec_t g : pass_graphs)
+    if (g) cudaGraphExecDestroy(g);
 }
 
 void CudaLlama::Impl::ensure_dequant(int64_t elems) {
@@ -220,7 +222,7 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
   gpu::rmsnorm(kh, L.k_norm.view(), kh, eps, stream);
 }
 
-void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
+void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
   const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
@@ -228,7 +230,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
-    L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
+    if (grouped)
+      L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
+    else
+      L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
     qk_norm(L, v.q, v.k);
     gpu::rotary(v.q, cos, sin, start, s);
     gpu::rotary(v.k, cos, sin, start, s);
@@ -239,7 +244,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
       gpu::attention_prefill(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);
-    L.gate_up.forward_each(sc, v.xn, {v.gate, v.up}, s);
+    if (grouped)
+      L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
+    else
+      L.gate_up.forward_each(sc, v.xn, {v.gate, v.up}, s);
     if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
       gpu::swiglu(v.gate, v.up, v.gate, s);
       L.down->forward(sc, v.gate, v.proj, s);
@@ -248,9 +256,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, int start) {
   }
 }
 
-void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all) {
+void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all, bool keep_rows) {
   const auto T = static_cast<int64_t>(tokens.size());
   const int64_t rows = std::min(T, chunk);
+  if (keep_rows && rows > gpu::kExl2GemvMaxRows) ensure_dequant(head->dequant_elems());
   const cudaStream_t s = stream;
   Activations act(dims, rows, *alloc, s);
   gpu::DeviceTensor chunk_logits;
@@ -270,6 +279,8 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all) {
       const gpu::DeviceView out = chunk_logits.view().slice0(0, n);
       head->forward(sc, v.xn, out, s);
       gpu::copy_to_host(out, all->view().slice0(b, b + n), s);
+    } else if (keep_rows) {
+      head->forward(sc, v.xn, rows_logits.view().slice0(b, b + n), s);
     } else if (b + n == T) {
       head->forward(sc, v.xn.slice0(n - 1, n), logits.view(), s);
     }
@@ -322,6 +333,45 @@ gpu::DeviceView CudaLlama::forward_last(std::span<const int32_t> tokens) {
   CUDA_CHECK(cudaMemcpyAsync(m.slot.raw(), tokens.data(), sizeof(int32_t), cudaMemcpyHostToDevice,
                              m.stream));
   return m.decode();
+}
+
+void CudaLlama::Impl::pass_body(int64_t rows) {
+  const Views v(*pass, dims, rows);
+  layers_prefill(v, gpu::StartPos(static_cast<int>(length), pass_pos.view().data<int32_t>()), /*grouped=*/true);
+  head->forward(scratch(v.mm_ws), v.xn, rows_logits.view().slice0(0, rows), stream);
+}
+
+// The tokens and the position go to device memory, then the count's graph runs (captured the
+// first time): the launches of a pass cost the host one graph launch, as a decode step does.
+void CudaLlama::Impl::run_pass(std::span<const int32_t> tokens) {
+  const auto T = static_cast<int64_t>(tokens.size());
+  if (!pass) {
+    pass = std::make_unique<Activations>(dims, gpu::kExl2GemvMaxRows, *alloc, stream);
+    pass_pos = gpu::DeviceTensor(DType::I32, {1}, *alloc, stream);
+    pass_graphs.assign(gpu::kExl2GemvMaxRows + 1, nullptr);
+  }
+  // Pageable sources: staged before each call returns.
+  CUDA_CHECK(cudaMemcpyAsync(pass->ids.raw(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream));
+  pass_host_pos = static_cast<int32_t>(length);
+  CUDA_CHECK(cudaMemcpyAsync(pass_pos.raw(), &pass_host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  cudaGraphExec_t& exec = pass_graphs[static_cast<size_t>(T)];
+  if (!exec) exec = capture_graph(fmt::format("a {}-token pass", T), [this, T] { pass_body(T); });
+  CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  set_position(length + T);
+}
+
+gpu::DeviceView CudaLlama::forward_rows(std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  m.check_tokens(tokens);
+  const auto T = static_cast<int64_t>(tokens.size());
+  EXQ_CHECK(T <= kMaxRowsOnDevice, "forward_rows: {} tokens, at most {}", T, kMaxRowsOnDevice);
+  if (m.rows_logits.empty())
+    m.rows_logits = gpu::DeviceTensor(DType::F32, {kMaxRowsOnDevice, m.dims.vocab}, *m.alloc, m.stream);
+  if (m.opts.cuda_graph && T >= 2 && T <= gpu::kExl2GemvMaxRows)
+    m.run_pass(tokens);
+  else
+    m.prefill(tokens, nullptr, /*keep_rows=*/true);
+  return m.rows_logits.view().slice0(0, T);
 }
 
 gpu::DeviceView CudaLlama::decode_slot() { return impl_->decode(); }

@@ -68,6 +68,10 @@ class CudaLlama {
   // The same, leaving the last token's logits on the device: [1, vocab] F32, valid until the
   // next call. Nothing is synchronized.
   exq::cuda::DeviceView forward_last(std::span<const int32_t> tokens);
+  // The same for every token: [T, vocab] F32 on the device (T <= kMaxRowsOnDevice), valid until
+  // the next call. For checking speculative drafts; nothing is synchronized.
+  static constexpr int64_t kMaxRowsOnDevice = 65;
+  exq::cuda::DeviceView forward_rows(std::span<const int32_t> tokens);
   // One step whose input token is already in token_slot() (e.g. written by the GPU sampler).
   exq::cuda::DeviceView decode_slot();
   // [1] I32 on the device: the input token of decode_slot().

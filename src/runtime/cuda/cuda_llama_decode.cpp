@@ -126,11 +126,11 @@ void CudaLlama::Impl::decode_body() {
   mark(nullptr);
 }
 
-void CudaLlama::Impl::capture() {
+cudaGraphExec_t CudaLlama::Impl::capture_graph(const std::string& what, const std::function<void()>& body) {
   cudaGraph_t g = nullptr;
   CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
-    decode_body();
+    body();
   } catch (...) {
     cudaStreamEndCapture(stream, &g);
     if (g) cudaGraphDestroy(g);
@@ -143,11 +143,13 @@ void CudaLlama::Impl::capture() {
   if (g) cudaGraphDestroy(g);
   if (inst != cudaSuccess) {
     cudaGetLastError();
-    throw Error(fmt::format("capturing the decode step into a CUDA graph failed: {} ({})",
-                            cudaGetErrorName(inst), cudaGetErrorString(inst)));
+    throw Error(fmt::format("capturing {} into a CUDA graph failed: {} ({})", what, cudaGetErrorName(inst),
+                            cudaGetErrorString(inst)));
   }
-  graph = exec;
+  return exec;
 }
+
+void CudaLlama::Impl::capture() { graph = capture_graph("the decode step", [this] { decode_body(); }); }
 
 void CudaLlama::Impl::sync_position() {
   if (!pos_dirty) return;

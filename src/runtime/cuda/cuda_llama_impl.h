@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
 #include <memory>
 #include <span>
 #include <vector>
@@ -82,8 +85,9 @@ class CudaLlama::Impl {
 
   void check_tokens(std::span<const int32_t> tokens) const;
   // Runs tokens through every layer from position `length`; logits of all rows into `all`
-  // (host [T, vocab]) when given, else the last row's into `logits`.
-  void prefill(std::span<const int32_t> tokens, Tensor* all);
+  // (host [T, vocab]) when given, else into `rows_logits` (device) with `rows`, else the last
+  // row's into `logits`.
+  void prefill(std::span<const int32_t> tokens, Tensor* all, bool keep_rows = false);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
   void decode_body();        // the kernels of one step (captured into the graph)
   // qwen3: RMSNorm of each head of q [T, heads, head_dim] and k [T, kv_heads, head_dim], in place.
@@ -114,6 +118,13 @@ class CudaLlama::Impl {
   gpu::DeviceTensor slot;  // I32 [2]: input token, position
   std::unique_ptr<Activations> dec;
   gpu::DeviceTensor logits, attn_ws;
+  gpu::DeviceTensor rows_logits;  // [kMaxRowsOnDevice, vocab], allocated by the first forward_rows
+  // forward_rows of 2..8 tokens replays a graph per count (pass_body), its position in pass_pos.
+  std::unique_ptr<Activations> pass;
+  gpu::DeviceTensor pass_pos;  // I32 [1]
+  int32_t pass_host_pos = 0;
+  std::vector<cudaGraphExec_t> pass_graphs;  // by row count, null until captured
+  void run_pass(std::span<const int32_t> tokens);
   cudaGraphExec_t graph = nullptr;
   bool pos_dirty = true;
   int32_t host_pos = 0;  // source of the position copy
@@ -146,10 +157,15 @@ class CudaLlama::Impl {
   }
   void upload(const model::LlamaWeights& w);
   void ensure_dequant(int64_t elems);
-  void layers_prefill(const Views& v, int start);
+  // `grouped`: q/k/v and gate/up as one EXL2 group launch each (up to 8 rows, as the decode).
+  void layers_prefill(const Views& v, gpu::StartPos start, bool grouped = false);
+  void pass_body(int64_t rows);  // a draft check's kernels, with its position in pass_pos
   // Returns true when the attention also staged its output for L.o (forward_staged).
   template <typename C>
   bool attend(const LayerGpu& L, const Views& v);
+  // Captures what `body` launches on the stream into an instantiated graph; exq::Error naming
+  // `what` when CUDA refuses it.
+  cudaGraphExec_t capture_graph(const std::string& what, const std::function<void()>& body);
   void capture();
   int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
   float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }

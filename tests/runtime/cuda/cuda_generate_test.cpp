@@ -206,6 +206,61 @@ TEST_F(CudaGenerate, StopReasons) {
   EXPECT_THROW(generate_cuda(m, nullptr, std::vector<int32_t>{}, g), Error);
 }
 
+// A pass of several tokens (forward_rows, the GEMV at up to 8 rows) gives the logits single
+// steps give, and drafts checked on the device keep the tokens of a generation without them:
+// greedy and sampled (one draw per token from the same stream), with a repetition penalty.
+TEST_F(CudaGenerate, DraftsKeepTheTokensOfSingleSteps) {
+  CudaOptions o;
+  o.max_context = 96;
+  CudaLlama m(*model_, o);
+  const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35, 89, 79};
+  const int64_t vocab = m.config().vocab_size;
+  std::vector<float> single;  // rows 2..7, one decode step each
+  m.forward_last(std::span<const int32_t>(prompt).first(2));
+  for (size_t t = 2; t < prompt.size(); ++t) {
+    const Tensor row = m.forward(std::span<const int32_t>(&prompt[t], 1));
+    single.insert(single.end(), row.data<float>(), row.data<float>() + vocab);
+  }
+  m.reset();
+  m.forward_last(std::span<const int32_t>(prompt).first(2));
+  const Tensor rows = gpu::to_host(m.forward_rows(std::span<const int32_t>(prompt).subspan(2)), m.stream());
+  ASSERT_EQ(rows.shape(), (std::vector<int64_t>{6, vocab}));
+  double worst = 0.0, top = 0.0;
+  for (int64_t i = 0; i < 6 * vocab; ++i) {
+    worst = std::max(worst, std::abs(double(rows.data<float>()[i]) - single[static_cast<size_t>(i)]));
+    top = std::max(top, std::abs(double(single[static_cast<size_t>(i)])));
+  }
+  EXPECT_LT(worst, 2e-3 * top);
+  EXPECT_EQ(m.position(), 8);
+
+  const SamplerConfig configs[] = {config(0.0f, 40, 0.95f, 0.05f, 1.0f, 1), config(0.9f, 0, 1.0f, 0.0f, 1.2f, 2)};
+  for (const SamplerConfig& c : configs) {
+    GenerateOptions g;
+    g.max_new_tokens = 40;
+    g.sampler = c;
+    m.reset();
+    const GenerateResult plain = generate_cuda(m, nullptr, prompt, g);
+    const int64_t plain_position = m.position();
+    for (const bool predicted : {false, true}) {
+      GenerateOptions d = g;
+      d.draft.max_tokens = 7;
+      d.draft.ngram_min = 1;
+      if (predicted) d.prediction = plain.ids;
+      m.reset();
+      const GenerateResult r = generate_cuda(m, nullptr, prompt, d);
+      EXPECT_EQ(r.ids, plain.ids) << "temperature " << c.temperature << " predicted " << predicted;
+      EXPECT_EQ(m.position(), plain_position);
+      EXPECT_EQ(r.decode_steps + r.accepted_draft_tokens, plain.decode_steps);
+      if (predicted) {
+        EXPECT_GE(r.accepted_draft_tokens, 20);
+      }
+    }
+  }
+  GenerateOptions bad;
+  bad.draft.max_tokens = 65;
+  EXPECT_THROW(generate_cuda(m, nullptr, prompt, bad), Error);
+}
+
 // CudaSession's next turn keeps the prefix the GPU cache holds (prefill at a position past it)
 // and gives what a fresh cache gives, greedy and with a repetition penalty.
 TEST_F(CudaGenerate, SessionReusesThePromptPrefix) {

@@ -62,6 +62,22 @@ TEST(CudaSmolLM2, GreedyMatchesFixture) {
     m.reset();
     CudaStep step(m);
     EXPECT_EQ(generate(step, nullptr, prompt, g).ids, want);
+    // Drafts (from the context, then from the answer itself as a prediction) check several
+    // tokens per pass; the greedy tokens stay the fixture's.
+    GenerateOptions d = g;
+    d.draft.max_tokens = 7;
+    d.draft.ngram_min = 1;
+    const GenerateResult lookup = generate_text_cuda(m, tok, prompt, d);
+    EXPECT_EQ(lookup.ids, want);
+    d.prediction = want;
+    const GenerateResult predicted = generate_text_cuda(m, tok, prompt, d);
+    EXPECT_EQ(predicted.ids, want);
+    EXPECT_GE(predicted.accepted_draft_tokens, static_cast<int64_t>(want.size()) / 2);
+    // Each pass gives its kept drafts and one token more, but the last pass none more when the
+    // end-of-sequence token was itself a kept draft.
+    const int64_t passes_and_kept = predicted.decode_steps + predicted.accepted_draft_tokens;
+    EXPECT_GE(passes_and_kept, static_cast<int64_t>(want.size()) - 1);
+    EXPECT_LE(passes_and_kept, static_cast<int64_t>(want.size()));
     std::printf("  %zu prompt tokens, %zu generated: prefill %.0f tok/s, decode %.0f tok/s\n", prompt.size(),
                 r.ids.size(), r.prefill_tokens_per_s(), r.decode_tokens_per_s());
   }
