@@ -133,21 +133,29 @@ void GenerationOutput::finish() {
   result_.generated_tokens = static_cast<int64_t>(result_.ids.size());
 }
 
-DraftCheck check_draft(std::span<const int32_t> draft, GenerationOutput& out, std::vector<int32_t>& history,
-                       const std::function<int32_t(size_t)>& sample_row) {
+void GenerationOutput::count_draft(int64_t drafted, int64_t accepted) {
+  result_.draft_tokens += drafted;
+  result_.accepted_draft_tokens += accepted;
+}
+
+DraftCheck check_draft(std::span<const int32_t> draft, Drafter& drafter, GenerationOutput& out,
+                       std::vector<int32_t>& history, const std::function<int32_t(size_t)>& sample_row) {
   DraftCheck c;
   for (size_t i = 0;; ++i) {
     const int32_t t = sample_row(i);
-    if (i == draft.size() || t != draft[i]) {  // the context keeps the rows that led here
-      c.next = t;
-      c.keep = static_cast<int64_t>(i) + 1;
-      return c;
+    // A mismatch or the last row: the context keeps the rows that led here. A stop: all but the
+    // last token generated stay, as after a single step.
+    const bool kept = i < draft.size() && t == draft[i];
+    if (kept) {
+      ++c.accepted;
+      history.push_back(t);
+      c.stopped = out.add(t);
     }
-    ++c.accepted;
-    history.push_back(t);
-    if (out.add(t)) {  // all but the last token generated stay, as after a single step
+    if (!kept || c.stopped) {
+      c.next = kept ? -1 : t;
       c.keep = static_cast<int64_t>(i) + 1;
-      c.stopped = true;
+      out.count_draft(static_cast<int64_t>(draft.size()), c.accepted);
+      drafter.feedback(static_cast<int64_t>(draft.size()), c.accepted);
       return c;
     }
   }
@@ -212,12 +220,9 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
     const int64_t base = model.position();
     const std::span<const float> rows = model.forward_all(pass);
     const size_t vocab = rows.size() / pass.size();
-    const DraftCheck c = check_draft(draft, out, history, [&](size_t i) {
+    const DraftCheck c = check_draft(draft, drafter, out, history, [&](size_t i) {
       return sampler.sample(rows.subspan(i * vocab, vocab), history);
     });
-    result.draft_tokens += static_cast<int64_t>(draft.size());
-    result.accepted_draft_tokens += c.accepted;
-    drafter.feedback(static_cast<int64_t>(draft.size()), c.accepted);
     model.truncate(base + c.keep);
     if (c.stopped) break;
     next = c.next;

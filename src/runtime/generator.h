@@ -120,6 +120,7 @@ class GenerationOutput {
   int draft_room(int64_t position, int64_t max_context) const;
   // The text still held back (not after a callback stop); sets result.generated_tokens.
   void finish();
+  void count_draft(int64_t drafted, int64_t accepted);  // result.draft_tokens, accepted_draft_tokens
 
  private:
   void emit(std::string piece);
@@ -134,15 +135,16 @@ class GenerationOutput {
 
 // One speculative pass ran the sampled token and `draft` after it (1 + draft.size() tokens);
 // sample_row(i) draws the token that follows row i of its logits. check_draft draws row after
-// row while the token drawn equals the draft's, adding each to `out` and `history`.
+// row while the token drawn equals the draft's, adding each to `out` and `history`, and counts
+// the guesses in the result and the drafter.
 struct DraftCheck {
   int32_t next = -1;     // the last token drawn, to run next (unless stopped)
   int64_t keep = 0;      // of the pass's tokens, how many the context keeps (truncate the rest)
   int64_t accepted = 0;  // draft tokens confirmed
   bool stopped = false;  // `out` ended generation
 };
-DraftCheck check_draft(std::span<const int32_t> draft, GenerationOutput& out, std::vector<int32_t>& history,
-                       const std::function<int32_t(size_t)>& sample_row);
+DraftCheck check_draft(std::span<const int32_t> draft, Drafter& drafter, GenerationOutput& out,
+                       std::vector<int32_t>& history, const std::function<int32_t(size_t)>& sample_row);
 
 // Runs one generation from an empty or continued context (or one holding the prompt's first
 // options.cached_prompt_tokens). `decoder` may be null (no text). Throws exq::Error for an

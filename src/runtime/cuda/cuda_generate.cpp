@@ -125,13 +125,10 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
     pass.insert(pass.end(), draft.begin(), draft.end());
     const int64_t base = model.position();
     const gpu::DeviceView rows = model.forward_rows(pass);
-    const DraftCheck c = check_draft(draft, out, history, [&](size_t i) {
+    const DraftCheck c = check_draft(draft, drafter, out, history, [&](size_t i) {
       const auto r = static_cast<int64_t>(i);
       return sampler.sample(rows.slice0(r, r + 1), model.token_slot());
     });
-    result.draft_tokens += static_cast<int64_t>(draft.size());
-    result.accepted_draft_tokens += c.accepted;
-    drafter.feedback(static_cast<int64_t>(draft.size()), c.accepted);
     model.truncate(base + c.keep);
     if (c.stopped) break;
     next = c.next;  // also in the token slot: the last token sampled

@@ -241,14 +241,16 @@ TEST_F(CudaGenerate, DraftsKeepTheTokensOfSingleSteps) {
     m.reset();
     const GenerateResult plain = generate_cuda(m, nullptr, prompt, g);
     const int64_t plain_position = m.position();
-    for (const bool predicted : {false, true}) {
+    // 7 guesses: passes of up to 8 tokens replay graphs; 12: longer passes run eagerly.
+    for (const auto& [predicted, guesses] : {std::pair{false, 7}, std::pair{true, 7}, std::pair{true, 12}}) {
       GenerateOptions d = g;
-      d.draft.max_tokens = 7;
+      d.draft.max_tokens = guesses;
       d.draft.ngram_min = 1;
       if (predicted) d.prediction = plain.ids;
       m.reset();
       const GenerateResult r = generate_cuda(m, nullptr, prompt, d);
-      EXPECT_EQ(r.ids, plain.ids) << "temperature " << c.temperature << " predicted " << predicted;
+      EXPECT_EQ(r.ids, plain.ids) << "temperature " << c.temperature << " predicted " << predicted << " guesses "
+                                  << guesses;
       EXPECT_EQ(m.position(), plain_position);
       EXPECT_EQ(r.decode_steps + r.accepted_draft_tokens, plain.decode_steps);
       if (predicted) {
