@@ -195,6 +195,31 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
   return r;
 }
 
+TokenizeRequest parse_tokenize(const json& body) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const json* c = field(body, "content");
+  if (!c || !c->is_string()) bad("content", "'content' must be a string");
+  TokenizeRequest r;
+  r.content = c->get<std::string>();
+  r.add_special = boolean(body, "add_special").value_or(false);
+  r.with_pieces = boolean(body, "with_pieces").value_or(false);
+  return r;
+}
+
+std::vector<int32_t> parse_detokenize(const json& body, int64_t vocab) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const json* t = field(body, "tokens");
+  if (!t || !t->is_array()) bad("tokens", "'tokens' must be an array of token ids");
+  std::vector<int32_t> ids;
+  for (const json& v : *t) {
+    if (!v.is_number_integer()) bad("tokens", "'tokens' must be an array of token ids");
+    const auto id = v.get<int64_t>();
+    if (id < 0 || id >= vocab) bad("tokens", fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, const CompletionRequest& r) {
   runtime::SamplerConfig s = defaults;
   if (r.temperature) s.temperature = *r.temperature;

@@ -57,6 +57,17 @@ struct CompletionRequest {
 // Fields the server does not use (user, metadata, ...) are ignored.
 CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint);
 
+// llama.cpp's server routes beside OpenAI's: POST /tokenize {"content", "add_special" (false),
+// "with_pieces" (false)} and POST /detokenize {"tokens": [ids]}. ApiError (400) naming the field
+// for a missing or mistyped one and, for /detokenize, an id outside [0, vocab).
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;  // the tokenizer's post-processor (e.g. a BOS token)
+  bool with_pieces = false;  // each id with its text
+};
+TokenizeRequest parse_tokenize(const nlohmann::json& body);
+std::vector<int32_t> parse_detokenize(const nlohmann::json& body, int64_t vocab);
+
 // The model's defaults with the request's fields over them; ApiError for values out of range.
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults,
                                        const CompletionRequest& request);

@@ -60,13 +60,43 @@ struct Server::Impl {
     ResponseMeta meta;
   };
 
-  Job prepare(const httplib::Request& req, Endpoint endpoint) {
-    json body;
+  static json parse_body(const httplib::Request& req) {
     try {
-      body = json::parse(req.body);
+      return json::parse(req.body);
     } catch (const json::exception& e) {
       throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
     }
+  }
+
+  // llama.cpp's /tokenize and /detokenize: the model's tokenizer, no generation.
+  void tokenize(const httplib::Request& req, httplib::Response& res) const {
+    try {
+      const TokenizeRequest r = parse_tokenize(parse_body(req));
+      const tokenizer::Tokenizer& tok = *model.tokenizer;
+      const std::vector<int32_t> ids = tok.encode(r.content, r.add_special);
+      json tokens = json::array();
+      for (int32_t id : ids) {
+        if (r.with_pieces)
+          tokens.push_back({{"id", id}, {"piece", tok.decode(std::span<const int32_t>(&id, 1))}});
+        else
+          tokens.push_back(id);
+      }
+      send_json(res, 200, {{"tokens", tokens}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  }
+  void detokenize(const httplib::Request& req, httplib::Response& res) const {
+    try {
+      const std::vector<int32_t> ids = parse_detokenize(parse_body(req), model.tokenizer->vocab_size());
+      send_json(res, 200, {{"content", model.tokenizer->decode(ids)}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  }
+
+  Job prepare(const httplib::Request& req, Endpoint endpoint) {
+    const json body = parse_body(req);
     Job job;
     job.request = parse_request(body, endpoint);
     const CompletionRequest& r = job.request;
@@ -223,12 +253,14 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
   m.http.Post("/v1/chat/completions", [&m](const httplib::Request& req, httplib::Response& res) {
     m.complete(req, res, Endpoint::ChatCompletions);
   });
+  m.http.Post("/tokenize", [&m](const httplib::Request& req, httplib::Response& res) { m.tokenize(req, res); });
+  m.http.Post("/detokenize", [&m](const httplib::Request& req, httplib::Response& res) { m.detokenize(req, res); });
   // Unknown routes and methods: an OpenAI-style JSON error instead of an empty page.
   m.http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     const std::string msg = res.status == 404
                                 ? fmt::format("no route {} {} (see /v1/models, /v1/completions, "
-                                              "/v1/chat/completions)",
+                                              "/v1/chat/completions, /tokenize, /detokenize)",
                                               req.method, req.path)
                                 : fmt::format("HTTP {}", res.status);
     res.set_content(error_body(msg, "invalid_request_error").dump(), kJson);

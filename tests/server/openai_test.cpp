@@ -114,6 +114,34 @@ TEST(ParseRequest, PredictionAsOpenAiSendsIt) {
             "prediction.content: content must be a string or an array of text parts");
 }
 
+TEST(ParseRequest, TokenizeAndDetokenizeAsLlamaCpp) {
+  const TokenizeRequest t = parse_tokenize({{"content", "Hi"}, {"with_pieces", true}});
+  EXPECT_EQ(t.content, "Hi");
+  EXPECT_FALSE(t.add_special);
+  EXPECT_TRUE(t.with_pieces);
+  EXPECT_TRUE(parse_tokenize({{"content", ""}, {"add_special", true}}).add_special);
+  auto refused = [](const auto& f) -> std::string {
+    try {
+      f();
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      return e.param() + ": " + e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(refused([] { parse_tokenize({{"text", "Hi"}}); }), "content: 'content' must be a string");
+  EXPECT_EQ(refused([] { parse_tokenize({{"content", "Hi"}, {"with_pieces", "yes"}}); }),
+            "with_pieces: 'with_pieces' must be true or false");
+  EXPECT_EQ(parse_detokenize({{"tokens", {0, 5, 99}}}, 100), (std::vector<int32_t>{0, 5, 99}));
+  EXPECT_TRUE(parse_detokenize({{"tokens", json::array()}}, 100).empty());
+  EXPECT_EQ(refused([] { parse_detokenize({{"tokens", {1, 100}}}, 100); }),
+            "tokens: token id 100 is outside the vocabulary (100 tokens)");
+  EXPECT_EQ(refused([] { parse_detokenize({{"tokens", {1, -1}}}, 100); }),
+            "tokens: token id -1 is outside the vocabulary (100 tokens)");
+  EXPECT_EQ(refused([] { parse_detokenize({{"tokens", {1.5}}}, 100); }), "tokens: 'tokens' must be an array of token ids");
+  EXPECT_EQ(refused([] { parse_detokenize({{"content", "x"}}, 100); }), "tokens: 'tokens' must be an array of token ids");
+}
+
 TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
   runtime::SamplerConfig d;
   d.temperature = 0.7f;

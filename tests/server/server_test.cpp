@@ -247,6 +247,31 @@ TEST_F(ServerFake, PredictionTurnsDraftsOnAndUsageCountsThem) {
   EXPECT_EQ(fake_.options.draft.max_tokens, 4);
 }
 
+TEST_F(ServerFake, TokenizeAndDetokenizeAsLlamaCpp) {
+  Running s(model());
+  const std::string text = "Hello world, caf\u00e9!";
+  const Reply t = post(s, "/tokenize", json{{"content", text}}.dump());
+  ASSERT_EQ(t.status, 200) << t.raw;
+  const std::vector<int32_t> ids = tok_->encode(text, false);
+  EXPECT_EQ(t.body["tokens"].get<std::vector<int32_t>>(), ids);
+  const Reply p = post(s, "/tokenize", json{{"content", text}, {"with_pieces", true}}.dump());
+  ASSERT_EQ(p.status, 200) << p.raw;
+  ASSERT_EQ(p.body["tokens"].size(), ids.size());
+  std::string joined;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(p.body["tokens"][i]["id"], ids[i]);
+    joined += p.body["tokens"][i]["piece"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+  const Reply d = post(s, "/detokenize", json{{"tokens", ids}}.dump());
+  ASSERT_EQ(d.status, 200) << d.raw;
+  EXPECT_EQ(d.body["content"], text);
+  const Reply bad = post(s, "/detokenize", json{{"tokens", {1, 1000000}}}.dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.body["error"]["param"], "tokens");
+  EXPECT_EQ(post(s, "/tokenize", "{").status, 400);
+}
+
 TEST_F(ServerFake, DefaultMaxTokensFitTheContext) {
   Running s(model(24));
   const Reply r = post(s, "/v1/completions", json{{"prompt", "one two three four"}}.dump());
