@@ -7,7 +7,8 @@
 namespace exq::runtime {
 
 void DraftOptions::validate() const {
-  EXQ_CHECK(max_tokens >= 0 && max_tokens <= 64, "draft tokens must be in [0, 64], got {}", max_tokens);
+  EXQ_CHECK(max_tokens >= 0 && max_tokens <= kMaxDraftTokens, "draft tokens must be in [0, {}], got {}",
+            kMaxDraftTokens, max_tokens);
   EXQ_CHECK(ngram_min >= 1, "the draft n-gram minimum must be >= 1, got {}", ngram_min);
   EXQ_CHECK(ngram_max >= ngram_min, "the draft n-gram maximum ({}) is below its minimum ({})", ngram_max,
             ngram_min);
@@ -41,8 +42,7 @@ void Drafter::feedback(int64_t drafted, int64_t accepted) {
 }
 
 std::vector<int32_t> Drafter::propose(std::span<const int32_t> context, int limit) {
-  limit = std::min(limit, length_);
-  const int want = std::min(options_.max_tokens, limit);
+  const int want = std::min(limit, length_);  // length_ never exceeds max_tokens
   if (want <= 0) return {};
   const auto n_pred = static_cast<int64_t>(prediction_.size());
   const auto n_ctx = static_cast<int64_t>(context.size());
@@ -63,7 +63,7 @@ std::vector<int32_t> Drafter::propose(std::span<const int32_t> context, int limi
     const int64_t take = std::min<int64_t>(want, n_pred - from);
     return std::vector<int32_t>(prediction_.begin() + from, prediction_.begin() + from + take);
   }
-  return lookup_draft(context, options_, limit);
+  return lookup_draft(context, options_, want);
 }
 
 }  // namespace exq::runtime

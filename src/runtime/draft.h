@@ -1,9 +1,10 @@
 // Draft tokens for speculative decoding by prompt lookup: when the last n tokens of the
 // context also occur earlier in it (a document being summarized, code being edited, a list
 // being repeated), or in a text the caller expects the answer to repeat (OpenAI's predicted
-// outputs), the tokens that followed that occurrence are the guess for what comes next. The model then checks all guesses in one pass of several tokens (generator.h):
-// each guess it would have produced itself saves a single-token step. No draft model is
-// needed, as in llama.cpp's lookup decoding and exllamav2's n-gram drafts.
+// outputs), the tokens that followed that occurrence are the guess for what comes next. The
+// model then checks all guesses in one pass of several tokens (generator.h): each guess it would
+// have produced itself saves a single-token step. No draft model is needed, as in llama.cpp's
+// lookup decoding and exllamav2's n-gram drafts.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,8 @@ namespace exq::runtime {
 // Guesses per step where the caller asks for drafts without a number (a request's prediction):
 // a pass of 8 tokens still runs the GPU's EXL2 GEMV (up to 8 rows).
 constexpr int kDefaultDraftTokens = 7;
+// The most guesses a pass may check (DraftOptions::validate); a pass is then 1 + 64 tokens.
+constexpr int kMaxDraftTokens = 64;
 
 struct DraftOptions {
   int max_tokens = 0;  // guesses per step; 0: no speculative decoding

@@ -79,6 +79,10 @@ void refuse_unsupported(const json& body, Endpoint endpoint) {
   }
 }
 
+void require_object(const json& body) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+}
+
 // A string, or an array of text parts joined by newlines (message content, a prediction).
 std::string text_content(const json* c, const std::string& param) {
   if (!c) bad(param, fmt::format("'{}' is required", param));
@@ -97,8 +101,9 @@ std::string text_content(const json* c, const std::string& param) {
 
 std::string message_content(const json& m, size_t i) {
   const std::string param = fmt::format("messages[{}].content", i);
-  if (!field(m, "content")) bad(param, "every message needs a content");
-  return text_content(field(m, "content"), param);
+  const json* c = field(m, "content");
+  if (!c) bad(param, "every message needs a content");
+  return text_content(c, param);
 }
 
 std::optional<std::string> parse_prediction(const json& body) {
@@ -162,7 +167,7 @@ std::vector<std::string> parse_stop(const json& body) {
 }  // namespace
 
 CompletionRequest parse_request(const json& body, Endpoint endpoint) {
-  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  require_object(body);
   refuse_unsupported(body, endpoint);
   CompletionRequest r;
   r.endpoint = endpoint;
@@ -196,7 +201,7 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
 }
 
 TokenizeRequest parse_tokenize(const json& body) {
-  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  require_object(body);
   const json* c = field(body, "content");
   if (!c || !c->is_string()) bad("content", "'content' must be a string");
   TokenizeRequest r;
@@ -207,7 +212,7 @@ TokenizeRequest parse_tokenize(const json& body) {
 }
 
 std::vector<int32_t> parse_detokenize(const json& body, int64_t vocab) {
-  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  require_object(body);
   const json* t = field(body, "tokens");
   if (!t || !t->is_array()) bad("tokens", "'tokens' must be an array of token ids");
   std::vector<int32_t> ids;

@@ -84,9 +84,9 @@ struct ResponseMeta {
 };
 
 // A response's token counts: "usage", with prompt_tokens_details.cached_tokens (OpenAI's name
-// for prompt tokens that did not run again).
-// With completion_tokens_details: speculative drafts the model confirmed (accepted_prediction_
-// tokens) and those it did not (rejected_prediction_tokens), OpenAI's predicted-output counts.
+// for prompt tokens that did not run again) and completion_tokens_details: the speculative
+// guesses the model confirmed (accepted_prediction_tokens) and those it did not
+// (rejected_prediction_tokens), OpenAI's predicted-output counts.
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens = 0;

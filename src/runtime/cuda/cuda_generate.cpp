@@ -85,9 +85,7 @@ int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text) {
   const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
-  Drafter drafter(options.draft, options.prediction);
-  EXQ_CHECK(options.draft.max_tokens < CudaLlama::kMaxRowsOnDevice, "at most {} draft tokens on the GPU, got {}",
-            CudaLlama::kMaxRowsOnDevice - 1, options.draft.max_tokens);
+  Drafter drafter(options.draft, options.prediction);  // validates: a pass fits forward_rows
 
   GenerateResult result;
   CudaSampler sampler(options.sampler, model.config().vocab_size, model.allocator(), model.stream());

@@ -20,6 +20,7 @@
 #include "backend/cuda/device_tensor.h"
 #include "io/hf_config.h"
 #include "model/llama.h"
+#include "runtime/draft.h"
 
 namespace exq::runtime::cuda {
 
@@ -70,7 +71,7 @@ class CudaLlama {
   exq::cuda::DeviceView forward_last(std::span<const int32_t> tokens);
   // The same for every token: [T, vocab] F32 on the device (T <= kMaxRowsOnDevice), valid until
   // the next call. For checking speculative drafts; nothing is synchronized.
-  static constexpr int64_t kMaxRowsOnDevice = 65;
+  static constexpr int64_t kMaxRowsOnDevice = 1 + runtime::kMaxDraftTokens;
   exq::cuda::DeviceView forward_rows(std::span<const int32_t> tokens);
   // One step whose input token is already in token_slot() (e.g. written by the GPU sampler).
   exq::cuda::DeviceView decode_slot();
