@@ -42,6 +42,7 @@ struct GenerateArgs {
   int threads = 0;
   std::string device = "auto";
   bool json = false;
+  int logprobs = -1;
   // Set after parsing: which prompt flags were given.
   CLI::Option* prompt_opt = nullptr;
   CLI::Option* chat_opt = nullptr;
@@ -67,6 +68,9 @@ void run_generate(const GenerateArgs& a) {
   if (has_prompt && has_chat) throw Error("give either -p TEXT or --chat TEXT, not both");
   if (a.system_opt->count() > 0 && !has_chat) throw Error("--system only applies to --chat");
   if (a.max_tokens < 0) throw Error(fmt::format("--max-tokens must be >= 0, got {}", a.max_tokens));
+  if (a.logprobs >= 0 && !a.json) throw Error("--logprobs is reported in the --json output: give --json too");
+  if (a.logprobs > runtime::kMaxTopLogprobs)
+    throw Error(fmt::format("--logprobs must be between 0 and {}, got {}", runtime::kMaxTopLogprobs, a.logprobs));
   apply_threads(a.threads);
   const Device device = resolve_device(a.device);
 
@@ -80,6 +84,7 @@ void run_generate(const GenerateArgs& a) {
   options.max_new_tokens = a.max_tokens;
   options.eos_token_ids = m.eos_ids;
   options.draft = a.draft.settings();
+  options.logprobs = a.logprobs;
   if (!a.prediction_file.empty()) {
     if (!options.draft.enabled()) throw Error("--prediction-file needs drafts: give --draft-max N");
     options.prediction = tok.encode(read_text_file(a.prediction_file), /*add_special_tokens=*/false);
@@ -106,7 +111,7 @@ void run_generate(const GenerateArgs& a) {
   if (device == Device::Cpu) r = runtime::generate_text(model, tok, prompt, options, stream);
 
   if (a.json) {
-    const json out = {
+    json out = {
         {"text", r.text},
         {"prompt_tokens", r.prompt_tokens},
         {"generated_tokens", r.generated_tokens},
@@ -120,6 +125,16 @@ void run_generate(const GenerateArgs& a) {
         {"seed", r.seed},
         {"device", device_name},
     };
+    if (a.logprobs >= 0) {
+      const auto piece = [&](int32_t id) { return tok.decode(std::span<const int32_t>(&id, 1)); };
+      json lps = json::array();
+      for (const runtime::TokenLogprob& lp : r.logprobs) {
+        json top = json::array();
+        for (const auto& [id, v] : lp.top) top.push_back({{"id", id}, {"token", piece(id)}, {"logprob", v}});
+        lps.push_back({{"id", lp.id}, {"token", piece(lp.id)}, {"logprob", lp.logprob}, {"top", std::move(top)}});
+      }
+      out["logprobs"] = std::move(lps);
+    }
     // Replace invalid UTF-8 instead of throwing: the text is the model's, not the user's.
     fmt::print("{}\n", out.dump(-1, ' ', false, json::error_handler_t::replace));
     return;
@@ -152,6 +167,9 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");
+  cmd->add_option("--logprobs", a->logprobs,
+                  "with --json: each generated token's log-probability under the model (before sampling "
+                  "settings) and its N likeliest alternatives (0-20)");
   cmd->callback([a] { run_generate(*a); });
 }
 

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace exq::runtime {
 namespace {
@@ -133,6 +134,15 @@ void GenerationOutput::finish() {
   result_.generated_tokens = static_cast<int64_t>(result_.ids.size());
 }
 
+void GenerationOutput::score(std::span<const float> row, int32_t id) {
+  if (scoring()) record(token_logprob(row, id, options_.logprobs));
+}
+
+void GenerationOutput::record(TokenLogprob lp) {
+  result_.logprobs.push_back(std::move(lp));
+  if (options_.on_logprob) options_.on_logprob(result_.logprobs.back());
+}
+
 void GenerationOutput::count_draft(int64_t drafted, int64_t accepted) {
   result_.draft_tokens += drafted;
   result_.accepted_draft_tokens += accepted;
@@ -169,6 +179,10 @@ std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const Ge
   EXQ_CHECK(cached >= 0 && cached < static_cast<int64_t>(prompt.size()),
             "{} cached prompt tokens for a prompt of {}: at most the prompt's size - 1", cached,
             prompt.size());
+  EXQ_CHECK(cached == 0 || !options.prompt_logprobs,
+            "scoring the prompt needs all of it to run, but {} tokens are cached", cached);
+  EXQ_CHECK(options.logprobs <= kMaxTopLogprobs, "at most {} alternatives per token's logprobs, got {}",
+            kMaxTopLogprobs, options.logprobs);
   EXQ_CHECK(cached == 0 || position == cached,
             "{} cached prompt tokens, but the model's context holds {} tokens", cached, position);
   const std::span<const int32_t> rest = prompt.subspan(static_cast<size_t>(cached));
@@ -179,9 +193,29 @@ std::span<const int32_t> prompt_to_run(std::span<const int32_t> prompt, const Ge
   return rest;
 }
 
+std::span<const int32_t> score_prompt(StepFunction& model, std::span<const int32_t> rest,
+                                      const GenerateOptions& options, GenerateResult& result) {
+  if (!options.prompt_logprobs || options.logprobs < 0) return rest;
+  // Chunks bound the host logits ([chunk, vocab] floats).
+  constexpr size_t kChunk = 64;
+  const size_t scored = rest.size() - 1;
+  for (size_t b = 0; b < scored; b += kChunk) {
+    const size_t n = std::min(kChunk, scored - b);
+    const std::span<const float> rows = model.forward_all(rest.subspan(b, n));
+    const size_t vocab = rows.size() / n;
+    const size_t at = result.prompt_logprobs.size();
+    result.prompt_logprobs.resize(at + n);
+    parallel_for(static_cast<int64_t>(n), [&](int64_t lo, int64_t hi) {
+      for (auto i = static_cast<size_t>(lo); i < static_cast<size_t>(hi); ++i)
+        result.prompt_logprobs[at + i] = token_logprob(rows.subspan(i * vocab, vocab), rest[b + i + 1], options.logprobs);
+    });
+  }
+  return rest.last(1);
+}
+
 GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                         const GenerateOptions& options, const TextCallback& on_text) {
-  const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
+  std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
   Drafter drafter(options.draft, options.prediction);
 
   GenerateResult result;
@@ -189,13 +223,18 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
   result.seed = sampler.seed();
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   result.cached_tokens = options.cached_prompt_tokens;
-  if (options.max_new_tokens == 0) return result;
+  auto t0 = Clock::now();
+  rest = score_prompt(model, rest, options, result);
+  if (options.max_new_tokens == 0) {
+    result.prefill_seconds = seconds_since(t0);
+    return result;
+  }
   GenerationOutput out(result, decoder, options, on_text);
   std::vector<int32_t> history(prompt.begin(), prompt.end());  // the repetition penalty's and the drafts'
 
-  auto t0 = Clock::now();
   std::span<const float> logits = model.forward(rest);
   int32_t next = sampler.sample(logits, history);
+  out.score(logits, next);
   result.prefill_seconds = seconds_since(t0);
 
   t0 = Clock::now();
@@ -213,6 +252,7 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
     if (draft.empty()) {
       logits = model.forward(std::span<const int32_t>(&next, 1));
       next = sampler.sample(logits, history);
+      out.score(logits, next);
       continue;
     }
     std::vector<int32_t> pass{next};
@@ -221,7 +261,10 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
     const std::span<const float> rows = model.forward_all(pass);
     const size_t vocab = rows.size() / pass.size();
     const DraftCheck c = check_draft(draft, drafter, out, history, [&](size_t i) {
-      return sampler.sample(rows.subspan(i * vocab, vocab), history);
+      const std::span<const float> row = rows.subspan(i * vocab, vocab);
+      const int32_t t = sampler.sample(row, history);
+      out.score(row, t);
+      return t;
     });
     model.truncate(base + c.keep);
     if (c.stopped) break;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/draft.h"
+#include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 
 namespace exq::runtime {
@@ -74,6 +75,13 @@ struct GenerateOptions {
   // Tokens the answer is expected to repeat (OpenAI's predicted outputs: a file being edited);
   // with drafts on, they are looked up first.
   std::vector<int32_t> prediction;
+  // >= 0: every sampled token's log-probability (logprobs.h) with this many alternatives, in
+  // result.logprobs and, as each is drawn (before its text streams), through on_logprob.
+  int logprobs = -1;
+  std::function<void(const TokenLogprob&)> on_logprob;
+  // With logprobs >= 0: the prompt's tokens 1.. scored as well (result.prompt_logprobs), which
+  // runs the whole prompt (cached_prompt_tokens must be 0). With max_new_tokens 0 only that.
+  bool prompt_logprobs = false;
 };
 
 enum class StopReason { Eos, MaxTokens, ContextFull, Callback };
@@ -92,6 +100,8 @@ struct GenerateResult {
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
   uint64_t seed = 0;
+  std::vector<TokenLogprob> logprobs;         // one per ids entry (options.logprobs >= 0)
+  std::vector<TokenLogprob> prompt_logprobs;  // entry i: prompt token i + 1 (options.prompt_logprobs)
 
   double prefill_tokens_per_s() const;  // prompt tokens that ran (cached ones excluded)
   double decode_tokens_per_s() const;  // tokens sampled after the first, per decode second
@@ -111,6 +121,11 @@ class GenerationOutput {
  public:
   GenerationOutput(GenerateResult& result, TextDecoder* decoder, const GenerateOptions& options,
                    const TextCallback& on_text);
+  // Records the log-probability of `id` drawn from raw logits `row`, when options.logprobs >= 0
+  // (call before add(id)).
+  void score(std::span<const float> row, int32_t id);
+  void record(TokenLogprob lp);  // a log-probability computed elsewhere (the GPU)
+  bool scoring() const { return options_.logprobs >= 0; }
   // Records a sampled id; true when generation stops with it (eos, callback or max tokens,
   // result.stop set).
   bool add(int32_t id);
@@ -144,6 +159,12 @@ struct DraftCheck {
 };
 DraftCheck check_draft(std::span<const int32_t> draft, Drafter& drafter, GenerationOutput& out,
                        std::vector<int32_t>& history, const std::function<int32_t(size_t)>& sample_row);
+
+// With options.prompt_logprobs: runs all of `rest` (the whole prompt) but its last token
+// through `model` in chunks, scoring tokens 1.. into result.prompt_logprobs, and returns that
+// last token, still to run. Otherwise returns `rest`.
+std::span<const int32_t> score_prompt(StepFunction& model, std::span<const int32_t> rest,
+                                      const GenerateOptions& options, GenerateResult& result);
 
 // Runs one generation from an empty or continued context (or one holding the prompt's first
 // options.cached_prompt_tokens). `decoder` may be null (no text). Throws exq::Error for an

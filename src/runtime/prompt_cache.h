@@ -21,8 +21,9 @@ class PromptCache {
   // One generation over the context (runtime::generate or the CUDA one).
   using Run = std::function<GenerateResult(std::span<const int32_t> prompt, const GenerateOptions& options)>;
 
-  // Keeps the part of `context` that `prompt` begins with (nothing unless `reuse`; at most the
-  // prompt's size - 1, since its last token runs for the logits), empties the rest, runs `run`
+  // Keeps the part of `context` that `prompt` begins with (nothing unless `reuse`, nor with
+  // options.prompt_logprobs; at most the prompt's size - 1, since its last token runs for the
+  // logits), empties the rest, runs `run`
   // with options.cached_prompt_tokens set to what was kept, then records what the context
   // holds. A context whose position is not what this cache recorded (used elsewhere) keeps
   // nothing. If `run` throws, the context is emptied (what it holds is then unknown) and the

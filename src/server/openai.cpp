@@ -60,10 +60,6 @@ void refuse_unsupported(const json& body, Endpoint endpoint) {
   for (const char* key : {"presence_penalty", "frequency_penalty"})
     if (auto p = number(body, key); p && *p != 0.0)
       bad(key, fmt::format("'{}' is not supported; use repetition_penalty", key));
-  if (const json* l = field(body, "logprobs"); l && !(l->is_boolean() && !l->get<bool>()) &&
-                                               !(l->is_number_integer() && l->get<int64_t>() == 0))
-    bad("logprobs", "logprobs are not supported");
-  if (field(body, "top_logprobs")) bad("top_logprobs", "logprobs are not supported");
   if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
     bad("logit_bias", "logit_bias is not supported");
   for (const char* key : {"tools", "functions"})
@@ -73,7 +69,6 @@ void refuse_unsupported(const json& body, Endpoint endpoint) {
       f && !(f->is_object() && f->value("type", "") == "text"))
     bad("response_format", "only response_format {\"type\": \"text\"} is supported");
   if (endpoint == Endpoint::Completions) {
-    if (auto e = boolean(body, "echo"); e && *e) bad("echo", "echo is not supported");
     if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
       bad("suffix", "suffix is not supported");
   }
@@ -134,14 +129,52 @@ json parse_messages(const json& body) {
   return out;
 }
 
-std::string parse_prompt(const json& body) {
+// True for a non-empty array of integers (a prompt of token ids).
+bool token_ids(const json& v) {
+  return v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number_integer(); });
+}
+
+// The prompt: a string, token ids, or an array holding one of them.
+void parse_prompt(const json& body, CompletionRequest& r) {
   const json* p = field(body, "prompt");
   if (!p) bad("prompt", "'prompt' is required");
-  if (p->is_string()) return p->get<std::string>();
-  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) return (*p)[0].get<std::string>();
-  if (p->is_array() && !p->empty() && ((*p)[0].is_number_integer() || (*p)[0].is_array()))
-    bad("prompt", "prompts of token ids are not supported: send text");
-  bad("prompt", "'prompt' must be a string (or an array holding one string)");
+  const json* one = p;
+  if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) one = &(*p)[0];
+  if (one->is_string()) {
+    r.prompt = one->get<std::string>();
+    return;
+  }
+  if (token_ids(*one)) {
+    for (const json& x : *one) {
+      const auto id = x.get<int64_t>();
+      if (id < 0 || id > std::numeric_limits<int32_t>::max()) bad("prompt", fmt::format("token id {} is negative or too large", id));
+      r.prompt_ids.push_back(static_cast<int32_t>(id));
+    }
+    return;
+  }
+  if (p->is_array() && p->size() > 1 && ((*p)[0].is_string() || (*p)[0].is_array()))
+    bad("prompt", "one prompt per request: send the others as separate requests");
+  bad("prompt", "'prompt' must be a string or an array of token ids (or an array holding one of them)");
+}
+
+// completions: logprobs N (0..20, false or null: off); chat: logprobs true with top_logprobs N.
+int parse_logprobs(const json& body, Endpoint endpoint) {
+  const json* l = field(body, "logprobs");
+  const auto in_range = [](const char* key, int64_t n) {
+    if (n < 0 || n > runtime::kMaxTopLogprobs)
+      bad(key, fmt::format("'{}' must be between 0 and {}", key, runtime::kMaxTopLogprobs));
+    return static_cast<int>(n);
+  };
+  if (endpoint == Endpoint::Completions) {
+    if (field(body, "top_logprobs")) bad("top_logprobs", "'top_logprobs' is a chat field: give /v1/completions 'logprobs' N");
+    if (!l || (l->is_boolean() && !l->get<bool>())) return -1;
+    if (!l->is_number_integer()) bad("logprobs", "'logprobs' must be an integer (alternatives per token)");
+    return in_range("logprobs", l->get<int64_t>());
+  }
+  const bool on = boolean(body, "logprobs").value_or(false);
+  const std::optional<int64_t> top = integer(body, "top_logprobs");
+  if (top && !on) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  return on ? in_range("top_logprobs", top.value_or(0)) : -1;
 }
 
 std::vector<std::string> parse_stop(const json& body) {
@@ -175,7 +208,7 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
   if (endpoint == Endpoint::ChatCompletions)
     r.messages = parse_messages(body);
   else
-    r.prompt = parse_prompt(body);
+    parse_prompt(body, r);
   r.max_tokens = integer(body, "max_tokens");
   if (endpoint == Endpoint::ChatCompletions)
     if (auto m = integer(body, "max_completion_tokens")) r.max_tokens = m;
@@ -197,6 +230,11 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
   }
   r.cache_prompt = boolean(body, "cache_prompt").value_or(true);
   r.prediction = parse_prediction(body);
+  r.logprobs = parse_logprobs(body, endpoint);
+  if (endpoint == Endpoint::Completions) {
+    r.echo = boolean(body, "echo").value_or(false);
+    if (r.echo && r.stream) bad("echo", "echo is not supported with stream");
+  }
   return r;
 }
 
@@ -279,8 +317,8 @@ const char* chunk_object(Endpoint endpoint) {
 }  // namespace
 
 json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                     const char* finish_reason, const Usage& usage) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(finish_reason)}};
+                     const char* finish_reason, const Usage& usage, json logprobs) {
+  json choice = {{"index", 0}, {"logprobs", std::move(logprobs)}, {"finish_reason", reason(finish_reason)}};
   const bool chat = endpoint == Endpoint::ChatCompletions;
   if (chat)
     choice["message"] = {{"role", "assistant"}, {"content", text}};
@@ -292,8 +330,8 @@ json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::str
 }
 
 json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                const char* finish_reason, bool first) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(finish_reason)}};
+                const char* finish_reason, bool first, json logprobs) {
+  json choice = {{"index", 0}, {"logprobs", std::move(logprobs)}, {"finish_reason", reason(finish_reason)}};
   const bool chat = endpoint == Endpoint::ChatCompletions;
   if (chat) {
     json delta = json::object();
@@ -310,6 +348,86 @@ json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage
   json body = envelope(chunk_object(endpoint), meta, json::array());
   body["usage"] = usage_json(usage);
   return body;
+}
+
+namespace {
+
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (const char c : s) b.push_back(static_cast<unsigned char>(c));
+  return b;
+}
+
+}  // namespace
+
+json logprobs_json(Endpoint endpoint, std::span<const LogprobEntry> entries, const TokenText& text) {
+  if (endpoint == Endpoint::ChatCompletions) {
+    json content = json::array();
+    for (const LogprobEntry& e : entries) {
+      const std::string t = text(e.id, false);
+      json top = json::array();
+      for (const auto& [id, lp] : e.top) {
+        const std::string s = text(id, false);
+        top.push_back({{"token", s}, {"logprob", lp}, {"bytes", bytes_of(s)}});
+      }
+      content.push_back({{"token", t},
+                         {"logprob", e.logprob ? json(*e.logprob) : json(nullptr)},
+                         {"bytes", bytes_of(t)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(text(e.id, false));
+    lps.push_back(e.logprob ? json(*e.logprob) : json(nullptr));
+    if (!e.logprob) {
+      tops.push_back(nullptr);
+    } else {
+      json top = json::object();
+      for (const auto& [id, lp] : e.top) top.emplace(text(id, false), lp);  // the likelier of equal strings
+      tops.push_back(std::move(top));
+    }
+    offsets.push_back(e.offset);
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(lps)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
+void LogprobTrack::add_prompt(std::span<const int32_t> ids, std::span<const runtime::TokenLogprob> scored) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    LogprobEntry e;
+    e.id = ids[i];
+    if (i > 0 && i - 1 < scored.size()) {
+      e.logprob = scored[i - 1].logprob;
+      e.top = scored[i - 1].top;
+    }
+    e.offset = bytes_;
+    e.prompt = true;
+    bytes_ += text_(e.id, true).size();
+    entries_.push_back(std::move(e));
+  }
+  answer_start_ = bytes_;
+}
+
+void LogprobTrack::add(const runtime::TokenLogprob& lp) {
+  LogprobEntry e;
+  e.id = lp.id;
+  e.logprob = lp.logprob;
+  e.top = lp.top;
+  e.offset = bytes_;
+  bytes_ += text_(e.id, true).size();
+  entries_.push_back(std::move(e));
+}
+
+std::span<const LogprobEntry> LogprobTrack::take(size_t end) {
+  const size_t from = taken_;
+  while (taken_ < entries_.size() &&
+         (entries_[taken_].prompt || end == SIZE_MAX || entries_[taken_].offset - answer_start_ < end))
+    ++taken_;
+  return std::span<const LogprobEntry>(entries_).subspan(from, taken_ - from);
 }
 
 std::string sse_event(const json& body) {

@@ -8,12 +8,15 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 
 namespace exq::server {
@@ -38,6 +41,7 @@ enum class Endpoint { Completions, ChatCompletions };
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::Completions;
   std::string prompt;                         // completions
+  std::vector<int32_t> prompt_ids;            // completions: a prompt of token ids (run as sent)
   nlohmann::json messages = nlohmann::json::array();  // chat: [{role, content (string)}]
   std::optional<int64_t> max_tokens;
   std::optional<float> temperature, top_p, min_p, repetition_penalty;
@@ -50,10 +54,15 @@ struct CompletionRequest {
   // OpenAI's predicted outputs ({"type": "content", "content": text or text parts}): text the
   // answer is expected to repeat, used for speculative drafts.
   std::optional<std::string> prediction;
+  // >= 0: each answer token's log-probability with this many alternatives (completions'
+  // `logprobs` N; chat's `top_logprobs` when `logprobs` is true).
+  int logprobs = -1;
+  bool echo = false;  // completions: the prompt comes back before the answer (and its logprobs)
 };
 
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
-// features exq does not have (n > 1, logprobs, tools, penalties other than repetition_penalty).
+// features exq does not have (n > 1, tools, penalties other than repetition_penalty, echo
+// when streaming, more than one prompt).
 // Fields the server does not use (user, metadata, ...) are ignored.
 CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint);
 
@@ -95,13 +104,56 @@ struct Usage {
   int64_t rejected_draft_tokens = 0;
 };
 
-// The whole response: finish_reason "stop" (end of sequence or a stop string) or "length".
+// The whole response: finish_reason "stop" (end of sequence or a stop string) or "length";
+// `logprobs` the choice's (null: not asked).
 nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                               const char* finish_reason, const Usage& usage);
+                               const char* finish_reason, const Usage& usage,
+                               nlohmann::json logprobs = nullptr);
 // One streamed chunk: `text` as the delta (chat: the first chunk also carries the role), and
 // finish_reason on the last one (null before).
 nlohmann::json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                          const char* finish_reason, bool first);
+                          const char* finish_reason, bool first, nlohmann::json logprobs = nullptr);
+
+// A token of a response's logprobs: its log-probability (none for the echoed prompt's first
+// token) and alternatives, and where its text starts (bytes) in the response's text.
+struct LogprobEntry {
+  int32_t id = -1;
+  std::optional<float> logprob;
+  std::vector<std::pair<int32_t, float>> top;
+  size_t offset = 0;
+  bool prompt = false;  // an echoed prompt token
+};
+
+// A token's text: with special tokens as their names (the `token` field) or dropped (how much
+// of the answer's text it is).
+using TokenText = std::function<std::string(int32_t id, bool skip_special)>;
+
+// A choice's `logprobs` object for entries in order. Chat: {"content": [{token, logprob, bytes,
+// top_logprobs: [{token, logprob, bytes}]}]}; completions: {tokens, token_logprobs,
+// top_logprobs: [{token: logprob}], text_offset}. Tokens that are not valid UTF-8 alone (a
+// piece of a character) keep their bytes in `bytes`; the strings get U+FFFD when sent.
+nlohmann::json logprobs_json(Endpoint endpoint, std::span<const LogprobEntry> entries, const TokenText& text);
+
+// The logprobs of one response as generation goes: the echoed prompt's tokens first, then the
+// answer's, each at the byte offset where its text starts; take() hands out those a text of
+// `end` bytes of answer covers (so a token cut off by a stop string is never sent).
+class LogprobTrack {
+ public:
+  explicit LogprobTrack(TokenText text) : text_(std::move(text)) {}
+  // The echoed prompt: ids[0] without a logprob, then scored[i] for ids[i + 1].
+  void add_prompt(std::span<const int32_t> ids, std::span<const runtime::TokenLogprob> scored);
+  void add(const runtime::TokenLogprob& lp);  // an answer token, in order
+  // Entries not yet taken: all prompt ones, and answer ones starting before byte `end` of the
+  // answer's text (SIZE_MAX: all).
+  std::span<const LogprobEntry> take(size_t end);
+
+ private:
+  TokenText text_;
+  std::vector<LogprobEntry> entries_;
+  size_t taken_ = 0;
+  size_t bytes_ = 0;         // text so far (prompt pieces, then answer pieces)
+  size_t answer_start_ = 0;  // bytes_ when the answer began
+};
 // The usage chunk of stream_options.include_usage (no choices).
 nlohmann::json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
 // "data: <json>\n\n" (invalid UTF-8 replaced: the text is the model's).

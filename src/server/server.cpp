@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -33,6 +34,10 @@ void send_error(httplib::Response& res, const ApiError& e) {
 const char* finish_reason(const runtime::GenerateResult& r, bool stopped) {
   if (stopped || r.stop == runtime::StopReason::Eos) return "stop";
   return "length";
+}
+
+bool is_eos(const ServerModel& m, int32_t id) {
+  return std::find(m.eos_ids.begin(), m.eos_ids.end(), id) != m.eos_ids.end();
 }
 
 Usage usage_of(const runtime::GenerateResult& r, size_t prompt_tokens) {
@@ -113,6 +118,12 @@ struct Server::Impl {
                        "messages");
       }
       job.prompt = model.tokenizer->encode(text, /*add_special_tokens=*/false);
+    } else if (!r.prompt_ids.empty()) {
+      const int64_t vocab = model.tokenizer->vocab_size();
+      for (const int32_t id : r.prompt_ids)
+        if (id >= vocab)
+          throw ApiError(400, fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab), "prompt");
+      job.prompt = r.prompt_ids;
     } else {
       job.prompt = model.tokenizer->encode(r.prompt, /*add_special_tokens=*/true);
     }
@@ -134,6 +145,8 @@ struct Server::Impl {
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
     job.options.draft = model.draft;
+    job.options.logprobs = r.logprobs;
+    job.options.prompt_logprobs = r.echo && r.logprobs >= 0;
     if (r.prediction) {
       job.options.prediction = model.tokenizer->encode(*r.prediction, /*add_special_tokens=*/false);
       if (!job.options.draft.enabled()) job.options.draft.max_tokens = runtime::kDefaultDraftTokens;
@@ -146,6 +159,18 @@ struct Server::Impl {
     job.meta.created = std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count();
     job.meta.model = model.id;
     return job;
+  }
+
+  std::string token_text(int32_t id, bool skip_special) const {
+    return model.tokenizer->decode(std::span<const int32_t>(&id, 1), skip_special);
+  }
+  LogprobTrack logprob_track() const {
+    return LogprobTrack([this](int32_t id, bool skip) { return token_text(id, skip); });
+  }
+  json logprobs_of(const Job& j, std::span<const LogprobEntry> entries) const {
+    if (j.request.logprobs < 0) return nullptr;
+    return logprobs_json(j.request.endpoint, entries,
+                         [this](int32_t id, bool skip) { return token_text(id, skip); });
   }
 
   void complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
@@ -174,9 +199,19 @@ struct Server::Impl {
       return;
     }
     text += stops.finish();
+    json logprobs = nullptr;
+    if (job.request.logprobs >= 0) {
+      LogprobTrack track = logprob_track();
+      if (job.request.echo) track.add_prompt(job.prompt, result.prompt_logprobs);
+      for (const runtime::TokenLogprob& lp : result.logprobs)
+        if (!is_eos(model, lp.id)) track.add(lp);
+      logprobs = logprobs_of(job, track.take(stops.stopped() ? text.size() : SIZE_MAX));
+    }
+    if (job.request.echo)
+      text = (job.request.prompt_ids.empty() ? job.request.prompt : model.tokenizer->decode(job.prompt, true)) + text;
     send_json(res, 200,
               completion_body(endpoint, job.meta, text, finish_reason(result, stops.stopped()),
-                              usage_of(result, job.prompt.size())));
+                              usage_of(result, job.prompt.size()), std::move(logprobs)));
   }
 
   void stream(Job job, httplib::Response& res) {
@@ -187,25 +222,36 @@ struct Server::Impl {
       const Endpoint e = j.request.endpoint;
       StopMatcher stops(j.request.stop);
       bool first = true, open = true;
+      size_t sent = 0;  // bytes of answer text sent
+      LogprobTrack track = logprob_track();
       auto send = [&](const json& body) {
         const std::string ev = sse_event(body);
         open = open && sink.write(ev.data(), ev.size());
         return open;
       };
+      // Each chunk carries the logprobs of the tokens its text completes.
       auto send_text = [&](const std::string& text) {
         if (text.empty() && !first) return open;
-        const bool ok = send(chunk_body(e, j.meta, text, nullptr, first));
+        sent += text.size();
+        const bool ok = send(chunk_body(e, j.meta, text, nullptr, first, logprobs_of(j, track.take(sent))));
         first = false;
         return ok;
       };
+      runtime::GenerateOptions options = j.options;
+      if (options.logprobs >= 0)
+        options.on_logprob = [&](const runtime::TokenLogprob& lp) {
+          if (!is_eos(model, lp.id)) track.add(lp);
+        };
       try {
         std::lock_guard<std::mutex> lock(generate_mutex);
         const auto on_piece = [&](std::string_view piece) {
           return send_text(stops.push(piece)) && !stops.stopped();
         };
-        const runtime::GenerateResult r = model.generate(j.prompt, j.options, j.request.cache_prompt, on_piece);
+        const runtime::GenerateResult r = model.generate(j.prompt, options, j.request.cache_prompt, on_piece);
         if (open) send_text(stops.finish());
-        if (open) send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false));
+        if (open)
+          send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false,
+                          logprobs_of(j, track.take(stops.stopped() ? sent : SIZE_MAX))));
         if (open && j.request.include_usage)
           send(usage_chunk(e, j.meta, usage_of(r, j.prompt.size())));
       } catch (const Error& err) {
@@ -258,11 +304,15 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
   // Unknown routes and methods: an OpenAI-style JSON error instead of an empty page.
   m.http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    const std::string msg = res.status == 404
-                                ? fmt::format("no route {} {} (see /v1/models, /v1/completions, "
-                                              "/v1/chat/completions, /tokenize, /detokenize)",
-                                              req.method, req.path)
-                                : fmt::format("HTTP {}", res.status);
+    std::string msg = res.status == 404
+                          ? fmt::format("no route {} {} (see /v1/models, /v1/completions, "
+                                        "/v1/chat/completions, /tokenize, /detokenize)",
+                                        req.method, req.path)
+                          : fmt::format("HTTP {}", res.status);
+    // cpp-httplib refuses form-encoded bodies over 8 KB before routing; curl -d sends JSON so.
+    if (res.status == 413 && req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded"))
+      msg = "the request body was sent as application/x-www-form-urlencoded, which is limited to 8 KB: send "
+            "JSON as Content-Type: application/json (curl: -H 'Content-Type: application/json')";
     res.set_content(error_body(msg, "invalid_request_error").dump(), kJson);
   });
   m.http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -61,6 +61,27 @@ TEST(CliGenerate, TinyModelJsonAndStreamingAgree) {
   EXPECT_NE(err_lines[0].find("decode:"), std::string::npos) << s.err;
 }
 
+TEST(CliGenerate, LogprobsInTheJson) {
+  const auto dir = tiny_model("logprobs");
+  const RunResult j = run_exq({"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "4",
+                               "--temperature", "0", "--json", "--logprobs", "3", "--threads", "1"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json out = json::parse(j.out);
+  ASSERT_EQ(out["logprobs"].size(), out["ids"].size());
+  for (size_t i = 0; i < out["ids"].size(); ++i) {
+    const json& e = out["logprobs"][i];
+    EXPECT_EQ(e["id"], out["ids"][i]);
+    ASSERT_EQ(e["top"].size(), 3u);
+    EXPECT_EQ(e["top"][0]["id"], e["id"]);  // greedy: the likeliest
+    EXPECT_EQ(e["top"][0]["logprob"], e["logprob"]);
+    EXPECT_LE(e["top"][1]["logprob"].get<double>(), e["logprob"].get<double>());
+    EXPECT_LT(e["logprob"].get<double>(), 0.0);
+  }
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--logprobs", "2"}), "give --json too");
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--json", "--logprobs", "21"}),
+                    "--logprobs must be between 0 and 20, got 21");
+}
+
 TEST(CliGenerate, TinyModelSeedReproducible) {
   const auto dir = tiny_model("seed");
   auto ids = [&](const std::string& seed) {

@@ -68,11 +68,32 @@ TEST(ParseRequest, CompletionPromptForms) {
   EXPECT_FALSE(r.stream);
 }
 
+TEST(ParseRequest, TokenIdPromptsLogprobsAndEcho) {
+  const auto C = Endpoint::Completions, H = Endpoint::ChatCompletions;
+  EXPECT_EQ(parse_request({{"prompt", {1, 2, 3}}}, C).prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(parse_request({{"prompt", {{4, 5}}}}, C).prompt_ids, (std::vector<int32_t>{4, 5}));  // lm-eval's form
+  EXPECT_TRUE(parse_request({{"prompt", "hi"}}, C).prompt_ids.empty());
+  EXPECT_EQ(parse_request({{"prompt", "a"}}, C).logprobs, -1);
+  EXPECT_EQ(parse_request({{"prompt", "a"}, {"logprobs", false}}, C).logprobs, -1);
+  EXPECT_EQ(parse_request({{"prompt", "a"}, {"logprobs", 0}}, C).logprobs, 0);  // the token's own only
+  const CompletionRequest e = parse_request({{"prompt", "a"}, {"logprobs", 5}, {"echo", true}, {"max_tokens", 0}}, C);
+  EXPECT_EQ(e.logprobs, 5);
+  EXPECT_TRUE(e.echo);
+  const json msgs = {{{"role", "user"}, {"content", "x"}}};
+  EXPECT_EQ(parse_request({{"messages", msgs}}, H).logprobs, -1);
+  EXPECT_EQ(parse_request({{"messages", msgs}, {"logprobs", true}}, H).logprobs, 0);
+  EXPECT_EQ(parse_request({{"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}}, H).logprobs, 20);
+  EXPECT_EQ(parse_request({{"messages", msgs}, {"logprobs", false}}, H).logprobs, -1);
+}
+
 TEST(ParseRequest, RefusalsNameTheField) {
   const auto C = Endpoint::Completions, H = Endpoint::ChatCompletions;
   EXPECT_EQ(refusal({{"model", "m"}}, C), "prompt: 'prompt' is required");
-  EXPECT_EQ(refusal({{"prompt", {1, 2, 3}}}, C), "prompt: prompts of token ids are not supported: send text");
-  EXPECT_EQ(refusal({{"prompt", {"a", "b"}}}, C), "prompt: 'prompt' must be a string (or an array holding one string)");
+  EXPECT_EQ(refusal({{"prompt", {"a", "b"}}}, C), "prompt: one prompt per request: send the others as separate requests");
+  EXPECT_EQ(refusal({{"prompt", {{1}, {2}}}}, C), "prompt: one prompt per request: send the others as separate requests");
+  EXPECT_EQ(refusal({{"prompt", {1, "a"}}}, C),
+            "prompt: 'prompt' must be a string or an array of token ids (or an array holding one of them)");
+  EXPECT_EQ(refusal({{"prompt", {1, -2}}}, C), "prompt: token id -2 is negative or too large");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"max_tokens", -1}}, C), "max_tokens: 'max_tokens' must be >= 0");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"max_tokens", 1.5}}, C), "max_tokens: 'max_tokens' must be an integer");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"temperature", "hot"}}, C), "temperature: 'temperature' must be a number");
@@ -80,8 +101,17 @@ TEST(ParseRequest, RefusalsNameTheField) {
   EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", {"a", 1}}}, C), "stop: 'stop' must be a string or an array of strings");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", ""}}, C), "stop: stop strings must not be empty");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"n", 2}}, C), "n: only n = 1 is supported");
-  EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", 5}}, C), "logprobs: logprobs are not supported");
-  EXPECT_EQ(refusal({{"prompt", "a"}, {"echo", true}}, C), "echo: echo is not supported");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", 21}}, C), "logprobs: 'logprobs' must be between 0 and 20");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", true}}, C), "logprobs: 'logprobs' must be an integer (alternatives per token)");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"top_logprobs", 2}}, C),
+            "top_logprobs: 'top_logprobs' is a chat field: give /v1/completions 'logprobs' N");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"echo", true}, {"stream", true}}, C), "echo: echo is not supported with stream");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"top_logprobs", 2}}, H),
+            "top_logprobs: 'top_logprobs' needs 'logprobs': true");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"logprobs", true}, {"top_logprobs", -1}}, H),
+            "top_logprobs: 'top_logprobs' must be between 0 and 20");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"logprobs", 3}}, H),
+            "logprobs: 'logprobs' must be true or false");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"frequency_penalty", 0.5}}, C),
             "frequency_penalty: 'frequency_penalty' is not supported; use repetition_penalty");
   EXPECT_EQ(refusal({{"messages", json::array()}}, H), "messages: 'messages' must be a non-empty array");
@@ -191,6 +221,71 @@ TEST(Bodies, CompletionAndChunks) {
   EXPECT_EQ(e["error"]["message"], "bad");
   EXPECT_EQ(e["error"]["param"], "stop");
   EXPECT_TRUE(error_body("x")["error"]["param"].is_null());
+}
+
+// Token text of a made-up vocabulary: id 9 is a special token, ids 7 and 8 the two halves of "é".
+std::string text_of(int32_t id, bool skip_special) {
+  static const std::vector<std::string> t = {"He", "llo", " wor", "ld", "#", "##", " x", "\xC3", "\xA9", "<|end|>"};
+  return id == 9 && skip_special ? std::string() : t.at(static_cast<size_t>(id));
+}
+
+runtime::TokenLogprob lp(int32_t id, float v, std::vector<std::pair<int32_t, float>> top = {}) {
+  return {id, v, std::move(top)};
+}
+
+TEST(Logprobs, ChatAndCompletionsObjects) {
+  const std::vector<LogprobEntry> es = {{7, -0.5f, {{7, -0.5f}, {0, -1.5f}}, 0, false},
+                                        {8, -0.25f, {}, 1, false}};
+  const json chat = logprobs_json(Endpoint::ChatCompletions, es, text_of);
+  ASSERT_EQ(chat["content"].size(), 2u);
+  const json& a = chat["content"][0];
+  EXPECT_EQ(a["bytes"], (json{0xC3}));  // half a character: the bytes say what it is
+  EXPECT_FLOAT_EQ(a["logprob"].get<float>(), -0.5f);
+  ASSERT_EQ(a["top_logprobs"].size(), 2u);
+  EXPECT_EQ(a["top_logprobs"][1]["token"], "He");
+  EXPECT_FLOAT_EQ(a["top_logprobs"][1]["logprob"].get<float>(), -1.5f);
+  EXPECT_EQ(a["top_logprobs"][1]["bytes"], (json{72, 101}));
+  EXPECT_TRUE(chat["content"][1]["top_logprobs"].empty());
+  EXPECT_TRUE(chat["refusal"].is_null());
+
+  const std::vector<LogprobEntry> echoed = {{0, std::nullopt, {}, 0, true}, {1, -2.0f, {{3, -0.1f}}, 2, true}};
+  const json c = logprobs_json(Endpoint::Completions, echoed, text_of);
+  EXPECT_EQ(c["tokens"], (json{"He", "llo"}));
+  EXPECT_TRUE(c["token_logprobs"][0].is_null());
+  EXPECT_FLOAT_EQ(c["token_logprobs"][1].get<float>(), -2.0f);
+  EXPECT_TRUE(c["top_logprobs"][0].is_null());
+  EXPECT_FLOAT_EQ(c["top_logprobs"][1]["ld"].get<float>(), -0.1f);
+  EXPECT_EQ(c["text_offset"], (json{0, 2}));
+
+  const ResponseMeta meta{"cmpl-1", 1, "m"};
+  EXPECT_TRUE(completion_body(Endpoint::Completions, meta, "x", "stop", {})["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(completion_body(Endpoint::Completions, meta, "x", "stop", {}, c)["choices"][0]["logprobs"], c);
+  EXPECT_EQ(chunk_body(Endpoint::ChatCompletions, meta, "x", nullptr, false, chat)["choices"][0]["logprobs"], chat);
+}
+
+TEST(Logprobs, TrackHandsOutWhatTheTextCovers) {
+  LogprobTrack t(text_of);
+  t.add_prompt(std::vector<int32_t>{0, 1}, std::vector<runtime::TokenLogprob>{lp(1, -3.0f)});
+  t.add(lp(2, -0.1f));   // " wor": answer bytes 0..4
+  t.add(lp(3, -0.2f));   // "ld": 4..6
+  t.add(lp(9, -0.3f));   // a special token: no text, at 6
+  t.add(lp(4, -0.4f));   // "#": 6..7
+  t.add(lp(5, -0.5f));   // "##": 7..9
+  std::span<const LogprobEntry> a = t.take(4);  // the prompt's, and " wor"
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_FALSE(a[0].logprob.has_value());
+  EXPECT_FLOAT_EQ(*a[1].logprob, -3.0f);
+  EXPECT_EQ(a[2].id, 2);
+  EXPECT_EQ(a[2].offset, 5u);  // after "Hello"
+  EXPECT_TRUE(t.take(4).empty());
+  // A stop string "#" cut the text after "ld": the tokens from there on are not sent.
+  std::span<const LogprobEntry> b = t.take(6);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].id, 3);
+  std::span<const LogprobEntry> rest = t.take(SIZE_MAX);  // or all of them, without a stop
+  ASSERT_EQ(rest.size(), 3u);
+  EXPECT_EQ(rest[0].id, 9);
+  EXPECT_EQ(rest[2].offset, 12u);
 }
 
 // Pushes pieces one by one; returns everything emitted (plus finish() when not stopped).

@@ -16,6 +16,7 @@
 #include "model/llama.h"
 #include "runtime/generation_config.h"
 #include "runtime/model_step.h"
+#include "runtime/perplexity.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer_config.h"
 
@@ -359,6 +360,13 @@ TEST_F(ServerFake, BadRequestsGetJsonErrors) {
   r = post(s, "/v1/nothing", "{}");
   EXPECT_EQ(r.status, 404);
   EXPECT_NE(r.body["error"]["message"].get<std::string>().find("no route POST /v1/nothing"), std::string::npos);
+  // curl -d sends JSON as a form, which cpp-httplib limits to 8 KB: the error says what to do.
+  const std::string long_body = json{{"prompt", std::string(9000, 'a')}}.dump();
+  auto form = s.client().Post("/v1/completions", long_body, "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 413);
+  EXPECT_NE(json::parse(form->body)["error"]["message"].get<std::string>().find("Content-Type: application/json"),
+            std::string::npos) << form->body;
   fake_.fail = true;
   r = post(s, "/v1/completions", json{{"prompt", "x"}}.dump());
   EXPECT_EQ(r.status, 500);
@@ -383,28 +391,41 @@ TEST_F(ServerFake, PortInUseIsAClearError) {
   EXPECT_THROW(third.bind("127.0.0.1", port), Error);
 }
 
+// SmolLM2 served as exq serve runs it: a session over one KV cache of 512 positions.
+struct SmolLM2Server {
+  std::filesystem::path dir = test::test_model();
+  model::LlamaModel llama = model::LlamaModel::load(dir);
+  tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
+  runtime::GenerationConfig gen = runtime::load_generation_config(dir);
+  runtime::LlamaSession session{llama, tok, 512};
+
+  ServerModel model() {
+    ServerModel m;
+    m.id = "smollm2";
+    m.tokenizer = &tok;
+    m.chat_template = tc.chat_template;
+    m.bos_token = tc.bos_token;
+    m.eos_token = tc.eos_token;
+    m.sampler = runtime::sampler_defaults(gen);
+    m.eos_ids = runtime::stop_token_ids(gen, llama.config(), tok, tc.eos_token);
+    m.max_context = 512;
+    m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                        const runtime::TextCallback& cb) { return session.generate(p, o, reuse, cb); };
+    return m;
+  }
+};
+
 // The real model: greedy answers over HTTP equal runtime::generate_text's, streamed or not.
 TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
   EXQ_REQUIRE_MODEL();
-  const std::filesystem::path dir = test::test_model();
-  model::LlamaModel llama = model::LlamaModel::load(dir);
-  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
-  const tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
-  const runtime::GenerationConfig gen = runtime::load_generation_config(dir);
-  ServerModel m;
-  m.id = "smollm2";
-  m.tokenizer = &tok;
-  m.chat_template = tc.chat_template;
-  m.bos_token = tc.bos_token;
-  m.eos_token = tc.eos_token;
-  m.sampler = runtime::sampler_defaults(gen);
-  m.eos_ids = runtime::stop_token_ids(gen, llama.config(), tok, tc.eos_token);
-  m.max_context = 512;
-  runtime::LlamaSession session(llama, tok, m.max_context);  // as exq serve runs it
-  m.generate = [&](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
-                   const runtime::TextCallback& cb) { return session.generate(p, o, reuse, cb); };
-  const std::vector<int32_t> eos = m.eos_ids;
-  Running s(std::move(m));
+  SmolLM2Server real;
+  model::LlamaModel& llama = real.llama;
+  const tokenizer::Tokenizer& tok = real.tok;
+  const tokenizer::TokenizerConfig& tc = real.tc;
+  runtime::LlamaSession& session = real.session;
+  const std::vector<int32_t> eos = real.model().eos_ids;
+  Running s(real.model());
 
   const json messages = {{{"role", "user"}, {"content", "What is the capital of France?"}}};
   const chat::Template t(tc.chat_template);
@@ -464,6 +485,79 @@ TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
   EXPECT_EQ(r3.body["choices"][0]["message"]["content"], want3.text);
   const int64_t accepted = r3.body["usage"]["completion_tokens_details"]["accepted_prediction_tokens"];
   EXPECT_GE(accepted, want3.generated_tokens / 2) << r3.raw;
+}
+
+// What lm-evaluation-harness asks of /v1/completions (token ids, echo, logprobs, max_tokens 0)
+// and chat logprobs, streamed and not, on the real model.
+TEST(ServerSmolLM2, LogprobsAsEvaluationHarnessesUseThem) {
+  EXQ_REQUIRE_MODEL();
+  SmolLM2Server real;
+  model::LlamaModel& llama = real.llama;
+  const tokenizer::Tokenizer& tok = real.tok;
+  Running s(real.model());
+
+  // Loglikelihood of a text: the echoed prompt's logprobs sum to minus its perplexity NLL.
+  const std::vector<int32_t> ids = tok.encode("The quick brown fox jumps over the lazy dog. It was not amused.", false);
+  const Reply r = post(s, "/v1/completions",
+                       json{{"prompt", json::array({ids})}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const json& lp = r.body["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_EQ(r.body["choices"][0]["text"], tok.decode(ids));
+  double sum = 0.0;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    sum += lp["token_logprobs"][i].get<double>();
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 1u);
+  }
+  const runtime::PerplexityResult p = runtime::perplexity(llama, {ids});
+  EXPECT_NEAR(-sum / static_cast<double>(p.tokens), p.nll, 1e-5 * p.nll);
+
+  // A greedy answer's logprobs: each token the likeliest, the tokens spelling the text.
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "What is the capital of France?"}}}},
+                     {"max_tokens", 12}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3},
+                     {"cache_prompt", false}};
+  const Reply c = post(s, "/v1/chat/completions", chat.dump());
+  ASSERT_EQ(c.status, 200) << c.raw;
+  const json& content = c.body["choices"][0]["logprobs"]["content"];
+  ASSERT_FALSE(content.empty());
+  std::string spelled;
+  for (const json& e : content) {
+    spelled += e["token"].get<std::string>();
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    EXPECT_EQ(e["top_logprobs"][0]["token"], e["token"]);
+    EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(spelled, c.body["choices"][0]["message"]["content"]);
+
+  // Streamed: every chunk carries its own tokens' logprobs; together the same as above.
+  json sreq = chat;
+  sreq["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(res);
+  json streamed = json::array();
+  for (const json& e : events(res->body))
+    if (e.is_object() && !e["choices"].empty() && !e["choices"][0]["logprobs"].is_null())
+      for (const json& t : e["choices"][0]["logprobs"]["content"]) streamed.push_back(t);
+  ASSERT_EQ(streamed.size(), content.size());
+  for (size_t i = 0; i < content.size(); ++i) {
+    EXPECT_EQ(streamed[i]["token"], content[i]["token"]);
+    EXPECT_NEAR(streamed[i]["logprob"].get<double>(), content[i]["logprob"].get<double>(), 1e-5);
+  }
+
+  // A stop string cuts the logprobs where it cuts the text.
+  const Reply st = post(s, "/v1/completions",
+                        json{{"prompt", "The capital of France is"}, {"max_tokens", 8}, {"temperature", 0},
+                             {"logprobs", 0}, {"stop", "."}}
+                            .dump());
+  ASSERT_EQ(st.status, 200) << st.raw;
+  std::string joined;
+  for (const json& t : st.body["choices"][0]["logprobs"]["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, st.body["choices"][0]["text"]);
+  EXPECT_EQ(st.body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", {1, 999999}}}.dump()).body["error"]["message"],
+            "token id 999999 is outside the vocabulary (49152 tokens)");
 }
 
 }  // namespace

@@ -117,5 +117,16 @@ void sample_cuda(const float* logits, const uint8_t* seen, int vocab, const Samp
                  void* workspace, int32_t* out, cudaStream_t stream);
 // seen[ids[i]] = 1 for the ids inside [0, vocab).
 void mark_seen_cuda(const int32_t* ids, int n, uint8_t* seen, int vocab, cudaStream_t stream);
+// What token_logprob_cuda writes: runtime::token_logprob's values for the token in *token.
+inline constexpr int kLogprobTopMax = 20;
+struct LogprobOut {
+  float logprob;                       // log softmax(logits)[token]
+  int32_t top_ids[kLogprobTopMax];     // the likeliest first, ties by lower id (NaN skipped); -1: none
+  float top_logprobs[kLogprobTopMax];
+};
+// Per row r: log-softmax of logits[r, vocab] at token[r] and the top_n likeliest into out[r];
+// a block per row.
+void token_logprob_cuda(const float* logits, int rows, int vocab, const int32_t* token, int top_n,
+                        LogprobOut* out, cudaStream_t stream);
 
 }  // namespace exq::cuda

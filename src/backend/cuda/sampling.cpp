@@ -83,6 +83,24 @@ int32_t sampled_token(int32_t token) {
   return token;
 }
 
+void token_logprob(const DeviceView& logits, const DeviceView& token, int top_n, LogprobOut* out,
+                   cudaStream_t stream) {
+  constexpr const char* op = "token_logprob";
+  check_dtype(logits, DType::F32, op, "logits");
+  EXQ_CHECK((logits.rank() == 1 || logits.rank() == 2) && logits.dim(-1) > 0,
+            "cuda token_logprob: logits must be [vocab] or [rows, vocab], got {}", shape_str(logits.shape()));
+  check_dense(logits, op, "logits");
+  const int64_t rows = logits.rank() == 2 ? logits.dim(0) : 1;
+  check_dtype(token, DType::I32, op, "token");
+  check_shape(token, {rows}, op, "token");
+  check_dense(token, op, "token");
+  EXQ_CHECK(top_n >= 0 && top_n <= kLogprobTopMax, "cuda token_logprob: top_n {} outside 0..{}", top_n,
+            kLogprobTopMax);
+  EXQ_CHECK(out != nullptr, "cuda token_logprob: no output");
+  token_logprob_cuda(logits.data<float>(), checked_int(rows, op, "rows"), checked_int(logits.dim(-1), op, "vocab"),
+                     token.data<int32_t>(), top_n, out, stream);
+}
+
 void mark_seen(const DeviceView& ids, const DeviceView& seen, cudaStream_t stream) {
   constexpr const char* op = "mark_seen";
   check_dtype(ids, DType::I32, op, "ids");

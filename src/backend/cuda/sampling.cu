@@ -428,6 +428,57 @@ __global__ void mark_seen_kernel(const int32_t* __restrict__ ids, int n, uint8_t
   }
 }
 
+// runtime::token_logprob on the device: max, then the sum of exp in double (per thread, then
+// a fixed-order tree: the last bits may differ from the CPU's index-order sum), then top_n
+// block argmaxes, each over the tokens ranked after the previous pick.
+__global__ void __launch_bounds__(kSampleThreads)
+    logprob_kernel(const float* __restrict__ logits, int vocab, const int32_t* __restrict__ token, int top_n,
+                   LogprobOut* __restrict__ out) {
+  logits += static_cast<size_t>(blockIdx.x) * vocab;  // a block per row
+  token += blockIdx.x;
+  out += blockIdx.x;
+  __shared__ float sf[32];
+  __shared__ double sd[32];
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < vocab; i += kSampleThreads) {
+    const float v = logits[i];
+    if (v == v) mx = fmaxf(mx, v);
+  }
+  mx = block_reduce(mx, -INFINITY, sf, MaxF{});
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < vocab; i += kSampleThreads) {
+    const float v = logits[i];
+    if (v == v) sum += exp(static_cast<double>(v) - static_cast<double>(mx));
+  }
+  sum = block_reduce(sum, 0.0, sd, SumD{});
+  const double lse = static_cast<double>(mx) + log(sum);
+  const int32_t id = *token;
+  if (threadIdx.x == 0) out->logprob = id >= 0 && id < vocab ? static_cast<float>(logits[id] - lse) : NAN;
+  float prev_v = INFINITY;
+  int prev_i = -1;
+  for (int j = 0; j < top_n; ++j) {
+    float best = -INFINITY;
+    int best_i = INT_MAX;
+    for (int i = threadIdx.x; i < vocab; i += kSampleThreads) {
+      const float v = logits[i];
+      if (v == v && (v < prev_v || (v == prev_v && i > prev_i))) take_better(best, best_i, v, i);
+    }
+    best_i = block_argmax(best, best_i, sv, si);
+    if (best_i == INT_MAX) {  // fewer tokens than top_n
+      if (threadIdx.x == 0) out->top_ids[j] = -1;
+      continue;
+    }
+    prev_v = logits[best_i];
+    prev_i = best_i;
+    if (threadIdx.x == 0) {
+      out->top_ids[j] = best_i;
+      out->top_logprobs[j] = static_cast<float>(prev_v - lse);
+    }
+  }
+}
+
 size_t section_bytes(int vocab) {
   return (static_cast<size_t>(vocab) * 4 + kSectionAlign - 1) / kSectionAlign * kSectionAlign;
 }
@@ -450,6 +501,13 @@ void sample_cuda(const float* logits, const uint8_t* seen, int vocab, const Samp
       logits, seen, vocab, params, reinterpret_cast<float*>(base),
       reinterpret_cast<int32_t*>(base + sec), reinterpret_cast<float*>(base + 2 * sec),
       reinterpret_cast<float*>(base + 3 * sec), out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void token_logprob_cuda(const float* logits, int rows, int vocab, const int32_t* token, int top_n,
+                        LogprobOut* out, cudaStream_t stream) {
+  if (rows == 0) return;
+  logprob_kernel<<<rows, kSampleThreads, 0, stream>>>(logits, vocab, token, top_n, out);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -44,6 +44,13 @@ void sample(const DeviceView& logits, const SamplingParams& params, double unifo
 // Returns `token` read back from sample(), or throws the CPU sampler's exq::Error for a code.
 int32_t sampled_token(int32_t token);
 
+// Per row r of logits [vocab] or [rows, vocab] F32: the log-softmax at the id in token[r]
+// ([rows] I32 on the device, e.g. what sample() wrote) and the top_n (<= kLogprobTopMax)
+// likeliest tokens, into out[r] (device memory; LogprobOut is in launchers.h). A block per
+// row, no host synchronization. An id outside the vocabulary gives a NaN logprob.
+void token_logprob(const DeviceView& logits, const DeviceView& token, int top_n, LogprobOut* out,
+                   cudaStream_t stream);
+
 // seen[id] = 1 for every id in ids ([n] I32) inside the vocabulary; others are ignored.
 void mark_seen(const DeviceView& ids, const DeviceView& seen, cudaStream_t stream);
 

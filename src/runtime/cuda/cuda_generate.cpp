@@ -21,6 +21,42 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The sampler's pinned bytes: the id, then an aligned LogprobOut.
+constexpr size_t kLogprobOffset = 64;
+constexpr size_t kHostBytes = kLogprobOffset + sizeof(gpu::LogprobOut);
+static_assert(gpu::kLogprobTopMax == kMaxTopLogprobs);
+
+TokenLogprob from_device(const gpu::LogprobOut& r, int32_t id, int top_n) {
+  TokenLogprob lp;
+  lp.id = id;
+  lp.logprob = r.logprob;
+  for (int j = 0; j < top_n && r.top_ids[j] >= 0; ++j) lp.top.emplace_back(r.top_ids[j], r.top_logprobs[j]);
+  return lp;
+}
+
+// score_prompt on the GPU: the prompt but its last token runs as a prefill whose chunks of
+// logits are scored on the device (a block per row) as they finish; one wait at the end.
+std::span<const int32_t> score_prompt_cuda(CudaLlama& model, std::span<const int32_t> rest,
+                                           const GenerateOptions& options, GenerateResult& result) {
+  if (!options.prompt_logprobs || options.logprobs < 0 || rest.size() < 2) return rest;
+  const auto n = static_cast<int64_t>(rest.size()) - 1;
+  cudaStream_t stream = model.stream();
+  const TensorView next(const_cast<int32_t*>(rest.data() + 1), DType::I32, {n});
+  const gpu::DeviceTensor ids = gpu::to_device(next, model.allocator(), stream);
+  gpu::DeviceTensor scored(DType::U8, {n * static_cast<int64_t>(sizeof(gpu::LogprobOut))}, model.allocator(), stream);
+  gpu::PinnedBuffer host(static_cast<size_t>(n) * sizeof(gpu::LogprobOut));
+  auto* dev = static_cast<gpu::LogprobOut*>(scored.raw());
+  model.forward_rows_to(rest.first(static_cast<size_t>(n)), [&](const gpu::DeviceView& rows, int64_t first) {
+    const int64_t k = rows.dim(0);
+    gpu::token_logprob(rows, ids.view().slice0(first, first + k), options.logprobs, dev + first, stream);
+  });
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), dev, host.size(), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  const auto* out = host.as<gpu::LogprobOut>();
+  for (int64_t i = 0; i < n; ++i) result.prompt_logprobs.push_back(from_device(out[i], next.data<int32_t>()[i], options.logprobs));
+  return rest.last(1);
+}
+
 }  // namespace
 
 std::span<const float> CudaStep::forward(std::span<const int32_t> tokens) {
@@ -51,7 +87,7 @@ CudaSampler::CudaSampler(const SamplerConfig& config, int64_t vocab, gpu::Cachin
       rng_(seed_),
       alloc_(alloc),
       stream_(stream),
-      host_(sizeof(int32_t)) {
+      host_(kHostBytes) {
   config_.validate();
   workspace_ = gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(gpu::sample_workspace_bytes(vocab))},
                                  alloc, stream);
@@ -72,19 +108,33 @@ void CudaSampler::set_history(std::span<const int32_t> ids) {
 }
 
 int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out) {
+  return sample(logits, out, 0, nullptr);
+}
+
+int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out, int top_n, TokenLogprob* lp) {
   // As Sampler::sample: a random number only for a non-greedy draw.
   const double u = config_.greedy() ? 0.0 : uniform_from_bits(rng_());
   gpu::sample(logits, params_, u, seen_.empty() ? gpu::DeviceView() : seen_.view(), workspace_, out,
               stream_);
   if (!seen_.empty()) gpu::mark_seen(out, seen_, stream_);
+  auto* result = reinterpret_cast<gpu::LogprobOut*>(host_.as<char>() + kLogprobOffset);
+  if (lp) {
+    if (logprob_.empty())
+      logprob_ = gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(sizeof(gpu::LogprobOut))}, alloc_, stream_);
+    auto* dev = static_cast<gpu::LogprobOut*>(logprob_.raw());
+    gpu::token_logprob(logits, out, top_n, dev, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(result, dev, sizeof(gpu::LogprobOut), cudaMemcpyDeviceToHost, stream_));
+  }
   CUDA_CHECK(cudaMemcpyAsync(host_.data(), out.raw(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return gpu::sampled_token(*host_.as<int32_t>());
+  const int32_t id = gpu::sampled_token(*host_.as<int32_t>());
+  if (lp) *lp = from_device(*result, id, top_n);
+  return id;
 }
 
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text) {
-  const std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
+  std::span<const int32_t> rest = prompt_to_run(prompt, options, model.position(), model.max_context());
   Drafter drafter(options.draft, options.prediction);  // validates: a pass fits forward_rows
 
   GenerateResult result;
@@ -92,14 +142,27 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
   result.seed = sampler.seed();
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   result.cached_tokens = options.cached_prompt_tokens;
-  if (options.max_new_tokens == 0) return result;
+  auto t0 = Clock::now();
+  rest = score_prompt_cuda(model, rest, options, result);
+  if (options.max_new_tokens == 0) {
+    result.prefill_seconds = seconds_since(t0);
+    return result;
+  }
   GenerationOutput out(result, decoder, options, on_text);
   sampler.set_history(prompt);
   std::vector<int32_t> history(prompt.begin(), prompt.end());  // the drafts' (the sampler keeps its own)
 
-  auto t0 = Clock::now();
+  // With logprobs the device computes them beside the draw, behind the same wait.
+  auto sample = [&](const gpu::DeviceView& row) {
+    if (!out.scoring()) return sampler.sample(row, model.token_slot());
+    TokenLogprob lp;
+    const int32_t t = sampler.sample(row, model.token_slot(), options.logprobs, &lp);
+    out.record(std::move(lp));
+    return t;
+  };
+
   gpu::DeviceView logits = model.forward_last(rest);
-  int32_t next = sampler.sample(logits, model.token_slot());
+  int32_t next = sample(logits);
   result.prefill_seconds = seconds_since(t0);
 
   t0 = Clock::now();
@@ -116,7 +179,7 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
     ++result.decode_steps;
     if (draft.empty()) {
       logits = model.decode_slot();  // the sampler left `next` in the token slot
-      next = sampler.sample(logits, model.token_slot());
+      next = sample(logits);
       continue;
     }
     std::vector<int32_t> pass{next};
@@ -125,7 +188,7 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
     const gpu::DeviceView rows = model.forward_rows(pass);
     const DraftCheck c = check_draft(draft, drafter, out, history, [&](size_t i) {
       const auto r = static_cast<int64_t>(i);
-      return sampler.sample(rows.slice0(r, r + 1), model.token_slot());
+      return sample(rows.slice0(r, r + 1));
     });
     model.truncate(base + c.keep);
     if (c.stopped) break;

@@ -59,6 +59,10 @@ class CudaSampler {
   // CudaLlama::token_slot()), adds it to the history and returns it (waits for the stream).
   // Throws the CPU sampler's exq::Error for NaN / +Inf logits or nothing to sample.
   int32_t sample(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out);
+  // The same, and with `lp`: the token's log-probability under the raw logits and its top_n
+  // alternatives (runtime::token_logprob's, computed on the device; one wait for both).
+  int32_t sample(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out, int top_n,
+                 TokenLogprob* lp);
 
  private:
   SamplerConfig config_;
@@ -69,7 +73,8 @@ class CudaSampler {
   cudaStream_t stream_;
   exq::cuda::DeviceTensor seen_;       // [vocab] U8, only with a repetition penalty
   exq::cuda::DeviceTensor workspace_;  // sample_workspace_bytes(vocab)
-  exq::cuda::PinnedBuffer host_;       // the sampled id
+  exq::cuda::PinnedBuffer host_;       // the sampled id, then a LogprobOut when asked
+  exq::cuda::DeviceTensor logprob_;    // LogprobOut bytes, allocated on first use
 };
 
 // runtime::generate on the GPU: the same stop rules, stream, drafts and result, with GPU

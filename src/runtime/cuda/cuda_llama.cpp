@@ -256,7 +256,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
   }
 }
 
-void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all, bool keep_rows) {
+void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows) {
   const auto T = static_cast<int64_t>(tokens.size());
   const int64_t rows = std::min(T, chunk);
   if (keep_rows && rows > gpu::kExl2GemvMaxRows) ensure_dequant(head->dequant_elems());
@@ -278,7 +278,7 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, Tensor* all, bool
     if (all) {
       const gpu::DeviceView out = chunk_logits.view().slice0(0, n);
       head->forward(sc, v.xn, out, s);
-      gpu::copy_to_host(out, all->view().slice0(b, b + n), s);
+      (*all)(out, b);
     } else if (keep_rows) {
       head->forward(sc, v.xn, rows_logits.view().slice0(b, b + n), s);
     } else if (b + n == T) {
@@ -319,8 +319,17 @@ Tensor CudaLlama::forward(std::span<const int32_t> tokens, bool all_logits) {
   m.check_tokens(tokens);
   if (!all_logits || tokens.size() == 1) return gpu::to_host(forward_last(tokens), m.stream);
   Tensor out(DType::F32, {static_cast<int64_t>(tokens.size()), m.dims.vocab});
-  m.prefill(tokens, &out);
+  const RowsFn copy = [&](const gpu::DeviceView& rows, int64_t first) {
+    gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), m.stream);
+  };
+  m.prefill(tokens, &copy);
   return out;
+}
+
+void CudaLlama::forward_rows_to(std::span<const int32_t> tokens, const RowsFn& rows) {
+  Impl& m = *impl_;
+  m.check_tokens(tokens);
+  m.prefill(tokens, &rows);
 }
 
 gpu::DeviceView CudaLlama::forward_last(std::span<const int32_t> tokens) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -73,6 +74,11 @@ class CudaLlama {
   // the next call. For checking speculative drafts; nothing is synchronized.
   static constexpr int64_t kMaxRowsOnDevice = 1 + runtime::kMaxDraftTokens;
   exq::cuda::DeviceView forward_rows(std::span<const int32_t> tokens);
+  // forward()'s contract, the logits going to `rows` on the device as each prefill chunk
+  // finishes: rows(logits [n, vocab] F32 of tokens first..first+n-1, first), valid while the
+  // stream has not run past what `rows` enqueued. Waits for the stream at the end.
+  using RowsFn = std::function<void(const exq::cuda::DeviceView& logits, int64_t first)>;
+  void forward_rows_to(std::span<const int32_t> tokens, const RowsFn& rows);
   // One step whose input token is already in token_slot() (e.g. written by the GPU sampler).
   exq::cuda::DeviceView decode_slot();
   // [1] I32 on the device: the input token of decode_slot().

@@ -80,14 +80,15 @@ struct Views {
 
 class CudaLlama::Impl {
  public:
+  using RowsFn = CudaLlama::RowsFn;
   Impl(const io::ModelConfig& config, const model::LlamaWeights& w, const CudaOptions& options);
   ~Impl();
 
   void check_tokens(std::span<const int32_t> tokens) const;
-  // Runs tokens through every layer from position `length`; logits of all rows into `all`
-  // (host [T, vocab]) when given, else into `rows_logits` (device) with `rows`, else the last
-  // row's into `logits`.
-  void prefill(std::span<const int32_t> tokens, Tensor* all, bool keep_rows = false);
+  // Runs tokens through every layer from position `length`; the logits of each chunk of rows to
+  // `all` (CudaLlama::RowsFn) when given, else of all rows into `rows_logits` (device) with
+  // `keep_rows`, else the last row's into `logits`.
+  void prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows = false);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
   void decode_body();        // the kernels of one step (captured into the graph)
   // qwen3: RMSNorm of each head of q [T, heads, head_dim] and k [T, kv_heads, head_dim], in place.

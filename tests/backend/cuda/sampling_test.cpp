@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sampling.h"
 #include "cuda_test_util.h"
+#include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 
 namespace exq::cuda {
@@ -71,6 +72,53 @@ TEST_F(Argmax, TiesPickTheFirstAndNaNIsIgnored) {
   const std::vector<int32_t> got = run(logits);
   EXPECT_EQ(got, (std::vector<int32_t>{4000, 11, 0, 0}));
   EXPECT_EQ(got, argmax_ref(logits));
+}
+
+class TokenLogprobKernel : public CudaTest {
+ protected:
+  LogprobOut run(const Tensor& logits, int32_t id, int top_n) {
+    Tensor tok(DType::I32, {1});
+    tok.data<int32_t>()[0] = id;
+    DeviceTensor dl = upload(logits), dt = upload(tok);
+    DeviceTensor out = empty(DType::U8, {static_cast<int64_t>(sizeof(LogprobOut))});
+    token_logprob(dl, dt, top_n, static_cast<LogprobOut*>(out.raw()), stream());
+    LogprobOut r;
+    CUDA_CHECK(cudaMemcpyAsync(&r, out.raw(), sizeof(r), cudaMemcpyDeviceToHost, stream()));
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return r;
+  }
+};
+
+// runtime::token_logprob's values: the log-softmax within the double sums' order, the same
+// alternatives in the same order (ties by lower id, -inf ones last).
+TEST_F(TokenLogprobKernel, MatchesTheCpu) {
+  uint32_t seed = 7;
+  for (const int64_t vocab : {int64_t{49152}, int64_t{128256}, int64_t{1001}, int64_t{5}}) {
+    Tensor logits = test::random_f32({vocab}, seed++, -20.0f, 20.0f);
+    float* p = logits.data<float>();
+    p[vocab / 2] = p[vocab / 3] = 25.0f;  // a tie at the top
+    p[vocab - 1] = -INFINITY;
+    const std::span<const float> row(p, static_cast<size_t>(vocab));
+    for (const int top_n : {0, 1, 5, 20}) {
+      const auto id = static_cast<int32_t>((vocab * 7) / 11);
+      const runtime::TokenLogprob want = runtime::token_logprob(row, id, top_n);
+      const LogprobOut got = run(logits, id, top_n);
+      EXPECT_NEAR(got.logprob, want.logprob, 1e-5) << vocab;
+      for (int j = 0; j < top_n; ++j) {
+        if (j >= static_cast<int>(want.top.size())) {
+          EXPECT_EQ(got.top_ids[j], -1) << vocab << " " << j;  // fewer tokens than asked
+          continue;
+        }
+        EXPECT_EQ(got.top_ids[j], want.top[static_cast<size_t>(j)].first) << vocab << " " << j;
+        const float w = want.top[static_cast<size_t>(j)].second;
+        if (std::isinf(w)) {
+          EXPECT_EQ(got.top_logprobs[j], w);
+        } else {
+          EXPECT_NEAR(got.top_logprobs[j], w, 1e-5);
+        }
+      }
+    }
+  }
 }
 
 TEST(ArgmaxArgs, RejectBadShapes) {

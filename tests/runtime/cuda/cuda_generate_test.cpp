@@ -263,6 +263,65 @@ TEST_F(CudaGenerate, DraftsKeepTheTokensOfSingleSteps) {
   EXPECT_THROW(generate_cuda(m, nullptr, prompt, bad), Error);
 }
 
+// Logprobs of the device loop (rows copied before the sampler, which applies a repetition
+// penalty) equal the host loop's over the same GPU logits, drafts or not, and the CPU model's
+// log-softmax within the GPU's rounding; the prompt's too.
+TEST_F(CudaGenerate, LogprobsMatchTheHostLoopAndTheCpuModel) {
+  CudaOptions o;
+  o.max_context = 160;
+  o.prefill_chunk = 32;  // the prompt's 89 scored rows come in 3 chunks
+  CudaLlama m(*model_, o);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 90; ++i) prompt.push_back((i * 37 + 11) % static_cast<int>(m.config().vocab_size));
+  GenerateOptions g;
+  g.max_new_tokens = 24;
+  g.sampler = config(0.9f, 0, 1.0f, 0.0f, 1.2f, 5);
+  g.logprobs = 4;
+  g.prompt_logprobs = true;
+  const GenerateResult dev = generate_cuda(m, nullptr, prompt, g);
+  ASSERT_EQ(dev.logprobs.size(), dev.ids.size());
+  ASSERT_EQ(dev.prompt_logprobs.size(), prompt.size() - 1);
+  m.reset();
+  CudaStep step(m);
+  const GenerateResult host = generate(step, nullptr, prompt, g);
+  ASSERT_EQ(host.ids, dev.ids);
+  for (size_t i = 0; i < dev.logprobs.size(); ++i) {
+    EXPECT_NEAR(dev.logprobs[i].logprob, host.logprobs[i].logprob, 1e-5) << i;
+    EXPECT_EQ(dev.logprobs[i].top.size(), 4u);
+  }
+  ASSERT_EQ(host.prompt_logprobs.size(), dev.prompt_logprobs.size());
+  for (size_t i = 0; i < dev.prompt_logprobs.size(); ++i) {
+    EXPECT_EQ(dev.prompt_logprobs[i].id, prompt[i + 1]);
+    EXPECT_NEAR(dev.prompt_logprobs[i].logprob, host.prompt_logprobs[i].logprob, 1e-3) << i;
+    ASSERT_EQ(dev.prompt_logprobs[i].top.size(), 4u);
+    EXPECT_EQ(dev.prompt_logprobs[i].top[0].first, host.prompt_logprobs[i].top[0].first) << i;
+  }
+  GenerateOptions d = g;
+  d.draft.max_tokens = 7;
+  d.draft.ngram_min = 1;
+  d.prediction = dev.ids;
+  m.reset();
+  const GenerateResult spec = generate_cuda(m, nullptr, prompt, d);
+  ASSERT_EQ(spec.ids, dev.ids);
+  EXPECT_GT(spec.accepted_draft_tokens, 10);
+  for (size_t i = 0; i < dev.logprobs.size(); ++i) EXPECT_NEAR(spec.logprobs[i].logprob, dev.logprobs[i].logprob, 2e-3) << i;
+
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), dev.ids.begin(), dev.ids.end());
+  model::KvCache cache = model_->make_cache(static_cast<int64_t>(all.size()));
+  const Tensor cpu = model_->forward(all, cache, true);
+  const auto vocab = static_cast<size_t>(model_->config().vocab_size);
+  double worst = 0.0, scale = 0.0;
+  for (size_t t = 0; t + 1 < all.size(); ++t) {
+    const std::span<const float> row = cpu.span<const float>().subspan(t * vocab, vocab);
+    const TokenLogprob want = token_logprob(row, all[t + 1], 0);
+    const TokenLogprob& got = t + 1 < prompt.size() ? dev.prompt_logprobs[t] : dev.logprobs[t + 1 - prompt.size()];
+    worst = std::max(worst, std::fabs(static_cast<double>(got.logprob - want.logprob)));
+    for (const float v : row) scale = std::max(scale, std::fabs(static_cast<double>(v)));
+  }
+  EXPECT_LT(worst, 4e-3 * scale) << "scale " << scale;
+}
+
 // CudaSession's next turn keeps the prefix the GPU cache holds (prefill at a position past it)
 // and gives what a fresh cache gives, greedy and with a repetition penalty.
 TEST_F(CudaGenerate, SessionReusesThePromptPrefix) {
