@@ -55,7 +55,6 @@ std::optional<float> as_float(const std::optional<double>& d) {
 
 // Features exq does not have: refused rather than ignored, so no answer is silently different.
 void refuse_unsupported(const json& body, Endpoint endpoint) {
-  if (auto n = integer(body, "n"); n && *n != 1) bad("n", "only n = 1 is supported");
   if (auto b = integer(body, "best_of"); b && *b != 1) bad("best_of", "only best_of = 1 is supported");
   for (const char* key : {"presence_penalty", "frequency_penalty"})
     if (auto p = number(body, key); p && *p != 0.0)
@@ -231,6 +230,10 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
   r.cache_prompt = boolean(body, "cache_prompt").value_or(true);
   r.prediction = parse_prediction(body);
   r.logprobs = parse_logprobs(body, endpoint);
+  if (auto n = integer(body, "n")) {
+    if (*n < 1 || *n > kMaxChoices) bad("n", fmt::format("'n' must be between 1 and {}", kMaxChoices));
+    r.n = static_cast<int>(*n);
+  }
   if (endpoint == Endpoint::Completions) {
     r.echo = boolean(body, "echo").value_or(false);
     if (r.echo && r.stream) bad("echo", "echo is not supported with stream");
@@ -316,22 +319,27 @@ const char* chunk_object(Endpoint endpoint) {
 
 }  // namespace
 
-json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                     const char* finish_reason, const Usage& usage, json logprobs) {
-  json choice = {{"index", 0}, {"logprobs", std::move(logprobs)}, {"finish_reason", reason(finish_reason)}};
+json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::vector<Choice>& choices,
+                     const Usage& usage) {
   const bool chat = endpoint == Endpoint::ChatCompletions;
-  if (chat)
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else
-    choice["text"] = text;
-  json body = envelope(chat ? "chat.completion" : "text_completion", meta, json::array({choice}));
+  json list = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    json choice = {{"index", i}, {"logprobs", c.logprobs}, {"finish_reason", reason(c.finish_reason)}};
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      choice["text"] = c.text;
+    list.push_back(std::move(choice));
+  }
+  json body = envelope(chat ? "chat.completion" : "text_completion", meta, std::move(list));
   body["usage"] = usage_json(usage);
   return body;
 }
 
 json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                const char* finish_reason, bool first, json logprobs) {
-  json choice = {{"index", 0}, {"logprobs", std::move(logprobs)}, {"finish_reason", reason(finish_reason)}};
+                const char* finish_reason, bool first, json logprobs, int index) {
+  json choice = {{"index", index}, {"logprobs", std::move(logprobs)}, {"finish_reason", reason(finish_reason)}};
   const bool chat = endpoint == Endpoint::ChatCompletions;
   if (chat) {
     json delta = json::object();

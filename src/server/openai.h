@@ -58,11 +58,14 @@ struct CompletionRequest {
   // `logprobs` N; chat's `top_logprobs` when `logprobs` is true).
   int logprobs = -1;
   bool echo = false;  // completions: the prompt comes back before the answer (and its logprobs)
+  int n = 1;          // choices, generated one after another (seed + i for choice i)
 };
 
+inline constexpr int kMaxChoices = 16;  // the most choices (n) a request may ask
+
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
-// features exq does not have (n > 1, tools, penalties other than repetition_penalty, echo
-// when streaming, more than one prompt).
+// features exq does not have (tools, penalties other than repetition_penalty, echo when
+// streaming, more than one prompt, best_of).
 // Fields the server does not use (user, metadata, ...) are ignored.
 CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint);
 
@@ -104,15 +107,20 @@ struct Usage {
   int64_t rejected_draft_tokens = 0;
 };
 
-// The whole response: finish_reason "stop" (end of sequence or a stop string) or "length";
-// `logprobs` the choice's (null: not asked).
-nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                               const char* finish_reason, const Usage& usage,
-                               nlohmann::json logprobs = nullptr);
-// One streamed chunk: `text` as the delta (chat: the first chunk also carries the role), and
-// finish_reason on the last one (null before).
+// One choice of a whole response: finish_reason "stop" (end of sequence or a stop string) or
+// "length"; `logprobs` the choice's (null: not asked).
+struct Choice {
+  std::string text;
+  const char* finish_reason = nullptr;
+  nlohmann::json logprobs = nullptr;
+};
+// The whole response, choice i with index i.
+nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::vector<Choice>& choices,
+                               const Usage& usage);
+// One streamed chunk of choice `index`: `text` as the delta (chat: the choice's first chunk also
+// carries the role), and finish_reason on its last one (null before).
 nlohmann::json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
-                          const char* finish_reason, bool first, nlohmann::json logprobs = nullptr);
+                          const char* finish_reason, bool first, nlohmann::json logprobs = nullptr, int index = 0);
 
 // A token of a response's logprobs: its log-probability (none for the echoed prompt's first
 // token) and alternatives, and where its text starts (bytes) in the response's text.

@@ -40,9 +40,12 @@ bool is_eos(const ServerModel& m, int32_t id) {
   return std::find(m.eos_ids.begin(), m.eos_ids.end(), id) != m.eos_ids.end();
 }
 
-Usage usage_of(const runtime::GenerateResult& r, size_t prompt_tokens) {
-  return {static_cast<int64_t>(prompt_tokens), r.cached_tokens, r.generated_tokens, r.accepted_draft_tokens,
-          r.draft_tokens - r.accepted_draft_tokens};
+// Adds choice i's counts (the prompt counts once: its cached tokens are the first choice's).
+void add_usage(Usage& u, const runtime::GenerateResult& r, int i) {
+  if (i == 0) u.cached_tokens = r.cached_tokens;
+  u.completion_tokens += r.generated_tokens;
+  u.accepted_draft_tokens += r.accepted_draft_tokens;
+  u.rejected_draft_tokens += r.draft_tokens - r.accepted_draft_tokens;
 }
 
 }  // namespace
@@ -185,33 +188,49 @@ struct Server::Impl {
       stream(std::move(job), res);
       return;
     }
-    StopMatcher stops(job.request.stop);
-    std::string text;
-    runtime::GenerateResult result;
+    std::vector<Choice> choices;
+    Usage usage{static_cast<int64_t>(job.prompt.size())};
     try {
       std::lock_guard<std::mutex> lock(generate_mutex);
-      result = model.generate(job.prompt, job.options, job.request.cache_prompt, [&](std::string_view piece) {
-        text += stops.push(piece);
-        return !stops.stopped();
-      });
+      for (int i = 0; i < job.request.n; ++i) choices.push_back(run_choice(job, i, usage));
     } catch (const Error& e) {
       send_json(res, 500, error_body(e.message(), "server_error"));
       return;
     }
+    send_json(res, 200, completion_body(endpoint, job.meta, choices, usage));
+  }
+
+  // Choice i's options: the request's, with seed + i when it gave a seed (so choices differ).
+  static runtime::GenerateOptions choice_options(const Job& j, int i) {
+    runtime::GenerateOptions o = j.options;
+    if (i > 0 && o.sampler.seed) o.sampler.seed = *o.sampler.seed + static_cast<uint64_t>(i);
+    return o;
+  }
+
+  // One whole choice (the caller holds generate_mutex).
+  Choice run_choice(const Job& job, int i, Usage& usage) {
+    StopMatcher stops(job.request.stop);
+    std::string text;
+    const runtime::GenerateResult result =
+        model.generate(job.prompt, choice_options(job, i), job.request.cache_prompt, [&](std::string_view piece) {
+          text += stops.push(piece);
+          return !stops.stopped();
+        });
     text += stops.finish();
-    json logprobs = nullptr;
+    add_usage(usage, result, i);
+    Choice c;
+    c.finish_reason = finish_reason(result, stops.stopped());
     if (job.request.logprobs >= 0) {
       LogprobTrack track = logprob_track();
       if (job.request.echo) track.add_prompt(job.prompt, result.prompt_logprobs);
       for (const runtime::TokenLogprob& lp : result.logprobs)
         if (!is_eos(model, lp.id)) track.add(lp);
-      logprobs = logprobs_of(job, track.take(stops.stopped() ? text.size() : SIZE_MAX));
+      c.logprobs = logprobs_of(job, track.take(stops.stopped() ? text.size() : SIZE_MAX));
     }
     if (job.request.echo)
       text = (job.request.prompt_ids.empty() ? job.request.prompt : model.tokenizer->decode(job.prompt, true)) + text;
-    send_json(res, 200,
-              completion_body(endpoint, job.meta, text, finish_reason(result, stops.stopped()),
-                              usage_of(result, job.prompt.size()), std::move(logprobs)));
+    c.text = std::move(text);
+    return c;
   }
 
   void stream(Job job, httplib::Response& res) {
@@ -220,40 +239,44 @@ struct Server::Impl {
     res.set_chunked_content_provider("text/event-stream", [this, shared](size_t, httplib::DataSink& sink) {
       const Job& j = *shared;
       const Endpoint e = j.request.endpoint;
-      StopMatcher stops(j.request.stop);
-      bool first = true, open = true;
-      size_t sent = 0;  // bytes of answer text sent
-      LogprobTrack track = logprob_track();
+      bool open = true;
       auto send = [&](const json& body) {
         const std::string ev = sse_event(body);
         open = open && sink.write(ev.data(), ev.size());
         return open;
       };
-      // Each chunk carries the logprobs of the tokens its text completes.
-      auto send_text = [&](const std::string& text) {
-        if (text.empty() && !first) return open;
-        sent += text.size();
-        const bool ok = send(chunk_body(e, j.meta, text, nullptr, first, logprobs_of(j, track.take(sent))));
-        first = false;
-        return ok;
-      };
-      runtime::GenerateOptions options = j.options;
-      if (options.logprobs >= 0)
-        options.on_logprob = [&](const runtime::TokenLogprob& lp) {
-          if (!is_eos(model, lp.id)) track.add(lp);
-        };
+      Usage usage{static_cast<int64_t>(j.prompt.size())};
       try {
         std::lock_guard<std::mutex> lock(generate_mutex);
-        const auto on_piece = [&](std::string_view piece) {
-          return send_text(stops.push(piece)) && !stops.stopped();
-        };
-        const runtime::GenerateResult r = model.generate(j.prompt, options, j.request.cache_prompt, on_piece);
-        if (open) send_text(stops.finish());
-        if (open)
-          send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false,
-                          logprobs_of(j, track.take(stops.stopped() ? sent : SIZE_MAX))));
-        if (open && j.request.include_usage)
-          send(usage_chunk(e, j.meta, usage_of(r, j.prompt.size())));
+        for (int i = 0; i < j.request.n && open; ++i) {  // choice after choice
+          StopMatcher stops(j.request.stop);
+          bool first = true;
+          size_t sent = 0;  // bytes of answer text sent
+          LogprobTrack track = logprob_track();
+          // Each chunk carries the logprobs of the tokens its text completes.
+          auto send_text = [&](const std::string& text) {
+            if (text.empty() && !first) return open;
+            sent += text.size();
+            const bool ok = send(chunk_body(e, j.meta, text, nullptr, first, logprobs_of(j, track.take(sent)), i));
+            first = false;
+            return ok;
+          };
+          runtime::GenerateOptions options = choice_options(j, i);
+          if (options.logprobs >= 0)
+            options.on_logprob = [&](const runtime::TokenLogprob& lp) {
+              if (!is_eos(model, lp.id)) track.add(lp);
+            };
+          const auto on_piece = [&](std::string_view piece) {
+            return send_text(stops.push(piece)) && !stops.stopped();
+          };
+          const runtime::GenerateResult r = model.generate(j.prompt, options, j.request.cache_prompt, on_piece);
+          add_usage(usage, r, i);
+          if (open) send_text(stops.finish());
+          if (open)
+            send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false,
+                            logprobs_of(j, track.take(stops.stopped() ? sent : SIZE_MAX)), i));
+        }
+        if (open && j.request.include_usage) send(usage_chunk(e, j.meta, usage));
       } catch (const Error& err) {
         send(error_body(err.message(), "server_error"));
       }

@@ -74,6 +74,8 @@ TEST(ParseRequest, TokenIdPromptsLogprobsAndEcho) {
   EXPECT_EQ(parse_request({{"prompt", {{4, 5}}}}, C).prompt_ids, (std::vector<int32_t>{4, 5}));  // lm-eval's form
   EXPECT_TRUE(parse_request({{"prompt", "hi"}}, C).prompt_ids.empty());
   EXPECT_EQ(parse_request({{"prompt", "a"}}, C).logprobs, -1);
+  EXPECT_EQ(parse_request({{"prompt", "a"}}, C).n, 1);
+  EXPECT_EQ(parse_request({{"prompt", "a"}, {"n", 16}}, C).n, 16);
   EXPECT_EQ(parse_request({{"prompt", "a"}, {"logprobs", false}}, C).logprobs, -1);
   EXPECT_EQ(parse_request({{"prompt", "a"}, {"logprobs", 0}}, C).logprobs, 0);  // the token's own only
   const CompletionRequest e = parse_request({{"prompt", "a"}, {"logprobs", 5}, {"echo", true}, {"max_tokens", 0}}, C);
@@ -100,7 +102,9 @@ TEST(ParseRequest, RefusalsNameTheField) {
   EXPECT_EQ(refusal({{"prompt", "a"}, {"stream", 1}}, C), "stream: 'stream' must be true or false");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", {"a", 1}}}, C), "stop: 'stop' must be a string or an array of strings");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"stop", ""}}, C), "stop: stop strings must not be empty");
-  EXPECT_EQ(refusal({{"prompt", "a"}, {"n", 2}}, C), "n: only n = 1 is supported");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"n", 17}}, C), "n: 'n' must be between 1 and 16");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"n", 0}}, C), "n: 'n' must be between 1 and 16");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"best_of", 2}}, C), "best_of: only best_of = 1 is supported");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", 21}}, C), "logprobs: 'logprobs' must be between 0 and 20");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"logprobs", true}}, C), "logprobs: 'logprobs' must be an integer (alternatives per token)");
   EXPECT_EQ(refusal({{"prompt", "a"}, {"top_logprobs", 2}}, C),
@@ -189,7 +193,7 @@ TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
 
 TEST(Bodies, CompletionAndChunks) {
   const ResponseMeta meta{"chatcmpl-1", 1700000000, "m"};
-  const json c = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", {5, 4, 2});
+  const json c = completion_body(Endpoint::ChatCompletions, meta, {{"hello", "stop"}}, {5, 4, 2});
   EXPECT_EQ(c["object"], "chat.completion");
   EXPECT_EQ(c["choices"][0]["message"]["content"], "hello");
   EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
@@ -197,12 +201,16 @@ TEST(Bodies, CompletionAndChunks) {
   EXPECT_EQ(c["usage"]["total_tokens"], 7);
   EXPECT_EQ(c["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
   EXPECT_EQ(c["usage"]["completion_tokens_details"]["accepted_prediction_tokens"], 0);
-  const json d = completion_body(Endpoint::ChatCompletions, meta, "hello", "stop", {5, 0, 9, 6, 2});
+  const json d = completion_body(Endpoint::ChatCompletions, meta, {{"hello", "stop"}}, {5, 0, 9, 6, 2});
   EXPECT_EQ(d["usage"]["completion_tokens_details"],
             (json{{"accepted_prediction_tokens", 6}, {"rejected_prediction_tokens", 2}}));
-  const json t = completion_body(Endpoint::Completions, meta, "x", "length", {1, 0, 1});
+  const json t = completion_body(Endpoint::Completions, meta, {{"x", "length"}, {"yz", "stop"}}, {1, 0, 1});
   EXPECT_EQ(t["object"], "text_completion");
   EXPECT_EQ(t["choices"][0]["text"], "x");
+  EXPECT_EQ(t["choices"][1]["index"], 1);
+  EXPECT_EQ(t["choices"][1]["text"], "yz");
+  EXPECT_EQ(t["choices"][1]["finish_reason"], "stop");
+  EXPECT_EQ(chunk_body(Endpoint::Completions, meta, "q", nullptr, false, nullptr, 3)["choices"][0]["index"], 3);
 
   const json first = chunk_body(Endpoint::ChatCompletions, meta, "He", nullptr, true);
   EXPECT_EQ(first["object"], "chat.completion.chunk");
@@ -258,8 +266,8 @@ TEST(Logprobs, ChatAndCompletionsObjects) {
   EXPECT_EQ(c["text_offset"], (json{0, 2}));
 
   const ResponseMeta meta{"cmpl-1", 1, "m"};
-  EXPECT_TRUE(completion_body(Endpoint::Completions, meta, "x", "stop", {})["choices"][0]["logprobs"].is_null());
-  EXPECT_EQ(completion_body(Endpoint::Completions, meta, "x", "stop", {}, c)["choices"][0]["logprobs"], c);
+  EXPECT_TRUE(completion_body(Endpoint::Completions, meta, {{"x", "stop"}}, {})["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(completion_body(Endpoint::Completions, meta, {{"x", "stop", c}}, {})["choices"][0]["logprobs"], c);
   EXPECT_EQ(chunk_body(Endpoint::ChatCompletions, meta, "x", nullptr, false, chat)["choices"][0]["logprobs"], chat);
 }
 

@@ -32,6 +32,7 @@ struct Fake {
   std::mutex mu;
   std::vector<int32_t> prompt;
   runtime::GenerateOptions options;
+  std::vector<uint64_t> seeds;  // of every generation, in order
   std::vector<std::string> pieces = {"Hello", " wor", "ld", "###", " tail"};
   bool fail = false;
   runtime::StopReason last_stop = runtime::StopReason::MaxTokens;
@@ -46,6 +47,7 @@ struct Fake {
       std::lock_guard<std::mutex> lock(mu);
       prompt.assign(p.begin(), p.end());
       options = o;
+      seeds.push_back(o.sampler.seed.value_or(0));
       reuse = re;
     }
     if (fail) throw Error("logits hold NaN at step 3");
@@ -218,6 +220,46 @@ TEST_F(ServerFake, CompletionLengthAndPrompt) {
   EXPECT_FALSE(fake_.reuse);
   EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", "x"}, {"cache_prompt", 1}}.dump()).status, 400);
+}
+
+// n choices run one after another, choice i with seed + i, streamed choice after choice.
+TEST_F(ServerFake, SeveralChoices) {
+  Running s(model());
+  const Reply r = post(s, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}, {"n", 3}, {"seed", 40}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  ASSERT_EQ(r.body["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(r.body["choices"][i]["index"], i);
+    EXPECT_EQ(r.body["choices"][i]["text"], "Hello wor");
+  }
+  EXPECT_EQ(fake_.seeds, (std::vector<uint64_t>{40, 41, 42}));
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], 6);
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], 1);
+  EXPECT_EQ(r.body["usage"]["prompt_tokens_details"]["cached_tokens"], 3);  // the first choice's
+
+  const json req = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 3}, {"n", 2}, {"stream", true},
+                    {"stream_options", {{"include_usage", true}}}};
+  auto res = s.client().Post("/v1/chat/completions", req.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::vector<std::string> text(2);
+  std::vector<int> finishes(2, 0), roles(2, 0);
+  int64_t usage = -1;
+  for (const json& e : events(res->body)) {
+    if (!e.is_object()) continue;
+    if (e["choices"].empty()) {
+      usage = e["usage"]["completion_tokens"];
+      continue;
+    }
+    const json& c = e["choices"][0];
+    const int i = c["index"];
+    text[static_cast<size_t>(i)] += c["delta"].value("content", "");
+    roles[static_cast<size_t>(i)] += c["delta"].contains("role") ? 1 : 0;
+    finishes[static_cast<size_t>(i)] += c["finish_reason"].is_null() ? 0 : 1;
+  }
+  EXPECT_EQ(text, (std::vector<std::string>{"Hello world", "Hello world"}));
+  EXPECT_EQ(roles, (std::vector<int>{1, 1}));
+  EXPECT_EQ(finishes, (std::vector<int>{1, 1}));
+  EXPECT_EQ(usage, 6);
 }
 
 TEST_F(ServerFake, PredictionTurnsDraftsOnAndUsageCountsThem) {
@@ -558,6 +600,24 @@ TEST(ServerSmolLM2, LogprobsAsEvaluationHarnessesUseThem) {
   EXPECT_EQ(st.body["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", {1, 999999}}}.dump()).body["error"]["message"],
             "token id 999999 is outside the vocabulary (49152 tokens)");
+
+  // n sampled choices: choice i is the answer of seed + i.
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 10;
+  o.sampler = real.model().sampler;
+  o.sampler.temperature = 0.9f;
+  o.eos_token_ids = real.model().eos_ids;
+  const std::vector<int32_t> story = tok.encode("Once upon a time", true);
+  const Reply n = post(s, "/v1/completions",
+                       json{{"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0.9}, {"seed", 5},
+                            {"n", 2}, {"cache_prompt", false}}
+                           .dump());
+  ASSERT_EQ(n.status, 200) << n.raw;
+  for (int i = 0; i < 2; ++i) {
+    o.sampler.seed = 5 + i;
+    EXPECT_EQ(n.body["choices"][i]["text"], runtime::generate_text(llama, tok, story, o).text) << i;
+  }
+  EXPECT_NE(n.body["choices"][0]["text"], n.body["choices"][1]["text"]);
 }
 
 }  // namespace
