@@ -23,8 +23,12 @@
 // --passes: also what one pass of T = 1..8 tokens costs after 128 tokens of context (the check
 // of T - 1 speculative drafts, CudaLlama::forward_rows; T = 1 is the decode graph's step),
 // timed with events, median of --iters.
+// --logprobs: also the generation loop's ms per token after 128 tokens with each sampled token's
+// logprobs computed on the device (CudaSampler with 0, 1, 5, 20 alternatives) against without,
+// the settings alternating over 3 rounds, median of the rounds.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
-//                          [--decode-only] [--passes] [--shape llama3-8b|smollm2] [--settle-ms N]
+//                          [--decode-only] [--passes] [--logprobs] [--shape llama3-8b|smollm2]
+//                          [--settle-ms N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -72,6 +76,7 @@ struct Args {
   int attn_row = -1, mlp_row = -1;  // exllamav2 option table rows (--tables), -1: 4-bit
   bool decode_only = false;
   bool passes = false;
+  bool logprobs = false;
   bool smol = false;  // --shape smollm2
   int iters = 64;
   int settle_ms = 0;
@@ -309,6 +314,42 @@ json time_passes(rt::CudaLlama& m, int64_t context, int iters) {
   return rows;
 }
 
+// The greedy generation loop's ms per token after `context` tokens, without logprobs (top_n
+// -1) and with them for 0, 1, 5 and 20 alternatives: settings alternate over 3 rounds of
+// `iters` steps each (wall clock: the loop waits for every id); median of the rounds.
+json time_logprobs(rt::CudaLlama& m, int64_t context, int iters) {
+  const cudaStream_t s = m.stream();
+  runtime::SamplerConfig greedy;
+  greedy.temperature = 0.0f;
+  rt::CudaSampler sampler(greedy, m.config().vocab_size, m.allocator(), s);
+  const std::vector<int32_t> ids = prompt_ids(context, m.config().vocab_size);
+  const std::vector<int> tops = {-1, 0, 1, 5, 20};
+  std::vector<std::vector<double>> ms(tops.size());
+  runtime::TokenLogprob lp;
+  for (int round = 0; round < 3; ++round) {
+    for (size_t k = 0; k < tops.size(); ++k) {
+      auto step = [&](const gpu::DeviceView& logits) {
+        return tops[k] < 0 ? sampler.sample(logits, m.token_slot()) : sampler.sample(logits, m.token_slot(), tops[k], &lp);
+      };
+      m.reset();
+      step(m.forward_last(ids));
+      for (int i = 0; i < kWarmup; ++i) step(m.decode_slot());
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < iters; ++i) step(m.decode_slot());
+      ms[k].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters);
+    }
+  }
+  json rows = json::array();
+  const double off = median(ms[0]);
+  for (size_t k = 0; k < tops.size(); ++k) {
+    const double t = median(ms[k]);
+    fmt::print("loop with logprobs {:>3}: {:.3f} ms/token (+{:.3f} ms)\n", tops[k] < 0 ? std::string("off") : std::to_string(tops[k]), t,
+               t - off);
+    rows.push_back({{"top_logprobs", tops[k]}, {"ms_per_token", t}, {"extra_ms", t - off}, {"rounds_ms", ms[k]}});
+  }
+  return rows;
+}
+
 // Prefill of `tokens` tokens in one chunk, timed with events; median of `runs`.
 json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
   const cudaStream_t s = m.stream();
@@ -392,6 +433,7 @@ json run_synthetic(const Args& a) {
                     {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
     out["decode"] = json::array({time_decode(m, 128, a.iters, a.settle_ms), time_decode(m, 2048, a.iters, a.settle_ms)});
     if (a.passes) out["passes_128"] = time_passes(m, 128, a.iters);
+    if (a.logprobs) out["logprobs_128"] = time_logprobs(m, 128, a.iters);
     if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
   }
@@ -435,6 +477,7 @@ int run(int argc, char** argv) {
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
     else if (arg == "--passes") a.passes = true;
+    else if (arg == "--logprobs") a.logprobs = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--shape") {
       const std::string v = value();
@@ -453,7 +496,8 @@ int run(int argc, char** argv) {
                 "--tables {}: rows are 0..{} (attention) and 0..{} (MLP)", v,
                 quant::attn_option_table().size() - 1, quant::mlp_option_table().size() - 1);
     } else throw Error(fmt::format("unknown argument {} (usage: cuda_decode_bench [--json FILE] [--iters N] "
-                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only] [--passes] [--shape S])", arg));
+                                 "[--vocab N] [--model DIR] [--tables A,M] [--decode-only] [--passes] [--logprobs] "
+                                 "[--shape S])", arg));
   }
   EXQ_CHECK(a.iters >= 1 && a.vocab >= 2, "--iters and --vocab must be positive");
   const json out = a.model.empty() ? run_synthetic(a) : run_model(a);
