@@ -20,8 +20,8 @@ struct TokenLogprob {
 };
 
 // log softmax(logits)[id] and the top_n (0..kMaxTopLogprobs) most likely tokens (the log-sum
-// summed in double). Throws exq::Error for an id outside the row, top_n out of range or a non-finite logit
-// (named by its id).
+// summed in double). Throws exq::Error for an id outside the row, top_n out of range or a
+// non-finite logit (named by its id).
 TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int top_n);
 
 }  // namespace exq::runtime

@@ -13,7 +13,8 @@ GenerateResult PromptCache::generate(StepFunction& context, std::span<const int3
                                      GenerateOptions options, bool reuse, const Run& run) {
   int64_t keep = 0;
   // Scoring the prompt needs logits of all of it: nothing is kept then.
-  if (reuse && !options.prompt_logprobs && !prompt.empty() && context.position() == static_cast<int64_t>(tokens_.size()))
+  if (reuse && !options.prompt_logprobs && !prompt.empty() &&
+      context.position() == static_cast<int64_t>(tokens_.size()))
     keep = std::min(common_prefix(tokens_, prompt), static_cast<int64_t>(prompt.size()) - 1);
   if (keep > 0)
     context.truncate(keep);

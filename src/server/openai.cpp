@@ -260,10 +260,14 @@ std::vector<int32_t> parse_detokenize(const json& body, int64_t vocab) {
   for (const json& v : *t) {
     if (!v.is_number_integer()) bad("tokens", "'tokens' must be an array of token ids");
     const auto id = v.get<int64_t>();
-    if (id < 0 || id >= vocab) bad("tokens", fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab));
+    check_token_id(id, vocab, "tokens");
     ids.push_back(static_cast<int32_t>(id));
   }
   return ids;
+}
+
+void check_token_id(int64_t id, int64_t vocab, const char* param) {
+  if (id < 0 || id >= vocab) bad(param, fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab));
 }
 
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, const CompletionRequest& r) {
@@ -404,6 +408,12 @@ json logprobs_json(Endpoint endpoint, std::span<const LogprobEntry> entries, con
           {"text_offset", std::move(offsets)}};
 }
 
+void LogprobTrack::append(LogprobEntry e) {
+  e.offset = bytes_;
+  bytes_ += text_(e.id, true).size();
+  entries_.push_back(std::move(e));
+}
+
 void LogprobTrack::add_prompt(std::span<const int32_t> ids, std::span<const runtime::TokenLogprob> scored) {
   for (size_t i = 0; i < ids.size(); ++i) {
     LogprobEntry e;
@@ -412,10 +422,8 @@ void LogprobTrack::add_prompt(std::span<const int32_t> ids, std::span<const runt
       e.logprob = scored[i - 1].logprob;
       e.top = scored[i - 1].top;
     }
-    e.offset = bytes_;
     e.prompt = true;
-    bytes_ += text_(e.id, true).size();
-    entries_.push_back(std::move(e));
+    append(std::move(e));
   }
   answer_start_ = bytes_;
 }
@@ -425,9 +433,7 @@ void LogprobTrack::add(const runtime::TokenLogprob& lp) {
   e.id = lp.id;
   e.logprob = lp.logprob;
   e.top = lp.top;
-  e.offset = bytes_;
-  bytes_ += text_(e.id, true).size();
-  entries_.push_back(std::move(e));
+  append(std::move(e));
 }
 
 std::span<const LogprobEntry> LogprobTrack::take(size_t end) {

@@ -79,6 +79,8 @@ struct TokenizeRequest {
 };
 TokenizeRequest parse_tokenize(const nlohmann::json& body);
 std::vector<int32_t> parse_detokenize(const nlohmann::json& body, int64_t vocab);
+// ApiError (400, naming `param`) for a token id outside [0, vocab).
+void check_token_id(int64_t id, int64_t vocab, const char* param);
 
 // The model's defaults with the request's fields over them; ApiError for values out of range.
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults,
@@ -156,6 +158,8 @@ class LogprobTrack {
   std::span<const LogprobEntry> take(size_t end);
 
  private:
+  void append(LogprobEntry e);  // at the text's current end, which its text extends
+
   TokenText text_;
   std::vector<LogprobEntry> entries_;
   size_t taken_ = 0;

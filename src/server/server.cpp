@@ -122,10 +122,7 @@ struct Server::Impl {
       }
       job.prompt = model.tokenizer->encode(text, /*add_special_tokens=*/false);
     } else if (!r.prompt_ids.empty()) {
-      const int64_t vocab = model.tokenizer->vocab_size();
-      for (const int32_t id : r.prompt_ids)
-        if (id >= vocab)
-          throw ApiError(400, fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab), "prompt");
+      for (const int32_t id : r.prompt_ids) check_token_id(id, model.tokenizer->vocab_size(), "prompt");
       job.prompt = r.prompt_ids;
     } else {
       job.prompt = model.tokenizer->encode(r.prompt, /*add_special_tokens=*/true);
@@ -164,16 +161,15 @@ struct Server::Impl {
     return job;
   }
 
-  std::string token_text(int32_t id, bool skip_special) const {
-    return model.tokenizer->decode(std::span<const int32_t>(&id, 1), skip_special);
-  }
-  LogprobTrack logprob_track() const {
-    return LogprobTrack([this](int32_t id, bool skip) { return token_text(id, skip); });
+  // One token's text through the model's tokenizer.
+  TokenText token_text() const {
+    return [this](int32_t id, bool skip_special) {
+      return model.tokenizer->decode(std::span<const int32_t>(&id, 1), skip_special);
+    };
   }
   json logprobs_of(const Job& j, std::span<const LogprobEntry> entries) const {
     if (j.request.logprobs < 0) return nullptr;
-    return logprobs_json(j.request.endpoint, entries,
-                         [this](int32_t id, bool skip) { return token_text(id, skip); });
+    return logprobs_json(j.request.endpoint, entries, token_text());
   }
 
   void complete(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
@@ -221,7 +217,7 @@ struct Server::Impl {
     Choice c;
     c.finish_reason = finish_reason(result, stops.stopped());
     if (job.request.logprobs >= 0) {
-      LogprobTrack track = logprob_track();
+      LogprobTrack track(token_text());
       if (job.request.echo) track.add_prompt(job.prompt, result.prompt_logprobs);
       for (const runtime::TokenLogprob& lp : result.logprobs)
         if (!is_eos(model, lp.id)) track.add(lp);
@@ -252,7 +248,7 @@ struct Server::Impl {
           StopMatcher stops(j.request.stop);
           bool first = true;
           size_t sent = 0;  // bytes of answer text sent
-          LogprobTrack track = logprob_track();
+          LogprobTrack track(token_text());
           // Each chunk carries the logprobs of the tokens its text completes.
           auto send_text = [&](const std::string& text) {
             if (text.empty() && !first) return open;

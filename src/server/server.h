@@ -1,7 +1,8 @@
 // `exq serve`: an HTTP server with OpenAI's API over one loaded model (cpp-httplib).
 // Routes: GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions (both
-// with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize. Requests are checked and tokenized on the
-// server's worker threads; generations run one at a time on the model (later ones wait).
+// with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize.
+// Requests are checked and tokenized on the server's worker threads; generations run one at a
+// time on the model (later ones wait).
 #pragma once
 
 #include <cstdint>

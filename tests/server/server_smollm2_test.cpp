@@ -1,0 +1,216 @@
+// `exq serve` over the real SmolLM2 model: answers over HTTP against runtime::generate_text,
+// the prompt cache, predicted outputs, logprobs against the perplexity, and n choices.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "chat/template.h"
+#include "http_test_util.h"
+#include "model/llama.h"
+#include "runtime/generation_config.h"
+#include "runtime/model_step.h"
+#include "runtime/perplexity.h"
+#include "server/server.h"
+#include "test_support.h"
+#include "tokenizer/tokenizer_config.h"
+
+namespace exq::server {
+namespace {
+
+using http_test::events;
+using http_test::post;
+using http_test::Reply;
+using http_test::Running;
+using nlohmann::json;
+
+// SmolLM2 served as exq serve runs it: a session over one KV cache of 512 positions.
+struct SmolLM2Server {
+  std::filesystem::path dir = test::test_model();
+  model::LlamaModel llama = model::LlamaModel::load(dir);
+  tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  tokenizer::TokenizerConfig tc = tokenizer::load_tokenizer_config(dir);
+  runtime::GenerationConfig gen = runtime::load_generation_config(dir);
+  runtime::LlamaSession session{llama, tok, 512};
+
+  ServerModel model() {
+    ServerModel m;
+    m.id = "smollm2";
+    m.tokenizer = &tok;
+    m.chat_template = tc.chat_template;
+    m.bos_token = tc.bos_token;
+    m.eos_token = tc.eos_token;
+    m.sampler = runtime::sampler_defaults(gen);
+    m.eos_ids = runtime::stop_token_ids(gen, llama.config(), tok, tc.eos_token);
+    m.max_context = 512;
+    m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                        const runtime::TextCallback& cb) { return session.generate(p, o, reuse, cb); };
+    return m;
+  }
+};
+
+// The real model: greedy answers over HTTP equal runtime::generate_text's, streamed or not.
+TEST(ServerSmolLM2, GreedyChatMatchesGenerateText) {
+  EXQ_REQUIRE_MODEL();
+  SmolLM2Server real;
+  model::LlamaModel& llama = real.llama;
+  const tokenizer::Tokenizer& tok = real.tok;
+  const tokenizer::TokenizerConfig& tc = real.tc;
+  runtime::LlamaSession& session = real.session;
+  const std::vector<int32_t> eos = real.model().eos_ids;
+  Running s(real.model());
+
+  const json messages = {{{"role", "user"}, {"content", "What is the capital of France?"}}};
+  const chat::Template t(tc.chat_template);
+  const std::vector<int32_t> prompt =
+      tok.encode(chat::render_chat(t, messages, true, tc.bos_token, tc.eos_token), false);
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 24;
+  o.eos_token_ids = eos;
+  o.sampler.temperature = 0.0f;
+  const runtime::GenerateResult want = runtime::generate_text(llama, tok, prompt, o);
+  ASSERT_FALSE(want.text.empty());
+
+  const json req = {{"messages", messages}, {"max_tokens", 24}, {"temperature", 0}};
+  const Reply r = post(s, "/v1/chat/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], want.stop == runtime::StopReason::Eos ? "stop" : "length");
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want.generated_tokens);
+
+  json sreq = req;
+  sreq["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string text;
+  for (const json& e : events(res->body))
+    if (e.is_object() && !e["choices"].empty()) text += e["choices"][0]["delta"].value("content", "");
+  EXPECT_EQ(text, want.text);
+
+  // The next turn re-sends the conversation: only what follows the context's common prefix
+  // with it runs, and the answer is the one a fresh context gives.
+  const std::vector<int32_t> held(session.context_tokens().begin(), session.context_tokens().end());
+  json turn2 = messages;
+  turn2.push_back({{"role", "assistant"}, {"content", want.text}});
+  turn2.push_back({{"role", "user"}, {"content", "And of Germany?"}});
+  const std::vector<int32_t> prompt2 =
+      tok.encode(chat::render_chat(t, turn2, true, tc.bos_token, tc.eos_token), false);
+  const int64_t common = runtime::common_prefix(held, prompt2);
+  ASSERT_GT(common, static_cast<int64_t>(prompt.size()));  // the first prompt and some of its answer
+  const runtime::GenerateResult want2 = runtime::generate_text(llama, tok, prompt2, o);
+  const Reply r2 = post(s, "/v1/chat/completions", json{{"messages", turn2}, {"max_tokens", 24}, {"temperature", 0}}.dump());
+  ASSERT_EQ(r2.status, 200) << r2.raw;
+  EXPECT_EQ(r2.body["usage"]["prompt_tokens"], static_cast<int64_t>(prompt2.size()));
+  EXPECT_EQ(r2.body["usage"]["prompt_tokens_details"]["cached_tokens"], common);
+  EXPECT_EQ(r2.body["choices"][0]["message"]["content"], want2.text);
+
+  // A prediction of the answer (OpenAI's predicted outputs): the same text, most of it from
+  // drafts the model confirmed.
+  const json turn3 = {{{"role", "user"}, {"content", "Repeat after me: the quick brown fox jumps over the lazy dog."}}};
+  const std::vector<int32_t> prompt3 = tok.encode(chat::render_chat(t, turn3, true, tc.bos_token, tc.eos_token), false);
+  const runtime::GenerateResult want3 = runtime::generate_text(llama, tok, prompt3, o);
+  const Reply r3 = post(s, "/v1/chat/completions",
+                        json{{"messages", turn3}, {"max_tokens", 24}, {"temperature", 0},
+                             {"prediction", {{"type", "content"}, {"content", want3.text}}}}
+                            .dump());
+  ASSERT_EQ(r3.status, 200) << r3.raw;
+  EXPECT_EQ(r3.body["choices"][0]["message"]["content"], want3.text);
+  const int64_t accepted = r3.body["usage"]["completion_tokens_details"]["accepted_prediction_tokens"];
+  EXPECT_GE(accepted, want3.generated_tokens / 2) << r3.raw;
+}
+
+// What lm-evaluation-harness asks of /v1/completions (token ids, echo, logprobs, max_tokens 0)
+// and chat logprobs, streamed and not, on the real model.
+TEST(ServerSmolLM2, LogprobsAsEvaluationHarnessesUseThem) {
+  EXQ_REQUIRE_MODEL();
+  SmolLM2Server real;
+  model::LlamaModel& llama = real.llama;
+  const tokenizer::Tokenizer& tok = real.tok;
+  Running s(real.model());
+
+  // Loglikelihood of a text: the echoed prompt's logprobs sum to minus its perplexity NLL.
+  const std::vector<int32_t> ids = tok.encode("The quick brown fox jumps over the lazy dog. It was not amused.", false);
+  const Reply r = post(s, "/v1/completions",
+                       json{{"prompt", json::array({ids})}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const json& lp = r.body["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_EQ(r.body["choices"][0]["text"], tok.decode(ids));
+  double sum = 0.0;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    sum += lp["token_logprobs"][i].get<double>();
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 1u);
+  }
+  const runtime::PerplexityResult p = runtime::perplexity(llama, {ids});
+  EXPECT_NEAR(-sum / static_cast<double>(p.tokens), p.nll, 1e-5 * p.nll);
+
+  // A greedy answer's logprobs: each token the likeliest, the tokens spelling the text.
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "What is the capital of France?"}}}},
+                     {"max_tokens", 12}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3},
+                     {"cache_prompt", false}};
+  const Reply c = post(s, "/v1/chat/completions", chat.dump());
+  ASSERT_EQ(c.status, 200) << c.raw;
+  const json& content = c.body["choices"][0]["logprobs"]["content"];
+  ASSERT_FALSE(content.empty());
+  std::string spelled;
+  for (const json& e : content) {
+    spelled += e["token"].get<std::string>();
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    EXPECT_EQ(e["top_logprobs"][0]["token"], e["token"]);
+    EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(spelled, c.body["choices"][0]["message"]["content"]);
+
+  // Streamed: every chunk carries its own tokens' logprobs; together the same as above.
+  json sreq = chat;
+  sreq["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(res);
+  json streamed = json::array();
+  for (const json& e : events(res->body))
+    if (e.is_object() && !e["choices"].empty() && !e["choices"][0]["logprobs"].is_null())
+      for (const json& t : e["choices"][0]["logprobs"]["content"]) streamed.push_back(t);
+  ASSERT_EQ(streamed.size(), content.size());
+  for (size_t i = 0; i < content.size(); ++i) {
+    EXPECT_EQ(streamed[i]["token"], content[i]["token"]);
+    EXPECT_NEAR(streamed[i]["logprob"].get<double>(), content[i]["logprob"].get<double>(), 1e-5);
+  }
+
+  // A stop string cuts the logprobs where it cuts the text.
+  const Reply st = post(s, "/v1/completions",
+                        json{{"prompt", "The capital of France is"}, {"max_tokens", 8}, {"temperature", 0},
+                             {"logprobs", 0}, {"stop", "."}}
+                            .dump());
+  ASSERT_EQ(st.status, 200) << st.raw;
+  std::string joined;
+  for (const json& t : st.body["choices"][0]["logprobs"]["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, st.body["choices"][0]["text"]);
+  EXPECT_EQ(st.body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(post(s, "/v1/completions", json{{"prompt", {1, 999999}}}.dump()).body["error"]["message"],
+            "token id 999999 is outside the vocabulary (49152 tokens)");
+
+  // n sampled choices: choice i is the answer of seed + i.
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 10;
+  o.sampler = real.model().sampler;
+  o.sampler.temperature = 0.9f;
+  o.eos_token_ids = real.model().eos_ids;
+  const std::vector<int32_t> story = tok.encode("Once upon a time", true);
+  const Reply n = post(s, "/v1/completions",
+                       json{{"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0.9}, {"seed", 5},
+                            {"n", 2}, {"cache_prompt", false}}
+                           .dump());
+  ASSERT_EQ(n.status, 200) << n.raw;
+  for (int i = 0; i < 2; ++i) {
+    o.sampler.seed = 5 + i;
+    EXPECT_EQ(n.body["choices"][i]["text"], runtime::generate_text(llama, tok, story, o).text) << i;
+  }
+  EXPECT_NE(n.body["choices"][0]["text"], n.body["choices"][1]["text"]);
+}
+
+}  // namespace
+}  // namespace exq::server
