@@ -37,6 +37,7 @@ struct GenerateArgs {
   std::string system;
   int64_t max_tokens = 256;
   SamplingFlags sampling;
+  GrammarFlags grammar;
   DraftFlags draft;
   std::string prediction_file;
   int threads = 0;
@@ -85,6 +86,7 @@ void run_generate(const GenerateArgs& a) {
   options.eos_token_ids = m.eos_ids;
   options.draft = a.draft.settings();
   options.logprobs = a.logprobs;
+  a.grammar.apply(options, tok, model.config().vocab_size);
   if (!a.prediction_file.empty()) {
     if (!options.draft.enabled()) throw Error("--prediction-file needs drafts: give --draft-max N");
     options.prediction = tok.encode(read_text_file(a.prediction_file), /*add_special_tokens=*/false);
@@ -159,6 +161,7 @@ void add_generate(CLI::App& app) {
   a->system_opt = cmd->add_option("--system", a->system, "system message for --chat");
   cmd->add_option("--max-tokens", a->max_tokens, "most tokens to generate")->capture_default_str();
   a->sampling.add(*cmd);
+  a->grammar.add(*cmd);
   a->draft.add(*cmd);
   cmd->add_option("--prediction-file", a->prediction_file,
                   "text the answer is expected to repeat (e.g. a file being edited): guesses are looked up "

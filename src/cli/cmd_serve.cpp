@@ -71,6 +71,7 @@ void run_serve(const ServeArgs& a) {
   sm.eos_ids = gm.eos_ids;
   sm.default_max_tokens = a.max_tokens;
   sm.draft = a.draft.settings();
+  sm.vocab_size = gm.model.config().vocab_size;
   ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
   sm.max_context = session.max_context();
   sm.device = session.device_name();

@@ -2,7 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
+#include <cmath>
 #include <cstdio>
+
+#include "grammar/grammar.h"
+#include "grammar/json_schema.h"
 
 #include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
@@ -17,6 +23,11 @@ void SamplingFlags::add(CLI::App& cmd) {
   top_p_opt_ = cmd.add_option("--top-p", top_p_, "nucleus sampling, 1 = off (default 0.95)");
   min_p_opt_ = cmd.add_option("--min-p", min_p_, "drop tokens below min-p x the top probability (default 0.05)");
   penalty_opt_ = cmd.add_option("--repetition-penalty", penalty_, "HF repetition penalty, 1 = off");
+  presence_opt_ = cmd.add_option("--presence-penalty", presence_,
+                                 "OpenAI's: subtracted from the logit of every token generated before (-2..2, 0 = off)");
+  frequency_opt_ = cmd.add_option("--frequency-penalty", frequency_,
+                                  "OpenAI's: subtracted once per time a token was generated (-2..2, 0 = off)");
+  cmd.add_option("--logit-bias", logit_bias_, "ID+BIAS or ID-BIAS added to token ID's logit (repeatable; -100 bans)");
   seed_opt_ = cmd.add_option("--seed", seed_, "random seed (default: random)");
 }
 
@@ -27,9 +38,74 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   if (top_p_opt_->count() > 0) s.top_p = top_p_;
   if (min_p_opt_->count() > 0) s.min_p = min_p_;
   if (penalty_opt_->count() > 0) s.repetition_penalty = penalty_;
+  if (presence_opt_->count() > 0) s.presence_penalty = presence_;
+  if (frequency_opt_->count() > 0) s.frequency_penalty = frequency_;
+  for (const std::string& b : logit_bias_) s.logit_bias.push_back(parse_logit_bias(b));
   if (seed_opt_->count() > 0) s.seed = seed_;
   s.validate();
   return s;
+}
+
+runtime::LogitBias parse_logit_bias(const std::string& text) {
+  const size_t sign = text.find_first_of("+-", 1);
+  runtime::LogitBias b;
+  bool ok = sign != std::string::npos && sign > 0;
+  try {
+    size_t used = 0;
+    if (ok) {
+      const long long id = std::stoll(text.substr(0, sign), &used);
+      ok = used == sign && id >= 0 && id <= INT32_MAX;
+      b.id = static_cast<int32_t>(id);
+    }
+    if (ok) {
+      const std::string value = text.substr(sign);
+      b.bias = std::stof(value, &used);
+      ok = used == value.size() && std::isfinite(b.bias);
+    }
+  } catch (const std::exception&) {
+    ok = false;
+  }
+  if (!ok) throw Error(fmt::format("--logit-bias '{}': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043-5", text));
+  return b;
+}
+
+void GrammarFlags::add(CLI::App& cmd) {
+  cmd.add_option("--grammar", grammar_, "GBNF grammar (llama.cpp's notation) the answer must follow");
+  cmd.add_option("--grammar-file", grammar_file_, "file holding a GBNF grammar");
+  cmd.add_option("--json-schema", schema_, "JSON schema the answer must be valid JSON under ('{}': any JSON)");
+  cmd.add_option("--json-schema-file", schema_file_, "file holding a JSON schema");
+}
+
+void GrammarFlags::apply(runtime::GenerateOptions& options, const tokenizer::Tokenizer& tok, int64_t vocab) const {
+  const int given = !grammar_.empty() + !grammar_file_.empty() + !schema_.empty() + !schema_file_.empty();
+  if (given == 0) return;
+  if (given > 1) throw Error("give one of --grammar, --grammar-file, --json-schema, --json-schema-file");
+  if (!grammar_file_.empty()) {
+    try {
+      options.grammar = grammar::Grammar::parse(read_text_file(grammar_file_));
+    } catch (const Error& e) {
+      throw e.with_file(grammar_file_);
+    }
+  } else if (!schema_.empty() || !schema_file_.empty()) {
+    const std::string& where = schema_.empty() ? schema_file_ : std::string("--json-schema");
+    try {
+      const std::string text = schema_.empty() ? read_text_file(schema_file_) : schema_;
+      // ordered_json: properties are generated in the schema's order.
+      const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(text);
+      options.grammar = grammar::Grammar::parse(grammar::json_schema_to_gbnf(schema));
+    } catch (const nlohmann::ordered_json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON: {}", where, e.what()));
+    } catch (const Error& e) {
+      throw e.with_file(where);
+    }
+  } else {
+    try {
+      options.grammar = grammar::Grammar::parse(grammar_);
+    } catch (const Error& e) {
+      throw e.with_file("--grammar");
+    }
+  }
+  options.grammar_vocab = runtime::TokenVocab::from_tokenizer(tok, vocab);
 }
 
 void DraftFlags::add(CLI::App& cmd) {

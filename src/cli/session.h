@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "cli/run_util.h"
 #include "model/llama.h"
@@ -20,7 +21,8 @@
 
 namespace exq::cli {
 
-// --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed.
+// --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --presence-penalty,
+// --frequency-penalty, --logit-bias, --seed.
 class SamplingFlags {
  public:
   void add(CLI::App& cmd);
@@ -28,11 +30,29 @@ class SamplingFlags {
   runtime::SamplerConfig settings(const runtime::GenerationConfig& gen) const;
 
  private:
-  float temperature_ = 0.0f, top_p_ = 1.0f, min_p_ = 0.0f, penalty_ = 1.0f;
+  float temperature_ = 0.0f, top_p_ = 1.0f, min_p_ = 0.0f, penalty_ = 1.0f, presence_ = 0.0f, frequency_ = 0.0f;
   int top_k_ = 0;
   uint64_t seed_ = 0;
+  std::vector<std::string> logit_bias_;
   CLI::Option *temperature_opt_ = nullptr, *top_k_opt_ = nullptr, *top_p_opt_ = nullptr,
-              *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr;
+              *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr, *presence_opt_ = nullptr,
+              *frequency_opt_ = nullptr;
+};
+
+// "ID+BIAS" / "ID-BIAS" (llama.cpp's --logit-bias); throws exq::Error naming the text.
+runtime::LogitBias parse_logit_bias(const std::string& text);
+
+// --grammar, --grammar-file, --json-schema, --json-schema-file: the answer must follow a GBNF
+// grammar or be JSON valid under a schema (at most one of them).
+class GrammarFlags {
+ public:
+  void add(CLI::App& cmd);
+  // Sets options.grammar and its vocabulary (vocab: the model's logits per token); throws
+  // exq::Error for a bad grammar, schema or file.
+  void apply(runtime::GenerateOptions& options, const tokenizer::Tokenizer& tok, int64_t vocab) const;
+
+ private:
+  std::string grammar_, grammar_file_, schema_, schema_file_;
 };
 
 // --draft-max, --draft-ngram-min, --draft-ngram-max: speculative decoding by prompt lookup.

@@ -59,6 +59,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::MaxTokens: return "max_tokens";
     case StopReason::ContextFull: return "context_full";
     case StopReason::Callback: return "callback";
+    case StopReason::Grammar: return "grammar";
   }
   return "unknown";
 }
@@ -85,6 +86,7 @@ GenerationOutput::GenerationOutput(GenerateResult& result, TextDecoder* decoder,
                                    const TextCallback& on_text)
     : result_(result), decoder_(decoder), options_(options), on_text_(on_text) {
   if (decoder_) decoder_->reset();
+  if (options.grammar) constraint_.emplace(options.grammar, options.grammar_vocab, options.eos_token_ids);
 }
 
 void GenerationOutput::emit(std::string piece) {
@@ -95,6 +97,7 @@ void GenerationOutput::emit(std::string piece) {
 }
 
 bool GenerationOutput::add(int32_t id) {
+  if (constraint_) constraint_->accept(id);
   result_.ids.push_back(id);
   const auto& eos = options_.eos_token_ids;
   if (std::find(eos.begin(), eos.end(), id) != eos.end()) {
@@ -104,6 +107,10 @@ bool GenerationOutput::add(int32_t id) {
   if (decoder_) emit(decoder_->push(id));
   if (stopped_by_callback_) {
     result_.stop = StopReason::Callback;
+    return true;
+  }
+  if (constraint_ && constraint_->finished()) {
+    result_.stop = StopReason::Grammar;
     return true;
   }
   if (static_cast<int64_t>(result_.ids.size()) >= options_.max_new_tokens) {
@@ -146,6 +153,22 @@ void GenerationOutput::record(TokenLogprob lp) {
 void GenerationOutput::count_draft(int64_t drafted, int64_t accepted) {
   result_.draft_tokens += drafted;
   result_.accepted_draft_tokens += accepted;
+}
+
+void check_vocab_settings(const GenerateOptions& options, int64_t vocab) {
+  options.sampler.validate(vocab);
+  if (!options.grammar) return;
+  EXQ_CHECK(options.grammar_vocab != nullptr, "a grammar needs the token vocabulary");
+  EXQ_CHECK(options.grammar_vocab->size() == vocab, "grammar: the token vocabulary has {} ids, the model {}",
+            options.grammar_vocab->size(), vocab);
+}
+
+int32_t constrained_sample(Sampler& sampler, std::span<const float> logits, std::span<const int32_t> history,
+                           size_t generated_from, const GenerationOutput& out) {
+  const int32_t t = sampler.sample(logits, history, generated_from);
+  const TokenConstraint* c = out.constraint();
+  if (!c || c->allows(t)) return t;
+  return sampler.sample(logits, history, generated_from, c->allowed());
 }
 
 DraftCheck check_draft(std::span<const int32_t> draft, Drafter& drafter, GenerationOutput& out,
@@ -232,9 +255,15 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
   GenerationOutput out(result, decoder, options, on_text);
   std::vector<int32_t> history(prompt.begin(), prompt.end());  // the repetition penalty's and the drafts'
 
+  // Draws under the grammar; presence / frequency penalties count the tokens after the prompt.
+  auto draw = [&](std::span<const float> row) {
+    const int32_t t = constrained_sample(sampler, row, history, prompt.size(), out);
+    out.score(row, t);
+    return t;
+  };
   std::span<const float> logits = model.forward(rest);
-  int32_t next = sampler.sample(logits, history);
-  out.score(logits, next);
+  check_vocab_settings(options, static_cast<int64_t>(logits.size()));
+  int32_t next = draw(logits);
   result.prefill_seconds = seconds_since(t0);
 
   t0 = Clock::now();
@@ -251,8 +280,7 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
     ++result.decode_steps;
     if (draft.empty()) {
       logits = model.forward(std::span<const int32_t>(&next, 1));
-      next = sampler.sample(logits, history);
-      out.score(logits, next);
+      next = draw(logits);
       continue;
     }
     std::vector<int32_t> pass{next};
@@ -260,12 +288,8 @@ GenerateResult generate(StepFunction& model, TextDecoder* decoder, std::span<con
     const int64_t base = model.position();
     const std::span<const float> rows = model.forward_all(pass);
     const size_t vocab = rows.size() / pass.size();
-    const DraftCheck c = check_draft(draft, drafter, out, history, [&](size_t i) {
-      const std::span<const float> row = rows.subspan(i * vocab, vocab);
-      const int32_t t = sampler.sample(row, history);
-      out.score(row, t);
-      return t;
-    });
+    const DraftCheck c = check_draft(draft, drafter, out, history,
+                                     [&](size_t i) { return draw(rows.subspan(i * vocab, vocab)); });
     model.truncate(base + c.keep);
     if (c.stopped) break;
     next = c.next;

@@ -6,14 +6,17 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "grammar/grammar.h"
 #include "runtime/draft.h"
 #include "runtime/logprobs.h"
 #include "runtime/sampler.h"
+#include "runtime/token_constraint.h"
 
 namespace exq::runtime {
 
@@ -82,10 +85,17 @@ struct GenerateOptions {
   // With logprobs >= 0: the prompt's tokens 1.. scored as well (result.prompt_logprobs), which
   // runs the whole prompt (cached_prompt_tokens must be 0). With max_new_tokens 0 only that.
   bool prompt_logprobs = false;
+  // Constrained generation: every token keeps the text a prefix of a sentence of `grammar`
+  // (an eos id only once it is whole); generation ends when nothing may follow. A draw the
+  // grammar refuses is drawn again from the allowed tokens (with a second random number), as
+  // llama.cpp does. Needs grammar_vocab (the tokenizer's bytes of every id).
+  std::shared_ptr<const grammar::Grammar> grammar;
+  std::shared_ptr<const TokenVocab> grammar_vocab;
 };
 
-enum class StopReason { Eos, MaxTokens, ContextFull, Callback };
-const char* stop_reason_name(StopReason r);  // "eos", "max_tokens", "context_full", "callback"
+enum class StopReason { Eos, MaxTokens, ContextFull, Callback, Grammar };
+// "eos", "max_tokens", "context_full", "callback", "grammar"
+const char* stop_reason_name(StopReason r);
 
 struct GenerateResult {
   std::vector<int32_t> ids;  // generated ids, including an eos id that stopped generation
@@ -126,8 +136,10 @@ class GenerationOutput {
   void score(std::span<const float> row, int32_t id);
   void record(TokenLogprob lp);  // a log-probability computed elsewhere (the GPU)
   bool scoring() const { return options_.logprobs >= 0; }
-  // Records a sampled id; true when generation stops with it (eos, callback or max tokens,
-  // result.stop set).
+  // The grammar's state (options.grammar), or null.
+  const TokenConstraint* constraint() const { return constraint_ ? &*constraint_ : nullptr; }
+  // Records a sampled id; true when generation stops with it (eos, callback, the grammar's end
+  // or max tokens, result.stop set).
   bool add(int32_t id);
   // Guesses a pass may check after the next token, given the context's state: what
   // max_new_tokens and the context leave after the pass's sampled token.
@@ -145,7 +157,16 @@ class GenerationOutput {
   const TextCallback& on_text_;
   Utf8Stream utf8_;
   bool stopped_by_callback_ = false;
+  std::optional<TokenConstraint> constraint_;
 };
+
+// Throws exq::Error when a logit bias id or the grammar's vocabulary does not fit `vocab`.
+void check_vocab_settings(const GenerateOptions& options, int64_t vocab);
+
+// Sampler::sample under the grammar of `out` (if any): a draw the grammar refuses is drawn
+// again from the allowed tokens. `generated_from`: where the generated tokens of `history` begin.
+int32_t constrained_sample(Sampler& sampler, std::span<const float> logits, std::span<const int32_t> history,
+                           size_t generated_from, const GenerationOutput& out);
 
 // One speculative pass ran the sampled token and `draft` after it (1 + draft.size() tokens);
 // sample_row(i) draws the token that follows row i of its logits. check_draft draws row after

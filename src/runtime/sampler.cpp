@@ -49,6 +49,21 @@ void SamplerConfig::validate() const {
             "min-p must be in [0, 1], got {}", min_p);
   EXQ_CHECK(std::isfinite(repetition_penalty) && repetition_penalty > 0.0f,
             "repetition penalty must be > 0, got {}", repetition_penalty);
+  EXQ_CHECK(std::isfinite(presence_penalty) && std::abs(presence_penalty) <= 2.0f,
+            "presence penalty must be in [-2, 2], got {}", presence_penalty);
+  EXQ_CHECK(std::isfinite(frequency_penalty) && std::abs(frequency_penalty) <= 2.0f,
+            "frequency penalty must be in [-2, 2], got {}", frequency_penalty);
+  for (const LogitBias& b : logit_bias) {
+    EXQ_CHECK(b.id >= 0, "logit bias for token {}: ids are >= 0", b.id);
+    EXQ_CHECK(std::isfinite(b.bias) && std::abs(b.bias) <= 100.0f,
+              "logit bias for token {} must be in [-100, 100], got {}", b.id, b.bias);
+  }
+}
+
+void SamplerConfig::validate(int64_t vocab) const {
+  validate();
+  for (const LogitBias& b : logit_bias)
+    EXQ_CHECK(b.id < vocab, "logit bias for token {}: the vocabulary has {} tokens", b.id, vocab);
 }
 
 int32_t argmax(std::span<const float> logits) {
@@ -69,6 +84,24 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
     if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
     float& v = logits[static_cast<size_t>(id)];
     v = v < 0.0f ? v * penalty : v / penalty;
+  }
+}
+
+void apply_logit_adjustments(std::span<float> logits, std::span<const int32_t> generated,
+                             const SamplerConfig& config) {
+  const auto inside = [&](int32_t id) { return id >= 0 && static_cast<size_t>(id) < logits.size(); };
+  for (const LogitBias& b : config.logit_bias)
+    if (inside(b.id)) logits[static_cast<size_t>(b.id)] += b.bias;
+  if (config.presence_penalty == 0.0f && config.frequency_penalty == 0.0f) return;
+  std::vector<int32_t> ids(generated.begin(), generated.end());
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j < ids.size() && ids[j] == ids[i]) ++j;
+    if (inside(ids[i]))
+      logits[static_cast<size_t>(ids[i])] -=
+          config.presence_penalty + config.frequency_penalty * static_cast<float>(j - i);
+    i = j;
   }
 }
 
@@ -137,11 +170,25 @@ Sampler::Sampler(SamplerConfig config)
   config_.validate();
 }
 
-int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history,
+                        size_t generated_from, std::span<const uint8_t> allowed) {
   std::span<const float> row = logits;
-  if (config_.repetition_penalty != 1.0f && !history.empty()) {
+  const bool penalize = config_.repetition_penalty != 1.0f && !history.empty();
+  if (penalize || config_.adjusts_logits() || !allowed.empty()) {
     scratch_.assign(logits.begin(), logits.end());
-    apply_repetition_penalty(scratch_, history, config_.repetition_penalty);
+    const std::span<const int32_t> generated = history.subspan(std::min(generated_from, history.size()));
+    apply_logit_adjustments(scratch_, generated, config_);
+    if (penalize) apply_repetition_penalty(scratch_, history, config_.repetition_penalty);
+    if (!allowed.empty()) {
+      EXQ_CHECK(allowed.size() == scratch_.size(), "the allowed-token mask has {} entries for {} logits",
+                allowed.size(), scratch_.size());
+      bool any = false;
+      for (size_t i = 0; i < scratch_.size(); ++i) {
+        if (!allowed[i]) scratch_[i] = kNegInf;
+        any = any || (allowed[i] && !std::isnan(logits[i]));
+      }
+      EXQ_CHECK(any, "no token of the vocabulary is allowed here");
+    }
     row = scratch_;
   }
   if (config_.greedy()) {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "grammar/json_schema.h"
 
 namespace exq::server {
 namespace {
@@ -56,20 +57,93 @@ std::optional<float> as_float(const std::optional<double>& d) {
 // Features exq does not have: refused rather than ignored, so no answer is silently different.
 void refuse_unsupported(const json& body, Endpoint endpoint) {
   if (auto b = integer(body, "best_of"); b && *b != 1) bad("best_of", "only best_of = 1 is supported");
-  for (const char* key : {"presence_penalty", "frequency_penalty"})
-    if (auto p = number(body, key); p && *p != 0.0)
-      bad(key, fmt::format("'{}' is not supported; use repetition_penalty", key));
-  if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
-    bad("logit_bias", "logit_bias is not supported");
   for (const char* key : {"tools", "functions"})
     if (const json* t = field(body, key); t && !(t->is_array() && t->empty()))
       bad(key, "tool and function calls are not supported");
-  if (const json* f = field(body, "response_format");
-      f && !(f->is_object() && f->value("type", "") == "text"))
-    bad("response_format", "only response_format {\"type\": \"text\"} is supported");
   if (endpoint == Endpoint::Completions) {
     if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
       bad("suffix", "suffix is not supported");
+  }
+}
+
+// OpenAI's {"token id": bias} or llama.cpp's [[id, bias], ...].
+std::vector<runtime::LogitBias> parse_logit_bias(const json& body) {
+  std::vector<runtime::LogitBias> out;
+  const json* b = field(body, "logit_bias");
+  if (!b) return out;
+  const std::string what = "'logit_bias' must map token ids to numbers";
+  auto add = [&](int64_t id, const json& v) {
+    if (!v.is_number()) bad("logit_bias", what);
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      bad("logit_bias", fmt::format("logit_bias: token id {} is outside the vocabulary", id));
+    out.push_back({static_cast<int32_t>(id), static_cast<float>(v.get<double>())});
+  };
+  if (b->is_object()) {
+    for (const auto& [key, v] : b->items()) {
+      size_t used = 0;
+      int64_t id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != key.size()) bad("logit_bias", fmt::format("logit_bias: '{}' is not a token id", key));
+      add(id, v);
+    }
+  } else if (b->is_array()) {
+    for (const json& e : *b) {
+      if (!e.is_array() || e.size() != 2 || !e[0].is_number_integer()) bad("logit_bias", what);
+      add(e[0].get<int64_t>(), e[1]);
+    }
+  } else {
+    bad("logit_bias", what);
+  }
+  return out;
+}
+
+// The schema at `path` of the body: from `raw` (the body's text) parsed keeping key order when
+// given, so properties are generated in the schema's order (json sorts keys).
+std::string schema_gbnf(const json& schema, std::string_view raw, const json::json_pointer& path, const char* param) {
+  try {
+    if (!raw.empty()) {
+      const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(raw);
+      const nlohmann::ordered_json::json_pointer p(path.to_string());
+      if (ordered.contains(p)) return grammar::json_schema_to_gbnf(ordered.at(p));
+    }
+    return grammar::json_schema_to_gbnf(schema);
+  } catch (const Error& e) {
+    bad(param, e.message());
+  }
+}
+
+// The grammar a request asks for (at most one way of asking), as GBNF.
+void parse_grammar(const json& body, std::string_view raw, CompletionRequest& r) {
+  auto set = [&](const char* param, std::string gbnf) {
+    if (!r.grammar_param.empty())
+      bad(param, fmt::format("'{}' and '{}' both constrain the answer: send one", r.grammar_param, param));
+    r.grammar = std::move(gbnf);
+    r.grammar_param = param;
+  };
+  if (const json* f = field(body, "response_format")) {
+    const std::string type = f->is_object() ? f->value("type", "") : "";
+    if (type == "json_object") {
+      set("response_format", grammar::json_object_gbnf());
+    } else if (type == "json_schema") {
+      const json* js = field(*f, "json_schema");
+      if (!js || !js->is_object()) bad("response_format", "response_format json_schema needs a 'json_schema' object");
+      const json* schema = field(*js, "schema");
+      set("response_format", schema ? schema_gbnf(*schema, raw, json::json_pointer("/response_format/json_schema/schema"),
+                                                  "response_format")
+                                    : grammar::json_object_gbnf());
+    } else if (type != "text") {
+      bad("response_format", "response_format type must be 'text', 'json_object' or 'json_schema'");
+    }
+  }
+  if (const json* s = field(body, "json_schema"))
+    set("json_schema", schema_gbnf(*s, raw, json::json_pointer("/json_schema"), "json_schema"));
+  if (const json* g = field(body, "grammar")) {
+    if (!g->is_string()) bad("grammar", "'grammar' must be a string (GBNF)");
+    if (!g->get<std::string>().empty()) set("grammar", g->get<std::string>());
   }
 }
 
@@ -198,7 +272,7 @@ std::vector<std::string> parse_stop(const json& body) {
 
 }  // namespace
 
-CompletionRequest parse_request(const json& body, Endpoint endpoint) {
+CompletionRequest parse_request(const json& body, Endpoint endpoint, std::string_view raw) {
   require_object(body);
   refuse_unsupported(body, endpoint);
   CompletionRequest r;
@@ -216,6 +290,10 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint) {
   r.top_p = as_float(number(body, "top_p"));
   r.min_p = as_float(number(body, "min_p"));
   r.repetition_penalty = as_float(number(body, "repetition_penalty"));
+  r.presence_penalty = as_float(number(body, "presence_penalty"));
+  r.frequency_penalty = as_float(number(body, "frequency_penalty"));
+  r.logit_bias = parse_logit_bias(body);
+  parse_grammar(body, raw, r);
   if (auto k = integer(body, "top_k")) {
     if (*k < 0 || *k > std::numeric_limits<int>::max()) bad("top_k", "'top_k' must be >= 0");
     r.top_k = static_cast<int>(*k);
@@ -277,6 +355,9 @@ runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, c
   if (r.top_k) s.top_k = *r.top_k;
   if (r.min_p) s.min_p = *r.min_p;
   if (r.repetition_penalty) s.repetition_penalty = *r.repetition_penalty;
+  if (r.presence_penalty) s.presence_penalty = *r.presence_penalty;
+  if (r.frequency_penalty) s.frequency_penalty = *r.frequency_penalty;
+  s.logit_bias = r.logit_bias;
   if (r.seed) s.seed = *r.seed;
   try {
     s.validate();

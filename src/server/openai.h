@@ -44,7 +44,8 @@ struct CompletionRequest {
   std::vector<int32_t> prompt_ids;            // completions: a prompt of token ids (run as sent)
   nlohmann::json messages = nlohmann::json::array();  // chat: [{role, content (string)}]
   std::optional<int64_t> max_tokens;
-  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  std::vector<runtime::LogitBias> logit_bias;  // {"id": bias} (OpenAI) or [[id, bias]] (llama.cpp)
   std::optional<int> top_k;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
@@ -59,15 +60,20 @@ struct CompletionRequest {
   int logprobs = -1;
   bool echo = false;  // completions: the prompt comes back before the answer (and its logprobs)
   int n = 1;          // choices, generated one after another (seed + i for choice i)
+  // GBNF the answer must follow, from response_format json_object / json_schema or llama.cpp's
+  // `grammar` / `json_schema` (grammar_param names which); empty: free text.
+  std::string grammar;
+  std::string grammar_param;
 };
 
 inline constexpr int kMaxChoices = 16;  // the most choices (n) a request may ask
 
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
-// features exq does not have (tools, penalties other than repetition_penalty, echo when
-// streaming, more than one prompt, best_of).
-// Fields the server does not use (user, metadata, ...) are ignored.
-CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint);
+// features exq does not have (tools, echo when streaming, more than one prompt, best_of, a JSON
+// schema keyword the grammar cannot express).
+// Fields the server does not use (user, metadata, ...) are ignored. `raw`: the body's text, if
+// at hand, for a JSON schema's property order (nlohmann::json sorts keys).
+CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint, std::string_view raw = {});
 
 // llama.cpp's server routes beside OpenAI's: POST /tokenize {"content", "add_special" (false),
 // "with_pieces" (false)} and POST /detokenize {"tokens": [ids]}. ApiError (400) naming the field

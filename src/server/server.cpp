@@ -13,6 +13,7 @@
 
 #include "chat/template.h"
 #include "core/error.h"
+#include "grammar/grammar.h"
 #include "server/openai.h"
 
 namespace exq::server {
@@ -32,7 +33,7 @@ void send_error(httplib::Response& res, const ApiError& e) {
 }
 
 const char* finish_reason(const runtime::GenerateResult& r, bool stopped) {
-  if (stopped || r.stop == runtime::StopReason::Eos) return "stop";
+  if (stopped || r.stop == runtime::StopReason::Eos || r.stop == runtime::StopReason::Grammar) return "stop";
   return "length";
 }
 
@@ -56,6 +57,8 @@ struct Server::Impl {
   httplib::Server http;
   std::mutex generate_mutex;  // one generation at a time on the model
   std::atomic<uint64_t> next_id{1};
+  std::once_flag vocab_once;  // the grammar vocabulary is built by the first request with a grammar
+  std::shared_ptr<const runtime::TokenVocab> vocab;
   // stop() may come before run() has started listening (httplib's stop() is then a no-op):
   // run() checks for it, and stop() waits for a run() it sees entered to be listening.
   std::atomic<bool> stop_requested{false}, run_entered{false}, run_returned{false};
@@ -106,7 +109,7 @@ struct Server::Impl {
   Job prepare(const httplib::Request& req, Endpoint endpoint) {
     const json body = parse_body(req);
     Job job;
-    job.request = parse_request(body, endpoint);
+    job.request = parse_request(body, endpoint, req.body);
     const CompletionRequest& r = job.request;
     if (endpoint == Endpoint::ChatCompletions) {
       if (!chat_template)
@@ -144,6 +147,18 @@ struct Server::Impl {
     job.options.max_new_tokens = r.max_tokens ? *r.max_tokens : std::min(model.default_max_tokens, room);
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
+    const int64_t vocab_size = model.vocab_size > 0 ? model.vocab_size : model.tokenizer->vocab_size();
+    for (const runtime::LogitBias& b : job.options.sampler.logit_bias)
+      check_token_id(b.id, vocab_size, "logit_bias");
+    if (!r.grammar.empty()) {
+      try {
+        job.options.grammar = grammar::Grammar::parse(r.grammar);
+      } catch (const Error& e) {
+        throw ApiError(400, e.message(), r.grammar_param);
+      }
+      std::call_once(vocab_once, [&] { vocab = runtime::TokenVocab::from_tokenizer(*model.tokenizer, vocab_size); });
+      job.options.grammar_vocab = vocab;
+    }
     job.options.draft = model.draft;
     job.options.logprobs = r.logprobs;
     job.options.prompt_logprobs = r.echo && r.logprobs >= 0;

@@ -36,6 +36,7 @@ struct ServerModel {
   int64_t max_context = 2048;        // prompt + generated tokens
   int64_t default_max_tokens = 512;  // when a request gives no max_tokens (capped by the context)
   std::string device;                // reported by /health
+  int64_t vocab_size = 0;            // the model's logits per token; 0: the tokenizer's vocab_size()
   // Speculative drafts for every request (off by default); a request with a prediction gets
   // kDefaultDraftTokens when these are off.
   runtime::DraftOptions draft;

@@ -17,6 +17,9 @@ class SequenceDecoder final : public Decoder {
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (const auto& d : items_) d->decode_chain(tokens);
   }
+  void decode_chain_raw(std::vector<std::string>& tokens) const override {
+    for (const auto& d : items_) d->decode_chain_raw(tokens);
+  }
 
  private:
   std::vector<std::unique_ptr<Decoder>> items_;
@@ -27,6 +30,10 @@ class SequenceDecoder final : public Decoder {
 class ByteLevelDecoder final : public Decoder {
  public:
   void decode_chain(std::vector<std::string>& tokens) const override {
+    decode_chain_raw(tokens);
+    tokens[0] = utf8_lossy(tokens[0]);
+  }
+  void decode_chain_raw(std::vector<std::string>& tokens) const override {
     std::string bytes, tok_bytes;
     for (const std::string& t : tokens) {
       tok_bytes.clear();
@@ -38,7 +45,7 @@ class ByteLevelDecoder final : public Decoder {
       }
       bytes += ok ? tok_bytes : t;
     }
-    tokens.assign(1, utf8_lossy(bytes));
+    tokens.assign(1, std::move(bytes));
   }
 };
 
@@ -72,13 +79,17 @@ class MetaspaceDecoder final : public Decoder {
 // per byte, as in HF.
 class ByteFallbackDecoder final : public Decoder {
  public:
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens) const override { chain(tokens, true); }
+  void decode_chain_raw(std::vector<std::string>& tokens) const override { chain(tokens, false); }
+
+ private:
+  static void chain(std::vector<std::string>& tokens, bool repair) {
     std::vector<std::string> out;
     std::string run;
     size_t run_len = 0;
     auto flush = [&]() {
       if (run_len == 0) return;
-      if (utf8_is_valid(run)) {
+      if (!repair || utf8_is_valid(run)) {
         out.push_back(run);
       } else {
         for (size_t k = 0; k < run_len; ++k) out.emplace_back("\xEF\xBF\xBD");
@@ -99,7 +110,6 @@ class ByteFallbackDecoder final : public Decoder {
     tokens = std::move(out);
   }
 
- private:
   static int hex(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;

@@ -15,6 +15,9 @@ class Decoder {
  public:
   virtual ~Decoder() = default;
   virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+  // The same without UTF-8 repair: byte tokens stay the bytes they name, even when they are
+  // part of a character (what a grammar follows; Tokenizer::token_bytes).
+  virtual void decode_chain_raw(std::vector<std::string>& tokens) const { decode_chain(tokens); }
 };
 
 // Builds the decoder described at `path`; an unknown "type" throws exq::Error naming it.

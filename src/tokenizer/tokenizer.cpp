@@ -31,7 +31,12 @@ struct Tokenizer::Impl {
   AddedTokenMatcher raw_matcher;         // normalized=false tokens, on the input text
   AddedTokenMatcher normalized_matcher;  // normalized=true tokens, on normalized text
   int32_t vocab_size = 0;
+  // A model piece that decodes alone to plain text with no leading space (token_bytes puts it
+  // first); empty when none does.
+  std::string anchor;
 
+  // The decoder chain over `tokens`, joined, without UTF-8 repair (decode_chain_raw).
+  std::string join(std::vector<std::string> tokens) const;
   void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
   void encode_normalized(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
 };
@@ -93,6 +98,15 @@ std::shared_ptr<Tokenizer::Impl> build(const Json& root) {
   }
   impl->raw_matcher = AddedTokenMatcher(std::move(raw), std::move(raw_patterns));
   impl->normalized_matcher = AddedTokenMatcher(std::move(normalized), std::move(normalized_patterns));
+  for (int32_t id = 0; id < impl->model->id_limit(); ++id) {
+    const auto piece = impl->model->id_to_token(id);
+    if (!piece || impl->added_by_id.count(id)) continue;
+    const std::string text = impl->join({std::string(*piece)});
+    if (!text.empty() && (text[0] >= 'A' && text[0] <= 'z')) {
+      impl->anchor = std::string(*piece);
+      break;
+    }
+  }
   return impl;
 }
 
@@ -201,6 +215,36 @@ std::string Tokenizer::id_to_token(int32_t id) const {
   if (auto piece = impl_->model->id_to_token(id)) return std::string(*piece);
   throw Error(fmt::format("token id {} is not in the vocabulary (size {})", id, impl_->vocab_size),
               ErrorContext{impl_->source});
+}
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const Impl& im = *impl_;
+  std::string piece;
+  if (auto it = im.added_by_id.find(id); it != im.added_by_id.end()) {
+    piece = it->second.content;
+  } else if (auto p = im.model->id_to_token(id)) {
+    piece = *p;
+  } else {
+    return {};
+  }
+  // Decoders treat the first token of a text apart (Metaspace's prefix space, Strip): decode
+  // the piece after the anchor piece and keep what it adds.
+  if (im.anchor.empty()) return im.join({piece});
+  const std::string head = im.join({im.anchor});
+  const std::string both = im.join({im.anchor, piece});
+  if (both.compare(0, head.size(), head) != 0) return im.join({piece});
+  return both.substr(head.size());
+}
+
+std::string Tokenizer::Impl::join(std::vector<std::string> tokens) const {
+  std::string out;
+  if (decoder) {
+    decoder->decode_chain_raw(tokens);
+    for (const std::string& t : tokens) out += t;
+  } else {
+    for (size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
+  }
+  return out;
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {

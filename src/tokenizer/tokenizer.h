@@ -34,6 +34,9 @@ class Tokenizer {
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   std::string id_to_token(int32_t id) const;  // raw vocab piece; throws for an unknown id
+  // The bytes `id` adds to text it follows (a leading space a decoder drops at the start of
+  // text is kept; no UTF-8 repair: a byte token gives its byte). Empty for an unknown id.
+  std::string token_bytes(int32_t id) const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
   int32_t vocab_size() const;  // one past the largest id (model vocab and added tokens)
   bool is_special(int32_t id) const;

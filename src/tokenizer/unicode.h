@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"
+
 namespace exq::tokenizer {
 
 // Length of the longest valid UTF-8 prefix of s (s.size() when s is entirely valid).
@@ -20,9 +22,6 @@ int utf8_seq_len(unsigned char lead);
 
 // Decodes the code point at s[i] and advances i past it. s must be valid UTF-8.
 char32_t utf8_next(std::string_view s, size_t& i);
-
-void utf8_append(std::string& out, char32_t cp);
-std::string utf8_encode(char32_t cp);
 
 // Valid UTF-8 from arbitrary bytes: each maximal invalid subpart becomes one U+FFFD.
 std::string utf8_lossy(std::string_view bytes);

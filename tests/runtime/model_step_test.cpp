@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "grammar/json_schema.h"
 #include "io/hf_config.h"
 #include "test_support.h"
 
@@ -192,6 +193,46 @@ TEST(ModelStep, RealModelDraftsGiveTheSameTokens) {
     EXPECT_EQ(spec.text, plain.text);
     EXPECT_GE(spec.accepted_draft_tokens, 5) << spec.text;
     EXPECT_EQ(spec.decode_steps + spec.accepted_draft_tokens, plain.decode_steps);
+  }
+}
+
+// SmolLM2 asked for a JSON object in a schema: the text parses, has the schema's fields and types
+// in its order, and ends where the grammar ends; drafts (the grammar advancing by several
+// tokens in one pass) give the same tokens.
+TEST(ModelStep, RealModelAnswersInAJsonSchema) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(R"({
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0},
+                   "city": {"type": "string", "enum": ["Paris", "London", "Rome"]}},
+    "required": ["name", "age", "city"], "additionalProperties": false})");
+  const std::vector<int32_t> prompt =
+      tok.encode("Describe Marie, a 34-year-old woman from Paris, as JSON with name, age and city:\n", true);
+  for (const float temperature : {0.0f, 0.7f}) {
+    GenerateOptions o;
+    o.max_new_tokens = 60;
+    o.sampler.temperature = temperature;
+    o.sampler.seed = 3;
+    o.grammar = grammar::Grammar::parse(grammar::json_schema_to_gbnf(schema));
+    o.grammar_vocab = TokenVocab::from_tokenizer(tok, model.config().vocab_size);
+    const GenerateResult r = generate_text(model, tok, prompt, o);
+    EXPECT_EQ(r.stop, StopReason::Grammar) << r.text;
+    const nlohmann::ordered_json j = nlohmann::ordered_json::parse(r.text);
+    ASSERT_TRUE(j.is_object()) << r.text;
+    ASSERT_EQ(j.size(), 3u) << r.text;
+    EXPECT_EQ(j.begin().key(), "name");
+    EXPECT_TRUE(j["name"].is_string() && j["name"].get<std::string>().size() <= 20) << r.text;
+    EXPECT_TRUE(j["age"].is_number_integer() && j["age"].get<int64_t>() >= 0) << r.text;
+    const std::string city = j["city"].get<std::string>();
+    EXPECT_TRUE(city == "Paris" || city == "London" || city == "Rome") << r.text;
+    if (temperature == 0.0f) {
+      EXPECT_EQ(j["city"], "Paris") << r.text;
+    }
+    o.draft.max_tokens = 4;
+    EXPECT_EQ(generate_text(model, tok, prompt, o).ids, r.ids) << "temperature " << temperature;
+    std::printf("[json schema, temperature %.1f] %s\n", temperature, r.text.c_str());
   }
 }
 

@@ -227,7 +227,82 @@ TEST(Sampler, ValidatesSettings) {
   EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.top_p = 1.5f; })), Error);
   EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.min_p = 2.0f; })), Error);
   EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.repetition_penalty = 0.0f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.presence_penalty = 2.5f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.frequency_penalty = -2.01f; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.logit_bias = {{-1, 1.0f}}; })), Error);
+  EXPECT_THROW(Sampler(bad([](SamplerConfig& c) { c.logit_bias = {{3, 100.5f}}; })), Error);
+  EXPECT_NO_THROW(Sampler(bad([](SamplerConfig& c) { c.presence_penalty = -2.0f; })));
   EXPECT_NO_THROW(Sampler(SamplerConfig{}));
+  SamplerConfig c = plain();
+  c.logit_bias = {{4, 1.0f}};
+  EXPECT_NO_THROW(c.validate(5));
+  EXPECT_THROW(c.validate(4), Error);
+}
+
+// OpenAI's formula: logit - presence * (n > 0) - frequency * n over the generated tokens, after
+// the bias (repeated bias entries add up).
+TEST(Sampler, LogitAdjustmentsFollowOpenAisFormula) {
+  SamplerConfig c = plain();
+  c.presence_penalty = 0.5f;
+  c.frequency_penalty = 0.25f;
+  c.logit_bias = {{0, 1.0f}, {3, -100.0f}, {0, 0.5f}, {9, 5.0f}};  // 9: outside the row, ignored
+  std::vector<float> logits{1.0f, 2.0f, 3.0f, 4.0f, -1.0f};
+  apply_logit_adjustments(logits, std::vector<int32_t>{2, 2, 3, 2, -1, 7}, c);
+  EXPECT_FLOAT_EQ(logits[0], 2.5f);
+  EXPECT_FLOAT_EQ(logits[1], 2.0f);
+  EXPECT_FLOAT_EQ(logits[2], 3.0f - 0.5f - 0.75f);
+  EXPECT_FLOAT_EQ(logits[3], 4.0f - 100.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(logits[4], -1.0f);
+}
+
+TEST(Sampler, PenaltiesCountOnlyGeneratedTokens) {
+  SamplerConfig c = plain(0.0f);
+  c.presence_penalty = 2.0f;
+  Sampler s(c);
+  const std::vector<float> logits{0.0f, 3.0f, 2.0f};
+  const std::vector<int32_t> history{2, 1, 1};
+  EXPECT_EQ(s.sample(logits, history), 1);     // all prompt: no penalty
+  EXPECT_EQ(s.sample(logits, history, 1), 2);  // 1 generated: 3 - 2 = 1 < 2
+  EXPECT_EQ(s.sample(logits, history, 0), 1);  // 1: 3 - 2 = 1, 2: 2 - 2 = 0
+  c.presence_penalty = 0.0f;
+  c.frequency_penalty = 1.2f;
+  Sampler f(c);
+  EXPECT_EQ(f.sample(logits, history, 0), 2);  // 1 twice: 3 - 2.4 = 0.6; 2 once: 2 - 1.2 = 0.8
+  EXPECT_EQ(f.sample(logits, history, 2), 2);  // 1 once: 3 - 1.2 = 1.8 < 2
+  EXPECT_EQ(f.sample(logits, history, 3), 1);  // nothing generated
+}
+
+TEST(Sampler, LogitBiasMovesTheDraw) {
+  SamplerConfig c = plain(0.0f);
+  c.logit_bias = {{0, 3.5f}};
+  Sampler s(c);
+  EXPECT_EQ(s.sample(std::vector<float>{0.0f, 3.0f, 2.0f}, {}), 0);
+  c.logit_bias = {{1, -100.0f}};
+  Sampler ban(c);
+  EXPECT_EQ(ban.sample(std::vector<float>{0.0f, 3.0f, 2.0f}, {}), 2);
+}
+
+// A mask removes tokens before temperature and truncation: the draw is the masked softmax's.
+TEST(Sampler, AllowedMaskRestrictsTheDraw) {
+  const std::vector<float> logits{2.0f, 1.0f, 0.5f, 0.0f};
+  const std::vector<uint8_t> allowed{0, 1, 0, 1};
+  Sampler g(plain(0.0f));
+  EXPECT_EQ(g.sample(logits, {}, SIZE_MAX, allowed), 1);
+  EXPECT_THROW(g.sample(logits, {}, SIZE_MAX, std::vector<uint8_t>(4, 0)), Error);
+  EXPECT_THROW(g.sample(logits, {}, SIZE_MAX, std::vector<uint8_t>(3, 1)), Error);
+  // Frequencies of 20000 draws against the masked softmax e^1 / (e^1 + e^0).
+  SamplerConfig c = plain();
+  c.seed = 7;
+  Sampler s(c);
+  int ones = 0;
+  constexpr int kDraws = 20000;
+  for (int i = 0; i < kDraws; ++i) {
+    const int32_t t = s.sample(logits, {}, SIZE_MAX, allowed);
+    ASSERT_TRUE(t == 1 || t == 3);
+    ones += t == 1;
+  }
+  const double want = std::exp(1.0) / (std::exp(1.0) + 1.0);
+  EXPECT_NEAR(static_cast<double>(ones) / kDraws, want, 0.01);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "grammar/json_schema.h"
+
 namespace exq::server {
 namespace {
 
@@ -116,8 +118,22 @@ TEST(ParseRequest, RefusalsNameTheField) {
             "top_logprobs: 'top_logprobs' must be between 0 and 20");
   EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"logprobs", 3}}, H),
             "logprobs: 'logprobs' must be true or false");
-  EXPECT_EQ(refusal({{"prompt", "a"}, {"frequency_penalty", 0.5}}, C),
-            "frequency_penalty: 'frequency_penalty' is not supported; use repetition_penalty");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"frequency_penalty", "x"}}, C),
+            "frequency_penalty: 'frequency_penalty' must be a number");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logit_bias", {{"x1", 2}}}}, C), "logit_bias: logit_bias: 'x1' is not a token id");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logit_bias", {{"5", "up"}}}}, C),
+            "logit_bias: 'logit_bias' must map token ids to numbers");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"logit_bias", {{"-3", 1}}}}, C),
+            "logit_bias: logit_bias: token id -3 is outside the vocabulary");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"response_format", {{"type", "yaml"}}}}, C),
+            "response_format: response_format type must be 'text', 'json_object' or 'json_schema'");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"response_format", {{"type", "json_schema"}}}}, C),
+            "response_format: response_format json_schema needs a 'json_schema' object");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"response_format", {{"type", "json_object"}}}, {"grammar", "root ::= \"a\""}}, C),
+            "grammar: 'response_format' and 'grammar' both constrain the answer: send one");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"grammar", 3}}, C), "grammar: 'grammar' must be a string (GBNF)");
+  EXPECT_EQ(refusal({{"prompt", "a"}, {"json_schema", {{"type", "string"}, {"pattern", "^a$"}}}}, C).substr(0, 13),
+            "json_schema: ");
   EXPECT_EQ(refusal({{"messages", json::array()}}, H), "messages: 'messages' must be a non-empty array");
   EXPECT_EQ(refusal({{"prompt", "a"}}, H), "messages: 'messages' is required");
   EXPECT_EQ(refusal({{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, H),
@@ -127,9 +143,56 @@ TEST(ParseRequest, RefusalsNameTheField) {
             "messages[0].content: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
   EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", {{{"type", "function"}}}}}, H),
             "tools: tool and function calls are not supported");
-  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"response_format", {{"type", "json_object"}}}}, H),
-            "response_format: only response_format {\"type\": \"text\"} is supported");
   EXPECT_EQ(refusal(json::array(), C), ": the request body must be a JSON object");
+}
+
+// Penalties, logit_bias in OpenAI's and llama.cpp's forms, and the ways of asking for a grammar.
+TEST(ParseRequest, PenaltiesLogitBiasAndGrammars) {
+  const auto C = Endpoint::Completions, H = Endpoint::ChatCompletions;
+  CompletionRequest r = parse_request(
+      {{"prompt", "a"}, {"presence_penalty", 0.5}, {"frequency_penalty", -1}, {"logit_bias", {{"15", -100}, {"7", 2.5}}}},
+      C);
+  EXPECT_FLOAT_EQ(*r.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(*r.frequency_penalty, -1.0f);
+  ASSERT_EQ(r.logit_bias.size(), 2u);
+  EXPECT_EQ(r.logit_bias[0].id, 15);  // nlohmann sorts object keys: "15" < "7"
+  EXPECT_FLOAT_EQ(r.logit_bias[0].bias, -100.0f);
+  EXPECT_EQ(r.logit_bias[1].id, 7);
+  r = parse_request({{"prompt", "a"}, {"logit_bias", {{3, 1.5}, {4, -2}}}}, C);
+  ASSERT_EQ(r.logit_bias.size(), 2u);
+  EXPECT_EQ(r.logit_bias[1].id, 4);
+  EXPECT_FLOAT_EQ(r.logit_bias[1].bias, -2.0f);
+  EXPECT_TRUE(parse_request({{"prompt", "a"}, {"logit_bias", json::object()}}, C).logit_bias.empty());
+
+  const json chat = {{"role", "user"}, {"content", "x"}};
+  r = parse_request({{"messages", {chat}}, {"response_format", {{"type", "text"}}}}, H);
+  EXPECT_TRUE(r.grammar.empty());
+  r = parse_request({{"messages", {chat}}, {"response_format", {{"type", "json_object"}}}}, H);
+  EXPECT_EQ(r.grammar, grammar::json_object_gbnf());
+  EXPECT_EQ(r.grammar_param, "response_format");
+  const json schema = {{"type", "object"}, {"properties", {{"n", {{"type", "integer"}}}}}, {"required", {"n"}}};
+  r = parse_request(
+      {{"messages", {chat}},
+       {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", schema}}}}}},
+      H);
+  EXPECT_EQ(r.grammar, grammar::json_schema_to_gbnf(schema));
+  r = parse_request({{"prompt", "a"}, {"json_schema", schema}}, C);
+  EXPECT_EQ(r.grammar, grammar::json_schema_to_gbnf(schema));
+  EXPECT_EQ(r.grammar_param, "json_schema");
+  r = parse_request({{"prompt", "a"}, {"grammar", "root ::= [0-9]+"}}, C);
+  EXPECT_EQ(r.grammar, "root ::= [0-9]+");
+  EXPECT_EQ(r.grammar_param, "grammar");
+
+  runtime::SamplerConfig d;
+  r = parse_request({{"prompt", "a"}, {"presence_penalty", 2.5}}, C);
+  EXPECT_THROW(request_sampler(d, r), ApiError);
+  r = parse_request({{"prompt", "a"}, {"logit_bias", {{"7", 101}}}}, C);
+  EXPECT_THROW(request_sampler(d, r), ApiError);
+  r = parse_request({{"prompt", "a"}, {"presence_penalty", 1}, {"logit_bias", {{"7", 3}}}}, C);
+  const runtime::SamplerConfig s = request_sampler(d, r);
+  EXPECT_FLOAT_EQ(s.presence_penalty, 1.0f);
+  ASSERT_EQ(s.logit_bias.size(), 1u);
+  EXPECT_EQ(s.logit_bias[0].id, 7);
 }
 
 TEST(ParseRequest, PredictionAsOpenAiSendsIt) {

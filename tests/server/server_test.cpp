@@ -7,12 +7,14 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "chat/template.h"
 #include "core/error.h"
+#include "grammar/grammar.h"
 #include "http_test_util.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer_config.h"
@@ -32,6 +34,7 @@ struct Fake {
   std::vector<uint64_t> seeds;  // of every generation, in order
   std::vector<std::string> pieces = {"Hello", " wor", "ld", "###", " tail"};
   bool fail = false;
+  std::optional<runtime::StopReason> stop_as;  // the stop reported when all pieces went out
   runtime::StopReason last_stop = runtime::StopReason::MaxTokens;
   int64_t last_generated = 0;
 
@@ -55,7 +58,7 @@ struct Fake {
       r.draft_tokens = 5;
       r.accepted_draft_tokens = 3;
     }
-    r.stop = runtime::StopReason::Eos;
+    r.stop = stop_as.value_or(runtime::StopReason::Eos);
     for (const std::string& s : pieces) {
       if (r.generated_tokens == o.max_new_tokens) {
         r.stop = runtime::StopReason::MaxTokens;
@@ -360,6 +363,52 @@ TEST_F(ServerFake, BadRequestsGetJsonErrors) {
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(r.body["error"]["type"], "server_error");
   EXPECT_EQ(r.body["error"]["message"], "logits hold NaN at step 3");
+}
+
+// A grammar (any of its forms), penalties and logit_bias reach the generation's options; the
+// token vocabulary is built once; a grammar's end finishes as "stop".
+TEST_F(ServerFake, GrammarsPenaltiesAndLogitBiasReachTheGeneration) {
+  Running s(model());
+  Reply r = post(s, "/v1/completions",
+                 json{{"prompt", "x"},
+                      {"response_format", {{"type", "json_object"}}},
+                      {"logit_bias", {{"5", -100}}},
+                      {"presence_penalty", 0.5},
+                      {"frequency_penalty", 0.25}}
+                     .dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const runtime::TokenVocab* vocab = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(fake_.mu);
+    ASSERT_TRUE(fake_.options.grammar);
+    ASSERT_TRUE(fake_.options.grammar_vocab);
+    EXPECT_EQ(fake_.options.grammar_vocab->size(), tok_->vocab_size());
+    vocab = fake_.options.grammar_vocab.get();
+    ASSERT_EQ(fake_.options.sampler.logit_bias.size(), 1u);
+    EXPECT_EQ(fake_.options.sampler.logit_bias[0].id, 5);
+    EXPECT_FLOAT_EQ(fake_.options.sampler.presence_penalty, 0.5f);
+    EXPECT_FLOAT_EQ(fake_.options.sampler.frequency_penalty, 0.25f);
+    grammar::GrammarMatcher m(fake_.options.grammar);
+    EXPECT_TRUE(m.accept(R"({"a": [1, 2.5, "x"]})"));
+    EXPECT_TRUE(m.complete());
+  }
+  fake_.stop_as = runtime::StopReason::Grammar;
+  r = post(s, "/v1/chat/completions",
+           json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"grammar", "root ::= [a-z]+"}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "stop");
+  {
+    std::lock_guard<std::mutex> lock(fake_.mu);
+    EXPECT_EQ(fake_.options.grammar_vocab.get(), vocab);
+    EXPECT_TRUE(fake_.options.sampler.logit_bias.empty());
+  }
+  r = post(s, "/v1/completions", json{{"prompt", "x"}, {"grammar", "root ::= missing"}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body["error"]["param"], "grammar");
+  EXPECT_NE(r.body["error"]["message"].get<std::string>().find("missing"), std::string::npos) << r.raw;
+  r = post(s, "/v1/completions", json{{"prompt", "x"}, {"logit_bias", {{"49152", 1}}}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body["error"]["param"], "logit_bias");
 }
 
 TEST_F(ServerFake, NoChatTemplateIsAClearError) {

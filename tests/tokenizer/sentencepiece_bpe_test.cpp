@@ -43,6 +43,21 @@ TEST(SentencePieceBpe, ByteFallbackForUnknownCharacters) {
   EXPECT_EQ(tok.decode(Ids{kH, byte_id(0x82), byte_id(0xAC)}), "h\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+// Mid-text bytes: the Strip decoder drops the space only at the start of a whole text, and
+// a byte token is its raw byte.
+TEST(SentencePieceBpe, TokenBytesKeepTheSpaceAndRawBytes) {
+  const Tokenizer tok = load(test_json::llama_style());
+  EXPECT_EQ(tok.decode(Ids{kHelloW}), "hello");
+  EXPECT_EQ(tok.token_bytes(kHelloW), " hello");
+  EXPECT_EQ(tok.token_bytes(kLlo), "llo");
+  EXPECT_EQ(tok.token_bytes(byte_id(0xC3)), "\xC3");
+  EXPECT_EQ(tok.token_bytes(byte_id('A')), "A");
+  EXPECT_EQ(tok.token_bytes(1), "<s>");
+  std::string joined;
+  for (int32_t id : tok.encode("hello wé xyz")) joined += tok.token_bytes(id);
+  EXPECT_EQ(joined, " hello wé xyz");
+}
+
 TEST(SentencePieceBpe, UnknownCharactersWithoutByteFallbackUseUnk) {
   auto j = test_json::llama_style();
   j["model"]["byte_fallback"] = false;

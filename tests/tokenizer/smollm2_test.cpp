@@ -62,6 +62,26 @@ TEST(SmolLM2Tokenizer, DecodesEveryFixtureCaseExactly) {
   }
 }
 
+// A grammar follows text as the sum of its tokens' bytes: they must add up to decode() exactly,
+// multi-byte characters split over byte tokens included.
+TEST(SmolLM2Tokenizer, TokenBytesAddUpToTheDecodedText) {
+  size_t split_characters = 0;
+  for (const Case& c : load_cases()) {
+    SCOPED_TRACE(c.text.substr(0, 60));
+    std::string joined;
+    for (int32_t id : c.ids) {
+      const std::string b = smollm2().token_bytes(id);
+      split_characters += !utf8_is_valid(b);
+      joined += b;
+    }
+    EXPECT_EQ(joined, c.decoded);
+  }
+  EXPECT_GT(split_characters, 0u);  // the fixtures split some characters over tokens
+  const int32_t hello = smollm2().encode(" hello").at(0);
+  EXPECT_EQ(smollm2().token_bytes(hello), " hello");
+  EXPECT_EQ(smollm2().token_bytes(smollm2().vocab_size() + 5), "");
+}
+
 TEST(SmolLM2Tokenizer, IncrementalDecodeMatchesDecodeAndYieldsOnlyValidUtf8) {
   for (const Case& c : load_cases()) {
     SCOPED_TRACE(c.text.substr(0, 60));

@@ -115,6 +115,13 @@ size_t sample_workspace_bytes_for(int vocab);
 // One block: *out = the token drawn from logits[vocab] (seen: [vocab] flags or null).
 void sample_cuda(const float* logits, const uint8_t* seen, int vocab, const SampleParams& params,
                  void* workspace, int32_t* out, cudaStream_t stream);
+// out[i] = in[i] + bias[i] - (counts[i] > 0 ? presence + frequency * counts[i] : 0), then -inf
+// where allowed[i] == 0 (bias, counts, allowed: [vocab] or null); runtime::Sampler's order and
+// float rounding.
+void adjust_logits_cuda(const float* in, int vocab, const float* bias, const int32_t* counts, float presence,
+                        float frequency, const uint8_t* allowed, float* out, cudaStream_t stream);
+// ++counts[*token] when the token is inside [0, vocab).
+void count_token_cuda(const int32_t* token, int32_t* counts, int vocab, cudaStream_t stream);
 // seen[ids[i]] = 1 for the ids inside [0, vocab).
 void mark_seen_cuda(const int32_t* ids, int n, uint8_t* seen, int vocab, cudaStream_t stream);
 // What token_logprob_cuda writes: runtime::token_logprob's values for the token in *token.

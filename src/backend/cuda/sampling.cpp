@@ -101,6 +101,39 @@ void token_logprob(const DeviceView& logits, const DeviceView& token, int top_n,
                      token.data<int32_t>(), top_n, out, stream);
 }
 
+void adjust_logits(const DeviceView& logits, const LogitAdjust& adjust, const DeviceView& out,
+                   cudaStream_t stream) {
+  constexpr const char* op = "adjust_logits";
+  const int vocab = check_logits_row(logits, op);
+  check_dtype(out, DType::F32, op, "out");
+  EXQ_CHECK(out.numel() == vocab, "cuda adjust_logits: out has {} values for a vocabulary of {}", out.numel(), vocab);
+  check_dense(out, op, "out");
+  auto optional = [&](const DeviceView& v, DType dtype, const char* arg) {
+    if (v.empty()) return;
+    check_dtype(v, dtype, op, arg);
+    check_shape(v, {vocab}, op, arg);
+    check_dense(v, op, arg);
+  };
+  optional(adjust.bias, DType::F32, "bias");
+  optional(adjust.counts, DType::I32, "counts");
+  optional(adjust.allowed, DType::U8, "allowed");
+  EXQ_CHECK(out.raw() != logits.raw(), "cuda adjust_logits: out must not alias the logits");
+  adjust_logits_cuda(logits.data<float>(), vocab, adjust.bias.empty() ? nullptr : adjust.bias.data<float>(),
+                     adjust.counts.empty() ? nullptr : adjust.counts.data<int32_t>(), adjust.presence,
+                     adjust.frequency, adjust.allowed.empty() ? nullptr : adjust.allowed.data<uint8_t>(),
+                     out.data<float>(), stream);
+}
+
+void count_token(const DeviceView& token, const DeviceView& counts, cudaStream_t stream) {
+  constexpr const char* op = "count_token";
+  check_dtype(token, DType::I32, op, "token");
+  check_shape(token, {1}, op, "token");
+  check_dtype(counts, DType::I32, op, "counts");
+  check_rank(counts, 1, op, "counts");
+  check_dense(counts, op, "counts");
+  count_token_cuda(token.data<int32_t>(), counts.data<int32_t>(), checked_int(counts.dim(0), op, "vocab"), stream);
+}
+
 void mark_seen(const DeviceView& ids, const DeviceView& seen, cudaStream_t stream) {
   constexpr const char* op = "mark_seen";
   check_dtype(ids, DType::I32, op, "ids");

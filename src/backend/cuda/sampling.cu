@@ -428,6 +428,27 @@ __global__ void mark_seen_kernel(const int32_t* __restrict__ ids, int n, uint8_t
   }
 }
 
+// Explicit roundings: the CPU computes each step in float without contraction.
+__global__ void adjust_logits_kernel(const float* __restrict__ in, int vocab, const float* __restrict__ bias,
+                                     const int32_t* __restrict__ counts, float presence, float frequency,
+                                     const uint8_t* __restrict__ allowed, float* __restrict__ out) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += gridDim.x * blockDim.x) {
+    float v = in[i];
+    if (bias) v = __fadd_rn(v, bias[i]);
+    if (counts) {
+      const int32_t c = counts[i];
+      if (c > 0) v = __fsub_rn(v, __fadd_rn(presence, __fmul_rn(frequency, static_cast<float>(c))));
+    }
+    if (allowed && !allowed[i]) v = -INFINITY;
+    out[i] = v;
+  }
+}
+
+__global__ void count_token_kernel(const int32_t* __restrict__ token, int32_t* __restrict__ counts, int vocab) {
+  const int32_t id = *token;
+  if (id >= 0 && id < vocab) ++counts[id];
+}
+
 // runtime::token_logprob on the device: max, then the sum of exp in double (per thread, then
 // a fixed-order tree: the last bits may differ from the CPU's index-order sum), then top_n
 // block argmaxes, each over the tokens ranked after the previous pick.
@@ -508,6 +529,18 @@ void token_logprob_cuda(const float* logits, int rows, int vocab, const int32_t*
                         LogprobOut* out, cudaStream_t stream) {
   if (rows == 0) return;
   logprob_kernel<<<rows, kSampleThreads, 0, stream>>>(logits, vocab, token, top_n, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void adjust_logits_cuda(const float* in, int vocab, const float* bias, const int32_t* counts, float presence,
+                        float frequency, const uint8_t* allowed, float* out, cudaStream_t stream) {
+  const int threads = 256, blocks = std::min(256, (vocab + threads - 1) / threads);
+  adjust_logits_kernel<<<blocks, threads, 0, stream>>>(in, vocab, bias, counts, presence, frequency, allowed, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void count_token_cuda(const int32_t* token, int32_t* counts, int vocab, cudaStream_t stream) {
+  count_token_kernel<<<1, 1, 0, stream>>>(token, counts, vocab);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -51,6 +51,24 @@ int32_t sampled_token(int32_t token);
 void token_logprob(const DeviceView& logits, const DeviceView& token, int top_n, LogprobOut* out,
                    cudaStream_t stream);
 
+// What runtime::Sampler does to the logits before its repetition penalty: a bias, OpenAI's
+// presence / frequency penalties over per-token counts, a mask of allowed tokens. Each view is
+// empty (off) or [vocab]: bias F32, counts I32, allowed U8.
+struct LogitAdjust {
+  DeviceView bias;
+  DeviceView counts;
+  float presence = 0.0f;
+  float frequency = 0.0f;
+  DeviceView allowed;
+};
+
+// out = logits [vocab] or [1, vocab] F32 adjusted (out: F32 of the same size, not aliasing).
+void adjust_logits(const DeviceView& logits, const LogitAdjust& adjust, const DeviceView& out,
+                   cudaStream_t stream);
+
+// ++counts[token[0]] (token: [1] I32, counts: [vocab] I32); ids outside are ignored.
+void count_token(const DeviceView& token, const DeviceView& counts, cudaStream_t stream);
+
 // seen[id] = 1 for every id in ids ([n] I32) inside the vocabulary; others are ignored.
 void mark_seen(const DeviceView& ids, const DeviceView& seen, cudaStream_t stream);
 

@@ -87,17 +87,30 @@ CudaSampler::CudaSampler(const SamplerConfig& config, int64_t vocab, gpu::Cachin
       rng_(seed_),
       alloc_(alloc),
       stream_(stream),
+      vocab_(vocab),
       host_(kHostBytes) {
-  config_.validate();
+  config_.validate(vocab);
   workspace_ = gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(gpu::sample_workspace_bytes(vocab))},
                                  alloc, stream);
   if (config_.repetition_penalty != 1.0f) {
     seen_ = gpu::DeviceTensor(DType::U8, {vocab}, alloc, stream);
     CUDA_CHECK(cudaMemsetAsync(seen_.raw(), 0, seen_.nbytes(), stream));
   }
+  if (!config_.logit_bias.empty()) {
+    // The CPU adds each entry in order: a repeated id adds up.
+    std::vector<float> bias(static_cast<size_t>(vocab), 0.0f);
+    for (const LogitBias& b : config_.logit_bias) bias[static_cast<size_t>(b.id)] += b.bias;
+    bias_ = gpu::to_device(TensorView(bias.data(), DType::F32, {vocab}), alloc, stream);
+    CUDA_CHECK(cudaStreamSynchronize(stream));  // `bias` is pageable and goes out of scope
+  }
+  if (config_.presence_penalty != 0.0f || config_.frequency_penalty != 0.0f) {
+    counts_ = gpu::DeviceTensor(DType::I32, {vocab}, alloc, stream);
+    CUDA_CHECK(cudaMemsetAsync(counts_.raw(), 0, counts_.nbytes(), stream));
+  }
 }
 
 void CudaSampler::set_history(std::span<const int32_t> ids) {
+  if (!counts_.empty()) CUDA_CHECK(cudaMemsetAsync(counts_.raw(), 0, counts_.nbytes(), stream_));
   if (seen_.empty()) return;
   CUDA_CHECK(cudaMemsetAsync(seen_.raw(), 0, seen_.nbytes(), stream_));
   if (ids.empty()) return;
@@ -111,12 +124,47 @@ int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView
   return sample(logits, out, 0, nullptr);
 }
 
-int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out, int top_n, TokenLogprob* lp) {
+gpu::DeviceView CudaSampler::row_for(const gpu::DeviceView& logits, bool masked) {
+  if (!config_.adjusts_logits() && !masked) return logits;
+  if (adjusted_.empty()) adjusted_ = gpu::DeviceTensor(DType::F32, {vocab_}, alloc_, stream_);
+  gpu::LogitAdjust a;
+  a.bias = bias_.view();
+  a.counts = counts_.view();
+  a.presence = config_.presence_penalty;
+  a.frequency = config_.frequency_penalty;
+  if (masked) a.allowed = allowed_.view();
+  gpu::adjust_logits(logits, a, adjusted_, stream_);
+  return adjusted_.view();
+}
+
+void CudaSampler::draw(const gpu::DeviceView& row, const gpu::DeviceView& out) {
   // As Sampler::sample: a random number only for a non-greedy draw.
   const double u = config_.greedy() ? 0.0 : uniform_from_bits(rng_());
-  gpu::sample(logits, params_, u, seen_.empty() ? gpu::DeviceView() : seen_.view(), workspace_, out,
-              stream_);
+  gpu::sample(row, params_, u, seen_.empty() ? gpu::DeviceView() : seen_.view(), workspace_, out, stream_);
+}
+
+int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out, int top_n, TokenLogprob* lp,
+                            const TokenConstraint* constraint) {
+  draw(row_for(logits, false), out);
+  if (constraint) {
+    // The grammar checks the draw on the host; a refused one is drawn again under its mask.
+    CUDA_CHECK(cudaMemcpyAsync(host_.data(), out.raw(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (!constraint->allows(gpu::sampled_token(*host_.as<int32_t>()))) {
+      const std::vector<uint8_t>& mask = constraint->allowed();
+      EXQ_CHECK(static_cast<int64_t>(mask.size()) == vocab_, "grammar: the vocabulary has {} tokens, the logits {}",
+                mask.size(), vocab_);
+      if (allowed_.empty()) {
+        allowed_ = gpu::DeviceTensor(DType::U8, {vocab_}, alloc_, stream_);
+        allowed_host_ = gpu::PinnedBuffer(mask.size());
+      }
+      std::copy(mask.begin(), mask.end(), allowed_host_.as<uint8_t>());
+      CUDA_CHECK(cudaMemcpyAsync(allowed_.raw(), allowed_host_.data(), mask.size(), cudaMemcpyHostToDevice, stream_));
+      draw(row_for(logits, true), out);
+    }
+  }
   if (!seen_.empty()) gpu::mark_seen(out, seen_, stream_);
+  if (!counts_.empty()) gpu::count_token(out, counts_, stream_);
   auto* result = reinterpret_cast<gpu::LogprobOut*>(host_.as<char>() + kLogprobOffset);
   if (lp) {
     if (logprob_.empty())
@@ -152,11 +200,12 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
   sampler.set_history(prompt);
   std::vector<int32_t> history(prompt.begin(), prompt.end());  // the drafts' (the sampler keeps its own)
 
+  check_vocab_settings(options, model.config().vocab_size);
   // With logprobs the device computes them beside the draw, behind the same wait.
   auto sample = [&](const gpu::DeviceView& row) {
-    if (!out.scoring()) return sampler.sample(row, model.token_slot());
+    if (!out.scoring()) return sampler.sample(row, model.token_slot(), 0, nullptr, out.constraint());
     TokenLogprob lp;
-    const int32_t t = sampler.sample(row, model.token_slot(), options.logprobs, &lp);
+    const int32_t t = sampler.sample(row, model.token_slot(), options.logprobs, &lp, out.constraint());
     out.record(std::move(lp));
     return t;
   };

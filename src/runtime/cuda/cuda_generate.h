@@ -46,35 +46,48 @@ class CudaStep : public StepFunction {
 exq::cuda::SamplingParams sampling_params(const SamplerConfig& config);
 
 // runtime::Sampler on the device: the same config and seed pick the same tokens from the same
-// logits (and draw the same random numbers: one per non-greedy sample).
+// logits (and draw the same random numbers: one per non-greedy sample, two when a grammar
+// refuses the first draw).
 class CudaSampler {
  public:
-  // Throws exq::Error for an invalid config (SamplerConfig::validate).
+  // Throws exq::Error for an invalid config (SamplerConfig::validate with the vocabulary).
   CudaSampler(const SamplerConfig& config, int64_t vocab, exq::cuda::CachingAllocator& alloc,
               cudaStream_t stream);
   uint64_t seed() const { return seed_; }
   // The tokens the repetition penalty applies to: exactly `ids` (prompt + generated so far).
+  // The presence / frequency penalties count only the tokens sampled after it.
   void set_history(std::span<const int32_t> ids);
   // Samples from logits [1, vocab] (device) into `out` ([1] I32 on the device, e.g.
   // CudaLlama::token_slot()), adds it to the history and returns it (waits for the stream).
   // Throws the CPU sampler's exq::Error for NaN / +Inf logits or nothing to sample.
   int32_t sample(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out);
   // The same, and with `lp`: the token's log-probability under the raw logits and its top_n
-  // alternatives (runtime::token_logprob's, computed on the device; one wait for both).
+  // alternatives (runtime::token_logprob's, computed on the device; one wait for both). With a
+  // constraint, a token it refuses is drawn again from the allowed ones (its mask goes up).
   int32_t sample(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out, int top_n,
-                 TokenLogprob* lp);
+                 TokenLogprob* lp, const TokenConstraint* constraint = nullptr);
 
  private:
+  // The row the draw reads: `logits`, or the adjusted copy (bias, counts, `allowed`).
+  exq::cuda::DeviceView row_for(const exq::cuda::DeviceView& logits, bool masked);
+  void draw(const exq::cuda::DeviceView& row, const exq::cuda::DeviceView& out);
+
   SamplerConfig config_;
   exq::cuda::SamplingParams params_;
   uint64_t seed_;
   std::mt19937_64 rng_;
   exq::cuda::CachingAllocator& alloc_;
   cudaStream_t stream_;
+  int64_t vocab_;
   exq::cuda::DeviceTensor seen_;       // [vocab] U8, only with a repetition penalty
   exq::cuda::DeviceTensor workspace_;  // sample_workspace_bytes(vocab)
   exq::cuda::PinnedBuffer host_;       // the sampled id, then a LogprobOut when asked
   exq::cuda::DeviceTensor logprob_;    // LogprobOut bytes, allocated on first use
+  exq::cuda::DeviceTensor bias_;       // [vocab] F32, only with a logit bias
+  exq::cuda::DeviceTensor counts_;     // [vocab] I32, only with presence / frequency penalties
+  exq::cuda::DeviceTensor adjusted_;   // [vocab] F32, the adjusted row (allocated on first use)
+  exq::cuda::DeviceTensor allowed_;    // [vocab] U8, a grammar's mask (allocated on first use)
+  exq::cuda::PinnedBuffer allowed_host_;
 };
 
 // runtime::generate on the GPU: the same stop rules, stream, drafts and result, with GPU

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -270,6 +271,95 @@ TEST_F(Sample, BadRowsGiveTheCpuErrors) {
   std::vector<float> big(100, 1.0f);
   big[5] = 3e38f;
   test::expect_error([&] { run(big, {5}, {0.8f, 0.95f, 0.05f, 0.001f, 40}, {0.5}); }, "NaN or +Inf");
+}
+
+// ---- logit adjustments (bias, presence / frequency counts, a grammar's mask) --------------
+
+class AdjustLogits : public CudaTest {};
+
+// Bit for bit runtime::Sampler's arithmetic: apply_logit_adjustments, then the mask.
+TEST_F(AdjustLogits, MatchesTheCpuBitForBit) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (int64_t vocab : {7, 1000, 49152}) {
+    std::vector<float> logits(static_cast<size_t>(vocab));
+    for (float& v : logits) v = nd(rng);
+    logits[1] = -INFINITY;
+    runtime::SamplerConfig c;
+    c.presence_penalty = 0.37f;
+    c.frequency_penalty = -0.61f;
+    std::vector<float> bias(static_cast<size_t>(vocab), 0.0f);
+    for (int i = 0; i < 9; ++i) {
+      const auto id = static_cast<int32_t>(rng() % vocab);
+      const float b = nd(rng) * 10.0f;
+      c.logit_bias.push_back({id, b});
+      bias[static_cast<size_t>(id)] += b;
+    }
+    std::vector<int32_t> generated;
+    Tensor counts(DType::I32, {vocab});
+    std::fill(counts.data<int32_t>(), counts.data<int32_t>() + vocab, 0);
+    for (int i = 0; i < 40; ++i) {
+      const auto id = static_cast<int32_t>(rng() % std::min<int64_t>(vocab, 20));
+      generated.push_back(id);
+      ++counts.data<int32_t>()[id];
+    }
+    Tensor allowed(DType::U8, {vocab});
+    for (int64_t i = 0; i < vocab; ++i) allowed.data<uint8_t>()[i] = rng() % 3 != 0;
+
+    std::vector<float> want(logits);
+    runtime::apply_logit_adjustments(want, generated, c);
+    Tensor host(DType::F32, {vocab}), hbias(DType::F32, {vocab});
+    std::copy(logits.begin(), logits.end(), host.data<float>());
+    std::copy(bias.begin(), bias.end(), hbias.data<float>());
+    DeviceTensor dl = upload(host), db = upload(hbias), dc = upload(counts), da = upload(allowed);
+    DeviceTensor out = empty(DType::F32, {vocab});
+    LogitAdjust a;
+    a.bias = db;
+    a.counts = dc;
+    a.presence = c.presence_penalty;
+    a.frequency = c.frequency_penalty;
+    adjust_logits(dl, a, out, stream());
+    Tensor got = download(out);
+    for (int64_t i = 0; i < vocab; ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(got.data<float>()[i]), std::bit_cast<uint32_t>(want[static_cast<size_t>(i)]))
+          << "vocab " << vocab << " id " << i;
+    a.allowed = da;
+    adjust_logits(dl, a, out, stream());
+    got = download(out);
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float w = allowed.data<uint8_t>()[i] ? want[static_cast<size_t>(i)] : -INFINITY;
+      ASSERT_EQ(std::bit_cast<uint32_t>(got.data<float>()[i]), std::bit_cast<uint32_t>(w)) << "masked id " << i;
+    }
+  }
+}
+
+TEST_F(AdjustLogits, CountTokenAddsOneInsideTheVocabulary) {
+  Tensor zero(DType::I32, {5});
+  std::fill(zero.data<int32_t>(), zero.data<int32_t>() + 5, 0);
+  DeviceTensor counts = upload(zero);
+  for (int32_t id : {3, 3, 0, 7, -1}) {
+    Tensor t(DType::I32, {1});
+    t.data<int32_t>()[0] = id;
+    DeviceTensor dt = upload(t);
+    count_token(dt, counts, stream());
+    download(counts);  // before dt goes back to the allocator
+  }
+  const Tensor got = download(counts);
+  EXPECT_EQ(std::vector<int32_t>(got.data<int32_t>(), got.data<int32_t>() + 5), (std::vector<int32_t>{1, 0, 0, 2, 0}));
+}
+
+TEST(AdjustLogitsArgs, RejectBadArguments) {
+  using test::fake_view;
+  test::expect_error([] { adjust_logits(fake_view(DType::F32, {10}), {}, fake_view(DType::F32, {9}), nullptr); },
+                     "out has 9 values");
+  LogitAdjust bad;
+  bad.bias = fake_view(DType::F32, {11});
+  test::expect_error([&] { adjust_logits(fake_view(DType::F32, {10}), bad, fake_view(DType::F32, {10}), nullptr); },
+                     "bias must have shape [10]");
+  test::expect_error([&] { adjust_logits(fake_view(DType::F32, {10}), {}, fake_view(DType::F32, {10}), nullptr); },
+                     "must not alias");
+  test::expect_error([&] { count_token(fake_view(DType::I32, {2}), fake_view(DType::I32, {10}), nullptr); },
+                     "token must have shape [1]");
 }
 
 TEST(SampleArgs, RejectBadArguments) {

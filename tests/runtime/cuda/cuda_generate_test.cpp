@@ -6,12 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <string>
 
 #include "backend/cuda/stream.h"
+#include "grammar/grammar.h"
 #include "cuda_require.h"
 #include "model/llama.h"
 #include "test_support.h"
@@ -169,6 +171,56 @@ TEST_F(CudaGenerate, DeviceLoopMatchesHostLoopOverTheSameLogits) {
     EXPECT_EQ(a.decode_steps, 29);
     EXPECT_EQ(a.seed, b.seed);
   }
+}
+
+// Logit bias, presence / frequency penalties and a grammar (refused draws redrawn under its
+// mask, uploaded to the device): the same tokens as the host loop with the CPU sampler.
+TEST_F(CudaGenerate, BiasPenaltiesAndGrammarMatchTheHostLoop) {
+  CudaOptions o;
+  o.max_context = 96;
+  CudaLlama m(*model_, o);
+  const int64_t vocab = m.config().vocab_size;
+  std::vector<std::string> bytes(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) bytes[static_cast<size_t>(i)] = std::string(1, static_cast<char>('a' + i % 26));
+  std::vector<uint8_t> special(static_cast<size_t>(vocab), 0);
+  special[0] = 1;  // eos
+  const auto tv = std::make_shared<const TokenVocab>(bytes, special);
+  const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35};
+  SamplerConfig configs[] = {config(0.0f, 40, 0.95f, 0.05f, 1.0f, 1), config(0.9f, 40, 0.95f, 0.05f, 1.1f, 2),
+                             config(1.2f, 0, 1.0f, 0.0f, 1.0f, 3)};
+  int masked_steps = 0;
+  for (SamplerConfig& c : configs) {
+    c.presence_penalty = 0.7f;
+    c.frequency_penalty = 0.3f;
+    c.logit_bias = {{5, 4.0f}, {31, -100.0f}, {200, 2.5f}};
+    for (const char* gbnf : {"", "root ::= [a-f]+ \"z\" [a-c]{2,6}", "root ::= ([x-z] | \"ab\")+"}) {
+      GenerateOptions g;
+      g.max_new_tokens = 40;
+      g.eos_token_ids = {0};
+      g.sampler = c;
+      if (*gbnf) {
+        g.grammar = grammar::Grammar::parse(gbnf);
+        g.grammar_vocab = tv;
+      }
+      LetterDecoder d1, d2;
+      m.reset();
+      const GenerateResult a = generate_cuda(m, &d1, prompt, g);
+      m.reset();
+      CudaStep step(m);
+      const GenerateResult b = generate(step, &d2, prompt, g);
+      EXPECT_EQ(a.ids, b.ids) << "temperature " << c.temperature << " grammar " << gbnf;
+      EXPECT_EQ(a.stop, b.stop);
+      if (*gbnf) {
+        grammar::GrammarMatcher match(g.grammar);
+        EXPECT_TRUE(match.accept(a.text)) << a.text;
+        // The unconstrained model would not have followed it: count the steps it was steered.
+        for (size_t i = 0; i < a.ids.size(); ++i) masked_steps += a.ids[i] % 26 >= 6;
+      } else {
+        EXPECT_EQ(std::count(a.ids.begin(), a.ids.end(), 31), 0);
+      }
+    }
+  }
+  EXPECT_GT(masked_steps, 0);
 }
 
 TEST_F(CudaGenerate, StopReasons) {
