@@ -32,26 +32,37 @@ struct Edge {
   throw Error(grammar_location(text, offset) + message);
 }
 
-// Rules that can match the empty text (a worklist over "alternatives with k symbols still
-// not known nullable", linear in the grammar size).
-std::vector<bool> nullable_rules(const RawGrammar& raw) {
+// Rules with an alternative whose terminals all pass `terminal_ok` and whose references all
+// name such rules (a worklist over "alternatives with k references still open", linear in
+// the grammar size).
+template <typename TerminalOk>
+std::vector<bool> rules_that_hold(const RawGrammar& raw, TerminalOk terminal_ok) {
   const size_t n = raw.rules.size();
-  std::vector<bool> nullable(n, false);
+  std::vector<bool> holds(n, false);
   std::vector<uint32_t> pending;               // per alternative
   std::vector<uint32_t> alt_owner;             // alternative -> rule
-  std::vector<std::vector<uint32_t>> uses(n);  // rule -> alternatives using it
+  std::vector<std::vector<uint32_t>> uses(n);  // rule -> alternatives referring to it
   std::vector<uint32_t> queue;
   for (uint32_t r = 0; r < n; ++r) {
     for (const auto& alt : raw.rules[r].alts) {
       const auto a = static_cast<uint32_t>(pending.size());
-      bool has_terminal = false;
-      for (const Symbol& s : alt) has_terminal |= !s.is_ref;
-      pending.push_back(has_terminal ? 0xFFFFFFFFu : static_cast<uint32_t>(alt.size()));
+      bool blocked = false;
+      uint32_t refs = 0;
+      for (const Symbol& s : alt) {
+        if (s.is_ref) {
+          ++refs;
+        } else {
+          blocked |= !terminal_ok(s);
+        }
+      }
+      pending.push_back(blocked ? 0xFFFFFFFFu : refs);
       alt_owner.push_back(r);
-      if (has_terminal) continue;
-      for (const Symbol& s : alt) uses[s.id].push_back(a);
-      if (alt.empty() && !nullable[r]) {
-        nullable[r] = true;
+      if (blocked) continue;
+      for (const Symbol& s : alt) {
+        if (s.is_ref) uses[s.id].push_back(a);
+      }
+      if (refs == 0 && !holds[r]) {
+        holds[r] = true;
         queue.push_back(r);
       }
     }
@@ -62,60 +73,24 @@ std::vector<bool> nullable_rules(const RawGrammar& raw) {
     for (uint32_t a : uses[r]) {
       if (--pending[a] != 0) continue;
       const uint32_t owner = alt_owner[a];
-      if (!nullable[owner]) {
-        nullable[owner] = true;
+      if (!holds[owner]) {
+        holds[owner] = true;
         queue.push_back(owner);
       }
     }
   }
-  return nullable;
+  return holds;
+}
+
+// Rules that can match the empty text: no terminal at all.
+std::vector<bool> nullable_rules(const RawGrammar& raw) {
+  return rules_that_hold(raw, [](const Symbol&) { return false; });
 }
 
 // Rules that can match some finite text; an alternative with a rule that cannot, or with a
 // class that matches nothing, is dropped (so every parse stack can still finish).
 std::vector<bool> productive_rules(const RawGrammar& raw) {
-  const size_t n = raw.rules.size();
-  std::vector<bool> productive(n, false);
-  std::vector<uint32_t> pending;
-  std::vector<uint32_t> alt_owner;
-  std::vector<std::vector<uint32_t>> uses(n);
-  std::vector<uint32_t> queue;
-  for (uint32_t r = 0; r < n; ++r) {
-    for (const auto& alt : raw.rules[r].alts) {
-      const auto a = static_cast<uint32_t>(pending.size());
-      bool dead = false;
-      uint32_t refs = 0;
-      for (const Symbol& s : alt) {
-        if (!s.is_ref) {
-          dead |= raw.charsets[s.id].empty();
-        } else {
-          ++refs;
-        }
-      }
-      pending.push_back(dead ? 0xFFFFFFFFu : refs);
-      alt_owner.push_back(r);
-      if (dead) continue;
-      for (const Symbol& s : alt) {
-        if (s.is_ref) uses[s.id].push_back(a);
-      }
-      if (refs == 0 && !productive[r]) {
-        productive[r] = true;
-        queue.push_back(r);
-      }
-    }
-  }
-  while (!queue.empty()) {
-    const uint32_t r = queue.back();
-    queue.pop_back();
-    for (uint32_t a : uses[r]) {
-      if (--pending[a] != 0) continue;
-      if (!productive[alt_owner[a]]) {
-        productive[alt_owner[a]] = true;
-        queue.push_back(alt_owner[a]);
-      }
-    }
-  }
-  return productive;
+  return rules_that_hold(raw, [&](const Symbol& s) { return !raw.charsets[s.id].empty(); });
 }
 
 // Left recursion: a rule reachable from itself through references at the start of
