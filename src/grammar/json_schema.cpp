@@ -370,7 +370,11 @@ class Converter {
   }
 
   std::string array_body(const Json& s, const std::string& ptr, const std::string& hint) {
-    auto [lo, hi] = counts(s, "minItems", "maxItems", ptr);
+    // Plain variables, not a structured binding: the lambdas below capture them (clang < 16
+    // refuses to capture bindings).
+    const auto bounds = counts(s, "minItems", "maxItems", ptr);
+    const uint64_t lo = bounds.first;
+    std::optional<uint64_t> hi = bounds.second;
     const Json prefix = s.value("prefixItems", Json::array());
     if (!prefix.is_array()) schema::fail(ptr, "'prefixItems' must be a list of schemas");
     std::optional<Json> items;
