@@ -80,30 +80,21 @@ void GrammarFlags::apply(runtime::GenerateOptions& options, const tokenizer::Tok
   const int given = !grammar_.empty() + !grammar_file_.empty() + !schema_.empty() + !schema_file_.empty();
   if (given == 0) return;
   if (given > 1) throw Error("give one of --grammar, --grammar-file, --json-schema, --json-schema-file");
-  if (!grammar_file_.empty()) {
-    try {
-      options.grammar = grammar::Grammar::parse(read_text_file(grammar_file_));
-    } catch (const Error& e) {
-      throw e.with_file(grammar_file_);
-    }
-  } else if (!schema_.empty() || !schema_file_.empty()) {
-    const std::string& where = schema_.empty() ? schema_file_ : std::string("--json-schema");
-    try {
-      const std::string text = schema_.empty() ? read_text_file(schema_file_) : schema_;
-      // ordered_json: properties are generated in the schema's order.
-      const nlohmann::ordered_json schema = nlohmann::ordered_json::parse(text);
-      options.grammar = grammar::Grammar::parse(grammar::json_schema_to_gbnf(schema));
-    } catch (const nlohmann::ordered_json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON: {}", where, e.what()));
-    } catch (const Error& e) {
-      throw e.with_file(where);
-    }
-  } else {
-    try {
-      options.grammar = grammar::Grammar::parse(grammar_);
-    } catch (const Error& e) {
-      throw e.with_file("--grammar");
-    }
+  const bool schema = !schema_.empty() || !schema_file_.empty();
+  const std::string where = !grammar_file_.empty()  ? grammar_file_
+                            : !schema_file_.empty() ? schema_file_
+                            : schema                ? std::string("--json-schema")
+                                                    : std::string("--grammar");
+  try {
+    const bool inline_text = grammar_file_.empty() && schema_file_.empty();
+    std::string text = inline_text ? (schema ? schema_ : grammar_) : read_text_file(where);
+    // ordered_json: properties are generated in the schema's order.
+    if (schema) text = grammar::json_schema_to_gbnf(nlohmann::ordered_json::parse(text));
+    options.grammar = grammar::Grammar::parse(text);
+  } catch (const nlohmann::ordered_json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", where, e.what()));
+  } catch (const Error& e) {
+    throw e.with_file(where);
   }
   options.grammar_vocab = runtime::TokenVocab::from_tokenizer(tok, vocab);
 }

@@ -182,12 +182,9 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     if (!allowed.empty()) {
       EXQ_CHECK(allowed.size() == scratch_.size(), "the allowed-token mask has {} entries for {} logits",
                 allowed.size(), scratch_.size());
-      bool any = false;
-      for (size_t i = 0; i < scratch_.size(); ++i) {
+      // Nothing allowed leaves every logit -inf, which check_logits refuses below.
+      for (size_t i = 0; i < scratch_.size(); ++i)
         if (!allowed[i]) scratch_[i] = kNegInf;
-        any = any || (allowed[i] && !std::isnan(logits[i]));
-      }
-      EXQ_CHECK(any, "no token of the vocabulary is allowed here");
     }
     row = scratch_;
   }

@@ -1,7 +1,6 @@
 #include "runtime/token_constraint.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/error.h"
 

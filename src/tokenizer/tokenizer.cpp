@@ -32,11 +32,12 @@ struct Tokenizer::Impl {
   AddedTokenMatcher normalized_matcher;  // normalized=true tokens, on normalized text
   int32_t vocab_size = 0;
   // A model piece that decodes alone to plain text with no leading space (token_bytes puts it
-  // first); empty when none does.
-  std::string anchor;
+  // first), and that text; empty when none does.
+  std::string anchor, anchor_text;
 
-  // The decoder chain over `tokens`, joined, without UTF-8 repair (decode_chain_raw).
-  std::string join(std::vector<std::string> tokens) const;
+  // The decoder chain over `tokens`, joined (tokens with a space when there is no decoder);
+  // `raw`: without the decoders' UTF-8 repair (decode_chain_raw).
+  std::string join(std::vector<std::string> tokens, bool raw) const;
   void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
   void encode_normalized(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
 };
@@ -101,9 +102,10 @@ std::shared_ptr<Tokenizer::Impl> build(const Json& root) {
   for (int32_t id = 0; id < impl->model->id_limit(); ++id) {
     const auto piece = impl->model->id_to_token(id);
     if (!piece || impl->added_by_id.count(id)) continue;
-    const std::string text = impl->join({std::string(*piece)});
+    std::string text = impl->join({std::string(*piece)}, /*raw=*/true);
     if (!text.empty() && (text[0] >= 'A' && text[0] <= 'z')) {
       impl->anchor = std::string(*piece);
+      impl->anchor_text = std::move(text);
       break;
     }
   }
@@ -197,17 +199,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
       tokens.emplace_back(*piece);
     }
   }
-  std::string out;
-  if (im.decoder) {
-    im.decoder->decode_chain(tokens);
-    for (const std::string& t : tokens) out += t;
-  } else {
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      if (i) out += ' ';
-      out += tokens[i];
-    }
-  }
-  return utf8_lossy(out);
+  return utf8_lossy(im.join(std::move(tokens), /*raw=*/false));
 }
 
 std::string Tokenizer::id_to_token(int32_t id) const {
@@ -229,20 +221,26 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   }
   // Decoders treat the first token of a text apart (Metaspace's prefix space, Strip): decode
   // the piece after the anchor piece and keep what it adds.
-  if (im.anchor.empty()) return im.join({piece});
-  const std::string head = im.join({im.anchor});
-  const std::string both = im.join({im.anchor, piece});
-  if (both.compare(0, head.size(), head) != 0) return im.join({piece});
-  return both.substr(head.size());
+  if (im.anchor.empty()) return im.join({piece}, /*raw=*/true);
+  const std::string both = im.join({im.anchor, piece}, /*raw=*/true);
+  if (both.compare(0, im.anchor_text.size(), im.anchor_text) != 0) return im.join({piece}, /*raw=*/true);
+  return both.substr(im.anchor_text.size());
 }
 
-std::string Tokenizer::Impl::join(std::vector<std::string> tokens) const {
+std::string Tokenizer::Impl::join(std::vector<std::string> tokens, bool raw) const {
   std::string out;
   if (decoder) {
-    decoder->decode_chain_raw(tokens);
+    if (raw) {
+      decoder->decode_chain_raw(tokens);
+    } else {
+      decoder->decode_chain(tokens);
+    }
     for (const std::string& t : tokens) out += t;
   } else {
-    for (size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (i) out += ' ';
+      out += tokens[i];
+    }
   }
   return out;
 }
