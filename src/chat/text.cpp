@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace exq::chat {
 
@@ -44,61 +45,18 @@ std::vector<char32_t> decode_all(std::string_view s) {
 }  // namespace
 
 char32_t decode_utf8(std::string_view s, size_t& pos) {
-  const auto b0 = static_cast<unsigned char>(s[pos]);
-  if (b0 < 0x80) {
-    ++pos;
-    return b0;
-  }
-  int n = 0;
   char32_t cp = 0;
-  char32_t min = 0;
-  if ((b0 & 0xe0) == 0xc0) {
-    n = 1, cp = b0 & 0x1f, min = 0x80;
-  } else if ((b0 & 0xf0) == 0xe0) {
-    n = 2, cp = b0 & 0x0f, min = 0x800;
-  } else if ((b0 & 0xf8) == 0xf0) {
-    n = 3, cp = b0 & 0x07, min = 0x10000;
-  } else {
-    ++pos;
-    return kEscapeBase + b0;
-  }
-  if (pos + n >= s.size()) {
-    ++pos;
-    return kEscapeBase + b0;
-  }
-  for (int i = 1; i <= n; ++i) {
-    const auto b = static_cast<unsigned char>(s[pos + i]);
-    if ((b & 0xc0) != 0x80) {
-      ++pos;
-      return kEscapeBase + b0;
-    }
-    cp = (cp << 6) | (b & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-    ++pos;
-    return kEscapeBase + b0;
-  }
-  pos += n + 1;
+  const int len = utf8_decode(s, pos, cp);
+  if (len == 0) return kEscapeBase + static_cast<unsigned char>(s[pos++]);
+  pos += static_cast<size_t>(len);
   return cp;
 }
 
 void append_utf8(std::string& out, char32_t cp) {
   if (is_escaped_byte(cp)) {
     out.push_back(static_cast<char>(cp - kEscapeBase));
-  } else if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
   } else {
-    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    utf8_append(out, cp);
   }
 }
 

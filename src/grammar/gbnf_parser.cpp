@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "grammar/grammar_internal.h"
 
 namespace exq::grammar {
@@ -427,36 +428,9 @@ class Parser {
       if (cp > kMaxCodePoint) fail(start, fmt::format("code point 0x{:X} is above U+10FFFF", cp));
       return cp;
     }
-    if (c < 0x80) {
-      ++pos_;
-      return c;
-    }
-    int len = 0;
-    uint32_t cp = 0;
-    uint32_t min = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1F;
-      min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0F;
-      min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07;
-      min = 0x10000;
-    } else {
-      fail(start, "invalid UTF-8 in grammar text");
-    }
-    for (int i = 1; i < len; ++i) {
-      const auto b = static_cast<unsigned char>(peek(static_cast<size_t>(i)));
-      if ((b & 0xC0) != 0x80) fail(start, "invalid UTF-8 in grammar text");
-      cp = (cp << 6) | (b & 0x3F);
-    }
-    if (cp < min || cp > kMaxCodePoint || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      fail(start, "invalid UTF-8 in grammar text");
-    }
+    char32_t cp = 0;
+    const int len = utf8_decode(text_, pos_, cp);
+    if (len == 0) fail(start, "invalid UTF-8 in grammar text");
     pos_ += static_cast<size_t>(len);
     return cp;
   }
