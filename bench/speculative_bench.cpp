@@ -4,10 +4,13 @@
 //     decode tokens/s (wall clock, as exq generate reports it), passes, drafts checked and kept,
 //     and whether the tokens equal those of the generation without drafts; the code prompt also
 //     with the code itself as the prediction (--prediction-file, OpenAI's predicted outputs);
+//   - with --draft-model DIR: the same prompts with a draft model's guesses (--draft-max 7, for
+//     each --p-min value), also the draft model's own cost: milliseconds per token it ran;
 //   - what one pass of T = 1..8 tokens costs after a 256-token context, as a multiple of a
 //     single-token step (median of --reps; on the GPU timed with CUDA events, the single step
 //     replaying the decode graph and passes of T > 1 running eagerly).
-// Usage: speculative_bench --model DIR [--device cpu|cuda] [--max-tokens N] [--reps N] [--json FILE]
+// Usage: speculative_bench --model DIR [--device cpu|cuda] [--max-tokens N] [--reps N]
+//          [--draft-model DIR [--p-min P,P,...]] [--json FILE]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -21,12 +24,14 @@
 #include "chat/template.h"
 #include "core/error.h"
 #include "model/llama.h"
+#include "runtime/draft_model.h"
 #include "runtime/generation_config.h"
 #include "runtime/model_step.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_config.h"
 #if EXQ_HAVE_CUDA
 #include "backend/cuda/stream.h"
+#include "runtime/cuda/cuda_draft.h"
 #include "runtime/cuda/cuda_generate.h"
 #endif
 
@@ -85,8 +90,28 @@ struct Backend {
   const tokenizer::Tokenizer& tok;
   bool cuda = false;
 #if EXQ_HAVE_CUDA
-  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+  std::unique_ptr<runtime::cuda::CudaLlama> gpu, draft_gpu;
 #endif
+  std::unique_ptr<model::LlamaModel> draft_weights;
+  std::unique_ptr<runtime::LlamaStep> draft_step;
+  std::unique_ptr<runtime::DraftModel> draft;
+
+  void load_draft(const std::string& dir, int64_t ctx) {
+    draft_weights = std::make_unique<model::LlamaModel>(model::LlamaModel::load(dir));
+    runtime::check_draft_tokenizer(tok, tokenizer::Tokenizer::from_file(std::filesystem::path(dir) / "tokenizer.json"),
+                                   dir);
+#if EXQ_HAVE_CUDA
+    if (cuda) {
+      runtime::cuda::CudaOptions co;
+      co.max_context = ctx;
+      draft_gpu = std::make_unique<runtime::cuda::CudaLlama>(*draft_weights, co);
+      draft = std::make_unique<runtime::cuda::CudaDraftModel>(*draft_gpu, model.config().vocab_size);
+      return;
+    }
+#endif
+    draft_step = std::make_unique<runtime::LlamaStep>(*draft_weights, ctx);
+    draft = std::make_unique<runtime::StepDraftModel>(*draft_step, model.config().vocab_size);
+  }
 
   runtime::GenerateResult generate(std::span<const int32_t> prompt, const runtime::GenerateOptions& o) {
 #if EXQ_HAVE_CUDA
@@ -144,7 +169,8 @@ struct Backend {
 };
 
 int run(int argc, char** argv) {
-  std::string dir, device = "cpu", json_path;
+  std::string dir, device = "cpu", json_path, draft_dir;
+  std::vector<float> p_mins{0.75f};
   int64_t max_tokens = 160;
   int reps = 9;
   for (int i = 1; i < argc; ++i) {
@@ -158,6 +184,16 @@ int run(int argc, char** argv) {
     else if (a == "--max-tokens") max_tokens = std::stoll(next());
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--json") json_path = next();
+    else if (a == "--draft-model") draft_dir = next();
+    else if (a == "--p-min") {
+      p_mins.clear();
+      std::string list = next();
+      for (size_t at = 0; at != std::string::npos;) {
+        const size_t comma = list.find(',', at);
+        p_mins.push_back(std::stof(list.substr(at, comma == std::string::npos ? comma : comma - at)));
+        at = comma == std::string::npos ? comma : comma + 1;
+      }
+    }
     else throw Error(fmt::format("unknown argument {}", a));
   }
   EXQ_CHECK(!dir.empty(), "--model DIR is required");
@@ -180,6 +216,10 @@ int run(int argc, char** argv) {
     throw Error("this build has no CUDA");
 #endif
   }
+  if (!draft_dir.empty()) {
+    be.load_draft(draft_dir, 2048);
+    out["draft_model"] = draft_dir;
+  }
 
   json rows = json::array();
   for (const Case& c : cases()) {
@@ -192,16 +232,28 @@ int run(int argc, char** argv) {
     o.eos_token_ids = runtime::stop_token_ids(gen, model.config(), tok, tc.eos_token);
     be.generate(prompt, o);  // warm-up
     std::vector<int32_t> base_ids;
-    for (const int draft : {0, 4, 7}) {
+    // Lookup drafts of 0, 4, 7 guesses, then the draft model's (7 guesses) for each p_min.
+    std::vector<std::pair<int, float>> settings{{0, -1.0f}, {4, -1.0f}, {7, -1.0f}};
+    if (be.draft)
+      for (const float pm : p_mins) settings.emplace_back(7, pm);
+    for (const auto& [draft, p_min] : settings) {
       if (draft == 0 && !c.prediction.empty()) continue;
       o.draft.max_tokens = draft;
+      o.draft.model = p_min >= 0.0f ? be.draft.get() : nullptr;
+      o.draft.p_min = std::max(p_min, 0.0f);
+      const int64_t draft_ran = be.draft ? be.draft->tokens_run() : 0;
+      const double draft_s0 = be.draft ? be.draft->seconds() : 0.0;
+      double decode_s = 0.0;
       if (!c.prediction.empty()) o.prediction = tok.encode(c.prediction, false);
       std::vector<double> tps;
       runtime::GenerateResult r;
       for (int rep = 0; rep < 3; ++rep) {
         r = be.generate(prompt, o);
         tps.push_back(r.decode_tokens_per_s());
+        decode_s += r.decode_seconds;
       }
+      // Tokens the draft model ran over the three generations (its catch-ups and guesses).
+      const int64_t draft_tokens_run = be.draft ? be.draft->tokens_run() - draft_ran : 0;
       if (draft == 0) base_ids = r.ids;
       if (base_ids.empty()) {  // the predicted case: its baseline is the case before
         runtime::GenerateOptions p = o;
@@ -209,7 +261,8 @@ int run(int argc, char** argv) {
         p.prediction.clear();
         base_ids = be.generate(prompt, p).ids;
       }
-      const json row = {{"case", c.name},
+      json row = {{"case", c.name},
+                        {"draft_source", p_min >= 0.0f ? "model" : (draft > 0 ? "lookup" : "none")},
                         {"draft_max", draft},
                         {"prompt_tokens", r.prompt_tokens},
                         {"generated_tokens", r.generated_tokens},
@@ -218,8 +271,17 @@ int run(int argc, char** argv) {
                         {"draft_tokens", r.draft_tokens},
                         {"accepted_draft_tokens", r.accepted_draft_tokens},
                         {"same_tokens_as_without_drafts", r.ids == base_ids}};
-      std::printf("%-22s draft %d: %6.1f tok/s, %3ld tokens in %3ld passes, drafts %ld of %ld kept, same tokens: %s\n",
-                  c.name.c_str(), draft, median(tps), static_cast<long>(r.generated_tokens),
+      if (p_min >= 0.0f) {
+        const double drafting = be.draft->seconds() - draft_s0;
+        row["p_min"] = p_min;
+        row["draft_model_tokens_run"] = draft_tokens_run / 3;
+        row["draft_model_ms_per_token"] = draft_tokens_run > 0 ? 1e3 * drafting / draft_tokens_run : 0.0;
+        row["drafting_share_of_decode"] = decode_s > 0.0 ? drafting / decode_s : 0.0;
+      }
+      std::printf("%-22s %s draft %d%s: %6.1f tok/s, %3ld tokens in %3ld passes, drafts %ld of %ld kept, same tokens: %s\n",
+                  c.name.c_str(), p_min >= 0.0f ? "model " : "lookup", draft,
+                  p_min >= 0.0f ? fmt::format(" p_min {:.2f}", p_min).c_str() : "", median(tps),
+                  static_cast<long>(r.generated_tokens),
                   static_cast<long>(r.decode_steps), static_cast<long>(r.accepted_draft_tokens),
                   static_cast<long>(r.draft_tokens), r.ids == base_ids ? "yes" : "NO");
       rows.push_back(row);

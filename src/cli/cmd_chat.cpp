@@ -82,7 +82,7 @@ void run_chat(const ChatArgs& a) {
   options.eos_token_ids = gm.eos_ids;
   options.draft = a.draft.settings();
   const tokenizer::Tokenizer& tok = gm.tok;
-  ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
+  ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &options.draft);
   const int64_t ctx = session.max_context();
   const bool interactive = isatty(STDIN_FILENO) != 0;
   fmt::print(stderr, "exq chat: {} on {}, context {} tokens. /reset starts over, /exit or end of input quits.\n",

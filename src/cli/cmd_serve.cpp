@@ -72,7 +72,7 @@ void run_serve(const ServeArgs& a) {
   sm.default_max_tokens = a.max_tokens;
   sm.draft = a.draft.settings();
   sm.vocab_size = gm.model.config().vocab_size;
-  ModelSession session(std::move(gm.model), tok, device, a.ctx_size);
+  ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft);
   sm.max_context = session.max_context();
   sm.device = session.device_name();
   const bool cache = !a.no_prompt_cache;

@@ -10,8 +10,10 @@
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
 
+#include "runtime/draft_model.h"
 #include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
+#include "runtime/cuda/cuda_draft.h"
 #include "runtime/cuda/cuda_generate.h"
 #endif
 
@@ -100,9 +102,14 @@ void GrammarFlags::apply(runtime::GenerateOptions& options, const tokenizer::Tok
 }
 
 void DraftFlags::add(CLI::App& cmd) {
-  cmd.add_option("--draft-max", options_.max_tokens,
-                 "speculative decoding: up to N tokens guessed from earlier text (prompt lookup) and "
-                 "checked in one pass; the tokens do not change (0 = off)")
+  max_opt_ = cmd.add_option("--draft-max", options_.max_tokens,
+                            "speculative decoding: up to N tokens guessed (from earlier text, or by --draft-model) "
+                            "and checked in one pass; the tokens do not change (0 = off; 7 with --draft-model)")
+                 ->capture_default_str();
+  cmd.add_option("--draft-model,--model-draft", model_dir_,
+                 "a smaller model with the same tokenizer that guesses the next tokens (speculative decoding)");
+  cmd.add_option("--draft-p-min", options_.p_min,
+                 "with --draft-model: stop guessing at a token the draft model gives less than this probability")
       ->capture_default_str();
   cmd.add_option("--draft-ngram-min", options_.ngram_min, "shortest n-gram the guesses are looked up by")
       ->capture_default_str();
@@ -111,8 +118,55 @@ void DraftFlags::add(CLI::App& cmd) {
 }
 
 runtime::DraftOptions DraftFlags::settings() const {
-  options_.validate();
-  return options_;
+  runtime::DraftOptions o = options_;
+  if (!model_dir_.empty() && max_opt_ && max_opt_->count() == 0) o.max_tokens = runtime::kDefaultDraftTokens;
+  if (!model_dir_.empty() && o.max_tokens == 0) throw Error("--draft-model needs drafts: --draft-max must be >= 1");
+  o.validate();
+  return o;
+}
+
+struct DraftModelHolder::Impl {
+  std::unique_ptr<model::LlamaModel> weights;
+  std::unique_ptr<runtime::LlamaStep> step;
+#if EXQ_HAVE_CUDA
+  std::unique_ptr<runtime::cuda::CudaLlama> gpu;
+#endif
+  std::unique_ptr<runtime::DraftModel> draft;
+};
+
+DraftModelHolder::DraftModelHolder(const std::filesystem::path& dir, const tokenizer::Tokenizer& model_tok,
+                                   int64_t model_vocab, Device device, int64_t max_context)
+    : impl_(std::make_unique<Impl>()) {
+  GenerationModel gm = load_generation_model(dir);
+  runtime::check_draft_tokenizer(model_tok, gm.tok, dir.string());
+  Impl& m = *impl_;
+  const int64_t ctx = std::min<int64_t>(max_context, gm.model.config().max_position_embeddings);
+#if EXQ_HAVE_CUDA
+  if (device == Device::Cuda) {
+    runtime::cuda::CudaOptions co;
+    co.max_context = ctx;
+    m.gpu = std::make_unique<runtime::cuda::CudaLlama>(gm.model, co);
+    m.draft = std::make_unique<runtime::cuda::CudaDraftModel>(*m.gpu, model_vocab);
+    return;
+  }
+#endif
+  (void)device;
+  m.weights = std::make_unique<model::LlamaModel>(std::move(gm.model));
+  m.step = std::make_unique<runtime::LlamaStep>(*m.weights, ctx);
+  m.draft = std::make_unique<runtime::StepDraftModel>(*m.step, model_vocab);
+}
+
+DraftModelHolder::~DraftModelHolder() = default;
+
+runtime::DraftModel& DraftModelHolder::model() { return *impl_->draft; }
+
+std::unique_ptr<DraftModelHolder> load_draft_model(const DraftFlags& flags, runtime::DraftOptions& options,
+                                                   const tokenizer::Tokenizer& model_tok, int64_t model_vocab,
+                                                   Device device, int64_t max_context) {
+  if (flags.model_dir().empty()) return nullptr;
+  auto holder = std::make_unique<DraftModelHolder>(flags.model_dir(), model_tok, model_vocab, device, max_context);
+  options.model = &holder->model();
+  return holder;
 }
 
 std::string draft_summary(const runtime::GenerateResult& r) {
@@ -139,11 +193,16 @@ struct ModelSession::Impl {
 };
 
 ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device,
-                           int64_t max_context)
+                           int64_t max_context, const DraftFlags* flags, runtime::DraftOptions* draft)
     : impl_(std::make_unique<Impl>()), device_name_("cpu") {
   Impl& m = *impl_;
   m.model = std::make_unique<model::LlamaModel>(std::move(model));
   max_context_ = std::min<int64_t>(max_context, m.model->config().max_position_embeddings);
+  const int64_t vocab = m.model->config().vocab_size;
+  // After the model: its weights come first on the device.
+  auto load_draft = [&] {
+    if (flags && draft) draft_ = load_draft_model(*flags, *draft, tok, vocab, device, max_context_);
+  };
 #if EXQ_HAVE_CUDA
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
@@ -152,11 +211,12 @@ ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& 
     m.model.reset();  // the weights live on the GPU now
     m.gpu_session = std::make_unique<runtime::cuda::CudaSession>(*m.gpu, tok);
     device_name_ = fmt::format("cuda:{} ({})", co.device, m.gpu->device().name);
+    load_draft();
     return;
   }
 #endif
-  (void)device;
   m.cpu = std::make_unique<runtime::LlamaSession>(*m.model, tok, max_context_);
+  load_draft();
 }
 
 ModelSession::~ModelSession() = default;

@@ -55,16 +55,44 @@ class GrammarFlags {
   std::string grammar_, grammar_file_, schema_, schema_file_;
 };
 
-// --draft-max, --draft-ngram-min, --draft-ngram-max: speculative decoding by prompt lookup.
+// --draft-max, --draft-ngram-min, --draft-ngram-max: speculative decoding by prompt lookup;
+// --draft-model, --draft-p-min: with a draft model (draft-max then defaults to
+// runtime::kDefaultDraftTokens).
 class DraftFlags {
  public:
   void add(CLI::App& cmd);
-  // Throws exq::Error for bad values.
+  // Throws exq::Error for bad values. The draft model is not loaded here (options.model stays
+  // null): see DraftModelHolder.
   runtime::DraftOptions settings() const;
+  const std::string& model_dir() const { return model_dir_; }
 
  private:
   runtime::DraftOptions options_;
+  std::string model_dir_;
+  CLI::Option* max_opt_ = nullptr;
 };
+
+// A draft model (--draft-model) loaded beside the model on the same device, with a context of
+// max_context positions (capped at its max_position_embeddings). Throws exq::Error for a folder
+// that does not load or whose tokenizer is not the model's.
+class DraftModelHolder {
+ public:
+  DraftModelHolder(const std::filesystem::path& dir, const tokenizer::Tokenizer& model_tok, int64_t model_vocab,
+                   Device device, int64_t max_context);
+  ~DraftModelHolder();
+  DraftModelHolder(const DraftModelHolder&) = delete;
+  DraftModelHolder& operator=(const DraftModelHolder&) = delete;
+  runtime::DraftModel& model();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Loads flags.model_dir() when given and points options.model at it; null otherwise.
+std::unique_ptr<DraftModelHolder> load_draft_model(const DraftFlags& flags, runtime::DraftOptions& options,
+                                                   const tokenizer::Tokenizer& model_tok, int64_t model_vocab,
+                                                   Device device, int64_t max_context);
 
 // ", drafts: K of N kept in P passes" for a stderr summary; empty when no draft was checked.
 std::string draft_summary(const runtime::GenerateResult& r);
@@ -76,7 +104,9 @@ runtime::TextCallback stdout_stream(bool on);
 class ModelSession {
  public:
   // Takes the weights (uploaded and then dropped on the GPU); `tok` must outlive the session.
-  ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device, int64_t max_context);
+  // With flags.model_dir() a draft model is loaded beside it and `draft` points at it.
+  ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device, int64_t max_context,
+               const DraftFlags* flags = nullptr, runtime::DraftOptions* draft = nullptr);
   ~ModelSession();
   ModelSession(const ModelSession&) = delete;
   ModelSession& operator=(const ModelSession&) = delete;
@@ -90,6 +120,7 @@ class ModelSession {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<DraftModelHolder> draft_;
   std::string device_name_;
   int64_t max_context_;
 };

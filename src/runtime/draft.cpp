@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "runtime/draft_model.h"
 
 namespace exq::runtime {
 
@@ -12,6 +13,7 @@ void DraftOptions::validate() const {
   EXQ_CHECK(ngram_min >= 1, "the draft n-gram minimum must be >= 1, got {}", ngram_min);
   EXQ_CHECK(ngram_max >= ngram_min, "the draft n-gram maximum ({}) is below its minimum ({})", ngram_max,
             ngram_min);
+  EXQ_CHECK(p_min >= 0.0f && p_min <= 1.0f, "the draft's minimum probability must be in [0, 1], got {}", p_min);
 }
 
 std::vector<int32_t> lookup_draft(std::span<const int32_t> context, const DraftOptions& options, int limit) {
@@ -63,6 +65,7 @@ std::vector<int32_t> Drafter::propose(std::span<const int32_t> context, int limi
     const int64_t take = std::min<int64_t>(want, n_pred - from);
     return std::vector<int32_t>(prediction_.begin() + from, prediction_.begin() + from + take);
   }
+  if (options_.model) return options_.model->propose(context, want, options_.p_min);
   return lookup_draft(context, options_, want);
 }
 

@@ -1,10 +1,11 @@
-// Draft tokens for speculative decoding by prompt lookup: when the last n tokens of the
+// Draft tokens for speculative decoding. By prompt lookup: when the last n tokens of the
 // context also occur earlier in it (a document being summarized, code being edited, a list
 // being repeated), or in a text the caller expects the answer to repeat (OpenAI's predicted
-// outputs), the tokens that followed that occurrence are the guess for what comes next. The
-// model then checks all guesses in one pass of several tokens (generator.h): each guess it would
-// have produced itself saves a single-token step. No draft model is needed, as in llama.cpp's
-// lookup decoding and exllamav2's n-gram drafts.
+// outputs), the tokens that followed that occurrence are the guess for what comes next, as in
+// llama.cpp's lookup decoding and exllamav2's n-gram drafts. Or from a draft model
+// (draft_model.h): a smaller model of the same tokenizer guesses greedily. The model then
+// checks all guesses in one pass of several tokens (generator.h): each guess it would have
+// produced itself saves a single-token step.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,8 @@
 #include <vector>
 
 namespace exq::runtime {
+
+class DraftModel;
 
 // Guesses per step where the caller asks for drafts without a number (a request's prediction):
 // a pass of 8 tokens still runs the GPU's EXL2 GEMV (up to 8 rows).
@@ -23,6 +26,12 @@ struct DraftOptions {
   int max_tokens = 0;  // guesses per step; 0: no speculative decoding
   int ngram_max = 3;   // longest suffix of the context looked up
   int ngram_min = 2;   // shortest (a match of fewer tokens drafts nothing)
+  // A draft model guesses instead of the context lookup (a prediction is still looked up
+  // first). Not owned: it outlives every generation given these options, and serves one at a
+  // time. Its guesses end before the first it gives less than p_min probability (llama.cpp's
+  // --draft-p-min).
+  DraftModel* model = nullptr;
+  float p_min = 0.75f;
 
   bool enabled() const { return max_tokens > 0; }
   // Throws exq::Error naming the setting when a value is out of range.
@@ -36,7 +45,7 @@ std::vector<int32_t> lookup_draft(std::span<const int32_t> context, const DraftO
 
 // Drafts for one generation: from `prediction` first (the first occurrence after where the last
 // one was found, so an answer that follows the prediction walks along it; else the first one),
-// then from the context (lookup_draft). How many it proposes adapts as Hugging Face's assisted
+// then from the draft model when options.model is set, else from the context (lookup_draft). How many it proposes adapts as Hugging Face's assisted
 // generation does: 2 more after a draft kept whole, 1 fewer (at least 1) after one that was not,
 // between 1 and max_tokens, so text that repeats nothing costs passes of 2 tokens, not 8.
 class Drafter {

@@ -73,6 +73,18 @@ TEST(CliChat, TurnsReuseTheContextAndGiveTheSameAnswers) {
     drafted += w[i]["draft_tokens"].get<int64_t>();
   }
   EXPECT_GT(drafted, 0);
+
+  // With the model as its own draft model: the same answers, every guess kept, over turns whose
+  // context the draft model follows.
+  const RunResult dm = run_exq(chat_args(dir, {"--draft-model", dir.string(), "--draft-p-min", "0"}), "", input);
+  ASSERT_EQ(dm.exit_code, 0) << dm.err;
+  const std::vector<json> x = answers(dm);
+  ASSERT_EQ(x.size(), 3u) << dm.out;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(x[i]["text"], t[i]["text"]) << "turn " << i;
+    EXPECT_EQ(x[i]["accepted_draft_tokens"], x[i]["draft_tokens"]) << "turn " << i;
+  }
+  EXPECT_GT(x[2]["draft_tokens"].get<int64_t>(), 0);
 }
 
 TEST(CliChat, ALongConversationDropsItsOldestTurns) {

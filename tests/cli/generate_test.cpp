@@ -137,6 +137,59 @@ TEST(CliGenerate, DraftsKeepTheTokensAndArePrintedWithTheirCounts) {
   EXPECT_NE(no_draft.err.find("--prediction-file needs drafts"), std::string::npos) << no_draft.err;
 }
 
+// --draft-model: a draft model of other weights (the same tokenizer) keeps the tokens, the same
+// model as its own draft has every guess kept; a draft model whose tokenizer differs, a missing
+// folder or no drafts are refused naming the problem.
+TEST(CliGenerate, DraftModelKeepsTheTokens) {
+  const auto dir = tiny_model("draft_main");
+  const auto other = temp_dir("gen_draft_other") / "model";
+  json config = tiny_config();
+  write_model_dir(other, config, tiny_tensors(config, 99));
+  const std::vector<std::string> base = {"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "20",
+                                         "--temperature", "0", "--json", "--threads", "1"};
+  const RunResult plain = run_exq(base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const json p = json::parse(plain.out);
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    const RunResult r = run_exq(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out) : json();
+  };
+  const json own = with({"--draft-model", dir.string(), "--draft-p-min", "0"});
+  EXPECT_EQ(own["ids"], p["ids"]);
+  EXPECT_GT(own["draft_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(own["accepted_draft_tokens"], own["draft_tokens"]);
+  EXPECT_EQ(own["decode_steps"].get<int64_t>() + own["accepted_draft_tokens"].get<int64_t>(), p["decode_steps"]);
+  const json foreign = with({"--model-draft", other.string(), "--draft-max", "3", "--draft-p-min", "0"});
+  EXPECT_EQ(foreign["ids"], p["ids"]);
+  EXPECT_GT(foreign["draft_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(foreign["decode_steps"].get<int64_t>() + foreign["accepted_draft_tokens"].get<int64_t>(),
+            p["decode_steps"]);
+
+  // Another tokenizer: one special token renamed (id 16, <empty_output>).
+  const auto renamed = temp_dir("gen_draft_tok") / "model";
+  write_model_dir(renamed, config, tiny_tensors(config));
+  json tj = json::parse(read_file(renamed / "tokenizer.json"));
+  ASSERT_EQ(tj["added_tokens"][16]["content"], "<empty_output>");
+  tj["added_tokens"][16]["content"] = "<empty_0utput>";
+  tj["model"]["vocab"].erase("<empty_output>");
+  tj["model"]["vocab"]["<empty_0utput>"] = 16;
+  write_text(renamed / "tokenizer.json", tj.dump());
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--draft-model", renamed.string()}),
+                    "the draft model's tokenizer differs from the model's at id 16 ('<empty_0utput>' against "
+                    "'<empty_output>')");
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--draft-model", "/nonexistent/draft"}),
+                    "/nonexistent/draft");
+  expect_user_error(
+      run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--draft-model", dir.string(), "--draft-max", "0"}),
+      "--draft-model needs drafts");
+  expect_user_error(
+      run_exq({"generate", "-m", dir.string(), "-p", "Hi", "--draft-model", dir.string(), "--draft-p-min", "2"}),
+      "minimum probability must be in [0, 1], got 2");
+}
+
 // ---------------------------------------------------------------- user errors
 
 TEST(CliGenerate, MissingPrompt) {

@@ -114,6 +114,18 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   EXPECT_GT(details["accepted_prediction_tokens"].get<int>() + details["rejected_prediction_tokens"].get<int>(), 0)
       << p;
   EXPECT_EQ(stop_serve(plain), 0) << read_file(err);
+
+  // A draft model (the model itself): the same answer, its guesses counted as predictions.
+  const Child drafted = start_serve(dir, err, {"--max-tokens", "5", "--draft-model", dir.string(), "--draft-p-min", "0"});
+  ASSERT_GT(drafted.port, 0) << read_file(err);
+  httplib::Client c3("127.0.0.1", drafted.port);
+  c3.set_read_timeout(60, 0);
+  const json d = post_json(c3, req);
+  ASSERT_TRUE(d.is_object());
+  EXPECT_EQ(d["choices"][0]["text"], body["choices"][0]["text"]);
+  EXPECT_GT(d["usage"]["completion_tokens_details"]["accepted_prediction_tokens"].get<int>(), 0) << d;
+  EXPECT_EQ(d["usage"]["completion_tokens_details"]["rejected_prediction_tokens"], 0) << d;
+  EXPECT_EQ(stop_serve(drafted), 0) << read_file(err);
 }
 
 TEST(CliServe, MissingModelFlag) { expect_user_error(run_exq({"serve"}), "-m MODEL"); }

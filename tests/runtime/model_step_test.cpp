@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "grammar/json_schema.h"
 #include "io/hf_config.h"
+#include "runtime/draft_model.h"
 #include "test_support.h"
 
 namespace exq::runtime {
@@ -193,6 +194,45 @@ TEST(ModelStep, RealModelDraftsGiveTheSameTokens) {
     EXPECT_EQ(spec.text, plain.text);
     EXPECT_GE(spec.accepted_draft_tokens, 5) << spec.text;
     EXPECT_EQ(spec.decode_steps + spec.accepted_draft_tokens, plain.decode_steps);
+  }
+}
+
+// A draft model on the real model: SmolLM2 drafting for itself (a second KV cache over the same
+// weights) guesses what single-token steps give, so nearly every guess is kept; the tokens,
+// greedy or sampled with a seed, are those of a generation without drafts. With p_min the draft
+// stops at its unsure tokens: fewer guesses, a larger share of them kept.
+TEST(ModelStep, RealModelDraftModelGivesTheSameTokens) {
+  EXQ_REQUIRE_MODEL();
+  auto model = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const std::vector<int32_t> prompt = tok.encode("The history of the printing press begins", true);
+  const int64_t vocab = model.config().vocab_size;
+  for (const float temperature : {0.0f, 0.7f}) {
+    SCOPED_TRACE(testing::Message() << "temperature " << temperature);
+    GenerateOptions o;
+    o.max_new_tokens = 40;
+    o.sampler.temperature = temperature;
+    o.sampler.seed = 11;
+    const GenerateResult plain = generate_text(model, tok, prompt, o);
+    LlamaStep draft_step(model, 128);
+    StepDraftModel draft(draft_step, vocab);
+    o.draft.max_tokens = 6;
+    o.draft.model = &draft;
+    o.draft.p_min = 0.0f;
+    const GenerateResult spec = generate_text(model, tok, prompt, o);
+    EXPECT_EQ(spec.ids, plain.ids);
+    EXPECT_EQ(spec.text, plain.text);
+    EXPECT_EQ(spec.decode_steps + spec.accepted_draft_tokens, plain.decode_steps);
+    if (temperature == 0.0f) {
+      EXPECT_GE(spec.accepted_draft_tokens * 10, spec.draft_tokens * 9) << spec.accepted_draft_tokens << " of "
+                                                                         << spec.draft_tokens;
+      EXPECT_LE(spec.decode_steps, 12);
+      o.draft.p_min = 0.9f;
+      const GenerateResult sure = generate_text(model, tok, prompt, o);
+      EXPECT_EQ(sure.ids, plain.ids);
+      EXPECT_LT(sure.draft_tokens, spec.draft_tokens);
+      EXPECT_EQ(sure.accepted_draft_tokens, sure.draft_tokens);
+    }
   }
 }
 

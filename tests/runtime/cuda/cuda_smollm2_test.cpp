@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "model/exl2_linear.h"
 #include "model/llama.h"
+#include "runtime/cuda/cuda_draft.h"
 #include "runtime/cuda/cuda_generate.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/model_step.h"
@@ -84,6 +85,46 @@ TEST(CudaSmolLM2, GreedyMatchesFixture) {
 }
 
 // The windows and procedure of tests/runtime/perplexity_test.cpp (SmolLM2MatchesTransformers).
+// A draft model on the GPU (SmolLM2 drafting for itself, a second CudaLlama): guesses picked on
+// the device, the tokens of a generation without drafts (greedy and sampled with a seed), nearly
+// every greedy guess kept; the CPU draft model over the same GPU run gives the same guesses.
+TEST(CudaSmolLM2, DraftModelGivesTheSameTokens) {
+  EXQ_REQUIRE_CUDA();
+  EXQ_REQUIRE_MODEL();
+  const model::LlamaModel cpu = model::LlamaModel::load(test::test_model());
+  const auto tok = tokenizer::Tokenizer::from_file(test::test_model() / "tokenizer.json");
+  const std::vector<int32_t> prompt = tok.encode("The history of the printing press begins", true);
+  CudaOptions o;
+  o.max_context = 256;
+  CudaLlama m(cpu, o), draft_gpu(cpu, o);
+  CudaDraftModel draft(draft_gpu, cpu.config().vocab_size);
+  for (const float temperature : {0.0f, 0.7f}) {
+    SCOPED_TRACE(testing::Message() << "temperature " << temperature);
+    GenerateOptions g;
+    g.max_new_tokens = 64;
+    g.sampler.temperature = temperature;
+    g.sampler.seed = 11;
+    const GenerateResult plain = generate_text_cuda(m, tok, prompt, g);
+    g.draft.max_tokens = 7;
+    g.draft.model = &draft;
+    g.draft.p_min = 0.0f;
+    const GenerateResult spec = generate_text_cuda(m, tok, prompt, g);
+    EXPECT_EQ(spec.ids, plain.ids);
+    EXPECT_EQ(spec.decode_steps + spec.accepted_draft_tokens, plain.decode_steps);
+    if (temperature == 0.0f) {
+      EXPECT_GE(spec.accepted_draft_tokens * 10, spec.draft_tokens * 9)
+          << spec.accepted_draft_tokens << " of " << spec.draft_tokens;
+      EXPECT_LE(spec.decode_steps, 16);
+    }
+  }
+  // The device's picks against the host's over the same model: the same greedy guesses.
+  CudaLlama host_side(cpu, o);
+  CudaStep step(host_side);
+  StepDraftModel host_draft(step, cpu.config().vocab_size);
+  const std::vector<int32_t> ctx = tok.encode("Once upon a time, in a small village by the sea,", true);
+  EXPECT_EQ(draft.propose(ctx, 12, 0.0f), host_draft.propose(ctx, 12, 0.0f));
+}
+
 TEST(CudaSmolLM2, PerplexityMatchesTransformers) {
   EXQ_REQUIRE_CUDA();
   EXQ_REQUIRE_MODEL();
