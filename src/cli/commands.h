@@ -18,5 +18,6 @@ void add_chat(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace exq::cli
