@@ -25,13 +25,15 @@ std::string Template::render(const nlohmann::ordered_json& context) const {
   return render_program(*program_, from_json(context), limits_);
 }
 
-std::string render_chat(const Template& t, const nlohmann::json& messages, bool add_generation_prompt,
-                        const std::string& bos_token, const std::string& eos_token,
-                        const nlohmann::json& extra) {
+namespace {
+
+template <typename Json>
+std::string render_chat_with(const Template& t, const Json& messages, bool add_generation_prompt,
+                             const std::string& bos_token, const std::string& eos_token, const Json& extra) {
   EXQ_CHECK(messages.is_array(), "chat template: messages must be a JSON array, got {}",
             messages.type_name());
   EXQ_CHECK(extra.is_object() || extra.is_null(), "chat template: extra context must be a JSON object");
-  nlohmann::json context = nlohmann::json::object();
+  Json context = Json::object();
   context["bos_token"] = bos_token;
   context["eos_token"] = eos_token;
   if (extra.is_object())
@@ -39,6 +41,20 @@ std::string render_chat(const Template& t, const nlohmann::json& messages, bool 
   context["messages"] = messages;
   context["add_generation_prompt"] = add_generation_prompt;
   return t.render(context);
+}
+
+}  // namespace
+
+std::string render_chat(const Template& t, const nlohmann::json& messages, bool add_generation_prompt,
+                        const std::string& bos_token, const std::string& eos_token,
+                        const nlohmann::json& extra) {
+  return render_chat_with(t, messages, add_generation_prompt, bos_token, eos_token, extra);
+}
+
+std::string render_chat(const Template& t, const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                        const std::string& bos_token, const std::string& eos_token,
+                        const nlohmann::ordered_json& extra) {
+  return render_chat_with(t, messages, add_generation_prompt, bos_token, eos_token, extra);
 }
 
 }  // namespace exq::chat

@@ -42,5 +42,10 @@ class Template {
 std::string render_chat(const Template& t, const nlohmann::json& messages, bool add_generation_prompt,
                         const std::string& bos_token, const std::string& eos_token,
                         const nlohmann::json& extra = nlohmann::json::object());
+// The same keeping the key order of messages and extra (as Python dicts do), e.g. for tools
+// whose |tojson must read as sent.
+std::string render_chat(const Template& t, const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                        const std::string& bos_token, const std::string& eos_token,
+                        const nlohmann::ordered_json& extra);
 
 }  // namespace exq::chat

@@ -57,9 +57,11 @@ std::optional<float> as_float(const std::optional<double>& d) {
 // Features exq does not have: refused rather than ignored, so no answer is silently different.
 void refuse_unsupported(const json& body, Endpoint endpoint) {
   if (auto b = integer(body, "best_of"); b && *b != 1) bad("best_of", "only best_of = 1 is supported");
-  for (const char* key : {"tools", "functions"})
-    if (const json* t = field(body, key); t && !(t->is_array() && t->empty()))
-      bad(key, "tool and function calls are not supported");
+  if (const json* t = field(body, "functions"); t && !(t->is_array() && t->empty()))
+    bad("functions", "the deprecated 'functions' are not supported: send 'tools'");
+  if (endpoint == Endpoint::Completions)
+    if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
+      bad("tools", "tools need /v1/chat/completions");
   if (endpoint == Endpoint::Completions) {
     if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
       bad("suffix", "suffix is not supported");
@@ -182,6 +184,32 @@ std::optional<std::string> parse_prediction(const json& body) {
   return text_content(field(*p, "content"), "prediction.content");
 }
 
+// An assistant turn's content beside its tool calls: text, or null.
+std::string text_or_empty(const json* c, size_t i) {
+  if (c->is_null()) return {};
+  return text_content(c, fmt::format("messages[{}].content", i));
+}
+
+// An assistant turn's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}].
+json parse_message_tool_calls(const json& calls, size_t i) {
+  json out = json::array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const std::string at = fmt::format("messages[{}].tool_calls[{}]", i, k);
+    const json& c = calls[k];
+    const json* f = c.is_object() ? field(c, "function") : nullptr;
+    if (!f || !f->is_object() || !field(*f, "name") || !(*f)["name"].is_string())
+      bad(at, "a tool call must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}");
+    json call = {{"type", "function"}, {"function", {{"name", (*f)["name"]}, {"arguments", "{}"}}}};
+    if (const json* a = field(*f, "arguments")) {
+      if (!a->is_string() && !a->is_object()) bad(at + ".function.arguments", "arguments must be a JSON string");
+      call["function"]["arguments"] = a->is_string() ? *a : json(a->dump());
+    }
+    if (const json* id = field(c, "id"); id && id->is_string()) call["id"] = *id;
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 json parse_messages(const json& body) {
   const json* ms = field(body, "messages");
   if (!ms) bad("messages", "'messages' is required");
@@ -194,10 +222,26 @@ json parse_messages(const json& body) {
     if (!r || !r->is_string()) bad(fmt::format("messages[{}].role", i), "every message needs a role");
     std::string role = r->get<std::string>();
     if (role == "developer") role = "system";  // OpenAI's newer name for the system turn
-    if (role != "system" && role != "user" && role != "assistant")
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
       bad(fmt::format("messages[{}].role", i),
-          fmt::format("role '{}' is not supported (system, user, assistant)", role));
-    out.push_back({{"role", role}, {"content", message_content(m, i)}});
+          fmt::format("role '{}' is not supported (system, user, assistant, tool)", role));
+    const json* calls = role == "assistant" ? field(m, "tool_calls") : nullptr;
+    if (calls && calls->is_array() && !calls->empty()) {
+      // A turn that called tools: content may be null or absent.
+      json msg = {{"role", role}, {"content", field(m, "content") ? text_or_empty(field(m, "content"), i) : ""}};
+      msg["tool_calls"] = parse_message_tool_calls(*calls, i);
+      out.push_back(std::move(msg));
+      continue;
+    }
+    json msg = {{"role", role}, {"content", message_content(m, i)}};
+    if (role == "tool") {
+      if (const json* id = field(m, "tool_call_id")) {
+        if (!id->is_string()) bad(fmt::format("messages[{}].tool_call_id", i), "'tool_call_id' must be a string");
+        msg["tool_call_id"] = *id;
+      }
+      if (const json* n = field(m, "name"); n && n->is_string()) msg["name"] = *n;
+    }
+    out.push_back(std::move(msg));
   }
   return out;
 }
@@ -278,9 +322,10 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint, std::string
   CompletionRequest r;
   r.endpoint = endpoint;
   if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "'model' must be a string");
-  if (endpoint == Endpoint::ChatCompletions)
+  if (endpoint == Endpoint::ChatCompletions) {
     r.messages = parse_messages(body);
-  else
+    r.tools = parse_tools(body, raw);
+  } else
     parse_prompt(body, r);
   r.max_tokens = integer(body, "max_tokens");
   if (endpoint == Endpoint::ChatCompletions)
@@ -411,9 +456,13 @@ json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::vec
   for (size_t i = 0; i < choices.size(); ++i) {
     const Choice& c = choices[i];
     json choice = {{"index", i}, {"logprobs", c.logprobs}, {"finish_reason", reason(c.finish_reason)}};
-    if (chat)
+    if (chat) {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-    else
+      if (!c.tool_calls.is_null()) {
+        choice["message"]["tool_calls"] = c.tool_calls;
+        if (c.text.empty()) choice["message"]["content"] = nullptr;
+      }
+    } else
       choice["text"] = c.text;
     list.push_back(std::move(choice));
   }
@@ -435,6 +484,13 @@ json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& 
     choice["text"] = text;
   }
   return envelope(chunk_object(endpoint), meta, json::array({choice}));
+}
+
+json tool_calls_chunk(const ResponseMeta& meta, const json& tool_calls, bool first, int index) {
+  json delta = {{"tool_calls", tool_calls}};
+  if (first) delta["role"] = "assistant";
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr}, {"delta", std::move(delta)}};
+  return envelope(chunk_object(Endpoint::ChatCompletions), meta, json::array({choice}));
 }
 
 json usage_chunk(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage) {

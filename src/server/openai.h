@@ -18,6 +18,7 @@
 
 #include "runtime/logprobs.h"
 #include "runtime/sampler.h"
+#include "server/tool_calls.h"
 
 namespace exq::server {
 
@@ -42,7 +43,10 @@ struct CompletionRequest {
   Endpoint endpoint = Endpoint::Completions;
   std::string prompt;                         // completions
   std::vector<int32_t> prompt_ids;            // completions: a prompt of token ids (run as sent)
-  nlohmann::json messages = nlohmann::json::array();  // chat: [{role, content (string)}]
+  // chat: [{role, content (string)}]; an assistant turn may add tool_calls (its content then may
+  // be empty), a "tool" turn tool_call_id.
+  nlohmann::json messages = nlohmann::json::array();
+  ToolRequest tools;  // chat: tools, tool_choice, parallel_tool_calls (tool_calls.h)
   std::optional<int64_t> max_tokens;
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
   std::vector<runtime::LogitBias> logit_bias;  // {"id": bias} (OpenAI) or [[id, bias]] (llama.cpp)
@@ -69,8 +73,8 @@ struct CompletionRequest {
 inline constexpr int kMaxChoices = 16;  // the most choices (n) a request may ask
 
 // Parses a request body; throws ApiError (400) for a missing or mistyped field and for
-// features exq does not have (tools, echo when streaming, more than one prompt, best_of, a JSON
-// schema keyword the grammar cannot express).
+// features exq does not have (functions, echo when streaming, more than one prompt, best_of, a
+// JSON schema keyword the grammar cannot express).
 // Fields the server does not use (user, metadata, ...) are ignored. `raw`: the body's text, if
 // at hand, for a JSON schema's property order (nlohmann::json sorts keys).
 CompletionRequest parse_request(const nlohmann::json& body, Endpoint endpoint, std::string_view raw = {});
@@ -121,12 +125,16 @@ struct Choice {
   std::string text;
   const char* finish_reason = nullptr;
   nlohmann::json logprobs = nullptr;
+  nlohmann::json tool_calls = nullptr;  // chat: the message's tool_calls (its content null when empty)
 };
 // The whole response, choice i with index i.
 nlohmann::json completion_body(Endpoint endpoint, const ResponseMeta& meta, const std::vector<Choice>& choices,
                                const Usage& usage);
 // One streamed chunk of choice `index`: `text` as the delta (chat: the choice's first chunk also
 // carries the role), and finish_reason on its last one (null before).
+// A chat stream chunk of choice `index` whose delta carries tool calls (tool_calls_json with
+// delta: each with its index), the role too on the choice's first chunk.
+nlohmann::json tool_calls_chunk(const ResponseMeta& meta, const nlohmann::json& tool_calls, bool first, int index = 0);
 nlohmann::json chunk_body(Endpoint endpoint, const ResponseMeta& meta, const std::string& text,
                           const char* finish_reason, bool first, nlohmann::json logprobs = nullptr, int index = 0);
 

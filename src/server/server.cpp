@@ -54,6 +54,7 @@ void add_usage(Usage& u, const runtime::GenerateResult& r, int i) {
 struct Server::Impl {
   ServerModel model;
   std::optional<chat::Template> chat_template;
+  ToolFormat tool_format = ToolFormat::Generic;  // how the template shows tools and calls
   httplib::Server http;
   std::mutex generate_mutex;  // one generation at a time on the model
   std::atomic<uint64_t> next_id{1};
@@ -117,8 +118,16 @@ struct Server::Impl {
                        "messages");
       std::string text;
       try {
-        text = chat::render_chat(*chat_template, r.messages, /*add_generation_prompt=*/true,
-                                 model.bos_token, model.eos_token);
+        const json messages = tool_messages(r.messages, r.tools, tool_format);
+        if (r.tools.active() && tool_format != ToolFormat::Generic) {
+          // The tools as sent, key order kept, for the template's |tojson.
+          const nlohmann::ordered_json extra = {{"tools", r.tools.tools_json}};
+          text = chat::render_chat(*chat_template, nlohmann::ordered_json::parse(messages.dump()),
+                                   /*add_generation_prompt=*/true, model.bos_token, model.eos_token, extra);
+        } else {
+          text = chat::render_chat(*chat_template, messages, /*add_generation_prompt=*/true, model.bos_token,
+                                   model.eos_token);
+        }
       } catch (const Error& e) {
         throw ApiError(400, fmt::format("the chat template refused the messages: {}", e.message()),
                        "messages");
@@ -150,11 +159,22 @@ struct Server::Impl {
     const int64_t vocab_size = model.vocab_size > 0 ? model.vocab_size : model.tokenizer->vocab_size();
     for (const runtime::LogitBias& b : job.options.sampler.logit_bias)
       check_token_id(b.id, vocab_size, "logit_bias");
-    if (!r.grammar.empty()) {
+    std::string gbnf = r.grammar, gbnf_root = "root", gbnf_param = r.grammar_param;
+    if (r.tools.active() && r.tools.choice != ToolRequest::Choice::Auto) {
+      if (!gbnf.empty())
+        throw ApiError(400,
+                       fmt::format("'{}' and a required tool call both constrain the answer: send one",
+                                   r.grammar_param),
+                       "tool_choice");
+      gbnf = tool_call_grammar(r.tools, tool_format);
+      if (tool_format == ToolFormat::Hermes) gbnf_root = "exq-tools";
+      gbnf_param = "tools";
+    }
+    if (!gbnf.empty()) {
       try {
-        job.options.grammar = grammar::Grammar::parse(r.grammar);
+        job.options.grammar = grammar::Grammar::parse(gbnf, gbnf_root);
       } catch (const Error& e) {
-        throw ApiError(400, e.message(), r.grammar_param);
+        throw ApiError(400, e.message(), gbnf_param);
       }
       std::call_once(vocab_once, [&] { vocab = runtime::TokenVocab::from_tokenizer(*model.tokenizer, vocab_size); });
       job.options.grammar_vocab = vocab;
@@ -240,8 +260,23 @@ struct Server::Impl {
     }
     if (job.request.echo)
       text = (job.request.prompt_ids.empty() ? job.request.prompt : model.tokenizer->decode(job.prompt, true)) + text;
+    if (job.request.tools.active()) {
+      ParsedAnswer parsed = parse_tool_calls(text, tool_format, job.request.tools);
+      if (!parsed.calls.empty()) {
+        c.tool_calls = tool_calls_json(parsed.calls, call_id(job, i), false);
+        c.finish_reason = "tool_calls";
+        text = std::move(parsed.content);
+      }
+    }
     c.text = std::move(text);
     return c;
+  }
+
+  // The base of choice i's tool call ids: "call_" and the response id's unique part.
+  static std::string call_id(const Job& j, int i) {
+    const size_t dash = j.meta.id.find('-');
+    return fmt::format("call_{}{}", dash == std::string::npos ? j.meta.id : j.meta.id.substr(dash + 1),
+                       i > 0 ? fmt::format("_{}", i) : "");
   }
 
   void stream(Job job, httplib::Response& res) {
@@ -261,6 +296,9 @@ struct Server::Impl {
         std::lock_guard<std::mutex> lock(generate_mutex);
         for (int i = 0; i < j.request.n && open; ++i) {  // choice after choice
           StopMatcher stops(j.request.stop);
+          // With tools, text that may be a call is held back until the answer ends.
+          std::optional<ToolTextGate> gate;
+          if (j.request.tools.active()) gate.emplace(tool_format);
           bool first = true;
           size_t sent = 0;  // bytes of answer text sent
           LogprobTrack track(token_text());
@@ -277,14 +315,27 @@ struct Server::Impl {
             options.on_logprob = [&](const runtime::TokenLogprob& lp) {
               if (!is_eos(model, lp.id)) track.add(lp);
             };
+          auto pass = [&](std::string text) { return gate ? gate->push(text) : text; };
           const auto on_piece = [&](std::string_view piece) {
-            return send_text(stops.push(piece)) && !stops.stopped();
+            return send_text(pass(stops.push(piece))) && !stops.stopped();
           };
           const runtime::GenerateResult r = model.generate(j.prompt, options, j.request.cache_prompt, on_piece);
           add_usage(usage, r, i);
-          if (open) send_text(stops.finish());
+          if (open) send_text(pass(stops.finish()));
+          const char* reason = finish_reason(r, stops.stopped());
+          if (open && gate && gate->holding()) {
+            // The held text: calls, or content after all.
+            const ParsedAnswer parsed = parse_tool_calls(gate->answer(), tool_format, j.request.tools);
+            if (parsed.calls.empty()) {
+              send_text(gate->answer().substr(sent));
+            } else {
+              send(tool_calls_chunk(j.meta, tool_calls_json(parsed.calls, call_id(j, i), true), first, i));
+              first = false;
+              reason = "tool_calls";
+            }
+          }
           if (open)
-            send(chunk_body(e, j.meta, "", finish_reason(r, stops.stopped()), false,
+            send(chunk_body(e, j.meta, "", reason, false,
                             logprobs_of(j, track.take(stops.stopped() ? sent : SIZE_MAX)), i));
         }
         if (open && j.request.include_usage) send(usage_chunk(e, j.meta, usage));
@@ -308,7 +359,10 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
             model.default_max_tokens);
   Impl& m = *impl_;
   m.model = std::move(model);
-  if (!m.model.chat_template.empty()) m.chat_template.emplace(m.model.chat_template);
+  if (!m.model.chat_template.empty()) {
+    m.chat_template.emplace(m.model.chat_template);
+    m.tool_format = tool_format(m.model.chat_template);
+  }
 
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a second server
   // bind a port already in use and split its connections instead of failing.

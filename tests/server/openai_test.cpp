@@ -136,13 +136,18 @@ TEST(ParseRequest, RefusalsNameTheField) {
             "json_schema: ");
   EXPECT_EQ(refusal({{"messages", json::array()}}, H), "messages: 'messages' must be a non-empty array");
   EXPECT_EQ(refusal({{"prompt", "a"}}, H), "messages: 'messages' is required");
-  EXPECT_EQ(refusal({{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, H),
-            "messages[0].role: role 'tool' is not supported (system, user, assistant)");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "function"}, {"content", "x"}}}}}, H),
+            "messages[0].role: role 'function' is not supported (system, user, assistant, tool)");
   EXPECT_EQ(refusal({{"messages", {{{"role", "user"}}}}}, H), "messages[0].content: every message needs a content");
   EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, H),
             "messages[0].content: only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
   EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", {{{"type", "function"}}}}}, H),
-            "tools: tool and function calls are not supported");
+            "tools[0].function: a tool needs a 'function' object");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"functions", {{{"name", "f"}}}}}, H),
+            "functions: the deprecated 'functions' are not supported: send 'tools'");
+  EXPECT_EQ(refusal({{"messages", {{{"role", "assistant"}, {"tool_calls", {{{"id", "a"}}}}}}}}, H),
+            "messages[0].tool_calls[0]: a tool call must be {\"id\", \"type\": \"function\", \"function\": "
+            "{\"name\", \"arguments\"}}");
   EXPECT_EQ(refusal(json::array(), C), ": the request body must be a JSON object");
 }
 

@@ -212,5 +212,90 @@ TEST(ServerSmolLM2, LogprobsAsEvaluationHarnessesUseThem) {
   EXPECT_NE(n.body["choices"][0]["text"], n.body["choices"][1]["text"]);
 }
 
+// Tool calling on the real model. SmolLM2's template renders no tools, so the server lists them
+// in a system turn (the generic format) and, with tool_choice "required", a grammar makes the
+// answer a call: its arguments are JSON of the tool's schema; the same call streams as a
+// tool_calls delta. A named tool is the one called. The call and its result go back as the next
+// turn, and with tool_choice "none" the answer is text.
+TEST(ServerSmolLM2, ToolCallsInTheGenericFormat) {
+  EXQ_REQUIRE_MODEL();
+  SmolLM2Server real;
+  Running s(real.model());
+  const json tools = json::parse(R"([
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+                    "required": ["city"], "additionalProperties": false}}},
+    {"type": "function", "function": {"name": "get_time", "description": "Current time in a time zone",
+     "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 40}},
+                    "required": ["zone"], "additionalProperties": false}}}])");
+  const json messages = {{{"role", "user"}, {"content", "What is the weather in Paris?"}}};
+  json req = {{"messages", messages}, {"tools", tools}, {"tool_choice", "required"}, {"max_tokens", 80},
+              {"temperature", 0}};
+  const Reply r = post(s, "/v1/chat/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const json& choice = r.body["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls") << r.raw;
+  EXPECT_TRUE(choice["message"]["content"].is_null()) << r.raw;
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u) << r.raw;
+  const json& call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+  const std::string name = call["function"]["name"];
+  const json args = json::parse(call["function"]["arguments"].get<std::string>());
+  ASSERT_TRUE(name == "get_weather" || name == "get_time") << name;
+  EXPECT_TRUE(args.is_object());
+  EXPECT_TRUE(args.contains(name == "get_weather" ? "city" : "zone")) << args;
+  EXPECT_EQ(args.size(), 1u);
+
+  // Streamed: no content, one tool_calls delta with the same call, then finish_reason.
+  json sreq = req;
+  sreq["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", sreq.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string content;
+  json streamed = json::array();
+  std::string finish;
+  for (const json& e : events(res->body)) {
+    if (!e.is_object() || e["choices"].empty()) continue;
+    const json& d = e["choices"][0]["delta"];
+    content += d.value("content", "");
+    if (d.contains("tool_calls"))
+      for (const json& c : d["tool_calls"]) streamed.push_back(c);
+    if (e["choices"][0]["finish_reason"].is_string()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(content, "");
+  EXPECT_EQ(finish, "tool_calls");
+  ASSERT_EQ(streamed.size(), 1u) << res->body;
+  EXPECT_EQ(streamed[0]["index"], 0);
+  EXPECT_EQ(streamed[0]["function"], call["function"]);
+
+  // A named tool.
+  json named = req;
+  named["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_time"}}}};
+  const Reply rn = post(s, "/v1/chat/completions", named.dump());
+  ASSERT_EQ(rn.status, 200) << rn.raw;
+  EXPECT_EQ(rn.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_time") << rn.raw;
+
+  // The call and its result as the next turn; tool_choice none: a text answer, no calls.
+  json turn2 = messages;
+  turn2.push_back({{"role", "assistant"}, {"content", nullptr}, {"tool_calls", json::array({call})}});
+  turn2.push_back({{"role", "tool"}, {"tool_call_id", call["id"]}, {"content", "Sunny, 24 C"}});
+  const Reply r2 = post(s, "/v1/chat/completions",
+                        json{{"messages", turn2}, {"tools", tools}, {"tool_choice", "none"}, {"max_tokens", 24},
+                             {"temperature", 0}}
+                            .dump());
+  ASSERT_EQ(r2.status, 200) << r2.raw;
+  EXPECT_FALSE(r2.body["choices"][0]["message"].contains("tool_calls")) << r2.raw;
+  EXPECT_TRUE(r2.body["choices"][0]["message"]["content"].is_string());
+  EXPECT_NE(r2.body["choices"][0]["finish_reason"], "tool_calls");
+
+  // A grammar and a required call at once: refused.
+  json both = req;
+  both["response_format"] = {{"type", "json_object"}};
+  const Reply rb = post(s, "/v1/chat/completions", both.dump());
+  EXPECT_EQ(rb.status, 400) << rb.raw;
+  EXPECT_EQ(rb.body["error"]["param"], "tool_choice");
+}
+
 }  // namespace
 }  // namespace exq::server
