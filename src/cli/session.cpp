@@ -30,6 +30,13 @@ void SamplingFlags::add(CLI::App& cmd) {
   frequency_opt_ = cmd.add_option("--frequency-penalty", frequency_,
                                   "OpenAI's: subtracted once per time a token was generated (-2..2, 0 = off)");
   cmd.add_option("--logit-bias", logit_bias_, "ID+BIAS or ID-BIAS added to token ID's logit (repeatable; -100 bans)");
+  typical_opt_ = cmd.add_option("--typical-p,--typical", typical_,
+                                "locally typical sampling: keep the tokens nearest the entropy up to this mass, 1 = off");
+  sigma_opt_ = cmd.add_option("--top-n-sigma,--top-nsigma", sigma_,
+                              "keep tokens whose logit is within N standard deviations of the top, 0 = off");
+  xtc_p_opt_ = cmd.add_option("--xtc-probability", xtc_p_,
+                              "XTC: chance per token of removing all likely tokens but the least likely, 0 = off");
+  xtc_t_opt_ = cmd.add_option("--xtc-threshold", xtc_t_, "XTC: the probability a token needs to count as likely (0.1)");
   seed_opt_ = cmd.add_option("--seed", seed_, "random seed (default: random)");
 }
 
@@ -42,6 +49,10 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   if (penalty_opt_->count() > 0) s.repetition_penalty = penalty_;
   if (presence_opt_->count() > 0) s.presence_penalty = presence_;
   if (frequency_opt_->count() > 0) s.frequency_penalty = frequency_;
+  if (typical_opt_->count() > 0) s.typical_p = typical_;
+  if (sigma_opt_->count() > 0) s.top_n_sigma = sigma_;
+  if (xtc_p_opt_->count() > 0) s.xtc_probability = xtc_p_;
+  if (xtc_t_opt_->count() > 0) s.xtc_threshold = xtc_t_;
   for (const std::string& b : logit_bias_) s.logit_bias.push_back(parse_logit_bias(b));
   if (seed_opt_->count() > 0) s.seed = seed_;
   s.validate();

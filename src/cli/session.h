@@ -22,7 +22,8 @@
 namespace exq::cli {
 
 // --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --presence-penalty,
-// --frequency-penalty, --logit-bias, --seed.
+// --frequency-penalty, --logit-bias, --typical-p, --top-n-sigma, --xtc-probability,
+// --xtc-threshold, --seed.
 class SamplingFlags {
  public:
   void add(CLI::App& cmd);
@@ -31,12 +32,14 @@ class SamplingFlags {
 
  private:
   float temperature_ = 0.0f, top_p_ = 1.0f, min_p_ = 0.0f, penalty_ = 1.0f, presence_ = 0.0f, frequency_ = 0.0f;
+  float typical_ = 1.0f, sigma_ = 0.0f, xtc_p_ = 0.0f, xtc_t_ = 0.1f;
   int top_k_ = 0;
   uint64_t seed_ = 0;
   std::vector<std::string> logit_bias_;
   CLI::Option *temperature_opt_ = nullptr, *top_k_opt_ = nullptr, *top_p_opt_ = nullptr,
               *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr, *presence_opt_ = nullptr,
-              *frequency_opt_ = nullptr;
+              *frequency_opt_ = nullptr, *typical_opt_ = nullptr, *sigma_opt_ = nullptr, *xtc_p_opt_ = nullptr,
+              *xtc_t_opt_ = nullptr;
 };
 
 // "ID+BIAS" / "ID-BIAS" (llama.cpp's --logit-bias); throws exq::Error naming the text.

@@ -72,6 +72,7 @@ GenerationConfig parse_generation_config(const std::string& json_text, const std
   g.top_k = opt_int(j, "top_k", file);
   g.top_p = opt_float(j, "top_p", file);
   g.min_p = opt_float(j, "min_p", file);
+  g.typical_p = opt_float(j, "typical_p", file);
   g.repetition_penalty = opt_float(j, "repetition_penalty", file);
   g.max_new_tokens = opt_int(j, "max_new_tokens", file);
   return g;
@@ -94,6 +95,7 @@ SamplerConfig sampler_defaults(const GenerationConfig& gen) {
   if (gen.top_k) s.top_k = *gen.top_k;
   if (gen.top_p) s.top_p = *gen.top_p;
   if (gen.min_p) s.min_p = *gen.min_p;
+  if (gen.typical_p) s.typical_p = *gen.typical_p;
   if (gen.repetition_penalty) s.repetition_penalty = *gen.repetition_penalty;
   if (gen.do_sample && !*gen.do_sample) s.temperature = 0.0f;
   return s;

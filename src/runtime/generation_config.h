@@ -21,6 +21,7 @@ struct GenerationConfig {
   std::optional<int> top_k;
   std::optional<float> top_p;
   std::optional<float> min_p;
+  std::optional<float> typical_p;
   std::optional<float> repetition_penalty;
   std::optional<int> max_new_tokens;
 };

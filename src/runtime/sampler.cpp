@@ -53,6 +53,13 @@ void SamplerConfig::validate() const {
             "presence penalty must be in [-2, 2], got {}", presence_penalty);
   EXQ_CHECK(std::isfinite(frequency_penalty) && std::abs(frequency_penalty) <= 2.0f,
             "frequency penalty must be in [-2, 2], got {}", frequency_penalty);
+  EXQ_CHECK(std::isfinite(top_n_sigma) && top_n_sigma >= 0.0f, "top-n-sigma must be >= 0, got {}", top_n_sigma);
+  EXQ_CHECK(std::isfinite(typical_p) && typical_p > 0.0f && typical_p <= 1.0f,
+            "typical-p must be in (0, 1], got {}", typical_p);
+  EXQ_CHECK(std::isfinite(xtc_probability) && xtc_probability >= 0.0f && xtc_probability <= 1.0f,
+            "XTC probability must be in [0, 1], got {}", xtc_probability);
+  EXQ_CHECK(std::isfinite(xtc_threshold) && xtc_threshold > 0.0f && xtc_threshold <= 1.0f,
+            "XTC threshold must be in (0, 1], got {}", xtc_threshold);
   for (const LogitBias& b : logit_bias) {
     EXQ_CHECK(b.id >= 0, "logit bias for token {}: ids are >= 0", b.id);
     EXQ_CHECK(std::isfinite(b.bias) && std::abs(b.bias) <= 100.0f,
@@ -105,7 +112,7 @@ void apply_logit_adjustments(std::span<float> logits, std::span<const int32_t> g
   }
 }
 
-std::vector<float> sampling_probs(std::span<const float> logits, const SamplerConfig& config) {
+std::vector<float> sampling_probs(std::span<const float> logits, const SamplerConfig& config, double xtc_uniform) {
   check_logits(logits);
   const size_t n = logits.size();
   std::vector<float> row(n, 0.0f);
@@ -114,6 +121,24 @@ std::vector<float> sampling_probs(std::span<const float> logits, const SamplerCo
     return row;
   }
   for (size_t i = 0; i < n; ++i) row[i] = logits[i] / config.temperature;
+
+  // Top-n-sigma: max - n * sigma over the finite (scaled) logits, in double.
+  if (config.top_n_sigma > 0.0f) {
+    double sum = 0.0, sq = 0.0, count = 0.0;
+    float top = kNegInf;
+    for (const float v : row) {
+      if (v == kNegInf) continue;
+      sum += v;
+      sq += static_cast<double>(v) * v;
+      count += 1.0;
+      top = std::max(top, v);
+    }
+    const double mean = sum / count;
+    const double sigma = std::sqrt(std::max(0.0, sq / count - mean * mean));
+    const double cut = static_cast<double>(top) - config.top_n_sigma * sigma;
+    for (float& v : row)
+      if (static_cast<double>(v) < cut) v = kNegInf;
+  }
 
   // Top-k keeps every token whose logit reaches the k-th largest (ties included, as HF).
   if (config.top_k > 0 && static_cast<size_t>(config.top_k) < n) {
@@ -158,6 +183,52 @@ std::vector<float> sampling_probs(std::span<const float> logits, const SamplerCo
     row = masked;
     softmax_in_place(row);
   }
+
+  // Typical-p as HF: order by |surprise - entropy| (ascending), keep tokens until their
+  // cumulative probability reaches typical_p (the token that reaches it stays, and always one).
+  if (config.typical_p < 1.0f) {
+    double entropy = 0.0;
+    for (const float p : row)
+      if (p > 0.0f) entropy -= static_cast<double>(p) * std::log(static_cast<double>(p));
+    std::vector<int32_t> order;
+    std::vector<double> shift(n, 0.0);
+    for (size_t i = 0; i < n; ++i) {
+      if (row[i] <= 0.0f) continue;
+      order.push_back(static_cast<int32_t>(i));
+      shift[i] = std::abs(-std::log(static_cast<double>(row[i])) - entropy);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return shift[static_cast<size_t>(a)] < shift[static_cast<size_t>(b)]; });
+    double cum = 0.0;
+    size_t keep = order.size();
+    for (size_t j = 0; j < order.size(); ++j) {
+      cum += row[static_cast<size_t>(order[j])];
+      if (cum >= config.typical_p) {
+        keep = j + 1;
+        break;
+      }
+    }
+    for (size_t j = keep; j < order.size(); ++j) masked[static_cast<size_t>(order[j])] = kNegInf;
+    row = masked;
+    softmax_in_place(row);
+  }
+
+  // XTC: when its draw falls under xtc_probability, the tokens at least xtc_threshold likely
+  // but the least likely of them go, if there are two or more.
+  if (config.xtc_probability > 0.0f && xtc_uniform < config.xtc_probability) {
+    std::vector<size_t> top;
+    for (size_t i = 0; i < n; ++i)
+      if (row[i] > 0.0f && row[i] >= config.xtc_threshold) top.push_back(i);
+    if (top.size() >= 2) {
+      const size_t least = *std::min_element(top.begin(), top.end(), [&](size_t a, size_t b) {
+        return row[a] < row[b] || (row[a] == row[b] && a > b);
+      });
+      for (const size_t i : top)
+        if (i != least) masked[i] = kNegInf;
+      row = masked;
+      softmax_in_place(row);
+    }
+  }
   return row;
 }
 
@@ -192,7 +263,8 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     check_logits(row);
     return argmax(row);
   }
-  const std::vector<float> probs = sampling_probs(row, config_);
+  const double xtc_u = config_.xtc_probability > 0.0f ? uniform_from_bits(rng_()) : 1.0;
+  const std::vector<float> probs = sampling_probs(row, config_, xtc_u);
   const double u = uniform_from_bits(rng_());
   double cum = 0.0;
   int32_t last = -1;

@@ -1,7 +1,8 @@
 // Next-token sampling from a logits row: logit bias, presence / frequency penalties (OpenAI's),
-// repetition penalty, an optional mask of allowed tokens (a grammar's), then temperature, top-k,
-// top-p and min-p in that order (the order of Hugging Face's logits processors), then a draw
-// from a seeded std::mt19937_64 so a given seed gives the same tokens on every run and machine.
+// repetition penalty, an optional mask of allowed tokens (a grammar's), then temperature,
+// top-n-sigma, top-k, top-p, min-p, typical-p (the order of Hugging Face's logits processors,
+// top-n-sigma first as llama.cpp puts it), then XTC, then a draw from a seeded std::mt19937_64
+// so a given seed gives the same tokens on every run and machine.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +30,22 @@ struct SamplerConfig {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   std::vector<LogitBias> logit_bias;  // ids must be inside the vocabulary
+  // Top-n-sigma (Tang et al. 2024): keep the tokens whose scaled logit is within n standard
+  // deviations (of the finite logits) of the largest. <= 0: off.
+  float top_n_sigma = 0.0f;
+  // Locally typical sampling (Meister et al., HF's TypicalLogitsWarper): keep the tokens whose
+  // surprise is closest to the entropy until their probability reaches typical_p. >= 1: off.
+  float typical_p = 1.0f;
+  // XTC, exclude top choices (llama.cpp's and text-generation-webui's): with probability
+  // xtc_probability (one extra random number per draw), of the tokens at least xtc_threshold
+  // likely, all but the least likely are removed, when there are two or more. 0: off.
+  float xtc_probability = 0.0f;
+  float xtc_threshold = 0.1f;
   std::optional<uint64_t> seed;     // unset: random
 
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+  // Settings the GPU's sampling kernel does not have: the GPU loop then samples on the host.
+  bool host_only() const { return !greedy() && (top_n_sigma > 0.0f || typical_p < 1.0f || xtc_probability > 0.0f); }
   // Bias or presence / frequency penalties change the logits before the rest.
   bool adjusts_logits() const {
     return !logit_bias.empty() || presence_penalty != 0.0f || frequency_penalty != 0.0f;
@@ -54,9 +68,11 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
 void apply_logit_adjustments(std::span<float> logits, std::span<const int32_t> generated,
                              const SamplerConfig& config);
 
-// Probabilities after temperature, top-k, top-p and min-p: removed tokens get exactly 0 and
-// the rest sum to 1. Greedy settings give a one-hot row. Logits must be finite or -inf.
-std::vector<float> sampling_probs(std::span<const float> logits, const SamplerConfig& config);
+// Probabilities after temperature, top-n-sigma, top-k, top-p, min-p, typical-p and, when
+// xtc_uniform < xtc_probability, XTC: removed tokens get exactly 0 and the rest sum to 1.
+// Greedy settings give a one-hot row. Logits must be finite or -inf.
+std::vector<float> sampling_probs(std::span<const float> logits, const SamplerConfig& config,
+                                  double xtc_uniform = 1.0);
 
 // Turns a 64-bit draw into a double in [0, 1) with 53 random bits (platform independent,
 // unlike std::uniform_real_distribution).
@@ -70,7 +86,8 @@ class Sampler {
   // Samples the next token from a logits row; `history` is prompt + generated so far (for the
   // repetition penalty), its tokens from `generated_from` on generated (for the presence and
   // frequency penalties; the default: none). `allowed`: empty, or [vocab] flags, the tokens
-  // with 0 removed before temperature and truncation. Draws one random number unless greedy.
+  // with 0 removed before temperature and truncation. Draws one random number unless greedy
+  // (two with XTC on: XTC's first).
   // Throws exq::Error when the row has no finite value (or nothing allowed).
   int32_t sample(std::span<const float> logits, std::span<const int32_t> history,
                  size_t generated_from = SIZE_MAX, std::span<const uint8_t> allowed = {});

@@ -337,6 +337,10 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint, std::string
   r.repetition_penalty = as_float(number(body, "repetition_penalty"));
   r.presence_penalty = as_float(number(body, "presence_penalty"));
   r.frequency_penalty = as_float(number(body, "frequency_penalty"));
+  r.typical_p = as_float(number(body, "typical_p"));
+  r.top_n_sigma = as_float(number(body, "top_n_sigma"));
+  r.xtc_probability = as_float(number(body, "xtc_probability"));
+  r.xtc_threshold = as_float(number(body, "xtc_threshold"));
   r.logit_bias = parse_logit_bias(body);
   parse_grammar(body, raw, r);
   if (auto k = integer(body, "top_k")) {
@@ -402,6 +406,10 @@ runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, c
   if (r.repetition_penalty) s.repetition_penalty = *r.repetition_penalty;
   if (r.presence_penalty) s.presence_penalty = *r.presence_penalty;
   if (r.frequency_penalty) s.frequency_penalty = *r.frequency_penalty;
+  if (r.typical_p) s.typical_p = *r.typical_p;
+  if (r.top_n_sigma) s.top_n_sigma = *r.top_n_sigma;
+  if (r.xtc_probability) s.xtc_probability = *r.xtc_probability;
+  if (r.xtc_threshold) s.xtc_threshold = *r.xtc_threshold;
   s.logit_bias = r.logit_bias;
   if (r.seed) s.seed = *r.seed;
   try {

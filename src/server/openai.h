@@ -49,6 +49,7 @@ struct CompletionRequest {
   ToolRequest tools;  // chat: tools, tool_choice, parallel_tool_calls (tool_calls.h)
   std::optional<int64_t> max_tokens;
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  std::optional<float> typical_p, top_n_sigma, xtc_probability, xtc_threshold;  // llama.cpp's fields
   std::vector<runtime::LogitBias> logit_bias;  // {"id": bias} (OpenAI) or [[id, bias]] (llama.cpp)
   std::optional<int> top_k;
   std::optional<uint64_t> seed;

@@ -245,6 +245,30 @@ TEST(CliGenerate, ShapeMismatch) {
   EXPECT_NE(r.err.find("95"), std::string::npos) << r.err;
 }
 
+// --typical-p, --top-n-sigma, --xtc-probability, --xtc-threshold: a seed reproduces the
+// answer, and values out of range are refused naming the setting.
+TEST(CliGenerate, TypicalSigmaAndXtcSampling) {
+  const auto dir = tiny_model("extras");
+  auto ids = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"generate", "-m", dir.string(), "-p", "Hello", "--max-tokens", "12", "--temperature",
+                                     "1.2", "--top-k", "0", "--top-p", "1", "--min-p", "0", "--seed", "5", "--json",
+                                     "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const RunResult r = run_exq(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["ids"].get<std::vector<int32_t>>() : std::vector<int32_t>();
+  };
+  const std::vector<std::string> extras = {"--typical-p", "0.8", "--top-n-sigma", "2", "--xtc-probability", "0.5",
+                                           "--xtc-threshold", "0.01"};
+  const auto a = ids(extras);
+  EXPECT_EQ(a.size(), 12u);
+  EXPECT_EQ(a, ids(extras));
+  EXPECT_NE(a, ids({}));  // near-uniform logits: XTC and the cuts change the draws
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--typical", "0"}), "typical-p must be in (0, 1]");
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--xtc-threshold", "1.5"}),
+                    "XTC threshold must be in (0, 1], got 1.5");
+}
+
 TEST(CliGenerate, NanWeight) {
   const auto dir = tiny_model("nan", [](json&, auto& t) {
     set_value(t, "model.layers.1.self_attn.v_proj.weight", 77, std::numeric_limits<float>::quiet_NaN());

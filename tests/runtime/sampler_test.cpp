@@ -305,5 +305,102 @@ TEST(Sampler, AllowedMaskRestrictsTheDraw) {
   EXPECT_NEAR(static_cast<double>(ones) / kDraws, want, 0.01);
 }
 
+// Typical-p, top-n-sigma and XTC against values worked out by hand; XTC's random number is
+// drawn before the token's.
+std::vector<float> logs(std::initializer_list<double> probs) {
+  std::vector<float> v;
+  for (const double p : probs) v.push_back(static_cast<float>(std::log(p)));
+  return v;
+}
+
+TEST(SamplerExtras, TypicalKeepsTheTokensNearestTheEntropy) {
+  // p = .5 .3 .15 .05: entropy 1.1422; |surprise - entropy| = .449 .062 .755 1.853, so the order
+  // is 1, 0, 2, 3.
+  const std::vector<float> l = logs({0.5, 0.3, 0.15, 0.05});
+  SamplerConfig c = plain();
+  c.typical_p = 0.5f;  // 0.3, then 0.8 >= 0.5: tokens 1 and 0
+  std::vector<float> p = sampling_probs(l, c);
+  EXPECT_NEAR(p[0], 0.625f, 1e-6f);
+  EXPECT_NEAR(p[1], 0.375f, 1e-6f);
+  EXPECT_EQ(p[2], 0.0f);
+  EXPECT_EQ(p[3], 0.0f);
+  c.typical_p = 0.2f;  // 0.3 >= 0.2 at once: token 1 alone, though 0 is likelier
+  p = sampling_probs(l, c);
+  EXPECT_EQ(p[1], 1.0f);
+  EXPECT_EQ(p[0], 0.0f);
+  c.typical_p = 0.99f;  // 0.3 + 0.5 + 0.15 = 0.95 < 0.99: all four
+  p = sampling_probs(l, c);
+  EXPECT_GT(p[3], 0.0f);
+}
+
+TEST(SamplerExtras, TopNSigmaCutsBelowTheTopMinusNSigma) {
+  // Logits 4 3 0 -1: mean 1.5, sigma sqrt(4.25) = 2.0616.
+  const std::vector<float> l{4.0f, 3.0f, 0.0f, -1.0f};
+  SamplerConfig c = plain();
+  c.top_n_sigma = 1.0f;  // cut 1.94: tokens 0, 1
+  std::vector<float> p = sampling_probs(l, c);
+  EXPECT_NEAR(p[0], 1.0f / (1.0f + std::exp(-1.0f)), 1e-6f);
+  EXPECT_EQ(p[2], 0.0f);
+  c.top_n_sigma = 2.0f;  // cut -0.12: tokens 0, 1, 2
+  p = sampling_probs(l, c);
+  EXPECT_GT(p[2], 0.0f);
+  EXPECT_EQ(p[3], 0.0f);
+  c.temperature = 0.5f;  // scaled logits, scaled sigma: the same set
+  p = sampling_probs(l, c);
+  EXPECT_GT(p[2], 0.0f);
+  EXPECT_EQ(p[3], 0.0f);
+}
+
+TEST(SamplerExtras, XtcRemovesAllLikelyTokensButTheLeastLikely) {
+  const std::vector<float> l = logs({0.5, 0.3, 0.15, 0.05});
+  SamplerConfig c = plain();
+  c.xtc_probability = 0.5f;
+  c.xtc_threshold = 0.1f;
+  std::vector<float> p = sampling_probs(l, c, 0.2);  // applies: 0, 1, 2 are >= 0.1; 2 stays
+  EXPECT_EQ(p[0], 0.0f);
+  EXPECT_EQ(p[1], 0.0f);
+  EXPECT_NEAR(p[2], 0.75f, 1e-6f);
+  EXPECT_NEAR(p[3], 0.25f, 1e-6f);
+  p = sampling_probs(l, c, 0.7);  // its draw missed: unchanged
+  EXPECT_NEAR(p[0], 0.5f, 1e-6f);
+  c.xtc_threshold = 0.4f;  // one token over the threshold: nothing removed
+  p = sampling_probs(l, c, 0.2);
+  EXPECT_NEAR(p[0], 0.5f, 1e-6f);
+
+  // The sampler draws XTC's number first, then the token's, from one stream.
+  c.xtc_threshold = 0.1f;
+  c.seed = 77;
+  Sampler s(c);
+  std::mt19937_64 rng(77);
+  for (int i = 0; i < 50; ++i) {
+    const double xtc_u = uniform_from_bits(rng());
+    const double u = uniform_from_bits(rng());
+    const std::vector<float> probs = sampling_probs(l, c, xtc_u);
+    double cum = 0.0;
+    int32_t want = -1;
+    for (size_t k = 0; k < probs.size() && want < 0; ++k) {
+      cum += probs[k];
+      if (probs[k] > 0.0f && u < cum) want = static_cast<int32_t>(k);
+    }
+    EXPECT_EQ(s.sample(l, {}), want) << i;
+  }
+}
+
+TEST(SamplerExtras, ValidatesAndNeedsTheHostOnlyWhenSampling) {
+  SamplerConfig c = plain();
+  EXPECT_FALSE(c.host_only());
+  c.typical_p = 0.9f;
+  EXPECT_TRUE(c.host_only());
+  c.temperature = 0.0f;  // greedy ignores them
+  EXPECT_FALSE(c.host_only());
+  for (auto bad : {+[](SamplerConfig& s) { s.typical_p = 0.0f; }, +[](SamplerConfig& s) { s.typical_p = 1.5f; },
+                   +[](SamplerConfig& s) { s.top_n_sigma = -1.0f; }, +[](SamplerConfig& s) { s.xtc_probability = 2.0f; },
+                   +[](SamplerConfig& s) { s.xtc_threshold = 0.0f; }}) {
+    SamplerConfig x = plain();
+    bad(x);
+    EXPECT_THROW(x.validate(), Error);
+  }
+}
+
 }  // namespace
 }  // namespace exq::runtime

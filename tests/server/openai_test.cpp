@@ -244,6 +244,28 @@ TEST(ParseRequest, TokenizeAndDetokenizeAsLlamaCpp) {
   EXPECT_EQ(refused([] { parse_detokenize({{"content", "x"}}, 100); }), "tokens: 'tokens' must be an array of token ids");
 }
 
+// llama.cpp's typical_p, top_n_sigma, xtc_probability and xtc_threshold reach the sampler and
+// are validated there.
+TEST(RequestSampler, LlamaCppSamplerFields) {
+  const CompletionRequest r = parse_request(
+      {{"prompt", "a"}, {"typical_p", 0.9}, {"top_n_sigma", 1.5}, {"xtc_probability", 0.5}, {"xtc_threshold", 0.2}},
+      Endpoint::Completions);
+  const runtime::SamplerConfig s = request_sampler(runtime::SamplerConfig{}, r);
+  EXPECT_FLOAT_EQ(s.typical_p, 0.9f);
+  EXPECT_FLOAT_EQ(s.top_n_sigma, 1.5f);
+  EXPECT_FLOAT_EQ(s.xtc_probability, 0.5f);
+  EXPECT_FLOAT_EQ(s.xtc_threshold, 0.2f);
+  CompletionRequest bad = r;
+  bad.typical_p = 0.0f;
+  try {
+    request_sampler(runtime::SamplerConfig{}, bad);
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_NE(std::string(e.what()).find("typical-p must be in (0, 1], got 0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RequestSampler, RequestOverridesDefaultsAndIsValidated) {
   runtime::SamplerConfig d;
   d.temperature = 0.7f;

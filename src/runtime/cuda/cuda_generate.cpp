@@ -90,6 +90,13 @@ CudaSampler::CudaSampler(const SamplerConfig& config, int64_t vocab, gpu::Cachin
       vocab_(vocab),
       host_(kHostBytes) {
   config_.validate(vocab);
+  if (config_.host_only()) {
+    SamplerConfig c = config_;
+    c.seed = seed_;
+    host_sampler_.emplace(c);
+    row_host_ = gpu::PinnedBuffer(static_cast<size_t>(vocab) * sizeof(float));
+    return;
+  }
   workspace_ = gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(gpu::sample_workspace_bytes(vocab))},
                                  alloc, stream);
   if (config_.repetition_penalty != 1.0f) {
@@ -110,6 +117,11 @@ CudaSampler::CudaSampler(const SamplerConfig& config, int64_t vocab, gpu::Cachin
 }
 
 void CudaSampler::set_history(std::span<const int32_t> ids) {
+  if (host_sampler_) {
+    history_.assign(ids.begin(), ids.end());
+    generated_from_ = ids.size();
+    return;
+  }
   if (!counts_.empty()) CUDA_CHECK(cudaMemsetAsync(counts_.raw(), 0, counts_.nbytes(), stream_));
   if (seen_.empty()) return;
   CUDA_CHECK(cudaMemsetAsync(seen_.raw(), 0, seen_.nbytes(), stream_));
@@ -143,8 +155,26 @@ void CudaSampler::draw(const gpu::DeviceView& row, const gpu::DeviceView& out) {
   gpu::sample(row, params_, u, seen_.empty() ? gpu::DeviceView() : seen_.view(), workspace_, out, stream_);
 }
 
+int32_t CudaSampler::sample_on_host(const gpu::DeviceView& logits, const gpu::DeviceView& out, int top_n,
+                                    TokenLogprob* lp, const TokenConstraint* constraint) {
+  EXQ_CHECK(logits.numel() == vocab_, "sample: {} logits for a vocabulary of {}", logits.numel(), vocab_);
+  CUDA_CHECK(cudaMemcpyAsync(row_host_.data(), logits.raw(), row_host_.size(), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const std::span<const float> row(row_host_.as<float>(), static_cast<size_t>(vocab_));
+  // As constrained_sample on the CPU: a draw the grammar refuses is drawn again under its mask.
+  int32_t t = host_sampler_->sample(row, history_, generated_from_);
+  if (constraint && !constraint->allows(t)) t = host_sampler_->sample(row, history_, generated_from_, constraint->allowed());
+  history_.push_back(t);
+  if (lp) *lp = runtime::token_logprob(row, t, top_n);
+  *host_.as<int32_t>() = t;
+  // Stream-ordered before the next D2H copy and its wait, so host_ is free again by then.
+  CUDA_CHECK(cudaMemcpyAsync(out.raw(), host_.data(), sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  return t;
+}
+
 int32_t CudaSampler::sample(const gpu::DeviceView& logits, const gpu::DeviceView& out, int top_n, TokenLogprob* lp,
                             const TokenConstraint* constraint) {
+  if (host_sampler_) return sample_on_host(logits, out, top_n, lp, constraint);
   draw(row_for(logits, false), out);
   if (constraint) {
     // The grammar checks the draw on the host; a refused one is drawn again under its mask.

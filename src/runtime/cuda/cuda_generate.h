@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <random>
 #include <span>
 #include <vector>
@@ -47,7 +48,9 @@ exq::cuda::SamplingParams sampling_params(const SamplerConfig& config);
 
 // runtime::Sampler on the device: the same config and seed pick the same tokens from the same
 // logits (and draw the same random numbers: one per non-greedy sample, two when a grammar
-// refuses the first draw).
+// refuses the first draw). Settings the kernel lacks (SamplerConfig::host_only: typical-p,
+// top-n-sigma, XTC) sample on the host instead: the row comes down, runtime::Sampler draws, the
+// id goes up.
 class CudaSampler {
  public:
   // Throws exq::Error for an invalid config (SamplerConfig::validate with the vocabulary).
@@ -88,6 +91,13 @@ class CudaSampler {
   exq::cuda::DeviceTensor adjusted_;   // [vocab] F32, the adjusted row (allocated on first use)
   exq::cuda::DeviceTensor allowed_;    // [vocab] U8, a grammar's mask (allocated on first use)
   exq::cuda::PinnedBuffer allowed_host_;
+  // Host sampling (config.host_only()): the CPU sampler on the same seed, its history, the row.
+  std::optional<Sampler> host_sampler_;
+  std::vector<int32_t> history_;
+  size_t generated_from_ = 0;
+  exq::cuda::PinnedBuffer row_host_;
+  int32_t sample_on_host(const exq::cuda::DeviceView& logits, const exq::cuda::DeviceView& out, int top_n,
+                         TokenLogprob* lp, const TokenConstraint* constraint);
 };
 
 // runtime::generate on the GPU: the same stop rules, stream, drafts and result, with GPU

@@ -223,6 +223,41 @@ TEST_F(CudaGenerate, BiasPenaltiesAndGrammarMatchTheHostLoop) {
   EXPECT_GT(masked_steps, 0);
 }
 
+// Typical-p, top-n-sigma and XTC sample on the host (the kernel has none of them): the device
+// loop gives the host loop's tokens, with a grammar and drafts too, and the sampler's seed.
+TEST_F(CudaGenerate, HostOnlySamplersMatchTheHostLoop) {
+  CudaOptions o;
+  o.max_context = 96;
+  CudaLlama m(*model_, o);
+  const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35};
+  SamplerConfig configs[] = {config(1.0f, 0, 1.0f, 0.0f, 1.0f, 5), config(0.9f, 40, 0.95f, 0.05f, 1.1f, 6),
+                             config(1.3f, 0, 1.0f, 0.0f, 1.0f, 7)};
+  configs[0].typical_p = 0.7f;
+  configs[1].top_n_sigma = 1.5f;
+  configs[1].presence_penalty = 0.4f;
+  configs[2].xtc_probability = 0.5f;
+  configs[2].xtc_threshold = 0.05f;
+  configs[2].typical_p = 0.95f;
+  for (const SamplerConfig& c : configs) {
+    ASSERT_TRUE(c.host_only());
+    for (const int draft : {0, 4}) {
+      GenerateOptions g;
+      g.max_new_tokens = 40;
+      g.sampler = c;
+      g.draft.max_tokens = draft;
+      g.draft.ngram_min = 1;
+      LetterDecoder d1, d2;
+      m.reset();
+      const GenerateResult a = generate_cuda(m, &d1, prompt, g);
+      m.reset();
+      CudaStep step(m);
+      const GenerateResult b = generate(step, &d2, prompt, g);
+      EXPECT_EQ(a.ids, b.ids) << "seed " << *c.seed << " draft " << draft;
+      EXPECT_EQ(a.seed, b.seed);
+    }
+  }
+}
+
 TEST_F(CudaGenerate, StopReasons) {
   const std::vector<int32_t> prompt = {7, 8, 9};
   CudaOptions o;
