@@ -78,7 +78,7 @@ void run_chat(const ChatArgs& a) {
                 ErrorContext{.file = dir.string()});
   const chat::Template tmpl(gm.tc.chat_template);
   runtime::GenerateOptions options;
-  options.sampler = a.sampling.settings(gm.gen);
+  options.sampler = a.sampling.settings(gm.gen, gm.tok);
   options.eos_token_ids = gm.eos_ids;
   options.draft = a.draft.settings();
   const tokenizer::Tokenizer& tok = gm.tok;

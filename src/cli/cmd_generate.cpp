@@ -82,7 +82,7 @@ void run_generate(const GenerateArgs& a) {
   const tokenizer::Tokenizer& tok = m.tok;
   const tokenizer::TokenizerConfig& tc = m.tc;
   runtime::GenerateOptions options;
-  options.sampler = a.sampling.settings(m.gen);
+  options.sampler = a.sampling.settings(m.gen, m.tok);
   options.max_new_tokens = a.max_tokens;
   options.eos_token_ids = m.eos_ids;
   options.draft = a.draft.settings();

@@ -37,10 +37,18 @@ void SamplingFlags::add(CLI::App& cmd) {
   xtc_p_opt_ = cmd.add_option("--xtc-probability", xtc_p_,
                               "XTC: chance per token of removing all likely tokens but the least likely, 0 = off");
   xtc_t_opt_ = cmd.add_option("--xtc-threshold", xtc_t_, "XTC: the probability a token needs to count as likely (0.1)");
+  dry_mult_opt_ = cmd.add_option("--dry-multiplier", dry_mult_,
+                                  "DRY: penalty on tokens that would repeat a sequence of the context, 0 = off");
+  dry_base_opt_ = cmd.add_option("--dry-base", dry_base_, "DRY: the penalty's growth per extra repeated token (1.75)");
+  dry_len_opt_ = cmd.add_option("--dry-allowed-length", dry_len_, "DRY: repeats this long go unpenalized (2)");
+  dry_range_opt_ = cmd.add_option("--dry-penalty-last-n", dry_range_, "DRY: the last N tokens searched (0 = all)");
+  cmd.add_option("--dry-sequence-breaker", dry_breakers_,
+                 "DRY: text that ends a repeated sequence (repeatable; replaces the defaults \\n : \" *; 'none' = no breakers)");
   seed_opt_ = cmd.add_option("--seed", seed_, "random seed (default: random)");
 }
 
-runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& gen) const {
+runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& gen,
+                                               const tokenizer::Tokenizer& tok) const {
   runtime::SamplerConfig s = runtime::sampler_defaults(gen);
   if (temperature_opt_->count() > 0) s.temperature = temperature_;
   if (top_k_opt_->count() > 0) s.top_k = top_k_;
@@ -53,6 +61,16 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   if (sigma_opt_->count() > 0) s.top_n_sigma = sigma_;
   if (xtc_p_opt_->count() > 0) s.xtc_probability = xtc_p_;
   if (xtc_t_opt_->count() > 0) s.xtc_threshold = xtc_t_;
+  if (dry_mult_opt_->count() > 0) s.dry_multiplier = dry_mult_;
+  if (dry_base_opt_->count() > 0) s.dry_base = dry_base_;
+  if (dry_len_opt_->count() > 0) s.dry_allowed_length = dry_len_;
+  if (dry_range_opt_->count() > 0) s.dry_range = dry_range_;
+  if (s.dry_multiplier > 0.0f) {
+    const bool none = dry_breakers_.size() == 1 && dry_breakers_[0] == "none";
+    const std::vector<std::string> breakers =
+        none ? std::vector<std::string>() : dry_breakers_.empty() ? runtime::default_dry_breakers() : dry_breakers_;
+    s.dry_breakers = runtime::dry_breaker_ids(tok, breakers);
+  }
   for (const std::string& b : logit_bias_) s.logit_bias.push_back(parse_logit_bias(b));
   if (seed_opt_->count() > 0) s.seed = seed_;
   s.validate();

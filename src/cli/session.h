@@ -23,23 +23,28 @@ namespace exq::cli {
 
 // --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --presence-penalty,
 // --frequency-penalty, --logit-bias, --typical-p, --top-n-sigma, --xtc-probability,
-// --xtc-threshold, --seed.
+// --xtc-threshold, --dry-multiplier, --dry-base, --dry-allowed-length, --dry-penalty-last-n,
+// --dry-sequence-breaker, --seed.
 class SamplingFlags {
  public:
   void add(CLI::App& cmd);
   // The model's defaults with the given flags over them; throws exq::Error for bad values.
-  runtime::SamplerConfig settings(const runtime::GenerationConfig& gen) const;
+  // `tok` turns DRY's sequence breakers into token ids.
+  runtime::SamplerConfig settings(const runtime::GenerationConfig& gen, const tokenizer::Tokenizer& tok) const;
 
  private:
   float temperature_ = 0.0f, top_p_ = 1.0f, min_p_ = 0.0f, penalty_ = 1.0f, presence_ = 0.0f, frequency_ = 0.0f;
-  float typical_ = 1.0f, sigma_ = 0.0f, xtc_p_ = 0.0f, xtc_t_ = 0.1f;
+  float typical_ = 1.0f, sigma_ = 0.0f, xtc_p_ = 0.0f, xtc_t_ = 0.1f, dry_mult_ = 0.0f, dry_base_ = 1.75f;
+  int dry_len_ = 2, dry_range_ = 0;
+  std::vector<std::string> dry_breakers_;
   int top_k_ = 0;
   uint64_t seed_ = 0;
   std::vector<std::string> logit_bias_;
   CLI::Option *temperature_opt_ = nullptr, *top_k_opt_ = nullptr, *top_p_opt_ = nullptr,
               *min_p_opt_ = nullptr, *penalty_opt_ = nullptr, *seed_opt_ = nullptr, *presence_opt_ = nullptr,
               *frequency_opt_ = nullptr, *typical_opt_ = nullptr, *sigma_opt_ = nullptr, *xtc_p_opt_ = nullptr,
-              *xtc_t_opt_ = nullptr;
+              *xtc_t_opt_ = nullptr, *dry_mult_opt_ = nullptr, *dry_base_opt_ = nullptr, *dry_len_opt_ = nullptr,
+              *dry_range_opt_ = nullptr;
 };
 
 // "ID+BIAS" / "ID-BIAS" (llama.cpp's --logit-bias); throws exq::Error naming the text.

@@ -22,6 +22,18 @@ std::span<const float> LlamaStep::forward_all(std::span<const int32_t> tokens) {
   return logits_.span<const float>();
 }
 
+std::vector<int32_t> dry_breaker_ids(const tokenizer::Tokenizer& tok, std::span<const std::string> breakers) {
+  std::vector<int32_t> ids;
+  for (const std::string& b : breakers) {
+    if (b.empty()) continue;
+    const std::vector<int32_t> t = tok.encode("a" + b, /*add_special_tokens=*/false);
+    if (!t.empty() && std::find(ids.begin(), ids.end(), t.back()) == ids.end()) ids.push_back(t.back());
+  }
+  return ids;
+}
+
+std::vector<std::string> default_dry_breakers() { return {"\n", ":", "\"", "*"}; }
+
 void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab) {
   for (int32_t id : prompt)
     EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,

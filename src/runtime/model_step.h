@@ -50,6 +50,12 @@ class TokenizerTextDecoder : public TextDecoder {
 std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::ModelConfig& config,
                                     const tokenizer::Tokenizer& tok, const std::string& eos_token);
 
+// DRY's sequence breakers as token ids: for each string, the last token of "a" + string (how
+// text-generation-webui maps them); empty strings are skipped.
+std::vector<int32_t> dry_breaker_ids(const tokenizer::Tokenizer& tok, std::span<const std::string> breakers);
+// llama.cpp's default breakers: newline, colon, double quote, asterisk.
+std::vector<std::string> default_dry_breakers();
+
 // Throws exq::Error naming the first id of `prompt` outside [0, vocab).
 void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab);
 

@@ -60,6 +60,12 @@ void SamplerConfig::validate() const {
             "XTC probability must be in [0, 1], got {}", xtc_probability);
   EXQ_CHECK(std::isfinite(xtc_threshold) && xtc_threshold > 0.0f && xtc_threshold <= 1.0f,
             "XTC threshold must be in (0, 1], got {}", xtc_threshold);
+  EXQ_CHECK(std::isfinite(dry_multiplier) && dry_multiplier >= 0.0f, "DRY multiplier must be >= 0, got {}",
+            dry_multiplier);
+  EXQ_CHECK(std::isfinite(dry_base) && dry_base >= 1.0f, "DRY base must be >= 1, got {}", dry_base);
+  EXQ_CHECK(dry_allowed_length >= 1, "DRY allowed length must be >= 1, got {}", dry_allowed_length);
+  EXQ_CHECK(dry_range >= 0, "DRY range must be >= 0, got {}", dry_range);
+  for (const int32_t id : dry_breakers) EXQ_CHECK(id >= 0, "DRY sequence breaker token {}: ids are >= 0", id);
   for (const LogitBias& b : logit_bias) {
     EXQ_CHECK(b.id >= 0, "logit bias for token {}: ids are >= 0", b.id);
     EXQ_CHECK(std::isfinite(b.bias) && std::abs(b.bias) <= 100.0f,
@@ -91,6 +97,44 @@ void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> 
     if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
     float& v = logits[static_cast<size_t>(id)];
     v = v < 0.0f ? v * penalty : v / penalty;
+  }
+}
+
+void apply_dry(std::span<float> logits, std::span<const int32_t> history, const SamplerConfig& config) {
+  if (config.dry_multiplier <= 0.0f || history.size() < 2) return;
+  if (config.dry_range > 0 && history.size() > static_cast<size_t>(config.dry_range))
+    history = history.last(static_cast<size_t>(config.dry_range));
+  const auto breaker = [&](int32_t t) {
+    return std::find(config.dry_breakers.begin(), config.dry_breakers.end(), t) != config.dry_breakers.end();
+  };
+  const size_t n = history.size();
+  const int32_t last = history[n - 1];
+  if (breaker(last)) return;
+  // Longer matches would only overflow the penalty: a cap keeps a repetitive history linear.
+  constexpr size_t kMaxMatch = 64;
+  std::vector<std::pair<int32_t, size_t>> longest;  // next token, longest match before it
+  for (size_t i = 0; i + 1 < n; ++i) {
+    if (history[i] != last) continue;
+    const int32_t next = history[i + 1];
+    if (breaker(next)) continue;
+    // history[i] matches the last token; extend backwards while the tokens before both agree.
+    size_t len = 1;
+    while (len < kMaxMatch && len <= i) {
+      const int32_t prev = history[n - 1 - len];
+      if (history[i - len] != prev || breaker(prev)) break;
+      ++len;
+    }
+    auto it = std::find_if(longest.begin(), longest.end(), [&](const auto& e) { return e.first == next; });
+    if (it == longest.end())
+      longest.emplace_back(next, len);
+    else
+      it->second = std::max(it->second, len);
+  }
+  for (const auto& [token, len] : longest) {
+    if (len < static_cast<size_t>(config.dry_allowed_length)) continue;
+    if (token < 0 || static_cast<size_t>(token) >= logits.size()) continue;
+    const double exponent = static_cast<double>(len) - config.dry_allowed_length;
+    logits[static_cast<size_t>(token)] -= static_cast<float>(config.dry_multiplier * std::pow(config.dry_base, exponent));
   }
 }
 
@@ -245,11 +289,13 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
                         size_t generated_from, std::span<const uint8_t> allowed) {
   std::span<const float> row = logits;
   const bool penalize = config_.repetition_penalty != 1.0f && !history.empty();
-  if (penalize || config_.adjusts_logits() || !allowed.empty()) {
+  const bool dry = config_.dry_multiplier > 0.0f && history.size() >= 2;
+  if (penalize || dry || config_.adjusts_logits() || !allowed.empty()) {
     scratch_.assign(logits.begin(), logits.end());
     const std::span<const int32_t> generated = history.subspan(std::min(generated_from, history.size()));
     apply_logit_adjustments(scratch_, generated, config_);
     if (penalize) apply_repetition_penalty(scratch_, history, config_.repetition_penalty);
+    if (dry) apply_dry(scratch_, history, config_);
     if (!allowed.empty()) {
       EXQ_CHECK(allowed.size() == scratch_.size(), "the allowed-token mask has {} entries for {} logits",
                 allowed.size(), scratch_.size());

@@ -1,5 +1,5 @@
 // Next-token sampling from a logits row: logit bias, presence / frequency penalties (OpenAI's),
-// repetition penalty, an optional mask of allowed tokens (a grammar's), then temperature,
+// repetition penalty, DRY, an optional mask of allowed tokens (a grammar's), then temperature,
 // top-n-sigma, top-k, top-p, min-p, typical-p (the order of Hugging Face's logits processors,
 // top-n-sigma first as llama.cpp puts it), then XTC, then a draw from a seeded std::mt19937_64
 // so a given seed gives the same tokens on every run and machine.
@@ -41,11 +41,24 @@ struct SamplerConfig {
   // likely, all but the least likely are removed, when there are two or more. 0: off.
   float xtc_probability = 0.0f;
   float xtc_threshold = 0.1f;
+  // DRY, "don't repeat yourself" (text-generation-webui's, as llama.cpp and exllamav2 have it): a
+  // token that would extend a sequence the history already holds (the tokens ending at the last
+  // one, seen before and followed there by that token) at least dry_allowed_length long loses
+  // dry_multiplier * dry_base^(length - dry_allowed_length); dry_breakers (token ids) end
+  // sequences; dry_range: the last tokens searched (0: all). A logit penalty, after the
+  // repetition penalty; also when greedy. 0: off.
+  float dry_multiplier = 0.0f;
+  float dry_base = 1.75f;
+  int dry_allowed_length = 2;
+  int dry_range = 0;
+  std::vector<int32_t> dry_breakers;
   std::optional<uint64_t> seed;     // unset: random
 
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
   // Settings the GPU's sampling kernel does not have: the GPU loop then samples on the host.
-  bool host_only() const { return !greedy() && (top_n_sigma > 0.0f || typical_p < 1.0f || xtc_probability > 0.0f); }
+  bool host_only() const {
+    return dry_multiplier > 0.0f || (!greedy() && (top_n_sigma > 0.0f || typical_p < 1.0f || xtc_probability > 0.0f));
+  }
   // Bias or presence / frequency penalties change the logits before the rest.
   bool adjusts_logits() const {
     return !logit_bias.empty() || presence_penalty != 0.0f || frequency_penalty != 0.0f;
@@ -62,6 +75,10 @@ int32_t argmax(std::span<const float> logits);
 // HF RepetitionPenaltyLogitsProcessor: for each distinct seen token, a positive logit is
 // divided by the penalty and a negative one multiplied by it. Ids outside the row are ignored.
 void apply_repetition_penalty(std::span<float> logits, std::span<const int32_t> seen, float penalty);
+
+// SamplerConfig's DRY penalty over `history` (prompt + generated so far). Ids outside the row are
+// ignored.
+void apply_dry(std::span<float> logits, std::span<const int32_t> history, const SamplerConfig& config);
 
 // Adds config.logit_bias, then subtracts the presence / frequency penalties of the `generated`
 // tokens. Ids outside the row are ignored.

@@ -341,6 +341,20 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint, std::string
   r.top_n_sigma = as_float(number(body, "top_n_sigma"));
   r.xtc_probability = as_float(number(body, "xtc_probability"));
   r.xtc_threshold = as_float(number(body, "xtc_threshold"));
+  r.dry_multiplier = as_float(number(body, "dry_multiplier"));
+  r.dry_base = as_float(number(body, "dry_base"));
+  for (const char* key : {"dry_allowed_length", "dry_penalty_last_n"}) {
+    if (auto v = integer(body, key)) {
+      if (*v < (std::string(key) == "dry_penalty_last_n" ? -1 : 0) || *v > std::numeric_limits<int>::max())
+        bad(key, fmt::format("'{}' is out of range", key));
+      (std::string(key) == "dry_allowed_length" ? r.dry_allowed_length : r.dry_penalty_last_n) = static_cast<int>(*v);
+    }
+  }
+  if (const json* b = field(body, "dry_sequence_breakers")) {
+    if (!b->is_array() || !std::all_of(b->begin(), b->end(), [](const json& x) { return x.is_string(); }))
+      bad("dry_sequence_breakers", "'dry_sequence_breakers' must be an array of strings");
+    r.dry_sequence_breakers = b->get<std::vector<std::string>>();
+  }
   r.logit_bias = parse_logit_bias(body);
   parse_grammar(body, raw, r);
   if (auto k = integer(body, "top_k")) {
@@ -410,6 +424,10 @@ runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, c
   if (r.top_n_sigma) s.top_n_sigma = *r.top_n_sigma;
   if (r.xtc_probability) s.xtc_probability = *r.xtc_probability;
   if (r.xtc_threshold) s.xtc_threshold = *r.xtc_threshold;
+  if (r.dry_multiplier) s.dry_multiplier = *r.dry_multiplier;
+  if (r.dry_base) s.dry_base = *r.dry_base;
+  if (r.dry_allowed_length) s.dry_allowed_length = *r.dry_allowed_length;
+  if (r.dry_penalty_last_n) s.dry_range = std::max(*r.dry_penalty_last_n, 0);  // llama.cpp's -1: all
   s.logit_bias = r.logit_bias;
   if (r.seed) s.seed = *r.seed;
   try {

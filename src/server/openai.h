@@ -50,6 +50,9 @@ struct CompletionRequest {
   std::optional<int64_t> max_tokens;
   std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
   std::optional<float> typical_p, top_n_sigma, xtc_probability, xtc_threshold;  // llama.cpp's fields
+  std::optional<float> dry_multiplier, dry_base;
+  std::optional<int> dry_allowed_length, dry_penalty_last_n;
+  std::optional<std::vector<std::string>> dry_sequence_breakers;  // strings; the server makes them ids
   std::vector<runtime::LogitBias> logit_bias;  // {"id": bias} (OpenAI) or [[id, bias]] (llama.cpp)
   std::optional<int> top_k;
   std::optional<uint64_t> seed;

@@ -14,6 +14,7 @@
 #include "chat/template.h"
 #include "core/error.h"
 #include "grammar/grammar.h"
+#include "runtime/model_step.h"
 #include "server/openai.h"
 
 namespace exq::server {
@@ -156,6 +157,9 @@ struct Server::Impl {
     job.options.max_new_tokens = r.max_tokens ? *r.max_tokens : std::min(model.default_max_tokens, room);
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
+    if (job.options.sampler.dry_multiplier > 0.0f)
+      job.options.sampler.dry_breakers = runtime::dry_breaker_ids(
+          *model.tokenizer, r.dry_sequence_breakers ? *r.dry_sequence_breakers : runtime::default_dry_breakers());
     const int64_t vocab_size = model.vocab_size > 0 ? model.vocab_size : model.tokenizer->vocab_size();
     for (const runtime::LogitBias& b : job.options.sampler.logit_bias)
       check_token_id(b.id, vocab_size, "logit_bias");

@@ -259,7 +259,8 @@ TEST(CliGenerate, TypicalSigmaAndXtcSampling) {
     return r.exit_code == 0 ? json::parse(r.out)["ids"].get<std::vector<int32_t>>() : std::vector<int32_t>();
   };
   const std::vector<std::string> extras = {"--typical-p", "0.8", "--top-n-sigma", "2", "--xtc-probability", "0.5",
-                                           "--xtc-threshold", "0.01"};
+                                           "--xtc-threshold", "0.01", "--dry-multiplier", "0.8",
+                                           "--dry-sequence-breaker", "\n", "--dry-sequence-breaker", "."};
   const auto a = ids(extras);
   EXPECT_EQ(a.size(), 12u);
   EXPECT_EQ(a, ids(extras));
@@ -267,6 +268,8 @@ TEST(CliGenerate, TypicalSigmaAndXtcSampling) {
   expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--typical", "0"}), "typical-p must be in (0, 1]");
   expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--xtc-threshold", "1.5"}),
                     "XTC threshold must be in (0, 1], got 1.5");
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "a", "--dry-multiplier", "1", "--dry-base", "0.9"}),
+                    "DRY base must be >= 1, got 0.9");
 }
 
 TEST(CliGenerate, NanWeight) {

@@ -71,6 +71,18 @@ TEST(ModelStep, StreamsTokenizerTextInWholeCharacters) {
   EXPECT_GE(tested, 10);
 }
 
+// DRY's breakers through SmolLM2's tokenizer: the last token of "a" + the text.
+TEST(ModelStep, DryBreakersAreTokenIds) {
+  const auto tok = tokenizer::Tokenizer::from_file(smollm2_dir() / "tokenizer.json");
+  const std::vector<int32_t> ids = dry_breaker_ids(tok, default_dry_breakers());
+  ASSERT_EQ(ids.size(), 4u);
+  EXPECT_EQ(ids[0], *tok.token_to_id("\u010a"));  // byte-level newline
+  EXPECT_EQ(ids[1], *tok.token_to_id(":"));
+  EXPECT_EQ(ids[2], *tok.token_to_id("\""));
+  EXPECT_EQ(ids[3], *tok.token_to_id("*"));
+  EXPECT_TRUE(dry_breaker_ids(tok, std::vector<std::string>{""}).empty());
+}
+
 TEST(ModelStep, StopIdsFromEveryConfig) {
   const auto tok = tokenizer::Tokenizer::from_file(smollm2_dir() / "tokenizer.json");
   const auto config = io::load_model_config(smollm2_dir());

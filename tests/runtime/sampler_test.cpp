@@ -402,5 +402,60 @@ TEST(SamplerExtras, ValidatesAndNeedsTheHostOnlyWhenSampling) {
   }
 }
 
+// DRY against text-generation-webui's rule, worked by hand.
+TEST(SamplerExtras, DryPenalizesWhatWouldExtendARepeat) {
+  SamplerConfig c = plain();
+  c.dry_multiplier = 1.0f;
+  c.dry_base = 2.0f;
+  c.dry_allowed_length = 2;
+  auto penalties = [&](std::vector<int32_t> history) {
+    std::vector<float> row(12, 0.0f);
+    apply_dry(row, history, c);
+    return row;
+  };
+  // "1 2 3" was followed by 4: a match of 3 tokens, 2^(3 - 2) = 2 off token 4.
+  std::vector<float> p = penalties({1, 2, 3, 4, 9, 1, 2, 3});
+  EXPECT_FLOAT_EQ(p[4], -2.0f);
+  for (int t : {0, 1, 2, 3, 5, 9}) EXPECT_EQ(p[static_cast<size_t>(t)], 0.0f) << t;
+  // The longest of several matches counts: "2 3" then 5 (length 2: 2^0 = 1), "1 2 3" then 4.
+  p = penalties({2, 3, 5, 1, 2, 3, 4, 7, 1, 2, 3});
+  EXPECT_FLOAT_EQ(p[5], -1.0f);
+  EXPECT_FLOAT_EQ(p[4], -2.0f);
+  // Shorter than the allowed length: nothing.
+  EXPECT_EQ(penalties({3, 4, 9, 3})[4], 0.0f);
+  // A breaker inside the sequence ends it; a breaker as the last token or the next one: nothing.
+  c.dry_breakers = {2};
+  EXPECT_EQ(penalties({1, 2, 3, 4, 9, 1, 2, 3})[4], 0.0f);
+  EXPECT_EQ(penalties({1, 3, 2, 9, 1, 3})[2], 0.0f);
+  c.dry_breakers = {3};
+  EXPECT_EQ(penalties({1, 2, 3, 4, 9, 1, 2, 3})[4], 0.0f);
+  c.dry_breakers = {4};
+  EXPECT_EQ(penalties({1, 2, 3, 4, 9, 1, 2, 3})[4], 0.0f);
+  c.dry_breakers.clear();
+  // The range: the earlier "1 2 3 4" out of the last 5 tokens.
+  c.dry_range = 5;
+  EXPECT_EQ(penalties({1, 2, 3, 4, 9, 1, 2, 3})[4], 0.0f);
+  c.dry_range = 0;
+  // A long repeat: the penalty grows with it, capped so it stays finite.
+  std::vector<int32_t> rep;
+  for (int i = 0; i < 400; ++i) rep.push_back(1 + i % 2);
+  p = penalties(rep);
+  EXPECT_TRUE(std::isfinite(p[1]));
+  EXPECT_LT(p[1], -1e15f);
+
+  // In the sampler, greedy too: the repeat's token loses its lead.
+  c.temperature = 0.0f;
+  c.dry_multiplier = 3.0f;
+  Sampler s(c);
+  std::vector<float> logits(12, 0.0f);
+  logits[4] = 2.0f;
+  logits[7] = 1.5f;
+  const std::vector<int32_t> history{1, 2, 3, 4, 9, 1, 2, 3};
+  EXPECT_EQ(s.sample(logits, history), 7);
+  EXPECT_EQ(s.sample(logits, std::vector<int32_t>{5, 6}), 4);
+  c.dry_base = 0.5f;
+  EXPECT_THROW(c.validate(), Error);
+}
+
 }  // namespace
 }  // namespace exq::runtime

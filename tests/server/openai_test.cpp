@@ -247,10 +247,24 @@ TEST(ParseRequest, TokenizeAndDetokenizeAsLlamaCpp) {
 // llama.cpp's typical_p, top_n_sigma, xtc_probability and xtc_threshold reach the sampler and
 // are validated there.
 TEST(RequestSampler, LlamaCppSamplerFields) {
-  const CompletionRequest r = parse_request(
-      {{"prompt", "a"}, {"typical_p", 0.9}, {"top_n_sigma", 1.5}, {"xtc_probability", 0.5}, {"xtc_threshold", 0.2}},
-      Endpoint::Completions);
+  const CompletionRequest r = parse_request({{"prompt", "a"},
+                                             {"typical_p", 0.9},
+                                             {"top_n_sigma", 1.5},
+                                             {"xtc_probability", 0.5},
+                                             {"xtc_threshold", 0.2},
+                                             {"dry_multiplier", 0.8},
+                                             {"dry_base", 1.5},
+                                             {"dry_allowed_length", 3},
+                                             {"dry_penalty_last_n", -1},
+                                             {"dry_sequence_breakers", {"\n", "."}}},
+                                            Endpoint::Completions);
   const runtime::SamplerConfig s = request_sampler(runtime::SamplerConfig{}, r);
+  EXPECT_FLOAT_EQ(s.dry_multiplier, 0.8f);
+  EXPECT_FLOAT_EQ(s.dry_base, 1.5f);
+  EXPECT_EQ(s.dry_allowed_length, 3);
+  EXPECT_EQ(s.dry_range, 0);  // -1: all, as llama.cpp
+  EXPECT_EQ(*r.dry_sequence_breakers, (std::vector<std::string>{"\n", "."}));
+  EXPECT_THROW(parse_request({{"prompt", "a"}, {"dry_sequence_breakers", "x"}}, Endpoint::Completions), ApiError);
   EXPECT_FLOAT_EQ(s.typical_p, 0.9f);
   EXPECT_FLOAT_EQ(s.top_n_sigma, 1.5f);
   EXPECT_FLOAT_EQ(s.xtc_probability, 0.5f);

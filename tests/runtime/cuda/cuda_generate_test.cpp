@@ -223,15 +223,18 @@ TEST_F(CudaGenerate, BiasPenaltiesAndGrammarMatchTheHostLoop) {
   EXPECT_GT(masked_steps, 0);
 }
 
-// Typical-p, top-n-sigma and XTC sample on the host (the kernel has none of them): the device
-// loop gives the host loop's tokens, with a grammar and drafts too, and the sampler's seed.
+// Typical-p, top-n-sigma, XTC and DRY sample on the host (the kernel has none of them): the
+// device loop gives the host loop's tokens, with drafts too, and the sampler's seed.
 TEST_F(CudaGenerate, HostOnlySamplersMatchTheHostLoop) {
   CudaOptions o;
   o.max_context = 96;
   CudaLlama m(*model_, o);
   const std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35};
   SamplerConfig configs[] = {config(1.0f, 0, 1.0f, 0.0f, 1.0f, 5), config(0.9f, 40, 0.95f, 0.05f, 1.1f, 6),
-                             config(1.3f, 0, 1.0f, 0.0f, 1.0f, 7)};
+                             config(1.3f, 0, 1.0f, 0.0f, 1.0f, 7), config(0.0f, 40, 0.95f, 0.05f, 1.0f, 8)};
+  configs[3].dry_multiplier = 0.8f;  // greedy with DRY
+  configs[3].dry_breakers = {3};
+  configs[2].dry_multiplier = 0.5f;
   configs[0].typical_p = 0.7f;
   configs[1].top_n_sigma = 1.5f;
   configs[1].presence_penalty = 0.4f;
