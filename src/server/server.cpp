@@ -333,6 +333,7 @@ struct Server::Impl {
             if (parsed.calls.empty()) {
               send_text(gate->answer().substr(sent));
             } else {
+              send_text(gate->unsent_content(parsed));
               send(tool_calls_chunk(j.meta, tool_calls_json(parsed.calls, call_id(j, i), true), first, i));
               first = false;
               reason = "tool_calls";

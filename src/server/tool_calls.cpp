@@ -349,4 +349,13 @@ std::string ToolTextGate::push(std::string_view piece) {
   return out;
 }
 
+std::string ToolTextGate::unsent_content(const ParsedAnswer& parsed) const {
+  // The content is the sent text (trimmed), then a newline and the text after the calls.
+  const std::string_view sent = trim(std::string_view(all_).substr(0, sent_));
+  if (parsed.content.size() <= sent.size() || std::string_view(parsed.content).substr(0, sent.size()) != sent) return {};
+  std::string rest = parsed.content.substr(sent.size());
+  if (!sent.empty() && !rest.empty() && rest.front() == '\n') rest.erase(0, 1);
+  return rest;
+}
+
 }  // namespace exq::server

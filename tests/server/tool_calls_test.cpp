@@ -241,6 +241,14 @@ TEST(ToolCalls, GateHoldsWhatMayBeACall) {
   out += h.push("...");
   EXPECT_EQ(out, "Let me look. ");
   EXPECT_EQ(h.answer(), "Let me look. <tool_call>\n{\"name\"...");
+  // After the answer: what follows its call is content still to send.
+  ToolTextGate done(ToolFormat::Hermes);
+  std::string sent = done.push("Checking.\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\nDone.");
+  EXPECT_EQ(sent, "Checking.\n");
+  const ParsedAnswer parsed = parse_tool_calls(done.answer(), ToolFormat::Hermes, tools_of());
+  ASSERT_EQ(parsed.calls.size(), 1u);
+  EXPECT_EQ(parsed.content, "Checking.\nDone.");
+  EXPECT_EQ(done.unsent_content(parsed), "Done.");
   ToolTextGate h2(ToolFormat::Hermes);
   std::string out2 = h2.push("a <to");
   out2 += h2.push("o> b");
