@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -102,22 +101,21 @@ void run_generate(const GenerateArgs& a) {
   const runtime::TextCallback stream = stdout_stream(!a.json);
   runtime::GenerateResult r;
   std::string device_name = "cpu";
-  // The draft model's context: the model's for this prompt (generate_text's rule).
-  const int64_t draft_ctx = std::min(model.config().max_position_embeddings,
-                                     static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1));
+  // The model's context for this prompt, and the draft model's.
+  const int64_t ctx = runtime::generation_context(model.config(), prompt.size(), options.max_new_tokens);
   const int64_t vocab = model.config().vocab_size;
 #if EXQ_HAVE_CUDA
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
-    co.max_context = runtime::cuda::generation_context(model.config(), prompt.size(), options.max_new_tokens);
+    co.max_context = ctx;
     runtime::cuda::CudaLlama gpu(model, co);
     device_name = fmt::format("cuda:{} ({})", co.device, gpu.device().name);
-    const auto draft = load_draft_model(a.draft, options.draft, tok, vocab, device, draft_ctx);
+    const auto draft = load_draft_model(a.draft, options.draft, tok, vocab, device, ctx);
     r = runtime::cuda::generate_text_cuda(gpu, tok, prompt, options, stream);
   }
 #endif
   if (device == Device::Cpu) {
-    const auto draft = load_draft_model(a.draft, options.draft, tok, vocab, device, draft_ctx);
+    const auto draft = load_draft_model(a.draft, options.draft, tok, vocab, device, ctx);
     r = runtime::generate_text(model, tok, prompt, options, stream);
   }
 

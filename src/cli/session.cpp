@@ -65,12 +65,9 @@ runtime::SamplerConfig SamplingFlags::settings(const runtime::GenerationConfig& 
   if (dry_base_opt_->count() > 0) s.dry_base = dry_base_;
   if (dry_len_opt_->count() > 0) s.dry_allowed_length = dry_len_;
   if (dry_range_opt_->count() > 0) s.dry_range = dry_range_;
-  if (s.dry_multiplier > 0.0f) {
-    const bool none = dry_breakers_.size() == 1 && dry_breakers_[0] == "none";
-    const std::vector<std::string> breakers =
-        none ? std::vector<std::string>() : dry_breakers_.empty() ? runtime::default_dry_breakers() : dry_breakers_;
-    s.dry_breakers = runtime::dry_breaker_ids(tok, breakers);
-  }
+  const std::vector<std::string> none;  // --dry-sequence-breaker none
+  const bool no_breakers = dry_breakers_.size() == 1 && dry_breakers_[0] == "none";
+  runtime::set_dry_breakers(s, tok, no_breakers ? &none : dry_breakers_.empty() ? nullptr : &dry_breakers_);
   for (const std::string& b : logit_bias_) s.logit_bias.push_back(parse_logit_bias(b));
   if (seed_opt_->count() > 0) s.seed = seed_;
   s.validate();

@@ -34,6 +34,12 @@ std::vector<int32_t> dry_breaker_ids(const tokenizer::Tokenizer& tok, std::span<
 
 std::vector<std::string> default_dry_breakers() { return {"\n", ":", "\"", "*"}; }
 
+void set_dry_breakers(SamplerConfig& config, const tokenizer::Tokenizer& tok,
+                      const std::vector<std::string>* breakers) {
+  if (config.dry_multiplier <= 0.0f) return;
+  config.dry_breakers = dry_breaker_ids(tok, breakers ? *breakers : default_dry_breakers());
+}
+
 void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab) {
   for (int32_t id : prompt)
     EXQ_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the model's vocabulary ({} tokens)", id,
@@ -66,16 +72,20 @@ std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::Model
   return ids;
 }
 
+int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens) {
+  const int64_t limit = config.max_position_embeddings;
+  EXQ_CHECK(static_cast<int64_t>(prompt_tokens) <= limit,
+            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
+            prompt_tokens, limit);
+  const int64_t wanted = static_cast<int64_t>(prompt_tokens) + std::max<int64_t>(max_new_tokens, 0);
+  return std::min(limit, std::max<int64_t>(wanted, 1));
+}
+
 GenerateResult generate_text(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
                              std::span<const int32_t> prompt, const GenerateOptions& options,
                              const TextCallback& on_text) {
   check_prompt_ids(prompt, model.config().vocab_size);
-  const int64_t limit = model.config().max_position_embeddings;
-  const int64_t wanted = static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 0);
-  EXQ_CHECK(static_cast<int64_t>(prompt.size()) <= limit,
-            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
-            prompt.size(), limit);
-  LlamaStep step(model, std::min(limit, std::max<int64_t>(wanted, 1)));
+  LlamaStep step(model, generation_context(model.config(), prompt.size(), options.max_new_tokens));
   TokenizerTextDecoder decoder(tok);
   return generate(step, &decoder, prompt, options, on_text);
 }

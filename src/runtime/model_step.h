@@ -55,6 +55,9 @@ std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::Model
 std::vector<int32_t> dry_breaker_ids(const tokenizer::Tokenizer& tok, std::span<const std::string> breakers);
 // llama.cpp's default breakers: newline, colon, double quote, asterisk.
 std::vector<std::string> default_dry_breakers();
+// With DRY on, config.dry_breakers from `breakers` (null: the defaults).
+void set_dry_breakers(SamplerConfig& config, const tokenizer::Tokenizer& tok,
+                      const std::vector<std::string>* breakers);
 
 // Throws exq::Error naming the first id of `prompt` outside [0, vocab).
 void check_prompt_ids(std::span<const int32_t> prompt, int64_t vocab);
@@ -76,8 +79,12 @@ class LlamaSession {
   int64_t vocab_;
 };
 
-// Generates from prompt ids with a fresh cache sized to prompt + max_new_tokens (capped at
-// the model's max_position_embeddings), streaming decoded text to on_text.
+// KV cache positions a generation of one prompt uses: prompt + max_new_tokens, at least 1,
+// capped at max_position_embeddings. Throws exq::Error when the prompt alone exceeds that.
+int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens);
+
+// Generates from prompt ids with a fresh cache of generation_context() positions, streaming
+// decoded text to on_text.
 GenerateResult generate_text(model::LlamaModel& model, const tokenizer::Tokenizer& tok,
                              std::span<const int32_t> prompt, const GenerateOptions& options,
                              const TextCallback& on_text = {});

@@ -343,13 +343,13 @@ CompletionRequest parse_request(const json& body, Endpoint endpoint, std::string
   r.xtc_threshold = as_float(number(body, "xtc_threshold"));
   r.dry_multiplier = as_float(number(body, "dry_multiplier"));
   r.dry_base = as_float(number(body, "dry_base"));
-  for (const char* key : {"dry_allowed_length", "dry_penalty_last_n"}) {
-    if (auto v = integer(body, key)) {
-      if (*v < (std::string(key) == "dry_penalty_last_n" ? -1 : 0) || *v > std::numeric_limits<int>::max())
-        bad(key, fmt::format("'{}' is out of range", key));
-      (std::string(key) == "dry_allowed_length" ? r.dry_allowed_length : r.dry_penalty_last_n) = static_cast<int>(*v);
-    }
-  }
+  auto int_at_least = [&](const char* key, int64_t min) -> std::optional<int> {
+    const auto v = integer(body, key);
+    if (v && (*v < min || *v > std::numeric_limits<int>::max())) bad(key, fmt::format("'{}' is out of range", key));
+    return v ? std::optional<int>(static_cast<int>(*v)) : std::nullopt;
+  };
+  r.dry_allowed_length = int_at_least("dry_allowed_length", 0);
+  r.dry_penalty_last_n = int_at_least("dry_penalty_last_n", -1);
   if (const json* b = field(body, "dry_sequence_breakers")) {
     if (!b->is_array() || !std::all_of(b->begin(), b->end(), [](const json& x) { return x.is_string(); }))
       bad("dry_sequence_breakers", "'dry_sequence_breakers' must be an array of strings");

@@ -157,9 +157,8 @@ struct Server::Impl {
     job.options.max_new_tokens = r.max_tokens ? *r.max_tokens : std::min(model.default_max_tokens, room);
     job.options.eos_token_ids = model.eos_ids;
     job.options.sampler = request_sampler(model.sampler, r);
-    if (job.options.sampler.dry_multiplier > 0.0f)
-      job.options.sampler.dry_breakers = runtime::dry_breaker_ids(
-          *model.tokenizer, r.dry_sequence_breakers ? *r.dry_sequence_breakers : runtime::default_dry_breakers());
+    runtime::set_dry_breakers(job.options.sampler, *model.tokenizer,
+                              r.dry_sequence_breakers ? &*r.dry_sequence_breakers : nullptr);
     const int64_t vocab_size = model.vocab_size > 0 ? model.vocab_size : model.tokenizer->vocab_size();
     for (const runtime::LogitBias& b : job.options.sampler.logit_bias)
       check_token_id(b.id, vocab_size, "logit_bias");
@@ -330,10 +329,8 @@ struct Server::Impl {
           if (open && gate && gate->holding()) {
             // The held text: calls, or content after all.
             const ParsedAnswer parsed = parse_tool_calls(gate->answer(), tool_format, j.request.tools);
-            if (parsed.calls.empty()) {
-              send_text(gate->answer().substr(sent));
-            } else {
-              send_text(gate->unsent_content(parsed));
+            send_text(gate->unsent_content(parsed));
+            if (!parsed.calls.empty()) {
               send(tool_calls_chunk(j.meta, tool_calls_json(parsed.calls, call_id(j, i), true), first, i));
               first = false;
               reason = "tool_calls";

@@ -350,6 +350,7 @@ std::string ToolTextGate::push(std::string_view piece) {
 }
 
 std::string ToolTextGate::unsent_content(const ParsedAnswer& parsed) const {
+  if (parsed.calls.empty()) return all_.substr(sent_);
   // The content is the sent text (trimmed), then a newline and the text after the calls.
   const std::string_view sent = trim(std::string_view(all_).substr(0, sent_));
   if (parsed.content.size() <= sent.size() || std::string_view(parsed.content).substr(0, sent.size()) != sent) return {};

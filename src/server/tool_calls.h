@@ -81,7 +81,8 @@ class ToolTextGate {
   std::string push(std::string_view piece);  // text to send now
   const std::string& answer() const { return all_; }
   bool holding() const { return held_; }
-  // Of the parsed answer's content, what was not sent yet (the text after the calls).
+  // What is still to send as content once the answer (`parsed`, from answer()) is whole: the
+  // held text when it made no call, else the text after the calls.
   std::string unsent_content(const ParsedAnswer& parsed) const;
 
  private:

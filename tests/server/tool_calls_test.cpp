@@ -258,6 +258,8 @@ TEST(ToolCalls, GateHoldsWhatMayBeACall) {
   EXPECT_EQ(g.push("  "), "");
   EXPECT_EQ(g.push("{\"tool"), "");
   EXPECT_TRUE(g.holding());
+  // It made no call: all the held text is content still to send.
+  EXPECT_EQ(g.unsent_content(parse_tool_calls(g.answer(), ToolFormat::Generic, tools_of())), "  {\"tool");
   ToolTextGate plain(ToolFormat::Generic);
   EXPECT_EQ(plain.push(" \n"), "");
   EXPECT_EQ(plain.push("Hi {x}"), " \nHi {x}");

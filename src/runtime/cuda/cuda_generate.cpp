@@ -278,15 +278,6 @@ GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<c
   return result;
 }
 
-int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens) {
-  const int64_t limit = config.max_position_embeddings;
-  EXQ_CHECK(static_cast<int64_t>(prompt_tokens) <= limit,
-            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
-            prompt_tokens, limit);
-  const int64_t wanted = static_cast<int64_t>(prompt_tokens) + std::max<int64_t>(max_new_tokens, 0);
-  return std::min(limit, std::max<int64_t>(wanted, 1));
-}
-
 GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
                                   std::span<const int32_t> prompt, const GenerateOptions& options,
                                   const TextCallback& on_text) {

@@ -105,10 +105,6 @@ class CudaSampler {
 GenerateResult generate_cuda(CudaLlama& model, TextDecoder* decoder, std::span<const int32_t> prompt,
                              const GenerateOptions& options, const TextCallback& on_text = {});
 
-// KV cache positions runtime::generate_text would use: prompt + max_new_tokens, at least 1,
-// capped at max_position_embeddings. Throws exq::Error when the prompt alone exceeds that.
-int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens);
-
 // runtime::generate_text on a CudaLlama (its cache is reset first): checks the prompt ids and
 // streams text through the tokenizer.
 GenerateResult generate_text_cuda(CudaLlama& model, const tokenizer::Tokenizer& tok,
