@@ -23,11 +23,13 @@
 // --passes: also what one pass of T = 1..8 tokens costs after 128 tokens of context (the check
 // of T - 1 speculative drafts, CudaLlama::forward_rows; T = 1 is the decode graph's step),
 // timed with events, median of --iters.
+// --batch: also decode_batch of 1..8 sequences at 128 and 2048 tokens each (exq serve
+// --parallel), ms per step and tokens/s of all of them.
 // --logprobs: also the generation loop's ms per token after 128 tokens with each sampled token's
 // logprobs computed on the device (CudaSampler with 0, 1, 5, 20 alternatives) against without,
 // the settings alternating over 3 rounds, median of the rounds.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
-//                          [--decode-only] [--passes] [--logprobs] [--shape llama3-8b|smollm2]
+//                          [--decode-only] [--passes] [--batch] [--logprobs] [--shape llama3-8b|smollm2]
 //                          [--settle-ms N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -75,6 +77,7 @@ struct Args {
   std::string json_path, model;
   int attn_row = -1, mlp_row = -1;  // exllamav2 option table rows (--tables), -1: 4-bit
   bool decode_only = false;
+  bool batch = false;  // --batch: decode_batch of 1..8 sequences
   bool passes = false;
   bool logprobs = false;
   bool smol = false;  // --shape smollm2
@@ -282,6 +285,49 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters, int settle_ms) {
   return r;
 }
 
+// decode_batch of R = 1..8 sequences, each after `context` tokens of its own (exq serve
+// --parallel): events around each step (the same positions every time: each sequence is
+// truncated back after it), median of iters; tokens/s of all rows.
+json time_batch(rt::CudaLlama& m, int64_t context, int iters) {
+  const cudaStream_t s = m.stream();
+  const int n = std::min(m.sequences(), rt::CudaLlama::kMaxBatchRows);
+  for (int q = 0; q < n; ++q) {
+    const std::vector<int32_t> ids = prompt_ids(context, m.config().vocab_size - q);
+    m.select_sequence(q);
+    m.reset();
+    m.forward_last(ids);
+  }
+  json rows = json::array();
+  double single = 0.0;
+  for (int R = 1; R <= n; ++R) {
+    std::vector<int> seqs;
+    std::vector<int32_t> toks;
+    for (int q = 0; q < R; ++q) {
+      seqs.push_back(q);
+      toks.push_back(static_cast<int32_t>((17 * q + 5) % m.config().vocab_size));
+    }
+    std::vector<double> ms;
+    for (int i = 0; i < iters + kWarmup; ++i) {
+      gpu::Event a, b;
+      a.record(s);
+      m.decode_batch(seqs, toks);
+      b.record(s);
+      b.synchronize();
+      if (i >= kWarmup) ms.push_back(gpu::Event::elapsed_ms(a, b));
+      for (int q = 0; q < R; ++q) {
+        m.select_sequence(q);
+        m.truncate(context);
+      }
+    }
+    const double t = median(ms);
+    if (R == 1) single = t;
+    fmt::print("{} sequences @ {}: {:.3f} ms a step ({:.2f}x one), {:.1f} tokens/s\n", R, context, t, t / single,
+               R / t * 1e3);
+    rows.push_back({{"sequences", R}, {"ms", t}, {"x_one_sequence", t / single}, {"tokens_per_s", R / t * 1e3}});
+  }
+  return rows;
+}
+
 // A pass of T = 1..8 tokens after `context` tokens: the decode graph's step for T = 1,
 // forward_rows (a speculative draft's check) beyond. Events around each pass; median of iters.
 json time_passes(rt::CudaLlama& m, int64_t context, int iters) {
@@ -424,6 +470,7 @@ json run_synthetic(const Args& a) {
     rt::CudaOptions o;
     o.max_context = 2048 + kWarmup + a.iters + 8;
     o.prefill_chunk = 2048;
+    if (a.batch) o.sequences = rt::CudaLlama::kMaxBatchRows;
     rt::CudaLlama m(host->config, host->weights, o);
     host.reset();  // the device holds everything now
     out["device"] = m.device().name;
@@ -433,6 +480,11 @@ json run_synthetic(const Args& a) {
                     {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
     out["decode"] = json::array({time_decode(m, 128, a.iters, a.settle_ms), time_decode(m, 2048, a.iters, a.settle_ms)});
     if (a.passes) out["passes_128"] = time_passes(m, 128, a.iters);
+    if (a.batch) {
+      out["batch_128"] = time_batch(m, 128, a.iters);
+      out["batch_2048"] = time_batch(m, 2048, a.iters);
+      m.select_sequence(0);
+    }
     if (a.logprobs) out["logprobs_128"] = time_logprobs(m, 128, a.iters);
     if (!a.decode_only) out["prefill_2048"] = time_prefill(m, 2048, 5);
     out["vram"] = m.allocator().stats();
@@ -477,6 +529,7 @@ int run(int argc, char** argv) {
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
     else if (arg == "--passes") a.passes = true;
+    else if (arg == "--batch") a.batch = true;
     else if (arg == "--logprobs") a.logprobs = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--shape") {

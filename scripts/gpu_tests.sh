@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build/gpu
+# pack: the build folder (GPU_BUILD=build/release reuses a dev build, reconfigured for sm_90a)
+GPU_BUILD=${GPU_BUILD:-$BUILD}
 STAGE=$BUILD/stage
 KEEP=/root/exq
 GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -20,13 +22,13 @@ timed() { local label=$1; shift; local t0; t0=$(date +%s%N); "$@"; local rc=$?
   echo "$label wall $(( ($(date +%s%N) - t0) / 1000000 )) ms rc=$rc"; return $rc; }
 case "${1:-run}" in
   pack)
-    cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEXQ_CUDA=ON \
+    cmake -S . -B "$GPU_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DEXQ_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real -DEXQ_TESTS=ON -DEXQ_BENCH=ON >/dev/null
     targets="exq quant_tests $TESTS $BENCHES"
-    cmake --build "$BUILD" --target $targets -j"${JOBS:-2}"
+    cmake --build "$GPU_BUILD" --target $targets -j"${JOBS:-2}"
     rm -rf "$STAGE" && mkdir -p "$STAGE/lib"
     for t in $targets; do
-      for f in "$BUILD/$t" "$BUILD/tests/$t" "$BUILD/bench/$t"; do
+      for f in "$GPU_BUILD/$t" "$GPU_BUILD/tests/$t" "$GPU_BUILD/bench/$t"; do
         # NOSTRIP: binaries that keep their symbols (for a cuda-gdb backtrace there)
         if [ -x "$f" ] && [ -f "$f" ]; then
           cp "$f" "$STAGE/"

@@ -5,25 +5,33 @@
 // there and each id comes to the host). Token ids are random (fixed seed), so no text is needed;
 // each test runs once untimed (graph capture, allocator), then -r times: mean and standard
 // deviation. A markdown table, or with --json one object per test (llama-bench's field names).
+// -np N (exq serve --parallel): tgN runs N generations at once, each on its own KV cache, their
+// single tokens stepping together (runtime::Batcher); t/s counts the tokens of all of them.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <exception>
+#include <thread>
 #include <memory>
 #include <random>
 
 #include "cli/commands.h"
 #include "cli/run_util.h"
+#include "cli/session.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "runtime/batch.h"
 #include "runtime/generator.h"
 #include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
 #include "backend/cuda/cuda_check.h"
 #include "runtime/cuda/cuda_generate.h"
+#include "runtime/cuda/cuda_sequences.h"
 #endif
 
 namespace exq::cli {
@@ -34,7 +42,7 @@ using nlohmann::json;
 
 struct BenchArgs {
   std::string model;
-  std::vector<int64_t> prompt{512}, gen{128}, depth{0};
+  std::vector<int64_t> prompt{512}, gen{128}, depth{0}, parallel{1};
   int reps = 5;
   int threads = 0;
   std::string device = "auto";
@@ -43,8 +51,10 @@ struct BenchArgs {
 
 struct Test {
   int64_t prompt = 0, gen = 0, depth = 0;  // one of prompt, gen is 0
+  int64_t parallel = 1;                    // generations at once (tg only)
   std::string name() const {
-    const std::string base = prompt > 0 ? fmt::format("pp{}", prompt) : fmt::format("tg{}", gen);
+    std::string base = prompt > 0 ? fmt::format("pp{}", prompt) : fmt::format("tg{}", gen);
+    if (parallel > 1) base += fmt::format(" x{}", parallel);
     return depth > 0 ? fmt::format("{} @ d{}", base, depth) : base;
   }
   int64_t context() const { return depth + std::max<int64_t>(prompt, 1) + gen; }
@@ -75,8 +85,11 @@ class CpuRunner final : public Runner {
 #if EXQ_HAVE_CUDA
 class CudaRunner final : public Runner {
  public:
-  CudaRunner(const model::LlamaModel& m, int64_t ctx) : gpu_(m, options(ctx)) {}
-  void reset() override { gpu_.reset(); }
+  CudaRunner(const model::LlamaModel& m, int64_t ctx, int sequences) : gpu_(m, options(ctx, sequences)) {}
+  void reset() override {
+    gpu_.select_sequence(0);
+    gpu_.reset();
+  }
   // Waits for the device: the timed run that follows must not include the fill's kernels.
   void fill(std::span<const int32_t> tokens) override {
     gpu_.forward_last(tokens);
@@ -86,16 +99,53 @@ class CudaRunner final : public Runner {
     return runtime::cuda::generate_cuda(gpu_, nullptr, p, o);
   }
   std::string name() const { return gpu_.device().name; }
+  runtime::cuda::CudaLlama& model() { return gpu_; }
 
  private:
-  static runtime::cuda::CudaOptions options(int64_t ctx) {
+  static runtime::cuda::CudaOptions options(int64_t ctx, int sequences) {
     runtime::cuda::CudaOptions co;
     co.max_context = ctx;
+    co.sequences = sequences;
     return co;
   }
   runtime::cuda::CudaLlama gpu_;
 };
 #endif
+
+// Tokens per second of t.parallel generations at once through a Batcher (sequences 0..N-1 of
+// `model`): each fills t.depth tokens, then runs one more as its prompt and t.gen steps; the
+// clock covers the single-token passes of all of them.
+double run_parallel(runtime::SequenceModel& model, const Test& t, std::span<const int32_t> ids) {
+  runtime::Batcher batcher(model);
+  const auto n = static_cast<int>(t.parallel);
+  std::vector<std::unique_ptr<runtime::StepFunction>> steps;
+  for (int s = 0; s < n; ++s) {
+    steps.push_back(batcher.step(s));
+    if (t.depth > 0) steps.back()->forward(ids.first(static_cast<size_t>(t.depth)));
+  }
+  runtime::GenerateOptions o;
+  o.sampler.temperature = 0.0f;
+  o.cached_prompt_tokens = t.depth;
+  o.max_new_tokens = t.gen + 1;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int s = 0; s < n; ++s)
+    threads.emplace_back([&, s] {
+      batcher.enter();
+      try {
+        runtime::generate(*steps[static_cast<size_t>(s)], nullptr, ids.first(static_cast<size_t>(t.depth + 1)), o);
+      } catch (...) {
+        errors[static_cast<size_t>(s)] = std::current_exception();
+      }
+      batcher.leave();
+    });
+  for (std::thread& th : threads) th.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  return static_cast<double>(n * (t.gen + 1)) / seconds;
+}
 
 // Tokens per second of one timed run of `t`.
 double run_once(Runner& r, const Test& t, std::span<const int32_t> ids) {
@@ -125,12 +175,18 @@ void run_bench(const BenchArgs& a) {
   check_counts(a.prompt, "-p");
   check_counts(a.gen, "-n");
   check_counts(a.depth, "-d");
+  int64_t max_parallel = 1;
+  for (const int64_t np : a.parallel) {
+    if (np < 1 || np > kMaxParallel) throw Error(fmt::format("-np values must be 1 to {}, got {}", kMaxParallel, np));
+    max_parallel = std::max(max_parallel, np);
+  }
   std::vector<Test> tests;
   for (const int64_t d : a.depth) {
     for (const int64_t p : a.prompt)
       if (p > 0) tests.push_back({p, 0, d});
     for (const int64_t n : a.gen)
-      if (n > 0) tests.push_back({0, n, d});
+      for (const int64_t np : a.parallel)
+        if (n > 0) tests.push_back({0, n, d, np});
   }
   if (tests.empty()) throw Error("nothing to measure: give -p or -n values above 0");
   apply_threads(a.threads);
@@ -158,15 +214,24 @@ void run_bench(const BenchArgs& a) {
   for (int32_t& id : ids) id = pick(rng);
 
   std::unique_ptr<Runner> runner;
+  std::unique_ptr<runtime::SequenceModel> sequences;  // -np above 1
   std::string backend = "cpu";
 #if EXQ_HAVE_CUDA
   if (device == Device::Cuda) {
-    auto gpu = std::make_unique<CudaRunner>(model, ctx);
+    auto gpu = std::make_unique<CudaRunner>(model, ctx, static_cast<int>(max_parallel));
     backend = fmt::format("cuda ({})", gpu->name());
+    if (max_parallel > 1) sequences = std::make_unique<runtime::cuda::CudaSequences>(gpu->model());
     runner = std::move(gpu);
   }
 #endif
-  if (!runner) runner = std::make_unique<CpuRunner>(model, ctx);
+  if (!runner) {
+    runner = std::make_unique<CpuRunner>(model, ctx);
+    if (max_parallel > 1)
+      sequences = std::make_unique<runtime::LlamaSequences>(model, static_cast<int>(max_parallel), ctx);
+  }
+  auto measure = [&](const Test& t) {
+    return t.parallel > 1 ? run_parallel(*sequences, t, ids) : run_once(*runner, t, ids);
+  };
   const std::string name = fs::absolute(dir).lexically_normal().filename().string();
   const std::string size = fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20));
   const int threads = device == Device::Cpu ? num_threads() : 0;
@@ -177,9 +242,9 @@ void run_bench(const BenchArgs& a) {
     std::fflush(stdout);
   }
   for (const Test& t : tests) {
-    run_once(*runner, t, ids);  // warm-up
+    measure(t);  // warm-up
     std::vector<double> ts;
-    for (int r = 0; r < a.reps; ++r) ts.push_back(run_once(*runner, t, ids));
+    for (int r = 0; r < a.reps; ++r) ts.push_back(measure(t));
     double mean = 0.0, var = 0.0;
     for (const double v : ts) mean += v / static_cast<double>(ts.size());
     for (const double v : ts) var += (v - mean) * (v - mean);
@@ -194,6 +259,7 @@ void run_bench(const BenchArgs& a) {
                       {"n_prompt", t.prompt},
                       {"n_gen", t.gen},
                       {"n_depth", t.depth},
+                      {"n_parallel", t.parallel},
                       {"avg_ts", mean},
                       {"stddev_ts", stddev},
                       {"samples_ts", ts}});
@@ -219,6 +285,10 @@ void add_bench(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("-d,--n-depth", a->depth, "tokens already in the KV cache before each test, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--parallel", a->parallel,
+                  "generations at once for the tg tests, comma-separated (also -np; as exq serve --parallel)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", a->reps, "timed runs of each test (after one untimed)")->capture_default_str();

@@ -35,6 +35,7 @@ struct ServeArgs {
   int threads = 0;
   std::string device = "auto";
   bool no_prompt_cache = false;
+  int parallel = 1;
   DraftFlags draft;
 };
 
@@ -72,8 +73,9 @@ void run_serve(const ServeArgs& a) {
   sm.default_max_tokens = a.max_tokens;
   sm.draft = a.draft.settings();
   sm.vocab_size = gm.model.config().vocab_size;
-  ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft);
+  ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft, a.parallel);
   sm.max_context = session.max_context();
+  sm.parallel = session.parallel();
   sm.device = session.device_name();
   const bool cache = !a.no_prompt_cache;
   sm.generate = [&session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o, bool reuse,
@@ -100,9 +102,10 @@ void run_serve(const ServeArgs& a) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   fmt::print(stderr,
-             "exq serve: {} on {}, context {} tokens; listening on http://{}:{} "
+             "exq serve: {} on {}, context {} tokens{}; listening on http://{}:{} "
              "(/v1/chat/completions, /v1/completions, /v1/models, /health)\n",
-             id, dev, ctx, a.host, port);
+             id, dev, ctx, a.parallel > 1 ? fmt::format(" x {} parallel sequences", a.parallel) : std::string(),
+             a.host, port);
   std::fflush(stderr);
   srv.run();
   on_stop_signal(0);  // releases the waiter when run() ended without a signal
@@ -130,6 +133,10 @@ void add_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
+      ->capture_default_str();
+  cmd->add_option("--parallel", a->parallel,
+                  "requests generated at once (also -np, as llama.cpp), each with its own KV cache of "
+                  "--ctx-size positions; their tokens run through the model together (up to 8 a pass on a GPU)")
       ->capture_default_str();
   a->draft.add(*cmd);
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache,

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -16,6 +17,10 @@ int main(int argc, char** argv) {
     return fmt::format("error: {}\n", e.what());
   });
   exq::cli::register_commands(app);
+  // llama.cpp's multi-letter short flag, which CLI11 cannot name: -np N is --parallel N.
+  static char kParallel[] = "--parallel";
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "-np") argv[i] = kParallel;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

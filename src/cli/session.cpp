@@ -10,11 +10,13 @@
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
 
+#include "runtime/batch.h"
 #include "runtime/draft_model.h"
 #include "runtime/model_step.h"
 #if EXQ_HAVE_CUDA
 #include "runtime/cuda/cuda_draft.h"
 #include "runtime/cuda/cuda_generate.h"
+#include "runtime/cuda/cuda_sequences.h"
 #endif
 
 namespace exq::cli {
@@ -212,6 +214,9 @@ runtime::TextCallback stdout_stream(bool on) {
 struct ModelSession::Impl {
   std::unique_ptr<model::LlamaModel> model;
   std::unique_ptr<runtime::LlamaSession> cpu;
+  // parallel > 1: the caches as one SequenceModel, and the pool of generations over them.
+  std::unique_ptr<runtime::SequenceModel> sequences;
+  std::unique_ptr<runtime::SequencePool> pool;
 #if EXQ_HAVE_CUDA
   std::unique_ptr<runtime::cuda::CudaLlama> gpu;
   std::unique_ptr<runtime::cuda::CudaSession> gpu_session;
@@ -219,9 +224,14 @@ struct ModelSession::Impl {
 };
 
 ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device,
-                           int64_t max_context, const DraftFlags* flags, runtime::DraftOptions* draft)
-    : impl_(std::make_unique<Impl>()), device_name_("cpu") {
+                           int64_t max_context, const DraftFlags* flags, runtime::DraftOptions* draft, int parallel)
+    : impl_(std::make_unique<Impl>()), device_name_("cpu"), parallel_(parallel) {
   Impl& m = *impl_;
+  EXQ_CHECK(parallel >= 1 && parallel <= kMaxParallel, "--parallel must be 1 to {}, got {}", kMaxParallel, parallel);
+  if (parallel > 1 && flags && !flags->model_dir().empty())
+    throw Error(fmt::format("--draft-model runs with --parallel 1 only (its one context cannot follow {} "
+                            "generations at once)",
+                            parallel));
   m.model = std::make_unique<model::LlamaModel>(std::move(model));
   max_context_ = std::min<int64_t>(max_context, m.model->config().max_position_embeddings);
   const int64_t vocab = m.model->config().vocab_size;
@@ -233,15 +243,26 @@ ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& 
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
     co.max_context = max_context_;
+    co.sequences = parallel;
     m.gpu = std::make_unique<runtime::cuda::CudaLlama>(*m.model, co);
     m.model.reset();  // the weights live on the GPU now
-    m.gpu_session = std::make_unique<runtime::cuda::CudaSession>(*m.gpu, tok);
+    if (parallel > 1) {
+      m.sequences = std::make_unique<runtime::cuda::CudaSequences>(*m.gpu);
+      m.pool = std::make_unique<runtime::SequencePool>(*m.sequences, tok);
+    } else {
+      m.gpu_session = std::make_unique<runtime::cuda::CudaSession>(*m.gpu, tok);
+    }
     device_name_ = fmt::format("cuda:{} ({})", co.device, m.gpu->device().name);
     load_draft();
     return;
   }
 #endif
-  m.cpu = std::make_unique<runtime::LlamaSession>(*m.model, tok, max_context_);
+  if (parallel > 1) {
+    m.sequences = std::make_unique<runtime::LlamaSequences>(*m.model, parallel, max_context_);
+    m.pool = std::make_unique<runtime::SequencePool>(*m.sequences, tok);
+  } else {
+    m.cpu = std::make_unique<runtime::LlamaSession>(*m.model, tok, max_context_);
+  }
   load_draft();
 }
 
@@ -250,6 +271,7 @@ ModelSession::~ModelSession() = default;
 runtime::GenerateResult ModelSession::generate(std::span<const int32_t> prompt,
                                                const runtime::GenerateOptions& options, bool reuse,
                                                const runtime::TextCallback& on_text) {
+  if (impl_->pool) return impl_->pool->generate(prompt, options, reuse, on_text);
 #if EXQ_HAVE_CUDA
   if (impl_->gpu_session) return impl_->gpu_session->generate(prompt, options, reuse, on_text);
 #endif

@@ -108,22 +108,30 @@ std::string draft_summary(const runtime::GenerateResult& r);
 // on_text for streaming answers: writes each piece to stdout and flushes; empty when !on.
 runtime::TextCallback stdout_stream(bool on);
 
-// A model kept loaded for many generations over one KV cache of max_context positions.
+// --parallel at most (each sequence holds a KV cache of the whole context).
+inline constexpr int kMaxParallel = 64;
+
+// A model kept loaded for many generations over one KV cache of max_context positions, or with
+// `parallel` > 1 over that many caches, whose generations may run at once from several threads
+// (runtime::SequencePool: their single tokens step together).
 class ModelSession {
  public:
   // Takes the weights (uploaded and then dropped on the GPU); `tok` must outlive the session.
-  // With flags.model_dir() a draft model is loaded beside it and `draft` points at it.
+  // With flags.model_dir() a draft model is loaded beside it and `draft` points at it (only with
+  // parallel 1: exq::Error otherwise).
   ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& tok, Device device, int64_t max_context,
-               const DraftFlags* flags = nullptr, runtime::DraftOptions* draft = nullptr);
+               const DraftFlags* flags = nullptr, runtime::DraftOptions* draft = nullptr, int parallel = 1);
   ~ModelSession();
   ModelSession(const ModelSession&) = delete;
   ModelSession& operator=(const ModelSession&) = delete;
 
   // One generation; with `reuse` the part of the cache that the prompt begins with is kept.
+  // Thread-safe when parallel() > 1 (a call waits while every cache is in use), else not.
   runtime::GenerateResult generate(std::span<const int32_t> prompt, const runtime::GenerateOptions& options,
                                    bool reuse, const runtime::TextCallback& on_text = {});
   const std::string& device_name() const { return device_name_; }
   int64_t max_context() const { return max_context_; }
+  int parallel() const { return parallel_; }
 
  private:
   struct Impl;
@@ -131,6 +139,7 @@ class ModelSession {
   std::unique_ptr<DraftModelHolder> draft_;
   std::string device_name_;
   int64_t max_context_;
+  int parallel_ = 1;
 };
 
 }  // namespace exq::cli

@@ -1,6 +1,7 @@
 #include "model/llama.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/elementwise.h"
@@ -30,21 +31,46 @@ void LlamaModel::set_hidden_capture(std::function<void(int, const TensorView&)> 
   capture_ = std::move(cb);
 }
 
+void LlamaModel::check_cache(const KvCache& cache, int64_t tokens) const {
+  const io::ModelConfig& c = config_;
+  EXQ_CHECK(cache.num_layers() == c.num_hidden_layers && cache.kv_heads() == c.num_key_value_heads &&
+                cache.head_dim() == c.head_dim,
+            "forward: cache of {} layers x {} kv heads x {} dims does not fit this model ({} x {} x {})",
+            cache.num_layers(), cache.kv_heads(), cache.head_dim(), c.num_hidden_layers, c.num_key_value_heads,
+            c.head_dim);
+  EXQ_CHECK(cache.length() + tokens <= cache.max_len(), "forward: {} tokens after {} exceed the cache of {}", tokens,
+            cache.length(), cache.max_len());
+}
+
 Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits) {
+  KvCache* one[] = {&cache};
+  return run(tokens, one, all_logits);
+}
+
+Tensor LlamaModel::forward_batch(std::span<const int32_t> tokens, std::span<KvCache* const> caches) {
+  EXQ_CHECK(!tokens.empty() && tokens.size() == caches.size(),
+            "forward_batch: {} tokens for {} caches; one token per cache", tokens.size(), caches.size());
+  for (size_t r = 0; r < caches.size(); ++r)
+    for (size_t q = 0; q < r; ++q)
+      EXQ_CHECK(caches[q] != caches[r], "forward_batch: caches {} and {} are the same", q, r);
+  return run(tokens, caches, /*all_logits=*/true);
+}
+
+Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, bool all_logits) {
   const io::ModelConfig& c = config_;
   const int64_t T = static_cast<int64_t>(tokens.size());
-  const int64_t start = cache.length();
   const int64_t hidden = c.hidden_size, H = c.num_attention_heads, KVH = c.num_key_value_heads;
   const int64_t D = c.head_dim, inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   EXQ_CHECK(T > 0, "forward: no tokens");
-  EXQ_CHECK(cache.num_layers() == c.num_hidden_layers && cache.kv_heads() == KVH && cache.head_dim() == D,
-            "forward: cache of {} layers x {} kv heads x {} dims does not fit this model ({} x {} x {})",
-            cache.num_layers(), cache.kv_heads(), cache.head_dim(), c.num_hidden_layers, KVH, D);
-  EXQ_CHECK(start + T <= cache.max_len(), "forward: {} tokens after {} exceed the cache of {}", T, start,
-            cache.max_len());
-  if (rope_.positions() < start + T)
-    rope_ = cpu::make_rope_table(inv_freq_, std::max(start + T, 2 * rope_.positions()));
+  // One cache: rows are consecutive positions of it. Several: row r is the next position of cache r.
+  const bool batch = caches.size() > 1;
+  int64_t end = 0;
+  for (const KvCache* cache : caches) {
+    check_cache(*cache, batch ? 1 : T);
+    end = std::max(end, cache->length() + (batch ? 1 : T));
+  }
+  if (rope_.positions() < end) rope_ = cpu::make_rope_table(inv_freq_, std::max(end, 2 * rope_.positions()));
 
   Tensor x(DType::F32, {T, hidden});        // residual stream
   Tensor xn(DType::F32, {T, hidden});       // normed input of a sublayer
@@ -53,6 +79,11 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool
   Tensor proj(DType::F32, {T, hidden});     // sublayer output before the residual add
   Tensor gate(DType::F32, {T, inter});      // gate_proj, then silu(gate) * up
   Tensor up(DType::F32, {T, inter});        // up_proj
+  Tensor k_rows, v_rows;                    // several caches: the new keys / values [T, KVH, D]
+  if (batch) {
+    k_rows = Tensor(DType::F32, {T, KVH, D});
+    v_rows = Tensor(DType::F32, {T, KVH, D});
+  }
   const TensorView q2 = q.view().reshape({T, H * D});
   const TensorView att2 = att.view().reshape({T, H * D});
 
@@ -60,10 +91,10 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     if (capture_) capture_(static_cast<int>(l), x);
-    // Attention: new keys/values go straight into the cache rows start..start+T-1.
-    const TensorView k_all = cache.keys(l), v_all = cache.values(l);      // [max_len, KVH, D]
-    const TensorView k_new = k_all.slice0(start, start + T);              // [T, KVH, D]
-    const TensorView v_new = v_all.slice0(start, start + T);              // [T, KVH, D]
+    // Attention. One cache: new keys/values go straight into its rows start..start+T-1.
+    const int64_t start = caches[0]->length();
+    const TensorView k_new = batch ? k_rows.view() : caches[0]->keys(l).slice0(start, start + T);  // [T, KVH, D]
+    const TensorView v_new = batch ? v_rows.view() : caches[0]->values(l).slice0(start, start + T);
     cpu::rms_norm(x, w.attn_norm, eps, xn);                               // xn [T, hidden]
     w.q->forward(xn, q2);                                                 // q [T, H*D]
     w.k->forward(xn, k_new.reshape({T, KVH * D}));                        // k [T, KVH*D]
@@ -72,9 +103,24 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool
       cpu::rms_norm(q2.reshape({T * H, D}), w.q_norm, eps, q2.reshape({T * H, D}));
       cpu::rms_norm(k_new.reshape({T * KVH, D}), w.k_norm, eps, k_new.reshape({T * KVH, D}));
     }
-    cpu::apply_rotary(q, rope_, start);
-    cpu::apply_rotary(k_new, rope_, start);
-    cpu::attention(q, k_all, v_all, start, att);                          // att [T, H, D]
+    if (!batch) {
+      cpu::apply_rotary(q, rope_, start);
+      cpu::apply_rotary(k_new, rope_, start);
+      cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att);  // att [T, H, D]
+    } else {
+      for (int64_t r = 0; r < T; ++r) {
+        const KvCache& cache = *caches[static_cast<size_t>(r)];
+        const int64_t pos = cache.length();
+        const TensorView qr = q.view().slice0(r, r + 1), kr = k_new.slice0(r, r + 1);
+        cpu::apply_rotary(qr, rope_, pos);
+        cpu::apply_rotary(kr, rope_, pos);
+        const auto row_bytes = static_cast<size_t>(KVH * D) * sizeof(float);
+        std::memcpy(cache.keys(l).slice0(pos, pos + 1).data<float>(), kr.data<float>(), row_bytes);
+        std::memcpy(cache.values(l).slice0(pos, pos + 1).data<float>(), v_new.slice0(r, r + 1).data<float>(),
+                    row_bytes);
+        cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1));
+      }
+    }
     w.o->forward(att2, proj);                                             // proj [T, hidden]
     cpu::add_inplace(x, proj);
     // MLP: down(silu(gate(xn)) * up(xn)).
@@ -85,7 +131,7 @@ Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool
     w.down->forward(gate, proj);                                          // [T, hidden]
     cpu::add_inplace(x, proj);
   }
-  cache.commit(start + T);
+  for (KvCache* cache : caches) cache->commit(cache->length() + (batch ? 1 : T));
   cpu::rms_norm(x, weights_.final_norm, eps, x);
   if (capture_) capture_(static_cast<int>(c.num_hidden_layers), x);
 

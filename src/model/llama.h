@@ -30,12 +30,21 @@ class LlamaModel {
   // else [1, vocab] for the last token. Throws exq::Error for an empty input, a token id
   // outside the vocabulary, a full cache or a cache of another shape; the cache is unchanged then.
   Tensor forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits = false);
+  // One token for each of several sequences in one pass (the linears see all rows at once):
+  // tokens[r] runs at caches[r]'s next position and is appended there. Returns F32 logits
+  // [rows, vocab]. Throws exq::Error as forward() does, and for a cache given twice or a count
+  // of caches other than the tokens'; no cache changes then.
+  Tensor forward_batch(std::span<const int32_t> tokens, std::span<KvCache* const> caches);
 
   // For tests: called with the residual stream [T, hidden] entering layer l, and with
   // l = num_layers for the final-norm output. An empty function turns it off.
   void set_hidden_capture(std::function<void(int layer, const TensorView& hidden)> cb);
 
  private:
+  // forward() (one cache, T tokens) and forward_batch() (T caches, a token each).
+  Tensor run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, bool all_logits);
+  void check_cache(const KvCache& cache, int64_t tokens) const;
+
   io::ModelConfig config_;
   LlamaWeights weights_;
   std::vector<float> inv_freq_;  // [head_dim / 2]

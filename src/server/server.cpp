@@ -57,7 +57,11 @@ struct Server::Impl {
   std::optional<chat::Template> chat_template;
   ToolFormat tool_format = ToolFormat::Generic;  // how the template shows tools and calls
   httplib::Server http;
-  std::mutex generate_mutex;  // one generation at a time on the model
+  std::mutex generate_mutex;  // one generation at a time on the model, unless model.parallel > 1
+  // Holds generate_mutex when the model runs one generation at a time.
+  std::unique_lock<std::mutex> model_lock() {
+    return model.parallel > 1 ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(generate_mutex);
+  }
   std::atomic<uint64_t> next_id{1};
   std::once_flag vocab_once;  // the grammar vocabulary is built by the first request with a grammar
   std::shared_ptr<const runtime::TokenVocab> vocab;
@@ -225,7 +229,7 @@ struct Server::Impl {
     std::vector<Choice> choices;
     Usage usage{static_cast<int64_t>(job.prompt.size())};
     try {
-      std::lock_guard<std::mutex> lock(generate_mutex);
+      const std::unique_lock<std::mutex> lock = model_lock();
       for (int i = 0; i < job.request.n; ++i) choices.push_back(run_choice(job, i, usage));
     } catch (const Error& e) {
       send_json(res, 500, error_body(e.message(), "server_error"));
@@ -241,7 +245,7 @@ struct Server::Impl {
     return o;
   }
 
-  // One whole choice (the caller holds generate_mutex).
+  // One whole choice (the caller holds model_lock()).
   Choice run_choice(const Job& job, int i, Usage& usage) {
     StopMatcher stops(job.request.stop);
     std::string text;
@@ -296,7 +300,7 @@ struct Server::Impl {
       };
       Usage usage{static_cast<int64_t>(j.prompt.size())};
       try {
-        std::lock_guard<std::mutex> lock(generate_mutex);
+        const std::unique_lock<std::mutex> lock = model_lock();
         for (int i = 0; i < j.request.n && open; ++i) {  // choice after choice
           StopMatcher stops(j.request.stop);
           // With tools, text that may be a call is held back until the answer ends.
@@ -359,12 +363,17 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
   EXQ_CHECK(model.max_context >= 2, "serve: the context must hold at least 2 tokens, got {}", model.max_context);
   EXQ_CHECK(model.default_max_tokens >= 0, "serve: the default max tokens must be >= 0, got {}",
             model.default_max_tokens);
+  EXQ_CHECK(model.parallel >= 1, "serve: parallel must be >= 1, got {}", model.parallel);
   Impl& m = *impl_;
   m.model = std::move(model);
   if (!m.model.chat_template.empty()) {
     m.chat_template.emplace(m.model.chat_template);
     m.tool_format = tool_format(m.model.chat_template);
   }
+
+  // Enough workers for every parallel generation plus the quick routes (httplib's default is 8).
+  const auto workers = static_cast<size_t>(std::max(8, m.model.parallel + 4));
+  m.http.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
 
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a second server
   // bind a port already in use and split its connections instead of failing.
@@ -373,7 +382,8 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&yes), sizeof(yes));
   });
   m.http.Get("/health", [&m](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, {{"status", "ok"}, {"model", m.model.id}, {"device", m.model.device}});
+    send_json(res, 200,
+              {{"status", "ok"}, {"model", m.model.id}, {"device", m.model.device}, {"parallel", m.model.parallel}});
   });
   m.http.Get("/v1/models", [&m](const httplib::Request&, httplib::Response& res) {
     const json entry = {{"id", m.model.id},

@@ -2,7 +2,7 @@
 // Routes: GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions (both
 // with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize.
 // Requests are checked and tokenized on the server's worker threads; generations run one at a
-// time on the model (later ones wait).
+// time on the model (later ones wait), or up to ServerModel::parallel at once.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +40,9 @@ struct ServerModel {
   // Speculative drafts for every request (off by default); a request with a prediction gets
   // kDefaultDraftTokens when these are off.
   runtime::DraftOptions draft;
+  // Generations at once: with more than 1, `generate` must be thread-safe (it may wait for a
+  // free context itself); with 1 the server runs one at a time.
+  int parallel = 1;
   GenerateFn generate;
 };
 

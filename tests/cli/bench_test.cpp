@@ -45,6 +45,23 @@ TEST(CliBench, RunsEachTestAtEachDepth) {
   EXPECT_NE(lines[2].find(" ± "), std::string::npos) << lines[2];
 }
 
+// -np: each tg test once per count of generations at once.
+TEST(CliBench, ParallelGenerations) {
+  const auto dir = tiny_model_dir("bench_np");
+  const RunResult r = run_exq({"bench", "-m", dir.string(), "-p", "0", "-n", "6", "-np", "1,3", "-d", "0,4", "-r", "1",
+                               "--json", "--threads", "1", "--device", "cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rows = json::parse(r.out);
+  ASSERT_EQ(rows.size(), 4u);
+  const std::vector<std::string> names{"tg6", "tg6 x3", "tg6 @ d4", "tg6 x3 @ d4"};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i]["test"], names[i]);
+    EXPECT_EQ(rows[i]["n_parallel"], i % 2 == 0 ? 1 : 3);
+    EXPECT_GT(rows[i]["avg_ts"].get<double>(), 0.0);
+  }
+  expect_user_error(run_exq({"bench", "-m", dir.string(), "-np", "0"}), "-np values must be 1 to 64, got 0");
+}
+
 TEST(CliBench, UserErrors) {
   const auto dir = tiny_model_dir("bench_err");
   expect_user_error(run_exq({"bench"}), "-m MODEL");

@@ -126,6 +126,37 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   EXPECT_GT(d["usage"]["completion_tokens_details"]["accepted_prediction_tokens"].get<int>(), 0) << d;
   EXPECT_EQ(d["usage"]["completion_tokens_details"]["rejected_prediction_tokens"], 0) << d;
   EXPECT_EQ(stop_serve(drafted), 0) << read_file(err);
+
+  // --parallel 2: two requests at once, the same answer as alone; /health reports the count.
+  const Child par = start_serve(dir, err, {"--max-tokens", "5", "-np", "2"});
+  ASSERT_GT(par.port, 0) << read_file(err);
+  EXPECT_NE(read_file(err).find("x 2 parallel sequences"), std::string::npos) << read_file(err);
+  json both[2];
+  std::thread other([&] {
+    httplib::Client c5("127.0.0.1", par.port);
+    c5.set_read_timeout(60, 0);
+    both[1] = post_json(c5, req);
+  });
+  httplib::Client c4("127.0.0.1", par.port);
+  c4.set_read_timeout(60, 0);
+  both[0] = post_json(c4, req);
+  other.join();
+  for (const json& b : both) {
+    ASSERT_TRUE(b.is_object());
+    EXPECT_EQ(b["choices"][0]["text"], body["choices"][0]["text"]);
+  }
+  auto health = c4.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body)["parallel"], 2);
+  EXPECT_EQ(stop_serve(par), 0) << read_file(err);
+}
+
+TEST(CliServe, ParallelErrors) {
+  const auto dir = tiny_model("np");
+  expect_user_error(run_exq({"serve", "-m", dir.string(), "-np", "0", "--device", "cpu"}),
+                    "--parallel must be 1 to 64, got 0");
+  expect_user_error(run_exq({"serve", "-m", dir.string(), "-np", "2", "--draft-model", dir.string(), "--device", "cpu"}),
+                    "--draft-model runs with --parallel 1 only");
 }
 
 TEST(CliServe, MissingModelFlag) { expect_user_error(run_exq({"serve"}), "-m MODEL"); }

@@ -238,6 +238,50 @@ TEST(LlamaTiny, ForwardMatchesNaiveReference) {
   }
 }
 
+// Three sequences of different lengths step one token each in one pass: every row equals the
+// reference's last row of that sequence, and each cache grows by one.
+TEST(LlamaTiny, ForwardBatchMatchesReference) {
+  const fs::path dir = test::temp_dir("tiny_batch");
+  const Tiny tiny = make_tiny("qwen2", DType::F16, false, nullptr, 31);
+  tiny.write(dir);
+  LlamaModel m = LlamaModel::load(dir);
+  std::vector<std::vector<int32_t>> seqs = {{3, 17, 52}, {9, 41, 5, 30, 12, 1, 8}, {7}};
+  std::vector<KvCache> caches;
+  for (const auto& s : seqs) {
+    caches.push_back(m.make_cache(16));
+    m.forward(s, caches.back());
+  }
+  std::vector<KvCache*> ptrs;
+  for (KvCache& c : caches) ptrs.push_back(&c);
+  double max_err = 0;
+  for (const std::vector<int32_t>& next : {std::vector<int32_t>{4, 0, 49}, std::vector<int32_t>{11, 2, 6}}) {
+    const Tensor logits = m.forward_batch(next, ptrs);
+    ASSERT_EQ(logits.dim(0), 3);
+    for (size_t r = 0; r < 3; ++r) {
+      seqs[r].push_back(next[r]);
+      EXPECT_EQ(caches[r].length(), static_cast<int64_t>(seqs[r].size()));
+      const Vec ref = reference_forward(tiny, seqs[r]).back();
+      for (int64_t i = 0; i < kVocab; ++i)
+        max_err = std::max(max_err, std::fabs(logits.data<float>()[static_cast<int64_t>(r) * kVocab + i] - ref[i]));
+    }
+  }
+  std::printf("  batched rows: max abs logit error %.3g\n", max_err);
+  EXPECT_LE(max_err, 2e-4);
+
+  // A cache given twice, a count mismatch, a full cache: refused, no cache changed.
+  const std::vector<int32_t> two = {1, 2};
+  KvCache* same[] = {ptrs[0], ptrs[0]};
+  EXPECT_THROW(m.forward_batch(two, same), Error);
+  EXPECT_THROW(m.forward_batch(two, ptrs), Error);
+  KvCache full = m.make_cache(1);
+  m.forward(std::vector<int32_t>{5}, full);
+  KvCache* with_full[] = {ptrs[0], &full};
+  EXPECT_THROW(m.forward_batch(two, with_full), Error);
+  EXPECT_EQ(caches[0].length(), 5);
+  EXPECT_EQ(full.length(), 1);
+  fs::remove_all(dir);
+}
+
 // Writes the tiny model with one tensor changed and expects load to fail naming it.
 void expect_load_error(const std::function<void(Tiny&)>& edit, const std::string& tensor, const std::string& what) {
   const fs::path dir = test::temp_dir("tiny_bad");

@@ -4,11 +4,13 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "chat/template.h"
 #include "http_test_util.h"
 #include "model/llama.h"
+#include "runtime/batch.h"
 #include "runtime/generation_config.h"
 #include "runtime/model_step.h"
 #include "runtime/perplexity.h"
@@ -295,6 +297,79 @@ TEST(ServerSmolLM2, ToolCallsInTheGenericFormat) {
   const Reply rb = post(s, "/v1/chat/completions", both.dump());
   EXPECT_EQ(rb.status, 400) << rb.raw;
   EXPECT_EQ(rb.body["error"]["param"], "tool_choice");
+}
+
+// --parallel 3: three requests at once (two streamed) on three caches of one model give the
+// answers each gets alone, their tokens stepping through the model together; a fourth request
+// meanwhile waits for a free cache. A chat's next turn finds the cache holding its start.
+TEST(ServerSmolLM2, ParallelRequestsMatchOneAtATime) {
+  EXQ_REQUIRE_MODEL();
+  SmolLM2Server real;
+  runtime::LlamaSequences seqs(real.llama, 3, 512);
+  runtime::SequencePool pool(seqs, real.tok);
+  ServerModel m = real.model();
+  m.parallel = 3;
+  m.generate = [&pool](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                       const runtime::TextCallback& cb) { return pool.generate(p, o, reuse, cb); };
+  const std::vector<std::string> questions = {"What is the capital of France?", "Name a large ocean.",
+                                              "What color is the sky?", "Count to three."};
+  auto request = [](const std::string& q, bool stream) {
+    return json{{"messages", {{{"role", "user"}, {"content", q}}}},
+                {"max_tokens", 20},
+                {"temperature", 0},
+                {"stream", stream}}
+        .dump();
+  };
+  // Alone, one after another, on the one-cache session.
+  std::vector<std::string> want;
+  std::vector<int64_t> prompt_tokens;
+  {
+    Running alone(real.model());
+    for (const std::string& q : questions) {
+      const Reply r = post(alone, "/v1/chat/completions", request(q, false));
+      ASSERT_EQ(r.status, 200) << r.raw;
+      want.push_back(r.body["choices"][0]["message"]["content"]);
+      prompt_tokens.push_back(r.body["usage"]["prompt_tokens"]);
+    }
+  }
+  Running s(std::move(m));
+  std::vector<std::string> got(questions.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < questions.size(); ++i)
+    clients.emplace_back([&, i] {
+      const bool stream = i % 2 == 1;
+      const Reply r = post(s, "/v1/chat/completions", request(questions[i], stream));
+      ASSERT_EQ(r.status, 200) << r.raw;
+      if (!stream) {
+        got[i] = r.body["choices"][0]["message"]["content"];
+        return;
+      }
+      for (const json& e : events(r.raw))
+        if (e.is_object() && !e["choices"].empty() && e["choices"][0]["delta"].contains("content"))
+          got[i] += e["choices"][0]["delta"]["content"].get<std::string>();
+    });
+  for (std::thread& t : clients) t.join();
+  for (size_t i = 0; i < questions.size(); ++i) EXPECT_EQ(got[i], want[i]) << questions[i];
+  const runtime::Batcher::Stats st = pool.stats();
+  std::printf("  %lld tokens in %lld passes\n", static_cast<long long>(st.rows), static_cast<long long>(st.passes));
+  EXPECT_LT(st.passes, st.rows) << "no step ran two requests' tokens together";
+
+  // Next turns, one after another: three caches hold three of the four chats, so at least two
+  // next turns find their whole first prompt cached (the chat that lost its cache may take the
+  // cache of one whose turn comes later).
+  int hits = 0;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    const json turn2 = {{"messages",
+                         {{{"role", "user"}, {"content", questions[i]}},
+                          {{"role", "assistant"}, {"content", want[i]}},
+                          {{"role", "user"}, {"content", "Why?"}}}},
+                        {"max_tokens", 4},
+                        {"temperature", 0}};
+    const Reply r2 = post(s, "/v1/chat/completions", turn2.dump());
+    ASSERT_EQ(r2.status, 200) << r2.raw;
+    hits += r2.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() > prompt_tokens[i] ? 1 : 0;
+  }
+  EXPECT_GE(hits, 2);
 }
 
 }  // namespace

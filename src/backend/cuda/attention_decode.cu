@@ -101,16 +101,19 @@ __device__ __forceinline__ void load_vec(const C* p, float (&f)[VEC]) {
 }
 
 // grid (splits, kv_heads, q-head chunks), kThreads threads.
-template <typename C, int VEC>
+// kRows: blockIdx.y covers rows x kv heads (DecodeAttention::rows).
+template <typename C, int VEC, bool kRows>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
-    attention_decode_kernel(const DecodeAttention<C> a, int splits) {
+    attention_decode_kernel(const DecodeAttention<C> a_in, int splits) {
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_trigger();
+  const int row = kRows ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
+  const int kvh = static_cast<int>(blockIdx.y) - row * a_in.kv_heads, chunk = blockIdx.z, split = blockIdx.x;
+  const DecodeAttention<C> a = kRows ? attention_decode_row(a_in, row) : a_in;
   const int D = a.head_dim;
   const Plan plan(D, static_cast<int>(sizeof(C)), VEC);
   const int TK = plan.tile_keys, NV = plan.nv;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int kvh = blockIdx.y, chunk = blockIdx.z, split = blockIdx.x;
   const int group = a.heads / a.kv_heads;
   const int h0 = kvh * group + chunk * kGroup;
   const int gn = min(kGroup, group - chunk * kGroup);
@@ -373,7 +376,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   // The last block of this (kv head, chunk) merges the splits in order.
   unsigned* counter = reinterpret_cast<unsigned*>(a.workspace + static_cast<size_t>(a.heads) *
                                                                     kDecodeMaxSplits * stride) +
-                      blockIdx.y * gridDim.z + blockIdx.z;
+                      kvh * gridDim.z + blockIdx.z;
   if (!last_of_splits(counter, static_cast<unsigned>(used), last_s)) return;
   if (warp < gn)  // merge weights exp(m_s - m) / l of head `warp`
     split_merge_weights<false>(a.workspace + static_cast<size_t>(h0 + warp) * kDecodeMaxSplits * stride + D,
@@ -441,15 +444,15 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-template <typename C, int VEC>
+template <typename C, int VEC, bool kRows>
 void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   const Plan plan(a.head_dim, static_cast<int>(sizeof(C)), VEC);
-  auto kernel = attention_decode_kernel<C, VEC>;
+  auto kernel = attention_decode_kernel<C, VEC, kRows>;
   if (plan.total > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(plan.total)));
   const int group = a.heads / a.kv_heads;
-  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads),
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads * a.rows),
                   static_cast<unsigned>(div_up(group, kGroup)));
   launch_pdl(a.pdl, kernel, grid, dim3(kThreads), plan.total, stream, a, splits);
 }
@@ -490,7 +493,8 @@ template <typename C>
 void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
   const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
-  const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
+  // Several rows: the blocks of every row share the waves.
+  const int splits = attention_decode_splits(a.heads * a.rows, a.kv_heads * a.rows, max_keys, a.splits);
   if constexpr (std::is_same_v<C, __half>) {
     if (attention_decode_uses_mma(a)) {
       attention_decode_mma_cuda(a, splits, stream);
@@ -500,10 +504,17 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec = (static_cast<size_t>(a.head_dim) * sizeof(C)) % 16 == 0 && aligned(a.k_cache) &&
                    aligned(a.v_cache) && aligned(a.workspace);
-  if (vec)
-    launch<C, static_cast<int>(16 / sizeof(C))>(a, splits, stream);
-  else
-    launch<C, 1>(a, splits, stream);
+  constexpr int kVec = static_cast<int>(16 / sizeof(C));
+  if (a.rows > 1) {
+    if (vec)
+      launch<C, kVec, true>(a, splits, stream);
+    else
+      launch<C, 1, true>(a, splits, stream);
+  } else if (vec) {
+    launch<C, kVec, false>(a, splits, stream);
+  } else {
+    launch<C, 1, false>(a, splits, stream);
+  }
 }
 
 template void attention_decode_cuda<float>(const DecodeAttention<float>&, cudaStream_t);

@@ -67,9 +67,42 @@ struct DecodeAttention {
   // Tensor-core kernel: warps per block, 4 or 8; 0: 8 where a block may hold their 150 KB of
   // shared memory (head_dim 128; Hopper, A100), else 4 (EXQ_ATTN_WARPS=4: 4 everywhere).
   int mma_warps = 0;
+  // Several sequences, one query token each, in one launch: row r's q, k_new, v_new and out
+  // start at r * heads (kv_heads) * head_dim; its position is position_ptr[r] (required); its
+  // caches begin cache_index[r] * cache_stride elements after k_cache / v_cache (cache_index
+  // null: row r's are r * cache_stride); its workspace starts r *
+  // attention_decode_row_floats(heads, head_dim) floats in. No xq16 staging. The rows' caches
+  // must differ.
+  int rows = 1;
+  const int32_t* cache_index = nullptr;
+  int64_t cache_stride = 0;
 };
 
-// Workspace: partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a
+// Row r of a several-row launch as a one-row one (see DecodeAttention::rows).
+__host__ __device__ constexpr int64_t attention_decode_row_floats(int heads, int head_dim) {
+  // the workspace of one row (attention_decode_workspace_floats), rounded to 16 bytes
+  return ((static_cast<int64_t>(heads) * kDecodeMaxSplits * attention_decode_partial_stride(head_dim) + heads) + 3) /
+         4 * 4;
+}
+template <typename C>
+__host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttention<C> a, int r) {
+  const int64_t qd = static_cast<int64_t>(a.heads) * a.head_dim, kd = static_cast<int64_t>(a.kv_heads) * a.head_dim;
+  a.q += r * qd;
+  a.out += r * qd;
+  if (a.k_new != nullptr) {
+    a.k_new += r * kd;
+    a.v_new += r * kd;
+  }
+  const int64_t cache = a.cache_index != nullptr ? a.cache_index[r] : r;
+  a.k_cache += cache * a.cache_stride;
+  a.v_cache += cache * a.cache_stride;
+  a.workspace += r * attention_decode_row_floats(a.heads, a.head_dim);
+  a.position_ptr += r;
+  a.rows = 1;
+  return a;
+}
+
+// Workspace (of one row; a launch of n rows takes n * attention_decode_row_floats): partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a
 // multiple of 4 floats], then one counter per
 // (kv head, q-head chunk) that must be zero before the first launch (every launch leaves it
 // zero): attention_decode_reset_cuda zeroes them.

@@ -57,9 +57,10 @@ __device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
   lo = __float2half_rn(x - __half2float(hi));
 }
 
-template <int D, int kWarps>
+// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows).
+template <int D, int kWarps, bool kMulti>
 __global__ void __launch_bounds__(32 * kWarps)
-    attention_decode_mma_kernel(const DecodeAttention<__half> a, int splits) {
+    attention_decode_mma_kernel(const DecodeAttention<__half> a_in, int splits) {
   constexpr int kThreads = 32 * kWarps;
   constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
   using L = Smem<D, kWarps>;
@@ -69,7 +70,9 @@ __global__ void __launch_bounds__(32 * kWarps)
   pdl_trigger();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int gid = lane >> 2, tig = lane & 3;
-  const int kvh = blockIdx.y, split = blockIdx.x;
+  const int row = kMulti ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
+  const int kvh = static_cast<int>(blockIdx.y) - row * a_in.kv_heads, split = blockIdx.x;
+  const DecodeAttention<__half> a = kMulti ? attention_decode_row(a_in, row) : a_in;
   const int group = a.heads / a.kv_heads;
   const int h0 = kvh * group;
 
@@ -310,19 +313,19 @@ __global__ void __launch_bounds__(32 * kWarps)
   __syncthreads();
   // Thread per 4 outputs: splits in order, 16 loads in flight (one round trip for the splits of
   // one wave of 8-warp blocks at 8 kv heads).
-  constexpr int kBatch = 16;
+  constexpr int kRows = 16;
   for (int item = tid; item < group * (D / 4); item += kThreads) {
     const int r = item / (D / 4), d = (item % (D / 4)) * 4;
     const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + d;
     const float* wr = merge_w + r * kDecodeMaxSplits;
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int sp0 = 0; sp0 < used; sp0 += kBatch) {
-      float4 v[kBatch];
+    for (int sp0 = 0; sp0 < used; sp0 += kRows) {
+      float4 v[kRows];
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u)
+      for (int u = 0; u < kRows; ++u)
         if (sp0 + u < used) v[u] = __ldcg(reinterpret_cast<const float4*>(ph + (sp0 + u) * stride));
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
+      for (int u = 0; u < kRows; ++u) {
         if (sp0 + u < used) {
           const float f = wr[sp0 + u];
           acc.x = fmaf(f, v[u].x, acc.x);
@@ -344,17 +347,17 @@ __global__ void __launch_bounds__(32 * kWarps)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-template <int D, int W>
+template <int D, int W, bool kMulti>
 void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream_t stream) {
   constexpr size_t smem = Smem<D, W>::total;
-  auto kernel = attention_decode_mma_kernel<D, W>;
+  auto kernel = attention_decode_mma_kernel<D, W, kMulti>;
   if constexpr (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
   // One wave: more splits than resident blocks would run a second wave of whole blocks (8 warps
   // fit one block per multiprocessor); fewer, longer splits take more rounds instead. The
   // resident blocks per device are computed once (eager steps launch this every layer).
-  static std::atomic<int> resident[kMaxDevices] = {};
+  static std::atomic<int> resident[kMaxDevices] = {};  // per instantiation
   int blocks = device < kMaxDevices ? resident[device].load(std::memory_order_relaxed) : 0;
   if (blocks == 0) {
     int per_sm = 0;
@@ -362,8 +365,8 @@ void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream
     blocks = std::max(1, per_sm * current_multiprocessors());
     if (device < kMaxDevices) resident[device].store(blocks, std::memory_order_relaxed);
   }
-  splits = std::max(1, std::min(splits, blocks / a.kv_heads));
-  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads));
+  splits = std::max(1, std::min(splits, blocks / (a.kv_heads * a.rows)));
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads * a.rows));
   launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits);
 }
 
@@ -379,10 +382,17 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   CUDA_CHECK(cudaGetDevice(&device));
   const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
   const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
-  if (warps == 8 && fits)
-    launch<D, 8>(a, splits, device, stream);
-  else
-    launch<D, 4>(a, splits, device, stream);
+  const bool eight = warps == 8 && fits;
+  if (a.rows > 1) {
+    if (eight)
+      launch<D, 8, true>(a, splits, device, stream);
+    else
+      launch<D, 4, true>(a, splits, device, stream);
+  } else if (eight) {
+    launch<D, 8, false>(a, splits, device, stream);
+  } else {
+    launch<D, 4, false>(a, splits, device, stream);
+  }
 }
 
 }  // namespace

@@ -68,6 +68,9 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   EXQ_CHECK(capacity >= 1 && capacity <= INT_MAX / 2, "cuda: context of {} positions is not supported",
             capacity);
   chunk = std::min(o.prefill_chunk, capacity);
+  EXQ_CHECK(o.sequences >= 1 && o.sequences <= 256, "cuda: {} sequences; 1 to 256 are supported", o.sequences);
+  seqs = o.sequences;
+  lengths.assign(static_cast<size_t>(seqs), 0);
 
   // Everything must fit before anything is uploaded: a clear error instead of a failed cudaMalloc.
   size_t dense = rounded(static_cast<size_t>(w.embed.numel()) * dtype_size(w.embed.dtype())) +
@@ -88,7 +91,7 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   const bool share_head = w.head_tied && (w.embed.dtype() == DType::F16 || w.embed.dtype() == DType::BF16);
   if (!share_head) add(*w.head, false);
   const size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 *
-                    rounded(static_cast<size_t>(d.kv_heads * capacity * d.head_dim) * dtype_size(o.kv_cache));
+                    rounded(static_cast<size_t>(seqs * d.kv_heads * capacity * d.head_dim) * dtype_size(o.kv_cache));
   const size_t scratch = Activations::bytes(d, chunk) + rounded(static_cast<size_t>(chunk * d.vocab) * 4) +
                          Activations::bytes(d, 1) + rounded(static_cast<size_t>(d.vocab) * 4) +
                          rounded(static_cast<size_t>(max_exl2) * 2) + kCublasWorkspace +
@@ -99,9 +102,10 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   if (need > available)
     throw Error(fmt::format(
         "the model does not fit on cuda:{} ({}): it needs about {:.2f} GiB (weights {:.2f}, KV cache "
-        "{:.2f} for {} positions, scratch {:.2f}) but {:.2f} GiB are available ({}); lower the "
+        "{:.2f} for {} positions{}, scratch {:.2f}) but {:.2f} GiB are available ({}); lower the "
         "context or use the CPU",
-        o.device, info.name, gib(need), gib(dense + exl2_bytes), gib(kv), capacity, gib(scratch),
+        o.device, info.name, gib(need), gib(dense + exl2_bytes), gib(kv), capacity,
+        seqs > 1 ? fmt::format(" x {} sequences", seqs) : std::string(), gib(scratch),
         gib(available),
         o.vram_budget < free_bytes ? fmt::format("budget {:.2f} GiB", gib(o.vram_budget))
                                    : fmt::format("{:.2f} GiB free", gib(info.free_memory))));
@@ -144,7 +148,7 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     G.gate = lin(*L.gate, 2, "mlp.gate_proj");
     G.up = lin(*L.up, 2, "mlp.up_proj");
     G.down = lin(*L.down, 2, "mlp.down_proj");
-    const Shape cache = {d.kv_heads, capacity, d.head_dim};
+    const Shape cache = {seqs * d.kv_heads, capacity, d.head_dim};
     G.k_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     G.v_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     CUDA_CHECK(cudaMemsetAsync(G.k_cache.raw(), 0, G.k_cache.nbytes(), s));
@@ -168,6 +172,7 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
   ensure_dequant(max_exl2);
 
   pdl = gpu::decode_pdl_enabled();
+  graphs.assign(static_cast<size_t>(seqs), nullptr);
   slot = gpu::DeviceTensor(DType::I32, {2}, a, s);
   CUDA_CHECK(cudaMemsetAsync(slot.raw(), 0, slot.nbytes(), s));
   dec = std::make_unique<Activations>(d, 1, a, s);
@@ -192,9 +197,9 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
 
 CudaLlama::Impl::~Impl() {
   cudaStreamSynchronize(stream);  // kernels may still read buffers; errors are moot here
-  if (graph) cudaGraphExecDestroy(graph);
-  for (cudaGraphExec_t g : pass_graphs)
-    if (g) cudaGraphExecDestroy(g);
+  for (const auto* list : {&graphs, &pass_graphs, &batch_graphs})
+    for (cudaGraphExec_t g : *list)
+      if (g) cudaGraphExecDestroy(g);
 }
 
 void CudaLlama::Impl::ensure_dequant(int64_t elems) {
@@ -222,7 +227,7 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
   gpu::rmsnorm(kh, L.k_norm.view(), kh, eps, stream);
 }
 
-void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped) {
+void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
   const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
@@ -235,13 +240,21 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
     else
       L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
     qk_norm(L, v.q, v.k);
-    gpu::rotary(v.q, cos, sin, start, s);
-    gpu::rotary(v.k, cos, sin, start, s);
-    gpu::kv_append(v.k, v.v, L.k_cache, L.v_cache, start, s);
-    if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
-      gpu::attention_prefill_fast(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
-    else
-      gpu::attention_prefill(v.q, L.k_cache, L.v_cache, v.att, start, scale(), s);
+    if (batch_rows > 0) {  // rotary and append inside the decode attention
+      if (opts.kv_cache == DType::F16)
+        attend_rows<__half>(L, v, batch_rows);
+      else
+        attend_rows<float>(L, v, batch_rows);
+    } else {
+      const gpu::DeviceView kc = kcache(L), vc = vcache(L);
+      gpu::rotary(v.q, cos, sin, start, s);
+      gpu::rotary(v.k, cos, sin, start, s);
+      gpu::kv_append(v.k, v.v, kc, vc, start, s);
+      if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
+        gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s);
+      else
+        gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s);
+    }
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);
     if (grouped)
@@ -306,6 +319,22 @@ CudaLlama& CudaLlama::operator=(CudaLlama&&) noexcept = default;
 const io::ModelConfig& CudaLlama::config() const { return impl_->config; }
 const gpu::DeviceInfo& CudaLlama::device() const { return impl_->info; }
 int64_t CudaLlama::position() const { return impl_->length; }
+int CudaLlama::sequences() const { return impl_->seqs; }
+int CudaLlama::selected_sequence() const { return impl_->cur; }
+void CudaLlama::select_sequence(int s) { impl_->select(s); }
+int64_t CudaLlama::position_of(int s) const {
+  const Impl& m = *impl_;
+  EXQ_CHECK(s >= 0 && s < m.seqs, "sequence {} is outside [0, {})", s, m.seqs);
+  return s == m.cur ? m.length : m.lengths[static_cast<size_t>(s)];
+}
+
+void CudaLlama::Impl::select(int s) {
+  EXQ_CHECK(s >= 0 && s < seqs, "sequence {} is outside [0, {})", s, seqs);
+  if (s == cur) return;
+  lengths[static_cast<size_t>(cur)] = length;
+  cur = s;
+  set_position(lengths[static_cast<size_t>(s)]);
+}
 int64_t CudaLlama::max_context() const { return impl_->capacity; }
 void CudaLlama::reset() { impl_->set_position(0); }
 
@@ -357,13 +386,13 @@ void CudaLlama::Impl::run_pass(std::span<const int32_t> tokens) {
   if (!pass) {
     pass = std::make_unique<Activations>(dims, gpu::kExl2GemvMaxRows, *alloc, stream);
     pass_pos = gpu::DeviceTensor(DType::I32, {1}, *alloc, stream);
-    pass_graphs.assign(gpu::kExl2GemvMaxRows + 1, nullptr);
+    pass_graphs.assign(static_cast<size_t>(seqs) * (gpu::kExl2GemvMaxRows + 1), nullptr);
   }
   // Pageable sources: staged before each call returns.
   CUDA_CHECK(cudaMemcpyAsync(pass->ids.raw(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream));
   pass_host_pos = static_cast<int32_t>(length);
   CUDA_CHECK(cudaMemcpyAsync(pass_pos.raw(), &pass_host_pos, sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-  cudaGraphExec_t& exec = pass_graphs[static_cast<size_t>(T)];
+  cudaGraphExec_t& exec = pass_graphs[static_cast<size_t>(cur) * (gpu::kExl2GemvMaxRows + 1) + static_cast<size_t>(T)];
   if (!exec) exec = capture_graph(fmt::format("a {}-token pass", T), [this, T] { pass_body(T); });
   CUDA_CHECK(cudaGraphLaunch(exec, stream));
   set_position(length + T);
@@ -396,7 +425,7 @@ CudaLlama::Stats CudaLlama::stats() const {
   st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 *
                           static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim) *
                           dtype_size(m.opts.kv_cache);
-  st.graph_captured = m.graph != nullptr;
+  st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;
   return st;

@@ -34,6 +34,9 @@ struct CudaOptions {
   // device has free.
   size_t vram_budget = exq::cuda::CachingAllocator::kUnlimited;
   bool cuda_graph = true;  // replay single-token steps from a captured graph
+  // KV caches of max_context positions each: sequences that decode_batch steps together (exq
+  // serve --parallel). The single-sequence API works on the selected one.
+  int sequences = 1;
 };
 
 // "" when `device` exists and has compute capability >= 8.0, else why CUDA cannot be used.
@@ -56,10 +59,23 @@ class CudaLlama {
 
   const io::ModelConfig& config() const;
   const exq::cuda::DeviceInfo& device() const;
-  int64_t position() const;     // tokens in the KV cache
+  int64_t position() const;     // tokens in the KV cache (of the selected sequence)
   int64_t max_context() const;  // its capacity
   void reset();                 // empties the cache
   void truncate(int64_t n);     // keeps the first n <= position() positions
+
+  // Several sequences (CudaOptions::sequences): everything above and below except decode_batch
+  // works on the selected one (0 at first); each keeps its own cache and length.
+  int sequences() const;
+  int selected_sequence() const;
+  void select_sequence(int s);  // throws exq::Error outside [0, sequences())
+  int64_t position_of(int s) const;
+  // One token for each of 1..kMaxBatchRows distinct sequences in one pass (replayed from a graph
+  // per row count): seqs[r]'s next position gets tokens[r]. Returns the logits [rows, vocab] F32
+  // on the device, valid until the next call; nothing is synchronized. Throws exq::Error for a
+  // bad count, a repeated or unknown sequence, an id outside the vocabulary or a full cache.
+  static constexpr int kMaxBatchRows = 8;
+  exq::cuda::DeviceView decode_batch(std::span<const int> seqs, std::span<const int32_t> tokens);
 
   // LlamaModel::forward's contract: runs tokens at positions position() .. +T-1 and appends
   // them to the cache; returns F32 host logits [T, vocab] when all_logits, else [1, vocab].

@@ -22,7 +22,7 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
   gpu::DecodeAttention<C> a{
       .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
       .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
-      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
+      .k_cache = static_cast<C*>(kcache(L).raw()), .v_cache = static_cast<C*>(vcache(L).raw()),
       .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
       .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
       .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
@@ -149,7 +149,9 @@ cudaGraphExec_t CudaLlama::Impl::capture_graph(const std::string& what, const st
   return exec;
 }
 
-void CudaLlama::Impl::capture() { graph = capture_graph("the decode step", [this] { decode_body(); }); }
+void CudaLlama::Impl::capture() {
+  graphs[static_cast<size_t>(cur)] = capture_graph("the decode step", [this] { decode_body(); });
+}
 
 void CudaLlama::Impl::sync_position() {
   if (!pos_dirty) return;
@@ -163,7 +165,7 @@ gpu::DeviceView CudaLlama::Impl::decode() {
   EXQ_CHECK(length < capacity, "decode: the cache of {} positions is full", capacity);
   const cudaStream_t s = stream;
   sync_position();
-  if (graph) {
+  if (cudaGraphExec_t graph = graphs[static_cast<size_t>(cur)]) {
     CUDA_CHECK(cudaGraphLaunch(graph, s));
     ++replays;
   } else {
@@ -172,6 +174,100 @@ gpu::DeviceView CudaLlama::Impl::decode() {
   }
   ++length;
   return logits.view();
+}
+
+// decode_batch's attention: row r attends over the caches of sequence batch_io[16 + r] at
+// position batch_io[8 + r] (rotary and append fused, as in the single-token step).
+template <typename C>
+void CudaLlama::Impl::attend_rows(const LayerGpu& L, const Views& v, int rows) {
+  const int32_t* io = batch_io.view().data<int32_t>();
+  gpu::DecodeAttention<C> a{
+      .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
+      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
+      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
+      .out = v.att.data<float>(), .workspace = batch_ws.view().data<float>(),
+      .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
+      .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
+      .position_ptr = io + CudaLlama::kMaxBatchRows, .max_keys = static_cast<int>(capacity), .scale = scale(),
+      .pdl = pdl};
+  a.rows = rows;
+  a.cache_index = io + 2 * CudaLlama::kMaxBatchRows;
+  a.cache_stride = cache_elems();
+  gpu::attention_decode_cuda(a, stream);
+}
+
+// layers_prefill (cuda_llama.cpp) runs them.
+template void CudaLlama::Impl::attend_rows<float>(const LayerGpu&, const Views&, int);
+template void CudaLlama::Impl::attend_rows<__half>(const LayerGpu&, const Views&, int);
+
+void CudaLlama::Impl::batch_body(int rows) {
+  const Views v(*pass, dims, rows);
+  layers_prefill(v, gpu::StartPos(0), /*grouped=*/true, rows);
+  head->forward(scratch(v.mm_ws), v.xn, batch_logits.view().slice0(0, rows), stream);
+}
+
+void CudaLlama::Impl::launch_batch(int rows) {
+  if (!opts.cuda_graph) {
+    batch_body(rows);
+    return;
+  }
+  cudaGraphExec_t& exec = batch_graphs[static_cast<size_t>(rows)];
+  if (!exec) exec = capture_graph(fmt::format("a {}-sequence decode step", rows), [this, rows] { batch_body(rows); });
+  CUDA_CHECK(cudaGraphLaunch(exec, stream));
+}
+
+gpu::DeviceView CudaLlama::decode_batch(std::span<const int> seqs, std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  const auto rows = static_cast<int>(seqs.size());
+  EXQ_CHECK(rows >= 1 && rows <= kMaxBatchRows && tokens.size() == seqs.size(),
+            "decode_batch: {} sequences and {} tokens; 1 to {} of each, as many tokens as sequences", seqs.size(),
+            tokens.size(), kMaxBatchRows);
+  static_assert(kMaxBatchRows <= gpu::kExl2GemvMaxRows);
+  m.lengths[static_cast<size_t>(m.cur)] = m.length;
+  for (int r = 0; r < rows; ++r) {
+    const int s = seqs[static_cast<size_t>(r)];
+    EXQ_CHECK(s >= 0 && s < m.seqs, "decode_batch: sequence {} is outside [0, {})", s, m.seqs);
+    for (int q = 0; q < r; ++q)
+      EXQ_CHECK(seqs[static_cast<size_t>(q)] != s, "decode_batch: sequence {} appears twice", s);
+    const int32_t id = tokens[static_cast<size_t>(r)];
+    EXQ_CHECK(id >= 0 && id < m.dims.vocab, "decode_batch: token id {} is outside the vocabulary ({} tokens)", id,
+              m.dims.vocab);
+    EXQ_CHECK(m.lengths[static_cast<size_t>(s)] < m.capacity,
+              "decode_batch: the cache of sequence {} ({} positions) is full", s, m.capacity);
+  }
+  const cudaStream_t st = m.stream;
+  if (m.batch_io.empty()) {
+    if (!m.pass) {
+      m.pass = std::make_unique<Activations>(m.dims, gpu::kExl2GemvMaxRows, *m.alloc, st);
+      m.pass_pos = gpu::DeviceTensor(DType::I32, {1}, *m.alloc, st);
+      m.pass_graphs.assign(static_cast<size_t>(m.seqs) * (gpu::kExl2GemvMaxRows + 1), nullptr);
+    }
+    m.batch_io = gpu::DeviceTensor(DType::I32, {3 * kMaxBatchRows}, *m.alloc, st);
+    const int64_t row_floats =
+        gpu::attention_decode_row_floats(static_cast<int>(m.dims.heads), static_cast<int>(m.dims.head_dim));
+    m.batch_ws = gpu::DeviceTensor(DType::F32, {kMaxBatchRows * row_floats}, *m.alloc, st);
+    for (int r = 0; r < kMaxBatchRows; ++r)
+      gpu::attention_decode_reset_cuda(m.batch_ws.view().data<float>() + r * row_floats,
+                                       static_cast<int>(m.dims.heads), static_cast<int>(m.dims.head_dim), st);
+    m.batch_logits = gpu::DeviceTensor(DType::F32, {kMaxBatchRows, m.dims.vocab}, *m.alloc, st);
+    m.batch_graphs.assign(kMaxBatchRows + 1, nullptr);
+    m.batch_host.assign(3 * kMaxBatchRows, 0);
+  }
+  for (int r = 0; r < rows; ++r) {
+    const int s = seqs[static_cast<size_t>(r)];
+    m.batch_host[static_cast<size_t>(r)] = tokens[static_cast<size_t>(r)];
+    m.batch_host[static_cast<size_t>(kMaxBatchRows + r)] = static_cast<int32_t>(m.lengths[static_cast<size_t>(s)]);
+    m.batch_host[static_cast<size_t>(2 * kMaxBatchRows + r)] = s;
+  }
+  // Pageable source: staged before the call returns. The ids go where the pass reads them.
+  CUDA_CHECK(cudaMemcpyAsync(m.batch_io.raw(), m.batch_host.data(), m.batch_host.size() * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, st));
+  CUDA_CHECK(cudaMemcpyAsync(m.pass->ids.raw(), m.batch_io.raw(), static_cast<size_t>(rows) * sizeof(int32_t),
+                             cudaMemcpyDeviceToDevice, st));
+  m.launch_batch(rows);
+  for (int r = 0; r < rows; ++r) ++m.lengths[static_cast<size_t>(seqs[static_cast<size_t>(r)])];
+  m.set_position(m.lengths[static_cast<size_t>(m.cur)]);
+  return m.batch_logits.view().slice0(0, rows);
 }
 
 std::vector<CudaLlama::OpTime> CudaLlama::profile_decode_step() {

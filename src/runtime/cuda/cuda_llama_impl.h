@@ -33,7 +33,7 @@ struct LayerGpu {
   gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
   gpu::DeviceTensor q_norm, k_norm;       // qwen3: [head_dim] F32 (each head of q, k), else empty
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
-  gpu::DeviceTensor k_cache, v_cache;  // [kv_heads, capacity, head_dim]
+  gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
   // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
   GpuLinearGroup qkv, gate_up;
 };
@@ -90,6 +90,24 @@ class CudaLlama::Impl {
   // `keep_rows`, else the last row's into `logits`.
   void prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows = false);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
+  // Several sequences: `cur` is the selected one, `length` its length (the others' in lengths).
+  int seqs = 1, cur = 0;
+  std::vector<int64_t> lengths;
+  gpu::DeviceView kcache(const LayerGpu& L) const { return seq_view(L.k_cache); }
+  gpu::DeviceView vcache(const LayerGpu& L) const { return seq_view(L.v_cache); }
+  gpu::DeviceView seq_view(const gpu::DeviceTensor& t) const {
+    return t.view().slice0(cur * dims.kv_heads, (cur + 1) * dims.kv_heads);
+  }
+  int64_t cache_elems() const { return dims.kv_heads * capacity * dims.head_dim; }  // of one sequence
+  void select(int s);
+  // decode_batch: ids [8], positions [8], sequences [8] (I32 on the device, from batch_host).
+  gpu::DeviceTensor batch_io, batch_ws, batch_logits;
+  std::vector<int32_t> batch_host;
+  std::vector<cudaGraphExec_t> batch_graphs;  // by row count
+  void batch_body(int rows);
+  void launch_batch(int rows);  // batch_body, replayed from the row count's graph
+  template <typename C>
+  void attend_rows(const LayerGpu& L, const Views& v, int rows);
   void decode_body();        // the kernels of one step (captured into the graph)
   // qwen3: RMSNorm of each head of q [T, heads, head_dim] and k [T, kv_heads, head_dim], in place.
   void qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const gpu::DeviceView& k) const;
@@ -124,9 +142,9 @@ class CudaLlama::Impl {
   std::unique_ptr<Activations> pass;
   gpu::DeviceTensor pass_pos;  // I32 [1]
   int32_t pass_host_pos = 0;
-  std::vector<cudaGraphExec_t> pass_graphs;  // by row count, null until captured
+  std::vector<cudaGraphExec_t> pass_graphs;  // by sequence and row count, null until captured
   void run_pass(std::span<const int32_t> tokens);
-  cudaGraphExec_t graph = nullptr;
+  std::vector<cudaGraphExec_t> graphs;  // the decode step's, by sequence
   bool pos_dirty = true;
   int32_t host_pos = 0;  // source of the position copy
   bool pdl = false;      // programmatic dependent launch of the step's small kernels
@@ -159,7 +177,9 @@ class CudaLlama::Impl {
   void upload(const model::LlamaWeights& w);
   void ensure_dequant(int64_t elems);
   // `grouped`: q/k/v and gate/up as one EXL2 group launch each (up to 8 rows, as the decode).
-  void layers_prefill(const Views& v, gpu::StartPos start, bool grouped = false);
+  // `batch_rows` > 0: the rows are one token of distinct sequences (decode_batch's), attended
+  // by the decode kernel over their own caches; start is then unused.
+  void layers_prefill(const Views& v, gpu::StartPos start, bool grouped = false, int batch_rows = 0);
   void pass_body(int64_t rows);  // a draft check's kernels, with its position in pass_pos
   // Returns true when the attention also staged its output for L.o (forward_staged).
   template <typename C>

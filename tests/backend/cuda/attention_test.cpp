@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -290,6 +291,108 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         }
       // The next step reads this row from the cache as the device wrote it.
       cache.k = Tensor::copy_of(gk.view());
+    }
+  }
+}
+
+// Several sequences in one launch (rows, cache_index): each row's output and appended cache row
+// equal a one-row launch of the same split count over that sequence's cache, bit for bit.
+TEST_P(Attention, DecodeRowsMatchOneRowLaunches) {
+  const DType dtype = GetParam();
+  struct Shape3 {
+    int64_t heads, kv_heads, hd;
+  };
+  constexpr int64_t kSeqs = 4, kCapacity = 160;
+  const int rows = 3;
+  const int32_t seq_of[rows] = {2, 0, 3}, pos_of[rows] = {100, 5, 37};
+  uint32_t seed = 4100;
+  for (const Shape3& c : {Shape3{32, 8, 128}, Shape3{9, 3, 64}, Shape3{6, 2, 6}}) {
+    const int64_t half = c.hd / 2, per_seq = c.kv_heads * kCapacity * c.hd;
+    // Sequence caches one after another, each valid up to the largest position.
+    Cache all = random_cache(dtype, kSeqs * c.kv_heads, kCapacity, c.hd, 101, seed++);
+    Tensor cos_t(DType::F32, {kCapacity, half}), sin_t(DType::F32, {kCapacity, half});
+    for (int64_t i = 0; i < cos_t.numel(); ++i) {
+      cos_t.data<float>()[i] = std::cos(0.01f * static_cast<float>(i));
+      sin_t.data<float>()[i] = std::sin(0.01f * static_cast<float>(i));
+    }
+    const Tensor q = test::random_f32({rows, c.heads, c.hd}, seed++, -2.0f, 2.0f);
+    const Tensor kn = test::random_f32({rows, c.kv_heads, c.hd}, seed++);
+    const Tensor vn = test::random_f32({rows, c.kv_heads, c.hd}, seed++);
+    DeviceTensor dq = upload(q), dkn = upload(kn), dvn = upload(vn), dcos = upload(cos_t), dsin = upload(sin_t);
+    Tensor io(DType::I32, {2 * rows});
+    for (int r = 0; r < rows; ++r) {
+      io.data<int32_t>()[r] = pos_of[r];
+      io.data<int32_t>()[rows + r] = seq_of[r];
+    }
+    DeviceTensor dio = upload(io);
+    const int64_t row_floats = attention_decode_row_floats(static_cast<int>(c.heads), static_cast<int>(c.hd));
+    DeviceTensor ws = empty(DType::F32, {rows * row_floats});
+    for (int r = 0; r < rows; ++r)
+      attention_decode_reset_cuda(ws.view().data<float>() + r * row_floats, static_cast<int>(c.heads),
+                                  static_cast<int>(c.hd), stream());
+    for (int variant = 0; variant < (dtype == DType::F16 ? 2 : 1); ++variant) {
+      const bool simt = dtype == DType::F32 || variant == 1;
+      DeviceTensor bk = upload(all.k), bv = upload(all.v), sk = upload(all.k), sv = upload(all.v);
+      DeviceTensor bout = empty(DType::F32, {rows, c.heads, c.hd}), sout = empty(DType::F32, {rows, c.heads, c.hd});
+      auto launch = [&](DeviceTensor& kc, DeviceTensor& vc, DeviceTensor& out, int row) {
+        auto go = [&](auto* type) {
+          using C = std::remove_pointer_t<decltype(type)>;
+          DecodeAttention<C> a;
+          const int r0 = row < 0 ? 0 : row;
+          a.q = dq.view().data<float>() + r0 * c.heads * c.hd;
+          a.k_new = dkn.view().data<float>() + r0 * c.kv_heads * c.hd;
+          a.v_new = dvn.view().data<float>() + r0 * c.kv_heads * c.hd;
+          a.cos = dcos.view().data<float>();
+          a.sin = dsin.view().data<float>();
+          a.k_cache = static_cast<C*>(kc.raw());
+          a.v_cache = static_cast<C*>(vc.raw());
+          a.out = out.view().data<float>() + r0 * c.heads * c.hd;
+          a.workspace = ws.view().data<float>();
+          a.heads = static_cast<int>(c.heads);
+          a.kv_heads = static_cast<int>(c.kv_heads);
+          a.head_dim = static_cast<int>(c.hd);
+          a.capacity = static_cast<int>(kCapacity);
+          a.position_ptr = dio.view().data<int32_t>() + r0;
+          a.max_keys = static_cast<int>(kCapacity);
+          a.splits = 3;
+          a.scale = 0.1f;
+          a.pdl = true;
+          a.simt = simt;
+          if (row < 0) {  // all rows, sequences through cache_index
+            a.rows = rows;
+            a.cache_index = dio.view().data<int32_t>() + rows;
+            a.cache_stride = per_seq;
+          } else {
+            a.k_cache += seq_of[row] * per_seq;
+            a.v_cache += seq_of[row] * per_seq;
+          }
+          attention_decode_cuda(a, stream());
+        };
+        if (dtype == DType::F16)
+          go(static_cast<__half*>(nullptr));
+        else
+          go(static_cast<float*>(nullptr));
+      };
+      launch(bk, bv, bout, -1);
+      for (int r = 0; r < rows; ++r) launch(sk, sv, sout, r);
+      const std::string what = "H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
+                               " hd=" + std::to_string(c.hd) + (simt ? " simt" : " mma");
+      const Tensor bo = download(bout), so = download(sout);
+      for (int64_t i = 0; i < bo.numel(); ++i)
+        ASSERT_EQ(bo.data<float>()[i], so.data<float>()[i]) << what << " output " << i;
+      const Tensor bk_h = download(bk), sk_h = download(sk), bv_h = download(bv), sv_h = download(sv);
+      ASSERT_EQ(std::memcmp(static_cast<const uint8_t*>(bk_h.view().raw()), static_cast<const uint8_t*>(sk_h.view().raw()), bk_h.nbytes()), 0) << what << " k caches";
+      ASSERT_EQ(std::memcmp(static_cast<const uint8_t*>(bv_h.view().raw()), static_cast<const uint8_t*>(sv_h.view().raw()), bv_h.nbytes()), 0) << what << " v caches";
+      // Each row wrote its own sequence's row: the other sequences' caches are untouched.
+      const Tensor orig = Tensor::copy_of(all.k.view());
+      const size_t esz = dtype_size(dtype);
+      const auto* a8 = static_cast<const uint8_t*>(bk_h.view().raw());
+      const auto* o8 = static_cast<const uint8_t*>(orig.view().raw());
+      ASSERT_EQ(std::memcmp(a8 + 1 * per_seq * esz, o8 + 1 * per_seq * esz, per_seq * esz), 0) << what << " sequence 1";
+      EXPECT_NE(std::memcmp(a8 + 2 * per_seq * esz, o8 + 2 * per_seq * esz, per_seq * esz), 0) << what << " sequence 2";
+      const Tensor out_one = Tensor::copy_of(so.view());
+      // And the rows differ from each other (distinct queries, caches and positions).
+      EXPECT_NE(std::memcmp(static_cast<const uint8_t*>(out_one.view().raw()), static_cast<const uint8_t*>(out_one.view().raw()) + c.heads * c.hd * 4, c.heads * c.hd * 4), 0);
     }
   }
 }

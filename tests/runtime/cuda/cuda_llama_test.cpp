@@ -83,6 +83,76 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   fs::remove_all(dir);
 }
 
+// Three sequences of one CudaLlama (prompts of 5, 17 and 9 tokens) step together through
+// decode_batch, in a shuffled order and then two of them, against the CPU's caches; a single
+// step of the selected sequence continues where its batched steps left it.
+TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
+  EXQ_REQUIRE_CUDA();
+  const Case& c = GetParam();
+  const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_seqs_") + c.name), c.spec);
+  model::LlamaModel cpu = model::LlamaModel::load(dir);
+  CudaOptions o;
+  o.max_context = 64;
+  o.kv_cache = c.kv;
+  o.sequences = 3;
+  CudaLlama gpu(cpu, o);
+  EXPECT_EQ(gpu.sequences(), 3);
+  const int64_t vocab = c.spec.shape.vocab;
+  std::vector<model::KvCache> caches;
+  std::vector<int32_t> next;
+  const size_t lengths[] = {5, 17, 9};
+  for (int s = 0; s < 3; ++s) {
+    const std::vector<int32_t> prompt = prompt_ids(lengths[s], vocab, 7 + static_cast<uint32_t>(s));
+    caches.push_back(cpu.make_cache(64));
+    const Tensor w = cpu.forward(prompt, caches.back());
+    gpu.select_sequence(s);
+    EXPECT_LE(test::rel_max_abs(gpu.forward(prompt), w), c.tol) << "prefill of sequence " << s;
+    next.push_back(test::argmax_row(w));
+  }
+  double worst = 0;
+  auto step = [&](const std::vector<int>& seqs) {
+    std::vector<int32_t> tokens;
+    std::vector<model::KvCache*> ptrs;
+    for (int s : seqs) {
+      tokens.push_back(next[static_cast<size_t>(s)]);
+      ptrs.push_back(&caches[static_cast<size_t>(s)]);
+    }
+    const Tensor w = cpu.forward_batch(tokens, ptrs);
+    const Tensor g = exq::cuda::to_host(gpu.decode_batch(seqs, tokens), gpu.stream());
+    ASSERT_EQ(g.shape(), w.shape());
+    for (size_t r = 0; r < seqs.size(); ++r) {
+      const auto row = static_cast<int64_t>(r);
+      const Tensor wr = Tensor::copy_of(w.view().slice0(row, row + 1));
+      const double rel = test::rel_max_abs(Tensor::copy_of(g.view().slice0(row, row + 1)), wr);
+      worst = std::max(worst, rel);
+      EXPECT_LE(rel, c.tol) << "sequence " << seqs[r];
+      next[static_cast<size_t>(seqs[r])] = test::argmax_row(wr);
+    }
+  };
+  for (int i = 0; i < 6; ++i) step({2, 0, 1});
+  for (int i = 0; i < 3; ++i) step({1, 2});
+  EXPECT_EQ(gpu.position_of(0), 11);
+  EXPECT_EQ(gpu.position_of(1), 26);
+  EXPECT_EQ(gpu.position_of(2), 18);
+  gpu.select_sequence(0);
+  EXPECT_EQ(gpu.position(), 11);
+  const Tensor w = cpu.forward(std::span(&next[0], 1), caches[0]);
+  const double rel = test::rel_max_abs(gpu.forward(std::span(&next[0], 1)), w);
+  EXPECT_LE(rel, c.tol) << "single step after the batched ones";
+  std::printf("[%s] 3 sequences, 9 batched steps: worst rel max-abs diff %.3g\n", c.name, std::max(worst, rel));
+
+  // Refused, nothing changed: a repeated or unknown sequence, no rows, too many rows, a bad id.
+  const std::vector<int32_t> two = {1, 2};
+  EXPECT_THROW(gpu.decode_batch(std::vector<int>{1, 1}, two), Error);
+  EXPECT_THROW(gpu.decode_batch(std::vector<int>{0, 3}, two), Error);
+  EXPECT_THROW(gpu.decode_batch(std::vector<int>{}, std::vector<int32_t>{}), Error);
+  EXPECT_THROW(gpu.decode_batch(std::vector<int>(9, 0), std::vector<int32_t>(9, 1)), Error);
+  EXPECT_THROW(gpu.decode_batch(std::vector<int>{0, 1}, std::vector<int32_t>{1, static_cast<int32_t>(vocab)}), Error);
+  EXPECT_THROW(gpu.select_sequence(3), Error);
+  EXPECT_EQ(gpu.position_of(1), 26);
+  fs::remove_all(dir);
+}
+
 test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed, int64_t head_dim = 32,
                     bool qwen3 = false) {
   test::TinySpec s;
