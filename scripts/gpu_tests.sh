@@ -61,7 +61,7 @@ case "${1:-run}" in
     OUT=${OUT:-/tmp/gpu_out}
     mkdir -p "$OUT"
     if [ -f "$BUILD/ship/stage.tar.xz" ]; then
-      rm -rf $KEEP/stage && xz -dc "$BUILD/ship/stage.tar.xz" | tar -C $KEEP -xf -
+      rm -rf $KEEP/stage && mkdir -p $KEEP && xz -dc "$BUILD/ship/stage.tar.xz" | tar -C $KEEP -xf -
       STAGE=$KEEP/stage
     fi
     export LD_LIBRARY_PATH="$STAGE/lib:${LD_LIBRARY_PATH:-}"

@@ -493,8 +493,9 @@ template <typename C>
 void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
   const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
-  // Several rows: the blocks of every row share the waves.
-  const int splits = attention_decode_splits(a.heads * a.rows, a.kv_heads * a.rows, max_keys, a.splits);
+  // Several rows take one row's split count each (more waves), so that a row's sums do not
+  // depend on the rows beside it.
+  const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
   if constexpr (std::is_same_v<C, __half>) {
     if (attention_decode_uses_mma(a)) {
       attention_decode_mma_cuda(a, splits, stream);
@@ -505,7 +506,7 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   const bool vec = (static_cast<size_t>(a.head_dim) * sizeof(C)) % 16 == 0 && aligned(a.k_cache) &&
                    aligned(a.v_cache) && aligned(a.workspace);
   constexpr int kVec = static_cast<int>(16 / sizeof(C));
-  if (a.rows > 1) {
+  if (a.rows > 1 || a.cache_index != nullptr) {  // a single row may still name its cache
     if (vec)
       launch<C, kVec, true>(a, splits, stream);
     else

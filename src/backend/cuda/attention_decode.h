@@ -70,9 +70,11 @@ struct DecodeAttention {
   // Several sequences, one query token each, in one launch: row r's q, k_new, v_new and out
   // start at r * heads (kv_heads) * head_dim; its position is position_ptr[r] (required); its
   // caches begin cache_index[r] * cache_stride elements after k_cache / v_cache (cache_index
-  // null: row r's are r * cache_stride); its workspace starts r *
+  // null: row r's are r * cache_stride; set, it also applies to a one-row launch); its
+  // workspace starts r *
   // attention_decode_row_floats(heads, head_dim) floats in. No xq16 staging. The rows' caches
-  // must differ.
+  // must differ. Each row gets the split count it would get alone: its output is bit for bit
+  // that of a one-row launch.
   int rows = 1;
   const int32_t* cache_index = nullptr;
   int64_t cache_stride = 0;

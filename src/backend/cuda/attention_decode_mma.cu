@@ -365,7 +365,9 @@ void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream
     blocks = std::max(1, per_sm * current_multiprocessors());
     if (device < kMaxDevices) resident[device].store(blocks, std::memory_order_relaxed);
   }
-  splits = std::max(1, std::min(splits, blocks / (a.kv_heads * a.rows)));
+  // Several rows: each row one wave's split count, as alone (its sums do not depend on the rows
+  // beside it).
+  splits = std::max(1, std::min(splits, blocks / a.kv_heads));
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads * a.rows));
   launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits);
 }
@@ -383,7 +385,7 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
   const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
   const bool eight = warps == 8 && fits;
-  if (a.rows > 1) {
+  if (a.rows > 1 || a.cache_index != nullptr) {  // a single row may still name its cache
     if (eight)
       launch<D, 8, true>(a, splits, device, stream);
     else

@@ -100,10 +100,6 @@ class CudaLlama::Impl {
   }
   int64_t cache_elems() const { return dims.kv_heads * capacity * dims.head_dim; }  // of one sequence
   void select(int s);
-  // decode_batch: ids [8], positions [8], sequences [8] (I32 on the device, from batch_host).
-  gpu::DeviceTensor batch_io, batch_ws, batch_logits;
-  std::vector<int32_t> batch_host;
-  std::vector<cudaGraphExec_t> batch_graphs;  // by row count
   void batch_body(int rows);
   void launch_batch(int rows);  // batch_body, replayed from the row count's graph
   template <typename C>
@@ -143,6 +139,11 @@ class CudaLlama::Impl {
   gpu::DeviceTensor pass_pos;  // I32 [1]
   int32_t pass_host_pos = 0;
   std::vector<cudaGraphExec_t> pass_graphs;  // by sequence and row count, null until captured
+  // decode_batch: ids [8], positions [8], sequences [8] (I32 on the device, from batch_host), the
+  // attention's workspace of 8 rows, the logits.
+  gpu::DeviceTensor batch_io, batch_ws, batch_logits;
+  std::vector<int32_t> batch_host;
+  std::vector<cudaGraphExec_t> batch_graphs;  // by row count
   void run_pass(std::span<const int32_t> tokens);
   std::vector<cudaGraphExec_t> graphs;  // the decode step's, by sequence
   bool pos_dirty = true;

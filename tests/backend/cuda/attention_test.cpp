@@ -362,6 +362,9 @@ TEST_P(Attention, DecodeRowsMatchOneRowLaunches) {
             a.rows = rows;
             a.cache_index = dio.view().data<int32_t>() + rows;
             a.cache_stride = per_seq;
+          } else if (row == 1) {  // one row naming its sequence through cache_index
+            a.cache_index = dio.view().data<int32_t>() + rows + row;
+            a.cache_stride = per_seq;
           } else {
             a.k_cache += seq_of[row] * per_seq;
             a.v_cache += seq_of[row] * per_seq;

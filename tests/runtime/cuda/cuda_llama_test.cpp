@@ -84,8 +84,8 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
 }
 
 // Three sequences of one CudaLlama (prompts of 5, 17 and 9 tokens) step together through
-// decode_batch, in a shuffled order and then two of them, against the CPU's caches; a single
-// step of the selected sequence continues where its batched steps left it.
+// decode_batch, in a shuffled order, then two of them, then one at a time, against the CPU's
+// caches; a single step of the selected sequence continues where its batched steps left it.
 TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   EXQ_REQUIRE_CUDA();
   const Case& c = GetParam();
@@ -131,15 +131,17 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   };
   for (int i = 0; i < 6; ++i) step({2, 0, 1});
   for (int i = 0; i < 3; ++i) step({1, 2});
+  step({2});  // one row still goes to its own sequence's cache
+  step({1});
   EXPECT_EQ(gpu.position_of(0), 11);
-  EXPECT_EQ(gpu.position_of(1), 26);
-  EXPECT_EQ(gpu.position_of(2), 18);
+  EXPECT_EQ(gpu.position_of(1), 27);
+  EXPECT_EQ(gpu.position_of(2), 19);
   gpu.select_sequence(0);
   EXPECT_EQ(gpu.position(), 11);
   const Tensor w = cpu.forward(std::span(&next[0], 1), caches[0]);
   const double rel = test::rel_max_abs(gpu.forward(std::span(&next[0], 1)), w);
   EXPECT_LE(rel, c.tol) << "single step after the batched ones";
-  std::printf("[%s] 3 sequences, 9 batched steps: worst rel max-abs diff %.3g\n", c.name, std::max(worst, rel));
+  std::printf("[%s] 3 sequences, 11 batched steps: worst rel max-abs diff %.3g\n", c.name, std::max(worst, rel));
 
   // Refused, nothing changed: a repeated or unknown sequence, no rows, too many rows, a bad id.
   const std::vector<int32_t> two = {1, 2};
@@ -149,7 +151,7 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   EXPECT_THROW(gpu.decode_batch(std::vector<int>(9, 0), std::vector<int32_t>(9, 1)), Error);
   EXPECT_THROW(gpu.decode_batch(std::vector<int>{0, 1}, std::vector<int32_t>{1, static_cast<int32_t>(vocab)}), Error);
   EXPECT_THROW(gpu.select_sequence(3), Error);
-  EXPECT_EQ(gpu.position_of(1), 26);
+  EXPECT_EQ(gpu.position_of(1), 27);
   fs::remove_all(dir);
 }
 
