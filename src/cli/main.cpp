@@ -17,10 +17,12 @@ int main(int argc, char** argv) {
     return fmt::format("error: {}\n", e.what());
   });
   exq::cli::register_commands(app);
-  // llama.cpp's multi-letter short flag, which CLI11 cannot name: -np N is --parallel N.
+  // llama.cpp's multi-letter short flag, which CLI11 cannot name: -np N is --parallel N (serve
+  // and bench only, so that a prompt "-np" stays one).
   static char kParallel[] = "--parallel";
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "-np") argv[i] = kParallel;
+  if (argc > 1 && (std::string_view(argv[1]) == "serve" || std::string_view(argv[1]) == "bench"))
+    for (int i = 2; i < argc; ++i)
+      if (std::string_view(argv[i]) == "-np") argv[i] = kParallel;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

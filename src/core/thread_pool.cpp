@@ -30,7 +30,10 @@ class Pool {
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
     const int64_t max_parts = std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk));
     const int parts = static_cast<int>(std::min<int64_t>(size_, max_parts));
-    if (parts <= 1) {
+    // One caller has the workers at a time; another (a second generation's thread in exq serve
+    // --parallel, or a nested call) runs its loop alone rather than wait for them.
+    std::unique_lock owner(run_mu_, std::try_to_lock);
+    if (parts <= 1 || !owner.owns_lock()) {
       if (n > 0) fn(0, n);
       return;
     }
@@ -91,6 +94,7 @@ class Pool {
   int size_ = 1;
   std::vector<std::thread> workers_;
   std::mutex mu_;
+  std::mutex run_mu_;  // held by the caller whose loop the workers run
   std::condition_variable cv_, done_cv_;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;

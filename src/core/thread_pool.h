@@ -1,5 +1,7 @@
 // A fixed pool of worker threads for data-parallel loops (parallel_for). One pool per
-// process; the CLI sets its size from --threads. Thread-safe to call from one thread at a time.
+// process; the CLI sets its size from --threads. Thread-safe: a loop started while another
+// caller's loop has the workers runs on its own thread alone. set_num_threads() must not
+// overlap a loop.
 #pragma once
 
 #include <cstdint>
