@@ -101,15 +101,15 @@ __device__ __forceinline__ void load_vec(const C* p, float (&f)[VEC]) {
 }
 
 // grid (splits, kv_heads, q-head chunks), kThreads threads.
-// kRows: blockIdx.y covers rows x kv heads (DecodeAttention::rows).
-template <typename C, int VEC, bool kRows>
+// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows).
+template <typename C, int VEC, bool kMulti>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     attention_decode_kernel(const DecodeAttention<C> a_in, int splits) {
   extern __shared__ __align__(16) unsigned char smem[];
   pdl_trigger();
-  const int row = kRows ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
-  const int kvh = static_cast<int>(blockIdx.y) - row * a_in.kv_heads, chunk = blockIdx.z, split = blockIdx.x;
-  const DecodeAttention<C> a = kRows ? attention_decode_row(a_in, row) : a_in;
+  const int seq_row = kMulti ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
+  const int kvh = static_cast<int>(blockIdx.y) - seq_row * a_in.kv_heads, chunk = blockIdx.z, split = blockIdx.x;
+  const DecodeAttention<C> a = kMulti ? attention_decode_row(a_in, seq_row) : a_in;
   const int D = a.head_dim;
   const Plan plan(D, static_cast<int>(sizeof(C)), VEC);
   const int TK = plan.tile_keys, NV = plan.nv;
@@ -444,10 +444,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-template <typename C, int VEC, bool kRows>
+template <typename C, int VEC, bool kMulti>
 void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   const Plan plan(a.head_dim, static_cast<int>(sizeof(C)), VEC);
-  auto kernel = attention_decode_kernel<C, VEC, kRows>;
+  auto kernel = attention_decode_kernel<C, VEC, kMulti>;
   if (plan.total > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(plan.total)));
@@ -506,7 +506,7 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   const bool vec = (static_cast<size_t>(a.head_dim) * sizeof(C)) % 16 == 0 && aligned(a.k_cache) &&
                    aligned(a.v_cache) && aligned(a.workspace);
   constexpr int kVec = static_cast<int>(16 / sizeof(C));
-  if (a.rows > 1 || a.cache_index != nullptr) {  // a single row may still name its cache
+  if (attention_decode_multi(a)) {
     if (vec)
       launch<C, kVec, true>(a, splits, stream);
     else

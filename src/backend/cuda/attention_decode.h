@@ -71,21 +71,27 @@ struct DecodeAttention {
   // start at r * heads (kv_heads) * head_dim; its position is position_ptr[r] (required); its
   // caches begin cache_index[r] * cache_stride elements after k_cache / v_cache (cache_index
   // null: row r's are r * cache_stride; set, it also applies to a one-row launch); its
-  // workspace starts r *
-  // attention_decode_row_floats(heads, head_dim) floats in. No xq16 staging. The rows' caches
-  // must differ. Each row gets the split count it would get alone: its output is bit for bit
-  // that of a one-row launch.
+  // workspace starts r * attention_decode_row_floats(heads, head_dim) floats in. No xq16
+  // staging. The rows' caches must differ. Each row gets the split count it would get alone:
+  // its output is bit for bit that of a one-row launch.
   int rows = 1;
   const int32_t* cache_index = nullptr;
   int64_t cache_stride = 0;
 };
 
-// Row r of a several-row launch as a one-row one (see DecodeAttention::rows).
+// The workspace of one row of a several-row launch: attention_decode_workspace_floats rounded
+// to 16 bytes.
 __host__ __device__ constexpr int64_t attention_decode_row_floats(int heads, int head_dim) {
-  // the workspace of one row (attention_decode_workspace_floats), rounded to 16 bytes
   return ((static_cast<int64_t>(heads) * kDecodeMaxSplits * attention_decode_partial_stride(head_dim) + heads) + 3) /
          4 * 4;
 }
+// Whether the launch takes the rows / cache_index path (attention_decode_row per row).
+template <typename C>
+inline bool attention_decode_multi(const DecodeAttention<C>& a) {
+  return a.rows > 1 || a.cache_index != nullptr;
+}
+// Row r of a several-row launch as a one-row one (see DecodeAttention::rows); device code only
+// when cache_index is set (it is read).
 template <typename C>
 __host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttention<C> a, int r) {
   const int64_t qd = static_cast<int64_t>(a.heads) * a.head_dim, kd = static_cast<int64_t>(a.kv_heads) * a.head_dim;
@@ -104,10 +110,10 @@ __host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttenti
   return a;
 }
 
-// Workspace (of one row; a launch of n rows takes n * attention_decode_row_floats): partial states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a
-// multiple of 4 floats], then one counter per
-// (kv head, q-head chunk) that must be zero before the first launch (every launch leaves it
-// zero): attention_decode_reset_cuda zeroes them.
+// Workspace of one row (a launch of n rows takes n * attention_decode_row_floats): partial
+// states [heads][kDecodeMaxSplits][o (head_dim), m, l; rounded up to a multiple of 4 floats],
+// then one counter per (kv head, q-head chunk) that must be zero before the first launch
+// (every launch leaves it zero): attention_decode_reset_cuda zeroes them.
 size_t attention_decode_workspace_floats(int heads, int head_dim);
 void attention_decode_reset_cuda(float* workspace, int heads, int head_dim, cudaStream_t stream);
 

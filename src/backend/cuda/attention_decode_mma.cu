@@ -70,9 +70,9 @@ __global__ void __launch_bounds__(32 * kWarps)
   pdl_trigger();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int gid = lane >> 2, tig = lane & 3;
-  const int row = kMulti ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
-  const int kvh = static_cast<int>(blockIdx.y) - row * a_in.kv_heads, split = blockIdx.x;
-  const DecodeAttention<__half> a = kMulti ? attention_decode_row(a_in, row) : a_in;
+  const int seq_row = kMulti ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
+  const int kvh = static_cast<int>(blockIdx.y) - seq_row * a_in.kv_heads, split = blockIdx.x;
+  const DecodeAttention<__half> a = kMulti ? attention_decode_row(a_in, seq_row) : a_in;
   const int group = a.heads / a.kv_heads;
   const int h0 = kvh * group;
 
@@ -313,19 +313,19 @@ __global__ void __launch_bounds__(32 * kWarps)
   __syncthreads();
   // Thread per 4 outputs: splits in order, 16 loads in flight (one round trip for the splits of
   // one wave of 8-warp blocks at 8 kv heads).
-  constexpr int kRows = 16;
+  constexpr int kBatch = 16;
   for (int item = tid; item < group * (D / 4); item += kThreads) {
     const int r = item / (D / 4), d = (item % (D / 4)) * 4;
     const float* ph = a.workspace + static_cast<size_t>(h0 + r) * kDecodeMaxSplits * stride + d;
     const float* wr = merge_w + r * kDecodeMaxSplits;
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int sp0 = 0; sp0 < used; sp0 += kRows) {
-      float4 v[kRows];
+    for (int sp0 = 0; sp0 < used; sp0 += kBatch) {
+      float4 v[kBatch];
 #pragma unroll
-      for (int u = 0; u < kRows; ++u)
+      for (int u = 0; u < kBatch; ++u)
         if (sp0 + u < used) v[u] = __ldcg(reinterpret_cast<const float4*>(ph + (sp0 + u) * stride));
 #pragma unroll
-      for (int u = 0; u < kRows; ++u) {
+      for (int u = 0; u < kBatch; ++u) {
         if (sp0 + u < used) {
           const float f = wr[sp0 + u];
           acc.x = fmaf(f, v[u].x, acc.x);
@@ -385,7 +385,7 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
   const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
   const bool eight = warps == 8 && fits;
-  if (a.rows > 1 || a.cache_index != nullptr) {  // a single row may still name its cache
+  if (attention_decode_multi(a)) {
     if (eight)
       launch<D, 8, true>(a, splits, device, stream);
     else

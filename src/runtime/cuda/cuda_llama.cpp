@@ -381,13 +381,16 @@ void CudaLlama::Impl::pass_body(int64_t rows) {
 
 // The tokens and the position go to device memory, then the count's graph runs (captured the
 // first time): the launches of a pass cost the host one graph launch, as a decode step does.
+void CudaLlama::Impl::ensure_pass() {
+  if (pass) return;
+  pass = std::make_unique<Activations>(dims, gpu::kExl2GemvMaxRows, *alloc, stream);
+  pass_pos = gpu::DeviceTensor(DType::I32, {1}, *alloc, stream);
+  pass_graphs.assign(static_cast<size_t>(seqs) * (gpu::kExl2GemvMaxRows + 1), nullptr);
+}
+
 void CudaLlama::Impl::run_pass(std::span<const int32_t> tokens) {
   const auto T = static_cast<int64_t>(tokens.size());
-  if (!pass) {
-    pass = std::make_unique<Activations>(dims, gpu::kExl2GemvMaxRows, *alloc, stream);
-    pass_pos = gpu::DeviceTensor(DType::I32, {1}, *alloc, stream);
-    pass_graphs.assign(static_cast<size_t>(seqs) * (gpu::kExl2GemvMaxRows + 1), nullptr);
-  }
+  ensure_pass();
   // Pageable sources: staged before each call returns.
   CUDA_CHECK(cudaMemcpyAsync(pass->ids.raw(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, stream));
   pass_host_pos = static_cast<int32_t>(length);

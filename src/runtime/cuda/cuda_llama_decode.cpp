@@ -237,11 +237,7 @@ gpu::DeviceView CudaLlama::decode_batch(std::span<const int> seqs, std::span<con
   }
   const cudaStream_t st = m.stream;
   if (m.batch_io.empty()) {
-    if (!m.pass) {
-      m.pass = std::make_unique<Activations>(m.dims, gpu::kExl2GemvMaxRows, *m.alloc, st);
-      m.pass_pos = gpu::DeviceTensor(DType::I32, {1}, *m.alloc, st);
-      m.pass_graphs.assign(static_cast<size_t>(m.seqs) * (gpu::kExl2GemvMaxRows + 1), nullptr);
-    }
+    m.ensure_pass();
     m.batch_io = gpu::DeviceTensor(DType::I32, {3 * kMaxBatchRows}, *m.alloc, st);
     const int64_t row_floats =
         gpu::attention_decode_row_floats(static_cast<int>(m.dims.heads), static_cast<int>(m.dims.head_dim));

@@ -144,6 +144,7 @@ class CudaLlama::Impl {
   gpu::DeviceTensor batch_io, batch_ws, batch_logits;
   std::vector<int32_t> batch_host;
   std::vector<cudaGraphExec_t> batch_graphs;  // by row count
+  void ensure_pass();  // pass, pass_pos and pass_graphs, made by the first pass or batch
   void run_pass(std::span<const int32_t> tokens);
   std::vector<cudaGraphExec_t> graphs;  // the decode step's, by sequence
   bool pos_dirty = true;

@@ -131,6 +131,20 @@ class LetterDecoder : public TextDecoder {
   void reset() override {}
 };
 
+// The same generation by the device loop (generate_cuda) and by the host loop over CudaStep,
+// each from an empty cache.
+struct BothLoops {
+  GenerateResult device, host;
+};
+BothLoops run_both_loops(CudaLlama& m, std::span<const int32_t> prompt, const GenerateOptions& g) {
+  LetterDecoder d1, d2;
+  m.reset();
+  GenerateResult a = generate_cuda(m, &d1, prompt, g);
+  m.reset();
+  CudaStep step(m);
+  return {std::move(a), generate(step, &d2, prompt, g)};
+}
+
 class CudaGenerate : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -159,12 +173,8 @@ TEST_F(CudaGenerate, DeviceLoopMatchesHostLoopOverTheSameLogits) {
     GenerateOptions g;
     g.max_new_tokens = 30;
     g.sampler = c;
-    LetterDecoder d1, d2;
-    m.reset();
-    const GenerateResult a = generate_cuda(m, &d1, prompt, g);
-    m.reset();
-    CudaStep step(m);
-    const GenerateResult b = generate(step, &d2, prompt, g);
+    const BothLoops r = run_both_loops(m, prompt, g);
+    const GenerateResult &a = r.device, &b = r.host;
     EXPECT_EQ(a.ids, b.ids) << "temperature " << c.temperature;
     EXPECT_EQ(a.text, b.text);
     EXPECT_EQ(a.stop, StopReason::MaxTokens);
@@ -202,12 +212,8 @@ TEST_F(CudaGenerate, BiasPenaltiesAndGrammarMatchTheHostLoop) {
         g.grammar = grammar::Grammar::parse(gbnf);
         g.grammar_vocab = tv;
       }
-      LetterDecoder d1, d2;
-      m.reset();
-      const GenerateResult a = generate_cuda(m, &d1, prompt, g);
-      m.reset();
-      CudaStep step(m);
-      const GenerateResult b = generate(step, &d2, prompt, g);
+      const BothLoops r = run_both_loops(m, prompt, g);
+      const GenerateResult &a = r.device, &b = r.host;
       EXPECT_EQ(a.ids, b.ids) << "temperature " << c.temperature << " grammar " << gbnf;
       EXPECT_EQ(a.stop, b.stop);
       if (*gbnf) {
@@ -249,12 +255,8 @@ TEST_F(CudaGenerate, HostOnlySamplersMatchTheHostLoop) {
       g.sampler = c;
       g.draft.max_tokens = draft;
       g.draft.ngram_min = 1;
-      LetterDecoder d1, d2;
-      m.reset();
-      const GenerateResult a = generate_cuda(m, &d1, prompt, g);
-      m.reset();
-      CudaStep step(m);
-      const GenerateResult b = generate(step, &d2, prompt, g);
+      const BothLoops r = run_both_loops(m, prompt, g);
+      const GenerateResult &a = r.device, &b = r.host;
       EXPECT_EQ(a.ids, b.ids) << "seed " << *c.seed << " draft " << draft;
       EXPECT_EQ(a.seed, b.seed);
     }
