@@ -18,6 +18,8 @@
 // --decode-only skips the attention and prefill timings; --shape smollm2 builds SmolLM2-135M's
 // shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
+// --kv q8_0: the q8 KV cache instead of f16; --contexts N,N,...: the decode positions timed
+// (default 128,2048).
 // --settle-ms N: a pause of N ms after each prompt's prefill, before the decode steps (so that
 // the clocks after a long prefill do not carry into the decode timing).
 // --passes: also what one pass of T = 1..8 tokens costs after 128 tokens of context (the check
@@ -30,7 +32,7 @@
 // the settings alternating over 3 rounds, median of the rounds.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
 //                          [--decode-only] [--passes] [--batch] [--logprobs] [--shape llama3-8b|smollm2]
-//                          [--settle-ms N]
+//                          [--settle-ms N] [--kv f16|q8_0] [--contexts N,N,...]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -84,6 +86,8 @@ struct Args {
   int iters = 64;
   int settle_ms = 0;
   int64_t vocab = 128256;
+  bool q8 = false;                          // --kv q8_0: the q8 cache
+  std::vector<int64_t> contexts{128, 2048};  // --contexts: decode positions timed
 };
 
 // splitmix64: fast, deterministic random bits.
@@ -468,8 +472,10 @@ json run_synthetic(const Args& a) {
     const std::vector<std::string> options = host->options;
     const io::ModelConfig cfg = host->config;
     rt::CudaOptions o;
-    o.max_context = 2048 + kWarmup + a.iters + 8;
+    o.max_context = std::max<int64_t>(2048, *std::max_element(a.contexts.begin(), a.contexts.end())) + kWarmup +
+                    a.iters + 8;
     o.prefill_chunk = 2048;
+    if (a.q8) o.kv_cache = DType::I8;
     if (a.batch) o.sequences = rt::CudaLlama::kMaxBatchRows;
     rt::CudaLlama m(host->config, host->weights, o);
     host.reset();  // the device holds everything now
@@ -477,8 +483,9 @@ json run_synthetic(const Args& a) {
     out["model"] = {{"layers", cfg.num_hidden_layers}, {"hidden", cfg.hidden_size},
                     {"intermediate", cfg.intermediate_size}, {"heads", cfg.num_attention_heads},
                     {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
-                    {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", "F16"}};
-    out["decode"] = json::array({time_decode(m, 128, a.iters, a.settle_ms), time_decode(m, 2048, a.iters, a.settle_ms)});
+                    {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", a.q8 ? "q8_0" : "F16"}};
+    out["decode"] = json::array();
+    for (int64_t c : a.contexts) out["decode"].push_back(time_decode(m, c, a.iters, a.settle_ms));
     if (a.passes) out["passes_128"] = time_passes(m, 128, a.iters);
     if (a.batch) {
       out["batch_128"] = time_batch(m, 128, a.iters);
@@ -532,6 +539,20 @@ int run(int argc, char** argv) {
     else if (arg == "--batch") a.batch = true;
     else if (arg == "--logprobs") a.logprobs = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
+    else if (arg == "--kv") {
+      const std::string v = value();
+      EXQ_CHECK(v == "f16" || v == "q8_0", "--kv is f16 or q8_0, got {}", v);
+      a.q8 = v == "q8_0";
+    } else if (arg == "--contexts") {
+      a.contexts.clear();
+      std::string v = value();
+      for (size_t at = 0; at <= v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        a.contexts.push_back(std::stoll(v.substr(at, comma - at)));
+        at = comma + 1;
+      }
+      for (int64_t c : a.contexts) EXQ_CHECK(c >= 1, "--contexts: positions must be >= 1, got {}", c);
+    }
     else if (arg == "--shape") {
       const std::string v = value();
       EXQ_CHECK(v == "llama3-8b" || v == "smollm2", "--shape is llama3-8b or smollm2, got {}", v);

@@ -46,6 +46,7 @@ struct BenchArgs {
   int reps = 5;
   int threads = 0;
   std::string device = "auto";
+  std::string cache_type = "f16";
   bool json = false;
 };
 
@@ -195,6 +196,7 @@ void run_bench(const BenchArgs& a) {
   const fs::path dir = a.model;
   require_model_dir(dir);
   model::LlamaModel model = model::LlamaModel::load(dir);
+  apply_cache_type(model, a.cache_type);
   const int64_t limit = model.config().max_position_embeddings, vocab = model.config().vocab_size;
   int64_t ctx = 1;
   for (const Test& t : tests) {
@@ -293,6 +295,7 @@ void add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", a->reps, "timed runs of each test (after one untimed)")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
+  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print a JSON array, one object per test");

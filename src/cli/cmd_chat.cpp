@@ -34,6 +34,7 @@ struct ChatArgs {
   DraftFlags draft;
   int threads = 0;
   std::string device = "auto";
+  std::string cache_type = "f16";
   bool no_prompt_cache = false;
   bool json = false;
   CLI::Option* system_opt = nullptr;
@@ -73,6 +74,7 @@ void run_chat(const ChatArgs& a) {
   const Device device = resolve_device(a.device);
   const fs::path dir = a.model;
   GenerationModel gm = load_generation_model(dir);
+  apply_cache_type(gm.model, a.cache_type);
   if (gm.tc.chat_template.empty())
     throw Error("the model has no chat template (tokenizer_config.json): chat needs one; use generate -p TEXT",
                 ErrorContext{.file = dir.string()});
@@ -174,6 +176,7 @@ void add_chat(CLI::App& app) {
   a->sampling.add(*cmd);
   a->draft.add(*cmd);
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
+  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache, "run each turn's whole conversation again");

@@ -42,6 +42,7 @@ struct GenerateArgs {
   std::string prediction_file;
   int threads = 0;
   std::string device = "auto";
+  std::string cache_type = "f16";
   bool json = false;
   int logprobs = -1;
   // Set after parsing: which prompt flags were given.
@@ -77,6 +78,7 @@ void run_generate(const GenerateArgs& a) {
 
   const fs::path dir = a.model;
   GenerationModel m = load_generation_model(dir);
+  apply_cache_type(m.model, a.cache_type);
   model::LlamaModel& model = m.model;
   const tokenizer::Tokenizer& tok = m.tok;
   const tokenizer::TokenizerConfig& tc = m.tc;
@@ -174,6 +176,7 @@ void add_generate(CLI::App& app) {
                   "text the answer is expected to repeat (e.g. a file being edited): guesses are looked up "
                   "in it first (needs --draft-max)");
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
+  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");

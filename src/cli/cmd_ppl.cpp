@@ -38,6 +38,7 @@ struct PplArgs {
   int64_t skip_windows = 0;
   int threads = 0;
   std::string device = "auto";
+  std::string cache_type = "f16";
   bool json = false;
 };
 
@@ -88,6 +89,7 @@ void run_ppl(const PplArgs& a) {
   const std::string text = read_text_file(a.file);
   const auto t0 = std::chrono::steady_clock::now();
   model::LlamaModel model = model::LlamaModel::load(dir);
+  apply_cache_type(model, a.cache_type);
   const std::vector<int32_t> ids = encode_file(dir, text, a.file);
   std::optional<model::LlamaModel> base;
   if (kl) {
@@ -199,6 +201,7 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--windows", a->windows, "windows to score, 0 = all")->capture_default_str();
   cmd->add_option("--skip-windows", a->skip_windows, "windows to skip at the start")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
+  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object");

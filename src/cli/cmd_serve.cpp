@@ -34,6 +34,7 @@ struct ServeArgs {
   int64_t max_tokens = 512;
   int threads = 0;
   std::string device = "auto";
+  std::string cache_type = "f16";
   bool no_prompt_cache = false;
   int parallel = 1;
   DraftFlags draft;
@@ -57,6 +58,7 @@ void run_serve(const ServeArgs& a) {
   const Device device = resolve_device(a.device);
   const fs::path dir = a.model;
   GenerationModel gm = load_generation_model(dir);
+  apply_cache_type(gm.model, a.cache_type);
   const tokenizer::Tokenizer& tok = gm.tok;
   const tokenizer::TokenizerConfig& tc = gm.tc;
 
@@ -132,6 +134,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "tokens to generate when a request gives no max_tokens")
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
+  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_option("--parallel", a->parallel,

@@ -58,6 +58,12 @@ std::string group_digits(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
+void apply_cache_type(model::LlamaModel& model, const std::string& flag) {
+  const auto q = model::kv_quant_from_name(flag);
+  EXQ_CHECK(q.has_value(), "--cache-type must be f16 or q8_0, got '{}'", flag);
+  model.set_kv_quant(*q);
+}
+
 Device resolve_device(const std::string& flag) {
   if (flag == "cpu") return Device::Cpu;
   if (flag != "cuda" && flag != "auto")

@@ -40,4 +40,12 @@ std::string group_digits(int64_t v);
 enum class Device { Cpu, Cuda };
 Device resolve_device(const std::string& flag);
 
+// --cache-type of generate, chat, ppl, serve and bench (llama.cpp's names).
+inline constexpr const char* kCacheTypeHelp =
+    "KV cache: f16 (the default; f32 on the CPU) or q8_0 (int8 and an fp16 scale per 32 values: "
+    "53 % of the f16 cache's memory)";
+// Sets the model's KV cache kind from the flag ("f16", "q8_0" or "q8"); exq::Error for another
+// value or a model whose head_dim does not suit it.
+void apply_cache_type(model::LlamaModel& model, const std::string& flag);
+
 }  // namespace exq::cli

@@ -2,11 +2,14 @@
 
 namespace exq::model {
 
-KvCache::KvCache(int64_t num_layers, int64_t max_len, int64_t kv_heads, int64_t head_dim)
-    : max_len_(max_len), kv_heads_(kv_heads), head_dim_(head_dim) {
+KvCache::KvCache(int64_t num_layers, int64_t max_len, int64_t kv_heads, int64_t head_dim, KvQuant quant)
+    : max_len_(max_len), kv_heads_(kv_heads), head_dim_(head_dim), quant_(quant) {
   EXQ_CHECK(num_layers > 0 && max_len > 0 && kv_heads > 0 && head_dim > 0,
             "KvCache: invalid size (layers {}, max_len {}, kv_heads {}, head_dim {})", num_layers,
             max_len, kv_heads, head_dim);
+  EXQ_CHECK(quant != KvQuant::kQ8 || head_dim % kKvQ8Group == 0,
+            "the q8_0 KV cache needs a head_dim that is a multiple of {}; this model's is {}", kKvQ8Group,
+            head_dim);
   // Left uninitialized: attention only reads rows that a forward pass wrote, and untouched
   // pages of a long cache then cost no memory.
   for (int64_t l = 0; l < num_layers; ++l) {
@@ -28,6 +31,15 @@ TensorView KvCache::keys(int64_t layer) const {
 TensorView KvCache::values(int64_t layer) const {
   EXQ_CHECK(layer >= 0 && layer < num_layers(), "KvCache: layer {} of {}", layer, num_layers());
   return values_[static_cast<size_t>(layer)].view();
+}
+
+void KvCache::finish_rows(int64_t layer, int64_t begin, int64_t end) const {
+  if (quant_ == KvQuant::kNone) return;
+  EXQ_CHECK(begin >= 0 && begin <= end && end <= max_len_, "KvCache::finish_rows({}, {}) outside [0, {}]", begin,
+            end, max_len_);
+  const int64_t n = (end - begin) * kv_heads_ * head_dim_;
+  kv_q8_round(keys(layer).slice0(begin, end).data<float>(), n);
+  kv_q8_round(values(layer).slice0(begin, end).data<float>(), n);
 }
 
 void KvCache::commit(int64_t n) {

@@ -24,7 +24,14 @@ LlamaModel::LlamaModel(io::ModelConfig config, LlamaWeights weights)
 }
 
 KvCache LlamaModel::make_cache(int64_t max_len) const {
-  return KvCache(config_.num_hidden_layers, max_len, config_.num_key_value_heads, config_.head_dim);
+  return KvCache(config_.num_hidden_layers, max_len, config_.num_key_value_heads, config_.head_dim, kv_quant_);
+}
+
+void LlamaModel::set_kv_quant(KvQuant quant) {
+  EXQ_CHECK(quant != KvQuant::kQ8 || config_.head_dim % kKvQ8Group == 0,
+            "the q8_0 KV cache needs a head_dim that is a multiple of {}; this model's is {}", kKvQ8Group,
+            config_.head_dim);
+  kv_quant_ = quant;
 }
 
 void LlamaModel::set_hidden_capture(std::function<void(int, const TensorView&)> cb) {
@@ -106,6 +113,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
     if (!batch) {
       cpu::apply_rotary(q, rope_, start);
       cpu::apply_rotary(k_new, rope_, start);
+      caches[0]->finish_rows(l, start, start + T);
       cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att);  // att [T, H, D]
     } else {
       for (int64_t r = 0; r < T; ++r) {
@@ -118,6 +126,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
         std::memcpy(cache.keys(l).slice0(pos, pos + 1).data<float>(), kr.data<float>(), row_bytes);
         std::memcpy(cache.values(l).slice0(pos, pos + 1).data<float>(), v_new.slice0(r, r + 1).data<float>(),
                     row_bytes);
+        cache.finish_rows(l, pos, pos + 1);
         cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1));
       }
     }

@@ -23,7 +23,13 @@ class LlamaModel {
 
   const io::ModelConfig& config() const { return config_; }
   const LlamaWeights& weights() const { return weights_; }
+  // A cache of the model's KV quantization (set_kv_quant; none at first).
   KvCache make_cache(int64_t max_len) const;
+  // The KV cache kind of every later make_cache, and of a CudaLlama built from this model
+  // (CUDA: a q8 cache is int8 + fp16 scales on the device). Throws exq::Error when the model's
+  // head_dim does not suit it.
+  void set_kv_quant(KvQuant quant);
+  KvQuant kv_quant() const { return kv_quant_; }
 
   // Runs tokens at positions cache.length() .. +T-1 (one batched pass: prefill or decode) and
   // appends their keys/values to the cache. Returns F32 logits [T, vocab] when all_logits,
@@ -50,6 +56,7 @@ class LlamaModel {
   std::vector<float> inv_freq_;  // [head_dim / 2]
   cpu::RopeTable rope_;          // cos/sin [positions, head_dim / 2], grown on demand
   std::function<void(int, const TensorView&)> capture_;
+  KvQuant kv_quant_ = KvQuant::kNone;
 };
 
 }  // namespace exq::model

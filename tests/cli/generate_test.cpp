@@ -61,6 +61,26 @@ TEST(CliGenerate, TinyModelJsonAndStreamingAgree) {
   EXPECT_NE(err_lines[0].find("decode:"), std::string::npos) << s.err;
 }
 
+// --cache-type q8_0 runs the same prompt with the q8 cache (head_dim 32 here), and greedy tokens
+// of a random tiny model stay those of the f16 cache for these few steps.
+TEST(CliGenerate, Q8CacheType) {
+  const auto dir = tiny_model("q8", [](json& c, std::map<std::string, Tensor>& t) {
+    c["head_dim"] = 32;
+    t = tiny_tensors(c);
+  });
+  auto ids = [&](const char* type) {
+    const RunResult r = run_exq({"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "5",
+                                 "--temperature", "0", "--json", "--cache-type", type, "--device", "cpu"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["ids"].get<std::vector<int32_t>>() : std::vector<int32_t>{};
+  };
+  const auto f16 = ids("f16");
+  EXPECT_EQ(f16.size(), 5u);
+  EXPECT_EQ(ids("q8_0"), f16);
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "x", "--cache-type", "fp8"}),
+                    "--cache-type must be f16 or q8_0, got 'fp8'");
+}
+
 TEST(CliGenerate, LogprobsInTheJson) {
   const auto dir = tiny_model("logprobs");
   const RunResult j = run_exq({"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "4",

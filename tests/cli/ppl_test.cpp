@@ -57,6 +57,32 @@ TEST(CliPpl, WindowsAndSkip) {
   EXPECT_NE(txt.out.find("time:"), std::string::npos) << txt.out;
 }
 
+// --cache-type q8_0: a model of head_dim 32 scores the same windows a little differently; a
+// head_dim of 16 and an unknown type are user errors.
+TEST(CliPpl, CacheType) {
+  const auto dir = temp_dir("ppl_cache_type") / "model";
+  json config = tiny_config();
+  config["head_dim"] = 32;
+  write_model_dir(dir, config, tiny_tensors(config));
+  const auto text = dir.parent_path() / "text.txt";
+  write_text(text, sample_text());
+  auto ppl = [&](const char* type) {
+    const RunResult r = run_exq({"ppl", "-m", dir.string(), "-f", text.string(), "--window", "64", "--windows", "2",
+                                 "--json", "--cache-type", type, "--device", "cpu"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["ppl"].get<double>() : 0.0;
+  };
+  const double f16 = ppl("f16"), q8 = ppl("q8_0");
+  EXPECT_NE(q8, f16);
+  EXPECT_NEAR(q8 / f16, 1.0, 1e-3);
+  EXPECT_EQ(ppl("q8"), q8);
+  expect_user_error(run_exq({"ppl", "-m", dir.string(), "-f", text.string(), "--cache-type", "q4_0"}),
+                    "--cache-type must be f16 or q8_0, got 'q4_0'");
+  const auto hd16 = tiny_model_dir("cache_type_hd16");
+  expect_user_error(run_exq({"ppl", "-m", hd16.string(), "-f", text.string(), "--cache-type", "q8_0"}),
+                    "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16");
+}
+
 TEST(CliPpl, MissingTextFile) {
   const auto dir = tiny_model_dir("nofile");
   const auto text = dir.parent_path() / "absent.txt";

@@ -46,5 +46,21 @@ TEST(Perplexity, SmolLM2MatchesTransformers) {
   }
 }
 
+// Perplexity of 4 wiki windows of 512 tokens with the q8 cache against the f32 cache: within
+// 1 %, and not equal (the cache is really quantized).
+TEST(Perplexity, SmolLM2WithTheQ8CacheIsWithinOnePercent) {
+  EXQ_REQUIRE_MODEL();
+  model::LlamaModel m = model::LlamaModel::load(test::test_model());
+  const io::SafetensorsFile ids = io::SafetensorsFile::open(test::shared_dir() / "fixtures/smollm2/ppl_ids.safetensors");
+  const auto windows = split_windows(ids.get("wiki").span<int32_t>(), 512, 4);
+  const PerplexityResult base = perplexity(m, windows);
+  m.set_kv_quant(model::KvQuant::kQ8);
+  const PerplexityResult q8 = perplexity(m, windows);
+  std::printf("  wiki 4 x 512: ppl %.6f with the f32 cache, %.6f with q8_0 (%+.3f %%)\n", base.ppl, q8.ppl,
+              100.0 * (q8.ppl / base.ppl - 1.0));
+  EXPECT_NE(q8.ppl, base.ppl);
+  EXPECT_LE(std::fabs(q8.ppl / base.ppl - 1.0), 0.01);
+}
+
 }  // namespace
 }  // namespace exq::runtime

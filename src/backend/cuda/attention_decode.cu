@@ -489,13 +489,13 @@ bool attention_decode_uses_mma(const DecodeAttention<__half>& a) {
                                        a.workspace);
 }
 
+bool attention_decode_q8_supports(int heads, int kv_heads, int head_dim) {
+  return attention_decode_mma_supports(heads, kv_heads, head_dim, nullptr, nullptr, nullptr, nullptr);
+}
+
+// f32 and f16 caches: the tensor-core kernel where it applies, else the SIMT one.
 template <typename C>
-void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
-  if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
-  const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
-  // Several rows take one row's split count each (more waves), so that a row's sums do not
-  // depend on the rows beside it.
-  const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
+void attention_decode_any(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   if constexpr (std::is_same_v<C, __half>) {
     if (attention_decode_uses_mma(a)) {
       attention_decode_mma_cuda(a, splits, stream);
@@ -518,7 +518,22 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   }
 }
 
+template <typename C>
+void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
+  if (a.heads == 0 || a.kv_heads == 0 || a.head_dim == 0) return;
+  const int max_keys = a.max_keys > 0 ? a.max_keys : a.position + 1;
+  // Several rows take one row's split count each (more waves), so that a row's sums do not
+  // depend on the rows beside it.
+  const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
+  if constexpr (std::is_same_v<C, int8_t>) {  // the q8 cache: the tensor-core kernel only
+    attention_decode_mma_cuda(a, splits, stream);
+  } else {
+    attention_decode_any(a, splits, stream);
+  }
+}
+
 template void attention_decode_cuda<float>(const DecodeAttention<float>&, cudaStream_t);
 template void attention_decode_cuda<__half>(const DecodeAttention<__half>&, cudaStream_t);
+template void attention_decode_cuda<int8_t>(const DecodeAttention<int8_t>&, cudaStream_t);
 
 }  // namespace exq::cuda

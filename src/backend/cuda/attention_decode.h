@@ -22,7 +22,8 @@ __host__ __device__ constexpr int attention_decode_partial_stride(int head_dim) 
   return (head_dim + 2 + 3) / 4 * 4;
 }
 
-// Arguments of one launch. C in {float, __half}.
+// Arguments of one launch. C in {float, __half}, or int8_t: the q8 cache (model/kv_quant.h;
+// the tensor-core kernel only: attention_decode_q8_supports).
 template <typename C>
 struct DecodeAttention {
   const float* q = nullptr;  // [heads, head_dim] f32 (rotated unless k_new is set)
@@ -39,6 +40,11 @@ struct DecodeAttention {
   const float* sin = nullptr;
   C* k_cache = nullptr;
   C* v_cache = nullptr;
+  // q8 cache: the fp16 scale of each 32 values, [kv_heads, capacity, head_dim / 32] beside each
+  // cache (row r's of a several-row launch cache_index[r] * cache_stride / 32 elements in). The
+  // new row (k_new) is quantized as kv_append_q8 does, and attended as the cache reads it back.
+  __half* k_scale = nullptr;
+  __half* v_scale = nullptr;
   float* out = nullptr;        // [heads, head_dim] f32
   float* workspace = nullptr;  // attention_decode_workspace_floats(heads, head_dim) floats
   int heads = 0, kv_heads = 0, head_dim = 0, capacity = 0;
@@ -104,6 +110,10 @@ __host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttenti
   const int64_t cache = a.cache_index != nullptr ? a.cache_index[r] : r;
   a.k_cache += cache * a.cache_stride;
   a.v_cache += cache * a.cache_stride;
+  if (a.k_scale != nullptr) {
+    a.k_scale += cache * a.cache_stride / 32;
+    a.v_scale += cache * a.cache_stride / 32;
+  }
   a.workspace += r * attention_decode_row_floats(a.heads, a.head_dim);
   a.position_ptr += r;
   a.rows = 1;
@@ -125,5 +135,8 @@ void attention_decode_cuda(const DecodeAttention<C>& args, cudaStream_t stream);
 
 // Whether attention_decode_cuda takes the tensor-core kernel for these arguments.
 bool attention_decode_uses_mma(const DecodeAttention<__half>& args);
+// The q8 cache has only the tensor-core kernel: head_dim 64 or 128, at most 16 q heads per kv
+// head (attention_decode_cuda<int8_t> requires this).
+bool attention_decode_q8_supports(int heads, int kv_heads, int head_dim);
 
 }  // namespace exq::cuda

@@ -18,12 +18,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cuda/attention_decode_mma.h"
 #include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/kv_q8.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/softmax_mma.cuh"
 
@@ -57,10 +59,12 @@ __device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
   lo = __float2half_rn(x - __half2float(hi));
 }
 
-// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows).
-template <int D, int kWarps, bool kMulti>
+// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows). C: __half, or int8_t for the
+// q8 cache (chunks dequantized through registers instead of cp.async).
+template <typename C, int D, int kWarps, bool kMulti>
 __global__ void __launch_bounds__(32 * kWarps)
-    attention_decode_mma_kernel(const DecodeAttention<__half> a_in, int splits) {
+    attention_decode_mma_kernel(const DecodeAttention<C> a_in, int splits) {
+  constexpr bool kQ8 = std::is_same_v<C, int8_t>;
   constexpr int kThreads = 32 * kWarps;
   constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
   using L = Smem<D, kWarps>;
@@ -72,7 +76,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   const int gid = lane >> 2, tig = lane & 3;
   const int seq_row = kMulti ? static_cast<int>(blockIdx.y) / a_in.kv_heads : 0;
   const int kvh = static_cast<int>(blockIdx.y) - seq_row * a_in.kv_heads, split = blockIdx.x;
-  const DecodeAttention<__half> a = kMulti ? attention_decode_row(a_in, seq_row) : a_in;
+  const DecodeAttention<C> a = kMulti ? attention_decode_row(a_in, seq_row) : a_in;
   const int group = a.heads / a.kv_heads;
   const int h0 = kvh * group;
 
@@ -104,22 +108,61 @@ __global__ void __launch_bounds__(32 * kWarps)
   int* last_s = reinterpret_cast<int*>(smem + L::flag);
 
   const size_t head_off = static_cast<size_t>(kvh) * a.capacity * D;
-  const __half* k_head = a.k_cache + head_off;
-  const __half* v_head = a.v_cache + head_off;
+  const C* k_head = a.k_cache + head_off;
+  const C* v_head = a.v_cache + head_off;
 
   // Chunk c of this warp into its buffers; rows past the split are zeros (p = 0 must not meet
   // stale values), the new key's row is written separately.
+  // q8: a chunk's codes and scales wait in registers (loaded one chunk ahead of its use), then
+  // are dequantized into the chunk buffers.
+  constexpr int kP16 = D / 16, kItems = kChunk * kP16 / 32;
+  uint4 kr[kItems], vr[kItems];
+  __half2 sc[kItems];  // the k and v scales of item n
+  auto load_q8 = [&](int c) {
+    if constexpr (kQ8) {
+      const int kb = k0 + c * kChunk;
+      const __half* ks_head = a.k_scale + head_off / kQ8Group;
+      const __half* vs_head = a.v_scale + head_off / kQ8Group;
+#pragma unroll
+      for (int n = 0; n < kItems; ++n) {
+        const int i = lane + 32 * n, r = i / kP16, piece = i % kP16, key = kb + r;
+        const bool valid = key < k1 && !(fused && key == pos);
+        kr[n] = vr[n] = make_uint4(0u, 0u, 0u, 0u);
+        sc[n] = __half2half2(__ushort_as_half(0));
+        if (valid) {
+          const size_t e = static_cast<size_t>(key) * D + piece * 16;
+          kr[n] = __ldcg(reinterpret_cast<const uint4*>(k_head + e));
+          vr[n] = __ldcg(reinterpret_cast<const uint4*>(v_head + e));
+          sc[n] = __halves2half2(ks_head[e / kQ8Group], vs_head[e / kQ8Group]);
+        }
+      }
+    }
+  };
+  auto store_q8 = [&]() {
+    if constexpr (kQ8) {
+#pragma unroll
+      for (int n = 0; n < kItems; ++n) {
+        const int i = lane + 32 * n, r = i / kP16, piece = i % kP16;
+        q8_dequant16(kr[n], __low2half(sc[n]), reinterpret_cast<uint4*>(ks + r * P + piece * 16));
+        q8_dequant16(vr[n], __high2half(sc[n]), reinterpret_cast<uint4*>(vs + r * P + piece * 16));
+      }
+    }
+  };
   auto issue = [&](int c) {
     const int kb = k0 + c * kChunk;
-    for (int i = lane; i < kChunk * kPieces; i += 32) {
-      const int r = i / kPieces, col = i % kPieces;
-      const int key = kb + r;
-      const bool valid = key < k1 && !(fused && key == pos);
-      const size_t src = static_cast<size_t>(valid ? key : k0) * D + col * 8;
-      cp_async_16(ks + r * P + col * 8, k_head + src, valid);
-      cp_async_16(vs + r * P + col * 8, v_head + src, valid);
+    if constexpr (kQ8) {
+      load_q8(c);
+    } else {
+      for (int i = lane; i < kChunk * kPieces; i += 32) {
+        const int r = i / kPieces, col = i % kPieces;
+        const int key = kb + r;
+        const bool valid = key < k1 && !(fused && key == pos);
+        const size_t src = static_cast<size_t>(valid ? key : k0) * D + col * 8;
+        cp_async_16(ks + r * P + col * 8, k_head + src, valid);
+        cp_async_16(vs + r * P + col * 8, v_head + src, valid);
+      }
+      cp_async_commit();
     }
-    cp_async_commit();
   };
 
   if (early && warp < chunks) issue(warp);
@@ -174,14 +217,26 @@ __global__ void __launch_bounds__(32 * kWarps)
     const float v = r < group ? (fused ? rotate(x1[k], x2[k]) : x1[k]) * qscale : 0.0f;
     split_half(v, q_hi[r * P + qd], q_lo[r * P + qd]);
   }
-  if (new_row) {
-    const __half kc = __float2half_rn(rotate(kn1, kn2));
-    const __half vc = __float2half_rn(vn);
-    knew_s[qd] = kc;
-    vnew_s[qd] = vc;
+  if (new_row) {  // whole warps (D is a multiple of 32): a q8 group is a warp
     const size_t row = head_off + static_cast<size_t>(pos) * D;
-    a.k_cache[row + qd] = kc;
-    a.v_cache[row + qd] = vc;
+    if constexpr (kQ8) {
+      const Q8Lane kq = q8_quantize_warp(rotate(kn1, kn2)), vq = q8_quantize_warp(vn);
+      knew_s[qd] = kq.value;
+      vnew_s[qd] = vq.value;
+      a.k_cache[row + qd] = kq.q;
+      a.v_cache[row + qd] = vq.q;
+      if (lane == 0) {
+        a.k_scale[(row + qd) / kQ8Group] = kq.scale;
+        a.v_scale[(row + qd) / kQ8Group] = vq.scale;
+      }
+    } else {
+      const __half kc = __float2half_rn(rotate(kn1, kn2));
+      const __half vc = __float2half_rn(vn);
+      knew_s[qd] = kc;
+      vnew_s[qd] = vc;
+      a.k_cache[row + qd] = kc;
+      a.v_cache[row + qd] = vc;
+    }
   }
   __syncthreads();
 
@@ -199,8 +254,13 @@ __global__ void __launch_bounds__(32 * kWarps)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
 
   for (int c = warp; c < chunks; c += kWarps) {
-    if (c != warp) issue(c);
-    cp_async_wait<0>();
+    if constexpr (kQ8) {  // this chunk from registers, the warp's next one into them
+      store_q8();
+      if (c + kWarps < chunks) load_q8(c + kWarps);
+    } else {
+      if (c != warp) issue(c);
+      cp_async_wait<0>();
+    }
     const int kb = k0 + c * kChunk;
     if (owns_new && pos - kb < kChunk) {  // the new key's row (its copy was skipped)
       const int r = pos - kb;
@@ -347,10 +407,10 @@ __global__ void __launch_bounds__(32 * kWarps)
   if (tid == 0) *counter = 0u;  // ready for the next launch
 }
 
-template <int D, int W, bool kMulti>
-void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream_t stream) {
+template <typename C, int D, int W, bool kMulti>
+void launch(const DecodeAttention<C>& a, int splits, int device, cudaStream_t stream) {
   constexpr size_t smem = Smem<D, W>::total;
-  auto kernel = attention_decode_mma_kernel<D, W, kMulti>;
+  auto kernel = attention_decode_mma_kernel<C, D, W, kMulti>;
   if constexpr (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
@@ -374,8 +434,8 @@ void launch(const DecodeAttention<__half>& a, int splits, int device, cudaStream
 
 // a.mma_warps, or 8 where their shared memory fits a block (150 KB at head_dim 128: Hopper and
 // A100, not the 99 KB of sm_86 / sm_89), else 4. EXQ_ATTN_WARPS=4: 4 by default (A/B timing).
-template <int D>
-void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
+template <typename C, int D>
+void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   static const bool four = [] {
     const char* e = std::getenv("EXQ_ATTN_WARPS");
     return e != nullptr && std::strcmp(e, "4") == 0;
@@ -387,13 +447,13 @@ void launch(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   const bool eight = warps == 8 && fits;
   if (attention_decode_multi(a)) {
     if (eight)
-      launch<D, 8, true>(a, splits, device, stream);
+      launch<C, D, 8, true>(a, splits, device, stream);
     else
-      launch<D, 4, true>(a, splits, device, stream);
+      launch<C, D, 4, true>(a, splits, device, stream);
   } else if (eight) {
-    launch<D, 8, false>(a, splits, device, stream);
+    launch<C, D, 8, false>(a, splits, device, stream);
   } else {
-    launch<D, 4, false>(a, splits, device, stream);
+    launch<C, D, 4, false>(a, splits, device, stream);
   }
 }
 
@@ -409,9 +469,16 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 
 void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
-    launch<64>(a, splits, stream);
+    launch<__half, 64>(a, splits, stream);
   else
-    launch<128>(a, splits, stream);
+    launch<__half, 128>(a, splits, stream);
+}
+
+void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cudaStream_t stream) {
+  if (a.head_dim == 64)
+    launch<int8_t, 64>(a, splits, stream);
+  else
+    launch<int8_t, 128>(a, splits, stream);
 }
 
 }  // namespace exq::cuda

@@ -16,5 +16,7 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 // `splits`: blocks per kv head asked for (attention_decode_splits); at most as many as are
 // resident at once are launched.
 void attention_decode_mma_cuda(const DecodeAttention<__half>& args, int splits, cudaStream_t stream);
+// The q8 cache (k_scale, v_scale set): chunks are dequantized to f16 as they are loaded.
+void attention_decode_mma_cuda(const DecodeAttention<int8_t>& args, int splits, cudaStream_t stream);
 
 }  // namespace exq::cuda

@@ -60,6 +60,18 @@ template <typename C>
 void kv_append_cuda(const float* k, const float* v, C* k_cache, C* v_cache, int tokens,
                     int kv_heads, int head_dim, int capacity, StartPos start, cudaStream_t stream);
 
+// ---- kv_q8.cu ------------------------------------------------------------------------------
+// The q8 cache (model/kv_quant.h): codes [kv_heads, capacity, head_dim] int8 and a scale
+// [kv_heads, capacity, head_dim / 32] fp16 per 32 values. k, v: [tokens, kv_heads, head_dim]
+// f32 written at positions [start_pos, start_pos + tokens); head_dim a multiple of 32.
+void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* k_scale, int8_t* v_cache,
+                       __half* v_scale, int tokens, int kv_heads, int head_dim, int capacity, StartPos start,
+                       cudaStream_t stream);
+// out [kv_heads, capacity, head_dim] f16: rows [0, start_pos + tokens) of the cache as it reads
+// back (the prefill attention runs on them).
+void kv_dequant_q8_cuda(const int8_t* cache, const __half* scale, __half* out, int kv_heads, int capacity,
+                        int head_dim, int tokens, StartPos start, cudaStream_t stream);
+
 // ---- attention.cu -------------------------------------------------------------------------
 // Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
 // __half}) that already holds positions [0, start_pos + tokens). q, out: [tokens, heads,

@@ -59,8 +59,14 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
             gpu::kAttentionMaxHeadDim);
   EXQ_CHECK(d.kv_heads > 0 && d.heads % d.kv_heads == 0,
             "cuda: {} attention heads are not a multiple of {} kv heads", d.heads, d.kv_heads);
-  EXQ_CHECK(o.kv_cache == DType::F16 || o.kv_cache == DType::F32,
-            "cuda: the KV cache must be F16 or F32, got {}", dtype_name(o.kv_cache));
+  EXQ_CHECK(o.kv_cache == DType::F16 || o.kv_cache == DType::F32 || o.kv_cache == DType::I8,
+            "cuda: the KV cache must be F16, F32 or I8 (q8_0), got {}", dtype_name(o.kv_cache));
+  EXQ_CHECK(o.kv_cache != DType::I8 || gpu::attention_decode_q8_supports(static_cast<int>(d.heads),
+                                                                         static_cast<int>(d.kv_heads),
+                                                                         static_cast<int>(d.head_dim)),
+            "cuda: the q8_0 KV cache needs head_dim 64 or 128 and at most 16 attention heads per kv head; "
+            "this model has head_dim {} and {} / {} heads (use the f16 cache)",
+            d.head_dim, d.heads, d.kv_heads);
   EXQ_CHECK(o.prefill_chunk >= 1, "cuda: prefill chunk must be >= 1, got {}", o.prefill_chunk);
   EXQ_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers,
             "cuda: model has {} layers, config says {}", w.layers.size(), c.num_hidden_layers);
@@ -90,8 +96,11 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   }
   const bool share_head = w.head_tied && (w.embed.dtype() == DType::F16 || w.embed.dtype() == DType::BF16);
   if (!share_head) add(*w.head, false);
-  const size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 *
-                    rounded(static_cast<size_t>(seqs * d.kv_heads * capacity * d.head_dim) * dtype_size(o.kv_cache));
+  const auto cache_elems = static_cast<size_t>(seqs * d.kv_heads * capacity * d.head_dim);
+  size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems * dtype_size(o.kv_cache));
+  if (o.kv_cache == DType::I8)  // the scales, and one sequence's layer as f16 for the prefill
+    kv += static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems / 32 * 2) +
+          2 * rounded(cache_elems / static_cast<size_t>(seqs) * 2);
   const size_t scratch = Activations::bytes(d, chunk) + rounded(static_cast<size_t>(chunk * d.vocab) * 4) +
                          Activations::bytes(d, 1) + rounded(static_cast<size_t>(d.vocab) * 4) +
                          rounded(static_cast<size_t>(max_exl2) * 2) + kCublasWorkspace +
@@ -153,6 +162,13 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     G.v_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     CUDA_CHECK(cudaMemsetAsync(G.k_cache.raw(), 0, G.k_cache.nbytes(), s));
     CUDA_CHECK(cudaMemsetAsync(G.v_cache.raw(), 0, G.v_cache.nbytes(), s));
+    if (q8()) {
+      const Shape scales = {seqs * d.kv_heads, capacity, d.head_dim / 32};
+      G.k_scale = gpu::DeviceTensor(DType::F16, scales, a, s);
+      G.v_scale = gpu::DeviceTensor(DType::F16, scales, a, s);
+      CUDA_CHECK(cudaMemsetAsync(G.k_scale.raw(), 0, G.k_scale.nbytes(), s));
+      CUDA_CHECK(cudaMemsetAsync(G.v_scale.raw(), 0, G.v_scale.nbytes(), s));
+    }
     for (const GpuLinear* g : {G.q.get(), G.k.get(), G.v.get(), G.o.get(), G.gate.get(), G.up.get(), G.down.get()})
       weight_bytes += g->weight_bytes();
     weight_bytes += 2 * G.attn_norm.nbytes();
@@ -160,6 +176,10 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
   final_norm = upload_f32(w.final_norm);
+  if (q8()) {
+    q8_keys = gpu::DeviceTensor(DType::F16, {d.kv_heads, capacity, d.head_dim}, a, s);
+    q8_values = gpu::DeviceTensor(DType::F16, {d.kv_heads, capacity, d.head_dim}, a, s);
+  }
   const bool share = w.head_tied && (embed.dtype() == DType::F16 || embed.dtype() == DType::BF16);
   head = std::make_unique<GpuLinear>(*w.head, false, a, s, w.head_tied ? "lm_head (tied)" : "lm_head",
                                      share ? embed.view() : gpu::DeviceView());
@@ -230,7 +250,8 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
 void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
-  const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
+  const bool fast_attention =
+      gpu::attention_prefill_fast_supports(q8() ? DType::F16 : opts.kv_cache, dims.head_dim);
   gpu::embedding(v.ids, embed, v.x, s);
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -241,15 +262,27 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
       L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
     qk_norm(L, v.q, v.k);
     if (batch_rows > 0) {  // rotary and append inside the decode attention
-      if (opts.kv_cache == DType::F16)
+      if (q8())
+        attend_rows<int8_t>(L, v, batch_rows);
+      else if (opts.kv_cache == DType::F16)
         attend_rows<__half>(L, v, batch_rows);
       else
         attend_rows<float>(L, v, batch_rows);
     } else {
-      const gpu::DeviceView kc = kcache(L), vc = vcache(L);
+      gpu::DeviceView kc = kcache(L), vc = vcache(L);
       gpu::rotary(v.q, cos, sin, start, s);
       gpu::rotary(v.k, cos, sin, start, s);
-      gpu::kv_append(v.k, v.v, kc, vc, start, s);
+      if (q8()) {  // appended as codes, attended as they read back (f16)
+        const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
+        gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
+        const int T = static_cast<int>(v.q.dim(0));
+        gpu::kv_dequant_q8(kc, ksc, q8_keys.view(), T, start, s);
+        gpu::kv_dequant_q8(vc, vsc, q8_values.view(), T, start, s);
+        kc = q8_keys.view();
+        vc = q8_values.view();
+      } else {
+        gpu::kv_append(v.k, v.v, kc, vc, start, s);
+      }
       if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
         gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s);
       else
@@ -305,8 +338,17 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all
 
 // ---- CudaLlama ----------------------------------------------------------------------------
 
+namespace {
+
+CudaOptions with_model_cache(const model::LlamaModel& model, CudaOptions o) {
+  if (model.kv_quant() == model::KvQuant::kQ8) o.kv_cache = DType::I8;
+  return o;
+}
+
+}  // namespace
+
 CudaLlama::CudaLlama(const model::LlamaModel& model, const CudaOptions& options)
-    : CudaLlama(model.config(), model.weights(), options) {}
+    : CudaLlama(model.config(), model.weights(), with_model_cache(model, options)) {}
 
 CudaLlama::CudaLlama(const io::ModelConfig& config, const model::LlamaWeights& weights,
                      const CudaOptions& options)
@@ -425,9 +467,9 @@ CudaLlama::Stats CudaLlama::stats() const {
   const Impl& m = *impl_;
   Stats st;
   st.weight_bytes = m.weight_bytes;
+  const auto row = static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim);
   st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 *
-                          static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim) *
-                          dtype_size(m.opts.kv_cache);
+                          (row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0));
   st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;

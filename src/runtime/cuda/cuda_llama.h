@@ -28,7 +28,10 @@ namespace exq::runtime::cuda {
 struct CudaOptions {
   int device = 0;
   int64_t max_context = 0;     // KV cache positions; 0: min(max_position_embeddings, 4096)
-  DType kv_cache = DType::F16;  // F16 or F32
+  // F16, F32, or I8: the q8_0 cache (model/kv_quant.h: int8 codes and an fp16 scale per 32
+  // values; head_dim 64 or 128). A CudaLlama built from a LlamaModel takes I8 when the model's
+  // kv_quant() is q8.
+  DType kv_cache = DType::F16;
   int64_t prefill_chunk = 512;  // tokens per prefill pass (bounds the activation memory)
   // Device bytes for everything exq allocates (weights, cache, scratch); unlimited: what the
   // device has free.

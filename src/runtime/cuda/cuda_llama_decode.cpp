@@ -18,23 +18,44 @@ namespace exq::runtime::cuda {
 // tensor-core kernel and an EXL2 o projection it also writes o's staged input (no staging
 // launch; EXQ_DECODE_O_STAGE=launch keeps the launch, for timing).
 template <typename C>
-bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
+gpu::DecodeAttention<C> CudaLlama::Impl::decode_args(const LayerGpu& L, const Views& v) const {
   gpu::DecodeAttention<C> a{
       .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
       .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
-      .k_cache = static_cast<C*>(kcache(L).raw()), .v_cache = static_cast<C*>(vcache(L).raw()),
+      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
       .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
       .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
       .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
-      .position_ptr = pos_ptr(), .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
+      .max_keys = static_cast<int>(capacity), .scale = scale(), .pdl = pdl};
+  if constexpr (std::is_same_v<C, int8_t>) {
+    a.k_scale = static_cast<__half*>(L.k_scale.raw());
+    a.v_scale = static_cast<__half*>(L.v_scale.raw());
+  }
+  return a;
+}
+
+template <typename C>
+bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
+  gpu::DecodeAttention<C> a = decode_args<C>(L, v);
+  // The selected sequence's caches (its first kv head).
+  const int64_t first = static_cast<int64_t>(cur) * cache_elems();
+  a.k_cache += first;
+  a.v_cache += first;
+  if (a.k_scale != nullptr) {
+    a.k_scale += first / 32;
+    a.v_scale += first / 32;
+  }
+  a.position_ptr = pos_ptr();
   bool staged = false;
-  if constexpr (std::is_same_v<C, __half>) {
+  if constexpr (!std::is_same_v<C, float>) {  // the tensor-core kernel (q8: always)
     static const bool launch = [] {
       const char* e = std::getenv("EXQ_DECODE_O_STAGE");
       return e != nullptr && std::string(e) == "launch";
     }();
     const gpu::Exl2Layer* o = L.o->exl2_layer();
-    if (!launch && o != nullptr && gpu::attention_decode_uses_mma(a)) {
+    bool mma = true;
+    if constexpr (std::is_same_v<C, __half>) mma = gpu::attention_decode_uses_mma(a);
+    if (!launch && o != nullptr && mma) {
       const gpu::Exl2Scratch sc = exl2_ws.scratch(0);
       a.xq16 = reinterpret_cast<__half*>(sc.xq);
       a.x_pos = o->x_pos();
@@ -98,7 +119,9 @@ void CudaLlama::Impl::decode_body() {
     qk_norm(L, v.q, v.k);  // qwen3 only
     bool o_staged = false;
     if (on("attention"))
-      o_staged = opts.kv_cache == DType::F16 ? attend<__half>(L, v) : attend<float>(L, v);
+      o_staged = q8()                         ? attend<int8_t>(L, v)
+                 : opts.kv_cache == DType::F16 ? attend<__half>(L, v)
+                                               : attend<float>(L, v);
     if (on("o")) {
       o_staged_layers += o_staged ? 1 : 0;
       if (o_staged)
@@ -181,15 +204,9 @@ gpu::DeviceView CudaLlama::Impl::decode() {
 template <typename C>
 void CudaLlama::Impl::attend_rows(const LayerGpu& L, const Views& v, int rows) {
   const int32_t* io = batch_io.view().data<int32_t>();
-  gpu::DecodeAttention<C> a{
-      .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
-      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
-      .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
-      .out = v.att.data<float>(), .workspace = batch_ws.view().data<float>(),
-      .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
-      .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
-      .position_ptr = io + CudaLlama::kMaxBatchRows, .max_keys = static_cast<int>(capacity), .scale = scale(),
-      .pdl = pdl};
+  gpu::DecodeAttention<C> a = decode_args<C>(L, v);
+  a.workspace = batch_ws.view().data<float>();
+  a.position_ptr = io + CudaLlama::kMaxBatchRows;
   a.rows = rows;
   a.cache_index = io + 2 * CudaLlama::kMaxBatchRows;
   a.cache_stride = cache_elems();
@@ -199,6 +216,7 @@ void CudaLlama::Impl::attend_rows(const LayerGpu& L, const Views& v, int rows) {
 // layers_prefill (cuda_llama.cpp) runs them.
 template void CudaLlama::Impl::attend_rows<float>(const LayerGpu&, const Views&, int);
 template void CudaLlama::Impl::attend_rows<__half>(const LayerGpu&, const Views&, int);
+template void CudaLlama::Impl::attend_rows<int8_t>(const LayerGpu&, const Views&, int);
 
 void CudaLlama::Impl::batch_body(int rows) {
   const Views v(*pass, dims, rows);

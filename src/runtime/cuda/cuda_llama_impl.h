@@ -34,6 +34,7 @@ struct LayerGpu {
   gpu::DeviceTensor q_norm, k_norm;       // qwen3: [head_dim] F32 (each head of q, k), else empty
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
   gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
+  gpu::DeviceTensor k_scale, v_scale;  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]
   // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
   GpuLinearGroup qkv, gate_up;
 };
@@ -95,6 +96,7 @@ class CudaLlama::Impl {
   std::vector<int64_t> lengths;
   gpu::DeviceView kcache(const LayerGpu& L) const { return seq_view(L.k_cache); }
   gpu::DeviceView vcache(const LayerGpu& L) const { return seq_view(L.v_cache); }
+  bool q8() const { return opts.kv_cache == DType::I8; }
   gpu::DeviceView seq_view(const gpu::DeviceTensor& t) const {
     return t.view().slice0(cur * dims.kv_heads, (cur + 1) * dims.kv_heads);
   }
@@ -127,6 +129,9 @@ class CudaLlama::Impl {
   gpu::CublasHandle cublas;
   gpu::Exl2Workspace exl2_ws;
   gpu::DeviceTensor cublas_ws, embed, final_norm, cos, sin, dequant;
+  // q8 cache: the selected sequence's keys and values of one layer as f16, for the prefill
+  // attention (F16 [kv_heads, capacity, head_dim] each).
+  gpu::DeviceTensor q8_keys, q8_values;
   std::unique_ptr<GpuLinear> head;
   std::vector<LayerGpu> layers;
   // Single-token step: persistent buffers, which the captured graph refers to.
@@ -186,6 +191,9 @@ class CudaLlama::Impl {
   // Returns true when the attention also staged its output for L.o (forward_staged).
   template <typename C>
   bool attend(const LayerGpu& L, const Views& v);
+  // The attention arguments every decode launch shares (caches of the whole layer, scales).
+  template <typename C>
+  gpu::DecodeAttention<C> decode_args(const LayerGpu& L, const Views& v) const;
   // Captures what `body` launches on the stream into an instantiated graph; exq::Error naming
   // `what` when CUDA refuses it.
   cudaGraphExec_t capture_graph(const std::string& what, const std::function<void()>& body);

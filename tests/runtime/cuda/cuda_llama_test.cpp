@@ -1,5 +1,5 @@
 // CudaLlama on tiny random Llama folders (dense F16 / BF16 / F32, biases, tied head, EXL2 with
-// mixed widths and an EXL2 head) against the CPU LlamaModel: chunked prefill (cuBLAS and the
+// mixed widths and an EXL2 head; f16, f32 and q8_0 caches) against the CPU LlamaModel: chunked prefill (cuBLAS and the
 // EXL2 dequantize path) and 20 decode steps, the last 19 replayed from the CUDA graph; graph
 // replay bit-identical to eager steps; the device-side entry points; errors. Host logic that
 // needs no GPU runs everywhere.
@@ -44,6 +44,7 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   const Case& c = GetParam();
   const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_tiny_") + c.name), c.spec);
   model::LlamaModel cpu = model::LlamaModel::load(dir);
+  if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
   CudaOptions o;
   o.max_context = 64;
   o.kv_cache = c.kv;
@@ -91,6 +92,7 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   const Case& c = GetParam();
   const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_seqs_") + c.name), c.spec);
   model::LlamaModel cpu = model::LlamaModel::load(dir);
+  if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
   CudaOptions o;
   o.max_context = 64;
   o.kv_cache = c.kv;
@@ -183,6 +185,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3_f16_bias", spec(DType::F16, false, true, true, 8, 32, true), DType::F16,
                            5e-3},
                       Case{"qwen3_exl2_hd64", spec(DType::F16, true, false, false, 10, 64, true), DType::F16,
+                           5e-3},
+                      // The q8_0 cache (I8): codes + scales on the device, the CPU's f32 rows
+                      // rounded to the same values.
+                      Case{"exl2_hd64_q8", spec(DType::F16, true, false, false, 7, 64), DType::I8, 5e-3},
+                      Case{"f16_bias_hd128_q8", spec(DType::F16, false, true, false, 11, 128), DType::I8, 5e-3},
+                      Case{"qwen3_exl2_hd64_q8", spec(DType::F16, true, false, false, 10, 64, true), DType::I8,
                            5e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -321,6 +329,22 @@ TEST_F(CudaLlamaGraph, TooSmallBudgetIsAClearError) {
   o.max_context = 48;
   o.kv_cache = DType::BF16;
   EXPECT_THROW({ CudaLlama m(*model_, o); }, Error);
+}
+
+// The q8 cache has only the tensor-core decode attention: head_dim 32 is refused by name, and a
+// model set to q8 passes that on to the CudaLlama built from it.
+TEST_F(CudaLlamaGraph, Q8CacheNeedsTheTensorCoreShapes) {
+  CudaOptions o = options(true);
+  o.kv_cache = DType::I8;
+  try {
+    CudaLlama m(*model_, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q8_0 KV cache needs head_dim 64 or 128"), std::string::npos) << e.what();
+  }
+  model_->set_kv_quant(model::KvQuant::kQ8);
+  EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
+  model_->set_kv_quant(model::KvQuant::kNone);
 }
 
 // ---- host logic: runs without a GPU ------------------------------------------------------

@@ -1,0 +1,27 @@
+// KV cache quantization: the q8 cache (llama.cpp's q8_0 layout): each 32 consecutive values of
+// a key or value row (one token, one kv head) are stored as int8 q and one fp16 scale
+// s = fp16(max |x| / 127); q = clamp(rint(x / s), -127, 127) (0 where s is 0) and the value read
+// back is fp16(q * s). The CUDA cache (backend/cuda/kv_quant.cu) stores exactly this; the CPU
+// cache keeps f32 rows and rounds them to these values as they are written.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace exq::model {
+
+enum class KvQuant : uint8_t { kNone, kQ8 };
+
+inline constexpr int kKvQ8Group = 32;
+
+// "f16" -> kNone, "q8" or "q8_0" -> kQ8.
+std::optional<KvQuant> kv_quant_from_name(std::string_view name);
+std::string_view kv_quant_name(KvQuant q);  // "f16", "q8_0"
+
+// One group of kKvQ8Group values: the int8 codes and the scale's fp16 bits.
+uint16_t kv_q8_quantize(const float* x, int8_t* q);
+// Replaces n values (a multiple of kKvQ8Group) by what the q8 cache reads back.
+void kv_q8_round(float* x, int64_t n);
+
+}  // namespace exq::model

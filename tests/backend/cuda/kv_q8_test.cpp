@@ -1,0 +1,270 @@
+// The q8 KV cache on the GPU: append and dequantization against model/kv_quant.h bit for bit,
+// and the tensor-core decode attention over a q8 cache (new row quantized by the kernel) against
+// a double-precision loop over the values the cache reads back. Scales past the filled rows
+// are NaN, so any read beyond them shows up in the output.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_cache.h"
+#include "cuda_test_util.h"
+#include "model/kv_quant.h"
+
+namespace exq::cuda {
+namespace {
+
+using test::CudaTest;
+
+constexpr int kG = model::kKvQ8Group;
+constexpr uint16_t kNanHalf = 0x7e00;
+
+// Host mirror of a q8 cache [kv_heads, capacity, hd]: codes, scales, and the values read back.
+struct Q8Mirror {
+  int64_t kv_heads, capacity, hd;
+  Tensor codes, scales;
+  Q8Mirror(int64_t h, int64_t c, int64_t d)
+      : kv_heads(h), capacity(c), hd(d), codes(Tensor::zeros(DType::I8, {h, c, d})), scales(DType::F16, {h, c, d / kG}) {
+    for (uint16_t& s : scales.span<uint16_t>()) s = kNanHalf;
+  }
+  // Stores x (hd values) at (head, pos) as the cache would.
+  void put(int64_t head, int64_t pos, const float* x) {
+    const int64_t row = head * capacity + pos;
+    for (int64_t g = 0; g < hd / kG; ++g)
+      scales.data<uint16_t>()[row * (hd / kG) + g] =
+          model::kv_q8_quantize(x + g * kG, codes.data<int8_t>() + row * hd + g * kG);
+  }
+  float value(int64_t i) const {
+    return half_to_float(float_to_half(static_cast<float>(codes.data<int8_t>()[i]) *
+                                       half_to_float(scales.data<uint16_t>()[i / kG])));
+  }
+  Tensor values() const {  // f32 [kv_heads, capacity, hd]
+    Tensor t(DType::F32, {kv_heads, capacity, hd});
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = value(i);
+    return t;
+  }
+};
+
+// Random rows with an outlier channel in every other group.
+Tensor rows_with_outliers(Shape shape, uint32_t seed) {
+  Tensor t = test::random_f32(std::move(shape), seed, -2.0f, 2.0f);
+  for (int64_t i = 0; i < t.numel(); i += 2 * kG) t.data<float>()[i + (i / 64) % kG] *= 30.0f;
+  return t;
+}
+
+class KvQ8 : public CudaTest, public ::testing::WithParamInterface<int64_t> {};
+
+TEST_P(KvQ8, AppendAndDequantMatchCpu) {
+  const int64_t kv_heads = 3, capacity = 40, hd = GetParam();
+  Q8Mirror k_m(kv_heads, capacity, hd), v_m(kv_heads, capacity, hd);
+  DeviceTensor kc = upload(k_m.codes), vc = upload(v_m.codes), ks = upload(k_m.scales), vs = upload(v_m.scales);
+  DeviceTensor dstart = empty(DType::I32, {1});
+  uint32_t seed = 11;
+  int start = 0;
+  int chunk = 0;
+  for (int64_t tokens : {11, 1, 1, 5, 7}) {
+    const Tensor k = rows_with_outliers({tokens, kv_heads, hd}, seed++);
+    const Tensor v = rows_with_outliers({tokens, kv_heads, hd}, seed++);
+    DeviceTensor dk = upload(k), dv = upload(v);
+    if (chunk++ % 2 == 1) {  // the position from device memory (a graph's pass)
+      const int32_t s32 = start;
+      CUDA_CHECK(cudaMemcpyAsync(dstart.raw(), &s32, 4, cudaMemcpyHostToDevice, stream()));
+      kv_append_q8(dk, dv, kc, ks, vc, vs, StartPos(start, dstart.view().data<int32_t>()), stream());
+    } else {
+      kv_append_q8(dk, dv, kc, ks, vc, vs, start, stream());
+    }
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        k_m.put(h, start + t, k.data<float>() + (t * kv_heads + h) * hd);
+        v_m.put(h, start + t, v.data<float>() + (t * kv_heads + h) * hd);
+      }
+    start += static_cast<int>(tokens);
+  }
+  for (const auto& [dev, host, what] : {std::tuple{&kc, &k_m.codes, "key codes"}, {&vc, &v_m.codes, "value codes"},
+                                        {&ks, &k_m.scales, "key scales"}, {&vs, &v_m.scales, "value scales"}}) {
+    const Tensor back = download(*dev);
+    EXPECT_EQ(std::memcmp(back.raw(), host->raw(), host->nbytes()), 0) << what;
+  }
+  // Rows [0, 20 + 5) as f16; the rest of the output is left as it was.
+  DeviceTensor out = empty(DType::F16, {kv_heads, capacity, hd});
+  CUDA_CHECK(cudaMemsetAsync(out.raw(), 0xff, out.nbytes(), stream()));
+  kv_dequant_q8(kc, ks, out, 5, 20, stream());
+  const Tensor got = download(out);
+  for (int64_t h = 0; h < kv_heads; ++h)
+    for (int64_t p = 0; p < capacity; ++p)
+      for (int64_t d = 0; d < hd; ++d) {
+        const int64_t i = (h * capacity + p) * hd + d;
+        const uint16_t want = p < 25 ? float_to_half(k_m.value(i)) : uint16_t{0xffff};
+        ASSERT_EQ(got.data<uint16_t>()[i], want) << "head " << h << " row " << p << " dim " << d;
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, KvQ8, ::testing::Values(int64_t{64}, int64_t{128}),
+                         [](const auto& info) { return "hd" + std::to_string(info.param); });
+
+std::vector<double> attention_ref(const Tensor& q, const Tensor& k, const Tensor& v, int pos, double scale) {
+  const int64_t heads = q.dim(1), hd = q.dim(2), kv_heads = k.dim(0), capacity = k.dim(1);
+  std::vector<double> out(static_cast<size_t>(q.numel()));
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t kvh = h / (heads / kv_heads);
+    std::vector<double> s(static_cast<size_t>(pos + 1));
+    double m = -INFINITY, l = 0.0;
+    for (int64_t j = 0; j <= pos; ++j) {
+      double acc = 0.0;
+      for (int64_t d = 0; d < hd; ++d)
+        acc += static_cast<double>(q.data<float>()[h * hd + d]) * k.data<float>()[(kvh * capacity + j) * hd + d];
+      m = std::max(m, s[static_cast<size_t>(j)] = acc * scale);
+    }
+    for (double& x : s) l += (x = std::exp(x - m));
+    for (int64_t d = 0; d < hd; ++d) {
+      double acc = 0.0;
+      for (int64_t j = 0; j <= pos; ++j) acc += s[static_cast<size_t>(j)] * v.data<float>()[(kvh * capacity + j) * hd + d];
+      out[static_cast<size_t>(h * hd + d)] = acc / l;
+    }
+  }
+  return out;
+}
+
+// The runtime's step over a q8 cache: rotary, the new row quantized into the cache and attended
+// as read back, pdl, several steps on one workspace, 8 and 4 warps.
+class KvQ8Decode : public CudaTest {};
+
+TEST_F(KvQ8Decode, AttentionOverTheCacheAsItReadsBack) {
+  struct Case {
+    int64_t heads, kv_heads, hd;
+    int start, splits;
+  };
+  const std::vector<Case> cases = {{32, 8, 128, 0, 0},  {32, 8, 128, 190, 0}, {32, 8, 128, 1021, 5},
+                                   {9, 3, 64, 126, 0},  {9, 3, 64, 700, 64},  {24, 2, 128, 63, 3},
+                                   {4, 4, 64, 300, 1},  {16, 1, 64, 2100, 0}};
+  ASSERT_TRUE(attention_decode_q8_supports(32, 8, 128));
+  ASSERT_FALSE(attention_decode_q8_supports(4, 2, 96));
+  ASSERT_FALSE(attention_decode_q8_supports(34, 2, 128));  // 17 q heads per kv head
+  constexpr int kSteps = 3;
+  uint32_t seed = 301;
+  for (const Case& c : cases) {
+    const int64_t capacity = c.start + kSteps + 5, half = c.hd / 2;
+    Q8Mirror k_m(c.kv_heads, capacity, c.hd), v_m(c.kv_heads, capacity, c.hd);
+    {
+      const Tensor k0 = rows_with_outliers({c.kv_heads, capacity, c.hd}, seed++);
+      const Tensor v0 = rows_with_outliers({c.kv_heads, capacity, c.hd}, seed++);
+      for (int64_t h = 0; h < c.kv_heads; ++h)
+        for (int64_t p = 0; p < c.start; ++p) {
+          k_m.put(h, p, k0.data<float>() + (h * capacity + p) * c.hd);
+          v_m.put(h, p, v0.data<float>() + (h * capacity + p) * c.hd);
+        }
+    }
+    Tensor cos_t(DType::F32, {capacity, half}), sin_t(DType::F32, {capacity, half});
+    for (int64_t p = 0; p < capacity; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = static_cast<double>(p) * std::pow(10000.0, -2.0 * static_cast<double>(i) / c.hd);
+        cos_t.data<float>()[p * half + i] = static_cast<float>(std::cos(a));
+        sin_t.data<float>()[p * half + i] = static_cast<float>(std::sin(a));
+      }
+    DeviceTensor kc = upload(k_m.codes), vc = upload(v_m.codes), ks = upload(k_m.scales), vs = upload(v_m.scales);
+    DeviceTensor dcos = upload(cos_t), dsin = upload(sin_t), dpos = empty(DType::I32, {1});
+    DeviceTensor dout = empty(DType::F32, {1, c.heads, c.hd});
+    DeviceTensor ws = empty(DType::F32, {static_cast<int64_t>(attention_decode_workspace_floats(
+                                            static_cast<int>(c.heads), static_cast<int>(c.hd)))});
+    attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+    auto rotate = [&](const float* x, float* y, int64_t p) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float co = cos_t.data<float>()[p * half + i], si = sin_t.data<float>()[p * half + i];
+        y[i] = x[i] * co - x[i + half] * si;
+        y[i + half] = x[i + half] * co + x[i] * si;
+      }
+    };
+    for (int step = 0; step < kSteps; ++step) {
+      const int pos = c.start + step;
+      const Tensor q = test::random_f32({1, c.heads, c.hd}, seed++, -2.0f, 2.0f);
+      const Tensor k = rows_with_outliers({c.kv_heads, c.hd}, seed++);
+      const Tensor v = rows_with_outliers({c.kv_heads, c.hd}, seed++);
+      Tensor qr(DType::F32, q.shape());
+      for (int64_t h = 0; h < c.heads; ++h) rotate(q.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
+      DeviceTensor dq = upload(q), dkn = upload(k), dvn = upload(v);
+      const int32_t pos32 = pos;
+      CUDA_CHECK(cudaMemcpyAsync(dpos.raw(), &pos32, sizeof(pos32), cudaMemcpyHostToDevice, stream()));
+      const std::string what = "q8 H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
+                               " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos);
+      for (int warps : {0, 4}) {
+        DecodeAttention<int8_t> a;
+        a.q = dq.view().data<float>();
+        a.k_new = dkn.view().data<float>();
+        a.v_new = dvn.view().data<float>();
+        a.cos = dcos.view().data<float>();
+        a.sin = dsin.view().data<float>();
+        a.k_cache = static_cast<int8_t*>(kc.raw());
+        a.v_cache = static_cast<int8_t*>(vc.raw());
+        a.k_scale = static_cast<__half*>(ks.raw());
+        a.v_scale = static_cast<__half*>(vs.raw());
+        a.out = dout.view().data<float>();
+        a.workspace = ws.view().data<float>();
+        a.heads = static_cast<int>(c.heads);
+        a.kv_heads = static_cast<int>(c.kv_heads);
+        a.head_dim = static_cast<int>(c.hd);
+        a.capacity = static_cast<int>(capacity);
+        a.position_ptr = dpos.view().data<int32_t>();
+        a.max_keys = static_cast<int>(capacity);
+        a.splits = c.splits;
+        a.scale = scale;
+        a.pdl = true;
+        a.mma_warps = warps;
+        attention_decode_cuda(a, stream());
+        // The new rows: v exactly as the host quantizes it; k from the kernel's own rotation
+        // (an ulp apart from the host's at most: a code may move by one).
+        for (int64_t h = 0; h < c.kv_heads; ++h) {
+          std::vector<float> kr(static_cast<size_t>(c.hd));
+          rotate(k.data<float>() + h * c.hd, kr.data(), pos);
+          k_m.put(h, pos, kr.data());
+          v_m.put(h, pos, v.data<float>() + h * c.hd);
+        }
+        const Tensor gkc = download(kc), gks = download(ks), gvc = download(vc), gvs = download(vs);
+        for (int64_t h = 0; h < c.kv_heads; ++h) {
+          const int64_t row = h * capacity + pos;
+          for (int64_t d = 0; d < c.hd; ++d) {
+            ASSERT_EQ(gvc.data<int8_t>()[row * c.hd + d], v_m.codes.data<int8_t>()[row * c.hd + d]) << what;
+            ASSERT_LE(std::abs(gkc.data<int8_t>()[row * c.hd + d] - k_m.codes.data<int8_t>()[row * c.hd + d]), 1)
+                << what;
+          }
+          for (int64_t g = 0; g < c.hd / kG; ++g) {
+            const int64_t si = row * (c.hd / kG) + g;
+            ASSERT_EQ(gvs.data<uint16_t>()[si], v_m.scales.data<uint16_t>()[si]) << what;
+            ASSERT_NEAR(half_to_float(gks.data<uint16_t>()[si]), half_to_float(k_m.scales.data<uint16_t>()[si]),
+                        1e-3 * half_to_float(k_m.scales.data<uint16_t>()[si]))
+                << what;
+          }
+        }
+        k_m.codes = Tensor::copy_of(gkc.view());  // later steps read the row as the device wrote it
+        k_m.scales = Tensor::copy_of(gks.view());
+        test::expect_close(attention_ref(qr, k_m.values(), v_m.values(), pos, scale), download(dout), 3e-5, 1e-4,
+                           what + " warps=" + std::to_string(warps));
+      }
+    }
+  }
+}
+
+TEST(KvQ8Args, RejectBadLayouts) {
+  using test::fake_view;
+  const DeviceView k = fake_view(DType::F32, {4, 3, 64}), v = fake_view(DType::F32, {4, 3, 64});
+  const DeviceView kc = fake_view(DType::I8, {3, 16, 64}), ks = fake_view(DType::F16, {3, 16, 2});
+  test::expect_error([&] { kv_append_q8(k, v, kc, ks, kc, ks, 13, nullptr); },
+                     "positions [13, 17) exceed the cache capacity 16");
+  test::expect_error([&] { kv_append_q8(k, v, kc, fake_view(DType::F16, {3, 16, 4}), kc, ks, 0, nullptr); },
+                     "scales must be contiguous F16 [3, 16, 2]");
+  test::expect_error([&] { kv_append_q8(k, v, fake_view(DType::F16, {3, 16, 64}), ks, kc, ks, 0, nullptr); },
+                     "must be contiguous I8");
+  const DeviceView k48 = fake_view(DType::F32, {4, 3, 48});
+  test::expect_error([&] { kv_append_q8(k48, k48, fake_view(DType::I8, {3, 16, 48}), ks, kc, ks, 0, nullptr); },
+                     "head_dim 48 is not a multiple of 32");
+  test::expect_error([&] { kv_dequant_q8(kc, ks, fake_view(DType::F16, {3, 16, 64}), 10, 7, nullptr); },
+                     "positions [0, 17) exceed the cache capacity 16");
+}
+
+}  // namespace
+}  // namespace exq::cuda
