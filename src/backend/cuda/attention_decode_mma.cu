@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   // are dequantized into the chunk buffers.
   constexpr int kP16 = D / 16, kItems = kChunk * kP16 / 32;
   uint4 kr[kItems], vr[kItems];
-  __half2 sc[kItems];  // the k and v scales of item n
+  __half ksc[kItems], vsc[kItems];
   auto load_q8 = [&](int c) {
     if constexpr (kQ8) {
       const int kb = k0 + c * kChunk;
@@ -128,12 +128,13 @@ __global__ void __launch_bounds__(32 * kWarps)
         const int i = lane + 32 * n, r = i / kP16, piece = i % kP16, key = kb + r;
         const bool valid = key < k1 && !(fused && key == pos);
         kr[n] = vr[n] = make_uint4(0u, 0u, 0u, 0u);
-        sc[n] = __half2half2(__ushort_as_half(0));
+        ksc[n] = vsc[n] = __ushort_as_half(0);
         if (valid) {
           const size_t e = static_cast<size_t>(key) * D + piece * 16;
           kr[n] = __ldcg(reinterpret_cast<const uint4*>(k_head + e));
           vr[n] = __ldcg(reinterpret_cast<const uint4*>(v_head + e));
-          sc[n] = __halves2half2(ks_head[e / kQ8Group], vs_head[e / kQ8Group]);
+          ksc[n] = ks_head[e / kQ8Group];
+          vsc[n] = vs_head[e / kQ8Group];
         }
       }
     }
@@ -143,8 +144,8 @@ __global__ void __launch_bounds__(32 * kWarps)
 #pragma unroll
       for (int n = 0; n < kItems; ++n) {
         const int i = lane + 32 * n, r = i / kP16, piece = i % kP16;
-        q8_dequant16(kr[n], __low2half(sc[n]), reinterpret_cast<uint4*>(ks + r * P + piece * 16));
-        q8_dequant16(vr[n], __high2half(sc[n]), reinterpret_cast<uint4*>(vs + r * P + piece * 16));
+        q8_dequant16(kr[n], ksc[n], reinterpret_cast<uint4*>(ks + r * P + piece * 16));
+        q8_dequant16(vr[n], vsc[n], reinterpret_cast<uint4*>(vs + r * P + piece * 16));
       }
     }
   };
