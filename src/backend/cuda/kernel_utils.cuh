@@ -27,6 +27,17 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 // loses ~2 ulp, which adds up through 30 layers.
 __device__ __forceinline__ float swiglu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+// Element idx of new rows [tokens, kv_heads, head_dim] -> its place in a head-major cache
+// [kv_heads, capacity, head_dim] whose first new row is start_pos.
+__device__ __forceinline__ int64_t kv_cache_slot(int64_t idx, int kv_heads, int head_dim, int capacity,
+                                                 int start_pos) {
+  const int d = static_cast<int>(idx % head_dim);
+  const int64_t token_head = idx / head_dim;
+  const int h = static_cast<int>(token_head % kv_heads);
+  const int64_t t = token_head / kv_heads;
+  return (static_cast<int64_t>(h) * capacity + start_pos + t) * head_dim + d;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

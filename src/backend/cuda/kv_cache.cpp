@@ -8,38 +8,26 @@ namespace exq::cuda {
 
 bool kv_cache_supports(DType cache) { return cache == DType::F16 || cache == DType::F32; }
 
-void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache,
-               const DeviceView& v_cache, StartPos start, cudaStream_t stream) {
-  constexpr const char* op = "kv_append";
-  const int start_pos = start.host;
+namespace {
+
+// k, v: F32 [tokens, kv_heads, head_dim] that fit `cache` [kv_heads, capacity, head_dim] from
+// position start.
+void check_new_rows(const DeviceView& k, const DeviceView& v, const DeviceView& cache, StartPos start,
+                    const char* op) {
   check_dtype(k, DType::F32, op, "k");
   check_rank(k, 3, op, "k");
   check_dense(k, op, "k");
   check_dtype(v, DType::F32, op, "v");
   check_shape(v, k.shape(), op, "v");
   check_dense(v, op, "v");
-  check_kv_cache_pair(k_cache, v_cache, op);
-  EXQ_CHECK(k_cache.dim(0) == k.dim(1) && k_cache.dim(2) == k.dim(2),
-            "cuda kv_append: cache {} does not hold k {} ([kv_heads, capacity, head_dim] vs "
+  EXQ_CHECK(cache.rank() == 3 && cache.dim(0) == k.dim(1) && cache.dim(2) == k.dim(2),
+            "cuda {}: cache {} does not hold k {} ([kv_heads, capacity, head_dim] vs "
             "[tokens, kv_heads, head_dim])",
-            shape_str(k_cache.shape()), shape_str(k.shape()));
-  EXQ_CHECK(start_pos >= 0 && start_pos + k.dim(0) <= k_cache.dim(1),
-            "cuda kv_append: positions [{}, {}) exceed the cache capacity {}", start_pos,
-            start_pos + k.dim(0), k_cache.dim(1));
-  const int tokens = checked_int(k.dim(0), op, "tokens");
-  const int kv_heads = checked_int(k.dim(1), op, "kv_heads");
-  const int head_dim = checked_int(k.dim(2), op, "head_dim");
-  const int capacity = checked_int(k_cache.dim(1), op, "capacity");
-  if (k_cache.dtype() == DType::F16)
-    kv_append_cuda(k.data<float>(), v.data<float>(), static_cast<__half*>(k_cache.raw()),
-                   static_cast<__half*>(v_cache.raw()), tokens, kv_heads, head_dim, capacity,
-                   start, stream);
-  else
-    kv_append_cuda(k.data<float>(), v.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                   tokens, kv_heads, head_dim, capacity, start, stream);
+            op, shape_str(cache.shape()), shape_str(k.shape()));
+  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= cache.dim(1),
+            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start.host, start.host + k.dim(0),
+            cache.dim(1));
 }
-
-namespace {
 
 void check_q8_pair(const DeviceView& cache, const DeviceView& scale, const char* op, const char* what) {
   EXQ_CHECK(cache.dtype() == DType::I8 && cache.rank() == 3 && cache.is_contiguous(),
@@ -54,23 +42,33 @@ void check_q8_pair(const DeviceView& cache, const DeviceView& scale, const char*
 
 }  // namespace
 
+void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache,
+               const DeviceView& v_cache, StartPos start, cudaStream_t stream) {
+  constexpr const char* op = "kv_append";
+  check_kv_cache_pair(k_cache, v_cache, op);
+  check_new_rows(k, v, k_cache, start, op);
+  const int tokens = checked_int(k.dim(0), op, "tokens");
+  const int kv_heads = checked_int(k.dim(1), op, "kv_heads");
+  const int head_dim = checked_int(k.dim(2), op, "head_dim");
+  const int capacity = checked_int(k_cache.dim(1), op, "capacity");
+  if (k_cache.dtype() == DType::F16)
+    kv_append_cuda(k.data<float>(), v.data<float>(), static_cast<__half*>(k_cache.raw()),
+                   static_cast<__half*>(v_cache.raw()), tokens, kv_heads, head_dim, capacity,
+                   start, stream);
+  else
+    kv_append_cuda(k.data<float>(), v.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                   tokens, kv_heads, head_dim, capacity, start, stream);
+}
+
+
 void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_scale,
                   const DeviceView& v_cache, const DeviceView& v_scale, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append_q8";
-  check_dtype(k, DType::F32, op, "k");
-  check_rank(k, 3, op, "k");
-  check_dense(k, op, "k");
-  check_dtype(v, DType::F32, op, "v");
-  check_shape(v, k.shape(), op, "v");
-  check_dense(v, op, "v");
   check_q8_pair(k_cache, k_scale, op, "key");
   check_q8_pair(v_cache, v_scale, op, "value");
-  EXQ_CHECK(k_cache.shape() == v_cache.shape() && k_cache.dim(0) == k.dim(1) && k_cache.dim(2) == k.dim(2),
-            "cuda kv_append_q8: caches {} / {} do not hold k {}", shape_str(k_cache.shape()),
-            shape_str(v_cache.shape()), shape_str(k.shape()));
-  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= k_cache.dim(1),
-            "cuda kv_append_q8: positions [{}, {}) exceed the cache capacity {}", start.host, start.host + k.dim(0),
-            k_cache.dim(1));
+  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q8: caches {} and {} differ",
+            shape_str(k_cache.shape()), shape_str(v_cache.shape()));
+  check_new_rows(k, v, k_cache, start, op);
   kv_append_q8_cuda(k.data<float>(), v.data<float>(), static_cast<int8_t*>(k_cache.raw()),
                     static_cast<__half*>(k_scale.raw()), static_cast<int8_t*>(v_cache.raw()),
                     static_cast<__half*>(v_scale.raw()), checked_int(k.dim(0), op, "tokens"),

@@ -16,11 +16,7 @@ __global__ void kv_append_kernel(const float* __restrict__ k, const float* __res
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
   if (start_dev != nullptr) start_pos = *start_dev;
-  const int d = static_cast<int>(idx % head_dim);
-  const int64_t token_head = idx / head_dim;
-  const int h = static_cast<int>(token_head % kv_heads);
-  const int64_t t = token_head / kv_heads;
-  const int64_t dst = (static_cast<int64_t>(h) * capacity + start_pos + t) * head_dim + d;
+  const int64_t dst = kv_cache_slot(idx, kv_heads, head_dim, capacity, start_pos);
   k_cache[dst] = from_float<C>(k[idx]);
   v_cache[dst] = from_float<C>(v[idx]);
 }

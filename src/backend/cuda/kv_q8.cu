@@ -16,11 +16,7 @@ __global__ void kv_append_q8_kernel(const float* __restrict__ k, const float* __
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if ((idx & ~int64_t{31}) >= n) return;  // whole warps: n is a multiple of 32
   if (start_dev != nullptr) start_pos = *start_dev;
-  const int d = static_cast<int>(idx % head_dim);
-  const int64_t token_head = idx / head_dim;
-  const int h = static_cast<int>(token_head % kv_heads);
-  const int64_t t = token_head / kv_heads;
-  const int64_t dst = (static_cast<int64_t>(h) * capacity + start_pos + t) * head_dim + d;
+  const int64_t dst = kv_cache_slot(idx, kv_heads, head_dim, capacity, start_pos);
   const Q8Lane kq = q8_quantize_warp(k[idx]);
   const Q8Lane vq = q8_quantize_warp(v[idx]);
   k_cache[dst] = kq.q;

@@ -159,17 +159,10 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
   constexpr int kSteps = 4;
   uint32_t seed = 901;
   for (const Fused& c : cases) {
-    const int64_t capacity = c.start + kSteps + 5, half = c.hd / 2;
+    const int64_t capacity = c.start + kSteps + 5;
     Cache cache = random_cache(dtype, c.kv_heads, capacity, c.hd, c.start, seed++);
-    // cos / sin [capacity, hd / 2] as a rope table.
-    Tensor cos_t(DType::F32, {capacity, half}), sin_t(DType::F32, {capacity, half});
-    for (int64_t p = 0; p < capacity; ++p)
-      for (int64_t i = 0; i < half; ++i) {
-        const double a = static_cast<double>(p) * std::pow(10000.0, -2.0 * static_cast<double>(i) / c.hd);
-        cos_t.data<float>()[p * half + i] = static_cast<float>(std::cos(a));
-        sin_t.data<float>()[p * half + i] = static_cast<float>(std::sin(a));
-      }
-    DeviceTensor dk = upload(cache.k), dv = upload(cache.v), dcos = upload(cos_t), dsin = upload(sin_t);
+    const test::RopeTable rope(capacity, c.hd);
+    DeviceTensor dk = upload(cache.k), dv = upload(cache.v), dcos = upload(rope.cos), dsin = upload(rope.sin);
     DeviceTensor dpos = empty(DType::I32, {1});
     // The tensor-core kernel's staged copy of the output: a permutation of [heads * hd] as the
     // positions, 16 scales.
@@ -185,13 +178,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
                                             static_cast<int>(c.heads), static_cast<int>(c.hd)))});
     attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
-    auto rotate = [&](const float* x, float* y, int64_t p) {
-      for (int64_t i = 0; i < half; ++i) {
-        const float co = cos_t.data<float>()[p * half + i], si = sin_t.data<float>()[p * half + i];
-        y[i] = x[i] * co - x[i + half] * si;
-        y[i + half] = x[i + half] * co + x[i] * si;
-      }
-    };
+    auto rotate = [&](const float* x, float* y, int64_t p) { rope.rotate(x, y, p); };
     for (int step = 0; step < kSteps; ++step) {
       const int pos = c.start + step;
       const Tensor q = test::random_f32({1, c.heads, c.hd}, seed++, -2.0f, 2.0f);

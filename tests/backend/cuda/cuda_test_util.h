@@ -103,6 +103,29 @@ inline void expect_close(const std::vector<double>& want, const Tensor& got, dou
                       << ")";
 }
 
+// The rotary table of positions [0, capacity) for head_dim hd (theta 10000, HF rotate_half
+// pairs i, i + hd / 2): cos, sin [capacity, hd / 2], and the rotation of one head on the host.
+struct RopeTable {
+  Tensor cos, sin;
+  int64_t half;
+  RopeTable(int64_t capacity, int64_t hd)
+      : cos(DType::F32, {capacity, hd / 2}), sin(DType::F32, {capacity, hd / 2}), half(hd / 2) {
+    for (int64_t p = 0; p < capacity; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = static_cast<double>(p) * std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+        cos.data<float>()[p * half + i] = static_cast<float>(std::cos(a));
+        sin.data<float>()[p * half + i] = static_cast<float>(std::sin(a));
+      }
+  }
+  void rotate(const float* x, float* y, int64_t p) const {
+    for (int64_t i = 0; i < half; ++i) {
+      const float co = cos.data<float>()[p * half + i], si = sin.data<float>()[p * half + i];
+      y[i] = x[i] * co - x[i + half] * si;
+      y[i + half] = x[i + half] * co + x[i] * si;
+    }
+  }
+};
+
 // A device pointer that is never dereferenced: for tests of argument checks, which throw
 // before anything is launched, so they run without a GPU.
 inline DeviceView fake_view(DType dtype, Shape shape) {

@@ -148,7 +148,7 @@ TEST_F(KvQ8Decode, AttentionOverTheCacheAsItReadsBack) {
   constexpr int kSteps = 3;
   uint32_t seed = 301;
   for (const Case& c : cases) {
-    const int64_t capacity = c.start + kSteps + 5, half = c.hd / 2;
+    const int64_t capacity = c.start + kSteps + 5;
     Q8Mirror k_m(c.kv_heads, capacity, c.hd), v_m(c.kv_heads, capacity, c.hd);
     {
       const Tensor k0 = rows_with_outliers({c.kv_heads, capacity, c.hd}, seed++);
@@ -159,34 +159,21 @@ TEST_F(KvQ8Decode, AttentionOverTheCacheAsItReadsBack) {
           v_m.put(h, p, v0.data<float>() + (h * capacity + p) * c.hd);
         }
     }
-    Tensor cos_t(DType::F32, {capacity, half}), sin_t(DType::F32, {capacity, half});
-    for (int64_t p = 0; p < capacity; ++p)
-      for (int64_t i = 0; i < half; ++i) {
-        const double a = static_cast<double>(p) * std::pow(10000.0, -2.0 * static_cast<double>(i) / c.hd);
-        cos_t.data<float>()[p * half + i] = static_cast<float>(std::cos(a));
-        sin_t.data<float>()[p * half + i] = static_cast<float>(std::sin(a));
-      }
+    const test::RopeTable rope(capacity, c.hd);
     DeviceTensor kc = upload(k_m.codes), vc = upload(v_m.codes), ks = upload(k_m.scales), vs = upload(v_m.scales);
-    DeviceTensor dcos = upload(cos_t), dsin = upload(sin_t), dpos = empty(DType::I32, {1});
+    DeviceTensor dcos = upload(rope.cos), dsin = upload(rope.sin), dpos = empty(DType::I32, {1});
     DeviceTensor dout = empty(DType::F32, {1, c.heads, c.hd});
     DeviceTensor ws = empty(DType::F32, {static_cast<int64_t>(attention_decode_workspace_floats(
                                             static_cast<int>(c.heads), static_cast<int>(c.hd)))});
     attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
-    auto rotate = [&](const float* x, float* y, int64_t p) {
-      for (int64_t i = 0; i < half; ++i) {
-        const float co = cos_t.data<float>()[p * half + i], si = sin_t.data<float>()[p * half + i];
-        y[i] = x[i] * co - x[i + half] * si;
-        y[i + half] = x[i + half] * co + x[i] * si;
-      }
-    };
     for (int step = 0; step < kSteps; ++step) {
       const int pos = c.start + step;
       const Tensor q = test::random_f32({1, c.heads, c.hd}, seed++, -2.0f, 2.0f);
       const Tensor k = rows_with_outliers({c.kv_heads, c.hd}, seed++);
       const Tensor v = rows_with_outliers({c.kv_heads, c.hd}, seed++);
       Tensor qr(DType::F32, q.shape());
-      for (int64_t h = 0; h < c.heads; ++h) rotate(q.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
+      for (int64_t h = 0; h < c.heads; ++h) rope.rotate(q.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
       DeviceTensor dq = upload(q), dkn = upload(k), dvn = upload(v);
       const int32_t pos32 = pos;
       CUDA_CHECK(cudaMemcpyAsync(dpos.raw(), &pos32, sizeof(pos32), cudaMemcpyHostToDevice, stream()));
@@ -220,7 +207,7 @@ TEST_F(KvQ8Decode, AttentionOverTheCacheAsItReadsBack) {
         // (an ulp apart from the host's at most: a code may move by one).
         for (int64_t h = 0; h < c.kv_heads; ++h) {
           std::vector<float> kr(static_cast<size_t>(c.hd));
-          rotate(k.data<float>() + h * c.hd, kr.data(), pos);
+          rope.rotate(k.data<float>() + h * c.hd, kr.data(), pos);
           k_m.put(h, pos, kr.data());
           v_m.put(h, pos, v.data<float>() + h * c.hd);
         }
