@@ -197,6 +197,8 @@ void run_bench(const BenchArgs& a) {
   require_model_dir(dir);
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
+  const bool q8 = model.kv_quant() == model::KvQuant::kQ8;
+  const std::string cache(model::kv_quant_name(model.kv_quant()));
   const int64_t limit = model.config().max_position_embeddings, vocab = model.config().vocab_size;
   int64_t ctx = 1;
   for (const Test& t : tests) {
@@ -240,7 +242,12 @@ void run_bench(const BenchArgs& a) {
 
   json rows = json::array();
   if (!a.json) {
-    fmt::print("| model | size | backend | threads | test | t/s |\n| --- | ---: | --- | ---: | --- | ---: |\n");
+    // The cache's type as llama-bench shows it: a column only when it is not f16.
+    if (q8)
+      fmt::print("| model | size | backend | threads | type_k | type_v | test | t/s |\n"
+                 "| --- | ---: | --- | ---: | --- | --- | --- | ---: |\n");
+    else
+      fmt::print("| model | size | backend | threads | test | t/s |\n| --- | ---: | --- | ---: | --- | ---: |\n");
     std::fflush(stdout);
   }
   for (const Test& t : tests) {
@@ -262,12 +269,15 @@ void run_bench(const BenchArgs& a) {
                       {"n_gen", t.gen},
                       {"n_depth", t.depth},
                       {"n_parallel", t.parallel},
+                      {"type_k", cache},
+                      {"type_v", cache},
                       {"avg_ts", mean},
                       {"stddev_ts", stddev},
                       {"samples_ts", ts}});
     } else {
-      fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", name, size, backend,
-                 threads > 0 ? std::to_string(threads) : "-", t.name(), mean, stddev);
+      fmt::print("| {} | {} | {} | {} | {}{} | {:.2f} ± {:.2f} |\n", name, size, backend,
+                 threads > 0 ? std::to_string(threads) : "-", q8 ? fmt::format("{0} | {0} | ", cache) : "", t.name(),
+                 mean, stddev);
       std::fflush(stdout);
     }
   }

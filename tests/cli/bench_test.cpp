@@ -33,6 +33,8 @@ TEST(CliBench, RunsEachTestAtEachDepth) {
     EXPECT_EQ(row["backend"], "cpu");
     EXPECT_EQ(row["threads"], 1);
     EXPECT_GT(row["size_bytes"].get<int64_t>(), 0);
+    EXPECT_EQ(row["type_k"], "f16");
+    EXPECT_EQ(row["type_v"], "f16");
   }
 
   const RunResult table = run_exq({"bench", "-m", dir.string(), "-p", "8", "-n", "0", "-r", "1", "--threads", "1",
@@ -43,6 +45,31 @@ TEST(CliBench, RunsEachTestAtEachDepth) {
   EXPECT_EQ(lines[0], "| model | size | backend | threads | test | t/s |");
   EXPECT_NE(lines[2].find("| cpu | 1 | pp8 | "), std::string::npos) << lines[2];
   EXPECT_NE(lines[2].find(" ± "), std::string::npos) << lines[2];
+}
+
+// --cache-type q8_0 (a model of head_dim 32): llama-bench's type_k / type_v fields and columns.
+TEST(CliBench, Q8CacheType) {
+  const auto dir = temp_dir("bench_q8") / "model";
+  json config = tiny_config();
+  config["head_dim"] = 32;
+  write_model_dir(dir, config, tiny_tensors(config));
+  const RunResult r = run_exq({"bench", "-m", dir.string(), "-p", "8", "-n", "4", "-np", "1,2", "-r", "1", "--json",
+                               "--threads", "1", "--device", "cpu", "--cache-type", "q8_0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rows = json::parse(r.out);
+  ASSERT_EQ(rows.size(), 3u);
+  for (const json& row : rows) {
+    EXPECT_EQ(row["type_k"], "q8_0");
+    EXPECT_EQ(row["type_v"], "q8_0");
+    EXPECT_GT(row["avg_ts"].get<double>(), 0.0);
+  }
+  const RunResult table = run_exq({"bench", "-m", dir.string(), "-p", "8", "-n", "0", "-r", "1", "--threads", "1",
+                                   "--device", "cpu", "--cache-type", "q8_0"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  const auto lines = lines_of(table.out);
+  ASSERT_EQ(lines.size(), 3u) << table.out;
+  EXPECT_EQ(lines[0], "| model | size | backend | threads | type_k | type_v | test | t/s |");
+  EXPECT_NE(lines[2].find("| cpu | 1 | q8_0 | q8_0 | pp8 | "), std::string::npos) << lines[2];
 }
 
 // -np: each tg test once per count of generations at once.
