@@ -14,15 +14,15 @@ struct AttentionDims {
 };
 
 // Shared checks of prefill and decode; returns the kernel dimensions.
-AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
-                              const DeviceView& v_cache, const DeviceView& out, int start_pos) {
+// q, out against a checked cache pair.
+AttentionDims check_queries(const char* op, const DeviceView& q, const DeviceView& k_cache, const DeviceView& out,
+                            int start_pos) {
   check_dtype(q, DType::F32, op, "q");
   check_rank(q, 3, op, "q");
   check_dense(q, op, "q");
   check_dtype(out, DType::F32, op, "out");
   check_shape(out, q.shape(), op, "out");
   check_dense(out, op, "out");
-  check_kv_cache_pair(k_cache, v_cache, op);
   const int64_t heads = q.dim(1), kv_heads = k_cache.dim(0), head_dim = q.dim(2);
   EXQ_CHECK(k_cache.dim(2) == head_dim, "cuda {}: cache head_dim {} differs from q's {}", op,
             k_cache.dim(2), head_dim);
@@ -36,6 +36,12 @@ AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceV
   return {checked_int(q.dim(0), op, "tokens"), checked_int(heads, op, "heads"),
           checked_int(kv_heads, op, "kv_heads"), checked_int(head_dim, op, "head_dim"),
           checked_int(k_cache.dim(1), op, "capacity")};
+}
+
+AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
+                              const DeviceView& v_cache, const DeviceView& out, int start_pos) {
+  check_kv_cache_pair(k_cache, v_cache, op);
+  return check_queries(op, q, k_cache, out, start_pos);
 }
 
 }  // namespace
@@ -77,6 +83,25 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
   flash_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                      static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
                      d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream);
+}
+
+void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
+                          const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
+                          StartPos start, float scale, cudaStream_t stream) {
+  constexpr const char* op = "attention_prefill_q8";
+  check_q8_cache(k_cache, k_scale, op, "key");
+  check_q8_cache(v_cache, v_scale, op, "value");
+  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
+            shape_str(v_cache.shape()));
+  const AttentionDims d = check_queries(op, q, k_cache, out, start.host);
+  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
+  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
+            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  flash_prefill_q8_cuda(q.data<float>(), static_cast<const int8_t*>(k_cache.raw()),
+                        static_cast<const __half*>(k_scale.raw()), static_cast<const int8_t*>(v_cache.raw()),
+                        static_cast<const __half*>(v_scale.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
+                        d.head_dim, d.capacity, start, scale, stream);
 }
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,

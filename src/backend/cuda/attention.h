@@ -30,6 +30,13 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
                             float scale, cudaStream_t stream);
 
+// attention_prefill_fast over the q8 cache (model/kv_quant.h): caches I8 [kv_heads, capacity,
+// head_dim] with their F16 scales [kv_heads, capacity, head_dim / 32]; head_dim 64 or 128; the
+// keys and values as the cache reads them back. Any number of tokens.
+void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
+                          const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
+                          StartPos start, float scale, cudaStream_t stream);
+
 // q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).
 // workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements
 // (its counters are zeroed by each call). splits: KV splits per kv head, 0 for the default.

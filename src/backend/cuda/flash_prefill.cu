@@ -1,4 +1,4 @@
-// Tensor-core causal prefill attention over the f16 KV cache; see flash_prefill.h. The scheme
+// Tensor-core causal prefill attention over the f16 or q8 KV cache; see flash_prefill.h. The scheme
 // of quant/cuda/flash_attention.cu (FlashAttention-2: 64 queries per block, 16 per warp, 64-key
 // tiles double-buffered with cp.async, online softmax in base 2, mma.sync m16n8k16 fp16 in /
 // f32 accumulate), generalised to a cache with a capacity stride, queries at start_pos + t and
@@ -6,9 +6,11 @@
 // Fragment layouts are PTX's mma.m16n8k16 (.row.col): gid = lane / 4, tig = lane % 4; C holds
 // rows gid and gid + 8 at columns 2*tig, 2*tig + 1.
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/kv_q8.cuh"
 #include "backend/cuda/launchers.h"
 #include "backend/cuda/softmax_mma.cuh"
 
@@ -44,14 +46,51 @@ __device__ __forceinline__ void load_kv_tile(__half* dst, const __half* src, int
   }
 }
 
-// grid (ceil(T / 64), heads); the heavy (late) query blocks go first. q, out: [T, H, D] f32;
-// caches [KVH, capacity, D] f16 holding positions [0, start_pos + T).
+// A q8 cache's tile (keys [key0, key0 + 64) of one head) in registers: each thread's 16-byte
+// pieces of codes and their scales; rows past kv_len are zeros.
 template <int D>
+struct Q8Tile {
+  static constexpr int kPieces = D / 16;                          // per row
+  static constexpr int kItems = kBlockN * kPieces / kFlashThreads;  // per thread
+  uint4 k[kItems], v[kItems];
+  __half ks[kItems], vs[kItems];
+  __device__ __forceinline__ void load(const int8_t* kh, const __half* ksh, const int8_t* vh, const __half* vsh,
+                                       int key0, int kv_len) {
+#pragma unroll
+    for (int n = 0; n < kItems; ++n) {
+      const int i = static_cast<int>(threadIdx.x) + n * kFlashThreads, r = i / kPieces, piece = i % kPieces;
+      k[n] = v[n] = make_uint4(0u, 0u, 0u, 0u);
+      ks[n] = vs[n] = __ushort_as_half(0);
+      if (key0 + r < kv_len) {
+        const size_t e = static_cast<size_t>(key0 + r) * D + piece * 16;
+        k[n] = __ldcg(reinterpret_cast<const uint4*>(kh + e));
+        v[n] = __ldcg(reinterpret_cast<const uint4*>(vh + e));
+        ks[n] = ksh[e / kQ8Group];
+        vs[n] = vsh[e / kQ8Group];
+      }
+    }
+  }
+  __device__ __forceinline__ void store(__half* k_dst, __half* v_dst) const {
+#pragma unroll
+    for (int n = 0; n < kItems; ++n) {
+      const int i = static_cast<int>(threadIdx.x) + n * kFlashThreads, r = i / kPieces, piece = i % kPieces;
+      q8_dequant16(k[n], ks[n], reinterpret_cast<uint4*>(k_dst + r * pitch<D>() + piece * 16));
+      q8_dequant16(v[n], vs[n], reinterpret_cast<uint4*>(v_dst + r * pitch<D>() + piece * 16));
+    }
+  }
+};
+
+// grid (ceil(T / 64), heads); the heavy (late) query blocks go first. q, out: [T, H, D] f32;
+// caches [KVH, capacity, D] holding positions [0, start_pos + T): f16 (C = __half), or q8 codes
+// (C = int8_t) with their scales [KVH, capacity, D / 32], whose tiles are loaded into registers
+// one tile ahead and dequantized into the same f16 tile buffers.
+template <typename C, int D>
 __global__ void __launch_bounds__(kFlashThreads)
-    flash_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
-                         const __half* __restrict__ v_cache, float* __restrict__ out, int T,
-                         int H, int KVH, int capacity, int start_pos, const int32_t* start_dev,
-                         float q_scale) {
+    flash_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
+                         const C* __restrict__ v_cache, const __half* __restrict__ k_scale,
+                         const __half* __restrict__ v_scale, float* __restrict__ out, int T, int H, int KVH,
+                         int capacity, int start_pos, const int32_t* start_dev, float q_scale) {
+  constexpr bool kQ8 = std::is_same_v<C, int8_t>;
   if (start_dev != nullptr) start_pos = *start_dev;
   constexpr int P = pitch<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -67,12 +106,17 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int q_pos0 = start_pos + m0;                      // position of the block's first query
   const int kv_len = start_pos + min(m0 + kBlockM, T);    // keys its last real query sees
   const int tiles = (kv_len + kBlockN - 1) / kBlockN;
-  const __half* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
-  const __half* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
-
-  load_kv_tile<D>(k_s, kh, 0, kv_len);
-  load_kv_tile<D>(v_s, vh, 0, kv_len);
-  cp_async_commit();
+  const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
+  const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
+  [[maybe_unused]] Q8Tile<D> tile;  // q8 only
+  [[maybe_unused]] const size_t scale_off = static_cast<size_t>(kvh) * capacity * (D / kQ8Group);
+  if constexpr (kQ8) {
+    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, 0, kv_len);
+  } else {
+    load_kv_tile<D>(k_s, kh, 0, kv_len);
+    load_kv_tile<D>(v_s, vh, 0, kv_len);
+    cp_async_commit();
+  }
 
   // q tile: f32 -> fp16 * q_scale while the first K/V tile is in flight; rows >= T are zeros.
   {
@@ -97,8 +141,11 @@ __global__ void __launch_bounds__(kFlashThreads)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
 
+  if constexpr (kQ8) tile.store(k_s, v_s);
   for (int j = 0; j < tiles; ++j) {
-    if (j + 1 < tiles) {
+    if constexpr (kQ8) {
+      if (j + 1 < tiles) tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, (j + 1) * kBlockN, kv_len);
+    } else if (j + 1 < tiles) {
       load_kv_tile<D>(k_s + ((j + 1) & 1) * kBlockN * P, kh, (j + 1) * kBlockN, kv_len);
       load_kv_tile<D>(v_s + ((j + 1) & 1) * kBlockN * P, vh, (j + 1) * kBlockN, kv_len);
       cp_async_commit();
@@ -150,6 +197,9 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
     softmax_advance(o, row_sum, row_max, sum, mx, corr);
     mma_pv(o, pf, vs, P);
+    // q8: the next tile into the other buffers, last read two barriers ago.
+    if constexpr (kQ8)
+      if (j + 1 < tiles) tile.store(k_s + ((j + 1) & 1) * kBlockN * P, v_s + ((j + 1) & 1) * kBlockN * P);
     __syncthreads();  // this tile's buffers are refilled two iterations on
   }
 
@@ -166,17 +216,17 @@ __global__ void __launch_bounds__(kFlashThreads)
   }
 }
 
-template <int D>
-void launch_flash(const float* q, const __half* k_cache, const __half* v_cache, float* out,
-                  int tokens, int heads, int kv_heads, int capacity, StartPos start, float scale,
-                  cudaStream_t stream) {
+template <typename C, int D>
+void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __half* k_scale,
+                  const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int capacity,
+                  StartPos start, float scale, cudaStream_t stream) {
   constexpr size_t smem = flash_smem_bytes<D>();
-  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<D>,
+  CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<C, D>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
   const dim3 grid(ceil_div(tokens, kBlockM), heads);
-  flash_prefill_kernel<D><<<grid, kFlashThreads, smem, stream>>>(
-      q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start.host, start.device,
+  flash_prefill_kernel<C, D><<<grid, kFlashThreads, smem, stream>>>(
+      q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start.host, start.device,
       scale * kLog2e);
   CUDA_CHECK_LAUNCH();
 }
@@ -190,9 +240,23 @@ void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_c
                         StartPos start, float scale, cudaStream_t stream) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim == 64)
-    launch_flash<64>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start, scale, stream);
+    launch_flash<__half, 64>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
+                             scale, stream);
   else
-    launch_flash<128>(q, k_cache, v_cache, out, tokens, heads, kv_heads, capacity, start, scale, stream);
+    launch_flash<__half, 128>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
+                              scale, stream);
+}
+
+void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
+                           const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
+                           int capacity, StartPos start, float scale, cudaStream_t stream) {
+  if (tokens == 0 || heads == 0) return;
+  if (head_dim == 64)
+    launch_flash<int8_t, 64>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
+                             scale, stream);
+  else
+    launch_flash<int8_t, 128>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
+                              scale, stream);
 }
 
 }  // namespace exq::cuda

@@ -29,16 +29,6 @@ void check_new_rows(const DeviceView& k, const DeviceView& v, const DeviceView& 
             cache.dim(1));
 }
 
-void check_q8_pair(const DeviceView& cache, const DeviceView& scale, const char* op, const char* what) {
-  EXQ_CHECK(cache.dtype() == DType::I8 && cache.rank() == 3 && cache.is_contiguous(),
-            "cuda {}: the {} cache must be contiguous I8 [kv_heads, capacity, head_dim], got {} {}", op, what,
-            dtype_name(cache.dtype()), shape_str(cache.shape()));
-  EXQ_CHECK(cache.dim(2) % 32 == 0, "cuda {}: head_dim {} is not a multiple of 32", op, cache.dim(2));
-  EXQ_CHECK(scale.dtype() == DType::F16 && scale.is_contiguous() &&
-                scale.shape() == Shape({cache.dim(0), cache.dim(1), cache.dim(2) / 32}),
-            "cuda {}: the {} scales must be contiguous F16 [{}, {}, {}], got {} {}", op, what, cache.dim(0),
-            cache.dim(1), cache.dim(2) / 32, dtype_name(scale.dtype()), shape_str(scale.shape()));
-}
 
 }  // namespace
 
@@ -64,8 +54,8 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
 void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_scale,
                   const DeviceView& v_cache, const DeviceView& v_scale, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append_q8";
-  check_q8_pair(k_cache, k_scale, op, "key");
-  check_q8_pair(v_cache, v_scale, op, "value");
+  check_q8_cache(k_cache, k_scale, op, "key");
+  check_q8_cache(v_cache, v_scale, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q8: caches {} and {} differ",
             shape_str(k_cache.shape()), shape_str(v_cache.shape()));
   check_new_rows(k, v, k_cache, start, op);
@@ -74,21 +64,6 @@ void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_
                     static_cast<__half*>(v_scale.raw()), checked_int(k.dim(0), op, "tokens"),
                     checked_int(k.dim(1), op, "kv_heads"), checked_int(k.dim(2), op, "head_dim"),
                     checked_int(k_cache.dim(1), op, "capacity"), start, stream);
-}
-
-void kv_dequant_q8(const DeviceView& cache, const DeviceView& scale, const DeviceView& out, int tokens,
-                   StartPos start, cudaStream_t stream) {
-  constexpr const char* op = "kv_dequant_q8";
-  check_q8_pair(cache, scale, op, "");
-  check_dtype(out, DType::F16, op, "out");
-  check_shape(out, cache.shape(), op, "out");
-  check_dense(out, op, "out");
-  EXQ_CHECK(tokens >= 0 && start.host >= 0 && start.host + tokens <= cache.dim(1),
-            "cuda kv_dequant_q8: positions [0, {}) exceed the cache capacity {}", start.host + tokens, cache.dim(1));
-  kv_dequant_q8_cuda(static_cast<const int8_t*>(cache.raw()), static_cast<const __half*>(scale.raw()),
-                     static_cast<__half*>(out.raw()), checked_int(cache.dim(0), op, "kv_heads"),
-                     checked_int(cache.dim(1), op, "capacity"), checked_int(cache.dim(2), op, "head_dim"), tokens,
-                     start, stream);
 }
 
 }  // namespace exq::cuda

@@ -21,8 +21,5 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
 // [kv_heads, capacity, head_dim / 32]; k, v as kv_append.
 void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_scale,
                   const DeviceView& v_cache, const DeviceView& v_scale, StartPos start, cudaStream_t stream);
-// out: F16 [kv_heads, capacity, head_dim]; rows [0, start + tokens) of the q8 cache as it reads back.
-void kv_dequant_q8(const DeviceView& cache, const DeviceView& scale, const DeviceView& out, int tokens,
-                   StartPos start, cudaStream_t stream);
 
 }  // namespace exq::cuda

@@ -1,4 +1,4 @@
-// The q8 KV cache's append and its dequantization to f16 for the prefill attention.
+// The q8 KV cache's append (the attention kernels read it: attention_decode_mma.cu, flash_prefill.cu).
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/kv_q8.cuh"
@@ -27,22 +27,6 @@ __global__ void kv_append_q8_kernel(const float* __restrict__ k, const float* __
   }
 }
 
-// 8 values a thread; rows [0, start + tokens) of each kv head.
-__global__ void kv_dequant_q8_kernel(const int8_t* __restrict__ cache, const __half* __restrict__ scale,
-                                     __half* __restrict__ out, int capacity, int head_dim, int tokens,
-                                     int start_pos, const int32_t* start_dev) {
-  if (start_dev != nullptr) start_pos = *start_dev;
-  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
-  if (i >= static_cast<int64_t>(start_pos + tokens) * head_dim) return;
-  const int64_t e = static_cast<int64_t>(blockIdx.y) * capacity * head_dim + i;
-  const uint2 raw = *reinterpret_cast<const uint2*>(cache + e);
-  const __half2 s2 = __half2half2(scale[e / kQ8Group]);
-  uint4 v;
-  q8_dequant4(raw.x, s2, v.x, v.y);
-  q8_dequant4(raw.y, s2, v.z, v.w);
-  *reinterpret_cast<uint4*>(out + e) = v;
-}
-
 }  // namespace
 
 void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* k_scale, int8_t* v_cache,
@@ -52,17 +36,6 @@ void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* 
   if (n == 0) return;
   kv_append_q8_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(
       k, v, k_cache, k_scale, v_cache, v_scale, n, kv_heads, head_dim, capacity, start.host, start.device);
-  CUDA_CHECK_LAUNCH();
-}
-
-void kv_dequant_q8_cuda(const int8_t* cache, const __half* scale, __half* out, int kv_heads, int capacity,
-                        int head_dim, int tokens, StartPos start, cudaStream_t stream) {
-  // Sized for the whole capacity: with a device start the end is known only there.
-  const int64_t per_head = static_cast<int64_t>(capacity) * head_dim / 8;
-  if (per_head == 0 || kv_heads == 0) return;
-  const dim3 grid(static_cast<unsigned>(ceil_div(per_head, kThreads)), static_cast<unsigned>(kv_heads));
-  kv_dequant_q8_kernel<<<grid, kThreads, 0, stream>>>(cache, scale, out, capacity, head_dim, tokens, start.host,
-                                                      start.device);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -67,10 +67,6 @@ void kv_append_cuda(const float* k, const float* v, C* k_cache, C* v_cache, int 
 void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* k_scale, int8_t* v_cache,
                        __half* v_scale, int tokens, int kv_heads, int head_dim, int capacity, StartPos start,
                        cudaStream_t stream);
-// out [kv_heads, capacity, head_dim] f16: rows [0, start_pos + tokens) of the cache as it reads
-// back (the prefill attention runs on them).
-void kv_dequant_q8_cuda(const int8_t* cache, const __half* scale, __half* out, int kv_heads, int capacity,
-                        int head_dim, int tokens, StartPos start, cudaStream_t stream);
 
 // ---- attention.cu -------------------------------------------------------------------------
 // Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
@@ -90,6 +86,11 @@ bool flash_prefill_supports_head_dim(int head_dim);
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
                         StartPos start, float scale, cudaStream_t stream);
+// The same over a q8 cache (kv_q8.cu's layout): each tile's codes are loaded into registers one
+// tile ahead and dequantized into the f16 tile buffers.
+void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
+                           const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
+                           int capacity, StartPos start, float scale, cudaStream_t stream);
 
 // ---- matmul.cu ----------------------------------------------------------------------------
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,

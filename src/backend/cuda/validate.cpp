@@ -55,4 +55,15 @@ void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, c
   check_dense(v_cache, op, "v_cache");
 }
 
+void check_q8_cache(const DeviceView& cache, const DeviceView& scale, const char* op, const char* what) {
+  EXQ_CHECK(cache.dtype() == DType::I8 && cache.rank() == 3 && cache.is_contiguous(),
+            "cuda {}: the {} cache must be contiguous I8 [kv_heads, capacity, head_dim], got {} {}", op, what,
+            dtype_name(cache.dtype()), shape_str(cache.shape()));
+  EXQ_CHECK(cache.dim(2) % 32 == 0, "cuda {}: head_dim {} is not a multiple of 32", op, cache.dim(2));
+  EXQ_CHECK(scale.dtype() == DType::F16 && scale.is_contiguous() &&
+                scale.shape() == Shape({cache.dim(0), cache.dim(1), cache.dim(2) / 32}),
+            "cuda {}: the {} scales must be contiguous F16 [{}, {}, {}], got {} {}", op, what, cache.dim(0),
+            cache.dim(1), cache.dim(2) / 32, dtype_name(scale.dtype()), shape_str(scale.shape()));
+}
+
 }  // namespace exq::cuda

@@ -16,6 +16,10 @@ void check_rank(const DeviceView& v, int rank, const char* op, const char* arg);
 // Contiguous and non-null (unless empty shape).
 void check_dense(const DeviceView& v, const char* op, const char* arg);
 // A K/V cache pair: dense [kv_heads, capacity, head_dim] tensors of one dtype (f16 or f32).
+// The q8 cache (model/kv_quant.h): `cache` contiguous I8 [kv_heads, capacity, head_dim] (head_dim
+// a multiple of 32) and `scale` contiguous F16 [kv_heads, capacity, head_dim / 32]; `what` names
+// them in the message ("key", "value").
+void check_q8_cache(const DeviceView& cache, const DeviceView& scale, const char* op, const char* what);
 void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, const char* op);
 // Dimensions are passed to kernels as int.
 int checked_int(int64_t value, const char* op, const char* what);

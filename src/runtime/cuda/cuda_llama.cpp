@@ -98,9 +98,8 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   if (!share_head) add(*w.head, false);
   const auto cache_elems = static_cast<size_t>(seqs * d.kv_heads * capacity * d.head_dim);
   size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems * dtype_size(o.kv_cache));
-  if (o.kv_cache == DType::I8)  // the scales, and one sequence's layer as f16 for the prefill
-    kv += static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems / 32 * 2) +
-          2 * rounded(cache_elems / static_cast<size_t>(seqs) * 2);
+  if (o.kv_cache == DType::I8)  // the scales
+    kv += static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems / 32 * 2);
   const size_t scratch = Activations::bytes(d, chunk) + rounded(static_cast<size_t>(chunk * d.vocab) * 4) +
                          Activations::bytes(d, 1) + rounded(static_cast<size_t>(d.vocab) * 4) +
                          rounded(static_cast<size_t>(max_exl2) * 2) + kCublasWorkspace +
@@ -176,10 +175,6 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
   final_norm = upload_f32(w.final_norm);
-  if (q8()) {
-    q8_keys = gpu::DeviceTensor(DType::F16, {d.kv_heads, capacity, d.head_dim}, a, s);
-    q8_values = gpu::DeviceTensor(DType::F16, {d.kv_heads, capacity, d.head_dim}, a, s);
-  }
   const bool share = w.head_tied && (embed.dtype() == DType::F16 || embed.dtype() == DType::BF16);
   head = std::make_unique<GpuLinear>(*w.head, false, a, s, w.head_tied ? "lm_head (tied)" : "lm_head",
                                      share ? embed.view() : gpu::DeviceView());
@@ -250,8 +245,7 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
 void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
-  const bool fast_attention =
-      gpu::attention_prefill_fast_supports(q8() ? DType::F16 : opts.kv_cache, dims.head_dim);
+  const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
   gpu::embedding(v.ids, embed, v.x, s);
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -269,24 +263,20 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
       else
         attend_rows<float>(L, v, batch_rows);
     } else {
-      gpu::DeviceView kc = kcache(L), vc = vcache(L);
+      const gpu::DeviceView kc = kcache(L), vc = vcache(L);
       gpu::rotary(v.q, cos, sin, start, s);
       gpu::rotary(v.k, cos, sin, start, s);
-      if (q8()) {  // appended as codes, attended as they read back (f16)
+      if (q8()) {  // appended as codes, attended as they read back (tensor cores, any length)
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
-        const int T = static_cast<int>(v.q.dim(0));
-        gpu::kv_dequant_q8(kc, ksc, q8_keys.view(), T, start, s);
-        gpu::kv_dequant_q8(vc, vsc, q8_values.view(), T, start, s);
-        kc = q8_keys.view();
-        vc = q8_values.view();
+        gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s);
       } else {
         gpu::kv_append(v.k, v.v, kc, vc, start, s);
+        if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
+          gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s);
+        else
+          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s);
       }
-      if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
-        gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s);
-      else
-        gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s);
     }
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn);

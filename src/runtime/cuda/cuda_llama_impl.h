@@ -129,9 +129,6 @@ class CudaLlama::Impl {
   gpu::CublasHandle cublas;
   gpu::Exl2Workspace exl2_ws;
   gpu::DeviceTensor cublas_ws, embed, final_norm, cos, sin, dequant;
-  // q8 cache: the selected sequence's keys and values of one layer as f16, for the prefill
-  // attention (F16 [kv_heads, capacity, head_dim] each).
-  gpu::DeviceTensor q8_keys, q8_values;
   std::unique_ptr<GpuLinear> head;
   std::vector<LayerGpu> layers;
   // Single-token step: persistent buffers, which the captured graph refers to.

@@ -1,7 +1,7 @@
-// The q8 KV cache on the GPU: append and dequantization against model/kv_quant.h bit for bit,
-// and the tensor-core decode attention over a q8 cache (new row quantized by the kernel) against
-// a double-precision loop over the values the cache reads back. Scales past the filled rows
-// are NaN, so any read beyond them shows up in the output.
+// The q8 KV cache on the GPU: the append against model/kv_quant.h bit for bit, and the
+// tensor-core decode attention (new row quantized by the kernel) and prefill attention over a q8
+// cache against a double-precision loop over the values the cache reads back. Scales past the
+// filled rows are NaN, so any read beyond them shows up in the output.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -59,7 +59,7 @@ Tensor rows_with_outliers(Shape shape, uint32_t seed) {
 
 class KvQ8 : public CudaTest, public ::testing::WithParamInterface<int64_t> {};
 
-TEST_P(KvQ8, AppendAndDequantMatchCpu) {
+TEST_P(KvQ8, AppendMatchesCpu) {
   const int64_t kv_heads = 3, capacity = 40, hd = GetParam();
   Q8Mirror k_m(kv_heads, capacity, hd), v_m(kv_heads, capacity, hd);
   DeviceTensor kc = upload(k_m.codes), vc = upload(v_m.codes), ks = upload(k_m.scales), vs = upload(v_m.scales);
@@ -90,51 +90,83 @@ TEST_P(KvQ8, AppendAndDequantMatchCpu) {
     const Tensor back = download(*dev);
     EXPECT_EQ(std::memcmp(back.raw(), host->raw(), host->nbytes()), 0) << what;
   }
-  // Rows [0, 20 + 5) as f16; the rest of the output is left as it was.
-  DeviceTensor out = empty(DType::F16, {kv_heads, capacity, hd});
-  CUDA_CHECK(cudaMemsetAsync(out.raw(), 0xff, out.nbytes(), stream()));
-  kv_dequant_q8(kc, ks, out, 5, 20, stream());
-  const Tensor got = download(out);
-  for (int64_t h = 0; h < kv_heads; ++h)
-    for (int64_t p = 0; p < capacity; ++p)
-      for (int64_t d = 0; d < hd; ++d) {
-        const int64_t i = (h * capacity + p) * hd + d;
-        const uint16_t want = p < 25 ? float_to_half(k_m.value(i)) : uint16_t{0xffff};
-        ASSERT_EQ(got.data<uint16_t>()[i], want) << "head " << h << " row " << p << " dim " << d;
-      }
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, KvQ8, ::testing::Values(int64_t{64}, int64_t{128}),
                          [](const auto& info) { return "hd" + std::to_string(info.param); });
 
+// q [tokens, heads, hd]: token t at position pos + t sees keys [0, pos + t] of k, v [kv_heads, capacity, hd].
 std::vector<double> attention_ref(const Tensor& q, const Tensor& k, const Tensor& v, int pos, double scale) {
-  const int64_t heads = q.dim(1), hd = q.dim(2), kv_heads = k.dim(0), capacity = k.dim(1);
+  const int64_t tokens = q.dim(0), heads = q.dim(1), hd = q.dim(2), kv_heads = k.dim(0), capacity = k.dim(1);
   std::vector<double> out(static_cast<size_t>(q.numel()));
-  for (int64_t h = 0; h < heads; ++h) {
-    const int64_t kvh = h / (heads / kv_heads);
-    std::vector<double> s(static_cast<size_t>(pos + 1));
-    double m = -INFINITY, l = 0.0;
-    for (int64_t j = 0; j <= pos; ++j) {
-      double acc = 0.0;
-      for (int64_t d = 0; d < hd; ++d)
-        acc += static_cast<double>(q.data<float>()[h * hd + d]) * k.data<float>()[(kvh * capacity + j) * hd + d];
-      m = std::max(m, s[static_cast<size_t>(j)] = acc * scale);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t kvh = h / (heads / kv_heads), keys = pos + t + 1;
+      const float* qv = q.data<float>() + (t * heads + h) * hd;
+      std::vector<double> s(static_cast<size_t>(keys));
+      double m = -INFINITY, l = 0.0;
+      for (int64_t j = 0; j < keys; ++j) {
+        double acc = 0.0;
+        for (int64_t d = 0; d < hd; ++d) acc += static_cast<double>(qv[d]) * k.data<float>()[(kvh * capacity + j) * hd + d];
+        m = std::max(m, s[static_cast<size_t>(j)] = acc * scale);
+      }
+      for (double& x : s) l += (x = std::exp(x - m));
+      for (int64_t d = 0; d < hd; ++d) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < keys; ++j) acc += s[static_cast<size_t>(j)] * v.data<float>()[(kvh * capacity + j) * hd + d];
+        out[static_cast<size_t>((t * heads + h) * hd + d)] = acc / l;
+      }
     }
-    for (double& x : s) l += (x = std::exp(x - m));
-    for (int64_t d = 0; d < hd; ++d) {
-      double acc = 0.0;
-      for (int64_t j = 0; j <= pos; ++j) acc += s[static_cast<size_t>(j)] * v.data<float>()[(kvh * capacity + j) * hd + d];
-      out[static_cast<size_t>(h * hd + d)] = acc / l;
-    }
-  }
   return out;
 }
 
 // The runtime's step over a q8 cache: rotary, the new row quantized into the cache and attended
 // as read back, pdl, several steps on one workspace, 8 and 4 warps.
-class KvQ8Decode : public CudaTest {};
+class KvQ8Attention : public CudaTest {};
 
-TEST_F(KvQ8Decode, AttentionOverTheCacheAsItReadsBack) {
+// Prefill chunks over a q8 cache (tensor cores, q rounded to fp16 as attention_prefill_fast
+// does), the start also from device memory.
+TEST_F(KvQ8Attention, PrefillOverTheCacheAsItReadsBack) {
+  struct Case {
+    int64_t tokens, heads, kv_heads, hd;
+    int start;
+  };
+  const std::vector<Case> cases = {{1, 9, 3, 64, 0},      {7, 9, 3, 64, 0},      {37, 9, 3, 64, 100},
+                                   {100, 32, 8, 128, 29}, {130, 4, 1, 128, 0},   {65, 24, 2, 128, 700},
+                                   {16, 16, 16, 64, 500}, {1, 32, 8, 128, 2000}};
+  uint32_t seed = 501;
+  DeviceTensor dstart = empty(DType::I32, {1});
+  for (const Case& c : cases) {
+    const int64_t valid = c.start + c.tokens, capacity = valid + 19;
+    Q8Mirror k_m(c.kv_heads, capacity, c.hd), v_m(c.kv_heads, capacity, c.hd);
+    const Tensor k0 = rows_with_outliers({c.kv_heads, capacity, c.hd}, seed++);
+    const Tensor v0 = rows_with_outliers({c.kv_heads, capacity, c.hd}, seed++);
+    for (int64_t h = 0; h < c.kv_heads; ++h)
+      for (int64_t p = 0; p < valid; ++p) {
+        k_m.put(h, p, k0.data<float>() + (h * capacity + p) * c.hd);
+        v_m.put(h, p, v0.data<float>() + (h * capacity + p) * c.hd);
+      }
+    const Tensor q = test::random_f32({c.tokens, c.heads, c.hd}, seed++, -1.0f, 1.0f);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+    const auto want = attention_ref(q, k_m.values(), v_m.values(), c.start, scale);
+    double max_abs = 0.0;
+    for (double w : want) max_abs = std::max(max_abs, std::fabs(w));
+    DeviceTensor dq = upload(q), kc = upload(k_m.codes), ks = upload(k_m.scales), vc = upload(v_m.codes),
+                 vs = upload(v_m.scales), out = empty(DType::F32, q.shape());
+    const std::string what = "prefill q8 T=" + std::to_string(c.tokens) + " H=" + std::to_string(c.heads) + "/" +
+                             std::to_string(c.kv_heads) + " hd=" + std::to_string(c.hd) +
+                             " start=" + std::to_string(c.start);
+    attention_prefill_q8(dq, kc, ks, vc, vs, out, c.start, scale, stream());
+    test::expect_close(want, download(out), 2e-3 * max_abs, 2e-3, what);
+    const int32_t s32 = c.start;
+    CUDA_CHECK(cudaMemcpyAsync(dstart.raw(), &s32, 4, cudaMemcpyHostToDevice, stream()));
+    CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream()));
+    attention_prefill_q8(dq, kc, ks, vc, vs, out, StartPos(c.start, dstart.view().data<int32_t>()), scale, stream());
+    test::expect_close(want, download(out), 2e-3 * max_abs, 2e-3, what + " (device start)");
+  }
+}
+
+TEST_F(KvQ8Attention, DecodeOverTheCacheAsItReadsBack) {
   struct Case {
     int64_t heads, kv_heads, hd;
     int start, splits;
@@ -249,8 +281,13 @@ TEST(KvQ8Args, RejectBadLayouts) {
   const DeviceView k48 = fake_view(DType::F32, {4, 3, 48});
   test::expect_error([&] { kv_append_q8(k48, k48, fake_view(DType::I8, {3, 16, 48}), ks, kc, ks, 0, nullptr); },
                      "head_dim 48 is not a multiple of 32");
-  test::expect_error([&] { kv_dequant_q8(kc, ks, fake_view(DType::F16, {3, 16, 64}), 10, 7, nullptr); },
-                     "positions [0, 17) exceed the cache capacity 16");
+  const DeviceView q = fake_view(DType::F32, {10, 6, 64});
+  test::expect_error([&] { attention_prefill_q8(q, kc, ks, kc, ks, q, 7, 0.125f, nullptr); },
+                     "positions [7, 17) exceed the cache capacity 16");
+  const DeviceView q96 = fake_view(DType::F32, {2, 6, 96}), c96 = fake_view(DType::I8, {3, 16, 96});
+  const DeviceView s96 = fake_view(DType::F16, {3, 16, 3});
+  test::expect_error([&] { attention_prefill_q8(q96, c96, s96, c96, s96, q96, 0, 0.1f, nullptr); },
+                     "needs head_dim 64 or 128, got 96");
 }
 
 }  // namespace
