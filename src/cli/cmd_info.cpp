@@ -17,6 +17,7 @@
 #include "io/gguf_import.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/kv_quant.h"
 #include "model/linear_bits.h"
 
 namespace exq::cli {
@@ -198,6 +199,11 @@ json build_info(const fs::path& dir) {
       {"head_dim", c.head_dim},
       {"vocab_size", c.vocab_size},
       {"max_position_embeddings", c.max_position_embeddings},
+      {"kv_cache_bytes_per_token",
+       {{"f16", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
+                                                model::KvQuant::kNone)},
+        {"q8_0", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
+                                                 model::KvQuant::kQ8)}}},
       {"rms_norm_eps", c.rms_norm_eps},
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"torch_dtype", c.torch_dtype ? json(std::string(dtype_name(*c.torch_dtype))) : json(nullptr)},
@@ -251,6 +257,19 @@ void print_sizes(const Sizes& z) {
   fmt::print("heads:         {} (kv heads {}, head dim {})\n", z.heads, z.kv_heads, z.head_dim);
   fmt::print("vocab:         {}\n", z.vocab);
   fmt::print("context:       {}\n", z.context);
+  // What --ctx-size costs in memory, per cache type (--cache-type).
+  const int64_t f16 = model::kv_cache_bytes_per_token(z.layers, z.kv_heads, z.head_dim, model::KvQuant::kNone);
+  const int64_t q8 = model::kv_cache_bytes_per_token(z.layers, z.kv_heads, z.head_dim, model::KvQuant::kQ8);
+  const auto kib = [](int64_t b) { return static_cast<double>(b) / 1024.0; };
+  const auto mib = [&](int64_t b) { return static_cast<double>(b * z.context) / (1 << 20); };
+  if (q8 > 0)
+    fmt::print("kv cache:      {:.1f} KiB a token in f16, {:.1f} KiB in q8_0 ({} tokens: {:.1f} / {:.1f} MiB; "
+               "the CPU keeps f32)\n",
+               kib(f16), kib(q8), z.context, mib(f16), mib(q8));
+  else
+    fmt::print("kv cache:      {:.1f} KiB a token in f16 ({} tokens: {:.1f} MiB; the CPU keeps f32; q8_0 needs a "
+               "head dim that is a multiple of 32)\n",
+               kib(f16), z.context, mib(f16));
 }
 
 void print_info(const json& j) {

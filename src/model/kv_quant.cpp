@@ -15,6 +15,12 @@ std::optional<KvQuant> kv_quant_from_name(std::string_view name) {
 
 std::string_view kv_quant_name(KvQuant q) { return q == KvQuant::kQ8 ? "q8_0" : "f16"; }
 
+int64_t kv_cache_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, KvQuant q) {
+  const int64_t values = 2 * layers * kv_heads * head_dim;  // keys and values
+  if (q == KvQuant::kNone) return 2 * values;
+  return head_dim % kKvQ8Group == 0 ? values + values / kKvQ8Group * 2 : 0;
+}
+
 uint16_t kv_q8_quantize(const float* x, int8_t* q) {
   float amax = 0.0f;
   for (int i = 0; i < kKvQ8Group; ++i) amax = std::fmax(amax, std::fabs(x[i]));

@@ -19,6 +19,11 @@ inline constexpr int kKvQ8Group = 32;
 std::optional<KvQuant> kv_quant_from_name(std::string_view name);
 std::string_view kv_quant_name(KvQuant q);  // "f16", "q8_0"
 
+// Bytes a token takes in a KV cache of `layers` layers as the GPU stores it: f16 (kNone) or q8_0
+// (codes and scales; 0 when head_dim is not a multiple of kKvQ8Group). The CPU keeps f32: twice
+// the f16 figure.
+int64_t kv_cache_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, KvQuant q);
+
 // One group of kKvQ8Group values: the int8 codes and the scale's fp16 bits.
 uint16_t kv_q8_quantize(const float* x, int8_t* q);
 // Replaces n values (a multiple of kKvQ8Group) by what the q8 cache reads back.

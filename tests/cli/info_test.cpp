@@ -40,10 +40,17 @@ TEST(CliInfo, TinyModelJson) {
   EXPECT_DOUBLE_EQ(j["rope"]["theta"].get<double>(), 100000.0);
   EXPECT_EQ(j["rope"]["scaling"], "none");
   EXPECT_EQ(j["quantization"]["method"], "none");
+  // 2 layers x keys and values x 2 kv heads x head dim 16: 128 values a token; q8_0 needs a head
+  // dim that is a multiple of 32.
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["f16"], 256);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["q8_0"], 0);
 
   const RunResult text = run_exq({"info", dir.string()});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("layers:        2"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("kv cache:      0.2 KiB a token in f16 (256 tokens: 0.1 MiB; the CPU keeps f32; q8_0 needs"),
+            std::string::npos)
+      << text.out;
   EXPECT_NE(text.out.find(fmt::format("F16 {}", count)), std::string::npos) << text.out;
 }
 
@@ -146,6 +153,14 @@ TEST(CliInfo, RealModel) {
   EXPECT_EQ(j["kv_heads"], 3);
   EXPECT_EQ(j["vocab_size"], 49152);
   EXPECT_EQ(j["tie_word_embeddings"], true);
+  // 30 layers x 2 x 3 kv heads x 64 = 11,520 values a token: 23,040 bytes in f16, 12,240 in q8_0.
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["f16"], 23040);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["q8_0"], 12240);
+  const RunResult text = run_exq({"info", test_model().string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("kv cache:      22.5 KiB a token in f16, 12.0 KiB in q8_0 (8192 tokens: 180.0 / 95.6 MiB"),
+            std::string::npos)
+      << text.out;
 }
 
 }  // namespace
