@@ -7,9 +7,7 @@ KvCache::KvCache(int64_t num_layers, int64_t max_len, int64_t kv_heads, int64_t 
   EXQ_CHECK(num_layers > 0 && max_len > 0 && kv_heads > 0 && head_dim > 0,
             "KvCache: invalid size (layers {}, max_len {}, kv_heads {}, head_dim {})", num_layers,
             max_len, kv_heads, head_dim);
-  EXQ_CHECK(quant != KvQuant::kQ8 || head_dim % kKvQ8Group == 0,
-            "the q8_0 KV cache needs a head_dim that is a multiple of {}; this model's is {}", kKvQ8Group,
-            head_dim);
+  check_kv_quant(quant, head_dim);
   // Left uninitialized: attention only reads rows that a forward pass wrote, and untouched
   // pages of a long cache then cost no memory.
   for (int64_t l = 0; l < num_layers; ++l) {

@@ -15,6 +15,11 @@ std::optional<KvQuant> kv_quant_from_name(std::string_view name) {
 
 std::string_view kv_quant_name(KvQuant q) { return q == KvQuant::kQ8 ? "q8_0" : "f16"; }
 
+void check_kv_quant(KvQuant q, int64_t head_dim) {
+  EXQ_CHECK(q != KvQuant::kQ8 || head_dim % kKvQ8Group == 0,
+            "the q8_0 KV cache needs a head_dim that is a multiple of {}; this model's is {}", kKvQ8Group, head_dim);
+}
+
 int64_t kv_cache_bytes_per_token(int64_t layers, int64_t kv_heads, int64_t head_dim, KvQuant q) {
   const int64_t values = 2 * layers * kv_heads * head_dim;  // keys and values
   if (q == KvQuant::kNone) return 2 * values;

@@ -28,9 +28,7 @@ KvCache LlamaModel::make_cache(int64_t max_len) const {
 }
 
 void LlamaModel::set_kv_quant(KvQuant quant) {
-  EXQ_CHECK(quant != KvQuant::kQ8 || config_.head_dim % kKvQ8Group == 0,
-            "the q8_0 KV cache needs a head_dim that is a multiple of {}; this model's is {}", kKvQ8Group,
-            config_.head_dim);
+  check_kv_quant(quant, config_.head_dim);
   kv_quant_ = quant;
 }
 

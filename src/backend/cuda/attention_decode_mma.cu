@@ -115,39 +115,11 @@ __global__ void __launch_bounds__(32 * kWarps)
   // stale values), the new key's row is written separately.
   // q8: a chunk's codes and scales wait in registers (loaded one chunk ahead of its use), then
   // are dequantized into the chunk buffers.
-  constexpr int kP16 = D / 16, kItems = kChunk * kP16 / 32;
-  uint4 kr[kItems], vr[kItems];
-  __half ksc[kItems], vsc[kItems];
+  [[maybe_unused]] Q8Tile<D, kChunk, 32, P> tile;
   auto load_q8 = [&](int c) {
-    if constexpr (kQ8) {
-      const int kb = k0 + c * kChunk;
-      const __half* ks_head = a.k_scale + head_off / kQ8Group;
-      const __half* vs_head = a.v_scale + head_off / kQ8Group;
-#pragma unroll
-      for (int n = 0; n < kItems; ++n) {
-        const int i = lane + 32 * n, r = i / kP16, piece = i % kP16, key = kb + r;
-        const bool valid = key < k1 && !(fused && key == pos);
-        kr[n] = vr[n] = make_uint4(0u, 0u, 0u, 0u);
-        ksc[n] = vsc[n] = __ushort_as_half(0);
-        if (valid) {
-          const size_t e = static_cast<size_t>(key) * D + piece * 16;
-          kr[n] = __ldcg(reinterpret_cast<const uint4*>(k_head + e));
-          vr[n] = __ldcg(reinterpret_cast<const uint4*>(v_head + e));
-          ksc[n] = ks_head[e / kQ8Group];
-          vsc[n] = vs_head[e / kQ8Group];
-        }
-      }
-    }
-  };
-  auto store_q8 = [&]() {
-    if constexpr (kQ8) {
-#pragma unroll
-      for (int n = 0; n < kItems; ++n) {
-        const int i = lane + 32 * n, r = i / kP16, piece = i % kP16;
-        q8_dequant16(kr[n], ksc[n], reinterpret_cast<uint4*>(ks + r * P + piece * 16));
-        q8_dequant16(vr[n], vsc[n], reinterpret_cast<uint4*>(vs + r * P + piece * 16));
-      }
-    }
+    if constexpr (kQ8)
+      tile.load(k_head, a.k_scale + head_off / kQ8Group, v_head, a.v_scale + head_off / kQ8Group, lane,
+                k0 + c * kChunk, k1, fused ? pos : -1);
   };
   auto issue = [&](int c) {
     const int kb = k0 + c * kChunk;
@@ -256,7 +228,7 @@ __global__ void __launch_bounds__(32 * kWarps)
 
   for (int c = warp; c < chunks; c += kWarps) {
     if constexpr (kQ8) {  // this chunk from registers, the warp's next one into them
-      store_q8();
+      tile.store(ks, vs, lane);
       if (c + kWarps < chunks) load_q8(c + kWarps);
     } else {
       if (c != warp) issue(c);

@@ -46,40 +46,6 @@ __device__ __forceinline__ void load_kv_tile(__half* dst, const __half* src, int
   }
 }
 
-// A q8 cache's tile (keys [key0, key0 + 64) of one head) in registers: each thread's 16-byte
-// pieces of codes and their scales; rows past kv_len are zeros.
-template <int D>
-struct Q8Tile {
-  static constexpr int kPieces = D / 16;                          // per row
-  static constexpr int kItems = kBlockN * kPieces / kFlashThreads;  // per thread
-  uint4 k[kItems], v[kItems];
-  __half ks[kItems], vs[kItems];
-  __device__ __forceinline__ void load(const int8_t* kh, const __half* ksh, const int8_t* vh, const __half* vsh,
-                                       int key0, int kv_len) {
-#pragma unroll
-    for (int n = 0; n < kItems; ++n) {
-      const int i = static_cast<int>(threadIdx.x) + n * kFlashThreads, r = i / kPieces, piece = i % kPieces;
-      k[n] = v[n] = make_uint4(0u, 0u, 0u, 0u);
-      ks[n] = vs[n] = __ushort_as_half(0);
-      if (key0 + r < kv_len) {
-        const size_t e = static_cast<size_t>(key0 + r) * D + piece * 16;
-        k[n] = __ldcg(reinterpret_cast<const uint4*>(kh + e));
-        v[n] = __ldcg(reinterpret_cast<const uint4*>(vh + e));
-        ks[n] = ksh[e / kQ8Group];
-        vs[n] = vsh[e / kQ8Group];
-      }
-    }
-  }
-  __device__ __forceinline__ void store(__half* k_dst, __half* v_dst) const {
-#pragma unroll
-    for (int n = 0; n < kItems; ++n) {
-      const int i = static_cast<int>(threadIdx.x) + n * kFlashThreads, r = i / kPieces, piece = i % kPieces;
-      q8_dequant16(k[n], ks[n], reinterpret_cast<uint4*>(k_dst + r * pitch<D>() + piece * 16));
-      q8_dequant16(v[n], vs[n], reinterpret_cast<uint4*>(v_dst + r * pitch<D>() + piece * 16));
-    }
-  }
-};
-
 // grid (ceil(T / 64), heads); the heavy (late) query blocks go first. q, out: [T, H, D] f32;
 // caches [KVH, capacity, D] holding positions [0, start_pos + T): f16 (C = __half), or q8 codes
 // (C = int8_t) with their scales [KVH, capacity, D / 32], whose tiles are loaded into registers
@@ -108,10 +74,10 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int tiles = (kv_len + kBlockN - 1) / kBlockN;
   const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
   const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
-  [[maybe_unused]] Q8Tile<D> tile;  // q8 only
+  [[maybe_unused]] Q8Tile<D, kBlockN, kFlashThreads, P> tile;  // q8 only
   [[maybe_unused]] const size_t scale_off = static_cast<size_t>(kvh) * capacity * (D / kQ8Group);
   if constexpr (kQ8) {
-    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, 0, kv_len);
+    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, 0, kv_len, -1);
   } else {
     load_kv_tile<D>(k_s, kh, 0, kv_len);
     load_kv_tile<D>(v_s, vh, 0, kv_len);
@@ -141,10 +107,11 @@ __global__ void __launch_bounds__(kFlashThreads)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
 
-  if constexpr (kQ8) tile.store(k_s, v_s);
+  if constexpr (kQ8) tile.store(k_s, v_s, threadIdx.x);
   for (int j = 0; j < tiles; ++j) {
     if constexpr (kQ8) {
-      if (j + 1 < tiles) tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, (j + 1) * kBlockN, kv_len);
+      if (j + 1 < tiles)
+        tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, (j + 1) * kBlockN, kv_len, -1);
     } else if (j + 1 < tiles) {
       load_kv_tile<D>(k_s + ((j + 1) & 1) * kBlockN * P, kh, (j + 1) * kBlockN, kv_len);
       load_kv_tile<D>(v_s + ((j + 1) & 1) * kBlockN * P, vh, (j + 1) * kBlockN, kv_len);
@@ -199,7 +166,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     mma_pv(o, pf, vs, P);
     // q8: the next tile into the other buffers, last read two barriers ago.
     if constexpr (kQ8)
-      if (j + 1 < tiles) tile.store(k_s + ((j + 1) & 1) * kBlockN * P, v_s + ((j + 1) & 1) * kBlockN * P);
+      if (j + 1 < tiles) tile.store(k_s + ((j + 1) & 1) * kBlockN * P, v_s + ((j + 1) & 1) * kBlockN * P, threadIdx.x);
     __syncthreads();  // this tile's buffers are refilled two iterations on
   }
 

@@ -52,4 +52,41 @@ __device__ __forceinline__ void q8_dequant16(const uint4& raw, __half s, uint4* 
   dst[1] = hi;
 }
 
+// A tile of a q8 cache (kRows keys of one head, head dim D) in registers, spread over the
+// kThreads threads of a warp or block: thread t holds the 16-byte code pieces t, t + kThreads,
+// ... and their scales. The attention kernels load the next tile while they compute on the
+// current one, then dequantize it into their f16 tile buffers (rows of pitch P halves).
+template <int D, int kRows, int kThreads, int P>
+struct Q8Tile {
+  static constexpr int kPieces = D / 16;                      // per row
+  static constexpr int kItems = kRows * kPieces / kThreads;  // per thread
+  uint4 k[kItems], v[kItems];
+  __half ks[kItems], vs[kItems];
+  // Keys key0 + r below key_end, except `skip` (-1: none); the other rows hold zeros.
+  __device__ __forceinline__ void load(const int8_t* kh, const __half* ksh, const int8_t* vh, const __half* vsh,
+                                       int t, int key0, int key_end, int skip) {
+#pragma unroll
+    for (int n = 0; n < kItems; ++n) {
+      const int i = t + n * kThreads, key = key0 + i / kPieces;
+      k[n] = v[n] = make_uint4(0u, 0u, 0u, 0u);
+      ks[n] = vs[n] = __ushort_as_half(0);
+      if (key < key_end && key != skip) {
+        const size_t e = static_cast<size_t>(key) * D + (i % kPieces) * 16;
+        k[n] = __ldcg(reinterpret_cast<const uint4*>(kh + e));
+        v[n] = __ldcg(reinterpret_cast<const uint4*>(vh + e));
+        ks[n] = ksh[e / kQ8Group];
+        vs[n] = vsh[e / kQ8Group];
+      }
+    }
+  }
+  __device__ __forceinline__ void store(__half* k_dst, __half* v_dst, int t) const {
+#pragma unroll
+    for (int n = 0; n < kItems; ++n) {
+      const int i = t + n * kThreads, at = (i / kPieces) * P + (i % kPieces) * 16;
+      q8_dequant16(k[n], ks[n], reinterpret_cast<uint4*>(k_dst + at));
+      q8_dequant16(v[n], vs[n], reinterpret_cast<uint4*>(v_dst + at));
+    }
+  }
+};
+
 }  // namespace exq::cuda
