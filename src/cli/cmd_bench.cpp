@@ -47,6 +47,7 @@ struct BenchArgs {
   int threads = 0;
   std::string device = "auto";
   std::string cache_type = "f16";
+  RopeFlags rope;
   bool json = false;
 };
 
@@ -197,13 +198,14 @@ void run_bench(const BenchArgs& a) {
   require_model_dir(dir);
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
+  apply_rope_flags(model, a.rope);
   const bool q8 = model.kv_quant() == model::KvQuant::kQ8;
   const std::string cache(model::kv_quant_name(model.kv_quant()));
-  const int64_t limit = model.config().max_position_embeddings, vocab = model.config().vocab_size;
+  const int64_t limit = model.config().context_length(), vocab = model.config().vocab_size;
   int64_t ctx = 1;
   for (const Test& t : tests) {
     if (t.context() > limit)
-      throw Error(fmt::format("{} needs a context of {} tokens, more than the model's {} (max_position_embeddings)",
+      throw Error(fmt::format("{} needs a context of {} tokens, more than the model's {} (its context length)",
                               t.name(), t.context(), limit));
     ctx = std::max(ctx, t.context());
   }
@@ -306,6 +308,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("-r,--repetitions", a->reps, "timed runs of each test (after one untimed)")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_rope_flags(*cmd, a->rope);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print a JSON array, one object per test");

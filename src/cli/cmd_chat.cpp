@@ -35,6 +35,7 @@ struct ChatArgs {
   int threads = 0;
   std::string device = "auto";
   std::string cache_type = "f16";
+  RopeFlags rope;
   bool no_prompt_cache = false;
   bool json = false;
   CLI::Option* system_opt = nullptr;
@@ -75,6 +76,7 @@ void run_chat(const ChatArgs& a) {
   const fs::path dir = a.model;
   GenerationModel gm = load_generation_model(dir);
   apply_cache_type(gm.model, a.cache_type);
+  apply_rope_flags(gm.model, a.rope);
   if (gm.tc.chat_template.empty())
     throw Error("the model has no chat template (tokenizer_config.json): chat needs one; use generate -p TEXT",
                 ErrorContext{.file = dir.string()});
@@ -171,12 +173,14 @@ void add_chat(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "most tokens per answer")->capture_default_str();
   cmd->add_option("--ctx-size", a->ctx_size,
                   "tokens of context (the conversation and the answer), capped at the model's "
-                  "max_position_embeddings; older turns are dropped to stay within it")
+                  "context (max_position_embeddings; yarn: original x factor); older turns are "
+                  "dropped to stay within it")
       ->capture_default_str();
   a->sampling.add(*cmd);
   a->draft.add(*cmd);
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_rope_flags(*cmd, a->rope);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache, "run each turn's whole conversation again");

@@ -43,6 +43,7 @@ struct GenerateArgs {
   int threads = 0;
   std::string device = "auto";
   std::string cache_type = "f16";
+  RopeFlags rope;
   bool json = false;
   int logprobs = -1;
   // Set after parsing: which prompt flags were given.
@@ -79,6 +80,7 @@ void run_generate(const GenerateArgs& a) {
   const fs::path dir = a.model;
   GenerationModel m = load_generation_model(dir);
   apply_cache_type(m.model, a.cache_type);
+  apply_rope_flags(m.model, a.rope);
   model::LlamaModel& model = m.model;
   const tokenizer::Tokenizer& tok = m.tok;
   const tokenizer::TokenizerConfig& tc = m.tc;
@@ -177,6 +179,7 @@ void add_generate(CLI::App& app) {
                   "in it first (needs --draft-max)");
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_rope_flags(*cmd, a->rope);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");

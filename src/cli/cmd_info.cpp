@@ -18,6 +18,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/kv_quant.h"
+#include "model/rope.h"
 #include "model/linear_bits.h"
 
 namespace exq::cli {
@@ -64,18 +65,28 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c) {
 }
 
 json rope_json(const io::ModelConfig& c) {
+  const io::RopeScaling& rs = c.rope_scaling;
   json r = {{"theta", c.rope_theta}};
-  switch (c.rope_scaling.type) {
+  switch (rs.type) {
     case io::RopeScalingType::None: r["scaling"] = "none"; break;
     case io::RopeScalingType::Linear:
-      r["scaling"] = {{"type", "linear"}, {"factor", c.rope_scaling.factor}};
+      r["scaling"] = {{"type", "linear"}, {"factor", rs.factor}};
       break;
     case io::RopeScalingType::Llama3:
       r["scaling"] = {{"type", "llama3"},
-                      {"factor", c.rope_scaling.factor},
-                      {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                      {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                      {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+                      {"factor", rs.factor},
+                      {"low_freq_factor", rs.low_freq_factor},
+                      {"high_freq_factor", rs.high_freq_factor},
+                      {"original_max_position_embeddings", rs.original_max_position_embeddings}};
+      break;
+    case io::RopeScalingType::Yarn:
+      r["scaling"] = {{"type", "yarn"},
+                      {"factor", rs.factor},
+                      {"original_max_position_embeddings", rs.original_max_position_embeddings},
+                      {"beta_fast", rs.beta_fast},
+                      {"beta_slow", rs.beta_slow},
+                      {"truncate", rs.truncate},
+                      {"attention_factor", model::rope_attention_factor(c)}};
       break;
   }
   return r;
@@ -199,6 +210,7 @@ json build_info(const fs::path& dir) {
       {"head_dim", c.head_dim},
       {"vocab_size", c.vocab_size},
       {"max_position_embeddings", c.max_position_embeddings},
+      {"context_length", c.context_length()},
       {"kv_cache_bytes_per_token",
        {{"f16", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                                 model::KvQuant::kNone)},
@@ -280,6 +292,10 @@ void print_info(const json& j) {
   const json& sc = j["rope"]["scaling"];
   rope += sc.is_string() ? ", no scaling"
                          : fmt::format(", {} scaling x{}", sc["type"].get<std::string>(), sc["factor"].get<double>());
+  if (sc.is_object() && sc["type"] == "yarn")
+    rope += fmt::format(" (original context {}, attention factor {:.4f}): context {}",
+                        sc["original_max_position_embeddings"].get<int64_t>(), sc["attention_factor"].get<double>(),
+                        j["context_length"].get<int64_t>());
   const int64_t params = j["parameters"].get<int64_t>();
   const int64_t bytes = j["bytes"].get<int64_t>();
   fmt::print("model:         {}\n", j["path"].get<std::string>());
@@ -287,7 +303,7 @@ void print_info(const json& j) {
   print_sizes({j["layers"].get<int64_t>(), j["hidden_size"].get<int64_t>(),
                j["intermediate_size"].get<int64_t>(), j["heads"].get<int64_t>(),
                j["kv_heads"].get<int64_t>(), j["head_dim"].get<int64_t>(),
-               j["vocab_size"].get<int64_t>(), j["max_position_embeddings"].get<int64_t>()});
+               j["vocab_size"].get<int64_t>(), j["context_length"].get<int64_t>()});
   fmt::print("parameters:    {} ({:.1f}M)\n", group_digits(params), static_cast<double>(params) / 1e6);
   fmt::print("tensors:       {} ({}) in {} file(s)\n", j["tensors"].get<int64_t>(), dtypes,
              j["files"].get<int64_t>());

@@ -39,6 +39,7 @@ struct PplArgs {
   int threads = 0;
   std::string device = "auto";
   std::string cache_type = "f16";
+  RopeFlags rope;
   bool json = false;
 };
 
@@ -90,10 +91,12 @@ void run_ppl(const PplArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
+  apply_rope_flags(model, a.rope);
   const std::vector<int32_t> ids = encode_file(dir, text, a.file);
   std::optional<model::LlamaModel> base;
   if (kl) {
     base.emplace(model::LlamaModel::load(a.kl_base));
+    apply_rope_flags(*base, a.rope);  // both models run the same positions the same way
     if (base->config().vocab_size != model.config().vocab_size)
       throw Error(fmt::format("--kl-base {} has a vocabulary of {} tokens, {} has {}", a.kl_base,
                               base->config().vocab_size, a.model, model.config().vocab_size));
@@ -202,6 +205,7 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--skip-windows", a->skip_windows, "windows to skip at the start")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_rope_flags(*cmd, a->rope);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object");

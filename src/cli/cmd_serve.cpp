@@ -35,6 +35,7 @@ struct ServeArgs {
   int threads = 0;
   std::string device = "auto";
   std::string cache_type = "f16";
+  RopeFlags rope;
   bool no_prompt_cache = false;
   int parallel = 1;
   DraftFlags draft;
@@ -59,6 +60,7 @@ void run_serve(const ServeArgs& a) {
   const fs::path dir = a.model;
   GenerationModel gm = load_generation_model(dir);
   apply_cache_type(gm.model, a.cache_type);
+  apply_rope_flags(gm.model, a.rope);
   const tokenizer::Tokenizer& tok = gm.tok;
   const tokenizer::TokenizerConfig& tc = gm.tc;
 
@@ -129,12 +131,14 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--port", a->port, "port to listen on (0: any free port)")->capture_default_str();
   cmd->add_option("--alias", a->alias, "model name in the API (default: the folder's name)");
   cmd->add_option("--ctx-size", a->ctx_size, "tokens of context per request (prompt + generated), "
-                                             "capped at the model's max_position_embeddings")
+                                             "capped at the model's context (max_position_embeddings; "
+                                             "yarn: original x factor)")
       ->capture_default_str();
   cmd->add_option("--max-tokens", a->max_tokens, "tokens to generate when a request gives no max_tokens")
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_rope_flags(*cmd, a->rope);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_option("--parallel", a->parallel,

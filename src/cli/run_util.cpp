@@ -1,5 +1,6 @@
 #include "cli/run_util.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -62,6 +63,69 @@ void apply_cache_type(model::LlamaModel& model, const std::string& flag) {
   const auto q = model::kv_quant_from_name(flag);
   EXQ_CHECK(q.has_value(), "--cache-type must be f16 or q8_0, got '{}'", flag);
   model.set_kv_quant(*q);
+}
+
+void add_rope_flags(CLI::App& cmd, RopeFlags& f) {
+  cmd.add_option("--rope-freq-base", f.freq_base, "RoPE frequency base (rope_theta); default: the model's");
+  cmd.add_option("--rope-scaling", f.scaling,
+                 "RoPE scaling: none, linear or yarn; default: the model's rope_scaling");
+  cmd.add_option("--rope-scale", f.scale, "RoPE context scaling factor: the context grows by N");
+  cmd.add_option("--rope-freq-scale", f.freq_scale, "RoPE frequency scaling factor: the context grows by 1/F");
+  cmd.add_option("--yarn-orig-ctx", f.yarn_orig_ctx,
+                 "YaRN: the model's trained context; default: its original_max_position_embeddings, "
+                 "else max_position_embeddings");
+}
+
+void apply_rope_flags(model::LlamaModel& model, const RopeFlags& f) {
+  if (!f.any()) return;
+  const io::ModelConfig& c = model.config();
+  EXQ_CHECK(!(f.scale && f.freq_scale), "give --rope-scale or --rope-freq-scale, not both");
+  std::optional<double> factor = f.scale;
+  if (f.freq_scale) {
+    EXQ_CHECK(std::isfinite(*f.freq_scale) && *f.freq_scale > 0.0, "--rope-freq-scale must be positive, got {}",
+              *f.freq_scale);
+    factor = 1.0 / *f.freq_scale;
+  }
+  if (factor)
+    EXQ_CHECK(std::isfinite(*factor) && *factor >= 1e-3 && *factor <= 1e6,
+              "--rope-scale must be in [0.001, 1e6], got {}", *factor);
+  if (f.freq_base)
+    EXQ_CHECK(std::isfinite(*f.freq_base) && *f.freq_base > 1.0 && *f.freq_base <= 1e12,
+              "--rope-freq-base must be in (1, 1e12], got {}", *f.freq_base);
+  if (f.yarn_orig_ctx) EXQ_CHECK(*f.yarn_orig_ctx >= 1, "--yarn-orig-ctx must be at least 1, got {}", *f.yarn_orig_ctx);
+
+  io::RopeScaling rs = c.rope_scaling;
+  int64_t max_pos = c.max_position_embeddings;
+  std::string type = f.scaling;
+  if (type.empty() && factor) type = rs.type == io::RopeScalingType::None ? "linear" : io::rope_scaling_name(rs.type);
+  if (type == "none") {
+    EXQ_CHECK(!factor && !f.yarn_orig_ctx,
+              "--rope-scaling none takes no --rope-scale, --rope-freq-scale or --yarn-orig-ctx");
+    rs = io::RopeScaling{};
+  } else if (type == "linear") {
+    if (rs.type != io::RopeScalingType::Linear) rs = io::RopeScaling{.type = io::RopeScalingType::Linear};
+    EXQ_CHECK(factor || c.rope_scaling.type == io::RopeScalingType::Linear,
+              "--rope-scaling linear needs --rope-scale (or --rope-freq-scale)");
+    if (factor) {
+      rs.factor = *factor;
+      max_pos = std::max<int64_t>(max_pos, std::llround(static_cast<double>(max_pos) * *factor));
+    }
+  } else if (type == "yarn") {
+    if (rs.type != io::RopeScalingType::Yarn)
+      rs = io::RopeScaling{.type = io::RopeScalingType::Yarn, .original_max_position_embeddings = max_pos};
+    EXQ_CHECK(factor || c.rope_scaling.type == io::RopeScalingType::Yarn,
+              "--rope-scaling yarn needs --rope-scale (or --rope-freq-scale)");
+    if (factor) rs.factor = *factor;
+    if (f.yarn_orig_ctx) rs.original_max_position_embeddings = *f.yarn_orig_ctx;
+  } else if (type == "llama3" && f.scaling.empty()) {  // a scale for a llama3 model: its factor
+    rs.factor = *factor;
+  } else if (!type.empty()) {
+    throw Error(fmt::format("--rope-scaling must be none, linear or yarn, got '{}'", type));
+  }
+  EXQ_CHECK(!f.yarn_orig_ctx || rs.type == io::RopeScalingType::Yarn,
+            "--yarn-orig-ctx applies to yarn scaling only (the model's is {}; add --rope-scaling yarn)",
+            io::rope_scaling_name(rs.type));
+  model.set_rope(f.freq_base.value_or(c.rope_theta), rs, max_pos);
 }
 
 Device resolve_device(const std::string& flag) {

@@ -4,8 +4,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "model/llama.h"
 #include "runtime/generation_config.h"
@@ -47,5 +50,22 @@ inline constexpr const char* kCacheTypeHelp =
 // Sets the model's KV cache kind from the flag ("f16", "q8_0" or "q8"); exq::Error for another
 // value or a model whose head_dim does not suit it.
 void apply_cache_type(model::LlamaModel& model, const std::string& flag);
+
+// llama.cpp's rotary overrides, for generate, chat, ppl, serve and bench. Unset flags keep the
+// model's config.json.
+struct RopeFlags {
+  std::optional<double> freq_base;   // --rope-freq-base: rope_theta
+  std::string scaling;               // --rope-scaling: none, linear or yarn ("" keeps the model's)
+  std::optional<double> scale;       // --rope-scale N: the factor (context x N)
+  std::optional<double> freq_scale;  // --rope-freq-scale F: the factor 1 / F
+  std::optional<int64_t> yarn_orig_ctx;  // --yarn-orig-ctx: yarn's trained context
+  bool any() const { return freq_base || !scaling.empty() || scale || freq_scale || yarn_orig_ctx; }
+};
+void add_rope_flags(CLI::App& cmd, RopeFlags& flags);
+// Applies the flags to the model (LlamaModel::set_rope). A scale without --rope-scaling changes
+// the model's own scaling's factor, or adds linear scaling to a model without one; linear set
+// here extends the context (max_position_embeddings) by the factor, yarn reaches
+// original x factor. Throws exq::Error for a bad value or combination, naming the flag.
+void apply_rope_flags(model::LlamaModel& model, const RopeFlags& flags);
 
 }  // namespace exq::cli

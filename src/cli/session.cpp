@@ -168,7 +168,7 @@ DraftModelHolder::DraftModelHolder(const std::filesystem::path& dir, const token
   GenerationModel gm = load_generation_model(dir);
   runtime::check_draft_tokenizer(model_tok, gm.tok, dir.string());
   Impl& m = *impl_;
-  const int64_t ctx = std::min<int64_t>(max_context, gm.model.config().max_position_embeddings);
+  const int64_t ctx = std::min<int64_t>(max_context, gm.model.config().context_length());
 #if EXQ_HAVE_CUDA
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
@@ -233,7 +233,7 @@ ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& 
                             "generations at once)",
                             parallel));
   m.model = std::make_unique<model::LlamaModel>(std::move(model));
-  max_context_ = std::min<int64_t>(max_context, m.model->config().max_position_embeddings);
+  max_context_ = std::min<int64_t>(max_context, m.model->config().context_length());
   const int64_t vocab = m.model->config().vocab_size;
   // After the model: its weights come first on the device.
   auto load_draft = [&] {

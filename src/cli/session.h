@@ -81,7 +81,7 @@ class DraftFlags {
 };
 
 // A draft model (--draft-model) loaded beside the model on the same device, with a context of
-// max_context positions (capped at its max_position_embeddings). Throws exq::Error for a folder
+// max_context positions (capped at its context_length()). Throws exq::Error for a folder
 // that does not load or whose tokenizer is not the model's.
 class DraftModelHolder {
  public:

@@ -116,12 +116,41 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
   return out;
 }
 
+namespace {
+
+// llama.cpp's rope.scaling.* keys as transformers' rope_scaling (null without scaling): linear
+// (also the old rope.scale_linear) and yarn; other kinds are refused.
+ordered_json rope_scaling_from_gguf(const GgufFile& g, const std::string& a) {
+  std::string type = g.get_string_or(a + "rope.scaling.type", "none");
+  const bool old_linear = type == "none" && g.find(a + "rope.scale_linear");
+  if (old_linear) type = "linear";
+  if (type == "none") return nullptr;
+  if (type != "linear" && type != "yarn")
+    throw gguf_error(g, fmt::format("rope scaling '{}' is not supported by import-gguf (linear or yarn)", type));
+  const std::string factor_key = old_linear ? a + "rope.scale_linear" : a + "rope.scaling.factor";
+  if (!g.find(factor_key)) throw gguf_error(g, fmt::format("rope scaling '{}' without {}", type, factor_key));
+  const double factor = short_decimal(g.get_double(factor_key));
+  if (!(factor > 0.0)) throw gguf_error(g, fmt::format("{} is {}, not a positive factor", factor_key, factor));
+  ordered_json rs = {{"rope_type", type}, {"factor", factor}};
+  if (type == "linear") return rs;
+  if (g.find(a + "rope.scaling.original_context_length"))
+    rs["original_max_position_embeddings"] = g.get_int(a + "rope.scaling.original_context_length");
+  for (const auto& [key, field] : {std::pair{"yarn_beta_fast", "beta_fast"}, std::pair{"yarn_beta_slow", "beta_slow"},
+                                   std::pair{"yarn_attn_factor", "attention_factor"}})
+    if (g.find(a + "rope.scaling." + key)) rs[field] = short_decimal(g.get_double(a + "rope.scaling." + key));
+  // llama.cpp's other yarn knobs change the formula itself (DeepSeek's log multiplier, a partial
+  // extrapolation): refused rather than run differently.
+  if (g.find(a + "rope.scaling.yarn_log_multiplier") && g.get_double(a + "rope.scaling.yarn_log_multiplier") != 0.0)
+    throw gguf_error(g, "rope.scaling.yarn_log_multiplier is not supported by import-gguf");
+  if (g.find(a + "rope.scaling.yarn_ext_factor") && g.get_double(a + "rope.scaling.yarn_ext_factor") != 1.0)
+    throw gguf_error(g, "rope.scaling.yarn_ext_factor other than 1 is not supported by import-gguf");
+  return rs;
+}
+
+}  // namespace
+
 ordered_json hf_config_from_gguf(const GgufFile& g) {
   const std::string a = arch_of(g) + ".";
-  if (const GgufValue* s = g.find(a + "rope.scaling.type");
-      s && s->is_string() && s->as_string() != "none")
-    throw gguf_error(
-        g, fmt::format("rope scaling '{}' is not supported by import-gguf", s->as_string()));
   const int64_t hidden = g.get_int(a + "embedding_length");
   const int64_t heads = g.get_int(a + "attention.head_count");
   if (heads <= 0 || hidden % heads != 0)
@@ -155,7 +184,7 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   c["rms_norm_eps"] = short_decimal(g.get_double(a + "attention.layer_norm_rms_epsilon"));
   c["rope_theta"] =
       g.find(a + "rope.freq_base") ? short_decimal(g.get_double(a + "rope.freq_base")) : 10000.0;
-  c["rope_scaling"] = nullptr;
+  c["rope_scaling"] = rope_scaling_from_gguf(g, a);
   c["max_position_embeddings"] = g.get_int(a + "context_length");
   c["vocab_size"] = vocab;
   c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;

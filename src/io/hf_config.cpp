@@ -1,5 +1,6 @@
 #include "io/hf_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -149,7 +150,34 @@ RopeScaling read_rope_scaling(const Reader& r, const std::string& obj = "rope_sc
         r.integer(*o, obj + ".original_max_position_embeddings", 1, kMaxPositions);
     return rs;
   }
-  r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3)", type));
+  if (type == "yarn") {
+    rs.type = RopeScalingType::Yarn;
+    rs.factor = num("factor", true, 1.0, 1e-3, 1e6);
+    // transformers reads `x.get(name) or default`: null and 0 mean the default.
+    auto opt = [&](const char* name, double def, double hi) {
+      const json* f = r.find(*v, name);
+      if (!f || f->is_null()) return def;
+      const double d = r.number(*f, obj + "." + name, 0.0, hi);
+      return d == 0.0 ? def : d;
+    };
+    rs.beta_fast = opt("beta_fast", 32.0, 1e6);
+    rs.beta_slow = opt("beta_slow", 1.0, 1e6);
+    rs.mscale = opt("mscale", 0.0, 1e3);
+    rs.mscale_all_dim = opt("mscale_all_dim", 0.0, 1e3);
+    if (const json* a = r.find(*v, "attention_factor"); a && !a->is_null())
+      rs.attention_factor = r.number(*a, obj + ".attention_factor", 1e-6, 1e3);
+    if (const json* o = r.find(*v, "original_max_position_embeddings"); o && !o->is_null())
+      rs.original_max_position_embeddings = r.integer(*o, obj + ".original_max_position_embeddings", 1, kMaxPositions);
+    else
+      rs.original_max_position_embeddings = 0;  // read_config sets max_position_embeddings
+    if (const json* t2 = r.find(*v, "truncate"); t2 && !t2->is_null()) {
+      if (!t2->is_boolean())
+        r.fail(obj + ".truncate", fmt::format("expected true or false, got {}", Reader::brief(*t2)));
+      rs.truncate = t2->get<bool>();
+    }
+    return rs;
+  }
+  r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3, yarn)", type));
 }
 
 std::optional<DType> read_torch_dtype(const Reader& r) {
@@ -212,6 +240,9 @@ ModelConfig read_config(const json& root, const std::string& file) {
     c.rope_scaling = read_rope_scaling(r);
   }
 
+  if (c.rope_scaling.type == RopeScalingType::Yarn && c.rope_scaling.original_max_position_embeddings == 0)
+    c.rope_scaling.original_max_position_embeddings = c.max_position_embeddings;
+
   if (c.model_type == "qwen2") {
     c.attention_qkv_bias = true;
   } else if (c.model_type == "qwen3") {
@@ -243,6 +274,23 @@ ModelConfig read_config(const json& root, const std::string& file) {
 }
 
 }  // namespace
+
+const char* rope_scaling_name(RopeScalingType type) {
+  switch (type) {
+    case RopeScalingType::None: return "none";
+    case RopeScalingType::Linear: return "linear";
+    case RopeScalingType::Llama3: return "llama3";
+    case RopeScalingType::Yarn: return "yarn";
+  }
+  return "?";
+}
+
+int64_t ModelConfig::context_length() const {
+  if (rope_scaling.type != RopeScalingType::Yarn) return max_position_embeddings;
+  const double scaled = static_cast<double>(rope_scaling.original_max_position_embeddings) * rope_scaling.factor;
+  return std::max(max_position_embeddings,
+                  static_cast<int64_t>(std::min(std::floor(scaled), static_cast<double>(kMaxPositions))));
+}
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& file) {
   json root;

@@ -16,15 +16,28 @@
 
 namespace exq::io {
 
-enum class RopeScalingType { None, Linear, Llama3 };
+enum class RopeScalingType { None, Linear, Llama3, Yarn };
 
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
-  double factor = 1.0;                     // linear and llama3
+  double factor = 1.0;                     // linear, llama3 and yarn
   double low_freq_factor = 1.0;            // llama3
   double high_freq_factor = 4.0;           // llama3
-  int64_t original_max_position_embeddings = 8192;  // llama3
+  // llama3; yarn: the trained context the correction range is found for (defaults to
+  // max_position_embeddings there).
+  int64_t original_max_position_embeddings = 8192;
+  // yarn (transformers' names and defaults); attention_factor <= 0: derived from the factor, or
+  // from mscale / mscale_all_dim when both are set.
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double attention_factor = 0.0;
+  double mscale = 0.0;
+  double mscale_all_dim = 0.0;
+  bool truncate = true;  // floor / ceil the correction range's ends
 };
+
+// "none", "linear", "llama3" or "yarn".
+const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
   std::string model_type;  // "llama", "mistral", "qwen2" or "qwen3"
@@ -49,6 +62,9 @@ struct ModelConfig {
   std::optional<DType> torch_dtype;    // F16 / BF16 / F32 when given
   nlohmann::json quantization_config;  // raw, null when absent (read by the EXL2 loader)
 
+  // The positions exq allows: max_position_embeddings, or for yarn original x factor when that is
+  // more (as vLLM derives it: Qwen2.5 / Qwen3 with factor 4 reach 131072).
+  int64_t context_length() const;
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };

@@ -17,10 +17,26 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir) {
 }
 
 LlamaModel::LlamaModel(io::ModelConfig config, LlamaWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)), inv_freq_(rope_inv_freq(config_)) {
+    : config_(std::move(config)), weights_(std::move(weights)) {
   EXQ_CHECK(static_cast<int64_t>(weights_.layers.size()) == config_.num_hidden_layers,
             "model has {} layers, config says {}", weights_.layers.size(), config_.num_hidden_layers);
-  rope_ = cpu::make_rope_table(inv_freq_, std::min<int64_t>(config_.max_position_embeddings, 4096));
+  init_rope();
+}
+
+void LlamaModel::init_rope() {
+  inv_freq_ = rope_inv_freq(config_);
+  rope_scale_ = rope_attention_factor(config_);
+  rope_ = cpu::make_rope_table(inv_freq_, std::min<int64_t>(config_.context_length(), 4096), rope_scale_);
+}
+
+void LlamaModel::set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings) {
+  io::ModelConfig c = config_;
+  c.rope_theta = theta;
+  c.rope_scaling = scaling;
+  c.max_position_embeddings = max_position_embeddings;
+  check_rope(c);
+  config_ = std::move(c);
+  init_rope();
 }
 
 KvCache LlamaModel::make_cache(int64_t max_len) const {
@@ -75,7 +91,8 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
     check_cache(*cache, batch ? 1 : T);
     end = std::max(end, cache->length() + (batch ? 1 : T));
   }
-  if (rope_.positions() < end) rope_ = cpu::make_rope_table(inv_freq_, std::max(end, 2 * rope_.positions()));
+  if (rope_.positions() < end)
+    rope_ = cpu::make_rope_table(inv_freq_, std::max(end, 2 * rope_.positions()), rope_scale_);
 
   Tensor x(DType::F32, {T, hidden});        // residual stream
   Tensor xn(DType::F32, {T, hidden});       // normed input of a sublayer

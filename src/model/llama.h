@@ -30,6 +30,9 @@ class LlamaModel {
   // head_dim does not suit it.
   void set_kv_quant(KvQuant quant);
   KvQuant kv_quant() const { return kv_quant_; }
+  // Replaces the rotary settings (the CLI's --rope-* flags): every later forward, make_cache and
+  // CudaLlama built from this model use them. Throws exq::Error for values check_rope refuses.
+  void set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings);
 
   // Runs tokens at positions cache.length() .. +T-1 (one batched pass: prefill or decode) and
   // appends their keys/values to the cache. Returns F32 logits [T, vocab] when all_logits,
@@ -50,10 +53,12 @@ class LlamaModel {
   // forward() (one cache, T tokens) and forward_batch() (T caches, a token each).
   Tensor run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, bool all_logits);
   void check_cache(const KvCache& cache, int64_t tokens) const;
+  void init_rope();  // inv_freq_, rope_scale_ and rope_ from config_
 
   io::ModelConfig config_;
   LlamaWeights weights_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
+  float rope_scale_ = 1.0f;      // YaRN's attention factor on cos / sin
   cpu::RopeTable rope_;          // cos/sin [positions, head_dim / 2], grown on demand
   std::function<void(int, const TensorView&)> capture_;
   KvQuant kv_quant_ = KvQuant::kNone;

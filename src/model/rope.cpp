@@ -1,19 +1,85 @@
 #include "model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
+#include "core/error.h"
+
 namespace exq::model {
+namespace {
+
+// base^(2i / dim): transformers' float32 exponent, the power rounded to float32.
+float pos_freq(const io::ModelConfig& c, int64_t i) {
+  const float e = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+  return static_cast<float>(std::pow(c.rope_theta, static_cast<double>(e)));
+}
+
+// transformers' find_correction_dim: the dimension whose wavelength turns `rotations` times
+// over the trained context.
+double yarn_correction_dim(double rotations, int64_t dim, double base, double context) {
+  return static_cast<double>(dim) * std::log(context / (rotations * 2.0 * std::numbers::pi)) / (2.0 * std::log(base));
+}
+
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+// YaRN (transformers' _compute_yarn_parameters, with the factor as given): high frequencies
+// kept (extrapolated), low ones divided by factor (interpolated), a linear ramp between the
+// correction dimensions of beta_fast and beta_slow rotations. Float32 like torch.
+void apply_yarn(std::vector<float>& inv, const io::ModelConfig& c) {
+  const io::RopeScaling& rs = c.rope_scaling;
+  const int64_t dim = c.head_dim, half = dim / 2;
+  const double ctx = static_cast<double>(rs.original_max_position_embeddings);
+  double low = yarn_correction_dim(rs.beta_fast, dim, c.rope_theta, ctx);
+  double high = yarn_correction_dim(rs.beta_slow, dim, c.rope_theta, ctx);
+  if (rs.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  const float lo = static_cast<float>(low);
+  float hi = static_cast<float>(high);
+  if (lo == hi) hi += 0.001f;  // transformers: prevents a division by zero
+  const float factor = static_cast<float>(rs.factor);
+  for (int64_t i = 0; i < half; ++i) {
+    float& f = inv[static_cast<size_t>(i)];
+    const float extrapolated = f;
+    const float interpolated = 1.0f / (factor * pos_freq(c, i));
+    const float ramp = std::clamp((static_cast<float>(i) - lo) / (hi - lo), 0.0f, 1.0f);
+    const float keep = 1.0f - ramp;
+    f = interpolated * (1.0f - keep) + extrapolated * keep;
+  }
+}
+
+}  // namespace
+
+void check_rope(const io::ModelConfig& c) {
+  const io::RopeScaling& rs = c.rope_scaling;
+  EXQ_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 1.0 && c.rope_theta <= 1e12,
+            "rope: the frequency base must be in (1, 1e12], got {}", c.rope_theta);
+  if (rs.type == io::RopeScalingType::None) return;
+  EXQ_CHECK(std::isfinite(rs.factor) && rs.factor >= 1e-3 && rs.factor <= 1e6,
+            "rope: the {} scaling factor must be in [0.001, 1e6], got {}", io::rope_scaling_name(rs.type), rs.factor);
+  if (rs.type == io::RopeScalingType::Llama3)
+    EXQ_CHECK(rs.high_freq_factor > rs.low_freq_factor && rs.low_freq_factor > 0.0,
+              "rope: llama3 high_freq_factor {} must exceed low_freq_factor {} > 0", rs.high_freq_factor,
+              rs.low_freq_factor);
+  if (rs.type == io::RopeScalingType::Llama3 || rs.type == io::RopeScalingType::Yarn)
+    EXQ_CHECK(rs.original_max_position_embeddings >= 1, "rope: the {} original context must be at least 1, got {}",
+              io::rope_scaling_name(rs.type), rs.original_max_position_embeddings);
+  if (rs.type == io::RopeScalingType::Yarn)
+    EXQ_CHECK(rs.beta_fast > 0.0 && rs.beta_slow > 0.0, "rope: yarn beta_fast {} and beta_slow {} must be positive",
+              rs.beta_fast, rs.beta_slow);
+}
 
 std::vector<float> rope_inv_freq(const io::ModelConfig& c) {
   const int64_t D = c.head_dim;
   std::vector<float> inv(static_cast<size_t>(D / 2));
-  for (int64_t i = 0; i < D / 2; ++i) {
-    // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32.
-    const float e = static_cast<float>(2 * i) / static_cast<float>(D);
-    const float p = static_cast<float>(std::pow(c.rope_theta, static_cast<double>(e)));
-    inv[static_cast<size_t>(i)] = 1.0f / p;
-  }
+  // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32.
+  for (int64_t i = 0; i < D / 2; ++i) inv[static_cast<size_t>(i)] = 1.0f / pos_freq(c, i);
   const io::RopeScaling& rs = c.rope_scaling;
   if (rs.type == io::RopeScalingType::Linear) {
     for (float& f : inv) f = static_cast<float>(f / rs.factor);
@@ -32,8 +98,23 @@ std::vector<float> rope_inv_freq(const io::ModelConfig& c) {
         f = static_cast<float>((1.0 - smooth) * f / rs.factor + smooth * f);
       }
     }
+  } else if (rs.type == io::RopeScalingType::Yarn) {
+    apply_yarn(inv, c);
   }
   return inv;
+}
+
+float rope_attention_factor(const io::ModelConfig& c) {
+  const io::RopeScaling& rs = c.rope_scaling;
+  if (rs.type != io::RopeScalingType::Yarn) return 1.0f;
+  if (rs.attention_factor > 0.0) return static_cast<float>(rs.attention_factor);
+  if (rs.mscale > 0.0 && rs.mscale_all_dim > 0.0)
+    return static_cast<float>(yarn_mscale(rs.factor, rs.mscale) / yarn_mscale(rs.factor, rs.mscale_all_dim));
+  return static_cast<float>(yarn_mscale(rs.factor, 1.0));
+}
+
+cpu::RopeTable rope_table(const io::ModelConfig& config, int64_t positions) {
+  return cpu::make_rope_table(rope_inv_freq(config), positions, rope_attention_factor(config));
 }
 
 }  // namespace exq::model

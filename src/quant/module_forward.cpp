@@ -166,7 +166,7 @@ ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
     : config_(c), max_tokens_(max_tokens) {
   EXQ_CHECK(max_tokens > 0, "module forward: max_tokens must be positive, got {}", max_tokens);
   const int64_t H = c.num_attention_heads, KVH = c.num_key_value_heads, D = c.head_dim;
-  rope_ = cpu::make_rope_table(model::rope_inv_freq(c), max_tokens);
+  rope_ = model::rope_table(c, max_tokens);
   normed_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
   q_ = Tensor(DType::F32, {max_tokens, H, D});
   k_ = Tensor(DType::F32, {max_tokens, KVH, D});

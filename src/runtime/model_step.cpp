@@ -73,9 +73,10 @@ std::vector<int32_t> stop_token_ids(const GenerationConfig& gen, const io::Model
 }
 
 int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens) {
-  const int64_t limit = config.max_position_embeddings;
+  const int64_t limit = config.context_length();
   EXQ_CHECK(static_cast<int64_t>(prompt_tokens) <= limit,
-            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings)",
+            "the prompt has {} tokens, more than the model's context of {} (max_position_embeddings, or "
+            "yarn's original context x factor)",
             prompt_tokens, limit);
   const int64_t wanted = static_cast<int64_t>(prompt_tokens) + std::max<int64_t>(max_new_tokens, 0);
   return std::min(limit, std::max<int64_t>(wanted, 1));

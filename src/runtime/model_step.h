@@ -80,7 +80,7 @@ class LlamaSession {
 };
 
 // KV cache positions a generation of one prompt uses: prompt + max_new_tokens, at least 1,
-// capped at max_position_embeddings. Throws exq::Error when the prompt alone exceeds that.
+// capped at config.context_length(). Throws exq::Error when the prompt alone exceeds that.
 int64_t generation_context(const io::ModelConfig& config, size_t prompt_tokens, int64_t max_new_tokens);
 
 // Generates from prompt ids with a fresh cache of generation_context() positions, streaming

@@ -89,6 +89,20 @@ TEST(CliBench, ParallelGenerations) {
   expect_user_error(run_exq({"bench", "-m", dir.string(), "-np", "0"}), "-np values must be 1 to 64, got 0");
 }
 
+// YaRN from the command line raises the context the tests may use: original x factor.
+TEST(CliBench, YarnExtendsTheContext) {
+  const auto dir = tiny_model_dir("bench_yarn");
+  expect_user_error(run_exq({"bench", "-m", dir.string(), "-p", "300", "-n", "0", "-r", "1", "--device", "cpu"}),
+                    "pp300 needs a context of 300 tokens, more than the model's 256");
+  const RunResult r = run_exq({"bench", "-m", dir.string(), "-p", "300", "-n", "0", "-r", "1", "--json", "--threads",
+                               "1", "--device", "cpu", "--rope-scaling", "yarn", "--rope-scale", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)[0]["n_prompt"], 300);
+  expect_user_error(run_exq({"bench", "-m", dir.string(), "-p", "600", "-n", "0", "-r", "1", "--device", "cpu",
+                             "--rope-scaling", "yarn", "--rope-scale", "2"}),
+                    "more than the model's 512");
+}
+
 TEST(CliBench, UserErrors) {
   const auto dir = tiny_model_dir("bench_err");
   expect_user_error(run_exq({"bench"}), "-m MODEL");

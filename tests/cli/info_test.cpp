@@ -1,6 +1,8 @@
 // `exq info`: reported numbers checked against sums over the tensors, and broken folders.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "cli_support.h"
 #include "exl2_test_models.h"
 #include "io/safetensors.h"
@@ -52,6 +54,28 @@ TEST(CliInfo, TinyModelJson) {
             std::string::npos)
       << text.out;
   EXPECT_NE(text.out.find(fmt::format("F16 {}", count)), std::string::npos) << text.out;
+}
+
+// Qwen2.5's documented yarn: the rope line, the context it gives, and the JSON fields.
+TEST(CliInfo, YarnScaling) {
+  const auto dir = temp_dir("info_yarn") / "m";
+  json config = tiny_config();
+  config["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 256}};
+  write_model_dir(dir, config, tiny_tensors(config));
+  const RunResult r = run_exq({"info", dir.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["max_position_embeddings"], 256);
+  EXPECT_EQ(j["context_length"], 1024);
+  EXPECT_EQ(j["rope"]["scaling"]["type"], "yarn");
+  EXPECT_EQ(j["rope"]["scaling"]["original_max_position_embeddings"], 256);
+  EXPECT_NEAR(j["rope"]["scaling"]["attention_factor"].get<double>(), 0.1 * std::log(4.0) + 1.0, 1e-6);
+  const RunResult text = run_exq({"info", dir.string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("yarn scaling x4 (original context 256, attention factor 1.1386): context 1024"),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("context:       1024"), std::string::npos) << text.out;
 }
 
 TEST(CliInfo, ReportsExl2Quantization) {

@@ -83,6 +83,59 @@ TEST(CliPpl, CacheType) {
                     "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16");
 }
 
+// The --rope-* flags give what the same settings in config.json give, bit for bit, and change
+// the perplexity when they change the rotary.
+TEST(CliPpl, RopeFlags) {
+  const auto root = temp_dir("ppl_rope");
+  const json config = tiny_config();  // rope_theta 100000, no scaling, 256 positions
+  const auto plain = root / "plain";
+  write_model_dir(plain, config, tiny_tensors(config));
+  auto with_scaling = [&](const char* name, json scaling) {
+    json c = config;
+    c["rope_scaling"] = std::move(scaling);
+    write_model_dir(root / name, c, tiny_tensors(c));
+    return root / name;
+  };
+  const auto yarn =
+      with_scaling("yarn", {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 64}});
+  const auto linear = with_scaling("linear", {{"rope_type", "linear"}, {"factor", 2.0}});
+  const auto text = root / "text.txt";
+  write_text(text, sample_text());
+  auto ppl = [&](const std::filesystem::path& dir, std::vector<std::string> flags) {
+    std::vector<std::string> args = {"ppl", "-m", dir.string(), "-f", text.string(), "--window", "64", "--windows",
+                                     "2", "--json", "--device", "cpu"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const RunResult r = run_exq(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["ppl"].get<double>() : 0.0;
+  };
+  const double base = ppl(plain, {});
+  EXPECT_EQ(ppl(plain, {"--rope-freq-base", "100000"}), base);
+  EXPECT_NE(ppl(plain, {"--rope-freq-base", "10000"}), base);
+  const double y = ppl(yarn, {});
+  EXPECT_NE(y, base);
+  EXPECT_EQ(ppl(plain, {"--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "64"}), y);
+  EXPECT_EQ(ppl(yarn, {"--rope-scaling", "none"}), base);
+  const double l = ppl(linear, {});
+  EXPECT_NE(l, base);
+  EXPECT_EQ(ppl(plain, {"--rope-scale", "2"}), l);  // a model without scaling gets linear
+  EXPECT_EQ(ppl(plain, {"--rope-freq-scale", "0.5"}), l);
+  EXPECT_EQ(ppl(linear, {"--rope-scale", "4"}), ppl(plain, {"--rope-scaling", "linear", "--rope-scale", "4"}));
+
+  const std::string m = plain.string(), f = text.string();
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--rope-scaling", "dynamic"}),
+                    "--rope-scaling must be none, linear or yarn, got 'dynamic'");
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--rope-scaling", "yarn"}),
+                    "--rope-scaling yarn needs --rope-scale (or --rope-freq-scale)");
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--rope-scale", "2", "--rope-freq-scale", "0.5"}),
+                    "give --rope-scale or --rope-freq-scale, not both");
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--rope-scale", "0"}), "--rope-scale must be in [0.001, 1e6], got 0");
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--rope-freq-base", "-5"}),
+                    "--rope-freq-base must be in (1, 1e12], got -5");
+  expect_user_error(run_exq({"ppl", "-m", m, "-f", f, "--yarn-orig-ctx", "64"}),
+                    "--yarn-orig-ctx applies to yarn scaling only (the model's is none; add --rope-scaling yarn)");
+}
+
 TEST(CliPpl, MissingTextFile) {
   const auto dir = tiny_model_dir("nofile");
   const auto text = dir.parent_path() / "absent.txt";

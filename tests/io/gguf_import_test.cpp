@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <tuple>
 
@@ -254,6 +255,59 @@ TEST(GgufImport, LlamaBiasesFollowTheirRows) {
     ASSERT_EQ(it->tensor.nbytes(), want.size()) << name;
     EXPECT_EQ(std::memcmp(it->tensor.raw(), want.data(), want.size()), 0) << name;
   }
+}
+
+// llama.cpp's rope.scaling.* keys become transformers' rope_scaling, which exq's config reader
+// takes: yarn (Qwen2.5's long context), linear, the old rope.scale_linear; other kinds refused.
+TEST(GgufImport, RopeScaling) {
+  auto config = [](const std::function<void(GgufBuilder&)>& add) {
+    GgufBuilder b = test::tiny_llama_builder(1);
+    add(b);
+    return hf_config_from_gguf(parse_str(b.build()));
+  };
+  EXPECT_TRUE(config([](GgufBuilder&) {})["rope_scaling"].is_null());
+  const json yarn = config([](GgufBuilder& b) {
+    b.kv_str("llama.rope.scaling.type", "yarn");
+    b.kv<float>("llama.rope.scaling.factor", GgufBuilder::F32, 4.0f);
+    b.kv<uint32_t>("llama.rope.scaling.original_context_length", GgufBuilder::U32, 32);
+    b.kv<float>("llama.rope.scaling.yarn_beta_fast", GgufBuilder::F32, 16.0f);
+    b.kv<float>("llama.rope.scaling.yarn_attn_factor", GgufBuilder::F32, 1.1f);
+  });
+  EXPECT_EQ(yarn["rope_scaling"], json({{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32},
+                                        {"beta_fast", 16.0}, {"attention_factor", 1.1}}));
+  const ModelConfig c = parse_model_config(yarn.dump(), "imported.json");
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Yarn);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 32);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_EQ(c.context_length(), 128);  // context_length 128 already exceeds 32 x 4
+  const json linear = config([](GgufBuilder& b) {
+    b.kv_str("llama.rope.scaling.type", "linear");
+    b.kv<float>("llama.rope.scaling.factor", GgufBuilder::F32, 2.0f);
+  });
+  EXPECT_EQ(linear["rope_scaling"], json({{"rope_type", "linear"}, {"factor", 2.0}}));
+  const json old = config([](GgufBuilder& b) { b.kv<float>("llama.rope.scale_linear", GgufBuilder::F32, 8.0f); });
+  EXPECT_EQ(old["rope_scaling"], json({{"rope_type", "linear"}, {"factor", 8.0}}));
+
+  auto expect_error = [&](const std::function<void(GgufBuilder&)>& add, const std::string& needle) {
+    try {
+      config(add);
+      ADD_FAILURE() << "expected Error: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(e.context().file, "mem.gguf");
+    }
+  };
+  expect_error([](GgufBuilder& b) { b.kv_str("llama.rope.scaling.type", "longrope"); },
+               "rope scaling 'longrope' is not supported by import-gguf (linear or yarn)");
+  expect_error([](GgufBuilder& b) { b.kv_str("llama.rope.scaling.type", "yarn"); },
+               "rope scaling 'yarn' without llama.rope.scaling.factor");
+  expect_error(
+      [](GgufBuilder& b) {
+        b.kv_str("llama.rope.scaling.type", "yarn");
+        b.kv<float>("llama.rope.scaling.factor", GgufBuilder::F32, 40.0f);
+        b.kv<float>("llama.rope.scaling.yarn_log_multiplier", GgufBuilder::F32, 0.1f);
+      },
+      "rope.scaling.yarn_log_multiplier is not supported");
 }
 
 TEST(GgufImport, UnsupportedInputsAreClearErrors) {

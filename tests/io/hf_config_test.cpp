@@ -108,6 +108,45 @@ TEST(HfConfig, RopeScaling) {
   EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
   j["rope_scaling"] = {{"rope_type", "default"}};
   EXPECT_EQ(parse(j).rope_scaling.type, RopeScalingType::None);
+  EXPECT_EQ(parse(j).context_length(), 8192);
+}
+
+// YaRN as Qwen2.5's model cards add it, with transformers' defaults, and with every field
+// (DeepSeek-V3's, gpt-oss's truncate); null and 0 read as transformers' `get(x) or default`.
+TEST(HfConfig, YarnRopeScaling) {
+  json j = base_config();
+  j["max_position_embeddings"] = 32768;
+  j["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  ModelConfig c = parse(j);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Yarn);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 32768);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_LE(c.rope_scaling.attention_factor, 0.0);
+  EXPECT_TRUE(c.rope_scaling.truncate);
+  EXPECT_EQ(c.max_position_embeddings, 32768);
+  EXPECT_EQ(c.context_length(), 131072);
+  // Without original_max_position_embeddings: max_position_embeddings is the trained context.
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 2.0}, {"beta_fast", nullptr}, {"beta_slow", 0}};
+  c = parse(j);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 32768);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_EQ(c.context_length(), 65536);
+  j["max_position_embeddings"] = 163840;
+  j["rope_scaling"] = {{"type", "yarn"},          {"factor", 40},     {"original_max_position_embeddings", 4096},
+                       {"beta_fast", 16},         {"beta_slow", 2},   {"mscale", 0.707},
+                       {"mscale_all_dim", 1.0},   {"truncate", false}, {"attention_factor", nullptr}};
+  c = parse(j);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 16.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 2.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.mscale, 0.707);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.mscale_all_dim, 1.0);
+  EXPECT_FALSE(c.rope_scaling.truncate);
+  EXPECT_EQ(c.context_length(), 163840);  // max_position_embeddings already is 4096 x 40
+  j["rope_scaling"]["attention_factor"] = 1.25;
+  EXPECT_DOUBLE_EQ(parse(j).rope_scaling.attention_factor, 1.25);
 }
 
 // qwen3, and transformers 5's spelling: rope_parameters (theta and scaling) and dtype.
@@ -136,8 +175,14 @@ TEST(HfConfig, Qwen3AndTransformers5Fields) {
   EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Linear);
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
   EXPECT_DOUBLE_EQ(c.rope_theta, 5e5);
-  expect_error(with(j, {{"rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}}}),
-               {"rope_parameters.rope_type", "yarn"});
+  expect_error(with(j, {{"rope_parameters", {{"rope_type", "longrope"}, {"factor", 4.0}}}}),
+               {"rope_parameters.rope_type", "longrope"});
+  // Qwen3's documented yarn, in transformers 5's spelling.
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  c = parse(j);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Yarn);
+  EXPECT_EQ(c.max_position_embeddings, 40960);
+  EXPECT_EQ(c.context_length(), 131072);
   expect_error(with(j, {{"rope_parameters", {{"rope_theta", "big"}}}}), {"rope_parameters.rope_theta"});
   expect_error(with(j, {{"dtype", "int4"}}), {"dtype", "int4"});
   // A rope_scaling beside rope_parameters (older files carry both): rope_scaling wins.
@@ -151,8 +196,17 @@ TEST(HfConfig, RejectsUnsupported) {
   json j = base_config();
   expect_error(with(j, {{"model_type", "gemma"}}), {"model_type", "gemma"});
   expect_error(with(j, {{"hidden_act", "gelu"}}), {"hidden_act", "gelu"});
-  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}}}}),
-               {"rope_scaling.type", "yarn"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "longrope"}, {"factor", 4.0}}}}),
+               {"rope_scaling.type", "longrope", "yarn"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}}}}), {"rope_scaling.factor", "missing"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1}}}}),
+               {"rope_scaling.beta_fast", "range"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"truncate", "no"}}}}),
+               {"rope_scaling.truncate", "true or false"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"attention_factor", 0}}}}),
+               {"rope_scaling.attention_factor", "range"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 0}}}}),
+               {"rope_scaling.original_max_position_embeddings", "range"});
   expect_error(with(j, {{"rope_scaling", {{"rope_type", "dynamic"}, {"factor", 4.0}}}}),
                {"rope_scaling.rope_type", "dynamic"});
   expect_error(with(j, {{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}),

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -112,6 +113,16 @@ Vec inv_freq(const json& rs) {
   if (rs.is_null()) return f;
   const std::string type = rs["rope_type"];
   const double factor = rs["factor"];
+  if (type == "yarn") {  // the YaRN paper's ramp, transformers' defaults (beta 32 / 1, truncated)
+    const double ctx = rs["original_max_position_embeddings"];
+    auto dim_of = [&](double rot) { return kHeadDim * std::log(ctx / (rot * 2 * std::numbers::pi)) / (2 * std::log(10000.0)); };
+    const double lo = std::max(std::floor(dim_of(32)), 0.0), hi = std::min(std::ceil(dim_of(1)), kHeadDim - 1.0);
+    for (int64_t i = 0; i < kHeadDim / 2; ++i) {
+      const double ramp = std::clamp((static_cast<double>(i) - lo) / (hi - lo), 0.0, 1.0);
+      f[i] = f[i] / factor * ramp + f[i] * (1 - ramp);
+    }
+    return f;
+  }
   for (double& v : f) {
     if (type == "linear") {
       v /= factor;
@@ -128,12 +139,17 @@ Vec inv_freq(const json& rs) {
   return f;
 }
 
-void rope(Vec& x, int64_t heads, int64_t pos, const Vec& freq) {
+// YaRN scales cos and sin by 0.1 ln(factor) + 1; other ropes by 1.
+double rope_scale(const json& rs) {
+  return !rs.is_null() && rs["rope_type"] == "yarn" ? 0.1 * std::log(rs["factor"].get<double>()) + 1 : 1.0;
+}
+
+void rope(Vec& x, int64_t heads, int64_t pos, const Vec& freq, double scale) {
   const int64_t half = kHeadDim / 2;
   for (int64_t h = 0; h < heads; ++h) {
     double* v = x.data() + h * kHeadDim;
     for (int64_t i = 0; i < half; ++i) {
-      const double c = std::cos(pos * freq[i]), s = std::sin(pos * freq[i]);
+      const double c = scale * std::cos(pos * freq[i]), s = scale * std::sin(pos * freq[i]);
       const double a = v[i], b = v[i + half];
       v[i] = a * c - b * s;
       v[i + half] = b * c + a * s;
@@ -145,6 +161,7 @@ void rope(Vec& x, int64_t heads, int64_t pos, const Vec& freq) {
 std::vector<Vec> reference_forward(const Tiny& m, const std::vector<int32_t>& ids) {
   const size_t T = ids.size();
   const Vec freq = inv_freq(m.config["rope_scaling"]);
+  const double scale = rope_scale(m.config["rope_scaling"]);
   std::vector<Vec> x(T);
   for (size_t t = 0; t < T; ++t) {
     const Vec& e = m.values.at("model.embed_tokens.weight");
@@ -158,8 +175,8 @@ std::vector<Vec> reference_forward(const Tiny& m, const std::vector<int32_t>& id
       q[t] = linear(m, p + "self_attn.q_proj", xn);
       k[t] = linear(m, p + "self_attn.k_proj", xn);
       v[t] = linear(m, p + "self_attn.v_proj", xn);
-      rope(q[t], kHeads, static_cast<int64_t>(t), freq);
-      rope(k[t], kKvHeads, static_cast<int64_t>(t), freq);
+      rope(q[t], kHeads, static_cast<int64_t>(t), freq, scale);
+      rope(k[t], kKvHeads, static_cast<int64_t>(t), freq, scale);
     }
     for (size_t t = 0; t < T; ++t) {
       Vec att(kHeads * kHeadDim, 0.0);
@@ -204,13 +221,17 @@ TEST(LlamaTiny, ForwardMatchesNaiveReference) {
   const json llama3 = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
   const json linear_rs = {{"rope_type", "linear"}, {"factor", 2.0}};
+  // Ramp over dims 1..3 of 4 (orig 4096); positions 0-10 barely turn the slow dims, so a large
+  // factor makes the difference visible through the attention factor 1.41.
+  const json yarn = {{"rope_type", "yarn"}, {"factor", 60.0}, {"original_max_position_embeddings", 4096}};
   const Variant variants[] = {{"qwen2", DType::F16, false, nullptr},
                               {"llama", DType::BF16, true, llama3},
-                              {"mistral", DType::F32, false, linear_rs}};
+                              {"mistral", DType::F32, false, linear_rs},
+                              {"qwen2", DType::F32, true, yarn}};
   const std::vector<int32_t> ids = {3, 17, 52, 0, 9, 9, 41, 5, 30, 12, 1};
   uint32_t seed = 100;
   for (const Variant& var : variants) {
-    const fs::path dir = test::temp_dir(std::string("tiny_") + var.type);
+    const fs::path dir = test::temp_dir(std::string("tiny_") + var.type + std::to_string(seed));
     const Tiny tiny = make_tiny(var.type, var.dtype, var.tied, var.rope_scaling, ++seed);
     tiny.write(dir);
     LlamaModel m = LlamaModel::load(dir);

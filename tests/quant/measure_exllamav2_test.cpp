@@ -60,7 +60,7 @@ Tensor unmasked_reference(const io::ModelConfig& c, const LayerF32& l, const Ten
   cpu::matmul(normed, l.q, q.view().reshape({T, H * D}));
   cpu::matmul(normed, l.k, k.view().reshape({T, KVH * D}));
   cpu::matmul(normed, l.v, v.view().reshape({T, KVH * D}));
-  const cpu::RopeTable rope = cpu::make_rope_table(model::rope_inv_freq(c), T);
+  const cpu::RopeTable rope = model::rope_table(c, T);
   cpu::apply_rotary(q.view(), rope, 0);
   cpu::apply_rotary(k.view(), rope, 0);
   std::vector<double> att(static_cast<size_t>(T * H * D), 0.0), p(static_cast<size_t>(T));

@@ -6,8 +6,9 @@
 
 namespace exq::cpu {
 
-RopeTable make_rope_table(std::span<const float> inv_freq, int64_t positions) {
-  EXQ_CHECK(!inv_freq.empty() && positions >= 0, "make_rope_table: empty frequencies or negative length");
+RopeTable make_rope_table(std::span<const float> inv_freq, int64_t positions, float scale) {
+  EXQ_CHECK(!inv_freq.empty() && positions >= 0 && std::isfinite(scale) && scale > 0.0f,
+            "make_rope_table: empty frequencies, negative length or a scale of {}", scale);
   const int64_t half = static_cast<int64_t>(inv_freq.size());
   RopeTable t{Tensor(DType::F32, {positions, half}), Tensor(DType::F32, {positions, half})};
   float* c = t.cos.data<float>();
@@ -15,8 +16,8 @@ RopeTable make_rope_table(std::span<const float> inv_freq, int64_t positions) {
   for (int64_t p = 0; p < positions; ++p) {
     for (int64_t i = 0; i < half; ++i) {
       const float angle = static_cast<float>(p) * inv_freq[static_cast<size_t>(i)];
-      c[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      s[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      c[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle))) * scale;
+      s[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle))) * scale;
     }
   }
   return t;

@@ -46,7 +46,7 @@ EngineContext::EngineContext(const io::ModelConfig& c, int64_t tokens, const Cud
       ring(memory::cuda::StagingRing::kDefaultSlotBytes,
            staging_slots(tokens * c.hidden_size * static_cast<int64_t>(sizeof(float)))) {
   EXQ_CHECK(max_tokens > 0, "cuda engine: max_tokens must be positive, got {}", max_tokens);
-  const cpu::RopeTable rope = cpu::make_rope_table(model::rope_inv_freq(c), max_tokens);
+  const cpu::RopeTable rope = model::rope_table(c, max_tokens);
   rope_cos = exq::cuda::to_device(rope.cos.view(), *alloc, compute);
   rope_sin = exq::cuda::to_device(rope.sin.view(), *alloc, compute);
   non_finite = exq::cuda::DeviceTensor(DType::U8, {16}, *alloc, compute);

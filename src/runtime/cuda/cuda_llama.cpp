@@ -70,7 +70,7 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   EXQ_CHECK(o.prefill_chunk >= 1, "cuda: prefill chunk must be >= 1, got {}", o.prefill_chunk);
   EXQ_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers,
             "cuda: model has {} layers, config says {}", w.layers.size(), c.num_hidden_layers);
-  capacity = o.max_context > 0 ? o.max_context : std::min<int64_t>(c.max_position_embeddings, 4096);
+  capacity = o.max_context > 0 ? o.max_context : std::min<int64_t>(c.context_length(), 4096);
   EXQ_CHECK(capacity >= 1 && capacity <= INT_MAX / 2, "cuda: context of {} positions is not supported",
             capacity);
   chunk = std::min(o.prefill_chunk, capacity);
@@ -181,7 +181,7 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
   weight_bytes += head->weight_bytes() + final_norm.nbytes() +
                   static_cast<size_t>(d.hidden) * dtype_size(embed.dtype());
 
-  const cpu::RopeTable rope = cpu::make_rope_table(model::rope_inv_freq(config), capacity);
+  const cpu::RopeTable rope = model::rope_table(config, capacity);
   cos = upload_f32(rope.cos);
   sin = upload_f32(rope.sin);
   ensure_dequant(max_exl2);

@@ -27,7 +27,7 @@ namespace exq::runtime::cuda {
 
 struct CudaOptions {
   int device = 0;
-  int64_t max_context = 0;     // KV cache positions; 0: min(max_position_embeddings, 4096)
+  int64_t max_context = 0;     // KV cache positions; 0: min(context_length(), 4096)
   // F16, F32, or I8: the q8_0 cache (model/kv_quant.h: int8 codes and an fp16 scale per 32
   // values; head_dim 64 or 128). A CudaLlama built from a LlamaModel takes I8 when the model's
   // kv_quant() is q8.

@@ -27,12 +27,22 @@ struct Case {
   test::TinySpec spec;
   DType kv;
   double tol;  // logits: max |gpu - cpu| / max |cpu|
+  bool yarn = false;  // YaRN x16 from 32 positions: scaled frequencies and cos / sin x 1.28
 };
 
 std::vector<int32_t> prompt_ids(size_t n, int64_t vocab, uint32_t seed = 5) {
   std::vector<int32_t> ids;
   for (size_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((seed + 37 * i * i + 11 * i) % vocab));
   return ids;
+}
+
+// The case's cache kind and rope on the CPU model, which the CudaLlama built from it takes over.
+void configure(model::LlamaModel& cpu, const Case& c) {
+  if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
+  if (c.yarn)
+    cpu.set_rope(cpu.config().rope_theta,
+                 {.type = io::RopeScalingType::Yarn, .factor = 16.0, .original_max_position_embeddings = 32},
+                 cpu.config().max_position_embeddings);
 }
 
 class CudaLlamaTiny : public ::testing::TestWithParam<Case> {};
@@ -44,7 +54,7 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   const Case& c = GetParam();
   const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_tiny_") + c.name), c.spec);
   model::LlamaModel cpu = model::LlamaModel::load(dir);
-  if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
+  configure(cpu, c);
   CudaOptions o;
   o.max_context = 64;
   o.kv_cache = c.kv;
@@ -92,7 +102,7 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   const Case& c = GetParam();
   const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_seqs_") + c.name), c.spec);
   model::LlamaModel cpu = model::LlamaModel::load(dir);
-  if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
+  configure(cpu, c);
   CudaOptions o;
   o.max_context = 64;
   o.kv_cache = c.kv;
@@ -191,7 +201,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"exl2_hd64_q8", spec(DType::F16, true, false, false, 7, 64), DType::I8, 5e-3},
                       Case{"f16_bias_hd128_q8", spec(DType::F16, false, true, false, 11, 128), DType::I8, 5e-3},
                       Case{"qwen3_exl2_hd64_q8", spec(DType::F16, true, false, false, 10, 64, true), DType::I8,
-                           5e-3}),
+                           5e-3},
+                      // YaRN: the GPU rotates with the CPU's table (scaled frequencies, cos / sin
+                      // times the attention factor), in prefill, decode and the fused decode rotary.
+                      Case{"exl2_hd64_yarn", spec(DType::F16, true, false, false, 12, 64), DType::F16, 5e-3, true},
+                      Case{"f16_bias_yarn", spec(DType::F16, false, true, false, 13), DType::F16, 5e-3, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {
