@@ -1,6 +1,9 @@
 #include "io/gguf_import.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <numbers>
 #include <map>
 #include <regex>
 
@@ -13,6 +16,9 @@ namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
 namespace {
+
+// Llama 3.1+ files: llama3 rope scaling as per-frequency divisors (config, not weights).
+constexpr const char* kRopeFreqs = "rope_freqs.weight";
 
 Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& tensor = {}) {
   return Error(msg, ErrorContext{.file = g.path().string(), .tensor = tensor});
@@ -100,6 +106,7 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
   std::vector<HfTensor> out;
   out.reserve(g.tensors().size());
   for (const GgufTensorInfo& info : g.tensors()) {
+    if (info.name == kRopeFreqs) continue;  // config.json's rope_scaling
     std::string name;
     try {
       name = gguf_to_hf_name(info.name);
@@ -147,6 +154,61 @@ ordered_json rope_scaling_from_gguf(const GgufFile& g, const std::string& a) {
   return rs;
 }
 
+// llama.cpp's converter writes a Llama 3.1+ model's llama3 rope scaling as rope_freqs.weight,
+// the divisor of each frequency (1 for fast ones, factor for slow ones, a blend between), not as
+// parameters. They are recovered with Meta's low / high frequency factors 1 and 4 (every Llama
+// 3.x release) and must reproduce every divisor; null when the file has no such tensor.
+ordered_json llama3_scaling_from_rope_freqs(const GgufFile& g, double theta, int64_t head_dim) {
+  const GgufTensorInfo* info = g.find_tensor(kRopeFreqs);
+  if (!info) return nullptr;
+  if (info->type != 0 || info->numel() != head_dim / 2)
+    throw gguf_error(g, fmt::format("expected {} float32 values (head_dim / 2), got {} of ggml type {}", head_dim / 2,
+                                    info->numel(), ggml_type_name(info->type)),
+                     kRopeFreqs);
+  std::vector<float> div(static_cast<size_t>(head_dim / 2));
+  std::memcpy(div.data(), info->data, div.size() * sizeof(float));
+  const double factor = *std::max_element(div.begin(), div.end());
+  if (!(factor >= 1.0) || !std::isfinite(factor))
+    throw gguf_error(g, fmt::format("the largest divisor is {}, not a factor >= 1", factor), kRopeFreqs);
+  if (factor == 1.0) return nullptr;
+  constexpr double kLow = 1.0, kHigh = 4.0;
+  std::vector<double> wavelen(div.size());
+  for (size_t i = 0; i < div.size(); ++i) {  // the converter's float32 frequencies
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    wavelen[i] = 2.0 * std::numbers::pi / (1.0f / static_cast<float>(std::pow(theta, static_cast<double>(e))));
+  }
+  // A blended divisor d gives s = (1/d - 1/factor) / (1 - 1/factor) = (old / wavelen - low) / (high - low).
+  int64_t old_len = 8192;
+  for (size_t i = 0; i < div.size(); ++i) {
+    if (div[i] > 1.0f && div[i] < static_cast<float>(factor)) {
+      const double s = (1.0 / div[i] - 1.0 / factor) / (1.0 - 1.0 / factor);
+      old_len = std::llround(wavelen[i] * (s * (kHigh - kLow) + kLow));
+      break;
+    }
+  }
+  const double low_wl = static_cast<double>(old_len) / kLow, high_wl = static_cast<double>(old_len) / kHigh;
+  for (size_t i = 0; i < div.size(); ++i) {
+    double want = 1.0;
+    if (wavelen[i] > low_wl) {
+      want = factor;
+    } else if (wavelen[i] >= high_wl) {
+      const double s = (static_cast<double>(old_len) / wavelen[i] - kLow) / (kHigh - kLow);
+      want = 1.0 / ((1.0 - s) / factor + s);
+    }
+    if (std::fabs(div[i] - want) > 1e-4 * want)
+      throw gguf_error(g,
+                       fmt::format("divisor {} is {}, but llama3 scaling x{} from {} tokens (low / high frequency "
+                                   "factors 1 / 4) gives {}: not a rope scaling import-gguf can express",
+                                   i, div[i], factor, old_len, want),
+                       kRopeFreqs);
+  }
+  return {{"rope_type", "llama3"},
+          {"factor", short_decimal(factor)},
+          {"low_freq_factor", kLow},
+          {"high_freq_factor", kHigh},
+          {"original_max_position_embeddings", old_len}};
+}
+
 }  // namespace
 
 ordered_json hf_config_from_gguf(const GgufFile& g) {
@@ -185,6 +247,12 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   c["rope_theta"] =
       g.find(a + "rope.freq_base") ? short_decimal(g.get_double(a + "rope.freq_base")) : 10000.0;
   c["rope_scaling"] = rope_scaling_from_gguf(g, a);
+  if (ordered_json l3 = llama3_scaling_from_rope_freqs(g, c["rope_theta"].get<double>(), c["head_dim"].get<int64_t>());
+      !l3.is_null()) {
+    if (!c["rope_scaling"].is_null())
+      throw gguf_error(g, fmt::format("both {} and {}rope.scaling.type", kRopeFreqs, a));
+    c["rope_scaling"] = std::move(l3);
+  }
   c["max_position_embeddings"] = g.get_int(a + "context_length");
   c["vocab_size"] = vocab;
   c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
@@ -219,7 +287,7 @@ ordered_json gguf_summary(const GgufFile& g) {
     const ordered_json c = hf_config_from_gguf(g);
     for (const char* key : {"model_type", "num_hidden_layers", "hidden_size", "intermediate_size",
                             "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-                            "max_position_embeddings", "tie_word_embeddings"})
+                            "max_position_embeddings", "tie_word_embeddings", "rope_scaling"})
       s["config"][key] = c[key];
   } catch (const Error& e) {
     problems.push_back(e.message());
@@ -241,7 +309,7 @@ ordered_json gguf_summary(const GgufFile& g) {
     values += t.numel();
     bytes += static_cast<int64_t>(t.nbytes);
     try {
-      (void)gguf_to_hf_name(t.name);
+      if (t.name != kRopeFreqs) (void)gguf_to_hf_name(t.name);
     } catch (const Error&) {
       if (unknown_names++ == 0) first_unknown = t.name;
     }

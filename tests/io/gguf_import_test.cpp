@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numbers>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -308,6 +310,75 @@ TEST(GgufImport, RopeScaling) {
         b.kv<float>("llama.rope.scaling.yarn_log_multiplier", GgufBuilder::F32, 0.1f);
       },
       "rope.scaling.yarn_log_multiplier is not supported");
+}
+
+// llama.cpp's divisors of a llama3 scaling (its converter's generate_extra_tensors), for the tiny
+// llama's 8 frequencies (head_dim 16, theta 10000).
+std::string llama3_divisors(double factor, double low, double high, double old_len) {
+  std::string bytes;
+  for (int i = 0; i < 8; ++i) {
+    const float freq = 1.0f / static_cast<float>(std::pow(10000.0, static_cast<float>(2 * i) / 16.0f));
+    const double wavelen = 2 * std::numbers::pi / freq;
+    float d = 1.0f;
+    if (wavelen > old_len / low) {
+      d = static_cast<float>(factor);
+    } else if (wavelen >= old_len / high) {
+      const double s = (old_len / wavelen - low) / (high - low);
+      d = static_cast<float>(1.0 / ((1 - s) / factor + s));
+    }
+    bytes.append(reinterpret_cast<const char*>(&d), sizeof d);
+  }
+  return bytes;
+}
+
+// Llama 3.1+ GGUFs carry their llama3 scaling as rope_freqs.weight: the import recovers the
+// parameters (Meta's 8 / 1 / 4 / 8192, and another band) and leaves the tensor out of the weights.
+TEST(GgufImport, Llama3RopeFreqs) {
+  auto imported = [](const std::string& divisors) {
+    GgufBuilder b = test::tiny_llama_builder(1);
+    b.tensor("rope_freqs.weight", {divisors.size() / 4}, 0, divisors);
+    const fs::path dir = test::temp_dir("gguf_import_rope_freqs");
+    std::ofstream(dir / "l3.gguf", std::ios::binary) << b.build();
+    import_gguf(dir / "l3.gguf", dir / "out");
+    return dir / "out";
+  };
+  const fs::path out = imported(llama3_divisors(8.0, 1.0, 4.0, 8192));
+  const json config = read_json(out / "config.json");
+  EXPECT_EQ(config["rope_scaling"], json({{"rope_type", "llama3"},
+                                          {"factor", 8.0},
+                                          {"low_freq_factor", 1.0},
+                                          {"high_freq_factor", 4.0},
+                                          {"original_max_position_embeddings", 8192}}));
+  const ModelConfig c = load_model_config(out);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Llama3);
+  const auto names = SafetensorsFile::open(out / "model.safetensors").names();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "rope_freqs.weight"), 0);
+  // Two blended frequencies (wavelengths 628 and 1987 inside 512..2048).
+  EXPECT_EQ(read_json(imported(llama3_divisors(32.0, 1.0, 4.0, 2048)) / "config.json")["rope_scaling"],
+            json({{"rope_type", "llama3"},
+                  {"factor", 32.0},
+                  {"low_freq_factor", 1.0},
+                  {"high_freq_factor", 4.0},
+                  {"original_max_position_embeddings", 2048}}));
+  // All ones: no scaling.
+  EXPECT_TRUE(read_json(imported(llama3_divisors(1.0, 1.0, 4.0, 8192)) / "config.json")["rope_scaling"].is_null());
+  // Divisors no llama3 scaling gives (a blend at a fast frequency, ones after it), a wrong length.
+  std::string odd = llama3_divisors(8.0, 1.0, 4.0, 8192);
+  const float three = 3.0f;
+  odd.replace(2 * sizeof(float), sizeof(float), reinterpret_cast<const char*>(&three), sizeof(float));
+  try {
+    imported(odd);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a rope scaling import-gguf can express"), std::string::npos) << e.what();
+    EXPECT_EQ(e.context().tensor, "rope_freqs.weight");
+  }
+  try {
+    imported(llama3_divisors(8.0, 1.0, 4.0, 8192).substr(4));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected 8 float32 values"), std::string::npos) << e.what();
+  }
 }
 
 TEST(GgufImport, UnsupportedInputsAreClearErrors) {
