@@ -48,6 +48,7 @@ struct BenchArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  LoraFlags lora;
   bool json = false;
 };
 
@@ -199,6 +200,7 @@ void run_bench(const BenchArgs& a) {
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
   apply_rope_flags(model, a.rope);
+  apply_lora_flags(model, a.lora);
   const bool q8 = model.kv_quant() == model::KvQuant::kQ8;
   const std::string cache(model::kv_quant_name(model.kv_quant()));
   const int64_t limit = model.config().context_length(), vocab = model.config().vocab_size;
@@ -309,6 +311,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print a JSON array, one object per test");

@@ -36,6 +36,7 @@ struct ChatArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  LoraFlags lora;
   bool no_prompt_cache = false;
   bool json = false;
   CLI::Option* system_opt = nullptr;
@@ -77,6 +78,7 @@ void run_chat(const ChatArgs& a) {
   GenerationModel gm = load_generation_model(dir);
   apply_cache_type(gm.model, a.cache_type);
   apply_rope_flags(gm.model, a.rope);
+  apply_lora_flags(gm.model, a.lora);
   if (gm.tc.chat_template.empty())
     throw Error("the model has no chat template (tokenizer_config.json): chat needs one; use generate -p TEXT",
                 ErrorContext{.file = dir.string()});
@@ -181,6 +183,7 @@ void add_chat(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache, "run each turn's whole conversation again");

@@ -44,6 +44,7 @@ struct GenerateArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  LoraFlags lora;
   bool json = false;
   int logprobs = -1;
   // Set after parsing: which prompt flags were given.
@@ -81,6 +82,7 @@ void run_generate(const GenerateArgs& a) {
   GenerationModel m = load_generation_model(dir);
   apply_cache_type(m.model, a.cache_type);
   apply_rope_flags(m.model, a.rope);
+  apply_lora_flags(m.model, a.lora);
   model::LlamaModel& model = m.model;
   const tokenizer::Tokenizer& tok = m.tok;
   const tokenizer::TokenizerConfig& tc = m.tc;
@@ -180,6 +182,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");

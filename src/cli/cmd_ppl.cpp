@@ -40,6 +40,7 @@ struct PplArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  LoraFlags lora;
   bool json = false;
 };
 
@@ -92,6 +93,7 @@ void run_ppl(const PplArgs& a) {
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
   apply_rope_flags(model, a.rope);
+  apply_lora_flags(model, a.lora);
   const std::vector<int32_t> ids = encode_file(dir, text, a.file);
   std::optional<model::LlamaModel> base;
   if (kl) {
@@ -206,6 +208,7 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object");

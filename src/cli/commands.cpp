@@ -18,6 +18,7 @@ void register_commands(CLI::App& app) {
   add_quantize(app);
   add_serve(app);
   add_bench(app);
+  add_merge_lora(app);
 }
 
 }  // namespace exq::cli

@@ -19,5 +19,6 @@ void add_ppl(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_merge_lora(CLI::App& app);
 
 }  // namespace exq::cli

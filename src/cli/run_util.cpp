@@ -128,6 +128,37 @@ void apply_rope_flags(model::LlamaModel& model, const RopeFlags& f) {
   model.set_rope(f.freq_base.value_or(c.rope_theta), rs, max_pos);
 }
 
+void add_lora_flags(CLI::App& cmd, LoraFlags& f) {
+  cmd.add_option("--lora", f.lora,
+                 "LoRA adapter folder (PEFT: adapter_config.json, adapter_model.safetensors); repeatable");
+  cmd.add_option("--lora-scaled", f.lora_scaled, "LoRA adapter folder and a factor on its scale; repeatable")
+      ->type_size(2)
+      ->type_name("ADAPTER SCALE");
+}
+
+std::vector<model::LoraAdapter> load_lora_flags(const LoraFlags& f) {
+  std::vector<model::LoraAdapter> adapters;
+  for (const std::string& dir : f.lora) adapters.push_back(model::load_lora(dir));
+  for (size_t i = 0; i + 1 < f.lora_scaled.size(); i += 2) {
+    const std::string& text = f.lora_scaled[i + 1];
+    double scale = 0;
+    size_t used = 0;
+    try {
+      scale = std::stod(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size())
+      throw Error(fmt::format("--lora-scaled {} {}: the scale is not a number", f.lora_scaled[i], text));
+    adapters.push_back(model::load_lora(f.lora_scaled[i], scale));
+  }
+  return adapters;
+}
+
+void apply_lora_flags(model::LlamaModel& model, const LoraFlags& f) {
+  for (const model::LoraAdapter& a : load_lora_flags(f)) model.merge_lora(a);
+}
+
 Device resolve_device(const std::string& flag) {
   if (flag == "cpu") return Device::Cpu;
   if (flag != "cuda" && flag != "auto")

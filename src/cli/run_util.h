@@ -68,4 +68,17 @@ void add_rope_flags(CLI::App& cmd, RopeFlags& flags);
 // original x factor. Throws exq::Error for a bad value or combination, naming the flag.
 void apply_rope_flags(model::LlamaModel& model, const RopeFlags& flags);
 
+// LoRA adapters (llama.cpp's --lora ADAPTER and --lora-scaled ADAPTER SCALE, repeatable), for
+// merge-lora and, merged at load into a dense model, generate, chat, ppl, serve and bench.
+struct LoraFlags {
+  std::vector<std::string> lora;
+  std::vector<std::string> lora_scaled;  // ADAPTER SCALE pairs
+  bool any() const { return !lora.empty() || !lora_scaled.empty(); }
+};
+void add_lora_flags(CLI::App& cmd, LoraFlags& flags);
+// Reads every adapter the flags name; exq::Error for a bad scale or adapter.
+std::vector<model::LoraAdapter> load_lora_flags(const LoraFlags& flags);
+// Merges them into the model (LlamaModel::merge_lora).
+void apply_lora_flags(model::LlamaModel& model, const LoraFlags& flags);
+
 }  // namespace exq::cli

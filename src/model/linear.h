@@ -29,6 +29,7 @@ class DenseLinear final : public Linear {
   int64_t out_features() const override { return weight_.dim(0); }
   void forward(const TensorView& x, const TensorView& y) const override;
   const TensorView& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }  // F32 [out], empty without bias
 
  private:
   TensorView weight_;  // [out, in]

@@ -39,6 +39,8 @@ void LlamaModel::set_rope(double theta, const io::RopeScaling& scaling, int64_t 
   init_rope();
 }
 
+void LlamaModel::merge_lora(const LoraAdapter& adapter) { model::merge_lora(weights_, adapter); }
+
 KvCache LlamaModel::make_cache(int64_t max_len) const {
   return KvCache(config_.num_hidden_layers, max_len, config_.num_key_value_heads, config_.head_dim, kv_quant_);
 }

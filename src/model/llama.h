@@ -12,6 +12,7 @@
 #include "io/hf_config.h"
 #include "model/kv_cache.h"
 #include "model/llama_weights.h"
+#include "model/lora.h"
 
 namespace exq::model {
 
@@ -33,6 +34,9 @@ class LlamaModel {
   // Replaces the rotary settings (the CLI's --rope-* flags): every later forward, make_cache and
   // CudaLlama built from this model use them. Throws exq::Error for values check_rope refuses.
   void set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings);
+  // Merges a LoRA adapter into the linear weights (model/lora.h); before any CudaLlama is built
+  // from this model. Throws exq::Error for a target that is not a dense linear of it.
+  void merge_lora(const LoraAdapter& adapter);
 
   // Runs tokens at positions cache.length() .. +T-1 (one batched pass: prefill or decode) and
   // appends their keys/values to the cache. Returns F32 logits [T, vocab] when all_logits,

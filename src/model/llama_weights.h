@@ -35,6 +35,7 @@ struct LlamaWeights {
   Tensor final_norm;              // model.norm [hidden] F32
   std::unique_ptr<Linear> head;   // lm_head [vocab, hidden], or embed_tokens when tied
   bool head_tied = false;
+  std::vector<Tensor> owned;      // weights made at load (LoRA merges) that views above point into
 };
 
 // Throws exq::Error naming the folder (or file) and tensor for a missing tensor, a wrong shape

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 
@@ -373,6 +374,54 @@ TEST(Exl2Tiny, BadInputsNameTensorAndFile) {
   const Error gptq_config = load_error("gptq_config", [](json& c, auto&) { c["quantization_config"]["quant_method"] = "gptq"; });
   EXPECT_NE(std::string(gptq_config.what()).find("GPTQ format is not supported"), std::string::npos);
   EXPECT_NE(gptq_config.context().file.find("config.json"), std::string::npos);
+}
+
+// --lora merges at load: a dense layer of an EXL2 model takes it (its bias kept), a quantized
+// layer or the quantized head is refused naming the tensor.
+TEST(Exl2Tiny, LoraMergesIntoDenseLayersOnly) {
+  const fs::path root = test::temp_dir("exl2_tiny_lora");
+  const TinyPair p = tiny_pair(true);
+  write_folder(root / "q", tiny_config(false, true), p.exl2);
+  auto adapter = [&](const std::string& name, const std::string& module, int64_t out, int64_t in) {
+    const fs::path dir = root / name;
+    fs::create_directories(dir);
+    std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})";
+    Tensor a(DType::F32, {2, in}), b(DType::F32, {out, 2});
+    for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = 0.01f * static_cast<float>(i % 7);
+    for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.02f * static_cast<float>(i % 5);
+    const std::string pre = "base_model.model." + module;
+    io::write_safetensors(dir / "adapter_model.safetensors",
+                          {{pre + ".lora_A.weight", a.view()}, {pre + ".lora_B.weight", b.view()}});
+    return load_lora(dir);
+  };
+  LlamaModel q = LlamaModel::load(root / "q");
+  const auto* before = dynamic_cast<const DenseLinear*>(q.weights().layers[1].o.get());
+  ASSERT_NE(before, nullptr);
+  const Tensor bias = Tensor::copy_of(before->bias().view());
+  const Tensor want = merge_lora(before->weight(), adapter("o1", "model.layers.1.self_attn.o_proj", kHidden, 64)
+                                                       .pairs.begin()->second,
+                                 2.0, "o");
+  q.merge_lora(adapter("o1b", "model.layers.1.self_attn.o_proj", kHidden, 64));
+  const auto* after = dynamic_cast<const DenseLinear*>(q.weights().layers[1].o.get());
+  ASSERT_NE(after, nullptr);
+  EXPECT_EQ(std::memcmp(after->weight().raw(), want.raw(), want.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(after->bias().raw(), bias.raw(), bias.nbytes()), 0);
+  auto refused = [&](const LoraAdapter& ad, const std::string& tensor, const std::string& text) {
+    try {
+      q.merge_lora(ad);
+      ADD_FAILURE() << "no error for " << tensor;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.context().tensor, tensor) << e.what();
+      EXPECT_NE(e.context().file.find("adapter_model.safetensors"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  refused(adapter("q0", "model.layers.0.self_attn.q_proj", 64, kHidden), "model.layers.0.self_attn.q_proj.weight",
+          "this model's is quantized");
+  refused(adapter("head", "lm_head", kVocab, kHidden), "lm_head.weight", "this model's is quantized");
+  refused(adapter("l9", "model.layers.9.mlp.up_proj", kInter, kHidden), "model.layers.9.mlp.up_proj.weight",
+          "not a linear layer of this model");
+  fs::remove_all(root);
 }
 
 }  // namespace

@@ -8,11 +8,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "cuda_require.h"
+#include "io/safetensors.h"
 #include "model/llama.h"
 #include "runtime/cuda/cuda_generate.h"
 #include "tiny_models.h"
@@ -28,6 +30,7 @@ struct Case {
   DType kv;
   double tol;  // logits: max |gpu - cpu| / max |cpu|
   bool yarn = false;  // YaRN x16 from 32 positions: scaled frequencies and cos / sin x 1.28
+  bool lora = false;  // a rank-4 LoRA merged into every q_proj and down_proj at load
 };
 
 std::vector<int32_t> prompt_ids(size_t n, int64_t vocab, uint32_t seed = 5) {
@@ -37,7 +40,31 @@ std::vector<int32_t> prompt_ids(size_t n, int64_t vocab, uint32_t seed = 5) {
 }
 
 // The case's cache kind and rope on the CPU model, which the CudaLlama built from it takes over.
+// A rank-4 adapter on every layer's q_proj and down_proj (their shapes from the model).
+model::LoraAdapter tiny_lora(const model::LlamaModel& m, const std::string& name) {
+  const fs::path dir = test::temp_dir("cuda_lora_" + name);
+  std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})";
+  std::vector<Tensor> keep;
+  std::vector<io::NamedTensor> list;
+  for (size_t l = 0; l < m.weights().layers.size(); ++l) {
+    const model::LayerWeights& L = m.weights().layers[l];
+    for (const auto& [mod, lin] : {std::pair{"self_attn.q_proj", L.q.get()}, std::pair{"mlp.down_proj", L.down.get()}}) {
+      const std::string pre = fmt::format("base_model.model.model.layers.{}.{}", l, mod);
+      Tensor a(DType::F32, {4, lin->in_features()}), b(DType::F32, {lin->out_features(), 4});
+      for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = 0.05f * static_cast<float>((i * 7 + l) % 11) - 0.25f;
+      for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.04f * static_cast<float>((i * 5 + l) % 9) - 0.16f;
+      keep.push_back(std::move(a));
+      list.push_back({pre + ".lora_A.weight", keep.back().view()});
+      keep.push_back(std::move(b));
+      list.push_back({pre + ".lora_B.weight", keep.back().view()});
+    }
+  }
+  io::write_safetensors(dir / "adapter_model.safetensors", list);
+  return model::load_lora(dir);
+}
+
 void configure(model::LlamaModel& cpu, const Case& c) {
+  if (c.lora) cpu.merge_lora(tiny_lora(cpu, c.name));
   if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
   if (c.yarn)
     cpu.set_rope(cpu.config().rope_theta,
@@ -205,7 +232,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // YaRN: the GPU rotates with the CPU's table (scaled frequencies, cos / sin
                       // times the attention factor), in prefill, decode and the fused decode rotary.
                       Case{"exl2_hd64_yarn", spec(DType::F16, true, false, false, 12, 64), DType::F16, 5e-3, true},
-                      Case{"f16_bias_yarn", spec(DType::F16, false, true, false, 13), DType::F16, 5e-3, true}),
+                      Case{"f16_bias_yarn", spec(DType::F16, false, true, false, 13), DType::F16, 5e-3, true},
+                      // LoRA merged at load: the GPU uploads the merged weights.
+                      Case{"bf16_bias_lora", spec(DType::BF16, false, true, false, 14), DType::F16, 3e-2, false, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {
