@@ -288,6 +288,17 @@ TEST(HfConfig, SeededMutationsOnlyEverThrowError) {
         if (rng() % 4 == 0) j.erase(k);
         else j[k] = random_value(rng);
       }
+      if (i % 6 == 0) {  // a yarn scaling with one of its fields replaced or dropped
+        json y = {{"rope_type", "yarn"},  {"factor", 4.0},      {"original_max_position_embeddings", 4096},
+                  {"beta_fast", 32},      {"beta_slow", 1},     {"mscale", 1.0},
+                  {"mscale_all_dim", 1.0}, {"truncate", true},  {"attention_factor", 1.1}};
+        std::vector<std::string> ykeys;
+        for (auto it = y.begin(); it != y.end(); ++it) ykeys.push_back(it.key());
+        const std::string& k = ykeys[rng() % ykeys.size()];
+        if (rng() % 4 == 0) y.erase(k);
+        else y[k] = random_value(rng);
+        j["rope_scaling"] = y;
+      }
       input = j.dump();
     } else {  // textual: flip, insert, delete or truncate bytes
       input = text;
@@ -308,6 +319,13 @@ TEST(HfConfig, SeededMutationsOnlyEverThrowError) {
       EXPECT_EQ(c.hidden_size % c.num_attention_heads, 0);
       EXPECT_EQ(c.num_attention_heads % c.num_key_value_heads, 0);
       EXPECT_EQ(c.head_dim % 2, 0);
+      EXPECT_GE(c.context_length(), c.max_position_embeddings);
+      if (c.rope_scaling.type == RopeScalingType::Yarn) {
+        EXPECT_GT(c.rope_scaling.factor, 0.0);
+        EXPECT_GE(c.rope_scaling.original_max_position_embeddings, 1);
+        EXPECT_GT(c.rope_scaling.beta_fast, 0.0);
+        EXPECT_GT(c.rope_scaling.beta_slow, 0.0);
+      }
       ++ok;
     } catch (const Error& e) {
       EXPECT_EQ(e.context().file, "mutated.json");
