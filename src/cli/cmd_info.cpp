@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -18,6 +20,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/kv_quant.h"
+#include "model/lora.h"
 #include "model/rope.h"
 #include "model/linear_bits.h"
 
@@ -315,6 +318,47 @@ void print_info(const json& j) {
   print_layer_bits(j["quantization"]);
 }
 
+// A PEFT LoRA adapter folder: its rank, alpha, scale, targets and size.
+json lora_info(const fs::path& dir) {
+  const model::LoraAdapter a = model::load_lora(dir);
+  std::set<int64_t> ranks;
+  std::map<std::string, int64_t> modules;  // "self_attn.q_proj" -> layers
+  int64_t params = 0, bytes = 0;
+  for (const auto& [target, p] : a.pairs) {
+    ranks.insert(p.a.dim(0));
+    static const std::regex kLayer(R"(model\.layers\.\d+\.(.+)\.weight)");
+    std::smatch m;
+    ++modules[std::regex_match(target, m, kLayer) ? m[1].str() : target];
+    params += p.a.numel() + p.b.numel();
+    bytes += static_cast<int64_t>(p.a.nbytes() + p.b.nbytes());
+  }
+  const int64_t r = *ranks.begin();
+  return {{"path", dir.string()},
+          {"kind", "lora"},
+          {"ranks", ranks},
+          {"lora_alpha", a.alpha},
+          {"use_rslora", a.rslora},
+          {"scale", a.scale(r)},
+          {"weights", a.pairs.size()},
+          {"modules", modules},
+          {"parameters", params},
+          {"bytes", bytes}};
+}
+
+void print_lora_info(const json& j) {
+  std::string mods;
+  for (const auto& [name, n] : j["modules"].items())
+    mods += fmt::format("{}{} x{}", mods.empty() ? "" : ", ", name, n.get<int64_t>());
+  std::string ranks;
+  for (const auto& r : j["ranks"]) ranks += fmt::format("{}{}", ranks.empty() ? "" : ", ", r.get<int64_t>());
+  fmt::print("lora adapter:  {}\n", j["path"].get<std::string>());
+  fmt::print("rank:          {} (lora_alpha {}, scale {:.4g}{})\n", ranks, j["lora_alpha"].get<double>(),
+             j["scale"].get<double>(), j["use_rslora"].get<bool>() ? ", rslora" : "");
+  fmt::print("weights:       {} ({})\n", j["weights"].get<int64_t>(), mods);
+  fmt::print("parameters:    {} ({:.1f} MiB)\n", group_digits(j["parameters"].get<int64_t>()),
+             static_cast<double>(j["bytes"].get<int64_t>()) / (1 << 20));
+}
+
 void print_gguf_info(const nlohmann::ordered_json& j) {
   const std::string types = joined_counts(j["types"]);
   const int64_t bytes = j["bytes"].get<int64_t>();
@@ -354,7 +398,8 @@ void add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "info", "Show a model folder's architecture, sizes, dtypes and quantization, or what a GGUF holds");
   cmd->add_option("model", args->model,
-                  "model folder (config.json + *.safetensors) or .gguf file, required");
+                  "model folder (config.json + *.safetensors), .gguf file or LoRA adapter folder, "
+                  "required");
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->callback([args] {
     if (args->model.empty()) throw Error("info needs a model folder: exq info MODEL");
@@ -365,6 +410,14 @@ void add_info(CLI::App& app) {
       } else {
         print_gguf_info(info);
       }
+      return;
+    }
+    std::error_code ec;
+    if (!fs::exists(fs::path(args->model) / "config.json", ec) &&
+        fs::exists(fs::path(args->model) / "adapter_config.json", ec)) {
+      const json info = lora_info(args->model);
+      if (args->json) fmt::print("{}\n", info.dump(2));
+      else print_lora_info(info);
       return;
     }
     const json info = build_info(args->model);

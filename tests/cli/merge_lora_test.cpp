@@ -42,6 +42,17 @@ TEST(CliMergeLora, MergesIntoTheTargetedWeights) {
   io::write_safetensors(adapter / "adapter_model.safetensors",
                         {{p0 + ".lora_A.weight", a0.view()}, {p0 + ".lora_B.weight", b0.view()},
                          {p1 + ".lora_A.weight", a1.view()}, {p1 + ".lora_B.weight", b1.view()}});
+  // exq info reads the adapter folder.
+  const RunResult info = run_exq({"info", adapter.string(), "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const json ij = json::parse(info.out);
+  EXPECT_EQ(ij["ranks"], json::array({4}));
+  EXPECT_EQ(ij["scale"], 4.0);
+  EXPECT_EQ(ij["modules"], json({{"self_attn.q_proj", 1}, {"mlp.down_proj", 1}}));
+  EXPECT_EQ(ij["parameters"], 4 * h + q * 4 + 4 * inter + h * 4);
+  const RunResult info_text = run_exq({"info", adapter.string()});
+  EXPECT_NE(info_text.out.find("rank:          4 (lora_alpha 16, scale 4)"), std::string::npos) << info_text.out;
+
   const auto out = root / "merged";
   const RunResult r = run_exq({"merge-lora", "-m", base.string(), "--lora-scaled", adapter.string(), "0.5", "-o", out.string()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
