@@ -125,7 +125,6 @@ LoraAdapter load_lora(const fs::path& dir, double user_scale) {
   }
   a.file = io::SafetensorsFile::open(weights);
   const std::string wfile = weights.string();
-  std::set<std::string> targets;
   for (const std::string& n : a.file.names()) {
     std::string target;
     bool is_a = false;
@@ -139,7 +138,6 @@ LoraAdapter load_lora(const fs::path& dir, double user_scale) {
           ErrorContext{.file = wfile, .tensor = n});
     LoraPair& p = a.pairs[target];
     (is_a ? p.a : p.b) = v;
-    targets.insert(target);
   }
   if (a.pairs.empty()) throw Error("the adapter holds no LoRA weights", ErrorContext{.file = wfile});
   for (const auto& [target, p] : a.pairs) {
@@ -271,6 +269,14 @@ std::vector<fs::path> merge_lora_folder(const fs::path& base_dir, const std::vec
   constexpr size_t kShard = size_t{5} * 1000 * 1000 * 1000;  // transformers' default max_shard_size
   std::vector<fs::path> files =
       io::write_safetensors(out_dir / "model.safetensors", tensors, {{"format", "pt"}}, bytes > kShard ? kShard : 0);
+  // Weights of an earlier run with another shard count would shadow these.
+  std::set<std::string> written;
+  for (const fs::path& f : files) written.insert(f.filename().string());
+  for (const auto& e : fs::directory_iterator(out_dir)) {
+    const std::string name = e.path().filename().string();
+    if ((name.starts_with("model") && name.ends_with(".safetensors")) || name == "model.safetensors.index.json")
+      if (!written.count(name)) fs::remove(e.path(), ec);
+  }
   for (const auto& e : fs::directory_iterator(base_dir)) {
     if (!e.is_regular_file()) continue;
     const std::string name = e.path().filename().string();
