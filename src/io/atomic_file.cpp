@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "core/error.h"
@@ -85,6 +87,15 @@ void AtomicFile::commit() {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+std::string read_file(const std::filesystem::path& path, std::string_view what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(fmt::format("cannot read {}", what), ErrorContext{.file = path.string()});
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error(fmt::format("cannot read {}", what), ErrorContext{.file = path.string()});
+  return ss.str();
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data) {

@@ -1,12 +1,14 @@
 // Crash-safe file writing: data goes to `<path>.tmp-<pid>`, is fsynced, then renamed over
 // `path`, so readers see either the old file or the complete new one, never a torn write.
-// On any failure the temporary is removed and exq::Error names the destination path.
+// On any failure the temporary is removed and exq::Error names the destination path. Also the
+// whole-file read the loaders share.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace exq::io {
@@ -41,6 +43,10 @@ class AtomicFile {
   int fd_ = -1;
   size_t offset_ = 0;
 };
+
+// Reads a whole file. Throws exq::Error "cannot read <what>" naming the file when it cannot be
+// opened or read.
+std::string read_file(const std::filesystem::path& path, std::string_view what = "file");
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 void write_file_atomic(const std::filesystem::path& path, std::span<const uint8_t> data);

@@ -23,15 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error("cannot open file", ErrorContext{.file = p.string()});
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw Error("cannot read file", ErrorContext{.file = p.string()});
-  return ss.str();
-}
-
 float load(const TensorView& t, int64_t i) {
   switch (t.dtype()) {
     case DType::F32: return t.data<float>()[i];
@@ -76,7 +67,7 @@ LoraAdapter load_lora(const fs::path& dir, double user_scale) {
   };
   json c;
   try {
-    c = json::parse(read_text(cfg_path));
+    c = json::parse(io::read_file(cfg_path, "adapter config"));
   } catch (const json::exception& e) {
     throw Error(fmt::format("invalid JSON: {}", e.what()), ErrorContext{.file = file});
   }
@@ -283,7 +274,7 @@ std::vector<fs::path> merge_lora_folder(const fs::path& base_dir, const std::vec
     if (name.ends_with(".safetensors") || name == "model.safetensors.index.json" || name.ends_with(".bin") ||
         name.ends_with(".pt") || name.ends_with(".gguf"))
       continue;
-    io::write_file_atomic(out_dir / name, read_text(e.path()));
+    io::write_file_atomic(out_dir / name, io::read_file(e.path()));
     files.push_back(out_dir / name);
   }
   return files;

@@ -9,17 +9,12 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace exq::quant {
 namespace {
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(fmt::format("calibration: cannot read {}", path.string()));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_text(const std::filesystem::path& path) { return io::read_file(path, "calibration text"); }
 
 // Wikipedia dumps wrap articles in <doc ...> ... </doc> lines; keep only the article text.
 std::string strip_doc_tags(const std::string& text) {

@@ -10,20 +10,13 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "quant/module_forward.h"
 
 namespace exq::quant {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_file_text(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("calibration: cannot read file", ErrorContext{.file = path.string()});
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string jsonl_text(const std::string& raw, const fs::path& path) {
   std::string out;
@@ -88,7 +81,7 @@ CalibrationRows rows_from_files(const tokenizer::Tokenizer& tok, const std::vect
   }
   if (progress) progress(0, bytes_total);
   for (size_t f = 0; f < files.size(); ++f) {
-    std::string text = read_file_text(files[f]);
+    std::string text = io::read_file(files[f], "calibration text");
     bytes_done += static_cast<int64_t>(text.size());
     if (files[f].extension() == ".jsonl") text = jsonl_text(text, files[f]);
     try {

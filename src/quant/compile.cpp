@@ -19,14 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error("compile: cannot read file", ErrorContext{.file = p.string()});
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 Tensor to_f16(const TensorView& v) {
   if (v.dtype() == DType::F16) return Tensor::copy_of(v);
   const Tensor f = to_f32(v);
@@ -91,7 +83,7 @@ CompileResult compile_model(const CompileInput& in) {
   const fs::path config_path = in.model_dir / "config.json";
   nlohmann::ordered_json config;
   try {
-    config = nlohmann::ordered_json::parse(read_all(config_path));
+    config = nlohmann::ordered_json::parse(io::read_file(config_path, "the model config"));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("compile: config.json is not valid JSON: {}", e.what()),
                 ErrorContext{.file = config_path.string()});
@@ -112,7 +104,7 @@ CompileResult compile_model(const CompileInput& in) {
         name == "model.safetensors.index.json" || name.ends_with(".bin") || name.ends_with(".pt") ||
         name.ends_with(".gguf"))
       continue;
-    io::write_file_atomic(in.out_dir / name, read_all(e.path()));
+    io::write_file_atomic(in.out_dir / name, io::read_file(e.path()));
   }
   return result;
 }

@@ -19,14 +19,6 @@ namespace {
 
 constexpr int kJobVersion = 1;
 
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error("cannot read job file", ErrorContext{.file = p.string()});
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 template <typename T>
 T get_or(const ordered_json& j, const char* key, T fallback) {
   const auto it = j.find(key);
@@ -111,7 +103,7 @@ Job Job::open(const fs::path& work_dir, const JobArgs& args, bool resume) {
   if (fs::exists(job_json) && resume) {
     ordered_json j;
     try {
-      j = ordered_json::parse(read_all(job_json));
+      j = ordered_json::parse(io::read_file(job_json, "the job file"));
     } catch (const nlohmann::json::exception& e) {
       throw Error(fmt::format("job file is not valid JSON: {}", e.what()),
                   ErrorContext{.file = job_json.string()});
