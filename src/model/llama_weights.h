@@ -5,6 +5,7 @@
 // Norms are copied to float32. Every tensor is checked for NaN/Inf at load.
 #pragma once
 
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -35,7 +36,7 @@ struct LlamaWeights {
   Tensor final_norm;              // model.norm [hidden] F32
   std::unique_ptr<Linear> head;   // lm_head [vocab, hidden], or embed_tokens when tied
   bool head_tied = false;
-  std::vector<Tensor> owned;      // weights made at load (LoRA merges) that views above point into
+  std::deque<Tensor> owned;       // weights made at load (LoRA merges) that views above point into
 };
 
 // Throws exq::Error naming the folder (or file) and tensor for a missing tensor, a wrong shape

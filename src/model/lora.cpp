@@ -16,6 +16,7 @@
 #include "core/thread_pool.h"
 #include "io/atomic_file.h"
 #include "io/hf_config.h"
+#include "model/exl2_linear.h"
 
 namespace exq::model {
 namespace fs = std::filesystem;
@@ -212,13 +213,28 @@ void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
     if (!slot)
       throw Error("the adapter targets a weight that is not a linear layer of this model (lm_head only when untied)",
                   ErrorContext{.file = file, .tensor = target});
-    const auto* dense = dynamic_cast<const DenseLinear*>(slot->get());
-    if (!dense)
-      throw Error("LoRA needs the layer's fp16 / bf16 / fp32 weight, and this model's is quantized; merge the adapter "
-                  "into the unquantized model (exq merge-lora), then quantize that",
-                  ErrorContext{.file = file, .tensor = target});
-    w.owned.push_back(merge_lora(dense->weight(), p, ad.scale(p.a.dim(0)), target));
-    *slot = std::make_unique<DenseLinear>(w.owned.back().view(), dense->bias().view());
+    TensorView weight, bias;
+    Tensor dequantized, dequantized_bias;  // an EXL2 layer's, for the merge (DenseLinear copies the bias)
+    if (const auto* dense = dynamic_cast<const DenseLinear*>(slot->get())) {
+      weight = dense->weight();
+      bias = dense->bias().view();
+    } else if (const auto* q = dynamic_cast<const Exl2Linear*>(slot->get())) {
+      // An EXL2 layer runs dequantized to fp16 from here on (4x its memory and read time): the
+      // merge needs a weight to add to. A lasting setup merges into the fp16 model and quantizes.
+      const cpu::Exl2MatmulWeight& qw = q->matmul_weight();
+      dequantized = Tensor(DType::F16, {qw.out, qw.in});
+      cpu::exl2_dequantize(qw, dequantized.data<uint16_t>());
+      weight = dequantized.view();
+      if (qw.bias) {
+        dequantized_bias = Tensor(DType::F16, {qw.out});
+        std::copy(qw.bias, qw.bias + qw.out, dequantized_bias.data<uint16_t>());
+        bias = dequantized_bias.view();
+      }
+    } else {
+      throw Error("LoRA: the layer's weight is in no format the merge reads", ErrorContext{.file = file, .tensor = target});
+    }
+    w.owned.push_back(merge_lora(weight, p, ad.scale(p.a.dim(0)), target));
+    *slot = std::make_unique<DenseLinear>(w.owned.back().view(), bias);
   }
 }
 

@@ -1,8 +1,8 @@
 // PEFT LoRA adapters (adapter_config.json + adapter_model.safetensors) merged into a dense
 // model's linear weights: W + scale * B A with scale = lora_alpha / r (lora_alpha / sqrt(r) with
 // use_rslora), as peft's merge_and_unload computes it. What the merge cannot reproduce (DoRA,
-// fan_in_fan_out, trained biases or full modules, embedding adapters, an EXL2 base) is an
-// exq::Error naming the file and field or tensor.
+// fan_in_fan_out, trained biases or full modules, embedding adapters; an EXL2 base for a merged
+// folder) is an exq::Error naming the file and field or tensor.
 #pragma once
 
 #include <filesystem>
@@ -41,9 +41,9 @@ LoraAdapter load_lora(const std::filesystem::path& dir, double user_scale = 1.0)
 Tensor merge_lora(const TensorView& w, const LoraPair& pair, double scale, const std::string& name);
 
 // Merges an adapter into loaded weights (--lora of generate, chat, ppl, serve, bench): each
-// target becomes a DenseLinear over a merged copy kept in w.owned. Throws exq::Error naming the
-// tensor for a target that is not a dense linear of the model (an EXL2 layer, the embedding, a
-// tied head, a layer past the last).
+// target becomes a DenseLinear over a merged copy kept in w.owned; an EXL2 target is dequantized
+// to fp16 first and stays fp16. Throws exq::Error naming the tensor for a target that is not a
+// linear of the model (the embedding, a tied head, a layer past the last).
 void merge_lora(LlamaWeights& w, const LoraAdapter& adapter);
 
 // A dense Hugging Face folder with every adapter merged, written to out_dir: model.safetensors

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <tuple>
 
 #include "exl2_test_models.h"
 #include "model/exl2_linear.h"
@@ -376,51 +377,68 @@ TEST(Exl2Tiny, BadInputsNameTensorAndFile) {
   EXPECT_NE(gptq_config.context().file.find("config.json"), std::string::npos);
 }
 
-// --lora merges at load: a dense layer of an EXL2 model takes it (its bias kept), a quantized
-// layer or the quantized head is refused naming the tensor.
-TEST(Exl2Tiny, LoraMergesIntoDenseLayersOnly) {
+// --lora merges at load: a dense layer of an EXL2 model takes it, an EXL2 layer (and the EXL2
+// head) is dequantized to fp16 and merged, biases kept; the model then matches its dequantized
+// twin with the same adapter. A target the model lacks is refused naming the tensor.
+TEST(Exl2Tiny, LoraMergesIntoDenseAndExl2Layers) {
   const fs::path root = test::temp_dir("exl2_tiny_lora");
   const TinyPair p = tiny_pair(true);
+  json twin_config = tiny_config(false, true);
+  twin_config.erase("quantization_config");
   write_folder(root / "q", tiny_config(false, true), p.exl2);
-  auto adapter = [&](const std::string& name, const std::string& module, int64_t out, int64_t in) {
+  write_folder(root / "r", twin_config, p.twin, "model.safetensors");
+  auto adapter = [&](const std::string& name, const std::vector<std::tuple<std::string, int64_t, int64_t>>& mods) {
     const fs::path dir = root / name;
     fs::create_directories(dir);
     std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4})";
-    Tensor a(DType::F32, {2, in}), b(DType::F32, {out, 2});
-    for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = 0.01f * static_cast<float>(i % 7);
-    for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.02f * static_cast<float>(i % 5);
-    const std::string pre = "base_model.model." + module;
-    io::write_safetensors(dir / "adapter_model.safetensors",
-                          {{pre + ".lora_A.weight", a.view()}, {pre + ".lora_B.weight", b.view()}});
+    std::vector<Tensor> keep;
+    std::vector<io::NamedTensor> list;
+    for (const auto& [module, out, in] : mods) {
+      Tensor a(DType::F32, {2, in}), b(DType::F32, {out, 2});
+      for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = 0.01f * static_cast<float>(i % 7);
+      for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.02f * static_cast<float>(i % 5);
+      const std::string pre = "base_model.model." + module;
+      keep.push_back(std::move(a));
+      list.push_back({pre + ".lora_A.weight", keep.back().view()});
+      keep.push_back(std::move(b));
+      list.push_back({pre + ".lora_B.weight", keep.back().view()});
+    }
+    io::write_safetensors(dir / "adapter_model.safetensors", list);
     return load_lora(dir);
   };
+  const std::vector<std::tuple<std::string, int64_t, int64_t>> mods = {
+      {"model.layers.1.self_attn.o_proj", kHidden, 64},  // dense in the EXL2 model
+      {"model.layers.0.self_attn.q_proj", 64, kHidden},  // EXL2
+      {"lm_head", kVocab, kHidden}};                     // EXL2 head
   LlamaModel q = LlamaModel::load(root / "q");
-  const auto* before = dynamic_cast<const DenseLinear*>(q.weights().layers[1].o.get());
-  ASSERT_NE(before, nullptr);
-  const Tensor bias = Tensor::copy_of(before->bias().view());
-  const Tensor want = merge_lora(before->weight(), adapter("o1", "model.layers.1.self_attn.o_proj", kHidden, 64)
-                                                       .pairs.begin()->second,
-                                 2.0, "o");
-  q.merge_lora(adapter("o1b", "model.layers.1.self_attn.o_proj", kHidden, 64));
-  const auto* after = dynamic_cast<const DenseLinear*>(q.weights().layers[1].o.get());
-  ASSERT_NE(after, nullptr);
-  EXPECT_EQ(std::memcmp(after->weight().raw(), want.raw(), want.nbytes()), 0);
-  EXPECT_EQ(std::memcmp(after->bias().raw(), bias.raw(), bias.nbytes()), 0);
-  auto refused = [&](const LoraAdapter& ad, const std::string& tensor, const std::string& text) {
-    try {
-      q.merge_lora(ad);
-      ADD_FAILURE() << "no error for " << tensor;
-    } catch (const Error& e) {
-      EXPECT_EQ(e.context().tensor, tensor) << e.what();
-      EXPECT_NE(e.context().file.find("adapter_model.safetensors"), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-    }
-  };
-  refused(adapter("q0", "model.layers.0.self_attn.q_proj", 64, kHidden), "model.layers.0.self_attn.q_proj.weight",
-          "this model's is quantized");
-  refused(adapter("head", "lm_head", kVocab, kHidden), "lm_head.weight", "this model's is quantized");
-  refused(adapter("l9", "model.layers.9.mlp.up_proj", kInter, kHidden), "model.layers.9.mlp.up_proj.weight",
-          "not a linear layer of this model");
+  LlamaModel r = LlamaModel::load(root / "r");
+  const Tensor bias = Tensor::copy_of(dynamic_cast<const DenseLinear&>(*q.weights().layers[1].o).bias().view());
+  const LoraAdapter ad = adapter("a", mods);
+  q.merge_lora(ad);
+  r.merge_lora(ad);
+  const Tensor want = merge_lora(p.twin.at("model.layers.0.self_attn.q_proj.weight").view(),
+                                 ad.pairs.at("model.layers.0.self_attn.q_proj.weight"), 2.0, "q");
+  const auto* q0 = dynamic_cast<const DenseLinear*>(q.weights().layers[0].q.get());
+  ASSERT_NE(q0, nullptr);
+  EXPECT_EQ(std::memcmp(q0->weight().raw(), want.raw(), want.nbytes()), 0);
+  const auto* o1 = dynamic_cast<const DenseLinear*>(q.weights().layers[1].o.get());
+  ASSERT_NE(o1, nullptr);
+  EXPECT_EQ(std::memcmp(o1->bias().raw(), bias.raw(), bias.nbytes()), 0);
+  EXPECT_NE(dynamic_cast<const DenseLinear*>(q.weights().head.get()), nullptr);
+  EXPECT_NE(dynamic_cast<const Exl2Linear*>(q.weights().layers[0].k.get()), nullptr);  // untouched
+  const std::vector<int32_t> ids = {5, 17, 3, 96, 42, 0, 61, 8};
+  KvCache cq = q.make_cache(16), cr = r.make_cache(16);
+  const double rel = rel_max_abs(q.forward(ids, cq, true), r.forward(ids, cr, true));
+  std::printf("[tiny EXL2 + LoRA vs its twin + LoRA] logits relative max-abs diff: %.3g\n", rel);
+  EXPECT_LE(rel, 1e-5);
+  try {
+    q.merge_lora(adapter("l9", {{"model.layers.9.mlp.up_proj", kInter, kHidden}}));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.context().tensor, "model.layers.9.mlp.up_proj.weight") << e.what();
+    EXPECT_NE(e.context().file.find("adapter_model.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a linear layer of this model"), std::string::npos) << e.what();
+  }
   fs::remove_all(root);
 }
 

@@ -234,7 +234,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"exl2_hd64_yarn", spec(DType::F16, true, false, false, 12, 64), DType::F16, 5e-3, true},
                       Case{"f16_bias_yarn", spec(DType::F16, false, true, false, 13), DType::F16, 5e-3, true},
                       // LoRA merged at load: the GPU uploads the merged weights.
-                      Case{"bf16_bias_lora", spec(DType::BF16, false, true, false, 14), DType::F16, 3e-2, false, true}),
+                      Case{"bf16_bias_lora", spec(DType::BF16, false, true, false, 14), DType::F16, 3e-2, false, true},
+                      // ... and into EXL2 layers, which become fp16 among EXL2 ones (q beside EXL2
+                      // k / v, down after the EXL2 gate / up).
+                      Case{"exl2_hd64_lora", spec(DType::F16, true, false, false, 15, 64), DType::F16, 5e-3, false,
+                           true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {
