@@ -83,12 +83,7 @@ struct Parser {
   }
   double number(const std::string& opt) {
     const std::string v = value(opt);
-    try {
-      size_t used = 0;
-      const double d = std::stod(v, &used);
-      if (used == v.size()) return d;
-    } catch (const std::exception&) {
-    }
+    if (const std::optional<double> d = parse_number(v)) return *d;
     throw Error(fmt::format("quantize: {} expects a number, got '{}'", opt, v));
   }
 };

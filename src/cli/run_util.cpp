@@ -49,6 +49,16 @@ void apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
 }
 
+std::optional<double> parse_number(const std::string& text) {
+  try {
+    size_t used = 0;
+    const double d = std::stod(text, &used);
+    if (used == text.size()) return d;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 std::string group_digits(int64_t v) {
   std::string digits = std::to_string(v < 0 ? -v : v);
   std::string out;
@@ -140,17 +150,11 @@ std::vector<model::LoraAdapter> load_lora_flags(const LoraFlags& f) {
   std::vector<model::LoraAdapter> adapters;
   for (const std::string& dir : f.lora) adapters.push_back(model::load_lora(dir));
   for (size_t i = 0; i + 1 < f.lora_scaled.size(); i += 2) {
-    const std::string& text = f.lora_scaled[i + 1];
-    double scale = 0;
-    size_t used = 0;
-    try {
-      scale = std::stod(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != text.size())
-      throw Error(fmt::format("--lora-scaled {} {}: the scale is not a number", f.lora_scaled[i], text));
-    adapters.push_back(model::load_lora(f.lora_scaled[i], scale));
+    const std::optional<double> scale = parse_number(f.lora_scaled[i + 1]);
+    if (!scale)
+      throw Error(
+          fmt::format("--lora-scaled {} {}: the scale is not a number", f.lora_scaled[i], f.lora_scaled[i + 1]));
+    adapters.push_back(model::load_lora(f.lora_scaled[i], *scale));
   }
   return adapters;
 }

@@ -34,6 +34,9 @@ struct GenerationModel {
 };
 GenerationModel load_generation_model(const std::filesystem::path& dir);
 
+// The whole of `text` as a number (std::stod), or nothing.
+std::optional<double> parse_number(const std::string& text);
+
 // 134515008 -> "134,515,008".
 std::string group_digits(int64_t v);
 

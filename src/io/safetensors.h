@@ -81,4 +81,16 @@ std::vector<std::filesystem::path> write_safetensors(
     const std::filesystem::path& path, const std::vector<NamedTensor>& tensors,
     const std::map<std::string, std::string>& metadata = {}, size_t shard_bytes = 0);
 
+// Removes `<stem>.safetensors`, `<stem>.safetensors.index.json` and `<stem>-*.safetensors` beside
+// `path` that are not among `written` (what write_safetensors returned for it): the files of an
+// earlier write with another shard count would shadow the new ones.
+void remove_stale_safetensors(const std::filesystem::path& path, const std::vector<std::filesystem::path>& written);
+
+// Copies a model folder's files other than its weights (*.safetensors, their index, *.bin, *.pt,
+// *.gguf) and the names in `skip` (config, tokenizer, generation files) into `to`, each
+// atomically. Returns the files written.
+std::vector<std::filesystem::path> copy_model_side_files(const std::filesystem::path& from,
+                                                         const std::filesystem::path& to,
+                                                         const std::vector<std::string>& skip = {});
+
 }  // namespace exq::io

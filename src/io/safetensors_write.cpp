@@ -105,4 +105,32 @@ std::vector<fs::path> write_safetensors(const fs::path& path,
   return written;
 }
 
+void remove_stale_safetensors(const fs::path& path, const std::vector<fs::path>& written) {
+  const std::string stem = path.stem().string();
+  std::unordered_set<std::string> keep;
+  for (const fs::path& p : written) keep.insert(p.filename().string());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(path.parent_path().empty() ? fs::path(".") : path.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    const bool ours = name == stem + ".safetensors" || name == stem + ".safetensors.index.json" ||
+                      (name.starts_with(stem + "-") && name.ends_with(".safetensors"));
+    if (ours && !keep.count(name)) fs::remove(e.path(), ec);
+  }
+}
+
+std::vector<fs::path> copy_model_side_files(const fs::path& from, const fs::path& to,
+                                            const std::vector<std::string>& skip) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(from)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json" || name.ends_with(".bin") ||
+        name.ends_with(".pt") || name.ends_with(".gguf") || std::find(skip.begin(), skip.end(), name) != skip.end())
+      continue;
+    write_file_atomic(to / name, read_file(e.path()));
+    files.push_back(to / name);
+  }
+  return files;
+}
+
 }  // namespace exq::io

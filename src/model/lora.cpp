@@ -152,9 +152,8 @@ Tensor merge_lora(const TensorView& w, const LoraPair& p, double scale, const st
   const int64_t out = w.dim(0), in = w.dim(1), r = p.a.dim(0);
   EXQ_CHECK(p.a.dim(1) == in && p.b.dim(0) == out, "LoRA: {} is [{}, {}], lora_A {} and lora_B {} do not fit it", name,
             out, in, shape_str(p.a.shape()), shape_str(p.b.shape()));
-  // A as float32 once; each output row is W's row plus the scaled B row times A.
-  std::vector<float> a(static_cast<size_t>(r * in));
-  for (int64_t i = 0; i < r * in; ++i) a[static_cast<size_t>(i)] = load(p.a, i);
+  // A and B as float32 once; each output row is W's row plus the scaled B row times A.
+  const Tensor a = to_f32(p.a), bm = to_f32(p.b);
   Tensor m(w.dtype(), w.shape());
   const TensorView mv = m.view();
   std::atomic<bool> finite{true};
@@ -164,8 +163,8 @@ Tensor merge_lora(const TensorView& w, const LoraPair& p, double scale, const st
     for (int64_t o = b; o < e; ++o) {
       std::fill(row.begin(), row.end(), 0.0f);
       for (int64_t k = 0; k < r; ++k) {
-        const float bk = load(p.b, o * r + k);
-        const float* ak = a.data() + k * in;
+        const float bk = bm.data<float>()[o * r + k];
+        const float* ak = a.data<float>() + k * in;
         for (int64_t i = 0; i < in; ++i) row[static_cast<size_t>(i)] += bk * ak[i];
       }
       for (int64_t i = 0; i < in; ++i) {
@@ -276,23 +275,8 @@ std::vector<fs::path> merge_lora_folder(const fs::path& base_dir, const std::vec
   constexpr size_t kShard = size_t{5} * 1000 * 1000 * 1000;  // transformers' default max_shard_size
   std::vector<fs::path> files =
       io::write_safetensors(out_dir / "model.safetensors", tensors, {{"format", "pt"}}, bytes > kShard ? kShard : 0);
-  // Weights of an earlier run with another shard count would shadow these.
-  std::set<std::string> written;
-  for (const fs::path& f : files) written.insert(f.filename().string());
-  for (const auto& e : fs::directory_iterator(out_dir)) {
-    const std::string name = e.path().filename().string();
-    if ((name.starts_with("model") && name.ends_with(".safetensors")) || name == "model.safetensors.index.json")
-      if (!written.count(name)) fs::remove(e.path(), ec);
-  }
-  for (const auto& e : fs::directory_iterator(base_dir)) {
-    if (!e.is_regular_file()) continue;
-    const std::string name = e.path().filename().string();
-    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json" || name.ends_with(".bin") ||
-        name.ends_with(".pt") || name.ends_with(".gguf"))
-      continue;
-    io::write_file_atomic(out_dir / name, io::read_file(e.path()));
-    files.push_back(out_dir / name);
-  }
+  io::remove_stale_safetensors(out_dir / "model.safetensors", files);
+  for (fs::path& f : io::copy_model_side_files(base_dir, out_dir)) files.push_back(std::move(f));
   return files;
 }
 

@@ -35,11 +35,6 @@ std::string strip_last(const std::string& name) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
-bool is_output_file(const std::string& name) {
-  return name == "output.safetensors" || name == "output.safetensors.index.json" ||
-         (name.starts_with("output-") && name.ends_with(".safetensors"));
-}
-
 }  // namespace
 
 CompileResult compile_model(const CompileInput& in) {
@@ -70,15 +65,9 @@ CompileResult compile_model(const CompileInput& in) {
   for (const io::NamedTensor& t : tensors) result.tensor_bytes += static_cast<int64_t>(t.tensor.nbytes());
 
   const bool one_file = in.shard_bytes <= 0 || result.tensor_bytes <= in.shard_bytes;
-  std::set<std::string> before;
-  for (const auto& e : fs::directory_iterator(in.out_dir)) before.insert(e.path().filename().string());
   result.files = io::write_safetensors(in.out_dir / "output.safetensors", tensors, {{"format", "pt"}},
                                        one_file ? 0 : static_cast<size_t>(in.shard_bytes));
-  // Outputs of an earlier compile with another shard count would shadow the new tensors.
-  std::set<std::string> written;
-  for (const fs::path& p : result.files) written.insert(p.filename().string());
-  for (const std::string& name : before)
-    if (is_output_file(name) && !written.count(name)) fs::remove(in.out_dir / name, ec);
+  io::remove_stale_safetensors(in.out_dir / "output.safetensors", result.files);
 
   const fs::path config_path = in.model_dir / "config.json";
   nlohmann::ordered_json config;
@@ -97,15 +86,7 @@ CompileResult compile_model(const CompileInput& in) {
   config["torch_dtype"] = "float16";
   io::write_file_atomic(in.out_dir / "config.json", config.dump(2) + "\n");
 
-  for (const auto& e : fs::directory_iterator(in.model_dir)) {
-    if (!e.is_regular_file()) continue;
-    const std::string name = e.path().filename().string();
-    if (name == "config.json" || name.ends_with(".safetensors") ||
-        name == "model.safetensors.index.json" || name.ends_with(".bin") || name.ends_with(".pt") ||
-        name.ends_with(".gguf"))
-      continue;
-    io::write_file_atomic(in.out_dir / name, io::read_file(e.path()));
-  }
+  io::copy_model_side_files(in.model_dir, in.out_dir, {"config.json"});
   return result;
 }
 

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
@@ -137,6 +138,47 @@ TEST(Safetensors, ShardedWithIndex) {
     EXPECT_EQ(m.file_of(n).filename().string(), index["weight_map"][n].get<std::string>());
   }
   expect_error([&] { m.get("missing"); }, "no such tensor", "missing");
+}
+
+// A sharded write over a single file (and the reverse) leaves only the new files of that stem;
+// other files stay. The side-file copy takes everything but weights and the names skipped.
+TEST(Safetensors, StaleShardsAndSideFiles) {
+  std::mt19937 rng(3);
+  std::vector<Tensor> owned;
+  std::vector<NamedTensor> named;
+  for (int i = 0; i < 5; ++i) {
+    owned.push_back(random_tensor(DType::F32, {16, 8}, rng));
+    named.push_back({fmt::format("w.{}", i), owned.back().view()});
+  }
+  const fs::path dir = test::temp_dir("st_stale");
+  auto names = [&] {
+    std::set<std::string> n;
+    for (const auto& e : fs::directory_iterator(dir)) n.insert(e.path().filename().string());
+    return n;
+  };
+  std::ofstream(dir / "model-extra.txt") << "x";
+  std::ofstream(dir / "other.safetensors") << "x";
+  const auto one = write_safetensors(dir / "model.safetensors", named);
+  remove_stale_safetensors(dir / "model.safetensors", one);
+  const auto sharded = write_safetensors(dir / "model.safetensors", named, {}, 1100);
+  remove_stale_safetensors(dir / "model.safetensors", sharded);
+  std::set<std::string> want = {"model-extra.txt", "other.safetensors"};
+  for (const fs::path& f : sharded) want.insert(f.filename().string());
+  EXPECT_EQ(names(), want);
+  EXPECT_GE(sharded.size(), 3u);
+  remove_stale_safetensors(dir / "model.safetensors", write_safetensors(dir / "model.safetensors", named));
+  EXPECT_EQ(names(), (std::set<std::string>{"model-extra.txt", "other.safetensors", "model.safetensors"}));
+
+  const fs::path out = test::temp_dir("st_side");
+  std::ofstream(dir / "config.json") << "{}";
+  std::ofstream(dir / "tokenizer.json") << "{}";
+  std::ofstream(dir / "pytorch_model.bin") << "x";
+  fs::create_directories(dir / "sub");
+  const auto copied = copy_model_side_files(dir, out, {"config.json"});
+  EXPECT_EQ(copied.size(), 2u);
+  std::set<std::string> got;
+  for (const auto& e : fs::directory_iterator(out)) got.insert(e.path().filename().string());
+  EXPECT_EQ(got, (std::set<std::string>{"model-extra.txt", "tokenizer.json"}));
 }
 
 TEST(Safetensors, FolderWithoutIndexUsesAllFiles) {
