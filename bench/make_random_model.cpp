@@ -38,6 +38,7 @@ struct Args {
   int64_t max_position = 8192;
   double rope_theta = 100000.0, rms_eps = 1e-5;
   bool tied = false;
+  bool phi3 = false;  // model_type phi3: q/k/v as one qkv_proj, gate/up as one gate_up_proj
   uint64_t seed = 1234;
   double std = 0.02, outlier_fraction = 0.005, outlier_scale = 8.0, shard_gb = 4.0;
 };
@@ -46,6 +47,7 @@ constexpr const char* kUsage = R"(Usage: make_random_model --out DIR --tokenizer
   --hidden N --inter N --heads N --kv-heads N --layers N --vocab N --head-dim N
   --rope-theta X --rms-eps X --max-position N     shape (defaults: SmolLM2-135M's)
   --tied | --untied                               tie lm_head to the embedding (default untied)
+  --phi3                                          model_type phi3 (fused qkv_proj and gate_up_proj)
   --seed N --std X --outlier-fraction X --outlier-scale X   weight distribution
   --shard-gb X                                    shard cap in GB (default 4))";
 
@@ -88,6 +90,7 @@ Args parse(int argc, char** argv) {
     else if (o == "--rms-eps") a.rms_eps = num(i, o);
     else if (o == "--tied") a.tied = true;
     else if (o == "--untied") a.tied = false;
+    else if (o == "--phi3") a.phi3 = true;
     else if (o == "--seed") a.seed = static_cast<uint64_t>(integer(i, o));
     else if (o == "--std") a.std = num(i, o);
     else if (o == "--outlier-fraction") a.outlier_fraction = num(i, o);
@@ -132,13 +135,21 @@ std::vector<TensorSpec> tensor_list(const Args& a) {
   for (int64_t l = 0; l < a.layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     t.push_back({p + "input_layernorm.weight", {h}, Kind::kNorm});
-    t.push_back({p + "self_attn.q_proj.weight", {q, h}, Kind::kLinear});
-    t.push_back({p + "self_attn.k_proj.weight", {kv, h}, Kind::kLinear});
-    t.push_back({p + "self_attn.v_proj.weight", {kv, h}, Kind::kLinear});
+    if (a.phi3) {
+      t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, h}, Kind::kLinear});
+    } else {
+      t.push_back({p + "self_attn.q_proj.weight", {q, h}, Kind::kLinear});
+      t.push_back({p + "self_attn.k_proj.weight", {kv, h}, Kind::kLinear});
+      t.push_back({p + "self_attn.v_proj.weight", {kv, h}, Kind::kLinear});
+    }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}, Kind::kLinear});
     t.push_back({p + "post_attention_layernorm.weight", {h}, Kind::kNorm});
-    t.push_back({p + "mlp.gate_proj.weight", {a.inter, h}, Kind::kLinear});
-    t.push_back({p + "mlp.up_proj.weight", {a.inter, h}, Kind::kLinear});
+    if (a.phi3) {
+      t.push_back({p + "mlp.gate_up_proj.weight", {2 * a.inter, h}, Kind::kLinear});
+    } else {
+      t.push_back({p + "mlp.gate_proj.weight", {a.inter, h}, Kind::kLinear});
+      t.push_back({p + "mlp.up_proj.weight", {a.inter, h}, Kind::kLinear});
+    }
     t.push_back({p + "mlp.down_proj.weight", {h, a.inter}, Kind::kLinear});
   }
   t.push_back({"model.norm.weight", {h}, Kind::kNorm});
@@ -263,6 +274,12 @@ void run(const Args& a) {
                       {"attention_bias", false},
                       {"mlp_bias", false},
                       {"torch_dtype", "float16"}};
+  if (a.phi3) {
+    config["architectures"] = {"Phi3ForCausalLM"};
+    config["model_type"] = "phi3";
+    config.erase("attention_bias");
+    config.erase("mlp_bias");
+  }
   copy_tokenizer(a, config);
 
   const std::vector<TensorSpec> specs = tensor_list(a);

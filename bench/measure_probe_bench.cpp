@@ -443,7 +443,7 @@ int main(int argc, char** argv) {
                  args.attn_scale > 0 ? static_cast<float>(args.attn_scale)
                                      : 1.0f / std::sqrt(static_cast<float>(config.head_dim)),
                  !args.noncausal, args.gqa_interleave, args.rope_gptj,
-                 exq::model::rope_inv_freq(rope_config)};
+                 exq::model::rope_inv_freq(rope_config, args.length)};
     ordered_json out;
     out["forward"] = {{"causal", d.causal}, {"theta", args.theta}, {"attn_scale", d.attn_scale},
                       {"gqa_interleave", d.gqa_interleave}, {"rope_gptj", d.rope_gptj}};

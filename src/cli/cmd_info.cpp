@@ -35,8 +35,9 @@ struct ExpectedTensor {
   Shape shape;
 };
 
-// Every tensor of an unquantized Llama-family checkpoint, with its HF shape.
-std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c) {
+// Every tensor of an unquantized Llama-family checkpoint, with its HF shape; `fused`: phi3's
+// qkv_proj and gate_up_proj instead of their parts.
+std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c, bool fused) {
   const int64_t h = c.hidden_size, inter = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
   std::vector<ExpectedTensor> t = {{"model.embed_tokens.weight", {c.vocab_size, h}},
                                    {"model.norm.weight", {h}}};
@@ -45,12 +46,20 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c) {
     const std::string p = fmt::format("model.layers.{}.", l);
     t.push_back({p + "input_layernorm.weight", {h}});
     t.push_back({p + "post_attention_layernorm.weight", {h}});
-    t.push_back({p + "self_attn.q_proj.weight", {q, h}});
-    t.push_back({p + "self_attn.k_proj.weight", {kv, h}});
-    t.push_back({p + "self_attn.v_proj.weight", {kv, h}});
+    if (fused) {
+      t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, h}});
+    } else {
+      t.push_back({p + "self_attn.q_proj.weight", {q, h}});
+      t.push_back({p + "self_attn.k_proj.weight", {kv, h}});
+      t.push_back({p + "self_attn.v_proj.weight", {kv, h}});
+    }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}});
-    t.push_back({p + "mlp.gate_proj.weight", {inter, h}});
-    t.push_back({p + "mlp.up_proj.weight", {inter, h}});
+    if (fused) {
+      t.push_back({p + "mlp.gate_up_proj.weight", {2 * inter, h}});
+    } else {
+      t.push_back({p + "mlp.gate_proj.weight", {inter, h}});
+      t.push_back({p + "mlp.up_proj.weight", {inter, h}});
+    }
     t.push_back({p + "mlp.down_proj.weight", {h, inter}});
     if (c.attention_qkv_bias) {
       t.push_back({p + "self_attn.q_proj.bias", {q}});
@@ -69,7 +78,7 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c) {
 
 json rope_json(const io::ModelConfig& c) {
   const io::RopeScaling& rs = c.rope_scaling;
-  json r = {{"theta", c.rope_theta}};
+  json r = {{"theta", c.rope_theta}, {"rotary_dim", c.rope_dim()}};
   switch (rs.type) {
     case io::RopeScalingType::None: r["scaling"] = "none"; break;
     case io::RopeScalingType::Linear:
@@ -89,6 +98,12 @@ json rope_json(const io::ModelConfig& c) {
                       {"beta_fast", rs.beta_fast},
                       {"beta_slow", rs.beta_slow},
                       {"truncate", rs.truncate},
+                      {"attention_factor", model::rope_attention_factor(c)}};
+      break;
+    case io::RopeScalingType::LongRope:
+      r["scaling"] = {{"type", "longrope"},
+                      {"factor", rs.factor},
+                      {"original_max_position_embeddings", rs.original_max_position_embeddings},
                       {"attention_factor", model::rope_attention_factor(c)}};
       break;
   }
@@ -183,7 +198,8 @@ json build_info(const fs::path& dir) {
   json quant_out = quant;
   if (exl2) add_exl2_bits(quant_out, c, st, dir);
   int64_t params = 0;
-  for (const auto& t : llama_tensors(c)) {
+  const bool fused = c.fused_projections && st.contains("model.layers.0.self_attn.qkv_proj.weight");
+  for (const auto& t : llama_tensors(c, fused)) {
     params += shape_numel(t.shape);
     const bool linear = t.name.find("_proj.") != std::string::npos || t.name.rfind("lm_head.", 0) == 0;
     if (quantized && (!exl2 || linear)) continue;
@@ -292,9 +308,15 @@ void print_info(const json& j) {
   if (!j["architectures"].empty()) arch += fmt::format(" ({})", j["architectures"][0].get<std::string>());
   const std::string dtypes = joined_counts(j["dtypes"]);
   std::string rope = fmt::format("theta {}", j["rope"]["theta"].get<double>());
+  if (const int64_t rot = j["rope"]["rotary_dim"].get<int64_t>(); rot != j["head_dim"].get<int64_t>())
+    rope += fmt::format(" over {} of each head's {} dims", rot, j["head_dim"].get<int64_t>());
   const json& sc = j["rope"]["scaling"];
   rope += sc.is_string() ? ", no scaling"
                          : fmt::format(", {} scaling x{}", sc["type"].get<std::string>(), sc["factor"].get<double>());
+  if (sc.is_object() && sc["type"] == "longrope")
+    rope += fmt::format(" (attention factor {:.4f}; short factors up to a context of {}, long ones above): context {}",
+                        sc["attention_factor"].get<double>(), sc["original_max_position_embeddings"].get<int64_t>(),
+                        j["context_length"].get<int64_t>());
   if (sc.is_object() && sc["type"] == "yarn")
     rope += fmt::format(" (original context {}, attention factor {:.4f}): context {}",
                         sc["original_max_position_embeddings"].get<int64_t>(), sc["attention_factor"].get<double>(),

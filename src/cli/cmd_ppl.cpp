@@ -121,7 +121,7 @@ void run_ppl(const PplArgs& a) {
   std::unique_ptr<runtime::cuda::CudaLlama> gpu, gpu_base;
   if (device == Device::Cuda) {
     runtime::cuda::CudaOptions co;
-    co.max_context = a.window - 1;
+    co.max_context = a.window;  // as the CPU's cache: the window is the context (longrope's factor set)
     gpu = std::make_unique<runtime::cuda::CudaLlama>(model, co);
     if (kl) gpu_base = std::make_unique<runtime::cuda::CudaLlama>(*base, co);
     device_name = fmt::format("cuda:{} ({})", co.device, gpu->device().name);

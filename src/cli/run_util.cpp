@@ -129,6 +129,9 @@ void apply_rope_flags(model::LlamaModel& model, const RopeFlags& f) {
     if (f.yarn_orig_ctx) rs.original_max_position_embeddings = *f.yarn_orig_ctx;
   } else if (type == "llama3" && f.scaling.empty()) {  // a scale for a llama3 model: its factor
     rs.factor = *factor;
+  } else if (type == "longrope" && f.scaling.empty()) {
+    throw Error("--rope-scale / --rope-freq-scale do not apply to the model's longrope scaling (its factors come "
+                "from config.json; --rope-scaling yarn or linear replaces it)");
   } else if (!type.empty()) {
     throw Error(fmt::format("--rope-scaling must be none, linear or yarn, got '{}'", type));
   }

@@ -177,7 +177,48 @@ RopeScaling read_rope_scaling(const Reader& r, const std::string& obj = "rope_sc
     }
     return rs;
   }
-  r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3, yarn)", type));
+  if (type == "longrope" || type == "su") {  // "su": Phi-3's first name for it
+    rs.type = RopeScalingType::LongRope;
+    auto factors = [&](const char* name) {
+      const std::string field = obj + "." + name;
+      const json* f = r.find(*v, name);
+      if (!f) r.fail(field, "missing");
+      if (!f->is_array()) r.fail(field, fmt::format("expected a list of numbers, got {}", Reader::brief(*f)));
+      std::vector<double> out;
+      for (size_t i = 0; i < f->size(); ++i)
+        out.push_back(r.number((*f)[i], fmt::format("{}[{}]", field, i), 1e-6, 1e6));
+      return out;
+    };
+    rs.short_factor = factors("short_factor");
+    rs.long_factor = factors("long_factor");
+    rs.factor = num("factor", false, 0.0, 1e-3, 1e6);  // read_config derives it when absent
+    if (const json* a = r.find(*v, "attention_factor"))
+      rs.attention_factor = r.number(*a, obj + ".attention_factor", 1e-6, 1e3);
+    if (const json* o = r.find(*v, "original_max_position_embeddings"))
+      rs.original_max_position_embeddings = r.integer(*o, obj + ".original_max_position_embeddings", 1, kMaxPositions);
+    else
+      rs.original_max_position_embeddings = 0;
+    return rs;
+  }
+  r.fail(key, fmt::format("unsupported rope scaling '{}' (supported: default, linear, llama3, yarn, longrope)", type));
+}
+
+// transformers' _compute_longrope_parameters: a top-level original_max_position_embeddings (as
+// Phi-3 configs have) makes the factor max_position_embeddings / original.
+void read_longrope(const Reader& r, ModelConfig& c) {
+  RopeScaling& rs = c.rope_scaling;
+  const std::string obj = r.find(r.root(), "rope_scaling") ? "rope_scaling" : "rope_parameters";
+  if (const json* o = r.find(r.root(), "original_max_position_embeddings")) {
+    rs.original_max_position_embeddings = r.integer(*o, "original_max_position_embeddings", 1, kMaxPositions);
+    rs.factor = static_cast<double>(c.max_position_embeddings) / static_cast<double>(rs.original_max_position_embeddings);
+  } else {
+    if (rs.original_max_position_embeddings == 0) rs.original_max_position_embeddings = c.max_position_embeddings;
+    if (rs.factor == 0.0) rs.factor = 1.0;
+  }
+  const size_t half = static_cast<size_t>(c.rope_dim() / 2);
+  for (const auto& [name, f] : {std::pair{"short_factor", &rs.short_factor}, std::pair{"long_factor", &rs.long_factor}})
+    if (f->size() != half)
+      r.fail(obj + "." + name, fmt::format("{} values, {} rotary dimensions need {}", f->size(), c.rope_dim(), half));
 }
 
 std::optional<DType> read_torch_dtype(const Reader& r) {
@@ -202,9 +243,9 @@ ModelConfig read_config(const json& root, const std::string& file) {
   if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
   c.model_type = mt->get<std::string>();
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3")
+      c.model_type != "qwen3" && c.model_type != "phi3")
     r.fail("model_type",
-           fmt::format("unsupported model type '{}' (llama, mistral, qwen2 or qwen3)", c.model_type));
+           fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3 or phi3)", c.model_type));
 
   const std::string act = r.opt_str("hidden_act", "silu");
   if (act != "silu") r.fail("hidden_act", fmt::format("unsupported activation '{}' (only silu)", act));
@@ -223,10 +264,17 @@ ModelConfig read_config(const json& root, const std::string& file) {
                                               c.num_key_value_heads, c.num_attention_heads));
   c.head_dim = r.opt_int("head_dim", c.hidden_size / c.num_attention_heads, 2, kMaxHeadDim);
   if (c.head_dim % 2 != 0) r.fail("head_dim", fmt::format("{} must be even for rotary embeddings", c.head_dim));
+  // Phi-4-mini rotates 3/4 of each head (transformers: int(head_dim * factor) dimensions).
+  const double prf = r.opt_num("partial_rotary_factor", 1.0, 1e-6, 1.0);
+  c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * prf);
+  if (c.rotary_dim < 2 || c.rotary_dim % 2 != 0)
+    r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dimensions, which must be even "
+                                                "and at least 2", prf, c.head_dim, c.rotary_dim));
 
   const int64_t default_positions = c.model_type == "llama"     ? 2048
                                     : c.model_type == "mistral" ? 131072
                                     : c.model_type == "qwen3"   ? 40960
+                                    : c.model_type == "phi3"    ? 4096
                                                                 : 32768;
   c.max_position_embeddings = r.opt_int("max_position_embeddings", default_positions, 1, kMaxPositions);
   c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6, 1e-12, 0.5);
@@ -242,6 +290,7 @@ ModelConfig read_config(const json& root, const std::string& file) {
 
   if (c.rope_scaling.type == RopeScalingType::Yarn && c.rope_scaling.original_max_position_embeddings == 0)
     c.rope_scaling.original_max_position_embeddings = c.max_position_embeddings;
+  if (c.rope_scaling.type == RopeScalingType::LongRope) read_longrope(r, c);
 
   if (c.model_type == "qwen2") {
     c.attention_qkv_bias = true;
@@ -251,6 +300,8 @@ ModelConfig read_config(const json& root, const std::string& file) {
   } else if (c.model_type == "llama") {
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.mlp_bias = r.opt_bool("mlp_bias", false);
+  } else if (c.model_type == "phi3") {
+    c.fused_projections = true;  // no biases in Phi3ForCausalLM
   }
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
 
@@ -281,6 +332,7 @@ const char* rope_scaling_name(RopeScalingType type) {
     case RopeScalingType::Linear: return "linear";
     case RopeScalingType::Llama3: return "llama3";
     case RopeScalingType::Yarn: return "yarn";
+    case RopeScalingType::LongRope: return "longrope";
   }
   return "?";
 }

@@ -1,4 +1,4 @@
-// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3), validated into
+// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3, phi3), validated into
 // the plain numbers the model and the converter need. Anything exq cannot run faithfully
 // (another model_type, activation or rope scaling) is rejected with an exq::Error naming
 // the file and the field, rather than silently producing wrong logits.
@@ -16,15 +16,15 @@
 
 namespace exq::io {
 
-enum class RopeScalingType { None, Linear, Llama3, Yarn };
+enum class RopeScalingType { None, Linear, Llama3, Yarn, LongRope };
 
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
-  double factor = 1.0;                     // linear, llama3 and yarn
+  double factor = 1.0;                     // linear, llama3 and yarn; longrope: context / original
   double low_freq_factor = 1.0;            // llama3
   double high_freq_factor = 4.0;           // llama3
   // llama3; yarn: the trained context the correction range is found for (defaults to
-  // max_position_embeddings there).
+  // max_position_embeddings there); longrope: the context above which long_factor applies.
   int64_t original_max_position_embeddings = 8192;
   // yarn (transformers' names and defaults); attention_factor <= 0: derived from the factor, or
   // from mscale / mscale_all_dim when both are set.
@@ -34,19 +34,26 @@ struct RopeScaling {
   double mscale = 0.0;
   double mscale_all_dim = 0.0;
   bool truncate = true;  // floor / ceil the correction range's ends
+  // longrope (Phi-3 / Phi-3.5 / Phi-4): a divisor per frequency, [rope_dim() / 2] each; long_factor
+  // when the run's context exceeds original_max_position_embeddings (as llama.cpp picks them),
+  // else short_factor. attention_factor <= 0: sqrt(1 + ln(factor) / ln(original)).
+  std::vector<double> short_factor, long_factor;
 };
 
-// "none", "linear", "llama3" or "yarn".
+// "none", "linear", "llama3", "yarn" or "longrope".
 const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
-  std::string model_type;  // "llama", "mistral", "qwen2" or "qwen3"
+  std::string model_type;  // "llama", "mistral", "qwen2", "qwen3" or "phi3"
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
   int64_t num_key_value_heads = 0;  // defaults to num_attention_heads
   int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  // Dimensions of each head the rotary turns (the first ones, pairs (i, i + rotary_dim / 2));
+  // the rest pass unrotated. head_dim * partial_rotary_factor (Phi-4-mini: 96 of 128); 0: head_dim.
+  int64_t rotary_dim = 0;
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
@@ -56,6 +63,9 @@ struct ModelConfig {
   bool attention_out_bias = false;  // llama and qwen3 attention_bias
   bool qk_norm = false;             // qwen3: RMSNorm of each head of q and k before rotary
   bool mlp_bias = false;            // llama mlp_bias
+  // phi3: q/k/v stored as one self_attn.qkv_proj and gate/up as one mlp.gate_up_proj (rows in
+  // that order) in unquantized checkpoints; the loader takes either those or the split names.
+  bool fused_projections = false;
   bool tie_word_embeddings = false;
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // config's eos_token_id, int or list
@@ -65,6 +75,7 @@ struct ModelConfig {
   // The positions exq allows: max_position_embeddings, or for yarn original x factor when that is
   // more (as vLLM derives it: Qwen2.5 / Qwen3 with factor 4 reach 131072).
   int64_t context_length() const;
+  int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };

@@ -24,9 +24,11 @@ LlamaModel::LlamaModel(io::ModelConfig config, LlamaWeights weights)
 }
 
 void LlamaModel::init_rope() {
-  inv_freq_ = rope_inv_freq(config_);
+  const int64_t n = std::min<int64_t>(config_.context_length(), 4096);
+  inv_freq_ = rope_inv_freq(config_, n);
+  rope_long_ = rope_uses_long_factors(config_, n);
   rope_scale_ = rope_attention_factor(config_);
-  rope_ = cpu::make_rope_table(inv_freq_, std::min<int64_t>(config_.context_length(), 4096), rope_scale_);
+  rope_ = cpu::make_rope_table(inv_freq_, n, rope_scale_);
 }
 
 void LlamaModel::set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings) {
@@ -88,10 +90,17 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   EXQ_CHECK(T > 0, "forward: no tokens");
   // One cache: rows are consecutive positions of it. Several: row r is the next position of cache r.
   const bool batch = caches.size() > 1;
-  int64_t end = 0;
+  int64_t end = 0, context = 0;
   for (const KvCache* cache : caches) {
     check_cache(*cache, batch ? 1 : T);
     end = std::max(end, cache->length() + (batch ? 1 : T));
+    context = std::max(context, cache->max_len());
+  }
+  // longrope: the cache's capacity is the run's context, which picks the factor set.
+  if (const bool want = rope_uses_long_factors(c, context); want != rope_long_) {
+    inv_freq_ = rope_inv_freq(c, context);
+    rope_long_ = want;
+    rope_ = cpu::make_rope_table(inv_freq_, std::max(end, rope_.positions()), rope_scale_);
   }
   if (rope_.positions() < end)
     rope_ = cpu::make_rope_table(inv_freq_, std::max(end, 2 * rope_.positions()), rope_scale_);

@@ -1,4 +1,4 @@
-// The Llama-family decoder (llama / mistral / qwen2 / qwen3) on the CPU backend: loads a Hugging Face
+// The Llama-family decoder (llama / mistral / qwen2 / qwen3 / phi3) on the CPU backend: loads a Hugging Face
 // folder and runs tokens through it with a KV cache. All activations and arithmetic are
 // float32 (SmolLM2's residual stream reaches ~25,000, beyond what half precision keeps).
 #pragma once
@@ -62,7 +62,8 @@ class LlamaModel {
   io::ModelConfig config_;
   LlamaWeights weights_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
-  float rope_scale_ = 1.0f;      // YaRN's attention factor on cos / sin
+  float rope_scale_ = 1.0f;      // YaRN's / longrope's attention factor on cos / sin
+  bool rope_long_ = false;       // longrope: inv_freq_ holds the long factors' frequencies
   cpu::RopeTable rope_;          // cos/sin [positions, head_dim / 2], grown on demand
   std::function<void(int, const TensorView&)> capture_;
   KvQuant kv_quant_ = KvQuant::kNone;

@@ -6,6 +6,22 @@
 #include "model/exl2_linear.h"
 
 namespace exq::model {
+
+const FusedLinear kFusedLinears[2] = {{"self_attn.qkv_proj", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
+                                      {"mlp.gate_up_proj", {"mlp.gate_proj", "mlp.up_proj"}}};
+
+std::vector<std::string> fused_linear_parts(const std::string& key) {
+  for (const FusedLinear& f : kFusedLinears) {
+    const std::string suffix = std::string(".") + f.fused;
+    if (!key.ends_with(suffix)) continue;
+    const std::string layer = key.substr(0, key.size() - suffix.size() + 1);
+    std::vector<std::string> parts;
+    for (const char* part : f.parts) parts.push_back(layer + part);
+    return parts;
+  }
+  return {};
+}
+
 namespace {
 
 // Index of the first NaN/Inf or -1. 16-bit floats are tested on their bits (all-ones
@@ -54,6 +70,30 @@ class Loader {
   }
 
   bool contains(const std::string& name) const { return files_.contains(name); }
+
+  // phi3's fused KEY.weight [sum(rows), in]: a zero-copy view of each part's rows. Without it,
+  // the parts' own names (split checkpoints, EXL2 folders of exllamav2 or exq).
+  std::vector<std::unique_ptr<Linear>> fused(const std::string& layer, const FusedLinear& f,
+                                             const std::vector<int64_t>& rows, int64_t in) const {
+    std::vector<std::unique_ptr<Linear>> out;
+    const std::string key = layer + f.fused;
+    if (io::has_exl2(files_, key) || files_.contains(key + ".qweight"))
+      fail_in_file(key + ".q_weight", fmt::format("a quantized fused layer is not supported (EXL2 stores {} as "
+                                                  "separate layers)", f.fused));
+    if (!files_.contains(key + ".weight")) {
+      for (size_t i = 0; i < rows.size(); ++i) out.push_back(linear(layer + f.parts[i], rows[i], in, false));
+      return out;
+    }
+    int64_t total = 0;
+    for (int64_t r : rows) total += r;
+    const TensorView w = get(key + ".weight", {total, in});
+    int64_t at = 0;
+    for (int64_t r : rows) {
+      out.push_back(std::make_unique<DenseLinear>(w.slice0(at, at + r), TensorView()));
+      at += r;
+    }
+    return out;
+  }
 
   // Packed tensors used in place; errors name the tensor and the file holding KEY.q_weight.
   std::unique_ptr<Linear> exl2(const std::string& prefix, int64_t out, int64_t in, bool bias) const {
@@ -119,17 +159,30 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerWeights L;
     L.attn_norm = ld.norm(p + "input_layernorm.weight", hidden);
-    L.q = ld.linear(p + "self_attn.q_proj", c.q_dim(), hidden, c.attention_qkv_bias);
-    L.k = ld.linear(p + "self_attn.k_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
-    L.v = ld.linear(p + "self_attn.v_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
+    if (c.fused_projections) {
+      auto qkv = ld.fused(p, kFusedLinears[0], {c.q_dim(), c.kv_dim(), c.kv_dim()}, hidden);
+      L.q = std::move(qkv[0]);
+      L.k = std::move(qkv[1]);
+      L.v = std::move(qkv[2]);
+    } else {
+      L.q = ld.linear(p + "self_attn.q_proj", c.q_dim(), hidden, c.attention_qkv_bias);
+      L.k = ld.linear(p + "self_attn.k_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
+      L.v = ld.linear(p + "self_attn.v_proj", c.kv_dim(), hidden, c.attention_qkv_bias);
+    }
     L.o = ld.linear(p + "self_attn.o_proj", hidden, c.q_dim(), c.attention_out_bias);
     if (c.qk_norm) {
       L.q_norm = ld.norm(p + "self_attn.q_norm.weight", c.head_dim);
       L.k_norm = ld.norm(p + "self_attn.k_norm.weight", c.head_dim);
     }
     L.ffn_norm = ld.norm(p + "post_attention_layernorm.weight", hidden);
-    L.gate = ld.linear(p + "mlp.gate_proj", inter, hidden, c.mlp_bias);
-    L.up = ld.linear(p + "mlp.up_proj", inter, hidden, c.mlp_bias);
+    if (c.fused_projections) {
+      auto gate_up = ld.fused(p, kFusedLinears[1], {inter, inter}, hidden);
+      L.gate = std::move(gate_up[0]);
+      L.up = std::move(gate_up[1]);
+    } else {
+      L.gate = ld.linear(p + "mlp.gate_proj", inter, hidden, c.mlp_bias);
+      L.up = ld.linear(p + "mlp.up_proj", inter, hidden, c.mlp_bias);
+    }
     L.down = ld.linear(p + "mlp.down_proj", hidden, inter, c.mlp_bias);
     w.layers.push_back(std::move(L));
   }

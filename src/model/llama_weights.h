@@ -1,13 +1,15 @@
-// Weights of a Llama-family decoder (llama / mistral / qwen2 / qwen3) read from a Hugging Face
+// Weights of a Llama-family decoder (llama / mistral / qwen2 / qwen3 / phi3) read from a Hugging Face
 // safetensors folder, with HF tensor names and shapes checked against the config. Linear
 // weights stay zero-copy views into the mmapped files (in their file dtype); a layer stored as
 // EXL2 (KEY.q_weight ..., any layer and the head) becomes an Exl2Linear on its packed tensors.
-// Norms are copied to float32. Every tensor is checked for NaN/Inf at load.
+// Norms are copied to float32. Every tensor is checked for NaN/Inf at load. phi3's fused
+// qkv_proj / gate_up_proj become views of their rows as q, k, v and gate, up.
 #pragma once
 
 #include <deque>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "io/hf_config.h"
@@ -28,6 +30,17 @@ struct LayerWeights {
   std::unique_ptr<Linear> up;     // mlp.up_proj [intermediate, hidden]
   std::unique_ptr<Linear> down;   // mlp.down_proj [hidden, intermediate]
 };
+
+// phi3's fused projections within a layer ("model.layers.N."): the fused name and, in row
+// order, the layers it holds (the names EXL2 files and the other model types use).
+struct FusedLinear {
+  const char* fused;
+  std::vector<const char*> parts;
+};
+extern const FusedLinear kFusedLinears[2];  // qkv_proj, gate_up_proj
+// "model.layers.3.self_attn.qkv_proj" -> its parts' full names ("model.layers.3.self_attn.q_proj",
+// ...); empty for any other name.
+std::vector<std::string> fused_linear_parts(const std::string& key);
 
 struct LlamaWeights {
   io::SafetensorsModel files;     // owns the mappings every view below points into

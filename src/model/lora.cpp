@@ -192,7 +192,35 @@ Tensor merge_lora(const TensorView& w, const LoraPair& p, double scale, const st
 void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
   static const std::regex kLayer(R"(model\.layers\.(\d{1,6})\.(self_attn|mlp)\.([a-z_]+)\.weight)");
   const std::string file = (ad.dir / "adapter_model.safetensors").string();
+  // phi3's fused targets (qkv_proj, gate_up_proj) merge as their parts, each with its rows of B.
+  std::vector<std::pair<std::string, LoraPair>> targets;
   for (const auto& [target, p] : ad.pairs) {
+    const std::string key = target.substr(0, target.size() - std::string(".weight").size());
+    const std::vector<std::string> parts = target.ends_with(".weight") ? fused_linear_parts(key) : std::vector<std::string>{};
+    if (parts.empty()) {
+      targets.emplace_back(target, p);
+      continue;
+    }
+    std::vector<int64_t> rows;
+    std::smatch m;
+    if (std::regex_match(target, m, kLayer) && std::stoul(m[1].str()) < w.layers.size())
+      for (size_t i = 0; i < parts.size(); ++i) {
+        const LayerWeights& L = w.layers[std::stoul(m[1].str())];
+        const Linear* lin = parts.size() == 3 ? (i == 0 ? L.q : i == 1 ? L.k : L.v).get() : (i == 0 ? L.gate : L.up).get();
+        rows.push_back(lin->out_features());
+      }
+    int64_t total = 0;
+    for (int64_t r : rows) total += r;
+    if (rows.empty() || p.b.rank() != 2 || p.b.dim(0) != total)
+      throw Error(fmt::format("LoRA: lora_B {} does not fit the fused layer ({} rows)", shape_str(p.b.shape()), total),
+                  ErrorContext{.file = file, .tensor = target});
+    int64_t at = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      targets.emplace_back(parts[i] + ".weight", LoraPair{p.a, p.b.slice0(at, at + rows[i])});
+      at += rows[i];
+    }
+  }
+  for (const auto& [target, p] : targets) {
     std::unique_ptr<Linear>* slot = nullptr;
     std::smatch m;
     if (target == "lm_head.weight" && !w.head_tied) {

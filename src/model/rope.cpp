@@ -11,7 +11,7 @@ namespace {
 
 // base^(2i / dim): transformers' float32 exponent, the power rounded to float32.
 float pos_freq(const io::ModelConfig& c, int64_t i) {
-  const float e = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+  const float e = static_cast<float>(2 * i) / static_cast<float>(c.rope_dim());
   return static_cast<float>(std::pow(c.rope_theta, static_cast<double>(e)));
 }
 
@@ -30,7 +30,7 @@ double yarn_mscale(double scale, double mscale) {
 // correction dimensions of beta_fast and beta_slow rotations. Float32 like torch.
 void apply_yarn(std::vector<float>& inv, const io::ModelConfig& c) {
   const io::RopeScaling& rs = c.rope_scaling;
-  const int64_t dim = c.head_dim, half = dim / 2;
+  const int64_t dim = c.rope_dim(), half = dim / 2;
   const double ctx = static_cast<double>(rs.original_max_position_embeddings);
   double low = yarn_correction_dim(rs.beta_fast, dim, c.rope_theta, ctx);
   double high = yarn_correction_dim(rs.beta_slow, dim, c.rope_theta, ctx);
@@ -70,13 +70,26 @@ void check_rope(const io::ModelConfig& c) {
   if (rs.type == io::RopeScalingType::Llama3 || rs.type == io::RopeScalingType::Yarn)
     EXQ_CHECK(rs.original_max_position_embeddings >= 1, "rope: the {} original context must be at least 1, got {}",
               io::rope_scaling_name(rs.type), rs.original_max_position_embeddings);
+  if (rs.type == io::RopeScalingType::LongRope) {
+    const size_t half = static_cast<size_t>(c.rope_dim() / 2);
+    EXQ_CHECK(rs.short_factor.size() == half && rs.long_factor.size() == half,
+              "rope: longrope needs {} short and long factors ({} rotary dimensions), got {} and {}", half,
+              c.rope_dim(), rs.short_factor.size(), rs.long_factor.size());
+    EXQ_CHECK(rs.original_max_position_embeddings >= 1, "rope: the longrope original context must be at least 1, got {}",
+              rs.original_max_position_embeddings);
+  }
   if (rs.type == io::RopeScalingType::Yarn)
     EXQ_CHECK(rs.beta_fast > 0.0 && rs.beta_slow > 0.0, "rope: yarn beta_fast {} and beta_slow {} must be positive",
               rs.beta_fast, rs.beta_slow);
 }
 
-std::vector<float> rope_inv_freq(const io::ModelConfig& c) {
-  const int64_t D = c.head_dim;
+bool rope_uses_long_factors(const io::ModelConfig& c, int64_t context) {
+  return c.rope_scaling.type == io::RopeScalingType::LongRope &&
+         context > c.rope_scaling.original_max_position_embeddings;
+}
+
+std::vector<float> rope_inv_freq(const io::ModelConfig& c, int64_t context) {
+  const int64_t D = c.rope_dim();
   std::vector<float> inv(static_cast<size_t>(D / 2));
   // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32.
   for (int64_t i = 0; i < D / 2; ++i) inv[static_cast<size_t>(i)] = 1.0f / pos_freq(c, i);
@@ -100,12 +113,25 @@ std::vector<float> rope_inv_freq(const io::ModelConfig& c) {
     }
   } else if (rs.type == io::RopeScalingType::Yarn) {
     apply_yarn(inv, c);
+  } else if (rs.type == io::RopeScalingType::LongRope) {
+    // transformers: 1 / (ext_factors * base ** (arange(0, dim, 2) / dim)) in float32.
+    const std::vector<double>& ext = rope_uses_long_factors(c, context) ? rs.long_factor : rs.short_factor;
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const auto u = static_cast<size_t>(i);
+      inv[u] = 1.0f / (static_cast<float>(ext[u]) * pos_freq(c, i));
+    }
   }
   return inv;
 }
 
 float rope_attention_factor(const io::ModelConfig& c) {
   const io::RopeScaling& rs = c.rope_scaling;
+  if (rs.type == io::RopeScalingType::LongRope) {
+    if (rs.attention_factor > 0.0) return static_cast<float>(rs.attention_factor);
+    if (rs.factor <= 1.0) return 1.0f;
+    return static_cast<float>(
+        std::sqrt(1.0 + std::log(rs.factor) / std::log(static_cast<double>(rs.original_max_position_embeddings))));
+  }
   if (rs.type != io::RopeScalingType::Yarn) return 1.0f;
   if (rs.attention_factor > 0.0) return static_cast<float>(rs.attention_factor);
   if (rs.mscale > 0.0 && rs.mscale_all_dim > 0.0)
@@ -114,7 +140,7 @@ float rope_attention_factor(const io::ModelConfig& c) {
 }
 
 cpu::RopeTable rope_table(const io::ModelConfig& config, int64_t positions) {
-  return cpu::make_rope_table(rope_inv_freq(config), positions, rope_attention_factor(config));
+  return cpu::make_rope_table(rope_inv_freq(config, positions), positions, rope_attention_factor(config));
 }
 
 }  // namespace exq::model

@@ -1,5 +1,5 @@
 // Rotary inverse frequencies of a config, as transformers computes them (float32), including
-// linear, llama3 and YaRN rope scaling, and YaRN's attention factor (cos and sin are scaled by it).
+// linear, llama3, YaRN and LongRoPE scaling, and their attention factor (cos and sin are scaled by it).
 #pragma once
 
 #include <vector>
@@ -13,11 +13,14 @@ namespace exq::model {
 // factor out of range, llama3's band upside down, a yarn context below 1). read_config checks a
 // config.json's; this checks the --rope-* flags' result.
 void check_rope(const io::ModelConfig& config);
-// inv_freq[i], i < head_dim / 2.
-std::vector<float> rope_inv_freq(const io::ModelConfig& config);
-// The factor cos and sin are multiplied by: 1 but for YaRN (0.1 ln(factor) + 1 by default).
+// inv_freq[i], i < rope_dim() / 2, for a run whose context (KV cache) holds `context` positions:
+// longrope takes its long factors above the original context (llama.cpp's rule), else the short.
+std::vector<float> rope_inv_freq(const io::ModelConfig& config, int64_t context);
+bool rope_uses_long_factors(const io::ModelConfig& config, int64_t context);
+// The factor cos and sin are multiplied by: 1 but for YaRN (0.1 ln(factor) + 1 by default) and
+// longrope (sqrt(1 + ln(factor) / ln(original)) by default).
 float rope_attention_factor(const io::ModelConfig& config);
-// cos / sin of the config's rotary for positions [0, positions).
+// cos / sin of the config's rotary for positions [0, positions), `positions` being the context.
 cpu::RopeTable rope_table(const io::ModelConfig& config, int64_t positions);
 
 }  // namespace exq::model

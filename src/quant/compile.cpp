@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -13,6 +14,7 @@
 #include "core/tensor.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "model/llama_weights.h"
 
 namespace exq::quant {
 namespace fs = std::filesystem;
@@ -56,8 +58,14 @@ CompileResult compile_model(const CompileInput& in) {
   }
   const io::SafetensorsModel model = io::SafetensorsModel::open(in.model_dir);
   std::vector<Tensor> converted;
+  // phi3's fused qkv_proj / gate_up_proj go out as their quantized parts (exllamav2's names).
+  auto quantized_parts = [&](const std::string& key) {
+    const std::vector<std::string> parts = model::fused_linear_parts(key);
+    return !parts.empty() && std::all_of(parts.begin(), parts.end(), [&](const std::string& p) { return quantized.count(p) > 0; });
+  };
   for (const std::string& name : model.names()) {
-    if (quantized.count(strip_last(name)) || name.ends_with("rotary_emb.inv_freq")) continue;
+    if (quantized.count(strip_last(name)) || quantized_parts(strip_last(name)) || name.ends_with("rotary_emb.inv_freq"))
+      continue;
     converted.push_back(to_f16(model.get(name)));
     tensors.push_back({name, converted.back()});
   }

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "model/llama_weights.h"
 #include "model/rope.h"
 
 namespace exq::quant {
@@ -131,9 +132,24 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
   LayerF32 w;
   w.attn_norm = load_f32(files, p + "input_layernorm.weight", {hidden}, layer, use_pool);
-  w.q = load_f32(files, p + "self_attn.q_proj.weight", {c.q_dim(), hidden}, layer, use_pool);
-  w.k = load_f32(files, p + "self_attn.k_proj.weight", {c.kv_dim(), hidden}, layer, use_pool);
-  w.v = load_f32(files, p + "self_attn.v_proj.weight", {c.kv_dim(), hidden}, layer, use_pool);
+  // phi3: the rows of the fused qkv_proj / gate_up_proj (the parts' names when stored split).
+  auto fused = [&](const model::FusedLinear& f, std::vector<Tensor*> parts, std::vector<int64_t> rows) {
+    const std::string key = p + f.fused + ".weight";
+    if (!c.fused_projections || !files.contains(key)) {
+      for (size_t i = 0; i < parts.size(); ++i)
+        *parts[i] = load_f32(files, p + f.parts[i] + ".weight", {rows[i], hidden}, layer, use_pool);
+      return;
+    }
+    int64_t total = 0;
+    for (int64_t r : rows) total += r;
+    const Tensor all = load_f32(files, key, {total, hidden}, layer, use_pool);
+    int64_t at = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      *parts[i] = Tensor::copy_of(all.view().slice0(at, at + rows[i]));
+      at += rows[i];
+    }
+  };
+  fused(model::kFusedLinears[0], {&w.q, &w.k, &w.v}, {c.q_dim(), c.kv_dim(), c.kv_dim()});
   w.o = load_f32(files, p + "self_attn.o_proj.weight", {hidden, c.q_dim()}, layer, use_pool);
   w.q_bias = load_bias(files, p + "self_attn.q_proj.bias", c.q_dim(), layer, use_pool);
   w.k_bias = load_bias(files, p + "self_attn.k_proj.bias", c.kv_dim(), layer, use_pool);
@@ -144,8 +160,7 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
     w.k_norm = load_f32(files, p + "self_attn.k_norm.weight", {c.head_dim}, layer, use_pool);
   }
   w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer, use_pool);
-  w.gate = load_f32(files, p + "mlp.gate_proj.weight", {inter, hidden}, layer, use_pool);
-  w.up = load_f32(files, p + "mlp.up_proj.weight", {inter, hidden}, layer, use_pool);
+  fused(model::kFusedLinears[1], {&w.gate, &w.up}, {inter, inter});
   w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer, use_pool);
   w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer, use_pool);
   w.up_bias = load_bias(files, p + "mlp.up_proj.bias", inter, layer, use_pool);

@@ -11,6 +11,7 @@ namespace exq::test {
 namespace {
 
 using nlohmann::json;
+namespace fs = std::filesystem;
 
 TEST(CliInfo, TinyModelJson) {
   const auto dir = temp_dir("info_tiny") / "m";
@@ -76,6 +77,43 @@ TEST(CliInfo, YarnScaling) {
             std::string::npos)
       << text.out;
   EXPECT_NE(text.out.find("context:       1024"), std::string::npos) << text.out;
+}
+
+// phi3 (the golden tiny model): fused tensors checked under their own names, longrope shown.
+TEST(CliInfo, Phi3FusedAndLongRope) {
+  const fs::path src = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data" / "phi3_tiny";
+  const RunResult r = run_exq({"info", src.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["model_type"], "phi3");
+  EXPECT_EQ(j["parameters"], 303744);  // every tensor's elements: the fused ones count once
+  EXPECT_EQ(j["rope"]["scaling"]["type"], "longrope");
+  EXPECT_EQ(j["rope"]["scaling"]["original_max_position_embeddings"], 16);
+  EXPECT_NEAR(j["rope"]["scaling"]["attention_factor"].get<double>(), std::sqrt(1.0 + std::log(4.0) / std::log(16.0)),
+              1e-6);
+  const RunResult text = run_exq({"info", src.string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("longrope scaling x4 (attention factor 1.2247; short factors up to a context of 16, long "
+                          "ones above): context 64"),
+            std::string::npos)
+      << text.out;
+  EXPECT_EQ(j["rope"]["rotary_dim"], 32);
+  const RunResult partial = run_exq({"info", (src.parent_path() / "phi3_partial_tiny").string()});
+  ASSERT_EQ(partial.exit_code, 0) << partial.err;
+  EXPECT_NE(partial.out.find("rope:          theta 10000 over 24 of each head's 32 dims, longrope"), std::string::npos)
+      << partial.out;
+  // A fused tensor of the wrong shape is named.
+  const auto dir = temp_dir("info_phi3") / "m";
+  fs::create_directories(dir);
+  fs::copy_file(src / "config.json", dir / "config.json");
+  const io::SafetensorsModel files = io::SafetensorsModel::open(src);
+  std::vector<io::NamedTensor> list;
+  for (const std::string& n : files.names())
+    list.push_back({n, n == "model.layers.1.self_attn.qkv_proj.weight" ? files.get(n).slice0(0, 200) : files.get(n)});
+  io::write_safetensors(dir / "model.safetensors", list);
+  const RunResult bad = run_exq({"info", dir.string()});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("model.layers.1.self_attn.qkv_proj.weight"), std::string::npos) << bad.err;
 }
 
 TEST(CliInfo, ReportsExl2Quantization) {

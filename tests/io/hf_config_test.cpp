@@ -175,8 +175,10 @@ TEST(HfConfig, Qwen3AndTransformers5Fields) {
   EXPECT_EQ(c.rope_scaling.type, RopeScalingType::Linear);
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
   EXPECT_DOUBLE_EQ(c.rope_theta, 5e5);
+  expect_error(with(j, {{"rope_parameters", {{"rope_type", "dynamic"}, {"factor", 4.0}}}}),
+               {"rope_parameters.rope_type", "dynamic"});
   expect_error(with(j, {{"rope_parameters", {{"rope_type", "longrope"}, {"factor", 4.0}}}}),
-               {"rope_parameters.rope_type", "longrope"});
+               {"rope_parameters.short_factor", "missing"});
   // Qwen3's documented yarn, in transformers 5's spelling.
   j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
   c = parse(j);
@@ -196,8 +198,8 @@ TEST(HfConfig, RejectsUnsupported) {
   json j = base_config();
   expect_error(with(j, {{"model_type", "gemma"}}), {"model_type", "gemma"});
   expect_error(with(j, {{"hidden_act", "gelu"}}), {"hidden_act", "gelu"});
-  expect_error(with(j, {{"rope_scaling", {{"type", "longrope"}, {"factor", 4.0}}}}),
-               {"rope_scaling.type", "longrope", "yarn"});
+  expect_error(with(j, {{"rope_scaling", {{"type", "dynamic"}, {"factor", 4.0}}}}),
+               {"rope_scaling.type", "dynamic", "yarn, longrope"});
   expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}}}}), {"rope_scaling.factor", "missing"});
   expect_error(with(j, {{"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}, {"beta_fast", -1}}}}),
                {"rope_scaling.beta_fast", "range"});

@@ -57,7 +57,7 @@ YarnRef yarn_reference(const io::ModelConfig& c) {
 
 void expect_matches_reference(const io::ModelConfig& c) {
   const YarnRef ref = yarn_reference(c);
-  const std::vector<float> got = rope_inv_freq(c);
+  const std::vector<float> got = rope_inv_freq(c, 4096);
   ASSERT_EQ(got.size(), ref.inv_freq.size());
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i)
@@ -74,7 +74,7 @@ TEST(Rope, YarnMatchesTheFormula) {
   EXPECT_EQ(r.low, 23.0);  // floor(22.6), ceil(39.4)
   EXPECT_EQ(r.high, 40.0);
   expect_matches_reference(q);
-  const std::vector<float> f = rope_inv_freq(q);
+  const std::vector<float> f = rope_inv_freq(q, 4096);
   // Below the ramp frequencies are kept, above it divided by the factor, and in between mixed.
   for (int i : {0, 10, 23}) EXPECT_FLOAT_EQ(f[static_cast<size_t>(i)], static_cast<float>(std::pow(1e6, -i / 64.0)));
   for (int i : {40, 50, 63})
@@ -93,7 +93,7 @@ TEST(Rope, YarnMatchesTheFormula) {
   EXPECT_NEAR(rd.low, 25.76096155, 1e-6);
   EXPECT_NEAR(rd.high, 40.21040134, 1e-6);
   expect_matches_reference(d);
-  EXPECT_NEAR(rope_inv_freq(d)[30], 9.5208606256e-03, 9.5208606256e-03 * 2e-6);
+  EXPECT_NEAR(rope_inv_freq(d, 4096)[30], 9.5208606256e-03, 9.5208606256e-03 * 2e-6);
 
   // Small heads: the ramp clamps at 0 and at dim - 1; equal ends get transformers' +0.001.
   for (int64_t orig : {16, 64, 4096, 1 << 20}) expect_matches_reference(yarn_config(8, 10000.0, 3.0, orig));
@@ -101,7 +101,7 @@ TEST(Rope, YarnMatchesTheFormula) {
   io::ModelConfig one = yarn_config(64, 10000.0, 1.0, 2048);
   io::ModelConfig plain = one;
   plain.rope_scaling = {};
-  EXPECT_EQ(rope_inv_freq(one), rope_inv_freq(plain));
+  EXPECT_EQ(rope_inv_freq(one, 4096), rope_inv_freq(plain, 4096));
   EXPECT_EQ(rope_attention_factor(one), 1.0f);
 }
 
@@ -133,7 +133,7 @@ TEST(Rope, TableCarriesTheAttentionFactor) {
   const float m = rope_attention_factor(c);
   ASSERT_GT(m, 1.2f);
   const cpu::RopeTable t = rope_table(c, 100);
-  const std::vector<float> inv = rope_inv_freq(c);
+  const std::vector<float> inv = rope_inv_freq(c, 4096);
   ASSERT_EQ(t.positions(), 100);
   for (int64_t p : {0, 1, 37, 99}) {
     for (int64_t i = 0; i < 8; ++i) {

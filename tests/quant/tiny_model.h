@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -67,6 +68,49 @@ inline void write_tiny_model(const fs::path& dir, bool qwen3 = false) {
   add("model.norm.weight", {hidden}, 1.0f, true);
   add("lm_head.weight", {vocab, hidden}, 0.15f);
   io::write_safetensors(dir / "model.safetensors", named);
+}
+
+// write_tiny_model(src)'s llama as phi3 in dst: q/k/v_proj stored as one qkv_proj and
+// gate/up_proj as one gate_up_proj (rows in that order), model_type phi3; the same model.
+inline void write_tiny_phi3(const fs::path& src, const fs::path& dst) {
+  fs::create_directories(dst);
+  auto cfg = nlohmann::json::parse(test::read_file(src / "config.json"));
+  cfg["model_type"] = "phi3";
+  cfg["architectures"] = {"Phi3ForCausalLM"};
+  std::ofstream(dst / "config.json") << cfg.dump(2);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(src / f, dst / f);
+  const io::SafetensorsModel files = io::SafetensorsModel::open(src);
+  std::vector<Tensor> store;
+  std::vector<io::NamedTensor> named;
+  store.reserve(16);
+  auto fuse = [&](const std::string& name, const std::vector<std::string>& parts) {
+    int64_t rows = 0;
+    for (const auto& p : parts) rows += files.get(p).dim(0);
+    const TensorView first = files.get(parts[0]);
+    Tensor t(first.dtype(), {rows, first.dim(1)});
+    size_t at = 0;
+    for (const auto& p : parts) {
+      const TensorView v = files.get(p);
+      std::memcpy(static_cast<char*>(t.raw()) + at, v.raw(), v.nbytes());
+      at += v.nbytes();
+    }
+    store.push_back(std::move(t));
+    named.push_back({name, store.back()});
+  };
+  for (const std::string& name : files.names()) {
+    const size_t q = name.find("self_attn.q_proj.weight"), g = name.find("mlp.gate_proj.weight");
+    if (q != std::string::npos) {
+      const std::string p = name.substr(0, q) + "self_attn.";
+      fuse(p + "qkv_proj.weight", {p + "q_proj.weight", p + "k_proj.weight", p + "v_proj.weight"});
+    } else if (g != std::string::npos) {
+      const std::string p = name.substr(0, g) + "mlp.";
+      fuse(p + "gate_up_proj.weight", {p + "gate_proj.weight", p + "up_proj.weight"});
+    } else if (name.find("k_proj.weight") == std::string::npos && name.find("v_proj.weight") == std::string::npos &&
+               name.find("up_proj.weight") == std::string::npos) {
+      named.push_back({name, files.get(name)});
+    }
+  }
+  io::write_safetensors(dst / "model.safetensors", named);
 }
 
 }  // namespace exq::quant::test_models

@@ -27,9 +27,9 @@ void apply_rotary(const TensorView& x, const RopeTable& table, int64_t start) {
   EXQ_CHECK(x.rank() == 3 && x.dtype() == DType::F32 && x.is_contiguous(),
             "apply_rotary: x must be contiguous F32 [T, heads, D], got {} {}", dtype_name(x.dtype()),
             shape_str(x.shape()));
-  const int64_t T = x.dim(0), heads = x.dim(1), D = x.dim(2), half = D / 2;
-  EXQ_CHECK(D == 2 * table.half_dim(), "apply_rotary: head dim {} does not match the table's {}", D,
-            2 * table.half_dim());
+  // A table narrower than the head turns its first 2 * half dimensions (partial rotary).
+  const int64_t T = x.dim(0), heads = x.dim(1), D = x.dim(2), half = table.half_dim();
+  EXQ_CHECK(half >= 1 && 2 * half <= D, "apply_rotary: head dim {} is below the table's {}", D, 2 * half);
   EXQ_CHECK(start >= 0 && start + T <= table.positions(),
             "apply_rotary: positions [{}, {}) exceed the table's {}", start, start + T, table.positions());
   float* xp = x.data<float>();

@@ -197,12 +197,12 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     issue(1);
   }
 
-  const int half = D / 2;
+  const int half = a.rot_half > 0 ? a.rot_half : D / 2;  // < D / 2: partial rotary
   for (int i = tid; i < gn * D; i += kThreads) {
     const int g = i / D, d = i - g * D;
     const float* qr = a.q + static_cast<size_t>(h0 + g) * D;
     float v;
-    if (fused) {
+    if (fused && d < 2 * half) {
       const int j = d < half ? d : d - half;
       const float c = a.cos[static_cast<size_t>(pos) * half + j];
       const float s = a.sin[static_cast<size_t>(pos) * half + j];
@@ -218,11 +218,15 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     const float* vr = a.v_new + static_cast<size_t>(kvh) * D;
     const size_t row = head_off + static_cast<size_t>(pos) * D;
     for (int d = tid; d < D; d += kThreads) {
-      const int j = d < half ? d : d - half;
-      const float c = a.cos[static_cast<size_t>(pos) * half + j];
-      const float s = a.sin[static_cast<size_t>(pos) * half + j];
-      const float x1 = kr[j], x2 = kr[j + half];
-      const C kc = from_float<C>(d < half ? x1 * c - x2 * s : x2 * c + x1 * s);
+      float kv = kr[d];
+      if (d < 2 * half) {
+        const int j = d < half ? d : d - half;
+        const float c = a.cos[static_cast<size_t>(pos) * half + j];
+        const float s = a.sin[static_cast<size_t>(pos) * half + j];
+        const float x1 = kr[j], x2 = kr[j + half];
+        kv = d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
+      }
+      const C kc = from_float<C>(kv);
       const C vc = from_float<C>(vr[d]);
       knew_s[d] = kc;
       vnew_s[d] = vc;

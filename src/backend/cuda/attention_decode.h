@@ -28,7 +28,7 @@ template <typename C>
 struct DecodeAttention {
   const float* q = nullptr;  // [heads, head_dim] f32 (rotated unless k_new is set)
   // Fused rotary + append (the runtime's step): q and k_new [kv_heads, head_dim] are rotated
-  // with the rows of `position` in cos/sin [positions, head_dim / 2] (HF rotate_half; even
+  // with the rows of `position` in cos/sin [positions, rot_half] (HF rotate_half; even
   // head_dim), and k_new, v_new (f32, [kv_heads, head_dim]) are written to cache row
   // `position`. With pdl, *position_ptr and the rows [0, position) are then read before
   // pdl_wait (pdl.h): no kernel that may still run may write them (the runtime launches the
@@ -56,6 +56,9 @@ struct DecodeAttention {
   int splits = 0;    // KV splits per kv head; 0: about two blocks per multiprocessor (the
                      // tensor-core kernel takes at most one wave of its blocks)
   float scale = 1.0f;
+  // Fused rotary: pairs (i, i + rot_half) over the first 2 * rot_half dimensions, cos / sin rows
+  // rot_half wide; 0: head_dim / 2 (a partial rotary leaves the rest unrotated).
+  int rot_half = 0;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
   // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], 0 at

@@ -146,7 +146,10 @@ __global__ void __launch_bounds__(32 * kWarps)
   // use, so q costs one round trip after the wait.
   static_assert(kThreads % D == 0, "a thread's elements share one dim");
   constexpr int kPer = kRows * D / kThreads, kRowStep = kThreads / D;
-  const int half = D / 2, qd = tid % D, j = qd < half ? qd : qd - half, r0 = tid / D;
+  // half < D / 2: a partial rotary; dims from 2 * half on pass unrotated (`turns` false).
+  const int half = a.rot_half > 0 ? a.rot_half : D / 2, qd = tid % D, r0 = tid / D;
+  const bool turns = fused && qd < 2 * half;
+  const int j = !turns ? qd : qd < half ? qd : qd - half;
   // The staged-x positions of the thread's outputs (combine loop below), read before the wait.
   int32_t xpos[kPer];
 #pragma unroll
@@ -155,7 +158,7 @@ __global__ void __launch_bounds__(32 * kWarps)
     xpos[k] = a.xq16 && i < group * D ? a.x_pos[h0 * D + i] : 0;
   }
   float cs = 1.0f, sn = 0.0f;
-  if (fused) {
+  if (turns) {
     cs = a.cos[static_cast<size_t>(pos) * half + j];
     sn = a.sin[static_cast<size_t>(pos) * half + j];
   }
@@ -172,17 +175,19 @@ __global__ void __launch_bounds__(32 * kWarps)
     x1[k] = x2[k] = 0.0f;
     if (r < group) {
       const float* qr = a.q + static_cast<size_t>(h0 + r) * D;
-      x1[k] = qr[fused ? j : qd];
-      if (fused) x2[k] = qr[j + half];
+      x1[k] = qr[j];
+      if (turns) x2[k] = qr[j + half];
     }
   }
   const bool new_row = owns_new && r0 == 0;  // threads [0, D) write the new key and value
   if (new_row) {
     kn1 = a.k_new[static_cast<size_t>(kvh) * D + j];
-    kn2 = a.k_new[static_cast<size_t>(kvh) * D + j + half];
+    if (turns) kn2 = a.k_new[static_cast<size_t>(kvh) * D + j + half];
     vn = a.v_new[static_cast<size_t>(kvh) * D + qd];
   }
-  auto rotate = [&](float u1, float u2) { return qd < half ? u1 * cs - u2 * sn : u2 * cs + u1 * sn; };
+  auto rotate = [&](float u1, float u2) {
+    return !turns ? u1 : qd < half ? u1 * cs - u2 * sn : u2 * cs + u1 * sn;
+  };
   const float qscale = a.scale * kLog2e;
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {

@@ -39,10 +39,11 @@ struct StartPos {
 };
 
 // ---- rotary.cu ----------------------------------------------------------------------------
-// In place on x: [tokens, heads, head_dim], HF rotate_half layout (pairs i, i + head_dim/2).
-// cos, sin: [positions, head_dim/2]; token t uses row start_pos + t.
+// In place on x: [tokens, heads, head_dim], HF rotate_half layout over the first 2 * rot_half
+// dimensions (pairs i, i + rot_half; rot_half = head_dim / 2 but for a partial rotary).
+// cos, sin: [positions, rot_half]; token t uses row start_pos + t.
 void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int heads,
-                 int head_dim, StartPos start, cudaStream_t stream);
+                 int head_dim, int rot_half, StartPos start, cudaStream_t stream);
 
 // ---- elementwise.cu -----------------------------------------------------------------------
 // out[i] = silu(gate[i]) * up[i]; out may alias gate or up.

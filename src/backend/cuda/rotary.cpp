@@ -51,14 +51,15 @@ void rotary(const DeviceView& x, const DeviceView& cos, const DeviceView& sin, S
   check_dtype(sin, DType::F32, op, "sin");
   check_shape(sin, cos.shape(), op, "sin");
   check_dense(sin, op, "sin");
-  EXQ_CHECK(cos.dim(1) == head_dim / 2, "cuda rotary: table has {} frequencies, head_dim {} needs {}",
-            cos.dim(1), head_dim, head_dim / 2);
+  // A narrower table rotates the first 2 * cos.dim(1) dimensions (partial rotary).
+  EXQ_CHECK(cos.dim(1) >= 1 && cos.dim(1) <= head_dim / 2,
+            "cuda rotary: table has {} frequencies, head_dim {} takes 1..{}", cos.dim(1), head_dim, head_dim / 2);
   EXQ_CHECK(start_pos >= 0 && start_pos + x.dim(0) <= cos.dim(0),
             "cuda rotary: positions [{}, {}) exceed the table's {} positions", start_pos,
             start_pos + x.dim(0), cos.dim(0));
   rotary_cuda(x.data<float>(), cos.data<float>(), sin.data<float>(),
               checked_int(x.dim(0), op, "tokens"), checked_int(x.dim(1), op, "heads"),
-              checked_int(head_dim, op, "head_dim"), start, stream);
+              checked_int(head_dim, op, "head_dim"), static_cast<int>(cos.dim(1)), start, stream);
 }
 
 }  // namespace exq::cuda

@@ -7,14 +7,14 @@ namespace {
 
 constexpr int kRotaryThreads = 256;
 
-// One thread per rotated pair (i, i + half) of one head of one token.
+// One thread per rotated pair (i, i + half) of one head of one token; half <= head_dim / 2
+// (partial rotary: the dimensions past 2 * half are left alone).
 __global__ void rotary_kernel(float* __restrict__ x, const float* __restrict__ cos_table,
                               const float* __restrict__ sin_table, int64_t pairs, int heads,
-                              int head_dim, int start_pos, const int32_t* start_dev) {
+                              int head_dim, int half, int start_pos, const int32_t* start_dev) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= pairs) return;
   if (start_dev != nullptr) start_pos = *start_dev;
-  const int half = head_dim / 2;
   const int i = static_cast<int>(idx % half);
   const int64_t token_head = idx / half;
   const int64_t pos = start_pos + token_head / heads;
@@ -29,11 +29,11 @@ __global__ void rotary_kernel(float* __restrict__ x, const float* __restrict__ c
 }  // namespace
 
 void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int heads,
-                 int head_dim, StartPos start, cudaStream_t stream) {
-  const int64_t pairs = static_cast<int64_t>(tokens) * heads * (head_dim / 2);
+                 int head_dim, int rot_half, StartPos start, cudaStream_t stream) {
+  const int64_t pairs = static_cast<int64_t>(tokens) * heads * rot_half;
   if (pairs == 0) return;
   rotary_kernel<<<ceil_div(pairs, kRotaryThreads), kRotaryThreads, 0, stream>>>(
-      x, cos, sin, pairs, heads, head_dim, start.host, start.device);
+      x, cos, sin, pairs, heads, head_dim, rot_half, start.host, start.device);
   CUDA_CHECK_LAUNCH();
 }
 

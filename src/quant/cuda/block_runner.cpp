@@ -189,11 +189,12 @@ void BlockRunner::attention_prefix(std::span<const DeviceView> w, std::span<cons
     const float* c = cos_.data<float>();
     const float* sn = sin_.data<float>();
     const float* qk_scale = qk_scaled ? nullptr : s;
-    heads_f16_cuda(f32(q_), qk_scale, qk_scaled ? nullptr : or_null(bias[0]), c, sn, f16(q16_), T, H, D,
+    const int rh = static_cast<int>(cos_.dim(1));  // < D / 2: a partial rotary
+    heads_f16_cuda(f32(q_), qk_scale, qk_scaled ? nullptr : or_null(bias[0]), c, sn, f16(q16_), T, H, D, rh,
                    scale * kLog2e, stream_);
-    heads_f16_cuda(f32(k_), qk_scale, qk_scaled ? nullptr : or_null(bias[1]), c, sn, f16(k16_), T, KVH, D,
+    heads_f16_cuda(f32(k_), qk_scale, qk_scaled ? nullptr : or_null(bias[1]), c, sn, f16(k16_), T, KVH, D, rh,
                    1.0f, stream_);
-    heads_f16_cuda(f32(v_), s, or_null(bias[2]), nullptr, nullptr, f16(v16_), T, KVH, D, 1.0f,
+    heads_f16_cuda(f32(v_), s, or_null(bias[2]), nullptr, nullptr, f16(v16_), T, KVH, D, D / 2, 1.0f,
                    stream_);
     flash_attention_cuda(f16(q16_), f16(k16_), f16(v16_), f32(mid_), T, H, KVH, D, stream_);
   } else {

@@ -88,34 +88,38 @@ __global__ void swiglu_round_kernel(const float* g_raw, const float* __restrict_
   if (threadIdx.x == 0) act_scale[blockIdx.x] = scale;
 }
 
-// One thread per rotated pair (i, i + D/2) of one head of one token (backend rotary's formula).
+// One thread per pair of dimensions of one head of one token: i < rh, the rotated pair
+// (i, i + rh) (backend rotary's formula); a partial rotary's other threads take two unrotated
+// dimensions each (2 rh + 2 (i - rh) and the next).
 __global__ void heads_f16_kernel(const float* __restrict__ raw, const float* __restrict__ row_scale,
                                  const float* __restrict__ bias, const float* __restrict__ cos_t,
                                  const float* __restrict__ sin_t, __half* __restrict__ out, int T,
-                                 int H, int D, float out_scale) {
+                                 int H, int D, int rh, float out_scale) {
   const int half = D / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<int64_t>(T) * H * half) return;
   const int i = static_cast<int>(idx % half);
   const int64_t th = idx / half;
   const int h = static_cast<int>(th % H), t = static_cast<int>(th / H);
+  const bool turns = i < rh;
+  const int d1 = turns ? i : 2 * rh + 2 * (i - rh), d2 = turns ? i + rh : d1 + 1;
   const float* src = raw + static_cast<size_t>(t) * H * D + static_cast<size_t>(h) * D;
   const float s = row_scale ? row_scale[t] : 1.0f;
-  float x1 = __fmul_rn(src[i], s), x2 = __fmul_rn(src[i + half], s);
+  float x1 = __fmul_rn(src[d1], s), x2 = __fmul_rn(src[d2], s);
   if (bias) {
-    x1 += bias[h * D + i];
-    x2 += bias[h * D + i + half];
+    x1 += bias[h * D + d1];
+    x2 += bias[h * D + d2];
   }
-  if (cos_t) {
-    const float c = cos_t[static_cast<size_t>(t) * half + i];
-    const float sn = sin_t[static_cast<size_t>(t) * half + i];
+  if (cos_t && turns) {
+    const float c = cos_t[static_cast<size_t>(t) * rh + i];
+    const float sn = sin_t[static_cast<size_t>(t) * rh + i];
     const float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
     x1 = y1;
     x2 = y2;
   }
   __half* o = out + (static_cast<size_t>(h) * T + t) * D;
-  o[i] = __float2half_rn(x1 * out_scale);
-  o[i + half] = __float2half_rn(x2 * out_scale);
+  o[d1] = __float2half_rn(x1 * out_scale);
+  o[d2] = __float2half_rn(x2 * out_scale);
 }
 
 __global__ void residual_out_kernel(const float* y, const float* __restrict__ y_scale,
@@ -332,12 +336,12 @@ void swiglu_round_cuda(const float* gate_raw, const float* up_raw, const float* 
 }
 
 void heads_f16_cuda(const float* raw, const float* row_scale, const float* bias, const float* cos,
-                    const float* sin, __half* out, int tokens, int heads, int head_dim,
+                    const float* sin, __half* out, int tokens, int heads, int head_dim, int rot_half,
                     float out_scale, cudaStream_t stream) {
   const int64_t pairs = static_cast<int64_t>(tokens) * heads * (head_dim / 2);
   if (pairs == 0) return;
   heads_f16_kernel<<<ceil_div(pairs, kThreads), kThreads, 0, stream>>>(
-      raw, row_scale, bias, cos, sin, out, tokens, heads, head_dim, out_scale);
+      raw, row_scale, bias, cos, sin, out, tokens, heads, head_dim, cos ? rot_half : head_dim / 2, out_scale);
   CUDA_CHECK_LAUNCH();
 }
 

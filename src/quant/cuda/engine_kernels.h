@@ -34,10 +34,11 @@ void swiglu_round_cuda(const float* gate_raw, const float* up_raw, const float* 
                        float* act_scale, int rows, int n, cudaStream_t stream);
 
 // Raw q or k or v GEMM output [T, heads * D] -> head-major fp16 [heads, T, D]: row scale (1 when
-// null), bias,
-// rotary (cos/sin [>= T, D/2], when not null) in f32, then times out_scale and rounded.
+// null), bias, rotary (cos/sin [>= T, rot_half], when not null; pairs (i, i + rot_half) over the
+// first 2 * rot_half dims, rot_half < D / 2 for a partial rotary) in f32, then times out_scale
+// and rounded.
 void heads_f16_cuda(const float* raw, const float* row_scale, const float* bias, const float* cos,
-                    const float* sin, __half* out, int tokens, int heads, int head_dim,
+                    const float* sin, __half* out, int tokens, int heads, int head_dim, int rot_half,
                     float out_scale, cudaStream_t stream);
 
 // out = ((y * y_scale[row]) + bias) + x elementwise, in float and in that order (the CPU

@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <tuple>
 #include <vector>
 
+#include "backend/cpu/rotary.h"
 #include "backend/cuda/rotary.h"
 #include "cuda_test_util.h"
 
@@ -70,13 +73,35 @@ TEST_F(Rotary, MatchesCpu) {
   }
 }
 
+// A partial rotary (Phi-4-mini: 96 of 128 dims): a table of 48 frequencies turns the pairs
+// (i, i + 48) and leaves dims 96..127 as they were; the CPU's apply_rotary does the same.
+TEST_F(Rotary, PartialTableMatchesCpu) {
+  for (const auto& [hd, rot, start] : {std::tuple{128, 96, 37}, std::tuple{64, 48, 5}, std::tuple{32, 2, 300}}) {
+    std::vector<float> inv(static_cast<size_t>(rot / 2));
+    for (size_t i = 0; i < inv.size(); ++i) inv[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / rot));
+    const cpu::RopeTable table = cpu::make_rope_table(inv, 512, 1.1f);
+    DeviceTensor cos = upload(table.cos), sin = upload(table.sin);
+    const Tensor x = test::random_f32({9, 3, hd}, 77, -3.0f, 3.0f);
+    DeviceTensor dx = upload(x);
+    rotary(dx, cos, sin, start, stream());
+    Tensor want = Tensor::copy_of(x);
+    cpu::apply_rotary(want, table, start);
+    const Tensor got = download(dx);
+    test::expect_close(std::vector<double>(want.span<const float>().begin(), want.span<const float>().end()), got,
+                       1e-6, 1e-6, "partial rotary " + std::to_string(rot) + " of " + std::to_string(hd));
+    for (int64_t r = 0; r < 27; ++r)  // the unrotated tail is bit for bit the input
+      EXPECT_EQ(std::memcmp(got.data<float>() + r * hd + rot, x.data<float>() + r * hd + rot, (hd - rot) * sizeof(float)),
+                0);
+  }
+}
+
 TEST(RotaryArgs, RejectPositionsBeyondTable) {
   using test::fake_view;
   const DeviceView cos = fake_view(DType::F32, {16, 32}), sin = fake_view(DType::F32, {16, 32});
   test::expect_error([&] { rotary(fake_view(DType::F32, {4, 9, 64}), cos, sin, 13, nullptr); },
                      "positions [13, 17) exceed the table's 16 positions");
   test::expect_error([&] { rotary(fake_view(DType::F32, {4, 9, 32}), cos, sin, 0, nullptr); },
-                     "table has 32 frequencies, head_dim 32 needs 16");
+                     "table has 32 frequencies, head_dim 32 takes 1..16");
   test::expect_error([&] { rotary(fake_view(DType::F32, {4, 9, 63}), cos, sin, 0, nullptr); },
                      "head_dim must be even");
 }

@@ -144,6 +144,58 @@ TEST(CudaEngineSynthetic, Qwen3QkNormMatchesTheCpuEngine) {
   }
 }
 
+// phi3's longrope: both engines rotate with model::rope_table of their row length (128 above the
+// original 64: the long factors, cos / sin times the attention factor).
+TEST(CudaEngineSynthetic, LongRopeMatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  io::ModelConfig c = test::tiny_config(/*out_bias=*/false);
+  c.rope_scaling.type = io::RopeScalingType::LongRope;
+  c.rope_scaling.original_max_position_embeddings = 64;
+  c.rope_scaling.factor = 8.0;
+  for (int64_t i = 0; i < c.head_dim / 2; ++i) {
+    c.rope_scaling.short_factor.push_back(1.0 + 0.1 * static_cast<double>(i % 3));
+    c.rope_scaling.long_factor.push_back(1.0 + 1.5 * static_cast<double>(i % 4));
+  }
+  const LayerF32 layer = random_layer(c, 21);
+  const Tensor x = random_states(c, 8);
+  const MeasureOptions opts = some_rows();
+  const ModuleResult ca = make_cpu_engine(c, 128)->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  io::ModelConfig plain = c;
+  plain.rope_scaling = io::RopeScaling{};
+  const ModuleResult pa = make_cpu_engine(plain, 128)->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  EXPECT_GT(relative_error(pa.target, ca.target), 1e-2);
+  const ModuleResult ga = make_cuda_engine(c, 128, CudaEngineOptions{})->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  test::expect_measurements_close(ga, ca, 0.002, 1e-3);
+}
+
+// Phi-4-mini's partial rotary (the first 3/4 of each head turn, the rest pass): the tensor-core
+// path (heads_f16's unrotated pairs) and the exact f32 one (backend rotary) match the CPU engine.
+TEST(CudaEngineSynthetic, PartialRotaryMatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  io::ModelConfig c = test::tiny_config(/*out_bias=*/false);
+  c.rotary_dim = c.head_dim * 3 / 4;
+  ASSERT_EQ(c.rotary_dim % 2, 0);
+  const LayerF32 layer = random_layer(c, 23);
+  const Tensor x = random_states(c, 9);
+  const MeasureOptions opts = some_rows();
+  const auto cpu = make_cpu_engine(c, 128);
+  const ModuleResult ca = cpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  io::ModelConfig full = c;
+  full.rotary_dim = 0;
+  const ModuleResult fa = make_cpu_engine(full, 128)->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  EXPECT_GT(relative_error(fa.target, ca.target), 1e-2);
+  for (const bool exact : {false, true}) {
+    SCOPED_TRACE(exact ? "exact f32 attention" : "tensor-core attention");
+    CudaEngineOptions o;
+    o.exact_attention = exact;
+    const auto gpu = make_cuda_engine(c, 128, o);
+    test::expect_measurements_close(gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts), ca, 0.002,
+                                    1e-3);
+    const AttnOptions ao = attn_option_table()[10];
+    test::expect_step_close(gpu->quantize_attention(layer, 0, x, ao), cpu->quantize_attention(layer, 0, x, ao));
+  }
+}
+
 TEST(CudaEngineSynthetic, StreamingAndBudgetsGiveIdenticalResults) {
   EXQ_REQUIRE_GPU();
   const io::ModelConfig c = tiny_config();

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "cuda_require.h"
 #include "io/safetensors.h"
+#include "lora_adapter.h"
 #include "model/llama.h"
 #include "runtime/cuda/cuda_generate.h"
 #include "tiny_models.h"
@@ -43,23 +44,13 @@ std::vector<int32_t> prompt_ids(size_t n, int64_t vocab, uint32_t seed = 5) {
 // A rank-4 adapter on every layer's q_proj and down_proj (their shapes from the model).
 model::LoraAdapter tiny_lora(const model::LlamaModel& m, const std::string& name) {
   const fs::path dir = test::temp_dir("cuda_lora_" + name);
-  std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})";
-  std::vector<Tensor> keep;
-  std::vector<io::NamedTensor> list;
+  std::vector<test::LoraTarget> targets;
   for (size_t l = 0; l < m.weights().layers.size(); ++l) {
     const model::LayerWeights& L = m.weights().layers[l];
-    for (const auto& [mod, lin] : {std::pair{"self_attn.q_proj", L.q.get()}, std::pair{"mlp.down_proj", L.down.get()}}) {
-      const std::string pre = fmt::format("base_model.model.model.layers.{}.{}", l, mod);
-      Tensor a(DType::F32, {4, lin->in_features()}), b(DType::F32, {lin->out_features(), 4});
-      for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = 0.05f * static_cast<float>((i * 7 + l) % 11) - 0.25f;
-      for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.04f * static_cast<float>((i * 5 + l) % 9) - 0.16f;
-      keep.push_back(std::move(a));
-      list.push_back({pre + ".lora_A.weight", keep.back().view()});
-      keep.push_back(std::move(b));
-      list.push_back({pre + ".lora_B.weight", keep.back().view()});
-    }
+    for (const auto& [mod, lin] : {std::pair{"self_attn.q_proj", L.q.get()}, std::pair{"mlp.down_proj", L.down.get()}})
+      targets.push_back({static_cast<int64_t>(l), mod, lin->out_features(), lin->in_features()});
   }
-  io::write_safetensors(dir / "adapter_model.safetensors", list);
+  test::write_rank4_adapter(dir, targets);
   return model::load_lora(dir);
 }
 
@@ -195,15 +186,21 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
 }
 
 test::TinySpec spec(DType dtype, bool exl2, bool bias, bool tied, uint32_t seed, int64_t head_dim = 32,
-                    bool qwen3 = false) {
+                    bool qwen3 = false, bool phi3 = false) {
   test::TinySpec s;
   s.qwen3 = qwen3;
+  s.phi3 = phi3;
   s.shape.head_dim = head_dim;
   s.dtype = dtype;
   s.exl2 = exl2;
   s.bias = bias;
   s.tied = tied;
   s.seed = seed;
+  return s;
+}
+
+test::TinySpec partial(test::TinySpec s) {
+  s.partial_rotary = 0.75;
   return s;
 }
 
@@ -238,7 +235,21 @@ INSTANTIATE_TEST_SUITE_P(
                       // ... and into EXL2 layers, which become fp16 among EXL2 ones (q beside EXL2
                       // k / v, down after the EXL2 gate / up).
                       Case{"exl2_hd64_lora", spec(DType::F16, true, false, false, 15, 64), DType::F16, 5e-3, false,
-                           true}),
+                           true},
+                      // phi3: fused qkv / gate_up uploaded as views of their rows, longrope's long
+                      // factors (a context of 64 above the original 32); head_dim 96 takes the
+                      // generic attention kernels.
+                      Case{"phi3_f16_hd96", spec(DType::F16, false, false, false, 16, 96, false, true), DType::F16, 5e-3},
+                      Case{"phi3_exl2_hd64", spec(DType::F16, true, false, false, 17, 64, false, true), DType::F16,
+                           5e-3},
+                      // Phi-4-mini's partial rotary (3/4 of each head) in the prefill rotary and
+                      // both fused decode kernels: SIMT (head_dim 96), tensor-core (64, 128; q8).
+                      Case{"phi3_partial_f16_hd96", partial(spec(DType::F16, false, false, false, 18, 96, false, true)),
+                           DType::F16, 5e-3},
+                      Case{"phi3_partial_exl2_hd64", partial(spec(DType::F16, true, false, false, 19, 64, false, true)),
+                           DType::F16, 5e-3},
+                      Case{"phi3_partial_f16_hd128_q8",
+                           partial(spec(DType::F16, false, false, true, 20, 128, false, true)), DType::I8, 5e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {

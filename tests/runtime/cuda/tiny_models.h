@@ -36,6 +36,10 @@ struct TinySpec {
   bool bias = false;         // attention_bias + mlp_bias
   bool tied = false;         // tie_word_embeddings (dense head only)
   bool qwen3 = false;        // model_type qwen3: q/k norms per head (attention_bias for bias)
+  // model_type phi3 with longrope from 32 positions (long factors above); dense: q/k/v and
+  // gate/up stored fused as qkv_proj and gate_up_proj. No biases.
+  bool phi3 = false;
+  double partial_rotary = 1.0;  // phi3: partial_rotary_factor (Phi-4-mini: 0.75)
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -60,6 +64,20 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
   if (s.qwen3) {
     c["model_type"] = "qwen3";
     c.erase("mlp_bias");
+  }
+  if (s.phi3) {
+    c["model_type"] = "phi3";
+    c.erase("mlp_bias");
+    c.erase("attention_bias");
+    c["original_max_position_embeddings"] = 32;
+    c["partial_rotary_factor"] = s.partial_rotary;
+    std::vector<double> sf, lf;
+    const auto rot = static_cast<int64_t>(static_cast<double>(t.head_dim) * s.partial_rotary);
+    for (int64_t i = 0; i < rot / 2; ++i) {
+      sf.push_back(1.0 + 0.05 * static_cast<double>(i % 7));
+      lf.push_back(1.0 + 0.9 * static_cast<double>(i % 5));
+    }
+    c["rope_scaling"] = {{"type", "longrope"}, {"short_factor", sf}, {"long_factor", lf}};
   }
   return c;
 }
@@ -116,6 +134,25 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
     }
   }
   if (s.exl2) exl2ify(tensors, twin, "lm_head", {6, 4}, wseed);
+  if (s.phi3 && !s.exl2)
+    for (int64_t l = 0; l < t.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      auto fuse = [&](const std::string& name, const std::vector<std::string>& parts) {
+        int64_t rows = 0;
+        for (const auto& part : parts) rows += tensors[p + part].dim(0);
+        Tensor f(dt, {rows, tensors[p + parts[0]].dim(1)});
+        size_t at = 0;
+        for (const auto& part : parts) {
+          const Tensor& x = tensors[p + part];
+          std::memcpy(static_cast<char*>(f.raw()) + at, x.raw(), x.nbytes());
+          at += x.nbytes();
+          tensors.erase(p + part);
+        }
+        tensors[p + name] = std::move(f);
+      };
+      fuse("self_attn.qkv_proj.weight", {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"});
+      fuse("mlp.gate_up_proj.weight", {"mlp.gate_proj.weight", "mlp.up_proj.weight"});
+    }
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << tiny_config(s).dump(1);
   std::vector<io::NamedTensor> list;
