@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -108,6 +109,12 @@ json rope_json(const io::ModelConfig& c) {
       break;
   }
   return r;
+}
+
+// null without sliding-window attention, else each layer's window (0: full attention).
+json sliding_json(const io::ModelConfig& c) {
+  if (c.layer_window.empty()) return nullptr;
+  return c.layer_window;
 }
 
 json quantization_json(const io::ModelConfig& c, const fs::path& config_path) {
@@ -239,6 +246,7 @@ json build_info(const fs::path& dir) {
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"torch_dtype", c.torch_dtype ? json(std::string(dtype_name(*c.torch_dtype))) : json(nullptr)},
       {"rope", rope_json(c)},
+      {"sliding_window", sliding_json(c)},
       {"parameters", params},
       {"tensors", count},
       {"dtypes", dtype_counts},
@@ -335,6 +343,15 @@ void print_info(const json& j) {
   fmt::print("bytes:         {} ({:.1f} MiB)\n", group_digits(bytes), static_cast<double>(bytes) / (1 << 20));
   fmt::print("tied head:     {}\n", j["tie_word_embeddings"].get<bool>() ? "yes" : "no");
   fmt::print("rope:          {}\n", rope);
+  if (const json& sw = j["sliding_window"]; sw.is_array()) {
+    int64_t windowed = 0, window = 0;
+    for (const json& w : sw)
+      if (w.get<int64_t>() > 0) {
+        ++windowed;
+        window = std::max(window, w.get<int64_t>());
+      }
+    fmt::print("attention:     sliding window of {} keys on {} of {} layers\n", window, windowed, sw.size());
+  }
   fmt::print("norm eps:      {}\n", j["rms_norm_eps"].get<double>());
   fmt::print("quantization:  {}\n", quantization_text(j["quantization"]));
   print_layer_bits(j["quantization"]);

@@ -221,6 +221,36 @@ void read_longrope(const Reader& r, ModelConfig& c) {
       r.fail(obj + "." + name, fmt::format("{} values, {} rotary dimensions need {}", f->size(), c.rope_dim(), half));
 }
 
+// transformers: mistral and phi3 window every layer; qwen2 / qwen3 only with use_sliding_window
+// and from layer max_window_layers on; transformers 5's layer_types names each layer's kind.
+void read_sliding_window(const Reader& r, ModelConfig& c) {
+  if (c.model_type == "llama") return;
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  if (qwen && !r.opt_bool("use_sliding_window", false)) return;
+  const json* w = r.find(r.root(), "sliding_window");
+  if (!w) return;
+  const int64_t window = r.integer(*w, "sliding_window", 1, kMaxPositions);
+  const auto layers = static_cast<size_t>(c.num_hidden_layers);
+  c.layer_window.assign(layers, window);
+  if (const json* t = r.find(r.root(), "layer_types")) {
+    if (!t->is_array() || t->size() != layers)
+      r.fail("layer_types", fmt::format("expected a list of {} layer kinds, got {}", layers, Reader::brief(*t)));
+    for (size_t l = 0; l < layers; ++l) {
+      const json& k = (*t)[l];
+      const std::string kind = k.is_string() ? k.get<std::string>() : "";
+      if (kind != "sliding_attention" && kind != "full_attention")
+        r.fail(fmt::format("layer_types[{}]", l),
+               fmt::format("expected \"sliding_attention\" or \"full_attention\", got {}", Reader::brief(k)));
+      if (kind == "full_attention") c.layer_window[l] = 0;
+    }
+  } else if (qwen) {
+    const int64_t from = r.opt_int("max_window_layers", c.num_hidden_layers, 0, kMaxLayers);
+    for (size_t l = 0; l < layers && static_cast<int64_t>(l) < from; ++l) c.layer_window[l] = 0;
+  }
+  if (std::all_of(c.layer_window.begin(), c.layer_window.end(), [](int64_t x) { return x == 0; }))
+    c.layer_window.clear();
+}
+
 std::optional<DType> read_torch_dtype(const Reader& r) {
   // transformers 5 writes "dtype".
   const char* key = r.find(r.root(), "torch_dtype") ? "torch_dtype" : "dtype";
@@ -304,6 +334,7 @@ ModelConfig read_config(const json& root, const std::string& file) {
     c.fused_projections = true;  // no biases in Phi3ForCausalLM
   }
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
+  read_sliding_window(r, c);
 
   if (const json* b = r.find(root, "bos_token_id"))
     c.bos_token_id = static_cast<int32_t>(r.integer(*b, "bos_token_id", 0, c.vocab_size - 1));

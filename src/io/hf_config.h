@@ -63,6 +63,14 @@ struct ModelConfig {
   bool attention_out_bias = false;  // llama and qwen3 attention_bias
   bool qk_norm = false;             // qwen3: RMSNorm of each head of q and k before rotary
   bool mlp_bias = false;            // llama mlp_bias
+  // Sliding-window attention: layer l's queries see the layer_window[l] latest keys, themselves
+  // included (transformers' and llama.cpp's rule); 0, or an empty list, attends to the whole
+  // context. mistral and phi3 `sliding_window` (every layer); qwen2 / qwen3 with
+  // use_sliding_window, the layers from max_window_layers on; `layer_types` when given.
+  std::vector<int64_t> layer_window;
+  int64_t window_of(int64_t layer) const {
+    return layer >= 0 && layer < static_cast<int64_t>(layer_window.size()) ? layer_window[static_cast<size_t>(layer)] : 0;
+  }
   // phi3: q/k/v stored as one self_attn.qkv_proj and gate/up as one mlp.gate_up_proj (rows in
   // that order) in unquantized checkpoints; the loader takes either those or the split names.
   bool fused_projections = false;

@@ -140,7 +140,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
       cpu::apply_rotary(q, rope_, start);
       cpu::apply_rotary(k_new, rope_, start);
       caches[0]->finish_rows(l, start, start + T);
-      cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att);  // att [T, H, D]
+      cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att, c.window_of(l));  // att [T, H, D]
     } else {
       for (int64_t r = 0; r < T; ++r) {
         const KvCache& cache = *caches[static_cast<size_t>(r)];
@@ -153,7 +153,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
         std::memcpy(cache.values(l).slice0(pos, pos + 1).data<float>(), v_new.slice0(r, r + 1).data<float>(),
                     row_bytes);
         cache.finish_rows(l, pos, pos + 1);
-        cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1));
+        cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1), c.window_of(l));
       }
     }
     w.o->forward(att2, proj);                                             // proj [T, hidden]

@@ -116,6 +116,20 @@ TEST(CliInfo, Phi3FusedAndLongRope) {
   EXPECT_NE(bad.err.find("model.layers.1.self_attn.qkv_proj.weight"), std::string::npos) << bad.err;
 }
 
+// Sliding windows: each layer's in the JSON, a summary in the text (qwen2: layer 0 full).
+TEST(CliInfo, SlidingWindow) {
+  const fs::path src = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data" / "qwen2_swa_tiny";
+  const RunResult r = run_exq({"info", src.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["sliding_window"], json::array({0, 4}));
+  const RunResult text = run_exq({"info", src.string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("attention:     sliding window of 4 keys on 1 of 2 layers"), std::string::npos) << text.out;
+  const RunResult none = run_exq({"info", (src.parent_path() / "phi3_tiny").string(), "--json"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_TRUE(json::parse(none.out)["sliding_window"].is_null());
+}
+
 TEST(CliInfo, ReportsExl2Quantization) {
   const auto dir = temp_dir("info_exl2") / "m";
   json config = tiny_config();

@@ -55,20 +55,24 @@ constexpr int64_t kBlock = 64;
 // matmul kernel; below it (decode), row by row.
 constexpr int64_t kGemmMinRows = 16;
 
-// In place on S [rows, n]: row i (position p0 + i) sees keys 0..p0+i; scale, softmax over the
-// visible keys, zero for the others.
-EXQ_MULTIVERSION void masked_softmax_row(float* r, int64_t n, int64_t visible, float scale) {
+// In place on S [rows, n]: a row sees keys [first, visible); scale, softmax over them, zero for
+// the others.
+EXQ_MULTIVERSION void masked_softmax_row(float* r, int64_t n, int64_t first, int64_t visible, float scale) {
   float mx = -INFINITY;
-  for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, r[j] *= scale);
+  for (int64_t j = first; j < visible; ++j) mx = std::max(mx, r[j] *= scale);
   float sum = 0.0f;
-  for (int64_t j = 0; j < visible; ++j) sum += (r[j] = std::exp(r[j] - mx));
+  for (int64_t j = first; j < visible; ++j) sum += (r[j] = std::exp(r[j] - mx));
   const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < visible; ++j) r[j] *= inv;
+  for (int64_t j = first; j < visible; ++j) r[j] *= inv;
+  std::fill(r, r + first, 0.0f);
   std::fill(r + visible, r + n, 0.0f);
 }
 
+// The first key position p sees: 0, or with a sliding window its window-th latest.
+inline int64_t first_key(int64_t p, int64_t window) { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; }
+
 void attention_gemm(const float* qp, const float* kp, const float* vp, float* op, int64_t T, int64_t start,
-                    int64_t H, int64_t KVH, int64_t D, float scale) {
+                    int64_t H, int64_t KVH, int64_t D, float scale, int64_t window) {
   const int64_t L = start + T, group = H / KVH;
   Tensor kc(DType::F32, {L, D});                         // keys of one kv head
   Tensor vt(DType::F32, {D, L});                         // its values, transposed
@@ -96,7 +100,10 @@ void attention_gemm(const float* qp, const float* kp, const float* vp, float* op
         const TensorView qv(const_cast<float*>(qp) + (t0 * H + h) * D, DType::F32, {rows, D}, {H * D, 1});
         matmul(qv, kc.view().slice0(0, n), sv);                            // S = Q K^T
         parallel_for(rows, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) masked_softmax_row(sv.data<float>() + i * n, n, start + t0 + i + 1, scale);
+          for (int64_t i = b; i < e; ++i) {
+            const int64_t p = start + t0 + i;
+            masked_softmax_row(sv.data<float>() + i * n, n, first_key(p, window), p + 1, scale);
+          }
         }, 8);
         const TensorView ov(op + (t0 * H + h) * D, DType::F32, {rows, D}, {H * D, 1});
         matmul(sv, vw, ov);                                                // O = P V
@@ -108,7 +115,7 @@ void attention_gemm(const float* qp, const float* kp, const float* vp, float* op
 }  // namespace
 
 void attention(const TensorView& q, const TensorView& k, const TensorView& v, int64_t start,
-               const TensorView& out) {
+               const TensorView& out, int64_t window) {
   auto f32_3d = [](const TensorView& t) {
     return t.rank() == 3 && t.dtype() == DType::F32 && t.is_contiguous();
   };
@@ -128,7 +135,8 @@ void attention(const TensorView& q, const TensorView& k, const TensorView& v, in
   const float* kp = k.data<float>();
   const float* vp = v.data<float>();
   float* op = out.data<float>();
-  if (T >= kGemmMinRows) return attention_gemm(qp, kp, vp, op, T, start, H, KVH, D, scale);
+  EXQ_CHECK(window >= 0, "attention: window {} is negative", window);
+  if (T >= kGemmMinRows) return attention_gemm(qp, kp, vp, op, T, start, H, KVH, D, scale, window);
   // Item i -> row t: early and late rows alternate, so contiguous chunks cost about the same
   // although row t attends to start + t + 1 keys.
   auto row_of = [T](int64_t i) { return i % 2 == 0 ? i / 2 : T - 1 - i / 2; };
@@ -137,8 +145,9 @@ void attention(const TensorView& q, const TensorView& k, const TensorView& v, in
     if (scores.size() < static_cast<size_t>(start + T)) scores.resize(static_cast<size_t>(start + T));
     for (int64_t item = b; item < e; ++item) {
       const int64_t t = row_of(item / H), h = item % H, kvh = h / group;
-      attend_row(qp + (t * H + h) * D, kp + kvh * D, vp + kvh * D, start + t + 1, KVH * D, D, scale,
-                 scores.data(), op + (t * H + h) * D);
+      const int64_t lo = first_key(start + t, window);
+      attend_row(qp + (t * H + h) * D, kp + (lo * KVH + kvh) * D, vp + (lo * KVH + kvh) * D, start + t + 1 - lo,
+                 KVH * D, D, scale, scores.data(), op + (t * H + h) * D);
     }
   }, 4);
 }

@@ -52,16 +52,17 @@ bool attention_supports(DType cache, int64_t head_dim) {
 }
 
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
-                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream) {
+                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream, int window) {
+  EXQ_CHECK(window >= 0, "cuda attention_prefill: window {} is negative", window);
   const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start.host);
   if (k_cache.dtype() == DType::F16)
     attention_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                            static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                           d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream);
+                           d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window);
   else
     attention_prefill_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                            out.data<float>(), d.tokens, d.heads, d.kv_heads, d.head_dim,
-                           d.capacity, start, scale, stream);
+                           d.capacity, start, scale, stream, window);
 }
 
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
@@ -70,8 +71,9 @@ bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
 
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
-                            float scale, cudaStream_t stream) {
+                            float scale, cudaStream_t stream, int window) {
   constexpr const char* op = "attention_prefill_fast";
+  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host);
   EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
             "cuda {}: needs an F16 cache and head_dim 64 or 128, got {} and {}", op,
@@ -82,13 +84,14 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
             "cuda {}: q, out and the caches must be 16-byte aligned", op);
   flash_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                      static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                     d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream);
+                     d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window);
 }
 
 void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
-                          StartPos start, float scale, cudaStream_t stream) {
+                          StartPos start, float scale, cudaStream_t stream, int window) {
   constexpr const char* op = "attention_prefill_q8";
+  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   check_q8_cache(k_cache, k_scale, op, "key");
   check_q8_cache(v_cache, v_scale, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
@@ -101,13 +104,14 @@ void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const 
   flash_prefill_q8_cuda(q.data<float>(), static_cast<const int8_t*>(k_cache.raw()),
                         static_cast<const __half*>(k_scale.raw()), static_cast<const int8_t*>(v_cache.raw()),
                         static_cast<const __half*>(v_scale.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
-                        d.head_dim, d.capacity, start, scale, stream);
+                        d.head_dim, d.capacity, start, scale, stream, window);
 }
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                       const DeviceView& out, int start_pos, float scale,
-                      const DeviceView& workspace, cudaStream_t stream, int splits) {
+                      const DeviceView& workspace, cudaStream_t stream, int splits, int window) {
   constexpr const char* op = "attention_decode";
+  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
   EXQ_CHECK(d.tokens == 1, "cuda attention_decode: q must hold one token, got shape {}",
             shape_str(q.shape()));
@@ -134,6 +138,7 @@ void attention_decode(const DeviceView& q, const DeviceView& k_cache, const Devi
     a.position = start_pos;
     a.splits = splits;
     a.scale = scale;
+    a.window = window;
     attention_decode_cuda(a, stream);
   };
   if (k_cache.dtype() == DType::F16)

@@ -30,7 +30,7 @@ size_t prefill_smem_bytes(int head_dim) {
 // One online-softmax step for a warp: lane j holds score s of key j (or -inf); folds the
 // 32 scores into (m, l) and returns p_j = exp(s_j - m_new); o must be scaled by `corr`.
 __device__ __forceinline__ float softmax_step(float s, float& m, float& l, float& corr) {
-  const float m_new = fmaxf(m, warp_max(s));  // finite: lane 0's key is always valid
+  const float m_new = fmaxf(m, warp_max(s));  // finite: the caller skips tiles without a visible key
   const float p = expf(s - m_new);
   corr = expf(m - m_new);
   l = l * corr + warp_sum(p);
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                              const C* __restrict__ v_cache, float* __restrict__ out, int tokens,
                              int heads, int kv_heads, int head_dim, int capacity, int start_pos,
-                             const int32_t* start_dev, float scale) {
+                             const int32_t* start_dev, float scale, int window) {
   extern __shared__ float smem[];
   if (start_dev != nullptr) start_pos = *start_dev;
   const int ldk = head_dim + 1;
@@ -72,10 +72,13 @@ __global__ void __launch_bounds__(kThreads)
 
   const int t_last = min(t0 + kQTile, tokens) - 1;
   const int kv_end = start_pos + t_last + 1;  // keys this block's last query can see
+  // A sliding window: query p sees keys from p - window + 1; the block's first query the earliest.
+  auto first_key = [&](int p) { return window > 0 ? max(0, p - window + 1) : 0; };
+  const int kv_begin = first_key(start_pos + t0) / kKTile * kKTile;
   const C* k_head = k_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
   const C* v_head = v_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
 
-  for (int k0 = 0; k0 < kv_end; k0 += kKTile) {
+  for (int k0 = kv_begin; k0 < kv_end; k0 += kKTile) {
     __syncthreads();  // the previous tile is consumed (and q_s is written on the first pass)
     for (int i = threadIdx.x; i < kKTile * head_dim; i += kThreads) {
       const int j = i / head_dim, d = i % head_dim;
@@ -93,11 +96,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int qq = 0; qq < kQPerWarp; ++qq) {
       const int qi = warp * kQPerWarp + qq;
-      const int pos = start_pos + t0 + qi;
-      if (t0 + qi >= tokens || k0 > pos) continue;  // warp-uniform
+      const int pos = start_pos + t0 + qi, lo = first_key(pos);
+      // Warp-uniform; a tile the query sees at least one key of keeps the max finite.
+      if (t0 + qi >= tokens || k0 > pos || k0 + kKTile <= lo) continue;
       const int key = k0 + lane;
       float s = -INFINITY;
-      if (key <= pos) {  // causal mask
+      if (key <= pos && key >= lo) {  // causal mask, sliding window
         const float* qv = q_s + qi * head_dim;
         const float* kv = k_s + lane * ldk;
         float acc = 0.0f;
@@ -144,13 +148,13 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
 template <typename C, int DPL>
 void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* out, int tokens,
                     int heads, int kv_heads, int head_dim, int capacity, StartPos start,
-                    float scale, cudaStream_t stream) {
+                    float scale, cudaStream_t stream, int window) {
   const size_t smem = prefill_smem_bytes(head_dim);
   auto kernel = attention_prefill_kernel<C, DPL>;
   set_smem_limit(kernel, smem);
   const dim3 grid(ceil_div(tokens, kQTile), heads);
   kernel<<<grid, kThreads, smem, stream>>>(q, k_cache, v_cache, out, tokens, heads, kv_heads,
-                                           head_dim, capacity, start.host, start.device, scale);
+                                           head_dim, capacity, start.host, start.device, scale, window);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -159,22 +163,22 @@ void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* o
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            StartPos start, float scale, cudaStream_t stream) {
+                            StartPos start, float scale, cudaStream_t stream, int window) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim <= 64)
     launch_prefill<C, 2>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream);
+                         start, scale, stream, window);
   else if (head_dim <= 128)
     launch_prefill<C, 4>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream);
+                         start, scale, stream, window);
   else
     launch_prefill<C, 8>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream);
+                         start, scale, stream, window);
 }
 
 template void attention_prefill_cuda<float>(const float*, const float*, const float*, float*, int,
-                                            int, int, int, int, StartPos, float, cudaStream_t);
+                                            int, int, int, int, StartPos, float, cudaStream_t, int);
 template void attention_prefill_cuda<__half>(const float*, const __half*, const __half*, float*,
-                                             int, int, int, int, int, StartPos, float, cudaStream_t);
+                                             int, int, int, int, int, StartPos, float, cudaStream_t, int);
 
 }  // namespace exq::cuda

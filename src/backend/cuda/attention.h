@@ -19,8 +19,10 @@ bool attention_supports(DType cache, int64_t head_dim);
 // [0, start + t]. The caches [kv_heads, capacity, head_dim] already hold positions
 // [0, start + tokens). heads must be a multiple of kv_heads. scale: usually 1/sqrt(hd).
 // start may live in device memory (StartPos, launchers.h), as for rotary and kv_append.
+// window > 0: a sliding window, token t sees only its `window` latest keys.
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
-                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream);
+                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream,
+                       int window = 0);
 
 // Tensor-core attention_prefill (flash_prefill.cu): q and k/v rounded to fp16, f32 accumulation
 // and softmax, about 1e-3 relative error against attention_prefill. F16 cache, head_dim 64 or
@@ -28,20 +30,21 @@ void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const Dev
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim);
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
-                            float scale, cudaStream_t stream);
+                            float scale, cudaStream_t stream, int window = 0);
 
 // attention_prefill_fast over the q8 cache (model/kv_quant.h): caches I8 [kv_heads, capacity,
 // head_dim] with their F16 scales [kv_heads, capacity, head_dim / 32]; head_dim 64 or 128; the
 // keys and values as the cache reads them back. Any number of tokens.
 void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
-                          StartPos start, float scale, cudaStream_t stream);
+                          StartPos start, float scale, cudaStream_t stream, int window = 0);
 
-// q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos]).
+// q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos], or the `window`
+// latest).
 // workspace: F32 with at least attention_decode_workspace_floats(heads, head_dim) elements
 // (its counters are zeroed by each call). splits: KV splits per kv head, 0 for the default.
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                       const DeviceView& out, int start_pos, float scale,
-                      const DeviceView& workspace, cudaStream_t stream, int splits = 0);
+                      const DeviceView& workspace, cudaStream_t stream, int splits = 0, int window = 0);
 
 }  // namespace exq::cuda

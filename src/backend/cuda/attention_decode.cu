@@ -123,9 +123,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const SplitKeys sk = split_keys(kv_len, splits, kSplitAlign, split);
+  const int lo = a.window > 0 ? max(0, kv_len - a.window) : 0;  // a sliding window's first key
+  const SplitKeys sk = split_keys(kv_len - lo, splits, kSplitAlign, split);
   if (split >= sk.used) return;
-  const int k0 = sk.k0, k1 = sk.k1, used = sk.used;
+  const int k0 = lo + sk.k0, k1 = lo + sk.k1, used = sk.used;
   const int tiles = div_up(k1 - k0, TK);
   const bool fused = a.k_new != nullptr;
   const bool owns_new = fused && k1 == kv_len;  // the last split holds the new key

@@ -59,6 +59,9 @@ struct DecodeAttention {
   // Fused rotary: pairs (i, i + rot_half) over the first 2 * rot_half dimensions, cos / sin rows
   // rot_half wide; 0: head_dim / 2 (a partial rotary leaves the rest unrotated).
   int rot_half = 0;
+  // A sliding window: only the `window` latest keys (position - window + 1 .. position) are
+  // attended, split over the blocks as a whole cache of that length would be; 0: all.
+  int window = 0;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
   // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], 0 at

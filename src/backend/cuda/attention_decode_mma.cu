@@ -86,13 +86,15 @@ __global__ void __launch_bounds__(32 * kWarps)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
+  const int lo = a.window > 0 ? max(0, kv_len - a.window) : 0;  // a sliding window's first key
+  const int n_keys = kv_len - lo;
   // Up to kSingleSplitKeys keys stay in one block per kv head: the split merge (an atomic and a
   // second read of the states after the last block is known) sits on the decode chain and
   // costs more than a second round of chunks (docs/perf.md, session 7).
-  const int granule = kv_len <= kSingleSplitKeys ? kSingleSplitKeys : kKeysPerRound;
-  const SplitKeys sk = split_keys(kv_len, splits, granule, split);
+  const int granule = n_keys <= kSingleSplitKeys ? kSingleSplitKeys : kKeysPerRound;
+  const SplitKeys sk = split_keys(n_keys, splits, granule, split);
   if (split >= sk.used) return;
-  const int k0 = sk.k0, k1 = sk.k1, used = sk.used;
+  const int k0 = lo + sk.k0, k1 = lo + sk.k1, used = sk.used;
   const int chunks = div_up(k1 - k0, kChunk);
   const bool owns_new = fused && k1 == kv_len;
 

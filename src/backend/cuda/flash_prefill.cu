@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     flash_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                          const C* __restrict__ v_cache, const __half* __restrict__ k_scale,
                          const __half* __restrict__ v_scale, float* __restrict__ out, int T, int H, int KVH,
-                         int capacity, int start_pos, const int32_t* start_dev, float q_scale) {
+                         int capacity, int start_pos, const int32_t* start_dev, float q_scale, int window) {
   constexpr bool kQ8 = std::is_same_v<C, int8_t>;
   if (start_dev != nullptr) start_pos = *start_dev;
   constexpr int P = pitch<D>();
@@ -72,15 +72,20 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int q_pos0 = start_pos + m0;                      // position of the block's first query
   const int kv_len = start_pos + min(m0 + kBlockM, T);    // keys its last real query sees
   const int tiles = (kv_len + kBlockN - 1) / kBlockN;
+  // A sliding window: query p sees keys from p - window + 1 on. Tiles before the block's first
+  // query's first key are skipped; keys below a row's first are masked while a tile may hold
+  // some (up to the block's last query's first key, w_end).
+  const int j0 = window > 0 ? max(0, q_pos0 - window + 1) / kBlockN : 0;
+  const int w_end = window > 0 ? q_pos0 + kBlockM - window : 0;
   const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
   const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
   [[maybe_unused]] Q8Tile<D, kBlockN, kFlashThreads, P> tile;  // q8 only
   [[maybe_unused]] const size_t scale_off = static_cast<size_t>(kvh) * capacity * (D / kQ8Group);
   if constexpr (kQ8) {
-    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, 0, kv_len, -1);
+    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, j0 * kBlockN, kv_len, -1);
   } else {
-    load_kv_tile<D>(k_s, kh, 0, kv_len);
-    load_kv_tile<D>(v_s, vh, 0, kv_len);
+    load_kv_tile<D>(k_s + (j0 & 1) * kBlockN * P, kh, j0 * kBlockN, kv_len);
+    load_kv_tile<D>(v_s + (j0 & 1) * kBlockN * P, vh, j0 * kBlockN, kv_len);
     cp_async_commit();
   }
 
@@ -107,8 +112,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
 
-  if constexpr (kQ8) tile.store(k_s, v_s, threadIdx.x);
-  for (int j = 0; j < tiles; ++j) {
+  if constexpr (kQ8) tile.store(k_s + (j0 & 1) * kBlockN * P, v_s + (j0 & 1) * kBlockN * P, threadIdx.x);
+  for (int j = j0; j < tiles; ++j) {
     if constexpr (kQ8) {
       if (j + 1 < tiles)
         tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, (j + 1) * kBlockN, kv_len, -1);
@@ -121,7 +126,7 @@ __global__ void __launch_bounds__(kFlashThreads)
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (j == 0) {
+    if (j == j0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         ldmatrix_x4(qf[0][kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
@@ -134,29 +139,34 @@ __global__ void __launch_bounds__(kFlashThreads)
     for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     mma_qk(s, qf, ks, P);
     // Tiles reaching past the first query's position: keys after a query's position are
-    // masked (this also masks the zero-filled keys >= kv_len for every real query). Key 0 is
-    // never masked, so each row's max is finite from the first tile on.
-    if ((j + 1) * kBlockN - 1 > q_pos0) {
+    // masked (this also masks the zero-filled keys >= kv_len for every real query); tiles
+    // before w_end: keys before a query's window. Without a window key 0 is never masked, so
+    // each row's max is finite from the first tile on.
+    const bool in_window_start = j * kBlockN < w_end;
+    if ((j + 1) * kBlockN - 1 > q_pos0 || in_window_start) {
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int pos = q_pos0 + warp * 16 + gid + (e >> 1) * 8;
           const int key = j * kBlockN + nt * 8 + 2 * tig + (e & 1);
-          if (key > pos) s[nt][e] = -INFINITY;
+          if (key > pos || (in_window_start && key <= pos - window)) s[nt][e] = -INFINITY;
         }
     }
 
     // Online softmax (base 2: q carries log2(e)); each row lives in one quad of lanes.
+    // A window can leave a row without a visible key so far (max -inf): 0 as its base keeps
+    // p and corr at 0 instead of NaN.
     float mx[2];
     quad_row_max(s, row_max, mx);
-    const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
+    const float base[2] = {mx[0] == -INFINITY ? 0.0f : mx[0], mx[1] == -INFINITY ? 0.0f : mx[1]};
+    const float corr[2] = {exp2f(row_max[0] - base[0]), exp2f(row_max[1] - base[1])};
     float sum[2] = {0.0f, 0.0f};
     uint32_t pf[1][kBlockN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
-      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+      const float p0 = exp2f(s[nt][0] - base[0]), p1 = exp2f(s[nt][1] - base[0]);
+      const float p2 = exp2f(s[nt][2] - base[1]), p3 = exp2f(s[nt][3] - base[1]);
       sum[0] += p0 + p1;
       sum[1] += p2 + p3;
       pf[0][nt / 2][(nt & 1) * 2] = pack_half2(p0, p1);
@@ -186,7 +196,7 @@ __global__ void __launch_bounds__(kFlashThreads)
 template <typename C, int D>
 void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __half* k_scale,
                   const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int capacity,
-                  StartPos start, float scale, cudaStream_t stream) {
+                  StartPos start, float scale, cudaStream_t stream, int window) {
   constexpr size_t smem = flash_smem_bytes<D>();
   CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<C, D>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -194,7 +204,7 @@ void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __ha
   const dim3 grid(ceil_div(tokens, kBlockM), heads);
   flash_prefill_kernel<C, D><<<grid, kFlashThreads, smem, stream>>>(
       q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start.host, start.device,
-      scale * kLog2e);
+      scale * kLog2e, window);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -204,26 +214,26 @@ bool flash_prefill_supports_head_dim(int head_dim) { return head_dim == 64 || he
 
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        StartPos start, float scale, cudaStream_t stream) {
+                        StartPos start, float scale, cudaStream_t stream, int window) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim == 64)
     launch_flash<__half, 64>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
-                             scale, stream);
+                             scale, stream, window);
   else
     launch_flash<__half, 128>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
-                              scale, stream);
+                              scale, stream, window);
 }
 
 void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
                            const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream) {
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim == 64)
     launch_flash<int8_t, 64>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
-                             scale, stream);
+                             scale, stream, window);
   else
     launch_flash<int8_t, 128>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
-                              scale, stream);
+                              scale, stream, window);
 }
 
 }  // namespace exq::cuda

@@ -73,11 +73,12 @@ void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* 
 // Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
 // __half}) that already holds positions [0, start_pos + tokens). q, out: [tokens, heads,
 // head_dim] f32; query t sits at position start_pos + t. head_dim <= kAttentionMaxHeadDim.
+// window > 0: a sliding window, query t sees its `window` latest keys (position - window + 1 on).
 inline constexpr int kAttentionMaxHeadDim = 256;
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            StartPos start, float scale, cudaStream_t stream);
+                            StartPos start, float scale, cudaStream_t stream, int window = 0);
 // Decode (one query token, split over the KV length): attention_decode.h.
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
@@ -86,12 +87,12 @@ void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, 
 bool flash_prefill_supports_head_dim(int head_dim);
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        StartPos start, float scale, cudaStream_t stream);
+                        StartPos start, float scale, cudaStream_t stream, int window = 0);
 // The same over a q8 cache (kv_q8.cu's layout): each tile's codes are loaded into registers one
 // tile ahead and dequantized into the f16 tile buffers.
 void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
                            const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream);
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0);
 
 // ---- matmul.cu ----------------------------------------------------------------------------
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,

@@ -143,6 +143,9 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
       return g;
     };
     LayerGpu G;
+    // A window as long as the cache changes nothing: the kernels' plain paths.
+    const int64_t window = config.window_of(static_cast<int64_t>(l));
+    G.window = window < capacity ? static_cast<int>(window) : 0;
     G.attn_norm = upload_f32(L.attn_norm);
     G.ffn_norm = upload_f32(L.ffn_norm);
     if (config.qk_norm) {
@@ -269,13 +272,13 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
       if (q8()) {  // appended as codes, attended as they read back (tensor cores, any length)
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
-        gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s);
+        gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window);
       } else {
         gpu::kv_append(v.k, v.v, kc, vc, start, s);
         if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
-          gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s);
+          gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s, L.window);
         else
-          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s);
+          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s, L.window);
       }
     }
     L.o->forward(sc, v.att2, v.proj, s);

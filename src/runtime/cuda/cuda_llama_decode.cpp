@@ -27,7 +27,7 @@ gpu::DecodeAttention<C> CudaLlama::Impl::decode_args(const LayerGpu& L, const Vi
       .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
       .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
       .max_keys = static_cast<int>(capacity), .scale = scale(),
-      .rot_half = static_cast<int>(cos.view().dim(1)), .pdl = pdl};
+      .rot_half = static_cast<int>(cos.view().dim(1)), .window = L.window, .pdl = pdl};
   if constexpr (std::is_same_v<C, int8_t>) {
     a.k_scale = static_cast<__half*>(L.k_scale.raw());
     a.v_scale = static_cast<__half*>(L.v_scale.raw());

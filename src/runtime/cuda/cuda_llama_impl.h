@@ -32,6 +32,7 @@ inline size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(b
 struct LayerGpu {
   gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
   gpu::DeviceTensor q_norm, k_norm;       // qwen3: [head_dim] F32 (each head of q, k), else empty
+  int window = 0;                         // sliding-window attention: its latest keys; 0: all
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
   gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
   gpu::DeviceTensor k_scale, v_scale;  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]

@@ -204,6 +204,11 @@ test::TinySpec partial(test::TinySpec s) {
   return s;
 }
 
+test::TinySpec windowed(test::TinySpec s, int64_t window) {
+  s.window = window;
+  return s;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaLlamaTiny,
     ::testing::Values(Case{"f16_bias", spec(DType::F16, false, true, false, 1), DType::F16, 5e-3},
@@ -249,7 +254,21 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"phi3_partial_exl2_hd64", partial(spec(DType::F16, true, false, false, 19, 64, false, true)),
                            DType::F16, 5e-3},
                       Case{"phi3_partial_f16_hd128_q8",
-                           partial(spec(DType::F16, false, false, true, 20, 128, false, true)), DType::I8, 5e-3}),
+                           partial(spec(DType::F16, false, false, true, 20, 128, false, true)), DType::I8, 5e-3},
+                      // Sliding windows (17 prompt tokens, 20 steps: both cross them): tensor-core
+                      // prefill and decode (EXL2 hd64), the f32 kernels (f32 cache), q8 with layer
+                      // 0 full and layer 1 windowed (qwen3), SIMT at head_dim 96 (phi3).
+                      Case{"mistral_swa5_exl2_hd64", windowed(spec(DType::F16, true, false, false, 21, 64), 5),
+                           DType::F16, 5e-3},
+                      Case{"mistral_swa7_kvf32", windowed(spec(DType::F16, false, false, false, 22), 7), DType::F32,
+                           5e-3},
+                      // q8: keys rounded to int8 from slightly different GPU / CPU activations
+                      // flip a code now and then (the q8 cases' 2-4e-3); over 6 keys such a flip
+                      // averages out less (5.3e-3 on the H200, run 3).
+                      Case{"qwen3_swa6_exl2_hd64_q8",
+                           windowed(spec(DType::F16, true, false, false, 23, 64, true), 6), DType::I8, 8e-3},
+                      Case{"phi3_swa9_f16_hd96", windowed(spec(DType::F16, false, false, false, 24, 96, false, true), 9),
+                           DType::F16, 5e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {

@@ -40,6 +40,9 @@ struct TinySpec {
   // gate/up stored fused as qkv_proj and gate_up_proj. No biases.
   bool phi3 = false;
   double partial_rotary = 1.0;  // phi3: partial_rotary_factor (Phi-4-mini: 0.75)
+  // Sliding-window attention of this many keys: phi3 on every layer, qwen3 from layer 1 on
+  // (use_sliding_window, max_window_layers 1), else model_type mistral on every layer.
+  int64_t window = 0;
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -78,6 +81,15 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
       lf.push_back(1.0 + 0.9 * static_cast<double>(i % 5));
     }
     c["rope_scaling"] = {{"type", "longrope"}, {"short_factor", sf}, {"long_factor", lf}};
+  }
+  if (s.window > 0) {
+    c["sliding_window"] = s.window;
+    if (s.qwen3) {
+      c["use_sliding_window"] = true;
+      c["max_window_layers"] = 1;
+    } else if (!s.phi3) {
+      c["model_type"] = "mistral";
+    }
   }
   return c;
 }
