@@ -39,6 +39,7 @@ struct ServeArgs {
   LoraFlags lora;
   bool no_prompt_cache = false;
   int parallel = 1;
+  bool metrics = false;
   DraftFlags draft;
 };
 
@@ -82,6 +83,7 @@ void run_serve(const ServeArgs& a) {
   ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft, a.parallel);
   sm.max_context = session.max_context();
   sm.parallel = session.parallel();
+  sm.metrics = a.metrics;
   sm.device = session.device_name();
   const bool cache = !a.no_prompt_cache;
   sm.generate = [&session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o, bool reuse,
@@ -149,6 +151,8 @@ void add_serve(CLI::App& app) {
                   "--ctx-size positions; their tokens run through the model together (up to 8 a pass on a GPU)")
       ->capture_default_str();
   a->draft.add(*cmd);
+  cmd->add_flag("--metrics", a->metrics, "serve GET /metrics (Prometheus text: token counts and rates, requests "
+                                         "running and waiting; llama.cpp's names under exq:)");
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache,
                 "run every prompt whole (by default a prompt that begins with the last request's "
                 "prompt and answer, as a chat's next turn does, runs only its new tokens)");

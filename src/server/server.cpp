@@ -60,8 +60,39 @@ struct Server::Impl {
   std::mutex generate_mutex;  // one generation at a time on the model, unless model.parallel > 1
   // Holds generate_mutex when the model runs one generation at a time.
   std::unique_lock<std::mutex> model_lock() {
-    return model.parallel > 1 ? std::unique_lock<std::mutex>() : std::unique_lock<std::mutex>(generate_mutex);
+    if (model.parallel > 1) return {};
+    ++deferred;  // waiting for the model (/metrics' requests_deferred)
+    std::unique_lock<std::mutex> lock(generate_mutex);
+    --deferred;
+    return lock;
   }
+
+  // /metrics: totals over finished generations, and requests now running or waiting.
+  struct Counters {
+    int64_t prompt_tokens = 0, predicted_tokens = 0, decode_steps = 0, generations = 0;
+    double prompt_seconds = 0.0, predicted_seconds = 0.0;
+  };
+  std::mutex counters_mu;
+  Counters counters;
+  std::atomic<int> processing{0}, deferred{0};
+  void count(const runtime::GenerateResult& r) {
+    const std::lock_guard<std::mutex> lock(counters_mu);
+    counters.prompt_tokens += r.prompt_tokens - r.cached_tokens;
+    counters.prompt_seconds += r.prefill_seconds;
+    counters.predicted_tokens += r.generated_tokens;
+    counters.predicted_seconds += r.decode_seconds;
+    counters.decode_steps += r.decode_steps;
+    ++counters.generations;
+  }
+  // Counts a request as processing while it lives.
+  struct Processing {
+    std::atomic<int>& n;
+    explicit Processing(std::atomic<int>& c) : n(c) { ++n; }
+    ~Processing() { --n; }
+    Processing(const Processing&) = delete;
+    Processing& operator=(const Processing&) = delete;
+  };
+  std::string metrics_text();
   std::atomic<uint64_t> next_id{1};
   std::once_flag vocab_once;  // the grammar vocabulary is built by the first request with a grammar
   std::shared_ptr<const runtime::TokenVocab> vocab;
@@ -230,6 +261,7 @@ struct Server::Impl {
     Usage usage{static_cast<int64_t>(job.prompt.size())};
     try {
       const std::unique_lock<std::mutex> lock = model_lock();
+      const Processing busy(processing);
       for (int i = 0; i < job.request.n; ++i) choices.push_back(run_choice(job, i, usage));
     } catch (const Error& e) {
       send_json(res, 500, error_body(e.message(), "server_error"));
@@ -256,6 +288,7 @@ struct Server::Impl {
         });
     text += stops.finish();
     add_usage(usage, result, i);
+    count(result);
     Choice c;
     c.finish_reason = finish_reason(result, stops.stopped());
     if (job.request.logprobs >= 0) {
@@ -301,6 +334,7 @@ struct Server::Impl {
       Usage usage{static_cast<int64_t>(j.prompt.size())};
       try {
         const std::unique_lock<std::mutex> lock = model_lock();
+        const Processing busy(processing);
         for (int i = 0; i < j.request.n && open; ++i) {  // choice after choice
           StopMatcher stops(j.request.stop);
           // With tools, text that may be a call is held back until the answer ends.
@@ -328,6 +362,7 @@ struct Server::Impl {
           };
           const runtime::GenerateResult r = model.generate(j.prompt, options, j.request.cache_prompt, on_piece);
           add_usage(usage, r, i);
+          count(r);
           if (open) send_text(pass(stops.finish()));
           const char* reason = finish_reason(r, stops.stopped());
           if (open && gate && gate->holding()) {
@@ -357,6 +392,36 @@ struct Server::Impl {
     });
   }
 };
+
+// Prometheus' text format with llama.cpp's metric names under exq's prefix (llamacpp:x is exq:x).
+std::string Server::Impl::metrics_text() {
+  Counters c;
+  {
+    const std::lock_guard<std::mutex> lock(counters_mu);
+    c = counters;
+  }
+  std::string out;
+  auto metric = [&out](const char* name, const char* type, const char* help, double value) {
+    out += fmt::format("# HELP exq:{} {}\n# TYPE exq:{} {}\nexq:{} {}\n", name, help, name, type, name, value);
+  };
+  const auto per_s = [](double n, double s) { return s > 0.0 ? n / s : 0.0; };
+  metric("prompt_tokens_total", "counter", "Prompt tokens run (those reused from the prompt cache excluded).",
+         static_cast<double>(c.prompt_tokens));
+  metric("prompt_seconds_total", "counter", "Prompt processing time.", c.prompt_seconds);
+  metric("tokens_predicted_total", "counter", "Generated tokens.", static_cast<double>(c.predicted_tokens));
+  metric("tokens_predicted_seconds_total", "counter", "Generation time after the prompt.", c.predicted_seconds);
+  metric("n_decode_total", "counter", "Model passes after the prompts (single tokens or draft checks).",
+         static_cast<double>(c.decode_steps));
+  metric("generations_total", "counter", "Finished generations (a request's choices count apart).",
+         static_cast<double>(c.generations));
+  metric("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
+         per_s(static_cast<double>(c.prompt_tokens), c.prompt_seconds));
+  metric("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
+         per_s(static_cast<double>(c.predicted_tokens), c.predicted_seconds));
+  metric("requests_processing", "gauge", "Completion requests being served.", processing.load());
+  metric("requests_deferred", "gauge", "Completion requests waiting for the model.", deferred.load());
+  return out;
+}
 
 Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
   EXQ_CHECK(model.tokenizer != nullptr && model.generate, "serve: a tokenizer and a model are required");
@@ -399,6 +464,28 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
   m.http.Post("/v1/chat/completions", [&m](const httplib::Request& req, httplib::Response& res) {
     m.complete(req, res, Endpoint::ChatCompletions);
   });
+  // llama.cpp's /props: what its web UI and clients read for the context and the template.
+  m.http.Get("/props", [&m](const httplib::Request&, httplib::Response& res) {
+    const runtime::SamplerConfig& sc = m.model.sampler;
+    const json params = {{"n_predict", m.model.default_max_tokens}, {"temperature", sc.temperature},
+                         {"top_k", sc.top_k}, {"top_p", sc.top_p}, {"min_p", sc.min_p},
+                         {"repeat_penalty", sc.repetition_penalty}};
+    send_json(res, 200,
+              {{"default_generation_settings", {{"n_ctx", m.model.max_context}, {"params", params}}},
+               {"total_slots", m.model.parallel},
+               {"model_alias", m.model.id},
+               {"chat_template", m.model.chat_template},
+               {"bos_token", m.model.bos_token},
+               {"eos_token", m.model.eos_token},
+               {"build_info", "exq"}});
+  });
+  m.http.Get("/metrics", [&m](const httplib::Request&, httplib::Response& res) {
+    if (!m.model.metrics) {
+      send_json(res, 501, error_body("metrics are off: start exq serve with --metrics", "not_supported_error"));
+      return;
+    }
+    res.set_content(m.metrics_text(), "text/plain; version=0.0.4");
+  });
   m.http.Post("/tokenize", [&m](const httplib::Request& req, httplib::Response& res) { m.tokenize(req, res); });
   m.http.Post("/detokenize", [&m](const httplib::Request& req, httplib::Response& res) { m.detokenize(req, res); });
   // Unknown routes and methods: an OpenAI-style JSON error instead of an empty page.
@@ -406,7 +493,7 @@ Server::Server(ServerModel model) : impl_(std::make_unique<Impl>()) {
     if (!res.body.empty()) return;
     std::string msg = res.status == 404
                           ? fmt::format("no route {} {} (see /v1/models, /v1/completions, "
-                                        "/v1/chat/completions, /tokenize, /detokenize)",
+                                        "/v1/chat/completions, /tokenize, /detokenize, /props, /metrics)",
                                         req.method, req.path)
                           : fmt::format("HTTP {}", res.status);
     // cpp-httplib refuses form-encoded bodies over 8 KB before routing; curl -d sends JSON so.

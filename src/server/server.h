@@ -1,6 +1,8 @@
 // `exq serve`: an HTTP server with OpenAI's API over one loaded model (cpp-httplib).
 // Routes: GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions (both
-// with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize.
+// with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize,
+// GET /props (context, slots, default sampling, chat template) and GET /metrics (Prometheus
+// text; with ServerModel::metrics, as llama.cpp's --metrics).
 // Requests are checked and tokenized on the server's worker threads; generations run one at a
 // time on the model (later ones wait), or up to ServerModel::parallel at once.
 #pragma once
@@ -43,6 +45,7 @@ struct ServerModel {
   // Generations at once: with more than 1, `generate` must be thread-safe (it may wait for a
   // free context itself); with 1 the server runs one at a time.
   int parallel = 1;
+  bool metrics = false;  // serve GET /metrics (else it answers 501, as llama.cpp without --metrics)
   GenerateFn generate;
 };
 

@@ -128,7 +128,7 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   EXPECT_EQ(stop_serve(drafted), 0) << read_file(err);
 
   // --parallel 2: two requests at once, the same answer as alone; /health reports the count.
-  const Child par = start_serve(dir, err, {"--max-tokens", "5", "-np", "2"});
+  const Child par = start_serve(dir, err, {"--max-tokens", "5", "-np", "2", "--metrics"});
   ASSERT_GT(par.port, 0) << read_file(err);
   EXPECT_NE(read_file(err).find("x 2 parallel sequences"), std::string::npos) << read_file(err);
   json both[2];
@@ -148,6 +148,14 @@ TEST(CliServe, AnswersOverHttpAndStopsOnSigterm) {
   auto health = c4.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(json::parse(health->body)["parallel"], 2);
+  // --metrics: the two generations of 5 tokens counted; /props shows the two slots.
+  auto metrics = c4.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("\nexq:tokens_predicted_total 10\n"), std::string::npos) << metrics->body;
+  auto props = c4.Get("/props");
+  ASSERT_TRUE(props);
+  EXPECT_EQ(json::parse(props->body)["total_slots"], 2);
   EXPECT_EQ(stop_serve(par), 0) << read_file(err);
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -127,6 +128,115 @@ TEST_F(ServerFake, ModelsAndHealth) {
   res = s.client().Get("/health");
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body)["device"], "fake");
+}
+
+// llama.cpp's /props: the context, slots, default sampling and the chat template.
+TEST_F(ServerFake, PropsAsLlamaCpp) {
+  ServerModel m = model(300);
+  m.parallel = 1;
+  Running s(std::move(m));
+  auto res = s.client().Get("/props");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  const json p = json::parse(res->body);
+  EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 300);
+  EXPECT_EQ(p["default_generation_settings"]["params"]["n_predict"], 100);
+  EXPECT_FLOAT_EQ(p["default_generation_settings"]["params"]["temperature"].get<float>(), 0.6f);
+  EXPECT_EQ(p["total_slots"], 1);
+  EXPECT_EQ(p["model_alias"], "smol");
+  EXPECT_EQ(p["chat_template"], tc_.chat_template);
+  EXPECT_EQ(p["eos_token"], tc_.eos_token);
+}
+
+// /metrics: 501 unless enabled; then Prometheus text whose counters follow the generations
+// (the fake reports 5 tokens each, a prompt with 3 cached tokens when asked to reuse).
+TEST_F(ServerFake, MetricsCountGenerations) {
+  {
+    Running off(model());
+    auto res = off.client().Get("/metrics");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 501);
+    EXPECT_NE(json::parse(res->body)["error"]["message"].get<std::string>().find("--metrics"), std::string::npos);
+  }
+  ServerModel m = model();
+  m.metrics = true;
+  m.generate = [this](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                      const runtime::TextCallback& cb) {
+    runtime::GenerateResult r = fake_.generate(p, o, reuse, cb);
+    r.prefill_seconds = 0.5;
+    r.decode_seconds = 2.0;
+    r.decode_steps = r.generated_tokens - 1;
+    return r;
+  };
+  Running s(std::move(m));
+  auto value = [&](const std::string& name) {
+    auto res = s.client().Get("/metrics");
+    EXPECT_TRUE(res && res->status == 200);
+    EXPECT_NE(res->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+    const std::string key = "\nexq:" + name + " ";
+    const size_t at = res->body.find(key);
+    EXPECT_NE(at, std::string::npos) << name << "\n" << res->body;
+    EXPECT_NE(res->body.find("# TYPE exq:" + name + " "), std::string::npos) << name;
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + key.size()));
+  };
+  EXPECT_EQ(value("tokens_predicted_total"), 0.0);
+  const std::string prompt = "The quick brown fox";
+  const auto n = static_cast<double>(tok_->encode(prompt, false).size());
+  Reply r = post(s, "/v1/completions", json{{"prompt", prompt}, {"cache_prompt", false}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  r = post(s, "/v1/completions", json{{"prompt", prompt}, {"cache_prompt", true}, {"n", 2}}.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(value("generations_total"), 3.0);
+  EXPECT_EQ(value("tokens_predicted_total"), 15.0);
+  EXPECT_EQ(value("prompt_tokens_total"), n + 2 * (n - 3));  // the reused prompts ran 3 tokens fewer
+  EXPECT_EQ(value("prompt_seconds_total"), 1.5);
+  EXPECT_EQ(value("tokens_predicted_seconds_total"), 6.0);
+  EXPECT_EQ(value("predicted_tokens_seconds"), 2.5);
+  EXPECT_EQ(value("n_decode_total"), 12.0);
+  EXPECT_EQ(value("requests_processing"), 0.0);
+  EXPECT_EQ(value("requests_deferred"), 0.0);
+}
+
+// The gauges while one generation holds the model and a second request waits for it.
+TEST_F(ServerFake, MetricsShowRunningAndWaitingRequests) {
+  ServerModel m = model();
+  m.metrics = true;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  m.generate = [&](std::span<const int32_t> p, const runtime::GenerateOptions& o, bool reuse,
+                   const runtime::TextCallback& cb) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return release; });
+    return fake_.generate(p, o, reuse, cb);
+  };
+  Running s(std::move(m));
+  auto gauges = [&] {
+    auto res = s.client().Get("/metrics");
+    const std::string b = res ? res->body : "";
+    auto at = [&](const std::string& name) {
+      const size_t i = b.find("\nexq:" + name + " ");
+      return i == std::string::npos ? -1 : std::stoi(b.substr(i + name.size() + 6));
+    };
+    return std::pair{at("requests_processing"), at("requests_deferred")};
+  };
+  const std::string body = json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump();
+  std::thread a([&] { EXPECT_EQ(post(s, "/v1/completions", body).status, 200); });
+  std::thread b([&] { EXPECT_EQ(post(s, "/v1/completions", body).status, 200); });
+  std::pair<int, int> seen{-1, -1};
+  for (int i = 0; i < 500 && seen != std::pair{1, 1}; ++i) {
+    seen = gauges();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(seen, (std::pair{1, 1}));  // one generating, one waiting
+  {
+    const std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  a.join();
+  b.join();
+  EXPECT_EQ(gauges(), (std::pair{0, 0}));
 }
 
 TEST_F(ServerFake, ChatCompletionUsesTheTemplateAndStopsAtAStopString) {
