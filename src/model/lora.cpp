@@ -189,8 +189,30 @@ Tensor merge_lora(const TensorView& w, const LoraPair& p, double scale, const st
   return m;
 }
 
-void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
+namespace {
+
+// The loaded linear a base weight name targets ("model.layers.3.self_attn.q_proj.weight", or
+// "lm_head.weight" when the head is not tied), or null.
+std::unique_ptr<Linear>* linear_slot(LlamaWeights& w, const std::string& target) {
   static const std::regex kLayer(R"(model\.layers\.(\d{1,6})\.(self_attn|mlp)\.([a-z_]+)\.weight)");
+  if (target == "lm_head.weight") return w.head_tied ? nullptr : &w.head;
+  std::smatch m;
+  if (!std::regex_match(target, m, kLayer)) return nullptr;
+  const size_t l = std::stoul(m[1].str());
+  if (l >= w.layers.size()) return nullptr;
+  LayerWeights& L = w.layers[l];
+  const std::string part = m[2].str() + "." + m[3].str();
+  for (auto& [name, ptr] : {std::pair{"self_attn.q_proj", &L.q}, std::pair{"self_attn.k_proj", &L.k},
+                            std::pair{"self_attn.v_proj", &L.v}, std::pair{"self_attn.o_proj", &L.o},
+                            std::pair{"mlp.gate_proj", &L.gate}, std::pair{"mlp.up_proj", &L.up},
+                            std::pair{"mlp.down_proj", &L.down}})
+    if (part == name) return ptr;
+  return nullptr;
+}
+
+}  // namespace
+
+void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
   const std::string file = (ad.dir / "adapter_model.safetensors").string();
   // phi3's fused targets (qkv_proj, gate_up_proj) merge as their parts, each with its rows of B.
   std::vector<std::pair<std::string, LoraPair>> targets;
@@ -202,16 +224,11 @@ void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
       continue;
     }
     std::vector<int64_t> rows;
-    std::smatch m;
-    if (std::regex_match(target, m, kLayer) && std::stoul(m[1].str()) < w.layers.size())
-      for (size_t i = 0; i < parts.size(); ++i) {
-        const LayerWeights& L = w.layers[std::stoul(m[1].str())];
-        const Linear* lin = parts.size() == 3 ? (i == 0 ? L.q : i == 1 ? L.k : L.v).get() : (i == 0 ? L.gate : L.up).get();
-        rows.push_back(lin->out_features());
-      }
+    for (const std::string& part : parts)
+      if (const std::unique_ptr<Linear>* slot = linear_slot(w, part + ".weight")) rows.push_back((*slot)->out_features());
     int64_t total = 0;
     for (int64_t r : rows) total += r;
-    if (rows.empty() || p.b.rank() != 2 || p.b.dim(0) != total)
+    if (rows.size() != parts.size() || p.b.rank() != 2 || p.b.dim(0) != total)
       throw Error(fmt::format("LoRA: lora_B {} does not fit the fused layer ({} rows)", shape_str(p.b.shape()), total),
                   ErrorContext{.file = file, .tensor = target});
     int64_t at = 0;
@@ -221,22 +238,7 @@ void merge_lora(LlamaWeights& w, const LoraAdapter& ad) {
     }
   }
   for (const auto& [target, p] : targets) {
-    std::unique_ptr<Linear>* slot = nullptr;
-    std::smatch m;
-    if (target == "lm_head.weight" && !w.head_tied) {
-      slot = &w.head;
-    } else if (std::regex_match(target, m, kLayer)) {
-      const size_t l = std::stoul(m[1].str());
-      if (l < w.layers.size()) {
-        LayerWeights& L = w.layers[l];
-        const std::string part = m[2].str() + "." + m[3].str();
-        for (auto& [name, ptr] : {std::pair{"self_attn.q_proj", &L.q}, std::pair{"self_attn.k_proj", &L.k},
-                                  std::pair{"self_attn.v_proj", &L.v}, std::pair{"self_attn.o_proj", &L.o},
-                                  std::pair{"mlp.gate_proj", &L.gate}, std::pair{"mlp.up_proj", &L.up},
-                                  std::pair{"mlp.down_proj", &L.down}})
-          if (part == name) slot = ptr;
-      }
-    }
+    std::unique_ptr<Linear>* slot = linear_slot(w, target);
     if (!slot)
       throw Error("the adapter targets a weight that is not a linear layer of this model (lm_head only when untied)",
                   ErrorContext{.file = file, .tensor = target});

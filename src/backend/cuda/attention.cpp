@@ -16,7 +16,8 @@ struct AttentionDims {
 // Shared checks of prefill and decode; returns the kernel dimensions.
 // q, out against a checked cache pair.
 AttentionDims check_queries(const char* op, const DeviceView& q, const DeviceView& k_cache, const DeviceView& out,
-                            int start_pos) {
+                            int start_pos, int window) {
+  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   check_dtype(q, DType::F32, op, "q");
   check_rank(q, 3, op, "q");
   check_dense(q, op, "q");
@@ -39,9 +40,9 @@ AttentionDims check_queries(const char* op, const DeviceView& q, const DeviceVie
 }
 
 AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
-                              const DeviceView& v_cache, const DeviceView& out, int start_pos) {
+                              const DeviceView& v_cache, const DeviceView& out, int start_pos, int window) {
   check_kv_cache_pair(k_cache, v_cache, op);
-  return check_queries(op, q, k_cache, out, start_pos);
+  return check_queries(op, q, k_cache, out, start_pos, window);
 }
 
 }  // namespace
@@ -53,8 +54,7 @@ bool attention_supports(DType cache, int64_t head_dim) {
 
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                        const DeviceView& out, StartPos start, float scale, cudaStream_t stream, int window) {
-  EXQ_CHECK(window >= 0, "cuda attention_prefill: window {} is negative", window);
-  const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start.host);
+  const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start.host, window);
   if (k_cache.dtype() == DType::F16)
     attention_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                            static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
@@ -73,8 +73,7 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
                             float scale, cudaStream_t stream, int window) {
   constexpr const char* op = "attention_prefill_fast";
-  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
-  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host);
+  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host, window);
   EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
             "cuda {}: needs an F16 cache and head_dim 64 or 128, got {} and {}", op,
             dtype_name(k_cache.dtype()), d.head_dim);
@@ -91,12 +90,11 @@ void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const 
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
                           StartPos start, float scale, cudaStream_t stream, int window) {
   constexpr const char* op = "attention_prefill_q8";
-  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   check_q8_cache(k_cache, k_scale, op, "key");
   check_q8_cache(v_cache, v_scale, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
             shape_str(v_cache.shape()));
-  const AttentionDims d = check_queries(op, q, k_cache, out, start.host);
+  const AttentionDims d = check_queries(op, q, k_cache, out, start.host, window);
   EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
@@ -111,8 +109,7 @@ void attention_decode(const DeviceView& q, const DeviceView& k_cache, const Devi
                       const DeviceView& out, int start_pos, float scale,
                       const DeviceView& workspace, cudaStream_t stream, int splits, int window) {
   constexpr const char* op = "attention_decode";
-  EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
-  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos);
+  const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos, window);
   EXQ_CHECK(d.tokens == 1, "cuda attention_decode: q must hold one token, got shape {}",
             shape_str(q.shape()));
   check_dtype(workspace, DType::F32, op, "workspace");

@@ -72,9 +72,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int t_last = min(t0 + kQTile, tokens) - 1;
   const int kv_end = start_pos + t_last + 1;  // keys this block's last query can see
-  // A sliding window: query p sees keys from p - window + 1; the block's first query the earliest.
-  auto first_key = [&](int p) { return window > 0 ? max(0, p - window + 1) : 0; };
-  const int kv_begin = first_key(start_pos + t0) / kKTile * kKTile;
+  // A sliding window: the block's first query sees the earliest keys.
+  const int kv_begin = window_first_key(start_pos + t0, window) / kKTile * kKTile;
   const C* k_head = k_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
   const C* v_head = v_cache + static_cast<size_t>(kv_head) * capacity * head_dim;
 
@@ -96,7 +95,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int qq = 0; qq < kQPerWarp; ++qq) {
       const int qi = warp * kQPerWarp + qq;
-      const int pos = start_pos + t0 + qi, lo = first_key(pos);
+      const int pos = start_pos + t0 + qi, lo = window_first_key(pos, window);
       // Warp-uniform; a tile the query sees at least one key of keeps the max finite.
       if (t0 + qi >= tokens || k0 > pos || k0 + kKTile <= lo) continue;
       const int key = k0 + lane;

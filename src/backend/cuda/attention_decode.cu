@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const int lo = a.window > 0 ? max(0, kv_len - a.window) : 0;  // a sliding window's first key
+  const int lo = window_first_key(pos, a.window);
   const SplitKeys sk = split_keys(kv_len - lo, splits, kSplitAlign, split);
   if (split >= sk.used) return;
   const int k0 = lo + sk.k0, k1 = lo + sk.k1, used = sk.used;

@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   if (!early) pdl_wait();
   const int pos = a.position_ptr ? *a.position_ptr : a.position;
   const int kv_len = pos + 1;
-  const int lo = a.window > 0 ? max(0, kv_len - a.window) : 0;  // a sliding window's first key
+  const int lo = window_first_key(pos, a.window);
   const int n_keys = kv_len - lo;
   // Up to kSingleSplitKeys keys stay in one block per kv head: the split merge (an atomic and a
   // second read of the states after the last block is known) sits on the decode chain and

@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kFlashThreads)
   // A sliding window: query p sees keys from p - window + 1 on. Tiles before the block's first
   // query's first key are skipped; keys below a row's first are masked while a tile may hold
   // some (up to the block's last query's first key, w_end).
-  const int j0 = window > 0 ? max(0, q_pos0 - window + 1) / kBlockN : 0;
+  const int j0 = window_first_key(q_pos0, window) / kBlockN;
   const int w_end = window > 0 ? q_pos0 + kBlockM - window : 0;
   const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
   const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;

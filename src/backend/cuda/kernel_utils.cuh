@@ -76,4 +76,10 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 
 inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
 
+// The first key a query at `pos` attends with a sliding window of `window` keys (itself included);
+// 0 without a window. The rule of every attention kernel (and of cpu::attention).
+__device__ __forceinline__ int window_first_key(int pos, int window) {
+  return window > 0 ? max(0, pos - window + 1) : 0;
+}
+
 }  // namespace exq::cuda
