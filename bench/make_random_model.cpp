@@ -39,6 +39,7 @@ struct Args {
   double rope_theta = 100000.0, rms_eps = 1e-5;
   bool tied = false;
   bool phi3 = false;  // model_type phi3: q/k/v as one qkv_proj, gate/up as one gate_up_proj
+  int gemma = 0;      // 2: gemma2, 3: gemma3_text (four norms a layer, stored as w for 1 + w)
   uint64_t seed = 1234;
   double std = 0.02, outlier_fraction = 0.005, outlier_scale = 8.0, shard_gb = 4.0;
 };
@@ -48,6 +49,9 @@ constexpr const char* kUsage = R"(Usage: make_random_model --out DIR --tokenizer
   --rope-theta X --rms-eps X --max-position N     shape (defaults: SmolLM2-135M's)
   --tied | --untied                               tie lm_head to the embedding (default untied)
   --phi3                                          model_type phi3 (fused qkv_proj and gate_up_proj)
+  --gemma 2|3                                     model_type gemma2 (softcaps 50 / 30, every other layer a
+                                                  window of 4096) or gemma3_text (q/k norms, 5 of 6 layers a
+                                                  window of 1024, local rotary base 10000); GeGLU, tied head
   --seed N --std X --outlier-fraction X --outlier-scale X   weight distribution
   --shard-gb X                                    shard cap in GB (default 4))";
 
@@ -91,6 +95,7 @@ Args parse(int argc, char** argv) {
     else if (o == "--tied") a.tied = true;
     else if (o == "--untied") a.tied = false;
     else if (o == "--phi3") a.phi3 = true;
+    else if (o == "--gemma") a.gemma = static_cast<int>(integer(i, o));
     else if (o == "--seed") a.seed = static_cast<uint64_t>(integer(i, o));
     else if (o == "--std") a.std = num(i, o);
     else if (o == "--outlier-fraction") a.outlier_fraction = num(i, o);
@@ -101,6 +106,9 @@ Args parse(int argc, char** argv) {
   if (a.out.empty() || a.tokenizer_from.empty())
     throw exq::Error(fmt::format("--out and --tokenizer-from are required\n{}", kUsage));
   if (a.head_dim == 0 && a.heads > 0) a.head_dim = a.hidden / a.heads;
+  EXQ_CHECK(a.gemma == 0 || a.gemma == 2 || a.gemma == 3, "--gemma: 2 or 3, got {}", a.gemma);
+  EXQ_CHECK(a.gemma == 0 || !a.phi3, "--gemma and --phi3 exclude each other");
+  if (a.gemma > 0) a.tied = true;
   EXQ_CHECK(a.hidden > 0 && a.inter > 0 && a.heads > 0 && a.kv_heads > 0 && a.layers > 0 &&
                 a.vocab > 0 && a.head_dim > 0 && a.head_dim % 2 == 0 && a.heads % a.kv_heads == 0,
             "bad shape: hidden {} inter {} heads {} kv-heads {} head-dim {} layers {} vocab {}",
@@ -119,7 +127,7 @@ uint64_t splitmix(uint64_t x) {
 
 double unit(uint64_t bits) { return (static_cast<double>(bits >> 11) + 0.5) * 0x1.0p-53; }
 
-enum class Kind { kLinear, kNorm, kEmbedding };
+enum class Kind { kLinear, kNorm, kNormOffset, kEmbedding };  // kNormOffset: gemma's w of 1 + w
 
 struct TensorSpec {
   std::string name;
@@ -131,10 +139,19 @@ struct TensorSpec {
 std::vector<TensorSpec> tensor_list(const Args& a) {
   std::vector<TensorSpec> t;
   const int64_t q = a.heads * a.head_dim, kv = a.kv_heads * a.head_dim, h = a.hidden;
+  const Kind norm = a.gemma > 0 ? Kind::kNormOffset : Kind::kNorm;
   t.push_back({"model.embed_tokens.weight", {a.vocab, h}, Kind::kEmbedding});
   for (int64_t l = 0; l < a.layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
-    t.push_back({p + "input_layernorm.weight", {h}, Kind::kNorm});
+    t.push_back({p + "input_layernorm.weight", {h}, norm});
+    if (a.gemma > 0) {
+      t.push_back({p + "pre_feedforward_layernorm.weight", {h}, norm});
+      t.push_back({p + "post_feedforward_layernorm.weight", {h}, norm});
+    }
+    if (a.gemma == 3) {
+      t.push_back({p + "self_attn.q_norm.weight", {a.head_dim}, norm});
+      t.push_back({p + "self_attn.k_norm.weight", {a.head_dim}, norm});
+    }
     if (a.phi3) {
       t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, h}, Kind::kLinear});
     } else {
@@ -143,7 +160,7 @@ std::vector<TensorSpec> tensor_list(const Args& a) {
       t.push_back({p + "self_attn.v_proj.weight", {kv, h}, Kind::kLinear});
     }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}, Kind::kLinear});
-    t.push_back({p + "post_attention_layernorm.weight", {h}, Kind::kNorm});
+    t.push_back({p + "post_attention_layernorm.weight", {h}, norm});
     if (a.phi3) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * a.inter, h}, Kind::kLinear});
     } else {
@@ -152,7 +169,7 @@ std::vector<TensorSpec> tensor_list(const Args& a) {
     }
     t.push_back({p + "mlp.down_proj.weight", {h, a.inter}, Kind::kLinear});
   }
-  t.push_back({"model.norm.weight", {h}, Kind::kNorm});
+  t.push_back({"model.norm.weight", {h}, norm});
   if (!a.tied) t.push_back({"lm_head.weight", {a.vocab, h}, Kind::kLinear});
   return t;
 }
@@ -175,6 +192,7 @@ class Generator {
     const double u1 = unit(r), u2 = unit(splitmix(r));
     const double n = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
     if (kind_ == Kind::kNorm) return static_cast<float>(1.0 + 0.1 * n);
+    if (kind_ == Kind::kNormOffset) return static_cast<float>(0.1 * n);
     double w = n * a_.std;
     if (kind_ == Kind::kLinear && outlier_[static_cast<size_t>(i % in_)]) w *= a_.outlier_scale;
     return static_cast<float>(w);
@@ -279,6 +297,22 @@ void run(const Args& a) {
     config["model_type"] = "phi3";
     config.erase("attention_bias");
     config.erase("mlp_bias");
+  }
+  if (a.gemma > 0) {
+    config["architectures"] = {a.gemma == 2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
+    config["model_type"] = a.gemma == 2 ? "gemma2" : "gemma3_text";
+    config.erase("hidden_act");
+    config.erase("mlp_bias");
+    config["hidden_activation"] = "gelu_pytorch_tanh";
+    config["query_pre_attn_scalar"] = a.head_dim;
+    config["sliding_window"] = a.gemma == 2 ? 4096 : 1024;
+    if (a.gemma == 2) {
+      config["attn_logit_softcapping"] = 50.0;
+      config["final_logit_softcapping"] = 30.0;
+    } else {
+      config["sliding_window_pattern"] = 6;
+      config["rope_local_base_freq"] = 10000.0;
+    }
   }
   copy_tokenizer(a, config);
 

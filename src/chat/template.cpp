@@ -1,6 +1,7 @@
 #include "chat/template.h"
 
 #include "chat/ast.h"
+#include "chat/builtins.h"
 #include "chat/eval.h"
 #include "chat/parser.h"
 #include "chat/value.h"
@@ -40,7 +41,23 @@ std::string render_chat_with(const Template& t, const Json& messages, bool add_g
     for (auto it = extra.begin(); it != extra.end(); ++it) context[it.key()] = it.value();
   context["messages"] = messages;
   context["add_generation_prompt"] = add_generation_prompt;
-  return t.render(context);
+  try {
+    return t.render(context);
+  } catch (const RaisedError&) {
+    // Templates without a system role (Gemma 2, Mistral v0.1) raise on one: as llama.cpp does,
+    // its text then opens the first user message, separated by a blank line.
+    if (messages.size() < 2 || !messages[0].is_object() || !messages[1].is_object() ||
+        messages[0].value("role", "") != "system" || messages[1].value("role", "") != "user" ||
+        !messages[0].contains("content") || !messages[0]["content"].is_string() ||
+        !messages[1].contains("content") || !messages[1]["content"].is_string())
+      throw;
+    Json merged = Json::array();
+    for (size_t i = 1; i < messages.size(); ++i) merged.push_back(messages[i]);
+    merged[0]["content"] =
+        messages[0]["content"].template get<std::string>() + "\n\n" + messages[1]["content"].template get<std::string>();
+    context["messages"] = merged;
+    return t.render(context);
+  }
 }
 
 }  // namespace

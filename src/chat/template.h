@@ -38,7 +38,9 @@ class Template {
 };
 
 // messages: JSON array of {role, content, ...}. The context holds bos_token, eos_token, then
-// extra's keys (which may override those two), then messages and add_generation_prompt.
+// extra's keys (which may override those two), then messages and add_generation_prompt. A
+// template that raises on a leading system message (Gemma 2's) gets it prepended to the first
+// user message's content with a blank line between, as llama.cpp renders it.
 std::string render_chat(const Template& t, const nlohmann::json& messages, bool add_generation_prompt,
                         const std::string& bos_token, const std::string& eos_token,
                         const nlohmann::json& extra = nlohmann::json::object());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -80,6 +81,7 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c, bool fused) 
 json rope_json(const io::ModelConfig& c) {
   const io::RopeScaling& rs = c.rope_scaling;
   json r = {{"theta", c.rope_theta}, {"rotary_dim", c.rope_dim()}};
+  if (c.rope_local_theta > 0.0) r["local_theta"] = c.rope_local_theta;  // gemma3's sliding layers
   switch (rs.type) {
     case io::RopeScalingType::None: r["scaling"] = "none"; break;
     case io::RopeScalingType::Linear:
@@ -247,6 +249,10 @@ json build_info(const fs::path& dir) {
       {"torch_dtype", c.torch_dtype ? json(std::string(dtype_name(*c.torch_dtype))) : json(nullptr)},
       {"rope", rope_json(c)},
       {"sliding_window", sliding_json(c)},
+      {"activation", io::activation_name(c.activation)},
+      {"attention_scale", c.attention_scale()},
+      {"attn_logit_softcapping", c.attn_softcap > 0.0 ? json(c.attn_softcap) : json(nullptr)},
+      {"final_logit_softcapping", c.final_softcap > 0.0 ? json(c.final_softcap) : json(nullptr)},
       {"parameters", params},
       {"tensors", count},
       {"dtypes", dtype_counts},
@@ -325,6 +331,8 @@ void print_info(const json& j) {
     rope += fmt::format(" (attention factor {:.4f}; short factors up to a context of {}, long ones above): context {}",
                         sc["attention_factor"].get<double>(), sc["original_max_position_embeddings"].get<int64_t>(),
                         j["context_length"].get<int64_t>());
+  if (j["rope"].contains("local_theta"))
+    rope += fmt::format("; sliding-window layers theta {}, no scaling", j["rope"]["local_theta"].get<double>());
   if (sc.is_object() && sc["type"] == "yarn")
     rope += fmt::format(" (original context {}, attention factor {:.4f}): context {}",
                         sc["original_max_position_embeddings"].get<int64_t>(), sc["attention_factor"].get<double>(),
@@ -352,6 +360,15 @@ void print_info(const json& j) {
       }
     fmt::print("attention:     sliding window of {} keys on {} of {} layers\n", window, windowed, sw.size());
   }
+  // gemma: GeGLU, a scale apart from 1/sqrt(head_dim), softcaps.
+  if (j["activation"] != "silu") fmt::print("mlp:           {} (GeGLU)\n", j["activation"].get<std::string>());
+  const double head_scale = 1.0 / std::sqrt(static_cast<double>(j["head_dim"].get<int64_t>()));
+  if (std::fabs(j["attention_scale"].get<double>() - head_scale) > 1e-12 * head_scale)
+    fmt::print("scores:        scaled by {:.6g} (query_pre_attn_scalar)\n", j["attention_scale"].get<double>());
+  if (!j["attn_logit_softcapping"].is_null())
+    fmt::print("softcap:       attention scores at {}\n", j["attn_logit_softcapping"].get<double>());
+  if (!j["final_logit_softcapping"].is_null())
+    fmt::print("softcap:       logits at {}\n", j["final_logit_softcapping"].get<double>());
   fmt::print("norm eps:      {}\n", j["rms_norm_eps"].get<double>());
   fmt::print("quantization:  {}\n", quantization_text(j["quantization"]));
   print_layer_bits(j["quantization"]);

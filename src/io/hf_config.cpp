@@ -117,7 +117,7 @@ RopeScaling read_rope_scaling(const Reader& r, const std::string& obj = "rope_sc
     t = r.find(*v, "type");
     if (t) key = obj + ".type";
   }
-  if (!t && obj == "rope_parameters") return rs;
+  if (!t && obj.starts_with("rope_parameters")) return rs;
   if (!t) r.fail(obj + ".rope_type", "missing");
   if (!t->is_string()) r.fail(key, fmt::format("expected a string, got {}", Reader::brief(*t)));
   const std::string type = t->get<std::string>();
@@ -223,8 +223,9 @@ void read_longrope(const Reader& r, ModelConfig& c) {
 
 // transformers: mistral and phi3 window every layer; qwen2 / qwen3 only with use_sliding_window
 // and from layer max_window_layers on; transformers 5's layer_types names each layer's kind.
+// gemma2 alternates sliding and full layers, gemma3 makes every sliding_window_pattern-th full.
 void read_sliding_window(const Reader& r, ModelConfig& c) {
-  if (c.model_type == "llama") return;
+  if (c.model_type == "llama" || c.model_type == "gemma") return;
   const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
   if (qwen && !r.opt_bool("use_sliding_window", false)) return;
   const json* w = r.find(r.root(), "sliding_window");
@@ -246,9 +247,35 @@ void read_sliding_window(const Reader& r, ModelConfig& c) {
   } else if (qwen) {
     const int64_t from = r.opt_int("max_window_layers", c.num_hidden_layers, 0, kMaxLayers);
     for (size_t l = 0; l < layers && static_cast<int64_t>(l) < from; ++l) c.layer_window[l] = 0;
+  } else if (c.model_type == "gemma2" || c.model_type == "gemma3_text") {
+    const int64_t pattern = c.model_type == "gemma2" ? 2 : r.opt_int("sliding_window_pattern", 6, 1, kMaxLayers);
+    for (size_t l = 0; l < layers; ++l)
+      if ((static_cast<int64_t>(l) + 1) % pattern == 0) c.layer_window[l] = 0;
   }
   if (std::all_of(c.layer_window.begin(), c.layer_window.end(), [](int64_t x) { return x == 0; }))
     c.layer_window.clear();
+}
+
+// gemma2 / gemma3 read hidden_activation, gemma hidden_activation when set, else hidden_act (its
+// legacy "gelu" meaning the tanh approximation, as transformers and llama.cpp run it); the
+// others hidden_act.
+Activation read_activation(const Reader& r, const std::string& type) {
+  const bool gemma = type.starts_with("gemma");
+  const json* ha = gemma ? r.find(r.root(), "hidden_activation") : nullptr;
+  const std::string key = ha && !ha->is_null() ? "hidden_activation" : "hidden_act";
+  const std::string act = r.opt_str(key, gemma ? "gelu_pytorch_tanh" : "silu");
+  if (act == "silu" || act == "swish") return Activation::Silu;
+  if (gemma && (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu")) return Activation::GeluTanh;
+  r.fail(key, fmt::format("unsupported activation '{}' ({})", act,
+                          gemma ? "silu, gelu_pytorch_tanh, gelu_new or gelu" : "only silu"));
+}
+
+// gemma2 / gemma3: null turns a softcap off.
+double read_softcap(const Reader& r, const char* key, double def) {
+  const auto it = r.root().find(key);
+  if (it == r.root().end()) return def;
+  if (it->is_null()) return 0.0;
+  return r.number(*it, key, 1e-3, 1e6);
 }
 
 std::optional<DType> read_torch_dtype(const Reader& r) {
@@ -272,13 +299,15 @@ ModelConfig read_config(const json& root, const std::string& file) {
   if (!mt) r.fail("model_type", "missing");
   if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
   c.model_type = mt->get<std::string>();
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3" && c.model_type != "phi3")
-    r.fail("model_type",
-           fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3 or phi3)", c.model_type));
-
-  const std::string act = r.opt_str("hidden_act", "silu");
-  if (act != "silu") r.fail("hidden_act", fmt::format("unsupported activation '{}' (only silu)", act));
+  if (c.model_type == "gemma3")
+    r.fail("model_type", "gemma3 (the multimodal Gemma 3 checkpoints, text_config and a vision tower) is not "
+                         "supported; gemma3_text (Gemma 3 1B, or a text-only export) is");
+  const bool gemma = c.model_type.starts_with("gemma");
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
+      c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text")
+    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2 "
+                                     "or gemma3_text)", c.model_type));
+  c.activation = read_activation(r, c.model_type);
 
   c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
   c.intermediate_size = r.req_int("intermediate_size", 1, kMaxIntermediate);
@@ -301,14 +330,42 @@ ModelConfig read_config(const json& root, const std::string& file) {
     r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dimensions, which must be even "
                                                 "and at least 2", prf, c.head_dim, c.rotary_dim));
 
-  const int64_t default_positions = c.model_type == "llama"     ? 2048
-                                    : c.model_type == "mistral" ? 131072
-                                    : c.model_type == "qwen3"   ? 40960
-                                    : c.model_type == "phi3"    ? 4096
-                                                                : 32768;
+  const int64_t default_positions = c.model_type == "llama"         ? 2048
+                                    : c.model_type == "mistral"     ? 131072
+                                    : c.model_type == "qwen3"       ? 40960
+                                    : c.model_type == "phi3"        ? 4096
+                                    : c.model_type == "gemma3_text" ? 131072
+                                    : gemma                         ? 8192
+                                                                    : 32768;
   c.max_position_embeddings = r.opt_int("max_position_embeddings", default_positions, 1, kMaxPositions);
   c.rms_norm_eps = r.opt_num("rms_norm_eps", 1e-6, 1e-12, 0.5);
-  if (const json* rp = r.find(root, "rope_parameters"); rp && !r.find(root, "rope_scaling")) {
+  const json* rp = r.find(root, "rope_parameters");
+  if (c.model_type == "gemma3_text" && (!rp || !r.find(*rp, "full_attention"))) {
+    c.rope_local_theta = r.opt_num("rope_local_base_freq", 10000.0, 1.0, 1e12);
+  }
+  if (c.model_type == "gemma3_text" && rp && r.find(*rp, "full_attention")) {
+    // transformers 5: {"sliding_attention": {...}, "full_attention": {...}}, theta in each.
+    for (const char* kind : {"full_attention", "sliding_attention"}) {
+      const std::string obj = std::string("rope_parameters.") + kind;
+      const json sub = json{{obj, r.find(*rp, kind) ? (*rp)[kind] : json::object()}};
+      const Reader sr(sub, file);
+      const RopeScaling rs = read_rope_scaling(sr, obj);
+      const json* t = sub[obj].is_object() ? sr.find(sub[obj], "rope_theta") : nullptr;
+      const bool full = std::string(kind) == "full_attention";
+      const double theta = t ? sr.number(*t, obj + ".rope_theta", 1.0, 1e12) : full ? 1e6 : 1e4;
+      if (full) {
+        c.rope_theta = theta;
+        c.rope_scaling = rs;
+      } else {
+        if (rs.type != RopeScalingType::None)
+          r.fail(obj + ".rope_type", "rotary scaling of the sliding-window layers is not supported");
+        c.rope_local_theta = theta;
+      }
+    }
+  } else if (c.model_type == "gemma3_text") {
+    c.rope_theta = r.opt_num("rope_theta", 1e6, 1.0, 1e12);
+    c.rope_scaling = read_rope_scaling(r, r.find(root, "rope_scaling") ? "rope_scaling" : "rope_parameters");
+  } else if (rp && !r.find(root, "rope_scaling")) {
     const json* t = r.find(*rp, "rope_theta");
     c.rope_theta = t ? r.number(*t, "rope_parameters.rope_theta", 1.0, 1e12)
                      : r.opt_num("rope_theta", 10000.0, 1.0, 1e12);
@@ -332,8 +389,21 @@ ModelConfig read_config(const json& root, const std::string& file) {
     c.mlp_bias = r.opt_bool("mlp_bias", false);
   } else if (c.model_type == "phi3") {
     c.fused_projections = true;  // no biases in Phi3ForCausalLM
+  } else if (gemma) {
+    c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
+    c.norm_plus_one = c.embed_scale = true;
+    if (c.model_type != "gemma") {
+      c.sandwich_norms = true;
+      c.query_pre_attn_scalar = r.opt_num("query_pre_attn_scalar", 256.0, 1e-6, 1e9);
+      c.final_softcap = read_softcap(r, "final_logit_softcapping", c.model_type == "gemma2" ? 30.0 : 0.0);
+    }
+    // transformers applies the attention softcap for gemma2 only (gemma3's field is unused).
+    if (c.model_type == "gemma2") c.attn_softcap = read_softcap(r, "attn_logit_softcapping", 50.0);
+    c.qk_norm = c.model_type == "gemma3_text";
+    if (r.opt_bool("use_bidirectional_attention", false))
+      r.fail("use_bidirectional_attention", "bidirectional attention (an embedding model) is not supported");
   }
-  c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", false);
+  c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", gemma);
   read_sliding_window(r, c);
 
   if (const json* b = r.find(root, "bos_token_id"))
@@ -366,6 +436,18 @@ const char* rope_scaling_name(RopeScalingType type) {
     case RopeScalingType::LongRope: return "longrope";
   }
   return "?";
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::Silu: return "silu";
+    case Activation::GeluTanh: return "gelu_pytorch_tanh";
+  }
+  return "?";
+}
+
+double ModelConfig::attention_scale() const {
+  return 1.0 / std::sqrt(query_pre_attn_scalar > 0.0 ? query_pre_attn_scalar : static_cast<double>(head_dim));
 }
 
 int64_t ModelConfig::context_length() const {

@@ -18,6 +18,10 @@ namespace exq::io {
 
 enum class RopeScalingType { None, Linear, Llama3, Yarn, LongRope };
 
+// The MLP's gate activation: silu (SwiGLU), or gemma's tanh-approximated GELU (GeGLU).
+enum class Activation { Silu, GeluTanh };
+const char* activation_name(Activation a);
+
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
   double factor = 1.0;                     // linear, llama3 and yarn; longrope: context / original
@@ -44,7 +48,7 @@ struct RopeScaling {
 const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
-  std::string model_type;  // "llama", "mistral", "qwen2", "qwen3" or "phi3"
+  std::string model_type;  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2" or "gemma3_text"
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -63,6 +67,23 @@ struct ModelConfig {
   bool attention_out_bias = false;  // llama and qwen3 attention_bias
   bool qk_norm = false;             // qwen3: RMSNorm of each head of q and k before rotary
   bool mlp_bias = false;            // llama mlp_bias
+  Activation activation = Activation::Silu;
+  // gemma: RMSNorm weights are stored as w and multiply by 1 + w (the loaders add the 1 in f32);
+  // the embedding is scaled by sqrt(hidden_size) rounded to the table's dtype.
+  bool norm_plus_one = false;
+  bool embed_scale = false;
+  // gemma2 / gemma3: the attention and MLP outputs are RMS-normed before the residual add
+  // (post_attention_layernorm, post_feedforward_layernorm), the MLP input by
+  // pre_feedforward_layernorm.
+  bool sandwich_norms = false;
+  // Attention scores are scaled by query_pre_attn_scalar^-0.5 when > 0 (gemma2 / gemma3), else
+  // head_dim^-0.5; then softcapped, s = cap * tanh(s / cap), when attn_softcap > 0 (gemma2).
+  double query_pre_attn_scalar = 0.0;
+  double attn_softcap = 0.0;
+  double final_softcap = 0.0;  // the logits: cap * tanh(logits / cap) (gemma2)
+  // gemma3: the sliding-window layers turn with this theta and no scaling (rope_local_base_freq,
+  // or rope_parameters.sliding_attention); 0: every layer uses rope_theta / rope_scaling.
+  double rope_local_theta = 0.0;
   // Sliding-window attention: layer l's queries see the layer_window[l] latest keys, themselves
   // included (transformers' and llama.cpp's rule); 0, or an empty list, attends to the whole
   // context. mistral and phi3 `sliding_window` (every layer); qwen2 / qwen3 with
@@ -84,6 +105,9 @@ struct ModelConfig {
   // more (as vLLM derives it: Qwen2.5 / Qwen3 with factor 4 reach 131072).
   int64_t context_length() const;
   int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+  double attention_scale() const;
+  // gemma3: layer l turns with the local theta (it is a sliding-window layer).
+  bool local_rope(int64_t layer) const { return rope_local_theta > 0.0 && window_of(layer) > 0; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };

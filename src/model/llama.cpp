@@ -29,6 +29,10 @@ void LlamaModel::init_rope() {
   rope_long_ = rope_uses_long_factors(config_, n);
   rope_scale_ = rope_attention_factor(config_);
   rope_ = cpu::make_rope_table(inv_freq_, n, rope_scale_);
+  if (config_.rope_local_theta > 0.0) {
+    inv_freq_local_ = rope_inv_freq(local_rope_config(config_), n);
+    rope_local_ = cpu::make_rope_table(inv_freq_local_, n, 1.0f);
+  }
 }
 
 void LlamaModel::set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings) {
@@ -104,6 +108,9 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   }
   if (rope_.positions() < end)
     rope_ = cpu::make_rope_table(inv_freq_, std::max(end, 2 * rope_.positions()), rope_scale_);
+  if (!inv_freq_local_.empty() && rope_local_.positions() < end)
+    rope_local_ = cpu::make_rope_table(inv_freq_local_, std::max(end, 2 * rope_local_.positions()), 1.0f);
+  const float att_scale = static_cast<float>(c.attention_scale()), softcap = static_cast<float>(c.attn_softcap);
 
   Tensor x(DType::F32, {T, hidden});        // residual stream
   Tensor xn(DType::F32, {T, hidden});       // normed input of a sublayer
@@ -121,8 +128,10 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   const TensorView att2 = att.view().reshape({T, H * D});
 
   cpu::embedding(weights_.embed, tokens, x);  // x [T, hidden]
+  if (c.embed_scale) cpu::scale_inplace(x, embedding_scale(c, weights_.embed.dtype()));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    const cpu::RopeTable& rope = c.local_rope(l) ? rope_local_ : rope_;
     if (capture_) capture_(static_cast<int>(l), x);
     // Attention. One cache: new keys/values go straight into its rows start..start+T-1.
     const int64_t start = caches[0]->length();
@@ -137,33 +146,38 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
       cpu::rms_norm(k_new.reshape({T * KVH, D}), w.k_norm, eps, k_new.reshape({T * KVH, D}));
     }
     if (!batch) {
-      cpu::apply_rotary(q, rope_, start);
-      cpu::apply_rotary(k_new, rope_, start);
+      cpu::apply_rotary(q, rope, start);
+      cpu::apply_rotary(k_new, rope, start);
       caches[0]->finish_rows(l, start, start + T);
-      cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att, c.window_of(l));  // att [T, H, D]
+      cpu::attention(q, caches[0]->keys(l), caches[0]->values(l), start, att, c.window_of(l), att_scale,
+                     softcap);  // att [T, H, D]
     } else {
       for (int64_t r = 0; r < T; ++r) {
         const KvCache& cache = *caches[static_cast<size_t>(r)];
         const int64_t pos = cache.length();
         const TensorView qr = q.view().slice0(r, r + 1), kr = k_new.slice0(r, r + 1);
-        cpu::apply_rotary(qr, rope_, pos);
-        cpu::apply_rotary(kr, rope_, pos);
+        cpu::apply_rotary(qr, rope, pos);
+        cpu::apply_rotary(kr, rope, pos);
         const auto row_bytes = static_cast<size_t>(KVH * D) * sizeof(float);
         std::memcpy(cache.keys(l).slice0(pos, pos + 1).data<float>(), kr.data<float>(), row_bytes);
         std::memcpy(cache.values(l).slice0(pos, pos + 1).data<float>(), v_new.slice0(r, r + 1).data<float>(),
                     row_bytes);
         cache.finish_rows(l, pos, pos + 1);
-        cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1), c.window_of(l));
+        cpu::attention(qr, cache.keys(l), cache.values(l), pos, att.view().slice0(r, r + 1), c.window_of(l),
+                       att_scale, softcap);
       }
     }
     w.o->forward(att2, proj);                                             // proj [T, hidden]
+    if (!w.post_attn_norm.empty()) cpu::rms_norm(proj, w.post_attn_norm, eps, proj);  // gemma2 / 3
     cpu::add_inplace(x, proj);
-    // MLP: down(silu(gate(xn)) * up(xn)).
+    // MLP: down(act(gate(xn)) * up(xn)), act silu or gemma's gelu.
     cpu::rms_norm(x, w.ffn_norm, eps, xn);
     w.gate->forward(xn, gate);                                            // [T, inter]
     w.up->forward(xn, up);                                                // [T, inter]
-    cpu::swiglu(gate, up, gate);
+    if (c.activation == io::Activation::Silu) cpu::swiglu(gate, up, gate);
+    else cpu::geglu(gate, up, gate);
     w.down->forward(gate, proj);                                          // [T, hidden]
+    if (!w.post_ffn_norm.empty()) cpu::rms_norm(proj, w.post_ffn_norm, eps, proj);
     cpu::add_inplace(x, proj);
   }
   for (KvCache* cache : caches) cache->commit(cache->length() + (batch ? 1 : T));
@@ -173,6 +187,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   const TensorView rows = all_logits ? x.view() : x.view().slice0(T - 1, T);
   Tensor logits(DType::F32, {rows.dim(0), c.vocab_size});               // [T or 1, vocab]
   weights_.head->forward(rows, logits);
+  if (c.final_softcap > 0.0) cpu::softcap_inplace(logits, static_cast<float>(c.final_softcap));
   return logits;
 }
 

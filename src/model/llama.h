@@ -65,6 +65,8 @@ class LlamaModel {
   float rope_scale_ = 1.0f;      // YaRN's / longrope's attention factor on cos / sin
   bool rope_long_ = false;       // longrope: inv_freq_ holds the long factors' frequencies
   cpu::RopeTable rope_;          // cos/sin [positions, head_dim / 2], grown on demand
+  cpu::RopeTable rope_local_;    // gemma3's sliding-window layers (rope_local_theta), else empty
+  std::vector<float> inv_freq_local_;
   std::function<void(int, const TensorView&)> capture_;
   KvQuant kv_quant_ = KvQuant::kNone;
 };

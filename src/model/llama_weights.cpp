@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
+#include "core/half.h"
+
 #include "io/exl2.h"
 #include "model/exl2_linear.h"
 
@@ -22,6 +26,30 @@ std::vector<std::string> fused_linear_parts(const std::string& key) {
   return {};
 }
 
+NormNames norm_names(const io::ModelConfig& c) {
+  if (c.sandwich_norms)
+    return {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"};
+  return {"input_layernorm", nullptr, "post_attention_layernorm", nullptr};
+}
+
+Tensor norm_weight(const io::ModelConfig& c, const TensorView& stored) {
+  Tensor w = to_f32(stored);
+  if (c.norm_plus_one)
+    for (float& x : w.span<float>()) x += 1.0f;  // transformers: 1.0 + weight.float()
+  return w;
+}
+
+float embedding_scale(const io::ModelConfig& c, DType table) {
+  if (!c.embed_scale) return 1.0f;
+  // The dtype transformers loads the model in: config.json's, which an EXL2 folder keeps while
+  // its embedding is stored as fp16.
+  if (c.torch_dtype) table = *c.torch_dtype;
+  const auto s = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  if (table == DType::F16) return half_to_float(float_to_half(s));
+  if (table == DType::BF16) return bf16_to_float(float_to_bf16(s));
+  return s;
+}
+
 namespace {
 
 // Index of the first NaN/Inf or -1. 16-bit floats are tested on their bits (all-ones
@@ -40,8 +68,8 @@ int64_t first_non_finite(const TensorView& t) {
 
 class Loader {
  public:
-  Loader(const io::SafetensorsModel& files, std::filesystem::path dir)
-      : files_(files), dir_(std::move(dir)) {}
+  Loader(const io::SafetensorsModel& files, std::filesystem::path dir, const io::ModelConfig& config)
+      : files_(files), dir_(std::move(dir)), config_(config) {}
 
   // The named tensor, checked for existence, shape, a float dtype and finite values.
   TensorView get(const std::string& name, const Shape& shape) const {
@@ -56,7 +84,7 @@ class Loader {
     return t;
   }
 
-  Tensor norm(const std::string& name, int64_t n) const { return to_f32(get(name, {n})); }
+  Tensor norm(const std::string& name, int64_t n) const { return norm_weight(config_, get(name, {n})); }
 
   // KEY.q_weight makes an EXL2 layer, KEY.qweight is GPTQ (rejected), else KEY.weight.
   std::unique_ptr<Linear> linear(const std::string& prefix, int64_t out, int64_t in, bool bias) const {
@@ -127,6 +155,7 @@ class Loader {
  private:
   const io::SafetensorsModel& files_;
   std::filesystem::path dir_;
+  const io::ModelConfig& config_;
 };
 
 // Unquantized or EXL2 (whose layers may also be plain); other methods need kernels exq lacks.
@@ -152,13 +181,14 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
   LlamaWeights w;
   check_quantization(c, dir);
   w.files = io::SafetensorsModel::open(dir);
-  const Loader ld(w.files, dir);
+  const Loader ld(w.files, dir, c);
+  const NormNames nn = norm_names(c);
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
   w.embed = ld.get("model.embed_tokens.weight", {c.vocab_size, hidden});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerWeights L;
-    L.attn_norm = ld.norm(p + "input_layernorm.weight", hidden);
+    L.attn_norm = ld.norm(p + nn.attn + ".weight", hidden);
     if (c.fused_projections) {
       auto qkv = ld.fused(p, kFusedLinears[0], {c.q_dim(), c.kv_dim(), c.kv_dim()}, hidden);
       L.q = std::move(qkv[0]);
@@ -174,7 +204,11 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
       L.q_norm = ld.norm(p + "self_attn.q_norm.weight", c.head_dim);
       L.k_norm = ld.norm(p + "self_attn.k_norm.weight", c.head_dim);
     }
-    L.ffn_norm = ld.norm(p + "post_attention_layernorm.weight", hidden);
+    L.ffn_norm = ld.norm(p + nn.ffn + ".weight", hidden);
+    if (nn.post_attn) {
+      L.post_attn_norm = ld.norm(p + nn.post_attn + ".weight", hidden);
+      L.post_ffn_norm = ld.norm(p + nn.post_ffn + ".weight", hidden);
+    }
     if (c.fused_projections) {
       auto gate_up = ld.fused(p, kFusedLinears[1], {inter, inter}, hidden);
       L.gate = std::move(gate_up[0]);

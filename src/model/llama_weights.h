@@ -25,7 +25,10 @@ struct LayerWeights {
   std::unique_ptr<Linear> v;      // self_attn.v_proj [kv_heads * head_dim, hidden] (+ bias)
   std::unique_ptr<Linear> o;      // self_attn.o_proj [hidden, heads * head_dim]
   Tensor q_norm, k_norm;          // qwen3: self_attn.q_norm / k_norm [head_dim] F32, else empty
-  Tensor ffn_norm;                // post_attention_layernorm [hidden] F32
+  Tensor ffn_norm;                // post_attention_layernorm [hidden] F32 (gemma2 / 3: pre_feedforward_layernorm)
+  // gemma2 / gemma3 (sandwich_norms): post_attention_layernorm and post_feedforward_layernorm,
+  // applied to the attention and MLP outputs before the residual add; else empty.
+  Tensor post_attn_norm, post_ffn_norm;
   std::unique_ptr<Linear> gate;   // mlp.gate_proj [intermediate, hidden]
   std::unique_ptr<Linear> up;     // mlp.up_proj [intermediate, hidden]
   std::unique_ptr<Linear> down;   // mlp.down_proj [hidden, intermediate]
@@ -41,6 +44,22 @@ extern const FusedLinear kFusedLinears[2];  // qkv_proj, gate_up_proj
 // "model.layers.3.self_attn.qkv_proj" -> its parts' full names ("model.layers.3.self_attn.q_proj",
 // ...); empty for any other name.
 std::vector<std::string> fused_linear_parts(const std::string& key);
+
+// A layer's RMSNorm tensors ("model.layers.N." + name + ".weight") for the config: the norm
+// before attention, after it (sandwich_norms, else null), before the MLP and after it (or null).
+struct NormNames {
+  const char* attn;
+  const char* post_attn;
+  const char* ffn;
+  const char* post_ffn;
+};
+NormNames norm_names(const io::ModelConfig& config);
+// An RMSNorm weight as the model multiplies by it, F32: w, or 1 + w for gemma (norm_plus_one).
+Tensor norm_weight(const io::ModelConfig& config, const TensorView& stored);
+
+// gemma (embed_scale): sqrt(hidden_size) rounded to the model's dtype (config.json's torch_dtype,
+// else the embedding table's), as transformers multiplies the looked-up rows; else 1.
+float embedding_scale(const io::ModelConfig& config, DType table);
 
 struct LlamaWeights {
   io::SafetensorsModel files;     // owns the mappings every view below points into

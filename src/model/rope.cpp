@@ -143,4 +143,11 @@ cpu::RopeTable rope_table(const io::ModelConfig& config, int64_t positions) {
   return cpu::make_rope_table(rope_inv_freq(config, positions), positions, rope_attention_factor(config));
 }
 
+io::ModelConfig local_rope_config(const io::ModelConfig& c) {
+  io::ModelConfig local = c;
+  local.rope_theta = c.rope_local_theta;
+  local.rope_scaling = io::RopeScaling{};
+  return local;
+}
+
 }  // namespace exq::model

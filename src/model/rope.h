@@ -20,6 +20,8 @@ bool rope_uses_long_factors(const io::ModelConfig& config, int64_t context);
 // The factor cos and sin are multiplied by: 1 but for YaRN (0.1 ln(factor) + 1 by default) and
 // longrope (sqrt(1 + ln(factor) / ln(original)) by default).
 float rope_attention_factor(const io::ModelConfig& config);
+// gemma3's sliding-window layers: the config with rope_local_theta and no scaling.
+io::ModelConfig local_rope_config(const io::ModelConfig& config);
 // cos / sin of the config's rotary for positions [0, positions), `positions` being the context.
 cpu::RopeTable rope_table(const io::ModelConfig& config, int64_t positions);
 

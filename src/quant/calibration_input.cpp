@@ -172,7 +172,8 @@ CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tok
 }
 
 Tensor embed_calibration_rows(const TensorView& embed_table, std::span<const int32_t> ids,
-                              int64_t rows, int64_t length, const ProgressFn& progress) {
+                              int64_t rows, int64_t length, const ProgressFn& progress,
+                              float scale) {
   EXQ_CHECK(embed_table.rank() == 2 && rows > 0 && length > 0 &&
                 static_cast<int64_t>(ids.size()) == rows * length,
             "calibration: {} ids for {} rows x {} tokens", ids.size(), rows, length);
@@ -182,7 +183,7 @@ Tensor embed_calibration_rows(const TensorView& embed_table, std::span<const int
   for (int64_t r = 0; r < rows; ++r) {
     const Tensor row = embed_rows(embed_table, ids.subspan(static_cast<size_t>(r * length),
                                                            static_cast<size_t>(length)),
-                                  1, length);
+                                  1, length, scale);
     std::copy(row.data<float>(), row.data<float>() + length * hidden,
               out.data<float>() + r * length * hidden);
     if (progress) progress(r + 1, rows);

@@ -39,9 +39,11 @@ CalibrationRows self_sampled_rows(model::LlamaModel& model, const tokenizer::Tok
                                   const ProgressFn& progress = {});
 
 // embed_rows (quant/module_forward.h) one row at a time: F32 [rows, length, hidden], the same
-// values; progress (optional) gets the rows embedded so far.
+// values (times `scale`: gemma's model::embedding_scale); progress (optional) gets the rows
+// embedded so far.
 Tensor embed_calibration_rows(const TensorView& embed_table, std::span<const int32_t> ids,
-                              int64_t rows, int64_t length, const ProgressFn& progress = {});
+                              int64_t rows, int64_t length, const ProgressFn& progress = {},
+                              float scale = 1.0f);
 
 // Describes the calibration source for config.json: file names joined by ", ", or
 // "(self-sampled)".

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/llama_weights.h"
 
 namespace exq::quant {
 
@@ -32,7 +33,8 @@ LayerMeasureResult measure_layers(const std::filesystem::path& model_dir,
             "measure: layers must be ascending within 0..{}", config.num_hidden_layers - 1);
 
   const int64_t R = calibration.rows, T = calibration.length;
-  Tensor states = embed_rows(files.get("model.embed_tokens.weight"), calibration.ids, R, T);
+  const TensorView embed = files.get("model.embed_tokens.weight");
+  Tensor states = embed_rows(embed, calibration.ids, R, T, model::embedding_scale(config, embed.dtype()));
   Tensor mid(DType::F32, {R, T, config.hidden_size});
   ModuleForward fwd(config, T);
   LayerMeasureResult out;

@@ -55,6 +55,14 @@ Tensor load_f32(const io::SafetensorsModel& files, const std::string& name, cons
   return widen_f32(t, use_pool);
 }
 
+// An RMSNorm weight as the model multiplies by it (model::norm_weight: gemma's 1 + w).
+Tensor load_norm(const io::SafetensorsModel& files, const io::ModelConfig& c,
+                 const std::string& name, int64_t n, int64_t layer, bool use_pool) {
+  Tensor w = load_f32(files, name, {n}, layer, use_pool);
+  if (!c.norm_plus_one) return w;
+  return model::norm_weight(c, w);
+}
+
 Tensor load_bias(const io::SafetensorsModel& files, const std::string& name, int64_t out,
                  int64_t layer, bool use_pool) {
   if (!files.contains(name)) return {};
@@ -71,9 +79,14 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
 #define EXQ_MULTIVERSION \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
-EXQ_MULTIVERSION void softmax_row(float* r, int64_t n, float scale) {
+// Scales (and softcaps, when softcap > 0) then softmaxes a row, as cpu::attention does.
+EXQ_MULTIVERSION void softmax_row(float* r, int64_t n, float scale, float softcap) {
   float mx = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, r[j] *= scale);
+  if (softcap > 0.0f)
+    for (int64_t j = 0; j < n; ++j)
+      mx = std::max(mx, r[j] = softcap * std::tanh(r[j] * scale / softcap));
+  else
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, r[j] *= scale);
   float sum = 0.0f;
   for (int64_t j = 0; j < n; ++j) sum += (r[j] = std::exp(r[j] - mx));
   const float inv = 1.0f / sum;
@@ -87,9 +100,9 @@ constexpr int64_t kBlock = 64;
 // sees all T keys (cpu::attention's blocked GEMMs without the mask). kc [>= T, D],
 // vt [D, >= T], s [kBlock, >= T] are scratch.
 void attention_unmasked(const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, Tensor& kc, Tensor& vt, Tensor& s) {
+                        const TensorView& out, float scale, float softcap, Tensor& kc, Tensor& vt,
+                        Tensor& s) {
   const int64_t T = q.dim(0), H = q.dim(1), D = q.dim(2), KVH = k.dim(1), group = H / KVH;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const float* qp = q.data<float>();
   const float* kp = k.data<float>();
   const float* vp = v.data<float>();
@@ -113,7 +126,7 @@ void attention_unmasked(const TensorView& q, const TensorView& k, const TensorVi
                             {H * D, 1});
         cpu::matmul(qv, keys, sv);  // S = Q K^T
         parallel_for(rows, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) softmax_row(sv.data<float>() + i * T, T, scale);
+          for (int64_t i = b; i < e; ++i) softmax_row(sv.data<float>() + i * T, T, scale, softcap);
         }, 8);
         const TensorView ov(op + (t0 * H + h) * D, DType::F32, {rows, D}, {H * D, 1});
         cpu::matmul(sv, values, ov);  // O = P V
@@ -130,8 +143,12 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
             layer, c.num_hidden_layers);
   const std::string p = fmt::format("model.layers.{}.", layer);
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const model::NormNames nn = model::norm_names(c);
+  auto norm = [&](const char* name, int64_t n) {
+    return load_norm(files, c, p + name + ".weight", n, layer, use_pool);
+  };
   LayerF32 w;
-  w.attn_norm = load_f32(files, p + "input_layernorm.weight", {hidden}, layer, use_pool);
+  w.attn_norm = norm(nn.attn, hidden);
   // phi3: the rows of the fused qkv_proj / gate_up_proj (the parts' names when stored split).
   auto fused = [&](const model::FusedLinear& f, std::vector<Tensor*> parts, std::vector<int64_t> rows) {
     const std::string key = p + f.fused + ".weight";
@@ -156,10 +173,15 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
   w.v_bias = load_bias(files, p + "self_attn.v_proj.bias", c.kv_dim(), layer, use_pool);
   w.o_bias = load_bias(files, p + "self_attn.o_proj.bias", hidden, layer, use_pool);
   if (c.qk_norm) {
-    w.q_norm = load_f32(files, p + "self_attn.q_norm.weight", {c.head_dim}, layer, use_pool);
-    w.k_norm = load_f32(files, p + "self_attn.k_norm.weight", {c.head_dim}, layer, use_pool);
+    w.q_norm = norm("self_attn.q_norm", c.head_dim);
+    w.k_norm = norm("self_attn.k_norm", c.head_dim);
   }
-  w.ffn_norm = load_f32(files, p + "post_attention_layernorm.weight", {hidden}, layer, use_pool);
+  w.ffn_norm = norm(nn.ffn, hidden);
+  if (nn.post_attn) {
+    w.post_attn_norm = norm(nn.post_attn, hidden);
+    w.post_ffn_norm = norm(nn.post_ffn, hidden);
+  }
+  w.local_rope = c.local_rope(layer);
   fused(model::kFusedLinears[1], {&w.gate, &w.up}, {inter, inter});
   w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer, use_pool);
   w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer, use_pool);
@@ -169,12 +191,14 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
 }
 
 AttnWeights attn_weights(const LayerF32& l) {
-  return AttnWeights{l.attn_norm, l.q,      l.k,      l.v,      l.o,
-                     l.q_bias,    l.k_bias, l.v_bias, l.o_bias, l.q_norm, l.k_norm};
+  return AttnWeights{l.attn_norm, l.q,      l.k,      l.v,        l.o,      l.q_bias,
+                     l.k_bias,    l.v_bias, l.o_bias, l.q_norm,   l.k_norm, l.post_attn_norm,
+                     l.local_rope};
 }
 
 MlpWeights mlp_weights(const LayerF32& l) {
-  return MlpWeights{l.ffn_norm, l.gate, l.up, l.down, l.gate_bias, l.up_bias, l.down_bias};
+  return MlpWeights{l.ffn_norm,  l.gate,    l.up,      l.down,
+                    l.gate_bias, l.up_bias, l.down_bias, l.post_ffn_norm};
 }
 
 ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
@@ -182,6 +206,8 @@ ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
   EXQ_CHECK(max_tokens > 0, "module forward: max_tokens must be positive, got {}", max_tokens);
   const int64_t H = c.num_attention_heads, KVH = c.num_key_value_heads, D = c.head_dim;
   rope_ = model::rope_table(c, max_tokens);
+  if (c.rope_local_theta > 0.0)
+    rope_local_ = model::rope_table(model::local_rope_config(c), max_tokens);
   normed_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
   q_ = Tensor(DType::F32, {max_tokens, H, D});
   k_ = Tensor(DType::F32, {max_tokens, KVH, D});
@@ -221,20 +247,25 @@ void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const T
     cpu::rms_norm(q.reshape({T * H, D}), w.q_norm, eps, q.reshape({T * H, D}));
     cpu::rms_norm(k.reshape({T * KVH, D}), w.k_norm, eps, k.reshape({T * KVH, D}));
   }
-  cpu::apply_rotary(q, rope_, 0);
-  cpu::apply_rotary(k, rope_, 0);
+  EXQ_CHECK(!w.local_rope || !rope_local_.cos.empty(), "attention block: a local rotary layer "
+            "without rope_local_theta");
+  const cpu::RopeTable& rope = w.local_rope ? rope_local_ : rope_;
+  cpu::apply_rotary(q, rope, 0);
+  cpu::apply_rotary(k, rope, 0);
+  const auto scale = static_cast<float>(config_.attention_scale());
+  const auto softcap = static_cast<float>(config_.attn_softcap);
   if (causal) {
-    cpu::attention(q, k, v, 0, att);                        // keys/values of rows 0..T-1
+    cpu::attention(q, k, v, 0, att, 0, scale, softcap);    // keys/values of rows 0..T-1
   } else {
     if (kc_.empty()) {
       kc_ = Tensor(DType::F32, {max_tokens_, D});
       vt_ = Tensor(DType::F32, {D, max_tokens_});
       scores_ = Tensor(DType::F32, {std::min(kBlock, max_tokens_), max_tokens_});
     }
-    attention_unmasked(q, k, v, att, kc_, vt_, scores_);
+    attention_unmasked(q, k, v, att, scale, softcap, kc_, vt_, scores_);
   }
   linear(att.reshape({T, H * D}), w.o, w.o_bias, y);       // y [T, hidden]
-  cpu::add_inplace(y, x);
+  post_norm_residual(w.post_norm, x, y);
 }
 
 void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) {
@@ -249,8 +280,17 @@ void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorVi
   cpu::rms_norm(x, w.norm, static_cast<float>(config_.rms_norm_eps), xn);
   linear(xn, w.gate, w.gate_bias, g);
   linear(xn, w.up, w.up_bias, u);
-  cpu::swiglu(g, u, g);
+  if (config_.activation == io::Activation::GeluTanh)
+    cpu::geglu(g, u, g);
+  else
+    cpu::swiglu(g, u, g);
   linear(g, w.down, w.down_bias, y);                        // y [T, hidden]
+  post_norm_residual(w.post_norm, x, y);
+}
+
+void ModuleForward::post_norm_residual(const TensorView& post_norm, const TensorView& x,
+                                       const TensorView& y) {
+  if (!post_norm.empty()) cpu::rms_norm(y, post_norm, static_cast<float>(config_.rms_norm_eps), y);
   cpu::add_inplace(y, x);
 }
 
@@ -281,13 +321,14 @@ void ModuleForward::mlp_rows(const MlpWeights& w, const TensorView& x, const Ten
 }
 
 Tensor embed_rows(const TensorView& table, std::span<const int32_t> ids, int64_t rows,
-                  int64_t tokens) {
+                  int64_t tokens, float scale) {
   EXQ_CHECK(table.rank() == 2 && rows > 0 && tokens > 0 &&
                 static_cast<int64_t>(ids.size()) == rows * tokens,
             "embed_rows: {} ids for {} rows x {} tokens, table {}", ids.size(), rows, tokens,
             shape_str(table.shape()));
   Tensor out(DType::F32, {rows, tokens, table.dim(1)});
   cpu::embedding(table, ids, out.view().reshape({rows * tokens, table.dim(1)}));
+  if (scale != 1.0f) cpu::scale_inplace(out, scale);  // as the model scales its embedding
   return out;
 }
 

@@ -1,7 +1,9 @@
 // The reference forward of one decoder module, as the converter measures and quantizes it:
 // attention block (RMSNorm, q/k/v, rotary, causal GQA attention, o, residual) and MLP block
-// (RMSNorm, gate/up SwiGLU, down, residual), float32, one calibration row (a whole sequence
-// from position 0) at a time. Weights are plain float32 [out, in] tensors so quantized
+// (RMSNorm, gate/up SwiGLU or GeGLU, down, residual), float32, one calibration row (a whole
+// sequence from position 0) at a time. gemma: norms 1 + w, the config's attention scale and
+// softcap, gemma3's local rotary on its sliding-window layers, gemma2 / 3's output norms before
+// the residual adds. Sliding windows are not applied (calibration rows fit them). Weights are plain float32 [out, in] tensors so quantized
 // candidates (dequantized GPTQ results) drop in for the originals. Same ops and arithmetic as
 // model::LlamaModel's forward, so the states match it bit for bit.
 #pragma once
@@ -19,14 +21,19 @@ namespace exq::quant {
 
 // One decoder layer's weights widened to float32 (HF names and layouts). Biases are empty
 // tensors when the model has none.
+// Norms hold the weight the model multiplies by (gemma: 1 + the stored w).
 struct LayerF32 {
   Tensor attn_norm;                       // input_layernorm [hidden]
   Tensor q, k, v, o;                      // self_attn.*_proj [out, in]
   Tensor q_bias, k_bias, v_bias, o_bias;  // [out] or empty
-  Tensor q_norm, k_norm;                  // qwen3: self_attn.q_norm / k_norm [head_dim], else empty
-  Tensor ffn_norm;                        // post_attention_layernorm [hidden]
+  Tensor q_norm, k_norm;                  // qwen3 / gemma3: self_attn.q_norm / k_norm [head_dim], else empty
+  Tensor ffn_norm;                        // post_attention_layernorm (gemma2 / 3: pre_feedforward_layernorm) [hidden]
   Tensor gate, up, down;                  // mlp.*_proj [out, in]
   Tensor gate_bias, up_bias, down_bias;   // [out] or empty
+  // gemma2 / 3 (sandwich_norms): post_attention_layernorm / post_feedforward_layernorm [hidden],
+  // else empty.
+  Tensor post_attn_norm, post_ffn_norm;
+  bool local_rope = false;                // gemma3: a sliding-window layer (rope_local_theta)
 };
 
 // Reads model.layers.<layer>.* from `files`; shapes are checked against the config and errors
@@ -41,11 +48,14 @@ struct AttnWeights {
   TensorView q, k, v, o;        // [out, in] F32 (or F16/BF16)
   TensorView q_bias, k_bias, v_bias, o_bias;
   TensorView q_norm, k_norm;    // qwen3: [head_dim] each head of q / k is RMS-normed by; else empty
+  TensorView post_norm;         // gemma2 / 3: [hidden] the o_proj output is RMS-normed by; else empty
+  bool local_rope = false;      // gemma3: rotary with rope_local_theta
 };
 struct MlpWeights {
   TensorView norm;              // [hidden]
   TensorView gate, up, down;    // [out, in] F32 (or F16/BF16)
   TensorView gate_bias, up_bias, down_bias;
+  TensorView post_norm;         // gemma2 / 3: [hidden] the down_proj output is RMS-normed by; else empty
 };
 AttnWeights attn_weights(const LayerF32& layer);
 MlpWeights mlp_weights(const LayerF32& layer);
@@ -69,7 +79,7 @@ class ModuleForward {
 
   // Inputs of the linears in the last call, [T, n] views into the scratch (valid until the
   // next call): attention: normed() feeds q/k/v, attn_out() feeds o; MLP: normed() feeds
-  // gate/up, act() (silu(gate) * up) feeds down.
+  // gate/up, act() (silu(gate) * up, or gelu_tanh(gate) * up) feeds down.
   TensorView normed() const;
   TensorView attn_out() const;
   TensorView act() const;
@@ -80,20 +90,25 @@ class ModuleForward {
   void mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y);
 
  private:
+  // y = y + x, with y RMS-normed by post_norm first when it is not empty (gemma2 / 3).
+  void post_norm_residual(const TensorView& post_norm, const TensorView& x, const TensorView& y);
+
   io::ModelConfig config_;
   int64_t max_tokens_;
   int64_t tokens_ = 0;      // T of the last call
   cpu::RopeTable rope_;     // [max_tokens, head_dim / 2]
+  cpu::RopeTable rope_local_;  // gemma3's sliding-window layers, else empty
   Tensor normed_;           // [max_tokens, hidden]
   Tensor q_;                // [max_tokens, heads, head_dim]
   Tensor k_, v_;            // [max_tokens, kv_heads, head_dim]
   Tensor att_;              // [max_tokens, heads, head_dim]
   Tensor kc_, vt_, scores_; // non-causal attention: one kv head's K, V^T, a block of scores
-  Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as silu(gate) * up
+  Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as act(gate) * up
 };
 
-// Embeddings of token rows: ids [rows * tokens] -> F32 [rows, tokens, hidden].
+// Embeddings of token rows: ids [rows * tokens] -> F32 [rows, tokens, hidden], times `scale`
+// when it is not 1 (gemma: model::embedding_scale).
 Tensor embed_rows(const TensorView& embed_table, std::span<const int32_t> ids, int64_t rows,
-                  int64_t tokens);
+                  int64_t tokens, float scale = 1.0f);
 
 }  // namespace exq::quant

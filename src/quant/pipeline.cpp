@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/llama_weights.h"
 #include "quant/calibration_input.h"
 #include "quant/compile.h"
 #include "quant/measure.h"
@@ -374,8 +375,9 @@ void run_conversion(const ConvertOptions& options) {
     auto embed = [&] {
       ProgressBar bar("embed", "Embedding calibration rows", "rows", progress.json(),
                       {{"pass", pass == Pass::kMeasure ? "measure" : "quant"}});
-      Tensor x = embed_calibration_rows(files.get("model.embed_tokens.weight"), ids.span<int32_t>(),
-                                        ids.dim(0), ids.dim(1), bar.callback());
+      const TensorView table = files.get("model.embed_tokens.weight");
+      Tensor x = embed_calibration_rows(table, ids.span<int32_t>(), ids.dim(0), ids.dim(1), bar.callback(),
+                                        model::embedding_scale(config, table.dtype()));
       bar.finish();
       return store.adopt(std::move(x));
     };
@@ -524,7 +526,9 @@ void run_conversion(const ConvertOptions& options) {
         if (tied) {
           out.fields["head"] = "tied to the embedding, kept as FP16";
         } else {
-          q = engine->quantize_head(x, files.get("model.norm.weight"),
+          // The final norm as the model multiplies by it (gemma: 1 + w).
+          const Tensor final_norm = model::norm_weight(config, files.get("model.norm.weight"));
+          q = engine->quantize_head(x, final_norm,
                                     files.get("lm_head.weight"),
                                     static_cast<float>(config.rms_norm_eps), a.head_bits);
         }

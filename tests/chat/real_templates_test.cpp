@@ -52,6 +52,43 @@ TEST(RenderChat, ExtraContextReachesTheTemplate) {
   EXPECT_EQ(render_chat(t, nlohmann::json::array(), true, "<s>", "</s>", extra), "<B>hey0True");
 }
 
+// Gemma 2 style: no system role (raise_exception), "model" for the assistant, |trim.
+constexpr const char* kGemma2Template =
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}";
+
+TEST(RenderChat, SystemMessageOpensTheFirstUserTurnWhereTheTemplateRefusesIt) {
+  const Template t(kGemma2Template);
+  const auto msgs = nlohmann::json::parse(
+      R"([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+          {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye "}])");
+  EXPECT_EQ(render_chat(t, msgs, true, "<bos>", "<eos>"),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+            "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n");
+  // Without a system message nothing changes; other refusals still reach the caller.
+  EXPECT_EQ(render_chat(t, nlohmann::json::parse(R"([{"role": "user", "content": "Hi"}])"), false, "<bos>", "<eos>"),
+            "<bos><start_of_turn>user\nHi<end_of_turn>\n");
+  try {
+    render_chat(t, nlohmann::json::parse(R"([{"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}])"),
+                true, "<bos>", "<eos>");
+    ADD_FAILURE() << "expected the template's error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "System role not supported");
+  }
+  try {
+    render_chat(t, nlohmann::json::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
+                                             {"role": "user", "content": "b"}])"),
+                true, "<bos>", "<eos>");
+    ADD_FAILURE() << "expected the template's error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "Conversation roles must alternate user/assistant/user/assistant/...");
+  }
+}
+
 TEST(RenderChat, RejectsNonArrayMessages) {
   const Template t("x");
   EXPECT_THROW(render_chat(t, nlohmann::json::object(), false, "", ""), Error);

@@ -130,6 +130,35 @@ TEST(CliInfo, SlidingWindow) {
   EXPECT_TRUE(json::parse(none.out)["sliding_window"].is_null());
 }
 
+// gemma: GeGLU, query_pre_attn_scalar, the softcaps, gemma3's local rotary base.
+TEST(CliInfo, Gemma) {
+  const fs::path data = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data";
+  const RunResult r = run_exq({"info", (data / "gemma2_tiny").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["model_type"], "gemma2");
+  EXPECT_EQ(j["activation"], "gelu_pytorch_tanh");
+  EXPECT_DOUBLE_EQ(j["attention_scale"].get<double>(), 1.0 / std::sqrt(24.0));
+  EXPECT_EQ(j["attn_logit_softcapping"], 2.0);
+  EXPECT_EQ(j["final_logit_softcapping"], 3.0);
+  EXPECT_EQ(j["sliding_window"], json::array({5, 0, 5}));
+  const RunResult text = run_exq({"info", (data / "gemma2_tiny").string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (const char* line : {"mlp:           gelu_pytorch_tanh (GeGLU)", "scores:        scaled by 0.204124 (query_pre_attn_scalar)",
+                           "softcap:       attention scores at 2", "softcap:       logits at 3"})
+    EXPECT_NE(text.out.find(line), std::string::npos) << line << "\n" << text.out;
+  const RunResult g3 = run_exq({"info", (data / "gemma3_tiny").string()});
+  ASSERT_EQ(g3.exit_code, 0) << g3.err;
+  EXPECT_NE(g3.out.find("rope:          theta 1000000, linear scaling x4; sliding-window layers theta 100, no scaling"),
+            std::string::npos)
+      << g3.out;
+  EXPECT_EQ(g3.out.find("softcap:"), std::string::npos) << g3.out;
+  const RunResult llama = run_exq({"info", (data / "phi3_tiny").string(), "--json"});
+  ASSERT_EQ(llama.exit_code, 0) << llama.err;
+  EXPECT_EQ(json::parse(llama.out)["activation"], "silu");
+  EXPECT_TRUE(json::parse(llama.out)["final_logit_softcapping"].is_null());
+}
+
 TEST(CliInfo, ReportsExl2Quantization) {
   const auto dir = temp_dir("info_exl2") / "m";
   json config = tiny_config();

@@ -17,6 +17,7 @@
 #include "model/llama.h"
 #include "model/lora.h"
 #include "model/rope.h"
+#include "golden_logits.h"
 #include "test_support.h"
 
 namespace exq::model {
@@ -27,26 +28,10 @@ using nlohmann::json;
 
 fs::path phi3_dir() { return fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data" / "phi3_tiny"; }
 
-// Max abs difference of the model's logits for the golden's prompt (a cache of the prompt's
-// length, fed in chunks) against the golden's.
+// The golden's prompt in chunks of 5, 1 and the rest.
 double golden_error(LlamaModel& m, const json& g, double* max_abs = nullptr) {
-  const auto ids = g["prompt_ids"].get<std::vector<int32_t>>();
-  const int64_t vocab = m.config().vocab_size;
-  KvCache cache = m.make_cache(static_cast<int64_t>(ids.size()));
-  double err = 0, top = 0;
-  size_t t = 0;
-  for (size_t n : {size_t{5}, size_t{1}, ids.size() - 6}) {
-    const Tensor p = m.forward(std::span(ids).subspan(t, n), cache, true);
-    for (int64_t r = 0; r < p.dim(0); ++r, ++t)
-      for (int64_t i = 0; i < vocab; ++i) {
-        const double w = g["logits"][t][static_cast<size_t>(i)].get<double>();
-        err = std::max(err, std::fabs(p.data<float>()[r * vocab + i] - w));
-        top = std::max(top, std::fabs(w));
-      }
-  }
-  EXPECT_EQ(t, ids.size());
-  if (max_abs) *max_abs = top;
-  return err;
+  const size_t n = g["prompt_ids"].size();
+  return test::golden_logit_error(m, g, {5, 1, n - 6}, max_abs);
 }
 
 TEST(Phi3Tiny, LogitsMatchTransformersWithShortAndLongFactors) {

@@ -11,6 +11,7 @@
 
 #include "io/hf_config.h"
 #include "model/llama.h"
+#include "golden_logits.h"
 #include "test_support.h"
 
 namespace exq::model {
@@ -19,24 +20,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-fs::path data_dir(const char* name) { return fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data" / name; }
+fs::path data_dir(const char* name) { return test::model_data_dir(name); }
 
-double golden_error(const char* name, std::vector<size_t> chunks) {
+double golden_error(const char* name, const std::vector<size_t>& chunks) {
   LlamaModel m = LlamaModel::load(data_dir(name));
-  const json g = json::parse(test::read_file(data_dir(name) / "golden.json"));
-  const auto ids = g["prompt_ids"].get<std::vector<int32_t>>();
-  const int64_t vocab = m.config().vocab_size;
-  KvCache cache = m.make_cache(static_cast<int64_t>(ids.size()));
-  double err = 0;
-  size_t t = 0;
-  for (size_t n : chunks) {
-    const Tensor p = m.forward(std::span(ids).subspan(t, n), cache, true);
-    for (int64_t r = 0; r < p.dim(0); ++r, ++t)
-      for (int64_t i = 0; i < vocab; ++i)
-        err = std::max(err, std::fabs(p.data<float>()[r * vocab + i] - g["logits"][t][static_cast<size_t>(i)].get<double>()));
-  }
-  EXPECT_EQ(t, ids.size());
-  return err;
+  return test::golden_logit_error(m, json::parse(exq::test::read_file(data_dir(name) / "golden.json")), chunks);
 }
 
 TEST(SlidingWindow, LogitsMatchTransformers) {

@@ -27,10 +27,11 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 // One query row of one head against keys/values 0..n-1 (rows `stride` floats apart).
 EXQ_MULTIVERSION void attend_row(const float* q, const float* k, const float* v, int64_t n, int64_t stride,
-                                 int64_t D, float scale, float* scores, float* out) {
+                                 int64_t D, float scale, float softcap, float* scores, float* out) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     scores[j] = dot(q, k + j * stride, D) * scale;
+    if (softcap > 0.0f) scores[j] = softcap * std::tanh(scores[j] / softcap);
     mx = std::max(mx, scores[j]);
   }
   float sum = 0;
@@ -57,9 +58,13 @@ constexpr int64_t kGemmMinRows = 16;
 
 // In place on S [rows, n]: a row sees keys [first, visible); scale, softmax over them, zero for
 // the others.
-EXQ_MULTIVERSION void masked_softmax_row(float* r, int64_t n, int64_t first, int64_t visible, float scale) {
+EXQ_MULTIVERSION void masked_softmax_row(float* r, int64_t n, int64_t first, int64_t visible, float scale,
+                                         float softcap) {
   float mx = -INFINITY;
-  for (int64_t j = first; j < visible; ++j) mx = std::max(mx, r[j] *= scale);
+  if (softcap > 0.0f)
+    for (int64_t j = first; j < visible; ++j) mx = std::max(mx, r[j] = softcap * std::tanh(r[j] * scale / softcap));
+  else
+    for (int64_t j = first; j < visible; ++j) mx = std::max(mx, r[j] *= scale);
   float sum = 0.0f;
   for (int64_t j = first; j < visible; ++j) sum += (r[j] = std::exp(r[j] - mx));
   const float inv = 1.0f / sum;
@@ -72,7 +77,7 @@ EXQ_MULTIVERSION void masked_softmax_row(float* r, int64_t n, int64_t first, int
 inline int64_t first_key(int64_t p, int64_t window) { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; }
 
 void attention_gemm(const float* qp, const float* kp, const float* vp, float* op, int64_t T, int64_t start,
-                    int64_t H, int64_t KVH, int64_t D, float scale, int64_t window) {
+                    int64_t H, int64_t KVH, int64_t D, float scale, float softcap, int64_t window) {
   const int64_t L = start + T, group = H / KVH;
   Tensor kc(DType::F32, {L, D});                         // keys of one kv head
   Tensor vt(DType::F32, {D, L});                         // its values, transposed
@@ -102,7 +107,7 @@ void attention_gemm(const float* qp, const float* kp, const float* vp, float* op
         parallel_for(rows, [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) {
             const int64_t p = start + t0 + i;
-            masked_softmax_row(sv.data<float>() + i * n, n, first_key(p, window), p + 1, scale);
+            masked_softmax_row(sv.data<float>() + i * n, n, first_key(p, window), p + 1, scale, softcap);
           }
         }, 8);
         const TensorView ov(op + (t0 * H + h) * D, DType::F32, {rows, D}, {H * D, 1});
@@ -115,7 +120,7 @@ void attention_gemm(const float* qp, const float* kp, const float* vp, float* op
 }  // namespace
 
 void attention(const TensorView& q, const TensorView& k, const TensorView& v, int64_t start,
-               const TensorView& out, int64_t window) {
+               const TensorView& out, int64_t window, float scale, float softcap) {
   auto f32_3d = [](const TensorView& t) {
     return t.rank() == 3 && t.dtype() == DType::F32 && t.is_contiguous();
   };
@@ -130,13 +135,13 @@ void attention(const TensorView& q, const TensorView& k, const TensorView& v, in
   EXQ_CHECK(start >= 0 && start + T <= k.dim(0), "attention: rows [{}, {}) exceed the cache of {}",
             start, start + T, k.dim(0));
   const int64_t group = H / KVH;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  if (scale <= 0.0f) scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const float* qp = q.data<float>();
   const float* kp = k.data<float>();
   const float* vp = v.data<float>();
   float* op = out.data<float>();
   EXQ_CHECK(window >= 0, "attention: window {} is negative", window);
-  if (T >= kGemmMinRows) return attention_gemm(qp, kp, vp, op, T, start, H, KVH, D, scale, window);
+  if (T >= kGemmMinRows) return attention_gemm(qp, kp, vp, op, T, start, H, KVH, D, scale, softcap, window);
   // Item i -> row t: early and late rows alternate, so contiguous chunks cost about the same
   // although row t attends to start + t + 1 keys.
   auto row_of = [T](int64_t i) { return i % 2 == 0 ? i / 2 : T - 1 - i / 2; };
@@ -147,7 +152,7 @@ void attention(const TensorView& q, const TensorView& k, const TensorView& v, in
       const int64_t t = row_of(item / H), h = item % H, kvh = h / group;
       const int64_t lo = first_key(start + t, window);
       attend_row(qp + (t * H + h) * D, kp + (lo * KVH + kvh) * D, vp + (lo * KVH + kvh) * D, start + t + 1 - lo,
-                 KVH * D, D, scale, scores.data(), op + (t * H + h) * D);
+                 KVH * D, D, scale, softcap, scores.data(), op + (t * H + h) * D);
     }
   }, 4);
 }

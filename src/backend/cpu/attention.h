@@ -11,7 +11,9 @@ namespace exq::cpu {
 // and row t sees keys 0..start+t, or with a sliding `window` > 0 the `window` latest of them
 // (start+t-window+1 ..start+t). Many rows (prefill) run as blocked GEMMs on cpu::matmul, few
 // (decode) row by row; out must not alias q, k or v.
+// scale > 0 replaces 1/sqrt(D); softcap > 0 caps each scaled score s to softcap * tanh(s / softcap)
+// before the softmax (gemma2).
 void attention(const TensorView& q, const TensorView& k, const TensorView& v, int64_t start,
-               const TensorView& out, int64_t window = 0);
+               const TensorView& out, int64_t window = 0, float scale = 0.0f, float softcap = 0.0f);
 
 }  // namespace exq::cpu

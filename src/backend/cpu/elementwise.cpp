@@ -40,6 +40,38 @@ void swiglu(const TensorView& gate, const TensorView& up, const TensorView& out)
   }, kMinChunk);
 }
 
+void geglu(const TensorView& gate, const TensorView& up, const TensorView& out) {
+  check_f32_contiguous(gate, "geglu", "gate");
+  check_f32_contiguous(up, "geglu", "up");
+  check_f32_contiguous(out, "geglu", "out");
+  EXQ_CHECK(gate.shape() == up.shape() && gate.shape() == out.shape(),
+            "geglu: shapes {} {} {} differ", shape_str(gate.shape()), shape_str(up.shape()),
+            shape_str(out.shape()));
+  const float* g = gate.data<float>();
+  const float* u = up.data<float>();
+  float* o = out.data<float>();
+  parallel_for(gate.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) o[i] = gelu_tanh(g[i]) * u[i];
+  }, kMinChunk);
+}
+
+void scale_inplace(const TensorView& x, float s) {
+  check_f32_contiguous(x, "scale", "x");
+  float* xp = x.data<float>();
+  parallel_for(x.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) xp[i] *= s;
+  }, kMinChunk);
+}
+
+void softcap_inplace(const TensorView& x, float cap) {
+  check_f32_contiguous(x, "softcap", "x");
+  EXQ_CHECK(cap > 0.0f, "softcap: cap {} must be positive", cap);
+  float* xp = x.data<float>();
+  parallel_for(x.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) xp[i] = cap * std::tanh(xp[i] / cap);
+  }, kMinChunk);
+}
+
 void add_inplace(const TensorView& x, const TensorView& y) {
   check_f32_contiguous(x, "add", "x");
   check_f32_contiguous(y, "add", "y");

@@ -53,16 +53,17 @@ bool attention_supports(DType cache, int64_t head_dim) {
 }
 
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
-                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream, int window) {
+                       const DeviceView& out, StartPos start, float scale, cudaStream_t stream, int window,
+                       float softcap) {
   const AttentionDims d = check_attention("attention_prefill", q, k_cache, v_cache, out, start.host, window);
   if (k_cache.dtype() == DType::F16)
     attention_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                            static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                           d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window);
+                           d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window, softcap);
   else
     attention_prefill_cuda(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                            out.data<float>(), d.tokens, d.heads, d.kv_heads, d.head_dim,
-                           d.capacity, start, scale, stream, window);
+                           d.capacity, start, scale, stream, window, softcap);
 }
 
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {

@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                              const C* __restrict__ v_cache, float* __restrict__ out, int tokens,
                              int heads, int kv_heads, int head_dim, int capacity, int start_pos,
-                             const int32_t* start_dev, float scale, int window) {
+                             const int32_t* start_dev, float scale, int window, float softcap) {
   extern __shared__ float smem[];
   if (start_dev != nullptr) start_pos = *start_dev;
   const int ldk = head_dim + 1;
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
         const float* kv = k_s + lane * ldk;
         float acc = 0.0f;
         for (int d = 0; d < head_dim; ++d) acc = fmaf(qv[d], kv[d], acc);
-        s = acc;
+        s = softcap > 0.0f ? softcap * tanhf(acc / softcap) : acc;  // gemma2
       }
       float corr;
       const float p = softmax_step(s, m[qq], l[qq], corr);
@@ -147,13 +147,14 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
 template <typename C, int DPL>
 void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* out, int tokens,
                     int heads, int kv_heads, int head_dim, int capacity, StartPos start,
-                    float scale, cudaStream_t stream, int window) {
+                    float scale, cudaStream_t stream, int window, float softcap) {
   const size_t smem = prefill_smem_bytes(head_dim);
   auto kernel = attention_prefill_kernel<C, DPL>;
   set_smem_limit(kernel, smem);
   const dim3 grid(ceil_div(tokens, kQTile), heads);
   kernel<<<grid, kThreads, smem, stream>>>(q, k_cache, v_cache, out, tokens, heads, kv_heads,
-                                           head_dim, capacity, start.host, start.device, scale, window);
+                                           head_dim, capacity, start.host, start.device, scale, window,
+                                           softcap);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -162,22 +163,25 @@ void launch_prefill(const float* q, const C* k_cache, const C* v_cache, float* o
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            StartPos start, float scale, cudaStream_t stream, int window) {
+                            StartPos start, float scale, cudaStream_t stream, int window,
+                            float softcap) {
   if (tokens == 0 || heads == 0) return;
   if (head_dim <= 64)
     launch_prefill<C, 2>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream, window);
+                         start, scale, stream, window, softcap);
   else if (head_dim <= 128)
     launch_prefill<C, 4>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream, window);
+                         start, scale, stream, window, softcap);
   else
     launch_prefill<C, 8>(q, k_cache, v_cache, out, tokens, heads, kv_heads, head_dim, capacity,
-                         start, scale, stream, window);
+                         start, scale, stream, window, softcap);
 }
 
 template void attention_prefill_cuda<float>(const float*, const float*, const float*, float*, int,
-                                            int, int, int, int, StartPos, float, cudaStream_t, int);
+                                            int, int, int, int, StartPos, float, cudaStream_t, int,
+                                            float);
 template void attention_prefill_cuda<__half>(const float*, const __half*, const __half*, float*,
-                                             int, int, int, int, int, StartPos, float, cudaStream_t, int);
+                                             int, int, int, int, int, StartPos, float, cudaStream_t, int,
+                                            float);
 
 }  // namespace exq::cuda

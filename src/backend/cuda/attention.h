@@ -19,10 +19,11 @@ bool attention_supports(DType cache, int64_t head_dim);
 // [0, start + t]. The caches [kv_heads, capacity, head_dim] already hold positions
 // [0, start + tokens). heads must be a multiple of kv_heads. scale: usually 1/sqrt(hd).
 // start may live in device memory (StartPos, launchers.h), as for rotary and kv_append.
-// window > 0: a sliding window, token t sees only its `window` latest keys.
+// window > 0: a sliding window, token t sees only its `window` latest keys. softcap > 0: each
+// scaled score s becomes softcap * tanh(s / softcap) (gemma2; this kernel only).
 void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                        const DeviceView& out, StartPos start, float scale, cudaStream_t stream,
-                       int window = 0);
+                       int window = 0, float softcap = 0.0f);
 
 // Tensor-core attention_prefill (flash_prefill.cu): q and k/v rounded to fp16, f32 accumulation
 // and softmax, about 1e-3 relative error against attention_prefill. F16 cache, head_dim 64 or

@@ -291,6 +291,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
         if (j < rows) {
           x = 0.0f;
           for (int p = 0; p < plan.parts; ++p) x += red_s[(p * kGroup + warp) * TK + j];
+          if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
         }
         sv[i] = x;
         tmax = fmaxf(tmax, x);
@@ -489,7 +490,7 @@ bool attention_decode_uses_mma(const DecodeAttention<__half>& a) {
     const char* e = std::getenv("EXQ_ATTN_DECODE");
     return e != nullptr && std::strcmp(e, "simt") == 0;
   }();
-  return !a.simt && !env_simt &&
+  return !a.simt && !env_simt && a.softcap <= 0.0f &&
          attention_decode_mma_supports(a.heads, a.kv_heads, a.head_dim, a.k_cache, a.v_cache, a.out,
                                        a.workspace);
 }

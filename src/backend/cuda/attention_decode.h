@@ -62,6 +62,9 @@ struct DecodeAttention {
   // A sliding window: only the `window` latest keys (position - window + 1 .. position) are
   // attended, split over the blocks as a whole cache of that length would be; 0: all.
   int window = 0;
+  // > 0: each scaled score s becomes softcap * tanh(s / softcap) (gemma2); the SIMT kernel only
+  // (attention_decode_uses_mma is false).
+  float softcap = 0.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
   // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], 0 at

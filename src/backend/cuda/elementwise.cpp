@@ -6,8 +6,8 @@
 namespace exq::cuda {
 
 void swiglu(const DeviceView& gate, const DeviceView& up, const DeviceView& out,
-            cudaStream_t stream) {
-  constexpr const char* op = "swiglu";
+            cudaStream_t stream, bool gelu) {
+  const char* op = gelu ? "geglu" : "swiglu";
   check_dtype(gate, DType::F32, op, "gate");
   check_dense(gate, op, "gate");
   check_dtype(up, DType::F32, op, "up");
@@ -16,7 +16,7 @@ void swiglu(const DeviceView& gate, const DeviceView& up, const DeviceView& out,
   check_dtype(out, DType::F32, op, "out");
   check_shape(out, gate.shape(), op, "out");
   check_dense(out, op, "out");
-  swiglu_cuda(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel(), stream);
+  (gelu ? geglu_cuda : swiglu_cuda)(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel(), stream);
 }
 
 void residual_add(const DeviceView& residual, const DeviceView& delta, cudaStream_t stream) {

@@ -21,6 +21,13 @@ __global__ void swiglu_kernel(const float* gate, const float* up, float* out, in
   }
 }
 
+__global__ void geglu_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = geglu_value(gate[i], up[i]);
+  }
+}
+
 __global__ void residual_add_kernel(float* residual, const float* delta, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -39,6 +46,12 @@ __global__ void to_f32_kernel(const T* __restrict__ src, float* __restrict__ dst
 void swiglu_cuda(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   swiglu_kernel<<<element_blocks(n), kElementThreads, 0, stream>>>(gate, up, out, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void geglu_cuda(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  geglu_kernel<<<element_blocks(n), kElementThreads, 0, stream>>>(gate, up, out, n);
   CUDA_CHECK_LAUNCH();
 }
 

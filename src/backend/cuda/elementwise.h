@@ -8,9 +8,10 @@
 
 namespace exq::cuda {
 
-// out = silu(gate) * up; all F32 of one shape; out may alias gate or up.
+// out = silu(gate) * up, or with `gelu` gelu_tanh(gate) * up (gemma's GeGLU); all F32 of one
+// shape; out may alias gate or up.
 void swiglu(const DeviceView& gate, const DeviceView& up, const DeviceView& out,
-            cudaStream_t stream);
+            cudaStream_t stream, bool gelu = false);
 // residual += delta; both F32 of one shape.
 void residual_add(const DeviceView& residual, const DeviceView& delta, cudaStream_t stream);
 // dst (F32) = src (F32, F16 or BF16) of the same shape.

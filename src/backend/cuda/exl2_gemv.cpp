@@ -490,7 +490,7 @@ void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace
 
 void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
                       const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
-                      bool add_bias) {
+                      bool add_bias, bool gelu) {
   constexpr const char* op = "exl2_gemv_swiglu";
   EXQ_CHECK(!layer.empty(), "cuda exl2_gemv_swiglu: layer is not uploaded");
   check_dtype(gate, DType::F32, op, "gate");
@@ -502,6 +502,7 @@ void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const Devi
   Exl2Input in;
   in.x = gate.raw();
   in.up = up.data<float>();
+  in.gelu = gelu;
   in.batch = static_cast<int>(gate.dim(0));
   run_layer(layer, in, y, workspace, stream, add_bias, op);
 }
@@ -546,15 +547,15 @@ void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaS
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
                  const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
                  const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias,
-                 const DeviceView* up) {
+                 const DeviceView* up, bool gelu) {
   check_rank(x, 2, "exl2_matmul", "x");
   if (x.dim(0) <= kExl2GemvMaxRows && x.dim(0) >= 1) {
-    if (up != nullptr) exl2_gemv_swiglu(layer, x, *up, y, workspace, stream, add_bias);
+    if (up != nullptr) exl2_gemv_swiglu(layer, x, *up, y, workspace, stream, add_bias, gelu);
     else exl2_gemv(layer, x, y, workspace, stream, add_bias);
     return;
   }
   exl2_dequantize_permuted(layer, w_scratch, stream);
-  matmul(cublas, x, w_scratch, y, matmul_workspace, stream, layer.q_perm(), up);
+  matmul(cublas, x, w_scratch, y, matmul_workspace, stream, layer.q_perm(), up, gelu);
   if (add_bias && layer.has_bias())
     exl2_add_bias_cuda(y.data<float>(), layer.desc().bias, static_cast<int>(y.dim(0)),
                        static_cast<int>(layer.out()), stream);

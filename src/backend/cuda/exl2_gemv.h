@@ -163,10 +163,11 @@ void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace
                       cudaStream_t stream, bool add_bias = true);
 
 // y = (silu(gate) * up) @ W^T (+ bias), gate and up [1..8, in] F32, the product formed as
-// decode_swiglu_cuda does: the MLP's SwiGLU and down projection in one GEMV.
+// decode_swiglu_cuda does: the MLP's SwiGLU and down projection in one GEMV. gelu:
+// gelu_tanh(gate) * up (gemma's GeGLU).
 void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
                       const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
-                      bool add_bias = true);
+                      bool add_bias = true, bool gelu = false);
 
 // ys[i] = x @ W_i^T (+ bias_i) for the layers of `group` in one staging and one GEMV launch:
 // x [1..8, in] F32|F16, ys[i] [rows, out_i] F32. Bit-identical to exl2_gemv of each layer with
@@ -187,6 +188,6 @@ void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaS
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,
                  const DeviceView& y, Exl2Workspace& workspace, const DeviceView& w_scratch,
                  const DeviceView& matmul_workspace, cudaStream_t stream, bool add_bias = true,
-                 const DeviceView* up = nullptr);
+                 const DeviceView* up = nullptr, bool gelu = false);
 
 }  // namespace exq::cuda

@@ -152,6 +152,7 @@ void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool ad
 struct Exl2Input {
   const void* x = nullptr;
   const float* up = nullptr;
+  bool gelu = false;  // with up: gelu_tanh(x) * up (gemma's GeGLU)
   bool f32 = true;
   int batch = 1;
   bool staged = false;  // x is already in the scratch (batch 1, exl2_gemv_staged): no staging

@@ -46,10 +46,10 @@ __device__ __forceinline__ int4 step_channels(const int32_t* x_map, int step, in
 // at + p * pair_words + b (b < bs; zeros past the batch); the step's 8 scales (1 past the
 // batch) at scale_dst.
 // SWIGLU: x is f32 gate, the values staged are silu(gate) * up (decode_swiglu_kernel's
-// arithmetic), the MLP's SwiGLU staged straight into the down projection. Every load of a
-// pass is issued before its first use.
+// arithmetic; gelu_tanh(gate) * up with `gelu`), the MLP's SwiGLU staged straight into the
+// down projection. Every load of a pass is issued before its first use.
 template <bool SWIGLU>
-__device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* up, bool f32,
+__device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* up, bool gelu, bool f32,
                                            int in, int batch, int bs, uint32_t* dst,
                                            int slot_words, int pair_words, float* scale_dst) {
   const int lane = threadIdx.x & 31, p0 = 2 * (lane & 7);
@@ -74,7 +74,7 @@ __device__ __forceinline__ void stage_step(int4 ch, const void* x, const float* 
       if (b >= batch) break;  // warp-uniform
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        v[b][k] = swiglu_value(v[b][k], u[b][k]);
+        v[b][k] = gelu ? geglu_value(v[b][k], u[b][k]) : swiglu_value(v[b][k], u[b][k]);
       }
     }
   }
@@ -112,7 +112,7 @@ template <int N>
 struct PrepGroup {
   const void* x;
   const float* up;
-  int x_f32, in, batch, bs, count;
+  int gelu, x_f32, in, batch, bs, count;
   int step_start[N + 1];
   const int32_t* x_map[N];
   uint32_t* xq[N];
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
   }
   const int4 ch = step_channels(p.x_map[l], step, threadIdx.x & 31);
   pdl_wait();  // x is written by the previous kernel
-  stage_step<SWIGLU>(ch, p.x, p.up, p.x_f32 != 0, p.in, p.batch, p.bs,
+  stage_step<SWIGLU>(ch, p.x, p.up, p.gelu != 0, p.x_f32 != 0, p.in, p.batch, p.bs,
              p.xq[l] + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * p.bs,
              kPairs * p.bs, p.bs, p.xscale[l] + step * kExl2MaxBatch);
 }
@@ -145,6 +145,7 @@ void prep_launch(const Exl2Desc* d, int n, const Exl2Input& x, int bs, const Exl
   PrepGroup<N> p{};
   p.x = x.x;
   p.up = x.up;
+  p.gelu = x.gelu ? 1 : 0;
   p.x_f32 = x.f32 ? 1 : 0;
   p.in = d[0].in;
   p.batch = x.batch;

@@ -26,6 +26,10 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 // the EXL2 staging and the conversion produce the same bits. expf, not __expf: the fast path
 // loses ~2 ulp, which adds up through 30 layers.
 __device__ __forceinline__ float swiglu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+// gelu_tanh(g) * u: gemma's GeGLU (transformers' gelu_pytorch_tanh), shared like swiglu_value.
+__device__ __forceinline__ float geglu_value(float g, float u) {
+  return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
+}
 
 // Element idx of new rows [tokens, kv_heads, head_dim] -> its place in a head-major cache
 // [kv_heads, capacity, head_dim] whose first new row is start_pos.

@@ -48,6 +48,8 @@ void rotary_cuda(float* x, const float* cos, const float* sin, int tokens, int h
 // ---- elementwise.cu -----------------------------------------------------------------------
 // out[i] = silu(gate[i]) * up[i]; out may alias gate or up.
 void swiglu_cuda(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// out = gelu_tanh(gate) * up (geglu_value).
+void geglu_cuda(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 // residual[i] += delta[i].
 void residual_add_cuda(float* residual, const float* delta, int64_t n, cudaStream_t stream);
 // dst[i] = float(src[i]), T in {float, __half, __nv_bfloat16} (logits and other outputs).
@@ -78,7 +80,8 @@ inline constexpr int kAttentionMaxHeadDim = 256;
 template <typename C>
 void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, float* out,
                             int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                            StartPos start, float scale, cudaStream_t stream, int window = 0);
+                            StartPos start, float scale, cudaStream_t stream, int window = 0,
+                            float softcap = 0.0f);
 // Decode (one query token, split over the KV length): attention_decode.h.
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
@@ -99,14 +102,14 @@ void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* 
 // __nv_bfloat16}. x is scaled per row by a power of two and rounded to W (x_scratch: rows * k,
 // row_scale: rows), multiplied on tensor cores with f32 accumulation, and y rescaled.
 // x_up (device, rows * k, or null): the rows multiplied are silu(x) * x_up (swiglu_cuda's
-// arithmetic). x_perm (device, k entries, or null): column c of w multiplies row[:, x_perm[c]]
+// arithmetic; gelu_tanh(x) * x_up with gelu). x_perm (device, k entries, or null): column c of w multiplies row[:, x_perm[c]]
 // (gathered while it is rounded). `handle` is bound to `stream` here.
 // The most input features matmul_cuda takes with x_perm or x_up (a row in shared memory).
 size_t matmul_max_copied_in();
 template <typename W>
 void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W* x_scratch,
                  float* row_scale, int rows, int n, int k, cudaStream_t stream,
-                 const int32_t* x_perm = nullptr, const float* x_up = nullptr);
+                 const int32_t* x_perm = nullptr, const float* x_up = nullptr, bool gelu = false);
 
 // ---- sampling.cu --------------------------------------------------------------------------
 // out[r] = index of the largest logits[r, :] (the first on ties; NaN ignored; 0 if none).

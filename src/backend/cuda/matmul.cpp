@@ -28,7 +28,7 @@ size_t matmul_workspace_bytes(int64_t rows, int64_t in_features) {
 
 void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, const DeviceView& y,
             const DeviceView& workspace, cudaStream_t stream, const int32_t* x_perm,
-            const DeviceView* up) {
+            const DeviceView* up, bool gelu) {
   constexpr const char* op = "matmul";
   check_dtype(x, DType::F32, op, "x");
   check_rank(x, 2, op, "x");
@@ -64,11 +64,11 @@ void matmul(CublasHandle& cublas, const DeviceView& x, const DeviceView& w, cons
   if (w.dtype() == DType::F16)
     matmul_cuda(cublas.get(), x.data<float>(), static_cast<const __half*>(w.raw()),
                 y.data<float>(), reinterpret_cast<__half*>(base), row_scale, rows, n, k, stream,
-                x_perm, up_data);
+                x_perm, up_data, gelu);
   else
     matmul_cuda(cublas.get(), x.data<float>(), static_cast<const __nv_bfloat16*>(w.raw()),
                 y.data<float>(), reinterpret_cast<__nv_bfloat16*>(base), row_scale, rows, n, k,
-                stream, x_perm, up_data);
+                stream, x_perm, up_data, gelu);
 }
 
 }  // namespace exq::cuda

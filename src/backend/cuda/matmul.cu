@@ -51,7 +51,7 @@ template <typename W, bool COPY>
 __global__ void scale_round_rows_kernel(const float* __restrict__ x, W* __restrict__ xq,
                                         float* __restrict__ row_scale, int k,
                                         const int32_t* __restrict__ x_perm,
-                                        const float* __restrict__ x_up) {
+                                        const float* __restrict__ x_up, bool gelu) {
   __shared__ float scratch[32];
   extern __shared__ float row_copy[];
   const float* xr = x + static_cast<size_t>(blockIdx.x) * k;
@@ -70,7 +70,7 @@ __global__ void scale_round_rows_kernel(const float* __restrict__ x, W* __restri
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * blockDim.x;
-        if (x_up != nullptr) v[u] = swiglu_value(v[u], u2[u]);
+        if (x_up != nullptr) v[u] = gelu ? geglu_value(v[u], u2[u]) : swiglu_value(v[u], u2[u]);
         if (i < k) row_copy[i] = v[u];
         amax = fmaxf(amax, fabsf(v[u]));
       }
@@ -136,7 +136,7 @@ size_t matmul_max_copied_in() {
 template <typename W>
 void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W* x_scratch,
                  float* row_scale, int rows, int n, int k, cudaStream_t stream,
-                 const int32_t* x_perm, const float* x_up) {
+                 const int32_t* x_perm, const float* x_up, bool gelu) {
   if (rows == 0 || n == 0) return;
   if (k == 0) {
     CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * rows * static_cast<size_t>(n), stream));
@@ -159,10 +159,10 @@ void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W*
   }
   if (smem > 0)
     scale_round_rows_kernel<W, true><<<rows, kQuantizeThreads, smem, stream>>>(
-        x, x_scratch, row_scale, k, x_perm, x_up);
+        x, x_scratch, row_scale, k, x_perm, x_up, gelu);
   else
     scale_round_rows_kernel<W, false><<<rows, kQuantizeThreads, 0, stream>>>(
-        x, x_scratch, row_scale, k, nullptr, nullptr);
+        x, x_scratch, row_scale, k, nullptr, nullptr, false);
   CUDA_CHECK_LAUNCH();
   // Row-major y[rows, n] = x[rows, k] w[n, k]^T is column-major y^T[n, rows] = w^T x^T, with w
   // read as a column-major [k, n] matrix (op T) and x as column-major [k, rows] (op N).
@@ -178,9 +178,9 @@ void matmul_cuda(cublasHandle_t handle, const float* x, const W* w, float* y, W*
 
 template void matmul_cuda<__half>(cublasHandle_t, const float*, const __half*, float*, __half*,
                                   float*, int, int, int, cudaStream_t, const int32_t*,
-                                  const float*);
+                                  const float*, bool);
 template void matmul_cuda<__nv_bfloat16>(cublasHandle_t, const float*, const __nv_bfloat16*,
                                          float*, __nv_bfloat16*, float*, int, int, int,
-                                         cudaStream_t, const int32_t*, const float*);
+                                         cudaStream_t, const int32_t*, const float*, bool);
 
 }  // namespace exq::cuda

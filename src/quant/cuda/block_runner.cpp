@@ -38,6 +38,9 @@ BlockShape BlockShape::of(const io::ModelConfig& c, bool attention) {
   s.intermediate = c.intermediate_size;
   s.mid = attention ? c.q_dim() : c.intermediate_size;
   s.eps = static_cast<float>(c.rms_norm_eps);
+  s.attn_scale = static_cast<float>(c.attention_scale());
+  s.softcap = static_cast<float>(c.attn_softcap);
+  s.gelu = c.activation == io::Activation::GeluTanh;
   return s;
 }
 
@@ -168,7 +171,9 @@ void BlockRunner::attention_prefix(std::span<const DeviceView> w, std::span<cons
   gemm(xn16_, w[1], k_);
   gemm(xn16_, w[2], v_);
   const float* s = f32(xn_scale_);
-  const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const auto scale = shape_.attn_scale > 0.0f
+                         ? shape_.attn_scale
+                         : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const bool flash_path = fast && flash();
   // q and k take their row scale and bias in f32 here when something reads them before rotary
   // (qwen3's per-head RMSNorm) or when the exact path rotates them in f32; else the flash path's
@@ -196,14 +201,15 @@ void BlockRunner::attention_prefix(std::span<const DeviceView> w, std::span<cons
                    1.0f, stream_);
     heads_f16_cuda(f32(v_), s, or_null(bias[2]), nullptr, nullptr, f16(v16_), T, KVH, D, D / 2, 1.0f,
                    stream_);
-    flash_attention_cuda(f16(q16_), f16(k16_), f16(v16_), f32(mid_), T, H, KVH, D, stream_);
+    flash_attention_cuda(f16(q16_), f16(k16_), f16(v16_), f32(mid_), T, H, KVH, D,
+                         shape_.softcap * kLog2e, stream_);
   } else {
     scale_bias_cuda(f32(v_), s, or_null(bias[2]), f32(v_), T, KVH * D, stream_);
     exq::cuda::rotary(q_.view(), cos_, sin_, 0, stream_);
     exq::cuda::rotary(k_.view(), cos_, sin_, 0, stream_);
     exq::cuda::kv_append(k_.view(), v_.view(), kc_.view(), vc_.view(), 0, stream_);
     exq::cuda::attention_prefill(q_.view(), kc_.view(), vc_.view(), mid_.view().reshape({T, H, D}),
-                                 0, scale, stream_);
+                                 0, scale, stream_, /*window=*/0, shape_.softcap);
   }
   scale_round_rows_cuda(f32(mid_), f16(mid16_), f32(mid_scale_), T, H * D, stream_);
 }
@@ -215,9 +221,17 @@ void BlockRunner::mlp_prefix(std::span<const DeviceView> w, std::span<const Devi
   gemm(xn16_, w[1], up_);   // up raw
   swiglu_round_cuda(f32(mid_), f32(up_), f32(xn_scale_), or_null(bias[0]), or_null(bias[1]),
                     keep_mid ? f32(mid_) : nullptr, f16(mid16_), f32(mid_scale_),
-                    static_cast<int>(tokens_), static_cast<int>(shape_.intermediate), stream_);
+                    static_cast<int>(tokens_), static_cast<int>(shape_.intermediate), stream_,
+                    shape_.gelu);
 }
 
 void BlockRunner::last(const DeviceView& w) { gemm(mid16_, w, y_); }
+
+void BlockRunner::post_norm(const DeviceView& weight, const float* bias) {
+  // The CPU block's order: linear (row scale, bias), RMSNorm, then the caller's residual add.
+  scale_bias_cuda(f32(y_), f32(mid_scale_), bias, f32(y_), static_cast<int>(tokens_),
+                  static_cast<int>(shape_.hidden), stream_);
+  exq::cuda::rmsnorm(y_.view(), weight, y_.view(), shape_.eps, stream_);
+}
 
 }  // namespace exq::quant::cuda

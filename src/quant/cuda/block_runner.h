@@ -3,9 +3,10 @@
 //                                        rounded once per row for the GEMMs)
 //   mid = prefix(xn)                     attention: q/k/v, rotary, causal GQA attention -> [T,
 //   q_dim]
-//                                        MLP: gate/up, SwiGLU -> [T, intermediate]
+//                                        MLP: gate/up, SwiGLU or GeGLU -> [T, intermediate]
 //   y = mid . w_last^T                   o_proj / down_proj, raw: the caller's output or error
 //                                        kernel applies y_scale(), the bias and the residual
+//                                        (gemma2 / 3: post_norm() first normalizes y in place)
 // Same ops and order as quant::ModuleForward, with backend/cuda/matmul.h's precision: f16
 // weights, activations rounded to f16 after a power-of-two row scale, f32 accumulation and
 // outputs; the scale, bias and the next elementwise op are fused into one pass. Attention runs
@@ -38,6 +39,9 @@ struct BlockShape {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   int64_t intermediate = 0;
   float eps = 0;
+  float attn_scale = 0;  // the attention scores' scale (0: 1/sqrt(head_dim))
+  float softcap = 0;     // gemma2: scores capped to softcap * tanh(s / softcap); 0: off
+  bool gelu = false;     // MLP: gelu_tanh(gate) * up (gemma) instead of silu(gate) * up
 
   static BlockShape of(const io::ModelConfig& config, bool attention);
   // [out, in] of each linear in table order (q, k, v, o or gate, up, down).
@@ -49,7 +53,8 @@ struct BlockShape {
 
 class BlockRunner {
  public:
-  // rope_cos, rope_sin: device [max_tokens, head_dim / 2] F32 (attention only).
+  // rope_cos, rope_sin: device [max_tokens, head_dim / 2] F32 (attention only; gemma3's
+  // sliding-window layers get the local table).
   BlockRunner(const BlockShape& shape, DeviceView rope_cos, DeviceView rope_sin,
               CachingAllocator& allocator, cudaStream_t stream, exq::cuda::CublasHandle& cublas);
 
@@ -67,6 +72,9 @@ class BlockRunner {
               bool keep_mid);
   // y() = mid() . w^T, before y_scale(): w F16 [hidden, mid].
   void last(const DeviceView& w);
+  // gemma2 / 3: y() = RMSNorm(y() * y_scale() + bias) * weight in place, after last(); the
+  // output kernels then take y() with no row scale and no bias. bias F32 [hidden] or null.
+  void post_norm(const DeviceView& weight, const float* bias);
   // qwen3: each head of q and k is RMS-normed by these F32 [head_dim] weights before rotary
   // (the views must outlive the runs; empty views turn it off).
   void set_qk_norm(DeviceView q_norm, DeviceView k_norm);

@@ -127,7 +127,9 @@ class CudaEngine final : public Engine {
                           {kAttnLinears[2], as_f32(w.v, keep), as_f32(w.v_bias, keep), 0},
                           {kAttnLinears[3], as_f32(w.o, keep), as_f32(w.o_bias, keep), 1}},
                          as_f32(w.q_norm, keep),
-                         as_f32(w.k_norm, keep)};
+                         as_f32(w.k_norm, keep),
+                         as_f32(w.post_norm, keep),
+                         w.local_rope};
     forward("forward_attention", spec, x, y);
   }
   void forward_mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) override {
@@ -136,7 +138,10 @@ class CudaEngine final : public Engine {
                          as_f32(w.norm, keep),
                          {{kMlpLinears[0], as_f32(w.gate, keep), as_f32(w.gate_bias, keep), 0},
                           {kMlpLinears[1], as_f32(w.up, keep), as_f32(w.up_bias, keep), 0},
-                          {kMlpLinears[2], as_f32(w.down, keep), as_f32(w.down_bias, keep), 1}}};
+                          {kMlpLinears[2], as_f32(w.down, keep), as_f32(w.down_bias, keep), 1}},
+                         {},
+                         {},
+                         as_f32(w.post_norm, keep)};
     forward("forward_mlp", spec, x, y);
   }
 
@@ -151,14 +156,19 @@ class CudaEngine final : public Engine {
              {kAttnLinears[2], l.v, l.v_bias, 0},
              {kAttnLinears[3], l.o, l.o_bias, 1}},
             l.q_norm,
-            l.k_norm};
+            l.k_norm,
+            l.post_attn_norm,
+            l.local_rope};
   }
   BlockSpec mlp_spec(const LayerF32& l) const {
     return {BlockShape::of(ctx_.config, false),
             l.ffn_norm,
             {{kMlpLinears[0], l.gate, l.gate_bias, 0},
              {kMlpLinears[1], l.up, l.up_bias, 0},
-             {kMlpLinears[2], l.down, l.down_bias, 1}}};
+             {kMlpLinears[2], l.down, l.down_bias, 1}},
+            {},
+            {},
+            l.post_ffn_norm};
   }
 
   void check_inputs(const BlockSpec& spec, const TensorView& states) const {
@@ -176,6 +186,7 @@ class CudaEngine final : public Engine {
       EXQ_CHECK(v.is_contiguous(), "{} must be contiguous", what);
     };
     expect(spec.norm, {spec.shape.hidden}, "norm weight");
+    if (!spec.post_norm.empty()) expect(spec.post_norm, {spec.shape.hidden}, "post norm weight");
     const auto dims = spec.shape.linear_dims();
     for (size_t c = 0; c < spec.linears.size(); ++c) {
       const LinearSpec& l = spec.linears[c];

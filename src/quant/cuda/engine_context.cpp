@@ -49,6 +49,11 @@ EngineContext::EngineContext(const io::ModelConfig& c, int64_t tokens, const Cud
   const cpu::RopeTable rope = model::rope_table(c, max_tokens);
   rope_cos = exq::cuda::to_device(rope.cos.view(), *alloc, compute);
   rope_sin = exq::cuda::to_device(rope.sin.view(), *alloc, compute);
+  if (c.rope_local_theta > 0.0) {
+    const cpu::RopeTable local = model::rope_table(model::local_rope_config(c), max_tokens);
+    rope_local_cos = exq::cuda::to_device(local.cos.view(), *alloc, compute);
+    rope_local_sin = exq::cuda::to_device(local.sin.view(), *alloc, compute);
+  }
   non_finite = exq::cuda::DeviceTensor(DType::U8, {16}, *alloc, compute);
   compute.synchronize();
 }
@@ -112,6 +117,8 @@ size_t EngineContext::persistent_bytes() const {
   using exq::cuda::CachingAllocator;
   return CachingAllocator::round_size(rope_cos.nbytes()) +
          CachingAllocator::round_size(rope_sin.nbytes()) +
+         CachingAllocator::round_size(rope_local_cos.nbytes()) +
+         CachingAllocator::round_size(rope_local_sin.nbytes()) +
          CachingAllocator::round_size(non_finite.nbytes());
 }
 

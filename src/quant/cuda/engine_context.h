@@ -87,6 +87,8 @@ struct EngineContext {
   // copied on the compute stream and read by the packing threads after the module's wait.
   PinnedPool packed;
   exq::cuda::DeviceTensor rope_cos, rope_sin;  // F32 [max_tokens, head_dim / 2]
+  // gemma3's sliding-window layers (rope_local_theta), else empty.
+  exq::cuda::DeviceTensor rope_local_cos, rope_local_sin;
   exq::cuda::DeviceTensor non_finite;          // U8 [16]: uint64 counts of non-finite
                                                // reference outputs [0] and inputs [1]
   // Timeline of the module in progress: origin/finish on the compute stream, compute spans.

@@ -9,6 +9,7 @@ namespace exq::quant::cuda {
 namespace {
 
 using exq::cuda::ceil_div;
+using exq::cuda::geglu_value;
 using exq::cuda::swiglu_value;
 
 constexpr int kThreads = 256;
@@ -54,17 +55,19 @@ __global__ void scale_bias_kernel(const float* raw, const float* __restrict__ ro
   out[i] = v;
 }
 
-// silu(g) * u of element j (column i) exactly as backend swiglu after matmul + bias add.
+// act(g) * u of element j (column i) exactly as backend swiglu / geglu after matmul + bias add.
+template <bool kGelu>
 __device__ __forceinline__ float swiglu_at(const float* g_raw, const float* u_raw, size_t j, int i,
                                            float s, const float* gb, const float* ub) {
   float g = __fmul_rn(g_raw[j], s);
   if (gb) g += gb[i];
   float u = __fmul_rn(u_raw[j], s);
   if (ub) u += ub[i];
-  return swiglu_value(g, u);
+  return kGelu ? geglu_value(g, u) : swiglu_value(g, u);
 }
 
 // One block per row: a pass for the values and their max, a second for the fp16 copy.
+template <bool kGelu>
 __global__ void swiglu_round_kernel(const float* g_raw, const float* __restrict__ u_raw,
                                     const float* __restrict__ row_scale,
                                     const float* __restrict__ gb, const float* __restrict__ ub,
@@ -75,14 +78,14 @@ __global__ void swiglu_round_kernel(const float* g_raw, const float* __restrict_
   const float s = row_scale[blockIdx.x];
   float amax = 0.0f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const float a = swiglu_at(g_raw, u_raw, off + i, i, s, gb, ub);
+    const float a = swiglu_at<kGelu>(g_raw, u_raw, off + i, i, s, gb, ub);
     if (act32) act32[off + i] = a;  // may overwrite g_raw: the second pass reads act32 then
     amax = fmaxf(amax, fabsf(a));
   }
   const float scale = row_scale_for(exq::cuda::block_max(amax, scratch));
   const float inv = 1.0f / scale;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const float a = act32 ? act32[off + i] : swiglu_at(g_raw, u_raw, off + i, i, s, gb, ub);
+    const float a = act32 ? act32[off + i] : swiglu_at<kGelu>(g_raw, u_raw, off + i, i, s, gb, ub);
     act16[off + i] = __float2half_rn(a * inv);
   }
   if (threadIdx.x == 0) act_scale[blockIdx.x] = scale;
@@ -328,10 +331,11 @@ void scale_bias_cuda(const float* raw, const float* row_scale, const float* bias
 
 void swiglu_round_cuda(const float* gate_raw, const float* up_raw, const float* row_scale,
                        const float* gate_bias, const float* up_bias, float* act32, __half* act16,
-                       float* act_scale, int rows, int n, cudaStream_t stream) {
+                       float* act_scale, int rows, int n, cudaStream_t stream, bool gelu) {
   if (rows == 0) return;
-  swiglu_round_kernel<<<rows, 4 * kThreads, 0, stream>>>(gate_raw, up_raw, row_scale, gate_bias,
-                                                         up_bias, act32, act16, act_scale, n);
+  const auto kernel = gelu ? swiglu_round_kernel<true> : swiglu_round_kernel<false>;
+  kernel<<<rows, 4 * kThreads, 0, stream>>>(gate_raw, up_raw, row_scale, gate_bias, up_bias, act32,
+                                            act16, act_scale, n);
   CUDA_CHECK_LAUNCH();
 }
 

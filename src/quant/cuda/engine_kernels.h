@@ -27,11 +27,12 @@ void scale_bias_cuda(const float* raw, const float* row_scale, const float* bias
                      int rows, int width, cudaStream_t stream);
 
 // SwiGLU of raw gate/up GEMM outputs [rows, n] (shared row scale, optional biases):
-// a = silu(g) * u as backend swiglu computes it, then act16/act_scale as scale_round_rows.
-// act32 (may alias gate_raw, else null) also receives a in f32.
+// a = silu(g) * u as backend swiglu computes it (gelu: gelu_tanh(g) * u, gemma's GeGLU, as
+// backend geglu), then act16/act_scale as scale_round_rows. act32 (may alias gate_raw, else
+// null) also receives a in f32.
 void swiglu_round_cuda(const float* gate_raw, const float* up_raw, const float* row_scale,
                        const float* gate_bias, const float* up_bias, float* act32, __half* act16,
-                       float* act_scale, int rows, int n, cudaStream_t stream);
+                       float* act_scale, int rows, int n, cudaStream_t stream, bool gelu = false);
 
 // Raw q or k or v GEMM output [T, heads * D] -> head-major fp16 [heads, T, D]: row scale (1 when
 // null), bias, rotary (cos/sin [>= T, rot_half], when not null; pairs (i, i + rot_half) over the

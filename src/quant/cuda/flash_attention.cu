@@ -56,7 +56,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     flash_attention_kernel(const __half* __restrict__ q, const __half* __restrict__ k,
                            const __half* __restrict__ v, float* __restrict__ out, int T, int H,
-                           int KVH) {
+                           int KVH, float softcap2) {
   constexpr int P = pitch<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* q_s = reinterpret_cast<__half*>(smem_raw);  // [64][P]
@@ -107,6 +107,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     mma_qk(s, qf, ks, P);
+    if (softcap2 > 0.0f) {  // gemma2, in base 2 as the scores are
+#pragma unroll
+      for (int nt = 0; nt < kBlockN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = softcap2 * tanhf(s[nt][e] / softcap2);
+    }
     if (j == m_block) {  // the diagonal tile: keys after the query are masked
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt)
@@ -164,7 +170,7 @@ __global__ void head_major_f16_kernel(const float* __restrict__ src, __half* __r
 
 template <int D>
 void launch(const __half* q, const __half* k, const __half* v, float* out, int T, int H, int KVH,
-            cudaStream_t stream) {
+            float softcap2, cudaStream_t stream) {
   static const bool configured = [] {
     CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<D>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -173,7 +179,8 @@ void launch(const __half* q, const __half* k, const __half* v, float* out, int T
   }();
   (void)configured;
   const dim3 grid((T + kBlockM - 1) / kBlockM, H);
-  flash_attention_kernel<D><<<grid, kThreads, smem_bytes<D>(), stream>>>(q, k, v, out, T, H, KVH);
+  flash_attention_kernel<D>
+      <<<grid, kThreads, smem_bytes<D>(), stream>>>(q, k, v, out, T, H, KVH, softcap2);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -191,12 +198,12 @@ void head_major_f16_cuda(const float* src, __half* dst, int tokens, int heads, i
 }
 
 void flash_attention_cuda(const __half* q, const __half* k, const __half* v, float* out, int tokens,
-                          int heads, int kv_heads, int head_dim, cudaStream_t stream) {
+                          int heads, int kv_heads, int head_dim, float softcap2, cudaStream_t stream) {
   if (tokens == 0) return;
   if (head_dim == 64)
-    launch<64>(q, k, v, out, tokens, heads, kv_heads, stream);
+    launch<64>(q, k, v, out, tokens, heads, kv_heads, softcap2, stream);
   else
-    launch<128>(q, k, v, out, tokens, heads, kv_heads, stream);
+    launch<128>(q, k, v, out, tokens, heads, kv_heads, softcap2, stream);
 }
 
 }  // namespace exq::quant::cuda

@@ -22,7 +22,9 @@ void head_major_f16_cuda(const float* src, __half* dst, int tokens, int heads, i
 
 // q: [heads, T, D] f16 already multiplied by softmax_scale * log2(e); k, v: [kv_heads, T, D]
 // f16; out: [T, heads, D] f32. Query t attends to keys 0..t; heads % kv_heads == 0.
+// softcap2 > 0 (gemma2's softcap times log2(e), the scores' base-2 scale): each score s becomes
+// softcap2 * tanh(s / softcap2) before the softmax; 0: off.
 void flash_attention_cuda(const __half* q, const __half* k, const __half* v, float* out, int tokens,
-                          int heads, int kv_heads, int head_dim, cudaStream_t stream);
+                          int heads, int kv_heads, int head_dim, float softcap2, cudaStream_t stream);
 
 }  // namespace exq::quant::cuda

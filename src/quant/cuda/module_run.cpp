@@ -59,6 +59,13 @@ DeviceTensor doubles(int64_t n, EngineContext& ctx) {
 
 double* as_doubles(const DeviceTensor& t) { return static_cast<double*>(t.raw()); }
 
+// The rotary table of the block (gemma3's sliding-window layers: the local one), cos or sin.
+DeviceView rope_of(const EngineContext& ctx, const BlockSpec& spec, bool cos) {
+  if (!spec.local_rope) return cos ? ctx.rope_cos.view() : ctx.rope_sin.view();
+  EXQ_CHECK(!ctx.rope_local_cos.empty(), "a local rotary layer without rope_local_theta");
+  return cos ? ctx.rope_local_cos.view() : ctx.rope_local_sin.view();
+}
+
 ErrorReduce reduce_of(ErrorMetric metric) {
   switch (metric) {
     case ErrorMetric::kRow: return ErrorReduce::kRow;
@@ -81,8 +88,8 @@ ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView
       percdamp_(percdamp),
       gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get(),
                 [&ctx](cudaStream_t s, const char* why) { ctx.host_sync(s, why); }},
-      runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
-              ctx.cublas),
+      runner_(spec.shape, rope_of(ctx, spec, true), rope_of(ctx, spec, false), *ctx.alloc,
+              ctx.compute, ctx.cublas),
       status_(DType::U8, {static_cast<int64_t>(kStatusBytes)}, *ctx.alloc, ctx.compute) {
   CUDA_CHECK(cudaMemsetAsync(status_.raw(), 0, status_.nbytes(), ctx_.compute));
   upload_weights(/*keep_f32=*/true);
@@ -100,8 +107,8 @@ ModuleRun::ModuleRun(EngineContext& ctx, const BlockSpec& spec, const TensorView
       percdamp_(0.0f),
       gptq_ctx_{ctx.alloc.get(), ctx.compute.get(), &ctx.cublas, ctx.cusolver.get(),
                 [&ctx](cudaStream_t s, const char* why) { ctx.host_sync(s, why); }},
-      runner_(spec.shape, ctx.rope_cos.view(), ctx.rope_sin.view(), *ctx.alloc, ctx.compute,
-              ctx.cublas),
+      runner_(spec.shape, rope_of(ctx, spec, true), rope_of(ctx, spec, false), *ctx.alloc,
+              ctx.compute, ctx.cublas),
       status_(DType::U8, {static_cast<int64_t>(kStatusBytes)}, *ctx.alloc, ctx.compute) {
   CUDA_CHECK(cudaMemsetAsync(status_.raw(), 0, status_.nbytes(), ctx_.compute));
   upload_weights(/*keep_f32=*/false);
@@ -153,6 +160,7 @@ void ModuleRun::upload_weights(bool keep_f32) {
     k_norm_ = upload_f32(spec_.k_norm, nullptr);
     runner_.set_qk_norm(q_norm_.view(), k_norm_.view());
   }
+  if (!spec_.post_norm.empty()) post_norm_ = upload_f32(spec_.post_norm, nullptr);
   for (const LinearSpec& l : spec_.linears) {
     DeviceLinear d;
     bool exact = true;
@@ -196,7 +204,7 @@ VramPlan ModuleRun::make_plan(const std::vector<int64_t>& results_per_linear, in
   }
   f.linears = static_cast<int64_t>(spec_.linears.size());
   f.kept = rounded(static_cast<size_t>(spec_.norm.nbytes()));
-  for (const TensorView* n : {&spec_.q_norm, &spec_.k_norm})  // qwen3
+  for (const TensorView* n : {&spec_.q_norm, &spec_.k_norm, &spec_.post_norm})  // qwen3, gemma
     f.kept += n->empty() ? 0 : rounded(static_cast<size_t>(n->nbytes()));
   for (const DeviceLinear& d : weights_) f.kept += d.bias.empty() ? 0 : rounded(d.bias.nbytes());
   const auto blocks = static_cast<size_t>(error_blocks(tokens_ * hidden_));
@@ -233,16 +241,22 @@ void ModuleRun::weight_views(std::vector<DeviceView>& w, std::vector<DeviceView>
   w_last = weights_.back().w16.view();
 }
 
+ModuleRun::LastOut ModuleRun::last(const DeviceView& w_last, const float* bias_last) {
+  runner_.last(w_last);
+  if (post_norm_.empty()) return {runner_.y().data<float>(), runner_.y_scale(), bias_last};
+  runner_.post_norm(post_norm_.view(), bias_last);
+  return {runner_.y().data<float>(), nullptr, nullptr};
+}
+
 void ModuleRun::forward_row(const DeviceView& x, const DeviceView& t,
                             std::span<const DeviceView> w, std::span<const DeviceView> bias,
                             const DeviceView& w_last, unsigned long long* counter) {
   runner_.norm(x, norm_.view());
   runner_.prefix(w, bias, !ctx_.options.exact_attention, /*keep_mid=*/true);
-  runner_.last(w_last);
   const DeviceView b = last_bias();
-  residual_out_cuda(runner_.y().data<float>(), runner_.y_scale(),
-                    b.empty() ? nullptr : b.data<float>(), x.data<float>(), t.data<float>(),
-                    tokens_ * hidden_, hidden_, counter, ctx_.compute);
+  const LastOut y = last(w_last, b.empty() ? nullptr : b.data<float>());
+  residual_out_cuda(y.y, y.y_scale, y.bias, x.data<float>(), t.data<float>(), tokens_ * hidden_,
+                    hidden_, counter, ctx_.compute);
 }
 
 void ModuleRun::begin_rows() {
@@ -390,9 +404,9 @@ std::vector<double> ModuleRun::test_table(const std::vector<std::vector<size_t>>
           for (size_t c = 0; c + 1 < L; ++c) w[c] = results_[c][pick[group[0]][c]].weight.view();
           runner_.prefix(w, bias, /*fast=*/true, /*keep_mid=*/false);
           for (size_t i : group) {
-            runner_.last(results_[L - 1][pick[i][L - 1]].weight.view());
-            error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
-                                x.data<float>(), t.data<float>(), nullptr, n, hidden_,
+            const LastOut y = last(results_[L - 1][pick[i][L - 1]].weight.view(), bias_last);
+            error_partials_cuda(y.y, y.y_scale, y.bias, x.data<float>(), t.data<float>(), nullptr,
+                                n, hidden_,
                                 as_doubles(partials) + i * static_cast<size_t>(blocks) * 2,
                                 ctx_.compute, reduce);
           }
@@ -480,9 +494,9 @@ std::vector<double> ModuleRun::test_table_host(const std::vector<std::vector<siz
               for (size_t c = 0; c + 1 < L; ++c) w[c] = view(c, p[c]);
               runner_.prefix(w, bias, /*fast=*/true, /*keep_mid=*/false);
             }
-            runner_.last(view(L - 1, p[L - 1]));
-            error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
-                                x.data<float>(), t.data<float>(), nullptr, n, hidden_,
+            const LastOut y = last(view(L - 1, p[L - 1]), bias_last);
+            error_partials_cuda(y.y, y.y_scale, y.bias, x.data<float>(), t.data<float>(), nullptr,
+                                n, hidden_,
                                 as_doubles(partials) + chunk[j] * static_cast<size_t>(blocks) * 2,
                                 ctx_.compute, reduce);
           }
@@ -540,10 +554,10 @@ double ModuleRun::forward_quantized(Tensor& output) {
         // keep_mid as in forward_row(): the MLP's stored and recomputed activations need not
         // round alike, and forward() must reproduce this output bit for bit.
         runner_.prefix(w, bias, !ctx_.options.exact_attention, /*keep_mid=*/true);
-        runner_.last(w_last);
-        error_partials_cuda(runner_.y().data<float>(), runner_.y_scale(), bias_last,
-                            x.data<float>(), t.data<float>(), out[r % 2].view().data<float>(), n,
-                            hidden_, as_doubles(partials), ctx_.compute);
+        const LastOut y = last(w_last, bias_last);
+        error_partials_cuda(y.y, y.y_scale, y.bias, x.data<float>(), t.data<float>(),
+                            out[r % 2].view().data<float>(), n, hidden_, as_doubles(partials),
+                            ctx_.compute);
         error_finalize_cuda(as_doubles(partials), 1, blocks, as_doubles(sums) + r * 2, 2,
                             ctx_.compute);
       },

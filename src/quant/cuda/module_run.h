@@ -59,6 +59,8 @@ struct BlockSpec {
   TensorView norm;                  // host F32 [hidden]
   std::vector<LinearSpec> linears;  // table order; the last one is o_proj / down_proj
   TensorView q_norm, k_norm;        // qwen3 attention: host F32 [head_dim], else empty
+  TensorView post_norm;             // gemma2 / 3: host F32 [hidden] for the last linear's output
+  bool local_rope = false;          // gemma3 attention: rotary with the local table
 };
 
 struct ForwardOnly {};
@@ -154,6 +156,14 @@ class ModuleRun {
   std::vector<double> finish(const DeviceTensor* sums, const char* why, bool check_outputs);
   void check_status(const char* status, bool check_outputs);
   int* factor_status(int g) const;
+  // The output kernels' inputs after the last linear: y with its row scale and bias, or with
+  // neither once the post norm (gemma2 / 3) has taken them.
+  struct LastOut {
+    const float* y;
+    const float* y_scale;
+    const float* bias;
+  };
+  LastOut last(const DeviceView& w_last, const float* bias_last);
   // The reference pass's per-row forward: t = module(x) with weights w (prefix) and w_last.
   void forward_row(const DeviceView& x, const DeviceView& t, std::span<const DeviceView> w,
                    std::span<const DeviceView> bias, const DeviceView& w_last,
@@ -179,6 +189,7 @@ class ModuleRun {
   BlockRunner runner_;
   DeviceTensor norm_;
   DeviceTensor q_norm_, k_norm_;  // qwen3 attention, else empty
+  DeviceTensor post_norm_;        // gemma2 / 3, else empty
   std::vector<DeviceLinear> weights_;
   std::unique_ptr<DeviceHessian> hessians_[2];
   std::vector<std::vector<DeviceGptqResult>> results_;

@@ -67,6 +67,9 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
             "cuda: the q8_0 KV cache needs head_dim 64 or 128 and at most 16 attention heads per kv head; "
             "this model has head_dim {} and {} / {} heads (use the f16 cache)",
             d.head_dim, d.heads, d.kv_heads);
+  EXQ_CHECK(o.kv_cache != DType::I8 || c.attn_softcap <= 0.0,
+            "cuda: the q8_0 KV cache's attention kernels have no attention softcapping "
+            "(attn_logit_softcapping {}); use the f16 cache", c.attn_softcap);
   EXQ_CHECK(o.prefill_chunk >= 1, "cuda: prefill chunk must be >= 1, got {}", o.prefill_chunk);
   EXQ_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers,
             "cuda: model has {} layers, config says {}", w.layers.size(), c.num_hidden_layers);
@@ -80,7 +83,8 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
 
   // Everything must fit before anything is uploaded: a clear error instead of a failed cudaMalloc.
   size_t dense = rounded(static_cast<size_t>(w.embed.numel()) * dtype_size(w.embed.dtype())) +
-                 2 * rounded(static_cast<size_t>(d.hidden) * 4) * (static_cast<size_t>(c.num_hidden_layers) + 1);
+                 (c.sandwich_norms ? 4 : 2) * rounded(static_cast<size_t>(d.hidden) * 4) *
+                     (static_cast<size_t>(c.num_hidden_layers) + 1);
   auto add = [&](const model::Linear& lin, bool bias) {
     (dynamic_cast<const model::DenseLinear*>(&lin) ? dense : exl2_bytes) += gpu_linear_bytes(lin, bias);
   };
@@ -146,8 +150,13 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     // A window as long as the cache changes nothing: the kernels' plain paths.
     const int64_t window = config.window_of(static_cast<int64_t>(l));
     G.window = window < capacity ? static_cast<int>(window) : 0;
+    G.local_rope = config.local_rope(static_cast<int64_t>(l));
     G.attn_norm = upload_f32(L.attn_norm);
     G.ffn_norm = upload_f32(L.ffn_norm);
+    if (!L.post_attn_norm.empty()) {
+      G.post_attn_norm = upload_f32(L.post_attn_norm);
+      G.post_ffn_norm = upload_f32(L.post_ffn_norm);
+    }
     if (config.qk_norm) {
       G.q_norm = upload_f32(L.q_norm);
       G.k_norm = upload_f32(L.k_norm);
@@ -187,6 +196,11 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
   const cpu::RopeTable rope = model::rope_table(config, capacity);
   cos = upload_f32(rope.cos);
   sin = upload_f32(rope.sin);
+  if (config.rope_local_theta > 0.0) {
+    const cpu::RopeTable local = model::rope_table(model::local_rope_config(config), capacity);
+    cos_local = upload_f32(local.cos);
+    sin_local = upload_f32(local.sin);
+  }
   ensure_dequant(max_exl2);
 
   pdl = gpu::decode_pdl_enabled();
@@ -248,8 +262,12 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
 void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
-  const bool fast_attention = gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
+  // The tensor-core kernel has no softcap (gemma2).
+  const bool fast_attention =
+      gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim) && config.attn_softcap <= 0.0;
   gpu::embedding(v.ids, embed, v.x, s);
+  if (config.embed_scale)
+    scale_f32_cuda(v.x.data<float>(), v.x.numel(), model::embedding_scale(config, embed.dtype()), s);
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
@@ -267,8 +285,8 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
         attend_rows<float>(L, v, batch_rows);
     } else {
       const gpu::DeviceView kc = kcache(L), vc = vcache(L);
-      gpu::rotary(v.q, cos, sin, start, s);
-      gpu::rotary(v.k, cos, sin, start, s);
+      gpu::rotary(v.q, cos_of(L), sin_of(L), start, s);
+      gpu::rotary(v.k, cos_of(L), sin_of(L), start, s);
       if (q8()) {  // appended as codes, attended as they read back (tensor cores, any length)
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
@@ -278,21 +296,28 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
         if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
           gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s, L.window);
         else
-          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s, L.window);
+          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s, L.window,
+                                 static_cast<float>(config.attn_softcap));
       }
     }
     L.o->forward(sc, v.att2, v.proj, s);
-    norm(v.x, &v.proj, L.ffn_norm, v.xn);
+    norm(v.x, &v.proj, L.ffn_norm, v.xn, &L.post_attn_norm);
     if (grouped)
       L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
     else
       L.gate_up.forward_each(sc, v.xn, {v.gate, v.up}, s);
-    if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
-      gpu::swiglu(v.gate, v.up, v.gate, s);
+    if (!L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s, gelu())) {
+      gpu::swiglu(v.gate, v.up, v.gate, s, gelu());
       L.down->forward(sc, v.gate, v.proj, s);
     }
-    norm(v.x, &v.proj, next_norm(l), v.xn);
+    norm(v.x, &v.proj, next_norm(l), v.xn, &L.post_ffn_norm);
   }
+}
+
+void CudaLlama::Impl::head_logits(const LinearScratch& sc, const gpu::DeviceView& xn, const gpu::DeviceView& out) {
+  head->forward(sc, xn, out, stream);
+  if (config.final_softcap > 0.0)
+    softcap_f32_cuda(out.data<float>(), out.numel(), static_cast<float>(config.final_softcap), stream);
 }
 
 void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows) {
@@ -316,12 +341,12 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all
     const LinearScratch sc = scratch(v.mm_ws);
     if (all) {
       const gpu::DeviceView out = chunk_logits.view().slice0(0, n);
-      head->forward(sc, v.xn, out, s);
+      head_logits(sc, v.xn, out);
       (*all)(out, b);
     } else if (keep_rows) {
-      head->forward(sc, v.xn, rows_logits.view().slice0(b, b + n), s);
+      head_logits(sc, v.xn, rows_logits.view().slice0(b, b + n));
     } else if (b + n == T) {
-      head->forward(sc, v.xn.slice0(n - 1, n), logits.view(), s);
+      head_logits(sc, v.xn.slice0(n - 1, n), logits.view());
     }
     pos += n;
   }
@@ -411,7 +436,7 @@ gpu::DeviceView CudaLlama::forward_last(std::span<const int32_t> tokens) {
 void CudaLlama::Impl::pass_body(int64_t rows) {
   const Views v(*pass, dims, rows);
   layers_prefill(v, gpu::StartPos(static_cast<int>(length), pass_pos.view().data<int32_t>()), /*grouped=*/true);
-  head->forward(scratch(v.mm_ws), v.xn, rows_logits.view().slice0(0, rows), stream);
+  head_logits(scratch(v.mm_ws), v.xn, rows_logits.view().slice0(0, rows));
 }
 
 // The tokens and the position go to device memory, then the count's graph runs (captured the

@@ -21,13 +21,14 @@ template <typename C>
 gpu::DecodeAttention<C> CudaLlama::Impl::decode_args(const LayerGpu& L, const Views& v) const {
   gpu::DecodeAttention<C> a{
       .q = v.q.data<float>(), .k_new = v.k.data<float>(), .v_new = v.v.data<float>(),
-      .cos = cos.view().data<float>(), .sin = sin.view().data<float>(),
+      .cos = cos_of(L).view().data<float>(), .sin = sin_of(L).view().data<float>(),
       .k_cache = static_cast<C*>(L.k_cache.raw()), .v_cache = static_cast<C*>(L.v_cache.raw()),
       .out = v.att.data<float>(), .workspace = attn_ws.view().data<float>(),
       .heads = static_cast<int>(dims.heads), .kv_heads = static_cast<int>(dims.kv_heads),
       .head_dim = static_cast<int>(dims.head_dim), .capacity = static_cast<int>(capacity),
       .max_keys = static_cast<int>(capacity), .scale = scale(),
-      .rot_half = static_cast<int>(cos.view().dim(1)), .window = L.window, .pdl = pdl};
+      .rot_half = static_cast<int>(cos.view().dim(1)), .window = L.window,
+      .softcap = static_cast<float>(config.attn_softcap), .pdl = pdl};
   if constexpr (std::is_same_v<C, int8_t>) {
     a.k_scale = static_cast<__half*>(L.k_scale.raw());
     a.v_scale = static_cast<__half*>(L.v_scale.raw());
@@ -105,7 +106,7 @@ void CudaLlama::Impl::decode_body() {
   mark("embed+norm");
   auto embed_norm = [&](const auto* table) {
     decode_embed_rmsnorm_cuda(id, table, vocab, v.x.data<float>(), w0, v.xn.data<float>(), hidden,
-                              eps, kFirstPdl, s);
+                              eps, kFirstPdl, s, model::embedding_scale(config, embed.dtype()));
   };
   if (embed.dtype() == DType::F16)
     embed_norm(static_cast<const __half*>(embed.raw()));
@@ -133,20 +134,20 @@ void CudaLlama::Impl::decode_body() {
     if (on("norm"))
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              nullptr, pdl, s);
+                              nullptr, pdl, s, post_of(L.post_attn_norm));
     if (on("gate+up")) L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
-    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s)) {
+    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s, gelu())) {
       decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
-                         static_cast<int>(dims.inter), pdl, s);
+                         static_cast<int>(dims.inter), pdl, s, gelu());
       L.down->forward(sc, v.gate, v.proj, s);
     }
     const bool last = l + 1 == layers.size();
     if (on("norm") || last)  // the last norm also advances the position
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               next_norm(l).view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              last ? pos_ptr() : nullptr, pdl, s);
+                              last ? pos_ptr() : nullptr, pdl, s, post_of(L.post_ffn_norm));
   }
-  if (on("head")) head->forward(sc, v.xn, logits.view(), s);
+  if (on("head")) head_logits(sc, v.xn, logits.view());
   mark(nullptr);
 }
 
@@ -222,7 +223,7 @@ template void CudaLlama::Impl::attend_rows<int8_t>(const LayerGpu&, const Views&
 void CudaLlama::Impl::batch_body(int rows) {
   const Views v(*pass, dims, rows);
   layers_prefill(v, gpu::StartPos(0), /*grouped=*/true, rows);
-  head->forward(scratch(v.mm_ws), v.xn, batch_logits.view().slice0(0, rows), stream);
+  head_logits(scratch(v.mm_ws), v.xn, batch_logits.view().slice0(0, rows));
 }
 
 void CudaLlama::Impl::launch_batch(int rows) {

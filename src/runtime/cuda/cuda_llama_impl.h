@@ -32,7 +32,9 @@ inline size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(b
 struct LayerGpu {
   gpu::DeviceTensor attn_norm, ffn_norm;  // [hidden] F32
   gpu::DeviceTensor q_norm, k_norm;       // qwen3: [head_dim] F32 (each head of q, k), else empty
+  gpu::DeviceTensor post_attn_norm, post_ffn_norm;  // gemma2 / 3: [hidden] F32, else empty
   int window = 0;                         // sliding-window attention: its latest keys; 0: all
+  bool local_rope = false;                // gemma3's sliding layers: cos_local / sin_local
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
   gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
   gpu::DeviceTensor k_scale, v_scale;  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]
@@ -130,6 +132,11 @@ class CudaLlama::Impl {
   gpu::CublasHandle cublas;
   gpu::Exl2Workspace exl2_ws;
   gpu::DeviceTensor cublas_ws, embed, final_norm, cos, sin, dequant;
+  gpu::DeviceTensor cos_local, sin_local;  // gemma3's sliding layers (rope_local_theta), else empty
+  const gpu::DeviceTensor& cos_of(const LayerGpu& L) const { return L.local_rope ? cos_local : cos; }
+  const gpu::DeviceTensor& sin_of(const LayerGpu& L) const { return L.local_rope ? sin_local : sin; }
+  // The head's logits of rows xn into out, softcapped for gemma2.
+  void head_logits(const LinearScratch& sc, const gpu::DeviceView& xn, const gpu::DeviceView& out);
   std::unique_ptr<GpuLinear> head;
   std::vector<LayerGpu> layers;
   // Single-token step: persistent buffers, which the captured graph refers to.
@@ -170,12 +177,16 @@ class CudaLlama::Impl {
   LinearScratch scratch(const gpu::DeviceView& mm_ws) {
     return LinearScratch{&cublas, &exl2_ws, mm_ws, dequant.empty() ? gpu::DeviceView() : dequant.view()};
   }
+  // x += delta (RMSNorm(delta) * post first, when post is set: gemma2 / 3), out = RMSNorm(x) * w.
   void norm(const gpu::DeviceView& x, const gpu::DeviceView* delta, const gpu::DeviceTensor& w,
-            const gpu::DeviceView& out) {
+            const gpu::DeviceView& out, const gpu::DeviceTensor* post = nullptr) {
     add_rmsnorm_cuda(x.data<float>(), delta ? delta->data<float>() : nullptr,
                      w.view().data<float>(), out.data<float>(), static_cast<int>(x.dim(0)),
-                     static_cast<int>(dims.hidden), static_cast<float>(config.rms_norm_eps), stream);
+                     static_cast<int>(dims.hidden), static_cast<float>(config.rms_norm_eps), stream,
+                     post && !post->empty() ? post->view().data<float>() : nullptr);
   }
+  bool gelu() const { return config.activation == io::Activation::GeluTanh; }
+  static const float* post_of(const gpu::DeviceTensor& t) { return t.empty() ? nullptr : t.view().data<float>(); }
   const gpu::DeviceTensor& next_norm(size_t l) const {
     return l + 1 < layers.size() ? layers[l + 1].attn_norm : final_norm;
   }
@@ -197,7 +208,7 @@ class CudaLlama::Impl {
   cudaGraphExec_t capture_graph(const std::string& what, const std::function<void()>& body);
   void capture();
   int32_t* pos_ptr() const { return slot.view().data<int32_t>() + 1; }
-  float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(dims.head_dim))); }
+  float scale() const { return static_cast<float>(config.attention_scale()); }
 };
 
 }  // namespace exq::runtime::cuda

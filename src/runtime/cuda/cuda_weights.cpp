@@ -131,15 +131,15 @@ void GpuLinear::forward(const LinearScratch& s, const gpu::DeviceView& x, const 
 }
 
 void GpuLinear::matmul(const LinearScratch& s, const gpu::DeviceView& x, const gpu::DeviceView* up,
-                       const gpu::DeviceView& y, cudaStream_t stream) const {
+                       const gpu::DeviceView& y, cudaStream_t stream, bool gelu) const {
   if (is_exl2()) {
     EXQ_CHECK(!s.dequant.empty() && s.dequant.numel() >= in_ * out_,
               "cuda runtime: no dequantization scratch for an EXL2 layer [{}, {}]", out_, in_);
     const gpu::DeviceView w = s.dequant.slice0(0, in_ * out_).reshape({out_, in_});
-    gpu::exl2_matmul(*s.cublas, exl2_, x, y, *s.exl2, w, s.matmul_ws, stream, true, up);
+    gpu::exl2_matmul(*s.cublas, exl2_, x, y, *s.exl2, w, s.matmul_ws, stream, true, up, gelu);
     return;
   }
-  gpu::matmul(*s.cublas, x, weight_, y, s.matmul_ws, stream, nullptr, up);
+  gpu::matmul(*s.cublas, x, weight_, y, s.matmul_ws, stream, nullptr, up, gelu);
   if (!bias_.empty())
     add_bias_f32_cuda(y.data<float>(), bias_.view().data<float>(), static_cast<int>(x.dim(0)),
                       static_cast<int>(out_), stream);
@@ -153,15 +153,15 @@ void GpuLinear::forward_staged(const LinearScratch& s, const gpu::DeviceView& y,
 
 bool GpuLinear::forward_swiglu(const LinearScratch& s, const gpu::DeviceView& gate,
                                const gpu::DeviceView& up, const gpu::DeviceView& y,
-                               cudaStream_t stream) const {
+                               cudaStream_t stream, bool gelu) const {
   const int64_t rows = gate.dim(0);
   if (rows < 1) return false;
   if (is_exl2() && rows <= gpu::kExl2GemvMaxRows) {
-    gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream);
+    gpu::exl2_gemv_swiglu(exl2_, gate, up, y, *s.exl2, stream, true, gelu);
     return true;
   }
   if (rows <= gpu::kExl2GemvMaxRows || !gpu::matmul_copies_fit(in_)) return false;
-  matmul(s, gate, &up, y, stream);
+  matmul(s, gate, &up, y, stream, gelu);
   return true;
 }
 

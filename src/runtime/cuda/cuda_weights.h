@@ -58,17 +58,17 @@ class GpuLinear {
   // y = (silu(gate) * up) . W^T without a SwiGLU pass of its own: one EXL2 GEMV
   // (exq::cuda::exl2_gemv_swiglu) for rows <= 8, and for more rows (EXL2 or dense) the SwiGLU
   // formed while matmul rounds its input. False (nothing launched) for dense layers at rows
-  // <= 8 and inputs too wide for matmul_copies_fit.
+  // <= 8 and inputs too wide for matmul_copies_fit. gelu: gelu_tanh(gate) * up (gemma).
   bool forward_swiglu(const LinearScratch& s, const exq::cuda::DeviceView& gate,
                       const exq::cuda::DeviceView& up, const exq::cuda::DeviceView& y,
-                      cudaStream_t stream) const;
+                      cudaStream_t stream, bool gelu = false) const;
 
  private:
   // Any row count through cuBLAS (EXL2: dequantized into s.dequant first), with up: the rows
   // multiplied are silu(x) * up.
   void matmul(const LinearScratch& s, const exq::cuda::DeviceView& x,
               const exq::cuda::DeviceView* up, const exq::cuda::DeviceView& y,
-              cudaStream_t stream) const;
+              cudaStream_t stream, bool gelu = false) const;
 
   int64_t in_ = 0, out_ = 0;
   exq::cuda::DeviceTensor dense_;     // [out, in] F16|BF16 when owned

@@ -2,6 +2,7 @@
 // the single-token step's small kernels, launched with programmatic dependent launch (pdl.cuh)
 // so each is resident before the previous kernel ends. The decode attention is the backend's
 // (attention_decode.cu).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -19,6 +20,7 @@ using exq::cuda::ceil_div;
 using exq::cuda::launch_pdl;
 using exq::cuda::pdl_trigger;
 using exq::cuda::pdl_wait;
+using exq::cuda::geglu_value;
 using exq::cuda::swiglu_value;
 using exq::cuda::to_float;
 
@@ -90,13 +92,27 @@ __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __r
   for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = x[i] * inv * to_float(weight[i]);
 }
 
+// gemma2 / 3: delta = RMSNorm(delta) * post (the sublayer's output norm), in place, before the
+// residual add.
+__device__ __forceinline__ void post_norm(float* __restrict__ delta, const float* __restrict__ post, int dim,
+                                          float eps, float* scratch) {
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += delta[i] * delta[i];
+  ss = block_sum(ss, scratch);
+  const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) delta[i] = delta[i] * inv * post[i];
+  __syncthreads();
+}
+
 // One block per row.
 template <typename W>
 __global__ void __launch_bounds__(kNormThreads)
-    add_rmsnorm_kernel(float* __restrict__ residual, const float* __restrict__ delta,
-                       const W* __restrict__ weight, float* __restrict__ out, int dim, float eps) {
+    add_rmsnorm_kernel(float* __restrict__ residual, float* __restrict__ delta,
+                       const W* __restrict__ weight, float* __restrict__ out, int dim, float eps,
+                       const float* __restrict__ post) {
   __shared__ float scratch[32];
   const size_t row = blockIdx.x;
+  if (post) post_norm(delta + row * dim, post, dim, eps, scratch);
   norm_row(residual + row * dim, delta ? delta + row * dim : nullptr, weight, out + row * dim, dim,
            eps, scratch, false);
 }
@@ -107,12 +123,17 @@ __global__ void add_bias_f32_kernel(float* __restrict__ y, const float* __restri
   if (idx < total) y[idx] += bias[idx % n];
 }
 
-__global__ void __launch_bounds__(kNormThreads) decode_add_rmsnorm_kernel(float* __restrict__ x, const float* __restrict__ delta,
+__global__ void __launch_bounds__(kNormThreads) decode_add_rmsnorm_kernel(float* __restrict__ x, float* __restrict__ delta,
                                           const float* __restrict__ weight, float* __restrict__ out,
-                                          int dim, float eps, int32_t* __restrict__ increment) {
+                                          int dim, float eps, int32_t* __restrict__ increment,
+                                          const float* __restrict__ post) {
   __shared__ float scratch[32];
   pdl_trigger();
-  norm_row(x, delta, weight, out, dim, eps, scratch, true);
+  if (post) {
+    pdl_wait();
+    post_norm(delta, post, dim, eps, scratch);
+  }
+  norm_row(x, delta, weight, out, dim, eps, scratch, post == nullptr);
   // Every kernel reading the position finished before pdl_wait (in norm_row) returned.
   if (increment && threadIdx.x == 0) *increment += 1;
 }
@@ -123,7 +144,7 @@ template <typename T>
 __global__ void decode_embed_rmsnorm_kernel(const int32_t* __restrict__ ids, const T* __restrict__ table,
                                             int vocab, float* __restrict__ x,
                                             const float* __restrict__ weight, float* __restrict__ out,
-                                            int dim, float eps) {
+                                            int dim, float eps, float scale) {
   __shared__ float scratch[32];
   pdl_trigger();
   pdl_wait();  // the id may come from the sampler kernel
@@ -132,29 +153,55 @@ __global__ void decode_embed_rmsnorm_kernel(const int32_t* __restrict__ ids, con
     for (int d = threadIdx.x; d < dim; d += blockDim.x) x[d] = __int_as_float(0x7fc00000);
   } else {
     const T* row = table + static_cast<size_t>(id) * dim;
-    for (int d = threadIdx.x; d < dim; d += blockDim.x) x[d] = to_float(row[d]);
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) x[d] = to_float(row[d]) * scale;
   }
   __syncthreads();  // the norm reads x in its own order
   norm_row(x, static_cast<const float*>(nullptr), weight, out, dim, eps, scratch, false);
 }
 
-// out = silu(gate) * up, swiglu_kernel's arithmetic.
-__global__ void decode_swiglu_kernel(const float* gate, const float* up, float* out, int n) {
+// out = silu(gate) * up, swiglu_kernel's arithmetic (gelu: geglu_kernel's).
+__global__ void decode_swiglu_kernel(const float* gate, const float* up, float* out, int n, bool gelu) {
   pdl_trigger();
   pdl_wait();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) {
-    out[i] = swiglu_value(gate[i], up[i]);
+    out[i] = gelu ? geglu_value(gate[i], up[i]) : swiglu_value(gate[i], up[i]);
   }
 }
+
+__global__ void scale_f32_kernel(float* x, int64_t n, float s) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] *= s;
+}
+
+__global__ void softcap_f32_kernel(float* x, int64_t n, float cap) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = cap * tanhf(x[i] / cap);
+}
+
+unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(n, 256), 4096)); }
 
 }  // namespace
 
 template <typename W>
-void add_rmsnorm_cuda(float* residual, const float* delta, const W* weight, float* out, int rows,
-                      int dim, float eps, cudaStream_t stream) {
+void add_rmsnorm_cuda(float* residual, float* delta, const W* weight, float* out, int rows,
+                      int dim, float eps, cudaStream_t stream, const float* post) {
   if (rows == 0 || dim == 0) return;
-  add_rmsnorm_kernel<W><<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, out, dim, eps);
+  add_rmsnorm_kernel<W><<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, out, dim, eps, post);
+  CUDA_CHECK_LAUNCH();
+}
+
+void scale_f32_cuda(float* x, int64_t n, float s, cudaStream_t stream) {
+  if (n == 0) return;
+  scale_f32_kernel<<<grid_for(n), 256, 0, stream>>>(x, n, s);
+  CUDA_CHECK_LAUNCH();
+}
+
+void softcap_f32_cuda(float* x, int64_t n, float cap, cudaStream_t stream) {
+  if (n == 0) return;
+  softcap_f32_kernel<<<grid_for(n), 256, 0, stream>>>(x, n, cap);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -165,40 +212,42 @@ void add_bias_f32_cuda(float* y, const float* bias, int rows, int n, cudaStream_
   CUDA_CHECK_LAUNCH();
 }
 
-void decode_add_rmsnorm_cuda(float* x, const float* delta, const float* weight, float* out,
+void decode_add_rmsnorm_cuda(float* x, float* delta, const float* weight, float* out,
                              int dim, float eps, int32_t* increment, bool pdl,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, const float* post) {
   launch_pdl(pdl, decode_add_rmsnorm_kernel, dim3(1), dim3(kNormThreads), 0, stream, x, delta,
-             weight, out, dim, eps, increment);
+             weight, out, dim, eps, increment, post);
 }
 
 template <typename T>
 void decode_embed_rmsnorm_cuda(const int32_t* ids, const T* table, int vocab, float* x,
                                const float* weight, float* out, int dim, float eps, bool pdl,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, float scale) {
   launch_pdl(pdl, decode_embed_rmsnorm_kernel<T>, dim3(1), dim3(kNormThreads), 0, stream, ids,
-             table, vocab, x, weight, out, dim, eps);
+             table, vocab, x, weight, out, dim, eps, scale);
 }
 
 void decode_swiglu_cuda(const float* gate, const float* up, float* out, int n, bool pdl,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, bool gelu) {
   if (n == 0) return;
   launch_pdl(pdl, decode_swiglu_kernel, dim3(ceil_div(n, 256)), dim3(256), 0, stream, gate, up,
-             out, n);
+             out, n, gelu);
 }
 
-template void add_rmsnorm_cuda<float>(float*, const float*, const float*, float*, int, int, float,
-                                      cudaStream_t);
-template void add_rmsnorm_cuda<__half>(float*, const float*, const __half*, float*, int, int, float,
-                                       cudaStream_t);
-template void add_rmsnorm_cuda<__nv_bfloat16>(float*, const float*, const __nv_bfloat16*, float*,
-                                              int, int, float, cudaStream_t);
+template void add_rmsnorm_cuda<float>(float*, float*, const float*, float*, int, int, float,
+                                      cudaStream_t, const float*);
+template void add_rmsnorm_cuda<__half>(float*, float*, const __half*, float*, int, int, float,
+                                       cudaStream_t, const float*);
+template void add_rmsnorm_cuda<__nv_bfloat16>(float*, float*, const __nv_bfloat16*, float*,
+                                              int, int, float, cudaStream_t, const float*);
 template void decode_embed_rmsnorm_cuda<float>(const int32_t*, const float*, int, float*,
-                                               const float*, float*, int, float, bool, cudaStream_t);
+                                               const float*, float*, int, float, bool, cudaStream_t,
+                                               float);
 template void decode_embed_rmsnorm_cuda<__half>(const int32_t*, const __half*, int, float*,
-                                                const float*, float*, int, float, bool, cudaStream_t);
+                                                const float*, float*, int, float, bool, cudaStream_t,
+                                               float);
 template void decode_embed_rmsnorm_cuda<__nv_bfloat16>(const int32_t*, const __nv_bfloat16*, int,
                                                        float*, const float*, float*, int, float,
-                                                       bool, cudaStream_t);
+                                                       bool, cudaStream_t, float);
 
 }  // namespace exq::runtime::cuda

@@ -137,7 +137,8 @@ TEST_F(Exl2GemvLaunch, GraphReplayMatchesDirectLaunches) {
 }
 
 // The down projection's fused SwiGLU input gives the bits of the swiglu op followed by the
-// GEMV, for uniform and mixed widths, batch 1..8, K split with clusters and partial sums.
+// GEMV, for uniform and mixed widths, batch 1..8, K split with clusters and partial sums; and
+// gemma's GeGLU the same way.
 TEST_F(Exl2GemvLaunch, SwigluInputMatchesSwigluThenGemv) {
   std::vector<std::pair<int, int64_t>> mixed = uniform_groups(8, 32, 256);
   for (const auto& g : uniform_groups(4, 128, 1024)) mixed.push_back(g);
@@ -160,17 +161,18 @@ TEST_F(Exl2GemvLaunch, SwigluInputMatchesSwigluThenGemv) {
       layer.set_split(sp);
       Exl2Workspace ws;
       ws.reserve(layer, stream());
+      for (const bool gelu : {false, true})
       for (int64_t b = 1; b <= kExl2MaxBatch; ++b) {
         const std::string what = name + " split " + std::to_string(sp.ksplit) + "/" +
-                                 std::to_string(sp.ksub) + " batch " + std::to_string(b);
+                                 std::to_string(sp.ksub) + " batch " + std::to_string(b) + (gelu ? " gelu" : "");
         DeviceTensor dg = upload(Tensor::copy_of(gate.view().slice0(0, b)));
         DeviceTensor du = upload(Tensor::copy_of(up.view().slice0(0, b)));
         DeviceTensor act = empty(DType::F32, {b, in});
-        swiglu(dg, du, act, stream());
+        swiglu(dg, du, act, stream(), gelu);
         DeviceTensor want = empty(DType::F32, {b, out}), got = empty(DType::F32, {b, out});
         CUDA_CHECK(cudaMemsetAsync(got.raw(), 0xff, got.nbytes(), stream()));
         exl2_gemv(layer, act, want, ws, stream());
-        exl2_gemv_swiglu(layer, dg, du, got, ws, stream());
+        exl2_gemv_swiglu(layer, dg, du, got, ws, stream(), true, gelu);
         const Tensor w = download(want), g = download(got);
         EXPECT_EQ(std::memcmp(w.raw(), g.raw(), w.nbytes()), 0) << what;
       }

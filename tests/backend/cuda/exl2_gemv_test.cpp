@@ -19,6 +19,7 @@
 #include <map>
 #include <random>
 
+#include "backend/cpu/elementwise.h"
 #include "backend/cpu/exl2_matmul.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/matmul.h"
@@ -219,6 +220,12 @@ class Exl2Gemv : public CudaTest {
       CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));
       exl2_matmul(cublas, layer, dx, dy, ws, dw, mm_ws, stream(), true, &upv);
       check(rh, download(dy), 2 * std::ldexp(1.0, -11) + 1e-6, what + " prefill with SwiGLU");
+      // gemma's GeGLU: gelu_tanh(x) * up (cpu::gelu_tanh).
+      for (int64_t i = 0; i < h.numel(); ++i) h.data<float>()[i] = cpu::gelu_tanh(xp.data<float>()[i]) * up.data<float>()[i];
+      const Reference rg = reference(l, h, prefill_rows);
+      CUDA_CHECK(cudaMemsetAsync(dy.raw(), 0xff, dy.nbytes(), stream()));
+      exl2_matmul(cublas, layer, dx, dy, ws, dw, mm_ws, stream(), true, &upv, /*gelu=*/true);
+      check(rg, download(dy), 2 * std::ldexp(1.0, -11) + 1e-6, what + " prefill with GeGLU");
     }
     return worst;
   }

@@ -1,6 +1,7 @@
 // The measurement's tensor-core attention (fp16 q/k/v) against the f32 prefill kernel of the
 // CUDA backend: causal GQA on sequences that are and are not multiples of the 64-token tiles,
-// head sizes 64 and 128, and scores large enough for the online softmax to rescale.
+// head sizes 64 and 128, scores large enough for the online softmax to rescale, and gemma2's
+// score softcap.
 #include "quant/cuda/flash_attention.h"
 
 #include <gtest/gtest.h>
@@ -30,6 +31,7 @@ Tensor random(Shape shape, uint32_t seed, float scale) {
 struct Case {
   int tokens, heads, kv_heads, head_dim;
   float q_scale;  // larger: sharper softmax
+  float softcap = 0.0f;
 };
 
 TEST(FlashAttention, MatchesTheF32Kernel) {
@@ -38,9 +40,10 @@ TEST(FlashAttention, MatchesTheF32Kernel) {
   exq::cuda::Stream stream;
   for (const Case c :
        {Case{200, 8, 2, 64, 1.0f}, Case{64, 4, 4, 128, 1.0f}, Case{333, 8, 1, 128, 3.0f},
-        Case{1, 2, 1, 64, 1.0f}, Case{129, 6, 3, 64, 0.2f}}) {
+        Case{1, 2, 1, 64, 1.0f}, Case{129, 6, 3, 64, 0.2f}, Case{200, 8, 2, 64, 3.0f, 2.0f},
+        Case{333, 8, 4, 128, 3.0f, 1.0f}}) {
     SCOPED_TRACE(::testing::Message() << "T " << c.tokens << " heads " << c.heads << "/"
-                                      << c.kv_heads << " d " << c.head_dim);
+                                      << c.kv_heads << " d " << c.head_dim << " softcap " << c.softcap);
     ASSERT_TRUE(flash_attention_supports(c.head_dim));
     const int T = c.tokens, H = c.heads, KVH = c.kv_heads, D = c.head_dim;
     const Tensor q = random({T, H, D}, 1, c.q_scale), k = random({T, KVH, D}, 2, 1.0f);
@@ -53,7 +56,7 @@ TEST(FlashAttention, MatchesTheF32Kernel) {
     exq::cuda::DeviceTensor got(DType::F32, {T, H, D}, alloc, stream);
     exq::cuda::kv_append(dk, dv, kc, vc, 0, stream);
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-    exq::cuda::attention_prefill(dq, kc, vc, want, 0, scale, stream);
+    exq::cuda::attention_prefill(dq, kc, vc, want, 0, scale, stream, 0, c.softcap);
     exq::cuda::DeviceTensor q16(DType::F16, {H, T, D}, alloc, stream);
     exq::cuda::DeviceTensor k16(DType::F16, {KVH, T, D}, alloc, stream);
     exq::cuda::DeviceTensor v16(DType::F16, {KVH, T, D}, alloc, stream);
@@ -65,7 +68,7 @@ TEST(FlashAttention, MatchesTheF32Kernel) {
                         stream);
     flash_attention_cuda(static_cast<__half*>(q16.raw()), static_cast<__half*>(k16.raw()),
                          static_cast<__half*>(v16.raw()), got.view().data<float>(), T, H, KVH, D,
-                         stream);
+                         c.softcap * 1.4426950408889634f, stream);
     const Tensor w = exq::cuda::to_host(want, stream), g = exq::cuda::to_host(got, stream);
     double num = 0, den = 0, worst = 0;
     for (int64_t i = 0; i < w.numel(); ++i) {
@@ -76,8 +79,8 @@ TEST(FlashAttention, MatchesTheF32Kernel) {
       worst = std::max(worst, std::fabs(d));
     }
     const double rel = std::sqrt(num / den);
-    std::printf("T %4d H %d/%d D %3d: relative error %.2e, max abs %.2e\n", T, H, KVH, D, rel,
-                worst);
+    std::printf("T %4d H %d/%d D %3d softcap %.1f: relative error %.2e, max abs %.2e\n", T, H, KVH, D,
+                c.softcap, rel, worst);
     EXPECT_LT(rel, 2e-3);
     EXPECT_LT(worst, 2e-2);
   }
@@ -112,7 +115,7 @@ TEST(FlashAttention, ReportsItsRate) {
       if (kernel == 0)
         flash_attention_cuda(static_cast<__half*>(q16.raw()), static_cast<__half*>(k16.raw()),
                              static_cast<__half*>(v16.raw()), out.view().data<float>(), T, H, KVH,
-                             D, stream);
+                             D, 0.0f, stream);
       else
         exq::cuda::attention_prefill(q, kc, vc, out, 0, 0.088f, stream);
     };

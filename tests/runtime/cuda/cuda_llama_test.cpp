@@ -209,6 +209,11 @@ test::TinySpec windowed(test::TinySpec s, int64_t window) {
   return s;
 }
 
+test::TinySpec gemma(int version, test::TinySpec s) {
+  s.gemma = version;
+  return s;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaLlamaTiny,
     ::testing::Values(Case{"f16_bias", spec(DType::F16, false, true, false, 1), DType::F16, 5e-3},
@@ -268,7 +273,21 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3_swa6_exl2_hd64_q8",
                            windowed(spec(DType::F16, true, false, false, 23, 64, true), 6), DType::I8, 8e-3},
                       Case{"phi3_swa9_f16_hd96", windowed(spec(DType::F16, false, false, false, 24, 96, false, true), 9),
-                           DType::F16, 5e-3}),
+                           DType::F16, 5e-3},
+                      // gemma2: the attention softcap keeps even head_dim 64 on the generic
+                      // kernels; GeGLU (no EXL2 SwiGLU staging), post norms, logit softcap.
+                      Case{"gemma2_f16_hd64_swa5", gemma(2, windowed(spec(DType::F16, false, false, true, 25, 64), 5)),
+                           DType::F16, 5e-3},
+                      Case{"gemma2_exl2_hd128", gemma(2, spec(DType::F16, true, false, false, 26, 128)), DType::F16,
+                           5e-3},
+                      // gemma3: tensor-core kernels (hd64, f16 and q8), the local rotary table on
+                      // layer 0 in prefill and the fused decode rotary, q/k norms; head_dim 256 on
+                      // the SIMT kernels.
+                      Case{"gemma3_exl2_hd64", gemma(3, spec(DType::F16, true, false, false, 27, 64)), DType::F16, 5e-3},
+                      Case{"gemma3_exl2_hd64_q8", gemma(3, spec(DType::F16, true, false, false, 27, 64)), DType::I8,
+                           8e-3},
+                      Case{"gemma3_bf16_hd256_swa5", gemma(3, windowed(spec(DType::BF16, false, false, true, 28, 256), 5)),
+                           DType::F16, 3e-2}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {
@@ -422,6 +441,24 @@ TEST_F(CudaLlamaGraph, Q8CacheNeedsTheTensorCoreShapes) {
   model_->set_kv_quant(model::KvQuant::kQ8);
   EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
   model_->set_kv_quant(model::KvQuant::kNone);
+}
+
+// gemma2's attention softcap runs on the f16 / f32 caches' kernels only: q8 is refused by name.
+TEST(CudaLlamaGemma, Q8CacheRefusesAttentionSoftcap) {
+  EXQ_REQUIRE_CUDA();
+  const fs::path dir =
+      test::write_tiny_llama(test::temp_dir("cuda_gemma2_q8"), gemma(2, spec(DType::F16, false, false, true, 29, 64)));
+  const model::LlamaModel m = model::LlamaModel::load(dir);
+  CudaOptions o;
+  o.max_context = 32;
+  o.kv_cache = DType::I8;
+  try {
+    CudaLlama g(m, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attn_logit_softcapping"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 // ---- host logic: runs without a GPU ------------------------------------------------------

@@ -43,6 +43,11 @@ struct TinySpec {
   // Sliding-window attention of this many keys: phi3 on every layer, qwen3 from layer 1 on
   // (use_sliding_window, max_window_layers 1), else model_type mistral on every layer.
   int64_t window = 0;
+  // 2: model_type gemma2 (attention softcap 20, logit softcap 15, query_pre_attn_scalar 0.75 x
+  // head_dim, layer 0 windowed (window, default 6), layer 1 full); 3: gemma3_text (q/k norms,
+  // the local rotary base 100 on layer 0, linear x2 on layer 1). Both: GeGLU, norms stored as
+  // w and applied as 1 + w, four norms a layer, the embedding scaled by sqrt(hidden). No biases.
+  int gemma = 0;
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -82,6 +87,22 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
     }
     c["rope_scaling"] = {{"type", "longrope"}, {"short_factor", sf}, {"long_factor", lf}};
   }
+  if (s.gemma > 0) {
+    c["model_type"] = s.gemma == 2 ? "gemma2" : "gemma3_text";
+    c.erase("mlp_bias");
+    c["hidden_activation"] = "gelu_pytorch_tanh";
+    c["query_pre_attn_scalar"] = s.gemma == 2 ? 0.75 * static_cast<double>(t.head_dim) : static_cast<double>(t.head_dim);
+    c["sliding_window"] = s.window > 0 ? s.window : 6;
+    if (s.gemma == 2) {
+      c["attn_logit_softcapping"] = 20.0;
+      c["final_logit_softcapping"] = 15.0;
+    } else {
+      c["sliding_window_pattern"] = 2;
+      c["rope_local_base_freq"] = 100.0;
+      c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+    }
+    return c;
+  }
   if (s.window > 0) {
     c["sliding_window"] = s.window;
     if (s.qwen3) {
@@ -112,7 +133,8 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
   };
   const DType dt = s.exl2 ? DType::F16 : s.dtype;
   add("model.embed_tokens.weight", {t.vocab, t.hidden}, 0.0f, 1.0f, dt);
-  add("model.norm.weight", {t.hidden}, 1.0f, 0.1f, dt);
+  const float one = s.gemma > 0 ? 0.0f : 1.0f;  // gemma multiplies by 1 + w
+  add("model.norm.weight", {t.hidden}, one, 0.1f, dt);
   if (!s.tied || s.exl2) add("lm_head.weight", {t.vocab, t.hidden}, 0.0f, 0.2f, dt);
   const int64_t qd = t.heads * t.head_dim, kvd = t.kv_heads * t.head_dim;
   const std::vector<std::vector<int>> widths = {{4}, {8, 4}, {6, 3}, {5, 2}, {4, 4, 3}};
@@ -122,11 +144,15 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
     // Random EXL2 codes make large weights (RMS up to ~1 at 8 bits): small norm weights keep
     // attention scores moderate, else softmax is near-argmax and rounding flips it.
     const float norm = s.exl2 ? 0.15f : 1.0f;
-    add(p + "input_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
-    add(p + "post_attention_layernorm.weight", {t.hidden}, norm, 0.1f * norm, dt);
-    if (s.qwen3) {
-      add(p + "self_attn.q_norm.weight", {t.head_dim}, 1.0f, 0.2f, dt);
-      add(p + "self_attn.k_norm.weight", {t.head_dim}, 1.0f, 0.2f, dt);
+    add(p + "input_layernorm.weight", {t.hidden}, norm - 1.0f + one, 0.1f * norm, dt);
+    add(p + "post_attention_layernorm.weight", {t.hidden}, norm - 1.0f + one, 0.1f * norm, dt);
+    if (s.gemma > 0) {
+      add(p + "pre_feedforward_layernorm.weight", {t.hidden}, norm - 1.0f, 0.1f * norm, dt);
+      add(p + "post_feedforward_layernorm.weight", {t.hidden}, -0.5f, 0.1f, dt);
+    }
+    if (s.qwen3 || s.gemma == 3) {
+      add(p + "self_attn.q_norm.weight", {t.head_dim}, one, 0.2f, dt);
+      add(p + "self_attn.k_norm.weight", {t.head_dim}, one, 0.2f, dt);
     }
     const std::pair<const char*, Shape> lin[] = {
         {"self_attn.q_proj", {qd, t.hidden}}, {"self_attn.k_proj", {kvd, t.hidden}},

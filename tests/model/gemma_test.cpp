@@ -1,0 +1,148 @@
+// Gemma, Gemma 2 and Gemma 3 (text): tiny random models against transformers' logits
+// (scripts/gemma_golden.py wrote tests/model/data/gemma*_tiny), through the KV cache in chunks,
+// and the config rules: activations, softcaps, the attention scale, the windowed layers, the
+// local rotary base, transformers 5's rope_parameters per layer kind, what is refused.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "io/hf_config.h"
+#include "model/llama.h"
+#include "golden_logits.h"
+#include "test_support.h"
+
+namespace exq::model {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+fs::path data_dir(const char* name) { return test::model_data_dir(name); }
+
+double golden_error(const char* name, const std::vector<size_t>& chunks) {
+  LlamaModel m = LlamaModel::load(data_dir(name));
+  return test::golden_logit_error(m, json::parse(exq::test::read_file(data_dir(name) / "golden.json")), chunks);
+}
+
+TEST(Gemma, LogitsMatchTransformers) {
+  for (const char* name : {"gemma_tiny", "gemma2_tiny", "gemma3_tiny"}) {
+    for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
+                               std::vector<size_t>(14, 1)}) {
+      const double err = golden_error(name, chunks);
+      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
+      // The logits reach 26-34 (gemma, gemma3; gemma2's are capped at 3).
+      EXPECT_LE(err, 2e-4) << name;
+    }
+  }
+}
+
+// Several caches in one pass (exq serve -np) take the same per-row path as one cache.
+TEST(Gemma, BatchRowsMatchSingleSequences) {
+  LlamaModel m = LlamaModel::load(data_dir("gemma2_tiny"));
+  const std::vector<int32_t> a = {5, 9, 17, 33, 2, 71, 8}, b = {250, 3, 3, 12, 99, 4, 61};
+  KvCache ca = m.make_cache(16), cb = m.make_cache(16), sa = m.make_cache(16), sb = m.make_cache(16);
+  double err = 0;
+  for (size_t t = 0; t < a.size(); ++t) {
+    KvCache* caches[] = {&ca, &cb};
+    const int32_t both[] = {a[t], b[t]};
+    const Tensor batch = m.forward_batch(both, caches);
+    const Tensor la = m.forward(std::span(a).subspan(t, 1), sa, true);
+    const Tensor lb = m.forward(std::span(b).subspan(t, 1), sb, true);
+    for (int64_t i = 0; i < 320; ++i) {
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[i] - la.data<float>()[i])));
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[320 + i] - lb.data<float>()[i])));
+    }
+  }
+  EXPECT_LE(err, 1e-5);
+}
+
+io::ModelConfig parse(const json& j) { return io::parse_model_config(j.dump(), "config.json"); }
+json config_of(const char* name) { return json::parse(exq::test::read_file(data_dir(name) / "config.json")); }
+
+TEST(Gemma, ConfigRules) {
+  const io::ModelConfig g1 = parse(config_of("gemma_tiny"));
+  EXPECT_EQ(g1.activation, io::Activation::GeluTanh);  // hidden_act "gelu": the legacy name
+  EXPECT_TRUE(g1.norm_plus_one && g1.embed_scale && g1.tie_word_embeddings);
+  EXPECT_FALSE(g1.sandwich_norms);
+  EXPECT_TRUE(g1.layer_window.empty());
+  EXPECT_DOUBLE_EQ(g1.attention_scale(), 0.25);  // head_dim 16
+
+  const io::ModelConfig g2 = parse(config_of("gemma2_tiny"));
+  EXPECT_TRUE(g2.sandwich_norms);
+  EXPECT_EQ(g2.layer_window, (std::vector<int64_t>{5, 0, 5}));  // even layers slide
+  EXPECT_DOUBLE_EQ(g2.attn_softcap, 2.0);
+  EXPECT_DOUBLE_EQ(g2.final_softcap, 3.0);
+  EXPECT_DOUBLE_EQ(g2.attention_scale(), 1.0 / std::sqrt(24.0));
+  EXPECT_EQ(g2.rope_local_theta, 0.0);
+  json d2 = config_of("gemma2_tiny");
+  d2.erase("attn_logit_softcapping");  // transformers' defaults: 50 and 30
+  d2.erase("final_logit_softcapping");
+  EXPECT_DOUBLE_EQ(parse(d2).attn_softcap, 50.0);
+  EXPECT_DOUBLE_EQ(parse(d2).final_softcap, 30.0);
+  d2["attn_logit_softcapping"] = nullptr;
+  EXPECT_EQ(parse(d2).attn_softcap, 0.0);
+
+  const io::ModelConfig g3 = parse(config_of("gemma3_tiny"));
+  EXPECT_TRUE(g3.qk_norm && g3.sandwich_norms);
+  EXPECT_EQ(g3.layer_window, (std::vector<int64_t>{6, 6, 0, 6}));
+  EXPECT_EQ(g3.rope_local_theta, 100.0);
+  EXPECT_EQ(g3.rope_theta, 1e6);
+  EXPECT_EQ(g3.rope_scaling.type, io::RopeScalingType::Linear);
+  EXPECT_TRUE(g3.local_rope(0) && !g3.local_rope(2));
+  EXPECT_EQ(g3.final_softcap, 0.0);
+  EXPECT_EQ(g3.attn_softcap, 0.0);
+
+  // transformers 5 writes rope_parameters per layer kind and layer_types: the same model.
+  const io::ModelConfig t5 =
+      io::load_model_config(data_dir("gemma3_tiny") / "config.transformers5.json");
+  EXPECT_EQ(t5.layer_window, g3.layer_window);
+  EXPECT_EQ(t5.rope_local_theta, g3.rope_local_theta);
+  EXPECT_EQ(t5.rope_theta, g3.rope_theta);
+  EXPECT_EQ(t5.rope_scaling.type, g3.rope_scaling.type);
+  EXPECT_EQ(t5.rope_scaling.factor, g3.rope_scaling.factor);
+  EXPECT_EQ(t5.attention_scale(), g3.attention_scale());
+}
+
+TEST(Gemma, RefusedConfigs) {
+  auto refused = [](const json& j, const char* field) {
+    try {
+      parse(j);
+      ADD_FAILURE() << "accepted: " << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  json mm = config_of("gemma3_tiny");
+  mm["model_type"] = "gemma3";
+  refused(mm, "gemma3_text");
+  json bi = config_of("gemma3_tiny");
+  bi["use_bidirectional_attention"] = true;
+  refused(bi, "use_bidirectional_attention");
+  json act = config_of("gemma2_tiny");
+  act["hidden_activation"] = "relu";
+  refused(act, "hidden_activation");
+  json local = json::parse(exq::test::read_file(data_dir("gemma3_tiny") / "config.transformers5.json"));
+  local["rope_parameters"]["sliding_attention"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  refused(local, "rope_parameters.sliding_attention");
+}
+
+// transformers multiplies the rows by sqrt(hidden) in the table's dtype.
+TEST(Gemma, EmbeddingScaleRoundedToTableDtype) {
+  io::ModelConfig c = parse(config_of("gemma2_tiny"));
+  c.hidden_size = 3584;  // Gemma 2 9B: sqrt = 59.866...
+  c.torch_dtype = std::nullopt;
+  EXPECT_EQ(embedding_scale(c, DType::F32), static_cast<float>(std::sqrt(3584.0)));
+  EXPECT_EQ(embedding_scale(c, DType::BF16), 59.75f);
+  EXPECT_EQ(embedding_scale(c, DType::F16), 59.875f);
+  c.torch_dtype = DType::BF16;  // a converted bf16 checkpoint: its fp16 table, config.json's dtype
+  EXPECT_EQ(embedding_scale(c, DType::F16), 59.75f);
+  c.embed_scale = false;
+  EXPECT_EQ(embedding_scale(c, DType::F16), 1.0f);
+}
+
+}  // namespace
+}  // namespace exq::model

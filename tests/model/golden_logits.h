@@ -1,0 +1,45 @@
+// Logits of a model against a transformers golden (golden.json: prompt_ids, logits), as the
+// scripts/*_golden.py scripts write them into tests/model/data/.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <span>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace exq::test {
+
+inline std::filesystem::path model_data_dir(const char* name) {
+  return std::filesystem::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data" / name;
+}
+
+// Max abs difference of the model's logits for the golden's prompt, fed in `chunks` through a
+// cache of the prompt's length; *max_abs: the largest golden logit.
+inline double golden_logit_error(model::LlamaModel& m, const nlohmann::json& g, const std::vector<size_t>& chunks,
+                                 double* max_abs = nullptr) {
+  const auto ids = g["prompt_ids"].get<std::vector<int32_t>>();
+  const int64_t vocab = m.config().vocab_size;
+  model::KvCache cache = m.make_cache(static_cast<int64_t>(ids.size()));
+  double err = 0, top = 0;
+  size_t t = 0;
+  for (size_t n : chunks) {
+    const Tensor p = m.forward(std::span(ids).subspan(t, n), cache, true);
+    for (int64_t r = 0; r < p.dim(0); ++r, ++t)
+      for (int64_t i = 0; i < vocab; ++i) {
+        const double w = g["logits"][t][static_cast<size_t>(i)].get<double>();
+        err = std::max(err, std::fabs(p.data<float>()[r * vocab + i] - w));
+        top = std::max(top, std::fabs(w));
+      }
+  }
+  EXPECT_EQ(t, ids.size());
+  if (max_abs) *max_abs = top;
+  return err;
+}
+
+}  // namespace exq::test
