@@ -230,6 +230,7 @@ json build_info(const fs::path& dir) {
       {"path", dir.string()},
       {"model_type", c.model_type},
       {"architectures", architectures},
+      {"language_model_of", c.language_model_of.empty() ? json(nullptr) : json(c.language_model_of)},
       {"layers", c.num_hidden_layers},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -320,6 +321,9 @@ void print_sizes(const Sizes& z) {
 void print_info(const json& j) {
   std::string arch = j["model_type"].get<std::string>();
   if (!j["architectures"].empty()) arch += fmt::format(" ({})", j["architectures"][0].get<std::string>());
+  if (!j["language_model_of"].is_null())  // a multimodal checkpoint
+    arch = fmt::format("{}, the language model of a {} checkpoint (its vision tower is not used)", arch,
+                       j["language_model_of"].get<std::string>());
   const std::string dtypes = joined_counts(j["dtypes"]);
   std::string rope = fmt::format("theta {}", j["rope"]["theta"].get<double>());
   if (const int64_t rot = j["rope"]["rotary_dim"].get<int64_t>(); rot != j["head_dim"].get<int64_t>())

@@ -291,21 +291,23 @@ std::optional<DType> read_torch_dtype(const Reader& r) {
   r.fail(key, fmt::format("unsupported dtype '{}' (float16, bfloat16 or float32)", s));
 }
 
-ModelConfig read_config(const json& root, const std::string& file) {
+ModelConfig read_config(const json& given, const std::string& file) {
+  if (!given.is_object()) Reader(given, file).fail("<root>", "expected a JSON object");
+  const bool wrapped = given.contains("model_type") && given["model_type"] == "gemma3";
+  const json root = text_model_config(given);
+  if (wrapped && !root.is_object())
+    Reader(given, file).fail("text_config", "missing: a gemma3 config holds its language model's there");
   Reader r(root, file);
-  if (!root.is_object()) r.fail("<root>", "expected a JSON object");
   ModelConfig c;
+  c.language_model_of = wrapped ? "gemma3" : "";
   const json* mt = r.find(root, "model_type");
   if (!mt) r.fail("model_type", "missing");
   if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
   c.model_type = mt->get<std::string>();
-  if (c.model_type == "gemma3")
-    r.fail("model_type", "gemma3 (the multimodal Gemma 3 checkpoints, text_config and a vision tower) is not "
-                         "supported; gemma3_text (Gemma 3 1B, or a text-only export) is");
   const bool gemma = c.model_type.starts_with("gemma");
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text")
-    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2 "
+    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3 "
                                      "or gemma3_text)", c.model_type));
   c.activation = read_activation(r, c.model_type);
 
@@ -455,6 +457,26 @@ int64_t ModelConfig::context_length() const {
   const double scaled = static_cast<double>(rope_scaling.original_max_position_embeddings) * rope_scaling.factor;
   return std::max(max_position_embeddings,
                   static_cast<int64_t>(std::min(std::floor(scaled), static_cast<double>(kMaxPositions))));
+}
+
+json text_model_config(const json& root) {
+  if (!root.is_object() || root.value("model_type", json()) != "gemma3") return root;
+  const auto tc = root.find("text_config");
+  if (tc == root.end() || !tc->is_object()) return json();
+  json c = *tc;
+  c["model_type"] = "gemma3_text";
+  c["architectures"] = json::array({"Gemma3ForCausalLM"});
+  // What the wrapper says for the whole model (generation ends, dtype, exl2's own entry).
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
+                        "quantization_config"})
+    if (root.contains(k) && !root[k].is_null()) c[k] = root[k];
+  // Gemma3TextConfig's defaults, which the 4B-27B checkpoints' text_config leaves out.
+  for (const auto& [k, v] : std::initializer_list<std::pair<const char*, json>>{
+           {"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216},
+           {"num_hidden_layers", 26}, {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+           {"head_dim", 256}, {"sliding_window", 4096}})
+    if (!c.contains(k)) c[k] = v;
+  return c;
 }
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& file) {

@@ -49,6 +49,9 @@ const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
   std::string model_type;  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2" or "gemma3_text"
+  // "gemma3": the config is a multimodal checkpoint's text_config (model_type gemma3_text), its
+  // tensors under language_model. (io::SafetensorsModel presents them under the plain names).
+  std::string language_model_of;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
@@ -111,6 +114,11 @@ struct ModelConfig {
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };
+
+// A multimodal gemma3 config.json's language model as a gemma3_text config of its own
+// (text_config with the wrapper's token ids and dtype, Gemma3TextConfig's defaults for what it
+// leaves out); null when text_config is missing; any other config as given.
+nlohmann::json text_model_config(const nlohmann::json& root);
 
 // Reads `dir/config.json` (or the given .json file) and validates it. Throws exq::Error with
 // the file set and the message naming the offending field.

@@ -202,6 +202,36 @@ json read_json_file(const fs::path& path) {
 }  // namespace
 
 SafetensorsModel SafetensorsModel::open(const fs::path& dir) {
+  SafetensorsModel m = open_files(dir);
+  m.select_language_model();
+  return m;
+}
+
+void SafetensorsModel::select_language_model() {
+  if (where_.count("model.embed_tokens.weight")) return;
+  for (const char* prefix : {"language_model.model.", "model.language_model."}) {
+    if (!where_.count(std::string(prefix) + "embed_tokens.weight")) continue;
+    prefix_ = prefix;
+    std::unordered_map<std::string, size_t> kept;
+    for (const auto& [name, file] : where_) {
+      std::string plain;
+      if (name.starts_with(prefix_)) plain = "model." + name.substr(prefix_.size());
+      else if (name == "language_model.lm_head.weight" || name == "lm_head.weight") plain = "lm_head.weight";
+      else continue;  // the vision tower, the projector
+      kept.emplace(plain, file);
+      if (plain != name) stored_.emplace(plain, name);
+    }
+    where_ = std::move(kept);
+    return;
+  }
+}
+
+const std::string& SafetensorsModel::stored_name(const std::string& name) const {
+  auto it = stored_.find(name);
+  return it == stored_.end() ? name : it->second;
+}
+
+SafetensorsModel SafetensorsModel::open_files(const fs::path& dir) {
   SafetensorsModel m;
   m.dir_ = dir;
   auto add_file = [&](const fs::path& p) {
@@ -276,14 +306,21 @@ SafetensorsModel SafetensorsModel::open(const fs::path& dir) {
 TensorView SafetensorsModel::get(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) throw file_error(dir_, "no such tensor", name);
-  return files_[it->second].get(name);
+  return files_[it->second].get(stored_name(name));
 }
 
 std::vector<std::string> SafetensorsModel::names() const {
+  std::unordered_map<std::string, std::string> plain;  // stored -> name
+  for (const auto& [name, stored] : stored_) plain.emplace(stored, name);
   std::vector<std::string> out;
   for (const SafetensorsFile& f : files_)
-    for (const std::string& n : f.names())
-      if (where_.at(n) == static_cast<size_t>(&f - files_.data())) out.push_back(n);
+    for (const std::string& n : f.names()) {
+      auto p = plain.find(n);
+      const std::string& name = p == plain.end() ? n : p->second;
+      auto w = where_.find(name);
+      if (w != where_.end() && w->second == static_cast<size_t>(&f - files_.data()) && stored_name(name) == n)
+        out.push_back(name);
+    }
   return out;
 }
 

@@ -50,6 +50,10 @@ class SafetensorsFile {
 // A model folder: model.safetensors, or shards listed by model.safetensors.index.json, or else
 // every *.safetensors file in it (e.g. output-0000N-of-0000M). A path to one .safetensors
 // file is also accepted.
+// A multimodal checkpoint's language model (Gemma 3 4B-27B: language_model.model.* or
+// model.language_model.*, its head language_model.lm_head or lm_head) is presented under the
+// plain names (model.*, lm_head.weight); the other tensors (the vision tower, the projector)
+// are left out of names() and contains().
 class SafetensorsModel {
  public:
   static SafetensorsModel open(const std::filesystem::path& dir);
@@ -59,11 +63,21 @@ class SafetensorsModel {
   std::vector<std::string> names() const;         // file by file, each in file order
   const std::filesystem::path& file_of(const std::string& name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
+  // "language_model.model." or "model.language_model." when the names are a multimodal
+  // checkpoint's language model, else empty.
+  const std::string& language_model_prefix() const { return prefix_; }
 
  private:
+  static SafetensorsModel open_files(const std::filesystem::path& dir);
+  void select_language_model();
+  // The name a tensor has in its file.
+  const std::string& stored_name(const std::string& name) const;
+
   std::filesystem::path dir_;
   std::vector<SafetensorsFile> files_;
   std::unordered_map<std::string, size_t> where_;  // tensor -> index into files_
+  std::string prefix_;
+  std::unordered_map<std::string, std::string> stored_;  // name -> name in its file, when they differ
 };
 
 struct NamedTensor {

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "io/hf_config.h"
 #include "core/tensor.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -85,13 +86,23 @@ CompileResult compile_model(const CompileInput& in) {
     throw Error(fmt::format("compile: config.json is not valid JSON: {}", e.what()),
                 ErrorContext{.file = config_path.string()});
   }
+  // A multimodal gemma3's language model is written as a gemma3_text model of its own (the
+  // vision tower is not converted).
+  if (config.value("model_type", "") == "gemma3") {
+    const nlohmann::json text = io::text_model_config(nlohmann::json::parse(config.dump()));
+    if (text.is_null())
+      throw Error("compile: config field 'text_config': missing", ErrorContext{.file = config_path.string()});
+    config = nlohmann::ordered_json::parse(text.dump());
+  }
   config["quantization_config"] = {
       {"quant_method", "exl2"},
       {"version", kExqQuantVersion},
       {"bits", in.bits},
       {"head_bits", in.head_bits},
       {"calibration", {{"rows", in.cal_rows}, {"length", in.cal_length}, {"dataset", in.dataset}}}};
-  config["torch_dtype"] = "float16";
+  // gemma rounds its embedding scale to the model's dtype: a bf16 model's stays bf16.
+  const bool embed_scaled = config.value("model_type", "").starts_with("gemma");
+  if (!embed_scaled || (!config.contains("torch_dtype") && !config.contains("dtype"))) config["torch_dtype"] = "float16";
   io::write_file_atomic(in.out_dir / "config.json", config.dump(2) + "\n");
 
   io::copy_model_side_files(in.model_dir, in.out_dir, {"config.json"});

@@ -6,6 +6,7 @@
 #include "cli_support.h"
 #include "exl2_test_models.h"
 #include "io/safetensors.h"
+#include "../model/multimodal_gemma3.h"
 
 namespace exq::test {
 namespace {
@@ -153,6 +154,19 @@ TEST(CliInfo, Gemma) {
             std::string::npos)
       << g3.out;
   EXPECT_EQ(g3.out.find("softcap:"), std::string::npos) << g3.out;
+  // A multimodal Gemma 3 checkpoint: its language model, the vision tower's tensors not counted.
+  const fs::path mm = temp_dir("info_gemma3_mm") / "m";
+  write_multimodal_gemma3(mm, false);
+  const RunResult mj = run_exq({"info", mm.string(), "--json"});
+  ASSERT_EQ(mj.exit_code, 0) << mj.err;
+  const RunResult pj = run_exq({"info", (data / "gemma3_tiny").string(), "--json"});
+  ASSERT_EQ(pj.exit_code, 0) << pj.err;
+  EXPECT_EQ(json::parse(mj.out)["language_model_of"], "gemma3");
+  EXPECT_EQ(json::parse(mj.out)["parameters"], json::parse(pj.out)["parameters"]);
+  const RunResult mt = run_exq({"info", mm.string()});
+  EXPECT_NE(mt.out.find("gemma3_text (Gemma3ForConditionalGeneration), the language model of a gemma3 checkpoint"),
+            std::string::npos)
+      << mt.out;
   const RunResult llama = run_exq({"info", (data / "phi3_tiny").string(), "--json"});
   ASSERT_EQ(llama.exit_code, 0) << llama.err;
   EXPECT_EQ(json::parse(llama.out)["activation"], "silu");

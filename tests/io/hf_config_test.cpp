@@ -196,7 +196,7 @@ TEST(HfConfig, Qwen3AndTransformers5Fields) {
 
 TEST(HfConfig, RejectsUnsupported) {
   json j = base_config();
-  expect_error(with(j, {{"model_type", "gemma"}}), {"model_type", "gemma"});
+  expect_error(with(j, {{"model_type", "cohere"}}), {"model_type", "cohere"});
   expect_error(with(j, {{"hidden_act", "gelu"}}), {"hidden_act", "gelu"});
   expect_error(with(j, {{"rope_scaling", {{"type", "dynamic"}, {"factor", 4.0}}}}),
                {"rope_scaling.type", "dynamic", "yarn, longrope"});

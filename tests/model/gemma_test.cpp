@@ -6,13 +6,16 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
 #include "core/half.h"
 #include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "model/llama.h"
 #include "golden_logits.h"
+#include "multimodal_gemma3.h"
 #include "test_support.h"
 
 namespace exq::model {
@@ -107,6 +110,49 @@ TEST(Gemma, ConfigRules) {
   EXPECT_EQ(t5.attention_scale(), g3.attention_scale());
 }
 
+// The multimodal Gemma 3 checkpoints: their language model, under either naming, is gemma3_tiny.
+TEST(Gemma, MultimodalCheckpointRunsItsLanguageModel) {
+  LlamaModel plain = LlamaModel::load(data_dir("gemma3_tiny"));
+  const std::vector<int32_t> ids = {2, 17, 250, 3, 99, 140, 7, 300, 12};
+  KvCache pc = plain.make_cache(16);
+  const Tensor want = plain.forward(ids, pc, true);
+  for (const bool t5 : {false, true}) {
+    const fs::path dir = exq::test::temp_dir(t5 ? "gemma3_mm_t5" : "gemma3_mm");
+    exq::test::write_multimodal_gemma3(dir, t5);
+    const io::SafetensorsModel files = io::SafetensorsModel::open(dir);
+    EXPECT_EQ(files.language_model_prefix(), t5 ? "model.language_model." : "language_model.model.");
+    EXPECT_TRUE(files.contains("model.layers.3.mlp.down_proj.weight"));
+    for (const std::string& n : files.names()) EXPECT_TRUE(n.starts_with("model.")) << n;  // no vision tower
+    EXPECT_EQ(files.names().size(), io::SafetensorsModel::open(data_dir("gemma3_tiny")).names().size());
+    LlamaModel m = LlamaModel::load(dir);
+    EXPECT_EQ(m.config().model_type, "gemma3_text");
+    EXPECT_EQ(m.config().language_model_of, "gemma3");
+    EXPECT_EQ(m.config().eos_token_ids, (std::vector<int32_t>{1, 106}));  // the wrapper's
+    EXPECT_EQ(m.config().layer_window, plain.config().layer_window);
+    KvCache c = m.make_cache(16);
+    const Tensor got = m.forward(ids, c, true);
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << (t5 ? "transformers 5" : "transformers 4");
+    fs::remove_all(dir);
+  }
+  // The 4B checkpoints' text_config leaves heads, head_dim and the vocabulary to Gemma3TextConfig.
+  const json mm = {{"model_type", "gemma3"},
+                   {"text_config", {{"hidden_size", 2560}, {"intermediate_size", 10240}, {"model_type", "gemma3_text"},
+                                    {"num_hidden_layers", 34}, {"rope_scaling", {{"factor", 8.0}, {"rope_type", "linear"}}},
+                                    {"sliding_window", 1024}}},
+                   {"eos_token_id", {1, 106}}};
+  const io::ModelConfig c = parse(mm);
+  EXPECT_EQ(c.num_attention_heads, 8);
+  EXPECT_EQ(c.num_key_value_heads, 4);
+  EXPECT_EQ(c.head_dim, 256);
+  EXPECT_EQ(c.vocab_size, 262208);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.rope_local_theta, 1e4);
+  EXPECT_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c.window_of(0), 1024);
+  EXPECT_EQ(c.window_of(5), 0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+}
+
 TEST(Gemma, RefusedConfigs) {
   auto refused = [](const json& j, const char* field) {
     try {
@@ -117,8 +163,8 @@ TEST(Gemma, RefusedConfigs) {
     }
   };
   json mm = config_of("gemma3_tiny");
-  mm["model_type"] = "gemma3";
-  refused(mm, "gemma3_text");
+  mm["model_type"] = "gemma3";  // without text_config
+  refused(mm, "text_config");
   json bi = config_of("gemma3_tiny");
   bi["use_bidirectional_attention"] = true;
   refused(bi, "use_bidirectional_attention");

@@ -199,18 +199,37 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   }
 
   const int half = a.rot_half > 0 ? a.rot_half : D / 2;  // < D / 2: partial rotary
+  // qwen3 / gemma3: each head's RMS (q heads g < gn, the new key at gn), a warp per head.
+  __shared__ float inv_rms[kGroup + 1];
+  const bool qk_norm = a.q_norm != nullptr;
+  if (qk_norm) {
+    for (int g = warp; g <= gn; g += kWarps) {
+      if (g == gn && !owns_new) break;
+      const float* row = g < gn ? a.q + static_cast<size_t>(h0 + g) * D : a.k_new + static_cast<size_t>(kvh) * D;
+      float ss = 0.0f;
+      for (int d = lane; d < D; d += 32) ss += row[d] * row[d];
+      ss = warp_sum(ss);
+      if (lane == 0) inv_rms[g] = rsqrtf(ss / static_cast<float>(D) + a.norm_eps);
+    }
+    __syncthreads();
+  }
+  // Element d of a row as the rotary reads it: RMS-normed by weight w when qk_norm.
+  auto normed = [&](const float* row, const float* w, float inv, int d) {
+    return qk_norm ? row[d] * inv * w[d] : row[d];
+  };
   for (int i = tid; i < gn * D; i += kThreads) {
     const int g = i / D, d = i - g * D;
     const float* qr = a.q + static_cast<size_t>(h0 + g) * D;
+    const float inv = qk_norm ? inv_rms[g] : 1.0f;
     float v;
     if (fused && d < 2 * half) {
       const int j = d < half ? d : d - half;
       const float c = a.cos[static_cast<size_t>(pos) * half + j];
       const float s = a.sin[static_cast<size_t>(pos) * half + j];
-      const float x1 = qr[j], x2 = qr[j + half];
+      const float x1 = normed(qr, a.q_norm, inv, j), x2 = normed(qr, a.q_norm, inv, j + half);
       v = d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
     } else {
-      v = qr[d];
+      v = normed(qr, a.q_norm, inv, d);
     }
     q_s[i] = v * a.scale;
   }
@@ -218,13 +237,14 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     const float* kr = a.k_new + static_cast<size_t>(kvh) * D;
     const float* vr = a.v_new + static_cast<size_t>(kvh) * D;
     const size_t row = head_off + static_cast<size_t>(pos) * D;
+    const float kinv = qk_norm ? inv_rms[gn] : 1.0f;
     for (int d = tid; d < D; d += kThreads) {
-      float kv = kr[d];
+      float kv = normed(kr, a.k_norm, kinv, d);
       if (d < 2 * half) {
         const int j = d < half ? d : d - half;
         const float c = a.cos[static_cast<size_t>(pos) * half + j];
         const float s = a.sin[static_cast<size_t>(pos) * half + j];
-        const float x1 = kr[j], x2 = kr[j + half];
+        const float x1 = normed(kr, a.k_norm, kinv, j), x2 = normed(kr, a.k_norm, kinv, j + half);
         kv = d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
       }
       const C kc = from_float<C>(kv);

@@ -65,6 +65,12 @@ struct DecodeAttention {
   // > 0: each scaled score s becomes softcap * tanh(s / softcap) (gemma2); the SIMT kernel only
   // (attention_decode_uses_mma is false).
   float softcap = 0.0f;
+  // qwen3 / gemma3 (fused only): each head of q and k_new is RMS-normed (norm_eps) and
+  // multiplied by these [head_dim] weights before the rotary, as exq::cuda::rmsnorm does; null:
+  // q and k_new as given.
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  float norm_eps = 0.0f;
   bool pdl = false;  // programmatic dependent launch (pdl.h)
   // Tensor-core kernel only (attention_decode_uses_mma): the output also as the batch-1 staged
   // x of an EXL2 GEMV (exl2_gemv_staged): out[c] rounded to f16 at xq16[x_pos[c]], 0 at

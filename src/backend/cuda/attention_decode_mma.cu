@@ -187,6 +187,42 @@ __global__ void __launch_bounds__(32 * kWarps)
     if (turns) kn2 = a.k_new[static_cast<size_t>(kvh) * D + j + half];
     vn = a.v_new[static_cast<size_t>(kvh) * D + qd];
   }
+  if (a.q_norm != nullptr) {
+    // qwen3 / gemma3: each row RMS-normed before the rotary. A row's D threads are whole warps:
+    // warp sums of the squares of the dims the threads own, then the row's D / 32 partials.
+    __shared__ float part[(kRows + 1) * (D / 32)];
+    const bool hi = turns && qd >= half;  // the thread's own dim qd sits in x2
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const float own = hi ? x2[k] : x1[k];
+      const float ss = warp_sum(own * own);
+      if (lane == 0) part[(r0 + k * kRowStep) * (D / 32) + qd / 32] = ss;
+    }
+    if (r0 == 0) {  // the new key (its values are loaded by the new-row threads only)
+      const float own = hi ? kn2 : kn1;
+      const float ss = warp_sum(own * own);
+      if (lane == 0) part[kRows * (D / 32) + qd / 32] = ss;
+    }
+    __syncthreads();
+    auto inv_of = [&](int row) {
+      float ss = 0.0f;
+#pragma unroll
+      for (int w = 0; w < D / 32; ++w) ss += part[row * (D / 32) + w];
+      return rsqrtf(ss / static_cast<float>(D) + a.norm_eps);
+    };
+    const float w1 = a.q_norm[j], w2 = turns ? a.q_norm[j + half] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const float inv = inv_of(r0 + k * kRowStep);
+      x1[k] *= inv * w1;
+      x2[k] *= inv * w2;
+    }
+    if (new_row) {
+      const float inv = inv_of(kRows);
+      kn1 *= inv * a.k_norm[j];
+      if (turns) kn2 *= inv * a.k_norm[j + half];
+    }
+  }
   auto rotate = [&](float u1, float u2) {
     return !turns ? u1 : qd < half ? u1 * cs - u2 * sn : u2 * cs + u1 * sn;
   };

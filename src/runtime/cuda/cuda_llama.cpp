@@ -275,8 +275,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
       L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
     else
       L.qkv.forward_each(sc, v.xn, {v.q2, v.k2, v.v2}, s);
-    qk_norm(L, v.q, v.k);
-    if (batch_rows > 0) {  // rotary and append inside the decode attention
+    if (batch_rows > 0) {  // q / k norms, rotary and append inside the decode attention
       if (q8())
         attend_rows<int8_t>(L, v, batch_rows);
       else if (opts.kv_cache == DType::F16)
@@ -285,6 +284,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
         attend_rows<float>(L, v, batch_rows);
     } else {
       const gpu::DeviceView kc = kcache(L), vc = vcache(L);
+      qk_norm(L, v.q, v.k);
       gpu::rotary(v.q, cos_of(L), sin_of(L), start, s);
       gpu::rotary(v.k, cos_of(L), sin_of(L), start, s);
       if (q8()) {  // appended as codes, attended as they read back (tensor cores, any length)

@@ -29,6 +29,11 @@ gpu::DecodeAttention<C> CudaLlama::Impl::decode_args(const LayerGpu& L, const Vi
       .max_keys = static_cast<int>(capacity), .scale = scale(),
       .rot_half = static_cast<int>(cos.view().dim(1)), .window = L.window,
       .softcap = static_cast<float>(config.attn_softcap), .pdl = pdl};
+  if (!L.q_norm.empty()) {  // qwen3 / gemma3: normed by the attention kernel itself
+    a.q_norm = L.q_norm.view().data<float>();
+    a.k_norm = L.k_norm.view().data<float>();
+    a.norm_eps = static_cast<float>(config.rms_norm_eps);
+  }
   if constexpr (std::is_same_v<C, int8_t>) {
     a.k_scale = static_cast<__half*>(L.k_scale.raw());
     a.v_scale = static_cast<__half*>(L.v_scale.raw());
@@ -72,7 +77,7 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
   return staged;
 }
 
-// Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ rotary, append); o GEMV;
+// Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ q / k norms, rotary, append); o GEMV;
 // add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2);
 // add + norm (of the next layer, or the final one, which also advances the
 // position). Embedding and the first norm are one kernel.
@@ -118,7 +123,6 @@ void CudaLlama::Impl::decode_body() {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
     if (on("qkv")) L.qkv.forward(sc, v.xn, {v.q2, v.k2, v.v2}, s);
-    qk_norm(L, v.q, v.k);  // qwen3 only
     bool o_staged = false;
     if (on("attention"))
       o_staged = q8()                         ? attend<int8_t>(L, v)

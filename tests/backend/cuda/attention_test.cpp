@@ -179,17 +179,34 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
     attention_decode_reset_cuda(ws.view().data<float>(), static_cast<int>(c.heads), static_cast<int>(c.hd), stream());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
     auto rotate = [&](const float* x, float* y, int64_t p) { rope.rotate(x, y, p); };
+    // Odd steps: qwen3 / gemma3's per-head RMSNorm of q and k, inside the kernel.
+    const Tensor q_w = test::random_f32({c.hd}, seed++, 0.5f, 1.5f), k_w = test::random_f32({c.hd}, seed++, 0.5f, 1.5f);
+    DeviceTensor dqw = upload(q_w), dkw = upload(k_w);
+    constexpr float kEps = 1e-6f;
+    auto rms_normed = [&](Tensor t, const Tensor& w) {  // each row of [rows, hd], in place
+      for (int64_t r = 0; r < t.numel() / c.hd; ++r) {
+        float* x = t.data<float>() + r * c.hd;
+        double ss = 0;
+        for (int64_t d = 0; d < c.hd; ++d) ss += static_cast<double>(x[d]) * x[d];
+        const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(c.hd) + kEps));
+        for (int64_t d = 0; d < c.hd; ++d) x[d] = x[d] * inv * w.data<float>()[d];
+      }
+      return t;
+    };
     for (int step = 0; step < kSteps; ++step) {
       const int pos = c.start + step;
+      const bool qk_norm = step % 2 == 1;
       const Tensor q = test::random_f32({1, c.heads, c.hd}, seed++, -2.0f, 2.0f);
       const Tensor k = test::random_f32({c.kv_heads, c.hd}, seed++);
       const Tensor v = test::random_f32({c.kv_heads, c.hd}, seed++);
+      const Tensor qh = qk_norm ? rms_normed(Tensor::copy_of(q.view()), q_w) : Tensor::copy_of(q.view());
+      const Tensor kh = qk_norm ? rms_normed(Tensor::copy_of(k.view()), k_w) : Tensor::copy_of(k.view());
       // Host expectation: rotated q; the cache with the rotated k and v at row pos.
       Tensor qr(DType::F32, q.shape());
-      for (int64_t h = 0; h < c.heads; ++h) rotate(q.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
+      for (int64_t h = 0; h < c.heads; ++h) rotate(qh.data<float>() + h * c.hd, qr.data<float>() + h * c.hd, pos);
       for (int64_t h = 0; h < c.kv_heads; ++h) {
         std::vector<float> kr(static_cast<size_t>(c.hd));
-        rotate(k.data<float>() + h * c.hd, kr.data(), pos);
+        rotate(kh.data<float>() + h * c.hd, kr.data(), pos);
         for (int64_t d = 0; d < c.hd; ++d) {
           const int64_t at = (h * capacity + pos) * c.hd + d;
           const float kv = kr[static_cast<size_t>(d)], vv = v.data<float>()[h * c.hd + d];
@@ -229,6 +246,11 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
         a.pdl = true;
         a.simt = simt;
         a.mma_warps = mma_warps;
+        if (qk_norm) {
+          a.q_norm = dqw.view().data<float>();
+          a.k_norm = dkw.view().data<float>();
+          a.norm_eps = kEps;
+        }
         if constexpr (std::is_same_v<C, __half>) {
           if (is_perm && attention_decode_uses_mma(a)) {
             a.xq16 = static_cast<__half*>(dxq.raw());
@@ -244,7 +266,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
       };
       const std::string what = "fused H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
                                " hd=" + std::to_string(c.hd) + " pos=" + std::to_string(pos) + " " +
-                               std::string(dtype_name(dtype));
+                               std::string(dtype_name(dtype)) + (qk_norm ? " q/k norms" : "");
       if (dtype == DType::F16) {
         // Every kernel on the same step (the tensor-core one where it applies, with the
         // device's warp count and with 4, then the SIMT one): each rewrites row pos with the
