@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "test_support.h"
 
 namespace exq::test {
 
@@ -40,6 +41,12 @@ inline double golden_logit_error(model::LlamaModel& m, const nlohmann::json& g, 
   EXPECT_EQ(t, ids.size());
   if (max_abs) *max_abs = top;
   return err;
+}
+
+// The same for tests/model/data/NAME (its model and golden.json).
+inline double golden_logit_error(const char* name, const std::vector<size_t>& chunks) {
+  model::LlamaModel m = model::LlamaModel::load(model_data_dir(name));
+  return golden_logit_error(m, nlohmann::json::parse(read_file(model_data_dir(name) / "golden.json")), chunks);
 }
 
 }  // namespace exq::test

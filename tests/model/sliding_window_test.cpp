@@ -22,18 +22,13 @@ using nlohmann::json;
 
 fs::path data_dir(const char* name) { return test::model_data_dir(name); }
 
-double golden_error(const char* name, const std::vector<size_t>& chunks) {
-  LlamaModel m = LlamaModel::load(data_dir(name));
-  return test::golden_logit_error(m, json::parse(exq::test::read_file(data_dir(name) / "golden.json")), chunks);
-}
-
 TEST(SlidingWindow, LogitsMatchTransformers) {
   for (const char* name : {"mistral_swa_tiny", "qwen2_swa_tiny"}) {
     // All 14 rows in one pass, 6 + three single steps + 5, and 14 single steps (the blocked
     // GEMM path of 16 rows and more: GemmRowsMatchSingleRows).
     for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
                                std::vector<size_t>(14, 1)}) {
-      const double err = golden_error(name, chunks);
+      const double err = test::golden_logit_error(name, chunks);
       std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
       EXPECT_LE(err, 1e-4) << name;
     }

@@ -25,34 +25,32 @@ constexpr int64_t kMinChunk = 1 << 14;
 
 }  // namespace
 
-void swiglu(const TensorView& gate, const TensorView& up, const TensorView& out) {
-  check_f32_contiguous(gate, "swiglu", "gate");
-  check_f32_contiguous(up, "swiglu", "up");
-  check_f32_contiguous(out, "swiglu", "out");
-  EXQ_CHECK(gate.shape() == up.shape() && gate.shape() == out.shape(),
-            "swiglu: shapes {} {} {} differ", shape_str(gate.shape()), shape_str(up.shape()),
-            shape_str(out.shape()));
+namespace {
+
+// out = act(gate) * up over F32 tensors of one shape (the MLP's gated unit).
+template <typename Act>
+void gated_unit(const TensorView& gate, const TensorView& up, const TensorView& out, const char* op, Act act) {
+  check_f32_contiguous(gate, op, "gate");
+  check_f32_contiguous(up, op, "up");
+  check_f32_contiguous(out, op, "out");
+  EXQ_CHECK(gate.shape() == up.shape() && gate.shape() == out.shape(), "{}: shapes {} {} {} differ", op,
+            shape_str(gate.shape()), shape_str(up.shape()), shape_str(out.shape()));
   const float* g = gate.data<float>();
   const float* u = up.data<float>();
   float* o = out.data<float>();
   parallel_for(gate.numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = b; i < e; ++i) o[i] = act(g[i]) * u[i];
   }, kMinChunk);
 }
 
+}  // namespace
+
+void swiglu(const TensorView& gate, const TensorView& up, const TensorView& out) {
+  gated_unit(gate, up, out, "swiglu", [](float g) { return g / (1.0f + std::exp(-g)); });
+}
+
 void geglu(const TensorView& gate, const TensorView& up, const TensorView& out) {
-  check_f32_contiguous(gate, "geglu", "gate");
-  check_f32_contiguous(up, "geglu", "up");
-  check_f32_contiguous(out, "geglu", "out");
-  EXQ_CHECK(gate.shape() == up.shape() && gate.shape() == out.shape(),
-            "geglu: shapes {} {} {} differ", shape_str(gate.shape()), shape_str(up.shape()),
-            shape_str(out.shape()));
-  const float* g = gate.data<float>();
-  const float* u = up.data<float>();
-  float* o = out.data<float>();
-  parallel_for(gate.numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) o[i] = gelu_tanh(g[i]) * u[i];
-  }, kMinChunk);
+  gated_unit(gate, up, out, "geglu", gelu_tanh);
 }
 
 void scale_inplace(const TensorView& x, float s) {
