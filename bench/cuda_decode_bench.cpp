@@ -16,7 +16,11 @@
 // row M instead (quant/options.h; most rows mix two or three bit widths in one layer, as real
 // conversions do), e.g. --tables 10,9: 0.1:5b_128g/0.9:4b_128g for q, k, v, o, about 4.3 bits.
 // --decode-only skips the attention and prefill timings; --shape smollm2 builds SmolLM2-135M's
-// shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's.
+// shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's; --shape mixtral a
+// Mixtral-8x7B-shaped mixture of experts (Llama-3-8B's attention, 8 experts of 14336 rows, top
+// 2, vocab 32000; every expert its own device copy of one packed layer, so the decode graph's
+// device-side routing reads a different expert's weights per token), 8 layers unless --layers.
+// --layers N: the synthetic model's layer count.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
 // --kv q8_0: the q8 KV cache instead of f16; --contexts N,N,...: the decode positions timed
 // (default 128,2048).
@@ -33,6 +37,7 @@
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
 //                          [--decode-only] [--passes] [--batch] [--logprobs] [--shape llama3-8b|smollm2]
 //                          [--settle-ms N] [--kv f16|q8_0] [--contexts N,N,...]
+//                          [--shape mixtral] [--layers N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -83,6 +88,8 @@ struct Args {
   bool passes = false;
   bool logprobs = false;
   bool smol = false;  // --shape smollm2
+  bool mixtral = false;  // --shape mixtral
+  int64_t layers = 0;    // --layers, 0: the shape's
   int iters = 64;
   int settle_ms = 0;
   int64_t vocab = 128256;
@@ -141,13 +148,14 @@ struct HostModel {
   std::vector<std::unique_ptr<io::Exl2Packed>> packed;  // q, k, v, o, gate, up, down
   std::vector<std::string> options;                     // their options' descriptions
   Tensor table;                                         // [vocab, hidden] f16
+  Tensor router;                                        // mixtral: [experts, hidden] f16
   model::LlamaWeights weights;
 };
 
 // attn_row / mlp_row: exllamav2 option table rows, -1 for 1:4b_128g everywhere.
 // smol: SmolLM2-135M's shape (hidden 576, intermediate 1536, 9 / 3 heads of 64) instead.
 std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_row = -1,
-                                      int mlp_row = -1, bool smol = false) {
+                                      int mlp_row = -1, bool smol = false, bool mixtral = false) {
   auto m = std::make_unique<HostModel>();
   io::ModelConfig& c = m->config;
   c.model_type = "llama";
@@ -161,6 +169,13 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
   c.max_position_embeddings = 8192;
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 500000.0;
+  if (mixtral) {
+    c.model_type = "mixtral";
+    c.num_experts = 8;
+    c.experts_per_token = 2;
+    c.expert_intermediate = c.intermediate_size;
+    c.layer_moe.assign(static_cast<size_t>(layers), 1);
+  }
   const int64_t h = c.hidden_size, f = c.intermediate_size, kv = c.kv_dim();
   const std::pair<int64_t, int64_t> shapes[] = {{h, h}, {h, kv}, {h, kv}, {h, h}, {h, f}, {h, f}, {f, h}};
   const quant::QuantOption four = quant::parse_option("1:4b_128g");
@@ -181,6 +196,10 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
   m->table = Tensor(DType::F16, {vocab, h});
   Bits b{99};
   for (uint16_t& v : m->table.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 2e-5f);
+  if (mixtral) {  // the router: random f16 [8, hidden]
+    m->router = Tensor(DType::F16, {c.num_experts, h});
+    for (uint16_t& v : m->router.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 1e-3f);
+  }
   model::LlamaWeights& w = m->weights;
   w.embed = m->table.view();
   const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -191,9 +210,21 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
     std::fill(L.attn_norm.span<float>().begin(), L.attn_norm.span<float>().end(), 1.0f);
     std::fill(L.ffn_norm.span<float>().begin(), L.ffn_norm.span<float>().end(), 1.0f);
     std::unique_ptr<model::Linear>* slots[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
-    for (int i = 0; i < 7; ++i)
+    for (int i = 0; i < (mixtral ? 4 : 7); ++i)
       *slots[i] = std::make_unique<model::Exl2Linear>(m->packed[static_cast<size_t>(i)]->view(), shapes[i].first,
                                                       shapes[i].second, fmt::format("model.layers.{}.{}", l, names[i]));
+    if (mixtral) {
+      L.router = std::make_unique<model::DenseLinear>(m->router.view());
+      for (int64_t e = 0; e < c.num_experts; ++e) {
+        model::ExpertWeights x;
+        std::unique_ptr<model::Linear>* parts[] = {&x.gate, &x.up, &x.down};
+        for (int i = 4; i < 7; ++i)
+          *parts[i - 4] = std::make_unique<model::Exl2Linear>(
+              m->packed[static_cast<size_t>(i)]->view(), shapes[i].first, shapes[i].second,
+              fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}", l, e, names[i]));
+        L.experts.push_back(std::move(x));
+      }
+    }
     w.layers.push_back(std::move(L));
   }
   w.final_norm = Tensor(DType::F32, {h});
@@ -281,6 +312,7 @@ json time_decode(rt::CudaLlama& m, int64_t context, int iters, int settle_ms) {
             {"loop_tokens_per_s", iters / loop_s},
             {"graph_replays", st.graph_replays},
             {"o_staged_layers", st.o_staged_layers},
+            {"moe_device_layers", st.moe_device_layers},
             {"pdl", gpu::decode_pdl_enabled()},
             {"breakdown_eager", breakdown},
             {"breakdown_eager_total_ms", eager_ms}};
@@ -468,7 +500,8 @@ json run_synthetic(const Args& a) {
     out["attention_decode"] = att;
   }
   {
-    auto host = make_model(a.smol ? 30 : 32, a.vocab, a.attn_row, a.mlp_row, a.smol);
+    const int64_t layers = a.layers > 0 ? a.layers : a.smol ? 30 : a.mixtral ? 8 : 32;
+    auto host = make_model(layers, a.vocab, a.attn_row, a.mlp_row, a.smol, a.mixtral);
     const std::vector<std::string> options = host->options;
     const io::ModelConfig cfg = host->config;
     rt::CudaOptions o;
@@ -483,6 +516,7 @@ json run_synthetic(const Args& a) {
     out["model"] = {{"layers", cfg.num_hidden_layers}, {"hidden", cfg.hidden_size},
                     {"intermediate", cfg.intermediate_size}, {"heads", cfg.num_attention_heads},
                     {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
+                    {"experts", cfg.num_experts}, {"experts_per_token", cfg.experts_per_token},
                     {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", a.q8 ? "q8_0" : "F16"}};
     out["decode"] = json::array();
     for (int64_t c : a.contexts) out["decode"].push_back(time_decode(m, c, a.iters, a.settle_ms));
@@ -535,6 +569,7 @@ int run(int argc, char** argv) {
     }
     else if (arg == "--model") a.model = value();
     else if (arg == "--decode-only") a.decode_only = true;
+    else if (arg == "--layers") a.layers = std::stoll(value());
     else if (arg == "--passes") a.passes = true;
     else if (arg == "--batch") a.batch = true;
     else if (arg == "--logprobs") a.logprobs = true;
@@ -555,9 +590,12 @@ int run(int argc, char** argv) {
     }
     else if (arg == "--shape") {
       const std::string v = value();
-      EXQ_CHECK(v == "llama3-8b" || v == "smollm2", "--shape is llama3-8b or smollm2, got {}", v);
+      EXQ_CHECK(v == "llama3-8b" || v == "smollm2" || v == "mixtral",
+                "--shape is llama3-8b, smollm2 or mixtral, got {}", v);
       a.smol = v == "smollm2";
+      a.mixtral = v == "mixtral";
       if (a.smol && !vocab_given) a.vocab = 49152;
+      if (a.mixtral && !vocab_given) a.vocab = 32000;
     }
     else if (arg == "--tables") {
       const std::string v = value();

@@ -9,6 +9,10 @@
 // An 8B-shaped model with SmolLM2's tokenizer:
 //   make_random_model --out DIR --tokenizer-from ~/.cache/exq/dev-smollm2-f16
 //     --hidden 4096 --inter 14336 --heads 32 --kv-heads 8 --layers 32 --vocab 49152
+// Mixtral-8x7B-shaped (4 layers): --hidden 4096 --inter 14336 --heads 32 --kv-heads 8 --layers 4
+//     --vocab 32000 --moe 8,2
+// Qwen3-30B-A3B-shaped (4 layers): --hidden 2048 --inter 6144 --heads 32 --kv-heads 4 --head-dim 128
+//     --layers 4 --vocab 151936 --moe 128,8 --moe-inter 768
 #include <fmt/format.h>
 
 #include <cmath>
@@ -40,6 +44,9 @@ struct Args {
   bool tied = false;
   bool phi3 = false;  // model_type phi3: q/k/v as one qkv_proj, gate/up as one gate_up_proj
   int gemma = 0;      // 2: gemma2, 3: gemma3_text (four norms a layer, stored as w for 1 + w)
+  // Mixture of experts: experts experts, top k a token. moe_inter 0: mixtral (experts of
+  // --inter rows); else qwen3_moe (experts of moe_inter rows, q/k norms).
+  int64_t experts = 0, experts_per_token = 0, moe_inter = 0;
   uint64_t seed = 1234;
   double std = 0.02, outlier_fraction = 0.005, outlier_scale = 8.0, shard_gb = 4.0;
 };
@@ -52,6 +59,10 @@ constexpr const char* kUsage = R"(Usage: make_random_model --out DIR --tokenizer
   --gemma 2|3                                     model_type gemma2 (softcaps 50 / 30, every other layer a
                                                   window of 4096) or gemma3_text (q/k norms, 5 of 6 layers a
                                                   window of 1024, local rotary base 10000); GeGLU, tied head
+  --moe E,K                                       mixture of experts: E experts, top K a token; model_type
+                                                  mixtral (experts of --inter rows)
+  --moe-inter N                                   with --moe: model_type qwen3_moe, experts of N rows (q/k
+                                                  norms, every layer sparse, norm_topk_prob)
   --seed N --std X --outlier-fraction X --outlier-scale X   weight distribution
   --shard-gb X                                    shard cap in GB (default 4))";
 
@@ -96,6 +107,17 @@ Args parse(int argc, char** argv) {
     else if (o == "--untied") a.tied = false;
     else if (o == "--phi3") a.phi3 = true;
     else if (o == "--gemma") a.gemma = static_cast<int>(integer(i, o));
+    else if (o == "--moe" && i + 1 < argc) {
+      const std::string v = argv[++i];
+      const size_t comma = v.find(',');
+      EXQ_CHECK(comma != std::string::npos, "--moe: expected E,K, got '{}'", v);
+      try {
+        a.experts = std::stoll(v.substr(0, comma));
+        a.experts_per_token = std::stoll(v.substr(comma + 1));
+      } catch (const std::exception&) {
+        throw exq::Error(fmt::format("--moe: expected E,K, got '{}'", v));
+      }
+    } else if (o == "--moe-inter") a.moe_inter = integer(i, o);
     else if (o == "--seed") a.seed = static_cast<uint64_t>(integer(i, o));
     else if (o == "--std") a.std = num(i, o);
     else if (o == "--outlier-fraction") a.outlier_fraction = num(i, o);
@@ -109,6 +131,10 @@ Args parse(int argc, char** argv) {
   EXQ_CHECK(a.gemma == 0 || a.gemma == 2 || a.gemma == 3, "--gemma: 2 or 3, got {}", a.gemma);
   EXQ_CHECK(a.gemma == 0 || !a.phi3, "--gemma and --phi3 exclude each other");
   if (a.gemma > 0) a.tied = true;
+  EXQ_CHECK(a.experts == 0 || (a.experts_per_token >= 1 && a.experts_per_token <= a.experts),
+            "--moe: top K must be within 1..E, got {},{}", a.experts, a.experts_per_token);
+  EXQ_CHECK(a.experts == 0 || (a.gemma == 0 && !a.phi3), "--moe excludes --gemma and --phi3");
+  EXQ_CHECK(a.moe_inter == 0 || a.experts > 0, "--moe-inter needs --moe");
   EXQ_CHECK(a.hidden > 0 && a.inter > 0 && a.heads > 0 && a.kv_heads > 0 && a.layers > 0 &&
                 a.vocab > 0 && a.head_dim > 0 && a.head_dim % 2 == 0 && a.heads % a.kv_heads == 0,
             "bad shape: hidden {} inter {} heads {} kv-heads {} head-dim {} layers {} vocab {}",
@@ -148,7 +174,7 @@ std::vector<TensorSpec> tensor_list(const Args& a) {
       t.push_back({p + "pre_feedforward_layernorm.weight", {h}, norm});
       t.push_back({p + "post_feedforward_layernorm.weight", {h}, norm});
     }
-    if (a.gemma == 3) {
+    if (a.gemma == 3 || a.moe_inter > 0) {
       t.push_back({p + "self_attn.q_norm.weight", {a.head_dim}, norm});
       t.push_back({p + "self_attn.k_norm.weight", {a.head_dim}, norm});
     }
@@ -161,6 +187,19 @@ std::vector<TensorSpec> tensor_list(const Args& a) {
     }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}, Kind::kLinear});
     t.push_back({p + "post_attention_layernorm.weight", {h}, norm});
+    if (a.experts > 0) {
+      const bool mixtral = a.moe_inter == 0;
+      const std::string block = p + (mixtral ? "block_sparse_moe." : "mlp.");
+      const int64_t ei = mixtral ? a.inter : a.moe_inter;
+      t.push_back({block + "gate.weight", {a.experts, h}, Kind::kLinear});
+      for (int64_t e = 0; e < a.experts; ++e) {
+        const std::string x = block + fmt::format("experts.{}.", e);
+        t.push_back({x + (mixtral ? "w1" : "gate_proj") + ".weight", {ei, h}, Kind::kLinear});
+        t.push_back({x + (mixtral ? "w3" : "up_proj") + ".weight", {ei, h}, Kind::kLinear});
+        t.push_back({x + (mixtral ? "w2" : "down_proj") + ".weight", {h, ei}, Kind::kLinear});
+      }
+      continue;
+    }
     if (a.phi3) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * a.inter, h}, Kind::kLinear});
     } else {
@@ -313,6 +352,24 @@ void run(const Args& a) {
       config["sliding_window_pattern"] = 6;
       config["rope_local_base_freq"] = 10000.0;
     }
+  }
+  if (a.experts > 0 && a.moe_inter == 0) {
+    config["architectures"] = {"MixtralForCausalLM"};
+    config["model_type"] = "mixtral";
+    config["num_local_experts"] = a.experts;
+    config["num_experts_per_tok"] = a.experts_per_token;
+    config.erase("attention_bias");
+    config.erase("mlp_bias");
+  } else if (a.experts > 0) {
+    config["architectures"] = {"Qwen3MoeForCausalLM"};
+    config["model_type"] = "qwen3_moe";
+    config["num_experts"] = a.experts;
+    config["num_experts_per_tok"] = a.experts_per_token;
+    config["moe_intermediate_size"] = a.moe_inter;
+    config["norm_topk_prob"] = true;
+    config["decoder_sparse_step"] = 1;
+    config["mlp_only_layers"] = ordered_json::array();
+    config.erase("mlp_bias");
   }
   copy_tokenizer(a, config);
 

@@ -25,6 +25,7 @@
 #include "model/lora.h"
 #include "model/rope.h"
 #include "model/linear_bits.h"
+#include "model/llama_weights.h"
 
 namespace exq::cli {
 namespace {
@@ -56,6 +57,23 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c, bool fused) 
       t.push_back({p + "self_attn.v_proj.weight", {kv, h}});
     }
     t.push_back({p + "self_attn.o_proj.weight", {h, q}});
+    if (c.attention_qkv_bias) {
+      t.push_back({p + "self_attn.q_proj.bias", {q}});
+      t.push_back({p + "self_attn.k_proj.bias", {kv}});
+      t.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.attention_out_bias) t.push_back({p + "self_attn.o_proj.bias", {h}});
+    if (c.moe_layer(l)) {
+      const model::MoeNames mn = model::moe_names(c);
+      const int64_t ei = c.expert_intermediate;
+      t.push_back({model::router_key(c, l) + ".weight", {c.num_experts, h}});
+      for (int64_t e = 0; e < c.num_experts; ++e) {
+        t.push_back({model::expert_key(c, l, e, mn.gate) + ".weight", {ei, h}});
+        t.push_back({model::expert_key(c, l, e, mn.up) + ".weight", {ei, h}});
+        t.push_back({model::expert_key(c, l, e, mn.down) + ".weight", {h, ei}});
+      }
+      continue;
+    }
     if (fused) {
       t.push_back({p + "mlp.gate_up_proj.weight", {2 * inter, h}});
     } else {
@@ -63,12 +81,6 @@ std::vector<ExpectedTensor> llama_tensors(const io::ModelConfig& c, bool fused) 
       t.push_back({p + "mlp.up_proj.weight", {inter, h}});
     }
     t.push_back({p + "mlp.down_proj.weight", {h, inter}});
-    if (c.attention_qkv_bias) {
-      t.push_back({p + "self_attn.q_proj.bias", {q}});
-      t.push_back({p + "self_attn.k_proj.bias", {kv}});
-      t.push_back({p + "self_attn.v_proj.bias", {kv}});
-    }
-    if (c.attention_out_bias) t.push_back({p + "self_attn.o_proj.bias", {h}});
     if (c.mlp_bias) {
       t.push_back({p + "mlp.gate_proj.bias", {inter}});
       t.push_back({p + "mlp.up_proj.bias", {inter}});
@@ -210,7 +222,8 @@ json build_info(const fs::path& dir) {
   const bool fused = c.fused_projections && st.contains("model.layers.0.self_attn.qkv_proj.weight");
   for (const auto& t : llama_tensors(c, fused)) {
     params += shape_numel(t.shape);
-    const bool linear = t.name.find("_proj.") != std::string::npos || t.name.rfind("lm_head.", 0) == 0;
+    const bool linear = t.name.find("_proj.") != std::string::npos || t.name.rfind("lm_head.", 0) == 0 ||
+                        t.name.find(".experts.") != std::string::npos;
     if (quantized && (!exl2 || linear)) continue;
     if (!st.contains(t.name))
       throw Error("missing tensor (required by config.json)",
@@ -222,6 +235,19 @@ json build_info(const fs::path& dir) {
                   ErrorContext{.file = st.file_of(t.name).string(), .tensor = t.name});
   }
   if (!quantized) params = tensor_elems;
+  // A token runs experts_per_token of each MoE layer's experts.
+  json experts = nullptr;
+  if (c.num_experts > 0) {
+    const int64_t per_expert = 3 * c.hidden_size * c.expert_intermediate;
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) moe_layers += c.moe_layer(l) ? 1 : 0;
+    experts = {{"count", c.num_experts},
+               {"per_token", c.experts_per_token},
+               {"intermediate_size", c.expert_intermediate},
+               {"norm_topk_prob", c.norm_topk_prob},
+               {"layers", moe_layers},
+               {"active_parameters", params - moe_layers * (c.num_experts - c.experts_per_token) * per_expert}};
+  }
 
   json architectures = json::array();
   if (raw.is_object() && raw.contains("architectures") && raw["architectures"].is_array())
@@ -255,6 +281,7 @@ json build_info(const fs::path& dir) {
       {"attn_logit_softcapping", c.attn_softcap > 0.0 ? json(c.attn_softcap) : json(nullptr)},
       {"final_logit_softcapping", c.final_softcap > 0.0 ? json(c.final_softcap) : json(nullptr)},
       {"parameters", params},
+      {"experts", experts},
       {"tensors", count},
       {"dtypes", dtype_counts},
       {"bytes", bytes},
@@ -278,7 +305,12 @@ void print_layer_bits(const json& q) {
   fmt::print("{}   average\n", header);
   for (const json& layer : q["layers"]) {
     std::string row = fmt::format("  {:>5}", layer["layer"].get<int64_t>());
-    for (const char* name : kOrder) row += fmt::format(" {:>9.3f}", layer["linears"][name]["bpw"].get<double>());
+    for (const std::string name : kOrder) {
+      // A mixture of experts' layer: its experts' gate / up / down in those columns.
+      const std::string role = name.starts_with("mlp.") ? "experts." + name.substr(4, name.size() - 9) : "";
+      const json& lin = layer["linears"].contains(name) ? layer["linears"][name] : layer["linears"][role];
+      row += fmt::format(" {:>9.3f}", lin["bpw"].get<double>());
+    }
     fmt::print("{} {:>9.3f}\n", row, layer["bpw"].get<double>());
   }
 }
@@ -350,6 +382,13 @@ void print_info(const json& j) {
                j["kv_heads"].get<int64_t>(), j["head_dim"].get<int64_t>(),
                j["vocab_size"].get<int64_t>(), j["context_length"].get<int64_t>()});
   fmt::print("parameters:    {} ({:.1f}M)\n", group_digits(params), static_cast<double>(params) / 1e6);
+  if (const json& e = j["experts"]; e.is_object())
+    fmt::print("experts:       {} a layer on {} of {} layers, {} a token{} (intermediate {}); {} ({:.1f}M) "
+               "parameters active a token\n",
+               e["count"].get<int64_t>(), e["layers"].get<int64_t>(), j["layers"].get<int64_t>(),
+               e["per_token"].get<int64_t>(), e["norm_topk_prob"].get<bool>() ? ", weights renormalized" : "",
+               e["intermediate_size"].get<int64_t>(), group_digits(e["active_parameters"].get<int64_t>()),
+               static_cast<double>(e["active_parameters"].get<int64_t>()) / 1e6);
   fmt::print("tensors:       {} ({}) in {} file(s)\n", j["tensors"].get<int64_t>(), dtypes,
              j["files"].get<int64_t>());
   fmt::print("bytes:         {} ({:.1f} MiB)\n", group_digits(bytes), static_cast<double>(bytes) / (1 << 20));

@@ -26,12 +26,29 @@ Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& t
 
 std::string arch_of(const GgufFile& g) {
   const std::string arch = g.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe")
     throw gguf_error(g, fmt::format(
-                            "unsupported architecture '{}' (import-gguf handles llama, qwen2 and qwen3)",
+                            "unsupported architecture '{}' (import-gguf handles llama, qwen2, qwen3 and qwen3moe)",
                             arch));
   return arch;
 }
+
+// A mixture of experts' HF names: llama files with experts are Mixtral (block_sparse_moe,
+// w1 / w3 / w2), qwen3moe files Qwen3-MoE (mlp, gate_proj / up_proj / down_proj).
+struct MoeHfNames {
+  const char* block;
+  const char* gate;
+  const char* up;
+  const char* down;
+};
+MoeHfNames moe_hf_names(const std::string& arch) {
+  if (arch == "qwen3moe") return {"mlp", "gate_proj", "up_proj", "down_proj"};
+  return {"block_sparse_moe", "w1", "w3", "w2"};
+}
+
+// llama.cpp stores a layer's experts as one 3-D tensor [experts, rows, cols]; its HF name here
+// holds "*" where each expert's number goes.
+constexpr const char* kEachExpert = ".experts.*.";
 
 // GGUF stores float32; HF configs carry the short decimal (1e-05, not 9.99999974738e-06).
 double short_decimal(double v) { return std::stod(fmt::format("{}", static_cast<float>(v))); }
@@ -75,7 +92,7 @@ void add_token_ids(const GgufFile& g, ordered_json& c) {
 
 }  // namespace
 
-std::string gguf_to_hf_name(const std::string& n) {
+std::string gguf_to_hf_name(const std::string& n, const std::string& arch) {
   static const std::vector<std::pair<std::string, std::string>> kTop = {
       {"token_embd", "model.embed_tokens"}, {"output_norm", "model.norm"}, {"output", "lm_head"}};
   static const std::vector<std::pair<std::string, std::string>> kLayer = {
@@ -87,7 +104,17 @@ std::string gguf_to_hf_name(const std::string& n) {
       {"attn_k_norm", "self_attn.k_norm"}};
   static const std::regex kBlk(R"(blk\.(\d{1,6})\.([a-z_]+)\.(weight|bias))");
   static const std::regex kTopRe(R"(([a-z_]+)\.(weight|bias))");
+  // Experts: all of a layer's in one tensor (ffn_gate_exps), or one each (older Mixtral files).
+  static const std::regex kExperts(R"(blk\.(\d{1,6})\.ffn_(gate|up|down)(_exps|\.(\d{1,5}))\.weight)");
   std::smatch m;
+  const MoeHfNames moe = moe_hf_names(arch);
+  if (std::regex_match(n, m, kExperts)) {
+    const char* part = m[2] == "gate" ? moe.gate : m[2] == "up" ? moe.up : moe.down;
+    const std::string expert = m[3] == "_exps" ? std::string(kEachExpert) : ".experts." + m[4].str() + ".";
+    return fmt::format("model.layers.{}.{}{}{}.weight", std::stoi(m[1]), moe.block, expert, part);
+  }
+  if (std::regex_match(n, m, kBlk) && m[2] == "ffn_gate_inp" && m[3] == "weight")
+    return fmt::format("model.layers.{}.{}.gate.weight", std::stoi(m[1]), moe.block);
   if (std::regex_match(n, m, kBlk)) {
     for (const auto& [from, to] : kLayer)
       if (m[2] == from)
@@ -109,11 +136,24 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
     if (info.name == kRopeFreqs) continue;  // config.json's rope_scaling
     std::string name;
     try {
-      name = gguf_to_hf_name(info.name);
+      name = gguf_to_hf_name(info.name, arch);
     } catch (const Error& e) {
       throw e.with_file(g.path().string());
     }
     Tensor t = g.dequantize_f16(info);
+    if (const size_t at = name.find(kEachExpert); at != std::string::npos) {
+      if (t.shape().size() != 3)
+        throw gguf_error(g, fmt::format("expected 3 dimensions (experts, rows, columns), got {}", shape_str(t.shape())),
+                         info.name);
+      const auto bytes = static_cast<size_t>(t.dim(1) * t.dim(2)) * 2;
+      for (int64_t e = 0; e < t.dim(0); ++e) {
+        Tensor one(DType::F16, {t.dim(1), t.dim(2)});
+        std::memcpy(one.raw(), static_cast<const uint8_t*>(t.raw()) + static_cast<size_t>(e) * bytes, bytes);
+        out.push_back({name.substr(0, at) + fmt::format(".experts.{}.", e) + name.substr(at + std::strlen(kEachExpert)),
+                       std::move(one)});
+      }
+      continue;
+    }
     if (arch == "llama" && info.name.find(".attn_q.") != std::string::npos)
       unpermute_rows(t, heads, g, info.name);
     if (arch == "llama" && info.name.find(".attn_k.") != std::string::npos)
@@ -209,6 +249,27 @@ ordered_json llama3_scaling_from_rope_freqs(const GgufFile& g, double theta, int
           {"original_max_position_embeddings", old_len}};
 }
 
+// expert_count experts, expert_used_count a token, their weights renormalized (llama.cpp does for
+// Mixtral and Qwen3-MoE). Mixtral's intermediate_size is each expert's; qwen3moe's experts have
+// expert_feed_forward_length, and a layer without a router (ffn_gate_inp) is a dense MLP.
+void add_experts(const GgufFile& g, const std::string& a, int64_t experts, ordered_json& c) {
+  if (!g.find(a + "expert_used_count")) throw gguf_error(g, fmt::format("experts without {}expert_used_count", a));
+  c["num_experts_per_tok"] = g.get_int(a + "expert_used_count");
+  if (a == "llama.") {
+    c["num_local_experts"] = experts;
+    c["sliding_window"] = nullptr;
+    return;
+  }
+  c["num_experts"] = experts;
+  c["moe_intermediate_size"] = g.get_int(a + "expert_feed_forward_length");
+  c["norm_topk_prob"] = true;
+  c["decoder_sparse_step"] = 1;
+  ordered_json dense = ordered_json::array();
+  for (int64_t l = 0; l < g.get_int(a + "block_count"); ++l)
+    if (!g.find_tensor(fmt::format("blk.{}.ffn_gate_inp.weight", l))) dense.push_back(l);
+  c["mlp_only_layers"] = dense;
+}
+
 }  // namespace
 
 ordered_json hf_config_from_gguf(const GgufFile& g) {
@@ -227,15 +288,21 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
     const GgufTensorInfo& emb = g.tensor("token_embd.weight");
     vocab = emb.dims.size() == 2 ? emb.dims[1] : 0;
   }
-  const bool qwen2 = a == "qwen2.", qwen3 = a == "qwen3.";
+  const bool qwen2 = a == "qwen2.", qwen3 = a == "qwen3." || a == "qwen3moe.";
+  const int64_t experts = g.get_int_or(a + "expert_count", 0);
+  if (a == "qwen3moe." && experts <= 0) throw gguf_error(g, "qwen3moe needs qwen3moe.expert_count");
   const bool qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   if (qwen2 && !qkv_bias)
     throw gguf_error(g, "qwen2 needs q/k/v biases (blk.0.attn_q.bias is missing)");
   if (qwen3 && g.find_tensor("blk.0.attn_q_norm.weight") == nullptr)
     throw gguf_error(g, "qwen3 needs q/k norms (blk.0.attn_q_norm.weight is missing)");
   ordered_json c;
-  c["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
-  c["model_type"] = qwen2 ? "qwen2" : qwen3 ? "qwen3" : "llama";
+  const char* type = qwen2 ? "qwen2" : qwen3 ? (experts > 0 ? "qwen3_moe" : "qwen3") : experts > 0 ? "mixtral" : "llama";
+  static const std::map<std::string, const char*> kArchitecture = {
+      {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
+      {"mixtral", "MixtralForCausalLM"}, {"llama", "LlamaForCausalLM"}};
+  c["architectures"] = {kArchitecture.at(type)};
+  c["model_type"] = type;
   c["hidden_size"] = hidden;
   c["intermediate_size"] = g.get_int(a + "feed_forward_length");
   c["num_hidden_layers"] = g.get_int(a + "block_count");
@@ -256,12 +323,13 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   c["max_position_embeddings"] = g.get_int(a + "context_length");
   c["vocab_size"] = vocab;
   c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
+  if (experts > 0) add_experts(g, a, experts, c);
   if (qwen2) {
     c["use_sliding_window"] = false;  // llama.cpp runs qwen2 with full attention too
   } else if (qwen3) {
     c["attention_bias"] = qkv_bias;
     c["use_sliding_window"] = false;
-  } else {
+  } else if (experts == 0) {
     c["attention_bias"] = qkv_bias;
     c["mlp_bias"] = false;
   }
@@ -309,7 +377,7 @@ ordered_json gguf_summary(const GgufFile& g) {
     values += t.numel();
     bytes += static_cast<int64_t>(t.nbytes);
     try {
-      if (t.name != kRopeFreqs) (void)gguf_to_hf_name(t.name);
+      if (t.name != kRopeFreqs) (void)gguf_to_hf_name(t.name, s["architecture"].get<std::string>());
     } catch (const Error&) {
       if (unknown_names++ == 0) first_unknown = t.name;
     }

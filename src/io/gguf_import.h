@@ -1,4 +1,5 @@
-// GGUF (llama, qwen2 or qwen3 architecture, gpt2 byte-level BPE tokenizer) -> Hugging Face folder: fp16
+// GGUF (llama, qwen2, qwen3 or qwen3moe architecture, gpt2 byte-level BPE tokenizer; llama files
+// with experts are Mixtral) -> Hugging Face folder: fp16
 // model.safetensors with HF tensor names and layouts, config.json, generation_config.json,
 // tokenizer.json, tokenizer_config.json and special_tokens_map.json. What the import cannot
 // reproduce faithfully (other architectures, tokenizers, tensor types) is an exq::Error.
@@ -14,15 +15,18 @@
 
 namespace exq::io {
 
-// "blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight". Throws for names the
-// import does not know.
-std::string gguf_to_hf_name(const std::string& gguf_name);
+// "blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight"; experts by the names of
+// `arch` (llama: Mixtral's, qwen3moe: Qwen3-MoE's), "blk.3.ffn_gate_exps.weight" (all of a
+// layer's experts) -> "model.layers.3.block_sparse_moe.experts.*.w1.weight". Throws for names
+// the import does not know.
+std::string gguf_to_hf_name(const std::string& gguf_name, const std::string& arch = "llama");
 
 struct HfTensor {
   std::string name;
   Tensor tensor;  // float16, HF shape (GGUF dims reversed), q/k rows in HF rotary order
 };
-// Every tensor of the file, dequantized in parallel, in GGUF order.
+// Every tensor of the file, dequantized in parallel, in GGUF order; a layer's 3-D expert tensor
+// becomes one tensor an expert.
 std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& gguf);
 
 nlohmann::ordered_json hf_config_from_gguf(const GgufFile& gguf);

@@ -18,6 +18,7 @@ using nlohmann::json;
 constexpr int64_t kMaxHidden = 1 << 16;
 constexpr int64_t kMaxIntermediate = 1 << 20;
 constexpr int64_t kMaxLayers = 1 << 10;
+constexpr int64_t kMaxExperts = 1 << 12;
 constexpr int64_t kMaxHeads = 1 << 10;
 constexpr int64_t kMaxHeadDim = 1 << 10;
 constexpr int64_t kMaxVocab = 1 << 22;
@@ -226,7 +227,7 @@ void read_longrope(const Reader& r, ModelConfig& c) {
 // gemma2 alternates sliding and full layers, gemma3 makes every sliding_window_pattern-th full.
 void read_sliding_window(const Reader& r, ModelConfig& c) {
   if (c.model_type == "llama" || c.model_type == "gemma") return;
-  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3" || c.model_type == "qwen3_moe";
   if (qwen && !r.opt_bool("use_sliding_window", false)) return;
   const json* w = r.find(r.root(), "sliding_window");
   if (!w) return;
@@ -254,6 +255,30 @@ void read_sliding_window(const Reader& r, ModelConfig& c) {
   }
   if (std::all_of(c.layer_window.begin(), c.layer_window.end(), [](int64_t x) { return x == 0; }))
     c.layer_window.clear();
+}
+
+// mixtral: every layer's MLP is num_local_experts experts of intermediate_size, the top-k weights
+// renormalized. qwen3_moe: num_experts (transformers 5 writes num_local_experts) of
+// moe_intermediate_size, on the layers l with (l + 1) % decoder_sparse_step == 0 that
+// mlp_only_layers does not list; norm_topk_prob as given (transformers' default: false).
+void read_experts(const Reader& r, ModelConfig& c) {
+  const bool mixtral = c.model_type == "mixtral";
+  const char* count = !mixtral && r.find(r.root(), "num_experts") ? "num_experts" : "num_local_experts";
+  c.num_experts = r.req_int(count, 1, kMaxExperts);
+  c.experts_per_token = r.req_int("num_experts_per_tok", 1, c.num_experts);
+  c.expert_intermediate = mixtral ? c.intermediate_size : r.req_int("moe_intermediate_size", 1, kMaxIntermediate);
+  c.norm_topk_prob = mixtral || r.opt_bool("norm_topk_prob", false);
+  c.layer_moe.assign(static_cast<size_t>(c.num_hidden_layers), 1);
+  if (mixtral) return;
+  const int64_t step = r.opt_int("decoder_sparse_step", 1, 1, kMaxLayers);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    if ((l + 1) % step != 0) c.layer_moe[static_cast<size_t>(l)] = 0;
+  if (const json* only = r.find(r.root(), "mlp_only_layers")) {
+    if (!only->is_array()) r.fail("mlp_only_layers", fmt::format("expected a list of layers, got {}", Reader::brief(*only)));
+    for (size_t i = 0; i < only->size(); ++i)
+      c.layer_moe[static_cast<size_t>(r.integer((*only)[i], fmt::format("mlp_only_layers[{}]", i), 0,
+                                                c.num_hidden_layers - 1))] = 0;
+  }
 }
 
 // gemma2 / gemma3 read hidden_activation, gemma hidden_activation when set, else hidden_act (its
@@ -306,9 +331,10 @@ ModelConfig read_config(const json& given, const std::string& file) {
   c.model_type = mt->get<std::string>();
   const bool gemma = c.model_type.starts_with("gemma");
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
-      c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text")
-    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3 "
-                                     "or gemma3_text)", c.model_type));
+      c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text" &&
+      c.model_type != "mixtral" && c.model_type != "qwen3_moe")
+    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
+                                     "gemma3_text, mixtral or qwen3_moe)", c.model_type));
   c.activation = read_activation(r, c.model_type);
 
   c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
@@ -334,6 +360,7 @@ ModelConfig read_config(const json& given, const std::string& file) {
 
   const int64_t default_positions = c.model_type == "llama"         ? 2048
                                     : c.model_type == "mistral"     ? 131072
+                                    : c.model_type == "mixtral"     ? 131072
                                     : c.model_type == "qwen3"       ? 40960
                                     : c.model_type == "phi3"        ? 4096
                                     : c.model_type == "gemma3_text" ? 131072
@@ -383,7 +410,7 @@ ModelConfig read_config(const json& given, const std::string& file) {
 
   if (c.model_type == "qwen2") {
     c.attention_qkv_bias = true;
-  } else if (c.model_type == "qwen3") {
+  } else if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.qk_norm = true;
   } else if (c.model_type == "llama") {
@@ -407,6 +434,7 @@ ModelConfig read_config(const json& given, const std::string& file) {
   }
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", gemma);
   read_sliding_window(r, c);
+  if (c.model_type == "mixtral" || c.model_type == "qwen3_moe") read_experts(r, c);
 
   if (const json* b = r.find(root, "bos_token_id"))
     c.bos_token_id = static_cast<int32_t>(r.integer(*b, "bos_token_id", 0, c.vocab_size - 1));

@@ -1,4 +1,5 @@
-// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3, phi3), validated into
+// Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3, phi3, gemma*,
+// and the mixtures of experts mixtral and qwen3_moe), validated into
 // the plain numbers the model and the converter need. Anything exq cannot run faithfully
 // (another model_type, activation or rope scaling) is rejected with an exq::Error naming
 // the file and the field, rather than silently producing wrong logits.
@@ -48,7 +49,8 @@ struct RopeScaling {
 const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
-  std::string model_type;  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2" or "gemma3_text"
+  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "mixtral" or "qwen3_moe"
+  std::string model_type;
   // "gemma3": the config is a multimodal checkpoint's text_config (model_type gemma3_text), its
   // tensors under language_model. (io::SafetensorsModel presents them under the plain names).
   std::string language_model_of;
@@ -98,6 +100,19 @@ struct ModelConfig {
   // phi3: q/k/v stored as one self_attn.qkv_proj and gate/up as one mlp.gate_up_proj (rows in
   // that order) in unquantized checkpoints; the loader takes either those or the split names.
   bool fused_projections = false;
+  // Mixture of experts (mixtral, qwen3_moe): a router picks experts_per_token of num_experts
+  // SwiGLU experts of expert_intermediate rows for each token, by softmax probability, and adds
+  // their outputs weighted by those probabilities (renormalized to sum 1 when norm_topk_prob).
+  // layer_moe[l]: layer l has experts (qwen3_moe's decoder_sparse_step and mlp_only_layers leave
+  // some dense, of intermediate_size); empty when num_experts is 0.
+  int64_t num_experts = 0;
+  int64_t experts_per_token = 0;
+  int64_t expert_intermediate = 0;
+  bool norm_topk_prob = true;
+  std::vector<uint8_t> layer_moe;
+  bool moe_layer(int64_t layer) const {
+    return layer >= 0 && layer < static_cast<int64_t>(layer_moe.size()) && layer_moe[static_cast<size_t>(layer)] != 0;
+  }
   bool tie_word_embeddings = false;
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // config's eos_token_id, int or list

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "io/exl2.h"
+#include "model/llama_weights.h"
 
 namespace exq::model {
 namespace {
@@ -72,9 +73,32 @@ ModelBits linear_bits(const io::ModelConfig& c, const io::SafetensorsModel& file
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerBits layer;
     for (const auto& lin : linears) {
+      if (c.moe_layer(l) && std::string_view(lin.name).starts_with("mlp.")) continue;
       layer.linears.push_back(
           one_linear(files, dir, fmt::format("model.layers.{}.{}", l, lin.name), lin.name, lin.out, lin.in));
       add(layer.total, layer.linears.back().bits);
+    }
+    if (c.moe_layer(l)) {
+      // One entry a role, summed over the experts; exl2 when every expert is.
+      const MoeNames mn = moe_names(c);
+      const int64_t ei = c.expert_intermediate;
+      const struct {
+        const char* name;
+        const char* part;
+        int64_t out, in;
+      } roles[] = {{"experts.gate", mn.gate, ei, h}, {"experts.up", mn.up, ei, h}, {"experts.down", mn.down, h, ei}};
+      for (const auto& role : roles) {
+        LinearBits sum;
+        sum.name = role.name;
+        for (int64_t e = 0; e < c.num_experts; ++e) {
+          const LinearBits one = one_linear(files, dir, expert_key(c, l, e, role.part), role.name, role.out, role.in);
+          sum.format = e == 0 || sum.format == one.format ? one.format : "mixed";
+          sum.groups += one.groups;
+          add(sum.bits, one.bits);
+        }
+        add(layer.total, sum.bits);
+        layer.linears.push_back(std::move(sum));
+      }
     }
     add(m.decoder, layer.total);
     m.layers.push_back(std::move(layer));

@@ -15,14 +15,16 @@
 namespace exq::model {
 
 struct LinearBits {
-  std::string name;    // "self_attn.q_proj", ..., or "lm_head"
+  // "self_attn.q_proj", ..., or "lm_head"; a mixture of experts' "experts.gate", "experts.up",
+  // "experts.down": each the sum over the layer's experts (format "mixed" when they differ).
+  std::string name;
   std::string format;  // "exl2", or the dtype of a plain weight ("F16", "BF16", "F32")
   int64_t groups = 0;  // EXL2 groups, 0 for plain weights
   Exl2Bits bits;
 };
 
 struct LayerBits {
-  std::vector<LinearBits> linears;  // q, k, v, o, gate, up, down
+  std::vector<LinearBits> linears;  // q, k, v, o, gate, up, down (or the experts')
   Exl2Bits total;                   // their sum
 };
 

@@ -6,6 +6,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/elementwise.h"
 #include "backend/cpu/norm.h"
+#include "model/moe.h"
 #include "model/rope.h"
 
 namespace exq::model {
@@ -170,8 +171,13 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
     w.o->forward(att2, proj);                                             // proj [T, hidden]
     if (!w.post_attn_norm.empty()) cpu::rms_norm(proj, w.post_attn_norm, eps, proj);  // gemma2 / 3
     cpu::add_inplace(x, proj);
-    // MLP: down(act(gate(xn)) * up(xn)), act silu or gemma's gelu.
+    // MLP: down(act(gate(xn)) * up(xn)), act silu or gemma's gelu; or a mixture of experts.
     cpu::rms_norm(x, w.ffn_norm, eps, xn);
+    if (!w.experts.empty()) {
+      moe_mlp(c, w, xn, proj);
+      cpu::add_inplace(x, proj);
+      continue;
+    }
     w.gate->forward(xn, gate);                                            // [T, inter]
     w.up->forward(xn, up);                                                // [T, inter]
     if (c.activation == io::Activation::Silu) cpu::swiglu(gate, up, gate);

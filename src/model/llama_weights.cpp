@@ -32,6 +32,19 @@ NormNames norm_names(const io::ModelConfig& c) {
   return {"input_layernorm", nullptr, "post_attention_layernorm", nullptr};
 }
 
+MoeNames moe_names(const io::ModelConfig& c) {
+  if (c.model_type == "mixtral") return {"block_sparse_moe", "w1", "w3", "w2"};
+  return {"mlp", "gate_proj", "up_proj", "down_proj"};
+}
+
+std::string router_key(const io::ModelConfig& c, int64_t layer) {
+  return fmt::format("model.layers.{}.{}.gate", layer, moe_names(c).block);
+}
+
+std::string expert_key(const io::ModelConfig& c, int64_t layer, int64_t expert, const char* part) {
+  return fmt::format("model.layers.{}.{}.experts.{}.{}", layer, moe_names(c).block, expert, part);
+}
+
 Tensor norm_weight(const io::ModelConfig& c, const TensorView& stored) {
   Tensor w = to_f32(stored);
   if (c.norm_plus_one)
@@ -208,6 +221,22 @@ LlamaWeights load_llama_weights(const io::ModelConfig& c, const std::filesystem:
     if (nn.post_attn) {
       L.post_attn_norm = ld.norm(p + nn.post_attn + ".weight", hidden);
       L.post_ffn_norm = ld.norm(p + nn.post_ffn + ".weight", hidden);
+    }
+    if (c.moe_layer(l)) {
+      const MoeNames mn = moe_names(c);
+      const int64_t ei = c.expert_intermediate;
+      if (io::has_exl2(w.files, router_key(c, l)))
+        ld.fail_in_file(router_key(c, l) + ".q_weight", "a quantized expert router is not supported (EXL2 keeps it fp16)");
+      L.router = ld.linear(router_key(c, l), c.num_experts, hidden, false);
+      for (int64_t e = 0; e < c.num_experts; ++e) {
+        ExpertWeights ew;
+        ew.gate = ld.linear(expert_key(c, l, e, mn.gate), ei, hidden, false);
+        ew.up = ld.linear(expert_key(c, l, e, mn.up), ei, hidden, false);
+        ew.down = ld.linear(expert_key(c, l, e, mn.down), hidden, ei, false);
+        L.experts.push_back(std::move(ew));
+      }
+      w.layers.push_back(std::move(L));
+      continue;
     }
     if (c.fused_projections) {
       auto gate_up = ld.fused(p, kFusedLinears[1], {inter, inter}, hidden);

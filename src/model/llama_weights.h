@@ -18,6 +18,13 @@
 
 namespace exq::model {
 
+// One expert of a mixture-of-experts MLP: a SwiGLU MLP of the config's expert_intermediate rows.
+struct ExpertWeights {
+  std::unique_ptr<Linear> gate;   // mixtral experts.E.w1, qwen3_moe experts.E.gate_proj [expert_inter, hidden]
+  std::unique_ptr<Linear> up;     // w3 / up_proj [expert_inter, hidden]
+  std::unique_ptr<Linear> down;   // w2 / down_proj [hidden, expert_inter]
+};
+
 struct LayerWeights {
   Tensor attn_norm;               // input_layernorm [hidden] F32
   std::unique_ptr<Linear> q;      // self_attn.q_proj [heads * head_dim, hidden] (+ bias)
@@ -32,7 +39,26 @@ struct LayerWeights {
   std::unique_ptr<Linear> gate;   // mlp.gate_proj [intermediate, hidden]
   std::unique_ptr<Linear> up;     // mlp.up_proj [intermediate, hidden]
   std::unique_ptr<Linear> down;   // mlp.down_proj [hidden, intermediate]
+  // Mixture-of-experts layers (config.moe_layer): gate, up and down are null, and the router
+  // (block_sparse_moe.gate / mlp.gate [num_experts, hidden], always dense) picks among experts.
+  std::unique_ptr<Linear> router;
+  std::vector<ExpertWeights> experts;
 };
+
+// The tensor names of a mixture-of-experts layer ("model.layers.N." + block + ...): mixtral
+// block_sparse_moe, experts w1 / w3 / w2; qwen3_moe mlp, experts gate_proj / up_proj / down_proj.
+// The router is block + ".gate", expert E's linears block + ".experts.E." + gate / up / down.
+struct MoeNames {
+  const char* block;
+  const char* gate;
+  const char* up;
+  const char* down;
+};
+MoeNames moe_names(const io::ModelConfig& config);
+// "model.layers.3.block_sparse_moe.gate"
+std::string router_key(const io::ModelConfig& config, int64_t layer);
+// "model.layers.3.block_sparse_moe.experts.5." + part (part: MoeNames' gate, up or down)
+std::string expert_key(const io::ModelConfig& config, int64_t layer, int64_t expert, const char* part);
 
 // phi3's fused projections within a layer ("model.layers.N."): the fused name and, in row
 // order, the layers it holds (the names EXL2 files and the other model types use).

@@ -191,23 +191,41 @@ Tensor merge_lora(const TensorView& w, const LoraPair& p, double scale, const st
 
 namespace {
 
-// The loaded linear a base weight name targets ("model.layers.3.self_attn.q_proj.weight", or
-// "lm_head.weight" when the head is not tied), or null.
+// The loaded linear a base weight name targets ("model.layers.3.self_attn.q_proj.weight", a
+// mixture of experts' router or expert linear, or "lm_head.weight" when the head is not tied), or
+// null.
 std::unique_ptr<Linear>* linear_slot(LlamaWeights& w, const std::string& target) {
   static const std::regex kLayer(R"(model\.layers\.(\d{1,6})\.(self_attn|mlp)\.([a-z_]+)\.weight)");
+  static const std::regex kMoe(R"(model\.layers\.(\d{1,6})\.(block_sparse_moe|mlp)\.(gate|experts\.(\d{1,5})\.([a-z0-9_]+))\.weight)");
   if (target == "lm_head.weight") return w.head_tied ? nullptr : &w.head;
   std::smatch m;
-  if (!std::regex_match(target, m, kLayer)) return nullptr;
-  const size_t l = std::stoul(m[1].str());
-  if (l >= w.layers.size()) return nullptr;
-  LayerWeights& L = w.layers[l];
-  const std::string part = m[2].str() + "." + m[3].str();
-  for (auto& [name, ptr] : {std::pair{"self_attn.q_proj", &L.q}, std::pair{"self_attn.k_proj", &L.k},
-                            std::pair{"self_attn.v_proj", &L.v}, std::pair{"self_attn.o_proj", &L.o},
-                            std::pair{"mlp.gate_proj", &L.gate}, std::pair{"mlp.up_proj", &L.up},
-                            std::pair{"mlp.down_proj", &L.down}})
-    if (part == name) return ptr;
-  return nullptr;
+  std::unique_ptr<Linear>* slot = nullptr;
+  if (std::regex_match(target, m, kMoe)) {
+    const size_t l = std::stoul(m[1].str());
+    if (l >= w.layers.size() || w.layers[l].experts.empty()) return nullptr;
+    LayerWeights& L = w.layers[l];
+    if (m[3].str() == "gate") return &L.router;
+    const size_t e = std::stoul(m[4].str());
+    if (e >= L.experts.size()) return nullptr;
+    ExpertWeights& ex = L.experts[e];
+    const std::string part = m[5].str();
+    // Both namings: mixtral's w1 / w3 / w2 and qwen3_moe's gate_proj / up_proj / down_proj.
+    slot = part == "w1" || part == "gate_proj"   ? &ex.gate
+           : part == "w3" || part == "up_proj"   ? &ex.up
+           : part == "w2" || part == "down_proj" ? &ex.down
+                                                 : nullptr;
+  } else if (std::regex_match(target, m, kLayer)) {
+    const size_t l = std::stoul(m[1].str());
+    if (l >= w.layers.size()) return nullptr;
+    LayerWeights& L = w.layers[l];
+    const std::string part = m[2].str() + "." + m[3].str();
+    for (auto& [name, ptr] : {std::pair{"self_attn.q_proj", &L.q}, std::pair{"self_attn.k_proj", &L.k},
+                              std::pair{"self_attn.v_proj", &L.v}, std::pair{"self_attn.o_proj", &L.o},
+                              std::pair{"mlp.gate_proj", &L.gate}, std::pair{"mlp.up_proj", &L.up},
+                              std::pair{"mlp.down_proj", &L.down}})
+      if (part == name) slot = ptr;
+  }
+  return slot && *slot ? slot : nullptr;  // a MoE layer has no dense gate / up / down
 }
 
 }  // namespace

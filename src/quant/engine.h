@@ -29,6 +29,15 @@ class Engine {
   virtual ModuleResult measure_mlp(const LayerF32& layer, const TensorView& states,
                                    const std::string& key, const MeasureOptions& options) = 0;
 
+  // Mixture-of-experts MLP blocks (measure_moe / quantize_moe_step, forward_moe for replay,
+  // with the contracts of their MLP counterparts). Default: throws exq::Error (the engine
+  // cannot convert MoE models).
+  virtual ModuleResult measure_moe(const LayerF32& layer, const TensorView& states,
+                                   const std::string& key, const MeasureOptions& options);
+  virtual QuantStep quantize_moe(const LayerF32& layer, int64_t index, const TensorView& states,
+                                 const MlpOptions& options);
+  virtual void forward_moe(const MoeWeights& weights, const TensorView& x, const TensorView& y);
+
   // Quantization pass of one module at one option per linear (quantize.h): packed tensors,
   // the quantized module's output and its rfn error.
   virtual QuantStep quantize_attention(const LayerF32& layer, int64_t index,

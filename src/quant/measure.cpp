@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "model/llama_weights.h"
 #include "quant/hessian.h"
 
 namespace exq::quant {
@@ -29,18 +30,33 @@ struct LinearSpec {
   const Tensor* weight;   // [out, in] F32
   bool has_bias;
   int hessian;            // index of the Hessian of its input
+  int column = -1;        // its option table column (-1: its own index; MoE: w1 / w3 / w2)
+  std::string key;        // MoE: the expert's tensor key (model::expert_key), else empty
 };
+
+size_t column_of(const LinearSpec& l, size_t index) {
+  return l.column < 0 ? index : static_cast<size_t>(l.column);
+}
 
 // What differs between the attention and the MLP block; measure_module does the rest.
 struct ModuleSpec {
   std::vector<LinearSpec> linears;
   std::vector<int64_t> hessian_in;                 // input width per Hessian
-  std::vector<std::vector<QuantOption>> table;     // [table row][linear]
+  std::vector<std::vector<QuantOption>> table;     // [table row][column]
+  std::vector<std::string_view> columns;           // names of the columns (empty: the linears')
   // One row through the module with the given weights (one view per linear, in order).
   std::function<void(const std::vector<TensorView>&, const TensorView&, const TensorView&)> forward;
-  // After a forward: the input of each Hessian's linears, [T, hessian_in[g]].
+  // After a forward: the input of each Hessian's linears, [rows, hessian_in[g]] (MoE: an
+  // expert's down_proj input has the rows of the tokens routed to it, maybe none).
   std::function<std::vector<TensorView>()> linear_inputs;
+  // Optional, after the reference pass: what the Hessians saw (MoE: warns about experts that
+  // got few tokens). rows_seen[g]: the input rows (tokens) Hessian g accumulated.
+  std::function<void(const std::vector<int64_t>& rows_seen)> after_reference;
 };
+
+const QuantOption& option_of(const ModuleSpec& spec, size_t row, size_t linear) {
+  return spec.table[row][column_of(spec.linears[linear], linear)];
+}
 
 TensorView row_of(const TensorView& t, int64_t r) {
   return t.slice0(r, r + 1).reshape({t.dim(1), t.dim(2)});
@@ -67,20 +83,33 @@ Reference reference_pass(const ModuleSpec& spec, const TensorView& states,
   auto t0 = Clock::now();
   std::vector<HessianAccumulator> acc;
   for (int64_t in : spec.hessian_in) acc.emplace_back(in);
+  std::vector<int64_t> seen(acc.size(), 0);
   std::vector<TensorView> original;
   for (const LinearSpec& l : spec.linears) original.push_back(l.weight->view());
   for (int64_t r = 0; r < R; ++r) {
     spec.forward(original, row_of(states, r), row_of(ref.target, r));
     const auto h0 = Clock::now();
     const std::vector<TensorView> inputs = spec.linear_inputs();
-    for (size_t g = 0; g < acc.size(); ++g) acc[g].add_batch(inputs[g].data<float>(), T);
+    for (size_t g = 0; g < acc.size(); ++g) {
+      const int64_t n = inputs[g].rank() == 2 ? inputs[g].dim(0) : 0;
+      if (n > 0) acc[g].add_batch(inputs[g].data<float>(), n);
+      seen[g] += n;
+    }
     timing.hessian_s += seconds_since(h0);
   }
   EXQ_CHECK(!has_non_finite(ref.target, &bad), "{}: reference output holds NaN/Inf", key);
   timing.reference_s = seconds_since(t0);
+  if (spec.after_reference) spec.after_reference(seen);
 
   t0 = Clock::now();
   for (size_t g = 0; g < acc.size(); ++g) {
+    // An expert no calibration token was routed to has no statistics: the identity Hessian
+    // (plain round to nearest, what GPTQ does with any diagonal H) keeps it deterministic
+    // without weighing channels by inputs it never saw.
+    if (acc[g].batches() == 0) {
+      ref.hessians.push_back(identity_hessian(spec.hessian_in[g]));
+      continue;
+    }
     try {
       ref.hessians.push_back(prepare_hessian(acc[g].hessian(), spec.hessian_in[g], percdamp));
     } catch (const Error& e) {
@@ -108,9 +137,10 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
   for (size_t i = 0; i < spec.table.size(); ++i) {
     for (size_t c = 0; c < L; ++c) {
       auto& d = distinct[c];
-      const auto it = std::find(d.begin(), d.end(), spec.table[i][c]);
+      const QuantOption& o = option_of(spec, i, c);
+      const auto it = std::find(d.begin(), d.end(), o);
       pick[i][c] = static_cast<size_t>(it - d.begin());
-      if (it == d.end()) d.push_back(spec.table[i][c]);
+      if (it == d.end()) d.push_back(o);
     }
   }
   // [linear][distinct option] F16 [out, in]: dequantized EXL2 weights are fp16 values, so
@@ -142,8 +172,10 @@ ModuleResult measure_module(const ModuleSpec& spec, const TensorView& states,
     for (size_t c = 0; c < L; ++c) {
       weights.push_back(candidates[c][pick[i][c]].view());
       row.total_bits += bits[c][pick[i][c]];
-      row.linears.emplace_back(std::string(spec.linears[c].name), spec.table[i][c]);
+      if (spec.columns.empty()) row.linears.emplace_back(std::string(spec.linears[c].name), spec.table[i][c]);
     }
+    for (size_t c = 0; c < spec.columns.size(); ++c)
+      row.linears.emplace_back(std::string(spec.columns[c]), spec.table[i][c]);
     double err = 0.0;
     for (int64_t r = 0; r < R; ++r) {
       spec.forward(weights, row_of(states, r), yq);
@@ -199,20 +231,58 @@ ModuleSpec mlp_spec(ModuleForward& fwd, const LayerF32& layer) {
   return spec;
 }
 
+// Linears by expert (w1, w3, w2 of expert 0, then expert 1, ...): w1 / w3 share Hessian 0 (the
+// normed states of every token), expert e's w2 has Hessian 1 + e (its act rows). index: the
+// layer, for the tensor keys (quantization pass).
+ModuleSpec moe_spec(ModuleForward& fwd, const LayerF32& layer, int64_t index, const std::string& key) {
+  const io::ModelConfig& c = fwd.config();
+  const int64_t E = c.num_experts;
+  EXQ_CHECK(static_cast<int64_t>(layer.experts.size()) == E && E > 0, "{}: a MoE layer without its {} experts", key, E);
+  const model::MoeNames mn = model::moe_names(c);
+  ModuleSpec spec;
+  for (int64_t e = 0; e < E; ++e) {
+    const LayerF32::Expert& x = layer.experts[static_cast<size_t>(e)];
+    const auto k = [&](const char* part) { return index < 0 ? std::string() : model::expert_key(c, index, e, part); };
+    spec.linears.push_back({kMoeLinears[0], &x.gate, false, 0, 0, k(mn.gate)});
+    spec.linears.push_back({kMoeLinears[1], &x.up, false, 0, 1, k(mn.up)});
+    spec.linears.push_back({kMoeLinears[2], &x.down, false, static_cast<int>(1 + e), 2, k(mn.down)});
+  }
+  spec.columns.assign(kMoeLinears.begin(), kMoeLinears.end());
+  spec.hessian_in.assign(static_cast<size_t>(1 + E), c.expert_intermediate);
+  spec.hessian_in[0] = c.hidden_size;
+  spec.forward = [&fwd, base = moe_weights(layer)](const std::vector<TensorView>& w, const TensorView& x,
+                                                   const TensorView& y) {
+    MoeWeights m = base;
+    for (size_t e = 0; e < m.experts.size(); ++e) m.experts[e] = {w[3 * e], w[3 * e + 1], w[3 * e + 2]};
+    fwd.moe(m, x, y);
+  };
+  spec.linear_inputs = [&fwd, E] {
+    std::vector<TensorView> in{fwd.normed()};
+    for (int64_t e = 0; e < E; ++e) in.push_back(fwd.expert_act(e));
+    return in;
+  };
+  spec.after_reference = [key, E](const std::vector<int64_t>& seen) {
+    warn_sparse_experts(key, std::vector<int64_t>(seen.begin() + 1, seen.begin() + 1 + E), seen[0]);
+  };
+  return spec;
+}
+
 QuantizedModule quantize_module(const ModuleSpec& spec, const TensorView& states,
                                 const std::string& key, const std::vector<QuantOption>& options,
                                 float percdamp) {
-  EXQ_CHECK(options.size() == spec.linears.size(), "quantize {}: {} options for {} linears", key,
-            options.size(), spec.linears.size());
+  const size_t columns = spec.columns.empty() ? spec.linears.size() : spec.columns.size();
+  EXQ_CHECK(options.size() == columns, "quantize {}: {} options for {} linears", key,
+            options.size(), columns);
   QuantizedModule q;
   Reference ref = reference_pass(spec, states, "quantize " + key, percdamp, q.timing);
   q.target = std::move(ref.target);
   const auto t0 = Clock::now();
   for (size_t c = 0; c < spec.linears.size(); ++c) {
     const LinearSpec& l = spec.linears[c];
-    q.linears.push_back({std::string(l.name), options[c],
+    const QuantOption& o = options[column_of(l, c)];
+    q.linears.push_back({l.key.empty() ? std::string(l.name) : l.key, o,
                          gptq_quantize(l.weight->data<float>(), l.weight->dim(0),
-                                       l.weight->dim(1), ref.hessians[l.hessian], options[c])});
+                                       l.weight->dim(1), ref.hessians[l.hessian], o)});
     ++q.timing.gptq_runs;
   }
   q.timing.gptq_s = seconds_since(t0);
@@ -247,6 +317,29 @@ QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const Te
                              const std::string& key, const MlpOptions& options, float percdamp) {
   return quantize_module(mlp_spec(fwd, layer), states, key,
                          std::vector<QuantOption>(options.begin(), options.end()), percdamp);
+}
+
+ModuleResult measure_moe(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
+                         const std::string& key, const MeasureOptions& options) {
+  ModuleSpec spec = moe_spec(fwd, layer, -1, key);
+  spec.table = table_rows(options.mlp_table, mlp_option_table());
+  return measure_module(spec, states, key, options.percdamp, options.metric);
+}
+
+QuantizedModule quantize_moe(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                             const TensorView& states, const std::string& key,
+                             const MlpOptions& options, float percdamp) {
+  return quantize_module(moe_spec(fwd, layer, index, key), states, key,
+                         std::vector<QuantOption>(options.begin(), options.end()), percdamp);
+}
+
+void warn_sparse_experts(const std::string& key, const std::vector<int64_t>& tokens, int64_t total) {
+  for (size_t e = 0; e < tokens.size(); ++e)
+    if (total > 0 && 10 * tokens[e] < total)
+      std::fprintf(stderr, " !! %s: expert %zu got %lld of %lld calibration tokens (%.1f %%)%s\n", key.c_str(), e,
+                   static_cast<long long>(tokens[e]), static_cast<long long>(total),
+                   100.0 * static_cast<double>(tokens[e]) / static_cast<double>(total),
+                   tokens[e] == 0 ? ", quantized without statistics (round to nearest)" : "");
 }
 
 ErrorMetric parse_error_metric(std::string_view name, std::string_view what) {

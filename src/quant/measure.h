@@ -82,10 +82,20 @@ ModuleResult measure_attention(ModuleForward& fwd, const LayerF32& layer, const 
 ModuleResult measure_mlp(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
                          const std::string& key, const MeasureOptions& options = {});
 
+// A mixture-of-experts MLP block (key "model.layers.N.block_sparse_moe", exllamav2's): the
+// MLP option table, each row's w1 / w3 / w2 option applied to every expert's gate / up / down;
+// total_bits sums over the experts. gate and up of all experts share one Hessian (the normed
+// states of all tokens), expert e's down has its own from the act rows of its tokens.
+ModuleResult measure_moe(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
+                         const std::string& key, const MeasureOptions& options = {});
+// Warns on stderr about experts that got under 10 % of the `total` calibration tokens (as
+// exllamav2 does); tokens[e]: the tokens routed to expert e.
+void warn_sparse_experts(const std::string& key, const std::vector<int64_t>& tokens, int64_t total);
+
 // The quantization step for one module at one option per linear: the same reference pass and
 // Hessians as the measurement, then GPTQ of each linear (packable layer + dequantized weight).
 struct QuantizedLinear {
-  std::string name;  // "q_proj", ...
+  std::string name;  // "q_proj", ... (MoE: the full tensor key)
   QuantOption option;
   GptqResult result;
 };
@@ -100,6 +110,12 @@ QuantizedModule quantize_attention(ModuleForward& fwd, const LayerF32& layer,
 QuantizedModule quantize_mlp(ModuleForward& fwd, const LayerF32& layer, const TensorView& states,
                              const std::string& key, const MlpOptions& options,
                              float percdamp = 0.12f);
+
+// MoE: linears by expert (gate, up, down of expert 0, then 1, ...), named by their tensor keys
+// (model::expert_key of layer `index`); options: w1, w3, w2.
+QuantizedModule quantize_moe(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                             const TensorView& states, const std::string& key,
+                             const MlpOptions& options, float percdamp = 0.12f);
 
 // Relative Frobenius error ||a - b||_F / ||b||_F of two F32 tensors of the same size
 // (accumulated in double); 0 when both are zero.

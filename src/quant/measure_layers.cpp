@@ -9,6 +9,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/llama_weights.h"
+#include "quant/quantize.h"
 
 namespace exq::quant {
 
@@ -43,15 +44,19 @@ LayerMeasureResult measure_layers(const std::filesystem::path& model_dir,
     if (!std::binary_search(selected.begin(), selected.end(), l)) {
       const auto t0 = std::chrono::steady_clock::now();
       fwd.attention_rows(attn_weights(layer), states, mid, options.causal);
-      fwd.mlp_rows(mlp_weights(layer), mid, states);
+      if (config.moe_layer(l))
+        fwd.moe_rows(moe_weights(layer), mid, states);
+      else
+        fwd.mlp_rows(mlp_weights(layer), mid, states);
       out.carry_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       continue;
     }
     ModuleResult attn = measure_attention(fwd, layer, states,
                                           fmt::format("model.layers.{}.self_attn", l), options);
     if (progress) progress(attn);
-    ModuleResult mlp =
-        measure_mlp(fwd, layer, attn.target, fmt::format("model.layers.{}.mlp", l), options);
+    ModuleResult mlp = config.moe_layer(l)
+                           ? measure_moe(fwd, layer, attn.target, moe_module_key(l), options)
+                           : measure_mlp(fwd, layer, attn.target, fmt::format("model.layers.{}.mlp", l), options);
     if (progress) progress(mlp);
     states = std::move(mlp.target);
     attn.target = Tensor();

@@ -1,6 +1,6 @@
 // Measurement over the decoder layers of a Hugging Face model on the CPU: embeds the calibration
 // rows, carries the float32 reference states through the layers, and measures the attention and
-// MLP block of the selected layers (quant/measure.h). Output is exllamav2's measurement.json
+// MLP (or mixture-of-experts) block of the selected layers (quant/measure.h). Output is exllamav2's measurement.json
 // schema. No job file or state store yet: everything lives in memory.
 #pragma once
 

@@ -14,6 +14,7 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "model/llama_weights.h"
+#include "model/moe.h"
 #include "model/rope.h"
 
 namespace exq::quant {
@@ -182,6 +183,18 @@ LayerF32 load_layer_f32(const io::SafetensorsModel& files, const io::ModelConfig
     w.post_ffn_norm = norm(nn.post_ffn, hidden);
   }
   w.local_rope = c.local_rope(layer);
+  if (c.moe_layer(layer)) {
+    const int64_t ei = c.expert_intermediate;
+    const model::MoeNames mn = model::moe_names(c);
+    w.router = load_f32(files, model::router_key(c, layer) + ".weight", {c.num_experts, hidden}, layer, use_pool);
+    for (int64_t e = 0; e < c.num_experts; ++e) {
+      auto part = [&](const char* name, const Shape& shape) {
+        return load_f32(files, model::expert_key(c, layer, e, name) + ".weight", shape, layer, use_pool);
+      };
+      w.experts.push_back({part(mn.gate, {ei, hidden}), part(mn.up, {ei, hidden}), part(mn.down, {hidden, ei})});
+    }
+    return w;
+  }
   fused(model::kFusedLinears[1], {&w.gate, &w.up}, {inter, inter});
   w.down = load_f32(files, p + "mlp.down_proj.weight", {hidden, inter}, layer, use_pool);
   w.gate_bias = load_bias(files, p + "mlp.gate_proj.bias", inter, layer, use_pool);
@@ -201,6 +214,12 @@ MlpWeights mlp_weights(const LayerF32& l) {
                     l.gate_bias, l.up_bias, l.down_bias, l.post_ffn_norm};
 }
 
+MoeWeights moe_weights(const LayerF32& l) {
+  MoeWeights w{l.ffn_norm, l.router, {}};
+  for (const LayerF32::Expert& e : l.experts) w.experts.push_back({e.gate, e.up, e.down});
+  return w;
+}
+
 ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
     : config_(c), max_tokens_(max_tokens) {
   EXQ_CHECK(max_tokens > 0, "module forward: max_tokens must be positive, got {}", max_tokens);
@@ -213,8 +232,23 @@ ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
   k_ = Tensor(DType::F32, {max_tokens, KVH, D});
   v_ = Tensor(DType::F32, {max_tokens, KVH, D});
   att_ = Tensor(DType::F32, {max_tokens, H, D});
-  gate_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
-  up_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
+  // Dense MLP scratch only when a layer has a dense MLP (mixtral's intermediate_size is its
+  // experts', 14336: 235 MB of scratch for nothing).
+  bool dense = false;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) dense = dense || !c.moe_layer(l);
+  if (dense || c.num_experts == 0) {
+    gate_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
+    up_ = Tensor(DType::F32, {max_tokens, c.intermediate_size});
+  }
+  if (c.num_experts > 0) {
+    logits_ = Tensor(DType::F32, {max_tokens, c.num_experts});
+    rows_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
+    expert_y_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
+    expert_up_ = Tensor(DType::F32, {max_tokens, c.expert_intermediate});
+    expert_act_ = Tensor(DType::F32, {max_tokens * c.experts_per_token, c.expert_intermediate});
+    expert_first_.assign(static_cast<size_t>(c.num_experts), 0);
+    expert_count_.assign(static_cast<size_t>(c.num_experts), 0);
+  }
 }
 
 TensorView ModuleForward::normed() const { return normed_.view().slice0(0, tokens_); }
@@ -271,6 +305,7 @@ void ModuleForward::attention(const AttnWeights& w, const TensorView& x, const T
 void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorView& y) {
   const int64_t T = x.rank() == 2 ? x.dim(0) : 0, hidden = config_.hidden_size;
   EXQ_CHECK(T > 0 && T <= max_tokens_, "MLP block: {} tokens, expected 1..{}", T, max_tokens_);
+  EXQ_CHECK(!gate_.empty(), "MLP block: the model has no dense MLP layer (mixture of experts)");
   x.expect(DType::F32, {T, hidden}, "MLP block input");
   y.expect(DType::F32, {T, hidden}, "MLP block output");
   tokens_ = T;
@@ -286,6 +321,65 @@ void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorVi
     cpu::swiglu(g, u, g);
   linear(g, w.down, w.down_bias, y);                        // y [T, hidden]
   post_norm_residual(w.post_norm, x, y);
+}
+
+TensorView ModuleForward::expert_act(int64_t e) const {
+  const int64_t first = expert_first_[static_cast<size_t>(e)];
+  return expert_act_.view().slice0(first, first + expert_count_[static_cast<size_t>(e)]);
+}
+
+void ModuleForward::moe(const MoeWeights& w, const TensorView& x, const TensorView& y) {
+  const int64_t T = x.rank() == 2 ? x.dim(0) : 0, hidden = config_.hidden_size;
+  const int64_t E = config_.num_experts, K = config_.experts_per_token;
+  EXQ_CHECK(T > 0 && T <= max_tokens_, "MoE block: {} tokens, expected 1..{}", T, max_tokens_);
+  EXQ_CHECK(E > 0 && static_cast<int64_t>(w.experts.size()) == E, "MoE block: {} experts, the config has {}",
+            w.experts.size(), E);
+  x.expect(DType::F32, {T, hidden}, "MoE block input");
+  y.expect(DType::F32, {T, hidden}, "MoE block output");
+  tokens_ = T;
+  const TensorView xn = normed();
+  cpu::rms_norm(x, w.norm, static_cast<float>(config_.rms_norm_eps), xn);
+  const TensorView logits = logits_.view().slice0(0, T);
+  cpu::matmul(xn, w.router, logits);
+  std::vector<int32_t> ids(static_cast<size_t>(T * K));
+  std::vector<float> weights(ids.size());
+  model::route_tokens(logits, K, config_.norm_topk_prob, ids, weights);
+  std::memset(y.data<float>(), 0, static_cast<size_t>(T * hidden) * sizeof(float));
+  std::vector<int64_t> token;
+  std::vector<float> scale;
+  int64_t first = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    token.clear();
+    scale.clear();
+    for (int64_t i = 0; i < T * K; ++i)
+      if (ids[static_cast<size_t>(i)] == e) {
+        token.push_back(i / K);
+        scale.push_back(weights[static_cast<size_t>(i)]);
+      }
+    const auto n = static_cast<int64_t>(token.size());
+    expert_first_[static_cast<size_t>(e)] = first;
+    expert_count_[static_cast<size_t>(e)] = n;
+    if (n == 0) continue;
+    for (int64_t r = 0; r < n; ++r)
+      std::memcpy(rows_.data<float>() + r * hidden, xn.data<float>() + token[static_cast<size_t>(r)] * hidden,
+                  static_cast<size_t>(hidden) * sizeof(float));
+    // The model's ops on the same n rows (model/moe.cpp), so the bits are the same.
+    const MoeWeights::Expert& ex = w.experts[static_cast<size_t>(e)];
+    const TensorView rows = rows_.view().slice0(0, n), g = expert_act_.view().slice0(first, first + n);
+    const TensorView u = expert_up_.view().slice0(0, n), yv = expert_y_.view().slice0(0, n);
+    cpu::matmul(rows, ex.gate, g);
+    cpu::matmul(rows, ex.up, u);
+    cpu::swiglu(g, u, g);
+    cpu::matmul(g, ex.down, yv);
+    for (int64_t r = 0; r < n; ++r) {
+      float* o = y.data<float>() + token[static_cast<size_t>(r)] * hidden;
+      const float* src = expert_y_.data<float>() + r * hidden;
+      const float s = scale[static_cast<size_t>(r)];
+      for (int64_t i = 0; i < hidden; ++i) o[i] += s * src[i];
+    }
+    first += n;
+  }
+  cpu::add_inplace(y, x);
 }
 
 void ModuleForward::post_norm_residual(const TensorView& post_norm, const TensorView& x,
@@ -318,6 +412,12 @@ void ModuleForward::mlp_rows(const MlpWeights& w, const TensorView& x, const Ten
   for (int64_t r = 0; r < x.dim(0); ++r)
     mlp(w, x.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}),
         y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}));
+}
+
+void ModuleForward::moe_rows(const MoeWeights& w, const TensorView& x, const TensorView& y) {
+  check_rows(x, y, config_.hidden_size, "MoE rows");
+  for (int64_t r = 0; r < x.dim(0); ++r)
+    moe(w, x.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}), y.slice0(r, r + 1).reshape({x.dim(1), x.dim(2)}));
 }
 
 Tensor embed_rows(const TensorView& table, std::span<const int32_t> ids, int64_t rows,

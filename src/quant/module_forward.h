@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/rotary.h"
@@ -34,6 +35,13 @@ struct LayerF32 {
   // else empty.
   Tensor post_attn_norm, post_ffn_norm;
   bool local_rope = false;                // gemma3: a sliding-window layer (rope_local_theta)
+  // Mixture-of-experts layers (config.moe_layer): gate / up / down stay empty, the router
+  // [num_experts, hidden] and each expert's linears (model::expert_key names) are set.
+  struct Expert {
+    Tensor gate, up, down;                // [expert_inter, hidden], [.., hidden], [hidden, expert_inter]
+  };
+  Tensor router;
+  std::vector<Expert> experts;
 };
 
 // Reads model.layers.<layer>.* from `files`; shapes are checked against the config and errors
@@ -57,8 +65,18 @@ struct MlpWeights {
   TensorView gate_bias, up_bias, down_bias;
   TensorView post_norm;         // gemma2 / 3: [hidden] the down_proj output is RMS-normed by; else empty
 };
+// A mixture-of-experts MLP block: RMSNorm, the router, each token's top-k experts (SwiGLU).
+struct MoeWeights {
+  TensorView norm;              // [hidden]
+  TensorView router;            // [num_experts, hidden] F32 (or F16/BF16)
+  struct Expert {
+    TensorView gate, up, down;  // [out, in] F32 (or F16/BF16)
+  };
+  std::vector<Expert> experts;
+};
 AttnWeights attn_weights(const LayerF32& layer);
 MlpWeights mlp_weights(const LayerF32& layer);
+MoeWeights moe_weights(const LayerF32& layer);
 
 // Runs modules of one model shape on rows of up to max_tokens tokens. Owns its scratch, so one
 // object serves one thread; the ops inside are parallel (exq::parallel_for).
@@ -76,6 +94,9 @@ class ModuleForward {
   void attention(const AttnWeights& w, const TensorView& x, const TensorView& y,
                  bool causal = true);
   void mlp(const MlpWeights& w, const TensorView& x, const TensorView& y);
+  // The mixture-of-experts block as model::moe_mlp runs it (model::route_tokens, each expert
+  // once on its gathered tokens, outputs added in expert order times their weights), + x.
+  void moe(const MoeWeights& w, const TensorView& x, const TensorView& y);
 
   // Inputs of the linears in the last call, [T, n] views into the scratch (valid until the
   // next call): attention: normed() feeds q/k/v, attn_out() feeds o; MLP: normed() feeds
@@ -83,11 +104,16 @@ class ModuleForward {
   TensorView normed() const;
   TensorView attn_out() const;
   TensorView act() const;
+  // After moe(): expert e's down_proj input [tokens routed to e, expert_inter] (0 rows when
+  // none was) and how many tokens it got.
+  TensorView expert_act(int64_t e) const;
+  int64_t expert_tokens(int64_t e) const { return expert_count_[static_cast<size_t>(e)]; }
 
   // Whole calibration sets: x, y F32 [rows, T, hidden].
   void attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y,
                       bool causal = true);
   void mlp_rows(const MlpWeights& w, const TensorView& x, const TensorView& y);
+  void moe_rows(const MoeWeights& w, const TensorView& x, const TensorView& y);
 
  private:
   // y = y + x, with y RMS-normed by post_norm first when it is not empty (gemma2 / 3).
@@ -104,6 +130,11 @@ class ModuleForward {
   Tensor att_;              // [max_tokens, heads, head_dim]
   Tensor kc_, vt_, scores_; // non-causal attention: one kv head's K, V^T, a block of scores
   Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as act(gate) * up
+  // Mixture of experts (empty otherwise): router logits [max_tokens, E], gathered rows and an
+  // expert's output [max_tokens, hidden], every expert's act rows [max_tokens * k, expert_inter]
+  // (expert e's from expert_first_[e]).
+  Tensor logits_, rows_, expert_y_, expert_up_, expert_act_;
+  std::vector<int64_t> expert_first_, expert_count_;
 };
 
 // Embeddings of token rows: ids [rows * tokens] -> F32 [rows, tokens, hidden], times `scale`

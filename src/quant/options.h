@@ -79,6 +79,8 @@ inline constexpr std::array<std::string_view, 4> kAttnLinears = {"q_proj", "k_pr
                                                                  "o_proj"};
 inline constexpr std::array<std::string_view, 3> kMlpLinears = {"gate_proj", "up_proj",
                                                                 "down_proj"};
+// A mixture-of-experts block's measurement columns (exllamav2's): every expert's gate, up, down.
+inline constexpr std::array<std::string_view, 3> kMoeLinears = {"w1", "w3", "w2"};
 
 const std::vector<AttnOptions>& attn_option_table();  // 19 rows
 const std::vector<MlpOptions>& mlp_option_table();    // 17 rows

@@ -34,7 +34,10 @@ std::vector<ModuleStep> module_steps(const io::ModelConfig& config) {
   int64_t index = 1;
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     steps.push_back({index++, ModuleKind::kAttention, l, fmt::format("model.layers.{}.self_attn", l)});
-    steps.push_back({index++, ModuleKind::kMlp, l, fmt::format("model.layers.{}.mlp", l)});
+    if (config.moe_layer(l))
+      steps.push_back({index++, ModuleKind::kMoe, l, moe_module_key(l)});
+    else
+      steps.push_back({index++, ModuleKind::kMlp, l, fmt::format("model.layers.{}.mlp", l)});
   }
   steps.push_back({index++, ModuleKind::kNorm, -1, "model.norm.norm"});
   steps.push_back({index++, ModuleKind::kHead, -1, "lm_head.linear"});
@@ -43,9 +46,11 @@ std::vector<ModuleStep> module_steps(const io::ModelConfig& config) {
 
 int64_t decoder_weight_count(const io::ModelConfig& c) {
   const int64_t h = c.hidden_size;
-  const int64_t per_layer = h * c.q_dim() + 2 * h * c.kv_dim() + c.q_dim() * h +
-                            3 * h * c.intermediate_size;
-  return per_layer * c.num_hidden_layers;
+  const int64_t attention = h * c.q_dim() + 2 * h * c.kv_dim() + c.q_dim() * h;
+  int64_t total = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    total += attention + 3 * h * (c.moe_layer(l) ? c.num_experts * c.expert_intermediate : c.intermediate_size);
+  return total;
 }
 
 int64_t peak_rss_bytes() {
@@ -161,7 +166,7 @@ void run_pass(Job& job, Pass pass, const std::vector<ModuleStep>& steps,
   const int64_t total = static_cast<int64_t>(steps.size());
   int64_t last_changing = -1;
   for (const ModuleStep& step : steps)
-    if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp) last_changing = step.index;
+    if (changes_states(step.kind)) last_changing = step.index;
   Clock::time_point last_snapshot = Clock::now();
   for (int64_t i = 0; i < total; ++i) {
     const ModuleStep& step = steps[static_cast<size_t>(i)];
@@ -430,13 +435,13 @@ void run_conversion(const ConvertOptions& options) {
       auto work = [&](const ModuleStep& step, const TensorView& x) {
         StepOutcome out;
         job.measurement().last_module_idx = step.index;
-        if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp) {
+        if (changes_states(step.kind)) {
           const LayerF32& l = layers.get(step.layer);
           const double load_s = layers.take_wait_s();
           const auto e0 = std::chrono::steady_clock::now();
-          ModuleResult r = step.kind == ModuleKind::kAttention
-                               ? engine->measure_attention(l, x, step.key, measure_options)
-                               : engine->measure_mlp(l, x, step.key, measure_options);
+          ModuleResult r = step.kind == ModuleKind::kAttention ? engine->measure_attention(l, x, step.key, measure_options)
+                           : step.kind == ModuleKind::kMoe     ? engine->measure_moe(l, x, step.key, measure_options)
+                                                               : engine->measure_mlp(l, x, step.key, measure_options);
           const double engine_s = seconds_since(e0);
           job.measurement().modules.push_back(std::move(r.measurement));
           out.fields = accuracy_fields(r);
@@ -467,7 +472,7 @@ void run_conversion(const ConvertOptions& options) {
   if (job.choice().empty()) {
     std::vector<ModuleCandidates> candidates;
     for (const ModuleStep& step : steps) {
-      if (step.kind != ModuleKind::kAttention && step.kind != ModuleKind::kMlp) continue;
+      if (!changes_states(step.kind)) continue;
       const ModuleMeasurement* mm = measurement.find(step.key);
       if (mm == nullptr || !mm->rows || mm->rows->empty())
         throw Error(fmt::format("measurement has no rows for {}", step.key),
@@ -514,13 +519,14 @@ void run_conversion(const ConvertOptions& options) {
         const auto t = std::chrono::steady_clock::now();
         q = engine->quantize_attention(w, step.layer, x, o);
         host["engine_s"] = seconds_since(t);
-      } else if (step.kind == ModuleKind::kMlp) {
+      } else if (step.kind == ModuleKind::kMlp || step.kind == ModuleKind::kMoe) {
+        const bool moe = step.kind == ModuleKind::kMoe;
         const MeasuredRow& row = chosen_row(measurement, job.choice(), step.key);
         MlpOptions o;
-        for (size_t i = 0; i < 3; ++i) o[i] = require_option(row, kMlpLinears[i], step.key);
+        for (size_t i = 0; i < 3; ++i) o[i] = require_option(row, (moe ? kMoeLinears : kMlpLinears)[i], step.key);
         const LayerF32& w = layer_f32(step.layer);
         const auto t = std::chrono::steady_clock::now();
-        q = engine->quantize_mlp(w, step.layer, x, o);
+        q = moe ? engine->quantize_moe(w, step.layer, x, o) : engine->quantize_mlp(w, step.layer, x, o);
         host["engine_s"] = seconds_since(t);
       } else if (step.kind == ModuleKind::kHead) {
         if (tied) {
@@ -566,8 +572,7 @@ void run_conversion(const ConvertOptions& options) {
   ci.model_dir = model_dir;
   ci.out_dir = a.out_dir;
   for (const ModuleStep& step : steps)
-    if (step.kind == ModuleKind::kAttention || step.kind == ModuleKind::kMlp ||
-        (step.kind == ModuleKind::kHead && !tied))
+    if (changes_states(step.kind) || (step.kind == ModuleKind::kHead && !tied))
       ci.module_files.push_back(job.module_tensors_path(step.key));
   ci.bits = a.bits;
   ci.head_bits = a.head_bits;

@@ -19,8 +19,9 @@
 namespace exq::quant {
 
 // exllamav2's module list without the embedding (index 0): attention and MLP of each layer
-// (1 .. 2L), the final norm (2L+1) and the head (2L+2).
-enum class ModuleKind { kAttention, kMlp, kNorm, kHead };
+// (1 .. 2L), the final norm (2L+1) and the head (2L+2). A mixture-of-experts layer's MLP is a
+// kMoe step, key "model.layers.N.block_sparse_moe".
+enum class ModuleKind { kAttention, kMlp, kNorm, kHead, kMoe };
 struct ModuleStep {
   int64_t index = 0;
   ModuleKind kind = ModuleKind::kAttention;
@@ -28,8 +29,13 @@ struct ModuleStep {
   std::string key;  // measurement.json key: "model.layers.3.self_attn", "model.norm.norm", ...
 };
 std::vector<ModuleStep> module_steps(const io::ModelConfig& config);
+// Attention, MLP and MoE steps: measured, quantized, and they change the states.
+inline bool changes_states(ModuleKind kind) {
+  return kind == ModuleKind::kAttention || kind == ModuleKind::kMlp || kind == ModuleKind::kMoe;
+}
 
-// Number of weights of the decoder linears (the optimizer's bits budget is target x this).
+// Number of weights of the decoder linears (the optimizer's bits budget is target x this):
+// every expert's, not the fp16 routers.
 int64_t decoder_weight_count(const io::ModelConfig& config);
 
 // Status output: per module a text block (module, duration, step n/N, rolling average per

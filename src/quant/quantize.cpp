@@ -77,6 +77,26 @@ QuantStep quantize_mlp_step(ModuleForward& fwd, const LayerF32& layer, int64_t i
   return out;
 }
 
+QuantStep quantize_moe_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                            const TensorView& states, const MlpOptions& options) {
+  const std::string key = moe_module_key(index);
+  QuantizedModule qm = quantize_moe(fwd, layer, index, states, key, options);
+  MoeWeights w = moe_weights(layer);
+  EXQ_ASSERT(qm.linears.size() == 3 * w.experts.size());
+  QuantStep out;
+  for (size_t i = 0; i < qm.linears.size(); ++i) {
+    MoeWeights::Expert& e = w.experts[i / 3];
+    (i % 3 == 0 ? e.gate : i % 3 == 1 ? e.up : e.down) = weight_view(qm.linears[i].result);
+    out.packed.emplace_back(qm.linears[i].name, io::pack_exl2(qm.linears[i].result.layer));
+  }
+  out.output = Tensor(DType::F32, states.shape());
+  fwd.moe_rows(w, states, out.output);
+  out.rfn = relative_error(out.output, qm.target);
+  return out;
+}
+
+std::string moe_module_key(int64_t layer) { return fmt::format("model.layers.{}.block_sparse_moe", layer); }
+
 QuantStep quantize_head_step(const TensorView& states, const TensorView& final_norm,
                              const TensorView& head_weight, float eps, int head_bits) {
   const int64_t rows = states.dim(0), T = states.dim(1), hidden = states.dim(2);

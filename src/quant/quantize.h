@@ -27,6 +27,13 @@ QuantStep quantize_attention_step(ModuleForward& fwd, const LayerF32& layer, int
                                   const TensorView& states, const AttnOptions& options);
 QuantStep quantize_mlp_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
                             const TensorView& states, const MlpOptions& options);
+// A mixture-of-experts block: every expert's gate / up / down at the w1 / w3 / w2 option,
+// packed under model::expert_key names.
+QuantStep quantize_moe_step(ModuleForward& fwd, const LayerF32& layer, int64_t index,
+                            const TensorView& states, const MlpOptions& options);
+// "model.layers.N.block_sparse_moe": a MoE block's measurement and job key (exllamav2's, for
+// qwen3_moe too).
+std::string moe_module_key(int64_t layer);
 // lm_head: Hessian from RMSNorm(states) with the final norm weight; rfn measured on the logits
 // of the first calibration row only (a full-vocabulary product per row is the costliest op of
 // the pass and adds nothing to the quantization).

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/exl2.h"
 #include "io/safetensors.h"
+#include "model/llama_weights.h"
 #include "quant/quantize.h"
 
 namespace exq::quant {
@@ -38,8 +39,10 @@ struct DequantizedModule {
   std::vector<Tensor> weights;  // in table column order
 };
 
+// linears: name (or, with full_keys, the tensor key) -> {in, out}.
 DequantizedModule dequantize_module(const Job& job, const std::string& key,
-                                    const std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>>& linears) {
+                                    const std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>>& linears,
+                                    bool full_keys = false) {
   const fs::path p = job.module_tensors_path(key);
   if (!fs::exists(p))
     throw Error(fmt::format("quantized tensors of committed module {} are missing; start over "
@@ -47,7 +50,7 @@ DequantizedModule dequantize_module(const Job& job, const std::string& key,
                 ErrorContext{.file = p.string()});
   DequantizedModule m{io::SafetensorsFile::open(p), {}};
   for (const auto& [name, in_out] : linears) {
-    const std::string k = key + "." + name;
+    const std::string k = full_keys ? name : key + "." + name;
     try {
       m.weights.push_back(io::dequantize_exl2(io::exl2_tensors(m.file, k), in_out.first,
                                               in_out.second, k, DType::F32));
@@ -73,7 +76,7 @@ ReplayResult rebuild_states(const Job& job, Pass pass, const std::vector<ModuleS
                 inter = config.intermediate_size;
   for (const ModuleStep& step : steps) {
     if (step.index <= r.from || step.index > to) continue;
-    if (step.kind != ModuleKind::kAttention && step.kind != ModuleKind::kMlp) continue;
+    if (!changes_states(step.kind)) continue;
     const LayerF32& l = layer(step.layer);
     memory::HostBuffer y = store.allocate(DType::F32, r.states.shape());
     if (step.kind == ModuleKind::kAttention) {
@@ -88,6 +91,23 @@ ReplayResult rebuild_states(const Job& job, Pass pass, const std::vector<ModuleS
         w.o = dq->weights[3];
       }
       engine.forward_attention(w, r.states, y);
+    } else if (step.kind == ModuleKind::kMoe) {
+      MoeWeights w = moe_weights(l);
+      std::optional<DequantizedModule> dq;
+      if (pass == Pass::kQuantize) {
+        const model::MoeNames mn = model::moe_names(config);
+        const int64_t ei = config.expert_intermediate;
+        std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> linears;
+        for (int64_t e = 0; e < config.num_experts; ++e) {
+          linears.push_back({model::expert_key(config, step.layer, e, mn.gate), {h, ei}});
+          linears.push_back({model::expert_key(config, step.layer, e, mn.up), {h, ei}});
+          linears.push_back({model::expert_key(config, step.layer, e, mn.down), {ei, h}});
+        }
+        dq = dequantize_module(job, step.key, linears, /*full_keys=*/true);
+        for (size_t e = 0; e < w.experts.size(); ++e)
+          w.experts[e] = {dq->weights[3 * e], dq->weights[3 * e + 1], dq->weights[3 * e + 2]};
+      }
+      engine.forward_moe(w, r.states, y);
     } else {
       MlpWeights w = mlp_weights(l);
       std::optional<DequantizedModule> dq;

@@ -132,6 +132,28 @@ TEST(CliInfo, SlidingWindow) {
 }
 
 // gemma: GeGLU, query_pre_attn_scalar, the softcaps, gemma3's local rotary base.
+// A mixture of experts: every expert's tensor checked, the parameters a token uses.
+TEST(CliInfo, MixtureOfExperts) {
+  const fs::path data = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data";
+  const RunResult r = run_exq({"info", (data / "mixtral_tiny").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  // A layer: attention 2 x 64x64 + 2 x 32x64, norms 2 x 64, router 4x64, experts 4 x 3 x 48x64;
+  // two layers, embedding and head 320x64 each, the final norm.
+  const int64_t layer = 2 * 4096 + 2 * 2048 + 128 + 256 + 4 * 3 * 3072;
+  EXPECT_EQ(j["parameters"], 2 * layer + 2 * 320 * 64 + 64);
+  EXPECT_EQ(j["experts"]["count"], 4);
+  EXPECT_EQ(j["experts"]["per_token"], 2);
+  EXPECT_EQ(j["experts"]["layers"], 2);
+  EXPECT_EQ(j["experts"]["active_parameters"], 2 * (layer - 2 * 3 * 3072) + 2 * 320 * 64 + 64);
+  const RunResult text = run_exq({"info", (data / "qwen3_moe_tiny").string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("experts:       6 a layer on 2 of 3 layers, 3 a token, weights renormalized (intermediate 24)"),
+            std::string::npos)
+      << text.out;
+  EXPECT_TRUE(json::parse(run_exq({"info", (data / "gemma2_tiny").string(), "--json"}).out)["experts"].is_null());
+}
+
 TEST(CliInfo, Gemma) {
   const fs::path data = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data";
   const RunResult r = run_exq({"info", (data / "gemma2_tiny").string(), "--json"});

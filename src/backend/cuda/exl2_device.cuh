@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "backend/cuda/pdl.cuh"
 
 namespace exq::cuda::exl2 {
@@ -17,6 +19,13 @@ template <typename... Params, typename... Args>
 inline void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, int cluster,
                    cudaStream_t stream, Args... args) {
   launch_pdl_cluster(use_pdl(), cluster, kernel, grid, block, smem, stream, args...);
+}
+
+// p moved by `shift` bytes when shift is set (a MoE expert's copy of the layout), else p.
+template <typename T>
+__device__ __forceinline__ const T* shifted(const T* p, const int64_t* shift) {
+  if (shift == nullptr) return p;
+  return reinterpret_cast<const T*>(reinterpret_cast<const char*>(p) + *shift);
 }
 
 }  // namespace exq::cuda::exl2

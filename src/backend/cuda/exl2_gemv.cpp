@@ -454,12 +454,16 @@ void check_y(const Exl2Layer& layer, int64_t rows, const DeviceView& y, const ch
 
 // One layer: a group of one with the layer's own split.
 void run_layer(const Exl2Layer& layer, const Exl2Input& in, const DeviceView& y,
-               Exl2Workspace& workspace, cudaStream_t stream, bool add_bias, const char* op) {
+               Exl2Workspace& workspace, cudaStream_t stream, bool add_bias, const char* op,
+               const int64_t* shift = nullptr) {
   EXQ_CHECK(workspace.fits(layer), "cuda {}: workspace was not reserved for this layer", op);
+  EXQ_CHECK(shift == nullptr || (layer.split().kernel == 2 && !layer.has_bias()),
+            "cuda {}: a shifted (MoE expert) launch needs GEMV kernel 2 and no bias", op);
   const Exl2Scratch sc = workspace.scratch(0);
   float* yp = y.data<float>();
   const Exl2Desc& d = layer.desc();
-  exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream);
+  exl2_gemv_cuda(&d, 1, d.uniform_bits, in, &yp, add_bias, layer.split(), &sc, stream,
+                 shift != nullptr ? &shift : nullptr);
 }
 
 }  // namespace
@@ -490,7 +494,7 @@ void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace
 
 void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
                       const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
-                      bool add_bias, bool gelu) {
+                      bool add_bias, bool gelu, const int64_t* shift) {
   constexpr const char* op = "exl2_gemv_swiglu";
   EXQ_CHECK(!layer.empty(), "cuda exl2_gemv_swiglu: layer is not uploaded");
   check_dtype(gate, DType::F32, op, "gate");
@@ -504,12 +508,12 @@ void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const Devi
   in.up = up.data<float>();
   in.gelu = gelu;
   in.batch = static_cast<int>(gate.dim(0));
-  run_layer(layer, in, y, workspace, stream, add_bias, op);
+  run_layer(layer, in, y, workspace, stream, add_bias, op, shift);
 }
 
 void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
                      const std::vector<DeviceView>& ys, Exl2Workspace& workspace,
-                     cudaStream_t stream, bool add_bias) {
+                     cudaStream_t stream, bool add_bias, const std::vector<const int64_t*>& shifts) {
   constexpr const char* op = "exl2_gemv_group";
   EXQ_CHECK(!group.empty(), "cuda exl2_gemv_group: empty group");
   check_dtype_in(x, {DType::F32, DType::F16}, op, "x");
@@ -527,11 +531,33 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
     y[i] = ys[static_cast<size_t>(i)].data<float>();
     sc[i] = workspace.scratch(i);
   }
+  EXQ_CHECK(shifts.empty() || static_cast<int>(shifts.size()) == n, "cuda {}: {} shifts for {} layers", op,
+            shifts.size(), n);
+  for (int i = 0; i < n && !shifts.empty(); ++i)
+    EXQ_CHECK(group.split().kernel == 2 && !group.layers()[static_cast<size_t>(i)]->has_bias(),
+              "cuda {}: a shifted (MoE expert) launch needs GEMV kernel 2 and no bias", op);
   Exl2Input in;
   in.x = x.raw();
   in.f32 = x.dtype() == DType::F32;
   in.batch = static_cast<int>(x.dim(0));
-  exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream);
+  exl2_gemv_cuda(d, n, group.width(), in, y, add_bias, group.split(), sc, stream,
+                 shifts.empty() ? nullptr : shifts.data());
+}
+
+bool exl2_same_layout(const Exl2Layer& a, const Exl2Layer& b) {
+  if (a.empty() || b.empty() || a.has_bias() || b.has_bias() || !a.kernel2_ok() || !b.kernel2_ok() ||
+      a.device_bytes() != b.device_bytes())
+    return false;
+  const Exl2Desc &x = a.desc(), &y = b.desc();
+  const auto off = [](const Exl2Desc& d, const void* p) {
+    return reinterpret_cast<const char*>(p) - reinterpret_cast<const char*>(d.q_weight);
+  };
+  return x.in == y.in && x.out == y.out && x.out_pad == y.out_pad && x.num_units == y.num_units &&
+         x.num_steps == y.num_steps && x.tile_rows == y.tile_rows && x.num_groups == y.num_groups &&
+         x.uniform_bits == y.uniform_bits && x.num_segments == y.num_segments &&
+         std::memcmp(x.segments, y.segments, sizeof(Exl2Segment) * static_cast<size_t>(x.num_segments)) == 0 &&
+         off(x, x.q_scale) == off(y, y.q_scale) && off(x, x.group_m) == off(y, y.group_m) &&
+         off(x, x.units) == off(y, y.units) && off(x, x.x_map) == off(y, y.x_map);
 }
 
 void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream) {

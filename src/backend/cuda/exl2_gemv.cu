@@ -288,16 +288,17 @@ int exl2_gemv_max_clusters(const Exl2Desc& d, const Exl2Split& split) {
 
 void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, float* const* y,
                     bool add_bias, const Exl2Split& split, const Exl2Scratch* scratch,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const int64_t* const* shifts) {
   if (x.batch <= 0 || n <= 0) return;
   const int bs = batch_stride(x.batch);
-  if (!x.staged) exl2_prep_cuda(d, n, x, bs, scratch, stream);
+  if (!x.staged) exl2_prep_cuda(d, n, x, bs, scratch, stream, shifts);
   const bool partials = split.ksplit > 1 && !split.cluster;
   Exl2Group g;
   g.count = n;
   for (int i = 0; i < n; ++i) {
     g.d[i] = d[i];
-    g.io[i] = {scratch[i].xq, scratch[i].xscale, y[i], partials ? scratch[i].partials : nullptr};
+    g.io[i] = {scratch[i].xq, scratch[i].xscale, y[i], partials ? scratch[i].partials : nullptr,
+               shifts != nullptr ? shifts[i] : nullptr};
   }
   group_rows(g, split);
   if (split.kernel == 2) {

@@ -165,16 +165,28 @@ void exl2_gemv_staged(const Exl2Layer& layer, const DeviceView& y, Exl2Workspace
 // y = (silu(gate) * up) @ W^T (+ bias), gate and up [1..8, in] F32, the product formed as
 // decode_swiglu_cuda does: the MLP's SwiGLU and down projection in one GEMV. gelu:
 // gelu_tanh(gate) * up (gemma's GeGLU).
+// shift (MoE, or null): a device int64 of bytes added to the layer's pointers at run time, so
+// the launch reads another layer of the same layout (exl2_same_layout); kernel 2, no bias.
 void exl2_gemv_swiglu(const Exl2Layer& layer, const DeviceView& gate, const DeviceView& up,
                       const DeviceView& y, Exl2Workspace& workspace, cudaStream_t stream,
-                      bool add_bias = true, bool gelu = false);
+                      bool add_bias = true, bool gelu = false, const int64_t* shift = nullptr);
 
 // ys[i] = x @ W_i^T (+ bias_i) for the layers of `group` in one staging and one GEMV launch:
 // x [1..8, in] F32|F16, ys[i] [rows, out_i] F32. Bit-identical to exl2_gemv of each layer with
 // the group's split.
+// shifts (MoE, or empty): one device int64 per layer, as exl2_gemv_swiglu's shift.
 void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
                      const std::vector<DeviceView>& ys, Exl2Workspace& workspace,
-                     cudaStream_t stream, bool add_bias = true);
+                     cudaStream_t stream, bool add_bias = true,
+                     const std::vector<const int64_t*>& shifts = {});
+
+// Whether b's device image has a's layout (shape, runs, unit table and section offsets, no
+// bias, both runnable by kernel 2): a's launches then read b's weights when shifted by
+// shift_bytes(a, b). MoE experts of one layer and one option have it.
+bool exl2_same_layout(const Exl2Layer& a, const Exl2Layer& b);
+inline int64_t exl2_shift_bytes(const Exl2Layer& a, const Exl2Layer& b) {
+  return reinterpret_cast<const char*>(b.desc().q_weight) - reinterpret_cast<const char*>(a.desc().q_weight);
+}
 
 // w: [out, in] F16 with its input channels in q_perm order (column k is channel
 // layer.q_perm()[k]); bit-exact with io::dequantize_exl2's values.

@@ -414,9 +414,9 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
              w.k0, w.k1, W};
   WarpCtx c;
-  c.wbase = d.q_weight + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
-  c.sbase = reinterpret_cast<const unsigned short*>(d.q_scale) + w.tile * 8 + g;
-  c.mbase = reinterpret_cast<const unsigned short*>(d.group_m);
+  c.wbase = shifted(d.q_weight, io.shift) + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
+  c.sbase = reinterpret_cast<const unsigned short*>(shifted(d.q_scale, io.shift)) + w.tile * 8 + g;
+  c.mbase = reinterpret_cast<const unsigned short*>(shifted(d.group_m, io.shift));
   // Columns g >= batch read whatever is there: they only feed mma output columns that are
   // never stored (columns of an mma do not mix).
   c.xs = static_cast<uint32_t>(__cvta_generic_to_shared(smem + t * kSlotWords + g * kPairs));

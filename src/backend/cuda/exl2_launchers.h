@@ -108,6 +108,9 @@ struct Exl2LayerIo {
   const float* xscale = nullptr;
   float* y = nullptr;
   float* partials = nullptr;  // [ksplit][batch][out_pad] when K is split without clusters
+  // MoE: device bytes added to d's pointers at run time (the routed expert's copy of d's
+  // layout, exl2_same_layout), or null. Kernel 2 only; d has no bias.
+  const int64_t* shift = nullptr;
 };
 struct Exl2Group {
   int count = 0;
@@ -170,9 +173,10 @@ struct Exl2Scratch {
 // (permute, scale, round to f16), one GEMV for every layer (programmatic dependent launch: it
 // loads weights while the staging runs), and for a K split without clusters one reduce per
 // layer. `width`: the layers' common bit width, 0 if they differ; `split` fits every layer.
+// shifts (or null): per layer a device int64 of bytes added to its pointers (Exl2LayerIo::shift).
 void exl2_gemv_cuda(const Exl2Desc* d, int n, int width, const Exl2Input& x, float* const* y,
                     bool add_bias, const Exl2Split& split, const Exl2Scratch* scratch,
-                    cudaStream_t stream);
+                    cudaStream_t stream, const int64_t* const* shifts = nullptr);
 
 // Re-lays q_weight rows [units[u0].src_word ...) of units [u0, u1) (exllamav2 layout, `src`
 // holding rows from src_row0 on) into the device layout `dst`.
@@ -182,7 +186,8 @@ void exl2_repack_cuda(const Exl2Desc& d, const uint32_t* src, int src_row0, int 
 // The GEMV's helper launches (exl2_stage.cu): x staging into xq [slot][pair][bs] and the
 // per-step scales, and the in-order sum of K-split partials [ksplit][batch][out_pad] (+ bias).
 void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
-                    const Exl2Scratch* scratch, cudaStream_t stream);
+                    const Exl2Scratch* scratch, cudaStream_t stream,
+                    const int64_t* const* shifts = nullptr);
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,
                       const __half* bias, float* y, cudaStream_t stream);
 

@@ -115,6 +115,7 @@ struct PrepGroup {
   int gelu, x_f32, in, batch, bs, count;
   int step_start[N + 1];
   const int32_t* x_map[N];
+  const int64_t* shift[N];  // MoE: the routed expert's map (Exl2LayerIo::shift), or null
   uint32_t* xq[N];
   float* xscale[N];
 };
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
   } else {
     if (step >= p.step_start[1]) return;
   }
-  const int4 ch = step_channels(p.x_map[l], step, threadIdx.x & 31);
+  const int4 ch = step_channels(shifted(p.x_map[l], p.shift[l]), step, threadIdx.x & 31);
   pdl_wait();  // x is written by the previous kernel
   stage_step<SWIGLU>(ch, p.x, p.up, p.gelu != 0, p.x_f32 != 0, p.in, p.batch, p.bs,
              p.xq[l] + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * p.bs,
@@ -141,7 +142,7 @@ __global__ void __launch_bounds__(kPrepWarps * 32)
 
 template <int N>
 void prep_launch(const Exl2Desc* d, int n, const Exl2Input& x, int bs, const Exl2Scratch* scratch,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, const int64_t* const* shifts) {
   PrepGroup<N> p{};
   p.x = x.x;
   p.up = x.up;
@@ -154,6 +155,7 @@ void prep_launch(const Exl2Desc* d, int n, const Exl2Input& x, int bs, const Exl
   for (int i = 0; i < n; ++i) {
     p.step_start[i + 1] = p.step_start[i] + d[i].num_steps;
     p.x_map[i] = d[i].x_map;
+    p.shift[i] = shifts != nullptr ? shifts[i] : nullptr;
     p.xq[i] = scratch[i].xq;
     p.xscale[i] = scratch[i].xscale;
   }
@@ -185,9 +187,9 @@ __global__ void add_bias_kernel(float* __restrict__ y, const __half* __restrict_
 }  // namespace
 
 void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
-                    const Exl2Scratch* scratch, cudaStream_t stream) {
-  if (n == 1) prep_launch<1>(d, n, x, bs, scratch, stream);
-  else prep_launch<kExl2MaxGroup>(d, n, x, bs, scratch, stream);
+                    const Exl2Scratch* scratch, cudaStream_t stream, const int64_t* const* shifts) {
+  if (n == 1) prep_launch<1>(d, n, x, bs, scratch, stream, shifts);
+  else prep_launch<kExl2MaxGroup>(d, n, x, bs, scratch, stream, shifts);
 }
 
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,

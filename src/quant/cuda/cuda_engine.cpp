@@ -20,6 +20,8 @@
 #include "quant/cuda/gptq_cuda.h"
 #include "quant/cuda/head_step.h"
 #include "quant/cuda/module_run.h"
+#include "quant/cuda/moe_run.h"
+#include "model/llama_weights.h"
 
 namespace exq::quant::cuda {
 namespace {
@@ -145,9 +147,128 @@ class CudaEngine final : public Engine {
     forward("forward_mlp", spec, x, y);
   }
 
+  ModuleResult measure_moe(const LayerF32& layer, const TensorView& states, const std::string& key,
+                           const MeasureOptions& options) override {
+    return in_module("measure " + key, [&] {
+      std::vector<Tensor> keep;
+      const MoeSpec spec = moe_spec(moe_weights(layer), keep);
+      check_moe(spec, states);
+      const auto table = table_rows(options.mlp_table, mlp_option_table());
+      EXQ_CHECK(!table.empty(), "empty option table");
+      // Distinct options of each column (shared by every expert) and each row's picks.
+      std::vector<std::vector<QuantOption>> distinct(3);
+      std::vector<std::vector<size_t>> pick(table.size(), std::vector<size_t>(3));
+      for (size_t i = 0; i < table.size(); ++i)
+        for (size_t c = 0; c < 3; ++c) {
+          auto& d = distinct[c];
+          const auto it = std::find(d.begin(), d.end(), table[i][c]);
+          pick[i][c] = static_cast<size_t>(it - d.begin());
+          if (it == d.end()) d.push_back(table[i][c]);
+        }
+      begin_module();
+      ModuleResult res;
+      res.measurement.key = key;
+      MoeRun run(ctx_, spec, states, true, options.percdamp);
+      run.reference();
+      warn_sparse_experts(key, run.expert_tokens(), run.tokens());
+      run.gptq(distinct, false);
+      res.errors = run.test_table(pick, options.metric);
+      res.target = run.target_to_host();
+      const int64_t h = ctx_.config.hidden_size, ei = ctx_.config.expert_intermediate, E = ctx_.config.num_experts;
+      std::vector<MeasuredRow> rows;
+      for (size_t i = 0; i < table.size(); ++i) {
+        MeasuredRow row;
+        for (size_t c = 0; c < 3; ++c) {
+          row.total_bits += E * total_bits(table[i][c], c == 2 ? ei : h, c == 2 ? h : ei, false);
+          row.linears.emplace_back(std::string(kMoeLinears[c]), table[i][c]);
+        }
+        EXQ_CHECK(std::isfinite(res.errors[i]), "table row {} gives a non-finite error", i);
+        row.accuracy = std::max(1e-6, 1.0 - res.errors[i]);
+        rows.push_back(std::move(row));
+      }
+      res.measurement.rows = std::move(rows);
+      res.timing = run.timing;
+      end_module(nullptr, "MoE measurement: module end");
+      res.timing.host_syncs = ctx_.host_syncs;
+      return res;
+    });
+  }
+  QuantStep quantize_moe(const LayerF32& layer, int64_t index, const TensorView& states,
+                         const MlpOptions& options) override {
+    const std::string key = moe_module_key(index);
+    return in_module("quantize " + key, [&] {
+      std::vector<Tensor> keep;
+      const MoeSpec spec = moe_spec(moe_weights(layer), keep);
+      check_moe(spec, states);
+      begin_module();
+      MoeRun run(ctx_, spec, states, true, 0.12f);
+      run.reference();
+      warn_sparse_experts(key, run.expert_tokens(), run.tokens());
+      run.gptq({{options[0]}, {options[1]}, {options[2]}}, true);
+      QuantStep out;
+      out.output = Tensor(DType::F32, states.shape());
+      out.rfn = run.forward_quantized(out.output);
+      const model::MoeNames mn = model::moe_names(ctx_.config);
+      const char* parts[3] = {mn.gate, mn.up, mn.down};
+      for (int64_t e = 0; e < ctx_.config.num_experts; ++e)
+        for (int c = 0; c < 3; ++c)
+          out.packed.emplace_back(model::expert_key(ctx_.config, index, e, parts[c]),
+                                  io::pack_exl2(run.results(e, c).at(0).layer));
+      end_module(nullptr, "MoE quantization: module end");
+      stats_["timing"] = {{"reference_s", run.timing.reference_s}, {"prepare_s", run.timing.prepare_s},
+                          {"gptq_s", run.timing.gptq_s}, {"forward_s", run.timing.test_s},
+                          {"gptq_runs", run.timing.gptq_runs}};
+      return out;
+    });
+  }
+  void forward_moe(const MoeWeights& w, const TensorView& x, const TensorView& y) override {
+    in_module("forward_moe", [&] {
+      std::vector<Tensor> keep;
+      const MoeSpec spec = moe_spec(w, keep);
+      check_moe(spec, x);
+      EXQ_CHECK(y.dtype() == DType::F32 && y.shape() == x.shape() && y.is_contiguous() && y.raw() != x.raw(),
+                "output must be contiguous F32 {} apart from the input, got {} {}", shape_str(x.shape()),
+                dtype_name(y.dtype()), shape_str(y.shape()));
+      begin_module();
+      MoeRun run(ctx_, spec, x, false, 0.0f);
+      run.forward(y);
+      end_module(nullptr, "MoE forward: module end");
+    });
+  }
+
   nlohmann::ordered_json module_stats() override { return stats_; }
 
  private:
+  static MoeSpec moe_spec(const MoeWeights& w, std::vector<Tensor>& keep) {
+    MoeSpec spec{as_f32(w.norm, keep), as_f32(w.router, keep), {}};
+    for (const MoeWeights::Expert& e : w.experts)
+      spec.experts.push_back({as_f32(e.gate, keep), as_f32(e.up, keep), as_f32(e.down, keep)});
+    return spec;
+  }
+
+  void check_moe(const MoeSpec& spec, const TensorView& states) const {
+    const io::ModelConfig& c = ctx_.config;
+    EXQ_CHECK(states.rank() == 3 && states.dtype() == DType::F32 && states.is_contiguous() && states.dim(0) > 0 &&
+                  states.dim(1) > 0 && states.dim(1) <= ctx_.max_tokens && states.dim(2) == c.hidden_size,
+              "states must be contiguous F32 [rows, <= {}, {}], got {} {}", ctx_.max_tokens, c.hidden_size,
+              dtype_name(states.dtype()), shape_str(states.shape()));
+    EXQ_CHECK(c.num_experts > 0 && static_cast<int64_t>(spec.experts.size()) == c.num_experts,
+              "{} experts given, the config has {}", spec.experts.size(), c.num_experts);
+    const auto expect = [](const TensorView& v, const Shape& shape, const std::string& what) {
+      EXQ_CHECK(!v.empty(), "{} is missing", what);
+      v.expect(DType::F32, shape, what);
+      EXQ_CHECK(v.is_contiguous(), "{} must be contiguous", what);
+    };
+    const int64_t h = c.hidden_size, ei = c.expert_intermediate;
+    expect(spec.norm, {h}, "norm weight");
+    expect(spec.router, {c.num_experts, h}, "router weight");
+    for (const auto& e : spec.experts) {
+      expect(e[0], {ei, h}, "expert gate");
+      expect(e[1], {ei, h}, "expert up");
+      expect(e[2], {h, ei}, "expert down");
+    }
+  }
+
   BlockSpec attention_spec(const LayerF32& l) const {
     return {BlockShape::of(ctx_.config, true),
             l.attn_norm,
@@ -215,8 +336,8 @@ class CudaEngine final : public Engine {
 
   // run: the module's plan for the stats; its last call waited for the module
   // (EngineContext::finish_module). Null for the head step, which has no plan: waited for here.
-  void end_module(const ModuleRun* run) {
-    if (!run) ctx_.finish_module("head step: module end");
+  void end_module(const ModuleRun* run, const char* why = "head step: module end") {
+    if (!run) ctx_.finish_module(why);
     const auto copies = ctx_.ring.copy_spans().intervals(ctx_.origin);
     const auto compute = ctx_.compute_spans.intervals(ctx_.origin);
     stats_ = {

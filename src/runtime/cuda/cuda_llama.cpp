@@ -93,7 +93,9 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
     const std::pair<const model::Linear*, int> lin[] = {{L.q.get(), 0},    {L.k.get(), 0},  {L.v.get(), 0},
                                                         {L.o.get(), 1},    {L.gate.get(), 2}, {L.up.get(), 2},
                                                         {L.down.get(), 2}};
+    if (!L.experts.empty()) moe_layer_bytes(L, dense, exl2_bytes, max_exl2);
     for (const auto& [p, which] : lin) {
+      if (p == nullptr) continue;  // a MoE layer's MLP (above)
       add(*p, has_bias(c, which));
       if (!dynamic_cast<const model::DenseLinear*>(p)) max_exl2 = std::max(max_exl2, p->in_features() * p->out_features());
     }
@@ -107,7 +109,8 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   const size_t scratch = Activations::bytes(d, chunk) + rounded(static_cast<size_t>(chunk * d.vocab) * 4) +
                          Activations::bytes(d, 1) + rounded(static_cast<size_t>(d.vocab) * 4) +
                          rounded(static_cast<size_t>(max_exl2) * 2) + kCublasWorkspace +
-                         2 * rounded(static_cast<size_t>(capacity * d.head_dim / 2) * 4);
+                         2 * rounded(static_cast<size_t>(capacity * d.head_dim / 2) * 4) +
+                         (c.num_experts > 0 ? MoeStepBuffers::bytes(c) + MoeRowBuffers::bytes(c, chunk) : 0);
   const size_t need = dense + exl2_bytes + kv + scratch;
   const size_t free_bytes = info.free_memory > kDeviceReserve ? info.free_memory - kDeviceReserve : 0;
   const size_t available = std::min(o.vram_budget, free_bytes);
@@ -165,9 +168,18 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     G.k = lin(*L.k, 0, "self_attn.k_proj");
     G.v = lin(*L.v, 0, "self_attn.v_proj");
     G.o = lin(*L.o, 1, "self_attn.o_proj");
-    G.gate = lin(*L.gate, 2, "mlp.gate_proj");
-    G.up = lin(*L.up, 2, "mlp.up_proj");
-    G.down = lin(*L.down, 2, "mlp.down_proj");
+    if (config.moe_layer(static_cast<int64_t>(l))) {
+      G.moe = std::make_unique<MoeLayerGpu>(config, L, static_cast<int64_t>(l), a, s);
+      max_exl2 = std::max(max_exl2, G.moe->dequant_elems());
+      moe_any = true;
+      if (G.moe->device_routed()) ++moe_device_layers;
+      else moe_host_decode = true;
+    } else {
+      EXQ_CHECK(L.gate && L.up && L.down, "cuda: model.layers.{}: a dense MLP without gate / up / down", l);
+      G.gate = lin(*L.gate, 2, "mlp.gate_proj");
+      G.up = lin(*L.up, 2, "mlp.up_proj");
+      G.down = lin(*L.down, 2, "mlp.down_proj");
+    }
     const Shape cache = {seqs * d.kv_heads, capacity, d.head_dim};
     G.k_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     G.v_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
@@ -181,7 +193,8 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
       CUDA_CHECK(cudaMemsetAsync(G.v_scale.raw(), 0, G.v_scale.nbytes(), s));
     }
     for (const GpuLinear* g : {G.q.get(), G.k.get(), G.v.get(), G.o.get(), G.gate.get(), G.up.get(), G.down.get()})
-      weight_bytes += g->weight_bytes();
+      if (g) weight_bytes += g->weight_bytes();
+    if (G.moe) weight_bytes += G.moe->step_bytes();
     weight_bytes += 2 * G.attn_norm.nbytes();
     layers.push_back(std::move(G));
     CUDA_CHECK(cudaStreamSynchronize(s));
@@ -218,11 +231,17 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
                                    static_cast<int>(d.head_dim), s);
   for (LayerGpu& L : layers) {
     L.qkv = GpuLinearGroup({L.q.get(), L.k.get(), L.v.get()});
-    L.gate_up = GpuLinearGroup({L.gate.get(), L.up.get()});
-    for (const GpuLinear* g : {L.o.get(), L.down.get()}) g->reserve(exl2_ws, s);
+    L.o->reserve(exl2_ws, s);
     L.qkv.reserve(exl2_ws, s);
+    if (L.moe) {
+      L.moe->reserve(exl2_ws, s);
+      continue;
+    }
+    L.gate_up = GpuLinearGroup({L.gate.get(), L.up.get()});
+    L.down->reserve(exl2_ws, s);
     L.gate_up.reserve(exl2_ws, s);
   }
+  if (moe_device_layers > 0) moe_step = std::make_unique<MoeStepBuffers>(config, a, s);
   head->reserve(exl2_ws, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -302,6 +321,11 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
     }
     L.o->forward(sc, v.att2, v.proj, s);
     norm(v.x, &v.proj, L.ffn_norm, v.xn, &L.post_attn_norm);
+    if (L.moe) {
+      moe_mlp_rows(L, v.xn, v.proj, v.mm_ws);
+      norm(v.x, &v.proj, next_norm(l), v.xn, &L.post_ffn_norm);
+      continue;
+    }
     if (grouped)
       L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
     else
@@ -312,6 +336,12 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
     }
     norm(v.x, &v.proj, next_norm(l), v.xn, &L.post_ffn_norm);
   }
+}
+
+void CudaLlama::Impl::moe_mlp_rows(const LayerGpu& L, const gpu::DeviceView& xn, const gpu::DeviceView& out,
+                                   const gpu::DeviceView& mm_ws) {
+  moe_rows.ensure(config, std::max<int64_t>(xn.dim(0), 1), *alloc, stream);
+  L.moe->rows(moe_rows, scratch(mm_ws), xn, out, stream);
 }
 
 void CudaLlama::Impl::head_logits(const LinearScratch& sc, const gpu::DeviceView& xn, const gpu::DeviceView& out) {
@@ -468,7 +498,7 @@ gpu::DeviceView CudaLlama::forward_rows(std::span<const int32_t> tokens) {
   EXQ_CHECK(T <= kMaxRowsOnDevice, "forward_rows: {} tokens, at most {}", T, kMaxRowsOnDevice);
   if (m.rows_logits.empty())
     m.rows_logits = gpu::DeviceTensor(DType::F32, {kMaxRowsOnDevice, m.dims.vocab}, *m.alloc, m.stream);
-  if (m.opts.cuda_graph && T >= 2 && T <= gpu::kExl2GemvMaxRows)
+  if (m.opts.cuda_graph && !m.moe_any && T >= 2 && T <= gpu::kExl2GemvMaxRows)
     m.run_pass(tokens);
   else
     m.prefill(tokens, nullptr, /*keep_rows=*/true);
@@ -491,6 +521,7 @@ CudaLlama::Stats CudaLlama::stats() const {
   st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;
+  st.moe_device_layers = m.moe_host_decode ? 0 : m.moe_device_layers;
   return st;
 }
 

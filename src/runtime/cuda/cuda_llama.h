@@ -3,7 +3,8 @@
 // accumulators stay f32 as on the CPU (SmolLM2's residual reaches ~29,000); the KV cache is
 // f16 (or f32). Prompts run in chunks through cuBLAS / the EXL2 dequantize path; single-token
 // steps run the EXL2 GEMV and are replayed from a CUDA graph captured once: the token and the
-// position live in device memory (the graph itself advances the position).
+// position live in device memory (the graph itself advances the position). Mixture-of-experts
+// layers (mixtral, qwen3_moe): cuda_moe.h.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -104,7 +105,7 @@ class CudaLlama {
   exq::cuda::DeviceView token_slot() const;
 
   // decode_slot() run eagerly with a CUDA event before each op group (embed+norm, qkv,
-  // attention, o, norm, gate+up, swiglu, down, head): GPU milliseconds per group summed over
+  // attention, o, norm, gate+up, swiglu, down or moe, head): GPU milliseconds per group summed over
   // the layers. Events between the groups stop the kernels overlapping, so the total exceeds a
   // graph replay; a breakdown, not a timing. The logits are left as decode_slot() leaves them.
   struct OpTime {
@@ -123,6 +124,7 @@ class CudaLlama {
     bool graph_captured = false;
     int64_t graph_replays = 0;
     int o_staged_layers = 0;  // layers whose decode attention stages the o projection's input
+    int moe_device_layers = 0;  // MoE layers whose experts the decode graph picks on the device
   };
   Stats stats() const;
 

@@ -78,7 +78,8 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
 }
 
 // Per layer: q, k, v GEMVs (one group launch for EXL2); attention (+ q / k norms, rotary, append); o GEMV;
-// add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2);
+// add + norm; gate, up GEMVs (one group launch); SwiGLU and down GEMV (one launch for EXL2) or the
+// MoE MLP (router, routing, the chosen experts read from device memory: cuda_moe.h);
 // add + norm (of the next layer, or the final one, which also advances the
 // position). Embedding and the first norm are one kernel.
 void CudaLlama::Impl::decode_body() {
@@ -139,11 +140,18 @@ void CudaLlama::Impl::decode_body() {
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
                               nullptr, pdl, s, post_of(L.post_attn_norm));
-    if (on("gate+up")) L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
-    if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s, gelu())) {
-      decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
-                         static_cast<int>(dims.inter), pdl, s, gelu());
-      L.down->forward(sc, v.gate, v.proj, s);
+    if (L.moe) {
+      if (on("moe")) {
+        if (moe_host_decode) moe_mlp_rows(L, v.xn, v.proj, v.mm_ws);
+        else L.moe->decode(*moe_step, sc, v.xn, v.proj, s);
+      }
+    } else {
+      if (on("gate+up")) L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);
+      if (on("swiglu+down") && !L.down->forward_swiglu(sc, v.gate, v.up, v.proj, s, gelu())) {
+        decode_swiglu_cuda(v.gate.data<float>(), v.up.data<float>(), v.gate.data<float>(),
+                           static_cast<int>(dims.inter), pdl, s, gelu());
+        L.down->forward(sc, v.gate, v.proj, s);
+      }
     }
     const bool last = l + 1 == layers.size();
     if (on("norm") || last)  // the last norm also advances the position
@@ -199,7 +207,8 @@ gpu::DeviceView CudaLlama::Impl::decode() {
     ++replays;
   } else {
     decode_body();
-    if (opts.cuda_graph) capture();  // the first step runs eagerly, the next ones replay
+    // The first step runs eagerly, the next ones replay (not when a MoE layer routes on the host).
+    if (opts.cuda_graph && !moe_host_decode) capture();
   }
   ++length;
   return logits.view();
@@ -231,7 +240,7 @@ void CudaLlama::Impl::batch_body(int rows) {
 }
 
 void CudaLlama::Impl::launch_batch(int rows) {
-  if (!opts.cuda_graph) {
+  if (!opts.cuda_graph || moe_any) {  // MoE layers read the routing of several rows on the host
     batch_body(rows);
     return;
   }

@@ -20,6 +20,7 @@
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/stream.h"
 #include "runtime/cuda/cuda_llama.h"
+#include "runtime/cuda/cuda_moe.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/decode_launchers.h"
 
@@ -35,7 +36,8 @@ struct LayerGpu {
   gpu::DeviceTensor post_attn_norm, post_ffn_norm;  // gemma2 / 3: [hidden] F32, else empty
   int window = 0;                         // sliding-window attention: its latest keys; 0: all
   bool local_rope = false;                // gemma3's sliding layers: cos_local / sin_local
-  std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;
+  std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;  // gate, up, down: null on MoE layers
+  std::unique_ptr<MoeLayerGpu> moe;  // mixture-of-experts layers, else null
   gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
   gpu::DeviceTensor k_scale, v_scale;  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]
   // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
@@ -47,7 +49,8 @@ struct Dims {
   explicit Dims(const io::ModelConfig& c)
       : hidden(c.hidden_size), heads(c.num_attention_heads), kv_heads(c.num_key_value_heads),
         head_dim(c.head_dim), inter(c.intermediate_size), vocab(c.vocab_size), q_dim(c.q_dim()),
-        kv_dim(c.kv_dim()), max_in(std::max({c.hidden_size, c.q_dim(), c.intermediate_size})) {}
+        kv_dim(c.kv_dim()),
+        max_in(std::max({c.hidden_size, c.q_dim(), c.intermediate_size, c.expert_intermediate})) {}
 };
 
 // Activations of one pass over up to `rows` tokens.
@@ -155,6 +158,17 @@ class CudaLlama::Impl {
   std::vector<int32_t> batch_host;
   std::vector<cudaGraphExec_t> batch_graphs;  // by row count
   void ensure_pass();  // pass, pass_pos and pass_graphs, made by the first pass or batch
+  // Mixture of experts: the decode step's buffers (when a layer routes on the device), the row
+  // buffers of prefill and batches. moe_any: passes and batches run eagerly (their MoE layers
+  // read the routing back on the host); moe_host_decode: so does the single-token step (a layer
+  // cannot route on the device: no graph).
+  std::unique_ptr<MoeStepBuffers> moe_step;
+  MoeRowBuffers moe_rows;
+  bool moe_any = false, moe_host_decode = false;
+  int moe_device_layers = 0;
+  // The MLP of layer L for rows xn into out (delta of the residual): the host-routed MoE path.
+  void moe_mlp_rows(const LayerGpu& L, const gpu::DeviceView& xn, const gpu::DeviceView& out,
+                    const gpu::DeviceView& mm_ws);
   void run_pass(std::span<const int32_t> tokens);
   std::vector<cudaGraphExec_t> graphs;  // the decode step's, by sequence
   bool pos_dirty = true;

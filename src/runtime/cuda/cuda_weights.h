@@ -42,6 +42,10 @@ class GpuLinear {
   bool is_exl2() const { return !exl2_.empty(); }
   // The uploaded EXL2 layer, or null for a dense one.
   const exq::cuda::Exl2Layer* exl2_layer() const { return is_exl2() ? &exl2_ : nullptr; }
+  exq::cuda::Exl2Layer* exl2_layer() { return is_exl2() ? &exl2_ : nullptr; }
+  // The dense weight [out, in] F16|BF16 (empty for an EXL2 layer).
+  const exq::cuda::DeviceView& dense_weight() const { return weight_; }
+  bool has_bias() const { return !bias_.empty() || (is_exl2() && exl2_.has_bias()); }
   // Device bytes one multiply reads (weights, bias): for the bandwidth floor.
   size_t weight_bytes() const;
   // Elements of the f16 dequantization scratch a multiply of more than 8 rows needs.

@@ -48,6 +48,13 @@ struct TinySpec {
   // the local rotary base 100 on layer 0, linear x2 on layer 1). Both: GeGLU, norms stored as
   // w and applied as 1 + w, four norms a layer, the embedding scaled by sqrt(hidden). No biases.
   int gemma = 0;
+  // Mixture of experts when > 0: model_type mixtral (every layer), or qwen3_moe with qwen3 (layer
+  // 1 dense: mlp_only_layers), of experts_per_token of `experts` SwiGLU experts of expert_inter
+  // rows. EXL2: an expert's gate, up and down each take one option of the layer (one layout for
+  // all experts, as conversions write), unless mixed_layouts gives every expert its own. No biases.
+  int64_t experts = 0, experts_per_token = 2, expert_inter = 96;
+  bool norm_topk = true;  // qwen3_moe's norm_topk_prob (mixtral always renormalizes)
+  bool mixed_layouts = false;
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -69,6 +76,24 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
                       {"attention_bias", s.bias},
                       {"mlp_bias", s.bias}};
   if (s.exl2) c["quantization_config"] = {{"quant_method", "exl2"}, {"bits", 4.0}};
+  if (s.experts > 0) {
+    c.erase("mlp_bias");
+    c.erase("attention_bias");
+    c["num_experts_per_tok"] = s.experts_per_token;
+    if (s.qwen3) {
+      c["model_type"] = "qwen3_moe";
+      c["num_experts"] = s.experts;
+      c["moe_intermediate_size"] = s.expert_inter;
+      c["norm_topk_prob"] = s.norm_topk;
+      c["decoder_sparse_step"] = 1;
+      c["mlp_only_layers"] = {1};
+    } else {
+      c["model_type"] = "mixtral";
+      c["num_local_experts"] = s.experts;
+      c["intermediate_size"] = s.expert_inter;
+    }
+    return c;
+  }
   if (s.qwen3) {
     c["model_type"] = "qwen3";
     c.erase("mlp_bias");
@@ -132,7 +157,9 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
     tensors[name] = std::move(x);
   };
   const DType dt = s.exl2 ? DType::F16 : s.dtype;
-  add("model.embed_tokens.weight", {t.vocab, t.hidden}, 0.0f, 1.0f, dt);
+  // MoE: a residual led by the (exact) embedding keeps the router's input within ~1e-4 of the
+  // CPU's, so that rounding seldom swaps two experts of nearly equal probability.
+  add("model.embed_tokens.weight", {t.vocab, t.hidden}, 0.0f, s.experts > 0 ? 10.0f : 1.0f, dt);
   const float one = s.gemma > 0 ? 0.0f : 1.0f;  // gemma multiplies by 1 + w
   add("model.norm.weight", {t.hidden}, one, 0.1f, dt);
   if (!s.tied || s.exl2) add("lm_head.weight", {t.vocab, t.hidden}, 0.0f, 0.2f, dt);
@@ -159,7 +186,31 @@ inline std::filesystem::path write_tiny_llama(const std::filesystem::path& dir, 
         {"self_attn.v_proj", {kvd, t.hidden}}, {"self_attn.o_proj", {t.hidden, qd}},
         {"mlp.gate_proj", {t.inter, t.hidden}}, {"mlp.up_proj", {t.inter, t.hidden}},
         {"mlp.down_proj", {t.hidden, t.inter}}};
-    for (const auto& [name, shape] : lin) {
+    const bool moe = s.experts > 0 && !(s.qwen3 && l == 1);
+    const int64_t inter = s.experts > 0 && !s.qwen3 ? s.expert_inter : t.inter;
+    if (moe) {
+      const std::string b = p + (s.qwen3 ? "mlp." : "block_sparse_moe.");
+      const float rsd = 2.0f / (norm * std::sqrt(static_cast<float>(t.hidden)));  // logits of sd ~2
+      add(b + "gate.weight", {s.experts, t.hidden}, 0.0f, rsd, dt);
+      const char* parts[3] = {s.qwen3 ? "gate_proj" : "w1", s.qwen3 ? "up_proj" : "w3", s.qwen3 ? "down_proj" : "w2"};
+      const uint32_t layer_seed = wseed;
+      wseed += 3;
+      for (int64_t e = 0; e < s.experts; ++e)
+        for (uint32_t j = 0; j < 3; ++j) {
+          const std::string key = b + "experts." + std::to_string(e) + "." + parts[j];
+          const Shape shape = j < 2 ? Shape{s.expert_inter, t.hidden} : Shape{t.hidden, s.expert_inter};
+          add(key + ".weight", shape, 0.0f, 1.0f / std::sqrt(static_cast<float>(shape[1])), dt);
+          const uint32_t option = s.mixed_layouts ? layer_seed + j + static_cast<uint32_t>(e) : layer_seed + j;
+          if (s.exl2)
+            exl2ify(tensors, twin, key, widths[option % widths.size()],
+                    layer_seed * 1000 + static_cast<uint32_t>(e) * 3 + j);
+        }
+    }
+    for (const auto& [name, shape0] : lin) {
+      if (moe && std::string(name).starts_with("mlp")) continue;
+      Shape shape = shape0;
+      if (std::string(name) == "mlp.down_proj") shape[1] = inter;
+      if (std::string(name).starts_with("mlp") && std::string(name) != "mlp.down_proj") shape[0] = inter;
       const float sd = 1.0f / std::sqrt(static_cast<float>(shape[1]));
       add(p + name + ".weight", shape, 0.0f, sd, dt);
       // EXL2 biases are f16, as exllamav2 writes them.

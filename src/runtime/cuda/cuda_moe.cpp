@@ -1,0 +1,291 @@
+#include "runtime/cuda/cuda_moe.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/elementwise.h"
+#include "core/error.h"
+#include "runtime/cuda/moe_launchers.h"
+
+namespace exq::runtime::cuda {
+namespace {
+
+namespace gpu = exq::cuda;
+
+size_t rounded(size_t bytes) { return gpu::CachingAllocator::round_size(bytes); }
+
+gpu::DeviceTensor raw_bytes(size_t n, gpu::CachingAllocator& a, cudaStream_t s) {
+  return gpu::DeviceTensor(DType::U8, {static_cast<int64_t>(n)}, a, s);
+}
+
+// The first n rows of a flat F32 buffer as [n, cols].
+gpu::DeviceView rows_of(const gpu::DeviceTensor& t, int64_t n, int64_t cols) {
+  return gpu::DeviceView(t.raw(), DType::F32, {n, cols});
+}
+
+template <typename F>
+void by_dtype(DType t, F&& f) {
+  if (t == DType::BF16) f.template operator()<__nv_bfloat16>();
+  else if (t == DType::F32) f.template operator()<float>();
+  else f.template operator()<__half>();
+}
+
+}  // namespace
+
+MoeStepBuffers::MoeStepBuffers(const io::ModelConfig& c, gpu::CachingAllocator& a, cudaStream_t s)
+    : logits(DType::F32, {c.num_experts}, a, s), ids(DType::I32, {c.experts_per_token}, a, s),
+      weights(DType::F32, {c.experts_per_token}, a, s),
+      shifts(raw_bytes(static_cast<size_t>(c.experts_per_token) * 3 * 8, a, s)),
+      gate(DType::F32, {c.experts_per_token, c.expert_intermediate}, a, s),
+      up(DType::F32, {c.experts_per_token, c.expert_intermediate}, a, s),
+      y(DType::F32, {c.experts_per_token, c.hidden_size}, a, s) {
+  CUDA_CHECK(cudaMemsetAsync(shifts.raw(), 0, shifts.nbytes(), s));
+}
+
+size_t MoeStepBuffers::bytes(const io::ModelConfig& c) {
+  const auto k = static_cast<size_t>(c.experts_per_token);
+  return rounded(static_cast<size_t>(c.num_experts) * 4) + 2 * rounded(k * 4) + rounded(k * 24) +
+         2 * rounded(k * static_cast<size_t>(c.expert_intermediate) * 4) +
+         rounded(k * static_cast<size_t>(c.hidden_size) * 4);
+}
+
+void MoeRowBuffers::ensure(const io::ModelConfig& c, int64_t n, gpu::CachingAllocator& a, cudaStream_t s) {
+  if (n <= rows) return;
+  const int64_t k = c.experts_per_token;
+  logits = gpu::DeviceTensor(DType::F32, {n, c.num_experts}, a, s);
+  ids = gpu::DeviceTensor(DType::I32, {n * k}, a, s);
+  weights = gpu::DeviceTensor(DType::F32, {n * k}, a, s);
+  order = gpu::DeviceTensor(DType::I32, {n * k}, a, s);
+  order_w = gpu::DeviceTensor(DType::F32, {n * k}, a, s);
+  xg = gpu::DeviceTensor(DType::F32, {n, c.hidden_size}, a, s);
+  yg = gpu::DeviceTensor(DType::F32, {n, c.hidden_size}, a, s);
+  gate = gpu::DeviceTensor(DType::F32, {n, c.expert_intermediate}, a, s);
+  up = gpu::DeviceTensor(DType::F32, {n, c.expert_intermediate}, a, s);
+  rows = n;
+}
+
+size_t MoeRowBuffers::bytes(const io::ModelConfig& c, int64_t n) {
+  const auto r = static_cast<size_t>(n), k = static_cast<size_t>(c.experts_per_token);
+  return rounded(r * static_cast<size_t>(c.num_experts) * 4) + 4 * rounded(r * k * 4) +
+         2 * rounded(r * static_cast<size_t>(c.hidden_size) * 4) +
+         2 * rounded(r * static_cast<size_t>(c.expert_intermediate) * 4);
+}
+
+void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, int64_t& max_exl2) {
+  auto add = [&](const model::Linear& lin) {
+    const bool is_dense = dynamic_cast<const model::DenseLinear*>(&lin) != nullptr;
+    (is_dense ? dense : exl2) += gpu_linear_bytes(lin, false);
+    if (!is_dense) max_exl2 = std::max(max_exl2, lin.in_features() * lin.out_features());
+  };
+  if (const auto* r = dynamic_cast<const model::DenseLinear*>(w.router.get()))
+    dense += rounded(r->weight().nbytes());
+  for (const model::ExpertWeights& e : w.experts)
+    for (const model::Linear* lin : {e.gate.get(), e.up.get(), e.down.get()})
+      if (lin) add(*lin);
+  dense += rounded((1 + 3 * w.experts.size()) * 8) + rounded(w.experts.size() * 24);  // tables
+}
+
+MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
+                         gpu::CachingAllocator& a, cudaStream_t s)
+    : experts_(c.num_experts), k_(c.experts_per_token), inter_(c.expert_intermediate), hidden_(c.hidden_size),
+      renormalize_(c.norm_topk_prob) {
+  const std::string p = fmt::format("model.layers.{}.", layer);
+  EXQ_CHECK(c.activation == io::Activation::Silu,
+            "cuda: {}: mixture-of-experts layers run SiLU experts only", p);
+  EXQ_CHECK(k_ >= 1 && k_ <= kMoeMaxTopK && k_ <= experts_,
+            "cuda: {}: {} experts per token; the CUDA runtime routes 1 to {}", p, k_, kMoeMaxTopK);
+  EXQ_CHECK(w.router && static_cast<int64_t>(w.experts.size()) == experts_,
+            "cuda: {}: a mixture-of-experts layer without its router and {} experts", p, experts_);
+  const model::MoeNames names = model::moe_names(c);
+  // The router in its own dtype (f32 stays f32): the routing's discrete choice is as close to
+  // the CPU's as the input allows.
+  const auto* router = dynamic_cast<const model::DenseLinear*>(w.router.get());
+  EXQ_CHECK(router && router->bias().empty() && router->weight().is_contiguous() &&
+                router->weight().shape() == (Shape{experts_, hidden_}),
+            "cuda: {}{}.gate: the router must be a dense [{}, {}] weight without a bias", p, names.block, experts_,
+            hidden_);
+  router_ = gpu::to_device(router->weight(), a, s);
+  router_dtype_ = router_.dtype();
+  for (int64_t e = 0; e < experts_; ++e) {
+    const model::ExpertWeights& x = w.experts[static_cast<size_t>(e)];
+    const std::string q = fmt::format("{}{}.experts.{}.", p, names.block, e);
+    EXQ_CHECK(x.gate && x.up && x.down, "cuda: {}: expert without its three linears", q);
+    Expert g;
+    g.gate = std::make_unique<GpuLinear>(*x.gate, false, a, s, q + names.gate);
+    g.up = std::make_unique<GpuLinear>(*x.up, false, a, s, q + names.up);
+    g.down = std::make_unique<GpuLinear>(*x.down, false, a, s, q + names.down);
+    EXQ_CHECK(g.gate->out() == inter_ && g.up->out() == inter_ && g.down->in() == inter_ && g.gate->in() == hidden_ &&
+                  g.down->out() == hidden_,
+              "cuda: {}: expert shapes do not match the config's {} x {}", q, inter_, hidden_);
+    experts_w_.push_back(std::move(g));
+  }
+
+  // Device routing needs every expert of one kind: dense of one dtype, or EXL2 of one layout.
+  const Expert& e0 = experts_w_[0];
+  bool all_dense = true, all_exl2 = true, no_bias = true;
+  for (const Expert& x : experts_w_)
+    for (const GpuLinear* l : {x.gate.get(), x.up.get(), x.down.get()}) {
+      (l->is_exl2() ? all_dense : all_exl2) = false;
+      no_bias = no_bias && !l->has_bias();
+    }
+  std::vector<const void*> table = {router_.raw()};
+  if (std::getenv("EXQ_MOE_HOST") != nullptr) {  // A/B timing of the host-routed step
+    why_host_ = "EXQ_MOE_HOST is set";
+  } else if (!no_bias) {
+    why_host_ = "an expert has a bias";
+  } else if (all_dense) {
+    expert_dtype_ = e0.gate->dense_weight().dtype();
+    for (int part = 0; part < 3; ++part)
+      for (const Expert& x : experts_w_) {
+        const GpuLinear* l = part == 0 ? x.gate.get() : part == 1 ? x.up.get() : x.down.get();
+        if (l->dense_weight().dtype() != expert_dtype_) why_host_ = "the experts' weights differ in dtype";
+        table.push_back(l->dense_weight().raw());
+      }
+  } else if (all_exl2) {
+    std::vector<int64_t> shifts;
+    for (const Expert& x : experts_w_) {
+      const std::pair<const GpuLinear*, const GpuLinear*> parts[] = {
+          {e0.gate.get(), x.gate.get()}, {e0.up.get(), x.up.get()}, {e0.down.get(), x.down.get()}};
+      for (const auto& [first, other] : parts) {
+        if (!gpu::exl2_same_layout(*first->exl2_layer(), *other->exl2_layer()))
+          why_host_ = "the EXL2 experts differ in layout (bit widths, groups) or need GEMV kernel 1";
+        shifts.push_back(gpu::exl2_shift_bytes(*first->exl2_layer(), *other->exl2_layer()));
+      }
+    }
+    if (why_host_.empty()) {
+      exl2_ = true;
+      shift_table_ = raw_bytes(shifts.size() * 8, a, s);
+      CUDA_CHECK(cudaMemcpyAsync(shift_table_.raw(), shifts.data(), shifts.size() * 8, cudaMemcpyHostToDevice, s));
+      // The shifted launches run GEMV kernel 2 (exl2_same_layout checked every expert can).
+      gate_up0_ = gpu::Exl2LayerGroup({e0.gate->exl2_layer(), e0.up->exl2_layer()});
+      if (gate_up0_.split().kernel != 2) gate_up0_.set_kernel(2);
+      gpu::Exl2Layer* down0 = e0.down->exl2_layer();
+      if (down0->split().kernel != 2) down0->set_kernel(2);
+    }
+  } else {
+    why_host_ = "the experts mix dense and EXL2 weights";
+  }
+  table_ = raw_bytes(table.size() * 8, a, s);
+  CUDA_CHECK(cudaMemcpyAsync(table_.raw(), table.data(), table.size() * 8, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));  // the host tables above are freed
+}
+
+size_t MoeLayerGpu::step_bytes() const {
+  size_t all = 0;
+  for (const Expert& x : experts_w_) all += x.gate->weight_bytes() + x.up->weight_bytes() + x.down->weight_bytes();
+  return router_.nbytes() + all / static_cast<size_t>(experts_) * static_cast<size_t>(k_);
+}
+
+int64_t MoeLayerGpu::dequant_elems() const {
+  int64_t m = 0;
+  for (const Expert& x : experts_w_)
+    for (const GpuLinear* l : {x.gate.get(), x.up.get(), x.down.get()}) m = std::max(m, l->dequant_elems());
+  return m;
+}
+
+void MoeLayerGpu::reserve(gpu::Exl2Workspace& ws, cudaStream_t s) const {
+  for (const Expert& x : experts_w_)
+    for (const GpuLinear* l : {x.gate.get(), x.up.get(), x.down.get()}) l->reserve(ws, s);
+  if (!gate_up0_.empty()) ws.reserve(gate_up0_, s);
+}
+
+void MoeLayerGpu::router_logits(const gpu::DeviceView& xn, float* logits, cudaStream_t s) const {
+  const auto* table = static_cast<const void* const*>(table_.raw());
+  const auto rows = static_cast<int>(xn.dim(0));
+  by_dtype(router_dtype_, [&]<typename T>() {
+    moe_gemv_cuda<T>(table, nullptr, 1, rows, xn.data<float>(), 0, nullptr, logits, 0,
+                     static_cast<int>(experts_), static_cast<int>(hidden_), s);
+  });
+}
+
+void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::DeviceView& xn,
+                         const gpu::DeviceView& out, cudaStream_t s) const {
+  EXQ_CHECK(device_routed(), "cuda: a MoE layer routed on the host ({}) cannot run in the decode graph", why_host_);
+  const int k = static_cast<int>(k_), inter = static_cast<int>(inter_), hidden = static_cast<int>(hidden_);
+  router_logits(xn, b.logits.view().data<float>(), s);
+  auto* shifts = static_cast<int64_t*>(b.shifts.raw());
+  moe_route_cuda(b.logits.view().data<float>(), 1, static_cast<int>(experts_), k, renormalize_,
+                 b.ids.view().data<int32_t>(), b.weights.view().data<float>(),
+                 exl2_ ? static_cast<const int64_t*>(shift_table_.raw()) : nullptr, shifts, s);
+  const int32_t* ids = b.ids.view().data<int32_t>();
+  float* g = b.gate.view().data<float>();
+  float* u = b.up.view().data<float>();
+  float* y = b.y.view().data<float>();
+  if (exl2_) {
+    const Expert& e0 = experts_w_[0];
+    for (int i = 0; i < k; ++i) {
+      const gpu::DeviceView gi = b.gate.view().slice0(i, i + 1), ui = b.up.view().slice0(i, i + 1);
+      gpu::exl2_gemv_group(gate_up0_, xn, {gi, ui}, *sc.exl2, s, true, {shifts + 3 * i, shifts + 3 * i + 1});
+      gpu::exl2_gemv_swiglu(*e0.down->exl2_layer(), gi, ui, b.y.view().slice0(i, i + 1), *sc.exl2, s, true,
+                            false, shifts + 3 * i + 2);
+    }
+  } else {
+    const auto* table = static_cast<const void* const*>(table_.raw());
+    const auto E = static_cast<size_t>(experts_);
+    by_dtype(expert_dtype_, [&]<typename T>() {
+      moe_gemv_cuda<T>(table + 1, ids, k, 1, xn.data<float>(), 0, nullptr, g, inter, inter, hidden, s);
+      moe_gemv_cuda<T>(table + 1 + E, ids, k, 1, xn.data<float>(), 0, nullptr, u, inter, inter, hidden, s);
+      moe_gemv_cuda<T>(table + 1 + 2 * E, ids, k, 1, g, inter, u, y, hidden, hidden, inter, s);
+    });
+  }
+  moe_combine_cuda(y, ids, b.weights.view().data<float>(), k, hidden, out.data<float>(), s);
+}
+
+void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::DeviceView& xn,
+                       const gpu::DeviceView& out, cudaStream_t s) const {
+  const int64_t n = xn.dim(0), k = k_;
+  EXQ_CHECK(b.rows >= n, "cuda: MoE row buffers of {} rows for {}", b.rows, n);
+  router_logits(xn, b.logits.view().data<float>(), s);
+  moe_route_cuda(b.logits.view().data<float>(), static_cast<int>(n), static_cast<int>(experts_), static_cast<int>(k),
+                 renormalize_, b.ids.view().data<int32_t>(), b.weights.view().data<float>(), nullptr, nullptr, s);
+  const auto nk = static_cast<size_t>(n * k);
+  b.host_ids.resize(nk);
+  b.host_weights.resize(nk);
+  CUDA_CHECK(cudaMemcpyAsync(b.host_ids.data(), b.ids.raw(), nk * 4, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaMemcpyAsync(b.host_weights.data(), b.weights.raw(), nk * 4, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  // Rows grouped by expert, in expert order (moe_mlp's), with their weights.
+  std::vector<int64_t> first(static_cast<size_t>(experts_) + 1, 0);
+  for (int32_t id : b.host_ids) {
+    EXQ_CHECK(id >= 0 && id < experts_, "cuda: routing picked expert {} of {}", id, experts_);
+    ++first[static_cast<size_t>(id) + 1];
+  }
+  for (size_t e = 0; e < static_cast<size_t>(experts_); ++e) first[e + 1] += first[e];
+  b.host_order.assign(nk, 0);
+  b.host_order_w.assign(nk, 0.0f);
+  std::vector<int64_t> at(first.begin(), first.end() - 1);
+  for (size_t i = 0; i < nk; ++i) {
+    const auto e = static_cast<size_t>(b.host_ids[i]);
+    b.host_order[static_cast<size_t>(at[e])] = static_cast<int32_t>(i / static_cast<size_t>(k));
+    b.host_order_w[static_cast<size_t>(at[e]++)] = b.host_weights[i];
+  }
+  CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), b.host_order.data(), nk * 4, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemcpyAsync(b.order_w.raw(), b.host_order_w.data(), nk * 4, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), s));
+  const int hidden = static_cast<int>(hidden_);
+  for (size_t e = 0; e < static_cast<size_t>(experts_); ++e) {
+    const int64_t r0 = first[e], m = first[e + 1] - first[e];
+    if (m == 0) continue;
+    const Expert& x = experts_w_[e];
+    const int32_t* idx = b.order.view().data<int32_t>() + r0;
+    const gpu::DeviceView xg = rows_of(b.xg, m, hidden_), yg = rows_of(b.yg, m, hidden_);
+    const gpu::DeviceView g = rows_of(b.gate, m, inter_), u = rows_of(b.up, m, inter_);
+    moe_gather_cuda(xn.data<float>(), idx, static_cast<int>(m), hidden, xg.data<float>(), s);
+    x.gate->forward(sc, xg, g, s);
+    x.up->forward(sc, xg, u, s);
+    if (!x.down->forward_swiglu(sc, g, u, yg, s)) {
+      gpu::swiglu(g, u, g, s);
+      x.down->forward(sc, g, yg, s);
+    }
+    moe_scatter_add_cuda(yg.data<float>(), idx, b.order_w.view().data<float>() + r0, static_cast<int>(m), hidden,
+                         out.data<float>(), s);
+  }
+  // The host vectors are read by the copies above: pageable sources are staged before return.
+}
+
+}  // namespace exq::runtime::cuda

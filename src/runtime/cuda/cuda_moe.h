@@ -1,0 +1,95 @@
+// A mixture-of-experts MLP layer (mixtral, qwen3_moe) on the GPU, internal to the CUDA runtime.
+// The router runs as an f32-input GEMV and the routing (softmax, top k, renormalization) as a
+// kernel, so the experts are chosen on the device. Single-token decode (inside the CUDA graph)
+// then reads the chosen experts from device memory: dense experts through a table of weight
+// pointers (moe_gemv_cuda), EXL2 experts through the GEMV of expert 0's layout shifted to the
+// routed expert's copy (exl2_same_layout). Several rows (prefill, batches) read the routing back
+// on the host and run each chosen expert once on its gathered rows.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/allocator.h"
+#include "backend/cuda/device_tensor.h"
+#include "backend/cuda/exl2_gemv.h"
+#include "io/hf_config.h"
+#include "model/llama_weights.h"
+#include "runtime/cuda/cuda_weights.h"
+
+namespace exq::runtime::cuda {
+
+// Buffers of the device-routed single-token step, shared by every MoE layer (persistent: the
+// decode graph refers to them).
+struct MoeStepBuffers {
+  exq::cuda::DeviceTensor logits;  // F32 [experts]
+  exq::cuda::DeviceTensor ids;     // I32 [k]
+  exq::cuda::DeviceTensor weights; // F32 [k]
+  exq::cuda::DeviceTensor shifts;  // I64 as U8 [k * 3 * 8]: gate, up, down of each slot (EXL2)
+  exq::cuda::DeviceTensor gate, up;  // F32 [k, expert_inter]
+  exq::cuda::DeviceTensor y;         // F32 [k, hidden]
+  MoeStepBuffers(const io::ModelConfig& c, exq::cuda::CachingAllocator& a, cudaStream_t s);
+  static size_t bytes(const io::ModelConfig& c);
+};
+
+// Buffers of a step over several rows (grown on demand; never used inside a graph).
+struct MoeRowBuffers {
+  int64_t rows = 0;
+  exq::cuda::DeviceTensor logits, ids, weights, order, order_w, xg, yg, gate, up;
+  std::vector<int32_t> host_ids, host_order;
+  std::vector<float> host_weights, host_order_w;
+  void ensure(const io::ModelConfig& c, int64_t n, exq::cuda::CachingAllocator& a, cudaStream_t s);
+  static size_t bytes(const io::ModelConfig& c, int64_t n);
+};
+
+class MoeLayerGpu {
+ public:
+  // Uploads the router and the experts of layer `layer`; throws exq::Error naming the layer for
+  // what the CUDA runtime does not run (an EXL2 router, a top k above kMoeMaxTopK, an activation
+  // other than SiLU).
+  MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
+              exq::cuda::CachingAllocator& a, cudaStream_t s);
+
+  // Whether decode() can run (experts chosen on the device, inside the graph); else why not
+  // (EXQ_MOE_HOST=1 turns it off, for timing).
+  bool device_routed() const { return why_host_.empty(); }
+  const std::string& why_host() const { return why_host_; }
+  // Device bytes a single-token step reads (the router and k experts, on average).
+  size_t step_bytes() const;
+  int64_t dequant_elems() const;  // the largest EXL2 expert's [out * in]
+  void reserve(exq::cuda::Exl2Workspace& ws, cudaStream_t s) const;
+
+  // out [1, hidden] = the layer's MoE MLP of xn [1, hidden], without a host sync.
+  void decode(MoeStepBuffers& b, const LinearScratch& sc, const exq::cuda::DeviceView& xn,
+              const exq::cuda::DeviceView& out, cudaStream_t s) const;
+  // out [n, hidden] for any n rows: routing read back on the host, each chosen expert once.
+  void rows(MoeRowBuffers& b, const LinearScratch& sc, const exq::cuda::DeviceView& xn,
+            const exq::cuda::DeviceView& out, cudaStream_t s) const;
+
+ private:
+  struct Expert {
+    std::unique_ptr<GpuLinear> gate, up, down;
+  };
+  void router_logits(const exq::cuda::DeviceView& xn, float* logits, cudaStream_t s) const;
+
+  int64_t experts_ = 0, k_ = 0, inter_ = 0, hidden_ = 0;
+  bool renormalize_ = true;
+  exq::cuda::DeviceTensor router_;  // [experts, hidden] F16|BF16|F32, as stored
+  std::vector<Expert> experts_w_;
+  // Device table of weight pointers: router, then gate, up and down of every expert (dense).
+  exq::cuda::DeviceTensor table_;
+  DType router_dtype_ = DType::F16, expert_dtype_ = DType::F16;
+  bool exl2_ = false;  // device routing through shifted EXL2 launches
+  exq::cuda::DeviceTensor shift_table_;  // I64 [experts][3] bytes from expert 0's layers
+  exq::cuda::Exl2LayerGroup gate_up0_;   // expert 0's gate and up, one launch
+  std::string why_host_;
+};
+
+// Bytes MoeLayerGpu will take for layer `w` (an estimate, before uploading): dense and EXL2.
+void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, int64_t& max_exl2);
+
+}  // namespace exq::runtime::cuda

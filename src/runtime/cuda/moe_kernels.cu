@@ -1,0 +1,177 @@
+// Mixture-of-experts kernels of the CUDA runtime (moe_launchers.h). Plain launches (no
+// programmatic dependent launch): each starts once everything before it is complete, so a
+// routing written here is visible to every later kernel, including those that read it before
+// their own pdl_wait.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernel_utils.cuh"
+#include "runtime/cuda/moe_launchers.h"
+
+namespace exq::runtime::cuda {
+namespace {
+
+using exq::cuda::ceil_div;
+using exq::cuda::swiglu_value;
+using exq::cuda::to_float;
+using exq::cuda::warp_sum;
+
+constexpr int kGemvWarps = 8;
+
+__device__ __forceinline__ float input(const float* x, const float* up, int c) {
+  return up != nullptr ? swiglu_value(x[c], up[c]) : x[c];
+}
+
+// One warp per output row; 16 bytes of weights per lane and load when rows are 16-byte aligned.
+template <typename T>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    moe_gemv_kernel(const void* const* __restrict__ table, const int32_t* __restrict__ ids, int rows,
+                    const float* __restrict__ x, int64_t x_slot, const float* __restrict__ up,
+                    float* __restrict__ y, int64_t y_slot, int out, int in) {
+  const int o = blockIdx.x * kGemvWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (o >= out) return;
+  const int s = blockIdx.y / rows, r = blockIdx.y - s * rows;
+  const T* w = static_cast<const T*>(table[ids != nullptr ? ids[s] : s]) + static_cast<size_t>(o) * in;
+  const size_t xo = static_cast<size_t>(s) * x_slot + static_cast<size_t>(r) * in;
+  const float* xr = x + xo;
+  const float* ur = up != nullptr ? up + xo : nullptr;
+  float acc = 0.0f;
+  int c0 = 0;
+  constexpr int kVec = 16 / sizeof(T);
+  if (in % kVec == 0) {
+    for (int c = lane * kVec; c < in; c += 32 * kVec) {
+      const uint4 v = *reinterpret_cast<const uint4*>(w + c);
+      const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) acc += to_float(e[j]) * input(xr, ur, c + j);
+    }
+    c0 = in;
+  }
+  for (int c = c0 + lane; c < in; c += 32) acc += to_float(w[c]) * input(xr, ur, c);
+  acc = warp_sum(acc);
+  if (lane == 0) y[static_cast<size_t>(s) * y_slot + static_cast<size_t>(r) * out + o] = acc;
+}
+
+// One thread per row: model::route_token's arithmetic, in its order.
+__global__ void moe_route_kernel(const float* __restrict__ logits, int rows, int experts, int k,
+                                 bool renormalize, int32_t* __restrict__ ids, float* __restrict__ weights,
+                                 const int64_t* __restrict__ shift_table, int64_t* __restrict__ shifts) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  const float* l = logits + static_cast<size_t>(r) * experts;
+  float top = l[0];
+  for (int e = 0; e < experts; ++e) top = fmaxf(top, l[e]);
+  float sum = 0.0f;
+  for (int e = 0; e < experts; ++e) sum += expf(l[e] - top);
+  // The i-th pick: the largest probability after the previous pick in (probability desc, id asc).
+  float prev_p = 0.0f, chosen = 0.0f;
+  int prev = -1;
+  for (int i = 0; i < k; ++i) {
+    int best = -1;
+    float bp = 0.0f;
+    for (int e = 0; e < experts; ++e) {
+      float p = expf(l[e] - top) / sum;
+      if (isnan(p)) p = -1.0f;  // NaN logits still pick valid ids (last, lowest first)
+      const bool after = prev < 0 || p < prev_p || (p == prev_p && e > prev);
+      if (after && (best < 0 || p > bp)) {
+        best = e;
+        bp = p;
+      }
+    }
+    ids[r * k + i] = best;
+    weights[r * k + i] = bp;
+    chosen += bp;
+    prev = best;
+    prev_p = bp;
+  }
+  if (renormalize)
+    for (int i = 0; i < k; ++i) weights[r * k + i] /= chosen;
+  if (shift_table != nullptr && r == 0)
+    for (int i = 0; i < 3 * k; ++i) shifts[i] = shift_table[ids[i / 3] * 3 + i % 3];
+}
+
+__global__ void moe_combine_kernel(const float* __restrict__ y, const int32_t* __restrict__ ids,
+                                   const float* __restrict__ weights, int k, int hidden, float* __restrict__ out) {
+  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h >= hidden) return;
+  float acc = 0.0f;
+  int last = -1;
+  for (int i = 0; i < k; ++i) {  // the slot of the next larger id
+    int s = -1;
+    for (int j = 0; j < k; ++j)
+      if (ids[j] > last && (s < 0 || ids[j] < ids[s])) s = j;
+    acc += weights[s] * y[static_cast<size_t>(s) * hidden + h];
+    last = ids[s];
+  }
+  out[h] = acc;
+}
+
+__global__ void moe_gather_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int n,
+                                  int hidden, float* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(n) * hidden) return;
+  const int64_t r = i / hidden, h = i - r * hidden;
+  out[i] = x[static_cast<int64_t>(rows[r]) * hidden + h];
+}
+
+__global__ void moe_scatter_add_kernel(const float* __restrict__ y, const int32_t* __restrict__ rows,
+                                       const float* __restrict__ weights, int n, int hidden, float* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(n) * hidden) return;
+  const int64_t r = i / hidden, h = i - r * hidden;
+  out[static_cast<int64_t>(rows[r]) * hidden + h] += weights[r] * y[i];
+}
+
+unsigned blocks(int64_t n) { return static_cast<unsigned>(ceil_div(n, int64_t{256})); }
+
+}  // namespace
+
+template <typename T>
+void moe_gemv_cuda(const void* const* table, const int32_t* ids, int slots, int rows, const float* x,
+                   int64_t x_slot, const float* up, float* y, int64_t y_slot, int out, int in,
+                   cudaStream_t stream) {
+  if (slots <= 0 || rows <= 0 || out <= 0) return;
+  const dim3 grid(ceil_div(out, kGemvWarps), slots * rows);
+  moe_gemv_kernel<T><<<grid, kGemvWarps * 32, 0, stream>>>(table, ids, rows, x, x_slot, up, y, y_slot, out, in);
+  CUDA_CHECK_LAUNCH();
+}
+
+template void moe_gemv_cuda<__half>(const void* const*, const int32_t*, int, int, const float*, int64_t,
+                                    const float*, float*, int64_t, int, int, cudaStream_t);
+template void moe_gemv_cuda<float>(const void* const*, const int32_t*, int, int, const float*, int64_t,
+                                   const float*, float*, int64_t, int, int, cudaStream_t);
+template void moe_gemv_cuda<__nv_bfloat16>(const void* const*, const int32_t*, int, int, const float*, int64_t,
+                                           const float*, float*, int64_t, int, int, cudaStream_t);
+
+void moe_route_cuda(const float* logits, int rows, int experts, int k, bool renormalize, int32_t* ids,
+                    float* weights, const int64_t* shift_table, int64_t* shifts, cudaStream_t stream) {
+  if (rows <= 0) return;
+  moe_route_kernel<<<blocks(rows), 256, 0, stream>>>(logits, rows, experts, k, renormalize, ids, weights,
+                                                     shift_table, shifts);
+  CUDA_CHECK_LAUNCH();
+}
+
+void moe_combine_cuda(const float* y, const int32_t* ids, const float* weights, int k, int hidden,
+                      float* out, cudaStream_t stream) {
+  moe_combine_kernel<<<blocks(hidden), 256, 0, stream>>>(y, ids, weights, k, hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void moe_gather_cuda(const float* x, const int32_t* rows, int n, int hidden, float* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  moe_gather_kernel<<<blocks(static_cast<int64_t>(n) * hidden), 256, 0, stream>>>(x, rows, n, hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void moe_scatter_add_cuda(const float* y, const int32_t* rows, const float* weights, int n, int hidden,
+                          float* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  moe_scatter_add_kernel<<<blocks(static_cast<int64_t>(n) * hidden), 256, 0, stream>>>(y, rows, weights, n,
+                                                                                         hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace exq::runtime::cuda

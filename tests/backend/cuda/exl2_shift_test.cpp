@@ -1,0 +1,106 @@
+// The MoE indirection of the EXL2 GEMV: layers of one layout (exl2_same_layout) and a launch of
+// the first shifted by a device int64 (exl2_shift_bytes) onto another, single (with SwiGLU) and
+// grouped, bit-identical to that layer's own launch with the same split; layouts that differ are
+// told apart.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/exl2_gemv.h"
+#include "core/error.h"
+#include "cuda_test_util.h"
+#include "exl2_test_layers.h"
+#include "io/exl2.h"
+
+namespace exq::cuda {
+namespace {
+
+using test::CudaTest;
+using namespace exl2_test;
+
+class Exl2Shift : public CudaTest {
+ protected:
+  // A random layer of `bits_rows` groups uploaded, seeded by `seed` (same layout for one bits_rows).
+  struct Layer {
+    io::Exl2Packed packed;
+    std::unique_ptr<BothLayers> both;
+    Exl2Layer gpu;
+  };
+  std::unique_ptr<Layer> make(const std::vector<std::pair<int, int64_t>>& bits_rows, int64_t out, uint32_t seed) {
+    auto l = std::make_unique<Layer>();
+    const io::Exl2Linear lin = random_linear(bits_rows, out, false, seed);
+    l->packed = io::pack_exl2(lin);
+    l->both = std::make_unique<BothLayers>(l->packed.view(), lin.in, out);
+    l->gpu = Exl2Layer(l->both->host, stream(), "shift test");
+    return l;
+  }
+  Tensor random_x(int64_t rows, int64_t in, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    Tensor x(DType::F32, {rows, in});
+    for (float& v : x.span<float>()) v = nd(rng);
+    return x;
+  }
+  DeviceTensor shifts(const std::vector<int64_t>& v) {
+    Tensor t(DType::U8, {static_cast<int64_t>(v.size() * 8)});
+    std::memcpy(t.raw(), v.data(), v.size() * 8);
+    return upload(t);
+  }
+};
+
+TEST_F(Exl2Shift, ShiftedLaunchesEqualTheTargetLayer) {
+  EXQ_REQUIRE_CUDA();
+  // Mixed widths and a short last group (the MoE experts' typical options), kernel 2.
+  const std::vector<std::pair<int, int64_t>> groups = {{6, 32}, {4, 64}, {4, 64}, {3, 32}, {5, 32}, {4, 16}};
+  const int64_t out = 200;
+  auto a = make(groups, out, 1), b = make(groups, out, 2), c = make(groups, out, 3);
+  ASSERT_TRUE(exl2_same_layout(a->gpu, b->gpu));
+  ASSERT_TRUE(exl2_same_layout(a->gpu, c->gpu));
+  a->gpu.set_kernel(2);
+  b->gpu.set_kernel(2);
+  c->gpu.set_kernel(2);
+  const int64_t in = a->gpu.in();
+  Exl2LayerGroup ga({&a->gpu, &a->gpu}), gbc({&b->gpu, &c->gpu});
+  ga.set_kernel(2);
+  gbc.set_split(ga.split());
+  Exl2Workspace ws;
+  for (const Exl2Layer* l : {&a->gpu, &b->gpu, &c->gpu}) ws.reserve(*l, stream());
+  ws.reserve(ga, stream());
+  ws.reserve(gbc, stream());
+  const DeviceTensor sh = shifts({exl2_shift_bytes(a->gpu, b->gpu), exl2_shift_bytes(a->gpu, c->gpu)});
+  const auto* s = static_cast<const int64_t*>(sh.raw());
+  for (int64_t rows : {1, 3, 8}) {
+    const DeviceTensor x = upload(random_x(rows, in, 10 + static_cast<uint32_t>(rows)));
+    const DeviceTensor up = upload(random_x(rows, in, 20 + static_cast<uint32_t>(rows)));
+    DeviceTensor y0 = empty(DType::F32, {rows, out}), y1 = empty(DType::F32, {rows, out});
+    DeviceTensor y2 = empty(DType::F32, {rows, out}), y3 = empty(DType::F32, {rows, out});
+    // Single layer with SwiGLU: a shifted onto b against b.
+    exl2_gemv_swiglu(b->gpu, x, up, y0, ws, stream());
+    exl2_gemv_swiglu(a->gpu, x, up, y1, ws, stream(), true, false, s);
+    // Group: (a, a) shifted onto (b, c) against the (b, c) group.
+    exl2_gemv_group(gbc, x, {y2.view(), y3.view()}, ws, stream());
+    const Tensor want_b = download(y2), want_c = download(y3);
+    exl2_gemv_group(ga, x, {y2.view(), y3.view()}, ws, stream(), true, {s, s + 1});
+    const Tensor got0 = download(y0), got1 = download(y1), got_b = download(y2), got_c = download(y3);
+    EXPECT_EQ(std::memcmp(got0.raw(), got1.raw(), got0.nbytes()), 0) << "swiglu, rows " << rows;
+    EXPECT_EQ(std::memcmp(want_b.raw(), got_b.raw(), got_b.nbytes()), 0) << "group b, rows " << rows;
+    EXPECT_EQ(std::memcmp(want_c.raw(), got_c.raw(), got_c.nbytes()), 0) << "group c, rows " << rows;
+    EXPECT_NE(std::memcmp(got_b.raw(), got_c.raw(), got_c.nbytes()), 0);  // two layers, two results
+  }
+  // Other widths or group sizes: another layout.
+  auto d = make({{6, 32}, {4, 64}, {4, 64}, {3, 32}, {4, 32}, {4, 16}}, out, 4);
+  auto e = make(groups, out + 32, 5);
+  EXPECT_FALSE(exl2_same_layout(a->gpu, d->gpu));
+  EXPECT_FALSE(exl2_same_layout(a->gpu, e->gpu));
+  // Kernel 1 refuses a shift.
+  a->gpu.set_kernel(1);
+  ws.reserve(a->gpu, stream());
+  const DeviceTensor x = upload(random_x(1, in, 30));
+  DeviceTensor y = empty(DType::F32, {1, out});
+  EXPECT_THROW(exl2_gemv_swiglu(a->gpu, x, x, y, ws, stream(), true, false, s), Error);
+}
+
+}  // namespace
+}  // namespace exq::cuda

@@ -1,0 +1,222 @@
+// Mixtures of experts (mixtral, qwen3_moe): tiny random models against transformers' logits
+// (scripts/moe_golden.py wrote tests/model/data/mixtral_tiny and qwen3_moe_tiny), through the KV
+// cache in chunks and as batch rows; the routing rule; the config fields and what is refused.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "model/moe.h"
+#include "golden_logits.h"
+#include "test_support.h"
+
+namespace exq::model {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+fs::path data_dir(const char* name) { return test::model_data_dir(name); }
+io::ModelConfig parse(const json& j) { return io::parse_model_config(j.dump(), "config.json"); }
+json config_of(const char* name, const char* file = "config.json") {
+  return json::parse(exq::test::read_file(data_dir(name) / file));
+}
+
+TEST(Moe, LogitsMatchTransformers) {
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+    for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
+                               std::vector<size_t>(14, 1)}) {
+      const double err = test::golden_logit_error(name, chunks);
+      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
+      // The logits reach 5-6; switching to top-1 routing moves them by 3-4 (moe_golden.py).
+      EXPECT_LE(err, 1e-4) << name;
+    }
+  }
+}
+
+// norm_topk_prob false: the top-k probabilities as they are (they move the logits by 0.26).
+TEST(Moe, UnnormalizedTopKMatchesTransformers) {
+  const fs::path dir = data_dir("qwen3_moe_tiny");
+  io::ModelConfig c = io::load_model_config(dir / "config.nonorm.json");
+  EXPECT_FALSE(c.norm_topk_prob);
+  LlamaWeights w = load_llama_weights(c, dir);
+  LlamaModel m(std::move(c), std::move(w));
+  const json g = config_of("qwen3_moe_tiny", "golden.nonorm.json");
+  const double err = test::golden_logit_error(m, g, {9, 5});
+  EXPECT_LE(err, 1e-4);
+}
+
+// One token of each of two sequences in one pass (exq serve -np) equals running them alone.
+TEST(Moe, BatchRowsMatchSingleSequences) {
+  LlamaModel m = LlamaModel::load(data_dir("qwen3_moe_tiny"));
+  const std::vector<int32_t> a = {5, 9, 17, 33, 2, 71, 8}, b = {250, 3, 3, 12, 99, 4, 61};
+  KvCache ca = m.make_cache(16), cb = m.make_cache(16), sa = m.make_cache(16), sb = m.make_cache(16);
+  double err = 0;
+  for (size_t t = 0; t < a.size(); ++t) {
+    KvCache* caches[] = {&ca, &cb};
+    const int32_t both[] = {a[t], b[t]};
+    const Tensor batch = m.forward_batch(both, caches);
+    const Tensor la = m.forward(std::span(a).subspan(t, 1), sa, true);
+    const Tensor lb = m.forward(std::span(b).subspan(t, 1), sb, true);
+    for (int64_t i = 0; i < 320; ++i) {
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[i] - la.data<float>()[i])));
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[320 + i] - lb.data<float>()[i])));
+    }
+  }
+  EXPECT_LE(err, 1e-5);
+}
+
+TEST(Moe, RouteTokenPicksTheMostProbable) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  std::vector<int32_t> ids(3);
+  std::vector<float> w(3);
+  route_token(logits, 3, false, ids, w);
+  EXPECT_EQ(ids, (std::vector<int32_t>{1, 3, 4}));  // the tie of 1 and 3: the lower id first
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  EXPECT_NEAR(w[0], std::exp(2.0) / z, 1e-7);
+  EXPECT_NEAR(w[2], std::exp(1.0) / z, 1e-7);
+  route_token(logits, 3, true, ids, w);
+  const double top = 2 * std::exp(2.0) + std::exp(1.0);
+  EXPECT_NEAR(w[0], std::exp(2.0) / top, 1e-7);
+  EXPECT_NEAR(w[0] + w[1] + w[2], 1.0, 1e-6);
+  EXPECT_THROW(route_token(logits, 6, true, std::span<int32_t>(), std::span<float>()), Error);
+}
+
+TEST(Moe, ConfigFields) {
+  const io::ModelConfig mx = parse(config_of("mixtral_tiny"));
+  EXPECT_EQ(mx.num_experts, 4);
+  EXPECT_EQ(mx.experts_per_token, 2);
+  EXPECT_EQ(mx.expert_intermediate, 48);  // mixtral: intermediate_size is each expert's
+  EXPECT_TRUE(mx.norm_topk_prob);
+  EXPECT_TRUE(mx.moe_layer(0) && mx.moe_layer(1));
+  EXPECT_EQ(mx.head_dim, 16);  // head_dim null: hidden / heads
+  EXPECT_EQ(moe_names(mx).block, std::string("block_sparse_moe"));
+  EXPECT_EQ(expert_key(mx, 1, 3, moe_names(mx).down), "model.layers.1.block_sparse_moe.experts.3.w2");
+  EXPECT_EQ(router_key(mx, 0), "model.layers.0.block_sparse_moe.gate");
+
+  const io::ModelConfig q = parse(config_of("qwen3_moe_tiny"));
+  EXPECT_EQ(q.num_experts, 6);
+  EXPECT_EQ(q.expert_intermediate, 24);
+  EXPECT_EQ(q.intermediate_size, 48);  // the dense layer's
+  EXPECT_TRUE(q.qk_norm && q.norm_topk_prob);
+  EXPECT_EQ(q.layer_moe, (std::vector<uint8_t>{1, 0, 1}));
+  EXPECT_EQ(expert_key(q, 2, 5, moe_names(q).gate), "model.layers.2.mlp.experts.5.gate_proj");
+
+  json t5 = config_of("qwen3_moe_tiny");  // transformers 5 writes num_local_experts
+  t5["num_local_experts"] = t5["num_experts"];
+  t5.erase("num_experts");
+  t5.erase("norm_topk_prob");  // transformers' default: false
+  t5["decoder_sparse_step"] = 2;
+  t5.erase("mlp_only_layers");
+  const io::ModelConfig q5 = parse(t5);
+  EXPECT_EQ(q5.num_experts, 6);
+  EXPECT_FALSE(q5.norm_topk_prob);
+  EXPECT_EQ(q5.layer_moe, (std::vector<uint8_t>{0, 1, 0}));  // (l + 1) % 2 == 0
+
+  const io::ModelConfig dense = parse(config_of("gemma2_tiny"));
+  EXPECT_EQ(dense.num_experts, 0);
+  EXPECT_FALSE(dense.moe_layer(0));
+}
+
+TEST(Moe, RefusedConfigs) {
+  auto refused = [](const json& j, const char* field) {
+    try {
+      parse(j);
+      ADD_FAILURE() << "accepted: " << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  json k = config_of("mixtral_tiny");
+  k["num_experts_per_tok"] = 5;  // more than the 4 experts
+  refused(k, "num_experts_per_tok");
+  json none = config_of("mixtral_tiny");
+  none.erase("num_local_experts");
+  refused(none, "num_local_experts");
+  json only = config_of("qwen3_moe_tiny");
+  only["mlp_only_layers"] = {0, 3};  // 3 layers
+  refused(only, "mlp_only_layers[1]");
+  json inter = config_of("qwen3_moe_tiny");
+  inter.erase("moe_intermediate_size");
+  refused(inter, "moe_intermediate_size");
+}
+
+// A checkpoint missing an expert's tensor is refused naming it.
+TEST(Moe, MissingExpertTensorNamed) {
+  const fs::path dir = exq::test::temp_dir("moe_missing");
+  fs::copy_file(data_dir("mixtral_tiny") / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  const io::SafetensorsModel src = io::SafetensorsModel::open(data_dir("mixtral_tiny"));
+  std::vector<io::NamedTensor> keep;
+  for (const std::string& name : src.names())
+    if (name != "model.layers.1.block_sparse_moe.experts.2.w3.weight") keep.push_back({name, src.get(name)});
+  io::write_safetensors(dir / "model.safetensors", keep);
+  try {
+    LlamaModel::load(dir);
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.block_sparse_moe.experts.2.w3.weight"), std::string::npos)
+        << e.what();
+  }
+}
+
+// A LoRA adapter on an expert (either naming) and the router merges into them: the merged model's
+// expert equals W + scale B A; a target in a MoE layer's missing dense MLP is refused by name.
+TEST(Moe, LoraMergesIntoExpertsAndRouter) {
+  const fs::path dir = exq::test::temp_dir("moe_lora");
+  Tensor a(DType::F32, {2, 64}), b(DType::F32, {48, 2}), ra(DType::F32, {2, 64}), rb(DType::F32, {4, 2});
+  for (Tensor* t : {&a, &b, &ra, &rb})
+    for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] = 0.01f * static_cast<float>((i * 7919) % 23 - 11);
+  const std::string ex = "base_model.model.model.layers.1.block_sparse_moe.experts.2.w1";
+  const std::string rt = "base_model.model.model.layers.0.block_sparse_moe.gate";
+  const json cfg = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"target_modules", {"w1", "gate"}},
+                    {"bias", "none"}, {"use_dora", false}, {"fan_in_fan_out", false}};
+  std::ofstream(dir / "adapter_config.json") << cfg.dump();
+  io::write_safetensors(dir / "adapter_model.safetensors",
+                        {{ex + ".lora_A.weight", a.view()}, {ex + ".lora_B.weight", b.view()},
+                         {rt + ".lora_A.weight", ra.view()}, {rt + ".lora_B.weight", rb.view()}});
+  LlamaModel base = LlamaModel::load(data_dir("mixtral_tiny"));
+  LlamaModel merged = LlamaModel::load(data_dir("mixtral_tiny"));
+  merged.merge_lora(load_lora(dir));
+  auto weight = [](const Linear& l) { return dynamic_cast<const DenseLinear&>(l).weight(); };
+  const TensorView w0 = weight(*base.weights().layers[1].experts[2].gate);
+  const TensorView w1 = weight(*merged.weights().layers[1].experts[2].gate);
+  double worst = 0;
+  for (int64_t o = 0; o < 48; ++o)
+    for (int64_t i = 0; i < 64; ++i) {
+      double d = 0;
+      for (int64_t k = 0; k < 2; ++k) d += double(b.data<float>()[o * 2 + k]) * a.data<float>()[k * 64 + i];
+      const double want = half_to_float(w0.data<uint16_t>()[o * 64 + i]) + 2.0 * d;  // scale 4 / 2
+      worst = std::max(worst, std::fabs(half_to_float(w1.data<uint16_t>()[o * 64 + i]) - want));
+    }
+  EXPECT_LE(worst, 2e-3);  // an fp16 rounding of values below 2
+  EXPECT_GT(std::fabs(half_to_float(weight(*merged.weights().layers[0].router).data<uint16_t>()[0]) -
+                      half_to_float(weight(*base.weights().layers[0].router).data<uint16_t>()[0])),
+            0.0);
+
+  LlamaModel q = LlamaModel::load(data_dir("qwen3_moe_tiny"));
+  const fs::path bad = exq::test::temp_dir("moe_lora_bad");
+  const std::string dense = "base_model.model.model.layers.0.mlp.gate_proj";  // layer 0 is MoE
+  std::ofstream(bad / "adapter_config.json") << cfg.dump();
+  Tensor gb(DType::F32, {48, 2});
+  io::write_safetensors(bad / "adapter_model.safetensors",
+                        {{dense + ".lora_A.weight", a.view()}, {dense + ".lora_B.weight", gb.view()}});
+  try {
+    q.merge_lora(load_lora(bad));
+    ADD_FAILURE() << "merged";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.gate_proj.weight"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace exq::model
