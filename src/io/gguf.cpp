@@ -166,6 +166,14 @@ std::vector<int64_t> GgufValue::as_ints() const {
   return out;
 }
 
+std::vector<double> GgufValue::as_doubles() const {
+  EXQ_CHECK(is_array(), "expected an array of numbers, got {}", describe());
+  std::vector<double> out;
+  out.reserve(items_.size());
+  for (const GgufValue& v : items_) out.push_back(v.as_double());
+  return out;
+}
+
 std::string GgufValue::describe() const {
   switch (type_) {
     case GgufValueType::Array:

@@ -57,6 +57,7 @@ class GgufValue {
   const std::vector<GgufValue>& items() const { return items_; }
   std::vector<std::string> as_strings() const;  // array of strings
   std::vector<int64_t> as_ints() const;         // array of integers
+  std::vector<double> as_doubles() const;       // array of numbers
   std::string describe() const;                 // short form for listings, e.g. "[string x 49152]"
 
  private:

@@ -1,6 +1,9 @@
 // tokenizer.json / tokenizer_config.json / special_tokens_map.json from GGUF tokenizer
-// metadata (gpt2-style byte-level BPE). The pre-tokenizer per tokenizer.ggml.pre is the one
-// the Hugging Face tokenizer of that model family uses.
+// metadata: gpt2-style byte-level BPE (the pre-tokenizer per tokenizer.ggml.pre is the one the
+// Hugging Face tokenizer of that model family uses), or a SentencePiece BPE vocabulary
+// ("llama": Llama 2, Mistral, Mixtral) as transformers' LlamaTokenizerFast holds it.
+#include <algorithm>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/error.h"
@@ -88,25 +91,51 @@ Pipeline pipeline_for(const GgufFile& g, const std::string& pre) {
   return p;
 }
 
+// SentencePiece's Llama setup as transformers converts it: "▁" before the text and for every
+// space, no pre-tokenizer, bytes of unknown characters as <0xNN> pieces.
+Pipeline sentencepiece_pipeline() {
+  Pipeline p;
+  p.normalizer = {{"type", "Sequence"},
+                  {"normalizers",
+                   {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+                    {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}};
+  p.pre_tokenizer = nullptr;
+  p.post_processor = nullptr;
+  p.decoder = {{"type", "Sequence"},
+               {"decoders",
+                {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+                 {{"type", "ByteFallback"}},
+                 {{"type", "Fuse"}},
+                 {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  return p;
+}
+
 struct Vocab {
+  bool sentencepiece = false;  // tokenizer.ggml.model "llama"
   std::vector<std::string> tokens;
   std::vector<int64_t> types;
+  std::vector<double> scores;  // sentencepiece: each piece's score (merge priority)
 };
 
 Vocab read_vocab(const GgufFile& g) {
   const std::string model = g.get_string("tokenizer.ggml.model");
-  if (model != "gpt2")
+  if (model != "gpt2" && model != "llama")
     throw tok_error(g,
                     fmt::format("unsupported tokenizer.ggml.model '{}' (import-gguf handles gpt2 "
-                                "byte-level BPE)",
+                                "byte-level BPE and llama SentencePiece BPE)",
                                 model));
   Vocab v;
+  v.sentencepiece = model == "llama";
   try {
     v.tokens = g.at("tokenizer.ggml.tokens").as_strings();
     if (const GgufValue* t = g.find("tokenizer.ggml.token_type")) v.types = t->as_ints();
+    if (v.sentencepiece) v.scores = g.at("tokenizer.ggml.scores").as_doubles();
   } catch (const Error& e) {
     throw e.with_file(g.path().string());
   }
+  if (v.sentencepiece && v.scores.size() != v.tokens.size())
+    throw tok_error(g, fmt::format("tokenizer.ggml.scores has {} entries for {} tokens", v.scores.size(),
+                                   v.tokens.size()));
   if (v.types.empty()) v.types.assign(v.tokens.size(), kNormal);
   if (v.types.size() != v.tokens.size())
     throw tok_error(g, fmt::format("tokenizer.ggml.token_type has {} entries for {} tokens",
@@ -132,14 +161,65 @@ const char* gguf_token_key(const std::string& hf) {
 
 bool is_added(int64_t type) { return type == kControl || type == kUserDefined; }
 
+// Code point boundaries of UTF-8 text (byte offsets, the end included).
+std::vector<size_t> char_bounds(const std::string& s) {
+  std::vector<size_t> b;
+  for (size_t i = 0; i < s.size(); ++i)
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) b.push_back(i);
+  b.push_back(s.size());
+  return b;
+}
+
+// transformers' merges of a SentencePiece BPE vocabulary: every split of a piece into two
+// pieces, ranked by the whole piece's score (then the longer left part, the longer right part;
+// ties keep vocabulary order, a piece's splits ordered by their parts' ids). SentencePiece
+// merges by the same scores, so the encodings agree.
+std::vector<std::string> sentencepiece_merges(const Vocab& v) {
+  std::unordered_map<std::string_view, int64_t> id;
+  for (size_t i = 0; i < v.tokens.size(); ++i) id.emplace(v.tokens[i], static_cast<int64_t>(i));
+  struct Merge {
+    double score;
+    size_t left_chars, right_chars;
+    int64_t left_id, right_id;
+    std::string text;
+  };
+  std::vector<Merge> merges;
+  std::vector<Merge> local;
+  for (const std::string& piece : v.tokens) {
+    local.clear();
+    const std::vector<size_t> b = char_bounds(piece);
+    const size_t chars = b.size() - 1;
+    for (size_t k = 1; k < chars; ++k) {
+      const std::string_view l(piece.data(), b[k]), r(piece.data() + b[k], piece.size() - b[k]);
+      const auto li = id.find(l), ri = id.find(r);
+      if (li == id.end() || ri == id.end()) continue;
+      local.push_back({v.scores[static_cast<size_t>(id.at(piece))], k, chars - k, li->second, ri->second,
+                       std::string(l) + " " + std::string(r)});
+    }
+    std::stable_sort(local.begin(), local.end(), [](const Merge& a, const Merge& b) {
+      return std::pair(a.left_id, a.right_id) < std::pair(b.left_id, b.right_id);
+    });
+    merges.insert(merges.end(), local.begin(), local.end());
+  }
+  std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
+    return std::tuple(a.score, a.left_chars, a.right_chars) > std::tuple(b.score, b.left_chars, b.right_chars);
+  });
+  std::vector<std::string> out;
+  out.reserve(merges.size());
+  for (Merge& m : merges) out.push_back(std::move(m.text));
+  return out;
+}
+
 }  // namespace
 
 ordered_json hf_tokenizer_from_gguf(const GgufFile& g) {
   const Vocab v = read_vocab(g);
-  const Pipeline p = pipeline_for(g, g.get_string_or("tokenizer.ggml.pre", "default"));
+  const Pipeline p =
+      v.sentencepiece ? sentencepiece_pipeline() : pipeline_for(g, g.get_string_or("tokenizer.ggml.pre", "default"));
   std::vector<std::string> merges;
   try {
-    if (const GgufValue* m = g.find("tokenizer.ggml.merges")) merges = m->as_strings();
+    if (v.sentencepiece) merges = sentencepiece_merges(v);
+    else if (const GgufValue* m = g.find("tokenizer.ggml.merges")) merges = m->as_strings();
   } catch (const Error& e) {
     throw e.with_file(g.path().string());
   }
@@ -170,17 +250,18 @@ ordered_json hf_tokenizer_from_gguf(const GgufFile& g) {
 
   ordered_json model = {{"type", "BPE"},
                         {"dropout", nullptr},
-                        {"unk_token", nullptr},
+                        {"unk_token", v.sentencepiece ? token_text(g, v, "unknown") : nullptr},
                         {"continuing_subword_prefix", nullptr},
                         {"end_of_word_suffix", nullptr},
-                        {"fuse_unk", false},
-                        {"byte_fallback", false},
+                        {"fuse_unk", v.sentencepiece},
+                        {"byte_fallback", v.sentencepiece},
                         {"ignore_merges", p.ignore_merges}};
   model["vocab"] = std::move(vocab);
   model["merges"] = merges;
 
   ordered_json post = p.post_processor;
-  if (g.get_bool_or("tokenizer.ggml.add_bos_token", false)) {
+  // llama.cpp adds BOS for SentencePiece vocabularies unless the file says otherwise.
+  if (g.get_bool_or("tokenizer.ggml.add_bos_token", v.sentencepiece)) {
     // HF adds BOS through a TemplateProcessing step after the byte-level one.
     const ordered_json bos = token_text(g, v, "bos");
     if (bos.is_null())
@@ -198,7 +279,7 @@ ordered_json hf_tokenizer_from_gguf(const GgufFile& g) {
         {"pair", {special(0), seq("A", 0), special(1), seq("B", 1)}},
         {"special_tokens",
          {{bos.get<std::string>(), {{"id", bos}, {"ids", {bos_id}}, {"tokens", {bos}}}}}}};
-    post = {{"type", "Sequence"}, {"processors", {std::move(post), std::move(tp)}}};
+    post = post.is_null() ? std::move(tp) : ordered_json{{"type", "Sequence"}, {"processors", {std::move(post), std::move(tp)}}};
   }
 
   ordered_json t;
@@ -217,7 +298,7 @@ ordered_json hf_tokenizer_from_gguf(const GgufFile& g) {
 ordered_json hf_tokenizer_config_from_gguf(const GgufFile& g) {
   const Vocab v = read_vocab(g);
   ordered_json c;
-  c["add_bos_token"] = g.get_bool_or("tokenizer.ggml.add_bos_token", false);
+  c["add_bos_token"] = g.get_bool_or("tokenizer.ggml.add_bos_token", v.sentencepiece);
   c["add_prefix_space"] = false;
   for (const char* k : {"bos", "eos", "pad", "unk"})
     if (ordered_json s = token_text(g, v, gguf_token_key(k)); !s.is_null())
@@ -225,7 +306,7 @@ ordered_json hf_tokenizer_config_from_gguf(const GgufFile& g) {
   c["clean_up_tokenization_spaces"] = false;
   const std::string arch = g.get_string_or("general.architecture", "llama");
   if (g.find(arch + ".context_length")) c["model_max_length"] = g.get_int(arch + ".context_length");
-  c["tokenizer_class"] = "GPT2Tokenizer";
+  c["tokenizer_class"] = v.sentencepiece ? "LlamaTokenizer" : "GPT2Tokenizer";
   if (g.find("tokenizer.chat_template"))
     c["chat_template"] = g.get_string("tokenizer.chat_template");
   return c;

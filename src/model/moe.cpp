@@ -47,6 +47,45 @@ void route_tokens(const TensorView& logits, int64_t k, bool renormalize, std::sp
                 weights.subspan(static_cast<size_t>(t * k), static_cast<size_t>(k)));
 }
 
+ExpertGroups group_by_expert(std::span<const int32_t> ids, std::span<const float> weights, int64_t num_experts,
+                             int64_t k) {
+  EXQ_CHECK(ids.size() == weights.size() && k > 0 && ids.size() % static_cast<size_t>(k) == 0,
+            "group_by_expert: {} ids, {} weights for top {}", ids.size(), weights.size(), k);
+  ExpertGroups g;
+  g.first.assign(static_cast<size_t>(num_experts) + 1, 0);
+  for (int32_t id : ids) {
+    EXQ_CHECK(id >= 0 && id < num_experts, "group_by_expert: expert {} of {}", id, num_experts);
+    ++g.first[static_cast<size_t>(id) + 1];
+  }
+  for (size_t e = 0; e < static_cast<size_t>(num_experts); ++e) g.first[e + 1] += g.first[e];
+  g.token.resize(ids.size());
+  g.weight.resize(ids.size());
+  std::vector<int64_t> at(g.first.begin(), g.first.end() - 1);
+  for (size_t i = 0; i < ids.size(); ++i) {  // slots are token-major: tokens come ascending
+    const auto slot = static_cast<size_t>(at[static_cast<size_t>(ids[i])]++);
+    g.token[slot] = static_cast<int32_t>(i / static_cast<size_t>(k));
+    g.weight[slot] = weights[i];
+  }
+  return g;
+}
+
+void gather_rows(const TensorView& x, std::span<const int32_t> token, const TensorView& rows) {
+  const int64_t n = x.dim(1);
+  for (size_t r = 0; r < token.size(); ++r)
+    std::memcpy(rows.data<float>() + static_cast<int64_t>(r) * n, x.data<float>() + token[r] * n,
+                static_cast<size_t>(n) * sizeof(float));
+}
+
+void add_weighted_rows(const TensorView& y, std::span<const int32_t> token, std::span<const float> weight,
+                       const TensorView& out) {
+  const int64_t n = out.dim(1);
+  for (size_t r = 0; r < token.size(); ++r) {
+    float* o = out.data<float>() + token[r] * n;
+    const float* src = y.data<float>() + static_cast<int64_t>(r) * n;
+    for (int64_t i = 0; i < n; ++i) o[i] += weight[r] * src[i];
+  }
+}
+
 void moe_mlp(const io::ModelConfig& c, const LayerWeights& w, const TensorView& xn, const TensorView& out) {
   const int64_t T = xn.dim(0), hidden = c.hidden_size, E = c.num_experts, K = c.experts_per_token;
   const int64_t inter = c.expert_intermediate;
@@ -56,36 +95,22 @@ void moe_mlp(const io::ModelConfig& c, const LayerWeights& w, const TensorView& 
   std::vector<int32_t> ids(static_cast<size_t>(T * K));
   std::vector<float> weights(ids.size());
   route_tokens(logits, K, c.norm_topk_prob, ids, weights);
+  const ExpertGroups groups = group_by_expert(ids, weights, E, K);
   std::memset(out.data<float>(), 0, static_cast<size_t>(T * hidden) * sizeof(float));
   Tensor rows(DType::F32, {T, hidden}), gate(DType::F32, {T, inter}), up(DType::F32, {T, inter});
   Tensor y(DType::F32, {T, hidden});
-  std::vector<int64_t> token;
-  std::vector<float> scale;
   for (int64_t e = 0; e < E; ++e) {
-    token.clear();
-    scale.clear();
-    for (int64_t i = 0; i < T * K; ++i)
-      if (ids[static_cast<size_t>(i)] == e) {
-        token.push_back(i / K);
-        scale.push_back(weights[static_cast<size_t>(i)]);
-      }
-    if (token.empty()) continue;
-    const auto n = static_cast<int64_t>(token.size());
-    for (int64_t r = 0; r < n; ++r)
-      std::memcpy(rows.data<float>() + r * hidden, xn.data<float>() + token[static_cast<size_t>(r)] * hidden,
-                  static_cast<size_t>(hidden) * sizeof(float));
+    const int64_t n = groups.count(e);
+    if (n == 0) continue;
+    const TensorView x = rows.view().slice0(0, n), g = gate.view().slice0(0, n), u = up.view().slice0(0, n);
+    const TensorView yv = y.view().slice0(0, n);
+    gather_rows(xn, groups.tokens(e), x);
     const ExpertWeights& ex = w.experts[static_cast<size_t>(e)];
-    const TensorView g = gate.view().slice0(0, n), u = up.view().slice0(0, n), yv = y.view().slice0(0, n);
-    ex.gate->forward(rows.view().slice0(0, n), g);
-    ex.up->forward(rows.view().slice0(0, n), u);
+    ex.gate->forward(x, g);
+    ex.up->forward(x, u);
     cpu::swiglu(g, u, g);
     ex.down->forward(g, yv);
-    for (int64_t r = 0; r < n; ++r) {
-      float* o = out.data<float>() + token[static_cast<size_t>(r)] * hidden;
-      const float* src = y.data<float>() + r * hidden;
-      const float s = scale[static_cast<size_t>(r)];
-      for (int64_t i = 0; i < hidden; ++i) o[i] += s * src[i];
-    }
+    add_weighted_rows(yv, groups.tokens(e), groups.weights(e), out);
   }
 }
 

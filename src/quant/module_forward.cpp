@@ -246,8 +246,7 @@ ModuleForward::ModuleForward(const io::ModelConfig& c, int64_t max_tokens)
     expert_y_ = Tensor(DType::F32, {max_tokens, c.hidden_size});
     expert_up_ = Tensor(DType::F32, {max_tokens, c.expert_intermediate});
     expert_act_ = Tensor(DType::F32, {max_tokens * c.experts_per_token, c.expert_intermediate});
-    expert_first_.assign(static_cast<size_t>(c.num_experts), 0);
-    expert_count_.assign(static_cast<size_t>(c.num_experts), 0);
+    groups_.first.assign(static_cast<size_t>(c.num_experts) + 1, 0);
   }
 }
 
@@ -324,8 +323,8 @@ void ModuleForward::mlp(const MlpWeights& w, const TensorView& x, const TensorVi
 }
 
 TensorView ModuleForward::expert_act(int64_t e) const {
-  const int64_t first = expert_first_[static_cast<size_t>(e)];
-  return expert_act_.view().slice0(first, first + expert_count_[static_cast<size_t>(e)]);
+  const int64_t first = groups_.first[static_cast<size_t>(e)];
+  return expert_act_.view().slice0(first, first + groups_.count(e));
 }
 
 void ModuleForward::moe(const MoeWeights& w, const TensorView& x, const TensorView& y) {
@@ -344,40 +343,21 @@ void ModuleForward::moe(const MoeWeights& w, const TensorView& x, const TensorVi
   std::vector<int32_t> ids(static_cast<size_t>(T * K));
   std::vector<float> weights(ids.size());
   model::route_tokens(logits, K, config_.norm_topk_prob, ids, weights);
+  groups_ = model::group_by_expert(ids, weights, E, K);
   std::memset(y.data<float>(), 0, static_cast<size_t>(T * hidden) * sizeof(float));
-  std::vector<int64_t> token;
-  std::vector<float> scale;
-  int64_t first = 0;
   for (int64_t e = 0; e < E; ++e) {
-    token.clear();
-    scale.clear();
-    for (int64_t i = 0; i < T * K; ++i)
-      if (ids[static_cast<size_t>(i)] == e) {
-        token.push_back(i / K);
-        scale.push_back(weights[static_cast<size_t>(i)]);
-      }
-    const auto n = static_cast<int64_t>(token.size());
-    expert_first_[static_cast<size_t>(e)] = first;
-    expert_count_[static_cast<size_t>(e)] = n;
+    const int64_t n = groups_.count(e);
     if (n == 0) continue;
-    for (int64_t r = 0; r < n; ++r)
-      std::memcpy(rows_.data<float>() + r * hidden, xn.data<float>() + token[static_cast<size_t>(r)] * hidden,
-                  static_cast<size_t>(hidden) * sizeof(float));
     // The model's ops on the same n rows (model/moe.cpp), so the bits are the same.
     const MoeWeights::Expert& ex = w.experts[static_cast<size_t>(e)];
-    const TensorView rows = rows_.view().slice0(0, n), g = expert_act_.view().slice0(first, first + n);
+    const TensorView rows = rows_.view().slice0(0, n), g = expert_act(e);
     const TensorView u = expert_up_.view().slice0(0, n), yv = expert_y_.view().slice0(0, n);
+    model::gather_rows(xn, groups_.tokens(e), rows);
     cpu::matmul(rows, ex.gate, g);
     cpu::matmul(rows, ex.up, u);
     cpu::swiglu(g, u, g);
     cpu::matmul(g, ex.down, yv);
-    for (int64_t r = 0; r < n; ++r) {
-      float* o = y.data<float>() + token[static_cast<size_t>(r)] * hidden;
-      const float* src = expert_y_.data<float>() + r * hidden;
-      const float s = scale[static_cast<size_t>(r)];
-      for (int64_t i = 0; i < hidden; ++i) o[i] += s * src[i];
-    }
-    first += n;
+    model::add_weighted_rows(yv, groups_.tokens(e), groups_.weights(e), y);
   }
   cpu::add_inplace(y, x);
 }

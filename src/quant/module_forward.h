@@ -17,6 +17,7 @@
 #include "core/tensor.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/moe.h"
 
 namespace exq::quant {
 
@@ -107,7 +108,7 @@ class ModuleForward {
   // After moe(): expert e's down_proj input [tokens routed to e, expert_inter] (0 rows when
   // none was) and how many tokens it got.
   TensorView expert_act(int64_t e) const;
-  int64_t expert_tokens(int64_t e) const { return expert_count_[static_cast<size_t>(e)]; }
+  int64_t expert_tokens(int64_t e) const { return groups_.count(e); }
 
   // Whole calibration sets: x, y F32 [rows, T, hidden].
   void attention_rows(const AttnWeights& w, const TensorView& x, const TensorView& y,
@@ -132,9 +133,9 @@ class ModuleForward {
   Tensor gate_, up_;        // [max_tokens, intermediate]; gate_ ends as act(gate) * up
   // Mixture of experts (empty otherwise): router logits [max_tokens, E], gathered rows and an
   // expert's output [max_tokens, hidden], every expert's act rows [max_tokens * k, expert_inter]
-  // (expert e's from expert_first_[e]).
+  // (in the order of groups_, the last call's routing).
   Tensor logits_, rows_, expert_y_, expert_up_, expert_act_;
-  std::vector<int64_t> expert_first_, expert_count_;
+  model::ExpertGroups groups_;
 };
 
 // Embeddings of token rows: ids [rows * tokens] -> F32 [rows, tokens, hidden], times `scale`

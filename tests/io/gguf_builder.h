@@ -50,6 +50,14 @@ class GgufBuilder {
     for (const auto& s : v) put_str(kv_, s);
     ++n_kv_;
   }
+  void kv_f32s(const std::string& key, const std::vector<float>& v) {
+    put_str(kv_, key);
+    put<uint32_t>(kv_, ARR);
+    put<uint32_t>(kv_, F32);
+    put<uint64_t>(kv_, v.size());
+    for (float x : v) put<float>(kv_, x);
+    ++n_kv_;
+  }
   void kv_i32s(const std::string& key, const std::vector<int32_t>& v) {
     put_str(kv_, key);
     put<uint32_t>(kv_, ARR);

@@ -394,7 +394,9 @@ TEST(GgufImport, UnsupportedInputsAreClearErrors) {
     }
   };
   expect(tiny_with("tokenizer.ggml.pre", "falcon"), "unsupported tokenizer.ggml.pre 'falcon'");
-  expect(tiny_with("tokenizer.ggml.model", "llama"), "unsupported tokenizer.ggml.model 'llama'");
+  expect(tiny_with("tokenizer.ggml.model", "bert"), "unsupported tokenizer.ggml.model 'bert'");
+  // A SentencePiece vocabulary needs its scores (the merge ranks).
+  expect(tiny_with("tokenizer.ggml.model", "llama"), "missing metadata key 'tokenizer.ggml.scores'");
   expect(tiny_with("general.architecture", "gemma"), "unsupported architecture 'gemma'");
   // Each supported pre type gives its own pre-tokenizer.
   for (const char* pre : {"llama-bpe", "qwen2", "gpt2"}) {

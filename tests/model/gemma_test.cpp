@@ -41,20 +41,7 @@ TEST(Gemma, LogitsMatchTransformers) {
 // Several caches in one pass (exq serve -np) take the same per-row path as one cache.
 TEST(Gemma, BatchRowsMatchSingleSequences) {
   LlamaModel m = LlamaModel::load(data_dir("gemma2_tiny"));
-  const std::vector<int32_t> a = {5, 9, 17, 33, 2, 71, 8}, b = {250, 3, 3, 12, 99, 4, 61};
-  KvCache ca = m.make_cache(16), cb = m.make_cache(16), sa = m.make_cache(16), sb = m.make_cache(16);
-  double err = 0;
-  for (size_t t = 0; t < a.size(); ++t) {
-    KvCache* caches[] = {&ca, &cb};
-    const int32_t both[] = {a[t], b[t]};
-    const Tensor batch = m.forward_batch(both, caches);
-    const Tensor la = m.forward(std::span(a).subspan(t, 1), sa, true);
-    const Tensor lb = m.forward(std::span(b).subspan(t, 1), sb, true);
-    for (int64_t i = 0; i < 320; ++i) {
-      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[i] - la.data<float>()[i])));
-      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[320 + i] - lb.data<float>()[i])));
-    }
-  }
+  const double err = test::batch_rows_error(m);
   EXPECT_LE(err, 1e-5);
 }
 

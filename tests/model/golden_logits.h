@@ -49,4 +49,25 @@ inline double golden_logit_error(const char* name, const std::vector<size_t>& ch
   return golden_logit_error(m, nlohmann::json::parse(read_file(model_data_dir(name) / "golden.json")), chunks);
 }
 
+// Max abs difference between one token of each of two sequences run in one pass (forward_batch,
+// as exq serve -np runs them) and the same tokens run alone, over 7 steps.
+inline double batch_rows_error(model::LlamaModel& m) {
+  const std::vector<int32_t> a = {5, 9, 17, 33, 2, 71, 8}, b = {250, 3, 3, 12, 99, 4, 61};
+  const int64_t vocab = m.config().vocab_size;
+  model::KvCache ca = m.make_cache(16), cb = m.make_cache(16), sa = m.make_cache(16), sb = m.make_cache(16);
+  double err = 0;
+  for (size_t t = 0; t < a.size(); ++t) {
+    model::KvCache* caches[] = {&ca, &cb};
+    const int32_t both[] = {a[t], b[t]};
+    const Tensor batch = m.forward_batch(both, caches);
+    const Tensor la = m.forward(std::span(a).subspan(t, 1), sa, true);
+    const Tensor lb = m.forward(std::span(b).subspan(t, 1), sb, true);
+    for (int64_t i = 0; i < vocab; ++i) {
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[i] - la.data<float>()[i])));
+      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[vocab + i] - lb.data<float>()[i])));
+    }
+  }
+  return err;
+}
+
 }  // namespace exq::test

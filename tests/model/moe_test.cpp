@@ -58,20 +58,7 @@ TEST(Moe, UnnormalizedTopKMatchesTransformers) {
 // One token of each of two sequences in one pass (exq serve -np) equals running them alone.
 TEST(Moe, BatchRowsMatchSingleSequences) {
   LlamaModel m = LlamaModel::load(data_dir("qwen3_moe_tiny"));
-  const std::vector<int32_t> a = {5, 9, 17, 33, 2, 71, 8}, b = {250, 3, 3, 12, 99, 4, 61};
-  KvCache ca = m.make_cache(16), cb = m.make_cache(16), sa = m.make_cache(16), sb = m.make_cache(16);
-  double err = 0;
-  for (size_t t = 0; t < a.size(); ++t) {
-    KvCache* caches[] = {&ca, &cb};
-    const int32_t both[] = {a[t], b[t]};
-    const Tensor batch = m.forward_batch(both, caches);
-    const Tensor la = m.forward(std::span(a).subspan(t, 1), sa, true);
-    const Tensor lb = m.forward(std::span(b).subspan(t, 1), sb, true);
-    for (int64_t i = 0; i < 320; ++i) {
-      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[i] - la.data<float>()[i])));
-      err = std::max(err, std::fabs(static_cast<double>(batch.data<float>()[320 + i] - lb.data<float>()[i])));
-    }
-  }
+  const double err = test::batch_rows_error(m);
   EXPECT_LE(err, 1e-5);
 }
 
@@ -90,6 +77,28 @@ TEST(Moe, RouteTokenPicksTheMostProbable) {
   EXPECT_NEAR(w[0], std::exp(2.0) / top, 1e-7);
   EXPECT_NEAR(w[0] + w[1] + w[2], 1.0, 1e-6);
   EXPECT_THROW(route_token(logits, 6, true, std::span<int32_t>(), std::span<float>()), Error);
+}
+
+// Slots grouped by expert, tokens ascending within; gather and weighted add by those lists.
+TEST(Moe, GroupByExpertKeepsTokenOrder) {
+  const std::vector<int32_t> ids = {2, 0, 0, 1, 2, 1};  // 3 tokens, top 2
+  const std::vector<float> w = {0.6f, 0.4f, 0.7f, 0.3f, 0.9f, 0.1f};
+  const ExpertGroups g = group_by_expert(ids, w, 4, 2);
+  EXPECT_EQ(g.first, (std::vector<int64_t>{0, 2, 4, 6, 6}));
+  EXPECT_EQ(g.token, (std::vector<int32_t>{0, 1, 1, 2, 0, 2}));
+  EXPECT_EQ(g.weight, (std::vector<float>{0.4f, 0.7f, 0.3f, 0.1f, 0.6f, 0.9f}));
+  EXPECT_EQ(g.count(3), 0);
+  Tensor x(DType::F32, {3, 2}), rows(DType::F32, {2, 2}), out(DType::F32, {3, 2});
+  for (int64_t i = 0; i < 6; ++i) x.data<float>()[i] = static_cast<float>(i + 1);
+  std::fill(out.data<float>(), out.data<float>() + 6, 0.0f);
+  gather_rows(x, g.tokens(2), rows);  // tokens 0 and 2
+  EXPECT_EQ(rows.data<float>()[0], 1.0f);
+  EXPECT_EQ(rows.data<float>()[3], 6.0f);
+  add_weighted_rows(rows, g.tokens(2), g.weights(2), out);
+  EXPECT_FLOAT_EQ(out.data<float>()[0], 0.6f);
+  EXPECT_FLOAT_EQ(out.data<float>()[5], 0.9f * 6.0f);
+  EXPECT_EQ(out.data<float>()[2], 0.0f);
+  EXPECT_THROW(group_by_expert(std::vector<int32_t>{4, 0}, std::vector<float>{1, 1}, 4, 2), Error);
 }
 
 TEST(Moe, ConfigFields) {

@@ -128,17 +128,16 @@ void MoeRun::route() {
   Tensor token(DType::I32, {rows_, T * k_}), weight(DType::F32, {rows_, T * k_});
   first_.assign(static_cast<size_t>(rows_), std::vector<int64_t>(static_cast<size_t>(E), 0));
   count_ = first_;
+  const auto slots = static_cast<size_t>(T * k_);
   for (int64_t r = 0; r < rows_; ++r) {
-    int64_t at = 0;
+    const auto at = static_cast<size_t>(r) * slots;
+    const model::ExpertGroups g = model::group_by_expert(std::span(ids).subspan(at, slots),
+                                                         std::span(weights).subspan(at, slots), E, k_);
+    std::copy(g.token.begin(), g.token.end(), token.data<int32_t>() + at);
+    std::copy(g.weight.begin(), g.weight.end(), weight.data<float>() + at);
     for (int64_t e = 0; e < E; ++e) {
-      first_[static_cast<size_t>(r)][static_cast<size_t>(e)] = at;
-      for (int64_t i = r * T * k_; i < (r + 1) * T * k_; ++i)
-        if (ids[static_cast<size_t>(i)] == e) {
-          token.data<int32_t>()[r * T * k_ + at] = static_cast<int32_t>((i - r * T * k_) / k_);
-          weight.data<float>()[r * T * k_ + at] = weights[static_cast<size_t>(i)];
-          ++at;
-        }
-      count_[static_cast<size_t>(r)][static_cast<size_t>(e)] = at - first_[static_cast<size_t>(r)][static_cast<size_t>(e)];
+      first_[static_cast<size_t>(r)][static_cast<size_t>(e)] = g.first[static_cast<size_t>(e)];
+      count_[static_cast<size_t>(r)][static_cast<size_t>(e)] = g.count(e);
     }
   }
   route_token_ = exq::cuda::to_device(token, *ctx_.alloc, s);  // pageable: staged at once
