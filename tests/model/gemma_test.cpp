@@ -27,15 +27,8 @@ using nlohmann::json;
 fs::path data_dir(const char* name) { return test::model_data_dir(name); }
 
 TEST(Gemma, LogitsMatchTransformers) {
-  for (const char* name : {"gemma_tiny", "gemma2_tiny", "gemma3_tiny"}) {
-    for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
-                               std::vector<size_t>(14, 1)}) {
-      const double err = test::golden_logit_error(name, chunks);
-      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
-      // The logits reach 26-34 (gemma, gemma3; gemma2's are capped at 3).
-      EXPECT_LE(err, 2e-4) << name;
-    }
-  }
+  // The logits reach 26-34 (gemma, gemma3; gemma2's are capped at 3).
+  test::expect_goldens({"gemma_tiny", "gemma2_tiny", "gemma3_tiny"}, 2e-4);
 }
 
 // Several caches in one pass (exq serve -np) take the same per-row path as one cache.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <initializer_list>
 #include <span>
 #include <vector>
 
@@ -47,6 +48,18 @@ inline double golden_logit_error(model::LlamaModel& m, const nlohmann::json& g, 
 inline double golden_logit_error(const char* name, const std::vector<size_t>& chunks) {
   model::LlamaModel m = model::LlamaModel::load(model_data_dir(name));
   return golden_logit_error(m, nlohmann::json::parse(read_file(model_data_dir(name) / "golden.json")), chunks);
+}
+
+// The golden of each model in `names` fed in one pass, as 6 + 1 + 1 + 1 + 5 and one token at a
+// time (the 14-token prompts of the scripts): each max abs error at most `bound`.
+inline void expect_goldens(std::initializer_list<const char*> names, double bound) {
+  for (const char* name : names)
+    for (const auto& chunks :
+         {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5}, std::vector<size_t>(14, 1)}) {
+      const double err = golden_logit_error(name, chunks);
+      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
+      EXPECT_LE(err, bound) << name;
+    }
 }
 
 // Max abs difference between one token of each of two sequences run in one pass (forward_batch,

@@ -32,15 +32,8 @@ json config_of(const char* name, const char* file = "config.json") {
 }
 
 TEST(Moe, LogitsMatchTransformers) {
-  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
-    for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
-                               std::vector<size_t>(14, 1)}) {
-      const double err = test::golden_logit_error(name, chunks);
-      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
-      // The logits reach 5-6; switching to top-1 routing moves them by 3-4 (moe_golden.py).
-      EXPECT_LE(err, 1e-4) << name;
-    }
-  }
+  // The logits reach 5-6; switching to top-1 routing moves them by 3-4 (moe_golden.py).
+  test::expect_goldens({"mixtral_tiny", "qwen3_moe_tiny"}, 1e-4);
 }
 
 // norm_topk_prob false: the top-k probabilities as they are (they move the logits by 0.26).

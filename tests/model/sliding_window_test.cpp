@@ -23,16 +23,9 @@ using nlohmann::json;
 fs::path data_dir(const char* name) { return test::model_data_dir(name); }
 
 TEST(SlidingWindow, LogitsMatchTransformers) {
-  for (const char* name : {"mistral_swa_tiny", "qwen2_swa_tiny"}) {
-    // All 14 rows in one pass, 6 + three single steps + 5, and 14 single steps (the blocked
-    // GEMM path of 16 rows and more: GemmRowsMatchSingleRows).
-    for (const auto& chunks : {std::vector<size_t>{14}, std::vector<size_t>{6, 1, 1, 1, 5},
-                               std::vector<size_t>(14, 1)}) {
-      const double err = test::golden_logit_error(name, chunks);
-      std::printf("  %s in %zu chunk(s): max abs logit error %.3g\n", name, chunks.size(), err);
-      EXPECT_LE(err, 1e-4) << name;
-    }
-  }
+  // All 14 rows in one pass, 6 + three single steps + 5, and 14 single steps (the blocked
+  // GEMM path of 16 rows and more: GemmRowsMatchSingleRows).
+  test::expect_goldens({"mistral_swa_tiny", "qwen2_swa_tiny"}, 1e-4);
 }
 
 // The blocked GEMM path (16 rows and more) with a window: the same rows as the row-by-row path.

@@ -151,27 +151,17 @@ TEST(GemmaQuantize, TinyModelsConvertOnTheCpu) {
   if (!fs::exists(fs::path(EXQ_BINARY_DIR) / "exq")) GTEST_SKIP() << "exq binary not built";
   for (const char* name : {"gemma2_tiny", "gemma3_tiny"}) {
     SCOPED_TRACE(name);
-    const fs::path dir = test::temp_dir(std::string("quantize_") + name);
-    tiny_gemma::copy_model(name, dir);
-    model::LlamaModel original = model::LlamaModel::load(dir / "model");
-    double err[2] = {-1, -1};
-    for (int i = 0; i < 2; ++i) {
-      const double bits = i == 0 ? 4.0 : 8.0;
-      const fs::path out = tiny_gemma::convert(dir, bits);
-      ASSERT_FALSE(out.empty());
-      const auto cfg = nlohmann::json::parse(test::read_file(out / "config.json"));
-      EXPECT_EQ(cfg.at("model_type"), original.config().model_type);
-      EXPECT_EQ(cfg.at("quantization_config").at("quant_method"), "exl2");
-      expect_norms_as_stored(dir / "model", out, original.config());
-      model::LlamaModel converted = model::LlamaModel::load(out);
-      err[i] = tiny_gemma::logits_error(original, converted);
-      std::printf("  %s %.1f bpw: logits relative error %.4f\n", name, bits, err[i]);
-    }
+    const std::vector<double> err = tiny_gemma::conversion_errors(
+        name, {{4.0}, {8.0}}, [](const fs::path& model, const fs::path& out, const io::ModelConfig& c) {
+          const auto cfg = nlohmann::json::parse(test::read_file(out / "config.json"));
+          EXPECT_EQ(cfg.at("model_type"), c.model_type);
+          EXPECT_EQ(cfg.at("quantization_config").at("quant_method"), "exl2");
+          expect_norms_as_stored(model, out, c);
+        });
     // 4-bit noise on 64-wide random layers; at 8 bits it shrinks tenfold, so no rule of the
     // converter leaves an error floor (a wrong norm or scale would keep it at 0.2 or more).
     EXPECT_LE(err[0], 0.3);
     EXPECT_LE(err[1], 0.15 * err[0]);
-    fs::remove_all(dir);
   }
 }
 

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,37 @@ inline double logits_error(model::LlamaModel& a, model::LlamaModel& b) {
   model::KvCache ca = a.make_cache(40), cb = b.make_cache(40);
   const Tensor x = a.forward(ids, ca, true), y = b.forward(ids, cb, true);
   return relative_error(y, x);
+}
+
+// The logits error against the original of tests/model/data/NAME converted at each (bits,
+// device) of `runs`, in order; `check` (optional) sees each output folder first. The work folder
+// is removed after.
+struct ConversionRun {
+  double bits;
+  std::string device = "cpu";
+};
+inline std::vector<double> conversion_errors(const std::string& name, const std::vector<ConversionRun>& runs,
+                                             const std::function<void(const fs::path& model, const fs::path& out,
+                                                                      const io::ModelConfig& c)>& check = {}) {
+  const fs::path dir = test::temp_dir(std::string("quantize_") + name);
+  copy_model(name, dir);
+  model::LlamaModel original = model::LlamaModel::load(dir / "model");
+  std::vector<double> err;
+  for (const ConversionRun& r : runs) {
+    const fs::path out = convert(dir, r.bits, r.device);
+    if (out.empty()) {
+      ADD_FAILURE() << name << " " << r.bits << " bpw on " << r.device << ": conversion failed";
+      err.push_back(1e9);
+      continue;
+    }
+    if (check) check(dir / "model", out, original.config());
+    model::LlamaModel converted = model::LlamaModel::load(out);
+    err.push_back(logits_error(original, converted));
+    std::printf("  %s %.1f bpw on %s: logits relative error %.4f\n", name.c_str(), r.bits, r.device.c_str(),
+                err.back());
+  }
+  fs::remove_all(dir);
+  return err;
 }
 
 }  // namespace exq::quant::tiny_gemma
