@@ -472,6 +472,10 @@ void print_gguf_info(const nlohmann::ordered_json& j) {
                  c["intermediate_size"].get<int64_t>(), c["num_attention_heads"].get<int64_t>(),
                  c["num_key_value_heads"].get<int64_t>(), c["head_dim"].get<int64_t>(),
                  c["vocab_size"].get<int64_t>(), c["max_position_embeddings"].get<int64_t>()});
+    if (c.contains("num_experts_per_tok"))
+      fmt::print("experts:       {} a layer, {} a token ({})\n",
+                 (c.contains("num_experts") ? c["num_experts"] : c["num_local_experts"]).get<int64_t>(),
+                 c["num_experts_per_tok"].get<int64_t>(), c["model_type"].get<std::string>());
   }
   fmt::print("tensors:       {} ({})\n", j["tensors"].get<int64_t>(), types);
   fmt::print("bytes:         {} ({:.1f} MiB, {:.2f} bits per value)\n", group_digits(bytes),

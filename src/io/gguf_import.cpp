@@ -357,6 +357,8 @@ ordered_json gguf_summary(const GgufFile& g) {
                             "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
                             "max_position_embeddings", "tie_word_embeddings", "rope_scaling"})
       s["config"][key] = c[key];
+    for (const char* key : {"num_local_experts", "num_experts", "num_experts_per_tok", "moe_intermediate_size"})
+      if (c.contains(key)) s["config"][key] = c[key];
   } catch (const Error& e) {
     problems.push_back(e.message());
   }

@@ -148,7 +148,11 @@ TEST(GgufMoe, Qwen3MoeImportsToTheSameModel) {
   const fs::path dir = test::temp_dir("gguf_qwen3moe");
   std::ofstream(dir / "q.gguf", std::ios::binary) << gguf_of("qwen3_moe_tiny", "qwen3moe");
   const GgufFile g = GgufFile::open(dir / "q.gguf");
-  EXPECT_EQ(gguf_summary(g)["problems"], json::array());
+  const auto summary = gguf_summary(g);
+  EXPECT_EQ(summary["problems"], json::array());
+  EXPECT_EQ(summary["config"]["model_type"], "qwen3_moe");
+  EXPECT_EQ(summary["config"]["num_experts"], 6);
+  EXPECT_EQ(summary["config"]["num_experts_per_tok"], 3);
   import_gguf(dir / "q.gguf", dir / "out");
   const ModelConfig c = load_model_config(dir / "out");
   EXPECT_EQ(c.model_type, "qwen3_moe");
