@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -24,9 +25,13 @@ void route_token(std::span<const float> logits, int64_t k, bool renormalize, std
   for (float& v : p) v /= sum;
   std::vector<int32_t> order(p.size());
   std::iota(order.begin(), order.end(), 0);
+  // NaN (an overflowed activation) ranks last, so the order stays a strict weak one.
+  auto key = [&](int32_t e) {
+    const float v = p[static_cast<size_t>(e)];
+    return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
+  };
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                    [&](int32_t a, int32_t b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] ||
-                                                       (p[static_cast<size_t>(a)] == p[static_cast<size_t>(b)] && a < b); });
+                    [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
   float chosen = 0.0f;
   for (int64_t i = 0; i < k; ++i) {
     ids[static_cast<size_t>(i)] = order[static_cast<size_t>(i)];

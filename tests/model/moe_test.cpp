@@ -70,6 +70,14 @@ TEST(Moe, RouteTokenPicksTheMostProbable) {
   EXPECT_NEAR(w[0], std::exp(2.0) / top, 1e-7);
   EXPECT_NEAR(w[0] + w[1] + w[2], 1.0, 1e-6);
   EXPECT_THROW(route_token(logits, 6, true, std::span<int32_t>(), std::span<float>()), Error);
+  // A NaN logit (an overflowed activation) makes every probability NaN; the ids stay valid and
+  // distinct (the NaN reaches the output, where the caller's checks see it).
+  const std::vector<float> nan = {1.0f, std::nanf(""), 3.0f};
+  std::vector<int32_t> two(2);
+  std::vector<float> w2(2);
+  route_token(nan, 2, false, two, w2);
+  EXPECT_EQ(two, (std::vector<int32_t>{0, 1}));
+  EXPECT_TRUE(std::isnan(w2[0]));
 }
 
 // Slots grouped by expert, tokens ascending within; gather and weighted add by those lists.
