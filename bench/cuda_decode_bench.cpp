@@ -19,7 +19,9 @@
 // shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's; --shape mixtral a
 // Mixtral-8x7B-shaped mixture of experts (Llama-3-8B's attention, 8 experts of 14336 rows, top
 // 2, vocab 32000; every expert its own device copy of one packed layer, so the decode graph's
-// device-side routing reads a different expert's weights per token), 8 layers unless --layers.
+// device-side routing reads a different expert's weights per token), 8 layers unless --layers;
+// --shape qwen3moe a Qwen3-30B-A3B-shaped one (hidden 2048, 32 / 4 heads of 128, 128 experts of
+// 768 rows, top 8, vocab 32000, no q / k norm), 4 layers unless --layers.
 // --layers N: the synthetic model's layer count.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
 // --kv q8_0: the q8 KV cache instead of f16; --contexts N,N,...: the decode positions timed
@@ -37,7 +39,7 @@
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
 //                          [--decode-only] [--passes] [--batch] [--logprobs] [--shape llama3-8b|smollm2]
 //                          [--settle-ms N] [--kv f16|q8_0] [--contexts N,N,...]
-//                          [--shape mixtral] [--layers N]
+//                          [--shape mixtral|qwen3moe] [--layers N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -89,6 +91,7 @@ struct Args {
   bool logprobs = false;
   bool smol = false;  // --shape smollm2
   bool mixtral = false;  // --shape mixtral
+  bool qwen3moe = false;  // --shape qwen3moe
   int64_t layers = 0;    // --layers, 0: the shape's
   int iters = 64;
   int settle_ms = 0;
@@ -155,7 +158,8 @@ struct HostModel {
 // attn_row / mlp_row: exllamav2 option table rows, -1 for 1:4b_128g everywhere.
 // smol: SmolLM2-135M's shape (hidden 576, intermediate 1536, 9 / 3 heads of 64) instead.
 std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_row = -1,
-                                      int mlp_row = -1, bool smol = false, bool mixtral = false) {
+                                      int mlp_row = -1, bool smol = false, bool mixtral = false,
+                                      bool qwen3moe = false) {
   auto m = std::make_unique<HostModel>();
   io::ModelConfig& c = m->config;
   c.model_type = "llama";
@@ -169,15 +173,22 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
   c.max_position_embeddings = 8192;
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 500000.0;
-  if (mixtral) {
-    c.model_type = "mixtral";
-    c.num_experts = 8;
-    c.experts_per_token = 2;
+  if (qwen3moe) {
+    c.hidden_size = 2048;
+    c.intermediate_size = 768;  // the experts'
+    c.num_key_value_heads = 4;
+  }
+  if (mixtral || qwen3moe) {
+    c.model_type = qwen3moe ? "qwen3_moe" : "mixtral";
+    c.num_experts = qwen3moe ? 128 : 8;
+    c.experts_per_token = qwen3moe ? 8 : 2;
     c.expert_intermediate = c.intermediate_size;
+    c.norm_topk_prob = true;
     c.layer_moe.assign(static_cast<size_t>(layers), 1);
   }
   const int64_t h = c.hidden_size, f = c.intermediate_size, kv = c.kv_dim();
-  const std::pair<int64_t, int64_t> shapes[] = {{h, h}, {h, kv}, {h, kv}, {h, h}, {h, f}, {h, f}, {f, h}};
+  const int64_t qd = c.num_attention_heads * c.head_dim;
+  const std::pair<int64_t, int64_t> shapes[] = {{h, qd}, {h, kv}, {h, kv}, {qd, h}, {h, f}, {h, f}, {f, h}};
   const quant::QuantOption four = quant::parse_option("1:4b_128g");
   std::vector<quant::QuantOption> options(7, four);
   if (attn_row >= 0) {
@@ -196,7 +207,8 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
   m->table = Tensor(DType::F16, {vocab, h});
   Bits b{99};
   for (uint16_t& v : m->table.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 2e-5f);
-  if (mixtral) {  // the router: random f16 [8, hidden]
+  const bool moe = mixtral || qwen3moe;
+  if (moe) {  // the router: random f16 [experts, hidden]
     m->router = Tensor(DType::F16, {c.num_experts, h});
     for (uint16_t& v : m->router.span<uint16_t>()) v = float_to_half(static_cast<float>(static_cast<int64_t>(b.next() % 2001) - 1000) * 1e-3f);
   }
@@ -210,10 +222,10 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
     std::fill(L.attn_norm.span<float>().begin(), L.attn_norm.span<float>().end(), 1.0f);
     std::fill(L.ffn_norm.span<float>().begin(), L.ffn_norm.span<float>().end(), 1.0f);
     std::unique_ptr<model::Linear>* slots[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
-    for (int i = 0; i < (mixtral ? 4 : 7); ++i)
+    for (int i = 0; i < (moe ? 4 : 7); ++i)
       *slots[i] = std::make_unique<model::Exl2Linear>(m->packed[static_cast<size_t>(i)]->view(), shapes[i].first,
                                                       shapes[i].second, fmt::format("model.layers.{}.{}", l, names[i]));
-    if (mixtral) {
+    if (moe) {
       L.router = std::make_unique<model::DenseLinear>(m->router.view());
       for (int64_t e = 0; e < c.num_experts; ++e) {
         model::ExpertWeights x;
@@ -221,7 +233,8 @@ std::unique_ptr<HostModel> make_model(int64_t layers, int64_t vocab, int attn_ro
         for (int i = 4; i < 7; ++i)
           *parts[i - 4] = std::make_unique<model::Exl2Linear>(
               m->packed[static_cast<size_t>(i)]->view(), shapes[i].first, shapes[i].second,
-              fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}", l, e, names[i]));
+              fmt::format("model.layers.{}.{}.experts.{}.{}", l, qwen3moe ? "mlp" : "block_sparse_moe", e,
+                          names[i]));
         L.experts.push_back(std::move(x));
       }
     }
@@ -500,8 +513,8 @@ json run_synthetic(const Args& a) {
     out["attention_decode"] = att;
   }
   {
-    const int64_t layers = a.layers > 0 ? a.layers : a.smol ? 30 : a.mixtral ? 8 : 32;
-    auto host = make_model(layers, a.vocab, a.attn_row, a.mlp_row, a.smol, a.mixtral);
+    const int64_t layers = a.layers > 0 ? a.layers : a.smol ? 30 : a.mixtral ? 8 : a.qwen3moe ? 4 : 32;
+    auto host = make_model(layers, a.vocab, a.attn_row, a.mlp_row, a.smol, a.mixtral, a.qwen3moe);
     const std::vector<std::string> options = host->options;
     const io::ModelConfig cfg = host->config;
     rt::CudaOptions o;
@@ -590,12 +603,13 @@ int run(int argc, char** argv) {
     }
     else if (arg == "--shape") {
       const std::string v = value();
-      EXQ_CHECK(v == "llama3-8b" || v == "smollm2" || v == "mixtral",
-                "--shape is llama3-8b, smollm2 or mixtral, got {}", v);
+      EXQ_CHECK(v == "llama3-8b" || v == "smollm2" || v == "mixtral" || v == "qwen3moe",
+                "--shape is llama3-8b, smollm2, mixtral or qwen3moe, got {}", v);
       a.smol = v == "smollm2";
       a.mixtral = v == "mixtral";
+      a.qwen3moe = v == "qwen3moe";
       if (a.smol && !vocab_given) a.vocab = 49152;
-      if (a.mixtral && !vocab_given) a.vocab = 32000;
+      if ((a.mixtral || a.qwen3moe) && !vocab_given) a.vocab = 32000;
     }
     else if (arg == "--tables") {
       const std::string v = value();

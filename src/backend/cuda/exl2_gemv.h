@@ -180,6 +180,22 @@ void exl2_gemv_group(const Exl2LayerGroup& group, const DeviceView& x,
                      cudaStream_t stream, bool add_bias = true,
                      const std::vector<const int64_t*>& shifts = {});
 
+// MoE decode: the k routed experts of a layer in one staging and one GEMV launch, instead of a
+// group launch (gate, up) and a SwiGLU launch (down) per slot. `group`: expert 0's gate and up
+// (or its down alone), with the split of the per-slot launches, so that every output is the
+// per-slot launch's, bit for bit. Slot s of layer l reads the expert at shifts[s * stride + l]
+// (exl2_shift_bytes), stages x row 0 (gate, up: x [1, in]) or, with up, silu(x[s]) * up[s]
+// (down: x and up [slots, in]), and writes row s of ys[l] ([slots, out_l] F32).
+// Whether the grouped launch serves `group` at `slots`: 1 to kExl2MoeMaxSlots slots, 1 or 2
+// layers, kernel 2, no bias (else the caller runs per slot). A K split without clusters adds one
+// launch that sums every slot's partials.
+bool exl2_moe_grouped(const Exl2LayerGroup& group, int slots);
+// Bytes of the staging scratch exl2_gemv_moe needs (x staged per layer and slot, batch 1).
+size_t exl2_moe_scratch_bytes(const Exl2LayerGroup& group, int slots);
+void exl2_gemv_moe(const Exl2LayerGroup& group, int slots, const DeviceView& x, const DeviceView* up,
+                   const std::vector<DeviceView>& ys, const int64_t* shifts, int stride,
+                   void* scratch, size_t scratch_bytes, cudaStream_t stream);
+
 // Whether b's device image has a's layout (shape, runs, unit table and section offsets, no
 // bias, both runnable by kernel 2): a's launches then read b's weights when shifted by
 // shift_bytes(a, b). MoE experts of one layer and one option have it.

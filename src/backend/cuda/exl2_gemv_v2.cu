@@ -432,6 +432,51 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
   reduce_store(d, a, io, place.row, smem, w, acc);
 }
 
+// MoE decode: exl2_gemv2_kernel's body for the block's (layer, slot, row) of an Exl2MoeGroup. A
+// kernel of its own, so the dense instances above stay as they are.
+template <int W, bool RUNS = false>
+__global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
+    exl2_gemv2_moe_kernel(const __grid_constant__ Exl2MoeGroup grp, const __grid_constant__ GemvArgs a) {
+  extern __shared__ __align__(16) uint32_t smem[];
+  int y = static_cast<int>(blockIdx.y), l = 0;
+  if (grp.count > 1 && y >= grp.slots * grp.rows[0]) {
+    y -= grp.slots * grp.rows[0];
+    l = 1;
+  }
+  const int slot = y / grp.rows[l], row = y - slot * grp.rows[l];
+  const Exl2Desc& d = grp.d[l];
+  const Exl2LayerIo& io = grp.io[l][slot];
+  const WarpRange w = RUNS ? warp_range_runs(d, a, row) : warp_range(d, a, row);
+  const int g = w.g, t = w.t;
+  XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
+             w.k0, w.k1, W};
+  WarpCtx c;
+  c.wbase = shifted(d.q_weight, io.shift) + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
+  c.sbase = reinterpret_cast<const unsigned short*>(shifted(d.q_scale, io.shift)) + w.tile * 8 + g;
+  c.mbase = reinterpret_cast<const unsigned short*>(shifted(d.group_m, io.shift));
+  c.xs = static_cast<uint32_t>(__cvta_generic_to_shared(smem + t * kSlotWords + g * kPairs));
+  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 4 * t));
+  c.scale_row = d.out_pad / 4;
+  c.t = t;
+  c.k0 = w.k0;
+  c.one = a.batch == 1;
+
+  float acc[2][4] = {};
+  warp_steps<W, RUNS>(d, w, c, xst, acc);
+  reduce_store(d, a, io, row, smem, w, acc);
+}
+
+template <auto K>
+void launch_moe(const Exl2MoeGroup& g, const GemvArgs& a, const Exl2Split& split, size_t smem,
+                cudaStream_t stream) {
+  int rows = 0;
+  for (int l = 0; l < g.count; ++l) rows += g.slots * g.rows[l];
+  configure_gemv<K>();
+  const int cluster = g.io[0][0].partials == nullptr ? split.ksplit : 1;
+  launch(K, dim3(split.ksplit, rows), dim3(32 * split.tiles_per_block * split.ksub), smem, cluster,
+         stream, g, a);
+}
+
 }  // namespace
 
 size_t exl2_gemv2_shared_bytes(const Exl2Split& split) {
@@ -465,6 +510,17 @@ void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool ad
     return;
   }
   by_width(width, [&]<int W>() { launch_gemv<exl2_gemv2_kernel<W, 1>, exl2_gemv2_kernel<W, kExl2MaxGroup>>(g, a, split, smem, stream); });
+}
+
+void exl2_gemv2_moe_launch(const Exl2MoeGroup& g, int width, const Exl2Split& split,
+                           cudaStream_t stream) {
+  const GemvArgs a{1, 1, 0, 1, split.tiles_per_block, split.ksub, split.steps_per_warp};
+  const size_t smem = exl2_gemv2_shared_bytes(split);
+  if (width == 0 && split.runs) {
+    launch_moe<exl2_gemv2_moe_kernel<0, true>>(g, a, split, smem, stream);
+    return;
+  }
+  by_width(width, [&]<int W>() { launch_moe<exl2_gemv2_moe_kernel<W>>(g, a, split, smem, stream); });
 }
 
 }  // namespace exq::cuda

@@ -119,6 +119,20 @@ struct Exl2Group {
   Exl2LayerIo io[kExl2MaxGroup];
 };
 
+// MoE decode (batch 1): the k routed experts of one layer in one launch. The layers d[0, count)
+// (gate and up, or down alone) are expert 0's; slot s of layer l reads io[l][s]: its shift onto
+// the routed expert's copy, its own staged x and its own y. Blocks: layer 0's slots one after
+// the other along the grid's y (rows[0] rows each), then layer 1's.
+inline constexpr int kExl2MoeMaxLayers = 2;
+inline constexpr int kExl2MoeMaxSlots = 8;
+struct Exl2MoeGroup {
+  int count = 0;
+  int slots = 0;
+  int rows[kExl2MoeMaxLayers] = {};  // block rows of one slot of layer l
+  Exl2Desc d[kExl2MoeMaxLayers];
+  Exl2LayerIo io[kExl2MoeMaxLayers][kExl2MoeMaxSlots];
+};
+
 // Whether kernel 2 runs this layer: every run's groups hold a power-of-two number of units
 // (the group of a unit is a shift). Kernel 1 runs any layer.
 inline bool exl2_gemv2_supports(const Exl2Desc& d) {
@@ -148,6 +162,17 @@ int exl2_gemv2_max_clusters(const Exl2Desc& d, const Exl2Split& split);
 // `width`: the group's common bit width (its kernel instance), 0 if widths differ.
 void exl2_gemv2_launch(const Exl2Group& g, int width, int batch, int bs, bool add_bias,
                        const Exl2Split& split, cudaStream_t stream);
+
+// Kernel 2 over an Exl2MoeGroup at batch 1; a K split without clusters writes every io's
+// partials ([ksplit][out_pad]), summed by exl2_moe_reduce_cuda.
+void exl2_gemv2_moe_launch(const Exl2MoeGroup& g, int width, const Exl2Split& split,
+                           cudaStream_t stream);
+// exl2_reduce_cuda (batch 1, no bias) for every io of g in one launch.
+void exl2_moe_reduce_cuda(const Exl2MoeGroup& g, int ksplit, cudaStream_t stream);
+// Its staging: entry e = l * slots + s stages x[e] (with up[e]: the SwiGLU of x[e] and up[e]),
+// [1, in] f32, through layer l's map shifted by io[l][s].shift into io[l][s].xq / xscale.
+void exl2_moe_prep_cuda(const Exl2MoeGroup& g, const float* const* x, const float* const* up,
+                        cudaStream_t stream);
 
 // Where a GEMV's x comes from: [batch, in] f32 or f16; with `up` (f32 only) the input is
 // silu(x) * up, the MLP's SwiGLU (decode_swiglu_kernel's arithmetic), staged straight into

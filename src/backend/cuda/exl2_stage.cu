@@ -6,6 +6,7 @@
 // into [2^13, 2^14) (exact, f32 x only; the GEMV multiplies the step's sums back) and rounds
 // to f16 as half2 of the rows (j, j + 16) of pair j: xq [slot][pair][bs], bs = batch rounded
 // up to a power of two.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -164,6 +165,57 @@ void prep_launch(const Exl2Desc* d, int n, const Exl2Input& x, int bs, const Exl
   else launch(exl2_prep_kernel<N, false>, grid, block, 0, 1, stream, p);
 }
 
+// The staging of an Exl2MoeGroup (batch 1, f32 x): one entry per (layer, slot), each with its
+// x (and up), its expert's map and its destination; entry e's steps are [step_start[e], + 1).
+constexpr int kMoeEntries = kExl2MoeMaxLayers * kExl2MoeMaxSlots;
+struct MoePrep {
+  int in, count;
+  int gelu, x_f32, batch, bs;  // 0, 1, 1, 1: run-time values as exl2_prep_kernel's
+  int step_start[kMoeEntries + 1];
+  const float* x[kMoeEntries];
+  const float* up[kMoeEntries];
+  const int32_t* x_map[kMoeEntries];
+  const int64_t* shift[kMoeEntries];
+  uint32_t* xq[kMoeEntries];
+  float* xscale[kMoeEntries];
+};
+
+template <bool SWIGLU>
+__global__ void __launch_bounds__(kPrepWarps * 32)
+    exl2_moe_prep_kernel(const __grid_constant__ MoePrep p) {
+  pdl_trigger();
+  int step = blockIdx.x * kPrepWarps + (threadIdx.x >> 5);
+  if (step >= p.step_start[p.count]) return;
+  int e = 0;
+  while (step >= p.step_start[e + 1]) ++e;
+  step -= p.step_start[e];
+  const int4 ch = step_channels(shifted(p.x_map[e], p.shift[e]), step, threadIdx.x & 31);
+  pdl_wait();  // x is written by the previous kernel
+  // exl2_prep_kernel's arithmetic at batch 1 (bs 1), so the results match the per-slot launches.
+  stage_step<SWIGLU>(ch, p.x[e], p.up[e], p.gelu != 0, p.x_f32 != 0, p.in, p.batch, p.bs,
+                     p.xq[e] + static_cast<size_t>(step) * kExl2UnitsPerStep * kPairs * p.bs,
+                     kPairs * p.bs, p.bs, p.xscale[e] + step * kExl2MaxBatch);
+}
+
+// exl2_reduce_kernel's sums (batch 1, no bias) for the entries of an Exl2MoeGroup: entry
+// blockIdx.y.
+struct MoeReduce {
+  int ksplit;
+  int out[kMoeEntries], out_pad[kMoeEntries];
+  const float* partials[kMoeEntries];
+  float* y[kMoeEntries];
+};
+
+__global__ void exl2_moe_reduce_kernel(const __grid_constant__ MoeReduce p) {
+  pdl_trigger();
+  pdl_wait();
+  const int e = blockIdx.y, col = blockIdx.x * blockDim.x + threadIdx.x;
+  if (col >= p.out[e]) return;
+  float v = 0.0f;
+  for (int r = 0; r < p.ksplit; ++r) v += p.partials[e][static_cast<size_t>(r) * p.out_pad[e] + col];
+  p.y[e][col] = v;
+}
+
 // Sum of the K-split partials in rank order (+ bias), when clusters are not used.
 __global__ void exl2_reduce_kernel(const float* __restrict__ partials, int ksplit, int batch,
                                    int out, int out_pad, const __half* __restrict__ bias,
@@ -190,6 +242,43 @@ void exl2_prep_cuda(const Exl2Desc* d, int n, const Exl2Input& x, int bs,
                     const Exl2Scratch* scratch, cudaStream_t stream, const int64_t* const* shifts) {
   if (n == 1) prep_launch<1>(d, n, x, bs, scratch, stream, shifts);
   else prep_launch<kExl2MaxGroup>(d, n, x, bs, scratch, stream, shifts);
+}
+
+void exl2_moe_prep_cuda(const Exl2MoeGroup& g, const float* const* x, const float* const* up,
+                        cudaStream_t stream) {
+  MoePrep p{};
+  p.in = g.d[0].in;
+  p.count = g.count * g.slots;
+  p.x_f32 = p.batch = p.bs = 1;
+  for (int e = 0; e < p.count; ++e) {
+    const int l = e / g.slots, s = e - l * g.slots;
+    p.step_start[e + 1] = p.step_start[e] + g.d[l].num_steps;
+    p.x[e] = x[e];
+    p.up[e] = up != nullptr ? up[e] : nullptr;
+    p.x_map[e] = g.d[l].x_map;
+    p.shift[e] = g.io[l][s].shift;
+    p.xq[e] = const_cast<uint32_t*>(g.io[l][s].xq);
+    p.xscale[e] = const_cast<float*>(g.io[l][s].xscale);
+  }
+  const dim3 grid((p.step_start[p.count] + kPrepWarps - 1) / kPrepWarps), block(kPrepWarps * 32);
+  if (up != nullptr) launch(exl2_moe_prep_kernel<true>, grid, block, 0, 1, stream, p);
+  else launch(exl2_moe_prep_kernel<false>, grid, block, 0, 1, stream, p);
+}
+
+void exl2_moe_reduce_cuda(const Exl2MoeGroup& g, int ksplit, cudaStream_t stream) {
+  MoeReduce p{};
+  p.ksplit = ksplit;
+  int out = 0;
+  for (int l = 0; l < g.count; ++l)
+    for (int s = 0; s < g.slots; ++s) {
+      const int e = l * g.slots + s;
+      p.out[e] = g.d[l].out;
+      p.out_pad[e] = g.d[l].out_pad;
+      p.partials[e] = g.io[l][s].partials;
+      p.y[e] = g.io[l][s].y;
+      out = std::max(out, g.d[l].out);
+    }
+  launch(exl2_moe_reduce_kernel, dim3(ceil_div(out, 256), g.count * g.slots), dim3(256), 0, 1, stream, p);
 }
 
 void exl2_reduce_cuda(const float* partials, int ksplit, int batch, int out, int out_pad,

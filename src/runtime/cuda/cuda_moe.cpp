@@ -88,6 +88,17 @@ void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, 
     for (const model::Linear* lin : {e.gate.get(), e.up.get(), e.down.get()})
       if (lin) add(*lin);
   dense += rounded((1 + 3 * w.experts.size()) * 8) + rounded(w.experts.size() * 24);  // tables
+  // exl2_gemv_moe's scratch (k unknown here: up to kExl2MoeMaxSlots slots): per layer and slot
+  // about in / 128 steps of 72 words (doubled for short groups) and at most 8 K-split partials.
+  if (!w.experts.empty() && w.experts[0].gate && w.experts[0].down &&
+      dynamic_cast<const model::DenseLinear*>(w.experts[0].gate.get()) == nullptr) {
+    const model::Linear &g = *w.experts[0].gate, &d = *w.experts[0].down;
+    const auto slots = std::min<size_t>(w.experts.size(), gpu::kExl2MoeMaxSlots);
+    const auto words = [](const model::Linear& l) {
+      return static_cast<size_t>(l.in_features() / 64 + 2) * 72 + 8 * static_cast<size_t>(l.out_features() + 32);
+    };
+    exl2 += rounded(slots * 4 * (2 * words(g) + words(d)));
+  }
 }
 
 MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
@@ -166,6 +177,17 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
       if (gate_up0_.split().kernel != 2) gate_up0_.set_kernel(2);
       gpu::Exl2Layer* down0 = e0.down->exl2_layer();
       if (down0->split().kernel != 2) down0->set_kernel(2);
+      down0_ = gpu::Exl2LayerGroup({down0});
+      down0_.set_split(down0->split());
+      const int k = static_cast<int>(k_);
+      // The per-slot launches stay for more than kExl2MoeMaxSlots experts a token (the grouped
+      // kernel parameter's room) and for EXQ_MOE_PER_SLOT=1 (A/B timing).
+      grouped_ = std::getenv("EXQ_MOE_PER_SLOT") == nullptr && gpu::exl2_moe_grouped(gate_up0_, k) &&
+                 gpu::exl2_moe_grouped(down0_, k);
+      if (grouped_) {
+        gate_up_scratch_ = gpu::exl2_moe_scratch_bytes(gate_up0_, k);
+        moe_scratch_ = raw_bytes(gate_up_scratch_ + gpu::exl2_moe_scratch_bytes(down0_, k), a, s);
+      }
     }
   } else {
     why_host_ = "the experts mix dense and EXL2 weights";
@@ -216,7 +238,14 @@ void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::
   float* g = b.gate.view().data<float>();
   float* u = b.up.view().data<float>();
   float* y = b.y.view().data<float>();
-  if (exl2_) {
+  if (grouped_) {
+    auto* scratch = static_cast<uint8_t*>(moe_scratch_.raw());
+    gpu::exl2_gemv_moe(gate_up0_, k, xn, nullptr, {b.gate.view(), b.up.view()}, shifts, 3, scratch,
+                       gate_up_scratch_, s);
+    const gpu::DeviceView up = b.up.view();
+    gpu::exl2_gemv_moe(down0_, k, b.gate.view(), &up, {b.y.view()}, shifts + 2, 3, scratch + gate_up_scratch_,
+                       moe_scratch_.nbytes() - gate_up_scratch_, s);
+  } else if (exl2_) {
     const Expert& e0 = experts_w_[0];
     for (int i = 0; i < k; ++i) {
       const gpu::DeviceView gi = b.gate.view().slice0(i, i + 1), ui = b.up.view().slice0(i, i + 1);

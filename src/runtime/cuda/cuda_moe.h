@@ -86,6 +86,13 @@ class MoeLayerGpu {
   bool exl2_ = false;  // device routing through shifted EXL2 launches
   exq::cuda::DeviceTensor shift_table_;  // I64 [experts][3] bytes from expert 0's layers
   exq::cuda::Exl2LayerGroup gate_up0_;   // expert 0's gate and up, one launch
+  // The k slots in one launch for gate + up and one for down (exl2_gemv_moe), when it serves both
+  // (else a launch pair per slot); down0_ is expert 0's down with its own split. The scratch is
+  // the layer's own (x staged per slot, K-split partials).
+  bool grouped_ = false;
+  exq::cuda::Exl2LayerGroup down0_;
+  exq::cuda::DeviceTensor moe_scratch_;  // x staged per slot: gate + up regions, then down's
+  size_t gate_up_scratch_ = 0;
   std::string why_host_;
 };
 

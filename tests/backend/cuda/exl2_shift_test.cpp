@@ -1,11 +1,13 @@
 // The MoE indirection of the EXL2 GEMV: layers of one layout (exl2_same_layout) and a launch of
 // the first shifted by a device int64 (exl2_shift_bytes) onto another, single (with SwiGLU) and
 // grouped, bit-identical to that layer's own launch with the same split; layouts that differ are
-// told apart.
+// told apart. The MoE decode's grouped launch of k routed experts (exl2_gemv_moe) is
+// bit-identical to its per-slot launches.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exl2_gemv.h"
@@ -100,6 +102,93 @@ TEST_F(Exl2Shift, ShiftedLaunchesEqualTheTargetLayer) {
   const DeviceTensor x = upload(random_x(1, in, 30));
   DeviceTensor y = empty(DType::F32, {1, out});
   EXPECT_THROW(exl2_gemv_swiglu(a->gpu, x, x, y, ws, stream(), true, false, s), Error);
+}
+
+TEST_F(Exl2Shift, GroupedMoeLaunchEqualsPerSlotLaunches) {
+  EXQ_REQUIRE_CUDA();
+  // Experts of 2-6 bit mixed layouts: gate and up (of different layouts: the group's width 0),
+  // down; every expert its own copy with its own permutation.
+  const std::vector<std::pair<int, int64_t>> gate_groups = {{2, 64}, {3, 64}, {4, 32}, {5, 32}, {6, 64}};
+  const std::vector<std::pair<int, int64_t>> up_groups = {{6, 32}, {5, 64}, {4, 64}, {3, 64}, {2, 32}};
+  const std::vector<std::pair<int, int64_t>> down_groups = {{4, 64}, {2, 32}, {6, 32}, {3, 32}, {5, 32}, {4, 16}};
+  const int64_t hidden = 256, inter = 208;
+  constexpr int kExperts = 10;
+  std::vector<std::unique_ptr<Layer>> gate, up, down;
+  for (uint32_t e = 0; e < kExperts; ++e) {
+    gate.push_back(make(gate_groups, inter, 100 + e));
+    up.push_back(make(up_groups, inter, 200 + e));
+    down.push_back(make(down_groups, hidden, 300 + e));
+  }
+  for (int e = 0; e < kExperts; ++e) {
+    ASSERT_TRUE(exl2_same_layout(gate[0]->gpu, gate[static_cast<size_t>(e)]->gpu));
+    ASSERT_TRUE(exl2_same_layout(up[0]->gpu, up[static_cast<size_t>(e)]->gpu));
+    ASSERT_TRUE(exl2_same_layout(down[0]->gpu, down[static_cast<size_t>(e)]->gpu));
+  }
+  Exl2Layer& down0 = down[0]->gpu;
+  down0.set_kernel(2);
+  Exl2LayerGroup gate_up({&gate[0]->gpu, &up[0]->gpu}), down_g({&down0});
+  gate_up.set_kernel(2);
+  down_g.set_split(down0.split());
+  EXPECT_FALSE(exl2_moe_grouped(gate_up, kExl2MoeMaxSlots + 1));
+  // The chooser's splits (K split through partial sums), the same through clusters, then a run
+  // per warp (Exl2Split::runs, the split of large mixed-width experts).
+  for (const int variant : {0, 1, 2}) {
+    if (variant == 1) {
+      if (!exl2_gemv_hopper()) continue;  // clusters
+      Exl2Split a = gate_up.split(), b = down0.split();
+      a.cluster = b.cluster = true;
+      gate_up.set_split(a);
+      down0.set_split(b);
+      down_g.set_split(b);
+    } else if (variant == 2) {
+      down0.set_runs();
+      down_g.set_split(down0.split());
+      gate_up.set_runs();
+    }
+    for (int k : {1, 2, 8}) {
+      Exl2Workspace ws;
+      ws.reserve(gate_up, stream());
+      ws.reserve(down0, stream());
+      ASSERT_TRUE(exl2_moe_grouped(gate_up, k));
+      ASSERT_TRUE(exl2_moe_grouped(down_g, k));
+      // Slot s routed to expert (3 s + 1) mod 10, (gate, up, down) shifts per slot as the router's.
+      std::vector<int64_t> sv;
+      for (int i = 0; i < k; ++i) {
+        const size_t e = static_cast<size_t>((3 * i + 1) % kExperts);
+        sv.push_back(exl2_shift_bytes(gate[0]->gpu, gate[e]->gpu));
+        sv.push_back(exl2_shift_bytes(up[0]->gpu, up[e]->gpu));
+        sv.push_back(exl2_shift_bytes(down0, down[e]->gpu));
+      }
+      const DeviceTensor sh = shifts(sv);
+      const auto* s = static_cast<const int64_t*>(sh.raw());
+      const DeviceTensor x = upload(random_x(1, hidden, 40 + static_cast<uint32_t>(k)));
+      DeviceTensor g0 = empty(DType::F32, {k, inter}), u0 = empty(DType::F32, {k, inter});
+      DeviceTensor y0 = empty(DType::F32, {k, hidden});
+      for (int i = 0; i < k; ++i) {
+        const DeviceView gi = g0.view().slice0(i, i + 1), ui = u0.view().slice0(i, i + 1);
+        exl2_gemv_group(gate_up, x, {gi, ui}, ws, stream(), true, {s + 3 * i, s + 3 * i + 1});
+        exl2_gemv_swiglu(down0, gi, ui, y0.view().slice0(i, i + 1), ws, stream(), true, false, s + 3 * i + 2);
+      }
+      const size_t gu_bytes = exl2_moe_scratch_bytes(gate_up, k), d_bytes = exl2_moe_scratch_bytes(down_g, k);
+      DeviceTensor scratch = empty(DType::U8, {static_cast<int64_t>(gu_bytes + d_bytes)});
+      DeviceTensor g1 = empty(DType::F32, {k, inter}), u1 = empty(DType::F32, {k, inter});
+      DeviceTensor y1 = empty(DType::F32, {k, hidden});
+      auto* sp = static_cast<uint8_t*>(scratch.raw());
+      exl2_gemv_moe(gate_up, k, x, nullptr, {g1.view(), u1.view()}, s, 3, sp, gu_bytes, stream());
+      const DeviceView u1v = u1.view();
+      exl2_gemv_moe(down_g, k, g1, &u1v, {y1.view()}, s + 2, 3, sp + gu_bytes, d_bytes, stream());
+      const std::tuple<const DeviceTensor*, const DeviceTensor*, const char*> pairs[] = {
+          {&g0, &g1, "gate"}, {&u0, &u1, "up"}, {&y0, &y1, "down"}};
+      for (const auto& [want, got, what] : pairs) {
+        const Tensor a = download(*want), b = download(*got);
+        EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << what << ", k " << k << ", variant " << variant;
+      }
+      if (k > 1) {  // slots read their own experts
+        const Tensor y = download(y1);
+        EXPECT_NE(std::memcmp(y.raw(), static_cast<const char*>(y.raw()) + hidden * 4, hidden * 4), 0);
+      }
+    }
+  }
 }
 
 }  // namespace
