@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise.h"
 #include "core/error.h"
+#include "model/moe.h"
 #include "runtime/cuda/moe_launchers.h"
 
 namespace exq::runtime::cuda {
@@ -279,26 +280,15 @@ void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::Dev
   CUDA_CHECK(cudaMemcpyAsync(b.host_weights.data(), b.weights.raw(), nk * 4, cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
   // Rows grouped by expert, in expert order (moe_mlp's), with their weights.
-  std::vector<int64_t> first(static_cast<size_t>(experts_) + 1, 0);
-  for (int32_t id : b.host_ids) {
-    EXQ_CHECK(id >= 0 && id < experts_, "cuda: routing picked expert {} of {}", id, experts_);
-    ++first[static_cast<size_t>(id) + 1];
-  }
-  for (size_t e = 0; e < static_cast<size_t>(experts_); ++e) first[e + 1] += first[e];
-  b.host_order.assign(nk, 0);
-  b.host_order_w.assign(nk, 0.0f);
-  std::vector<int64_t> at(first.begin(), first.end() - 1);
-  for (size_t i = 0; i < nk; ++i) {
-    const auto e = static_cast<size_t>(b.host_ids[i]);
-    b.host_order[static_cast<size_t>(at[e])] = static_cast<int32_t>(i / static_cast<size_t>(k));
-    b.host_order_w[static_cast<size_t>(at[e]++)] = b.host_weights[i];
-  }
+  const model::ExpertGroups groups = model::group_by_expert(b.host_ids, b.host_weights, experts_, k);
+  b.host_order = groups.token;
+  b.host_order_w = groups.weight;
   CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), b.host_order.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemcpyAsync(b.order_w.raw(), b.host_order_w.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), s));
   const int hidden = static_cast<int>(hidden_);
   for (size_t e = 0; e < static_cast<size_t>(experts_); ++e) {
-    const int64_t r0 = first[e], m = first[e + 1] - first[e];
+    const int64_t r0 = groups.first[e], m = groups.count(static_cast<int64_t>(e));
     if (m == 0) continue;
     const Expert& x = experts_w_[e];
     const int32_t* idx = b.order.view().data<int32_t>() + r0;
