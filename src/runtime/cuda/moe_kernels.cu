@@ -17,6 +17,7 @@ namespace {
 using exq::cuda::ceil_div;
 using exq::cuda::swiglu_value;
 using exq::cuda::to_float;
+using exq::cuda::warp_max;
 using exq::cuda::warp_sum;
 
 constexpr int kGemvWarps = 8;
@@ -55,24 +56,31 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   if (lane == 0) y[static_cast<size_t>(s) * y_slot + static_cast<size_t>(r) * out + o] = acc;
 }
 
-// One thread per row: model::route_token's arithmetic, in its order.
-__global__ void moe_route_kernel(const float* __restrict__ logits, int rows, int experts, int k,
-                                 bool renormalize, int32_t* __restrict__ ids, float* __restrict__ weights,
-                                 const int64_t* __restrict__ shift_table, int64_t* __restrict__ shifts) {
-  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+// One warp per row: model::route_token's rule (probability descending, then the lower id) over
+// the lanes' experts; the softmax sum is a warp reduction, so weights can differ from the CPU's in
+// the last bits. One thread a row took ~k * experts serial steps (Qwen3-MoE: 1024 expf).
+constexpr int kRouteWarps = 4;
+
+__global__ void __launch_bounds__(kRouteWarps * 32)
+    moe_route_kernel(const float* __restrict__ logits, int rows, int experts, int k, bool renormalize,
+                     int32_t* __restrict__ ids, float* __restrict__ weights, const int64_t* __restrict__ shift_table,
+                     int64_t* __restrict__ shifts) {
+  const int lane = threadIdx.x & 31, r = blockIdx.x * kRouteWarps + (threadIdx.x >> 5);
   if (r >= rows) return;
   const float* l = logits + static_cast<size_t>(r) * experts;
-  float top = l[0];
-  for (int e = 0; e < experts; ++e) top = fmaxf(top, l[e]);
-  float sum = 0.0f;
-  for (int e = 0; e < experts; ++e) sum += expf(l[e] - top);
-  // The i-th pick: the largest probability after the previous pick in (probability desc, id asc).
+  float top = -INFINITY;
+  for (int e = lane; e < experts; e += 32) top = fmaxf(top, l[e]);
+  top = warp_max(top);
+  float part = 0.0f;
+  for (int e = lane; e < experts; e += 32) part += expf(l[e] - top);
+  const float sum = warp_sum(part);
+  // The i-th pick: the best (probability, id) ordered after the previous pick.
   float prev_p = 0.0f, chosen = 0.0f;
   int prev = -1;
   for (int i = 0; i < k; ++i) {
     int best = -1;
     float bp = 0.0f;
-    for (int e = 0; e < experts; ++e) {
+    for (int e = lane; e < experts; e += 32) {
       float p = expf(l[e] - top) / sum;
       if (isnan(p)) p = -1.0f;  // NaN logits still pick valid ids (last, lowest first)
       const bool after = prev < 0 || p < prev_p || (p == prev_p && e > prev);
@@ -81,12 +89,24 @@ __global__ void moe_route_kernel(const float* __restrict__ logits, int rows, int
         bp = p;
       }
     }
-    ids[r * k + i] = best;
-    weights[r * k + i] = bp;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float op = __shfl_xor_sync(0xffffffffu, bp, o);
+      const int ob = __shfl_xor_sync(0xffffffffu, best, o);
+      if (ob >= 0 && (best < 0 || op > bp || (op == bp && ob < best))) {
+        best = ob;
+        bp = op;
+      }
+    }
+    if (lane == 0) {
+      ids[r * k + i] = best;
+      weights[r * k + i] = bp;
+    }
     chosen += bp;
     prev = best;
     prev_p = bp;
   }
+  if (lane != 0) return;
   if (renormalize)
     for (int i = 0; i < k; ++i) weights[r * k + i] /= chosen;
   if (shift_table != nullptr && r == 0)
@@ -149,8 +169,8 @@ template void moe_gemv_cuda<__nv_bfloat16>(const void* const*, const int32_t*, i
 void moe_route_cuda(const float* logits, int rows, int experts, int k, bool renormalize, int32_t* ids,
                     float* weights, const int64_t* shift_table, int64_t* shifts, cudaStream_t stream) {
   if (rows <= 0) return;
-  moe_route_kernel<<<blocks(rows), 256, 0, stream>>>(logits, rows, experts, k, renormalize, ids, weights,
-                                                     shift_table, shifts);
+  moe_route_kernel<<<ceil_div(rows, kRouteWarps), kRouteWarps * 32, 0, stream>>>(
+      logits, rows, experts, k, renormalize, ids, weights, shift_table, shifts);
   CUDA_CHECK_LAUNCH();
 }
 
