@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "batch_step.h"
 #include "cuda_require.h"
 #include "io/safetensors.h"
 #include "lora_adapter.h"
@@ -141,24 +142,9 @@ TEST_P(CudaLlamaTiny, SequencesDecodeTogetherMatchCpu) {
   }
   double worst = 0;
   auto step = [&](const std::vector<int>& seqs) {
-    std::vector<int32_t> tokens;
-    std::vector<model::KvCache*> ptrs;
-    for (int s : seqs) {
-      tokens.push_back(next[static_cast<size_t>(s)]);
-      ptrs.push_back(&caches[static_cast<size_t>(s)]);
-    }
-    const Tensor w = cpu.forward_batch(tokens, ptrs);
-    const Tensor g = exq::cuda::to_host(gpu.decode_batch(seqs, tokens), gpu.stream());
-    ASSERT_EQ(g.shape(), w.shape());
-    for (size_t r = 0; r < seqs.size(); ++r) {
-      const auto row = static_cast<int64_t>(r);
-      const Tensor wr = Tensor::copy_of(w.view().slice0(row, row + 1));
-      const double rel = test::rel_max_abs(Tensor::copy_of(g.view().slice0(row, row + 1)), wr);
-      worst = std::max(worst, rel);
-      EXPECT_LE(rel, c.tol) << "sequence " << seqs[r];
-      next[static_cast<size_t>(seqs[r])] = test::argmax_row(wr);
-    }
+    worst = std::max(worst, test::batch_step(cpu, gpu, caches, next, seqs, c.tol));
   };
+
   for (int i = 0; i < 6; ++i) step({2, 0, 1});
   for (int i = 0; i < 3; ++i) step({1, 2});
   step({2});  // one row still goes to its own sequence's cache

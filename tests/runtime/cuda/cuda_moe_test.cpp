@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cuda/device_tensor.h"
+#include "batch_step.h"
 #include "cuda_require.h"
 #include "model/llama.h"
 #include "runtime/cuda/cuda_llama.h"
@@ -34,8 +35,6 @@ std::vector<int32_t> ids_of(size_t n, int64_t vocab, uint32_t seed) {
   for (size_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((seed + 37 * i * i + 11 * i) % vocab));
   return ids;
 }
-
-Tensor row(const Tensor& t, int64_t r) { return Tensor::copy_of(t.view().slice0(r, r + 1)); }
 
 // Prompt (prefill chunks of 12 and 5), then 20 greedy steps, each against the CPU.
 double prefill_and_decode(model::LlamaModel& cpu, CudaLlama& gpu, double tol, const char* name, int steps = 20) {
@@ -116,22 +115,9 @@ TEST_P(CudaMoe, RowsAndSequencesMatchCpu) {
     next.push_back(test::argmax_row(w));
   }
   auto step = [&](const std::vector<int>& seqs) {
-    std::vector<int32_t> tokens;
-    std::vector<model::KvCache*> ptrs;
-    for (int s : seqs) {
-      tokens.push_back(next[static_cast<size_t>(s)]);
-      ptrs.push_back(&caches[static_cast<size_t>(s)]);
-    }
-    const Tensor w = cpu.forward_batch(tokens, ptrs);
-    const Tensor g = exq::cuda::to_host(gpu.decode_batch(seqs, tokens), gpu.stream());
-    ASSERT_EQ(g.shape(), w.shape());
-    for (size_t r = 0; r < seqs.size(); ++r) {
-      const double rel = test::rel_max_abs(row(g, static_cast<int64_t>(r)), row(w, static_cast<int64_t>(r)));
-      worst = std::max(worst, rel);
-      EXPECT_LE(rel, c.tol) << "sequence " << seqs[r];
-      next[static_cast<size_t>(seqs[r])] = test::argmax_row(row(w, static_cast<int64_t>(r)));
-    }
+    worst = std::max(worst, test::batch_step(cpu, gpu, caches, next, seqs, c.tol));
   };
+
   for (int i = 0; i < 5; ++i) step({2, 0, 1});
   for (int i = 0; i < 2; ++i) step({1, 2});
   gpu.select_sequence(0);
