@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "golden_logits.h"
+#include "tiny_configs.h"
 #include "multimodal_gemma3.h"
 #include "test_support.h"
 
@@ -38,33 +39,31 @@ TEST(Gemma, BatchRowsMatchSingleSequences) {
   EXPECT_LE(err, 1e-5);
 }
 
-io::ModelConfig parse(const json& j) { return io::parse_model_config(j.dump(), "config.json"); }
-json config_of(const char* name) { return json::parse(exq::test::read_file(data_dir(name) / "config.json")); }
 
 TEST(Gemma, ConfigRules) {
-  const io::ModelConfig g1 = parse(config_of("gemma_tiny"));
+  const io::ModelConfig g1 = test::parse_config(test::config_json("gemma_tiny"));
   EXPECT_EQ(g1.activation, io::Activation::GeluTanh);  // hidden_act "gelu": the legacy name
   EXPECT_TRUE(g1.norm_plus_one && g1.embed_scale && g1.tie_word_embeddings);
   EXPECT_FALSE(g1.sandwich_norms);
   EXPECT_TRUE(g1.layer_window.empty());
   EXPECT_DOUBLE_EQ(g1.attention_scale(), 0.25);  // head_dim 16
 
-  const io::ModelConfig g2 = parse(config_of("gemma2_tiny"));
+  const io::ModelConfig g2 = test::parse_config(test::config_json("gemma2_tiny"));
   EXPECT_TRUE(g2.sandwich_norms);
   EXPECT_EQ(g2.layer_window, (std::vector<int64_t>{5, 0, 5}));  // even layers slide
   EXPECT_DOUBLE_EQ(g2.attn_softcap, 2.0);
   EXPECT_DOUBLE_EQ(g2.final_softcap, 3.0);
   EXPECT_DOUBLE_EQ(g2.attention_scale(), 1.0 / std::sqrt(24.0));
   EXPECT_EQ(g2.rope_local_theta, 0.0);
-  json d2 = config_of("gemma2_tiny");
+  json d2 = test::config_json("gemma2_tiny");
   d2.erase("attn_logit_softcapping");  // transformers' defaults: 50 and 30
   d2.erase("final_logit_softcapping");
-  EXPECT_DOUBLE_EQ(parse(d2).attn_softcap, 50.0);
-  EXPECT_DOUBLE_EQ(parse(d2).final_softcap, 30.0);
+  EXPECT_DOUBLE_EQ(test::parse_config(d2).attn_softcap, 50.0);
+  EXPECT_DOUBLE_EQ(test::parse_config(d2).final_softcap, 30.0);
   d2["attn_logit_softcapping"] = nullptr;
-  EXPECT_EQ(parse(d2).attn_softcap, 0.0);
+  EXPECT_EQ(test::parse_config(d2).attn_softcap, 0.0);
 
-  const io::ModelConfig g3 = parse(config_of("gemma3_tiny"));
+  const io::ModelConfig g3 = test::parse_config(test::config_json("gemma3_tiny"));
   EXPECT_TRUE(g3.qk_norm && g3.sandwich_norms);
   EXPECT_EQ(g3.layer_window, (std::vector<int64_t>{6, 6, 0, 6}));
   EXPECT_EQ(g3.rope_local_theta, 100.0);
@@ -115,7 +114,7 @@ TEST(Gemma, MultimodalCheckpointRunsItsLanguageModel) {
                                     {"num_hidden_layers", 34}, {"rope_scaling", {{"factor", 8.0}, {"rope_type", "linear"}}},
                                     {"sliding_window", 1024}}},
                    {"eos_token_id", {1, 106}}};
-  const io::ModelConfig c = parse(mm);
+  const io::ModelConfig c = test::parse_config(mm);
   EXPECT_EQ(c.num_attention_heads, 8);
   EXPECT_EQ(c.num_key_value_heads, 4);
   EXPECT_EQ(c.head_dim, 256);
@@ -129,31 +128,23 @@ TEST(Gemma, MultimodalCheckpointRunsItsLanguageModel) {
 }
 
 TEST(Gemma, RefusedConfigs) {
-  auto refused = [](const json& j, const char* field) {
-    try {
-      parse(j);
-      ADD_FAILURE() << "accepted: " << field;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
-    }
-  };
-  json mm = config_of("gemma3_tiny");
+  json mm = test::config_json("gemma3_tiny");
   mm["model_type"] = "gemma3";  // without text_config
-  refused(mm, "text_config");
-  json bi = config_of("gemma3_tiny");
+  test::expect_config_refused(mm, "text_config");
+  json bi = test::config_json("gemma3_tiny");
   bi["use_bidirectional_attention"] = true;
-  refused(bi, "use_bidirectional_attention");
-  json act = config_of("gemma2_tiny");
+  test::expect_config_refused(bi, "use_bidirectional_attention");
+  json act = test::config_json("gemma2_tiny");
   act["hidden_activation"] = "relu";
-  refused(act, "hidden_activation");
-  json local = json::parse(exq::test::read_file(data_dir("gemma3_tiny") / "config.transformers5.json"));
+  test::expect_config_refused(act, "hidden_activation");
+  json local = test::config_json("gemma3_tiny", "config.transformers5.json");
   local["rope_parameters"]["sliding_attention"] = {{"rope_type", "linear"}, {"factor", 2.0}};
-  refused(local, "rope_parameters.sliding_attention");
+  test::expect_config_refused(local, "rope_parameters.sliding_attention");
 }
 
 // transformers multiplies the rows by sqrt(hidden) in the table's dtype.
 TEST(Gemma, EmbeddingScaleRoundedToTableDtype) {
-  io::ModelConfig c = parse(config_of("gemma2_tiny"));
+  io::ModelConfig c = test::parse_config(test::config_json("gemma2_tiny"));
   c.hidden_size = 3584;  // Gemma 2 9B: sqrt = 59.866...
   c.torch_dtype = std::nullopt;
   EXPECT_EQ(embedding_scale(c, DType::F32), static_cast<float>(std::sqrt(3584.0)));

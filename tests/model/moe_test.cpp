@@ -17,6 +17,7 @@
 #include "model/lora.h"
 #include "model/moe.h"
 #include "golden_logits.h"
+#include "tiny_configs.h"
 #include "test_support.h"
 
 namespace exq::model {
@@ -26,10 +27,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 fs::path data_dir(const char* name) { return test::model_data_dir(name); }
-io::ModelConfig parse(const json& j) { return io::parse_model_config(j.dump(), "config.json"); }
-json config_of(const char* name, const char* file = "config.json") {
-  return json::parse(exq::test::read_file(data_dir(name) / file));
-}
 
 TEST(Moe, LogitsMatchTransformers) {
   // The logits reach 5-6; switching to top-1 routing moves them by 3-4 (moe_golden.py).
@@ -43,7 +40,7 @@ TEST(Moe, UnnormalizedTopKMatchesTransformers) {
   EXPECT_FALSE(c.norm_topk_prob);
   LlamaWeights w = load_llama_weights(c, dir);
   LlamaModel m(std::move(c), std::move(w));
-  const json g = config_of("qwen3_moe_tiny", "golden.nonorm.json");
+  const json g = test::config_json("qwen3_moe_tiny", "golden.nonorm.json");
   const double err = test::golden_logit_error(m, g, {9, 5});
   EXPECT_LE(err, 1e-4);
 }
@@ -103,7 +100,7 @@ TEST(Moe, GroupByExpertKeepsTokenOrder) {
 }
 
 TEST(Moe, ConfigFields) {
-  const io::ModelConfig mx = parse(config_of("mixtral_tiny"));
+  const io::ModelConfig mx = test::parse_config(test::config_json("mixtral_tiny"));
   EXPECT_EQ(mx.num_experts, 4);
   EXPECT_EQ(mx.experts_per_token, 2);
   EXPECT_EQ(mx.expert_intermediate, 48);  // mixtral: intermediate_size is each expert's
@@ -114,7 +111,7 @@ TEST(Moe, ConfigFields) {
   EXPECT_EQ(expert_key(mx, 1, 3, moe_names(mx).down), "model.layers.1.block_sparse_moe.experts.3.w2");
   EXPECT_EQ(router_key(mx, 0), "model.layers.0.block_sparse_moe.gate");
 
-  const io::ModelConfig q = parse(config_of("qwen3_moe_tiny"));
+  const io::ModelConfig q = test::parse_config(test::config_json("qwen3_moe_tiny"));
   EXPECT_EQ(q.num_experts, 6);
   EXPECT_EQ(q.expert_intermediate, 24);
   EXPECT_EQ(q.intermediate_size, 48);  // the dense layer's
@@ -122,43 +119,35 @@ TEST(Moe, ConfigFields) {
   EXPECT_EQ(q.layer_moe, (std::vector<uint8_t>{1, 0, 1}));
   EXPECT_EQ(expert_key(q, 2, 5, moe_names(q).gate), "model.layers.2.mlp.experts.5.gate_proj");
 
-  json t5 = config_of("qwen3_moe_tiny");  // transformers 5 writes num_local_experts
+  json t5 = test::config_json("qwen3_moe_tiny");  // transformers 5 writes num_local_experts
   t5["num_local_experts"] = t5["num_experts"];
   t5.erase("num_experts");
   t5.erase("norm_topk_prob");  // transformers' default: false
   t5["decoder_sparse_step"] = 2;
   t5.erase("mlp_only_layers");
-  const io::ModelConfig q5 = parse(t5);
+  const io::ModelConfig q5 = test::parse_config(t5);
   EXPECT_EQ(q5.num_experts, 6);
   EXPECT_FALSE(q5.norm_topk_prob);
   EXPECT_EQ(q5.layer_moe, (std::vector<uint8_t>{0, 1, 0}));  // (l + 1) % 2 == 0
 
-  const io::ModelConfig dense = parse(config_of("gemma2_tiny"));
+  const io::ModelConfig dense = test::parse_config(test::config_json("gemma2_tiny"));
   EXPECT_EQ(dense.num_experts, 0);
   EXPECT_FALSE(dense.moe_layer(0));
 }
 
 TEST(Moe, RefusedConfigs) {
-  auto refused = [](const json& j, const char* field) {
-    try {
-      parse(j);
-      ADD_FAILURE() << "accepted: " << field;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
-    }
-  };
-  json k = config_of("mixtral_tiny");
+  json k = test::config_json("mixtral_tiny");
   k["num_experts_per_tok"] = 5;  // more than the 4 experts
-  refused(k, "num_experts_per_tok");
-  json none = config_of("mixtral_tiny");
+  test::expect_config_refused(k, "num_experts_per_tok");
+  json none = test::config_json("mixtral_tiny");
   none.erase("num_local_experts");
-  refused(none, "num_local_experts");
-  json only = config_of("qwen3_moe_tiny");
+  test::expect_config_refused(none, "num_local_experts");
+  json only = test::config_json("qwen3_moe_tiny");
   only["mlp_only_layers"] = {0, 3};  // 3 layers
-  refused(only, "mlp_only_layers[1]");
-  json inter = config_of("qwen3_moe_tiny");
+  test::expect_config_refused(only, "mlp_only_layers[1]");
+  json inter = test::config_json("qwen3_moe_tiny");
   inter.erase("moe_intermediate_size");
-  refused(inter, "moe_intermediate_size");
+  test::expect_config_refused(inter, "moe_intermediate_size");
 }
 
 // A checkpoint missing an expert's tensor is refused naming it.
