@@ -200,16 +200,20 @@ void MoeRun::check_counters(const char* what, bool outputs) {
   EXQ_CHECK(!outputs || c[0] == 0, "the block's output holds NaN/Inf ({} values)", c[0]);
 }
 
+void MoeRun::block_rows(const WeightOf& w, bool hessians) {
+  const int64_t n = tokens_ * hidden_;
+  for (int64_t r = 0; r < rows_; ++r) {
+    expert_sum(r, w, hessians);
+    residual_out_cuda(f32(acc_), nullptr, nullptr, f32(x_) + r * n, f32(target_) + r * n, n, hidden_,
+                      reinterpret_cast<unsigned long long*>(counters_.raw()), ctx_.compute);
+  }
+}
+
 void MoeRun::reference() {
   const auto t0 = Clock::now();
   route();
   const WeightOf w = original_weights();
-  const int64_t n = tokens_ * hidden_;
-  for (int64_t r = 0; r < rows_; ++r) {
-    expert_sum(r, w, hessians_);
-    residual_out_cuda(f32(acc_), nullptr, nullptr, f32(x_) + r * n, f32(target_) + r * n, n, hidden_,
-                      reinterpret_cast<unsigned long long*>(counters_.raw()), ctx_.compute);
-  }
+  block_rows(w, hessians_);
   check_counters("MoE reference: status", true);
   timing.reference_s = seconds_since(t0);
 }
@@ -316,12 +320,7 @@ double MoeRun::forward_quantized(const TensorView& output) {
 void MoeRun::forward(const TensorView& output) {
   route();
   const WeightOf w = original_weights();
-  const int64_t n = tokens_ * hidden_;
-  for (int64_t r = 0; r < rows_; ++r) {
-    expert_sum(r, w, false);
-    residual_out_cuda(f32(acc_), nullptr, nullptr, f32(x_) + r * n, f32(target_) + r * n, n, hidden_,
-                      reinterpret_cast<unsigned long long*>(counters_.raw()), ctx_.compute);
-  }
+  block_rows(w, false);
   exq::cuda::copy_to_host(target_.view(), output, ctx_.compute);
   // Outputs unchecked: the pipeline's state check clamps the rare Inf the original run clamped.
   check_counters("MoE forward: output and status", false);

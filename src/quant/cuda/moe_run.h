@@ -76,6 +76,8 @@ class MoeRun {
   void route();
   // acc_ = the block's expert sum for row r (no residual) with weights w; Hessians when asked.
   void expert_sum(int64_t r, const WeightOf& w, bool hessians);
+  // target_ = x_ + the block's output with weights w, every row (status counted in counters_).
+  void block_rows(const WeightOf& w, bool hessians);
   void gemm(const exq::cuda::DeviceView& x16, int64_t rows, const exq::cuda::DeviceView& w,
             const exq::cuda::DeviceView& out);
   WeightOf original_weights() const;
