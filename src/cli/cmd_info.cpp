@@ -280,6 +280,11 @@ json build_info(const fs::path& dir) {
       {"attention_scale", c.attention_scale()},
       {"attn_logit_softcapping", c.attn_softcap > 0.0 ? json(c.attn_softcap) : json(nullptr)},
       {"final_logit_softcapping", c.final_softcap > 0.0 ? json(c.final_softcap) : json(nullptr)},
+      {"granite", c.model_type != "granite" ? json(nullptr)
+                                            : json{{"embedding_multiplier", c.embedding_multiplier},
+                                                   {"attention_multiplier", c.attention_scale()},
+                                                   {"residual_multiplier", c.residual_multiplier},
+                                                   {"logits_scaling", c.logits_scaling}}},
       {"parameters", params},
       {"experts", experts},
       {"tensors", count},
@@ -406,8 +411,14 @@ void print_info(const json& j) {
   // gemma: GeGLU, a scale apart from 1/sqrt(head_dim), softcaps.
   if (j["activation"] != "silu") fmt::print("mlp:           {} (GeGLU)\n", j["activation"].get<std::string>());
   const double head_scale = 1.0 / std::sqrt(static_cast<double>(j["head_dim"].get<int64_t>()));
+  const json& granite = j["granite"];
   if (std::fabs(j["attention_scale"].get<double>() - head_scale) > 1e-12 * head_scale)
-    fmt::print("scores:        scaled by {:.6g} (query_pre_attn_scalar)\n", j["attention_scale"].get<double>());
+    fmt::print("scores:        scaled by {:.6g} ({})\n", j["attention_scale"].get<double>(),
+               granite.is_null() ? "query_pre_attn_scalar" : "attention_multiplier");
+  if (!granite.is_null())
+    fmt::print("multipliers:   embedding x {:.6g}, sublayer outputs x {:.6g} before the residual add, logits / {:.6g}\n",
+               granite["embedding_multiplier"].get<double>(), granite["residual_multiplier"].get<double>(),
+               granite["logits_scaling"].get<double>());
   if (!j["attn_logit_softcapping"].is_null())
     fmt::print("softcap:       attention scores at {}\n", j["attn_logit_softcapping"].get<double>());
   if (!j["final_logit_softcapping"].is_null())

@@ -316,6 +316,25 @@ std::optional<DType> read_torch_dtype(const Reader& r) {
   r.fail(key, fmt::format("unsupported dtype '{}' (float16, bfloat16 or float32)", s));
 }
 
+// granite's four scalars, GraniteConfig's defaults (1.0 each; an attention_multiplier of 1.0 is
+// the scale, not head_dim^-0.5). Each must be a finite number > 0: a zero or negative one would
+// erase or flip the stream rather than describe a model.
+void read_granite_scalars(const Reader& r, ModelConfig& c) {
+  const auto positive = [&](const char* key) {
+    const json* v = r.find(r.root(), key);
+    if (!v) return 1.0;
+    if (!v->is_number()) r.fail(key, fmt::format("expected a number, got {}", Reader::brief(*v)));
+    const double x = v->get<double>();
+    if (!std::isfinite(x) || x <= 0.0 || x > 1e9)
+      r.fail(key, fmt::format("{} must be a finite number > 0 (and at most 1e9)", x));
+    return x;
+  };
+  c.embedding_multiplier = positive("embedding_multiplier");
+  c.residual_multiplier = positive("residual_multiplier");
+  c.logits_scaling = positive("logits_scaling");
+  c.attention_multiplier = positive("attention_multiplier");
+}
+
 ModelConfig read_config(const json& given, const std::string& file) {
   if (!given.is_object()) Reader(given, file).fail("<root>", "expected a JSON object");
   const bool wrapped = given.contains("model_type") && given["model_type"] == "gemma3";
@@ -332,9 +351,9 @@ ModelConfig read_config(const json& given, const std::string& file) {
   const bool gemma = c.model_type.starts_with("gemma");
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text" &&
-      c.model_type != "mixtral" && c.model_type != "qwen3_moe")
+      c.model_type != "granite" && c.model_type != "mixtral" && c.model_type != "qwen3_moe")
     r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
-                                     "gemma3_text, mixtral or qwen3_moe)", c.model_type));
+                                     "gemma3_text, granite, mixtral or qwen3_moe)", c.model_type));
   c.activation = read_activation(r, c.model_type);
 
   c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
@@ -358,7 +377,7 @@ ModelConfig read_config(const json& given, const std::string& file) {
     r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dimensions, which must be even "
                                                 "and at least 2", prf, c.head_dim, c.rotary_dim));
 
-  const int64_t default_positions = c.model_type == "llama"         ? 2048
+  const int64_t default_positions = c.model_type == "llama" || c.model_type == "granite" ? 2048
                                     : c.model_type == "mistral"     ? 131072
                                     : c.model_type == "mixtral"     ? 131072
                                     : c.model_type == "qwen3"       ? 40960
@@ -413,7 +432,8 @@ ModelConfig read_config(const json& given, const std::string& file) {
   } else if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.qk_norm = true;
-  } else if (c.model_type == "llama") {
+  } else if (c.model_type == "llama" || c.model_type == "granite") {
+    if (c.model_type == "granite") read_granite_scalars(r, c);
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.mlp_bias = r.opt_bool("mlp_bias", false);
   } else if (c.model_type == "phi3") {
@@ -477,6 +497,7 @@ const char* activation_name(Activation a) {
 }
 
 double ModelConfig::attention_scale() const {
+  if (attention_multiplier > 0.0) return attention_multiplier;
   return 1.0 / std::sqrt(query_pre_attn_scalar > 0.0 ? query_pre_attn_scalar : static_cast<double>(head_dim));
 }
 

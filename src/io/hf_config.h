@@ -1,5 +1,5 @@
 // Hugging Face config.json of a Llama-family model (llama, mistral, qwen2, qwen3, phi3, gemma*,
-// and the mixtures of experts mixtral and qwen3_moe), validated into
+// granite, and the mixtures of experts mixtral and qwen3_moe), validated into
 // the plain numbers the model and the converter need. Anything exq cannot run faithfully
 // (another model_type, activation or rope scaling) is rejected with an exq::Error naming
 // the file and the field, rather than silently producing wrong logits.
@@ -49,7 +49,8 @@ struct RopeScaling {
 const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
-  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "mixtral" or "qwen3_moe"
+  // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "granite",
+  // "mixtral" or "qwen3_moe"
   std::string model_type;
   // "gemma3": the config is a multimodal checkpoint's text_config (model_type gemma3_text), its
   // tensors under language_model. (io::SafetensorsModel presents them under the plain names).
@@ -86,6 +87,13 @@ struct ModelConfig {
   double query_pre_attn_scalar = 0.0;
   double attn_softcap = 0.0;
   double final_softcap = 0.0;  // the logits: cap * tanh(logits / cap) (gemma2)
+  // granite (1 elsewhere): the embedding rows times embedding_multiplier; each sublayer's output
+  // times residual_multiplier before its residual add; the logits divided by logits_scaling.
+  // attention_multiplier > 0 is the attention scale itself, instead of head_dim^-0.5.
+  double embedding_multiplier = 1.0;
+  double residual_multiplier = 1.0;
+  double logits_scaling = 1.0;
+  double attention_multiplier = 0.0;
   // gemma3: the sliding-window layers turn with this theta and no scaling (rope_local_base_freq,
   // or rope_parameters.sliding_attention); 0: every layer uses rope_theta / rope_scaling.
   double rope_local_theta = 0.0;

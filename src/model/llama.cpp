@@ -129,7 +129,12 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   const TensorView att2 = att.view().reshape({T, H * D});
 
   cpu::embedding(weights_.embed, tokens, x);  // x [T, hidden]
-  if (c.embed_scale) cpu::scale_inplace(x, embedding_scale(c, weights_.embed.dtype()));
+  if (const float s = embedding_scale(c, weights_.embed.dtype()); s != 1.0f) cpu::scale_inplace(x, s);
+  // granite: a sublayer's output times residual_multiplier, then the residual add.
+  const auto residual_add = [&, m = static_cast<float>(c.residual_multiplier)](const TensorView& delta) {
+    if (m != 1.0f) cpu::scale_inplace(delta, m);
+    cpu::add_inplace(x, delta);
+  };
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const cpu::RopeTable& rope = c.local_rope(l) ? rope_local_ : rope_;
@@ -170,12 +175,12 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
     }
     w.o->forward(att2, proj);                                             // proj [T, hidden]
     if (!w.post_attn_norm.empty()) cpu::rms_norm(proj, w.post_attn_norm, eps, proj);  // gemma2 / 3
-    cpu::add_inplace(x, proj);
+    residual_add(proj);
     // MLP: down(act(gate(xn)) * up(xn)), act silu or gemma's gelu; or a mixture of experts.
     cpu::rms_norm(x, w.ffn_norm, eps, xn);
     if (!w.experts.empty()) {
       moe_mlp(c, w, xn, proj);
-      cpu::add_inplace(x, proj);
+      residual_add(proj);
       continue;
     }
     w.gate->forward(xn, gate);                                            // [T, inter]
@@ -184,7 +189,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
     else cpu::geglu(gate, up, gate);
     w.down->forward(gate, proj);                                          // [T, hidden]
     if (!w.post_ffn_norm.empty()) cpu::rms_norm(proj, w.post_ffn_norm, eps, proj);
-    cpu::add_inplace(x, proj);
+    residual_add(proj);
   }
   for (KvCache* cache : caches) cache->commit(cache->length() + (batch ? 1 : T));
   cpu::rms_norm(x, weights_.final_norm, eps, x);
@@ -194,6 +199,7 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   Tensor logits(DType::F32, {rows.dim(0), c.vocab_size});               // [T or 1, vocab]
   weights_.head->forward(rows, logits);
   if (c.final_softcap > 0.0) cpu::softcap_inplace(logits, static_cast<float>(c.final_softcap));
+  if (c.logits_scaling != 1.0) cpu::scale_inplace(logits, static_cast<float>(1.0 / c.logits_scaling));  // granite
   return logits;
 }
 

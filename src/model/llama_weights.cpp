@@ -53,7 +53,7 @@ Tensor norm_weight(const io::ModelConfig& c, const TensorView& stored) {
 }
 
 float embedding_scale(const io::ModelConfig& c, DType table) {
-  if (!c.embed_scale) return 1.0f;
+  if (!c.embed_scale) return static_cast<float>(c.embedding_multiplier);
   // The dtype transformers loads the model in: config.json's, which an EXL2 folder keeps while
   // its embedding is stored as fp16.
   if (c.torch_dtype) table = *c.torch_dtype;

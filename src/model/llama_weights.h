@@ -84,7 +84,8 @@ NormNames norm_names(const io::ModelConfig& config);
 Tensor norm_weight(const io::ModelConfig& config, const TensorView& stored);
 
 // gemma (embed_scale): sqrt(hidden_size) rounded to the model's dtype (config.json's torch_dtype,
-// else the embedding table's), as transformers multiplies the looked-up rows; else 1.
+// else the embedding table's), as transformers multiplies the looked-up rows; else the config's
+// embedding_multiplier (granite; 1 for the rest).
 float embedding_scale(const io::ModelConfig& config, DType table);
 
 struct LlamaWeights {

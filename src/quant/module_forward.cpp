@@ -359,12 +359,13 @@ void ModuleForward::moe(const MoeWeights& w, const TensorView& x, const TensorVi
     cpu::matmul(g, ex.down, yv);
     model::add_weighted_rows(yv, groups_.tokens(e), groups_.weights(e), y);
   }
-  cpu::add_inplace(y, x);
+  post_norm_residual(TensorView(), x, y);
 }
 
 void ModuleForward::post_norm_residual(const TensorView& post_norm, const TensorView& x,
                                        const TensorView& y) {
   if (!post_norm.empty()) cpu::rms_norm(y, post_norm, static_cast<float>(config_.rms_norm_eps), y);
+  if (config_.residual_multiplier != 1.0) cpu::scale_inplace(y, static_cast<float>(config_.residual_multiplier));
   cpu::add_inplace(y, x);
 }
 

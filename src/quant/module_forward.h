@@ -3,7 +3,7 @@
 // (RMSNorm, gate/up SwiGLU or GeGLU, down, residual), float32, one calibration row (a whole
 // sequence from position 0) at a time. gemma: norms 1 + w, the config's attention scale and
 // softcap, gemma3's local rotary on its sliding-window layers, gemma2 / 3's output norms before
-// the residual adds. Sliding windows are not applied (calibration rows fit them). Weights are plain float32 [out, in] tensors so quantized
+// the residual adds; granite's attention multiplier and residual multiplier. Sliding windows are not applied (calibration rows fit them). Weights are plain float32 [out, in] tensors so quantized
 // candidates (dequantized GPTQ results) drop in for the originals. Same ops and arithmetic as
 // model::LlamaModel's forward, so the states match it bit for bit.
 #pragma once
@@ -117,7 +117,8 @@ class ModuleForward {
   void moe_rows(const MoeWeights& w, const TensorView& x, const TensorView& y);
 
  private:
-  // y = y + x, with y RMS-normed by post_norm first when it is not empty (gemma2 / 3).
+  // y = y + x, with y RMS-normed by post_norm first when it is not empty (gemma2 / 3), then
+  // times the residual multiplier (granite).
   void post_norm_residual(const TensorView& post_norm, const TensorView& x, const TensorView& y);
 
   io::ModelConfig config_;

@@ -195,6 +195,25 @@ TEST(CliInfo, Gemma) {
   EXPECT_TRUE(json::parse(llama.out)["final_logit_softcapping"].is_null());
 }
 
+// granite: its four scalars, in the JSON and the text.
+TEST(CliInfo, Granite) {
+  const fs::path data = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data";
+  const RunResult r = run_exq({"info", (data / "granite_tiny").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["model_type"], "granite");
+  EXPECT_EQ(j["attention_scale"], 0.09375);
+  EXPECT_EQ(j["granite"], json({{"embedding_multiplier", 12.0}, {"attention_multiplier", 0.09375},
+                                {"residual_multiplier", 0.22}, {"logits_scaling", 8.0}}));
+  const RunResult text = run_exq({"info", (data / "granite_tiny").string()});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (const char* line : {"scores:        scaled by 0.09375 (attention_multiplier)",
+                           "multipliers:   embedding x 12, sublayer outputs x 0.22 before the residual add, logits / 8"})
+    EXPECT_NE(text.out.find(line), std::string::npos) << line << "\n" << text.out;
+  const RunResult gemma = run_exq({"info", (data / "gemma2_tiny").string(), "--json"});
+  EXPECT_TRUE(json::parse(gemma.out)["granite"].is_null());
+}
+
 TEST(CliInfo, ReportsExl2Quantization) {
   const auto dir = temp_dir("info_exl2") / "m";
   json config = tiny_config();
