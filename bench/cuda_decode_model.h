@@ -15,7 +15,6 @@
 
 namespace exq::decode_bench {
 
-
 // The model's host side: packed layers shared by every layer of one shape (each layer still
 // gets its own device copy), an fp16 table used as embedding and, untied, as head.
 struct HostModel {
