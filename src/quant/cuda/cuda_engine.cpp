@@ -168,10 +168,9 @@ class CudaEngine final : public Engine {
       begin_module();
       ModuleResult res;
       res.measurement.key = key;
-      MoeRun run(ctx_, spec, states, true, options.percdamp);
-      run.reference();
+      MoeRun run(ctx_, spec, states, option_groups(distinct), options.percdamp);
+      run.reference_gptq(distinct, false);
       warn_sparse_experts(key, run.expert_tokens(), run.tokens());
-      run.gptq(distinct, false);
       res.errors = run.test_table(pick, options.metric);
       res.target = run.target_to_host();
       const int64_t h = ctx_.config.hidden_size, ei = ctx_.config.expert_intermediate, E = ctx_.config.num_experts;
@@ -189,6 +188,7 @@ class CudaEngine final : public Engine {
       res.measurement.rows = std::move(rows);
       res.timing = run.timing;
       end_module(nullptr, "MoE measurement: module end");
+      stats_["moe"] = moe_stats(run);
       res.timing.host_syncs = ctx_.host_syncs;
       return res;
     });
@@ -201,10 +201,9 @@ class CudaEngine final : public Engine {
       const MoeSpec spec = moe_spec(moe_weights(layer), keep);
       check_moe(spec, states);
       begin_module();
-      MoeRun run(ctx_, spec, states, true, 0.12f);
-      run.reference();
+      MoeRun run(ctx_, spec, states, 3, 0.12f);
+      run.reference_gptq({{options[0]}, {options[1]}, {options[2]}}, true);
       warn_sparse_experts(key, run.expert_tokens(), run.tokens());
-      run.gptq({{options[0]}, {options[1]}, {options[2]}}, true);
       QuantStep out;
       out.output = Tensor(DType::F32, states.shape());
       out.rfn = run.forward_quantized(out.output);
@@ -215,6 +214,7 @@ class CudaEngine final : public Engine {
           out.packed.emplace_back(model::expert_key(ctx_.config, index, e, parts[c]),
                                   io::pack_exl2(run.results(e, c).at(0).layer));
       end_module(nullptr, "MoE quantization: module end");
+      stats_["moe"] = moe_stats(run);
       stats_["timing"] = {{"reference_s", run.timing.reference_s}, {"prepare_s", run.timing.prepare_s},
                           {"gptq_s", run.timing.gptq_s}, {"forward_s", run.timing.test_s},
                           {"gptq_runs", run.timing.gptq_runs}};
@@ -230,7 +230,7 @@ class CudaEngine final : public Engine {
                 "output must be contiguous F32 {} apart from the input, got {} {}", shape_str(x.shape()),
                 dtype_name(y.dtype()), shape_str(y.shape()));
       begin_module();
-      MoeRun run(ctx_, spec, x, false, 0.0f);
+      MoeRun run(ctx_, spec, x, 0, 0.0f);
       run.forward(y);
       end_module(nullptr, "MoE forward: module end");
     });
@@ -239,6 +239,18 @@ class CudaEngine final : public Engine {
   nlohmann::ordered_json module_stats() override { return stats_; }
 
  private:
+  static int64_t option_groups(const std::vector<std::vector<QuantOption>>& distinct) {
+    int64_t n = 0;
+    for (const auto& d : distinct) n += static_cast<int64_t>(d.size());
+    return n;
+  }
+  static nlohmann::ordered_json moe_stats(const MoeRun& run) {
+    return {{"results_in_host_memory", run.plan().host_candidates},
+            {"cache_groups", run.plan().cache_groups},
+            {"group_uploads", run.group_uploads()},
+            {"estimate_bytes", run.plan().estimate}};
+  }
+
   static MoeSpec moe_spec(const MoeWeights& w, std::vector<Tensor>& keep) {
     MoeSpec spec{as_f32(w.norm, keep), as_f32(w.router, keep), {}};
     for (const MoeWeights::Expert& e : w.experts)

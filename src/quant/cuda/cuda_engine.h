@@ -39,6 +39,9 @@ struct CudaEngineOptions {
   // Keep GPTQ results in pinned host memory even when they fit on the device (tests; the
   // budget alone picks this mode otherwise: engine_plan.h).
   bool host_candidates = false;
+  // Caps the device cache of a MoE block's results in host memory (moe_plan.h) to this many
+  // groups, at least 3 (tests of the cache's eviction; 0: the budget decides).
+  int64_t max_cache_groups = 0;
   // Tests of the damping retry. fail_first_factorization: bit g (0: the linears' input
   // Hessian, 1: o_proj / down_proj's) makes the first factorization of every measured or
   // quantized module count as failed, so the module runs again with one damping step more.

@@ -14,7 +14,7 @@
 namespace exq::quant::cuda {
 
 std::string format_gb(size_t bytes) {
-  return fmt::format("{:.2f} GB", static_cast<double>(bytes) / static_cast<double>(1ull << 30));
+  return fmt::format("{:.2f} GB", static_cast<double>(bytes) * 1e-9);  // as --vram-budget reads it
 }
 
 size_t gptq_scratch_estimate(int64_t out, int64_t in) {

@@ -85,7 +85,7 @@ std::vector<std::vector<size_t>> table_chunks(const std::vector<std::vector<size
 // (in + out) floats), one [in, in] matrix and some slack.
 size_t gptq_scratch_estimate(int64_t out, int64_t in);
 
-// "12.34 GB" (2^30 bytes) for messages.
+// "12.34 GB" (10^9 bytes, the unit of --vram-budget) for messages.
 std::string format_gb(size_t bytes);
 
 }  // namespace exq::quant::cuda

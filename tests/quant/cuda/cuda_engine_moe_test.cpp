@@ -2,9 +2,11 @@
 // and qwen3_moe models (their own weights, random states): measurement (block_sparse_moe rows),
 // quantization per expert and the forward-only replay, with the layer's weights and with the
 // dequantized EXL2 experts; an expert without tokens; and `exq quantize --device cuda` of both
-// models, as close to the originals as the CPU's conversion. Needs a GPU, not the test model.
+// models, as close to the originals as the CPU's conversion; the GPTQ results kept in host
+// memory (the plan of a block too big for the budget). Needs a GPU, not the test model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -34,6 +36,18 @@ MeasureOptions some_rows() {
   MeasureOptions o;
   for (size_t i : {0, 3, 6, 16}) o.mlp_table.push_back(mlp_option_table()[i]);
   return o;
+}
+
+// Distinct options of the three columns of `table`.
+int64_t option_groups(const std::vector<MlpOptions>& table) {
+  int64_t n = 0;
+  for (size_t c = 0; c < 3; ++c) {
+    std::vector<QuantOption> d;
+    for (const MlpOptions& row : table)
+      if (std::find(d.begin(), d.end(), row[c]) == d.end()) d.push_back(row[c]);
+    n += static_cast<int64_t>(d.size());
+  }
+  return n;
 }
 
 // The quantized experts of a step, dequantized as resume replay reads them.
@@ -100,6 +114,41 @@ TEST(CudaEngineMoe, ExpertsWithoutTokens) {
     std::memcpy(layer.router.data<float>() + e * c.hidden_size, layer.router.data<float>(),
                 static_cast<size_t>(c.hidden_size) * sizeof(float));
   expect_engines_agree(c, layer, 1, random_states(c, 11));
+}
+
+// GPTQ results in pinned host memory, brought back a group at a time into a cache of 3 groups
+// (evicted between chunks of table rows): the same measurement and quantization, bit for bit,
+// as with every result on the device.
+TEST(CudaEngineMoe, ResultsInHostMemoryGiveTheSameBytes) {
+  EXQ_REQUIRE_GPU();
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+    SCOPED_TRACE(name);
+    const auto dir = tiny_gemma::data_dir(name);
+    const io::ModelConfig c = io::load_model_config(dir);
+    const LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, 0);
+    const Tensor x = random_states(c, 5);
+    const std::string key = "model.layers.0.block_sparse_moe";
+    MeasureOptions opts;
+    opts.mlp_table = mlp_option_table();
+    const MlpOptions mo = mlp_option_table()[6];
+    const auto device = make_cuda_engine(c, 128, {});
+    const ModuleResult dm = device->measure_moe(layer, x, key, opts);
+    EXPECT_FALSE(device->module_stats()["moe"]["results_in_host_memory"].get<bool>());
+    const QuantStep dq = device->quantize_moe(layer, 0, x, mo);
+    CudaEngineOptions o;
+    o.host_candidates = true;
+    o.max_cache_groups = 3;
+    const auto host = make_cuda_engine(c, 128, o);
+    const ModuleResult hm = host->measure_moe(layer, x, key, opts);
+    const auto stats = host->module_stats()["moe"];
+    std::printf("  %s host plan: %s\n", name, stats.dump().c_str());
+    EXPECT_TRUE(stats["results_in_host_memory"].get<bool>());
+    EXPECT_EQ(stats["cache_groups"].get<int64_t>(), 3);
+    // Every group (a distinct option of a column) through the 3 slots: at least once each.
+    EXPECT_GE(stats["group_uploads"].get<int64_t>(), option_groups(opts.mlp_table));
+    test::expect_measurements_identical(hm, dm);
+    test::expect_packed_identical(host->quantize_moe(layer, 0, x, mo), dq);
+  }
 }
 
 // Whole conversions on the GPU and on the CPU: the logits of both results about equally far

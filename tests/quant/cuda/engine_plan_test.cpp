@@ -80,8 +80,8 @@ TEST(EnginePlan, TooSmallNamesTheSizes) {
     FAIL() << "expected exq::Error";
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("VRAM budget of 0.98 GB is too small"), std::string::npos) << m;
-    EXPECT_NE(m.find("needs at least 1.39 GB"), std::string::npos) << m;
+    EXPECT_NE(m.find("VRAM budget of 1.05 GB is too small"), std::string::npos) << m;
+    EXPECT_NE(m.find("needs at least 1.49 GB"), std::string::npos) << m;
   }
   EXPECT_THROW(plan_vram(footprint(), 0, size_t{1} << 40), Error);
 }
@@ -146,9 +146,9 @@ TEST(EnginePlan, TooSmallEvenWithHostCandidatesNamesBoth) {
     FAIL() << "expected exq::Error";
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("VRAM budget of 0.68 GB is too small"), std::string::npos) << m;
-    EXPECT_NE(m.find("needs at least 1.39 GB"), std::string::npos) << m;
-    EXPECT_NE(m.find("or 0.80 GB with the GPTQ results kept in host memory"), std::string::npos)
+    EXPECT_NE(m.find("VRAM budget of 0.73 GB is too small"), std::string::npos) << m;
+    EXPECT_NE(m.find("needs at least 1.49 GB"), std::string::npos) << m;
+    EXPECT_NE(m.find("or 0.86 GB with the GPTQ results kept in host memory"), std::string::npos)
         << m;
   }
 }
