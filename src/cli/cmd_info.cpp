@@ -416,7 +416,8 @@ void print_info(const json& j) {
     fmt::print("scores:        scaled by {:.6g} ({})\n", j["attention_scale"].get<double>(),
                granite.is_null() ? "query_pre_attn_scalar" : "attention_multiplier");
   if (!granite.is_null())
-    fmt::print("multipliers:   embedding x {:.6g}, sublayer outputs x {:.6g} before the residual add, logits / {:.6g}\n",
+    fmt::print("multipliers:   embedding x {:.6g}, sublayer outputs x {:.6g} before the residual add, "
+               "logits / {:.6g}\n",
                granite["embedding_multiplier"].get<double>(), granite["residual_multiplier"].get<double>(),
                granite["logits_scaling"].get<double>());
   if (!j["attn_logit_softcapping"].is_null())

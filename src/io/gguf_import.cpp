@@ -26,10 +26,10 @@ Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& t
 
 std::string arch_of(const GgufFile& g) {
   const std::string arch = g.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe")
-    throw gguf_error(g, fmt::format(
-                            "unsupported architecture '{}' (import-gguf handles llama, qwen2, qwen3 and qwen3moe)",
-                            arch));
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "granite")
+    throw gguf_error(g, fmt::format("unsupported architecture '{}' (import-gguf handles llama, qwen2, qwen3, "
+                                    "qwen3moe and granite)",
+                                    arch));
   return arch;
 }
 
@@ -154,9 +154,11 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
       }
       continue;
     }
-    if (arch == "llama" && info.name.find(".attn_q.") != std::string::npos)
+    // granite: llama.cpp's converter permutes its q/k rows as llama's.
+    const bool permuted = arch == "llama" || arch == "granite";
+    if (permuted && info.name.find(".attn_q.") != std::string::npos)
       unpermute_rows(t, heads, g, info.name);
-    if (arch == "llama" && info.name.find(".attn_k.") != std::string::npos)
+    if (permuted && info.name.find(".attn_k.") != std::string::npos)
       unpermute_rows(t, kv_heads, g, info.name);
     out.push_back({std::move(name), std::move(t)});
   }
@@ -270,6 +272,20 @@ void add_experts(const GgufFile& g, const std::string& a, int64_t experts, order
   c["mlp_only_layers"] = dense;
 }
 
+// granite's four scalars under transformers' names. llama.cpp requires the embedding, residual
+// and logit scales, and takes a missing (or zero) attention.scale as head_dim^-0.5, where
+// transformers' default would be 1.0, so that one is always written.
+void add_granite_scalars(const GgufFile& g, const std::string& a, int64_t head_dim, ordered_json& c) {
+  for (const auto& [key, field] : {std::pair{"embedding_scale", "embedding_multiplier"},
+                                   std::pair{"residual_scale", "residual_multiplier"},
+                                   std::pair{"logit_scale", "logits_scaling"}}) {
+    if (!g.find(a + key)) throw gguf_error(g, fmt::format("granite needs {}{}", a, key));
+    c[field] = short_decimal(g.get_double(a + key));
+  }
+  const double scale = g.find(a + "attention.scale") ? g.get_double(a + "attention.scale") : 0.0;
+  c["attention_multiplier"] = scale != 0.0 ? short_decimal(scale) : 1.0 / std::sqrt(static_cast<double>(head_dim));
+}
+
 }  // namespace
 
 ordered_json hf_config_from_gguf(const GgufFile& g) {
@@ -291,16 +307,21 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   const bool qwen2 = a == "qwen2.", qwen3 = a == "qwen3." || a == "qwen3moe.";
   const int64_t experts = g.get_int_or(a + "expert_count", 0);
   if (a == "qwen3moe." && experts <= 0) throw gguf_error(g, "qwen3moe needs qwen3moe.expert_count");
+  const bool granite = a == "granite.";
+  if (granite && experts > 0) throw gguf_error(g, "granite with experts (granitemoe) is not supported");
   const bool qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   if (qwen2 && !qkv_bias)
     throw gguf_error(g, "qwen2 needs q/k/v biases (blk.0.attn_q.bias is missing)");
   if (qwen3 && g.find_tensor("blk.0.attn_q_norm.weight") == nullptr)
     throw gguf_error(g, "qwen3 needs q/k norms (blk.0.attn_q_norm.weight is missing)");
   ordered_json c;
-  const char* type = qwen2 ? "qwen2" : qwen3 ? (experts > 0 ? "qwen3_moe" : "qwen3") : experts > 0 ? "mixtral" : "llama";
+  const char* type = qwen2     ? "qwen2"
+                     : qwen3   ? (experts > 0 ? "qwen3_moe" : "qwen3")
+                     : granite ? "granite"
+                               : (experts > 0 ? "mixtral" : "llama");
   static const std::map<std::string, const char*> kArchitecture = {
       {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
-      {"mixtral", "MixtralForCausalLM"}, {"llama", "LlamaForCausalLM"}};
+      {"mixtral", "MixtralForCausalLM"}, {"llama", "LlamaForCausalLM"}, {"granite", "GraniteForCausalLM"}};
   c["architectures"] = {kArchitecture.at(type)};
   c["model_type"] = type;
   c["hidden_size"] = hidden;
@@ -333,6 +354,7 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
     c["attention_bias"] = qkv_bias;
     c["mlp_bias"] = false;
   }
+  if (granite) add_granite_scalars(g, a, c["head_dim"].get<int64_t>(), c);
   add_token_ids(g, c);
   c["torch_dtype"] = "float16";
   return c;

@@ -1,4 +1,4 @@
-// GGUF (llama, qwen2, qwen3 or qwen3moe architecture, gpt2 byte-level BPE tokenizer; llama files
+// GGUF (llama, qwen2, qwen3, qwen3moe or granite architecture, gpt2 byte-level BPE tokenizer; llama files
 // with experts are Mixtral) -> Hugging Face folder: fp16
 // model.safetensors with HF tensor names and layouts, config.json, generation_config.json,
 // tokenizer.json, tokenizer_config.json and special_tokens_map.json. What the import cannot
