@@ -41,6 +41,7 @@ BlockShape BlockShape::of(const io::ModelConfig& c, bool attention) {
   s.attn_scale = static_cast<float>(c.attention_scale());
   s.softcap = static_cast<float>(c.attn_softcap);
   s.gelu = c.activation == io::Activation::GeluTanh;
+  s.residual_scale = static_cast<float>(c.residual_multiplier);
   return s;
 }
 
@@ -232,6 +233,13 @@ void BlockRunner::post_norm(const DeviceView& weight, const float* bias) {
   scale_bias_cuda(f32(y_), f32(mid_scale_), bias, f32(y_), static_cast<int>(tokens_),
                   static_cast<int>(shape_.hidden), stream_);
   exq::cuda::rmsnorm(y_.view(), weight, y_.view(), shape_.eps, stream_);
+}
+
+void BlockRunner::scale_output(const float* bias, bool scaled_rows) {
+  // The CPU block's order: linear (row scale, bias), [RMSNorm], times the multiplier, then the
+  // caller's residual add.
+  scale_bias_cuda(f32(y_), scaled_rows ? nullptr : f32(mid_scale_), bias, f32(y_), static_cast<int>(tokens_),
+                  static_cast<int>(shape_.hidden), stream_, shape_.residual_scale);
 }
 
 }  // namespace exq::quant::cuda

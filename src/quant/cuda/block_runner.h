@@ -42,6 +42,7 @@ struct BlockShape {
   float attn_scale = 0;  // the attention scores' scale (0: 1/sqrt(head_dim))
   float softcap = 0;     // gemma2: scores capped to softcap * tanh(s / softcap); 0: off
   bool gelu = false;     // MLP: gelu_tanh(gate) * up (gemma) instead of silu(gate) * up
+  float residual_scale = 1;  // granite: the block's output times this before the residual add
 
   static BlockShape of(const io::ModelConfig& config, bool attention);
   // [out, in] of each linear in table order (q, k, v, o or gate, up, down).
@@ -75,6 +76,10 @@ class BlockRunner {
   // gemma2 / 3: y() = RMSNorm(y() * y_scale() + bias) * weight in place, after last(); the
   // output kernels then take y() with no row scale and no bias. bias F32 [hidden] or null.
   void post_norm(const DeviceView& weight, const float* bias);
+  // granite: y() = (y() * y_scale() + bias) * residual_scale in place, after last() (or after
+  // post_norm(), bias then null, y_scale not applied again); the output kernels then take y()
+  // with no row scale and no bias.
+  void scale_output(const float* bias, bool scaled_rows);
   // qwen3: each head of q and k is RMS-normed by these F32 [head_dim] weights before rotary
   // (the views must outlive the runs; empty views turn it off).
   void set_qk_norm(DeviceView q_norm, DeviceView k_norm);

@@ -47,11 +47,12 @@ __global__ void scale_round_rows_kernel(const float* __restrict__ x, __half* __r
 
 __global__ void scale_bias_kernel(const float* raw, const float* __restrict__ row_scale,
                                   const float* __restrict__ bias, float* out, int64_t total,
-                                  int width) {
+                                  int width, float mult) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  float v = __fmul_rn(raw[i], row_scale[i / width]);
+  float v = row_scale ? __fmul_rn(raw[i], row_scale[i / width]) : raw[i];
   if (bias) v += bias[i % width];
+  if (mult != 1.0f) v = __fmul_rn(v, mult);
   out[i] = v;
 }
 
@@ -321,11 +322,11 @@ void scale_round_rows_cuda(const float* x, __half* x16, float* row_scale, int ro
 }
 
 void scale_bias_cuda(const float* raw, const float* row_scale, const float* bias, float* out,
-                     int rows, int width, cudaStream_t stream) {
+                     int rows, int width, cudaStream_t stream, float mult) {
   const int64_t total = static_cast<int64_t>(rows) * width;
   if (total == 0) return;
   scale_bias_kernel<<<ceil_div(total, kThreads), kThreads, 0, stream>>>(raw, row_scale, bias, out,
-                                                                        total, width);
+                                                                        total, width, mult);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -22,9 +22,10 @@ namespace exq::quant::cuda {
 void scale_round_rows_cuda(const float* x, __half* x16, float* row_scale, int rows, int k,
                            cudaStream_t stream);
 
-// out = raw * row_scale[r] (+ bias[j]); [rows, width]; out may alias raw; bias may be null.
+// out = (raw * row_scale[r] (+ bias[j])) * mult; [rows, width]; out may alias raw; row_scale and
+// bias may be null; mult 1 leaves the product as it is.
 void scale_bias_cuda(const float* raw, const float* row_scale, const float* bias, float* out,
-                     int rows, int width, cudaStream_t stream);
+                     int rows, int width, cudaStream_t stream, float mult = 1.0f);
 
 // SwiGLU of raw gate/up GEMM outputs [rows, n] (shared row scale, optional biases):
 // a = silu(g) * u as backend swiglu computes it (gelu: gelu_tanh(g) * u, gemma's GeGLU, as

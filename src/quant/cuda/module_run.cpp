@@ -243,8 +243,10 @@ void ModuleRun::weight_views(std::vector<DeviceView>& w, std::vector<DeviceView>
 
 ModuleRun::LastOut ModuleRun::last(const DeviceView& w_last, const float* bias_last) {
   runner_.last(w_last);
-  if (post_norm_.empty()) return {runner_.y().data<float>(), runner_.y_scale(), bias_last};
-  runner_.post_norm(post_norm_.view(), bias_last);
+  const bool scaled = runner_.shape().residual_scale != 1.0f;  // granite
+  if (post_norm_.empty() && !scaled) return {runner_.y().data<float>(), runner_.y_scale(), bias_last};
+  if (!post_norm_.empty()) runner_.post_norm(post_norm_.view(), bias_last);
+  if (scaled) runner_.scale_output(post_norm_.empty() ? bias_last : nullptr, !post_norm_.empty());
   return {runner_.y().data<float>(), nullptr, nullptr};
 }
 

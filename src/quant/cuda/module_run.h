@@ -157,7 +157,7 @@ class ModuleRun {
   void check_status(const char* status, bool check_outputs);
   int* factor_status(int g) const;
   // The output kernels' inputs after the last linear: y with its row scale and bias, or with
-  // neither once the post norm (gemma2 / 3) has taken them.
+  // neither once the post norm (gemma2 / 3) or the residual multiplier (granite) has taken them.
   struct LastOut {
     const float* y;
     const float* y_scale;

@@ -285,8 +285,8 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
   const bool fast_attention =
       gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim) && config.attn_softcap <= 0.0;
   gpu::embedding(v.ids, embed, v.x, s);
-  if (config.embed_scale)
-    scale_f32_cuda(v.x.data<float>(), v.x.numel(), model::embedding_scale(config, embed.dtype()), s);
+  if (const float es = model::embedding_scale(config, embed.dtype()); es != 1.0f)  // gemma, granite
+    scale_f32_cuda(v.x.data<float>(), v.x.numel(), es, s);
   norm(v.x, nullptr, layers[0].attn_norm, v.xn);
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerGpu& L = layers[l];
@@ -348,6 +348,8 @@ void CudaLlama::Impl::head_logits(const LinearScratch& sc, const gpu::DeviceView
   head->forward(sc, xn, out, stream);
   if (config.final_softcap > 0.0)
     softcap_f32_cuda(out.data<float>(), out.numel(), static_cast<float>(config.final_softcap), stream);
+  if (config.logits_scaling != 1.0)  // granite: the logits divided by it
+    scale_f32_cuda(out.data<float>(), out.numel(), static_cast<float>(1.0 / config.logits_scaling), stream);
 }
 
 void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows) {

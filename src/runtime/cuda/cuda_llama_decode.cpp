@@ -139,7 +139,7 @@ void CudaLlama::Impl::decode_body() {
     if (on("norm"))
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               L.ffn_norm.view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              nullptr, pdl, s, post_of(L.post_attn_norm));
+                              nullptr, pdl, s, post_of(L.post_attn_norm), residual_scale());
     if (L.moe) {
       if (on("moe")) {
         if (moe_host_decode) moe_mlp_rows(L, v.xn, v.proj, v.mm_ws);
@@ -157,7 +157,7 @@ void CudaLlama::Impl::decode_body() {
     if (on("norm") || last)  // the last norm also advances the position
       decode_add_rmsnorm_cuda(v.x.data<float>(), v.proj.data<float>(),
                               next_norm(l).view().data<float>(), v.xn.data<float>(), hidden, eps,
-                              last ? pos_ptr() : nullptr, pdl, s, post_of(L.post_ffn_norm));
+                              last ? pos_ptr() : nullptr, pdl, s, post_of(L.post_ffn_norm), residual_scale());
   }
   if (on("head")) head_logits(sc, v.xn, logits.view());
   mark(nullptr);

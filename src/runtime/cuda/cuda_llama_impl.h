@@ -191,14 +191,16 @@ class CudaLlama::Impl {
   LinearScratch scratch(const gpu::DeviceView& mm_ws) {
     return LinearScratch{&cublas, &exl2_ws, mm_ws, dequant.empty() ? gpu::DeviceView() : dequant.view()};
   }
-  // x += delta (RMSNorm(delta) * post first, when post is set: gemma2 / 3), out = RMSNorm(x) * w.
+  // x += delta (RMSNorm(delta) * post first, when post is set: gemma2 / 3; times granite's
+  // residual multiplier), out = RMSNorm(x) * w.
   void norm(const gpu::DeviceView& x, const gpu::DeviceView* delta, const gpu::DeviceTensor& w,
             const gpu::DeviceView& out, const gpu::DeviceTensor* post = nullptr) {
     add_rmsnorm_cuda(x.data<float>(), delta ? delta->data<float>() : nullptr,
                      w.view().data<float>(), out.data<float>(), static_cast<int>(x.dim(0)),
                      static_cast<int>(dims.hidden), static_cast<float>(config.rms_norm_eps), stream,
-                     post && !post->empty() ? post->view().data<float>() : nullptr);
+                     post && !post->empty() ? post->view().data<float>() : nullptr, residual_scale());
   }
+  float residual_scale() const { return static_cast<float>(config.residual_multiplier); }
   bool gelu() const { return config.activation == io::Activation::GeluTanh; }
   static const float* post_of(const gpu::DeviceTensor& t) { return t.empty() ? nullptr : t.view().data<float>(); }
   const gpu::DeviceTensor& next_norm(size_t l) const {

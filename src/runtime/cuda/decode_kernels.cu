@@ -30,15 +30,17 @@ constexpr int kNormVec = 4;  // float4s a thread holds in registers: rows up to 
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 
-// One block of kNormThreads: one token's residual row. x += delta (when given), out =
-// RMSNorm(x) * weight. Rows of a multiple of 4 up to 4 * kNormVec * kNormThreads take one pass:
+// One block of kNormThreads: one token's residual row. x += delta * ds (when given; ds = 1 adds
+// delta exactly, as __fmul_rn(d, 1) is d), out = RMSNorm(x) * weight. Rows of a multiple of 4
+// up to 4 * kNormVec * kNormThreads take one pass:
 // each thread's float4s (the weights loaded before `wait`: pdl_wait, so they overlap the
 // previous kernel) stay in registers, so every load is one round trip. Prefill and decode both
 // use this, so they agree bit for bit.
 template <typename W>
 __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __restrict__ delta,
                                          const W* __restrict__ weight, float* __restrict__ out,
-                                         int dim, float eps, float* scratch, bool wait) {
+                                         int dim, float eps, float* scratch, bool wait,
+                                         float ds) {
   if constexpr (std::is_same_v<W, float>) {
     if (dim % 4 == 0 && dim <= 4 * kNormVec * static_cast<int>(blockDim.x)) {
       float4 w[kNormVec], v[kNormVec];
@@ -56,7 +58,8 @@ __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __r
           v[k] = ld4(x + i);
           if (delta) {
             const float4 d = ld4(delta + i);
-            v[k] = make_float4(v[k].x + d.x, v[k].y + d.y, v[k].z + d.z, v[k].w + d.w);
+            v[k] = make_float4(v[k].x + __fmul_rn(d.x, ds), v[k].y + __fmul_rn(d.y, ds),
+                               v[k].z + __fmul_rn(d.z, ds), v[k].w + __fmul_rn(d.w, ds));
             st4(x + i, v[k]);
           }
           ss += v[k].x * v[k].x;
@@ -82,7 +85,7 @@ __device__ __forceinline__ void norm_row(float* __restrict__ x, const float* __r
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = x[i];
     if (delta) {
-      v += delta[i];
+      v += __fmul_rn(delta[i], ds);
       x[i] = v;
     }
     ss += v * v;
@@ -109,12 +112,12 @@ template <typename W>
 __global__ void __launch_bounds__(kNormThreads)
     add_rmsnorm_kernel(float* __restrict__ residual, float* __restrict__ delta,
                        const W* __restrict__ weight, float* __restrict__ out, int dim, float eps,
-                       const float* __restrict__ post) {
+                       const float* __restrict__ post, float ds) {
   __shared__ float scratch[32];
   const size_t row = blockIdx.x;
   if (post) post_norm(delta + row * dim, post, dim, eps, scratch);
   norm_row(residual + row * dim, delta ? delta + row * dim : nullptr, weight, out + row * dim, dim,
-           eps, scratch, false);
+           eps, scratch, false, ds);
 }
 
 __global__ void add_bias_f32_kernel(float* __restrict__ y, const float* __restrict__ bias,
@@ -126,14 +129,14 @@ __global__ void add_bias_f32_kernel(float* __restrict__ y, const float* __restri
 __global__ void __launch_bounds__(kNormThreads) decode_add_rmsnorm_kernel(float* __restrict__ x, float* __restrict__ delta,
                                           const float* __restrict__ weight, float* __restrict__ out,
                                           int dim, float eps, int32_t* __restrict__ increment,
-                                          const float* __restrict__ post) {
+                                          const float* __restrict__ post, float ds) {
   __shared__ float scratch[32];
   pdl_trigger();
   if (post) {
     pdl_wait();
     post_norm(delta, post, dim, eps, scratch);
   }
-  norm_row(x, delta, weight, out, dim, eps, scratch, post == nullptr);
+  norm_row(x, delta, weight, out, dim, eps, scratch, post == nullptr, ds);
   // Every kernel reading the position finished before pdl_wait (in norm_row) returned.
   if (increment && threadIdx.x == 0) *increment += 1;
 }
@@ -156,7 +159,7 @@ __global__ void decode_embed_rmsnorm_kernel(const int32_t* __restrict__ ids, con
     for (int d = threadIdx.x; d < dim; d += blockDim.x) x[d] = to_float(row[d]) * scale;
   }
   __syncthreads();  // the norm reads x in its own order
-  norm_row(x, static_cast<const float*>(nullptr), weight, out, dim, eps, scratch, false);
+  norm_row(x, static_cast<const float*>(nullptr), weight, out, dim, eps, scratch, false, 1.0f);
 }
 
 // out = silu(gate) * up, swiglu_kernel's arithmetic (gelu: geglu_kernel's).
@@ -187,9 +190,10 @@ unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ce
 
 template <typename W>
 void add_rmsnorm_cuda(float* residual, float* delta, const W* weight, float* out, int rows,
-                      int dim, float eps, cudaStream_t stream, const float* post) {
+                      int dim, float eps, cudaStream_t stream, const float* post, float delta_scale) {
   if (rows == 0 || dim == 0) return;
-  add_rmsnorm_kernel<W><<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, out, dim, eps, post);
+  add_rmsnorm_kernel<W><<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, out, dim, eps, post,
+                                                           delta_scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -214,9 +218,9 @@ void add_bias_f32_cuda(float* y, const float* bias, int rows, int n, cudaStream_
 
 void decode_add_rmsnorm_cuda(float* x, float* delta, const float* weight, float* out,
                              int dim, float eps, int32_t* increment, bool pdl,
-                             cudaStream_t stream, const float* post) {
+                             cudaStream_t stream, const float* post, float delta_scale) {
   launch_pdl(pdl, decode_add_rmsnorm_kernel, dim3(1), dim3(kNormThreads), 0, stream, x, delta,
-             weight, out, dim, eps, increment, post);
+             weight, out, dim, eps, increment, post, delta_scale);
 }
 
 template <typename T>
@@ -235,11 +239,11 @@ void decode_swiglu_cuda(const float* gate, const float* up, float* out, int n, b
 }
 
 template void add_rmsnorm_cuda<float>(float*, float*, const float*, float*, int, int, float,
-                                      cudaStream_t, const float*);
+                                      cudaStream_t, const float*, float);
 template void add_rmsnorm_cuda<__half>(float*, float*, const __half*, float*, int, int, float,
-                                       cudaStream_t, const float*);
+                                       cudaStream_t, const float*, float);
 template void add_rmsnorm_cuda<__nv_bfloat16>(float*, float*, const __nv_bfloat16*, float*,
-                                              int, int, float, cudaStream_t, const float*);
+                                              int, int, float, cudaStream_t, const float*, float);
 template void decode_embed_rmsnorm_cuda<float>(const int32_t*, const float*, int, float*,
                                                const float*, float*, int, float, bool, cudaStream_t,
                                                float);

@@ -15,12 +15,14 @@
 
 namespace exq::runtime::cuda {
 
-// residual[rows, dim] += delta (when delta is not null), then out = RMSNorm(residual) * weight,
-// all f32 arithmetic as exq::cuda::rmsnorm. W in {float, __half, __nv_bfloat16}. With `post`
-// (gemma2 / 3), delta = RMSNorm(delta) * post first, in place.
+// residual[rows, dim] += delta * delta_scale (when delta is not null), then out =
+// RMSNorm(residual) * weight, all f32 arithmetic as exq::cuda::rmsnorm. W in {float, __half,
+// __nv_bfloat16}. With `post` (gemma2 / 3), delta = RMSNorm(delta) * post first, in place.
+// delta_scale: granite's residual multiplier; 1 adds delta as it is, bit for bit.
 template <typename W>
 void add_rmsnorm_cuda(float* residual, float* delta, const W* weight, float* out, int rows,
-                      int dim, float eps, cudaStream_t stream, const float* post = nullptr);
+                      int dim, float eps, cudaStream_t stream, const float* post = nullptr,
+                      float delta_scale = 1.0f);
 
 // x[n] *= s; x[n] = cap * tanh(x / cap) (gemma's embedding scale and gemma2's logit softcap).
 void scale_f32_cuda(float* x, int64_t n, float s, cudaStream_t stream);
@@ -29,12 +31,13 @@ void softcap_f32_cuda(float* x, int64_t n, float cap, cudaStream_t stream);
 // y[rows, n] += bias[n] (f32).
 void add_bias_f32_cuda(float* y, const float* bias, int rows, int n, cudaStream_t stream);
 
-// One token: x[dim] += delta (when not null), out = RMSNorm(x) * weight (f32 weight); then
-// *increment += 1 when `increment` is set (the step's last norm advances the position: every
-// kernel that reads it has finished by then). `post`: as add_rmsnorm_cuda's.
+// One token: x[dim] += delta * delta_scale (when not null), out = RMSNorm(x) * weight (f32
+// weight); then *increment += 1 when `increment` is set (the step's last norm advances the
+// position: every kernel that reads it has finished by then). `post`, delta_scale: as
+// add_rmsnorm_cuda's.
 void decode_add_rmsnorm_cuda(float* x, float* delta, const float* weight, float* out,
                              int dim, float eps, int32_t* increment, bool pdl, cudaStream_t stream,
-                             const float* post = nullptr);
+                             const float* post = nullptr, float delta_scale = 1.0f);
 
 // x[dim] = table[ids[0]] as f32 times `scale` (NaN row for an id outside [0, vocab)), out =
 // RMSNorm(x) * weight. T in {float, __half, __nv_bfloat16}.

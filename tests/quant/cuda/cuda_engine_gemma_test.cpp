@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "engine_agreement.h"
 #include "engine_test_util.h"
 #include "quant/cuda/cuda_engine.h"
 #include "quant/engine.h"
@@ -72,58 +73,6 @@ Tensor random_states(const io::ModelConfig& c, uint32_t seed) {
   return test::random_tensor({kRows, kTokens, c.hidden_size}, rng, 3.0f, 0.0f, false);
 }
 
-MeasureOptions some_rows() {
-  MeasureOptions o;
-  for (size_t i : {0, 3, 9, 18}) o.attn_table.push_back(attn_option_table()[i]);
-  for (size_t i : {0, 3, 6, 16}) o.mlp_table.push_back(mlp_option_table()[i]);
-  return o;
-}
-
-// Measurement, quantization and forward-only replay of both modules against the CPU engine,
-// on the tensor-core and on the exact attention path.
-void expect_engines_agree(const io::ModelConfig& c, const LayerF32& layer, const Tensor& x) {
-  const MeasureOptions opts = some_rows();
-  const auto cpu = make_cpu_engine(c, 128);
-  const ModuleResult ca = cpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
-  const ModuleResult cm = cpu->measure_mlp(layer, ca.target, "model.layers.0.mlp", opts);
-  const AttnOptions ao = attn_option_table()[10];
-  const MlpOptions mo = mlp_option_table()[9];
-  const QuantStep cqa = cpu->quantize_attention(layer, 0, x, ao);
-  const QuantStep cqm = cpu->quantize_mlp(layer, 0, ca.target, mo);
-  for (const bool exact : {false, true}) {
-    SCOPED_TRACE(exact ? "exact f32 attention" : "tensor-core attention where the head fits");
-    CudaEngineOptions o;
-    o.exact_attention = exact;
-    const auto gpu = make_cuda_engine(c, 128, o);
-    const ModuleResult ga = gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
-    test::expect_measurements_close(ga, ca, 0.002, 1e-3);
-    const ModuleResult gm = gpu->measure_mlp(layer, ca.target, "model.layers.0.mlp", opts);
-    test::expect_measurements_close(gm, cm, 0.002, 1e-3);
-    test::expect_step_close(gpu->quantize_attention(layer, 0, x, ao), cqa);
-    test::expect_step_close(gpu->quantize_mlp(layer, 0, ca.target, mo), cqm);
-    // Resume replay: the forward with the layer's weights is the measurement's target.
-    Tensor ya = Tensor::zeros(DType::F32, x.shape()), ym = Tensor::zeros(DType::F32, x.shape());
-    gpu->forward_attention(attn_weights(layer), x, ya);
-    gpu->forward_mlp(mlp_weights(layer), ca.target, ym);
-    EXPECT_TRUE(test::same_bytes(ya, ga.target)) << "attention forward";
-    EXPECT_TRUE(test::same_bytes(ym, gm.target)) << "MLP forward";
-  }
-}
-
-// The CPU targets without one rule of the config differ from the full one by more than `min`.
-void expect_rule_matters(const char* what, const io::ModelConfig& c, const LayerF32& layer,
-                         const io::ModelConfig& c2, const LayerF32& layer2, const Tensor& x) {
-  const MeasureOptions opts = some_rows();
-  const auto a = make_cpu_engine(c, 128), b = make_cpu_engine(c2, 128);
-  const ModuleResult ra = a->measure_attention(layer, x, "a", opts);
-  const ModuleResult rb = b->measure_attention(layer2, x, "a", opts);
-  const ModuleResult ma = a->measure_mlp(layer, ra.target, "m", opts);
-  const ModuleResult mb = b->measure_mlp(layer2, ra.target, "m", opts);
-  const double da = relative_error(rb.target, ra.target), dm = relative_error(mb.target, ma.target);
-  std::printf("  without %s: attention target moves %.3g, MLP target %.3g\n", what, da, dm);
-  EXPECT_GT(std::max(da, dm), 1e-2) << what;
-}
-
 TEST(CudaEngineGemma, Gemma2MatchesTheCpuEngine) {
   EXQ_REQUIRE_GPU();
   for (const int64_t head_dim : {256, 128}) {
@@ -131,10 +80,10 @@ TEST(CudaEngineGemma, Gemma2MatchesTheCpuEngine) {
     const io::ModelConfig c = gemma2_config(head_dim);
     const LayerF32 layer = gemma_layer(c, 0, 31);
     const Tensor x = random_states(c, 31);
-    expect_engines_agree(c, layer, x);
+    test::expect_engines_agree(c, layer, x);
     io::ModelConfig uncapped = c;
     uncapped.attn_softcap = 0;
-    expect_rule_matters("the softcap", c, layer, uncapped, layer, x);
+    test::expect_rule_matters("the softcap", c, layer, uncapped, layer, x);
   }
 }
 
@@ -146,24 +95,24 @@ TEST(CudaEngineGemma, Gemma3MatchesTheCpuEngine) {
     const LayerF32 layer = gemma_layer(c, index, static_cast<uint32_t>(41 + index));
     ASSERT_EQ(layer.local_rope, index == 0);
     const Tensor x = random_states(c, 41);
-    expect_engines_agree(c, layer, x);
+    test::expect_engines_agree(c, layer, x);
     LayerF32 other_rope = gemma_layer(c, index, static_cast<uint32_t>(41 + index));
     other_rope.local_rope = !layer.local_rope;
-    expect_rule_matters("its rotary table", c, layer, c, other_rope, x);
+    test::expect_rule_matters("its rotary table", c, layer, c, other_rope, x);
   }
   // The other rules, on layer 1.
   const LayerF32 layer = gemma_layer(c, 1, 42);
   const Tensor x = random_states(c, 41);
   io::ModelConfig silu = c;
   silu.activation = io::Activation::Silu;
-  expect_rule_matters("GeGLU", c, layer, silu, layer, x);
+  test::expect_rule_matters("GeGLU", c, layer, silu, layer, x);
   io::ModelConfig scale = c;
   scale.query_pre_attn_scalar = 0;
-  expect_rule_matters("the attention scale", c, layer, scale, layer, x);
+  test::expect_rule_matters("the attention scale", c, layer, scale, layer, x);
   LayerF32 no_post = gemma_layer(c, 1, 42);
   no_post.post_attn_norm = Tensor();
   no_post.post_ffn_norm = Tensor();
-  expect_rule_matters("the output norms", c, layer, c, no_post, x);
+  test::expect_rule_matters("the output norms", c, layer, c, no_post, x);
 }
 
 // Whole conversions (the calibration embedding's sqrt(hidden) scale, every module, the tied

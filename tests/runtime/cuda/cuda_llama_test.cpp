@@ -200,6 +200,11 @@ test::TinySpec gemma(int version, test::TinySpec s) {
   return s;
 }
 
+test::TinySpec granite(test::TinySpec s) {
+  s.granite = true;
+  return s;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaLlamaTiny,
     ::testing::Values(Case{"f16_bias", spec(DType::F16, false, true, false, 1), DType::F16, 5e-3},
@@ -273,7 +278,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"gemma3_exl2_hd64_q8", gemma(3, spec(DType::F16, true, false, false, 27, 64)), DType::I8,
                            8e-3},
                       Case{"gemma3_bf16_hd256_swa5", gemma(3, windowed(spec(DType::BF16, false, false, true, 28, 256), 5)),
-                           DType::F16, 3e-2}),
+                           DType::F16, 3e-2},
+                      // granite: the embedding multiplier (prefill kernel and the decode embed
+                      // + norm), the attention multiplier as the scale, the residual multiplier
+                      // in the fused add + norms, the logits divided; tensor-core (hd64) and SIMT.
+                      Case{"granite_f16_bias_tied", granite(spec(DType::F16, false, true, true, 40)), DType::F16, 5e-3},
+                      Case{"granite_exl2_hd64", granite(spec(DType::F16, true, false, false, 41, 64)), DType::F16, 5e-3},
+                      Case{"granite_exl2_hd64_q8", granite(spec(DType::F16, true, false, false, 41, 64)), DType::I8,
+                           8e-3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 class CudaLlamaGraph : public ::testing::Test {

@@ -55,6 +55,9 @@ struct TinySpec {
   int64_t experts = 0, experts_per_token = 2, expert_inter = 96;
   bool norm_topk = true;  // qwen3_moe's norm_topk_prob (mixtral always renormalizes)
   bool mixed_layouts = false;
+  // model_type granite: embedding_multiplier 12, attention_multiplier 0.6 x head_dim^-0.5,
+  // residual_multiplier 0.22, logits_scaling 8 (biases and tied head as the spec says).
+  bool granite = false;
   uint32_t seed = 1;
   TinyShape shape;
 };
@@ -97,6 +100,13 @@ inline nlohmann::json tiny_config(const TinySpec& s) {
   if (s.qwen3) {
     c["model_type"] = "qwen3";
     c.erase("mlp_bias");
+  }
+  if (s.granite) {
+    c["model_type"] = "granite";
+    c["embedding_multiplier"] = 12.0;
+    c["attention_multiplier"] = 0.6 / std::sqrt(static_cast<double>(t.head_dim));
+    c["residual_multiplier"] = 0.22;
+    c["logits_scaling"] = 8.0;
   }
   if (s.phi3) {
     c["model_type"] = "phi3";
