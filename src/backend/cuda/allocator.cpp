@@ -11,7 +11,7 @@ namespace exq::cuda {
 namespace {
 
 constexpr size_t kMiB = size_t{1} << 20;
-constexpr double kGB = 1024.0 * 1024.0 * 1024.0;  // budgets are given in GB = 2^30 bytes
+constexpr double kGB = 1e9;  // as --vram-budget reads GB
 
 double mb(size_t bytes) { return static_cast<double>(bytes) / static_cast<double>(kMiB); }
 

@@ -25,7 +25,7 @@ MoeFootprint moe_footprint(const MoeShape& s, size_t held) {
   MoeFootprint f;
   f.held = held;
   f.states = 2 * r(R * T * H * 4);
-  f.scratch = r(H * 4) + r(E * H * 4) + 5 * r(T * H * 4) + r(T * H * 2) + 2 * r(T * 4) + r(R * T * E * 4) +
+  f.scratch = r(H * 4) + r(E * H * 4) + 6 * r(T * H * 4) + r(T * H * 2) + 2 * r(T * 4) + r(R * T * E * 4) +
               2 * r(T * EI * 4) + r(T * EI * 2) + 2 * r(R * T * K * 4) + r(16) +
               (size_t{64} << 20);  // error sums, identity Hessians' launch scratch, cuBLAS
   // The shared Hessian's factor stays for the whole loop; while it is prepared its sum, scaled
