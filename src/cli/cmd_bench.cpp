@@ -48,6 +48,7 @@ struct BenchArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  CpuMoeFlags cpu_moe;
   LoraFlags lora;
   bool json = false;
 };
@@ -200,6 +201,7 @@ void run_bench(const BenchArgs& a) {
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
   apply_rope_flags(model, a.rope);
+  apply_cpu_moe_flags(model, a.cpu_moe);
   apply_lora_flags(model, a.lora);
   const bool q8 = model.kv_quant() == model::KvQuant::kQ8;
   const std::string cache(model::kv_quant_name(model.kv_quant()));
@@ -311,6 +313,7 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

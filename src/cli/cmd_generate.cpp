@@ -44,6 +44,7 @@ struct GenerateArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  CpuMoeFlags cpu_moe;
   LoraFlags lora;
   bool json = false;
   int logprobs = -1;
@@ -82,6 +83,7 @@ void run_generate(const GenerateArgs& a) {
   GenerationModel m = load_generation_model(dir);
   apply_cache_type(m.model, a.cache_type);
   apply_rope_flags(m.model, a.rope);
+  apply_cpu_moe_flags(m.model, a.cpu_moe);
   apply_lora_flags(m.model, a.lora);
   model::LlamaModel& model = m.model;
   const tokenizer::Tokenizer& tok = m.tok;
@@ -182,6 +184,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

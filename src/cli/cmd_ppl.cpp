@@ -40,6 +40,7 @@ struct PplArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  CpuMoeFlags cpu_moe;
   LoraFlags lora;
   bool json = false;
 };
@@ -93,12 +94,14 @@ void run_ppl(const PplArgs& a) {
   model::LlamaModel model = model::LlamaModel::load(dir);
   apply_cache_type(model, a.cache_type);
   apply_rope_flags(model, a.rope);
+  apply_cpu_moe_flags(model, a.cpu_moe);
   apply_lora_flags(model, a.lora);
   const std::vector<int32_t> ids = encode_file(dir, text, a.file);
   std::optional<model::LlamaModel> base;
   if (kl) {
     base.emplace(model::LlamaModel::load(a.kl_base));
     apply_rope_flags(*base, a.rope);  // both models run the same positions the same way
+    apply_cpu_moe_flags(*base, a.cpu_moe);
     if (base->config().vocab_size != model.config().vocab_size)
       throw Error(fmt::format("--kl-base {} has a vocabulary of {} tokens, {} has {}", a.kl_base,
                               base->config().vocab_size, a.model, model.config().vocab_size));
@@ -208,6 +211,7 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

@@ -36,6 +36,7 @@ struct ServeArgs {
   std::string device = "auto";
   std::string cache_type = "f16";
   RopeFlags rope;
+  CpuMoeFlags cpu_moe;
   LoraFlags lora;
   bool no_prompt_cache = false;
   int parallel = 1;
@@ -63,6 +64,7 @@ void run_serve(const ServeArgs& a) {
   GenerationModel gm = load_generation_model(dir);
   apply_cache_type(gm.model, a.cache_type);
   apply_rope_flags(gm.model, a.rope);
+  apply_cpu_moe_flags(gm.model, a.cpu_moe);
   apply_lora_flags(gm.model, a.lora);
   const tokenizer::Tokenizer& tok = gm.tok;
   const tokenizer::TokenizerConfig& tc = gm.tc;
@@ -143,6 +145,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
   cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
   add_rope_flags(*cmd, a->rope);
+  add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);
   cmd->add_option("--device", a->device, "cpu, cuda, or auto: CUDA when a usable GPU is present")
       ->capture_default_str();

@@ -1,5 +1,7 @@
 #include "cli/run_util.h"
 
+#include <cstdio>
+
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -73,6 +75,20 @@ void apply_cache_type(model::LlamaModel& model, const std::string& flag) {
   const auto q = model::kv_quant_from_name(flag);
   EXQ_CHECK(q.has_value(), "--cache-type must be f16 or q8_0, got '{}'", flag);
   model.set_kv_quant(*q);
+}
+
+void add_cpu_moe_flags(CLI::App& cmd, CpuMoeFlags& f) {
+  cmd.add_flag("--cpu-moe", f.all, "keep the experts of every MoE layer in host memory and run them on the CPU "
+                                   "(with --device cuda: for models larger than the GPU's memory)");
+  cmd.add_option("--n-cpu-moe", f.layers, "keep the experts of the first N layers in host memory, on the CPU");
+}
+
+void apply_cpu_moe_flags(model::LlamaModel& model, const CpuMoeFlags& f) {
+  EXQ_CHECK(f.layers >= 0, "--n-cpu-moe must be >= 0, got {}", f.layers);
+  const int64_t n = f.all ? model.config().num_hidden_layers : f.layers;
+  if (n > 0 && model.config().num_experts == 0)
+    std::fprintf(stderr, "note: --cpu-moe / --n-cpu-moe: this model has no experts; nothing changes\n");
+  model.set_cpu_moe_layers(n);
 }
 
 void add_rope_flags(CLI::App& cmd, RopeFlags& f) {

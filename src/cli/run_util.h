@@ -71,6 +71,18 @@ void add_rope_flags(CLI::App& cmd, RopeFlags& flags);
 // original x factor. Throws exq::Error for a bad value or combination, naming the flag.
 void apply_rope_flags(model::LlamaModel& model, const RopeFlags& flags);
 
+// llama.cpp's --cpu-moe (the experts of every MoE layer) and --n-cpu-moe N (those of layers
+// 0 .. N-1) kept in host memory and run on the CPU when the model runs on CUDA; for generate,
+// chat, ppl, serve and bench.
+struct CpuMoeFlags {
+  bool all = false;     // --cpu-moe
+  int64_t layers = 0;   // --n-cpu-moe N
+};
+void add_cpu_moe_flags(CLI::App& cmd, CpuMoeFlags& flags);
+// LlamaModel::set_cpu_moe_layers from the flags; a note on stderr when they are given for a
+// model without experts. Throws exq::Error for N < 0.
+void apply_cpu_moe_flags(model::LlamaModel& model, const CpuMoeFlags& flags);
+
 // LoRA adapters (llama.cpp's --lora ADAPTER and --lora-scaled ADAPTER SCALE, repeatable), for
 // merge-lora and, merged at load into a dense model, generate, chat, ppl, serve and bench.
 struct LoraFlags {

@@ -245,7 +245,7 @@ ModelSession::ModelSession(model::LlamaModel model, const tokenizer::Tokenizer& 
     co.max_context = max_context_;
     co.sequences = parallel;
     m.gpu = std::make_unique<runtime::cuda::CudaLlama>(*m.model, co);
-    m.model.reset();  // the weights live on the GPU now
+    if (m.model->cpu_moe_layers() == 0) m.model.reset();  // the weights live on the GPU now
     if (parallel > 1) {
       m.sequences = std::make_unique<runtime::cuda::CudaSequences>(*m.gpu);
       m.pool = std::make_unique<runtime::SequencePool>(*m.sequences, tok);

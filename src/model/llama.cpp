@@ -57,6 +57,11 @@ void LlamaModel::set_kv_quant(KvQuant quant) {
   kv_quant_ = quant;
 }
 
+void LlamaModel::set_cpu_moe_layers(int64_t n) {
+  EXQ_CHECK(n >= 0, "the number of layers whose experts run on the CPU must be >= 0, got {}", n);
+  cpu_moe_layers_ = n;
+}
+
 void LlamaModel::set_hidden_capture(std::function<void(int, const TensorView&)> cb) {
   capture_ = std::move(cb);
 }

@@ -31,6 +31,11 @@ class LlamaModel {
   // head_dim does not suit it.
   void set_kv_quant(KvQuant quant);
   KvQuant kv_quant() const { return kv_quant_; }
+  // Experts of the MoE layers 0 .. n-1 stay in host memory and run on the CPU in a CudaLlama
+  // built from this model (the CLI's --cpu-moe / --n-cpu-moe); the model must then outlive it.
+  // No effect on the CPU forward.
+  void set_cpu_moe_layers(int64_t n);
+  int64_t cpu_moe_layers() const { return cpu_moe_layers_; }
   // Replaces the rotary settings (the CLI's --rope-* flags): every later forward, make_cache and
   // CudaLlama built from this model use them. Throws exq::Error for values check_rope refuses.
   void set_rope(double theta, const io::RopeScaling& scaling, int64_t max_position_embeddings);
@@ -69,6 +74,7 @@ class LlamaModel {
   std::vector<float> inv_freq_local_;
   std::function<void(int, const TensorView&)> capture_;
   KvQuant kv_quant_ = KvQuant::kNone;
+  int64_t cpu_moe_layers_ = 0;
 };
 
 }  // namespace exq::model

@@ -81,6 +81,25 @@ TEST(CliGenerate, Q8CacheType) {
                     "--cache-type must be f16 or q8_0, got 'fp8'");
 }
 
+// --cpu-moe / --n-cpu-moe place experts for CUDA runs: on a dense model they change nothing (a
+// note says so), and a negative count is refused.
+TEST(CliGenerate, CpuMoeFlags) {
+  const auto dir = tiny_model("cpu_moe", [](json& c, std::map<std::string, Tensor>& t) { t = tiny_tensors(c); });
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "4",
+                                     "--temperature", "0", "--json", "--device", "cpu"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_exq(args);
+  };
+  const RunResult plain = run({}), moe = run({"--cpu-moe"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(moe.exit_code, 0) << moe.err;
+  EXPECT_EQ(json::parse(moe.out)["ids"], json::parse(plain.out)["ids"]);
+  EXPECT_NE(moe.err.find("this model has no experts; nothing changes"), std::string::npos) << moe.err;
+  EXPECT_EQ(plain.err.find("no experts"), std::string::npos) << plain.err;
+  expect_user_error(run({"--n-cpu-moe", "-2"}), "--n-cpu-moe must be >= 0, got -2");
+}
+
 TEST(CliGenerate, LogprobsInTheJson) {
   const auto dir = tiny_model("logprobs");
   const RunResult j = run_exq({"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "4",

@@ -89,11 +89,14 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
     (dynamic_cast<const model::DenseLinear*>(&lin) ? dense : exl2_bytes) += gpu_linear_bytes(lin, bias);
   };
   int64_t max_exl2 = 0;
-  for (const model::LayerWeights& L : w.layers) {
+  EXQ_CHECK(o.cpu_moe_layers >= 0, "cuda: cpu_moe_layers must be >= 0, got {}", o.cpu_moe_layers);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const model::LayerWeights& L = w.layers[l];
     const std::pair<const model::Linear*, int> lin[] = {{L.q.get(), 0},    {L.k.get(), 0},  {L.v.get(), 0},
                                                         {L.o.get(), 1},    {L.gate.get(), 2}, {L.up.get(), 2},
                                                         {L.down.get(), 2}};
-    if (!L.experts.empty()) moe_layer_bytes(L, dense, exl2_bytes, max_exl2);
+    if (!L.experts.empty() && static_cast<int64_t>(l) >= o.cpu_moe_layers)
+      moe_layer_bytes(L, dense, exl2_bytes, max_exl2);
     for (const auto& [p, which] : lin) {
       if (p == nullptr) continue;  // a MoE layer's MLP (above)
       add(*p, has_bias(c, which));
@@ -118,12 +121,15 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
     throw Error(fmt::format(
         "the model does not fit on cuda:{} ({}): it needs about {:.2f} GiB (weights {:.2f}, KV cache "
         "{:.2f} for {} positions{}, scratch {:.2f}) but {:.2f} GiB are available ({}); lower the "
-        "context or use the CPU",
+        "context{} or use the CPU",
         o.device, info.name, gib(need), gib(dense + exl2_bytes), gib(kv), capacity,
         seqs > 1 ? fmt::format(" x {} sequences", seqs) : std::string(), gib(scratch),
         gib(available),
         o.vram_budget < free_bytes ? fmt::format("budget {:.2f} GiB", gib(o.vram_budget))
-                                   : fmt::format("{:.2f} GiB free", gib(info.free_memory))));
+                                   : fmt::format("{:.2f} GiB free", gib(info.free_memory)),
+        c.num_experts > 0 && o.cpu_moe_layers < c.num_hidden_layers
+            ? ", keep experts in host memory (--cpu-moe, --n-cpu-moe N)"
+            : ""));
   alloc = std::make_unique<gpu::CachingAllocator>(
       o.vram_budget == gpu::CachingAllocator::kUnlimited ? o.vram_budget : o.vram_budget - exl2_bytes);
   upload(w);
@@ -169,7 +175,8 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
     G.v = lin(*L.v, 0, "self_attn.v_proj");
     G.o = lin(*L.o, 1, "self_attn.o_proj");
     if (config.moe_layer(static_cast<int64_t>(l))) {
-      G.moe = std::make_unique<MoeLayerGpu>(config, L, static_cast<int64_t>(l), a, s);
+      G.moe = std::make_unique<MoeLayerGpu>(config, L, static_cast<int64_t>(l), a, s,
+                                            static_cast<int64_t>(l) < opts.cpu_moe_layers);
       max_exl2 = std::max(max_exl2, G.moe->dequant_elems());
       moe_any = true;
       if (G.moe->device_routed()) ++moe_device_layers;
@@ -392,6 +399,7 @@ namespace {
 
 CudaOptions with_model_cache(const model::LlamaModel& model, CudaOptions o) {
   if (model.kv_quant() == model::KvQuant::kQ8) o.kv_cache = DType::I8;
+  o.cpu_moe_layers = std::max(o.cpu_moe_layers, model.cpu_moe_layers());
   return o;
 }
 

@@ -41,6 +41,12 @@ struct CudaOptions {
   // KV caches of max_context positions each: sequences that decode_batch steps together (exq
   // serve --parallel). The single-sequence API works on the selected one.
   int sequences = 1;
+  // The experts of MoE layers 0 .. cpu_moe_layers-1 stay in host memory and run on the CPU
+  // (llama.cpp's --n-cpu-moe): their device memory is saved, each such layer waits for the
+  // device twice a pass, and the decode step runs without a graph. The weights the CudaLlama is
+  // built from must then outlive it. A CudaLlama built from a LlamaModel takes the larger of
+  // this and the model's cpu_moe_layers().
+  int64_t cpu_moe_layers = 0;
 };
 
 // "" when `device` exists and has compute capability >= 8.0, else why CUDA cannot be used.
@@ -49,7 +55,8 @@ std::string cuda_unavailable_reason(int device = 0);
 
 class CudaLlama {
  public:
-  // Uploads the weights (the model may be destroyed afterwards). Throws exq::Error without a
+  // Uploads the weights (the model may be destroyed afterwards, unless experts stay on the CPU:
+  // cpu_moe_layers). Throws exq::Error without a
   // usable GPU, for a configuration the kernels do not support, or when the model, the KV cache
   // of max_context positions and the scratch do not fit the budget or the free memory.
   CudaLlama(const model::LlamaModel& model, const CudaOptions& options = {});

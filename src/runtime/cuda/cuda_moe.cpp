@@ -103,10 +103,18 @@ void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, 
 }
 
 MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
-                         gpu::CachingAllocator& a, cudaStream_t s)
+                         gpu::CachingAllocator& a, cudaStream_t s, bool on_cpu)
     : experts_(c.num_experts), k_(c.experts_per_token), inter_(c.expert_intermediate), hidden_(c.hidden_size),
       renormalize_(c.norm_topk_prob) {
   const std::string p = fmt::format("model.layers.{}.", layer);
+  if (on_cpu) {
+    EXQ_CHECK(w.router && static_cast<int64_t>(w.experts.size()) == experts_,
+              "cuda: {}: a mixture-of-experts layer without its router and {} experts", p, experts_);
+    host_ = &w;
+    host_config_ = std::make_unique<io::ModelConfig>(c);
+    why_host_ = "its experts run on the CPU (--cpu-moe / --n-cpu-moe)";
+    return;
+  }
   EXQ_CHECK(c.activation == io::Activation::Silu,
             "cuda: {}: mixture-of-experts layers run SiLU experts only", p);
   EXQ_CHECK(k_ >= 1 && k_ <= kMoeMaxTopK && k_ <= experts_,
@@ -266,8 +274,29 @@ void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::
   moe_combine_cuda(y, ids, b.weights.view().data<float>(), k, hidden, out.data<float>(), s);
 }
 
+void MoeLayerGpu::rows_on_cpu(MoeRowBuffers& b, const gpu::DeviceView& xn, const gpu::DeviceView& out,
+                              cudaStream_t s) const {
+  EXQ_CHECK(xn.is_contiguous() && out.is_contiguous() && out.shape() == xn.shape(),
+            "cuda: MoE rows on the CPU need contiguous [n, hidden] input and output");
+  const size_t bytes = xn.nbytes();
+  if (b.host_in.size() < bytes) {
+    b.host_in = gpu::PinnedBuffer(bytes);
+    b.host_out = gpu::PinnedBuffer(bytes);
+  }
+  // The previous layer's upload from host_out is ordered before this download and its wait.
+  CUDA_CHECK(cudaMemcpyAsync(b.host_in.data(), xn.raw(), bytes, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  const TensorView in(b.host_in.data(), DType::F32, xn.shape()), y(b.host_out.data(), DType::F32, xn.shape());
+  model::moe_mlp(*host_config_, *host_, in, y);
+  CUDA_CHECK(cudaMemcpyAsync(out.raw(), b.host_out.data(), bytes, cudaMemcpyHostToDevice, s));
+}
+
 void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::DeviceView& xn,
                        const gpu::DeviceView& out, cudaStream_t s) const {
+  if (host_) {
+    rows_on_cpu(b, xn, out, s);
+    return;
+  }
   const int64_t n = xn.dim(0), k = k_;
   EXQ_CHECK(b.rows >= n, "cuda: MoE row buffers of {} rows for {}", b.rows, n);
   router_logits(xn, b.logits.view().data<float>(), s);

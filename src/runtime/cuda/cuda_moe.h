@@ -4,7 +4,9 @@
 // then reads the chosen experts from device memory: dense experts through a table of weight
 // pointers (moe_gemv_cuda), EXL2 experts through the GEMV of expert 0's layout shifted to the
 // routed expert's copy (exl2_same_layout). Several rows (prefill, batches) read the routing back
-// on the host and run each chosen expert once on its gathered rows.
+// on the host and run each chosen expert once on its gathered rows. A layer whose experts stay
+// in host memory (CudaOptions::cpu_moe_layers, llama.cpp's --n-cpu-moe) runs its whole MoE MLP on
+// the CPU (model::moe_mlp) between a download of its input rows and an upload of the result.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -42,6 +44,7 @@ struct MoeRowBuffers {
   exq::cuda::DeviceTensor logits, ids, weights, order, order_w, xg, yg, gate, up;
   std::vector<int32_t> host_ids, host_order;
   std::vector<float> host_weights, host_order_w;
+  exq::cuda::PinnedBuffer host_in, host_out;  // experts on the CPU: the rows and the result
   void ensure(const io::ModelConfig& c, int64_t n, exq::cuda::CachingAllocator& a, cudaStream_t s);
   static size_t bytes(const io::ModelConfig& c, int64_t n);
 };
@@ -50,12 +53,13 @@ class MoeLayerGpu {
  public:
   // Uploads the router and the experts of layer `layer`; throws exq::Error naming the layer for
   // what the CUDA runtime does not run (an EXL2 router, a top k above kMoeMaxTopK, an activation
-  // other than SiLU).
+  // other than SiLU). on_cpu: nothing is uploaded; rows() runs the layer's MoE MLP on the CPU
+  // from `w`, which must outlive this object.
   MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
-              exq::cuda::CachingAllocator& a, cudaStream_t s);
+              exq::cuda::CachingAllocator& a, cudaStream_t s, bool on_cpu = false);
 
   // Whether decode() can run (experts chosen on the device, inside the graph); else why not
-  // (EXQ_MOE_HOST=1 turns it off, for timing).
+  // (EXQ_MOE_HOST=1 turns it off, for timing; experts on the CPU).
   bool device_routed() const { return why_host_.empty(); }
   const std::string& why_host() const { return why_host_; }
   // Device bytes a single-token step reads (the router and k experts, on average).
@@ -94,6 +98,11 @@ class MoeLayerGpu {
   exq::cuda::DeviceTensor moe_scratch_;  // x staged per slot: gate + up regions, then down's
   size_t gate_up_scratch_ = 0;
   std::string why_host_;
+  // Experts on the CPU: the host weights and the config model::moe_mlp reads.
+  const model::LayerWeights* host_ = nullptr;
+  std::unique_ptr<io::ModelConfig> host_config_;
+  void rows_on_cpu(MoeRowBuffers& b, const exq::cuda::DeviceView& xn, const exq::cuda::DeviceView& out,
+                   cudaStream_t s) const;
 };
 
 // Bytes MoeLayerGpu will take for layer `w` (an estimate, before uploading): dense and EXL2.

@@ -2,7 +2,8 @@
 // bf16 and EXL2 experts) against the CPU LlamaModel: a chunked prefill (experts on their gathered
 // rows), 20 decode steps whose experts the CUDA graph picks on the device, passes of several
 // tokens and batched sequences (routing read back on the host); EXL2 experts of different
-// layouts (the host-routed decode without a graph); the tiny golden models of tests/model/data.
+// layouts (the host-routed decode without a graph); experts kept on the CPU; the tiny golden
+// models of tests/model/data.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -75,6 +76,37 @@ TEST_P(CudaMoe, PrefillAndDecodeMatchCpu) {
   EXPECT_EQ(st.moe_device_layers, c.device_layers);
   EXPECT_EQ(st.graph_captured, c.device_layers > 0);
   EXPECT_EQ(st.graph_replays, c.device_layers > 0 ? 19 : 0);
+  fs::remove_all(dir);
+}
+
+// Experts in host memory (--n-cpu-moe 1, --cpu-moe): those layers' MoE MLPs run on the CPU
+// between a download and an upload, the decode step without a graph, the logits as close to the
+// CPU's as with every expert on the device; a decode step reads fewer device weight bytes.
+TEST_P(CudaMoe, ExpertsOnTheCpuMatchCpu) {
+  EXQ_REQUIRE_CUDA();
+  const MoeCase& c = GetParam();
+  const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_moe_cpu_") + c.name), c.spec);
+  model::LlamaModel cpu = model::LlamaModel::load(dir);
+  CudaOptions o;
+  o.max_context = 64;
+  o.prefill_chunk = 12;
+  const size_t all_bytes = CudaLlama(cpu, o).stats().weight_bytes;
+  size_t last = all_bytes;
+  for (const int64_t layers : {int64_t{1}, cpu.config().num_hidden_layers}) {
+    model::LlamaModel host = model::LlamaModel::load(dir);  // its weights run the CPU's experts
+    host.set_cpu_moe_layers(layers);
+    CudaLlama gpu(host, o);
+    const std::string name = std::string(c.name) + " cpu_moe_layers " + std::to_string(layers);
+    prefill_and_decode(cpu, gpu, c.tol, name.c_str(), 8);
+    const CudaLlama::Stats st = gpu.stats();
+    EXPECT_EQ(st.moe_device_layers, 0);
+    EXPECT_FALSE(st.graph_captured);
+    EXPECT_LE(st.weight_bytes, last) << layers;  // qwen3_moe's layer 1 is dense
+    EXPECT_LT(st.weight_bytes, all_bytes) << layers;
+    last = st.weight_bytes;
+  }
+  std::printf("[%s] weight bytes a step: %zu with every expert on the device, %zu with none\n", c.name, all_bytes,
+              last);
   fs::remove_all(dir);
 }
 
