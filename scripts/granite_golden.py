@@ -14,11 +14,11 @@ set back to its neutral value.
 """
 import json
 import pathlib
-import tempfile
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
+
+from tiny_checkpoint import write_random_checkpoint
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "model" / "data"
 PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 200, 33, 8]
@@ -46,26 +46,8 @@ def logits_of(out, change=None):
 
 def main():
     out = DATA / "granite_tiny"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
-    cfg = AutoConfig.from_pretrained(str(out))
-    torch.manual_seed(1234)
-    with tempfile.TemporaryDirectory() as tmp:
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp)
-        names = load_file(str(pathlib.Path(tmp) / "model.safetensors"))
-    g = torch.Generator().manual_seed(99)
-    tensors = {}
-    for key in sorted(names):
-        shape = names[key].shape
-        if key.endswith("norm.weight"):
-            v = 1.0 + 0.3 * torch.randn(shape, generator=g)
-        elif key.endswith("embed_tokens.weight"):
-            v = 0.5 * torch.randn(shape, generator=g)
-        else:
-            v = 1.5 * torch.randn(shape, generator=g) / (shape[-1] ** 0.5)
-        tensors[key] = v.to(torch.float16).contiguous()
+    tensors = write_random_checkpoint(out, CONFIG)
     assert "lm_head.weight" not in tensors, "the head should be tied"
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     logits = logits_of(out)
     moved = {k: (logits_of(out, {k: v}) - logits).abs().max().item() for k, v in NEUTRAL.items()}
     golden = {"prompt_ids": PROMPT, "logits": logits.tolist(),

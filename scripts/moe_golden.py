@@ -16,11 +16,11 @@ replaced. "without" says how far the logits move when a feature is switched off.
 """
 import json
 import pathlib
-import tempfile
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
+
+from tiny_checkpoint import write_random_checkpoint
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "model" / "data"
 PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 200, 33, 8]
@@ -41,27 +41,7 @@ def logits_of(out, config_name="config.json", change=None):
 
 def write(name, raw, variants, extra_configs=()):
     out = DATA / name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    cfg = AutoConfig.from_pretrained(str(out))
-    torch.manual_seed(1234)
-    with tempfile.TemporaryDirectory() as tmp:
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp)
-        names = load_file(str(pathlib.Path(tmp) / "model.safetensors"))
-    g = torch.Generator().manual_seed(99)
-    tensors = {}
-    for key in sorted(names):
-        shape = names[key].shape
-        if key.endswith("norm.weight"):
-            v = 1.0 + 0.3 * torch.randn(shape, generator=g)
-        elif key.endswith("embed_tokens.weight"):
-            v = 0.5 * torch.randn(shape, generator=g)
-        elif key.endswith(".gate.weight"):  # the router: logits of a few units, so routing is decided
-            v = 4.0 * torch.randn(shape, generator=g) / (shape[-1] ** 0.5)
-        else:
-            v = 1.5 * torch.randn(shape, generator=g) / (shape[-1] ** 0.5)
-        tensors[key] = v.to(torch.float16).contiguous()
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_random_checkpoint(out, raw, router_scale=4.0)
     logits = logits_of(out)
     moved = {what: (logits_of(out, change=f) - logits).abs().max().item() for what, f in variants.items()}
     golden = {"prompt_ids": PROMPT, "logits": logits.tolist(),

@@ -38,6 +38,19 @@ MeasureOptions some_rows() {
   return o;
 }
 
+struct TinyMoe {
+  io::ModelConfig config;
+  LayerF32 layer;
+};
+
+// Layer `index` of a tiny golden model of tests/model/data.
+TinyMoe load_tiny(const char* name, int64_t index) {
+  const auto dir = tiny_gemma::data_dir(name);
+  io::ModelConfig c = io::load_model_config(dir);
+  LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, index);
+  return {std::move(c), std::move(layer)};
+}
+
 // Distinct options of the three columns of `table`.
 int64_t option_groups(const std::vector<MlpOptions>& table) {
   int64_t n = 0;
@@ -96,10 +109,8 @@ TEST(CudaEngineMoe, MatchesTheCpuEngine) {
   EXQ_REQUIRE_GPU();
   for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
     SCOPED_TRACE(name);
-    const auto dir = tiny_gemma::data_dir(name);
-    const io::ModelConfig c = io::load_model_config(dir);
-    const LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, 0);
-    expect_engines_agree(c, layer, 0, random_states(c, 7));
+    const TinyMoe m = load_tiny(name, 0);
+    expect_engines_agree(m.config, m.layer, 0, random_states(m.config, 7));
   }
 }
 
@@ -107,13 +118,12 @@ TEST(CudaEngineMoe, MatchesTheCpuEngine) {
 // identity Hessian on both engines.
 TEST(CudaEngineMoe, ExpertsWithoutTokens) {
   EXQ_REQUIRE_GPU();
-  const auto dir = tiny_gemma::data_dir("mixtral_tiny");
-  const io::ModelConfig c = io::load_model_config(dir);
-  LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, 1);
+  TinyMoe m = load_tiny("mixtral_tiny", 1);
+  const io::ModelConfig& c = m.config;
   for (int64_t e = 1; e < c.num_experts; ++e)
-    std::memcpy(layer.router.data<float>() + e * c.hidden_size, layer.router.data<float>(),
+    std::memcpy(m.layer.router.data<float>() + e * c.hidden_size, m.layer.router.data<float>(),
                 static_cast<size_t>(c.hidden_size) * sizeof(float));
-  expect_engines_agree(c, layer, 1, random_states(c, 11));
+  expect_engines_agree(c, m.layer, 1, random_states(c, 11));
 }
 
 // GPTQ results in pinned host memory, brought back a group at a time into a cache of 3 groups
@@ -123,9 +133,9 @@ TEST(CudaEngineMoe, ResultsInHostMemoryGiveTheSameBytes) {
   EXQ_REQUIRE_GPU();
   for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
     SCOPED_TRACE(name);
-    const auto dir = tiny_gemma::data_dir(name);
-    const io::ModelConfig c = io::load_model_config(dir);
-    const LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, 0);
+    const TinyMoe m = load_tiny(name, 0);
+    const io::ModelConfig& c = m.config;
+    const LayerF32& layer = m.layer;
     const Tensor x = random_states(c, 5);
     const std::string key = "model.layers.0.block_sparse_moe";
     MeasureOptions opts;
