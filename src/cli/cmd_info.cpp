@@ -203,12 +203,13 @@ json build_info(const fs::path& dir) {
   const bool quantized = quant["method"] != "none";
 
   std::map<std::string, int64_t> dtype_counts;
-  int64_t tensor_elems = 0, bytes = 0, count = 0;
+  int64_t tensor_elems = 0, bytes = 0, count = 0, expert_bytes = 0;
   for (const auto& name : st.names()) {
     const TensorView v = st.get(name);
     dtype_counts[std::string(dtype_name(v.dtype()))]++;
     tensor_elems += v.numel();
     bytes += static_cast<int64_t>(v.nbytes());
+    if (name.find(".experts.") != std::string::npos) expert_bytes += static_cast<int64_t>(v.nbytes());
     ++count;
   }
 
@@ -246,7 +247,8 @@ json build_info(const fs::path& dir) {
                {"intermediate_size", c.expert_intermediate},
                {"norm_topk_prob", c.norm_topk_prob},
                {"layers", moe_layers},
-               {"active_parameters", params - moe_layers * (c.num_experts - c.experts_per_token) * per_expert}};
+               {"active_parameters", params - moe_layers * (c.num_experts - c.experts_per_token) * per_expert},
+               {"bytes", expert_bytes}};
   }
 
   json architectures = json::array();
@@ -394,6 +396,10 @@ void print_info(const json& j) {
                e["per_token"].get<int64_t>(), e["norm_topk_prob"].get<bool>() ? ", weights renormalized" : "",
                e["intermediate_size"].get<int64_t>(), group_digits(e["active_parameters"].get<int64_t>()),
                static_cast<double>(e["active_parameters"].get<int64_t>()) / 1e6);
+  if (const json& e = j["experts"]; e.is_object())
+    fmt::print("expert bytes:  {} ({:.1f} MiB, {:.0f} % of the model): in host memory with --cpu-moe\n",
+               group_digits(e["bytes"].get<int64_t>()), static_cast<double>(e["bytes"].get<int64_t>()) / (1 << 20),
+               bytes > 0 ? 100.0 * static_cast<double>(e["bytes"].get<int64_t>()) / static_cast<double>(bytes) : 0.0);
   fmt::print("tensors:       {} ({}) in {} file(s)\n", j["tensors"].get<int64_t>(), dtypes,
              j["files"].get<int64_t>());
   fmt::print("bytes:         {} ({:.1f} MiB)\n", group_digits(bytes), static_cast<double>(bytes) / (1 << 20));

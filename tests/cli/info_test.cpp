@@ -146,11 +146,14 @@ TEST(CliInfo, MixtureOfExperts) {
   EXPECT_EQ(j["experts"]["per_token"], 2);
   EXPECT_EQ(j["experts"]["layers"], 2);
   EXPECT_EQ(j["experts"]["active_parameters"], 2 * (layer - 2 * 3 * 3072) + 2 * 320 * 64 + 64);
+  EXPECT_EQ(j["experts"]["bytes"], 2 * 4 * 3 * 3072 * 2);  // fp16, what --cpu-moe keeps off the GPU
   const RunResult text = run_exq({"info", (data / "qwen3_moe_tiny").string()});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("experts:       6 a layer on 2 of 3 layers, 3 a token, weights renormalized (intermediate 24)"),
             std::string::npos)
       << text.out;
+  // qwen3_moe_tiny: 2 MoE layers of 6 experts of 3 x 24x64 fp16.
+  EXPECT_NE(text.out.find("expert bytes:  110,592 (0.1 MiB, 38 % of the model)"), std::string::npos) << text.out;
   EXPECT_TRUE(json::parse(run_exq({"info", (data / "gemma2_tiny").string(), "--json"}).out)["experts"].is_null());
 }
 
