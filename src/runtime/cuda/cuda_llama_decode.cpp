@@ -143,7 +143,7 @@ void CudaLlama::Impl::decode_body() {
     if (L.moe) {
       if (on("moe")) {
         if (moe_host_decode) moe_mlp_rows(L, v.xn, v.proj, v.mm_ws);
-        else L.moe->decode(*moe_step, sc, v.xn, v.proj, s);
+        else L.moe->decode(*moe_step, sc, v.xn, v.proj, s, [&](const char* op) { mark(op); });
       }
     } else {
       if (on("gate+up")) L.gate_up.forward(sc, v.xn, {v.gate, v.up}, s);

@@ -119,6 +119,8 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
             "cuda: {}: mixture-of-experts layers run SiLU experts only", p);
   EXQ_CHECK(k_ >= 1 && k_ <= kMoeMaxTopK && k_ <= experts_,
             "cuda: {}: {} experts per token; the CUDA runtime routes 1 to {}", p, k_, kMoeMaxTopK);
+  EXQ_CHECK(experts_ <= kMoeMaxExperts, "cuda: {}: {} experts; the CUDA runtime routes up to {}", p, experts_,
+            kMoeMaxExperts);
   EXQ_CHECK(w.router && static_cast<int64_t>(w.experts.size()) == experts_,
             "cuda: {}: a mixture-of-experts layer without its router and {} experts", p, experts_);
   const model::MoeNames names = model::moe_names(c);
@@ -235,10 +237,15 @@ void MoeLayerGpu::router_logits(const gpu::DeviceView& xn, float* logits, cudaSt
 }
 
 void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::DeviceView& xn,
-                         const gpu::DeviceView& out, cudaStream_t s) const {
+                         const gpu::DeviceView& out, cudaStream_t s,
+                         const std::function<void(const char*)>& mark) const {
   EXQ_CHECK(device_routed(), "cuda: a MoE layer routed on the host ({}) cannot run in the decode graph", why_host_);
+  const auto at = [&](const char* op) {
+    if (mark) mark(op);
+  };
   const int k = static_cast<int>(k_), inter = static_cast<int>(inter_), hidden = static_cast<int>(hidden_);
   router_logits(xn, b.logits.view().data<float>(), s);
+  at("moe.route");
   auto* shifts = static_cast<int64_t*>(b.shifts.raw());
   moe_route_cuda(b.logits.view().data<float>(), 1, static_cast<int>(experts_), k, renormalize_,
                  b.ids.view().data<int32_t>(), b.weights.view().data<float>(),
@@ -247,10 +254,12 @@ void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::
   float* g = b.gate.view().data<float>();
   float* u = b.up.view().data<float>();
   float* y = b.y.view().data<float>();
+  at("moe.experts");
   if (grouped_) {
     auto* scratch = static_cast<uint8_t*>(moe_scratch_.raw());
     gpu::exl2_gemv_moe(gate_up0_, k, xn, nullptr, {b.gate.view(), b.up.view()}, shifts, 3, scratch,
                        gate_up_scratch_, s);
+    at("moe.down");
     const gpu::DeviceView up = b.up.view();
     gpu::exl2_gemv_moe(down0_, k, b.gate.view(), &up, {b.y.view()}, shifts + 2, 3, scratch + gate_up_scratch_,
                        moe_scratch_.nbytes() - gate_up_scratch_, s);
@@ -271,6 +280,7 @@ void MoeLayerGpu::decode(MoeStepBuffers& b, const LinearScratch& sc, const gpu::
       moe_gemv_cuda<T>(table + 1 + 2 * E, ids, k, 1, g, inter, u, y, hidden, hidden, inter, s);
     });
   }
+  at("moe.combine");
   moe_combine_cuda(y, ids, b.weights.view().data<float>(), k, hidden, out.data<float>(), s);
 }
 

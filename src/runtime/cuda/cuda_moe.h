@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,9 +68,12 @@ class MoeLayerGpu {
   int64_t dequant_elems() const;  // the largest EXL2 expert's [out * in]
   void reserve(exq::cuda::Exl2Workspace& ws, cudaStream_t s) const;
 
-  // out [1, hidden] = the layer's MoE MLP of xn [1, hidden], without a host sync.
+  // out [1, hidden] = the layer's MoE MLP of xn [1, hidden], without a host sync. mark (optional)
+  // is called before the routing, the experts' gate / up, their down and the combine (the
+  // eager per-op profile's boundaries).
   void decode(MoeStepBuffers& b, const LinearScratch& sc, const exq::cuda::DeviceView& xn,
-              const exq::cuda::DeviceView& out, cudaStream_t s) const;
+              const exq::cuda::DeviceView& out, cudaStream_t s,
+              const std::function<void(const char*)>& mark = {}) const;
   // out [n, hidden] for any n rows: routing read back on the host, each chosen expert once.
   void rows(MoeRowBuffers& b, const LinearScratch& sc, const exq::cuda::DeviceView& xn,
             const exq::cuda::DeviceView& out, cudaStream_t s) const;

@@ -57,10 +57,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 }
 
 // One warp per row: model::route_token's rule (probability descending, then the lower id) over
-// the lanes' experts; the softmax sum is a warp reduction, so weights can differ from the CPU's in
-// the last bits. One thread a row took ~k * experts serial steps (Qwen3-MoE: 1024 expf).
+// the lanes' experts, each lane's kPer probabilities held in registers; the softmax sum is a warp
+// reduction, so weights can differ from the CPU's in the last bits. (One thread a row took ~k *
+// experts serial steps, Qwen3-MoE: 1024 expf; recomputing the probabilities for every pick and
+// one lane writing and reading back the picks cost ~20 us a token and layer.)
 constexpr int kRouteWarps = 4;
 
+template <int kPer>
 __global__ void __launch_bounds__(kRouteWarps * 32)
     moe_route_kernel(const float* __restrict__ logits, int rows, int experts, int k, bool renormalize,
                      int32_t* __restrict__ ids, float* __restrict__ weights, const int64_t* __restrict__ shift_table,
@@ -68,23 +71,37 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
   const int lane = threadIdx.x & 31, r = blockIdx.x * kRouteWarps + (threadIdx.x >> 5);
   if (r >= rows) return;
   const float* l = logits + static_cast<size_t>(r) * experts;
+  float v[kPer];  // logit, then probability, of expert lane + 32 j
   float top = -INFINITY;
-  for (int e = lane; e < experts; e += 32) top = fmaxf(top, l[e]);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int e = lane + 32 * j;
+    v[j] = e < experts ? l[e] : -INFINITY;
+    top = fmaxf(top, v[j]);
+  }
   top = warp_max(top);
   float part = 0.0f;
-  for (int e = lane; e < experts; e += 32) part += expf(l[e] - top);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
+    if (lane + 32 * j < experts) part += expf(v[j] - top);
   const float sum = warp_sum(part);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const float p = expf(v[j] - top) / sum;
+    v[j] = isnan(p) ? -1.0f : p;  // NaN logits still pick valid ids (last, lowest first)
+  }
   // The i-th pick: the best (probability, id) ordered after the previous pick.
-  float prev_p = 0.0f, chosen = 0.0f;
-  int prev = -1;
+  float prev_p = 0.0f, chosen = 0.0f, my_w = 0.0f;
+  int prev = -1, my_id = -1;
   for (int i = 0; i < k; ++i) {
     int best = -1;
     float bp = 0.0f;
-    for (int e = lane; e < experts; e += 32) {
-      float p = expf(l[e] - top) / sum;
-      if (isnan(p)) p = -1.0f;  // NaN logits still pick valid ids (last, lowest first)
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int e = lane + 32 * j;
+      const float p = v[j];
       const bool after = prev < 0 || p < prev_p || (p == prev_p && e > prev);
-      if (after && (best < 0 || p > bp)) {
+      if (e < experts && after && (best < 0 || p > bp)) {
         best = e;
         bp = p;
       }
@@ -98,33 +115,39 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
         bp = op;
       }
     }
-    if (lane == 0) {
-      ids[r * k + i] = best;
-      weights[r * k + i] = bp;
+    if (lane == i) {  // every lane holds the pick after the butterfly
+      my_id = best;
+      my_w = bp;
     }
     chosen += bp;
     prev = best;
     prev_p = bp;
   }
-  if (lane != 0) return;
-  if (renormalize)
-    for (int i = 0; i < k; ++i) weights[r * k + i] /= chosen;
+  // Lane i writes pick i and its shifts: no global read-back of the picks.
+  if (lane >= k) return;
+  ids[r * k + lane] = my_id;
+  weights[r * k + lane] = renormalize ? my_w / chosen : my_w;
   if (shift_table != nullptr && r == 0)
-    for (int i = 0; i < 3 * k; ++i) shifts[i] = shift_table[ids[i / 3] * 3 + i % 3];
+    for (int j = 0; j < 3; ++j) shifts[3 * lane + j] = shift_table[my_id * 3 + j];
 }
 
 __global__ void moe_combine_kernel(const float* __restrict__ y, const int32_t* __restrict__ ids,
                                    const float* __restrict__ weights, int k, int hidden, float* __restrict__ out) {
+  // The slots in ascending expert order (the CPU's order of addition), ranked once a block.
+  __shared__ int order[kMoeMaxTopK];
+  if (static_cast<int>(threadIdx.x) < k) {
+    const int s = static_cast<int>(threadIdx.x), id = ids[s];
+    int rank = 0;
+    for (int j = 0; j < k; ++j) rank += ids[j] < id || (ids[j] == id && j < s);
+    order[rank] = s;
+  }
+  __syncthreads();
   const int h = blockIdx.x * blockDim.x + threadIdx.x;
   if (h >= hidden) return;
   float acc = 0.0f;
-  int last = -1;
-  for (int i = 0; i < k; ++i) {  // the slot of the next larger id
-    int s = -1;
-    for (int j = 0; j < k; ++j)
-      if (ids[j] > last && (s < 0 || ids[j] < ids[s])) s = j;
+  for (int i = 0; i < k; ++i) {
+    const int s = order[i];
     acc += weights[s] * y[static_cast<size_t>(s) * hidden + h];
-    last = ids[s];
   }
   out[h] = acc;
 }
@@ -169,8 +192,13 @@ template void moe_gemv_cuda<__nv_bfloat16>(const void* const*, const int32_t*, i
 void moe_route_cuda(const float* logits, int rows, int experts, int k, bool renormalize, int32_t* ids,
                     float* weights, const int64_t* shift_table, int64_t* shifts, cudaStream_t stream) {
   if (rows <= 0) return;
-  moe_route_kernel<<<ceil_div(rows, kRouteWarps), kRouteWarps * 32, 0, stream>>>(
-      logits, rows, experts, k, renormalize, ids, weights, shift_table, shifts);
+  const unsigned grid = ceil_div(rows, kRouteWarps);
+  if (experts <= 256)
+    moe_route_kernel<8><<<grid, kRouteWarps * 32, 0, stream>>>(logits, rows, experts, k, renormalize, ids, weights,
+                                                                shift_table, shifts);
+  else
+    moe_route_kernel<kMoeMaxExperts / 32><<<grid, kRouteWarps * 32, 0, stream>>>(
+        logits, rows, experts, k, renormalize, ids, weights, shift_table, shifts);
   CUDA_CHECK_LAUNCH();
 }
 

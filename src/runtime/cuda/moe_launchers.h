@@ -21,7 +21,9 @@ void moe_gemv_cuda(const void* const* table, const int32_t* ids, int slots, int 
 // Per row of logits [rows, experts]: the float32 softmax, the k most probable experts (ties: the
 // lower id) into ids [rows, k] and their probabilities into weights, divided by their sum when
 // renormalize (model::route_token's rule). shift_table [experts][3] (or null): the chosen
-// experts' entries copied to shifts [k][3] (row 0; the decode's EXL2 experts).
+// experts' entries copied to shifts [k][3] (row 0; the decode's EXL2 experts). experts <=
+// kMoeMaxExperts.
+inline constexpr int kMoeMaxExperts = 1024;
 void moe_route_cuda(const float* logits, int rows, int experts, int k, bool renormalize, int32_t* ids,
                     float* weights, const int64_t* shift_table, int64_t* shifts, cudaStream_t stream);
 
