@@ -342,6 +342,29 @@ void warn_sparse_experts(const std::string& key, const std::vector<int64_t>& tok
                    tokens[e] == 0 ? ", quantized without statistics (round to nearest)" : "");
 }
 
+TablePicks table_picks(const std::vector<std::vector<QuantOption>>& table, size_t columns) {
+  TablePicks t;
+  t.distinct.resize(columns);
+  t.pick.assign(table.size(), std::vector<size_t>(columns));
+  for (size_t i = 0; i < table.size(); ++i) {
+    EXQ_CHECK(table[i].size() == columns, "table row {} has {} options for {} linears", i, table[i].size(),
+              columns);
+    for (size_t c = 0; c < columns; ++c) {
+      auto& d = t.distinct[c];
+      const auto it = std::find(d.begin(), d.end(), table[i][c]);
+      t.pick[i][c] = static_cast<size_t>(it - d.begin());
+      if (it == d.end()) d.push_back(table[i][c]);
+    }
+  }
+  return t;
+}
+
+int64_t TablePicks::groups() const {
+  int64_t n = 0;
+  for (const auto& d : distinct) n += static_cast<int64_t>(d.size());
+  return n;
+}
+
 ErrorMetric parse_error_metric(std::string_view name, std::string_view what) {
   if (name == "row") return ErrorMetric::kRow;
   if (name == "skip0") return ErrorMetric::kSkip0;

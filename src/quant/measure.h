@@ -52,6 +52,16 @@ std::vector<std::vector<QuantOption>> table_rows(const std::vector<Row>& given,
   return t;
 }
 
+// A table's distinct options per column and each row's index among them: what the GPU engine
+// quantizes once per column (every linear of it) and how each table row picks from that.
+struct TablePicks {
+  std::vector<std::vector<QuantOption>> distinct;  // [column][k]
+  std::vector<std::vector<size_t>> pick;           // [table row][column]: index into distinct
+  int64_t groups() const;                          // distinct options of all columns
+};
+// Throws exq::Error for a row without `columns` options.
+TablePicks table_picks(const std::vector<std::vector<QuantOption>>& table, size_t columns);
+
 struct MeasureTiming {
   double reference_s = 0;  // reference forward + Hessian accumulation
   double hessian_s = 0;    // of which: Hessian accumulation

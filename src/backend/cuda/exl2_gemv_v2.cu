@@ -399,17 +399,13 @@ __device__ __forceinline__ WarpRange warp_range_runs(const Exl2Desc& d, const Ge
   return r;
 }
 
-// W: the layer's common bit width, 0 if mixed (each run through its width's function; with
-// RUNS, split.runs, one run per warp). N: layers the kernel parameter has room for (1, or
-// kExl2MaxGroup for group launches).
-template <int W, int N, bool RUNS = false>
-__global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
-    exl2_gemv2_kernel(const __grid_constant__ GroupParam<N> grp, const __grid_constant__ GemvArgs a) {
-  extern __shared__ __align__(16) uint32_t smem[];
-  const GroupPlace place = group_place(grp);
-  const Exl2Desc& d = grp.d[place.layer];
-  const Exl2LayerIo& io = grp.io[place.layer];
-  const WarpRange w = RUNS ? warp_range_runs(d, a, place.row) : warp_range(d, a, place.row);
+// One block of a layer's GEMV: block row `row` of `d` (its x staged, the warps' steps, the
+// block column's outputs summed in a fixed order, as kernel 1). The body of the dense and the MoE
+// kernels below; inlined, so each kernel compiles as if it were written out.
+template <int W, bool RUNS>
+__device__ __forceinline__ void gemv2_block(const Exl2Desc& d, const Exl2LayerIo& io, int row, const GemvArgs& a,
+                                            uint32_t* smem) {
+  const WarpRange w = RUNS ? warp_range_runs(d, a, row) : warp_range(d, a, row);
   const int g = w.g, t = w.t;
   XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
              w.k0, w.k1, W};
@@ -428,12 +424,22 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
 
   float acc[2][4] = {};
   warp_steps<W, RUNS>(d, w, c, xst, acc);
-  // As kernel 1: the block column's outputs summed in a fixed order.
-  reduce_store(d, a, io, place.row, smem, w, acc);
+  reduce_store(d, a, io, row, smem, w, acc);
 }
 
-// MoE decode: exl2_gemv2_kernel's body for the block's (layer, slot, row) of an Exl2MoeGroup. A
-// kernel of its own, so the dense instances above stay as they are.
+// W: the layer's common bit width, 0 if mixed (each run through its width's function; with
+// RUNS, split.runs, one run per warp). N: layers the kernel parameter has room for (1, or
+// kExl2MaxGroup for group launches).
+template <int W, int N, bool RUNS = false>
+__global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
+    exl2_gemv2_kernel(const __grid_constant__ GroupParam<N> grp, const __grid_constant__ GemvArgs a) {
+  extern __shared__ __align__(16) uint32_t smem[];
+  const GroupPlace place = group_place(grp);
+  gemv2_block<W, RUNS>(grp.d[place.layer], grp.io[place.layer], place.row, a, smem);
+}
+
+// MoE decode: the block's (layer, slot, row) of an Exl2MoeGroup. A kernel of its own, so the
+// dense instances above stay as they are.
 template <int W, bool RUNS = false>
 __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
     exl2_gemv2_moe_kernel(const __grid_constant__ Exl2MoeGroup grp, const __grid_constant__ GemvArgs a) {
@@ -444,26 +450,7 @@ __global__ void __launch_bounds__(kExl2MaxWarps * 32, 1)
     l = 1;
   }
   const int slot = y / grp.rows[l], row = y - slot * grp.rows[l];
-  const Exl2Desc& d = grp.d[l];
-  const Exl2LayerIo& io = grp.io[l][slot];
-  const WarpRange w = RUNS ? warp_range_runs(d, a, row) : warp_range(d, a, row);
-  const int g = w.g, t = w.t;
-  XStage xst{&a, &io, &d, smem, reinterpret_cast<float*>(smem + w.block_steps * kStepWords),
-             w.k0, w.k1, W};
-  WarpCtx c;
-  c.wbase = shifted(d.q_weight, io.shift) + static_cast<size_t>(w.tile) * d.tile_rows * 8 + g;
-  c.sbase = reinterpret_cast<const unsigned short*>(shifted(d.q_scale, io.shift)) + w.tile * 8 + g;
-  c.mbase = reinterpret_cast<const unsigned short*>(shifted(d.group_m, io.shift));
-  c.xs = static_cast<uint32_t>(__cvta_generic_to_shared(smem + t * kSlotWords + g * kPairs));
-  c.xsc = static_cast<uint32_t>(__cvta_generic_to_shared(xst.xsc + 4 * t));
-  c.scale_row = d.out_pad / 4;
-  c.t = t;
-  c.k0 = w.k0;
-  c.one = a.batch == 1;
-
-  float acc[2][4] = {};
-  warp_steps<W, RUNS>(d, w, c, xst, acc);
-  reduce_store(d, a, io, row, smem, w, acc);
+  gemv2_block<W, RUNS>(grp.d[l], grp.io[l][slot], row, a, smem);
 }
 
 template <auto K>

@@ -155,23 +155,15 @@ class CudaEngine final : public Engine {
       check_moe(spec, states);
       const auto table = table_rows(options.mlp_table, mlp_option_table());
       EXQ_CHECK(!table.empty(), "empty option table");
-      // Distinct options of each column (shared by every expert) and each row's picks.
-      std::vector<std::vector<QuantOption>> distinct(3);
-      std::vector<std::vector<size_t>> pick(table.size(), std::vector<size_t>(3));
-      for (size_t i = 0; i < table.size(); ++i)
-        for (size_t c = 0; c < 3; ++c) {
-          auto& d = distinct[c];
-          const auto it = std::find(d.begin(), d.end(), table[i][c]);
-          pick[i][c] = static_cast<size_t>(it - d.begin());
-          if (it == d.end()) d.push_back(table[i][c]);
-        }
+      // A column's options apply to every expert.
+      const TablePicks picks = table_picks(table, 3);
       begin_module();
       ModuleResult res;
       res.measurement.key = key;
-      MoeRun run(ctx_, spec, states, option_groups(distinct), options.percdamp);
-      run.reference_gptq(distinct, false);
+      MoeRun run(ctx_, spec, states, picks.groups(), options.percdamp);
+      run.reference_gptq(picks.distinct, false);
       warn_sparse_experts(key, run.expert_tokens(), run.tokens());
-      res.errors = run.test_table(pick, options.metric);
+      res.errors = run.test_table(picks.pick, options.metric);
       res.target = run.target_to_host();
       const int64_t h = ctx_.config.hidden_size, ei = ctx_.config.expert_intermediate, E = ctx_.config.num_experts;
       std::vector<MeasuredRow> rows;
@@ -239,11 +231,6 @@ class CudaEngine final : public Engine {
   nlohmann::ordered_json module_stats() override { return stats_; }
 
  private:
-  static int64_t option_groups(const std::vector<std::vector<QuantOption>>& distinct) {
-    int64_t n = 0;
-    for (const auto& d : distinct) n += static_cast<int64_t>(d.size());
-    return n;
-  }
   static nlohmann::ordered_json moe_stats(const MoeRun& run) {
     return {{"results_in_host_memory", run.plan().host_candidates},
             {"cache_groups", run.plan().cache_groups},
@@ -381,21 +368,9 @@ class CudaEngine final : public Engine {
       check_inputs(spec, states);
       const size_t L = spec.linears.size();
       EXQ_CHECK(!table.empty(), "empty option table");
-      // Distinct options of each linear's column, and each table row's pick among them.
-      std::vector<std::vector<QuantOption>> distinct(L);
-      std::vector<std::vector<size_t>> pick(table.size(), std::vector<size_t>(L));
-      for (size_t i = 0; i < table.size(); ++i) {
-        EXQ_CHECK(table[i].size() == L, "table row {} has {} options for {} linears", i,
-                  table[i].size(), L);
-        for (size_t c = 0; c < L; ++c) {
-          auto& d = distinct[c];
-          const auto it = std::find(d.begin(), d.end(), table[i][c]);
-          pick[i][c] = static_cast<size_t>(it - d.begin());
-          if (it == d.end()) d.push_back(table[i][c]);
-        }
-      }
+      const TablePicks picks = table_picks(table, L);
       std::vector<int64_t> counts;
-      for (const auto& d : distinct) counts.push_back(static_cast<int64_t>(d.size()));
+      for (const auto& d : picks.distinct) counts.push_back(static_cast<int64_t>(d.size()));
 
       begin_module();
       ModuleResult res;
@@ -413,8 +388,8 @@ class CudaEngine final : public Engine {
                     options.percdamp);
         run->set_damping(damping);
         run->reference(&res.target);
-        run->gptq(distinct, false);
-        res.errors = run->test_table(pick, options.metric);
+        run->gptq(picks.distinct, false);
+        res.errors = run->test_table(picks.pick, options.metric);
         if (!retry_damping(*run, damping, retries)) break;
       }
       std::vector<MeasuredRow> rows;

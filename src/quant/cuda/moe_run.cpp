@@ -90,6 +90,11 @@ void MoeRun::gemm(const DeviceView& x16, int64_t rows, const DeviceView& w, cons
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void MoeRun::norm_row(int64_t r) {
+  exq::cuda::rmsnorm(x_.view().slice0(r, r + 1).reshape({tokens_, hidden_}), norm_.view(), xn_.view(),
+                     static_cast<float>(ctx_.config.rms_norm_eps), ctx_.compute);
+}
+
 void MoeRun::route(bool hessian) {
   const cudaStream_t s = ctx_.compute;
   const int64_t T = tokens_, H = hidden_, E = experts_;
@@ -98,11 +103,9 @@ void MoeRun::route(bool hessian) {
   if (hessian) gate_hessian_ = std::make_unique<DeviceHessian>(H, gptq_ctx_);
   // Router logits of every row in f32 (the router stays fp16 in the output: its values are
   // exact in f32 here); the gate / up Hessian from the same normed rows.
-  ctx_.cublas.set_stream(s);
   const float alpha = 1.0f, beta = 0.0f;
   for (int64_t r = 0; r < rows_; ++r) {
-    exq::cuda::rmsnorm(x_.view().slice0(r, r + 1).reshape({T, H}), norm_.view(), xn_.view(),
-                       static_cast<float>(ctx_.config.rms_norm_eps), s);
+    norm_row(r);
     if (hessian) gate_hessian_->add_batch(xn_.view());
     ctx_.cublas.set_stream(s);
     CUBLAS_CHECK(cublasSgemm(ctx_.cublas.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(E), static_cast<int>(T),
@@ -168,8 +171,7 @@ void MoeRun::expert_rows(int64_t r, int64_t e, const Views& w, DeviceHessian* h,
 
 void MoeRun::expert_sum(int64_t r, const WeightOf& w) {
   const cudaStream_t s = ctx_.compute;
-  exq::cuda::rmsnorm(x_.view().slice0(r, r + 1).reshape({tokens_, hidden_}), norm_.view(), xn_.view(),
-                     static_cast<float>(ctx_.config.rms_norm_eps), s);
+  norm_row(r);
   CUDA_CHECK(cudaMemsetAsync(acc_.raw(), 0, acc_.nbytes(), s));
   for (int64_t e = 0; e < experts_; ++e) expert_rows(r, e, w[static_cast<size_t>(e)], nullptr, f32(acc_));
 }
@@ -215,8 +217,7 @@ void MoeRun::run_experts(const std::vector<std::vector<QuantOption>>* options, b
       }
       for (int64_t r = 0; r < rows_; ++r) {
         if (count_[static_cast<size_t>(r)][static_cast<size_t>(e)] == 0) continue;
-        exq::cuda::rmsnorm(x_.view().slice0(r, r + 1).reshape({tokens_, hidden_}), norm_.view(), xn_.view(),
-                           static_cast<float>(ctx_.config.rms_norm_eps), s);
+        norm_row(r);
         expert_rows(r, e, v, down.get(), f32(target_) + r * n);
       }
     }

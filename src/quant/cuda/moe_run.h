@@ -83,6 +83,8 @@ class MoeRun {
   using Views = std::array<exq::cuda::DeviceView, 3>;  // an expert's gate, up, down
   using WeightOf = std::vector<Views>;
   void route(bool hessian);
+  // xn_ = RMSNorm of calibration row r (the same kernel on every path, so the same bits).
+  void norm_row(int64_t r);
   // Expert e's tokens of row r (xn_ holds the row normed): its output times the routing
   // weights added into out (the row's [T, hidden] sums); its down Hessian when h.
   void expert_rows(int64_t r, int64_t e, const Views& w, DeviceHessian* h, float* out);

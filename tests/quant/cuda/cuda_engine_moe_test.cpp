@@ -6,7 +6,6 @@
 // memory (the plan of a block too big for the budget). Needs a GPU, not the test model.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -16,6 +15,7 @@
 #include "io/safetensors.h"
 #include "quant/cuda/cuda_engine.h"
 #include "quant/engine.h"
+#include "quant/measure.h"
 #include "quant/module_forward.h"
 #include "../tiny_gemma.h"
 
@@ -49,18 +49,6 @@ TinyMoe load_tiny(const char* name, int64_t index) {
   io::ModelConfig c = io::load_model_config(dir);
   LayerF32 layer = load_layer_f32(io::SafetensorsModel::open(dir), c, index);
   return {std::move(c), std::move(layer)};
-}
-
-// Distinct options of the three columns of `table`.
-int64_t option_groups(const std::vector<MlpOptions>& table) {
-  int64_t n = 0;
-  for (size_t c = 0; c < 3; ++c) {
-    std::vector<QuantOption> d;
-    for (const MlpOptions& row : table)
-      if (std::find(d.begin(), d.end(), row[c]) == d.end()) d.push_back(row[c]);
-    n += static_cast<int64_t>(d.size());
-  }
-  return n;
 }
 
 // The quantized experts of a step, dequantized as resume replay reads them.
@@ -155,7 +143,7 @@ TEST(CudaEngineMoe, ResultsInHostMemoryGiveTheSameBytes) {
     EXPECT_TRUE(stats["results_in_host_memory"].get<bool>());
     EXPECT_EQ(stats["cache_groups"].get<int64_t>(), 3);
     // Every group (a distinct option of a column) through the 3 slots: at least once each.
-    EXPECT_GE(stats["group_uploads"].get<int64_t>(), option_groups(opts.mlp_table));
+    EXPECT_GE(stats["group_uploads"].get<int64_t>(), table_picks(table_rows(opts.mlp_table, mlp_option_table()), 3).groups());
     test::expect_measurements_identical(hm, dm);
     test::expect_packed_identical(host->quantize_moe(layer, 0, x, mo), dq);
   }

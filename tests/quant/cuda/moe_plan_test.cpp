@@ -6,11 +6,11 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "quant/measure.h"
 #include "quant/options.h"
 
 namespace exq::quant::cuda {
@@ -18,16 +18,7 @@ namespace {
 
 constexpr size_t kGiB = size_t{1} << 30, kMiB = size_t{1} << 20;
 
-int64_t table_groups() {
-  int64_t n = 0;
-  for (size_t c = 0; c < 3; ++c) {
-    std::vector<QuantOption> d;
-    for (const MlpOptions& row : mlp_option_table())
-      if (std::find(d.begin(), d.end(), row[c]) == d.end()) d.push_back(row[c]);
-    n += static_cast<int64_t>(d.size());
-  }
-  return n;
-}
+int64_t table_groups() { return table_picks(table_rows(std::vector<MlpOptions>{}, mlp_option_table()), 3).groups(); }
 
 MoeShape mixtral(int64_t rows, int64_t groups) { return {rows, 2048, 4096, 8, 2, 14336, groups}; }
 
