@@ -76,4 +76,41 @@ __device__ __forceinline__ void static_for(F&& f) {
   static_for_impl(f, std::make_integer_sequence<int, N>{});
 }
 
+// The 32 fp16 weights of one unit-column (b words wv, one scale), rows 0..31 in order as four
+// 16-byte stores: dst[0] rows 0-7 ... dst[3] rows 24-31 (the dequantize and expert GEMM tiles).
+template <int B>
+__device__ __forceinline__ void dequant_unit_perm(const uint32_t* wv, __half2 scale, uint4* dst) {
+  uint32_t w[B];
+#pragma unroll
+  for (int i = 0; i < B; ++i) w[i] = wv[i];
+  uint32_t v[kPairs];
+  static_for<kPairs>([&](auto j_) {
+    constexpr int J = decltype(j_)::value;
+    v[J] = pair_weights<B, J>(w, scale);
+  });
+  // Pair J holds rows (J, J + 16): rows 0-15 from the low halves, 16-31 from the high.
+  uint32_t lo[8], hi[8];
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    lo[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x5410);
+    hi[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x7632);
+  }
+  dst[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  dst[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
+  dst[2] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  dst[3] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
+}
+
+// Same for a width known at run time (2, 3, 4, 5, 6 or 8).
+__device__ __forceinline__ void dequant_unit_rows(int bits, const uint32_t* wv, __half2 scale, uint4* dst) {
+  switch (bits) {
+    case 2: dequant_unit_perm<2>(wv, scale, dst); break;
+    case 3: dequant_unit_perm<3>(wv, scale, dst); break;
+    case 4: dequant_unit_perm<4>(wv, scale, dst); break;
+    case 5: dequant_unit_perm<5>(wv, scale, dst); break;
+    case 6: dequant_unit_perm<6>(wv, scale, dst); break;
+    default: dequant_unit_perm<8>(wv, scale, dst); break;
+  }
+}
+
 }  // namespace exq::cuda::exl2

@@ -41,29 +41,6 @@ __global__ void exl2_repack_kernel(const Exl2Desc d, const uint32_t* __restrict_
 constexpr int kPermUnits = kThreads / 32;
 constexpr int kPermStride = kPermUnits * 32 + 8;  // halves per tile row (+16 bytes: banks)
 
-template <int B>
-__device__ __forceinline__ void dequant_unit_perm(const uint32_t* wv, __half2 scale, uint4* dst) {
-  uint32_t w[B];
-#pragma unroll
-  for (int i = 0; i < B; ++i) w[i] = wv[i];
-  uint32_t v[kPairs];
-  static_for<kPairs>([&](auto j_) {
-    constexpr int J = decltype(j_)::value;
-    v[J] = pair_weights<B, J>(w, scale);
-  });
-  // Pair J holds rows (J, J + 16): rows 0-15 from the low halves, 16-31 from the high.
-  uint32_t lo[8], hi[8];
-#pragma unroll
-  for (int m = 0; m < 8; ++m) {
-    lo[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x5410);
-    hi[m] = __byte_perm(v[2 * m], v[2 * m + 1], 0x7632);
-  }
-  dst[0] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-  dst[1] = make_uint4(lo[4], lo[5], lo[6], lo[7]);
-  dst[2] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-  dst[3] = make_uint4(hi[4], hi[5], hi[6], hi[7]);
-}
-
 __global__ void __launch_bounds__(kThreads)
     exl2_dequant_perm_kernel(const __grid_constant__ Exl2Desc d, const int32_t* __restrict__ krow,
                              __half* __restrict__ w) {
@@ -84,14 +61,7 @@ __global__ void __launch_bounds__(kThreads)
         (d.q_scale[static_cast<size_t>(un.group) * (d.out_pad / 8) + col / 8] >> (4 * (col % 8))) & 15u;
     const __half2 scale = scale_pair(code, d.group_m[un.group]);
     uint4* dst = reinterpret_cast<uint4*>(tile + lane * kPermStride + warp * 32);
-    switch (bits) {
-      case 2: dequant_unit_perm<2>(wv, scale, dst); break;
-      case 3: dequant_unit_perm<3>(wv, scale, dst); break;
-      case 4: dequant_unit_perm<4>(wv, scale, dst); break;
-      case 5: dequant_unit_perm<5>(wv, scale, dst); break;
-      case 6: dequant_unit_perm<6>(wv, scale, dst); break;
-      default: dequant_unit_perm<8>(wv, scale, dst); break;
-    }
+    dequant_unit_rows(bits, wv, scale, dst);
   }
   __syncthreads();
   // Lane l of a warp: unit l / 4, rows 8 (l % 4) .. + 8 of one column; warps take columns.

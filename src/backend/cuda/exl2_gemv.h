@@ -204,6 +204,10 @@ inline int64_t exl2_shift_bytes(const Exl2Layer& a, const Exl2Layer& b) {
   return reinterpret_cast<const char*>(b.desc().q_weight) - reinterpret_cast<const char*>(a.desc().q_weight);
 }
 
+// Whether the grouped expert GEMM (expert_gemm.h) reads this layer's layout (copies its unit
+// table back to the host; synchronizes `stream`).
+bool exl2_expert_gemm_ok(const Exl2Layer& layer, cudaStream_t stream);
+
 // w: [out, in] F16 with its input channels in q_perm order (column k is channel
 // layer.q_perm()[k]); bit-exact with io::dequantize_exl2's values.
 void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaStream_t stream);

@@ -78,6 +78,16 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// The power of two a row of max |x| = amax is divided by before rounding to f16 (matmul.cu's
+// rule): 1 when amax lies in [2^-4, 2^14), else the scale that brings it into [2^13, 2^14).
+__device__ __forceinline__ float f16_row_scale(float amax) {
+  constexpr int kRowMaxExponent = 14, kRowMinExponent = -4;
+  if (!(amax > 0.0f) || !isfinite(amax)) return 1.0f;
+  int e = 0;
+  frexpf(amax, &e);  // amax = f * 2^e with f in [0.5, 1)
+  return e - 1 < kRowMinExponent || e > kRowMaxExponent ? ldexpf(1.0f, e - kRowMaxExponent) : 1.0f;
+}
+
 inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 // The first key a query at `pos` attends with a sliding window of `window` keys (itself included);

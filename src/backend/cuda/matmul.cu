@@ -25,8 +25,6 @@ namespace {
 
 constexpr int kQuantizeThreads = 256;
 constexpr int kScaleThreads = 256;
-constexpr int kRowMaxExponent = 14;  // rows scaled so max |x| < 2^14, 4x below f16's max
-constexpr int kRowMinExponent = -4;  // rows with max |x| >= 2^-4 (and < 2^14) keep scale 1
 constexpr int kScaleVec = 4;         // elements of y per thread of the scale pass
 
 template <typename W>
@@ -79,12 +77,7 @@ __global__ void scale_round_rows_kernel(const float* __restrict__ x, W* __restri
     for (int i = threadIdx.x; i < k; i += blockDim.x) amax = fmaxf(amax, fabsf(xr[i]));
   }
   amax = block_max(amax, scratch);
-  float scale = 1.0f;
-  if (amax > 0.0f && isfinite(amax)) {
-    int e = 0;
-    frexpf(amax, &e);  // amax = f * 2^e with f in [0.5, 1)
-    if (e - 1 < kRowMinExponent || e > kRowMaxExponent) scale = ldexpf(1.0f, e - kRowMaxExponent);
-  }
+  const float scale = f16_row_scale(amax);
   const float inv = 1.0f / scale;  // exact: a power of two
   W* qr = xq + static_cast<size_t>(blockIdx.x) * k;
   if constexpr (COPY) {  // block_max's barrier made row_copy visible

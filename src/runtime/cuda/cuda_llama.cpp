@@ -348,6 +348,7 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
 void CudaLlama::Impl::moe_mlp_rows(const LayerGpu& L, const gpu::DeviceView& xn, const gpu::DeviceView& out,
                                    const gpu::DeviceView& mm_ws) {
   moe_rows.ensure(config, std::max<int64_t>(xn.dim(0), 1), *alloc, stream);
+  if (L.moe->grouped_rows()) moe_rows.ensure_slots(config, std::max<int64_t>(xn.dim(0), 1), *alloc, stream);
   L.moe->rows(moe_rows, scratch(mm_ws), xn, out, stream);
 }
 

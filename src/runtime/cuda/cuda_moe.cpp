@@ -9,6 +9,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/elementwise.h"
+#include "backend/cuda/expert_gemm.h"
 #include "core/error.h"
 #include "model/moe.h"
 #include "runtime/cuda/moe_launchers.h"
@@ -70,11 +71,31 @@ void MoeRowBuffers::ensure(const io::ModelConfig& c, int64_t n, gpu::CachingAllo
   rows = n;
 }
 
+void MoeRowBuffers::ensure_slots(const io::ModelConfig& c, int64_t n, gpu::CachingAllocator& a, cudaStream_t s) {
+  const int64_t r = n * c.experts_per_token;
+  if (r <= slot_rows) return;
+  const int64_t width = std::max(c.hidden_size, c.expert_intermediate);
+  a0 = raw_bytes(static_cast<size_t>(r * width) * 2, a, s);
+  a1 = raw_bytes(static_cast<size_t>(r * c.hidden_size) * 2, a, s);
+  sgate = gpu::DeviceTensor(DType::F32, {r, c.expert_intermediate}, a, s);
+  sup = gpu::DeviceTensor(DType::F32, {r, c.expert_intermediate}, a, s);
+  sdown = gpu::DeviceTensor(DType::F32, {r, c.hidden_size}, a, s);
+  scale = gpu::DeviceTensor(DType::F32, {r}, a, s);
+  // Row experts, combine positions and weights (r each), chunks (at most r + experts, 4 each).
+  plan = gpu::DeviceTensor(DType::I32, {3 * r + 4 * (r + c.num_experts)}, a, s);
+  slot_rows = r;
+}
+
 size_t MoeRowBuffers::bytes(const io::ModelConfig& c, int64_t n) {
   const auto r = static_cast<size_t>(n), k = static_cast<size_t>(c.experts_per_token);
-  return rounded(r * static_cast<size_t>(c.num_experts) * 4) + 4 * rounded(r * k * 4) +
-         2 * rounded(r * static_cast<size_t>(c.hidden_size) * 4) +
-         2 * rounded(r * static_cast<size_t>(c.expert_intermediate) * 4);
+  const auto h = static_cast<size_t>(c.hidden_size), i = static_cast<size_t>(c.expert_intermediate);
+  const size_t per_expert = rounded(r * static_cast<size_t>(c.num_experts) * 4) + 4 * rounded(r * k * 4) +
+                            2 * rounded(r * h * 4) + 2 * rounded(r * i * 4);
+  const size_t rk = r * k;
+  const size_t grouped = rounded(rk * std::max(h, i) * 2) + rounded(rk * h * 2) + 2 * rounded(rk * i * 4) +
+                         rounded(rk * h * 4) + rounded(rk * 4) +
+                         rounded((3 * rk + 4 * (rk + static_cast<size_t>(c.num_experts))) * 4);
+  return per_expert + grouped;
 }
 
 void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, int64_t& max_exl2) {
@@ -100,6 +121,21 @@ void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, 
     };
     exl2 += rounded(slots * 4 * (2 * words(g) + words(d)));
   }
+}
+
+bool moe_grouped_wins(bool exl2, int64_t slots, int64_t active, int64_t hidden, int64_t inter, size_t expert_bytes) {
+  if (active <= 0) return false;
+  // Rows an expert multiplies on average, and that times its [inter, hidden] (the work of one
+  // expert's launch set). Crossovers measured on the H200 with 8 experts of [14336, 4096]
+  // (docs/perf.md, session 28): dense between 16 and 64 rows, EXL2 between 64 and 128; at <= 8
+  // rows an EXL2 expert's launch set runs the GEMV, which reads a large expert at close to the
+  // memory's speed where the grouped kernel does not, and only many small experts (launches) make
+  // up for that.
+  constexpr double kDenseMaxWork = 2.4e9, kExl2MaxWork = 5.6e9;
+  constexpr size_t kGemvMinExpertBytes = 24u << 20;
+  const double rows = static_cast<double>(slots) / static_cast<double>(active);
+  if (exl2 && rows <= 8.0 && expert_bytes > kGemvMinExpertBytes) return false;
+  return rows * static_cast<double>(hidden) * static_cast<double>(inter) <= (exl2 ? kExl2MaxWork : kDenseMaxWork);
 }
 
 MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w, int64_t layer,
@@ -149,6 +185,7 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
 
   // Device routing needs every expert of one kind: dense of one dtype, or EXL2 of one layout.
   const Expert& e0 = experts_w_[0];
+  expert_bytes_ = e0.gate->weight_bytes() + e0.up->weight_bytes() + e0.down->weight_bytes();
   bool all_dense = true, all_exl2 = true, no_bias = true;
   for (const Expert& x : experts_w_)
     for (const GpuLinear* l : {x.gate.get(), x.up.get(), x.down.get()}) {
@@ -202,6 +239,32 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
     }
   } else {
     why_host_ = "the experts mix dense and EXL2 weights";
+  }
+  // The grouped expert GEMM for rows(): it reads every unit of expert 0's layout (all experts
+  // share it) or 16-byte rows of dense weights; its staging holds a row in shared memory.
+  if (why_host_.empty() && std::max(hidden_, inter_) <= kMoeStageMaxIn) {
+    // EXQ_MOE_ROWS=experts / grouped: one path for every pass (A/B timing), else moe_grouped_wins.
+    const char* env = std::getenv("EXQ_MOE_ROWS");
+    const std::string mode = env != nullptr ? env : "";
+    const bool wanted = mode != "experts";
+    force_grouped_ = mode == "grouped";
+    if (exl2_) {
+      bool ok = true;
+      for (const GpuLinear* l : {e0.gate.get(), e0.up.get(), e0.down.get()})
+        ok = ok && gpu::exl2_expert_gemm_ok(*l->exl2_layer(), s);
+      if (ok) {
+        std::vector<const int32_t*> perms;
+        for (const Expert& x : experts_w_)
+          for (const GpuLinear* l : {x.gate.get(), x.up.get(), x.down.get()}) perms.push_back(l->exl2_layer()->q_perm());
+        perm_table_ = raw_bytes(perms.size() * 8, a, s);
+        CUDA_CHECK(cudaMemcpyAsync(perm_table_.raw(), perms.data(), perms.size() * 8, cudaMemcpyHostToDevice, s));
+      }
+      grouped_rows_ = ok && wanted;
+    } else {
+      grouped_rows_ = wanted && gpu::expert_gemm_dense_ok(static_cast<int>(hidden_)) &&
+                      gpu::expert_gemm_dense_ok(static_cast<int>(inter_)) &&
+                      (expert_dtype_ == DType::F16 || expert_dtype_ == DType::BF16);
+    }
   }
   table_ = raw_bytes(table.size() * 8, a, s);
   CUDA_CHECK(cudaMemcpyAsync(table_.raw(), table.data(), table.size() * 8, cudaMemcpyHostToDevice, s));
@@ -322,6 +385,13 @@ void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::Dev
   const model::ExpertGroups groups = model::group_by_expert(b.host_ids, b.host_weights, experts_, k);
   b.host_order = groups.token;
   b.host_order_w = groups.weight;
+  int64_t active = 0;
+  for (int64_t e = 0; e < experts_; ++e) active += groups.count(e) > 0;
+  if (grouped_rows_ && (force_grouped_ || moe_grouped_wins(exl2_, static_cast<int64_t>(nk), active, hidden_, inter_,
+                                                           expert_bytes_))) {
+    rows_grouped(b, groups, n, xn, out, s);
+    return;
+  }
   CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), b.host_order.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemcpyAsync(b.order_w.raw(), b.host_order_w.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), s));
@@ -344,6 +414,99 @@ void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::Dev
                          out.data<float>(), s);
   }
   // The host vectors are read by the copies above: pageable sources are staged before return.
+}
+
+void MoeLayerGpu::rows_grouped(MoeRowBuffers& b, const model::ExpertGroups& groups, int64_t n,
+                               const gpu::DeviceView& xn, const gpu::DeviceView& out, cudaStream_t s) const {
+  // Needs the MoeRowBuffers of the caller's CachingAllocator: ensure_slots grows them.
+  EXQ_CHECK(b.slot_rows >= n * k_, "cuda: MoE slot buffers of {} rows for {}", b.slot_rows, n * k_);
+  const int64_t k = k_, r = n * k;
+  // The plan: row experts [r], combine positions [r], combine weights [r], chunks [c][4].
+  std::vector<int32_t>& p = b.host_plan;
+  p.assign(static_cast<size_t>(3 * r), 0);
+  int32_t* row_expert = p.data();
+  int32_t* pos = row_expert + r;
+  auto* wts = reinterpret_cast<float*>(pos + r);
+  std::vector<int32_t> filled(static_cast<size_t>(n), 0);
+  for (int64_t e = 0; e < experts_; ++e)
+    for (int64_t i = groups.first[static_cast<size_t>(e)]; i < groups.first[static_cast<size_t>(e) + 1]; ++i) {
+      row_expert[i] = static_cast<int32_t>(e);
+      const int32_t t = groups.token[static_cast<size_t>(i)];
+      const int64_t slot = t * k + filled[static_cast<size_t>(t)]++;  // in ascending expert order
+      pos[slot] = static_cast<int32_t>(i);
+      wts[slot] = groups.weight[static_cast<size_t>(i)];
+    }
+  int chunks = 0;
+  for (int64_t e = 0; e < experts_; ++e) {
+    const int64_t first = groups.first[static_cast<size_t>(e)], m = groups.count(e);
+    for (int64_t o = 0; o < m; o += gpu::kExpertGemmRows) {
+      const int32_t c[4] = {static_cast<int32_t>(e), static_cast<int32_t>(first + o),
+                            static_cast<int32_t>(std::min<int64_t>(gpu::kExpertGemmRows, m - o)), 0};
+      p.insert(p.end(), c, c + 4);
+      ++chunks;
+    }
+  }
+  auto* plan = b.plan.view().data<int32_t>();
+  CUDA_CHECK(cudaMemcpyAsync(plan, p.data(), p.size() * 4, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), groups.token.data(), static_cast<size_t>(r) * 4, cudaMemcpyHostToDevice, s));
+  const auto* d_expert = plan;
+  const auto* d_pos = plan + r;
+  const auto* d_w = reinterpret_cast<const float*>(plan + 2 * r);
+  const auto* d_chunks = reinterpret_cast<const gpu::ExpertChunk*>(plan + 3 * r);
+  const int32_t* token = b.order.view().data<int32_t>();
+  float* scale = b.scale.view().data<float>();
+  float *g = b.sgate.view().data<float>(), *u = b.sup.view().data<float>(), *yd = b.sdown.view().data<float>();
+  const auto* perms = exl2_ ? static_cast<const int32_t* const*>(perm_table_.raw()) : nullptr;
+  const auto* shifts = exl2_ ? static_cast<const int64_t*>(shift_table_.raw()) : nullptr;
+  const auto* table = static_cast<const void* const*>(table_.raw());
+  const int hidden = static_cast<int>(hidden_), inter = static_cast<int>(inter_), rows = static_cast<int>(r);
+
+  auto layer = [&](int part, const void* a, float* y, int out_cols) {
+    gpu::ExpertGemmLayer l;
+    l.a = a;
+    l.y = y;
+    l.out = out_cols;
+    if (exl2_) {
+      const Expert& e0 = experts_w_[0];
+      const GpuLinear* first = part == 0 ? e0.gate.get() : part == 1 ? e0.up.get() : e0.down.get();
+      l.d = first->exl2_layer()->desc();
+      l.shifts = shifts + part;
+      l.stride = 3;
+    } else {
+      l.weights = table + 1 + part * experts_;
+      l.stride = 1;
+    }
+    return l;
+  };
+  auto run = [&]<typename T>(T*) {
+    T* a0 = static_cast<T*>(b.a0.raw());
+    T* a1 = static_cast<T*>(b.a1.raw());
+    auto gemm = [&](const gpu::ExpertGemm& eg) {
+      if (exl2_) gpu::expert_gemm_exl2_cuda(eg, s);
+      else gpu::expert_gemm_dense_cuda<T>(eg, s);
+    };
+    moe_stage_rows_cuda<T>(xn.data<float>(), nullptr, token, d_expert, rows, hidden, perms, 3, 2, a0, a1, scale, s);
+    gpu::ExpertGemm gu;
+    gu.layers = 2;
+    gu.in = hidden;
+    gu.l[0] = layer(0, a0, g, inter);
+    gu.l[1] = layer(1, a1, u, inter);
+    gu.chunks = d_chunks;
+    gu.num_chunks = chunks;
+    gu.row_scale = scale;
+    gemm(gu);
+    moe_stage_rows_cuda<T>(g, u, nullptr, d_expert, rows, inter, perms != nullptr ? perms + 2 : nullptr, 3, 1, a0,
+                           nullptr, scale, s);
+    gpu::ExpertGemm dn = gu;
+    dn.layers = 1;
+    dn.in = inter;
+    dn.l[0] = layer(2, a0, yd, hidden);
+    gemm(dn);
+  };
+  if (!exl2_ && expert_dtype_ == DType::BF16) run(static_cast<__nv_bfloat16*>(nullptr));
+  else run(static_cast<__half*>(nullptr));
+  moe_combine_rows_cuda(yd, d_pos, d_w, static_cast<int>(n), static_cast<int>(k), hidden, out.data<float>(), s);
+  // The host plan is read by the copy above (pageable: staged before the call returns).
 }
 
 }  // namespace exq::runtime::cuda

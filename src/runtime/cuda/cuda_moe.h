@@ -22,6 +22,7 @@
 #include "backend/cuda/exl2_gemv.h"
 #include "io/hf_config.h"
 #include "model/llama_weights.h"
+#include "model/moe.h"
 #include "runtime/cuda/cuda_weights.h"
 
 namespace exq::runtime::cuda {
@@ -46,7 +47,15 @@ struct MoeRowBuffers {
   std::vector<int32_t> host_ids, host_order;
   std::vector<float> host_weights, host_order_w;
   exq::cuda::PinnedBuffer host_in, host_out;  // experts on the CPU: the rows and the result
+  // The grouped path (n * k slot rows): staged inputs (2-byte, width max(hidden, inter)), the
+  // gate / up / down outputs, row scales, and the plan (row experts, combine positions and
+  // weights, chunks) uploaded once a pass.
+  int64_t slot_rows = 0;
+  exq::cuda::DeviceTensor a0, a1, sgate, sup, sdown, scale, plan;
+  std::vector<int32_t> host_plan;
   void ensure(const io::ModelConfig& c, int64_t n, exq::cuda::CachingAllocator& a, cudaStream_t s);
+  void ensure_slots(const io::ModelConfig& c, int64_t n, exq::cuda::CachingAllocator& a, cudaStream_t s);
+  // Both kinds' bytes (an upper bound for the estimate before uploading).
   static size_t bytes(const io::ModelConfig& c, int64_t n);
 };
 
@@ -62,6 +71,9 @@ class MoeLayerGpu {
   // Whether decode() can run (experts chosen on the device, inside the graph); else why not
   // (EXQ_MOE_HOST=1 turns it off, for timing; experts on the CPU).
   bool device_routed() const { return why_host_.empty(); }
+  // Whether rows() can run the grouped expert GEMM (its buffers: MoeRowBuffers::ensure_slots);
+  // each pass picks it or a launch set per expert by moe_grouped_wins.
+  bool grouped_rows() const { return grouped_rows_; }
   const std::string& why_host() const { return why_host_; }
   // Device bytes a single-token step reads (the router and k experts, on average).
   size_t step_bytes() const;
@@ -83,6 +95,10 @@ class MoeLayerGpu {
     std::unique_ptr<GpuLinear> gate, up, down;
   };
   void router_logits(const exq::cuda::DeviceView& xn, float* logits, cudaStream_t s) const;
+  // rows() through the grouped expert GEMM: every routed expert's rows in one launch for gate +
+  // up and one for down (expert_gemm.h), the slots staged by expert and summed per token.
+  void rows_grouped(MoeRowBuffers& b, const model::ExpertGroups& groups, int64_t n, const exq::cuda::DeviceView& xn,
+                    const exq::cuda::DeviceView& out, cudaStream_t s) const;
 
   int64_t experts_ = 0, k_ = 0, inter_ = 0, hidden_ = 0;
   bool renormalize_ = true;
@@ -101,6 +117,11 @@ class MoeLayerGpu {
   exq::cuda::Exl2LayerGroup down0_;
   exq::cuda::DeviceTensor moe_scratch_;  // x staged per slot: gate + up regions, then down's
   size_t gate_up_scratch_ = 0;
+  // The grouped expert GEMM serves rows() (EXL2 experts of one layout whose units it reads, or
+  // dense f16 / bf16 experts); perm_table_: each expert's gate, up and down q_perm (EXL2).
+  bool grouped_rows_ = false, force_grouped_ = false;
+  size_t expert_bytes_ = 0;  // expert 0's three weights
+  exq::cuda::DeviceTensor perm_table_;
   std::string why_host_;
   // Experts on the CPU: the host weights and the config model::moe_mlp reads.
   const model::LayerWeights* host_ = nullptr;
@@ -108,6 +129,12 @@ class MoeLayerGpu {
   void rows_on_cpu(MoeRowBuffers& b, const exq::cuda::DeviceView& xn, const exq::cuda::DeviceView& out,
                    cudaStream_t s) const;
 };
+
+// Whether a pass of `slots` routed rows (tokens x k) over `active` distinct experts of [inter,
+// hidden] (expert_bytes: one expert's three weights as stored) is faster through the grouped
+// expert GEMM than through a launch set per expert (dequantize + cuBLAS, or the EXL2 GEMV for
+// <= 8 rows); thresholds measured on the H200.
+bool moe_grouped_wins(bool exl2, int64_t slots, int64_t active, int64_t hidden, int64_t inter, size_t expert_bytes);
 
 // Bytes MoeLayerGpu will take for layer `w` (an estimate, before uploading): dense and EXL2.
 void moe_layer_bytes(const model::LayerWeights& w, size_t& dense, size_t& exl2, int64_t& max_exl2);

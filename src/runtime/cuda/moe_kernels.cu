@@ -6,15 +6,20 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "runtime/cuda/moe_launchers.h"
 
 namespace exq::runtime::cuda {
 namespace {
 
+using exq::cuda::block_max;
 using exq::cuda::ceil_div;
+using exq::cuda::f16_row_scale;
+using exq::cuda::from_float;
 using exq::cuda::swiglu_value;
 using exq::cuda::to_float;
 using exq::cuda::warp_max;
@@ -168,6 +173,47 @@ __global__ void moe_scatter_add_kernel(const float* __restrict__ y, const int32_
   out[static_cast<int64_t>(rows[r]) * hidden + h] += weights[r] * y[i];
 }
 
+// One block a row: v = x[token[r]] (x[r] without token), or silu(x[r]) * up[r]; the row's f16
+// scale (matmul's rule) from max |v|; layer l's copy in its expert's input order.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    moe_stage_kernel(const float* __restrict__ x, const float* __restrict__ up, const int32_t* __restrict__ token,
+                     const int32_t* __restrict__ expert, int in, const int32_t* const* __restrict__ perms,
+                     int perm_stride, int layers, T* __restrict__ a0, T* __restrict__ a1,
+                     float* __restrict__ row_scale) {
+  __shared__ float scratch[32];
+  extern __shared__ float row[];
+  const int r = blockIdx.x;
+  const float* xr = x + static_cast<size_t>(token != nullptr ? token[r] : r) * in;
+  const float* ur = up != nullptr ? up + static_cast<size_t>(r) * in : nullptr;
+  float amax = 0.0f;
+  for (int i = threadIdx.x; i < in; i += blockDim.x) {
+    const float v = ur != nullptr ? swiglu_value(xr[i], ur[i]) : xr[i];
+    row[i] = v;
+    amax = fmaxf(amax, fabsf(v));
+  }
+  amax = block_max(amax, scratch);  // its barrier makes `row` visible
+  const float scale = f16_row_scale(amax), inv = 1.0f / scale;
+  for (int l = 0; l < layers; ++l) {
+    const int32_t* perm = perms != nullptr ? perms[static_cast<size_t>(expert[r]) * perm_stride + l] : nullptr;
+    T* out = (l == 0 ? a0 : a1) + static_cast<size_t>(r) * in;
+    for (int i = threadIdx.x; i < in; i += blockDim.x) out[i] = from_float<T>(row[perm != nullptr ? perm[i] : i] * inv);
+  }
+  if (threadIdx.x == 0) row_scale[r] = scale;
+}
+
+// Thread per (token, column), the token's slots in the order of pos.
+__global__ void moe_combine_rows_kernel(const float* __restrict__ y, const int32_t* __restrict__ pos,
+                                        const float* __restrict__ weights, int n, int k, int hidden,
+                                        float* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(n) * hidden) return;
+  const int64_t t = i / hidden, h = i - t * hidden;
+  float acc = 0.0f;
+  for (int j = 0; j < k; ++j) acc += weights[t * k + j] * y[static_cast<int64_t>(pos[t * k + j]) * hidden + h];
+  out[i] = acc;
+}
+
 unsigned blocks(int64_t n) { return static_cast<unsigned>(ceil_div(n, int64_t{256})); }
 
 }  // namespace
@@ -219,6 +265,37 @@ void moe_scatter_add_cuda(const float* y, const int32_t* rows, const float* weig
   if (n <= 0) return;
   moe_scatter_add_kernel<<<blocks(static_cast<int64_t>(n) * hidden), 256, 0, stream>>>(y, rows, weights, n,
                                                                                          hidden, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void moe_stage_rows_cuda(const float* x, const float* up, const int32_t* token, const int32_t* expert, int rows,
+                         int in, const int32_t* const* perms, int perm_stride, int layers, T* a0, T* a1,
+                         float* row_scale, cudaStream_t stream) {
+  if (rows <= 0 || in <= 0) return;
+  const size_t smem = static_cast<size_t>(in) * sizeof(float);
+  static const int limit = [] {
+    const int optin = exq::cuda::current_shared_per_block_optin() - 1024;
+    CUDA_CHECK(cudaFuncSetAttribute(moe_stage_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    return optin;
+  }();
+  if (smem > static_cast<size_t>(limit)) throw std::runtime_error("moe_stage_rows_cuda: row too wide");
+  moe_stage_kernel<T><<<rows, 256, smem, stream>>>(x, up, token, expert, in, perms, perm_stride, layers, a0, a1,
+                                                   row_scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+template void moe_stage_rows_cuda<__half>(const float*, const float*, const int32_t*, const int32_t*, int, int,
+                                          const int32_t* const*, int, int, __half*, __half*, float*, cudaStream_t);
+template void moe_stage_rows_cuda<__nv_bfloat16>(const float*, const float*, const int32_t*, const int32_t*, int,
+                                                 int, const int32_t* const*, int, int, __nv_bfloat16*,
+                                                 __nv_bfloat16*, float*, cudaStream_t);
+
+void moe_combine_rows_cuda(const float* y, const int32_t* pos, const float* weights, int n, int k, int hidden,
+                           float* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  moe_combine_rows_kernel<<<blocks(static_cast<int64_t>(n) * hidden), 256, 0, stream>>>(y, pos, weights, n, k,
+                                                                                          hidden, out);
   CUDA_CHECK_LAUNCH();
 }
 

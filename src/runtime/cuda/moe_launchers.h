@@ -40,4 +40,19 @@ void moe_gather_cuda(const float* x, const int32_t* rows, int n, int hidden, flo
 void moe_scatter_add_cuda(const float* y, const int32_t* rows, const float* weights, int n, int hidden,
                           float* out, cudaStream_t stream);
 
+// The rows of a several-row MoE pass grouped by expert, for the expert GEMM (expert_gemm.h): for
+// r < rows, v = x[token[r]] (token null: x[r]) or, with up, silu(x[r]) * up[r]; row_scale[r] = the
+// power of two matmul would divide v by (f16_row_scale); layer l < layers (1 or 2) gets
+// a_l[r][c] = T(v[perm[c]] / row_scale[r]) with perm = perms[expert[r] * perm_stride + l] (perms
+// null: v[c]). T: __half or __nv_bfloat16. Throws std::runtime_error when `in` floats exceed the
+// block's shared memory.
+inline constexpr int64_t kMoeStageMaxIn = 16384;  // a row of floats in shared memory (64 KB)
+template <typename T>
+void moe_stage_rows_cuda(const float* x, const float* up, const int32_t* token, const int32_t* expert, int rows,
+                         int in, const int32_t* const* perms, int perm_stride, int layers, T* a0, T* a1,
+                         float* row_scale, cudaStream_t stream);
+// out[t] = sum over j < k, in that order, of weights[t * k + j] * y[pos[t * k + j]] for t < n.
+void moe_combine_rows_cuda(const float* y, const int32_t* pos, const float* weights, int n, int k, int hidden,
+                           float* out, cudaStream_t stream);
+
 }  // namespace exq::runtime::cuda

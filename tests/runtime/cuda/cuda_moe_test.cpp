@@ -1,15 +1,17 @@
 // CudaLlama on mixture-of-experts models (mixtral, qwen3_moe with a dense layer; dense fp16 /
 // bf16 and EXL2 experts) against the CPU LlamaModel: a chunked prefill (experts on their gathered
 // rows), 20 decode steps whose experts the CUDA graph picks on the device, passes of several
-// tokens and batched sequences (routing read back on the host); EXL2 experts of different
-// layouts (the host-routed decode without a graph); experts kept on the CPU; the tiny golden
+// tokens and batched sequences (routing read back on the host; the grouped expert GEMM and a
+// launch set per expert); the rule between those two; EXL2 experts of different layouts (the host-routed decode without a graph); experts kept on the CPU; the tiny golden
 // models of tests/model/data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/device_tensor.h"
@@ -17,6 +19,7 @@
 #include "cuda_require.h"
 #include "model/llama.h"
 #include "runtime/cuda/cuda_llama.h"
+#include "runtime/cuda/cuda_moe.h"
 #include "tiny_models.h"
 
 namespace exq::runtime::cuda {
@@ -76,6 +79,36 @@ TEST_P(CudaMoe, PrefillAndDecodeMatchCpu) {
   EXPECT_EQ(st.moe_device_layers, c.device_layers);
   EXPECT_EQ(st.graph_captured, c.device_layers > 0);
   EXPECT_EQ(st.graph_replays, c.device_layers > 0 ? 19 : 0);
+  fs::remove_all(dir);
+}
+
+// A several-row pass through a launch set per expert (EXQ_MOE_ROWS=experts) and through the
+// grouped expert GEMM (=grouped; the tiny models' default), each against the CPU and the two
+// against each other.
+TEST_P(CudaMoe, GroupedAndPerExpertPassesAgree) {
+  EXQ_REQUIRE_CUDA();
+  const MoeCase& c = GetParam();
+  const fs::path dir = test::write_tiny_llama(test::temp_dir(std::string("cuda_moe_paths_") + c.name), c.spec);
+  model::LlamaModel cpu = model::LlamaModel::load(dir);
+  const std::vector<int32_t> prompt = ids_of(40, cpu.config().vocab_size, 9);
+  model::KvCache cache = cpu.make_cache(64);
+  const Tensor want = cpu.forward(prompt, cache, /*all_logits=*/true);
+  CudaOptions o;
+  o.max_context = 64;
+  o.prefill_chunk = 40;
+  Tensor got[2];
+  const char* modes[2] = {"experts", "grouped"};
+  for (int m = 0; m < 2; ++m) {
+    ::setenv("EXQ_MOE_ROWS", modes[m], 1);
+    CudaLlama gpu(cpu, o);
+    ::unsetenv("EXQ_MOE_ROWS");
+    got[m] = gpu.forward(prompt, /*all_logits=*/true);
+    const double rel = test::rel_max_abs(got[m], want);
+    std::printf("[%s] %s: prefill logits [40, %lld] rel max-abs diff %.3g\n", c.name, modes[m],
+                static_cast<long long>(cpu.config().vocab_size), rel);
+    EXPECT_LE(rel, c.tol) << modes[m];
+  }
+  EXPECT_LE(test::rel_max_abs(got[1], got[0]), c.tol);
   fs::remove_all(dir);
 }
 
@@ -245,6 +278,29 @@ TEST(CudaMoeGolden, TinyModelsMatchCpu) {
     prefill_and_decode(cpu, gpu, 5e-3, name, 10);
     EXPECT_EQ(gpu.stats().moe_device_layers, 2);  // mixtral: both layers; qwen3_moe: 0 and 2
   }
+}
+
+// Host only: the choice between the grouped expert GEMM and a launch set per expert, at the
+// crossovers measured on the H200 (Mixtral's 8 experts of [14336, 4096]) and for many small
+// experts (Qwen3-30B-A3B's 128 of [768, 2048]).
+TEST(MoeGroupedRule, MeasuredCrossovers) {
+  const int64_t mh = 4096, mi = 14336, qh = 2048, qi = 768;
+  const size_t mixtral_exl2 = 3 * static_cast<size_t>(mh * mi) / 2, qwen3_exl2 = 3 * static_cast<size_t>(qh * qi) / 2;
+  const size_t mixtral_f16 = 6 * static_cast<size_t>(mh * mi), qwen3_f16 = 6 * static_cast<size_t>(qh * qi);
+  // Mixtral-shaped, 8 experts active: slots = 8 x rows an expert.
+  for (const auto& [rows, dense, exl2] : {std::tuple{2, true, false}, std::tuple{4, true, false},
+                                          std::tuple{16, true, true}, std::tuple{64, false, true},
+                                          std::tuple{128, false, false}, std::tuple{512, false, false}}) {
+    EXPECT_EQ(moe_grouped_wins(false, 8 * rows, 8, mh, mi, mixtral_f16), dense) << rows;
+    EXPECT_EQ(moe_grouped_wins(true, 8 * rows, 8, mh, mi, mixtral_exl2), exl2) << rows;
+  }
+  // Qwen3-30B-A3B-shaped: grouped from a batch of single tokens to prefill chunks of 2048.
+  for (const int64_t tokens : {8, 16, 512, 2048}) {
+    const int64_t slots = 8 * tokens, active = std::min<int64_t>(128, slots);
+    EXPECT_TRUE(moe_grouped_wins(true, slots, active, qh, qi, qwen3_exl2)) << tokens;
+    EXPECT_TRUE(moe_grouped_wins(false, slots, active, qh, qi, qwen3_f16)) << tokens;
+  }
+  EXPECT_FALSE(moe_grouped_wins(true, 0, 0, qh, qi, qwen3_exl2));
 }
 
 // A top k the routing kernel has no room for: refused by name, nothing uploaded.
