@@ -16,7 +16,7 @@ STAGE=$BUILD/stage
 KEEP=/root/exq
 GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 TESTS="backend_cuda_tests quant_cuda_tests runtime_cuda_tests memory_cuda_tests"
-BENCHES="exl2_gemv_bench gptq_cuda_bench measure_cuda_bench cuda_decode_bench make_random_model convert_bench persistent_probe_bench speculative_bench"
+BENCHES="exl2_gemv_bench expert_gemm_bench gptq_cuda_bench measure_cuda_bench cuda_decode_bench make_random_model convert_bench persistent_probe_bench speculative_bench"
 # timed LABEL CMD...: runs CMD and prints LABEL's wall time (no /usr/bin/time on the device).
 timed() { local label=$1; shift; local t0; t0=$(date +%s%N); "$@"; local rc=$?
   echo "$label wall $(( ($(date +%s%N) - t0) / 1000000 )) ms rc=$rc"; return $rc; }
