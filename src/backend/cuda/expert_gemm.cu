@@ -1,6 +1,6 @@
 // Grouped expert GEMM (expert_gemm.h). A block: 4 warps, a chunk of <= 64 rows of one expert x
 // 64 output columns; K in steps of 128 through two shared-memory stages (the staged rows by
-// cp.async; the weights by cp.async when dense, or as EXL2 words loaded into registers one step
+// cp.async; the weights by cp.async when dense, or as EXL2 words loaded into registers two steps
 // ahead and decoded into the stage, a warp per (32-column tile, unit) pair with a lane per
 // column). Warp (wm, wn) computes rows 32 wm .. + 32 x columns 32 wn .. + 32 with m16n8k16
 // tensor-core steps; a warp whose rows all lie past the chunk's skips its multiplies.
@@ -87,7 +87,6 @@ __global__ void __launch_bounds__(kThreads)
   const T* wdense = nullptr;
   const uint32_t *qw = nullptr, *qs = nullptr;
   const __half* gm = nullptr;
-  UnitWords next[kPairs];
   if constexpr (EXL2) {
     const int64_t* sh = L.shifts + static_cast<size_t>(ch.expert) * L.stride;
     qw = reinterpret_cast<const uint32_t*>(exl2::shifted(L.d.q_weight, sh));
@@ -98,11 +97,11 @@ __global__ void __launch_bounds__(kThreads)
              static_cast<size_t>(n0) * in;
   }
   // Pair p of this warp: tile (warp + 4 p) / 4 of the block's two, unit (warp + 4 p) % 4 of the step.
-  auto fetch = [&](int step) {
+  auto fetch = [&](int step, UnitWords (&into)[kPairs]) {
 #pragma unroll
     for (int p = 0; p < kPairs; ++p) {
       const int q = warp + p * (kThreads / 32);
-      fetch_unit(L.d, qw, qs, gm, step * kUnits + (q & 3), (n0 >> 5) + (q >> 2), lane, next[p]);
+      fetch_unit(L.d, qw, qs, gm, step * kUnits + (q & 3), (n0 >> 5) + (q >> 2), lane, into[p]);
     }
   };
   auto load = [&](int step, int stage) {
@@ -113,29 +112,26 @@ __global__ void __launch_bounds__(kThreads)
   };
 
   float c[2][4][4] = {};
-  const bool active = wm * 32 < ch.rows;
-  load(0, 0);
-  if constexpr (EXL2) fetch(0);
-  for (int step = 0; step < steps; ++step) {
+  // Rows of this warp's two 16-row fragments: none (no multiplies), the first only, or both.
+  const bool active = wm * 32 < ch.rows, two = wm * 32 + 16 < ch.rows;
+  // One K step; EXL2: decode `words` (fetched two steps earlier), then fetch step + 2 into them.
+  auto run_step = [&](int step, UnitWords (&words)[kPairs]) {
     const int stage = step & 1;
     T* as = smem + stage * kStage;
     T* ws = as + kBM * kStride;
     if constexpr (EXL2) {
-      UnitWords cur[kPairs];
-#pragma unroll
-      for (int p = 0; p < kPairs; ++p) cur[p] = next[p];
-      if (step + 1 < steps) fetch(step + 1);
 #pragma unroll
       for (int p = 0; p < kPairs; ++p) {
         const int q = warp + p * (kThreads / 32);
         uint4* dst = reinterpret_cast<uint4*>(ws + ((q >> 2) * 32 + lane) * kStride + (q & 3) * kExl2UnitRows);
-        if (cur[p].bits == 0) {
+        if (words[p].bits == 0) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) dst[i] = make_uint4(0, 0, 0, 0);
         } else {
-          exl2::dequant_unit_rows(cur[p].bits, cur[p].w, exl2::scale_pair(cur[p].code, cur[p].m), dst);
+          exl2::dequant_unit_rows(words[p].bits, words[p].w, exl2::scale_pair(words[p].code, words[p].m), dst);
         }
       }
+      if (step + 2 < steps) fetch(step + 2, words);
     }
     if (step + 1 < steps) {
       load(step + 1, stage ^ 1);
@@ -148,25 +144,37 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int ks = 0; ks < kBK / 16; ++ks) {
         uint32_t af[2][4];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-          ldmatrix_x4(af[mi], reinterpret_cast<const __half*>(as + (wm * 32 + mi * 16 + (lane & 15)) * kStride +
-                                                              ks * 16 + (lane >> 4) * 8));
+        ldmatrix_x4(af[0], reinterpret_cast<const __half*>(as + (wm * 32 + (lane & 15)) * kStride + ks * 16 +
+                                                           (lane >> 4) * 8));
+        if (two) ldmatrix_x4(af[1], reinterpret_cast<const __half*>(as + (wm * 32 + 16 + (lane & 15)) * kStride +
+                                                                    ks * 16 + (lane >> 4) * 8));
 #pragma unroll
         for (int nj = 0; nj < 2; ++nj) {
           uint32_t bf[4];
           ldmatrix_x4(bf, reinterpret_cast<const __half*>(ws + (wn * 32 + nj * 16 + ((lane >> 4) & 1) * 8 +
                                                                 (lane & 7)) * kStride +
                                                           ks * 16 + ((lane >> 3) & 1) * 8));
-#pragma unroll
-          for (int mi = 0; mi < 2; ++mi) {
-            mma<T>(c[mi][2 * nj], af[mi], bf[0], bf[1]);
-            mma<T>(c[mi][2 * nj + 1], af[mi], bf[2], bf[3]);
+          mma<T>(c[0][2 * nj], af[0], bf[0], bf[1]);
+          mma<T>(c[0][2 * nj + 1], af[0], bf[2], bf[3]);
+          if (two) {
+            mma<T>(c[1][2 * nj], af[1], bf[0], bf[1]);
+            mma<T>(c[1][2 * nj + 1], af[1], bf[2], bf[3]);
           }
         }
       }
     }
     __syncthreads();
+  };
+  // EXL2 words two steps ahead in two register sets, used by even and odd steps.
+  UnitWords even[kPairs], odd[kPairs];
+  load(0, 0);
+  if constexpr (EXL2) {
+    fetch(0, even);
+    if (steps > 1) fetch(1, odd);
+  }
+  for (int step = 0; step < steps; step += 2) {
+    run_step(step, even);
+    if (step + 1 < steps) run_step(step + 1, odd);
   }
   if (!active) return;
   const int gid = lane >> 2, tig = lane & 3;
