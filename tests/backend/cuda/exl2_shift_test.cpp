@@ -25,18 +25,9 @@ using namespace exl2_test;
 class Exl2Shift : public CudaTest {
  protected:
   // A random layer of `bits_rows` groups uploaded, seeded by `seed` (same layout for one bits_rows).
-  struct Layer {
-    io::Exl2Packed packed;
-    std::unique_ptr<BothLayers> both;
-    Exl2Layer gpu;
-  };
+  using Layer = UploadedLayer;
   std::unique_ptr<Layer> make(const std::vector<std::pair<int, int64_t>>& bits_rows, int64_t out, uint32_t seed) {
-    auto l = std::make_unique<Layer>();
-    const io::Exl2Linear lin = random_linear(bits_rows, out, false, seed);
-    l->packed = io::pack_exl2(lin);
-    l->both = std::make_unique<BothLayers>(l->packed.view(), lin.in, out);
-    l->gpu = Exl2Layer(l->both->host, stream(), "shift test");
-    return l;
+    return upload_random_layer(bits_rows, out, seed, stream(), "shift test");
   }
   Tensor random_x(int64_t rows, int64_t in, uint32_t seed) {
     std::mt19937 rng(seed);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
@@ -102,6 +103,25 @@ inline std::vector<std::pair<int, int64_t>> uniform_groups(int bits, int64_t gs,
   std::vector<std::pair<int, int64_t>> v;
   for (int64_t r = 0; r < in; r += gs) v.push_back({bits, std::min(gs, in - r)});
   return v;
+}
+
+// A random_linear layer packed, described for both backends and uploaded (same layout for one
+// bits_rows and out).
+struct UploadedLayer {
+  io::Exl2Packed packed;
+  std::unique_ptr<BothLayers> both;
+  Exl2Layer gpu;
+};
+
+inline std::unique_ptr<UploadedLayer> upload_random_layer(const std::vector<std::pair<int, int64_t>>& bits_rows,
+                                                          int64_t out, uint32_t seed, cudaStream_t stream,
+                                                          const char* name) {
+  auto l = std::make_unique<UploadedLayer>();
+  const io::Exl2Linear lin = random_linear(bits_rows, out, false, seed);
+  l->packed = io::pack_exl2(lin);
+  l->both = std::make_unique<BothLayers>(l->packed.view(), lin.in, out);
+  l->gpu = Exl2Layer(l->both->host, stream, name);
+  return l;
 }
 
 }  // namespace exq::cuda::exl2_test

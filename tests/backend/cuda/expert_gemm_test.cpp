@@ -28,18 +28,9 @@ class ExpertGemmTest : public CudaTest {
   using CudaTest::upload;
 
  protected:
-  struct Expert {
-    io::Exl2Packed packed;
-    std::unique_ptr<BothLayers> both;
-    Exl2Layer gpu;
-  };
+  using Expert = UploadedLayer;
   std::unique_ptr<Expert> exl2_expert(const std::vector<std::pair<int, int64_t>>& groups, int64_t out, uint32_t seed) {
-    auto e = std::make_unique<Expert>();
-    const io::Exl2Linear lin = random_linear(groups, out, false, seed);
-    e->packed = io::pack_exl2(lin);
-    e->both = std::make_unique<BothLayers>(e->packed.view(), lin.in, out);
-    e->gpu = Exl2Layer(e->both->host, stream(), "expert gemm test");
-    return e;
+    return upload_random_layer(groups, out, seed, stream(), "expert gemm test");
   }
   DeviceTensor bytes_of(const void* p, size_t n) {
     Tensor t(DType::U8, {static_cast<int64_t>(n)});
