@@ -79,9 +79,7 @@ nlohmann::json run_shape(const Shape& sh, const std::vector<int>& rows_list, int
   for (const int rows : rows_list) {
     const int64_t r = static_cast<int64_t>(rows) * sh.experts;
     std::vector<ExpertChunk> chunks;
-    for (int e = 0; e < sh.experts; ++e)
-      for (int o = 0; o < rows; o += kExpertGemmRows)
-        chunks.push_back({e, e * rows + o, std::min(kExpertGemmRows, rows - o), 0});
+    for (int e = 0; e < sh.experts; ++e) add_expert_chunks(chunks, e, static_cast<int64_t>(e) * rows, rows);
     const DeviceBuffer d_chunks = to_device_bytes(chunks.data(), chunks.size() * sizeof(ExpertChunk), s);
     const int width = std::max(sh.hidden, sh.inter);
     const DeviceBuffer a0 = random_device(static_cast<size_t>(r) * width * 2, true, s);

@@ -261,6 +261,7 @@ Exl2Layer::Exl2Layer(const Exl2HostLayer& h, cudaStream_t stream, const char* na
   desc_.uniform_bits = plan.uniform_bits;
   desc_.num_segments = static_cast<int>(plan.segments.size());
   std::copy(plan.segments.begin(), plan.segments.end(), desc_.segments);
+  expert_gemm_ok_ = h.bias == nullptr && expert_gemm_exl2_ok(desc_, plan.units.data(), plan.unit_krow.data());
 
   // q_weight through a bounded scratch: consecutive units whose source rows fit it.
   const size_t row_bytes = static_cast<size_t>(out_pad) * 4;
@@ -553,19 +554,6 @@ void exl2_dequantize_permuted(const Exl2Layer& layer, const DeviceView& w, cudaS
   check_dense(w, op, "w");
   exl2_dequantize_permuted_cuda(layer.desc(), layer.unit_krow(), static_cast<__half*>(w.raw()),
                                 stream);
-}
-
-bool exl2_expert_gemm_ok(const Exl2Layer& layer, cudaStream_t stream) {
-  const Exl2Desc& d = layer.desc();
-  if (layer.empty() || layer.has_bias() || d.num_units <= 0) return false;
-  const auto nu = static_cast<size_t>(d.num_units);
-  std::vector<Exl2Unit> units(nu);
-  std::vector<int32_t> krow(nu), rows(nu);
-  CUDA_CHECK(cudaMemcpyAsync(units.data(), d.units, nu * sizeof(Exl2Unit), cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaMemcpyAsync(krow.data(), layer.unit_krow(), nu * 4, cudaMemcpyDeviceToHost, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  for (size_t u = 0; u < nu; ++u) rows[u] = static_cast<int32_t>((units[u].info >> 8) & 0xff);
-  return expert_gemm_exl2_ok(d, rows.data(), krow.data());
 }
 
 void exl2_matmul(CublasHandle& cublas, const Exl2Layer& layer, const DeviceView& x,

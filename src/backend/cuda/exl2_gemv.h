@@ -81,6 +81,8 @@ class Exl2Layer {
   const int32_t* q_perm() const { return q_perm_; }
   // Each unit's first row in q_perm order ([num_units], device).
   const int32_t* unit_krow() const { return unit_krow_; }
+  // Whether the grouped expert GEMM (expert_gemm.h) reads this layout (decided at upload).
+  bool expert_gemm_ok() const { return expert_gemm_ok_; }
 
  private:
   DeviceBuffer buffer_;
@@ -88,6 +90,7 @@ class Exl2Layer {
   Exl2Split split_;
   size_t weight_bytes_ = 0;
   bool kernel2_ok_ = false;
+  bool expert_gemm_ok_ = false;
   const int32_t* x_pos_ = nullptr;
   const int32_t* x_pad_ = nullptr;
   int x_pad_count_ = 0;
@@ -203,10 +206,6 @@ bool exl2_same_layout(const Exl2Layer& a, const Exl2Layer& b);
 inline int64_t exl2_shift_bytes(const Exl2Layer& a, const Exl2Layer& b) {
   return reinterpret_cast<const char*>(b.desc().q_weight) - reinterpret_cast<const char*>(a.desc().q_weight);
 }
-
-// Whether the grouped expert GEMM (expert_gemm.h) reads this layer's layout (copies its unit
-// table back to the host; synchronizes `stream`).
-bool exl2_expert_gemm_ok(const Exl2Layer& layer, cudaStream_t stream);
 
 // w: [out, in] F16 with its input channels in q_perm order (column k is channel
 // layer.q_perm()[k]); bit-exact with io::dequantize_exl2's values.

@@ -219,10 +219,11 @@ void launch(const ExpertGemm& g, cudaStream_t stream) {
 
 }  // namespace
 
-bool expert_gemm_exl2_ok(const Exl2Desc& d, const int32_t* unit_rows, const int32_t* unit_krow) {
+bool expert_gemm_exl2_ok(const Exl2Desc& d, const Exl2Unit* units, const int32_t* unit_krow) {
   if (d.num_units <= 0 || d.in != d.num_units * kExl2UnitRows || d.out_pad % 32 != 0) return false;
   for (int u = 0; u < d.num_units; ++u)
-    if (unit_rows[u] != kExl2UnitRows || unit_krow[u] != u * kExl2UnitRows) return false;
+    if (static_cast<int>((units[u].info >> 8) & 0xff) != kExl2UnitRows || unit_krow[u] != u * kExl2UnitRows)
+      return false;
   return true;
 }
 

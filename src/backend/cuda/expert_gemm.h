@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda/exl2_launchers.h"
 
@@ -27,6 +28,14 @@ struct ExpertChunk {
   int32_t rows = 0;
   int32_t unused = 0;
 };
+
+// Appends the chunks of expert `expert`'s `rows` rows, which start at row `first` of the staged
+// input.
+inline void add_expert_chunks(std::vector<ExpertChunk>& chunks, int expert, int64_t first, int64_t rows) {
+  for (int64_t o = 0; o < rows; o += kExpertGemmRows)
+    chunks.push_back({expert, static_cast<int32_t>(first + o),
+                      static_cast<int32_t>(rows - o < kExpertGemmRows ? rows - o : kExpertGemmRows), 0});
+}
 
 struct ExpertGemmLayer {
   const void* a = nullptr;  // [R, in] staged rows (f16, or bf16 for bf16 weights)
@@ -51,9 +60,9 @@ struct ExpertGemm {
 };
 
 // Whether the EXL2 kernel reads a layout: every unit whole (32 rows) and unit u holding the
-// permuted input rows [32 u, 32 u + 32). unit_rows / unit_krow: the host copies of each unit's
-// row count ((info >> 8) & 0xff) and first permuted row.
-bool expert_gemm_exl2_ok(const Exl2Desc& d, const int32_t* unit_rows, const int32_t* unit_krow);
+// permuted input rows [32 u, 32 u + 32). units / unit_krow: host copies of d's unit table and of
+// each unit's first permuted row (the upload's plan).
+bool expert_gemm_exl2_ok(const Exl2Desc& d, const Exl2Unit* units, const int32_t* unit_krow);
 // Dense weights: `in` a multiple of 8 (16-byte rows).
 inline bool expert_gemm_dense_ok(int in) { return in > 0 && in % 8 == 0; }
 

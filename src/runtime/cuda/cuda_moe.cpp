@@ -201,7 +201,7 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
     expert_dtype_ = e0.gate->dense_weight().dtype();
     for (int part = 0; part < 3; ++part)
       for (const Expert& x : experts_w_) {
-        const GpuLinear* l = part == 0 ? x.gate.get() : part == 1 ? x.up.get() : x.down.get();
+        const GpuLinear* l = x.part(part);
         if (l->dense_weight().dtype() != expert_dtype_) why_host_ = "the experts' weights differ in dtype";
         table.push_back(l->dense_weight().raw());
       }
@@ -251,7 +251,7 @@ MoeLayerGpu::MoeLayerGpu(const io::ModelConfig& c, const model::LayerWeights& w,
     if (exl2_) {
       bool ok = true;
       for (const GpuLinear* l : {e0.gate.get(), e0.up.get(), e0.down.get()})
-        ok = ok && gpu::exl2_expert_gemm_ok(*l->exl2_layer(), s);
+        ok = ok && l->exl2_layer()->expert_gemm_ok();
       if (ok) {
         std::vector<const int32_t*> perms;
         for (const Expert& x : experts_w_)
@@ -383,15 +383,17 @@ void MoeLayerGpu::rows(MoeRowBuffers& b, const LinearScratch& sc, const gpu::Dev
   CUDA_CHECK(cudaStreamSynchronize(s));
   // Rows grouped by expert, in expert order (moe_mlp's), with their weights.
   const model::ExpertGroups groups = model::group_by_expert(b.host_ids, b.host_weights, experts_, k);
+  if (grouped_rows_) {
+    int64_t active = 0;
+    for (int64_t e = 0; e < experts_; ++e) active += groups.count(e) > 0;
+    if (force_grouped_ ||
+        moe_grouped_wins(exl2_, static_cast<int64_t>(nk), active, hidden_, inter_, expert_bytes_)) {
+      rows_grouped(b, groups, n, xn, out, s);
+      return;
+    }
+  }
   b.host_order = groups.token;
   b.host_order_w = groups.weight;
-  int64_t active = 0;
-  for (int64_t e = 0; e < experts_; ++e) active += groups.count(e) > 0;
-  if (grouped_rows_ && (force_grouped_ || moe_grouped_wins(exl2_, static_cast<int64_t>(nk), active, hidden_, inter_,
-                                                           expert_bytes_))) {
-    rows_grouped(b, groups, n, xn, out, s);
-    return;
-  }
   CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), b.host_order.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemcpyAsync(b.order_w.raw(), b.host_order_w.data(), nk * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), s));
@@ -436,16 +438,13 @@ void MoeLayerGpu::rows_grouped(MoeRowBuffers& b, const model::ExpertGroups& grou
       pos[slot] = static_cast<int32_t>(i);
       wts[slot] = groups.weight[static_cast<size_t>(i)];
     }
-  int chunks = 0;
-  for (int64_t e = 0; e < experts_; ++e) {
-    const int64_t first = groups.first[static_cast<size_t>(e)], m = groups.count(e);
-    for (int64_t o = 0; o < m; o += gpu::kExpertGemmRows) {
-      const int32_t c[4] = {static_cast<int32_t>(e), static_cast<int32_t>(first + o),
-                            static_cast<int32_t>(std::min<int64_t>(gpu::kExpertGemmRows, m - o)), 0};
-      p.insert(p.end(), c, c + 4);
-      ++chunks;
-    }
-  }
+  std::vector<gpu::ExpertChunk> chunk_list;
+  for (int64_t e = 0; e < experts_; ++e)
+    gpu::add_expert_chunks(chunk_list, static_cast<int>(e), groups.first[static_cast<size_t>(e)], groups.count(e));
+  static_assert(sizeof(gpu::ExpertChunk) == 4 * sizeof(int32_t));
+  const auto* chunk_words = reinterpret_cast<const int32_t*>(chunk_list.data());
+  p.insert(p.end(), chunk_words, chunk_words + 4 * chunk_list.size());
+  const int chunks = static_cast<int>(chunk_list.size());
   auto* plan = b.plan.view().data<int32_t>();
   CUDA_CHECK(cudaMemcpyAsync(plan, p.data(), p.size() * 4, cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaMemcpyAsync(b.order.raw(), groups.token.data(), static_cast<size_t>(r) * 4, cudaMemcpyHostToDevice, s));
@@ -467,9 +466,7 @@ void MoeLayerGpu::rows_grouped(MoeRowBuffers& b, const model::ExpertGroups& grou
     l.y = y;
     l.out = out_cols;
     if (exl2_) {
-      const Expert& e0 = experts_w_[0];
-      const GpuLinear* first = part == 0 ? e0.gate.get() : part == 1 ? e0.up.get() : e0.down.get();
-      l.d = first->exl2_layer()->desc();
+      l.d = experts_w_[0].part(part)->exl2_layer()->desc();
       l.shifts = shifts + part;
       l.stride = 3;
     } else {

@@ -93,6 +93,8 @@ class MoeLayerGpu {
  private:
   struct Expert {
     std::unique_ptr<GpuLinear> gate, up, down;
+    // 0 gate, 1 up, 2 down (the order of the weight and shift tables).
+    const GpuLinear* part(int i) const { return i == 0 ? gate.get() : i == 1 ? up.get() : down.get(); }
   };
   void router_logits(const exq::cuda::DeviceView& xn, float* logits, cudaStream_t s) const;
   // rows() through the grouped expert GEMM: every routed expert's rows in one launch for gate +

@@ -20,34 +20,34 @@ namespace {
 using test::CudaTest;
 using namespace exl2_test;
 
+// Chunks of <= kExpertGemmRows rows of each expert's run of `counts` rows; row_expert filled.
+std::vector<ExpertChunk> chunks_of(const std::vector<int>& counts, std::vector<int>& row_expert) {
+  std::vector<ExpertChunk> c;
+  int row = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    add_expert_chunks(c, static_cast<int>(e), row, counts[e]);
+    for (int i = 0; i < counts[e]; ++i) row_expert.push_back(static_cast<int>(e));
+    row += counts[e];
+  }
+  return c;
+}
+
 class ExpertGemmTest : public CudaTest {
  public:
   using CudaTest::download;
   using CudaTest::empty;
   using CudaTest::stream;
   using CudaTest::upload;
-
- protected:
-  using Expert = UploadedLayer;
-  std::unique_ptr<Expert> exl2_expert(const std::vector<std::pair<int, int64_t>>& groups, int64_t out, uint32_t seed) {
-    return upload_random_layer(groups, out, seed, stream(), "expert gemm test");
-  }
   DeviceTensor bytes_of(const void* p, size_t n) {
     Tensor t(DType::U8, {static_cast<int64_t>(n)});
     std::memcpy(t.raw(), p, n);
     return upload(t);
   }
-  // Chunks of <= kExpertGemmRows rows of each expert's run of `counts` rows; row_expert filled.
-  std::vector<ExpertChunk> chunks_of(const std::vector<int>& counts, std::vector<int>& row_expert) {
-    std::vector<ExpertChunk> c;
-    int row = 0;
-    for (size_t e = 0; e < counts.size(); ++e) {
-      for (int o = 0; o < counts[e]; o += kExpertGemmRows)
-        c.push_back({static_cast<int32_t>(e), row + o, std::min(kExpertGemmRows, counts[e] - o), 0});
-      for (int i = 0; i < counts[e]; ++i) row_expert.push_back(static_cast<int>(e));
-      row += counts[e];
-    }
-    return c;
+
+ protected:
+  using Expert = UploadedLayer;
+  std::unique_ptr<Expert> exl2_expert(const std::vector<std::pair<int, int64_t>>& groups, int64_t out, uint32_t seed) {
+    return upload_random_layer(groups, out, seed, stream(), "expert gemm test");
   }
 };
 
@@ -98,7 +98,7 @@ TEST_F(ExpertGemmTest, Exl2TwoLayersMatchReference) {
   for (int e = 0; e < experts; ++e)
     for (int l = 0; l < 2; ++l) {
       ASSERT_TRUE(exl2_same_layout(ex[l][0]->gpu, ex[l][e]->gpu));
-      ASSERT_TRUE(exl2_expert_gemm_ok(ex[l][e]->gpu, stream()));
+      ASSERT_TRUE(ex[l][e]->gpu.expert_gemm_ok());
       shifts.push_back(exl2_shift_bytes(ex[l][0]->gpu, ex[l][e]->gpu));
     }
   std::vector<int> row_expert;
@@ -160,7 +160,7 @@ TEST_F(ExpertGemmTest, Exl2KEndingInsideAStep) {
   const int64_t out = 64;
   std::vector<std::unique_ptr<Expert>> ex;
   for (uint32_t e = 0; e < 2; ++e) ex.push_back(exl2_expert(groups, out, 40 + e));
-  ASSERT_TRUE(exl2_expert_gemm_ok(ex[0]->gpu, stream()));
+  ASSERT_TRUE(ex[0]->gpu.expert_gemm_ok());
   const std::vector<int64_t> shifts = {0, exl2_shift_bytes(ex[0]->gpu, ex[1]->gpu)};
   std::vector<int> row_expert;
   const std::vector<ExpertChunk> chunks = chunks_of({3, 17}, row_expert);
@@ -199,22 +199,15 @@ TEST_F(ExpertGemmTest, Exl2LayoutsItCannotReadAreRefused) {
   EXQ_REQUIRE_CUDA();
   // A 16-row group makes a short unit: the GEMM's 32-row units would cross it.
   auto e = exl2_expert({{4, 64}, {4, 16}, {4, 48}}, 64, 3);
-  EXPECT_FALSE(exl2_expert_gemm_ok(e->gpu, stream()));
+  EXPECT_FALSE(e->gpu.expert_gemm_ok());
 }
 
 template <typename T>
 void dense_case(ExpertGemmTest& t, DType dtype) {
   const int experts = 3, in = 200, out = 70;  // K ends inside a step, out inside a tile
-  const std::vector<int> counts = {65, 0, 9};
   std::vector<int> row_expert;
-  int rows = 0;
-  std::vector<ExpertChunk> chunks;
-  for (int e = 0; e < experts; ++e) {
-    for (int o = 0; o < counts[e]; o += kExpertGemmRows)
-      chunks.push_back({e, rows + o, std::min(kExpertGemmRows, counts[e] - o), 0});
-    for (int i = 0; i < counts[e]; ++i) row_expert.push_back(e);
-    rows += counts[e];
-  }
+  const std::vector<ExpertChunk> chunks = chunks_of({65, 0, 9}, row_expert);
+  const auto rows = static_cast<int>(row_expert.size());
   const bool bf = dtype == DType::BF16;
   auto values = [&](size_t n, uint32_t seed) { return bf ? bf16_values(n, seed) : f16_values(n, seed); };
   auto to_tensor = [&](const std::vector<float>& v, Shape s) {
@@ -231,11 +224,9 @@ void dense_case(ExpertGemmTest& t, DType dtype) {
     dw.push_back(t.upload(to_tensor(w.back(), {out, in})));
     table.push_back(dw.back().raw());
   }
-  Tensor tt(DType::U8, {static_cast<int64_t>(table.size() * 8)});
-  std::memcpy(tt.raw(), table.data(), table.size() * 8);
-  Tensor tc(DType::U8, {static_cast<int64_t>(chunks.size() * sizeof(ExpertChunk))});
-  std::memcpy(tc.raw(), chunks.data(), chunks.size() * sizeof(ExpertChunk));
-  const DeviceTensor d_table = t.upload(tt), d_chunks = t.upload(tc), d_a = t.upload(to_tensor(x, {rows, in}));
+  const DeviceTensor d_table = t.bytes_of(table.data(), table.size() * 8);
+  const DeviceTensor d_chunks = t.bytes_of(chunks.data(), chunks.size() * sizeof(ExpertChunk));
+  const DeviceTensor d_a = t.upload(to_tensor(x, {rows, in}));
   DeviceTensor y = t.empty(DType::F32, {rows, out});
   ExpertGemm g;
   g.in = in;
