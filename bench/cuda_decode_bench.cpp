@@ -8,15 +8,15 @@
 //     (GPU sampler, the id read back every step); and a per-op breakdown of eager steps with
 //     events between the op groups (CudaLlama::profile_decode_step: no overlap between groups,
 //     so its total exceeds the graph's time);
-//   - the decode attention alone (32 / 8 heads of 128, f16 cache) at several lengths: 20
+//   - the decode attention alone (32 / 8 heads of 128, the --kv cache) at several lengths: 20
 //     launches per CUDA graph, microseconds per launch and GB/s of K + V read;
 //   - prefill of 2048 tokens (one chunk) in tokens/s, and 2047 tokens through 4 layers of that
 //     shape (vocab 256, so head and embedding cost nothing), exllamav2's bar being 11.8 ms.
 // With --tables A,M the linears take exllamav2's options of attention table row A and MLP table
 // row M instead (quant/options.h; most rows mix two or three bit widths in one layer, as real
 // conversions do), e.g. --tables 10,9: 0.1:5b_128g/0.9:4b_128g for q, k, v, o, about 4.3 bits.
-// --decode-only skips the attention and prefill timings; --shape smollm2 builds SmolLM2-135M's
-// shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's; --shape mixtral a
+// --decode-only skips the attention and prefill timings, --attention-only all but the attention's;
+// --shape smollm2 builds SmolLM2-135M's shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's; --shape mixtral a
 // Mixtral-8x7B-shaped mixture of experts (Llama-3-8B's attention, 8 experts of 14336 rows, top
 // 2, vocab 32000; every expert its own device copy of one packed layer, so the decode graph's
 // device-side routing reads a different expert's weights per token), 8 layers unless --layers;
@@ -24,7 +24,7 @@
 // 768 rows, top 8, vocab 32000, no q / k norm), 4 layers unless --layers.
 // --layers N: the synthetic model's layer count.
 // With --model DIR: a real (EXL2) folder instead, decode tokens/s after a 32-token prompt.
-// --kv q8_0: the q8 KV cache instead of f16; --contexts N,N,...: the decode positions timed
+// --kv q8_0 / q4: the q8 or q4 KV cache instead of f16; --contexts N,N,...: the decode positions timed
 // (default 128,2048).
 // --settle-ms N: a pause of N ms after each prompt's prefill, before the decode steps (so that
 // the clocks after a long prefill do not carry into the decode timing).
@@ -38,7 +38,7 @@
 // the settings alternating over 3 rounds, median of the rounds.
 // Usage: cuda_decode_bench [--json FILE] [--iters N] [--vocab N] [--model DIR] [--tables A,M]
 //                          [--decode-only] [--passes] [--batch] [--logprobs] [--shape llama3-8b|smollm2]
-//                          [--settle-ms N] [--kv f16|q8_0] [--contexts N,N,...]
+//                          [--settle-ms N] [--kv f16|q8_0|q4] [--contexts N,N,...]
 //                          [--shape mixtral|qwen3moe] [--layers N]
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -92,7 +92,8 @@ struct Args {
   int iters = 64;
   int settle_ms = 0;
   int64_t vocab = 128256;
-  bool q8 = false;                          // --kv q8_0: the q8 cache
+  std::string kv = "f16";                    // --kv q8_0 / q4: a quantized cache
+  bool attention_only = false;               // --attention-only: the attention timings alone
   std::vector<int64_t> contexts{128, 2048};  // --contexts: decode positions timed
 };
 
@@ -315,24 +316,34 @@ json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
           {"tokens_per_s", static_cast<double>(tokens) / t * 1e3}};
 }
 
-// The decode attention alone at Llama-3-8B's heads: 20 launches per graph, replayed.
-json time_attention(int64_t kv_len, int iters) {
+// The decode attention alone at Llama-3-8B's heads over an f16, q8_0 or q4 cache (zeros): 20
+// launches per graph, replayed.
+template <typename C>
+json time_attention(int64_t kv_len, int iters, const std::string& kv) {
   constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kPerGraph = 20;
   gpu::Stream stream;
   gpu::CachingAllocator alloc;
   const cudaStream_t s = stream.get();
+  const bool q4 = std::is_same_v<C, uint8_t>, q8 = std::is_same_v<C, int8_t>;
+  const DType dt = q4 ? DType::U8 : q8 ? DType::I8 : DType::F16;
+  const int64_t row = q4 ? kHeadDim / 2 : kHeadDim, scales = q4 ? kHeadDim / 16 : kHeadDim / 32;
   gpu::DeviceTensor q(DType::F32, {kHeads * kHeadDim}, alloc, s), out(DType::F32, {kHeads * kHeadDim}, alloc, s);
-  gpu::DeviceTensor k(DType::F16, {kKvHeads, kv_len, kHeadDim}, alloc, s), v(DType::F16, {kKvHeads, kv_len, kHeadDim}, alloc, s);
+  gpu::DeviceTensor k(dt, {kKvHeads, kv_len, row}, alloc, s), v(dt, {kKvHeads, kv_len, row}, alloc, s);
+  gpu::DeviceTensor ks(DType::F16, {kKvHeads, kv_len, scales}, alloc, s), vs(DType::F16, {kKvHeads, kv_len, scales}, alloc, s);
   gpu::DeviceTensor ws(DType::F32, {static_cast<int64_t>(gpu::attention_decode_workspace_floats(kHeads, kHeadDim))}, alloc, s);
   gpu::DeviceTensor pos(DType::I32, {1}, alloc, s);
-  for (const gpu::DeviceTensor* t : {&q, &k, &v}) CUDA_CHECK(cudaMemsetAsync(t->raw(), 0, t->nbytes(), s));
+  for (const gpu::DeviceTensor* t : {&q, &k, &v, &ks, &vs}) CUDA_CHECK(cudaMemsetAsync(t->raw(), 0, t->nbytes(), s));
   const int32_t p = static_cast<int32_t>(kv_len - 1);
   CUDA_CHECK(cudaMemcpyAsync(pos.raw(), &p, sizeof(p), cudaMemcpyHostToDevice, s));
   gpu::attention_decode_reset_cuda(ws.view().data<float>(), kHeads, kHeadDim, s);
-  gpu::DecodeAttention<__half> a;
+  gpu::DecodeAttention<C> a;
   a.q = q.view().data<float>();
-  a.k_cache = static_cast<__half*>(k.raw());
-  a.v_cache = static_cast<__half*>(v.raw());
+  a.k_cache = static_cast<C*>(k.raw());
+  a.v_cache = static_cast<C*>(v.raw());
+  if (q4 || q8) {
+    a.k_scale = static_cast<__half*>(ks.raw());
+    a.v_scale = static_cast<__half*>(vs.raw());
+  }
   a.out = out.view().data<float>();
   a.workspace = ws.view().data<float>();
   a.heads = kHeads;
@@ -346,11 +357,12 @@ json time_attention(int64_t kv_len, int iters) {
   gpu::attention_decode_cuda(a, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
   const double t = gpu::bench::graph_us(kPerGraph, iters, s, [&](int) { gpu::attention_decode_cuda(a, s); });
-  const double bytes = 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim * 2.0;
+  // Bytes of K + V read (codes and scales for the quantized caches).
+  const auto bytes = static_cast<double>(k.nbytes() + v.nbytes() + (q4 || q8 ? ks.nbytes() + vs.nbytes() : 0));
   const int splits = gpu::attention_decode_splits(kHeads, kKvHeads, static_cast<int>(kv_len), 0);
-  fmt::print("attention decode 32/8 x 128, {:6d} keys: {:6.2f} us, {:6.0f} GB/s of K+V ({} splits)\n", kv_len, t,
+  fmt::print("attention decode 32/8 x 128 {}, {:6d} keys: {:6.2f} us, {:6.0f} GB/s of K+V ({} splits)\n", kv, kv_len, t,
              bytes / (t * 1e-6) / 1e9, splits);
-  return {{"kv_len", kv_len}, {"us", t}, {"kv_bytes", bytes}, {"gb_per_s", bytes / (t * 1e-6) / 1e9},
+  return {{"kv_len", kv_len}, {"kv", kv}, {"us", t}, {"kv_bytes", bytes}, {"gb_per_s", bytes / (t * 1e-6) / 1e9},
           {"fraction_of_peak", bytes / (t * 1e-6) / kPeakBytesPerSecond}, {"splits", splits}};
 }
 
@@ -358,8 +370,12 @@ json run_synthetic(const Args& a) {
   json out;
   if (!a.decode_only) {
     json att = json::array();
-    for (int64_t len : {128, 512, 2048, 8192, 32768}) att.push_back(time_attention(len, a.iters));
+    for (int64_t len : {128, 512, 2048, 8192, 32768})
+      att.push_back(a.kv == "q4"     ? time_attention<uint8_t>(len, a.iters, a.kv)
+                    : a.kv == "q8_0" ? time_attention<int8_t>(len, a.iters, a.kv)
+                                     : time_attention<__half>(len, a.iters, a.kv));
     out["attention_decode"] = att;
+    if (a.attention_only) return out;
   }
   {
     const int64_t layers = a.layers > 0 ? a.layers : a.smol ? 30 : a.mixtral ? 8 : a.qwen3moe ? 4 : 32;
@@ -370,7 +386,8 @@ json run_synthetic(const Args& a) {
     o.max_context = std::max<int64_t>(2048, *std::max_element(a.contexts.begin(), a.contexts.end())) + kWarmup +
                     a.iters + 8;
     o.prefill_chunk = 2048;
-    if (a.q8) o.kv_cache = DType::I8;
+    if (a.kv == "q8_0") o.kv_cache = DType::I8;
+    if (a.kv == "q4") o.kv_cache = DType::U8;
     if (a.batch) o.sequences = rt::CudaLlama::kMaxBatchRows;
     rt::CudaLlama m(host->config, host->weights, o);
     host.reset();  // the device holds everything now
@@ -379,7 +396,7 @@ json run_synthetic(const Args& a) {
                     {"intermediate", cfg.intermediate_size}, {"heads", cfg.num_attention_heads},
                     {"kv_heads", cfg.num_key_value_heads}, {"head_dim", cfg.head_dim},
                     {"experts", cfg.num_experts}, {"experts_per_token", cfg.experts_per_token},
-                    {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", a.q8 ? "q8_0" : "F16"}};
+                    {"vocab", cfg.vocab_size}, {"options", options}, {"kv_cache", a.kv}};
     out["decode"] = json::array();
     for (int64_t c : a.contexts) out["decode"].push_back(time_decode(m, c, a.iters, a.settle_ms));
     if (a.passes) out["passes_128"] = time_passes(m, 128, a.iters);
@@ -434,12 +451,13 @@ int run(int argc, char** argv) {
     else if (arg == "--layers") a.layers = std::stoll(value());
     else if (arg == "--passes") a.passes = true;
     else if (arg == "--batch") a.batch = true;
+    else if (arg == "--attention-only") a.attention_only = true;
     else if (arg == "--logprobs") a.logprobs = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--kv") {
       const std::string v = value();
-      EXQ_CHECK(v == "f16" || v == "q8_0", "--kv is f16 or q8_0, got {}", v);
-      a.q8 = v == "q8_0";
+      EXQ_CHECK(v == "f16" || v == "q8_0" || v == "q4", "--kv is f16, q8_0 or q4, got {}", v);
+      a.kv = v;
     } else if (arg == "--contexts") {
       a.contexts.clear();
       std::string v = value();

@@ -203,7 +203,7 @@ void run_bench(const BenchArgs& a) {
   apply_rope_flags(model, a.rope);
   apply_cpu_moe_flags(model, a.cpu_moe);
   apply_lora_flags(model, a.lora);
-  const bool q8 = model.kv_quant() == model::KvQuant::kQ8;
+  const bool q8 = model.kv_quant() != model::KvQuant::kNone;  // a quantized cache: its type shown
   const std::string cache(model::kv_quant_name(model.kv_quant()));
   const int64_t limit = model.config().context_length(), vocab = model.config().vocab_size;
   int64_t ctx = 1;

@@ -272,7 +272,9 @@ json build_info(const fs::path& dir) {
        {{"f16", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                                 model::KvQuant::kNone)},
         {"q8_0", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
-                                                 model::KvQuant::kQ8)}}},
+                                                 model::KvQuant::kQ8)},
+        {"q4", model::kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
+                                               model::KvQuant::kQ4)}}},
       {"rms_norm_eps", c.rms_norm_eps},
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"torch_dtype", c.torch_dtype ? json(std::string(dtype_name(*c.torch_dtype))) : json(nullptr)},
@@ -345,15 +347,16 @@ void print_sizes(const Sizes& z) {
   // What --ctx-size costs in memory, per cache type (--cache-type).
   const int64_t f16 = model::kv_cache_bytes_per_token(z.layers, z.kv_heads, z.head_dim, model::KvQuant::kNone);
   const int64_t q8 = model::kv_cache_bytes_per_token(z.layers, z.kv_heads, z.head_dim, model::KvQuant::kQ8);
+  const int64_t q4 = model::kv_cache_bytes_per_token(z.layers, z.kv_heads, z.head_dim, model::KvQuant::kQ4);
   const auto kib = [](int64_t b) { return static_cast<double>(b) / 1024.0; };
   const auto mib = [&](int64_t b) { return static_cast<double>(b * z.context) / (1 << 20); };
   if (q8 > 0)
-    fmt::print("kv cache:      {:.1f} KiB a token in f16, {:.1f} KiB in q8_0 ({} tokens: {:.1f} / {:.1f} MiB; "
-               "the CPU keeps f32)\n",
-               kib(f16), kib(q8), z.context, mib(f16), mib(q8));
+    fmt::print("kv cache:      {:.1f} KiB a token in f16, {:.1f} KiB in q8_0, {:.1f} KiB in q4 ({} tokens: {:.1f} / "
+               "{:.1f} / {:.1f} MiB; the CPU keeps f32)\n",
+               kib(f16), kib(q8), kib(q4), z.context, mib(f16), mib(q8), mib(q4));
   else
-    fmt::print("kv cache:      {:.1f} KiB a token in f16 ({} tokens: {:.1f} MiB; the CPU keeps f32; q8_0 needs a "
-               "head dim that is a multiple of 32)\n",
+    fmt::print("kv cache:      {:.1f} KiB a token in f16 ({} tokens: {:.1f} MiB; the CPU keeps f32; q8_0 and q4 need "
+               "a head dim that is a multiple of 32)\n",
                kib(f16), z.context, mib(f16));
 }
 

@@ -73,7 +73,11 @@ std::string group_digits(int64_t v) {
 
 void apply_cache_type(model::LlamaModel& model, const std::string& flag) {
   const auto q = model::kv_quant_from_name(flag);
-  EXQ_CHECK(q.has_value(), "--cache-type must be f16 or q8_0, got '{}'", flag);
+  // llama.cpp's 4- and 5-bit names store unrotated groups; exq's 4-bit cache is q4.
+  EXQ_CHECK(q.has_value() || (!flag.starts_with("q4_") && !flag.starts_with("q5_") && flag != "iq4_nl"),
+            "--cache-type {}: exq's 4-bit KV cache is q4 (rotated groups of 32, 4-bit codes with a step and a "
+            "minimum); give --cache-type q4", flag);
+  EXQ_CHECK(q.has_value(), "--cache-type must be f16, q8_0 or q4, got '{}'", flag);
   model.set_kv_quant(*q);
 }
 

@@ -48,10 +48,11 @@ Device resolve_device(const std::string& flag);
 
 // --cache-type of generate, chat, ppl, serve and bench (llama.cpp's names).
 inline constexpr const char* kCacheTypeHelp =
-    "KV cache: f16 (the default; f32 on the CPU) or q8_0 (int8 and an fp16 scale per 32 values: "
-    "53 % of the f16 cache's memory)";
-// Sets the model's KV cache kind from the flag ("f16", "q8_0" or "q8"); exq::Error for another
-// value or a model whose head_dim does not suit it.
+    "KV cache: f16 (the default; f32 on the CPU), q8_0 (int8 and an fp16 scale per 32 values: "
+    "53 % of the f16 cache's memory) or q4 (each 32 values Hadamard-rotated, 4-bit codes with an fp16 step and "
+    "minimum: 31 %)";
+// Sets the model's KV cache kind from the flag ("f16", "q8_0" / "q8" or "q4"); exq::Error for
+// another value or a model whose head_dim does not suit it.
 void apply_cache_type(model::LlamaModel& model, const std::string& flag);
 
 // llama.cpp's rotary overrides, for generate, chat, ppl, serve and bench. Unset flags keep the

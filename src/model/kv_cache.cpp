@@ -36,8 +36,9 @@ void KvCache::finish_rows(int64_t layer, int64_t begin, int64_t end) const {
   EXQ_CHECK(begin >= 0 && begin <= end && end <= max_len_, "KvCache::finish_rows({}, {}) outside [0, {}]", begin,
             end, max_len_);
   const int64_t n = (end - begin) * kv_heads_ * head_dim_;
-  kv_q8_round(keys(layer).slice0(begin, end).data<float>(), n);
-  kv_q8_round(values(layer).slice0(begin, end).data<float>(), n);
+  const auto round = quant_ == KvQuant::kQ4 ? kv_q4_round : kv_q8_round;
+  round(keys(layer).slice0(begin, end).data<float>(), n);
+  round(values(layer).slice0(begin, end).data<float>(), n);
 }
 
 void KvCache::commit(int64_t n) {

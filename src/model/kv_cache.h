@@ -1,7 +1,7 @@
 // Per-layer key/value cache of a decoder: K and V rows [max_len, kv_heads, head_dim] float32,
 // filled in position order by LlamaModel::forward. Not thread-safe; one sequence per cache.
-// KvQuant::kQ8: rows hold the values a q8 cache reads back (kv_quant.h), still as f32 (the
-// same numbers as the CUDA q8 cache, not its memory).
+// KvQuant::kQ8 / kQ4: rows hold the values a q8 / q4 cache reads back (kv_quant.h), still as f32
+// (the same numbers as the CUDA cache, not its memory).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +34,7 @@ class KvCache {
   TensorView values(int64_t layer) const;
 
   // Called after a forward pass wrote rows [begin, end) of a layer, before it reads them: a q8
-  // cache rounds them as it stores them.
+  // or q4 cache rounds them as it stores them.
   void finish_rows(int64_t layer, int64_t begin, int64_t end) const;
 
   // Marks positions [length(), n) as filled; called by the forward pass after writing them.

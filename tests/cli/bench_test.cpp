@@ -70,6 +70,10 @@ TEST(CliBench, Q8CacheType) {
   ASSERT_EQ(lines.size(), 3u) << table.out;
   EXPECT_EQ(lines[0], "| model | size | backend | threads | type_k | type_v | test | t/s |");
   EXPECT_NE(lines[2].find("| cpu | 1 | q8_0 | q8_0 | pp8 | "), std::string::npos) << lines[2];
+  const RunResult q4 = run_exq({"bench", "-m", dir.string(), "-p", "8", "-n", "0", "-r", "1", "--json", "--threads",
+                                "1", "--device", "cpu", "--cache-type", "q4"});
+  ASSERT_EQ(q4.exit_code, 0) << q4.err;
+  EXPECT_EQ(json::parse(q4.out)[0]["type_k"], "q4");
 }
 
 // -np: each tg test once per count of generations at once.

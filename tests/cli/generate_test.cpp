@@ -78,7 +78,7 @@ TEST(CliGenerate, Q8CacheType) {
   EXPECT_EQ(f16.size(), 5u);
   EXPECT_EQ(ids("q8_0"), f16);
   expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "x", "--cache-type", "fp8"}),
-                    "--cache-type must be f16 or q8_0, got 'fp8'");
+                    "--cache-type must be f16, q8_0 or q4, got 'fp8'");
 }
 
 // --cpu-moe / --n-cpu-moe place experts for CUDA runs: on a dense model they change nothing (a

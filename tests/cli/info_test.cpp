@@ -48,11 +48,12 @@ TEST(CliInfo, TinyModelJson) {
   // dim that is a multiple of 32.
   EXPECT_EQ(j["kv_cache_bytes_per_token"]["f16"], 256);
   EXPECT_EQ(j["kv_cache_bytes_per_token"]["q8_0"], 0);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["q4"], 0);
 
   const RunResult text = run_exq({"info", dir.string()});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("layers:        2"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find("kv cache:      0.2 KiB a token in f16 (256 tokens: 0.1 MiB; the CPU keeps f32; q8_0 needs"),
+  EXPECT_NE(text.out.find("kv cache:      0.2 KiB a token in f16 (256 tokens: 0.1 MiB; the CPU keeps f32; q8_0 and q4 need"),
             std::string::npos)
       << text.out;
   EXPECT_NE(text.out.find(fmt::format("F16 {}", count)), std::string::npos) << text.out;
@@ -316,12 +317,15 @@ TEST(CliInfo, RealModel) {
   EXPECT_EQ(j["kv_heads"], 3);
   EXPECT_EQ(j["vocab_size"], 49152);
   EXPECT_EQ(j["tie_word_embeddings"], true);
-  // 30 layers x 2 x 3 kv heads x 64 = 11,520 values a token: 23,040 bytes in f16, 12,240 in q8_0.
+  // 30 layers x 2 x 3 kv heads x 64 = 11,520 values a token: 23,040 bytes in f16, 12,240 in q8_0,
+  // 7,200 in q4 (half a byte a value, 4 bytes a group of 32).
   EXPECT_EQ(j["kv_cache_bytes_per_token"]["f16"], 23040);
   EXPECT_EQ(j["kv_cache_bytes_per_token"]["q8_0"], 12240);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"]["q4"], 7200);
   const RunResult text = run_exq({"info", test_model().string()});
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_NE(text.out.find("kv cache:      22.5 KiB a token in f16, 12.0 KiB in q8_0 (8192 tokens: 180.0 / 95.6 MiB"),
+  EXPECT_NE(text.out.find("kv cache:      22.5 KiB a token in f16, 12.0 KiB in q8_0, 7.0 KiB in q4 (8192 tokens: 180.0 / "
+                          "95.6 / 56.2 MiB"),
             std::string::npos)
       << text.out;
 }

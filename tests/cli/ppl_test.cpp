@@ -57,8 +57,9 @@ TEST(CliPpl, WindowsAndSkip) {
   EXPECT_NE(txt.out.find("time:"), std::string::npos) << txt.out;
 }
 
-// --cache-type q8_0: a model of head_dim 32 scores the same windows a little differently; a
-// head_dim of 16 and an unknown type are user errors.
+// --cache-type q8_0 / q4: a model of head_dim 32 scores the same windows a little differently
+// (q4 more than q8_0); a head_dim of 16, llama.cpp's unrotated 4-bit names and an unknown type are
+// user errors.
 TEST(CliPpl, CacheType) {
   const auto dir = temp_dir("ppl_cache_type") / "model";
   json config = tiny_config();
@@ -76,11 +77,20 @@ TEST(CliPpl, CacheType) {
   EXPECT_NE(q8, f16);
   EXPECT_NEAR(q8 / f16, 1.0, 1e-3);
   EXPECT_EQ(ppl("q8"), q8);
-  expect_user_error(run_exq({"ppl", "-m", dir.string(), "-f", text.string(), "--cache-type", "q4_0"}),
-                    "--cache-type must be f16 or q8_0, got 'q4_0'");
+  const double q4 = ppl("q4");
+  EXPECT_NE(q4, f16);
+  EXPECT_GT(std::fabs(q4 / f16 - 1.0), std::fabs(q8 / f16 - 1.0));
+  EXPECT_NEAR(q4 / f16, 1.0, 3e-2);
+  for (const char* name : {"q4_0", "q4_1", "q5_0", "iq4_nl"})
+    expect_user_error(run_exq({"ppl", "-m", dir.string(), "-f", text.string(), "--cache-type", name}),
+                      "exq's 4-bit KV cache is q4 (rotated groups of 32");
+  expect_user_error(run_exq({"ppl", "-m", dir.string(), "-f", text.string(), "--cache-type", "q2"}),
+                    "--cache-type must be f16, q8_0 or q4, got 'q2'");
   const auto hd16 = tiny_model_dir("cache_type_hd16");
   expect_user_error(run_exq({"ppl", "-m", hd16.string(), "-f", text.string(), "--cache-type", "q8_0"}),
                     "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16");
+  expect_user_error(run_exq({"ppl", "-m", hd16.string(), "-f", text.string(), "--cache-type", "q4"}),
+                    "q4 KV cache needs a head_dim that is a multiple of 32; this model's is 16");
 }
 
 // The --rope-* flags give what the same settings in config.json give, bit for bit, and change

@@ -47,8 +47,8 @@ TEST(Perplexity, SmolLM2MatchesTransformers) {
 }
 
 // Perplexity of 4 wiki windows of 512 tokens with the q8 cache against the f32 cache: within
-// 1 %, and not equal (the cache is really quantized).
-TEST(Perplexity, SmolLM2WithTheQ8CacheIsWithinOnePercent) {
+// 1 %, and not equal (the cache is really quantized); the q4 cache: worse than q8, within 3 %.
+TEST(Perplexity, SmolLM2WithQuantizedCaches) {
   EXQ_REQUIRE_MODEL();
   model::LlamaModel m = model::LlamaModel::load(test::test_model());
   const io::SafetensorsFile ids = io::SafetensorsFile::open(test::shared_dir() / "fixtures/smollm2/ppl_ids.safetensors");
@@ -60,6 +60,13 @@ TEST(Perplexity, SmolLM2WithTheQ8CacheIsWithinOnePercent) {
               100.0 * (q8.ppl / base.ppl - 1.0));
   EXPECT_NE(q8.ppl, base.ppl);
   EXPECT_LE(std::fabs(q8.ppl / base.ppl - 1.0), 0.01);
+  // q4 (rotated 4-bit groups): SmolLM2-135M is a small model with outlier channels, so it pays
+  // more than large ones (+1.43 % here; 8 windows of exq ppl: +1.9 %).
+  m.set_kv_quant(model::KvQuant::kQ4);
+  const PerplexityResult q4 = perplexity(m, windows);
+  std::printf("  wiki 4 x 512: ppl %.6f with q4 (%+.3f %%)\n", q4.ppl, 100.0 * (q4.ppl / base.ppl - 1.0));
+  EXPECT_GT(q4.ppl / base.ppl - 1.0, std::fabs(q8.ppl / base.ppl - 1.0));
+  EXPECT_LE(q4.ppl / base.ppl - 1.0, 0.03);
 }
 
 }  // namespace

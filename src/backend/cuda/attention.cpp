@@ -14,8 +14,8 @@ struct AttentionDims {
 };
 
 // Shared checks of prefill and decode; returns the kernel dimensions.
-// q, out against a checked cache pair.
-AttentionDims check_queries(const char* op, const DeviceView& q, const DeviceView& k_cache, const DeviceView& out,
+// q, out against a checked cache pair of `cache` [kv_heads, capacity, head_dim] values.
+AttentionDims check_queries(const char* op, const DeviceView& q, const Shape& cache, const DeviceView& out,
                             int start_pos, int window) {
   EXQ_CHECK(window >= 0, "cuda {}: window {} is negative", op, window);
   check_dtype(q, DType::F32, op, "q");
@@ -24,25 +24,23 @@ AttentionDims check_queries(const char* op, const DeviceView& q, const DeviceVie
   check_dtype(out, DType::F32, op, "out");
   check_shape(out, q.shape(), op, "out");
   check_dense(out, op, "out");
-  const int64_t heads = q.dim(1), kv_heads = k_cache.dim(0), head_dim = q.dim(2);
-  EXQ_CHECK(k_cache.dim(2) == head_dim, "cuda {}: cache head_dim {} differs from q's {}", op,
-            k_cache.dim(2), head_dim);
+  const int64_t heads = q.dim(1), kv_heads = cache[0], head_dim = q.dim(2);
+  EXQ_CHECK(cache[2] == head_dim, "cuda {}: cache head_dim {} differs from q's {}", op, cache[2], head_dim);
   EXQ_CHECK(head_dim >= 1 && head_dim <= kAttentionMaxHeadDim,
             "cuda {}: head_dim {} is not supported (1..{})", op, head_dim, kAttentionMaxHeadDim);
   EXQ_CHECK(kv_heads >= 1 && heads % kv_heads == 0,
             "cuda {}: {} query heads are not a multiple of {} kv heads", op, heads, kv_heads);
-  EXQ_CHECK(start_pos >= 0 && start_pos + q.dim(0) <= k_cache.dim(1),
-            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start_pos,
-            start_pos + q.dim(0), k_cache.dim(1));
+  EXQ_CHECK(start_pos >= 0 && start_pos + q.dim(0) <= cache[1],
+            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start_pos, start_pos + q.dim(0), cache[1]);
   return {checked_int(q.dim(0), op, "tokens"), checked_int(heads, op, "heads"),
           checked_int(kv_heads, op, "kv_heads"), checked_int(head_dim, op, "head_dim"),
-          checked_int(k_cache.dim(1), op, "capacity")};
+          checked_int(cache[1], op, "capacity")};
 }
 
 AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
                               const DeviceView& v_cache, const DeviceView& out, int start_pos, int window) {
   check_kv_cache_pair(k_cache, v_cache, op);
-  return check_queries(op, q, k_cache, out, start_pos, window);
+  return check_queries(op, q, k_cache.shape(), out, start_pos, window);
 }
 
 }  // namespace
@@ -95,7 +93,7 @@ void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const 
   check_q8_cache(v_cache, v_scale, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
             shape_str(v_cache.shape()));
-  const AttentionDims d = check_queries(op, q, k_cache, out, start.host, window);
+  const AttentionDims d = check_queries(op, q, k_cache.shape(), out, start.host, window);
   EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
@@ -103,6 +101,26 @@ void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const 
   flash_prefill_q8_cuda(q.data<float>(), static_cast<const int8_t*>(k_cache.raw()),
                         static_cast<const __half*>(k_scale.raw()), static_cast<const int8_t*>(v_cache.raw()),
                         static_cast<const __half*>(v_scale.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
+                        d.head_dim, d.capacity, start, scale, stream, window);
+}
+
+void attention_prefill_q4(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_step,
+                          const DeviceView& v_cache, const DeviceView& v_step, const DeviceView& out,
+                          StartPos start, float scale, cudaStream_t stream, int window) {
+  constexpr const char* op = "attention_prefill_q4";
+  check_q4_cache(k_cache, k_step, op, "key");
+  check_q4_cache(v_cache, v_step, op, "value");
+  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
+            shape_str(v_cache.shape()));
+  const Shape values = {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2) * 2};  // two codes a byte
+  const AttentionDims d = check_queries(op, q, values, out, start.host, window);
+  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
+  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
+            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  flash_prefill_q4_cuda(q.data<float>(), static_cast<const uint8_t*>(k_cache.raw()),
+                        static_cast<const __half2*>(k_step.raw()), static_cast<const uint8_t*>(v_cache.raw()),
+                        static_cast<const __half2*>(v_step.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
                         d.head_dim, d.capacity, start, scale, stream, window);
 }
 

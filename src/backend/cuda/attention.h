@@ -39,6 +39,11 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
 void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
                           StartPos start, float scale, cudaStream_t stream, int window = 0);
+// The same over the q4 cache (model/kv_quant.h): caches U8 [kv_heads, capacity, head_dim / 2],
+// steps F16 [kv_heads, capacity, head_dim / 16] ((step, minimum) per 32 values).
+void attention_prefill_q4(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_step,
+                          const DeviceView& v_cache, const DeviceView& v_step, const DeviceView& out,
+                          StartPos start, float scale, cudaStream_t stream, int window = 0);
 
 // q, out: [1, heads, head_dim] F32 at position start_pos (keys [0, start_pos], or the `window`
 // latest).

@@ -551,7 +551,7 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
   // Several rows take one row's split count each (more waves), so that a row's sums do not
   // depend on the rows beside it.
   const int splits = attention_decode_splits(a.heads, a.kv_heads, max_keys, a.splits);
-  if constexpr (std::is_same_v<C, int8_t>) {  // the q8 cache: the tensor-core kernel only
+  if constexpr (std::is_same_v<C, int8_t> || std::is_same_v<C, uint8_t>) {  // q8 / q4: tensor cores only
     attention_decode_mma_cuda(a, splits, stream);
   } else {
     attention_decode_any(a, splits, stream);
@@ -561,5 +561,6 @@ void attention_decode_cuda(const DecodeAttention<C>& a, cudaStream_t stream) {
 template void attention_decode_cuda<float>(const DecodeAttention<float>&, cudaStream_t);
 template void attention_decode_cuda<__half>(const DecodeAttention<__half>&, cudaStream_t);
 template void attention_decode_cuda<int8_t>(const DecodeAttention<int8_t>&, cudaStream_t);
+template void attention_decode_cuda<uint8_t>(const DecodeAttention<uint8_t>&, cudaStream_t);
 
 }  // namespace exq::cuda

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace exq::cuda {
 
@@ -22,8 +23,8 @@ __host__ __device__ constexpr int attention_decode_partial_stride(int head_dim) 
   return (head_dim + 2 + 3) / 4 * 4;
 }
 
-// Arguments of one launch. C in {float, __half}, or int8_t: the q8 cache (model/kv_quant.h;
-// the tensor-core kernel only: attention_decode_q8_supports).
+// Arguments of one launch. C in {float, __half}, int8_t: the q8 cache, or uint8_t: the q4 cache
+// (model/kv_quant.h; the tensor-core kernel only: attention_decode_q8_supports).
 template <typename C>
 struct DecodeAttention {
   const float* q = nullptr;  // [heads, head_dim] f32 (rotated unless k_new is set)
@@ -43,6 +44,9 @@ struct DecodeAttention {
   // q8 cache: the fp16 scale of each 32 values, [kv_heads, capacity, head_dim / 32] beside each
   // cache (row r's of a several-row launch cache_index[r] * cache_stride / 32 elements in). The
   // new row (k_new) is quantized as kv_append_q8 does, and attended as the cache reads it back.
+  // q4 cache (codes two a byte, cache_stride in bytes): the (step, minimum) __half2 of each 32
+  // values, [kv_heads, capacity, head_dim / 32] pairs (cache_index[r] * cache_stride / 8 halves
+  // in); the new row as kv_append_q4 writes it.
   __half* k_scale = nullptr;
   __half* v_scale = nullptr;
   float* out = nullptr;        // [heads, head_dim] f32
@@ -126,8 +130,9 @@ __host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttenti
   a.k_cache += cache * a.cache_stride;
   a.v_cache += cache * a.cache_stride;
   if (a.k_scale != nullptr) {
-    a.k_scale += cache * a.cache_stride / 32;
-    a.v_scale += cache * a.cache_stride / 32;
+    const int64_t per = std::is_same_v<C, uint8_t> ? 8 : 32;  // cache elements per scale half
+    a.k_scale += cache * a.cache_stride / per;
+    a.v_scale += cache * a.cache_stride / per;
   }
   a.workspace += r * attention_decode_row_floats(a.heads, a.head_dim);
   a.position_ptr += r;

@@ -25,6 +25,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/kv_q4.cuh"
 #include "backend/cuda/kv_q8.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/softmax_mma.cuh"
@@ -59,12 +60,13 @@ __device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
   lo = __float2half_rn(x - __half2float(hi));
 }
 
-// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows). C: __half, or int8_t for the
-// q8 cache (chunks dequantized through registers instead of cp.async).
+// kMulti: blockIdx.y covers rows x kv heads (DecodeAttention::rows). C: __half, int8_t for the q8
+// cache or uint8_t for the q4 cache (chunks dequantized through registers instead of cp.async;
+// q4: q rotated as the keys were, the output rotated back).
 template <typename C, int D, int kWarps, bool kMulti>
 __global__ void __launch_bounds__(32 * kWarps)
     attention_decode_mma_kernel(const DecodeAttention<C> a_in, int splits) {
-  constexpr bool kQ8 = std::is_same_v<C, int8_t>;
+  constexpr bool kQ8 = std::is_same_v<C, int8_t>, kQ4 = std::is_same_v<C, uint8_t>, kQuant = kQ8 || kQ4;
   constexpr int kThreads = 32 * kWarps;
   constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
   using L = Smem<D, kWarps>;
@@ -110,22 +112,27 @@ __global__ void __launch_bounds__(32 * kWarps)
   int* last_s = reinterpret_cast<int*>(smem + L::flag);
 
   const size_t head_off = static_cast<size_t>(kvh) * a.capacity * D;
-  const C* k_head = a.k_cache + head_off;
-  const C* v_head = a.v_cache + head_off;
+  const C* k_head = a.k_cache + head_off / (kQ4 ? 2 : 1);  // q4: two codes a byte
+  const C* v_head = a.v_cache + head_off / (kQ4 ? 2 : 1);
 
   // Chunk c of this warp into its buffers; rows past the split are zeros (p = 0 must not meet
   // stale values), the new key's row is written separately.
-  // q8: a chunk's codes and scales wait in registers (loaded one chunk ahead of its use), then
-  // are dequantized into the chunk buffers.
-  [[maybe_unused]] Q8Tile<D, kChunk, 32, P> tile;
+  // q8 / q4: a chunk's codes and scales wait in registers (loaded one chunk ahead of its use),
+  // then are dequantized into the chunk buffers.
+  using Tile = std::conditional_t<kQ4, Q4Tile<D, kChunk, 32, P>, Q8Tile<D, kChunk, 32, P>>;
+  [[maybe_unused]] Tile tile;
   auto load_q8 = [&](int c) {
     if constexpr (kQ8)
       tile.load(k_head, a.k_scale + head_off / kQ8Group, v_head, a.v_scale + head_off / kQ8Group, lane,
                 k0 + c * kChunk, k1, fused ? pos : -1);
+    if constexpr (kQ4)
+      tile.load(k_head, reinterpret_cast<const __half2*>(a.k_scale) + head_off / kQ4Group, v_head,
+                reinterpret_cast<const __half2*>(a.v_scale) + head_off / kQ4Group, lane, k0 + c * kChunk, k1,
+                fused ? pos : -1);
   };
   auto issue = [&](int c) {
     const int kb = k0 + c * kChunk;
-    if constexpr (kQ8) {
+    if constexpr (kQuant) {
       load_q8(c);
     } else {
       for (int i = lane; i < kChunk * kPieces; i += 32) {
@@ -230,12 +237,25 @@ __global__ void __launch_bounds__(32 * kWarps)
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
     const int r = r0 + k * kRowStep;
-    const float v = r < group ? (fused ? rotate(x1[k], x2[k]) : x1[k]) * qscale : 0.0f;
+    float v = r < group ? (fused ? rotate(x1[k], x2[k]) : x1[k]) * qscale : 0.0f;
+    if constexpr (kQ4) v = q4_rotate_warp(v);  // a warp holds dims 32j .. 32j + 31 of one row
     split_half(v, q_hi[r * P + qd], q_lo[r * P + qd]);
   }
-  if (new_row) {  // whole warps (D is a multiple of 32): a q8 group is a warp
+  if (new_row) {  // whole warps (D is a multiple of 32): a q8 or q4 group is a warp
     const size_t row = head_off + static_cast<size_t>(pos) * D;
-    if constexpr (kQ8) {
+    if constexpr (kQ4) {
+      const Q4Lane kq = q4_quantize_warp(rotate(kn1, kn2)), vq = q4_quantize_warp(vn);
+      knew_s[qd] = kq.value;
+      vnew_s[qd] = vq.value;
+      if ((lane & 7) == 0) {
+        reinterpret_cast<uint32_t*>(a.k_cache)[(row + qd) / 8] = kq.word;
+        reinterpret_cast<uint32_t*>(a.v_cache)[(row + qd) / 8] = vq.word;
+      }
+      if (lane == 0) {
+        reinterpret_cast<__half2*>(a.k_scale)[(row + qd) / kQ4Group] = kq.step;
+        reinterpret_cast<__half2*>(a.v_scale)[(row + qd) / kQ4Group] = vq.step;
+      }
+    } else if constexpr (kQ8) {
       const Q8Lane kq = q8_quantize_warp(rotate(kn1, kn2)), vq = q8_quantize_warp(vn);
       knew_s[qd] = kq.value;
       vnew_s[qd] = vq.value;
@@ -270,7 +290,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
 
   for (int c = warp; c < chunks; c += kWarps) {
-    if constexpr (kQ8) {  // this chunk from registers, the warp's next one into them
+    if constexpr (kQuant) {  // this chunk from registers, the warp's next one into them
       tile.store(ks, vs, lane);
       if (c + kWarps < chunks) load_q8(c + kWarps);
     } else {
@@ -362,6 +382,9 @@ __global__ void __launch_bounds__(32 * kWarps)
       ov += f * o_w[(w * kRows + r) * D + d];
       l += f * l_w[w * kRows + r];
     }
+    // q4: back from the rotated basis (linear, so also before the split merge). A warp holds
+    // dims 32j .. 32j + 31 of one row, and `break` above is the same for all its lanes.
+    if constexpr (kQ4) ov = q4_rotate_warp(ov);
     const int h = h0 + r;
     if (single) {
       const float y = ov / l;
@@ -495,6 +518,13 @@ void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cud
     launch<int8_t, 64>(a, splits, stream);
   else
     launch<int8_t, 128>(a, splits, stream);
+}
+
+void attention_decode_mma_cuda(const DecodeAttention<uint8_t>& a, int splits, cudaStream_t stream) {
+  if (a.head_dim == 64)
+    launch<uint8_t, 64>(a, splits, stream);
+  else
+    launch<uint8_t, 128>(a, splits, stream);
 }
 
 }  // namespace exq::cuda

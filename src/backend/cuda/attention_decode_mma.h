@@ -18,5 +18,8 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 void attention_decode_mma_cuda(const DecodeAttention<__half>& args, int splits, cudaStream_t stream);
 // The q8 cache (k_scale, v_scale set): chunks are dequantized to f16 as they are loaded.
 void attention_decode_mma_cuda(const DecodeAttention<int8_t>& args, int splits, cudaStream_t stream);
+// The q4 cache (k_scale, v_scale: the (step, minimum) pairs): the same, q rotated and the output
+// rotated back (kv_q4.cuh).
+void attention_decode_mma_cuda(const DecodeAttention<uint8_t>& args, int splits, cudaStream_t stream);
 
 }  // namespace exq::cuda

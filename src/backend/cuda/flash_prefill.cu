@@ -10,6 +10,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernel_utils.cuh"
+#include "backend/cuda/kv_q4.cuh"
 #include "backend/cuda/kv_q8.cuh"
 #include "backend/cuda/launchers.h"
 #include "backend/cuda/softmax_mma.cuh"
@@ -49,14 +50,16 @@ __device__ __forceinline__ void load_kv_tile(__half* dst, const __half* src, int
 // grid (ceil(T / 64), heads); the heavy (late) query blocks go first. q, out: [T, H, D] f32;
 // caches [KVH, capacity, D] holding positions [0, start_pos + T): f16 (C = __half), or q8 codes
 // (C = int8_t) with their scales [KVH, capacity, D / 32], whose tiles are loaded into registers
-// one tile ahead and dequantized into the same f16 tile buffers.
+// one tile ahead and dequantized into the same f16 tile buffers, or q4 codes (C = uint8_t, two a
+// byte) with their (step, minimum) pairs as k_scale / v_scale: the tiles hold the rotated values,
+// q is rotated as it is loaded and the output rotated back (kv_q4.cuh).
 template <typename C, int D>
 __global__ void __launch_bounds__(kFlashThreads)
     flash_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                          const C* __restrict__ v_cache, const __half* __restrict__ k_scale,
                          const __half* __restrict__ v_scale, float* __restrict__ out, int T, int H, int KVH,
                          int capacity, int start_pos, const int32_t* start_dev, float q_scale, int window) {
-  constexpr bool kQ8 = std::is_same_v<C, int8_t>;
+  constexpr bool kQ8 = std::is_same_v<C, int8_t>, kQ4 = std::is_same_v<C, uint8_t>, kQuant = kQ8 || kQ4;
   if (start_dev != nullptr) start_pos = *start_dev;
   constexpr int P = pitch<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -77,12 +80,20 @@ __global__ void __launch_bounds__(kFlashThreads)
   // some (up to the block's last query's first key, w_end).
   const int j0 = window_first_key(q_pos0, window) / kBlockN;
   const int w_end = window > 0 ? q_pos0 + kBlockM - window : 0;
-  const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D;
-  const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D;
-  [[maybe_unused]] Q8Tile<D, kBlockN, kFlashThreads, P> tile;  // q8 only
+  const C* kh = k_cache + static_cast<size_t>(kvh) * capacity * D / (kQ4 ? 2 : 1);
+  const C* vh = v_cache + static_cast<size_t>(kvh) * capacity * D / (kQ4 ? 2 : 1);
+  using Tile = std::conditional_t<kQ4, Q4Tile<D, kBlockN, kFlashThreads, P>, Q8Tile<D, kBlockN, kFlashThreads, P>>;
+  [[maybe_unused]] Tile tile;  // q8 / q4 only
   [[maybe_unused]] const size_t scale_off = static_cast<size_t>(kvh) * capacity * (D / kQ8Group);
-  if constexpr (kQ8) {
-    tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, j0 * kBlockN, kv_len, -1);
+  auto load_tile = [&](int key0) {
+    if constexpr (kQ4)
+      tile.load(kh, reinterpret_cast<const __half2*>(k_scale) + scale_off, vh,
+                reinterpret_cast<const __half2*>(v_scale) + scale_off, threadIdx.x, key0, kv_len, -1);
+    else if constexpr (kQ8)
+      tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, key0, kv_len, -1);
+  };
+  if constexpr (kQuant) {
+    load_tile(j0 * kBlockN);
   } else {
     load_kv_tile<D>(k_s + (j0 & 1) * kBlockN * P, kh, j0 * kBlockN, kv_len);
     load_kv_tile<D>(v_s + (j0 & 1) * kBlockN * P, vh, j0 * kBlockN, kv_len);
@@ -90,7 +101,14 @@ __global__ void __launch_bounds__(kFlashThreads)
   }
 
   // q tile: f32 -> fp16 * q_scale while the first K/V tile is in flight; rows >= T are zeros.
-  {
+  if constexpr (kQ4) {  // rotated as the keys were: a warp per (row, 32 dims), a dim a lane
+    constexpr int kGroups = D / kQ4Group;
+    for (int item = warp; item < kBlockM * kGroups; item += kFlashThreads / 32) {
+      const int r = item / kGroups, c = (item % kGroups) * kQ4Group + lane, t = m0 + r;
+      const float x = t < T ? q[(static_cast<size_t>(t) * H + h) * D + c] : 0.0f;
+      q_s[r * P + c] = __float2half_rn(q4_rotate_warp(x) * q_scale);
+    }
+  } else {
     constexpr int kVec = D / 4;  // float4 per row
     for (int i = threadIdx.x; i < kBlockM * kVec; i += kFlashThreads) {
       const int r = i / kVec, c = i % kVec;
@@ -112,11 +130,10 @@ __global__ void __launch_bounds__(kFlashThreads)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
 
-  if constexpr (kQ8) tile.store(k_s + (j0 & 1) * kBlockN * P, v_s + (j0 & 1) * kBlockN * P, threadIdx.x);
+  if constexpr (kQuant) tile.store(k_s + (j0 & 1) * kBlockN * P, v_s + (j0 & 1) * kBlockN * P, threadIdx.x);
   for (int j = j0; j < tiles; ++j) {
-    if constexpr (kQ8) {
-      if (j + 1 < tiles)
-        tile.load(kh, k_scale + scale_off, vh, v_scale + scale_off, threadIdx.x, (j + 1) * kBlockN, kv_len, -1);
+    if constexpr (kQuant) {
+      if (j + 1 < tiles) load_tile((j + 1) * kBlockN);
     } else if (j + 1 < tiles) {
       load_kv_tile<D>(k_s + ((j + 1) & 1) * kBlockN * P, kh, (j + 1) * kBlockN, kv_len);
       load_kv_tile<D>(v_s + ((j + 1) & 1) * kBlockN * P, vh, (j + 1) * kBlockN, kv_len);
@@ -174,22 +191,42 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
     softmax_advance(o, row_sum, row_max, sum, mx, corr);
     mma_pv(o, pf, vs, P);
-    // q8: the next tile into the other buffers, last read two barriers ago.
-    if constexpr (kQ8)
+    // q8 / q4: the next tile into the other buffers, last read two barriers ago.
+    if constexpr (kQuant)
       if (j + 1 < tiles) tile.store(k_s + ((j + 1) & 1) * kBlockN * P, v_s + ((j + 1) & 1) * kBlockN * P, threadIdx.x);
     __syncthreads();  // this tile's buffers are refilled two iterations on
   }
 
   const float inv[2] = {1.0f / row_sum[0], 1.0f / row_sum[1]};
+  if constexpr (kQ4) {
+    // Rotated back through shared memory: the warp's 16 rows [16][D] f32 in the K buffers (every
+    // warp is past the last tile's barrier), then a warp pass per (row, 32 dims).
+    float* o_s = reinterpret_cast<float*>(k_s) + warp * 16 * D;
+    static_assert(kBlockM * D * 4 <= 2 * kBlockN * P * 2, "the outputs fit the K buffers");
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int t = m0 + warp * 16 + gid + r * 8;
-    if (t >= T) continue;
-    float* orow = out + (static_cast<size_t>(t) * H + h) * D;
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt)
-      *reinterpret_cast<float2*>(orow + dt * 8 + 2 * tig) =
-          make_float2(o[dt][2 * r] * inv[r], o[dt][2 * r + 1] * inv[r]);
+      for (int dt = 0; dt < D / 8; ++dt)
+        *reinterpret_cast<float2*>(o_s + (gid + r * 8) * D + dt * 8 + 2 * tig) =
+            make_float2(o[dt][2 * r] * inv[r], o[dt][2 * r + 1] * inv[r]);
+    __syncwarp();
+    for (int item = 0; item < 16 * (D / kQ4Group); ++item) {
+      const int r = item / (D / kQ4Group), c = (item % (D / kQ4Group)) * kQ4Group + lane;
+      const int t = m0 + warp * 16 + r;
+      const float y = q4_rotate_warp(o_s[r * D + c]);
+      if (t < T) out[(static_cast<size_t>(t) * H + h) * D + c] = y;
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = m0 + warp * 16 + gid + r * 8;
+      if (t >= T) continue;
+      float* orow = out + (static_cast<size_t>(t) * H + h) * D;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt)
+        *reinterpret_cast<float2*>(orow + dt * 8 + 2 * tig) =
+            make_float2(o[dt][2 * r] * inv[r], o[dt][2 * r + 1] * inv[r]);
+    }
   }
 }
 
@@ -209,6 +246,20 @@ void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __ha
 }
 
 }  // namespace
+
+void flash_prefill_q4_cuda(const float* q, const uint8_t* k_cache, const __half2* k_step, const uint8_t* v_cache,
+                           const __half2* v_step, float* out, int tokens, int heads, int kv_heads, int head_dim,
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window) {
+  if (tokens == 0 || heads == 0) return;
+  const auto* ks = reinterpret_cast<const __half*>(k_step);  // the kernel's scale pointers: pairs
+  const auto* vs = reinterpret_cast<const __half*>(v_step);
+  if (head_dim == 64)
+    launch_flash<uint8_t, 64>(q, k_cache, v_cache, ks, vs, out, tokens, heads, kv_heads, capacity, start, scale,
+                              stream, window);
+  else
+    launch_flash<uint8_t, 128>(q, k_cache, v_cache, ks, vs, out, tokens, heads, kv_heads, capacity, start, scale,
+                               stream, window);
+}
 
 bool flash_prefill_supports_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
 

@@ -66,4 +66,33 @@ void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_
                     checked_int(k_cache.dim(1), op, "capacity"), start, stream);
 }
 
+void kv_append_q4(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_step,
+                  const DeviceView& v_cache, const DeviceView& v_step, StartPos start, cudaStream_t stream) {
+  constexpr const char* op = "kv_append_q4";
+  check_q4_cache(k_cache, k_step, op, "key");
+  check_q4_cache(v_cache, v_step, op, "value");
+  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q4: caches {} and {} differ",
+            shape_str(k_cache.shape()), shape_str(v_cache.shape()));
+  // The rows against the cache's value shape (two codes a byte).
+  const int64_t head_dim = k_cache.dim(2) * 2;
+  check_dtype(k, DType::F32, op, "k");
+  check_rank(k, 3, op, "k");
+  check_dense(k, op, "k");
+  check_dtype(v, DType::F32, op, "v");
+  check_shape(v, k.shape(), op, "v");
+  check_dense(v, op, "v");
+  EXQ_CHECK(k_cache.dim(0) == k.dim(1) && head_dim == k.dim(2),
+            "cuda {}: cache {} (codes) does not hold k {} ([kv_heads, capacity, head_dim / 2] vs "
+            "[tokens, kv_heads, head_dim])",
+            op, shape_str(k_cache.shape()), shape_str(k.shape()));
+  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= k_cache.dim(1),
+            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start.host, start.host + k.dim(0),
+            k_cache.dim(1));
+  kv_append_q4_cuda(k.data<float>(), v.data<float>(), static_cast<uint8_t*>(k_cache.raw()),
+                    static_cast<__half2*>(k_step.raw()), static_cast<uint8_t*>(v_cache.raw()),
+                    static_cast<__half2*>(v_step.raw()), checked_int(k.dim(0), op, "tokens"),
+                    checked_int(k.dim(1), op, "kv_heads"), checked_int(head_dim, op, "head_dim"),
+                    checked_int(k_cache.dim(1), op, "capacity"), start, stream);
+}
+
 }  // namespace exq::cuda

@@ -22,4 +22,9 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
 void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_scale,
                   const DeviceView& v_cache, const DeviceView& v_scale, StartPos start, cudaStream_t stream);
 
+// The q4 cache (model/kv_quant.h, kv_q4.cuh): caches U8 [kv_heads, capacity, head_dim / 2], steps
+// F16 [kv_heads, capacity, head_dim / 16] ((step, minimum) per 32 values); k, v as kv_append.
+void kv_append_q4(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_step,
+                  const DeviceView& v_cache, const DeviceView& v_step, StartPos start, cudaStream_t stream);
+
 }  // namespace exq::cuda

@@ -71,6 +71,13 @@ void kv_append_q8_cuda(const float* k, const float* v, int8_t* k_cache, __half* 
                        __half* v_scale, int tokens, int kv_heads, int head_dim, int capacity, StartPos start,
                        cudaStream_t stream);
 
+// ---- kv_q4.cu ------------------------------------------------------------------------------
+// The q4 cache (model/kv_quant.h, kv_q4.cuh): codes [kv_heads, capacity, head_dim / 2] bytes and
+// a (step, minimum) [kv_heads, capacity, head_dim / 32] per 32 values; k, v as kv_append_q8_cuda.
+void kv_append_q4_cuda(const float* k, const float* v, uint8_t* k_cache, __half2* k_step, uint8_t* v_cache,
+                       __half2* v_step, int tokens, int kv_heads, int head_dim, int capacity, StartPos start,
+                       cudaStream_t stream);
+
 // ---- attention.cu -------------------------------------------------------------------------
 // Causal GQA attention over a head-major cache [kv_heads, capacity, head_dim] (C in {float,
 // __half}) that already holds positions [0, start_pos + tokens). q, out: [tokens, heads,
@@ -95,6 +102,11 @@ void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_c
 // tile ahead and dequantized into the f16 tile buffers.
 void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
                            const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0);
+// The same over a q4 cache (kv_q4.cuh): the tiles hold the rotated values, q is rotated as it is
+// loaded and the output rotated back before it is written.
+void flash_prefill_q4_cuda(const float* q, const uint8_t* k_cache, const __half2* k_step, const uint8_t* v_cache,
+                           const __half2* v_step, float* out, int tokens, int heads, int kv_heads, int head_dim,
                            int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0);
 
 // ---- matmul.cu ----------------------------------------------------------------------------

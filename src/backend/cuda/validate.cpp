@@ -66,4 +66,15 @@ void check_q8_cache(const DeviceView& cache, const DeviceView& scale, const char
             cache.dim(1), cache.dim(2) / 32, dtype_name(scale.dtype()), shape_str(scale.shape()));
 }
 
+void check_q4_cache(const DeviceView& cache, const DeviceView& step, const char* op, const char* what) {
+  EXQ_CHECK(cache.dtype() == DType::U8 && cache.rank() == 3 && cache.is_contiguous(),
+            "cuda {}: the {} cache must be contiguous U8 [kv_heads, capacity, head_dim / 2], got {} {}", op, what,
+            dtype_name(cache.dtype()), shape_str(cache.shape()));
+  EXQ_CHECK(cache.dim(2) % 16 == 0, "cuda {}: head_dim {} is not a multiple of 32", op, cache.dim(2) * 2);
+  EXQ_CHECK(step.dtype() == DType::F16 && step.is_contiguous() &&
+                step.shape() == Shape({cache.dim(0), cache.dim(1), cache.dim(2) / 8}),
+            "cuda {}: the {} steps must be contiguous F16 [{}, {}, {}], got {} {}", op, what, cache.dim(0),
+            cache.dim(1), cache.dim(2) / 8, dtype_name(step.dtype()), shape_str(step.shape()));
+}
+
 }  // namespace exq::cuda

@@ -20,6 +20,9 @@ void check_dense(const DeviceView& v, const char* op, const char* arg);
 // a multiple of 32) and `scale` contiguous F16 [kv_heads, capacity, head_dim / 32]; `what` names
 // them in the message ("key", "value").
 void check_q8_cache(const DeviceView& cache, const DeviceView& scale, const char* op, const char* what);
+// The q4 cache (model/kv_quant.h): `cache` contiguous U8 [kv_heads, capacity, head_dim / 2] (head_dim
+// a multiple of 32), `step` contiguous F16 [kv_heads, capacity, head_dim / 16] ((step, minimum) pairs).
+void check_q4_cache(const DeviceView& cache, const DeviceView& step, const char* op, const char* what);
 void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, const char* op);
 // Dimensions are passed to kernels as int.
 int checked_int(int64_t value, const char* op, const char* what);

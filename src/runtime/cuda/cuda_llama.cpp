@@ -59,17 +59,19 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
             gpu::kAttentionMaxHeadDim);
   EXQ_CHECK(d.kv_heads > 0 && d.heads % d.kv_heads == 0,
             "cuda: {} attention heads are not a multiple of {} kv heads", d.heads, d.kv_heads);
-  EXQ_CHECK(o.kv_cache == DType::F16 || o.kv_cache == DType::F32 || o.kv_cache == DType::I8,
-            "cuda: the KV cache must be F16, F32 or I8 (q8_0), got {}", dtype_name(o.kv_cache));
-  EXQ_CHECK(o.kv_cache != DType::I8 || gpu::attention_decode_q8_supports(static_cast<int>(d.heads),
-                                                                         static_cast<int>(d.kv_heads),
-                                                                         static_cast<int>(d.head_dim)),
-            "cuda: the q8_0 KV cache needs head_dim 64 or 128 and at most 16 attention heads per kv head; "
+  EXQ_CHECK(o.kv_cache == DType::F16 || o.kv_cache == DType::F32 || o.kv_cache == DType::I8 ||
+                o.kv_cache == DType::U8,
+            "cuda: the KV cache must be F16, F32, I8 (q8_0) or U8 (q4), got {}", dtype_name(o.kv_cache));
+  const bool quant = o.kv_cache == DType::I8 || o.kv_cache == DType::U8;
+  const char* quant_name = o.kv_cache == DType::U8 ? "q4" : "q8_0";
+  EXQ_CHECK(!quant || gpu::attention_decode_q8_supports(static_cast<int>(d.heads), static_cast<int>(d.kv_heads),
+                                                        static_cast<int>(d.head_dim)),
+            "cuda: the {} KV cache needs head_dim 64 or 128 and at most 16 attention heads per kv head; "
             "this model has head_dim {} and {} / {} heads (use the f16 cache)",
-            d.head_dim, d.heads, d.kv_heads);
-  EXQ_CHECK(o.kv_cache != DType::I8 || c.attn_softcap <= 0.0,
-            "cuda: the q8_0 KV cache's attention kernels have no attention softcapping "
-            "(attn_logit_softcapping {}); use the f16 cache", c.attn_softcap);
+            quant_name, d.head_dim, d.heads, d.kv_heads);
+  EXQ_CHECK(!quant || c.attn_softcap <= 0.0,
+            "cuda: the {} KV cache's attention kernels have no attention softcapping "
+            "(attn_logit_softcapping {}); use the f16 cache", quant_name, c.attn_softcap);
   EXQ_CHECK(o.prefill_chunk >= 1, "cuda: prefill chunk must be >= 1, got {}", o.prefill_chunk);
   EXQ_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers,
             "cuda: model has {} layers, config says {}", w.layers.size(), c.num_hidden_layers);
@@ -106,9 +108,11 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   const bool share_head = w.head_tied && (w.embed.dtype() == DType::F16 || w.embed.dtype() == DType::BF16);
   if (!share_head) add(*w.head, false);
   const auto cache_elems = static_cast<size_t>(seqs * d.kv_heads * capacity * d.head_dim);
-  size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems * dtype_size(o.kv_cache));
-  if (o.kv_cache == DType::I8)  // the scales
-    kv += static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems / 32 * 2);
+  const bool q4 = o.kv_cache == DType::U8;  // two codes a byte
+  size_t kv = static_cast<size_t>(c.num_hidden_layers) * 2 *
+              rounded(q4 ? cache_elems / 2 : cache_elems * dtype_size(o.kv_cache));
+  if (o.kv_cache == DType::I8 || q4)  // the scales (q4: and minimums)
+    kv += static_cast<size_t>(c.num_hidden_layers) * 2 * rounded(cache_elems / 32 * (q4 ? 4 : 2));
   const size_t scratch = Activations::bytes(d, chunk) + rounded(static_cast<size_t>(chunk * d.vocab) * 4) +
                          Activations::bytes(d, 1) + rounded(static_cast<size_t>(d.vocab) * 4) +
                          rounded(static_cast<size_t>(max_exl2) * 2) + kCublasWorkspace +
@@ -187,13 +191,13 @@ void CudaLlama::Impl::upload(const model::LlamaWeights& w) {
       G.up = lin(*L.up, 2, "mlp.up_proj");
       G.down = lin(*L.down, 2, "mlp.down_proj");
     }
-    const Shape cache = {seqs * d.kv_heads, capacity, d.head_dim};
+    const Shape cache = {seqs * d.kv_heads, capacity, q4() ? d.head_dim / 2 : d.head_dim};  // q4: two codes a byte
     G.k_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     G.v_cache = gpu::DeviceTensor(opts.kv_cache, cache, a, s);
     CUDA_CHECK(cudaMemsetAsync(G.k_cache.raw(), 0, G.k_cache.nbytes(), s));
     CUDA_CHECK(cudaMemsetAsync(G.v_cache.raw(), 0, G.v_cache.nbytes(), s));
-    if (q8()) {
-      const Shape scales = {seqs * d.kv_heads, capacity, d.head_dim / 32};
+    if (q8() || q4()) {  // q4: (step, minimum) pairs
+      const Shape scales = {seqs * d.kv_heads, capacity, d.head_dim / 32 * (q4() ? 2 : 1)};
       G.k_scale = gpu::DeviceTensor(DType::F16, scales, a, s);
       G.v_scale = gpu::DeviceTensor(DType::F16, scales, a, s);
       CUDA_CHECK(cudaMemsetAsync(G.k_scale.raw(), 0, G.k_scale.nbytes(), s));
@@ -304,6 +308,8 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
     if (batch_rows > 0) {  // q / k norms, rotary and append inside the decode attention
       if (q8())
         attend_rows<int8_t>(L, v, batch_rows);
+      else if (q4())
+        attend_rows<uint8_t>(L, v, batch_rows);
       else if (opts.kv_cache == DType::F16)
         attend_rows<__half>(L, v, batch_rows);
       else
@@ -317,6 +323,10 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
         gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window);
+      } else if (q4()) {  // the same, rotated (kv_q4.cuh)
+        const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
+        gpu::kv_append_q4(v.k, v.v, kc, ksc, vc, vsc, start, s);
+        gpu::attention_prefill_q4(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window);
       } else {
         gpu::kv_append(v.k, v.v, kc, vc, start, s);
         if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
@@ -400,6 +410,7 @@ namespace {
 
 CudaOptions with_model_cache(const model::LlamaModel& model, CudaOptions o) {
   if (model.kv_quant() == model::KvQuant::kQ8) o.kv_cache = DType::I8;
+  if (model.kv_quant() == model::KvQuant::kQ4) o.kv_cache = DType::U8;
   o.cpu_moe_layers = std::max(o.cpu_moe_layers, model.cpu_moe_layers());
   return o;
 }
@@ -528,7 +539,7 @@ CudaLlama::Stats CudaLlama::stats() const {
   st.weight_bytes = m.weight_bytes;
   const auto row = static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim);
   st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 *
-                          (row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0));
+                          (m.q4() ? row / 2 + row / 32 * 4 : row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0));
   st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;

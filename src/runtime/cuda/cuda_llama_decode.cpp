@@ -34,7 +34,7 @@ gpu::DecodeAttention<C> CudaLlama::Impl::decode_args(const LayerGpu& L, const Vi
     a.k_norm = L.k_norm.view().data<float>();
     a.norm_eps = static_cast<float>(config.rms_norm_eps);
   }
-  if constexpr (std::is_same_v<C, int8_t>) {
+  if constexpr (std::is_same_v<C, int8_t> || std::is_same_v<C, uint8_t>) {
     a.k_scale = static_cast<__half*>(L.k_scale.raw());
     a.v_scale = static_cast<__half*>(L.v_scale.raw());
   }
@@ -48,13 +48,13 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
   const int64_t first = static_cast<int64_t>(cur) * cache_elems();
   a.k_cache += first;
   a.v_cache += first;
-  if (a.k_scale != nullptr) {
-    a.k_scale += first / 32;
-    a.v_scale += first / 32;
+  if (a.k_scale != nullptr) {  // q4: an (step, minimum) pair per 16 bytes
+    a.k_scale += first / (std::is_same_v<C, uint8_t> ? 8 : 32);
+    a.v_scale += first / (std::is_same_v<C, uint8_t> ? 8 : 32);
   }
   a.position_ptr = pos_ptr();
   bool staged = false;
-  if constexpr (!std::is_same_v<C, float>) {  // the tensor-core kernel (q8: always)
+  if constexpr (!std::is_same_v<C, float>) {  // the tensor-core kernel (q8, q4: always)
     static const bool launch = [] {
       const char* e = std::getenv("EXQ_DECODE_O_STAGE");
       return e != nullptr && std::string(e) == "launch";
@@ -127,6 +127,7 @@ void CudaLlama::Impl::decode_body() {
     bool o_staged = false;
     if (on("attention"))
       o_staged = q8()                         ? attend<int8_t>(L, v)
+                 : q4()                        ? attend<uint8_t>(L, v)
                  : opts.kv_cache == DType::F16 ? attend<__half>(L, v)
                                                : attend<float>(L, v);
     if (on("o")) {
@@ -232,6 +233,7 @@ void CudaLlama::Impl::attend_rows(const LayerGpu& L, const Views& v, int rows) {
 template void CudaLlama::Impl::attend_rows<float>(const LayerGpu&, const Views&, int);
 template void CudaLlama::Impl::attend_rows<__half>(const LayerGpu&, const Views&, int);
 template void CudaLlama::Impl::attend_rows<int8_t>(const LayerGpu&, const Views&, int);
+template void CudaLlama::Impl::attend_rows<uint8_t>(const LayerGpu&, const Views&, int);
 
 void CudaLlama::Impl::batch_body(int rows) {
   const Views v(*pass, dims, rows);

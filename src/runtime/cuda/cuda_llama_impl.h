@@ -39,7 +39,9 @@ struct LayerGpu {
   std::unique_ptr<GpuLinear> q, k, v, o, gate, up, down;  // gate, up, down: null on MoE layers
   std::unique_ptr<MoeLayerGpu> moe;  // mixture-of-experts layers, else null
   gpu::DeviceTensor k_cache, v_cache;  // [sequences * kv_heads, capacity, head_dim]
-  gpu::DeviceTensor k_scale, v_scale;  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]
+  // q8 cache: F16 [sequences * kv_heads, capacity, head_dim / 32]; q4: (step, minimum) pairs,
+  // F16 [sequences * kv_heads, capacity, head_dim / 16]
+  gpu::DeviceTensor k_scale, v_scale;
   // q, k, v and gate, up: one launch each in the decode step when all are EXL2.
   GpuLinearGroup qkv, gate_up;
 };
@@ -103,10 +105,12 @@ class CudaLlama::Impl {
   gpu::DeviceView kcache(const LayerGpu& L) const { return seq_view(L.k_cache); }
   gpu::DeviceView vcache(const LayerGpu& L) const { return seq_view(L.v_cache); }
   bool q8() const { return opts.kv_cache == DType::I8; }
+  bool q4() const { return opts.kv_cache == DType::U8; }  // codes two a byte
   gpu::DeviceView seq_view(const gpu::DeviceTensor& t) const {
     return t.view().slice0(cur * dims.kv_heads, (cur + 1) * dims.kv_heads);
   }
-  int64_t cache_elems() const { return dims.kv_heads * capacity * dims.head_dim; }  // of one sequence
+  // Elements of one sequence's cache (q4: bytes, two codes each).
+  int64_t cache_elems() const { return dims.kv_heads * capacity * dims.head_dim / (q4() ? 2 : 1); }
   void select(int s);
   void batch_body(int rows);
   void launch_batch(int rows);  // batch_body, replayed from the row count's graph

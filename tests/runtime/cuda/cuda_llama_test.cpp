@@ -58,6 +58,7 @@ model::LoraAdapter tiny_lora(const model::LlamaModel& m, const std::string& name
 void configure(model::LlamaModel& cpu, const Case& c) {
   if (c.lora) cpu.merge_lora(tiny_lora(cpu, c.name));
   if (c.kv == DType::I8) cpu.set_kv_quant(model::KvQuant::kQ8);  // the CPU rounds as the GPU stores
+  if (c.kv == DType::U8) cpu.set_kv_quant(model::KvQuant::kQ4);
   if (c.yarn)
     cpu.set_rope(cpu.config().rope_theta,
                  {.type = io::RopeScalingType::Yarn, .factor = 16.0, .original_max_position_embeddings = 32},
@@ -227,6 +228,18 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"f16_bias_hd128_q8", spec(DType::F16, false, true, false, 11, 128), DType::I8, 5e-3},
                       Case{"qwen3_exl2_hd64_q8", spec(DType::F16, true, false, false, 10, 64, true), DType::I8,
                            5e-3},
+                      // The q4 cache (U8): rotated 4-bit codes, q rotated and the attention output
+                      // rotated back on the device, the CPU's rows holding the values read back.
+                      // A code flipped by slightly different activations moves a value by a
+                      // fifteenth of its group's range, not a 255th as in q8: 1.8-2.3e-2 after 20
+                      // steps, 2.4-3.6e-2 over 3 sequences' batched steps (H200, session 29; the
+                      // kernels alone, on the same codes, agree to 3e-5: kv_q4_test.cpp).
+                      Case{"exl2_hd64_q4", spec(DType::F16, true, false, false, 7, 64), DType::U8, 5e-2},
+                      Case{"f16_bias_hd128_q4", spec(DType::F16, false, true, false, 11, 128), DType::U8, 5e-2},
+                      Case{"qwen3_swa6_exl2_hd64_q4", windowed(spec(DType::F16, true, false, false, 23, 64, true), 6),
+                           DType::U8, 5e-2},
+                      Case{"gemma3_exl2_hd64_q4", gemma(3, spec(DType::F16, true, false, false, 27, 64)), DType::U8,
+                           5e-2},
                       // YaRN: the GPU rotates with the CPU's table (scaled frequencies, cos / sin
                       // times the attention factor), in prefill, decode and the fused decode rotary.
                       Case{"exl2_hd64_yarn", spec(DType::F16, true, false, false, 12, 64), DType::F16, 5e-3, true},
@@ -425,9 +438,9 @@ TEST_F(CudaLlamaGraph, TooSmallBudgetIsAClearError) {
   EXPECT_THROW({ CudaLlama m(*model_, o); }, Error);
 }
 
-// The q8 cache has only the tensor-core decode attention: head_dim 32 is refused by name, and a
-// model set to q8 passes that on to the CudaLlama built from it.
-TEST_F(CudaLlamaGraph, Q8CacheNeedsTheTensorCoreShapes) {
+// The q8 and q4 caches have only the tensor-core decode attention: head_dim 32 is refused by
+// name, and a model set to q8 / q4 passes that on to the CudaLlama built from it.
+TEST_F(CudaLlamaGraph, QuantizedCachesNeedTheTensorCoreShapes) {
   CudaOptions o = options(true);
   o.kv_cache = DType::I8;
   try {
@@ -437,6 +450,16 @@ TEST_F(CudaLlamaGraph, Q8CacheNeedsTheTensorCoreShapes) {
     EXPECT_NE(std::string(e.what()).find("q8_0 KV cache needs head_dim 64 or 128"), std::string::npos) << e.what();
   }
   model_->set_kv_quant(model::KvQuant::kQ8);
+  EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
+  model_->set_kv_quant(model::KvQuant::kNone);
+  o.kv_cache = DType::U8;  // q4: the same kernels
+  try {
+    CudaLlama m(*model_, o);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q4 KV cache needs head_dim 64 or 128"), std::string::npos) << e.what();
+  }
+  model_->set_kv_quant(model::KvQuant::kQ4);
   EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
   model_->set_kv_quant(model::KvQuant::kNone);
 }
