@@ -15,7 +15,8 @@
 // With --tables A,M the linears take exllamav2's options of attention table row A and MLP table
 // row M instead (quant/options.h; most rows mix two or three bit widths in one layer, as real
 // conversions do), e.g. --tables 10,9: 0.1:5b_128g/0.9:4b_128g for q, k, v, o, about 4.3 bits.
-// --decode-only skips the attention and prefill timings, --attention-only all but the attention's;
+// --decode-only skips the attention and prefill timings, --attention-only all but the attention's
+// (--splits N: the splits it asks for; the kernel takes at most one wave of blocks);
 // --shape smollm2 builds SmolLM2-135M's shape (30 layers, hidden 576, vocab 49152) instead of Llama-3-8B's; --shape mixtral a
 // Mixtral-8x7B-shaped mixture of experts (Llama-3-8B's attention, 8 experts of 14336 rows, top
 // 2, vocab 32000; every expert its own device copy of one packed layer, so the decode graph's
@@ -94,6 +95,7 @@ struct Args {
   int64_t vocab = 128256;
   std::string kv = "f16";                    // --kv q8_0 / q4: a quantized cache
   bool attention_only = false;               // --attention-only: the attention timings alone
+  int splits = 0;                            // --splits N: KV splits asked of the attention alone
   std::vector<int64_t> contexts{128, 2048};  // --contexts: decode positions timed
 };
 
@@ -319,7 +321,7 @@ json time_prefill(rt::CudaLlama& m, int64_t tokens, int runs) {
 // The decode attention alone at Llama-3-8B's heads over an f16, q8_0 or q4 cache (zeros): 20
 // launches per graph, replayed.
 template <typename C>
-json time_attention(int64_t kv_len, int iters, const std::string& kv) {
+json time_attention(int64_t kv_len, int iters, const std::string& kv, int splits_asked) {
   constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128, kPerGraph = 20;
   gpu::Stream stream;
   gpu::CachingAllocator alloc;
@@ -353,13 +355,14 @@ json time_attention(int64_t kv_len, int iters, const std::string& kv) {
   a.position_ptr = pos.view().data<int32_t>();
   a.max_keys = static_cast<int>(kv_len);
   a.scale = 0.0884f;
+  a.splits = splits_asked;
   a.pdl = gpu::decode_pdl_enabled();
   gpu::attention_decode_cuda(a, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
   const double t = gpu::bench::graph_us(kPerGraph, iters, s, [&](int) { gpu::attention_decode_cuda(a, s); });
   // Bytes of K + V read (codes and scales for the quantized caches).
   const auto bytes = static_cast<double>(k.nbytes() + v.nbytes() + (q4 || q8 ? ks.nbytes() + vs.nbytes() : 0));
-  const int splits = gpu::attention_decode_splits(kHeads, kKvHeads, static_cast<int>(kv_len), 0);
+  const int splits = gpu::attention_decode_splits(kHeads, kKvHeads, static_cast<int>(kv_len), splits_asked);
   fmt::print("attention decode 32/8 x 128 {}, {:6d} keys: {:6.2f} us, {:6.0f} GB/s of K+V ({} splits)\n", kv, kv_len, t,
              bytes / (t * 1e-6) / 1e9, splits);
   return {{"kv_len", kv_len}, {"kv", kv}, {"us", t}, {"kv_bytes", bytes}, {"gb_per_s", bytes / (t * 1e-6) / 1e9},
@@ -371,9 +374,9 @@ json run_synthetic(const Args& a) {
   if (!a.decode_only) {
     json att = json::array();
     for (int64_t len : {128, 512, 2048, 8192, 32768})
-      att.push_back(a.kv == "q4"     ? time_attention<uint8_t>(len, a.iters, a.kv)
-                    : a.kv == "q8_0" ? time_attention<int8_t>(len, a.iters, a.kv)
-                                     : time_attention<__half>(len, a.iters, a.kv));
+      att.push_back(a.kv == "q4"     ? time_attention<uint8_t>(len, a.iters, a.kv, a.splits)
+                    : a.kv == "q8_0" ? time_attention<int8_t>(len, a.iters, a.kv, a.splits)
+                                     : time_attention<__half>(len, a.iters, a.kv, a.splits));
     out["attention_decode"] = att;
     if (a.attention_only) return out;
   }
@@ -452,6 +455,7 @@ int run(int argc, char** argv) {
     else if (arg == "--passes") a.passes = true;
     else if (arg == "--batch") a.batch = true;
     else if (arg == "--attention-only") a.attention_only = true;
+    else if (arg == "--splits") a.splits = std::stoi(value());
     else if (arg == "--logprobs") a.logprobs = true;
     else if (arg == "--settle-ms") a.settle_ms = std::stoi(value());
     else if (arg == "--kv") {
