@@ -10,23 +10,22 @@ bool kv_cache_supports(DType cache) { return cache == DType::F16 || cache == DTy
 
 namespace {
 
-// k, v: F32 [tokens, kv_heads, head_dim] that fit `cache` [kv_heads, capacity, head_dim] from
-// position start.
-void check_new_rows(const DeviceView& k, const DeviceView& v, const DeviceView& cache, StartPos start,
-                    const char* op) {
+// k, v: F32 [tokens, kv_heads, head_dim] that fit a cache of `cache` [kv_heads, capacity, head_dim]
+// values from position start.
+void check_new_rows(const DeviceView& k, const DeviceView& v, const Shape& cache, StartPos start, const char* op) {
   check_dtype(k, DType::F32, op, "k");
   check_rank(k, 3, op, "k");
   check_dense(k, op, "k");
   check_dtype(v, DType::F32, op, "v");
   check_shape(v, k.shape(), op, "v");
   check_dense(v, op, "v");
-  EXQ_CHECK(cache.rank() == 3 && cache.dim(0) == k.dim(1) && cache.dim(2) == k.dim(2),
+  EXQ_CHECK(cache.size() == 3 && cache[0] == k.dim(1) && cache[2] == k.dim(2),
             "cuda {}: cache {} does not hold k {} ([kv_heads, capacity, head_dim] vs "
             "[tokens, kv_heads, head_dim])",
-            op, shape_str(cache.shape()), shape_str(k.shape()));
-  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= cache.dim(1),
+            op, shape_str(cache), shape_str(k.shape()));
+  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= cache[1],
             "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start.host, start.host + k.dim(0),
-            cache.dim(1));
+            cache[1]);
 }
 
 
@@ -36,7 +35,7 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
                const DeviceView& v_cache, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append";
   check_kv_cache_pair(k_cache, v_cache, op);
-  check_new_rows(k, v, k_cache, start, op);
+  check_new_rows(k, v, k_cache.shape(), start, op);
   const int tokens = checked_int(k.dim(0), op, "tokens");
   const int kv_heads = checked_int(k.dim(1), op, "kv_heads");
   const int head_dim = checked_int(k.dim(2), op, "head_dim");
@@ -58,7 +57,7 @@ void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_
   check_q8_cache(v_cache, v_scale, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q8: caches {} and {} differ",
             shape_str(k_cache.shape()), shape_str(v_cache.shape()));
-  check_new_rows(k, v, k_cache, start, op);
+  check_new_rows(k, v, k_cache.shape(), start, op);
   kv_append_q8_cuda(k.data<float>(), v.data<float>(), static_cast<int8_t*>(k_cache.raw()),
                     static_cast<__half*>(k_scale.raw()), static_cast<int8_t*>(v_cache.raw()),
                     static_cast<__half*>(v_scale.raw()), checked_int(k.dim(0), op, "tokens"),
@@ -73,21 +72,8 @@ void kv_append_q4(const DeviceView& k, const DeviceView& v, const DeviceView& k_
   check_q4_cache(v_cache, v_step, op, "value");
   EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q4: caches {} and {} differ",
             shape_str(k_cache.shape()), shape_str(v_cache.shape()));
-  // The rows against the cache's value shape (two codes a byte).
-  const int64_t head_dim = k_cache.dim(2) * 2;
-  check_dtype(k, DType::F32, op, "k");
-  check_rank(k, 3, op, "k");
-  check_dense(k, op, "k");
-  check_dtype(v, DType::F32, op, "v");
-  check_shape(v, k.shape(), op, "v");
-  check_dense(v, op, "v");
-  EXQ_CHECK(k_cache.dim(0) == k.dim(1) && head_dim == k.dim(2),
-            "cuda {}: cache {} (codes) does not hold k {} ([kv_heads, capacity, head_dim / 2] vs "
-            "[tokens, kv_heads, head_dim])",
-            op, shape_str(k_cache.shape()), shape_str(k.shape()));
-  EXQ_CHECK(start.host >= 0 && start.host + k.dim(0) <= k_cache.dim(1),
-            "cuda {}: positions [{}, {}) exceed the cache capacity {}", op, start.host, start.host + k.dim(0),
-            k_cache.dim(1));
+  const int64_t head_dim = k_cache.dim(2) * 2;  // two codes a byte
+  check_new_rows(k, v, Shape{k_cache.dim(0), k_cache.dim(1), head_dim}, start, op);
   kv_append_q4_cuda(k.data<float>(), v.data<float>(), static_cast<uint8_t*>(k_cache.raw()),
                     static_cast<__half2*>(k_step.raw()), static_cast<uint8_t*>(v_cache.raw()),
                     static_cast<__half2*>(v_step.raw()), checked_int(k.dim(0), op, "tokens"),
