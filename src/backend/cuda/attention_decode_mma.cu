@@ -7,9 +7,9 @@
 //   online softmax in base 2 over the chunk (rows live in quads of lanes),
 //   O += P V   (P straight from the S fragments; V through ldmatrix.trans).
 // f16 operands hold q and p as hi + lo pairs (two mma each), so scores and outputs keep f32
-// accuracy: the cache values are exact in f16 and the mma accumulates in f32. The warps'
-// states are combined in warp order through shared memory; splits are merged in split order by
-// the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
+// accuracy: the cache values are exact in f16 and the mma accumulates in f32 (the q4 cache: one
+// fp16 half each, see kParts). The warps' states are combined in warp order through shared
+// memory; splits are merged in split order by the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
 // this kernel shares. At 256 keys or fewer a kv head is one block and needs no merge: with 8
 // warps one round of chunks (docs/perf.md, session 10).
 #include <algorithm>
@@ -277,12 +277,15 @@ __global__ void __launch_bounds__(32 * kWarps)
   __syncthreads();
 
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
-  uint32_t qf[2][D / 16][4];  // hi, lo
+  // q4: q and p as one fp16 half each (its codes round values ~70x coarser than fp16; half the
+  // tensor-core steps: docs/perf.md, session 29); f16 / q8: hi + lo halves, f32 accuracy.
+  constexpr int kParts = kQ4 ? 1 : 2;
+  uint32_t qf[kParts][D / 16][4];  // hi, lo
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const int at = (r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8;
     ldmatrix_x4(qf[0][kk], q_hi + at);
-    ldmatrix_x4(qf[1][kk], q_lo + at);
+    if constexpr (kParts == 2) ldmatrix_x4(qf[kParts - 1][kk], q_lo + at);
   }
   float o[D / 8][4];
 #pragma unroll
@@ -324,7 +327,7 @@ __global__ void __launch_bounds__(32 * kWarps)
     quad_row_max(s, row_max, mx);
     const float corr[2] = {exp2f(row_max[0] - mx[0]), exp2f(row_max[1] - mx[1])};
     float sum[2] = {0.0f, 0.0f};
-    uint32_t pf[2][kChunk / 16][4];  // hi, lo
+    uint32_t pf[kParts][kChunk / 16][4];  // hi, lo
 #pragma unroll
     for (int nt = 0; nt < kChunk / 8; ++nt) {
       float p[4];
@@ -339,7 +342,7 @@ __global__ void __launch_bounds__(32 * kWarps)
         split_half(p[2 * r + 1], h1v, l1v);
         const __half2 hh = __halves2half2(h0v, h1v), ll = __halves2half2(l0v, l1v);
         pf[0][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&hh);
-        pf[1][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
+        if constexpr (kParts == 2) pf[kParts - 1][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
       }
     }
     softmax_advance(o, row_sum, row_max, sum, mx, corr);

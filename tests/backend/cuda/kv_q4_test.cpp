@@ -87,13 +87,13 @@ TEST_F(KvQ4Attention, PrefillOverTheCacheAsItReadsBack) {
 }
 
 // The runtime's step over a q4 cache: rotary, the new row quantized into the cache, q rotated
-// and the output rotated back, pdl, several steps on one workspace, 8 and 4 warps.
+// and the output rotated back, q and p as one fp16 half each (within 2e-3 of the largest output),
+// pdl, several steps on one workspace, 8 and 4 warps.
 TEST_F(KvQ4Attention, DecodeOverTheCacheAsItReadsBack) {
   // The new rows: v exactly as the host quantizes it; k from the kernel's own rotary (an ulp
   // apart from the host's: a code may move by one, the step and minimum by an ulp).
-  decode_matches_cpu<uint8_t>("q4", [](const Tensor& gkc, const Tensor& gks, const Tensor& gvc, const Tensor& gvs,
-                                       const Q4Mirror& k_m, const Q4Mirror& v_m, int64_t row, int64_t hd,
-                                       const std::string& what) {
+  const auto check = [](const Tensor& gkc, const Tensor& gks, const Tensor& gvc, const Tensor& gvs,
+                        const Q4Mirror& k_m, const Q4Mirror& v_m, int64_t row, int64_t hd, const std::string& what) {
     (void)gkc;
     ASSERT_EQ(std::memcmp(gvc.data<uint8_t>() + row * hd / 2, v_m.codes.data<uint8_t>() + row * hd / 2,
                           static_cast<size_t>(hd / 2)),
@@ -107,7 +107,8 @@ TEST_F(KvQ4Attention, DecodeOverTheCacheAsItReadsBack) {
       const float want = half_to_float(k_m.scales.data<uint16_t>()[row * hd / 16 + i]);
       ASSERT_NEAR(half_to_float(gks.data<uint16_t>()[row * hd / 16 + i]), want, 2e-3 * std::fabs(want) + 1e-6) << what;
     }
-  });
+  };
+  decode_matches_cpu<uint8_t>("q4", /*fp16_operands=*/true, check);
 }
 
 TEST(KvQ4Args, RejectBadLayouts) {

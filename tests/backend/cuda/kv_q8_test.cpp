@@ -78,9 +78,8 @@ TEST_F(KvQ8Attention, DecodeOverTheCacheAsItReadsBack) {
   ASSERT_FALSE(attention_decode_q8_supports(34, 2, 128));  // 17 q heads per kv head
   // The new rows: v exactly as the host quantizes it; k from the kernel's own rotation (an ulp
   // apart from the host's at most: a code may move by one).
-  decode_matches_cpu<int8_t>("q8", [](const Tensor& gkc, const Tensor& gks, const Tensor& gvc, const Tensor& gvs,
-                                      const Q8Mirror& k_m, const Q8Mirror& v_m, int64_t row, int64_t hd,
-                                      const std::string& what) {
+  const auto check = [](const Tensor& gkc, const Tensor& gks, const Tensor& gvc, const Tensor& gvs,
+                        const Q8Mirror& k_m, const Q8Mirror& v_m, int64_t row, int64_t hd, const std::string& what) {
     for (int64_t d = 0; d < hd; ++d) {
       ASSERT_EQ(gvc.data<int8_t>()[row * hd + d], v_m.codes.data<int8_t>()[row * hd + d]) << what;
       ASSERT_LE(std::abs(gkc.data<int8_t>()[row * hd + d] - k_m.codes.data<int8_t>()[row * hd + d]), 1) << what;
@@ -92,7 +91,8 @@ TEST_F(KvQ8Attention, DecodeOverTheCacheAsItReadsBack) {
                   1e-3 * half_to_float(k_m.scales.data<uint16_t>()[si]))
           << what;
     }
-  });
+  };
+  decode_matches_cpu<int8_t>("q8", /*fp16_operands=*/false, check);
 }
 
 TEST(KvQ8Args, RejectBadLayouts) {
