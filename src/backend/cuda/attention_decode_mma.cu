@@ -9,9 +9,9 @@
 // f16 operands hold q and p as hi + lo pairs (two mma each), so scores and outputs keep f32
 // accuracy: the cache values are exact in f16 and the mma accumulates in f32 (the q4 cache: one
 // fp16 half each, see kParts). The warps' states are combined in warp order through shared
-// memory; splits are merged in split order by the last block of the kv head (atomic counter), as in the SIMT kernel, whose workspace layout
-// this kernel shares. At 256 keys or fewer a kv head is one block and needs no merge: with 8
-// warps one round of chunks (docs/perf.md, session 10).
+// memory; splits are merged in split order by the last block of the kv head (atomic counter), as
+// in the SIMT kernel, whose workspace layout this kernel shares. At 256 keys or fewer a kv head
+// is one block and needs no merge: with 8 warps one round of chunks (docs/perf.md, session 10).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   // then are dequantized into the chunk buffers.
   using Tile = std::conditional_t<kQ4, Q4Tile<D, kChunk, 32, P>, Q8Tile<D, kChunk, 32, P>>;
   [[maybe_unused]] Tile tile;
-  auto load_q8 = [&](int c) {
+  auto load_tile = [&](int c) {
     if constexpr (kQ8)
       tile.load(k_head, a.k_scale + head_off / kQ8Group, v_head, a.v_scale + head_off / kQ8Group, lane,
                 k0 + c * kChunk, k1, fused ? pos : -1);
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   auto issue = [&](int c) {
     const int kb = k0 + c * kChunk;
     if constexpr (kQuant) {
-      load_q8(c);
+      load_tile(c);
     } else {
       for (int i = lane; i < kChunk * kPieces; i += 32) {
         const int r = i / kPieces, col = i % kPieces;
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   for (int c = warp; c < chunks; c += kWarps) {
     if constexpr (kQuant) {  // this chunk from registers, the warp's next one into them
       tile.store(ks, vs, lane);
-      if (c + kWarps < chunks) load_q8(c + kWarps);
+      if (c + kWarps < chunks) load_tile(c + kWarps);
     } else {
       if (c != warp) issue(c);
       cp_async_wait<0>();
@@ -342,7 +342,8 @@ __global__ void __launch_bounds__(32 * kWarps)
         split_half(p[2 * r + 1], h1v, l1v);
         const __half2 hh = __halves2half2(h0v, h1v), ll = __halves2half2(l0v, l1v);
         pf[0][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&hh);
-        if constexpr (kParts == 2) pf[kParts - 1][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
+        if constexpr (kParts == 2)
+          pf[kParts - 1][nt / 2][(nt & 1) * 2 + r] = *reinterpret_cast<const uint32_t*>(&ll);
       }
     }
     softmax_advance(o, row_sum, row_max, sum, mx, corr);

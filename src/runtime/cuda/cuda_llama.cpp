@@ -538,8 +538,10 @@ CudaLlama::Stats CudaLlama::stats() const {
   Stats st;
   st.weight_bytes = m.weight_bytes;
   const auto row = static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim);
-  st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 *
-                          (m.q4() ? row / 2 + row / 32 * 4 : row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0));
+  // q8: a byte and an fp16 scale a group of 32; q4: half a byte and an (step, minimum) pair.
+  const size_t per_row =
+      m.q4() ? row / 2 + row / 32 * 4 : row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0);
+  st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 * per_row;
   st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;
