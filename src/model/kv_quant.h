@@ -9,10 +9,11 @@
 // (H the 32 x 32 Walsh-Hadamard matrix; H / sqrt(32) is orthogonal and its own inverse), and
 // stored as 4-bit codes q with an fp16 step d = fp16((max r - min r) / 15) and minimum
 // m = fp16(min r): q = clamp(rint((r - m) / d), 0, 15) (0 where d is 0). A group reads back as
-// H u / sqrt(32) with u = fp16(q d + m) (one rounding), in f32 in one fixed order (kv_q4_rotate); that is
-// what the CPU cache holds. The CUDA cache (kv_q8.cuh) attends to u itself: the rotation is
-// orthogonal, so it rotates q instead of the keys (q . k = Rq . Rk, R = H / sqrt(32)) and the attention
-// output instead of the values. 5 bits a value: 31 % of the f16 cache.
+// H u / sqrt(32) with u = fp16(q d + m) (one rounding), in f32 in one fixed order
+// (kv_q4_rotate); that is what the CPU cache holds. The CUDA cache (backend/cuda/kv_q4.cuh)
+// attends to u itself: the rotation is orthogonal, so it rotates q instead of the keys
+// (q . k = Rq . Rk, R = H / sqrt(32)) and the attention output instead of the values. 5 bits a
+// value: 31 % of the f16 cache.
 #pragma once
 
 #include <cstdint>
