@@ -46,7 +46,7 @@ struct BenchArgs {
   int reps = 5;
   int threads = 0;
   std::string device = "auto";
-  std::string cache_type = "f16";
+  CacheTypeFlags cache_type;
   RopeFlags rope;
   CpuMoeFlags cpu_moe;
   LoraFlags lora;
@@ -311,7 +311,7 @@ void add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", a->reps, "timed runs of each test (after one untimed)")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
-  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_cache_type_flags(*cmd, a->cache_type);
   add_rope_flags(*cmd, a->rope);
   add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);

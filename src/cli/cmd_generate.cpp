@@ -42,7 +42,7 @@ struct GenerateArgs {
   std::string prediction_file;
   int threads = 0;
   std::string device = "auto";
-  std::string cache_type = "f16";
+  CacheTypeFlags cache_type;
   RopeFlags rope;
   CpuMoeFlags cpu_moe;
   LoraFlags lora;
@@ -182,7 +182,7 @@ void add_generate(CLI::App& app) {
                   "text the answer is expected to repeat (e.g. a file being edited): guesses are looked up "
                   "in it first (needs --draft-max)");
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
-  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_cache_type_flags(*cmd, a->cache_type);
   add_rope_flags(*cmd, a->rope);
   add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);

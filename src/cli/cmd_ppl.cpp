@@ -38,7 +38,7 @@ struct PplArgs {
   int64_t skip_windows = 0;
   int threads = 0;
   std::string device = "auto";
-  std::string cache_type = "f16";
+  CacheTypeFlags cache_type;
   RopeFlags rope;
   CpuMoeFlags cpu_moe;
   LoraFlags lora;
@@ -209,7 +209,7 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--windows", a->windows, "windows to score, 0 = all")->capture_default_str();
   cmd->add_option("--skip-windows", a->skip_windows, "windows to skip at the start")->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads (default: all cores)");
-  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_cache_type_flags(*cmd, a->cache_type);
   add_rope_flags(*cmd, a->rope);
   add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);

@@ -34,7 +34,7 @@ struct ServeArgs {
   int64_t max_tokens = 512;
   int threads = 0;
   std::string device = "auto";
-  std::string cache_type = "f16";
+  CacheTypeFlags cache_type;
   RopeFlags rope;
   CpuMoeFlags cpu_moe;
   LoraFlags lora;
@@ -143,7 +143,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "tokens to generate when a request gives no max_tokens")
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "worker threads for the CPU (default: all cores)");
-  cmd->add_option("--cache-type", a->cache_type, kCacheTypeHelp);
+  add_cache_type_flags(*cmd, a->cache_type);
   add_rope_flags(*cmd, a->rope);
   add_cpu_moe_flags(*cmd, a->cpu_moe);
   add_lora_flags(*cmd, a->lora);

@@ -23,6 +23,19 @@ int main(int argc, char** argv) {
   if (argc > 1 && (std::string_view(argv[1]) == "serve" || std::string_view(argv[1]) == "bench"))
     for (int i = 2; i < argc; ++i)
       if (std::string_view(argv[i]) == "-np") argv[i] = kParallel;
+  // -ctk / -ctv TYPE: --cache-type-k / -v, where a cache type's name follows (so that a prompt
+  // "-ctk" stays one).
+  static char kCacheK[] = "--cache-type-k", kCacheV[] = "--cache-type-v";
+  const auto cache_type_name = [](std::string_view t) {
+    for (const char* n : {"f16", "f32", "bf16", "q8", "q8_0", "q4", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"})
+      if (t == n) return true;
+    return false;
+  };
+  for (int i = 2; i + 1 < argc; ++i)
+    if (cache_type_name(argv[i + 1])) {
+      if (std::string_view(argv[i]) == "-ctk") argv[i] = kCacheK;
+      if (std::string_view(argv[i]) == "-ctv") argv[i] = kCacheV;
+    }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

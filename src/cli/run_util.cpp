@@ -71,7 +71,22 @@ std::string group_digits(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-void apply_cache_type(model::LlamaModel& model, const std::string& flag) {
+void add_cache_type_flags(CLI::App& cmd, CacheTypeFlags& f) {
+  cmd.add_option("--cache-type", f.both,
+                 "KV cache: f16 (the default; f32 on the CPU), q8_0 (int8 and an fp16 scale per 32 values: 53 % of "
+                 "the f16 cache's memory) or q4 (each 32 values Hadamard-rotated, 4-bit codes with an fp16 step and "
+                 "minimum: 31 %)");
+  cmd.add_option("--cache-type-k", f.k, "llama.cpp's -ctk: the keys' cache type (the same as the values')");
+  cmd.add_option("--cache-type-v", f.v, "llama.cpp's -ctv: the values' cache type (the same as the keys')");
+}
+
+void apply_cache_type(model::LlamaModel& model, const CacheTypeFlags& f) {
+  const std::string k = f.k.empty() ? f.both : f.k, v = f.v.empty() ? f.both : f.v;
+  EXQ_CHECK(k == v,
+            "the KV cache takes one type for keys and values: keys {} and values {} differ (give --cache-type, or "
+            "the same type to --cache-type-k and --cache-type-v)",
+            k, v);
+  const std::string& flag = k;
   const auto q = model::kv_quant_from_name(flag);
   // llama.cpp's 4- and 5-bit names store unrotated groups; exq's 4-bit cache is q4.
   EXQ_CHECK(q.has_value() || (!flag.starts_with("q4_") && !flag.starts_with("q5_") && flag != "iq4_nl"),

@@ -46,14 +46,17 @@ std::string group_digits(int64_t v);
 enum class Device { Cpu, Cuda };
 Device resolve_device(const std::string& flag);
 
-// --cache-type of generate, chat, ppl, serve and bench (llama.cpp's names).
-inline constexpr const char* kCacheTypeHelp =
-    "KV cache: f16 (the default; f32 on the CPU), q8_0 (int8 and an fp16 scale per 32 values: "
-    "53 % of the f16 cache's memory) or q4 (each 32 values Hadamard-rotated, 4-bit codes with an fp16 step and "
-    "minimum: 31 %)";
-// Sets the model's KV cache kind from the flag ("f16", "q8_0" / "q8" or "q4"); exq::Error for
-// another value or a model whose head_dim does not suit it.
-void apply_cache_type(model::LlamaModel& model, const std::string& flag);
+// --cache-type of generate, chat, ppl, serve and bench (llama.cpp's names), and llama.cpp's
+// --cache-type-k / --cache-type-v (-ctk / -ctv), which must then name the same type: the cache
+// takes one type for keys and values.
+struct CacheTypeFlags {
+  std::string both = "f16";  // --cache-type
+  std::string k, v;          // --cache-type-k, --cache-type-v (empty: --cache-type's)
+};
+void add_cache_type_flags(CLI::App& cmd, CacheTypeFlags& flags);
+// Sets the model's KV cache kind from the flags ("f16", "q8_0" / "q8" or "q4"); exq::Error for
+// another value, keys and values of different types, or a model whose head_dim does not suit it.
+void apply_cache_type(model::LlamaModel& model, const CacheTypeFlags& flags);
 
 // llama.cpp's rotary overrides, for generate, chat, ppl, serve and bench. Unset flags keep the
 // model's config.json.

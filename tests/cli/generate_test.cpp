@@ -62,7 +62,7 @@ TEST(CliGenerate, TinyModelJsonAndStreamingAgree) {
 }
 
 // --cache-type q8_0 runs the same prompt with the q8 cache (head_dim 32 here), and greedy tokens
-// of a random tiny model stay those of the f16 cache for these few steps.
+// of a random tiny model stay those of the f16 cache for these few steps; so do -ctk / -ctv q8_0.
 TEST(CliGenerate, Q8CacheType) {
   const auto dir = tiny_model("q8", [](json& c, std::map<std::string, Tensor>& t) {
     c["head_dim"] = 32;
@@ -76,7 +76,17 @@ TEST(CliGenerate, Q8CacheType) {
   };
   const auto f16 = ids("f16");
   EXPECT_EQ(f16.size(), 5u);
-  EXPECT_EQ(ids("q8_0"), f16);
+  const auto q8 = ids("q8_0");
+  EXPECT_EQ(q8, f16);
+  // llama.cpp's -ctk / -ctv with the same type are --cache-type; different types are refused.
+  const RunResult ctk = run_exq({"generate", "-m", dir.string(), "-p", "Hello world", "--max-tokens", "5",
+                                 "--temperature", "0", "--json", "-ctk", "q8_0", "-ctv", "q8_0", "--device", "cpu"});
+  ASSERT_EQ(ctk.exit_code, 0) << ctk.err;
+  EXPECT_EQ(json::parse(ctk.out)["ids"].get<std::vector<int32_t>>(), q8);
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "x", "-ctk", "q8_0", "-ctv", "q4"}),
+                    "keys q8_0 and values q4 differ");
+  expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "x", "--cache-type-k", "q4"}),
+                    "keys q4 and values f16 differ");
   expect_user_error(run_exq({"generate", "-m", dir.string(), "-p", "x", "--cache-type", "fp8"}),
                     "--cache-type must be f16, q8_0 or q4, got 'fp8'");
 }
