@@ -37,6 +37,20 @@ AttentionDims check_queries(const char* op, const DeviceView& q, const Shape& ca
           checked_int(cache[1], op, "capacity")};
 }
 
+// attention_prefill_q8 / _q4: the cache pair, q and out against the values it holds, head_dim 64
+// or 128 (the tensor-core kernel's), everything 16-byte aligned.
+AttentionDims check_quant_prefill(const char* op, bool q4, const DeviceView& q, const DeviceView& k_cache,
+                                  const DeviceView& k_scale, const DeviceView& v_cache, const DeviceView& v_scale,
+                                  const DeviceView& out, int start_pos, int window) {
+  const Shape values = check_quant_cache_pair(k_cache, k_scale, v_cache, v_scale, q4, op);
+  const AttentionDims d = check_queries(op, q, values, out, start_pos, window);
+  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
+  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
+            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  return d;
+}
+
 AttentionDims check_attention(const char* op, const DeviceView& q, const DeviceView& k_cache,
                               const DeviceView& v_cache, const DeviceView& out, int start_pos, int window) {
   check_kv_cache_pair(k_cache, v_cache, op);
@@ -88,16 +102,8 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
 void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
                           StartPos start, float scale, cudaStream_t stream, int window) {
-  constexpr const char* op = "attention_prefill_q8";
-  check_q8_cache(k_cache, k_scale, op, "key");
-  check_q8_cache(v_cache, v_scale, op, "value");
-  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
-            shape_str(v_cache.shape()));
-  const AttentionDims d = check_queries(op, q, k_cache.shape(), out, start.host, window);
-  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
-  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
-  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
-            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  const AttentionDims d = check_quant_prefill("attention_prefill_q8", /*q4=*/false, q, k_cache, k_scale, v_cache,
+                                              v_scale, out, start.host, window);
   flash_prefill_q8_cuda(q.data<float>(), static_cast<const int8_t*>(k_cache.raw()),
                         static_cast<const __half*>(k_scale.raw()), static_cast<const int8_t*>(v_cache.raw()),
                         static_cast<const __half*>(v_scale.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
@@ -107,17 +113,8 @@ void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const 
 void attention_prefill_q4(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_step,
                           const DeviceView& v_cache, const DeviceView& v_step, const DeviceView& out,
                           StartPos start, float scale, cudaStream_t stream, int window) {
-  constexpr const char* op = "attention_prefill_q4";
-  check_q4_cache(k_cache, k_step, op, "key");
-  check_q4_cache(v_cache, v_step, op, "value");
-  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
-            shape_str(v_cache.shape()));
-  const Shape values = {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2) * 2};  // two codes a byte
-  const AttentionDims d = check_queries(op, q, values, out, start.host, window);
-  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
-  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
-  EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
-            "cuda {}: q, out and the caches must be 16-byte aligned", op);
+  const AttentionDims d = check_quant_prefill("attention_prefill_q4", /*q4=*/true, q, k_cache, k_step, v_cache,
+                                              v_step, out, start.host, window);
   flash_prefill_q4_cuda(q.data<float>(), static_cast<const uint8_t*>(k_cache.raw()),
                         static_cast<const __half2*>(k_step.raw()), static_cast<const uint8_t*>(v_cache.raw()),
                         static_cast<const __half2*>(v_step.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,

@@ -115,6 +115,12 @@ template <typename C>
 inline bool attention_decode_multi(const DecodeAttention<C>& a) {
   return a.rows > 1 || a.cache_index != nullptr;
 }
+// Cache elements (C) per fp16 scale element beside them: q8 an fp16 scale a group of 32 codes;
+// q4 an (step, minimum) pair, two halves, a group of 32 codes in 16 bytes.
+template <typename C>
+__host__ __device__ constexpr int64_t kv_cache_elems_per_scale() {
+  return std::is_same_v<C, uint8_t> ? 8 : 32;
+}
 // Row r of a several-row launch as a one-row one (see DecodeAttention::rows); device code only
 // when cache_index is set (it is read).
 template <typename C>
@@ -130,9 +136,8 @@ __host__ __device__ inline DecodeAttention<C> attention_decode_row(DecodeAttenti
   a.k_cache += cache * a.cache_stride;
   a.v_cache += cache * a.cache_stride;
   if (a.k_scale != nullptr) {
-    const int64_t per = std::is_same_v<C, uint8_t> ? 8 : 32;  // cache elements per scale half
-    a.k_scale += cache * a.cache_stride / per;
-    a.v_scale += cache * a.cache_stride / per;
+    a.k_scale += cache * a.cache_stride / kv_cache_elems_per_scale<C>();
+    a.v_scale += cache * a.cache_stride / kv_cache_elems_per_scale<C>();
   }
   a.workspace += r * attention_decode_row_floats(a.heads, a.head_dim);
   a.position_ptr += r;

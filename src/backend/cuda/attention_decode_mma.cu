@@ -67,6 +67,9 @@ template <typename C, int D, int kWarps, bool kMulti>
 __global__ void __launch_bounds__(32 * kWarps)
     attention_decode_mma_kernel(const DecodeAttention<C> a_in, int splits) {
   constexpr bool kQ8 = std::is_same_v<C, int8_t>, kQ4 = std::is_same_v<C, uint8_t>, kQuant = kQ8 || kQ4;
+  // q4: q and p as one fp16 half each (its codes round values ~70x coarser than fp16; half the
+  // tensor-core steps: docs/perf.md, session 29); f16 / q8: hi + lo halves, f32 accuracy.
+  constexpr int kParts = kQ4 ? 1 : 2;
   constexpr int kThreads = 32 * kWarps;
   constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
   using L = Smem<D, kWarps>;
@@ -239,7 +242,10 @@ __global__ void __launch_bounds__(32 * kWarps)
     const int r = r0 + k * kRowStep;
     float v = r < group ? (fused ? rotate(x1[k], x2[k]) : x1[k]) * qscale : 0.0f;
     if constexpr (kQ4) v = q4_rotate_warp(v);  // a warp holds dims 32j .. 32j + 31 of one row
-    split_half(v, q_hi[r * P + qd], q_lo[r * P + qd]);
+    if constexpr (kParts == 2)
+      split_half(v, q_hi[r * P + qd], q_lo[r * P + qd]);
+    else
+      q_hi[r * P + qd] = __float2half_rn(v);
   }
   if (new_row) {  // whole warps (D is a multiple of 32): a q8 or q4 group is a warp
     const size_t row = head_off + static_cast<size_t>(pos) * D;
@@ -277,9 +283,6 @@ __global__ void __launch_bounds__(32 * kWarps)
   __syncthreads();
 
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
-  // q4: q and p as one fp16 half each (its codes round values ~70x coarser than fp16; half the
-  // tensor-core steps: docs/perf.md, session 29); f16 / q8: hi + lo halves, f32 accuracy.
-  constexpr int kParts = kQ4 ? 1 : 2;
   uint32_t qf[kParts][D / 16][4];  // hi, lo
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {

@@ -53,11 +53,7 @@ void kv_append(const DeviceView& k, const DeviceView& v, const DeviceView& k_cac
 void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_scale,
                   const DeviceView& v_cache, const DeviceView& v_scale, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append_q8";
-  check_q8_cache(k_cache, k_scale, op, "key");
-  check_q8_cache(v_cache, v_scale, op, "value");
-  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q8: caches {} and {} differ",
-            shape_str(k_cache.shape()), shape_str(v_cache.shape()));
-  check_new_rows(k, v, k_cache.shape(), start, op);
+  check_new_rows(k, v, check_quant_cache_pair(k_cache, k_scale, v_cache, v_scale, /*q4=*/false, op), start, op);
   kv_append_q8_cuda(k.data<float>(), v.data<float>(), static_cast<int8_t*>(k_cache.raw()),
                     static_cast<__half*>(k_scale.raw()), static_cast<int8_t*>(v_cache.raw()),
                     static_cast<__half*>(v_scale.raw()), checked_int(k.dim(0), op, "tokens"),
@@ -68,12 +64,9 @@ void kv_append_q8(const DeviceView& k, const DeviceView& v, const DeviceView& k_
 void kv_append_q4(const DeviceView& k, const DeviceView& v, const DeviceView& k_cache, const DeviceView& k_step,
                   const DeviceView& v_cache, const DeviceView& v_step, StartPos start, cudaStream_t stream) {
   constexpr const char* op = "kv_append_q4";
-  check_q4_cache(k_cache, k_step, op, "key");
-  check_q4_cache(v_cache, v_step, op, "value");
-  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda kv_append_q4: caches {} and {} differ",
-            shape_str(k_cache.shape()), shape_str(v_cache.shape()));
-  const int64_t head_dim = k_cache.dim(2) * 2;  // two codes a byte
-  check_new_rows(k, v, Shape{k_cache.dim(0), k_cache.dim(1), head_dim}, start, op);
+  const Shape values = check_quant_cache_pair(k_cache, k_step, v_cache, v_step, /*q4=*/true, op);
+  check_new_rows(k, v, values, start, op);
+  const int64_t head_dim = values[2];
   kv_append_q4_cuda(k.data<float>(), v.data<float>(), static_cast<uint8_t*>(k_cache.raw()),
                     static_cast<__half2*>(k_step.raw()), static_cast<uint8_t*>(v_cache.raw()),
                     static_cast<__half2*>(v_step.raw()), checked_int(k.dim(0), op, "tokens"),

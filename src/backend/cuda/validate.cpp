@@ -77,4 +77,14 @@ void check_q4_cache(const DeviceView& cache, const DeviceView& step, const char*
             cache.dim(1), cache.dim(2) / 8, dtype_name(step.dtype()), shape_str(step.shape()));
 }
 
+Shape check_quant_cache_pair(const DeviceView& k_cache, const DeviceView& k_scale, const DeviceView& v_cache,
+                             const DeviceView& v_scale, bool q4, const char* op) {
+  const auto check = q4 ? check_q4_cache : check_q8_cache;
+  check(k_cache, k_scale, op, "key");
+  check(v_cache, v_scale, op, "value");
+  EXQ_CHECK(k_cache.shape() == v_cache.shape(), "cuda {}: caches {} and {} differ", op, shape_str(k_cache.shape()),
+            shape_str(v_cache.shape()));
+  return {k_cache.dim(0), k_cache.dim(1), k_cache.dim(2) * (q4 ? 2 : 1)};  // q4: two codes a byte
+}
+
 }  // namespace exq::cuda

@@ -23,6 +23,10 @@ void check_q8_cache(const DeviceView& cache, const DeviceView& scale, const char
 // The q4 cache (model/kv_quant.h): `cache` contiguous U8 [kv_heads, capacity, head_dim / 2] (head_dim
 // a multiple of 32), `step` contiguous F16 [kv_heads, capacity, head_dim / 16] ((step, minimum) pairs).
 void check_q4_cache(const DeviceView& cache, const DeviceView& step, const char* op, const char* what);
+// A key / value pair of either quantized cache (check_q4_cache when q4, else check_q8_cache), of
+// one shape; returns the shape of the values they hold, [kv_heads, capacity, head_dim].
+Shape check_quant_cache_pair(const DeviceView& k_cache, const DeviceView& k_scale, const DeviceView& v_cache,
+                             const DeviceView& v_scale, bool q4, const char* op);
 void check_kv_cache_pair(const DeviceView& k_cache, const DeviceView& v_cache, const char* op);
 // Dimensions are passed to kernels as int.
 int checked_int(int64_t value, const char* op, const char* what);

@@ -21,6 +21,7 @@
 #include "backend/cuda/norm.h"
 #include "backend/cuda/rotary.h"
 #include "backend/cuda/stream.h"
+#include "model/kv_quant.h"
 #include "model/rope.h"
 #include "runtime/cuda/cuda_llama_impl.h"
 #include "runtime/cuda/cuda_weights.h"
@@ -537,11 +538,11 @@ CudaLlama::Stats CudaLlama::stats() const {
   const Impl& m = *impl_;
   Stats st;
   st.weight_bytes = m.weight_bytes;
-  const auto row = static_cast<size_t>(m.dims.kv_heads * m.dims.head_dim);
-  // q8: a byte and an fp16 scale a group of 32; q4: half a byte and an (step, minimum) pair.
-  const size_t per_row =
-      m.q4() ? row / 2 + row / 32 * 4 : row * dtype_size(m.opts.kv_cache) + (m.q8() ? row / 32 * 2 : 0);
-  st.kv_bytes_per_token = static_cast<size_t>(m.config.num_hidden_layers) * 2 * per_row;
+  // The layout kv_quant.h counts (its f16 figure twice for the f32 cache).
+  const model::KvQuant quant = m.q8() ? model::KvQuant::kQ8 : m.q4() ? model::KvQuant::kQ4 : model::KvQuant::kNone;
+  const int64_t bytes =
+      model::kv_cache_bytes_per_token(m.config.num_hidden_layers, m.dims.kv_heads, m.dims.head_dim, quant);
+  st.kv_bytes_per_token = static_cast<size_t>(m.opts.kv_cache == DType::F32 ? 2 * bytes : bytes);
   st.graph_captured = m.graphs[static_cast<size_t>(m.cur)] != nullptr;
   st.graph_replays = m.replays;
   st.o_staged_layers = m.o_staged_layers;

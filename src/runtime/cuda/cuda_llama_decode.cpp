@@ -48,9 +48,9 @@ bool CudaLlama::Impl::attend(const LayerGpu& L, const Views& v) {
   const int64_t first = static_cast<int64_t>(cur) * cache_elems();
   a.k_cache += first;
   a.v_cache += first;
-  if (a.k_scale != nullptr) {  // q4: an (step, minimum) pair per 16 bytes
-    a.k_scale += first / (std::is_same_v<C, uint8_t> ? 8 : 32);
-    a.v_scale += first / (std::is_same_v<C, uint8_t> ? 8 : 32);
+  if (a.k_scale != nullptr) {
+    a.k_scale += first / gpu::kv_cache_elems_per_scale<C>();
+    a.v_scale += first / gpu::kv_cache_elems_per_scale<C>();
   }
   a.position_ptr = pos_ptr();
   bool staged = false;
