@@ -37,14 +37,15 @@ AttentionDims check_queries(const char* op, const DeviceView& q, const Shape& ca
           checked_int(cache[1], op, "capacity")};
 }
 
-// attention_prefill_q8 / _q4: the cache pair, q and out against the values it holds, head_dim 64
-// or 128 (the tensor-core kernel's), everything 16-byte aligned.
+// attention_prefill_q8 / _q4: the cache pair, q and out against the values it holds, head_dim 64,
+// 128 or 256 (the tensor-core kernel's), everything 16-byte aligned.
 AttentionDims check_quant_prefill(const char* op, bool q4, const DeviceView& q, const DeviceView& k_cache,
                                   const DeviceView& k_scale, const DeviceView& v_cache, const DeviceView& v_scale,
                                   const DeviceView& out, int start_pos, int window) {
   const Shape values = check_quant_cache_pair(k_cache, k_scale, v_cache, v_scale, q4, op);
   const AttentionDims d = check_queries(op, q, values, out, start_pos, window);
-  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64 or 128, got {}", op, d.head_dim);
+  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64, 128 or 256, got {}", op,
+            d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
             "cuda {}: q, out and the caches must be 16-byte aligned", op);
@@ -79,16 +80,17 @@ void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const Dev
 }
 
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
-  return cache == DType::F16 && (head_dim == 64 || head_dim == 128);
+  return cache == DType::F16 && head_dim <= kAttentionMaxHeadDim &&
+         flash_prefill_supports_head_dim(static_cast<int>(head_dim));
 }
 
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
-                            float scale, cudaStream_t stream, int window) {
+                            float scale, cudaStream_t stream, int window, float softcap) {
   constexpr const char* op = "attention_prefill_fast";
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host, window);
   EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
-            "cuda {}: needs an F16 cache and head_dim 64 or 128, got {} and {}", op,
+            "cuda {}: needs an F16 cache and head_dim 64, 128 or 256, got {} and {}", op,
             dtype_name(k_cache.dtype()), d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) &&
@@ -96,34 +98,34 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
             "cuda {}: q, out and the caches must be 16-byte aligned", op);
   flash_prefill_cuda(q.data<float>(), static_cast<const __half*>(k_cache.raw()),
                      static_cast<const __half*>(v_cache.raw()), out.data<float>(), d.tokens,
-                     d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window);
+                     d.heads, d.kv_heads, d.head_dim, d.capacity, start, scale, stream, window, softcap);
 }
 
 void attention_prefill_q8(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_scale,
                           const DeviceView& v_cache, const DeviceView& v_scale, const DeviceView& out,
-                          StartPos start, float scale, cudaStream_t stream, int window) {
+                          StartPos start, float scale, cudaStream_t stream, int window, float softcap) {
   const AttentionDims d = check_quant_prefill("attention_prefill_q8", /*q4=*/false, q, k_cache, k_scale, v_cache,
                                               v_scale, out, start.host, window);
   flash_prefill_q8_cuda(q.data<float>(), static_cast<const int8_t*>(k_cache.raw()),
                         static_cast<const __half*>(k_scale.raw()), static_cast<const int8_t*>(v_cache.raw()),
                         static_cast<const __half*>(v_scale.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
-                        d.head_dim, d.capacity, start, scale, stream, window);
+                        d.head_dim, d.capacity, start, scale, stream, window, softcap);
 }
 
 void attention_prefill_q4(const DeviceView& q, const DeviceView& k_cache, const DeviceView& k_step,
                           const DeviceView& v_cache, const DeviceView& v_step, const DeviceView& out,
-                          StartPos start, float scale, cudaStream_t stream, int window) {
+                          StartPos start, float scale, cudaStream_t stream, int window, float softcap) {
   const AttentionDims d = check_quant_prefill("attention_prefill_q4", /*q4=*/true, q, k_cache, k_step, v_cache,
                                               v_step, out, start.host, window);
   flash_prefill_q4_cuda(q.data<float>(), static_cast<const uint8_t*>(k_cache.raw()),
                         static_cast<const __half2*>(k_step.raw()), static_cast<const uint8_t*>(v_cache.raw()),
                         static_cast<const __half2*>(v_step.raw()), out.data<float>(), d.tokens, d.heads, d.kv_heads,
-                        d.head_dim, d.capacity, start, scale, stream, window);
+                        d.head_dim, d.capacity, start, scale, stream, window, softcap);
 }
 
 void attention_decode(const DeviceView& q, const DeviceView& k_cache, const DeviceView& v_cache,
                       const DeviceView& out, int start_pos, float scale,
-                      const DeviceView& workspace, cudaStream_t stream, int splits, int window) {
+                      const DeviceView& workspace, cudaStream_t stream, int splits, int window, float softcap) {
   constexpr const char* op = "attention_decode";
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start_pos, window);
   EXQ_CHECK(d.tokens == 1, "cuda attention_decode: q must hold one token, got shape {}",
@@ -152,6 +154,7 @@ void attention_decode(const DeviceView& q, const DeviceView& k_cache, const Devi
     a.splits = splits;
     a.scale = scale;
     a.window = window;
+    a.softcap = softcap;
     attention_decode_cuda(a, stream);
   };
   if (k_cache.dtype() == DType::F16)

@@ -510,7 +510,7 @@ bool attention_decode_uses_mma(const DecodeAttention<__half>& a) {
     const char* e = std::getenv("EXQ_ATTN_DECODE");
     return e != nullptr && std::strcmp(e, "simt") == 0;
   }();
-  return !a.simt && !env_simt && a.softcap <= 0.0f &&
+  return !a.simt && !env_simt &&
          attention_decode_mma_supports(a.heads, a.kv_heads, a.head_dim, a.k_cache, a.v_cache, a.out,
                                        a.workspace);
 }

@@ -66,8 +66,7 @@ struct DecodeAttention {
   // A sliding window: only the `window` latest keys (position - window + 1 .. position) are
   // attended, split over the blocks as a whole cache of that length would be; 0: all.
   int window = 0;
-  // > 0: each scaled score s becomes softcap * tanh(s / softcap) (gemma2); the SIMT kernel only
-  // (attention_decode_uses_mma is false).
+  // > 0: each scaled score s becomes softcap * tanh(s / softcap) (gemma2), in either kernel.
   float softcap = 0.0f;
   // qwen3 / gemma3 (fused only): each head of q and k_new is RMS-normed (norm_eps) and
   // multiplied by these [head_dim] weights before the rotary, as exq::cuda::rmsnorm does; null:
@@ -87,10 +86,11 @@ struct DecodeAttention {
   float* xscale = nullptr;
   int xscale_n = 0;
   // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim
-  // 64 or 128, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
+  // 64, 128 or 256, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
   bool simt = false;
   // Tensor-core kernel: warps per block, 4 or 8; 0: 8 where a block may hold their 150 KB of
-  // shared memory (head_dim 128; Hopper, A100), else 4 (EXQ_ATTN_WARPS=4: 4 everywhere).
+  // shared memory (head_dim 128; Hopper, A100), else 4 (EXQ_ATTN_WARPS=4: 4 everywhere);
+  // head_dim 256: always 8.
   int mma_warps = 0;
   // Several sequences, one query token each, in one launch: row r's q, k_new, v_new and out
   // start at r * heads (kv_heads) * head_dim; its position is position_ptr[r] (required); its
@@ -160,8 +160,9 @@ void attention_decode_cuda(const DecodeAttention<C>& args, cudaStream_t stream);
 
 // Whether attention_decode_cuda takes the tensor-core kernel for these arguments.
 bool attention_decode_uses_mma(const DecodeAttention<__half>& args);
-// The q8 cache has only the tensor-core kernel: head_dim 64 or 128, at most 16 q heads per kv
-// head (attention_decode_cuda<int8_t> requires this).
+// The q8 and q4 caches have only the tensor-core kernel: head_dim 64, 128 or 256 (256: sm_80 /
+// sm_90's shared memory), at most 16 q heads per kv head (attention_decode_cuda<int8_t> and
+// <uint8_t> require this).
 bool attention_decode_q8_supports(int heads, int kv_heads, int head_dim);
 
 }  // namespace exq::cuda

@@ -1,9 +1,11 @@
-// Tensor-core decode attention for an f16 cache, head_dim 64 or 128 and up to 16 q heads per kv
-// head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 where a block cannot hold
-// their shared memory, or as DecodeAttention::mma_warps asks); a split holds a multiple of
-// 32 x warps keys, warp w takes the split's 32-key chunks w, w + warps, ... Per chunk, in one
-// warp and without block barriers:
+// Tensor-core decode attention for an f16, q8 or q4 cache, head_dim 64, 128 or 256 and up to 16 q
+// heads per kv head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 where a block
+// cannot hold their shared memory, or as DecodeAttention::mma_warps asks; head_dim 256: always
+// 8); a split holds a multiple of chunk x warps keys, warp w takes the split's chunks w,
+// w + warps, ... of 32 keys (head_dim 256: 16, and q read from shared memory at each step, so
+// that the output's registers fit). Per chunk, in one warp and without block barriers:
 //   S = Q K^T  (mma m16n8k16: the group's q heads are the 16 rows, zero-padded),
+//   Gemma 2's softcap on S when it has one,
 //   online softmax in base 2 over the chunk (rows live in quads of lanes),
 //   O += P V   (P straight from the S fragments; V through ldmatrix.trans).
 // f16 operands hold q and p as hi + lo pairs (two mma each), so scores and outputs keep f32
@@ -33,7 +35,11 @@
 namespace exq::cuda {
 namespace {
 
-constexpr int kChunk = 32;             // keys per warp chunk
+// Keys per warp chunk: 32, or 16 at head_dim 256 (8 warps' chunks then fit 155 KB).
+template <int D>
+constexpr int chunk_keys() {
+  return D > 128 ? 16 : 32;
+}
 constexpr int kRows = 16;              // mma rows: q heads of the kv head
 constexpr int kSingleSplitKeys = 256;  // contexts this short take one split per kv head
 constexpr int kMaxDevices = 64;        // devices whose resident block count is cached
@@ -44,7 +50,7 @@ constexpr int kMaxDevices = 64;        // devices whose resident block count is 
 template <int D, int kWarps>
 struct Smem {
   static constexpr int P = D + 8;  // row pitch in halves: ldmatrix rows in distinct banks
-  static constexpr size_t chunk_halves = 2 * static_cast<size_t>(kChunk) * P;
+  static constexpr size_t chunk_halves = 2 * static_cast<size_t>(chunk_keys<D>()) * P;
   static constexpr size_t kv = 0;
   static constexpr size_t q = kv + kWarps * chunk_halves * 2;
   static constexpr size_t knew = q + 2 * static_cast<size_t>(kRows) * P * 2;
@@ -65,11 +71,15 @@ __device__ __forceinline__ void split_half(float x, __half& hi, __half& lo) {
 // q4: q rotated as the keys were, the output rotated back).
 template <typename C, int D, int kWarps, bool kMulti>
 __global__ void __launch_bounds__(32 * kWarps)
-    attention_decode_mma_kernel(const DecodeAttention<C> a_in, int splits) {
+    attention_decode_mma_kernel(const DecodeAttention<C> a_in, int splits, SoftcapFactors cap) {
   constexpr bool kQ8 = std::is_same_v<C, int8_t>, kQ4 = std::is_same_v<C, uint8_t>, kQuant = kQ8 || kQ4;
   // q4: q and p as one fp16 half each (its codes round values ~70x coarser than fp16; half the
   // tensor-core steps: docs/perf.md, session 29); f16 / q8: hi + lo halves, f32 accuracy.
   constexpr int kParts = kQ4 ? 1 : 2;
+  constexpr int kChunk = chunk_keys<D>();
+  // head_dim 256: q's fragments from shared memory at each step, the staged-x positions read in
+  // the combine loop (registers: the output alone takes 128 a lane).
+  constexpr bool kSmallHead = D <= 128;
   constexpr int kThreads = 32 * kWarps;
   constexpr int kKeysPerRound = kWarps * kChunk;  // split sizes are multiples of this
   using L = Smem<D, kWarps>;
@@ -163,11 +173,13 @@ __global__ void __launch_bounds__(32 * kWarps)
   const bool turns = fused && qd < 2 * half;
   const int j = !turns ? qd : qd < half ? qd : qd - half;
   // The staged-x positions of the thread's outputs (combine loop below), read before the wait.
-  int32_t xpos[kPer];
+  int32_t xpos[kSmallHead ? kPer : 1];
+  if constexpr (kSmallHead) {
 #pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int i = tid + k * kThreads;
-    xpos[k] = a.xq16 && i < group * D ? a.x_pos[h0 * D + i] : 0;
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads;
+      xpos[k] = a.xq16 && i < group * D ? a.x_pos[h0 * D + i] : 0;
+    }
   }
   float cs = 1.0f, sn = 0.0f;
   if (turns) {
@@ -236,7 +248,9 @@ __global__ void __launch_bounds__(32 * kWarps)
   auto rotate = [&](float u1, float u2) {
     return !turns ? u1 : qd < half ? u1 * cs - u2 * sn : u2 * cs + u1 * sn;
   };
-  const float qscale = a.scale * kLog2e;
+  // Softcapped scores take log2(e) after the cap (softcap_scores).
+  const bool capped = cap.in != 0.0f;
+  const float qscale = capped ? a.scale : a.scale * kLog2e;
 #pragma unroll
   for (int k = 0; k < kPer; ++k) {
     const int r = r0 + k * kRowStep;
@@ -283,12 +297,14 @@ __global__ void __launch_bounds__(32 * kWarps)
   __syncthreads();
 
   const int sel = lane >> 3, r8 = lane & 7;  // ldmatrix: which 8x8 matrix, which of its rows
-  uint32_t qf[kParts][D / 16][4];  // hi, lo
+  uint32_t qf[kParts][kSmallHead ? D / 16 : 1][4];  // hi, lo
+  if constexpr (kSmallHead) {
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const int at = (r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8;
-    ldmatrix_x4(qf[0][kk], q_hi + at);
-    if constexpr (kParts == 2) ldmatrix_x4(qf[kParts - 1][kk], q_lo + at);
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int at = (r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8;
+      ldmatrix_x4(qf[0][kk], q_hi + at);
+      if constexpr (kParts == 2) ldmatrix_x4(qf[kParts - 1][kk], q_lo + at);
+    }
   }
   float o[D / 8][4];
 #pragma unroll
@@ -316,7 +332,11 @@ __global__ void __launch_bounds__(32 * kWarps)
     float s[kChunk / 8][4];
 #pragma unroll
     for (int i = 0; i < kChunk / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-    mma_qk(s, qf, ks, P);
+    if constexpr (kSmallHead)
+      mma_qk(s, qf, ks, P);
+    else
+      mma_qk_smem<kParts, D / 16>(s, q_hi, kRows * P, ks, P);
+    if (capped) softcap_scores(s, cap.out, cap.in);
     if (kb + kChunk > k1) {  // keys past the split
 #pragma unroll
       for (int nt = 0; nt < kChunk / 8; ++nt)
@@ -396,7 +416,7 @@ __global__ void __launch_bounds__(32 * kWarps)
     if (single) {
       const float y = ov / l;
       a.out[static_cast<size_t>(h) * D + d] = y;
-      if (a.xq16) a.xq16[xpos[k]] = __float2half_rn(y);
+      if (a.xq16) a.xq16[kSmallHead ? xpos[k] : a.x_pos[h0 * D + i]] = __float2half_rn(y);
     } else {
       float* dst = a.workspace + (static_cast<size_t>(h) * kDecodeMaxSplits + split) * stride;
       dst[d] = ov;
@@ -475,7 +495,7 @@ void launch(const DecodeAttention<C>& a, int splits, int device, cudaStream_t st
   // beside it).
   splits = std::max(1, std::min(splits, blocks / a.kv_heads));
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(a.kv_heads * a.rows));
-  launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits);
+  launch_pdl(a.pdl, kernel, grid, dim3(32 * W), smem, stream, a, splits, softcap_factors(a.softcap));
 }
 
 // a.mma_warps, or 8 where their shared memory fits a block (150 KB at head_dim 128: Hopper and
@@ -488,18 +508,26 @@ void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   }();
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
-  const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
-  const bool eight = warps == 8 && fits;
-  if (attention_decode_multi(a)) {
-    if (eight)
+  if constexpr (D > 128) {  // 8 warps only: a thread per dim of q (attention_decode_mma_supports)
+    (void)four;
+    if (attention_decode_multi(a))
       launch<C, D, 8, true>(a, splits, device, stream);
     else
-      launch<C, D, 4, true>(a, splits, device, stream);
-  } else if (eight) {
-    launch<C, D, 8, false>(a, splits, device, stream);
+      launch<C, D, 8, false>(a, splits, device, stream);
   } else {
-    launch<C, D, 4, false>(a, splits, device, stream);
+    const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
+    const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
+    const bool eight = warps == 8 && fits;
+    if (attention_decode_multi(a)) {
+      if (eight)
+        launch<C, D, 8, true>(a, splits, device, stream);
+      else
+        launch<C, D, 4, true>(a, splits, device, stream);
+    } else if (eight) {
+      launch<C, D, 8, false>(a, splits, device, stream);
+    } else {
+      launch<C, D, 4, false>(a, splits, device, stream);
+    }
   }
 }
 
@@ -508,7 +536,10 @@ void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
 bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
                                    const void* v_cache, const void* out, const void* workspace) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return (head_dim == 64 || head_dim == 128) && kv_heads > 0 && heads % kv_heads == 0 &&
+  // head_dim 256: 8 warps' 155 KB of shared memory (sm_80, sm_90; not sm_86 / sm_89's 99 KB).
+  const bool dim_ok = head_dim == 64 || head_dim == 128 ||
+                      (head_dim == 256 && static_cast<size_t>(current_shared_per_block_optin()) >= Smem<256, 8>::total);
+  return dim_ok && kv_heads > 0 && heads % kv_heads == 0 &&
          heads / kv_heads <= kRows && aligned(k_cache) && aligned(v_cache) && aligned(out) &&
          aligned(workspace);
 }
@@ -516,22 +547,28 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<__half, 64>(a, splits, stream);
-  else
+  else if (a.head_dim == 128)
     launch<__half, 128>(a, splits, stream);
+  else
+    launch<__half, 256>(a, splits, stream);
 }
 
 void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<int8_t, 64>(a, splits, stream);
-  else
+  else if (a.head_dim == 128)
     launch<int8_t, 128>(a, splits, stream);
+  else
+    launch<int8_t, 256>(a, splits, stream);
 }
 
 void attention_decode_mma_cuda(const DecodeAttention<uint8_t>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<uint8_t, 64>(a, splits, stream);
-  else
+  else if (a.head_dim == 128)
     launch<uint8_t, 128>(a, splits, stream);
+  else
+    launch<uint8_t, 256>(a, splits, stream);
 }
 
 }  // namespace exq::cuda

@@ -1,5 +1,5 @@
 // Tensor-core variant of the split-K decode attention (attention_decode_mma.cu) for the f16
-// cache: same arguments, workspace and results (within f32 rounding) as the SIMT kernel, which
+// cache (and the only one of the q8 and q4 caches): same arguments, workspace and results (within f32 rounding) as the SIMT kernel, which
 // attention_decode_cuda falls back to where this one does not apply.
 #pragma once
 
@@ -9,7 +9,8 @@
 
 namespace exq::cuda {
 
-// head_dim 64 or 128, at most 16 q heads per kv head, 16-byte aligned caches, out and workspace.
+// head_dim 64, 128, or 256 where a block may hold 155 KB of shared memory (sm_80, sm_90), at most
+// 16 q heads per kv head, 16-byte aligned caches, out and workspace.
 bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
                                    const void* v_cache, const void* out, const void* workspace);
 

@@ -2,13 +2,17 @@
 // of quant/cuda/flash_attention.cu (FlashAttention-2: 64 queries per block, 16 per warp, 64-key
 // tiles double-buffered with cp.async, online softmax in base 2, mma.sync m16n8k16 fp16 in /
 // f32 accumulate), generalised to a cache with a capacity stride, queries at start_pos + t and
-// f32 q rounded to fp16 (times scale * log2(e)) as it is staged into shared memory.
+// f32 q rounded to fp16 (times scale * log2(e)) as it is staged into shared memory. head_dim 256
+// takes 32-key tiles (100 KB of shared memory a block) and reads q's fragments from shared memory
+// at each step (the output's 128 registers a lane leave no room for them). Gemma 2's softcap
+// applies to each S tile (q then carries the scale alone, log2(e) comes after the cap).
 // Fragment layouts are PTX's mma.m16n8k16 (.row.col): gid = lane / 4, tig = lane % 4; C holds
 // rows gid and gid + 8 at columns 2*tig, 2*tig + 1.
 #include <cstdint>
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device.h"
 #include "backend/cuda/kernel_utils.cuh"
 #include "backend/cuda/kv_q4.cuh"
 #include "backend/cuda/kv_q8.cuh"
@@ -19,8 +23,13 @@ namespace exq::cuda {
 namespace {
 
 constexpr int kBlockM = 64;  // queries per block (16 per warp)
-constexpr int kBlockN = 64;  // keys per tile
 constexpr int kFlashThreads = 128;
+
+// Keys per tile.
+template <int D>
+__host__ __device__ constexpr int block_n() {
+  return D > 128 ? 32 : 64;
+}
 
 // Row pitch in halves: 8 extra halves put the 8 rows an ldmatrix phase reads in distinct banks
 // and keep rows 16-byte aligned for cp.async.
@@ -31,15 +40,15 @@ __host__ __device__ constexpr int pitch() {
 
 template <int D>
 constexpr size_t flash_smem_bytes() {
-  return static_cast<size_t>(kBlockM + 4 * kBlockN) * pitch<D>() * sizeof(__half);
+  return static_cast<size_t>(kBlockM + 4 * block_n<D>()) * pitch<D>() * sizeof(__half);
 }
 
-// Keys [key0, key0 + 64) of one cache head ([capacity, D], rows < kv_len valid) into shared
+// Keys [key0, key0 + block_n) of one cache head ([capacity, D], rows < kv_len valid) into shared
 // memory; rows past kv_len are zero-filled (and masked by causality for every real query).
 template <int D>
 __device__ __forceinline__ void load_kv_tile(__half* dst, const __half* src, int key0, int kv_len) {
   constexpr int kChunks = D / 8;  // 16-byte pieces per row
-  for (int i = threadIdx.x; i < kBlockN * kChunks; i += kFlashThreads) {
+  for (int i = threadIdx.x; i < block_n<D>() * kChunks; i += kFlashThreads) {
     const int r = i / kChunks, c = i % kChunks;
     const int key = key0 + r;
     const __half* g = src + static_cast<size_t>(key < kv_len ? key : kv_len - 1) * D + c * 8;
@@ -58,14 +67,17 @@ __global__ void __launch_bounds__(kFlashThreads)
     flash_prefill_kernel(const float* __restrict__ q, const C* __restrict__ k_cache,
                          const C* __restrict__ v_cache, const __half* __restrict__ k_scale,
                          const __half* __restrict__ v_scale, float* __restrict__ out, int T, int H, int KVH,
-                         int capacity, int start_pos, const int32_t* start_dev, float q_scale, int window) {
+                         int capacity, int start_pos, const int32_t* start_dev, float q_scale, int window,
+                         SoftcapFactors cap) {
   constexpr bool kQ8 = std::is_same_v<C, int8_t>, kQ4 = std::is_same_v<C, uint8_t>, kQuant = kQ8 || kQ4;
+  constexpr int kBlockN = block_n<D>();
+  constexpr bool kSmallHead = D <= 128;  // q's fragments in registers
   if (start_dev != nullptr) start_pos = *start_dev;
   constexpr int P = pitch<D>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* q_s = reinterpret_cast<__half*>(smem_raw);  // [64][P]
-  __half* k_s = q_s + kBlockM * P;                    // [2][64][P]
-  __half* v_s = k_s + 2 * kBlockN * P;                // [2][64][P]
+  __half* k_s = q_s + kBlockM * P;                    // [2][kBlockN][P]
+  __half* v_s = k_s + 2 * kBlockN * P;                // [2][kBlockN][P]
 
   const int m_block = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
   const int h = blockIdx.y, kvh = h / (H / KVH);
@@ -123,7 +135,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     }
   }
 
-  uint32_t qf[1][D / 16][4];
+  uint32_t qf[1][kSmallHead ? D / 16 : 1][4];
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
@@ -143,9 +155,9 @@ __global__ void __launch_bounds__(kFlashThreads)
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (j == j0) {
+    if (kSmallHead && j == j0) {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
+      for (int kk = 0; kk < (kSmallHead ? D / 16 : 1); ++kk)
         ldmatrix_x4(qf[0][kk], q_s + (warp * 16 + r8 + (sel & 1) * 8) * P + kk * 16 + (sel >> 1) * 8);
     }
     const __half* ks = k_s + (j & 1) * kBlockN * P;
@@ -154,7 +166,11 @@ __global__ void __launch_bounds__(kFlashThreads)
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-    mma_qk(s, qf, ks, P);
+    if constexpr (kSmallHead)
+      mma_qk(s, qf, ks, P);
+    else
+      mma_qk_smem<1, D / 16>(s, q_s + warp * 16 * P, 0, ks, P);
+    if (cap.in != 0.0f) softcap_scores(s, cap.out, cap.in);
     // Tiles reaching past the first query's position: keys after a query's position are
     // masked (this also masks the zero-filled keys >= kv_len for every real query); tiles
     // before w_end: keys before a query's window. Without a window key 0 is never masked, so
@@ -199,10 +215,10 @@ __global__ void __launch_bounds__(kFlashThreads)
 
   const float inv[2] = {1.0f / row_sum[0], 1.0f / row_sum[1]};
   if constexpr (kQ4) {
-    // Rotated back through shared memory: the warp's 16 rows [16][D] f32 in the K buffers (every
-    // warp is past the last tile's barrier), then a warp pass per (row, 32 dims).
+    // Rotated back through shared memory: the warp's 16 rows [16][D] f32 in the K and V buffers
+    // (every warp is past the last tile's barrier), then a warp pass per (row, 32 dims).
     float* o_s = reinterpret_cast<float*>(k_s) + warp * 16 * D;
-    static_assert(kBlockM * D * 4 <= 2 * kBlockN * P * 2, "the outputs fit the K buffers");
+    static_assert(kBlockM * D * 4 <= 4 * kBlockN * P * 2, "the outputs fit the K and V buffers");
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -233,7 +249,7 @@ __global__ void __launch_bounds__(kFlashThreads)
 template <typename C, int D>
 void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __half* k_scale,
                   const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int capacity,
-                  StartPos start, float scale, cudaStream_t stream, int window) {
+                  StartPos start, float scale, cudaStream_t stream, int window, float softcap) {
   constexpr size_t smem = flash_smem_bytes<D>();
   CUDA_CHECK(cudaFuncSetAttribute(flash_prefill_kernel<C, D>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -241,50 +257,59 @@ void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __ha
   const dim3 grid(ceil_div(tokens, kBlockM), heads);
   flash_prefill_kernel<C, D><<<grid, kFlashThreads, smem, stream>>>(
       q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start.host, start.device,
-      scale * kLog2e, window);
+      softcap > 0.0f ? scale : scale * kLog2e, window, softcap_factors(softcap));
   CUDA_CHECK_LAUNCH();
+}
+
+// head_dim 64, 128 or 256 to the kernel of that size.
+template <typename C>
+void launch_flash_any(const float* q, const C* k_cache, const C* v_cache, const __half* k_scale,
+                      const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
+                      int capacity, StartPos start, float scale, cudaStream_t stream, int window, float softcap) {
+  if (tokens == 0 || heads == 0) return;
+  if (head_dim == 64)
+    launch_flash<C, 64>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
+                        stream, window, softcap);
+  else if (head_dim == 128)
+    launch_flash<C, 128>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
+                         stream, window, softcap);
+  else
+    launch_flash<C, 256>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
+                         stream, window, softcap);
 }
 
 }  // namespace
 
 void flash_prefill_q4_cuda(const float* q, const uint8_t* k_cache, const __half2* k_step, const uint8_t* v_cache,
                            const __half2* v_step, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream, int window) {
-  if (tokens == 0 || heads == 0) return;
-  const auto* ks = reinterpret_cast<const __half*>(k_step);  // the kernel's scale pointers: pairs
-  const auto* vs = reinterpret_cast<const __half*>(v_step);
-  if (head_dim == 64)
-    launch_flash<uint8_t, 64>(q, k_cache, v_cache, ks, vs, out, tokens, heads, kv_heads, capacity, start, scale,
-                              stream, window);
-  else
-    launch_flash<uint8_t, 128>(q, k_cache, v_cache, ks, vs, out, tokens, heads, kv_heads, capacity, start, scale,
-                               stream, window);
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window,
+                           float softcap) {
+  // The kernel's scale pointers: (step, minimum) pairs.
+  launch_flash_any(q, k_cache, v_cache, reinterpret_cast<const __half*>(k_step),
+                   reinterpret_cast<const __half*>(v_step), out, tokens, heads, kv_heads, head_dim, capacity, start,
+                   scale, stream, window, softcap);
 }
 
-bool flash_prefill_supports_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
+// head_dim 256 takes 99 KB of shared memory a block: what sm_86 / sm_89 offer at most, less than
+// sm_80 / sm_90's.
+bool flash_prefill_supports_head_dim(int head_dim) {
+  return head_dim == 64 || head_dim == 128 ||
+         (head_dim == 256 && static_cast<size_t>(current_shared_per_block_optin()) >= flash_smem_bytes<256>());
+}
 
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        StartPos start, float scale, cudaStream_t stream, int window) {
-  if (tokens == 0 || heads == 0) return;
-  if (head_dim == 64)
-    launch_flash<__half, 64>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
-                             scale, stream, window);
-  else
-    launch_flash<__half, 128>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, capacity, start,
-                              scale, stream, window);
+                        StartPos start, float scale, cudaStream_t stream, int window, float softcap) {
+  launch_flash_any<__half>(q, k_cache, v_cache, nullptr, nullptr, out, tokens, heads, kv_heads, head_dim, capacity,
+                           start, scale, stream, window, softcap);
 }
 
 void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
                            const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream, int window) {
-  if (tokens == 0 || heads == 0) return;
-  if (head_dim == 64)
-    launch_flash<int8_t, 64>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
-                             scale, stream, window);
-  else
-    launch_flash<int8_t, 128>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start,
-                              scale, stream, window);
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window,
+                           float softcap) {
+  launch_flash_any(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, head_dim, capacity, start,
+                   scale, stream, window, softcap);
 }
 
 }  // namespace exq::cuda

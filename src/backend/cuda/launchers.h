@@ -93,21 +93,25 @@ void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, 
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
 // attention_prefill_cuda<__half> on tensor cores (fp16 q/k/v, f32 accumulation and softmax):
-// same arguments and semantics, head_dim 64 or 128 only; q and out 16-byte aligned.
+// same arguments and semantics (softcap included), head_dim 64, 128 or 256
+// (flash_prefill_supports_head_dim); q and out 16-byte aligned.
 bool flash_prefill_supports_head_dim(int head_dim);
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,
                         int tokens, int heads, int kv_heads, int head_dim, int capacity,
-                        StartPos start, float scale, cudaStream_t stream, int window = 0);
+                        StartPos start, float scale, cudaStream_t stream, int window = 0,
+                        float softcap = 0.0f);
 // The same over a q8 cache (kv_q8.cu's layout): each tile's codes are loaded into registers one
 // tile ahead and dequantized into the f16 tile buffers.
 void flash_prefill_q8_cuda(const float* q, const int8_t* k_cache, const __half* k_scale, const int8_t* v_cache,
                            const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0);
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0,
+                           float softcap = 0.0f);
 // The same over a q4 cache (kv_q4.cuh): the tiles hold the rotated values, q is rotated as it is
 // loaded and the output rotated back before it is written.
 void flash_prefill_q4_cuda(const float* q, const uint8_t* k_cache, const __half2* k_step, const uint8_t* v_cache,
                            const __half2* v_step, float* out, int tokens, int heads, int kv_heads, int head_dim,
-                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0);
+                           int capacity, StartPos start, float scale, cudaStream_t stream, int window = 0,
+                           float softcap = 0.0f);
 
 // ---- matmul.cu ----------------------------------------------------------------------------
 // y[rows, n] = x[rows, k] . w[n, k]^T (w row-major, as HF Linear stores it), W in {__half,

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
@@ -64,6 +66,8 @@ size_t BlockShape::scratch_bytes(int64_t tokens) const {
     bytes += rounded(f32_bytes(T, heads * head_dim)) + 4 * rounded(f32_bytes(T, kv));
     if (flash_attention_supports(static_cast<int>(head_dim)))
       bytes += rounded(f32_bytes(T, heads * head_dim) / 2) + 2 * rounded(f32_bytes(T, kv) / 2);
+    else if (head_dim == 256)  // BlockRunner::wide's f16 caches, where the device takes that kernel
+      bytes += 2 * rounded(f32_bytes(T, kv) / 2);
   } else {
     bytes += rounded(f32_bytes(T, intermediate));  // up
   }
@@ -84,6 +88,16 @@ BlockRunner::BlockRunner(const BlockShape& shape, DeviceView rope_cos, DeviceVie
 bool BlockRunner::flash() const {
   return shape_.heads % shape_.kv_heads == 0 &&
          flash_attention_supports(static_cast<int>(shape_.head_dim));
+}
+
+bool BlockRunner::wide() const {
+  // EXQ_PREFILL_ATTN=generic: the f32 kernel instead, as in the runtime (A/B timing).
+  static const bool generic = [] {
+    const char* e = std::getenv("EXQ_PREFILL_ATTN");
+    return e != nullptr && std::string(e) == "generic";
+  }();
+  return !generic && shape_.head_dim == 256 && shape_.heads % shape_.kv_heads == 0 &&
+         exq::cuda::attention_prefill_fast_supports(DType::F16, shape_.head_dim);
 }
 
 void BlockRunner::reserve(int64_t tokens) {
@@ -110,6 +124,9 @@ void BlockRunner::reserve(int64_t tokens) {
       q16_ = make(DType::F16, {H, T, D});
       k16_ = make(DType::F16, {KVH, T, D});
       v16_ = make(DType::F16, {KVH, T, D});
+    } else if (wide()) {
+      kc16_ = make(DType::F16, {KVH, T, D});
+      vc16_ = make(DType::F16, {KVH, T, D});
     }
   } else {
     up_ = make(DType::F32, {T, shape_.intermediate});
@@ -118,8 +135,8 @@ void BlockRunner::reserve(int64_t tokens) {
 }
 
 void BlockRunner::release() {
-  for (DeviceTensor* t : {&xn_, &xn16_, &xn_scale_, &q_, &k_, &v_, &kc_, &vc_, &q16_, &k16_, &v16_,
-                          &mid_, &up_, &mid16_, &mid_scale_, &y_})
+  for (DeviceTensor* t : {&xn_, &xn16_, &xn_scale_, &q_, &k_, &v_, &kc_, &vc_, &q16_, &k16_, &v16_, &kc16_,
+                          &vc16_, &mid_, &up_, &mid16_, &mid_scale_, &y_})
     *t = DeviceTensor();
   tokens_ = 0;
 }
@@ -208,9 +225,15 @@ void BlockRunner::attention_prefix(std::span<const DeviceView> w, std::span<cons
     scale_bias_cuda(f32(v_), s, or_null(bias[2]), f32(v_), T, KVH * D, stream_);
     exq::cuda::rotary(q_.view(), cos_, sin_, 0, stream_);
     exq::cuda::rotary(k_.view(), cos_, sin_, 0, stream_);
-    exq::cuda::kv_append(k_.view(), v_.view(), kc_.view(), vc_.view(), 0, stream_);
-    exq::cuda::attention_prefill(q_.view(), kc_.view(), vc_.view(), mid_.view().reshape({T, H, D}),
-                                 0, scale, stream_, /*window=*/0, shape_.softcap);
+    if (fast && wide()) {  // fp16 q, k, v as the flash path; Gemma 2's softcap in the kernel
+      exq::cuda::kv_append(k_.view(), v_.view(), kc16_.view(), vc16_.view(), 0, stream_);
+      exq::cuda::attention_prefill_fast(q_.view(), kc16_.view(), vc16_.view(), mid_.view().reshape({T, H, D}), 0,
+                                        scale, stream_, /*window=*/0, shape_.softcap);
+    } else {
+      exq::cuda::kv_append(k_.view(), v_.view(), kc_.view(), vc_.view(), 0, stream_);
+      exq::cuda::attention_prefill(q_.view(), kc_.view(), vc_.view(), mid_.view().reshape({T, H, D}),
+                                   0, scale, stream_, /*window=*/0, shape_.softcap);
+    }
   }
   scale_round_rows_cuda(f32(mid_), f16(mid16_), f32(mid_scale_), T, H * D, stream_);
 }

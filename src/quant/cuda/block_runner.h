@@ -95,6 +95,8 @@ class BlockRunner {
   void attention_prefix(std::span<const DeviceView> w, std::span<const DeviceView> bias, bool fast);
   void mlp_prefix(std::span<const DeviceView> w, std::span<const DeviceView> bias, bool keep_mid);
   bool flash() const;
+  // head_dim 256 (Gemma 2 / 3): the runtime's tensor-core prefill over f16 caches kc16_ / vc16_.
+  bool wide() const;
 
   BlockShape shape_;
   DeviceView cos_, sin_;
@@ -110,6 +112,7 @@ class BlockRunner {
   DeviceTensor kc_, vc_;    // attention, f32 path: caches [kv_heads, T, head_dim]
   DeviceTensor q16_;        // attention, fast path: F16 [heads, T, head_dim], pre-scaled
   DeviceTensor k16_, v16_;  // attention, fast path: F16 [kv_heads, T, head_dim]
+  DeviceTensor kc16_, vc16_;  // attention, wide path: F16 caches [kv_heads, T, head_dim]
   DeviceTensor mid_;        // [T, mid]: attention output / gate raw, then silu(gate) * up
   DeviceTensor up_;         // MLP: [T, intermediate] up raw
   DeviceTensor mid16_;      // F16 [T, mid], row-scaled

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -67,12 +68,10 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   const char* quant_name = o.kv_cache == DType::U8 ? "q4" : "q8_0";
   EXQ_CHECK(!quant || gpu::attention_decode_q8_supports(static_cast<int>(d.heads), static_cast<int>(d.kv_heads),
                                                         static_cast<int>(d.head_dim)),
-            "cuda: the {} KV cache needs head_dim 64 or 128 and at most 16 attention heads per kv head; "
-            "this model has head_dim {} and {} / {} heads (use the f16 cache)",
+            "cuda: the {} KV cache needs head_dim 64, 128 or 256 (256: a GPU with 155 KB of shared memory a "
+            "block, sm_80 / sm_90) and at most 16 attention heads per kv head; this model has head_dim {} and "
+            "{} / {} heads (use the f16 cache)",
             quant_name, d.head_dim, d.heads, d.kv_heads);
-  EXQ_CHECK(!quant || c.attn_softcap <= 0.0,
-            "cuda: the {} KV cache's attention kernels have no attention softcapping "
-            "(attn_logit_softcapping {}); use the f16 cache", quant_name, c.attn_softcap);
   EXQ_CHECK(o.prefill_chunk >= 1, "cuda: prefill chunk must be >= 1, got {}", o.prefill_chunk);
   EXQ_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_hidden_layers,
             "cuda: model has {} layers, config says {}", w.layers.size(), c.num_hidden_layers);
@@ -293,9 +292,13 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
 void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
-  // The tensor-core kernel has no softcap (gemma2).
-  const bool fast_attention =
-      gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim) && config.attn_softcap <= 0.0;
+  // EXQ_PREFILL_ATTN=generic: the f16 cache's f32 prefill kernel everywhere (A/B timing).
+  static const bool generic = [] {
+    const char* e = std::getenv("EXQ_PREFILL_ATTN");
+    return e != nullptr && std::string(e) == "generic";
+  }();
+  const bool fast_attention = !generic && gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
+  const auto softcap = static_cast<float>(config.attn_softcap);  // gemma2
   gpu::embedding(v.ids, embed, v.x, s);
   if (const float es = model::embedding_scale(config, embed.dtype()); es != 1.0f)  // gemma, granite
     scale_f32_cuda(v.x.data<float>(), v.x.numel(), es, s);
@@ -323,18 +326,17 @@ void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool g
       if (q8()) {  // appended as codes, attended as they read back (tensor cores, any length)
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q8(v.k, v.v, kc, ksc, vc, vsc, start, s);
-        gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window);
+        gpu::attention_prefill_q8(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window, softcap);
       } else if (q4()) {  // the same, rotated (kv_q4.cuh)
         const gpu::DeviceView ksc = seq_view(L.k_scale), vsc = seq_view(L.v_scale);
         gpu::kv_append_q4(v.k, v.v, kc, ksc, vc, vsc, start, s);
-        gpu::attention_prefill_q4(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window);
+        gpu::attention_prefill_q4(v.q, kc, ksc, vc, vsc, v.att, start, scale(), s, L.window, softcap);
       } else {
         gpu::kv_append(v.k, v.v, kc, vc, start, s);
         if (fast_attention && v.q.dim(0) > 1)  // tensor cores; decode-sized chunks stay exact
-          gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s, L.window);
+          gpu::attention_prefill_fast(v.q, kc, vc, v.att, start, scale(), s, L.window, softcap);
         else
-          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s, L.window,
-                                 static_cast<float>(config.attn_softcap));
+          gpu::attention_prefill(v.q, kc, vc, v.att, start, scale(), s, L.window, softcap);
       }
     }
     L.o->forward(sc, v.att2, v.proj, s);

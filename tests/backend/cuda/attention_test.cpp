@@ -42,7 +42,9 @@ Cache random_cache(DType dtype, int64_t kv_heads, int64_t capacity, int64_t hd, 
 }
 
 // q: [tokens, heads, hd]; token t at position start_pos + t sees keys [0, start_pos + t].
-std::vector<double> attention_ref(const Tensor& q, const Cache& c, int start_pos, double scale) {
+// softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) (gemma2).
+std::vector<double> attention_ref(const Tensor& q, const Cache& c, int start_pos, double scale,
+                                  double softcap = 0.0) {
   const int64_t tokens = q.dim(0), heads = q.dim(1), hd = q.dim(2);
   const int64_t kv_heads = c.k.dim(0), capacity = c.k.dim(1);
   std::vector<double> out(static_cast<size_t>(q.numel()));
@@ -55,8 +57,9 @@ std::vector<double> attention_ref(const Tensor& q, const Cache& c, int start_pos
       for (int64_t j = 0; j < keys; ++j) {
         double acc = 0.0;
         for (int64_t d = 0; d < hd; ++d) acc += qv[d] * test::value_at(c.k, (kvh * capacity + j) * hd + d);
-        s[static_cast<size_t>(j)] = acc * scale;
-        m = std::max(m, acc * scale);
+        const double x = softcap > 0.0 ? softcap * std::tanh(acc * scale / softcap) : acc * scale;
+        s[static_cast<size_t>(j)] = x;
+        m = std::max(m, x);
       }
       double l = 0.0;
       for (double& x : s) l += (x = std::exp(x - m));
@@ -73,13 +76,25 @@ std::vector<double> attention_ref(const Tensor& q, const Cache& c, int start_pos
 struct Case {
   int64_t tokens, heads, kv_heads, hd;
   int start_pos;
-  float q_range;  // larger q: sharper softmax
+  float q_range;         // larger q: sharper softmax
+  float softcap = 0.0f;  // Gemma 2's: scores s -> softcap * tanh(s / softcap)
 };
+
+// With a softcap the case's q bends the scores enough that the outputs move without it.
+void expect_cap_matters(const Case& c, const Tensor& q, const Cache& cache, float scale,
+                        const std::vector<double>& want) {
+  if (c.softcap <= 0.0f) return;
+  const auto uncapped = attention_ref(q, cache, c.start_pos, scale);
+  double moved = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) moved = std::max(moved, std::fabs(want[i] - uncapped[i]));
+  EXPECT_GT(moved, 1e-2) << "hd=" << c.hd << " start=" << c.start_pos;
+}
 
 std::string case_name(const char* what, DType dtype, const Case& c) {
   return std::string(what) + " " + std::string(dtype_name(dtype)) + " T=" + std::to_string(c.tokens) +
          " H=" + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
-         " hd=" + std::to_string(c.hd) + " start=" + std::to_string(c.start_pos);
+         " hd=" + std::to_string(c.hd) + " start=" + std::to_string(c.start_pos) +
+         (c.softcap > 0.0f ? " softcap=" + std::to_string(c.softcap) : "");
 }
 
 class Attention : public CudaTest, public ::testing::WithParamInterface<DType> {};
@@ -89,7 +104,8 @@ TEST_P(Attention, PrefillMatchesCpu) {
   const std::vector<Case> cases = {
       {1, 9, 3, 64, 0, 1.0f},    {7, 9, 3, 64, 0, 1.0f},   {37, 9, 3, 64, 0, 4.0f},
       {100, 4, 1, 128, 29, 1.0f}, {5, 2, 2, 80, 3, 1.0f},  {3, 4, 2, 256, 40, 1.0f},
-      {17, 3, 1, 7, 0, 1.0f},    {200, 9, 3, 64, 0, 8.0f}, {16, 8, 8, 96, 500, 2.0f}};
+      {17, 3, 1, 7, 0, 1.0f},    {200, 9, 3, 64, 0, 8.0f}, {16, 8, 8, 96, 500, 2.0f},
+      {20, 8, 4, 256, 30, 4.0f, 5.0f}, {7, 32, 8, 128, 100, 4.0f, 5.0f}};
   uint32_t seed = 71;
   for (const Case& c : cases) {
     const int64_t valid = c.start_pos + c.tokens, capacity = valid + 19;
@@ -99,8 +115,10 @@ TEST_P(Attention, PrefillMatchesCpu) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
     DeviceTensor dq = upload(q), dk = upload(cache.k), dv = upload(cache.v);
     DeviceTensor dout = empty(DType::F32, q.shape());
-    attention_prefill(dq, dk, dv, dout, c.start_pos, scale, stream());
-    test::expect_close(attention_ref(q, cache, c.start_pos, scale), download(dout), 3e-5, 1e-4,
+    attention_prefill(dq, dk, dv, dout, c.start_pos, scale, stream(), 0, c.softcap);
+    const auto want = attention_ref(q, cache, c.start_pos, scale, c.softcap);
+    expect_cap_matters(c, q, cache, scale, want);
+    test::expect_close(want, download(dout), 3e-5, 1e-4,
                        case_name("prefill", dtype, c));
   }
 }
@@ -109,14 +127,20 @@ TEST_P(Attention, DecodeMatchesCpu) {
   const DType dtype = GetParam();
   // tokens is 1; start_pos + 1 keys. Lengths cross the 32-key split granule and the tiles
   // (128 keys at hd 64 f16, 64 at hd 128 f16, 32 at hd 128 f32, 16 at hd 256 f32); GQA groups
-  // of 1, 2, 3, 4, 8 and 12 (two blocks of q heads); odd head dims take the scalar path.
+  // of 1, 2, 3, 4, 8 and 12 (two blocks of q heads); odd head dims take the scalar path. hd 256
+  // (f16: the tensor-core kernel, 16-key chunks, q from shared memory): Gemma 2 2B / 9B's and
+  // Gemma 3 1B's groups (2, 2, 4) and the largest (16). Gemma 2's softcap (the tensor-core kernel
+  // over f16: q carries the scale without log2(e)).
   const std::vector<Case> cases = {
       {1, 9, 3, 64, 0, 1.0f},      {1, 9, 3, 64, 32, 1.0f},    {1, 9, 3, 64, 127, 1.0f},
       {1, 9, 3, 64, 128, 4.0f},    {1, 9, 3, 64, 999, 1.0f},   {1, 9, 3, 64, 4096, 8.0f},
       {1, 32, 8, 128, 1999, 1.0f}, {1, 64, 8, 128, 3000, 1.0f}, {1, 4, 2, 96, 700, 2.0f},
       {1, 2, 1, 256, 300, 1.0f},   {1, 300, 300, 16, 50, 1.0f}, {1, 3, 1, 7, 12, 1.0f},
       {1, 32, 8, 128, 2047, 2.0f}, {1, 32, 8, 128, 64, 1.0f},  {1, 24, 2, 128, 513, 1.0f},
-      {1, 8, 1, 64, 257, 1.0f},    {1, 6, 3, 5, 90, 1.0f},     {1, 16, 16, 128, 100, 1.0f}};
+      {1, 8, 1, 64, 257, 1.0f},    {1, 6, 3, 5, 90, 1.0f},     {1, 16, 16, 128, 100, 1.0f},
+      {1, 8, 4, 256, 1000, 2.0f},  {1, 16, 8, 256, 2100, 1.0f}, {1, 4, 1, 256, 70, 4.0f},
+      {1, 16, 1, 256, 255, 1.0f},  {1, 9, 3, 64, 300, 6.0f, 5.0f}, {1, 32, 8, 128, 1500, 4.0f, 5.0f},
+      {1, 8, 4, 256, 700, 4.0f, 5.0f}, {1, 16, 8, 256, 40, 6.0f, 5.0f}};
   uint32_t seed = 171;
   for (const Case& c : cases) {
     const int64_t valid = c.start_pos + 1, capacity = valid + 33;
@@ -129,15 +153,16 @@ TEST_P(Attention, DecodeMatchesCpu) {
     const auto ws_floats =
         static_cast<int64_t>(attention_decode_workspace_floats(static_cast<int>(c.heads), static_cast<int>(c.hd)));
     DeviceTensor ws = empty(DType::F32, {ws_floats});
-    const auto want = attention_ref(q, cache, c.start_pos, scale);
+    const auto want = attention_ref(q, cache, c.start_pos, scale, c.softcap);
+    expect_cap_matters(c, q, cache, scale, want);
     // 0: the default split for this device; then forced splits (one block, uneven, the most).
     for (int splits : {0, 1, 2, 3, 7, kDecodeMaxSplits}) {
-      attention_decode(dq, dk, dv, dout, c.start_pos, scale, ws, stream(), splits);
+      attention_decode(dq, dk, dv, dout, c.start_pos, scale, ws, stream(), splits, 0, c.softcap);
       test::expect_close(want, download(dout), 3e-5, 1e-4,
                          case_name("decode", dtype, c) + " splits=" + std::to_string(splits));
     }
     // The prefill kernel on the same single token agrees too.
-    attention_prefill(dq, dk, dv, dout, c.start_pos, scale, stream());
+    attention_prefill(dq, dk, dv, dout, c.start_pos, scale, stream(), 0, c.softcap);
     test::expect_close(want, download(dout), 3e-5, 1e-4, case_name("prefill as decode", dtype, c));
   }
 }
@@ -155,7 +180,8 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
   };
   const std::vector<Fused> cases = {{32, 8, 128, 0, 0},   {32, 8, 128, 190, 0}, {32, 8, 128, 1021, 5},
                                     {9, 3, 64, 126, 0},   {9, 3, 64, 700, 64},  {24, 2, 128, 63, 3},
-                                    {4, 4, 64, 31, 1},    {6, 2, 6, 40, 2}};
+                                    {4, 4, 64, 31, 1},    {6, 2, 6, 40, 2},     {8, 4, 256, 300, 0},
+                                    {16, 1, 256, 40, 2}};
   constexpr int kSteps = 4;
   uint32_t seed = 901;
   for (const Fused& c : cases) {
@@ -315,7 +341,7 @@ TEST_P(Attention, DecodeRowsMatchOneRowLaunches) {
   const int rows = 3;
   const int32_t seq_of[rows] = {2, 0, 3}, pos_of[rows] = {100, 5, 37};
   uint32_t seed = 4100;
-  for (const Shape3& c : {Shape3{32, 8, 128}, Shape3{9, 3, 64}, Shape3{6, 2, 6}}) {
+  for (const Shape3& c : {Shape3{32, 8, 128}, Shape3{9, 3, 64}, Shape3{6, 2, 6}, Shape3{8, 4, 256}}) {
     const int64_t half = c.hd / 2, per_seq = c.kv_heads * kCapacity * c.hd;
     // Sequence caches one after another, each valid up to the largest position.
     Cache all = random_cache(dtype, kSeqs * c.kv_heads, kCapacity, c.hd, 101, seed++);

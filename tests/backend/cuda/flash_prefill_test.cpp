@@ -1,5 +1,6 @@
 // Tensor-core prefill attention (attention_prefill_fast) against the f32 attention_prefill on the
-// same random f16 cache: head_dim 64 / 128, GQA, chunked prefill (start_pos > 0), odd lengths.
+// same random f16 cache: head_dim 64 / 128 / 256, GQA, chunked prefill (start_pos > 0), odd lengths,
+// Gemma 2's attention softcap.
 // Cache slots past the valid length hold NaN, so a read beyond it shows up in the output.
 #include <gtest/gtest.h>
 
@@ -33,13 +34,15 @@ Tensor nan_tail_cache(int64_t kv_heads, int64_t capacity, int64_t hd, int64_t va
 struct Case {
   int64_t tokens, heads, kv_heads, hd;
   int start_pos;
-  float q_range;  // larger q: sharper softmax
+  float q_range;         // larger q: sharper softmax
+  float softcap = 0.0f;  // > 0: scores s -> softcap * tanh(s / softcap)
 };
 
 std::string case_name(const Case& c) {
   return "T=" + std::to_string(c.tokens) + " H=" + std::to_string(c.heads) + "/" +
          std::to_string(c.kv_heads) + " hd=" + std::to_string(c.hd) +
-         " start=" + std::to_string(c.start_pos) + " q_range=" + std::to_string(c.q_range);
+         " start=" + std::to_string(c.start_pos) + " q_range=" + std::to_string(c.q_range) +
+         " softcap=" + std::to_string(c.softcap);
 }
 
 using FlashPrefill = CudaTest;
@@ -50,7 +53,13 @@ TEST_F(FlashPrefill, MatchesF32Kernel) {
       {300, 9, 3, 64, 0, 2.0f},    {64, 4, 1, 64, 64, 1.0f},   {77, 8, 2, 64, 5, 4.0f},
       {1, 4, 2, 128, 0, 1.0f},     {17, 32, 8, 128, 0, 2.0f},  {77, 4, 4, 128, 0, 4.0f},
       {300, 32, 8, 128, 0, 1.0f},  {1, 8, 2, 128, 300, 2.0f},  {17, 8, 2, 128, 100, 1.0f},
-      {300, 8, 2, 128, 129, 4.0f}, {128, 4, 2, 128, 63, 8.0f}, {65, 6, 3, 64, 1000, 2.0f}};
+      {300, 8, 2, 128, 129, 4.0f}, {128, 4, 2, 128, 63, 8.0f}, {65, 6, 3, 64, 1000, 2.0f},
+      // head_dim 256: 32-key tiles, q's fragments from shared memory (Gemma 2 / 3 shapes).
+      {1, 8, 4, 256, 0, 1.0f},     {17, 8, 4, 256, 0, 2.0f},   {77, 4, 1, 256, 31, 4.0f},
+      {300, 16, 8, 256, 0, 1.0f},  {65, 8, 4, 256, 700, 2.0f},
+      // Softcapped scores (Gemma 2's 50 on the scaled score; smaller caps bend more of them).
+      {77, 8, 4, 256, 5, 6.0f, 5.0f}, {130, 32, 8, 128, 40, 6.0f, 5.0f}, {17, 9, 3, 64, 0, 8.0f, 2.0f},
+      {200, 16, 8, 256, 100, 2.0f, 50.0f}};
   uint32_t seed = 9001;
   for (const Case& c : cases) {
     const int64_t valid = c.start_pos + c.tokens, capacity = valid + 23;
@@ -61,8 +70,8 @@ TEST_F(FlashPrefill, MatchesF32Kernel) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
     DeviceTensor dq = upload(q), dk = upload(k), dv = upload(v);
     DeviceTensor want_d = empty(DType::F32, q.shape()), got_d = empty(DType::F32, q.shape());
-    attention_prefill(dq, dk, dv, want_d, c.start_pos, scale, stream());
-    attention_prefill_fast(dq, dk, dv, got_d, c.start_pos, scale, stream());
+    attention_prefill(dq, dk, dv, want_d, c.start_pos, scale, stream(), 0, c.softcap);
+    attention_prefill_fast(dq, dk, dv, got_d, c.start_pos, scale, stream(), 0, c.softcap);
     const Tensor want_t = download(want_d), got = download(got_d);
     std::vector<double> want(static_cast<size_t>(want_t.numel()));
     double max_abs = 0.0;
@@ -133,13 +142,13 @@ TEST(FlashPrefillArgs, RejectUnsupported) {
   test::expect_error([&] { attention_prefill_fast(q, fake_view(DType::F32, {2, 64, 64}),
                                                   fake_view(DType::F32, {2, 64, 64}), out, 0,
                                                   0.125f, nullptr); },
-                     "needs an F16 cache and head_dim 64 or 128, got F32 and 64");
+                     "needs an F16 cache and head_dim 64, 128 or 256, got F32 and 64");
   test::expect_error([&] { attention_prefill_fast(fake_view(DType::F32, {4, 8, 96}),
                                                   fake_view(DType::F16, {2, 64, 96}),
                                                   fake_view(DType::F16, {2, 64, 96}),
                                                   fake_view(DType::F32, {4, 8, 96}), 0, 0.1f,
                                                   nullptr); },
-                     "needs an F16 cache and head_dim 64 or 128, got F16 and 96");
+                     "needs an F16 cache and head_dim 64, 128 or 256, got F16 and 96");
   test::expect_error([&] { attention_prefill_fast(q, fake_view(DType::F16, {2, 64, 64}),
                                                   fake_view(DType::F16, {2, 64, 64}), out, 61,
                                                   0.125f, nullptr); },
@@ -148,7 +157,7 @@ TEST(FlashPrefillArgs, RejectUnsupported) {
   EXPECT_TRUE(attention_prefill_fast_supports(DType::F16, 128));
   EXPECT_FALSE(attention_prefill_fast_supports(DType::F32, 128));
   EXPECT_FALSE(attention_prefill_fast_supports(DType::F16, 32));
-  EXPECT_FALSE(attention_prefill_fast_supports(DType::F16, 256));
+  EXPECT_FALSE(attention_prefill_fast_supports(DType::F16, 512));  // 256: asks the device (MatchesF32Kernel)
 }
 
 }  // namespace

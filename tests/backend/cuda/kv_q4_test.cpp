@@ -132,7 +132,7 @@ TEST(KvQ4Args, RejectBadLayouts) {
   const DeviceView q96 = fake_view(DType::F32, {2, 6, 96}), c96 = fake_view(DType::U8, {3, 16, 48});
   const DeviceView s96 = fake_view(DType::F16, {3, 16, 6});
   test::expect_error([&] { attention_prefill_q4(q96, c96, s96, c96, s96, q96, 0, 0.1f, nullptr); },
-                     "needs head_dim 64 or 128, got 96");
+                     "needs head_dim 64, 128 or 256, got 96");
 }
 
 }  // namespace
