@@ -44,7 +44,7 @@ AttentionDims check_quant_prefill(const char* op, bool q4, const DeviceView& q, 
                                   const DeviceView& out, int start_pos, int window) {
   const Shape values = check_quant_cache_pair(k_cache, k_scale, v_cache, v_scale, q4, op);
   const AttentionDims d = check_queries(op, q, values, out, start_pos, window);
-  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64, 128 or 256, got {}", op,
+  EXQ_CHECK(flash_prefill_supports_head_dim(d.head_dim), "cuda {}: needs head_dim 64, 96, 128 or 256, got {}", op,
             d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) && !misaligned(v_cache.raw()),
@@ -90,7 +90,7 @@ void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
   constexpr const char* op = "attention_prefill_fast";
   const AttentionDims d = check_attention(op, q, k_cache, v_cache, out, start.host, window);
   EXQ_CHECK(attention_prefill_fast_supports(k_cache.dtype(), d.head_dim),
-            "cuda {}: needs an F16 cache and head_dim 64, 128 or 256, got {} and {}", op,
+            "cuda {}: needs an F16 cache and head_dim 64, 96, 128 or 256, got {} and {}", op,
             dtype_name(k_cache.dtype()), d.head_dim);
   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   EXQ_CHECK(!misaligned(q.raw()) && !misaligned(out.raw()) && !misaligned(k_cache.raw()) &&

@@ -86,7 +86,7 @@ struct DecodeAttention {
   float* xscale = nullptr;
   int xscale_n = 0;
   // The SIMT kernel even where the tensor-core one (attention_decode_mma.h: f16 cache, head_dim
-  // 64, 128 or 256, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
+  // 64, 96, 128 or 256, <= 16 q heads per kv head) applies; also EXQ_ATTN_DECODE=simt.
   bool simt = false;
   // Tensor-core kernel: warps per block, 4 or 8; 0: 8 where a block may hold their 150 KB of
   // shared memory (head_dim 128; Hopper, A100), else 4 (EXQ_ATTN_WARPS=4: 4 everywhere);
@@ -160,7 +160,7 @@ void attention_decode_cuda(const DecodeAttention<C>& args, cudaStream_t stream);
 
 // Whether attention_decode_cuda takes the tensor-core kernel for these arguments.
 bool attention_decode_uses_mma(const DecodeAttention<__half>& args);
-// The q8 and q4 caches have only the tensor-core kernel: head_dim 64, 128 or 256 (256: sm_80 /
+// The q8 and q4 caches have only the tensor-core kernel: head_dim 64, 96, 128 or 256 (256: sm_80 /
 // sm_90's shared memory), at most 16 q heads per kv head (attention_decode_cuda<int8_t> and
 // <uint8_t> require this).
 bool attention_decode_q8_supports(int heads, int kv_heads, int head_dim);

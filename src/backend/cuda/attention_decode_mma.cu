@@ -1,7 +1,7 @@
-// Tensor-core decode attention for an f16, q8 or q4 cache, head_dim 64, 128 or 256 and up to 16 q
-// heads per kv head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 where a block
-// cannot hold their shared memory, or as DecodeAttention::mma_warps asks; head_dim 256: always
-// 8); a split holds a multiple of chunk x warps keys, warp w takes the split's chunks w,
+// Tensor-core decode attention for an f16, q8 or q4 cache, head_dim 64, 96, 128 or 256 and up to
+// 16 q heads per kv head (attention_decode_mma.h). Block (split, kv head), 8 warps (4 where a
+// block cannot hold their shared memory, or as DecodeAttention::mma_warps asks; head_dim 256:
+// always 8; 96: always 6, a thread per dim of two q rows); a split holds a multiple of chunk x warps keys, warp w takes the split's chunks w,
 // w + warps, ... of 32 keys (head_dim 256: 16, and q read from shared memory at each step, so
 // that the output's registers fit). Per chunk, in one warp and without block barriers:
 //   S = Q K^T  (mma m16n8k16: the group's q heads are the 16 rows, zero-padded),
@@ -508,12 +508,13 @@ void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   }();
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  if constexpr (D > 128) {  // 8 warps only: a thread per dim of q (attention_decode_mma_supports)
+  if constexpr (D == 256 || D == 96) {  // a thread per dim of q: 8 warps or 6 (supports())
+    constexpr int W = D == 256 ? 8 : 6;
     (void)four;
     if (attention_decode_multi(a))
-      launch<C, D, 8, true>(a, splits, device, stream);
+      launch<C, D, W, true>(a, splits, device, stream);
     else
-      launch<C, D, 8, false>(a, splits, device, stream);
+      launch<C, D, W, false>(a, splits, device, stream);
   } else {
     const bool fits = static_cast<size_t>(current_shared_per_block_optin()) >= Smem<D, 8>::total;
     const int warps = a.mma_warps != 0 ? a.mma_warps : four || !fits ? 4 : 8;
@@ -537,7 +538,7 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
                                    const void* v_cache, const void* out, const void* workspace) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   // head_dim 256: 8 warps' 155 KB of shared memory (sm_80, sm_90; not sm_86 / sm_89's 99 KB).
-  const bool dim_ok = head_dim == 64 || head_dim == 128 ||
+  const bool dim_ok = head_dim == 64 || head_dim == 96 || head_dim == 128 ||
                       (head_dim == 256 && static_cast<size_t>(current_shared_per_block_optin()) >= Smem<256, 8>::total);
   return dim_ok && kv_heads > 0 && heads % kv_heads == 0 &&
          heads / kv_heads <= kRows && aligned(k_cache) && aligned(v_cache) && aligned(out) &&
@@ -547,6 +548,8 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<__half, 64>(a, splits, stream);
+  else if (a.head_dim == 96)
+    launch<__half, 96>(a, splits, stream);
   else if (a.head_dim == 128)
     launch<__half, 128>(a, splits, stream);
   else
@@ -556,6 +559,8 @@ void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cud
 void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<int8_t, 64>(a, splits, stream);
+  else if (a.head_dim == 96)
+    launch<int8_t, 96>(a, splits, stream);
   else if (a.head_dim == 128)
     launch<int8_t, 128>(a, splits, stream);
   else
@@ -565,6 +570,8 @@ void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cud
 void attention_decode_mma_cuda(const DecodeAttention<uint8_t>& a, int splits, cudaStream_t stream) {
   if (a.head_dim == 64)
     launch<uint8_t, 64>(a, splits, stream);
+  else if (a.head_dim == 96)
+    launch<uint8_t, 96>(a, splits, stream);
   else if (a.head_dim == 128)
     launch<uint8_t, 128>(a, splits, stream);
   else

@@ -9,7 +9,7 @@
 
 namespace exq::cuda {
 
-// head_dim 64, 128, or 256 where a block may hold 155 KB of shared memory (sm_80, sm_90), at most
+// head_dim 64, 96, 128, or 256 where a block may hold 155 KB of shared memory (sm_80, sm_90), at most
 // 16 q heads per kv head, 16-byte aligned caches, out and workspace.
 bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
                                    const void* v_cache, const void* out, const void* workspace);

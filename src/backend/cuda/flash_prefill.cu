@@ -261,7 +261,7 @@ void launch_flash(const float* q, const C* k_cache, const C* v_cache, const __ha
   CUDA_CHECK_LAUNCH();
 }
 
-// head_dim 64, 128 or 256 to the kernel of that size.
+// head_dim 64, 96, 128 or 256 to the kernel of that size.
 template <typename C>
 void launch_flash_any(const float* q, const C* k_cache, const C* v_cache, const __half* k_scale,
                       const __half* v_scale, float* out, int tokens, int heads, int kv_heads, int head_dim,
@@ -269,6 +269,9 @@ void launch_flash_any(const float* q, const C* k_cache, const C* v_cache, const 
   if (tokens == 0 || heads == 0) return;
   if (head_dim == 64)
     launch_flash<C, 64>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
+                        stream, window, softcap);
+  else if (head_dim == 96)
+    launch_flash<C, 96>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
                         stream, window, softcap);
   else if (head_dim == 128)
     launch_flash<C, 128>(q, k_cache, v_cache, k_scale, v_scale, out, tokens, heads, kv_heads, capacity, start, scale,
@@ -293,7 +296,7 @@ void flash_prefill_q4_cuda(const float* q, const uint8_t* k_cache, const __half2
 // head_dim 256 takes 99 KB of shared memory a block: what sm_86 / sm_89 offer at most, less than
 // sm_80 / sm_90's.
 bool flash_prefill_supports_head_dim(int head_dim) {
-  return head_dim == 64 || head_dim == 128 ||
+  return head_dim == 64 || head_dim == 96 || head_dim == 128 ||
          (head_dim == 256 && static_cast<size_t>(current_shared_per_block_optin()) >= flash_smem_bytes<256>());
 }
 

@@ -93,7 +93,7 @@ void attention_prefill_cuda(const float* q, const C* k_cache, const C* v_cache, 
 
 // ---- flash_prefill.cu ---------------------------------------------------------------------
 // attention_prefill_cuda<__half> on tensor cores (fp16 q/k/v, f32 accumulation and softmax):
-// same arguments and semantics (softcap included), head_dim 64, 128 or 256
+// same arguments and semantics (softcap included), head_dim 64, 96, 128 or 256
 // (flash_prefill_supports_head_dim); q and out 16-byte aligned.
 bool flash_prefill_supports_head_dim(int head_dim);
 void flash_prefill_cuda(const float* q, const __half* k_cache, const __half* v_cache, float* out,

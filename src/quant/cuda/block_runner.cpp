@@ -66,7 +66,7 @@ size_t BlockShape::scratch_bytes(int64_t tokens) const {
     bytes += rounded(f32_bytes(T, heads * head_dim)) + 4 * rounded(f32_bytes(T, kv));
     if (flash_attention_supports(static_cast<int>(head_dim)))
       bytes += rounded(f32_bytes(T, heads * head_dim) / 2) + 2 * rounded(f32_bytes(T, kv) / 2);
-    else if (head_dim == 256)  // BlockRunner::wide's f16 caches, where the device takes that kernel
+    else if (head_dim == 96 || head_dim == 256)  // BlockRunner::wide's f16 caches, where the device takes that kernel
       bytes += 2 * rounded(f32_bytes(T, kv) / 2);
   } else {
     bytes += rounded(f32_bytes(T, intermediate));  // up
@@ -96,7 +96,7 @@ bool BlockRunner::wide() const {
     const char* e = std::getenv("EXQ_PREFILL_ATTN");
     return e != nullptr && std::string(e) == "generic";
   }();
-  return !generic && shape_.head_dim == 256 && shape_.heads % shape_.kv_heads == 0 &&
+  return !generic && (shape_.head_dim == 96 || shape_.head_dim == 256) && shape_.heads % shape_.kv_heads == 0 &&
          exq::cuda::attention_prefill_fast_supports(DType::F16, shape_.head_dim);
 }
 

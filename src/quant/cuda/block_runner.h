@@ -95,7 +95,8 @@ class BlockRunner {
   void attention_prefix(std::span<const DeviceView> w, std::span<const DeviceView> bias, bool fast);
   void mlp_prefix(std::span<const DeviceView> w, std::span<const DeviceView> bias, bool keep_mid);
   bool flash() const;
-  // head_dim 256 (Gemma 2 / 3): the runtime's tensor-core prefill over f16 caches kc16_ / vc16_.
+  // head_dim 96 / 256 (Phi-3 mini, Gemma 2 / 3): the runtime's tensor-core prefill over f16 caches
+  // kc16_ / vc16_.
   bool wide() const;
 
   BlockShape shape_;

@@ -68,7 +68,7 @@ CudaLlama::Impl::Impl(const io::ModelConfig& c, const model::LlamaWeights& w, co
   const char* quant_name = o.kv_cache == DType::U8 ? "q4" : "q8_0";
   EXQ_CHECK(!quant || gpu::attention_decode_q8_supports(static_cast<int>(d.heads), static_cast<int>(d.kv_heads),
                                                         static_cast<int>(d.head_dim)),
-            "cuda: the {} KV cache needs head_dim 64, 128 or 256 (256: a GPU with 155 KB of shared memory a "
+            "cuda: the {} KV cache needs head_dim 64, 96, 128 or 256 (256: a GPU with 155 KB of shared memory a "
             "block, sm_80 / sm_90) and at most 16 attention heads per kv head; this model has head_dim {} and "
             "{} / {} heads (use the f16 cache)",
             quant_name, d.head_dim, d.heads, d.kv_heads);

@@ -31,7 +31,7 @@ struct CudaOptions {
   int64_t max_context = 0;     // KV cache positions; 0: min(context_length(), 4096)
   // F16, F32, I8: the q8_0 cache (model/kv_quant.h: int8 codes and an fp16 scale per 32 values),
   // or U8: the q4 cache (rotated groups of 32, 4-bit codes with an fp16 step and minimum); the
-  // quantized ones need head_dim 64, 128 or 256. A CudaLlama built from a LlamaModel takes I8 / U8
+  // quantized ones need head_dim 64, 96, 128 or 256. A CudaLlama built from a LlamaModel takes I8 / U8
   // when the model's kv_quant() is q8 / q4.
   DType kv_cache = DType::F16;
   int64_t prefill_chunk = 512;  // tokens per prefill pass (bounds the activation memory)

@@ -139,7 +139,7 @@ TEST_P(Attention, DecodeMatchesCpu) {
       {1, 32, 8, 128, 2047, 2.0f}, {1, 32, 8, 128, 64, 1.0f},  {1, 24, 2, 128, 513, 1.0f},
       {1, 8, 1, 64, 257, 1.0f},    {1, 6, 3, 5, 90, 1.0f},     {1, 16, 16, 128, 100, 1.0f},
       {1, 8, 4, 256, 1000, 2.0f},  {1, 16, 8, 256, 2100, 1.0f}, {1, 4, 1, 256, 70, 4.0f},
-      {1, 16, 1, 256, 255, 1.0f},  {1, 9, 3, 64, 300, 6.0f, 5.0f}, {1, 32, 8, 128, 1500, 4.0f, 5.0f},
+      {1, 16, 1, 256, 255, 1.0f},  {1, 32, 32, 96, 1500, 1.0f}, {1, 9, 3, 64, 300, 6.0f, 5.0f}, {1, 32, 8, 128, 1500, 4.0f, 5.0f},
       {1, 8, 4, 256, 700, 4.0f, 5.0f}, {1, 16, 8, 256, 40, 6.0f, 5.0f}};
   uint32_t seed = 171;
   for (const Case& c : cases) {
@@ -181,7 +181,7 @@ TEST_P(Attention, DecodeFusedRotaryAppend) {
   const std::vector<Fused> cases = {{32, 8, 128, 0, 0},   {32, 8, 128, 190, 0}, {32, 8, 128, 1021, 5},
                                     {9, 3, 64, 126, 0},   {9, 3, 64, 700, 64},  {24, 2, 128, 63, 3},
                                     {4, 4, 64, 31, 1},    {6, 2, 6, 40, 2},     {8, 4, 256, 300, 0},
-                                    {16, 1, 256, 40, 2}};
+                                    {16, 1, 256, 40, 2},  {32, 32, 96, 300, 0}, {8, 2, 96, 20, 3}};
   constexpr int kSteps = 4;
   uint32_t seed = 901;
   for (const Fused& c : cases) {
@@ -341,7 +341,8 @@ TEST_P(Attention, DecodeRowsMatchOneRowLaunches) {
   const int rows = 3;
   const int32_t seq_of[rows] = {2, 0, 3}, pos_of[rows] = {100, 5, 37};
   uint32_t seed = 4100;
-  for (const Shape3& c : {Shape3{32, 8, 128}, Shape3{9, 3, 64}, Shape3{6, 2, 6}, Shape3{8, 4, 256}}) {
+  for (const Shape3& c :
+       {Shape3{32, 8, 128}, Shape3{9, 3, 64}, Shape3{6, 2, 6}, Shape3{8, 4, 256}, Shape3{12, 4, 96}}) {
     const int64_t half = c.hd / 2, per_seq = c.kv_heads * kCapacity * c.hd;
     // Sequence caches one after another, each valid up to the largest position.
     Cache all = random_cache(dtype, kSeqs * c.kv_heads, kCapacity, c.hd, 101, seed++);

@@ -1,5 +1,5 @@
 // Tensor-core prefill attention (attention_prefill_fast) against the f32 attention_prefill on the
-// same random f16 cache: head_dim 64 / 128 / 256, GQA, chunked prefill (start_pos > 0), odd lengths,
+// same random f16 cache: head_dim 64 / 96 / 128 / 256, GQA, chunked prefill (start_pos > 0), odd lengths,
 // Gemma 2's attention softcap.
 // Cache slots past the valid length hold NaN, so a read beyond it shows up in the output.
 #include <gtest/gtest.h>
@@ -54,6 +54,8 @@ TEST_F(FlashPrefill, MatchesF32Kernel) {
       {1, 4, 2, 128, 0, 1.0f},     {17, 32, 8, 128, 0, 2.0f},  {77, 4, 4, 128, 0, 4.0f},
       {300, 32, 8, 128, 0, 1.0f},  {1, 8, 2, 128, 300, 2.0f},  {17, 8, 2, 128, 100, 1.0f},
       {300, 8, 2, 128, 129, 4.0f}, {128, 4, 2, 128, 63, 8.0f}, {65, 6, 3, 64, 1000, 2.0f},
+      // head_dim 96 (Phi-3 / 3.5 mini: 32 / 32 heads).
+      {77, 32, 32, 96, 0, 2.0f},   {130, 8, 2, 96, 300, 4.0f},
       // head_dim 256: 32-key tiles, q's fragments from shared memory (Gemma 2 / 3 shapes).
       {1, 8, 4, 256, 0, 1.0f},     {17, 8, 4, 256, 0, 2.0f},   {77, 4, 1, 256, 31, 4.0f},
       {300, 16, 8, 256, 0, 1.0f},  {65, 8, 4, 256, 700, 2.0f},
@@ -142,18 +144,19 @@ TEST(FlashPrefillArgs, RejectUnsupported) {
   test::expect_error([&] { attention_prefill_fast(q, fake_view(DType::F32, {2, 64, 64}),
                                                   fake_view(DType::F32, {2, 64, 64}), out, 0,
                                                   0.125f, nullptr); },
-                     "needs an F16 cache and head_dim 64, 128 or 256, got F32 and 64");
-  test::expect_error([&] { attention_prefill_fast(fake_view(DType::F32, {4, 8, 96}),
-                                                  fake_view(DType::F16, {2, 64, 96}),
-                                                  fake_view(DType::F16, {2, 64, 96}),
-                                                  fake_view(DType::F32, {4, 8, 96}), 0, 0.1f,
+                     "needs an F16 cache and head_dim 64, 96, 128 or 256, got F32 and 64");
+  test::expect_error([&] { attention_prefill_fast(fake_view(DType::F32, {4, 8, 80}),
+                                                  fake_view(DType::F16, {2, 64, 80}),
+                                                  fake_view(DType::F16, {2, 64, 80}),
+                                                  fake_view(DType::F32, {4, 8, 80}), 0, 0.1f,
                                                   nullptr); },
-                     "needs an F16 cache and head_dim 64, 128 or 256, got F16 and 96");
+                     "needs an F16 cache and head_dim 64, 96, 128 or 256, got F16 and 80");
   test::expect_error([&] { attention_prefill_fast(q, fake_view(DType::F16, {2, 64, 64}),
                                                   fake_view(DType::F16, {2, 64, 64}), out, 61,
                                                   0.125f, nullptr); },
                      "positions [61, 65) exceed the cache capacity 64");
   EXPECT_TRUE(attention_prefill_fast_supports(DType::F16, 64));
+  EXPECT_TRUE(attention_prefill_fast_supports(DType::F16, 96));
   EXPECT_TRUE(attention_prefill_fast_supports(DType::F16, 128));
   EXPECT_FALSE(attention_prefill_fast_supports(DType::F32, 128));
   EXPECT_FALSE(attention_prefill_fast_supports(DType::F16, 32));

@@ -129,10 +129,10 @@ TEST(KvQ4Args, RejectBadLayouts) {
   const DeviceView q = fake_view(DType::F32, {10, 6, 64});
   test::expect_error([&] { attention_prefill_q4(q, kc, ks, kc, ks, q, 7, 0.125f, nullptr); },
                      "positions [7, 17) exceed the cache capacity 16");
-  const DeviceView q96 = fake_view(DType::F32, {2, 6, 96}), c96 = fake_view(DType::U8, {3, 16, 48});
-  const DeviceView s96 = fake_view(DType::F16, {3, 16, 6});
-  test::expect_error([&] { attention_prefill_q4(q96, c96, s96, c96, s96, q96, 0, 0.1f, nullptr); },
-                     "needs head_dim 64, 128 or 256, got 96");
+  const DeviceView q160 = fake_view(DType::F32, {2, 6, 160}), c160 = fake_view(DType::U8, {3, 16, 80});
+  const DeviceView s160 = fake_view(DType::F16, {3, 16, 10});
+  test::expect_error([&] { attention_prefill_q4(q160, c160, s160, c160, s160, q160, 0, 0.1f, nullptr); },
+                     "needs head_dim 64, 96, 128 or 256, got 160");
 }
 
 }  // namespace

@@ -74,7 +74,8 @@ TEST_F(KvQ8Attention, PrefillOverTheCacheAsItReadsBack) {
 
 TEST_F(KvQ8Attention, DecodeOverTheCacheAsItReadsBack) {
   ASSERT_TRUE(attention_decode_q8_supports(32, 8, 128));
-  ASSERT_FALSE(attention_decode_q8_supports(4, 2, 96));
+  ASSERT_TRUE(attention_decode_q8_supports(32, 32, 96));
+  ASSERT_FALSE(attention_decode_q8_supports(4, 2, 80));
   ASSERT_FALSE(attention_decode_q8_supports(34, 2, 128));  // 17 q heads per kv head
   // The new rows: v exactly as the host quantizes it; k from the kernel's own rotation (an ulp
   // apart from the host's at most: a code may move by one).
@@ -111,10 +112,10 @@ TEST(KvQ8Args, RejectBadLayouts) {
   const DeviceView q = fake_view(DType::F32, {10, 6, 64});
   test::expect_error([&] { attention_prefill_q8(q, kc, ks, kc, ks, q, 7, 0.125f, nullptr); },
                      "positions [7, 17) exceed the cache capacity 16");
-  const DeviceView q96 = fake_view(DType::F32, {2, 6, 96}), c96 = fake_view(DType::I8, {3, 16, 96});
-  const DeviceView s96 = fake_view(DType::F16, {3, 16, 3});
-  test::expect_error([&] { attention_prefill_q8(q96, c96, s96, c96, s96, q96, 0, 0.1f, nullptr); },
-                     "needs head_dim 64, 128 or 256, got 96");
+  const DeviceView q160 = fake_view(DType::F32, {2, 6, 160}), c160 = fake_view(DType::I8, {3, 16, 160});
+  const DeviceView s160 = fake_view(DType::F16, {3, 16, 5});
+  test::expect_error([&] { attention_prefill_q8(q160, c160, s160, c160, s160, q160, 0, 0.1f, nullptr); },
+                     "needs head_dim 64, 96, 128 or 256, got 160");
 }
 
 }  // namespace

@@ -134,7 +134,7 @@ class KvQuantTest : public CudaTest {
     const std::vector<Case> cases = {{1, 9, 3, 64, 0},      {7, 9, 3, 64, 0},      {37, 9, 3, 64, 100},
                                      {100, 32, 8, 128, 29}, {130, 4, 1, 128, 0},   {65, 24, 2, 128, 700},
                                      {16, 16, 16, 64, 500}, {1, 32, 8, 128, 2000}, {33, 8, 4, 256, 100},
-                                     {1, 16, 8, 256, 300},  {70, 4, 1, 256, 0}};
+                                     {1, 16, 8, 256, 300},  {70, 4, 1, 256, 0},    {40, 32, 32, 96, 50}};
     uint32_t seed = 501;
     DeviceTensor dstart = empty(DType::I32, {1});
     for (const Case& c : cases) {
@@ -168,7 +168,7 @@ class KvQuantTest : public CudaTest {
   }
   // The runtime's fused decode step over the cache (attention_decode_cuda over C): rotary, the
   // new row quantized into the cache, pdl, several steps on one workspace, 8 and 4 warps (head_dim
-  // 256: 8 either way), 1-64 splits, up to 2,100 keys, head_dim 64, 128 and 256. check(gkc, gks, gvc, gvs, k_m, v_m, row, hd, what) compares the
+  // 256: 8 either way, 96: 6), 1-64 splits, up to 2,100 keys, head_dim 64, 96, 128 and 256. check(gkc, gks, gvc, gvs, k_m, v_m, row, hd, what) compares the
   // device's new row (codes and scales downloaded) with the mirror's; later steps read the key
   // row as the device wrote it. Outputs against attention in double over the mirror's values:
   // within 3e-5 (q and p as fp16 hi + lo), or with `fp16_operands` within 2e-3 of the largest
@@ -182,7 +182,8 @@ class KvQuantTest : public CudaTest {
     const std::vector<Case> cases = {{32, 8, 128, 0, 0},  {32, 8, 128, 190, 0}, {32, 8, 128, 1021, 5},
                                      {9, 3, 64, 126, 0},  {9, 3, 64, 700, 64},  {24, 2, 128, 63, 3},
                                      {4, 4, 64, 300, 1},  {16, 1, 64, 2100, 0}, {8, 4, 256, 300, 0},
-                                     {16, 8, 256, 1500, 7}, {4, 1, 256, 20, 0}};
+                                     {16, 8, 256, 1500, 7}, {4, 1, 256, 20, 0},   {32, 32, 96, 700, 0},
+                                     {6, 2, 96, 40, 2}};
     constexpr int kSteps = 3;
     uint32_t seed = 301;
     for (const Case& c : cases) {

@@ -141,6 +141,23 @@ TEST(CudaEngineSynthetic, LongRopeMatchesTheCpuEngine) {
   test::expect_measurements_close(ga, ca, 0.002, 1e-3);
 }
 
+// The GPU engine's tensor-core and exact f32 attention against the CPU engine's measurement `ca`
+// and quantization of one attention module.
+template <class Engine>
+void expect_both_attention_paths_agree(const io::ModelConfig& c, const LayerF32& layer, const Tensor& x,
+                                       const MeasureOptions& opts, const ModuleResult& ca, Engine& cpu) {
+  for (const bool exact : {false, true}) {
+    SCOPED_TRACE(exact ? "exact f32 attention" : "tensor-core attention");
+    CudaEngineOptions o;
+    o.exact_attention = exact;
+    const auto gpu = make_cuda_engine(c, 128, o);
+    test::expect_measurements_close(gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts), ca, 0.002,
+                                    1e-3);
+    const AttnOptions ao = attn_option_table()[10];
+    test::expect_step_close(gpu->quantize_attention(layer, 0, x, ao), cpu.quantize_attention(layer, 0, x, ao));
+  }
+}
+
 // Phi-4-mini's partial rotary (the first 3/4 of each head turn, the rest pass): the tensor-core
 // path (heads_f16's unrotated pairs) and the exact f32 one (backend rotary) match the CPU engine.
 TEST(CudaEngineSynthetic, PartialRotaryMatchesTheCpuEngine) {
@@ -157,16 +174,21 @@ TEST(CudaEngineSynthetic, PartialRotaryMatchesTheCpuEngine) {
   full.rotary_dim = 0;
   const ModuleResult fa = make_cpu_engine(full, 128)->measure_attention(layer, x, "model.layers.0.self_attn", opts);
   EXPECT_GT(relative_error(fa.target, ca.target), 1e-2);
-  for (const bool exact : {false, true}) {
-    SCOPED_TRACE(exact ? "exact f32 attention" : "tensor-core attention");
-    CudaEngineOptions o;
-    o.exact_attention = exact;
-    const auto gpu = make_cuda_engine(c, 128, o);
-    test::expect_measurements_close(gpu->measure_attention(layer, x, "model.layers.0.self_attn", opts), ca, 0.002,
-                                    1e-3);
-    const AttnOptions ao = attn_option_table()[10];
-    test::expect_step_close(gpu->quantize_attention(layer, 0, x, ao), cpu->quantize_attention(layer, 0, x, ao));
-  }
+  expect_both_attention_paths_agree(c, layer, x, opts, ca, *cpu);
+}
+
+// head_dim 96 (Phi-3 / 3.5 mini): the tensor-core attention is the runtime's prefill kernel over
+// f16 caches (BlockRunner::wide), the exact path the f32 one; both match the CPU engine.
+TEST(CudaEngineSynthetic, HeadDim96MatchesTheCpuEngine) {
+  EXQ_REQUIRE_GPU();
+  io::ModelConfig c = test::tiny_config(/*out_bias=*/false);
+  c.head_dim = 96;  // 4 / 2 heads: q 384 wide
+  const LayerF32 layer = random_layer(c, 29);
+  const Tensor x = random_states(c, 11);
+  const MeasureOptions opts = some_rows();
+  const auto cpu = make_cpu_engine(c, 128);
+  const ModuleResult ca = cpu->measure_attention(layer, x, "model.layers.0.self_attn", opts);
+  expect_both_attention_paths_agree(c, layer, x, opts, ca, *cpu);
 }
 
 TEST(CudaEngineSynthetic, StreamingAndBudgetsGiveIdenticalResults) {

@@ -109,9 +109,9 @@ TEST_P(CudaLlamaTiny, PrefillAndDecodeMatchCpu) {
   EXPECT_EQ(st.graph_replays, 19);
   EXPECT_GT(st.weight_bytes, 0u);
   // Both o projections (layer 0 with padding rows) take their input staged by the tensor-core
-  // attention (head_dim 64, 128, 256; not over the f32 cache).
+  // attention (head_dim 64, 96, 128, 256; not over the f32 cache).
   const int64_t hd = c.spec.shape.head_dim;
-  const bool mma = (hd == 64 || hd == 128 || hd == 256) && c.kv != DType::F32;
+  const bool mma = (hd == 64 || hd == 96 || hd == 128 || hd == 256) && c.kv != DType::F32;
   EXPECT_EQ(st.o_staged_layers, c.spec.exl2 && mma ? 2 : 0);
   fs::remove_all(dir);
 }
@@ -261,13 +261,19 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"exl2_hd64_lora", spec(DType::F16, true, false, false, 15, 64), DType::F16, 5e-3, false,
                            true},
                       // phi3: fused qkv / gate_up uploaded as views of their rows, longrope's long
-                      // factors (a context of 64 above the original 32); head_dim 96 takes the
-                      // generic attention kernels.
+                      // factors (a context of 64 above the original 32); head_dim 96 on the
+                      // tensor-core kernels (6 warps a decode block), f16, q8_0 and q4 caches.
                       Case{"phi3_f16_hd96", spec(DType::F16, false, false, false, 16, 96, false, true), DType::F16, 5e-3},
+                      Case{"phi3_exl2_hd96_q8", spec(DType::F16, true, false, false, 33, 96, false, true), DType::I8,
+                           8e-3},
+                      // q4 over partial rotary: 4.0e-2 after 20 steps, 4.9e-2 batched (H200,
+                      // session 30; flipped 4-bit codes, as the other q4 cases, on a smaller model).
+                      Case{"phi3_partial_f16_hd96_q4",
+                           partial(spec(DType::F16, false, false, false, 34, 96, false, true)), DType::U8, 8e-2},
                       Case{"phi3_exl2_hd64", spec(DType::F16, true, false, false, 17, 64, false, true), DType::F16,
                            5e-3},
                       // Phi-4-mini's partial rotary (3/4 of each head) in the prefill rotary and
-                      // both fused decode kernels: SIMT (head_dim 96), tensor-core (64, 128; q8).
+                      // the tensor-core fused decode kernel (96, 64, 128; q8, q4).
                       Case{"phi3_partial_f16_hd96", partial(spec(DType::F16, false, false, false, 18, 96, false, true)),
                            DType::F16, 5e-3},
                       Case{"phi3_partial_exl2_hd64", partial(spec(DType::F16, true, false, false, 19, 64, false, true)),
@@ -276,7 +282,7 @@ INSTANTIATE_TEST_SUITE_P(
                            partial(spec(DType::F16, false, false, true, 20, 128, false, true)), DType::I8, 5e-3},
                       // Sliding windows (17 prompt tokens, 20 steps: both cross them): tensor-core
                       // prefill and decode (EXL2 hd64), the f32 kernels (f32 cache), q8 with layer
-                      // 0 full and layer 1 windowed (qwen3), SIMT at head_dim 96 (phi3).
+                      // 0 full and layer 1 windowed (qwen3), tensor cores at head_dim 96 (phi3).
                       Case{"mistral_swa5_exl2_hd64", windowed(spec(DType::F16, true, false, false, 21, 64), 5),
                            DType::F16, 5e-3},
                       Case{"mistral_swa7_kvf32", windowed(spec(DType::F16, false, false, false, 22), 7), DType::F32,
@@ -466,7 +472,7 @@ TEST_F(CudaLlamaGraph, QuantizedCachesNeedTheTensorCoreShapes) {
     CudaLlama m(*model_, o);
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("q8_0 KV cache needs head_dim 64, 128 or 256"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("q8_0 KV cache needs head_dim 64, 96, 128 or 256"), std::string::npos) << e.what();
   }
   model_->set_kv_quant(model::KvQuant::kQ8);
   EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
@@ -476,7 +482,7 @@ TEST_F(CudaLlamaGraph, QuantizedCachesNeedTheTensorCoreShapes) {
     CudaLlama m(*model_, o);
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("q4 KV cache needs head_dim 64, 128 or 256"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("q4 KV cache needs head_dim 64, 96, 128 or 256"), std::string::npos) << e.what();
   }
   model_->set_kv_quant(model::KvQuant::kQ4);
   EXPECT_THROW({ CudaLlama m(*model_, options(true)); }, Error);
