@@ -1,11 +1,12 @@
-// Tensor-core causal prefill attention over the f16 or q8 KV cache; see flash_prefill.h. The scheme
+// Tensor-core causal prefill attention over the f16, q8 or q4 KV cache (launchers.h). The scheme
 // of quant/cuda/flash_attention.cu (FlashAttention-2: 64 queries per block, 16 per warp, 64-key
 // tiles double-buffered with cp.async, online softmax in base 2, mma.sync m16n8k16 fp16 in /
 // f32 accumulate), generalised to a cache with a capacity stride, queries at start_pos + t and
-// f32 q rounded to fp16 (times scale * log2(e)) as it is staged into shared memory. head_dim 256
-// takes 32-key tiles (100 KB of shared memory a block) and reads q's fragments from shared memory
-// at each step (the output's 128 registers a lane leave no room for them). Gemma 2's softcap
-// applies to each S tile (q then carries the scale alone, log2(e) comes after the cap).
+// f32 q rounded to fp16 (times scale * log2(e)) as it is staged into shared memory; head_dim 64,
+// 96, 128 or 256. head_dim 256 takes 32-key tiles (99 KB of shared memory a block) and reads q's
+// fragments from shared memory at each step (the output's 128 registers a lane leave no room for
+// them). Gemma 2's softcap applies to each S tile (q then carries the scale alone, log2(e) comes
+// after the cap).
 // Fragment layouts are PTX's mma.m16n8k16 (.row.col): gid = lane / 4, tig = lane % 4; C holds
 // rows gid and gid + 8 at columns 2*tig, 2*tig + 1.
 #include <cstdint>
