@@ -1,6 +1,8 @@
 #include "backend/cuda/attention.h"
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "backend/cuda/validate.h"
@@ -82,6 +84,14 @@ void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const Dev
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim) {
   return cache == DType::F16 && head_dim <= kAttentionMaxHeadDim &&
          flash_prefill_supports_head_dim(static_cast<int>(head_dim));
+}
+
+bool attention_prefill_generic_forced() {
+  static const bool generic = [] {
+    const char* e = std::getenv("EXQ_PREFILL_ATTN");
+    return e != nullptr && std::string(e) == "generic";
+  }();
+  return generic;
 }
 
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,

@@ -30,6 +30,9 @@ void attention_prefill(const DeviceView& q, const DeviceView& k_cache, const Dev
 // 128 or 256 (256: a GPU with 99 KB of shared memory a block), q/out 16-byte aligned:
 // attention_prefill_fast_supports(); same arguments otherwise.
 bool attention_prefill_fast_supports(DType cache, int64_t head_dim);
+// EXQ_PREFILL_ATTN=generic: callers that would take attention_prefill_fast (the runtime's prefill,
+// the converter's head_dim 96 / 256 attention) take the f32 attention_prefill instead (A/B timing).
+bool attention_prefill_generic_forced();
 void attention_prefill_fast(const DeviceView& q, const DeviceView& k_cache,
                             const DeviceView& v_cache, const DeviceView& out, StartPos start,
                             float scale, cudaStream_t stream, int window = 0, float softcap = 0.0f);

@@ -532,6 +532,19 @@ void launch(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
   }
 }
 
+// head_dim 64, 96, 128 or 256 (attention_decode_mma_supports) to the kernels of that size.
+template <typename C>
+void launch_head_dim(const DecodeAttention<C>& a, int splits, cudaStream_t stream) {
+  if (a.head_dim == 64)
+    launch<C, 64>(a, splits, stream);
+  else if (a.head_dim == 96)
+    launch<C, 96>(a, splits, stream);
+  else if (a.head_dim == 128)
+    launch<C, 128>(a, splits, stream);
+  else
+    launch<C, 256>(a, splits, stream);
+}
+
 }  // namespace
 
 bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const void* k_cache,
@@ -546,36 +559,15 @@ bool attention_decode_mma_supports(int heads, int kv_heads, int head_dim, const 
 }
 
 void attention_decode_mma_cuda(const DecodeAttention<__half>& a, int splits, cudaStream_t stream) {
-  if (a.head_dim == 64)
-    launch<__half, 64>(a, splits, stream);
-  else if (a.head_dim == 96)
-    launch<__half, 96>(a, splits, stream);
-  else if (a.head_dim == 128)
-    launch<__half, 128>(a, splits, stream);
-  else
-    launch<__half, 256>(a, splits, stream);
+  launch_head_dim(a, splits, stream);
 }
 
 void attention_decode_mma_cuda(const DecodeAttention<int8_t>& a, int splits, cudaStream_t stream) {
-  if (a.head_dim == 64)
-    launch<int8_t, 64>(a, splits, stream);
-  else if (a.head_dim == 96)
-    launch<int8_t, 96>(a, splits, stream);
-  else if (a.head_dim == 128)
-    launch<int8_t, 128>(a, splits, stream);
-  else
-    launch<int8_t, 256>(a, splits, stream);
+  launch_head_dim(a, splits, stream);
 }
 
 void attention_decode_mma_cuda(const DecodeAttention<uint8_t>& a, int splits, cudaStream_t stream) {
-  if (a.head_dim == 64)
-    launch<uint8_t, 64>(a, splits, stream);
-  else if (a.head_dim == 96)
-    launch<uint8_t, 96>(a, splits, stream);
-  else if (a.head_dim == 128)
-    launch<uint8_t, 128>(a, splits, stream);
-  else
-    launch<uint8_t, 256>(a, splits, stream);
+  launch_head_dim(a, splits, stream);
 }
 
 }  // namespace exq::cuda

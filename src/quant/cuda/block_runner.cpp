@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
@@ -27,6 +25,9 @@ float* f32(const DeviceTensor& t) { return static_cast<float*>(t.raw()); }
 __half* f16(const DeviceTensor& t) { return static_cast<__half*>(t.raw()); }
 const float* or_null(const DeviceView& v) { return v.empty() ? nullptr : v.data<float>(); }
 constexpr float kLog2e = 1.4426950408889634f;  // the flash kernel's softmax works in base 2
+// Head dims the converter's own flash kernel lacks and the runtime's tensor-core prefill takes
+// (Phi-3 mini's 96, Gemma's 256): BlockRunner::wide, sized by scratch_bytes without a device.
+bool wide_head_dim(int64_t head_dim) { return head_dim == 96 || head_dim == 256; }
 
 }  // namespace
 
@@ -66,7 +67,7 @@ size_t BlockShape::scratch_bytes(int64_t tokens) const {
     bytes += rounded(f32_bytes(T, heads * head_dim)) + 4 * rounded(f32_bytes(T, kv));
     if (flash_attention_supports(static_cast<int>(head_dim)))
       bytes += rounded(f32_bytes(T, heads * head_dim) / 2) + 2 * rounded(f32_bytes(T, kv) / 2);
-    else if (head_dim == 96 || head_dim == 256)  // BlockRunner::wide's f16 caches, where the device takes that kernel
+    else if (wide_head_dim(head_dim))  // BlockRunner::wide's f16 caches, where the device takes that kernel
       bytes += 2 * rounded(f32_bytes(T, kv) / 2);
   } else {
     bytes += rounded(f32_bytes(T, intermediate));  // up
@@ -91,12 +92,8 @@ bool BlockRunner::flash() const {
 }
 
 bool BlockRunner::wide() const {
-  // EXQ_PREFILL_ATTN=generic: the f32 kernel instead, as in the runtime (A/B timing).
-  static const bool generic = [] {
-    const char* e = std::getenv("EXQ_PREFILL_ATTN");
-    return e != nullptr && std::string(e) == "generic";
-  }();
-  return !generic && (shape_.head_dim == 96 || shape_.head_dim == 256) && shape_.heads % shape_.kv_heads == 0 &&
+  return wide_head_dim(shape_.head_dim) && shape_.heads % shape_.kv_heads == 0 &&
+         !exq::cuda::attention_prefill_generic_forced() &&
          exq::cuda::attention_prefill_fast_supports(DType::F16, shape_.head_dim);
 }
 

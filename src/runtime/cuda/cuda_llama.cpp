@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -292,12 +291,8 @@ void CudaLlama::Impl::qk_norm(const LayerGpu& L, const gpu::DeviceView& q, const
 void CudaLlama::Impl::layers_prefill(const Views& v, gpu::StartPos start, bool grouped, int batch_rows) {
   const cudaStream_t s = stream;
   const LinearScratch sc = scratch(v.mm_ws);
-  // EXQ_PREFILL_ATTN=generic: the f16 cache's f32 prefill kernel everywhere (A/B timing).
-  static const bool generic = [] {
-    const char* e = std::getenv("EXQ_PREFILL_ATTN");
-    return e != nullptr && std::string(e) == "generic";
-  }();
-  const bool fast_attention = !generic && gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
+  const bool fast_attention =
+      !gpu::attention_prefill_generic_forced() && gpu::attention_prefill_fast_supports(opts.kv_cache, dims.head_dim);
   const auto softcap = static_cast<float>(config.attn_softcap);  // gemma2
   gpu::embedding(v.ids, embed, v.x, s);
   if (const float es = model::embedding_scale(config, embed.dtype()); es != 1.0f)  // gemma, granite
