@@ -337,13 +337,13 @@ void read_granite_scalars(const Reader& r, ModelConfig& c) {
 
 ModelConfig read_config(const json& given, const std::string& file) {
   if (!given.is_object()) Reader(given, file).fail("<root>", "expected a JSON object");
-  const bool wrapped = given.contains("model_type") && given["model_type"] == "gemma3";
+  const std::string wrapper = multimodal_wrapper(given);
   const json root = text_model_config(given);
-  if (wrapped && !root.is_object())
-    Reader(given, file).fail("text_config", "missing: a gemma3 config holds its language model's there");
+  if (!wrapper.empty() && !root.is_object())
+    Reader(given, file).fail("text_config", fmt::format("missing: a {} config holds its language model's there", wrapper));
   Reader r(root, file);
   ModelConfig c;
-  c.language_model_of = wrapped ? "gemma3" : "";
+  c.language_model_of = wrapper;
   const json* mt = r.find(root, "model_type");
   if (!mt) r.fail("model_type", "missing");
   if (!mt->is_string()) r.fail("model_type", fmt::format("expected a string, got {}", Reader::brief(*mt)));
@@ -352,8 +352,10 @@ ModelConfig read_config(const json& given, const std::string& file) {
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text" &&
       c.model_type != "granite" && c.model_type != "mixtral" && c.model_type != "qwen3_moe")
-    r.fail("model_type", fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
-                                     "gemma3_text, granite, mixtral or qwen3_moe)", c.model_type));
+    r.fail(wrapper.empty() ? "model_type" : "text_config.model_type",
+           fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
+                       "gemma3_text, granite, mixtral, qwen3_moe, or mistral3 with a mistral or llama text model)",
+                       c.model_type));
   c.activation = read_activation(r, c.model_type);
 
   c.hidden_size = r.req_int("hidden_size", 1, kMaxHidden);
@@ -508,17 +510,34 @@ int64_t ModelConfig::context_length() const {
                   static_cast<int64_t>(std::min(std::floor(scaled), static_cast<double>(kMaxPositions))));
 }
 
+std::string multimodal_wrapper(const json& root) {
+  if (!root.is_object()) return "";
+  const auto t = root.find("model_type");
+  if (t == root.end() || !t->is_string()) return "";
+  const std::string type = t->get<std::string>();
+  return type == "gemma3" || type == "mistral3" ? type : "";
+}
+
 json text_model_config(const json& root) {
-  if (!root.is_object() || root.value("model_type", json()) != "gemma3") return root;
+  const std::string wrapper = multimodal_wrapper(root);
+  if (wrapper.empty()) return root;
   const auto tc = root.find("text_config");
   if (tc == root.end() || !tc->is_object()) return json();
   json c = *tc;
-  c["model_type"] = "gemma3_text";
-  c["architectures"] = json::array({"Gemma3ForCausalLM"});
+  if (wrapper == "gemma3") {
+    c["model_type"] = "gemma3_text";
+    c["architectures"] = json::array({"Gemma3ForCausalLM"});
+  } else {
+    // Mistral3Config's text model is a MistralConfig unless its text_config names another type.
+    if (!c.contains("model_type") || c["model_type"].is_null()) c["model_type"] = "mistral";
+    if (c["model_type"] == "mistral") c["architectures"] = json::array({"MistralForCausalLM"});
+    else if (c["model_type"] == "llama") c["architectures"] = json::array({"LlamaForCausalLM"});
+  }
   // What the wrapper says for the whole model (generation ends, dtype, exl2's own entry).
   for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
                         "quantization_config"})
     if (root.contains(k) && !root[k].is_null()) c[k] = root[k];
+  if (wrapper != "gemma3") return c;
   // Gemma3TextConfig's defaults, which the 4B-27B checkpoints' text_config leaves out.
   for (const auto& [k, v] : std::initializer_list<std::pair<const char*, json>>{
            {"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216},

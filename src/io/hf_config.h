@@ -52,8 +52,9 @@ struct ModelConfig {
   // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "granite",
   // "mixtral" or "qwen3_moe"
   std::string model_type;
-  // "gemma3": the config is a multimodal checkpoint's text_config (model_type gemma3_text), its
-  // tensors under language_model. (io::SafetensorsModel presents them under the plain names).
+  // "gemma3" / "mistral3": the config is a multimodal checkpoint's text_config (model_type
+  // gemma3_text / mistral), its tensors under language_model. (io::SafetensorsModel presents them
+  // under the plain names).
   std::string language_model_of;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -138,9 +139,14 @@ struct ModelConfig {
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };
 
-// A multimodal gemma3 config.json's language model as a gemma3_text config of its own
-// (text_config with the wrapper's token ids and dtype, Gemma3TextConfig's defaults for what it
-// leaves out); null when text_config is missing; any other config as given.
+// "gemma3" or "mistral3" when config.json is a multimodal checkpoint whose language model exq
+// runs (text only), else "".
+std::string multimodal_wrapper(const nlohmann::json& root);
+
+// A multimodal checkpoint's language model as a config of its own: text_config with the
+// wrapper's token ids and dtype; gemma3's as gemma3_text (Gemma3TextConfig's defaults for what it
+// leaves out), mistral3's as mistral (or the model_type text_config names). Null when
+// text_config is missing; any other config as given.
 nlohmann::json text_model_config(const nlohmann::json& root);
 
 // Reads `dir/config.json` (or the given .json file) and validates it. Throws exq::Error with

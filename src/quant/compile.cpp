@@ -86,9 +86,9 @@ CompileResult compile_model(const CompileInput& in) {
     throw Error(fmt::format("compile: config.json is not valid JSON: {}", e.what()),
                 ErrorContext{.file = config_path.string()});
   }
-  // A multimodal gemma3's language model is written as a gemma3_text model of its own (the
-  // vision tower is not converted).
-  if (config.value("model_type", "") == "gemma3") {
+  // A multimodal gemma3's (mistral3's) language model is written as a gemma3_text (mistral)
+  // model of its own (the vision tower is not converted).
+  if (!io::multimodal_wrapper(nlohmann::json::parse(config.dump())).empty()) {
     const nlohmann::json text = io::text_model_config(nlohmann::json::parse(config.dump()));
     if (text.is_null())
       throw Error("compile: config field 'text_config': missing", ErrorContext{.file = config_path.string()});

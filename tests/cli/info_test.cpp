@@ -6,7 +6,7 @@
 #include "cli_support.h"
 #include "exl2_test_models.h"
 #include "io/safetensors.h"
-#include "../model/multimodal_gemma3.h"
+#include "../model/multimodal.h"
 
 namespace exq::test {
 namespace {
@@ -182,7 +182,7 @@ TEST(CliInfo, Gemma) {
   EXPECT_EQ(g3.out.find("softcap:"), std::string::npos) << g3.out;
   // A multimodal Gemma 3 checkpoint: its language model, the vision tower's tensors not counted.
   const fs::path mm = temp_dir("info_gemma3_mm") / "m";
-  write_multimodal_gemma3(mm, false);
+  write_multimodal(mm, kGemma3Multimodal, false);
   const RunResult mj = run_exq({"info", mm.string(), "--json"});
   ASSERT_EQ(mj.exit_code, 0) << mj.err;
   const RunResult pj = run_exq({"info", (data / "gemma3_tiny").string(), "--json"});

@@ -16,7 +16,7 @@
 #include "model/llama.h"
 #include "golden_logits.h"
 #include "tiny_configs.h"
-#include "multimodal_gemma3.h"
+#include "multimodal.h"
 #include "test_support.h"
 
 namespace exq::model {
@@ -92,7 +92,7 @@ TEST(Gemma, MultimodalCheckpointRunsItsLanguageModel) {
   const Tensor want = plain.forward(ids, pc, true);
   for (const bool t5 : {false, true}) {
     const fs::path dir = exq::test::temp_dir(t5 ? "gemma3_mm_t5" : "gemma3_mm");
-    exq::test::write_multimodal_gemma3(dir, t5);
+    exq::test::write_multimodal(dir, exq::test::kGemma3Multimodal, t5);
     const io::SafetensorsModel files = io::SafetensorsModel::open(dir);
     EXPECT_EQ(files.language_model_prefix(), t5 ? "model.language_model." : "language_model.model.");
     EXPECT_TRUE(files.contains("model.layers.3.mlp.down_proj.weight"));

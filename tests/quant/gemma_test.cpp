@@ -19,7 +19,6 @@
 #include "quant/measure.h"
 #include "quant/module_forward.h"
 #include "test_support.h"
-#include "../model/multimodal_gemma3.h"
 #include "tiny_gemma.h"
 
 namespace exq::quant {
@@ -163,38 +162,6 @@ TEST(GemmaQuantize, TinyModelsConvertOnTheCpu) {
     EXPECT_LE(err[0], 0.3);
     EXPECT_LE(err[1], 0.15 * err[0]);
   }
-}
-
-// A multimodal Gemma 3 checkpoint converts as its language model: a gemma3_text folder whose
-// tensors are byte for byte those of the same weights stored plain; the vision tower is not
-// carried over.
-TEST(GemmaQuantize, MultimodalCheckpointConvertsItsLanguageModel) {
-  if (!fs::exists(fs::path(EXQ_BINARY_DIR) / "exq")) GTEST_SKIP() << "exq binary not built";
-  const fs::path dir = test::temp_dir("quantize_gemma3_mm"), plain_dir = test::temp_dir("quantize_gemma3_plain");
-  tiny_gemma::copy_model("gemma3_tiny", plain_dir);
-  tiny_gemma::copy_model("gemma3_tiny", dir);
-  fs::remove(dir / "model" / "config.json");
-  fs::remove(dir / "model" / "model.safetensors");
-  test::write_multimodal_gemma3(dir / "model", /*transformers5=*/false);
-  const fs::path a = tiny_gemma::convert(dir, 4.0), b = tiny_gemma::convert(plain_dir, 4.0);
-  ASSERT_FALSE(a.empty());
-  ASSERT_FALSE(b.empty());
-  const auto cfg = nlohmann::json::parse(test::read_file(a / "config.json"));
-  EXPECT_EQ(cfg.at("model_type"), "gemma3_text");
-  EXPECT_EQ(cfg.at("architectures"), nlohmann::json::array({"Gemma3ForCausalLM"}));
-  EXPECT_EQ(cfg.at("eos_token_id"), nlohmann::json::array({1, 106}));
-  EXPECT_FALSE(cfg.contains("vision_config"));
-  const io::SafetensorsModel fa = io::SafetensorsModel::open(a), fb = io::SafetensorsModel::open(b);
-  ASSERT_EQ(fa.names().size(), fb.names().size());
-  for (const std::string& n : fb.names()) {
-    ASSERT_TRUE(fa.contains(n)) << n;
-    const TensorView x = fa.get(n), y = fb.get(n);
-    EXPECT_TRUE(x.shape() == y.shape() && x.dtype() == y.dtype() && std::memcmp(x.raw(), y.raw(), y.nbytes()) == 0) << n;
-  }
-  for (const io::SafetensorsFile& f : fa.files())
-    for (const std::string& n : f.names()) EXPECT_EQ(n.find("vision"), std::string::npos) << n;
-  fs::remove_all(dir);
-  fs::remove_all(plain_dir);
 }
 
 }  // namespace
