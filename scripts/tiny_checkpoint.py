@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 
 def write_random_checkpoint(out, raw_config, router_scale=None):
-    """Norms 1 + 0.3 N(0, 1), embeddings 0.5 N, MoE routers (".gate.weight", when router_scale is
+    """Norms 1 + 0.3 N(0, 1), embeddings 0.5 N, MoE routers (".gate.weight", granitemoe's
+    ".router.layer.weight", when router_scale is
     given) router_scale N / sqrt(in): logits of a few units, so routing is decided; every other
     weight 1.5 N / sqrt(in). Returns the tensors written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,7 @@ def write_random_checkpoint(out, raw_config, router_scale=None):
             v = 1.0 + 0.3 * torch.randn(shape, generator=g)
         elif key.endswith("embed_tokens.weight"):
             v = 0.5 * torch.randn(shape, generator=g)
-        elif router_scale is not None and key.endswith(".gate.weight"):
+        elif router_scale is not None and key.endswith((".gate.weight", ".router.layer.weight")):
             v = router_scale * torch.randn(shape, generator=g) / (shape[-1] ** 0.5)
         else:
             v = 1.5 * torch.randn(shape, generator=g) / (shape[-1] ** 0.5)

@@ -284,7 +284,7 @@ json build_info(const fs::path& dir) {
       {"attention_scale", c.attention_scale()},
       {"attn_logit_softcapping", c.attn_softcap > 0.0 ? json(c.attn_softcap) : json(nullptr)},
       {"final_logit_softcapping", c.final_softcap > 0.0 ? json(c.final_softcap) : json(nullptr)},
-      {"granite", c.model_type != "granite" ? json(nullptr)
+      {"granite", !c.model_type.starts_with("granite") ? json(nullptr)
                                             : json{{"embedding_multiplier", c.embedding_multiplier},
                                                    {"attention_multiplier", c.attention_scale()},
                                                    {"residual_multiplier", c.residual_multiplier},

@@ -261,7 +261,18 @@ void read_sliding_window(const Reader& r, ModelConfig& c) {
 // renormalized. qwen3_moe: num_experts (transformers 5 writes num_local_experts) of
 // moe_intermediate_size, on the layers l with (l + 1) % decoder_sparse_step == 0 that
 // mlp_only_layers does not list; norm_topk_prob as given (transformers' default: false).
+// granitemoe: every layer's MLP num_local_experts (GraniteMoeConfig's default 8) of
+// intermediate_size, num_experts_per_tok (2) a token, weighted by the softmax of their router
+// logits: the renormalized top k.
 void read_experts(const Reader& r, ModelConfig& c) {
+  if (c.model_type == "granitemoe") {
+    c.num_experts = r.opt_int("num_local_experts", 8, 1, kMaxExperts);
+    c.experts_per_token = r.opt_int("num_experts_per_tok", 2, 1, c.num_experts);
+    c.expert_intermediate = c.intermediate_size;
+    c.norm_topk_prob = true;
+    c.layer_moe.assign(static_cast<size_t>(c.num_hidden_layers), 1);
+    return;
+  }
   const bool mixtral = c.model_type == "mixtral";
   const char* count = !mixtral && r.find(r.root(), "num_experts") ? "num_experts" : "num_local_experts";
   c.num_experts = r.req_int(count, 1, kMaxExperts);
@@ -351,10 +362,11 @@ ModelConfig read_config(const json& given, const std::string& file) {
   const bool gemma = c.model_type.starts_with("gemma");
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "phi3" && c.model_type != "gemma" && c.model_type != "gemma2" && c.model_type != "gemma3_text" &&
-      c.model_type != "granite" && c.model_type != "mixtral" && c.model_type != "qwen3_moe")
+      c.model_type != "granite" && c.model_type != "granitemoe" && c.model_type != "mixtral" &&
+      c.model_type != "qwen3_moe")
     r.fail(wrapper.empty() ? "model_type" : "text_config.model_type",
            fmt::format("unsupported model type '{}' (llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
-                       "gemma3_text, granite, mixtral, qwen3_moe, or mistral3 with a mistral or llama text model)",
+                       "gemma3_text, granite, granitemoe, mixtral, qwen3_moe, or mistral3 with a mistral or llama text model)",
                        c.model_type));
   c.activation = read_activation(r, c.model_type);
 
@@ -379,7 +391,8 @@ ModelConfig read_config(const json& given, const std::string& file) {
     r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dimensions, which must be even "
                                                 "and at least 2", prf, c.head_dim, c.rotary_dim));
 
-  const int64_t default_positions = c.model_type == "llama" || c.model_type == "granite" ? 2048
+  const bool granite = c.model_type == "granite" || c.model_type == "granitemoe";
+  const int64_t default_positions = c.model_type == "llama" || granite ? 2048
                                     : c.model_type == "mistral"     ? 131072
                                     : c.model_type == "mixtral"     ? 131072
                                     : c.model_type == "qwen3"       ? 40960
@@ -434,8 +447,8 @@ ModelConfig read_config(const json& given, const std::string& file) {
   } else if (c.model_type == "qwen3" || c.model_type == "qwen3_moe") {
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.qk_norm = true;
-  } else if (c.model_type == "llama" || c.model_type == "granite") {
-    if (c.model_type == "granite") read_granite_scalars(r, c);
+  } else if (c.model_type == "llama" || granite) {
+    if (granite) read_granite_scalars(r, c);
     c.attention_qkv_bias = c.attention_out_bias = r.opt_bool("attention_bias", false);
     c.mlp_bias = r.opt_bool("mlp_bias", false);
   } else if (c.model_type == "phi3") {
@@ -456,7 +469,7 @@ ModelConfig read_config(const json& given, const std::string& file) {
   }
   c.tie_word_embeddings = r.opt_bool("tie_word_embeddings", gemma);
   read_sliding_window(r, c);
-  if (c.model_type == "mixtral" || c.model_type == "qwen3_moe") read_experts(r, c);
+  if (c.model_type == "mixtral" || c.model_type == "qwen3_moe" || c.model_type == "granitemoe") read_experts(r, c);
 
   if (const json* b = r.find(root, "bos_token_id"))
     c.bos_token_id = static_cast<int32_t>(r.integer(*b, "bos_token_id", 0, c.vocab_size - 1));

@@ -50,7 +50,7 @@ const char* rope_scaling_name(RopeScalingType type);
 
 struct ModelConfig {
   // "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "granite",
-  // "mixtral" or "qwen3_moe"
+  // "granitemoe", "mixtral" or "qwen3_moe"
   std::string model_type;
   // "gemma3" / "mistral3": the config is a multimodal checkpoint's text_config (model_type
   // gemma3_text / mistral), its tensors under language_model. (io::SafetensorsModel presents them

@@ -204,7 +204,60 @@ json read_json_file(const fs::path& path) {
 SafetensorsModel SafetensorsModel::open(const fs::path& dir) {
   SafetensorsModel m = open_files(dir);
   m.select_language_model();
+  m.split_fused_experts();
   return m;
+}
+
+void SafetensorsModel::split_fused_experts() {
+  struct Fused {
+    const char* suffix;
+    int part;  // 0: gate and up, 1: down, 2: router
+  };
+  static constexpr Fused kFused[] = {{".block_sparse_moe.input_linear.weight", 0},
+                                     {".block_sparse_moe.experts.gate_up_proj", 0},
+                                     {".block_sparse_moe.output_linear.weight", 1},
+                                     {".block_sparse_moe.experts.down_proj", 1},
+                                     {".block_sparse_moe.router.layer.weight", 2},
+                                     {".block_sparse_moe.router.weight", 2}};
+  std::vector<std::pair<std::string, size_t>> found;
+  for (const auto& entry : where_) found.push_back(entry);
+  for (const auto& [name, file] : found) {
+    for (const Fused& f : kFused) {
+      if (!name.ends_with(f.suffix)) continue;
+      const std::string block = name.substr(0, name.size() - std::strlen(f.suffix)) + ".block_sparse_moe.";
+      const std::string stored = stored_name(name);
+      const TensorView t = files_[file].get(stored);
+      auto add = [&](const std::string& alias, Part part) {
+        if (!where_.emplace(alias, file).second)
+          throw file_error(files_[file].path(), fmt::format("both {} and {} are stored", stored, alias), stored);
+        stored_[alias] = stored;
+        if (part.index >= 0) parts_.emplace(alias, part);
+      };
+      if (f.part == 2) {
+        add(block + "gate.weight", {-1, 0, 0});
+      } else {
+        if (t.rank() != 3 || (f.part == 0 && t.dim(1) % 2 != 0))
+          throw file_error(files_[file].path(),
+                           fmt::format("fused experts: expected [experts, {}, {}], got {}",
+                                       f.part == 0 ? "2 x intermediate" : "hidden",
+                                       f.part == 0 ? "hidden" : "intermediate", shape_str(t.shape())),
+                           stored);
+        const int64_t rows = t.dim(1), half = rows / 2;
+        for (int64_t e = 0; e < t.dim(0); ++e) {
+          const std::string expert = block + fmt::format("experts.{}.", e);
+          if (f.part == 0) {
+            add(expert + "w1.weight", {e, 0, half});
+            add(expert + "w3.weight", {e, half, rows});
+          } else {
+            add(expert + "w2.weight", {e, 0, rows});
+          }
+        }
+      }
+      where_.erase(name);
+      stored_.erase(name);
+      break;
+    }
+  }
 }
 
 void SafetensorsModel::select_language_model() {
@@ -306,20 +359,34 @@ SafetensorsModel SafetensorsModel::open_files(const fs::path& dir) {
 TensorView SafetensorsModel::get(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) throw file_error(dir_, "no such tensor", name);
-  return files_[it->second].get(stored_name(name));
+  const TensorView t = files_[it->second].get(stored_name(name));
+  const auto part = parts_.find(name);
+  if (part == parts_.end()) return t;
+  const Part& p = part->second;
+  return t.slice0(p.index, p.index + 1).reshape({t.dim(1), t.dim(2)}).slice0(p.row_begin, p.row_end);
 }
 
 std::vector<std::string> SafetensorsModel::names() const {
-  std::unordered_map<std::string, std::string> plain;  // stored -> name
-  for (const auto& [name, stored] : stored_) plain.emplace(stored, name);
+  std::unordered_map<std::string, std::vector<std::string>> plain;  // stored -> names
+  for (const auto& [name, stored] : stored_) plain[stored].push_back(name);
+  // Parts in the order of their expert and rows (w1 before w3).
+  const auto order = [&](const std::string& a, const std::string& b) {
+    const auto pa = parts_.find(a), pb = parts_.find(b);
+    if (pa == parts_.end() || pb == parts_.end()) return a < b;
+    return pa->second.index != pb->second.index ? pa->second.index < pb->second.index
+                                                : pa->second.row_begin < pb->second.row_begin;
+  };
   std::vector<std::string> out;
   for (const SafetensorsFile& f : files_)
     for (const std::string& n : f.names()) {
       auto p = plain.find(n);
-      const std::string& name = p == plain.end() ? n : p->second;
-      auto w = where_.find(name);
-      if (w != where_.end() && w->second == static_cast<size_t>(&f - files_.data()) && stored_name(name) == n)
-        out.push_back(name);
+      std::vector<std::string> names = p == plain.end() ? std::vector<std::string>{n} : p->second;
+      std::sort(names.begin(), names.end(), order);
+      for (const std::string& name : names) {
+        auto w = where_.find(name);
+        if (w != where_.end() && w->second == static_cast<size_t>(&f - files_.data()) && stored_name(name) == n)
+          out.push_back(name);
+      }
     }
   return out;
 }

@@ -54,6 +54,11 @@ class SafetensorsFile {
 // model.language_model.*, its head language_model.lm_head or lm_head) is presented under the
 // plain names (model.*, lm_head.weight); the other tensors (the vision tower, the projector)
 // are left out of names() and contains().
+// Granite MoE's experts, stored fused (block_sparse_moe.input_linear [experts, 2 x inter, hidden]:
+// each expert's gate rows then its up rows; output_linear [experts, hidden, inter]; transformers
+// 5 names them experts.gate_up_proj / experts.down_proj), are presented as Mixtral's per-expert
+// tensors, zero-copy views: block_sparse_moe.experts.E.w1 (gate), .w3 (up), .w2 (down), and the
+// router (router.layer or router) as block_sparse_moe.gate.
 class SafetensorsModel {
  public:
   static SafetensorsModel open(const std::filesystem::path& dir);
@@ -70,6 +75,7 @@ class SafetensorsModel {
  private:
   static SafetensorsModel open_files(const std::filesystem::path& dir);
   void select_language_model();
+  void split_fused_experts();
   // The name a tensor has in its file.
   const std::string& stored_name(const std::string& name) const;
 
@@ -78,6 +84,11 @@ class SafetensorsModel {
   std::unordered_map<std::string, size_t> where_;  // tensor -> index into files_
   std::string prefix_;
   std::unordered_map<std::string, std::string> stored_;  // name -> name in its file, when they differ
+  // A view of part of a stored tensor: rows [row_begin, row_end) of its index-th matrix.
+  struct Part {
+    int64_t index, row_begin, row_end;
+  };
+  std::unordered_map<std::string, Part> parts_;  // name -> its part of stored_name(name)
 };
 
 struct NamedTensor {

@@ -33,7 +33,8 @@ NormNames norm_names(const io::ModelConfig& c) {
 }
 
 MoeNames moe_names(const io::ModelConfig& c) {
-  if (c.model_type == "mixtral") return {"block_sparse_moe", "w1", "w3", "w2"};
+  // granitemoe: its fused experts as io::SafetensorsModel presents them.
+  if (c.model_type == "mixtral" || c.model_type == "granitemoe") return {"block_sparse_moe", "w1", "w3", "w2"};
   return {"mlp", "gate_proj", "up_proj", "down_proj"};
 }
 

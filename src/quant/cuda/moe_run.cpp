@@ -2,6 +2,7 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -132,7 +133,9 @@ void MoeRun::route(bool hessian) {
     const model::ExpertGroups g = model::group_by_expert(std::span(ids).subspan(at, slots),
                                                          std::span(weights).subspan(at, slots), E, k_);
     std::copy(g.token.begin(), g.token.end(), token.data<int32_t>() + at);
-    std::copy(g.weight.begin(), g.weight.end(), weight.data<float>() + at);
+    // granitemoe: the residual multiplier folded into the routing weights (the output is linear in them).
+    const auto m = static_cast<float>(ctx_.config.residual_multiplier);
+    std::transform(g.weight.begin(), g.weight.end(), weight.data<float>() + at, [m](float w) { return w * m; });
     for (int64_t e = 0; e < E; ++e) {
       first_[static_cast<size_t>(r)][static_cast<size_t>(e)] = g.first[static_cast<size_t>(e)];
       count_[static_cast<size_t>(r)][static_cast<size_t>(e)] = g.count(e);

@@ -95,7 +95,7 @@ void expect_engines_agree(const io::ModelConfig& c, const LayerF32& layer, int64
 
 TEST(CudaEngineMoe, MatchesTheCpuEngine) {
   EXQ_REQUIRE_GPU();
-  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny", "granitemoe_tiny"}) {
     SCOPED_TRACE(name);
     const TinyMoe m = load_tiny(name, 0);
     expect_engines_agree(m.config, m.layer, 0, random_states(m.config, 7));
@@ -119,7 +119,7 @@ TEST(CudaEngineMoe, ExpertsWithoutTokens) {
 // as with every result on the device.
 TEST(CudaEngineMoe, ResultsInHostMemoryGiveTheSameBytes) {
   EXQ_REQUIRE_GPU();
-  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny", "granitemoe_tiny"}) {
     SCOPED_TRACE(name);
     const TinyMoe m = load_tiny(name, 0);
     const io::ModelConfig& c = m.config;
@@ -153,7 +153,7 @@ TEST(CudaEngineMoe, ResultsInHostMemoryGiveTheSameBytes) {
 // from the original's (both kinds of qwen3_moe layers, the untied heads).
 TEST(CudaEngineMoe, TinyModelsConvertOnTheGpuAsOnTheCpu) {
   EXQ_REQUIRE_GPU();
-  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny", "granitemoe_tiny"}) {
     SCOPED_TRACE(name);
     const std::vector<double> err = tiny_gemma::conversion_errors(name, {{4.5, "cpu"}, {4.5, "cuda"}});
     // Routes flip on small differences in these tiny models (moe_test.cpp): a wider margin

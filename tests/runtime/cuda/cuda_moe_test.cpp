@@ -267,7 +267,7 @@ fs::path golden_dir(const char* name) {
 
 TEST(CudaMoeGolden, TinyModelsMatchCpu) {
   EXQ_REQUIRE_CUDA();
-  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny"}) {
+  for (const char* name : {"mixtral_tiny", "qwen3_moe_tiny", "granitemoe_tiny"}) {
     const fs::path dir = golden_dir(name);
     if (!fs::exists(dir / "config.json")) GTEST_SKIP() << "no " << dir;
     model::LlamaModel cpu = model::LlamaModel::load(dir);
