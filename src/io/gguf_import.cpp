@@ -1,10 +1,12 @@
 #include "io/gguf_import.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 #include <map>
+#include <numbers>
+#include <optional>
 #include <regex>
 
 #include "core/error.h"
@@ -26,15 +28,17 @@ Error gguf_error(const GgufFile& g, const std::string& msg, const std::string& t
 
 std::string arch_of(const GgufFile& g) {
   const std::string arch = g.get_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "granite")
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "granite" &&
+      arch != "granitemoe")
     throw gguf_error(g, fmt::format("unsupported architecture '{}' (import-gguf handles llama, qwen2, qwen3, "
-                                    "qwen3moe and granite)",
+                                    "qwen3moe, granite and granitemoe)",
                                     arch));
   return arch;
 }
 
 // A mixture of experts' HF names: llama files with experts are Mixtral (block_sparse_moe,
-// w1 / w3 / w2), qwen3moe files Qwen3-MoE (mlp, gate_proj / up_proj / down_proj).
+// w1 / w3 / w2), qwen3moe files Qwen3-MoE (mlp, gate_proj / up_proj / down_proj). granitemoe's
+// stacked experts are written fused as transformers stores them (gguf_to_hf_tensors).
 struct MoeHfNames {
   const char* block;
   const char* gate;
@@ -114,7 +118,8 @@ std::string gguf_to_hf_name(const std::string& n, const std::string& arch) {
     return fmt::format("model.layers.{}.{}{}{}.weight", std::stoi(m[1]), moe.block, expert, part);
   }
   if (std::regex_match(n, m, kBlk) && m[2] == "ffn_gate_inp" && m[3] == "weight")
-    return fmt::format("model.layers.{}.{}.gate.weight", std::stoi(m[1]), moe.block);
+    return fmt::format("model.layers.{}.{}.{}.weight", std::stoi(m[1]), moe.block,
+                       arch == "granitemoe" ? "router.layer" : "gate");
   if (std::regex_match(n, m, kBlk)) {
     for (const auto& [from, to] : kLayer)
       if (m[2] == from)
@@ -126,12 +131,33 @@ std::string gguf_to_hf_name(const std::string& n, const std::string& arch) {
   throw Error("tensor not supported by import-gguf", ErrorContext{.tensor = n});
 }
 
+namespace {
+
+// [experts, a rows, cols] and [experts, b rows, cols] -> [experts, a + b rows, cols] (F16).
+Tensor stack_rows(const Tensor& a, const Tensor& b, const GgufFile& g, const std::string& name) {
+  if (a.dim(0) != b.dim(0) || a.dim(2) != b.dim(2))
+    throw gguf_error(g, fmt::format("the experts' gate {} and up {} do not stack", shape_str(a.shape()),
+                                    shape_str(b.shape())), name);
+  Tensor out(DType::F16, {a.dim(0), a.dim(1) + b.dim(1), a.dim(2)});
+  const auto ab = static_cast<size_t>(a.dim(1) * a.dim(2)) * 2, bb = static_cast<size_t>(b.dim(1) * b.dim(2)) * 2;
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t e = 0; e < a.dim(0); ++e) {
+    std::memcpy(dst, static_cast<const uint8_t*>(a.raw()) + static_cast<size_t>(e) * ab, ab);
+    std::memcpy(dst + ab, static_cast<const uint8_t*>(b.raw()) + static_cast<size_t>(e) * bb, bb);
+    dst += ab + bb;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
   const std::string arch = arch_of(g);
   const int64_t heads = g.get_int(arch + ".attention.head_count");
   const int64_t kv_heads = g.get_int_or(arch + ".attention.head_count_kv", heads);
   std::vector<HfTensor> out;
   out.reserve(g.tensors().size());
+  std::map<std::string, std::array<std::optional<Tensor>, 2>> gate_up;  // granitemoe: until both are read
   for (const GgufTensorInfo& info : g.tensors()) {
     if (info.name == kRopeFreqs) continue;  // config.json's rope_scaling
     std::string name;
@@ -145,6 +171,20 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
       if (t.shape().size() != 3)
         throw gguf_error(g, fmt::format("expected 3 dimensions (experts, rows, columns), got {}", shape_str(t.shape())),
                          info.name);
+      if (arch == "granitemoe") {  // input_linear [experts, gate rows + up rows, hidden], output_linear
+        const std::string block = name.substr(0, at), part = name.substr(at + std::strlen(kEachExpert));
+        if (part == "w2.weight") {
+          out.push_back({block + ".output_linear.weight", std::move(t)});
+          continue;
+        }
+        auto& pair = gate_up[block];
+        pair[part == "w1.weight" ? 0 : 1].emplace(std::move(t));
+        if (pair[0] && pair[1]) {
+          out.push_back({block + ".input_linear.weight", stack_rows(*pair[0], *pair[1], g, info.name)});
+          gate_up.erase(block);
+        }
+        continue;
+      }
       const auto bytes = static_cast<size_t>(t.dim(1) * t.dim(2)) * 2;
       for (int64_t e = 0; e < t.dim(0); ++e) {
         Tensor one(DType::F16, {t.dim(1), t.dim(2)});
@@ -155,13 +195,17 @@ std::vector<HfTensor> gguf_to_hf_tensors(const GgufFile& g) {
       continue;
     }
     // granite: llama.cpp's converter permutes its q/k rows as llama's.
-    const bool permuted = arch == "llama" || arch == "granite";
+    const bool permuted = arch == "llama" || arch == "granite" || arch == "granitemoe";
     if (permuted && info.name.find(".attn_q.") != std::string::npos)
       unpermute_rows(t, heads, g, info.name);
     if (permuted && info.name.find(".attn_k.") != std::string::npos)
       unpermute_rows(t, kv_heads, g, info.name);
     out.push_back({std::move(name), std::move(t)});
   }
+  if (!gate_up.empty())
+    throw gguf_error(g, fmt::format("{}: the experts' {} without their {}", gate_up.begin()->first,
+                                    gate_up.begin()->second[0] ? "ffn_gate_exps" : "ffn_up_exps",
+                                    gate_up.begin()->second[0] ? "ffn_up_exps" : "ffn_gate_exps"));
   return out;
 }
 
@@ -257,9 +301,9 @@ ordered_json llama3_scaling_from_rope_freqs(const GgufFile& g, double theta, int
 void add_experts(const GgufFile& g, const std::string& a, int64_t experts, ordered_json& c) {
   if (!g.find(a + "expert_used_count")) throw gguf_error(g, fmt::format("experts without {}expert_used_count", a));
   c["num_experts_per_tok"] = g.get_int(a + "expert_used_count");
-  if (a == "llama.") {
+  if (a == "llama." || a == "granitemoe.") {
     c["num_local_experts"] = experts;
-    c["sliding_window"] = nullptr;
+    if (a == "llama.") c["sliding_window"] = nullptr;
     return;
   }
   c["num_experts"] = experts;
@@ -307,8 +351,9 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   const bool qwen2 = a == "qwen2.", qwen3 = a == "qwen3." || a == "qwen3moe.";
   const int64_t experts = g.get_int_or(a + "expert_count", 0);
   if (a == "qwen3moe." && experts <= 0) throw gguf_error(g, "qwen3moe needs qwen3moe.expert_count");
-  const bool granite = a == "granite.";
-  if (granite && experts > 0) throw gguf_error(g, "granite with experts (granitemoe) is not supported");
+  const bool granite = a == "granite." || a == "granitemoe.";
+  if (a == "granite." && experts > 0) throw gguf_error(g, "granite with experts: its architecture must be granitemoe");
+  if (a == "granitemoe." && experts <= 0) throw gguf_error(g, "granitemoe needs granitemoe.expert_count");
   const bool qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   if (qwen2 && !qkv_bias)
     throw gguf_error(g, "qwen2 needs q/k/v biases (blk.0.attn_q.bias is missing)");
@@ -317,11 +362,12 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   ordered_json c;
   const char* type = qwen2     ? "qwen2"
                      : qwen3   ? (experts > 0 ? "qwen3_moe" : "qwen3")
-                     : granite ? "granite"
+                     : granite ? (experts > 0 ? "granitemoe" : "granite")
                                : (experts > 0 ? "mixtral" : "llama");
   static const std::map<std::string, const char*> kArchitecture = {
       {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
-      {"mixtral", "MixtralForCausalLM"}, {"llama", "LlamaForCausalLM"}, {"granite", "GraniteForCausalLM"}};
+      {"mixtral", "MixtralForCausalLM"}, {"llama", "LlamaForCausalLM"}, {"granite", "GraniteForCausalLM"},
+      {"granitemoe", "GraniteMoeForCausalLM"}};
   c["architectures"] = {kArchitecture.at(type)};
   c["model_type"] = type;
   c["hidden_size"] = hidden;
@@ -353,6 +399,8 @@ ordered_json hf_config_from_gguf(const GgufFile& g) {
   } else if (experts == 0) {
     c["attention_bias"] = qkv_bias;
     c["mlp_bias"] = false;
+  } else if (granite) {
+    c["attention_bias"] = qkv_bias;
   }
   if (granite) add_granite_scalars(g, a, c["head_dim"].get<int64_t>(), c);
   add_token_ids(g, c);

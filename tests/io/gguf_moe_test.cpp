@@ -41,7 +41,9 @@ std::string gguf_row_order(const std::string& data, int64_t heads, size_t row_by
 }
 
 // The GGUF of a tiny golden model. arch "llama" (mixtral_tiny; layer 0's experts stacked, layer
-// 1's one tensor each) or "qwen3moe" (qwen3_moe_tiny; stacked; its dense layer 1 as plain ffn_*).
+// 1's one tensor each), "qwen3moe" (qwen3_moe_tiny; stacked; its dense layer 1 as plain ffn_*) or
+// "granitemoe" (granitemoe_tiny: its fused experts as llama.cpp splits them, stacked gate, up and
+// down; the scalars; a tied head).
 std::string gguf_of(const char* model, const std::string& arch) {
   const ModelConfig c = load_model_config(model_data(model));
   const SafetensorsModel st = SafetensorsModel::open(model_data(model));
@@ -62,6 +64,12 @@ std::string gguf_of(const char* model, const std::string& arch) {
   b.kv<uint32_t>(a + "expert_used_count", GgufBuilder::U32, static_cast<uint32_t>(c.experts_per_token));
   if (arch == "qwen3moe")
     b.kv<uint32_t>(a + "expert_feed_forward_length", GgufBuilder::U32, static_cast<uint32_t>(c.expert_intermediate));
+  if (arch == "granitemoe") {
+    b.kv<float>(a + "embedding_scale", GgufBuilder::F32, static_cast<float>(c.embedding_multiplier));
+    b.kv<float>(a + "residual_scale", GgufBuilder::F32, static_cast<float>(c.residual_multiplier));
+    b.kv<float>(a + "logit_scale", GgufBuilder::F32, static_cast<float>(c.logits_scaling));
+    b.kv<float>(a + "attention.scale", GgufBuilder::F32, static_cast<float>(c.attention_multiplier));
+  }
   b.kv_str("tokenizer.ggml.model", "gpt2");
   b.kv_str("tokenizer.ggml.pre", "smollm");
   b.kv_strs("tokenizer.ggml.tokens", {"<|endoftext|>", "a", "b", "ab"});
@@ -74,11 +82,12 @@ std::string gguf_of(const char* model, const std::string& arch) {
   };
   put("token_embd.weight", st.get("model.embed_tokens.weight"));
   put("output_norm.weight", st.get("model.norm.weight"));
-  put("output.weight", st.get("lm_head.weight"));
-  const char* moe = arch == "llama" ? "block_sparse_moe" : "mlp";
-  const char* parts[3][2] = {{"gate", arch == "llama" ? "w1" : "gate_proj"},
-                             {"up", arch == "llama" ? "w3" : "up_proj"},
-                             {"down", arch == "llama" ? "w2" : "down_proj"}};
+  if (st.contains("lm_head.weight")) put("output.weight", st.get("lm_head.weight"));
+  const bool mixtral_names = arch != "qwen3moe", permuted = arch != "qwen3moe";
+  const char* moe = mixtral_names ? "block_sparse_moe" : "mlp";
+  const char* parts[3][2] = {{"gate", mixtral_names ? "w1" : "gate_proj"},
+                             {"up", mixtral_names ? "w3" : "up_proj"},
+                             {"down", mixtral_names ? "w2" : "down_proj"}};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l), g = fmt::format("blk.{}.", l);
     for (const auto& [from, to] : {std::pair{"input_layernorm", "attn_norm"}, std::pair{"post_attention_layernorm", "ffn_norm"},
@@ -87,7 +96,7 @@ std::string gguf_of(const char* model, const std::string& arch) {
     for (const auto& [from, to, heads] : {std::tuple{"q", "attn_q", c.num_attention_heads}, std::tuple{"k", "attn_k", c.num_key_value_heads}}) {
       const TensorView w = st.get(p + "self_attn." + from + "_proj.weight");
       put(g + to + ".weight", w,
-          arch == "llama" ? gguf_row_order(bytes_of(w), heads, static_cast<size_t>(w.dim(1)) * 2) : bytes_of(w));
+          permuted ? gguf_row_order(bytes_of(w), heads, static_cast<size_t>(w.dim(1)) * 2) : bytes_of(w));
       if (c.qk_norm) put(g + to + "_norm.weight", st.get(p + "self_attn." + from + "_norm.weight"));
     }
     if (!c.moe_layer(l)) {
@@ -162,6 +171,35 @@ TEST(GgufMoe, Qwen3MoeImportsToTheSameModel) {
   EXPECT_EQ(c.layer_moe, (std::vector<uint8_t>{1, 0, 1}));  // layer 1 has no router: dense
   EXPECT_TRUE(c.qk_norm);
   expect_same_tensors(dir / "out", "qwen3_moe_tiny");
+}
+
+// granitemoe: llama.cpp's stacked gate and up become transformers' fused input_linear (down:
+// output_linear, the router: router.layer), which read back as the same per-expert tensors; the
+// scalars under transformers' names; a folder transformers loads (GraniteMoeForCausalLM).
+TEST(GgufMoe, GraniteMoeImportsToTheSameModel) {
+  const fs::path dir = test::temp_dir("gguf_granitemoe");
+  std::ofstream(dir / "g.gguf", std::ios::binary) << gguf_of("granitemoe_tiny", "granitemoe");
+  const GgufFile g = GgufFile::open(dir / "g.gguf");
+  EXPECT_EQ(gguf_summary(g)["problems"], json::array());
+  import_gguf(dir / "g.gguf", dir / "out");
+  const json cfg = json::parse(test::read_file(dir / "out" / "config.json"));
+  EXPECT_EQ(cfg["model_type"], "granitemoe");
+  EXPECT_EQ(cfg["architectures"], json::array({"GraniteMoeForCausalLM"}));
+  EXPECT_EQ(cfg["num_local_experts"], 5);
+  EXPECT_EQ(cfg["residual_multiplier"], 0.22);
+  EXPECT_EQ(cfg["tie_word_embeddings"], true);
+  const SafetensorsFile raw = SafetensorsFile::open(dir / "out" / "model.safetensors");
+  EXPECT_EQ(raw.get("model.layers.1.block_sparse_moe.input_linear.weight").shape(), (Shape{5, 96, 64}));
+  EXPECT_EQ(raw.get("model.layers.1.block_sparse_moe.output_linear.weight").shape(), (Shape{5, 64, 48}));
+  EXPECT_TRUE(raw.contains("model.layers.0.block_sparse_moe.router.layer.weight"));
+  expect_same_tensors(dir / "out", "granitemoe_tiny");
+  const ModelConfig c = load_model_config(dir / "out"), ref = load_model_config(model_data("granitemoe_tiny"));
+  EXPECT_EQ(c.num_experts, ref.num_experts);
+  EXPECT_EQ(c.experts_per_token, ref.experts_per_token);
+  EXPECT_EQ(c.expert_intermediate, ref.expert_intermediate);
+  EXPECT_EQ(c.embedding_multiplier, ref.embedding_multiplier);
+  EXPECT_EQ(c.logits_scaling, ref.logits_scaling);
+  EXPECT_EQ(c.attention_scale(), ref.attention_scale());
 }
 
 TEST(GgufMoe, RefusesExpertsWithoutTheirCounts) {
