@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/embedder.h"
 #include "cli/run_util.h"
 #include "cli/session.h"
 #include "core/error.h"
@@ -42,6 +43,8 @@ struct ServeArgs {
   int parallel = 1;
   bool metrics = false;
   DraftFlags draft;
+  bool embeddings = false, no_normalize = false;
+  std::string pooling;
 };
 
 int g_stop_pipe[2] = {-1, -1};
@@ -82,16 +85,37 @@ void run_serve(const ServeArgs& a) {
   sm.default_max_tokens = a.max_tokens;
   sm.draft = a.draft.settings();
   sm.vocab_size = gm.model.config().vocab_size;
-  ModelSession session(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft, a.parallel);
-  sm.max_context = session.max_context();
-  sm.parallel = session.parallel();
   sm.metrics = a.metrics;
-  sm.device = session.device_name();
-  const bool cache = !a.no_prompt_cache;
-  sm.generate = [&session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o, bool reuse,
-                                  const runtime::TextCallback& cb) {
-    return session.generate(prompt, o, cache && reuse, cb);
-  };
+  std::unique_ptr<ModelSession> session;
+  std::unique_ptr<Embedder> embedder;
+  runtime::EmbeddingOptions embedding = default_embedding_options(dir);
+  if (a.embeddings) {  // llama.cpp's --embeddings: an embedding server, no generation
+    if (a.parallel != 1) throw Error("--embeddings runs one request at a time: leave --parallel at 1");
+    if (sm.draft.enabled() || !a.draft.model_dir().empty()) throw Error("--embeddings takes no draft flags");
+    if (!a.pooling.empty()) embedding.pooling = runtime::parse_pooling(a.pooling);
+    if (a.no_normalize) embedding.normalize = false;
+    embedder = std::make_unique<Embedder>(std::move(gm.model), device, a.ctx_size);
+    sm.max_context = embedder->max_context();
+    sm.device = embedder->device_name();
+    sm.embedding_width = embedder->width();
+    sm.embed = [&embedder, embedding](std::span<const int32_t> tokens, int64_t dimensions) {
+      runtime::EmbeddingOptions o = embedding;
+      o.dimensions = dimensions;
+      return embedder->embed(tokens, o);
+    };
+  } else {
+    if (!a.pooling.empty() || a.no_normalize) throw Error("--pooling and --no-normalize need --embeddings");
+    session = std::make_unique<ModelSession>(std::move(gm.model), tok, device, a.ctx_size, &a.draft, &sm.draft,
+                                             a.parallel);
+    sm.max_context = session->max_context();
+    sm.parallel = session->parallel();
+    sm.device = session->device_name();
+    const bool cache = !a.no_prompt_cache;
+    sm.generate = [&session, cache](std::span<const int32_t> prompt, const runtime::GenerateOptions& o, bool reuse,
+                                    const runtime::TextCallback& cb) {
+      return session->generate(prompt, o, cache && reuse, cb);
+    };
+  }
 
   const std::string id = sm.id, dev = sm.device;
   const int64_t ctx = sm.max_context;
@@ -111,11 +135,11 @@ void run_serve(const ServeArgs& a) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  fmt::print(stderr,
-             "exq serve: {} on {}, context {} tokens{}; listening on http://{}:{} "
-             "(/v1/chat/completions, /v1/completions, /v1/models, /health)\n",
-             id, dev, ctx, a.parallel > 1 ? fmt::format(" x {} parallel sequences", a.parallel) : std::string(),
-             a.host, port);
+  fmt::print(stderr, "exq serve: {} on {}, context {} tokens{}; listening on http://{}:{} ({})\n", id, dev, ctx,
+             a.parallel > 1 ? fmt::format(" x {} parallel sequences", a.parallel) : std::string(), a.host, port,
+             a.embeddings ? fmt::format("/v1/embeddings: {} pooling{}", runtime::pooling_name(embedding.pooling),
+                                        embedding.normalize ? ", normalized" : "")
+                          : std::string("/v1/chat/completions, /v1/completions, /v1/models, /health"));
   std::fflush(stderr);
   srv.run();
   on_stop_signal(0);  // releases the waiter when run() ended without a signal
@@ -154,6 +178,13 @@ void add_serve(CLI::App& app) {
                   "--ctx-size positions; their tokens run through the model together (up to 8 a pass on a GPU)")
       ->capture_default_str();
   a->draft.add(*cmd);
+  cmd->add_flag("--embeddings", a->embeddings,
+                "serve POST /v1/embeddings (an embedding model: its final hidden states pooled) instead of "
+                "the completion routes, as llama.cpp's --embeddings");
+  cmd->add_option("--pooling", a->pooling,
+                  "with --embeddings: last, mean or cls (default: the model's sentence-transformers config, else "
+                  "last)");
+  cmd->add_flag("--no-normalize", a->no_normalize, "with --embeddings: keep the pooled vectors' length");
   cmd->add_flag("--metrics", a->metrics, "serve GET /metrics (Prometheus text: token counts and rates, requests "
                                          "running and waiting; llama.cpp's names under exq:)");
   cmd->add_flag("--no-prompt-cache", a->no_prompt_cache,

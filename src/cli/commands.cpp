@@ -17,6 +17,7 @@ void register_commands(CLI::App& app) {
   add_ppl(app);
   add_quantize(app);
   add_serve(app);
+  add_embed(app);
   add_bench(app);
   add_merge_lora(app);
 }

@@ -18,6 +18,7 @@ void add_chat(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_embed(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_merge_lora(CLI::App& app);
 

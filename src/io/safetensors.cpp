@@ -262,6 +262,16 @@ void SafetensorsModel::split_fused_experts() {
 
 void SafetensorsModel::select_language_model() {
   if (where_.count("model.embed_tokens.weight")) return;
+  if (where_.count("embed_tokens.weight")) {  // a base model's own names (Qwen3-Embedding)
+    std::unordered_map<std::string, size_t> kept;
+    for (const auto& [name, file] : where_) {
+      const std::string plain = name.starts_with("lm_head.") ? name : "model." + name;
+      kept.emplace(plain, file);
+      if (plain != name) stored_.emplace(plain, name);
+    }
+    where_ = std::move(kept);
+    return;
+  }
   for (const char* prefix : {"language_model.model.", "model.language_model."}) {
     if (!where_.count(std::string(prefix) + "embed_tokens.weight")) continue;
     prefix_ = prefix;

@@ -53,7 +53,9 @@ class SafetensorsFile {
 // A multimodal checkpoint's language model (Gemma 3 4B-27B: language_model.model.* or
 // model.language_model.*, its head language_model.lm_head or lm_head) is presented under the
 // plain names (model.*, lm_head.weight); the other tensors (the vision tower, the projector)
-// are left out of names() and contains().
+// are left out of names() and contains(). A base model's tensors saved without the "model."
+// prefix (embed_tokens.weight, layers.N..., norm.weight: transformers' Qwen3Model, as the
+// Qwen3-Embedding checkpoints are stored) are presented under model.*.
 // Granite MoE's experts, stored fused (block_sparse_moe.input_linear [experts, 2 x inter, hidden]:
 // each expert's gate rows then its up rows; output_linear [experts, hidden, inter]; transformers
 // 5 names them experts.gate_up_proj / experts.down_proj), are presented as Mixtral's per-expert

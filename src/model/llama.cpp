@@ -79,7 +79,12 @@ void LlamaModel::check_cache(const KvCache& cache, int64_t tokens) const {
 
 Tensor LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits) {
   KvCache* one[] = {&cache};
-  return run(tokens, one, all_logits);
+  return run(tokens, one, all_logits ? Output::kAllLogits : Output::kLastLogits);
+}
+
+Tensor LlamaModel::hidden_states(std::span<const int32_t> tokens, KvCache& cache) {
+  KvCache* one[] = {&cache};
+  return run(tokens, one, Output::kHidden);
 }
 
 Tensor LlamaModel::forward_batch(std::span<const int32_t> tokens, std::span<KvCache* const> caches) {
@@ -88,10 +93,10 @@ Tensor LlamaModel::forward_batch(std::span<const int32_t> tokens, std::span<KvCa
   for (size_t r = 0; r < caches.size(); ++r)
     for (size_t q = 0; q < r; ++q)
       EXQ_CHECK(caches[q] != caches[r], "forward_batch: caches {} and {} are the same", q, r);
-  return run(tokens, caches, /*all_logits=*/true);
+  return run(tokens, caches, Output::kAllLogits);
 }
 
-Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, bool all_logits) {
+Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, Output output) {
   const io::ModelConfig& c = config_;
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t hidden = c.hidden_size, H = c.num_attention_heads, KVH = c.num_key_value_heads;
@@ -199,8 +204,9 @@ Tensor LlamaModel::run(std::span<const int32_t> tokens, std::span<KvCache* const
   for (KvCache* cache : caches) cache->commit(cache->length() + (batch ? 1 : T));
   cpu::rms_norm(x, weights_.final_norm, eps, x);
   if (capture_) capture_(static_cast<int>(c.num_hidden_layers), x);
+  if (output == Output::kHidden) return x;
 
-  const TensorView rows = all_logits ? x.view() : x.view().slice0(T - 1, T);
+  const TensorView rows = output == Output::kAllLogits ? x.view() : x.view().slice0(T - 1, T);
   Tensor logits(DType::F32, {rows.dim(0), c.vocab_size});               // [T or 1, vocab]
   weights_.head->forward(rows, logits);
   if (c.final_softcap > 0.0) cpu::softcap_inplace(logits, static_cast<float>(c.final_softcap));

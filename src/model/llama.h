@@ -53,14 +53,19 @@ class LlamaModel {
   // [rows, vocab]. Throws exq::Error as forward() does, and for a cache given twice or a count
   // of caches other than the tokens'; no cache changes then.
   Tensor forward_batch(std::span<const int32_t> tokens, std::span<KvCache* const> caches);
+  // forward() without the head: the final norm's output F32 [T, hidden] (what embedding models
+  // pool: runtime/embedding.h).
+  Tensor hidden_states(std::span<const int32_t> tokens, KvCache& cache);
 
   // For tests: called with the residual stream [T, hidden] entering layer l, and with
   // l = num_layers for the final-norm output. An empty function turns it off.
   void set_hidden_capture(std::function<void(int layer, const TensorView& hidden)> cb);
 
  private:
-  // forward() (one cache, T tokens) and forward_batch() (T caches, a token each).
-  Tensor run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, bool all_logits);
+  // forward() (one cache, T tokens) and forward_batch() (T caches, a token each): the logits of
+  // the last row or of every row, or the final norm's output.
+  enum class Output { kLastLogits, kAllLogits, kHidden };
+  Tensor run(std::span<const int32_t> tokens, std::span<KvCache* const> caches, Output output);
   void check_cache(const KvCache& cache, int64_t tokens) const;
   void init_rope();  // inv_freq_, rope_scale_ and rope_ from config_
 

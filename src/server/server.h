@@ -2,7 +2,8 @@
 // Routes: GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions (both
 // with "stream": true as server-sent events), and llama.cpp's POST /tokenize and /detokenize,
 // GET /props (context, slots, default sampling, chat template) and GET /metrics (Prometheus
-// text; with ServerModel::metrics, as llama.cpp's --metrics).
+// text; with ServerModel::metrics, as llama.cpp's --metrics); with ServerModel::embed (exq serve
+// --embeddings) POST /v1/embeddings instead of the completion routes.
 // Requests are checked and tokenized on the server's worker threads; generations run one at a
 // time on the model (later ones wait), or up to ServerModel::parallel at once.
 #pragma once
@@ -28,6 +29,11 @@ using GenerateFn = std::function<runtime::GenerateResult(
     std::span<const int32_t> prompt, const runtime::GenerateOptions& options, bool reuse,
     const runtime::TextCallback& on_text)>;
 
+// The embedding of one token sequence (exq serve --embeddings): the model's pooled vector, cut to
+// its first `dimensions` values (0: all) and normalized as the server was started. Called one
+// at a time.
+using EmbedFn = std::function<std::vector<float>(std::span<const int32_t> tokens, int64_t dimensions)>;
+
 struct ServerModel {
   std::string id;  // the model name /v1/models lists and responses carry
   const tokenizer::Tokenizer* tokenizer = nullptr;
@@ -46,12 +52,16 @@ struct ServerModel {
   // free context itself); with 1 the server runs one at a time.
   int parallel = 1;
   bool metrics = false;  // serve GET /metrics (else it answers 501, as llama.cpp without --metrics)
-  GenerateFn generate;
+  GenerateFn generate;   // the completion routes (without it they answer 501)
+  // POST /v1/embeddings (without it, it answers 501); embedding_width: the vectors' full length.
+  EmbedFn embed;
+  int64_t embedding_width = 0;
 };
 
 class Server {
  public:
-  // Throws exq::Error for a bad chat template (named) or a missing tokenizer / generate.
+  // Throws exq::Error for a bad chat template (named), a missing tokenizer, or neither generate
+  // nor embed.
   explicit Server(ServerModel model);
   ~Server();
   Server(const Server&) = delete;

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -162,6 +165,48 @@ inline void expect_user_error(const RunResult& r, const std::string& what) {
   EXPECT_EQ(lines[0].rfind("error: ", 0), 0u) << lines[0];
   EXPECT_NE(lines[0].find(what), std::string::npos) << "'" << what << "' not in: " << lines[0];
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos);
+}
+
+// `exq serve -m dir --port 0 --device cpu ARGS...` in a child process whose stderr goes to
+// `err`; the port comes from its "listening on http://127.0.0.1:PORT" line (0 on failure).
+struct Child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+inline Child start_serve(const std::filesystem::path& dir, const std::filesystem::path& err,
+                  std::vector<std::string> args) {
+  Child c;
+  c.pid = fork();
+  if (c.pid < 0) return c;
+  if (c.pid == 0) {
+    const std::string exq = std::string(EXQ_BINARY_DIR) + "/exq";
+    FILE* f = std::freopen(err.c_str(), "w", stderr);
+    if (f == nullptr) _exit(127);
+    std::vector<std::string> all = {exq, "serve", "-m", dir.string(), "--port", "0", "--device", "cpu"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exq.c_str(), argv.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && c.port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::string text = read_file(err);
+    const size_t at = text.find("http://127.0.0.1:");
+    if (at != std::string::npos) c.port = std::atoi(text.c_str() + at + 17);
+    if (waitpid(c.pid, nullptr, WNOHANG) == c.pid) break;
+  }
+  return c;
+}
+
+// SIGTERM, then the exit status (-1 when it did not exit normally).
+inline int stop_serve(const Child& c) {
+  if (kill(c.pid, SIGTERM) != 0) return -1;
+  int status = 0;
+  if (waitpid(c.pid, &status, 0) != c.pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 }  // namespace exq::test

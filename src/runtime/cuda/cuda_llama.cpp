@@ -368,7 +368,8 @@ void CudaLlama::Impl::head_logits(const LinearScratch& sc, const gpu::DeviceView
     scale_f32_cuda(out.data<float>(), out.numel(), static_cast<float>(1.0 / config.logits_scaling), stream);
 }
 
-void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows) {
+void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows,
+                              const RowsFn* hidden) {
   const auto T = static_cast<int64_t>(tokens.size());
   const int64_t rows = std::min(T, chunk);
   if (keep_rows && rows > gpu::kExl2GemvMaxRows) ensure_dequant(head->dequant_elems());
@@ -387,7 +388,9 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all
     gpu::copy_to_device(ids, v.ids, s);
     layers_prefill(v, static_cast<int>(pos));
     const LinearScratch sc = scratch(v.mm_ws);
-    if (all) {
+    if (hidden) {
+      (*hidden)(v.xn, b);
+    } else if (all) {
       const gpu::DeviceView out = chunk_logits.view().slice0(0, n);
       head_logits(sc, v.xn, out);
       (*all)(out, b);
@@ -398,7 +401,7 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all
     }
     pos += n;
   }
-  if (all) CUDA_CHECK(cudaStreamSynchronize(s));
+  if (all || hidden) CUDA_CHECK(cudaStreamSynchronize(s));
   set_position(pos);
 }
 
@@ -462,6 +465,17 @@ Tensor CudaLlama::forward(std::span<const int32_t> tokens, bool all_logits) {
     gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), m.stream);
   };
   m.prefill(tokens, &copy);
+  return out;
+}
+
+Tensor CudaLlama::hidden_states(std::span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  m.check_tokens(tokens);
+  Tensor out(DType::F32, {static_cast<int64_t>(tokens.size()), m.dims.hidden});
+  const RowsFn copy = [&](const gpu::DeviceView& rows, int64_t first) {
+    gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), m.stream);
+  };
+  m.prefill(tokens, nullptr, false, &copy);
   return out;
 }
 

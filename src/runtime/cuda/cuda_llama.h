@@ -107,6 +107,9 @@ class CudaLlama {
   // stream has not run past what `rows` enqueued. Waits for the stream at the end.
   using RowsFn = std::function<void(const exq::cuda::DeviceView& logits, int64_t first)>;
   void forward_rows_to(std::span<const int32_t> tokens, const RowsFn& rows);
+  // forward()'s contract without the head: the final norm's output F32 [T, hidden] on the host
+  // (what embedding models pool: runtime/embedding.h). Waits for the stream.
+  Tensor hidden_states(std::span<const int32_t> tokens);
   // One step whose input token is already in token_slot() (e.g. written by the GPU sampler).
   exq::cuda::DeviceView decode_slot();
   // [1] I32 on the device: the input token of decode_slot().

@@ -96,8 +96,10 @@ class CudaLlama::Impl {
   void check_tokens(std::span<const int32_t> tokens) const;
   // Runs tokens through every layer from position `length`; the logits of each chunk of rows to
   // `all` (CudaLlama::RowsFn) when given, else of all rows into `rows_logits` (device) with
-  // `keep_rows`, else the last row's into `logits`.
-  void prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows = false);
+  // `keep_rows`, else the last row's into `logits`; with `hidden`, the final norm's output of each
+  // chunk to it instead of any logits.
+  void prefill(std::span<const int32_t> tokens, const RowsFn* all, bool keep_rows = false,
+               const RowsFn* hidden = nullptr);
   gpu::DeviceView decode();  // the token in the slot, at position `length`
   // Several sequences: `cur` is the selected one, `length` its length (the others' in lengths).
   int seqs = 1, cur = 0;

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -392,6 +393,37 @@ TEST_F(CudaLlamaGraph, DeviceEntryPointsMatchForward) {
   const Tensor via_slot = exq::cuda::to_host(m.decode_slot(), m.stream());
   EXPECT_TRUE(test::bit_equal(via_slot, via_forward));
   EXPECT_EQ(m.position(), static_cast<int64_t>(prompt.size()) + 1);
+}
+
+// Embeddings: the final norm's output of every token, against the CPU's (the transformers-checked
+// qwen3_embed_tiny, its names without "model."), in one pass and in chunks of 5 after a reset.
+TEST(CudaHiddenStates, MatchCpu) {
+  EXQ_REQUIRE_CUDA();
+  fs::path dir = fs::path("tests") / "model" / "data" / "qwen3_embed_tiny";
+  if (!fs::exists(dir / "config.json")) dir = fs::path(EXQ_SOURCE_DIR) / dir;
+  model::LlamaModel cpu = model::LlamaModel::load(dir);
+  const std::vector<int32_t> ids = prompt_ids(23, 320);
+  model::KvCache cache = cpu.make_cache(23);
+  const Tensor want = cpu.hidden_states(ids, cache);
+  for (const int64_t chunk : {int64_t{512}, int64_t{5}}) {
+    CudaOptions o;
+    o.max_context = 32;
+    o.prefill_chunk = chunk;
+    CudaLlama gpu(cpu, o);
+    gpu.forward(std::span(ids).first(3));  // something in the cache first: reset must clear it
+    gpu.reset();
+    const Tensor got = gpu.hidden_states(ids);
+    ASSERT_EQ(got.shape(), want.shape());
+    double err = 0, top = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      err = std::max(err, static_cast<double>(std::fabs(got.data<float>()[i] - want.data<float>()[i])));
+      top = std::max(top, static_cast<double>(std::fabs(want.data<float>()[i])));
+    }
+    std::printf("[qwen3_embed_tiny] hidden states, prefill chunk %lld: rel max-abs diff %.3g\n",
+                static_cast<long long>(chunk), err / top);
+    EXPECT_LE(err / top, 2e-3);
+    EXPECT_EQ(gpu.position(), 23);
+  }
 }
 
 // The per-op breakdown runs a real step: the cache and the position end as after decode_slot().
