@@ -49,7 +49,7 @@ TEST(CliImportGguf, UnsupportedArchitectureIsOneLine) {
       << tiny_llama_builder(5, {{"general.architecture", "gemma"}}).build();
   expect_user_error(
       run_exq({"import-gguf", (dir / "gemma.gguf").string(), (dir / "m").string()}),
-      "unsupported architecture 'gemma' (import-gguf handles llama, qwen2, qwen3, qwen3moe and granite)");
+      "unsupported architecture 'gemma' (import-gguf handles llama, qwen2, qwen3, qwen3moe, granite and granitemoe)");
 }
 
 // `exq info FILE.gguf`: sizes and type counts from the file, and every reason import-gguf would
