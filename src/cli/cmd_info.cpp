@@ -26,6 +26,7 @@
 #include "model/rope.h"
 #include "model/linear_bits.h"
 #include "model/llama_weights.h"
+#include "runtime/embedding.h"
 
 namespace exq::cli {
 namespace {
@@ -187,6 +188,14 @@ std::string quantization_text(const json& q) {
   return s;
 }
 
+// A sentence-transformers folder's pooling (what exq embed and serve --embeddings use by
+// default), or null.
+json embedding_json(const fs::path& dir) {
+  const auto o = runtime::sentence_transformers_options(dir);
+  if (!o) return nullptr;
+  return {{"pooling", runtime::pooling_name(o->pooling)}, {"normalize", o->normalize}};
+}
+
 json build_info(const fs::path& dir) {
   require_model_dir(dir);
   const io::ModelConfig c = io::load_model_config(dir);
@@ -296,6 +305,7 @@ json build_info(const fs::path& dir) {
       {"bytes", bytes},
       {"files", st.files().size()},
       {"quantization", quant_out},
+      {"embedding", embedding_json(dir)},
   };
 }
 
@@ -436,6 +446,9 @@ void print_info(const json& j) {
   fmt::print("norm eps:      {}\n", j["rms_norm_eps"].get<double>());
   fmt::print("quantization:  {}\n", quantization_text(j["quantization"]));
   print_layer_bits(j["quantization"]);
+  if (!j["embedding"].is_null())
+    fmt::print("embeddings:    {} pooling{} (sentence-transformers' files: exq embed's default)\n",
+               j["embedding"]["pooling"].get<std::string>(), j["embedding"]["normalize"].get<bool>() ? ", normalized" : "");
 }
 
 // A PEFT LoRA adapter folder: its rank, alpha, scale, targets and size.

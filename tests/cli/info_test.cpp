@@ -132,6 +132,25 @@ TEST(CliInfo, SlidingWindow) {
   EXPECT_TRUE(json::parse(none.out)["sliding_window"].is_null());
 }
 
+// An embedding model stored as Qwen3-Embedding is (no "model." prefix): its tensors checked under
+// model.*, the pooling its sentence-transformers files give; the granitemoe one's fused experts.
+TEST(CliInfo, EmbeddingModelAndGraniteMoe) {
+  const fs::path data = fs::path(EXQ_SOURCE_DIR) / "tests" / "model" / "data";
+  const RunResult r = run_exq({"info", (data / "qwen3_embed_tiny").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["embedding"]["pooling"], "last");
+  EXPECT_EQ(j["embedding"]["normalize"], true);
+  const RunResult text = run_exq({"info", (data / "qwen3_embed_tiny").string()});
+  EXPECT_NE(text.out.find("embeddings:    last pooling, normalized"), std::string::npos) << text.out;
+  const RunResult g = run_exq({"info", (data / "granitemoe_tiny").string(), "--json"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const json gj = json::parse(g.out);
+  EXPECT_TRUE(gj["embedding"].is_null());
+  EXPECT_EQ(gj["experts"]["count"], 5);
+  EXPECT_EQ(gj["granite"]["residual_multiplier"], 0.22);
+}
+
 // gemma: GeGLU, query_pre_attn_scalar, the softcaps, gemma3's local rotary base.
 // A mixture of experts: every expert's tensor checked, the parameters a token uses.
 TEST(CliInfo, MixtureOfExperts) {
