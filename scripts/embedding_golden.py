@@ -12,7 +12,9 @@ import pathlib
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, Qwen3Config, Qwen3Model
+from transformers import AutoModel, Qwen3Model
+
+from qwen3_golden import tiny_config
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "model" / "data" / "qwen3_embed_tiny"
 PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 2]  # ends with eos, as its tokenizer appends
@@ -20,11 +22,7 @@ PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 2]  # ends with eos, as i
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    cfg = Qwen3Config(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                      max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                      tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
-                      bos_token_id=1, eos_token_id=2)
+    cfg = tiny_config()  # scripts/qwen3_golden.py's shape
     cfg.architectures = ["Qwen3ForCausalLM"]  # what Qwen3-Embedding's config.json says
     torch.manual_seed(1234)
     model = Qwen3Model(cfg).eval()

@@ -14,15 +14,10 @@ set back to its neutral value, or with one expert a token.
     pip install torch transformers safetensors && python3 scripts/granitemoe_golden.py
 """
 import json
-import pathlib
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
-
+from granite_golden import DATA, PROMPT, logits_of  # the same prompt, read back the same way
 from tiny_checkpoint import write_random_checkpoint
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "model" / "data"
-PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 200, 33, 8]
 CONFIG = {"architectures": ["GraniteMoeForCausalLM"], "model_type": "granitemoe", "vocab_size": 320,
           "hidden_size": 64, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
           "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": 256,
@@ -32,17 +27,6 @@ CONFIG = {"architectures": ["GraniteMoeForCausalLM"], "model_type": "granitemoe"
           "residual_multiplier": 0.22, "logits_scaling": 8.0, "num_local_experts": 5, "num_experts_per_tok": 2}
 NEUTRAL = {"embedding_multiplier": 1.0, "attention_multiplier": 0.25, "residual_multiplier": 1.0,
            "logits_scaling": 1.0, "num_experts_per_tok": 1}
-
-
-def logits_of(out, change=None):
-    cfg = AutoConfig.from_pretrained(str(out))
-    if change:
-        for k, v in change.items():
-            setattr(cfg, k, v)
-    cfg._attn_implementation = "eager"
-    model = AutoModelForCausalLM.from_pretrained(str(out), config=cfg, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([PROMPT])).logits[0].to(torch.float32)
 
 
 def main():

@@ -20,13 +20,18 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "model" / "data
 PROMPT = [7, 123, 42, 299, 5, 77, 180, 3, 250, 61, 14, 200]
 
 
+def tiny_config():
+    """The tiny Qwen3's shape (also scripts/embedding_golden.py's)."""
+    return Qwen3Config(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                       max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                       tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
+                       bos_token_id=1, eos_token_id=2)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    cfg = Qwen3Config(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                      max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                      tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
-                      bos_token_id=1, eos_token_id=2)
+    cfg = tiny_config()
     torch.manual_seed(1234)
     model = Qwen3ForCausalLM(cfg).eval()
     g = torch.Generator().manual_seed(99)
