@@ -221,7 +221,9 @@ void SafetensorsModel::split_fused_experts() {
                                      {".block_sparse_moe.router.weight", 2}};
   std::vector<std::pair<std::string, size_t>> found;
   for (const auto& entry : where_) found.push_back(entry);
-  for (const auto& [name, file] : found) {
+  for (const auto& entry : found) {
+    const std::string& name = entry.first;
+    const size_t file = entry.second;  // not a structured binding: the lambda below captures it
     for (const Fused& f : kFused) {
       if (!name.ends_with(f.suffix)) continue;
       const std::string block = name.substr(0, name.size() - std::strlen(f.suffix)) + ".block_sparse_moe.";
