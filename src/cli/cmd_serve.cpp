@@ -88,10 +88,11 @@ void run_serve(const ServeArgs& a) {
   sm.metrics = a.metrics;
   std::unique_ptr<ModelSession> session;
   std::unique_ptr<Embedder> embedder;
-  runtime::EmbeddingOptions embedding = default_embedding_options(dir);
+  runtime::EmbeddingOptions embedding;
   if (a.embeddings) {  // llama.cpp's --embeddings: an embedding server, no generation
     if (a.parallel != 1) throw Error("--embeddings runs one request at a time: leave --parallel at 1");
     if (sm.draft.enabled() || !a.draft.model_dir().empty()) throw Error("--embeddings takes no draft flags");
+    embedding = default_embedding_options(dir);
     if (!a.pooling.empty()) embedding.pooling = runtime::parse_pooling(a.pooling);
     if (a.no_normalize) embedding.normalize = false;
     embedder = std::make_unique<Embedder>(std::move(gm.model), device, a.ctx_size);

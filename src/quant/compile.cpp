@@ -88,8 +88,8 @@ CompileResult compile_model(const CompileInput& in) {
   }
   // A multimodal gemma3's (mistral3's) language model is written as a gemma3_text (mistral)
   // model of its own (the vision tower is not converted).
-  if (!io::multimodal_wrapper(nlohmann::json::parse(config.dump())).empty()) {
-    const nlohmann::json text = io::text_model_config(nlohmann::json::parse(config.dump()));
+  if (const nlohmann::json plain = nlohmann::json::parse(config.dump()); !io::multimodal_wrapper(plain).empty()) {
+    const nlohmann::json text = io::text_model_config(plain);
     if (text.is_null())
       throw Error("compile: config field 'text_config': missing", ErrorContext{.file = config_path.string()});
     config = nlohmann::ordered_json::parse(text.dump());

@@ -4,10 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace exq::runtime {
 
@@ -33,12 +32,9 @@ Pooling parse_pooling(const std::string& name) {
 namespace {
 
 json read_json(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open for reading", ErrorContext{.file = path.string()});
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  const std::string text = io::read_file(path, "the sentence-transformers file");
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw Error(fmt::format("not valid JSON: {}", e.what()), ErrorContext{.file = path.string()});
   }

@@ -411,6 +411,47 @@ void check_token_id(int64_t id, int64_t vocab, const char* param) {
   if (id < 0 || id >= vocab) bad(param, fmt::format("token id {} is outside the vocabulary ({} tokens)", id, vocab));
 }
 
+EmbeddingRequest parse_embeddings(const json& body, int64_t vocab, int64_t width) {
+  require_object(body);
+  const json* in = field(body, "input");
+  if (!in) bad("input", "'input' is required");
+  const auto ids_of = [&](const json& list) {
+    EmbeddingRequest::Input input;
+    for (const json& v : list) {
+      if (!v.is_number_integer()) bad("input", "'input' token lists must hold integers");
+      const auto id = v.get<int64_t>();
+      check_token_id(id, vocab, "input");
+      input.ids.push_back(static_cast<int32_t>(id));
+    }
+    return input;
+  };
+  EmbeddingRequest r;
+  if (in->is_string()) {
+    r.inputs.push_back({in->get<std::string>(), {}});
+  } else if (in->is_array() && !in->empty() && (*in)[0].is_number_integer()) {
+    r.inputs.push_back(ids_of(*in));
+  } else if (in->is_array() && !in->empty()) {
+    for (const json& item : *in) {
+      if (item.is_string()) r.inputs.push_back({item.get<std::string>(), {}});
+      else if (item.is_array()) r.inputs.push_back(ids_of(item));
+      else bad("input", "'input' must be a string, a list of strings or a list of token lists");
+    }
+  } else {
+    bad("input", "'input' must be a non-empty string, list of strings or list of token lists");
+  }
+  if (const json* d = field(body, "dimensions")) {
+    if (!d->is_number_integer() || d->get<int64_t>() < 1 || d->get<int64_t>() > width)
+      bad("dimensions", fmt::format("'dimensions' must be an integer from 1 to {}", width));
+    r.dimensions = d->get<int64_t>();
+  }
+  if (const json* f = field(body, "encoding_format")) {
+    if (!f->is_string() || (*f != "float" && *f != "base64"))
+      bad("encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+    r.base64 = *f == "base64";
+  }
+  return r;
+}
+
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults, const CompletionRequest& r) {
   runtime::SamplerConfig s = defaults;
   if (r.temperature) s.temperature = *r.temperature;

@@ -96,9 +96,30 @@ std::vector<int32_t> parse_detokenize(const nlohmann::json& body, int64_t vocab)
 // ApiError (400, naming `param`) for a token id outside [0, vocab).
 void check_token_id(int64_t id, int64_t vocab, const char* param);
 
+// OpenAI's POST /v1/embeddings: `input` a string, a list of strings, a list of token ids or a
+// list of such lists; `dimensions` (1 .. width; 0: absent); `encoding_format` "float" or
+// "base64". ApiError (400) naming the field for a missing or mistyped one, an id outside
+// [0, vocab) or dimensions out of range.
+struct EmbeddingRequest {
+  struct Input {
+    std::optional<std::string> text;  // to tokenize with the model's special tokens; else `ids`
+    std::vector<int32_t> ids;
+  };
+  std::vector<Input> inputs;
+  int64_t dimensions = 0;
+  bool base64 = false;
+};
+EmbeddingRequest parse_embeddings(const nlohmann::json& body, int64_t vocab, int64_t width);
+
 // The model's defaults with the request's fields over them; ApiError for values out of range.
 runtime::SamplerConfig request_sampler(const runtime::SamplerConfig& defaults,
                                        const CompletionRequest& request);
+
+// /v1/embeddings' answer: {"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
+// "model", "usage"}, each embedding a list of floats or, with `base64`, its float32 bytes
+// (little-endian) in standard base64.
+nlohmann::json embeddings_body(const std::vector<std::vector<float>>& vectors, bool base64, const std::string& model,
+                               int64_t prompt_tokens);
 
 // {"error": {"message", "type", "param", "code"}}
 nlohmann::json error_body(const std::string& message, const std::string& type = "invalid_request_error",

@@ -1,5 +1,5 @@
 // The response half of the OpenAI API (openai.h): error, completion, chunk and usage bodies,
-// logprobs, SSE framing and StopMatcher; request parsing stays in openai.cpp.
+// logprobs, embeddings, SSE framing and StopMatcher; request parsing stays in openai.cpp.
 #include "server/openai.h"
 
 #include <algorithm>
@@ -15,6 +15,41 @@ json error_body(const std::string& message, const std::string& type, const std::
             {"type", type},
             {"param", param.empty() ? json(nullptr) : json(param)},
             {"code", nullptr}}}};
+}
+
+namespace {
+
+// A vector's float32 bytes (little-endian, as x86 and ARM hold them) in standard base64.
+std::string base64_of_floats(const std::vector<float>& v) {
+  static constexpr char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto* b = reinterpret_cast<const unsigned char*>(v.data());
+  const size_t n = v.size() * sizeof(float);
+  std::string out;
+  out.reserve((n + 2) / 3 * 4);
+  for (size_t i = 0; i < n; i += 3) {
+    const uint32_t x = static_cast<uint32_t>(b[i]) << 16 | (i + 1 < n ? static_cast<uint32_t>(b[i + 1]) << 8 : 0) |
+                       (i + 2 < n ? b[i + 2] : 0);
+    out += kDigits[x >> 18 & 63];
+    out += kDigits[x >> 12 & 63];
+    out += i + 1 < n ? kDigits[x >> 6 & 63] : '=';
+    out += i + 2 < n ? kDigits[x & 63] : '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+json embeddings_body(const std::vector<std::vector<float>>& vectors, bool base64, const std::string& model,
+                     int64_t prompt_tokens) {
+  json data = json::array();
+  for (size_t i = 0; i < vectors.size(); ++i)
+    data.push_back({{"object", "embedding"},
+                    {"index", i},
+                    {"embedding", base64 ? json(base64_of_floats(vectors[i])) : json(vectors[i])}});
+  return {{"object", "list"},
+          {"data", std::move(data)},
+          {"model", model},
+          {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
 }
 
 namespace {

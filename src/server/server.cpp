@@ -43,25 +43,6 @@ bool is_eos(const ServerModel& m, int32_t id) {
 }
 
 // Adds choice i's counts (the prompt counts once: its cached tokens are the first choice's).
-// A vector's float32 bytes (little-endian, as x86 and ARM hold them) in standard base64, as
-// OpenAI's encoding_format "base64" sends embeddings.
-std::string base64_of_floats(const std::vector<float>& v) {
-  static constexpr char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const auto* b = reinterpret_cast<const unsigned char*>(v.data());
-  const size_t n = v.size() * sizeof(float);
-  std::string out;
-  out.reserve((n + 2) / 3 * 4);
-  for (size_t i = 0; i < n; i += 3) {
-    const uint32_t x = static_cast<uint32_t>(b[i]) << 16 | (i + 1 < n ? static_cast<uint32_t>(b[i + 1]) << 8 : 0) |
-                       (i + 2 < n ? b[i + 2] : 0);
-    out += kDigits[x >> 18 & 63];
-    out += kDigits[x >> 12 & 63];
-    out += i + 1 < n ? kDigits[x >> 6 & 63] : '=';
-    out += i + 2 < n ? kDigits[x & 63] : '=';
-  }
-  return out;
-}
-
 void add_usage(Usage& u, const runtime::GenerateResult& r, int i) {
   if (i == 0) u.cached_tokens = r.cached_tokens;
   u.completion_tokens += r.generated_tokens;
@@ -162,57 +143,18 @@ struct Server::Impl {
     }
   }
 
-  // OpenAI's /v1/embeddings: `input` a string, a list of strings, a list of token ids or a list
-  // of such lists; `dimensions`; `encoding_format` "float" or "base64" (little-endian float32).
+  // OpenAI's /v1/embeddings (openai.h's parse_embeddings), one request at a time on the model.
   void embeddings(const httplib::Request& req, httplib::Response& res) {
     try {
       if (!model.embed)
         throw ApiError(501, "embeddings are off: start exq serve with --embeddings (with an embedding model)",
                        "", "not_supported_error");
-      const json body = parse_body(req);
-      if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
-      const auto in = body.find("input");
-      if (in == body.end()) throw ApiError(400, "'input' is required", "input");
-      std::vector<std::vector<int32_t>> inputs;
-      const auto encode = [&](const json& text) { return model.tokenizer->encode(text.get<std::string>(), true); };
-      const auto ids_of = [&](const json& list) {
-        std::vector<int32_t> ids;
-        for (const json& v : list) {
-          if (!v.is_number_integer()) throw ApiError(400, "'input' token lists must hold integers", "input");
-          const int64_t id = v.get<int64_t>();
-          check_token_id(id, model.tokenizer->vocab_size(), "input");
-          ids.push_back(static_cast<int32_t>(id));
-        }
-        return ids;
-      };
-      if (in->is_string()) {
-        inputs.push_back(encode(*in));
-      } else if (in->is_array() && !in->empty() && (*in)[0].is_number_integer()) {
-        inputs.push_back(ids_of(*in));
-      } else if (in->is_array() && !in->empty()) {
-        for (const json& item : *in) {
-          if (item.is_string()) inputs.push_back(encode(item));
-          else if (item.is_array()) inputs.push_back(ids_of(item));
-          else throw ApiError(400, "'input' must be a string, a list of strings or a list of token lists", "input");
-        }
-      } else {
-        throw ApiError(400, "'input' must be a non-empty string, list of strings or list of token lists", "input");
-      }
-      int64_t dimensions = 0;
-      if (const auto d = body.find("dimensions"); d != body.end() && !d->is_null()) {
-        if (!d->is_number_integer() || d->get<int64_t>() < 1 || d->get<int64_t>() > model.embedding_width)
-          throw ApiError(400, fmt::format("'dimensions' must be an integer from 1 to {}", model.embedding_width),
-                         "dimensions");
-        dimensions = d->get<int64_t>();
-      }
-      const std::string format = body.value("encoding_format", json("float")).is_string()
-                                     ? body.value("encoding_format", std::string("float"))
-                                     : std::string("?");
-      if (format != "float" && format != "base64")
-        throw ApiError(400, "'encoding_format' must be \"float\" or \"base64\"", "encoding_format");
+      EmbeddingRequest r = parse_embeddings(parse_body(req), model.tokenizer->vocab_size(), model.embedding_width);
       int64_t tokens = 0;
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        const auto n = static_cast<int64_t>(inputs[i].size());
+      for (size_t i = 0; i < r.inputs.size(); ++i) {
+        EmbeddingRequest::Input& in = r.inputs[i];
+        if (in.text) in.ids = model.tokenizer->encode(*in.text, /*add_special_tokens=*/true);
+        const auto n = static_cast<int64_t>(in.ids.size());
         if (n == 0) throw ApiError(400, fmt::format("input {} is empty", i), "input");
         if (n > model.max_context)
           throw ApiError(400, fmt::format("input {} has {} tokens; this server's context holds {}", i, n,
@@ -220,22 +162,12 @@ struct Server::Impl {
                          "input");
         tokens += n;
       }
-      json data = json::array();
+      std::vector<std::vector<float>> vectors;
       {
         const std::unique_lock<std::mutex> lock = model_lock();
-        for (size_t i = 0; i < inputs.size(); ++i) {
-          const std::vector<float> v = model.embed(inputs[i], dimensions);
-          json item = {{"object", "embedding"}, {"index", i}};
-          if (format == "base64") item["embedding"] = base64_of_floats(v);
-          else item["embedding"] = v;
-          data.push_back(std::move(item));
-        }
+        for (const EmbeddingRequest::Input& in : r.inputs) vectors.push_back(model.embed(in.ids, r.dimensions));
       }
-      send_json(res, 200,
-                {{"object", "list"},
-                 {"data", std::move(data)},
-                 {"model", model.id},
-                 {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+      send_json(res, 200, embeddings_body(vectors, r.base64, model.id, tokens));
     } catch (const ApiError& e) {
       send_error(res, e);
     } catch (const Error& e) {  // the tokenizer or the model

@@ -244,6 +244,53 @@ TEST(ParseRequest, TokenizeAndDetokenizeAsLlamaCpp) {
   EXPECT_EQ(refused([] { parse_detokenize({{"content", "x"}}, 100); }), "tokens: 'tokens' must be an array of token ids");
 }
 
+// OpenAI's /v1/embeddings: every form of `input`, `dimensions` within the width, the two formats.
+TEST(ParseRequest, EmbeddingsInputsAndOptions) {
+  const EmbeddingRequest one = parse_embeddings({{"input", "Hi"}}, 100, 64);
+  ASSERT_EQ(one.inputs.size(), 1u);
+  EXPECT_EQ(one.inputs[0].text, "Hi");
+  EXPECT_EQ(one.dimensions, 0);
+  EXPECT_FALSE(one.base64);
+  const EmbeddingRequest mixed =
+      parse_embeddings({{"input", json::array({"a", json::array({3, 4})})}, {"dimensions", 8},
+                        {"encoding_format", "base64"}},
+                       100, 64);
+  ASSERT_EQ(mixed.inputs.size(), 2u);
+  EXPECT_EQ(mixed.inputs[0].text, "a");
+  EXPECT_FALSE(mixed.inputs[1].text.has_value());
+  EXPECT_EQ(mixed.inputs[1].ids, (std::vector<int32_t>{3, 4}));
+  EXPECT_EQ(mixed.dimensions, 8);
+  EXPECT_TRUE(mixed.base64);
+  const EmbeddingRequest ids = parse_embeddings({{"input", {1, 2, 3}}, {"dimensions", nullptr}}, 100, 64);
+  ASSERT_EQ(ids.inputs.size(), 1u);
+  EXPECT_EQ(ids.inputs[0].ids, (std::vector<int32_t>{1, 2, 3}));
+  auto refused = [](const json& body) -> std::string {
+    try {
+      parse_embeddings(body, 100, 64);
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      return e.param() + ": " + e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(refused({{"model", "x"}}), "input: 'input' is required");
+  EXPECT_EQ(refused({{"input", json::array()}}),
+            "input: 'input' must be a non-empty string, list of strings or list of token lists");
+  EXPECT_EQ(refused({{"input", json::array({"a", 5})}}),
+            "input: 'input' must be a string, a list of strings or a list of token lists");
+  EXPECT_EQ(refused({{"input", {1, 100}}}), "input: token id 100 is outside the vocabulary (100 tokens)");
+  EXPECT_EQ(refused({{"input", json::array({json::array({1, "x"})})}}), "input: 'input' token lists must hold integers");
+  EXPECT_EQ(refused({{"input", "a"}, {"dimensions", 65}}), "dimensions: 'dimensions' must be an integer from 1 to 64");
+  EXPECT_EQ(refused({{"input", "a"}, {"dimensions", 0}}), "dimensions: 'dimensions' must be an integer from 1 to 64");
+  EXPECT_EQ(refused({{"input", "a"}, {"encoding_format", "int8"}}),
+            "encoding_format: 'encoding_format' must be \"float\" or \"base64\"");
+  // The answer: floats, or their float32 bytes in base64 (1.0f is 00 00 80 3f).
+  const json body = embeddings_body({{1.0f, 0.0f}}, false, "m", 3);
+  EXPECT_EQ(body["data"][0]["embedding"], json::array({1.0, 0.0}));
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(embeddings_body({{1.0f}}, true, "m", 1)["data"][0]["embedding"], "AACAPw==");
+}
+
 // llama.cpp's typical_p, top_n_sigma, xtc_probability and xtc_threshold reach the sampler and
 // are validated there.
 TEST(RequestSampler, LlamaCppSamplerFields) {

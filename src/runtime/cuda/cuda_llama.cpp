@@ -409,6 +409,13 @@ void CudaLlama::Impl::prefill(std::span<const int32_t> tokens, const RowsFn* all
 
 namespace {
 
+// Copies each chunk of rows [n, width] to rows first.. of `out` (host) in stream order.
+CudaLlama::RowsFn rows_to_host(Tensor& out, cudaStream_t stream) {
+  return [&out, stream](const gpu::DeviceView& rows, int64_t first) {
+    gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), stream);
+  };
+}
+
 CudaOptions with_model_cache(const model::LlamaModel& model, CudaOptions o) {
   if (model.kv_quant() == model::KvQuant::kQ8) o.kv_cache = DType::I8;
   if (model.kv_quant() == model::KvQuant::kQ4) o.kv_cache = DType::U8;
@@ -461,9 +468,7 @@ Tensor CudaLlama::forward(std::span<const int32_t> tokens, bool all_logits) {
   m.check_tokens(tokens);
   if (!all_logits || tokens.size() == 1) return gpu::to_host(forward_last(tokens), m.stream);
   Tensor out(DType::F32, {static_cast<int64_t>(tokens.size()), m.dims.vocab});
-  const RowsFn copy = [&](const gpu::DeviceView& rows, int64_t first) {
-    gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), m.stream);
-  };
+  const RowsFn copy = rows_to_host(out, m.stream);
   m.prefill(tokens, &copy);
   return out;
 }
@@ -472,9 +477,7 @@ Tensor CudaLlama::hidden_states(std::span<const int32_t> tokens) {
   Impl& m = *impl_;
   m.check_tokens(tokens);
   Tensor out(DType::F32, {static_cast<int64_t>(tokens.size()), m.dims.hidden});
-  const RowsFn copy = [&](const gpu::DeviceView& rows, int64_t first) {
-    gpu::copy_to_host(rows, out.view().slice0(first, first + rows.dim(0)), m.stream);
-  };
+  const RowsFn copy = rows_to_host(out, m.stream);
   m.prefill(tokens, nullptr, false, &copy);
   return out;
 }
